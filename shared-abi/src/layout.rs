@@ -1,0 +1,67 @@
+//! The guest-physical and guest-virtual memory layout shared by the loader, the host
+//! and the firmware. See `docs/memory-map.md` for the picture.
+//!
+//! GPAs here never carry the encryption bit: on SEV-SNP a private access sets the
+//! C-bit (bit [`EMULATED_SNP_C_BIT`] on the emulated platform) on top of these
+//! addresses.
+
+/// Size of a 4 KiB page.
+pub const PAGE_SIZE_4K: u64 = 0x1000;
+/// Size of a 2 MiB page.
+pub const PAGE_SIZE_2M: u64 = 0x20_0000;
+/// Size of a 1 GiB page.
+pub const PAGE_SIZE_1G: u64 = 0x4000_0000;
+
+/// The C-bit position the emulated SNP platform reports in CPUID 0x8000_001F EBX[5:0].
+/// Guest RAM is one memfd mapped twice: the shared view at GPA 0 and the private view
+/// at `1 << 47` (DESIGN.md 3.1), so bit 47 set in a GPA is exactly "private".
+pub const EMULATED_SNP_C_BIT: u32 = 47;
+
+/// The first page is never given to the guest (null guard).
+pub const NULL_GUARD_END: u64 = 0x1000;
+/// Boot handoff page written by the loader and measured ([`crate::boot::BootInfo`]).
+pub const BOOT_INFO_GPA: u64 = 0x1000;
+/// IGVM parameter area holding the host's memory map (unmeasured, validated by the guest).
+pub const HOST_PARAM_GPA: u64 = 0x2000;
+/// Initial page tables built by the loader and measured: PML4, PDPT, PD.
+pub const INITIAL_PT_GPA: u64 = 0x8000;
+/// Number of pages of initial page tables.
+pub const INITIAL_PT_PAGES: u64 = 3;
+/// Physical load address of the firmware's lowest segment.
+pub const FIRMWARE_GPA: u64 = 0x10_0000;
+/// The firmware's segments must end below this GPA.
+pub const FIRMWARE_GPA_END: u64 = 0x100_0000;
+/// The app ELF file bytes are placed here, followed by the argument blob.
+pub const APP_IMAGE_GPA: u64 = 0x100_0000;
+
+/// Virtual base of the firmware: VA = `KERNEL_VA_BASE + GPA` for the firmware image
+/// (the top 2 GiB, so the firmware is built with the `kernel` code model).
+pub const KERNEL_VA_BASE: u64 = 0xFFFF_FFFF_8000_0000;
+/// The loader's initial page tables map `KERNEL_VA_BASE .. + INITIAL_MAP_SIZE`.
+pub const INITIAL_MAP_SIZE: u64 = PAGE_SIZE_1G;
+/// The firmware's direct map of guest RAM: VA = `DIRECT_MAP_VA_BASE + GPA`.
+pub const DIRECT_MAP_VA_BASE: u64 = 0xFFFF_8000_0000_0000;
+/// Highest user (app) virtual address, exclusive (the canonical lower half minus a guard page).
+pub const USER_VA_END: u64 = 0x0000_7FFF_FFFF_F000;
+
+/// Smallest guest RAM size nacre boots with.
+pub const MIN_GUEST_MEMORY: u64 = 64 << 20;
+/// Largest guest RAM size: the private view must sit above the shared view.
+pub const MAX_GUEST_MEMORY: u64 = 1 << 46;
+/// Guest RAM sizes must be a multiple of this.
+pub const GUEST_MEMORY_ALIGN: u64 = PAGE_SIZE_2M;
+
+const _: () = assert!(BOOT_INFO_GPA >= NULL_GUARD_END);
+const _: () = assert!(INITIAL_PT_GPA + INITIAL_PT_PAGES * PAGE_SIZE_4K <= FIRMWARE_GPA);
+const _: () = assert!(FIRMWARE_GPA_END <= APP_IMAGE_GPA);
+const _: () = assert!(MAX_GUEST_MEMORY <= 1 << EMULATED_SNP_C_BIT);
+
+/// Round `x` up to a multiple of `align` (a power of two).
+pub const fn align_up(x: u64, align: u64) -> u64 {
+    (x + align - 1) & !(align - 1)
+}
+
+/// Round `x` down to a multiple of `align` (a power of two).
+pub const fn align_down(x: u64, align: u64) -> u64 {
+    x & !(align - 1)
+}

@@ -1,0 +1,26 @@
+//! Every byte that crosses a boundary in nacre, defined once.
+//!
+//! This crate is `no_std` and is linked into both the host (`nacre`) and the guest
+//! firmware. It holds:
+//! - [`layout`]: the guest-physical memory map that the loader, the host and the
+//!   firmware agree on;
+//! - [`boot`]: the loader-to-firmware boot handoff (measured) and the host parameter
+//!   page (unmeasured, validated by the firmware);
+//! - [`doorbell`]: the I/O-port doorbell that replaces trapping instructions
+//!   (PVALIDATE, RMPADJUST, VMGEXIT, TDCALL) on the emulated platforms;
+//! - [`hostcall`]: the shared console/exit buffer between firmware and host;
+//! - [`snp`]: AMD SEV-SNP wire formats (GHCB, GHCB MSR protocol, page-state change,
+//!   PVALIDATE return codes) as specified by the GHCB specification (AMD 56421) and
+//!   the Linux headers that implement it.
+//!
+//! Every layout has its offsets and size asserted at compile time.
+#![no_std]
+
+#[cfg(test)]
+extern crate std;
+
+pub mod boot;
+pub mod doorbell;
+pub mod hostcall;
+pub mod layout;
+pub mod snp;

@@ -1,0 +1,101 @@
+//! Return codes and operands of PVALIDATE, RMPADJUST, RMPUPDATE and PSMASH
+//! (AMD APM vol. 3; Linux `arch/x86/include/asm/sev.h`; SPECS.md 3.1).
+
+/// Page size operand of PVALIDATE/RMPADJUST (RCX) and of an RMP entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RmpPageSize {
+    /// 4 KiB (0).
+    Size4K,
+    /// 2 MiB (1).
+    Size2M,
+}
+
+impl RmpPageSize {
+    /// Decode the RCX operand; only bit 0 is defined.
+    pub const fn from_operand(v: u64) -> Option<Self> {
+        match v {
+            0 => Some(Self::Size4K),
+            1 => Some(Self::Size2M),
+            _ => None,
+        }
+    }
+
+    /// The operand encoding.
+    pub const fn operand(self) -> u64 {
+        match self {
+            Self::Size4K => 0,
+            Self::Size2M => 1,
+        }
+    }
+
+    /// Bytes covered.
+    pub const fn bytes(self) -> u64 {
+        match self {
+            Self::Size4K => crate::layout::PAGE_SIZE_4K,
+            Self::Size2M => crate::layout::PAGE_SIZE_2M,
+        }
+    }
+}
+
+/// Return codes of PVALIDATE, RMPADJUST, RMPUPDATE and PSMASH (EAX).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RmpError {
+    /// 1: FAIL_INPUT (bad operand or address).
+    FailInput,
+    /// 2: FAIL_PERMISSION.
+    FailPermission,
+    /// 3: FAIL_INUSE (PSMASH racing; retry).
+    FailInUse,
+    /// 4: FAIL_OVERLAP (RMPUPDATE 4K/2M overlap).
+    FailOverlap,
+    /// 6: FAIL_SIZEMISMATCH (page size disagrees with the RMP entry).
+    FailSizeMismatch,
+}
+
+/// EAX = 0: success.
+pub const RMP_SUCCESS: u32 = 0;
+
+impl RmpError {
+    /// The architectural return code.
+    pub const fn code(self) -> u32 {
+        match self {
+            Self::FailInput => 1,
+            Self::FailPermission => 2,
+            Self::FailInUse => 3,
+            Self::FailOverlap => 4,
+            Self::FailSizeMismatch => 6,
+        }
+    }
+
+    /// Decode a non-zero return code.
+    pub const fn from_code(code: u32) -> Option<Self> {
+        match code {
+            1 => Some(Self::FailInput),
+            2 => Some(Self::FailPermission),
+            3 => Some(Self::FailInUse),
+            4 => Some(Self::FailOverlap),
+            6 => Some(Self::FailSizeMismatch),
+            _ => None,
+        }
+    }
+}
+
+/// The architectural outcome of one PVALIDATE: EAX and rFLAGS.CF.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PvalidateResult {
+    /// EAX.
+    pub rax: u32,
+    /// rFLAGS.CF: 1 when the validated bit did not change.
+    pub cf: bool,
+}
+
+impl PvalidateResult {
+    /// Decode into the guest's view: `Ok(changed)` or the error.
+    pub const fn decode(self) -> Result<bool, Option<RmpError>> {
+        if self.rax == RMP_SUCCESS {
+            Ok(!self.cf)
+        } else {
+            Err(RmpError::from_code(self.rax))
+        }
+    }
+}
