@@ -23,6 +23,9 @@ pub const NULL_GUARD_END: u64 = 0x1000;
 pub const BOOT_INFO_GPA: u64 = 0x1000;
 /// IGVM parameter area holding the host's memory map (unmeasured, validated by the guest).
 pub const HOST_PARAM_GPA: u64 = 0x2000;
+/// GPA the IGVM file gives the BSP's VMSA page (SNP). The page is the host's/the
+/// platform's, never guest RAM the firmware uses.
+pub const VMSA_GPA: u64 = 0x5000;
 /// Initial page tables built by the loader and measured: PML4, PDPT, PD.
 pub const INITIAL_PT_GPA: u64 = 0x8000;
 /// Number of pages of initial page tables.
