@@ -1,0 +1,221 @@
+//! Load the app's PT_LOAD segments into fresh private frames, set up a Linux-style
+//! initial stack (argc, argv, envp, auxv; System V x86-64 ABI 3.4.1) and enter ring 3.
+
+use super::elf::{Elf, ET_DYN};
+use crate::error::FwError;
+use crate::kernel::{Kernel, UserMemError};
+use crate::mem::paging::{NO_EXECUTE, USER, WRITABLE};
+use crate::mem::user::{Vma, PROT_EXEC, PROT_READ, PROT_WRITE};
+use nacre_shared_abi::boot::ArgsBlob;
+use nacre_shared_abi::layout::PAGE_SIZE_4K;
+
+/// Where a static-pie app is loaded.
+const PIE_BASE: u64 = 0x0000_5555_5555_0000;
+/// Top of the main thread's stack.
+pub const STACK_TOP: u64 = 0x0000_7FFF_FFF0_0000;
+/// Size of the stack area (RLIMIT_STACK).
+pub const STACK_SIZE: u64 = 8 << 20;
+
+/// Where the app starts.
+#[derive(Debug, Clone, Copy)]
+pub struct Entry {
+    pub rip: u64,
+    pub rsp: u64,
+}
+
+fn prot_of(flags: u32) -> u32 {
+    // ELF PF_X = 1, PF_W = 2, PF_R = 4.
+    let mut p = 0;
+    if flags & 4 != 0 {
+        p |= PROT_READ;
+    }
+    if flags & 2 != 0 {
+        p |= PROT_WRITE;
+    }
+    if flags & 1 != 0 {
+        p |= PROT_EXEC;
+    }
+    p
+}
+
+fn mem_err(e: UserMemError) -> FwError {
+    match e {
+        UserMemError::Platform(p) => p,
+        UserMemError::NoMemory => FwError::OutOfMemory,
+        UserMemError::Fault => FwError::BadApp,
+    }
+}
+
+/// Load `elf` and build the stack from `args`. Returns the entry state.
+pub fn load(k: &mut Kernel, elf: &Elf, args: &ArgsBlob) -> Result<Entry, FwError> {
+    let base = if elf.e_type == ET_DYN { PIE_BASE } else { 0 };
+    let mut image_end = 0u64;
+    let mut phdr_va = 0u64;
+    for ph in elf.loads() {
+        let start = base.checked_add(ph.vaddr).ok_or(FwError::BadApp)?;
+        let end = start.checked_add(ph.memsz).ok_or(FwError::BadApp)?;
+        if end > STACK_TOP - STACK_SIZE || start < PAGE_SIZE_4K {
+            return Err(FwError::BadApp);
+        }
+        if ph.offset <= elf.phoff && elf.phoff < ph.offset + ph.filesz {
+            phdr_va = start + (elf.phoff - ph.offset);
+        }
+        let prot = prot_of(ph.flags);
+        let page_start = start & !(PAGE_SIZE_4K - 1);
+        let page_end = (end + PAGE_SIZE_4K - 1) & !(PAGE_SIZE_4K - 1);
+        // Segments may share a boundary page: give it the union of their rights.
+        let mut va = page_start;
+        while va < page_end {
+            match k.vmas.find(va) {
+                Some(v) => {
+                    let merged = v.prot | prot;
+                    k.vmas.protect_range(va, va + PAGE_SIZE_4K, merged);
+                }
+                None => {
+                    if !k.vmas.insert(Vma { start: va, end: va + PAGE_SIZE_4K, prot }) {
+                        return Err(FwError::OutOfMemory);
+                    }
+                }
+            }
+            va += PAGE_SIZE_4K;
+        }
+        // Copy the file bytes through a writable mapping, then set final rights.
+        let file = &elf.bytes[ph.offset as usize..(ph.offset + ph.filesz) as usize];
+        k.populate(page_start, page_end - page_start, false).map_err(mem_err)?;
+        let mut va = page_start;
+        while va < page_end {
+            k.pt.set_flags_4k(va, USER | WRITABLE | NO_EXECUTE).ok_or(FwError::BadApp)?;
+            va += PAGE_SIZE_4K;
+        }
+        // SAFETY: `[start, start + filesz)` was just mapped writable in the current
+        // address space and nothing else references it.
+        unsafe { core::ptr::copy_nonoverlapping(file.as_ptr(), start as *mut u8, file.len()) };
+        image_end = image_end.max(page_end);
+    }
+    // Final page rights from the (merged) VMAs.
+    for i in 0..k.vmas.len() {
+        let Some(v) = k.vmas.get(i) else { break };
+        let flags = v.pte_flags().unwrap_or(USER | NO_EXECUTE);
+        let mut p = v.start;
+        while p < v.end {
+            k.pt.set_flags_4k(p, flags);
+            p += PAGE_SIZE_4K;
+        }
+    }
+    if image_end == 0 {
+        return Err(FwError::BadApp);
+    }
+    k.brk_start = image_end;
+    k.brk = image_end;
+
+    if !k.vmas.insert(Vma {
+        start: STACK_TOP - STACK_SIZE,
+        end: STACK_TOP,
+        prot: PROT_READ | PROT_WRITE,
+    }) {
+        return Err(FwError::OutOfMemory);
+    }
+    let rsp = build_stack(k, args, base + elf.entry, phdr_va, elf.phnum).map_err(mem_err)?;
+    Ok(Entry {
+        rip: base + elf.entry,
+        rsp,
+    })
+}
+
+const AT_NULL: u64 = 0;
+const AT_PHDR: u64 = 3;
+const AT_PHENT: u64 = 4;
+const AT_PHNUM: u64 = 5;
+const AT_PAGESZ: u64 = 6;
+const AT_BASE: u64 = 7;
+const AT_FLAGS: u64 = 8;
+const AT_ENTRY: u64 = 9;
+const AT_UID: u64 = 11;
+const AT_EUID: u64 = 12;
+const AT_GID: u64 = 13;
+const AT_EGID: u64 = 14;
+const AT_PLATFORM: u64 = 15;
+const AT_HWCAP: u64 = 16;
+const AT_CLKTCK: u64 = 17;
+const AT_SECURE: u64 = 23;
+const AT_RANDOM: u64 = 25;
+const AT_HWCAP2: u64 = 26;
+const AT_EXECFN: u64 = 31;
+
+fn build_stack(k: &mut Kernel, args: &ArgsBlob, entry: u64, phdr: u64, phnum: u16) -> Result<u64, UserMemError> {
+    let mut sp = STACK_TOP;
+    let push_bytes = |k: &mut Kernel, sp: &mut u64, b: &[u8]| -> Result<u64, UserMemError> {
+        *sp -= b.len() as u64;
+        k.copy_to_user(*sp, b)?;
+        Ok(*sp)
+    };
+    // Strings: arguments and environment (NUL-terminated), platform, random bytes.
+    let mut ptrs = [0u64; 512];
+    let count = (args.argc() + args.envc()) as usize;
+    if count > ptrs.len() {
+        return Err(UserMemError::NoMemory);
+    }
+    for (i, s) in args.strings().enumerate() {
+        push_bytes(k, &mut sp, &[0])?;
+        ptrs[i] = push_bytes(k, &mut sp, s)?;
+    }
+    let platform = push_bytes(k, &mut sp, b"x86_64\0")?;
+    let mut random = [0u8; 16];
+    for chunk in random.chunks_mut(8) {
+        let r = crate::arch::cpu::hw_random().unwrap_or(0x6e61_6372_6500_0001);
+        chunk.copy_from_slice(&r.to_le_bytes());
+    }
+    let random_va = push_bytes(k, &mut sp, &random)?;
+    sp &= !15;
+
+    let hwcap = u64::from(crate::arch::cpu::cpuid(1, 0).edx);
+    let auxv: [(u64, u64); 18] = [
+        (AT_PHDR, phdr),
+        (AT_PHENT, 56),
+        (AT_PHNUM, u64::from(phnum)),
+        (AT_PAGESZ, PAGE_SIZE_4K),
+        (AT_BASE, 0),
+        (AT_FLAGS, 0),
+        (AT_ENTRY, entry),
+        (AT_UID, 0),
+        (AT_EUID, 0),
+        (AT_GID, 0),
+        (AT_EGID, 0),
+        (AT_PLATFORM, platform),
+        (AT_HWCAP, hwcap),
+        (AT_CLKTCK, 100),
+        (AT_SECURE, 0),
+        (AT_RANDOM, random_va),
+        (AT_HWCAP2, 0),
+        (AT_EXECFN, ptrs[0]),
+    ];
+    let argc = args.argc() as usize;
+    // Words: argc, argv[], NULL, envp[], NULL, auxv pairs, AT_NULL pair.
+    let words = 1 + argc + 1 + (count - argc) + 1 + 2 * (auxv.len() + 1);
+    if words % 2 == 1 {
+        sp -= 8;
+    }
+    let mut table = [0u64; 1 + 512 + 2 + 2 * 19];
+    let mut n = 0;
+    table[n] = argc as u64;
+    n += 1;
+    for &p in &ptrs[..argc] {
+        table[n] = p;
+        n += 1;
+    }
+    n += 1; // NULL
+    for &p in &ptrs[argc..count] {
+        table[n] = p;
+        n += 1;
+    }
+    n += 1; // NULL
+    for (t, v) in auxv.iter().copied().chain(core::iter::once((AT_NULL, 0))) {
+        table[n] = t;
+        table[n + 1] = v;
+        n += 2;
+    }
+    sp -= (n * 8) as u64;
+    let bytes: &[u8] = zerocopy::IntoBytes::as_bytes(&table[..n]);
+    k.copy_to_user(sp, bytes)?;
+    Ok(sp)
+}

@@ -1,0 +1,156 @@
+//! The IDT: the 32 architectural exception vectors, all on IST1. A common assembly
+//! stub saves the general-purpose and FXSAVE state (so exception handlers written in
+//! Rust may use SSE without corrupting the app) and calls [`exception_dispatch`].
+
+use core::arch::{asm, global_asm};
+use core::mem::size_of;
+
+/// Registers saved by the exception entry stub, lowest address first.
+#[derive(Debug)]
+#[repr(C)]
+pub struct TrapFrame {
+    pub r15: u64,
+    pub r14: u64,
+    pub r13: u64,
+    pub r12: u64,
+    pub r11: u64,
+    pub r10: u64,
+    pub r9: u64,
+    pub r8: u64,
+    pub rbp: u64,
+    pub rdi: u64,
+    pub rsi: u64,
+    pub rdx: u64,
+    pub rcx: u64,
+    pub rbx: u64,
+    pub rax: u64,
+    pub vector: u64,
+    pub error_code: u64,
+    pub rip: u64,
+    pub cs: u64,
+    pub rflags: u64,
+    pub rsp: u64,
+    pub ss: u64,
+}
+
+impl TrapFrame {
+    /// Whether the exception interrupted ring 3.
+    pub fn from_user(&self) -> bool {
+        self.cs & 3 == 3
+    }
+}
+
+
+global_asm!(
+    ".global nacre_isr_common",
+    "nacre_isr_common:",
+    "push rax", "push rbx", "push rcx", "push rdx", "push rsi", "push rdi", "push rbp",
+    "push r8", "push r9", "push r10", "push r11", "push r12", "push r13", "push r14", "push r15",
+    "cld",
+    "mov rdi, rsp",
+    "sub rsp, 512",
+    "fxsave64 [rsp]",
+    "call {dispatch}",
+    "fxrstor64 [rsp]",
+    "add rsp, 512",
+    "pop r15", "pop r14", "pop r13", "pop r12", "pop r11", "pop r10", "pop r9", "pop r8",
+    "pop rbp", "pop rdi", "pop rsi", "pop rdx", "pop rcx", "pop rbx", "pop rax",
+    "add rsp, 16",
+    "iretq",
+    dispatch = sym exception_dispatch,
+);
+
+macro_rules! isr_table {
+    ($($n:literal $err:literal),* $(,)?) => {
+        global_asm!(
+            $(
+                concat!(".global nacre_isr_", $n),
+                concat!("nacre_isr_", $n, ":"),
+                concat!(".if ", $err, " == 0"),
+                "push 0",
+                ".endif",
+                concat!("push ", $n),
+                "jmp nacre_isr_common",
+            )*
+            ".section .rodata",
+            ".balign 8",
+            ".global nacre_isr_table",
+            "nacre_isr_table:",
+            $( concat!(".quad nacre_isr_", $n), )*
+            ".text",
+        );
+    };
+}
+
+isr_table!(
+    0 0, 1 0, 2 0, 3 0, 4 0, 5 0, 6 0, 7 0, 8 1, 9 0, 10 1, 11 1, 12 1, 13 1, 14 1, 15 0,
+    16 0, 17 1, 18 0, 19 0, 20 0, 21 1, 22 0, 23 0, 24 0, 25 0, 26 0, 27 0, 28 0, 29 1, 30 1, 31 0,
+);
+
+extern "C" {
+    static nacre_isr_table: [u64; 32];
+}
+
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct Gate {
+    offset_low: u16,
+    selector: u16,
+    ist: u8,
+    type_attr: u8,
+    offset_mid: u16,
+    offset_high: u32,
+    reserved: u32,
+}
+
+const _: () = assert!(size_of::<Gate>() == 16);
+
+static mut IDT: [Gate; 32] = [Gate {
+    offset_low: 0,
+    selector: 0,
+    ist: 0,
+    type_attr: 0,
+    offset_mid: 0,
+    offset_high: 0,
+    reserved: 0,
+}; 32];
+
+#[repr(C, packed)]
+struct Pointer {
+    limit: u16,
+    base: u64,
+}
+
+/// Fill and load the IDT.
+///
+/// # Safety
+/// Call once at boot after [`super::gdt::init`] (the gates use IST1 and the kernel CS).
+pub unsafe fn init() {
+    // SAFETY: single-threaded boot; the table is only written here.
+    unsafe {
+        let idt = &raw mut IDT;
+        let table = &raw const nacre_isr_table;
+        for i in 0..32 {
+            let handler = (*table)[i];
+            (*idt)[i] = Gate {
+                offset_low: handler as u16,
+                selector: super::gdt::KERNEL_CS,
+                ist: 1,
+                type_attr: 0x8E, // present, DPL0, 64-bit interrupt gate
+                offset_mid: (handler >> 16) as u16,
+                offset_high: (handler >> 32) as u32,
+                reserved: 0,
+            };
+        }
+        let ptr = Pointer {
+            limit: (size_of::<[Gate; 32]>() - 1) as u16,
+            base: idt as u64,
+        };
+        asm!("lidt [{}]", in(reg) &ptr, options(nostack, preserves_flags));
+    }
+}
+
+/// Called by the entry stub with the saved frame.
+extern "C" fn exception_dispatch(frame: &mut TrapFrame) {
+    crate::trap::handle_exception(frame);
+}

@@ -1,0 +1,78 @@
+//! SYSCALL entry: switch to the kernel stack, save the registers the Linux syscall
+//! ABI preserves (everything but RAX, RCX, R11) and the SSE state, call
+//! [`crate::syscall::dispatch`], restore, SYSRET.
+
+use core::arch::global_asm;
+
+/// Registers saved on syscall entry, lowest address first.
+#[derive(Debug)]
+#[repr(C)]
+pub struct SyscallFrame {
+    pub rax: u64,
+    pub r9: u64,
+    pub r8: u64,
+    pub r10: u64,
+    pub rdx: u64,
+    pub rsi: u64,
+    pub rdi: u64,
+    pub r11: u64,
+    pub rcx: u64,
+}
+
+#[no_mangle]
+static mut NACRE_USER_RSP: u64 = 0;
+#[no_mangle]
+static mut NACRE_KERNEL_RSP: u64 = 0;
+
+global_asm!(
+    ".global nacre_syscall_entry",
+    "nacre_syscall_entry:",
+    "mov [rip + NACRE_USER_RSP], rsp",
+    "mov rsp, [rip + NACRE_KERNEL_RSP]",
+    "push rcx", "push r11", "push rdi", "push rsi", "push rdx", "push r10", "push r8", "push r9", "push rax",
+    "mov rdi, rsp",
+    "sub rsp, 520",
+    "fxsave64 [rsp]",
+    "cld",
+    "call {dispatch}",
+    "fxrstor64 [rsp]",
+    "add rsp, 528",
+    "pop r9", "pop r8", "pop r10", "pop rdx", "pop rsi", "pop rdi", "pop r11", "pop rcx",
+    "mov rsp, [rip + NACRE_USER_RSP]",
+    "sysretq",
+    dispatch = sym entry_dispatch,
+);
+
+extern "C" {
+    fn nacre_syscall_entry();
+}
+
+extern "C" fn entry_dispatch(frame: &mut SyscallFrame) -> u64 {
+    crate::syscall::dispatch(frame)
+}
+
+const MSR_EFER: u32 = 0xC000_0080;
+const MSR_STAR: u32 = 0xC000_0081;
+const MSR_LSTAR: u32 = 0xC000_0082;
+const MSR_FMASK: u32 = 0xC000_0084;
+/// EFER.SCE (AMD APM vol. 2, 3.1.7).
+const EFER_SCE: u64 = 1;
+/// RFLAGS bits cleared on entry: TF, IF, DF, IOPL, NT, AC (as Linux does).
+const SYSCALL_FMASK: u64 = 0x4_7700;
+
+/// Enable SYSCALL/SYSRET with the entry above.
+///
+/// # Safety
+/// Call once at boot after the GDT is loaded.
+pub unsafe fn init() {
+    // SAFETY: single-threaded boot; the selectors match the GDT in `gdt.rs`
+    // (STAR[47:32] = kernel CS, STAR[63:48] + 8 / + 16 = user SS / CS).
+    unsafe {
+        NACRE_KERNEL_RSP = super::gdt::kernel_stack_top();
+        let efer = super::cpu::rdmsr(MSR_EFER);
+        super::cpu::wrmsr(MSR_EFER, efer | EFER_SCE);
+        super::cpu::wrmsr(MSR_STAR, (0x10u64 << 48) | (u64::from(super::gdt::KERNEL_CS) << 32));
+        super::cpu::wrmsr(MSR_LSTAR, nacre_syscall_entry as *const () as u64);
+        super::cpu::wrmsr(MSR_FMASK, SYSCALL_FMASK);
+    }
+}

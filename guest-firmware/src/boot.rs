@@ -1,0 +1,254 @@
+//! The boot sequence, from the VP context's 64-bit entry state to the app's first
+//! instruction.
+
+use crate::app::elf::Elf;
+use crate::app::loader::{self, Entry};
+use crate::arch::cpu::{self, cpuid, rdmsr};
+use crate::arch::{gdt, idt, syscall_entry};
+use crate::error::FwError;
+use crate::kernel::{Kernel, KERNEL, MMAP_TOP};
+use crate::mem::frames::Frames;
+use crate::mem::paging::{PageTables, TableAlloc, GLOBAL, NO_EXECUTE, WRITABLE};
+use crate::mem::user::Vmas;
+use crate::mem::{phys_to_virt, use_direct_map};
+use crate::platform::snp::instr::{pvalidate, set_emulated};
+use crate::platform::snp::psc::page_state_change;
+use crate::platform::snp::Snp;
+use core::arch::asm;
+use nacre_shared_abi::boot::{parse_memory_map, ArgsBlob, BootInfo, PlatformKind};
+use nacre_shared_abi::doorbell::EMULATED_SNP_SIGNATURE;
+use nacre_shared_abi::hostcall::HOSTCALL_BUFFER_PAGES;
+use nacre_shared_abi::layout::*;
+use nacre_shared_abi::snp::msr_protocol::{self as mp, MsrPscOp, MsrRequest, MsrResponse};
+use nacre_shared_abi::snp::psc::PageStateOp;
+use nacre_shared_abi::snp::rmp::RmpPageSize;
+use nacre_shared_abi::snp::{MSR_SEV_STATUS, SEV_STATUS_SEV_SNP};
+use zerocopy::FromBytes;
+
+#[repr(C, align(4096))]
+struct Page([u8; 4096]);
+
+/// Page-table frames used before the frame allocator exists: enough for the
+/// firmware's own map and a direct map of up to 64 GiB with 2 MiB pages.
+const PT_POOL_PAGES: usize = 80;
+static mut PT_POOL: [Page; PT_POOL_PAGES] = [const { Page([0; 4096]) }; PT_POOL_PAGES];
+static mut GHCB_PAGE: Page = Page([0; 4096]);
+static mut HOSTCALL_PAGES: [Page; HOSTCALL_BUFFER_PAGES as usize] =
+    [const { Page([0; 4096]) }; HOSTCALL_BUFFER_PAGES as usize];
+
+struct Pool {
+    next: usize,
+}
+
+impl TableAlloc for Pool {
+    fn alloc_table(&mut self) -> Option<u64> {
+        if self.next == PT_POOL_PAGES {
+            return None;
+        }
+        let va = (&raw const PT_POOL) as u64 + (self.next * 4096) as u64;
+        self.next += 1;
+        Some(va - KERNEL_VA_BASE)
+    }
+}
+
+fn kernel_gpa<T>(p: *const T) -> u64 {
+    p as u64 - KERNEL_VA_BASE
+}
+
+/// Boot to the point where the app can be entered.
+pub fn boot() -> Result<Entry, FwError> {
+    // SAFETY: first code after entry, single CPU, called once.
+    unsafe {
+        gdt::init();
+        idt::init();
+    }
+    // SAFETY: the boot handoff page is measured private memory mapped by the loader's tables.
+    let bi_bytes = unsafe { core::slice::from_raw_parts(phys_to_virt(BOOT_INFO_GPA) as *const u8, 128) };
+    let bi = BootInfo::read_from_bytes(bi_bytes).map_err(|_| FwError::BootInfo)?;
+    if bi.check() != Ok(PlatformKind::Snp) {
+        return Err(FwError::BootInfo);
+    }
+
+    let sig = cpuid(0x4000_0000, 0);
+    let mut s = [0u8; 12];
+    s[0..4].copy_from_slice(&sig.ebx.to_le_bytes());
+    s[4..8].copy_from_slice(&sig.ecx.to_le_bytes());
+    s[8..12].copy_from_slice(&sig.edx.to_le_bytes());
+    set_emulated(s == EMULATED_SNP_SIGNATURE);
+
+    // SAFETY: SEV_STATUS exists on every SEV-capable CPU and on the emulated platform.
+    let sev_status = unsafe { rdmsr(MSR_SEV_STATUS) };
+    if sev_status & SEV_STATUS_SEV_SNP == 0 {
+        Snp::terminate(mp::TERM_SET_GENERAL, mp::TERM_SNP_UNSUPPORTED);
+    }
+    let c_bit = cpuid(0x8000_001F, 0).ebx & 0x3F;
+    if c_bit != bi.c_bit || !(32..=51).contains(&c_bit) {
+        return Err(FwError::NotSnp);
+    }
+    let mut snp = Snp::new();
+    match snp.msr_protocol(MsrRequest::HvFeatures, mp::HV_FEATURES_RESP)? {
+        MsrResponse::HvFeatures { features } if features & mp::HV_FEATURE_SNP != 0 => {}
+        _ => return Err(FwError::MsrProtocol),
+    }
+
+    // The host's memory map is unmeasured: copy it, then check it.
+    let mut param = [0u8; 4096];
+    // SAFETY: the parameter page is private and validated (inserted at launch).
+    unsafe { core::ptr::copy_nonoverlapping(phys_to_virt(HOST_PARAM_GPA) as *const u8, param.as_mut_ptr(), 4096) };
+    let ram = parse_memory_map(&param, bi.min_memory).map_err(|_| FwError::MemoryMap)?;
+
+    // Our own page tables: the firmware at KERNEL_VA_BASE (4 KiB pages, so single
+    // pages can be made shared) and a direct map of all RAM (2 MiB, private, NX).
+    let mut pool = Pool { next: 0 };
+    let root = pool.alloc_table().ok_or(FwError::OutOfMemory)?;
+    let mut pt = PageTables::new(root, 1 << c_bit);
+    for gpa in (FIRMWARE_GPA..bi.firmware_end).step_by(PAGE_SIZE_4K as usize) {
+        pt.map_4k(KERNEL_VA_BASE + gpa, gpa, WRITABLE | GLOBAL, true, &mut pool)
+            .ok_or(FwError::OutOfMemory)?;
+    }
+    for gpa in (0..ram).step_by(PAGE_SIZE_2M as usize) {
+        pt.map_2m(DIRECT_MAP_VA_BASE + gpa, gpa, WRITABLE | NO_EXECUTE, &mut pool)
+            .ok_or(FwError::OutOfMemory)?;
+    }
+    // SAFETY: the new tables map the firmware at the same addresses and all RAM.
+    unsafe { cpu::write_cr3(pt.cr3()) };
+    use_direct_map();
+    enable_cpu_features();
+
+    // GHCB: stop using the page as private, make it shared, map it shared, register.
+    let ghcb_va = (&raw const GHCB_PAGE) as u64;
+    let ghcb_gpa = kernel_gpa(&raw const GHCB_PAGE);
+    make_private_page_shared_msr(&mut snp, &mut pt, ghcb_va, ghcb_gpa)?;
+    snp.register_ghcb(ghcb_va, ghcb_gpa)?;
+
+    let launch = [
+        (BOOT_INFO_GPA, PAGE_SIZE_4K),
+        (HOST_PARAM_GPA, PAGE_SIZE_4K),
+        (INITIAL_PT_GPA, INITIAL_PT_PAGES * PAGE_SIZE_4K),
+        (FIRMWARE_GPA, bi.firmware_end - FIRMWARE_GPA),
+        (bi.app_gpa, bi.image_end - bi.app_gpa),
+    ];
+    let mut frames = Frames::new(&mut snp, align_up(bi.image_end, PAGE_SIZE_2M), ram, &launch)?;
+    frames.validated().set(ghcb_gpa, false);
+
+    // Hostcall buffer: rescind, one page-state change for all pages, map shared.
+    let hc_va = (&raw const HOSTCALL_PAGES) as u64;
+    let hc_gpa = kernel_gpa(&raw const HOSTCALL_PAGES);
+    for i in 0..HOSTCALL_BUFFER_PAGES {
+        let va = hc_va + i * PAGE_SIZE_4K;
+        rescind(va, hc_gpa + i * PAGE_SIZE_4K)?;
+        frames.validated().set(hc_gpa + i * PAGE_SIZE_4K, false);
+    }
+    page_state_change(&mut snp, hc_gpa / PAGE_SIZE_4K, HOSTCALL_BUFFER_PAGES, PageStateOp::Shared)?;
+    for i in 0..HOSTCALL_BUFFER_PAGES {
+        let va = hc_va + i * PAGE_SIZE_4K;
+        pt.set_private_4k(va, false).ok_or(FwError::OutOfMemory)?;
+        // SAFETY: the page is now mapped shared and owned by the firmware.
+        unsafe { core::ptr::write_bytes(va as *mut u8, 0, PAGE_SIZE_4K as usize) };
+    }
+    snp.set_hostcall_buffer(hc_va, hc_gpa);
+
+    let mut guard = KERNEL.lock();
+    let k = guard.insert(Kernel {
+        snp,
+        frames,
+        pt,
+        vmas: Vmas::new(),
+        brk_start: 0,
+        brk: 0,
+        mmap_next: MMAP_TOP,
+        unsupported: [0; 512],
+    });
+    // SAFETY: the app image and argument blob are measured private pages
+    // (BootInfo::check bounded them inside the image) and mapped by the direct map.
+    let (app, args) = unsafe {
+        (
+            core::slice::from_raw_parts(phys_to_virt(bi.app_gpa) as *const u8, bi.app_size as usize),
+            core::slice::from_raw_parts(phys_to_virt(bi.args_gpa) as *const u8, bi.args_size as usize),
+        )
+    };
+    let elf = Elf::parse(app)?;
+    let args = ArgsBlob::parse(args).map_err(|_| FwError::BootInfo)?;
+    let entry = loader::load(k, &elf, &args)?;
+    drop(guard);
+    // SAFETY: GDT loaded; the entry uses its selectors.
+    unsafe { syscall_entry::init() };
+    Ok(entry)
+}
+
+/// Enable XSAVE-managed SSE/AVX state to match CPUID, and SMEP.
+fn enable_cpu_features() {
+    const CR4_OSXSAVE: u64 = 1 << 18;
+    const CR4_SMEP: u64 = 1 << 20;
+    let leaf1 = cpuid(1, 0);
+    let mut cr4 = cpu::read_cr4();
+    let xsave = leaf1.ecx & (1 << 26) != 0;
+    if xsave {
+        cr4 |= CR4_OSXSAVE;
+    }
+    if cpuid(7, 0).ebx & (1 << 7) != 0 {
+        cr4 |= CR4_SMEP;
+    }
+    // SAFETY: only features CPUID reports are enabled.
+    unsafe { cpu::write_cr4(cr4) };
+    if xsave {
+        let avx = leaf1.ecx & (1 << 28) != 0;
+        let supported = u64::from(cpuid(0xD, 0).eax);
+        let want = if avx { 0b111 } else { 0b11 };
+        // SAFETY: CR4.OSXSAVE is set and the value is a subset of CPUID 0xD.0.
+        unsafe { cpu::xsetbv0(want & supported) };
+    }
+}
+
+fn rescind(va: u64, gpa: u64) -> Result<(), FwError> {
+    // SAFETY: the page is firmware-owned and not used as private memory from now on.
+    let r = unsafe { pvalidate(va, RmpPageSize::Size4K, false) };
+    match r.decode() {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(FwError::AlreadyValidated { gpa }),
+        Err(rc) => Err(FwError::Pvalidate { gpa, rc }),
+    }
+}
+
+/// Convert one firmware page to shared with the MSR protocol (before the GHCB exists).
+fn make_private_page_shared_msr(snp: &mut Snp, pt: &mut PageTables, va: u64, gpa: u64) -> Result<(), FwError> {
+    rescind(va, gpa)?;
+    let req = MsrRequest::PageStateChange {
+        gfn: gpa / PAGE_SIZE_4K,
+        op: MsrPscOp::Shared,
+    };
+    match snp.msr_protocol(req, mp::PSC_RESP)? {
+        MsrResponse::PageStateChange { error: 0 } => {}
+        _ => return Err(FwError::PageStateChange { gfn: gpa / PAGE_SIZE_4K, detail: 0 }),
+    }
+    pt.set_private_4k(va, false).ok_or(FwError::OutOfMemory)?;
+    // SAFETY: the page is mapped shared now and owned by the firmware.
+    unsafe { core::ptr::write_bytes(va as *mut u8, 0, PAGE_SIZE_4K as usize) };
+    Ok(())
+}
+
+/// Enter the app in ring 3 with all registers zero (RDX = 0: no `rtld_fini`).
+pub fn enter_user(entry: Entry) -> ! {
+    // SAFETY: the app's address space is set up; IRETQ switches to ring 3 with the
+    // user selectors from the GDT. The kernel stack is abandoned (syscalls and
+    // exceptions use their own stacks).
+    unsafe {
+        asm!(
+            "push {ss}",
+            "push {rsp}",
+            "push 0x2",
+            "push {cs}",
+            "push {rip}",
+            "xor eax, eax", "xor ebx, ebx", "xor ecx, ecx", "xor edx, edx",
+            "xor esi, esi", "xor edi, edi", "xor ebp, ebp",
+            "xor r8d, r8d", "xor r9d, r9d", "xor r10d, r10d", "xor r11d, r11d",
+            "xor r12d, r12d", "xor r13d, r13d", "xor r14d, r14d", "xor r15d, r15d",
+            "iretq",
+            ss = in(reg) u64::from(gdt::USER_DS),
+            rsp = in(reg) entry.rsp,
+            cs = in(reg) u64::from(gdt::USER_CS),
+            rip = in(reg) entry.rip,
+            options(noreturn),
+        );
+    }
+}

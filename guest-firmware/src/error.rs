@@ -1,0 +1,55 @@
+//! The firmware's error type and the termination reasons it reports to the host.
+
+use nacre_shared_abi::snp::rmp::RmpError;
+
+/// Everything that can stop the boot or the app's memory management.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FwError {
+    /// The measured boot handoff is inconsistent.
+    BootInfo,
+    /// The host's memory map was refused.
+    MemoryMap,
+    /// Not running on SEV-SNP (SEV_STATUS), or the C-bit disagrees with the image.
+    NotSnp,
+    /// The host did not answer the MSR protocol as specified.
+    MsrProtocol,
+    /// The host refused or misreported a GHCB call.
+    Ghcb { exit_code: u64, info1: u64, info2: u64 },
+    /// A page-state change failed or the host's progress report was invalid.
+    PageStateChange { gfn: u64, detail: u64 },
+    /// PVALIDATE failed.
+    Pvalidate { gpa: u64, rc: Option<RmpError> },
+    /// PVALIDATE reported no change where the firmware's own record says the page
+    /// was not validated: the host may be remapping pages (trust assumption 3).
+    AlreadyValidated { gpa: u64 },
+    /// The firmware's own record says the page is validated already.
+    DoubleValidation { gpa: u64 },
+    /// Out of guest memory.
+    OutOfMemory,
+    /// The app ELF is malformed.
+    BadApp,
+    /// A hostcall reply was malformed.
+    Hostcall,
+}
+
+/// Termination reason codes in set 3 (`TERM_SET_NACRE`), reported with the GHCB
+/// MSR protocol termination request.
+impl FwError {
+    /// Reason code for the termination request.
+    pub fn term_code(&self) -> u8 {
+        match self {
+            Self::BootInfo => 1,
+            Self::MemoryMap => 2,
+            Self::NotSnp => 3,
+            Self::MsrProtocol => 4,
+            Self::Ghcb { .. } => 5,
+            Self::PageStateChange { .. } => 6,
+            Self::Pvalidate { .. } => 7,
+            Self::AlreadyValidated { .. } => 8,
+            Self::DoubleValidation { .. } => 9,
+            Self::OutOfMemory => 10,
+            Self::BadApp => 11,
+            Self::Hostcall => 12,
+        }
+    }
+}

@@ -1,0 +1,72 @@
+//! `memcpy`, `memmove`, `memset`, `memcmp` and `bcmp` for the freestanding build (the
+//! precompiled `compiler_builtins` for the Linux target leaves them to libc). Written
+//! with string instructions so the compiler cannot turn them back into calls.
+
+use core::arch::asm;
+
+/// # Safety
+/// `dst` and `src` must be valid for `n` bytes and not overlap.
+#[no_mangle]
+pub unsafe extern "C" fn memcpy(dst: *mut u8, src: *const u8, n: usize) -> *mut u8 {
+    // SAFETY: the caller guarantees both ranges; REP MOVSB copies forward (DF = 0 per ABI).
+    unsafe {
+        asm!("rep movsb", inout("rcx") n => _, inout("rdi") dst => _, inout("rsi") src => _, options(nostack, preserves_flags));
+    }
+    dst
+}
+
+/// # Safety
+/// `dst` and `src` must be valid for `n` bytes; they may overlap.
+#[no_mangle]
+pub unsafe extern "C" fn memmove(dst: *mut u8, src: *const u8, n: usize) -> *mut u8 {
+    if (dst as usize) <= (src as usize) || (dst as usize) >= (src as usize).wrapping_add(n) {
+        // SAFETY: a forward copy is correct when dst is below src or past its end.
+        return unsafe { memcpy(dst, src, n) };
+    }
+    // SAFETY: copy backwards (DF = 1) from the last byte, then restore DF.
+    unsafe {
+        asm!(
+            "std",
+            "rep movsb",
+            "cld",
+            inout("rcx") n => _,
+            inout("rdi") dst.add(n - 1) => _,
+            inout("rsi") src.add(n - 1) => _,
+            options(nostack),
+        );
+    }
+    dst
+}
+
+/// # Safety
+/// `dst` must be valid for `n` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn memset(dst: *mut u8, c: i32, n: usize) -> *mut u8 {
+    // SAFETY: the caller guarantees the range.
+    unsafe {
+        asm!("rep stosb", inout("rcx") n => _, inout("rdi") dst => _, in("al") c as u8, options(nostack, preserves_flags));
+    }
+    dst
+}
+
+/// # Safety
+/// `a` and `b` must be valid for `n` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn memcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
+    for i in 0..n {
+        // SAFETY: the caller guarantees both ranges.
+        let (x, y) = unsafe { (a.add(i).read_volatile(), b.add(i).read_volatile()) };
+        if x != y {
+            return i32::from(x) - i32::from(y);
+        }
+    }
+    0
+}
+
+/// # Safety
+/// `a` and `b` must be valid for `n` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn bcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
+    // SAFETY: same contract as memcmp.
+    unsafe { memcmp(a, b, n) }
+}

@@ -1,0 +1,93 @@
+//! nacre guest firmware.
+//!
+//! A freestanding ELF that the host starts in the 64-bit state of the image's VP
+//! context (on SEV-SNP hardware: the measured VMSA). It checks it runs on SEV-SNP,
+//! builds page tables with the C-bit from CPUID 0x8000_001F, registers its GHCB,
+//! validates only the memory it uses (lazily, 2 MiB first), loads the measured app
+//! and runs it in ring 3 behind a Linux syscall shim. See `docs/design.md`.
+#![no_std]
+#![no_main]
+
+mod app;
+mod arch;
+mod boot;
+mod error;
+mod fmt;
+mod kernel;
+mod libc_mem;
+mod mem;
+mod platform;
+mod syscall;
+mod trap;
+
+use core::arch::global_asm;
+use error::FwError;
+use kernel::KERNEL;
+use nacre_shared_abi::snp::msr_protocol::{TERM_SET_NACRE};
+use platform::snp::Snp;
+
+const BOOT_STACK_SIZE: usize = 128 * 1024;
+
+#[repr(C, align(4096))]
+struct BootStack([u8; BOOT_STACK_SIZE]);
+
+static mut BOOT_STACK: BootStack = BootStack([0; BOOT_STACK_SIZE]);
+
+global_asm!(
+    ".section .text.entry, \"ax\"",
+    ".global _start",
+    "_start:",
+    "lea rsp, [rip + {stack} + {size}]",
+    "xor ebp, ebp",
+    "call {main}",
+    "ud2",
+    stack = sym BOOT_STACK,
+    size = const BOOT_STACK_SIZE,
+    main = sym boot_entry,
+);
+
+extern "C" fn boot_entry() -> ! {
+    match boot::boot() {
+        Ok(entry) => boot::enter_user(entry),
+        Err(e) => fatal_error(e),
+    }
+}
+
+/// Report a fatal firmware error on the console (when there is one) and ask the
+/// host to terminate the guest.
+pub fn fatal_error(e: FwError) -> ! {
+    let mut msg = fmt::Buf::new();
+    let _ = core::fmt::write(&mut msg, format_args!("{e:?}"));
+    report_and_terminate(msg.as_str(), e.term_code())
+}
+
+/// Report a fatal firmware bug and terminate.
+pub fn fatal(msg: &str) -> ! {
+    report_and_terminate(msg, 0xFE)
+}
+
+fn report_and_terminate(msg: &str, code: u8) -> ! {
+    if let Some(mut guard) = KERNEL.try_lock() {
+        if let Some(k) = guard.as_mut() {
+            let _ = k.snp.console_write(2, b"nacre firmware: fatal: ");
+            let _ = k.snp.console_write(2, msg.as_bytes());
+            let _ = k.snp.console_write(2, b"\n");
+        }
+    }
+    Snp::terminate(TERM_SET_NACRE, code)
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo) -> ! {
+    let mut msg = fmt::Buf::new();
+    let _ = core::fmt::write(&mut msg, format_args!("panic: {}", info.message()));
+    if let Some(l) = info.location() {
+        let _ = core::fmt::write(&mut msg, format_args!(" at {}:{}", l.file(), l.line()));
+    }
+    fatal(msg.as_str())
+}
+
+/// The precompiled `core` refers to the unwinding personality routine; the firmware
+/// aborts on panic and never unwinds, so it is never called.
+#[no_mangle]
+extern "C" fn rust_eh_personality() {}

@@ -1,0 +1,215 @@
+//! The frame allocator. Guest RAM above the image starts out hypervisor-owned
+//! (shared); the allocator accepts it lazily, one 2 MiB chunk when it first hands
+//! out a frame from it (page-state change to private, then PVALIDATE 2 MiB, falling
+//! back to 4 KiB on FAIL_SIZEMISMATCH). The firmware keeps its own bitmap of every
+//! 4 KiB page it validated (trust assumption 3): validating a page twice is an error,
+//! and a PVALIDATE that reports "unchanged" for a page the bitmap says is not
+//! validated means the host remapped memory.
+
+use super::paging::TableAlloc;
+use super::phys_to_virt;
+use crate::error::FwError;
+use crate::platform::snp::instr::pvalidate;
+use crate::platform::snp::psc::page_state_change;
+use crate::platform::snp::Snp;
+use nacre_shared_abi::layout::{align_up, PAGE_SIZE_2M, PAGE_SIZE_4K};
+use nacre_shared_abi::snp::psc::PageStateOp;
+use nacre_shared_abi::snp::rmp::{RmpError, RmpPageSize};
+
+/// The per-4 KiB validated record.
+#[derive(Debug)]
+pub struct Validated {
+    /// Direct-map address of the bitmap.
+    bits: *mut u64,
+    pages: u64,
+}
+
+// SAFETY: the firmware is single-threaded; the bitmap is only reached through the
+// global kernel lock.
+unsafe impl Send for Validated {}
+
+impl Validated {
+    fn word(&self, page: u64) -> Option<*mut u64> {
+        (page < self.pages).then(|| self.bits.wrapping_add((page / 64) as usize))
+    }
+
+    /// Whether the page holding `gpa` is validated.
+    pub fn get(&self, gpa: u64) -> bool {
+        let page = gpa / PAGE_SIZE_4K;
+        match self.word(page) {
+            // SAFETY: `word` bounds-checked the index; the bitmap is private memory.
+            Some(w) => (unsafe { w.read() } & (1 << (page % 64))) != 0,
+            None => false,
+        }
+    }
+
+    /// Set or clear the bit of the page holding `gpa`.
+    pub fn set(&mut self, gpa: u64, value: bool) {
+        let page = gpa / PAGE_SIZE_4K;
+        if let Some(w) = self.word(page) {
+            // SAFETY: as in `get`.
+            unsafe {
+                let v = w.read();
+                w.write(if value { v | (1 << (page % 64)) } else { v & !(1 << (page % 64)) });
+            }
+        }
+    }
+}
+
+/// Physical memory manager.
+#[derive(Debug)]
+pub struct Frames {
+    ram_end: u64,
+    next: u64,
+    accepted_end: u64,
+    free_head: u64,
+    validated: Validated,
+    /// Pages validated at 4 KiB after a 2 MiB size mismatch (diagnostics).
+    pub size_mismatches: u64,
+}
+
+impl Frames {
+    /// Accept the first chunks of free RAM at `start` (2 MiB aligned), put the
+    /// validated bitmap there and mark `launch` ranges (validated by the platform at
+    /// launch) in it.
+    pub fn new(snp: &mut Snp, start: u64, ram_end: u64, launch: &[(u64, u64)]) -> Result<Self, FwError> {
+        let pages = ram_end / PAGE_SIZE_4K;
+        let bitmap_bytes = align_up(pages.div_ceil(8), PAGE_SIZE_4K);
+        let first_len = align_up(bitmap_bytes, PAGE_SIZE_2M);
+        if start + first_len > ram_end {
+            return Err(FwError::OutOfMemory);
+        }
+        let mut frames = Self {
+            ram_end,
+            next: start + bitmap_bytes,
+            accepted_end: start,
+            free_head: 0,
+            validated: Validated {
+                bits: phys_to_virt(start) as *mut u64,
+                pages,
+            },
+            size_mismatches: 0,
+        };
+        frames.accept(snp, start, first_len, false)?;
+        // SAFETY: the bitmap's pages were just accepted and are private.
+        unsafe { core::ptr::write_bytes(frames.validated.bits as *mut u8, 0, bitmap_bytes as usize) };
+        for gpa in (start..start + first_len).step_by(PAGE_SIZE_4K as usize) {
+            frames.validated.set(gpa, true);
+        }
+        for &(gpa, len) in launch {
+            for p in (gpa..gpa + len).step_by(PAGE_SIZE_4K as usize) {
+                frames.validated.set(p, true);
+            }
+        }
+        frames.accepted_end = start + first_len;
+        Ok(frames)
+    }
+
+    /// The record of validated pages.
+    pub fn validated(&mut self) -> &mut Validated {
+        &mut self.validated
+    }
+
+    fn validate_4k(&mut self, gpa: u64, record: bool) -> Result<(), FwError> {
+        if record && self.validated.get(gpa) {
+            return Err(FwError::DoubleValidation { gpa });
+        }
+        // SAFETY: validating (not rescinding) a page nothing uses yet.
+        let r = unsafe { pvalidate(phys_to_virt(gpa), RmpPageSize::Size4K, true) };
+        match r.decode() {
+            Ok(true) => {}
+            Ok(false) => return Err(FwError::AlreadyValidated { gpa }),
+            Err(rc) => return Err(FwError::Pvalidate { gpa, rc }),
+        }
+        if record {
+            self.validated.set(gpa, true);
+        }
+        Ok(())
+    }
+
+    /// Make `[gpa, gpa + len)` private and validate it, 2 MiB at a time where aligned.
+    fn accept(&mut self, snp: &mut Snp, gpa: u64, len: u64, record: bool) -> Result<(), FwError> {
+        if record {
+            for p in (gpa..gpa + len).step_by(PAGE_SIZE_4K as usize) {
+                if self.validated.get(p) {
+                    return Err(FwError::DoubleValidation { gpa: p });
+                }
+            }
+        }
+        page_state_change(snp, gpa / PAGE_SIZE_4K, len / PAGE_SIZE_4K, PageStateOp::Private)?;
+        let end = gpa + len;
+        let mut at = gpa;
+        while at < end {
+            if at % PAGE_SIZE_2M == 0 && end - at >= PAGE_SIZE_2M {
+                // SAFETY: validating a range nothing uses yet.
+                let r = unsafe { pvalidate(phys_to_virt(at), RmpPageSize::Size2M, true) };
+                match r.decode() {
+                    Ok(true) => {
+                        if record {
+                            for p in (at..at + PAGE_SIZE_2M).step_by(PAGE_SIZE_4K as usize) {
+                                self.validated.set(p, true);
+                            }
+                        }
+                    }
+                    Ok(false) => return Err(FwError::AlreadyValidated { gpa: at }),
+                    Err(Some(RmpError::FailSizeMismatch)) => {
+                        self.size_mismatches += 1;
+                        for p in (at..at + PAGE_SIZE_2M).step_by(PAGE_SIZE_4K as usize) {
+                            self.validate_4k(p, record)?;
+                        }
+                    }
+                    Err(rc) => return Err(FwError::Pvalidate { gpa: at, rc }),
+                }
+                at += PAGE_SIZE_2M;
+            } else {
+                self.validate_4k(at, record)?;
+                at += PAGE_SIZE_4K;
+            }
+        }
+        Ok(())
+    }
+
+    /// A zeroed private frame.
+    pub fn alloc(&mut self, snp: &mut Snp) -> Result<u64, FwError> {
+        let gpa = if self.free_head != 0 {
+            let gpa = self.free_head;
+            // SAFETY: free frames are private, validated and hold the next link.
+            self.free_head = unsafe { (phys_to_virt(gpa) as *const u64).read() };
+            gpa
+        } else {
+            if self.next >= self.accepted_end {
+                if self.accepted_end >= self.ram_end {
+                    return Err(FwError::OutOfMemory);
+                }
+                let len = PAGE_SIZE_2M.min(self.ram_end - self.accepted_end);
+                self.accept(snp, self.accepted_end, len, true)?;
+                self.accepted_end += len;
+            }
+            let gpa = self.next;
+            self.next += PAGE_SIZE_4K;
+            gpa
+        };
+        // SAFETY: the frame is private, validated and owned by the caller from now on.
+        unsafe { core::ptr::write_bytes(phys_to_virt(gpa) as *mut u8, 0, PAGE_SIZE_4K as usize) };
+        Ok(gpa)
+    }
+
+    /// Return a frame.
+    pub fn free(&mut self, gpa: u64) {
+        // SAFETY: the caller hands back a private frame it no longer maps.
+        unsafe { (phys_to_virt(gpa) as *mut u64).write(self.free_head) };
+        self.free_head = gpa;
+    }
+}
+
+/// Page-table frames from the frame allocator.
+pub struct FrameTables<'a> {
+    pub frames: &'a mut Frames,
+    pub snp: &'a mut Snp,
+}
+
+impl TableAlloc for FrameTables<'_> {
+    fn alloc_table(&mut self) -> Option<u64> {
+        self.frames.alloc(self.snp).ok()
+    }
+}

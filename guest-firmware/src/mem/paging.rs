@@ -1,0 +1,168 @@
+//! Four-level x86-64 page tables with the SEV C-bit: private mappings carry the C-bit
+//! in the physical address field, shared mappings do not.
+
+use super::phys_to_virt;
+use crate::arch::cpu::invlpg;
+
+/// Present.
+pub const PRESENT: u64 = 1 << 0;
+/// Writable.
+pub const WRITABLE: u64 = 1 << 1;
+/// User accessible.
+pub const USER: u64 = 1 << 2;
+/// Large page (PS) in a PDPT or PD entry.
+pub const HUGE: u64 = 1 << 7;
+/// Global.
+pub const GLOBAL: u64 = 1 << 8;
+/// No-execute.
+pub const NO_EXECUTE: u64 = 1 << 63;
+
+const ADDR_MASK: u64 = 0x000F_FFFF_FFFF_F000;
+
+/// Where a page-table frame comes from.
+pub trait TableAlloc {
+    /// A zeroed, validated 4 KiB frame (its GPA), or `None`.
+    fn alloc_table(&mut self) -> Option<u64>;
+}
+
+/// One address space.
+#[derive(Debug)]
+pub struct PageTables {
+    pml4: u64,
+    c_bit: u64,
+}
+
+fn index(va: u64, level: u32) -> usize {
+    ((va >> (12 + 9 * level)) & 0x1FF) as usize
+}
+
+impl PageTables {
+    /// New empty tables whose root is the zeroed frame `pml4_gpa`.
+    pub fn new(pml4_gpa: u64, c_bit_mask: u64) -> Self {
+        Self {
+            pml4: pml4_gpa,
+            c_bit: c_bit_mask,
+        }
+    }
+
+    /// The value to load into CR3 (private root).
+    pub fn cr3(&self) -> u64 {
+        self.pml4 | self.c_bit
+    }
+
+    fn entry_ptr(table_gpa: u64, idx: usize) -> *mut u64 {
+        (phys_to_virt(table_gpa) as *mut u64).wrapping_add(idx)
+    }
+
+    fn read(ptr: *mut u64) -> u64 {
+        // SAFETY: page-table frames are private, validated and mapped by
+        // `phys_to_virt`; entries are naturally aligned u64s.
+        unsafe { ptr.read_volatile() }
+    }
+
+    fn write(ptr: *mut u64, v: u64) {
+        // SAFETY: as in `read`.
+        unsafe { ptr.write_volatile(v) }
+    }
+
+    /// The entry pointer for `va` at `level` (0 = PTE, 1 = PDE, 2 = PDPTE), creating
+    /// intermediate tables.
+    fn walk_create(&mut self, va: u64, level: u32, alloc: &mut dyn TableAlloc) -> Option<*mut u64> {
+        let mut table = self.pml4;
+        let mut l = 3;
+        while l > level {
+            let ptr = Self::entry_ptr(table, index(va, l));
+            let e = Self::read(ptr);
+            if e & PRESENT == 0 {
+                let t = alloc.alloc_table()?;
+                Self::write(ptr, t | self.c_bit | PRESENT | WRITABLE | USER);
+                table = t;
+            } else if e & HUGE != 0 {
+                return None;
+            } else {
+                table = e & ADDR_MASK & !self.c_bit;
+            }
+            l -= 1;
+        }
+        Some(Self::entry_ptr(table, index(va, level)))
+    }
+
+    /// Find the leaf entry for `va`: (pointer, level).
+    fn walk(&self, va: u64) -> Option<(*mut u64, u32)> {
+        let mut table = self.pml4;
+        let mut l = 3;
+        loop {
+            let ptr = Self::entry_ptr(table, index(va, l));
+            let e = Self::read(ptr);
+            if e & PRESENT == 0 {
+                return None;
+            }
+            if l == 0 || (e & HUGE != 0 && l <= 2) {
+                return Some((ptr, l));
+            }
+            table = e & ADDR_MASK & !self.c_bit;
+            l -= 1;
+        }
+    }
+
+    /// Map one 4 KiB page. `private` selects the C-bit.
+    pub fn map_4k(&mut self, va: u64, gpa: u64, flags: u64, private: bool, alloc: &mut dyn TableAlloc) -> Option<()> {
+        let ptr = self.walk_create(va, 0, alloc)?;
+        let c = if private { self.c_bit } else { 0 };
+        Self::write(ptr, gpa | c | flags | PRESENT);
+        invlpg(va);
+        Some(())
+    }
+
+    /// Map one 2 MiB page (private).
+    pub fn map_2m(&mut self, va: u64, gpa: u64, flags: u64, alloc: &mut dyn TableAlloc) -> Option<()> {
+        let ptr = self.walk_create(va, 1, alloc)?;
+        Self::write(ptr, gpa | self.c_bit | flags | PRESENT | HUGE);
+        Some(())
+    }
+
+    /// The GPA (without C-bit) and flags a 4 KiB-mapped `va` translates to.
+    pub fn translate(&self, va: u64) -> Option<(u64, u64)> {
+        let (ptr, level) = self.walk(va)?;
+        let e = Self::read(ptr);
+        let size_mask = (1u64 << (12 + 9 * level)) - 1;
+        let base = e & ADDR_MASK & !self.c_bit & !size_mask;
+        Some((base | (va & size_mask), e & !ADDR_MASK | (e & self.c_bit)))
+    }
+
+    /// Remove the 4 KiB mapping of `va`, returning its GPA.
+    pub fn unmap_4k(&mut self, va: u64) -> Option<u64> {
+        let (ptr, level) = self.walk(va)?;
+        if level != 0 {
+            return None;
+        }
+        let e = Self::read(ptr);
+        Self::write(ptr, 0);
+        invlpg(va);
+        Some(e & ADDR_MASK & !self.c_bit)
+    }
+
+    /// Replace the flags of the 4 KiB mapping of `va` (keeping address and C-bit).
+    pub fn set_flags_4k(&mut self, va: u64, flags: u64) -> Option<()> {
+        let (ptr, level) = self.walk(va)?;
+        if level != 0 {
+            return None;
+        }
+        let e = Self::read(ptr);
+        Self::write(ptr, (e & ADDR_MASK) | flags | PRESENT);
+        invlpg(va);
+        Some(())
+    }
+
+    /// Make the 4 KiB mapping of `va` shared (clear the C-bit) or private.
+    pub fn set_private_4k(&mut self, va: u64, private: bool) -> Option<()> {
+        let (ptr, level) = self.walk(va)?;
+        if level != 0 {
+            return None;
+        }
+        let e = Self::read(ptr) & !self.c_bit;
+        Self::write(ptr, if private { e | self.c_bit } else { e });
+        invlpg(va);
+        Some(())
+    }
+}

@@ -1,0 +1,183 @@
+//! The GHCB: MSR protocol before the page exists, then the page itself. The GHCB
+//! page is shared memory: requests are built in a private [`Ghcb`] value, copied in,
+//! and the answer copied back out before anything reads it (trust assumption 2).
+
+use super::instr::vmgexit;
+use crate::arch::cpu::{rdmsr, wrmsr};
+use crate::error::FwError;
+use nacre_shared_abi::hostcall::{HostcallHeader, HostcallOp, HOSTCALL_DATA_OFFSET, HOSTCALL_MAX_DATA, HOSTCALL_PORT};
+use nacre_shared_abi::snp::ghcb::{exit_code, ioio, Ghcb, GhcbField};
+use nacre_shared_abi::snp::msr_protocol::{self as mp, MsrRequest, MsrResponse};
+use nacre_shared_abi::snp::MSR_GHCB;
+use zerocopy::{FromBytes, IntoBytes};
+
+/// SEV-SNP platform state.
+#[derive(Debug)]
+pub struct Snp {
+    /// Virtual address of the GHCB page (mapped shared), 0 before registration.
+    ghcb_va: u64,
+    ghcb_gpa: u64,
+    msr_holds_ghcb: bool,
+    hostcall_va: u64,
+    hostcall_gpa: u64,
+}
+
+impl Snp {
+    /// Platform state before the GHCB exists.
+    pub const fn new() -> Self {
+        Self {
+            ghcb_va: 0,
+            ghcb_gpa: 0,
+            msr_holds_ghcb: false,
+            hostcall_va: 0,
+            hostcall_gpa: 0,
+        }
+    }
+
+    /// One MSR-protocol exchange; the response must carry `expect_info`.
+    pub fn msr_protocol(&mut self, req: MsrRequest, expect_info: u64) -> Result<MsrResponse, FwError> {
+        self.msr_holds_ghcb = false;
+        // SAFETY: the GHCB MSR is architectural on SNP (and handled by the emulated
+        // host); the request only asks the host to act on what it names.
+        let v = unsafe {
+            wrmsr(MSR_GHCB, req.encode());
+            vmgexit();
+            rdmsr(MSR_GHCB)
+        };
+        MsrResponse::decode(v, expect_info).map_err(|_| FwError::MsrProtocol)
+    }
+
+    /// Ask the host to terminate the guest, then halt.
+    pub fn terminate(set: u8, code: u8) -> ! {
+        // SAFETY: termination request; nothing runs after it.
+        unsafe {
+            wrmsr(MSR_GHCB, MsrRequest::Terminate { set, code }.encode());
+            vmgexit();
+        }
+        crate::arch::cpu::halt_forever()
+    }
+
+    /// Register the (already shared and mapped) GHCB page with the host.
+    pub fn register_ghcb(&mut self, va: u64, gpa: u64) -> Result<(), FwError> {
+        let gfn = gpa >> 12;
+        match self.msr_protocol(MsrRequest::RegisterGhcb { gfn }, mp::REG_GPA_RESP)? {
+            MsrResponse::RegisterGhcb { gfn: echoed } if echoed == gfn => {}
+            _ => return Err(FwError::MsrProtocol),
+        }
+        self.ghcb_va = va;
+        self.ghcb_gpa = gpa;
+        Ok(())
+    }
+
+    /// GPA of the GHCB page.
+    pub fn ghcb_gpa(&self) -> u64 {
+        self.ghcb_gpa
+    }
+
+    /// Record the shared hostcall buffer.
+    pub fn set_hostcall_buffer(&mut self, va: u64, gpa: u64) {
+        self.hostcall_va = va;
+        self.hostcall_gpa = gpa;
+    }
+
+    /// Make one NAE call: copy `g` into the GHCB page, exit, copy the answer back into
+    /// `g` and check `sw_exit_info_1`.
+    pub fn call(&mut self, g: &mut Ghcb) -> Result<(), FwError> {
+        if self.ghcb_va == 0 {
+            return Err(FwError::MsrProtocol);
+        }
+        let page = self.ghcb_va as *mut u8;
+        // SAFETY: `ghcb_va` maps the registered shared GHCB page (4 KiB) which no
+        // Rust reference covers; the host only writes it while this vCPU is stopped
+        // in the exit below. The MSR write points the host at that page.
+        unsafe {
+            core::ptr::copy_nonoverlapping(g.as_bytes().as_ptr(), page, 4096);
+            if !self.msr_holds_ghcb {
+                wrmsr(MSR_GHCB, self.ghcb_gpa);
+                self.msr_holds_ghcb = true;
+            }
+            vmgexit();
+            core::ptr::copy_nonoverlapping(page as *const u8, g.as_mut_bytes().as_mut_ptr(), 4096);
+        }
+        if g.sw_exit_info_1 & 0xFFFF_FFFF != 0 {
+            return Err(FwError::Ghcb {
+                exit_code: g.sw_exit_code,
+                info1: g.sw_exit_info_1,
+                info2: g.sw_exit_info_2,
+            });
+        }
+        Ok(())
+    }
+
+    /// Ring the hostcall doorbell: a GHCB IOIO OUT of 32 bits to `HOSTCALL_PORT`
+    /// carrying the buffer's page number.
+    fn ring_hostcall(&mut self) -> Result<(), FwError> {
+        let mut g = Ghcb::new_zeroed();
+        g.clear();
+        g.rax = self.hostcall_gpa >> 12;
+        g.set_valid(GhcbField::Rax);
+        g.set_exit(exit_code::IOIO, (u64::from(HOSTCALL_PORT) << ioio::PORT_SHIFT) | ioio::SIZE_32, 0);
+        self.call(&mut g)
+    }
+
+    /// Send a hostcall with `data` and return the checked reply header.
+    fn hostcall(&mut self, mut req: HostcallHeader, data: &[u8]) -> Result<HostcallHeader, FwError> {
+        if self.hostcall_va == 0 || data.len() as u64 > HOSTCALL_MAX_DATA {
+            return Err(FwError::Hostcall);
+        }
+        req.len = req.len.max(data.len() as u64);
+        let base = self.hostcall_va as *mut u8;
+        // SAFETY: `hostcall_va` maps the shared hostcall buffer (HOSTCALL_BUFFER_SIZE
+        // bytes) that no Rust reference covers; the lengths were checked above.
+        unsafe {
+            core::ptr::copy_nonoverlapping(data.as_ptr(), base.add(HOSTCALL_DATA_OFFSET as usize), data.len());
+            core::ptr::copy_nonoverlapping(req.as_bytes().as_ptr(), base, HOSTCALL_DATA_OFFSET as usize);
+        }
+        self.ring_hostcall()?;
+        let mut reply = [0u8; HOSTCALL_DATA_OFFSET as usize];
+        // SAFETY: as above; copy the reply header into private memory before use.
+        unsafe { core::ptr::copy_nonoverlapping(base as *const u8, reply.as_mut_ptr(), reply.len()) };
+        HostcallHeader::read_from_bytes(&reply).map_err(|_| FwError::Hostcall)
+    }
+
+    /// Write `data` to the host's fd 1 or 2. Returns bytes written or a Linux errno.
+    pub fn console_write(&mut self, fd: u32, data: &[u8]) -> Result<u64, u64> {
+        let mut done = 0u64;
+        for chunk in data.chunks(HOSTCALL_MAX_DATA as usize) {
+            let req = HostcallHeader {
+                op: HostcallOp::Write as u32,
+                fd,
+                len: chunk.len() as u64,
+                ..Default::default()
+            };
+            let reply = self.hostcall(req, chunk).map_err(|_| EIO)?;
+            match reply.check_reply(&req) {
+                Ok(Ok(n)) => {
+                    done += n;
+                    if n < chunk.len() as u64 {
+                        break;
+                    }
+                }
+                Ok(Err(errno)) => return if done > 0 { Ok(done) } else { Err(errno) },
+                Err(_) => return Err(EIO),
+            }
+        }
+        Ok(done)
+    }
+
+    /// Report the app's exit status (and unsupported-syscall counts as `u32` pairs).
+    pub fn exit(&mut self, status: u8, unsupported: &[u8]) -> ! {
+        let req = HostcallHeader {
+            op: HostcallOp::Exit as u32,
+            arg: u64::from(status),
+            len: unsupported.len() as u64,
+            ..Default::default()
+        };
+        let _ = self.hostcall(req, unsupported);
+        // The host must not resume us after an exit; if it does, terminate.
+        Self::terminate(mp::TERM_SET_NACRE, 0xFF)
+    }
+}
+
+/// EIO (Linux `asm-generic/errno-base.h`).
+const EIO: u64 = 5;

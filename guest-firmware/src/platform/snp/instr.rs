@@ -1,0 +1,80 @@
+//! One small wrapper per trapping instruction (PVALIDATE, VMGEXIT). On the emulated
+//! platform each is an `out imm8, al` doorbell that leaves the architectural operand
+//! registers in place for the host (shared-abi `doorbell.rs`).
+
+use core::arch::asm;
+use core::sync::atomic::{AtomicBool, Ordering};
+use nacre_shared_abi::doorbell::{DOORBELL_PVALIDATE, DOORBELL_VMGEXIT};
+use nacre_shared_abi::snp::rmp::{PvalidateResult, RmpPageSize};
+
+static EMULATED: AtomicBool = AtomicBool::new(false);
+
+/// Select the doorbell (emulated platform) or the real instructions (hardware).
+pub fn set_emulated(emulated: bool) {
+    EMULATED.store(emulated, Ordering::Relaxed);
+}
+
+/// Whether the doorbell is in use.
+pub fn emulated() -> bool {
+    EMULATED.load(Ordering::Relaxed)
+}
+
+/// PVALIDATE the page at guest virtual address `va`.
+///
+/// # Safety
+/// Rescinding (`validate == false`) makes every later private access to the page
+/// fault: the caller must own the page and stop using it as private memory.
+pub unsafe fn pvalidate(va: u64, size: RmpPageSize, validate: bool) -> PvalidateResult {
+    let rax: u64;
+    let cf: u8;
+    if emulated() {
+        // SAFETY: the doorbell is an I/O write the host completes; it changes only
+        // RAX and RFLAGS, which are declared as outputs (flags are not preserved).
+        unsafe {
+            asm!(
+                "out {port}, al",
+                "setc {cf}",
+                port = const DOORBELL_PVALIDATE,
+                cf = out(reg_byte) cf,
+                inout("rax") va => rax,
+                in("rcx") size.operand(),
+                in("rdx") u64::from(validate),
+                options(nostack),
+            );
+        }
+    } else {
+        // SAFETY: PVALIDATE (F2 0F 01 FF) with RAX = VA, RCX = size, RDX = validate;
+        // it writes EAX and rFLAGS only.
+        unsafe {
+            asm!(
+                ".byte 0xF2, 0x0F, 0x01, 0xFF",
+                "setc {cf}",
+                cf = out(reg_byte) cf,
+                inout("rax") va => rax,
+                in("rcx") size.operand(),
+                in("rdx") u64::from(validate),
+                options(nostack),
+            );
+        }
+    }
+    PvalidateResult {
+        rax: rax as u32,
+        cf: cf != 0,
+    }
+}
+
+/// Exit to the hypervisor with the GHCB MSR as it stands.
+///
+/// # Safety
+/// The GHCB MSR must hold a request the caller is ready to have answered: the host
+/// may rewrite the registered GHCB page and the GHCB MSR.
+pub unsafe fn vmgexit() {
+    if emulated() {
+        // SAFETY: the doorbell changes no guest register; the host may write shared
+        // memory and the GHCB MSR, which the caller expects.
+        unsafe { asm!("out {port}, al", port = const DOORBELL_VMGEXIT, in("al") 0u8, options(nostack)) };
+    } else {
+        // SAFETY: VMGEXIT (`rep vmmcall`) with the GHCB MSR set up by the caller.
+        unsafe { asm!("rep vmmcall", options(nostack)) };
+    }
+}

@@ -1,0 +1,8 @@
+//! SEV-SNP: the GHCB (MSR protocol and page), page-state changes, PVALIDATE and the
+//! hostcall doorbell.
+
+pub mod ghcb;
+pub mod instr;
+pub mod psc;
+
+pub use ghcb::Snp;

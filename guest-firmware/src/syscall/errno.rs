@@ -1,0 +1,14 @@
+//! Linux errno values (`include/uapi/asm-generic/errno-base.h`, `errno.h`).
+pub const EPERM: u64 = 1;
+pub const ENOENT: u64 = 2;
+pub const ESRCH: u64 = 3;
+pub const EBADF: u64 = 9;
+pub const EAGAIN: u64 = 11;
+pub const ENOMEM: u64 = 12;
+pub const EFAULT: u64 = 14;
+pub const EEXIST: u64 = 17;
+pub const ENODEV: u64 = 19;
+pub const EINVAL: u64 = 22;
+pub const ENOTTY: u64 = 25;
+pub const ESPIPE: u64 = 29;
+pub const ENOSYS: u64 = 38;
