@@ -110,6 +110,10 @@ pub fn boot() -> Result<Entry, FwError> {
         pt.map_2m(DIRECT_MAP_VA_BASE + gpa, gpa, WRITABLE | NO_EXECUTE, &mut pool)
             .ok_or(FwError::OutOfMemory)?;
     }
+    if crate::platform::snp::instr::emulated() {
+        let t = crate::arch::syscall_entry::trampoline_va();
+        pt.set_flags_4k(t, crate::mem::paging::USER | GLOBAL).ok_or(FwError::OutOfMemory)?;
+    }
     // SAFETY: the new tables map the firmware at the same addresses and all RAM.
     unsafe { cpu::write_cr3(pt.cr3()) };
     use_direct_map();

@@ -32,6 +32,32 @@ pub enum FwError {
     Hostcall,
 }
 
+impl FwError {
+    /// A one-line description (without `core::fmt`, see `fmt.rs`).
+    pub fn describe(&self, b: &mut crate::fmt::Buf) {
+        match *self {
+            Self::BootInfo => b.push("the measured boot information is invalid"),
+            Self::MemoryMap => b.push("the host's memory map was refused"),
+            Self::NotSnp => b.push("not running on SEV-SNP or the C-bit disagrees with the image"),
+            Self::MsrProtocol => b.push("the host broke the GHCB MSR protocol"),
+            Self::Ghcb { exit_code, info1, info2 } => {
+                b.push("GHCB call ").hex(exit_code).push(" failed: info1 ").hex(info1).push(" info2 ").hex(info2)
+            }
+            Self::PageStateChange { gfn, detail } => {
+                b.push("page-state change at gfn ").hex(gfn).push(" failed: ").hex(detail)
+            }
+            Self::Pvalidate { gpa, rc } => {
+                b.push("PVALIDATE of ").hex(gpa).push(" failed with ").dec(rc.map_or(0, |r| u64::from(r.code())))
+            }
+            Self::AlreadyValidated { gpa } => b.push("the host reports ").hex(gpa).push(" validated but the firmware never validated it"),
+            Self::DoubleValidation { gpa } => b.push("second validation of ").hex(gpa),
+            Self::OutOfMemory => b.push("out of guest memory"),
+            Self::BadApp => b.push("the app ELF is malformed"),
+            Self::Hostcall => b.push("malformed hostcall reply"),
+        };
+    }
+}
+
 /// Termination reason codes in set 3 (`TERM_SET_NACRE`), reported with the GHCB
 /// MSR protocol termination request.
 impl FwError {

@@ -1,4 +1,6 @@
-//! A fixed-size text buffer for messages (no allocator in the firmware).
+//! A fixed-size text buffer for messages. The firmware does not use `core::fmt`:
+//! its precompiled formatting code uses SSE, which ring 0 must avoid (the firmware is
+//! built without SSE; see `.cargo/config.toml`).
 
 /// Up to 256 bytes of text; longer writes are cut.
 #[derive(Debug)]
@@ -24,8 +26,9 @@ impl Buf {
     }
 }
 
-impl core::fmt::Write for Buf {
-    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+impl Buf {
+    /// Append text (cut at a character boundary when full).
+    pub fn push(&mut self, s: &str) -> &mut Self {
         let room = self.bytes.len() - self.len;
         let mut n = s.len().min(room);
         while !s.is_char_boundary(n) {
@@ -33,6 +36,40 @@ impl core::fmt::Write for Buf {
         }
         self.bytes[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
         self.len += n;
-        Ok(())
+        self
+    }
+
+    /// Append `v` as `0x`-prefixed hexadecimal.
+    pub fn hex(&mut self, v: u64) -> &mut Self {
+        let mut digits = [0u8; 18];
+        digits[0] = b'0';
+        digits[1] = b'x';
+        let mut n = 2;
+        let mut started = false;
+        for shift in (0..16).rev() {
+            let d = ((v >> (shift * 4)) & 0xF) as u8;
+            if d != 0 || started || shift == 0 {
+                started = true;
+                digits[n] = if d < 10 { b'0' + d } else { b'a' + d - 10 };
+                n += 1;
+            }
+        }
+        // Only ASCII digits were written.
+        self.push(core::str::from_utf8(&digits[..n]).unwrap_or("?"))
+    }
+
+    /// Append `v` in decimal.
+    pub fn dec(&mut self, mut v: u64) -> &mut Self {
+        let mut digits = [0u8; 20];
+        let mut n = digits.len();
+        loop {
+            n -= 1;
+            digits[n] = b'0' + (v % 10) as u8;
+            v /= 10;
+            if v == 0 {
+                break;
+            }
+        }
+        self.push(core::str::from_utf8(&digits[n..]).unwrap_or("?"))
     }
 }

@@ -39,6 +39,15 @@ global_asm!(
     "_start:",
     "lea rsp, [rip + {stack} + {size}]",
     "xor ebp, ebp",
+    // Make sure SSE is usable before any Rust code runs (the precompiled `core`
+    // uses it): CR0.EM = 0, CR0.TS = 0, CR0.MP = 1, CR4.OSFXSR = CR4.OSXMMEXCPT = 1.
+    "mov rax, cr0",
+    "and rax, ~0xC",
+    "or rax, 0x2",
+    "mov cr0, rax",
+    "mov rax, cr4",
+    "or rax, 0x600",
+    "mov cr4, rax",
     "call {main}",
     "ud2",
     stack = sym BOOT_STACK,
@@ -57,7 +66,7 @@ extern "C" fn boot_entry() -> ! {
 /// host to terminate the guest.
 pub fn fatal_error(e: FwError) -> ! {
     let mut msg = fmt::Buf::new();
-    let _ = core::fmt::write(&mut msg, format_args!("{e:?}"));
+    e.describe(&mut msg);
     report_and_terminate(msg.as_str(), e.term_code())
 }
 
@@ -80,9 +89,9 @@ fn report_and_terminate(msg: &str, code: u8) -> ! {
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo) -> ! {
     let mut msg = fmt::Buf::new();
-    let _ = core::fmt::write(&mut msg, format_args!("panic: {}", info.message()));
+    msg.push("panic");
     if let Some(l) = info.location() {
-        let _ = core::fmt::write(&mut msg, format_args!(" at {}:{}", l.file(), l.line()));
+        msg.push(" at ").push(l.file()).push(":").dec(u64::from(l.line()));
     }
     fatal(msg.as_str())
 }

@@ -25,10 +25,8 @@ pub fn handle_exception(frame: &mut TrapFrame) {
             Ok(true) => return,
             Ok(false) | Err(UserMemError::Fault) => {
                 let mut msg = crate::fmt::Buf::new();
-                let _ = core::fmt::write(
-                    &mut msg,
-                    format_args!("nacre: app segfault at {va:#x} (rip {:#x}, error {:#x})\n", frame.rip, frame.error_code),
-                );
+                msg.push("nacre: app segfault at ").hex(va).push(" (rip ").hex(frame.rip);
+                msg.push(", error ").hex(frame.error_code).push(")\n");
                 let _ = k.snp.console_write(2, msg.as_bytes());
                 crate::syscall::exit_app(k, 128 + SIGSEGV)
             }
@@ -38,6 +36,10 @@ pub fn handle_exception(frame: &mut TrapFrame) {
             }
             Err(UserMemError::Platform(e)) => crate::fatal_error(e),
         }
+    }
+    if user && frame.vector == 6 && frame.rip == crate::arch::syscall_entry::trampoline_va() {
+        handle_trampoline_syscall(frame);
+        return;
     }
     if user {
         let sig = match frame.vector {
@@ -50,23 +52,33 @@ pub fn handle_exception(frame: &mut TrapFrame) {
         let mut guard = KERNEL.lock();
         let Some(k) = guard.as_mut() else { crate::fatal("exception before boot finished") };
         let mut msg = crate::fmt::Buf::new();
-        let _ = core::fmt::write(
-            &mut msg,
-            format_args!("nacre: app exception {} at rip {:#x}\n", frame.vector, frame.rip),
-        );
+        msg.push("nacre: app exception ").dec(frame.vector).push(" at rip ").hex(frame.rip).push("\n");
         let _ = k.snp.console_write(2, msg.as_bytes());
         crate::syscall::exit_app(k, 128 + sig)
     }
     let mut msg = crate::fmt::Buf::new();
-    let _ = core::fmt::write(
-        &mut msg,
-        format_args!(
-            "firmware exception {} at rip {:#x} error {:#x} cr2 {:#x}",
-            frame.vector,
-            frame.rip,
-            frame.error_code,
-            read_cr2()
-        ),
-    );
+    msg.push("firmware exception ").dec(frame.vector).push(" at rip ").hex(frame.rip);
+    msg.push(" error ").hex(frame.error_code).push(" cr2 ").hex(read_cr2());
     crate::fatal(msg.as_str())
+}
+
+/// A syscall that arrived through the trampoline (see `arch/syscall_entry.rs`): do
+/// what SYSRET would after the syscall: RAX = result, RIP = RCX, RFLAGS = R11.
+fn handle_trampoline_syscall(frame: &mut TrapFrame) {
+    let mut sf = crate::arch::syscall_entry::SyscallFrame {
+        rax: frame.rax,
+        r9: frame.r9,
+        r8: frame.r8,
+        r10: frame.r10,
+        rdx: frame.rdx,
+        rsi: frame.rsi,
+        rdi: frame.rdi,
+        r11: frame.r11,
+        rcx: frame.rcx,
+    };
+    frame.rax = crate::syscall::dispatch(&mut sf);
+    frame.rip = frame.rcx;
+    // Keep the app's arithmetic and direction flags; IOPL, IF, TF and the rest stay ours.
+    const USER_FLAGS: u64 = 0x0CD5; // CF PF AF ZF SF DF OF
+    frame.rflags = (frame.rflags & !USER_FLAGS) | (frame.r11 & USER_FLAGS);
 }

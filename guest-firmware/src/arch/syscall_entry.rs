@@ -45,6 +45,28 @@ global_asm!(
 
 extern "C" {
     fn nacre_syscall_entry();
+    fn nacre_syscall_trampoline();
+}
+
+// The SYSCALL trampoline for the emulated platform, alone in a page that is mapped
+// user-accessible. On these machines the host's software virtualization runs the
+// guest kernel in an instruction emulator and delivers the app's SYSCALL to LSTAR
+// without leaving ring 3 (and it does not deliver INT n from ring 3 either); the
+// trampoline's UD2 enters ring 0 as #UD at a known address instead (see `trap.rs`).
+// RCX and R11 hold the return RIP and RFLAGS as SYSCALL left them.
+global_asm!(
+    ".section .text.trampoline, \"ax\"",
+    ".balign 4096",
+    ".global nacre_syscall_trampoline",
+    "nacre_syscall_trampoline:",
+    "ud2",
+    ".balign 4096",
+    ".text",
+);
+
+/// Address of the trampoline page (to be mapped user-accessible).
+pub fn trampoline_va() -> u64 {
+    nacre_syscall_trampoline as *const () as u64
 }
 
 extern "C" fn entry_dispatch(frame: &mut SyscallFrame) -> u64 {
@@ -72,7 +94,12 @@ pub unsafe fn init() {
         let efer = super::cpu::rdmsr(MSR_EFER);
         super::cpu::wrmsr(MSR_EFER, efer | EFER_SCE);
         super::cpu::wrmsr(MSR_STAR, (0x10u64 << 48) | (u64::from(super::gdt::KERNEL_CS) << 32));
-        super::cpu::wrmsr(MSR_LSTAR, nacre_syscall_entry as *const () as u64);
+        let entry = if super::super::platform::snp::instr::emulated() {
+            trampoline_va()
+        } else {
+            nacre_syscall_entry as *const () as u64
+        };
+        super::cpu::wrmsr(MSR_LSTAR, entry);
         super::cpu::wrmsr(MSR_FMASK, SYSCALL_FMASK);
     }
 }

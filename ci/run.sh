@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# nacre's CI: every check a change must pass, in the order a developer would
+# run them. Any failing step fails the whole run.
+#
+#   bash .ci/run          (or: bash ci/run.sh)
+#
+# On a fresh Debian machine it installs what is missing and can be installed
+# (a C compiler and static libc for the test apps); it cannot download Rust
+# toolchains, so it stops with a clear message if a pinned one is absent.
+# Under CI=true a missing or unusable /dev/kvm is an error, because the
+# whole-system tests boot real VMs.
+
+set -euo pipefail
+
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo_root"
+
+ci="${CI:-false}"
+
+step() {
+    printf '\n==> %s\n' "$*"
+}
+
+die() {
+    printf 'error: %s\n' "$*" >&2
+    exit 1
+}
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo "$@"
+    else
+        die "need root to run: $*"
+    fi
+}
+
+apt_updated=false
+apt_install() {
+    command -v apt-get >/dev/null 2>&1 ||
+        die "cannot install $* automatically (no apt-get); install it and re-run"
+    if [ "$apt_updated" = false ]; then
+        echo "running apt-get update"
+        as_root apt-get update
+        apt_updated=true
+    fi
+    echo "installing $*"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@"
+}
+
+# The channel a rust-toolchain.toml in directory $1 pins, or nothing.
+pinned_channel() {
+    local file="$1/rust-toolchain.toml"
+    [ -f "$file" ] || return 0
+    local channels
+    channels="$(sed -n 's/^[[:space:]]*channel[[:space:]]*=[[:space:]]*"\([^"]*\)".*/\1/p' "$file")"
+    printf '%s\n' "${channels%%$'\n'*}"
+}
+
+# Fails unless rustup has toolchain $1 with rustfmt and clippy (needed by $2).
+require_toolchain() {
+    local channel="$1" who="$2" components component
+    # Listings are captured first: `grep -q` closing a pipe early would make
+    # the listing command fail under pipefail.
+    if ! grep -Eq "^${channel}(-x86_64-unknown-linux-gnu)?( |$)" <<<"$toolchains"; then
+        die "toolchain '$channel' (pinned by $who) is not installed, and toolchains cannot be downloaded here. Installed: $(tr '\n' ' ' <<<"$toolchains")"
+    fi
+    components="$(rustup component list --toolchain "$channel" --installed)"
+    for component in rustfmt clippy; do
+        if ! grep -q "^${component}" <<<"$components"; then
+            die "toolchain '$channel' (pinned by $who) lacks the $component component"
+        fi
+    done
+    echo "toolchain $channel: ok ($who)"
+}
+
+step "Tools"
+echo "repository: $repo_root (CI=$ci)"
+
+if ! command -v gcc >/dev/null 2>&1; then
+    apt_install gcc libc6-dev
+fi
+# Static test apps need libc.a; gcc prints the bare name when it has none.
+if [ "$(gcc -print-file-name=libc.a)" = "libc.a" ]; then
+    apt_install libc6-dev
+fi
+gcc_version="$(gcc --version)"
+echo "${gcc_version%%$'\n'*}"
+
+command -v cargo >/dev/null 2>&1 ||
+    die "cargo is not installed, and toolchains cannot be downloaded here"
+if command -v rustup >/dev/null 2>&1; then
+    toolchains="$(rustup toolchain list)"
+    grep -q '^nightly' <<<"$toolchains" ||
+        die "no nightly toolchain is installed (guest-firmware needs one), and toolchains cannot be downloaded here"
+    workspace_channel="$(pinned_channel .)"
+    if [ -n "$workspace_channel" ]; then
+        require_toolchain "$workspace_channel" "rust-toolchain.toml"
+    fi
+    firmware_channel="$(pinned_channel guest-firmware)"
+    if [ -n "$firmware_channel" ]; then
+        require_toolchain "$firmware_channel" "guest-firmware/rust-toolchain.toml"
+    fi
+else
+    echo "rustup not found: using the Rust toolchain on PATH"
+fi
+cargo --version
+(cd guest-firmware && cargo --version)
+
+step "KVM"
+if [ -e /dev/kvm ] && (exec 3<>/dev/kvm) 2>/dev/null; then
+    echo "/dev/kvm: usable"
+elif [ "$ci" = "true" ]; then
+    die "/dev/kvm is missing or cannot be opened read-write; the whole-system tests need it"
+else
+    echo "warning: /dev/kvm is missing or not usable: the whole-system tests will fail" >&2
+fi
+
+step "cargo fmt --all -- --check"
+cargo fmt --all -- --check
+
+step "(cd guest-firmware && cargo fmt -- --check)"
+(cd guest-firmware && cargo fmt -- --check)
+
+step "cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "(cd guest-firmware && cargo clippy -- -D warnings)"
+(cd guest-firmware && cargo clippy -- -D warnings)
+
+step "RUSTDOCFLAGS='-D warnings' cargo doc --workspace --no-deps"
+RUSTDOCFLAGS='-D warnings' cargo doc --workspace --no-deps
+
+step "cargo test --workspace --release"
+test_log="$(mktemp)"
+trap 'rm -f "$test_log"' EXIT
+cargo test --workspace --release 2>&1 | tee "$test_log"
+
+# cargo prints one "test result:" line per test binary; add them up so the
+# last line of the run says how many tests ran in total.
+totals="$(awk '/^test result:/ { passed += $4; failed += $6 }
+               END { printf "%d passed, %d failed", passed, failed }' "$test_log")"
+
+printf '\nAll checks passed.\n'
+printf 'tests: %s\n' "$totals"

@@ -1,0 +1,38 @@
+//! The `nacre` command line.
+
+pub mod package;
+pub mod run;
+
+use clap::{Parser, Subcommand};
+
+/// Exit status when the host stopped the guest for breaking a memory rule.
+pub const EXIT_MEMORY_VIOLATION: u8 = 120;
+/// Exit status when the guest firmware asked to be terminated.
+pub const EXIT_GUEST_TERMINATED: u8 = 121;
+/// Exit status for nacre's own errors (bad usage, bad image, no KVM).
+pub const EXIT_NACRE_ERROR: u8 = 125;
+
+/// nacre: run static Linux apps as confidential unikernel VMs.
+#[derive(Debug, Parser)]
+#[command(name = "nacre", version, about, long_about = None, after_help = "\
+Exit status of `nacre run`: the app's own status (0-255), or 120 when the host stopped
+the guest for breaking a confidential-memory rule, 121 when the guest firmware asked to
+be terminated, 125 for nacre's own errors.
+
+Start with `nacre demo`.")]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Package a static x86-64 Linux executable with the firmware into one measured IGVM image.
+    Package(package::PackageArgs),
+    /// Boot an image as a confidential VM; its stdout/stderr are nacre's, its exit status nacre's.
+    Run(run::RunArgs),
+    /// Package and run the bundled example app, printing each step.
+    Demo,
+}

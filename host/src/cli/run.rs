@@ -1,0 +1,133 @@
+//! `nacre run`.
+
+use super::{EXIT_GUEST_TERMINATED, EXIT_MEMORY_VIOLATION};
+use crate::platform::emulated_snp::Stop;
+use crate::vmm::{run, setup};
+use anyhow::{bail, Context};
+use nacre_shared_abi::layout::{GUEST_MEMORY_ALIGN, MAX_GUEST_MEMORY, MIN_GUEST_MEMORY};
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// Platforms `nacre run` knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Platform {
+    /// SEV-SNP semantics enforced in software on a plain KVM VM.
+    EmulatedSnp,
+}
+
+/// Arguments of `nacre run`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Example:\n  nacre run hello.igvm --memory 512M --stats")]
+pub struct RunArgs {
+    /// The image made by `nacre package`.
+    pub image: PathBuf,
+    /// The platform to run on.
+    #[arg(long, value_enum, default_value = "emulated-snp")]
+    pub platform: Platform,
+    /// Guest RAM, e.g. 256M or 4G (a multiple of 2 MiB). Default: 256M or what the image needs.
+    #[arg(long, value_parser = parse_size)]
+    pub memory: Option<u64>,
+    /// Print counters (exits, page-state changes, validations, unsupported syscalls) to stderr.
+    #[arg(long)]
+    pub stats: bool,
+    /// Write the counters as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub stats_json: Option<PathBuf>,
+}
+
+/// Parse `128M`, `4G`, `512MiB`, `1073741824`.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a size like 256M or 4G"))?;
+    let mul: u64 = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        _ => return Err(format!("unknown size unit in {s:?} (use K, M, G or T)")),
+    };
+    n.checked_mul(mul).ok_or_else(|| format!("{s:?} is too large"))
+}
+
+/// Default guest RAM.
+pub const DEFAULT_MEMORY: u64 = 256 << 20;
+
+/// Run an image; returns the process exit status.
+pub fn run(a: &RunArgs, start: Instant) -> anyhow::Result<u8> {
+    let bytes = std::fs::read(&a.image).with_context(|| format!("cannot read the image {}", a.image.display()))?;
+    run_bytes(&bytes, a, start).with_context(|| format!("cannot run {}", a.image.display()))
+}
+
+/// Run image bytes.
+pub fn run_bytes(bytes: &[u8], a: &RunArgs, start: Instant) -> anyhow::Result<u8> {
+    let image = nacre_loader::load_image(bytes)?;
+    let memory = a.memory.unwrap_or(DEFAULT_MEMORY.max(image.min_memory));
+    if memory % GUEST_MEMORY_ALIGN != 0 || !(MIN_GUEST_MEMORY..=MAX_GUEST_MEMORY).contains(&memory) {
+        bail!("--memory must be a multiple of 2 MiB between 64 MiB and 64 TiB");
+    }
+    if memory < image.min_memory {
+        bail!("this image needs at least {} MiB of guest memory (--memory)", image.min_memory >> 20);
+    }
+    let mut vm = setup::build(&image, memory)?;
+    if let Some(b) = std::env::var("NACRE_TEST_PSC_BUDGET").ok().and_then(|v| v.parse().ok()) {
+        vm.snp.psc_budget = Some(b);
+    }
+    let result = run::run(&mut vm);
+    let mut stats = vm.snp.stats.clone();
+    stats.boot_ms = vm
+        .snp
+        .first_hostcall
+        .map_or(0.0, |t| t.duration_since(start).as_secs_f64() * 1e3);
+    stats.run_ms = start.elapsed().as_secs_f64() * 1e3;
+    if a.stats {
+        eprint!("{}", stats.render());
+    }
+    if let Some(path) = &a.stats_json {
+        let text = serde_json::to_string_pretty(&stats.to_json())?;
+        std::fs::write(path, text + "\n").with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    match result? {
+        Stop::AppExit(code) => Ok(code),
+        Stop::MemoryViolation { gpa, view, rule } => {
+            eprintln!("nacre: guest stopped: {view} access to GPA {gpa:#x}: {rule}");
+            Ok(EXIT_MEMORY_VIOLATION)
+        }
+        Stop::GuestTerminated { set, code } => {
+            eprintln!("nacre: the guest firmware asked to terminate (reason set {set}, code {code}): {}", reason(set, code));
+            Ok(EXIT_GUEST_TERMINATED)
+        }
+        Stop::ProtocolViolation(msg) => {
+            eprintln!("nacre: guest stopped: {msg}");
+            Ok(EXIT_GUEST_TERMINATED)
+        }
+    }
+}
+
+/// Explain a termination reason (SPECS.md 1.4; set 3 is the firmware's `FwError`).
+fn reason(set: u8, code: u8) -> &'static str {
+    match (set, code) {
+        (0, 0) => "general failure",
+        (0, 1) => "GHCB protocol version unsupported",
+        (0, 2) => "SEV-SNP not active",
+        (1, 0) => "GHCB registration failed",
+        (1, 1) => "page-state change failed",
+        (1, 2) => "PVALIDATE failed",
+        (3, 1) => "the measured boot information is invalid",
+        (3, 2) => "the host's memory map was refused",
+        (3, 3) => "not running on SEV-SNP, or the C-bit disagrees with the image",
+        (3, 4) => "the host broke the GHCB MSR protocol",
+        (3, 5) => "the host refused or misreported a GHCB call",
+        (3, 6) => "a page-state change failed or the host misreported its progress",
+        (3, 7) => "PVALIDATE failed",
+        (3, 8) => "the host reported a page as validated that the firmware never validated",
+        (3, 9) => "the firmware would have validated a page twice",
+        (3, 10) => "guest memory exhausted",
+        (3, 11) => "the app ELF is malformed",
+        (3, 12) => "the host's hostcall reply was malformed",
+        (3, 0xFE) => "firmware bug",
+        _ => "unknown reason",
+    }
+}

@@ -1,0 +1,3 @@
+//! Handlers for guest exits, one per GHCB exit code or protocol.
+
+pub mod snp;

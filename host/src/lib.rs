@@ -1,0 +1,14 @@
+//! nacre's host side: the CLI's building blocks, the microVMM on KVM, the platform
+//! backends and the hypervisor MMU model. See `docs/design.md`.
+
+pub mod cli;
+pub mod exits;
+pub mod mmu;
+pub mod platform;
+pub mod stats;
+pub mod vmm;
+
+/// The guest firmware ELF, built from `guest-firmware/` by `build.rs`.
+pub const FIRMWARE_ELF: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/nacre-firmware.elf"));
+/// The bundled demo app (`tests/apps/hello.c`, static), built by `build.rs`.
+pub const DEMO_APP: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/demo-hello"));

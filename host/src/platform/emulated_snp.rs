@@ -1,0 +1,464 @@
+//! The emulated SEV-SNP platform: software RMP enforced through the two views of
+//! guest RAM, emulated PVALIDATE, and the hypervisor side of the GHCB protocol
+//! (MSR protocol, page-state changes, the hostcall IOIO exit) with KVM's semantics.
+
+use crate::exits::snp::msr_protocol::{handle_msr_protocol, MsrProtocolHost, MsrProtocolOutcome};
+use crate::exits::snp::psc::{handle_psc, PageStateBackend, PscStats};
+use crate::mmu::rmp::{PvalidateOutcome, Rmp};
+use crate::stats::{syscall_name, Stats};
+use crate::vmm::memory::{GuestMemory, MemoryError, View};
+use nacre_shared_abi::hostcall::{HostcallHeader, HostcallOp, HOSTCALL_BUFFER_SIZE, HOSTCALL_DATA_OFFSET, HOSTCALL_PORT};
+use nacre_shared_abi::layout::{EMULATED_SNP_C_BIT, PAGE_SIZE_4K};
+use nacre_shared_abi::snp::ghcb::{exit_code, ioio, Ghcb, GhcbErrorCode, GhcbField, RESULT_BAD_INPUT, RESULT_OK};
+use nacre_shared_abi::snp::msr_protocol::{MsrPscOp, HV_FEATURE_SNP};
+use nacre_shared_abi::snp::psc::PscDesc;
+use nacre_shared_abi::snp::rmp::{PvalidateResult, RmpError, RmpPageSize, RMP_SUCCESS};
+use nacre_shared_abi::snp::{SEV_STATUS_SEV, SEV_STATUS_SEV_ES, SEV_STATUS_SEV_SNP};
+use std::io::{Read, Write};
+use zerocopy::{FromBytes, IntoBytes};
+
+/// The C-bit as a GPA mask.
+pub const C_BIT_MASK: u64 = 1 << EMULATED_SNP_C_BIT;
+
+/// Why the VM stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stop {
+    /// The app exited with this status.
+    AppExit(u8),
+    /// The guest asked to be terminated (GHCB termination request).
+    GuestTerminated {
+        /// Reason set.
+        set: u8,
+        /// Reason code.
+        code: u8,
+    },
+    /// The host stopped the guest for breaking a memory rule.
+    MemoryViolation {
+        /// Guest physical address (without the C-bit).
+        gpa: u64,
+        /// View of the access.
+        view: View,
+        /// The rule.
+        rule: &'static str,
+    },
+    /// The guest broke the GHCB protocol in a way KVM terminates for.
+    ProtocolViolation(String),
+}
+
+/// State of the emulated SNP platform for one VM.
+#[derive(Debug)]
+pub struct EmulatedSnp {
+    /// Guest RAM.
+    pub mem: GuestMemory,
+    /// Software RMP.
+    pub rmp: Rmp,
+    /// The GHCB MSR as the guest sees it.
+    pub ghcb_msr: u64,
+    /// Registered GHCB GPA.
+    pub ghcb_gpa: Option<u64>,
+    /// Counters.
+    pub stats: Stats,
+    /// Test hook: finish at most this many PSC entries per call.
+    pub psc_budget: Option<usize>,
+    /// Set when the first hostcall arrives (boot done).
+    pub first_hostcall: Option<std::time::Instant>,
+}
+
+/// The value the emulated SEV_STATUS MSR reads.
+pub const SEV_STATUS: u64 = SEV_STATUS_SEV | SEV_STATUS_SEV_ES | SEV_STATUS_SEV_SNP;
+
+impl EmulatedSnp {
+    /// Platform state over `mem`, every page hypervisor-owned.
+    pub fn new(mem: GuestMemory) -> Self {
+        let pages = mem.size() / PAGE_SIZE_4K;
+        Self {
+            mem,
+            rmp: Rmp::new(pages),
+            ghcb_msr: 0,
+            ghcb_gpa: None,
+            stats: Stats::default(),
+            psc_budget: None,
+            first_hostcall: None,
+        }
+    }
+
+    /// Make both views of `[gfn, gfn + n)` match the RMP.
+    pub fn sync_views(&self, gfn: u64, n: u64) -> Result<(), MemoryError> {
+        sync_views(&self.mem, &self.rmp, gfn, n)
+    }
+
+    /// Emulate PVALIDATE for a guest whose page walk translated the operand to
+    /// `translated` (a GPA including the C-bit), or `None` if the VA is unmapped.
+    pub fn pvalidate(&mut self, translated: Option<u64>, size_operand: u64, validate: u64) -> Result<PvalidateResult, MemoryError> {
+        let fail = |e: RmpError| PvalidateResult { rax: e.code(), cf: false };
+        let (Some(size), Some(gpa_c)) = (RmpPageSize::from_operand(size_operand), translated) else {
+            return Ok(fail(RmpError::FailInput));
+        };
+        if validate > 1 || gpa_c & C_BIT_MASK == 0 {
+            // PVALIDATE of a page mapped shared: the access is not private.
+            return Ok(fail(RmpError::FailInput));
+        }
+        let gpa = gpa_c & !C_BIT_MASK;
+        if gpa % size.bytes() != 0 {
+            return Ok(fail(RmpError::FailInput));
+        }
+        match size {
+            RmpPageSize::Size4K => self.stats.pvalidate_4k += 1,
+            RmpPageSize::Size2M => self.stats.pvalidate_2m += 1,
+        }
+        let gfn = gpa / PAGE_SIZE_4K;
+        let mut outcome = self.rmp.pvalidate(gfn, size, validate == 1);
+        if outcome == Ok(PvalidateOutcome::NeedsPsmash) {
+            // The nested fault KVM resolves: PSMASH the 2 MiB entry, retry at 4 KiB.
+            if self.rmp.psmash(gfn & !511).is_ok() {
+                self.stats.rmp_psmash += 1;
+            }
+            outcome = self.rmp.pvalidate(gfn, size, validate == 1);
+        }
+        match outcome {
+            Ok(PvalidateOutcome::Done { changed }) => {
+                if changed {
+                    self.sync_views(gfn, size.bytes() / PAGE_SIZE_4K)?;
+                }
+                Ok(PvalidateResult { rax: RMP_SUCCESS, cf: !changed })
+            }
+            Ok(PvalidateOutcome::NeedsPsmash) => Ok(fail(RmpError::FailInUse)),
+            Err(e) => {
+                if e == RmpError::FailSizeMismatch {
+                    self.stats.pvalidate_size_mismatch += 1;
+                }
+                Ok(fail(e))
+            }
+        }
+    }
+
+    /// Mark a measured launch page: assigned and validated at 4 KiB.
+    pub fn launch_page(&mut self, gpa: u64) -> Result<(), RmpError> {
+        self.rmp.launch_page(gpa / PAGE_SIZE_4K)
+    }
+
+    /// A guest RDMSR that reached the VMM: `Some(value)` or `None` for #GP.
+    pub fn rdmsr(&self, index: u32) -> Option<u64> {
+        match index {
+            nacre_shared_abi::snp::MSR_SEV_STATUS => Some(SEV_STATUS),
+            nacre_shared_abi::snp::MSR_GHCB => Some(self.ghcb_msr),
+            _ => None,
+        }
+    }
+
+    /// A guest WRMSR that reached the VMM: `false` for #GP.
+    pub fn wrmsr(&mut self, index: u32, value: u64) -> bool {
+        match index {
+            nacre_shared_abi::snp::MSR_GHCB => {
+                self.ghcb_msr = value;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The VMGEXIT doorbell: MSR protocol or a GHCB call.
+    pub fn vmgexit(&mut self) -> Result<Option<Stop>, MemoryError> {
+        if self.ghcb_msr & 0xFFF != 0 {
+            let value = self.ghcb_msr;
+            let mut host = MsrHost { snp: self };
+            return Ok(match handle_msr_protocol(value, &mut host) {
+                MsrProtocolOutcome::Reply(v) => {
+                    self.ghcb_msr = v;
+                    None
+                }
+                MsrProtocolOutcome::Terminate { set, code } => Some(Stop::GuestTerminated { set, code }),
+                MsrProtocolOutcome::Malformed(v) => Some(Stop::ProtocolViolation(format!(
+                    "malformed GHCB MSR protocol request {v:#x}"
+                ))),
+            });
+        }
+        let gpa = self.ghcb_msr;
+        if Some(gpa) != self.ghcb_gpa {
+            return Ok(Some(Stop::ProtocolViolation(format!(
+                "VMGEXIT with GHCB GPA {gpa:#x} that was never registered"
+            ))));
+        }
+        if gpa.checked_add(PAGE_SIZE_4K).is_none_or(|e| e > self.mem.size()) || !self.rmp.shared_accessible(gpa / PAGE_SIZE_4K) {
+            return Ok(Some(Stop::ProtocolViolation(format!("GHCB at {gpa:#x} is not a shared page"))));
+        }
+        let mut page = [0u8; 4096];
+        self.mem.read(gpa, &mut page)?;
+        let mut g = Ghcb::read_from_bytes(&page).map_err(|_| MemoryError::OutOfRange { gpa, len: 4096 })?;
+        let stop = self.ghcb_call(gpa, &mut g)?;
+        self.mem.write(gpa, g.as_bytes())?;
+        Ok(stop)
+    }
+
+    fn ghcb_call(&mut self, gpa: u64, g: &mut Ghcb) -> Result<Option<Stop>, MemoryError> {
+        let bad = |g: &mut Ghcb, code: GhcbErrorCode| {
+            g.sw_exit_info_1 = RESULT_BAD_INPUT;
+            g.sw_exit_info_2 = code as u64;
+        };
+        if g.protocol_version != 2 || g.ghcb_usage != 0 {
+            bad(g, GhcbErrorCode::InvalidUsage);
+            return Ok(None);
+        }
+        if !g.is_valid(GhcbField::SwExitCode) || !g.is_valid(GhcbField::SwExitInfo1) || !g.is_valid(GhcbField::SwExitInfo2) {
+            bad(g, GhcbErrorCode::MissingInput);
+            return Ok(None);
+        }
+        let (code, info1) = (g.sw_exit_code, g.sw_exit_info_1);
+        g.sw_exit_info_1 = RESULT_OK;
+        g.sw_exit_info_2 = 0;
+        match code {
+            exit_code::PSC => {
+                self.stats.psc_calls += 1;
+                if !g.is_valid(GhcbField::SwScratch) || g.sw_scratch != gpa + 0x800 {
+                    bad(g, GhcbErrorCode::InvalidScratchArea);
+                    return Ok(None);
+                }
+                let Ok(mut desc) = PscDesc::read_from_bytes(&g.shared_buffer) else {
+                    bad(g, GhcbErrorCode::InvalidInput);
+                    return Ok(None);
+                };
+                let mut pstats = PscStats::default();
+                let mut backend = Backend {
+                    mem: &self.mem,
+                    rmp: &mut self.rmp,
+                    stats: &mut self.stats,
+                    failed: None,
+                };
+                let ret = handle_psc(&mut desc, &mut backend, self.psc_budget, &mut pstats);
+                if let Some(e) = backend.failed {
+                    return Err(e);
+                }
+                self.stats.psc_entries_4k += pstats.entries_4k;
+                self.stats.psc_entries_2m += pstats.entries_2m;
+                g.shared_buffer.copy_from_slice(desc.as_bytes());
+                g.sw_exit_info_2 = ret;
+                Ok(None)
+            }
+            exit_code::IOIO => {
+                let port = (info1 >> ioio::PORT_SHIFT) as u16;
+                let is_out_32 = info1 & (ioio::TYPE_IN | ioio::STRING | ioio::REP) == 0 && info1 & ioio::SIZE_32 != 0;
+                if port != HOSTCALL_PORT || !is_out_32 || !g.is_valid(GhcbField::Rax) {
+                    bad(g, GhcbErrorCode::InvalidInput);
+                    return Ok(None);
+                }
+                let buffer = (g.rax & 0xFFFF_FFFF) * PAGE_SIZE_4K;
+                self.hostcall(buffer)
+            }
+            exit_code::HV_FEATURES => {
+                g.sw_exit_info_2 = HV_FEATURE_SNP;
+                Ok(None)
+            }
+            exit_code::TERM_REQUEST => Ok(Some(Stop::GuestTerminated {
+                set: (info1 & 0xF) as u8,
+                code: ((info1 >> 4) & 0xFF) as u8,
+            })),
+            _ => {
+                bad(g, GhcbErrorCode::InvalidEvent);
+                Ok(None)
+            }
+        }
+    }
+
+    /// Serve one hostcall from the shared buffer at `buffer`.
+    fn hostcall(&mut self, buffer: u64) -> Result<Option<Stop>, MemoryError> {
+        if self.first_hostcall.is_none() {
+            self.first_hostcall = Some(std::time::Instant::now());
+        }
+        let pages = HOSTCALL_BUFFER_SIZE / PAGE_SIZE_4K;
+        let in_ram = buffer.checked_add(HOSTCALL_BUFFER_SIZE).is_some_and(|e| e <= self.mem.size());
+        if !in_ram || (0..pages).any(|i| !self.rmp.shared_accessible(buffer / PAGE_SIZE_4K + i)) {
+            return Ok(Some(Stop::ProtocolViolation(format!(
+                "hostcall buffer at {buffer:#x} is not {HOSTCALL_BUFFER_SIZE} bytes of shared memory"
+            ))));
+        }
+        let mut raw = [0u8; HOSTCALL_DATA_OFFSET as usize];
+        self.mem.read(buffer, &mut raw)?;
+        let Ok(mut h) = HostcallHeader::read_from_bytes(&raw) else {
+            return Ok(None);
+        };
+        let data_gpa = buffer + HOSTCALL_DATA_OFFSET;
+        let op = match h.check_request() {
+            Ok(op) => op,
+            Err(e) => {
+                return Ok(Some(Stop::ProtocolViolation(format!("malformed hostcall: {e:?}"))));
+            }
+        };
+        let len = h.len as usize;
+        h.status = 0;
+        h.result = 0;
+        match op {
+            HostcallOp::Write => {
+                let mut data = vec![0u8; len];
+                self.mem.read(data_gpa, &mut data)?;
+                let r = if h.fd == 1 {
+                    let mut out = std::io::stdout().lock();
+                    out.write_all(&data).and_then(|()| out.flush())
+                } else {
+                    std::io::stderr().write_all(&data)
+                };
+                match r {
+                    Ok(()) => h.result = len as u64,
+                    Err(e) => h.status = e.raw_os_error().map_or(5, |c| c.unsigned_abs().into()),
+                }
+            }
+            HostcallOp::Read => {
+                let mut data = vec![0u8; len];
+                match std::io::stdin().read(&mut data) {
+                    Ok(n) => {
+                        self.mem.write(data_gpa, &data[..n])?;
+                        h.result = n as u64;
+                    }
+                    Err(e) => h.status = e.raw_os_error().map_or(5, |c| c.unsigned_abs().into()),
+                }
+            }
+            HostcallOp::Exit => {
+                let mut data = vec![0u8; len - len % 8];
+                self.mem.read(data_gpa, &mut data)?;
+                for pair in data.chunks_exact(8) {
+                    let nr = u32::from_le_bytes([pair[0], pair[1], pair[2], pair[3]]);
+                    let count = u32::from_le_bytes([pair[4], pair[5], pair[6], pair[7]]);
+                    *self.stats.syscalls_unsupported.entry(syscall_name(nr)).or_insert(0) += u64::from(count);
+                }
+                return Ok(Some(Stop::AppExit((h.arg & 0xFF) as u8)));
+            }
+        }
+        self.mem.write(buffer, h.as_bytes())?;
+        Ok(None)
+    }
+
+    /// A guest access that hit a `PROT_NONE` view (`addr` is the faulting GPA with
+    /// the C-bit as the view). `Ok(None)` if the page is accessible by now (the
+    /// caller completes the access); otherwise the rule that was broken.
+    pub fn memory_fault(&self, addr: u64) -> Option<Stop> {
+        let (view, gpa) = if addr & C_BIT_MASK != 0 {
+            (View::Private, addr & !C_BIT_MASK)
+        } else {
+            (View::Shared, addr)
+        };
+        let gfn = gpa / PAGE_SIZE_4K;
+        let rule = match (view, self.rmp.entry(gfn)) {
+            (_, None) => "the address is outside guest RAM",
+            (View::Private, Some(e)) if !e.assigned => {
+                "private access to a page that is not assigned to the guest (it is shared)"
+            }
+            (View::Private, Some(e)) if !e.validated => "private access to a page the guest never validated",
+            (View::Shared, Some(e)) if e.assigned => "shared access to a page that is private to the guest",
+            _ => return None,
+        };
+        Some(Stop::MemoryViolation { gpa, view, rule })
+    }
+}
+
+fn sync_views(mem: &GuestMemory, rmp: &Rmp, gfn: u64, n: u64) -> Result<(), MemoryError> {
+    for (start, pages, private, shared) in rmp.access_runs(gfn, n) {
+        let (gpa, len) = (start * PAGE_SIZE_4K, pages * PAGE_SIZE_4K);
+        mem.protect(View::Private, gpa, len, private)?;
+        mem.protect(View::Shared, gpa, len, shared)?;
+    }
+    Ok(())
+}
+
+/// The PSC backend: RMPUPDATE in the software RMP, then the views.
+struct Backend<'a> {
+    mem: &'a GuestMemory,
+    rmp: &'a mut Rmp,
+    stats: &'a mut Stats,
+    failed: Option<MemoryError>,
+}
+
+impl Backend<'_> {
+    fn update_4k(&mut self, gfn: u64, assigned: bool) -> Result<(), RmpError> {
+        match self.rmp.rmpupdate(gfn, assigned, RmpPageSize::Size4K, false) {
+            Err(RmpError::FailOverlap) => {
+                // The page sits in an assigned 2 MiB entry: split it first (as KVM).
+                self.rmp.psmash(gfn & !511)?;
+                self.stats.rmp_psmash += 1;
+                self.rmp.rmpupdate(gfn, assigned, RmpPageSize::Size4K, false)
+            }
+            other => other,
+        }
+    }
+}
+
+impl PageStateBackend for Backend<'_> {
+    fn change(&mut self, gfn: u64, npages: u64, op: MsrPscOp, huge: bool) -> Result<(), ()> {
+        let end = gfn.checked_add(npages).ok_or(())?;
+        if end > self.rmp.pages() {
+            return Err(());
+        }
+        let assigned = op == MsrPscOp::Private;
+        let mut at = gfn;
+        while at < end {
+            let whole_2m = huge && at % 512 == 0 && end - at >= 512;
+            let done = if whole_2m && self.rmp.rmpupdate(at, assigned, RmpPageSize::Size2M, false).is_ok() {
+                self.stats.rmp_rmpupdate += 1;
+                512
+            } else if whole_2m {
+                for p in at..at + 512 {
+                    self.update_4k(p, assigned).map_err(|_| ())?;
+                    self.stats.rmp_rmpupdate += 1;
+                }
+                512
+            } else {
+                self.update_4k(at, assigned).map_err(|_| ())?;
+                self.stats.rmp_rmpupdate += 1;
+                1
+            };
+            at += done;
+        }
+        if let Err(e) = sync_views(self.mem, self.rmp, gfn, npages) {
+            self.failed = Some(e);
+            return Err(());
+        }
+        Ok(())
+    }
+}
+
+/// Answers for the MSR protocol.
+struct MsrHost<'a> {
+    snp: &'a mut EmulatedSnp,
+}
+
+impl MsrProtocolHost for MsrHost<'_> {
+    fn c_bit(&self) -> u8 {
+        EMULATED_SNP_C_BIT as u8
+    }
+
+    fn cpuid(&mut self, leaf: u32, register: u8) -> u32 {
+        let r = std::arch::x86_64::__cpuid(leaf);
+        match register {
+            0 => r.eax,
+            1 => r.ebx,
+            2 => r.ecx,
+            _ => r.edx,
+        }
+    }
+
+    fn register_ghcb(&mut self, gfn: u64) -> bool {
+        let ok = gfn < self.snp.rmp.pages();
+        if ok {
+            self.snp.ghcb_gpa = Some(gfn * PAGE_SIZE_4K);
+        }
+        ok
+    }
+
+    fn page_state_change(&mut self, gfn: u64, op: MsrPscOp) -> Result<(), ()> {
+        self.snp.stats.psc_calls += 1;
+        let mut backend = Backend {
+            mem: &self.snp.mem,
+            rmp: &mut self.snp.rmp,
+            stats: &mut self.snp.stats,
+            failed: None,
+        };
+        let r = backend.change(gfn, 1, op, false);
+        if r.is_ok() {
+            self.snp.stats.psc_entries_4k += 1;
+        }
+        r
+    }
+
+    fn hv_features(&self) -> u64 {
+        HV_FEATURE_SNP
+    }
+}
+

@@ -1,0 +1,111 @@
+//! Counters for every event the host sees, printed by `--stats` and written by
+//! `--stats-json` (DESIGN.md 4).
+
+use std::collections::BTreeMap;
+
+/// All counters of one run.
+#[derive(Debug, Default, Clone)]
+pub struct Stats {
+    /// VM exits by reason.
+    pub exits: BTreeMap<&'static str, u64>,
+    /// GHCB page-state-change calls (NAE) and MSR-protocol PSC requests.
+    pub psc_calls: u64,
+    /// 4 KiB PSC entries completed.
+    pub psc_entries_4k: u64,
+    /// 2 MiB PSC entries completed.
+    pub psc_entries_2m: u64,
+    /// PVALIDATEs at 4 KiB.
+    pub pvalidate_4k: u64,
+    /// PVALIDATEs at 2 MiB.
+    pub pvalidate_2m: u64,
+    /// PVALIDATEs answered FAIL_SIZEMISMATCH.
+    pub pvalidate_size_mismatch: u64,
+    /// PSMASHes of 2 MiB RMP entries.
+    pub rmp_psmash: u64,
+    /// RMPUPDATEs.
+    pub rmp_rmpupdate: u64,
+    /// Unsupported syscalls the app made, by name.
+    pub syscalls_unsupported: BTreeMap<String, u64>,
+    /// Milliseconds from process start to the app's first instruction... measured to
+    /// the first hostcall (the app's first output or exit).
+    pub boot_ms: f64,
+    /// Wall time of the whole run in milliseconds.
+    pub run_ms: f64,
+}
+
+impl Stats {
+    /// Count one exit.
+    pub fn exit(&mut self, reason: &'static str) {
+        *self.exits.entry(reason).or_insert(0) += 1;
+    }
+
+    /// As a flat JSON object with dotted keys.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "exits": self.exits,
+            "psc.calls": self.psc_calls,
+            "psc.entries_4k": self.psc_entries_4k,
+            "psc.entries_2m": self.psc_entries_2m,
+            "pvalidate.4k": self.pvalidate_4k,
+            "pvalidate.2m": self.pvalidate_2m,
+            "pvalidate.size_mismatch": self.pvalidate_size_mismatch,
+            "rmp.psmash": self.rmp_psmash,
+            "rmp.rmpupdate": self.rmp_rmpupdate,
+            "syscalls.unsupported": self.syscalls_unsupported,
+            "boot_ms": self.boot_ms,
+            "run_ms": self.run_ms,
+        })
+    }
+
+    /// Human-readable summary.
+    pub fn render(&self) -> String {
+        let mut s = String::from("nacre run statistics\n");
+        s += &format!("  boot_ms                  {:.3}\n  run_ms                   {:.3}\n", self.boot_ms, self.run_ms);
+        for (k, v) in &self.exits {
+            s += &format!("  exits.{k:<19} {v}\n");
+        }
+        for (k, v) in [
+            ("psc.calls", self.psc_calls),
+            ("psc.entries_4k", self.psc_entries_4k),
+            ("psc.entries_2m", self.psc_entries_2m),
+            ("pvalidate.4k", self.pvalidate_4k),
+            ("pvalidate.2m", self.pvalidate_2m),
+            ("pvalidate.size_mismatch", self.pvalidate_size_mismatch),
+            ("rmp.psmash", self.rmp_psmash),
+            ("rmp.rmpupdate", self.rmp_rmpupdate),
+        ] {
+            s += &format!("  {k:<24} {v}\n");
+        }
+        if self.syscalls_unsupported.is_empty() {
+            s += "  syscalls.unsupported     none\n";
+        }
+        for (k, v) in &self.syscalls_unsupported {
+            s += &format!("  syscalls.unsupported.{k} {v}\n");
+        }
+        s
+    }
+}
+
+/// x86-64 syscall names for the numbers apps commonly call
+/// (Linux `arch/x86/entry/syscalls/syscall_64.tbl`); others are shown by number.
+pub fn syscall_name(nr: u32) -> String {
+    const NAMES: &[(u32, &str)] = &[
+        (0, "read"), (1, "write"), (2, "open"), (3, "close"), (4, "stat"), (5, "fstat"), (6, "lstat"),
+        (7, "poll"), (8, "lseek"), (9, "mmap"), (10, "mprotect"), (11, "munmap"), (12, "brk"),
+        (13, "rt_sigaction"), (14, "rt_sigprocmask"), (16, "ioctl"), (17, "pread64"), (18, "pwrite64"),
+        (19, "readv"), (20, "writev"), (21, "access"), (22, "pipe"), (23, "select"), (24, "sched_yield"),
+        (25, "mremap"), (28, "madvise"), (32, "dup"), (33, "dup2"), (35, "nanosleep"), (39, "getpid"),
+        (41, "socket"), (56, "clone"), (57, "fork"), (59, "execve"), (60, "exit"), (61, "wait4"),
+        (62, "kill"), (63, "uname"), (72, "fcntl"), (79, "getcwd"), (89, "readlink"),
+        (96, "gettimeofday"), (97, "getrlimit"), (131, "sigaltstack"), (158, "arch_prctl"),
+        (186, "gettid"), (201, "time"), (202, "futex"), (204, "sched_getaffinity"),
+        (217, "getdents64"), (218, "set_tid_address"), (228, "clock_gettime"), (229, "clock_getres"),
+        (230, "clock_nanosleep"), (231, "exit_group"), (234, "tgkill"), (257, "openat"),
+        (262, "newfstatat"), (267, "readlinkat"), (273, "set_robust_list"), (292, "dup3"),
+        (302, "prlimit64"), (318, "getrandom"), (332, "statx"), (334, "rseq"),
+    ];
+    NAMES
+        .iter()
+        .find(|(n, _)| *n == nr)
+        .map_or_else(|| format!("syscall_{nr}"), |(_, name)| (*name).to_string())
+}

@@ -1,0 +1,131 @@
+//! The vCPU loop: one place decodes KVM exits into [`Exit`]; one function handles each.
+
+use crate::platform::emulated_snp::{EmulatedSnp, Stop};
+use crate::vmm::memory::MemoryError;
+use crate::vmm::setup::Vm;
+use kvm_ioctls::{VcpuExit, VcpuFd};
+use nacre_shared_abi::doorbell::Doorbell;
+
+/// Errors that end a run that are the host's fault or KVM's.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// KVM_RUN or a register ioctl failed.
+    #[error("KVM failed while running the guest")]
+    Kvm(#[from] kvm_ioctls::Error),
+    /// Guest memory.
+    #[error(transparent)]
+    Memory(#[from] MemoryError),
+    /// The guest did something the platform cannot continue from.
+    #[error("the guest stopped unexpectedly: {0}")]
+    Guest(String),
+}
+
+/// Run until the guest stops.
+pub fn run(vm: &mut Vm) -> Result<Stop, RunError> {
+    loop {
+        if let Some(stop) = step(&mut vm.vcpu, &mut vm.snp)? {
+            return Ok(stop);
+        }
+    }
+}
+
+fn step(vcpu: &mut VcpuFd, snp: &mut EmulatedSnp) -> Result<Option<Stop>, RunError> {
+    let exit = vcpu.run()?;
+    match exit {
+        VcpuExit::IoOut(port, _) => {
+            snp.stats.exit("io");
+            let Some(bell) = Doorbell::from_port(port) else {
+                return Err(RunError::Guest(format!("write to unknown I/O port {port:#x}")));
+            };
+            doorbell(vcpu, snp, bell)
+        }
+        VcpuExit::IoIn(port, data) => {
+            snp.stats.exit("io");
+            data.fill(0xFF);
+            let _ = port;
+            Ok(None)
+        }
+        VcpuExit::MmioRead(addr, data) => {
+            snp.stats.exit("npf");
+            match snp.memory_fault(addr) {
+                Some(stop) => Ok(Some(stop)),
+                None => {
+                    // Became accessible since (a stale mapping): complete the read.
+                    let gpa = addr & !crate::platform::emulated_snp::C_BIT_MASK;
+                    snp.mem.read(gpa, data)?;
+                    Ok(None)
+                }
+            }
+        }
+        VcpuExit::MmioWrite(addr, data) => {
+            snp.stats.exit("npf");
+            match snp.memory_fault(addr) {
+                Some(stop) => Ok(Some(stop)),
+                None => {
+                    let gpa = addr & !crate::platform::emulated_snp::C_BIT_MASK;
+                    snp.mem.write(gpa, data)?;
+                    Ok(None)
+                }
+            }
+        }
+        VcpuExit::X86Rdmsr(exit) => {
+            snp.stats.exit("msr");
+            match snp.rdmsr(exit.index) {
+                Some(v) => *exit.data = v,
+                None => *exit.error = 1,
+            }
+            Ok(None)
+        }
+        VcpuExit::X86Wrmsr(exit) => {
+            snp.stats.exit("msr");
+            if !snp.wrmsr(exit.index, exit.data) {
+                *exit.error = 1;
+            }
+            Ok(None)
+        }
+        VcpuExit::Hlt => Err(RunError::Guest("the guest halted".into())),
+        VcpuExit::Shutdown => Err(RunError::Guest(
+            "the guest shut down (triple fault) — the firmware crashed".into(),
+        )),
+        VcpuExit::FailEntry(reason, _) => Err(RunError::Guest(format!("KVM could not enter the guest (reason {reason:#x})"))),
+        VcpuExit::InternalError => {
+            let rip = vcpu.get_regs().map(|r| r.rip).unwrap_or(0);
+            if std::env::var_os("NACRE_DEBUG").is_some() {
+                eprintln!("{:#x?}", vcpu.get_sregs());
+                // SAFETY: the exit reason is KVM_EXIT_INTERNAL_ERROR, so `internal` is the active field.
+                let internal = unsafe { vcpu.get_kvm_run().__bindgen_anon_1.internal };
+                eprintln!("internal error suberror {} data {:x?}", internal.suberror, &internal.data[..internal.ndata as usize]);
+            }
+            Err(RunError::Guest(format!("KVM internal error while emulating the guest at RIP {rip:#x}")))
+        }
+        other => Err(RunError::Guest(format!("unexpected VM exit {other:?}"))),
+    }
+}
+
+/// PVALIDATE / VMGEXIT through the doorbell: operands in the vCPU's registers.
+fn doorbell(vcpu: &mut VcpuFd, snp: &mut EmulatedSnp, bell: Doorbell) -> Result<Option<Stop>, RunError> {
+    match bell {
+        Doorbell::Vmgexit => {
+            snp.stats.exit("vmgexit");
+            Ok(snp.vmgexit()?)
+        }
+        Doorbell::Pvalidate => {
+            snp.stats.exit("pvalidate");
+            let mut regs = vcpu.get_regs()?;
+            let t = vcpu.translate_gva(regs.rax)?;
+            let translated = (t.valid != 0).then_some(t.physical_address);
+            let r = snp.pvalidate(translated, regs.rcx, regs.rdx)?;
+            regs.rax = u64::from(r.rax);
+            regs.rflags = (regs.rflags & !1) | u64::from(r.cf);
+            vcpu.set_regs(&regs)?;
+            Ok(None)
+        }
+        Doorbell::Rmpadjust | Doorbell::Tdcall => {
+            // Not used by the SNP firmware yet: answer FAIL_INPUT in EAX.
+            let mut regs = vcpu.get_regs()?;
+            regs.rax = 1;
+            vcpu.set_regs(&regs)?;
+            Ok(None)
+        }
+    }
+}

@@ -1,0 +1,268 @@
+//! `nacre package`: firmware + app + arguments -> one IGVM file.
+//!
+//! Directive order (it is the measurement order, so it never changes silently):
+//!
+//! 1. the boot information page at `BOOT_INFO_GPA`;
+//! 2. the initial page tables at `INITIAL_PT_GPA` (PML4, PDPT, PD);
+//! 3. the firmware, page by page in ascending GPA: file bytes as data pages, pages that
+//!    hold only bss as zero pages;
+//! 4. the app ELF file verbatim from `APP_IMAGE_GPA`, then the argument blob from the
+//!    next page;
+//! 5. the host parameter page (memory map) at `HOST_PARAM_GPA`, unmeasured;
+//! 6. the BSP's VMSA at `VMSA_GPA`.
+
+use std::collections::BTreeMap;
+
+use igvm::{IgvmDirectiveHeader, IgvmFile, IgvmPlatformHeader, IgvmRevision};
+use igvm_defs::{
+    IgvmPageDataFlags, IgvmPageDataType, IgvmPlatformType, IGVM_SEV_SNP_PLATFORM_VERSION,
+    IGVM_VHS_PARAMETER, IGVM_VHS_PARAMETER_INSERT, IGVM_VHS_SUPPORTED_PLATFORM,
+};
+use nacre_shared_abi::boot::{
+    ArgsBlob, BootInfo, PlatformKind, BOOT_INFO_MAGIC, BOOT_INFO_VERSION,
+};
+use nacre_shared_abi::layout::{
+    align_down, align_up, APP_IMAGE_GPA, BOOT_INFO_GPA, EMULATED_SNP_C_BIT, HOST_PARAM_GPA,
+    INITIAL_PT_GPA, MAX_GUEST_MEMORY, MIN_GUEST_MEMORY, PAGE_SIZE_2M, PAGE_SIZE_4K, VMSA_GPA,
+};
+use zerocopy::IntoBytes;
+
+use super::{
+    ImageError, MIN_MEMORY_HEADROOM, PARAMETER_AREA_INDEX, PARAMETER_AREA_SIZE, SNP_C_BIT_MASK,
+    SNP_MASK,
+};
+use crate::elf::{check_app_elf, check_firmware_elf, FirmwareImage};
+use crate::pagetable::InitialPageTables;
+use crate::vmsa::initial_vmsa;
+
+const PAGE: usize = PAGE_SIZE_4K as usize;
+
+/// Everything `nacre package` puts into an image.
+#[derive(Debug, Clone)]
+pub struct PackageInput<'a> {
+    /// The firmware ELF (see [`crate::elf`]).
+    pub firmware_elf: &'a [u8],
+    /// The app ELF, a static x86-64 Linux executable.
+    pub app_elf: &'a [u8],
+    /// The app's arguments, `argv[0]` first; none may contain NUL.
+    pub args: Vec<Vec<u8>>,
+    /// The app's environment, `KEY=VALUE` strings without NUL.
+    pub env: Vec<Vec<u8>>,
+}
+
+/// Build one IGVM file. Deterministic: the same input gives the same bytes.
+pub fn build_image(input: &PackageInput) -> Result<Vec<u8>, ImageError> {
+    let file = image_file(input)?;
+    let mut out = Vec::new();
+    file.serialize(&mut out).map_err(ImageError::Build)?;
+    Ok(out)
+}
+
+/// The in-memory IGVM file [`build_image`] serializes.
+pub(super) fn image_file(input: &PackageInput) -> Result<IgvmFile, ImageError> {
+    let firmware = check_firmware_elf(input.firmware_elf).map_err(ImageError::Firmware)?;
+    check_app_elf(input.app_elf).map_err(ImageError::App)?;
+    let args = encode_args(&input.args, &input.env)?;
+    let boot_info = boot_info(&firmware, input.app_elf.len(), args.len())?;
+    let firmware_pages = firmware_pages(&firmware);
+    check_file_size(&boot_info, &firmware_pages)?;
+
+    let mut directives = Vec::new();
+    let mut boot_page = vec![0u8; PAGE];
+    boot_page[..core::mem::size_of::<BootInfo>()].copy_from_slice(boot_info.as_bytes());
+    directives.push(page_data(BOOT_INFO_GPA, boot_page));
+
+    let tables = InitialPageTables::new(SNP_C_BIT_MASK).to_pages();
+    for (gpa, table) in (INITIAL_PT_GPA..).step_by(PAGE).zip(tables) {
+        directives.push(page_data(gpa, table.to_vec()));
+    }
+
+    for (gpa, page) in firmware_pages {
+        let data = page.map(|bytes| bytes.to_vec()).unwrap_or_default();
+        directives.push(page_data(gpa, data));
+    }
+
+    push_bytes(&mut directives, boot_info.app_gpa, input.app_elf);
+    push_bytes(&mut directives, boot_info.args_gpa, &args);
+
+    directives.push(IgvmDirectiveHeader::ParameterArea {
+        number_of_bytes: PARAMETER_AREA_SIZE,
+        parameter_area_index: PARAMETER_AREA_INDEX,
+        initial_data: Vec::new(),
+    });
+    directives.push(IgvmDirectiveHeader::MemoryMap(IGVM_VHS_PARAMETER {
+        parameter_area_index: PARAMETER_AREA_INDEX,
+        byte_offset: 0,
+    }));
+    directives.push(IgvmDirectiveHeader::ParameterInsert(
+        IGVM_VHS_PARAMETER_INSERT {
+            gpa: HOST_PARAM_GPA,
+            compatibility_mask: SNP_MASK,
+            parameter_area_index: PARAMETER_AREA_INDEX,
+        },
+    ));
+
+    directives.push(IgvmDirectiveHeader::SnpVpContext {
+        gpa: VMSA_GPA,
+        compatibility_mask: SNP_MASK,
+        vp_index: 0,
+        vmsa: initial_vmsa(firmware.entry, INITIAL_PT_GPA | SNP_C_BIT_MASK),
+    });
+
+    IgvmFile::new(
+        IgvmRevision::V1,
+        vec![snp_platform()],
+        Vec::new(),
+        directives,
+    )
+    .map_err(ImageError::Build)
+}
+
+/// The one platform header: SEV-SNP on compatibility mask [`SNP_MASK`].
+pub(super) fn snp_platform() -> IgvmPlatformHeader {
+    IgvmPlatformHeader::SupportedPlatform(IGVM_VHS_SUPPORTED_PLATFORM {
+        compatibility_mask: SNP_MASK,
+        highest_vtl: 0,
+        platform_type: IgvmPlatformType::SEV_SNP,
+        platform_version: IGVM_SEV_SNP_PLATFORM_VERSION,
+        shared_gpa_boundary: 0,
+    })
+}
+
+/// A measured normal page; empty `data` is a zero page.
+pub(super) fn page_data(gpa: u64, data: Vec<u8>) -> IgvmDirectiveHeader {
+    IgvmDirectiveHeader::PageData {
+        gpa,
+        compatibility_mask: SNP_MASK,
+        flags: IgvmPageDataFlags::new(),
+        data_type: IgvmPageDataType::NORMAL,
+        data,
+    }
+}
+
+/// Data pages holding `bytes` from `gpa` (page-aligned), the last one zero-padded.
+fn push_bytes(directives: &mut Vec<IgvmDirectiveHeader>, gpa: u64, bytes: &[u8]) {
+    for (page_gpa, chunk) in (gpa..).step_by(PAGE).zip(bytes.chunks(PAGE)) {
+        let mut data = chunk.to_vec();
+        data.resize(PAGE, 0);
+        directives.push(page_data(page_gpa, data));
+    }
+}
+
+/// Check the strings and encode the [`ArgsBlob`].
+fn encode_args(args: &[Vec<u8>], env: &[Vec<u8>]) -> Result<Vec<u8>, ImageError> {
+    if args.is_empty() {
+        return Err(ImageError::NoProgramName);
+    }
+    if let Some(index) = args.iter().position(|arg| arg.contains(&0)) {
+        return Err(ImageError::NulInArgument { index });
+    }
+    if let Some(index) = env.iter().position(|var| var.contains(&0)) {
+        return Err(ImageError::NulInEnvironment { index });
+    }
+    if let Some(index) = env.iter().position(|var| !var.contains(&b'=')) {
+        return Err(ImageError::EnvironmentWithoutEquals { index });
+    }
+    let args: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+    let env: Vec<&[u8]> = env.iter().map(Vec::as_slice).collect();
+    let mut blob = vec![0u8; ArgsBlob::encoded_len(args.iter().chain(&env).copied())];
+    ArgsBlob::encode(&args, &env, &mut blob).map_err(|_| ImageError::TooLarge {
+        what: "there are more than 2^32 arguments or environment strings",
+    })?;
+    Ok(blob)
+}
+
+/// Place the app and the arguments after the firmware and size guest RAM.
+fn boot_info(
+    firmware: &FirmwareImage,
+    app_size: usize,
+    args_size: usize,
+) -> Result<BootInfo, ImageError> {
+    let too_large = ImageError::TooLarge {
+        what: "the app and its arguments do not fit in guest memory",
+    };
+    let limit = MAX_GUEST_MEMORY;
+    let (app_size, args_size) = (app_size as u64, args_size as u64);
+    if app_size > limit || args_size > limit {
+        return Err(too_large);
+    }
+    // Both sizes are below 2^46, so none of this overflows.
+    let args_gpa = align_up(APP_IMAGE_GPA + app_size, PAGE_SIZE_4K);
+    let image_end = align_up(args_gpa + args_size, PAGE_SIZE_4K);
+    let min_memory = MIN_GUEST_MEMORY.max(align_up(image_end, PAGE_SIZE_2M) + MIN_MEMORY_HEADROOM);
+    if min_memory > limit {
+        return Err(too_large);
+    }
+    let info = BootInfo {
+        magic: BOOT_INFO_MAGIC,
+        version: BOOT_INFO_VERSION,
+        platform: PlatformKind::Snp as u32,
+        c_bit: EMULATED_SNP_C_BIT,
+        reserved0: 0,
+        firmware_end: firmware.end(),
+        app_gpa: APP_IMAGE_GPA,
+        app_size,
+        args_gpa,
+        args_size,
+        image_end,
+        min_memory,
+        reserved: [0; 6],
+    };
+    info.check().map_err(ImageError::InvalidBootInfo)?;
+    Ok(info)
+}
+
+/// A firmware page: `Some` holds file bytes, `None` is bss only (a zero page).
+type FirmwarePage = Option<Box<[u8; PAGE]>>;
+
+/// Every page the firmware's segments touch, in ascending GPA. Segments sharing a page
+/// have their bytes merged into it.
+fn firmware_pages(firmware: &FirmwareImage) -> BTreeMap<u64, FirmwarePage> {
+    let mut pages: BTreeMap<u64, FirmwarePage> = BTreeMap::new();
+    for seg in &firmware.segments {
+        let mut gpa = seg.gpa;
+        let mut rest = seg.file_bytes;
+        while !rest.is_empty() {
+            let page_gpa = align_down(gpa, PAGE_SIZE_4K);
+            let offset = (gpa - page_gpa) as usize;
+            let len = rest.len().min(PAGE - offset);
+            let page = pages
+                .entry(page_gpa)
+                .or_default()
+                .get_or_insert_with(|| Box::new([0; PAGE]));
+            page[offset..offset + len].copy_from_slice(&rest[..len]);
+            gpa += len as u64;
+            rest = &rest[len..];
+        }
+        let first = align_down(seg.gpa, PAGE_SIZE_4K);
+        let end = align_up(seg.gpa + seg.mem_size, PAGE_SIZE_4K);
+        for page_gpa in (first..end).step_by(PAGE) {
+            pages.entry(page_gpa).or_default();
+        }
+    }
+    pages
+}
+
+/// The `igvm` crate stores file offsets as `u32`: refuse an image whose file would not
+/// fit rather than let the serializer fail.
+fn check_file_size(
+    boot_info: &BootInfo,
+    firmware_pages: &BTreeMap<u64, FirmwarePage>,
+) -> Result<(), ImageError> {
+    // Boot info, page tables, firmware data, app and args, VMSA.
+    let data_pages = 1
+        + 3
+        + firmware_pages
+            .values()
+            .filter(|page| page.is_some())
+            .count() as u64
+        + (boot_info.image_end - boot_info.app_gpa) / PAGE_SIZE_4K
+        + 1;
+    let headers = (data_pages + firmware_pages.len() as u64 + 8) * 64;
+    if data_pages * PAGE_SIZE_4K + headers > u64::from(u32::MAX) {
+        return Err(ImageError::TooLarge {
+            what: "the IGVM file would be larger than 4 GiB",
+        });
+    }
+    Ok(())
+}

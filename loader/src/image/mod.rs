@@ -1,0 +1,872 @@
+//! The IGVM image: [`build_image`] writes it, [`load_image`] reads and checks it.
+//!
+//! One IGVM file (format version 1, 4 KiB pages) with one platform, SEV-SNP on
+//! compatibility mask [`SNP_MASK`]. The guest-physical layout is
+//! `nacre_shared_abi::layout` (`docs/memory-map.md`):
+//!
+//! ```text
+//! 0x1000  BOOT_INFO_GPA    boot information (measured)
+//! 0x2000  HOST_PARAM_GPA   memory map from the host (IGVM parameter area, unmeasured)
+//! 0x5000  VMSA_GPA         BSP VMSA (SNP VP context)
+//! 0x8000  INITIAL_PT_GPA   PML4, PDPT, PD (measured)
+//! 1 MiB   FIRMWARE_GPA     firmware segments, bss as zero pages (measured)
+//! 16 MiB  APP_IMAGE_GPA    app ELF file, then the argument blob (measured)
+//! ```
+
+mod build;
+mod load;
+
+pub use build::{build_image, PackageInput};
+pub use load::{load_image, ImagePage, LoadedImage, PageContents};
+
+use nacre_shared_abi::boot::BootInfoError;
+use nacre_shared_abi::layout::{BOOT_INFO_GPA, EMULATED_SNP_C_BIT, NULL_GUARD_END};
+use thiserror::Error;
+
+use crate::elf::ElfError;
+
+/// Compatibility mask of the SEV-SNP platform header (TDX will be 2).
+pub const SNP_MASK: u32 = 1;
+
+/// The encryption bit the SNP view's page tables and CR3 carry.
+pub const SNP_C_BIT_MASK: u64 = 1 << EMULATED_SNP_C_BIT;
+
+/// Index of the parameter area holding the host's memory map.
+const PARAMETER_AREA_INDEX: u32 = 0;
+
+/// Size of that parameter area: one page.
+const PARAMETER_AREA_SIZE: u64 = 4096;
+
+/// Guest RAM the firmware needs above the image for its own use (frames, app memory)
+/// before it is worth booting.
+const MIN_MEMORY_HEADROOM: u64 = 32 << 20;
+
+/// Why an image could not be built or loaded.
+#[derive(Debug, Error)]
+pub enum ImageError {
+    /// The firmware ELF failed its checks.
+    #[error("the firmware ELF cannot be used")]
+    Firmware(#[source] ElfError),
+    /// The app ELF failed its checks.
+    #[error("the app cannot run under nacre")]
+    App(#[source] ElfError),
+    /// No `argv[0]`.
+    #[error("the argument list is empty: argv[0] (the program name) is required")]
+    NoProgramName,
+    /// An argument contains NUL.
+    #[error("argument {index} contains a NUL byte")]
+    NulInArgument {
+        /// Index in `args` (0 is the program name).
+        index: usize,
+    },
+    /// An environment string contains NUL.
+    #[error("environment entry {index} contains a NUL byte")]
+    NulInEnvironment {
+        /// Index in `env`.
+        index: usize,
+    },
+    /// An environment string has no `=`.
+    #[error("environment entry {index} has no '=' (entries are KEY=VALUE)")]
+    EnvironmentWithoutEquals {
+        /// Index in `env`.
+        index: usize,
+    },
+    /// The inputs do not fit in guest memory or in an IGVM file.
+    #[error("the image is too large: {what}")]
+    TooLarge {
+        /// What does not fit.
+        what: &'static str,
+    },
+    /// The `igvm` crate refused the directives.
+    #[error("the IGVM file cannot be built")]
+    Build(#[source] igvm::Error),
+
+    /// The file does not start with the IGVM magic number.
+    #[error("the file is not an IGVM image (it does not start with the IGVM magic number)")]
+    NotIgvm,
+    /// The file is shorter than the fixed header.
+    #[error("the IGVM file is truncated: {actual} bytes is shorter than its fixed header")]
+    Truncated {
+        /// Length of the file.
+        actual: usize,
+    },
+    /// Not format version 1.
+    #[error("the IGVM file has format version {version}; this loader reads version 1")]
+    UnsupportedFormatVersion {
+        /// The header's `format_version`.
+        version: u32,
+    },
+    /// The file length differs from the header's `total_file_size`.
+    #[error(
+        "the IGVM file is {actual} bytes but its header says {expected}: it is truncated or \
+         has trailing bytes"
+    )]
+    SizeMismatch {
+        /// The header's `total_file_size`.
+        expected: u32,
+        /// Length of the file.
+        actual: usize,
+    },
+    /// The headers are inconsistent.
+    #[error("the IGVM file is corrupt: {reason}")]
+    Corrupt {
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// A variable header of a type nacre images do not use.
+    #[error(
+        "the IGVM file has a header of type {header_type:#x} at offset {offset:#x}, which nacre \
+         images do not use"
+    )]
+    UnexpectedHeader {
+        /// File offset of the header.
+        offset: usize,
+        /// Its `IGVM_VHT_*` type.
+        header_type: u32,
+    },
+    /// The `igvm` crate's parser refused the file.
+    #[error("the IGVM file is corrupt")]
+    Parse(#[source] igvm::Error),
+    /// No SEV-SNP platform header.
+    #[error("the IGVM file has no SEV-SNP platform header")]
+    NoSnpPlatform,
+    /// A platform header other than SEV-SNP.
+    #[error(
+        "the IGVM file has a header for platform type {platform_type}, which this loader does \
+         not support"
+    )]
+    UnsupportedPlatform {
+        /// Its `IgvmPlatformType`.
+        platform_type: u8,
+    },
+    /// A directive kind nacre images do not use.
+    #[error("directive {index} of the IGVM file is a {kind}, which nacre images do not use")]
+    UnexpectedDirective {
+        /// Index among the directives.
+        index: usize,
+        /// What it is.
+        kind: &'static str,
+    },
+    /// A directive for another platform (or several).
+    #[error(
+        "directive {index} has compatibility mask {mask:#x}, which is not exactly the SEV-SNP \
+         platform's"
+    )]
+    WrongCompatibilityMask {
+        /// Index among the directives.
+        index: usize,
+        /// Its compatibility mask.
+        mask: u32,
+    },
+    /// A page of a kind nacre images do not use.
+    #[error("the page at GPA {gpa:#x} is {reason}; nacre images hold normal measured pages only")]
+    UnsupportedPage {
+        /// The page's GPA.
+        gpa: u64,
+        /// What kind of page it is.
+        reason: &'static str,
+    },
+    /// A page GPA that is not 4 KiB aligned.
+    #[error("the page at GPA {gpa:#x} is not 4 KiB aligned")]
+    UnalignedPage {
+        /// The page's GPA.
+        gpa: u64,
+    },
+    /// A page outside guest memory (or outside the image's minimum memory).
+    #[error("the page at GPA {gpa:#x} is outside guest memory {NULL_GUARD_END:#x}..{limit:#x}")]
+    PageOutOfRange {
+        /// The page's GPA.
+        gpa: u64,
+        /// The end of the allowed range.
+        limit: u64,
+    },
+    /// Two pages (or a page and the parameter page or VMSA) at the same GPA.
+    #[error("GPA {gpa:#x} is given more than one page")]
+    OverlappingPage {
+        /// The GPA.
+        gpa: u64,
+    },
+    /// The parameter area directives do not have nacre's shape.
+    #[error("the host parameter area is invalid: {reason}")]
+    BadParameterArea {
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// No memory map parameter page.
+    #[error("the IGVM file does not ask the host for a memory map page")]
+    MissingParameterArea,
+    /// No page at `BOOT_INFO_GPA`.
+    #[error("the IGVM file has no boot information page at GPA {BOOT_INFO_GPA:#x}")]
+    MissingBootInfo,
+    /// The [`nacre_shared_abi::boot::BootInfo`] failed its own check.
+    #[error("the boot information is invalid: {}", boot_info_reason(.0))]
+    InvalidBootInfo(BootInfoError),
+    /// The boot information disagrees with the rest of the image.
+    #[error("the boot information does not match the image: {reason}")]
+    BootInfoMismatch {
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// Part of the app or argument region is not measured.
+    #[error(
+        "the app and argument region includes GPA {gpa:#x}, which is not a measured page of \
+         the image"
+    )]
+    UnmeasuredRegion {
+        /// The first unmeasured page.
+        gpa: u64,
+    },
+    /// No SEV-SNP VP context.
+    #[error("the IGVM file has no VP context for the BSP")]
+    MissingVpContext,
+    /// The VP context is unusable.
+    #[error("the BSP's VP context is invalid: {reason}")]
+    BadVpContext {
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// The VMSA's `rip` is not in the measured firmware.
+    #[error("the BSP would start at {rip:#x}, which is not inside the measured firmware")]
+    EntryOutsideFirmware {
+        /// The VMSA's `rip`.
+        rip: u64,
+    },
+}
+
+fn boot_info_reason(error: &BootInfoError) -> String {
+    match error {
+        BootInfoError::BadMagic => "its magic number is wrong".to_owned(),
+        BootInfoError::BadVersion(v) => format!("it has version {v}, not 1"),
+        BootInfoError::BadPlatform(p) => format!("it names unknown platform {p}"),
+        BootInfoError::BadRegion => {
+            "a region is empty, unaligned, overlapping or outside the image".to_owned()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::build::{image_file, page_data, snp_platform};
+    use super::*;
+    use crate::pagetable::InitialPageTables;
+    use crate::testelf::{self, pattern, Segment};
+    use crate::vmsa::initial_vmsa;
+    use igvm::{IgvmDirectiveHeader, IgvmFile, IgvmPlatformHeader, IgvmRevision};
+    use igvm_defs::{IgvmPlatformType, IGVM_VHS_SUPPORTED_PLATFORM};
+    use nacre_shared_abi::boot::{
+        ArgsBlob, BootInfo, PlatformKind, BOOT_INFO_MAGIC, BOOT_INFO_VERSION,
+    };
+    use nacre_shared_abi::layout::{
+        align_up, APP_IMAGE_GPA, FIRMWARE_GPA, HOST_PARAM_GPA, INITIAL_PT_GPA, KERNEL_VA_BASE,
+        MAX_GUEST_MEMORY, MIN_GUEST_MEMORY, PAGE_SIZE_4K,
+    };
+    use proptest::prelude::*;
+    use std::sync::OnceLock;
+
+    const PAGE: usize = 4096;
+
+    struct Sample {
+        firmware: Vec<u8>,
+        app: Vec<u8>,
+    }
+
+    impl Sample {
+        fn new() -> Self {
+            Self {
+                firmware: testelf::firmware(),
+                app: testelf::static_app(),
+            }
+        }
+
+        fn input(&self) -> PackageInput<'_> {
+            PackageInput {
+                firmware_elf: &self.firmware,
+                app_elf: &self.app,
+                args: vec![b"app".to_vec(), b"--flag".to_vec()],
+                env: vec![b"HOME=/".to_vec(), b"EMPTY=".to_vec()],
+            }
+        }
+    }
+
+    fn sample_image() -> &'static [u8] {
+        static IMAGE: OnceLock<Vec<u8>> = OnceLock::new();
+        IMAGE.get_or_init(|| build_image(&Sample::new().input()).unwrap())
+    }
+
+    fn sample_directives() -> Vec<IgvmDirectiveHeader> {
+        image_file(&Sample::new().input())
+            .unwrap()
+            .directives()
+            .to_vec()
+    }
+
+    fn serialize(
+        platforms: Vec<IgvmPlatformHeader>,
+        directives: Vec<IgvmDirectiveHeader>,
+    ) -> Vec<u8> {
+        let file = IgvmFile::new(IgvmRevision::V1, platforms, Vec::new(), directives).unwrap();
+        let mut out = Vec::new();
+        file.serialize(&mut out).unwrap();
+        out
+    }
+
+    /// Load the sample image after `edit` changed its directives.
+    fn load_edited(
+        edit: impl FnOnce(&mut Vec<IgvmDirectiveHeader>),
+    ) -> Result<LoadedImage, ImageError> {
+        let mut directives = sample_directives();
+        edit(&mut directives);
+        load_image(&serialize(vec![snp_platform()], directives))
+    }
+
+    /// Index of the first directive that is not page data (the parameter area).
+    fn first_non_page(directives: &[IgvmDirectiveHeader]) -> usize {
+        directives
+            .iter()
+            .position(|d| !matches!(d, IgvmDirectiveHeader::PageData { .. }))
+            .unwrap()
+    }
+
+    fn vmsa_of(directives: &mut [IgvmDirectiveHeader]) -> &mut igvm::snp_defs::SevVmsa {
+        directives
+            .iter_mut()
+            .find_map(|d| match d {
+                IgvmDirectiveHeader::SnpVpContext { vmsa, .. } => Some(&mut **vmsa),
+                _ => None,
+            })
+            .unwrap()
+    }
+
+    fn page(bytes: &[u8]) -> PageContents {
+        let mut page = Box::new([0u8; PAGE]);
+        page[..bytes.len()].copy_from_slice(bytes);
+        PageContents::Data(page)
+    }
+
+    #[test]
+    fn round_trip() {
+        let sample = Sample::new();
+        let loaded = load_image(sample_image()).unwrap();
+
+        let app_size = sample.app.len() as u64;
+        let args_gpa = align_up(APP_IMAGE_GPA + app_size, PAGE_SIZE_4K);
+        let args_blob = b"\x02\0\0\0\x02\0\0\0app\0--flag\0HOME=/\0EMPTY=\0";
+        let image_end = args_gpa + PAGE_SIZE_4K;
+        let expected_info = BootInfo {
+            magic: BOOT_INFO_MAGIC,
+            version: BOOT_INFO_VERSION,
+            platform: PlatformKind::Snp as u32,
+            c_bit: 47,
+            reserved0: 0,
+            firmware_end: testelf::FIRMWARE_END,
+            app_gpa: APP_IMAGE_GPA,
+            app_size,
+            args_gpa,
+            args_size: args_blob.len() as u64,
+            image_end,
+            min_memory: MIN_GUEST_MEMORY,
+            reserved: [0; 6],
+        };
+        assert_eq!(loaded.platform, PlatformKind::Snp);
+        assert_eq!(loaded.boot_info, expected_info);
+        assert_eq!(loaded.min_memory, MIN_GUEST_MEMORY);
+        assert_eq!(loaded.param_gpa, HOST_PARAM_GPA);
+        assert_eq!(
+            loaded.vmsa,
+            initial_vmsa(testelf::FIRMWARE_ENTRY, INITIAL_PT_GPA | 1 << 47)
+        );
+
+        let mut expected = Vec::new();
+        let mut push =
+            |gpa: u64, contents: PageContents| expected.push(ImagePage { gpa, contents });
+        push(
+            BOOT_INFO_GPA,
+            page(zerocopy::IntoBytes::as_bytes(&expected_info)),
+        );
+        for (i, table) in InitialPageTables::new(1 << 47)
+            .to_pages()
+            .iter()
+            .enumerate()
+        {
+            push(INITIAL_PT_GPA + i as u64 * PAGE_SIZE_4K, page(table));
+        }
+        let text = pattern(testelf::FIRMWARE_TEXT_LEN as usize, 0x33);
+        let data = pattern(testelf::FIRMWARE_DATA_LEN as usize, 0x55);
+        push(FIRMWARE_GPA, page(&text[..PAGE]));
+        let mut shared = text[PAGE..].to_vec();
+        shared.resize(testelf::FIRMWARE_DATA_OFFSET as usize - PAGE, 0);
+        shared.extend_from_slice(&data);
+        push(FIRMWARE_GPA + PAGE_SIZE_4K, page(&shared));
+        for i in 2..5 {
+            push(FIRMWARE_GPA + i * PAGE_SIZE_4K, PageContents::Zero);
+        }
+        for (i, chunk) in sample.app.chunks(PAGE).enumerate() {
+            push(APP_IMAGE_GPA + i as u64 * PAGE_SIZE_4K, page(chunk));
+        }
+        push(args_gpa, page(args_blob));
+        assert_eq!(loaded.pages, expected);
+
+        let args_page = loaded.pages.last().unwrap().contents.bytes();
+        let blob = ArgsBlob::parse(&args_page[..args_blob.len()]).unwrap();
+        let strings: Vec<&[u8]> = blob.strings().collect();
+        assert_eq!(strings, [&b"app"[..], b"--flag", b"HOME=/", b"EMPTY="]);
+    }
+
+    #[test]
+    fn build_is_deterministic() {
+        let sample = Sample::new();
+        let a = build_image(&sample.input()).unwrap();
+        let b = build_image(&sample.input()).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a, sample_image());
+    }
+
+    #[test]
+    fn min_memory_grows_with_the_image() {
+        let sample = Sample::new();
+        let mut input = sample.input();
+        let big_arg = vec![b'x'; 40 << 20];
+        input.args.push(big_arg);
+        let loaded = load_image(&build_image(&input).unwrap()).unwrap();
+        let info = loaded.boot_info;
+        assert_eq!(
+            info.min_memory,
+            align_up(info.image_end, 2 << 20) + (32 << 20)
+        );
+        assert!(info.min_memory > MIN_GUEST_MEMORY);
+    }
+
+    #[test]
+    fn build_rejects_bad_arguments() {
+        let sample = Sample::new();
+        let build = |args: Vec<&[u8]>, env: Vec<&[u8]>| {
+            let mut input = sample.input();
+            input.args = args.into_iter().map(<[u8]>::to_vec).collect();
+            input.env = env.into_iter().map(<[u8]>::to_vec).collect();
+            build_image(&input).unwrap_err()
+        };
+        let err = build(vec![], vec![]);
+        assert!(matches!(err, ImageError::NoProgramName), "{err:?}");
+        assert!(err.to_string().contains("argv[0]"), "{err}");
+        let err = build(vec![b"app", b"a\0b"], vec![]);
+        assert!(
+            matches!(err, ImageError::NulInArgument { index: 1 }),
+            "{err:?}"
+        );
+        let err = build(vec![b"app"], vec![b"A=1", b"B\0=2"]);
+        assert!(
+            matches!(err, ImageError::NulInEnvironment { index: 1 }),
+            "{err:?}"
+        );
+        let err = build(vec![b"app"], vec![b"NOEQUALS"]);
+        assert!(
+            matches!(err, ImageError::EnvironmentWithoutEquals { index: 0 }),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("KEY=VALUE"), "{err}");
+    }
+
+    #[test]
+    fn build_rejects_bad_elves() {
+        let sample = Sample::new();
+        let mut input = sample.input();
+        input.firmware_elf = &sample.app;
+        let err = build_image(&input).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ImageError::Firmware(ElfError::FirmwareVirtualAddress { .. })
+            ),
+            "{err:?}"
+        );
+
+        let mut dynamic = testelf::static_app_spec();
+        dynamic.segments.push(Segment {
+            p_type: object::elf::PT_INTERP.0,
+            flags: object::elf::PF_R.0,
+            vaddr: 0x40_0f00,
+            paddr: 0x40_0f00,
+            data: b"/lib/ld-musl-x86_64.so.1\0".to_vec(),
+            memsz: 25,
+        });
+        let dynamic = dynamic.build();
+        let mut input = sample.input();
+        input.app_elf = &dynamic;
+        let err = build_image(&input).unwrap_err();
+        assert!(
+            matches!(err, ImageError::App(ElfError::DynamicallyLinked { .. })),
+            "{err:?}"
+        );
+        let source = std::error::Error::source(&err).unwrap().to_string();
+        assert!(source.contains("-static"), "{source}");
+    }
+
+    #[test]
+    fn load_rejects_non_igvm() {
+        assert!(matches!(load_image(b""), Err(ImageError::NotIgvm)));
+        assert!(matches!(
+            load_image(b"hello world"),
+            Err(ImageError::NotIgvm)
+        ));
+        assert!(matches!(
+            load_image(&testelf::static_app()),
+            Err(ImageError::NotIgvm)
+        ));
+    }
+
+    #[test]
+    fn load_rejects_truncated() {
+        let image = sample_image();
+        assert!(matches!(
+            load_image(&image[..10]),
+            Err(ImageError::Truncated { actual: 10 })
+        ));
+        for len in [24, 100, 4096, image.len() - 1] {
+            assert!(
+                matches!(
+                    load_image(&image[..len]),
+                    Err(ImageError::SizeMismatch { .. })
+                ),
+                "{len}"
+            );
+        }
+    }
+
+    #[test]
+    fn load_reports_parser_errors_with_source() {
+        let mut image = sample_image().to_vec();
+        // Flip a bit in the variable headers: the checksum no longer matches.
+        image[40] ^= 0x10;
+        let err = load_image(&image).unwrap_err();
+        assert!(matches!(err, ImageError::Parse(_)), "{err:?}");
+        assert!(std::error::Error::source(&err).is_some());
+    }
+
+    #[test]
+    fn load_rejects_missing_snp_platform() {
+        let mut directives = sample_directives();
+        directives.retain(|d| !matches!(d, IgvmDirectiveHeader::SnpVpContext { .. }));
+        let tdx = IgvmPlatformHeader::SupportedPlatform(IGVM_VHS_SUPPORTED_PLATFORM {
+            compatibility_mask: SNP_MASK,
+            highest_vtl: 0,
+            platform_type: IgvmPlatformType::TDX,
+            platform_version: 1,
+            shared_gpa_boundary: 0,
+        });
+        let err = load_image(&serialize(vec![tdx], directives)).unwrap_err();
+        assert!(matches!(err, ImageError::NoSnpPlatform), "{err:?}");
+    }
+
+    #[test]
+    fn load_rejects_unexpected_directives() {
+        let err = load_edited(|d| {
+            let at = first_non_page(d);
+            d.insert(
+                at,
+                IgvmDirectiveHeader::RequiredMemory {
+                    gpa: 0x20_0000,
+                    compatibility_mask: SNP_MASK,
+                    number_of_bytes: 4096,
+                    vtl2_protectable: false,
+                },
+            );
+        })
+        .unwrap_err();
+        assert!(
+            matches!(err, ImageError::UnexpectedHeader { .. }),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn load_rejects_overlapping_pages() {
+        let err = load_edited(|d| {
+            let at = first_non_page(d);
+            d.insert(at, page_data(FIRMWARE_GPA, Vec::new()));
+        })
+        .unwrap_err();
+        assert!(
+            matches!(err, ImageError::OverlappingPage { gpa: FIRMWARE_GPA }),
+            "{err:?}"
+        );
+
+        let err = load_edited(|d| {
+            for directive in d.iter_mut() {
+                if let IgvmDirectiveHeader::ParameterInsert(insert) = directive {
+                    insert.gpa = INITIAL_PT_GPA;
+                }
+            }
+        })
+        .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ImageError::OverlappingPage {
+                    gpa: INITIAL_PT_GPA
+                }
+            ),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn load_rejects_pages_out_of_range() {
+        for (gpa, limit) in [
+            (0, MAX_GUEST_MEMORY),
+            (MAX_GUEST_MEMORY, MAX_GUEST_MEMORY),
+            (!0xfff, MAX_GUEST_MEMORY),
+            (MIN_GUEST_MEMORY, MIN_GUEST_MEMORY),
+        ] {
+            let err = load_edited(|d| {
+                let at = first_non_page(d);
+                d.insert(at, page_data(gpa, Vec::new()));
+            })
+            .unwrap_err();
+            assert!(
+                matches!(err, ImageError::PageOutOfRange { gpa: g, limit: l } if g == gpa && l == limit),
+                "{gpa:#x}: {err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn load_rejects_wrong_mask() {
+        let err = load_edited(|d| {
+            if let IgvmDirectiveHeader::PageData {
+                compatibility_mask, ..
+            } = &mut d[2]
+            {
+                *compatibility_mask = 3;
+            }
+        })
+        .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ImageError::WrongCompatibilityMask { index: 2, mask: 3 }
+            ),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn load_rejects_bad_boot_info() {
+        let err = load_edited(|d| {
+            d.remove(0);
+        })
+        .unwrap_err();
+        assert!(matches!(err, ImageError::MissingBootInfo), "{err:?}");
+
+        let err = load_edited(|d| {
+            if let IgvmDirectiveHeader::PageData { data, .. } = &mut d[0] {
+                data[0] ^= 1;
+            }
+        })
+        .unwrap_err();
+        assert!(
+            matches!(err, ImageError::InvalidBootInfo(BootInfoError::BadMagic)),
+            "{err:?}"
+        );
+
+        // app_size grows past args: the regions overlap.
+        let err = load_edited(|d| {
+            if let IgvmDirectiveHeader::PageData { data, .. } = &mut d[0] {
+                data[0x28..0x30].copy_from_slice(&u64::MAX.to_le_bytes());
+            }
+        })
+        .unwrap_err();
+        assert!(
+            matches!(err, ImageError::InvalidBootInfo(BootInfoError::BadRegion)),
+            "{err:?}"
+        );
+
+        let err = load_edited(|d| {
+            if let IgvmDirectiveHeader::PageData { data, .. } = &mut d[0] {
+                data[2000] = 1;
+            }
+        })
+        .unwrap_err();
+        assert!(
+            matches!(err, ImageError::BootInfoMismatch { .. }),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn load_rejects_unmeasured_app_pages() {
+        let err = load_edited(|d| {
+            let app_page = d
+                .iter()
+                .position(|d| matches!(d, IgvmDirectiveHeader::PageData { gpa, .. } if *gpa == APP_IMAGE_GPA))
+                .unwrap();
+            d.remove(app_page);
+        })
+        .unwrap_err();
+        assert!(
+            matches!(err, ImageError::UnmeasuredRegion { gpa: APP_IMAGE_GPA }),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn load_rejects_missing_vp_context() {
+        let err = load_edited(|d| {
+            d.retain(|d| !matches!(d, IgvmDirectiveHeader::SnpVpContext { .. }));
+        })
+        .unwrap_err();
+        assert!(matches!(err, ImageError::MissingVpContext), "{err:?}");
+    }
+
+    #[test]
+    fn load_rejects_missing_parameter_area() {
+        let err = load_edited(|d| {
+            d.retain(|d| {
+                !matches!(
+                    d,
+                    IgvmDirectiveHeader::ParameterArea { .. }
+                        | IgvmDirectiveHeader::MemoryMap(_)
+                        | IgvmDirectiveHeader::ParameterInsert(_)
+                )
+            });
+        })
+        .unwrap_err();
+        assert!(matches!(err, ImageError::MissingParameterArea), "{err:?}");
+    }
+
+    #[test]
+    fn load_rejects_entry_outside_firmware() {
+        for rip in [
+            0,
+            KERNEL_VA_BASE + APP_IMAGE_GPA,
+            KERNEL_VA_BASE + testelf::FIRMWARE_END,
+            // Inside the firmware's range but on a zero (bss) page.
+            KERNEL_VA_BASE + FIRMWARE_GPA + 3 * PAGE_SIZE_4K,
+        ] {
+            let err = load_edited(|d| vmsa_of(d).rip = rip).unwrap_err();
+            assert!(
+                matches!(err, ImageError::EntryOutsideFirmware { rip: r } if r == rip),
+                "{rip:#x}: {err:?}"
+            );
+        }
+        let err = load_edited(|d| vmsa_of(d).cr3 = 0x4000).unwrap_err();
+        assert!(matches!(err, ImageError::BadVpContext { .. }), "{err:?}");
+    }
+
+    /// CRC-32 (IEEE 802.3, reflected, as the IGVM checksum uses).
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut crc = !0u32;
+        for &byte in bytes {
+            crc ^= u32::from(byte);
+            for _ in 0..8 {
+                let mask = (crc & 1).wrapping_neg();
+                crc = (crc >> 1) ^ (0xEDB8_8320 & mask);
+            }
+        }
+        !crc
+    }
+
+    /// Recompute the fixed header's checksum so that a corruption of the headers gets
+    /// past it and reaches the parsers.
+    fn reseal(image: &mut [u8]) {
+        let u32_at = |image: &[u8], at: usize| {
+            u32::from_le_bytes(image[at..at + 4].try_into().unwrap()) as usize
+        };
+        let (offset, size) = (u32_at(image, 8), u32_at(image, 12));
+        if offset != 24 || offset + size > image.len() {
+            return;
+        }
+        image[20..24].fill(0);
+        let crc = crc32(&image[..offset + size]);
+        image[20..24].copy_from_slice(&crc.to_le_bytes());
+    }
+
+    #[test]
+    fn reseal_is_the_igvm_checksum() {
+        let mut image = sample_image().to_vec();
+        reseal(&mut image);
+        assert_eq!(image, sample_image());
+    }
+
+    /// Size of the fixed and variable headers of the sample image.
+    fn sample_headers_len() -> usize {
+        let image = sample_image();
+        24 + u32::from_le_bytes(image[12..16].try_into().unwrap()) as usize
+    }
+
+    /// A variable header of a type the prescan lets through, with an arbitrary body.
+    fn variable_header() -> impl Strategy<Value = Vec<u8>> {
+        use igvm_defs::IgvmVariableHeaderType as T;
+        let kinds: [(T, usize); 6] = [
+            (T::IGVM_VHT_SUPPORTED_PLATFORM, 16),
+            (T::IGVM_VHT_PARAMETER_AREA, 16),
+            (T::IGVM_VHT_PAGE_DATA, 24),
+            (T::IGVM_VHT_PARAMETER_INSERT, 16),
+            (T::IGVM_VHT_MEMORY_MAP, 8),
+            (T::IGVM_VHT_VP_CONTEXT, 20),
+        ];
+        (0..kinds.len(), proptest::collection::vec(any::<u8>(), 24)).prop_map(move |(k, body)| {
+            let (typ, len) = kinds[k];
+            let mut out = Vec::new();
+            out.extend_from_slice(&typ.0.to_le_bytes());
+            out.extend_from_slice(&(len as u32).to_le_bytes());
+            out.extend_from_slice(&body[..len]);
+            out.resize(8 + len.div_ceil(8) * 8, 0);
+            out
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+            let _ = load_image(&bytes);
+        }
+
+        #[test]
+        fn single_byte_corruption_never_panics(index in any::<prop::sample::Index>(), value in any::<u8>()) {
+            let mut image = sample_image().to_vec();
+            let at = index.index(image.len());
+            image[at] = value;
+            let _ = load_image(&image);
+        }
+
+        #[test]
+        fn truncation_never_panics(len in 0..sample_image().len()) {
+            prop_assert!(load_image(&sample_image()[..len]).is_err());
+        }
+
+        #[test]
+        fn resealed_header_corruption_never_panics(
+            edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
+        ) {
+            let mut image = sample_image().to_vec();
+            let headers = sample_headers_len();
+            for (index, value) in edits {
+                image[index.index(headers)] = value;
+            }
+            reseal(&mut image);
+            let _ = load_image(&image);
+        }
+
+        #[test]
+        fn random_valid_looking_headers_never_panic(
+            headers in proptest::collection::vec(variable_header(), 0..8),
+            data in proptest::collection::vec(any::<u8>(), 1..8192),
+        ) {
+            let variable: Vec<u8> = headers.concat();
+            let total = 24 + variable.len() + data.len();
+            let mut image = Vec::with_capacity(total);
+            image.extend_from_slice(b"IGVM");
+            image.extend_from_slice(&1u32.to_le_bytes());
+            image.extend_from_slice(&24u32.to_le_bytes());
+            image.extend_from_slice(&(variable.len() as u32).to_le_bytes());
+            image.extend_from_slice(&(total as u32).to_le_bytes());
+            image.extend_from_slice(&0u32.to_le_bytes());
+            image.extend_from_slice(&variable);
+            image.extend_from_slice(&data);
+            reseal(&mut image);
+            let _ = load_image(&image);
+        }
+    }
+}

@@ -1,0 +1,26 @@
+//! nacre's image loader: packages a firmware ELF, a static x86-64 Linux app and its
+//! arguments into one IGVM file, and parses and checks such a file for the host.
+//!
+//! * [`elf`] checks the app (static `ET_EXEC` or static-pie) and the firmware (linked at
+//!   its physical load address in the kernel half).
+//! * [`image`] builds the IGVM file ([`build_image`]) and loads it back
+//!   ([`load_image`]) into the list of measured pages, the boot handoff and the BSP's
+//!   initial state that the host replays into the platform.
+//! * [`pagetable`] and [`vmsa`] produce the measured initial page tables and the
+//!   SEV-SNP initial VMSA.
+//!
+//! Formats: the IGVM format as implemented by the `igvm` crate 0.5 (one SEV-SNP platform,
+//! compatibility mask [`image::SNP_MASK`]); the guest memory layout and boot handoff of
+//! `nacre-shared-abi` (`layout`, `boot`); AMD APM vol. 2 for the page tables and VMSA.
+
+pub mod elf;
+pub mod image;
+pub mod pagetable;
+#[cfg(test)]
+mod testelf;
+pub mod vmsa;
+
+pub use elf::{check_app_elf, AppInfo, ElfError};
+pub use image::{
+    build_image, load_image, ImageError, ImagePage, LoadedImage, PackageInput, PageContents,
+};

@@ -1,0 +1,437 @@
+//! End-to-end harness for nacre.
+//!
+//! Whole-system tests build small static test apps from `tests/apps/`, package
+//! them with the real `nacre` binary and boot them in KVM, then check what a
+//! user would see: the app's stdout, the exit code and nacre's statistics.
+//!
+//! A test that needs `/dev/kvm` calls [`require_kvm`] first: on this project's
+//! machines and in CI it fails (never skips) when KVM is unusable.
+//!
+//! Panicking is how this harness reports a failed step: every panic message
+//! says what was being done and includes the command's output.
+
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::OnceLock;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Exit code of `nacre` when the host stopped the guest for a memory
+/// violation.
+pub const EXIT_MEMORY_VIOLATION: i32 = 120;
+/// Exit code of `nacre` when the guest firmware asked to be terminated.
+pub const EXIT_GUEST_TERMINATED: i32 = 121;
+/// Exit code of `nacre` for its own errors (bad input, bad image, no KVM).
+pub const EXIT_NACRE_ERROR: i32 = 125;
+
+/// How long one `nacre` invocation may take before the harness kills it,
+/// unless `NACRE_TEST_TIMEOUT_SECS` says otherwise.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Root of the cargo workspace (the parent of this package).
+pub fn workspace_root() -> PathBuf {
+    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest_dir
+        .parent()
+        .map_or_else(|| manifest_dir.to_path_buf(), Path::to_path_buf)
+}
+
+/// Folder holding the test apps' sources.
+pub fn apps_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("apps")
+}
+
+/// Path of one test app's source, e.g. `app_source("hello.c")`.
+pub fn app_source(name: &str) -> PathBuf {
+    apps_dir().join(name)
+}
+
+/// The cargo target directory: `CARGO_TARGET_DIR` when set (relative paths
+/// are taken from the workspace root, as cargo does), else
+/// `<workspace>/target`.
+pub fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) if !dir.is_empty() => workspace_root().join(dir),
+        _ => workspace_root().join("target"),
+    }
+}
+
+/// Path of the `nacre` binary, built once per test process.
+///
+/// When `NACRE_BIN` is set, that binary is used as is. Otherwise this runs
+/// `cargo build --release -p nacre-host --bin nacre` in the workspace with the
+/// cargo that builds these tests, so it shares their target directory and
+/// configuration, and takes the executable's path from cargo's own report of
+/// the artifact (falling back to `<target dir>/release/nacre`).
+pub fn nacre_bin() -> PathBuf {
+    static NACRE: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    match NACRE.get_or_init(locate_or_build_nacre) {
+        Ok(path) => path.clone(),
+        Err(message) => panic!("{message}"),
+    }
+}
+
+fn locate_or_build_nacre() -> Result<PathBuf, String> {
+    if let Some(bin) = std::env::var_os("NACRE_BIN").filter(|b| !b.is_empty()) {
+        let bin = PathBuf::from(bin);
+        return if bin.is_file() {
+            Ok(bin)
+        } else {
+            Err(format!("NACRE_BIN={} is not a file", bin.display()))
+        };
+    }
+
+    let cargo = env!("CARGO");
+    let output = Command::new(cargo)
+        .current_dir(workspace_root())
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "nacre-host",
+            "--bin",
+            "nacre",
+            "--message-format=json-render-diagnostics",
+        ])
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| format!("cannot start `{cargo} build` for the nacre binary: {e}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "`cargo build --release -p nacre-host --bin nacre` failed ({}); \
+             its diagnostics are on stderr above",
+            output.status
+        ));
+    }
+
+    let reported = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|msg| msg["reason"] == "compiler-artifact" && msg["target"]["name"] == "nacre")
+        .find_map(|msg| msg["executable"].as_str().map(PathBuf::from));
+    let bin = reported.unwrap_or_else(|| target_dir().join("release").join("nacre"));
+    if bin.is_file() {
+        Ok(bin)
+    } else {
+        Err(format!(
+            "cargo built nacre but {} does not exist; set NACRE_BIN to the binary",
+            bin.display()
+        ))
+    }
+}
+
+/// Fails the calling test unless `/dev/kvm` can be opened read-write.
+///
+/// Whole-system tests must fail, not skip, where they cannot run: this
+/// project's machines and CI have KVM, so its absence is a broken set-up.
+pub fn require_kvm() {
+    if let Err(e) = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+    {
+        let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+        panic!(
+            "this test boots a VM and needs read-write access to /dev/kvm, which failed: {e}.\n\
+             Enable KVM (load kvm_intel or kvm_amd) and give this user access to /dev/kvm \
+             (e.g. add it to the `kvm` group).{}",
+            if ci { " Running under CI=true." } else { "" }
+        );
+    }
+}
+
+/// A fresh, empty scratch directory `base/name` (removed first if present).
+///
+/// Tests pass `env!("CARGO_TARGET_TMPDIR")` as `base`.
+pub fn scratch_dir(base: &Path, name: &str) -> PathBuf {
+    let dir = base.join(name);
+    if dir.exists() {
+        fs::remove_dir_all(&dir)
+            .unwrap_or_else(|e| panic!("cannot clear scratch dir {}: {e}", dir.display()));
+    }
+    fs::create_dir_all(&dir)
+        .unwrap_or_else(|e| panic!("cannot create scratch dir {}: {e}", dir.display()));
+    dir
+}
+
+/// Builds a static C test app: `gcc -static -O2 src -o out`.
+pub fn build_c_app(src: &Path, out: &Path) {
+    build_c_app_with(src, out, &["-static", "-O2"]);
+}
+
+/// Builds a C app with the given compiler flags, e.g. without `-static` to get
+/// a dynamically linked ELF that `nacre package` must reject.
+pub fn build_c_app_with(src: &Path, out: &Path, flags: &[&str]) {
+    let cc = std::env::var("CC").unwrap_or_else(|_| "gcc".to_string());
+    let mut cmd = Command::new(&cc);
+    cmd.args(flags).arg(src).arg("-o").arg(out);
+    let output = run_build_tool(&mut cmd, &cc);
+    check_built(&output, &format!("{cc} {}", src.display()), out);
+}
+
+/// Builds a static Rust `std` test app:
+/// `rustc -O -C target-feature=+crt-static --edition 2021 src -o out`.
+pub fn build_rust_app(src: &Path, out: &Path) {
+    let rustc = rustc_path();
+    let mut cmd = Command::new(&rustc);
+    cmd.args([
+        "-O",
+        "-C",
+        "target-feature=+crt-static",
+        "--edition",
+        "2021",
+    ])
+    .arg(src)
+    .arg("-o")
+    .arg(out)
+    // Run from the workspace so a rustup proxy picks its pinned toolchain.
+    .current_dir(workspace_root());
+    let label = rustc.display().to_string();
+    let output = run_build_tool(&mut cmd, &label);
+    check_built(&output, &format!("{label} {}", src.display()), out);
+}
+
+/// `RUSTC` when set, else the `rustc` next to the cargo building these tests,
+/// else `rustc` from `PATH`.
+fn rustc_path() -> PathBuf {
+    if let Some(rustc) = std::env::var_os("RUSTC").filter(|r| !r.is_empty()) {
+        return PathBuf::from(rustc);
+    }
+    let beside_cargo = Path::new(env!("CARGO")).with_file_name("rustc");
+    if beside_cargo.is_file() {
+        beside_cargo
+    } else {
+        PathBuf::from("rustc")
+    }
+}
+
+fn run_build_tool(cmd: &mut Command, name: &str) -> Output {
+    cmd.stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot start `{name}` (is it installed?): {e}"))
+}
+
+fn check_built(output: &Output, what: &str, out: &Path) {
+    assert!(
+        output.status.success(),
+        "building `{what}` failed ({})\n{}",
+        output.status,
+        describe_output(output)
+    );
+    assert!(
+        out.is_file(),
+        "building `{what}` reported success but {} is missing",
+        out.display()
+    );
+}
+
+/// Runs `nacre package APP -o IMAGE [--arg A]... [--env K=V]...` and returns
+/// its output without judging it (for tests of rejected input).
+pub fn package_output(app: &Path, image: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cli: Vec<String> = vec![
+        "package".into(),
+        app.display().to_string(),
+        "-o".into(),
+        image.display().to_string(),
+    ];
+    for arg in args {
+        cli.push("--arg".into());
+        cli.push((*arg).to_string());
+    }
+    for (key, value) in env {
+        cli.push("--env".into());
+        cli.push(format!("{key}={value}"));
+    }
+    nacre(&cli, &[])
+}
+
+/// Packages `app` into `<app>.igvm` next to it and returns the image's path;
+/// panics with nacre's output if packaging fails.
+pub fn package(app: &Path, args: &[&str], env: &[(&str, &str)]) -> PathBuf {
+    let image = app.with_extension("igvm");
+    let output = package_output(app, &image, args, env);
+    assert!(
+        output.status.success(),
+        "`nacre package {}` failed ({})\n{}",
+        app.display(),
+        output.status,
+        describe_output(&output)
+    );
+    assert!(
+        image.is_file(),
+        "`nacre package` succeeded but wrote no image at {}",
+        image.display()
+    );
+    image
+}
+
+/// Runs `nacre run IMAGE EXTRA_ARGS...` and returns its output.
+pub fn run(image: &Path, extra_args: &[&str]) -> Output {
+    run_with_env(image, extra_args, &[])
+}
+
+/// Runs `nacre run IMAGE EXTRA_ARGS...` with extra environment variables
+/// (e.g. the `NACRE_TEST_*` hooks of hostile-host tests).
+pub fn run_with_env(image: &Path, extra_args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cli: Vec<String> = vec!["run".into(), image.display().to_string()];
+    cli.extend(extra_args.iter().map(|a| (*a).to_string()));
+    nacre(&cli, env)
+}
+
+/// Runs `nacre` with `args` and `env`, stdin closed, killing it if it takes
+/// longer than `NACRE_TEST_TIMEOUT_SECS` (default 120 s).
+pub fn nacre(args: &[String], env: &[(&str, &str)]) -> Output {
+    let bin = nacre_bin();
+    let mut cmd = Command::new(&bin);
+    cmd.args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let label = format!("nacre {}", args.join(" "));
+    let child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start `{}`: {e}", bin.display()));
+    wait_with_timeout(child, timeout(), &label)
+}
+
+fn timeout() -> Duration {
+    std::env::var("NACRE_TEST_TIMEOUT_SECS")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .map_or(DEFAULT_TIMEOUT, Duration::from_secs)
+}
+
+/// Collects a child's stdout and stderr while waiting for it; kills it and
+/// panics if it outlives `limit`.
+fn wait_with_timeout(mut child: Child, limit: Duration, label: &str) -> Output {
+    let stdout = child.stdout.take().map(drain);
+    let stderr = child.stderr.take().map(drain);
+    let start = Instant::now();
+    let status: ExitStatus = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if start.elapsed() > limit => {
+                // Best effort: the child may exit between try_wait and kill.
+                let _ = child.kill();
+                let _ = child.wait();
+                let out = join(stdout);
+                let err = join(stderr);
+                panic!(
+                    "`{label}` did not finish within {} s and was killed\n\
+                     --- stdout ---\n{}\n--- stderr ---\n{}",
+                    limit.as_secs(),
+                    String::from_utf8_lossy(&out),
+                    String::from_utf8_lossy(&err)
+                );
+            }
+            Ok(None) => thread::sleep(Duration::from_millis(5)),
+            Err(e) => panic!("cannot wait for `{label}`: {e}"),
+        }
+    };
+    Output {
+        status,
+        stdout: join(stdout),
+        stderr: join(stderr),
+    }
+}
+
+fn drain<R: Read + Send + 'static>(mut pipe: R) -> thread::JoinHandle<Vec<u8>> {
+    thread::spawn(move || {
+        let mut buf = Vec::new();
+        // A read error leaves what was read so far, which is all a test needs.
+        let _ = pipe.read_to_end(&mut buf);
+        buf
+    })
+}
+
+fn join(handle: Option<thread::JoinHandle<Vec<u8>>>) -> Vec<u8> {
+    handle.and_then(|h| h.join().ok()).unwrap_or_default()
+}
+
+/// The exit status, stdout and stderr of a command, for assertion messages.
+pub fn describe_output(output: &Output) -> String {
+    format!(
+        "status: {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// The statistics `nacre run --stats-json FILE` wrote: one flat JSON object
+/// whose keys are dotted names such as `psc.calls`.
+#[derive(Debug, Clone)]
+pub struct Stats {
+    map: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Stats {
+    /// Reads and parses a stats file; panics if it is missing or not a JSON
+    /// object.
+    pub fn read(path: &Path) -> Self {
+        let text = fs::read_to_string(path)
+            .unwrap_or_else(|e| panic!("cannot read stats file {}: {e}", path.display()));
+        match serde_json::from_str::<serde_json::Value>(&text) {
+            Ok(serde_json::Value::Object(map)) => Self { map },
+            Ok(other) => panic!(
+                "stats file {} holds {other}, not a JSON object",
+                path.display()
+            ),
+            Err(e) => panic!("stats file {} is not JSON: {e}\n{text}", path.display()),
+        }
+    }
+
+    /// The raw value of `key`, if present.
+    pub fn get(&self, key: &str) -> Option<&serde_json::Value> {
+        self.map.get(key)
+    }
+
+    /// `key` as a non-negative integer; panics if missing or of another type.
+    pub fn u64(&self, key: &str) -> u64 {
+        match self.get(key) {
+            Some(value) => value.as_u64().unwrap_or_else(|| {
+                panic!("stats key `{key}` is {value}, not a non-negative integer")
+            }),
+            None => panic!("stats have no key `{key}`; keys: {:?}", self.keys()),
+        }
+    }
+
+    /// `key` as a number; panics if missing or not a number.
+    pub fn f64(&self, key: &str) -> f64 {
+        match self.get(key) {
+            Some(value) => value
+                .as_f64()
+                .unwrap_or_else(|| panic!("stats key `{key}` is {value}, not a number")),
+            None => panic!("stats have no key `{key}`; keys: {:?}", self.keys()),
+        }
+    }
+
+    /// `key` as a JSON object of counters (name -> count); panics if missing,
+    /// not an object, or holding anything but non-negative integers.
+    pub fn counters(&self, key: &str) -> Vec<(String, u64)> {
+        let Some(value) = self.get(key) else {
+            panic!("stats have no key `{key}`; keys: {:?}", self.keys());
+        };
+        let Some(object) = value.as_object() else {
+            panic!("stats key `{key}` is {value}, not an object");
+        };
+        object
+            .iter()
+            .map(|(name, count)| {
+                let count = count.as_u64().unwrap_or_else(|| {
+                    panic!("stats `{key}.{name}` is {count}, not a non-negative integer")
+                });
+                (name.clone(), count)
+            })
+            .collect()
+    }
+
+    /// All top-level keys.
+    pub fn keys(&self) -> Vec<&str> {
+        self.map.keys().map(String::as_str).collect()
+    }
+}

@@ -1,0 +1,355 @@
+//! Whole-system tests on the `emulated-snp` platform: real images of the test
+//! apps in `tests/apps/`, packaged and booted by the real `nacre` binary in
+//! KVM. They need `/dev/kvm` and fail without it.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::sync::OnceLock;
+
+use nacre_tests::{
+    app_source, build_c_app, build_c_app_with, build_rust_app, describe_output, nacre, package,
+    package_output, require_kvm, run, run_with_env, scratch_dir, Stats, EXIT_NACRE_ERROR,
+};
+
+const PLATFORM: [&str; 2] = ["--platform", "emulated-snp"];
+const C_HELLO_STDOUT: &str = "hello from nacre\n";
+const C_HELLO_EXIT: i32 = 42;
+const RUST_HELLO_EXIT: i32 = 7;
+
+fn tmp() -> &'static Path {
+    Path::new(env!("CARGO_TARGET_TMPDIR"))
+}
+
+/// The static C hello app, built once for all tests of this binary.
+fn c_hello_app() -> PathBuf {
+    static APP: OnceLock<PathBuf> = OnceLock::new();
+    APP.get_or_init(|| {
+        let out = scratch_dir(tmp(), "e2e-apps-c").join("hello");
+        build_c_app(&app_source("hello.c"), &out);
+        out
+    })
+    .clone()
+}
+
+/// The packaged C hello image (no arguments, no environment), built once.
+fn c_hello_image() -> PathBuf {
+    static IMAGE: OnceLock<PathBuf> = OnceLock::new();
+    IMAGE
+        .get_or_init(|| package(&c_hello_app(), &[], &[]))
+        .clone()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn assert_exit(output: &Output, code: i32, what: &str) {
+    assert_eq!(
+        output.status.code(),
+        Some(code),
+        "{what}: expected exit code {code}\n{}",
+        describe_output(output)
+    );
+}
+
+fn assert_no_panic(output: &Output, what: &str) {
+    assert!(
+        !stderr(output).contains("panicked"),
+        "{what}: nacre panicked instead of reporting an error\n{}",
+        describe_output(output)
+    );
+}
+
+/// Runs `args` and returns the stats it wrote with `--stats-json`.
+fn run_for_stats(image: &Path, name: &str, args: &[&str], env: &[(&str, &str)]) -> (Output, Stats) {
+    let stats_path = scratch_dir(tmp(), name).join("stats.json");
+    let stats_arg = stats_path.display().to_string();
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend(["--stats-json", &stats_arg]);
+    let output = run_with_env(image, &all, env);
+    assert!(
+        stats_path.is_file(),
+        "`nacre run --stats-json` wrote no stats file\n{}",
+        describe_output(&output)
+    );
+    (output, Stats::read(&stats_path))
+}
+
+#[test]
+fn c_hello_prints_and_returns_its_exit_code() {
+    require_kvm();
+    let output = run(&c_hello_image(), &PLATFORM);
+    assert_exit(&output, C_HELLO_EXIT, "C hello");
+    assert_eq!(
+        stdout(&output),
+        C_HELLO_STDOUT,
+        "{}",
+        describe_output(&output)
+    );
+}
+
+#[test]
+fn c_hello_boots_with_4g_of_memory() {
+    require_kvm();
+    let mut args = PLATFORM.to_vec();
+    args.extend(["--memory", "4G"]);
+    let output = run(&c_hello_image(), &args);
+    assert_exit(&output, C_HELLO_EXIT, "C hello with 4G");
+    assert_eq!(
+        stdout(&output),
+        C_HELLO_STDOUT,
+        "{}",
+        describe_output(&output)
+    );
+}
+
+#[test]
+fn stats_flag_keeps_stdout_for_the_app() {
+    require_kvm();
+    let mut args = PLATFORM.to_vec();
+    args.push("--stats");
+    let output = run(&c_hello_image(), &args);
+    assert_exit(&output, C_HELLO_EXIT, "C hello with --stats");
+    assert_eq!(
+        stdout(&output),
+        C_HELLO_STDOUT,
+        "--stats must not write to the app's stdout\n{}",
+        describe_output(&output)
+    );
+    assert!(
+        !output.stderr.is_empty(),
+        "--stats printed nothing\n{}",
+        describe_output(&output)
+    );
+}
+
+#[test]
+fn rust_hello_gets_args_env_and_heap() {
+    require_kvm();
+    let dir = scratch_dir(tmp(), "e2e-apps-rust");
+    let app = dir.join("hello_rust");
+    build_rust_app(&app_source("hello_rust.rs"), &app);
+    let image = package(&app, &["one", "two words"], &[("NACRE_GREETING", "hi")]);
+
+    // The app allocates 64 MiB on its heap; give it room beyond that.
+    let mut args = PLATFORM.to_vec();
+    args.extend(["--memory", "256M"]);
+    let output = run(&image, &args);
+
+    assert_exit(&output, RUST_HELLO_EXIT, "Rust hello");
+    let expected = "hello from rust\n\
+                    arg[1]=one\n\
+                    arg[2]=two words\n\
+                    env NACRE_GREETING=hi\n\
+                    sum=8556380160\n";
+    assert_eq!(stdout(&output), expected, "{}", describe_output(&output));
+}
+
+#[test]
+fn stats_json_has_every_key_with_sane_values() {
+    require_kvm();
+    let (output, stats) = run_for_stats(&c_hello_image(), "e2e-stats", &PLATFORM, &[]);
+    assert_exit(&output, C_HELLO_EXIT, "C hello with --stats-json");
+    assert_eq!(
+        stdout(&output),
+        C_HELLO_STDOUT,
+        "{}",
+        describe_output(&output)
+    );
+
+    let exits = stats.counters("exits");
+    assert!(
+        exits.iter().any(|(_, count)| *count > 0),
+        "no exits counted: {exits:?}"
+    );
+
+    let psc_calls = stats.u64("psc.calls");
+    let psc_4k = stats.u64("psc.entries_4k");
+    let psc_2m = stats.u64("psc.entries_2m");
+    assert!(
+        psc_calls > 0,
+        "psc.calls is 0: boot made no page-state change"
+    );
+    assert!(
+        psc_4k + psc_2m >= psc_calls,
+        "{psc_calls} PSC calls carried only {psc_4k} 4K + {psc_2m} 2M entries"
+    );
+
+    let validated_4k = stats.u64("pvalidate.4k");
+    let validated_2m = stats.u64("pvalidate.2m");
+    assert!(
+        validated_4k + validated_2m > 0,
+        "the guest validated no memory"
+    );
+    let _ = stats.u64("pvalidate.size_mismatch");
+
+    let unsupported = stats.counters("syscalls.unsupported");
+    assert!(
+        unsupported.iter().all(|(name, _)| !name.is_empty()),
+        "unnamed unsupported syscall: {unsupported:?}"
+    );
+
+    let boot_ms = stats.f64("boot_ms");
+    assert!(
+        boot_ms > 0.0 && boot_ms < 60_000.0,
+        "boot_ms = {boot_ms} is not a plausible boot time"
+    );
+}
+
+/// Hostile host (assumption 1): the host finishes one PSC entry per GHCB call
+/// and the guest must resume from the progress it reports.
+#[test]
+fn psc_partial_progress_is_resumed() {
+    require_kvm();
+    let image = c_hello_image();
+    let (normal, normal_stats) = run_for_stats(&image, "e2e-psc-normal", &PLATFORM, &[]);
+    assert_exit(&normal, C_HELLO_EXIT, "C hello");
+
+    let (budget, budget_stats) = run_for_stats(
+        &image,
+        "e2e-psc-budget",
+        &PLATFORM,
+        &[("NACRE_TEST_PSC_BUDGET", "1")],
+    );
+    assert_exit(&budget, C_HELLO_EXIT, "C hello with a PSC budget of 1");
+    assert_eq!(
+        stdout(&budget),
+        C_HELLO_STDOUT,
+        "{}",
+        describe_output(&budget)
+    );
+
+    let normal_calls = normal_stats.u64("psc.calls");
+    let budget_calls = budget_stats.u64("psc.calls");
+    assert!(
+        budget_calls > normal_calls,
+        "with one entry per call the guest made {budget_calls} PSC calls, \
+         not more than the {normal_calls} of a normal run"
+    );
+}
+
+/// `nacre package` on bad input: exit 125, a message naming the problem,
+/// no panic and no image left behind.
+fn assert_package_rejects(app: &Path, dir: &Path, needle: &str) {
+    let image = dir.join("rejected.igvm");
+    let output = package_output(app, &image, &[], &[]);
+    let what = format!("nacre package {}", app.display());
+    assert_exit(&output, EXIT_NACRE_ERROR, &what);
+    assert_no_panic(&output, &what);
+    assert!(
+        stderr(&output).to_lowercase().contains(needle),
+        "{what}: stderr should say \"{needle}\"\n{}",
+        describe_output(&output)
+    );
+    assert!(
+        !image.exists(),
+        "{what}: a rejected app left an image behind at {}",
+        image.display()
+    );
+}
+
+#[test]
+fn package_rejects_a_text_file() {
+    let dir = scratch_dir(tmp(), "e2e-reject-text");
+    let app = dir.join("notes.txt");
+    fs::write(&app, "this is not a program\n").expect("write test file");
+    assert_package_rejects(&app, &dir, "not an elf");
+}
+
+#[test]
+fn package_rejects_a_truncated_elf() {
+    let dir = scratch_dir(tmp(), "e2e-reject-truncated");
+    let bytes = fs::read(c_hello_app()).expect("read C hello");
+    let app = dir.join("hello-truncated");
+    fs::write(&app, &bytes[..bytes.len() / 2]).expect("write truncated copy");
+    assert_package_rejects(&app, &dir, "truncated");
+}
+
+#[test]
+fn package_rejects_a_dynamically_linked_elf() {
+    let dir = scratch_dir(tmp(), "e2e-reject-dynamic");
+    let app = dir.join("hello-dynamic");
+    build_c_app_with(&app_source("hello.c"), &app, &["-O2"]);
+    assert_package_rejects(&app, &dir, "dynamically linked");
+}
+
+#[test]
+fn package_rejects_a_non_x86_64_elf() {
+    let dir = scratch_dir(tmp(), "e2e-reject-machine");
+    let mut bytes = fs::read(c_hello_app()).expect("read C hello");
+    // e_machine (ELF header bytes 18..20, little endian) = EM_AARCH64.
+    bytes[18..20].copy_from_slice(&183u16.to_le_bytes());
+    let app = dir.join("hello-aarch64");
+    fs::write(&app, &bytes).expect("write patched copy");
+    assert_package_rejects(&app, &dir, "not x86-64");
+}
+
+/// `nacre run` on a damaged image: exit 125 with a message, never a panic and
+/// never a booted guest.
+fn assert_run_rejects(image: &Path, what: &str) {
+    let output = run(image, &PLATFORM);
+    assert_exit(&output, EXIT_NACRE_ERROR, what);
+    assert_no_panic(&output, what);
+    assert!(
+        !output.stderr.is_empty(),
+        "{what}: nacre gave no message\n{}",
+        describe_output(&output)
+    );
+    assert!(
+        !stdout(&output).contains("hello from nacre"),
+        "{what}: the damaged image booted\n{}",
+        describe_output(&output)
+    );
+}
+
+#[test]
+fn run_rejects_an_image_with_flipped_bytes() {
+    require_kvm();
+    let dir = scratch_dir(tmp(), "e2e-corrupt-flipped");
+    let mut bytes = fs::read(c_hello_image()).expect("read image");
+    let middle = bytes.len() / 2;
+    let end = (middle + 64).min(bytes.len());
+    for byte in &mut bytes[middle..end] {
+        *byte ^= 0xff;
+    }
+    let image = dir.join("flipped.igvm");
+    fs::write(&image, &bytes).expect("write corrupt image");
+    assert_run_rejects(&image, "nacre run on an image with flipped bytes");
+}
+
+#[test]
+fn run_rejects_a_truncated_image() {
+    require_kvm();
+    let dir = scratch_dir(tmp(), "e2e-corrupt-truncated");
+    let bytes = fs::read(c_hello_image()).expect("read image");
+    let image = dir.join("truncated.igvm");
+    fs::write(&image, &bytes[..bytes.len() / 2]).expect("write truncated image");
+    assert_run_rejects(&image, "nacre run on a truncated image");
+}
+
+#[test]
+fn run_rejects_an_empty_file() {
+    require_kvm();
+    let dir = scratch_dir(tmp(), "e2e-corrupt-empty");
+    let image = dir.join("empty.igvm");
+    fs::write(&image, b"").expect("write empty image");
+    assert_run_rejects(&image, "nacre run on an empty file");
+}
+
+#[test]
+fn demo_runs_the_embedded_example() {
+    require_kvm();
+    let output = nacre(&["demo".to_string()], &[]);
+    assert_exit(&output, 0, "nacre demo");
+    assert_no_panic(&output, "nacre demo");
+    assert!(
+        stdout(&output).contains("hello from nacre"),
+        "nacre demo did not show the app's output\n{}",
+        describe_output(&output)
+    );
+}
