@@ -63,7 +63,8 @@ pub fn boot() -> Result<Entry, FwError> {
         idt::init();
     }
     // SAFETY: the boot handoff page is measured private memory mapped by the loader's tables.
-    let bi_bytes = unsafe { core::slice::from_raw_parts(phys_to_virt(BOOT_INFO_GPA) as *const u8, 128) };
+    let bi_bytes =
+        unsafe { core::slice::from_raw_parts(phys_to_virt(BOOT_INFO_GPA) as *const u8, 128) };
     let bi = BootInfo::read_from_bytes(bi_bytes).map_err(|_| FwError::BootInfo)?;
     if bi.check() != Ok(PlatformKind::Snp) {
         return Err(FwError::BootInfo);
@@ -94,7 +95,13 @@ pub fn boot() -> Result<Entry, FwError> {
     // The host's memory map is unmeasured: copy it, then check it.
     let mut param = [0u8; 4096];
     // SAFETY: the parameter page is private and validated (inserted at launch).
-    unsafe { core::ptr::copy_nonoverlapping(phys_to_virt(HOST_PARAM_GPA) as *const u8, param.as_mut_ptr(), 4096) };
+    unsafe {
+        core::ptr::copy_nonoverlapping(
+            phys_to_virt(HOST_PARAM_GPA) as *const u8,
+            param.as_mut_ptr(),
+            4096,
+        )
+    };
     let ram = parse_memory_map(&param, bi.min_memory).map_err(|_| FwError::MemoryMap)?;
 
     // Our own page tables: the firmware at KERNEL_VA_BASE (4 KiB pages, so single
@@ -103,16 +110,28 @@ pub fn boot() -> Result<Entry, FwError> {
     let root = pool.alloc_table().ok_or(FwError::OutOfMemory)?;
     let mut pt = PageTables::new(root, 1 << c_bit);
     for gpa in (FIRMWARE_GPA..bi.firmware_end).step_by(PAGE_SIZE_4K as usize) {
-        pt.map_4k(KERNEL_VA_BASE + gpa, gpa, WRITABLE | GLOBAL, true, &mut pool)
-            .ok_or(FwError::OutOfMemory)?;
+        pt.map_4k(
+            KERNEL_VA_BASE + gpa,
+            gpa,
+            WRITABLE | GLOBAL,
+            true,
+            &mut pool,
+        )
+        .ok_or(FwError::OutOfMemory)?;
     }
     for gpa in (0..ram).step_by(PAGE_SIZE_2M as usize) {
-        pt.map_2m(DIRECT_MAP_VA_BASE + gpa, gpa, WRITABLE | NO_EXECUTE, &mut pool)
-            .ok_or(FwError::OutOfMemory)?;
+        pt.map_2m(
+            DIRECT_MAP_VA_BASE + gpa,
+            gpa,
+            WRITABLE | NO_EXECUTE,
+            &mut pool,
+        )
+        .ok_or(FwError::OutOfMemory)?;
     }
     if crate::platform::snp::instr::emulated() {
         let t = crate::arch::syscall_entry::trampoline_va();
-        pt.set_flags_4k(t, crate::mem::paging::USER | GLOBAL).ok_or(FwError::OutOfMemory)?;
+        pt.set_flags_4k(t, crate::mem::paging::USER | GLOBAL)
+            .ok_or(FwError::OutOfMemory)?;
     }
     // SAFETY: the new tables map the firmware at the same addresses and all RAM.
     unsafe { cpu::write_cr3(pt.cr3()) };
@@ -143,7 +162,12 @@ pub fn boot() -> Result<Entry, FwError> {
         rescind(va, hc_gpa + i * PAGE_SIZE_4K)?;
         frames.validated().set(hc_gpa + i * PAGE_SIZE_4K, false);
     }
-    page_state_change(&mut snp, hc_gpa / PAGE_SIZE_4K, HOSTCALL_BUFFER_PAGES, PageStateOp::Shared)?;
+    page_state_change(
+        &mut snp,
+        hc_gpa / PAGE_SIZE_4K,
+        HOSTCALL_BUFFER_PAGES,
+        PageStateOp::Shared,
+    )?;
     for i in 0..HOSTCALL_BUFFER_PAGES {
         let va = hc_va + i * PAGE_SIZE_4K;
         pt.set_private_4k(va, false).ok_or(FwError::OutOfMemory)?;
@@ -167,8 +191,14 @@ pub fn boot() -> Result<Entry, FwError> {
     // (BootInfo::check bounded them inside the image) and mapped by the direct map.
     let (app, args) = unsafe {
         (
-            core::slice::from_raw_parts(phys_to_virt(bi.app_gpa) as *const u8, bi.app_size as usize),
-            core::slice::from_raw_parts(phys_to_virt(bi.args_gpa) as *const u8, bi.args_size as usize),
+            core::slice::from_raw_parts(
+                phys_to_virt(bi.app_gpa) as *const u8,
+                bi.app_size as usize,
+            ),
+            core::slice::from_raw_parts(
+                phys_to_virt(bi.args_gpa) as *const u8,
+                bi.args_size as usize,
+            ),
         )
     };
     let elf = Elf::parse(app)?;
@@ -215,7 +245,12 @@ fn rescind(va: u64, gpa: u64) -> Result<(), FwError> {
 }
 
 /// Convert one firmware page to shared with the MSR protocol (before the GHCB exists).
-fn make_private_page_shared_msr(snp: &mut Snp, pt: &mut PageTables, va: u64, gpa: u64) -> Result<(), FwError> {
+fn make_private_page_shared_msr(
+    snp: &mut Snp,
+    pt: &mut PageTables,
+    va: u64,
+    gpa: u64,
+) -> Result<(), FwError> {
     rescind(va, gpa)?;
     let req = MsrRequest::PageStateChange {
         gfn: gpa / PAGE_SIZE_4K,
@@ -223,7 +258,12 @@ fn make_private_page_shared_msr(snp: &mut Snp, pt: &mut PageTables, va: u64, gpa
     };
     match snp.msr_protocol(req, mp::PSC_RESP)? {
         MsrResponse::PageStateChange { error: 0 } => {}
-        _ => return Err(FwError::PageStateChange { gfn: gpa / PAGE_SIZE_4K, detail: 0 }),
+        _ => {
+            return Err(FwError::PageStateChange {
+                gfn: gpa / PAGE_SIZE_4K,
+                detail: 0,
+            })
+        }
     }
     pt.set_private_4k(va, false).ok_or(FwError::OutOfMemory)?;
     // SAFETY: the page is mapped shared now and owned by the firmware.

@@ -14,7 +14,11 @@ pub enum FwError {
     /// The host did not answer the MSR protocol as specified.
     MsrProtocol,
     /// The host refused or misreported a GHCB call.
-    Ghcb { exit_code: u64, info1: u64, info2: u64 },
+    Ghcb {
+        exit_code: u64,
+        info1: u64,
+        info2: u64,
+    },
     /// A page-state change failed or the host's progress report was invalid.
     PageStateChange { gfn: u64, detail: u64 },
     /// PVALIDATE failed.
@@ -40,16 +44,31 @@ impl FwError {
             Self::MemoryMap => b.push("the host's memory map was refused"),
             Self::NotSnp => b.push("not running on SEV-SNP or the C-bit disagrees with the image"),
             Self::MsrProtocol => b.push("the host broke the GHCB MSR protocol"),
-            Self::Ghcb { exit_code, info1, info2 } => {
-                b.push("GHCB call ").hex(exit_code).push(" failed: info1 ").hex(info1).push(" info2 ").hex(info2)
-            }
-            Self::PageStateChange { gfn, detail } => {
-                b.push("page-state change at gfn ").hex(gfn).push(" failed: ").hex(detail)
-            }
-            Self::Pvalidate { gpa, rc } => {
-                b.push("PVALIDATE of ").hex(gpa).push(" failed with ").dec(rc.map_or(0, |r| u64::from(r.code())))
-            }
-            Self::AlreadyValidated { gpa } => b.push("the host reports ").hex(gpa).push(" validated but the firmware never validated it"),
+            Self::Ghcb {
+                exit_code,
+                info1,
+                info2,
+            } => b
+                .push("GHCB call ")
+                .hex(exit_code)
+                .push(" failed: info1 ")
+                .hex(info1)
+                .push(" info2 ")
+                .hex(info2),
+            Self::PageStateChange { gfn, detail } => b
+                .push("page-state change at gfn ")
+                .hex(gfn)
+                .push(" failed: ")
+                .hex(detail),
+            Self::Pvalidate { gpa, rc } => b
+                .push("PVALIDATE of ")
+                .hex(gpa)
+                .push(" failed with ")
+                .dec(rc.map_or(0, |r| u64::from(r.code()))),
+            Self::AlreadyValidated { gpa } => b
+                .push("the host reports ")
+                .hex(gpa)
+                .push(" validated but the firmware never validated it"),
             Self::DoubleValidation { gpa } => b.push("second validation of ").hex(gpa),
             Self::OutOfMemory => b.push("out of guest memory"),
             Self::BadApp => b.push("the app ELF is malformed"),

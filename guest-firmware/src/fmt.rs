@@ -12,7 +12,10 @@ pub struct Buf {
 impl Buf {
     /// Empty.
     pub const fn new() -> Self {
-        Self { bytes: [0; 256], len: 0 }
+        Self {
+            bytes: [0; 256],
+            len: 0,
+        }
     }
 
     /// The text.

@@ -5,7 +5,7 @@ use crate::mem::frames::{FrameTables, Frames};
 use crate::mem::paging::PageTables;
 use crate::mem::user::{Vma, Vmas, PROT_WRITE};
 use crate::platform::snp::Snp;
-use nacre_shared_abi::layout::{PAGE_SIZE_4K, USER_VA_END};
+use nacre_shared_abi::layout::{PAGE_SIZE_2M, PAGE_SIZE_4K, USER_VA_END};
 use spin::Mutex;
 
 /// Everything the firmware owns once boot is done.
@@ -58,15 +58,68 @@ impl Kernel {
         Ok(gpa)
     }
 
+    /// Map a whole 2 MiB page at the region of `va` when the area covers the region
+    /// and nothing in it is mapped yet: one fault (and one acceptance) instead of 512.
+    fn try_populate_2m(&mut self, va: u64, vma: &Vma) -> Result<bool, UserMemError> {
+        let start = va & !(PAGE_SIZE_2M - 1);
+        let Some(flags) = vma.pte_flags() else {
+            return Ok(false);
+        };
+        if start < vma.start || start + PAGE_SIZE_2M > vma.end || !self.pt.region_2m_empty(start) {
+            return Ok(false);
+        }
+        let gpa = match self.frames.alloc_2m(&mut self.snp) {
+            Ok(gpa) => gpa,
+            Err(FwError::OutOfMemory) => return Ok(false),
+            Err(e) => return Err(UserMemError::Platform(e)),
+        };
+        let mut alloc = FrameTables {
+            frames: &mut self.frames,
+            snp: &mut self.snp,
+        };
+        self.pt
+            .map_2m(start, gpa, flags, &mut alloc)
+            .ok_or(UserMemError::NoMemory)?;
+        Ok(true)
+    }
+
     /// Resolve a page fault at `va` (`write` access). `Ok(false)` if it is a real
     /// fault the app must be killed for.
-    pub fn handle_fault(&mut self, va: u64, write: bool, present: bool) -> Result<bool, UserMemError> {
-        let Some(vma) = self.vmas.find(va) else { return Ok(false) };
+    pub fn handle_fault(
+        &mut self,
+        va: u64,
+        write: bool,
+        present: bool,
+    ) -> Result<bool, UserMemError> {
+        let Some(vma) = self.vmas.find(va) else {
+            return Ok(false);
+        };
         if present || (write && vma.prot & PROT_WRITE == 0) || vma.pte_flags().is_none() {
             return Ok(false);
         }
+        if self.try_populate_2m(va, &vma)? {
+            return Ok(true);
+        }
         self.populate_page(va, &vma)?;
         Ok(true)
+    }
+
+    /// Split any 2 MiB mapping in `[start, end)` so 4 KiB operations apply.
+    pub fn split_range(&mut self, start: u64, end: u64) -> Result<(), UserMemError> {
+        let mut va = start & !(PAGE_SIZE_2M - 1);
+        while va < end {
+            let mut alloc = FrameTables {
+                frames: &mut self.frames,
+                snp: &mut self.snp,
+            };
+            if self.pt.translate(va).is_some() {
+                self.pt
+                    .split_huge(va, &mut alloc)
+                    .ok_or(UserMemError::NoMemory)?;
+            }
+            va += PAGE_SIZE_2M;
+        }
+        Ok(())
     }
 
     /// Make sure `[va, va + len)` is mapped for a kernel access (`write` or read),
@@ -112,6 +165,7 @@ impl Kernel {
 
     /// Unmap `[start, end)` and free its frames.
     pub fn unmap_range(&mut self, start: u64, end: u64) -> Result<(), UserMemError> {
+        self.split_range(start, end)?;
         if !self.vmas.remove_range(start, end) {
             return Err(UserMemError::NoMemory);
         }
@@ -125,11 +179,17 @@ impl Kernel {
         Ok(())
     }
 
-    /// Find room for `len` bytes below the mmap cursor.
+    /// Find room for `len` bytes below the mmap cursor (2 MiB aligned for areas of
+    /// 2 MiB or more, so they can be mapped with large pages).
     pub fn find_free(&mut self, len: u64) -> Option<u64> {
+        let align = if len >= PAGE_SIZE_2M {
+            PAGE_SIZE_2M
+        } else {
+            PAGE_SIZE_4K
+        };
         let mut top = self.mmap_next;
         loop {
-            let start = top.checked_sub(len)?;
+            let start = top.checked_sub(len)? & !(align - 1);
             if start < self.brk_start + BRK_MAX {
                 return None;
             }
@@ -153,7 +213,11 @@ impl Kernel {
                 return self.brk;
             }
             let grown = if cur == self.brk_start {
-                self.vmas.insert(Vma { start: cur, end: new, prot: 3 })
+                self.vmas.insert(Vma {
+                    start: cur,
+                    end: new,
+                    prot: 3,
+                })
             } else {
                 self.vmas.extend(cur, new)
             };

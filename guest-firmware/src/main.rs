@@ -23,7 +23,7 @@ mod trap;
 use core::arch::global_asm;
 use error::FwError;
 use kernel::KERNEL;
-use nacre_shared_abi::snp::msr_protocol::{TERM_SET_NACRE};
+use nacre_shared_abi::snp::msr_protocol::TERM_SET_NACRE;
 use platform::snp::Snp;
 
 const BOOT_STACK_SIZE: usize = 128 * 1024;
@@ -91,7 +91,10 @@ fn panic(info: &core::panic::PanicInfo) -> ! {
     let mut msg = fmt::Buf::new();
     msg.push("panic");
     if let Some(l) = info.location() {
-        msg.push(" at ").push(l.file()).push(":").dec(u64::from(l.line()));
+        msg.push(" at ")
+            .push(l.file())
+            .push(":")
+            .dec(u64::from(l.line()));
     }
     fatal(msg.as_str())
 }

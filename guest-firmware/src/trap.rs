@@ -14,18 +14,23 @@ const SIGSEGV: u8 = 11;
 
 /// Dispatch one exception.
 pub fn handle_exception(frame: &mut TrapFrame) {
-    let user = frame.from_user();
+    let user = frame.is_user();
     if frame.vector == 14 && user {
         let va = read_cr2();
         let present = frame.error_code & 1 != 0;
         let write = frame.error_code & 2 != 0;
         let mut guard = KERNEL.lock();
-        let Some(k) = guard.as_mut() else { crate::fatal("page fault before boot finished") };
+        let Some(k) = guard.as_mut() else {
+            crate::fatal("page fault before boot finished")
+        };
         match k.handle_fault(va, write, present) {
             Ok(true) => return,
             Ok(false) | Err(UserMemError::Fault) => {
                 let mut msg = crate::fmt::Buf::new();
-                msg.push("nacre: app segfault at ").hex(va).push(" (rip ").hex(frame.rip);
+                msg.push("nacre: app segfault at ")
+                    .hex(va)
+                    .push(" (rip ")
+                    .hex(frame.rip);
                 msg.push(", error ").hex(frame.error_code).push(")\n");
                 let _ = k.snp.console_write(2, msg.as_bytes());
                 crate::syscall::exit_app(k, 128 + SIGSEGV)
@@ -50,15 +55,27 @@ pub fn handle_exception(frame: &mut TrapFrame) {
             _ => SIGSEGV,
         };
         let mut guard = KERNEL.lock();
-        let Some(k) = guard.as_mut() else { crate::fatal("exception before boot finished") };
+        let Some(k) = guard.as_mut() else {
+            crate::fatal("exception before boot finished")
+        };
         let mut msg = crate::fmt::Buf::new();
-        msg.push("nacre: app exception ").dec(frame.vector).push(" at rip ").hex(frame.rip).push("\n");
+        msg.push("nacre: app exception ")
+            .dec(frame.vector)
+            .push(" at rip ")
+            .hex(frame.rip)
+            .push("\n");
         let _ = k.snp.console_write(2, msg.as_bytes());
         crate::syscall::exit_app(k, 128 + sig)
     }
     let mut msg = crate::fmt::Buf::new();
-    msg.push("firmware exception ").dec(frame.vector).push(" at rip ").hex(frame.rip);
-    msg.push(" error ").hex(frame.error_code).push(" cr2 ").hex(read_cr2());
+    msg.push("firmware exception ")
+        .dec(frame.vector)
+        .push(" at rip ")
+        .hex(frame.rip);
+    msg.push(" error ")
+        .hex(frame.error_code)
+        .push(" cr2 ")
+        .hex(read_cr2());
     crate::fatal(msg.as_str())
 }
 

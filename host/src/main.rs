@@ -26,10 +26,17 @@ fn demo(start: Instant) -> anyhow::Result<u8> {
     let dir = std::env::temp_dir().join(format!("nacre-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let image_path = dir.join("hello.igvm");
-    eprintln!("nacre demo: 1/3 the bundled app is a static C program (tests/apps/hello.c, {} bytes)", nacre_host::DEMO_APP.len());
+    eprintln!(
+        "nacre demo: 1/3 the bundled app is a static C program (tests/apps/hello.c, {} bytes)",
+        nacre_host::DEMO_APP.len()
+    );
     let image = cli::package::build(nacre_host::DEMO_APP, "hello", &[], &[])?;
     std::fs::write(&image_path, &image)?;
-    eprintln!("nacre demo: 2/3 packaged it with the firmware into {} ({} bytes)", image_path.display(), image.len());
+    eprintln!(
+        "nacre demo: 2/3 packaged it with the firmware into {} ({} bytes)",
+        image_path.display(),
+        image.len()
+    );
     eprintln!("nacre demo: 3/3 running it on emulated-snp with 256 MiB; its output follows");
     let args = cli::run::RunArgs {
         image: image_path.clone(),

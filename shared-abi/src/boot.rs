@@ -64,8 +64,13 @@ pub struct BootInfo {
     pub image_end: u64,
     /// Smallest guest RAM size this image boots with.
     pub min_memory: u64,
+    /// SHA-256 over the image's measured content other than this page: every measured
+    /// page's GPA and bytes in directive order, then the BSP's VMSA (see the loader,
+    /// `nacre-loader`'s `image` module). The loader checks it; [`BootInfo::check`]
+    /// does not look at it.
+    pub image_digest: [u8; 32],
     /// Reserved, zero.
-    pub reserved: [u64; 6],
+    pub reserved: [u64; 2],
 }
 
 const _: () = assert!(core::mem::size_of::<BootInfo>() == 128);
@@ -74,6 +79,8 @@ const _: () = assert!(core::mem::offset_of!(BootInfo, firmware_end) == 0x18);
 const _: () = assert!(core::mem::offset_of!(BootInfo, app_gpa) == 0x20);
 const _: () = assert!(core::mem::offset_of!(BootInfo, image_end) == 0x40);
 const _: () = assert!(core::mem::offset_of!(BootInfo, min_memory) == 0x48);
+const _: () = assert!(core::mem::offset_of!(BootInfo, image_digest) == 0x50);
+const _: () = assert!(core::mem::offset_of!(BootInfo, reserved) == 0x70);
 
 /// Why a [`BootInfo`] was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,8 +104,7 @@ impl BootInfo {
         if self.version != BOOT_INFO_VERSION {
             return Err(BootInfoError::BadVersion(self.version));
         }
-        let platform =
-            PlatformKind::try_from(self.platform).map_err(BootInfoError::BadPlatform)?;
+        let platform = PlatformKind::try_from(self.platform).map_err(BootInfoError::BadPlatform)?;
         let end = |gpa: u64, size: u64| gpa.checked_add(size).ok_or(BootInfoError::BadRegion);
         let app_end = end(self.app_gpa, self.app_size)?;
         let args_end = end(self.args_gpa, self.args_size)?;

@@ -47,7 +47,9 @@ impl TryFrom<u32> for HostcallOp {
 }
 
 /// The request/reply header at the start of the hostcall buffer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 #[repr(C)]
 pub struct HostcallHeader {
     /// [`HostcallOp`] as `u32`.

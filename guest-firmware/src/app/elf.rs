@@ -37,7 +37,9 @@ pub struct Elf<'a> {
 }
 
 fn u16_at(b: &[u8], off: usize) -> Result<u16, FwError> {
-    b.get(off..off + 2).map(|s| u16::from_le_bytes([s[0], s[1]])).ok_or(FwError::BadApp)
+    b.get(off..off + 2)
+        .map(|s| u16::from_le_bytes([s[0], s[1]]))
+        .ok_or(FwError::BadApp)
 }
 fn u32_at(b: &[u8], off: usize) -> Result<u32, FwError> {
     let s = b.get(off..off + 4).ok_or(FwError::BadApp)?;
@@ -104,6 +106,8 @@ impl<'a> Elf<'a> {
 
     /// Iterate over PT_LOAD headers.
     pub fn loads(&self) -> impl Iterator<Item = Phdr> + '_ {
-        (0..self.phnum).filter_map(|i| self.phdr(i).ok()).filter(|p| p.p_type == PT_LOAD)
+        (0..self.phnum)
+            .filter_map(|i| self.phdr(i).ok())
+            .filter(|p| p.p_type == PT_LOAD)
     }
 }

@@ -72,7 +72,11 @@ pub fn load(k: &mut Kernel, elf: &Elf, args: &ArgsBlob) -> Result<Entry, FwError
                     k.vmas.protect_range(va, va + PAGE_SIZE_4K, merged);
                 }
                 None => {
-                    if !k.vmas.insert(Vma { start: va, end: va + PAGE_SIZE_4K, prot }) {
+                    if !k.vmas.insert(Vma {
+                        start: va,
+                        end: va + PAGE_SIZE_4K,
+                        prot,
+                    }) {
                         return Err(FwError::OutOfMemory);
                     }
                 }
@@ -81,10 +85,12 @@ pub fn load(k: &mut Kernel, elf: &Elf, args: &ArgsBlob) -> Result<Entry, FwError
         }
         // Copy the file bytes through a writable mapping, then set final rights.
         let file = &elf.bytes[ph.offset as usize..(ph.offset + ph.filesz) as usize];
-        k.populate(page_start, page_end - page_start, false).map_err(mem_err)?;
+        k.populate(page_start, page_end - page_start, false)
+            .map_err(mem_err)?;
         let mut va = page_start;
         while va < page_end {
-            k.pt.set_flags_4k(va, USER | WRITABLE | NO_EXECUTE).ok_or(FwError::BadApp)?;
+            k.pt.set_flags_4k(va, USER | WRITABLE | NO_EXECUTE)
+                .ok_or(FwError::BadApp)?;
             va += PAGE_SIZE_4K;
         }
         // SAFETY: `[start, start + filesz)` was just mapped writable in the current
@@ -142,7 +148,13 @@ const AT_RANDOM: u64 = 25;
 const AT_HWCAP2: u64 = 26;
 const AT_EXECFN: u64 = 31;
 
-fn build_stack(k: &mut Kernel, args: &ArgsBlob, entry: u64, phdr: u64, phnum: u16) -> Result<u64, UserMemError> {
+fn build_stack(
+    k: &mut Kernel,
+    args: &ArgsBlob,
+    entry: u64,
+    phdr: u64,
+    phnum: u16,
+) -> Result<u64, UserMemError> {
     let mut sp = STACK_TOP;
     let push_bytes = |k: &mut Kernel, sp: &mut u64, b: &[u8]| -> Result<u64, UserMemError> {
         *sp -= b.len() as u64;

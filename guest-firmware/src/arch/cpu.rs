@@ -125,7 +125,9 @@ pub fn hw_random() -> Option<u64> {
     for _ in 0..64 {
         let (v, ok): (u64, u8);
         // SAFETY: RDRAND is supported (CPUID.1:ECX[30]) and only writes its outputs.
-        unsafe { asm!("rdrand {}", "setc {}", out(reg) v, out(reg_byte) ok, options(nomem, nostack)) };
+        unsafe {
+            asm!("rdrand {}", "setc {}", out(reg) v, out(reg_byte) ok, options(nomem, nostack))
+        };
         if ok != 0 {
             return Some(v);
         }

@@ -35,11 +35,10 @@ pub struct TrapFrame {
 
 impl TrapFrame {
     /// Whether the exception interrupted ring 3.
-    pub fn from_user(&self) -> bool {
+    pub fn is_user(&self) -> bool {
         self.cs & 3 == 3
     }
 }
-
 
 global_asm!(
     ".global nacre_isr_common",

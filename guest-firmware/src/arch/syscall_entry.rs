@@ -93,7 +93,10 @@ pub unsafe fn init() {
         NACRE_KERNEL_RSP = super::gdt::kernel_stack_top();
         let efer = super::cpu::rdmsr(MSR_EFER);
         super::cpu::wrmsr(MSR_EFER, efer | EFER_SCE);
-        super::cpu::wrmsr(MSR_STAR, (0x10u64 << 48) | (u64::from(super::gdt::KERNEL_CS) << 32));
+        super::cpu::wrmsr(
+            MSR_STAR,
+            (0x10u64 << 48) | (u64::from(super::gdt::KERNEL_CS) << 32),
+        );
         let entry = if super::super::platform::snp::instr::emulated() {
             trampoline_va()
         } else {

@@ -50,7 +50,11 @@ impl Validated {
             // SAFETY: as in `get`.
             unsafe {
                 let v = w.read();
-                w.write(if value { v | (1 << (page % 64)) } else { v & !(1 << (page % 64)) });
+                w.write(if value {
+                    v | (1 << (page % 64))
+                } else {
+                    v & !(1 << (page % 64))
+                });
             }
         }
     }
@@ -66,13 +70,22 @@ pub struct Frames {
     validated: Validated,
     /// Pages validated at 4 KiB after a 2 MiB size mismatch (diagnostics).
     pub size_mismatches: u64,
+    /// Whether the platform guarantees that freshly accepted memory reads as zeros.
+    /// The emulated platform discards a page's contents on every page-state change;
+    /// SEV-SNP hardware gives no such guarantee, so there every frame is zeroed.
+    fresh_is_zero: bool,
 }
 
 impl Frames {
     /// Accept the first chunks of free RAM at `start` (2 MiB aligned), put the
     /// validated bitmap there and mark `launch` ranges (validated by the platform at
     /// launch) in it.
-    pub fn new(snp: &mut Snp, start: u64, ram_end: u64, launch: &[(u64, u64)]) -> Result<Self, FwError> {
+    pub fn new(
+        snp: &mut Snp,
+        start: u64,
+        ram_end: u64,
+        launch: &[(u64, u64)],
+    ) -> Result<Self, FwError> {
         let pages = ram_end / PAGE_SIZE_4K;
         let bitmap_bytes = align_up(pages.div_ceil(8), PAGE_SIZE_4K);
         let first_len = align_up(bitmap_bytes, PAGE_SIZE_2M);
@@ -89,10 +102,13 @@ impl Frames {
                 pages,
             },
             size_mismatches: 0,
+            fresh_is_zero: crate::platform::snp::instr::emulated(),
         };
         frames.accept(snp, start, first_len, false)?;
         // SAFETY: the bitmap's pages were just accepted and are private.
-        unsafe { core::ptr::write_bytes(frames.validated.bits as *mut u8, 0, bitmap_bytes as usize) };
+        unsafe {
+            core::ptr::write_bytes(frames.validated.bits as *mut u8, 0, bitmap_bytes as usize)
+        };
         for gpa in (start..start + first_len).step_by(PAGE_SIZE_4K as usize) {
             frames.validated.set(gpa, true);
         }
@@ -136,11 +152,16 @@ impl Frames {
                 }
             }
         }
-        page_state_change(snp, gpa / PAGE_SIZE_4K, len / PAGE_SIZE_4K, PageStateOp::Private)?;
+        page_state_change(
+            snp,
+            gpa / PAGE_SIZE_4K,
+            len / PAGE_SIZE_4K,
+            PageStateOp::Private,
+        )?;
         let end = gpa + len;
         let mut at = gpa;
         while at < end {
-            if at % PAGE_SIZE_2M == 0 && end - at >= PAGE_SIZE_2M {
+            if at.is_multiple_of(PAGE_SIZE_2M) && end - at >= PAGE_SIZE_2M {
                 // SAFETY: validating a range nothing uses yet.
                 let r = unsafe { pvalidate(phys_to_virt(at), RmpPageSize::Size2M, true) };
                 match r.decode() {
@@ -171,6 +192,7 @@ impl Frames {
 
     /// A zeroed private frame.
     pub fn alloc(&mut self, snp: &mut Snp) -> Result<u64, FwError> {
+        let mut needs_zeroing = true;
         let gpa = if self.free_head != 0 {
             let gpa = self.free_head;
             // SAFETY: free frames are private, validated and hold the next link.
@@ -187,11 +209,40 @@ impl Frames {
             }
             let gpa = self.next;
             self.next += PAGE_SIZE_4K;
+            needs_zeroing = !self.fresh_is_zero;
             gpa
         };
-        // SAFETY: the frame is private, validated and owned by the caller from now on.
-        unsafe { core::ptr::write_bytes(phys_to_virt(gpa) as *mut u8, 0, PAGE_SIZE_4K as usize) };
+        if needs_zeroing {
+            // SAFETY: the frame is private, validated and owned by the caller from now on.
+            unsafe {
+                core::ptr::write_bytes(phys_to_virt(gpa) as *mut u8, 0, PAGE_SIZE_4K as usize)
+            };
+        }
         Ok(gpa)
+    }
+
+    /// A zeroed, 2 MiB-aligned private 2 MiB frame: a whole fresh chunk. What is left
+    /// of the current chunk goes to the free list.
+    pub fn alloc_2m(&mut self, snp: &mut Snp) -> Result<u64, FwError> {
+        let start = self.accepted_end;
+        if start % PAGE_SIZE_2M != 0 || self.ram_end - start < PAGE_SIZE_2M {
+            return Err(FwError::OutOfMemory);
+        }
+        self.accept(snp, start, PAGE_SIZE_2M, true)?;
+        self.accepted_end = start + PAGE_SIZE_2M;
+        while self.next < start {
+            let gpa = self.next;
+            self.next += PAGE_SIZE_4K;
+            self.free(gpa);
+        }
+        self.next = self.accepted_end;
+        if !self.fresh_is_zero {
+            // SAFETY: the chunk was just accepted and belongs to the caller.
+            unsafe {
+                core::ptr::write_bytes(phys_to_virt(start) as *mut u8, 0, PAGE_SIZE_2M as usize)
+            };
+        }
+        Ok(start)
     }
 
     /// Return a frame.

@@ -18,6 +18,7 @@ pub const GLOBAL: u64 = 1 << 8;
 pub const NO_EXECUTE: u64 = 1 << 63;
 
 const ADDR_MASK: u64 = 0x000F_FFFF_FFFF_F000;
+const PAGE_SIZE_2M_MASK: u64 = 0x1F_FFFF;
 
 /// Where a page-table frame comes from.
 pub trait TableAlloc {
@@ -106,7 +107,14 @@ impl PageTables {
     }
 
     /// Map one 4 KiB page. `private` selects the C-bit.
-    pub fn map_4k(&mut self, va: u64, gpa: u64, flags: u64, private: bool, alloc: &mut dyn TableAlloc) -> Option<()> {
+    pub fn map_4k(
+        &mut self,
+        va: u64,
+        gpa: u64,
+        flags: u64,
+        private: bool,
+        alloc: &mut dyn TableAlloc,
+    ) -> Option<()> {
         let ptr = self.walk_create(va, 0, alloc)?;
         let c = if private { self.c_bit } else { 0 };
         Self::write(ptr, gpa | c | flags | PRESENT);
@@ -115,7 +123,13 @@ impl PageTables {
     }
 
     /// Map one 2 MiB page (private).
-    pub fn map_2m(&mut self, va: u64, gpa: u64, flags: u64, alloc: &mut dyn TableAlloc) -> Option<()> {
+    pub fn map_2m(
+        &mut self,
+        va: u64,
+        gpa: u64,
+        flags: u64,
+        alloc: &mut dyn TableAlloc,
+    ) -> Option<()> {
         let ptr = self.walk_create(va, 1, alloc)?;
         Self::write(ptr, gpa | self.c_bit | flags | PRESENT | HUGE);
         Some(())
@@ -130,7 +144,52 @@ impl PageTables {
         Some((base | (va & size_mask), e & !ADDR_MASK | (e & self.c_bit)))
     }
 
-    /// Remove the 4 KiB mapping of `va`, returning its GPA.
+    /// Split the 2 MiB mapping covering `va` (if any) into 512 4 KiB mappings with
+    /// the same frames and rights.
+    pub fn split_huge(&mut self, va: u64, alloc: &mut dyn TableAlloc) -> Option<()> {
+        let (ptr, level) = self.walk(va)?;
+        if level == 0 {
+            return Some(());
+        }
+        if level != 1 {
+            return None;
+        }
+        let e = Self::read(ptr);
+        let base = e & ADDR_MASK & !self.c_bit & !(PAGE_SIZE_2M_MASK);
+        let flags = (e & !ADDR_MASK & !HUGE) | (e & self.c_bit);
+        let table = alloc.alloc_table()?;
+        for i in 0..512u64 {
+            Self::write(
+                Self::entry_ptr(table, i as usize),
+                (base + i * 4096) | flags,
+            );
+        }
+        Self::write(ptr, table | self.c_bit | PRESENT | WRITABLE | USER);
+        let start = va & !PAGE_SIZE_2M_MASK;
+        for i in 0..512u64 {
+            invlpg(start + i * 4096);
+        }
+        Some(())
+    }
+
+    /// Whether nothing is mapped in the 2 MiB region of `va` (its PD entry is empty).
+    pub fn region_2m_empty(&self, va: u64) -> bool {
+        let mut table = self.pml4;
+        for l in [3u32, 2] {
+            let e = Self::read(Self::entry_ptr(table, index(va, l)));
+            if e & PRESENT == 0 {
+                return true;
+            }
+            if e & HUGE != 0 {
+                return false;
+            }
+            table = e & ADDR_MASK & !self.c_bit;
+        }
+        Self::read(Self::entry_ptr(table, index(va, 1))) & PRESENT == 0
+    }
+
+    /// Remove the 4 KiB mapping of `va`, returning its GPA (a 2 MiB mapping must
+    /// have been split first).
     pub fn unmap_4k(&mut self, va: u64) -> Option<u64> {
         let (ptr, level) = self.walk(va)?;
         if level != 0 {

@@ -49,7 +49,11 @@ impl Vmas {
     /// Empty.
     pub const fn new() -> Self {
         Self {
-            list: [Vma { start: 0, end: 0, prot: 0 }; MAX_VMAS],
+            list: [Vma {
+                start: 0,
+                end: 0,
+                prot: 0,
+            }; MAX_VMAS],
             len: 0,
         }
     }
@@ -70,7 +74,10 @@ impl Vmas {
 
     /// The area containing `va`.
     pub fn find(&self, va: u64) -> Option<Vma> {
-        self.slice().iter().copied().find(|v| v.start <= va && va < v.end)
+        self.slice()
+            .iter()
+            .copied()
+            .find(|v| v.start <= va && va < v.end)
     }
 
     /// Whether any area overlaps `[start, end)`.
@@ -83,7 +90,11 @@ impl Vmas {
         if self.len == MAX_VMAS {
             return false;
         }
-        let pos = self.slice().iter().position(|v| v.start > vma.start).unwrap_or(self.len);
+        let pos = self
+            .slice()
+            .iter()
+            .position(|v| v.start > vma.start)
+            .unwrap_or(self.len);
         self.list.copy_within(pos..self.len, pos + 1);
         self.list[pos] = vma;
         self.len += 1;
@@ -97,7 +108,11 @@ impl Vmas {
 
     /// Split areas so that `addr` is a boundary. `false` if the list is full.
     fn split_at(&mut self, addr: u64) -> bool {
-        if let Some(i) = self.slice().iter().position(|v| v.start < addr && addr < v.end) {
+        if let Some(i) = self
+            .slice()
+            .iter()
+            .position(|v| v.start < addr && addr < v.end)
+        {
             let v = self.list[i];
             self.list[i].end = addr;
             return self.insert(Vma { start: addr, ..v });

@@ -57,7 +57,9 @@ mod nr {
 
 /// Entry from `arch::syscall_entry`; returns the value for RAX.
 pub fn dispatch(frame: &mut SyscallFrame) -> u64 {
-    let args = [frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8, frame.r9];
+    let args = [
+        frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8, frame.r9,
+    ];
     let nr = frame.rax;
     let mut guard = KERNEL.lock();
     let Some(k) = guard.as_mut() else {
@@ -143,7 +145,11 @@ fn handle(k: &mut Kernel, nr: u64, a: [u64; 6]) -> SysResult {
             // No signals are ever delivered; report "default, empty mask".
             if a[2] != 0 {
                 let zero = [0u8; 32];
-                let len = if nr == nr::RT_SIGACTION { 32 } else { a[3].min(8) as usize };
+                let len = if nr == nr::RT_SIGACTION {
+                    32
+                } else {
+                    a[3].min(8) as usize
+                };
                 k.copy_to_user(a[2], &zero[..len]).map_err(efault)?;
             }
             Ok(0)
@@ -159,8 +165,8 @@ fn handle(k: &mut Kernel, nr: u64, a: [u64; 6]) -> SysResult {
         }
         nr::IOCTL => Err(ENOTTY),
         nr::FCNTL => match a[1] {
-            1 | 2 => Ok(0),  // F_GETFD / F_SETFD
-            3 => Ok(2),      // F_GETFL: O_RDWR
+            1 | 2 => Ok(0), // F_GETFD / F_SETFD
+            3 => Ok(2),     // F_GETFL: O_RDWR
             _ => Err(EINVAL),
         },
         nr::SCHED_YIELD => Ok(0),
@@ -176,7 +182,8 @@ fn handle(k: &mut Kernel, nr: u64, a: [u64; 6]) -> SysResult {
                 return Err(EINVAL);
             }
             let mask = 1u64.to_le_bytes();
-            k.copy_to_user(a[2], &mask[..len as usize]).map_err(efault)?;
+            k.copy_to_user(a[2], &mask[..len as usize])
+                .map_err(efault)?;
             Ok(len)
         }
         nr::GETRLIMIT => rlimit(k, a[0], 0, a[1]),
@@ -190,7 +197,11 @@ fn handle(k: &mut Kernel, nr: u64, a: [u64; 6]) -> SysResult {
         nr::GETRANDOM => sys_getrandom(k, a[0], a[1]),
         nr::EXIT | nr::EXIT_GROUP => exit_app(k, a[0] as u8),
         nr::KILL | nr::TGKILL => {
-            let (pid, sig) = if nr == nr::KILL { (a[0], a[1]) } else { (a[1], a[2]) };
+            let (pid, sig) = if nr == nr::KILL {
+                (a[0], a[1])
+            } else {
+                (a[1], a[2])
+            };
             if pid != 1 && pid != 0 {
                 return Err(ESRCH);
             }
@@ -207,7 +218,7 @@ fn handle(k: &mut Kernel, nr: u64, a: [u64; 6]) -> SysResult {
 const AT_EMPTY_PATH: u64 = 0x1000;
 
 fn page_range(addr: u64, len: u64) -> Result<(u64, u64), u64> {
-    if addr % PAGE_SIZE_4K != 0 || len == 0 {
+    if !addr.is_multiple_of(PAGE_SIZE_4K) || len == 0 {
         return Err(EINVAL);
     }
     let end = addr.checked_add(len).ok_or(EINVAL)?;
@@ -226,7 +237,8 @@ fn sys_write(k: &mut Kernel, fd: u64, buf: u64, len: u64) -> SysResult {
     let mut done = 0u64;
     while done < len {
         let n = (len - done).min(tmp.len() as u64) as usize;
-        k.copy_from_user(&mut tmp[..n], buf + done).map_err(efault)?;
+        k.copy_from_user(&mut tmp[..n], buf + done)
+            .map_err(efault)?;
         let w = k.snp.console_write(fd as u32, &tmp[..n])?;
         done += w;
         if w < n as u64 {
@@ -311,6 +323,7 @@ fn sys_mmap(k: &mut Kernel, a: [u64; 6]) -> SysResult {
 fn sys_mprotect(k: &mut Kernel, addr: u64, len: u64, prot: u32) -> SysResult {
     let (start, end) = page_range(addr, len)?;
     let prot = prot & (PROT_READ | PROT_WRITE | PROT_EXEC);
+    k.split_range(start, end).map_err(efault)?;
     if !k.vmas.protect_range(start, end, prot) {
         return Err(ENOMEM);
     }
@@ -329,7 +342,17 @@ fn sys_mprotect(k: &mut Kernel, addr: u64, len: u64, prot: u32) -> SysResult {
 
 fn sys_uname(k: &mut Kernel, buf: u64) -> SysResult {
     let mut u = [0u8; 65 * 6];
-    for (i, s) in [&b"Linux"[..], b"nacre", b"6.1.0-nacre", b"#1 nacre", b"x86_64", b""].iter().enumerate() {
+    for (i, s) in [
+        &b"Linux"[..],
+        b"nacre",
+        b"6.1.0-nacre",
+        b"#1 nacre",
+        b"x86_64",
+        b"",
+    ]
+    .iter()
+    .enumerate()
+    {
         u[i * 65..i * 65 + s.len()].copy_from_slice(s);
     }
     k.copy_to_user(buf, &u).map_err(efault)?;
@@ -388,7 +411,8 @@ fn sys_getrandom(k: &mut Kernel, buf: u64, len: u64) -> SysResult {
     while done < len {
         let r = crate::arch::cpu::hw_random().ok_or(EAGAIN)?;
         let n = (len - done).min(8);
-        k.copy_to_user(buf + done, &r.to_le_bytes()[..n as usize]).map_err(efault)?;
+        k.copy_to_user(buf + done, &r.to_le_bytes()[..n as usize])
+            .map_err(efault)?;
         done += n;
     }
     Ok(len)

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 
 /// Arguments of `nacre package`.
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Example:\n  gcc -static -O2 hello.c -o hello\n  nacre package hello -o hello.igvm --arg world --env GREETING=hi")]
+#[command(
+    after_help = "Example:\n  gcc -static -O2 hello.c -o hello\n  nacre package hello -o hello.igvm --arg world --env GREETING=hi"
+)]
 pub struct PackageArgs {
     /// The app: a statically linked x86-64 Linux executable (static or static-pie).
     pub app: PathBuf,
@@ -21,7 +23,12 @@ pub struct PackageArgs {
 }
 
 /// Build the image bytes (measured: the firmware, app, arguments, environment).
-pub fn build(app_bytes: &[u8], argv0: &str, args: &[String], env: &[String]) -> anyhow::Result<Vec<u8>> {
+pub fn build(
+    app_bytes: &[u8],
+    argv0: &str,
+    args: &[String],
+    env: &[String],
+) -> anyhow::Result<Vec<u8>> {
     for e in env {
         if !e.contains('=') || e.starts_with('=') {
             bail!("--env {e:?} is not KEY=VALUE");
@@ -41,15 +48,23 @@ pub fn build(app_bytes: &[u8], argv0: &str, args: &[String], env: &[String]) -> 
 
 /// Run `nacre package`.
 pub fn run(a: &PackageArgs) -> anyhow::Result<()> {
-    let bytes = std::fs::read(&a.app).with_context(|| format!("cannot read the app {}", a.app.display()))?;
+    let bytes = std::fs::read(&a.app)
+        .with_context(|| format!("cannot read the app {}", a.app.display()))?;
     let argv0 = a
         .app
         .file_name()
         .map_or_else(|| "app".to_string(), |n| n.to_string_lossy().into_owned());
-    let image = build(&bytes, &argv0, &a.args, &a.env).with_context(|| format!("cannot package {}", a.app.display()))?;
+    let image = build(&bytes, &argv0, &a.args, &a.env)
+        .with_context(|| format!("cannot package {}", a.app.display()))?;
     let tmp = a.output.with_extension("igvm.partial");
     std::fs::write(&tmp, &image).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, &a.output).with_context(|| format!("cannot write {}", a.output.display()))?;
-    eprintln!("nacre: packaged {} ({} bytes) into {}", a.app.display(), image.len(), a.output.display());
+    std::fs::rename(&tmp, &a.output)
+        .with_context(|| format!("cannot write {}", a.output.display()))?;
+    eprintln!(
+        "nacre: packaged {} ({} bytes) into {}",
+        a.app.display(),
+        image.len(),
+        a.output.display()
+    );
     Ok(())
 }

@@ -40,7 +40,9 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a size like 256M or 4G"))?;
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size like 256M or 4G"))?;
     let mul: u64 = match unit.to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kb" | "kib" => 1 << 10,
@@ -49,7 +51,8 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "t" | "tb" | "tib" => 1 << 40,
         _ => return Err(format!("unknown size unit in {s:?} (use K, M, G or T)")),
     };
-    n.checked_mul(mul).ok_or_else(|| format!("{s:?} is too large"))
+    n.checked_mul(mul)
+        .ok_or_else(|| format!("{s:?} is too large"))
 }
 
 /// Default guest RAM.
@@ -57,7 +60,8 @@ pub const DEFAULT_MEMORY: u64 = 256 << 20;
 
 /// Run an image; returns the process exit status.
 pub fn run(a: &RunArgs, start: Instant) -> anyhow::Result<u8> {
-    let bytes = std::fs::read(&a.image).with_context(|| format!("cannot read the image {}", a.image.display()))?;
+    let bytes = std::fs::read(&a.image)
+        .with_context(|| format!("cannot read the image {}", a.image.display()))?;
     run_bytes(&bytes, a, start).with_context(|| format!("cannot run {}", a.image.display()))
 }
 
@@ -65,14 +69,22 @@ pub fn run(a: &RunArgs, start: Instant) -> anyhow::Result<u8> {
 pub fn run_bytes(bytes: &[u8], a: &RunArgs, start: Instant) -> anyhow::Result<u8> {
     let image = nacre_loader::load_image(bytes)?;
     let memory = a.memory.unwrap_or(DEFAULT_MEMORY.max(image.min_memory));
-    if memory % GUEST_MEMORY_ALIGN != 0 || !(MIN_GUEST_MEMORY..=MAX_GUEST_MEMORY).contains(&memory) {
+    if !memory.is_multiple_of(GUEST_MEMORY_ALIGN)
+        || !(MIN_GUEST_MEMORY..=MAX_GUEST_MEMORY).contains(&memory)
+    {
         bail!("--memory must be a multiple of 2 MiB between 64 MiB and 64 TiB");
     }
     if memory < image.min_memory {
-        bail!("this image needs at least {} MiB of guest memory (--memory)", image.min_memory >> 20);
+        bail!(
+            "this image needs at least {} MiB of guest memory (--memory)",
+            image.min_memory >> 20
+        );
     }
     let mut vm = setup::build(&image, memory)?;
-    if let Some(b) = std::env::var("NACRE_TEST_PSC_BUDGET").ok().and_then(|v| v.parse().ok()) {
+    if let Some(b) = std::env::var("NACRE_TEST_PSC_BUDGET")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
         vm.snp.psc_budget = Some(b);
     }
     let result = run::run(&mut vm);
@@ -87,7 +99,8 @@ pub fn run_bytes(bytes: &[u8], a: &RunArgs, start: Instant) -> anyhow::Result<u8
     }
     if let Some(path) = &a.stats_json {
         let text = serde_json::to_string_pretty(&stats.to_json())?;
-        std::fs::write(path, text + "\n").with_context(|| format!("cannot write {}", path.display()))?;
+        std::fs::write(path, text + "\n")
+            .with_context(|| format!("cannot write {}", path.display()))?;
     }
     match result? {
         Stop::AppExit(code) => Ok(code),
@@ -96,7 +109,10 @@ pub fn run_bytes(bytes: &[u8], a: &RunArgs, start: Instant) -> anyhow::Result<u8
             Ok(EXIT_MEMORY_VIOLATION)
         }
         Stop::GuestTerminated { set, code } => {
-            eprintln!("nacre: the guest firmware asked to terminate (reason set {set}, code {code}): {}", reason(set, code));
+            eprintln!(
+                "nacre: the guest firmware asked to terminate (reason set {set}, code {code}): {}",
+                reason(set, code)
+            );
             Ok(EXIT_GUEST_TERMINATED)
         }
         Stop::ProtocolViolation(msg) => {

@@ -7,9 +7,13 @@ use crate::exits::snp::psc::{handle_psc, PageStateBackend, PscStats};
 use crate::mmu::rmp::{PvalidateOutcome, Rmp};
 use crate::stats::{syscall_name, Stats};
 use crate::vmm::memory::{GuestMemory, MemoryError, View};
-use nacre_shared_abi::hostcall::{HostcallHeader, HostcallOp, HOSTCALL_BUFFER_SIZE, HOSTCALL_DATA_OFFSET, HOSTCALL_PORT};
+use nacre_shared_abi::hostcall::{
+    HostcallHeader, HostcallOp, HOSTCALL_BUFFER_SIZE, HOSTCALL_DATA_OFFSET, HOSTCALL_PORT,
+};
 use nacre_shared_abi::layout::{EMULATED_SNP_C_BIT, PAGE_SIZE_4K};
-use nacre_shared_abi::snp::ghcb::{exit_code, ioio, Ghcb, GhcbErrorCode, GhcbField, RESULT_BAD_INPUT, RESULT_OK};
+use nacre_shared_abi::snp::ghcb::{
+    exit_code, ioio, Ghcb, GhcbErrorCode, GhcbField, RESULT_BAD_INPUT, RESULT_OK,
+};
 use nacre_shared_abi::snp::msr_protocol::{MsrPscOp, HV_FEATURE_SNP};
 use nacre_shared_abi::snp::psc::PscDesc;
 use nacre_shared_abi::snp::rmp::{PvalidateResult, RmpError, RmpPageSize, RMP_SUCCESS};
@@ -89,9 +93,18 @@ impl EmulatedSnp {
 
     /// Emulate PVALIDATE for a guest whose page walk translated the operand to
     /// `translated` (a GPA including the C-bit), or `None` if the VA is unmapped.
-    pub fn pvalidate(&mut self, translated: Option<u64>, size_operand: u64, validate: u64) -> Result<PvalidateResult, MemoryError> {
-        let fail = |e: RmpError| PvalidateResult { rax: e.code(), cf: false };
-        let (Some(size), Some(gpa_c)) = (RmpPageSize::from_operand(size_operand), translated) else {
+    pub fn pvalidate(
+        &mut self,
+        translated: Option<u64>,
+        size_operand: u64,
+        validate: u64,
+    ) -> Result<PvalidateResult, MemoryError> {
+        let fail = |e: RmpError| PvalidateResult {
+            rax: e.code(),
+            cf: false,
+        };
+        let (Some(size), Some(gpa_c)) = (RmpPageSize::from_operand(size_operand), translated)
+        else {
             return Ok(fail(RmpError::FailInput));
         };
         if validate > 1 || gpa_c & C_BIT_MASK == 0 {
@@ -99,7 +112,7 @@ impl EmulatedSnp {
             return Ok(fail(RmpError::FailInput));
         }
         let gpa = gpa_c & !C_BIT_MASK;
-        if gpa % size.bytes() != 0 {
+        if !gpa.is_multiple_of(size.bytes()) {
             return Ok(fail(RmpError::FailInput));
         }
         match size {
@@ -120,7 +133,10 @@ impl EmulatedSnp {
                 if changed {
                     self.sync_views(gfn, size.bytes() / PAGE_SIZE_4K)?;
                 }
-                Ok(PvalidateResult { rax: RMP_SUCCESS, cf: !changed })
+                Ok(PvalidateResult {
+                    rax: RMP_SUCCESS,
+                    cf: !changed,
+                })
             }
             Ok(PvalidateOutcome::NeedsPsmash) => Ok(fail(RmpError::FailInUse)),
             Err(e) => {
@@ -167,7 +183,9 @@ impl EmulatedSnp {
                     self.ghcb_msr = v;
                     None
                 }
-                MsrProtocolOutcome::Terminate { set, code } => Some(Stop::GuestTerminated { set, code }),
+                MsrProtocolOutcome::Terminate { set, code } => {
+                    Some(Stop::GuestTerminated { set, code })
+                }
                 MsrProtocolOutcome::Malformed(v) => Some(Stop::ProtocolViolation(format!(
                     "malformed GHCB MSR protocol request {v:#x}"
                 ))),
@@ -179,12 +197,19 @@ impl EmulatedSnp {
                 "VMGEXIT with GHCB GPA {gpa:#x} that was never registered"
             ))));
         }
-        if gpa.checked_add(PAGE_SIZE_4K).is_none_or(|e| e > self.mem.size()) || !self.rmp.shared_accessible(gpa / PAGE_SIZE_4K) {
-            return Ok(Some(Stop::ProtocolViolation(format!("GHCB at {gpa:#x} is not a shared page"))));
+        if gpa
+            .checked_add(PAGE_SIZE_4K)
+            .is_none_or(|e| e > self.mem.size())
+            || !self.rmp.shared_accessible(gpa / PAGE_SIZE_4K)
+        {
+            return Ok(Some(Stop::ProtocolViolation(format!(
+                "GHCB at {gpa:#x} is not a shared page"
+            ))));
         }
         let mut page = [0u8; 4096];
         self.mem.read(gpa, &mut page)?;
-        let mut g = Ghcb::read_from_bytes(&page).map_err(|_| MemoryError::OutOfRange { gpa, len: 4096 })?;
+        let mut g =
+            Ghcb::read_from_bytes(&page).map_err(|_| MemoryError::OutOfRange { gpa, len: 4096 })?;
         let stop = self.ghcb_call(gpa, &mut g)?;
         self.mem.write(gpa, g.as_bytes())?;
         Ok(stop)
@@ -199,7 +224,10 @@ impl EmulatedSnp {
             bad(g, GhcbErrorCode::InvalidUsage);
             return Ok(None);
         }
-        if !g.is_valid(GhcbField::SwExitCode) || !g.is_valid(GhcbField::SwExitInfo1) || !g.is_valid(GhcbField::SwExitInfo2) {
+        if !g.is_valid(GhcbField::SwExitCode)
+            || !g.is_valid(GhcbField::SwExitInfo1)
+            || !g.is_valid(GhcbField::SwExitInfo2)
+        {
             bad(g, GhcbErrorCode::MissingInput);
             return Ok(None);
         }
@@ -236,7 +264,8 @@ impl EmulatedSnp {
             }
             exit_code::IOIO => {
                 let port = (info1 >> ioio::PORT_SHIFT) as u16;
-                let is_out_32 = info1 & (ioio::TYPE_IN | ioio::STRING | ioio::REP) == 0 && info1 & ioio::SIZE_32 != 0;
+                let is_out_32 = info1 & (ioio::TYPE_IN | ioio::STRING | ioio::REP) == 0
+                    && info1 & ioio::SIZE_32 != 0;
                 if port != HOSTCALL_PORT || !is_out_32 || !g.is_valid(GhcbField::Rax) {
                     bad(g, GhcbErrorCode::InvalidInput);
                     return Ok(None);
@@ -265,7 +294,9 @@ impl EmulatedSnp {
             self.first_hostcall = Some(std::time::Instant::now());
         }
         let pages = HOSTCALL_BUFFER_SIZE / PAGE_SIZE_4K;
-        let in_ram = buffer.checked_add(HOSTCALL_BUFFER_SIZE).is_some_and(|e| e <= self.mem.size());
+        let in_ram = buffer
+            .checked_add(HOSTCALL_BUFFER_SIZE)
+            .is_some_and(|e| e <= self.mem.size());
         if !in_ram || (0..pages).any(|i| !self.rmp.shared_accessible(buffer / PAGE_SIZE_4K + i)) {
             return Ok(Some(Stop::ProtocolViolation(format!(
                 "hostcall buffer at {buffer:#x} is not {HOSTCALL_BUFFER_SIZE} bytes of shared memory"
@@ -280,7 +311,9 @@ impl EmulatedSnp {
         let op = match h.check_request() {
             Ok(op) => op,
             Err(e) => {
-                return Ok(Some(Stop::ProtocolViolation(format!("malformed hostcall: {e:?}"))));
+                return Ok(Some(Stop::ProtocolViolation(format!(
+                    "malformed hostcall: {e:?}"
+                ))));
             }
         };
         let len = h.len as usize;
@@ -317,7 +350,11 @@ impl EmulatedSnp {
                 for pair in data.chunks_exact(8) {
                     let nr = u32::from_le_bytes([pair[0], pair[1], pair[2], pair[3]]);
                     let count = u32::from_le_bytes([pair[4], pair[5], pair[6], pair[7]]);
-                    *self.stats.syscalls_unsupported.entry(syscall_name(nr)).or_insert(0) += u64::from(count);
+                    *self
+                        .stats
+                        .syscalls_unsupported
+                        .entry(syscall_name(nr))
+                        .or_insert(0) += u64::from(count);
                 }
                 return Ok(Some(Stop::AppExit((h.arg & 0xFF) as u8)));
             }
@@ -341,8 +378,12 @@ impl EmulatedSnp {
             (View::Private, Some(e)) if !e.assigned => {
                 "private access to a page that is not assigned to the guest (it is shared)"
             }
-            (View::Private, Some(e)) if !e.validated => "private access to a page the guest never validated",
-            (View::Shared, Some(e)) if e.assigned => "shared access to a page that is private to the guest",
+            (View::Private, Some(e)) if !e.validated => {
+                "private access to a page the guest never validated"
+            }
+            (View::Shared, Some(e)) if e.assigned => {
+                "shared access to a page that is private to the guest"
+            }
             _ => return None,
         };
         Some(Stop::MemoryViolation { gpa, view, rule })
@@ -368,12 +409,16 @@ struct Backend<'a> {
 
 impl Backend<'_> {
     fn update_4k(&mut self, gfn: u64, assigned: bool) -> Result<(), RmpError> {
-        match self.rmp.rmpupdate(gfn, assigned, RmpPageSize::Size4K, false) {
+        match self
+            .rmp
+            .rmpupdate(gfn, assigned, RmpPageSize::Size4K, false)
+        {
             Err(RmpError::FailOverlap) => {
                 // The page sits in an assigned 2 MiB entry: split it first (as KVM).
                 self.rmp.psmash(gfn & !511)?;
                 self.stats.rmp_psmash += 1;
-                self.rmp.rmpupdate(gfn, assigned, RmpPageSize::Size4K, false)
+                self.rmp
+                    .rmpupdate(gfn, assigned, RmpPageSize::Size4K, false)
             }
             other => other,
         }
@@ -389,8 +434,13 @@ impl PageStateBackend for Backend<'_> {
         let assigned = op == MsrPscOp::Private;
         let mut at = gfn;
         while at < end {
-            let whole_2m = huge && at % 512 == 0 && end - at >= 512;
-            let done = if whole_2m && self.rmp.rmpupdate(at, assigned, RmpPageSize::Size2M, false).is_ok() {
+            let whole_2m = huge && at.is_multiple_of(512) && end - at >= 512;
+            let done = if whole_2m
+                && self
+                    .rmp
+                    .rmpupdate(at, assigned, RmpPageSize::Size2M, false)
+                    .is_ok()
+            {
                 self.stats.rmp_rmpupdate += 1;
                 512
             } else if whole_2m {
@@ -406,7 +456,10 @@ impl PageStateBackend for Backend<'_> {
             };
             at += done;
         }
-        if let Err(e) = sync_views(self.mem, self.rmp, gfn, npages) {
+        // Converted pages lose their contents (guest_memfd semantics): a page made
+        // private reads as zeros, a page made shared leaks nothing it held.
+        let discarded = self.mem.discard(gfn * PAGE_SIZE_4K, npages * PAGE_SIZE_4K);
+        if let Err(e) = discarded.and_then(|()| sync_views(self.mem, self.rmp, gfn, npages)) {
             self.failed = Some(e);
             return Err(());
         }
@@ -461,4 +514,3 @@ impl MsrProtocolHost for MsrHost<'_> {
         HV_FEATURE_SNP
     }
 }
-

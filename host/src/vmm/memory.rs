@@ -78,7 +78,8 @@ impl GuestMemory {
         }
         // SAFETY: `raw` is a fresh descriptor we own.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        let len = libc::off_t::try_from(size).map_err(|_| MemoryError::OutOfRange { gpa: 0, len: size })?;
+        let len = libc::off_t::try_from(size)
+            .map_err(|_| MemoryError::OutOfRange { gpa: 0, len: size })?;
         // SAFETY: ftruncate on our memfd.
         if unsafe { libc::ftruncate(fd.as_raw_fd(), len) } != 0 {
             return Err(sys("ftruncate"));
@@ -132,7 +133,13 @@ impl GuestMemory {
     }
 
     /// Set the access of `[gpa, gpa + len)` in `view`.
-    pub fn protect(&self, view: View, gpa: u64, len: u64, accessible: bool) -> Result<(), MemoryError> {
+    pub fn protect(
+        &self,
+        view: View,
+        gpa: u64,
+        len: u64,
+        accessible: bool,
+    ) -> Result<(), MemoryError> {
         self.check(gpa, len)?;
         let prot = if accessible {
             libc::PROT_READ | libc::PROT_WRITE
@@ -140,9 +147,34 @@ impl GuestMemory {
             libc::PROT_NONE
         };
         // SAFETY: the range lies inside our own mapping (checked above).
-        let r = unsafe { libc::mprotect(self.base(view).add(gpa as usize).cast(), len as usize, prot) };
+        let r =
+            unsafe { libc::mprotect(self.base(view).add(gpa as usize).cast(), len as usize, prot) };
         if r != 0 {
             return Err(sys("mprotect"));
+        }
+        Ok(())
+    }
+
+    /// Discard the contents of `[gpa, gpa + len)`: afterwards it reads as zeros.
+    /// Page-state changes do this, as guest_memfd conversions do, so that a page
+    /// never carries data from one side to the other.
+    pub fn discard(&self, gpa: u64, len: u64) -> Result<(), MemoryError> {
+        self.check(gpa, len)?;
+        let (off, n) = match (libc::off_t::try_from(gpa), libc::off_t::try_from(len)) {
+            (Ok(o), Ok(n)) => (o, n),
+            _ => return Err(MemoryError::OutOfRange { gpa, len }),
+        };
+        // SAFETY: punching a hole in our own memfd within its size.
+        let r = unsafe {
+            libc::fallocate(
+                self._fd.as_raw_fd(),
+                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                off,
+                n,
+            )
+        };
+        if r != 0 {
+            return Err(sys("fallocate(PUNCH_HOLE)"));
         }
         Ok(())
     }
@@ -150,9 +182,17 @@ impl GuestMemory {
     /// Copy out of guest RAM (through the memfd, whatever the views' protection).
     pub fn read(&self, gpa: u64, dst: &mut [u8]) -> Result<(), MemoryError> {
         self.check(gpa, dst.len() as u64)?;
-        let off = libc::off_t::try_from(gpa).map_err(|_| MemoryError::OutOfRange { gpa, len: 0 })?;
+        let off =
+            libc::off_t::try_from(gpa).map_err(|_| MemoryError::OutOfRange { gpa, len: 0 })?;
         // SAFETY: pread into our buffer from our memfd.
-        let n = unsafe { libc::pread(self._fd.as_raw_fd(), dst.as_mut_ptr().cast(), dst.len(), off) };
+        let n = unsafe {
+            libc::pread(
+                self._fd.as_raw_fd(),
+                dst.as_mut_ptr().cast(),
+                dst.len(),
+                off,
+            )
+        };
         if n < 0 || n as usize != dst.len() {
             return Err(sys("pread of guest memory"));
         }
@@ -162,7 +202,8 @@ impl GuestMemory {
     /// Copy into guest RAM.
     pub fn write(&self, gpa: u64, src: &[u8]) -> Result<(), MemoryError> {
         self.check(gpa, src.len() as u64)?;
-        let off = libc::off_t::try_from(gpa).map_err(|_| MemoryError::OutOfRange { gpa, len: 0 })?;
+        let off =
+            libc::off_t::try_from(gpa).map_err(|_| MemoryError::OutOfRange { gpa, len: 0 })?;
         // SAFETY: pwrite from our buffer into our memfd.
         let n = unsafe { libc::pwrite(self._fd.as_raw_fd(), src.as_ptr().cast(), src.len(), off) };
         if n < 0 || n as usize != src.len() {

@@ -35,7 +35,9 @@ fn step(vcpu: &mut VcpuFd, snp: &mut EmulatedSnp) -> Result<Option<Stop>, RunErr
         VcpuExit::IoOut(port, _) => {
             snp.stats.exit("io");
             let Some(bell) = Doorbell::from_port(port) else {
-                return Err(RunError::Guest(format!("write to unknown I/O port {port:#x}")));
+                return Err(RunError::Guest(format!(
+                    "write to unknown I/O port {port:#x}"
+                )));
             };
             doorbell(vcpu, snp, bell)
         }
@@ -87,23 +89,35 @@ fn step(vcpu: &mut VcpuFd, snp: &mut EmulatedSnp) -> Result<Option<Stop>, RunErr
         VcpuExit::Shutdown => Err(RunError::Guest(
             "the guest shut down (triple fault) — the firmware crashed".into(),
         )),
-        VcpuExit::FailEntry(reason, _) => Err(RunError::Guest(format!("KVM could not enter the guest (reason {reason:#x})"))),
+        VcpuExit::FailEntry(reason, _) => Err(RunError::Guest(format!(
+            "KVM could not enter the guest (reason {reason:#x})"
+        ))),
         VcpuExit::InternalError => {
             let rip = vcpu.get_regs().map(|r| r.rip).unwrap_or(0);
             if std::env::var_os("NACRE_DEBUG").is_some() {
                 eprintln!("{:#x?}", vcpu.get_sregs());
                 // SAFETY: the exit reason is KVM_EXIT_INTERNAL_ERROR, so `internal` is the active field.
                 let internal = unsafe { vcpu.get_kvm_run().__bindgen_anon_1.internal };
-                eprintln!("internal error suberror {} data {:x?}", internal.suberror, &internal.data[..internal.ndata as usize]);
+                eprintln!(
+                    "internal error suberror {} data {:x?}",
+                    internal.suberror,
+                    &internal.data[..internal.ndata as usize]
+                );
             }
-            Err(RunError::Guest(format!("KVM internal error while emulating the guest at RIP {rip:#x}")))
+            Err(RunError::Guest(format!(
+                "KVM internal error while emulating the guest at RIP {rip:#x}"
+            )))
         }
         other => Err(RunError::Guest(format!("unexpected VM exit {other:?}"))),
     }
 }
 
 /// PVALIDATE / VMGEXIT through the doorbell: operands in the vCPU's registers.
-fn doorbell(vcpu: &mut VcpuFd, snp: &mut EmulatedSnp, bell: Doorbell) -> Result<Option<Stop>, RunError> {
+fn doorbell(
+    vcpu: &mut VcpuFd,
+    snp: &mut EmulatedSnp,
+    bell: Doorbell,
+) -> Result<Option<Stop>, RunError> {
     match bell {
         Doorbell::Vmgexit => {
             snp.stats.exit("vmgexit");

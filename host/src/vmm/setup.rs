@@ -5,8 +5,13 @@
 use crate::platform::emulated_snp::{EmulatedSnp, C_BIT_MASK};
 use crate::vmm::memory::{GuestMemory, MemoryError, View};
 use igvm::snp_defs::{SevSelector, SevVmsa};
-use kvm_bindings::{kvm_enable_cap, kvm_segment, kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES};
-use kvm_ioctls::{Cap, Kvm, MsrExitReason, MsrFilterDefaultAction, MsrFilterRange, MsrFilterRangeFlags, VcpuFd, VmFd};
+use kvm_bindings::{
+    kvm_enable_cap, kvm_segment, kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES,
+};
+use kvm_ioctls::{
+    Cap, Kvm, MsrExitReason, MsrFilterDefaultAction, MsrFilterRange, MsrFilterRangeFlags, VcpuFd,
+    VmFd,
+};
 use nacre_loader::{ImagePage, LoadedImage, PageContents};
 use nacre_shared_abi::boot::{MemoryMapEntry, MEMORY_MAP_TYPE_MEMORY};
 use nacre_shared_abi::doorbell::EMULATED_SNP_SIGNATURE;
@@ -116,7 +121,8 @@ fn enable_msr_exits(vm: &VmFd) -> Result<(), SetupError> {
         ..Default::default()
     };
     cap.args[0] = u64::from((MsrExitReason::Filter | MsrExitReason::Unknown).bits());
-    vm.enable_cap(&cap).map_err(ioctl("KVM_CAP_X86_USER_SPACE_MSR"))?;
+    vm.enable_cap(&cap)
+        .map_err(ioctl("KVM_CAP_X86_USER_SPACE_MSR"))?;
     let bitmap = [0u8; 1]; // both MSRs denied -> exit to user space
     let range = MsrFilterRange {
         flags: MsrFilterRangeFlags::READ | MsrFilterRangeFlags::WRITE,

@@ -10,9 +10,14 @@
 //!    next page;
 //! 5. the host parameter page (memory map) at `HOST_PARAM_GPA`, unmeasured;
 //! 6. the BSP's VMSA at `VMSA_GPA`.
+//!
+//! The boot information carries the image's content digest ([`super::digest`]) over
+//! everything else that is measured, so it is written last, once the other pages and the
+//! VMSA are known.
 
 use std::collections::BTreeMap;
 
+use igvm::snp_defs::SevVmsa;
 use igvm::{IgvmDirectiveHeader, IgvmFile, IgvmPlatformHeader, IgvmRevision};
 use igvm_defs::{
     IgvmPageDataFlags, IgvmPageDataType, IgvmPlatformType, IGVM_SEV_SNP_PLATFORM_VERSION,
@@ -27,6 +32,7 @@ use nacre_shared_abi::layout::{
 };
 use zerocopy::IntoBytes;
 
+use super::digest::{ImageDigest, DIGEST_LEN};
 use super::{
     ImageError, MIN_MEMORY_HEADROOM, PARAMETER_AREA_INDEX, PARAMETER_AREA_SIZE, SNP_C_BIT_MASK,
     SNP_MASK,
@@ -63,14 +69,13 @@ pub(super) fn image_file(input: &PackageInput) -> Result<IgvmFile, ImageError> {
     let firmware = check_firmware_elf(input.firmware_elf).map_err(ImageError::Firmware)?;
     check_app_elf(input.app_elf).map_err(ImageError::App)?;
     let args = encode_args(&input.args, &input.env)?;
-    let boot_info = boot_info(&firmware, input.app_elf.len(), args.len())?;
+    let mut boot_info = boot_info(&firmware, input.app_elf.len(), args.len())?;
     let firmware_pages = firmware_pages(&firmware);
     check_file_size(&boot_info, &firmware_pages)?;
 
     let mut directives = Vec::new();
-    let mut boot_page = vec![0u8; PAGE];
-    boot_page[..core::mem::size_of::<BootInfo>()].copy_from_slice(boot_info.as_bytes());
-    directives.push(page_data(BOOT_INFO_GPA, boot_page));
+    // A placeholder until the digest over the rest of the image is known.
+    directives.push(page_data(BOOT_INFO_GPA, Vec::new()));
 
     let tables = InitialPageTables::new(SNP_C_BIT_MASK).to_pages();
     for (gpa, table) in (INITIAL_PT_GPA..).step_by(PAGE).zip(tables) {
@@ -102,11 +107,17 @@ pub(super) fn image_file(input: &PackageInput) -> Result<IgvmFile, ImageError> {
         },
     ));
 
+    let vmsa = initial_vmsa(firmware.entry, INITIAL_PT_GPA | SNP_C_BIT_MASK);
+    boot_info.image_digest = content_digest(&directives, &vmsa);
+    let mut boot_page = vec![0u8; PAGE];
+    boot_page[..core::mem::size_of::<BootInfo>()].copy_from_slice(boot_info.as_bytes());
+    directives[0] = page_data(BOOT_INFO_GPA, boot_page);
+
     directives.push(IgvmDirectiveHeader::SnpVpContext {
         gpa: VMSA_GPA,
         compatibility_mask: SNP_MASK,
         vp_index: 0,
-        vmsa: initial_vmsa(firmware.entry, INITIAL_PT_GPA | SNP_C_BIT_MASK),
+        vmsa,
     });
 
     IgvmFile::new(
@@ -127,6 +138,18 @@ pub(super) fn snp_platform() -> IgvmPlatformHeader {
         platform_version: IGVM_SEV_SNP_PLATFORM_VERSION,
         shared_gpa_boundary: 0,
     })
+}
+
+/// The [`super::digest`] of the measured pages among `directives` (in their order) and
+/// the BSP's `vmsa`.
+fn content_digest(directives: &[IgvmDirectiveHeader], vmsa: &SevVmsa) -> [u8; DIGEST_LEN] {
+    let mut digest = ImageDigest::new();
+    for directive in directives {
+        if let IgvmDirectiveHeader::PageData { gpa, data, .. } = directive {
+            digest.page(*gpa, data);
+        }
+    }
+    digest.finish(vmsa)
 }
 
 /// A measured normal page; empty `data` is a zero page.
@@ -206,7 +229,9 @@ fn boot_info(
         args_size,
         image_end,
         min_memory,
-        reserved: [0; 6],
+        // Filled in by `image_file` once the rest of the image is known.
+        image_digest: [0; DIGEST_LEN],
+        reserved: [0; 2],
     };
     info.check().map_err(ImageError::InvalidBootInfo)?;
     Ok(info)

@@ -5,7 +5,9 @@
 //! first pass over the fixed and variable headers ([`prescan`]) accepts only the header
 //! types nacre images use and checks every file offset before the `igvm` crate's parser
 //! sees the bytes (that parser does unchecked `u32` arithmetic on some offsets). Then
-//! every directive is checked against the memory layout and the [`BootInfo`].
+//! every directive is checked against the memory layout and the [`BootInfo`], and last
+//! the content of the pages and the VMSA against the boot information's digest
+//! ([`super::digest`]).
 
 use std::collections::BTreeMap;
 
@@ -24,6 +26,7 @@ use nacre_shared_abi::layout::{
 };
 use zerocopy::FromBytes;
 
+use super::digest::ImageDigest;
 use super::{ImageError, PARAMETER_AREA_SIZE};
 
 const PAGE: usize = PAGE_SIZE_4K as usize;
@@ -230,6 +233,7 @@ pub fn load_image(bytes: &[u8]) -> Result<LoadedImage, ImageError> {
     }
     check_measured(&page_index, boot_info.app_gpa, boot_info.image_end)?;
     check_vmsa(&vmsa, &boot_info, &pages, &page_index)?;
+    check_digest(&boot_info, &pages, &vmsa)?;
 
     Ok(LoadedImage {
         platform: PlatformKind::Snp,
@@ -310,7 +314,7 @@ fn read_boot_info(
     if tail.iter().any(|&b| b != 0) {
         return mismatch("the bytes after the boot information are not zero");
     }
-    if info.reserved0 != 0 || info.reserved != [0; 6] {
+    if info.reserved0 != 0 || info.reserved != [0; 2] {
         return mismatch("its reserved fields are not zero");
     }
     if platform != PlatformKind::Snp {
@@ -385,6 +389,24 @@ fn check_vmsa(
         return Err(ImageError::BadVpContext {
             reason: "CR3 does not point at a measured page",
         });
+    }
+    Ok(())
+}
+
+/// The pages (in directive order) and the VMSA must hash to the boot information's
+/// [`BootInfo::image_digest`]: the IGVM checksum covers the headers only, so this is
+/// what notices a corrupted page.
+fn check_digest(
+    boot_info: &BootInfo,
+    pages: &[ImagePage],
+    vmsa: &SevVmsa,
+) -> Result<(), ImageError> {
+    let mut digest = ImageDigest::new();
+    for page in pages {
+        digest.page(page.gpa, page.contents.bytes());
+    }
+    if digest.finish(vmsa) != boot_info.image_digest {
+        return Err(ImageError::DigestMismatch);
     }
     Ok(())
 }

@@ -14,6 +14,7 @@
 //! ```
 
 mod build;
+mod digest;
 mod load;
 
 pub use build::{build_image, PackageInput};
@@ -231,6 +232,9 @@ pub enum ImageError {
         /// The VMSA's `rip`.
         rip: u64,
     },
+    /// The pages or the VMSA do not hash to the boot information's image digest.
+    #[error("the image is corrupt: its content does not match its digest (re-package it)")]
+    DigestMismatch,
 }
 
 fn boot_info_reason(error: &BootInfoError) -> String {
@@ -261,6 +265,7 @@ mod tests {
         MAX_GUEST_MEMORY, MIN_GUEST_MEMORY, PAGE_SIZE_4K,
     };
     use proptest::prelude::*;
+    use sha2::{Digest, Sha256};
     use std::sync::OnceLock;
 
     const PAGE: usize = 4096;
@@ -352,7 +357,7 @@ mod tests {
         let args_gpa = align_up(APP_IMAGE_GPA + app_size, PAGE_SIZE_4K);
         let args_blob = b"\x02\0\0\0\x02\0\0\0app\0--flag\0HOME=/\0EMPTY=\0";
         let image_end = args_gpa + PAGE_SIZE_4K;
-        let expected_info = BootInfo {
+        let mut expected_info = BootInfo {
             magic: BOOT_INFO_MAGIC,
             version: BOOT_INFO_VERSION,
             platform: PlatformKind::Snp as u32,
@@ -365,24 +370,21 @@ mod tests {
             args_size: args_blob.len() as u64,
             image_end,
             min_memory: MIN_GUEST_MEMORY,
-            reserved: [0; 6],
+            // Set below, once the pages are known.
+            image_digest: [0; 32],
+            reserved: [0; 2],
         };
+        let expected_vmsa = initial_vmsa(testelf::FIRMWARE_ENTRY, INITIAL_PT_GPA | 1 << 47);
         assert_eq!(loaded.platform, PlatformKind::Snp);
-        assert_eq!(loaded.boot_info, expected_info);
         assert_eq!(loaded.min_memory, MIN_GUEST_MEMORY);
         assert_eq!(loaded.param_gpa, HOST_PARAM_GPA);
-        assert_eq!(
-            loaded.vmsa,
-            initial_vmsa(testelf::FIRMWARE_ENTRY, INITIAL_PT_GPA | 1 << 47)
-        );
+        assert_eq!(loaded.vmsa, expected_vmsa);
 
         let mut expected = Vec::new();
         let mut push =
             |gpa: u64, contents: PageContents| expected.push(ImagePage { gpa, contents });
-        push(
-            BOOT_INFO_GPA,
-            page(zerocopy::IntoBytes::as_bytes(&expected_info)),
-        );
+        // The boot information page is filled in below.
+        push(BOOT_INFO_GPA, PageContents::Zero);
         for (i, table) in InitialPageTables::new(1 << 47)
             .to_pages()
             .iter()
@@ -404,6 +406,20 @@ mod tests {
             push(APP_IMAGE_GPA + i as u64 * PAGE_SIZE_4K, page(chunk));
         }
         push(args_gpa, page(args_blob));
+
+        // The digest: every page but the boot information's (GPA, then its bytes) in
+        // order, then the VMSA.
+        let mut hasher = Sha256::new();
+        for page in &expected[1..] {
+            hasher.update(page.gpa.to_le_bytes());
+            hasher.update(page.contents.bytes());
+        }
+        hasher.update(zerocopy::IntoBytes::as_bytes(&*expected_vmsa));
+        expected_info.image_digest = hasher.finalize().into();
+        assert_ne!(expected_info.image_digest, [0; 32]);
+        expected[0].contents = page(zerocopy::IntoBytes::as_bytes(&expected_info));
+
+        assert_eq!(loaded.boot_info, expected_info);
         assert_eq!(loaded.pages, expected);
 
         let args_page = loaded.pages.last().unwrap().contents.bytes();
@@ -793,6 +809,157 @@ mod tests {
         24 + u32::from_le_bytes(image[12..16].try_into().unwrap()) as usize
     }
 
+    /// Where the sample image's file data lies: `(GPA, file offset)` of every page that
+    /// has file bytes (zero pages have none), in header order, and the VMSA's file offset.
+    fn sample_file_data() -> (Vec<(u64, usize)>, usize) {
+        use igvm_defs::{
+            IgvmVariableHeaderType as T, IGVM_VHS_PAGE_DATA, IGVM_VHS_VARIABLE_HEADER,
+            IGVM_VHS_VP_CONTEXT,
+        };
+        use zerocopy::FromBytes;
+        let image = sample_image();
+        let end = sample_headers_len();
+        let mut at = u32::from_le_bytes(image[8..12].try_into().unwrap()) as usize;
+        let mut pages = Vec::new();
+        let mut vmsa = None;
+        while at < end {
+            let (header, body) =
+                IGVM_VHS_VARIABLE_HEADER::read_from_prefix(&image[at..end]).unwrap();
+            match header.typ {
+                T::IGVM_VHT_PAGE_DATA => {
+                    let (page, _) = IGVM_VHS_PAGE_DATA::read_from_prefix(body).unwrap();
+                    if page.file_offset != 0 {
+                        pages.push((page.gpa, page.file_offset as usize));
+                    }
+                }
+                T::IGVM_VHT_VP_CONTEXT => {
+                    let (context, _) = IGVM_VHS_VP_CONTEXT::read_from_prefix(body).unwrap();
+                    vmsa = Some(context.file_offset as usize);
+                }
+                _ => {}
+            }
+            at += 8 + (header.length as usize).div_ceil(8) * 8;
+        }
+        (pages, vmsa.unwrap())
+    }
+
+    /// The sample image's data pages other than the boot information page, as
+    /// `(GPA, file offset)`.
+    fn sample_content_pages() -> Vec<(u64, usize)> {
+        let (mut pages, _) = sample_file_data();
+        pages.retain(|&(gpa, _)| gpa != BOOT_INFO_GPA);
+        pages
+    }
+
+    /// Load the sample image with the byte at `at` XORed with `flip`.
+    fn load_flipped(at: usize, flip: u8) -> Result<LoadedImage, ImageError> {
+        let mut image = sample_image().to_vec();
+        image[at] ^= flip;
+        load_image(&image)
+    }
+
+    fn assert_digest_mismatch(result: Result<LoadedImage, ImageError>, what: &str) {
+        let err = result.expect_err(what);
+        assert!(matches!(err, ImageError::DigestMismatch), "{what}: {err:?}");
+        assert!(err.to_string().contains("corrupt"), "{what}: {err}");
+    }
+
+    #[test]
+    fn sample_file_data_is_where_the_pages_are() {
+        let image = sample_image();
+        let loaded = load_image(image).unwrap();
+        let (pages, vmsa) = sample_file_data();
+        // Boot information, three page tables, two firmware pages, the app and the args.
+        let app_pages = sample_image_app_pages();
+        assert_eq!(pages.len(), 1 + 3 + 2 + app_pages + 1);
+        for (gpa, offset) in pages {
+            let page = loaded.pages.iter().find(|p| p.gpa == gpa).unwrap();
+            assert_eq!(
+                &image[offset..offset + PAGE],
+                page.contents.bytes(),
+                "{gpa:#x}"
+            );
+        }
+        assert_eq!(
+            &image[vmsa..vmsa + PAGE],
+            zerocopy::IntoBytes::as_bytes(&*loaded.vmsa)
+        );
+    }
+
+    fn sample_image_app_pages() -> usize {
+        Sample::new().app.len().div_ceil(PAGE)
+    }
+
+    #[test]
+    fn load_detects_corrupt_page_data() {
+        let pages = sample_content_pages();
+        assert!(pages.iter().any(|&(gpa, _)| gpa == FIRMWARE_GPA));
+        assert!(pages.iter().any(|&(gpa, _)| gpa == INITIAL_PT_GPA));
+        assert!(pages.iter().any(|&(gpa, _)| gpa == APP_IMAGE_GPA));
+        for (gpa, offset) in pages {
+            for byte in (0..PAGE).step_by(251).chain([1, PAGE - 1]) {
+                for flip in [0x01, 0x80, 0xff] {
+                    assert_digest_mismatch(
+                        load_flipped(offset + byte, flip),
+                        &format!("page {gpa:#x} byte {byte:#x} ^ {flip:#x}"),
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn load_detects_corrupt_vmsa() {
+        let (_, vmsa) = sample_file_data();
+        // Bytes the VMSA checks do not look at (a segment base, the padding).
+        for byte in [0x08, 0x100, 0x800, PAGE - 1] {
+            assert_digest_mismatch(
+                load_flipped(vmsa + byte, 0x01),
+                &format!("VMSA byte {byte:#x}"),
+            );
+        }
+        for byte in (0..PAGE).step_by(61) {
+            assert!(
+                load_flipped(vmsa + byte, 0x04).is_err(),
+                "VMSA byte {byte:#x}"
+            );
+        }
+    }
+
+    #[test]
+    fn load_detects_a_wrong_digest() {
+        // The digest itself is covered by the boot information page, which the digest
+        // does not include: a changed digest no longer matches the content.
+        let (pages, _) = sample_file_data();
+        let &(_, boot) = pages
+            .iter()
+            .find(|&&(gpa, _)| gpa == BOOT_INFO_GPA)
+            .unwrap();
+        let digest_at = core::mem::offset_of!(BootInfo, image_digest);
+        for byte in 0..32 {
+            assert_digest_mismatch(
+                load_flipped(boot + digest_at + byte, 0x01),
+                &format!("digest byte {byte}"),
+            );
+        }
+    }
+
+    #[test]
+    fn digest_changes_with_the_content() {
+        let sample = Sample::new();
+        let digest = |args: Vec<Vec<u8>>| {
+            let mut input = sample.input();
+            input.args = args;
+            load_image(&build_image(&input).unwrap())
+                .unwrap()
+                .boot_info
+                .image_digest
+        };
+        let a = digest(vec![b"app".to_vec()]);
+        assert_eq!(a, digest(vec![b"app".to_vec()]));
+        assert_ne!(a, digest(vec![b"apq".to_vec()]));
+    }
+
     /// A variable header of a type the prescan lets through, with an arbitrary body.
     fn variable_header() -> impl Strategy<Value = Vec<u8>> {
         use igvm_defs::IgvmVariableHeaderType as T;
@@ -829,6 +996,19 @@ mod tests {
             let at = index.index(image.len());
             image[at] = value;
             let _ = load_image(&image);
+        }
+
+        #[test]
+        fn page_data_corruption_is_detected(
+            page in any::<prop::sample::Index>(),
+            byte in 0..PAGE,
+            flip in 1..=u8::MAX,
+        ) {
+            let pages = sample_content_pages();
+            let (gpa, offset) = pages[page.index(pages.len())];
+            let err = load_flipped(offset + byte, flip).unwrap_err();
+            prop_assert!(matches!(err, ImageError::DigestMismatch), "{gpa:#x}+{byte:#x}: {err:?}");
+            prop_assert!(err.to_string().contains("corrupt"), "{err}");
         }
 
         #[test]

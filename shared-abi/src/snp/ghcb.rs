@@ -188,8 +188,14 @@ impl core::fmt::Debug for Ghcb {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Ghcb")
             .field("sw_exit_code", &format_args!("{:#x}", self.sw_exit_code))
-            .field("sw_exit_info_1", &format_args!("{:#x}", self.sw_exit_info_1))
-            .field("sw_exit_info_2", &format_args!("{:#x}", self.sw_exit_info_2))
+            .field(
+                "sw_exit_info_1",
+                &format_args!("{:#x}", self.sw_exit_info_1),
+            )
+            .field(
+                "sw_exit_info_2",
+                &format_args!("{:#x}", self.sw_exit_info_2),
+            )
             .field("sw_scratch", &format_args!("{:#x}", self.sw_scratch))
             .field("valid_bitmap", &self.valid_bitmap)
             .field("protocol_version", &self.protocol_version)

@@ -16,7 +16,9 @@ pub const PSC_ERROR_INVALID_ENTRY: u64 = (1 << 32) | 2;
 pub const PSC_ERROR_GENERIC: u64 = 0x100 << 32;
 
 /// PSC header: `cur_entry`, `end_entry` (inclusive), reserved (must stay zero).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 #[repr(C)]
 pub struct PscHeader {
     /// Index of the next entry to process.

@@ -5,7 +5,9 @@
 use super::instr::vmgexit;
 use crate::arch::cpu::{rdmsr, wrmsr};
 use crate::error::FwError;
-use nacre_shared_abi::hostcall::{HostcallHeader, HostcallOp, HOSTCALL_DATA_OFFSET, HOSTCALL_MAX_DATA, HOSTCALL_PORT};
+use nacre_shared_abi::hostcall::{
+    HostcallHeader, HostcallOp, HOSTCALL_DATA_OFFSET, HOSTCALL_MAX_DATA, HOSTCALL_PORT,
+};
 use nacre_shared_abi::snp::ghcb::{exit_code, ioio, Ghcb, GhcbField};
 use nacre_shared_abi::snp::msr_protocol::{self as mp, MsrRequest, MsrResponse};
 use nacre_shared_abi::snp::MSR_GHCB;
@@ -35,7 +37,11 @@ impl Snp {
     }
 
     /// One MSR-protocol exchange; the response must carry `expect_info`.
-    pub fn msr_protocol(&mut self, req: MsrRequest, expect_info: u64) -> Result<MsrResponse, FwError> {
+    pub fn msr_protocol(
+        &mut self,
+        req: MsrRequest,
+        expect_info: u64,
+    ) -> Result<MsrResponse, FwError> {
         self.msr_holds_ghcb = false;
         // SAFETY: the GHCB MSR is architectural on SNP (and handled by the emulated
         // host); the request only asks the host to act on what it names.
@@ -116,12 +122,20 @@ impl Snp {
         g.clear();
         g.rax = self.hostcall_gpa >> 12;
         g.set_valid(GhcbField::Rax);
-        g.set_exit(exit_code::IOIO, (u64::from(HOSTCALL_PORT) << ioio::PORT_SHIFT) | ioio::SIZE_32, 0);
+        g.set_exit(
+            exit_code::IOIO,
+            (u64::from(HOSTCALL_PORT) << ioio::PORT_SHIFT) | ioio::SIZE_32,
+            0,
+        );
         self.call(&mut g)
     }
 
     /// Send a hostcall with `data` and return the checked reply header.
-    fn hostcall(&mut self, mut req: HostcallHeader, data: &[u8]) -> Result<HostcallHeader, FwError> {
+    fn hostcall(
+        &mut self,
+        mut req: HostcallHeader,
+        data: &[u8],
+    ) -> Result<HostcallHeader, FwError> {
         if self.hostcall_va == 0 || data.len() as u64 > HOSTCALL_MAX_DATA {
             return Err(FwError::Hostcall);
         }
@@ -130,13 +144,23 @@ impl Snp {
         // SAFETY: `hostcall_va` maps the shared hostcall buffer (HOSTCALL_BUFFER_SIZE
         // bytes) that no Rust reference covers; the lengths were checked above.
         unsafe {
-            core::ptr::copy_nonoverlapping(data.as_ptr(), base.add(HOSTCALL_DATA_OFFSET as usize), data.len());
-            core::ptr::copy_nonoverlapping(req.as_bytes().as_ptr(), base, HOSTCALL_DATA_OFFSET as usize);
+            core::ptr::copy_nonoverlapping(
+                data.as_ptr(),
+                base.add(HOSTCALL_DATA_OFFSET as usize),
+                data.len(),
+            );
+            core::ptr::copy_nonoverlapping(
+                req.as_bytes().as_ptr(),
+                base,
+                HOSTCALL_DATA_OFFSET as usize,
+            );
         }
         self.ring_hostcall()?;
         let mut reply = [0u8; HOSTCALL_DATA_OFFSET as usize];
         // SAFETY: as above; copy the reply header into private memory before use.
-        unsafe { core::ptr::copy_nonoverlapping(base as *const u8, reply.as_mut_ptr(), reply.len()) };
+        unsafe {
+            core::ptr::copy_nonoverlapping(base as *const u8, reply.as_mut_ptr(), reply.len())
+        };
         HostcallHeader::read_from_bytes(&reply).map_err(|_| FwError::Hostcall)
     }
 

@@ -72,7 +72,9 @@ pub unsafe fn vmgexit() {
     if emulated() {
         // SAFETY: the doorbell changes no guest register; the host may write shared
         // memory and the GHCB MSR, which the caller expects.
-        unsafe { asm!("out {port}, al", port = const DOORBELL_VMGEXIT, in("al") 0u8, options(nostack)) };
+        unsafe {
+            asm!("out {port}, al", port = const DOORBELL_VMGEXIT, in("al") 0u8, options(nostack))
+        };
     } else {
         // SAFETY: VMGEXIT (`rep vmmcall`) with the GHCB MSR set up by the caller.
         unsafe { asm!("rep vmmcall", options(nostack)) };

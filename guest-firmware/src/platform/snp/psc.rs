@@ -10,13 +10,23 @@ use nacre_shared_abi::snp::psc::{PageStateOp, PscDesc, PscEntry, PscHeader, PSC_
 use zerocopy::{FromBytes, FromZeros, IntoBytes};
 
 /// Change the state of `npages` 4 KiB pages from `gfn`.
-pub fn page_state_change(snp: &mut Snp, mut gfn: u64, mut npages: u64, op: PageStateOp) -> Result<(), FwError> {
+pub fn page_state_change(
+    snp: &mut Snp,
+    mut gfn: u64,
+    mut npages: u64,
+    op: PageStateOp,
+) -> Result<(), FwError> {
     while npages > 0 {
         let mut desc = PscDesc::new_zeroed();
         let mut n = 0usize;
         while n < PSC_MAX_ENTRIES && npages > 0 {
-            let huge = gfn % 512 == 0 && npages >= 512;
-            let e = PscEntry { cur_page: 0, gfn, op, huge };
+            let huge = gfn.is_multiple_of(512) && npages >= 512;
+            let e = PscEntry {
+                cur_page: 0,
+                gfn,
+                op,
+                huge,
+            };
             desc.entries[n] = e.encode();
             n += 1;
             gfn += e.npages();
