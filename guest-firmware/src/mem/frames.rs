@@ -225,7 +225,7 @@ impl Frames {
     /// of the current chunk goes to the free list.
     pub fn alloc_2m(&mut self, snp: &mut Snp) -> Result<u64, FwError> {
         let start = self.accepted_end;
-        if start % PAGE_SIZE_2M != 0 || self.ram_end - start < PAGE_SIZE_2M {
+        if !start.is_multiple_of(PAGE_SIZE_2M) || self.ram_end - start < PAGE_SIZE_2M {
             return Err(FwError::OutOfMemory);
         }
         self.accept(snp, start, PAGE_SIZE_2M, true)?;
