@@ -203,7 +203,7 @@ pub fn boot() -> Result<Entry, FwError> {
     };
     let elf = Elf::parse(app)?;
     let args = ArgsBlob::parse(args).map_err(|_| FwError::BootInfo)?;
-    let entry = loader::load(k, &elf, &args)?;
+    let entry = loader::load(k, &elf, bi.app_gpa, &args)?;
     drop(guard);
     // SAFETY: GDT loaded; the entry uses its selectors.
     unsafe { syscall_entry::init() };

@@ -4,6 +4,7 @@
 use super::elf::{Elf, ET_DYN};
 use crate::error::FwError;
 use crate::kernel::{Kernel, UserMemError};
+use crate::mem::frames::FrameTables;
 use crate::mem::paging::{NO_EXECUTE, USER, WRITABLE};
 use crate::mem::user::{Vma, PROT_EXEC, PROT_READ, PROT_WRITE};
 use nacre_shared_abi::boot::ArgsBlob;
@@ -47,7 +48,7 @@ fn mem_err(e: UserMemError) -> FwError {
 }
 
 /// Load `elf` and build the stack from `args`. Returns the entry state.
-pub fn load(k: &mut Kernel, elf: &Elf, args: &ArgsBlob) -> Result<Entry, FwError> {
+pub fn load(k: &mut Kernel, elf: &Elf, app_gpa: u64, args: &ArgsBlob) -> Result<Entry, FwError> {
     let base = if elf.e_type == ET_DYN { PIE_BASE } else { 0 };
     let mut image_end = 0u64;
     let mut phdr_va = 0u64;
@@ -72,30 +73,66 @@ pub fn load(k: &mut Kernel, elf: &Elf, args: &ArgsBlob) -> Result<Entry, FwError
                     k.vmas.protect_range(va, va + PAGE_SIZE_4K, merged);
                 }
                 None => {
-                    if !k.vmas.insert(Vma {
-                        start: va,
-                        end: va + PAGE_SIZE_4K,
-                        prot,
-                    }) {
+                    let extended = k
+                        .vmas
+                        .find(va - 1)
+                        .is_some_and(|v| v.prot == prot && v.end == va)
+                        && k.vmas.extend(va, va + PAGE_SIZE_4K);
+                    if !extended
+                        && !k.vmas.insert(Vma {
+                            start: va,
+                            end: va + PAGE_SIZE_4K,
+                            prot,
+                        })
+                    {
                         return Err(FwError::OutOfMemory);
                     }
                 }
             }
             va += PAGE_SIZE_4K;
         }
-        // Copy the file bytes through a writable mapping, then set final rights.
-        let file = &elf.bytes[ph.offset as usize..(ph.offset + ph.filesz) as usize];
-        k.populate(page_start, page_end - page_start, false)
-            .map_err(mem_err)?;
+        // Read-only pages that hold only this segment's file bytes are mapped straight
+        // from the measured image (no copy); the rest get fresh frames and a copy.
+        let direct = prot & PROT_WRITE == 0 && ph.offset % PAGE_SIZE_4K == ph.vaddr % PAGE_SIZE_4K;
+        let file_end = ph.offset + ph.filesz;
         let mut va = page_start;
         while va < page_end {
-            k.pt.set_flags_4k(va, USER | WRITABLE | NO_EXECUTE)
-                .ok_or(FwError::BadApp)?;
+            let file_page = (ph.offset & !(PAGE_SIZE_4K - 1)) + (va - page_start);
+            let shared_page = elf.loads().filter(|o| o.vaddr != ph.vaddr).any(|o| {
+                let os = (base + o.vaddr) & !(PAGE_SIZE_4K - 1);
+                let oe = base + o.vaddr + o.memsz;
+                os <= va && va < oe
+            });
+            if direct
+                && !shared_page
+                && file_page + PAGE_SIZE_4K <= file_end
+                && k.pt.translate(va).is_none()
+            {
+                let mut alloc = FrameTables {
+                    frames: &mut k.frames,
+                    snp: &mut k.snp,
+                };
+                k.pt.map_4k(va, app_gpa + file_page, USER | NO_EXECUTE, true, &mut alloc)
+                    .ok_or(FwError::OutOfMemory)?;
+            } else {
+                k.populate(va, PAGE_SIZE_4K, false).map_err(mem_err)?;
+                k.pt.set_flags_4k(va, USER | WRITABLE | NO_EXECUTE)
+                    .ok_or(FwError::BadApp)?;
+                // This page's part of `[start, start + filesz)`.
+                let lo = va.max(start);
+                let hi = (va + PAGE_SIZE_4K).min(start + ph.filesz);
+                if lo < hi {
+                    let off = (ph.offset + (lo - start)) as usize;
+                    let bytes = &elf.bytes[off..off + (hi - lo) as usize];
+                    // SAFETY: the page at `va` was just mapped writable in the current
+                    // address space and nothing else references it.
+                    unsafe {
+                        core::ptr::copy_nonoverlapping(bytes.as_ptr(), lo as *mut u8, bytes.len())
+                    };
+                }
+            }
             va += PAGE_SIZE_4K;
         }
-        // SAFETY: `[start, start + filesz)` was just mapped writable in the current
-        // address space and nothing else references it.
-        unsafe { core::ptr::copy_nonoverlapping(file.as_ptr(), start as *mut u8, file.len()) };
         image_end = image_end.max(page_end);
     }
     // Final page rights from the (merged) VMAs.
