@@ -294,3 +294,367 @@ impl<'a> ArgsBlob<'a> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layout::{GUEST_MEMORY_ALIGN, MAX_GUEST_MEMORY, MIN_GUEST_MEMORY, PAGE_SIZE_4K};
+    use proptest::prelude::*;
+    use std::vec;
+    use std::vec::Vec;
+
+    // ---- BootInfo ----
+
+    /// A GPA offset: mostly a few pages forwards (sometimes unaligned), sometimes
+    /// backwards, sometimes anything.
+    fn delta() -> impl Strategy<Value = u64> {
+        prop_oneof![
+            12 => (0u64..16).prop_map(|p| p * PAGE_SIZE_4K),
+            2 => 0u64..0x4000,
+            1 => (1u64..3).prop_map(|p| (p * PAGE_SIZE_4K).wrapping_neg()),
+            1 => any::<u64>(),
+        ]
+    }
+
+    /// Boot handoffs laid out in order with perturbed gaps, so that both valid and
+    /// barely invalid ones are common.
+    fn boot_info() -> impl Strategy<Value = BootInfo> {
+        let header = (
+            prop_oneof![9 => Just(BOOT_INFO_MAGIC), 1 => any::<[u8; 8]>()],
+            prop_oneof![9 => Just(BOOT_INFO_VERSION), 1 => any::<u32>()],
+            prop_oneof![9 => 0u32..4, 1 => any::<u32>()],
+            any::<u32>(),
+        );
+        let regions = (
+            prop_oneof![Just(crate::layout::FIRMWARE_GPA_END), any::<u64>()],
+            delta(),
+            prop_oneof![1 => Just(0u64), 4 => delta()],
+            delta(),
+            prop_oneof![1 => Just(0u64), 4 => delta()],
+            delta(),
+            delta(),
+        );
+        (header, regions, any::<[u8; 32]>()).prop_map(
+            |(
+                (magic, version, platform, c_bit),
+                (fw_end, d_app, app_size, d_args, args_size, d_img, d_mem),
+                image_digest,
+            )| {
+                let app_gpa = fw_end.wrapping_add(d_app);
+                let args_gpa = app_gpa.wrapping_add(app_size).wrapping_add(d_args);
+                let args_end = args_gpa.wrapping_add(args_size);
+                let image_end = (args_end.wrapping_add(PAGE_SIZE_4K - 1) & !(PAGE_SIZE_4K - 1))
+                    .wrapping_add(d_img);
+                BootInfo {
+                    magic,
+                    version,
+                    platform,
+                    c_bit,
+                    reserved0: 0,
+                    firmware_end: fw_end,
+                    app_gpa,
+                    app_size,
+                    args_gpa,
+                    args_size,
+                    image_end,
+                    min_memory: image_end.wrapping_add(d_mem),
+                    image_digest,
+                    reserved: [0; 2],
+                }
+            },
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn boot_info_check_matches_its_rules(b in boot_info()) {
+            let wide = u128::from;
+            let regions_ok = b.app_size > 0
+                && b.app_gpa >= b.firmware_end
+                && wide(b.app_gpa) + wide(b.app_size) <= wide(b.args_gpa)
+                && wide(b.args_gpa) + wide(b.args_size) <= wide(b.image_end)
+                && b.image_end % PAGE_SIZE_4K == 0
+                && b.image_end <= b.min_memory;
+            let expected = if b.magic != BOOT_INFO_MAGIC {
+                Err(BootInfoError::BadMagic)
+            } else if b.version != BOOT_INFO_VERSION {
+                Err(BootInfoError::BadVersion(b.version))
+            } else if b.platform == 1 {
+                if regions_ok { Ok(PlatformKind::Snp) } else { Err(BootInfoError::BadRegion) }
+            } else if b.platform == 2 {
+                if regions_ok { Ok(PlatformKind::Tdx) } else { Err(BootInfoError::BadRegion) }
+            } else {
+                Err(BootInfoError::BadPlatform(b.platform))
+            };
+            prop_assert_eq!(b.check(), expected);
+        }
+
+        #[test]
+        fn boot_info_bytes_round_trip(bytes in proptest::collection::vec(any::<u8>(), 128)) {
+            let Ok(b) = BootInfo::read_from_bytes(&bytes) else {
+                return Err(TestCaseError::fail("128 bytes must read as a BootInfo"));
+            };
+            prop_assert_eq!(b.as_bytes(), &bytes[..]);
+            // `check` never panics on anything the page can hold.
+            let _ = b.check();
+        }
+
+        #[test]
+        fn platform_kind_round_trips(v in prop_oneof![0u32..4, any::<u32>()]) {
+            match PlatformKind::try_from(v) {
+                Ok(p) => prop_assert_eq!(p as u32, v),
+                Err(e) => {
+                    prop_assert_eq!(e, v);
+                    prop_assert!(v != 1 && v != 2);
+                }
+            }
+        }
+    }
+
+    // ---- Memory map ----
+
+    fn entry_bytes(e: &MemoryMapEntry) -> [u8; 24] {
+        let mut out = [0u8; 24];
+        out.copy_from_slice(e.as_bytes());
+        out
+    }
+
+    /// Page counts around the interesting sizes.
+    fn page_count() -> impl Strategy<Value = u64> {
+        let per_2m = GUEST_MEMORY_ALIGN / PAGE_SIZE_4K;
+        prop_oneof![
+            1 => Just(0u64),
+            2 => Just(MIN_GUEST_MEMORY / PAGE_SIZE_4K),
+            2 => Just(MAX_GUEST_MEMORY / PAGE_SIZE_4K),
+            1 => Just(MAX_GUEST_MEMORY / PAGE_SIZE_4K + per_2m),
+            1 => Just(MIN_GUEST_MEMORY / PAGE_SIZE_4K - per_2m),
+            6 => (1u64..1 << 17).prop_map(move |n| n * per_2m),
+            1 => (1u64..1 << 17).prop_map(move |n| n * per_2m + 1),
+            1 => 0u64..1 << 30,
+            1 => (u64::MAX / PAGE_SIZE_4K)..=u64::MAX,
+            1 => any::<u64>(),
+        ]
+    }
+
+    fn map_entry() -> impl Strategy<Value = MemoryMapEntry> {
+        (
+            prop_oneof![6 => Just(0u64), 1 => any::<u64>()],
+            page_count(),
+            prop_oneof![6 => Just(MEMORY_MAP_TYPE_MEMORY), 1 => any::<u16>()],
+            prop_oneof![6 => Just(0u16), 1 => any::<u16>()],
+            prop_oneof![6 => Just(0u32), 1 => any::<u32>()],
+        )
+            .prop_map(
+                |(start, pages, entry_type, flags, reserved)| MemoryMapEntry {
+                    starting_gpa_page_number: start,
+                    number_of_pages: pages,
+                    entry_type,
+                    flags,
+                    reserved,
+                },
+            )
+    }
+
+    const TERMINATOR: MemoryMapEntry = MemoryMapEntry {
+        starting_gpa_page_number: 0,
+        number_of_pages: 0,
+        entry_type: 0,
+        flags: 0,
+        reserved: 0,
+    };
+
+    /// Parameter pages: random bytes, or a random page whose first entries are
+    /// plausible (a RAM entry, then mostly a terminator).
+    fn param_page() -> impl Strategy<Value = Vec<u8>> {
+        let structured = (
+            proptest::collection::vec(any::<u8>(), 4096),
+            map_entry(),
+            prop_oneof![2 => Just(TERMINATOR), 1 => map_entry()],
+            prop_oneof![Just(TERMINATOR), map_entry()],
+        )
+            .prop_map(|(mut page, e0, e1, e2)| {
+                page[0..24].copy_from_slice(&entry_bytes(&e0));
+                page[24..48].copy_from_slice(&entry_bytes(&e1));
+                page[48..72].copy_from_slice(&entry_bytes(&e2));
+                page
+            });
+        prop_oneof![1 => proptest::collection::vec(any::<u8>(), 4096), 3 => structured]
+    }
+
+    fn min_memory() -> impl Strategy<Value = u64> {
+        prop_oneof![
+            2 => Just(0u64),
+            2 => Just(MIN_GUEST_MEMORY),
+            2 => (1u64..1 << 12).prop_map(|n| n << 20),
+            1 => any::<u64>(),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn memory_map_is_one_ram_range_of_a_valid_size(page in param_page(), min in min_memory()) {
+            let entry = |i: usize| MemoryMapEntry::read_from_bytes(&page[i * 24..(i + 1) * 24]).ok();
+            let (Some(e0), Some(e1)) = (entry(0), entry(1)) else {
+                return Err(TestCaseError::fail("a 4096-byte page holds two entries"));
+            };
+            let size = u128::from(e0.number_of_pages) * u128::from(PAGE_SIZE_4K);
+            let expected_ok = e0.number_of_pages != 0
+                && e0.entry_type == MEMORY_MAP_TYPE_MEMORY
+                && e0.flags == 0
+                && e0.reserved == 0
+                && e0.starting_gpa_page_number == 0
+                && size >= u128::from(min.max(MIN_GUEST_MEMORY))
+                && size <= u128::from(MAX_GUEST_MEMORY)
+                && size % u128::from(GUEST_MEMORY_ALIGN) == 0
+                && e1.number_of_pages == 0;
+            match parse_memory_map(&page, min) {
+                Ok(bytes) => {
+                    prop_assert!(expected_ok);
+                    prop_assert_eq!(u128::from(bytes), size);
+                    prop_assert!(bytes >= min);
+                    prop_assert!(bytes >= MIN_GUEST_MEMORY);
+                    prop_assert!(bytes <= MAX_GUEST_MEMORY);
+                    prop_assert!(bytes.is_multiple_of(GUEST_MEMORY_ALIGN));
+                }
+                Err(_) => prop_assert!(!expected_ok),
+            }
+        }
+
+        #[test]
+        fn memory_map_of_short_input_never_panics(
+            page in proptest::collection::vec(any::<u8>(), 0..100),
+            first in map_entry(),
+            min in min_memory(),
+        ) {
+            let mut page = page;
+            let head = entry_bytes(&first);
+            let n = page.len().min(24);
+            page[..n].copy_from_slice(&head[..n]);
+            // Without a terminator inside the input there is no map.
+            if page.len() < 48 {
+                prop_assert!(parse_memory_map(&page, min).is_err());
+            } else {
+                let _ = parse_memory_map(&page, min);
+            }
+        }
+    }
+
+    // ---- ArgsBlob ----
+
+    fn nul_free_string() -> impl Strategy<Value = Vec<u8>> {
+        proptest::collection::vec(1u8..=255, 0..12)
+    }
+
+    fn fail(e: ArgsBlobError) -> TestCaseError {
+        TestCaseError::fail(std::format!("{e:?}"))
+    }
+
+    fn encode_blob(args: &[&[u8]], env: &[&[u8]]) -> Result<Vec<u8>, ArgsBlobError> {
+        let mut out = vec![0u8; ArgsBlob::encoded_len(args.iter().chain(env).copied())];
+        ArgsBlob::encode(args, env, &mut out)?;
+        Ok(out)
+    }
+
+    /// A valid blob, then maybe one byte changed, a tail cut off or a byte appended.
+    fn mutated_blob() -> impl Strategy<Value = Vec<u8>> {
+        (
+            proptest::collection::vec(nul_free_string(), 1..4),
+            proptest::collection::vec(nul_free_string(), 0..4),
+            0u8..4,
+            any::<prop::sample::Index>(),
+            prop_oneof![Just(0u8), any::<u8>()],
+        )
+            .prop_map(|(args, env, how, at, byte)| {
+                let args: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+                let env: Vec<&[u8]> = env.iter().map(Vec::as_slice).collect();
+                let mut v = encode_blob(&args, &env).unwrap_or_default();
+                let i = at.index(v.len());
+                match how {
+                    0 => {}
+                    1 => v[i] = byte,
+                    2 => v.truncate(i),
+                    _ => v.push(byte),
+                }
+                v
+            })
+    }
+
+    /// Blob-like bytes: random, a small header followed by strings of a small
+    /// alphabet that is rich in NULs, or a valid blob slightly damaged.
+    fn blob_bytes() -> impl Strategy<Value = Vec<u8>> {
+        let header = (
+            prop_oneof![4 => 0u32..5, 1 => any::<u32>()],
+            prop_oneof![4 => 0u32..5, 1 => any::<u32>()],
+        );
+        let body =
+            proptest::collection::vec(prop_oneof![Just(0u8), Just(b'='), any::<u8>()], 0..40);
+        prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..64),
+            (header, body).prop_map(|((argc, envc), body)| {
+                let mut v = Vec::with_capacity(8 + body.len());
+                v.extend_from_slice(&argc.to_le_bytes());
+                v.extend_from_slice(&envc.to_le_bytes());
+                v.extend_from_slice(&body);
+                v
+            }),
+            mutated_blob(),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn args_blob_round_trips(
+            args in proptest::collection::vec(nul_free_string(), 1..6),
+            env in proptest::collection::vec(nul_free_string(), 0..6),
+        ) {
+            let args: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+            let env: Vec<&[u8]> = env.iter().map(Vec::as_slice).collect();
+            let bytes = encode_blob(&args, &env).map_err(fail)?;
+            let blob = ArgsBlob::parse(&bytes).map_err(fail)?;
+            prop_assert_eq!(blob.argc() as usize, args.len());
+            prop_assert_eq!(blob.envc() as usize, env.len());
+            let strings: Vec<&[u8]> = blob.strings().collect();
+            let expected: Vec<&[u8]> = args.iter().chain(&env).copied().collect();
+            prop_assert_eq!(strings, expected);
+        }
+
+        #[test]
+        fn args_blob_encode_refuses_bad_input(
+            args in proptest::collection::vec(nul_free_string(), 1..4),
+            env in proptest::collection::vec(nul_free_string(), 0..4),
+            pick in any::<prop::sample::Index>(),
+            at in any::<prop::sample::Index>(),
+            extra in prop_oneof![Just(-1isize), Just(1isize)],
+        ) {
+            let args: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+            let env: Vec<&[u8]> = env.iter().map(Vec::as_slice).collect();
+            // No program name.
+            prop_assert_eq!(encode_blob(&[], &env), Err(ArgsBlobError::NoProgramName));
+            // Wrong output length.
+            let len = ArgsBlob::encoded_len(args.iter().chain(&env).copied());
+            let mut out = vec![0u8; len.wrapping_add_signed(extra)];
+            prop_assert!(ArgsBlob::encode(&args, &env, &mut out).is_err());
+            // A NUL inside any string.
+            let mut all: Vec<Vec<u8>> = args.iter().chain(&env).map(|s| s.to_vec()).collect();
+            let victim = pick.index(all.len());
+            let pos = at.index(all[victim].len() + 1);
+            all[victim].insert(pos, 0);
+            let (a, e) = all.split_at(args.len());
+            let a: Vec<&[u8]> = a.iter().map(Vec::as_slice).collect();
+            let e: Vec<&[u8]> = e.iter().map(Vec::as_slice).collect();
+            prop_assert!(encode_blob(&a, &e).is_err());
+        }
+
+        #[test]
+        fn args_blob_parse_accepts_only_canonical_blobs(bytes in blob_bytes()) {
+            if let Ok(blob) = ArgsBlob::parse(&bytes) {
+                prop_assert!(blob.argc() >= 1);
+                let strings: Vec<&[u8]> = blob.strings().collect();
+                prop_assert_eq!(strings.len(), blob.argc() as usize + blob.envc() as usize);
+                prop_assert!(strings.iter().all(|s| !s.contains(&0)));
+                let (args, env) = strings.split_at(blob.argc() as usize);
+                prop_assert_eq!(encode_blob(args, env), Ok(bytes));
+            }
+        }
+    }
+}

@@ -71,6 +71,7 @@ pub const EMULATED_SNP_SIGNATURE: [u8; 12] = *b"NacreEmuSNP\0";
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn ports_round_trip_and_others_are_rejected() {
@@ -84,6 +85,16 @@ mod tests {
         }
         for port in (0..=u16::MAX).filter(|p| !(0xE0..=0xE3).contains(p)) {
             assert_eq!(Doorbell::from_port(port), None);
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn from_port_is_inverse_of_port(port in prop_oneof![0xDEu16..0xE6, any::<u16>()]) {
+            match Doorbell::from_port(port) {
+                Some(d) => prop_assert_eq!(d.port(), port),
+                None => prop_assert!(!(DOORBELL_PVALIDATE..=DOORBELL_TDCALL).contains(&port)),
+            }
         }
     }
 }

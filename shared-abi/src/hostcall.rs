@@ -116,3 +116,139 @@ impl HostcallHeader {
         Ok(Ok(self.result))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Lengths around the data area's size.
+    fn len() -> impl Strategy<Value = u64> {
+        prop_oneof![
+            0..=HOSTCALL_MAX_DATA,
+            HOSTCALL_MAX_DATA - 2..=HOSTCALL_MAX_DATA + 2,
+            any::<u64>(),
+        ]
+    }
+
+    fn request() -> impl Strategy<Value = HostcallHeader> {
+        (
+            prop_oneof![4 => 0u32..5, 1 => any::<u32>()],
+            prop_oneof![4 => 0u32..4, 1 => any::<u32>()],
+            len(),
+            any::<u64>(),
+            any::<u64>(),
+            any::<u64>(),
+            any::<[u64; 3]>(),
+        )
+            .prop_map(
+                |(op, fd, len, arg, status, result, reserved)| HostcallHeader {
+                    op,
+                    fd,
+                    len,
+                    arg,
+                    status,
+                    result,
+                    reserved,
+                },
+            )
+    }
+
+    /// Replies: status mostly 0 or near the errno limit; result mostly near the
+    /// request's length.
+    fn reply_to(request: HostcallHeader) -> impl Strategy<Value = HostcallHeader> {
+        let status = prop_oneof![3 => Just(0u64), 1 => 1u64..=4097, 1 => any::<u64>()];
+        let result = prop_oneof![
+            0..=request.len,
+            Just(request.len.saturating_add(1)),
+            (0u64..3).prop_map(move |d| request.len.wrapping_add(d)),
+            any::<u64>(),
+        ];
+        (status, result).prop_map(move |(status, result)| HostcallHeader {
+            status,
+            result,
+            ..request
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn op_round_trips(v in prop_oneof![0u32..5, any::<u32>()]) {
+            match HostcallOp::try_from(v) {
+                Ok(op) => prop_assert_eq!(op as u32, v),
+                Err(e) => {
+                    prop_assert_eq!(e, v);
+                    prop_assert!(!(1..=3).contains(&v));
+                }
+            }
+        }
+
+        #[test]
+        fn accepted_requests_fit_and_use_an_allowed_fd(h in request()) {
+            let fd_ok = match h.op {
+                1 => h.fd == 1 || h.fd == 2,
+                2 => h.fd == 0,
+                _ => true,
+            };
+            let expected_ok = (1..=3).contains(&h.op) && h.len <= HOSTCALL_MAX_DATA && fd_ok;
+            match h.check_request() {
+                Ok(op) => {
+                    prop_assert!(expected_ok);
+                    prop_assert_eq!(op as u32, h.op);
+                    prop_assert!(h.len <= HOSTCALL_MAX_DATA);
+                    prop_assert!(HOSTCALL_DATA_OFFSET + h.len <= HOSTCALL_BUFFER_SIZE);
+                    match op {
+                        HostcallOp::Write => prop_assert!(h.fd == 1 || h.fd == 2),
+                        HostcallOp::Read => prop_assert_eq!(h.fd, 0),
+                        HostcallOp::Exit => {}
+                    }
+                }
+                Err(HostcallError::BadOp(op)) => {
+                    prop_assert_eq!(op, h.op);
+                    prop_assert!(!(1..=3).contains(&op));
+                }
+                Err(HostcallError::BadLength(len)) => {
+                    prop_assert_eq!(len, h.len);
+                    prop_assert!(len > HOSTCALL_MAX_DATA);
+                }
+                Err(HostcallError::BadFd(fd)) => {
+                    prop_assert_eq!(fd, h.fd);
+                    prop_assert!(!fd_ok);
+                }
+                Err(HostcallError::BadReply) => prop_assert!(false, "BadReply from check_request"),
+            }
+        }
+
+        #[test]
+        fn reply_never_claims_more_than_asked(
+            (request, reply) in request().prop_flat_map(|r| (Just(r), reply_to(r))),
+        ) {
+            match reply.check_reply(&request) {
+                Ok(Ok(n)) => {
+                    prop_assert!(n <= request.len);
+                    prop_assert_eq!(n, reply.result);
+                    prop_assert_eq!(reply.status, 0);
+                }
+                Ok(Err(errno)) => {
+                    prop_assert!((1..=4095).contains(&errno));
+                    prop_assert_eq!(errno, reply.status);
+                }
+                Err(e) => {
+                    prop_assert_eq!(e, HostcallError::BadReply);
+                    prop_assert!(
+                        reply.status > 4095 || (reply.status == 0 && reply.result > request.len)
+                    );
+                }
+            }
+        }
+
+        #[test]
+        fn header_bytes_round_trip(h in request()) {
+            let bytes = h.as_bytes();
+            prop_assert_eq!(bytes.len() as u64, HOSTCALL_DATA_OFFSET);
+            prop_assert_eq!(&bytes[0x18..0x20], &h.status.to_le_bytes());
+            prop_assert_eq!(&bytes[0x20..0x28], &h.result.to_le_bytes());
+            prop_assert_eq!(HostcallHeader::read_from_bytes(bytes), Ok(h));
+        }
+    }
+}

@@ -353,3 +353,45 @@ fn demo_runs_the_embedded_example() {
         describe_output(&output)
     );
 }
+
+/// A hostile host leaves the boot-handoff page unvalidated: the guest's first read of
+/// it must stop the guest, naming the GPA, the view and the rule (exit 120).
+#[test]
+fn touching_unvalidated_private_memory_is_stopped() {
+    nacre_tests::require_kvm();
+    let image = c_hello_image();
+    let out = nacre_tests::run_with_env(
+        &image,
+        &["--memory", "128M"],
+        &[("NACRE_TEST_HOSTILE", "unvalidated-boot-info")],
+    );
+    assert_exit(&out, 120, "unvalidated boot info");
+    let err = stderr(&out);
+    assert!(
+        err.contains("private access to GPA 0x1000") && err.contains("never validated"),
+        "stderr: {err}"
+    );
+    assert!(
+        !stdout(&out).contains("hello from nacre"),
+        "the app must not run"
+    );
+}
+
+/// A hostile host leaves the parameter page shared: the guest reads shared memory
+/// through its private view and must be stopped (exit 120).
+#[test]
+fn touching_shared_memory_as_private_is_stopped() {
+    nacre_tests::require_kvm();
+    let image = c_hello_image();
+    let out = nacre_tests::run_with_env(
+        &image,
+        &["--memory", "128M"],
+        &[("NACRE_TEST_HOSTILE", "shared-param-page")],
+    );
+    assert_exit(&out, 120, "shared parameter page");
+    let err = stderr(&out);
+    assert!(
+        err.contains("private access to GPA 0x2000") && err.contains("not assigned"),
+        "stderr: {err}"
+    );
+}

@@ -153,6 +153,13 @@ impl EmulatedSnp {
         self.rmp.launch_page(gpa / PAGE_SIZE_4K)
     }
 
+    /// Test hook for a hostile host: reassign a page so it is private but no longer
+    /// validated (what an RMPUPDATE behind the guest's back leaves).
+    pub fn unvalidate_page(&mut self, gpa: u64) {
+        let gfn = gpa / PAGE_SIZE_4K;
+        let _ = self.rmp.rmpupdate(gfn, true, RmpPageSize::Size4K, false);
+    }
+
     /// A guest RDMSR that reached the VMM: `Some(value)` or `None` for #GP.
     pub fn rdmsr(&self, index: u32) -> Option<u64> {
         match index {

@@ -56,8 +56,32 @@ pub struct Vm {
     pub snp: EmulatedSnp,
 }
 
+/// Ways a test can make the host misbehave at launch (env `NACRE_TEST_HOSTILE`), to
+/// check that the platform's memory rules stop the guest (DESIGN.md 8.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hostile {
+    /// Place the boot-handoff page but leave it unvalidated: the guest's first read
+    /// of it is a private access to memory it never validated.
+    UnvalidatedBootInfo,
+    /// Leave the parameter page hypervisor-owned (shared): the guest reads shared
+    /// memory through its private view.
+    SharedParamPage,
+}
+
+impl Hostile {
+    /// From the environment variable's value.
+    pub fn from_env() -> Option<Self> {
+        match std::env::var("NACRE_TEST_HOSTILE").ok()?.as_str() {
+            "unvalidated-boot-info" => Some(Self::UnvalidatedBootInfo),
+            "shared-param-page" => Some(Self::SharedParamPage),
+            _ => None,
+        }
+    }
+}
+
 /// Build the VM.
 pub fn build(image: &LoadedImage, memory: u64) -> Result<Vm, SetupError> {
+    let hostile = Hostile::from_env();
     let kvm = Kvm::new().map_err(SetupError::Kvm)?;
     let vm = kvm.create_vm().map_err(SetupError::Kvm)?;
     let mem = GuestMemory::new(memory)?;
@@ -103,8 +127,13 @@ pub fn build(image: &LoadedImage, memory: u64) -> Result<Vm, SetupError> {
     let mut param = [0u8; 4096];
     param[..48].copy_from_slice(map.as_bytes());
     snp.mem.write(image.param_gpa, &param)?;
-    snp.launch_page(image.param_gpa)
-        .map_err(|e| SetupError::Image(format!("parameter page cannot be placed: {e:?}")))?;
+    if hostile != Some(Hostile::SharedParamPage) {
+        snp.launch_page(image.param_gpa)
+            .map_err(|e| SetupError::Image(format!("parameter page cannot be placed: {e:?}")))?;
+    }
+    if hostile == Some(Hostile::UnvalidatedBootInfo) {
+        snp.unvalidate_page(nacre_shared_abi::layout::BOOT_INFO_GPA);
+    }
     snp.sync_views(0, memory / PAGE_SIZE_4K)?;
 
     enable_msr_exits(&vm)?;

@@ -292,6 +292,7 @@ impl GhcbErrorCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn valid_bits_follow_offsets() {
@@ -313,5 +314,107 @@ mod tests {
         assert_eq!(g.rax, 0);
         let bytes = g.as_bytes();
         assert_eq!(&bytes[0xFFA..0xFFC], &2u16.to_le_bytes());
+    }
+
+    const ALL_FIELDS: [GhcbField; 10] = [
+        GhcbField::Rax,
+        GhcbField::Rbx,
+        GhcbField::Rcx,
+        GhcbField::Rdx,
+        GhcbField::SwExitCode,
+        GhcbField::SwExitInfo1,
+        GhcbField::SwExitInfo2,
+        GhcbField::SwScratch,
+        GhcbField::Xcr0,
+        GhcbField::Cpl,
+    ];
+
+    fn le_u64(bytes: &[u8], at: usize) -> u64 {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&bytes[at..at + 8]);
+        u64::from_le_bytes(b)
+    }
+
+    proptest! {
+        #[test]
+        fn valid_bitmap_holds_exactly_the_fields_set(
+            chosen in proptest::collection::vec(any::<bool>(), ALL_FIELDS.len()),
+            order in Just(ALL_FIELDS).prop_shuffle(),
+        ) {
+            let mut g = Ghcb::new_zeroed();
+            let is_chosen = |f: GhcbField| {
+                ALL_FIELDS.iter().zip(&chosen).any(|(&a, &c)| a == f && c)
+            };
+            for f in order.into_iter().filter(|&f| is_chosen(f)) {
+                g.set_valid(f);
+                // Setting twice changes nothing.
+                let before = g.valid_bitmap;
+                g.set_valid(f);
+                prop_assert_eq!(g.valid_bitmap, before);
+            }
+            let mut expected = [0u64; 2];
+            for f in ALL_FIELDS {
+                prop_assert_eq!(g.is_valid(f), is_chosen(f));
+                if is_chosen(f) {
+                    let bit = f.offset() / 8;
+                    expected[bit / 64] |= 1 << (bit % 64);
+                }
+            }
+            prop_assert_eq!(g.valid_bitmap, expected);
+            // The bitmap sits at 0x3F0 in the page, little-endian.
+            let bytes = g.as_bytes();
+            prop_assert_eq!(le_u64(bytes, 0x3F0), expected[0]);
+            prop_assert_eq!(le_u64(bytes, 0x3F8), expected[1]);
+        }
+
+        #[test]
+        fn set_exit_marks_exactly_the_exit_fields(
+            code in any::<u64>(),
+            info1 in any::<u64>(),
+            info2 in any::<u64>(),
+        ) {
+            let mut g = Ghcb::new_zeroed();
+            g.clear();
+            g.set_exit(code, info1, info2);
+            let bytes = g.as_bytes();
+            prop_assert_eq!(le_u64(bytes, 0x390), code);
+            prop_assert_eq!(le_u64(bytes, 0x398), info1);
+            prop_assert_eq!(le_u64(bytes, 0x3A0), info2);
+            for f in ALL_FIELDS {
+                let exit = matches!(
+                    f,
+                    GhcbField::SwExitCode | GhcbField::SwExitInfo1 | GhcbField::SwExitInfo2
+                );
+                prop_assert_eq!(g.is_valid(f), exit);
+            }
+        }
+
+        #[test]
+        fn page_bytes_round_trip(bytes in proptest::collection::vec(any::<u8>(), 4096)) {
+            let Ok(g) = Ghcb::read_from_bytes(&bytes) else {
+                return Err(TestCaseError::fail("a 4096-byte buffer must read as a Ghcb"));
+            };
+            prop_assert_eq!(g.as_bytes(), &bytes[..]);
+            prop_assert_eq!(g.rax, le_u64(&bytes, 0x1F8));
+            prop_assert_eq!(g.sw_exit_code, le_u64(&bytes, 0x390));
+            prop_assert_eq!(g.valid_bitmap, [le_u64(&bytes, 0x3F0), le_u64(&bytes, 0x3F8)]);
+            prop_assert_eq!(&g.shared_buffer[..], &bytes[0x800..0x800 + GHCB_SHARED_BUFFER_SIZE]);
+            prop_assert_eq!(g.protocol_version, u16::from_le_bytes([bytes[0xFFA], bytes[0xFFB]]));
+            for f in ALL_FIELDS {
+                let bit = f.offset() / 8;
+                prop_assert_eq!(
+                    g.is_valid(f),
+                    g.valid_bitmap[bit / 64] & (1 << (bit % 64)) != 0
+                );
+            }
+        }
+
+        #[test]
+        fn error_code_from_code_round_trips(v in prop_oneof![0u64..16, any::<u64>()]) {
+            match GhcbErrorCode::from_code(v) {
+                Some(e) => prop_assert_eq!(e as u64, v),
+                None => prop_assert!(!(1..=6).contains(&v)),
+            }
+        }
     }
 }

@@ -251,6 +251,7 @@ impl MsrResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn psc_request_layout_matches_linux() {
@@ -268,5 +269,189 @@ mod tests {
         // KVM answers a failed MSR PSC with BIT(63) | 0x015.
         let r = MsrResponse::decode((1 << 63) | PSC_RESP, PSC_RESP).unwrap();
         assert_eq!(r, MsrResponse::PageStateChange { error: 0x8000_0000 });
+    }
+
+    /// Every GHCBInfo a guest request can carry.
+    const REQUEST_INFOS: [u64; 6] = [
+        SEV_INFO_REQ,
+        CPUID_REQ,
+        REG_GPA_REQ,
+        PSC_REQ,
+        HV_FEATURES_REQ,
+        TERM_REQ,
+    ];
+
+    /// Every GHCBInfo a host response can carry.
+    const RESPONSE_INFOS: [u64; 5] = [
+        SEV_INFO_RESP,
+        CPUID_RESP,
+        REG_GPA_RESP,
+        PSC_RESP,
+        HV_FEATURES_RESP,
+    ];
+
+    fn psc_op() -> impl Strategy<Value = MsrPscOp> {
+        prop_oneof![Just(MsrPscOp::Private), Just(MsrPscOp::Shared)]
+    }
+
+    /// Every request whose fields fit their encoding.
+    fn valid_request() -> impl Strategy<Value = MsrRequest> {
+        prop_oneof![
+            Just(MsrRequest::SevInfo),
+            (any::<u32>(), 0u8..4)
+                .prop_map(|(leaf, register)| MsrRequest::Cpuid { leaf, register }),
+            (0..=GFN_MASK_52).prop_map(|gfn| MsrRequest::RegisterGhcb { gfn }),
+            (0..=GFN_MASK_40, psc_op())
+                .prop_map(|(gfn, op)| MsrRequest::PageStateChange { gfn, op }),
+            Just(MsrRequest::HvFeatures),
+            (0u8..16, any::<u8>()).prop_map(|(set, code)| MsrRequest::Terminate { set, code }),
+        ]
+    }
+
+    /// Every response whose fields fit their encoding.
+    fn valid_response() -> impl Strategy<Value = MsrResponse> {
+        prop_oneof![
+            (any::<u16>(), any::<u16>(), any::<u8>())
+                .prop_map(|(max, min, c_bit)| MsrResponse::SevInfo { max, min, c_bit }),
+            any::<u32>().prop_map(|value| MsrResponse::Cpuid { value }),
+            (0..=GFN_MASK_52).prop_map(|gfn| MsrResponse::RegisterGhcb { gfn }),
+            any::<u32>().prop_map(|error| MsrResponse::PageStateChange { error }),
+            (0..=GFN_MASK_52).prop_map(|features| MsrResponse::HvFeatures { features }),
+        ]
+    }
+
+    const fn response_info(r: MsrResponse) -> u64 {
+        match r {
+            MsrResponse::SevInfo { .. } => SEV_INFO_RESP,
+            MsrResponse::Cpuid { .. } => CPUID_RESP,
+            MsrResponse::RegisterGhcb { .. } => REG_GPA_RESP,
+            MsrResponse::PageStateChange { .. } => PSC_RESP,
+            MsrResponse::HvFeatures { .. } => HV_FEATURES_RESP,
+        }
+    }
+
+    /// `v` with bit `bit` flipped, or unchanged when `bit` is 64.
+    fn flip(v: u64, bit: u32) -> u64 {
+        if bit < 64 {
+            v ^ (1 << bit)
+        } else {
+            v
+        }
+    }
+
+    /// A bit index to flip, or 64 (no flip) half of the time.
+    fn bit_or_none() -> impl Strategy<Value = u32> {
+        prop_oneof![Just(64u32), 0u32..64]
+    }
+
+    /// Raw MSR values: uniformly random, random data under a known info, and valid
+    /// encodings with at most two bits flipped.
+    fn msr_value(infos: &'static [u64]) -> impl Strategy<Value = u64> {
+        let near_valid = prop_oneof![
+            valid_request().prop_map(MsrRequest::encode),
+            valid_response().prop_map(MsrResponse::encode),
+        ];
+        prop_oneof![
+            any::<u64>(),
+            (any::<u64>(), prop::sample::select(infos)).prop_map(|(hi, info)| (hi & !0xFFF) | info),
+            (near_valid, bit_or_none(), bit_or_none()).prop_map(|(v, a, b)| flip(flip(v, a), b)),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn request_round_trips(r in valid_request()) {
+            prop_assert_eq!(MsrRequest::decode(r.encode()), Ok(r));
+        }
+
+        #[test]
+        fn request_decode_accepts_only_canonical_encodings(v in msr_value(&REQUEST_INFOS)) {
+            match MsrRequest::decode(v) {
+                Ok(r) => prop_assert_eq!(r.encode(), v),
+                Err(MsrProtocolError::Malformed(m)) => {
+                    prop_assert_eq!(m, v);
+                    prop_assert!(REQUEST_INFOS.contains(&(v & GHCB_MSR_INFO_MASK)));
+                }
+                Err(MsrProtocolError::UnknownInfo(info)) => {
+                    prop_assert_eq!(info, v & GHCB_MSR_INFO_MASK);
+                    prop_assert!(!REQUEST_INFOS.contains(&info));
+                }
+            }
+        }
+
+        #[test]
+        fn request_decode_rejects_every_single_bit_corruption(r in valid_request()) {
+            for bit in 0..64 {
+                let v = r.encode() ^ (1 << bit);
+                if let Ok(d) = MsrRequest::decode(v) {
+                    prop_assert_eq!(d.encode(), v, "bit {} of {:?}", bit, r);
+                }
+            }
+        }
+
+        #[test]
+        fn response_decode_rejects_every_single_bit_corruption(r in valid_response()) {
+            for bit in 0..64 {
+                let v = r.encode() ^ (1 << bit);
+                for expected in [response_info(r), v & GHCB_MSR_INFO_MASK] {
+                    if let Ok(d) = MsrResponse::decode(v, expected) {
+                        prop_assert_eq!(d.encode(), v, "bit {} of {:?}", bit, r);
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn response_round_trips(r in valid_response()) {
+            let info = response_info(r);
+            prop_assert_eq!(MsrResponse::decode(r.encode(), info), Ok(r));
+            for other in RESPONSE_INFOS.into_iter().filter(|&i| i != info) {
+                prop_assert_eq!(
+                    MsrResponse::decode(r.encode(), other),
+                    Err(MsrProtocolError::UnknownInfo(info))
+                );
+            }
+        }
+
+        #[test]
+        fn response_decode_accepts_only_canonical_encodings(
+            (v, expected) in (
+                msr_value(&RESPONSE_INFOS),
+                prop_oneof![
+                    3 => Just(None),
+                    1 => prop::sample::select(&RESPONSE_INFOS[..]).prop_map(Some),
+                    1 => prop::sample::select(&REQUEST_INFOS[..]).prop_map(Some),
+                    1 => (0..=GHCB_MSR_INFO_MASK).prop_map(Some),
+                    1 => any::<u64>().prop_map(Some),
+                ],
+            )
+                .prop_map(|(v, e)| (v, e.unwrap_or(v & GHCB_MSR_INFO_MASK))),
+        ) {
+            match MsrResponse::decode(v, expected) {
+                Ok(r) => {
+                    prop_assert_eq!(r.encode(), v);
+                    prop_assert_eq!(response_info(r), expected);
+                }
+                Err(MsrProtocolError::Malformed(m)) => {
+                    prop_assert_eq!(m, v);
+                    prop_assert_eq!(v & GHCB_MSR_INFO_MASK, expected);
+                    prop_assert!(RESPONSE_INFOS.contains(&expected));
+                }
+                Err(MsrProtocolError::UnknownInfo(info)) => {
+                    prop_assert_eq!(info, v & GHCB_MSR_INFO_MASK);
+                    prop_assert!(info != expected || !RESPONSE_INFOS.contains(&info));
+                }
+            }
+        }
+
+        #[test]
+        fn response_decode_with_every_expected_info(v in msr_value(&RESPONSE_INFOS)) {
+            for expected in RESPONSE_INFOS {
+                if let Ok(r) = MsrResponse::decode(v, expected) {
+                    prop_assert_eq!(r.encode(), v);
+                    prop_assert_eq!(response_info(r), expected);
+                }
+            }
+        }
     }
 }

@@ -99,3 +99,69 @@ impl PvalidateResult {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const ALL_ERRORS: [RmpError; 5] = [
+        RmpError::FailInput,
+        RmpError::FailPermission,
+        RmpError::FailInUse,
+        RmpError::FailOverlap,
+        RmpError::FailSizeMismatch,
+    ];
+
+    /// Return codes: uniformly random, or small (where every defined code lives).
+    fn code() -> impl Strategy<Value = u32> {
+        prop_oneof![0u32..16, any::<u32>()]
+    }
+
+    #[test]
+    fn every_error_round_trips() {
+        for e in ALL_ERRORS {
+            assert_eq!(RmpError::from_code(e.code()), Some(e));
+            assert_ne!(e.code(), RMP_SUCCESS);
+        }
+        for s in [RmpPageSize::Size4K, RmpPageSize::Size2M] {
+            assert_eq!(RmpPageSize::from_operand(s.operand()), Some(s));
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn error_from_code_is_inverse_of_code(c in code()) {
+            match RmpError::from_code(c) {
+                Some(e) => prop_assert_eq!(e.code(), c),
+                None => prop_assert!(ALL_ERRORS.iter().all(|e| e.code() != c)),
+            }
+        }
+
+        #[test]
+        fn pvalidate_result_decodes_eax_and_cf(rax in code(), cf in any::<bool>()) {
+            let r = PvalidateResult { rax, cf }.decode();
+            if rax == RMP_SUCCESS {
+                prop_assert_eq!(r, Ok(!cf));
+            } else {
+                prop_assert_eq!(r, Err(RmpError::from_code(rax)));
+                if let Err(Some(e)) = r {
+                    prop_assert_eq!(e.code(), rax);
+                }
+            }
+        }
+
+        #[test]
+        fn page_size_from_operand_is_inverse_of_operand(
+            v in prop_oneof![0u64..4, any::<u64>()],
+        ) {
+            match RmpPageSize::from_operand(v) {
+                Some(s) => {
+                    prop_assert_eq!(s.operand(), v);
+                    prop_assert!(s.bytes().is_power_of_two());
+                }
+                None => prop_assert!(v > 1),
+            }
+        }
+    }
+}
