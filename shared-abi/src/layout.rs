@@ -12,7 +12,7 @@ pub const PAGE_SIZE_2M: u64 = 0x20_0000;
 /// Size of a 1 GiB page.
 pub const PAGE_SIZE_1G: u64 = 0x4000_0000;
 
-/// The C-bit position the emulated SNP platform reports in CPUID 0x8000_001F EBX[5:0].
+/// The C-bit position the emulated SNP platform reports in CPUID 0x8000_001F EBX bits 5:0.
 /// Guest RAM is one memfd mapped twice: the shared view at GPA 0 and the private view
 /// at `1 << 47` (DESIGN.md 3.1), so bit 47 set in a GPA is exactly "private".
 pub const EMULATED_SNP_C_BIT: u32 = 47;

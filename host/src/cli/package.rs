@@ -14,7 +14,7 @@ pub struct PackageArgs {
     /// Where to write the image.
     #[arg(short = 'o', long = "output")]
     pub output: PathBuf,
-    /// An argument for the app (repeat for more); argv[0] is the app's file name.
+    /// An argument for the app (repeat for more); the first argument (argv 0) is the app's file name.
     #[arg(long = "arg", value_name = "ARG", allow_hyphen_values = true)]
     pub args: Vec<String>,
     /// An environment variable for the app as KEY=VALUE (repeat for more).

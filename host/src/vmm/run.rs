@@ -1,4 +1,4 @@
-//! The vCPU loop: one place decodes KVM exits into [`Exit`]; one function handles each.
+//! The vCPU loop: one place decodes KVM exits (kvm-ioctls `VcpuExit`); one function handles each.
 
 use crate::platform::emulated_snp::{EmulatedSnp, Stop};
 use crate::vmm::memory::MemoryError;
