@@ -109,25 +109,33 @@ pub fn boot() -> Result<Entry, FwError> {
     let mut pool = Pool { next: 0 };
     let root = pool.alloc_table().ok_or(FwError::OutOfMemory)?;
     let mut pt = PageTables::new(root, 1 << c_bit);
-    for gpa in (FIRMWARE_GPA..bi.firmware_end).step_by(PAGE_SIZE_4K as usize) {
-        pt.map_4k(
-            KERNEL_VA_BASE + gpa,
-            gpa,
-            WRITABLE | GLOBAL,
-            true,
-            &mut pool,
-        )
+    let fw_pages = (bi.firmware_end - FIRMWARE_GPA) / PAGE_SIZE_4K;
+    pt.map_range_4k(
+        KERNEL_VA_BASE + FIRMWARE_GPA,
+        FIRMWARE_GPA,
+        fw_pages,
+        WRITABLE | GLOBAL,
+        true,
+        &mut pool,
+    )
+    .ok_or(FwError::OutOfMemory)?;
+    // 1 GiB pages where the CPU has them (CPUID 0x8000_0001 EDX[26]), 2 MiB for the rest.
+    let gib = if cpuid(0x8000_0001, 0).edx & (1 << 26) != 0 {
+        ram / PAGE_SIZE_1G
+    } else {
+        0
+    };
+    pt.map_range_1g(DIRECT_MAP_VA_BASE, 0, gib, WRITABLE | NO_EXECUTE, &mut pool)
         .ok_or(FwError::OutOfMemory)?;
-    }
-    for gpa in (0..ram).step_by(PAGE_SIZE_2M as usize) {
-        pt.map_2m(
-            DIRECT_MAP_VA_BASE + gpa,
-            gpa,
-            WRITABLE | NO_EXECUTE,
-            &mut pool,
-        )
-        .ok_or(FwError::OutOfMemory)?;
-    }
+    let mapped = gib * PAGE_SIZE_1G;
+    pt.map_range_2m(
+        DIRECT_MAP_VA_BASE + mapped,
+        mapped,
+        (ram - mapped) / PAGE_SIZE_2M,
+        WRITABLE | NO_EXECUTE,
+        &mut pool,
+    )
+    .ok_or(FwError::OutOfMemory)?;
     if crate::platform::snp::instr::emulated() {
         let t = crate::arch::syscall_entry::trampoline_va();
         pt.set_flags_4k(t, crate::mem::paging::USER | GLOBAL)
@@ -185,7 +193,7 @@ pub fn boot() -> Result<Entry, FwError> {
         brk_start: 0,
         brk: 0,
         mmap_next: MMAP_TOP,
-        unsupported: [0; 512],
+        unsupported: [(0, 0); 64],
     });
     // SAFETY: the app image and argument blob are measured private pages
     // (BootInfo::check bounded them inside the image) and mapped by the direct map.

@@ -18,7 +18,8 @@ pub struct Kernel {
     pub brk_start: u64,
     pub brk: u64,
     pub mmap_next: u64,
-    pub unsupported: [u32; 512],
+    /// Unsupported syscalls: (number, count), in order of first use.
+    pub unsupported: [(u32, u32); 64],
 }
 
 /// The kernel, once boot has built it.

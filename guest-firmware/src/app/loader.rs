@@ -47,104 +47,155 @@ fn mem_err(e: UserMemError) -> FwError {
     }
 }
 
+/// Most PT_LOAD segments an app may have.
+const MAX_SEGMENTS: usize = 16;
+
+/// One PT_LOAD segment at its load address.
+#[derive(Debug, Clone, Copy, Default)]
+struct Segment {
+    start: u64,
+    page_start: u64,
+    page_end: u64,
+    prot: u32,
+    offset: u64,
+    filesz: u64,
+}
+
 /// Load `elf` and build the stack from `args`. Returns the entry state.
+///
+/// Every firmware instruction is costly where ring 0 is emulated (`docs/design.md`),
+/// so the work is per segment and per run of pages: read-only pages holding only one
+/// segment's file bytes are mapped straight from the measured image in one range,
+/// pages with writable file bytes are copied, and pages past the file bytes (bss)
+/// are left to demand paging, which hands out zeroed frames.
 pub fn load(k: &mut Kernel, elf: &Elf, app_gpa: u64, args: &ArgsBlob) -> Result<Entry, FwError> {
     let base = if elf.e_type == ET_DYN { PIE_BASE } else { 0 };
-    let mut image_end = 0u64;
+    let mut segs = [Segment::default(); MAX_SEGMENTS];
+    let mut nsegs = 0;
     let mut phdr_va = 0u64;
     for ph in elf.loads() {
         let start = base.checked_add(ph.vaddr).ok_or(FwError::BadApp)?;
         let end = start.checked_add(ph.memsz).ok_or(FwError::BadApp)?;
-        if end > STACK_TOP - STACK_SIZE || start < PAGE_SIZE_4K {
+        if end > STACK_TOP - STACK_SIZE || start < PAGE_SIZE_4K || nsegs == MAX_SEGMENTS {
             return Err(FwError::BadApp);
         }
         if ph.offset <= elf.phoff && elf.phoff < ph.offset + ph.filesz {
             phdr_va = start + (elf.phoff - ph.offset);
         }
-        let prot = prot_of(ph.flags);
-        let page_start = start & !(PAGE_SIZE_4K - 1);
-        let page_end = (end + PAGE_SIZE_4K - 1) & !(PAGE_SIZE_4K - 1);
-        // Segments may share a boundary page: give it the union of their rights.
-        let mut va = page_start;
-        while va < page_end {
-            match k.vmas.find(va) {
+        segs[nsegs] = Segment {
+            start,
+            page_start: start & !(PAGE_SIZE_4K - 1),
+            page_end: (end + PAGE_SIZE_4K - 1) & !(PAGE_SIZE_4K - 1),
+            prot: prot_of(ph.flags),
+            offset: ph.offset,
+            filesz: ph.filesz,
+        };
+        nsegs += 1;
+    }
+    let segs = &segs[..nsegs];
+    if segs.is_empty() {
+        return Err(FwError::BadApp);
+    }
+    // Areas: one per segment; a page two segments share gets the union of rights.
+    for seg in segs {
+        let mut from = seg.page_start;
+        while from < seg.page_end {
+            match k.vmas.find(from) {
                 Some(v) => {
-                    let merged = v.prot | prot;
-                    k.vmas.protect_range(va, va + PAGE_SIZE_4K, merged);
+                    k.vmas
+                        .protect_range(from, from + PAGE_SIZE_4K, v.prot | seg.prot);
+                    from += PAGE_SIZE_4K;
                 }
-                None => {
-                    let extended = k
-                        .vmas
-                        .find(va - 1)
-                        .is_some_and(|v| v.prot == prot && v.end == va)
-                        && k.vmas.extend(va, va + PAGE_SIZE_4K);
-                    if !extended
-                        && !k.vmas.insert(Vma {
-                            start: va,
-                            end: va + PAGE_SIZE_4K,
-                            prot,
-                        })
-                    {
-                        return Err(FwError::OutOfMemory);
-                    }
-                }
+                None => break,
             }
-            va += PAGE_SIZE_4K;
         }
-        // Read-only pages that hold only this segment's file bytes are mapped straight
-        // from the measured image (no copy); the rest get fresh frames and a copy.
-        let direct = prot & PROT_WRITE == 0 && ph.offset % PAGE_SIZE_4K == ph.vaddr % PAGE_SIZE_4K;
-        let file_end = ph.offset + ph.filesz;
-        let mut va = page_start;
-        while va < page_end {
-            let file_page = (ph.offset & !(PAGE_SIZE_4K - 1)) + (va - page_start);
-            let shared_page = elf.loads().filter(|o| o.vaddr != ph.vaddr).any(|o| {
-                let os = (base + o.vaddr) & !(PAGE_SIZE_4K - 1);
-                let oe = base + o.vaddr + o.memsz;
-                os <= va && va < oe
-            });
-            if direct
-                && !shared_page
-                && file_page + PAGE_SIZE_4K <= file_end
-                && k.pt.translate(va).is_none()
-            {
-                let mut alloc = FrameTables {
-                    frames: &mut k.frames,
-                    snp: &mut k.snp,
+        if from < seg.page_end {
+            // Segments may only share their boundary pages.
+            if k.vmas.overlaps(from, seg.page_end) {
+                return Err(FwError::BadApp);
+            }
+            if !k.vmas.insert(Vma {
+                start: from,
+                end: seg.page_end,
+                prot: seg.prot,
+            }) {
+                return Err(FwError::OutOfMemory);
+            }
+        }
+    }
+    let shared_with_other = |i: usize, va: u64| {
+        segs.iter()
+            .enumerate()
+            .any(|(j, o)| j != i && o.page_start <= va && va < o.page_end)
+    };
+    for (i, seg) in segs.iter().enumerate() {
+        let file_end_va = seg.start + seg.filesz;
+        let file_pages_end = (file_end_va + PAGE_SIZE_4K - 1) & !(PAGE_SIZE_4K - 1);
+        let direct_ok =
+            seg.prot & PROT_WRITE == 0 && seg.offset % PAGE_SIZE_4K == seg.start % PAGE_SIZE_4K;
+        let flags = Vma {
+            start: 0,
+            end: 0,
+            prot: seg.prot,
+        }
+        .pte_flags()
+        .unwrap_or(USER | NO_EXECUTE);
+        // Whole, unshared file pages form one run, mapped with one call; only the
+        // first and last page of a segment can be shared with a neighbour.
+        let first_shared = shared_with_other(i, seg.page_start);
+        let last_page = seg.page_end - PAGE_SIZE_4K;
+        let last_shared = last_page > seg.page_start && shared_with_other(i, last_page);
+        let run_start = seg.page_start + if first_shared { PAGE_SIZE_4K } else { 0 };
+        let mut run_end = file_end_va & !(PAGE_SIZE_4K - 1);
+        if last_shared {
+            run_end = run_end.min(last_page);
+        }
+        let direct = if direct_ok && run_start < run_end {
+            (run_start, run_end)
+        } else {
+            (0, 0)
+        };
+        if direct.0 < direct.1 {
+            let file_page = (seg.offset & !(PAGE_SIZE_4K - 1)) + (direct.0 - seg.page_start);
+            let n = (direct.1 - direct.0) / PAGE_SIZE_4K;
+            let mut alloc = FrameTables {
+                frames: &mut k.frames,
+                snp: &mut k.snp,
+            };
+            k.pt.map_range_4k(direct.0, app_gpa + file_page, n, flags, true, &mut alloc)
+                .ok_or(FwError::OutOfMemory)?;
+        }
+        let mut va = seg.page_start;
+        while va < file_pages_end.min(seg.page_end) {
+            if direct.0 <= va && va < direct.1 {
+                va = direct.1;
+                continue;
+            }
+            // Copy this page's part of the file bytes into a private frame.
+            k.populate(va, PAGE_SIZE_4K, false).map_err(mem_err)?;
+            k.pt.set_flags_4k(va, USER | WRITABLE | NO_EXECUTE)
+                .ok_or(FwError::BadApp)?;
+            let lo = va.max(seg.start);
+            let hi = (va + PAGE_SIZE_4K).min(file_end_va);
+            if lo < hi {
+                let off = (seg.offset + (lo - seg.start)) as usize;
+                let bytes = &elf.bytes[off..off + (hi - lo) as usize];
+                // SAFETY: the page at `va` was just mapped writable in the current
+                // address space and nothing else references it.
+                unsafe {
+                    core::ptr::copy_nonoverlapping(bytes.as_ptr(), lo as *mut u8, bytes.len())
                 };
-                k.pt.map_4k(va, app_gpa + file_page, USER | NO_EXECUTE, true, &mut alloc)
-                    .ok_or(FwError::OutOfMemory)?;
-            } else {
-                k.populate(va, PAGE_SIZE_4K, false).map_err(mem_err)?;
-                k.pt.set_flags_4k(va, USER | WRITABLE | NO_EXECUTE)
-                    .ok_or(FwError::BadApp)?;
-                // This page's part of `[start, start + filesz)`.
-                let lo = va.max(start);
-                let hi = (va + PAGE_SIZE_4K).min(start + ph.filesz);
-                if lo < hi {
-                    let off = (ph.offset + (lo - start)) as usize;
-                    let bytes = &elf.bytes[off..off + (hi - lo) as usize];
-                    // SAFETY: the page at `va` was just mapped writable in the current
-                    // address space and nothing else references it.
-                    unsafe {
-                        core::ptr::copy_nonoverlapping(bytes.as_ptr(), lo as *mut u8, bytes.len())
-                    };
-                }
             }
+            let final_flags = k
+                .vmas
+                .find(va)
+                .and_then(|v| v.pte_flags())
+                .unwrap_or(USER | NO_EXECUTE);
+            k.pt.set_flags_4k(va, final_flags).ok_or(FwError::BadApp)?;
             va += PAGE_SIZE_4K;
         }
-        image_end = image_end.max(page_end);
     }
-    // Final page rights from the (merged) VMAs.
-    for i in 0..k.vmas.len() {
-        let Some(v) = k.vmas.get(i) else { break };
-        let flags = v.pte_flags().unwrap_or(USER | NO_EXECUTE);
-        let mut p = v.start;
-        while p < v.end {
-            k.pt.set_flags_4k(p, flags);
-            p += PAGE_SIZE_4K;
-        }
-    }
+    let image_end = segs.iter().map(|s| s.page_end).max().unwrap_or(0);
     if image_end == 0 {
         return Err(FwError::BadApp);
     }
@@ -164,6 +215,9 @@ pub fn load(k: &mut Kernel, elf: &Elf, app_gpa: u64, args: &ArgsBlob) -> Result<
         rsp,
     })
 }
+
+/// Most arguments plus environment strings an image may carry.
+const MAX_STRINGS: usize = 256;
 
 const AT_NULL: u64 = 0;
 const AT_PHDR: u64 = 3;
@@ -199,7 +253,7 @@ fn build_stack(
         Ok(*sp)
     };
     // Strings: arguments and environment (NUL-terminated), platform, random bytes.
-    let mut ptrs = [0u64; 512];
+    let mut ptrs = [0u64; MAX_STRINGS];
     let count = (args.argc() + args.envc()) as usize;
     if count > ptrs.len() {
         return Err(UserMemError::NoMemory);
@@ -244,7 +298,7 @@ fn build_stack(
     if words % 2 == 1 {
         sp -= 8;
     }
-    let mut table = [0u64; 1 + 512 + 2 + 2 * 19];
+    let mut table = [0u64; 1 + MAX_STRINGS + 2 + 2 * 19];
     let mut n = 0;
     table[n] = argc as u64;
     n += 1;

@@ -43,6 +43,24 @@ impl Validated {
         }
     }
 
+    /// Set the bits of every page in `[gpa, gpa + len)`.
+    pub fn set_range(&mut self, gpa: u64, len: u64) {
+        let mut page = gpa / PAGE_SIZE_4K;
+        let end = (gpa + len).div_ceil(PAGE_SIZE_4K).min(self.pages);
+        while page < end {
+            let Some(w) = self.word(page) else { return };
+            if page.is_multiple_of(64) && end - page >= 64 {
+                // SAFETY: `word` bounds-checked the index; the bitmap is private memory.
+                unsafe { w.write(u64::MAX) };
+                page += 64;
+            } else {
+                // SAFETY: as above.
+                unsafe { w.write(w.read() | (1 << (page % 64))) };
+                page += 1;
+            }
+        }
+    }
+
     /// Set or clear the bit of the page holding `gpa`.
     pub fn set(&mut self, gpa: u64, value: bool) {
         let page = gpa / PAGE_SIZE_4K;
@@ -105,17 +123,15 @@ impl Frames {
             fresh_is_zero: crate::platform::snp::instr::emulated(),
         };
         frames.accept(snp, start, first_len, false)?;
-        // SAFETY: the bitmap's pages were just accepted and are private.
-        unsafe {
-            core::ptr::write_bytes(frames.validated.bits as *mut u8, 0, bitmap_bytes as usize)
-        };
-        for gpa in (start..start + first_len).step_by(PAGE_SIZE_4K as usize) {
-            frames.validated.set(gpa, true);
+        if !frames.fresh_is_zero {
+            // SAFETY: the bitmap's pages were just accepted and are private.
+            unsafe {
+                core::ptr::write_bytes(frames.validated.bits as *mut u8, 0, bitmap_bytes as usize)
+            };
         }
+        frames.validated.set_range(start, first_len);
         for &(gpa, len) in launch {
-            for p in (gpa..gpa + len).step_by(PAGE_SIZE_4K as usize) {
-                frames.validated.set(p, true);
-            }
+            frames.validated.set_range(gpa, len);
         }
         frames.accepted_end = start + first_len;
         Ok(frames)
@@ -167,9 +183,7 @@ impl Frames {
                 match r.decode() {
                     Ok(true) => {
                         if record {
-                            for p in (at..at + PAGE_SIZE_2M).step_by(PAGE_SIZE_4K as usize) {
-                                self.validated.set(p, true);
-                            }
+                            self.validated.set_range(at, PAGE_SIZE_2M);
                         }
                     }
                     Ok(false) => return Err(FwError::AlreadyValidated { gpa: at }),

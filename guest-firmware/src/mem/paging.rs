@@ -115,10 +115,37 @@ impl PageTables {
         private: bool,
         alloc: &mut dyn TableAlloc,
     ) -> Option<()> {
-        let ptr = self.walk_create(va, 0, alloc)?;
+        self.map_range_4k(va, gpa, 1, flags, private, alloc)
+    }
+
+    /// Map `n` consecutive 4 KiB pages from `va` to consecutive frames from `gpa`,
+    /// walking the tables once per page table rather than once per page (every
+    /// instruction counts where ring 0 is emulated, see `docs/design.md`).
+    pub fn map_range_4k(
+        &mut self,
+        va: u64,
+        gpa: u64,
+        n: u64,
+        flags: u64,
+        private: bool,
+        alloc: &mut dyn TableAlloc,
+    ) -> Option<()> {
         let c = if private { self.c_bit } else { 0 };
-        Self::write(ptr, gpa | c | flags | PRESENT);
-        invlpg(va);
+        let mut i = 0;
+        while i < n {
+            let at = va + i * 4096;
+            let ptr = self.walk_create(at, 0, alloc)?;
+            let in_table = (n - i).min(512 - index(at, 0) as u64);
+            for j in 0..in_table {
+                let p = ptr.wrapping_add(j as usize);
+                let old = Self::read(p);
+                Self::write(p, (gpa + (i + j) * 4096) | c | flags | PRESENT);
+                if old & PRESENT != 0 {
+                    invlpg(at + j * 4096);
+                }
+            }
+            i += in_table;
+        }
         Some(())
     }
 
@@ -130,8 +157,52 @@ impl PageTables {
         flags: u64,
         alloc: &mut dyn TableAlloc,
     ) -> Option<()> {
-        let ptr = self.walk_create(va, 1, alloc)?;
-        Self::write(ptr, gpa | self.c_bit | flags | PRESENT | HUGE);
+        self.map_range_2m(va, gpa, 1, flags, alloc)
+    }
+
+    /// Map `n` consecutive private 1 GiB pages (the CPU must support them).
+    pub fn map_range_1g(
+        &mut self,
+        va: u64,
+        gpa: u64,
+        n: u64,
+        flags: u64,
+        alloc: &mut dyn TableAlloc,
+    ) -> Option<()> {
+        const SIZE_1G: u64 = 1 << 30;
+        for i in 0..n {
+            let ptr = self.walk_create(va + i * SIZE_1G, 2, alloc)?;
+            Self::write(
+                ptr,
+                (gpa + i * SIZE_1G) | self.c_bit | flags | PRESENT | HUGE,
+            );
+        }
+        Some(())
+    }
+
+    /// Map `n` consecutive private 2 MiB pages, one table walk per page directory.
+    pub fn map_range_2m(
+        &mut self,
+        va: u64,
+        gpa: u64,
+        n: u64,
+        flags: u64,
+        alloc: &mut dyn TableAlloc,
+    ) -> Option<()> {
+        let mut i = 0;
+        while i < n {
+            let at = va + i * (PAGE_SIZE_2M_MASK + 1);
+            let ptr = self.walk_create(at, 1, alloc)?;
+            let in_table = (n - i).min(512 - index(at, 1) as u64);
+            for j in 0..in_table {
+                let frame = gpa + (i + j) * (PAGE_SIZE_2M_MASK + 1);
+                Self::write(
+                    ptr.wrapping_add(j as usize),
+                    frame | self.c_bit | flags | PRESENT | HUGE,
+                );
+            }
+            i += in_table;
+        }
         Some(())
     }
 

@@ -36,7 +36,7 @@ impl Vma {
     }
 }
 
-const MAX_VMAS: usize = 512;
+const MAX_VMAS: usize = 256;
 
 /// The VMA list.
 #[derive(Debug)]
@@ -60,16 +60,6 @@ impl Vmas {
 
     fn slice(&self) -> &[Vma] {
         &self.list[..self.len]
-    }
-
-    /// Number of areas.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Area `i` in address order.
-    pub fn get(&self, i: usize) -> Option<Vma> {
-        self.slice().get(i).copied()
     }
 
     /// The area containing `va`.

@@ -70,8 +70,9 @@ pub fn dispatch(frame: &mut SyscallFrame) -> u64 {
         Err(e) => (-(e as i64)) as u64,
     };
     if r == (-(ENOSYS as i64)) as u64 {
-        if let Some(c) = k.unsupported.get_mut(nr as usize) {
-            *c = c.saturating_add(1);
+        let nr = u32::try_from(nr).unwrap_or(u32::MAX);
+        if let Some(slot) = k.unsupported.iter_mut().find(|(n, c)| *n == nr || *c == 0) {
+            *slot = (nr, slot.1.saturating_add(1));
         }
     }
     r
@@ -91,12 +92,10 @@ fn efault(e: UserMemError) -> u64 {
 pub fn exit_app(k: &mut Kernel, status: u8) -> ! {
     let mut pairs = [0u8; 8 * 64];
     let mut n = 0;
-    for (nr, &count) in k.unsupported.iter().enumerate() {
-        if count > 0 && n + 8 <= pairs.len() {
-            pairs[n..n + 4].copy_from_slice(&(nr as u32).to_le_bytes());
-            pairs[n + 4..n + 8].copy_from_slice(&count.to_le_bytes());
-            n += 8;
-        }
+    for &(nr, count) in k.unsupported.iter().take_while(|(_, c)| *c > 0) {
+        pairs[n..n + 4].copy_from_slice(&nr.to_le_bytes());
+        pairs[n + 4..n + 8].copy_from_slice(&count.to_le_bytes());
+        n += 8;
     }
     k.snp.exit(status, &pairs[..n])
 }

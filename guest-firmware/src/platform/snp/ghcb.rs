@@ -8,7 +8,7 @@ use crate::error::FwError;
 use nacre_shared_abi::hostcall::{
     HostcallHeader, HostcallOp, HOSTCALL_DATA_OFFSET, HOSTCALL_MAX_DATA, HOSTCALL_PORT,
 };
-use nacre_shared_abi::snp::ghcb::{exit_code, ioio, Ghcb, GhcbField};
+use nacre_shared_abi::snp::ghcb::{exit_code, ioio, Ghcb, GhcbField, GHCB_PROTOCOL_VERSION};
 use nacre_shared_abi::snp::msr_protocol::{self as mp, MsrRequest, MsrResponse};
 use nacre_shared_abi::snp::MSR_GHCB;
 use zerocopy::{FromBytes, IntoBytes};
@@ -87,8 +87,11 @@ impl Snp {
     }
 
     /// Make one NAE call: copy `g` into the GHCB page, exit, copy the answer back into
-    /// `g` and check `sw_exit_info_1`.
-    pub fn call(&mut self, g: &mut Ghcb) -> Result<(), FwError> {
+    /// `g` and check `sw_exit_info_1`. Only the save area (up to the X87 state GPA),
+    /// the version/usage words and, when `with_buffer`, the shared buffer are copied:
+    /// the rest of the page is reserved and copying it costs time where ring 0 is
+    /// emulated.
+    pub fn call(&mut self, g: &mut Ghcb, with_buffer: bool) -> Result<(), FwError> {
         if self.ghcb_va == 0 {
             return Err(FwError::MsrProtocol);
         }
@@ -97,13 +100,21 @@ impl Snp {
         // Rust reference covers; the host only writes it while this vCPU is stopped
         // in the exit below. The MSR write points the host at that page.
         unsafe {
-            core::ptr::copy_nonoverlapping(g.as_bytes().as_ptr(), page, 4096);
+            for &(off, len) in ghcb_ranges(with_buffer) {
+                core::ptr::copy_nonoverlapping(g.as_bytes().as_ptr().add(off), page.add(off), len);
+            }
             if !self.msr_holds_ghcb {
                 wrmsr(MSR_GHCB, self.ghcb_gpa);
                 self.msr_holds_ghcb = true;
             }
             vmgexit();
-            core::ptr::copy_nonoverlapping(page as *const u8, g.as_mut_bytes().as_mut_ptr(), 4096);
+            for &(off, len) in ghcb_ranges(with_buffer) {
+                core::ptr::copy_nonoverlapping(
+                    page.add(off) as *const u8,
+                    g.as_mut_bytes().as_mut_ptr().add(off),
+                    len,
+                );
+            }
         }
         if g.sw_exit_info_1 & 0xFFFF_FFFF != 0 {
             return Err(FwError::Ghcb {
@@ -119,7 +130,7 @@ impl Snp {
     /// carrying the buffer's page number.
     fn ring_hostcall(&mut self) -> Result<(), FwError> {
         let mut g = Ghcb::new_zeroed();
-        g.clear();
+        g.protocol_version = GHCB_PROTOCOL_VERSION;
         g.rax = self.hostcall_gpa >> 12;
         g.set_valid(GhcbField::Rax);
         g.set_exit(
@@ -127,7 +138,7 @@ impl Snp {
             (u64::from(HOSTCALL_PORT) << ioio::PORT_SHIFT) | ioio::SIZE_32,
             0,
         );
-        self.call(&mut g)
+        self.call(&mut g, false)
     }
 
     /// Send a hostcall with `data` and return the checked reply header.
@@ -200,6 +211,17 @@ impl Snp {
         let _ = self.hostcall(req, unsupported);
         // The host must not resume us after an exit; if it does, terminate.
         Self::terminate(mp::TERM_SET_NACRE, 0xFF)
+    }
+}
+
+/// The parts of the GHCB page a call exchanges: the save area through SW_SCRATCH,
+/// XCR0 and the valid bitmap (0x000..0x400), optionally the shared buffer
+/// (0x800..0xFF0), and the version/usage words (0xFF8..0x1000).
+fn ghcb_ranges(with_buffer: bool) -> &'static [(usize, usize)] {
+    if with_buffer {
+        &[(0, 0x400), (0x800, 0x7F0), (0xFF8, 8)]
+    } else {
+        &[(0, 0x400), (0xFF8, 8)]
     }
 }
 

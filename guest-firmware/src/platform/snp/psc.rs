@@ -5,7 +5,7 @@
 
 use super::Snp;
 use crate::error::FwError;
-use nacre_shared_abi::snp::ghcb::{exit_code, Ghcb, GhcbField};
+use nacre_shared_abi::snp::ghcb::{exit_code, Ghcb, GhcbField, GHCB_PROTOCOL_VERSION};
 use nacre_shared_abi::snp::psc::{PageStateOp, PscDesc, PscEntry, PscHeader, PSC_MAX_ENTRIES};
 use zerocopy::{FromBytes, FromZeros, IntoBytes};
 
@@ -69,12 +69,12 @@ fn run_desc(snp: &mut Snp, original: &PscDesc) -> Result<(), FwError> {
     let mut last_progress = 0u64;
     loop {
         let mut g = Ghcb::new_zeroed();
-        g.clear();
+        g.protocol_version = GHCB_PROTOCOL_VERSION;
         g.shared_buffer.copy_from_slice(desc.as_bytes());
         g.sw_scratch = snp.ghcb_gpa() + 0x800;
         g.set_valid(GhcbField::SwScratch);
         g.set_exit(exit_code::PSC, 0, 0);
-        snp.call(&mut g)?;
+        snp.call(&mut g, true)?;
         if g.sw_exit_info_2 != 0 {
             return Err(bad(original, g.sw_exit_info_2));
         }
