@@ -119,19 +119,15 @@ pub fn boot() -> Result<Entry, FwError> {
         &mut pool,
     )
     .ok_or(FwError::OutOfMemory)?;
-    // 1 GiB pages where the CPU has them (CPUID 0x8000_0001 EDX[26]), 2 MiB for the rest.
-    let gib = if cpuid(0x8000_0001, 0).edx & (1 << 26) != 0 {
-        ram / PAGE_SIZE_1G
-    } else {
-        0
-    };
-    pt.map_range_1g(DIRECT_MAP_VA_BASE, 0, gib, WRITABLE | NO_EXECUTE, &mut pool)
+    // The direct map: page directories for all RAM now, 2 MiB entries for the image
+    // now and for every other chunk when the frame allocator accepts it.
+    pt.prepare_2m(DIRECT_MAP_VA_BASE, ram, &mut pool)
         .ok_or(FwError::OutOfMemory)?;
-    let mapped = gib * PAGE_SIZE_1G;
+    let image_2m = align_up(bi.image_end, PAGE_SIZE_2M);
     pt.map_range_2m(
-        DIRECT_MAP_VA_BASE + mapped,
-        mapped,
-        (ram - mapped) / PAGE_SIZE_2M,
+        DIRECT_MAP_VA_BASE,
+        0,
+        image_2m / PAGE_SIZE_2M,
         WRITABLE | NO_EXECUTE,
         &mut pool,
     )
@@ -159,7 +155,7 @@ pub fn boot() -> Result<Entry, FwError> {
         (FIRMWARE_GPA, bi.firmware_end - FIRMWARE_GPA),
         (bi.app_gpa, bi.image_end - bi.app_gpa),
     ];
-    let mut frames = Frames::new(&mut snp, align_up(bi.image_end, PAGE_SIZE_2M), ram, &launch)?;
+    let mut frames = Frames::new(&mut snp, pt, image_2m, ram, &launch)?;
     frames.validated().set(ghcb_gpa, false);
 
     // Hostcall buffer: rescind, one page-state change for all pages, map shared.

@@ -6,13 +6,13 @@
 //! and a PVALIDATE that reports "unchanged" for a page the bitmap says is not
 //! validated means the host remapped memory.
 
-use super::paging::TableAlloc;
+use super::paging::{PageTables, TableAlloc, NO_EXECUTE, WRITABLE};
 use super::phys_to_virt;
 use crate::error::FwError;
 use crate::platform::snp::instr::pvalidate;
 use crate::platform::snp::psc::page_state_change;
 use crate::platform::snp::Snp;
-use nacre_shared_abi::layout::{align_up, PAGE_SIZE_2M, PAGE_SIZE_4K};
+use nacre_shared_abi::layout::{align_up, DIRECT_MAP_VA_BASE, PAGE_SIZE_2M, PAGE_SIZE_4K};
 use nacre_shared_abi::snp::psc::PageStateOp;
 use nacre_shared_abi::snp::rmp::{RmpError, RmpPageSize};
 
@@ -88,6 +88,9 @@ pub struct Frames {
     validated: Validated,
     /// Pages validated at 4 KiB after a 2 MiB size mismatch (diagnostics).
     pub size_mismatches: u64,
+    /// The firmware's page tables, to add each accepted chunk to the direct map
+    /// (its page directories were prepared at boot, so this never allocates).
+    pt: PageTables,
     /// Whether the platform guarantees that freshly accepted memory reads as zeros.
     /// The emulated platform discards a page's contents on every page-state change;
     /// SEV-SNP hardware gives no such guarantee, so there every frame is zeroed.
@@ -100,6 +103,7 @@ impl Frames {
     /// launch) in it.
     pub fn new(
         snp: &mut Snp,
+        pt: PageTables,
         start: u64,
         ram_end: u64,
         launch: &[(u64, u64)],
@@ -120,6 +124,7 @@ impl Frames {
                 pages,
             },
             size_mismatches: 0,
+            pt,
             fresh_is_zero: crate::platform::snp::instr::emulated(),
         };
         frames.accept(snp, start, first_len, false)?;
@@ -161,6 +166,17 @@ impl Frames {
 
     /// Make `[gpa, gpa + len)` private and validate it, 2 MiB at a time where aligned.
     fn accept(&mut self, snp: &mut Snp, gpa: u64, len: u64, record: bool) -> Result<(), FwError> {
+        // Map the chunk in the direct map first: PVALIDATE names it by that address.
+        let mut no_alloc = NoAlloc;
+        self.pt
+            .map_range_2m(
+                DIRECT_MAP_VA_BASE + gpa,
+                gpa,
+                len.div_ceil(PAGE_SIZE_2M),
+                WRITABLE | NO_EXECUTE,
+                &mut no_alloc,
+            )
+            .ok_or(FwError::OutOfMemory)?;
         if record {
             for p in (gpa..gpa + len).step_by(PAGE_SIZE_4K as usize) {
                 if self.validated.get(p) {
@@ -264,6 +280,15 @@ impl Frames {
         // SAFETY: the caller hands back a private frame it no longer maps.
         unsafe { (phys_to_virt(gpa) as *mut u64).write(self.free_head) };
         self.free_head = gpa;
+    }
+}
+
+/// For mappings whose tables exist already.
+struct NoAlloc;
+
+impl TableAlloc for NoAlloc {
+    fn alloc_table(&mut self) -> Option<u64> {
+        None
     }
 }
 

@@ -26,8 +26,8 @@ pub trait TableAlloc {
     fn alloc_table(&mut self) -> Option<u64>;
 }
 
-/// One address space.
-#[derive(Debug)]
+/// One address space (a handle on its root; copies share the tables).
+#[derive(Debug, Clone, Copy)]
 pub struct PageTables {
     pml4: u64,
     c_bit: u64,
@@ -149,6 +149,17 @@ impl PageTables {
         Some(())
     }
 
+    /// Create the page directories covering `[va, va + len)` without mapping anything,
+    /// so that later 2 MiB mappings there need no allocation.
+    pub fn prepare_2m(&mut self, va: u64, len: u64, alloc: &mut dyn TableAlloc) -> Option<()> {
+        let mut at = va;
+        while at < va + len {
+            self.walk_create(at, 1, alloc)?;
+            at += 1 << 30;
+        }
+        Some(())
+    }
+
     /// Map one 2 MiB page (private).
     pub fn map_2m(
         &mut self,
@@ -158,26 +169,6 @@ impl PageTables {
         alloc: &mut dyn TableAlloc,
     ) -> Option<()> {
         self.map_range_2m(va, gpa, 1, flags, alloc)
-    }
-
-    /// Map `n` consecutive private 1 GiB pages (the CPU must support them).
-    pub fn map_range_1g(
-        &mut self,
-        va: u64,
-        gpa: u64,
-        n: u64,
-        flags: u64,
-        alloc: &mut dyn TableAlloc,
-    ) -> Option<()> {
-        const SIZE_1G: u64 = 1 << 30;
-        for i in 0..n {
-            let ptr = self.walk_create(va + i * SIZE_1G, 2, alloc)?;
-            Self::write(
-                ptr,
-                (gpa + i * SIZE_1G) | self.c_bit | flags | PRESENT | HUGE,
-            );
-        }
-        Some(())
     }
 
     /// Map `n` consecutive private 2 MiB pages, one table walk per page directory.
