@@ -28,6 +28,11 @@ use zerocopy::FromBytes;
 #[repr(C, align(4096))]
 struct Page([u8; 4096]);
 
+/// Where the firmware's shared pages (GHCB, hostcall buffer) are mapped with the
+/// C-bit clear: `SHARED_VA_BASE + GPA`. Their private alias in the firmware's own
+/// 2 MiB mapping is never touched once they are shared.
+const SHARED_VA_BASE: u64 = KERNEL_VA_BASE + 0x4000_0000;
+
 /// Page-table frames used before the frame allocator exists: enough for the
 /// firmware's own map and a direct map of up to 64 GiB with 2 MiB pages.
 const PT_POOL_PAGES: usize = 80;
@@ -104,18 +109,17 @@ pub fn boot() -> Result<Entry, FwError> {
     };
     let ram = parse_memory_map(&param, bi.min_memory).map_err(|_| FwError::MemoryMap)?;
 
-    // Our own page tables: the firmware at KERNEL_VA_BASE (4 KiB pages, so single
-    // pages can be made shared) and a direct map of all RAM (2 MiB, private, NX).
+    // Our own page tables: the firmware at KERNEL_VA_BASE (2 MiB pages, private),
+    // its shared pages again at SHARED_VA_BASE (4 KiB, C-bit clear), and a direct
+    // map of RAM (2 MiB, private, NX).
     let mut pool = Pool { next: 0 };
     let root = pool.alloc_table().ok_or(FwError::OutOfMemory)?;
     let mut pt = PageTables::new(root, 1 << c_bit);
-    let fw_pages = (bi.firmware_end - FIRMWARE_GPA) / PAGE_SIZE_4K;
-    pt.map_range_4k(
-        KERNEL_VA_BASE + FIRMWARE_GPA,
-        FIRMWARE_GPA,
-        fw_pages,
+    pt.map_range_2m(
+        KERNEL_VA_BASE,
+        0,
+        align_up(bi.firmware_end, PAGE_SIZE_2M) / PAGE_SIZE_2M,
         WRITABLE | GLOBAL,
-        true,
         &mut pool,
     )
     .ok_or(FwError::OutOfMemory)?;
@@ -133,8 +137,22 @@ pub fn boot() -> Result<Entry, FwError> {
     )
     .ok_or(FwError::OutOfMemory)?;
     if crate::platform::snp::instr::emulated() {
-        let t = crate::arch::syscall_entry::trampoline_va();
-        pt.set_flags_4k(t, crate::mem::paging::USER | GLOBAL)
+        // The SYSCALL trampoline's page, again at a user-accessible alias.
+        let t = crate::arch::syscall_entry::trampoline_code_va();
+        pt.map_4k(
+            crate::arch::syscall_entry::TRAMPOLINE_VA,
+            t - KERNEL_VA_BASE,
+            crate::mem::paging::USER,
+            true,
+            &mut pool,
+        )
+        .ok_or(FwError::OutOfMemory)?;
+    }
+    // Page tables for the shared window now, while the pool can still give them.
+    let ghcb_gpa = kernel_gpa(&raw const GHCB_PAGE);
+    let hc_gpa = kernel_gpa(&raw const HOSTCALL_PAGES);
+    for gpa in [ghcb_gpa, hc_gpa] {
+        pt.prepare_4k(SHARED_VA_BASE + gpa, &mut pool)
             .ok_or(FwError::OutOfMemory)?;
     }
     // SAFETY: the new tables map the firmware at the same addresses and all RAM.
@@ -144,9 +162,8 @@ pub fn boot() -> Result<Entry, FwError> {
 
     // GHCB: stop using the page as private, make it shared, map it shared, register.
     let ghcb_va = (&raw const GHCB_PAGE) as u64;
-    let ghcb_gpa = kernel_gpa(&raw const GHCB_PAGE);
     make_private_page_shared_msr(&mut snp, &mut pt, ghcb_va, ghcb_gpa)?;
-    snp.register_ghcb(ghcb_va, ghcb_gpa)?;
+    snp.register_ghcb(SHARED_VA_BASE + ghcb_gpa, ghcb_gpa)?;
 
     let launch = [
         (BOOT_INFO_GPA, PAGE_SIZE_4K),
@@ -160,7 +177,6 @@ pub fn boot() -> Result<Entry, FwError> {
 
     // Hostcall buffer: rescind, one page-state change for all pages, map shared.
     let hc_va = (&raw const HOSTCALL_PAGES) as u64;
-    let hc_gpa = kernel_gpa(&raw const HOSTCALL_PAGES);
     for i in 0..HOSTCALL_BUFFER_PAGES {
         let va = hc_va + i * PAGE_SIZE_4K;
         rescind(va, hc_gpa + i * PAGE_SIZE_4K)?;
@@ -172,13 +188,22 @@ pub fn boot() -> Result<Entry, FwError> {
         HOSTCALL_BUFFER_PAGES,
         PageStateOp::Shared,
     )?;
-    for i in 0..HOSTCALL_BUFFER_PAGES {
-        let va = hc_va + i * PAGE_SIZE_4K;
-        pt.set_private_4k(va, false).ok_or(FwError::OutOfMemory)?;
-        // SAFETY: the page is now mapped shared and owned by the firmware.
-        unsafe { core::ptr::write_bytes(va as *mut u8, 0, PAGE_SIZE_4K as usize) };
+    {
+        let mut alloc = crate::mem::frames::FrameTables {
+            frames: &mut frames,
+            snp: &mut snp,
+        };
+        pt.map_range_4k(
+            SHARED_VA_BASE + hc_gpa,
+            hc_gpa,
+            HOSTCALL_BUFFER_PAGES,
+            WRITABLE | NO_EXECUTE,
+            false,
+            &mut alloc,
+        )
+        .ok_or(FwError::OutOfMemory)?;
     }
-    snp.set_hostcall_buffer(hc_va, hc_gpa);
+    snp.set_hostcall_buffer(SHARED_VA_BASE + hc_gpa, hc_gpa);
 
     let mut guard = KERNEL.lock();
     let k = guard.insert(Kernel {
@@ -269,10 +294,24 @@ fn make_private_page_shared_msr(
             })
         }
     }
-    pt.set_private_4k(va, false).ok_or(FwError::OutOfMemory)?;
-    // SAFETY: the page is mapped shared now and owned by the firmware.
-    unsafe { core::ptr::write_bytes(va as *mut u8, 0, PAGE_SIZE_4K as usize) };
+    pt.map_4k(
+        SHARED_VA_BASE + gpa,
+        gpa,
+        WRITABLE | NO_EXECUTE,
+        false,
+        &mut NoTables,
+    )
+    .ok_or(FwError::OutOfMemory)?;
     Ok(())
+}
+
+/// For mappings whose page tables were created in advance.
+struct NoTables;
+
+impl TableAlloc for NoTables {
+    fn alloc_table(&mut self) -> Option<u64> {
+        None
+    }
 }
 
 /// Enter the app in ring 3 with all registers zero (RDX = 0: no `rtld_fini`).

@@ -64,9 +64,18 @@ global_asm!(
     ".text",
 );
 
-/// Address of the trampoline page (to be mapped user-accessible).
-pub fn trampoline_va() -> u64 {
+/// The user-accessible alias of the trampoline page, the value of LSTAR on the
+/// emulated platform (the firmware itself is mapped supervisor-only).
+pub const TRAMPOLINE_VA: u64 = nacre_shared_abi::layout::KERNEL_VA_BASE + 0x6000_0000;
+
+/// Address of the trampoline code in the firmware image.
+pub fn trampoline_code_va() -> u64 {
     nacre_syscall_trampoline as *const () as u64
+}
+
+/// Address the app executes the trampoline at.
+pub fn trampoline_va() -> u64 {
+    TRAMPOLINE_VA
 }
 
 extern "C" fn entry_dispatch(frame: &mut SyscallFrame) -> u64 {

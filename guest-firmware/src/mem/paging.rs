@@ -149,6 +149,11 @@ impl PageTables {
         Some(())
     }
 
+    /// Create the page table that will hold the 4 KiB mapping of `va`.
+    pub fn prepare_4k(&mut self, va: u64, alloc: &mut dyn TableAlloc) -> Option<()> {
+        self.walk_create(va, 0, alloc).map(|_| ())
+    }
+
     /// Create the page directories covering `[va, va + len)` without mapping anything,
     /// so that later 2 MiB mappings there need no allocation.
     pub fn prepare_2m(&mut self, va: u64, len: u64, alloc: &mut dyn TableAlloc) -> Option<()> {
@@ -271,18 +276,6 @@ impl PageTables {
         }
         let e = Self::read(ptr);
         Self::write(ptr, (e & ADDR_MASK) | flags | PRESENT);
-        invlpg(va);
-        Some(())
-    }
-
-    /// Make the 4 KiB mapping of `va` shared (clear the C-bit) or private.
-    pub fn set_private_4k(&mut self, va: u64, private: bool) -> Option<()> {
-        let (ptr, level) = self.walk(va)?;
-        if level != 0 {
-            return None;
-        }
-        let e = Self::read(ptr) & !self.c_bit;
-        Self::write(ptr, if private { e | self.c_bit } else { e });
         invlpg(va);
         Some(())
     }

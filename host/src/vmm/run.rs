@@ -29,23 +29,43 @@ pub fn run(vm: &mut Vm) -> Result<Stop, RunError> {
     let profile = std::env::var_os("NACRE_PROFILE").map(std::path::PathBuf::from);
     let sampler = profile.as_ref().map(|_| Sampler::start());
     let mut samples: std::collections::BTreeMap<u64, u64> = std::collections::BTreeMap::new();
+    let mut callers: std::collections::BTreeMap<(u64, u64), u64> =
+        std::collections::BTreeMap::new();
     let result = loop {
         match step(&mut vm.vcpu, &mut vm.snp) {
             Ok(Some(stop)) => break Ok(stop),
             Ok(None) => {}
             Err(RunError::Kvm(e)) if e.errno() == libc::EINTR && sampler.is_some() => {
-                let rip = vm.vcpu.get_regs()?.rip;
-                *samples.entry(rip).or_insert(0) += 1;
+                let regs = vm.vcpu.get_regs()?;
+                *samples.entry(regs.rip).or_insert(0) += 1;
+                // Also the caller of the sampled function, for attributing time in helpers.
+                if let Ok(t) = vm.vcpu.translate_gva(regs.rsp) {
+                    let mut word = [0u8; 16];
+                    let gpa = t.physical_address & !crate::platform::emulated_snp::C_BIT_MASK;
+                    if t.valid != 0 && vm.snp.mem.read(gpa, &mut word).is_ok() {
+                        // Frame pointers: [rsp] is the saved RBP in a function's body,
+                        // [rsp + 8] its return address.
+                        let mut ret = [0u8; 8];
+                        ret.copy_from_slice(&word[8..]);
+                        let ret = u64::from_le_bytes(ret);
+                        *callers.entry((regs.rip, ret)).or_insert(0) += 1;
+                    }
+                }
             }
             Err(e) => break Err(e),
         }
     };
     if let (Some(path), Some(s)) = (profile, sampler) {
         s.stop();
-        let text: String = samples
+        let mut text: String = samples
             .iter()
             .map(|(rip, n)| format!("{rip:#x} {n}\n"))
             .collect();
+        text += "# rip, caller, count\n";
+        text += &callers
+            .iter()
+            .map(|((rip, ret), n)| format!("# {rip:#x} {ret:#x} {n}\n"))
+            .collect::<String>();
         std::fs::write(&path, text)
             .map_err(|e| RunError::Guest(format!("cannot write the profile: {e}")))?;
     }

@@ -22,17 +22,21 @@ pub struct Snp {
     msr_holds_ghcb: bool,
     hostcall_va: u64,
     hostcall_gpa: u64,
+    /// The private copy of the GHCB that requests are built in and answers copied
+    /// back to (kept, rather than made per call, to avoid clearing 4 KiB each time).
+    scratch: Ghcb,
 }
 
 impl Snp {
     /// Platform state before the GHCB exists.
-    pub const fn new() -> Self {
+    pub fn new() -> Self {
         Self {
             ghcb_va: 0,
             ghcb_gpa: 0,
             msr_holds_ghcb: false,
             hostcall_va: 0,
             hostcall_gpa: 0,
+            scratch: Ghcb::new_zeroed(),
         }
     }
 
@@ -86,12 +90,27 @@ impl Snp {
         self.hostcall_gpa = gpa;
     }
 
-    /// Make one NAE call: copy `g` into the GHCB page, exit, copy the answer back into
-    /// `g` and check `sw_exit_info_1`. Only the save area (up to the X87 state GPA),
-    /// the version/usage words and, when `with_buffer`, the shared buffer are copied:
-    /// the rest of the page is reserved and copying it costs time where ring 0 is
-    /// emulated.
-    pub fn call(&mut self, g: &mut Ghcb, with_buffer: bool) -> Result<(), FwError> {
+    /// The private GHCB copy, its exchanged save area cleared and the protocol
+    /// version set, ready for a new request.
+    pub fn request(&mut self) -> &mut Ghcb {
+        let g = &mut self.scratch;
+        g.as_mut_bytes()[..0x400].fill(0);
+        g.protocol_version = GHCB_PROTOCOL_VERSION;
+        g.ghcb_usage = 0;
+        g
+    }
+
+    /// The private GHCB copy as the last call left it.
+    pub fn answer(&self) -> &Ghcb {
+        &self.scratch
+    }
+
+    /// Make one NAE call with the request built in [`Snp::request`]: copy the
+    /// exchanged parts of it into the GHCB page, exit, copy the answer back and
+    /// check `sw_exit_info_1`. Only the save area (up to the X87 state GPA), the
+    /// version/usage words and, when `with_buffer`, the shared buffer are copied: the
+    /// rest of the page is reserved, and copying costs time where ring 0 is emulated.
+    pub fn call_request(&mut self, with_buffer: bool) -> Result<(), FwError> {
         if self.ghcb_va == 0 {
             return Err(FwError::MsrProtocol);
         }
@@ -101,7 +120,8 @@ impl Snp {
         // in the exit below. The MSR write points the host at that page.
         unsafe {
             for &(off, len) in ghcb_ranges(with_buffer) {
-                core::ptr::copy_nonoverlapping(g.as_bytes().as_ptr().add(off), page.add(off), len);
+                let src = self.scratch.as_bytes().as_ptr().add(off);
+                core::ptr::copy_nonoverlapping(src, page.add(off), len);
             }
             if !self.msr_holds_ghcb {
                 wrmsr(MSR_GHCB, self.ghcb_gpa);
@@ -109,13 +129,11 @@ impl Snp {
             }
             vmgexit();
             for &(off, len) in ghcb_ranges(with_buffer) {
-                core::ptr::copy_nonoverlapping(
-                    page.add(off) as *const u8,
-                    g.as_mut_bytes().as_mut_ptr().add(off),
-                    len,
-                );
+                let dst = self.scratch.as_mut_bytes().as_mut_ptr().add(off);
+                core::ptr::copy_nonoverlapping(page.add(off) as *const u8, dst, len);
             }
         }
+        let g = &self.scratch;
         if g.sw_exit_info_1 & 0xFFFF_FFFF != 0 {
             return Err(FwError::Ghcb {
                 exit_code: g.sw_exit_code,
@@ -129,16 +147,16 @@ impl Snp {
     /// Ring the hostcall doorbell: a GHCB IOIO OUT of 32 bits to `HOSTCALL_PORT`
     /// carrying the buffer's page number.
     fn ring_hostcall(&mut self) -> Result<(), FwError> {
-        let mut g = Ghcb::new_zeroed();
-        g.protocol_version = GHCB_PROTOCOL_VERSION;
-        g.rax = self.hostcall_gpa >> 12;
+        let page = self.hostcall_gpa >> 12;
+        let g = self.request();
+        g.rax = page;
         g.set_valid(GhcbField::Rax);
         g.set_exit(
             exit_code::IOIO,
             (u64::from(HOSTCALL_PORT) << ioio::PORT_SHIFT) | ioio::SIZE_32,
             0,
         );
-        self.call(&mut g, false)
+        self.call_request(false)
     }
 
     /// Send a hostcall with `data` and return the checked reply header.

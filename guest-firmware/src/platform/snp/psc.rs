@@ -5,7 +5,7 @@
 
 use super::Snp;
 use crate::error::FwError;
-use nacre_shared_abi::snp::ghcb::{exit_code, Ghcb, GhcbField, GHCB_PROTOCOL_VERSION};
+use nacre_shared_abi::snp::ghcb::{exit_code, GhcbField};
 use nacre_shared_abi::snp::psc::{PageStateOp, PscDesc, PscEntry, PscHeader, PSC_MAX_ENTRIES};
 use zerocopy::{FromBytes, FromZeros, IntoBytes};
 
@@ -68,13 +68,14 @@ fn run_desc(snp: &mut Snp, original: &PscDesc) -> Result<(), FwError> {
     let mut desc = original.clone();
     let mut last_progress = 0u64;
     loop {
-        let mut g = Ghcb::new_zeroed();
-        g.protocol_version = GHCB_PROTOCOL_VERSION;
+        let scratch = snp.ghcb_gpa() + 0x800;
+        let g = snp.request();
         g.shared_buffer.copy_from_slice(desc.as_bytes());
-        g.sw_scratch = snp.ghcb_gpa() + 0x800;
+        g.sw_scratch = scratch;
         g.set_valid(GhcbField::SwScratch);
         g.set_exit(exit_code::PSC, 0, 0);
-        snp.call(&mut g, true)?;
+        snp.call_request(true)?;
+        let g = snp.answer();
         if g.sw_exit_info_2 != 0 {
             return Err(bad(original, g.sw_exit_info_2));
         }
