@@ -354,44 +354,46 @@ fn demo_runs_the_embedded_example() {
     );
 }
 
-/// A hostile host leaves the boot-handoff page unvalidated: the guest's first read of
-/// it must stop the guest, naming the GPA, the view and the rule (exit 120).
-#[test]
-fn touching_unvalidated_private_memory_is_stopped() {
+/// Runs the C hello under a hostile-host hook and checks the guest is stopped with
+/// exit 120 and a message naming the GPA, the view and the rule.
+fn assert_hostile_stop(hook: &str, gpa_and_view: &str, rule: &str) {
     nacre_tests::require_kvm();
     let image = c_hello_image();
     let out = nacre_tests::run_with_env(
         &image,
         &["--memory", "128M"],
-        &[("NACRE_TEST_HOSTILE", "unvalidated-boot-info")],
+        &[("NACRE_TEST_HOSTILE", hook)],
     );
-    assert_exit(&out, 120, "unvalidated boot info");
+    assert_exit(&out, 120, hook);
     let err = stderr(&out);
     assert!(
-        err.contains("private access to GPA 0x1000") && err.contains("never validated"),
-        "stderr: {err}"
+        err.contains(gpa_and_view) && err.contains(rule),
+        "{hook}: stderr: {err}"
     );
     assert!(
         !stdout(&out).contains("hello from nacre"),
-        "the app must not run"
+        "{hook}: the app must not run"
+    );
+}
+
+/// A hostile host leaves the boot-handoff page unvalidated: the guest's first read of
+/// it must stop the guest.
+#[test]
+fn touching_unvalidated_private_memory_is_stopped() {
+    assert_hostile_stop(
+        "unvalidated-boot-info",
+        "private access to GPA 0x1000",
+        "never validated",
     );
 }
 
 /// A hostile host leaves the parameter page shared: the guest reads shared memory
-/// through its private view and must be stopped (exit 120).
+/// through its private view and must be stopped.
 #[test]
 fn touching_shared_memory_as_private_is_stopped() {
-    nacre_tests::require_kvm();
-    let image = c_hello_image();
-    let out = nacre_tests::run_with_env(
-        &image,
-        &["--memory", "128M"],
-        &[("NACRE_TEST_HOSTILE", "shared-param-page")],
-    );
-    assert_exit(&out, 120, "shared parameter page");
-    let err = stderr(&out);
-    assert!(
-        err.contains("private access to GPA 0x2000") && err.contains("not assigned"),
-        "stderr: {err}"
+    assert_hostile_stop(
+        "shared-param-page",
+        "private access to GPA 0x2000",
+        "not assigned",
     );
 }

@@ -121,34 +121,15 @@ fn step(vcpu: &mut VcpuFd, snp: &mut EmulatedSnp) -> Result<Option<Stop>, RunErr
             };
             doorbell(vcpu, snp, bell)
         }
-        VcpuExit::IoIn(port, data) => {
+        VcpuExit::IoIn(_, data) => {
+            // No devices: reads of any port float high.
             snp.stats.exit("io");
             data.fill(0xFF);
-            let _ = port;
             Ok(None)
         }
-        VcpuExit::MmioRead(addr, data) => {
-            snp.stats.exit("npf");
-            match snp.memory_fault(addr) {
-                Some(stop) => Ok(Some(stop)),
-                None => {
-                    // Became accessible since (a stale mapping): complete the read.
-                    let gpa = addr & !crate::platform::emulated_snp::C_BIT_MASK;
-                    snp.mem.read(gpa, data)?;
-                    Ok(None)
-                }
-            }
-        }
+        VcpuExit::MmioRead(addr, data) => memory_access(snp, addr, |mem, gpa| mem.read(gpa, data)),
         VcpuExit::MmioWrite(addr, data) => {
-            snp.stats.exit("npf");
-            match snp.memory_fault(addr) {
-                Some(stop) => Ok(Some(stop)),
-                None => {
-                    let gpa = addr & !crate::platform::emulated_snp::C_BIT_MASK;
-                    snp.mem.write(gpa, data)?;
-                    Ok(None)
-                }
-            }
+            memory_access(snp, addr, |mem, gpa| mem.write(gpa, data))
         }
         VcpuExit::X86Rdmsr(exit) => {
             snp.stats.exit("msr");
@@ -190,6 +171,21 @@ fn step(vcpu: &mut VcpuFd, snp: &mut EmulatedSnp) -> Result<Option<Stop>, RunErr
         }
         other => Err(RunError::Guest(format!("unexpected VM exit {other:?}"))),
     }
+}
+
+/// A guest access that hit a `PROT_NONE` view: a memory-rule stop, or, if the page
+/// has become accessible since (a stale mapping), the access completed on the memfd.
+fn memory_access(
+    snp: &mut EmulatedSnp,
+    addr: u64,
+    complete: impl FnOnce(&crate::vmm::memory::GuestMemory, u64) -> Result<(), MemoryError>,
+) -> Result<Option<Stop>, RunError> {
+    snp.stats.exit("npf");
+    if let Some(stop) = snp.memory_fault(addr) {
+        return Ok(Some(stop));
+    }
+    complete(&snp.mem, addr & !crate::platform::emulated_snp::C_BIT_MASK)?;
+    Ok(None)
 }
 
 /// PVALIDATE / VMGEXIT through the doorbell: operands in the vCPU's registers.
