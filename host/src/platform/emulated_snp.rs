@@ -432,43 +432,76 @@ impl Backend<'_> {
     }
 }
 
+impl Backend<'_> {
+    /// Whether every page of `[gfn, gfn + n)` is already assigned (`assigned`) or
+    /// already hypervisor-owned (`!assigned`).
+    fn already(&self, gfn: u64, n: u64, assigned: bool) -> bool {
+        (gfn..gfn + n).all(|p| self.rmp.entry(p).is_some_and(|e| e.assigned == assigned))
+    }
+
+    /// Discard a converted range and make both views match the RMP.
+    fn finish(&mut self, gfn: u64, n: u64) -> Result<(), ()> {
+        // Converted pages lose their contents (guest_memfd semantics): a page made
+        // private reads as zeros, a page made shared leaks nothing it held.
+        let discarded = self.mem.discard(gfn * PAGE_SIZE_4K, n * PAGE_SIZE_4K);
+        if let Err(e) = discarded.and_then(|()| sync_views(self.mem, self.rmp, gfn, n)) {
+            self.failed = Some(e);
+            return Err(());
+        }
+        Ok(())
+    }
+}
+
 impl PageStateBackend for Backend<'_> {
+    /// Pages already in the requested state are left alone, as KVM leaves a GFN whose
+    /// attribute does not change: no RMPUPDATE (which would clear the validated bit)
+    /// and no discard.
     fn change(&mut self, gfn: u64, npages: u64, op: MsrPscOp, huge: bool) -> Result<(), ()> {
         let end = gfn.checked_add(npages).ok_or(())?;
         if end > self.rmp.pages() {
             return Err(());
         }
         let assigned = op == MsrPscOp::Private;
+        // The run of converted pages not yet discarded and synced: (start, pages).
+        let mut run: Option<(u64, u64)> = None;
         let mut at = gfn;
         while at < end {
             let whole_2m = huge && at.is_multiple_of(512) && end - at >= 512;
-            let done = if whole_2m
+            let n = if whole_2m { 512 } else { 1 };
+            if self.already(at, n, assigned) {
+                if let Some((start, len)) = run.take() {
+                    self.finish(start, len)?;
+                }
+                at += n;
+                continue;
+            }
+            if whole_2m
                 && self
                     .rmp
                     .rmpupdate(at, assigned, RmpPageSize::Size2M, false)
                     .is_ok()
             {
                 self.stats.rmp_rmpupdate += 1;
-                512
-            } else if whole_2m {
-                for p in at..at + 512 {
-                    self.update_4k(p, assigned).map_err(|_| ())?;
-                    self.stats.rmp_rmpupdate += 1;
-                }
-                512
             } else {
-                self.update_4k(at, assigned).map_err(|_| ())?;
-                self.stats.rmp_rmpupdate += 1;
-                1
+                for p in at..at + n {
+                    if !self.already(p, 1, assigned) {
+                        self.update_4k(p, assigned).map_err(|_| ())?;
+                        self.stats.rmp_rmpupdate += 1;
+                    }
+                }
+            }
+            run = match run {
+                Some((start, len)) if start + len == at => Some((start, len + n)),
+                Some((start, len)) => {
+                    self.finish(start, len)?;
+                    Some((at, n))
+                }
+                None => Some((at, n)),
             };
-            at += done;
+            at += n;
         }
-        // Converted pages lose their contents (guest_memfd semantics): a page made
-        // private reads as zeros, a page made shared leaks nothing it held.
-        let discarded = self.mem.discard(gfn * PAGE_SIZE_4K, npages * PAGE_SIZE_4K);
-        if let Err(e) = discarded.and_then(|()| sync_views(self.mem, self.rmp, gfn, npages)) {
-            self.failed = Some(e);
-            return Err(());
+        if let Some((start, len)) = run {
+            self.finish(start, len)?;
         }
         Ok(())
     }
@@ -519,5 +552,83 @@ impl MsrProtocolHost for MsrHost<'_> {
 
     fn hv_features(&self) -> u64 {
         HV_FEATURE_SNP
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn platform() -> EmulatedSnp {
+        EmulatedSnp::new(GuestMemory::new(64 << 20).expect("memfd"))
+    }
+
+    fn psc(snp: &mut EmulatedSnp, gfn: u64, n: u64, op: MsrPscOp) {
+        let mut backend = Backend {
+            mem: &snp.mem,
+            rmp: &mut snp.rmp,
+            stats: &mut snp.stats,
+            failed: None,
+        };
+        backend
+            .change(gfn, n, op, false)
+            .expect("page-state change");
+    }
+
+    #[test]
+    fn converting_to_the_current_state_changes_nothing() {
+        let mut snp = platform();
+        snp.launch_page(0x10_000).unwrap();
+        snp.mem.write(0x10_000, b"keep").unwrap();
+        psc(&mut snp, 0x10, 1, MsrPscOp::Private);
+        let e = snp.rmp.entry(0x10).unwrap();
+        assert!(e.assigned && e.validated, "still validated: {e:?}");
+        let mut b = [0u8; 4];
+        snp.mem.read(0x10_000, &mut b).unwrap();
+        assert_eq!(&b, b"keep");
+        assert_eq!(snp.stats.rmp_rmpupdate, 0);
+    }
+
+    #[test]
+    fn conversion_discards_contents_and_clears_validation() {
+        let mut snp = platform();
+        snp.launch_page(0x10_000).unwrap();
+        snp.mem.write(0x10_000, b"secret").unwrap();
+        psc(&mut snp, 0x10, 1, MsrPscOp::Shared);
+        let mut b = [0xAAu8; 6];
+        snp.mem.read(0x10_000, &mut b).unwrap();
+        assert_eq!(b, [0; 6], "a page made shared must not carry private data");
+        assert!(snp.rmp.shared_accessible(0x10));
+        psc(&mut snp, 0x10, 1, MsrPscOp::Private);
+        let e = snp.rmp.entry(0x10).unwrap();
+        assert!(e.assigned && !e.validated);
+        assert_eq!(snp.stats.rmp_rmpupdate, 2);
+    }
+
+    #[test]
+    fn memory_faults_name_the_rule() {
+        let mut snp = platform();
+        snp.launch_page(0x20_000).unwrap();
+        // Shared access to a private page.
+        assert!(matches!(
+            snp.memory_fault(0x20_000),
+            Some(Stop::MemoryViolation {
+                view: View::Shared,
+                ..
+            })
+        ));
+        // Private access to a page that is not assigned.
+        assert!(matches!(
+            snp.memory_fault(C_BIT_MASK | 0x30_000),
+            Some(Stop::MemoryViolation {
+                view: View::Private,
+                gpa: 0x30_000,
+                ..
+            })
+        ));
+        // Private access to the validated page is fine.
+        assert_eq!(snp.memory_fault(C_BIT_MASK | 0x20_000), None);
+        // Outside RAM.
+        assert!(snp.memory_fault(1 << 40).is_some());
     }
 }
