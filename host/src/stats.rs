@@ -26,8 +26,8 @@ pub struct Stats {
     pub rmp_rmpupdate: u64,
     /// Unsupported syscalls the app made, by name.
     pub syscalls_unsupported: BTreeMap<String, u64>,
-    /// Milliseconds from process start to the app's first instruction... measured to
-    /// the first hostcall (the app's first output or exit).
+    /// Milliseconds from process start to the first hostcall (the app's first output
+    /// or its exit): image loading, VM set-up, firmware boot and app start-up.
     pub boot_ms: f64,
     /// Wall time of the whole run in milliseconds.
     pub run_ms: f64,
