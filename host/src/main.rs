@@ -44,6 +44,7 @@ fn demo(start: Instant) -> anyhow::Result<u8> {
         memory: None,
         stats: true,
         stats_json: None,
+        strict_memory: false,
     };
     let code = cli::run::run(&args, start)?;
     let _ = std::fs::remove_dir_all(&dir);

@@ -20,10 +20,9 @@ pub struct Stats {
     pub pvalidate_2m: u64,
     /// PVALIDATEs answered FAIL_SIZEMISMATCH.
     pub pvalidate_size_mismatch: u64,
-    /// PSMASHes of 2 MiB RMP entries.
-    pub rmp_psmash: u64,
-    /// RMPUPDATEs.
-    pub rmp_rmpupdate: u64,
+    /// Host MMU counters: RMP updates and PSMASHes, TDP faults, zaps and mappings,
+    /// implicit conversions.
+    pub mmu: crate::mmu::MmuStats,
     /// Unsupported syscalls the app made, by name.
     pub syscalls_unsupported: BTreeMap<String, u64>,
     /// Milliseconds from process start to the first hostcall (the app's first output
@@ -49,8 +48,16 @@ impl Stats {
             "pvalidate.4k": self.pvalidate_4k,
             "pvalidate.2m": self.pvalidate_2m,
             "pvalidate.size_mismatch": self.pvalidate_size_mismatch,
-            "rmp.psmash": self.rmp_psmash,
-            "rmp.rmpupdate": self.rmp_rmpupdate,
+            "rmp.psmash": self.mmu.psmash,
+            "rmp.rmpupdate": self.mmu.rmpupdate,
+            "tdp.faults": self.mmu.faults,
+            "tdp.zaps": self.mmu.zaps,
+            "tdp.maps_4k": self.mmu.maps_4k,
+            "tdp.maps_2m": self.mmu.maps_2m,
+            "tdp.maps_1g": self.mmu.maps_1g,
+            "tdp.fault_retries": self.mmu.fault_retries,
+            "memory.implicit_conversions": self.mmu.implicit_conversions,
+            "memory.conversions": self.mmu.conversions,
             "syscalls.unsupported": self.syscalls_unsupported,
             "boot_ms": self.boot_ms,
             "run_ms": self.run_ms,
@@ -61,11 +68,11 @@ impl Stats {
     pub fn render(&self) -> String {
         let mut s = String::from("nacre run statistics\n");
         s += &format!(
-            "  boot_ms                  {:.3}\n  run_ms                   {:.3}\n",
-            self.boot_ms, self.run_ms
+            "  {:<28} {:.3}\n  {:<28} {:.3}\n",
+            "boot_ms", self.boot_ms, "run_ms", self.run_ms
         );
         for (k, v) in &self.exits {
-            s += &format!("  exits.{k:<19} {v}\n");
+            s += &format!("  exits.{k:<22} {v}\n");
         }
         for (k, v) in [
             ("psc.calls", self.psc_calls),
@@ -74,13 +81,21 @@ impl Stats {
             ("pvalidate.4k", self.pvalidate_4k),
             ("pvalidate.2m", self.pvalidate_2m),
             ("pvalidate.size_mismatch", self.pvalidate_size_mismatch),
-            ("rmp.psmash", self.rmp_psmash),
-            ("rmp.rmpupdate", self.rmp_rmpupdate),
+            ("rmp.psmash", self.mmu.psmash),
+            ("rmp.rmpupdate", self.mmu.rmpupdate),
+            ("tdp.faults", self.mmu.faults),
+            ("tdp.zaps", self.mmu.zaps),
+            ("tdp.maps_4k", self.mmu.maps_4k),
+            ("tdp.maps_2m", self.mmu.maps_2m),
+            ("tdp.maps_1g", self.mmu.maps_1g),
+            ("tdp.fault_retries", self.mmu.fault_retries),
+            ("memory.implicit_conversions", self.mmu.implicit_conversions),
+            ("memory.conversions", self.mmu.conversions),
         ] {
-            s += &format!("  {k:<24} {v}\n");
+            s += &format!("  {k:<28} {v}\n");
         }
         if self.syscalls_unsupported.is_empty() {
-            s += "  syscalls.unsupported     none\n";
+            s += &format!("  {:<28} none\n", "syscalls.unsupported");
         }
         for (k, v) in &self.syscalls_unsupported {
             s += &format!("  syscalls.unsupported.{k} {v}\n");

@@ -33,6 +33,11 @@ pub struct RunArgs {
     /// Write the counters as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     pub stats_json: Option<PathBuf>,
+    /// Stop the guest (exit 120, naming the GPA and the rule) when it touches a page
+    /// through the wrong view (private memory as shared or shared as private), instead
+    /// of converting the page as KVM lets a VMM do on a memory-fault exit.
+    #[arg(long)]
+    pub strict_memory: bool,
 }
 
 /// Parse `128M`, `4G`, `512MiB`, `1073741824`.
@@ -81,6 +86,7 @@ pub fn run_bytes(bytes: &[u8], a: &RunArgs, start: Instant) -> anyhow::Result<u8
         );
     }
     let mut vm = setup::build(&image, memory)?;
+    vm.snp.strict_memory = a.strict_memory;
     if let Some(b) = std::env::var("NACRE_TEST_PSC_BUDGET")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -89,6 +95,7 @@ pub fn run_bytes(bytes: &[u8], a: &RunArgs, start: Instant) -> anyhow::Result<u8
     }
     let result = run::run(&mut vm);
     let mut stats = vm.snp.stats.clone();
+    stats.mmu = vm.snp.mmu.stats();
     stats.boot_ms = vm
         .snp
         .first_hostcall

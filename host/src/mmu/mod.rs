@@ -1,4 +1,861 @@
-//! The host's model of guest memory on the emulated platforms: the software RMP that
-//! plays the part of the SEV-SNP hardware (DESIGN.md 3.1 and 4).
+//! The host hypervisor MMU: per-GFN attributes, the TDP and the RMP, kept in sync by
+//! the rules of DESIGN.md 4. Pure logic with no KVM dependency.
+//!
+//! Three views of guest memory are kept consistent here:
+//! - [`attributes::Attributes`]: what the guest asked for (private or shared per page);
+//! - [`tdp::Tdp`]: which backing each GFN reaches, installed only by faults;
+//! - [`rmp::Rmp`]: what the hardware checks on every private access.
+//!
+//! Where the TDP takes effect is the [`Backing`]: on the emulated platforms it is the
+//! protection of the two views of guest RAM, so a page is reachable through a view
+//! exactly when the TDP maps it there *and* the RMP check passes (assigned and validated
+//! for private, hypervisor-owned for shared). Everything the guest can touch is
+//! therefore decided by this module.
+//!
+//! The rules, following upstream KVM (SPECS.md 3.4; Linux `arch/x86/kvm/mmu/mmu.c`,
+//! `arch/x86/kvm/svm/sev.c`, `virt/kvm/guest_memfd.c`):
+//! - Changing attributes zaps the affected TDP range and never maps.
+//! - A fault maps at the largest level allowed by the backing, the RMP page size of the
+//!   pages covered (private only: KVM limits private faults by the RMP,
+//!   `sev_gmem_max_mapping_level`) and attribute uniformity.
+//! - A private fault on a page the RMP still shows hypervisor-owned first assigns it,
+//!   at 2 MiB when the whole 2 MiB region can be (guest_memfd "prepare",
+//!   `sev_gmem_prepare`), unvalidated.
+//! - Invalidations raise an in-progress count and bump a sequence number at the end; a
+//!   fault that raced one retries (`mmu_invalidate_retry_gfn`).
+//! - Memory goes back to the host (discard) only after its RMP entries are
+//!   hypervisor-owned (`sev_gmem_invalidate`); an assigned page is never discarded.
+//! - A 4 KiB PVALIDATE or RMPADJUST inside a 2 MiB RMP entry is resolved by PSMASH, a
+//!   zap of the 2 MiB range and a retry (`sev_handle_rmp_fault`).
 
+pub mod attributes;
 pub mod rmp;
+pub mod tdp;
+
+use attributes::{Attributes, Kind};
+use nacre_shared_abi::snp::rmp::{RmpError, RmpPageSize};
+use rmp::{PvalidateOutcome, Rmp, RmpEntry};
+use std::sync::{Mutex, MutexGuard};
+use tdp::{Level, Mapping, Tdp};
+
+/// 4 KiB pages in a 2 MiB region.
+const PAGES_2M: u64 = 512;
+
+/// Where TDP mappings take effect and where discarded memory goes.
+pub trait Backing {
+    /// Error of the backing's operations.
+    type Error;
+    /// Make `[gfn, gfn + pages)` reachable (`true`) or not through the `kind` view.
+    fn set_access(&self, kind: Kind, gfn: u64, pages: u64, on: bool) -> Result<(), Self::Error>;
+    /// Return `[gfn, gfn + pages)` to the host: afterwards it reads as zeros.
+    fn discard(&self, gfn: u64, pages: u64) -> Result<(), Self::Error>;
+}
+
+/// Counters of MMU events (`tdp.*`, `rmp.*`, `memory.*` in `--stats-json`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MmuStats {
+    /// Faults that found no mapping and installed one.
+    pub faults: u64,
+    /// Faults that raced an invalidation and started over.
+    pub fault_retries: u64,
+    /// Mappings removed by zaps.
+    pub zaps: u64,
+    /// Mappings installed at 4 KiB.
+    pub maps_4k: u64,
+    /// Mappings installed at 2 MiB.
+    pub maps_2m: u64,
+    /// Mappings installed at 1 GiB.
+    pub maps_1g: u64,
+    /// PSMASHes.
+    pub psmash: u64,
+    /// RMPUPDATEs.
+    pub rmpupdate: u64,
+    /// Accesses through the wrong view turned into conversions.
+    pub implicit_conversions: u64,
+    /// Pages whose attribute changed.
+    pub conversions: u64,
+    /// Pages a reclaim left alone because they were still assigned (must stay zero).
+    pub reclaim_refused: u64,
+}
+
+/// Result of a fault.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// A mapping was installed.
+    Mapped(Mapping),
+    /// A mapping of the right kind was already there (a spurious fault).
+    Present(Mapping),
+    /// The access's kind disagrees with the page's attribute: KVM exits to the VMM
+    /// with `KVM_EXIT_MEMORY_FAULT`; the caller converts or stops the guest.
+    Mismatch,
+    /// The GFN is outside guest RAM.
+    OutOfRange,
+}
+
+/// What a fault saw before it dropped the lock (the window in which KVM resolves the
+/// backing page without holding `mmu_lock`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FaultTicket {
+    gfn: u64,
+    kind: Kind,
+    seq: u64,
+}
+
+/// Result of an emulated PVALIDATE or RMPADJUST once the nested walk is done.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GuestRmpResult {
+    /// EAX = 0; `changed == false` is CF = 1 (PVALIDATE only).
+    Done {
+        /// The entry changed.
+        changed: bool,
+    },
+    /// EAX = this error.
+    Fail(RmpError),
+    /// The nested walk hit a page whose attribute is shared: a memory-fault exit.
+    Mismatch,
+}
+
+/// Outcome of a guest access that found its view closed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// The page is reachable now; the caller completes the access.
+    Ok {
+        /// The access first converted the page (implicit conversion).
+        converted: bool,
+    },
+    /// The access breaks a rule; the guest is stopped.
+    Violation(&'static str),
+}
+
+/// Mutable state behind the MMU lock (KVM's `mmu_lock` and friends in one).
+#[derive(Debug)]
+struct State {
+    attrs: Attributes,
+    tdp: Tdp,
+    rmp: Rmp,
+    /// Largest mapping the backing supports.
+    backing: Level,
+    /// Bumped at the end of every invalidation (`mmu_invalidate_seq`).
+    seq: u64,
+    /// Invalidations in progress (`mmu_invalidate_in_progress`) and the union of their
+    /// ranges.
+    in_progress: u64,
+    range: (u64, u64),
+    stats: MmuStats,
+}
+
+/// The host MMU of one VM. All methods take `&self`; the state is behind one lock, so
+/// several vCPU threads may fault and invalidate concurrently.
+#[derive(Debug)]
+pub struct Mmu {
+    state: Mutex<State>,
+}
+
+/// Rule texts for violations, shared with the platform's messages.
+pub mod rule {
+    /// Outside guest RAM.
+    pub const OUT_OF_RANGE: &str = "the address is outside guest RAM";
+    /// Private access, attribute shared, `--strict-memory`.
+    pub const PRIVATE_TO_SHARED: &str =
+        "private access to a page that is not assigned to the guest (it is shared)";
+    /// Shared access, attribute private, `--strict-memory`.
+    pub const SHARED_TO_PRIVATE: &str = "shared access to a page that is private to the guest";
+    /// Private access, RMP entry assigned but not validated.
+    pub const NOT_VALIDATED: &str = "private access to a page the guest never validated";
+    /// Shared access to a page the RMP shows assigned.
+    pub const SHARED_ASSIGNED: &str = "shared access to a page that is assigned to the guest";
+}
+
+impl Mmu {
+    /// An MMU over `pages` 4 KiB pages whose backing maps at most `backing`. Every page
+    /// starts private in the attributes (as a VMM sets all of a confidential guest's
+    /// RAM private at creation), hypervisor-owned in the RMP and unmapped.
+    pub fn new(pages: u64, backing: Level) -> Self {
+        Self {
+            state: Mutex::new(State {
+                attrs: Attributes::new(pages, Kind::Private),
+                tdp: Tdp::new(pages),
+                rmp: Rmp::new(pages),
+                backing,
+                seq: 0,
+                in_progress: 0,
+                range: (0, 0),
+                stats: MmuStats::default(),
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock aborts the process (profile panic = "abort"),
+        // so a poisoned lock cannot be observed in practice; recover it in tests.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Number of 4 KiB pages of guest RAM.
+    pub fn pages(&self) -> u64 {
+        self.lock().attrs.pages()
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> MmuStats {
+        self.lock().stats
+    }
+
+    /// Read-only look at the three tables (for invariant checks and diagnostics).
+    pub fn inspect<R>(&self, f: impl FnOnce(&Attributes, &Tdp, &Rmp) -> R) -> R {
+        let st = self.lock();
+        f(&st.attrs, &st.tdp, &st.rmp)
+    }
+
+    /// The RMP entry governing `gfn`.
+    pub fn rmp_entry(&self, gfn: u64) -> Option<RmpEntry> {
+        self.lock().rmp.entry(gfn)
+    }
+
+    /// Whether the host may treat `[gfn, gfn + n)` as shared with the guest: every page
+    /// shared in the attributes and hypervisor-owned in the RMP.
+    pub fn is_shared(&self, gfn: u64, n: u64) -> bool {
+        let st = self.lock();
+        st.attrs.uniform(gfn, n, Kind::Shared)
+            && (gfn..gfn + n).all(|p| st.rmp.entry(p).is_some_and(|e| !e.assigned))
+    }
+
+    // ----- faults -------------------------------------------------------------------
+
+    /// First half of a fault: checks what can be checked and records the sequence
+    /// number. `Err` is a final answer.
+    pub fn fault_begin(&self, gfn: u64, kind: Kind) -> Result<FaultTicket, Fault> {
+        let st = self.lock();
+        match st.attrs.get(gfn) {
+            None => return Err(Fault::OutOfRange),
+            Some(k) if k != kind => return Err(Fault::Mismatch),
+            Some(_) => {}
+        }
+        if let Some(m) = st.tdp.lookup(gfn).filter(|m| m.kind == kind) {
+            return Err(Fault::Present(m));
+        }
+        Ok(FaultTicket {
+            gfn,
+            kind,
+            seq: st.seq,
+        })
+    }
+
+    /// Second half of a fault: installs the mapping unless an invalidation raced the
+    /// fault since [`Mmu::fault_begin`], in which case `Ok(None)`: start over.
+    pub fn fault_finish<B: Backing>(
+        &self,
+        b: &B,
+        t: FaultTicket,
+    ) -> Result<Option<Fault>, B::Error> {
+        let mut st = self.lock();
+        if st.stale(t) {
+            st.stats.fault_retries += 1;
+            return Ok(None);
+        }
+        let fault = st.fault_locked(t.gfn, t.kind);
+        if let Fault::Mapped(m) = fault {
+            st.sync(b, m.base, m.level.pages())?;
+        }
+        Ok(Some(fault))
+    }
+
+    /// A nested page fault on `gfn` for an access of `kind`, retried until it is not
+    /// stale.
+    pub fn fault<B: Backing>(&self, b: &B, gfn: u64, kind: Kind) -> Result<Fault, B::Error> {
+        loop {
+            let t = match self.fault_begin(gfn, kind) {
+                Ok(t) => t,
+                Err(f) => return Ok(f),
+            };
+            if let Some(f) = self.fault_finish(b, t)? {
+                return Ok(f);
+            }
+            std::thread::yield_now();
+        }
+    }
+
+    /// Fault in every page of `[gfn, gfn + n)` as `kind` (KVM_PRE_FAULT_MEMORY), e.g.
+    /// the measured launch pages before the first instruction runs. Pages whose
+    /// attribute disagrees are left alone. Returns the number of mappings installed.
+    pub fn prefault<B: Backing>(
+        &self,
+        b: &B,
+        gfn: u64,
+        n: u64,
+        kind: Kind,
+    ) -> Result<u64, B::Error> {
+        let mut st = self.lock();
+        let end = gfn.saturating_add(n).min(st.attrs.pages());
+        let mut mapped = 0;
+        let mut touched: Option<(u64, u64)> = None;
+        let mut at = gfn;
+        while at < end {
+            if st.in_progress > 0 && st.range.0 <= at && at < st.range.1 {
+                // Being invalidated: leave it to a later fault.
+                at += 1;
+                continue;
+            }
+            match st.fault_locked(at, kind) {
+                Fault::Mapped(m) => {
+                    mapped += 1;
+                    touched = Some(widen(
+                        touched.unwrap_or((m.base, m.end())),
+                        Some((m.base, m.end())),
+                    ));
+                    at = m.end();
+                }
+                Fault::Present(m) => at = m.end(),
+                Fault::Mismatch | Fault::OutOfRange => at += 1,
+            }
+        }
+        if let Some((lo, hi)) = touched {
+            st.sync(b, lo, hi - lo)?;
+        }
+        Ok(mapped)
+    }
+
+    // ----- attribute changes, invalidation, reclaim -----------------------------------
+
+    /// Set the attributes of `[gfn, gfn + n)` to `kind`, as `KVM_SET_MEMORY_ATTRIBUTES`
+    /// after a page-state change or an implicit conversion: zap, update, return pages
+    /// made shared to the hypervisor in the RMP, discard the converted pages (their old
+    /// contents must not cross sides) and sync. Pages already `kind` are left exactly
+    /// as they are. `Ok(None)` if the range leaves guest RAM; else the number of pages
+    /// converted.
+    pub fn set_attributes<B: Backing>(
+        &self,
+        b: &B,
+        gfn: u64,
+        n: u64,
+        kind: Kind,
+    ) -> Result<Option<u64>, B::Error> {
+        let mut st = self.lock();
+        if gfn.checked_add(n).is_none_or(|e| e > st.attrs.pages()) {
+            return Ok(None);
+        }
+        if st.attrs.count_other(gfn, n, kind) == 0 {
+            return Ok(Some(0));
+        }
+        // Runs of pages whose attribute changes: only these are touched.
+        let runs = st.runs_other_than(gfn, n, kind);
+        st.begin(gfn, n);
+        let mut touched = (gfn, gfn + n);
+        let mut converted = 0;
+        for &(s, len) in &runs {
+            touched = widen(touched, st.zap(s, len));
+            st.attrs.set(s, len, kind);
+            if kind == Kind::Shared {
+                st.make_hypervisor_owned(s, len);
+            }
+            converted += len;
+        }
+        st.stats.conversions += converted;
+        // Discard without the lock, as the VMM punches holes while faults may run; a
+        // fault on these pages sees the invalidation in progress and retries.
+        drop(st);
+        let discarded = runs.iter().try_for_each(|&(s, len)| {
+            let safe = self.lock().reclaimable_runs(s, len);
+            safe.into_iter().try_for_each(|(s, len)| b.discard(s, len))
+        });
+        let mut st = self.lock();
+        st.end();
+        discarded?;
+        st.sync(b, touched.0, touched.1 - touched.0)?;
+        Ok(Some(converted))
+    }
+
+    /// A host-side invalidation of `[gfn, gfn + n)` (an MMU notifier: the host moved or
+    /// swapped the backing): zap only. Returns the mappings removed.
+    pub fn invalidate<B: Backing>(&self, b: &B, gfn: u64, n: u64) -> Result<u64, B::Error> {
+        let mut st = self.lock();
+        st.begin(gfn, n);
+        let zapped = st.zap_mappings(gfn, n);
+        st.end();
+        let count = zapped.len() as u64;
+        let touched = zapped.iter().fold((gfn, gfn.saturating_add(n)), |r, m| {
+            widen(r, Some((m.base, m.end())))
+        });
+        st.sync(b, touched.0, touched.1 - touched.0)?;
+        Ok(count)
+    }
+
+    /// The host takes `[gfn, gfn + n)` back (a hole punched in guest_memfd): zap, make
+    /// every assigned page hypervisor-owned (PSMASHing 2 MiB entries the range only
+    /// partly covers), then discard. Attributes are unchanged, so the guest's next
+    /// private access faults in a fresh, unvalidated page. Returns the pages discarded.
+    pub fn reclaim<B: Backing>(&self, b: &B, gfn: u64, n: u64) -> Result<u64, B::Error> {
+        let mut st = self.lock();
+        let end = gfn.saturating_add(n).min(st.attrs.pages());
+        if gfn >= end {
+            return Ok(0);
+        }
+        let n = end - gfn;
+        st.begin(gfn, n);
+        let touched = widen((gfn, end), st.zap(gfn, n));
+        st.make_hypervisor_owned(gfn, n);
+        drop(st);
+        let safe = self.lock().reclaimable_runs(gfn, n);
+        let discarded = safe.into_iter().try_for_each(|(s, len)| b.discard(s, len));
+        let mut st = self.lock();
+        st.end();
+        discarded?;
+        st.sync(b, touched.0, touched.1 - touched.0)?;
+        Ok(n)
+    }
+
+    // ----- RMP instructions -------------------------------------------------------------
+
+    /// Launch a measured page: assigned and validated at 4 KiB (what SNP_LAUNCH_UPDATE
+    /// leaves). The page's attribute becomes private. Not mapped: see [`Mmu::prefault`].
+    pub fn launch_page(&self, gfn: u64) -> Result<(), RmpError> {
+        let mut st = self.lock();
+        if !st.attrs.set(gfn, 1, Kind::Private) {
+            return Err(RmpError::FailInput);
+        }
+        st.stats.rmpupdate += 1;
+        st.rmp.launch_page(gfn)
+    }
+
+    /// Test hook for a hostile host: RMPUPDATE the page behind the guest's back, so it
+    /// is assigned but no longer validated.
+    pub fn hostile_reassign<B: Backing>(&self, b: &B, gfn: u64) -> Result<(), B::Error> {
+        let mut st = self.lock();
+        if st
+            .rmp
+            .rmpupdate(gfn, true, RmpPageSize::Size4K, false)
+            .is_ok()
+        {
+            st.stats.rmpupdate += 1;
+        }
+        st.sync(b, gfn, 1)
+    }
+
+    /// Test hook for a hostile host: leave the page shared although the guest expects
+    /// it private.
+    pub fn hostile_share(&self, gfn: u64) {
+        let mut st = self.lock();
+        st.attrs.set(gfn, 1, Kind::Shared);
+    }
+
+    /// PSMASH the 2 MiB RMP entry at `head` and zap the TDP over the region, as KVM's
+    /// RMP fault handler does. `Err` is PSMASH's return code.
+    pub fn psmash<B: Backing>(&self, b: &B, head: u64) -> Result<Result<(), RmpError>, B::Error> {
+        let mut st = self.lock();
+        let r = st.psmash_locked(head);
+        if r.is_ok() {
+            st.sync(b, head, PAGES_2M)?;
+        }
+        Ok(r)
+    }
+
+    /// PVALIDATE by the guest of the page or 2 MiB region at `gfn` (already translated
+    /// from the guest's virtual address and known to be a private access). The nested
+    /// walk faults the page in first; a size-mismatch fault is resolved by PSMASH and a
+    /// retry.
+    pub fn pvalidate<B: Backing>(
+        &self,
+        b: &B,
+        gfn: u64,
+        size: RmpPageSize,
+        validate: bool,
+    ) -> Result<GuestRmpResult, B::Error> {
+        self.guest_rmp_op(b, gfn, |rmp| rmp.pvalidate(gfn, size, validate))
+    }
+
+    /// RMPADJUST by the guest (at VMPL0) of the page or region at `gfn` with the
+    /// attribute operand `attrs` (SPECS.md 3.1).
+    pub fn rmpadjust<B: Backing>(
+        &self,
+        b: &B,
+        gfn: u64,
+        size: RmpPageSize,
+        attrs: u64,
+    ) -> Result<GuestRmpResult, B::Error> {
+        self.guest_rmp_op(b, gfn, |rmp| rmp.rmpadjust(gfn, size, attrs))
+    }
+
+    fn guest_rmp_op<B: Backing>(
+        &self,
+        b: &B,
+        gfn: u64,
+        mut op: impl FnMut(&mut Rmp) -> Result<PvalidateOutcome, RmpError>,
+    ) -> Result<GuestRmpResult, B::Error> {
+        // Each round: the nested walk (fault), then the instruction under the lock. A
+        // PSMASH or a racing zap sends it round again, as the hardware retries the
+        // instruction after the host handled the nested fault.
+        for _ in 0..8 {
+            match self.fault(b, gfn, Kind::Private)? {
+                Fault::OutOfRange => return Ok(GuestRmpResult::Fail(RmpError::FailInput)),
+                Fault::Mismatch => return Ok(GuestRmpResult::Mismatch),
+                Fault::Mapped(_) | Fault::Present(_) => {}
+            }
+            let mut st = self.lock();
+            if st.tdp.lookup(gfn).is_none_or(|m| m.kind != Kind::Private) {
+                continue;
+            }
+            match op(&mut st.rmp) {
+                Ok(PvalidateOutcome::NeedsPsmash) => {
+                    let head = gfn & !(PAGES_2M - 1);
+                    // FAIL_INPUT here means the entry is 4K by now: a race, fine.
+                    let _ = st.psmash_locked(head);
+                    st.sync(b, head, PAGES_2M)?;
+                }
+                Ok(PvalidateOutcome::Done { changed }) => {
+                    if changed {
+                        st.sync(b, Level::L2M.base(gfn), PAGES_2M)?;
+                    }
+                    return Ok(GuestRmpResult::Done { changed });
+                }
+                Err(e) => return Ok(GuestRmpResult::Fail(e)),
+            }
+        }
+        Ok(GuestRmpResult::Fail(RmpError::FailInUse))
+    }
+
+    // ----- guest accesses ---------------------------------------------------------------
+
+    /// A guest access of `kind` to `gfn` that found its view closed (a nested page
+    /// fault). A disagreement with the attributes becomes an implicit conversion, as a
+    /// VMM does on `KVM_EXIT_MEMORY_FAULT`, or with `strict` a violation. Then the page
+    /// is faulted in and the RMP check applied.
+    pub fn access<B: Backing>(
+        &self,
+        b: &B,
+        gfn: u64,
+        kind: Kind,
+        strict: bool,
+    ) -> Result<Access, B::Error> {
+        let mut converted = false;
+        for _ in 0..4 {
+            match self.fault(b, gfn, kind)? {
+                Fault::OutOfRange => return Ok(Access::Violation(rule::OUT_OF_RANGE)),
+                Fault::Mismatch if strict => {
+                    return Ok(Access::Violation(match kind {
+                        Kind::Private => rule::PRIVATE_TO_SHARED,
+                        Kind::Shared => rule::SHARED_TO_PRIVATE,
+                    }));
+                }
+                Fault::Mismatch => {
+                    self.set_attributes(b, gfn, 1, kind)?;
+                    self.lock().stats.implicit_conversions += 1;
+                    converted = true;
+                    continue;
+                }
+                Fault::Mapped(_) | Fault::Present(_) => {}
+            }
+            let st = self.lock();
+            let Some(e) = st.rmp.entry(gfn) else {
+                return Ok(Access::Violation(rule::OUT_OF_RANGE));
+            };
+            return Ok(match kind {
+                Kind::Private if !e.assigned || !e.validated => {
+                    Access::Violation(rule::NOT_VALIDATED)
+                }
+                Kind::Shared if e.assigned => Access::Violation(rule::SHARED_ASSIGNED),
+                _ => Access::Ok { converted },
+            });
+        }
+        Ok(Access::Violation(rule::OUT_OF_RANGE))
+    }
+
+    /// Count an implicit conversion made by the caller through
+    /// [`Mmu::set_attributes`] (one resolved outside [`Mmu::access`]).
+    pub fn count_implicit_conversion(&self) {
+        self.lock().stats.implicit_conversions += 1;
+    }
+
+    /// Whether the guest can reach `gfn` through the private and the shared view now:
+    /// the TDP maps it there and the RMP check passes.
+    pub fn reachable(&self, gfn: u64) -> (bool, bool) {
+        let st = self.lock();
+        st.reach(gfn)
+    }
+}
+
+/// Widen the range `(start, end)` by another.
+fn widen(r: (u64, u64), other: Option<(u64, u64)>) -> (u64, u64) {
+    match other {
+        Some((s, e)) => (r.0.min(s), r.1.max(e)),
+        None => r,
+    }
+}
+
+impl State {
+    fn pages(&self) -> u64 {
+        self.attrs.pages()
+    }
+
+    fn begin(&mut self, gfn: u64, n: u64) {
+        let end = gfn.saturating_add(n);
+        self.range = if self.in_progress == 0 {
+            (gfn, end)
+        } else {
+            (self.range.0.min(gfn), self.range.1.max(end))
+        };
+        self.in_progress += 1;
+    }
+
+    fn end(&mut self) {
+        self.seq += 1;
+        self.in_progress = self.in_progress.saturating_sub(1);
+    }
+
+    /// `mmu_invalidate_retry_gfn`: an invalidation covering the GFN is in progress, or
+    /// one finished since the fault began.
+    fn stale(&self, t: FaultTicket) -> bool {
+        (self.in_progress > 0 && self.range.0 <= t.gfn && t.gfn < self.range.1) || self.seq != t.seq
+    }
+
+    /// Zap, returning the range covered by what was removed.
+    fn zap(&mut self, gfn: u64, n: u64) -> Option<(u64, u64)> {
+        let removed = self.zap_mappings(gfn, n);
+        let lo = removed.iter().map(|m| m.base).min()?;
+        let hi = removed.iter().map(Mapping::end).max()?;
+        Some((lo, hi))
+    }
+
+    fn zap_mappings(&mut self, gfn: u64, n: u64) -> Vec<Mapping> {
+        let removed = self.tdp.zap(gfn, n);
+        self.stats.zaps += removed.len() as u64;
+        removed
+    }
+
+    /// Maximal runs in `[gfn, gfn + n)` of pages whose attribute is not `kind`.
+    fn runs_other_than(&self, gfn: u64, n: u64, kind: Kind) -> Vec<(u64, u64)> {
+        let mut runs: Vec<(u64, u64)> = Vec::new();
+        let mut at = gfn;
+        let end = gfn + n;
+        while at < end {
+            // Skip whole uniform 2 MiB stretches quickly.
+            let stop = (Level::L2M.base(at) + PAGES_2M).min(end);
+            let other = self.attrs.count_other(at, stop - at, kind);
+            if other == 0 {
+                at = stop;
+                continue;
+            }
+            for p in at..stop {
+                if self.attrs.get(p) != Some(kind) {
+                    match runs.last_mut() {
+                        Some((s, len)) if *s + *len == p => *len += 1,
+                        _ => runs.push((p, 1)),
+                    }
+                }
+            }
+            at = stop;
+        }
+        runs
+    }
+
+    /// RMPUPDATE every assigned page in `[gfn, gfn + n)` to hypervisor-owned: a whole
+    /// 2 MiB entry in one update, a partly covered one after a PSMASH
+    /// (`sev_gmem_invalidate`).
+    fn make_hypervisor_owned(&mut self, gfn: u64, n: u64) {
+        let end = gfn + n;
+        let mut at = gfn;
+        while at < end {
+            let Some(e) = self.rmp.entry(at) else {
+                return;
+            };
+            if !e.assigned {
+                at += 1;
+                continue;
+            }
+            if e.size == RmpPageSize::Size2M {
+                let head = Level::L2M.base(at);
+                if head >= gfn && head + PAGES_2M <= end {
+                    if self
+                        .rmp
+                        .rmpupdate(head, false, RmpPageSize::Size2M, false)
+                        .is_ok()
+                    {
+                        self.stats.rmpupdate += 1;
+                    }
+                    at = head + PAGES_2M;
+                    continue;
+                }
+                let _ = self.psmash_locked(head);
+            }
+            if self
+                .rmp
+                .rmpupdate(at, false, RmpPageSize::Size4K, false)
+                .is_ok()
+            {
+                self.stats.rmpupdate += 1;
+            }
+            at += 1;
+        }
+    }
+
+    /// The reclaim rule: a page still assigned to the guest is never handed back to the
+    /// host. Returns the runs of `[gfn, gfn + n)` that may be discarded; assigned pages
+    /// are left out and counted in `reclaim_refused` (always zero unless this module
+    /// has a bug: the callers make the pages hypervisor-owned first).
+    fn reclaimable_runs(&mut self, gfn: u64, n: u64) -> Vec<(u64, u64)> {
+        let mut runs: Vec<(u64, u64)> = Vec::new();
+        for p in gfn..gfn.saturating_add(n) {
+            if self.rmp.entry(p).is_some_and(|e| e.assigned) {
+                self.stats.reclaim_refused += 1;
+                continue;
+            }
+            match runs.last_mut() {
+                Some((s, len)) if *s + *len == p => *len += 1,
+                _ => runs.push((p, 1)),
+            }
+        }
+        runs
+    }
+
+    fn psmash_locked(&mut self, head: u64) -> Result<(), RmpError> {
+        self.rmp.psmash(head)?;
+        self.stats.psmash += 1;
+        self.zap_mappings(head, PAGES_2M);
+        Ok(())
+    }
+
+    /// The fault proper, under the lock: prepare the RMP for a private page, choose the
+    /// level, install the mapping. Does not sync the backing.
+    fn fault_locked(&mut self, gfn: u64, kind: Kind) -> Fault {
+        match self.attrs.get(gfn) {
+            None => return Fault::OutOfRange,
+            Some(k) if k != kind => return Fault::Mismatch,
+            Some(_) => {}
+        }
+        if let Some(m) = self.tdp.lookup(gfn) {
+            if m.kind == kind {
+                return Fault::Present(m);
+            }
+        }
+        if kind == Kind::Private {
+            self.prepare_private(gfn);
+        }
+        let level = self.max_level(gfn, kind);
+        let mapping = Mapping {
+            base: level.base(gfn),
+            level,
+            kind,
+        };
+        let replaced = self.tdp.map(mapping);
+        debug_assert!(
+            replaced.iter().all(|m| m.kind == kind),
+            "a mapping of the other kind survived under {mapping:?}"
+        );
+        self.stats.faults += 1;
+        match level {
+            Level::L4K => self.stats.maps_4k += 1,
+            Level::L2M => self.stats.maps_2m += 1,
+            Level::L1G => self.stats.maps_1g += 1,
+        }
+        Fault::Mapped(mapping)
+    }
+
+    /// guest_memfd "prepare": a private page the RMP still shows hypervisor-owned is
+    /// assigned (unvalidated), at 2 MiB when the backing allows it, the whole region is
+    /// private in the attributes and every page of it is hypervisor-owned at 4 KiB.
+    fn prepare_private(&mut self, gfn: u64) {
+        if self.rmp.entry(gfn).is_none_or(|e| e.assigned) {
+            return;
+        }
+        let head = Level::L2M.base(gfn);
+        let whole = self.backing >= Level::L2M
+            && self.attrs.uniform(head, PAGES_2M, Kind::Private)
+            && (head..head + PAGES_2M).all(|p| self.rmp.entry(p).is_some_and(|e| !e.assigned));
+        let done = whole
+            && self
+                .rmp
+                .rmpupdate(head, true, RmpPageSize::Size2M, false)
+                .is_ok();
+        if done
+            || self
+                .rmp
+                .rmpupdate(gfn, true, RmpPageSize::Size4K, false)
+                .is_ok()
+        {
+            self.stats.rmpupdate += 1;
+        }
+    }
+
+    /// The largest level at which `gfn` may be mapped as `kind`.
+    fn max_level(&self, gfn: u64, kind: Kind) -> Level {
+        for level in Level::DESCENDING {
+            if level > self.backing {
+                continue;
+            }
+            let base = level.base(gfn);
+            let pages = level.pages();
+            if base + pages > self.pages() || !self.attrs.uniform(base, pages, kind) {
+                continue;
+            }
+            let rmp_ok = match (kind, level) {
+                (_, Level::L4K) => true,
+                // The RMP has no 1 GiB pages; a private mapping may not exceed the RMP
+                // entry of any page under it.
+                (Kind::Private, Level::L1G) => false,
+                (Kind::Private, Level::L2M) => self
+                    .rmp
+                    .entry(base)
+                    .is_some_and(|e| e.assigned && e.size == RmpPageSize::Size2M),
+                // A shared mapping must not cover a page the guest owns.
+                (Kind::Shared, _) => {
+                    (base..base + pages).all(|p| self.rmp.entry(p).is_some_and(|e| !e.assigned))
+                }
+            };
+            if rmp_ok {
+                return level;
+            }
+        }
+        Level::L4K
+    }
+
+    /// Reachability of one page: `(private, shared)`.
+    fn reach(&self, gfn: u64) -> (bool, bool) {
+        match self.tdp.lookup(gfn) {
+            Some(m) if m.kind == Kind::Private => (self.rmp.private_accessible(gfn), false),
+            Some(_) => (false, self.rmp.shared_accessible(gfn)),
+            None => (false, false),
+        }
+    }
+
+    /// Make the backing match [`State::reach`] over `[gfn, gfn + n)`, one call per
+    /// maximal run.
+    fn sync<B: Backing>(&self, b: &B, gfn: u64, n: u64) -> Result<(), B::Error> {
+        let end = gfn.saturating_add(n).min(self.pages());
+        let mut at = gfn;
+        while at < end {
+            let start = at;
+            let (r, mut cursor) = self.span(at);
+            while cursor < end {
+                let (r2, next) = self.span(cursor);
+                if r2 != r {
+                    break;
+                }
+                cursor = next;
+            }
+            let stop = cursor.min(end);
+            b.set_access(Kind::Private, start, stop - start, r.0)?;
+            b.set_access(Kind::Shared, start, stop - start, r.1)?;
+            at = stop;
+        }
+        Ok(())
+    }
+
+    /// Reachability at `gfn` and the end of the stretch over which it certainly holds.
+    fn span(&self, gfn: u64) -> ((bool, bool), u64) {
+        match self.tdp.lookup(gfn) {
+            None => {
+                // Unmapped: nothing below a missing 2 MiB entry either, cheaply known
+                // when the 4K entries are empty; otherwise one page.
+                ((false, false), gfn + 1)
+            }
+            Some(m) => {
+                let (r, rmp_end) = self.rmp.access_span(gfn);
+                let r = match m.kind {
+                    Kind::Private => (r.0, false),
+                    Kind::Shared => (false, r.1),
+                };
+                (r, m.end().min(rmp_end).max(gfn + 1))
+            }
+        }
+    }
+}
+

@@ -10,7 +10,8 @@
 //! Simplifications, all exact for nacre's emulated platform:
 //! - one guest (ASID 1), and GPA == system page index, so the RMP is indexed by GFN and
 //!   the entry's GPA/ASID fields are implied;
-//! - VMPL permission masks are not modelled (the firmware runs at VMPL0 only).
+//! - the guest runs at VMPL0 (full access); the permission masks RMPADJUST grants to
+//!   VMPL1-3 are recorded per entry but not enforced, as no code runs at those levels.
 //!
 //! The instructions follow the architectural return codes (SPECS.md 3.1, AMD APM vol. 3
 //! "RMPUPDATE", "PSMASH", "PVALIDATE"; Linux `arch/x86/virt/svm/sev.c`):
@@ -91,6 +92,24 @@ pub enum PvalidateOutcome {
 pub struct Rmp {
     /// One byte of flags per 4 KiB page, indexed by GFN.
     flags: Vec<u8>,
+    /// VMPL1-3 permission masks (RMPADJUST attribute bits 8-11) of the entries that have
+    /// any, keyed by the entry's GFN (the head of a 2 MiB entry). Absent = none granted.
+    perms: std::collections::HashMap<u64, [u8; 3]>,
+}
+
+/// RMPADJUST attribute operand fields (SPECS.md 3.1; Linux `asm/sev.h`
+/// `RMPADJUST_VMSA_PAGE_BIT`).
+pub mod rmpadjust_attrs {
+    /// Bits 7:0: the target VMPL.
+    pub const TARGET_VMPL_MASK: u64 = 0xFF;
+    /// Bits 11:8: the permission mask granted (R, W, X_user, X_super).
+    pub const PERM_SHIFT: u64 = 8;
+    /// Width mask of the permission field once shifted down.
+    pub const PERM_MASK: u64 = 0xF;
+    /// Bit 16: the page is a VMSA.
+    pub const VMSA: u64 = 1 << 16;
+    /// Highest VMPL.
+    pub const MAX_VMPL: u64 = 3;
 }
 
 impl core::fmt::Debug for Rmp {
@@ -121,6 +140,7 @@ impl Rmp {
             usize::try_from(pages).expect("guest RAM page count fits in usize on a 64-bit host");
         Self {
             flags: vec![0u8; n],
+            perms: std::collections::HashMap::new(),
         }
     }
 
@@ -222,6 +242,7 @@ impl Rmp {
                     self.region_mut(head_of(gfn))?.fill(0);
                 }
                 *self.page_mut(gfn)? = new;
+                self.perms.remove(&gfn);
             }
             RmpPageSize::Size2M => {
                 let pages = self.region_mut(gfn)?;
@@ -242,6 +263,7 @@ impl Rmp {
                 }
                 *head = new | IN_2M;
                 tails.fill(IN_2M);
+                self.perms.retain(|&p, _| head_of(p) != gfn);
             }
         }
         Ok(())
@@ -258,6 +280,11 @@ impl Rmp {
             return Err(RmpError::FailInput);
         }
         pages.fill(head & STATE);
+        if let Some(p) = self.perms.get(&gfn).copied() {
+            for g in gfn + 1..gfn + PAGES_PER_2M {
+                self.perms.insert(g, p);
+            }
+        }
         Ok(())
     }
 
@@ -335,6 +362,85 @@ impl Rmp {
         Ok(())
     }
 
+    /// RMPADJUST as a VMPL0 guest issues it (SPECS.md 3.1): grant the target VMPL
+    /// (attribute bits 7:0) the permission mask in bits 11:8, and set or clear the VMSA
+    /// bit (bit 16), on the page or 2 MiB region at `gfn`.
+    ///
+    /// - `Err(FailInput)`: `gfn` outside guest RAM, an unaligned 2 MiB request, a
+    ///   target VMPL above 3, a VMSA request at 2 MiB (a VMSA is a 4 KiB page), or a
+    ///   page that is not assigned to the guest and validated by it;
+    /// - `Err(FailPermission)`: the target VMPL is not numerically greater than the
+    ///   caller's (VMPL0), so target 0;
+    /// - `Err(FailSizeMismatch)`: a 2 MiB request over 4 KiB entries;
+    /// - `Ok(NeedsPsmash)`: a 4 KiB request inside a 2 MiB entry, resolved by the host
+    ///   like PVALIDATE's (SPECS.md 3.4 trigger (a));
+    /// - `Ok(Done { changed })`: success (EAX = 0).
+    pub fn rmpadjust(
+        &mut self,
+        gfn: u64,
+        size: RmpPageSize,
+        attrs: u64,
+    ) -> Result<PvalidateOutcome, RmpError> {
+        use rmpadjust_attrs::{
+            MAX_VMPL, PERM_MASK, PERM_SHIFT, TARGET_VMPL_MASK, VMSA as VMSA_ATTR,
+        };
+        let target = attrs & TARGET_VMPL_MASK;
+        let vmsa = attrs & VMSA_ATTR != 0;
+        let perm = ((attrs >> PERM_SHIFT) & PERM_MASK) as u8;
+        if target > MAX_VMPL || (vmsa && size == RmpPageSize::Size2M) {
+            return Err(RmpError::FailInput);
+        }
+        let cur = match size {
+            RmpPageSize::Size4K => self.effective_bits(gfn).ok_or(RmpError::FailInput)?,
+            RmpPageSize::Size2M => {
+                let head = *self.region_mut(gfn)?.first().ok_or(RmpError::FailInput)?;
+                if head & IN_2M == 0 {
+                    return Err(RmpError::FailSizeMismatch);
+                }
+                head
+            }
+        };
+        if cur & ASSIGNED == 0 || cur & VALIDATED == 0 {
+            return Err(RmpError::FailInput);
+        }
+        if target == 0 {
+            return Err(RmpError::FailPermission);
+        }
+        if size == RmpPageSize::Size4K && cur & IN_2M != 0 {
+            return Ok(PvalidateOutcome::NeedsPsmash);
+        }
+        let bits = self.page_mut(gfn)?;
+        let before = *bits;
+        if vmsa {
+            *bits |= VMSA;
+        } else {
+            *bits &= !VMSA;
+        }
+        let mut changed = before != *bits;
+        let slot = (target - 1) as usize;
+        let masks = self.perms.entry(gfn).or_insert([0; 3]);
+        if let Some(m) = masks.get_mut(slot) {
+            changed |= *m != perm;
+            *m = perm;
+        }
+        Ok(PvalidateOutcome::Done { changed })
+    }
+
+    /// The permission mask RMPADJUST granted VMPL `vmpl` (1-3) on the entry governing
+    /// `gfn`; 0 if none.
+    pub fn vmpl_permissions(&self, gfn: u64, vmpl: u8) -> u8 {
+        let key = if self.flags_of(gfn).is_some_and(|b| b & IN_2M != 0) {
+            head_of(gfn)
+        } else {
+            gfn
+        };
+        let slot = usize::from(vmpl.saturating_sub(1));
+        self.perms
+            .get(&key)
+            .and_then(|m| m.get(slot).copied())
+            .unwrap_or(0)
+    }
+
     /// Whether the guest may access `gfn` through the private view: assigned and
     /// validated. `false` outside guest RAM.
     pub fn private_accessible(&self, gfn: u64) -> bool {
@@ -373,7 +479,7 @@ impl Rmp {
 
     /// The access pair of `gfn` and the end of the stretch, starting at `gfn`, over
     /// which it is certainly the same (the rest of a 2 MiB entry, else one page).
-    fn access_span(&self, gfn: u64) -> ((bool, bool), u64) {
+    pub(crate) fn access_span(&self, gfn: u64) -> ((bool, bool), u64) {
         let access = self.effective_bits(gfn).map_or((false, false), access_of);
         let span_end = if self.flags_of(gfn).is_some_and(|b| b & IN_2M != 0) {
             head_of(gfn).saturating_add(PAGES_PER_2M)

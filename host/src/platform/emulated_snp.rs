@@ -4,7 +4,9 @@
 
 use crate::exits::snp::msr_protocol::{handle_msr_protocol, MsrProtocolHost, MsrProtocolOutcome};
 use crate::exits::snp::psc::{handle_psc, PageStateBackend, PscStats};
-use crate::mmu::rmp::{PvalidateOutcome, Rmp};
+use crate::mmu::attributes::Kind;
+use crate::mmu::tdp::Level;
+use crate::mmu::{Access, Backing, GuestRmpResult, Mmu};
 use crate::stats::{syscall_name, Stats};
 use crate::vmm::memory::{GuestMemory, MemoryError, View};
 use nacre_shared_abi::hostcall::{
@@ -54,8 +56,11 @@ pub enum Stop {
 pub struct EmulatedSnp {
     /// Guest RAM.
     pub mem: GuestMemory,
-    /// Software RMP.
-    pub rmp: Rmp,
+    /// The host MMU: attributes, TDP (realized as the views' protection) and RMP.
+    pub mmu: Mmu,
+    /// `--strict-memory`: an access through the wrong view stops the guest instead of
+    /// converting the page.
+    pub strict_memory: bool,
     /// The GHCB MSR as the guest sees it.
     pub ghcb_msr: u64,
     /// Registered GHCB GPA.
@@ -77,7 +82,10 @@ impl EmulatedSnp {
         let pages = mem.size() / PAGE_SIZE_4K;
         Self {
             mem,
-            rmp: Rmp::new(pages),
+            // The memfd views are single mappings of the whole of RAM, so any aligned
+            // range inside RAM is backed contiguously: the backing allows 1 GiB.
+            mmu: Mmu::new(pages, Level::L1G),
+            strict_memory: false,
             ghcb_msr: 0,
             ghcb_gpa: None,
             stats: Stats::default(),
@@ -86,22 +94,20 @@ impl EmulatedSnp {
         }
     }
 
-    /// Make both views of `[gfn, gfn + n)` match the RMP.
-    pub fn sync_views(&self, gfn: u64, n: u64) -> Result<(), MemoryError> {
-        sync_views(&self.mem, &self.rmp, gfn, n)
-    }
-
     /// Emulate PVALIDATE for a guest whose page walk translated the operand to
     /// `translated` (a GPA including the C-bit), or `None` if the VA is unmapped.
+    /// `Err(stop)` when the nested walk hit a shared page under `--strict-memory`.
     pub fn pvalidate(
         &mut self,
         translated: Option<u64>,
         size_operand: u64,
         validate: u64,
-    ) -> Result<PvalidateResult, MemoryError> {
-        let fail = |e: RmpError| PvalidateResult {
-            rax: e.code(),
-            cf: false,
+    ) -> Result<Result<PvalidateResult, Stop>, MemoryError> {
+        let fail = |e: RmpError| {
+            Ok(PvalidateResult {
+                rax: e.code(),
+                cf: false,
+            })
         };
         let (Some(size), Some(gpa_c)) = (RmpPageSize::from_operand(size_operand), translated)
         else {
@@ -120,44 +126,97 @@ impl EmulatedSnp {
             RmpPageSize::Size2M => self.stats.pvalidate_2m += 1,
         }
         let gfn = gpa / PAGE_SIZE_4K;
-        let mut outcome = self.rmp.pvalidate(gfn, size, validate == 1);
-        if outcome == Ok(PvalidateOutcome::NeedsPsmash) {
-            // The nested fault KVM resolves: PSMASH the 2 MiB entry, retry at 4 KiB.
-            if self.rmp.psmash(gfn & !511).is_ok() {
-                self.stats.rmp_psmash += 1;
-            }
-            outcome = self.rmp.pvalidate(gfn, size, validate == 1);
-        }
-        match outcome {
-            Ok(PvalidateOutcome::Done { changed }) => {
-                if changed {
-                    self.sync_views(gfn, size.bytes() / PAGE_SIZE_4K)?;
-                }
-                Ok(PvalidateResult {
-                    rax: RMP_SUCCESS,
-                    cf: !changed,
-                })
-            }
-            Ok(PvalidateOutcome::NeedsPsmash) => Ok(fail(RmpError::FailInUse)),
-            Err(e) => {
+        let pages = size.bytes() / PAGE_SIZE_4K;
+        let r = self.guest_rmp(gpa, pages, |mmu, mem| {
+            mmu.pvalidate(mem, gfn, size, validate == 1)
+        })?;
+        Ok(r.map(|r| match r {
+            GuestRmpResult::Done { changed } => PvalidateResult {
+                rax: RMP_SUCCESS,
+                cf: !changed,
+            },
+            GuestRmpResult::Fail(e) => {
                 if e == RmpError::FailSizeMismatch {
                     self.stats.pvalidate_size_mismatch += 1;
                 }
-                Ok(fail(e))
+                PvalidateResult {
+                    rax: e.code(),
+                    cf: false,
+                }
             }
+            // guest_rmp resolved every mismatch.
+            GuestRmpResult::Mismatch => PvalidateResult {
+                rax: RmpError::FailInput.code(),
+                cf: false,
+            },
+        }))
+    }
+
+    /// Emulate RMPADJUST (VMPL0 caller) on the page `translated` maps; returns EAX.
+    pub fn rmpadjust(
+        &mut self,
+        translated: Option<u64>,
+        size_operand: u64,
+        attrs: u64,
+    ) -> Result<Result<u32, Stop>, MemoryError> {
+        let (Some(size), Some(gpa_c)) = (RmpPageSize::from_operand(size_operand), translated)
+        else {
+            return Ok(Ok(RmpError::FailInput.code()));
+        };
+        let gpa = gpa_c & !C_BIT_MASK;
+        if gpa_c & C_BIT_MASK == 0 || !gpa.is_multiple_of(size.bytes()) {
+            return Ok(Ok(RmpError::FailInput.code()));
         }
+        let gfn = gpa / PAGE_SIZE_4K;
+        let pages = size.bytes() / PAGE_SIZE_4K;
+        let r = self.guest_rmp(gpa, pages, |mmu, mem| mmu.rmpadjust(mem, gfn, size, attrs))?;
+        Ok(r.map(|r| match r {
+            GuestRmpResult::Done { .. } => RMP_SUCCESS,
+            GuestRmpResult::Fail(e) => e.code(),
+            GuestRmpResult::Mismatch => RmpError::FailInput.code(),
+        }))
+    }
+
+    /// Run a guest RMP instruction; a nested walk that lands on a shared page is a
+    /// memory-fault exit: converted to private (then the instruction runs again) or,
+    /// under `--strict-memory`, a stop.
+    fn guest_rmp(
+        &mut self,
+        gpa: u64,
+        pages: u64,
+        mut op: impl FnMut(&Mmu, &GuestMemory) -> Result<GuestRmpResult, MemoryError>,
+    ) -> Result<Result<GuestRmpResult, Stop>, MemoryError> {
+        let gfn = gpa / PAGE_SIZE_4K;
+        let mut r = op(&self.mmu, &self.mem)?;
+        if r == GuestRmpResult::Mismatch {
+            if self.strict_memory {
+                return Ok(Err(Stop::MemoryViolation {
+                    gpa,
+                    view: View::Private,
+                    rule: crate::mmu::rule::PRIVATE_TO_SHARED,
+                }));
+            }
+            if self
+                .mmu
+                .set_attributes(&self.mem, gfn, pages, Kind::Private)?
+                .is_some()
+            {
+                self.mmu.count_implicit_conversion();
+            }
+            r = op(&self.mmu, &self.mem)?;
+        }
+        Ok(Ok(r))
     }
 
     /// Mark a measured launch page: assigned and validated at 4 KiB.
     pub fn launch_page(&mut self, gpa: u64) -> Result<(), RmpError> {
-        self.rmp.launch_page(gpa / PAGE_SIZE_4K)
+        self.mmu.launch_page(gpa / PAGE_SIZE_4K)
     }
 
     /// Test hook for a hostile host: reassign a page so it is private but no longer
     /// validated (what an RMPUPDATE behind the guest's back leaves).
-    pub fn unvalidate_page(&mut self, gpa: u64) {
-        let gfn = gpa / PAGE_SIZE_4K;
-        let _ = self.rmp.rmpupdate(gfn, true, RmpPageSize::Size4K, false);
+    pub fn unvalidate_page(&mut self, gpa: u64) -> Result<(), MemoryError> {
+        self.mmu.hostile_reassign(&self.mem, gpa / PAGE_SIZE_4K)
     }
 
     /// A guest RDMSR that reached the VMM: `Some(value)` or `None` for #GP.
@@ -207,7 +266,7 @@ impl EmulatedSnp {
         if gpa
             .checked_add(PAGE_SIZE_4K)
             .is_none_or(|e| e > self.mem.size())
-            || !self.rmp.shared_accessible(gpa / PAGE_SIZE_4K)
+            || !self.mmu.is_shared(gpa / PAGE_SIZE_4K, 1)
         {
             return Ok(Some(Stop::ProtocolViolation(format!(
                 "GHCB at {gpa:#x} is not a shared page"
@@ -255,8 +314,7 @@ impl EmulatedSnp {
                 let mut pstats = PscStats::default();
                 let mut backend = Backend {
                     mem: &self.mem,
-                    rmp: &mut self.rmp,
-                    stats: &mut self.stats,
+                    mmu: &self.mmu,
                     failed: None,
                 };
                 let ret = handle_psc(&mut desc, &mut backend, self.psc_budget, &mut pstats);
@@ -304,7 +362,7 @@ impl EmulatedSnp {
         let in_ram = buffer
             .checked_add(HOSTCALL_BUFFER_SIZE)
             .is_some_and(|e| e <= self.mem.size());
-        if !in_ram || (0..pages).any(|i| !self.rmp.shared_accessible(buffer / PAGE_SIZE_4K + i)) {
+        if !in_ram || !self.mmu.is_shared(buffer / PAGE_SIZE_4K, pages) {
             return Ok(Some(Stop::ProtocolViolation(format!(
                 "hostcall buffer at {buffer:#x} is not {HOSTCALL_BUFFER_SIZE} bytes of shared memory"
             ))));
@@ -370,140 +428,72 @@ impl EmulatedSnp {
         Ok(None)
     }
 
-    /// A guest access that hit a `PROT_NONE` view (`addr` is the faulting GPA with
-    /// the C-bit as the view). `Ok(None)` if the page is accessible by now (the
-    /// caller completes the access); otherwise the rule that was broken.
-    pub fn memory_fault(&self, addr: u64) -> Option<Stop> {
+    /// A guest access that hit a closed view (`addr` is the faulting GPA with the
+    /// C-bit as the view): the host MMU's nested-page-fault path. `Ok(None)` if the page
+    /// is reachable now (the caller completes the access); otherwise the rule that was
+    /// broken.
+    pub fn memory_fault(&mut self, addr: u64) -> Result<Option<Stop>, MemoryError> {
         let (view, gpa) = if addr & C_BIT_MASK != 0 {
             (View::Private, addr & !C_BIT_MASK)
         } else {
             (View::Shared, addr)
         };
-        let gfn = gpa / PAGE_SIZE_4K;
-        let rule = match (view, self.rmp.entry(gfn)) {
-            (_, None) => "the address is outside guest RAM",
-            (View::Private, Some(e)) if !e.assigned => {
-                "private access to a page that is not assigned to the guest (it is shared)"
-            }
-            (View::Private, Some(e)) if !e.validated => {
-                "private access to a page the guest never validated"
-            }
-            (View::Shared, Some(e)) if e.assigned => {
-                "shared access to a page that is private to the guest"
-            }
-            _ => return None,
+        let kind = match view {
+            View::Private => Kind::Private,
+            View::Shared => Kind::Shared,
         };
-        Some(Stop::MemoryViolation { gpa, view, rule })
+        Ok(
+            match self
+                .mmu
+                .access(&self.mem, gpa / PAGE_SIZE_4K, kind, self.strict_memory)?
+            {
+                Access::Ok { .. } => None,
+                Access::Violation(rule) => Some(Stop::MemoryViolation { gpa, view, rule }),
+            },
+        )
     }
 }
 
-fn sync_views(mem: &GuestMemory, rmp: &Rmp, gfn: u64, n: u64) -> Result<(), MemoryError> {
-    for (start, pages, private, shared) in rmp.access_runs(gfn, n) {
-        let (gpa, len) = (start * PAGE_SIZE_4K, pages * PAGE_SIZE_4K);
-        mem.protect(View::Private, gpa, len, private)?;
-        mem.protect(View::Shared, gpa, len, shared)?;
+impl Backing for GuestMemory {
+    type Error = MemoryError;
+
+    fn set_access(&self, kind: Kind, gfn: u64, pages: u64, on: bool) -> Result<(), MemoryError> {
+        let view = match kind {
+            Kind::Private => View::Private,
+            Kind::Shared => View::Shared,
+        };
+        self.protect(view, gfn * PAGE_SIZE_4K, pages * PAGE_SIZE_4K, on)
     }
-    Ok(())
+
+    fn discard(&self, gfn: u64, pages: u64) -> Result<(), MemoryError> {
+        GuestMemory::discard(self, gfn * PAGE_SIZE_4K, pages * PAGE_SIZE_4K)
+    }
 }
 
-/// The PSC backend: RMPUPDATE in the software RMP, then the views.
+/// The PSC backend: KVM's `KVM_HC_MAP_GPA_RANGE` exit as the VMM completes it, an
+/// attribute change in the host MMU (zap, reclaim, discard of converted pages).
 struct Backend<'a> {
     mem: &'a GuestMemory,
-    rmp: &'a mut Rmp,
-    stats: &'a mut Stats,
+    mmu: &'a Mmu,
     failed: Option<MemoryError>,
-}
-
-impl Backend<'_> {
-    fn update_4k(&mut self, gfn: u64, assigned: bool) -> Result<(), RmpError> {
-        match self
-            .rmp
-            .rmpupdate(gfn, assigned, RmpPageSize::Size4K, false)
-        {
-            Err(RmpError::FailOverlap) => {
-                // The page sits in an assigned 2 MiB entry: split it first (as KVM).
-                self.rmp.psmash(gfn & !511)?;
-                self.stats.rmp_psmash += 1;
-                self.rmp
-                    .rmpupdate(gfn, assigned, RmpPageSize::Size4K, false)
-            }
-            other => other,
-        }
-    }
-}
-
-impl Backend<'_> {
-    /// Whether every page of `[gfn, gfn + n)` is already assigned (`assigned`) or
-    /// already hypervisor-owned (`!assigned`).
-    fn already(&self, gfn: u64, n: u64, assigned: bool) -> bool {
-        (gfn..gfn + n).all(|p| self.rmp.entry(p).is_some_and(|e| e.assigned == assigned))
-    }
-
-    /// Discard a converted range and make both views match the RMP.
-    fn finish(&mut self, gfn: u64, n: u64) -> Result<(), ()> {
-        // Converted pages lose their contents (guest_memfd semantics): a page made
-        // private reads as zeros, a page made shared leaks nothing it held.
-        let discarded = self.mem.discard(gfn * PAGE_SIZE_4K, n * PAGE_SIZE_4K);
-        if let Err(e) = discarded.and_then(|()| sync_views(self.mem, self.rmp, gfn, n)) {
-            self.failed = Some(e);
-            return Err(());
-        }
-        Ok(())
-    }
 }
 
 impl PageStateBackend for Backend<'_> {
     /// Pages already in the requested state are left alone, as KVM leaves a GFN whose
-    /// attribute does not change: no RMPUPDATE (which would clear the validated bit)
-    /// and no discard.
-    fn change(&mut self, gfn: u64, npages: u64, op: MsrPscOp, huge: bool) -> Result<(), ()> {
-        let end = gfn.checked_add(npages).ok_or(())?;
-        if end > self.rmp.pages() {
-            return Err(());
-        }
-        let assigned = op == MsrPscOp::Private;
-        // The run of converted pages not yet discarded and synced: (start, pages).
-        let mut run: Option<(u64, u64)> = None;
-        let mut at = gfn;
-        while at < end {
-            let whole_2m = huge && at.is_multiple_of(512) && end - at >= 512;
-            let n = if whole_2m { 512 } else { 1 };
-            if self.already(at, n, assigned) {
-                if let Some((start, len)) = run.take() {
-                    self.finish(start, len)?;
-                }
-                at += n;
-                continue;
+    /// attribute does not change (no zap, no discard, the validated bit kept).
+    fn change(&mut self, gfn: u64, npages: u64, op: MsrPscOp, _huge: bool) -> Result<(), ()> {
+        let kind = match op {
+            MsrPscOp::Private => Kind::Private,
+            MsrPscOp::Shared => Kind::Shared,
+        };
+        match self.mmu.set_attributes(self.mem, gfn, npages, kind) {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => Err(()),
+            Err(e) => {
+                self.failed = Some(e);
+                Err(())
             }
-            if whole_2m
-                && self
-                    .rmp
-                    .rmpupdate(at, assigned, RmpPageSize::Size2M, false)
-                    .is_ok()
-            {
-                self.stats.rmp_rmpupdate += 1;
-            } else {
-                for p in at..at + n {
-                    if !self.already(p, 1, assigned) {
-                        self.update_4k(p, assigned).map_err(|_| ())?;
-                        self.stats.rmp_rmpupdate += 1;
-                    }
-                }
-            }
-            run = match run {
-                Some((start, len)) if start + len == at => Some((start, len + n)),
-                Some((start, len)) => {
-                    self.finish(start, len)?;
-                    Some((at, n))
-                }
-                None => Some((at, n)),
-            };
-            at += n;
         }
-        if let Some((start, len)) = run {
-            self.finish(start, len)?;
-        }
-        Ok(())
     }
 }
 
@@ -528,7 +518,7 @@ impl MsrProtocolHost for MsrHost<'_> {
     }
 
     fn register_ghcb(&mut self, gfn: u64) -> bool {
-        let ok = gfn < self.snp.rmp.pages();
+        let ok = gfn < self.snp.mmu.pages();
         if ok {
             self.snp.ghcb_gpa = Some(gfn * PAGE_SIZE_4K);
         }
@@ -539,8 +529,7 @@ impl MsrProtocolHost for MsrHost<'_> {
         self.snp.stats.psc_calls += 1;
         let mut backend = Backend {
             mem: &self.snp.mem,
-            rmp: &mut self.snp.rmp,
-            stats: &mut self.snp.stats,
+            mmu: &self.snp.mmu,
             failed: None,
         };
         let r = backend.change(gfn, 1, op, false);
@@ -566,8 +555,7 @@ mod tests {
     fn psc(snp: &mut EmulatedSnp, gfn: u64, n: u64, op: MsrPscOp) {
         let mut backend = Backend {
             mem: &snp.mem,
-            rmp: &mut snp.rmp,
-            stats: &mut snp.stats,
+            mmu: &snp.mmu,
             failed: None,
         };
         backend
@@ -575,22 +563,29 @@ mod tests {
             .expect("page-state change");
     }
 
+    fn validate(snp: &mut EmulatedSnp, gpa: u64, size: u64) -> PvalidateResult {
+        snp.pvalidate(Some(gpa | C_BIT_MASK), size, 1)
+            .expect("memory")
+            .expect("no stop")
+    }
+
     #[test]
     fn converting_to_the_current_state_changes_nothing() {
         let mut snp = platform();
         snp.launch_page(0x10_000).unwrap();
         snp.mem.write(0x10_000, b"keep").unwrap();
+        let before = snp.mmu.stats().rmpupdate;
         psc(&mut snp, 0x10, 1, MsrPscOp::Private);
-        let e = snp.rmp.entry(0x10).unwrap();
+        let e = snp.mmu.rmp_entry(0x10).unwrap();
         assert!(e.assigned && e.validated, "still validated: {e:?}");
         let mut b = [0u8; 4];
         snp.mem.read(0x10_000, &mut b).unwrap();
         assert_eq!(&b, b"keep");
-        assert_eq!(snp.stats.rmp_rmpupdate, 0);
+        assert_eq!(snp.mmu.stats().rmpupdate, before);
     }
 
     #[test]
-    fn conversion_discards_contents_and_clears_validation() {
+    fn conversion_discards_contents_and_returns_the_page_to_the_host() {
         let mut snp = platform();
         snp.launch_page(0x10_000).unwrap();
         snp.mem.write(0x10_000, b"secret").unwrap();
@@ -598,37 +593,80 @@ mod tests {
         let mut b = [0xAAu8; 6];
         snp.mem.read(0x10_000, &mut b).unwrap();
         assert_eq!(b, [0; 6], "a page made shared must not carry private data");
-        assert!(snp.rmp.shared_accessible(0x10));
+        assert!(snp.mmu.is_shared(0x10, 1));
         psc(&mut snp, 0x10, 1, MsrPscOp::Private);
-        let e = snp.rmp.entry(0x10).unwrap();
-        assert!(e.assigned && !e.validated);
-        assert_eq!(snp.stats.rmp_rmpupdate, 2);
+        // Private again in the attributes; the RMP assigns it only when the guest
+        // faults it in (its PVALIDATE), unvalidated.
+        assert!(!snp.mmu.rmp_entry(0x10).unwrap().assigned);
+        let r = validate(&mut snp, 0x10_000, 0);
+        assert_eq!((r.rax, r.cf), (0, false));
+        let e = snp.mmu.rmp_entry(0x10).unwrap();
+        assert!(e.assigned && e.validated);
+    }
+
+    #[test]
+    fn pvalidate_at_4k_inside_a_fresh_2m_region_psmashes() {
+        let mut snp = platform();
+        // Fresh memory: the fault assigns the whole 2 MiB region at once.
+        let r = validate(&mut snp, 0x40_1000, 0);
+        assert_eq!((r.rax, r.cf), (0, false));
+        let s = snp.mmu.stats();
+        assert_eq!(s.psmash, 1, "{s:?}");
+        assert_eq!(snp.mmu.rmp_entry(0x401).unwrap().size, RmpPageSize::Size4K);
+        // A 2 MiB PVALIDATE over the now 4 KiB entries is a size mismatch.
+        let r = validate(&mut snp, 0x40_0000, 1);
+        assert_eq!(r.rax, RmpError::FailSizeMismatch.code());
+        assert_eq!(snp.stats.pvalidate_size_mismatch, 1);
+        // The next 2 MiB region validates at 2 MiB without a PSMASH.
+        let r = validate(&mut snp, 0x60_0000, 1);
+        assert_eq!((r.rax, r.cf), (0, false));
+        let s = snp.mmu.stats();
+        assert_eq!(s.psmash, 1);
+        // Two 2 MiB mappings: the first region's, zapped by the PSMASH, and this one.
+        assert_eq!((s.maps_2m, s.zaps), (2, 1), "{s:?}");
     }
 
     #[test]
     fn memory_faults_name_the_rule() {
         let mut snp = platform();
+        snp.strict_memory = true;
         snp.launch_page(0x20_000).unwrap();
         // Shared access to a private page.
         assert!(matches!(
-            snp.memory_fault(0x20_000),
+            snp.memory_fault(0x20_000).unwrap(),
             Some(Stop::MemoryViolation {
                 view: View::Shared,
+                rule: crate::mmu::rule::SHARED_TO_PRIVATE,
                 ..
             })
         ));
-        // Private access to a page that is not assigned.
+        // Private access to a private page never validated.
         assert!(matches!(
-            snp.memory_fault(C_BIT_MASK | 0x30_000),
+            snp.memory_fault(C_BIT_MASK | 0x30_000).unwrap(),
             Some(Stop::MemoryViolation {
                 view: View::Private,
                 gpa: 0x30_000,
-                ..
+                rule: crate::mmu::rule::NOT_VALIDATED,
             })
         ));
         // Private access to the validated page is fine.
-        assert_eq!(snp.memory_fault(C_BIT_MASK | 0x20_000), None);
+        assert_eq!(snp.memory_fault(C_BIT_MASK | 0x20_000).unwrap(), None);
         // Outside RAM.
-        assert!(snp.memory_fault(1 << 40).is_some());
+        assert!(snp.memory_fault(1 << 40).unwrap().is_some());
+    }
+
+    #[test]
+    fn wrong_view_access_converts_unless_strict() {
+        let mut snp = platform();
+        snp.launch_page(0x20_000).unwrap();
+        snp.mem.write(0x20_000, b"private").unwrap();
+        // A shared access to the private page converts it (and discards its data).
+        assert_eq!(snp.memory_fault(0x20_000).unwrap(), None);
+        assert_eq!(snp.mmu.stats().implicit_conversions, 1);
+        assert!(snp.mmu.is_shared(0x20, 1));
+        let mut b = [0xAAu8; 7];
+        snp.mem.read(0x20_000, &mut b).unwrap();
+        assert_eq!(b, [0; 7]);
+        assert_eq!(snp.mmu.reachable(0x20), (false, true));
     }
 }

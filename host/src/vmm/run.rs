@@ -181,7 +181,7 @@ fn memory_access(
     complete: impl FnOnce(&crate::vmm::memory::GuestMemory, u64) -> Result<(), MemoryError>,
 ) -> Result<Option<Stop>, RunError> {
     snp.stats.exit("npf");
-    if let Some(stop) = snp.memory_fault(addr) {
+    if let Some(stop) = snp.memory_fault(addr)? {
         return Ok(Some(stop));
     }
     complete(&snp.mem, addr & !crate::platform::emulated_snp::C_BIT_MASK)?;
@@ -204,14 +204,30 @@ fn doorbell(
             let mut regs = vcpu.get_regs()?;
             let t = vcpu.translate_gva(regs.rax)?;
             let translated = (t.valid != 0).then_some(t.physical_address);
-            let r = snp.pvalidate(translated, regs.rcx, regs.rdx)?;
+            let r = match snp.pvalidate(translated, regs.rcx, regs.rdx)? {
+                Ok(r) => r,
+                Err(stop) => return Ok(Some(stop)),
+            };
             regs.rax = u64::from(r.rax);
             regs.rflags = (regs.rflags & !1) | u64::from(r.cf);
             vcpu.set_regs(&regs)?;
             Ok(None)
         }
-        Doorbell::Rmpadjust | Doorbell::Tdcall => {
-            // Not used by the SNP firmware yet: answer FAIL_INPUT in EAX.
+        Doorbell::Rmpadjust => {
+            snp.stats.exit("rmpadjust");
+            let mut regs = vcpu.get_regs()?;
+            let t = vcpu.translate_gva(regs.rax)?;
+            let translated = (t.valid != 0).then_some(t.physical_address);
+            let rax = match snp.rmpadjust(translated, regs.rcx, regs.rdx)? {
+                Ok(rax) => rax,
+                Err(stop) => return Ok(Some(stop)),
+            };
+            regs.rax = u64::from(rax);
+            vcpu.set_regs(&regs)?;
+            Ok(None)
+        }
+        Doorbell::Tdcall => {
+            // Not an SNP instruction: answer FAIL_INPUT in EAX.
             let mut regs = vcpu.get_regs()?;
             regs.rax = 1;
             vcpu.set_regs(&regs)?;

@@ -2,6 +2,7 @@
 //! and its two memslots, the launch pages, CPUID, MSR exits and the BSP's initial
 //! state from the image's VMSA.
 
+use crate::mmu::attributes::Kind;
 use crate::platform::emulated_snp::{EmulatedSnp, C_BIT_MASK};
 use crate::vmm::memory::{GuestMemory, MemoryError, View};
 use igvm::snp_defs::{SevSelector, SevVmsa};
@@ -127,14 +128,31 @@ pub fn build(image: &LoadedImage, memory: u64) -> Result<Vm, SetupError> {
     let mut param = [0u8; 4096];
     param[..48].copy_from_slice(map.as_bytes());
     snp.mem.write(image.param_gpa, &param)?;
-    if hostile != Some(Hostile::SharedParamPage) {
+    let mut launched: Vec<u64> = image.pages.iter().map(|p| p.gpa / PAGE_SIZE_4K).collect();
+    if hostile == Some(Hostile::SharedParamPage) {
+        snp.mmu.hostile_share(image.param_gpa / PAGE_SIZE_4K);
+    } else {
         snp.launch_page(image.param_gpa)
             .map_err(|e| SetupError::Image(format!("parameter page cannot be placed: {e:?}")))?;
+        launched.push(image.param_gpa / PAGE_SIZE_4K);
+    }
+    // Fault the launched pages in before the first instruction (KVM_PRE_FAULT_MEMORY):
+    // the firmware's code must be mapped to be fetched. Everything else is mapped by
+    // the guest's own faults.
+    launched.sort_unstable();
+    launched.dedup();
+    let mut i = 0;
+    while let Some(&first) = launched.get(i) {
+        let mut n = 1;
+        while launched.get(i + n as usize) == Some(&(first + n)) {
+            n += 1;
+        }
+        snp.mmu.prefault(&snp.mem, first, n, Kind::Private)?;
+        i += n as usize;
     }
     if hostile == Some(Hostile::UnvalidatedBootInfo) {
-        snp.unvalidate_page(nacre_shared_abi::layout::BOOT_INFO_GPA);
+        snp.unvalidate_page(nacre_shared_abi::layout::BOOT_INFO_GPA)?;
     }
-    snp.sync_views(0, memory / PAGE_SIZE_4K)?;
 
     enable_msr_exits(&vm)?;
     let vcpu = vm.create_vcpu(0).map_err(ioctl("a vCPU"))?;
