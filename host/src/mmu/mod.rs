@@ -92,13 +92,22 @@ pub enum Fault {
     OutOfRange,
 }
 
-/// What a fault saw before it dropped the lock (the window in which KVM resolves the
-/// backing page without holding `mmu_lock`).
+/// What a fault decided before it dropped the lock: the window in which KVM resolves
+/// the backing page and its level without holding `mmu_lock`. Nothing in it is checked
+/// again when it is installed: only the invalidation sequence protects it, as in KVM.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FaultTicket {
     gfn: u64,
-    kind: Kind,
     seq: u64,
+    plan: Plan,
+}
+
+/// A fault's decision: the mapping to install and the RMP assignment ("prepare") to
+/// make first, if any.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Plan {
+    mapping: Mapping,
+    prepare: Option<(u64, RmpPageSize)>,
 }
 
 /// Result of an emulated PVALIDATE or RMPADJUST once the nested walk is done.
@@ -142,6 +151,9 @@ struct State {
     in_progress: u64,
     range: (u64, u64),
     stats: MmuStats,
+    /// Whether a fault checks for a racing invalidation before installing. Always on,
+    /// except in the test that shows the race check is what keeps mappings fresh.
+    check_stale: bool,
 }
 
 /// The host MMU of one VM. All methods take `&self`; the state is behind one lock, so
@@ -181,6 +193,7 @@ impl Mmu {
                 in_progress: 0,
                 range: (0, 0),
                 stats: MmuStats::default(),
+                check_stale: true,
             }),
         }
     }
@@ -226,19 +239,11 @@ impl Mmu {
     /// number. `Err` is a final answer.
     pub fn fault_begin(&self, gfn: u64, kind: Kind) -> Result<FaultTicket, Fault> {
         let st = self.lock();
-        match st.attrs.get(gfn) {
-            None => return Err(Fault::OutOfRange),
-            Some(k) if k != kind => return Err(Fault::Mismatch),
-            Some(_) => {}
-        }
-        if let Some(m) = st.tdp.lookup(gfn).filter(|m| m.kind == kind) {
-            return Err(Fault::Present(m));
-        }
-        Ok(FaultTicket {
-            gfn,
-            kind,
-            seq: st.seq,
-        })
+        // The sequence number is read before anything else, as `mmu_invalidate_seq` is
+        // read before the attributes and the backing are looked at.
+        let seq = st.seq;
+        let plan = st.plan(gfn, kind)?;
+        Ok(FaultTicket { gfn, seq, plan })
     }
 
     /// Second half of a fault: installs the mapping unless an invalidation raced the
@@ -249,15 +254,13 @@ impl Mmu {
         t: FaultTicket,
     ) -> Result<Option<Fault>, B::Error> {
         let mut st = self.lock();
-        if st.stale(t) {
+        if st.check_stale && st.stale(t) {
             st.stats.fault_retries += 1;
             return Ok(None);
         }
-        let fault = st.fault_locked(t.gfn, t.kind);
-        if let Fault::Mapped(m) = fault {
-            st.sync(b, m.base, m.level.pages())?;
-        }
-        Ok(Some(fault))
+        let m = st.apply(t.gfn, t.plan);
+        st.sync(b, m.base, m.level.pages())?;
+        Ok(Some(Fault::Mapped(m)))
     }
 
     /// A nested page fault on `gfn` for an access of `kind`, retried until it is not
@@ -615,9 +618,12 @@ impl State {
         Some((lo, hi))
     }
 
+    /// Every zap is an invalidation (KVM's `kvm_zap_gfn_range` brackets itself with
+    /// `kvm_mmu_invalidate_begin/end`): a fault planned before it retries.
     fn zap_mappings(&mut self, gfn: u64, n: u64) -> Vec<Mapping> {
         let removed = self.tdp.zap(gfn, n);
         self.stats.zaps += removed.len() as u64;
+        self.seq += 1;
         removed
     }
 
@@ -713,94 +719,119 @@ impl State {
         Ok(())
     }
 
-    /// The fault proper, under the lock: prepare the RMP for a private page, choose the
-    /// level, install the mapping. Does not sync the backing.
+    /// The fault proper, under the lock: plan and install at once. Does not sync the
+    /// backing.
     fn fault_locked(&mut self, gfn: u64, kind: Kind) -> Fault {
+        match self.plan(gfn, kind) {
+            Ok(plan) => Fault::Mapped(self.apply(gfn, plan)),
+            Err(f) => f,
+        }
+    }
+
+    /// Decide a fault on `gfn` for an access of `kind`: `Err` if there is nothing to
+    /// install (out of range, attribute mismatch, already mapped).
+    ///
+    /// guest_memfd "prepare": a private page the RMP still shows hypervisor-owned is to
+    /// be assigned (unvalidated), at 2 MiB when the backing allows it, the whole region
+    /// is private in the attributes and every page of it is hypervisor-owned.
+    fn plan(&self, gfn: u64, kind: Kind) -> Result<Plan, Fault> {
         match self.attrs.get(gfn) {
-            None => return Fault::OutOfRange,
-            Some(k) if k != kind => return Fault::Mismatch,
+            None => return Err(Fault::OutOfRange),
+            Some(k) if k != kind => return Err(Fault::Mismatch),
             Some(_) => {}
         }
-        if let Some(m) = self.tdp.lookup(gfn) {
-            if m.kind == kind {
-                return Fault::Present(m);
+        if let Some(m) = self.tdp.lookup(gfn).filter(|m| m.kind == kind) {
+            return Err(Fault::Present(m));
+        }
+        let head = Level::L2M.base(gfn);
+        let region_private = self.backing >= Level::L2M
+            && head + PAGES_2M <= self.pages()
+            && self.attrs.uniform(head, PAGES_2M, Kind::Private);
+        let mut prepare = None;
+        let mut rmp_2m = false;
+        if kind == Kind::Private {
+            match self.rmp.entry(gfn) {
+                Some(e) if e.assigned => rmp_2m = e.size == RmpPageSize::Size2M,
+                _ => {
+                    let all_free = region_private
+                        && (head..head + PAGES_2M)
+                            .all(|p| self.rmp.entry(p).is_some_and(|e| !e.assigned));
+                    prepare = Some(if all_free {
+                        rmp_2m = true;
+                        (head, RmpPageSize::Size2M)
+                    } else {
+                        (gfn, RmpPageSize::Size4K)
+                    });
+                }
             }
         }
-        if kind == Kind::Private {
-            self.prepare_private(gfn);
-        }
-        let level = self.max_level(gfn, kind);
-        let mapping = Mapping {
-            base: level.base(gfn),
-            level,
-            kind,
+        let level = match kind {
+            // A private mapping never exceeds the RMP entry under it (no 1 GiB RMP pages).
+            Kind::Private if rmp_2m && region_private => Level::L2M,
+            Kind::Private => Level::L4K,
+            Kind::Shared => self.max_shared_level(gfn),
         };
-        let replaced = self.tdp.map(mapping);
+        Ok(Plan {
+            mapping: Mapping {
+                base: level.base(gfn),
+                level,
+                kind,
+            },
+            prepare,
+        })
+    }
+
+    /// Carry out a plan: the RMP assignment if the page is still hypervisor-owned
+    /// (idempotent, like guest_memfd's prepared flag), then the mapping.
+    fn apply(&mut self, gfn: u64, plan: Plan) -> Mapping {
+        let mut m = plan.mapping;
+        if let Some((at, size)) = plan.prepare {
+            if self.rmp.entry(at).is_some_and(|e| !e.assigned) {
+                let mut done = self.rmp.rmpupdate(at, true, size, false).is_ok();
+                if !done && size == RmpPageSize::Size2M {
+                    // Only a stale plan gets here: assign and map just the page.
+                    done = self
+                        .rmp
+                        .rmpupdate(gfn, true, RmpPageSize::Size4K, false)
+                        .is_ok();
+                    m = Mapping {
+                        base: gfn,
+                        level: Level::L4K,
+                        kind: m.kind,
+                    };
+                }
+                if done {
+                    self.stats.rmpupdate += 1;
+                }
+            }
+        }
+        let replaced = self.tdp.map(m);
         debug_assert!(
-            replaced.iter().all(|m| m.kind == kind),
-            "a mapping of the other kind survived under {mapping:?}"
+            !self.check_stale || replaced.iter().all(|r| r.kind == m.kind),
+            "a mapping of the other kind survived under {m:?}"
         );
         self.stats.faults += 1;
-        match level {
+        match m.level {
             Level::L4K => self.stats.maps_4k += 1,
             Level::L2M => self.stats.maps_2m += 1,
             Level::L1G => self.stats.maps_1g += 1,
         }
-        Fault::Mapped(mapping)
+        m
     }
 
-    /// guest_memfd "prepare": a private page the RMP still shows hypervisor-owned is
-    /// assigned (unvalidated), at 2 MiB when the backing allows it, the whole region is
-    /// private in the attributes and every page of it is hypervisor-owned at 4 KiB.
-    fn prepare_private(&mut self, gfn: u64) {
-        if self.rmp.entry(gfn).is_none_or(|e| e.assigned) {
-            return;
-        }
-        let head = Level::L2M.base(gfn);
-        let whole = self.backing >= Level::L2M
-            && self.attrs.uniform(head, PAGES_2M, Kind::Private)
-            && (head..head + PAGES_2M).all(|p| self.rmp.entry(p).is_some_and(|e| !e.assigned));
-        let done = whole
-            && self
-                .rmp
-                .rmpupdate(head, true, RmpPageSize::Size2M, false)
-                .is_ok();
-        if done
-            || self
-                .rmp
-                .rmpupdate(gfn, true, RmpPageSize::Size4K, false)
-                .is_ok()
-        {
-            self.stats.rmpupdate += 1;
-        }
-    }
-
-    /// The largest level at which `gfn` may be mapped as `kind`.
-    fn max_level(&self, gfn: u64, kind: Kind) -> Level {
+    /// The largest level at which `gfn` may be mapped shared: within the backing and
+    /// guest RAM, uniformly shared, and over no page the guest owns.
+    fn max_shared_level(&self, gfn: u64) -> Level {
         for level in Level::DESCENDING {
-            if level > self.backing {
+            if level > self.backing || level == Level::L4K {
                 continue;
             }
             let base = level.base(gfn);
             let pages = level.pages();
-            if base + pages > self.pages() || !self.attrs.uniform(base, pages, kind) {
-                continue;
-            }
-            let rmp_ok = match (kind, level) {
-                (_, Level::L4K) => true,
-                // The RMP has no 1 GiB pages; a private mapping may not exceed the RMP
-                // entry of any page under it.
-                (Kind::Private, Level::L1G) => false,
-                (Kind::Private, Level::L2M) => self
-                    .rmp
-                    .entry(base)
-                    .is_some_and(|e| e.assigned && e.size == RmpPageSize::Size2M),
-                // A shared mapping must not cover a page the guest owns.
-                (Kind::Shared, _) => {
-                    (base..base + pages).all(|p| self.rmp.entry(p).is_some_and(|e| !e.assigned))
-                }
-            };
-            if rmp_ok {
+            if base + pages <= self.pages()
+                && self.attrs.uniform(base, pages, Kind::Shared)
+                && (base..base + pages).all(|p| self.rmp.entry(p).is_some_and(|e| !e.assigned))
+            {
                 return level;
             }
         }
@@ -859,3 +890,5 @@ impl State {
     }
 }
 
+#[cfg(test)]
+mod tests;
