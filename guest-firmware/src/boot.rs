@@ -15,7 +15,9 @@ use crate::platform::snp::instr::{pvalidate, set_emulated};
 use crate::platform::snp::psc::page_state_change;
 use crate::platform::snp::Snp;
 use core::arch::asm;
-use nacre_shared_abi::boot::{parse_memory_map, ArgsBlob, BootInfo, PlatformKind};
+use nacre_shared_abi::boot::{
+    parse_memory_map, ArgsBlob, BootInfo, PlatformKind, BOOT_FLAG_VALIDATE_4K,
+};
 use nacre_shared_abi::doorbell::EMULATED_SNP_SIGNATURE;
 use nacre_shared_abi::hostcall::HOSTCALL_BUFFER_PAGES;
 use nacre_shared_abi::layout::*;
@@ -172,7 +174,8 @@ pub fn boot() -> Result<Entry, FwError> {
         (FIRMWARE_GPA, bi.firmware_end - FIRMWARE_GPA),
         (bi.app_gpa, bi.image_end - bi.app_gpa),
     ];
-    let mut frames = Frames::new(&mut snp, pt, image_2m, ram, &launch)?;
+    let validate_4k_only = bi.flags & BOOT_FLAG_VALIDATE_4K != 0;
+    let mut frames = Frames::new(&mut snp, pt, image_2m, ram, &launch, validate_4k_only)?;
     frames.validated().set(ghcb_gpa, false);
 
     // Hostcall buffer: rescind, one page-state change for all pages, map shared.

@@ -98,7 +98,7 @@ impl Stats {
             s += &format!("  {:<28} none\n", "syscalls.unsupported");
         }
         for (k, v) in &self.syscalls_unsupported {
-            s += &format!("  syscalls.unsupported.{k} {v}\n");
+            s += &format!("  {:<28} {v}\n", format!("syscalls.unsupported.{k}"));
         }
         s
     }

@@ -48,8 +48,9 @@ pub struct BootInfo {
     pub platform: u32,
     /// Encryption-bit position the loader's initial page tables use.
     pub c_bit: u32,
-    /// Reserved, zero.
-    pub reserved0: u32,
+    /// Boot options chosen at packaging time ([`BOOT_FLAG_VALIDATE_4K`]); measured
+    /// like the rest of this page. Unknown bits are refused.
+    pub flags: u32,
     /// First GPA after the firmware image including its zero-filled (bss) pages.
     pub firmware_end: u64,
     /// GPA of the app ELF file bytes.
@@ -82,6 +83,13 @@ const _: () = assert!(core::mem::offset_of!(BootInfo, min_memory) == 0x48);
 const _: () = assert!(core::mem::offset_of!(BootInfo, image_digest) == 0x50);
 const _: () = assert!(core::mem::offset_of!(BootInfo, reserved) == 0x70);
 
+/// [`BootInfo::flags`]: validate guest memory one 4 KiB page at a time instead of
+/// 2 MiB at a time (slower; exercises the host's PSMASH path the way guests that work
+/// page by page do).
+pub const BOOT_FLAG_VALIDATE_4K: u32 = 1 << 0;
+/// Every flag this version defines.
+pub const BOOT_FLAGS_KNOWN: u32 = BOOT_FLAG_VALIDATE_4K;
+
 /// Why a [`BootInfo`] was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BootInfoError {
@@ -91,6 +99,8 @@ pub enum BootInfoError {
     BadVersion(u32),
     /// Unknown platform kind.
     BadPlatform(u32),
+    /// Flags this version does not define.
+    UnknownFlags(u32),
     /// A region is empty, unaligned, overlapping or outside the image.
     BadRegion,
 }
@@ -103,6 +113,9 @@ impl BootInfo {
         }
         if self.version != BOOT_INFO_VERSION {
             return Err(BootInfoError::BadVersion(self.version));
+        }
+        if self.flags & !BOOT_FLAGS_KNOWN != 0 {
+            return Err(BootInfoError::UnknownFlags(self.flags));
         }
         let platform = PlatformKind::try_from(self.platform).map_err(BootInfoError::BadPlatform)?;
         let end = |gpa: u64, size: u64| gpa.checked_add(size).ok_or(BootInfoError::BadRegion);
@@ -334,11 +347,13 @@ mod tests {
             delta(),
             delta(),
         );
-        (header, regions, any::<[u8; 32]>()).prop_map(
+        let flags = prop_oneof![Just(0u32), Just(BOOT_FLAG_VALIDATE_4K), any::<u32>()];
+        (header, regions, any::<[u8; 32]>(), flags).prop_map(
             |(
                 (magic, version, platform, c_bit),
                 (fw_end, d_app, app_size, d_args, args_size, d_img, d_mem),
                 image_digest,
+                flags,
             )| {
                 let app_gpa = fw_end.wrapping_add(d_app);
                 let args_gpa = app_gpa.wrapping_add(app_size).wrapping_add(d_args);
@@ -350,7 +365,7 @@ mod tests {
                     version,
                     platform,
                     c_bit,
-                    reserved0: 0,
+                    flags,
                     firmware_end: fw_end,
                     app_gpa,
                     app_size,
@@ -379,6 +394,8 @@ mod tests {
                 Err(BootInfoError::BadMagic)
             } else if b.version != BOOT_INFO_VERSION {
                 Err(BootInfoError::BadVersion(b.version))
+            } else if b.flags & !BOOT_FLAGS_KNOWN != 0 {
+                Err(BootInfoError::UnknownFlags(b.flags))
             } else if b.platform == 1 {
                 if regions_ok { Ok(PlatformKind::Snp) } else { Err(BootInfoError::BadRegion) }
             } else if b.platform == 2 {

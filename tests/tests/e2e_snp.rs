@@ -188,6 +188,26 @@ fn stats_json_has_every_key_with_sane_values() {
     );
     let _ = stats.u64("pvalidate.size_mismatch");
 
+    // Host MMU counters: the boot faulted its memory in through the TDP.
+    for key in [
+        "rmp.psmash",
+        "rmp.rmpupdate",
+        "tdp.zaps",
+        "tdp.maps_1g",
+        "tdp.fault_retries",
+        "memory.implicit_conversions",
+    ] {
+        let _ = stats.u64(key);
+    }
+    let faults = stats.u64("tdp.faults");
+    let maps = stats.u64("tdp.maps_4k") + stats.u64("tdp.maps_2m") + stats.u64("tdp.maps_1g");
+    assert!(faults > 0, "tdp.faults is 0");
+    assert_eq!(faults, maps, "every fault installs exactly one mapping");
+    assert!(
+        stats.u64("rmp.rmpupdate") > 0,
+        "rmp.rmpupdate is 0: nothing was assigned"
+    );
+
     let unsupported = stats.counters("syscalls.unsupported");
     assert!(
         unsupported.iter().all(|(name, _)| !name.is_empty()),
@@ -199,6 +219,56 @@ fn stats_json_has_every_key_with_sane_values() {
         boot_ms > 0.0 && boot_ms < 60_000.0,
         "boot_ms = {boot_ms} is not a plausible boot time"
     );
+}
+
+/// A guest that validates page by page inside memory the host assigned as one 2 MiB
+/// RMP entry: its first 4 KiB PVALIDATE is a size-mismatch fault that the host resolves
+/// with a PSMASH (and a zap of the 2 MiB mapping), and the guest runs on to the app's
+/// normal output and exit code.
+#[test]
+fn validating_4k_inside_a_2m_rmp_entry_psmashes_and_runs_on() {
+    require_kvm();
+    let dir = scratch_dir(tmp(), "e2e-psmash");
+    let image = dir.join("hello-4k.igvm");
+    let cli: Vec<String> = [
+        "package",
+        &c_hello_app().display().to_string(),
+        "-o",
+        &image.display().to_string(),
+        "--page-validation",
+        "4k",
+    ]
+    .iter()
+    .map(|s| (*s).to_string())
+    .collect();
+    let out = nacre_tests::nacre(&cli, &[]);
+    assert!(out.status.success(), "{}", describe_output(&out));
+
+    let (output, stats) = run_for_stats(&image, "e2e-psmash-run", &PLATFORM, &[]);
+    assert_exit(&output, C_HELLO_EXIT, "C hello validating at 4 KiB");
+    assert_eq!(
+        stdout(&output),
+        C_HELLO_STDOUT,
+        "{}",
+        describe_output(&output)
+    );
+    assert!(
+        stats.u64("rmp.psmash") >= 1,
+        "no PSMASH: rmp.psmash = {}",
+        stats.u64("rmp.psmash")
+    );
+    assert_eq!(stats.u64("pvalidate.2m"), 0, "the guest validated at 2 MiB");
+    assert!(
+        stats.u64("pvalidate.4k") >= 512,
+        "fewer than one region of 4K validations"
+    );
+    // After the split the pages are mapped at 4 KiB, one fault each.
+    assert!(stats.u64("tdp.maps_4k") >= 512);
+
+    // The same image packaged the default way validates at 2 MiB and needs no PSMASH.
+    let (_, default_stats) = run_for_stats(&c_hello_image(), "e2e-psmash-default", &PLATFORM, &[]);
+    assert_eq!(default_stats.u64("rmp.psmash"), 0);
+    assert!(default_stats.u64("tdp.maps_2m") >= 1);
 }
 
 /// Hostile host (assumption 1): the host finishes one PSC entry per GHCB call

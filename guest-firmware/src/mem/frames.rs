@@ -95,6 +95,9 @@ pub struct Frames {
     /// The emulated platform discards a page's contents on every page-state change;
     /// SEV-SNP hardware gives no such guarantee, so there every frame is zeroed.
     fresh_is_zero: bool,
+    /// Validate page by page instead of 2 MiB at a time (boot flag
+    /// `BOOT_FLAG_VALIDATE_4K`).
+    validate_4k_only: bool,
 }
 
 impl Frames {
@@ -107,6 +110,7 @@ impl Frames {
         start: u64,
         ram_end: u64,
         launch: &[(u64, u64)],
+        validate_4k_only: bool,
     ) -> Result<Self, FwError> {
         let pages = ram_end / PAGE_SIZE_4K;
         let bitmap_bytes = align_up(pages.div_ceil(8), PAGE_SIZE_4K);
@@ -126,6 +130,7 @@ impl Frames {
             size_mismatches: 0,
             pt,
             fresh_is_zero: crate::platform::snp::instr::emulated(),
+            validate_4k_only,
         };
         frames.accept(snp, start, first_len, false)?;
         if !frames.fresh_is_zero {
@@ -193,7 +198,8 @@ impl Frames {
         let end = gpa + len;
         let mut at = gpa;
         while at < end {
-            if at.is_multiple_of(PAGE_SIZE_2M) && end - at >= PAGE_SIZE_2M {
+            if !self.validate_4k_only && at.is_multiple_of(PAGE_SIZE_2M) && end - at >= PAGE_SIZE_2M
+            {
                 // SAFETY: validating a range nothing uses yet.
                 let r = unsafe { pvalidate(phys_to_virt(at), RmpPageSize::Size2M, true) };
                 match r.decode() {

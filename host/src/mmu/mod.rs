@@ -49,6 +49,11 @@ pub trait Backing {
     fn set_access(&self, kind: Kind, gfn: u64, pages: u64, on: bool) -> Result<(), Self::Error>;
     /// Return `[gfn, gfn + pages)` to the host: afterwards it reads as zeros.
     fn discard(&self, gfn: u64, pages: u64) -> Result<(), Self::Error>;
+    /// Zero `[gfn, gfn + pages)` as it is assigned to the guest for the first time:
+    /// guest_memfd clears a folio before its first use (`virt/kvm/guest_memfd.c`), so
+    /// a freshly prepared private page never shows what the host left there. Called
+    /// with the MMU lock held.
+    fn zero_fresh(&self, gfn: u64, pages: u64) -> Result<(), Self::Error>;
 }
 
 /// Counters of MMU events (`tdp.*`, `rmp.*`, `memory.*` in `--stats-json`).
@@ -258,7 +263,7 @@ impl Mmu {
             st.stats.fault_retries += 1;
             return Ok(None);
         }
-        let m = st.apply(t.gfn, t.plan);
+        let m = st.apply(b, t.gfn, t.plan)?;
         st.sync(b, m.base, m.level.pages())?;
         Ok(Some(Fault::Mapped(m)))
     }
@@ -299,7 +304,7 @@ impl Mmu {
                 at += 1;
                 continue;
             }
-            match st.fault_locked(at, kind) {
+            match st.fault_locked(b, at, kind)? {
                 Fault::Mapped(m) => {
                     mapped += 1;
                     touched = Some(widen(
@@ -721,11 +726,11 @@ impl State {
 
     /// The fault proper, under the lock: plan and install at once. Does not sync the
     /// backing.
-    fn fault_locked(&mut self, gfn: u64, kind: Kind) -> Fault {
-        match self.plan(gfn, kind) {
-            Ok(plan) => Fault::Mapped(self.apply(gfn, plan)),
+    fn fault_locked<B: Backing>(&mut self, b: &B, gfn: u64, kind: Kind) -> Result<Fault, B::Error> {
+        Ok(match self.plan(gfn, kind) {
+            Ok(plan) => Fault::Mapped(self.apply(b, gfn, plan)?),
             Err(f) => f,
-        }
+        })
     }
 
     /// Decide a fault on `gfn` for an access of `kind`: `Err` if there is nothing to
@@ -783,10 +788,11 @@ impl State {
 
     /// Carry out a plan: the RMP assignment if the page is still hypervisor-owned
     /// (idempotent, like guest_memfd's prepared flag), then the mapping.
-    fn apply(&mut self, gfn: u64, plan: Plan) -> Mapping {
+    fn apply<B: Backing>(&mut self, b: &B, gfn: u64, plan: Plan) -> Result<Mapping, B::Error> {
         let mut m = plan.mapping;
         if let Some((at, size)) = plan.prepare {
             if self.rmp.entry(at).is_some_and(|e| !e.assigned) {
+                let mut prepared = (at, size.bytes() / nacre_shared_abi::layout::PAGE_SIZE_4K);
                 let mut done = self.rmp.rmpupdate(at, true, size, false).is_ok();
                 if !done && size == RmpPageSize::Size2M {
                     // Only a stale plan gets here: assign and map just the page.
@@ -794,6 +800,7 @@ impl State {
                         .rmp
                         .rmpupdate(gfn, true, RmpPageSize::Size4K, false)
                         .is_ok();
+                    prepared = (gfn, 1);
                     m = Mapping {
                         base: gfn,
                         level: Level::L4K,
@@ -802,6 +809,7 @@ impl State {
                 }
                 if done {
                     self.stats.rmpupdate += 1;
+                    b.zero_fresh(prepared.0, prepared.1)?;
                 }
             }
         }
@@ -816,7 +824,7 @@ impl State {
             Level::L2M => self.stats.maps_2m += 1,
             Level::L1G => self.stats.maps_1g += 1,
         }
-        m
+        Ok(m)
     }
 
     /// The largest level at which `gfn` may be mapped shared: within the backing and

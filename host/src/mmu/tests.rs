@@ -62,6 +62,10 @@ impl Backing for TestBacking<'_> {
                 .count() as u64
         });
         self.bad_discards.set(self.bad_discards.get() + assigned);
+        self.zero_fresh(gfn, pages)
+    }
+
+    fn zero_fresh(&self, gfn: u64, pages: u64) -> Result<(), ()> {
         let mut d = self.data.borrow_mut();
         for p in gfn..gfn + pages {
             d[p as usize] = 0;
@@ -147,6 +151,7 @@ impl Model {
             pg.assigned = true;
             pg.validated = false;
             pg.in2m = whole;
+            pg.data = 0;
         }
     }
 
@@ -840,6 +845,10 @@ impl Backing for SyncBacking<'_> {
                 .count() as u64
         });
         self.bad_discards.fetch_add(bad, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn zero_fresh(&self, _: u64, _: u64) -> Result<(), ()> {
         Ok(())
     }
 }

@@ -468,6 +468,11 @@ impl Backing for GuestMemory {
     fn discard(&self, gfn: u64, pages: u64) -> Result<(), MemoryError> {
         GuestMemory::discard(self, gfn * PAGE_SIZE_4K, pages * PAGE_SIZE_4K)
     }
+
+    fn zero_fresh(&self, gfn: u64, pages: u64) -> Result<(), MemoryError> {
+        // Punching a hole zeroes the pages and frees any the host had written.
+        GuestMemory::discard(self, gfn * PAGE_SIZE_4K, pages * PAGE_SIZE_4K)
+    }
 }
 
 /// The PSC backend: KVM's `KVM_HC_MAP_GPA_RANGE` exit as the VMM completes it, an

@@ -54,6 +54,9 @@ pub struct PackageInput<'a> {
     pub args: Vec<Vec<u8>>,
     /// The app's environment, `KEY=VALUE` strings without NUL.
     pub env: Vec<Vec<u8>>,
+    /// Boot options for the firmware (`nacre_shared_abi::boot::BOOT_FLAG_*`), measured
+    /// with the boot information.
+    pub flags: u32,
 }
 
 /// Build one IGVM file. Deterministic: the same input gives the same bytes.
@@ -69,7 +72,7 @@ pub(super) fn image_file(input: &PackageInput) -> Result<IgvmFile, ImageError> {
     let firmware = check_firmware_elf(input.firmware_elf).map_err(ImageError::Firmware)?;
     check_app_elf(input.app_elf).map_err(ImageError::App)?;
     let args = encode_args(&input.args, &input.env)?;
-    let mut boot_info = boot_info(&firmware, input.app_elf.len(), args.len())?;
+    let mut boot_info = boot_info(&firmware, input.app_elf.len(), args.len(), input.flags)?;
     let firmware_pages = firmware_pages(&firmware);
     check_file_size(&boot_info, &firmware_pages)?;
 
@@ -200,6 +203,7 @@ fn boot_info(
     firmware: &FirmwareImage,
     app_size: usize,
     args_size: usize,
+    flags: u32,
 ) -> Result<BootInfo, ImageError> {
     let too_large = ImageError::TooLarge {
         what: "the app and its arguments do not fit in guest memory",
@@ -221,7 +225,7 @@ fn boot_info(
         version: BOOT_INFO_VERSION,
         platform: PlatformKind::Snp as u32,
         c_bit: EMULATED_SNP_C_BIT,
-        reserved0: 0,
+        flags,
         firmware_end: firmware.end(),
         app_gpa: APP_IMAGE_GPA,
         app_size,

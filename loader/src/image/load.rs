@@ -314,7 +314,7 @@ fn read_boot_info(
     if tail.iter().any(|&b| b != 0) {
         return mismatch("the bytes after the boot information are not zero");
     }
-    if info.reserved0 != 0 || info.reserved != [0; 2] {
+    if info.reserved != [0; 2] {
         return mismatch("its reserved fields are not zero");
     }
     if platform != PlatformKind::Snp {

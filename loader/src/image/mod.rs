@@ -242,6 +242,9 @@ fn boot_info_reason(error: &BootInfoError) -> String {
         BootInfoError::BadMagic => "its magic number is wrong".to_owned(),
         BootInfoError::BadVersion(v) => format!("it has version {v}, not 1"),
         BootInfoError::BadPlatform(p) => format!("it names unknown platform {p}"),
+        BootInfoError::UnknownFlags(f) => {
+            format!("it sets boot flags {f:#x}, which this nacre does not know")
+        }
         BootInfoError::BadRegion => {
             "a region is empty, unaligned, overlapping or outside the image".to_owned()
         }
@@ -289,6 +292,7 @@ mod tests {
                 app_elf: &self.app,
                 args: vec![b"app".to_vec(), b"--flag".to_vec()],
                 env: vec![b"HOME=/".to_vec(), b"EMPTY=".to_vec()],
+                flags: 0,
             }
         }
     }
@@ -362,7 +366,7 @@ mod tests {
             version: BOOT_INFO_VERSION,
             platform: PlatformKind::Snp as u32,
             c_bit: 47,
-            reserved0: 0,
+            flags: 0,
             firmware_end: testelf::FIRMWARE_END,
             app_gpa: APP_IMAGE_GPA,
             app_size,
