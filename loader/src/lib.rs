@@ -6,6 +6,7 @@
 //! * [`image`] builds the IGVM file ([`build_image`]) and loads it back
 //!   ([`load_image`]) into the list of measured pages, the boot handoff and the BSP's
 //!   initial state that the host replays into the platform.
+//! * [`measure`] computes launch measurements: the TDX MRTD so far.
 //! * [`pagetable`] and [`vmsa`] produce the measured initial page tables and the
 //!   SEV-SNP initial VMSA.
 //!
@@ -15,6 +16,7 @@
 
 pub mod elf;
 pub mod image;
+pub mod measure;
 pub mod pagetable;
 #[cfg(test)]
 mod testelf;
