@@ -11,7 +11,9 @@
 //! - [`hostcall`]: the shared console/exit buffer between firmware and host;
 //! - [`snp`]: AMD SEV-SNP wire formats (GHCB, GHCB MSR protocol, page-state change,
 //!   PVALIDATE return codes) as specified by the GHCB specification (AMD 56421) and
-//!   the Linux headers that implement it.
+//!   the Linux headers that implement it;
+//! - [`tdx`]: Intel TDX TDCALL leaves and statuses, GHCI TDG.VP.VMCALL sub-functions,
+//!   page-acceptance levels and the shared bit.
 //!
 //! Every layout has its offsets and size asserted at compile time.
 #![no_std]
@@ -24,3 +26,4 @@ pub mod doorbell;
 pub mod hostcall;
 pub mod layout;
 pub mod snp;
+pub mod tdx;
