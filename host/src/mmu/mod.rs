@@ -34,7 +34,12 @@ pub mod tdp;
 
 use attributes::{Attributes, Kind};
 use nacre_shared_abi::snp::rmp::{RmpError, RmpPageSize};
-use rmp::{PvalidateOutcome, Rmp, RmpEntry};
+use rmp::{gpa_of, PvalidateOutcome, Rmp, RmpEntry, RmpUpdate};
+
+/// The ASID of the VM this MMU serves: every RMP assignment, PVALIDATE and RMPADJUST
+/// it makes is for this ASID, with the page's GPA `gfn * 4096`. The emulated platform
+/// runs one guest per VMM process, so this is a constant.
+pub use rmp::GUEST_ASID;
 use std::sync::{Mutex, MutexGuard};
 use tdp::{Level, Mapping, Tdp};
 
@@ -429,11 +434,8 @@ impl Mmu {
     /// is assigned but no longer validated.
     pub fn hostile_reassign<B: Backing>(&self, b: &B, gfn: u64) -> Result<(), B::Error> {
         let mut st = self.lock();
-        if st
-            .rmp
-            .rmpupdate(gfn, true, RmpPageSize::Size4K, false)
-            .is_ok()
-        {
+        let state = RmpUpdate::private(gpa_of(gfn), GUEST_ASID, RmpPageSize::Size4K);
+        if st.rmp.rmpupdate(gfn, state).is_ok() {
             st.stats.rmpupdate += 1;
         }
         st.sync(b, gfn, 1)
@@ -460,7 +462,8 @@ impl Mmu {
     /// PVALIDATE by the guest of the page or 2 MiB region at `gfn` (already translated
     /// from the guest's virtual address and known to be a private access). The nested
     /// walk faults the page in first; a size-mismatch fault is resolved by PSMASH and a
-    /// retry.
+    /// retry. The RMP checks the entry is [`GUEST_ASID`]'s at GPA `gfn * 4096` (host
+    /// frame == guest frame in the emulation).
     pub fn pvalidate<B: Backing>(
         &self,
         b: &B,
@@ -468,11 +471,14 @@ impl Mmu {
         size: RmpPageSize,
         validate: bool,
     ) -> Result<GuestRmpResult, B::Error> {
-        self.guest_rmp_op(b, gfn, |rmp| rmp.pvalidate(gfn, size, validate))
+        self.guest_rmp_op(b, gfn, |rmp| {
+            rmp.pvalidate(gfn, GUEST_ASID, gpa_of(gfn), size, validate)
+        })
     }
 
     /// RMPADJUST by the guest (at VMPL0) of the page or region at `gfn` with the
-    /// attribute operand `attrs` (SPECS.md 3.1).
+    /// attribute operand `attrs` (SPECS.md 3.1), checked against the RMP like
+    /// [`Mmu::pvalidate`].
     pub fn rmpadjust<B: Backing>(
         &self,
         b: &B,
@@ -480,7 +486,9 @@ impl Mmu {
         size: RmpPageSize,
         attrs: u64,
     ) -> Result<GuestRmpResult, B::Error> {
-        self.guest_rmp_op(b, gfn, |rmp| rmp.rmpadjust(gfn, size, attrs))
+        self.guest_rmp_op(b, gfn, |rmp| {
+            rmp.rmpadjust(gfn, GUEST_ASID, gpa_of(gfn), size, attrs)
+        })
     }
 
     fn guest_rmp_op<B: Backing>(
@@ -677,7 +685,7 @@ impl State {
                 if head >= gfn && head + PAGES_2M <= end {
                     if self
                         .rmp
-                        .rmpupdate(head, false, RmpPageSize::Size2M, false)
+                        .rmpupdate(head, RmpUpdate::shared(RmpPageSize::Size2M))
                         .is_ok()
                     {
                         self.stats.rmpupdate += 1;
@@ -689,7 +697,7 @@ impl State {
             }
             if self
                 .rmp
-                .rmpupdate(at, false, RmpPageSize::Size4K, false)
+                .rmpupdate(at, RmpUpdate::shared(RmpPageSize::Size4K))
                 .is_ok()
             {
                 self.stats.rmpupdate += 1;
@@ -793,13 +801,12 @@ impl State {
         if let Some((at, size)) = plan.prepare {
             if self.rmp.entry(at).is_some_and(|e| !e.assigned) {
                 let mut prepared = (at, size.bytes() / nacre_shared_abi::layout::PAGE_SIZE_4K);
-                let mut done = self.rmp.rmpupdate(at, true, size, false).is_ok();
+                let state = RmpUpdate::private(gpa_of(at), GUEST_ASID, size);
+                let mut done = self.rmp.rmpupdate(at, state).is_ok();
                 if !done && size == RmpPageSize::Size2M {
                     // Only a stale plan gets here: assign and map just the page.
-                    done = self
-                        .rmp
-                        .rmpupdate(gfn, true, RmpPageSize::Size4K, false)
-                        .is_ok();
+                    let state = RmpUpdate::private(gpa_of(gfn), GUEST_ASID, RmpPageSize::Size4K);
+                    done = self.rmp.rmpupdate(gfn, state).is_ok();
                     prepared = (gfn, 1);
                     m = Mapping {
                         base: gfn,

@@ -300,6 +300,24 @@ fn check_invariants(mmu: &Mmu, b: &TestBacking<'_>) -> Result<(), String> {
             if e.validated && !e.assigned {
                 return Err(format!("page {p:#x} validated but not assigned"));
             }
+            // Every assigned page is the guest's, at its own GPA (host frame == guest
+            // frame): a 2 MiB entry reports its head's GPA, which plus the page's
+            // offset is the page's.
+            if e.assigned {
+                let first = match e.size {
+                    RmpPageSize::Size2M => p - p % 512,
+                    RmpPageSize::Size4K => p,
+                };
+                let page_gpa = e.gpa + (p - first) * 4096;
+                if e.asid != GUEST_ASID || page_gpa != p * 4096 {
+                    return Err(format!(
+                        "page {p:#x} assigned to ASID {} at GPA {page_gpa:#x}",
+                        e.asid
+                    ));
+                }
+            } else if (e.gpa, e.asid) != (0, 0) {
+                return Err(format!("hypervisor-owned page {p:#x} has {e:?}"));
+            }
             if e.assigned && e.size == RmpPageSize::Size2M {
                 let head = p - p % 512;
                 if !attrs.uniform(head, 512, Kind::Private) {
