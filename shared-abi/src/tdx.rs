@@ -9,7 +9,7 @@
 pub mod leaf {
     /// TDG.VP.VMCALL: a call to the host (GHCI, [`super::vmcall`]).
     pub const VP_VMCALL: u64 = 0;
-    /// TDG.VP.INFO: GPAW in RCX[5:0], TD attributes in RDX.
+    /// TDG.VP.INFO: GPAW in RCX bits 5:0, TD attributes in RDX.
     pub const VP_INFO: u64 = 1;
     /// TDG.MR.RTMR.EXTEND.
     pub const MR_RTMR_EXTEND: u64 = 2;
@@ -56,7 +56,7 @@ pub mod status {
     }
 }
 
-/// TDG.MEM.PAGE.ACCEPT level in RCX[2:0] (SPECS.md 6.1).
+/// TDG.MEM.PAGE.ACCEPT level in RCX bits 2:0 (SPECS.md 6.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum AcceptLevel {
     /// 4 KiB.
