@@ -117,6 +117,14 @@ else
     echo "warning: /dev/kvm is missing or not usable: the whole-system tests will fail" >&2
 fi
 
+step "test vectors"
+vectors="${NACRE_VECTORS:-$repo_root/../shared/vectors}"
+if [ -f "$vectors/MANIFEST.md" ]; then
+    echo "known-answer vectors: $vectors"
+else
+    die "the known-answer vectors are missing at $vectors (the project expects them in ../shared/vectors next to the checkout; NACRE_VECTORS overrides)"
+fi
+
 step "cargo fmt --all -- --check"
 cargo fmt --all -- --check
 
