@@ -79,11 +79,11 @@ mod tests {
     use super::*;
     use std::path::PathBuf;
 
-    /// The known-answer vectors live next to the project (`../shared/vectors`, see its
-    /// MANIFEST); `NACRE_VECTORS` points elsewhere. Missing vectors fail the tests.
+    /// The known-answer vectors: the unmodified copies in `tests/vectors` (see its
+    /// README), or the folder `NACRE_VECTORS` names. Missing vectors fail the tests.
     fn vectors() -> PathBuf {
         let base = std::env::var_os("NACRE_VECTORS").map_or_else(
-            || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/vectors"),
+            || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/vectors"),
             PathBuf::from,
         );
         let dir = base.join("td-shim-derived");
