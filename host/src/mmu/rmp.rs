@@ -655,24 +655,9 @@ impl Rmp {
         Ok(())
     }
 
-    /// Coalesce the pages `[gfn, gfn + n)`, clamped to guest RAM, into maximal runs
-    /// with the same `(private_accessible, shared_accessible)`. Each item is
-    /// `(first gfn, pages, private, shared)`; the VMM mprotects each view per run.
-    pub fn access_runs(
-        &self,
-        gfn: u64,
-        n: u64,
-    ) -> impl Iterator<Item = (u64, u64, bool, bool)> + '_ {
-        let end = gfn.saturating_add(n).min(self.pages());
-        AccessRuns {
-            rmp: self,
-            next: gfn.min(end),
-            end,
-        }
-    }
-
     /// The access pair of `gfn` and the end of the stretch, starting at `gfn`, over
-    /// which it is certainly the same (the rest of a 2 MiB entry, else one page).
+    /// which it is certainly the same (the rest of a 2 MiB entry, else one page). The
+    /// host MMU builds its runs of equal reachability from these.
     pub(crate) fn access_span(&self, gfn: u64) -> ((bool, bool), u64) {
         let access = self.effective_bits(gfn).map_or((false, false), access_of);
         let span_end = if self.flags_of(gfn).is_some_and(|b| b & IN_2M != 0) {
@@ -681,35 +666,6 @@ impl Rmp {
             gfn.saturating_add(1)
         };
         (access, span_end)
-    }
-}
-
-/// Iterator behind [`Rmp::access_runs`].
-struct AccessRuns<'a> {
-    rmp: &'a Rmp,
-    next: u64,
-    end: u64,
-}
-
-impl Iterator for AccessRuns<'_> {
-    type Item = (u64, u64, bool, bool);
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.next >= self.end {
-            return None;
-        }
-        let start = self.next;
-        let (access, mut cursor) = self.rmp.access_span(start);
-        while cursor < self.end {
-            let (a, span_end) = self.rmp.access_span(cursor);
-            if a != access {
-                break;
-            }
-            cursor = span_end;
-        }
-        let stop = cursor.min(self.end);
-        self.next = stop;
-        Some((start, stop.saturating_sub(start), access.0, access.1))
     }
 }
 
@@ -1048,33 +1004,6 @@ mod tests {
         assert_eq!(rmp.launch_page(600), Err(RmpError::FailOverlap));
         rmp.rmpupdate(20, upd(20, true, K4, true)).unwrap();
         assert_eq!(rmp.launch_page(20), Err(RmpError::FailPermission));
-    }
-
-    #[test]
-    fn access_runs_coalesce_and_clamp() {
-        let mut rmp = Rmp::new(1100);
-        for gfn in 0..4 {
-            rmp.launch_page(gfn).unwrap();
-        }
-        rmp.rmpupdate(4, upd(4, true, K4, false)).unwrap();
-        rmp.rmpupdate(512, upd(512, true, M2, false)).unwrap();
-        rmp.pvalidate(512, GUEST_ASID, gpa_of(512), M2, true)
-            .unwrap();
-        let runs: Vec<_> = rmp.access_runs(0, u64::MAX).collect();
-        assert_eq!(
-            runs,
-            vec![
-                (0, 4, true, false),
-                (4, 1, false, false),
-                (5, 507, false, true),
-                (512, 512, true, false),
-                (1024, 76, false, true),
-            ]
-        );
-        let runs: Vec<_> = rmp.access_runs(600, 10).collect();
-        assert_eq!(runs, vec![(600, 10, true, false)]);
-        assert_eq!(rmp.access_runs(2000, 10).count(), 0);
-        assert_eq!(rmp.access_runs(5, 0).count(), 0);
     }
 
     #[test]
@@ -1614,7 +1543,7 @@ mod tests {
                     }
                 }
                 check_storage(&rmp);
-                let mut expected_runs: Vec<(u64, u64, bool, bool)> = Vec::new();
+                let mut access = Vec::new();
                 for g in 0..PAGES {
                     let (m, sz) = model.eff(g).unwrap();
                     let e = rmp.entry(g).unwrap();
@@ -1633,12 +1562,16 @@ mod tests {
                     prop_assert!(!e.validated || e.assigned, "validated but unassigned at {}", g);
                     let (p, s) = (rmp.private_accessible(g), rmp.shared_accessible(g));
                     prop_assert!(!(p && s), "page {} accessible through both views", g);
-                    match expected_runs.last_mut() {
-                        Some(last) if (last.2, last.3) == (p, s) => last.1 += 1,
-                        _ => expected_runs.push((g, 1, p, s)),
+                    access.push((p, s));
+                }
+                // The stretch `access_span` reports has one access pair throughout.
+                for g in 0..PAGES {
+                    let (pair, end) = rmp.access_span(g);
+                    prop_assert!(end > g, "empty span at {}", g);
+                    for q in g..end.min(PAGES) {
+                        prop_assert_eq!(access[q as usize], pair, "span from {} at {}", g, q);
                     }
                 }
-                prop_assert_eq!(rmp.access_runs(0, PAGES).collect::<Vec<_>>(), expected_runs);
             }
         }
     }

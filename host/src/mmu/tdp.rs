@@ -206,16 +206,6 @@ impl Tdp {
         }
         out
     }
-
-    /// The mapping state of `gfn` and the end of the stretch from `gfn` over which it is
-    /// certainly the same: the rest of the covering mapping, or of an unmapped 2 MiB or
-    /// 1 GiB entry with nothing below it is not known cheaply, so one page then.
-    pub fn span(&self, gfn: u64) -> (Option<Kind>, u64) {
-        match self.lookup(gfn) {
-            Some(m) => (Some(m.kind), m.end()),
-            None => (None, gfn + 1),
-        }
-    }
 }
 
 #[cfg(test)]
