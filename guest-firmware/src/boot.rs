@@ -1,5 +1,5 @@
-//! The boot sequence, from the VP context's 64-bit entry state to the app's first
-//! instruction.
+//! The boot sequence, from the 64-bit entry at `_start` (SNP: the VMSA's state; TDX:
+//! after the 32-bit reset-vector code) to the app's first instruction.
 
 use crate::app::elf::Elf;
 use crate::app::loader::{self, Entry};
@@ -11,14 +11,16 @@ use crate::mem::frames::Frames;
 use crate::mem::paging::{PageTables, TableAlloc, GLOBAL, NO_EXECUTE, WRITABLE};
 use crate::mem::user::Vmas;
 use crate::mem::{phys_to_virt, use_direct_map};
-use crate::platform::snp::instr::{pvalidate, set_emulated};
+use crate::platform::snp::instr::pvalidate;
 use crate::platform::snp::psc::page_state_change;
 use crate::platform::snp::Snp;
+use crate::platform::tdx::{self, Tdx};
+use crate::platform::{set_emulated, Platform};
 use core::arch::asm;
 use nacre_shared_abi::boot::{
     parse_memory_map, ArgsBlob, BootInfo, PlatformKind, BOOT_FLAG_VALIDATE_4K,
 };
-use nacre_shared_abi::doorbell::EMULATED_SNP_SIGNATURE;
+use nacre_shared_abi::doorbell::{EMULATED_SNP_SIGNATURE, EMULATED_TDX_SIGNATURE};
 use nacre_shared_abi::hostcall::HOSTCALL_BUFFER_PAGES;
 use nacre_shared_abi::layout::*;
 use nacre_shared_abi::snp::msr_protocol::{self as mp, MsrPscOp, MsrRequest, MsrResponse};
@@ -62,28 +64,18 @@ fn kernel_gpa<T>(p: *const T) -> u64 {
     p as u64 - KERNEL_VA_BASE
 }
 
-/// Boot to the point where the app can be entered.
-pub fn boot() -> Result<Entry, FwError> {
-    // SAFETY: first code after entry, single CPU, called once.
-    unsafe {
-        gdt::init();
-        idt::init();
-    }
-    // SAFETY: the boot handoff page is measured private memory mapped by the loader's tables.
-    let bi_bytes =
-        unsafe { core::slice::from_raw_parts(phys_to_virt(BOOT_INFO_GPA) as *const u8, 128) };
-    let bi = BootInfo::read_from_bytes(bi_bytes).map_err(|_| FwError::BootInfo)?;
-    if bi.check() != Ok(PlatformKind::Snp) {
-        return Err(FwError::BootInfo);
-    }
+/// What the platform-specific part of boot set up.
+struct PlatformSetup {
+    plat: Platform,
+    /// Set in private page-table entries (SNP C-bit), else 0.
+    c_bit_mask: u64,
+    /// Set in shared page-table entries (TDX shared bit), else 0.
+    shared_bit_mask: u64,
+}
 
-    let sig = cpuid(0x4000_0000, 0);
-    let mut s = [0u8; 12];
-    s[0..4].copy_from_slice(&sig.ebx.to_le_bytes());
-    s[4..8].copy_from_slice(&sig.ecx.to_le_bytes());
-    s[8..12].copy_from_slice(&sig.edx.to_le_bytes());
-    set_emulated(s == EMULATED_SNP_SIGNATURE);
-
+/// SEV-SNP: SEV_STATUS, the C-bit, the GHCB MSR protocol's feature check.
+fn snp_setup(bi: &BootInfo) -> Result<PlatformSetup, FwError> {
+    set_emulated(hypervisor_signature() == EMULATED_SNP_SIGNATURE);
     // SAFETY: SEV_STATUS exists on every SEV-capable CPU and on the emulated platform.
     let sev_status = unsafe { rdmsr(MSR_SEV_STATUS) };
     if sev_status & SEV_STATUS_SEV_SNP == 0 {
@@ -98,6 +90,59 @@ pub fn boot() -> Result<Entry, FwError> {
         MsrResponse::HvFeatures { features } if features & mp::HV_FEATURE_SNP != 0 => {}
         _ => return Err(FwError::MsrProtocol),
     }
+    Ok(PlatformSetup {
+        plat: Platform::Snp(snp),
+        c_bit_mask: 1 << c_bit,
+        shared_bit_mask: 0,
+    })
+}
+
+/// TDX: CPUID 0x21, TDG.VP.INFO for the GPA width and so the shared bit.
+fn tdx_setup(bi: &BootInfo) -> Result<PlatformSetup, FwError> {
+    set_emulated(hypervisor_signature() == EMULATED_TDX_SIGNATURE);
+    if bi.c_bit != 0 || !tdx::detect() {
+        return Err(FwError::NotTdx);
+    }
+    let info = tdx::vp_info()?;
+    let shared = nacre_shared_abi::tdx::shared_bit(info.gpaw).ok_or(FwError::NotTdx)?;
+    Ok(PlatformSetup {
+        plat: Platform::Tdx(Tdx::new(shared)),
+        c_bit_mask: 0,
+        shared_bit_mask: shared,
+    })
+}
+
+/// CPUID 0x4000_0000's signature (EBX, ECX, EDX).
+fn hypervisor_signature() -> [u8; 12] {
+    let sig = cpuid(0x4000_0000, 0);
+    let mut s = [0u8; 12];
+    s[0..4].copy_from_slice(&sig.ebx.to_le_bytes());
+    s[4..8].copy_from_slice(&sig.ecx.to_le_bytes());
+    s[8..12].copy_from_slice(&sig.edx.to_le_bytes());
+    s
+}
+
+/// Boot to the point where the app can be entered.
+pub fn boot() -> Result<Entry, FwError> {
+    // SAFETY: first code after entry, single CPU, called once.
+    unsafe {
+        gdt::init();
+        idt::init();
+    }
+    // SAFETY: the boot handoff page is measured private memory mapped by the loader's tables.
+    let bi_bytes =
+        unsafe { core::slice::from_raw_parts(phys_to_virt(BOOT_INFO_GPA) as *const u8, 128) };
+    let bi = BootInfo::read_from_bytes(bi_bytes).map_err(|_| FwError::BootInfo)?;
+    let kind = bi.check().map_err(|_| FwError::BootInfo)?;
+    crate::platform::set_kind(kind);
+    let PlatformSetup {
+        mut plat,
+        c_bit_mask,
+        shared_bit_mask,
+    } = match kind {
+        PlatformKind::Snp => snp_setup(&bi)?,
+        PlatformKind::Tdx => tdx_setup(&bi)?,
+    };
 
     // The host's memory map is unmeasured: copy it, then check it.
     let mut param = [0u8; 4096];
@@ -110,13 +155,16 @@ pub fn boot() -> Result<Entry, FwError> {
         )
     };
     let ram = parse_memory_map(&param, bi.min_memory).map_err(|_| FwError::MemoryMap)?;
+    if kind == PlatformKind::Tdx && ram > TDX_MAX_GUEST_MEMORY {
+        return Err(FwError::MemoryMap);
+    }
 
     // Our own page tables: the firmware at KERNEL_VA_BASE (2 MiB pages, private),
-    // its shared pages again at SHARED_VA_BASE (4 KiB, C-bit clear), and a direct
-    // map of RAM (2 MiB, private, NX).
+    // its shared pages again at SHARED_VA_BASE (4 KiB, shared), and a direct map of
+    // RAM (2 MiB, private, NX).
     let mut pool = Pool { next: 0 };
     let root = pool.alloc_table().ok_or(FwError::OutOfMemory)?;
-    let mut pt = PageTables::new(root, 1 << c_bit);
+    let mut pt = PageTables::new(root, c_bit_mask, shared_bit_mask);
     pt.map_range_2m(
         KERNEL_VA_BASE,
         0,
@@ -138,7 +186,7 @@ pub fn boot() -> Result<Entry, FwError> {
         &mut pool,
     )
     .ok_or(FwError::OutOfMemory)?;
-    if crate::platform::snp::instr::emulated() {
+    if crate::platform::emulated() {
         // The SYSCALL trampoline's page, again at a user-accessible alias.
         let t = crate::arch::syscall_entry::trampoline_code_va();
         pt.map_4k(
@@ -162,39 +210,57 @@ pub fn boot() -> Result<Entry, FwError> {
     use_direct_map();
     enable_cpu_features();
 
-    // GHCB: stop using the page as private, make it shared, map it shared, register.
-    let ghcb_va = (&raw const GHCB_PAGE) as u64;
-    make_private_page_shared_msr(&mut snp, &mut pt, ghcb_va, ghcb_gpa)?;
-    snp.register_ghcb(SHARED_VA_BASE + ghcb_gpa, ghcb_gpa)?;
+    // SNP: the GHCB: stop using the page as private, make it shared, map it shared,
+    // register.
+    if let Platform::Snp(snp) = &mut plat {
+        let ghcb_va = (&raw const GHCB_PAGE) as u64;
+        make_private_page_shared_msr(snp, &mut pt, ghcb_va, ghcb_gpa)?;
+        snp.register_ghcb(SHARED_VA_BASE + ghcb_gpa, ghcb_gpa)?;
+    }
 
+    let pt_pages = match kind {
+        PlatformKind::Snp => INITIAL_PT_PAGES,
+        PlatformKind::Tdx => INITIAL_PT_PAGES_TDX,
+    };
     let launch = [
         (BOOT_INFO_GPA, PAGE_SIZE_4K),
         (HOST_PARAM_GPA, PAGE_SIZE_4K),
-        (INITIAL_PT_GPA, INITIAL_PT_PAGES * PAGE_SIZE_4K),
+        (INITIAL_PT_GPA, pt_pages * PAGE_SIZE_4K),
         (FIRMWARE_GPA, bi.firmware_end - FIRMWARE_GPA),
         (bi.app_gpa, bi.image_end - bi.app_gpa),
     ];
     let validate_4k_only = bi.flags & BOOT_FLAG_VALIDATE_4K != 0;
-    let mut frames = Frames::new(&mut snp, pt, image_2m, ram, &launch, validate_4k_only)?;
-    frames.validated().set(ghcb_gpa, false);
+    let mut frames = Frames::new(&mut plat, pt, image_2m, ram, &launch, validate_4k_only)?;
+    if kind == PlatformKind::Snp {
+        frames.validated().set(ghcb_gpa, false);
+    }
 
-    // Hostcall buffer: rescind, one page-state change for all pages, map shared.
+    // Hostcall buffer: stop using it as private, convert all its pages in one request
+    // (SNP: rescind, then one page-state change; TDX: one MapGPA to shared), map it
+    // shared.
     let hc_va = (&raw const HOSTCALL_PAGES) as u64;
+    let hc_len = HOSTCALL_BUFFER_PAGES * PAGE_SIZE_4K;
+    match &mut plat {
+        Platform::Snp(snp) => {
+            for i in 0..HOSTCALL_BUFFER_PAGES {
+                rescind(hc_va + i * PAGE_SIZE_4K, hc_gpa + i * PAGE_SIZE_4K)?;
+            }
+            page_state_change(
+                snp,
+                hc_gpa / PAGE_SIZE_4K,
+                HOSTCALL_BUFFER_PAGES,
+                PageStateOp::Shared,
+            )?;
+        }
+        Platform::Tdx(tdx) => tdx.map_gpa(hc_gpa, hc_len, true)?,
+    }
     for i in 0..HOSTCALL_BUFFER_PAGES {
-        let va = hc_va + i * PAGE_SIZE_4K;
-        rescind(va, hc_gpa + i * PAGE_SIZE_4K)?;
         frames.validated().set(hc_gpa + i * PAGE_SIZE_4K, false);
     }
-    page_state_change(
-        &mut snp,
-        hc_gpa / PAGE_SIZE_4K,
-        HOSTCALL_BUFFER_PAGES,
-        PageStateOp::Shared,
-    )?;
     {
         let mut alloc = crate::mem::frames::FrameTables {
             frames: &mut frames,
-            snp: &mut snp,
+            plat: &mut plat,
         };
         pt.map_range_4k(
             SHARED_VA_BASE + hc_gpa,
@@ -206,11 +272,11 @@ pub fn boot() -> Result<Entry, FwError> {
         )
         .ok_or(FwError::OutOfMemory)?;
     }
-    snp.set_hostcall_buffer(SHARED_VA_BASE + hc_gpa, hc_gpa);
+    plat.set_hostcall_buffer(SHARED_VA_BASE + hc_gpa, hc_gpa);
 
     let mut guard = KERNEL.lock();
     let k = guard.insert(Kernel {
-        snp,
+        plat,
         frames,
         pt,
         vmas: Vmas::new(),

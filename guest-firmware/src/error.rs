@@ -34,6 +34,13 @@ pub enum FwError {
     BadApp,
     /// A hostcall reply was malformed.
     Hostcall,
+    /// Not running in a TD (CPUID 0x21), or TDG.VP.INFO failed or gave an unusable
+    /// GPA width.
+    NotTdx,
+    /// TDG.MEM.PAGE.ACCEPT failed (`status` is the TDX status class, bits 63:32).
+    Accept { gpa: u64, status: u64 },
+    /// TDVMCALL MapGPA failed, or the host's RETRY answer was invalid.
+    MapGpa { gpa: u64, status: u64, resume: u64 },
 }
 
 impl FwError {
@@ -66,13 +73,30 @@ impl FwError {
                 .push(" failed with ")
                 .dec(rc.map_or(0, |r| u64::from(r.code()))),
             Self::AlreadyValidated { gpa } => b
-                .push("the host reports ")
+                .push("the platform reports ")
                 .hex(gpa)
-                .push(" validated but the firmware never validated it"),
+                .push(" validated/accepted but the firmware never validated or accepted it"),
             Self::DoubleValidation { gpa } => b.push("second validation of ").hex(gpa),
             Self::OutOfMemory => b.push("out of guest memory"),
             Self::BadApp => b.push("the app ELF is malformed"),
             Self::Hostcall => b.push("malformed hostcall reply"),
+            Self::NotTdx => b.push("not running as a TD, or TDG.VP.INFO is unusable"),
+            Self::Accept { gpa, status } => b
+                .push("TDG.MEM.PAGE.ACCEPT of ")
+                .hex(gpa)
+                .push(" failed with status class ")
+                .hex(status),
+            Self::MapGpa {
+                gpa,
+                status,
+                resume,
+            } => b
+                .push("MapGPA at ")
+                .hex(gpa)
+                .push(" failed: status ")
+                .hex(status)
+                .push(" resume ")
+                .hex(resume),
         };
     }
 }
@@ -95,6 +119,9 @@ impl FwError {
             Self::OutOfMemory => 10,
             Self::BadApp => 11,
             Self::Hostcall => 12,
+            Self::NotTdx => 13,
+            Self::Accept { .. } => 14,
+            Self::MapGpa { .. } => 15,
         }
     }
 }

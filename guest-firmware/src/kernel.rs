@@ -4,14 +4,14 @@ use crate::error::FwError;
 use crate::mem::frames::{FrameTables, Frames};
 use crate::mem::paging::PageTables;
 use crate::mem::user::{Vma, Vmas, PROT_WRITE};
-use crate::platform::snp::Snp;
+use crate::platform::Platform;
 use nacre_shared_abi::layout::{PAGE_SIZE_2M, PAGE_SIZE_4K, USER_VA_END};
 use spin::Mutex;
 
 /// Everything the firmware owns once boot is done.
 #[derive(Debug)]
 pub struct Kernel {
-    pub snp: Snp,
+    pub plat: Platform,
     pub frames: Frames,
     pub pt: PageTables,
     pub vmas: Vmas,
@@ -45,13 +45,13 @@ impl Kernel {
     /// Map a fresh zeroed frame at `va` with the area's flags.
     fn populate_page(&mut self, va: u64, vma: &Vma) -> Result<u64, UserMemError> {
         let flags = vma.pte_flags().ok_or(UserMemError::Fault)?;
-        let gpa = self.frames.alloc(&mut self.snp).map_err(|e| match e {
+        let gpa = self.frames.alloc(&mut self.plat).map_err(|e| match e {
             FwError::OutOfMemory => UserMemError::NoMemory,
             other => UserMemError::Platform(other),
         })?;
         let mut alloc = FrameTables {
             frames: &mut self.frames,
-            snp: &mut self.snp,
+            plat: &mut self.plat,
         };
         self.pt
             .map_4k(va & !(PAGE_SIZE_4K - 1), gpa, flags, true, &mut alloc)
@@ -69,14 +69,14 @@ impl Kernel {
         if start < vma.start || start + PAGE_SIZE_2M > vma.end || !self.pt.region_2m_empty(start) {
             return Ok(false);
         }
-        let gpa = match self.frames.alloc_2m(&mut self.snp) {
+        let gpa = match self.frames.alloc_2m(&mut self.plat) {
             Ok(gpa) => gpa,
             Err(FwError::OutOfMemory) => return Ok(false),
             Err(e) => return Err(UserMemError::Platform(e)),
         };
         let mut alloc = FrameTables {
             frames: &mut self.frames,
-            snp: &mut self.snp,
+            plat: &mut self.plat,
         };
         self.pt
             .map_2m(start, gpa, flags, &mut alloc)
@@ -111,7 +111,7 @@ impl Kernel {
         while va < end {
             let mut alloc = FrameTables {
                 frames: &mut self.frames,
-                snp: &mut self.snp,
+                plat: &mut self.plat,
             };
             if self.pt.translate(va).is_some() {
                 self.pt

@@ -1,9 +1,12 @@
 //! nacre guest firmware.
 //!
-//! A freestanding ELF that the host starts in the 64-bit state of the image's VP
-//! context (on SEV-SNP hardware: the measured VMSA). It checks it runs on SEV-SNP,
-//! builds page tables with the C-bit from CPUID 0x8000_001F, registers its GHCB,
-//! validates only the memory it uses (lazily, 2 MiB first), loads the measured app
+//! A freestanding ELF that boots on both platforms of one image. On SEV-SNP the host
+//! starts it in the 64-bit state of the measured VMSA at `_start`; on TDX the vCPU
+//! starts in 32-bit protected mode at the reset vector (`arch/tdx_entry.rs`), which
+//! turns on long mode with the measured TDX page tables and jumps to `_start`. It
+//! checks the platform named by the measured boot information, builds page tables
+//! with the platform's encryption or shared bit, sets up its shared pages, validates
+//! or accepts only the memory it uses (lazily, 2 MiB first), loads the measured app
 //! and runs it in ring 3 behind a Linux syscall shim. See `docs/design.md`.
 #![no_std]
 #![no_main]
@@ -23,8 +26,6 @@ mod trap;
 use core::arch::global_asm;
 use error::FwError;
 use kernel::KERNEL;
-use nacre_shared_abi::snp::msr_protocol::TERM_SET_NACRE;
-use platform::snp::Snp;
 
 const BOOT_STACK_SIZE: usize = 128 * 1024;
 
@@ -78,12 +79,12 @@ pub fn fatal(msg: &str) -> ! {
 fn report_and_terminate(msg: &str, code: u8) -> ! {
     if let Some(mut guard) = KERNEL.try_lock() {
         if let Some(k) = guard.as_mut() {
-            let _ = k.snp.console_write(2, b"nacre firmware: fatal: ");
-            let _ = k.snp.console_write(2, msg.as_bytes());
-            let _ = k.snp.console_write(2, b"\n");
+            let _ = k.plat.console_write(2, b"nacre firmware: fatal: ");
+            let _ = k.plat.console_write(2, msg.as_bytes());
+            let _ = k.plat.console_write(2, b"\n");
         }
     }
-    Snp::terminate(TERM_SET_NACRE, code)
+    platform::terminate(code)
 }
 
 #[panic_handler]
@@ -98,6 +99,21 @@ fn panic(info: &core::panic::PanicInfo) -> ! {
     }
     fatal(msg.as_str())
 }
+
+/// `tdx-guest` links the `alloc` crate (its console helpers format into strings). The
+/// firmware has no heap and never calls those helpers, so every allocation fails.
+struct NoHeap;
+
+// SAFETY: `alloc` never returns memory, so there is nothing to keep consistent.
+unsafe impl core::alloc::GlobalAlloc for NoHeap {
+    unsafe fn alloc(&self, _: core::alloc::Layout) -> *mut u8 {
+        core::ptr::null_mut()
+    }
+    unsafe fn dealloc(&self, _: *mut u8, _: core::alloc::Layout) {}
+}
+
+#[global_allocator]
+static NO_HEAP: NoHeap = NoHeap;
 
 /// The precompiled `core` refers to the unwinding personality routine; the firmware
 /// aborts on panic and never unwinds, so it is never called.

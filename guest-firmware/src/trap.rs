@@ -14,6 +14,9 @@ const SIGSEGV: u8 = 11;
 
 /// Dispatch one exception.
 pub fn handle_exception(frame: &mut TrapFrame) {
+    if crate::platform::tdx::trap::forward_tdcall(frame) {
+        return;
+    }
     let user = frame.is_user();
     if frame.vector == 14 && user {
         let va = read_cr2();
@@ -32,11 +35,11 @@ pub fn handle_exception(frame: &mut TrapFrame) {
                     .push(" (rip ")
                     .hex(frame.rip);
                 msg.push(", error ").hex(frame.error_code).push(")\n");
-                let _ = k.snp.console_write(2, msg.as_bytes());
+                let _ = k.plat.console_write(2, msg.as_bytes());
                 crate::syscall::exit_app(k, 128 + SIGSEGV)
             }
             Err(UserMemError::NoMemory) => {
-                let _ = k.snp.console_write(2, b"nacre: out of guest memory\n");
+                let _ = k.plat.console_write(2, b"nacre: out of guest memory\n");
                 crate::syscall::exit_app(k, 128 + SIGBUS)
             }
             Err(UserMemError::Platform(e)) => crate::fatal_error(e),
@@ -64,7 +67,7 @@ pub fn handle_exception(frame: &mut TrapFrame) {
             .push(" at rip ")
             .hex(frame.rip)
             .push("\n");
-        let _ = k.snp.console_write(2, msg.as_bytes());
+        let _ = k.plat.console_write(2, msg.as_bytes());
         crate::syscall::exit_app(k, 128 + sig)
     }
     let mut msg = crate::fmt::Buf::new();

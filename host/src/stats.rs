@@ -23,6 +23,8 @@ pub struct Stats {
     /// Host MMU counters: RMP updates and PSMASHes, TDP faults, zaps and mappings,
     /// implicit conversions.
     pub mmu: crate::mmu::MmuStats,
+    /// TDX counters (the emulated TDX platform only).
+    pub tdx: Option<TdxRunStats>,
     /// Unsupported syscalls the app made, by name.
     pub syscalls_unsupported: BTreeMap<String, u64>,
     /// Milliseconds from process start to the first hostcall (the app's first output
@@ -30,6 +32,38 @@ pub struct Stats {
     pub boot_ms: f64,
     /// Wall time of the whole run in milliseconds.
     pub run_ms: f64,
+}
+
+/// The TDX platform's counters: its TDCALL handling and its MMU (S-EPT, mirror).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct TdxRunStats {
+    /// TDCALL and MapGPA counts.
+    pub counters: crate::platform::emulated_tdx::TdxCounters,
+    /// The TDX MMU's counters.
+    pub mmu: crate::mmu::tdx::TdxStats,
+}
+
+impl TdxRunStats {
+    /// Dotted-key counters (`tdx.*`, `sept.*`, `tdp.*`, `memory.*`).
+    pub fn entries(&self) -> Vec<(&'static str, u64)> {
+        let m = &self.mmu;
+        vec![
+            ("tdx.tdcalls", self.counters.tdcalls),
+            ("tdx.accept_4k", m.accept_4k),
+            ("tdx.accept_2m", m.accept_2m),
+            ("tdx.accept_size_mismatch", m.accept_size_mismatch),
+            ("tdx.accept_already", m.accept_already),
+            ("tdx.map_gpa_calls", self.counters.map_gpa_calls),
+            ("tdx.map_gpa_retries", self.counters.map_gpa_retries),
+            ("tdx.map_gpa_pages", m.map_gpa_pages),
+            ("sept.page_add", m.sept_page_add),
+            ("sept.aug", m.sept_aug),
+            ("sept.block", m.sept_block),
+            ("sept.demote", m.sept_demote),
+            ("sept.remove", m.sept_remove),
+            ("mirror.frozen_retries", m.mirror_frozen_retries),
+        ]
+    }
 }
 
 impl Stats {
@@ -40,6 +74,16 @@ impl Stats {
 
     /// As a flat JSON object with dotted keys.
     pub fn to_json(&self) -> serde_json::Value {
+        let mut v = self.common_json();
+        if let (Some(t), Some(obj)) = (&self.tdx, v.as_object_mut()) {
+            for (k, n) in t.entries() {
+                obj.insert(k.into(), n.into());
+            }
+        }
+        v
+    }
+
+    fn common_json(&self) -> serde_json::Value {
         serde_json::json!({
             "exits": self.exits,
             "psc.calls": self.psc_calls,
@@ -92,6 +136,9 @@ impl Stats {
             ("memory.implicit_conversions", self.mmu.implicit_conversions),
             ("memory.conversions", self.mmu.conversions),
         ] {
+            s += &format!("  {k:<28} {v}\n");
+        }
+        for (k, v) in self.tdx.iter().flat_map(TdxRunStats::entries) {
             s += &format!("  {k:<28} {v}\n");
         }
         if self.syscalls_unsupported.is_empty() {

@@ -8,14 +8,20 @@
 //! The **firmware** must be an `ET_EXEC` whose `PT_LOAD` segments are linked at their
 //! physical load address (`p_paddr`) inside [`FIRMWARE_GPA`]..[`FIRMWARE_GPA_END`] and at
 //! the virtual address `KERNEL_VA_BASE + p_paddr` that the loader's initial page tables
-//! map (`docs/memory-map.md`).
+//! map (`docs/memory-map.md`). One more segment may sit outside that region: the **TDX
+//! reset page**, at most one 4 KiB page linked at physical and virtual address
+//! [`TDX_RESET_PAGE_GPA`], readable and executable and not writable, whose file bytes
+//! hold the reset vector [`TDX_RESET_VECTOR`]. A TD's BSP starts there in 32-bit mode with
+//! paging off (Intel TDX module base architecture spec, "Initial State of Guest TD
+//! vCPU"), so the code is linked at its physical address. Firmware with that segment
+//! can be packaged for TDX as well as SEV-SNP; without it, for SEV-SNP only.
 //!
 //! Field and constant names follow the System V gABI ("ELF Header", "Program Header")
 //! and its AMD64 supplement.
 
 use nacre_shared_abi::layout::{
     align_down, align_up, FIRMWARE_GPA, FIRMWARE_GPA_END, KERNEL_VA_BASE, NULL_GUARD_END,
-    PAGE_SIZE_4K, USER_VA_END,
+    PAGE_SIZE_4K, TDX_RESET_PAGE_GPA, TDX_RESET_VECTOR, USER_VA_END,
 };
 use object::elf;
 use object::read::elf::{FileHeader as _, ProgramHeader as _};
@@ -121,10 +127,12 @@ pub enum ElfError {
         /// The `e_type` field.
         e_type: u16,
     },
-    /// A firmware segment's physical range is outside the firmware region.
+    /// A firmware segment's physical range is outside the firmware region (and it is
+    /// not the TDX reset page).
     #[error(
         "firmware program header {index} occupies physical {start:#x}..{end:#x}, outside the \
-         firmware region {FIRMWARE_GPA:#x}..{FIRMWARE_GPA_END:#x}"
+         firmware region {FIRMWARE_GPA:#x}..{FIRMWARE_GPA_END:#x} (the one segment allowed \
+         elsewhere is the TDX reset page at {TDX_RESET_PAGE_GPA:#x})"
     )]
     FirmwareOutsideRegion {
         /// Index of the program header.
@@ -153,6 +161,29 @@ pub enum ElfError {
         /// Index of the lower program header.
         first: usize,
         /// Index of the higher program header.
+        second: usize,
+    },
+    /// The segment at the TDX reset page does not have the shape the module
+    /// documentation gives.
+    #[error(
+        "firmware program header {index} is the TDX reset page (physical \
+         {TDX_RESET_PAGE_GPA:#x}) but {reason}"
+    )]
+    BadTdxResetPage {
+        /// Index of the program header.
+        index: usize,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// More than one segment at the TDX reset page.
+    #[error(
+        "firmware program headers {first} and {second} are both at the TDX reset page \
+         {TDX_RESET_PAGE_GPA:#x}; there can be only one"
+    )]
+    DuplicateTdxResetPage {
+        /// Index of the first program header.
+        first: usize,
+        /// Index of the second program header.
         second: usize,
     },
 }
@@ -421,15 +452,20 @@ pub struct FirmwareSegment<'a> {
 /// A checked firmware ELF.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FirmwareImage<'a> {
-    /// `e_entry`, a kernel virtual address inside an executable segment's file bytes.
+    /// `e_entry`, a kernel virtual address inside the file bytes of an executable
+    /// segment of `segments` (the 64-bit entry point; SEV-SNP starts there).
     pub entry: u64,
-    /// Non-empty `PT_LOAD` segments in ascending physical order, pairwise disjoint (two
-    /// may share a 4 KiB page).
+    /// Non-empty `PT_LOAD` segments inside the firmware region, in ascending physical
+    /// order, pairwise disjoint (two may share a 4 KiB page).
     pub segments: Vec<FirmwareSegment<'a>>,
+    /// The TDX reset page segment at [`TDX_RESET_PAGE_GPA`] (32-bit entry code and the
+    /// reset vector), if the firmware has one: it makes the firmware bootable on TDX.
+    pub tdx_reset: Option<FirmwareSegment<'a>>,
 }
 
 impl FirmwareImage<'_> {
-    /// First GPA after the page holding the firmware's last byte (bss included).
+    /// First GPA after the page holding the last byte (bss included) of the segments
+    /// in the firmware region; the TDX reset page does not count.
     pub fn end(&self) -> u64 {
         self.segments
             .iter()
@@ -446,8 +482,20 @@ pub fn check_firmware_elf(bytes: &[u8]) -> Result<FirmwareImage<'_>, ElfError> {
     if e_type != elf::ET_EXEC {
         return Err(ElfError::FirmwareNotFixed { e_type: e_type.0 });
     }
-    let mut loads = load_segments(header, bytes)?;
-    for seg in &loads {
+    let mut loads = Vec::new();
+    let mut tdx_reset: Option<LoadSegment> = None;
+    for seg in load_segments(header, bytes)? {
+        if seg.paddr == TDX_RESET_PAGE_GPA {
+            if let Some(first) = tdx_reset {
+                return Err(ElfError::DuplicateTdxResetPage {
+                    first: first.index,
+                    second: seg.index,
+                });
+            }
+            check_tdx_reset_segment(&seg)?;
+            tdx_reset = Some(seg);
+            continue;
+        }
         let end = seg.paddr.checked_add(seg.memsz);
         if seg.paddr < FIRMWARE_GPA || end.is_none_or(|end| end > FIRMWARE_GPA_END) {
             return Err(ElfError::FirmwareOutsideRegion {
@@ -465,6 +513,7 @@ pub fn check_firmware_elf(bytes: &[u8]) -> Result<FirmwareImage<'_>, ElfError> {
                 expected,
             });
         }
+        loads.push(seg);
     }
     let entry = header.e_entry(ENDIAN);
     check_entry(&loads, entry)?;
@@ -478,19 +527,47 @@ pub fn check_firmware_elf(bytes: &[u8]) -> Result<FirmwareImage<'_>, ElfError> {
             });
         }
     }
-    let segments = loads
-        .iter()
-        .map(|seg| {
-            // Both bounds were checked against the file in `load_segments`.
-            let start = seg.offset as usize;
-            FirmwareSegment {
-                gpa: seg.paddr,
-                mem_size: seg.memsz,
-                file_bytes: &bytes[start..start + seg.filesz as usize],
-            }
+    let placed = |seg: &LoadSegment| {
+        // Both bounds were checked against the file in `load_segments`.
+        let start = seg.offset as usize;
+        FirmwareSegment {
+            gpa: seg.paddr,
+            mem_size: seg.memsz,
+            file_bytes: &bytes[start..start + seg.filesz as usize],
+        }
+    };
+    Ok(FirmwareImage {
+        entry,
+        segments: loads.iter().map(placed).collect(),
+        tdx_reset: tdx_reset.as_ref().map(placed),
+    })
+}
+
+/// The TDX reset page segment: identity-linked, one page at most, R+X only, with the
+/// reset vector in its file bytes.
+fn check_tdx_reset_segment(seg: &LoadSegment) -> Result<(), ElfError> {
+    let bad = |reason| {
+        Err(ElfError::BadTdxResetPage {
+            index: seg.index,
+            reason,
         })
-        .collect();
-    Ok(FirmwareImage { entry, segments })
+    };
+    if seg.vaddr != seg.paddr {
+        return bad(
+            "its virtual address is not its physical address (it runs before paging is on)",
+        );
+    }
+    if seg.memsz > PAGE_SIZE_4K {
+        return bad("it is larger than one 4 KiB page");
+    }
+    let rx = elf::PF_R.0 | elf::PF_X.0;
+    if seg.flags & (rx | elf::PF_W.0) != rx {
+        return bad("it is not readable and executable without being writable (flags R+X)");
+    }
+    if !seg.has_file_byte_at(TDX_RESET_VECTOR) {
+        return bad("its file bytes do not hold the reset vector at 0xFFFFFFF0");
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -732,6 +809,101 @@ mod tests {
             check_firmware_elf(&pie.build()),
             Err(ElfError::FirmwareNotFixed { .. })
         ));
+    }
+
+    #[test]
+    fn firmware_with_a_tdx_reset_page() {
+        let bytes = testelf::tdx_firmware();
+        let fw = check_firmware_elf(&bytes).unwrap();
+        assert_eq!(fw.entry, testelf::FIRMWARE_ENTRY);
+        assert_eq!(fw.segments.len(), 2);
+        // The reset page does not move the end of the firmware.
+        assert_eq!(fw.end(), testelf::FIRMWARE_END);
+        let reset = fw.tdx_reset.unwrap();
+        assert_eq!(reset.gpa, TDX_RESET_PAGE_GPA);
+        assert_eq!(reset.mem_size, PAGE_SIZE_4K);
+        assert_eq!(
+            reset.file_bytes,
+            &testelf::pattern(4096, testelf::TDX_RESET_SEED)[..]
+        );
+        assert_eq!(
+            check_firmware_elf(&testelf::firmware()).unwrap().tdx_reset,
+            None
+        );
+
+        // First in the program header table works as well as last.
+        let mut first = testelf::tdx_firmware_spec();
+        first.segments.rotate_right(1);
+        let first = first.build();
+        let fw = check_firmware_elf(&first).unwrap();
+        assert_eq!(fw.tdx_reset.unwrap().gpa, TDX_RESET_PAGE_GPA);
+        assert_eq!(fw.segments.len(), 2);
+
+        // A short segment that still holds the reset vector.
+        let mut short = testelf::tdx_firmware_spec();
+        short.segments[2].data.truncate(0xFF1);
+        let short = short.build();
+        let fw = check_firmware_elf(&short).unwrap();
+        assert_eq!(fw.tdx_reset.unwrap().file_bytes.len(), 0xFF1);
+    }
+
+    #[test]
+    fn tdx_reset_page_shape_is_checked() {
+        let bad = |edit: fn(&mut Segment)| {
+            let mut spec = testelf::tdx_firmware_spec();
+            edit(&mut spec.segments[2]);
+            check_firmware_elf(&spec.build()).unwrap_err()
+        };
+        for (edit, word) in [
+            (
+                (|s: &mut Segment| s.vaddr = KERNEL_VA_BASE + s.paddr) as fn(&mut Segment),
+                "virtual",
+            ),
+            (|s| s.memsz = 2 * PAGE_SIZE_4K, "larger"),
+            (|s| s.flags |= elf::PF_W.0, "R+X"),
+            (|s| s.flags = elf::PF_R.0, "R+X"),
+            (|s| s.flags = elf::PF_X.0, "R+X"),
+            (|s| s.data.truncate(0xFF0), "reset vector"),
+        ] {
+            let err = bad(edit);
+            assert!(
+                matches!(err, ElfError::BadTdxResetPage { index: 2, .. }),
+                "{word}: {err:?}"
+            );
+            assert!(err.to_string().contains(word), "{err}");
+            assert!(err.to_string().contains("0xfffff000"), "{err}");
+        }
+
+        let mut two = testelf::tdx_firmware_spec();
+        two.segments.push(testelf::tdx_reset_segment(1));
+        assert_eq!(
+            check_firmware_elf(&two.build()),
+            Err(ElfError::DuplicateTdxResetPage {
+                first: 2,
+                second: 3
+            })
+        );
+
+        // Elsewhere below 4 GiB is still outside the firmware region.
+        let mut elsewhere = testelf::tdx_firmware_spec();
+        elsewhere.segments[2].paddr -= PAGE_SIZE_4K;
+        elsewhere.segments[2].vaddr -= PAGE_SIZE_4K;
+        let err = check_firmware_elf(&elsewhere.build()).unwrap_err();
+        assert!(
+            matches!(err, ElfError::FirmwareOutsideRegion { index: 2, .. }),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("TDX reset page"), "{err}");
+
+        // The 64-bit entry point must not be in the reset page.
+        let mut entry = testelf::tdx_firmware_spec();
+        entry.entry = TDX_RESET_VECTOR;
+        assert_eq!(
+            check_firmware_elf(&entry.build()),
+            Err(ElfError::EntryOutsideSegments {
+                entry: TDX_RESET_VECTOR
+            })
+        );
     }
 
     /// A scratch directory removed on drop.

@@ -3,16 +3,20 @@
 //!
 //! * [`elf`] checks the app (static `ET_EXEC` or static-pie) and the firmware (linked at
 //!   its physical load address in the kernel half).
-//! * [`image`] builds the IGVM file ([`build_image`]) and loads it back
-//!   ([`load_image`]) into the list of measured pages, the boot handoff and the BSP's
-//!   initial state that the host replays into the platform.
-//! * [`measure`] computes launch measurements: the TDX MRTD so far.
-//! * [`pagetable`] and [`vmsa`] produce the measured initial page tables and the
-//!   SEV-SNP initial VMSA.
+//! * [`image`] builds the IGVM file ([`build_image`]) and loads one platform's view of
+//!   it back ([`load_image`]) into the list of measured pages, the boot handoff and the
+//!   BSP's initial state (SEV-SNP) or launch measurement (TDX) that the host replays
+//!   into the platform; [`image_platforms`] lists the platforms a file serves.
+//! * [`measure`] computes launch measurements: the TDX MRTD so far
+//!   ([`LoadedImage::mrtd`] is an image's).
+//! * [`pagetable`] and [`vmsa`] produce the measured initial page tables (SEV-SNP and
+//!   TDX) and the SEV-SNP initial VMSA.
 //!
-//! Formats: the IGVM format as implemented by the `igvm` crate 0.5 (one SEV-SNP platform,
-//! compatibility mask [`image::SNP_MASK`]); the guest memory layout and boot handoff of
-//! `nacre-shared-abi` (`layout`, `boot`); AMD APM vol. 2 for the page tables and VMSA.
+//! Formats: the IGVM format as implemented by the `igvm` crate 0.5 (SEV-SNP on
+//! compatibility mask [`image::SNP_MASK`], TDX on [`image::TDX_MASK`] when the firmware
+//! has a TDX reset page); the guest memory layout and boot handoff of `nacre-shared-abi`
+//! (`layout`, `boot`); AMD APM vol. 2 for the page tables and VMSA; SPECS.md 6.7 for
+//! MRTD.
 
 pub mod elf;
 pub mod image;
@@ -24,5 +28,7 @@ pub mod vmsa;
 
 pub use elf::{check_app_elf, AppInfo, ElfError};
 pub use image::{
-    build_image, load_image, ImageError, ImagePage, LoadedImage, PackageInput, PageContents,
+    build_image, image_platforms, load_image, ImageError, ImagePage, LoadedImage, PackageInput,
+    PageContents,
 };
+pub use nacre_shared_abi::boot::PlatformKind;

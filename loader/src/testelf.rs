@@ -2,7 +2,7 @@
 //! nothing else (no sections). Each segment's bytes are placed at a file offset congruent
 //! to its virtual address modulo 4 KiB, as a linker would.
 
-use nacre_shared_abi::layout::{FIRMWARE_GPA, KERNEL_VA_BASE, PAGE_SIZE_4K};
+use nacre_shared_abi::layout::{FIRMWARE_GPA, KERNEL_VA_BASE, PAGE_SIZE_4K, TDX_RESET_PAGE_GPA};
 use object::elf;
 
 const EHDR_SIZE: usize = 64;
@@ -180,4 +180,32 @@ pub(crate) fn firmware_spec() -> ElfSpec {
 
 pub(crate) fn firmware() -> Vec<u8> {
     firmware_spec().build()
+}
+
+/// Seed of the TDX reset page's bytes in [`tdx_firmware_spec`].
+pub(crate) const TDX_RESET_SEED: u8 = 0x77;
+
+/// The TDX reset page segment: one full page of code at `TDX_RESET_PAGE_GPA`, linked at
+/// its physical address, R+X.
+pub(crate) fn tdx_reset_segment(seed: u8) -> Segment {
+    Segment {
+        p_type: elf::PT_LOAD.0,
+        flags: elf::PF_R.0 | elf::PF_X.0,
+        vaddr: TDX_RESET_PAGE_GPA,
+        paddr: TDX_RESET_PAGE_GPA,
+        data: pattern(PAGE_SIZE_4K as usize, seed),
+        memsz: PAGE_SIZE_4K,
+    }
+}
+
+/// [`firmware_spec`] plus the TDX reset page (last in the program header table).
+pub(crate) fn tdx_firmware_spec() -> ElfSpec {
+    let mut spec = firmware_spec();
+    spec.segments.push(tdx_reset_segment(TDX_RESET_SEED));
+    spec
+}
+
+/// A firmware ELF bootable on both SEV-SNP and TDX.
+pub(crate) fn tdx_firmware() -> Vec<u8> {
+    tdx_firmware_spec().build()
 }

@@ -65,9 +65,9 @@ pub struct BootInfo {
     pub image_end: u64,
     /// Smallest guest RAM size this image boots with.
     pub min_memory: u64,
-    /// SHA-256 over the image's measured content other than this page: every measured
-    /// page's GPA and bytes in directive order, then the BSP's VMSA (see the loader,
-    /// `nacre-loader`'s `image` module). The loader checks it; [`BootInfo::check`]
+    /// SHA-256 over this platform's measured content other than this page: every
+    /// measured page's GPA and bytes in directive order, then (SEV-SNP only) the BSP's
+    /// VMSA (see the loader, `nacre-loader`'s `image` module). The loader checks it; [`BootInfo::check`]
     /// does not look at it.
     pub image_digest: [u8; 32],
     /// Reserved, zero.

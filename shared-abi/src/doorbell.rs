@@ -68,6 +68,13 @@ impl Doorbell {
 /// instructions only when it sees this signature.
 pub const EMULATED_SNP_SIGNATURE: [u8; 12] = *b"NacreEmuSNP\0";
 
+/// CPUID leaf 0x4000_0000 signature of the emulated TDX platform, "NacreEmuTDX\0".
+/// The firmware forwards TDCALL to the TDCALL doorbell only when it sees this
+/// signature (on TDX hardware TDCALL is executed by the TDX module; on the emulated
+/// platform it raises #UD, whose handler rings the doorbell with the instruction's
+/// registers unchanged).
+pub const EMULATED_TDX_SIGNATURE: [u8; 12] = *b"NacreEmuTDX\0";
+
 #[cfg(test)]
 mod tests {
     use super::*;

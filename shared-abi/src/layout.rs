@@ -17,6 +17,22 @@ pub const PAGE_SIZE_1G: u64 = 0x4000_0000;
 /// at `1 << 47` (DESIGN.md 3.1), so bit 47 set in a GPA is exactly "private".
 pub const EMULATED_SNP_C_BIT: u32 = 47;
 
+/// The GPA width the emulated TDX platform reports in TDG.VP.INFO (RCX bits 5:0): the
+/// shared bit is then bit 47 (`1 << (GPAW - 1)`, SPECS.md 6.3). Guest RAM is one memfd
+/// mapped twice, as for emulated SNP, but the other way round: the private view at
+/// GPA 0 and the shared view at `1 << 47` (DESIGN.md 3.1).
+pub const EMULATED_TDX_GPAW: u32 = 48;
+
+/// TDX: a TD's vCPUs start in 32-bit protected mode (paging off, flat segments) at this
+/// RIP, the architectural reset vector 16 bytes below 4 GiB (Intel TDX module base
+/// spec, "Initial State of Guest TD vCPU"; the TDVF/td-shim reset vector lives there).
+pub const TDX_RESET_VECTOR: u64 = 0xFFFF_FFF0;
+/// The page holding the TDX reset vector and the firmware's 32-bit entry code
+/// (the firmware ELF's segment at this physical address; measured, TDX only).
+pub const TDX_RESET_PAGE_GPA: u64 = 0xFFFF_F000;
+/// Guest RAM on the TDX platforms ends below the 2 MiB region holding the reset page.
+pub const TDX_MAX_GUEST_MEMORY: u64 = 0xFFE0_0000;
+
 /// The first page is never given to the guest (null guard).
 pub const NULL_GUARD_END: u64 = 0x1000;
 /// Boot handoff page written by the loader and measured ([`crate::boot::BootInfo`]).
@@ -28,8 +44,13 @@ pub const HOST_PARAM_GPA: u64 = 0x2000;
 pub const VMSA_GPA: u64 = 0x5000;
 /// Initial page tables built by the loader and measured: PML4, PDPT, PD.
 pub const INITIAL_PT_GPA: u64 = 0x8000;
-/// Number of pages of initial page tables.
+/// Number of pages of initial page tables (SNP: PML4, PDPT, PD).
 pub const INITIAL_PT_PAGES: u64 = 3;
+/// Number of pages of the TDX initial page tables at [`INITIAL_PT_GPA`]: PML4, PDPT,
+/// the PD of the firmware's map and a PD that identity-maps the 2 MiB region holding
+/// [`TDX_RESET_PAGE_GPA`], which the 32-bit entry code runs from while it turns
+/// paging on.
+pub const INITIAL_PT_PAGES_TDX: u64 = 4;
 /// Physical load address of the firmware's lowest segment.
 pub const FIRMWARE_GPA: u64 = 0x10_0000;
 /// The firmware's segments must end below this GPA.
@@ -56,8 +77,11 @@ pub const GUEST_MEMORY_ALIGN: u64 = PAGE_SIZE_2M;
 
 const _: () = assert!(BOOT_INFO_GPA >= NULL_GUARD_END);
 const _: () = assert!(INITIAL_PT_GPA + INITIAL_PT_PAGES * PAGE_SIZE_4K <= FIRMWARE_GPA);
+const _: () = assert!(INITIAL_PT_GPA + INITIAL_PT_PAGES_TDX * PAGE_SIZE_4K <= FIRMWARE_GPA);
 const _: () = assert!(FIRMWARE_GPA_END <= APP_IMAGE_GPA);
 const _: () = assert!(MAX_GUEST_MEMORY <= 1 << EMULATED_SNP_C_BIT);
+const _: () = assert!(TDX_RESET_VECTOR - TDX_RESET_PAGE_GPA == 0xFF0);
+const _: () = assert!(TDX_MAX_GUEST_MEMORY <= align_down(TDX_RESET_PAGE_GPA, PAGE_SIZE_2M));
 
 /// Round `x` up to a multiple of `align` (a power of two).
 pub const fn align_up(x: u64, align: u64) -> u64 {

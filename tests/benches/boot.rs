@@ -1,17 +1,19 @@
 //! Boot benchmark: how long a whole `nacre run` of the C hello app takes,
 //! against a floor measured in the same run.
 //!
-//! Three commands are timed as whole processes, interleaved round by round so
+//! Five commands are timed as whole processes, interleaved round by round so
 //! that drift in the machine's load affects them alike:
 //!
 //! - `bare`: `nacre-bare-vm`, which creates a KVM VM with 128 MiB of RAM and
 //!   runs one `hlt` (the least any VMM process can do);
-//! - `128M`: `nacre run hello.igvm --memory 128M`;
-//! - `4G`: `nacre run hello.igvm --memory 4G`.
+//! - `128M`, `4G`: `nacre run hello.igvm --platform emulated-snp --memory ...`;
+//! - `tdx128M`, `tdx4094M`: the same image with `--platform emulated-tdx` (4094 MiB
+//!   is the most RAM an emulated TD has).
 //!
 //! It prints the median and minimum of each and the ratios of medians next to
-//! the targets: `nacre run` within 3x of the bare VM, and a 4 GiB guest within
-//! 1.2x of a 128 MiB one (boot must not grow with guest memory). A missed
+//! the targets: `nacre run` within 3x of the bare VM on either platform, and the
+//! large guest within 1.2x of the 128 MiB one (boot must not grow with guest
+//! memory). A missed
 //! target is reported, not fatal: this is a measurement, not a test.
 //!
 //! Run with `cargo bench -p nacre-tests --bench boot`.
@@ -129,10 +131,12 @@ fn prepare_image(dir: &Path) -> PathBuf {
     package(&app, &[], &[])
 }
 
-fn nacre_run_args(image: &Path, memory: &str) -> Vec<String> {
+fn nacre_run_args(image: &Path, platform: &str, memory: &str) -> Vec<String> {
     vec![
         "run".into(),
         image.display().to_string(),
+        "--platform".into(),
+        platform.into(),
         "--memory".into(),
         memory.into(),
     ]
@@ -188,10 +192,28 @@ fn main() {
         Subject::new(
             "128M",
             nacre.clone(),
-            nacre_run_args(&image, "128M"),
+            nacre_run_args(&image, "emulated-snp", "128M"),
             HELLO_EXIT,
         ),
-        Subject::new("4G", nacre, nacre_run_args(&image, "4G"), HELLO_EXIT),
+        Subject::new(
+            "4G",
+            nacre.clone(),
+            nacre_run_args(&image, "emulated-snp", "4G"),
+            HELLO_EXIT,
+        ),
+        // The same image as a TD; 4094 MiB is the most RAM an emulated TD has.
+        Subject::new(
+            "tdx128M",
+            nacre.clone(),
+            nacre_run_args(&image, "emulated-tdx", "128M"),
+            HELLO_EXIT,
+        ),
+        Subject::new(
+            "tdx4094M",
+            nacre,
+            nacre_run_args(&image, "emulated-tdx", "4094M"),
+            HELLO_EXIT,
+        ),
     ];
 
     println!("boot benchmark: {runs} rounds, whole processes, wall time");
@@ -207,17 +229,17 @@ fn main() {
     }
 
     println!();
-    println!("{:<6} {:>12} {:>12}", "", "median ms", "min ms");
+    println!("{:<9} {:>12} {:>12}", "", "median ms", "min ms");
     for subject in &subjects {
         println!(
-            "{:<6} {:>12.2} {:>12.2}",
+            "{:<9} {:>12.2} {:>12.2}",
             subject.name,
             subject.median(),
             subject.min()
         );
     }
 
-    let [bare, m128, g4] = &subjects;
+    let [bare, m128, g4, t128, t4] = &subjects;
     let ratios = [
         Ratio {
             name: "128M/bare",
@@ -234,12 +256,22 @@ fn main() {
             value: g4.median() / m128.median(),
             target: TARGET_4G_OVER_128M,
         },
+        Ratio {
+            name: "tdx128M/bare",
+            value: t128.median() / bare.median(),
+            target: TARGET_OVER_BARE,
+        },
+        Ratio {
+            name: "tdx4094M/tdx128M",
+            value: t4.median() / t128.median(),
+            target: TARGET_4G_OVER_128M,
+        },
     ];
     println!();
-    println!("{:<10} {:>8} {:>8}", "ratio", "value", "target");
+    println!("{:<16} {:>8} {:>8}", "ratio", "value", "target");
     for ratio in &ratios {
         println!(
-            "{:<10} {:>8.2} {:>7.1}x  {}",
+            "{:<16} {:>8.2} {:>7.1}x  {}",
             ratio.name,
             ratio.value,
             ratio.target,

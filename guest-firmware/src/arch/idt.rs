@@ -1,4 +1,5 @@
-//! The IDT: the 32 architectural exception vectors, all on IST1. A common assembly
+//! The IDT: the 32 architectural exception vectors, all on IST1 except #UD (see
+//! [`UD_VECTOR`]). A common assembly
 //! stub saves the general-purpose and FXSAVE state (so exception handlers written in
 //! Rust may use SSE without corrupting the app) and calls [`exception_dispatch`].
 
@@ -104,6 +105,14 @@ struct Gate {
 
 const _: () = assert!(size_of::<Gate>() == 16);
 
+/// #UD. Its gate uses no IST stack: a #UD must be able to nest in another one. The
+/// emulated platform's syscall trampoline enters the firmware as a #UD from ring 3
+/// (onto the kernel stack, TSS.RSP0), and on emulated TDX every TDCALL the syscall
+/// makes raises a #UD in ring 0, which pushes its frame below the current one. On
+/// IST1 the inner #UD would overwrite the outer frame. The code that executes TDCALL
+/// (the `tdx-guest` crate's assembly, nacre's own) uses no red zone.
+const UD_VECTOR: usize = 6;
+
 static mut IDT: [Gate; 32] = [Gate {
     offset_low: 0,
     selector: 0,
@@ -134,7 +143,7 @@ pub unsafe fn init() {
             (*idt)[i] = Gate {
                 offset_low: handler as u16,
                 selector: super::gdt::KERNEL_CS,
-                ist: 1,
+                ist: if i == UD_VECTOR { 0 } else { 1 },
                 type_attr: 0x8E, // present, DPL0, 64-bit interrupt gate
                 offset_mid: (handler >> 16) as u16,
                 offset_high: (handler >> 32) as u32,

@@ -106,7 +106,7 @@ pub unsafe fn init() {
             MSR_STAR,
             (0x10u64 << 48) | (u64::from(super::gdt::KERNEL_CS) << 32),
         );
-        let entry = if super::super::platform::snp::instr::emulated() {
+        let entry = if crate::platform::emulated() {
             trampoline_va()
         } else {
             nacre_syscall_entry as *const () as u64

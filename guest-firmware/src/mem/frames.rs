@@ -1,20 +1,24 @@
-//! The frame allocator. Guest RAM above the image starts out hypervisor-owned
-//! (shared); the allocator accepts it lazily, one 2 MiB chunk when it first hands
-//! out a frame from it (page-state change to private, then PVALIDATE 2 MiB, falling
-//! back to 4 KiB on FAIL_SIZEMISMATCH). The firmware keeps its own bitmap of every
-//! 4 KiB page it validated (trust assumption 3): validating a page twice is an error,
-//! and a PVALIDATE that reports "unchanged" for a page the bitmap says is not
-//! validated means the host remapped memory.
+//! The frame allocator. Guest RAM above the image is not yet usable as private memory
+//! (SNP: hypervisor-owned; TDX: private but unaccepted); the allocator makes it usable
+//! lazily, one 2 MiB chunk when it first hands out a frame from it. SNP: page-state
+//! change to private, then PVALIDATE 2 MiB, falling back to 4 KiB on
+//! FAIL_SIZEMISMATCH. TDX: TDG.MEM.PAGE.ACCEPT 2 MiB, falling back to 4 KiB on
+//! TDX_PAGE_SIZE_MISMATCH. The firmware keeps its own bitmap of every 4 KiB page it
+//! validated or accepted (trust assumption 3): doing it twice is an error, and a
+//! PVALIDATE that reports "unchanged" or an accept that reports "already accepted"
+//! for a page the bitmap says is not validated means the host remapped memory.
 
 use super::paging::{PageTables, TableAlloc, NO_EXECUTE, WRITABLE};
 use super::phys_to_virt;
 use crate::error::FwError;
 use crate::platform::snp::instr::pvalidate;
 use crate::platform::snp::psc::page_state_change;
-use crate::platform::snp::Snp;
+use crate::platform::tdx::{self, Accept};
+use crate::platform::Platform;
 use nacre_shared_abi::layout::{align_up, DIRECT_MAP_VA_BASE, PAGE_SIZE_2M, PAGE_SIZE_4K};
 use nacre_shared_abi::snp::psc::PageStateOp;
 use nacre_shared_abi::snp::rmp::{RmpError, RmpPageSize};
+use nacre_shared_abi::tdx::AcceptLevel;
 
 /// The per-4 KiB validated record.
 #[derive(Debug)]
@@ -92,8 +96,9 @@ pub struct Frames {
     /// (its page directories were prepared at boot, so this never allocates).
     pt: PageTables,
     /// Whether the platform guarantees that freshly accepted memory reads as zeros.
-    /// The emulated platform discards a page's contents on every page-state change;
-    /// SEV-SNP hardware gives no such guarantee, so there every frame is zeroed.
+    /// TDX: TDG.MEM.PAGE.ACCEPT zeroes the page. Emulated SNP discards a page's
+    /// contents on every page-state change; SEV-SNP hardware gives no such guarantee,
+    /// so there every frame is zeroed.
     fresh_is_zero: bool,
     /// Validate page by page instead of 2 MiB at a time (boot flag
     /// `BOOT_FLAG_VALIDATE_4K`).
@@ -105,7 +110,7 @@ impl Frames {
     /// validated bitmap there and mark `launch` ranges (validated by the platform at
     /// launch) in it.
     pub fn new(
-        snp: &mut Snp,
+        plat: &mut Platform,
         pt: PageTables,
         start: u64,
         ram_end: u64,
@@ -129,10 +134,10 @@ impl Frames {
             },
             size_mismatches: 0,
             pt,
-            fresh_is_zero: crate::platform::snp::instr::emulated(),
+            fresh_is_zero: crate::platform::emulated() || matches!(plat, Platform::Tdx(_)),
             validate_4k_only,
         };
-        frames.accept(snp, start, first_len, false)?;
+        frames.accept(plat, start, first_len, false)?;
         if !frames.fresh_is_zero {
             // SAFETY: the bitmap's pages were just accepted and are private.
             unsafe {
@@ -169,8 +174,37 @@ impl Frames {
         Ok(())
     }
 
-    /// Make `[gpa, gpa + len)` private and validate it, 2 MiB at a time where aligned.
-    fn accept(&mut self, snp: &mut Snp, gpa: u64, len: u64, record: bool) -> Result<(), FwError> {
+    fn accept_tdx_4k(&mut self, gpa: u64, record: bool) -> Result<(), FwError> {
+        if record && self.validated.get(gpa) {
+            return Err(FwError::DoubleValidation { gpa });
+        }
+        // SAFETY: accepting a page nothing uses yet.
+        match unsafe { tdx::accept(gpa, AcceptLevel::L4K) } {
+            Accept::Done => {}
+            Accept::AlreadyAccepted => return Err(FwError::AlreadyValidated { gpa }),
+            Accept::SizeMismatch => {
+                return Err(FwError::Accept {
+                    gpa,
+                    status: 0xC000_0B0B,
+                })
+            }
+            Accept::Failed(status) => return Err(FwError::Accept { gpa, status }),
+        }
+        if record {
+            self.validated.set(gpa, true);
+        }
+        Ok(())
+    }
+
+    /// Make `[gpa, gpa + len)` private and validate or accept it, 2 MiB at a time
+    /// where aligned.
+    fn accept(
+        &mut self,
+        plat: &mut Platform,
+        gpa: u64,
+        len: u64,
+        record: bool,
+    ) -> Result<(), FwError> {
         // Map the chunk in the direct map first: PVALIDATE names it by that address.
         let mut no_alloc = NoAlloc;
         self.pt
@@ -189,6 +223,10 @@ impl Frames {
                 }
             }
         }
+        let snp = match plat {
+            Platform::Snp(snp) => snp,
+            Platform::Tdx(_) => return self.accept_tdx(gpa, len, record),
+        };
         page_state_change(
             snp,
             gpa / PAGE_SIZE_4K,
@@ -226,8 +264,41 @@ impl Frames {
         Ok(())
     }
 
+    /// TDX: accept `[gpa, gpa + len)` (private by default: no MapGPA needed), 2 MiB
+    /// at a time where aligned and allowed, 4 KiB on TDX_PAGE_SIZE_MISMATCH.
+    fn accept_tdx(&mut self, gpa: u64, len: u64, record: bool) -> Result<(), FwError> {
+        let end = gpa + len;
+        let mut at = gpa;
+        while at < end {
+            if !self.validate_4k_only && at.is_multiple_of(PAGE_SIZE_2M) && end - at >= PAGE_SIZE_2M
+            {
+                // SAFETY: accepting a range nothing uses yet.
+                match unsafe { tdx::accept(at, AcceptLevel::L2M) } {
+                    Accept::Done => {
+                        if record {
+                            self.validated.set_range(at, PAGE_SIZE_2M);
+                        }
+                    }
+                    Accept::AlreadyAccepted => return Err(FwError::AlreadyValidated { gpa: at }),
+                    Accept::SizeMismatch => {
+                        self.size_mismatches += 1;
+                        for p in (at..at + PAGE_SIZE_2M).step_by(PAGE_SIZE_4K as usize) {
+                            self.accept_tdx_4k(p, record)?;
+                        }
+                    }
+                    Accept::Failed(status) => return Err(FwError::Accept { gpa: at, status }),
+                }
+                at += PAGE_SIZE_2M;
+            } else {
+                self.accept_tdx_4k(at, record)?;
+                at += PAGE_SIZE_4K;
+            }
+        }
+        Ok(())
+    }
+
     /// A zeroed private frame.
-    pub fn alloc(&mut self, snp: &mut Snp) -> Result<u64, FwError> {
+    pub fn alloc(&mut self, plat: &mut Platform) -> Result<u64, FwError> {
         let mut needs_zeroing = true;
         let gpa = if self.free_head != 0 {
             let gpa = self.free_head;
@@ -240,7 +311,7 @@ impl Frames {
                     return Err(FwError::OutOfMemory);
                 }
                 let len = PAGE_SIZE_2M.min(self.ram_end - self.accepted_end);
-                self.accept(snp, self.accepted_end, len, true)?;
+                self.accept(plat, self.accepted_end, len, true)?;
                 self.accepted_end += len;
             }
             let gpa = self.next;
@@ -259,12 +330,12 @@ impl Frames {
 
     /// A zeroed, 2 MiB-aligned private 2 MiB frame: a whole fresh chunk. What is left
     /// of the current chunk goes to the free list.
-    pub fn alloc_2m(&mut self, snp: &mut Snp) -> Result<u64, FwError> {
+    pub fn alloc_2m(&mut self, plat: &mut Platform) -> Result<u64, FwError> {
         let start = self.accepted_end;
         if !start.is_multiple_of(PAGE_SIZE_2M) || self.ram_end - start < PAGE_SIZE_2M {
             return Err(FwError::OutOfMemory);
         }
-        self.accept(snp, start, PAGE_SIZE_2M, true)?;
+        self.accept(plat, start, PAGE_SIZE_2M, true)?;
         self.accepted_end = start + PAGE_SIZE_2M;
         while self.next < start {
             let gpa = self.next;
@@ -301,11 +372,11 @@ impl TableAlloc for NoAlloc {
 /// Page-table frames from the frame allocator.
 pub struct FrameTables<'a> {
     pub frames: &'a mut Frames,
-    pub snp: &'a mut Snp,
+    pub plat: &'a mut Platform,
 }
 
 impl TableAlloc for FrameTables<'_> {
     fn alloc_table(&mut self) -> Option<u64> {
-        self.frames.alloc(self.snp).ok()
+        self.frames.alloc(self.plat).ok()
     }
 }

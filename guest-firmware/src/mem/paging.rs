@@ -1,5 +1,8 @@
-//! Four-level x86-64 page tables with the SEV C-bit: private mappings carry the C-bit
-//! in the physical address field, shared mappings do not.
+//! Four-level x86-64 page tables for both platforms. On SEV-SNP private mappings carry
+//! the C-bit in the physical address field and shared mappings do not; on TDX it is
+//! the other way round: shared mappings carry the shared bit (`1 << (GPAW - 1)`,
+//! SPECS.md 6.3) and private ones do not. [`PageTables`] holds both masks (one of
+//! them is zero).
 
 use super::phys_to_virt;
 use crate::arch::cpu::invlpg;
@@ -30,7 +33,10 @@ pub trait TableAlloc {
 #[derive(Debug, Clone, Copy)]
 pub struct PageTables {
     pml4: u64,
+    /// Set in the address of every private mapping and table (SNP C-bit, else 0).
     c_bit: u64,
+    /// Set in the address of every shared mapping (TDX shared bit, else 0).
+    shared_bit: u64,
 }
 
 fn index(va: u64, level: u32) -> usize {
@@ -38,12 +44,19 @@ fn index(va: u64, level: u32) -> usize {
 }
 
 impl PageTables {
-    /// New empty tables whose root is the zeroed frame `pml4_gpa`.
-    pub fn new(pml4_gpa: u64, c_bit_mask: u64) -> Self {
+    /// New empty tables whose root is the zeroed frame `pml4_gpa`. `c_bit_mask` is set
+    /// in private entries (SEV-SNP), `shared_bit_mask` in shared ones (TDX).
+    pub fn new(pml4_gpa: u64, c_bit_mask: u64, shared_bit_mask: u64) -> Self {
         Self {
             pml4: pml4_gpa,
             c_bit: c_bit_mask,
+            shared_bit: shared_bit_mask,
         }
+    }
+
+    /// Both address bits that are not part of a frame's GPA.
+    fn tag_bits(&self) -> u64 {
+        self.c_bit | self.shared_bit
     }
 
     /// The value to load into CR3 (private root).
@@ -81,7 +94,7 @@ impl PageTables {
             } else if e & HUGE != 0 {
                 return None;
             } else {
-                table = e & ADDR_MASK & !self.c_bit;
+                table = e & ADDR_MASK & !self.tag_bits();
             }
             l -= 1;
         }
@@ -101,7 +114,7 @@ impl PageTables {
             if l == 0 || (e & HUGE != 0 && l <= 2) {
                 return Some((ptr, l));
             }
-            table = e & ADDR_MASK & !self.c_bit;
+            table = e & ADDR_MASK & !self.tag_bits();
             l -= 1;
         }
     }
@@ -130,7 +143,7 @@ impl PageTables {
         private: bool,
         alloc: &mut dyn TableAlloc,
     ) -> Option<()> {
-        let c = if private { self.c_bit } else { 0 };
+        let c = if private { self.c_bit } else { self.shared_bit };
         let mut i = 0;
         while i < n {
             let at = va + i * 4096;
@@ -207,8 +220,11 @@ impl PageTables {
         let (ptr, level) = self.walk(va)?;
         let e = Self::read(ptr);
         let size_mask = (1u64 << (12 + 9 * level)) - 1;
-        let base = e & ADDR_MASK & !self.c_bit & !size_mask;
-        Some((base | (va & size_mask), e & !ADDR_MASK | (e & self.c_bit)))
+        let base = e & ADDR_MASK & !self.tag_bits() & !size_mask;
+        Some((
+            base | (va & size_mask),
+            e & !ADDR_MASK | (e & self.tag_bits()),
+        ))
     }
 
     /// Split the 2 MiB mapping covering `va` (if any) into 512 4 KiB mappings with
@@ -222,8 +238,8 @@ impl PageTables {
             return None;
         }
         let e = Self::read(ptr);
-        let base = e & ADDR_MASK & !self.c_bit & !(PAGE_SIZE_2M_MASK);
-        let flags = (e & !ADDR_MASK & !HUGE) | (e & self.c_bit);
+        let base = e & ADDR_MASK & !self.tag_bits() & !(PAGE_SIZE_2M_MASK);
+        let flags = (e & !ADDR_MASK & !HUGE) | (e & self.tag_bits());
         let table = alloc.alloc_table()?;
         for i in 0..512u64 {
             Self::write(
@@ -250,7 +266,7 @@ impl PageTables {
             if e & HUGE != 0 {
                 return false;
             }
-            table = e & ADDR_MASK & !self.c_bit;
+            table = e & ADDR_MASK & !self.tag_bits();
         }
         Self::read(Self::entry_ptr(table, index(va, 1))) & PRESENT == 0
     }
@@ -265,7 +281,7 @@ impl PageTables {
         let e = Self::read(ptr);
         Self::write(ptr, 0);
         invlpg(va);
-        Some(e & ADDR_MASK & !self.c_bit)
+        Some(e & ADDR_MASK & !self.tag_bits())
     }
 
     /// Replace the flags of the 4 KiB mapping of `va` (keeping address and C-bit).

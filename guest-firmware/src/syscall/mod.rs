@@ -97,7 +97,7 @@ pub fn exit_app(k: &mut Kernel, status: u8) -> ! {
         pairs[n + 4..n + 8].copy_from_slice(&count.to_le_bytes());
         n += 8;
     }
-    k.snp.exit(status, &pairs[..n])
+    k.plat.exit(status, &pairs[..n])
 }
 
 fn handle(k: &mut Kernel, nr: u64, a: [u64; 6]) -> SysResult {
@@ -238,7 +238,7 @@ fn sys_write(k: &mut Kernel, fd: u64, buf: u64, len: u64) -> SysResult {
         let n = (len - done).min(tmp.len() as u64) as usize;
         k.copy_from_user(&mut tmp[..n], buf + done)
             .map_err(efault)?;
-        let w = k.snp.console_write(fd as u32, &tmp[..n])?;
+        let w = k.plat.console_write(fd as u32, &tmp[..n])?;
         done += w;
         if w < n as u64 {
             break;

@@ -1,7 +1,8 @@
 //! `nacre run`.
 
 use super::{EXIT_GUEST_TERMINATED, EXIT_MEMORY_VIOLATION};
-use crate::platform::emulated_snp::Stop;
+use crate::platform::Stop;
+use crate::vmm::setup::Guest;
 use crate::vmm::{run, setup};
 use anyhow::{bail, Context};
 use nacre_shared_abi::layout::{GUEST_MEMORY_ALIGN, MAX_GUEST_MEMORY, MIN_GUEST_MEMORY};
@@ -13,6 +14,18 @@ use std::time::Instant;
 pub enum Platform {
     /// SEV-SNP semantics enforced in software on a plain KVM VM.
     EmulatedSnp,
+    /// TDX semantics (a software TDX module, S-EPT and TDCALLs) on a plain KVM VM.
+    EmulatedTdx,
+}
+
+impl Platform {
+    /// The platform kind of the image part this platform boots.
+    pub fn kind(self) -> nacre_shared_abi::boot::PlatformKind {
+        match self {
+            Self::EmulatedSnp => nacre_shared_abi::boot::PlatformKind::Snp,
+            Self::EmulatedTdx => nacre_shared_abi::boot::PlatformKind::Tdx,
+        }
+    }
 }
 
 /// Arguments of `nacre run`.
@@ -72,7 +85,7 @@ pub fn run(a: &RunArgs, start: Instant) -> anyhow::Result<u8> {
 
 /// Run image bytes.
 pub fn run_bytes(bytes: &[u8], a: &RunArgs, start: Instant) -> anyhow::Result<u8> {
-    let image = nacre_loader::load_image(bytes)?;
+    let image = nacre_loader::load_image(bytes, a.platform.kind())?;
     let memory = a.memory.unwrap_or(DEFAULT_MEMORY.max(image.min_memory));
     if !memory.is_multiple_of(GUEST_MEMORY_ALIGN)
         || !(MIN_GUEST_MEMORY..=MAX_GUEST_MEMORY).contains(&memory)
@@ -85,21 +98,48 @@ pub fn run_bytes(bytes: &[u8], a: &RunArgs, start: Instant) -> anyhow::Result<u8
             image.min_memory >> 20
         );
     }
-    let mut vm = setup::build(&image, memory)?;
-    vm.snp.strict_memory = a.strict_memory;
-    if let Some(b) = std::env::var("NACRE_TEST_PSC_BUDGET")
-        .ok()
-        .and_then(|v| v.parse().ok())
-    {
-        vm.snp.psc_budget = Some(b);
+    let mut vm = match a.platform {
+        Platform::EmulatedSnp => setup::build(&image, memory)?,
+        Platform::EmulatedTdx => setup::build_tdx(&image, memory)?,
+    };
+    match &mut vm.guest {
+        Guest::Snp(snp) => {
+            snp.strict_memory = a.strict_memory;
+            if let Some(b) = std::env::var("NACRE_TEST_PSC_BUDGET")
+                .ok()
+                .and_then(|v| v.parse().ok())
+            {
+                snp.psc_budget = Some(b);
+            }
+        }
+        Guest::Tdx(tdx) => tdx.strict_memory = a.strict_memory,
     }
     let result = run::run(&mut vm);
-    let mut stats = vm.snp.stats.clone();
-    stats.mmu = vm.snp.mmu.stats();
-    stats.boot_ms = vm
-        .snp
-        .first_hostcall
-        .map_or(0.0, |t| t.duration_since(start).as_secs_f64() * 1e3);
+    let (mut stats, first_hostcall) = match &vm.guest {
+        Guest::Snp(snp) => {
+            let mut stats = snp.stats.clone();
+            stats.mmu = snp.mmu.stats();
+            (stats, snp.first_hostcall)
+        }
+        Guest::Tdx(tdx) => {
+            let mut stats = tdx.stats.clone();
+            let m = tdx.mmu.stats();
+            stats.mmu.faults = m.faults;
+            stats.mmu.fault_retries = m.fault_retries;
+            stats.mmu.zaps = m.zaps;
+            stats.mmu.maps_4k = m.maps_4k;
+            stats.mmu.maps_2m = m.maps_2m;
+            stats.mmu.maps_1g = m.maps_1g;
+            stats.mmu.implicit_conversions = m.implicit_conversions;
+            stats.mmu.conversions = m.map_gpa_pages;
+            stats.tdx = Some(crate::stats::TdxRunStats {
+                counters: tdx.tdx,
+                mmu: m,
+            });
+            (stats, tdx.first_hostcall)
+        }
+    };
+    stats.boot_ms = first_hostcall.map_or(0.0, |t| t.duration_since(start).as_secs_f64() * 1e3);
     stats.run_ms = start.elapsed().as_secs_f64() * 1e3;
     if a.stats {
         eprint!("{}", stats.render());
@@ -126,6 +166,14 @@ pub fn run_bytes(bytes: &[u8], a: &RunArgs, start: Instant) -> anyhow::Result<u8
             eprintln!("nacre: guest stopped: {msg}");
             Ok(EXIT_GUEST_TERMINATED)
         }
+        Stop::TdFatalError { code } => {
+            let nacre = (code & 0xFF) as u8;
+            eprintln!(
+                "nacre: the TD reported a fatal error (code {code:#x}): {}",
+                reason(3, nacre)
+            );
+            Ok(EXIT_GUEST_TERMINATED)
+        }
     }
 }
 
@@ -145,11 +193,14 @@ fn reason(set: u8, code: u8) -> &'static str {
         (3, 5) => "the host refused or misreported a GHCB call",
         (3, 6) => "a page-state change failed or the host misreported its progress",
         (3, 7) => "PVALIDATE failed",
-        (3, 8) => "the host reported a page as validated that the firmware never validated",
+        (3, 8) => "the platform reported a page as validated or accepted that the firmware never validated or accepted",
         (3, 9) => "the firmware would have validated a page twice",
         (3, 10) => "guest memory exhausted",
         (3, 11) => "the app ELF is malformed",
         (3, 12) => "the host's hostcall reply was malformed",
+        (3, 13) => "not running as a TD, or TDG.VP.INFO is unusable",
+        (3, 14) => "TDG.MEM.PAGE.ACCEPT failed",
+        (3, 15) => "MapGPA failed or the host misreported its progress",
         (3, 0xFE) => "firmware bug",
         _ => "unknown reason",
     }

@@ -31,6 +31,7 @@
 pub mod attributes;
 pub mod rmp;
 pub mod tdp;
+pub mod tdx;
 
 use attributes::{Attributes, Kind};
 use nacre_shared_abi::snp::rmp::{RmpError, RmpPageSize};

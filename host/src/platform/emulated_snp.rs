@@ -7,11 +7,9 @@ use crate::exits::snp::psc::{handle_psc, PageStateBackend, PscStats};
 use crate::mmu::attributes::Kind;
 use crate::mmu::tdp::Level;
 use crate::mmu::{Access, Backing, GuestRmpResult, Mmu};
-use crate::stats::{syscall_name, Stats};
+use crate::stats::Stats;
 use crate::vmm::memory::{GuestMemory, MemoryError, View};
-use nacre_shared_abi::hostcall::{
-    HostcallHeader, HostcallOp, HOSTCALL_BUFFER_SIZE, HOSTCALL_DATA_OFFSET, HOSTCALL_PORT,
-};
+use nacre_shared_abi::hostcall::HOSTCALL_PORT;
 use nacre_shared_abi::layout::{EMULATED_SNP_C_BIT, PAGE_SIZE_4K};
 use nacre_shared_abi::snp::ghcb::{
     exit_code, ioio, Ghcb, GhcbErrorCode, GhcbField, RESULT_BAD_INPUT, RESULT_OK,
@@ -20,36 +18,12 @@ use nacre_shared_abi::snp::msr_protocol::{MsrPscOp, HV_FEATURE_SNP};
 use nacre_shared_abi::snp::psc::PscDesc;
 use nacre_shared_abi::snp::rmp::{PvalidateResult, RmpError, RmpPageSize, RMP_SUCCESS};
 use nacre_shared_abi::snp::{SEV_STATUS_SEV, SEV_STATUS_SEV_ES, SEV_STATUS_SEV_SNP};
-use std::io::{Read, Write};
 use zerocopy::{FromBytes, IntoBytes};
 
 /// The C-bit as a GPA mask.
 pub const C_BIT_MASK: u64 = 1 << EMULATED_SNP_C_BIT;
 
-/// Why the VM stopped.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Stop {
-    /// The app exited with this status.
-    AppExit(u8),
-    /// The guest asked to be terminated (GHCB termination request).
-    GuestTerminated {
-        /// Reason set.
-        set: u8,
-        /// Reason code.
-        code: u8,
-    },
-    /// The host stopped the guest for breaking a memory rule.
-    MemoryViolation {
-        /// Guest physical address (without the C-bit).
-        gpa: u64,
-        /// View of the access.
-        view: View,
-        /// The rule.
-        rule: &'static str,
-    },
-    /// The guest broke the GHCB protocol in a way KVM terminates for.
-    ProtocolViolation(String),
-}
+pub use super::Stop;
 
 /// State of the emulated SNP platform for one VM.
 #[derive(Debug)]
@@ -355,77 +329,14 @@ impl EmulatedSnp {
 
     /// Serve one hostcall from the shared buffer at `buffer`.
     fn hostcall(&mut self, buffer: u64) -> Result<Option<Stop>, MemoryError> {
-        if self.first_hostcall.is_none() {
-            self.first_hostcall = Some(std::time::Instant::now());
-        }
-        let pages = HOSTCALL_BUFFER_SIZE / PAGE_SIZE_4K;
-        let in_ram = buffer
-            .checked_add(HOSTCALL_BUFFER_SIZE)
-            .is_some_and(|e| e <= self.mem.size());
-        if !in_ram || !self.mmu.is_shared(buffer / PAGE_SIZE_4K, pages) {
-            return Ok(Some(Stop::ProtocolViolation(format!(
-                "hostcall buffer at {buffer:#x} is not {HOSTCALL_BUFFER_SIZE} bytes of shared memory"
-            ))));
-        }
-        let mut raw = [0u8; HOSTCALL_DATA_OFFSET as usize];
-        self.mem.read(buffer, &mut raw)?;
-        let Ok(mut h) = HostcallHeader::read_from_bytes(&raw) else {
-            return Ok(None);
-        };
-        let data_gpa = buffer + HOSTCALL_DATA_OFFSET;
-        let op = match h.check_request() {
-            Ok(op) => op,
-            Err(e) => {
-                return Ok(Some(Stop::ProtocolViolation(format!(
-                    "malformed hostcall: {e:?}"
-                ))));
-            }
-        };
-        let len = h.len as usize;
-        h.status = 0;
-        h.result = 0;
-        match op {
-            HostcallOp::Write => {
-                let mut data = vec![0u8; len];
-                self.mem.read(data_gpa, &mut data)?;
-                let r = if h.fd == 1 {
-                    let mut out = std::io::stdout().lock();
-                    out.write_all(&data).and_then(|()| out.flush())
-                } else {
-                    std::io::stderr().write_all(&data)
-                };
-                match r {
-                    Ok(()) => h.result = len as u64,
-                    Err(e) => h.status = e.raw_os_error().map_or(5, |c| c.unsigned_abs().into()),
-                }
-            }
-            HostcallOp::Read => {
-                let mut data = vec![0u8; len];
-                match std::io::stdin().read(&mut data) {
-                    Ok(n) => {
-                        self.mem.write(data_gpa, &data[..n])?;
-                        h.result = n as u64;
-                    }
-                    Err(e) => h.status = e.raw_os_error().map_or(5, |c| c.unsigned_abs().into()),
-                }
-            }
-            HostcallOp::Exit => {
-                let mut data = vec![0u8; len - len % 8];
-                self.mem.read(data_gpa, &mut data)?;
-                for pair in data.chunks_exact(8) {
-                    let nr = u32::from_le_bytes([pair[0], pair[1], pair[2], pair[3]]);
-                    let count = u32::from_le_bytes([pair[4], pair[5], pair[6], pair[7]]);
-                    *self
-                        .stats
-                        .syscalls_unsupported
-                        .entry(syscall_name(nr))
-                        .or_insert(0) += u64::from(count);
-                }
-                return Ok(Some(Stop::AppExit((h.arg & 0xFF) as u8)));
-            }
-        }
-        self.mem.write(buffer, h.as_bytes())?;
-        Ok(None)
+        let mmu = &self.mmu;
+        super::hostcall::serve(
+            &self.mem,
+            &mut self.stats,
+            &mut self.first_hostcall,
+            |gfn, n| mmu.is_shared(gfn, n),
+            buffer,
+        )
     }
 
     /// A guest access that hit a closed view (`addr` is the faulting GPA with the

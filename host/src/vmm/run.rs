@@ -1,8 +1,11 @@
 //! The vCPU loop: one place decodes KVM exits (kvm-ioctls `VcpuExit`); one function handles each.
 
-use crate::platform::emulated_snp::{EmulatedSnp, Stop};
-use crate::vmm::memory::MemoryError;
-use crate::vmm::setup::Vm;
+use crate::platform::emulated_snp::{EmulatedSnp, C_BIT_MASK};
+use crate::platform::emulated_tdx::{EmulatedTdx, SHARED_BIT};
+use crate::platform::Stop;
+use crate::stats::Stats;
+use crate::vmm::memory::{GuestMemory, MemoryError};
+use crate::vmm::setup::{Guest, Vm};
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use nacre_shared_abi::doorbell::Doorbell;
 
@@ -32,7 +35,11 @@ pub fn run(vm: &mut Vm) -> Result<Stop, RunError> {
     let mut callers: std::collections::BTreeMap<(u64, u64), u64> =
         std::collections::BTreeMap::new();
     let result = loop {
-        match step(&mut vm.vcpu, &mut vm.snp) {
+        let stepped = match &mut vm.guest {
+            Guest::Snp(snp) => step(&mut vm.vcpu, &mut **snp),
+            Guest::Tdx(tdx) => step(&mut vm.vcpu, &mut **tdx),
+        };
+        match stepped {
             Ok(Some(stop)) => break Ok(stop),
             Ok(None) => {}
             Err(RunError::Kvm(e)) if e.errno() == libc::EINTR && sampler.is_some() => {
@@ -41,8 +48,12 @@ pub fn run(vm: &mut Vm) -> Result<Stop, RunError> {
                 // Also the caller of the sampled function, for attributing time in helpers.
                 if let Ok(t) = vm.vcpu.translate_gva(regs.rsp) {
                     let mut word = [0u8; 16];
-                    let gpa = t.physical_address & !crate::platform::emulated_snp::C_BIT_MASK;
-                    if t.valid != 0 && vm.snp.mem.read(gpa, &mut word).is_ok() {
+                    let (mem, mask) = match &vm.guest {
+                        Guest::Snp(snp) => (&snp.mem, C_BIT_MASK),
+                        Guest::Tdx(tdx) => (&tdx.mem, SHARED_BIT),
+                    };
+                    let gpa = t.physical_address & !mask;
+                    if t.valid != 0 && mem.read(gpa, &mut word).is_ok() {
                         // Frame pointers: [rsp] is the saved RBP in a function's body,
                         // [rsp + 8] its return address.
                         let mut ret = [0u8; 8];
@@ -109,21 +120,118 @@ impl Sampler {
     }
 }
 
-fn step(vcpu: &mut VcpuFd, snp: &mut EmulatedSnp) -> Result<Option<Stop>, RunError> {
+/// What the exit loop needs from an emulated platform.
+trait Platform {
+    fn stats(&mut self) -> &mut Stats;
+    fn mem(&self) -> &GuestMemory;
+    /// The GPA bit that selects the second view (stripped to reach the memfd).
+    fn view_bit(&self) -> u64;
+    fn memory_fault(&mut self, addr: u64) -> Result<Option<Stop>, MemoryError>;
+    fn doorbell(&mut self, vcpu: &mut VcpuFd, bell: Doorbell) -> Result<Option<Stop>, RunError>;
+    fn rdmsr(&mut self, index: u32) -> Option<u64>;
+    fn wrmsr(&mut self, index: u32, value: u64) -> bool;
+    /// KVM could not emulate a guest instruction; `Ok(true)` if the platform handled it.
+    fn emulation_failure(&mut self, _vcpu: &mut VcpuFd) -> Result<bool, RunError> {
+        Ok(false)
+    }
+}
+
+impl Platform for EmulatedSnp {
+    fn stats(&mut self) -> &mut Stats {
+        &mut self.stats
+    }
+    fn mem(&self) -> &GuestMemory {
+        &self.mem
+    }
+    fn view_bit(&self) -> u64 {
+        C_BIT_MASK
+    }
+    fn memory_fault(&mut self, addr: u64) -> Result<Option<Stop>, MemoryError> {
+        EmulatedSnp::memory_fault(self, addr)
+    }
+    fn doorbell(&mut self, vcpu: &mut VcpuFd, bell: Doorbell) -> Result<Option<Stop>, RunError> {
+        snp_doorbell(vcpu, self, bell)
+    }
+    fn rdmsr(&mut self, index: u32) -> Option<u64> {
+        EmulatedSnp::rdmsr(self, index)
+    }
+    fn wrmsr(&mut self, index: u32, value: u64) -> bool {
+        EmulatedSnp::wrmsr(self, index, value)
+    }
+}
+
+impl Platform for EmulatedTdx {
+    fn stats(&mut self) -> &mut Stats {
+        &mut self.stats
+    }
+    fn mem(&self) -> &GuestMemory {
+        &self.mem
+    }
+    fn view_bit(&self) -> u64 {
+        SHARED_BIT
+    }
+    fn memory_fault(&mut self, addr: u64) -> Result<Option<Stop>, MemoryError> {
+        EmulatedTdx::memory_fault(self, addr)
+    }
+    fn doorbell(&mut self, vcpu: &mut VcpuFd, bell: Doorbell) -> Result<Option<Stop>, RunError> {
+        match bell {
+            Doorbell::Tdcall => {
+                self.stats.exit("tdcall");
+                let mut regs = vcpu.get_regs()?;
+                let stop = self.tdcall(&mut regs)?;
+                vcpu.set_regs(&regs)?;
+                Ok(stop)
+            }
+            other => Err(RunError::Guest(format!(
+                "{other:?} doorbell on the emulated TDX platform"
+            ))),
+        }
+    }
+    fn rdmsr(&mut self, _index: u32) -> Option<u64> {
+        None
+    }
+    fn wrmsr(&mut self, _index: u32, _value: u64) -> bool {
+        false
+    }
+    /// TDCALL outside a TD raises #UD. Where KVM emulates the guest's ring 0 (KVM's
+    /// PVM backend), it cannot emulate TDCALL and exits instead of raising it; the
+    /// #UD is injected here so the firmware's handler forwards the TDCALL as it does
+    /// wherever the CPU raises the #UD itself.
+    fn emulation_failure(&mut self, vcpu: &mut VcpuFd) -> Result<bool, RunError> {
+        const TDCALL: [u8; 4] = [0x66, 0x0F, 0x01, 0xCC];
+        let regs = vcpu.get_regs()?;
+        let t = vcpu.translate_gva(regs.rip)?;
+        let mut insn = [0u8; 4];
+        let gpa = t.physical_address & !SHARED_BIT;
+        if t.valid == 0 || self.mem.read(gpa, &mut insn).is_err() || insn != TDCALL {
+            return Ok(false);
+        }
+        self.stats.exit("tdcall-ud");
+        let mut events = vcpu.get_vcpu_events()?;
+        events.exception.injected = 1;
+        events.exception.nr = 6; // #UD
+        events.exception.has_error_code = 0;
+        events.exception.error_code = 0;
+        vcpu.set_vcpu_events(&events)?;
+        Ok(true)
+    }
+}
+
+fn step<P: Platform>(vcpu: &mut VcpuFd, snp: &mut P) -> Result<Option<Stop>, RunError> {
     let exit = vcpu.run()?;
     match exit {
         VcpuExit::IoOut(port, _) => {
-            snp.stats.exit("io");
+            snp.stats().exit("io");
             let Some(bell) = Doorbell::from_port(port) else {
                 return Err(RunError::Guest(format!(
                     "write to unknown I/O port {port:#x}"
                 )));
             };
-            doorbell(vcpu, snp, bell)
+            snp.doorbell(vcpu, bell)
         }
         VcpuExit::IoIn(_, data) => {
             // No devices: reads of any port float high.
-            snp.stats.exit("io");
+            snp.stats().exit("io");
             data.fill(0xFF);
             Ok(None)
         }
@@ -132,7 +240,7 @@ fn step(vcpu: &mut VcpuFd, snp: &mut EmulatedSnp) -> Result<Option<Stop>, RunErr
             memory_access(snp, addr, |mem, gpa| mem.write(gpa, data))
         }
         VcpuExit::X86Rdmsr(exit) => {
-            snp.stats.exit("msr");
+            snp.stats().exit("msr");
             match snp.rdmsr(exit.index) {
                 Some(v) => *exit.data = v,
                 None => *exit.error = 1,
@@ -140,7 +248,7 @@ fn step(vcpu: &mut VcpuFd, snp: &mut EmulatedSnp) -> Result<Option<Stop>, RunErr
             Ok(None)
         }
         VcpuExit::X86Wrmsr(exit) => {
-            snp.stats.exit("msr");
+            snp.stats().exit("msr");
             if !snp.wrmsr(exit.index, exit.data) {
                 *exit.error = 1;
             }
@@ -154,6 +262,9 @@ fn step(vcpu: &mut VcpuFd, snp: &mut EmulatedSnp) -> Result<Option<Stop>, RunErr
             "KVM could not enter the guest (reason {reason:#x})"
         ))),
         VcpuExit::InternalError => {
+            if snp.emulation_failure(vcpu)? {
+                return Ok(None);
+            }
             let rip = vcpu.get_regs().map(|r| r.rip).unwrap_or(0);
             if std::env::var_os("NACRE_DEBUG").is_some() {
                 eprintln!("{:#x?}", vcpu.get_sregs());
@@ -175,21 +286,21 @@ fn step(vcpu: &mut VcpuFd, snp: &mut EmulatedSnp) -> Result<Option<Stop>, RunErr
 
 /// A guest access that hit a `PROT_NONE` view: a memory-rule stop, or, if the page
 /// has become accessible since (a stale mapping), the access completed on the memfd.
-fn memory_access(
-    snp: &mut EmulatedSnp,
+fn memory_access<P: Platform>(
+    snp: &mut P,
     addr: u64,
-    complete: impl FnOnce(&crate::vmm::memory::GuestMemory, u64) -> Result<(), MemoryError>,
+    complete: impl FnOnce(&GuestMemory, u64) -> Result<(), MemoryError>,
 ) -> Result<Option<Stop>, RunError> {
-    snp.stats.exit("npf");
+    snp.stats().exit("npf");
     if let Some(stop) = snp.memory_fault(addr)? {
         return Ok(Some(stop));
     }
-    complete(&snp.mem, addr & !crate::platform::emulated_snp::C_BIT_MASK)?;
+    complete(snp.mem(), addr & !snp.view_bit())?;
     Ok(None)
 }
 
 /// PVALIDATE / VMGEXIT through the doorbell: operands in the vCPU's registers.
-fn doorbell(
+fn snp_doorbell(
     vcpu: &mut VcpuFd,
     snp: &mut EmulatedSnp,
     bell: Doorbell,

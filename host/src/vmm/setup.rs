@@ -4,6 +4,7 @@
 
 use crate::mmu::attributes::Kind;
 use crate::platform::emulated_snp::{EmulatedSnp, C_BIT_MASK};
+use crate::platform::emulated_tdx::{EmulatedTdx, SHARED_BIT};
 use crate::vmm::memory::{GuestMemory, MemoryError, View};
 use igvm::snp_defs::{SevSelector, SevVmsa};
 use kvm_bindings::{
@@ -15,8 +16,11 @@ use kvm_ioctls::{
 };
 use nacre_loader::{ImagePage, LoadedImage, PageContents};
 use nacre_shared_abi::boot::{MemoryMapEntry, MEMORY_MAP_TYPE_MEMORY};
-use nacre_shared_abi::doorbell::EMULATED_SNP_SIGNATURE;
-use nacre_shared_abi::layout::{EMULATED_SNP_C_BIT, PAGE_SIZE_4K};
+use nacre_shared_abi::doorbell::{EMULATED_SNP_SIGNATURE, EMULATED_TDX_SIGNATURE};
+use nacre_shared_abi::layout::{
+    align_up, EMULATED_SNP_C_BIT, EMULATED_TDX_GPAW, PAGE_SIZE_2M, PAGE_SIZE_4K,
+    TDX_MAX_GUEST_MEMORY, TDX_RESET_PAGE_GPA, TDX_RESET_VECTOR,
+};
 use zerocopy::IntoBytes;
 
 /// Errors while building the VM.
@@ -46,6 +50,15 @@ fn ioctl(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> SetupError {
     move |source| SetupError::Ioctl { what, source }
 }
 
+/// The emulated platform a VM runs on, with its state.
+#[derive(Debug)]
+pub enum Guest {
+    /// `emulated-snp`.
+    Snp(Box<EmulatedSnp>),
+    /// `emulated-tdx`.
+    Tdx(Box<EmulatedTdx>),
+}
+
 /// A VM ready to run.
 #[derive(Debug)]
 pub struct Vm {
@@ -53,8 +66,50 @@ pub struct Vm {
     pub vm: VmFd,
     /// The BSP.
     pub vcpu: VcpuFd,
-    /// Platform state.
-    pub snp: EmulatedSnp,
+    /// Platform state (owns guest RAM, so it is dropped after the VM).
+    pub guest: Guest,
+    /// The TDX reset page's own memory (outside guest RAM), if any.
+    pub reset_page: Option<ResetPage>,
+}
+
+/// One page of host memory backing a memory slot of its own: the TDX reset page at
+/// `TDX_RESET_PAGE_GPA`, which is not part of guest RAM.
+#[derive(Debug)]
+pub struct ResetPage {
+    ptr: *mut u8,
+}
+
+impl ResetPage {
+    fn new(contents: &[u8; 4096]) -> Result<Self, SetupError> {
+        // SAFETY: a fresh anonymous private mapping; checked for MAP_FAILED below.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                4096,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(SetupError::Memory(MemoryError::Sys {
+                what: "mmap of the reset page",
+                source: std::io::Error::last_os_error(),
+            }));
+        }
+        // SAFETY: the mapping is 4096 bytes long and ours alone.
+        unsafe { std::ptr::copy_nonoverlapping(contents.as_ptr(), ptr.cast::<u8>(), 4096) };
+        Ok(Self { ptr: ptr.cast() })
+    }
+}
+
+impl Drop for ResetPage {
+    fn drop(&mut self) {
+        // SAFETY: unmaps the mapping made in `new`, after the VM that used it is gone
+        // (`Vm` drops `vm` first).
+        unsafe { libc::munmap(self.ptr.cast(), 4096) };
+    }
 }
 
 /// Ways a test can make the host misbehave at launch (env `NACRE_TEST_HOSTILE`), to
@@ -67,6 +122,9 @@ pub enum Hostile {
     /// Leave the parameter page hypervisor-owned (shared): the guest reads shared
     /// memory through its private view.
     SharedParamPage,
+    /// TDX: add a page the image does not contain before the TD runs, so that the
+    /// guest finds it accepted already when it accepts that memory.
+    PreAcceptedPage,
 }
 
 impl Hostile {
@@ -75,6 +133,7 @@ impl Hostile {
         match std::env::var("NACRE_TEST_HOSTILE").ok()?.as_str() {
             "unvalidated-boot-info" => Some(Self::UnvalidatedBootInfo),
             "shared-param-page" => Some(Self::SharedParamPage),
+            "pre-accepted-page" => Some(Self::PreAcceptedPage),
             _ => None,
         }
     }
@@ -109,25 +168,7 @@ pub fn build(image: &LoadedImage, memory: u64) -> Result<Vm, SetupError> {
             .map_err(|e| SetupError::Image(format!("page {gpa:#x} cannot be placed: {e:?}")))?;
     }
     // The host parameter page: the memory map, inserted unmeasured.
-    let map = [
-        MemoryMapEntry {
-            starting_gpa_page_number: 0,
-            number_of_pages: memory / PAGE_SIZE_4K,
-            entry_type: MEMORY_MAP_TYPE_MEMORY,
-            flags: 0,
-            reserved: 0,
-        },
-        MemoryMapEntry {
-            starting_gpa_page_number: 0,
-            number_of_pages: 0,
-            entry_type: 0,
-            flags: 0,
-            reserved: 0,
-        },
-    ];
-    let mut param = [0u8; 4096];
-    param[..48].copy_from_slice(map.as_bytes());
-    snp.mem.write(image.param_gpa, &param)?;
+    snp.mem.write(image.param_gpa, &memory_map_page(memory))?;
     let mut launched: Vec<u64> = image.pages.iter().map(|p| p.gpa / PAGE_SIZE_4K).collect();
     if hostile == Some(Hostile::SharedParamPage) {
         snp.mmu.hostile_share(image.param_gpa / PAGE_SIZE_4K);
@@ -157,8 +198,233 @@ pub fn build(image: &LoadedImage, memory: u64) -> Result<Vm, SetupError> {
     enable_msr_exits(&vm)?;
     let vcpu = vm.create_vcpu(0).map_err(ioctl("a vCPU"))?;
     set_cpuid(&kvm, &vcpu)?;
-    set_initial_state(&vcpu, &image.vmsa)?;
-    Ok(Vm { vm, vcpu, snp })
+    let vmsa = image.vmsa.as_deref().ok_or_else(|| {
+        SetupError::Image("the image has no SEV-SNP VMSA (it was not loaded for SEV-SNP)".into())
+    })?;
+    set_initial_state(&vcpu, vmsa)?;
+    Ok(Vm {
+        vm,
+        vcpu,
+        guest: Guest::Snp(Box::new(snp)),
+        reset_page: None,
+    })
+}
+
+/// Build a TD on the emulated TDX platform: guest RAM with the private view at GPA 0
+/// and the shared view at the shared bit, the reset page in a slot of its own, every
+/// launch page added (TDH.MEM.PAGE.ADD, and TDH.MR.EXTEND where measured) in image
+/// order, CPUID saying "TD" and the architectural 32-bit entry state at the reset
+/// vector.
+pub fn build_tdx(image: &LoadedImage, memory: u64) -> Result<Vm, SetupError> {
+    if memory > TDX_MAX_GUEST_MEMORY {
+        return Err(SetupError::Image(format!(
+            "emulated-tdx guests have at most {} MiB of RAM (RAM ends below the reset \
+             vector at 4 GiB; RAM above 4 GiB is not supported yet)",
+            TDX_MAX_GUEST_MEMORY >> 20
+        )));
+    }
+    let kvm = Kvm::new().map_err(SetupError::Kvm)?;
+    let vm = kvm.create_vm().map_err(SetupError::Kvm)?;
+    let mem = GuestMemory::new(memory)?;
+    for (slot, view, gpa) in [(0, View::Private, 0), (1, View::Shared, SHARED_BIT)] {
+        let region = kvm_userspace_memory_region {
+            slot,
+            flags: 0,
+            guest_phys_addr: gpa,
+            memory_size: memory,
+            userspace_addr: mem.base(view) as u64,
+        };
+        // SAFETY: as in `build`: the mapping outlives the VM's use of it.
+        unsafe { vm.set_user_memory_region(region) }.map_err(ioctl("a memory slot"))?;
+    }
+    let mut tdx = Box::new(EmulatedTdx::new(mem));
+    let mut reset = None;
+    let mut launched = Vec::new();
+    for ImagePage { gpa, contents } in &image.pages {
+        if *gpa == TDX_RESET_PAGE_GPA {
+            let bytes = contents.bytes();
+            tdx.mrtd.add_page(*gpa, Some(bytes));
+            reset = Some(ResetPage::new(bytes)?);
+            continue;
+        }
+        if let PageContents::Data(bytes) = contents {
+            tdx.mem.write(*gpa, &bytes[..])?;
+        }
+        tdx.add_page(*gpa, true).map_err(SetupError::Image)?;
+        launched.push(*gpa / PAGE_SIZE_4K);
+    }
+    let Some(reset) = reset else {
+        return Err(SetupError::Image(
+            "the image has no TDX reset page (it was not loaded for TDX)".into(),
+        ));
+    };
+    let region = kvm_userspace_memory_region {
+        slot: 2,
+        flags: 0,
+        guest_phys_addr: TDX_RESET_PAGE_GPA,
+        memory_size: PAGE_SIZE_4K,
+        userspace_addr: reset.ptr as u64,
+    };
+    // SAFETY: the page lives in the returned `Vm`, which drops the VM first.
+    unsafe { vm.set_user_memory_region(region) }.map_err(ioctl("the reset page's slot"))?;
+    // The parameter page: added, not measured (its contents are the host's).
+    let hostile = Hostile::from_env();
+    tdx.mem.write(image.param_gpa, &memory_map_page(memory))?;
+    if hostile == Some(Hostile::SharedParamPage) {
+        tdx.mmu
+            .map_gpa(&tdx.mem, image.param_gpa / PAGE_SIZE_4K, 1, false)?;
+    } else {
+        tdx.add_page(image.param_gpa, false)
+            .map_err(SetupError::Image)?;
+        launched.push(image.param_gpa / PAGE_SIZE_4K);
+    }
+    launched.sort_unstable();
+    launched.dedup();
+    let mut i = 0;
+    while let Some(&first) = launched.get(i) {
+        let mut n = 1;
+        while launched.get(i + n as usize) == Some(&(first + n)) {
+            n += 1;
+        }
+        tdx.mmu.prefault(&tdx.mem, first, n)?;
+        i += n as usize;
+    }
+    if hostile == Some(Hostile::PreAcceptedPage) {
+        // A host that adds a page behind the guest's back, so that the guest finds it
+        // accepted already: in the first 2 MiB chunk the firmware accepts.
+        tdx.mmu.hostile_accept(&tdx.mem, hostile_gfn(image))?;
+    }
+    if let Some(b) = std::env::var("NACRE_TEST_MAP_GPA_PAGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        tdx.map_gpa_budget = Some(b);
+    }
+    let vcpu = vm.create_vcpu(0).map_err(ioctl("a vCPU"))?;
+    set_cpuid_tdx(&kvm, &vcpu)?;
+    set_tdx_entry_state(&vcpu)?;
+    Ok(Vm {
+        vm,
+        vcpu,
+        guest: Guest::Tdx(tdx),
+        reset_page: Some(reset),
+    })
+}
+
+/// The first page the firmware accepts after the image (the start of its frame
+/// bitmap): where a hostile host pre-accepts a page in tests.
+fn hostile_gfn(image: &LoadedImage) -> u64 {
+    let end = image
+        .pages
+        .iter()
+        .filter(|p| p.gpa < TDX_MAX_GUEST_MEMORY)
+        .map(|p| p.gpa + PAGE_SIZE_4K)
+        .max()
+        .unwrap_or(0);
+    align_up(end, PAGE_SIZE_2M) / PAGE_SIZE_4K
+}
+
+/// The host parameter page: a memory map with one RAM entry.
+fn memory_map_page(memory: u64) -> [u8; 4096] {
+    let map = [
+        MemoryMapEntry {
+            starting_gpa_page_number: 0,
+            number_of_pages: memory / PAGE_SIZE_4K,
+            entry_type: MEMORY_MAP_TYPE_MEMORY,
+            flags: 0,
+            reserved: 0,
+        },
+        MemoryMapEntry {
+            starting_gpa_page_number: 0,
+            number_of_pages: 0,
+            entry_type: 0,
+            flags: 0,
+            reserved: 0,
+        },
+    ];
+    let mut param = [0u8; 4096];
+    param[..48].copy_from_slice(map.as_bytes());
+    param
+}
+
+/// CPUID of a TD: the emulated-TDX hypervisor signature, and leaf 0x21 spelling
+/// "IntelTDX    " in EBX, EDX, ECX as the TDX module reports it (Linux
+/// `arch/x86/coco/tdx/tdx.c`, `TDX_IDENT`); no SEV leaf.
+fn set_cpuid_tdx(kvm: &Kvm, vcpu: &VcpuFd) -> Result<(), SetupError> {
+    let cpuid = kvm
+        .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+        .map_err(ioctl("KVM_GET_SUPPORTED_CPUID"))?;
+    let word = |b: &[u8], i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+    let sig = EMULATED_TDX_SIGNATURE;
+    let ident = b"IntelTDX    ";
+    let mut entries: Vec<_> = cpuid
+        .as_slice()
+        .iter()
+        .copied()
+        .filter(|e| e.function != 0x8000_001F && e.function != 0x21)
+        .collect();
+    for e in &mut entries {
+        match e.function {
+            0 => e.eax = e.eax.max(0x21),
+            0x4000_0000 => {
+                e.eax = 0x4000_0001;
+                e.ebx = word(&sig, 0);
+                e.ecx = word(&sig, 4);
+                e.edx = word(&sig, 8);
+            }
+            _ => {}
+        }
+    }
+    entries.push(kvm_bindings::kvm_cpuid_entry2 {
+        function: 0x21,
+        ebx: word(ident, 0),
+        edx: word(ident, 4),
+        ecx: word(ident, 8),
+        ..Default::default()
+    });
+    let cpuid = kvm_bindings::CpuId::from_entries(&entries)
+        .map_err(|_| SetupError::Image("too many CPUID entries".into()))?;
+    vcpu.set_cpuid2(&cpuid).map_err(ioctl("KVM_SET_CPUID2"))
+}
+
+/// The TD vCPU's architectural initial state (Intel TDX module base spec, "Initial
+/// State of Guest TD vCPU"): 32-bit protected mode, paging off, flat 4 GiB segments,
+/// CR0 = PE | NE, CR4.MCE, EFER.LME, RIP = the reset vector, EBX = GPAW, ESI = the
+/// vCPU index.
+fn set_tdx_entry_state(vcpu: &VcpuFd) -> Result<(), SetupError> {
+    let flat = |type_: u8| kvm_segment {
+        base: 0,
+        limit: 0xFFFF_FFFF,
+        selector: 0,
+        type_,
+        present: 1,
+        dpl: 0,
+        db: 1,
+        s: 1,
+        l: 0,
+        g: 1,
+        avl: 0,
+        unusable: 0,
+        padding: 0,
+    };
+    let mut sregs = vcpu.get_sregs().map_err(ioctl("KVM_GET_SREGS"))?;
+    sregs.cs = flat(0xB);
+    sregs.ds = flat(0x3);
+    sregs.es = flat(0x3);
+    sregs.fs = flat(0x3);
+    sregs.gs = flat(0x3);
+    sregs.ss = flat(0x3);
+    sregs.cr0 = 0x21; // PE | NE
+    sregs.cr3 = 0;
+    sregs.cr4 = 0x40; // MCE
+    sregs.efer = 1 << 8; // LME
+    vcpu.set_sregs(&sregs).map_err(ioctl("KVM_SET_SREGS"))?;
+    let mut regs = vcpu.get_regs().map_err(ioctl("KVM_GET_REGS"))?;
+    regs.rip = TDX_RESET_VECTOR;
+    regs.rflags = 0x2;
+    regs.rbx = u64::from(EMULATED_TDX_GPAW);
+    regs.rsi = 0;
+    vcpu.set_regs(&regs).map_err(ioctl("KVM_SET_REGS"))
 }
 
 /// SEV_STATUS and the GHCB MSR exit to the VMM (KVM_CAP_X86_USER_SPACE_MSR + filter).

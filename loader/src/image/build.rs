@@ -1,19 +1,29 @@
 //! `nacre package`: firmware + app + arguments -> one IGVM file.
 //!
-//! Directive order (it is the measurement order, so it never changes silently):
+//! Directive order (it is the measurement order, so it never changes silently). Each
+//! directive's compatibility mask is in brackets: `SNP` is [`SNP_MASK`], `TDX` is
+//! [`TDX_MASK`], `both` is their union (or just `SNP` when the firmware has no TDX
+//! reset page, and then no `TDX` directive is written):
 //!
-//! 1. the boot information page at `BOOT_INFO_GPA`;
-//! 2. the initial page tables at `INITIAL_PT_GPA` (PML4, PDPT, PD);
-//! 3. the firmware, page by page in ascending GPA: file bytes as data pages, pages that
-//!    hold only bss as zero pages;
-//! 4. the app ELF file verbatim from `APP_IMAGE_GPA`, then the argument blob from the
-//!    next page;
-//! 5. the host parameter page (memory map) at `HOST_PARAM_GPA`, unmeasured;
-//! 6. the BSP's VMSA at `VMSA_GPA`.
+//! 1. the boot information page at `BOOT_INFO_GPA` \[SNP\];
+//! 2. the boot information page at `BOOT_INFO_GPA` \[TDX\];
+//! 3. the SEV-SNP initial page tables at `INITIAL_PT_GPA` (PML4, PDPT, PD, with the
+//!    C-bit) \[SNP\];
+//! 4. the TDX initial page tables at `INITIAL_PT_GPA` (PML4, PDPT, PD, reset PD,
+//!    without an encryption bit) \[TDX\];
+//! 5. the firmware, page by page in ascending GPA: file bytes as data pages, pages that
+//!    hold only bss as zero pages \[both\];
+//! 6. the app ELF file verbatim from `APP_IMAGE_GPA`, then the argument blob from the
+//!    next page \[both\];
+//! 7. the TDX reset page at `TDX_RESET_PAGE_GPA`, the firmware's reset page segment
+//!    zero-padded to 4 KiB \[TDX\];
+//! 8. the host parameter page (memory map) at `HOST_PARAM_GPA`, unmeasured \[both\];
+//! 9. the BSP's VMSA at `VMSA_GPA` \[SNP\].
 //!
-//! The boot information carries the image's content digest ([`super::digest`]) over
-//! everything else that is measured, so it is written last, once the other pages and the
-//! VMSA are known.
+//! So SEV-SNP sees 1, 3, 5, 6, 8, 9, exactly the SEV-SNP-only image of the same inputs,
+//! and TDX sees 2, 4, 5, 6, 7, 8. Each boot information page carries its platform's
+//! content digest ([`super::digest`]) over everything else that platform measures, so
+//! both are written last, once the other pages and the VMSA are known.
 
 use std::collections::BTreeMap;
 
@@ -21,24 +31,26 @@ use igvm::snp_defs::SevVmsa;
 use igvm::{IgvmDirectiveHeader, IgvmFile, IgvmPlatformHeader, IgvmRevision};
 use igvm_defs::{
     IgvmPageDataFlags, IgvmPageDataType, IgvmPlatformType, IGVM_SEV_SNP_PLATFORM_VERSION,
-    IGVM_VHS_PARAMETER, IGVM_VHS_PARAMETER_INSERT, IGVM_VHS_SUPPORTED_PLATFORM,
+    IGVM_TDX_PLATFORM_VERSION, IGVM_VHS_PARAMETER, IGVM_VHS_PARAMETER_INSERT,
+    IGVM_VHS_SUPPORTED_PLATFORM,
 };
 use nacre_shared_abi::boot::{
     ArgsBlob, BootInfo, PlatformKind, BOOT_INFO_MAGIC, BOOT_INFO_VERSION,
 };
 use nacre_shared_abi::layout::{
     align_down, align_up, APP_IMAGE_GPA, BOOT_INFO_GPA, EMULATED_SNP_C_BIT, HOST_PARAM_GPA,
-    INITIAL_PT_GPA, MAX_GUEST_MEMORY, MIN_GUEST_MEMORY, PAGE_SIZE_2M, PAGE_SIZE_4K, VMSA_GPA,
+    INITIAL_PT_GPA, INITIAL_PT_PAGES, INITIAL_PT_PAGES_TDX, MAX_GUEST_MEMORY, MIN_GUEST_MEMORY,
+    PAGE_SIZE_2M, PAGE_SIZE_4K, TDX_RESET_PAGE_GPA, VMSA_GPA,
 };
 use zerocopy::IntoBytes;
 
 use super::digest::{ImageDigest, DIGEST_LEN};
 use super::{
     ImageError, MIN_MEMORY_HEADROOM, PARAMETER_AREA_INDEX, PARAMETER_AREA_SIZE, SNP_C_BIT_MASK,
-    SNP_MASK,
+    SNP_MASK, TDX_C_BIT, TDX_MASK, TDX_SHARED_GPA_BOUNDARY,
 };
-use crate::elf::{check_app_elf, check_firmware_elf, FirmwareImage};
-use crate::pagetable::InitialPageTables;
+use crate::elf::{check_app_elf, check_firmware_elf, FirmwareImage, FirmwareSegment};
+use crate::pagetable::{InitialPageTables, TdxInitialPageTables};
 use crate::vmsa::initial_vmsa;
 
 const PAGE: usize = PAGE_SIZE_4K as usize;
@@ -46,7 +58,8 @@ const PAGE: usize = PAGE_SIZE_4K as usize;
 /// Everything `nacre package` puts into an image.
 #[derive(Debug, Clone)]
 pub struct PackageInput<'a> {
-    /// The firmware ELF (see [`crate::elf`]).
+    /// The firmware ELF (see [`crate::elf`]). With a TDX reset page segment the image
+    /// serves TDX as well as SEV-SNP.
     pub firmware_elf: &'a [u8],
     /// The app ELF, a static x86-64 Linux executable.
     pub app_elf: &'a [u8],
@@ -72,26 +85,44 @@ pub(super) fn image_file(input: &PackageInput) -> Result<IgvmFile, ImageError> {
     let firmware = check_firmware_elf(input.firmware_elf).map_err(ImageError::Firmware)?;
     check_app_elf(input.app_elf).map_err(ImageError::App)?;
     let args = encode_args(&input.args, &input.env)?;
-    let mut boot_info = boot_info(&firmware, input.app_elf.len(), args.len(), input.flags)?;
+    let mut snp_info = boot_info(&firmware, input.app_elf.len(), args.len(), input.flags)?;
     let firmware_pages = firmware_pages(&firmware);
-    check_file_size(&boot_info, &firmware_pages)?;
+    let tdx_reset = firmware.tdx_reset.as_ref().map(reset_page);
+    check_file_size(&snp_info, &firmware_pages, tdx_reset.is_some())?;
+    let both = if tdx_reset.is_some() {
+        SNP_MASK | TDX_MASK
+    } else {
+        SNP_MASK
+    };
 
     let mut directives = Vec::new();
-    // A placeholder until the digest over the rest of the image is known.
-    directives.push(page_data(BOOT_INFO_GPA, Vec::new()));
+    // Placeholders until the digests over the rest of the image are known.
+    directives.push(page_data(BOOT_INFO_GPA, SNP_MASK, Vec::new()));
+    if tdx_reset.is_some() {
+        directives.push(page_data(BOOT_INFO_GPA, TDX_MASK, Vec::new()));
+    }
 
     let tables = InitialPageTables::new(SNP_C_BIT_MASK).to_pages();
-    for (gpa, table) in (INITIAL_PT_GPA..).step_by(PAGE).zip(tables) {
-        directives.push(page_data(gpa, table.to_vec()));
+    push_tables(&mut directives, SNP_MASK, &tables);
+    if tdx_reset.is_some() {
+        push_tables(
+            &mut directives,
+            TDX_MASK,
+            &TdxInitialPageTables::new().to_pages(),
+        );
     }
 
     for (gpa, page) in firmware_pages {
         let data = page.map(|bytes| bytes.to_vec()).unwrap_or_default();
-        directives.push(page_data(gpa, data));
+        directives.push(page_data(gpa, both, data));
     }
 
-    push_bytes(&mut directives, boot_info.app_gpa, input.app_elf);
-    push_bytes(&mut directives, boot_info.args_gpa, &args);
+    push_bytes(&mut directives, both, snp_info.app_gpa, input.app_elf);
+    push_bytes(&mut directives, both, snp_info.args_gpa, &args);
+
+    if let Some(page) = &tdx_reset {
+        directives.push(page_data(TDX_RESET_PAGE_GPA, TDX_MASK, page.to_vec()));
+    }
 
     directives.push(IgvmDirectiveHeader::ParameterArea {
         number_of_bytes: PARAMETER_AREA_SIZE,
@@ -102,19 +133,30 @@ pub(super) fn image_file(input: &PackageInput) -> Result<IgvmFile, ImageError> {
         parameter_area_index: PARAMETER_AREA_INDEX,
         byte_offset: 0,
     }));
+    // The `igvm` crate lets a parameter area be inserted once, so one insert serves both
+    // platforms.
     directives.push(IgvmDirectiveHeader::ParameterInsert(
         IGVM_VHS_PARAMETER_INSERT {
             gpa: HOST_PARAM_GPA,
-            compatibility_mask: SNP_MASK,
+            compatibility_mask: both,
             parameter_area_index: PARAMETER_AREA_INDEX,
         },
     ));
 
     let vmsa = initial_vmsa(firmware.entry, INITIAL_PT_GPA | SNP_C_BIT_MASK);
-    boot_info.image_digest = content_digest(&directives, &vmsa);
-    let mut boot_page = vec![0u8; PAGE];
-    boot_page[..core::mem::size_of::<BootInfo>()].copy_from_slice(boot_info.as_bytes());
-    directives[0] = page_data(BOOT_INFO_GPA, boot_page);
+    let mut platforms = vec![snp_platform()];
+    if tdx_reset.is_some() {
+        let tdx_info = BootInfo {
+            platform: PlatformKind::Tdx as u32,
+            c_bit: TDX_C_BIT,
+            image_digest: content_digest(&directives, TDX_MASK, None),
+            ..snp_info
+        };
+        directives[1] = page_data(BOOT_INFO_GPA, TDX_MASK, boot_page(&tdx_info));
+        platforms.push(tdx_platform());
+    }
+    snp_info.image_digest = content_digest(&directives, SNP_MASK, Some(&vmsa));
+    directives[0] = page_data(BOOT_INFO_GPA, SNP_MASK, boot_page(&snp_info));
 
     directives.push(IgvmDirectiveHeader::SnpVpContext {
         gpa: VMSA_GPA,
@@ -123,16 +165,10 @@ pub(super) fn image_file(input: &PackageInput) -> Result<IgvmFile, ImageError> {
         vmsa,
     });
 
-    IgvmFile::new(
-        IgvmRevision::V1,
-        vec![snp_platform()],
-        Vec::new(),
-        directives,
-    )
-    .map_err(ImageError::Build)
+    IgvmFile::new(IgvmRevision::V1, platforms, Vec::new(), directives).map_err(ImageError::Build)
 }
 
-/// The one platform header: SEV-SNP on compatibility mask [`SNP_MASK`].
+/// The SEV-SNP platform header, on compatibility mask [`SNP_MASK`].
 pub(super) fn snp_platform() -> IgvmPlatformHeader {
     IgvmPlatformHeader::SupportedPlatform(IGVM_VHS_SUPPORTED_PLATFORM {
         compatibility_mask: SNP_MASK,
@@ -143,23 +179,69 @@ pub(super) fn snp_platform() -> IgvmPlatformHeader {
     })
 }
 
-/// The [`super::digest`] of the measured pages among `directives` (in their order) and
-/// the BSP's `vmsa`.
-fn content_digest(directives: &[IgvmDirectiveHeader], vmsa: &SevVmsa) -> [u8; DIGEST_LEN] {
+/// The TDX platform header, on compatibility mask [`TDX_MASK`].
+pub(super) fn tdx_platform() -> IgvmPlatformHeader {
+    IgvmPlatformHeader::SupportedPlatform(IGVM_VHS_SUPPORTED_PLATFORM {
+        compatibility_mask: TDX_MASK,
+        highest_vtl: 0,
+        platform_type: IgvmPlatformType::TDX,
+        platform_version: IGVM_TDX_PLATFORM_VERSION,
+        shared_gpa_boundary: TDX_SHARED_GPA_BOUNDARY,
+    })
+}
+
+/// The boot information as its 4 KiB page.
+fn boot_page(info: &BootInfo) -> Vec<u8> {
+    let mut page = vec![0u8; PAGE];
+    page[..core::mem::size_of::<BootInfo>()].copy_from_slice(info.as_bytes());
+    page
+}
+
+/// The reset page: the segment's file bytes from the page start, zero-padded.
+fn reset_page(segment: &FirmwareSegment) -> Box<[u8; PAGE]> {
+    // `check_firmware_elf` placed it at `TDX_RESET_PAGE_GPA`, at most one page long.
+    let mut page = Box::new([0u8; PAGE]);
+    let len = segment.file_bytes.len().min(PAGE);
+    page[..len].copy_from_slice(&segment.file_bytes[..len]);
+    page
+}
+
+/// Page tables from `INITIAL_PT_GPA` on, one data page each.
+fn push_tables(directives: &mut Vec<IgvmDirectiveHeader>, mask: u32, tables: &[[u8; PAGE]]) {
+    for (gpa, table) in (INITIAL_PT_GPA..).step_by(PAGE).zip(tables) {
+        directives.push(page_data(gpa, mask, table.to_vec()));
+    }
+}
+
+/// The [`super::digest`] of the measured pages among `directives` that apply to the
+/// platform on `mask` (in their order) and, on SEV-SNP, the BSP's `vmsa`.
+fn content_digest(
+    directives: &[IgvmDirectiveHeader],
+    mask: u32,
+    vmsa: Option<&SevVmsa>,
+) -> [u8; DIGEST_LEN] {
     let mut digest = ImageDigest::new();
     for directive in directives {
-        if let IgvmDirectiveHeader::PageData { gpa, data, .. } = directive {
-            digest.page(*gpa, data);
+        if let IgvmDirectiveHeader::PageData {
+            gpa,
+            compatibility_mask,
+            data,
+            ..
+        } = directive
+        {
+            if compatibility_mask & mask != 0 {
+                digest.page(*gpa, data);
+            }
         }
     }
     digest.finish(vmsa)
 }
 
-/// A measured normal page; empty `data` is a zero page.
-pub(super) fn page_data(gpa: u64, data: Vec<u8>) -> IgvmDirectiveHeader {
+/// A measured normal page for the platforms on `mask`; empty `data` is a zero page.
+pub(super) fn page_data(gpa: u64, mask: u32, data: Vec<u8>) -> IgvmDirectiveHeader {
     IgvmDirectiveHeader::PageData {
         gpa,
-        compatibility_mask: SNP_MASK,
+        compatibility_mask: mask,
         flags: IgvmPageDataFlags::new(),
         data_type: IgvmPageDataType::NORMAL,
         data,
@@ -167,11 +249,11 @@ pub(super) fn page_data(gpa: u64, data: Vec<u8>) -> IgvmDirectiveHeader {
 }
 
 /// Data pages holding `bytes` from `gpa` (page-aligned), the last one zero-padded.
-fn push_bytes(directives: &mut Vec<IgvmDirectiveHeader>, gpa: u64, bytes: &[u8]) {
+fn push_bytes(directives: &mut Vec<IgvmDirectiveHeader>, mask: u32, gpa: u64, bytes: &[u8]) {
     for (page_gpa, chunk) in (gpa..).step_by(PAGE).zip(bytes.chunks(PAGE)) {
         let mut data = chunk.to_vec();
         data.resize(PAGE, 0);
-        directives.push(page_data(page_gpa, data));
+        directives.push(page_data(page_gpa, mask, data));
     }
 }
 
@@ -198,7 +280,8 @@ fn encode_args(args: &[Vec<u8>], env: &[Vec<u8>]) -> Result<Vec<u8>, ImageError>
     Ok(blob)
 }
 
-/// Place the app and the arguments after the firmware and size guest RAM.
+/// Place the app and the arguments after the firmware and size guest RAM: the SEV-SNP
+/// boot information, of which the TDX one is a copy with another platform and C-bit.
 fn boot_info(
     firmware: &FirmwareImage,
     app_size: usize,
@@ -277,17 +360,21 @@ fn firmware_pages(firmware: &FirmwareImage) -> BTreeMap<u64, FirmwarePage> {
 fn check_file_size(
     boot_info: &BootInfo,
     firmware_pages: &BTreeMap<u64, FirmwarePage>,
+    tdx: bool,
 ) -> Result<(), ImageError> {
+    // TDX: boot info, page tables, reset page.
+    let tdx_pages = if tdx { 1 + INITIAL_PT_PAGES_TDX + 1 } else { 0 };
     // Boot info, page tables, firmware data, app and args, VMSA.
     let data_pages = 1
-        + 3
+        + INITIAL_PT_PAGES
         + firmware_pages
             .values()
             .filter(|page| page.is_some())
             .count() as u64
         + (boot_info.image_end - boot_info.app_gpa) / PAGE_SIZE_4K
-        + 1;
-    let headers = (data_pages + firmware_pages.len() as u64 + 8) * 64;
+        + 1
+        + tdx_pages;
+    let headers = (data_pages + firmware_pages.len() as u64 + 9) * 64;
     if data_pages * PAGE_SIZE_4K + headers > u64::from(u32::MAX) {
         return Err(ImageError::TooLarge {
             what: "the IGVM file would be larger than 4 GiB",

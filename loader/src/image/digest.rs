@@ -2,12 +2,14 @@
 //!
 //! The IGVM checksum covers the headers only, so a byte flipped inside a page's data
 //! would otherwise go unnoticed until the launch measurement failed (or, on a platform
-//! without attestation, not at all). The digest is SHA-256 over, in directive order:
+//! without attestation, not at all). Each platform's boot information page holds the
+//! digest of that platform's view of the image: SHA-256 over, in directive order,
 //!
-//! 1. every measured page except the boot information page (which holds the digest):
-//!    its GPA as a little-endian `u64`, then its 4096 bytes (a zero page is 4096 zero
-//!    bytes);
-//! 2. the BSP's VMSA, as its in-memory bytes ([`SevVmsa`]).
+//! 1. every measured page of the platform except the boot information page (which holds
+//!    the digest): its GPA as a little-endian `u64`, then its 4096 bytes (a zero page is
+//!    4096 zero bytes);
+//! 2. on SEV-SNP, the BSP's VMSA, as its in-memory bytes ([`SevVmsa`]); on TDX nothing
+//!    (a TD's BSP starts in the architectural reset state, not in state from the image).
 //!
 //! [`BootInfo::image_digest`]: nacre_shared_abi::boot::BootInfo::image_digest
 
@@ -45,9 +47,11 @@ impl ImageDigest {
         self.hasher.update(&ZERO[data.len()..]);
     }
 
-    /// Add the BSP's VMSA and return the digest.
-    pub(super) fn finish(mut self, vmsa: &SevVmsa) -> [u8; DIGEST_LEN] {
-        self.hasher.update(vmsa.as_bytes());
+    /// Add the BSP's VMSA (SEV-SNP; `None` on TDX) and return the digest.
+    pub(super) fn finish(mut self, vmsa: Option<&SevVmsa>) -> [u8; DIGEST_LEN] {
+        if let Some(vmsa) = vmsa {
+            self.hasher.update(vmsa.as_bytes());
+        }
         self.hasher.finalize().into()
     }
 }
@@ -63,7 +67,7 @@ mod tests {
         let digest = |data: &[u8]| {
             let mut d = ImageDigest::new();
             d.page(0x10_0000, data);
-            d.finish(&vmsa)
+            d.finish(Some(&vmsa))
         };
         assert_eq!(digest(&[]), digest(&[0; PAGE]));
         assert_eq!(
@@ -85,7 +89,7 @@ mod tests {
             for &(gpa, byte) in pages {
                 d.page(gpa, &[byte]);
             }
-            d.finish(vmsa)
+            d.finish(Some(vmsa))
         };
         let base = digest(&[(0x10_0000, 1), (0x10_1000, 2)], &vmsa);
         assert_ne!(base, digest(&[(0x10_1000, 1), (0x10_0000, 2)], &vmsa));
@@ -104,9 +108,21 @@ mod tests {
     fn known_answer_for_no_pages() {
         // No pages and an all-zero VMSA: SHA-256 of 4096 zero bytes.
         assert_eq!(core::mem::size_of::<SevVmsa>(), PAGE);
-        let digest = ImageDigest::new().finish(&SevVmsa::new_zeroed());
+        let digest = ImageDigest::new().finish(Some(&SevVmsa::new_zeroed()));
         let expected = "ad7facb2586fc6e966c004d7d1d16b024f5805ff7cb47c7a85dabd8b48892ca7";
         let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(hex, expected);
+    }
+
+    #[test]
+    fn known_answer_without_a_vmsa() {
+        // TDX: no pages and no VMSA is SHA-256 of nothing.
+        let digest = ImageDigest::new().finish(None);
+        let expected = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex, expected);
+        let mut with_page = ImageDigest::new();
+        with_page.page(0x10_0000, &[]);
+        assert_ne!(with_page.finish(None), digest);
     }
 }

@@ -1,13 +1,17 @@
-//! Parse and check an IGVM file for the host: the measured pages in directive order, the
-//! boot handoff, the parameter page and the BSP's initial state.
+//! Parse and check one platform's view of an IGVM file for the host: the measured pages
+//! in directive order, the boot handoff, the parameter page and the BSP's initial state
+//! (SEV-SNP) or the launch measurement MRTD (TDX).
 //!
 //! The file is untrusted input (it may come from anywhere), so nothing here panics: a
 //! first pass over the fixed and variable headers ([`prescan`]) accepts only the header
 //! types nacre images use and checks every file offset before the `igvm` crate's parser
 //! sees the bytes (that parser does unchecked `u32` arithmetic on some offsets). Then
-//! every directive is checked against the memory layout and the [`BootInfo`], and last
-//! the content of the pages and the VMSA against the boot information's digest
-//! ([`super::digest`]).
+//! every directive of the chosen platform (its compatibility mask includes the
+//! platform's) is checked against the memory layout and that platform's [`BootInfo`],
+//! and last the content of its pages (and on SEV-SNP the VMSA) against the boot
+//! information's digest ([`super::digest`]). Directives of the other platform only are
+//! skipped once their mask is checked; the `igvm` crate checks nothing about GPAs, so
+//! two platforms may give the same GPA different pages.
 
 use std::collections::BTreeMap;
 
@@ -21,13 +25,15 @@ use igvm_defs::{
 };
 use nacre_shared_abi::boot::{BootInfo, PlatformKind};
 use nacre_shared_abi::layout::{
-    align_down, BOOT_INFO_GPA, FIRMWARE_GPA, FIRMWARE_GPA_END, GUEST_MEMORY_ALIGN, KERNEL_VA_BASE,
-    MAX_GUEST_MEMORY, MIN_GUEST_MEMORY, NULL_GUARD_END, PAGE_SIZE_4K,
+    align_down, BOOT_INFO_GPA, FIRMWARE_GPA, FIRMWARE_GPA_END, GUEST_MEMORY_ALIGN, INITIAL_PT_GPA,
+    INITIAL_PT_PAGES_TDX, KERNEL_VA_BASE, MAX_GUEST_MEMORY, MIN_GUEST_MEMORY, NULL_GUARD_END,
+    PAGE_SIZE_4K, TDX_MAX_GUEST_MEMORY, TDX_RESET_PAGE_GPA,
 };
 use zerocopy::FromBytes;
 
 use super::digest::ImageDigest;
-use super::{ImageError, PARAMETER_AREA_SIZE};
+use super::{ImageError, PARAMETER_AREA_SIZE, TDX_C_BIT};
+use crate::measure::tdx::{Mrtd, MRTD_SIZE};
 
 const PAGE: usize = PAGE_SIZE_4K as usize;
 
@@ -60,31 +66,121 @@ pub struct ImagePage {
     pub contents: PageContents,
 }
 
-/// A checked image, ready for the host to replay into a platform.
+/// One platform's checked view of an image, ready for the host to replay into that
+/// platform.
+///
+/// The launch sequence is: every page of [`pages`](Self::pages) in order, then the
+/// parameter page at [`param_gpa`](Self::param_gpa) (no measured page of the platform
+/// follows it in the file), then on SEV-SNP the VMSA.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoadedImage {
-    /// The platform the image's [`BootInfo`] and directives are for.
+    /// The platform this view is for; its [`BootInfo`] names it.
     pub platform: PlatformKind,
-    /// The measured boot handoff, checked with [`BootInfo::check`].
+    /// The platform's measured boot handoff, checked with [`BootInfo::check`].
     pub boot_info: BootInfo,
-    /// Every measured page, in directive (measurement) order, 4 KiB each, GPAs
-    /// 4 KiB-aligned, in `NULL_GUARD_END..min_memory` and pairwise distinct.
+    /// Every measured page of the platform, in directive (measurement) order, 4 KiB
+    /// each, GPAs 4 KiB-aligned and pairwise distinct, in `NULL_GUARD_END..min_memory`
+    /// except, on TDX, the reset page at `TDX_RESET_PAGE_GPA`.
     pub pages: Vec<ImagePage>,
     /// Where the host must insert the parameter page holding the memory map
-    /// ([`nacre_shared_abi::boot::MemoryMapEntry`] array).
+    /// ([`nacre_shared_abi::boot::MemoryMapEntry`] array), unmeasured.
     pub param_gpa: u64,
-    /// The BSP's initial state.
-    pub vmsa: Box<SevVmsa>,
+    /// SEV-SNP: the BSP's initial state. `Some` exactly when `platform` is SEV-SNP.
+    pub vmsa: Option<Box<SevVmsa>>,
+    /// TDX: the MRTD the TDX module computes while the host builds the TD the way the
+    /// launch sequence above says, with upstream KVM's order (SPECS.md 6.7;
+    /// [`crate::measure::tdx`]): for each page of `pages`, TDH.MEM.PAGE.ADD then its 16
+    /// TDH.MR.EXTENDs, then TDH.MEM.PAGE.ADD of the parameter page without an extension
+    /// (its content is the host's, but a private page present before the TD starts is
+    /// added like any other). `Some` exactly when `platform` is TDX.
+    pub mrtd: Option<[u8; MRTD_SIZE]>,
     /// Smallest guest RAM size the image boots with (`boot_info.min_memory`).
     pub min_memory: u64,
 }
 
-/// Parse and fully check an IGVM file produced by [`super::build_image`] (or any IGVM
-/// file of the same shape). Never panics on bad input.
-pub fn load_image(bytes: &[u8]) -> Result<LoadedImage, ImageError> {
+/// The compatibility masks of the platforms a file declares.
+#[derive(Debug, Clone, Copy, Default)]
+struct PlatformMasks {
+    snp: Option<u32>,
+    tdx: Option<u32>,
+}
+
+impl PlatformMasks {
+    /// Read the platform headers: SEV-SNP and TDX only, each on its own mask (the
+    /// `igvm` parser already refuses two headers of one platform type and masks with
+    /// other than one bit set).
+    fn new(platforms: &[IgvmPlatformHeader]) -> Result<Self, ImageError> {
+        let mut masks = Self::default();
+        for IgvmPlatformHeader::SupportedPlatform(platform) in platforms {
+            let slot = match platform.platform_type {
+                IgvmPlatformType::SEV_SNP => &mut masks.snp,
+                IgvmPlatformType::TDX => &mut masks.tdx,
+                other => {
+                    return Err(ImageError::UnsupportedPlatform {
+                        platform_type: other.0,
+                    })
+                }
+            };
+            *slot = Some(platform.compatibility_mask);
+        }
+        if let (Some(snp), Some(tdx)) = (masks.snp, masks.tdx) {
+            if snp & tdx != 0 {
+                return Err(ImageError::SharedPlatformMask { mask: snp & tdx });
+            }
+        }
+        Ok(masks)
+    }
+
+    /// The mask of `platform`, or why the file cannot serve it.
+    fn of(&self, platform: PlatformKind) -> Result<u32, ImageError> {
+        match platform {
+            PlatformKind::Snp => self.snp.ok_or(ImageError::NoSnpPlatform),
+            PlatformKind::Tdx => self.tdx.ok_or(ImageError::NoTdxPlatform),
+        }
+    }
+
+    /// Every declared platform's bit.
+    fn declared(&self) -> u32 {
+        self.snp.unwrap_or(0) | self.tdx.unwrap_or(0)
+    }
+
+    /// The declared platforms, SEV-SNP first.
+    fn kinds(&self) -> Vec<PlatformKind> {
+        [(self.snp, PlatformKind::Snp), (self.tdx, PlatformKind::Tdx)]
+            .into_iter()
+            .filter_map(|(mask, kind)| mask.map(|_| kind))
+            .collect()
+    }
+}
+
+/// The platforms an IGVM file has a platform header for (SEV-SNP first), after the same
+/// header checks [`load_image`] makes. A listed platform may still fail to load (for
+/// example a TDX view whose image needs more memory than a TD can have).
+pub fn image_platforms(bytes: &[u8]) -> Result<Vec<PlatformKind>, ImageError> {
     prescan(bytes)?;
     let file = IgvmFile::new_from_binary(bytes, None).map_err(ImageError::Parse)?;
-    let snp_mask = snp_mask(file.platforms())?;
+    Ok(PlatformMasks::new(file.platforms())?.kinds())
+}
+
+/// Parse and fully check the `platform` view of an IGVM file produced by
+/// [`super::build_image`] (or any IGVM file of the same shape). Never panics on bad
+/// input.
+pub fn load_image(bytes: &[u8], platform: PlatformKind) -> Result<LoadedImage, ImageError> {
+    prescan(bytes)?;
+    let file = IgvmFile::new_from_binary(bytes, None).map_err(ImageError::Parse)?;
+    let masks = PlatformMasks::new(file.platforms())?;
+    let mask = masks.of(platform)?;
+    let declared = masks.declared();
+    // Does a directive with `compatibility_mask` at `index` apply to `platform`?
+    let applies = |index: usize, compatibility_mask: u32| {
+        if compatibility_mask == 0 || compatibility_mask & !declared != 0 {
+            return Err(ImageError::WrongCompatibilityMask {
+                index,
+                mask: compatibility_mask,
+            });
+        }
+        Ok(compatibility_mask & mask != 0)
+    };
 
     let mut pages: Vec<ImagePage> = Vec::new();
     // GPA -> index into `pages`.
@@ -103,7 +199,9 @@ pub fn load_image(bytes: &[u8]) -> Result<LoadedImage, ImageError> {
                 data_type,
                 data,
             } => {
-                check_mask(index, *compatibility_mask, snp_mask)?;
+                if !applies(index, *compatibility_mask)? {
+                    continue;
+                }
                 let gpa = *gpa;
                 if *flags != IgvmPageDataFlags::new() {
                     return Err(ImageError::UnsupportedPage {
@@ -120,6 +218,11 @@ pub fn load_image(bytes: &[u8]) -> Result<LoadedImage, ImageError> {
                 check_page_gpa(gpa, MAX_GUEST_MEMORY)?;
                 if page_index.insert(gpa, pages.len()).is_some() {
                     return Err(ImageError::OverlappingPage { gpa });
+                }
+                if param_gpa.is_some() {
+                    return Err(ImageError::BadParameterArea {
+                        reason: "a measured page follows the inserted parameter area",
+                    });
                 }
                 let contents = if data.is_empty() {
                     PageContents::Zero
@@ -174,7 +277,9 @@ pub fn load_image(bytes: &[u8]) -> Result<LoadedImage, ImageError> {
                 compatibility_mask,
                 parameter_area_index,
             }) => {
-                check_mask(index, *compatibility_mask, snp_mask)?;
+                if !applies(index, *compatibility_mask)? {
+                    continue;
+                }
                 if !memory_map
                     || param_gpa.is_some()
                     || parameter_area != Some(*parameter_area_index)
@@ -192,7 +297,10 @@ pub fn load_image(bytes: &[u8]) -> Result<LoadedImage, ImageError> {
                 vp_index,
                 vmsa,
             } => {
-                check_mask(index, *compatibility_mask, snp_mask)?;
+                // The prescan made sure the mask is exactly the SEV-SNP platform's.
+                if !applies(index, *compatibility_mask)? {
+                    continue;
+                }
                 if vp_context.is_some() {
                     return Err(ImageError::BadVpContext {
                         reason: "the file has more than one VP context",
@@ -218,58 +326,62 @@ pub fn load_image(bytes: &[u8]) -> Result<LoadedImage, ImageError> {
     let Some(param_gpa) = param_gpa else {
         return Err(ImageError::MissingParameterArea);
     };
-    let (vmsa_gpa, vmsa) = vp_context.ok_or(ImageError::MissingVpContext)?;
     if page_index.contains_key(&param_gpa) {
         return Err(ImageError::OverlappingPage { gpa: param_gpa });
     }
-    if vmsa_gpa == param_gpa || page_index.contains_key(&vmsa_gpa) {
-        return Err(ImageError::OverlappingPage { gpa: vmsa_gpa });
-    }
+    let vp_context = match platform {
+        PlatformKind::Snp => {
+            let (vmsa_gpa, vmsa) = vp_context.ok_or(ImageError::MissingVpContext)?;
+            if vmsa_gpa == param_gpa || page_index.contains_key(&vmsa_gpa) {
+                return Err(ImageError::OverlappingPage { gpa: vmsa_gpa });
+            }
+            Some((vmsa_gpa, vmsa))
+        }
+        // A VP context applies to SEV-SNP only (prescan), so there is none here.
+        PlatformKind::Tdx => None,
+    };
 
-    let boot_info = read_boot_info(&pages, &page_index)?;
+    let boot_info = read_boot_info(&pages, &page_index, platform)?;
     let min_memory = boot_info.min_memory;
-    for gpa in page_index.keys().chain([&param_gpa, &vmsa_gpa]) {
+    if platform == PlatformKind::Tdx && min_memory > TDX_MAX_GUEST_MEMORY {
+        return Err(ImageError::TooLargeForTdx { min_memory });
+    }
+    let vmsa_gpa = vp_context.as_ref().map(|(gpa, _)| gpa);
+    for gpa in page_index.keys().chain([&param_gpa]).chain(vmsa_gpa) {
+        // The TD's reset page is the one page above guest RAM.
+        if platform == PlatformKind::Tdx && *gpa == TDX_RESET_PAGE_GPA {
+            continue;
+        }
         check_page_gpa(*gpa, min_memory)?;
     }
     check_measured(&page_index, boot_info.app_gpa, boot_info.image_end)?;
-    check_vmsa(&vmsa, &boot_info, &pages, &page_index)?;
-    check_digest(&boot_info, &pages, &vmsa)?;
+    let vmsa = vp_context.map(|(_, vmsa)| vmsa);
+    match &vmsa {
+        Some(vmsa) => check_vmsa(vmsa, &boot_info, &pages, &page_index)?,
+        None => check_tdx_entry(&pages, &page_index)?,
+    }
+    check_digest(platform, &boot_info, &pages, vmsa.as_deref())?;
+    let mrtd = (platform == PlatformKind::Tdx).then(|| tdx_mrtd(&pages, param_gpa));
 
     Ok(LoadedImage {
-        platform: PlatformKind::Snp,
+        platform,
         boot_info,
         pages,
         param_gpa,
         vmsa,
+        mrtd,
         min_memory,
     })
 }
 
-/// The compatibility mask of the SEV-SNP platform, the only platform this loader knows.
-fn snp_mask(platforms: &[IgvmPlatformHeader]) -> Result<u32, ImageError> {
-    let mut snp = None;
-    for IgvmPlatformHeader::SupportedPlatform(platform) in platforms {
-        if platform.platform_type == IgvmPlatformType::SEV_SNP {
-            snp = Some(platform.compatibility_mask);
-        }
+/// The MRTD of the launch sequence [`LoadedImage::mrtd`] describes.
+fn tdx_mrtd(pages: &[ImagePage], param_gpa: u64) -> [u8; MRTD_SIZE] {
+    let mut mrtd = Mrtd::new();
+    for page in pages {
+        mrtd.add_page(page.gpa, Some(page.contents.bytes()));
     }
-    let mask = snp.ok_or(ImageError::NoSnpPlatform)?;
-    for IgvmPlatformHeader::SupportedPlatform(platform) in platforms {
-        if platform.platform_type != IgvmPlatformType::SEV_SNP {
-            return Err(ImageError::UnsupportedPlatform {
-                platform_type: platform.platform_type.0,
-            });
-        }
-    }
-    Ok(mask)
-}
-
-fn check_mask(index: usize, mask: u32, snp_mask: u32) -> Result<(), ImageError> {
-    if mask == snp_mask {
-        Ok(())
-    } else {
-        Err(ImageError::WrongCompatibilityMask { index, mask })
-    }
+    mrtd.add_page(param_gpa, None);
+    mrtd.finish()
 }
 
 /// A page must be 4 KiB aligned and inside `NULL_GUARD_END..limit`.
@@ -297,10 +409,12 @@ fn directive_kind(directive: &IgvmDirectiveHeader) -> &'static str {
     }
 }
 
-/// Read the [`BootInfo`] page and check it on its own and against the platform.
+/// Read the platform's [`BootInfo`] page and check it on its own and against the
+/// platform.
 fn read_boot_info(
     pages: &[ImagePage],
     page_index: &BTreeMap<u64, usize>,
+    platform: PlatformKind,
 ) -> Result<BootInfo, ImageError> {
     let page = page_index
         .get(&BOOT_INFO_GPA)
@@ -309,7 +423,7 @@ fn read_boot_info(
         .contents
         .bytes();
     let (info, tail) = BootInfo::read_from_prefix(page).map_err(|_| ImageError::MissingBootInfo)?;
-    let platform = info.check().map_err(ImageError::InvalidBootInfo)?;
+    let named = info.check().map_err(ImageError::InvalidBootInfo)?;
     let mismatch = |reason| Err(ImageError::BootInfoMismatch { reason });
     if tail.iter().any(|&b| b != 0) {
         return mismatch("the bytes after the boot information are not zero");
@@ -317,12 +431,26 @@ fn read_boot_info(
     if info.reserved != [0; 2] {
         return mismatch("its reserved fields are not zero");
     }
-    if platform != PlatformKind::Snp {
-        return mismatch("it names another platform than the file's SEV-SNP platform");
-    }
-    // The encryption bit must sit above all of guest RAM and inside a 52-bit GPA.
-    if !(46..52).contains(&info.c_bit) {
-        return mismatch("its C-bit position is not in 46..52");
+    match (platform, named) {
+        (PlatformKind::Snp, PlatformKind::Snp) => {
+            // The encryption bit must sit above all of guest RAM and inside a 52-bit GPA.
+            if !(46..52).contains(&info.c_bit) {
+                return mismatch("its C-bit position is not in 46..52");
+            }
+        }
+        (PlatformKind::Tdx, PlatformKind::Tdx) => {
+            if info.c_bit != TDX_C_BIT {
+                return mismatch(
+                    "its encryption-bit position is not 0 (TDX page tables carry no encryption bit)",
+                );
+            }
+        }
+        (PlatformKind::Snp, _) => {
+            return mismatch("it names another platform than the file's SEV-SNP platform")
+        }
+        (PlatformKind::Tdx, _) => {
+            return mismatch("it names another platform than the file's TDX platform")
+        }
     }
     if info.firmware_end <= FIRMWARE_GPA || info.firmware_end > FIRMWARE_GPA_END {
         return mismatch("firmware_end is outside the firmware region");
@@ -393,20 +521,46 @@ fn check_vmsa(
     Ok(())
 }
 
-/// The pages (in directive order) and the VMSA must hash to the boot information's
-/// [`BootInfo::image_digest`]: the IGVM checksum covers the headers only, so this is
-/// what notices a corrupted page.
+/// The TDX BSP starts at the reset vector with paging off, and the entry code turns
+/// paging on with the tables at `INITIAL_PT_GPA`: the reset page must be a measured page
+/// with contents and the tables must be measured.
+fn check_tdx_entry(
+    pages: &[ImagePage],
+    page_index: &BTreeMap<u64, usize>,
+) -> Result<(), ImageError> {
+    let page = |gpa: u64| page_index.get(&gpa).and_then(|&i| pages.get(i));
+    if !page(TDX_RESET_PAGE_GPA).is_some_and(|p| matches!(p.contents, PageContents::Data(_))) {
+        return Err(ImageError::MissingTdxResetPage);
+    }
+    let tables = (INITIAL_PT_GPA..)
+        .step_by(PAGE)
+        .take(INITIAL_PT_PAGES_TDX as usize);
+    if !tables
+        .map(page)
+        .all(|p| p.is_some_and(|p| matches!(p.contents, PageContents::Data(_))))
+    {
+        return Err(ImageError::BadTdxEntry {
+            reason: "its initial page tables are not measured pages",
+        });
+    }
+    Ok(())
+}
+
+/// The pages (in directive order) and on SEV-SNP the VMSA must hash to the boot
+/// information's [`BootInfo::image_digest`]: the IGVM checksum covers the headers only,
+/// so this is what notices a corrupted page.
 fn check_digest(
+    platform: PlatformKind,
     boot_info: &BootInfo,
     pages: &[ImagePage],
-    vmsa: &SevVmsa,
+    vmsa: Option<&SevVmsa>,
 ) -> Result<(), ImageError> {
     let mut digest = ImageDigest::new();
     for page in pages {
         digest.page(page.gpa, page.contents.bytes());
     }
     if digest.finish(vmsa) != boot_info.image_digest {
-        return Err(ImageError::DigestMismatch);
+        return Err(ImageError::DigestMismatch { platform });
     }
     Ok(())
 }
@@ -459,8 +613,7 @@ fn prescan(bytes: &[u8]) -> Result<(), ImageError> {
                 .is_some_and(|end| end <= bytes.len() as u64)
     };
 
-    // Platform type of each compatibility mask; a later header replaces an earlier one,
-    // as in the `igvm` parser.
+    // Platform type of each compatibility mask (one platform per mask).
     let mut platforms: BTreeMap<u32, IgvmPlatformType> = BTreeMap::new();
     let mut rest = &bytes[headers_start..data_start];
     while !rest.is_empty() {
@@ -508,7 +661,10 @@ fn prescan(bytes: &[u8]) -> Result<(), ImageError> {
                             reason: "a platform header is cut short",
                         }
                     })?;
-                platforms.insert(platform.compatibility_mask, platform.platform_type);
+                let mask = platform.compatibility_mask;
+                if platforms.insert(mask, platform.platform_type).is_some() {
+                    return Err(ImageError::SharedPlatformMask { mask });
+                }
             }
             IgvmVariableHeaderType::IGVM_VHT_PAGE_DATA => {
                 let (page, _) = IGVM_VHS_PAGE_DATA::read_from_prefix(body).map_err(|_| {

@@ -1,36 +1,84 @@
-//! The IGVM image: [`build_image`] writes it, [`load_image`] reads and checks it.
+//! The IGVM image: [`build_image`] writes it, [`load_image`] reads and checks one
+//! platform's view of it.
 //!
-//! One IGVM file (format version 1, 4 KiB pages) with one platform, SEV-SNP on
-//! compatibility mask [`SNP_MASK`]. The guest-physical layout is
-//! `nacre_shared_abi::layout` (`docs/memory-map.md`):
+//! One IGVM file (format version 1, 4 KiB pages) serves up to two platforms, each with
+//! its own platform header and compatibility mask (the IGVM format as `igvm_defs` 0.5
+//! defines it: each `IGVM_VHS_SUPPORTED_PLATFORM` owns one mask bit, and every page,
+//! parameter insert and VP context names the platforms it applies to as a bit mask):
+//!
+//! * SEV-SNP on compatibility mask [`SNP_MASK`], always;
+//! * Intel TDX on compatibility mask [`TDX_MASK`], when the firmware ELF has a TDX reset
+//!   page (see [`crate::elf`]). Without one the file is exactly the SEV-SNP-only image.
+//!
+//! Content both platforms use is in directives on the union of [`SNP_MASK`] and
+//! [`TDX_MASK`] (3); what differs sits at the same GPAs in directives of one mask each
+//! (the `igvm` crate checks nothing about GPAs, so it accepts that). The
+//! guest-physical layout is `nacre_shared_abi::layout` (`docs/memory-map.md`):
 //!
 //! ```text
-//! 0x1000  BOOT_INFO_GPA    boot information (measured)
-//! 0x2000  HOST_PARAM_GPA   memory map from the host (IGVM parameter area, unmeasured)
-//! 0x5000  VMSA_GPA         BSP VMSA (SNP VP context)
-//! 0x8000  INITIAL_PT_GPA   PML4, PDPT, PD (measured)
-//! 1 MiB   FIRMWARE_GPA     firmware segments, bss as zero pages (measured)
-//! 16 MiB  APP_IMAGE_GPA    app ELF file, then the argument blob (measured)
+//! GPA          name                platforms  content
+//! 0x1000       BOOT_INFO_GPA       each       boot information (measured; per platform)
+//! 0x2000       HOST_PARAM_GPA      both       memory map from the host (parameter area,
+//!                                             unmeasured)
+//! 0x5000       VMSA_GPA            SNP        BSP VMSA (SNP VP context)
+//! 0x8000       INITIAL_PT_GPA      each       page tables (measured; SNP: 3 pages with
+//!                                             the C-bit, TDX: 4 pages without)
+//! 1 MiB        FIRMWARE_GPA        both       firmware segments, bss as zero pages
+//!                                             (measured)
+//! 16 MiB       APP_IMAGE_GPA       both       app ELF file, then the argument blob
+//!                                             (measured)
+//! 0xFFFF_F000  TDX_RESET_PAGE_GPA  TDX        reset page: 32-bit entry code, reset
+//!                                             vector (measured)
 //! ```
+//!
+//! The directive order, which is each platform's measurement order, is documented in
+//! the `build` module (`loader/src/image/build.rs`).
 
 mod build;
 mod digest;
+#[cfg(test)]
+mod dual_tests;
 mod load;
 
 pub use build::{build_image, PackageInput};
-pub use load::{load_image, ImagePage, LoadedImage, PageContents};
+pub use load::{image_platforms, load_image, ImagePage, LoadedImage, PageContents};
 
-use nacre_shared_abi::boot::BootInfoError;
-use nacre_shared_abi::layout::{BOOT_INFO_GPA, EMULATED_SNP_C_BIT, NULL_GUARD_END};
+use nacre_shared_abi::boot::{BootInfoError, PlatformKind};
+use nacre_shared_abi::layout::{
+    BOOT_INFO_GPA, EMULATED_SNP_C_BIT, EMULATED_TDX_GPAW, NULL_GUARD_END, TDX_MAX_GUEST_MEMORY,
+    TDX_RESET_PAGE_GPA,
+};
 use thiserror::Error;
 
 use crate::elf::ElfError;
 
-/// Compatibility mask of the SEV-SNP platform header (TDX will be 2).
+/// Compatibility mask of the SEV-SNP platform header (IGVM `IGVM_VHS_SUPPORTED_PLATFORM`:
+/// one bit per platform).
 pub const SNP_MASK: u32 = 1;
+
+/// Compatibility mask of the TDX platform header.
+pub const TDX_MASK: u32 = 2;
 
 /// The encryption bit the SNP view's page tables and CR3 carry.
 pub const SNP_C_BIT_MASK: u64 = 1 << EMULATED_SNP_C_BIT;
+
+/// `BootInfo::c_bit` of the TDX view: 0, "the initial page tables carry no encryption
+/// bit" (on TDX a GPA without the shared bit is private, SPECS.md 6.3).
+pub const TDX_C_BIT: u32 = 0;
+
+/// `shared_gpa_boundary` of the TDX platform header: the shared bit of a TD with GPA
+/// width [`EMULATED_TDX_GPAW`], `1 << (GPAW - 1)` (SPECS.md 6.3; IGVM
+/// `IGVM_VHS_SUPPORTED_PLATFORM`: memory at and above the boundary is host visible).
+/// The `igvm` crate 0.5 sets no rule for this field on TDX.
+pub const TDX_SHARED_GPA_BOUNDARY: u64 = 1 << (EMULATED_TDX_GPAW - 1);
+
+/// The name of a platform in messages.
+fn platform_name(platform: PlatformKind) -> &'static str {
+    match platform {
+        PlatformKind::Snp => "SEV-SNP",
+        PlatformKind::Tdx => "TDX",
+    }
+}
 
 /// Index of the parameter area holding the host's memory map.
 const PARAMETER_AREA_INDEX: u32 = 0;
@@ -131,7 +179,14 @@ pub enum ImageError {
     /// No SEV-SNP platform header.
     #[error("the IGVM file has no SEV-SNP platform header")]
     NoSnpPlatform,
-    /// A platform header other than SEV-SNP.
+    /// No TDX platform header: the firmware the image was built from has no TDX reset
+    /// page.
+    #[error(
+        "the image cannot run on TDX: the image's firmware has no TDX entry point (reset \
+         page), so it was packaged for SEV-SNP only"
+    )]
+    NoTdxPlatform,
+    /// A platform header other than SEV-SNP and TDX.
     #[error(
         "the IGVM file has a header for platform type {platform_type}, which this loader does \
          not support"
@@ -139,6 +194,12 @@ pub enum ImageError {
     UnsupportedPlatform {
         /// Its `IgvmPlatformType`.
         platform_type: u8,
+    },
+    /// Two platform headers with the same compatibility mask.
+    #[error("the IGVM file gives two platforms the same compatibility mask {mask:#x}")]
+    SharedPlatformMask {
+        /// The mask.
+        mask: u32,
     },
     /// A directive kind nacre images do not use.
     #[error("directive {index} of the IGVM file is a {kind}, which nacre images do not use")]
@@ -148,10 +209,10 @@ pub enum ImageError {
         /// What it is.
         kind: &'static str,
     },
-    /// A directive for another platform (or several).
+    /// A directive whose mask is empty or names a platform the file does not declare.
     #[error(
-        "directive {index} has compatibility mask {mask:#x}, which is not exactly the SEV-SNP \
-         platform's"
+        "directive {index} has compatibility mask {mask:#x}, which is not a combination of \
+         the file's platforms"
     )]
     WrongCompatibilityMask {
         /// Index among the directives.
@@ -220,6 +281,28 @@ pub enum ImageError {
     /// No SEV-SNP VP context.
     #[error("the IGVM file has no VP context for the BSP")]
     MissingVpContext,
+    /// No measured TDX reset page: the TDX BSP would start in unmeasured memory.
+    #[error(
+        "the TDX BSP cannot start: there is no measured reset page at GPA {TDX_RESET_PAGE_GPA:#x}"
+    )]
+    MissingTdxResetPage,
+    /// The TDX BSP would not start with measured page tables.
+    #[error("the TDX BSP cannot start: {reason}")]
+    BadTdxEntry {
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// The image needs more RAM than a TDX guest can have.
+    #[error(
+        "the image needs {} MiB of guest memory, more than a TDX guest can have below its \
+         reset page ({} MiB)",
+        .min_memory >> 20,
+        TDX_MAX_GUEST_MEMORY >> 20
+    )]
+    TooLargeForTdx {
+        /// The image's `min_memory`.
+        min_memory: u64,
+    },
     /// The VP context is unusable.
     #[error("the BSP's VP context is invalid: {reason}")]
     BadVpContext {
@@ -232,9 +315,16 @@ pub enum ImageError {
         /// The VMSA's `rip`.
         rip: u64,
     },
-    /// The pages or the VMSA do not hash to the boot information's image digest.
-    #[error("the image is corrupt: its content does not match its digest (re-package it)")]
-    DigestMismatch,
+    /// The platform's pages (and on SEV-SNP the VMSA) do not hash to its boot
+    /// information's image digest.
+    #[error(
+        "the image is corrupt: its {} content does not match its digest (re-package it)",
+        platform_name(*.platform)
+    )]
+    DigestMismatch {
+        /// The platform whose view was loaded.
+        platform: PlatformKind,
+    },
 }
 
 fn boot_info_reason(error: &BootInfoError) -> String {
@@ -272,6 +362,11 @@ mod tests {
     use std::sync::OnceLock;
 
     const PAGE: usize = 4096;
+
+    /// The SEV-SNP view of `bytes`.
+    fn load_snp(bytes: &[u8]) -> Result<LoadedImage, ImageError> {
+        load_image(bytes, PlatformKind::Snp)
+    }
 
     struct Sample {
         firmware: Vec<u8>,
@@ -325,7 +420,7 @@ mod tests {
     ) -> Result<LoadedImage, ImageError> {
         let mut directives = sample_directives();
         edit(&mut directives);
-        load_image(&serialize(vec![snp_platform()], directives))
+        load_snp(&serialize(vec![snp_platform()], directives))
     }
 
     /// Index of the first directive that is not page data (the parameter area).
@@ -355,7 +450,7 @@ mod tests {
     #[test]
     fn round_trip() {
         let sample = Sample::new();
-        let loaded = load_image(sample_image()).unwrap();
+        let loaded = load_snp(sample_image()).unwrap();
 
         let app_size = sample.app.len() as u64;
         let args_gpa = align_up(APP_IMAGE_GPA + app_size, PAGE_SIZE_4K);
@@ -382,7 +477,8 @@ mod tests {
         assert_eq!(loaded.platform, PlatformKind::Snp);
         assert_eq!(loaded.min_memory, MIN_GUEST_MEMORY);
         assert_eq!(loaded.param_gpa, HOST_PARAM_GPA);
-        assert_eq!(loaded.vmsa, expected_vmsa);
+        assert_eq!(loaded.vmsa, Some(expected_vmsa.clone()));
+        assert_eq!(loaded.mrtd, None);
 
         let mut expected = Vec::new();
         let mut push =
@@ -447,7 +543,7 @@ mod tests {
         let mut input = sample.input();
         let big_arg = vec![b'x'; 40 << 20];
         input.args.push(big_arg);
-        let loaded = load_image(&build_image(&input).unwrap()).unwrap();
+        let loaded = load_snp(&build_image(&input).unwrap()).unwrap();
         let info = loaded.boot_info;
         assert_eq!(
             info.min_memory,
@@ -523,13 +619,10 @@ mod tests {
 
     #[test]
     fn load_rejects_non_igvm() {
-        assert!(matches!(load_image(b""), Err(ImageError::NotIgvm)));
+        assert!(matches!(load_snp(b""), Err(ImageError::NotIgvm)));
+        assert!(matches!(load_snp(b"hello world"), Err(ImageError::NotIgvm)));
         assert!(matches!(
-            load_image(b"hello world"),
-            Err(ImageError::NotIgvm)
-        ));
-        assert!(matches!(
-            load_image(&testelf::static_app()),
+            load_snp(&testelf::static_app()),
             Err(ImageError::NotIgvm)
         ));
     }
@@ -538,13 +631,13 @@ mod tests {
     fn load_rejects_truncated() {
         let image = sample_image();
         assert!(matches!(
-            load_image(&image[..10]),
+            load_snp(&image[..10]),
             Err(ImageError::Truncated { actual: 10 })
         ));
         for len in [24, 100, 4096, image.len() - 1] {
             assert!(
                 matches!(
-                    load_image(&image[..len]),
+                    load_snp(&image[..len]),
                     Err(ImageError::SizeMismatch { .. })
                 ),
                 "{len}"
@@ -557,7 +650,7 @@ mod tests {
         let mut image = sample_image().to_vec();
         // Flip a bit in the variable headers: the checksum no longer matches.
         image[40] ^= 0x10;
-        let err = load_image(&image).unwrap_err();
+        let err = load_snp(&image).unwrap_err();
         assert!(matches!(err, ImageError::Parse(_)), "{err:?}");
         assert!(std::error::Error::source(&err).is_some());
     }
@@ -573,7 +666,7 @@ mod tests {
             platform_version: 1,
             shared_gpa_boundary: 0,
         });
-        let err = load_image(&serialize(vec![tdx], directives)).unwrap_err();
+        let err = load_snp(&serialize(vec![tdx], directives)).unwrap_err();
         assert!(matches!(err, ImageError::NoSnpPlatform), "{err:?}");
     }
 
@@ -602,7 +695,7 @@ mod tests {
     fn load_rejects_overlapping_pages() {
         let err = load_edited(|d| {
             let at = first_non_page(d);
-            d.insert(at, page_data(FIRMWARE_GPA, Vec::new()));
+            d.insert(at, page_data(FIRMWARE_GPA, SNP_MASK, Vec::new()));
         })
         .unwrap_err();
         assert!(
@@ -639,7 +732,7 @@ mod tests {
         ] {
             let err = load_edited(|d| {
                 let at = first_non_page(d);
-                d.insert(at, page_data(gpa, Vec::new()));
+                d.insert(at, page_data(gpa, SNP_MASK, Vec::new()));
             })
             .unwrap_err();
             assert!(
@@ -859,19 +952,27 @@ mod tests {
     fn load_flipped(at: usize, flip: u8) -> Result<LoadedImage, ImageError> {
         let mut image = sample_image().to_vec();
         image[at] ^= flip;
-        load_image(&image)
+        load_snp(&image)
     }
 
     fn assert_digest_mismatch(result: Result<LoadedImage, ImageError>, what: &str) {
         let err = result.expect_err(what);
-        assert!(matches!(err, ImageError::DigestMismatch), "{what}: {err:?}");
+        assert!(
+            matches!(
+                err,
+                ImageError::DigestMismatch {
+                    platform: PlatformKind::Snp
+                }
+            ),
+            "{what}: {err:?}"
+        );
         assert!(err.to_string().contains("corrupt"), "{what}: {err}");
     }
 
     #[test]
     fn sample_file_data_is_where_the_pages_are() {
         let image = sample_image();
-        let loaded = load_image(image).unwrap();
+        let loaded = load_snp(image).unwrap();
         let (pages, vmsa) = sample_file_data();
         // Boot information, three page tables, two firmware pages, the app and the args.
         let app_pages = sample_image_app_pages();
@@ -886,7 +987,7 @@ mod tests {
         }
         assert_eq!(
             &image[vmsa..vmsa + PAGE],
-            zerocopy::IntoBytes::as_bytes(&*loaded.vmsa)
+            zerocopy::IntoBytes::as_bytes(&**loaded.vmsa.as_ref().unwrap())
         );
     }
 
@@ -954,7 +1055,7 @@ mod tests {
         let digest = |args: Vec<Vec<u8>>| {
             let mut input = sample.input();
             input.args = args;
-            load_image(&build_image(&input).unwrap())
+            load_snp(&build_image(&input).unwrap())
                 .unwrap()
                 .boot_info
                 .image_digest
@@ -991,7 +1092,7 @@ mod tests {
 
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
-            let _ = load_image(&bytes);
+            let _ = load_snp(&bytes);
         }
 
         #[test]
@@ -999,7 +1100,7 @@ mod tests {
             let mut image = sample_image().to_vec();
             let at = index.index(image.len());
             image[at] = value;
-            let _ = load_image(&image);
+            let _ = load_snp(&image);
         }
 
         #[test]
@@ -1011,13 +1112,13 @@ mod tests {
             let pages = sample_content_pages();
             let (gpa, offset) = pages[page.index(pages.len())];
             let err = load_flipped(offset + byte, flip).unwrap_err();
-            prop_assert!(matches!(err, ImageError::DigestMismatch), "{gpa:#x}+{byte:#x}: {err:?}");
+            prop_assert!(matches!(err, ImageError::DigestMismatch { platform: PlatformKind::Snp }), "{gpa:#x}+{byte:#x}: {err:?}");
             prop_assert!(err.to_string().contains("corrupt"), "{err}");
         }
 
         #[test]
         fn truncation_never_panics(len in 0..sample_image().len()) {
-            prop_assert!(load_image(&sample_image()[..len]).is_err());
+            prop_assert!(load_snp(&sample_image()[..len]).is_err());
         }
 
         #[test]
@@ -1030,7 +1131,7 @@ mod tests {
                 image[index.index(headers)] = value;
             }
             reseal(&mut image);
-            let _ = load_image(&image);
+            let _ = load_snp(&image);
         }
 
         #[test]
@@ -1050,7 +1151,7 @@ mod tests {
             image.extend_from_slice(&variable);
             image.extend_from_slice(&data);
             reseal(&mut image);
-            let _ = load_image(&image);
+            let _ = load_snp(&image);
         }
     }
 }

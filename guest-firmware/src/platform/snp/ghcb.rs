@@ -5,13 +5,12 @@
 use super::instr::vmgexit;
 use crate::arch::cpu::{rdmsr, wrmsr};
 use crate::error::FwError;
-use nacre_shared_abi::hostcall::{
-    HostcallHeader, HostcallOp, HOSTCALL_DATA_OFFSET, HOSTCALL_MAX_DATA, HOSTCALL_PORT,
-};
+use crate::platform::hostcall::HostcallBuffer;
+use nacre_shared_abi::hostcall::{HostcallHeader, HOSTCALL_PORT};
 use nacre_shared_abi::snp::ghcb::{exit_code, ioio, Ghcb, GhcbField, GHCB_PROTOCOL_VERSION};
 use nacre_shared_abi::snp::msr_protocol::{self as mp, MsrRequest, MsrResponse};
 use nacre_shared_abi::snp::MSR_GHCB;
-use zerocopy::{FromBytes, IntoBytes};
+use zerocopy::IntoBytes;
 
 /// SEV-SNP platform state.
 #[derive(Debug)]
@@ -20,8 +19,7 @@ pub struct Snp {
     ghcb_va: u64,
     ghcb_gpa: u64,
     msr_holds_ghcb: bool,
-    hostcall_va: u64,
-    hostcall_gpa: u64,
+    hostcall: HostcallBuffer,
     /// The private copy of the GHCB that requests are built in and answers copied
     /// back to (kept, rather than made per call, to avoid clearing 4 KiB each time).
     scratch: Ghcb,
@@ -34,8 +32,7 @@ impl Snp {
             ghcb_va: 0,
             ghcb_gpa: 0,
             msr_holds_ghcb: false,
-            hostcall_va: 0,
-            hostcall_gpa: 0,
+            hostcall: HostcallBuffer::none(),
             scratch: Ghcb::new_zeroed(),
         }
     }
@@ -86,8 +83,7 @@ impl Snp {
 
     /// Record the shared hostcall buffer.
     pub fn set_hostcall_buffer(&mut self, va: u64, gpa: u64) {
-        self.hostcall_va = va;
-        self.hostcall_gpa = gpa;
+        self.hostcall.set(va, gpa);
     }
 
     /// The private GHCB copy, its exchanged save area cleared and the protocol
@@ -146,8 +142,7 @@ impl Snp {
 
     /// Ring the hostcall doorbell: a GHCB IOIO OUT of 32 bits to `HOSTCALL_PORT`
     /// carrying the buffer's page number.
-    fn ring_hostcall(&mut self) -> Result<(), FwError> {
-        let page = self.hostcall_gpa >> 12;
+    fn ring_hostcall(&mut self, page: u64) -> Result<(), FwError> {
         let g = self.request();
         g.rax = page;
         g.set_valid(GhcbField::Rax);
@@ -159,76 +154,16 @@ impl Snp {
         self.call_request(false)
     }
 
-    /// Send a hostcall with `data` and return the checked reply header.
-    fn hostcall(
+    /// Send a hostcall with `data` and return the reply header (copied out).
+    pub fn hostcall(
         &mut self,
-        mut req: HostcallHeader,
+        req: HostcallHeader,
         data: &[u8],
     ) -> Result<HostcallHeader, FwError> {
-        if self.hostcall_va == 0 || data.len() as u64 > HOSTCALL_MAX_DATA {
-            return Err(FwError::Hostcall);
-        }
-        req.len = req.len.max(data.len() as u64);
-        let base = self.hostcall_va as *mut u8;
-        // SAFETY: `hostcall_va` maps the shared hostcall buffer (HOSTCALL_BUFFER_SIZE
-        // bytes) that no Rust reference covers; the lengths were checked above.
-        unsafe {
-            core::ptr::copy_nonoverlapping(
-                data.as_ptr(),
-                base.add(HOSTCALL_DATA_OFFSET as usize),
-                data.len(),
-            );
-            core::ptr::copy_nonoverlapping(
-                req.as_bytes().as_ptr(),
-                base,
-                HOSTCALL_DATA_OFFSET as usize,
-            );
-        }
-        self.ring_hostcall()?;
-        let mut reply = [0u8; HOSTCALL_DATA_OFFSET as usize];
-        // SAFETY: as above; copy the reply header into private memory before use.
-        unsafe {
-            core::ptr::copy_nonoverlapping(base as *const u8, reply.as_mut_ptr(), reply.len())
-        };
-        HostcallHeader::read_from_bytes(&reply).map_err(|_| FwError::Hostcall)
-    }
-
-    /// Write `data` to the host's fd 1 or 2. Returns bytes written or a Linux errno.
-    pub fn console_write(&mut self, fd: u32, data: &[u8]) -> Result<u64, u64> {
-        let mut done = 0u64;
-        for chunk in data.chunks(HOSTCALL_MAX_DATA as usize) {
-            let req = HostcallHeader {
-                op: HostcallOp::Write as u32,
-                fd,
-                len: chunk.len() as u64,
-                ..Default::default()
-            };
-            let reply = self.hostcall(req, chunk).map_err(|_| EIO)?;
-            match reply.check_reply(&req) {
-                Ok(Ok(n)) => {
-                    done += n;
-                    if n < chunk.len() as u64 {
-                        break;
-                    }
-                }
-                Ok(Err(errno)) => return if done > 0 { Ok(done) } else { Err(errno) },
-                Err(_) => return Err(EIO),
-            }
-        }
-        Ok(done)
-    }
-
-    /// Report the app's exit status (and unsupported-syscall counts as `u32` pairs).
-    pub fn exit(&mut self, status: u8, unsupported: &[u8]) -> ! {
-        let req = HostcallHeader {
-            op: HostcallOp::Exit as u32,
-            arg: u64::from(status),
-            len: unsupported.len() as u64,
-            ..Default::default()
-        };
-        let _ = self.hostcall(req, unsupported);
-        // The host must not resume us after an exit; if it does, terminate.
-        Self::terminate(mp::TERM_SET_NACRE, 0xFF)
+        let mut buf = core::mem::replace(&mut self.hostcall, HostcallBuffer::none());
+        let r = buf.exchange(req, data, |page| self.ring_hostcall(page));
+        self.hostcall = buf;
+        r
     }
 }
 
@@ -242,6 +177,3 @@ fn ghcb_ranges(with_buffer: bool) -> &'static [(usize, usize)] {
         &[(0, 0x400), (0xFF8, 8)]
     }
 }
-
-/// EIO (Linux `asm-generic/errno-base.h`).
-const EIO: u64 = 5;

@@ -2,22 +2,10 @@
 //! platform each is an `out imm8, al` doorbell that leaves the architectural operand
 //! registers in place for the host (shared-abi `doorbell.rs`).
 
+use crate::platform::emulated;
 use core::arch::asm;
-use core::sync::atomic::{AtomicBool, Ordering};
 use nacre_shared_abi::doorbell::{DOORBELL_PVALIDATE, DOORBELL_VMGEXIT};
 use nacre_shared_abi::snp::rmp::{PvalidateResult, RmpPageSize};
-
-static EMULATED: AtomicBool = AtomicBool::new(false);
-
-/// Select the doorbell (emulated platform) or the real instructions (hardware).
-pub fn set_emulated(emulated: bool) {
-    EMULATED.store(emulated, Ordering::Relaxed);
-}
-
-/// Whether the doorbell is in use.
-pub fn emulated() -> bool {
-    EMULATED.load(Ordering::Relaxed)
-}
 
 /// PVALIDATE the page at guest virtual address `va`.
 ///

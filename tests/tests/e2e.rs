@@ -1,6 +1,6 @@
-//! Whole-system tests on the `emulated-snp` platform: real images of the test
-//! apps in `tests/apps/`, packaged and booted by the real `nacre` binary in
-//! KVM. They need `/dev/kvm` and fail without it.
+//! Whole-system tests on the `emulated-snp` and `emulated-tdx` platforms: real images
+//! of the test apps in `tests/apps/`, packaged once and booted on both platforms by
+//! the real `nacre` binary in KVM. They need `/dev/kvm` and fail without it.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -13,6 +13,9 @@ use nacre_tests::{
 };
 
 const PLATFORM: [&str; 2] = ["--platform", "emulated-snp"];
+const TDX: [&str; 2] = ["--platform", "emulated-tdx"];
+/// Every emulated platform: each app test runs the same image on all of them.
+const PLATFORMS: [[&str; 2]; 2] = [PLATFORM, TDX];
 const C_HELLO_STDOUT: &str = "hello from nacre\n";
 const C_HELLO_EXIT: i32 = 42;
 const RUST_HELLO_EXIT: i32 = 7;
@@ -83,49 +86,71 @@ fn run_for_stats(image: &Path, name: &str, args: &[&str], env: &[(&str, &str)]) 
 #[test]
 fn c_hello_prints_and_returns_its_exit_code() {
     require_kvm();
-    let output = run(&c_hello_image(), &PLATFORM);
-    assert_exit(&output, C_HELLO_EXIT, "C hello");
-    assert_eq!(
-        stdout(&output),
-        C_HELLO_STDOUT,
-        "{}",
-        describe_output(&output)
-    );
+    for platform in PLATFORMS {
+        let output = run(&c_hello_image(), &platform);
+        assert_exit(
+            &output,
+            C_HELLO_EXIT,
+            &format!("C hello on {}", platform[1]),
+        );
+        assert_eq!(
+            stdout(&output),
+            C_HELLO_STDOUT,
+            "{}",
+            describe_output(&output)
+        );
+    }
 }
 
+/// The largest guest each platform takes: 4 GiB on SNP; on TDX RAM ends below the
+/// reset vector's 2 MiB region (4094 MiB), and more is refused with a clear error.
 #[test]
-fn c_hello_boots_with_4g_of_memory() {
+fn c_hello_boots_with_the_most_memory_each_platform_takes() {
     require_kvm();
-    let mut args = PLATFORM.to_vec();
+    for (platform, memory) in [(PLATFORM, "4G"), (TDX, "4094M")] {
+        let mut args = platform.to_vec();
+        args.extend(["--memory", memory]);
+        let output = run(&c_hello_image(), &args);
+        assert_exit(&output, C_HELLO_EXIT, &format!("C hello with {memory}"));
+        assert_eq!(
+            stdout(&output),
+            C_HELLO_STDOUT,
+            "{}",
+            describe_output(&output)
+        );
+    }
+    let mut args = TDX.to_vec();
     args.extend(["--memory", "4G"]);
     let output = run(&c_hello_image(), &args);
-    assert_exit(&output, C_HELLO_EXIT, "C hello with 4G");
-    assert_eq!(
-        stdout(&output),
-        C_HELLO_STDOUT,
+    assert_exit(&output, EXIT_NACRE_ERROR, "4G on emulated-tdx");
+    assert!(
+        stderr(&output).contains("at most 4094 MiB"),
         "{}",
         describe_output(&output)
     );
+    assert_no_panic(&output, "4G on emulated-tdx");
 }
 
 #[test]
 fn stats_flag_keeps_stdout_for_the_app() {
     require_kvm();
-    let mut args = PLATFORM.to_vec();
-    args.push("--stats");
-    let output = run(&c_hello_image(), &args);
-    assert_exit(&output, C_HELLO_EXIT, "C hello with --stats");
-    assert_eq!(
-        stdout(&output),
-        C_HELLO_STDOUT,
-        "--stats must not write to the app's stdout\n{}",
-        describe_output(&output)
-    );
-    assert!(
-        !output.stderr.is_empty(),
-        "--stats printed nothing\n{}",
-        describe_output(&output)
-    );
+    for platform in PLATFORMS {
+        let mut args = platform.to_vec();
+        args.push("--stats");
+        let output = run(&c_hello_image(), &args);
+        assert_exit(&output, C_HELLO_EXIT, "C hello with --stats");
+        assert_eq!(
+            stdout(&output),
+            C_HELLO_STDOUT,
+            "--stats must not write to the app's stdout\n{}",
+            describe_output(&output)
+        );
+        assert!(
+            !output.stderr.is_empty(),
+            "--stats printed nothing\n{}",
+            describe_output(&output)
+        );
+    }
 }
 
 #[test]
@@ -136,18 +161,24 @@ fn rust_hello_gets_args_env_and_heap() {
     build_rust_app(&app_source("hello_rust.rs"), &app);
     let image = package(&app, &["one", "two words"], &[("NACRE_GREETING", "hi")]);
 
-    // The app allocates 64 MiB on its heap; give it room beyond that.
-    let mut args = PLATFORM.to_vec();
-    args.extend(["--memory", "256M"]);
-    let output = run(&image, &args);
+    for platform in PLATFORMS {
+        // The app allocates 64 MiB on its heap; give it room beyond that.
+        let mut args = platform.to_vec();
+        args.extend(["--memory", "256M"]);
+        let output = run(&image, &args);
 
-    assert_exit(&output, RUST_HELLO_EXIT, "Rust hello");
-    let expected = "hello from rust\n\
-                    arg[1]=one\n\
-                    arg[2]=two words\n\
-                    env NACRE_GREETING=hi\n\
-                    sum=8556380160\n";
-    assert_eq!(stdout(&output), expected, "{}", describe_output(&output));
+        assert_exit(
+            &output,
+            RUST_HELLO_EXIT,
+            &format!("Rust hello on {}", platform[1]),
+        );
+        let expected = "hello from rust\n\
+                        arg[1]=one\n\
+                        arg[2]=two words\n\
+                        env NACRE_GREETING=hi\n\
+                        sum=8556380160\n";
+        assert_eq!(stdout(&output), expected, "{}", describe_output(&output));
+    }
 }
 
 #[test]
@@ -430,6 +461,9 @@ fn assert_hostile_stop(hook: &str, extra: &[&str], gpa_and_view: &str, rule: &st
     nacre_tests::require_kvm();
     let image = c_hello_image();
     let mut args = vec!["--memory", "128M"];
+    if !extra.contains(&"--platform") {
+        args.extend(PLATFORM);
+    }
     args.extend_from_slice(extra);
     let out = nacre_tests::run_with_env(&image, &args, &[("NACRE_TEST_HOSTILE", hook)]);
     assert_exit(&out, 120, hook);
@@ -475,6 +509,152 @@ fn touching_shared_memory_as_private_is_stopped_when_strict() {
     assert_hostile_stop(
         "shared-param-page",
         &["--strict-memory"],
+        "private access to GPA 0x2000",
+        "not assigned to the guest (it is shared)",
+    );
+}
+
+/// Packages the C hello with `--page-validation 4k`, once.
+fn c_hello_image_4k() -> PathBuf {
+    static IMAGE: OnceLock<PathBuf> = OnceLock::new();
+    IMAGE
+        .get_or_init(|| {
+            let image = scratch_dir(tmp(), "e2e-image-4k").join("hello-4k.igvm");
+            let cli: Vec<String> = [
+                "package",
+                &c_hello_app().display().to_string(),
+                "-o",
+                &image.display().to_string(),
+                "--page-validation",
+                "4k",
+            ]
+            .iter()
+            .map(|s| (*s).to_string())
+            .collect();
+            let out = nacre(&cli, &[]);
+            assert!(out.status.success(), "{}", describe_output(&out));
+            image
+        })
+        .clone()
+}
+
+/// On TDX the boot accepts its memory with TDG.MEM.PAGE.ACCEPT (2 MiB first), the
+/// hostcall buffer goes shared with one MapGPA, and `--stats-json` reports the TDX
+/// and S-EPT counters.
+#[test]
+fn tdx_stats_json_counts_accepts_map_gpa_and_the_sept() {
+    require_kvm();
+    let (output, stats) = run_for_stats(&c_hello_image(), "e2e-tdx-stats", &TDX, &[]);
+    assert_exit(&output, C_HELLO_EXIT, "C hello on TDX with --stats-json");
+    assert_eq!(
+        stdout(&output),
+        C_HELLO_STDOUT,
+        "{}",
+        describe_output(&output)
+    );
+    assert!(stats.u64("tdx.accept_2m") >= 1, "no 2 MiB accept");
+    assert_eq!(stats.u64("tdx.accept_size_mismatch"), 0);
+    let _ = stats.u64("tdx.accept_4k");
+    assert_eq!(
+        stats.u64("tdx.map_gpa_calls"),
+        1,
+        "one MapGPA for the hostcall buffer"
+    );
+    assert_eq!(stats.u64("tdx.map_gpa_retries"), 0);
+    // Every accepted 2 MiB region was AUGed by the host first.
+    assert!(stats.u64("sept.aug") >= stats.u64("tdx.accept_2m"));
+    // The hostcall buffer's 16 launch pages left the S-EPT when they went shared.
+    assert_eq!(stats.u64("sept.remove"), 16);
+    assert_eq!(stats.u64("psc.calls"), 0, "no SNP page-state change on TDX");
+    assert_eq!(stats.u64("pvalidate.4k") + stats.u64("pvalidate.2m"), 0);
+}
+
+/// Accepting page by page inside memory the host AUGed as one 2 MiB page works at
+/// 4 KiB only; the 2 MiB default needs no 4 KiB accept at all.
+#[test]
+fn tdx_accepting_4k_runs_on() {
+    require_kvm();
+    let (output, stats) = run_for_stats(&c_hello_image_4k(), "e2e-tdx-4k", &TDX, &[]);
+    assert_exit(&output, C_HELLO_EXIT, "C hello accepting at 4 KiB on TDX");
+    assert_eq!(
+        stdout(&output),
+        C_HELLO_STDOUT,
+        "{}",
+        describe_output(&output)
+    );
+    assert_eq!(stats.u64("tdx.accept_2m"), 0, "the guest accepted at 2 MiB");
+    assert!(
+        stats.u64("tdx.accept_4k") >= 512,
+        "fewer than one region of 4K accepts"
+    );
+    assert_eq!(stats.u64("tdx.accept_already"), 0);
+}
+
+/// MapGPA answered RETRY part-way (as KVM does when an interrupt is pending between
+/// chunks): the guest resumes from the GPA the host returns, and every page is
+/// converted exactly once.
+#[test]
+fn tdx_map_gpa_retry_is_resumed() {
+    require_kvm();
+    let (output, stats) = run_for_stats(
+        &c_hello_image(),
+        "e2e-tdx-map-gpa-retry",
+        &TDX,
+        &[("NACRE_TEST_MAP_GPA_PAGES", "5")],
+    );
+    assert_exit(&output, C_HELLO_EXIT, "C hello with MapGPA retries");
+    assert_eq!(
+        stdout(&output),
+        C_HELLO_STDOUT,
+        "{}",
+        describe_output(&output)
+    );
+    // 16 pages at 5 per call: 4 calls, 3 of them answered RETRY.
+    assert_eq!(stats.u64("tdx.map_gpa_calls"), 4);
+    assert_eq!(stats.u64("tdx.map_gpa_retries"), 3);
+    assert_eq!(stats.u64("tdx.map_gpa_pages"), 16);
+}
+
+/// A host that adds a page behind the guest's back: the guest's accept finds it
+/// accepted already, which its own record says it never did, and the TD stops with
+/// ReportFatalError.
+#[test]
+fn tdx_second_accept_is_detected_and_stops_the_guest() {
+    require_kvm();
+    let out = nacre_tests::run_with_env(
+        &c_hello_image(),
+        &TDX,
+        &[("NACRE_TEST_HOSTILE", "pre-accepted-page")],
+    );
+    assert_exit(&out, 121, "pre-accepted page");
+    let err = stderr(&out);
+    assert!(
+        err.contains("ReportFatalError") || err.contains("fatal error"),
+        "stderr: {err}"
+    );
+    assert!(err.contains("never validated or accepted"), "stderr: {err}");
+    assert!(
+        !stdout(&out).contains("hello from nacre"),
+        "the app must not run"
+    );
+}
+
+/// On TDX too, a guest read through the wrong view (the shared parameter page read
+/// with the shared bit clear) is converted and then stopped because the page was never
+/// accepted, or stopped at once with `--strict-memory`.
+#[test]
+fn tdx_wrong_view_access_is_converted_then_stopped_or_stopped_when_strict() {
+    assert_hostile_stop(
+        "shared-param-page",
+        &TDX,
+        "private access to GPA 0x2000",
+        "never accepted",
+    );
+    let mut strict = TDX.to_vec();
+    strict.push("--strict-memory");
+    assert_hostile_stop(
+        "shared-param-page",
+        &strict,
         "private access to GPA 0x2000",
         "not assigned to the guest (it is shared)",
     );
