@@ -64,6 +64,8 @@ pub struct EmulatedTdx {
     pub tdx: TdxCounters,
     /// MRTD as the emulated TDX module accumulates it while pages are added.
     pub mrtd: Mrtd,
+    /// MRTD after TDH.MR.FINALIZE (set when the TD is built).
+    pub mrtd_final: Option<[u8; 48]>,
     /// Test hook (`NACRE_TEST_MAP_GPA_PAGES`): convert at most this many pages per
     /// MapGPA call before answering RETRY, as KVM does between chunks when an
     /// interrupt is pending.
@@ -83,6 +85,7 @@ impl EmulatedTdx {
             stats: Stats::default(),
             tdx: TdxCounters::default(),
             mrtd: Mrtd::new(),
+            mrtd_final: None,
             map_gpa_budget: None,
             first_hostcall: None,
         }

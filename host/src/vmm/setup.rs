@@ -289,6 +289,17 @@ pub fn build_tdx(image: &LoadedImage, memory: u64) -> Result<Vm, SetupError> {
         tdx.mmu.prefault(&tdx.mem, first, n)?;
         i += n as usize;
     }
+    // TDH.MR.FINALIZE: the module's MRTD must be the one the image predicts (the
+    // hostile parameter-page hook leaves the parameter page out on purpose).
+    let mrtd = tdx.mrtd.clone().finish();
+    if hostile != Some(Hostile::SharedParamPage) && image.mrtd != Some(mrtd) {
+        return Err(SetupError::Image(format!(
+            "the MRTD of the added pages ({}) differs from the image's ({})",
+            hex(&mrtd),
+            image.mrtd.map_or_else(|| "none".into(), |m| hex(&m)),
+        )));
+    }
+    tdx.mrtd_final = Some(mrtd);
     if hostile == Some(Hostile::PreAcceptedPage) {
         // A host that adds a page behind the guest's back, so that the guest finds it
         // accepted already: in the first 2 MiB chunk the firmware accepts.
@@ -322,6 +333,10 @@ fn hostile_gfn(image: &LoadedImage) -> u64 {
         .max()
         .unwrap_or(0);
     align_up(end, PAGE_SIZE_2M) / PAGE_SIZE_4K
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The host parameter page: a memory map with one RAM entry.
