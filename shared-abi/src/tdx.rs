@@ -36,7 +36,9 @@ pub mod status {
     pub const CLASS_OPERAND_BUSY: u64 = 0x8000_0200;
     /// Class of TDX_OPERAND_INVALID, in bits 63:32.
     pub const CLASS_OPERAND_INVALID: u64 = 0xC000_0100;
-    /// TDX_OPERAND_INVALID (operand id 0: RCX).
+    /// TDX_OPERAND_INVALID with operand id 0 in bits 31:0 (RAX; the TDX module puts
+    /// the operand's id there, RCX being 1: Linux `TDX_OPERAND_ID_RCX`). Compare
+    /// statuses by [`class`].
     pub const OPERAND_INVALID: u64 = CLASS_OPERAND_INVALID << 32;
     /// TDX_OPERAND_BUSY (operand id 0).
     pub const OPERAND_BUSY: u64 = CLASS_OPERAND_BUSY << 32;

@@ -620,8 +620,13 @@ impl State {
 
     /// `mmu_invalidate_retry_gfn`: an invalidation covering the GFN is in progress, or
     /// one finished since the fault began.
+    /// Whether a fault planned with `t` must start over: an invalidation is in flight
+    /// over any page of the mapping it would install (not only the faulting page: a
+    /// 2 MiB mapping covers its neighbours), or one finished since it was planned.
     fn stale(&self, t: FaultTicket) -> bool {
-        (self.in_progress > 0 && self.range.0 <= t.gfn && t.gfn < self.range.1) || self.seq != t.seq
+        let m = t.plan.mapping;
+        let overlaps = self.range.0 < m.end() && m.base < self.range.1;
+        (self.in_progress > 0 && overlaps) || self.seq != t.seq
     }
 
     /// Zap, returning the range covered by what was removed.

@@ -881,6 +881,28 @@ fn a_fault_that_raced_a_map_gpa_retries() {
 }
 
 #[test]
+fn a_2m_fault_retries_while_any_page_of_its_region_is_being_invalidated() {
+    // Found by the threaded test: a fault on page 600 must not AUG the whole region
+    // while a conversion of page 700 is between its zap and its discard.
+    let mmu = fresh(PAGES);
+    let b = TestBacking::new(&mmu);
+    let t = mmu.fault_begin(600, Kind::Private).expect("plan");
+    assert_eq!(t.level, Level::L2M);
+    mmu.lock().begin(700, 1);
+    assert_eq!(mmu.fault_finish(&b, t), Ok(None), "must retry");
+    assert_eq!(mmu.sept_leaf(700), None);
+    mmu.lock().end();
+    assert!(matches!(
+        mmu.fault(&b, 600, Kind::Private),
+        Ok(TdxFault::Mapped(Mapping {
+            level: Level::L2M,
+            ..
+        }))
+    ));
+    check_invariants(&mmu, &b).expect("invariants");
+}
+
+#[test]
 fn without_the_race_check_a_stale_private_leaf_is_installed() {
     let mmu = fresh(PAGES);
     mmu.lock().check_stale = false;
