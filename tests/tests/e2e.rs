@@ -259,22 +259,7 @@ fn stats_json_has_every_key_with_sane_values() {
 #[test]
 fn validating_4k_inside_a_2m_rmp_entry_psmashes_and_runs_on() {
     require_kvm();
-    let dir = scratch_dir(tmp(), "e2e-psmash");
-    let image = dir.join("hello-4k.igvm");
-    let cli: Vec<String> = [
-        "package",
-        &c_hello_app().display().to_string(),
-        "-o",
-        &image.display().to_string(),
-        "--page-validation",
-        "4k",
-    ]
-    .iter()
-    .map(|s| (*s).to_string())
-    .collect();
-    let out = nacre_tests::nacre(&cli, &[]);
-    assert!(out.status.success(), "{}", describe_output(&out));
-
+    let image = c_hello_image_4k();
     let (output, stats) = run_for_stats(&image, "e2e-psmash-run", &PLATFORM, &[]);
     assert_exit(&output, C_HELLO_EXIT, "C hello validating at 4 KiB");
     assert_eq!(

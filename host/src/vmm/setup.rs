@@ -139,13 +139,16 @@ impl Hostile {
     }
 }
 
-/// Build the VM.
-pub fn build(image: &LoadedImage, memory: u64) -> Result<Vm, SetupError> {
-    let hostile = Hostile::from_env();
+/// A new VM with `memory` bytes of guest RAM (one memfd) mapped by two memory slots
+/// (0 and 1): each view at the GPA given for it.
+fn vm_with_ram(
+    memory: u64,
+    views: [(View, u64); 2],
+) -> Result<(Kvm, VmFd, GuestMemory), SetupError> {
     let kvm = Kvm::new().map_err(SetupError::Kvm)?;
     let vm = kvm.create_vm().map_err(SetupError::Kvm)?;
     let mem = GuestMemory::new(memory)?;
-    for (slot, view, gpa) in [(0, View::Shared, 0), (1, View::Private, C_BIT_MASK)] {
+    for (slot, (view, gpa)) in (0..).zip(views) {
         let region = kvm_userspace_memory_region {
             slot,
             flags: 0,
@@ -153,10 +156,18 @@ pub fn build(image: &LoadedImage, memory: u64) -> Result<Vm, SetupError> {
             memory_size: memory,
             userspace_addr: mem.base(view) as u64,
         };
-        // SAFETY: the mapping lives as long as `mem`, which the returned `Vm` owns and
-        // which outlives the VM's use of it (the VmFd is dropped first: field order).
+        // SAFETY: the mapping lives as long as `mem`, which the caller moves into the
+        // returned `Vm`; that outlives the VM's use of it (the VmFd is dropped first:
+        // field order).
         unsafe { vm.set_user_memory_region(region) }.map_err(ioctl("a memory slot"))?;
     }
+    Ok((kvm, vm, mem))
+}
+
+/// Build the VM.
+pub fn build(image: &LoadedImage, memory: u64) -> Result<Vm, SetupError> {
+    let hostile = Hostile::from_env();
+    let (kvm, vm, mem) = vm_with_ram(memory, [(View::Shared, 0), (View::Private, C_BIT_MASK)])?;
     let mut snp = EmulatedSnp::new(mem);
 
     // Launch pages: contents, then assigned + validated (LAUNCH_UPDATE's result).
@@ -223,20 +234,7 @@ pub fn build_tdx(image: &LoadedImage, memory: u64) -> Result<Vm, SetupError> {
             TDX_MAX_GUEST_MEMORY >> 20
         )));
     }
-    let kvm = Kvm::new().map_err(SetupError::Kvm)?;
-    let vm = kvm.create_vm().map_err(SetupError::Kvm)?;
-    let mem = GuestMemory::new(memory)?;
-    for (slot, view, gpa) in [(0, View::Private, 0), (1, View::Shared, SHARED_BIT)] {
-        let region = kvm_userspace_memory_region {
-            slot,
-            flags: 0,
-            guest_phys_addr: gpa,
-            memory_size: memory,
-            userspace_addr: mem.base(view) as u64,
-        };
-        // SAFETY: as in `build`: the mapping outlives the VM's use of it.
-        unsafe { vm.set_user_memory_region(region) }.map_err(ioctl("a memory slot"))?;
-    }
+    let (kvm, vm, mem) = vm_with_ram(memory, [(View::Private, 0), (View::Shared, SHARED_BIT)])?;
     let mut tdx = Box::new(EmulatedTdx::new(mem));
     let mut reset = None;
     let mut launched = Vec::new();
