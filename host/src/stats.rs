@@ -37,7 +37,7 @@ pub struct Stats {
 /// The TDX platform's counters: its TDCALL handling and its MMU (S-EPT, mirror).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct TdxRunStats {
-    /// TDCALL and MapGPA counts.
+    /// MapGPA counts (TDCALLs are `exits.tdcall`).
     pub counters: crate::platform::emulated_tdx::TdxCounters,
     /// The TDX MMU's counters.
     pub mmu: crate::mmu::tdx::TdxStats,
@@ -48,7 +48,6 @@ impl TdxRunStats {
     pub fn entries(&self) -> Vec<(&'static str, u64)> {
         let m = &self.mmu;
         vec![
-            ("tdx.tdcalls", self.counters.tdcalls),
             ("tdx.accept_4k", m.accept_4k),
             ("tdx.accept_2m", m.accept_2m),
             ("tdx.accept_size_mismatch", m.accept_size_mismatch),

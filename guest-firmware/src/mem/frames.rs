@@ -18,7 +18,7 @@ use crate::platform::Platform;
 use nacre_shared_abi::layout::{align_up, DIRECT_MAP_VA_BASE, PAGE_SIZE_2M, PAGE_SIZE_4K};
 use nacre_shared_abi::snp::psc::PageStateOp;
 use nacre_shared_abi::snp::rmp::{RmpError, RmpPageSize};
-use nacre_shared_abi::tdx::AcceptLevel;
+use nacre_shared_abi::tdx::{status, AcceptLevel};
 
 /// The per-4 KiB validated record.
 #[derive(Debug)]
@@ -157,39 +157,12 @@ impl Frames {
         &mut self.validated
     }
 
-    fn validate_4k(&mut self, gpa: u64, record: bool) -> Result<(), FwError> {
+    /// Validate or accept the 4 KiB page at `gpa`, recording it when `record`.
+    fn make_usable_4k(&mut self, how: Make, gpa: u64, record: bool) -> Result<(), FwError> {
         if record && self.validated.get(gpa) {
             return Err(FwError::DoubleValidation { gpa });
         }
-        // SAFETY: validating (not rescinding) a page nothing uses yet.
-        let r = unsafe { pvalidate(phys_to_virt(gpa), RmpPageSize::Size4K, true) };
-        match r.decode() {
-            Ok(true) => {}
-            Ok(false) => return Err(FwError::AlreadyValidated { gpa }),
-            Err(rc) => return Err(FwError::Pvalidate { gpa, rc }),
-        }
-        if record {
-            self.validated.set(gpa, true);
-        }
-        Ok(())
-    }
-
-    fn accept_tdx_4k(&mut self, gpa: u64, record: bool) -> Result<(), FwError> {
-        if record && self.validated.get(gpa) {
-            return Err(FwError::DoubleValidation { gpa });
-        }
-        // SAFETY: accepting a page nothing uses yet.
-        match unsafe { tdx::accept(gpa, AcceptLevel::L4K) } {
-            Accept::Done => {}
-            Accept::AlreadyAccepted => return Err(FwError::AlreadyValidated { gpa }),
-            Accept::SizeMismatch => {
-                return Err(FwError::Accept {
-                    gpa,
-                    status: 0xC000_0B0B,
-                })
-            }
-            Accept::Failed(status) => return Err(FwError::Accept { gpa, status }),
-        }
+        make_usable(how, gpa, false)?;
         if record {
             self.validated.set(gpa, true);
         }
@@ -223,74 +196,40 @@ impl Frames {
                 }
             }
         }
-        let snp = match plat {
-            Platform::Snp(snp) => snp,
-            Platform::Tdx(_) => return self.accept_tdx(gpa, len, record),
-        };
-        page_state_change(
-            snp,
-            gpa / PAGE_SIZE_4K,
-            len / PAGE_SIZE_4K,
-            PageStateOp::Private,
-        )?;
-        let end = gpa + len;
-        let mut at = gpa;
-        while at < end {
-            if !self.validate_4k_only && at.is_multiple_of(PAGE_SIZE_2M) && end - at >= PAGE_SIZE_2M
-            {
-                // SAFETY: validating a range nothing uses yet.
-                let r = unsafe { pvalidate(phys_to_virt(at), RmpPageSize::Size2M, true) };
-                match r.decode() {
-                    Ok(true) => {
-                        if record {
-                            self.validated.set_range(at, PAGE_SIZE_2M);
-                        }
-                    }
-                    Ok(false) => return Err(FwError::AlreadyValidated { gpa: at }),
-                    Err(Some(RmpError::FailSizeMismatch)) => {
-                        self.size_mismatches += 1;
-                        for p in (at..at + PAGE_SIZE_2M).step_by(PAGE_SIZE_4K as usize) {
-                            self.validate_4k(p, record)?;
-                        }
-                    }
-                    Err(rc) => return Err(FwError::Pvalidate { gpa: at, rc }),
-                }
-                at += PAGE_SIZE_2M;
-            } else {
-                self.validate_4k(at, record)?;
-                at += PAGE_SIZE_4K;
+        let how = match plat {
+            Platform::Snp(snp) => {
+                page_state_change(
+                    snp,
+                    gpa / PAGE_SIZE_4K,
+                    len / PAGE_SIZE_4K,
+                    PageStateOp::Private,
+                )?;
+                Make::Pvalidate
             }
-        }
-        Ok(())
-    }
-
-    /// TDX: accept `[gpa, gpa + len)` (private by default: no MapGPA needed), 2 MiB
-    /// at a time where aligned and allowed, 4 KiB on TDX_PAGE_SIZE_MISMATCH.
-    fn accept_tdx(&mut self, gpa: u64, len: u64, record: bool) -> Result<(), FwError> {
+            // TDX memory is private already: no MapGPA is needed before accepting.
+            Platform::Tdx(_) => Make::Accept,
+        };
         let end = gpa + len;
         let mut at = gpa;
         while at < end {
             if !self.validate_4k_only && at.is_multiple_of(PAGE_SIZE_2M) && end - at >= PAGE_SIZE_2M
             {
-                // SAFETY: accepting a range nothing uses yet.
-                match unsafe { tdx::accept(at, AcceptLevel::L2M) } {
-                    Accept::Done => {
+                match make_usable(how, at, true)? {
+                    Step::Done => {
                         if record {
                             self.validated.set_range(at, PAGE_SIZE_2M);
                         }
                     }
-                    Accept::AlreadyAccepted => return Err(FwError::AlreadyValidated { gpa: at }),
-                    Accept::SizeMismatch => {
+                    Step::SizeMismatch => {
                         self.size_mismatches += 1;
                         for p in (at..at + PAGE_SIZE_2M).step_by(PAGE_SIZE_4K as usize) {
-                            self.accept_tdx_4k(p, record)?;
+                            self.make_usable_4k(how, p, record)?;
                         }
                     }
-                    Accept::Failed(status) => return Err(FwError::Accept { gpa: at, status }),
                 }
                 at += PAGE_SIZE_2M;
             } else {
-                self.accept_tdx_4k(at, record)?;
+                self.make_usable_4k(how, at, record)?;
                 at += PAGE_SIZE_4K;
             }
         }
@@ -357,6 +296,61 @@ impl Frames {
         // SAFETY: the caller hands back a private frame it no longer maps.
         unsafe { (phys_to_virt(gpa) as *mut u64).write(self.free_head) };
         self.free_head = gpa;
+    }
+}
+
+/// The instruction that makes private memory usable on this platform.
+#[derive(Clone, Copy)]
+enum Make {
+    /// SEV-SNP: PVALIDATE (after a page-state change to private).
+    Pvalidate,
+    /// TDX: TDG.MEM.PAGE.ACCEPT.
+    Accept,
+}
+
+/// A 2 MiB attempt's outcome that is not an error.
+enum Step {
+    Done,
+    /// The host maps the region at 4 KiB: do it page by page.
+    SizeMismatch,
+}
+
+/// Validate or accept the page (2 MiB when `two_mib`) at `gpa`. "Already validated" or
+/// "already accepted" is an error: the caller's record says the page never was.
+fn make_usable(how: Make, gpa: u64, two_mib: bool) -> Result<Step, FwError> {
+    match how {
+        Make::Pvalidate => {
+            let size = if two_mib {
+                RmpPageSize::Size2M
+            } else {
+                RmpPageSize::Size4K
+            };
+            // SAFETY: validating (not rescinding) memory nothing uses yet.
+            match unsafe { pvalidate(phys_to_virt(gpa), size, true) }.decode() {
+                Ok(true) => Ok(Step::Done),
+                Ok(false) => Err(FwError::AlreadyValidated { gpa }),
+                Err(Some(RmpError::FailSizeMismatch)) if two_mib => Ok(Step::SizeMismatch),
+                Err(rc) => Err(FwError::Pvalidate { gpa, rc }),
+            }
+        }
+        Make::Accept => {
+            let level = if two_mib {
+                AcceptLevel::L2M
+            } else {
+                AcceptLevel::L4K
+            };
+            // SAFETY: accepting (and so zeroing) memory nothing uses yet.
+            match unsafe { tdx::accept(gpa, level) } {
+                Accept::Done => Ok(Step::Done),
+                Accept::AlreadyAccepted => Err(FwError::AlreadyValidated { gpa }),
+                Accept::SizeMismatch if two_mib => Ok(Step::SizeMismatch),
+                Accept::SizeMismatch => Err(FwError::Accept {
+                    gpa,
+                    status: status::class(status::PAGE_SIZE_MISMATCH),
+                }),
+                Accept::Failed(status) => Err(FwError::Accept { gpa, status }),
+            }
+        }
     }
 }
 

@@ -147,6 +147,53 @@ pub enum Access {
     Violation(&'static str),
 }
 
+/// KVM's invalidation protocol (`mmu_invalidate_seq`, `mmu_invalidate_in_progress`
+/// and the range under invalidation), shared by the SNP and the TDX MMU: every
+/// invalidation is bracketed by [`Invalidations::begin`] and [`Invalidations::end`],
+/// and a fault planned at sequence number `seq` checks [`Invalidations::stale`] before
+/// it installs anything.
+#[derive(Debug, Default)]
+pub(crate) struct Invalidations {
+    /// Bumped at the end of every invalidation.
+    pub(crate) seq: u64,
+    /// Invalidations in progress.
+    in_progress: u64,
+    /// The union of their ranges, `[start, end)` in GFNs.
+    range: (u64, u64),
+}
+
+impl Invalidations {
+    /// An invalidation of `[gfn, gfn + n)` starts.
+    pub(crate) fn begin(&mut self, gfn: u64, n: u64) {
+        let end = gfn.saturating_add(n);
+        self.range = if self.in_progress == 0 {
+            (gfn, end)
+        } else {
+            (self.range.0.min(gfn), self.range.1.max(end))
+        };
+        self.in_progress += 1;
+    }
+
+    /// One invalidation ends.
+    pub(crate) fn end(&mut self) {
+        self.seq += 1;
+        self.in_progress = self.in_progress.saturating_sub(1);
+    }
+
+    /// Whether an invalidation in flight covers any page of `[base, base + pages)`.
+    pub(crate) fn in_flight_over(&self, base: u64, pages: u64) -> bool {
+        self.in_progress > 0 && base < self.range.1 && self.range.0 < base.saturating_add(pages)
+    }
+
+    /// `mmu_invalidate_retry_gfn`, over the whole mapping `[base, base + pages)` a fault
+    /// planned at `seq` is about to install (not only the faulting page: a 2 MiB
+    /// mapping covers its neighbours): an invalidation is in flight over it, or one
+    /// finished since the fault was planned.
+    pub(crate) fn stale(&self, base: u64, pages: u64, seq: u64) -> bool {
+        self.in_flight_over(base, pages) || self.seq != seq
+    }
+}
+
 /// Mutable state behind the MMU lock (KVM's `mmu_lock` and friends in one).
 #[derive(Debug)]
 struct State {
@@ -155,12 +202,8 @@ struct State {
     rmp: Rmp,
     /// Largest mapping the backing supports.
     backing: Level,
-    /// Bumped at the end of every invalidation (`mmu_invalidate_seq`).
-    seq: u64,
-    /// Invalidations in progress (`mmu_invalidate_in_progress`) and the union of their
-    /// ranges.
-    in_progress: u64,
-    range: (u64, u64),
+    /// The invalidation protocol faults check before installing.
+    inv: Invalidations,
     stats: MmuStats,
     /// Whether a fault checks for a racing invalidation before installing. Always on,
     /// except in the test that shows the race check is what keeps mappings fresh.
@@ -200,9 +243,7 @@ impl Mmu {
                 tdp: Tdp::new(pages),
                 rmp: Rmp::new(pages),
                 backing,
-                seq: 0,
-                in_progress: 0,
-                range: (0, 0),
+                inv: Invalidations::default(),
                 stats: MmuStats::default(),
                 check_stale: true,
             }),
@@ -252,7 +293,7 @@ impl Mmu {
         let st = self.lock();
         // The sequence number is read before anything else, as `mmu_invalidate_seq` is
         // read before the attributes and the backing are looked at.
-        let seq = st.seq;
+        let seq = st.inv.seq;
         let plan = st.plan(gfn, kind)?;
         Ok(FaultTicket { gfn, seq, plan })
     }
@@ -305,7 +346,7 @@ impl Mmu {
         let mut touched: Option<(u64, u64)> = None;
         let mut at = gfn;
         while at < end {
-            if st.in_progress > 0 && st.range.0 <= at && at < st.range.1 {
+            if st.inv.in_flight_over(at, 1) {
                 // Being invalidated: leave it to a later fault.
                 at += 1;
                 continue;
@@ -353,7 +394,7 @@ impl Mmu {
         }
         // Runs of pages whose attribute changes: only these are touched.
         let runs = st.runs_other_than(gfn, n, kind);
-        st.begin(gfn, n);
+        st.inv.begin(gfn, n);
         let mut touched = (gfn, gfn + n);
         let mut converted = 0;
         for &(s, len) in &runs {
@@ -373,7 +414,7 @@ impl Mmu {
             safe.into_iter().try_for_each(|(s, len)| b.discard(s, len))
         });
         let mut st = self.lock();
-        st.end();
+        st.inv.end();
         discarded?;
         st.sync(b, touched.0, touched.1 - touched.0)?;
         Ok(Some(converted))
@@ -383,9 +424,9 @@ impl Mmu {
     /// swapped the backing): zap only. Returns the mappings removed.
     pub fn invalidate<B: Backing>(&self, b: &B, gfn: u64, n: u64) -> Result<u64, B::Error> {
         let mut st = self.lock();
-        st.begin(gfn, n);
+        st.inv.begin(gfn, n);
         let zapped = st.zap_mappings(gfn, n);
-        st.end();
+        st.inv.end();
         let count = zapped.len() as u64;
         let touched = zapped.iter().fold((gfn, gfn.saturating_add(n)), |r, m| {
             widen(r, Some((m.base, m.end())))
@@ -405,14 +446,14 @@ impl Mmu {
             return Ok(0);
         }
         let n = end - gfn;
-        st.begin(gfn, n);
+        st.inv.begin(gfn, n);
         let touched = widen((gfn, end), st.zap(gfn, n));
         st.make_hypervisor_owned(gfn, n);
         drop(st);
         let safe = self.lock().reclaimable_runs(gfn, n);
         let discarded = safe.into_iter().try_for_each(|(s, len)| b.discard(s, len));
         let mut st = self.lock();
-        st.end();
+        st.inv.end();
         discarded?;
         st.sync(b, touched.0, touched.1 - touched.0)?;
         Ok(n)
@@ -603,30 +644,10 @@ impl State {
         self.attrs.pages()
     }
 
-    fn begin(&mut self, gfn: u64, n: u64) {
-        let end = gfn.saturating_add(n);
-        self.range = if self.in_progress == 0 {
-            (gfn, end)
-        } else {
-            (self.range.0.min(gfn), self.range.1.max(end))
-        };
-        self.in_progress += 1;
-    }
-
-    fn end(&mut self) {
-        self.seq += 1;
-        self.in_progress = self.in_progress.saturating_sub(1);
-    }
-
-    /// `mmu_invalidate_retry_gfn`: an invalidation covering the GFN is in progress, or
-    /// one finished since the fault began.
-    /// Whether a fault planned with `t` must start over: an invalidation is in flight
-    /// over any page of the mapping it would install (not only the faulting page: a
-    /// 2 MiB mapping covers its neighbours), or one finished since it was planned.
+    /// Whether a fault planned with `t` must start over (see [`Invalidations::stale`]).
     fn stale(&self, t: FaultTicket) -> bool {
         let m = t.plan.mapping;
-        let overlaps = self.range.0 < m.end() && m.base < self.range.1;
-        (self.in_progress > 0 && overlaps) || self.seq != t.seq
+        self.inv.stale(m.base, m.level.pages(), t.seq)
     }
 
     /// Zap, returning the range covered by what was removed.
@@ -642,7 +663,7 @@ impl State {
     fn zap_mappings(&mut self, gfn: u64, n: u64) -> Vec<Mapping> {
         let removed = self.tdp.zap(gfn, n);
         self.stats.zaps += removed.len() as u64;
-        self.seq += 1;
+        self.inv.seq += 1;
         removed
     }
 

@@ -464,7 +464,7 @@ enum Op {
     },
 }
 
-fn kind_of(private: bool) -> Kind {
+pub(in crate::mmu) fn kind_of(private: bool) -> Kind {
     if private {
         Kind::Private
     } else {
@@ -472,9 +472,10 @@ fn kind_of(private: bool) -> Kind {
     }
 }
 
-const PAGES: u64 = 2048;
+/// Guest pages in the random walks (four 2 MiB regions), shared with the TDX MMU's.
+pub(in crate::mmu) const PAGES: u64 = 2048;
 
-fn gfn() -> impl Strategy<Value = u64> {
+pub(in crate::mmu) fn gfn() -> impl Strategy<Value = u64> {
     prop_oneof![
         4 => 0..PAGES,
         2 => (0..4u64).prop_map(|r| r * 512),
@@ -483,7 +484,7 @@ fn gfn() -> impl Strategy<Value = u64> {
     ]
 }
 
-fn count() -> impl Strategy<Value = u64> {
+pub(in crate::mmu) fn count() -> impl Strategy<Value = u64> {
     prop_oneof![
         3 => Just(1u64),
         2 => 1..16u64,

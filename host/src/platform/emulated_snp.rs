@@ -23,7 +23,7 @@ use zerocopy::{FromBytes, IntoBytes};
 /// The C-bit as a GPA mask.
 pub const C_BIT_MASK: u64 = 1 << EMULATED_SNP_C_BIT;
 
-pub use super::Stop;
+use super::Stop;
 
 /// State of the emulated SNP platform for one VM.
 #[derive(Debug)]

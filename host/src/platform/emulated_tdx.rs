@@ -31,9 +31,6 @@ pub const VMCALL_SUBFUNC_UNSUPPORTED: u64 = 0x8000_0000_0000_0003;
 /// `arch/x86/kvm/vmx/tdx.c`).
 pub const MAP_GPA_CHUNK: u64 = PAGE_SIZE_2M;
 
-/// TDCALL status classes not in shared-abi (Linux `arch/x86/include/asm/shared/tdx_errno.h`).
-const TDX_OPERAND_INVALID: u64 = status::OPERAND_INVALID;
-
 /// Instruction.IO direction "write" (GHCI 1.5, TDG.VP.VMCALL<Instruction.IO>: R13 = 1
 /// for OUT).
 const IO_WRITE: u64 = 1;
@@ -41,8 +38,6 @@ const IO_WRITE: u64 = 1;
 /// TDX counters (`tdx.*` and `sept.*` in `--stats-json`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TdxCounters {
-    /// TDCALLs handled (all leaves).
-    pub tdcalls: u64,
     /// MapGPA calls.
     pub map_gpa_calls: u64,
     /// MapGPA calls answered RETRY.
@@ -114,7 +109,6 @@ impl EmulatedTdx {
     /// One TDCALL, with the vCPU's registers as the instruction had them; updates
     /// them as the TDX module (or, for TDG.VP.VMCALL, the VMM) would.
     pub fn tdcall(&mut self, regs: &mut kvm_regs) -> Result<Option<Stop>, MemoryError> {
-        self.tdx.tdcalls += 1;
         match regs.rax {
             leaf::VP_INFO => {
                 regs.rax = status::SUCCESS;
@@ -135,7 +129,7 @@ impl EmulatedTdx {
             },
             leaf::VP_VMCALL => self.vmcall(regs),
             _ => {
-                regs.rax = TDX_OPERAND_INVALID;
+                regs.rax = status::OPERAND_INVALID;
                 Ok(None)
             }
         }
@@ -147,7 +141,7 @@ impl EmulatedTdx {
     /// on KVM_EXIT_MEMORY_FAULT and retried, or with `--strict-memory` a stop.
     fn accept(&mut self, rcx: u64) -> Result<Result<u64, Stop>, MemoryError> {
         let Some((gpa, level)) = AcceptLevel::decode(rcx) else {
-            return Ok(Ok(TDX_OPERAND_INVALID));
+            return Ok(Ok(status::OPERAND_INVALID));
         };
         for _ in 0..2 {
             match self.mmu.accept(&self.mem, gpa, level)? {

@@ -217,39 +217,41 @@ impl Platform for EmulatedTdx {
     }
 }
 
-fn step<P: Platform>(vcpu: &mut VcpuFd, snp: &mut P) -> Result<Option<Stop>, RunError> {
+fn step<P: Platform>(vcpu: &mut VcpuFd, guest: &mut P) -> Result<Option<Stop>, RunError> {
     let exit = vcpu.run()?;
     match exit {
         VcpuExit::IoOut(port, _) => {
-            snp.stats().exit("io");
+            guest.stats().exit("io");
             let Some(bell) = Doorbell::from_port(port) else {
                 return Err(RunError::Guest(format!(
                     "write to unknown I/O port {port:#x}"
                 )));
             };
-            snp.doorbell(vcpu, bell)
+            guest.doorbell(vcpu, bell)
         }
         VcpuExit::IoIn(_, data) => {
             // No devices: reads of any port float high.
-            snp.stats().exit("io");
+            guest.stats().exit("io");
             data.fill(0xFF);
             Ok(None)
         }
-        VcpuExit::MmioRead(addr, data) => memory_access(snp, addr, |mem, gpa| mem.read(gpa, data)),
+        VcpuExit::MmioRead(addr, data) => {
+            memory_access(guest, addr, |mem, gpa| mem.read(gpa, data))
+        }
         VcpuExit::MmioWrite(addr, data) => {
-            memory_access(snp, addr, |mem, gpa| mem.write(gpa, data))
+            memory_access(guest, addr, |mem, gpa| mem.write(gpa, data))
         }
         VcpuExit::X86Rdmsr(exit) => {
-            snp.stats().exit("msr");
-            match snp.rdmsr(exit.index) {
+            guest.stats().exit("msr");
+            match guest.rdmsr(exit.index) {
                 Some(v) => *exit.data = v,
                 None => *exit.error = 1,
             }
             Ok(None)
         }
         VcpuExit::X86Wrmsr(exit) => {
-            snp.stats().exit("msr");
-            if !snp.wrmsr(exit.index, exit.data) {
+            guest.stats().exit("msr");
+            if !guest.wrmsr(exit.index, exit.data) {
                 *exit.error = 1;
             }
             Ok(None)
@@ -262,7 +264,7 @@ fn step<P: Platform>(vcpu: &mut VcpuFd, snp: &mut P) -> Result<Option<Stop>, Run
             "KVM could not enter the guest (reason {reason:#x})"
         ))),
         VcpuExit::InternalError => {
-            if snp.emulation_failure(vcpu)? {
+            if guest.emulation_failure(vcpu)? {
                 return Ok(None);
             }
             let rip = vcpu.get_regs().map(|r| r.rip).unwrap_or(0);
@@ -287,15 +289,15 @@ fn step<P: Platform>(vcpu: &mut VcpuFd, snp: &mut P) -> Result<Option<Stop>, Run
 /// A guest access that hit a `PROT_NONE` view: a memory-rule stop, or, if the page
 /// has become accessible since (a stale mapping), the access completed on the memfd.
 fn memory_access<P: Platform>(
-    snp: &mut P,
+    guest: &mut P,
     addr: u64,
     complete: impl FnOnce(&GuestMemory, u64) -> Result<(), MemoryError>,
 ) -> Result<Option<Stop>, RunError> {
-    snp.stats().exit("npf");
-    if let Some(stop) = snp.memory_fault(addr)? {
+    guest.stats().exit("npf");
+    if let Some(stop) = guest.memory_fault(addr)? {
         return Ok(Some(stop));
     }
-    complete(snp.mem(), addr & !snp.view_bit())?;
+    complete(guest.mem(), addr & !guest.view_bit())?;
     Ok(None)
 }
 

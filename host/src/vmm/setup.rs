@@ -191,16 +191,8 @@ pub fn build(image: &LoadedImage, memory: u64) -> Result<Vm, SetupError> {
     // Fault the launched pages in before the first instruction (KVM_PRE_FAULT_MEMORY):
     // the firmware's code must be mapped to be fetched. Everything else is mapped by
     // the guest's own faults.
-    launched.sort_unstable();
-    launched.dedup();
-    let mut i = 0;
-    while let Some(&first) = launched.get(i) {
-        let mut n = 1;
-        while launched.get(i + n as usize) == Some(&(first + n)) {
-            n += 1;
-        }
+    for (first, n) in runs(launched) {
         snp.mmu.prefault(&snp.mem, first, n, Kind::Private)?;
-        i += n as usize;
     }
     if hostile == Some(Hostile::UnvalidatedBootInfo) {
         snp.unvalidate_page(nacre_shared_abi::layout::BOOT_INFO_GPA)?;
@@ -276,16 +268,8 @@ pub fn build_tdx(image: &LoadedImage, memory: u64) -> Result<Vm, SetupError> {
             .map_err(SetupError::Image)?;
         launched.push(image.param_gpa / PAGE_SIZE_4K);
     }
-    launched.sort_unstable();
-    launched.dedup();
-    let mut i = 0;
-    while let Some(&first) = launched.get(i) {
-        let mut n = 1;
-        while launched.get(i + n as usize) == Some(&(first + n)) {
-            n += 1;
-        }
+    for (first, n) in runs(launched) {
         tdx.mmu.prefault(&tdx.mem, first, n)?;
-        i += n as usize;
     }
     // TDH.MR.FINALIZE: the module's MRTD must be the one the image predicts (the
     // hostile parameter-page hook leaves the parameter page out on purpose).
@@ -323,14 +307,21 @@ pub fn build_tdx(image: &LoadedImage, memory: u64) -> Result<Vm, SetupError> {
 /// The first page the firmware accepts after the image (the start of its frame
 /// bitmap): where a hostile host pre-accepts a page in tests.
 fn hostile_gfn(image: &LoadedImage) -> u64 {
-    let end = image
-        .pages
-        .iter()
-        .filter(|p| p.gpa < TDX_MAX_GUEST_MEMORY)
-        .map(|p| p.gpa + PAGE_SIZE_4K)
-        .max()
-        .unwrap_or(0);
-    align_up(end, PAGE_SIZE_2M) / PAGE_SIZE_4K
+    align_up(image.boot_info.image_end, PAGE_SIZE_2M) / PAGE_SIZE_4K
+}
+
+/// The maximal runs `(first, count)` of consecutive GFNs in `gfns`.
+fn runs(mut gfns: Vec<u64>) -> Vec<(u64, u64)> {
+    gfns.sort_unstable();
+    gfns.dedup();
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for gfn in gfns {
+        match out.last_mut() {
+            Some((first, n)) if *first + *n == gfn => *n += 1,
+            _ => out.push((gfn, 1)),
+        }
+    }
+    out
 }
 
 fn hex(bytes: &[u8]) -> String {

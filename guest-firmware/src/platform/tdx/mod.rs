@@ -12,7 +12,7 @@ use crate::platform::hostcall::HostcallBuffer;
 use core::arch::asm;
 use nacre_shared_abi::hostcall::{HostcallHeader, HOSTCALL_PORT};
 use nacre_shared_abi::layout::PAGE_SIZE_4K;
-use nacre_shared_abi::tdx::{shared_bit, vmcall, AcceptLevel};
+use nacre_shared_abi::tdx::{shared_bit, status, vmcall, AcceptLevel};
 use tdx_guest::tdcall::TdCallError;
 use tdx_guest::tdvmcall::{IoSize, TdVmcallError};
 
@@ -111,9 +111,9 @@ pub unsafe fn accept(gpa: u64, level: AcceptLevel) -> Accept {
 /// The status class the crate decoded (for error messages).
 fn class_of(e: &TdCallError) -> u64 {
     match e {
-        TdCallError::TdxOperandBusy => 0x8000_0200,
-        TdCallError::TdxOperandInvalid => 0xC000_0100,
-        TdCallError::TdxPageSizeMismatch => 0xC000_0B0B,
+        TdCallError::TdxOperandBusy => status::CLASS_OPERAND_BUSY,
+        TdCallError::TdxOperandInvalid => status::CLASS_OPERAND_INVALID,
+        TdCallError::TdxPageSizeMismatch => status::class(status::PAGE_SIZE_MISMATCH),
         _ => 0xFFFF_FFFF,
     }
 }

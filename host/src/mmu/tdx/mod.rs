@@ -44,7 +44,7 @@ pub mod sept;
 
 use super::attributes::{Attributes, Kind};
 use super::tdp::{Level, Mapping, Tdp};
-use super::{Access, Backing};
+use super::{Access, Backing, Invalidations};
 use mirror::{Frozen, Mirror, MirrorEntry, Slot};
 use nacre_shared_abi::tdx::AcceptLevel;
 use sept::status::{self, OPERAND_BUSY, OPERAND_ID_RCX, OPERAND_INVALID, SUCCESS};
@@ -200,11 +200,8 @@ struct State {
     tdp: Tdp,
     /// Largest mapping the backing supports.
     backing: Level,
-    /// Bumped at the end of every invalidation (`mmu_invalidate_seq`).
-    seq: u64,
-    /// Invalidations in progress and the union of their ranges.
-    in_progress: u64,
-    range: (u64, u64),
+    /// The invalidation protocol faults check before installing.
+    inv: Invalidations,
     /// Whether a fault checks for a racing invalidation. Always on, except in tests.
     check_stale: bool,
 }
@@ -212,29 +209,6 @@ struct State {
 impl State {
     fn pages(&self) -> u64 {
         self.attrs.pages()
-    }
-
-    fn begin(&mut self, gfn: u64, n: u64) {
-        let end = gfn.saturating_add(n);
-        self.range = if self.in_progress == 0 {
-            (gfn, end)
-        } else {
-            (self.range.0.min(gfn), self.range.1.max(end))
-        };
-        self.in_progress += 1;
-    }
-
-    fn end(&mut self) {
-        self.seq += 1;
-        self.in_progress = self.in_progress.saturating_sub(1);
-    }
-
-    /// `mmu_invalidate_retry_gfn`, over the whole mapping `[base, base + pages)` a
-    /// fault is about to install: a 2 MiB AUG on one page of a region must not land on
-    /// other pages of it that an invalidation is converting or discarding.
-    fn stale(&self, base: u64, pages: u64, seq: u64) -> bool {
-        let overlaps = base < self.range.1 && self.range.0 < base.saturating_add(pages);
-        (self.in_progress > 0 && overlaps) || self.seq != seq
     }
 
     /// The largest level at which `gfn` may be mapped shared.
@@ -302,9 +276,7 @@ impl TdxMmu {
                 attrs: Attributes::new(pages, Kind::Private),
                 tdp: Tdp::new(pages),
                 backing,
-                seq: 0,
-                in_progress: 0,
-                range: (0, 0),
+                inv: Invalidations::default(),
                 check_stale: true,
             }),
             mirror: Mirror::new(pages),
@@ -482,7 +454,7 @@ impl TdxMmu {
         kind: Kind,
         max: Level,
     ) -> Result<FaultTicket, TdxFault> {
-        let seq = st.seq;
+        let seq = st.inv.seq;
         let level = self.plan(st, gfn, kind, max)?;
         Ok(FaultTicket {
             gfn,
@@ -553,7 +525,7 @@ impl TdxMmu {
             Kind::Shared => {
                 let mut st = self.lock();
                 let base = t.level.base(t.gfn);
-                if st.check_stale && st.stale(base, t.level.pages(), t.seq) {
+                if st.check_stale && st.inv.stale(base, t.level.pages(), t.seq) {
                     bump(&self.c.fault_retries, 1);
                     return Ok(None);
                 }
@@ -663,7 +635,7 @@ impl TdxMmu {
         self.mirror.window();
         if let Some(seq) = seq {
             let st = self.lock();
-            if st.check_stale && st.stale(level.base(gfn), level.pages(), seq) {
+            if st.check_stale && st.inv.stale(level.base(gfn), level.pages(), seq) {
                 drop(st);
                 frozen.restore();
                 bump(&self.c.fault_retries, 1);
@@ -926,7 +898,7 @@ impl TdxMmu {
             return Ok(Some(0));
         }
         let runs = st.runs_other_than(gfn, n, kind);
-        st.begin(gfn, n);
+        st.inv.begin(gfn, n);
         let mut touched = (gfn, gfn + n);
         let mut converted = 0;
         for &(s, len) in &runs {
@@ -948,7 +920,7 @@ impl TdxMmu {
             })
         });
         let mut st = self.lock();
-        st.end();
+        st.inv.end();
         done?;
         self.sync(&st, b, touched.0, touched.1 - touched.0)?;
         Ok(Some(converted))
@@ -960,9 +932,9 @@ impl TdxMmu {
     pub fn invalidate<B: Backing>(&self, b: &B, gfn: u64, n: u64) -> Result<u64, B::Error> {
         let _g = self.enter();
         let mut st = self.lock();
-        st.begin(gfn, n);
+        st.inv.begin(gfn, n);
         let removed = self.zap_shared(&mut st, gfn, n);
-        st.end();
+        st.inv.end();
         let touched = widen((gfn, gfn.saturating_add(n)), &removed);
         self.sync(&st, b, touched.0, touched.1 - touched.0)?;
         Ok(removed.len() as u64)
@@ -980,7 +952,7 @@ impl TdxMmu {
             return Ok(0);
         }
         let n = end - gfn;
-        st.begin(gfn, n);
+        st.inv.begin(gfn, n);
         let removed = self.zap_shared(&mut st, gfn, n);
         let touched = widen((gfn, end), &removed);
         let closed = self.sync(&st, b, touched.0, touched.1 - touched.0);
@@ -989,7 +961,7 @@ impl TdxMmu {
             .and_then(|()| self.zap_private(b, gfn, n))
             .and_then(|()| self.discard(b, gfn, n));
         let mut st = self.lock();
-        st.end();
+        st.inv.end();
         done?;
         self.sync(&st, b, touched.0, touched.1 - touched.0)?;
         Ok(n)

@@ -476,34 +476,7 @@ enum Op {
     },
 }
 
-fn kind_of(private: bool) -> Kind {
-    if private {
-        Kind::Private
-    } else {
-        Kind::Shared
-    }
-}
-
-const PAGES: u64 = 2048;
-
-fn gfn() -> impl Strategy<Value = u64> {
-    prop_oneof![
-        4 => 0..PAGES,
-        2 => (0..4u64).prop_map(|r| r * 512),
-        1 => (0..4u64, 0..3u64).prop_map(|(r, d)| r * 512 + 511 - d),
-        1 => PAGES - 2..PAGES + 600,
-    ]
-}
-
-fn count() -> impl Strategy<Value = u64> {
-    prop_oneof![
-        3 => Just(1u64),
-        2 => 1..16u64,
-        2 => Just(512u64),
-        1 => Just(1024u64),
-        1 => 0..PAGES + 8,
-    ]
-}
+use crate::mmu::tests::{count, gfn, kind_of, PAGES};
 
 fn accept_operand() -> impl Strategy<Value = (u64, AcceptLevel)> {
     prop_oneof![
@@ -888,10 +861,10 @@ fn a_2m_fault_retries_while_any_page_of_its_region_is_being_invalidated() {
     let b = TestBacking::new(&mmu);
     let t = mmu.fault_begin(600, Kind::Private).expect("plan");
     assert_eq!(t.level, Level::L2M);
-    mmu.lock().begin(700, 1);
+    mmu.lock().inv.begin(700, 1);
     assert_eq!(mmu.fault_finish(&b, t), Ok(None), "must retry");
     assert_eq!(mmu.sept_leaf(700), None);
-    mmu.lock().end();
+    mmu.lock().inv.end();
     assert!(matches!(
         mmu.fault(&b, 600, Kind::Private),
         Ok(TdxFault::Mapped(Mapping {
