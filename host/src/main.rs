@@ -30,7 +30,8 @@ fn demo(start: Instant) -> anyhow::Result<u8> {
         "nacre demo: 1/3 the bundled app is a static C program (tests/apps/hello.c, {} bytes)",
         nacre_host::DEMO_APP.len()
     );
-    let image = cli::package::build(nacre_host::DEMO_APP, "hello", &[], &[], 0)?;
+    let files = cli::package::file_tree("hello", &[])?;
+    let image = cli::package::build(nacre_host::DEMO_APP, "hello", &[], &[], &files, 0)?;
     std::fs::write(&image_path, &image)?;
     eprintln!(
         "nacre demo: 2/3 packaged it with the firmware into {} ({} bytes)",

@@ -1,8 +1,11 @@
-//! nacre's image loader: packages a firmware ELF, a static x86-64 Linux app and its
-//! arguments into one IGVM file, and parses and checks such a file for the host.
+//! nacre's image loader: packages a firmware ELF, a static x86-64 Linux app, its
+//! arguments and a read-only file tree into one IGVM file, and parses and checks such a
+//! file for the host.
 //!
 //! * [`elf`] checks the app (static `ET_EXEC` or static-pie) and the firmware (linked at
 //!   its physical load address in the kernel half).
+//! * [`filetree`] encodes the read-only file tree an image carries for the app
+//!   ([`FileTreeBuilder`]).
 //! * [`image`] builds the IGVM file ([`build_image`]) and loads one platform's view of
 //!   it back ([`load_image`]) into the list of measured pages, the boot handoff and the
 //!   BSP's initial state (SEV-SNP) or launch measurement (TDX) that the host replays
@@ -19,6 +22,7 @@
 //! MRTD.
 
 pub mod elf;
+pub mod filetree;
 pub mod image;
 pub mod measure;
 pub mod pagetable;
@@ -27,6 +31,7 @@ mod testelf;
 pub mod vmsa;
 
 pub use elf::{check_app_elf, AppInfo, ElfError};
+pub use filetree::{FileTreeBuilder, TreeBuildError, TreeSummary};
 pub use image::{
     build_image, image_platforms, load_image, ImageError, ImagePage, LoadedImage, PackageInput,
     PageContents,

@@ -12,7 +12,7 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 /// `BootInfo::magic`.
 pub const BOOT_INFO_MAGIC: [u8; 8] = *b"NACREBT1";
 /// `BootInfo::version` this firmware understands.
-pub const BOOT_INFO_VERSION: u32 = 1;
+pub const BOOT_INFO_VERSION: u32 = 2;
 
 /// The confidential-computing platform an image (or one platform's view of it) is for.
 /// Recorded in the measured [`BootInfo`], never taken from the host.
@@ -70,8 +70,11 @@ pub struct BootInfo {
     /// VMSA (see the loader, `nacre-loader`'s `image` module). The loader checks it; [`BootInfo::check`]
     /// does not look at it.
     pub image_digest: [u8; 32],
-    /// Reserved, zero.
-    pub reserved: [u64; 2],
+    /// GPA of the read-only file tree ([`crate::filetree`]): 4 KiB aligned, after the
+    /// argument blob.
+    pub fs_gpa: u64,
+    /// Length in bytes of the file tree (at least its 64-byte header).
+    pub fs_size: u64,
 }
 
 const _: () = assert!(core::mem::size_of::<BootInfo>() == 128);
@@ -81,7 +84,8 @@ const _: () = assert!(core::mem::offset_of!(BootInfo, app_gpa) == 0x20);
 const _: () = assert!(core::mem::offset_of!(BootInfo, image_end) == 0x40);
 const _: () = assert!(core::mem::offset_of!(BootInfo, min_memory) == 0x48);
 const _: () = assert!(core::mem::offset_of!(BootInfo, image_digest) == 0x50);
-const _: () = assert!(core::mem::offset_of!(BootInfo, reserved) == 0x70);
+const _: () = assert!(core::mem::offset_of!(BootInfo, fs_gpa) == 0x70);
+const _: () = assert!(core::mem::offset_of!(BootInfo, fs_size) == 0x78);
 
 /// [`BootInfo::flags`]: validate guest memory one 4 KiB page at a time instead of
 /// 2 MiB at a time (slower; exercises the host's PSMASH path the way guests that work
@@ -121,10 +125,14 @@ impl BootInfo {
         let end = |gpa: u64, size: u64| gpa.checked_add(size).ok_or(BootInfoError::BadRegion);
         let app_end = end(self.app_gpa, self.app_size)?;
         let args_end = end(self.args_gpa, self.args_size)?;
+        let fs_end = end(self.fs_gpa, self.fs_size)?;
         let ok = self.app_size > 0
             && self.app_gpa >= self.firmware_end
             && self.args_gpa >= app_end
-            && args_end <= self.image_end
+            && self.fs_gpa >= args_end
+            && self.fs_gpa.is_multiple_of(crate::layout::PAGE_SIZE_4K)
+            && self.fs_size >= crate::filetree::HEADER_SIZE
+            && fs_end <= self.image_end
             && self.image_end.is_multiple_of(crate::layout::PAGE_SIZE_4K)
             && self.image_end <= self.min_memory;
         if !ok {
@@ -345,21 +353,24 @@ mod tests {
             delta(),
             prop_oneof![1 => Just(0u64), 4 => delta()],
             delta(),
+            prop_oneof![1 => Just(0u64), 1 => Just(64u64), 4 => delta()],
+            delta(),
             delta(),
         );
         let flags = prop_oneof![Just(0u32), Just(BOOT_FLAG_VALIDATE_4K), any::<u32>()];
         (header, regions, any::<[u8; 32]>(), flags).prop_map(
             |(
                 (magic, version, platform, c_bit),
-                (fw_end, d_app, app_size, d_args, args_size, d_img, d_mem),
+                (fw_end, d_app, app_size, d_args, args_size, d_fs, fs_size, d_img, d_mem),
                 image_digest,
                 flags,
             )| {
                 let app_gpa = fw_end.wrapping_add(d_app);
                 let args_gpa = app_gpa.wrapping_add(app_size).wrapping_add(d_args);
                 let args_end = args_gpa.wrapping_add(args_size);
-                let image_end = (args_end.wrapping_add(PAGE_SIZE_4K - 1) & !(PAGE_SIZE_4K - 1))
-                    .wrapping_add(d_img);
+                let page_up = |x: u64| x.wrapping_add(PAGE_SIZE_4K - 1) & !(PAGE_SIZE_4K - 1);
+                let fs_gpa = page_up(args_end).wrapping_add(d_fs);
+                let image_end = page_up(fs_gpa.wrapping_add(fs_size)).wrapping_add(d_img);
                 BootInfo {
                     magic,
                     version,
@@ -374,7 +385,8 @@ mod tests {
                     image_end,
                     min_memory: image_end.wrapping_add(d_mem),
                     image_digest,
-                    reserved: [0; 2],
+                    fs_gpa,
+                    fs_size,
                 }
             },
         )
@@ -387,7 +399,10 @@ mod tests {
             let regions_ok = b.app_size > 0
                 && b.app_gpa >= b.firmware_end
                 && wide(b.app_gpa) + wide(b.app_size) <= wide(b.args_gpa)
-                && wide(b.args_gpa) + wide(b.args_size) <= wide(b.image_end)
+                && wide(b.args_gpa) + wide(b.args_size) <= wide(b.fs_gpa)
+                && b.fs_gpa % PAGE_SIZE_4K == 0
+                && b.fs_size >= 64
+                && wide(b.fs_gpa) + wide(b.fs_size) <= wide(b.image_end)
                 && b.image_end % PAGE_SIZE_4K == 0
                 && b.image_end <= b.min_memory;
             let expected = if b.magic != BOOT_INFO_MAGIC {

@@ -6,6 +6,8 @@
 //!   firmware agree on;
 //! - [`boot`]: the loader-to-firmware boot handoff (measured) and the host parameter
 //!   page (unmeasured, validated by the firmware);
+//! - [`filetree`]: the read-only file tree packaged into the measured image, its
+//!   decoder and the Linux path walk over it;
 //! - [`doorbell`]: the I/O-port doorbell that replaces trapping instructions
 //!   (PVALIDATE, RMPADJUST, VMGEXIT, TDCALL) on the emulated platforms;
 //! - [`hostcall`]: the shared console/exit buffer between firmware and host;
@@ -23,6 +25,7 @@ extern crate std;
 
 pub mod boot;
 pub mod doorbell;
+pub mod filetree;
 pub mod hostcall;
 pub mod layout;
 pub mod snp;

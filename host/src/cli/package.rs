@@ -1,13 +1,25 @@
 //! `nacre package`.
 
 use anyhow::{bail, Context};
-use std::path::PathBuf;
+use nacre_loader::{FileTreeBuilder, TreeBuildError, TreeSummary};
+use std::ffi::{OsStr, OsString};
+use std::fs::Metadata;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use thiserror::Error;
 
 /// Arguments of `nacre package`.
 #[derive(Debug, clap::Args)]
-#[command(
-    after_help = "Example:\n  gcc -static -O2 hello.c -o hello\n  nacre package hello -o hello.igvm --arg world --env GREETING=hi"
-)]
+#[command(after_help = "\
+Examples:
+  gcc -static -O2 hello.c -o hello
+  nacre package hello -o hello.igvm --arg world --env GREETING=hi
+  nacre package server -o server.igvm --file ./data:/data --file config.toml:/etc/app/config.toml
+
+The app sees the packaged files read-only at their guest paths, itself at /app/NAME
+(NAME is its file name); /dev and /proc are provided by nacre. The files are part of the
+image's measurement: changing any byte or permission changes it.")]
 pub struct PackageArgs {
     /// The app: a statically linked x86-64 Linux executable (static or static-pie).
     pub app: PathBuf,
@@ -20,6 +32,15 @@ pub struct PackageArgs {
     /// An environment variable for the app as KEY=VALUE (repeat for more).
     #[arg(long = "env", value_name = "KEY=VALUE")]
     pub env: Vec<String>,
+    /// Put a host file or directory into the image, read-only, at GUEST (repeat for more).
+    ///
+    /// HOST:GUEST is split at the last ':'; GUEST is an absolute guest path. A file
+    /// becomes GUEST, or goes into GUEST when GUEST ends with '/'; a directory's contents
+    /// go under GUEST, recursively, following symbolic links. Permission bits are kept;
+    /// owners and timestamps are not. Nothing may go under /dev or /proc, or at the app's
+    /// own /app/NAME.
+    #[arg(long = "file", value_name = "HOST:GUEST")]
+    pub files: Vec<OsString>,
     /// How the firmware validates (SNP) or accepts (TDX) memory: in 2 MiB pages, falling
     /// back to 4 KiB where the host's page size requires it, or always page by page
     /// (slower; the host then splits its 2 MiB RMP entries, as it must for guests that
@@ -49,12 +70,299 @@ impl PageValidation {
     }
 }
 
-/// Build the image bytes (measured: the firmware, app, arguments, environment).
+/// Why a `--file` cannot be packaged.
+#[derive(Debug, Error)]
+pub enum FileArgError {
+    /// No ':' in the argument.
+    #[error("--file {arg} is not HOST:GUEST (for example --file ./data:/data)")]
+    NotHostGuest {
+        /// The argument, lossily as UTF-8.
+        arg: String,
+    },
+    /// Nothing before the last ':'.
+    #[error("--file {arg} has no host path before the last ':'")]
+    EmptyHost {
+        /// The argument, lossily as UTF-8.
+        arg: String,
+    },
+    /// The guest path is not absolute.
+    #[error("--file {arg}: the guest path {guest:?} after the last ':' must start with '/'")]
+    GuestNotAbsolute {
+        /// The argument, lossily as UTF-8.
+        arg: String,
+        /// The guest part, lossily as UTF-8.
+        guest: String,
+    },
+    /// A host path cannot be read (missing, unreadable, ...).
+    #[error("cannot read {}", .path.display())]
+    Io {
+        /// The host path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A symbolic link whose target does not exist.
+    #[error("{} is a symbolic link to a path that does not exist", .path.display())]
+    DanglingSymlink {
+        /// The link.
+        path: PathBuf,
+    },
+    /// A symbolic link that resolves to itself through other links.
+    #[error("{} is a symbolic link that loops (too many levels of links)", .path.display())]
+    SymlinkLoop {
+        /// The link.
+        path: PathBuf,
+    },
+    /// A directory reached again inside itself through a symbolic link.
+    #[error(
+        "{} leads back to {}, a directory it is inside of (a symbolic link loop)",
+        .path.display(),
+        .ancestor.display()
+    )]
+    DirectoryLoop {
+        /// Where the walk met the directory again.
+        path: PathBuf,
+        /// The directory, as first reached.
+        ancestor: PathBuf,
+    },
+    /// Neither a regular file nor a directory.
+    #[error("{} is a {kind}; only regular files and directories can be packaged", .path.display())]
+    Unsupported {
+        /// The host path.
+        path: PathBuf,
+        /// What it is.
+        kind: &'static str,
+    },
+    /// A host file without a file name given a guest directory (`GUEST/`).
+    #[error(
+        "{} has no file name to put under {guest}; give the whole guest path",
+        .path.display()
+    )]
+    NoFileName {
+        /// The host path.
+        path: PathBuf,
+        /// The guest directory, lossily as UTF-8.
+        guest: String,
+    },
+    /// The file tree refused an entry.
+    #[error("cannot put {} into the image as {guest}", .host.display())]
+    Tree {
+        /// The host path.
+        host: PathBuf,
+        /// The guest path, lossily as UTF-8.
+        guest: String,
+        /// Why.
+        #[source]
+        source: TreeBuildError,
+    },
+}
+
+/// One `--file HOST:GUEST`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileMapping {
+    /// The host file or directory.
+    pub host: PathBuf,
+    /// The absolute guest path (a trailing '/' puts a host file into that directory).
+    pub guest: Vec<u8>,
+}
+
+fn lossy(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+impl FileMapping {
+    /// Parse `HOST:GUEST`, split at the last ':' (guest paths are absolute and rarely
+    /// hold a ':'; host paths may).
+    pub fn parse(arg: &OsStr) -> Result<Self, FileArgError> {
+        let bytes = arg.as_bytes();
+        let Some(colon) = bytes.iter().rposition(|&b| b == b':') else {
+            return Err(FileArgError::NotHostGuest { arg: lossy(bytes) });
+        };
+        let (host, guest) = (&bytes[..colon], &bytes[colon + 1..]);
+        if host.is_empty() {
+            return Err(FileArgError::EmptyHost { arg: lossy(bytes) });
+        }
+        if !guest.starts_with(b"/") {
+            return Err(FileArgError::GuestNotAbsolute {
+                arg: lossy(bytes),
+                guest: lossy(guest),
+            });
+        }
+        Ok(Self {
+            host: PathBuf::from(OsStr::from_bytes(host)),
+            guest: guest.to_vec(),
+        })
+    }
+}
+
+/// The file tree of an image: nacre's entries, the app at `/app/<argv0>`, and every
+/// `--file` in order.
+pub fn file_tree(argv0: &str, files: &[FileMapping]) -> anyhow::Result<FileTreeBuilder> {
+    let mut tree = FileTreeBuilder::new(argv0.as_bytes())
+        .with_context(|| format!("the app's name {argv0:?} cannot be used in the file tree"))?;
+    for mapping in files {
+        add_mapping(&mut tree, mapping)?;
+    }
+    Ok(tree)
+}
+
+/// The metadata of `path`, following symbolic links, with errors that say which link
+/// is broken.
+fn metadata(path: &Path) -> Result<Metadata, FileArgError> {
+    match std::fs::metadata(path) {
+        Ok(meta) => Ok(meta),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => Err(FileArgError::SymlinkLoop {
+            path: path.to_path_buf(),
+        }),
+        Err(e)
+            if e.kind() == std::io::ErrorKind::NotFound
+                && std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) =>
+        {
+            Err(FileArgError::DanglingSymlink {
+                path: path.to_path_buf(),
+            })
+        }
+        Err(source) => Err(FileArgError::Io {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// What a host file that is neither a regular file nor a directory is.
+fn kind_name(meta: &Metadata) -> &'static str {
+    let t = meta.file_type();
+    if t.is_fifo() {
+        "named pipe (FIFO)"
+    } else if t.is_socket() {
+        "socket"
+    } else if t.is_block_device() {
+        "block device"
+    } else if t.is_char_device() {
+        "character device"
+    } else {
+        "special file"
+    }
+}
+
+/// Add one `--file` to `tree`.
+pub fn add_mapping(tree: &mut FileTreeBuilder, mapping: &FileMapping) -> Result<(), FileArgError> {
+    let host = &mapping.host;
+    let meta = metadata(host)?;
+    if meta.is_dir() {
+        // "/data/" and "/data" name the same directory; "/" stays the root.
+        let mut guest = mapping.guest.as_slice();
+        while guest.len() > 1 && guest.ends_with(b"/") {
+            guest = &guest[..guest.len() - 1];
+        }
+        let mut ancestors = Vec::new();
+        add_dir(tree, host, guest, &meta, &mut ancestors)
+    } else if meta.is_file() {
+        let mut guest = mapping.guest.clone();
+        if guest.ends_with(b"/") {
+            let name = host.file_name().ok_or_else(|| FileArgError::NoFileName {
+                path: host.clone(),
+                guest: lossy(&guest),
+            })?;
+            guest.extend_from_slice(name.as_bytes());
+        }
+        add_file(tree, host, &guest, &meta)
+    } else {
+        Err(FileArgError::Unsupported {
+            path: host.clone(),
+            kind: kind_name(&meta),
+        })
+    }
+}
+
+/// The permission bits of a host file (no type bits, owners or times).
+fn permissions(meta: &Metadata) -> u32 {
+    meta.permissions().mode() & 0o7777
+}
+
+fn add_file(
+    tree: &mut FileTreeBuilder,
+    host: &Path,
+    guest: &[u8],
+    meta: &Metadata,
+) -> Result<(), FileArgError> {
+    let data = std::fs::read(host).map_err(|source| FileArgError::Io {
+        path: host.to_path_buf(),
+        source,
+    })?;
+    tree.add_file(guest, data, permissions(meta))
+        .map_err(|source| FileArgError::Tree {
+            host: host.to_path_buf(),
+            guest: lossy(guest),
+            source,
+        })
+}
+
+/// Add the directory `host` as `guest` and everything in it, in name order.
+/// `ancestors` are the directories being walked, by (device, inode): meeting one again
+/// through a symbolic link would never end.
+fn add_dir(
+    tree: &mut FileTreeBuilder,
+    host: &Path,
+    guest: &[u8],
+    meta: &Metadata,
+    ancestors: &mut Vec<((u64, u64), PathBuf)>,
+) -> Result<(), FileArgError> {
+    let id = (meta.dev(), meta.ino());
+    if let Some((_, ancestor)) = ancestors.iter().find(|(a, _)| *a == id) {
+        return Err(FileArgError::DirectoryLoop {
+            path: host.to_path_buf(),
+            ancestor: ancestor.clone(),
+        });
+    }
+    tree.add_dir(guest, permissions(meta))
+        .map_err(|source| FileArgError::Tree {
+            host: host.to_path_buf(),
+            guest: lossy(guest),
+            source,
+        })?;
+    let io = |source| FileArgError::Io {
+        path: host.to_path_buf(),
+        source,
+    };
+    let mut names = std::fs::read_dir(host)
+        .map_err(io)?
+        .map(|entry| entry.map(|e| e.file_name()))
+        .collect::<Result<Vec<OsString>, _>>()
+        .map_err(io)?;
+    names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    ancestors.push((id, host.to_path_buf()));
+    for name in names {
+        let host = host.join(&name);
+        let mut child = guest.to_vec();
+        if child != b"/" {
+            child.push(b'/');
+        }
+        child.extend_from_slice(name.as_bytes());
+        let meta = metadata(&host)?;
+        if meta.is_dir() {
+            add_dir(tree, &host, &child, &meta, ancestors)?;
+        } else if meta.is_file() {
+            add_file(tree, &host, &child, &meta)?;
+        } else {
+            return Err(FileArgError::Unsupported {
+                path: host,
+                kind: kind_name(&meta),
+            });
+        }
+    }
+    ancestors.pop();
+    Ok(())
+}
+
+/// Build the image bytes (measured: the firmware, app, arguments, environment, files).
 pub fn build(
     app_bytes: &[u8],
     argv0: &str,
     args: &[String],
     env: &[String],
+    files: &FileTreeBuilder,
     flags: u32,
 ) -> anyhow::Result<Vec<u8>> {
     for e in env {
@@ -63,6 +371,7 @@ pub fn build(
         }
     }
     nacre_loader::check_app_elf(app_bytes)?;
+    let file_tree = files.build()?;
     let mut argv = vec![argv0.as_bytes().to_vec()];
     argv.extend(args.iter().map(|a| a.as_bytes().to_vec()));
     let input = nacre_loader::PackageInput {
@@ -71,8 +380,35 @@ pub fn build(
         args: argv,
         env: env.iter().map(|e| e.as_bytes().to_vec()).collect(),
         flags,
+        file_tree: &file_tree,
     };
     Ok(nacre_loader::build_image(&input)?)
+}
+
+/// A byte count for people: "812 bytes", "4.0 KiB", "1.2 MiB", "3.5 GiB".
+pub fn human_size(bytes: u64) -> String {
+    const UNITS: [(&str, u64); 3] = [("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
+    for (unit, size) in UNITS {
+        if bytes >= size {
+            // Display only: the precision of f64 is plenty.
+            return format!("{:.1} {unit}", bytes as f64 / size as f64);
+        }
+    }
+    format!("{bytes} bytes")
+}
+
+/// " with 3 files and 2 directories (1.2 MiB)", or nothing when no file was added.
+fn summary_text(s: &TreeSummary) -> String {
+    if s.files == 0 && s.directories == 0 {
+        return String::new();
+    }
+    let plural = |n: u64, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+    format!(
+        " with {} and {} ({})",
+        plural(s.files, "file", "files"),
+        plural(s.directories, "directory", "directories"),
+        human_size(s.file_bytes)
+    )
 }
 
 /// Run `nacre package`.
@@ -83,17 +419,365 @@ pub fn run(a: &PackageArgs) -> anyhow::Result<()> {
         .app
         .file_name()
         .map_or_else(|| "app".to_string(), |n| n.to_string_lossy().into_owned());
-    let image = build(&bytes, &argv0, &a.args, &a.env, a.page_validation.flags())
-        .with_context(|| format!("cannot package {}", a.app.display()))?;
+    let mappings = a
+        .files
+        .iter()
+        .map(|f| FileMapping::parse(f))
+        .collect::<Result<Vec<_>, _>>()?;
+    let package = || -> anyhow::Result<(Vec<u8>, TreeSummary)> {
+        let tree = file_tree(&argv0, &mappings)?;
+        let image = build(
+            &bytes,
+            &argv0,
+            &a.args,
+            &a.env,
+            &tree,
+            a.page_validation.flags(),
+        )?;
+        Ok((image, tree.summary()))
+    };
+    let (image, summary) =
+        package().with_context(|| format!("cannot package {}", a.app.display()))?;
     let tmp = a.output.with_extension("igvm.partial");
-    std::fs::write(&tmp, &image).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, &a.output)
-        .with_context(|| format!("cannot write {}", a.output.display()))?;
+    let written = std::fs::write(&tmp, &image)
+        .with_context(|| format!("cannot write {}", tmp.display()))
+        .and_then(|()| {
+            std::fs::rename(&tmp, &a.output)
+                .with_context(|| format!("cannot write {}", a.output.display()))
+        });
+    if let Err(e) = written {
+        // Leave no partial image behind; the error above says what went wrong.
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
     eprintln!(
-        "nacre: packaged {} ({} bytes) into {}",
+        "nacre: packaged {} ({} bytes){} into {}",
         a.app.display(),
         image.len(),
+        summary_text(&summary),
         a.output.display()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nacre_shared_abi::filetree::{FileTree, InodeKind, Resolved};
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    /// A fresh, empty scratch directory for one test.
+    fn scratch(name: &str) -> PathBuf {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "nacre-package-{}-{}-{name}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn write(path: &Path, bytes: &[u8], mode: u32) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, bytes).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    fn mapping(host: &Path, guest: &str) -> FileMapping {
+        FileMapping {
+            host: host.to_path_buf(),
+            guest: guest.as_bytes().to_vec(),
+        }
+    }
+
+    /// `(kind, mode, file bytes)` at `path` in the encoded tree, or `None`.
+    fn entry(blob: &[u8], path: &str) -> Option<(InodeKind, u16, Vec<u8>)> {
+        let tree = FileTree::parse(blob).unwrap();
+        let Ok(Resolved::Inode(i)) = tree.resolve(0, path.as_bytes(), |_, _| None::<()>) else {
+            return None;
+        };
+        let inode = tree.inode(i).unwrap();
+        let bytes = tree
+            .file_bytes(&inode)
+            .map(<[u8]>::to_vec)
+            .unwrap_or_default();
+        Some((inode.kind().unwrap(), inode.mode, bytes))
+    }
+
+    fn tree_of(files: &[FileMapping]) -> Result<Vec<u8>, FileArgError> {
+        let mut tree = FileTreeBuilder::new(b"hello").unwrap();
+        for m in files {
+            add_mapping(&mut tree, m)?;
+        }
+        Ok(tree.build().unwrap())
+    }
+
+    #[test]
+    fn host_guest_parsing() {
+        let parse = |s: &str| FileMapping::parse(OsStr::new(s));
+        assert_eq!(
+            parse("./data:/data").unwrap(),
+            FileMapping {
+                host: PathBuf::from("./data"),
+                guest: b"/data".to_vec()
+            }
+        );
+        // The last ':' splits: host paths may hold one.
+        let m = parse("a:b/c.txt:/etc/c.txt").unwrap();
+        assert_eq!(m.host, PathBuf::from("a:b/c.txt"));
+        assert_eq!(m.guest, b"/etc/c.txt");
+        assert_eq!(parse("x:/").unwrap().guest, b"/");
+        assert_eq!(parse("x:/etc/").unwrap().guest, b"/etc/");
+        // Non-UTF-8 host paths are fine.
+        let raw = FileMapping::parse(OsStr::from_bytes(b"\xff\xfe:/x")).unwrap();
+        assert_eq!(raw.host.as_os_str().as_bytes(), b"\xff\xfe");
+
+        let err = parse("data").unwrap_err();
+        assert!(matches!(err, FileArgError::NotHostGuest { .. }), "{err}");
+        assert!(err.to_string().contains("HOST:GUEST"), "{err}");
+        let err = parse(":/data").unwrap_err();
+        assert!(matches!(err, FileArgError::EmptyHost { .. }), "{err}");
+        for bad in ["data:data", "data:", "/a:/b:c"] {
+            let err = parse(bad).unwrap_err();
+            assert!(
+                matches!(err, FileArgError::GuestNotAbsolute { .. }),
+                "{bad}: {err}"
+            );
+            assert!(err.to_string().contains("must start with '/'"), "{err}");
+        }
+    }
+
+    #[test]
+    fn directories_are_walked_recursively() {
+        let dir = scratch("walk");
+        let data = dir.join("data");
+        write(&data.join("a.txt"), b"alpha", 0o640);
+        write(&data.join("sub/b.bin"), &[0xAB; 5000], 0o755);
+        std::fs::create_dir_all(data.join("empty")).unwrap();
+        std::fs::set_permissions(data.join("empty"), std::fs::Permissions::from_mode(0o700))
+            .unwrap();
+        std::os::unix::fs::symlink("a.txt", data.join("link")).unwrap();
+        std::os::unix::fs::symlink("sub", data.join("sublink")).unwrap();
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o750)).unwrap();
+
+        let blob = tree_of(&[mapping(&data, "/srv/data/")]).unwrap();
+        assert_eq!(
+            entry(&blob, "/srv/data/a.txt"),
+            Some((InodeKind::File, 0o640, b"alpha".to_vec()))
+        );
+        assert_eq!(
+            entry(&blob, "/srv/data/sub/b.bin"),
+            Some((InodeKind::File, 0o755, vec![0xAB; 5000]))
+        );
+        assert_eq!(
+            entry(&blob, "/srv/data/empty"),
+            Some((InodeKind::Dir, 0o700, Vec::new()))
+        );
+        assert_eq!(
+            entry(&blob, "/srv/data"),
+            Some((InodeKind::Dir, 0o750, Vec::new()))
+        );
+        assert_eq!(entry(&blob, "/srv").unwrap().1, 0o755);
+        // Symbolic links are followed: a file and a directory.
+        assert_eq!(
+            entry(&blob, "/srv/data/link"),
+            Some((InodeKind::File, 0o640, b"alpha".to_vec()))
+        );
+        assert_eq!(
+            entry(&blob, "/srv/data/sublink/b.bin").unwrap().2,
+            vec![0xAB; 5000]
+        );
+
+        // Into the root.
+        let blob = tree_of(&[mapping(&data, "/")]).unwrap();
+        assert!(entry(&blob, "/a.txt").is_some());
+        assert_eq!(entry(&blob, "/").unwrap().1, 0o755);
+
+        // Deterministic, and blind to timestamps.
+        let again = tree_of(&[mapping(&data, "/srv/data")]).unwrap();
+        let file = std::fs::File::options()
+            .write(true)
+            .open(data.join("a.txt"))
+            .unwrap();
+        file.set_modified(std::time::SystemTime::UNIX_EPOCH)
+            .unwrap();
+        drop(file);
+        assert_eq!(tree_of(&[mapping(&data, "/srv/data")]).unwrap(), again);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn files_go_to_their_guest_path() {
+        let dir = scratch("files");
+        let config = dir.join("config.toml");
+        write(&config, b"x = 1\n", 0o604);
+        let blob = tree_of(&[
+            mapping(&config, "/etc/app/config.toml"),
+            mapping(&config, "/etc/"),
+        ])
+        .unwrap();
+        let expected = Some((InodeKind::File, 0o604, b"x = 1\n".to_vec()));
+        assert_eq!(entry(&blob, "/etc/app/config.toml"), expected);
+        assert_eq!(entry(&blob, "/etc/config.toml"), expected);
+        // A second file at the same guest path is a conflict.
+        let err = tree_of(&[mapping(&config, "/c"), mapping(&config, "/c")]).unwrap_err();
+        assert!(matches!(err, FileArgError::Tree { .. }), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn broken_and_special_host_files_are_refused() {
+        let dir = scratch("refuse");
+        let err = tree_of(&[mapping(&dir.join("missing"), "/m")]).unwrap_err();
+        assert!(matches!(err, FileArgError::Io { .. }), "{err}");
+        assert!(err.to_string().contains("missing"), "{err}");
+
+        let dangling = dir.join("d/dangling");
+        std::fs::create_dir_all(dir.join("d")).unwrap();
+        std::os::unix::fs::symlink("nowhere", &dangling).unwrap();
+        let err = tree_of(&[mapping(&dir.join("d"), "/d")]).unwrap_err();
+        assert!(
+            matches!(&err, FileArgError::DanglingSymlink { path } if *path == dangling),
+            "{err}"
+        );
+        assert!(err.to_string().contains("dangling"), "{err}");
+
+        let looping = dir.join("l");
+        std::fs::create_dir_all(&looping).unwrap();
+        std::os::unix::fs::symlink("b", looping.join("a")).unwrap();
+        std::os::unix::fs::symlink("a", looping.join("b")).unwrap();
+        let err = tree_of(&[mapping(&looping, "/l")]).unwrap_err();
+        assert!(matches!(err, FileArgError::SymlinkLoop { .. }), "{err}");
+        assert!(err.to_string().contains("l/a"), "{err}");
+
+        let up = dir.join("up");
+        std::fs::create_dir_all(up.join("inner")).unwrap();
+        std::os::unix::fs::symlink("..", up.join("inner/parent")).unwrap();
+        let err = tree_of(&[mapping(&up, "/up")]).unwrap_err();
+        assert!(
+            matches!(&err, FileArgError::DirectoryLoop { ancestor, .. } if *ancestor == up),
+            "{err}"
+        );
+
+        let sockets = dir.join("s");
+        std::fs::create_dir_all(&sockets).unwrap();
+        let _listener = std::os::unix::net::UnixListener::bind(sockets.join("sock")).unwrap();
+        let err = tree_of(&[mapping(&sockets, "/s")]).unwrap_err();
+        assert!(
+            matches!(err, FileArgError::Unsupported { kind: "socket", .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("sock"), "{err}");
+        let err = tree_of(&[mapping(Path::new("/dev/null"), "/null")]).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                FileArgError::Unsupported {
+                    kind: "character device",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn reserved_guest_paths_are_refused() {
+        let dir = scratch("reserved");
+        let f = dir.join("f");
+        write(&f, b"", 0o644);
+        for guest in ["/dev/f", "/proc/self/f", "/app/hello", "/dev/"] {
+            let err = tree_of(&[mapping(&f, guest)]).unwrap_err();
+            let FileArgError::Tree { source, .. } = &err else {
+                panic!("{guest}: {err}");
+            };
+            assert!(
+                matches!(source, TreeBuildError::Reserved { .. }),
+                "{guest}: {source}"
+            );
+        }
+        // Other files under /app are fine.
+        let blob = tree_of(&[mapping(&f, "/app/")]).unwrap();
+        assert!(entry(&blob, "/app/f").is_some());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn summary_lines() {
+        assert_eq!(human_size(0), "0 bytes");
+        assert_eq!(human_size(1023), "1023 bytes");
+        assert_eq!(human_size(1024), "1.0 KiB");
+        assert_eq!(human_size(1_258_291), "1.2 MiB");
+        assert_eq!(human_size(3 << 30), "3.0 GiB");
+        assert_eq!(summary_text(&TreeSummary::default()), "");
+        let s = TreeSummary {
+            files: 3,
+            directories: 2,
+            file_bytes: 1_258_291,
+        };
+        assert_eq!(
+            summary_text(&s),
+            " with 3 files and 2 directories (1.2 MiB)"
+        );
+        let s = TreeSummary {
+            files: 1,
+            directories: 1,
+            file_bytes: 5,
+        };
+        assert_eq!(summary_text(&s), " with 1 file and 1 directory (5 bytes)");
+    }
+
+    fn package_args(dir: &Path, files: &[&str]) -> PackageArgs {
+        let app = dir.join("hello");
+        std::fs::write(&app, crate::DEMO_APP).unwrap();
+        PackageArgs {
+            app,
+            output: dir.join("hello.igvm"),
+            args: Vec::new(),
+            env: Vec::new(),
+            files: files.iter().map(OsString::from).collect(),
+            page_validation: PageValidation::TwoM,
+        }
+    }
+
+    #[test]
+    fn run_writes_an_image_with_the_files() {
+        let dir = scratch("run");
+        let data = dir.join("data");
+        write(&data.join("x"), b"x", 0o644);
+        let a = package_args(&dir, &[&format!("{}:/data", data.display())]);
+        run(&a).unwrap();
+        let image = std::fs::read(&a.output).unwrap();
+        let loaded = nacre_loader::load_image(&image, nacre_loader::PlatformKind::Snp).unwrap();
+        let blob = loaded.file_tree().unwrap();
+        assert_eq!(
+            entry(&blob, "/data/x"),
+            Some((InodeKind::File, 0o644, b"x".to_vec()))
+        );
+        assert_eq!(entry(&blob, "/app/hello").unwrap().0, InodeKind::App);
+        // The same inputs package to the same bytes.
+        run(&a).unwrap();
+        assert_eq!(std::fs::read(&a.output).unwrap(), image);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn run_leaves_no_image_on_error() {
+        let dir = scratch("run-error");
+        for files in [
+            vec!["missing:/m".to_owned()],
+            vec!["no-colon".to_owned()],
+            vec![format!("{}:/dev/x", dir.display())],
+        ] {
+            let files: Vec<&str> = files.iter().map(String::as_str).collect();
+            let a = package_args(&dir, &files);
+            let err = run(&a).unwrap_err();
+            assert!(!a.output.exists(), "{err:#}");
+            assert!(!a.output.with_extension("igvm.partial").exists(), "{err:#}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

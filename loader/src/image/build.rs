@@ -1,4 +1,4 @@
-//! `nacre package`: firmware + app + arguments -> one IGVM file.
+//! `nacre package`: firmware + app + arguments + file tree -> one IGVM file.
 //!
 //! Directive order (it is the measurement order, so it never changes silently). Each
 //! directive's compatibility mask is in brackets: `SNP` is [`SNP_MASK`], `TDX` is
@@ -14,7 +14,8 @@
 //! 5. the firmware, page by page in ascending GPA: file bytes as data pages, pages that
 //!    hold only bss as zero pages \[both\];
 //! 6. the app ELF file verbatim from `APP_IMAGE_GPA`, then the argument blob from the
-//!    next page \[both\];
+//!    next page, then the file tree (`nacre_shared_abi::filetree`) from the page after
+//!    the arguments \[both\];
 //! 7. the TDX reset page at `TDX_RESET_PAGE_GPA`, the firmware's reset page segment
 //!    zero-padded to 4 KiB \[TDX\];
 //! 8. the host parameter page (memory map) at `HOST_PARAM_GPA`, unmeasured \[both\];
@@ -37,6 +38,7 @@ use igvm_defs::{
 use nacre_shared_abi::boot::{
     ArgsBlob, BootInfo, PlatformKind, BOOT_INFO_MAGIC, BOOT_INFO_VERSION,
 };
+use nacre_shared_abi::filetree::FileTree;
 use nacre_shared_abi::layout::{
     align_down, align_up, APP_IMAGE_GPA, BOOT_INFO_GPA, EMULATED_SNP_C_BIT, HOST_PARAM_GPA,
     INITIAL_PT_GPA, INITIAL_PT_PAGES, INITIAL_PT_PAGES_TDX, MAX_GUEST_MEMORY, MIN_GUEST_MEMORY,
@@ -70,6 +72,9 @@ pub struct PackageInput<'a> {
     /// Boot options for the firmware (`nacre_shared_abi::boot::BOOT_FLAG_*`), measured
     /// with the boot information.
     pub flags: u32,
+    /// The read-only file tree for the app, encoded
+    /// ([`crate::filetree::FileTreeBuilder::build`]); its header is checked.
+    pub file_tree: &'a [u8],
 }
 
 /// Build one IGVM file. Deterministic: the same input gives the same bytes.
@@ -85,7 +90,14 @@ pub(super) fn image_file(input: &PackageInput) -> Result<IgvmFile, ImageError> {
     let firmware = check_firmware_elf(input.firmware_elf).map_err(ImageError::Firmware)?;
     check_app_elf(input.app_elf).map_err(ImageError::App)?;
     let args = encode_args(&input.args, &input.env)?;
-    let mut snp_info = boot_info(&firmware, input.app_elf.len(), args.len(), input.flags)?;
+    check_file_tree(input.file_tree)?;
+    let mut snp_info = boot_info(
+        &firmware,
+        input.app_elf.len(),
+        args.len(),
+        input.file_tree.len(),
+        input.flags,
+    )?;
     let firmware_pages = firmware_pages(&firmware);
     let tdx_reset = firmware.tdx_reset.as_ref().map(reset_page);
     check_file_size(&snp_info, &firmware_pages, tdx_reset.is_some())?;
@@ -119,6 +131,7 @@ pub(super) fn image_file(input: &PackageInput) -> Result<IgvmFile, ImageError> {
 
     push_bytes(&mut directives, both, snp_info.app_gpa, input.app_elf);
     push_bytes(&mut directives, both, snp_info.args_gpa, &args);
+    push_bytes(&mut directives, both, snp_info.fs_gpa, input.file_tree);
 
     if let Some(page) = &tdx_reset {
         directives.push(page_data(TDX_RESET_PAGE_GPA, TDX_MASK, page.to_vec()));
@@ -280,25 +293,38 @@ fn encode_args(args: &[Vec<u8>], env: &[Vec<u8>]) -> Result<Vec<u8>, ImageError>
     Ok(blob)
 }
 
-/// Place the app and the arguments after the firmware and size guest RAM: the SEV-SNP
-/// boot information, of which the TDX one is a copy with another platform and C-bit.
+/// The file tree must be exactly one blob whose header checks out (the firmware checks
+/// the rest as it reads it).
+fn check_file_tree(bytes: &[u8]) -> Result<(), ImageError> {
+    let tree = FileTree::parse(bytes).map_err(ImageError::InvalidFileTree)?;
+    if tree.bytes().len() != bytes.len() {
+        return Err(ImageError::FileTreeTrailingBytes);
+    }
+    Ok(())
+}
+
+/// Place the app, the arguments and the file tree after the firmware and size guest
+/// RAM: the SEV-SNP boot information, of which the TDX one is a copy with another
+/// platform and C-bit.
 fn boot_info(
     firmware: &FirmwareImage,
     app_size: usize,
     args_size: usize,
+    fs_size: usize,
     flags: u32,
 ) -> Result<BootInfo, ImageError> {
     let too_large = ImageError::TooLarge {
-        what: "the app and its arguments do not fit in guest memory",
+        what: "the app, its arguments and its files do not fit in guest memory",
     };
     let limit = MAX_GUEST_MEMORY;
-    let (app_size, args_size) = (app_size as u64, args_size as u64);
-    if app_size > limit || args_size > limit {
+    let (app_size, args_size, fs_size) = (app_size as u64, args_size as u64, fs_size as u64);
+    if app_size > limit || args_size > limit || fs_size > limit {
         return Err(too_large);
     }
-    // Both sizes are below 2^46, so none of this overflows.
+    // The sizes are below 2^46, so none of this overflows.
     let args_gpa = align_up(APP_IMAGE_GPA + app_size, PAGE_SIZE_4K);
-    let image_end = align_up(args_gpa + args_size, PAGE_SIZE_4K);
+    let fs_gpa = align_up(args_gpa + args_size, PAGE_SIZE_4K);
+    let image_end = align_up(fs_gpa + fs_size, PAGE_SIZE_4K);
     let min_memory = MIN_GUEST_MEMORY.max(align_up(image_end, PAGE_SIZE_2M) + MIN_MEMORY_HEADROOM);
     if min_memory > limit {
         return Err(too_large);
@@ -318,7 +344,8 @@ fn boot_info(
         min_memory,
         // Filled in by `image_file` once the rest of the image is known.
         image_digest: [0; DIGEST_LEN],
-        reserved: [0; 2],
+        fs_gpa,
+        fs_size,
     };
     info.check().map_err(ImageError::InvalidBootInfo)?;
     Ok(info)
@@ -364,7 +391,7 @@ fn check_file_size(
 ) -> Result<(), ImageError> {
     // TDX: boot info, page tables, reset page.
     let tdx_pages = if tdx { 1 + INITIAL_PT_PAGES_TDX + 1 } else { 0 };
-    // Boot info, page tables, firmware data, app and args, VMSA.
+    // Boot info, page tables, firmware data, app, args and file tree, VMSA.
     let data_pages = 1
         + INITIAL_PT_PAGES
         + firmware_pages

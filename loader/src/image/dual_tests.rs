@@ -3,17 +3,19 @@
 
 use super::build::{image_file, page_data, snp_platform, tdx_platform};
 use super::*;
+use crate::filetree::FileTreeBuilder;
 use crate::measure::tdx::Mrtd;
 use crate::pagetable::{pd_index, pdpt_index, pml4_index, InitialPageTables, TdxInitialPageTables};
 use crate::pagetable::{PTE_PAGE_SIZE, PTE_PRESENT};
 use crate::testelf::{self, pattern};
 use igvm::{IgvmDirectiveHeader, IgvmFile, IgvmPlatformHeader, IgvmRevision, IsolationType};
 use igvm_defs::IgvmPlatformType;
-use nacre_shared_abi::boot::{BootInfo, PlatformKind};
+use nacre_shared_abi::boot::{BootInfo, BootInfoError, PlatformKind};
+use nacre_shared_abi::filetree::FileTreeError;
 use nacre_shared_abi::layout::{
-    APP_IMAGE_GPA, FIRMWARE_GPA, HOST_PARAM_GPA, INITIAL_PT_GPA, KERNEL_VA_BASE, MIN_GUEST_MEMORY,
-    PAGE_SIZE_2M, PAGE_SIZE_4K, TDX_MAX_GUEST_MEMORY, TDX_RESET_PAGE_GPA, TDX_RESET_VECTOR,
-    VMSA_GPA,
+    align_up, APP_IMAGE_GPA, FIRMWARE_GPA, HOST_PARAM_GPA, INITIAL_PT_GPA, KERNEL_VA_BASE,
+    MIN_GUEST_MEMORY, PAGE_SIZE_2M, PAGE_SIZE_4K, TDX_MAX_GUEST_MEMORY, TDX_RESET_PAGE_GPA,
+    TDX_RESET_VECTOR, VMSA_GPA,
 };
 use proptest::prelude::*;
 use sha2::{Digest, Sha256};
@@ -22,10 +24,12 @@ use zerocopy::{FromBytes, IntoBytes};
 
 const PAGE: usize = 4096;
 
-/// Inputs: a firmware ELF (with or without the reset page) and the test app.
+/// Inputs: a firmware ELF (with or without the reset page), the test app and its
+/// (minimal) file tree.
 struct Inputs {
     firmware: Vec<u8>,
     app: Vec<u8>,
+    files: Vec<u8>,
 }
 
 impl Inputs {
@@ -33,13 +37,14 @@ impl Inputs {
         Self {
             firmware: testelf::tdx_firmware(),
             app: testelf::static_app(),
+            files: FileTreeBuilder::new(b"app").unwrap().build().unwrap(),
         }
     }
 
     fn snp_only() -> Self {
         Self {
             firmware: testelf::firmware(),
-            app: testelf::static_app(),
+            ..Self::dual()
         }
     }
 
@@ -50,6 +55,7 @@ impl Inputs {
             args: vec![b"app".to_vec(), b"--flag".to_vec()],
             env: vec![b"HOME=/".to_vec()],
             flags: 0,
+            file_tree: &self.files,
         }
     }
 
@@ -310,8 +316,8 @@ fn tdx_round_trip() {
             contents: page(table),
         });
     }
-    // The firmware, app and arguments: the SNP view's pages after its boot information
-    // and three page tables.
+    // The firmware, app, arguments and file tree: the SNP view's pages after its boot
+    // information and three page tables.
     expected.extend(snp_view.pages[4..].iter().cloned());
     expected.push(ImagePage {
         gpa: TDX_RESET_PAGE_GPA,
@@ -323,7 +329,7 @@ fn tdx_round_trip() {
         "the firmware follows the four tables"
     );
     let app_pages = inputs.app.len().div_ceil(PAGE);
-    assert_eq!(loaded.pages.len(), 1 + 4 + 5 + app_pages + 1 + 1);
+    assert_eq!(loaded.pages.len(), 1 + 4 + 5 + app_pages + 1 + 1 + 1);
     assert!(loaded.pages.iter().any(|p| p.gpa == APP_IMAGE_GPA));
 
     // The digest: every page but the boot information, no VMSA.
@@ -778,4 +784,209 @@ proptest! {
         let _ = tdx(&image);
         let _ = image_platforms(&image);
     }
+}
+
+// ---- The file tree ----
+
+/// A tree with a few files, one of them several pages long.
+fn sample_tree() -> Vec<u8> {
+    let mut tree = FileTreeBuilder::new(b"app").unwrap();
+    tree.add_file(b"/etc/app/config.toml", b"x = 1\n".to_vec(), 0o644)
+        .unwrap();
+    tree.add_file(b"/data/big", pattern(3 * PAGE + 100, 9), 0o600)
+        .unwrap();
+    tree.add_dir(b"/data/empty", 0o700).unwrap();
+    tree.build().unwrap()
+}
+
+fn with_files() -> Inputs {
+    Inputs {
+        files: sample_tree(),
+        ..Inputs::dual()
+    }
+}
+
+fn files_image() -> &'static [u8] {
+    static IMAGE: OnceLock<Vec<u8>> = OnceLock::new();
+    IMAGE.get_or_init(|| with_files().build())
+}
+
+#[test]
+fn file_tree_pages_are_measured_on_both_platforms() {
+    use nacre_shared_abi::filetree::{FileTree, Resolved};
+    let blob = sample_tree();
+    assert_eq!(blob.len() % PAGE, 0);
+    assert!(blob.len() > 4 * PAGE);
+    for loaded in [snp(files_image()).unwrap(), tdx(files_image()).unwrap()] {
+        let info = loaded.boot_info;
+        assert_eq!(
+            info.fs_gpa,
+            align_up(info.args_gpa + info.args_size, PAGE_SIZE_4K)
+        );
+        assert_eq!(info.fs_size, blob.len() as u64);
+        assert_eq!(info.image_end, info.fs_gpa + info.fs_size);
+        // Every page of the tree is a measured data page, in order, after the args.
+        let first = loaded
+            .pages
+            .iter()
+            .position(|p| p.gpa == info.fs_gpa)
+            .unwrap();
+        for (i, chunk) in blob.chunks(PAGE).enumerate() {
+            let page = &loaded.pages[first + i];
+            assert_eq!(page.gpa, info.fs_gpa + (i * PAGE) as u64);
+            assert_eq!(page.contents.bytes().as_slice(), chunk);
+        }
+        assert_eq!(loaded.file_tree().unwrap(), blob);
+        // The measured bytes decode to the files.
+        let tree_bytes = loaded.file_tree().unwrap();
+        let tree = FileTree::parse(&tree_bytes).unwrap();
+        let Ok(Resolved::Inode(big)) = tree.resolve(0, b"/data/big", |_, _| None::<()>) else {
+            panic!("/data/big does not resolve");
+        };
+        let inode = tree.inode(big).unwrap();
+        assert_eq!(
+            tree.file_bytes(&inode).unwrap(),
+            pattern(3 * PAGE + 100, 9).as_slice()
+        );
+        assert!(matches!(
+            tree.resolve(0, b"/app/app", |_, _| None::<()>),
+            Ok(Resolved::Inode(_))
+        ));
+    }
+    // The TDX MRTD covers the same pages (it is computed from the page list).
+    assert_ne!(
+        tdx(files_image()).unwrap().mrtd,
+        tdx(dual_image()).unwrap().mrtd
+    );
+}
+
+#[test]
+fn corrupt_file_tree_pages_break_both_views() {
+    let info = snp(files_image()).unwrap().boot_info;
+    let (pages, _) = file_data(files_image());
+    let tree_pages: Vec<_> = pages
+        .iter()
+        .filter(|p| (info.fs_gpa..info.image_end).contains(&p.0))
+        .collect();
+    assert_eq!(tree_pages.len() as u64, info.fs_size / PAGE_SIZE_4K);
+    for &&(gpa, mask, offset) in &tree_pages {
+        assert_eq!(mask, SNP_MASK | TDX_MASK, "{gpa:#x}");
+        for byte in [0, 0x41, PAGE - 1] {
+            let image = flipped(files_image(), offset + byte, 0x20);
+            for (platform, result) in [
+                (PlatformKind::Snp, snp(&image)),
+                (PlatformKind::Tdx, tdx(&image)),
+            ] {
+                let err = fails(result, &format!("{gpa:#x}+{byte:#x}"));
+                assert!(
+                    matches!(err, ImageError::DigestMismatch { platform: p } if p == platform),
+                    "{gpa:#x}+{byte:#x}: {err:?}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn file_contents_are_part_of_the_measurement() {
+    let base = with_files();
+    let (t0, s0) = views(&base, |_| {});
+    let mut tree = FileTreeBuilder::new(b"app").unwrap();
+    tree.add_file(b"/etc/app/config.toml", b"x = 2\n".to_vec(), 0o644)
+        .unwrap();
+    tree.add_file(b"/data/big", pattern(3 * PAGE + 100, 9), 0o600)
+        .unwrap();
+    tree.add_dir(b"/data/empty", 0o700).unwrap();
+    let other = tree.build().unwrap();
+    assert_eq!(other.len(), base.files.len());
+    let (t1, s1) = views(&base, |i| i.file_tree = &other);
+    assert_ne!(t1.mrtd, t0.mrtd);
+    assert_ne!(s1.boot_info.image_digest, s0.boot_info.image_digest);
+    assert_ne!(t1.boot_info.image_digest, t0.boot_info.image_digest);
+    // Only a mode changes: also measured.
+    let mut tree = FileTreeBuilder::new(b"app").unwrap();
+    tree.add_file(b"/etc/app/config.toml", b"x = 1\n".to_vec(), 0o600)
+        .unwrap();
+    tree.add_file(b"/data/big", pattern(3 * PAGE + 100, 9), 0o600)
+        .unwrap();
+    tree.add_dir(b"/data/empty", 0o700).unwrap();
+    let other = tree.build().unwrap();
+    let (t2, _) = views(&base, |i| i.file_tree = &other);
+    assert_ne!(t2.mrtd, t0.mrtd);
+}
+
+#[test]
+fn packaging_with_files_is_deterministic() {
+    let a = with_files().build();
+    let b = with_files().build();
+    assert_eq!(a, b);
+    assert_eq!(a, files_image());
+    // The same files added in another order: the same image.
+    let mut tree = FileTreeBuilder::new(b"app").unwrap();
+    tree.add_dir(b"/data/empty", 0o700).unwrap();
+    tree.add_file(b"/data/big", pattern(3 * PAGE + 100, 9), 0o600)
+        .unwrap();
+    tree.add_file(b"/etc/app/config.toml", b"x = 1\n".to_vec(), 0o644)
+        .unwrap();
+    let inputs = Inputs {
+        files: tree.build().unwrap(),
+        ..Inputs::dual()
+    };
+    assert_eq!(inputs.build(), a);
+}
+
+#[test]
+fn build_checks_the_file_tree() {
+    let inputs = Inputs::dual();
+    let build = |tree: &[u8]| {
+        let mut input = inputs.input();
+        input.file_tree = tree;
+        build_image(&input).unwrap_err()
+    };
+    let err = build(b"");
+    assert!(matches!(err, ImageError::InvalidFileTree(_)), "{err:?}");
+    let err = build(&[0; PAGE]);
+    assert!(
+        matches!(err, ImageError::InvalidFileTree(FileTreeError::BadMagic)),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("file tree"), "{err}");
+    let mut longer = inputs.files.clone();
+    longer.push(0);
+    let err = build(&longer);
+    assert!(matches!(err, ImageError::FileTreeTrailingBytes), "{err:?}");
+    let err = build(&inputs.files[..inputs.files.len() - 1]);
+    assert!(
+        matches!(err, ImageError::InvalidFileTree(FileTreeError::Truncated)),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn load_checks_the_file_tree_header_against_the_boot_information() {
+    // fs_size is in the (digest-free) boot information page: a smaller one passes
+    // BootInfo::check but not the tree's own header.
+    let edit = |fs_size: u64| {
+        edited(|d| {
+            for mask in [SNP_MASK, TDX_MASK] {
+                let data = page_of(d, BOOT_INFO_GPA, mask);
+                let at = core::mem::offset_of!(BootInfo, fs_size);
+                data[at..at + 8].copy_from_slice(&fs_size.to_le_bytes());
+            }
+        })
+    };
+    let image = edit(64);
+    for result in [snp(&image), tdx(&image)] {
+        let err = fails(result, "fs_size 64");
+        assert!(
+            matches!(err, ImageError::InvalidFileTree(FileTreeError::Truncated)),
+            "{err:?}"
+        );
+    }
+    // Below the header: the boot information itself is refused.
+    let err = fails(snp(&edit(63)), "fs_size 63");
+    assert!(
+        matches!(err, ImageError::InvalidBootInfo(BootInfoError::BadRegion)),
+        "{err:?}"
+    );
 }

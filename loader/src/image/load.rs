@@ -24,6 +24,7 @@ use igvm_defs::{
     IGVM_VHS_SUPPORTED_PLATFORM, IGVM_VHS_VARIABLE_HEADER, IGVM_VHS_VP_CONTEXT,
 };
 use nacre_shared_abi::boot::{BootInfo, PlatformKind};
+use nacre_shared_abi::filetree::{FileTreeError, FileTreeHeader};
 use nacre_shared_abi::layout::{
     align_down, BOOT_INFO_GPA, FIRMWARE_GPA, FIRMWARE_GPA_END, GUEST_MEMORY_ALIGN, INITIAL_PT_GPA,
     INITIAL_PT_PAGES_TDX, KERNEL_VA_BASE, MAX_GUEST_MEMORY, MIN_GUEST_MEMORY, NULL_GUARD_END,
@@ -96,6 +97,34 @@ pub struct LoadedImage {
     pub mrtd: Option<[u8; MRTD_SIZE]>,
     /// Smallest guest RAM size the image boots with (`boot_info.min_memory`).
     pub min_memory: u64,
+}
+
+impl LoadedImage {
+    /// The bytes of `gpa..gpa + len` if every page of it is a measured page of this
+    /// view, else `None`.
+    pub fn measured_bytes(&self, gpa: u64, len: u64) -> Option<Vec<u8>> {
+        let end = gpa.checked_add(len)?;
+        let by_gpa: BTreeMap<u64, &PageContents> =
+            self.pages.iter().map(|p| (p.gpa, &p.contents)).collect();
+        let mut out = Vec::with_capacity(usize::try_from(len).ok()?);
+        let mut at = gpa;
+        while at < end {
+            let page_gpa = align_down(at, PAGE_SIZE_4K);
+            let page = by_gpa.get(&page_gpa)?.bytes();
+            // at - page_gpa < 4096 and end - at > 0.
+            let offset = (at - page_gpa) as usize;
+            let take = (end - at).min((PAGE - offset) as u64) as usize;
+            out.extend_from_slice(&page[offset..offset + take]);
+            at += take as u64;
+        }
+        Some(out)
+    }
+
+    /// The file tree the image carries (`boot_info.fs_gpa`, `boot_info.fs_size`; every
+    /// page of it is measured, as [`load_image`] checked).
+    pub fn file_tree(&self) -> Option<Vec<u8>> {
+        self.measured_bytes(self.boot_info.fs_gpa, self.boot_info.fs_size)
+    }
 }
 
 /// The compatibility masks of the platforms a file declares.
@@ -361,6 +390,7 @@ pub fn load_image(bytes: &[u8], platform: PlatformKind) -> Result<LoadedImage, I
         None => check_tdx_entry(&pages, &page_index)?,
     }
     check_digest(platform, &boot_info, &pages, vmsa.as_deref())?;
+    check_file_tree_header(&boot_info, &pages, &page_index)?;
     let mrtd = (platform == PlatformKind::Tdx).then(|| tdx_mrtd(&pages, param_gpa));
 
     Ok(LoadedImage {
@@ -428,9 +458,6 @@ fn read_boot_info(
     if tail.iter().any(|&b| b != 0) {
         return mismatch("the bytes after the boot information are not zero");
     }
-    if info.reserved != [0; 2] {
-        return mismatch("its reserved fields are not zero");
-    }
     match (platform, named) {
         (PlatformKind::Snp, PlatformKind::Snp) => {
             // The encryption bit must sit above all of guest RAM and inside a 52-bit GPA.
@@ -464,7 +491,35 @@ fn read_boot_info(
     Ok(info)
 }
 
-/// Every page of `start..end` (the app and its arguments) must be measured: the firmware
+/// The file tree's header (in the first page of `fs_gpa..fs_gpa + fs_size`, measured)
+/// must be valid and the tree exactly `fs_size` bytes long. The firmware checks the rest
+/// of the tree as it reads it.
+fn check_file_tree_header(
+    boot_info: &BootInfo,
+    pages: &[ImagePage],
+    page_index: &BTreeMap<u64, usize>,
+) -> Result<(), ImageError> {
+    let page = page_index
+        .get(&boot_info.fs_gpa)
+        .and_then(|&i| pages.get(i))
+        .ok_or(ImageError::UnmeasuredRegion {
+            gpa: boot_info.fs_gpa,
+        })?;
+    let (header, _) = FileTreeHeader::read_from_prefix(page.contents.bytes())
+        .map_err(|_| ImageError::InvalidFileTree(FileTreeError::Truncated))?;
+    let len = header
+        .check(boot_info.fs_size)
+        .map_err(ImageError::InvalidFileTree)?;
+    if len != boot_info.fs_size {
+        return Err(ImageError::BootInfoMismatch {
+            reason: "fs_size is not the length of the file tree",
+        });
+    }
+    Ok(())
+}
+
+/// Every page of `start..end` (the app, its arguments and the file tree) must be
+/// measured: the firmware
 /// trusts these bytes because they are part of the launch measurement.
 fn check_measured(
     page_index: &BTreeMap<u64, usize>,

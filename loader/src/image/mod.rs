@@ -25,8 +25,9 @@
 //!                                             the C-bit, TDX: 4 pages without)
 //! 1 MiB        FIRMWARE_GPA        both       firmware segments, bss as zero pages
 //!                                             (measured)
-//! 16 MiB       APP_IMAGE_GPA       both       app ELF file, then the argument blob
-//!                                             (measured)
+//! 16 MiB       APP_IMAGE_GPA       both       app ELF file (measured)
+//! args_gpa     (next 4 KiB page)   both       argument blob (measured)
+//! fs_gpa       (next 4 KiB page)   both       file tree (measured), up to image_end
 //! 0xFFFF_F000  TDX_RESET_PAGE_GPA  TDX        reset page: 32-bit entry code, reset
 //!                                             vector (measured)
 //! ```
@@ -43,7 +44,8 @@ mod load;
 pub use build::{build_image, PackageInput};
 pub use load::{image_platforms, load_image, ImagePage, LoadedImage, PageContents};
 
-use nacre_shared_abi::boot::{BootInfoError, PlatformKind};
+use nacre_shared_abi::boot::{BootInfoError, PlatformKind, BOOT_INFO_VERSION};
+use nacre_shared_abi::filetree::FileTreeError;
 use nacre_shared_abi::layout::{
     BOOT_INFO_GPA, EMULATED_SNP_C_BIT, EMULATED_TDX_GPAW, NULL_GUARD_END, TDX_MAX_GUEST_MEMORY,
     TDX_RESET_PAGE_GPA,
@@ -120,6 +122,12 @@ pub enum ImageError {
         /// Index in `env`.
         index: usize,
     },
+    /// The file tree's header is invalid.
+    #[error("the file tree is invalid: {}", file_tree_reason(.0))]
+    InvalidFileTree(FileTreeError),
+    /// Bytes follow the file tree.
+    #[error("the file tree is followed by bytes that are not part of it")]
+    FileTreeTrailingBytes,
     /// The inputs do not fit in guest memory or in an IGVM file.
     #[error("the image is too large: {what}")]
     TooLarge {
@@ -269,10 +277,10 @@ pub enum ImageError {
         /// What is wrong.
         reason: &'static str,
     },
-    /// Part of the app or argument region is not measured.
+    /// Part of the app, argument or file tree region is not measured.
     #[error(
-        "the app and argument region includes GPA {gpa:#x}, which is not a measured page of \
-         the image"
+        "the app, argument and file tree region includes GPA {gpa:#x}, which is not a \
+         measured page of the image"
     )]
     UnmeasuredRegion {
         /// The first unmeasured page.
@@ -330,7 +338,9 @@ pub enum ImageError {
 fn boot_info_reason(error: &BootInfoError) -> String {
     match error {
         BootInfoError::BadMagic => "its magic number is wrong".to_owned(),
-        BootInfoError::BadVersion(v) => format!("it has version {v}, not 1"),
+        BootInfoError::BadVersion(v) => {
+            format!("it has version {v}, not {BOOT_INFO_VERSION}")
+        }
         BootInfoError::BadPlatform(p) => format!("it names unknown platform {p}"),
         BootInfoError::UnknownFlags(f) => {
             format!("it sets boot flags {f:#x}, which this nacre does not know")
@@ -341,10 +351,26 @@ fn boot_info_reason(error: &BootInfoError) -> String {
     }
 }
 
+fn file_tree_reason(error: &FileTreeError) -> String {
+    match error {
+        FileTreeError::BadMagic => "its magic number is wrong".to_owned(),
+        FileTreeError::BadVersion(v) => format!(
+            "it has version {v}, not {}",
+            nacre_shared_abi::filetree::FILE_TREE_VERSION
+        ),
+        FileTreeError::BadHeader => "its header's offsets and lengths are inconsistent".to_owned(),
+        FileTreeError::Truncated => "it is shorter than its header says".to_owned(),
+        FileTreeError::Corrupt | FileTreeError::NotDirectory | FileTreeError::NotRegularFile => {
+            "it is corrupt".to_owned()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::build::{image_file, page_data, snp_platform};
     use super::*;
+    use crate::filetree::FileTreeBuilder;
     use crate::pagetable::InitialPageTables;
     use crate::testelf::{self, pattern, Segment};
     use crate::vmsa::initial_vmsa;
@@ -371,6 +397,7 @@ mod tests {
     struct Sample {
         firmware: Vec<u8>,
         app: Vec<u8>,
+        files: Vec<u8>,
     }
 
     impl Sample {
@@ -378,6 +405,7 @@ mod tests {
             Self {
                 firmware: testelf::firmware(),
                 app: testelf::static_app(),
+                files: FileTreeBuilder::new(b"app").unwrap().build().unwrap(),
             }
         }
 
@@ -388,6 +416,7 @@ mod tests {
                 args: vec![b"app".to_vec(), b"--flag".to_vec()],
                 env: vec![b"HOME=/".to_vec(), b"EMPTY=".to_vec()],
                 flags: 0,
+                file_tree: &self.files,
             }
         }
     }
@@ -455,7 +484,9 @@ mod tests {
         let app_size = sample.app.len() as u64;
         let args_gpa = align_up(APP_IMAGE_GPA + app_size, PAGE_SIZE_4K);
         let args_blob = b"\x02\0\0\0\x02\0\0\0app\0--flag\0HOME=/\0EMPTY=\0";
-        let image_end = args_gpa + PAGE_SIZE_4K;
+        let fs_gpa = args_gpa + PAGE_SIZE_4K;
+        assert_eq!(sample.files.len(), PAGE);
+        let image_end = fs_gpa + PAGE_SIZE_4K;
         let mut expected_info = BootInfo {
             magic: BOOT_INFO_MAGIC,
             version: BOOT_INFO_VERSION,
@@ -471,7 +502,8 @@ mod tests {
             min_memory: MIN_GUEST_MEMORY,
             // Set below, once the pages are known.
             image_digest: [0; 32],
-            reserved: [0; 2],
+            fs_gpa,
+            fs_size: PAGE_SIZE_4K,
         };
         let expected_vmsa = initial_vmsa(testelf::FIRMWARE_ENTRY, INITIAL_PT_GPA | 1 << 47);
         assert_eq!(loaded.platform, PlatformKind::Snp);
@@ -506,6 +538,7 @@ mod tests {
             push(APP_IMAGE_GPA + i as u64 * PAGE_SIZE_4K, page(chunk));
         }
         push(args_gpa, page(args_blob));
+        push(fs_gpa, page(&sample.files));
 
         // The digest: every page but the boot information's (GPA, then its bytes) in
         // order, then the VMSA.
@@ -522,7 +555,13 @@ mod tests {
         assert_eq!(loaded.boot_info, expected_info);
         assert_eq!(loaded.pages, expected);
 
-        let args_page = loaded.pages.last().unwrap().contents.bytes();
+        let args_page = loaded
+            .pages
+            .iter()
+            .find(|p| p.gpa == args_gpa)
+            .unwrap()
+            .contents
+            .bytes();
         let blob = ArgsBlob::parse(&args_page[..args_blob.len()]).unwrap();
         let strings: Vec<&[u8]> = blob.strings().collect();
         assert_eq!(strings, [&b"app"[..], b"--flag", b"HOME=/", b"EMPTY="]);
@@ -974,9 +1013,10 @@ mod tests {
         let image = sample_image();
         let loaded = load_snp(image).unwrap();
         let (pages, vmsa) = sample_file_data();
-        // Boot information, three page tables, two firmware pages, the app and the args.
+        // Boot information, three page tables, two firmware pages, the app, the args and
+        // the file tree.
         let app_pages = sample_image_app_pages();
-        assert_eq!(pages.len(), 1 + 3 + 2 + app_pages + 1);
+        assert_eq!(pages.len(), 1 + 3 + 2 + app_pages + 1 + 1);
         for (gpa, offset) in pages {
             let page = loaded.pages.iter().find(|p| p.gpa == gpa).unwrap();
             assert_eq!(
