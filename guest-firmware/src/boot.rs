@@ -6,22 +6,26 @@ use crate::app::loader::{self, Entry};
 use crate::arch::cpu::{self, cpuid, rdmsr};
 use crate::arch::{gdt, idt, syscall_entry};
 use crate::error::FwError;
-use crate::kernel::{Kernel, KERNEL, MMAP_TOP};
-use crate::mem::frames::Frames;
-use crate::mem::paging::{PageTables, TableAlloc, GLOBAL, NO_EXECUTE, WRITABLE};
-use crate::mem::user::Vmas;
+use crate::fs::{Files, ImageFiles};
+use crate::kernel::{Kernel, Scratch, KERNEL, MMAP_TOP, PATH_MAX};
+use crate::mem::frames::{FrameTables, Frames};
+use crate::mem::paging::{PageTables, TableAlloc, GLOBAL, NO_EXECUTE, USER, WRITABLE};
+use crate::mem::user::{Vma, VmaKind, Vmas, FILES_WINDOW_VA, IO_WINDOW_VA, PROT_READ, PROT_WRITE};
 use crate::mem::{phys_to_virt, use_direct_map};
 use crate::platform::snp::instr::pvalidate;
 use crate::platform::snp::psc::page_state_change;
 use crate::platform::snp::Snp;
 use crate::platform::tdx::{self, Tdx};
 use crate::platform::{set_emulated, Platform};
+use crate::syscall::signal::Signals;
+use crate::time::Clock;
 use core::arch::asm;
 use nacre_shared_abi::boot::{
     parse_memory_map, ArgsBlob, BootInfo, PlatformKind, BOOT_FLAG_VALIDATE_4K,
 };
 use nacre_shared_abi::doorbell::{EMULATED_SNP_SIGNATURE, EMULATED_TDX_SIGNATURE};
-use nacre_shared_abi::hostcall::HOSTCALL_BUFFER_PAGES;
+use nacre_shared_abi::filetree::FileTree;
+use nacre_shared_abi::hostcall::{hostcall_area_gpa, HOSTCALL_AREA_SIZE};
 use nacre_shared_abi::layout::*;
 use nacre_shared_abi::snp::msr_protocol::{self as mp, MsrPscOp, MsrRequest, MsrResponse};
 use nacre_shared_abi::snp::psc::PageStateOp;
@@ -32,9 +36,9 @@ use zerocopy::FromBytes;
 #[repr(C, align(4096))]
 struct Page([u8; 4096]);
 
-/// Where the firmware's shared pages (GHCB, hostcall buffer) are mapped with the
-/// C-bit clear: `SHARED_VA_BASE + GPA`. Their private alias in the firmware's own
-/// 2 MiB mapping is never touched once they are shared.
+/// Where the firmware's shared GHCB page is mapped with the C-bit clear:
+/// `SHARED_VA_BASE + GPA`. Its private alias in the firmware's own 2 MiB mapping is
+/// never touched once it is shared.
 const SHARED_VA_BASE: u64 = KERNEL_VA_BASE + 0x4000_0000;
 
 /// Page-table frames used before the frame allocator exists: enough for the
@@ -42,8 +46,15 @@ const SHARED_VA_BASE: u64 = KERNEL_VA_BASE + 0x4000_0000;
 const PT_POOL_PAGES: usize = 80;
 static mut PT_POOL: [Page; PT_POOL_PAGES] = [const { Page([0; 4096]) }; PT_POOL_PAGES];
 static mut GHCB_PAGE: Page = Page([0; 4096]);
-static mut HOSTCALL_PAGES: [Page; HOSTCALL_BUFFER_PAGES as usize] =
-    [const { Page([0; 4096]) }; HOSTCALL_BUFFER_PAGES as usize];
+
+/// The kernel's big tables, in bss (zero at launch) so that boot moves none of them.
+static mut VMAS: Vmas = Vmas::new();
+static mut FILES: Files = Files::new();
+static mut SIGNALS: Signals = Signals::new();
+static mut SCRATCH: Scratch = Scratch {
+    path: [0; PATH_MAX],
+    path2: [0; PATH_MAX],
+};
 
 struct Pool {
     next: usize,
@@ -186,25 +197,21 @@ pub fn boot() -> Result<Entry, FwError> {
         &mut pool,
     )
     .ok_or(FwError::OutOfMemory)?;
-    if crate::platform::emulated() {
-        // The SYSCALL trampoline's page, again at a user-accessible alias.
-        let t = crate::arch::syscall_entry::trampoline_code_va();
-        pt.map_4k(
-            crate::arch::syscall_entry::TRAMPOLINE_VA,
-            t - KERNEL_VA_BASE,
-            crate::mem::paging::USER,
-            true,
-            &mut pool,
-        )
-        .ok_or(FwError::OutOfMemory)?;
-    }
-    // Page tables for the shared window now, while the pool can still give them.
+    // The trampoline page (the emulated platform's SYSCALL trampoline and the ring-3
+    // copy helpers of `arch/upcall.rs`), again at a user-accessible alias.
+    let t = crate::arch::syscall_entry::trampoline_code_va();
+    pt.map_4k(
+        crate::arch::syscall_entry::TRAMPOLINE_VA,
+        t - KERNEL_VA_BASE,
+        USER,
+        true,
+        &mut pool,
+    )
+    .ok_or(FwError::OutOfMemory)?;
+    // The page table for the GHCB's shared mapping now, while the pool can give it.
     let ghcb_gpa = kernel_gpa(&raw const GHCB_PAGE);
-    let hc_gpa = kernel_gpa(&raw const HOSTCALL_PAGES);
-    for gpa in [ghcb_gpa, hc_gpa] {
-        pt.prepare_4k(SHARED_VA_BASE + gpa, &mut pool)
-            .ok_or(FwError::OutOfMemory)?;
-    }
+    pt.prepare_4k(SHARED_VA_BASE + ghcb_gpa, &mut pool)
+        .ok_or(FwError::OutOfMemory)?;
     // SAFETY: the new tables map the firmware at the same addresses and all RAM.
     unsafe { cpu::write_cr3(pt.cr3()) };
     use_direct_map();
@@ -230,61 +237,54 @@ pub fn boot() -> Result<Entry, FwError> {
         (bi.app_gpa, bi.image_end - bi.app_gpa),
     ];
     let validate_4k_only = bi.flags & BOOT_FLAG_VALIDATE_4K != 0;
-    let mut frames = Frames::new(&mut plat, pt, image_2m, ram, &launch, validate_4k_only)?;
+    // The last 2 MiB of RAM are the hostcall area, never handed out as frames.
+    let area_gpa = hostcall_area_gpa(ram);
+    let mut frames = Frames::new(&mut plat, pt, image_2m, area_gpa, &launch, validate_4k_only)?;
     if kind == PlatformKind::Snp {
         frames.validated().set(ghcb_gpa, false);
     }
 
-    // Hostcall buffer: stop using it as private, convert all its pages in one request
-    // (SNP: rescind, then one page-state change; TDX: one MapGPA to shared), map it
-    // shared.
-    let hc_va = (&raw const HOSTCALL_PAGES) as u64;
-    let hc_len = HOSTCALL_BUFFER_PAGES * PAGE_SIZE_4K;
+    // The hostcall area: never validated or accepted, so it goes shared with one
+    // request (SNP: a page-state change, one 2 MiB entry; TDX: one MapGPA) and is
+    // mapped shared at the I/O window, where both the firmware and the ring-3 copy
+    // helpers reach it.
     match &mut plat {
-        Platform::Snp(snp) => {
-            for i in 0..HOSTCALL_BUFFER_PAGES {
-                rescind(hc_va + i * PAGE_SIZE_4K, hc_gpa + i * PAGE_SIZE_4K)?;
-            }
-            page_state_change(
-                snp,
-                hc_gpa / PAGE_SIZE_4K,
-                HOSTCALL_BUFFER_PAGES,
-                PageStateOp::Shared,
-            )?;
-        }
-        Platform::Tdx(tdx) => tdx.map_gpa(hc_gpa, hc_len, true)?,
-    }
-    for i in 0..HOSTCALL_BUFFER_PAGES {
-        frames.validated().set(hc_gpa + i * PAGE_SIZE_4K, false);
+        Platform::Snp(snp) => page_state_change(
+            snp,
+            area_gpa / PAGE_SIZE_4K,
+            HOSTCALL_AREA_SIZE / PAGE_SIZE_4K,
+            PageStateOp::Shared,
+            true,
+        )?,
+        Platform::Tdx(tdx) => tdx.map_gpa(area_gpa, HOSTCALL_AREA_SIZE, true)?,
     }
     {
-        let mut alloc = crate::mem::frames::FrameTables {
+        let mut alloc = FrameTables {
             frames: &mut frames,
             plat: &mut plat,
         };
-        pt.map_range_4k(
-            SHARED_VA_BASE + hc_gpa,
-            hc_gpa,
-            HOSTCALL_BUFFER_PAGES,
-            WRITABLE | NO_EXECUTE,
+        pt.map_range_2m_as(
+            IO_WINDOW_VA,
+            area_gpa,
+            HOSTCALL_AREA_SIZE / PAGE_SIZE_2M,
+            USER | WRITABLE | NO_EXECUTE,
             false,
             &mut alloc,
         )
         .ok_or(FwError::OutOfMemory)?;
+        map_files_window(&mut pt, &bi, &mut alloc)?;
     }
-    plat.set_hostcall_buffer(SHARED_VA_BASE + hc_gpa, hc_gpa);
+    // First touch by the firmware: the host maps the whole area into its TDP now, so
+    // that ring-3 copies never meet an unmapped shared page.
+    // SAFETY: the area is mapped writable at IO_WINDOW_VA; nothing references it.
+    unsafe { (IO_WINDOW_VA as *mut u64).write_volatile(0) };
 
-    let mut guard = KERNEL.lock();
-    let k = guard.insert(Kernel {
-        plat,
-        frames,
-        pt,
-        vmas: Vmas::new(),
-        brk_start: 0,
-        brk: 0,
-        mmap_next: MMAP_TOP,
-        unsupported: [(0, 0); 64],
-    });
+    // SAFETY: the file tree is measured private memory inside the image
+    // (`BootInfo::check` bounded it), mapped by the direct map for good.
+    let tree_bytes = unsafe {
+        core::slice::from_raw_parts(phys_to_virt(bi.fs_gpa) as *const u8, bi.fs_size as usize)
+    };
+    let tree = FileTree::parse(tree_bytes).map_err(|_| FwError::BootInfo)?;
     // SAFETY: the app image and argument blob are measured private pages
     // (BootInfo::check bounded them inside the image) and mapped by the direct map.
     let (app, args) = unsafe {
@@ -301,11 +301,119 @@ pub fn boot() -> Result<Entry, FwError> {
     };
     let elf = Elf::parse(app)?;
     let args = ArgsBlob::parse(args).map_err(|_| FwError::BootInfo)?;
+
+    // SAFETY: boot runs once, before anything else can reach these statics; each is
+    // borrowed exactly once here, for the kernel's lifetime.
+    let (vmas, files, sig, scratch) = unsafe {
+        let (v, f, g, s) = (
+            &raw mut VMAS,
+            &raw mut FILES,
+            &raw mut SIGNALS,
+            &raw mut SCRATCH,
+        );
+        (&mut *v, &mut *f, &mut *g, &mut *s)
+    };
+    files.init(ImageFiles {
+        tree,
+        tree_gpa: bi.fs_gpa,
+        app_gpa: bi.app_gpa,
+        app_size: bi.app_size,
+        image_end: bi.image_end,
+        window_va: FILES_WINDOW_VA,
+        app_name: args.strings().next().unwrap_or(b""),
+    });
+    let windows = [
+        Vma {
+            kind: VmaKind::Window,
+            ..Vma::anon(
+                IO_WINDOW_VA,
+                IO_WINDOW_VA + HOSTCALL_AREA_SIZE,
+                PROT_READ | PROT_WRITE,
+            )
+        },
+        Vma {
+            kind: VmaKind::Window,
+            ..Vma::anon(
+                FILES_WINDOW_VA,
+                FILES_WINDOW_VA + (bi.image_end - bi.app_gpa),
+                PROT_READ,
+            )
+        },
+    ];
+    for w in windows {
+        if !vmas.insert(w) {
+            return Err(FwError::OutOfMemory);
+        }
+    }
+    let mut io = crate::platform::hostcall::HostcallArea::none();
+    io.set(IO_WINDOW_VA, area_gpa);
+
+    let mut guard = KERNEL.lock();
+    let k = guard.insert(Kernel {
+        plat,
+        frames,
+        pt,
+        vmas,
+        brk_start: 0,
+        brk: 0,
+        mmap_next: MMAP_TOP,
+        io,
+        files,
+        sig,
+        clock: Clock::new(),
+        scratch,
+        tid_address: 0,
+        robust_list: 0,
+        rseq: 0,
+        unsupported: [(0, 0); 64],
+    });
     let entry = loader::load(k, &elf, bi.app_gpa, &args)?;
     drop(guard);
     // SAFETY: GDT loaded; the entry uses its selectors.
     unsafe { syscall_entry::init() };
     Ok(entry)
+}
+
+/// Map the image from the app ELF to the end of the file tree at the files window,
+/// read-only and never executable: 2 MiB pages where whole, 4 KiB pages for the tail
+/// (so no page beyond the image becomes visible to the app).
+fn map_files_window(
+    pt: &mut PageTables,
+    bi: &BootInfo,
+    alloc: &mut dyn TableAlloc,
+) -> Result<(), FwError> {
+    let start = bi.app_gpa;
+    let whole_end = align_down(bi.image_end, PAGE_SIZE_2M).max(start);
+    let flags = USER | NO_EXECUTE;
+    let va = |gpa: u64| FILES_WINDOW_VA + (gpa - start);
+    if start.is_multiple_of(PAGE_SIZE_2M) && whole_end > start {
+        pt.map_range_2m_as(
+            va(start),
+            start,
+            (whole_end - start) / PAGE_SIZE_2M,
+            flags,
+            true,
+            alloc,
+        )
+        .ok_or(FwError::OutOfMemory)?;
+    }
+    let tail = if start.is_multiple_of(PAGE_SIZE_2M) {
+        whole_end
+    } else {
+        start
+    };
+    if tail < bi.image_end {
+        pt.map_range_4k(
+            va(tail),
+            tail,
+            (bi.image_end - tail) / PAGE_SIZE_4K,
+            flags,
+            true,
+            alloc,
+        )
+        .ok_or(FwError::OutOfMemory)?;
+    }
+    Ok(())
 }
 
 /// Enable XSAVE-managed SSE/AVX state to match CPUID, and SMEP.
@@ -324,9 +432,20 @@ fn enable_cpu_features() {
     // SAFETY: only features CPUID reports are enabled.
     unsafe { cpu::write_cr4(cr4) };
     if xsave {
+        // XCR0 (Intel SDM vol. 1, 13.3): x87 and SSE always; AVX (bit 2) with
+        // CPUID.1:ECX.AVX; the AVX-512 opmask, ZMM_Hi256 and Hi16_ZMM states (bits 5-7)
+        // together with CPUID.(7,0):EBX.AVX512F (bit 16). The firmware itself never
+        // touches vector state beyond what FXSAVE covers.
         let avx = leaf1.ecx & (1 << 28) != 0;
+        let avx512 = avx && cpuid(7, 0).ebx & (1 << 16) != 0;
         let supported = u64::from(cpuid(0xD, 0).eax);
-        let want = if avx { 0b111 } else { 0b11 };
+        let mut want = 0b11;
+        if avx {
+            want |= 0b100;
+        }
+        if avx512 && supported & 0xE0 == 0xE0 {
+            want |= 0xE0;
+        }
         // SAFETY: CR4.OSXSAVE is set and the value is a subset of CPUID 0xD.0.
         unsafe { cpu::xsetbv0(want & supported) };
     }

@@ -41,6 +41,9 @@ pub enum FwError {
     Accept { gpa: u64, status: u64 },
     /// TDVMCALL MapGPA failed, or the host's RETRY answer was invalid.
     MapGpa { gpa: u64, status: u64, resume: u64 },
+    /// The CPU gave no random numbers (RDRAND missing or failing), which the app's
+    /// start-up (AT_RANDOM) needs; the host is never asked for randomness.
+    NoRandomness,
 }
 
 impl FwError {
@@ -97,6 +100,7 @@ impl FwError {
                 .hex(status)
                 .push(" resume ")
                 .hex(resume),
+            Self::NoRandomness => b.push("the CPU gives no random numbers (RDRAND)"),
         };
     }
 }
@@ -122,6 +126,7 @@ impl FwError {
             Self::NotTdx => 13,
             Self::Accept { .. } => 14,
             Self::MapGpa { .. } => 15,
+            Self::NoRandomness => 16,
         }
     }
 }

@@ -1,10 +1,22 @@
 //! The firmware's global state after boot and the operations on the app's memory.
+//!
+//! Every ring-0 instruction is costly where ring 0 is emulated (`docs/design.md`), so
+//! the paths here avoid loops per byte and per page where they can: user copies check
+//! the page tables first and consult the areas only for unmapped pages, large copies
+//! between the app and the I/O windows run in ring 3 (`arch/upcall.rs`), and the big
+//! tables live in statics rather than being moved into place at boot.
 
+use crate::arch::upcall::{self, Outcome, MIN_UPCALL_BYTES};
 use crate::error::FwError;
+use crate::fs::Files;
 use crate::mem::frames::{FrameTables, Frames};
-use crate::mem::paging::PageTables;
-use crate::mem::user::{Vma, Vmas, PROT_WRITE};
+use crate::mem::paging::{PageTables, USER, WRITABLE};
+use crate::mem::user::{Vma, VmaKind, Vmas, PROT_READ, PROT_WRITE};
+use crate::platform::hostcall::{self, HostcallArea};
 use crate::platform::Platform;
+use crate::syscall::signal::Signals;
+use crate::time::Clock;
+use nacre_shared_abi::hostcall::HostcallHeader;
 use nacre_shared_abi::layout::{PAGE_SIZE_2M, PAGE_SIZE_4K, USER_VA_END};
 use spin::Mutex;
 
@@ -14,13 +26,40 @@ pub struct Kernel {
     pub plat: Platform,
     pub frames: Frames,
     pub pt: PageTables,
-    pub vmas: Vmas,
+    pub vmas: &'static mut Vmas,
     pub brk_start: u64,
     pub brk: u64,
     pub mmap_next: u64,
+    /// The shared hostcall area.
+    pub io: HostcallArea,
+    /// Open files and descriptors, the packaged tree.
+    pub files: &'static mut Files,
+    /// Signal dispositions, mask and alternate stack.
+    pub sig: &'static mut Signals,
+    /// The clocks.
+    pub clock: Clock,
+    /// Scratch space for paths and directory entries (never zeroed: only what a call
+    /// writes is read back).
+    pub scratch: &'static mut Scratch,
+    /// `set_tid_address`'s pointer, `set_robust_list`'s head, `rseq`'s area.
+    pub tid_address: u64,
+    pub robust_list: u64,
+    pub rseq: u64,
     /// Unsupported syscalls: (number, count), in order of first use.
     pub unsupported: [(u32, u32); 64],
 }
+
+/// Buffers the syscall layer reuses.
+#[derive(Debug)]
+pub struct Scratch {
+    /// A path copied in from the app.
+    pub path: [u8; PATH_MAX],
+    /// A second path (or a generated text, such as a line of /proc/self/maps).
+    pub path2: [u8; PATH_MAX],
+}
+
+/// Linux PATH_MAX (`include/uapi/linux/limits.h`).
+pub const PATH_MAX: usize = 4096;
 
 /// The kernel, once boot has built it.
 pub static KERNEL: Mutex<Option<Kernel>> = Mutex::new(None);
@@ -42,35 +81,84 @@ pub enum UserMemError {
 }
 
 impl Kernel {
-    /// Map a fresh zeroed frame at `va` with the area's flags.
-    fn populate_page(&mut self, va: u64, vma: &Vma) -> Result<u64, UserMemError> {
+    /// Map a fresh zeroed frame at `va` with the area's flags (or, for a file area
+    /// read, the image page itself).
+    fn populate_page(&mut self, va: u64, vma: &Vma, write: bool) -> Result<u64, UserMemError> {
         let flags = vma.pte_flags().ok_or(UserMemError::Fault)?;
-        let gpa = self.frames.alloc(&mut self.plat).map_err(|e| match e {
-            FwError::OutOfMemory => UserMemError::NoMemory,
-            other => UserMemError::Platform(other),
-        })?;
+        let page = va & !(PAGE_SIZE_4K - 1);
+        if vma.kind == VmaKind::File && page < vma.file_end {
+            let image_gpa = vma.gpa + (page - vma.start);
+            if !write {
+                // Shown read-only until written, whatever the area allows.
+                self.map_frame(page, image_gpa, flags & !WRITABLE)?;
+                return Ok(image_gpa);
+            }
+            let (gpa, _) = self.frames.alloc_user(&mut self.plat).map_err(frame_err)?;
+            // SAFETY: both frames are private and mapped by the direct map; the new
+            // frame belongs to nobody yet. One page, once per written file page.
+            unsafe {
+                core::ptr::copy_nonoverlapping(
+                    crate::mem::phys_to_virt(image_gpa) as *const u8,
+                    crate::mem::phys_to_virt(gpa) as *mut u8,
+                    PAGE_SIZE_4K as usize,
+                )
+            };
+            return self.map_frame(page, gpa, flags);
+        }
+        let (gpa, dirty) = self.frames.alloc_user(&mut self.plat).map_err(frame_err)?;
+        if dirty {
+            self.map_frame(page, gpa, flags | WRITABLE)?;
+            self.zero_mapped(page, PAGE_SIZE_4K, 0, flags)?;
+            return Ok(gpa);
+        }
+        self.map_frame(page, gpa, flags)
+    }
+
+    /// Zero a page the app will see, just mapped writable at `va`, in ring 3 (a ring-0
+    /// fill of 4 KiB costs hundreds of emulated instructions); then give it its final
+    /// `flags` if those are read-only.
+    fn zero_mapped(
+        &mut self,
+        va: u64,
+        len: u64,
+        level: u32,
+        flags: u64,
+    ) -> Result<(), UserMemError> {
+        outcome(upcall::fill(self, va, 0, len))?;
+        if flags & WRITABLE == 0 {
+            self.pt.set_leaf_flags(va, level, flags);
+        }
+        Ok(())
+    }
+
+    fn map_frame(&mut self, page: u64, gpa: u64, flags: u64) -> Result<u64, UserMemError> {
         let mut alloc = FrameTables {
             frames: &mut self.frames,
             plat: &mut self.plat,
         };
         self.pt
-            .map_4k(va & !(PAGE_SIZE_4K - 1), gpa, flags, true, &mut alloc)
+            .map_4k(page, gpa, flags, true, &mut alloc)
             .ok_or(UserMemError::NoMemory)?;
         Ok(gpa)
     }
 
-    /// Map a whole 2 MiB page at the region of `va` when the area covers the region
-    /// and nothing in it is mapped yet: one fault (and one acceptance) instead of 512.
+    /// Map a whole 2 MiB page at the region of `va` when the anonymous area covers the
+    /// region and nothing in it is mapped yet: one fault (and one acceptance) instead
+    /// of 512.
     fn try_populate_2m(&mut self, va: u64, vma: &Vma) -> Result<bool, UserMemError> {
         let start = va & !(PAGE_SIZE_2M - 1);
         let Some(flags) = vma.pte_flags() else {
             return Ok(false);
         };
-        if start < vma.start || start + PAGE_SIZE_2M > vma.end || !self.pt.region_2m_empty(start) {
+        if vma.kind != VmaKind::Anon
+            || start < vma.start
+            || start + PAGE_SIZE_2M > vma.end
+            || !self.pt.region_2m_empty(start)
+        {
             return Ok(false);
         }
-        let gpa = match self.frames.alloc_2m(&mut self.plat) {
-            Ok(gpa) => gpa,
+        let (gpa, dirty) = match self.frames.alloc_2m(&mut self.plat) {
+            Ok(frame) => frame,
             Err(FwError::OutOfMemory) => return Ok(false),
             Err(e) => return Err(UserMemError::Platform(e)),
         };
@@ -78,9 +166,13 @@ impl Kernel {
             frames: &mut self.frames,
             plat: &mut self.plat,
         };
+        let map_flags = if dirty { flags | WRITABLE } else { flags };
         self.pt
-            .map_2m(start, gpa, flags, &mut alloc)
+            .map_2m(start, gpa, map_flags, &mut alloc)
             .ok_or(UserMemError::NoMemory)?;
+        if dirty {
+            self.zero_mapped(start, PAGE_SIZE_2M, 1, flags)?;
+        }
         Ok(true)
     }
 
@@ -95,36 +187,54 @@ impl Kernel {
         let Some(vma) = self.vmas.find(va) else {
             return Ok(false);
         };
-        if present || (write && vma.prot & PROT_WRITE == 0) || vma.pte_flags().is_none() {
+        if (write && vma.prot & PROT_WRITE == 0)
+            || vma.pte_flags().is_none()
+            || vma.kind == VmaKind::Window
+        {
             return Ok(false);
+        }
+        if present {
+            // Only a write to a file page still shown read-only is resolvable: the
+            // app gets its own copy.
+            if !(write && vma.kind == VmaKind::File) {
+                return Ok(false);
+            }
+            let page = va & !(PAGE_SIZE_4K - 1);
+            match self.pt.translate(page) {
+                Some((_, f)) if f & WRITABLE == 0 => {}
+                _ => return Ok(false),
+            }
+            self.pt.unmap_4k(page);
+            self.populate_page(page, &vma, true)?;
+            return Ok(true);
         }
         if self.try_populate_2m(va, &vma)? {
             return Ok(true);
         }
-        self.populate_page(va, &vma)?;
+        self.populate_page(va, &vma, write)?;
         Ok(true)
     }
 
-    /// Split any 2 MiB mapping in `[start, end)` so 4 KiB operations apply.
-    pub fn split_range(&mut self, start: u64, end: u64) -> Result<(), UserMemError> {
-        let mut va = start & !(PAGE_SIZE_2M - 1);
-        while va < end {
+    /// Split the 2 MiB mappings that `[start, end)` covers only in part, so that
+    /// operations on the range apply to whole mappings.
+    pub fn split_edges(&mut self, start: u64, end: u64) -> Result<(), UserMemError> {
+        for at in [start, end] {
+            if at.is_multiple_of(PAGE_SIZE_2M) || self.pt.region_2m_empty(at) {
+                continue;
+            }
             let mut alloc = FrameTables {
                 frames: &mut self.frames,
                 plat: &mut self.plat,
             };
-            if self.pt.translate(va).is_some() {
-                self.pt
-                    .split_huge(va, &mut alloc)
-                    .ok_or(UserMemError::NoMemory)?;
-            }
-            va += PAGE_SIZE_2M;
+            self.pt
+                .split_huge(at, &mut alloc)
+                .ok_or(UserMemError::NoMemory)?;
         }
         Ok(())
     }
 
     /// Make sure `[va, va + len)` is mapped for a kernel access (`write` or read),
-    /// populating pages on demand.
+    /// populating pages on demand. Pages mapped already need only a table walk.
     pub fn populate(&mut self, va: u64, len: u64, write: bool) -> Result<(), UserMemError> {
         if len == 0 {
             return Ok(());
@@ -135,19 +245,32 @@ impl Kernel {
         }
         let mut page = va & !(PAGE_SIZE_4K - 1);
         while page < end {
-            let vma = self.vmas.find(page).ok_or(UserMemError::Fault)?;
-            if vma.pte_flags().is_none() || (write && vma.prot & PROT_WRITE == 0) {
-                return Err(UserMemError::Fault);
-            }
-            if self.pt.translate(page).is_none() {
-                self.populate_page(page, &vma)?;
+            match self.pt.translate(page) {
+                Some((_, f)) if f & USER != 0 && (!write || f & WRITABLE != 0) => {}
+                mapped => {
+                    let vma = self.vmas.find(page).ok_or(UserMemError::Fault)?;
+                    if vma.pte_flags().is_none()
+                        || (write && vma.prot & PROT_WRITE == 0)
+                        || vma.kind == VmaKind::Window
+                    {
+                        return Err(UserMemError::Fault);
+                    }
+                    if mapped.is_some() {
+                        // Present but read-only: a file page the app writes to.
+                        if !self.handle_fault(page, write, true)? {
+                            return Err(UserMemError::Fault);
+                        }
+                    } else {
+                        self.populate_page(page, &vma, write)?;
+                    }
+                }
             }
             page += PAGE_SIZE_4K;
         }
         Ok(())
     }
 
-    /// Copy bytes from the app.
+    /// Copy bytes from the app (ring 0; for small copies).
     pub fn copy_from_user(&mut self, dst: &mut [u8], va: u64) -> Result<(), UserMemError> {
         self.populate(va, dst.len() as u64, false)?;
         // SAFETY: `populate` mapped every page of the range readable in the current
@@ -156,7 +279,7 @@ impl Kernel {
         Ok(())
     }
 
-    /// Copy bytes to the app.
+    /// Copy bytes to the app (ring 0; for small copies).
     pub fn copy_to_user(&mut self, va: u64, src: &[u8]) -> Result<(), UserMemError> {
         self.populate(va, src.len() as u64, true)?;
         // SAFETY: `populate` mapped every page of the range writable.
@@ -164,20 +287,147 @@ impl Kernel {
         Ok(())
     }
 
-    /// Unmap `[start, end)` and free its frames.
+    /// Copy `len` bytes from firmware-readable address `src` (an I/O window) to the
+    /// app at `dst`: in ring 3 when large.
+    pub fn window_to_user(&mut self, dst: u64, src: u64, len: u64) -> Result<(), UserMemError> {
+        let end = dst.checked_add(len).ok_or(UserMemError::Fault)?;
+        if len >= MIN_UPCALL_BYTES {
+            if end > USER_VA_END || !self.vmas.covers(dst, end, true, false) {
+                return Err(UserMemError::Fault);
+            }
+            return outcome(upcall::copy(self, dst, src, len));
+        }
+        self.populate(dst, len, true)?;
+        // SAFETY: `populate` mapped the destination writable; `src` is a window the
+        // caller bounded, mapped for the firmware.
+        unsafe { core::ptr::copy_nonoverlapping(src as *const u8, dst as *mut u8, len as usize) };
+        Ok(())
+    }
+
+    /// Copy `len` bytes of the app at `src` into the firmware-writable window address
+    /// `dst` (the hostcall data area): in ring 3 when large.
+    pub fn user_to_window(&mut self, dst: u64, src: u64, len: u64) -> Result<(), UserMemError> {
+        let end = src.checked_add(len).ok_or(UserMemError::Fault)?;
+        if len >= MIN_UPCALL_BYTES {
+            if end > USER_VA_END || !self.vmas.covers(src, end, false, true) {
+                return Err(UserMemError::Fault);
+            }
+            return outcome(upcall::copy(self, dst, src, len));
+        }
+        self.populate(src, len, false)?;
+        // SAFETY: `populate` mapped the source readable; `dst` is a window the caller
+        // bounded.
+        unsafe { core::ptr::copy_nonoverlapping(src as *const u8, dst as *mut u8, len as usize) };
+        Ok(())
+    }
+
+    /// Fill `len` bytes of the app at `dst` with `byte`: in ring 3 when large.
+    pub fn fill_user(&mut self, dst: u64, byte: u8, len: u64) -> Result<(), UserMemError> {
+        let end = dst.checked_add(len).ok_or(UserMemError::Fault)?;
+        if len >= MIN_UPCALL_BYTES {
+            if end > USER_VA_END || !self.vmas.covers(dst, end, true, false) {
+                return Err(UserMemError::Fault);
+            }
+            return outcome(upcall::fill(self, dst, byte, len));
+        }
+        self.populate(dst, len, true)?;
+        // SAFETY: `populate` mapped the range writable.
+        unsafe { core::ptr::write_bytes(dst as *mut u8, byte, len as usize) };
+        Ok(())
+    }
+
+    /// Copy a NUL-terminated path from the app into `scratch.path`; returns its
+    /// length. `Err(None)` if it does not fit with its NUL (ENAMETOOLONG).
+    pub fn copy_path_from_user(&mut self, va: u64) -> Result<usize, Option<UserMemError>> {
+        let buf = self.scratch.path.as_mut_ptr();
+        let cap = self.scratch.path.len();
+        let mut done = 0usize;
+        while done < cap {
+            let at = va
+                .checked_add(done as u64)
+                .ok_or(Some(UserMemError::Fault))?;
+            let in_page = (PAGE_SIZE_4K - at % PAGE_SIZE_4K) as usize;
+            let n = in_page.min(cap - done);
+            self.populate(at, n as u64, false).map_err(Some)?;
+            // SAFETY: `populate` mapped these bytes readable; the app is stopped.
+            let chunk = unsafe { core::slice::from_raw_parts(at as *const u8, n) };
+            let take = chunk.iter().position(|&b| b == 0);
+            let len = take.unwrap_or(n);
+            // SAFETY: `buf` is the kernel's scratch path buffer (`cap` bytes), which
+            // `populate` does not touch; `done + len <= cap`.
+            unsafe { core::ptr::copy_nonoverlapping(chunk.as_ptr(), buf.add(done), len) };
+            if take.is_some() {
+                return Ok(done + len);
+            }
+            done += n;
+        }
+        Err(None)
+    }
+
+    /// Copy the first `n` bytes of `scratch.path2` to the app.
+    pub fn copy_path2_to_user(&mut self, va: u64, n: usize) -> Result<(), UserMemError> {
+        let n = n.min(self.scratch.path2.len());
+        let src = self.scratch.path2.as_ptr();
+        self.populate(va, n as u64, true)?;
+        // SAFETY: `populate` mapped the destination writable; `src` is the kernel's
+        // scratch buffer, which `populate` does not touch, holding at least `n` bytes.
+        unsafe { core::ptr::copy_nonoverlapping(src, va as *mut u8, n) };
+        Ok(())
+    }
+
+    /// Unmap `[start, end)` and free its anonymous frames.
     pub fn unmap_range(&mut self, start: u64, end: u64) -> Result<(), UserMemError> {
-        self.split_range(start, end)?;
+        self.split_edges(start, end)?;
         if !self.vmas.remove_range(start, end) {
             return Err(UserMemError::NoMemory);
         }
-        let mut va = start;
-        while va < end {
-            if let Some(gpa) = self.pt.unmap_4k(va) {
-                self.frames.free(gpa);
-            }
-            va += PAGE_SIZE_4K;
-        }
+        self.drop_pages(start, end);
         Ok(())
+    }
+
+    /// Remove the page mappings of `[start, end)` (whose edges are split), freeing
+    /// the frames that are the app's own (not image pages shown by file areas).
+    pub fn drop_pages(&mut self, start: u64, end: u64) {
+        let image_end = self.files.image_end();
+        let mut va = start;
+        while let Some((at, level, entry)) = self.pt.next_leaf(va, end) {
+            let gpa = self.pt.leaf_gpa(entry, level);
+            self.pt.clear_leaf(at, level);
+            if level == 1 {
+                self.frames.free_2m(gpa);
+                va = at + PAGE_SIZE_2M;
+            } else {
+                if gpa >= image_end {
+                    self.frames.free(gpa);
+                }
+                va = at + PAGE_SIZE_4K;
+            }
+        }
+    }
+
+    /// Give every page mapping in `[start, end)` (whose edges are split) the flags of
+    /// protection `prot`; PROT_NONE keeps the frames but makes them supervisor-only,
+    /// so their contents survive a later mprotect back.
+    pub fn protect_pages(&mut self, start: u64, end: u64, prot: u32) {
+        let flags = Vma::anon(start, end, prot).pte_flags().unwrap_or(0);
+        let mut va = start;
+        while let Some((at, level, entry)) = self.pt.next_leaf(va, end) {
+            let mut f = flags;
+            // A file page still shown read-only stays so: a write makes it the app's.
+            if level == 0
+                && entry & WRITABLE == 0
+                && self.pt.leaf_gpa(entry, 0) < self.files.image_end()
+            {
+                f &= !WRITABLE;
+            }
+            self.pt.set_leaf_flags(at, level, f);
+            va = at
+                + if level == 1 {
+                    PAGE_SIZE_2M
+                } else {
+                    PAGE_SIZE_4K
+                };
+        }
     }
 
     /// Find room for `len` bytes below the mmap cursor (2 MiB aligned for areas of
@@ -204,21 +454,18 @@ impl Kernel {
 
     /// brk(2).
     pub fn set_brk(&mut self, want: u64) -> u64 {
-        let new = (want + PAGE_SIZE_4K - 1) & !(PAGE_SIZE_4K - 1);
-        let cur = (self.brk + PAGE_SIZE_4K - 1) & !(PAGE_SIZE_4K - 1);
         if want < self.brk_start || want > self.brk_start + BRK_MAX {
             return self.brk;
         }
+        let new = (want + PAGE_SIZE_4K - 1) & !(PAGE_SIZE_4K - 1);
+        let cur = (self.brk + PAGE_SIZE_4K - 1) & !(PAGE_SIZE_4K - 1);
         if new > cur {
             if self.vmas.overlaps(cur, new) {
                 return self.brk;
             }
             let grown = if cur == self.brk_start {
-                self.vmas.insert(Vma {
-                    start: cur,
-                    end: new,
-                    prot: 3,
-                })
+                self.vmas
+                    .insert(Vma::anon(cur, new, PROT_READ | PROT_WRITE))
             } else {
                 self.vmas.extend(cur, new)
             };
@@ -230,5 +477,55 @@ impl Kernel {
         }
         self.brk = want;
         self.brk
+    }
+
+    /// One hostcall whose data the caller placed in the area: `Ok(Ok(result))`,
+    /// `Ok(Err(errno))`, or a malformed reply (fatal).
+    pub fn hostcall(&mut self, req: HostcallHeader) -> Result<Result<u64, u64>, FwError> {
+        let plat = &mut self.plat;
+        self.io.exchange(req, |page| plat.ring_hostcall(page))
+    }
+
+    /// Write firmware bytes to the host's fd 1 or 2 (messages).
+    pub fn console_write(&mut self, fd: u32, data: &[u8]) -> Result<u64, u64> {
+        let plat = &mut self.plat;
+        hostcall::console_write_bytes(
+            &mut self.io,
+            |io, req| io.exchange(req, |page| plat.ring_hostcall(page)),
+            fd,
+            data,
+        )
+    }
+
+    /// Report the app's exit status with the unsupported-syscall counts and stop.
+    pub fn exit(&mut self, status: u8) -> ! {
+        let mut n = 0u64;
+        for &(nr, count) in self.unsupported.iter().take_while(|(_, c)| *c > 0) {
+            let mut pair = [0u8; 8];
+            pair[..4].copy_from_slice(&nr.to_le_bytes());
+            pair[4..].copy_from_slice(&count.to_le_bytes());
+            if self.io.put(n, &pair).is_err() {
+                break;
+            }
+            n += 8;
+        }
+        let _ = self.hostcall(hostcall::exit_request(status, n));
+        // The host must not resume us after an exit; if it does, terminate.
+        crate::platform::terminate(0xFF)
+    }
+}
+
+fn frame_err(e: FwError) -> UserMemError {
+    match e {
+        FwError::OutOfMemory => UserMemError::NoMemory,
+        other => UserMemError::Platform(other),
+    }
+}
+
+fn outcome(o: Outcome) -> Result<(), UserMemError> {
+    match o {
+        Outcome::Done => Ok(()),
+        Outcome::Fault => Err(UserMemError::Fault),
+        Outcome::NoMemory => Err(UserMemError::NoMemory),
     }
 }

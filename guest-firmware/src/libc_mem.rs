@@ -31,18 +31,27 @@ pub unsafe extern "C" fn memcpy(dst: *mut u8, src: *const u8, n: usize) -> *mut 
 #[no_mangle]
 pub unsafe extern "C" fn memmove(dst: *mut u8, src: *const u8, n: usize) -> *mut u8 {
     if (dst as usize) <= (src as usize) || (dst as usize) >= (src as usize).wrapping_add(n) {
-        // SAFETY: a forward copy is correct when dst is below src or past its end.
+        // SAFETY: a forward copy is correct when dst is below src (each element is read
+        // before anything at or above it is written) or past its end.
         return unsafe { memcpy(dst, src, n) };
     }
-    // SAFETY: copy backwards (DF = 1) from the last byte, then restore DF.
+    // dst lies inside (src, src + n): copy backwards, the odd tail bytes first, then
+    // quadwords (each read before the write that could overlap it), DF restored after.
+    let tail = n % 8;
+    // SAFETY: the caller guarantees both ranges; all addresses stay inside them.
     unsafe {
         asm!(
             "std",
             "rep movsb",
+            "mov rcx, {words}",
+            "sub rsi, 7",
+            "sub rdi, 7",
+            "rep movsq",
             "cld",
-            inout("rcx") n => _,
-            inout("rdi") dst.add(n - 1) => _,
-            inout("rsi") src.add(n - 1) => _,
+            words = in(reg) n / 8,
+            inout("rcx") tail => _,
+            inout("rdi") dst.add(n).wrapping_sub(1) => _,
+            inout("rsi") src.add(n).wrapping_sub(1) => _,
             options(nostack),
         );
     }

@@ -16,11 +16,13 @@ mod arch;
 mod boot;
 mod error;
 mod fmt;
+mod fs;
 mod kernel;
 mod libc_mem;
 mod mem;
 mod platform;
 mod syscall;
+mod time;
 mod trap;
 
 use core::arch::global_asm;
@@ -79,9 +81,9 @@ pub fn fatal(msg: &str) -> ! {
 fn report_and_terminate(msg: &str, code: u8) -> ! {
     if let Some(mut guard) = KERNEL.try_lock() {
         if let Some(k) = guard.as_mut() {
-            let _ = k.plat.console_write(2, b"nacre firmware: fatal: ");
-            let _ = k.plat.console_write(2, msg.as_bytes());
-            let _ = k.plat.console_write(2, b"\n");
+            let _ = k.console_write(2, b"nacre firmware: fatal: ");
+            let _ = k.console_write(2, msg.as_bytes());
+            let _ = k.console_write(2, b"\n");
         }
     }
     platform::terminate(code)

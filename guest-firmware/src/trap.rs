@@ -4,6 +4,7 @@
 
 use crate::arch::cpu::read_cr2;
 use crate::arch::idt::TrapFrame;
+use crate::arch::upcall::{self, Outcome};
 use crate::kernel::{UserMemError, KERNEL};
 
 const SIGILL: u8 = 4;
@@ -18,6 +19,10 @@ pub fn handle_exception(frame: &mut TrapFrame) {
         return;
     }
     let user = frame.is_user();
+    if user && upcall::in_helper(frame.rip) {
+        handle_helper_exception(frame);
+        return;
+    }
     if frame.vector == 14 && user {
         let va = read_cr2();
         let present = frame.error_code & 1 != 0;
@@ -35,11 +40,11 @@ pub fn handle_exception(frame: &mut TrapFrame) {
                     .push(" (rip ")
                     .hex(frame.rip);
                 msg.push(", error ").hex(frame.error_code).push(")\n");
-                let _ = k.plat.console_write(2, msg.as_bytes());
+                let _ = k.console_write(2, msg.as_bytes());
                 crate::syscall::exit_app(k, 128 + SIGSEGV)
             }
             Err(UserMemError::NoMemory) => {
-                let _ = k.plat.console_write(2, b"nacre: out of guest memory\n");
+                let _ = k.console_write(2, b"nacre: out of guest memory\n");
                 crate::syscall::exit_app(k, 128 + SIGBUS)
             }
             Err(UserMemError::Platform(e)) => crate::fatal_error(e),
@@ -67,7 +72,7 @@ pub fn handle_exception(frame: &mut TrapFrame) {
             .push(" at rip ")
             .hex(frame.rip)
             .push("\n");
-        let _ = k.plat.console_write(2, msg.as_bytes());
+        let _ = k.console_write(2, msg.as_bytes());
         crate::syscall::exit_app(k, 128 + sig)
     }
     let mut msg = crate::fmt::Buf::new();
@@ -80,6 +85,30 @@ pub fn handle_exception(frame: &mut TrapFrame) {
         .push(" cr2 ")
         .hex(read_cr2());
     crate::fatal(msg.as_str())
+}
+
+/// An exception raised by a ring-3 copy helper (`arch/upcall.rs`): its final `ud2`
+/// ends the upcall; a page fault is demand paging with the kernel the upcalling code
+/// lent, or EFAULT for the syscall if it cannot be resolved; anything else is EFAULT.
+fn handle_helper_exception(frame: &mut TrapFrame) {
+    if frame.vector == 6 && upcall::is_helper_done(frame.rip) {
+        upcall::resume(Outcome::Done);
+    }
+    if frame.vector != 14 {
+        upcall::resume(Outcome::Fault);
+    }
+    let va = read_cr2();
+    // SAFETY: this exception interrupted a helper, so an upcall is in progress and
+    // its caller, suspended, lent the kernel for exactly this.
+    let Some(k) = (unsafe { upcall::lent_kernel() }) else {
+        crate::fatal("helper fault outside an upcall")
+    };
+    match k.handle_fault(va, frame.error_code & 2 != 0, frame.error_code & 1 != 0) {
+        Ok(true) => {}
+        Ok(false) | Err(UserMemError::Fault) => upcall::resume(Outcome::Fault),
+        Err(UserMemError::NoMemory) => upcall::resume(Outcome::NoMemory),
+        Err(UserMemError::Platform(e)) => crate::fatal_error(e),
+    }
 }
 
 /// A syscall that arrived through the trampoline (see `arch/syscall_entry.rs`): do

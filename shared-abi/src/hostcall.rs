@@ -1,26 +1,39 @@
-//! The hostcall buffer: console I/O and exit between the firmware and the host.
+//! The hostcall area: console I/O, time, sleeping and exit between the firmware and the
+//! host.
 //!
-//! The firmware owns [`HOSTCALL_BUFFER_PAGES`] contiguous pages that it converts to
-//! shared at boot. A request is a [`HostcallHeader`] at offset 0 and its data at
-//! [`HOSTCALL_DATA_OFFSET`]. The firmware rings the host with a GHCB IOIO exit (NAE
-//! 0x7B, an OUT of 32 bits) to [`HOSTCALL_PORT`] whose data is the buffer's GPA
-//! divided by 4 KiB; on hardware SNP this is exactly what a #VC handler does for an
-//! `out`. The host copies the header out of shared memory, checks it, performs the
-//! call and writes `status` and `result` back. The firmware copies the reply into
-//! private memory and checks it before use (DESIGN.md trust assumptions 1 and 2).
+//! The firmware converts the last [`HOSTCALL_AREA_SIZE`] bytes of guest RAM (one 2 MiB
+//! page, so one page-state-change entry or one MapGPA chunk) to shared at boot. A
+//! request is a [`HostcallHeader`] at offset 0 and its data at [`HOSTCALL_DATA_OFFSET`]
+//! (the header has a page to itself, so the data pages can be mapped on their own). The
+//! firmware rings the host with a GHCB IOIO exit (NAE 0x7B, an OUT of 32 bits) on SEV-SNP
+//! or a TDVMCALL Instruction.IO write of 32 bits on TDX, to [`HOSTCALL_PORT`], whose data
+//! is the area's GPA divided by 4 KiB; on hardware SNP this is exactly what a #VC
+//! handler does for an `out`. The host copies the header out of shared memory, checks
+//! it ([`HostcallHeader::check_request`]), performs the call and writes `status`,
+//! `result` and any reply data back. The firmware copies the reply header into private
+//! memory and checks it ([`HostcallHeader::check_reply`]) before it uses anything the
+//! host wrote (DESIGN.md trust assumptions 1 and 2).
+//!
+//! Everything the host answers is untrusted, time included: the firmware bounds every
+//! length, keeps its clocks monotonic itself and re-checks sleeps against its own
+//! clock (`docs/threat-model.md`).
 
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 /// I/O port of the hostcall doorbell (a nacre choice, unused by any PC device).
 pub const HOSTCALL_PORT: u16 = 0x0CA0;
-/// Pages in the hostcall buffer.
-pub const HOSTCALL_BUFFER_PAGES: u64 = 16;
-/// Bytes in the hostcall buffer.
-pub const HOSTCALL_BUFFER_SIZE: u64 = HOSTCALL_BUFFER_PAGES * crate::layout::PAGE_SIZE_4K;
-/// Offset of the data area.
-pub const HOSTCALL_DATA_OFFSET: u64 = 64;
-/// Largest data length of one request.
-pub const HOSTCALL_MAX_DATA: u64 = HOSTCALL_BUFFER_SIZE - HOSTCALL_DATA_OFFSET;
+/// Bytes in the hostcall area: one 2 MiB page at the end of guest RAM.
+pub const HOSTCALL_AREA_SIZE: u64 = crate::layout::PAGE_SIZE_2M;
+/// Offset of the data area from the start of the hostcall area.
+pub const HOSTCALL_DATA_OFFSET: u64 = crate::layout::PAGE_SIZE_4K;
+/// Largest data length of one request or reply.
+pub const HOSTCALL_MAX_DATA: u64 = HOSTCALL_AREA_SIZE - HOSTCALL_DATA_OFFSET;
+
+/// Where the firmware places the hostcall area in guest RAM of `ram_size` bytes (a
+/// multiple of 2 MiB): its last 2 MiB.
+pub const fn hostcall_area_gpa(ram_size: u64) -> u64 {
+    ram_size - HOSTCALL_AREA_SIZE
+}
 
 /// Hostcall operations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,10 +41,24 @@ pub const HOSTCALL_MAX_DATA: u64 = HOSTCALL_BUFFER_SIZE - HOSTCALL_DATA_OFFSET;
 pub enum HostcallOp {
     /// Write `len` data bytes to `fd` (1 = stdout, 2 = stderr). `result` = bytes written.
     Write = 1,
-    /// Read up to `len` bytes from `fd` 0 into the data area. `result` = bytes read.
+    /// Read up to `len` bytes from `fd` 0 into the data area. `result` = bytes read
+    /// (0 at end of input).
     Read = 2,
-    /// The app exited; `arg` is its exit status (0..=255). No reply.
+    /// The app exited; `arg` is its exit status (0..=255); the data are `(u32 syscall
+    /// number, u32 count)` pairs of unsupported syscalls. No reply.
     Exit = 3,
+    /// The host's clocks: a [`ClockReply`] in the data area (`len` is its size).
+    Clock = 4,
+    /// Sleep `arg` nanoseconds. The firmware checks the time that passed itself.
+    Sleep = 5,
+    /// Wait up to `arg2` nanoseconds ([`POLL_FOREVER`]: no limit) until one of the
+    /// console conditions in the mask `arg` ([`POLL_STDIN_READABLE`], ...) holds;
+    /// `result` = the mask of those that hold (a subset of `arg`).
+    Poll = 6,
+    /// Terminal ioctl `arg` ([`TCGETS`] or [`TIOCGWINSZ`]) on the host's `fd` (0..=2);
+    /// the reply data is the kernel structure ([`TERMIOS_SIZE`] or [`WINSIZE_SIZE`]
+    /// bytes, `result` = that size), or `status` ENOTTY when `fd` is no terminal.
+    Terminal = 7,
 }
 
 impl TryFrom<u32> for HostcallOp {
@@ -41,12 +68,58 @@ impl TryFrom<u32> for HostcallOp {
             1 => Ok(Self::Write),
             2 => Ok(Self::Read),
             3 => Ok(Self::Exit),
+            4 => Ok(Self::Clock),
+            5 => Ok(Self::Sleep),
+            6 => Ok(Self::Poll),
+            7 => Ok(Self::Terminal),
             other => Err(other),
         }
     }
 }
 
-/// The request/reply header at the start of the hostcall buffer.
+/// [`HostcallOp::Poll`] mask bit: fd 0 has input (or is at end of input).
+pub const POLL_STDIN_READABLE: u64 = 1 << 0;
+/// [`HostcallOp::Poll`] mask bit: fd 1 can take output.
+pub const POLL_STDOUT_WRITABLE: u64 = 1 << 1;
+/// [`HostcallOp::Poll`] mask bit: fd 2 can take output.
+pub const POLL_STDERR_WRITABLE: u64 = 1 << 2;
+/// Every [`HostcallOp::Poll`] mask bit.
+pub const POLL_ALL: u64 = POLL_STDIN_READABLE | POLL_STDOUT_WRITABLE | POLL_STDERR_WRITABLE;
+/// [`HostcallOp::Poll`] timeout meaning "no limit".
+pub const POLL_FOREVER: u64 = u64::MAX;
+
+/// `TCGETS` (Linux `include/uapi/asm-generic/ioctls.h`).
+pub const TCGETS: u64 = 0x5401;
+/// `TIOCGWINSZ` (Linux `include/uapi/asm-generic/ioctls.h`).
+pub const TIOCGWINSZ: u64 = 0x5413;
+/// Size of the kernel's `struct termios` that TCGETS fills on x86-64: four `tcflag_t`
+/// (u32), `c_line` and `c_cc[NCCS]` with NCCS = 19 (Linux
+/// `include/uapi/asm-generic/termbits.h`).
+pub const TERMIOS_SIZE: u64 = 36;
+/// Size of `struct winsize`: four `unsigned short` (Linux
+/// `include/uapi/asm-generic/termios.h`).
+pub const WINSIZE_SIZE: u64 = 8;
+
+/// Linux ENOTTY (`include/uapi/asm-generic/errno-base.h`).
+const ENOTTY: u64 = 25;
+
+/// The reply data of [`HostcallOp::Clock`].
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+#[repr(C)]
+pub struct ClockReply {
+    /// The host's `CLOCK_REALTIME` in nanoseconds since the Unix epoch.
+    pub realtime_ns: u64,
+    /// The host's `CLOCK_MONOTONIC` in nanoseconds.
+    pub monotonic_ns: u64,
+    /// The frequency of the guest's TSC in kHz (KVM_GET_TSC_KHZ), 0 if unknown.
+    pub tsc_khz: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<ClockReply>() == 24);
+
+/// The request/reply header at the start of the hostcall area.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Default, FromBytes, IntoBytes, Immutable, KnownLayout,
 )]
@@ -54,35 +127,52 @@ impl TryFrom<u32> for HostcallOp {
 pub struct HostcallHeader {
     /// [`HostcallOp`] as `u32`.
     pub op: u32,
-    /// File descriptor for Write/Read.
+    /// File descriptor for Write/Read/Terminal.
     pub fd: u32,
-    /// Request data length (Write) or capacity (Read).
+    /// Request data length (Write, Exit) or reply capacity (Read, Clock, Terminal).
     pub len: u64,
-    /// Operation argument (the exit status for Exit).
+    /// Operation argument (exit status, sleep time, poll mask, ioctl request).
     pub arg: u64,
     /// Host reply: 0 on success, else a positive Linux errno.
     pub status: u64,
-    /// Host reply: bytes transferred.
+    /// Host reply: bytes transferred, or the ready mask of a Poll.
     pub result: u64,
+    /// Second operation argument (the Poll timeout).
+    pub arg2: u64,
     /// Reserved, zero.
-    pub reserved: [u64; 3],
+    pub reserved: [u64; 2],
 }
 
-const _: () = assert!(core::mem::size_of::<HostcallHeader>() == HOSTCALL_DATA_OFFSET as usize);
+const _: () = assert!(core::mem::size_of::<HostcallHeader>() == 64);
+const _: () = assert!(core::mem::offset_of!(HostcallHeader, len) == 0x08);
 const _: () = assert!(core::mem::offset_of!(HostcallHeader, status) == 0x18);
 const _: () = assert!(core::mem::offset_of!(HostcallHeader, result) == 0x20);
+const _: () = assert!(core::mem::offset_of!(HostcallHeader, arg2) == 0x28);
+const _: () = assert!(HOSTCALL_DATA_OFFSET >= core::mem::size_of::<HostcallHeader>() as u64);
 
 /// Why a hostcall request (host side) or reply (guest side) was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HostcallError {
     /// Unknown operation.
     BadOp(u32),
-    /// Length larger than the data area.
+    /// Length larger than the data area, or not what the operation needs.
     BadLength(u64),
     /// File descriptor not allowed for this operation.
     BadFd(u32),
-    /// A reply claims more bytes than were asked for, or an out-of-range status.
+    /// An argument the operation does not define (poll mask bits, ioctl request).
+    BadArg(u64),
+    /// A reply claims more bytes than were asked for, a ready mask outside the
+    /// request's, or an out-of-range status.
     BadReply,
+}
+
+/// The reply data size of a Terminal request, `None` for an unknown request.
+pub fn terminal_reply_size(request: u64) -> Option<u64> {
+    match request {
+        TCGETS => Some(TERMIOS_SIZE),
+        TIOCGWINSZ => Some(WINSIZE_SIZE),
+        _ => None,
+    }
 }
 
 impl HostcallHeader {
@@ -95,27 +185,55 @@ impl HostcallHeader {
         match op {
             HostcallOp::Write if self.fd != 1 && self.fd != 2 => Err(HostcallError::BadFd(self.fd)),
             HostcallOp::Read if self.fd != 0 => Err(HostcallError::BadFd(self.fd)),
+            HostcallOp::Clock if self.len < core::mem::size_of::<ClockReply>() as u64 => {
+                Err(HostcallError::BadLength(self.len))
+            }
+            HostcallOp::Poll if self.arg & !POLL_ALL != 0 => Err(HostcallError::BadArg(self.arg)),
+            HostcallOp::Terminal if self.fd > 2 => Err(HostcallError::BadFd(self.fd)),
+            HostcallOp::Terminal => match terminal_reply_size(self.arg) {
+                None => Err(HostcallError::BadArg(self.arg)),
+                Some(size) if self.len < size => Err(HostcallError::BadLength(self.len)),
+                Some(_) => Ok(op),
+            },
             _ => Ok(op),
         }
     }
 
     /// Guest side: check a reply (copied into private memory) against the request
-    /// that was sent. Returns the number of bytes transferred, or the errno.
+    /// that was sent. Returns `result` (bytes transferred, or a Poll's ready mask), or
+    /// the errno.
     pub fn check_reply(&self, request: &HostcallHeader) -> Result<Result<u64, u64>, HostcallError> {
         /// Largest Linux errno (include/linux/err.h MAX_ERRNO).
         const MAX_ERRNO: u64 = 4095;
         if self.status > MAX_ERRNO {
             return Err(HostcallError::BadReply);
         }
+        let op = HostcallOp::try_from(request.op).map_err(HostcallError::BadOp)?;
         if self.status != 0 {
-            return Ok(Err(self.status));
+            // Only calls that can fail for a reason the app may see carry an errno.
+            return match op {
+                HostcallOp::Write | HostcallOp::Read | HostcallOp::Terminal => Ok(Err(self.status)),
+                _ => Err(HostcallError::BadReply),
+            };
         }
-        if self.result > request.len {
-            return Err(HostcallError::BadReply);
+        let ok = match op {
+            HostcallOp::Write | HostcallOp::Read => self.result <= request.len,
+            HostcallOp::Clock => self.result == core::mem::size_of::<ClockReply>() as u64,
+            HostcallOp::Terminal => Some(self.result) == terminal_reply_size(request.arg),
+            HostcallOp::Poll => self.result & !request.arg == 0,
+            HostcallOp::Sleep => self.result == 0,
+            HostcallOp::Exit => false,
+        };
+        if ok {
+            Ok(Ok(self.result))
+        } else {
+            Err(HostcallError::BadReply)
         }
-        Ok(Ok(self.result))
     }
 }
+
+/// Host side: the errno for a Terminal request on an fd that is no terminal.
+pub const TERMINAL_NOT_A_TTY: u64 = ENOTTY;
 
 #[cfg(test)]
 mod tests {
@@ -125,43 +243,57 @@ mod tests {
     /// Lengths around the data area's size.
     fn len() -> impl Strategy<Value = u64> {
         prop_oneof![
+            0..=64u64,
             0..=HOSTCALL_MAX_DATA,
             HOSTCALL_MAX_DATA - 2..=HOSTCALL_MAX_DATA + 2,
             any::<u64>(),
         ]
     }
 
-    fn request() -> impl Strategy<Value = HostcallHeader> {
-        (
-            prop_oneof![4 => 0u32..5, 1 => any::<u32>()],
-            prop_oneof![4 => 0u32..4, 1 => any::<u32>()],
-            len(),
+    fn arg() -> impl Strategy<Value = u64> {
+        prop_oneof![
+            0..=8u64,
+            Just(TCGETS),
+            Just(TIOCGWINSZ),
+            Just(0x5402u64),
             any::<u64>(),
-            any::<u64>(),
-            any::<u64>(),
-            any::<[u64; 3]>(),
-        )
-            .prop_map(
-                |(op, fd, len, arg, status, result, reserved)| HostcallHeader {
-                    op,
-                    fd,
-                    len,
-                    arg,
-                    status,
-                    result,
-                    reserved,
-                },
-            )
+        ]
     }
 
-    /// Replies: status mostly 0 or near the errno limit; result mostly near the
-    /// request's length.
+    fn request() -> impl Strategy<Value = HostcallHeader> {
+        (
+            prop_oneof![4 => 0u32..9, 1 => any::<u32>()],
+            prop_oneof![4 => 0u32..4, 1 => any::<u32>()],
+            len(),
+            arg(),
+            any::<u64>(),
+            any::<u64>(),
+            any::<u64>(),
+        )
+            .prop_map(|(op, fd, len, arg, status, result, arg2)| HostcallHeader {
+                op,
+                fd,
+                len,
+                arg,
+                status,
+                result,
+                arg2,
+                reserved: [0; 2],
+            })
+    }
+
+    /// Replies: status mostly 0 or near the errno limit; result mostly near what the
+    /// request allows.
     fn reply_to(request: HostcallHeader) -> impl Strategy<Value = HostcallHeader> {
         let status = prop_oneof![3 => Just(0u64), 1 => 1u64..=4097, 1 => any::<u64>()];
         let result = prop_oneof![
             0..=request.len,
             Just(request.len.saturating_add(1)),
             (0u64..3).prop_map(move |d| request.len.wrapping_add(d)),
+            Just(24u64),
+            Just(TERMIOS_SIZE),
+            Just(WINSIZE_SIZE),
+            0..8u64,
             any::<u64>(),
         ];
         (status, result).prop_map(move |(status, result)| HostcallHeader {
@@ -173,82 +305,95 @@ mod tests {
 
     proptest! {
         #[test]
-        fn op_round_trips(v in prop_oneof![0u32..5, any::<u32>()]) {
+        fn op_round_trips(v in prop_oneof![0u32..9, any::<u32>()]) {
             match HostcallOp::try_from(v) {
                 Ok(op) => prop_assert_eq!(op as u32, v),
                 Err(e) => {
                     prop_assert_eq!(e, v);
-                    prop_assert!(!(1..=3).contains(&v));
+                    prop_assert!(!(1..=7).contains(&v));
                 }
             }
         }
 
         #[test]
-        fn accepted_requests_fit_and_use_an_allowed_fd(h in request()) {
-            let fd_ok = match h.op {
-                1 => h.fd == 1 || h.fd == 2,
-                2 => h.fd == 0,
-                _ => true,
-            };
-            let expected_ok = (1..=3).contains(&h.op) && h.len <= HOSTCALL_MAX_DATA && fd_ok;
+        fn accepted_requests_fit_and_are_well_formed(h in request()) {
             match h.check_request() {
                 Ok(op) => {
-                    prop_assert!(expected_ok);
                     prop_assert_eq!(op as u32, h.op);
                     prop_assert!(h.len <= HOSTCALL_MAX_DATA);
-                    prop_assert!(HOSTCALL_DATA_OFFSET + h.len <= HOSTCALL_BUFFER_SIZE);
+                    prop_assert!(HOSTCALL_DATA_OFFSET + h.len <= HOSTCALL_AREA_SIZE);
                     match op {
                         HostcallOp::Write => prop_assert!(h.fd == 1 || h.fd == 2),
                         HostcallOp::Read => prop_assert_eq!(h.fd, 0),
-                        HostcallOp::Exit => {}
+                        HostcallOp::Clock => prop_assert!(h.len >= 24),
+                        HostcallOp::Poll => prop_assert_eq!(h.arg & !POLL_ALL, 0),
+                        HostcallOp::Terminal => {
+                            prop_assert!(h.fd <= 2);
+                            let size = terminal_reply_size(h.arg);
+                            prop_assert!(size.is_some_and(|s| h.len >= s));
+                        }
+                        HostcallOp::Exit | HostcallOp::Sleep => {}
                     }
                 }
                 Err(HostcallError::BadOp(op)) => {
                     prop_assert_eq!(op, h.op);
-                    prop_assert!(!(1..=3).contains(&op));
+                    prop_assert!(!(1..=7).contains(&op));
                 }
-                Err(HostcallError::BadLength(len)) => {
-                    prop_assert_eq!(len, h.len);
-                    prop_assert!(len > HOSTCALL_MAX_DATA);
-                }
-                Err(HostcallError::BadFd(fd)) => {
-                    prop_assert_eq!(fd, h.fd);
-                    prop_assert!(!fd_ok);
-                }
+                Err(HostcallError::BadLength(len)) => prop_assert_eq!(len, h.len),
+                Err(HostcallError::BadFd(fd)) => prop_assert_eq!(fd, h.fd),
+                Err(HostcallError::BadArg(a)) => prop_assert_eq!(a, h.arg),
                 Err(HostcallError::BadReply) => prop_assert!(false, "BadReply from check_request"),
             }
         }
 
         #[test]
-        fn reply_never_claims_more_than_asked(
-            (request, reply) in request().prop_flat_map(|r| (Just(r), reply_to(r))),
+        fn replies_stay_within_what_was_asked(
+            (request, reply) in request()
+                .prop_filter("valid requests", |r| r.check_request().is_ok())
+                .prop_flat_map(|r| (Just(r), reply_to(r))),
         ) {
             match reply.check_reply(&request) {
                 Ok(Ok(n)) => {
-                    prop_assert!(n <= request.len);
                     prop_assert_eq!(n, reply.result);
                     prop_assert_eq!(reply.status, 0);
+                    match HostcallOp::try_from(request.op) {
+                        Ok(HostcallOp::Write | HostcallOp::Read) => prop_assert!(n <= request.len),
+                        Ok(HostcallOp::Clock) => prop_assert_eq!(n, 24),
+                        Ok(HostcallOp::Terminal) => {
+                            prop_assert_eq!(Some(n), terminal_reply_size(request.arg));
+                            prop_assert!(n <= request.len);
+                        }
+                        Ok(HostcallOp::Poll) => prop_assert_eq!(n & !request.arg, 0),
+                        Ok(HostcallOp::Sleep) => prop_assert_eq!(n, 0),
+                        Ok(HostcallOp::Exit) | Err(_) => prop_assert!(false, "no reply expected"),
+                    }
                 }
                 Ok(Err(errno)) => {
                     prop_assert!((1..=4095).contains(&errno));
                     prop_assert_eq!(errno, reply.status);
+                    prop_assert!(matches!(
+                        HostcallOp::try_from(request.op),
+                        Ok(HostcallOp::Write | HostcallOp::Read | HostcallOp::Terminal)
+                    ));
                 }
-                Err(e) => {
-                    prop_assert_eq!(e, HostcallError::BadReply);
-                    prop_assert!(
-                        reply.status > 4095 || (reply.status == 0 && reply.result > request.len)
-                    );
-                }
+                Err(e) => prop_assert_eq!(e, HostcallError::BadReply),
             }
         }
 
         #[test]
         fn header_bytes_round_trip(h in request()) {
             let bytes = h.as_bytes();
-            prop_assert_eq!(bytes.len() as u64, HOSTCALL_DATA_OFFSET);
+            prop_assert_eq!(bytes.len(), 64);
             prop_assert_eq!(&bytes[0x18..0x20], &h.status.to_le_bytes());
             prop_assert_eq!(&bytes[0x20..0x28], &h.result.to_le_bytes());
+            prop_assert_eq!(&bytes[0x28..0x30], &h.arg2.to_le_bytes());
             prop_assert_eq!(HostcallHeader::read_from_bytes(bytes), Ok(h));
         }
+    }
+
+    #[test]
+    fn the_area_is_the_last_2_mib_of_ram() {
+        assert_eq!(hostcall_area_gpa(128 << 20), (128 << 20) - (2 << 20));
+        assert_eq!(HOSTCALL_MAX_DATA, (2 << 20) - 4096);
     }
 }

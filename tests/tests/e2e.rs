@@ -288,11 +288,12 @@ fn validating_4k_inside_a_2m_rmp_entry_psmashes_and_runs_on() {
 }
 
 /// Hostile host (assumption 1): the host finishes one PSC entry per GHCB call
-/// and the guest must resume from the progress it reports.
+/// and the guest must resume from the progress it reports. The image that works page
+/// by page sends multi-entry descriptors (one 4 KiB entry per page).
 #[test]
 fn psc_partial_progress_is_resumed() {
     require_kvm();
-    let image = c_hello_image();
+    let image = c_hello_image_4k();
     let (normal, normal_stats) = run_for_stats(&image, "e2e-psc-normal", &PLATFORM, &[]);
     assert_exit(&normal, C_HELLO_EXIT, "C hello");
 
@@ -524,7 +525,7 @@ fn c_hello_image_4k() -> PathBuf {
 }
 
 /// On TDX the boot accepts its memory with TDG.MEM.PAGE.ACCEPT (2 MiB first), the
-/// hostcall buffer goes shared with one MapGPA, and `--stats-json` reports the TDX
+/// hostcall area goes shared with one MapGPA, and `--stats-json` reports the TDX
 /// and S-EPT counters.
 #[test]
 fn tdx_stats_json_counts_accepts_map_gpa_and_the_sept() {
@@ -543,13 +544,15 @@ fn tdx_stats_json_counts_accepts_map_gpa_and_the_sept() {
     assert_eq!(
         stats.u64("tdx.map_gpa_calls"),
         1,
-        "one MapGPA for the hostcall buffer"
+        "one MapGPA for the hostcall area"
     );
     assert_eq!(stats.u64("tdx.map_gpa_retries"), 0);
     // Every accepted 2 MiB region was AUGed by the host first.
     assert!(stats.u64("sept.aug") >= stats.u64("tdx.accept_2m"));
-    // The hostcall buffer's 16 launch pages left the S-EPT when they went shared.
-    assert_eq!(stats.u64("sept.remove"), 16);
+    // The hostcall area (the last 2 MiB of RAM) was never added or accepted: it went
+    // shared without any page leaving the S-EPT.
+    assert_eq!(stats.u64("sept.remove"), 0);
+    assert_eq!(stats.u64("tdx.map_gpa_pages"), 512);
     assert_eq!(stats.u64("psc.calls"), 0, "no SNP page-state change on TDX");
     assert_eq!(stats.u64("pvalidate.4k") + stats.u64("pvalidate.2m"), 0);
 }
@@ -585,7 +588,7 @@ fn tdx_map_gpa_retry_is_resumed() {
         &c_hello_image(),
         "e2e-tdx-map-gpa-retry",
         &TDX,
-        &[("NACRE_TEST_MAP_GPA_PAGES", "5")],
+        &[("NACRE_TEST_MAP_GPA_PAGES", "128")],
     );
     assert_exit(&output, C_HELLO_EXIT, "C hello with MapGPA retries");
     assert_eq!(
@@ -594,10 +597,11 @@ fn tdx_map_gpa_retry_is_resumed() {
         "{}",
         describe_output(&output)
     );
-    // 16 pages at 5 per call: 4 calls, 3 of them answered RETRY.
+    // The 512 pages of the hostcall area at 128 per call: 4 calls, 3 of them answered
+    // RETRY.
     assert_eq!(stats.u64("tdx.map_gpa_calls"), 4);
     assert_eq!(stats.u64("tdx.map_gpa_retries"), 3);
-    assert_eq!(stats.u64("tdx.map_gpa_pages"), 16);
+    assert_eq!(stats.u64("tdx.map_gpa_pages"), 512);
 }
 
 /// A host that adds a page behind the guest's back: the guest's accept finds it

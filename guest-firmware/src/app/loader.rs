@@ -114,11 +114,7 @@ pub fn load(k: &mut Kernel, elf: &Elf, app_gpa: u64, args: &ArgsBlob) -> Result<
             if k.vmas.overlaps(from, seg.page_end) {
                 return Err(FwError::BadApp);
             }
-            if !k.vmas.insert(Vma {
-                start: from,
-                end: seg.page_end,
-                prot: seg.prot,
-            }) {
+            if !k.vmas.insert(Vma::anon(from, seg.page_end, seg.prot)) {
                 return Err(FwError::OutOfMemory);
             }
         }
@@ -133,13 +129,9 @@ pub fn load(k: &mut Kernel, elf: &Elf, app_gpa: u64, args: &ArgsBlob) -> Result<
         let file_pages_end = (file_end_va + PAGE_SIZE_4K - 1) & !(PAGE_SIZE_4K - 1);
         let direct_ok =
             seg.prot & PROT_WRITE == 0 && seg.offset % PAGE_SIZE_4K == seg.start % PAGE_SIZE_4K;
-        let flags = Vma {
-            start: 0,
-            end: 0,
-            prot: seg.prot,
-        }
-        .pte_flags()
-        .unwrap_or(USER | NO_EXECUTE);
+        let flags = Vma::anon(0, 0, seg.prot)
+            .pte_flags()
+            .unwrap_or(USER | NO_EXECUTE);
         // Whole, unshared file pages form one run, mapped with one call; only the
         // first and last page of a segment can be shared with a neighbour.
         let first_shared = shared_with_other(i, seg.page_start);
@@ -202,11 +194,11 @@ pub fn load(k: &mut Kernel, elf: &Elf, app_gpa: u64, args: &ArgsBlob) -> Result<
     k.brk_start = image_end;
     k.brk = image_end;
 
-    if !k.vmas.insert(Vma {
-        start: STACK_TOP - STACK_SIZE,
-        end: STACK_TOP,
-        prot: PROT_READ | PROT_WRITE,
-    }) {
+    if !k.vmas.insert(Vma::anon(
+        STACK_TOP - STACK_SIZE,
+        STACK_TOP,
+        PROT_READ | PROT_WRITE,
+    )) {
         return Err(FwError::OutOfMemory);
     }
     let rsp = build_stack(k, args, base + elf.entry, phdr_va, elf.phnum).map_err(mem_err)?;
@@ -238,6 +230,7 @@ const AT_SECURE: u64 = 23;
 const AT_RANDOM: u64 = 25;
 const AT_HWCAP2: u64 = 26;
 const AT_EXECFN: u64 = 31;
+const AT_MINSIGSTKSZ: u64 = 51;
 
 fn build_stack(
     k: &mut Kernel,
@@ -265,14 +258,15 @@ fn build_stack(
     let platform = push_bytes(k, &mut sp, b"x86_64\0")?;
     let mut random = [0u8; 16];
     for chunk in random.chunks_mut(8) {
-        let r = crate::arch::cpu::hw_random().unwrap_or(0x6e61_6372_6500_0001);
+        let r =
+            crate::arch::cpu::hw_random().ok_or(UserMemError::Platform(FwError::NoRandomness))?;
         chunk.copy_from_slice(&r.to_le_bytes());
     }
     let random_va = push_bytes(k, &mut sp, &random)?;
     sp &= !15;
 
     let hwcap = u64::from(crate::arch::cpu::cpuid(1, 0).edx);
-    let auxv: [(u64, u64); 18] = [
+    let auxv: [(u64, u64); 19] = [
         (AT_PHDR, phdr),
         (AT_PHENT, 56),
         (AT_PHNUM, u64::from(phnum)),
@@ -291,6 +285,7 @@ fn build_stack(
         (AT_RANDOM, random_va),
         (AT_HWCAP2, 0),
         (AT_EXECFN, ptrs[0]),
+        (AT_MINSIGSTKSZ, min_sigstack_size()),
     ];
     let argc = args.argc() as usize;
     // Words: argc, argv[], NULL, envp[], NULL, auxv pairs, AT_NULL pair.
@@ -298,7 +293,7 @@ fn build_stack(
     if words % 2 == 1 {
         sp -= 8;
     }
-    let mut table = [0u64; 1 + MAX_STRINGS + 2 + 2 * 19];
+    let mut table = [0u64; 1 + MAX_STRINGS + 2 + 2 * 20];
     let mut n = 0;
     table[n] = argc as u64;
     n += 1;
@@ -321,4 +316,13 @@ fn build_stack(
     let bytes: &[u8] = zerocopy::IntoBytes::as_bytes(&table[..n]);
     k.copy_to_user(sp, bytes)?;
     Ok(sp)
+}
+
+/// AT_MINSIGSTKSZ: what a signal frame needs on this CPU, as Linux computes it for
+/// x86 (`arch/x86/kernel/signal.c`, `get_sigframe_size`): the XSAVE area of the enabled
+/// features (CPUID.(0xD,0):EBX) plus the frame around it, and never less than the
+/// legacy MINSIGSTKSZ of 2048.
+fn min_sigstack_size() -> u64 {
+    let xsave = u64::from(crate::arch::cpu::cpuid(0xD, 0).ebx);
+    (xsave + 1024).next_multiple_of(64).max(2048)
 }

@@ -25,7 +25,7 @@ static mut IST1_STACK: Stack = Stack([0; STACK_SIZE]);
 static mut KERNEL_STACK: Stack = Stack([0; STACK_SIZE]);
 
 #[repr(C, packed(4))]
-struct Tss {
+pub(crate) struct Tss {
     reserved0: u32,
     rsp: [u64; 3],
     reserved1: u64,
@@ -37,7 +37,8 @@ struct Tss {
 
 const _: () = assert!(size_of::<Tss>() == 104);
 
-static mut TSS: Tss = Tss {
+/// The TSS; [`super::upcall`] points its RSP0 below an upcalling kernel stack.
+pub(crate) static mut TSS: Tss = Tss {
     reserved0: 0,
     rsp: [0; 3],
     reserved1: 0,
@@ -66,6 +67,16 @@ struct Pointer {
 /// Top of the kernel stack used for syscalls and for interrupts from ring 3 (TSS.RSP0).
 pub fn kernel_stack_top() -> u64 {
     (&raw const KERNEL_STACK) as u64 + STACK_SIZE as u64
+}
+
+/// Set TSS.RSP0, the stack exceptions and interrupts from ring 3 start on.
+pub fn set_rsp0(rsp0: u64) {
+    // SAFETY: single CPU; the TSS is only read by the CPU when it takes an exception
+    // from ring 3, which cannot happen while ring 0 runs this store.
+    unsafe {
+        let tss = &raw mut TSS;
+        (*tss).rsp[0] = rsp0;
+    }
 }
 
 /// Load the GDT and TSS and reload every segment register.

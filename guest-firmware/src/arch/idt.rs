@@ -1,5 +1,5 @@
-//! The IDT: the 32 architectural exception vectors, all on IST1 except #UD (see
-//! [`UD_VECTOR`]). A common assembly
+//! The IDT: the 32 architectural exception vectors, all on IST1 except #UD and #PF
+//! (see [`UD_VECTOR`] and [`PF_VECTOR`]). A common assembly
 //! stub saves the general-purpose and FXSAVE state (so exception handlers written in
 //! Rust may use SSE without corrupting the app) and calls [`exception_dispatch`].
 
@@ -113,6 +113,13 @@ const _: () = assert!(size_of::<Gate>() == 16);
 /// (the `tdx-guest` crate's assembly, nacre's own) uses no red zone.
 const UD_VECTOR: usize = 6;
 
+/// #PF. Its gate uses no IST stack either: an app's page fault arrives from ring 3 on
+/// TSS.RSP0 like a syscall, and a copy helper's page fault (`arch/upcall.rs`) must land
+/// below the upcalling kernel stack, which RSP0 points at during an upcall; on IST1 it
+/// could overwrite a fault handler that upcalled to zero a page. A page fault in ring 0
+/// is a firmware bug and fatal.
+const PF_VECTOR: usize = 14;
+
 static mut IDT: [Gate; 32] = [Gate {
     offset_low: 0,
     selector: 0,
@@ -143,7 +150,11 @@ pub unsafe fn init() {
             (*idt)[i] = Gate {
                 offset_low: handler as u16,
                 selector: super::gdt::KERNEL_CS,
-                ist: if i == UD_VECTOR { 0 } else { 1 },
+                ist: if i == UD_VECTOR || i == PF_VECTOR {
+                    0
+                } else {
+                    1
+                },
                 type_attr: 0x8E, // present, DPL0, 64-bit interrupt gate
                 offset_mid: (handler >> 16) as u16,
                 offset_high: (handler >> 32) as u32,

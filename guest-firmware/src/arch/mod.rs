@@ -6,3 +6,4 @@ pub mod gdt;
 pub mod idt;
 pub mod syscall_entry;
 pub mod tdx_entry;
+pub mod upcall;

@@ -54,11 +54,30 @@ extern "C" {
 // without leaving ring 3 (and it does not deliver INT n from ring 3 either); the
 // trampoline's UD2 enters ring 0 as #UD at a known address instead (see `trap.rs`).
 // RCX and R11 hold the return RIP and RFLAGS as SYSCALL left them.
+//
+// The same page holds the ring-3 copy helpers of `arch/upcall.rs`: `rep movsb` or
+// `rep stosb` with the operands the upcall loads, then a `ud2` whose address tells the
+// #UD handler that the helper is done. The page is padded so that nothing else of the
+// firmware shares it.
 global_asm!(
     ".section .text.trampoline, \"ax\"",
     ".balign 4096",
     ".global nacre_syscall_trampoline",
     "nacre_syscall_trampoline:",
+    "ud2",
+    ".balign 64",
+    ".global nacre_user_copy",
+    "nacre_user_copy:",
+    "rep movsb",
+    ".global nacre_user_copy_done",
+    "nacre_user_copy_done:",
+    "ud2",
+    ".balign 64",
+    ".global nacre_user_fill",
+    "nacre_user_fill:",
+    "rep stosb",
+    ".global nacre_user_fill_done",
+    "nacre_user_fill_done:",
     "ud2",
     ".balign 4096",
     ".text",

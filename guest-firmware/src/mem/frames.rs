@@ -65,6 +65,32 @@ impl Validated {
         }
     }
 
+    /// Whether any page of `[gpa, gpa + len)` is validated (a word at a time where the
+    /// range covers whole words).
+    pub fn any_in_range(&self, gpa: u64, len: u64) -> bool {
+        let mut page = gpa / PAGE_SIZE_4K;
+        let end = (gpa + len).div_ceil(PAGE_SIZE_4K).min(self.pages);
+        while page < end {
+            let Some(w) = self.word(page) else {
+                return false;
+            };
+            // SAFETY: `word` bounds-checked the index; the bitmap is private memory.
+            let v = unsafe { w.read() };
+            if page.is_multiple_of(64) && end - page >= 64 {
+                if v != 0 {
+                    return true;
+                }
+                page += 64;
+            } else {
+                if v & (1 << (page % 64)) != 0 {
+                    return true;
+                }
+                page += 1;
+            }
+        }
+        false
+    }
+
     /// Set or clear the bit of the page holding `gpa`.
     pub fn set(&mut self, gpa: u64, value: bool) {
         let page = gpa / PAGE_SIZE_4K;
@@ -88,7 +114,13 @@ pub struct Frames {
     ram_end: u64,
     next: u64,
     accepted_end: u64,
+    /// Free 4 KiB frames (each holds the next link).
     free_head: u64,
+    /// Free 2 MiB frames (each holds the next link).
+    free_2m_head: u64,
+    /// A reused 2 MiB frame being handed out 4 KiB at a time: `[reuse, reuse_end)`.
+    reuse: u64,
+    reuse_end: u64,
     validated: Validated,
     /// Pages validated at 4 KiB after a 2 MiB size mismatch (diagnostics).
     pub size_mismatches: u64,
@@ -128,6 +160,9 @@ impl Frames {
             next: start + bitmap_bytes,
             accepted_end: start,
             free_head: 0,
+            free_2m_head: 0,
+            reuse: 0,
+            reuse_end: 0,
             validated: Validated {
                 bits: phys_to_virt(start) as *mut u64,
                 pages,
@@ -150,6 +185,15 @@ impl Frames {
         }
         frames.accepted_end = start + first_len;
         Ok(frames)
+    }
+
+    /// Guest RAM in bytes, and how much of it is not handed out yet (unaccepted RAM,
+    /// frames and 2 MiB frames on the free lists are not counted, so this is a lower
+    /// bound).
+    pub fn usage(&self) -> (u64, u64) {
+        let untouched = self.ram_end - self.accepted_end;
+        let chunk = self.accepted_end.saturating_sub(self.next);
+        (self.ram_end, untouched + chunk)
     }
 
     /// The record of validated pages.
@@ -189,20 +233,23 @@ impl Frames {
                 &mut no_alloc,
             )
             .ok_or(FwError::OutOfMemory)?;
-        if record {
-            for p in (gpa..gpa + len).step_by(PAGE_SIZE_4K as usize) {
-                if self.validated.get(p) {
-                    return Err(FwError::DoubleValidation { gpa: p });
-                }
-            }
+        if record && self.validated.any_in_range(gpa, len) {
+            let first = (gpa..gpa + len)
+                .step_by(PAGE_SIZE_4K as usize)
+                .find(|&p| self.validated.get(p))
+                .unwrap_or(gpa);
+            return Err(FwError::DoubleValidation { gpa: first });
         }
         let how = match plat {
             Platform::Snp(snp) => {
+                // A guest that validates page by page also changes page state page
+                // by page.
                 page_state_change(
                     snp,
                     gpa / PAGE_SIZE_4K,
                     len / PAGE_SIZE_4K,
                     PageStateOp::Private,
+                    !self.validate_4k_only,
                 )?;
                 Make::Pvalidate
             }
@@ -236,29 +283,10 @@ impl Frames {
         Ok(())
     }
 
-    /// A zeroed private frame.
+    /// A zeroed private frame (for page tables and the firmware's own use).
     pub fn alloc(&mut self, plat: &mut Platform) -> Result<u64, FwError> {
-        let mut needs_zeroing = true;
-        let gpa = if self.free_head != 0 {
-            let gpa = self.free_head;
-            // SAFETY: free frames are private, validated and hold the next link.
-            self.free_head = unsafe { (phys_to_virt(gpa) as *const u64).read() };
-            gpa
-        } else {
-            if self.next >= self.accepted_end {
-                if self.accepted_end >= self.ram_end {
-                    return Err(FwError::OutOfMemory);
-                }
-                let len = PAGE_SIZE_2M.min(self.ram_end - self.accepted_end);
-                self.accept(plat, self.accepted_end, len, true)?;
-                self.accepted_end += len;
-            }
-            let gpa = self.next;
-            self.next += PAGE_SIZE_4K;
-            needs_zeroing = !self.fresh_is_zero;
-            gpa
-        };
-        if needs_zeroing {
+        let (gpa, dirty) = self.alloc_user(plat)?;
+        if dirty {
             // SAFETY: the frame is private, validated and owned by the caller from now on.
             unsafe {
                 core::ptr::write_bytes(phys_to_virt(gpa) as *mut u8, 0, PAGE_SIZE_4K as usize)
@@ -267,9 +295,53 @@ impl Frames {
         Ok(gpa)
     }
 
-    /// A zeroed, 2 MiB-aligned private 2 MiB frame: a whole fresh chunk. What is left
-    /// of the current chunk goes to the free list.
-    pub fn alloc_2m(&mut self, plat: &mut Platform) -> Result<u64, FwError> {
+    /// A private frame and whether it may hold old data: the caller zeroes it (an
+    /// app page is zeroed in ring 3 once it is mapped, see `kernel.rs`).
+    pub fn alloc_user(&mut self, plat: &mut Platform) -> Result<(u64, bool), FwError> {
+        if self.free_head != 0 {
+            let gpa = self.free_head;
+            // SAFETY: free frames are private, validated and hold the next link.
+            self.free_head = unsafe { (phys_to_virt(gpa) as *const u64).read() };
+            return Ok((gpa, true));
+        }
+        if self.reuse < self.reuse_end {
+            let gpa = self.reuse;
+            self.reuse += PAGE_SIZE_4K;
+            return Ok((gpa, true));
+        }
+        if self.next >= self.accepted_end {
+            if self.free_2m_head != 0 {
+                let gpa = self.pop_2m();
+                self.reuse = gpa + PAGE_SIZE_4K;
+                self.reuse_end = gpa + PAGE_SIZE_2M;
+                return Ok((gpa, true));
+            }
+            if self.accepted_end >= self.ram_end {
+                return Err(FwError::OutOfMemory);
+            }
+            let len = PAGE_SIZE_2M.min(self.ram_end - self.accepted_end);
+            self.accept(plat, self.accepted_end, len, true)?;
+            self.accepted_end += len;
+        }
+        let gpa = self.next;
+        self.next += PAGE_SIZE_4K;
+        Ok((gpa, !self.fresh_is_zero))
+    }
+
+    fn pop_2m(&mut self) -> u64 {
+        let gpa = self.free_2m_head;
+        // SAFETY: free 2 MiB frames are private, validated and hold the next link.
+        self.free_2m_head = unsafe { (phys_to_virt(gpa) as *const u64).read() };
+        gpa
+    }
+
+    /// A 2 MiB-aligned private 2 MiB frame and whether it may hold old data: a freed
+    /// one, or a whole fresh chunk (what is left of the current chunk goes to the free
+    /// list).
+    pub fn alloc_2m(&mut self, plat: &mut Platform) -> Result<(u64, bool), FwError> {
+        if self.free_2m_head != 0 {
+            return Ok((self.pop_2m(), true));
+        }
         let start = self.accepted_end;
         if !start.is_multiple_of(PAGE_SIZE_2M) || self.ram_end - start < PAGE_SIZE_2M {
             return Err(FwError::OutOfMemory);
@@ -282,13 +354,7 @@ impl Frames {
             self.free(gpa);
         }
         self.next = self.accepted_end;
-        if !self.fresh_is_zero {
-            // SAFETY: the chunk was just accepted and belongs to the caller.
-            unsafe {
-                core::ptr::write_bytes(phys_to_virt(start) as *mut u8, 0, PAGE_SIZE_2M as usize)
-            };
-        }
-        Ok(start)
+        Ok((start, !self.fresh_is_zero))
     }
 
     /// Return a frame.
@@ -296,6 +362,13 @@ impl Frames {
         // SAFETY: the caller hands back a private frame it no longer maps.
         unsafe { (phys_to_virt(gpa) as *mut u64).write(self.free_head) };
         self.free_head = gpa;
+    }
+
+    /// Return a 2 MiB frame (2 MiB aligned).
+    pub fn free_2m(&mut self, gpa: u64) {
+        // SAFETY: the caller hands back a private 2 MiB frame it no longer maps.
+        unsafe { (phys_to_virt(gpa) as *mut u64).write(self.free_2m_head) };
+        self.free_2m_head = gpa;
     }
 }
 

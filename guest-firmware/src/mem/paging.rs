@@ -198,6 +198,20 @@ impl PageTables {
         flags: u64,
         alloc: &mut dyn TableAlloc,
     ) -> Option<()> {
+        self.map_range_2m_as(va, gpa, n, flags, true, alloc)
+    }
+
+    /// Map `n` consecutive 2 MiB pages, private or shared.
+    pub fn map_range_2m_as(
+        &mut self,
+        va: u64,
+        gpa: u64,
+        n: u64,
+        flags: u64,
+        private: bool,
+        alloc: &mut dyn TableAlloc,
+    ) -> Option<()> {
+        let c = if private { self.c_bit } else { self.shared_bit };
         let mut i = 0;
         while i < n {
             let at = va + i * (PAGE_SIZE_2M_MASK + 1);
@@ -205,10 +219,12 @@ impl PageTables {
             let in_table = (n - i).min(512 - index(at, 1) as u64);
             for j in 0..in_table {
                 let frame = gpa + (i + j) * (PAGE_SIZE_2M_MASK + 1);
-                Self::write(
-                    ptr.wrapping_add(j as usize),
-                    frame | self.c_bit | flags | PRESENT | HUGE,
-                );
+                let p = ptr.wrapping_add(j as usize);
+                let old = Self::read(p);
+                Self::write(p, frame | c | flags | PRESENT | HUGE);
+                if old & PRESENT != 0 {
+                    invlpg(at + j * (PAGE_SIZE_2M_MASK + 1));
+                }
             }
             i += in_table;
         }
@@ -294,5 +310,71 @@ impl PageTables {
         Self::write(ptr, (e & ADDR_MASK) | flags | PRESENT);
         invlpg(va);
         Some(())
+    }
+
+    /// The first present leaf mapping at or after `from` and below `end`: its virtual
+    /// address, level (0 = 4 KiB, 1 = 2 MiB) and entry. Absent tables are skipped
+    /// whole, so sparse ranges cost little.
+    pub fn next_leaf(&self, from: u64, end: u64) -> Option<(u64, u32, u64)> {
+        let mut va = from;
+        'outer: while va < end {
+            let mut table = self.pml4;
+            let mut l = 3u32;
+            loop {
+                let span = 1u64 << (12 + 9 * l);
+                let e = Self::read(Self::entry_ptr(table, index(va, l)));
+                if e & PRESENT == 0 {
+                    va = (va & !(span - 1)).checked_add(span)?;
+                    continue 'outer;
+                }
+                if l == 0 || (e & HUGE != 0 && l <= 2) {
+                    return Some((va & !(span - 1), l, e));
+                }
+                table = e & ADDR_MASK & !self.tag_bits();
+                l -= 1;
+                if l == 0 {
+                    // Scan the page table itself without walking down again per entry.
+                    let region_end = (va & !PAGE_SIZE_2M_MASK) + PAGE_SIZE_2M_MASK + 1;
+                    let stop = region_end.min(end);
+                    while va < stop {
+                        let e = Self::read(Self::entry_ptr(table, index(va, 0)));
+                        if e & PRESENT != 0 {
+                            return Some((va & !0xFFF, 0, e));
+                        }
+                        va = (va & !0xFFF) + 4096;
+                    }
+                    continue 'outer;
+                }
+            }
+        }
+        None
+    }
+
+    /// The GPA (without tag bits) of a leaf entry of `level`.
+    pub fn leaf_gpa(&self, entry: u64, level: u32) -> u64 {
+        entry & ADDR_MASK & !self.tag_bits() & !((1u64 << (12 + 9 * level)) - 1)
+    }
+
+    /// Clear the leaf of `level` mapping `va` (as [`Self::next_leaf`] found it).
+    pub fn clear_leaf(&mut self, va: u64, level: u32) {
+        if let Some((ptr, l)) = self.walk(va) {
+            if l == level {
+                Self::write(ptr, 0);
+                invlpg(va);
+            }
+        }
+    }
+
+    /// Replace the flags of the leaf of `level` mapping `va`, keeping its address,
+    /// tag bits and size.
+    pub fn set_leaf_flags(&mut self, va: u64, level: u32, flags: u64) {
+        if let Some((ptr, l)) = self.walk(va) {
+            if l == level {
+                let e = Self::read(ptr);
+                let keep = ADDR_MASK | if level > 0 { HUGE } else { 0 };
+                Self::write(ptr, (e & keep) | flags | PRESENT);
+                invlpg(va);
+            }
+        }
     }
 }

@@ -1,9 +1,15 @@
-//! The hostcall buffer: shared pages through which the firmware asks the host for I/O
-//! (shared-abi `hostcall.rs`). It is shared memory, so nothing here ever holds a Rust
-//! reference into it: requests are copied in, the reply header is copied out into
-//! private memory and checked before anything uses it (trust assumption 2). Only how
-//! the host is told to look differs between the platforms (a GHCB IOIO exit on SNP, a
-//! TDVMCALL Instruction.IO on TDX): that is the `ring` callback.
+//! The hostcall area: 2 MiB of shared memory at the end of guest RAM through which the
+//! firmware asks the host for I/O (shared-abi `hostcall.rs`). It is shared memory, so
+//! nothing here ever holds a Rust reference into it: requests are written with raw
+//! copies, the reply header is copied into private memory and checked before anything
+//! uses it (trust assumption 2), and reply data is copied out only up to the length the
+//! checked header allows. Only how the host is told to look differs between the
+//! platforms (a GHCB IOIO exit on SNP, a TDVMCALL Instruction.IO on TDX): that is the
+//! `ring` callback.
+//!
+//! The area is mapped at [`crate::mem::user::IO_WINDOW_VA`], user-accessible, so that
+//! bulk copies between it and the app run in ring 3 (`arch/upcall.rs`). Only what the
+//! app itself sends out or reads in passes through it.
 
 use crate::error::FwError;
 use nacre_shared_abi::hostcall::{
@@ -14,82 +20,112 @@ use zerocopy::{FromBytes, IntoBytes};
 /// EIO (Linux `asm-generic/errno-base.h`).
 const EIO: u64 = 5;
 
-/// The firmware's view of the shared hostcall buffer.
+/// The firmware's view of the shared hostcall area.
 #[derive(Debug)]
-pub struct HostcallBuffer {
-    /// Virtual address of the buffer's shared mapping, 0 before it exists.
+pub struct HostcallArea {
+    /// Virtual address of the area's shared mapping, 0 before it exists.
     va: u64,
     /// Its GPA (without any encryption or shared bit).
     gpa: u64,
 }
 
-impl HostcallBuffer {
-    /// No buffer yet.
+impl HostcallArea {
+    /// No area yet.
     pub const fn none() -> Self {
         Self { va: 0, gpa: 0 }
     }
 
-    /// The buffer mapped shared at `va`, at guest-physical `gpa`.
+    /// The area mapped shared at `va`, at guest-physical `gpa`.
     pub fn set(&mut self, va: u64, gpa: u64) {
         self.va = va;
         self.gpa = gpa;
     }
 
-    /// Send `req` with `data`; `ring` tells the host the buffer's page number. Returns
-    /// the reply header, copied into private memory (the caller checks it against the
-    /// request).
-    pub fn exchange(
-        &mut self,
-        mut req: HostcallHeader,
-        data: &[u8],
-        ring: impl FnOnce(u64) -> Result<(), FwError>,
-    ) -> Result<HostcallHeader, FwError> {
-        if self.va == 0 || data.len() as u64 > HOSTCALL_MAX_DATA {
+    /// Whether the area exists.
+    pub fn ready(&self) -> bool {
+        self.va != 0
+    }
+
+    /// Virtual address of the data area (valid when [`Self::ready`]).
+    pub fn data_va(&self) -> u64 {
+        self.va + HOSTCALL_DATA_OFFSET
+    }
+
+    /// Copy `src` into the data area at `offset`.
+    pub fn put(&mut self, offset: u64, src: &[u8]) -> Result<(), FwError> {
+        if !self.ready() || offset.saturating_add(src.len() as u64) > HOSTCALL_MAX_DATA {
             return Err(FwError::Hostcall);
         }
-        req.len = req.len.max(data.len() as u64);
-        let base = self.va as *mut u8;
-        // SAFETY: `va` maps the shared hostcall buffer (HOSTCALL_BUFFER_SIZE bytes)
-        // that no Rust reference covers; the lengths were checked above.
+        // SAFETY: the data area is HOSTCALL_MAX_DATA bytes of shared memory mapped at
+        // `data_va` that no Rust reference covers; the range was checked above.
         unsafe {
             core::ptr::copy_nonoverlapping(
-                data.as_ptr(),
-                base.add(HOSTCALL_DATA_OFFSET as usize),
-                data.len(),
-            );
-            core::ptr::copy_nonoverlapping(
-                req.as_bytes().as_ptr(),
-                base,
-                HOSTCALL_DATA_OFFSET as usize,
-            );
-        }
-        ring(self.gpa >> 12)?;
-        let mut reply = [0u8; HOSTCALL_DATA_OFFSET as usize];
-        // SAFETY: as above; the reply header is copied into private memory before use.
-        unsafe {
-            core::ptr::copy_nonoverlapping(base as *const u8, reply.as_mut_ptr(), reply.len())
+                src.as_ptr(),
+                (self.data_va() + offset) as *mut u8,
+                src.len(),
+            )
         };
-        HostcallHeader::read_from_bytes(&reply).map_err(|_| FwError::Hostcall)
+        Ok(())
+    }
+
+    /// Copy `dst.len()` bytes out of the data area at `offset` into private memory.
+    pub fn get(&self, offset: u64, dst: &mut [u8]) -> Result<(), FwError> {
+        if !self.ready() || offset.saturating_add(dst.len() as u64) > HOSTCALL_MAX_DATA {
+            return Err(FwError::Hostcall);
+        }
+        // SAFETY: as in `put`.
+        unsafe {
+            core::ptr::copy_nonoverlapping(
+                (self.data_va() + offset) as *const u8,
+                dst.as_mut_ptr(),
+                dst.len(),
+            )
+        };
+        Ok(())
+    }
+
+    /// Send `req` (whose data the caller placed already); `ring` tells the host the
+    /// area's page number. Returns the reply header, copied into private memory and
+    /// checked against the request: `Ok(Ok(result))` or `Ok(Err(errno))`.
+    pub fn exchange(
+        &mut self,
+        req: HostcallHeader,
+        ring: impl FnOnce(u64) -> Result<(), FwError>,
+    ) -> Result<Result<u64, u64>, FwError> {
+        if !self.ready() || req.len > HOSTCALL_MAX_DATA {
+            return Err(FwError::Hostcall);
+        }
+        let base = self.va as *mut u8;
+        // SAFETY: `va` maps the shared area, which no Rust reference covers; the header
+        // fits in its first page.
+        unsafe {
+            core::ptr::copy_nonoverlapping(req.as_bytes().as_ptr(), base, req.as_bytes().len())
+        };
+        ring(self.gpa >> 12)?;
+        if req.op == HostcallOp::Exit as u32 {
+            return Err(FwError::Hostcall);
+        }
+        let mut reply = [0u8; 64];
+        // SAFETY: as above; the reply header is copied into private memory before use.
+        unsafe { core::ptr::copy_nonoverlapping(base as *const u8, reply.as_mut_ptr(), 64) };
+        let reply = HostcallHeader::read_from_bytes(&reply).map_err(|_| FwError::Hostcall)?;
+        reply.check_reply(&req).map_err(|_| FwError::Hostcall)
     }
 }
 
-/// Write `data` to the host's fd 1 or 2 through `call` (one hostcall per chunk).
-/// Returns bytes written or a Linux errno.
-pub fn console_write(
-    mut call: impl FnMut(HostcallHeader, &[u8]) -> Result<HostcallHeader, FwError>,
+/// Write `data` (firmware memory) to the host's fd 1 or 2 through `call`, one hostcall
+/// per data-area-full. Returns bytes written or a Linux errno.
+pub fn console_write_bytes(
+    area: &mut HostcallArea,
+    mut call: impl FnMut(&mut HostcallArea, HostcallHeader) -> Result<Result<u64, u64>, FwError>,
     fd: u32,
     data: &[u8],
 ) -> Result<u64, u64> {
     let mut done = 0u64;
     for chunk in data.chunks(HOSTCALL_MAX_DATA as usize) {
-        let req = HostcallHeader {
-            op: HostcallOp::Write as u32,
-            fd,
-            len: chunk.len() as u64,
-            ..Default::default()
-        };
-        let reply = call(req, chunk).map_err(|_| EIO)?;
-        match reply.check_reply(&req) {
+        area.put(0, chunk).map_err(|_| EIO)?;
+        let req = write_request(fd, chunk.len() as u64);
+        match call(area, req) {
             Ok(Ok(n)) => {
                 done += n;
                 if n < chunk.len() as u64 {
@@ -103,12 +139,23 @@ pub fn console_write(
     Ok(done)
 }
 
-/// The exit hostcall: the app's status and its unsupported-syscall counts.
-pub fn exit_request(status: u8, unsupported: &[u8]) -> HostcallHeader {
+/// A Write request of `len` bytes already in the data area.
+pub fn write_request(fd: u32, len: u64) -> HostcallHeader {
+    HostcallHeader {
+        op: HostcallOp::Write as u32,
+        fd,
+        len,
+        ..Default::default()
+    }
+}
+
+/// The exit hostcall: the app's status; its unsupported-syscall counts are in the
+/// data area (`len` bytes).
+pub fn exit_request(status: u8, len: u64) -> HostcallHeader {
     HostcallHeader {
         op: HostcallOp::Exit as u32,
         arg: u64::from(status),
-        len: unsupported.len() as u64,
+        len,
         ..Default::default()
     }
 }

@@ -9,7 +9,6 @@ pub mod tdx;
 
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use nacre_shared_abi::boot::PlatformKind;
-use nacre_shared_abi::hostcall::HostcallHeader;
 use nacre_shared_abi::snp::msr_protocol::TERM_SET_NACRE;
 
 static EMULATED: AtomicBool = AtomicBool::new(false);
@@ -49,36 +48,12 @@ pub enum Platform {
 }
 
 impl Platform {
-    /// One hostcall; the reply header is copied into private memory.
-    pub fn hostcall(
-        &mut self,
-        req: HostcallHeader,
-        data: &[u8],
-    ) -> Result<HostcallHeader, crate::error::FwError> {
+    /// Tell the host a hostcall is waiting in the area at page number `page`.
+    pub fn ring_hostcall(&mut self, page: u64) -> Result<(), crate::error::FwError> {
         match self {
-            Self::Snp(s) => s.hostcall(req, data),
-            Self::Tdx(t) => t.hostcall(req, data),
+            Self::Snp(s) => s.ring_hostcall(page),
+            Self::Tdx(t) => t.ring_hostcall(page),
         }
-    }
-
-    /// Write `data` to the host's fd 1 or 2. Returns bytes written or a Linux errno.
-    pub fn console_write(&mut self, fd: u32, data: &[u8]) -> Result<u64, u64> {
-        hostcall::console_write(|req, d| self.hostcall(req, d), fd, data)
-    }
-
-    /// Record the shared hostcall buffer.
-    pub fn set_hostcall_buffer(&mut self, va: u64, gpa: u64) {
-        match self {
-            Self::Snp(s) => s.set_hostcall_buffer(va, gpa),
-            Self::Tdx(t) => t.set_hostcall_buffer(va, gpa),
-        }
-    }
-
-    /// Report the app's exit status (and unsupported-syscall counts as `u32` pairs).
-    pub fn exit(&mut self, status: u8, unsupported: &[u8]) -> ! {
-        let _ = self.hostcall(hostcall::exit_request(status, unsupported), unsupported);
-        // The host must not resume us after an exit; if it does, terminate.
-        terminate(0xFF)
     }
 }
 

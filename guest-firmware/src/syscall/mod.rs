@@ -1,21 +1,30 @@
-//! The Linux syscall shim: the calls a static glibc or Rust std program makes to
-//! start, print, allocate and exit. Anything else returns ENOSYS and is counted; the
-//! counts go to the host with the exit hostcall.
+//! The Linux syscall layer: what static glibc, musl and Rust std programs call to
+//! start, use files, memory, time and the console, and exit. Each call is a free
+//! function in the module of its kind; [`handle`] is the one table. Anything else
+//! returns ENOSYS and is counted; the counts go to the host with the exit hostcall
+//! (`nacre run --stats` lists them).
 
 pub mod errno;
+pub mod fs;
+pub mod io;
+pub mod mem;
+pub mod process;
+pub mod signal;
+pub mod time;
 
 use crate::arch::syscall_entry::SyscallFrame;
 use crate::kernel::{Kernel, UserMemError, KERNEL};
-use crate::mem::user::{Vma, PROT_EXEC, PROT_READ, PROT_WRITE};
 use errno::*;
-use nacre_shared_abi::layout::{PAGE_SIZE_4K, USER_VA_END};
 
 /// Syscall numbers (Linux `arch/x86/entry/syscalls/syscall_64.tbl`).
 mod nr {
     pub const READ: u64 = 0;
     pub const WRITE: u64 = 1;
+    pub const OPEN: u64 = 2;
     pub const CLOSE: u64 = 3;
+    pub const STAT: u64 = 4;
     pub const FSTAT: u64 = 5;
+    pub const LSTAT: u64 = 6;
     pub const POLL: u64 = 7;
     pub const LSEEK: u64 = 8;
     pub const MMAP: u64 = 9;
@@ -25,35 +34,95 @@ mod nr {
     pub const RT_SIGACTION: u64 = 13;
     pub const RT_SIGPROCMASK: u64 = 14;
     pub const IOCTL: u64 = 16;
+    pub const PREAD64: u64 = 17;
+    pub const PWRITE64: u64 = 18;
+    pub const READV: u64 = 19;
     pub const WRITEV: u64 = 20;
+    pub const ACCESS: u64 = 21;
     pub const SCHED_YIELD: u64 = 24;
+    pub const MREMAP: u64 = 25;
+    pub const MSYNC: u64 = 26;
     pub const MADVISE: u64 = 28;
+    pub const DUP: u64 = 32;
+    pub const DUP2: u64 = 33;
+    pub const NANOSLEEP: u64 = 35;
     pub const GETPID: u64 = 39;
     pub const EXIT: u64 = 60;
     pub const KILL: u64 = 62;
     pub const UNAME: u64 = 63;
     pub const FCNTL: u64 = 72;
+    pub const FLOCK: u64 = 73;
+    pub const FSYNC: u64 = 74;
+    pub const FDATASYNC: u64 = 75;
+    pub const FTRUNCATE: u64 = 77;
+    pub const GETCWD: u64 = 79;
+    pub const CHDIR: u64 = 80;
+    pub const FCHDIR: u64 = 81;
+    pub const RENAME: u64 = 82;
+    pub const MKDIR: u64 = 83;
+    pub const RMDIR: u64 = 84;
+    pub const CREAT: u64 = 85;
+    pub const LINK: u64 = 86;
+    pub const UNLINK: u64 = 87;
+    pub const SYMLINK: u64 = 88;
     pub const READLINK: u64 = 89;
+    pub const CHMOD: u64 = 90;
+    pub const FCHMOD: u64 = 91;
+    pub const UMASK: u64 = 95;
+    pub const GETTIMEOFDAY: u64 = 96;
     pub const GETRLIMIT: u64 = 97;
+    pub const GETRUSAGE: u64 = 98;
+    pub const SYSINFO: u64 = 99;
     pub const GETUID: u64 = 102;
     pub const GETGID: u64 = 104;
+    pub const SETUID: u64 = 105;
+    pub const SETGID: u64 = 106;
     pub const GETEUID: u64 = 107;
     pub const GETEGID: u64 = 108;
     pub const GETPPID: u64 = 110;
+    pub const GETPGRP: u64 = 111;
+    pub const GETGROUPS: u64 = 115;
+    pub const GETRESUID: u64 = 118;
+    pub const GETRESGID: u64 = 120;
+    pub const GETPGID: u64 = 121;
+    pub const GETSID: u64 = 124;
     pub const SIGALTSTACK: u64 = 131;
+    pub const PRCTL: u64 = 157;
     pub const ARCH_PRCTL: u64 = 158;
+    pub const SETRLIMIT: u64 = 160;
     pub const GETTID: u64 = 186;
+    pub const TKILL: u64 = 200;
+    pub const TIME: u64 = 201;
+    pub const FUTEX: u64 = 202;
+    pub const SCHED_SETAFFINITY: u64 = 203;
     pub const SCHED_GETAFFINITY: u64 = 204;
+    pub const GETDENTS64: u64 = 217;
     pub const SET_TID_ADDRESS: u64 = 218;
+    pub const CLOCK_GETTIME: u64 = 228;
+    pub const CLOCK_GETRES: u64 = 229;
+    pub const CLOCK_NANOSLEEP: u64 = 230;
     pub const EXIT_GROUP: u64 = 231;
     pub const TGKILL: u64 = 234;
     pub const OPENAT: u64 = 257;
+    pub const MKDIRAT: u64 = 258;
     pub const NEWFSTATAT: u64 = 262;
+    pub const UNLINKAT: u64 = 263;
     pub const READLINKAT: u64 = 267;
+    pub const FACCESSAT: u64 = 269;
+    pub const PPOLL: u64 = 271;
     pub const SET_ROBUST_LIST: u64 = 273;
+    pub const DUP3: u64 = 292;
+    pub const PREADV: u64 = 295;
     pub const PRLIMIT64: u64 = 302;
+    pub const GETCPU: u64 = 309;
     pub const GETRANDOM: u64 = 318;
+    pub const STATX: u64 = 332;
+    pub const RSEQ: u64 = 334;
+    pub const FACCESSAT2: u64 = 439;
 }
+
+/// A syscall's result: the value for RAX, or a Linux errno.
+pub type SysResult = Result<u64, u64>;
 
 /// Entry from `arch::syscall_entry`; returns the value for RAX.
 pub fn dispatch(frame: &mut SyscallFrame) -> u64 {
@@ -65,22 +134,26 @@ pub fn dispatch(frame: &mut SyscallFrame) -> u64 {
     let Some(k) = guard.as_mut() else {
         crate::fatal("syscall before boot finished")
     };
-    let r = match handle(k, nr, args) {
+    match handle(k, nr, args) {
         Ok(v) => v,
-        Err(e) => (-(e as i64)) as u64,
-    };
-    if r == (-(ENOSYS as i64)) as u64 {
-        let nr = u32::try_from(nr).unwrap_or(u32::MAX);
-        if let Some(slot) = k.unsupported.iter_mut().find(|(n, c)| *n == nr || *c == 0) {
-            *slot = (nr, slot.1.saturating_add(1));
+        Err(e) => {
+            if e == ENOSYS {
+                count_unsupported(k, nr);
+            }
+            (-(e as i64)) as u64
         }
     }
-    r
 }
 
-type SysResult = Result<u64, u64>;
+fn count_unsupported(k: &mut Kernel, nr: u64) {
+    let nr = u32::try_from(nr).unwrap_or(u32::MAX);
+    if let Some(slot) = k.unsupported.iter_mut().find(|(n, c)| *n == nr || *c == 0) {
+        *slot = (nr, slot.1.saturating_add(1));
+    }
+}
 
-fn efault(e: UserMemError) -> u64 {
+/// The errno for a failed user-memory access (a platform error is fatal).
+pub fn mem_err(e: UserMemError) -> u64 {
     match e {
         UserMemError::Fault => EFAULT,
         UserMemError::NoMemory => ENOMEM,
@@ -90,329 +163,113 @@ fn efault(e: UserMemError) -> u64 {
 
 /// Exit the app with a Linux-style status.
 pub fn exit_app(k: &mut Kernel, status: u8) -> ! {
-    let mut pairs = [0u8; 8 * 64];
-    let mut n = 0;
-    for &(nr, count) in k.unsupported.iter().take_while(|(_, c)| *c > 0) {
-        pairs[n..n + 4].copy_from_slice(&nr.to_le_bytes());
-        pairs[n + 4..n + 8].copy_from_slice(&count.to_le_bytes());
-        n += 8;
-    }
-    k.plat.exit(status, &pairs[..n])
+    k.exit(status)
 }
 
 fn handle(k: &mut Kernel, nr: u64, a: [u64; 6]) -> SysResult {
     match nr {
-        nr::WRITE => sys_write(k, a[0], a[1], a[2]),
-        nr::WRITEV => sys_writev(k, a[0], a[1], a[2]),
-        nr::READ => {
-            if a[0] <= 2 {
-                Ok(0)
-            } else {
-                Err(EBADF)
-            }
+        nr::READ => io::read(k, a[0], a[1], a[2]),
+        nr::WRITE => io::write(k, a[0], a[1], a[2]),
+        nr::PREAD64 => io::pread(k, a[0], a[1], a[2], a[3]),
+        nr::PWRITE64 => io::pwrite(k, a[0], a[1], a[2], a[3]),
+        nr::READV => io::readv(k, a[0], a[1], a[2], None),
+        nr::PREADV => io::readv(k, a[0], a[1], a[2], Some(a[3])),
+        nr::WRITEV => io::writev(k, a[0], a[1], a[2]),
+        nr::LSEEK => io::lseek(k, a[0], a[1] as i64, a[2]),
+        nr::POLL => io::poll(k, a[0], a[1], Some(a[2] as i32 as i64 * 1_000_000)),
+        nr::PPOLL => {
+            let timeout = time::read_timeout(k, a[2])?;
+            io::poll(k, a[0], a[1], timeout)
         }
-        nr::CLOSE => {
-            if a[0] <= 2 {
-                Ok(0)
-            } else {
-                Err(EBADF)
-            }
+        nr::IOCTL => io::ioctl(k, a[0], a[1], a[2]),
+        nr::FSYNC | nr::FDATASYNC => io::fsync(k, a[0]),
+
+        nr::OPEN => fs::openat(k, fs::AT_FDCWD, a[0], a[1] as u32),
+        nr::OPENAT => fs::openat(k, a[0] as i32 as i64, a[1], a[2] as u32),
+        nr::CREAT => fs::openat(k, fs::AT_FDCWD, a[0], 0o1101),
+        nr::CLOSE => fs::close(k, a[0]),
+        nr::STAT => fs::fstatat(k, fs::AT_FDCWD, a[0], a[1], 0),
+        nr::LSTAT => fs::fstatat(k, fs::AT_FDCWD, a[0], a[1], fs::AT_SYMLINK_NOFOLLOW),
+        nr::FSTAT => fs::fstat(k, a[0], a[1]),
+        nr::NEWFSTATAT => fs::fstatat(k, a[0] as i32 as i64, a[1], a[2], a[3]),
+        nr::STATX => fs::statx(k, a[0] as i32 as i64, a[1], a[2], a[3] as u32, a[4]),
+        nr::ACCESS => fs::faccessat(k, fs::AT_FDCWD, a[0], a[1], 0),
+        nr::FACCESSAT => fs::faccessat(k, a[0] as i32 as i64, a[1], a[2], 0),
+        nr::FACCESSAT2 => fs::faccessat(k, a[0] as i32 as i64, a[1], a[2], a[3]),
+        nr::READLINK => fs::readlinkat(k, fs::AT_FDCWD, a[0], a[1], a[2]),
+        nr::READLINKAT => fs::readlinkat(k, a[0] as i32 as i64, a[1], a[2], a[3]),
+        nr::GETDENTS64 => fs::getdents64(k, a[0], a[1], a[2]),
+        nr::DUP => fs::dup(k, a[0]),
+        nr::DUP2 => fs::dup2(k, a[0], a[1]),
+        nr::DUP3 => fs::dup3(k, a[0], a[1], a[2]),
+        nr::FCNTL => fs::fcntl(k, a[0], a[1], a[2]),
+        nr::GETCWD => fs::getcwd(k, a[0], a[1]),
+        nr::CHDIR => fs::chdir(k, a[0]),
+        nr::FCHDIR => fs::fchdir(k, a[0]),
+        nr::FTRUNCATE => fs::ftruncate(k, a[0]),
+        nr::FLOCK => fs::flock(k, a[0]),
+        nr::MKDIR | nr::RMDIR | nr::UNLINK | nr::RENAME | nr::LINK | nr::SYMLINK | nr::CHMOD => {
+            fs::modify_path(k, fs::AT_FDCWD, a[0])
         }
-        nr::FSTAT => stat_console(k, a[0], a[1]),
-        nr::NEWFSTATAT => {
-            // Only `fstatat(fd, "", buf, AT_EMPTY_PATH)` on the console is supported.
-            let mut first = [0u8; 1];
-            k.copy_from_user(&mut first, a[1]).map_err(efault)?;
-            if first[0] == 0 && a[3] & AT_EMPTY_PATH != 0 {
-                stat_console(k, a[0], a[2])
-            } else {
-                Err(ENOENT)
-            }
-        }
-        nr::POLL => Ok(0),
-        nr::LSEEK => Err(ESPIPE),
-        nr::MMAP => sys_mmap(k, a),
-        nr::MUNMAP => {
-            let (start, end) = page_range(a[0], a[1])?;
-            k.unmap_range(start, end).map_err(efault)?;
-            Ok(0)
-        }
-        nr::MPROTECT => sys_mprotect(k, a[0], a[1], a[2] as u32),
+        nr::MKDIRAT | nr::UNLINKAT => fs::modify_path(k, a[0] as i32 as i64, a[1]),
+        nr::FCHMOD => fs::fchmod(k, a[0]),
+        nr::UMASK => Ok(fs::umask(k, a[0])),
+
+        nr::MMAP => mem::mmap(k, a),
+        nr::MUNMAP => mem::munmap(k, a[0], a[1]),
+        nr::MPROTECT => mem::mprotect(k, a[0], a[1], a[2] as u32),
+        nr::MREMAP => mem::mremap(k, a[0], a[1], a[2], a[3], a[4]),
+        nr::MADVISE => mem::madvise(k, a[0], a[1], a[2]),
+        nr::MSYNC => mem::msync(k, a[0], a[1], a[2]),
         nr::BRK => Ok(k.set_brk(a[0])),
-        nr::MADVISE => Ok(0),
-        nr::RT_SIGACTION | nr::RT_SIGPROCMASK => {
-            // No signals are ever delivered; report "default, empty mask".
-            if a[2] != 0 {
-                let zero = [0u8; 32];
-                let len = if nr == nr::RT_SIGACTION {
-                    32
-                } else {
-                    a[3].min(8) as usize
-                };
-                k.copy_to_user(a[2], &zero[..len]).map_err(efault)?;
-            }
-            Ok(0)
-        }
-        nr::SIGALTSTACK => {
-            if a[1] != 0 {
-                // stack_t { ss_sp, ss_flags = SS_DISABLE (2), ss_size }
-                let mut old = [0u8; 24];
-                old[8..12].copy_from_slice(&2u32.to_le_bytes());
-                k.copy_to_user(a[1], &old).map_err(efault)?;
-            }
-            Ok(0)
-        }
-        nr::IOCTL => Err(ENOTTY),
-        nr::FCNTL => match a[1] {
-            1 | 2 => Ok(0), // F_GETFD / F_SETFD
-            3 => Ok(2),     // F_GETFL: O_RDWR
-            _ => Err(EINVAL),
-        },
-        nr::SCHED_YIELD => Ok(0),
-        nr::GETPID | nr::GETTID | nr::SET_TID_ADDRESS => Ok(1),
+
+        nr::CLOCK_GETTIME => time::clock_gettime(k, a[0] as i32, a[1]),
+        nr::CLOCK_GETRES => time::clock_getres(k, a[0] as i32, a[1]),
+        nr::GETTIMEOFDAY => time::gettimeofday(k, a[0], a[1]),
+        nr::TIME => time::time(k, a[0]),
+        nr::NANOSLEEP => time::nanosleep(k, a[0], a[1]),
+        nr::CLOCK_NANOSLEEP => time::clock_nanosleep(k, a[0] as i32, a[1], a[2], a[3]),
+
+        nr::RT_SIGACTION => signal::rt_sigaction(k, a[0], a[1], a[2], a[3]),
+        nr::RT_SIGPROCMASK => signal::rt_sigprocmask(k, a[0], a[1], a[2], a[3]),
+        nr::SIGALTSTACK => signal::sigaltstack(k, a[0], a[1]),
+        nr::KILL => signal::kill(k, a[0] as i32 as i64, a[1]),
+        nr::TKILL => signal::tgkill(k, process::PID as i64, a[0] as i32 as i64, a[1]),
+        nr::TGKILL => signal::tgkill(k, a[0] as i32 as i64, a[1] as i32 as i64, a[2]),
+
+        nr::EXIT | nr::EXIT_GROUP => exit_app(k, a[0] as u8),
+        nr::UNAME => process::uname(k, a[0]),
+        nr::GETPID | nr::GETTID | nr::GETPGRP | nr::GETSID => Ok(process::PID),
+        nr::GETPGID => process::getpgid(a[0]),
         nr::GETPPID => Ok(0),
         nr::GETUID | nr::GETGID | nr::GETEUID | nr::GETEGID => Ok(0),
-        nr::SET_ROBUST_LIST => Ok(0),
-        nr::UNAME => sys_uname(k, a[0]),
-        nr::ARCH_PRCTL => sys_arch_prctl(k, a[0], a[1]),
-        nr::SCHED_GETAFFINITY => {
-            let len = a[1].min(8);
-            if len == 0 {
-                return Err(EINVAL);
-            }
-            let mask = 1u64.to_le_bytes();
-            k.copy_to_user(a[2], &mask[..len as usize])
-                .map_err(efault)?;
-            Ok(len)
+        nr::SETUID | nr::SETGID => process::setid(a[0]),
+        nr::GETRESUID | nr::GETRESGID => process::getresid(k, a[0], a[1], a[2]),
+        nr::GETGROUPS => Ok(0),
+        nr::SET_TID_ADDRESS => {
+            k.tid_address = a[0];
+            Ok(process::PID)
         }
-        nr::GETRLIMIT => rlimit(k, a[0], 0, a[1]),
+        nr::SET_ROBUST_LIST => process::set_robust_list(k, a[0], a[1]),
+        nr::RSEQ => process::rseq(k, a[0], a[1], a[2] as u32, a[3] as u32),
+        nr::ARCH_PRCTL => process::arch_prctl(k, a[0], a[1]),
+        nr::PRCTL => process::prctl(k, a[0], a[1]),
+        nr::SCHED_YIELD => Ok(0),
+        nr::SCHED_GETAFFINITY => process::sched_getaffinity(k, a[0], a[1], a[2]),
+        nr::SCHED_SETAFFINITY => process::sched_setaffinity(a[0], a[1]),
+        nr::GETCPU => process::getcpu(k, a[0], a[1]),
+        nr::GETRLIMIT => process::rlimit(k, a[0], 0, a[1]),
+        nr::SETRLIMIT => process::rlimit(k, a[0], a[1], 0),
         nr::PRLIMIT64 => {
-            if a[0] != 0 && a[0] != 1 {
+            if a[0] != 0 && a[0] != process::PID {
                 return Err(ESRCH);
             }
-            rlimit(k, a[1], a[2], a[3])
+            process::rlimit(k, a[1], a[2], a[3])
         }
-        nr::READLINK | nr::READLINKAT | nr::OPENAT => Err(ENOENT),
-        nr::GETRANDOM => sys_getrandom(k, a[0], a[1]),
-        nr::EXIT | nr::EXIT_GROUP => exit_app(k, a[0] as u8),
-        nr::KILL | nr::TGKILL => {
-            let (pid, sig) = if nr == nr::KILL {
-                (a[0], a[1])
-            } else {
-                (a[1], a[2])
-            };
-            if pid != 1 && pid != 0 {
-                return Err(ESRCH);
-            }
-            if sig == 0 {
-                return Ok(0);
-            }
-            // Like a shell reports a process killed by signal N.
-            exit_app(k, (128 + (sig & 0x7F)) as u8)
-        }
+        nr::GETRUSAGE => process::getrusage(k, a[0] as i32, a[1]),
+        nr::SYSINFO => process::sysinfo(k, a[0]),
+        nr::GETRANDOM => process::getrandom(k, a[0], a[1], a[2]),
+        nr::FUTEX => process::futex(k, a),
         _ => Err(ENOSYS),
     }
-}
-
-const AT_EMPTY_PATH: u64 = 0x1000;
-
-fn page_range(addr: u64, len: u64) -> Result<(u64, u64), u64> {
-    if !addr.is_multiple_of(PAGE_SIZE_4K) || len == 0 {
-        return Err(EINVAL);
-    }
-    let end = addr.checked_add(len).ok_or(EINVAL)?;
-    let end = (end + PAGE_SIZE_4K - 1) & !(PAGE_SIZE_4K - 1);
-    if end > USER_VA_END {
-        return Err(EINVAL);
-    }
-    Ok((addr, end))
-}
-
-fn sys_write(k: &mut Kernel, fd: u64, buf: u64, len: u64) -> SysResult {
-    if fd != 1 && fd != 2 {
-        return Err(EBADF);
-    }
-    let mut tmp = [0u8; 4096];
-    let mut done = 0u64;
-    while done < len {
-        let n = (len - done).min(tmp.len() as u64) as usize;
-        k.copy_from_user(&mut tmp[..n], buf + done)
-            .map_err(efault)?;
-        let w = k.plat.console_write(fd as u32, &tmp[..n])?;
-        done += w;
-        if w < n as u64 {
-            break;
-        }
-    }
-    Ok(done)
-}
-
-fn sys_writev(k: &mut Kernel, fd: u64, iov: u64, cnt: u64) -> SysResult {
-    if cnt > 1024 {
-        return Err(EINVAL);
-    }
-    let mut total = 0u64;
-    for i in 0..cnt {
-        let mut e = [0u8; 16];
-        k.copy_from_user(&mut e, iov + i * 16).map_err(efault)?;
-        let base = u64::from_le_bytes([e[0], e[1], e[2], e[3], e[4], e[5], e[6], e[7]]);
-        let len = u64::from_le_bytes([e[8], e[9], e[10], e[11], e[12], e[13], e[14], e[15]]);
-        let w = sys_write(k, fd, base, len)?;
-        total += w;
-        if w < len {
-            break;
-        }
-    }
-    Ok(total)
-}
-
-fn stat_console(k: &mut Kernel, fd: u64, buf: u64) -> SysResult {
-    if fd > 2 {
-        return Err(EBADF);
-    }
-    // struct stat (x86-64): st_mode at 24 (u32), st_blksize at 56.
-    let mut st = [0u8; 144];
-    const S_IFIFO: u32 = 0o010_000;
-    st[24..28].copy_from_slice(&(S_IFIFO | 0o600).to_le_bytes());
-    st[16..24].copy_from_slice(&1u64.to_le_bytes()); // st_nlink
-    st[56..64].copy_from_slice(&4096u64.to_le_bytes());
-    k.copy_to_user(buf, &st).map_err(efault)?;
-    Ok(0)
-}
-
-fn sys_mmap(k: &mut Kernel, a: [u64; 6]) -> SysResult {
-    const MAP_SHARED: u64 = 0x01;
-    const MAP_FIXED: u64 = 0x10;
-    const MAP_ANONYMOUS: u64 = 0x20;
-    const MAP_FIXED_NOREPLACE: u64 = 0x10_0000;
-    let (addr, len, prot, flags) = (a[0], a[1], a[2] as u32, a[3]);
-    if flags & MAP_ANONYMOUS == 0 {
-        return Err(ENODEV);
-    }
-    if flags & MAP_SHARED != 0 {
-        return Err(EINVAL);
-    }
-    if len == 0 || len > USER_VA_END {
-        return Err(EINVAL);
-    }
-    let len = (len + PAGE_SIZE_4K - 1) & !(PAGE_SIZE_4K - 1);
-    let start = if flags & (MAP_FIXED | MAP_FIXED_NOREPLACE) != 0 {
-        let (s, e) = page_range(addr, len)?;
-        if k.vmas.overlaps(s, e) {
-            if flags & MAP_FIXED_NOREPLACE != 0 {
-                return Err(EEXIST);
-            }
-            k.unmap_range(s, e).map_err(efault)?;
-        }
-        s
-    } else {
-        k.find_free(len).ok_or(ENOMEM)?
-    };
-    let prot = prot & (PROT_READ | PROT_WRITE | PROT_EXEC);
-    if !k.vmas.insert(Vma {
-        start,
-        end: start + len,
-        prot,
-    }) {
-        return Err(ENOMEM);
-    }
-    Ok(start)
-}
-
-fn sys_mprotect(k: &mut Kernel, addr: u64, len: u64, prot: u32) -> SysResult {
-    let (start, end) = page_range(addr, len)?;
-    let prot = prot & (PROT_READ | PROT_WRITE | PROT_EXEC);
-    k.split_range(start, end).map_err(efault)?;
-    if !k.vmas.protect_range(start, end, prot) {
-        return Err(ENOMEM);
-    }
-    // PROT_NONE keeps the frame but makes the page supervisor-only, so its contents
-    // survive a later mprotect back to an accessible protection.
-    let flags = Vma { start, end, prot }.pte_flags().unwrap_or(0);
-    let mut va = start;
-    while va < end {
-        if k.pt.translate(va).is_some() {
-            k.pt.set_flags_4k(va, flags);
-        }
-        va += PAGE_SIZE_4K;
-    }
-    Ok(0)
-}
-
-fn sys_uname(k: &mut Kernel, buf: u64) -> SysResult {
-    let mut u = [0u8; 65 * 6];
-    for (i, s) in [
-        &b"Linux"[..],
-        b"nacre",
-        b"6.1.0-nacre",
-        b"#1 nacre",
-        b"x86_64",
-        b"",
-    ]
-    .iter()
-    .enumerate()
-    {
-        u[i * 65..i * 65 + s.len()].copy_from_slice(s);
-    }
-    k.copy_to_user(buf, &u).map_err(efault)?;
-    Ok(0)
-}
-
-fn sys_arch_prctl(k: &mut Kernel, code: u64, addr: u64) -> SysResult {
-    const ARCH_SET_GS: u64 = 0x1001;
-    const ARCH_SET_FS: u64 = 0x1002;
-    const ARCH_GET_FS: u64 = 0x1003;
-    const ARCH_GET_GS: u64 = 0x1004;
-    const MSR_FS_BASE: u32 = 0xC000_0100;
-    const MSR_GS_BASE: u32 = 0xC000_0101;
-    let msr = match code {
-        ARCH_SET_FS | ARCH_GET_FS => MSR_FS_BASE,
-        ARCH_SET_GS | ARCH_GET_GS => MSR_GS_BASE,
-        _ => return Err(EINVAL),
-    };
-    if code == ARCH_SET_FS || code == ARCH_SET_GS {
-        if addr >= USER_VA_END {
-            return Err(EPERM);
-        }
-        // SAFETY: FS/GS base are only used by the app; the firmware never uses them.
-        unsafe { crate::arch::cpu::wrmsr(msr, addr) };
-    } else {
-        // SAFETY: reading FS/GS base has no side effects.
-        let v = unsafe { crate::arch::cpu::rdmsr(msr) };
-        k.copy_to_user(addr, &v.to_le_bytes()).map_err(efault)?;
-    }
-    Ok(0)
-}
-
-fn rlimit(k: &mut Kernel, resource: u64, new: u64, old: u64) -> SysResult {
-    const RLIMIT_STACK: u64 = 3;
-    const RLIMIT_NOFILE: u64 = 7;
-    const RLIM_INFINITY: u64 = u64::MAX;
-    let _ = new; // Limits cannot be changed; setting is accepted and ignored.
-    if old != 0 {
-        let (cur, max) = match resource {
-            RLIMIT_STACK => (crate::app::loader::STACK_SIZE, RLIM_INFINITY),
-            RLIMIT_NOFILE => (1024, 1024),
-            r if r < 16 => (RLIM_INFINITY, RLIM_INFINITY),
-            _ => return Err(EINVAL),
-        };
-        let mut b = [0u8; 16];
-        b[..8].copy_from_slice(&cur.to_le_bytes());
-        b[8..].copy_from_slice(&max.to_le_bytes());
-        k.copy_to_user(old, &b).map_err(efault)?;
-    }
-    Ok(0)
-}
-
-fn sys_getrandom(k: &mut Kernel, buf: u64, len: u64) -> SysResult {
-    let len = len.min(1 << 20);
-    let mut done = 0;
-    while done < len {
-        let r = crate::arch::cpu::hw_random().ok_or(EAGAIN)?;
-        let n = (len - done).min(8);
-        k.copy_to_user(buf + done, &r.to_le_bytes()[..n as usize])
-            .map_err(efault)?;
-        done += n;
-    }
-    Ok(len)
 }

@@ -119,7 +119,7 @@ pub fn run_bytes(bytes: &[u8], a: &RunArgs, start: Instant) -> anyhow::Result<u8
         Guest::Snp(snp) => {
             let mut stats = snp.stats.clone();
             stats.mmu = snp.mmu.stats();
-            (stats, snp.first_hostcall)
+            (stats, snp.host.first_hostcall)
         }
         Guest::Tdx(tdx) => {
             let mut stats = tdx.stats.clone();
@@ -136,7 +136,7 @@ pub fn run_bytes(bytes: &[u8], a: &RunArgs, start: Instant) -> anyhow::Result<u8
                 counters: tdx.tdx,
                 mmu: m,
             });
-            (stats, tdx.first_hostcall)
+            (stats, tdx.host.first_hostcall)
         }
     };
     stats.boot_ms = first_hostcall.map_or(0.0, |t| t.duration_since(start).as_secs_f64() * 1e3);
@@ -201,6 +201,7 @@ fn reason(set: u8, code: u8) -> &'static str {
         (3, 13) => "not running as a TD, or TDG.VP.INFO is unusable",
         (3, 14) => "TDG.MEM.PAGE.ACCEPT failed",
         (3, 15) => "MapGPA failed or the host misreported its progress",
+        (3, 16) => "the CPU gives no random numbers (RDRAND), which the app's start-up needs",
         (3, 0xFE) => "firmware bug",
         _ => "unknown reason",
     }

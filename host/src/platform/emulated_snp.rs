@@ -43,8 +43,8 @@ pub struct EmulatedSnp {
     pub stats: Stats,
     /// Test hook: finish at most this many PSC entries per call.
     pub psc_budget: Option<usize>,
-    /// Set when the first hostcall arrives (boot done).
-    pub first_hostcall: Option<std::time::Instant>,
+    /// The console and clocks the hostcalls serve (and when the first arrived).
+    pub host: super::hostcall::HostcallHost,
 }
 
 /// The value the emulated SEV_STATUS MSR reads.
@@ -64,7 +64,7 @@ impl EmulatedSnp {
             ghcb_gpa: None,
             stats: Stats::default(),
             psc_budget: None,
-            first_hostcall: None,
+            host: super::hostcall::HostcallHost::default(),
         }
     }
 
@@ -333,7 +333,7 @@ impl EmulatedSnp {
         super::hostcall::serve(
             &self.mem,
             &mut self.stats,
-            &mut self.first_hostcall,
+            &mut self.host,
             |gfn, n| mmu.is_shared(gfn, n),
             buffer,
         )

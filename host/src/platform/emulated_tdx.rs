@@ -65,8 +65,8 @@ pub struct EmulatedTdx {
     /// MapGPA call before answering RETRY, as KVM does between chunks when an
     /// interrupt is pending.
     pub map_gpa_budget: Option<u64>,
-    /// Set when the first hostcall arrives (boot done).
-    pub first_hostcall: Option<std::time::Instant>,
+    /// The console and clocks the hostcalls serve (and when the first arrived).
+    pub host: super::hostcall::HostcallHost,
 }
 
 impl EmulatedTdx {
@@ -82,7 +82,7 @@ impl EmulatedTdx {
             mrtd: Mrtd::new(),
             mrtd_final: None,
             map_gpa_budget: None,
-            first_hostcall: None,
+            host: super::hostcall::HostcallHost::default(),
         }
     }
 
@@ -233,7 +233,7 @@ impl EmulatedTdx {
         super::hostcall::serve(
             &self.mem,
             &mut self.stats,
-            &mut self.first_hostcall,
+            &mut self.host,
             |gfn, n| mmu.is_shared(gfn, n),
             buffer,
         )

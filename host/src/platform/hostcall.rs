@@ -1,47 +1,68 @@
-//! The host side of the hostcall buffer (shared-abi `hostcall.rs`), common to both
+//! The host side of the hostcall area (shared-abi `hostcall.rs`), common to both
 //! emulated platforms: only the doorbell that announces a call differs (a GHCB IOIO
-//! exit on SNP, a TDVMCALL Instruction.IO on TDX). Everything read from the buffer is
-//! guest-controlled and checked before use; a malformed call stops the guest.
+//! exit on SNP, a TDVMCALL Instruction.IO on TDX). Everything read from the area is
+//! guest-controlled and checked before use; a malformed call stops the guest. One
+//! function serves each operation.
 
 use super::Stop;
 use crate::stats::{syscall_name, Stats};
 use crate::vmm::memory::{GuestMemory, MemoryError};
 use nacre_shared_abi::hostcall::{
-    HostcallHeader, HostcallOp, HOSTCALL_BUFFER_SIZE, HOSTCALL_DATA_OFFSET,
+    terminal_reply_size, ClockReply, HostcallHeader, HostcallOp, HOSTCALL_AREA_SIZE,
+    HOSTCALL_DATA_OFFSET, POLL_FOREVER, POLL_STDERR_WRITABLE, POLL_STDIN_READABLE,
+    POLL_STDOUT_WRITABLE, TERMINAL_NOT_A_TTY,
 };
 use nacre_shared_abi::layout::PAGE_SIZE_4K;
 use std::io::{Read, Write};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use zerocopy::{FromBytes, IntoBytes};
 
-/// Serve one hostcall from the buffer at `buffer` (a GPA without any platform bit).
-/// `is_shared(gfn, n)` says whether the host MMU holds those pages shared: the buffer
+/// EIO (Linux `asm-generic/errno-base.h`), for host I/O errors without an errno.
+const EIO: u64 = 5;
+
+/// The host's side of the console and clocks.
+#[derive(Debug, Default)]
+pub struct HostcallHost {
+    /// When the app first wrote, read or exited (boot done).
+    pub first_hostcall: Option<Instant>,
+    /// The vCPU's TSC frequency in kHz (KVM_GET_TSC_KHZ), 0 if unknown.
+    pub tsc_khz: u64,
+    /// Reused buffer for data going through the area.
+    buffer: Vec<u8>,
+}
+
+/// What one operation's handler decided.
+enum Reply {
+    /// Write the header back (with `status` and `result` set) and resume the guest.
+    Resume,
+    /// Stop the VM.
+    Stop(Stop),
+}
+
+/// Serve one hostcall from the area at `area` (a GPA without any platform bit).
+/// `is_shared(gfn, n)` says whether the host MMU holds those pages shared: the area
 /// must be shared memory, or the guest broke the protocol.
 pub fn serve(
     mem: &GuestMemory,
     stats: &mut Stats,
-    first_hostcall: &mut Option<Instant>,
+    host: &mut HostcallHost,
     is_shared: impl Fn(u64, u64) -> bool,
-    buffer: u64,
+    area: u64,
 ) -> Result<Option<Stop>, MemoryError> {
-    if first_hostcall.is_none() {
-        *first_hostcall = Some(Instant::now());
-    }
-    let pages = HOSTCALL_BUFFER_SIZE / PAGE_SIZE_4K;
-    let in_ram = buffer
-        .checked_add(HOSTCALL_BUFFER_SIZE)
+    let pages = HOSTCALL_AREA_SIZE / PAGE_SIZE_4K;
+    let in_ram = area
+        .checked_add(HOSTCALL_AREA_SIZE)
         .is_some_and(|e| e <= mem.size());
-    if !in_ram || !is_shared(buffer / PAGE_SIZE_4K, pages) {
+    if !in_ram || !is_shared(area / PAGE_SIZE_4K, pages) {
         return Ok(Some(Stop::ProtocolViolation(format!(
-            "hostcall buffer at {buffer:#x} is not {HOSTCALL_BUFFER_SIZE} bytes of shared memory"
+            "hostcall area at {area:#x} is not {HOSTCALL_AREA_SIZE} bytes of shared memory"
         ))));
     }
-    let mut raw = [0u8; HOSTCALL_DATA_OFFSET as usize];
-    mem.read(buffer, &mut raw)?;
+    let mut raw = [0u8; 64];
+    mem.read(area, &mut raw)?;
     let Ok(mut h) = HostcallHeader::read_from_bytes(&raw) else {
         return Ok(None);
     };
-    let data_gpa = buffer + HOSTCALL_DATA_OFFSET;
     let op = match h.check_request() {
         Ok(op) => op,
         Err(e) => {
@@ -50,48 +71,193 @@ pub fn serve(
             ))));
         }
     };
-    let len = h.len as usize;
+    if matches!(op, HostcallOp::Write | HostcallOp::Read | HostcallOp::Exit)
+        && host.first_hostcall.is_none()
+    {
+        host.first_hostcall = Some(Instant::now());
+    }
     h.status = 0;
     h.result = 0;
-    match op {
-        HostcallOp::Write => {
-            let mut data = vec![0u8; len];
-            mem.read(data_gpa, &mut data)?;
-            let r = if h.fd == 1 {
-                let mut out = std::io::stdout().lock();
-                out.write_all(&data).and_then(|()| out.flush())
-            } else {
-                std::io::stderr().write_all(&data)
-            };
-            match r {
-                Ok(()) => h.result = len as u64,
-                Err(e) => h.status = e.raw_os_error().map_or(5, |c| c.unsigned_abs().into()),
-            }
+    let data = area + HOSTCALL_DATA_OFFSET;
+    let reply = match op {
+        HostcallOp::Write => write(mem, host, &mut h, data)?,
+        HostcallOp::Read => read(mem, host, &mut h, data)?,
+        HostcallOp::Exit => exit(mem, stats, &h, data)?,
+        HostcallOp::Clock => clock(mem, host, &mut h, data)?,
+        HostcallOp::Sleep => sleep(&h),
+        HostcallOp::Poll => poll(&mut h),
+        HostcallOp::Terminal => terminal(mem, &mut h, data)?,
+    };
+    match reply {
+        Reply::Resume => {
+            mem.write(area, h.as_bytes())?;
+            Ok(None)
         }
-        HostcallOp::Read => {
-            let mut data = vec![0u8; len];
-            match std::io::stdin().read(&mut data) {
-                Ok(n) => {
-                    mem.write(data_gpa, &data[..n])?;
-                    h.result = n as u64;
-                }
-                Err(e) => h.status = e.raw_os_error().map_or(5, |c| c.unsigned_abs().into()),
-            }
+        Reply::Stop(stop) => Ok(Some(stop)),
+    }
+}
+
+fn os_errno(e: &std::io::Error) -> u64 {
+    e.raw_os_error()
+        .map_or(EIO, |c| u64::from(c.unsigned_abs()))
+}
+
+/// Write: `len` bytes to nacre's stdout or stderr.
+fn write(
+    mem: &GuestMemory,
+    host: &mut HostcallHost,
+    h: &mut HostcallHeader,
+    data: u64,
+) -> Result<Reply, MemoryError> {
+    let len = h.len as usize;
+    host.buffer.resize(len, 0);
+    mem.read(data, &mut host.buffer[..len])?;
+    let bytes = &host.buffer[..len];
+    let r = if h.fd == 1 {
+        let mut out = std::io::stdout().lock();
+        out.write_all(bytes).and_then(|()| out.flush())
+    } else {
+        std::io::stderr().write_all(bytes)
+    };
+    match r {
+        Ok(()) => h.result = len as u64,
+        Err(e) => h.status = os_errno(&e),
+    }
+    Ok(Reply::Resume)
+}
+
+/// Read: up to `len` bytes of nacre's stdin (0 at its end).
+fn read(
+    mem: &GuestMemory,
+    host: &mut HostcallHost,
+    h: &mut HostcallHeader,
+    data: u64,
+) -> Result<Reply, MemoryError> {
+    let len = h.len as usize;
+    host.buffer.resize(len, 0);
+    match std::io::stdin().lock().read(&mut host.buffer[..len]) {
+        Ok(n) => {
+            mem.write(data, &host.buffer[..n])?;
+            h.result = n as u64;
         }
-        HostcallOp::Exit => {
-            let mut data = vec![0u8; len - len % 8];
-            mem.read(data_gpa, &mut data)?;
-            for pair in data.chunks_exact(8) {
-                let nr = u32::from_le_bytes([pair[0], pair[1], pair[2], pair[3]]);
-                let count = u32::from_le_bytes([pair[4], pair[5], pair[6], pair[7]]);
-                *stats
-                    .syscalls_unsupported
-                    .entry(syscall_name(nr))
-                    .or_insert(0) += u64::from(count);
-            }
-            return Ok(Some(Stop::AppExit((h.arg & 0xFF) as u8)));
+        Err(e) => h.status = os_errno(&e),
+    }
+    Ok(Reply::Resume)
+}
+
+/// Exit: the app's status and its unsupported-syscall counts.
+fn exit(
+    mem: &GuestMemory,
+    stats: &mut Stats,
+    h: &HostcallHeader,
+    data: u64,
+) -> Result<Reply, MemoryError> {
+    let len = h.len as usize;
+    let mut pairs = vec![0u8; len - len % 8];
+    mem.read(data, &mut pairs)?;
+    for pair in pairs.chunks_exact(8) {
+        let nr = u32::from_le_bytes([pair[0], pair[1], pair[2], pair[3]]);
+        let count = u32::from_le_bytes([pair[4], pair[5], pair[6], pair[7]]);
+        *stats
+            .syscalls_unsupported
+            .entry(syscall_name(nr))
+            .or_insert(0) += u64::from(count);
+    }
+    Ok(Reply::Stop(Stop::AppExit((h.arg & 0xFF) as u8)))
+}
+
+/// Clock: the host's wall-clock and monotonic time and the TSC frequency.
+fn clock(
+    mem: &GuestMemory,
+    host: &HostcallHost,
+    h: &mut HostcallHeader,
+    data: u64,
+) -> Result<Reply, MemoryError> {
+    let ns = |clock: libc::clockid_t| {
+        let mut t = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: clock_gettime writes one timespec into `t`.
+        unsafe { libc::clock_gettime(clock, &mut t) };
+        (t.tv_sec as u64)
+            .saturating_mul(1_000_000_000)
+            .saturating_add(t.tv_nsec as u64)
+    };
+    let reply = ClockReply {
+        realtime_ns: ns(libc::CLOCK_REALTIME),
+        monotonic_ns: ns(libc::CLOCK_MONOTONIC),
+        tsc_khz: host.tsc_khz,
+    };
+    mem.write(data, reply.as_bytes())?;
+    h.result = reply.as_bytes().len() as u64;
+    Ok(Reply::Resume)
+}
+
+/// Sleep: `arg` nanoseconds (the guest checks the time that passed itself).
+fn sleep(h: &HostcallHeader) -> Reply {
+    std::thread::sleep(Duration::from_nanos(h.arg));
+    Reply::Resume
+}
+
+/// Poll: wait up to `arg2` ns until a console condition in `arg` holds.
+fn poll(h: &mut HostcallHeader) -> Reply {
+    let wanted = [
+        (0, libc::POLLIN, POLL_STDIN_READABLE),
+        (1, libc::POLLOUT, POLL_STDOUT_WRITABLE),
+        (2, libc::POLLOUT, POLL_STDERR_WRITABLE),
+    ];
+    let mut fds: Vec<libc::pollfd> = Vec::new();
+    let mut bits = Vec::new();
+    for (fd, events, bit) in wanted {
+        if h.arg & bit != 0 {
+            fds.push(libc::pollfd {
+                fd,
+                events,
+                revents: 0,
+            });
+            bits.push(bit);
         }
     }
-    mem.write(buffer, h.as_bytes())?;
-    Ok(None)
+    let timeout_ms = if h.arg2 == POLL_FOREVER {
+        -1
+    } else {
+        i32::try_from(h.arg2.div_ceil(1_000_000)).unwrap_or(i32::MAX)
+    };
+    // SAFETY: `fds` is a valid array of `fds.len()` pollfds.
+    let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+    if n > 0 {
+        for (p, bit) in fds.iter().zip(bits) {
+            // End of input and errors count as readable: a read returns at once.
+            if p.revents != 0 {
+                h.result |= bit;
+            }
+        }
+    }
+    Reply::Resume
+}
+
+/// Terminal: TCGETS or TIOCGWINSZ on nacre's own fd 0, 1 or 2.
+fn terminal(mem: &GuestMemory, h: &mut HostcallHeader, data: u64) -> Result<Reply, MemoryError> {
+    let Some(size) = terminal_reply_size(h.arg) else {
+        h.status = TERMINAL_NOT_A_TTY;
+        return Ok(Reply::Resume);
+    };
+    let mut buf = [0u8; 64];
+    // SAFETY: TCGETS writes a kernel `struct termios` (36 bytes) and TIOCGWINSZ a
+    // `struct winsize` (8 bytes) into `buf`, which holds 64.
+    let r = unsafe {
+        libc::ioctl(
+            h.fd as libc::c_int,
+            h.arg as libc::c_ulong,
+            buf.as_mut_ptr(),
+        )
+    };
+    if r != 0 {
+        h.status = TERMINAL_NOT_A_TTY;
+        return Ok(Reply::Resume);
+    }
+    mem.write(data, &buf[..size as usize])?;
+    h.result = size;
+    Ok(Reply::Resume)
 }

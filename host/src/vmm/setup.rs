@@ -205,6 +205,7 @@ pub fn build(image: &LoadedImage, memory: u64) -> Result<Vm, SetupError> {
         SetupError::Image("the image has no SEV-SNP VMSA (it was not loaded for SEV-SNP)".into())
     })?;
     set_initial_state(&vcpu, vmsa)?;
+    snp.host.tsc_khz = tsc_khz(&vcpu);
     Ok(Vm {
         vm,
         vcpu,
@@ -296,12 +297,19 @@ pub fn build_tdx(image: &LoadedImage, memory: u64) -> Result<Vm, SetupError> {
     let vcpu = vm.create_vcpu(0).map_err(ioctl("a vCPU"))?;
     set_cpuid_tdx(&kvm, &vcpu)?;
     set_tdx_entry_state(&vcpu)?;
+    tdx.host.tsc_khz = tsc_khz(&vcpu);
     Ok(Vm {
         vm,
         vcpu,
         guest: Guest::Tdx(tdx),
         reset_page: Some(reset),
     })
+}
+
+/// The vCPU's TSC frequency in kHz, which the guest's clocks count in (0 if KVM does
+/// not say; the guest then falls back to its own default).
+fn tsc_khz(vcpu: &VcpuFd) -> u64 {
+    vcpu.get_tsc_khz().map_or(0, u64::from)
 }
 
 /// The first page the firmware accepts after the image (the start of its frame

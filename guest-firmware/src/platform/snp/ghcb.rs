@@ -5,9 +5,10 @@
 use super::instr::vmgexit;
 use crate::arch::cpu::{rdmsr, wrmsr};
 use crate::error::FwError;
-use crate::platform::hostcall::HostcallBuffer;
-use nacre_shared_abi::hostcall::{HostcallHeader, HOSTCALL_PORT};
-use nacre_shared_abi::snp::ghcb::{exit_code, ioio, Ghcb, GhcbField, GHCB_PROTOCOL_VERSION};
+use nacre_shared_abi::hostcall::HOSTCALL_PORT;
+use nacre_shared_abi::snp::ghcb::{
+    exit_code, ioio, Ghcb, GhcbField, GHCB_PROTOCOL_VERSION, GHCB_SHARED_BUFFER_SIZE,
+};
 use nacre_shared_abi::snp::msr_protocol::{self as mp, MsrRequest, MsrResponse};
 use nacre_shared_abi::snp::MSR_GHCB;
 use zerocopy::IntoBytes;
@@ -19,7 +20,6 @@ pub struct Snp {
     ghcb_va: u64,
     ghcb_gpa: u64,
     msr_holds_ghcb: bool,
-    hostcall: HostcallBuffer,
     /// The private copy of the GHCB that requests are built in and answers copied
     /// back to (kept, rather than made per call, to avoid clearing 4 KiB each time).
     scratch: Ghcb,
@@ -32,7 +32,6 @@ impl Snp {
             ghcb_va: 0,
             ghcb_gpa: 0,
             msr_holds_ghcb: false,
-            hostcall: HostcallBuffer::none(),
             scratch: Ghcb::new_zeroed(),
         }
     }
@@ -81,16 +80,21 @@ impl Snp {
         self.ghcb_gpa
     }
 
-    /// Record the shared hostcall buffer.
-    pub fn set_hostcall_buffer(&mut self, va: u64, gpa: u64) {
-        self.hostcall.set(va, gpa);
-    }
-
-    /// The private GHCB copy, its exchanged save area cleared and the protocol
-    /// version set, ready for a new request.
+    /// The private GHCB copy with every field a request may set cleared (the others
+    /// are never exchanged) and the protocol version set, ready for a new request.
     pub fn request(&mut self) -> &mut Ghcb {
         let g = &mut self.scratch;
-        g.as_mut_bytes()[..0x400].fill(0);
+        g.valid_bitmap = [0; 2];
+        g.rax = 0;
+        g.rbx = 0;
+        g.rcx = 0;
+        g.rdx = 0;
+        g.sw_exit_code = 0;
+        g.sw_exit_info_1 = 0;
+        g.sw_exit_info_2 = 0;
+        g.sw_scratch = 0;
+        g.xcr0 = 0;
+        g.cpl = 0;
         g.protocol_version = GHCB_PROTOCOL_VERSION;
         g.ghcb_usage = 0;
         g
@@ -103,19 +107,23 @@ impl Snp {
 
     /// Make one NAE call with the request built in [`Snp::request`]: copy the
     /// exchanged parts of it into the GHCB page, exit, copy the answer back and
-    /// check `sw_exit_info_1`. Only the save area (up to the X87 state GPA), the
-    /// version/usage words and, when `with_buffer`, the shared buffer are copied: the
-    /// rest of the page is reserved, and copying costs time where ring 0 is emulated.
-    pub fn call_request(&mut self, with_buffer: bool) -> Result<(), FwError> {
-        if self.ghcb_va == 0 {
+    /// check `sw_exit_info_1`. Only the fields a request may set, the valid bitmap, the
+    /// version/usage words and the first `buffer_len` bytes of the shared buffer are
+    /// copied: the host reads nothing else (GHCB specification 2.3.1: it may only use
+    /// fields marked valid, and a page-state change only its descriptor's entries), and
+    /// every copied byte costs time where ring 0 is emulated.
+    pub fn call_request(&mut self, buffer_len: usize) -> Result<(), FwError> {
+        if self.ghcb_va == 0 || buffer_len > GHCB_SHARED_BUFFER_SIZE {
             return Err(FwError::MsrProtocol);
         }
         let page = self.ghcb_va as *mut u8;
+        let buffer = core::mem::offset_of!(Ghcb, shared_buffer);
         // SAFETY: `ghcb_va` maps the registered shared GHCB page (4 KiB) which no
         // Rust reference covers; the host only writes it while this vCPU is stopped
-        // in the exit below. The MSR write points the host at that page.
+        // in the exit below. The MSR write points the host at that page. Every range
+        // lies inside the page.
         unsafe {
-            for &(off, len) in ghcb_ranges(with_buffer) {
+            for &(off, len) in REQUEST_RANGES.iter().chain(&[(buffer, buffer_len)]) {
                 let src = self.scratch.as_bytes().as_ptr().add(off);
                 core::ptr::copy_nonoverlapping(src, page.add(off), len);
             }
@@ -124,7 +132,7 @@ impl Snp {
                 self.msr_holds_ghcb = true;
             }
             vmgexit();
-            for &(off, len) in ghcb_ranges(with_buffer) {
+            for &(off, len) in REPLY_RANGES.iter().chain(&[(buffer, buffer_len)]) {
                 let dst = self.scratch.as_mut_bytes().as_mut_ptr().add(off);
                 core::ptr::copy_nonoverlapping(page.add(off) as *const u8, dst, len);
             }
@@ -141,8 +149,8 @@ impl Snp {
     }
 
     /// Ring the hostcall doorbell: a GHCB IOIO OUT of 32 bits to `HOSTCALL_PORT`
-    /// carrying the buffer's page number.
-    fn ring_hostcall(&mut self, page: u64) -> Result<(), FwError> {
+    /// carrying the hostcall area's page number.
+    pub fn ring_hostcall(&mut self, page: u64) -> Result<(), FwError> {
         let g = self.request();
         g.rax = page;
         g.set_valid(GhcbField::Rax);
@@ -151,29 +159,23 @@ impl Snp {
             (u64::from(HOSTCALL_PORT) << ioio::PORT_SHIFT) | ioio::SIZE_32,
             0,
         );
-        self.call_request(false)
-    }
-
-    /// Send a hostcall with `data` and return the reply header (copied out).
-    pub fn hostcall(
-        &mut self,
-        req: HostcallHeader,
-        data: &[u8],
-    ) -> Result<HostcallHeader, FwError> {
-        let mut buf = core::mem::replace(&mut self.hostcall, HostcallBuffer::none());
-        let r = buf.exchange(req, data, |page| self.ring_hostcall(page));
-        self.hostcall = buf;
-        r
+        self.call_request(0)
     }
 }
 
-/// The parts of the GHCB page a call exchanges: the save area through SW_SCRATCH,
-/// XCR0 and the valid bitmap (0x000..0x400), optionally the shared buffer
-/// (0x800..0xFF0), and the version/usage words (0xFF8..0x1000).
-fn ghcb_ranges(with_buffer: bool) -> &'static [(usize, usize)] {
-    if with_buffer {
-        &[(0, 0x400), (0x800, 0x7F0), (0xFF8, 8)]
-    } else {
-        &[(0, 0x400), (0xFF8, 8)]
-    }
-}
+/// The parts of the GHCB page a request writes: CPL (0x0C8..0x0D0 holds it), RAX
+/// (0x1F8), RCX, RDX, RBX (0x308..0x320), SW_EXITCODE through SW_SCRATCH (0x390..0x3B0),
+/// XCR0 and the valid bitmap (0x3E8..0x400), and the version/usage words
+/// (0xFF8..0x1000).
+const REQUEST_RANGES: [(usize, usize); 6] = [
+    (0x0C8, 8),
+    (0x1F8, 8),
+    (0x308, 0x18),
+    (0x390, 0x20),
+    (0x3E8, 0x18),
+    (0xFF8, 8),
+];
+
+/// The parts of the GHCB page a reply may carry: RAX, RCX, RDX, RBX, SW_EXITINFO1 and
+/// SW_EXITINFO2 and the valid bitmap.
+const REPLY_RANGES: [(usize, usize); 4] = [(0x1F8, 8), (0x308, 0x18), (0x398, 0x10), (0x3F0, 0x10)];

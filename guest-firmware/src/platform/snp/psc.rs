@@ -1,98 +1,121 @@
 //! Guest side of page-state changes through the GHCB (NAE 0x8000_0010): descriptors
-//! of up to 253 entries, 2 MiB entries where aligned, resumed on partial progress,
-//! with the host's progress checked to only move forward (Linux `vmgexit_psc`;
-//! SPECS.md 2.2).
+//! of up to 253 entries, 2 MiB entries where aligned (unless the image asks for 4 KiB
+//! work), resumed on partial progress, with the host's progress checked to only move
+//! forward (Linux `vmgexit_psc`; SPECS.md 2.2).
+//!
+//! The descriptor is built directly in the private GHCB copy's shared buffer and only
+//! its used part (header and entries) crosses to the shared page: a whole buffer is
+//! 254 quadwords each way, which costs milliseconds where ring 0 is emulated.
 
 use super::Snp;
 use crate::error::FwError;
 use nacre_shared_abi::snp::ghcb::{exit_code, GhcbField};
-use nacre_shared_abi::snp::psc::{PageStateOp, PscDesc, PscEntry, PscHeader, PSC_MAX_ENTRIES};
-use zerocopy::{FromBytes, FromZeros, IntoBytes};
+use nacre_shared_abi::snp::psc::{PageStateOp, PscEntry, PscHeader, PSC_MAX_ENTRIES};
+use zerocopy::{FromBytes, IntoBytes};
 
-/// Change the state of `npages` 4 KiB pages from `gfn`.
+/// Bytes of the descriptor header.
+const HEADER_LEN: usize = 8;
+
+/// Change the state of `npages` 4 KiB pages from `gfn`; with `allow_2m`, aligned runs
+/// of 512 pages go as one 2 MiB entry.
 pub fn page_state_change(
     snp: &mut Snp,
     mut gfn: u64,
     mut npages: u64,
     op: PageStateOp,
+    allow_2m: bool,
 ) -> Result<(), FwError> {
     while npages > 0 {
-        let mut desc = PscDesc::new_zeroed();
+        let (first, before) = (gfn, npages);
         let mut n = 0usize;
+        let g = snp.request();
         while n < PSC_MAX_ENTRIES && npages > 0 {
-            let huge = gfn.is_multiple_of(512) && npages >= 512;
-            let e = PscEntry {
-                cur_page: 0,
-                gfn,
-                op,
-                huge,
-            };
-            desc.entries[n] = e.encode();
+            let e = entry(gfn, npages, op, allow_2m);
+            let at = HEADER_LEN + 8 * n;
+            g.shared_buffer[at..at + 8].copy_from_slice(&e.encode().to_le_bytes());
             n += 1;
             gfn += e.npages();
             npages -= e.npages();
         }
-        desc.header = PscHeader {
+        let header = PscHeader {
             cur_entry: 0,
             end_entry: (n - 1) as u16,
             reserved: 0,
         };
-        run_desc(snp, &desc)?;
+        g.shared_buffer[..HEADER_LEN].copy_from_slice(header.as_bytes());
+        run_desc(snp, first, before - npages, n, op, allow_2m)?;
     }
     Ok(())
 }
 
-/// Pages already done in a descriptor, as the guest counts progress.
-fn progress(desc: &PscDesc, original: &PscDesc) -> Result<u64, FwError> {
-    let mut done = 0u64;
-    for i in 0..=usize::from(original.header.end_entry) {
-        let e = PscEntry::decode(desc.entries[i]).map_err(|_| bad(original, 1))?;
-        let o = PscEntry::decode(original.entries[i]).map_err(|_| bad(original, 1))?;
-        // The host may only move cur_page; everything else must be as we wrote it.
-        if e.gfn != o.gfn || e.op != o.op || e.huge != o.huge {
-            return Err(bad(original, 2));
-        }
-        done += u64::from(e.cur_page);
-    }
-    Ok(done)
-}
-
-fn bad(desc: &PscDesc, detail: u64) -> FwError {
-    FwError::PageStateChange {
-        gfn: desc.entries[0] >> 12 & ((1 << 40) - 1),
-        detail,
+/// The entry for the next pages from `gfn` (`left` of them).
+fn entry(gfn: u64, left: u64, op: PageStateOp, allow_2m: bool) -> PscEntry {
+    PscEntry {
+        cur_page: 0,
+        gfn,
+        op,
+        huge: allow_2m && gfn.is_multiple_of(512) && left >= 512,
     }
 }
 
-fn run_desc(snp: &mut Snp, original: &PscDesc) -> Result<(), FwError> {
-    let mut desc = original.clone();
+fn bad(gfn: u64, detail: u64) -> FwError {
+    FwError::PageStateChange { gfn, detail }
+}
+
+/// Run the `n`-entry descriptor for `pages` pages from `first` (built in the private
+/// GHCB copy's shared buffer) until the host reports it complete.
+fn run_desc(
+    snp: &mut Snp,
+    first: u64,
+    pages: u64,
+    n: usize,
+    op: PageStateOp,
+    allow_2m: bool,
+) -> Result<(), FwError> {
+    let len = HEADER_LEN + 8 * n;
+    let end_entry = (n - 1) as u16;
     let mut last_progress = 0u64;
     loop {
         let scratch = snp.ghcb_gpa() + 0x800;
         let g = snp.request();
-        g.shared_buffer.copy_from_slice(desc.as_bytes());
         g.sw_scratch = scratch;
         g.set_valid(GhcbField::SwScratch);
         g.set_exit(exit_code::PSC, 0, 0);
-        snp.call_request(true)?;
+        snp.call_request(len)?;
         let g = snp.answer();
         if g.sw_exit_info_2 != 0 {
-            return Err(bad(original, g.sw_exit_info_2));
+            return Err(bad(first, g.sw_exit_info_2));
         }
-        desc = PscDesc::read_from_bytes(&g.shared_buffer).map_err(|_| bad(original, 3))?;
-        let h = desc.header;
-        if h.reserved != 0 || h.end_entry != original.header.end_entry {
-            return Err(bad(original, 4));
+        let buf = &g.shared_buffer[..len];
+        let h = PscHeader::read_from_bytes(&buf[..HEADER_LEN]).map_err(|_| bad(first, 3))?;
+        if h.reserved != 0 || h.end_entry != end_entry {
+            return Err(bad(first, 4));
         }
-        let p = progress(&desc, original)?;
+        // The host may only move cur_entry and each entry's cur_page; everything else
+        // must be as written (each entry recomputed from the same inputs).
+        let mut done = 0u64;
+        let mut gfn = first;
+        let mut left = pages;
+        for raw in buf[HEADER_LEN..].chunks_exact(8) {
+            let mut q = [0u8; 8];
+            q.copy_from_slice(raw);
+            let e = PscEntry::decode(u64::from_le_bytes(q)).map_err(|_| bad(first, 1))?;
+            let want = entry(gfn, left, op, allow_2m);
+            if e.gfn != want.gfn || e.op != want.op || e.huge != want.huge {
+                return Err(bad(first, 2));
+            }
+            done += u64::from(e.cur_page);
+            gfn += e.npages();
+            left = left.saturating_sub(e.npages());
+        }
         if h.cur_entry > h.end_entry {
             return Ok(());
         }
         // Partial progress is allowed; no progress (or going backwards) is not.
-        let entries_done = u64::from(h.cur_entry);
-        if p + entries_done <= last_progress {
-            return Err(bad(original, 5));
+        let progress = done + u64::from(h.cur_entry);
+        if progress <= last_progress {
+            return Err(bad(first, 5));
         }
-        last_progress = p + entries_done;
+        last_progress = progress;
     }
 }

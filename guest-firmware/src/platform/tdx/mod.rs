@@ -8,9 +8,8 @@
 pub mod trap;
 
 use crate::error::FwError;
-use crate::platform::hostcall::HostcallBuffer;
 use core::arch::asm;
-use nacre_shared_abi::hostcall::{HostcallHeader, HOSTCALL_PORT};
+use nacre_shared_abi::hostcall::HOSTCALL_PORT;
 use nacre_shared_abi::layout::PAGE_SIZE_4K;
 use nacre_shared_abi::tdx::{shared_bit, status, vmcall, AcceptLevel};
 use tdx_guest::tdcall::TdCallError;
@@ -33,7 +32,6 @@ const MAP_GPA_STALLS: u32 = 16;
 pub struct Tdx {
     /// `1 << (GPAW - 1)`.
     shared_bit: u64,
-    hostcall: HostcallBuffer,
     /// MapGPA answers of RETRY that were resumed (diagnostics).
     pub map_gpa_retries: u64,
 }
@@ -123,28 +121,16 @@ impl Tdx {
     pub fn new(shared_bit: u64) -> Self {
         Self {
             shared_bit,
-            hostcall: HostcallBuffer::none(),
             map_gpa_retries: 0,
         }
     }
 
-    /// Record the shared hostcall buffer.
-    pub fn set_hostcall_buffer(&mut self, va: u64, gpa: u64) {
-        self.hostcall.set(va, gpa);
-    }
-
-    /// Send a hostcall: the doorbell is a 32-bit TDVMCALL Instruction.IO write of the
-    /// buffer's page number to `HOSTCALL_PORT`.
-    pub fn hostcall(
-        &mut self,
-        req: HostcallHeader,
-        data: &[u8],
-    ) -> Result<HostcallHeader, FwError> {
-        self.hostcall.exchange(req, data, |page| {
-            let page = u32::try_from(page).map_err(|_| FwError::Hostcall)?;
-            tdx_guest::tdvmcall::io_write(IoSize::Size4, HOSTCALL_PORT, page)
-                .map_err(|_| FwError::Hostcall)
-        })
+    /// Ring the hostcall doorbell: a 32-bit TDVMCALL Instruction.IO write of the
+    /// hostcall area's page number to `HOSTCALL_PORT`.
+    pub fn ring_hostcall(&mut self, page: u64) -> Result<(), FwError> {
+        let page = u32::try_from(page).map_err(|_| FwError::Hostcall)?;
+        tdx_guest::tdvmcall::io_write(IoSize::Size4, HOSTCALL_PORT, page)
+            .map_err(|_| FwError::Hostcall)
     }
 
     /// TDVMCALL MapGPA over the whole range `[gpa, gpa + len)`: to shared when `shared`,

@@ -1,0 +1,563 @@
+//! Files: the app's descriptors and open files, the packaged read-only file tree
+//! (shared-abi `filetree.rs`, measured with the image), and the device files and
+//! `/proc/self` entries overlaid on its empty `/dev` and `/proc/self` directories.
+//!
+//! The tree's metadata is read through the direct map; file contents are read through
+//! the files window, the image pages from the app ELF to the end of the tree mapped
+//! read-only into the app at [`crate::mem::user::FILES_WINDOW_VA`], so that reads copy
+//! in ring 3 (`arch/upcall.rs`) and read-only mappings of files need no copy at all.
+
+use crate::syscall::errno::*;
+use nacre_shared_abi::filetree::{FileTree, Inode, InodeKind, Resolved, ROOT_INODE};
+use nacre_shared_abi::layout::PAGE_SIZE_4K;
+
+/// Most descriptors (RLIMIT_NOFILE).
+pub const MAX_FDS: usize = 1024;
+/// Most open files (descriptions) at once.
+const MAX_OPEN: usize = 256;
+/// `openat`'s "relative to the working directory" (`include/uapi/linux/fcntl.h`).
+pub const AT_FDCWD: i64 = -100;
+/// Descriptor-table flag: close on exec (kept for F_GETFD; nothing is ever exec'd).
+const FD_CLOEXEC_BIT: u16 = 0x8000;
+
+/// `open` flags (`include/uapi/asm-generic/fcntl.h`).
+pub const O_ACCMODE: u32 = 0o3;
+pub const O_WRONLY: u32 = 0o1;
+pub const O_RDWR: u32 = 0o2;
+pub const O_CREAT: u32 = 0o100;
+pub const O_EXCL: u32 = 0o200;
+pub const O_TRUNC: u32 = 0o1000;
+pub const O_APPEND: u32 = 0o2000;
+pub const O_NONBLOCK: u32 = 0o4000;
+pub const O_DIRECTORY: u32 = 0o200000;
+pub const O_NOFOLLOW: u32 = 0o400000;
+pub const O_CLOEXEC: u32 = 0o2000000;
+pub const O_PATH: u32 = 0o10000000;
+pub const O_TMPFILE: u32 = 0o20000000;
+
+/// A name overlaid on the tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Special {
+    /// `/dev/null`.
+    Null,
+    /// `/dev/zero`.
+    Zero,
+    /// `/dev/urandom` and `/dev/random`: RDRAND.
+    Urandom,
+    /// `/proc/self/exe`: a symbolic link to the app.
+    Exe,
+    /// `/proc/self/maps`: the app's areas, generated when read.
+    Maps,
+    /// `/dev/stdin`, `/dev/stdout`, `/dev/stderr`: the console fds 0, 1, 2.
+    Console(u8),
+}
+
+/// The overlaid names of `/dev`, in listing order.
+const DEV_ENTRIES: [(&[u8], Special); 7] = [
+    (b"null", Special::Null),
+    (b"random", Special::Urandom),
+    (b"stderr", Special::Console(2)),
+    (b"stdin", Special::Console(0)),
+    (b"stdout", Special::Console(1)),
+    (b"urandom", Special::Urandom),
+    (b"zero", Special::Zero),
+];
+/// The overlaid names of `/proc/self`.
+const PROC_SELF_ENTRIES: [(&[u8], Special); 2] = [(b"exe", Special::Exe), (b"maps", Special::Maps)];
+
+/// What an open file is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Node {
+    /// The host's stdin, stdout or stderr (0..=2).
+    Console(u8),
+    /// A regular file of the tree or the app itself: `va` is its first byte in the
+    /// files window, `gpa` in guest memory.
+    File {
+        inode: u32,
+        va: u64,
+        gpa: u64,
+        size: u64,
+    },
+    /// A directory of the tree.
+    Dir { inode: u32 },
+    /// A device file.
+    Dev(Special),
+}
+
+/// An open file (what `dup` shares: offset and status flags).
+#[derive(Debug, Clone, Copy)]
+pub struct OpenFile {
+    pub node: Node,
+    pub offset: u64,
+    /// The `open` flags that stay: access mode, O_APPEND, O_NONBLOCK, O_PATH.
+    pub flags: u32,
+    refs: u32,
+}
+
+const FREE: OpenFile = OpenFile {
+    node: Node::Console(0),
+    offset: 0,
+    flags: 0,
+    refs: 0,
+};
+
+/// A directory entry: name, inode index, whether it is a directory.
+pub type DirEntry = (&'static [u8], u32, bool);
+
+/// What a path names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Inode(u32),
+    Special(Special),
+}
+
+/// What `stat` reports.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Stat {
+    pub dev: u64,
+    pub ino: u64,
+    pub mode: u32,
+    pub nlink: u64,
+    pub size: u64,
+    pub rdev: u64,
+}
+
+/// File type bits (`include/uapi/linux/stat.h`).
+pub const S_IFDIR: u32 = 0o040000;
+pub const S_IFREG: u32 = 0o100000;
+pub const S_IFCHR: u32 = 0o020000;
+pub const S_IFLNK: u32 = 0o120000;
+pub const S_IFIFO: u32 = 0o010000;
+/// Device numbers shown for the tree, the devices and /proc (arbitrary but stable).
+pub const TREE_DEV: u64 = 0x2A;
+const PROC_DEV: u64 = 0x14;
+const DEVTMPFS_DEV: u64 = 0x05;
+
+/// Linux `makedev` for the memory devices (`Documentation/admin-guide/devices.txt`:
+/// major 1, null 3, zero 5, urandom 9).
+fn mem_dev(minor: u64) -> u64 {
+    (1 << 8) | minor
+}
+
+/// Files state.
+#[derive(Debug)]
+pub struct Files {
+    /// Per descriptor: 0 when free, else the open file's index + 1, with
+    /// [`FD_CLOEXEC_BIT`].
+    fds: [u16; MAX_FDS],
+    open: [OpenFile; MAX_OPEN],
+    tree: Option<FileTree<'static>>,
+    /// GPA of the first byte the files window shows (the app ELF) and the window's VA.
+    window_gpa: u64,
+    window_va: u64,
+    /// GPA of the tree blob.
+    tree_gpa: u64,
+    /// The app ELF: GPA and size.
+    app_gpa: u64,
+    app_size: u64,
+    /// First GPA after the image.
+    image_end: u64,
+    /// Inodes of `/dev`, `/proc/self` and the app (`/app/NAME`).
+    dev_dir: u32,
+    proc_self_dir: u32,
+    app_inode: u32,
+    /// The working directory.
+    pub cwd: u32,
+    /// The file-creation mask (only reported: nothing can be created).
+    pub umask: u32,
+}
+
+/// Where the image and the tree are, for [`Files::init`].
+#[derive(Debug, Clone, Copy)]
+pub struct ImageFiles {
+    pub tree: FileTree<'static>,
+    pub tree_gpa: u64,
+    pub app_gpa: u64,
+    pub app_size: u64,
+    pub image_end: u64,
+    pub window_va: u64,
+    /// `argv[0]`, the app's name under `/app`.
+    pub app_name: &'static [u8],
+}
+
+impl Files {
+    /// Nothing open, no tree.
+    pub const fn new() -> Self {
+        Self {
+            fds: [0; MAX_FDS],
+            open: [FREE; MAX_OPEN],
+            tree: None,
+            window_gpa: 0,
+            window_va: 0,
+            tree_gpa: 0,
+            app_gpa: 0,
+            app_size: 0,
+            image_end: 0,
+            dev_dir: u32::MAX,
+            proc_self_dir: u32::MAX,
+            app_inode: u32::MAX,
+            cwd: ROOT_INODE,
+            umask: 0o022,
+        }
+    }
+
+    /// Set up the tree and descriptors 0, 1 and 2 (the console).
+    pub fn init(&mut self, img: ImageFiles) {
+        let t = img.tree;
+        let find = |dir: u32, name: &[u8]| t.lookup(dir, name).ok().flatten();
+        self.dev_dir = find(ROOT_INODE, b"dev").unwrap_or(u32::MAX);
+        self.proc_self_dir = find(ROOT_INODE, b"proc")
+            .and_then(|p| find(p, b"self"))
+            .unwrap_or(u32::MAX);
+        self.app_inode = find(ROOT_INODE, b"app")
+            .and_then(|a| find(a, img.app_name))
+            .unwrap_or(u32::MAX);
+        self.tree = Some(t);
+        self.tree_gpa = img.tree_gpa;
+        self.window_gpa = img.app_gpa;
+        self.window_va = img.window_va;
+        self.app_gpa = img.app_gpa;
+        self.app_size = img.app_size;
+        self.image_end = img.image_end;
+        for fd in 0..3u8 {
+            self.open[usize::from(fd)] = OpenFile {
+                node: Node::Console(fd),
+                offset: 0,
+                flags: O_RDWR,
+                refs: 1,
+            };
+            self.fds[usize::from(fd)] = u16::from(fd) + 1;
+        }
+    }
+
+    /// First GPA after the image: frames below it are image pages, never freed.
+    pub fn image_end(&self) -> u64 {
+        self.image_end
+    }
+
+    /// The tree (EIO if the image has none, which the loader never produces).
+    pub fn tree(&self) -> Result<FileTree<'static>, u64> {
+        self.tree.ok_or(EIO)
+    }
+
+    /// The overlaid name `name` in directory `dir`, if any.
+    fn special(&self, dir: u32, name: &[u8]) -> Option<Special> {
+        let table: &[(&[u8], Special)] = if dir == self.dev_dir {
+            &DEV_ENTRIES
+        } else if dir == self.proc_self_dir {
+            &PROC_SELF_ENTRIES
+        } else {
+            return None;
+        };
+        table.iter().find(|(n, _)| *n == name).map(|&(_, s)| s)
+    }
+
+    /// The overlaid entries a directory lists after its own children.
+    pub fn extra_entries(&self, dir: u32) -> &'static [(&'static [u8], Special)] {
+        if dir == self.dev_dir {
+            &DEV_ENTRIES
+        } else if dir == self.proc_self_dir {
+            &PROC_SELF_ENTRIES
+        } else {
+            &[]
+        }
+    }
+
+    /// Resolve `path` from directory `start`.
+    pub fn resolve(&self, start: u32, path: &[u8]) -> Result<Target, u64> {
+        let tree = self.tree()?;
+        match tree.resolve(start, path, |dir, name| self.special(dir, name)) {
+            Ok(Resolved::Inode(i)) => Ok(Target::Inode(i)),
+            Ok(Resolved::Special(s)) => Ok(Target::Special(s)),
+            Err(e) => Err(e.errno()),
+        }
+    }
+
+    /// `/proc/self/exe` followed: the app's inode.
+    pub fn app_target(&self) -> Result<Target, u64> {
+        if self.app_inode == u32::MAX {
+            return Err(ENOENT);
+        }
+        Ok(Target::Inode(self.app_inode))
+    }
+
+    /// The absolute path of the app (`/proc/self/exe`'s link), into `out`.
+    pub fn app_path(&self, out: &mut [u8]) -> Result<usize, u64> {
+        if self.app_inode == u32::MAX {
+            return Err(ENOENT);
+        }
+        self.tree()?
+            .path_of(self.app_inode, out)
+            .map_err(|e| e.errno())
+    }
+
+    /// The directory a `*at` call starts from.
+    pub fn start_dir(&self, dirfd: i64, path_absolute: bool) -> Result<u32, u64> {
+        if path_absolute || dirfd == AT_FDCWD {
+            return Ok(self.cwd);
+        }
+        let fd = u64::try_from(dirfd).map_err(|_| EBADF)?;
+        match self.get(fd)?.node {
+            Node::Dir { inode } => Ok(inode),
+            _ => Err(ENOTDIR),
+        }
+    }
+
+    fn inode(&self, i: u32) -> Result<Inode, u64> {
+        self.tree()?.inode(i).map_err(|_| EIO)
+    }
+
+    /// Whether inode `i` is a directory.
+    pub fn is_dir(&self, i: u32) -> Result<bool, u64> {
+        Ok(self.inode(i)?.is_dir())
+    }
+
+    /// The node an open of `target` gives.
+    pub fn node_of(&self, target: Target) -> Result<Node, u64> {
+        match target {
+            Target::Special(Special::Exe) => self.node_of(self.app_target()?),
+            Target::Special(Special::Console(fd)) => Ok(Node::Console(fd)),
+            Target::Special(s) => Ok(Node::Dev(s)),
+            Target::Inode(i) => {
+                let ino = self.inode(i)?;
+                match ino.kind().map_err(|_| EIO)? {
+                    InodeKind::Dir => Ok(Node::Dir { inode: i }),
+                    InodeKind::App => Ok(Node::File {
+                        inode: i,
+                        va: self.window_va + (self.app_gpa - self.window_gpa),
+                        gpa: self.app_gpa,
+                        size: self.app_size,
+                    }),
+                    InodeKind::File => {
+                        let (off, size) = self.tree()?.file_data(&ino).map_err(|_| EIO)?;
+                        let gpa = self.tree_gpa + off;
+                        Ok(Node::File {
+                            inode: i,
+                            va: self.window_va + (gpa - self.window_gpa),
+                            gpa,
+                            size,
+                        })
+                    }
+                }
+            }
+        }
+    }
+
+    /// What `stat` says of `target` (`follow`: `/proc/self/exe` as the app, else as
+    /// the link).
+    pub fn stat(&self, target: Target, follow: bool) -> Result<Stat, u64> {
+        let special_ino = |n: u64| 0x1000_0000 + n;
+        Ok(match target {
+            Target::Special(Special::Exe) if follow => self.stat(self.app_target()?, true)?,
+            Target::Special(Special::Exe) => {
+                let mut path = [0u8; 256];
+                let len = self.app_path(&mut path).unwrap_or(0);
+                Stat {
+                    dev: PROC_DEV,
+                    ino: special_ino(1),
+                    mode: S_IFLNK | 0o777,
+                    nlink: 1,
+                    size: len as u64,
+                    rdev: 0,
+                }
+            }
+            Target::Special(Special::Console(fd)) => self.stat_node(Node::Console(fd))?,
+            Target::Special(Special::Maps) => Stat {
+                dev: PROC_DEV,
+                ino: special_ino(2),
+                mode: S_IFREG | 0o444,
+                nlink: 1,
+                size: 0,
+                rdev: 0,
+            },
+            Target::Special(s) => {
+                let (n, minor) = match s {
+                    Special::Null => (3, 3),
+                    Special::Zero => (4, 5),
+                    _ => (5, 9),
+                };
+                Stat {
+                    dev: DEVTMPFS_DEV,
+                    ino: special_ino(n),
+                    mode: S_IFCHR | 0o666,
+                    nlink: 1,
+                    size: 0,
+                    rdev: mem_dev(minor),
+                }
+            }
+            Target::Inode(i) => {
+                let ino = self.inode(i)?;
+                let (mode, size, nlink) = match ino.kind().map_err(|_| EIO)? {
+                    InodeKind::Dir => (S_IFDIR, 0, 2 + u64::from(ino.child_count)),
+                    InodeKind::File => (S_IFREG, ino.size, 1),
+                    InodeKind::App => (S_IFREG, self.app_size, 1),
+                };
+                Stat {
+                    dev: TREE_DEV,
+                    ino: u64::from(i) + 2,
+                    mode: mode | u32::from(ino.mode),
+                    nlink,
+                    size,
+                    rdev: 0,
+                }
+            }
+        })
+    }
+
+    /// What `fstat` says of an open file.
+    pub fn stat_node(&self, node: Node) -> Result<Stat, u64> {
+        match node {
+            Node::Console(fd) => Ok(Stat {
+                dev: 0x0D,
+                ino: 3 + u64::from(fd),
+                mode: S_IFIFO | 0o600,
+                nlink: 1,
+                size: 0,
+                rdev: 0,
+            }),
+            Node::File { inode, .. } | Node::Dir { inode } => self.stat(Target::Inode(inode), true),
+            Node::Dev(s) => self.stat(Target::Special(s), true),
+        }
+    }
+
+    /// The `n`-th child of directory `dir` for listing.
+    pub fn child(&self, dir: u32, n: u32) -> Result<Option<DirEntry>, u64> {
+        let tree = self.tree()?;
+        let Some(i) = tree.child(dir, n).map_err(|_| EIO)? else {
+            return Ok(None);
+        };
+        let ino = tree.inode(i).map_err(|_| EIO)?;
+        let name = tree.name(&ino).map_err(|_| EIO)?;
+        Ok(Some((name, i, ino.is_dir())))
+    }
+
+    /// The parent of directory `dir`.
+    pub fn parent(&self, dir: u32) -> Result<u32, u64> {
+        self.tree()?.parent(dir).map_err(|_| EIO)
+    }
+
+    /// Number of children of directory `dir`.
+    pub fn child_count(&self, dir: u32) -> Result<u32, u64> {
+        Ok(self.inode(dir)?.child_count)
+    }
+
+    /// The absolute path of directory `dir`.
+    pub fn path_of(&self, dir: u32, out: &mut [u8]) -> Result<usize, u64> {
+        self.tree()?.path_of(dir, out).map_err(|e| e.errno())
+    }
+
+    /// The open file behind descriptor `fd`.
+    pub fn get(&self, fd: u64) -> Result<&OpenFile, u64> {
+        let i = self.index(fd)?;
+        Ok(&self.open[i])
+    }
+
+    /// The open file behind descriptor `fd`, to change its offset or flags.
+    pub fn get_mut(&mut self, fd: u64) -> Result<&mut OpenFile, u64> {
+        let i = self.index(fd)?;
+        Ok(&mut self.open[i])
+    }
+
+    fn index(&self, fd: u64) -> Result<usize, u64> {
+        let slot = *self
+            .fds
+            .get(usize::try_from(fd).map_err(|_| EBADF)?)
+            .ok_or(EBADF)?;
+        if slot == 0 {
+            return Err(EBADF);
+        }
+        Ok(usize::from(slot & !FD_CLOEXEC_BIT) - 1)
+    }
+
+    /// Open `node` with `flags` on the lowest free descriptor.
+    pub fn open(&mut self, node: Node, flags: u32) -> Result<u64, u64> {
+        let i = self.open.iter().position(|f| f.refs == 0).ok_or(EMFILE)?;
+        let fd = self.lowest_free(0).ok_or(EMFILE)?;
+        self.open[i] = OpenFile {
+            node,
+            offset: 0,
+            flags: flags & (O_ACCMODE | O_APPEND | O_NONBLOCK | O_PATH),
+            refs: 1,
+        };
+        self.fds[fd] = (i as u16 + 1)
+            | if flags & O_CLOEXEC != 0 {
+                FD_CLOEXEC_BIT
+            } else {
+                0
+            };
+        Ok(fd as u64)
+    }
+
+    fn lowest_free(&self, from: usize) -> Option<usize> {
+        (from..MAX_FDS).find(|&fd| self.fds[fd] == 0)
+    }
+
+    /// close(2).
+    pub fn close(&mut self, fd: u64) -> Result<(), u64> {
+        let i = self.index(fd)?;
+        self.fds[fd as usize] = 0;
+        self.open[i].refs -= 1;
+        Ok(())
+    }
+
+    /// dup(2) and F_DUPFD: the lowest free descriptor from `min`.
+    pub fn dup_from(&mut self, fd: u64, min: u64, cloexec: bool) -> Result<u64, u64> {
+        let i = self.index(fd)?;
+        let min = usize::try_from(min).map_err(|_| EINVAL)?;
+        if min >= MAX_FDS {
+            return Err(EINVAL);
+        }
+        let new = self.lowest_free(min).ok_or(EMFILE)?;
+        self.open[i].refs += 1;
+        self.fds[new] = (i as u16 + 1) | if cloexec { FD_CLOEXEC_BIT } else { 0 };
+        Ok(new as u64)
+    }
+
+    /// dup2/dup3: make `new` refer to `fd`'s open file, closing what `new` was.
+    pub fn dup_to(&mut self, fd: u64, new: u64, cloexec: bool) -> Result<u64, u64> {
+        let i = self.index(fd)?;
+        let n = usize::try_from(new).map_err(|_| EBADF)?;
+        if n >= MAX_FDS {
+            return Err(EBADF);
+        }
+        if self.fds[n] != 0 {
+            self.close(new)?;
+        }
+        self.open[i].refs += 1;
+        self.fds[n] = (i as u16 + 1) | if cloexec { FD_CLOEXEC_BIT } else { 0 };
+        Ok(new)
+    }
+
+    /// F_GETFD.
+    pub fn cloexec(&self, fd: u64) -> Result<bool, u64> {
+        self.index(fd)?;
+        Ok(self.fds[fd as usize] & FD_CLOEXEC_BIT != 0)
+    }
+
+    /// F_SETFD.
+    pub fn set_cloexec(&mut self, fd: u64, on: bool) -> Result<(), u64> {
+        self.index(fd)?;
+        let slot = &mut self.fds[fd as usize];
+        *slot = (*slot & !FD_CLOEXEC_BIT) | if on { FD_CLOEXEC_BIT } else { 0 };
+        Ok(())
+    }
+
+    /// What an mmap of descriptor `fd` at `offset` shows: `Some((gpa, bytes))` of a
+    /// file from `offset` on, `None` for `/dev/zero` (anonymous memory).
+    pub fn mmap_source(&self, fd: i32, offset: u64) -> Result<Option<(u64, u64)>, u64> {
+        let f = self.get(u64::try_from(fd).map_err(|_| EBADF)?)?;
+        if f.flags & O_PATH != 0 {
+            return Err(EBADF);
+        }
+        match f.node {
+            Node::File { gpa, size, .. } => {
+                if !gpa.is_multiple_of(PAGE_SIZE_4K) {
+                    return Err(ENODEV);
+                }
+                Ok(Some((gpa + offset, size.saturating_sub(offset))))
+            }
+            Node::Dev(Special::Zero) => Ok(None),
+            _ => Err(ENODEV),
+        }
+    }
+}

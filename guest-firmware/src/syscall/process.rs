@@ -1,0 +1,318 @@
+//! The process: identity, limits, CPU affinity, resource usage, randomness, futexes
+//! (one thread), rseq registration and thread-local storage.
+
+use super::errno::*;
+use super::{exit_app, mem_err, SysResult};
+use crate::kernel::Kernel;
+use nacre_shared_abi::layout::USER_VA_END;
+
+/// The app's process id (and thread id: it is the only thread).
+pub const PID: u64 = 1;
+
+pub fn uname(k: &mut Kernel, buf: u64) -> SysResult {
+    // struct utsname: six fields of 65 bytes (`include/uapi/linux/utsname.h`).
+    let mut u = [0u8; 65 * 6];
+    for (i, s) in [
+        &b"Linux"[..],
+        b"nacre",
+        b"6.1.0-nacre",
+        b"#1 SMP nacre",
+        b"x86_64",
+        b"(none)",
+    ]
+    .iter()
+    .enumerate()
+    {
+        u[i * 65..i * 65 + s.len()].copy_from_slice(s);
+    }
+    k.copy_to_user(buf, &u).map_err(mem_err)?;
+    Ok(0)
+}
+
+pub fn getpgid(pid: u64) -> SysResult {
+    if pid == 0 || pid == PID {
+        Ok(PID)
+    } else {
+        Err(ESRCH)
+    }
+}
+
+/// setuid/setgid: the app runs as root (uid 0) and may keep being it.
+pub fn setid(id: u64) -> SysResult {
+    if id == 0 {
+        Ok(0)
+    } else {
+        Err(EPERM)
+    }
+}
+
+pub fn getresid(k: &mut Kernel, r: u64, e: u64, s: u64) -> SysResult {
+    for va in [r, e, s] {
+        k.copy_to_user(va, &0u32.to_le_bytes()).map_err(mem_err)?;
+    }
+    Ok(0)
+}
+
+pub fn set_robust_list(k: &mut Kernel, head: u64, len: u64) -> SysResult {
+    // sizeof(struct robust_list_head) on x86-64 (`include/uapi/linux/futex.h`).
+    if len != 24 {
+        return Err(EINVAL);
+    }
+    k.robust_list = head;
+    Ok(0)
+}
+
+/// rseq (Linux `include/uapi/linux/rseq.h`): the area is registered and its
+/// `cpu_id_start`/`cpu_id` set to CPU 0. The app is never preempted or migrated, so
+/// no critical section ever needs to be aborted.
+pub fn rseq(k: &mut Kernel, area: u64, len: u64, flags: u32, sig: u32) -> SysResult {
+    const RSEQ_FLAG_UNREGISTER: u32 = 1;
+    /// `ORIG_RSEQ_SIZE`: the original `struct rseq`.
+    const ORIG_RSEQ_SIZE: u64 = 32;
+    let _ = sig;
+    if flags & RSEQ_FLAG_UNREGISTER != 0 {
+        if flags != RSEQ_FLAG_UNREGISTER || k.rseq == 0 {
+            return Err(EINVAL);
+        }
+        if area != k.rseq {
+            return Err(EINVAL);
+        }
+        k.rseq = 0;
+        return Ok(0);
+    }
+    if flags != 0 || len < ORIG_RSEQ_SIZE || !area.is_multiple_of(32) {
+        return Err(EINVAL);
+    }
+    if k.rseq != 0 {
+        return Err(if k.rseq == area { EBUSY } else { EINVAL });
+    }
+    // cpu_id_start (u32 at 0) = 0, cpu_id (u32 at 4) = 0; from the extended layout,
+    // node_id (at 24) and mm_cid (at 28) when the area has them.
+    k.copy_to_user(area, &[0u8; 8]).map_err(mem_err)?;
+    if len >= 32 {
+        k.copy_to_user(area + 24, &[0u8; 8]).map_err(mem_err)?;
+    }
+    k.rseq = area;
+    Ok(0)
+}
+
+pub fn arch_prctl(k: &mut Kernel, code: u64, addr: u64) -> SysResult {
+    // `arch/x86/include/uapi/asm/prctl.h`; FS/GS base MSRs: Intel SDM vol. 4, 2.1.
+    const ARCH_SET_GS: u64 = 0x1001;
+    const ARCH_SET_FS: u64 = 0x1002;
+    const ARCH_GET_FS: u64 = 0x1003;
+    const ARCH_GET_GS: u64 = 0x1004;
+    const MSR_FS_BASE: u32 = 0xC000_0100;
+    const MSR_GS_BASE: u32 = 0xC000_0101;
+    let msr = match code {
+        ARCH_SET_FS | ARCH_GET_FS => MSR_FS_BASE,
+        ARCH_SET_GS | ARCH_GET_GS => MSR_GS_BASE,
+        _ => return Err(EINVAL),
+    };
+    if code == ARCH_SET_FS || code == ARCH_SET_GS {
+        if addr >= USER_VA_END {
+            return Err(EPERM);
+        }
+        // SAFETY: FS/GS base are only used by the app; the firmware never uses them.
+        unsafe { crate::arch::cpu::wrmsr(msr, addr) };
+    } else {
+        // SAFETY: reading FS/GS base has no side effects.
+        let v = unsafe { crate::arch::cpu::rdmsr(msr) };
+        k.copy_to_user(addr, &v.to_le_bytes()).map_err(mem_err)?;
+    }
+    Ok(0)
+}
+
+pub fn prctl(k: &mut Kernel, option: u64, arg2: u64) -> SysResult {
+    // `include/uapi/linux/prctl.h`.
+    const PR_SET_PDEATHSIG: u64 = 1;
+    const PR_GET_DUMPABLE: u64 = 3;
+    const PR_SET_DUMPABLE: u64 = 4;
+    const PR_SET_NAME: u64 = 15;
+    const PR_GET_NAME: u64 = 16;
+    const PR_SET_VMA: u64 = 0x53564d41;
+    match option {
+        PR_SET_NAME => Ok(0),
+        PR_GET_NAME => {
+            let mut name = [0u8; 16];
+            name[..5].copy_from_slice(b"nacre");
+            k.copy_to_user(arg2, &name).map_err(mem_err)?;
+            Ok(0)
+        }
+        PR_SET_PDEATHSIG | PR_SET_DUMPABLE | PR_SET_VMA => Ok(0),
+        PR_GET_DUMPABLE => Ok(1),
+        _ => Err(EINVAL),
+    }
+}
+
+pub fn sched_getaffinity(k: &mut Kernel, pid: u64, len: u64, mask: u64) -> SysResult {
+    if pid != 0 && pid != PID {
+        return Err(ESRCH);
+    }
+    // The kernel's cpumask is one unsigned long here; the buffer must hold it.
+    if len < 8 || !len.is_multiple_of(8) {
+        return Err(EINVAL);
+    }
+    k.copy_to_user(mask, &1u64.to_le_bytes()).map_err(mem_err)?;
+    Ok(8)
+}
+
+pub fn sched_setaffinity(pid: u64, len: u64) -> SysResult {
+    if pid != 0 && pid != PID {
+        return Err(ESRCH);
+    }
+    if len == 0 {
+        return Err(EINVAL);
+    }
+    Ok(0)
+}
+
+pub fn getcpu(k: &mut Kernel, cpu: u64, node: u64) -> SysResult {
+    for va in [cpu, node] {
+        if va != 0 {
+            k.copy_to_user(va, &0u32.to_le_bytes()).map_err(mem_err)?;
+        }
+    }
+    Ok(0)
+}
+
+pub fn rlimit(k: &mut Kernel, resource: u64, new: u64, old: u64) -> SysResult {
+    // `include/uapi/asm-generic/resource.h`.
+    const RLIMIT_STACK: u64 = 3;
+    const RLIMIT_NOFILE: u64 = 7;
+    const RLIM_NLIMITS: u64 = 16;
+    const RLIM_INFINITY: u64 = u64::MAX;
+    if resource >= RLIM_NLIMITS {
+        return Err(EINVAL);
+    }
+    let (cur, max) = match resource {
+        RLIMIT_STACK => (crate::app::loader::STACK_SIZE, RLIM_INFINITY),
+        RLIMIT_NOFILE => {
+            let n = crate::fs::MAX_FDS as u64;
+            (n, n)
+        }
+        _ => (RLIM_INFINITY, RLIM_INFINITY),
+    };
+    if new != 0 {
+        // Limits cannot be raised; lowering is accepted and has no effect.
+        let mut b = [0u8; 16];
+        k.copy_from_user(&mut b, new).map_err(mem_err)?;
+        let new_cur = u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
+        let new_max = u64::from_le_bytes([b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]]);
+        if new_cur > new_max {
+            return Err(EINVAL);
+        }
+        if new_max > max {
+            return Err(EPERM);
+        }
+    }
+    if old != 0 {
+        let mut b = [0u8; 16];
+        b[..8].copy_from_slice(&cur.to_le_bytes());
+        b[8..].copy_from_slice(&max.to_le_bytes());
+        k.copy_to_user(old, &b).map_err(mem_err)?;
+    }
+    Ok(0)
+}
+
+pub fn getrusage(k: &mut Kernel, who: i32, usage: u64) -> SysResult {
+    // RUSAGE_SELF 0, RUSAGE_CHILDREN -1, RUSAGE_THREAD 1 (`include/uapi/linux/resource.h`).
+    if !matches!(who, -1..=1) {
+        return Err(EINVAL);
+    }
+    // struct rusage: ru_utime and ru_stime (timevals), then 14 longs.
+    let mut r = [0u8; 144];
+    if who != -1 {
+        let ns = k.clock.cputime_ns();
+        r[..8].copy_from_slice(&(ns / 1_000_000_000).to_le_bytes());
+        r[8..16].copy_from_slice(&(ns % 1_000_000_000 / 1000).to_le_bytes());
+    }
+    k.copy_to_user(usage, &r).map_err(mem_err)?;
+    Ok(0)
+}
+
+pub fn sysinfo(k: &mut Kernel, info: u64) -> SysResult {
+    // struct sysinfo on x86-64 (`include/uapi/linux/sysinfo.h`): uptime, loads[3],
+    // totalram, freeram, sharedram, bufferram, totalswap, freeswap (longs), procs
+    // (u16, padded), totalhigh, freehigh, mem_unit (u32): 112 bytes with padding.
+    let mut s = [0u8; 112];
+    let uptime = k.monotonic_ns() / 1_000_000_000;
+    s[..8].copy_from_slice(&uptime.to_le_bytes());
+    let (total, free) = k.frames.usage();
+    s[32..40].copy_from_slice(&total.to_le_bytes());
+    s[40..48].copy_from_slice(&free.to_le_bytes());
+    s[80..82].copy_from_slice(&1u16.to_le_bytes());
+    s[104..108].copy_from_slice(&1u32.to_le_bytes());
+    k.copy_to_user(info, &s).map_err(mem_err)?;
+    Ok(0)
+}
+
+/// getrandom: RDRAND (never the host). GRND_NONBLOCK/GRND_RANDOM/GRND_INSECURE make
+/// no difference: the hardware source is always ready.
+pub fn getrandom(k: &mut Kernel, buf: u64, len: u64, flags: u64) -> SysResult {
+    const GRND_ALL: u64 = 0x7;
+    if flags & !GRND_ALL != 0 {
+        return Err(EINVAL);
+    }
+    let len = len.min(1 << 25);
+    let mut done = 0;
+    let mut chunk = [0u8; 256];
+    while done < len {
+        let n = (len - done).min(chunk.len() as u64) as usize;
+        for w in chunk[..n.next_multiple_of(8)].chunks_exact_mut(8) {
+            let r = crate::arch::cpu::hw_random().ok_or(EIO)?;
+            w.copy_from_slice(&r.to_le_bytes());
+        }
+        k.copy_to_user(buf + done, &chunk[..n]).map_err(mem_err)?;
+        done += n as u64;
+    }
+    Ok(len)
+}
+
+/// futex for one thread (`include/uapi/linux/futex.h`): a wait whose value matches
+/// can only end by its timeout, since no other thread exists to wake it; without a
+/// timeout it would block forever, so the app is stopped with a message (exit 137,
+/// as if killed) instead of hanging the VM.
+pub fn futex(k: &mut Kernel, a: [u64; 6]) -> SysResult {
+    const FUTEX_WAIT: u64 = 0;
+    const FUTEX_WAKE: u64 = 1;
+    const FUTEX_REQUEUE: u64 = 3;
+    const FUTEX_CMP_REQUEUE: u64 = 4;
+    const FUTEX_WAKE_OP: u64 = 5;
+    const FUTEX_WAIT_BITSET: u64 = 9;
+    const FUTEX_WAKE_BITSET: u64 = 10;
+    const FUTEX_CMD_MASK: u64 = !(128 | 256);
+    let (uaddr, op, val, timeout) = (a[0], a[1] & FUTEX_CMD_MASK, a[2] as u32, a[3]);
+    match op {
+        FUTEX_WAIT | FUTEX_WAIT_BITSET => {
+            if !uaddr.is_multiple_of(4) {
+                return Err(EINVAL);
+            }
+            let mut v = [0u8; 4];
+            k.copy_from_user(&mut v, uaddr).map_err(mem_err)?;
+            if u32::from_le_bytes(v) != val {
+                return Err(EAGAIN);
+            }
+            if timeout == 0 {
+                let _ = k.console_write(
+                    2,
+                    b"nacre: the app waits on a futex that no other thread can wake; stopping it\n",
+                );
+                exit_app(k, 128 + 9);
+            }
+            let ns = super::time::read_timespec(k, timeout)?;
+            // FUTEX_WAIT's timeout is relative (CLOCK_MONOTONIC); FUTEX_WAIT_BITSET's
+            // is absolute.
+            let deadline = if op == FUTEX_WAIT {
+                k.monotonic_ns().saturating_add(ns)
+            } else {
+                ns
+            };
+            k.sleep_until(deadline);
+            Err(ETIMEDOUT)
+        }
+        FUTEX_WAKE | FUTEX_WAKE_BITSET | FUTEX_REQUEUE | FUTEX_CMP_REQUEUE => Ok(0),
+        FUTEX_WAKE_OP => Err(ENOSYS),
+        _ => Err(ENOSYS),
+    }
+}

@@ -1,0 +1,151 @@
+//! Clocks and sleeping: clock_gettime, clock_getres, gettimeofday, time, nanosleep,
+//! clock_nanosleep. Served from the firmware's TSC-based clocks (`time.rs`); the host's
+//! time is untrusted and only read once.
+
+use super::errno::*;
+use super::{mem_err, SysResult};
+use crate::kernel::Kernel;
+use crate::time::NS_PER_SEC;
+
+/// Clock ids (Linux `include/uapi/linux/time.h`).
+const CLOCK_REALTIME: i32 = 0;
+const CLOCK_MONOTONIC: i32 = 1;
+const CLOCK_PROCESS_CPUTIME_ID: i32 = 2;
+const CLOCK_THREAD_CPUTIME_ID: i32 = 3;
+const CLOCK_MONOTONIC_RAW: i32 = 4;
+const CLOCK_REALTIME_COARSE: i32 = 5;
+const CLOCK_MONOTONIC_COARSE: i32 = 6;
+const CLOCK_BOOTTIME: i32 = 7;
+const CLOCK_REALTIME_ALARM: i32 = 8;
+const CLOCK_BOOTTIME_ALARM: i32 = 9;
+const CLOCK_TAI: i32 = 11;
+/// clock_nanosleep flag (Linux `include/uapi/linux/time.h`).
+const TIMER_ABSTIME: u64 = 1;
+/// Resolution of the coarse clocks: one tick of a 250 Hz kernel, as Linux reports.
+const COARSE_RES_NS: u64 = 4_000_000;
+
+/// A clock's current value in nanoseconds.
+fn clock_ns(k: &mut Kernel, clock: i32) -> Result<u64, u64> {
+    match clock {
+        CLOCK_REALTIME | CLOCK_REALTIME_COARSE | CLOCK_REALTIME_ALARM | CLOCK_TAI => {
+            Ok(k.realtime_ns())
+        }
+        CLOCK_MONOTONIC
+        | CLOCK_MONOTONIC_RAW
+        | CLOCK_MONOTONIC_COARSE
+        | CLOCK_BOOTTIME
+        | CLOCK_BOOTTIME_ALARM => Ok(k.monotonic_ns()),
+        CLOCK_PROCESS_CPUTIME_ID | CLOCK_THREAD_CPUTIME_ID => Ok(k.clock.cputime_ns()),
+        _ => Err(EINVAL),
+    }
+}
+
+fn timespec(ns: u64) -> [u8; 16] {
+    let mut t = [0u8; 16];
+    t[..8].copy_from_slice(&(ns / NS_PER_SEC).to_le_bytes());
+    t[8..].copy_from_slice(&(ns % NS_PER_SEC).to_le_bytes());
+    t
+}
+
+/// Read a `struct timespec` from the app as nanoseconds (EINVAL when malformed).
+pub fn read_timespec(k: &mut Kernel, va: u64) -> Result<u64, u64> {
+    let mut t = [0u8; 16];
+    k.copy_from_user(&mut t, va).map_err(mem_err)?;
+    let sec = i64::from_le_bytes([t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7]]);
+    let nsec = i64::from_le_bytes([t[8], t[9], t[10], t[11], t[12], t[13], t[14], t[15]]);
+    if sec < 0 || !(0..NS_PER_SEC as i64).contains(&nsec) {
+        return Err(EINVAL);
+    }
+    Ok((sec as u64)
+        .saturating_mul(NS_PER_SEC)
+        .saturating_add(nsec as u64))
+}
+
+/// A timeout argument: null is "no limit".
+pub fn read_timeout(k: &mut Kernel, va: u64) -> Result<Option<i64>, u64> {
+    if va == 0 {
+        return Ok(None);
+    }
+    Ok(Some(read_timespec(k, va)?.min(i64::MAX as u64) as i64))
+}
+
+pub fn clock_gettime(k: &mut Kernel, clock: i32, tp: u64) -> SysResult {
+    let ns = clock_ns(k, clock)?;
+    k.copy_to_user(tp, &timespec(ns)).map_err(mem_err)?;
+    Ok(0)
+}
+
+pub fn clock_getres(k: &mut Kernel, clock: i32, res: u64) -> SysResult {
+    let ns = match clock {
+        CLOCK_REALTIME_COARSE | CLOCK_MONOTONIC_COARSE => COARSE_RES_NS,
+        c if clock_ns_known(c) => 1,
+        _ => return Err(EINVAL),
+    };
+    if res != 0 {
+        k.copy_to_user(res, &timespec(ns)).map_err(mem_err)?;
+    }
+    Ok(0)
+}
+
+fn clock_ns_known(c: i32) -> bool {
+    matches!(c, 0..=9 | CLOCK_TAI)
+}
+
+pub fn gettimeofday(k: &mut Kernel, tv: u64, tz: u64) -> SysResult {
+    if tv != 0 {
+        let ns = k.realtime_ns();
+        let mut t = [0u8; 16];
+        t[..8].copy_from_slice(&(ns / NS_PER_SEC).to_le_bytes());
+        t[8..].copy_from_slice(&(ns % NS_PER_SEC / 1000).to_le_bytes());
+        k.copy_to_user(tv, &t).map_err(mem_err)?;
+    }
+    if tz != 0 {
+        // struct timezone: UTC, no DST.
+        k.copy_to_user(tz, &[0u8; 8]).map_err(mem_err)?;
+    }
+    Ok(0)
+}
+
+pub fn time(k: &mut Kernel, t: u64) -> SysResult {
+    let secs = k.realtime_ns() / NS_PER_SEC;
+    if t != 0 {
+        k.copy_to_user(t, &secs.to_le_bytes()).map_err(mem_err)?;
+    }
+    Ok(secs)
+}
+
+pub fn nanosleep(k: &mut Kernel, req: u64, _rem: u64) -> SysResult {
+    let ns = read_timespec(k, req)?;
+    let deadline = k.monotonic_ns().saturating_add(ns);
+    k.sleep_until(deadline);
+    Ok(0)
+}
+
+pub fn clock_nanosleep(k: &mut Kernel, clock: i32, flags: u64, req: u64, _rem: u64) -> SysResult {
+    let realtime = match clock {
+        CLOCK_REALTIME | CLOCK_TAI => true,
+        CLOCK_MONOTONIC | CLOCK_BOOTTIME => false,
+        CLOCK_PROCESS_CPUTIME_ID
+        | CLOCK_THREAD_CPUTIME_ID
+        | CLOCK_MONOTONIC_RAW
+        | CLOCK_REALTIME_COARSE
+        | CLOCK_MONOTONIC_COARSE => return Err(EOPNOTSUPP_SLEEP),
+        _ => return Err(EINVAL),
+    };
+    let ns = read_timespec(k, req)?;
+    let now_mono = k.monotonic_ns();
+    let deadline = if flags & TIMER_ABSTIME == 0 {
+        now_mono.saturating_add(ns)
+    } else if realtime {
+        let now_real = k.realtime_ns();
+        now_mono.saturating_add(ns.saturating_sub(now_real))
+    } else {
+        ns
+    };
+    k.sleep_until(deadline);
+    Ok(0)
+}
+
+/// What clock_nanosleep returns for a clock that cannot be slept on (EOPNOTSUPP,
+/// Linux `include/uapi/asm-generic/errno.h`, 95).
+const EOPNOTSUPP_SLEEP: u64 = 95;
