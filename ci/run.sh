@@ -5,7 +5,7 @@
 #   bash .ci/run          (or: bash ci/run.sh)
 #
 # On a fresh Debian machine it installs what is missing and can be installed
-# (a C compiler and static libc for the test apps); it cannot download Rust
+# (a C compiler, static glibc and musl for the test apps); it cannot download Rust
 # toolchains, so it stops with a clear message if a pinned one is absent.
 # Under CI=true a missing or unusable /dev/kvm is an error, because the
 # whole-system tests boot real VMs.
@@ -87,6 +87,11 @@ if [ "$(gcc -print-file-name=libc.a)" = "libc.a" ]; then
 fi
 gcc_version="$(gcc --version)"
 echo "${gcc_version%%$'\n'*}"
+# The musl builds of the test apps use Debian's musl-gcc wrapper.
+if ! command -v musl-gcc >/dev/null 2>&1; then
+    apt_install musl-tools
+fi
+echo "musl-gcc: $(command -v musl-gcc)"
 
 command -v cargo >/dev/null 2>&1 ||
     die "cargo is not installed, and toolchains cannot be downloaded here"

@@ -11,7 +11,7 @@
 //! says what was being done and includes the command's output.
 
 use std::fs;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::OnceLock;
@@ -172,6 +172,17 @@ pub fn build_c_app_with(src: &Path, out: &Path, flags: &[&str]) {
     check_built(&output, &format!("{cc} {}", src.display()), out);
 }
 
+/// Builds a static C test app against musl instead of glibc:
+/// `musl-gcc -static -O2 src -o out` (`MUSL_CC` names another compiler
+/// wrapper; Debian ships `musl-gcc` in `musl-tools`).
+pub fn build_c_app_musl(src: &Path, out: &Path) {
+    let cc = std::env::var("MUSL_CC").unwrap_or_else(|_| "musl-gcc".to_string());
+    let mut cmd = Command::new(&cc);
+    cmd.args(["-static", "-O2"]).arg(src).arg("-o").arg(out);
+    let output = run_build_tool(&mut cmd, &cc);
+    check_built(&output, &format!("{cc} {}", src.display()), out);
+}
+
 /// Builds a static Rust `std` test app:
 /// `rustc -O -C target-feature=+crt-static --edition 2021 src -o out`.
 pub fn build_rust_app(src: &Path, out: &Path) {
@@ -228,35 +239,173 @@ fn check_built(output: &Output, what: &str, out: &Path) {
     );
 }
 
+/// `e_type` of an ELF executable linked at a fixed address (`-no-pie`).
+pub const ET_EXEC: u16 = 2;
+/// `e_type` of a position-independent ELF (PIE and static-pie executables).
+pub const ET_DYN: u16 = 3;
+/// `p_type` of the program header naming a dynamic loader.
+const PT_INTERP: u32 = 3;
+
+/// The `e_type` of the 64-bit little-endian ELF at `path`: [`ET_EXEC`] or
+/// [`ET_DYN`] for executables. Panics if the file is not such an ELF.
+pub fn elf_type(path: &Path) -> u16 {
+    let bytes = read_elf64(path);
+    le_u16(&bytes, 16)
+}
+
+/// Whether the ELF at `path` asks for a dynamic loader (has a `PT_INTERP`
+/// program header). A static-pie executable is [`ET_DYN`] without one.
+pub fn elf_has_interp(path: &Path) -> bool {
+    let bytes = read_elf64(path);
+    let phoff = usize::try_from(le_u64(&bytes, 32)).expect("e_phoff fits in usize");
+    let phentsize = usize::from(le_u16(&bytes, 54));
+    let phnum = usize::from(le_u16(&bytes, 56));
+    (0..phnum).any(|i| {
+        let at = phoff + i * phentsize;
+        assert!(
+            at + 4 <= bytes.len(),
+            "{}: program header {i} lies past the end of the file",
+            path.display()
+        );
+        le_u32(&bytes, at) == PT_INTERP
+    })
+}
+
+/// The bytes of a 64-bit little-endian ELF file, with its header checked.
+fn read_elf64(path: &Path) -> Vec<u8> {
+    let bytes = fs::read(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    // ELF64 header: magic, EI_CLASS = ELFCLASS64 (2), EI_DATA = ELFDATA2LSB (1),
+    // 64 bytes in all.
+    assert!(
+        bytes.len() >= 64 && bytes.starts_with(b"\x7fELF") && bytes[4] == 2 && bytes[5] == 1,
+        "{} is not a 64-bit little-endian ELF file",
+        path.display()
+    );
+    bytes
+}
+
+fn le_u16(bytes: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([bytes[at], bytes[at + 1]])
+}
+
+fn le_u32(bytes: &[u8], at: usize) -> u32 {
+    let mut word = [0u8; 4];
+    word.copy_from_slice(&bytes[at..at + 4]);
+    u32::from_le_bytes(word)
+}
+
+fn le_u64(bytes: &[u8], at: usize) -> u64 {
+    let mut word = [0u8; 8];
+    word.copy_from_slice(&bytes[at..at + 8]);
+    u64::from_le_bytes(word)
+}
+
+/// Everything `nacre package` puts into an image besides the app itself.
+#[derive(Debug, Clone, Default)]
+pub struct PackageOptions {
+    /// The app's arguments after argv\[0\], one `--arg` each.
+    pub args: Vec<String>,
+    /// Environment variables, one `--env KEY=VALUE` each.
+    pub env: Vec<(String, String)>,
+    /// Host files or directories and where the guest sees them, one
+    /// `--file HOST_PATH:GUEST_PATH` each.
+    pub files: Vec<(PathBuf, String)>,
+    /// Further `nacre package` flags, passed as they are (e.g.
+    /// `--page-validation 4k`).
+    pub flags: Vec<String>,
+}
+
+impl PackageOptions {
+    /// No arguments, no environment, no files, no flags.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The given arguments and environment variables, no files, no flags.
+    pub fn with_args_and_env(args: &[&str], env: &[(&str, &str)]) -> Self {
+        env.iter()
+            .fold(Self::new().args(args), |options, (key, value)| {
+                options.env(key, value)
+            })
+    }
+
+    /// Adds arguments for the app.
+    pub fn args(mut self, args: &[&str]) -> Self {
+        self.args.extend(args.iter().map(|a| (*a).to_string()));
+        self
+    }
+
+    /// Adds an environment variable.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// Packages the host file or directory `host` as `guest` in the image.
+    pub fn file(mut self, host: &Path, guest: &str) -> Self {
+        self.files.push((host.to_path_buf(), guest.to_string()));
+        self
+    }
+
+    /// Adds `nacre package` flags.
+    pub fn flags(mut self, flags: &[&str]) -> Self {
+        self.flags.extend(flags.iter().map(|f| (*f).to_string()));
+        self
+    }
+
+    /// The `nacre package APP -o IMAGE ...` command line.
+    fn command_line(&self, app: &Path, image: &Path) -> Vec<String> {
+        let mut cli: Vec<String> = vec![
+            "package".into(),
+            app.display().to_string(),
+            "-o".into(),
+            image.display().to_string(),
+        ];
+        for arg in &self.args {
+            cli.push("--arg".into());
+            cli.push(arg.clone());
+        }
+        for (key, value) in &self.env {
+            cli.push("--env".into());
+            cli.push(format!("{key}={value}"));
+        }
+        for (host, guest) in &self.files {
+            cli.push("--file".into());
+            cli.push(format!("{}:{guest}", host.display()));
+        }
+        cli.extend(self.flags.iter().cloned());
+        cli
+    }
+}
+
 /// Runs `nacre package APP -o IMAGE [--arg A]... [--env K=V]...` and returns
 /// its output without judging it (for tests of rejected input).
 pub fn package_output(app: &Path, image: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cli: Vec<String> = vec![
-        "package".into(),
-        app.display().to_string(),
-        "-o".into(),
-        image.display().to_string(),
-    ];
-    for arg in args {
-        cli.push("--arg".into());
-        cli.push((*arg).to_string());
-    }
-    for (key, value) in env {
-        cli.push("--env".into());
-        cli.push(format!("{key}={value}"));
-    }
-    nacre(&cli, &[])
+    let options = PackageOptions::with_args_and_env(args, env);
+    package_with_output(app, image, &options)
+}
+
+/// Runs `nacre package APP -o IMAGE` with `options` and returns its output
+/// without judging it.
+pub fn package_with_output(app: &Path, image: &Path, options: &PackageOptions) -> Output {
+    nacre(&options.command_line(app, image), &[])
 }
 
 /// Packages `app` into `<app>.igvm` next to it and returns the image's path;
 /// panics with nacre's output if packaging fails.
 pub fn package(app: &Path, args: &[&str], env: &[(&str, &str)]) -> PathBuf {
-    let image = app.with_extension("igvm");
-    let output = package_output(app, &image, args, env);
+    let options = PackageOptions::with_args_and_env(args, env);
+    package_with(app, &app.with_extension("igvm"), &options)
+}
+
+/// Packages `app` with `options` into `image` and returns the image's path;
+/// panics with nacre's output if packaging fails.
+pub fn package_with(app: &Path, image: &Path, options: &PackageOptions) -> PathBuf {
+    let output = package_with_output(app, image, options);
     assert!(
         output.status.success(),
-        "`nacre package {}` failed ({})\n{}",
-        app.display(),
+        "`nacre {}` failed ({})\n{}",
+        options.command_line(app, image).join(" "),
         output.status,
         describe_output(&output)
     );
@@ -265,7 +414,7 @@ pub fn package(app: &Path, args: &[&str], env: &[(&str, &str)]) -> PathBuf {
         "`nacre package` succeeded but wrote no image at {}",
         image.display()
     );
-    image
+    image.to_path_buf()
 }
 
 /// Runs `nacre run IMAGE EXTRA_ARGS...` and returns its output.
@@ -281,21 +430,52 @@ pub fn run_with_env(image: &Path, extra_args: &[&str], env: &[(&str, &str)]) -> 
     nacre(&cli, env)
 }
 
+/// Runs `nacre run IMAGE EXTRA_ARGS...` with `stdin` as the app's standard
+/// input (closed once it is all written) and returns its output.
+pub fn run_with_stdin(image: &Path, extra_args: &[&str], stdin: &[u8]) -> Output {
+    let mut cli: Vec<String> = vec!["run".into(), image.display().to_string()];
+    cli.extend(extra_args.iter().map(|a| (*a).to_string()));
+    nacre_with_stdin(&cli, &[], Some(stdin))
+}
+
 /// Runs `nacre` with `args` and `env`, stdin closed, killing it if it takes
 /// longer than `NACRE_TEST_TIMEOUT_SECS` (default 120 s).
 pub fn nacre(args: &[String], env: &[(&str, &str)]) -> Output {
+    nacre_with_stdin(args, env, None)
+}
+
+/// Runs `nacre` like [`nacre`], feeding it `stdin` when given (then closing
+/// it), else with stdin closed from the start.
+pub fn nacre_with_stdin(args: &[String], env: &[(&str, &str)], stdin: Option<&[u8]>) -> Output {
     let bin = nacre_bin();
     let mut cmd = Command::new(&bin);
     cmd.args(args)
         .envs(env.iter().copied())
-        .stdin(Stdio::null())
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let label = format!("nacre {}", args.join(" "));
-    let child = cmd
+    let mut child = cmd
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start `{}`: {e}", bin.display()));
-    wait_with_timeout(child, timeout(), &label)
+    let feeder = child.stdin.take().zip(stdin).map(|(mut pipe, bytes)| {
+        let bytes = bytes.to_vec();
+        thread::spawn(move || {
+            // An app that exits before reading everything closes the pipe;
+            // the test then sees the missing bytes in its output.
+            let _ = pipe.write_all(&bytes);
+        })
+    });
+    let output = wait_with_timeout(child, timeout(), &label);
+    if let Some(feeder) = feeder {
+        // The pipe is closed once nacre has exited, so the feeder has ended.
+        let _ = feeder.join();
+    }
+    output
 }
 
 fn timeout() -> Duration {

@@ -1,0 +1,464 @@
+//! App benchmark: what running under nacre costs ordinary programs, against
+//! the same programs run natively in the same benchmark run.
+//!
+//! Three workloads, each timed natively and as `nacre run IMAGE --platform
+//! emulated-snp|emulated-tdx`, interleaved round by round so that drift in
+//! the machine's load affects them alike:
+//!
+//! - `write`: `bench_write` writes 256 MiB to stdout in 1 MiB `write(2)`
+//!   calls, stdout on /dev/null; whole-process wall time.
+//! - `touch`: `bench_touch` mallocs 1 GiB, writes one byte per 4 KiB page and
+//!   reads them back (nacre runs with `--memory 2G`); whole-process wall time,
+//!   and stdout must be the expected sum.
+//! - `startup`: the C hello app; the time from spawning the process to the
+//!   first byte arriving on its stdout pipe.
+//!
+//! It prints the median and minimum of each command and the ratios of medians
+//! nacre/native. There are no targets: slowness is reported, never fatal. A
+//! run that fails (wrong exit code or output, or killed after the timeout) is
+//! reported with its error in place of its numbers and that command is not
+//! run again; everything else is still measured and printed, and the
+//! benchmark then exits with status 1.
+//!
+//! Run with `cargo bench -p nacre-tests --bench apps`.
+//! Environment: `NACRE_BENCH_RUNS` (default 5) sets the number of rounds;
+//! `NACRE_BENCH_JSON=PATH` also writes the numbers as JSON to PATH;
+//! `NACRE_BENCH_TIMEOUT_SECS` (default 300) bounds one run.
+
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nacre_tests::{app_source, build_c_app, nacre_bin, package, require_kvm, scratch_dir};
+
+const DEFAULT_RUNS: usize = 5;
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
+/// How often a running command is polled for its exit.
+const POLL: Duration = Duration::from_micros(100);
+/// Exit code and output of the C hello app.
+const HELLO_EXIT: i32 = 42;
+const HELLO_STDOUT: &[u8] = b"hello from nacre\n";
+/// Memory `bench_touch` allocates and the page size it touches.
+const TOUCH_BYTES: u64 = 1 << 30;
+const TOUCH_PAGE: u64 = 4096;
+/// Guest RAM for the touch workload: the 1 GiB buffer plus room.
+const TOUCH_GUEST_MEMORY: &str = "2G";
+/// The runners, in table order; `native` first, the denominator of ratios.
+const NATIVE: &str = "native";
+const PLATFORMS: [(&str, &str); 2] = [("snp", "emulated-snp"), ("tdx", "emulated-tdx")];
+
+/// What is timed for one command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Measure {
+    /// From spawning to the process's exit; stdout goes to /dev/null.
+    WholeProcess,
+    /// From spawning to the process's exit; stdout must equal the expected.
+    WholeProcessChecked,
+    /// From spawning to the first byte on stdout; stdout must equal the expected.
+    FirstByte,
+}
+
+/// One command to time.
+struct Subject {
+    workload: &'static str,
+    runner: &'static str,
+    program: PathBuf,
+    args: Vec<String>,
+    measure: Measure,
+    expected_exit: i32,
+    expected_stdout: Vec<u8>,
+    samples_ms: Vec<f64>,
+    /// Why the command stopped being run, after its first failure.
+    error: Option<String>,
+}
+
+impl Subject {
+    fn name(&self) -> String {
+        format!("{}/{}", self.workload, self.runner)
+    }
+
+    fn command_line(&self) -> String {
+        let mut words = vec![self.program.display().to_string()];
+        words.extend(self.args.iter().cloned());
+        words.join(" ")
+    }
+
+    /// Runs the command once, unless it failed before, recording the sample
+    /// or the failure.
+    fn sample(&mut self, limit: Duration, record: bool) {
+        if self.error.is_some() {
+            return;
+        }
+        match self.time_once(limit) {
+            Ok(ms) if record => self.samples_ms.push(ms),
+            Ok(_) => {}
+            Err(e) => {
+                println!("{}: FAILED: {e}", self.name());
+                self.error = Some(e);
+            }
+        }
+    }
+
+    /// Runs the command once and returns the measured time in milliseconds.
+    fn time_once(&self, limit: Duration) -> Result<f64, String> {
+        let stdout = if self.measure == Measure::WholeProcess {
+            Stdio::null()
+        } else {
+            Stdio::piped()
+        };
+        let start = Instant::now();
+        let mut child = Command::new(&self.program)
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot start `{}`: {e}", self.command_line()))?;
+        let stdout = child.stdout.take().map(|pipe| {
+            thread::spawn(move || {
+                let mut pipe = pipe;
+                read_noting_first_byte(&mut pipe)
+            })
+        });
+        let stderr = child.stderr.take().map(|mut pipe| {
+            thread::spawn(move || {
+                let mut bytes = Vec::new();
+                // A read error leaves what was read, enough for a message.
+                let _ = pipe.read_to_end(&mut bytes);
+                bytes
+            })
+        });
+        let waited = wait_until(&mut child, start + limit);
+        let end = Instant::now();
+        let (out, first_byte) = stdout
+            .and_then(|h| h.join().ok())
+            .unwrap_or((Vec::new(), None));
+        let err = stderr.and_then(|h| h.join().ok()).unwrap_or_default();
+        let describe = |what: String| {
+            let mut message = format!("`{}` {what}", self.command_line());
+            if !err.is_empty() {
+                message += &format!(
+                    "\n--- stderr ---\n{}",
+                    String::from_utf8_lossy(&err[..err.len().min(4096)])
+                );
+            }
+            message
+        };
+
+        let status = waited.map_err(describe)?;
+        if status.code() != Some(self.expected_exit) {
+            return Err(describe(format!(
+                "exited with {status} instead of {}",
+                self.expected_exit
+            )));
+        }
+        if self.measure != Measure::WholeProcess && out != self.expected_stdout {
+            return Err(describe(format!(
+                "printed {:?} instead of {:?}",
+                String::from_utf8_lossy(&out[..out.len().min(200)]),
+                String::from_utf8_lossy(&self.expected_stdout)
+            )));
+        }
+        let stop = match self.measure {
+            Measure::WholeProcess | Measure::WholeProcessChecked => end,
+            Measure::FirstByte => first_byte.ok_or_else(|| describe("printed nothing".into()))?,
+        };
+        Ok(stop.duration_since(start).as_secs_f64() * 1000.0)
+    }
+
+    fn median(&self) -> f64 {
+        let mut sorted = self.samples_ms.clone();
+        sorted.sort_by(f64::total_cmp);
+        let n = sorted.len();
+        if n == 0 {
+            return f64::NAN;
+        }
+        if n % 2 == 1 {
+            sorted[n / 2]
+        } else {
+            (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
+        }
+    }
+
+    fn min(&self) -> f64 {
+        self.samples_ms
+            .iter()
+            .copied()
+            .min_by(f64::total_cmp)
+            .unwrap_or(f64::NAN)
+    }
+}
+
+/// Reads a pipe to its end and returns the bytes and when the first arrived.
+fn read_noting_first_byte(pipe: &mut impl Read) -> (Vec<u8>, Option<Instant>) {
+    let mut bytes = Vec::new();
+    let mut first = None;
+    let mut buf = [0u8; 64 * 1024];
+    loop {
+        match pipe.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                first.get_or_insert_with(Instant::now);
+                bytes.extend_from_slice(&buf[..n]);
+            }
+        }
+    }
+    (bytes, first)
+}
+
+/// Waits for `child` to exit, killing it at `deadline`.
+fn wait_until(child: &mut Child, deadline: Instant) -> Result<std::process::ExitStatus, String> {
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Ok(status),
+            Ok(None) if Instant::now() >= deadline => {
+                // Best effort: the child may exit between try_wait and kill.
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err("did not finish in time and was killed".into());
+            }
+            Ok(None) => thread::sleep(POLL),
+            Err(e) => return Err(format!("cannot be waited for: {e}")),
+        }
+    }
+}
+
+/// A ratio of medians, `NaN` when either side has no samples.
+struct Ratio {
+    name: String,
+    value: f64,
+}
+
+fn positive_env(name: &str) -> Option<u64> {
+    std::env::var(name)
+        .ok()
+        .map(|text| match text.parse::<u64>() {
+            Ok(n) if n > 0 => n,
+            _ => panic!("{name}={text} is not a positive number"),
+        })
+}
+
+fn runs() -> usize {
+    positive_env("NACRE_BENCH_RUNS").map_or(DEFAULT_RUNS, |n| {
+        usize::try_from(n).expect("NACRE_BENCH_RUNS fits in usize")
+    })
+}
+
+fn timeout() -> Duration {
+    positive_env("NACRE_BENCH_TIMEOUT_SECS").map_or(DEFAULT_TIMEOUT, Duration::from_secs)
+}
+
+/// Builds `tests/apps/<source>` with `gcc -static -O2` into `dir` and
+/// packages it; returns the app and its image.
+fn prepare(dir: &Path, source: &str) -> (PathBuf, PathBuf) {
+    let stem = Path::new(source)
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .expect("app sources have a UTF-8 stem");
+    let app = dir.join(stem);
+    build_c_app(&app_source(source), &app);
+    let image = package(&app, &[], &[]);
+    (app, image)
+}
+
+/// The native command and one `nacre run` per platform for one workload.
+fn workload(
+    name: &'static str,
+    app: &Path,
+    image: &Path,
+    memory: Option<&str>,
+    measure: Measure,
+    expected_exit: i32,
+    expected_stdout: &[u8],
+) -> Vec<Subject> {
+    let subject = |runner, program: PathBuf, args: Vec<String>| Subject {
+        workload: name,
+        runner,
+        program,
+        args,
+        measure,
+        expected_exit,
+        expected_stdout: expected_stdout.to_vec(),
+        samples_ms: Vec::new(),
+        error: None,
+    };
+    let mut subjects = vec![subject(NATIVE, app.to_path_buf(), Vec::new())];
+    for (runner, platform) in PLATFORMS {
+        let mut args = vec![
+            "run".to_string(),
+            image.display().to_string(),
+            "--platform".into(),
+            platform.into(),
+        ];
+        if let Some(memory) = memory {
+            args.extend(["--memory".into(), memory.into()]);
+        }
+        subjects.push(subject(runner, nacre_bin(), args));
+    }
+    subjects
+}
+
+fn fmt_ms(value: f64) -> String {
+    if value.is_nan() {
+        "-".into()
+    } else {
+        format!("{value:.2}")
+    }
+}
+
+fn write_json(path: &Path, runs: usize, subjects: &[Subject], ratios: &[Ratio]) {
+    let mut timings = serde_json::Map::new();
+    for subject in subjects {
+        timings.insert(
+            subject.name(),
+            serde_json::json!({
+                "median_ms": subject.median(),
+                "min_ms": subject.min(),
+                "samples_ms": subject.samples_ms,
+                "error": subject.error,
+            }),
+        );
+    }
+    let mut ratio_map = serde_json::Map::new();
+    for ratio in ratios {
+        // NaN (a side without samples) becomes null.
+        ratio_map.insert(ratio.name.clone(), serde_json::json!(ratio.value));
+    }
+    let report = serde_json::json!({
+        "runs": runs,
+        "timings": timings,
+        "ratios": ratio_map,
+    });
+    let text = serde_json::to_string_pretty(&report).expect("a JSON value always serialises");
+    fs::write(path, text + "\n").unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+    println!("wrote {}", path.display());
+}
+
+fn main() {
+    require_kvm();
+    let runs = runs();
+    let limit = timeout();
+    let dir = scratch_dir(Path::new(env!("CARGO_TARGET_TMPDIR")), "bench-apps");
+
+    let (write_app, write_image) = prepare(&dir, "bench_write.c");
+    let (touch_app, touch_image) = prepare(&dir, "bench_touch.c");
+    let (hello_app, hello_image) = prepare(&dir, "hello.c");
+    let touch_sum: u64 = (0..TOUCH_BYTES / TOUCH_PAGE).map(|page| page % 251).sum();
+    let touch_stdout = format!("sum {touch_sum}\n");
+
+    let mut subjects: Vec<Subject> = [
+        workload(
+            "write",
+            &write_app,
+            &write_image,
+            None,
+            Measure::WholeProcess,
+            0,
+            b"",
+        ),
+        workload(
+            "touch",
+            &touch_app,
+            &touch_image,
+            Some(TOUCH_GUEST_MEMORY),
+            Measure::WholeProcessChecked,
+            0,
+            touch_stdout.as_bytes(),
+        ),
+        workload(
+            "startup",
+            &hello_app,
+            &hello_image,
+            None,
+            Measure::FirstByte,
+            HELLO_EXIT,
+            HELLO_STDOUT,
+        ),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+
+    println!(
+        "app benchmark: {runs} rounds; write and touch: whole-process wall time, \
+         startup: spawn to first stdout byte"
+    );
+    // One untimed round warms the page cache and checks every command works.
+    for subject in &mut subjects {
+        subject.sample(limit, false);
+    }
+    for _ in 0..runs {
+        for subject in &mut subjects {
+            subject.sample(limit, true);
+        }
+    }
+
+    println!();
+    println!(
+        "{:<16} {:>12} {:>12} {:>6}",
+        "", "median ms", "min ms", "runs"
+    );
+    for subject in &subjects {
+        print!(
+            "{:<16} {:>12} {:>12} {:>6}",
+            subject.name(),
+            fmt_ms(subject.median()),
+            fmt_ms(subject.min()),
+            subject.samples_ms.len()
+        );
+        match &subject.error {
+            Some(_) => println!("  FAILED (see above)"),
+            None => println!(),
+        }
+    }
+
+    let median_of = |workload: &str, runner: &str| {
+        subjects
+            .iter()
+            .find(|s| s.workload == workload && s.runner == runner)
+            .map_or(f64::NAN, Subject::median)
+    };
+    let ratios: Vec<Ratio> = ["write", "touch", "startup"]
+        .into_iter()
+        .flat_map(|workload| {
+            PLATFORMS
+                .into_iter()
+                .map(move |(runner, _)| (workload, runner))
+        })
+        .map(|(workload, runner)| Ratio {
+            name: format!("{workload} {runner}/{NATIVE}"),
+            value: median_of(workload, runner) / median_of(workload, NATIVE),
+        })
+        .collect();
+    println!();
+    println!("{:<22} {:>8}", "ratio of medians", "value");
+    for ratio in &ratios {
+        if ratio.value.is_nan() {
+            println!("{:<22} {:>8}", ratio.name, "n/a");
+        } else {
+            println!("{:<22} {:>7.2}x", ratio.name, ratio.value);
+        }
+    }
+
+    if let Some(path) = std::env::var_os("NACRE_BENCH_JSON").filter(|p| !p.is_empty()) {
+        write_json(Path::new(&path), runs, &subjects, &ratios);
+    }
+
+    let failed: Vec<String> = subjects
+        .iter()
+        .filter(|s| s.error.is_some())
+        .map(Subject::name)
+        .collect();
+    if !failed.is_empty() {
+        println!(
+            "\n{} of {} commands failed: {}",
+            failed.len(),
+            subjects.len(),
+            failed.join(", ")
+        );
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,915 @@
+//! Whole-system tests of ordinary programs under nacre: unmodified static C
+//! programs (glibc and musl) and a Rust `std` program from `tests/apps/`, with
+//! a read-only file tree packaged as `/data`, each run on both emulated
+//! platforms by the real `nacre` binary in KVM. They need `/dev/kvm` and fail
+//! without it.
+//!
+//! Every expected output is computed here from the host's copy of the packaged
+//! files or from a formula, never taken from a guest run. The `native_*` tests
+//! run the same apps directly on the host against the same expectations (they
+//! need no KVM): when one of those fails the app or the expectation is wrong,
+//! not nacre.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::ExitStatusExt;
+use std::panic::{self, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::{Mutex, OnceLock, PoisonError};
+
+use nacre_tests::{
+    app_source, build_c_app_musl, build_c_app_with, build_rust_app, elf_has_interp, elf_type,
+    package_with, require_kvm, run, run_with_stdin, scratch_dir, PackageOptions, Stats, ET_DYN,
+    ET_EXEC,
+};
+use sha2::{Digest, Sha256};
+
+/// Every emulated platform: each test runs the same image on all of them.
+const PLATFORMS: [&str; 2] = ["emulated-snp", "emulated-tdx"];
+/// Where the fixture tree is packaged in the guest.
+const GUEST_DATA: &str = "/data";
+/// A path under [`GUEST_DATA`] that the fixture does not have.
+const MISSING: &str = "does-not-exist";
+/// Exit code of a process killed by SIGABRT, as a shell reports it.
+const EXIT_SIGABRT: i32 = 128 + 6;
+/// Exit code of a Rust program whose main thread panicked.
+const EXIT_RUST_PANIC: i32 = 101;
+/// Bytes the `cat_stdin` test sends through the console (about 300 KiB, not a
+/// multiple of any buffer size).
+const CAT_STDIN_BYTES: usize = 300 * 1024 + 17;
+/// Length of the `Vec<u8>` the Rust `vec` mode fills.
+const RUST_VEC_BYTES: u64 = 1 << 30;
+/// Output of the C hello app and its exit code.
+const C_HELLO_STDOUT: &str = "hello from nacre\n";
+const C_HELLO_EXIT: i32 = 42;
+
+fn tmp() -> &'static Path {
+    Path::new(env!("CARGO_TARGET_TMPDIR"))
+}
+
+// ---------------------------------------------------------------------------
+// The fixture tree
+
+/// One file: its path below the fixture root and its contents.
+struct FixtureFile {
+    rel: &'static str,
+    contents: Vec<u8>,
+    mode: u32,
+}
+
+/// Deterministic bytes of every value (xorshift64), so that a byte lost,
+/// doubled or reordered anywhere changes the result.
+fn pseudo_random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state.to_le_bytes()[3]
+        })
+        .collect()
+}
+
+/// The files of the fixture: sizes around the apps' 64 KiB read chunk, one
+/// larger than 1 MiB, an empty one, one readable by its owner only, nested
+/// directories and a name with a space.
+fn fixture_files() -> Vec<FixtureFile> {
+    let file = |rel, contents, mode| FixtureFile {
+        rel,
+        contents,
+        mode,
+    };
+    vec![
+        file("empty", Vec::new(), 0o644),
+        file("hello.txt", b"hello from a packaged file\n".to_vec(), 0o644),
+        file("odd.bin", pseudo_random_bytes(4097, 1), 0o644),
+        file("big.bin", pseudo_random_bytes((3 << 19) + 123, 2), 0o644),
+        file("secret.txt", b"for the owner only\n".to_vec(), 0o600),
+        file("with space.txt", b"a name with a space\n".to_vec(), 0o644),
+        file("nested/chunk.bin", pseudo_random_bytes(64 << 10, 3), 0o644),
+        file(
+            "nested/chunk-plus-one.bin",
+            pseudo_random_bytes((64 << 10) + 1, 4),
+            0o755,
+        ),
+        file("nested/deeper/leaf.txt", b"a leaf\n".to_vec(), 0o444),
+        file(
+            "nested/deeper/deepest/note",
+            b"three levels down\n".to_vec(),
+            0o644,
+        ),
+    ]
+}
+
+/// Directories of the fixture that hold no file.
+const FIXTURE_EMPTY_DIRS: [&str; 1] = ["empty-dir"];
+
+/// The host directory packaged as [`GUEST_DATA`], written once per test run.
+fn fixture() -> PathBuf {
+    static FIXTURE: OnceLock<PathBuf> = OnceLock::new();
+    FIXTURE
+        .get_or_init(|| {
+            let root = scratch_dir(tmp(), "apps-fixture").join("data");
+            for dir in FIXTURE_EMPTY_DIRS {
+                fs::create_dir_all(root.join(dir)).expect("create fixture directory");
+            }
+            for file in fixture_files() {
+                let path = root.join(file.rel);
+                if let Some(parent) = path.parent() {
+                    fs::create_dir_all(parent).expect("create fixture directory");
+                }
+                fs::write(&path, &file.contents).expect("write fixture file");
+                fs::set_permissions(&path, fs::Permissions::from_mode(file.mode))
+                    .expect("set fixture file mode");
+            }
+            root
+        })
+        .clone()
+}
+
+/// One entry below a host directory, found with `std::fs`.
+struct TreeEntry {
+    /// Path relative to the walked directory, `/`-separated.
+    rel: String,
+    /// Contents for a file, `None` for a directory.
+    contents: Option<Vec<u8>>,
+}
+
+/// Every entry below `root`, sorted by relative path (bytewise).
+fn host_tree(root: &Path) -> Vec<TreeEntry> {
+    fn visit(dir: &Path, prefix: &str, out: &mut Vec<TreeEntry>) {
+        for entry in fs::read_dir(dir).expect("read fixture directory") {
+            let entry = entry.expect("read fixture directory entry");
+            let name = entry.file_name().into_string().expect("UTF-8 fixture name");
+            let rel = if prefix.is_empty() {
+                name
+            } else {
+                format!("{prefix}/{name}")
+            };
+            let path = entry.path();
+            if fs::symlink_metadata(&path).expect("stat fixture").is_dir() {
+                out.push(TreeEntry {
+                    rel: rel.clone(),
+                    contents: None,
+                });
+                visit(&path, &rel, out);
+            } else {
+                let contents = fs::read(&path).expect("read fixture file");
+                out.push(TreeEntry {
+                    rel,
+                    contents: Some(contents),
+                });
+            }
+        }
+    }
+    let mut out = Vec::new();
+    visit(root, "", &mut out);
+    out.sort_by(|a, b| a.rel.as_bytes().cmp(b.rel.as_bytes()));
+    out
+}
+
+/// Paths of the fixture's files relative to its root, sorted.
+fn fixture_file_rels() -> Vec<String> {
+    host_tree(&fixture())
+        .into_iter()
+        .filter(|e| e.contents.is_some())
+        .map(|e| e.rel)
+        .collect()
+}
+
+// ---------------------------------------------------------------------------
+// Expected outputs, computed on the host
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// What `sha256sum DIR/REL...` prints for the fixture's files `rels`, `shown`
+/// being how the app sees the fixture's root.
+fn expected_sha256sum(shown: &str, rels: &[String]) -> String {
+    let root = fixture();
+    rels.iter()
+        .map(|rel| {
+            let contents = fs::read(root.join(rel)).expect("read fixture file");
+            format!("{}  {shown}/{rel}\n", hex(&Sha256::digest(&contents)))
+        })
+        .collect()
+}
+
+/// What `walk DIR` prints for the fixture.
+fn expected_walk() -> String {
+    let mut lines: Vec<String> = host_tree(&fixture())
+        .into_iter()
+        .map(|entry| match entry.contents {
+            None => format!("d 0 {}", entry.rel),
+            Some(contents) => format!("f {} {}", contents.len(), entry.rel),
+        })
+        .collect();
+    lines.sort();
+    lines.into_iter().map(|line| line + "\n").collect()
+}
+
+/// FNV-1a, 64-bit (offset basis 0xcbf29ce484222325, prime 0x100000001b3).
+fn fnv1a64(data: &[u8]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for &byte in data {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x100_0000_01b3);
+    }
+    hash
+}
+
+/// What `rust_std fs DIR` prints for the fixture, run from `cwd` as `exe`.
+fn expected_rust_fs(cwd: &str, exe: &str) -> String {
+    let mut out = String::new();
+    for entry in host_tree(&fixture()) {
+        match entry.contents {
+            None => out += &format!("d {}\n", entry.rel),
+            Some(contents) => {
+                out += &format!(
+                    "f {} {:016x} {}\n",
+                    contents.len(),
+                    fnv1a64(&contents),
+                    entry.rel
+                );
+            }
+        }
+    }
+    out + &format!("missing: NotFound\ncwd: {cwd}\nexe: {exe}\n")
+}
+
+/// Arguments and environment the Rust `env` test packages, and what the app
+/// prints for them: arguments by argv index (the mode is argv\[1\]), then the
+/// `NACRE_` variables sorted.
+const RUST_ENV_ARGS: [&str; 4] = ["env", "one", "two words", "--dash"];
+const RUST_ENV_VARS: [(&str, &str); 4] = [
+    ("NACRE_B", "2"),
+    ("NACRE_A", "1=x"),
+    ("OTHER", "not listed"),
+    ("NACRE_EMPTY", ""),
+];
+
+fn expected_rust_env() -> String {
+    let mut out: String = RUST_ENV_ARGS
+        .iter()
+        .enumerate()
+        .skip(1)
+        .map(|(i, arg)| format!("arg {} {arg}\n", i + 1))
+        .collect();
+    let mut vars: Vec<_> = RUST_ENV_VARS
+        .iter()
+        .filter(|(key, _)| key.starts_with("NACRE_"))
+        .collect();
+    vars.sort();
+    for (key, value) in vars {
+        out += &format!("env {key}={value}\n");
+    }
+    out
+}
+
+/// Sum of (i % 251) for i in 0..len.
+fn mod_251_sum(len: u64) -> u64 {
+    let cycle: u64 = (0..251).sum();
+    (len / 251) * cycle + (0..len % 251).sum::<u64>()
+}
+
+fn expected_rust_vec() -> String {
+    format!("sum {}\n", mod_251_sum(RUST_VEC_BYTES))
+}
+
+fn expected_rust_hashmap_sum() -> String {
+    format!("sum {}\n", (0..10_000u64).map(|k| k * k).sum::<u64>())
+}
+
+const RUST_TIME_STDOUT: &str = "monotonic ok\nwall clock ok\nmonotonic steps ok\n";
+
+/// The `hash <16 hex digits>` line of the `hashmap` mode, after its sum line.
+fn hashmap_hash_line(stdout: &str) -> String {
+    let expected_sum = expected_rust_hashmap_sum();
+    let Some(rest) = stdout.strip_prefix(&expected_sum) else {
+        panic!("hashmap: stdout should start with {expected_sum:?}:\n{stdout}");
+    };
+    let line = rest.strip_suffix('\n').unwrap_or(rest);
+    let digits = line.strip_prefix("hash ").unwrap_or("");
+    assert!(
+        digits.len() == 16 && digits.bytes().all(|b| b.is_ascii_hexdigit()),
+        "hashmap: after the sum, stdout should be one `hash <16 hex digits>` line:\n{stdout}"
+    );
+    line.to_string()
+}
+
+// ---------------------------------------------------------------------------
+// Building, packaging and running
+
+/// How a test app is built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Toolchain {
+    /// `gcc -static -O2` (glibc).
+    Glibc,
+    /// `gcc -static -no-pie -O2` (glibc, linked at a fixed address).
+    GlibcNoPie,
+    /// `musl-gcc -static -O2`.
+    Musl,
+    /// `rustc -O -C target-feature=+crt-static --edition 2021` (static-pie).
+    RustStd,
+}
+
+/// The app built from `tests/apps/<source>` with `toolchain`, built once per
+/// test run. The executable is named after the source's stem: that name is
+/// argv\[0\] and `/app/<name>` in the guest.
+fn app(source: &str, toolchain: Toolchain) -> PathBuf {
+    static BUILT: Mutex<BTreeMap<(String, Toolchain), PathBuf>> = Mutex::new(BTreeMap::new());
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    let dir = DIR.get_or_init(|| scratch_dir(tmp(), "apps-bin"));
+
+    // Builds run under the lock: no app is built twice, and the two cores are
+    // not shared between compilers.
+    let mut built = BUILT.lock().unwrap_or_else(PoisonError::into_inner);
+    let key = (source.to_string(), toolchain);
+    if let Some(path) = built.get(&key) {
+        return path.clone();
+    }
+    let stem = Path::new(source)
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .expect("app sources have a UTF-8 stem");
+    let out_dir = dir.join(format!("{toolchain:?}").to_lowercase());
+    fs::create_dir_all(&out_dir).expect("create app build directory");
+    let out = out_dir.join(stem);
+    let src = app_source(source);
+    match toolchain {
+        Toolchain::Glibc => build_c_app_with(&src, &out, &["-static", "-O2"]),
+        Toolchain::GlibcNoPie => build_c_app_with(&src, &out, &["-static", "-no-pie", "-O2"]),
+        Toolchain::Musl => build_c_app_musl(&src, &out),
+        Toolchain::RustStd => build_rust_app(&src, &out),
+    }
+    built.insert(key, out.clone());
+    out
+}
+
+/// Packages `app` with `options` into `<scratch>/apps-images/<name>.igvm`.
+fn image(app: &Path, name: &str, options: &PackageOptions) -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    let dir = DIR.get_or_init(|| scratch_dir(tmp(), "apps-images"));
+    package_with(app, &dir.join(format!("{name}.igvm")), options)
+}
+
+/// Package options with the fixture as [`GUEST_DATA`] and `args`.
+fn with_data(args: &[&str]) -> PackageOptions {
+    PackageOptions::new()
+        .file(&fixture(), GUEST_DATA)
+        .args(args)
+}
+
+/// `nacre run IMAGE --platform PLATFORM EXTRA...`.
+fn run_on(image: &Path, platform: &str, extra: &[&str]) -> Output {
+    let mut args = vec!["--platform", platform];
+    args.extend_from_slice(extra);
+    run(image, &args)
+}
+
+/// Runs `check` once per platform, all of them even when one fails, and
+/// fails with every platform's failure.
+fn on_each_platform(mut check: impl FnMut(&str)) {
+    let failures: Vec<String> = PLATFORMS
+        .iter()
+        .filter_map(|platform| {
+            panic::catch_unwind(AssertUnwindSafe(|| check(platform)))
+                .err()
+                .map(|payload| {
+                    let message = payload
+                        .downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_string()))
+                        .unwrap_or_else(|| "(no message)".to_string());
+                    format!("=== on {platform} ===\n{message}")
+                })
+        })
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "failed on {} of {} platforms:\n{}",
+        failures.len(),
+        PLATFORMS.len(),
+        failures.join("\n")
+    );
+}
+
+/// At most `limit` bytes of `bytes` as text, saying how much was left out;
+/// binary data shows as its first 256 bytes, escaped.
+fn excerpt(bytes: &[u8], limit: usize) -> String {
+    let is_text = std::str::from_utf8(bytes)
+        .is_ok_and(|s| s.chars().all(|c| !c.is_control() || c == '\n' || c == '\t'));
+    if !is_text {
+        let shown = &bytes[..bytes.len().min(256)];
+        format!(
+            "({} bytes of binary data, the first {} escaped:)\n{}",
+            bytes.len(),
+            shown.len(),
+            shown.escape_ascii()
+        )
+    } else if bytes.len() <= limit {
+        String::from_utf8_lossy(bytes).into_owned()
+    } else {
+        format!(
+            "{}\n... ({} more bytes)",
+            String::from_utf8_lossy(&bytes[..limit]),
+            bytes.len() - limit
+        )
+    }
+}
+
+/// The exit status and the start of stdout and stderr, for failure messages.
+fn summary(output: &Output) -> String {
+    format!(
+        "status: {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        output.status,
+        excerpt(&output.stdout, 4096),
+        excerpt(&output.stderr, 4096)
+    )
+}
+
+/// Checks the exit code and the exact stdout of a run.
+fn assert_run(output: &Output, exit: i32, stdout: &[u8], what: &str) {
+    assert_eq!(
+        output.status.code(),
+        Some(exit),
+        "{what}: expected exit code {exit}\n{}",
+        summary(output)
+    );
+    if output.stdout != stdout {
+        let first_difference = output
+            .stdout
+            .iter()
+            .zip(stdout)
+            .position(|(a, b)| a != b)
+            .unwrap_or_else(|| output.stdout.len().min(stdout.len()));
+        panic!(
+            "{what}: stdout differs from the expected {} bytes at byte {first_difference} \
+             (got {} bytes)\n--- expected stdout ---\n{}\n{}",
+            stdout.len(),
+            output.stdout.len(),
+            excerpt(stdout, 4096),
+            summary(output)
+        );
+    }
+}
+
+fn assert_stderr_contains(output: &Output, needle: &str, what: &str) {
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains(needle),
+        "{what}: stderr should contain {needle:?}\n{}",
+        summary(output)
+    );
+}
+
+// ---------------------------------------------------------------------------
+// C apps on glibc
+
+#[test]
+fn c_sha256sum_hashes_packaged_files() {
+    require_kvm();
+    let rels = fixture_file_rels();
+    let paths: Vec<String> = rels.iter().map(|r| format!("{GUEST_DATA}/{r}")).collect();
+    let args: Vec<&str> = paths.iter().map(String::as_str).collect();
+    let image = image(
+        &app("sha256sum.c", Toolchain::Glibc),
+        "sha256sum-all",
+        &with_data(&args),
+    );
+    let expected = expected_sha256sum(GUEST_DATA, &rels);
+    on_each_platform(|platform| {
+        let output = run_on(&image, platform, &[]);
+        assert_run(&output, 0, expected.as_bytes(), "sha256sum of /data");
+    });
+}
+
+#[test]
+fn c_sha256sum_reports_a_missing_file() {
+    require_kvm();
+    let present = format!("{GUEST_DATA}/hello.txt");
+    let missing = format!("{GUEST_DATA}/{MISSING}");
+    let image = image(
+        &app("sha256sum.c", Toolchain::Glibc),
+        "sha256sum-missing",
+        &with_data(&[&present, &missing]),
+    );
+    let expected = expected_sha256sum(GUEST_DATA, &["hello.txt".to_string()]);
+    let message = format!("sha256sum: {missing}: No such file or directory\n");
+    on_each_platform(|platform| {
+        let output = run_on(&image, platform, &[]);
+        let what = "sha256sum of a present and a missing file";
+        assert_run(&output, 1, expected.as_bytes(), what);
+        assert_stderr_contains(&output, &message, what);
+    });
+}
+
+#[test]
+fn c_cat_stdin_echoes_its_input() {
+    require_kvm();
+    let image = image(
+        &app("cat_stdin.c", Toolchain::Glibc),
+        "cat-stdin",
+        &PackageOptions::new(),
+    );
+    let input = pseudo_random_bytes(CAT_STDIN_BYTES, 5);
+    on_each_platform(|platform| {
+        let output = run_with_stdin(&image, &["--platform", platform], &input);
+        assert_run(&output, 0, &input, "cat_stdin of 300 KiB");
+    });
+}
+
+#[test]
+fn c_walk_lists_the_packaged_tree() {
+    require_kvm();
+    let image = image(
+        &app("walk.c", Toolchain::Glibc),
+        "walk",
+        &with_data(&[GUEST_DATA]),
+    );
+    let expected = expected_walk();
+    on_each_platform(|platform| {
+        let output = run_on(&image, platform, &[]);
+        assert_run(&output, 0, expected.as_bytes(), "walk /data");
+    });
+}
+
+#[test]
+fn c_exit_code_becomes_nacres_exit_code() {
+    require_kvm();
+    let app = app("exit_code.c", Toolchain::Glibc);
+    for code in [0, 3, 255] {
+        let arg = code.to_string();
+        let image = image(
+            &app,
+            &format!("exit-code-{code}"),
+            &PackageOptions::new().args(&[&arg]),
+        );
+        let expected = format!("exiting with {code}\n");
+        on_each_platform(|platform| {
+            let output = run_on(&image, platform, &[]);
+            assert_run(&output, code, expected.as_bytes(), "exit_code");
+        });
+    }
+}
+
+#[test]
+fn c_abort_exits_like_sigabrt() {
+    require_kvm();
+    let image = image(
+        &app("abort.c", Toolchain::Glibc),
+        "abort",
+        &PackageOptions::new(),
+    );
+    on_each_platform(|platform| {
+        let output = run_on(&image, platform, &[]);
+        assert_run(&output, EXIT_SIGABRT, b"about to abort\n", "abort()");
+    });
+}
+
+/// `gcc -static -no-pie` gives an ELF linked at a fixed address (ET_EXEC);
+/// nacre loads it where it was linked.
+#[test]
+fn c_non_pie_hello_is_et_exec_and_boots() {
+    require_kvm();
+    let app = app("hello.c", Toolchain::GlibcNoPie);
+    assert_eq!(
+        elf_type(&app),
+        ET_EXEC,
+        "{} should be ET_EXEC",
+        app.display()
+    );
+    let image = image(&app, "hello-no-pie", &PackageOptions::new());
+    on_each_platform(|platform| {
+        let output = run_on(&image, platform, &[]);
+        assert_run(
+            &output,
+            C_HELLO_EXIT,
+            C_HELLO_STDOUT.as_bytes(),
+            "non-PIE hello",
+        );
+    });
+}
+
+// ---------------------------------------------------------------------------
+// C apps on musl
+
+#[test]
+fn musl_sha256sum_hashes_packaged_files() {
+    require_kvm();
+    let rels = fixture_file_rels();
+    let paths: Vec<String> = rels.iter().map(|r| format!("{GUEST_DATA}/{r}")).collect();
+    let args: Vec<&str> = paths.iter().map(String::as_str).collect();
+    let image = image(
+        &app("sha256sum.c", Toolchain::Musl),
+        "musl-sha256sum-all",
+        &with_data(&args),
+    );
+    let expected = expected_sha256sum(GUEST_DATA, &rels);
+    on_each_platform(|platform| {
+        let output = run_on(&image, platform, &[]);
+        assert_run(&output, 0, expected.as_bytes(), "musl sha256sum of /data");
+    });
+}
+
+#[test]
+fn musl_walk_lists_the_packaged_tree() {
+    require_kvm();
+    let image = image(
+        &app("walk.c", Toolchain::Musl),
+        "musl-walk",
+        &with_data(&[GUEST_DATA]),
+    );
+    let expected = expected_walk();
+    on_each_platform(|platform| {
+        let output = run_on(&image, platform, &[]);
+        assert_run(&output, 0, expected.as_bytes(), "musl walk /data");
+    });
+}
+
+// ---------------------------------------------------------------------------
+// Rust std
+
+fn rust_std() -> PathBuf {
+    app("rust_std.rs", Toolchain::RustStd)
+}
+
+/// The Rust app is static-pie (ET_DYN without an interpreter), which nacre
+/// relocates itself.
+#[test]
+fn rust_std_is_static_pie_and_boots() {
+    require_kvm();
+    let app = rust_std();
+    assert_eq!(elf_type(&app), ET_DYN, "{} should be ET_DYN", app.display());
+    assert!(
+        !elf_has_interp(&app),
+        "{} should have no PT_INTERP",
+        app.display()
+    );
+    let image = image(&app, "rust-hello", &PackageOptions::new().args(&["hello"]));
+    on_each_platform(|platform| {
+        let output = run_on(&image, platform, &[]);
+        assert_run(&output, 0, b"hello from rust std\n", "rust_std hello");
+    });
+}
+
+#[test]
+fn rust_fs_reads_the_packaged_tree() {
+    require_kvm();
+    let image = image(&rust_std(), "rust-fs", &with_data(&["fs", GUEST_DATA]));
+    let expected = expected_rust_fs("/", "/app/rust_std");
+    on_each_platform(|platform| {
+        let output = run_on(&image, platform, &[]);
+        assert_run(&output, 0, expected.as_bytes(), "rust_std fs /data");
+    });
+}
+
+#[test]
+fn rust_env_sees_packaged_args_and_env() {
+    require_kvm();
+    let options = PackageOptions::with_args_and_env(&RUST_ENV_ARGS, &RUST_ENV_VARS);
+    let image = image(&rust_std(), "rust-env", &options);
+    let expected = expected_rust_env();
+    on_each_platform(|platform| {
+        let output = run_on(&image, platform, &[]);
+        assert_run(&output, 0, expected.as_bytes(), "rust_std env");
+    });
+}
+
+#[test]
+fn rust_time_clocks_are_sane() {
+    require_kvm();
+    let image = image(
+        &rust_std(),
+        "rust-time",
+        &PackageOptions::new().args(&["time"]),
+    );
+    on_each_platform(|platform| {
+        let output = run_on(&image, platform, &[]);
+        assert_run(&output, 0, RUST_TIME_STDOUT.as_bytes(), "rust_std time");
+    });
+}
+
+/// std seeds `RandomState` from getrandom: two boots of the same image hash
+/// the same string differently.
+#[test]
+fn rust_hashmap_seed_differs_between_runs() {
+    require_kvm();
+    let image = image(
+        &rust_std(),
+        "rust-hashmap",
+        &PackageOptions::new().args(&["hashmap"]),
+    );
+    on_each_platform(|platform| {
+        let lines: Vec<String> = (0..2)
+            .map(|_| {
+                let output = run_on(&image, platform, &[]);
+                assert_eq!(
+                    output.status.code(),
+                    Some(0),
+                    "rust_std hashmap\n{}",
+                    summary(&output)
+                );
+                hashmap_hash_line(&String::from_utf8_lossy(&output.stdout))
+            })
+            .collect();
+        assert_ne!(
+            lines[0], lines[1],
+            "two runs hashed \"nacre\" alike: the RandomState seed is not random"
+        );
+    });
+}
+
+#[test]
+fn rust_vec_fills_one_gib() {
+    require_kvm();
+    let image = image(
+        &rust_std(),
+        "rust-vec",
+        &PackageOptions::new().args(&["vec"]),
+    );
+    let expected = expected_rust_vec();
+    on_each_platform(|platform| {
+        let output = run_on(&image, platform, &["--memory", "2G"]);
+        assert_run(&output, 0, expected.as_bytes(), "rust_std vec (1 GiB)");
+    });
+}
+
+#[test]
+fn rust_panic_exits_101_with_the_message_on_stderr() {
+    require_kvm();
+    let image = image(
+        &rust_std(),
+        "rust-panic",
+        &PackageOptions::new().args(&["panic"]),
+    );
+    on_each_platform(|platform| {
+        let output = run_on(&image, platform, &[]);
+        let what = "rust_std panic";
+        assert_run(&output, EXIT_RUST_PANIC, b"about to panic\n", what);
+        assert_stderr_contains(&output, "panicked", what);
+        assert_stderr_contains(&output, "nacre test panic", what);
+    });
+}
+
+// ---------------------------------------------------------------------------
+// Statistics
+
+/// Syscalls the shim does not implement are counted by name in
+/// `syscalls.unsupported` (an object, empty when there were none).
+#[test]
+fn unsupported_syscalls_are_counted_in_stats_json() {
+    require_kvm();
+    let image = image(
+        &rust_std(),
+        "rust-stats",
+        &PackageOptions::new().args(&["hello"]),
+    );
+    on_each_platform(|platform| {
+        let stats_path = scratch_dir(tmp(), &format!("apps-stats-{platform}")).join("stats.json");
+        let stats_arg = stats_path.display().to_string();
+        let output = run_on(&image, platform, &["--stats-json", &stats_arg]);
+        assert_run(&output, 0, b"hello from rust std\n", "rust_std hello");
+        let unsupported = Stats::read(&stats_path).counters("syscalls.unsupported");
+        assert!(
+            unsupported
+                .iter()
+                .all(|(name, count)| !name.is_empty() && *count > 0),
+            "syscalls.unsupported lists an unnamed or uncounted syscall: {unsupported:?}"
+        );
+    });
+}
+
+// ---------------------------------------------------------------------------
+// The same apps natively, against the same expectations
+
+/// Runs `program ARGS...` on the host from `/`, feeding it `stdin`.
+fn run_native(program: &Path, args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = Command::new(program)
+        .args(args)
+        .current_dir("/")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
+    let mut pipe = child.stdin.take().expect("stdin is piped");
+    let input = stdin.to_vec();
+    let feeder = std::thread::spawn(move || {
+        // An app that does not read its input closes the pipe early.
+        let _ = pipe.write_all(&input);
+    });
+    let output = child
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("cannot wait for {}: {e}", program.display()));
+    let _ = feeder.join();
+    output
+}
+
+#[test]
+fn native_c_apps_print_what_the_tests_expect() {
+    let root = fixture();
+    let shown = root.display().to_string();
+    let rels = fixture_file_rels();
+    let paths: Vec<String> = rels.iter().map(|r| format!("{shown}/{r}")).collect();
+    let args: Vec<&str> = paths.iter().map(String::as_str).collect();
+    for toolchain in [Toolchain::Glibc, Toolchain::Musl] {
+        let what = format!("native {toolchain:?}");
+        let output = run_native(&app("sha256sum.c", toolchain), &args, b"");
+        let expected = expected_sha256sum(&shown, &rels);
+        assert_run(
+            &output,
+            0,
+            expected.as_bytes(),
+            &format!("{what} sha256sum"),
+        );
+
+        let missing = format!("{shown}/{MISSING}");
+        let output = run_native(&app("sha256sum.c", toolchain), &[&missing], b"");
+        assert_run(&output, 1, b"", &format!("{what} sha256sum missing"));
+        assert_stderr_contains(
+            &output,
+            &format!("sha256sum: {missing}: No such file or directory\n"),
+            &what,
+        );
+
+        let output = run_native(&app("walk.c", toolchain), &[&shown], b"");
+        assert_run(
+            &output,
+            0,
+            expected_walk().as_bytes(),
+            &format!("{what} walk"),
+        );
+    }
+
+    let input = pseudo_random_bytes(CAT_STDIN_BYTES, 5);
+    let output = run_native(&app("cat_stdin.c", Toolchain::Glibc), &[], &input);
+    assert_run(&output, 0, &input, "native cat_stdin");
+
+    for code in [0, 3, 255] {
+        let arg = code.to_string();
+        let output = run_native(&app("exit_code.c", Toolchain::Glibc), &[&arg], b"");
+        let expected = format!("exiting with {code}\n");
+        assert_run(&output, code, expected.as_bytes(), "native exit_code");
+    }
+
+    let output = run_native(&app("abort.c", Toolchain::Glibc), &[], b"");
+    assert_eq!(output.status.signal(), Some(6), "native abort: {output:?}");
+    assert_eq!(output.stdout, b"about to abort\n", "native abort");
+
+    let hello = app("hello.c", Toolchain::GlibcNoPie);
+    let output = run_native(&hello, &[], b"");
+    assert_run(
+        &output,
+        C_HELLO_EXIT,
+        C_HELLO_STDOUT.as_bytes(),
+        "native hello",
+    );
+}
+
+#[test]
+fn native_rust_std_prints_what_the_tests_expect() {
+    let app = rust_std();
+    let shown = fixture().display().to_string();
+
+    let output = run_native(&app, &["hello"], b"");
+    assert_run(&output, 0, b"hello from rust std\n", "native hello");
+
+    let exe = fs::canonicalize(&app).expect("canonical app path");
+    let expected = expected_rust_fs("/", &exe.display().to_string());
+    let output = run_native(&app, &["fs", &shown], b"");
+    assert_run(&output, 0, expected.as_bytes(), "native fs");
+
+    let mut cmd = Command::new(&app);
+    cmd.args(RUST_ENV_ARGS).env_clear().envs(RUST_ENV_VARS);
+    let output = cmd.output().expect("run rust_std env");
+    assert_run(&output, 0, expected_rust_env().as_bytes(), "native env");
+
+    let output = run_native(&app, &["time"], b"");
+    assert_run(&output, 0, RUST_TIME_STDOUT.as_bytes(), "native time");
+
+    let lines: Vec<String> = (0..2)
+        .map(|_| {
+            let output = run_native(&app, &["hashmap"], b"");
+            assert_eq!(output.status.code(), Some(0), "{}", summary(&output));
+            hashmap_hash_line(&String::from_utf8_lossy(&output.stdout))
+        })
+        .collect();
+    assert_ne!(lines[0], lines[1], "native hashmap: seeds were equal");
+
+    let output = run_native(&app, &["vec"], b"");
+    assert_run(&output, 0, expected_rust_vec().as_bytes(), "native vec");
+
+    let output = run_native(&app, &["panic"], b"");
+    assert_run(
+        &output,
+        EXIT_RUST_PANIC,
+        b"about to panic\n",
+        "native panic",
+    );
+    assert_stderr_contains(&output, "nacre test panic", "native panic");
+}
