@@ -87,23 +87,14 @@ impl Kernel {
         let flags = vma.pte_flags().ok_or(UserMemError::Fault)?;
         let page = va & !(PAGE_SIZE_4K - 1);
         if vma.kind == VmaKind::File && page < vma.file_end {
+            // Shown read-only until written (then `handle_fault` copies it), whatever
+            // the area allows.
             let image_gpa = vma.gpa + (page - vma.start);
-            if !write {
-                // Shown read-only until written, whatever the area allows.
-                self.map_frame(page, image_gpa, flags & !WRITABLE)?;
-                return Ok(image_gpa);
+            self.map_frame(page, image_gpa, flags & !WRITABLE)?;
+            if write {
+                self.handle_fault(page, true, true)?;
             }
-            let (gpa, _) = self.frames.alloc_user(&mut self.plat).map_err(frame_err)?;
-            // SAFETY: both frames are private and mapped by the direct map; the new
-            // frame belongs to nobody yet. One page, once per written file page.
-            unsafe {
-                core::ptr::copy_nonoverlapping(
-                    crate::mem::phys_to_virt(image_gpa) as *const u8,
-                    crate::mem::phys_to_virt(gpa) as *mut u8,
-                    PAGE_SIZE_4K as usize,
-                )
-            };
-            return self.map_frame(page, gpa, flags);
+            return Ok(image_gpa);
         }
         let (gpa, dirty) = self.frames.alloc_user(&mut self.plat).map_err(frame_err)?;
         if dirty {
@@ -194,18 +185,29 @@ impl Kernel {
             return Ok(false);
         }
         if present {
-            // Only a write to a file page still shown read-only is resolvable: the
-            // app gets its own copy.
-            if !(write && vma.kind == VmaKind::File) {
-                return Ok(false);
-            }
+            // Only a write to an image page still shown read-only in an area that
+            // allows writing is resolvable (a file mapping, or app text the app made
+            // writable): the app gets its own copy of the page.
             let page = va & !(PAGE_SIZE_4K - 1);
-            match self.pt.translate(page) {
-                Some((_, f)) if f & WRITABLE == 0 => {}
+            let image_gpa = match self.pt.translate(page) {
+                Some((gpa, f)) if write && f & WRITABLE == 0 && gpa < self.files.image_end() => {
+                    gpa & !(PAGE_SIZE_4K - 1)
+                }
                 _ => return Ok(false),
-            }
+            };
+            let flags = vma.pte_flags().ok_or(UserMemError::Fault)?;
+            let (gpa, _) = self.frames.alloc_user(&mut self.plat).map_err(frame_err)?;
+            // SAFETY: both frames are private and mapped by the direct map; the new
+            // frame belongs to nobody yet. One page, once per written image page.
+            unsafe {
+                core::ptr::copy_nonoverlapping(
+                    crate::mem::phys_to_virt(image_gpa) as *const u8,
+                    crate::mem::phys_to_virt(gpa) as *mut u8,
+                    PAGE_SIZE_4K as usize,
+                )
+            };
             self.pt.unmap_4k(page);
-            self.populate_page(page, &vma, true)?;
+            self.map_frame(page, gpa, flags)?;
             return Ok(true);
         }
         if self.try_populate_2m(va, &vma)? {

@@ -50,10 +50,6 @@ pub fn handle_exception(frame: &mut TrapFrame) {
             Err(UserMemError::Platform(e)) => crate::fatal_error(e),
         }
     }
-    if user && frame.vector == 6 && frame.rip == crate::arch::syscall_entry::trampoline_va() {
-        handle_trampoline_syscall(frame);
-        return;
-    }
     if user {
         let sig = match frame.vector {
             0 | 16 | 19 => SIGFPE,
@@ -109,25 +105,4 @@ fn handle_helper_exception(frame: &mut TrapFrame) {
         Err(UserMemError::NoMemory) => upcall::resume(Outcome::NoMemory),
         Err(UserMemError::Platform(e)) => crate::fatal_error(e),
     }
-}
-
-/// A syscall that arrived through the trampoline (see `arch/syscall_entry.rs`): do
-/// what SYSRET would after the syscall: RAX = result, RIP = RCX, RFLAGS = R11.
-fn handle_trampoline_syscall(frame: &mut TrapFrame) {
-    let mut sf = crate::arch::syscall_entry::SyscallFrame {
-        rax: frame.rax,
-        r9: frame.r9,
-        r8: frame.r8,
-        r10: frame.r10,
-        rdx: frame.rdx,
-        rsi: frame.rsi,
-        rdi: frame.rdi,
-        r11: frame.r11,
-        rcx: frame.rcx,
-    };
-    frame.rax = crate::syscall::dispatch(&mut sf);
-    frame.rip = frame.rcx;
-    // Keep the app's arithmetic and direction flags; IOPL, IF, TF and the rest stay ours.
-    const USER_FLAGS: u64 = 0x0CD5; // CF PF AF ZF SF DF OF
-    frame.rflags = (frame.rflags & !USER_FLAGS) | (frame.r11 & USER_FLAGS);
 }

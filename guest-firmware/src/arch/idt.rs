@@ -87,8 +87,26 @@ isr_table!(
     16 0, 17 1, 18 0, 19 0, 20 0, 21 1, 22 0, 23 0, 24 0, 25 0, 26 0, 27 0, 28 0, 29 1, 30 1, 31 0,
 );
 
+// #UD: a #UD from ring 3 at the syscall trampoline is a syscall (emulated platform,
+// see `syscall_entry.rs`) and goes straight to the syscall path, which saves only what
+// the syscall ABI preserves; every other #UD takes the generic path. TRAMPOLINE_VA
+// fits a sign-extended 32-bit immediate.
+global_asm!(
+    ".global nacre_ud_entry",
+    "nacre_ud_entry:",
+    "cmp qword ptr [rsp], {trampoline}",
+    "jne 2f",
+    "test byte ptr [rsp + 8], 3",
+    "jz 2f",
+    "jmp nacre_trampoline_syscall",
+    "2:",
+    "jmp nacre_isr_6",
+    trampoline = const super::syscall_entry::TRAMPOLINE_VA as i64 as i32,
+);
+
 extern "C" {
     static nacre_isr_table: [u64; 32];
+    fn nacre_ud_entry();
 }
 
 #[derive(Clone, Copy)]
@@ -146,7 +164,11 @@ pub unsafe fn init() {
         let idt = &raw mut IDT;
         let table = &raw const nacre_isr_table;
         for i in 0..32 {
-            let handler = (*table)[i];
+            let handler = if i == UD_VECTOR {
+                nacre_ud_entry as *const () as u64
+            } else {
+                (*table)[i]
+            };
             (*idt)[i] = Gate {
                 offset_low: handler as u16,
                 selector: super::gdt::KERNEL_CS,

@@ -43,6 +43,43 @@ global_asm!(
     dispatch = sym entry_dispatch,
 );
 
+// A syscall that arrived through the trampoline (`nacre_ud_entry` in `idt.rs` sends a
+// #UD at the trampoline's address from ring 3 here, past the generic exception path):
+// save what the syscall ABI preserves, dispatch, then return as SYSRET would: RAX =
+// the result, RIP = the app's RCX, the app's arithmetic and direction flags from its
+// R11 (IOPL, IF, TF and the rest stay the firmware's). Frame offsets after the nine
+// pushes: rax 0, r9 8, r8 16, r10 24, rdx 32, rsi 40, rdi 48, r11 56, rcx 64, then the
+// #UD's RIP 72, CS 80, RFLAGS 88, RSP 96, SS 104.
+global_asm!(
+    ".global nacre_trampoline_syscall",
+    "nacre_trampoline_syscall:",
+    "push rcx", "push r11", "push rdi", "push rsi", "push rdx", "push r10", "push r8", "push r9", "push rax",
+    "mov rdi, rsp",
+    "sub rsp, 512",
+    "fxsave64 [rsp]",
+    "cld",
+    "call {dispatch}",
+    "fxrstor64 [rsp]",
+    "add rsp, 512",
+    "mov rcx, [rsp + 64]",
+    "mov [rsp + 72], rcx",
+    "mov rcx, [rsp + 56]",
+    "and rcx, {user_flags}",
+    "mov r11, [rsp + 88]",
+    "and r11, {kernel_flags}",
+    "or r11, rcx",
+    "mov [rsp + 88], r11",
+    "add rsp, 8",
+    "pop r9", "pop r8", "pop r10", "pop rdx", "pop rsi", "pop rdi", "pop r11", "pop rcx",
+    "iretq",
+    dispatch = sym entry_dispatch,
+    user_flags = const USER_FLAGS,
+    kernel_flags = const !USER_FLAGS,
+);
+
+/// The RFLAGS bits a syscall returns as the app had them: CF, PF, AF, ZF, SF, DF, OF.
+const USER_FLAGS: u64 = 0x0CD5;
+
 extern "C" {
     fn nacre_syscall_entry();
     fn nacre_syscall_trampoline();
