@@ -25,6 +25,8 @@ pub struct Stats {
     pub mmu: crate::mmu::MmuStats,
     /// TDX counters (the emulated TDX platform only).
     pub tdx: Option<TdxRunStats>,
+    /// Hostcalls served, by operation.
+    pub hostcalls: BTreeMap<&'static str, u64>,
     /// Unsupported syscalls the app made, by name.
     pub syscalls_unsupported: BTreeMap<String, u64>,
     /// Milliseconds from process start to the first hostcall (the app's first output
@@ -101,6 +103,7 @@ impl Stats {
             "tdp.fault_retries": self.mmu.fault_retries,
             "memory.implicit_conversions": self.mmu.implicit_conversions,
             "memory.conversions": self.mmu.conversions,
+            "hostcalls": self.hostcalls,
             "syscalls.unsupported": self.syscalls_unsupported,
             "boot_ms": self.boot_ms,
             "run_ms": self.run_ms,
@@ -136,6 +139,9 @@ impl Stats {
             ("memory.conversions", self.mmu.conversions),
         ] {
             s += &format!("  {k:<28} {v}\n");
+        }
+        for (k, v) in &self.hostcalls {
+            s += &format!("  hostcalls.{k:<18} {v}\n");
         }
         for (k, v) in self.tdx.iter().flat_map(TdxRunStats::entries) {
             s += &format!("  {k:<28} {v}\n");

@@ -9,7 +9,8 @@ use std::sync::OnceLock;
 
 use nacre_tests::{
     app_source, build_c_app, build_c_app_with, build_rust_app, describe_output, nacre, package,
-    package_output, require_kvm, run, run_with_env, scratch_dir, Stats, EXIT_NACRE_ERROR,
+    package_output, require_kvm, run, run_with_env, scratch_dir, Stats, EXIT_GUEST_TERMINATED,
+    EXIT_NACRE_ERROR,
 };
 
 const PLATFORM: [&str; 2] = ["--platform", "emulated-snp"];
@@ -647,4 +648,78 @@ fn tdx_wrong_view_access_is_converted_then_stopped_or_stopped_when_strict() {
         "private access to GPA 0x2000",
         "not assigned to the guest (it is shared)",
     );
+}
+
+/// The stdin echo app, built once.
+fn cat_stdin_image() -> PathBuf {
+    static IMAGE: OnceLock<PathBuf> = OnceLock::new();
+    IMAGE
+        .get_or_init(|| {
+            let app = scratch_dir(tmp(), "e2e-apps-cat").join("cat_stdin");
+            build_c_app(&app_source("cat_stdin.c"), &app);
+            package(&app, &[], &[])
+        })
+        .clone()
+}
+
+/// Hostile host (assumption 1): a console read answered with one byte more than the
+/// guest asked for is a malformed reply; the firmware stops the guest before it copies
+/// any of it to the app.
+#[test]
+fn an_overlong_read_reply_stops_the_guest() {
+    require_kvm();
+    for platform in PLATFORMS {
+        let mut cli: Vec<String> = vec!["run".into(), cat_stdin_image().display().to_string()];
+        cli.extend(platform.iter().map(|s| (*s).to_string()));
+        let out = nacre_tests::nacre_with_stdin(
+            &cli,
+            &[("NACRE_TEST_HOSTILE", "overlong-read")],
+            Some(b"some input\n"),
+        );
+        assert_exit(&out, EXIT_GUEST_TERMINATED, "overlong read reply");
+        assert!(
+            stderr(&out).contains("hostcall reply was malformed"),
+            "{}",
+            describe_output(&out)
+        );
+        assert!(
+            stdout(&out).is_empty(),
+            "no input may reach the app\n{}",
+            describe_output(&out)
+        );
+    }
+}
+
+/// Hostile host: a host that returns from every sleep at once cannot shorten a sleep;
+/// the firmware checks its own clock and asks again.
+#[test]
+fn an_early_wake_does_not_shorten_a_sleep() {
+    require_kvm();
+    let dir = scratch_dir(tmp(), "e2e-early-wake");
+    let app = dir.join("rust_std");
+    build_rust_app(&app_source("rust_std.rs"), &app);
+    let image = package(&app, &["time"], &[]);
+    for platform in PLATFORMS {
+        let (out, stats) = run_for_stats(
+            &image,
+            &format!("e2e-early-wake-{}", platform[1]),
+            &platform,
+            &[("NACRE_TEST_HOSTILE", "early-wake")],
+        );
+        assert_exit(&out, 0, "time with a host that wakes early");
+        assert!(
+            stdout(&out).contains("monotonic ok"),
+            "{}",
+            describe_output(&out)
+        );
+        let sleeps = stats
+            .counters("hostcalls")
+            .into_iter()
+            .find(|(name, _)| name == "sleep")
+            .map_or(0, |(_, n)| n);
+        assert!(
+            sleeps > 1,
+            "the guest asked the host to sleep {sleeps} times; an early wake must make it ask again"
+        );
+    }
 }

@@ -20,9 +20,20 @@ use zerocopy::{FromBytes, IntoBytes};
 /// EIO (Linux `asm-generic/errno-base.h`), for host I/O errors without an errno.
 const EIO: u64 = 5;
 
+/// How a test makes the host lie in its hostcall replies (`NACRE_TEST_HOSTILE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostileHostcall {
+    /// Claim a console read returned one byte more than the guest asked for.
+    OverlongRead,
+    /// Return from sleeps at once.
+    EarlyWake,
+}
+
 /// The host's side of the console and clocks.
 #[derive(Debug, Default)]
 pub struct HostcallHost {
+    /// A misbehaviour a test asked for.
+    pub hostile: Option<HostileHostcall>,
     /// When the app first wrote, read or exited (boot done).
     pub first_hostcall: Option<Instant>,
     /// The vCPU's TSC frequency in kHz (KVM_GET_TSC_KHZ), 0 if unknown.
@@ -78,13 +89,14 @@ pub fn serve(
     }
     h.status = 0;
     h.result = 0;
+    *stats.hostcalls.entry(op_name(op)).or_insert(0) += 1;
     let data = area + HOSTCALL_DATA_OFFSET;
     let reply = match op {
         HostcallOp::Write => write(mem, host, &mut h, data)?,
         HostcallOp::Read => read(mem, host, &mut h, data)?,
         HostcallOp::Exit => exit(mem, stats, &h, data)?,
         HostcallOp::Clock => clock(mem, host, &mut h, data)?,
-        HostcallOp::Sleep => sleep(&h),
+        HostcallOp::Sleep => sleep(host, &h),
         HostcallOp::Poll => poll(&mut h),
         HostcallOp::Terminal => terminal(mem, &mut h, data)?,
     };
@@ -94,6 +106,19 @@ pub fn serve(
             Ok(None)
         }
         Reply::Stop(stop) => Ok(Some(stop)),
+    }
+}
+
+/// The counter name of an operation (`hostcalls.NAME`).
+fn op_name(op: HostcallOp) -> &'static str {
+    match op {
+        HostcallOp::Write => "write",
+        HostcallOp::Read => "read",
+        HostcallOp::Exit => "exit",
+        HostcallOp::Clock => "clock",
+        HostcallOp::Sleep => "sleep",
+        HostcallOp::Poll => "poll",
+        HostcallOp::Terminal => "terminal",
     }
 }
 
@@ -139,6 +164,9 @@ fn read(
         Ok(n) => {
             mem.write(data, &host.buffer[..n])?;
             h.result = n as u64;
+            if host.hostile == Some(HostileHostcall::OverlongRead) {
+                h.result = h.len + 1;
+            }
         }
         Err(e) => h.status = os_errno(&e),
     }
@@ -195,8 +223,10 @@ fn clock(
 }
 
 /// Sleep: `arg` nanoseconds (the guest checks the time that passed itself).
-fn sleep(h: &HostcallHeader) -> Reply {
-    std::thread::sleep(Duration::from_nanos(h.arg));
+fn sleep(host: &HostcallHost, h: &HostcallHeader) -> Reply {
+    if host.hostile != Some(HostileHostcall::EarlyWake) {
+        std::thread::sleep(Duration::from_nanos(h.arg));
+    }
     Reply::Resume
 }
 

@@ -5,6 +5,7 @@
 use crate::mmu::attributes::Kind;
 use crate::platform::emulated_snp::{EmulatedSnp, C_BIT_MASK};
 use crate::platform::emulated_tdx::{EmulatedTdx, SHARED_BIT};
+use crate::platform::hostcall::HostileHostcall;
 use crate::vmm::memory::{GuestMemory, MemoryError, View};
 use igvm::snp_defs::{SevSelector, SevVmsa};
 use kvm_bindings::{
@@ -125,6 +126,10 @@ pub enum Hostile {
     /// TDX: add a page the image does not contain before the TD runs, so that the
     /// guest finds it accepted already when it accepts that memory.
     PreAcceptedPage,
+    /// Answer every console read claiming one byte more than the guest asked for.
+    OverlongRead,
+    /// Return from every sleep at once.
+    EarlyWake,
 }
 
 impl Hostile {
@@ -134,6 +139,8 @@ impl Hostile {
             "unvalidated-boot-info" => Some(Self::UnvalidatedBootInfo),
             "shared-param-page" => Some(Self::SharedParamPage),
             "pre-accepted-page" => Some(Self::PreAcceptedPage),
+            "overlong-read" => Some(Self::OverlongRead),
+            "early-wake" => Some(Self::EarlyWake),
             _ => None,
         }
     }
@@ -206,6 +213,7 @@ pub fn build(image: &LoadedImage, memory: u64) -> Result<Vm, SetupError> {
     })?;
     set_initial_state(&vcpu, vmsa)?;
     snp.host.tsc_khz = tsc_khz(&vcpu);
+    snp.host.hostile = hostcall_hostility(hostile);
     Ok(Vm {
         vm,
         vcpu,
@@ -298,12 +306,22 @@ pub fn build_tdx(image: &LoadedImage, memory: u64) -> Result<Vm, SetupError> {
     set_cpuid_tdx(&kvm, &vcpu)?;
     set_tdx_entry_state(&vcpu)?;
     tdx.host.tsc_khz = tsc_khz(&vcpu);
+    tdx.host.hostile = hostcall_hostility(hostile);
     Ok(Vm {
         vm,
         vcpu,
         guest: Guest::Tdx(tdx),
         reset_page: Some(reset),
     })
+}
+
+/// The hostcall misbehaviour a test asked for, if any.
+fn hostcall_hostility(h: Option<Hostile>) -> Option<HostileHostcall> {
+    match h? {
+        Hostile::OverlongRead => Some(HostileHostcall::OverlongRead),
+        Hostile::EarlyWake => Some(HostileHostcall::EarlyWake),
+        _ => None,
+    }
 }
 
 /// The vCPU's TSC frequency in kHz, which the guest's clocks count in (0 if KVM does
