@@ -365,6 +365,7 @@ pub fn boot() -> Result<Entry, FwError> {
         tid_address: 0,
         robust_list: 0,
         rseq: 0,
+        comm: comm_of(args.strings().next().unwrap_or(b"")),
         unsupported: [(0, 0); 64],
     });
     let entry = loader::load(k, &elf, bi.app_gpa, &args)?;
@@ -372,6 +373,15 @@ pub fn boot() -> Result<Entry, FwError> {
     // SAFETY: GDT loaded; the entry uses its selectors.
     unsafe { syscall_entry::init() };
     Ok(entry)
+}
+
+/// Linux's `comm` for a program name: its last path component, cut to 15 bytes.
+fn comm_of(argv0: &[u8]) -> [u8; 16] {
+    let base = argv0.rsplit(|&b| b == b'/').next().unwrap_or(argv0);
+    let mut comm = [0u8; 16];
+    let n = base.len().min(15);
+    comm[..n].copy_from_slice(&base[..n]);
+    comm
 }
 
 /// Map the image from the app ELF to the end of the file tree at the files window,

@@ -45,6 +45,9 @@ pub struct Kernel {
     pub tid_address: u64,
     pub robust_list: u64,
     pub rseq: u64,
+    /// The thread's name (prctl PR_SET_NAME / PR_GET_NAME): the app's file name at
+    /// start, at most 15 bytes and a NUL, as Linux's `comm`.
+    pub comm: [u8; 16],
     /// Unsupported syscalls: (number, count), in order of first use.
     pub unsupported: [(u32, u32); 64],
 }
@@ -221,7 +224,7 @@ impl Kernel {
     /// operations on the range apply to whole mappings.
     pub fn split_edges(&mut self, start: u64, end: u64) -> Result<(), UserMemError> {
         for at in [start, end] {
-            if at.is_multiple_of(PAGE_SIZE_2M) || self.pt.region_2m_empty(at) {
+            if at.is_multiple_of(PAGE_SIZE_2M) || !self.pt.is_2m(at) {
                 continue;
             }
             let mut alloc = FrameTables {

@@ -79,6 +79,14 @@ pub fn fatal(msg: &str) -> ! {
 }
 
 fn report_and_terminate(msg: &str, code: u8) -> ! {
+    // A fatal error inside a syscall or fault handler happens with the kernel locked
+    // by the code that failed. That code never runs again (this function does not
+    // return), so the lock is taken over to print the message.
+    if KERNEL.is_locked() {
+        // SAFETY: single CPU; the holder is suspended below us for good, and nothing
+        // it holds is used after this point except through this new guard.
+        unsafe { KERNEL.force_unlock() };
+    }
     if let Some(mut guard) = KERNEL.try_lock() {
         if let Some(k) = guard.as_mut() {
             let _ = k.console_write(2, b"nacre firmware: fatal: ");

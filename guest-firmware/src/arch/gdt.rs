@@ -69,6 +69,15 @@ pub fn kernel_stack_top() -> u64 {
     (&raw const KERNEL_STACK) as u64 + STACK_SIZE as u64
 }
 
+/// TSS.RSP0.
+pub fn rsp0() -> u64 {
+    // SAFETY: single CPU; a plain read of the TSS field.
+    unsafe {
+        let tss = &raw const TSS;
+        (*tss).rsp[0]
+    }
+}
+
 /// Set TSS.RSP0, the stack exceptions and interrupts from ring 3 start on.
 pub fn set_rsp0(rsp0: u64) {
     // SAFETY: single CPU; the TSS is only read by the CPU when it takes an exception

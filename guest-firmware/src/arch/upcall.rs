@@ -153,15 +153,23 @@ pub fn resume(outcome: Outcome) -> ! {
     unsafe { nacre_upcall_resume(outcome as u64) }
 }
 
+/// Run a helper. Upcalls nest: a page fault in one helper can need a fill of its own
+/// (a reused frame is zeroed in ring 3), so the outer upcall's saved stack pointer,
+/// lent kernel and RSP0 are kept here and put back when the inner one ends.
 fn run(k: &mut Kernel, rip: u64, rdi: u64, rsi: u64, rcx: u64, rax: u64) -> Outcome {
-    LENT.store(k, Ordering::Relaxed);
+    // SAFETY: plain reads of a static only the upcall code writes, on one CPU.
+    let outer_rsp = unsafe { (&raw const NACRE_UPCALL_RSP).read() };
+    let outer_lent = LENT.swap(k, Ordering::Relaxed);
+    let outer_rsp0 = super::gdt::rsp0();
     // SAFETY: the helper runs in ring 3 on the current address space and touches only
     // `[rdi, rdi + rcx)` and, for a copy, `[rsi, rsi + rcx)`, which the caller checked
     // lie in the app's areas or the I/O windows. It ends with a #UD (or an unresolvable
     // fault) whose handler calls `resume`, which restores the registers saved here.
     let status = unsafe { nacre_upcall(rip, rdi, rsi, rcx, rax) };
-    LENT.store(core::ptr::null_mut(), Ordering::Relaxed);
-    super::gdt::set_rsp0(super::gdt::kernel_stack_top());
+    // SAFETY: as above; the outer upcall (if any) is suspended until this returns.
+    unsafe { (&raw mut NACRE_UPCALL_RSP).write(outer_rsp) };
+    LENT.store(outer_lent, Ordering::Relaxed);
+    super::gdt::set_rsp0(outer_rsp0);
     match status {
         0 => Outcome::Done,
         2 => Outcome::NoMemory,

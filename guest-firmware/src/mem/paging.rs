@@ -271,6 +271,11 @@ impl PageTables {
         Some(())
     }
 
+    /// Whether `va` is mapped by a 2 MiB page.
+    pub fn is_2m(&self, va: u64) -> bool {
+        matches!(self.walk(va), Some((_, 1)))
+    }
+
     /// Whether nothing is mapped in the 2 MiB region of `va` (its PD entry is empty).
     pub fn region_2m_empty(&self, va: u64) -> bool {
         let mut table = self.pml4;

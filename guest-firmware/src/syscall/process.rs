@@ -132,10 +132,22 @@ pub fn prctl(k: &mut Kernel, option: u64, arg2: u64) -> SysResult {
     const PR_GET_NAME: u64 = 16;
     const PR_SET_VMA: u64 = 0x53564d41;
     match option {
-        PR_SET_NAME => Ok(0),
-        PR_GET_NAME => {
+        PR_SET_NAME => {
+            // The name is at most 15 bytes and NUL-terminated; longer ones are cut.
             let mut name = [0u8; 16];
-            name[..5].copy_from_slice(b"nacre");
+            for (i, slot) in name.iter_mut().take(15).enumerate() {
+                let mut b = [0u8; 1];
+                k.copy_from_user(&mut b, arg2 + i as u64).map_err(mem_err)?;
+                if b[0] == 0 {
+                    break;
+                }
+                *slot = b[0];
+            }
+            k.comm = name;
+            Ok(0)
+        }
+        PR_GET_NAME => {
+            let name = k.comm;
             k.copy_to_user(arg2, &name).map_err(mem_err)?;
             Ok(0)
         }
