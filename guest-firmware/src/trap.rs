@@ -19,7 +19,7 @@ pub fn handle_exception(frame: &mut TrapFrame) {
         return;
     }
     let user = frame.is_user();
-    if user && upcall::in_helper(frame.rip) {
+    if user && upcall::in_helper(frame.rip) && upcall::active() {
         handle_helper_exception(frame);
         return;
     }

@@ -723,3 +723,35 @@ fn an_early_wake_does_not_shorten_a_sleep() {
         );
     }
 }
+
+/// An app that jumps to the end of a ring-3 copy helper while no copy is running gets
+/// SIGILL for its own illegal instruction (exit 132); the firmware never resumes a copy
+/// it did not start. (ud2 0 of the page is the SYSCALL trampoline; 1 and 2 end the copy
+/// and fill helpers.)
+#[test]
+fn jumping_into_a_copy_helper_is_the_apps_own_fault() {
+    require_kvm();
+    let dir = scratch_dir(tmp(), "e2e-helper-jump");
+    let app = dir.join("helper_jump");
+    build_c_app(&app_source("helper_jump.c"), &app);
+    for n in ["1", "2"] {
+        let image = dir.join(format!("helper_jump_{n}.igvm"));
+        let image =
+            nacre_tests::package_with(&app, &image, &nacre_tests::PackageOptions::new().args(&[n]));
+        for platform in PLATFORMS {
+            let out = run(&image, &platform);
+            let what = format!("jump to helper ud2 {n} on {}", platform[1]);
+            assert_exit(&out, 128 + 4, &what);
+            assert!(
+                stdout(&out).starts_with(&format!("jumping to ud2 {n} at 0xffffffffe00000")),
+                "{what}\n{}",
+                describe_output(&out)
+            );
+            assert!(
+                stderr(&out).contains("app exception 6"),
+                "{what}\n{}",
+                describe_output(&out)
+            );
+        }
+    }
+}

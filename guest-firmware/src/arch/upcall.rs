@@ -126,6 +126,12 @@ pub fn in_helper(rip: u64) -> bool {
     (start..end).contains(&rip)
 }
 
+/// Whether an upcall is in progress (an exception at a helper address while none is
+/// comes from the app jumping there itself, and is the app's own fault).
+pub fn active() -> bool {
+    !LENT.load(Ordering::Relaxed).is_null()
+}
+
 /// Whether `rip` is where a helper ends (its `ud2`).
 pub fn is_helper_done(rip: u64) -> bool {
     rip == helper_va(nacre_user_copy_done) || rip == helper_va(nacre_user_fill_done)
