@@ -127,26 +127,58 @@ fn os_errno(e: &std::io::Error) -> u64 {
         .map_or(EIO, |c| u64::from(c.unsigned_abs()))
 }
 
-/// Write: `len` bytes to nacre's stdout or stderr.
+/// Write: `len` bytes to nacre's stdout or stderr, straight from the shared view
+/// (copied through a buffer only if the view does not map the area now).
 fn write(
     mem: &GuestMemory,
     host: &mut HostcallHost,
     h: &mut HostcallHeader,
     data: u64,
 ) -> Result<Reply, MemoryError> {
-    let len = h.len as usize;
+    let len = h.len;
+    let fd = h.fd as i32;
+    let mut done = 0u64;
+    while done < len {
+        match mem.write_shared_to(fd, data + done, len - done) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if e.raw_os_error() == Some(libc::EFAULT) => {
+                return write_buffered(mem, host, h, data, done);
+            }
+            Err(e) => {
+                if done == 0 {
+                    h.status = os_errno(&e);
+                }
+                break;
+            }
+        }
+    }
+    h.result = done;
+    Ok(Reply::Resume)
+}
+
+/// [`write`] through a private copy, from offset `done` of the data on.
+fn write_buffered(
+    mem: &GuestMemory,
+    host: &mut HostcallHost,
+    h: &mut HostcallHeader,
+    data: u64,
+    done: u64,
+) -> Result<Reply, MemoryError> {
+    let len = (h.len - done) as usize;
     host.buffer.resize(len, 0);
-    mem.read(data, &mut host.buffer[..len])?;
+    mem.read(data + done, &mut host.buffer[..len])?;
     let bytes = &host.buffer[..len];
     let r = if h.fd == 1 {
-        let mut out = std::io::stdout().lock();
-        out.write_all(bytes).and_then(|()| out.flush())
+        std::io::stdout().lock().write_all(bytes)
     } else {
         std::io::stderr().write_all(bytes)
     };
     match r {
-        Ok(()) => h.result = len as u64,
-        Err(e) => h.status = os_errno(&e),
+        Ok(()) => h.result = h.len,
+        Err(e) if done == 0 => h.status = os_errno(&e),
+        Err(_) => h.result = done,
     }
     Ok(Reply::Resume)
 }

@@ -196,6 +196,28 @@ impl GuestMemory {
         Ok(())
     }
 
+    /// Write `[gpa, gpa + len)` of the shared view straight to file descriptor `fd`
+    /// (one `write(2)`, no copy in between). Returns the bytes written, or the OS
+    /// error; EFAULT when the shared view does not map the range accessible now.
+    pub fn write_shared_to(&self, fd: i32, gpa: u64, len: u64) -> Result<u64, io::Error> {
+        self.check(gpa, len)
+            .map_err(|_| io::Error::from_raw_os_error(libc::EFAULT))?;
+        // SAFETY: the range lies inside the shared view's mapping (checked above); the
+        // kernel reads it without any Rust reference being formed, and the guest is
+        // stopped while its vCPU exit is being served.
+        let n = unsafe {
+            libc::write(
+                fd,
+                self.shared.add(gpa as usize).cast::<libc::c_void>(),
+                len as usize,
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(n as u64)
+    }
+
     /// Copy out of guest RAM (through the memfd, whatever the views' protection).
     pub fn read(&self, gpa: u64, dst: &mut [u8]) -> Result<(), MemoryError> {
         self.check(gpa, dst.len() as u64)?;
