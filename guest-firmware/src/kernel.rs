@@ -292,19 +292,30 @@ impl Kernel {
         Ok(())
     }
 
+    /// Prepare the app's `[va, va + len)` for a copy that reads it (or, with `write`,
+    /// writes it). A large copy runs in ring 3: the areas must cover the range (only a
+    /// read may come from a window), and the helper faults pages in itself. A small one
+    /// runs in ring 0: the pages are mapped now. Returns whether the copy goes to ring 3.
+    fn prepare_app_range(&mut self, va: u64, len: u64, write: bool) -> Result<bool, UserMemError> {
+        let end = va.checked_add(len).ok_or(UserMemError::Fault)?;
+        if len >= MIN_UPCALL_BYTES {
+            if end > USER_VA_END || !self.vmas.covers(va, end, write, !write) {
+                return Err(UserMemError::Fault);
+            }
+            return Ok(true);
+        }
+        self.populate(va, len, write)?;
+        Ok(false)
+    }
+
     /// Copy `len` bytes from firmware-readable address `src` (an I/O window) to the
     /// app at `dst`: in ring 3 when large.
     pub fn window_to_user(&mut self, dst: u64, src: u64, len: u64) -> Result<(), UserMemError> {
-        let end = dst.checked_add(len).ok_or(UserMemError::Fault)?;
-        if len >= MIN_UPCALL_BYTES {
-            if end > USER_VA_END || !self.vmas.covers(dst, end, true, false) {
-                return Err(UserMemError::Fault);
-            }
+        if self.prepare_app_range(dst, len, true)? {
             return outcome(upcall::copy(self, dst, src, len));
         }
-        self.populate(dst, len, true)?;
-        // SAFETY: `populate` mapped the destination writable; `src` is a window the
-        // caller bounded, mapped for the firmware.
+        // SAFETY: the destination is mapped writable; `src` is a window the caller
+        // bounded, mapped for the firmware.
         unsafe { core::ptr::copy_nonoverlapping(src as *const u8, dst as *mut u8, len as usize) };
         Ok(())
     }
@@ -312,31 +323,20 @@ impl Kernel {
     /// Copy `len` bytes of the app at `src` into the firmware-writable window address
     /// `dst` (the hostcall data area): in ring 3 when large.
     pub fn user_to_window(&mut self, dst: u64, src: u64, len: u64) -> Result<(), UserMemError> {
-        let end = src.checked_add(len).ok_or(UserMemError::Fault)?;
-        if len >= MIN_UPCALL_BYTES {
-            if end > USER_VA_END || !self.vmas.covers(src, end, false, true) {
-                return Err(UserMemError::Fault);
-            }
+        if self.prepare_app_range(src, len, false)? {
             return outcome(upcall::copy(self, dst, src, len));
         }
-        self.populate(src, len, false)?;
-        // SAFETY: `populate` mapped the source readable; `dst` is a window the caller
-        // bounded.
+        // SAFETY: the source is mapped readable; `dst` is a window the caller bounded.
         unsafe { core::ptr::copy_nonoverlapping(src as *const u8, dst as *mut u8, len as usize) };
         Ok(())
     }
 
     /// Fill `len` bytes of the app at `dst` with `byte`: in ring 3 when large.
     pub fn fill_user(&mut self, dst: u64, byte: u8, len: u64) -> Result<(), UserMemError> {
-        let end = dst.checked_add(len).ok_or(UserMemError::Fault)?;
-        if len >= MIN_UPCALL_BYTES {
-            if end > USER_VA_END || !self.vmas.covers(dst, end, true, false) {
-                return Err(UserMemError::Fault);
-            }
+        if self.prepare_app_range(dst, len, true)? {
             return outcome(upcall::fill(self, dst, byte, len));
         }
-        self.populate(dst, len, true)?;
-        // SAFETY: `populate` mapped the range writable.
+        // SAFETY: the range is mapped writable.
         unsafe { core::ptr::write_bytes(dst as *mut u8, byte, len as usize) };
         Ok(())
     }

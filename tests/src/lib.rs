@@ -615,3 +615,40 @@ impl Stats {
         self.map.keys().map(String::as_str).collect()
     }
 }
+
+/// The emulated platforms every whole-system app test runs on.
+pub const EMULATED_PLATFORMS: [&str; 2] = ["emulated-snp", "emulated-tdx"];
+
+/// `nacre run IMAGE --platform PLATFORM EXTRA...`.
+pub fn run_on(image: &Path, platform: &str, extra: &[&str]) -> Output {
+    let mut args = vec!["--platform", platform];
+    args.extend_from_slice(extra);
+    run(image, &args)
+}
+
+/// Runs `check` once per emulated platform, all of them even when one fails, and
+/// fails with every platform's failure.
+pub fn on_each_platform(mut check: impl FnMut(&str)) {
+    let failures: Vec<String> = EMULATED_PLATFORMS
+        .iter()
+        .filter_map(|platform| {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(platform)))
+                .err()
+                .map(|payload| {
+                    let message = payload
+                        .downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_string()))
+                        .unwrap_or_else(|| "(no message)".to_string());
+                    format!("=== on {platform} ===\n{message}")
+                })
+        })
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "failed on {} of {} platforms:\n{}",
+        failures.len(),
+        EMULATED_PLATFORMS.len(),
+        failures.join("\n")
+    );
+}

@@ -15,20 +15,18 @@ use std::fs;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
-use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::{Mutex, OnceLock, PoisonError};
 
 use nacre_tests::{
     app_source, build_c_app_musl, build_c_app_with, build_rust_app, elf_has_interp, elf_type,
-    package_with, require_kvm, run, run_with_stdin, scratch_dir, PackageOptions, Stats, ET_DYN,
-    ET_EXEC,
+    on_each_platform, package_with, require_kvm, run_on, run_with_stdin, scratch_dir,
+    PackageOptions, Stats, ET_DYN, ET_EXEC,
 };
 use sha2::{Digest, Sha256};
 
 /// Every emulated platform: each test runs the same image on all of them.
-const PLATFORMS: [&str; 2] = ["emulated-snp", "emulated-tdx"];
 /// Where the fixture tree is packaged in the guest.
 const GUEST_DATA: &str = "/data";
 /// A path under [`GUEST_DATA`] that the fixture does not have.
@@ -363,40 +361,6 @@ fn with_data(args: &[&str]) -> PackageOptions {
     PackageOptions::new()
         .file(&fixture(), GUEST_DATA)
         .args(args)
-}
-
-/// `nacre run IMAGE --platform PLATFORM EXTRA...`.
-fn run_on(image: &Path, platform: &str, extra: &[&str]) -> Output {
-    let mut args = vec!["--platform", platform];
-    args.extend_from_slice(extra);
-    run(image, &args)
-}
-
-/// Runs `check` once per platform, all of them even when one fails, and
-/// fails with every platform's failure.
-fn on_each_platform(mut check: impl FnMut(&str)) {
-    let failures: Vec<String> = PLATFORMS
-        .iter()
-        .filter_map(|platform| {
-            panic::catch_unwind(AssertUnwindSafe(|| check(platform)))
-                .err()
-                .map(|payload| {
-                    let message = payload
-                        .downcast_ref::<String>()
-                        .cloned()
-                        .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_string()))
-                        .unwrap_or_else(|| "(no message)".to_string());
-                    format!("=== on {platform} ===\n{message}")
-                })
-        })
-        .collect();
-    assert!(
-        failures.is_empty(),
-        "failed on {} of {} platforms:\n{}",
-        failures.len(),
-        PLATFORMS.len(),
-        failures.join("\n")
-    );
 }
 
 /// At most `limit` bytes of `bytes` as text, saying how much was left out;

@@ -21,18 +21,16 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
-use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::{Mutex, OnceLock, PoisonError};
 
 use nacre_tests::{
-    app_source, build_c_app, describe_output, package_with, require_kvm, run, run_with_stdin,
-    scratch_dir, PackageOptions, Stats,
+    app_source, build_c_app, describe_output, on_each_platform, package_with, require_kvm, run_on,
+    run_with_stdin, scratch_dir, PackageOptions, Stats,
 };
 
 /// Every emulated platform: each test runs the same image on all of them.
-const PLATFORMS: [&str; 2] = ["emulated-snp", "emulated-tdx"];
 /// Where the fixture tree is packaged in the guest.
 const GUEST_DATA: &str = "/data";
 
@@ -272,40 +270,6 @@ fn posix_image() -> PathBuf {
             .file(&posix_fixture(), GUEST_DATA)
             .args(&[GUEST_DATA]),
     )
-}
-
-/// `nacre run IMAGE --platform PLATFORM EXTRA...`.
-fn run_on(image: &Path, platform: &str, extra: &[&str]) -> Output {
-    let mut args = vec!["--platform", platform];
-    args.extend_from_slice(extra);
-    run(image, &args)
-}
-
-/// Runs `check` once per platform, all of them even when one fails, and
-/// fails with every platform's failure.
-fn on_each_platform(mut check: impl FnMut(&str)) {
-    let failures: Vec<String> = PLATFORMS
-        .iter()
-        .filter_map(|platform| {
-            panic::catch_unwind(AssertUnwindSafe(|| check(platform)))
-                .err()
-                .map(|payload| {
-                    let message = payload
-                        .downcast_ref::<String>()
-                        .cloned()
-                        .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_string()))
-                        .unwrap_or_else(|| "(no message)".to_string());
-                    format!("=== on {platform} ===\n{message}")
-                })
-        })
-        .collect();
-    assert!(
-        failures.is_empty(),
-        "failed on {} of {} platforms:\n{}",
-        failures.len(),
-        PLATFORMS.len(),
-        failures.join("\n")
-    );
 }
 
 /// Runs `program ARGS...` on the host from `/`, with `env` added and `stdin`
