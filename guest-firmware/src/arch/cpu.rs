@@ -1,6 +1,7 @@
 //! Small wrappers around privileged and informational CPU instructions.
 
 use core::arch::asm;
+use core::sync::atomic::{AtomicU8, Ordering};
 
 /// Result of CPUID.
 #[derive(Debug, Clone, Copy)]
@@ -115,21 +116,43 @@ pub fn invlpg(va: u64) {
     unsafe { asm!("invlpg [{}]", in(reg) va, options(nostack, preserves_flags)) };
 }
 
-/// One hardware random 64-bit value from RDRAND (retried), or RDSEED as fallback.
-/// Returns `None` if the CPU has neither or they keep failing.
+/// One hardware random 64-bit value from RDRAND (retried), or RDSEED where RDRAND is
+/// missing or keeps failing. Returns `None` if the CPU has neither or both keep
+/// failing. Support: CPUID.1:ECX[30] (RDRAND), CPUID.(7,0):EBX[18] (RDSEED), Intel SDM
+/// vol. 2B.
 pub fn hw_random() -> Option<u64> {
-    let has_rdrand = cpuid(1, 0).ecx & (1 << 30) != 0;
-    if !has_rdrand {
-        return None;
+    // CPUID exits to the hypervisor: ask once. Bit 0: RDRAND, bit 1: RDSEED, bit 7:
+    // known.
+    static SOURCES: AtomicU8 = AtomicU8::new(0);
+    let mut sources = SOURCES.load(Ordering::Relaxed);
+    if sources == 0 {
+        sources = 0x80
+            | u8::from(cpuid(1, 0).ecx & (1 << 30) != 0)
+            | (u8::from(cpuid(7, 0).ebx & (1 << 18) != 0) << 1);
+        SOURCES.store(sources, Ordering::Relaxed);
     }
-    for _ in 0..64 {
-        let (v, ok): (u64, u8);
-        // SAFETY: RDRAND is supported (CPUID.1:ECX[30]) and only writes its outputs.
-        unsafe {
-            asm!("rdrand {}", "setc {}", out(reg) v, out(reg_byte) ok, options(nomem, nostack))
-        };
-        if ok != 0 {
-            return Some(v);
+    if sources & 1 != 0 {
+        for _ in 0..64 {
+            let (v, ok): (u64, u8);
+            // SAFETY: RDRAND is supported and only writes its outputs.
+            unsafe {
+                asm!("rdrand {}", "setc {}", out(reg) v, out(reg_byte) ok, options(nomem, nostack))
+            };
+            if ok != 0 {
+                return Some(v);
+            }
+        }
+    }
+    if sources & 2 != 0 {
+        for _ in 0..1024 {
+            let (v, ok): (u64, u8);
+            // SAFETY: RDSEED is supported and only writes its outputs.
+            unsafe {
+                asm!("rdseed {}", "setc {}", out(reg) v, out(reg_byte) ok, options(nomem, nostack))
+            };
+            if ok != 0 {
+                return Some(v);
+            }
         }
     }
     None
