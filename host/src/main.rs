@@ -11,6 +11,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Package(a) => cli::package::run(a).map(|()| 0),
         Command::Run(a) => cli::run::run(a, start),
+        Command::Measure(a) => cli::measure::run(a).map(|()| 0),
         Command::Demo => demo(start),
     };
     match result {

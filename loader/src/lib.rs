@@ -10,16 +10,19 @@
 //!   it back ([`load_image`]) into the list of measured pages, the boot handoff and the
 //!   BSP's initial state (SEV-SNP) or launch measurement (TDX) that the host replays
 //!   into the platform; [`image_platforms`] lists the platforms a file serves.
-//! * [`measure`] computes launch measurements: the TDX MRTD so far
-//!   ([`LoadedImage::mrtd`] is an image's).
+//! * [`measure`] computes launch measurements as the platforms do: the SEV-SNP launch
+//!   digest and ID block, the TDX MRTD. [`LoadedImage::measurement`] is an image's
+//!   (SEV-SNP: [`LoadedImage::launch_digest`], TDX: [`LoadedImage::mrtd`]), and
+//!   [`LoadedImage::measured_regions`] says what it covers.
 //! * [`pagetable`] and [`vmsa`] produce the measured initial page tables (SEV-SNP and
 //!   TDX) and the SEV-SNP initial VMSA.
 //!
 //! Formats: the IGVM format as implemented by the `igvm` crate 0.5 (SEV-SNP on
 //! compatibility mask [`image::SNP_MASK`], TDX on [`image::TDX_MASK`] when the firmware
 //! has a TDX reset page); the guest memory layout and boot handoff of `nacre-shared-abi`
-//! (`layout`, `boot`); AMD APM vol. 2 for the page tables and VMSA; SPECS.md 6.7 for
-//! MRTD.
+//! (`layout`, `boot`); AMD APM vol. 2 for the page tables and VMSA; the AMD SEV-SNP
+//! firmware ABI (SPECS.md 5) for the launch digest, the ID block and the public key
+//! encoding; SPECS.md 6.7 for MRTD.
 
 pub mod elf;
 pub mod filetree;
@@ -33,7 +36,7 @@ pub mod vmsa;
 pub use elf::{check_app_elf, AppInfo, ElfError};
 pub use filetree::{FileTreeBuilder, TreeBuildError, TreeSummary};
 pub use image::{
-    build_image, image_platforms, load_image, ImageError, ImagePage, LoadedImage, PackageInput,
-    PageContents,
+    build_image, image_platforms, load_image, ImageError, ImagePage, LaunchPageType, LoadedImage,
+    MeasuredRegion, PackageInput, PageContents, RegionKind,
 };
 pub use nacre_shared_abi::boot::PlatformKind;

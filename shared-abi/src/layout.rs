@@ -39,6 +39,10 @@ pub const NULL_GUARD_END: u64 = 0x1000;
 pub const BOOT_INFO_GPA: u64 = 0x1000;
 /// IGVM parameter area holding the host's memory map (unmeasured, validated by the guest).
 pub const HOST_PARAM_GPA: u64 = 0x2000;
+/// SEV-SNP secrets page (SPECS.md 4.6): the security processor fills it at launch with
+/// the VMPCKs the guest encrypts its messages with (measured as a SECRETS page: its
+/// contents are not part of the digest).
+pub const SECRETS_PAGE_GPA: u64 = 0x3000;
 /// GPA the IGVM file gives the BSP's VMSA page (SNP). The page is the host's/the
 /// platform's, never guest RAM the firmware uses.
 pub const VMSA_GPA: u64 = 0x5000;

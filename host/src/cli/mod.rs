@@ -1,5 +1,6 @@
 //! The `nacre` command line.
 
+pub mod measure;
 pub mod package;
 pub mod run;
 
@@ -33,6 +34,8 @@ pub enum Command {
     Package(package::PackageArgs),
     /// Boot an image as a confidential VM; its stdout/stderr are nacre's, its exit status nacre's.
     Run(run::RunArgs),
+    /// Print the launch measurement of an image on each platform (SEV-SNP launch digest, TDX MRTD).
+    Measure(measure::MeasureArgs),
     /// Package and run the bundled example app, printing each step.
     Demo,
 }

@@ -42,7 +42,7 @@ use nacre_shared_abi::filetree::FileTree;
 use nacre_shared_abi::layout::{
     align_down, align_up, APP_IMAGE_GPA, BOOT_INFO_GPA, EMULATED_SNP_C_BIT, HOST_PARAM_GPA,
     INITIAL_PT_GPA, INITIAL_PT_PAGES, INITIAL_PT_PAGES_TDX, MAX_GUEST_MEMORY, MIN_GUEST_MEMORY,
-    PAGE_SIZE_2M, PAGE_SIZE_4K, TDX_RESET_PAGE_GPA, VMSA_GPA,
+    PAGE_SIZE_2M, PAGE_SIZE_4K, SECRETS_PAGE_GPA, TDX_RESET_PAGE_GPA, VMSA_GPA,
 };
 use zerocopy::IntoBytes;
 
@@ -113,6 +113,16 @@ pub(super) fn image_file(input: &PackageInput) -> Result<IgvmFile, ImageError> {
     if tdx_reset.is_some() {
         directives.push(page_data(BOOT_INFO_GPA, TDX_MASK, Vec::new()));
     }
+
+    // SEV-SNP: the secrets page, which the security processor fills with the VMPCKs
+    // at launch (measured as SECRETS: its contents are not part of the digest).
+    directives.push(IgvmDirectiveHeader::PageData {
+        gpa: SECRETS_PAGE_GPA,
+        compatibility_mask: SNP_MASK,
+        flags: IgvmPageDataFlags::new(),
+        data_type: IgvmPageDataType::SECRETS,
+        data: Vec::new(),
+    });
 
     let tables = InitialPageTables::new(SNP_C_BIT_MASK).to_pages();
     push_tables(&mut directives, SNP_MASK, &tables);

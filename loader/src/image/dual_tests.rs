@@ -317,8 +317,8 @@ fn tdx_round_trip() {
         });
     }
     // The firmware, app, arguments and file tree: the SNP view's pages after its boot
-    // information and three page tables.
-    expected.extend(snp_view.pages[4..].iter().cloned());
+    // information, secrets page and three page tables.
+    expected.extend(snp_view.pages[5..].iter().cloned());
     expected.push(ImagePage {
         gpa: TDX_RESET_PAGE_GPA,
         contents: page(&pattern(PAGE, testelf::TDX_RESET_SEED)),
@@ -412,7 +412,7 @@ fn tdx_tables_in_the_image_map_reset_page_and_firmware() {
     let snp_view = snp(dual_image()).unwrap();
     let snp_tables = InitialPageTables::new(SNP_C_BIT_MASK).to_pages();
     for (i, table) in snp_tables.iter().enumerate() {
-        assert_eq!(snp_view.pages[1 + i].contents.bytes(), table);
+        assert_eq!(snp_view.pages[2 + i].contents.bytes(), table);
     }
 }
 

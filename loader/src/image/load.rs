@@ -28,13 +28,14 @@ use nacre_shared_abi::filetree::{FileTreeError, FileTreeHeader};
 use nacre_shared_abi::layout::{
     align_down, BOOT_INFO_GPA, FIRMWARE_GPA, FIRMWARE_GPA_END, GUEST_MEMORY_ALIGN, INITIAL_PT_GPA,
     INITIAL_PT_PAGES_TDX, KERNEL_VA_BASE, MAX_GUEST_MEMORY, MIN_GUEST_MEMORY, NULL_GUARD_END,
-    PAGE_SIZE_4K, TDX_MAX_GUEST_MEMORY, TDX_RESET_PAGE_GPA,
+    PAGE_SIZE_4K, SECRETS_PAGE_GPA, TDX_MAX_GUEST_MEMORY, TDX_RESET_PAGE_GPA,
 };
 use zerocopy::FromBytes;
 
 use super::digest::ImageDigest;
+use super::launch;
 use super::{ImageError, PARAMETER_AREA_SIZE, TDX_C_BIT};
-use crate::measure::tdx::{Mrtd, MRTD_SIZE};
+use crate::measure::MEASUREMENT_SIZE;
 
 const PAGE: usize = PAGE_SIZE_4K as usize;
 
@@ -45,6 +46,9 @@ pub enum PageContents {
     Data(Box<[u8; PAGE]>),
     /// A measured page of zeros.
     Zero,
+    /// The SEV-SNP secrets page: the security processor fills it at launch (its
+    /// contents are not measured).
+    Secrets,
 }
 
 impl PageContents {
@@ -53,7 +57,7 @@ impl PageContents {
         const ZERO: [u8; PAGE] = [0; PAGE];
         match self {
             Self::Data(bytes) => bytes,
-            Self::Zero => &ZERO,
+            Self::Zero | Self::Secrets => &ZERO,
         }
     }
 }
@@ -72,7 +76,10 @@ pub struct ImagePage {
 ///
 /// The launch sequence is: every page of [`pages`](Self::pages) in order, then the
 /// parameter page at [`param_gpa`](Self::param_gpa) (no measured page of the platform
-/// follows it in the file), then on SEV-SNP the VMSA.
+/// follows it in the file), then on SEV-SNP the VMSA. How each platform takes each page,
+/// and so what it measures, is in the [`crate::image`] documentation ("Launch
+/// measurement"); [`measurement`](Self::measurement) and
+/// [`measured_regions`](Self::measured_regions) give the result.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoadedImage {
     /// The platform this view is for; its [`BootInfo`] names it.
@@ -88,13 +95,20 @@ pub struct LoadedImage {
     pub param_gpa: u64,
     /// SEV-SNP: the BSP's initial state. `Some` exactly when `platform` is SEV-SNP.
     pub vmsa: Option<Box<SevVmsa>>,
+    /// SEV-SNP: the launch digest (the attestation report's MEASUREMENT) the AMD
+    /// security processor computes while the host launches the image the way the launch
+    /// sequence above says (SPECS.md 5.1; [`crate::measure::snp`]): each page of `pages`
+    /// with SNP_LAUNCH_UPDATE, NORMAL for a page with data and ZERO for a zero page
+    /// ([`PageContents::snp_page_type`]), then the parameter page UNMEASURED, then the
+    /// BSP's VMSA at GPA 0xFFFF_FFFF_F000. `Some` exactly when `platform` is SEV-SNP.
+    pub launch_digest: Option<[u8; MEASUREMENT_SIZE]>,
     /// TDX: the MRTD the TDX module computes while the host builds the TD the way the
     /// launch sequence above says, with upstream KVM's order (SPECS.md 6.7;
     /// [`crate::measure::tdx`]): for each page of `pages`, TDH.MEM.PAGE.ADD then its 16
     /// TDH.MR.EXTENDs, then TDH.MEM.PAGE.ADD of the parameter page without an extension
     /// (its content is the host's, but a private page present before the TD starts is
     /// added like any other). `Some` exactly when `platform` is TDX.
-    pub mrtd: Option<[u8; MRTD_SIZE]>,
+    pub mrtd: Option<[u8; MEASUREMENT_SIZE]>,
     /// Smallest guest RAM size the image boots with (`boot_info.min_memory`).
     pub min_memory: u64,
 }
@@ -238,10 +252,21 @@ pub fn load_image(bytes: &[u8], platform: PlatformKind) -> Result<LoadedImage, I
                         reason: "a 2 MiB, unmeasured or shared page",
                     });
                 }
-                if *data_type != IgvmPageDataType::NORMAL {
+                let secrets = *data_type == IgvmPageDataType::SECRETS;
+                if secrets
+                    && (platform != PlatformKind::Snp
+                        || gpa != SECRETS_PAGE_GPA
+                        || !data.is_empty())
+                {
                     return Err(ImageError::UnsupportedPage {
                         gpa,
-                        reason: "a secrets or CPUID page",
+                        reason: "a secrets page that is not nacre's SEV-SNP secrets page",
+                    });
+                }
+                if *data_type != IgvmPageDataType::NORMAL && !secrets {
+                    return Err(ImageError::UnsupportedPage {
+                        gpa,
+                        reason: "a CPUID page",
                     });
                 }
                 check_page_gpa(gpa, MAX_GUEST_MEMORY)?;
@@ -253,7 +278,9 @@ pub fn load_image(bytes: &[u8], platform: PlatformKind) -> Result<LoadedImage, I
                         reason: "a measured page follows the inserted parameter area",
                     });
                 }
-                let contents = if data.is_empty() {
+                let contents = if secrets {
+                    PageContents::Secrets
+                } else if data.is_empty() {
                     PageContents::Zero
                 } else {
                     let mut page = Box::new([0u8; PAGE]);
@@ -391,27 +418,23 @@ pub fn load_image(bytes: &[u8], platform: PlatformKind) -> Result<LoadedImage, I
     }
     check_digest(platform, &boot_info, &pages, vmsa.as_deref())?;
     check_file_tree_header(&boot_info, &pages, &page_index)?;
-    let mrtd = (platform == PlatformKind::Tdx).then(|| tdx_mrtd(&pages, param_gpa));
 
-    Ok(LoadedImage {
+    let mut image = LoadedImage {
         platform,
         boot_info,
         pages,
         param_gpa,
         vmsa,
-        mrtd,
+        launch_digest: None,
+        mrtd: None,
         min_memory,
-    })
-}
-
-/// The MRTD of the launch sequence [`LoadedImage::mrtd`] describes.
-fn tdx_mrtd(pages: &[ImagePage], param_gpa: u64) -> [u8; MRTD_SIZE] {
-    let mut mrtd = Mrtd::new();
-    for page in pages {
-        mrtd.add_page(page.gpa, Some(page.contents.bytes()));
+    };
+    let measurement = Some(launch::measure(&image));
+    match platform {
+        PlatformKind::Snp => image.launch_digest = measurement,
+        PlatformKind::Tdx => image.mrtd = measurement,
     }
-    mrtd.add_page(param_gpa, None);
-    mrtd.finish()
+    Ok(image)
 }
 
 /// A page must be 4 KiB aligned and inside `NULL_GUARD_END..limit`.

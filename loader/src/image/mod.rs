@@ -33,15 +33,59 @@
 //! ```
 //!
 //! The directive order, which is each platform's measurement order, is documented in
-//! the `build` module (`loader/src/image/build.rs`).
+//! the `build` module (`loader/src/image/build.rs`); how each platform takes each page,
+//! and so what its launch measurement is, below (computed in
+//! `loader/src/image/launch.rs`).
+//!
+//! # Launch measurement
+//!
+//! The host launches a platform's view in [`LoadedImage`]'s launch sequence: every
+//! page of `pages` in order, then the parameter page, then on SEV-SNP the BSP's VMSA.
+//! [`LoadedImage::measurement`] is what the platform computes from it and
+//! [`LoadedImage::measured_regions`] lists what it covers.
+//!
+//! ## SEV-SNP page types
+//!
+//! SNP_LAUNCH_UPDATE page type and PAGE_INFO CONTENTS of each page:
+//!
+//! * a page with data ([`PageContents::Data`]: boot information, page tables, firmware
+//!   file bytes, app, arguments, file tree): NORMAL, the SHA-384 of the page;
+//! * a page the image declares zero ([`PageContents::Zero`], an IGVM page without file
+//!   data: the firmware's pages that hold only bss): NORMAL, the SHA-384 of 4096 zero
+//!   bytes;
+//! * the secrets page ([`PageContents::Secrets`], SEV-SNP only, at
+//!   `nacre_shared_abi::layout::SECRETS_PAGE_GPA`): SECRETS, zeros (the security
+//!   processor fills it with the VMPCKs);
+//! * the parameter page (the host's memory map): UNMEASURED
+//!   ([`SNP_PARAMETER_PAGE_TYPE`]), zeros;
+//! * the BSP's VMSA: VMSA at GPA [`crate::measure::snp::VMSA_GPA`], the SHA-384 of the
+//!   VMSA page as the image holds it (a host on hardware must hand over exactly that
+//!   state).
+//!
+//! A zero page is NORMAL over 4096 zero bytes, not SNP_LAUNCH_UPDATE's ZERO type,
+//! because the IGVM format asks that of every loader (`igvm_defs`,
+//! `IGVM_VHS_PAGE_DATA::file_offset`: "the loader should treat this page ... as a normal
+//! private page with zeros as contents"), and QEMU's IGVM loader on SEV-SNP does so: an
+//! image then has the same digest whichever conforming loader launches it. The two ways
+//! give different digests; [`PageContents::snp_page_type`] is the one place that
+//! decides.
+//!
+//! ## TDX
+//!
+//! Every page of `pages`, with data or zero, is added with TDH.MEM.PAGE.ADD and measured
+//! with its 16 TDH.MR.EXTENDs; the parameter page is added and not extended
+//! ([`crate::measure::tdx`]). A TD's BSP starts in the architectural reset state, so
+//! there is no VMSA.
 
 mod build;
 mod digest;
 #[cfg(test)]
 mod dual_tests;
+mod launch;
 mod load;
 
 pub use build::{build_image, PackageInput};
+pub use launch::{LaunchPageType, MeasuredRegion, RegionKind, SNP_PARAMETER_PAGE_TYPE};
 pub use load::{image_platforms, load_image, ImagePage, LoadedImage, PageContents};
 
 use nacre_shared_abi::boot::{BootInfoError, PlatformKind, BOOT_INFO_VERSION};
@@ -381,7 +425,7 @@ mod tests {
     };
     use nacre_shared_abi::layout::{
         align_up, APP_IMAGE_GPA, FIRMWARE_GPA, HOST_PARAM_GPA, INITIAL_PT_GPA, KERNEL_VA_BASE,
-        MAX_GUEST_MEMORY, MIN_GUEST_MEMORY, PAGE_SIZE_4K,
+        MAX_GUEST_MEMORY, MIN_GUEST_MEMORY, PAGE_SIZE_4K, SECRETS_PAGE_GPA,
     };
     use proptest::prelude::*;
     use sha2::{Digest, Sha256};
@@ -517,6 +561,7 @@ mod tests {
             |gpa: u64, contents: PageContents| expected.push(ImagePage { gpa, contents });
         // The boot information page is filled in below.
         push(BOOT_INFO_GPA, PageContents::Zero);
+        push(SECRETS_PAGE_GPA, PageContents::Secrets);
         for (i, table) in InitialPageTables::new(1 << 47)
             .to_pages()
             .iter()

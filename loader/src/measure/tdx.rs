@@ -77,35 +77,12 @@ impl Mrtd {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::measure::hex;
+    use crate::measure::vectors::parse_u64;
     use std::path::PathBuf;
 
-    /// The known-answer vectors: the unmodified copies in `tests/vectors` (see its
-    /// README), or the folder `NACRE_VECTORS` names. Missing vectors fail the tests.
     fn vectors() -> PathBuf {
-        let base = std::env::var_os("NACRE_VECTORS").map_or_else(
-            || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/vectors"),
-            PathBuf::from,
-        );
-        let dir = base.join("td-shim-derived");
-        assert!(
-            dir.is_dir(),
-            "the test vectors are missing: {} (set NACRE_VECTORS to the vectors folder)",
-            dir.display()
-        );
-        dir
-    }
-
-    fn hex(bytes: &[u8]) -> String {
-        bytes.iter().map(|b| format!("{b:02x}")).collect()
-    }
-
-    fn parse_u64(v: &serde_json::Value) -> u64 {
-        match v {
-            serde_json::Value::String(s) => {
-                u64::from_str_radix(s.trim_start_matches("0x"), 16).expect("hex number")
-            }
-            other => other.as_u64().expect("number"),
-        }
+        crate::measure::vectors::dir("td-shim-derived")
     }
 
     /// One TDVF metadata section of the known-answer file.

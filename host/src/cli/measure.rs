@@ -1,0 +1,294 @@
+//! `nacre measure`: the launch measurement each platform computes for an image, which
+//! the attestation reports of its guests carry, without running it.
+
+use anyhow::Context;
+use nacre_loader::measure::{hex, MEASUREMENT_SIZE};
+use nacre_loader::{image_platforms, load_image, ImageError, MeasuredRegion, PlatformKind};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::path::PathBuf;
+
+/// Arguments of `nacre measure`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Examples:
+  nacre measure hello.igvm
+      snp measurement f563b4cc0bfa7af5...   (96 hex digits each)
+      tdx mrtd        bd4201580f043a26...
+  nacre measure hello.igvm --platform snp --json
+  nacre measure hello.igvm --explain
+
+The SEV-SNP value is the launch digest the AMD security processor computes while the
+host adds the image's pages: the guest's attestation reports carry it as MEASUREMENT.
+The TDX value is the MRTD the TDX module computes: TD reports and quotes carry it as
+MRTD. A verifier compares that field with this value. Both depend only on the image:
+packaging the same inputs again gives the same values, and any change to the firmware,
+the app, its arguments, environment or files changes them.
+
+--explain lists, in launch order, every region each platform measures: what it holds,
+its guest-physical address range, how the platform takes its pages (SEV-SNP page type
+NORMAL, ZERO, UNMEASURED or VMSA; TDX PAGE.ADD+MR.EXTEND or PAGE.ADD), the page count
+and the SHA-384 of its contents, so that a value that differs can be traced to the
+pages that differ.")]
+pub struct MeasureArgs {
+    /// The image made by `nacre package`.
+    pub image: PathBuf,
+    /// The platform whose measurement to print; `all` is every platform the image serves.
+    #[arg(long, value_enum, default_value = "all")]
+    pub platform: MeasurePlatform,
+    /// Print one JSON object with an object per platform (`snp`, `tdx`).
+    #[arg(long)]
+    pub json: bool,
+    /// Also list the measured regions of each platform.
+    #[arg(long)]
+    pub explain: bool,
+}
+
+/// `--platform`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum MeasurePlatform {
+    /// SEV-SNP: the launch digest.
+    Snp,
+    /// TDX: the MRTD.
+    Tdx,
+    /// Every platform the image serves.
+    All,
+}
+
+/// One platform's launch measurement of an image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlatformMeasurement {
+    /// The platform.
+    pub platform: PlatformKind,
+    /// The SEV-SNP launch digest or the TDX MRTD.
+    pub measurement: [u8; MEASUREMENT_SIZE],
+    /// What it covers, in launch order.
+    pub regions: Vec<MeasuredRegion>,
+}
+
+impl PlatformMeasurement {
+    /// The platform's name in the output: `snp` or `tdx`.
+    pub fn key(&self) -> &'static str {
+        match self.platform {
+            PlatformKind::Snp => "snp",
+            PlatformKind::Tdx => "tdx",
+        }
+    }
+
+    /// The attestation report field that carries the value: `measurement` (SEV-SNP
+    /// MEASUREMENT) or `mrtd` (TDX MRTD).
+    pub fn report_field(&self) -> &'static str {
+        match self.platform {
+            PlatformKind::Snp => "measurement",
+            PlatformKind::Tdx => "mrtd",
+        }
+    }
+}
+
+/// The measurements of the image `bytes` on `platform`, SEV-SNP first. A platform the
+/// image does not serve, or an image that does not load, is an error.
+pub fn measure_bytes(
+    bytes: &[u8],
+    platform: MeasurePlatform,
+) -> Result<Vec<PlatformMeasurement>, ImageError> {
+    let platforms = match platform {
+        MeasurePlatform::Snp => vec![PlatformKind::Snp],
+        MeasurePlatform::Tdx => vec![PlatformKind::Tdx],
+        MeasurePlatform::All => image_platforms(bytes)?,
+    };
+    platforms
+        .into_iter()
+        .map(|platform| {
+            let image = load_image(bytes, platform)?;
+            Ok(PlatformMeasurement {
+                platform,
+                measurement: image.measurement(),
+                regions: image.measured_regions(),
+            })
+        })
+        .collect()
+}
+
+/// Text output: a line `PLATFORM FIELD HEX` per platform, each followed by its region
+/// table when `explain` is set.
+pub fn render_text(measurements: &[PlatformMeasurement], explain: bool) -> String {
+    let mut out = String::new();
+    for m in measurements {
+        // Writing to a String cannot fail.
+        let _ = writeln!(
+            out,
+            "{} {:<11} {}",
+            m.key(),
+            m.report_field(),
+            hex(&m.measurement)
+        );
+        if explain {
+            let _ = writeln!(
+                out,
+                "    {:<14}  {:<31}  {:<18}  {:>6}  SHA-384 of the contents",
+                "what", "GPA range", "page type", "pages"
+            );
+            for r in &m.regions {
+                let range = format!("{:#x}..{:#x}", r.gpa_start, r.gpa_end);
+                let digest = r
+                    .sha384
+                    .map_or_else(|| "(the host's, not measured)".to_owned(), |d| hex(&d));
+                let _ = writeln!(
+                    out,
+                    "    {:<14}  {:<31}  {:<18}  {:>6}  {digest}",
+                    r.what.name(),
+                    range,
+                    r.page_type.name(),
+                    r.pages
+                );
+            }
+        }
+    }
+    out
+}
+
+/// One platform's object in the JSON output.
+#[derive(Debug, Serialize)]
+struct JsonMeasurement<'a> {
+    /// The attestation report field that carries the value.
+    report_field: &'static str,
+    /// The value, in hex.
+    measurement: String,
+    /// The regions, with `--explain`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    regions: Option<&'a [MeasuredRegion]>,
+}
+
+/// JSON output: `{"snp": {...}, "tdx": {...}}`, each with the report field the value
+/// goes in, the measurement in hex and, when `explain` is set, the regions.
+pub fn render_json(
+    measurements: &[PlatformMeasurement],
+    explain: bool,
+) -> serde_json::Result<String> {
+    let object: BTreeMap<&str, JsonMeasurement<'_>> = measurements
+        .iter()
+        .map(|m| {
+            let entry = JsonMeasurement {
+                report_field: m.report_field(),
+                measurement: hex(&m.measurement),
+                regions: explain.then_some(&m.regions[..]),
+            };
+            (m.key(), entry)
+        })
+        .collect();
+    serde_json::to_string_pretty(&object)
+}
+
+/// Run `nacre measure`.
+pub fn run(a: &MeasureArgs) -> anyhow::Result<()> {
+    let bytes = std::fs::read(&a.image)
+        .with_context(|| format!("cannot read the image {}", a.image.display()))?;
+    let measurements = measure_bytes(&bytes, a.platform)
+        .with_context(|| format!("cannot measure {}", a.image.display()))?;
+    if a.json {
+        println!("{}", render_json(&measurements, a.explain)?);
+    } else {
+        print!("{}", render_text(&measurements, a.explain));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::OnceLock;
+
+    /// The bundled demo app packaged with the real firmware.
+    fn image() -> &'static [u8] {
+        static IMAGE: OnceLock<Vec<u8>> = OnceLock::new();
+        IMAGE.get_or_init(|| {
+            let files = crate::cli::package::file_tree("hello", &[]).unwrap();
+            crate::cli::package::build(crate::DEMO_APP, "hello", &[], &[], &files, 0).unwrap()
+        })
+    }
+
+    #[test]
+    fn every_platform_by_default() {
+        let all = measure_bytes(image(), MeasurePlatform::All).unwrap();
+        let platforms: Vec<PlatformKind> = all.iter().map(|m| m.platform).collect();
+        assert_eq!(platforms, [PlatformKind::Snp, PlatformKind::Tdx]);
+        for m in &all {
+            let loaded = load_image(image(), m.platform).unwrap();
+            assert_eq!(m.measurement, loaded.measurement());
+            assert_eq!(m.regions, loaded.measured_regions());
+        }
+        assert_eq!(
+            all[1].measurement,
+            load_image(image(), PlatformKind::Tdx)
+                .unwrap()
+                .mrtd
+                .unwrap()
+        );
+        let snp = measure_bytes(image(), MeasurePlatform::Snp).unwrap();
+        assert_eq!(snp[..], all[..1]);
+        let tdx = measure_bytes(image(), MeasurePlatform::Tdx).unwrap();
+        assert_eq!(tdx[..], all[1..]);
+    }
+
+    #[test]
+    fn text_is_one_line_per_platform() {
+        let all = measure_bytes(image(), MeasurePlatform::All).unwrap();
+        let text = render_text(&all, false);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        for (line, m) in lines.iter().zip(&all) {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            assert_eq!(words, [m.key(), m.report_field(), &hex(&m.measurement)]);
+        }
+    }
+
+    #[test]
+    fn explain_lists_every_region() {
+        let all = measure_bytes(image(), MeasurePlatform::All).unwrap();
+        let text = render_text(&all, true);
+        let rows = 2 + 2 + all.iter().map(|m| m.regions.len()).sum::<usize>();
+        assert_eq!(text.lines().count(), rows, "{text}");
+        for needle in [
+            "boot info",
+            "firmware",
+            "file tree",
+            "parameter page",
+            "VMSA",
+            "TDX reset page",
+            "UNMEASURED",
+            "PAGE.ADD+MR.EXTEND",
+            "0xfffffffff000..0x1000000000000",
+        ] {
+            assert!(text.contains(needle), "{needle}:\n{text}");
+        }
+    }
+
+    #[test]
+    fn json_has_an_object_per_platform() {
+        let all = measure_bytes(image(), MeasurePlatform::All).unwrap();
+        let parse = |text: String| serde_json::from_str::<serde_json::Value>(&text).unwrap();
+        let json = parse(render_json(&all, false).unwrap());
+        assert_eq!(json["snp"]["report_field"], "measurement");
+        assert_eq!(json["tdx"]["report_field"], "mrtd");
+        for m in &all {
+            assert_eq!(json[m.key()]["measurement"], hex(&m.measurement));
+            assert!(json[m.key()].get("regions").is_none());
+        }
+        let explained = parse(render_json(&all, true).unwrap());
+        let regions = explained["snp"]["regions"].as_array().unwrap();
+        assert_eq!(regions.len(), all[0].regions.len());
+        assert_eq!(regions[0]["what"], "boot-info");
+    }
+
+    #[test]
+    fn bad_images_are_errors() {
+        let err = measure_bytes(b"not an image", MeasurePlatform::All).unwrap_err();
+        assert!(matches!(err, ImageError::NotIgvm), "{err}");
+        let mut corrupt = image().to_vec();
+        let last = corrupt.len() - 1;
+        corrupt[last] ^= 1;
+        let err = measure_bytes(&corrupt, MeasurePlatform::All).unwrap_err();
+        assert!(err.to_string().contains("corrupt"), "{err}");
+    }
+}

@@ -1,0 +1,661 @@
+//! The launch of a [`LoadedImage`]: the pages the host hands the platform before the
+//! guest runs, in order and as what, the measurement the platform computes from them
+//! ([`LoadedImage::launch_digest`] on SEV-SNP, [`LoadedImage::mrtd`] on TDX), and the
+//! measured regions `nacre measure --explain` lists ([`LoadedImage::measured_regions`]).
+//!
+//! The order is [`LoadedImage`]'s launch sequence, the one nacre's host follows: every
+//! page of `pages` in order, then the parameter page, then on SEV-SNP the BSP's VMSA.
+//!
+//! Which page types the pages get on each platform, and why, is in the [`crate::image`]
+//! documentation ("Launch measurement").
+
+use nacre_shared_abi::boot::PlatformKind;
+use nacre_shared_abi::layout::{
+    BOOT_INFO_GPA, FIRMWARE_GPA, FIRMWARE_GPA_END, INITIAL_PT_GPA, PAGE_SIZE_4K, SECRETS_PAGE_GPA,
+    TDX_RESET_PAGE_GPA,
+};
+use serde::{Serialize, Serializer};
+use sha2::{Digest, Sha384};
+
+use super::load::{LoadedImage, PageContents};
+use crate::measure::snp::{LaunchDigest, PageType, VMSA_GPA};
+use crate::measure::tdx::Mrtd;
+use crate::measure::{hex, MEASUREMENT_SIZE};
+
+const PAGE: usize = PAGE_SIZE_4K as usize;
+
+/// A page of zeros: the contents the host hands over for a page whose contents are not
+/// the image's (they are not measured).
+const ZERO_PAGE: [u8; PAGE] = [0; PAGE];
+
+/// The SEV-SNP page type of the parameter page: its contents are the host's memory map,
+/// which depends on the guest's RAM size, so they are not measured.
+pub const SNP_PARAMETER_PAGE_TYPE: PageType = PageType::Unmeasured;
+
+impl PageContents {
+    /// The SEV-SNP page type nacre's host adds this page with: NORMAL for a page with
+    /// data and for a page the image declares zero, SECRETS for the secrets page (the
+    /// [`crate::image`] documentation, "Launch measurement", says why).
+    pub fn snp_page_type(&self) -> PageType {
+        match self {
+            Self::Data(_) | Self::Zero => PageType::Normal,
+            Self::Secrets => PageType::Secrets,
+        }
+    }
+}
+
+/// How the platform takes a launch page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LaunchPageType {
+    /// SEV-SNP: SNP_LAUNCH_UPDATE (or, for the VMSA, SNP_LAUNCH_FINISH) with this page
+    /// type.
+    Snp(PageType),
+    /// TDX: TDH.MEM.PAGE.ADD, then TDH.MR.EXTEND of its 16 256-byte chunks.
+    TdxAddExtend,
+    /// TDX: TDH.MEM.PAGE.ADD only; the contents are not measured.
+    TdxAdd,
+}
+
+impl LaunchPageType {
+    /// `NORMAL`, `ZERO`, `UNMEASURED`, `VMSA`, ... (SEV-SNP), `PAGE.ADD+MR.EXTEND` or
+    /// `PAGE.ADD` (TDX).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Snp(page_type) => page_type.name(),
+            Self::TdxAddExtend => "PAGE.ADD+MR.EXTEND",
+            Self::TdxAdd => "PAGE.ADD",
+        }
+    }
+
+    /// Whether the page's contents are part of the measurement.
+    pub fn measures_contents(self) -> bool {
+        match self {
+            Self::Snp(page_type) => page_type.measures_contents(),
+            Self::TdxAddExtend => true,
+            Self::TdxAdd => false,
+        }
+    }
+}
+
+impl Serialize for LaunchPageType {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.name())
+    }
+}
+
+/// What a measured region holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RegionKind {
+    /// The boot information page (`BOOT_INFO_GPA`).
+    BootInfo,
+    /// The initial page tables (from `INITIAL_PT_GPA`).
+    PageTables,
+    /// The firmware's segments (from `FIRMWARE_GPA`).
+    Firmware,
+    /// The app's ELF file.
+    App,
+    /// The argument and environment blob.
+    Args,
+    /// The file tree.
+    FileTree,
+    /// The TDX reset page (`TDX_RESET_PAGE_GPA`).
+    TdxResetPage,
+    /// The SEV-SNP secrets page (`SECRETS_PAGE_GPA`).
+    SecretsPage,
+    /// The parameter page holding the host's memory map.
+    ParameterPage,
+    /// The BSP's VMSA (SEV-SNP).
+    Vmsa,
+    /// A page outside nacre's layout (an image built by other means).
+    Other,
+}
+
+impl RegionKind {
+    /// Its name in text output: `boot info`, `page tables`, `firmware`, ...
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::BootInfo => "boot info",
+            Self::PageTables => "page tables",
+            Self::Firmware => "firmware",
+            Self::App => "app",
+            Self::Args => "args",
+            Self::FileTree => "file tree",
+            Self::TdxResetPage => "TDX reset page",
+            Self::SecretsPage => "secrets page",
+            Self::ParameterPage => "parameter page",
+            Self::Vmsa => "VMSA",
+            Self::Other => "other",
+        }
+    }
+}
+
+/// A run of launch pages with the same content kind and page type at consecutive GPAs,
+/// consecutive in launch order. The regions of an image, in order, cover every page its
+/// launch adds exactly once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MeasuredRegion {
+    /// What the region holds.
+    pub what: RegionKind,
+    /// Its first GPA as measured (the VMSA's is [`crate::measure::snp::VMSA_GPA`], not
+    /// where the VMSA lies in the image).
+    #[serde(serialize_with = "serialize_gpa")]
+    pub gpa_start: u64,
+    /// Its end GPA (exclusive).
+    #[serde(serialize_with = "serialize_gpa")]
+    pub gpa_end: u64,
+    /// How the platform takes its pages.
+    pub page_type: LaunchPageType,
+    /// Number of 4 KiB pages.
+    pub pages: u64,
+    /// SHA-384 of the region's contents as the image gives them, page after page (zero
+    /// pages as 4096 zero bytes; for a one-page NORMAL or VMSA region this is PAGE_INFO's
+    /// CONTENTS); `None` for the parameter page, whose contents are the host's.
+    #[serde(serialize_with = "serialize_digest")]
+    pub sha384: Option<[u8; MEASUREMENT_SIZE]>,
+}
+
+fn serialize_gpa<S: Serializer>(gpa: &u64, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&format!("{gpa:#x}"))
+}
+
+fn serialize_digest<S: Serializer>(
+    digest: &Option<[u8; MEASUREMENT_SIZE]>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match digest {
+        Some(digest) => serializer.serialize_str(&hex(digest)),
+        None => serializer.serialize_none(),
+    }
+}
+
+/// One page the host adds at launch.
+#[derive(Debug, Clone, Copy)]
+struct LaunchPage<'a> {
+    /// Its GPA as measured.
+    gpa: u64,
+    what: RegionKind,
+    page_type: LaunchPageType,
+    /// The image's contents, or `None` when they are the host's (the parameter page).
+    contents: Option<&'a [u8; PAGE]>,
+}
+
+/// Every page the launch of `image` adds, in launch order (module documentation).
+fn launch_pages(image: &LoadedImage) -> Vec<LaunchPage<'_>> {
+    let mut out: Vec<LaunchPage<'_>> = image
+        .pages
+        .iter()
+        .map(|page| LaunchPage {
+            gpa: page.gpa,
+            what: region_of(image, page.gpa),
+            page_type: match image.platform {
+                PlatformKind::Snp => LaunchPageType::Snp(page.contents.snp_page_type()),
+                PlatformKind::Tdx => LaunchPageType::TdxAddExtend,
+            },
+            contents: match page.contents {
+                PageContents::Secrets => None,
+                _ => Some(page.contents.bytes()),
+            },
+        })
+        .collect();
+    out.push(LaunchPage {
+        gpa: image.param_gpa,
+        what: RegionKind::ParameterPage,
+        page_type: match image.platform {
+            PlatformKind::Snp => LaunchPageType::Snp(SNP_PARAMETER_PAGE_TYPE),
+            PlatformKind::Tdx => LaunchPageType::TdxAdd,
+        },
+        contents: None,
+    });
+    if let Some(vmsa) = &image.vmsa {
+        let page: &[u8; PAGE] = zerocopy::transmute_ref!(&**vmsa);
+        out.push(LaunchPage {
+            gpa: VMSA_GPA,
+            what: RegionKind::Vmsa,
+            page_type: LaunchPageType::Snp(PageType::Vmsa),
+            contents: Some(page),
+        });
+    }
+    out
+}
+
+/// What the image page at `gpa` holds, by nacre's memory layout and the image's boot
+/// information.
+fn region_of(image: &LoadedImage, gpa: u64) -> RegionKind {
+    let info = &image.boot_info;
+    let within = |start: u64, end: u64| (start..end).contains(&gpa);
+    if gpa == BOOT_INFO_GPA {
+        RegionKind::BootInfo
+    } else if image.platform == PlatformKind::Snp && gpa == SECRETS_PAGE_GPA {
+        RegionKind::SecretsPage
+    } else if within(INITIAL_PT_GPA, FIRMWARE_GPA) {
+        RegionKind::PageTables
+    } else if within(FIRMWARE_GPA, FIRMWARE_GPA_END) {
+        RegionKind::Firmware
+    } else if within(info.app_gpa, info.args_gpa) {
+        RegionKind::App
+    } else if within(info.args_gpa, info.fs_gpa) {
+        RegionKind::Args
+    } else if within(info.fs_gpa, info.image_end) {
+        RegionKind::FileTree
+    } else if image.platform == PlatformKind::Tdx && gpa == TDX_RESET_PAGE_GPA {
+        RegionKind::TdxResetPage
+    } else {
+        RegionKind::Other
+    }
+}
+
+/// The measurement the platform computes while the host launches `image`: the SEV-SNP
+/// launch digest or the TDX MRTD.
+pub(super) fn measure(image: &LoadedImage) -> [u8; MEASUREMENT_SIZE] {
+    let pages = launch_pages(image);
+    match image.platform {
+        PlatformKind::Snp => {
+            let mut digest = LaunchDigest::new();
+            for page in pages {
+                if let LaunchPageType::Snp(page_type) = page.page_type {
+                    digest.add_page(page.gpa, page_type, page.contents.unwrap_or(&ZERO_PAGE));
+                }
+            }
+            digest.finish()
+        }
+        PlatformKind::Tdx => {
+            let mut mrtd = Mrtd::new();
+            for page in pages {
+                let extended = page.page_type == LaunchPageType::TdxAddExtend;
+                mrtd.add_page(page.gpa, page.contents.filter(|_| extended));
+            }
+            mrtd.finish()
+        }
+    }
+}
+
+/// The regions of [`LoadedImage::measured_regions`].
+fn measured_regions(image: &LoadedImage) -> Vec<MeasuredRegion> {
+    let mut regions: Vec<(MeasuredRegion, Option<Sha384>)> = Vec::new();
+    for page in launch_pages(image) {
+        if let Some((last, hasher)) = regions.last_mut() {
+            let continues = last.what == page.what
+                && last.page_type == page.page_type
+                && last.gpa_end == page.gpa
+                && hasher.is_some() == page.contents.is_some();
+            if continues {
+                last.gpa_end += PAGE_SIZE_4K;
+                last.pages += 1;
+                if let (Some(hasher), Some(contents)) = (hasher, page.contents) {
+                    hasher.update(contents);
+                }
+                continue;
+            }
+        }
+        let hasher = page.contents.map(|contents| {
+            let mut hasher = Sha384::new();
+            hasher.update(contents);
+            hasher
+        });
+        let region = MeasuredRegion {
+            what: page.what,
+            gpa_start: page.gpa,
+            gpa_end: page.gpa + PAGE_SIZE_4K,
+            page_type: page.page_type,
+            pages: 1,
+            sha384: None,
+        };
+        regions.push((region, hasher));
+    }
+    regions
+        .into_iter()
+        .map(|(mut region, hasher)| {
+            region.sha384 = hasher.map(|hasher| hasher.finalize().into());
+            region
+        })
+        .collect()
+}
+
+impl LoadedImage {
+    /// The platform's launch measurement: [`launch_digest`](Self::launch_digest) on
+    /// SEV-SNP (the attestation report's MEASUREMENT), [`mrtd`](Self::mrtd) on TDX.
+    pub fn measurement(&self) -> [u8; MEASUREMENT_SIZE] {
+        let stored = match self.platform {
+            PlatformKind::Snp => self.launch_digest,
+            PlatformKind::Tdx => self.mrtd,
+        };
+        stored.unwrap_or_else(|| measure(self))
+    }
+
+    /// What the launch measures, region by region in launch order: each run of pages
+    /// of one kind and page type at consecutive GPAs, with its page count and the
+    /// SHA-384 of its contents, so that a measurement that differs can be traced to the
+    /// pages that differ. The regions cover every page the launch adds exactly once.
+    pub fn measured_regions(&self) -> Vec<MeasuredRegion> {
+        measured_regions(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::filetree::FileTreeBuilder;
+    use crate::image::{build_image, load_image, PackageInput};
+    use crate::measure::snp::contents_digest;
+    use crate::testelf;
+    use std::collections::BTreeMap;
+    use zerocopy::IntoBytes;
+
+    /// A firmware with a TDX reset page and bss, the test app and a file tree.
+    struct Inputs {
+        firmware: Vec<u8>,
+        app: Vec<u8>,
+        files: Vec<u8>,
+    }
+
+    impl Inputs {
+        fn new() -> Self {
+            Self {
+                firmware: testelf::tdx_firmware(),
+                app: testelf::static_app(),
+                files: Self::tree(b"data"),
+            }
+        }
+
+        fn tree(contents: &[u8]) -> Vec<u8> {
+            let mut tree = FileTreeBuilder::new(b"app").unwrap();
+            tree.add_file(b"/etc/data", contents.to_vec(), 0o644)
+                .unwrap();
+            tree.build().unwrap()
+        }
+
+        fn input(&self) -> PackageInput<'_> {
+            PackageInput {
+                firmware_elf: &self.firmware,
+                app_elf: &self.app,
+                args: vec![b"app".to_vec(), b"--flag".to_vec()],
+                env: vec![b"HOME=/".to_vec()],
+                flags: 0,
+                file_tree: &self.files,
+            }
+        }
+    }
+
+    /// Both platforms' measurements of the image built from `input`.
+    fn measurements(input: &PackageInput) -> [[u8; 48]; 2] {
+        let image = build_image(input).unwrap();
+        [PlatformKind::Snp, PlatformKind::Tdx]
+            .map(|platform| load_image(&image, platform).unwrap().measurement())
+    }
+
+    fn loaded(platform: PlatformKind) -> LoadedImage {
+        let inputs = Inputs::new();
+        load_image(&build_image(&inputs.input()).unwrap(), platform).unwrap()
+    }
+
+    #[test]
+    fn snp_launch_digest_replays_the_launch_sequence() {
+        let image = loaded(PlatformKind::Snp);
+        let mut digest = LaunchDigest::new();
+        for page in &image.pages {
+            // The secrets page's contents are the security processor's: whatever they
+            // are, they are not measured.
+            let (page_type, contents) = match page.contents {
+                PageContents::Data(_) | PageContents::Zero => {
+                    (PageType::Normal, *page.contents.bytes())
+                }
+                PageContents::Secrets => (PageType::Secrets, [0xA5; PAGE]),
+            };
+            digest.add_page(page.gpa, page_type, &contents);
+        }
+        digest.add_page(image.param_gpa, PageType::Unmeasured, &[0x5A; PAGE]);
+        let vmsa: &[u8; PAGE] = image.vmsa.as_ref().unwrap().as_bytes().try_into().unwrap();
+        digest.add_vmsa(vmsa);
+        let expected = digest.finish();
+        assert_eq!(image.launch_digest, Some(expected));
+        assert_eq!(image.measurement(), expected);
+        assert_eq!(image.mrtd, None);
+    }
+
+    #[test]
+    fn zero_pages_are_normal_pages_of_zeros_on_snp() {
+        // The firmware's bss-only pages are NORMAL pages of zeros, as the IGVM format
+        // asks; measuring them with the ZERO type would give another digest. The secrets
+        // page is SECRETS.
+        let image = loaded(PlatformKind::Snp);
+        assert!(image
+            .pages
+            .iter()
+            .any(|p| matches!(p.contents, PageContents::Zero)));
+        assert!(image
+            .pages
+            .iter()
+            .any(|p| p.gpa == SECRETS_PAGE_GPA && p.contents == PageContents::Secrets));
+        let mut as_zero = LaunchDigest::new();
+        for page in &image.pages {
+            let page_type = match page.contents {
+                PageContents::Zero => PageType::Zero,
+                _ => page.contents.snp_page_type(),
+            };
+            as_zero.add_page(page.gpa, page_type, page.contents.bytes());
+        }
+        as_zero.add_page(image.param_gpa, PageType::Unmeasured, &ZERO_PAGE);
+        as_zero.add_vmsa(image.vmsa.as_ref().unwrap().as_bytes().try_into().unwrap());
+        assert_ne!(Some(as_zero.finish()), image.launch_digest);
+    }
+
+    #[test]
+    fn tdx_measurement_is_the_mrtd() {
+        let image = loaded(PlatformKind::Tdx);
+        assert_eq!(image.launch_digest, None);
+        assert_eq!(Some(image.measurement()), image.mrtd);
+        let mut mrtd = Mrtd::new();
+        for page in &image.pages {
+            mrtd.add_page(page.gpa, Some(page.contents.bytes()));
+        }
+        mrtd.add_page(image.param_gpa, None);
+        assert_eq!(image.mrtd, Some(mrtd.finish()));
+    }
+
+    #[test]
+    fn packaging_is_deterministic() {
+        let inputs = Inputs::new();
+        let first = build_image(&inputs.input()).unwrap();
+        let second = build_image(&Inputs::new().input()).unwrap();
+        assert_eq!(first, second);
+        assert_eq!(measurements(&inputs.input()), measurements(&inputs.input()));
+    }
+
+    #[test]
+    fn every_input_changes_both_measurements() {
+        let inputs = Inputs::new();
+        let [snp, tdx] = measurements(&inputs.input());
+        assert_ne!(snp, tdx, "the two platform views measure differently");
+
+        let changed = |what: &str, input: PackageInput| {
+            let [s, t] = measurements(&input);
+            assert_ne!(s, snp, "{what}: SEV-SNP");
+            assert_ne!(t, tdx, "{what}: TDX");
+        };
+        let mut app = inputs.app.clone();
+        let last = app.len() - 1;
+        app[last] ^= 1;
+        changed(
+            "one byte of the app",
+            PackageInput {
+                app_elf: &app,
+                ..inputs.input()
+            },
+        );
+        let mut input = inputs.input();
+        input.args[1] = b"--flah".to_vec();
+        changed("an argument", input);
+        let mut input = inputs.input();
+        input.env[0] = b"HOME=/root".to_vec();
+        changed("the environment", input);
+        let files = Inputs::tree(b"datb");
+        changed(
+            "one byte of the file tree",
+            PackageInput {
+                file_tree: &files,
+                ..inputs.input()
+            },
+        );
+        changed(
+            "the boot flags",
+            PackageInput {
+                flags: 1,
+                ..inputs.input()
+            },
+        );
+        let mut spec = testelf::tdx_firmware_spec();
+        spec.segments[0].data[100] ^= 1;
+        let firmware = spec.build();
+        changed(
+            "one byte of the firmware",
+            PackageInput {
+                firmware_elf: &firmware,
+                ..inputs.input()
+            },
+        );
+    }
+
+    /// Every page the launch adds, by measured GPA, with its page type: the image's
+    /// pages, the parameter page and on SEV-SNP the VMSA.
+    fn expected_pages(image: &LoadedImage) -> BTreeMap<u64, LaunchPageType> {
+        let mut pages: BTreeMap<u64, LaunchPageType> = image
+            .pages
+            .iter()
+            .map(|p| {
+                let page_type = match image.platform {
+                    PlatformKind::Snp => LaunchPageType::Snp(p.contents.snp_page_type()),
+                    PlatformKind::Tdx => LaunchPageType::TdxAddExtend,
+                };
+                (p.gpa, page_type)
+            })
+            .collect();
+        match image.platform {
+            PlatformKind::Snp => {
+                pages.insert(image.param_gpa, LaunchPageType::Snp(PageType::Unmeasured));
+                pages.insert(VMSA_GPA, LaunchPageType::Snp(PageType::Vmsa));
+            }
+            PlatformKind::Tdx => {
+                pages.insert(image.param_gpa, LaunchPageType::TdxAdd);
+            }
+        }
+        pages
+    }
+
+    #[test]
+    fn regions_cover_every_launch_page_exactly_once() {
+        for platform in [PlatformKind::Snp, PlatformKind::Tdx] {
+            let image = loaded(platform);
+            let regions = image.measured_regions();
+            let mut covered: BTreeMap<u64, LaunchPageType> = BTreeMap::new();
+            for r in &regions {
+                assert_eq!(r.gpa_end - r.gpa_start, r.pages * PAGE_SIZE_4K, "{r:?}");
+                for gpa in (r.gpa_start..r.gpa_end).step_by(PAGE) {
+                    assert!(
+                        covered.insert(gpa, r.page_type).is_none(),
+                        "{platform:?}: {gpa:#x} twice"
+                    );
+                }
+            }
+            assert_eq!(covered, expected_pages(&image), "{platform:?}");
+            let total: u64 = regions.iter().map(|r| r.pages).sum();
+            assert_eq!(total as usize, launch_pages(&image).len());
+        }
+    }
+
+    #[test]
+    fn regions_name_what_they_hold() {
+        let snp = loaded(PlatformKind::Snp);
+        let kinds: Vec<RegionKind> = snp.measured_regions().iter().map(|r| r.what).collect();
+        let mut distinct = kinds.clone();
+        distinct.dedup();
+        // Zero pages are NORMAL too, so the firmware is one region.
+        assert_eq!(
+            distinct,
+            [
+                RegionKind::BootInfo,
+                RegionKind::SecretsPage,
+                RegionKind::PageTables,
+                RegionKind::Firmware,
+                RegionKind::App,
+                RegionKind::Args,
+                RegionKind::FileTree,
+                RegionKind::ParameterPage,
+                RegionKind::Vmsa,
+            ]
+        );
+        let tdx = loaded(PlatformKind::Tdx);
+        let mut kinds: Vec<RegionKind> = tdx.measured_regions().iter().map(|r| r.what).collect();
+        kinds.dedup();
+        assert_eq!(
+            kinds,
+            [
+                RegionKind::BootInfo,
+                RegionKind::PageTables,
+                RegionKind::Firmware,
+                RegionKind::App,
+                RegionKind::Args,
+                RegionKind::FileTree,
+                RegionKind::TdxResetPage,
+                RegionKind::ParameterPage,
+            ]
+        );
+    }
+
+    #[test]
+    fn region_digests_are_their_contents() {
+        let image = loaded(PlatformKind::Snp);
+        let regions = image.measured_regions();
+        let region = |what| regions.iter().find(|r| r.what == what).unwrap();
+        let info = &image.boot_info;
+        let app = image
+            .measured_bytes(info.app_gpa, info.args_gpa - info.app_gpa)
+            .unwrap();
+        assert_eq!(
+            region(RegionKind::App).sha384,
+            Some(Sha384::digest(&app).into())
+        );
+        let boot = region(RegionKind::BootInfo);
+        assert_eq!(boot.pages, 1);
+        assert_eq!(
+            boot.sha384,
+            Some(contents_digest(image.pages[0].contents.bytes()))
+        );
+        let vmsa = region(RegionKind::Vmsa);
+        assert_eq!((vmsa.gpa_start, vmsa.pages), (VMSA_GPA, 1));
+        assert_eq!(
+            vmsa.sha384,
+            Some(Sha384::digest(image.vmsa.as_ref().unwrap().as_bytes()).into())
+        );
+        assert_eq!(region(RegionKind::ParameterPage).sha384, None);
+    }
+
+    #[test]
+    fn regions_serialize_for_people_and_scripts() {
+        let image = loaded(PlatformKind::Tdx);
+        let regions = image.measured_regions();
+        let json = serde_json::to_value(&regions).unwrap();
+        let first = &json[0];
+        assert_eq!(first["what"], "boot-info");
+        assert_eq!(first["gpa_start"], "0x1000");
+        assert_eq!(first["gpa_end"], "0x2000");
+        assert_eq!(first["page_type"], "PAGE.ADD+MR.EXTEND");
+        assert_eq!(first["pages"], 1);
+        assert_eq!(first["sha384"].as_str().unwrap().len(), 96);
+        let last = &json[regions.len() - 1];
+        assert_eq!(last["what"], "parameter-page");
+        assert_eq!(last["page_type"], "PAGE.ADD");
+        assert!(last["sha384"].is_null());
+        let snp = serde_json::to_value(loaded(PlatformKind::Snp).measured_regions()).unwrap();
+        let types: Vec<&str> = snp
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["page_type"].as_str().unwrap())
+            .collect();
+        for name in ["NORMAL", "SECRETS", "UNMEASURED", "VMSA"] {
+            assert!(types.contains(&name), "{name}: {types:?}");
+        }
+        assert!(!types.contains(&"ZERO"), "{types:?}");
+    }
+}

@@ -1,0 +1,376 @@
+//! `nacre measure` on a real image of the C hello app: the launch measurement of each
+//! platform, that the TDX one is what the emulated TDX module computes, and that
+//! `--explain` accounts for every page the launch adds. Only the TDX run needs
+//! `/dev/kvm`.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::sync::OnceLock;
+
+use nacre_tests::{
+    app_source, build_c_app, describe_output, nacre, package_with, require_kvm, run_on,
+    scratch_dir, PackageOptions, EXIT_NACRE_ERROR,
+};
+
+/// The GPA every SEV-SNP VMSA is measured at (SPECS.md 5.1).
+const SNP_VMSA_GPA: u64 = 0xFFFF_FFFF_F000;
+
+fn tmp() -> &'static Path {
+    Path::new(env!("CARGO_TARGET_TMPDIR"))
+}
+
+/// The static C hello app, built once.
+fn hello_app() -> PathBuf {
+    static APP: OnceLock<PathBuf> = OnceLock::new();
+    APP.get_or_init(|| {
+        let out = scratch_dir(tmp(), "measure-app").join("hello");
+        build_c_app(&app_source("hello.c"), &out);
+        out
+    })
+    .clone()
+}
+
+/// The hello app packaged with `options` into `measure-images/NAME.igvm`.
+fn image(name: &str, options: &PackageOptions) -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    let dir = DIR.get_or_init(|| scratch_dir(tmp(), "measure-images"));
+    package_with(&hello_app(), &dir.join(format!("{name}.igvm")), options)
+}
+
+/// The hello image without arguments, packaged once.
+fn hello_image() -> PathBuf {
+    static IMAGE: OnceLock<PathBuf> = OnceLock::new();
+    IMAGE
+        .get_or_init(|| image("hello", &PackageOptions::new()))
+        .clone()
+}
+
+/// `nacre measure IMAGE ARGS...`.
+fn measure(image: &Path, args: &[&str]) -> Output {
+    let mut cli = vec!["measure".to_string(), image.display().to_string()];
+    cli.extend(args.iter().map(|a| (*a).to_string()));
+    nacre(&cli, &[])
+}
+
+/// `nacre measure IMAGE --json ARGS...`, which must succeed, parsed.
+fn measure_json(image: &Path, args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["--json"];
+    all.extend_from_slice(args);
+    let output = measure(image, &all);
+    assert!(
+        output.status.success(),
+        "nacre measure --json failed\n{}",
+        describe_output(&output)
+    );
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "nacre measure --json printed no JSON: {e}\n{}",
+            describe_output(&output)
+        )
+    })
+}
+
+/// The measurement of `platform` in `json`, checked to be 96 lowercase hex digits.
+fn measurement(json: &serde_json::Value, platform: &str) -> String {
+    let value = json[platform]["measurement"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no {platform} measurement in {json:#}"));
+    assert_eq!(value.len(), 96, "{platform}: {value}");
+    assert!(
+        value
+            .chars()
+            .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)),
+        "{platform}: {value} is not lowercase hex"
+    );
+    value.to_string()
+}
+
+#[test]
+fn json_gives_96_hex_digits_per_platform() {
+    let json = measure_json(&hello_image(), &[]);
+    let object = json.as_object().expect("a JSON object");
+    assert_eq!(
+        object.keys().collect::<Vec<_>>(),
+        ["snp", "tdx"],
+        "every platform the image serves: {json:#}"
+    );
+    let snp = measurement(&json, "snp");
+    let tdx = measurement(&json, "tdx");
+    assert_ne!(snp, tdx);
+    assert_eq!(json["snp"]["report_field"], "measurement");
+    assert_eq!(json["tdx"]["report_field"], "mrtd");
+
+    // One platform at a time gives the same values.
+    let only = measure_json(&hello_image(), &["--platform", "snp"]);
+    assert_eq!(only.as_object().map(|o| o.len()), Some(1), "{only:#}");
+    assert_eq!(measurement(&only, "snp"), snp);
+    let only = measure_json(&hello_image(), &["--platform", "tdx"]);
+    assert_eq!(measurement(&only, "tdx"), tdx);
+}
+
+#[test]
+fn text_is_one_line_per_platform() {
+    let json = measure_json(&hello_image(), &[]);
+    let output = measure(&hello_image(), &[]);
+    assert!(output.status.success(), "{}", describe_output(&output));
+    let text = String::from_utf8_lossy(&output.stdout);
+    let lines: Vec<Vec<&str>> = text
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            vec!["snp", "measurement", &measurement(&json, "snp")],
+            vec!["tdx", "mrtd", &measurement(&json, "tdx")],
+        ],
+        "{text}"
+    );
+}
+
+/// The host adds the image's pages to the emulated TD and compares the MRTD its TDX
+/// module computed with the one the image predicts, refusing to start the TD when they
+/// differ. `nacre measure` prints that prediction, so the app running is the check that
+/// the printed MRTD is the module's.
+#[test]
+fn tdx_mrtd_is_the_one_the_emulated_td_accepts() {
+    require_kvm();
+    let image = hello_image();
+    measurement(&measure_json(&image, &["--platform", "tdx"]), "tdx");
+    let output = run_on(&image, "emulated-tdx", &[]);
+    assert_eq!(
+        output.status.code(),
+        Some(42),
+        "the emulated TD refused or failed the image\n{}",
+        describe_output(&output)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "hello from nacre\n"
+    );
+}
+
+#[test]
+fn same_inputs_measure_the_same_and_any_change_is_seen() {
+    let first = measure_json(&hello_image(), &[]);
+    let again = measure_json(&image("hello-again", &PackageOptions::new()), &[]);
+    assert_eq!(first, again, "two packagings of the same inputs");
+    let data = scratch_dir(tmp(), "measure-data");
+    fs::write(data.join("a.txt"), b"a").expect("write a fixture file");
+    for (name, options) in [
+        ("argument", PackageOptions::new().args(&["x"])),
+        ("environment", PackageOptions::new().env("K", "v")),
+        ("file-tree", PackageOptions::new().file(&data, "/data")),
+        (
+            "page-validation",
+            PackageOptions::new().flags(&["--page-validation", "4k"]),
+        ),
+    ] {
+        let other = measure_json(&image(name, &options), &[]);
+        for platform in ["snp", "tdx"] {
+            assert_ne!(
+                measurement(&other, platform),
+                measurement(&first, platform),
+                "{name} on {platform}"
+            );
+        }
+    }
+}
+
+/// What one platform's launch adds, read from the IGVM file itself: page GPA -> whether
+/// its contents are measured.
+#[derive(Debug, Default)]
+struct IgvmPages {
+    snp: BTreeMap<u64, &'static str>,
+    tdx: BTreeMap<u64, &'static str>,
+}
+
+fn le_u32(bytes: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"))
+}
+
+fn le_u64(bytes: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
+}
+
+/// Walk the IGVM variable headers (format version 1: a 24-byte fixed header, then
+/// headers of `{u32 type, u32 length, body padded to 8}`) for the page data, parameter
+/// insert and VP context directives of each platform. Page types as `nacre measure`
+/// names them: a page with file data is NORMAL, one without is ZERO; the parameter
+/// page is UNMEASURED; the VP context is the VMSA, measured at its own GPA.
+fn igvm_pages(image: &Path) -> IgvmPages {
+    const SUPPORTED_PLATFORM: u32 = 0x1;
+    const PAGE_DATA: u32 = 0x302;
+    const PARAMETER_INSERT: u32 = 0x303;
+    const VP_CONTEXT: u32 = 0x304;
+    const SEV_SNP: u8 = 2;
+    const TDX: u8 = 3;
+    let bytes = fs::read(image).expect("read the image");
+    assert_eq!(&bytes[..4], b"IGVM");
+    let start = le_u32(&bytes, 8) as usize;
+    let end = start + le_u32(&bytes, 12) as usize;
+    let (mut snp_mask, mut tdx_mask) = (0, 0);
+    let mut pages = IgvmPages::default();
+    let mut at = start;
+    while at < end {
+        let (kind, len) = (le_u32(&bytes, at), le_u32(&bytes, at + 4) as usize);
+        let body = &bytes[at + 8..at + 8 + len];
+        let on = |mask: u32| [(snp_mask & mask != 0), (tdx_mask & mask != 0)];
+        let mut add = |platforms: [bool; 2], gpa: u64, snp: &'static str| {
+            if platforms[0] {
+                assert!(pages.snp.insert(gpa, snp).is_none(), "{gpa:#x} twice");
+            }
+            if platforms[1] {
+                let tdx = if snp == "UNMEASURED" {
+                    "PAGE.ADD"
+                } else {
+                    "PAGE.ADD+MR.EXTEND"
+                };
+                assert!(pages.tdx.insert(gpa, tdx).is_none(), "{gpa:#x} twice");
+            }
+        };
+        match kind {
+            SUPPORTED_PLATFORM => match body[5] {
+                SEV_SNP => snp_mask = le_u32(body, 0),
+                TDX => tdx_mask = le_u32(body, 0),
+                other => panic!("unexpected platform type {other}"),
+            },
+            PAGE_DATA => {
+                // IGVM_VHS_PAGE_DATA: data_type (u16) at 20; 1 is SECRETS. A page without
+                // file data is a NORMAL page of zeros, as the IGVM format asks.
+                let data_type = u16::from_le_bytes([body[20], body[21]]);
+                let page_type = if data_type == 1 { "SECRETS" } else { "NORMAL" };
+                add(on(le_u32(body, 8)), le_u64(body, 0), page_type);
+            }
+            PARAMETER_INSERT => add(on(le_u32(body, 8)), le_u64(body, 0), "UNMEASURED"),
+            VP_CONTEXT => {
+                assert_eq!(on(le_u32(body, 8)), [true, false]);
+                add([true, false], SNP_VMSA_GPA, "VMSA");
+            }
+            _ => {}
+        }
+        at += 8 + len.div_ceil(8) * 8;
+    }
+    pages
+}
+
+#[test]
+fn explain_regions_cover_every_measured_page_exactly_once() {
+    let image = image(
+        "explain",
+        &PackageOptions::new()
+            .args(&["one", "two"])
+            .file(&app_source("hello.c"), "/src/hello.c"),
+    );
+    let json = measure_json(&image, &["--explain"]);
+    let expected = igvm_pages(&image);
+    for (platform, expected) in [("snp", &expected.snp), ("tdx", &expected.tdx)] {
+        let regions = json[platform]["regions"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no {platform} regions in {json:#}"));
+        let mut covered: BTreeMap<u64, &str> = BTreeMap::new();
+        let mut kinds = Vec::new();
+        for r in regions {
+            let gpa = |key: &str| {
+                let text = r[key].as_str().unwrap_or_else(|| panic!("{key} in {r}"));
+                u64::from_str_radix(text.trim_start_matches("0x"), 16).expect("a hex GPA")
+            };
+            let (start, end) = (gpa("gpa_start"), gpa("gpa_end"));
+            let pages = r["pages"].as_u64().expect("a page count");
+            assert_eq!(end - start, pages * 4096, "{platform}: {r}");
+            let page_type = r["page_type"].as_str().expect("a page type");
+            for page in (start..end).step_by(4096) {
+                assert!(
+                    covered.insert(page, page_type).is_none(),
+                    "{platform}: page {page:#x} is in two regions"
+                );
+            }
+            let digest = &r["sha384"];
+            if page_type == "UNMEASURED" || page_type == "SECRETS" || page_type == "PAGE.ADD" {
+                assert!(digest.is_null(), "{platform}: {r}");
+            } else {
+                assert_eq!(digest.as_str().map(str::len), Some(96), "{platform}: {r}");
+            }
+            kinds.push(r["what"].as_str().expect("what").to_string());
+        }
+        let expected: BTreeMap<u64, &str> = expected.iter().map(|(&g, &t)| (g, t)).collect();
+        assert_eq!(covered, expected, "{platform}");
+        kinds.dedup();
+        let mut want = vec!["boot-info"];
+        if platform == "snp" {
+            want.push("secrets-page");
+        }
+        want.extend(["page-tables", "firmware", "app", "args", "file-tree"]);
+        want.extend(match platform {
+            "snp" => ["parameter-page", "vmsa"],
+            _ => ["tdx-reset-page", "parameter-page"],
+        });
+        assert_eq!(kinds, want, "{platform}");
+    }
+}
+
+#[test]
+fn explain_text_has_a_row_per_region() {
+    let json = measure_json(&hello_image(), &["--explain"]);
+    let output = measure(&hello_image(), &["--explain"]);
+    assert!(output.status.success(), "{}", describe_output(&output));
+    let text = String::from_utf8_lossy(&output.stdout);
+    let regions = |p: &str| json[p]["regions"].as_array().map_or(0, Vec::len);
+    // Per platform: its line, the table's header, a row per region.
+    assert_eq!(
+        text.lines().count(),
+        2 * 2 + regions("snp") + regions("tdx"),
+        "{text}"
+    );
+    assert!(text.contains("(the host's, not measured)"), "{text}");
+}
+
+#[test]
+fn bad_images_are_refused_with_status_125() {
+    let dir = scratch_dir(tmp(), "measure-bad");
+    let junk = dir.join("junk.igvm");
+    fs::write(&junk, b"this is not an image").expect("write");
+    let truncated = dir.join("truncated.igvm");
+    let bytes = fs::read(hello_image()).expect("read the image");
+    fs::write(&truncated, &bytes[..bytes.len() / 2]).expect("write");
+    let mut flipped = bytes.clone();
+    let last = flipped.len() - 1;
+    flipped[last] ^= 1;
+    let corrupt = dir.join("corrupt.igvm");
+    fs::write(&corrupt, &flipped).expect("write");
+    for (path, says) in [
+        (junk, "not an IGVM image"),
+        (truncated, "truncated"),
+        (corrupt, "corrupt"),
+        (dir.join("missing.igvm"), "cannot read"),
+    ] {
+        let output = measure(&path, &["--json"]);
+        assert_eq!(
+            output.status.code(),
+            Some(EXIT_NACRE_ERROR),
+            "{}",
+            describe_output(&output)
+        );
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(says), "{says}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert!(output.stdout.is_empty(), "{}", describe_output(&output));
+    }
+}
+
+#[test]
+fn help_teaches_with_an_example() {
+    let output = nacre(&["measure".to_string(), "--help".to_string()], &[]);
+    assert!(output.status.success(), "{}", describe_output(&output));
+    let help = String::from_utf8_lossy(&output.stdout);
+    for needle in [
+        "nacre measure hello.igvm",
+        "--explain",
+        "MEASUREMENT",
+        "MRTD",
+    ] {
+        assert!(help.contains(needle), "{needle}:\n{help}");
+    }
+}
