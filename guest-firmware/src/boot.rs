@@ -229,7 +229,30 @@ pub fn boot() -> Result<Entry, FwError> {
         PlatformKind::Snp => INITIAL_PT_PAGES,
         PlatformKind::Tdx => INITIAL_PT_PAGES_TDX,
     };
+    // SNP: VMPCK0 from the secrets page the security processor filled at launch,
+    // copied into private memory (the page itself is private and validated).
+    if let Platform::Snp(snp) = &mut plat {
+        let mut head = [0u8; 0xB0];
+        // SAFETY: the secrets page is a launch page of every SNP image, private and
+        // validated, mapped by the direct map.
+        unsafe {
+            core::ptr::copy_nonoverlapping(
+                phys_to_virt(SECRETS_PAGE_GPA) as *const u8,
+                head.as_mut_ptr(),
+                head.len(),
+            )
+        };
+        snp.channel = crate::platform::snp::guest_request::GuestChannel::from_secrets(&head);
+    }
     let launch = [
+        (
+            SECRETS_PAGE_GPA,
+            if kind == PlatformKind::Snp {
+                PAGE_SIZE_4K
+            } else {
+                0
+            },
+        ),
         (BOOT_INFO_GPA, PAGE_SIZE_4K),
         (HOST_PARAM_GPA, PAGE_SIZE_4K),
         (INITIAL_PT_GPA, pt_pages * PAGE_SIZE_4K),

@@ -50,12 +50,25 @@ pub enum Special {
     Maps,
     /// `/dev/stdin`, `/dev/stdout`, `/dev/stderr`: the console fds 0, 1, 2.
     Console(u8),
+    /// `/dev/sev-guest` (SEV-SNP only): attestation reports through the Linux ioctl.
+    SevGuest,
 }
 
 /// The overlaid names of `/dev`, in listing order.
 const DEV_ENTRIES: [(&[u8], Special); 7] = [
     (b"null", Special::Null),
     (b"random", Special::Urandom),
+    (b"stderr", Special::Console(2)),
+    (b"stdin", Special::Console(0)),
+    (b"stdout", Special::Console(1)),
+    (b"urandom", Special::Urandom),
+    (b"zero", Special::Zero),
+];
+/// `/dev`'s extra name on SEV-SNP.
+const DEV_SNP_ENTRIES: [(&[u8], Special); 8] = [
+    (b"null", Special::Null),
+    (b"random", Special::Urandom),
+    (b"sev-guest", Special::SevGuest),
     (b"stderr", Special::Console(2)),
     (b"stdin", Special::Console(0)),
     (b"stdout", Special::Console(1)),
@@ -242,20 +255,20 @@ impl Files {
 
     /// The overlaid name `name` in directory `dir`, if any.
     fn special(&self, dir: u32, name: &[u8]) -> Option<Special> {
-        let table: &[(&[u8], Special)] = if dir == self.dev_dir {
-            &DEV_ENTRIES
-        } else if dir == self.proc_self_dir {
-            &PROC_SELF_ENTRIES
-        } else {
-            return None;
-        };
-        table.iter().find(|(n, _)| *n == name).map(|&(_, s)| s)
+        self.extra_entries(dir)
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|&(_, s)| s)
     }
 
-    /// The overlaid entries a directory lists after its own children.
+    /// The overlaid entries a directory lists after its own children: `/dev`'s
+    /// devices (with the platform's attestation device) and `/proc/self`'s entries.
     pub fn extra_entries(&self, dir: u32) -> &'static [(&'static [u8], Special)] {
         if dir == self.dev_dir {
-            &DEV_ENTRIES
+            match crate::platform::kind() {
+                Some(nacre_shared_abi::boot::PlatformKind::Snp) => &DEV_SNP_ENTRIES,
+                _ => &DEV_ENTRIES,
+            }
         } else if dir == self.proc_self_dir {
             &PROC_SELF_ENTRIES
         } else {
@@ -374,6 +387,8 @@ impl Files {
                 let (n, minor) = match s {
                     Special::Null => (3, 3),
                     Special::Zero => (4, 5),
+                    // A misc device on Linux; shown as major 1 here too.
+                    Special::SevGuest => (6, 0x7C),
                     _ => (5, 9),
                 };
                 Stat {

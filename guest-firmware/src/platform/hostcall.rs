@@ -13,7 +13,7 @@
 
 use crate::error::FwError;
 use nacre_shared_abi::hostcall::{
-    HostcallHeader, HostcallOp, HOSTCALL_DATA_OFFSET, HOSTCALL_MAX_DATA,
+    HostcallHeader, HostcallOp, HOSTCALL_AREA_SIZE, HOSTCALL_DATA_OFFSET, HOSTCALL_MAX_DATA,
 };
 use zerocopy::{FromBytes, IntoBytes};
 
@@ -49,6 +49,18 @@ impl HostcallArea {
     /// Virtual address of the data area (valid when [`Self::ready`]).
     pub fn data_va(&self) -> u64 {
         self.va + HOSTCALL_DATA_OFFSET
+    }
+
+    /// The area's last two pages, as (VA, GPA) pairs, for requests that need whole
+    /// shared pages of their own (SNP guest request and response pages). They overlap
+    /// the end of the data area: a hostcall and such a request never run at once.
+    pub fn page_pair(&self) -> ((u64, u64), (u64, u64)) {
+        let last = HOSTCALL_AREA_SIZE - 4096;
+        let prev = last - 4096;
+        (
+            (self.va + prev, self.gpa + prev),
+            (self.va + last, self.gpa + last),
+        )
     }
 
     /// Copy `src` into the data area at `offset`.

@@ -4,6 +4,7 @@
 //! returns ENOSYS and is counted; the counts go to the host with the exit hostcall
 //! (`nacre run --stats` lists them).
 
+pub mod attest;
 pub mod errno;
 pub mod fs;
 pub mod io;

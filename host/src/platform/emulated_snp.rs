@@ -45,6 +45,8 @@ pub struct EmulatedSnp {
     pub psc_budget: Option<usize>,
     /// The console and clocks the hostcalls serve (and when the first arrived).
     pub host: super::hostcall::HostcallHost,
+    /// The emulated security processor: launch measurement, VMPCKs.
+    pub sp: Option<super::emulated_sp::EmulatedSp>,
 }
 
 /// The value the emulated SEV_STATUS MSR reads.
@@ -65,6 +67,7 @@ impl EmulatedSnp {
             stats: Stats::default(),
             psc_budget: None,
             host: super::hostcall::HostcallHost::default(),
+            sp: None,
         }
     }
 

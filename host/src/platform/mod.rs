@@ -3,6 +3,7 @@
 //! backends come later.
 
 pub mod emulated_snp;
+pub mod emulated_sp;
 pub mod emulated_tdx;
 pub mod hostcall;
 

@@ -4,6 +4,7 @@
 
 use crate::mmu::attributes::Kind;
 use crate::platform::emulated_snp::{EmulatedSnp, C_BIT_MASK};
+use crate::platform::emulated_sp::EmulatedSp;
 use crate::platform::emulated_tdx::{EmulatedTdx, SHARED_BIT};
 use crate::platform::hostcall::HostileHostcall;
 use crate::vmm::memory::{GuestMemory, MemoryError, View};
@@ -15,6 +16,7 @@ use kvm_ioctls::{
     Cap, Kvm, MsrExitReason, MsrFilterDefaultAction, MsrFilterRange, MsrFilterRangeFlags, VcpuFd,
     VmFd,
 };
+use nacre_loader::image::SNP_PARAMETER_PAGE_TYPE;
 use nacre_loader::{ImagePage, LoadedImage, PageContents};
 use nacre_shared_abi::boot::{MemoryMapEntry, MEMORY_MAP_TYPE_MEMORY};
 use nacre_shared_abi::doorbell::{EMULATED_SNP_SIGNATURE, EMULATED_TDX_SIGNATURE};
@@ -176,17 +178,29 @@ pub fn build(image: &LoadedImage, memory: u64) -> Result<Vm, SetupError> {
     let hostile = Hostile::from_env();
     let (kvm, vm, mem) = vm_with_ram(memory, [(View::Shared, 0), (View::Private, C_BIT_MASK)])?;
     let mut snp = EmulatedSnp::new(mem);
+    let mut sp = EmulatedSp::new().map_err(|source| {
+        SetupError::Memory(MemoryError::Sys {
+            what: "getrandom for the VMPCKs",
+            source,
+        })
+    })?;
 
-    // Launch pages: contents, then assigned + validated (LAUNCH_UPDATE's result).
+    // Launch pages: contents, then assigned + validated (LAUNCH_UPDATE's result), each
+    // measured by the emulated security processor as it is added.
     for ImagePage { gpa, contents } in &image.pages {
-        if let PageContents::Data(bytes) = contents {
-            snp.mem.write(*gpa, &bytes[..])?;
+        let page_type = contents.snp_page_type();
+        match contents {
+            PageContents::Data(bytes) => snp.mem.write(*gpa, &bytes[..])?,
+            PageContents::Secrets => snp.mem.write(*gpa, &sp.secrets_page())?,
+            PageContents::Zero => {}
         }
+        sp.launch_update(*gpa, page_type, contents.bytes());
         snp.launch_page(*gpa)
             .map_err(|e| SetupError::Image(format!("page {gpa:#x} cannot be placed: {e:?}")))?;
     }
     // The host parameter page: the memory map, inserted unmeasured.
-    snp.mem.write(image.param_gpa, &memory_map_page(memory))?;
+    let param_page = memory_map_page(memory);
+    snp.mem.write(image.param_gpa, &param_page)?;
     let mut launched: Vec<u64> = image.pages.iter().map(|p| p.gpa / PAGE_SIZE_4K).collect();
     if hostile == Some(Hostile::SharedParamPage) {
         snp.mmu.hostile_share(image.param_gpa / PAGE_SIZE_4K);
@@ -211,6 +225,27 @@ pub fn build(image: &LoadedImage, memory: u64) -> Result<Vm, SetupError> {
     let vmsa = image.vmsa.as_deref().ok_or_else(|| {
         SetupError::Image("the image has no SEV-SNP VMSA (it was not loaded for SEV-SNP)".into())
     })?;
+    // SNP_LAUNCH_FINISH: the VMSA, then the measurement must be the one the image
+    // predicts (the hostile parameter-page hook leaves the parameter page out on
+    // purpose).
+    if hostile != Some(Hostile::SharedParamPage) {
+        sp.launch_update(image.param_gpa, SNP_PARAMETER_PAGE_TYPE, &param_page);
+    }
+    let measured = sp.launch_finish(
+        vmsa.as_bytes()
+            .try_into()
+            .map_err(|_| SetupError::Image("the VMSA is not one page".into()))?,
+    );
+    if hostile != Some(Hostile::SharedParamPage) && image.launch_digest != Some(measured) {
+        return Err(SetupError::Image(format!(
+            "the launch digest of the added pages ({}) differs from the image's ({})",
+            hex(&measured),
+            image
+                .launch_digest
+                .map_or_else(|| "none".into(), |m| hex(&m)),
+        )));
+    }
+    snp.sp = Some(sp);
     set_initial_state(&vcpu, vmsa)?;
     snp.host.tsc_khz = tsc_khz(&vcpu);
     snp.host.hostile = hostcall_hostility(hostile);

@@ -3,6 +3,7 @@
 //! constant; SPECS.md sections 1-3 collect them.
 
 pub mod ghcb;
+pub mod guest_msg;
 pub mod msr_protocol;
 pub mod psc;
 pub mod rmp;

@@ -23,6 +23,8 @@ pub struct Snp {
     /// The private copy of the GHCB that requests are built in and answers copied
     /// back to (kept, rather than made per call, to avoid clearing 4 KiB each time).
     scratch: Ghcb,
+    /// Guest messages to the security processor (VMPCK0 from the secrets page).
+    pub channel: super::guest_request::GuestChannel,
 }
 
 impl Snp {
@@ -33,6 +35,7 @@ impl Snp {
             ghcb_gpa: 0,
             msr_holds_ghcb: false,
             scratch: Ghcb::new_zeroed(),
+            channel: super::guest_request::GuestChannel::none(),
         }
     }
 

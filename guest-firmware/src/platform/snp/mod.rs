@@ -2,6 +2,7 @@
 //! hostcall doorbell.
 
 pub mod ghcb;
+pub mod guest_request;
 pub mod instr;
 pub mod psc;
 

@@ -1,0 +1,184 @@
+//! SNP guest requests to the security processor (SPECS.md 4.1): the attestation report.
+//!
+//! A request is MSG_REPORT_REQ encrypted with VMPCK0 (AES-256-GCM; nonce = sequence
+//! number; AAD = header bytes 0x30..0x60) in a shared request page; the hypervisor
+//! forwards it (GHCB NAE `SNP_GUEST_REQUEST`, info1/info2 = the request and response
+//! pages) and the response comes back encrypted with the next sequence number. The
+//! firmware builds the request in private memory, copies the response header and
+//! payload into private memory before checking and decrypting them (trust assumption
+//! 2), and never sends a new plaintext under a sequence number it used already: a
+//! failure after the request left makes it forget VMPCK0 for good, as Linux and
+//! COCONUT-SVSM do (a hypervisor's BUSY answer re-sends the very same message).
+
+use super::ghcb::Snp;
+use aes_gcm::aead::{AeadInPlace, KeyInit};
+use aes_gcm::{Aes256Gcm, Key, Nonce, Tag};
+use nacre_shared_abi::snp::ghcb::exit_code;
+use nacre_shared_abi::snp::guest_msg::{
+    msg_type, nonce, GuestMsgHdr, ReportReq, SecretsPageHead, AUTHTAG_LEN, MSG_HDR_SIZE,
+    REPORT_RSP_SIZE, VMM_ERR_BUSY, VMM_ERR_SHIFT,
+};
+use zerocopy::{FromBytes, IntoBytes};
+
+/// How often a BUSY hypervisor is asked again before the request fails.
+const BUSY_RETRIES: u32 = 64;
+
+/// Why a guest request failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuestRequestError {
+    /// VMPCK0 was forgotten after an earlier failure, or there is none.
+    Disabled,
+    /// The hypervisor refused or failed the exit (SW_EXITINFO2: upper 32 bits VMM
+    /// error, lower 32 bits firmware error).
+    Exit(u64),
+    /// The response's header, size or authentication tag is wrong.
+    BadResponse,
+}
+
+/// The channel to the security processor through VMPCK0.
+pub struct GuestChannel {
+    vmpck0: [u8; 32],
+    /// The last sequence number used (the previous response's); the next request
+    /// carries this + 1.
+    seqno: u64,
+    enabled: bool,
+}
+
+impl core::fmt::Debug for GuestChannel {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        // Never print the key.
+        f.debug_struct("GuestChannel")
+            .field("seqno", &self.seqno)
+            .field("enabled", &self.enabled)
+            .finish()
+    }
+}
+
+impl GuestChannel {
+    /// No key: every request fails with [`GuestRequestError::Disabled`].
+    pub const fn none() -> Self {
+        Self {
+            vmpck0: [0; 32],
+            seqno: 0,
+            enabled: false,
+        }
+    }
+
+    /// The channel with VMPCK0 from (a private copy of) the secrets page. An all-zero
+    /// key means the security processor gave none.
+    pub fn from_secrets(page: &[u8]) -> Self {
+        match SecretsPageHead::read_from_prefix(page) {
+            Ok((head, _)) if head.vmpck[0] != [0; 32] => Self {
+                vmpck0: head.vmpck[0],
+                seqno: 0,
+                enabled: true,
+            },
+            _ => Self::none(),
+        }
+    }
+
+    /// Forget VMPCK0 (after a failure that may have consumed a sequence number).
+    fn disable(&mut self) {
+        self.vmpck0 = [0; 32];
+        self.enabled = false;
+    }
+
+    /// Ask for an attestation report carrying `report_data` for VMPL `vmpl` with key
+    /// selection `key_sel`. `req` and `resp` are the request and response pages: their
+    /// shared mappings (`*_va`) and GPAs. Returns MSG_REPORT_RSP's payload (status,
+    /// size, the report).
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the pages and the request fields"
+    )]
+    pub fn report(
+        &mut self,
+        snp: &mut Snp,
+        req_va: u64,
+        req_gpa: u64,
+        resp_va: u64,
+        resp_gpa: u64,
+        report_data: &[u8; 64],
+        vmpl: u32,
+        key_sel: u32,
+    ) -> Result<[u8; REPORT_RSP_SIZE], GuestRequestError> {
+        if !self.enabled {
+            return Err(GuestRequestError::Disabled);
+        }
+        let cipher = Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&self.vmpck0));
+        let seq = self.seqno + 1;
+        let body = ReportReq {
+            report_data: *report_data,
+            vmpl,
+            key_sel,
+            rsvd: [0; 24],
+        };
+        let mut payload = [0u8; 0x60];
+        payload.copy_from_slice(body.as_bytes());
+        let mut hdr = GuestMsgHdr::new(msg_type::REPORT_REQ, payload.len() as u16, seq, 0);
+        let tag = cipher
+            .encrypt_in_place_detached(Nonce::from_slice(&nonce(seq)), hdr.aad(), &mut payload)
+            .map_err(|_| GuestRequestError::BadResponse)?;
+        hdr.authtag[..AUTHTAG_LEN].copy_from_slice(&tag);
+        // SAFETY: `req_va` maps the shared request page (4 KiB), which no Rust
+        // reference covers; header and payload fit in it.
+        unsafe {
+            let page = req_va as *mut u8;
+            core::ptr::copy_nonoverlapping(hdr.as_bytes().as_ptr(), page, MSG_HDR_SIZE);
+            core::ptr::copy_nonoverlapping(payload.as_ptr(), page.add(MSG_HDR_SIZE), payload.len());
+        }
+        // From here on the sequence number may be consumed: any failure forgets the key.
+        let mut busy = 0;
+        loop {
+            let g = snp.request();
+            g.set_exit(exit_code::GUEST_REQUEST, req_gpa, resp_gpa);
+            if snp.call_request(0).is_err() {
+                self.disable();
+                return Err(GuestRequestError::Exit(u64::MAX));
+            }
+            let info2 = snp.answer().sw_exit_info_2;
+            if info2 == 0 {
+                break;
+            }
+            if info2 >> VMM_ERR_SHIFT == VMM_ERR_BUSY && busy < BUSY_RETRIES {
+                busy += 1;
+                continue;
+            }
+            self.disable();
+            return Err(GuestRequestError::Exit(info2));
+        }
+        let mut raw = [0u8; MSG_HDR_SIZE];
+        let mut rsp = [0u8; REPORT_RSP_SIZE];
+        // SAFETY: `resp_va` maps the shared response page (4 KiB); the header and the
+        // largest accepted payload fit in it. Both are copied into private memory
+        // before anything reads them.
+        unsafe {
+            let page = resp_va as *const u8;
+            core::ptr::copy_nonoverlapping(page, raw.as_mut_ptr(), MSG_HDR_SIZE);
+            core::ptr::copy_nonoverlapping(page.add(MSG_HDR_SIZE), rsp.as_mut_ptr(), rsp.len());
+        }
+        let checked = GuestMsgHdr::read_from_bytes(&raw)
+            .ok()
+            .filter(|h| {
+                h.check(msg_type::REPORT_RSP, seq + 1, 0, REPORT_RSP_SIZE)
+                    .is_ok()
+                    && usize::from(h.msg_sz) == REPORT_RSP_SIZE
+            })
+            .and_then(|h| {
+                cipher
+                    .decrypt_in_place_detached(
+                        Nonce::from_slice(&nonce(seq + 1)),
+                        h.aad(),
+                        &mut rsp,
+                        Tag::from_slice(&h.authtag[..AUTHTAG_LEN]),
+                    )
+                    .ok()
+            });
+        if checked.is_none() {
+            self.disable();
+            return Err(GuestRequestError::BadResponse);
+        }
+        self.seqno = seq + 1;
+        Ok(rsp)
+    }
+}
