@@ -12,6 +12,7 @@ fn main() -> ExitCode {
         Command::Package(a) => cli::package::run(a).map(|()| 0),
         Command::Run(a) => cli::run::run(a, start),
         Command::Measure(a) => cli::measure::run(a).map(|()| 0),
+        Command::Verify(a) => cli::verify::run(a),
         Command::Demo => demo(start),
     };
     match result {

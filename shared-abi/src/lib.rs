@@ -13,7 +13,8 @@
 //! - [`hostcall`]: the shared console/exit buffer between firmware and host;
 //! - [`snp`]: AMD SEV-SNP wire formats (GHCB, GHCB MSR protocol, page-state change,
 //!   PVALIDATE return codes) as specified by the GHCB specification (AMD 56421) and
-//!   the Linux headers that implement it;
+//!   the Linux headers that implement it, and the attestation report with its guest
+//!   policy and TCB_VERSION (SNP firmware ABI, AMD 56860);
 //! - [`tdx`]: Intel TDX TDCALL leaves and statuses, GHCI TDG.VP.VMCALL sub-functions,
 //!   page-acceptance levels and the shared bit.
 //!

@@ -3,6 +3,7 @@
 pub mod measure;
 pub mod package;
 pub mod run;
+pub mod verify;
 
 use clap::{Parser, Subcommand};
 
@@ -18,7 +19,8 @@ pub const EXIT_NACRE_ERROR: u8 = 125;
 #[command(name = "nacre", version, about, long_about = None, after_help = "\
 Exit status of `nacre run`: the app's own status (0-255), or 120 when the host stopped
 the guest for breaking a confidential-memory rule, 121 when the guest firmware asked to
-be terminated, 125 for nacre's own errors.
+be terminated, 125 for nacre's own errors. `nacre verify`: 0 verified, 1 a check
+failed, 125 unusable input.
 
 Start with `nacre demo`.")]
 pub struct Cli {
@@ -36,6 +38,8 @@ pub enum Command {
     Run(run::RunArgs),
     /// Print the launch measurement of an image on each platform (SEV-SNP launch digest, TDX MRTD).
     Measure(measure::MeasureArgs),
+    /// Verify an SEV-SNP attestation report or a TDX quote offline, check by check.
+    Verify(verify::VerifyArgs),
     /// Package and run the bundled example app, printing each step.
     Demo,
 }

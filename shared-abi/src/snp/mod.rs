@@ -1,11 +1,12 @@
 //! AMD SEV-SNP wire formats: the GHCB page, the GHCB MSR protocol, page-state
-//! changes and the return codes of PVALIDATE and friends. Sources are cited per
-//! constant; SPECS.md sections 1-3 collect them.
+//! changes, the return codes of PVALIDATE and friends, and the attestation report.
+//! Sources are cited per constant; SPECS.md sections 1-4 collect them.
 
 pub mod ghcb;
 pub mod guest_msg;
 pub mod msr_protocol;
 pub mod psc;
+pub mod report;
 pub mod rmp;
 
 /// GHCB MSR (`MSR_AMD64_SEV_ES_GHCB`, Linux `asm/msr-index.h`).

@@ -1,0 +1,816 @@
+//! Intel TDX quotes (version 4, and version 5 with a TDX 1.0 or 1.5 body): the wire
+//! format and its verification.
+//!
+//! Layout: Intel's DCAP quote format as implemented by go-tdx-guest `abi/abi.go` and
+//! dcap-qvl `src/quote.rs`, checked against real quotes (SPECS.md 6.5, 6.6). All
+//! integers are little-endian; the ECDSA signatures and keys are big-endian `r || s`
+//! and `x || y`, 32 bytes each.
+//!
+//! Verification: the attestation key signs the header and body (ECDSA P-256
+//! SHA-256); the PCK certificate's key signs the quoting enclave's (QE) report; the
+//! QE report binds the attestation key (SHA-256 of the key and the QE
+//! authentication data is the start of its report data); the PCK certificate chains
+//! to the trusted Intel SGX Root CA. With collateral (TCB info, QE identity, CRLs),
+//! dcap-qvl computes the platform's TCB status.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use core::mem::{offset_of, size_of};
+use p256::ecdsa::signature::Verifier;
+use sha2::{Digest, Sha256};
+use thiserror::Error;
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+use super::roots::TrustAnchors;
+use super::x509::{Cert, X509Error};
+use super::{hex, Check, Claim, EvidenceKind, Expectations, Verification};
+
+/// Quote version 4 (SPECS.md 6.6).
+pub const QUOTE_VERSION_4: u16 = 4;
+/// Quote version 5: a typed, sized body (SPECS.md 6.6).
+pub const QUOTE_VERSION_5: u16 = 5;
+/// Attestation key type 2: ECDSA-256 with P-256 (SPECS.md 6.6).
+pub const ATT_KEY_TYPE_ECDSA_P256: u16 = 2;
+/// TEE type of TDX quotes (0 is SGX; SPECS.md 6.6).
+pub const TEE_TYPE_TDX: u32 = 0x81;
+/// Intel's QE vendor ID, `939a7233-f79c-4ca9-940a-0db3957f0607` (SPECS.md 6.6).
+pub const INTEL_QE_VENDOR_ID: [u8; 16] = [
+    0x93, 0x9a, 0x72, 0x33, 0xf7, 0x9c, 0x4c, 0xa9, 0x94, 0x0a, 0x0d, 0xb3, 0x95, 0x7f, 0x06, 0x07,
+];
+/// MRSIGNER of Intel's TD quoting enclave (SPECS.md 6.6, QE identity).
+pub const INTEL_QE_MRSIGNER: [u8; 32] = [
+    0xdc, 0x9e, 0x2a, 0x7c, 0x6f, 0x94, 0x8f, 0x17, 0x47, 0x4e, 0x34, 0xa7, 0xfc, 0x43, 0xed, 0x03,
+    0x0f, 0x7c, 0x15, 0x63, 0xf1, 0xba, 0xbd, 0xdf, 0x63, 0x40, 0xc8, 0x2e, 0x0e, 0x54, 0xa8, 0xc5,
+];
+/// ISVPRODID of Intel's TD quoting enclave (SPECS.md 6.6).
+pub const INTEL_TD_QE_ISVPRODID: u16 = 2;
+/// Version 5 body type 2: a TDX 1.0 body (SPECS.md 6.6).
+pub const BODY_TYPE_TDX10: u16 = 2;
+/// Version 5 body type 3: a TDX 1.5 body (SPECS.md 6.6).
+pub const BODY_TYPE_TDX15: u16 = 3;
+/// Certification data type 6: QE report certification data (SPECS.md 6.6).
+pub const CERT_DATA_QE_REPORT: u16 = 6;
+/// Certification data type 5: the PCK certificate chain in PEM (SPECS.md 6.6).
+pub const CERT_DATA_PCK_CHAIN: u16 = 5;
+/// TD attribute bit 0: DEBUG (SPECS.md 6.4).
+pub const TD_ATTRIBUTE_DEBUG: u64 = 1 << 0;
+/// TD attribute bit 28: SEPT_VE_DISABLE (SPECS.md 6.4).
+pub const TD_ATTRIBUTE_SEPT_VE_DISABLE: u64 = 1 << 28;
+
+/// Size of the quote header.
+pub const QUOTE_HEADER_SIZE: usize = 0x30;
+/// Offset of the body in a version 5 quote (after u16 type and u32 size).
+pub const V5_BODY_OFFSET: usize = 0x36;
+/// Size of an ECDSA P-256 signature or public key (`r || s`, `x || y`).
+pub const P256_PAIR_SIZE: usize = 64;
+
+/// The quote header (0x30 bytes; SPECS.md 6.6).
+#[derive(Debug, Clone, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct QuoteHeader {
+    /// Quote version (0x00).
+    pub version: u16,
+    /// Attestation key type (0x02); 2 is ECDSA P-256.
+    pub att_key_type: u16,
+    /// TEE type (0x04); 0x81 is TDX.
+    pub tee_type: u32,
+    /// PCE SVN (0x08).
+    pub pce_svn: u16,
+    /// QE SVN (0x0A).
+    pub qe_svn: u16,
+    /// QE vendor ID (0x0C).
+    pub qe_vendor_id: [u8; 16],
+    /// User data (0x1C); the first 16 bytes identify the platform (QE ID).
+    pub user_data: [u8; 20],
+}
+
+const _: () = assert!(size_of::<QuoteHeader>() == QUOTE_HEADER_SIZE);
+const _: () = assert!(offset_of!(QuoteHeader, att_key_type) == 0x02);
+const _: () = assert!(offset_of!(QuoteHeader, tee_type) == 0x04);
+const _: () = assert!(offset_of!(QuoteHeader, pce_svn) == 0x08);
+const _: () = assert!(offset_of!(QuoteHeader, qe_svn) == 0x0A);
+const _: () = assert!(offset_of!(QuoteHeader, qe_vendor_id) == 0x0C);
+const _: () = assert!(offset_of!(QuoteHeader, user_data) == 0x1C);
+
+/// The TD quote body, TDX 1.0 (584 bytes; SPECS.md 6.6). It repeats the TDREPORT's
+/// TEE_TCB_INFO and TDINFO fields (SPECS.md 6.5).
+#[derive(Debug, Clone, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct TdQuoteBody {
+    /// TEE_TCB_SVN (0x000).
+    pub tee_tcb_svn: [u8; 16],
+    /// MRSEAM: measurement of the TDX module (0x010).
+    pub mr_seam: [u8; 48],
+    /// MRSIGNERSEAM (0x040).
+    pub mr_signer_seam: [u8; 48],
+    /// SEAMATTRIBUTES (0x070).
+    pub seam_attributes: [u8; 8],
+    /// TDATTRIBUTES (0x078), little-endian; bit 0 is DEBUG.
+    pub td_attributes: [u8; 8],
+    /// XFAM (0x080).
+    pub xfam: [u8; 8],
+    /// MRTD: the build-time measurement of the TD (0x088).
+    pub mr_td: [u8; 48],
+    /// MRCONFIGID (0x0B8).
+    pub mr_config_id: [u8; 48],
+    /// MROWNER (0x0E8).
+    pub mr_owner: [u8; 48],
+    /// MROWNERCONFIG (0x118).
+    pub mr_owner_config: [u8; 48],
+    /// RTMR0 to RTMR3 (0x148, 0x178, 0x1A8, 0x1D8).
+    pub rtmr: [[u8; 48]; 4],
+    /// REPORTDATA (0x208).
+    pub report_data: [u8; 64],
+}
+
+/// Size of a TDX 1.0 body.
+pub const TD_QUOTE_BODY_SIZE: usize = 584;
+const _: () = assert!(size_of::<TdQuoteBody>() == TD_QUOTE_BODY_SIZE);
+const _: () = assert!(offset_of!(TdQuoteBody, mr_seam) == 0x010);
+const _: () = assert!(offset_of!(TdQuoteBody, mr_signer_seam) == 0x040);
+const _: () = assert!(offset_of!(TdQuoteBody, seam_attributes) == 0x070);
+const _: () = assert!(offset_of!(TdQuoteBody, td_attributes) == 0x078);
+const _: () = assert!(offset_of!(TdQuoteBody, xfam) == 0x080);
+const _: () = assert!(offset_of!(TdQuoteBody, mr_td) == 0x088);
+const _: () = assert!(offset_of!(TdQuoteBody, mr_config_id) == 0x0B8);
+const _: () = assert!(offset_of!(TdQuoteBody, mr_owner) == 0x0E8);
+const _: () = assert!(offset_of!(TdQuoteBody, mr_owner_config) == 0x118);
+const _: () = assert!(offset_of!(TdQuoteBody, rtmr) == 0x148);
+const _: () = assert!(offset_of!(TdQuoteBody, report_data) == 0x208);
+
+/// What a TDX 1.5 body adds after the 1.0 fields (SPECS.md 6.6).
+#[derive(Debug, Clone, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct TdQuoteBody15 {
+    /// TEE_TCB_SVN2 (body offset 0x248).
+    pub tee_tcb_svn2: [u8; 16],
+    /// MRSERVICETD (body offset 0x258).
+    pub mr_service_td: [u8; 48],
+}
+
+/// Size of a TDX 1.5 body.
+pub const TD_QUOTE_BODY15_SIZE: usize = TD_QUOTE_BODY_SIZE + size_of::<TdQuoteBody15>();
+const _: () = assert!(TD_QUOTE_BODY15_SIZE == 648);
+
+/// The quoting enclave's SGX report body (384 bytes; SPECS.md 6.6).
+#[derive(Debug, Clone, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct QeReport {
+    /// CPUSVN (0x00).
+    pub cpu_svn: [u8; 16],
+    /// MISCSELECT (0x10).
+    pub misc_select: u32,
+    reserved_14: [u8; 28],
+    /// ATTRIBUTES (0x30).
+    pub attributes: [u8; 16],
+    /// MRENCLAVE (0x40).
+    pub mr_enclave: [u8; 32],
+    reserved_60: [u8; 32],
+    /// MRSIGNER (0x80).
+    pub mr_signer: [u8; 32],
+    reserved_a0: [u8; 96],
+    /// ISVPRODID (0x100).
+    pub isv_prod_id: u16,
+    /// ISVSVN (0x102).
+    pub isv_svn: u16,
+    reserved_104: [u8; 60],
+    /// REPORTDATA (0x140): SHA-256(attestation key || QE auth data), then zeros.
+    pub report_data: [u8; 64],
+}
+
+/// Size of the QE report.
+pub const QE_REPORT_SIZE: usize = 384;
+const _: () = assert!(size_of::<QeReport>() == QE_REPORT_SIZE);
+const _: () = assert!(offset_of!(QeReport, misc_select) == 0x10);
+const _: () = assert!(offset_of!(QeReport, attributes) == 0x30);
+const _: () = assert!(offset_of!(QeReport, mr_enclave) == 0x40);
+const _: () = assert!(offset_of!(QeReport, mr_signer) == 0x80);
+const _: () = assert!(offset_of!(QeReport, isv_prod_id) == 0x100);
+const _: () = assert!(offset_of!(QeReport, isv_svn) == 0x102);
+const _: () = assert!(offset_of!(QeReport, report_data) == 0x140);
+
+/// Collateral for the TCB status: dcap-qvl's `QuoteCollateralV3` (TCB info, QE
+/// identity, CRLs and their issuer chains).
+pub type Collateral = dcap_qvl::QuoteCollateralV3;
+
+/// Why a quote cannot be verified.
+#[derive(Debug, Error)]
+pub enum TdxError {
+    /// The quote ends early.
+    #[error("the quote is truncated: {what} needs {needed} bytes at offset {offset:#x}, {available} are left")]
+    Truncated {
+        /// What was being read.
+        what: &'static str,
+        /// Where.
+        offset: usize,
+        /// Bytes needed.
+        needed: usize,
+        /// Bytes left.
+        available: usize,
+    },
+    /// A version other than 4 or 5.
+    #[error("quote version {0} is not supported (4 and 5 are)")]
+    Version(u16),
+    /// An attestation key other than ECDSA P-256.
+    #[error("attestation key type {0} is not supported (2, ECDSA P-256, is)")]
+    AttestationKeyType(u16),
+    /// Not a TDX quote.
+    #[error("TEE type {0:#x} is not TDX (0x81); SGX quotes are not verified here")]
+    TeeType(u32),
+    /// A version 5 body type other than TDX 1.0 or 1.5.
+    #[error("quote body type {0} is not a TD report (2, TDX 1.0, or 3, TDX 1.5)")]
+    BodyType(u16),
+    /// A version 5 body size that does not fit its type.
+    #[error("a body of type {body_type} is {expected} bytes, not {size}")]
+    BodySize {
+        /// The type.
+        body_type: u16,
+        /// Its size.
+        expected: usize,
+        /// The size in the quote.
+        size: u32,
+    },
+    /// Certification data of an unexpected type.
+    #[error("the {what} has certification data type {found}, expected {expected}")]
+    CertDataType {
+        /// Where.
+        what: &'static str,
+        /// Type expected.
+        expected: u16,
+        /// Type found.
+        found: u16,
+    },
+    /// The PCK certificate chain does not decode.
+    #[error("the PCK certificate chain in the quote does not decode")]
+    PckChain(#[source] X509Error),
+    /// A PCK chain without the PCK certificate and its CA, or too long.
+    #[error("the PCK certificate chain holds {0} certificates; expected the PCK certificate, its CA and optionally the root")]
+    PckChainLength(usize),
+    /// Collateral that is not dcap-qvl's JSON.
+    #[error("the collateral is not dcap-qvl QuoteCollateralV3 JSON")]
+    Collateral(#[source] serde_json::Error),
+}
+
+/// A parsed TDX quote.
+#[derive(Debug, Clone)]
+pub struct Quote {
+    /// Quote version, 4 or 5.
+    pub version: u16,
+    /// The header.
+    pub header: QuoteHeader,
+    /// The TD quote body (the TDX 1.0 fields).
+    pub body: TdQuoteBody,
+    /// The TDX 1.5 additions, for a version 5 quote of body type 3.
+    pub body15: Option<TdQuoteBody15>,
+    /// ECDSA P-256 signature (`r || s`, big-endian) over [`Quote::signed_bytes`].
+    pub signature: [u8; P256_PAIR_SIZE],
+    /// The attestation public key (`x || y`, big-endian).
+    pub attestation_key: [u8; P256_PAIR_SIZE],
+    /// The quoting enclave's report.
+    pub qe_report: QeReport,
+    /// ECDSA P-256 signature of the QE report by the PCK key.
+    pub qe_report_signature: [u8; P256_PAIR_SIZE],
+    /// QE authentication data.
+    pub qe_auth_data: Vec<u8>,
+    /// The PCK certificate chain, PEM (PCK certificate, its CA, the root).
+    pub pck_chain_pem: Vec<u8>,
+    /// Bytes after the signed data, ignored (not covered by any signature).
+    pub trailing: usize,
+    raw: Vec<u8>,
+    signed_len: usize,
+}
+
+struct Cursor<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], TdxError> {
+        let available = self.bytes.len().saturating_sub(self.at);
+        if n > available {
+            return Err(TdxError::Truncated {
+                what,
+                offset: self.at,
+                needed: n,
+                available,
+            });
+        }
+        let out = &self.bytes[self.at..self.at + n];
+        self.at += n;
+        Ok(out)
+    }
+
+    fn array<const N: usize>(&mut self, what: &'static str) -> Result<[u8; N], TdxError> {
+        let mut out = [0u8; N];
+        out.copy_from_slice(self.take(N, what)?);
+        Ok(out)
+    }
+
+    fn u16(&mut self, what: &'static str) -> Result<u16, TdxError> {
+        Ok(u16::from_le_bytes(self.array(what)?))
+    }
+
+    fn u32(&mut self, what: &'static str) -> Result<u32, TdxError> {
+        Ok(u32::from_le_bytes(self.array(what)?))
+    }
+
+    fn read<T: FromBytes>(&mut self, what: &'static str) -> Result<T, TdxError> {
+        let at = self.at;
+        let bytes = self.take(size_of::<T>(), what)?;
+        T::read_from_bytes(bytes).map_err(|_| TdxError::Truncated {
+            what,
+            offset: at,
+            needed: size_of::<T>(),
+            available: bytes.len(),
+        })
+    }
+
+    /// A sub-cursor over the next `n` bytes.
+    fn sub(&mut self, n: usize, what: &'static str) -> Result<Cursor<'a>, TdxError> {
+        Ok(Cursor {
+            bytes: self.take(n, what)?,
+            at: 0,
+        })
+    }
+}
+
+fn usize_of(n: u32) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
+}
+
+impl Quote {
+    /// Parse a quote. Bytes after the signed data are tolerated (and counted in
+    /// [`Quote::trailing`]).
+    pub fn parse(bytes: &[u8]) -> Result<Self, TdxError> {
+        let mut c = Cursor { bytes, at: 0 };
+        let header: QuoteHeader = c.read("the header")?;
+        match header.version {
+            QUOTE_VERSION_4 | QUOTE_VERSION_5 => {}
+            v => return Err(TdxError::Version(v)),
+        }
+        if header.att_key_type != ATT_KEY_TYPE_ECDSA_P256 {
+            return Err(TdxError::AttestationKeyType(header.att_key_type));
+        }
+        if header.tee_type != TEE_TYPE_TDX {
+            return Err(TdxError::TeeType(header.tee_type));
+        }
+        let body_type = if header.version == QUOTE_VERSION_5 {
+            let body_type = c.u16("the body type")?;
+            let size = c.u32("the body size")?;
+            let expected = match body_type {
+                BODY_TYPE_TDX10 => TD_QUOTE_BODY_SIZE,
+                BODY_TYPE_TDX15 => TD_QUOTE_BODY15_SIZE,
+                other => return Err(TdxError::BodyType(other)),
+            };
+            if usize_of(size) != expected {
+                return Err(TdxError::BodySize {
+                    body_type,
+                    expected,
+                    size,
+                });
+            }
+            body_type
+        } else {
+            BODY_TYPE_TDX10
+        };
+        let body: TdQuoteBody = c.read("the TD quote body")?;
+        let body15 = if body_type == BODY_TYPE_TDX15 {
+            Some(c.read::<TdQuoteBody15>("the TDX 1.5 body")?)
+        } else {
+            None
+        };
+        let signed_len = c.at;
+
+        let signed_data_len = c.u32("the signed data size")?;
+        let mut signed = c.sub(usize_of(signed_data_len), "the signed data")?;
+        let trailing = bytes.len() - c.at;
+        let signature = signed.array("the quote signature")?;
+        let attestation_key = signed.array("the attestation key")?;
+        let cert_type = signed.u16("the certification data type")?;
+        if cert_type != CERT_DATA_QE_REPORT {
+            return Err(TdxError::CertDataType {
+                what: "signed data",
+                expected: CERT_DATA_QE_REPORT,
+                found: cert_type,
+            });
+        }
+        let cert_size = signed.u32("the certification data size")?;
+        let mut cert = signed.sub(usize_of(cert_size), "the QE report certification data")?;
+        let qe_report: QeReport = cert.read("the QE report")?;
+        let qe_report_signature = cert.array("the QE report signature")?;
+        let auth_len = cert.u16("the QE authentication data size")?;
+        let qe_auth_data = cert
+            .take(usize::from(auth_len), "the QE authentication data")?
+            .to_vec();
+        let inner_type = cert.u16("the PCK chain certification data type")?;
+        if inner_type != CERT_DATA_PCK_CHAIN {
+            return Err(TdxError::CertDataType {
+                what: "QE report certification data",
+                expected: CERT_DATA_PCK_CHAIN,
+                found: inner_type,
+            });
+        }
+        let chain_size = cert.u32("the PCK chain size")?;
+        let pck_chain_pem = cert
+            .take(usize_of(chain_size), "the PCK certificate chain")?
+            .to_vec();
+        Ok(Self {
+            version: header.version,
+            header,
+            body,
+            body15,
+            signature,
+            attestation_key,
+            qe_report,
+            qe_report_signature,
+            qe_auth_data,
+            pck_chain_pem,
+            trailing,
+            raw: bytes.to_vec(),
+            signed_len,
+        })
+    }
+
+    /// The bytes the attestation key signs: the header and the body (`[0, 0x278)`
+    /// in version 4; `[0, 0x36 + body size)` in version 5).
+    pub fn signed_bytes(&self) -> &[u8] {
+        &self.raw[..self.signed_len]
+    }
+
+    /// The whole quote as given.
+    pub fn raw(&self) -> &[u8] {
+        &self.raw
+    }
+
+    /// The body's kind, for people.
+    pub fn body_kind(&self) -> &'static str {
+        if self.body15.is_some() {
+            "TDX 1.5 body"
+        } else {
+            "TDX 1.0 body"
+        }
+    }
+
+    /// The TD attributes as a number.
+    pub fn td_attributes(&self) -> u64 {
+        u64::from_le_bytes(self.body.td_attributes)
+    }
+
+    /// The PCK certificate chain: the PCK certificate, its CA, and the root when the
+    /// quote carries it.
+    pub fn pck_chain(&self) -> Result<Vec<Cert>, TdxError> {
+        let certs = Cert::bundle_from_pem(&self.pck_chain_pem).map_err(TdxError::PckChain)?;
+        if !(2..=3).contains(&certs.len()) {
+            return Err(TdxError::PckChainLength(certs.len()));
+        }
+        Ok(certs)
+    }
+}
+
+/// Decode collateral from the JSON dcap-qvl writes for a `QuoteCollateralV3`.
+pub fn collateral_from_json(bytes: &[u8]) -> Result<Collateral, TdxError> {
+    serde_json::from_slice(bytes).map_err(TdxError::Collateral)
+}
+
+/// Names of the TDX checks, in the order they run.
+pub mod check {
+    /// The QE vendor is Intel.
+    pub const QE_VENDOR_ID: &str = "qe-vendor-id";
+    /// The attestation key signs the header and body.
+    pub const QUOTE_SIGNATURE: &str = "quote-signature";
+    /// The PCK key signs the QE report.
+    pub const QE_REPORT_SIGNATURE: &str = "qe-report-signature";
+    /// The QE report binds the attestation key and the QE authentication data.
+    pub const QE_REPORT_DATA: &str = "qe-report-data";
+    /// The QE is Intel's TD quoting enclave (MRSIGNER, ISVPRODID).
+    pub const QE_IDENTITY: &str = "qe-identity";
+    /// The PCK certificate's CA signs it.
+    pub const PCK_SIGNED_BY_CA: &str = "pck-signed-by-ca";
+    /// The trusted Intel SGX Root CA signs the PCK CA.
+    pub const CA_SIGNED_BY_ROOT: &str = "ca-signed-by-root";
+    /// The chain's root, if it has one, is the trusted one.
+    pub const ROOT_TRUSTED: &str = "root-trusted";
+    /// The PCK certificate is valid at the verification time.
+    pub const PCK_VALIDITY: &str = "pck-validity";
+    /// The PCK CA is valid at the verification time.
+    pub const CA_VALIDITY: &str = "ca-validity";
+    /// The root is valid at the verification time.
+    pub const ROOT_VALIDITY: &str = "root-validity";
+    /// The TD attribute DEBUG is 0, unless debugging is allowed.
+    pub const TD_DEBUG: &str = "td-debug";
+    /// MRTD is the expected measurement.
+    pub const MRTD: &str = "mrtd";
+    /// The report data is the expected one.
+    pub const REPORT_DATA: &str = "report-data";
+    /// With collateral: dcap-qvl verifies it and the TCB status is UpToDate.
+    pub const TCB_STATUS: &str = "tcb-status";
+}
+
+/// Verify `quote` against `roots` with certificates valid at `at`, `expect`, and,
+/// when given, `collateral` for the TCB status.
+pub fn verify_quote(
+    quote: &Quote,
+    roots: &TrustAnchors,
+    expect: &Expectations,
+    at: SystemTime,
+    collateral: Option<&Collateral>,
+) -> Result<Verification, TdxError> {
+    let chain = quote.pck_chain()?;
+    let (pck, ca) = (&chain[0], &chain[1]);
+    let root = roots.intel();
+    let mut checks = Vec::new();
+
+    checks.push(if quote.header.qe_vendor_id == INTEL_QE_VENDOR_ID {
+        Check::pass(check::QE_VENDOR_ID, "Intel")
+    } else {
+        Check::fail(
+            check::QE_VENDOR_ID,
+            format!("{} is not Intel's", hex(&quote.header.qe_vendor_id)),
+        )
+    });
+    checks.push(Check::from_result(
+        check::QUOTE_SIGNATURE,
+        p256_raw_verify(
+            &quote.attestation_key,
+            quote.signed_bytes(),
+            &quote.signature,
+        )
+        .map(|()| {
+            format!(
+                "ECDSA P-256 SHA-256 over bytes [0, {:#x}) verifies with the attestation key",
+                quote.signed_bytes().len()
+            )
+        })
+        .map_err(|e| format!("with the attestation key: {e}")),
+    ));
+    checks.push(Check::from_result(
+        check::QE_REPORT_SIGNATURE,
+        qe_report_signature(quote, pck),
+    ));
+    checks.push(Check::from_result(check::QE_REPORT_DATA, qe_binding(quote)));
+    let qe = &quote.qe_report;
+    checks.push(
+        if qe.mr_signer == INTEL_QE_MRSIGNER && qe.isv_prod_id == INTEL_TD_QE_ISVPRODID {
+            Check::pass(
+                check::QE_IDENTITY,
+                format!(
+                    "Intel's TD quoting enclave (MRSIGNER {}, ISVPRODID {}, ISVSVN {})",
+                    hex(&qe.mr_signer),
+                    qe.isv_prod_id,
+                    qe.isv_svn
+                ),
+            )
+        } else {
+            Check::fail(
+                check::QE_IDENTITY,
+                format!(
+                    "MRSIGNER {} ISVPRODID {}: not Intel's TD quoting enclave",
+                    hex(&qe.mr_signer),
+                    qe.isv_prod_id
+                ),
+            )
+        },
+    );
+    checks.push(ecdsa_signed_by(check::PCK_SIGNED_BY_CA, pck, ca));
+    checks.push(ecdsa_signed_by(check::CA_SIGNED_BY_ROOT, ca, root));
+    checks.push(match chain.get(2) {
+        Some(given) if given == root => Check::pass(
+            check::ROOT_TRUSTED,
+            format!(
+                "the quote's root is the trusted \"{}\"",
+                root.subject_name()
+            ),
+        ),
+        Some(given) => Check::fail(
+            check::ROOT_TRUSTED,
+            format!(
+                "the quote's root \"{}\" is not the trusted \"{}\"",
+                given.subject_name(),
+                root.subject_name()
+            ),
+        ),
+        None => Check::pass(
+            check::ROOT_TRUSTED,
+            format!(
+                "the quote's chain stops at its CA; the trusted \"{}\" was used",
+                root.subject_name()
+            ),
+        ),
+    });
+    checks.push(Check::from_result(check::PCK_VALIDITY, pck.valid_at(at)));
+    checks.push(Check::from_result(check::CA_VALIDITY, ca.valid_at(at)));
+    checks.push(Check::from_result(check::ROOT_VALIDITY, root.valid_at(at)));
+
+    let debug = quote.td_attributes() & TD_ATTRIBUTE_DEBUG != 0;
+    checks.push(match (debug, expect.allow_debug) {
+        (false, _) => Check::pass(check::TD_DEBUG, "the TD is not debuggable"),
+        (true, true) => Check::pass(
+            check::TD_DEBUG,
+            "the TD is debuggable (accepted: debug allowed)",
+        ),
+        (true, false) => Check::fail(
+            check::TD_DEBUG,
+            format!(
+                "TD attributes {:#x} have DEBUG (bit 0): the host can read and write the TD's state",
+                quote.td_attributes()
+            ),
+        ),
+    });
+    checks.extend(expect.measurement_check(check::MRTD, &quote.body.mr_td));
+    checks.extend(expect.report_data_check(check::REPORT_DATA, &quote.body.report_data));
+    if let Some(collateral) = collateral {
+        checks.push(tcb_status(quote, roots, expect, at, collateral));
+    }
+
+    let mut claims = claims(quote);
+    claims.push(Claim {
+        name: "pck_certificate",
+        value: format!(
+            "\"{}\" issued by \"{}\"",
+            pck.subject_name(),
+            ca.subject_name()
+        ),
+    });
+    Ok(Verification {
+        kind: EvidenceKind::TdxQuote,
+        at,
+        claims,
+        checks,
+    })
+}
+
+/// Verify a raw big-endian `r || s` P-256 signature with a raw `x || y` key.
+fn p256_raw_verify(
+    key: &[u8; P256_PAIR_SIZE],
+    message: &[u8],
+    signature: &[u8; P256_PAIR_SIZE],
+) -> Result<(), String> {
+    let mut sec1 = [0u8; P256_PAIR_SIZE + 1];
+    sec1[0] = 0x04;
+    sec1[1..].copy_from_slice(key);
+    let key = p256::ecdsa::VerifyingKey::from_sec1_bytes(&sec1)
+        .map_err(|_| "the key is not a P-256 point".to_owned())?;
+    verify_with(&key, message, signature)
+}
+
+fn verify_with(
+    key: &p256::ecdsa::VerifyingKey,
+    message: &[u8],
+    signature: &[u8; P256_PAIR_SIZE],
+) -> Result<(), String> {
+    let signature = p256::ecdsa::Signature::from_slice(signature)
+        .map_err(|_| "r or s is not a valid P-256 scalar".to_owned())?;
+    key.verify(message, &signature)
+        .map_err(|_| "the signature does not verify".to_owned())
+}
+
+fn qe_report_signature(quote: &Quote, pck: &Cert) -> Result<String, String> {
+    let key = pck
+        .p256_key()
+        .map_err(|e| format!("cannot use the PCK certificate's key: {e}"))?;
+    verify_with(&key, quote.qe_report.as_bytes(), &quote.qe_report_signature)
+        .map(|()| "the PCK certificate's key signs the QE report (ECDSA P-256 SHA-256)".to_owned())
+        .map_err(|e| format!("with the PCK certificate's key: {e}"))
+}
+
+fn qe_binding(quote: &Quote) -> Result<String, String> {
+    let digest: [u8; 32] = Sha256::new()
+        .chain_update(quote.attestation_key)
+        .chain_update(&quote.qe_auth_data)
+        .finalize()
+        .into();
+    let (bound, rest) = quote.qe_report.report_data.split_at(32);
+    if bound != digest {
+        return Err(format!(
+            "QE report_data starts with {}, but SHA-256(attestation key || QE auth data) is {}",
+            hex(bound),
+            hex(&digest)
+        ));
+    }
+    if rest.iter().any(|&b| b != 0) {
+        return Err("QE report_data bytes 32..64 are not zero".into());
+    }
+    Ok(format!(
+        "QE report_data = SHA-256(attestation key || {}-byte QE auth data) {}",
+        quote.qe_auth_data.len(),
+        hex(&digest)
+    ))
+}
+
+fn ecdsa_signed_by(name: &'static str, cert: &Cert, issuer: &Cert) -> Check {
+    let what = format!(
+        "\"{}\" signed by \"{}\"",
+        cert.subject_name(),
+        issuer.subject_name()
+    );
+    match cert.verify_issued_by(issuer) {
+        Ok(()) => Check::pass(name, format!("{what} (ECDSA P-256 SHA-256)")),
+        Err(e) => Check::fail(name, format!("{what}: {e}")),
+    }
+}
+
+fn tcb_status(
+    quote: &Quote,
+    roots: &TrustAnchors,
+    expect: &Expectations,
+    at: SystemTime,
+    collateral: &Collateral,
+) -> Check {
+    let now = at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let verifier =
+        dcap_qvl::verify::QuoteVerifier::<dcap_qvl::configs::RustCryptoConfig>::new_with_config(
+            roots.intel().der().to_vec(),
+        )
+        .allow_debug(expect.allow_debug);
+    match verifier.verify(quote.raw(), collateral, now) {
+        Ok(report) => {
+            let advisories = if report.advisory_ids.is_empty() {
+                String::new()
+            } else {
+                format!(" (advisories {})", report.advisory_ids.join(", "))
+            };
+            let detail = format!("TCB status {}{advisories}", report.status);
+            if report.status == "UpToDate" {
+                Check::pass(check::TCB_STATUS, detail)
+            } else {
+                Check::fail(check::TCB_STATUS, format!("{detail}; only UpToDate passes"))
+            }
+        }
+        Err(e) => Check::fail(
+            check::TCB_STATUS,
+            format!("the collateral does not verify the quote: {e:#}"),
+        ),
+    }
+}
+
+fn claims(q: &Quote) -> Vec<Claim> {
+    let claim = |name, value: String| Claim { name, value };
+    let b = &q.body;
+    let attributes = q.td_attributes();
+    let mut flags = Vec::new();
+    if attributes & TD_ATTRIBUTE_DEBUG != 0 {
+        flags.push("DEBUG");
+    }
+    if attributes & TD_ATTRIBUTE_SEPT_VE_DISABLE != 0 {
+        flags.push("SEPT_VE_DISABLE");
+    }
+    let mut claims = vec![
+        claim("version", q.version.to_string()),
+        claim("body", q.body_kind().to_owned()),
+        claim("qe_svn", q.header.qe_svn.to_string()),
+        claim("pce_svn", q.header.pce_svn.to_string()),
+        claim("tee_tcb_svn", hex(&b.tee_tcb_svn)),
+        claim("mr_seam", hex(&b.mr_seam)),
+        claim("mr_signer_seam", hex(&b.mr_signer_seam)),
+        claim("seam_attributes", hex(&b.seam_attributes)),
+        claim(
+            "td_attributes",
+            format!(
+                "{}{}",
+                hex(&b.td_attributes),
+                if flags.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", flags.join(", "))
+                }
+            ),
+        ),
+        claim("xfam", hex(&b.xfam)),
+        claim("mr_td", hex(&b.mr_td)),
+        claim("mr_config_id", hex(&b.mr_config_id)),
+        claim("mr_owner", hex(&b.mr_owner)),
+        claim("mr_owner_config", hex(&b.mr_owner_config)),
+        claim("rtmr0", hex(&b.rtmr[0])),
+        claim("rtmr1", hex(&b.rtmr[1])),
+        claim("rtmr2", hex(&b.rtmr[2])),
+        claim("rtmr3", hex(&b.rtmr[3])),
+        claim("report_data", hex(&b.report_data)),
+    ];
+    if let Some(b15) = &q.body15 {
+        claims.push(claim("tee_tcb_svn2", hex(&b15.tee_tcb_svn2)));
+        claims.push(claim("mr_service_td", hex(&b15.mr_service_td)));
+    }
+    claims.push(claim(
+        "qe_report",
+        format!(
+            "ISVPRODID {}, ISVSVN {}, MRENCLAVE {}",
+            q.qe_report.isv_prod_id,
+            q.qe_report.isv_svn,
+            hex(&q.qe_report.mr_enclave)
+        ),
+    ));
+    if q.trailing > 0 {
+        claims.push(claim(
+            "trailing_bytes",
+            format!(
+                "{} (after the signed data; not covered by any signature, ignored)",
+                q.trailing
+            ),
+        ));
+    }
+    claims
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,440 @@
+//! The X.509 certificates of attestation chains: decoding (DER, PEM, PEM bundles),
+//! the two signature schemes the chains use, validity periods and extensions.
+//!
+//! AMD's ARK, ASK and VCEK are signed with RSASSA-PSS, SHA-384, MGF1 with SHA-384 and
+//! a 48-byte salt (SPECS.md 4.5); Intel's SGX/TDX PCK chain with ECDSA P-256 and
+//! SHA-256 (SPECS.md 6.6). Nothing else is accepted.
+
+use std::time::SystemTime;
+
+use rsa::pkcs1::{DecodeRsaPublicKey, RsaPssParams};
+use rsa::signature::Verifier;
+use sha2::{Digest, Sha256, Sha384};
+use thiserror::Error;
+use x509_cert::der::asn1::{Ia5StringRef, PrintableStringRef, Utf8StringRef};
+use x509_cert::der::oid::ObjectIdentifier;
+use x509_cert::der::{Decode, Reader, SliceReader, Tag, Tagged};
+use x509_cert::ext::pkix::BasicConstraints;
+use x509_cert::name::Name;
+use x509_cert::Certificate;
+
+use super::time::format_rfc3339;
+
+/// id-RSASSA-PSS (RFC 4055 section 3.1).
+pub const OID_RSASSA_PSS: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.10");
+/// rsaEncryption (RFC 8017 appendix C).
+pub const OID_RSA_ENCRYPTION: ObjectIdentifier =
+    ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
+/// id-mgf1 (RFC 4055 section 2.2).
+pub const OID_MGF1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.8");
+/// id-sha384 (RFC 4055 section 2.1).
+pub const OID_SHA384: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.2.2");
+/// ecdsa-with-SHA256 (RFC 5758 section 3.2).
+pub const OID_ECDSA_WITH_SHA256: ObjectIdentifier =
+    ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.2");
+/// id-ecPublicKey (RFC 5480 section 2.1.1).
+pub const OID_EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
+/// secp256r1 (RFC 5480 section 2.1.1.1).
+pub const OID_SECP256R1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
+/// secp384r1 (RFC 5480 section 2.1.1.1).
+pub const OID_SECP384R1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.34");
+/// basicConstraints (RFC 5280 section 4.2.1.9).
+pub const OID_BASIC_CONSTRAINTS: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.19");
+/// commonName (RFC 4519 section 2.3).
+pub const OID_COMMON_NAME: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.3");
+
+/// The salt length of AMD's RSASSA-PSS signatures: 48 bytes, the SHA-384 output (SPECS.md 4.5).
+pub const AMD_PSS_SALT_LEN: usize = 48;
+
+/// A certificate that cannot be decoded or a signature that does not verify.
+#[derive(Debug, Error)]
+pub enum X509Error {
+    /// The bytes are not a DER certificate.
+    #[error("not a DER X.509 certificate")]
+    Der(#[source] x509_cert::der::Error),
+    /// A PEM block is malformed.
+    #[error("a PEM certificate block is malformed: {0}")]
+    Pem(String),
+    /// A PEM block that is not a certificate.
+    #[error("a PEM block is labelled {0:?}, not CERTIFICATE")]
+    PemLabel(String),
+    /// Neither DER nor a PEM certificate.
+    #[error("neither a DER certificate nor a PEM one (no \"-----BEGIN CERTIFICATE-----\")")]
+    NoCertificate,
+    /// Unsupported signature algorithm.
+    #[error("signature algorithm {0} is not supported (only RSASSA-PSS SHA-384 and ECDSA P-256 SHA-256 are)")]
+    SignatureAlgorithm(ObjectIdentifier),
+    /// RSASSA-PSS parameters other than SHA-384, MGF1-SHA-384, salt 48.
+    #[error("RSASSA-PSS parameters are not SHA-384, MGF1 with SHA-384 and a 48-byte salt: {0}")]
+    PssParameters(String),
+    /// A key of the wrong kind for the signature.
+    #[error("the issuer's key is not {expected}")]
+    KeyKind {
+        /// The kind of key needed.
+        expected: &'static str,
+    },
+    /// A public key that does not decode.
+    #[error("the {kind} public key is malformed")]
+    Key {
+        /// The kind of key.
+        kind: &'static str,
+    },
+    /// The signature bytes do not decode.
+    #[error("the signature is malformed")]
+    SignatureEncoding,
+    /// The signature does not verify.
+    #[error("the signature does not verify")]
+    BadSignature,
+    /// The issuer named in the certificate is not the signer's subject.
+    #[error("the certificate names issuer \"{named}\", not \"{signer}\"")]
+    IssuerName {
+        /// The issuer the certificate names.
+        named: String,
+        /// The subject of the would-be signer.
+        signer: String,
+    },
+    /// The signer is not a certification authority.
+    #[error("\"{0}\" is not a certification authority (basicConstraints cA is not true)")]
+    NotCa(String),
+}
+
+/// A decoded certificate with the DER it came from.
+#[derive(Clone, Debug)]
+pub struct Cert {
+    der: Vec<u8>,
+    cert: Certificate,
+}
+
+impl PartialEq for Cert {
+    fn eq(&self, other: &Self) -> bool {
+        self.der == other.der
+    }
+}
+
+impl Eq for Cert {}
+
+impl Cert {
+    /// Decode a DER certificate.
+    pub fn from_der(der: &[u8]) -> Result<Self, X509Error> {
+        let cert = Certificate::from_der(der).map_err(X509Error::Der)?;
+        // The signed part must be recoverable byte for byte.
+        tbs_bytes(der).map_err(X509Error::Der)?;
+        Ok(Self {
+            der: der.to_vec(),
+            cert,
+        })
+    }
+
+    /// Decode one certificate given as PEM (the first block) or DER.
+    pub fn from_der_or_pem(bytes: &[u8]) -> Result<Self, X509Error> {
+        if find(bytes, b"-----BEGIN ").is_none() {
+            return if bytes.first() == Some(&0x30) {
+                Self::from_der(bytes)
+            } else {
+                Err(X509Error::NoCertificate)
+            };
+        }
+        Self::bundle_from_pem(bytes)?
+            .into_iter()
+            .next()
+            .ok_or(X509Error::NoCertificate)
+    }
+
+    /// Decode every `CERTIFICATE` PEM block of `text`, in order; text between
+    /// blocks is ignored (trailing NUL bytes too).
+    pub fn bundle_from_pem(text: &[u8]) -> Result<Vec<Self>, X509Error> {
+        const BEGIN: &[u8] = b"-----BEGIN ";
+        const END: &[u8] = b"-----END ";
+        let mut certs = Vec::new();
+        let mut rest = text;
+        while let Some(start) = find(rest, BEGIN) {
+            let block = &rest[start..];
+            let unterminated = || X509Error::Pem("a block has no \"-----END\" line".into());
+            let end = find(block, END).ok_or_else(unterminated)?;
+            let after_end = &block[end + END.len()..];
+            let close = find(after_end, b"-----").ok_or_else(unterminated)?;
+            let len = end + END.len() + close + 5;
+            let (label, der) = x509_cert::der::pem::decode_vec(&block[..len])
+                .map_err(|e| X509Error::Pem(e.to_string()))?;
+            if label != "CERTIFICATE" {
+                return Err(X509Error::PemLabel(label.to_owned()));
+            }
+            certs.push(Self::from_der(&der)?);
+            rest = &block[len..];
+        }
+        if certs.is_empty() {
+            return Err(X509Error::NoCertificate);
+        }
+        Ok(certs)
+    }
+
+    /// The DER encoding.
+    pub fn der(&self) -> &[u8] {
+        &self.der
+    }
+
+    /// The decoded certificate.
+    pub fn certificate(&self) -> &Certificate {
+        &self.cert
+    }
+
+    /// The subject's common name, or the whole subject when it has none.
+    pub fn subject_name(&self) -> String {
+        display_name(&self.cert.tbs_certificate.subject)
+    }
+
+    /// The issuer's common name, or the whole issuer when it has none.
+    pub fn issuer_name(&self) -> String {
+        display_name(&self.cert.tbs_certificate.issuer)
+    }
+
+    /// Start of the validity period.
+    pub fn not_before(&self) -> SystemTime {
+        self.cert
+            .tbs_certificate
+            .validity
+            .not_before
+            .to_system_time()
+    }
+
+    /// End of the validity period.
+    pub fn not_after(&self) -> SystemTime {
+        self.cert
+            .tbs_certificate
+            .validity
+            .not_after
+            .to_system_time()
+    }
+
+    /// Whether `at` lies in the validity period (both ends included); `Err` says
+    /// which end it is outside of.
+    pub fn valid_at(&self, at: SystemTime) -> Result<String, String> {
+        let (from, to) = (self.not_before(), self.not_after());
+        let period = format!(
+            "valid from {} to {}",
+            format_rfc3339(from),
+            format_rfc3339(to)
+        );
+        if at < from {
+            Err(format!(
+                "not yet valid at {} ({period})",
+                format_rfc3339(at)
+            ))
+        } else if at > to {
+            Err(format!("expired at {} ({period})", format_rfc3339(at)))
+        } else {
+            Ok(format!("{period}; checked at {}", format_rfc3339(at)))
+        }
+    }
+
+    /// The value (the contents of `extnValue`) of the extension `oid`.
+    pub fn extension(&self, oid: ObjectIdentifier) -> Option<&[u8]> {
+        self.cert
+            .tbs_certificate
+            .extensions
+            .as_ref()?
+            .iter()
+            .find(|e| e.extn_id == oid)
+            .map(|e| e.extn_value.as_bytes())
+    }
+
+    /// Whether basicConstraints marks the certificate as a CA.
+    pub fn is_ca(&self) -> bool {
+        self.extension(OID_BASIC_CONSTRAINTS)
+            .and_then(|v| BasicConstraints::from_der(v).ok())
+            .is_some_and(|bc| bc.ca)
+    }
+
+    /// SHA-256 of the DER SubjectPublicKeyInfo (the form Intel pins its root by).
+    pub fn spki_sha256(&self) -> Result<[u8; 32], X509Error> {
+        use x509_cert::der::Encode;
+        let spki = self
+            .cert
+            .tbs_certificate
+            .subject_public_key_info
+            .to_der()
+            .map_err(X509Error::Der)?;
+        Ok(Sha256::digest(spki).into())
+    }
+
+    /// The subject key as an ECDSA P-384 verifying key.
+    pub fn p384_key(&self) -> Result<p384::ecdsa::VerifyingKey, X509Error> {
+        let bits = self.ec_key_bits(OID_SECP384R1, "ECDSA P-384")?;
+        p384::ecdsa::VerifyingKey::from_sec1_bytes(bits).map_err(|_| X509Error::Key {
+            kind: "ECDSA P-384",
+        })
+    }
+
+    /// The subject key as an ECDSA P-256 verifying key.
+    pub fn p256_key(&self) -> Result<p256::ecdsa::VerifyingKey, X509Error> {
+        let bits = self.ec_key_bits(OID_SECP256R1, "ECDSA P-256")?;
+        p256::ecdsa::VerifyingKey::from_sec1_bytes(bits).map_err(|_| X509Error::Key {
+            kind: "ECDSA P-256",
+        })
+    }
+
+    fn ec_key_bits(&self, curve: ObjectIdentifier, kind: &'static str) -> Result<&[u8], X509Error> {
+        let spki = &self.cert.tbs_certificate.subject_public_key_info;
+        let named = spki
+            .algorithm
+            .parameters
+            .as_ref()
+            .and_then(|p| p.decode_as::<ObjectIdentifier>().ok());
+        if spki.algorithm.oid != OID_EC_PUBLIC_KEY || named != Some(curve) {
+            return Err(X509Error::KeyKind { expected: kind });
+        }
+        spki.subject_public_key
+            .as_bytes()
+            .ok_or(X509Error::Key { kind })
+    }
+
+    fn rsa_key(&self) -> Result<rsa::RsaPublicKey, X509Error> {
+        let spki = &self.cert.tbs_certificate.subject_public_key_info;
+        if spki.algorithm.oid != OID_RSA_ENCRYPTION && spki.algorithm.oid != OID_RSASSA_PSS {
+            return Err(X509Error::KeyKind { expected: "RSA" });
+        }
+        let bits = spki
+            .subject_public_key
+            .as_bytes()
+            .ok_or(X509Error::Key { kind: "RSA" })?;
+        rsa::RsaPublicKey::from_pkcs1_der(bits).map_err(|_| X509Error::Key { kind: "RSA" })
+    }
+
+    /// Verify that `issuer` issued this certificate: the names chain, the issuer is
+    /// a CA, and the issuer's key verifies the signature (RSASSA-PSS SHA-384 with
+    /// MGF1-SHA-384 and salt 48, or ECDSA P-256 SHA-256).
+    pub fn verify_issued_by(&self, issuer: &Cert) -> Result<(), X509Error> {
+        if self.cert.tbs_certificate.issuer != issuer.cert.tbs_certificate.subject {
+            return Err(X509Error::IssuerName {
+                named: self.cert.tbs_certificate.issuer.to_string(),
+                signer: issuer.cert.tbs_certificate.subject.to_string(),
+            });
+        }
+        if !issuer.is_ca() {
+            return Err(X509Error::NotCa(issuer.subject_name()));
+        }
+        self.verify_signature_by(issuer)
+    }
+
+    /// Verify only the signature of this certificate with `issuer`'s key.
+    pub fn verify_signature_by(&self, issuer: &Cert) -> Result<(), X509Error> {
+        let tbs = tbs_bytes(&self.der).map_err(X509Error::Der)?;
+        let algorithm = &self.cert.signature_algorithm;
+        let signature = self
+            .cert
+            .signature
+            .as_bytes()
+            .ok_or(X509Error::SignatureEncoding)?;
+        if algorithm.oid == OID_RSASSA_PSS {
+            check_amd_pss_params(algorithm.parameters.as_ref())?;
+            let key = issuer.rsa_key()?;
+            let signature = rsa::pss::Signature::try_from(signature)
+                .map_err(|_| X509Error::SignatureEncoding)?;
+            rsa::pss::VerifyingKey::<Sha384>::new_with_salt_len(key, AMD_PSS_SALT_LEN)
+                .verify(tbs, &signature)
+                .map_err(|_| X509Error::BadSignature)
+        } else if algorithm.oid == OID_ECDSA_WITH_SHA256 {
+            let key = issuer.p256_key()?;
+            let signature = p256::ecdsa::Signature::from_der(signature)
+                .map_err(|_| X509Error::SignatureEncoding)?;
+            key.verify(tbs, &signature)
+                .map_err(|_| X509Error::BadSignature)
+        } else {
+            Err(X509Error::SignatureAlgorithm(algorithm.oid))
+        }
+    }
+}
+
+/// The RSASSA-PSS parameters AMD signs with: SHA-384, MGF1 with SHA-384, salt 48,
+/// trailer field 1 (SPECS.md 4.5).
+fn check_amd_pss_params(parameters: Option<&x509_cert::der::Any>) -> Result<(), X509Error> {
+    let params: RsaPssParams<'_> = parameters
+        .ok_or_else(|| X509Error::PssParameters("none given".into()))?
+        .decode_as()
+        .map_err(|e| X509Error::PssParameters(e.to_string()))?;
+    let mgf_hash = params.mask_gen.parameters.as_ref().map(|p| p.oid);
+    if params.hash.oid != OID_SHA384
+        || params.mask_gen.oid != OID_MGF1
+        || mgf_hash != Some(OID_SHA384)
+        || usize::from(params.salt_len) != AMD_PSS_SALT_LEN
+    {
+        return Err(X509Error::PssParameters(format!(
+            "hash {}, mask generation {} with {:?}, salt {}",
+            params.hash.oid, params.mask_gen.oid, mgf_hash, params.salt_len
+        )));
+    }
+    Ok(())
+}
+
+/// The TBSCertificate exactly as encoded in `der` (the bytes the signature covers).
+fn tbs_bytes(der: &[u8]) -> Result<&[u8], x509_cert::der::Error> {
+    let mut reader = SliceReader::new(der)?;
+    let tbs = reader.sequence(|outer| {
+        let tbs = outer.tlv_bytes()?;
+        let rest = outer.remaining_len();
+        outer.read_slice(rest)?;
+        Ok(tbs)
+    })?;
+    reader.finish(tbs)
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// The common name of `name`, or its RFC 4514 form when it has none.
+fn display_name(name: &Name) -> String {
+    for rdn in name.0.iter().rev() {
+        for atv in rdn.0.iter() {
+            if atv.oid != OID_COMMON_NAME {
+                continue;
+            }
+            let value = &atv.value;
+            let text = match value.tag() {
+                Tag::Utf8String => value
+                    .decode_as::<Utf8StringRef<'_>>()
+                    .map(|s| s.to_string()),
+                Tag::PrintableString => value
+                    .decode_as::<PrintableStringRef<'_>>()
+                    .map(|s| s.to_string()),
+                Tag::Ia5String => value.decode_as::<Ia5StringRef<'_>>().map(|s| s.to_string()),
+                _ => continue,
+            };
+            if let Ok(text) = text {
+                return text;
+            }
+        }
+    }
+    name.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn garbage_is_an_error() {
+        assert!(matches!(
+            Cert::from_der_or_pem(b""),
+            Err(X509Error::NoCertificate)
+        ));
+        assert!(matches!(
+            Cert::from_der_or_pem(&[0x30, 0x03, 1, 2, 3]),
+            Err(X509Error::Der(_))
+        ));
+        assert!(matches!(
+            Cert::from_der_or_pem(
+                b"-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n"
+            ),
+            Err(X509Error::Pem(_))
+        ));
+        assert!(matches!(
+            Cert::bundle_from_pem(b"-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n"),
+            Err(X509Error::PemLabel(_))
+        ));
+        assert!(matches!(
+            Cert::bundle_from_pem(b"-----BEGIN CERTIFICATE-----\nAAAA\n"),
+            Err(X509Error::Pem(_))
+        ));
+    }
+}
