@@ -21,7 +21,8 @@ use crate::syscall::signal::Signals;
 use crate::time::Clock;
 use core::arch::asm;
 use nacre_shared_abi::boot::{
-    parse_memory_map, ArgsBlob, BootInfo, PlatformKind, BOOT_FLAG_VALIDATE_4K,
+    parse_memory_map, ArgsBlob, BootInfo, HostRequest, PlatformKind, BOOT_FLAG_VALIDATE_4K,
+    HOST_REQUEST_ATTEST,
 };
 use nacre_shared_abi::doorbell::{EMULATED_SNP_SIGNATURE, EMULATED_TDX_SIGNATURE};
 use nacre_shared_abi::filetree::FileTree;
@@ -166,6 +167,7 @@ pub fn boot() -> Result<Entry, FwError> {
         )
     };
     let ram = parse_memory_map(&param, bi.min_memory).map_err(|_| FwError::MemoryMap)?;
+    let host_request = HostRequest::parse(&param).map_err(|_| FwError::HostRequest)?;
     if kind == PlatformKind::Tdx && ram > TDX_MAX_GUEST_MEMORY {
         return Err(FwError::MemoryMap);
     }
@@ -391,6 +393,11 @@ pub fn boot() -> Result<Entry, FwError> {
         comm: comm_of(args.strings().next().unwrap_or(b"")),
         unsupported: [(0, 0); 64],
     });
+    // `nacre attest`: evidence of this launch for the host's report data, instead of
+    // the app. The host stops the guest when it has it.
+    if let Some(req) = host_request.filter(|r| r.flags & HOST_REQUEST_ATTEST != 0) {
+        return Err(crate::syscall::attest::send_evidence(k, &req.report_data));
+    }
     let entry = loader::load(k, &elf, bi.app_gpa, &args)?;
     drop(guard);
     // SAFETY: GDT loaded; the entry uses its selectors.

@@ -44,6 +44,11 @@ pub enum FwError {
     /// The CPU gave no random numbers (RDRAND missing or failing), which the app's
     /// start-up (AT_RANDOM) needs; the host is never asked for randomness.
     NoRandomness,
+    /// The host's request in the parameter page is malformed.
+    HostRequest,
+    /// The host asked for attestation evidence and the platform gave none (the
+    /// firmware error or status code, 0 if none).
+    Attestation { code: u64 },
 }
 
 impl FwError {
@@ -101,6 +106,10 @@ impl FwError {
                 .push(" resume ")
                 .hex(resume),
             Self::NoRandomness => b.push("the CPU gives no random numbers (RDRAND)"),
+            Self::HostRequest => b.push("the host's request in the parameter page is malformed"),
+            Self::Attestation { code } => b
+                .push("the platform gave no attestation evidence: code ")
+                .hex(code),
         };
     }
 }
@@ -127,6 +136,8 @@ impl FwError {
             Self::Accept { .. } => 14,
             Self::MapGpa { .. } => 15,
             Self::NoRandomness => 16,
+            Self::HostRequest => 17,
+            Self::Attestation { .. } => 18,
         }
     }
 }

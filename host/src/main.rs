@@ -12,6 +12,7 @@ fn main() -> ExitCode {
         Command::Package(a) => cli::package::run(a).map(|()| 0),
         Command::Run(a) => cli::run::run(a, start),
         Command::Measure(a) => cli::measure::run(a).map(|()| 0),
+        Command::Attest(a) => cli::attest::run(a).map(|()| 0),
         Command::Verify(a) => cli::verify::run(a),
         Command::Demo => demo(start),
     };
@@ -27,20 +28,26 @@ fn main() -> ExitCode {
 fn demo(start: Instant) -> anyhow::Result<u8> {
     let dir = std::env::temp_dir().join(format!("nacre-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
+    let result = demo_in(&dir, start);
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+fn demo_in(dir: &std::path::Path, start: Instant) -> anyhow::Result<u8> {
     let image_path = dir.join("hello.igvm");
     eprintln!(
-        "nacre demo: 1/3 the bundled app is a static C program (tests/apps/hello.c, {} bytes)",
+        "nacre demo: 1/5 the bundled app is a static C program (tests/apps/hello.c, {} bytes)",
         nacre_host::DEMO_APP.len()
     );
     let files = cli::package::file_tree("hello", &[])?;
     let image = cli::package::build(nacre_host::DEMO_APP, "hello", &[], &[], &files, 0)?;
     std::fs::write(&image_path, &image)?;
     eprintln!(
-        "nacre demo: 2/3 packaged it with the firmware into {} ({} bytes)",
+        "nacre demo: 2/5 packaged it with the firmware into {} ({} bytes)",
         image_path.display(),
         image.len()
     );
-    eprintln!("nacre demo: 3/3 running it on emulated-snp with 256 MiB; its output follows");
+    eprintln!("nacre demo: 3/5 running it on emulated-snp with 256 MiB; its output follows");
     let args = cli::run::RunArgs {
         image: image_path.clone(),
         platform: cli::run::Platform::EmulatedSnp,
@@ -50,7 +57,44 @@ fn demo(start: Instant) -> anyhow::Result<u8> {
         strict_memory: false,
     };
     let code = cli::run::run(&args, start)?;
-    let _ = std::fs::remove_dir_all(&dir);
-    eprintln!("nacre demo: the app exited with status {code}; done");
+    eprintln!("nacre demo: the app exited with status {code}");
+
+    let mut nonce = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut nonce))
+        .map_err(|e| anyhow::anyhow!("cannot read a nonce from /dev/urandom: {e}"))?;
+    let nonce: String = nonce.iter().map(|b| format!("{b:02x}")).collect();
+    let evidence = dir.join("evidence.json");
+    eprintln!(
+        "nacre demo: 4/5 a verifier's fresh nonce {nonce}:\n\
+         nacre demo:     nacre attest {} --nonce <nonce> -o {}",
+        image_path.display(),
+        evidence.display()
+    );
+    cli::attest::run(&cli::attest::AttestArgs {
+        image: image_path.clone(),
+        platform: cli::run::Platform::EmulatedSnp,
+        nonce: nonce.clone(),
+        output: evidence.clone(),
+        memory: None,
+        json: false,
+    })?;
+    eprintln!(
+        "nacre demo: 5/5 checked offline against the image and the nonce:\n\
+         nacre demo:     nacre verify {} --image {} --nonce <nonce> --allow-emulated",
+        evidence.display(),
+        image_path.display()
+    );
+    let verdict = cli::verify::run(&cli::verify::VerifyArgs {
+        evidence,
+        image: Some(image_path),
+        nonce: Some(nonce),
+        allow_emulated: true,
+        ..cli::verify::VerifyArgs::new(std::path::PathBuf::new())
+    })?;
+    if verdict != 0 {
+        anyhow::bail!("the demo's evidence did not verify");
+    }
+    eprintln!("nacre demo: done");
     Ok(0)
 }

@@ -25,6 +25,8 @@ pub struct Stats {
     pub mmu: crate::mmu::MmuStats,
     /// TDX counters (the emulated TDX platform only).
     pub tdx: Option<TdxRunStats>,
+    /// SNP guest requests (attestation reports) served.
+    pub guest_requests: u64,
     /// Hostcalls served, by operation.
     pub hostcalls: BTreeMap<&'static str, u64>,
     /// Unsupported syscalls the app made, by name.
@@ -103,6 +105,7 @@ impl Stats {
             "tdp.fault_retries": self.mmu.fault_retries,
             "memory.implicit_conversions": self.mmu.implicit_conversions,
             "memory.conversions": self.mmu.conversions,
+            "attest.requests": self.guest_requests,
             "hostcalls": self.hostcalls,
             "syscalls.unsupported": self.syscalls_unsupported,
             "boot_ms": self.boot_ms,
@@ -137,6 +140,7 @@ impl Stats {
             ("tdp.fault_retries", self.mmu.fault_retries),
             ("memory.implicit_conversions", self.mmu.implicit_conversions),
             ("memory.conversions", self.mmu.conversions),
+            ("attest.requests", self.guest_requests),
         ] {
             s += &format!("  {k:<28} {v}\n");
         }

@@ -179,12 +179,14 @@ pub enum MemoryMapError {
     BadEntry,
 }
 
-/// Parse the host's memory map from a private copy of the parameter page. nacre's
-/// hosts give exactly one RAM range starting at GPA 0; anything else is refused.
+/// Parse the host's memory map from a private copy of the parameter page (the bytes
+/// before [`HOST_REQUEST_OFFSET`]). nacre's hosts give exactly one RAM range starting
+/// at GPA 0; anything else is refused.
 /// Returns the RAM size in bytes.
 pub fn parse_memory_map(page: &[u8], min_memory: u64) -> Result<u64, MemoryMapError> {
     let mut ram: Option<u64> = None;
-    for chunk in page.chunks_exact(core::mem::size_of::<MemoryMapEntry>()) {
+    let map = &page[..page.len().min(HOST_REQUEST_OFFSET)];
+    for chunk in map.chunks_exact(core::mem::size_of::<MemoryMapEntry>()) {
         let e = MemoryMapEntry::read_from_bytes(chunk).map_err(|_| MemoryMapError::Empty)?;
         if e.number_of_pages == 0 {
             return match ram {
@@ -211,6 +213,88 @@ pub fn parse_memory_map(page: &[u8], min_memory: u64) -> Result<u64, MemoryMapEr
         ram = Some(bytes);
     }
     Err(MemoryMapError::Empty)
+}
+
+/// Offset in the parameter page of the host's [`HostRequest`]. The memory map must end
+/// before it (it has room for 159 entries and a terminator).
+pub const HOST_REQUEST_OFFSET: usize = 0xF00;
+/// [`HostRequest::magic`].
+pub const HOST_REQUEST_MAGIC: [u8; 8] = *b"NACREHR1";
+/// [`HostRequest::flags`]: produce attestation evidence with
+/// [`HostRequest::report_data`] before the app starts, send it to the host
+/// (hostcall `Evidence`) and stop (`nacre attest`).
+pub const HOST_REQUEST_ATTEST: u32 = 1 << 0;
+/// Every flag a firmware of this version understands.
+pub const HOST_REQUEST_FLAGS_KNOWN: u32 = HOST_REQUEST_ATTEST;
+
+/// What the host asks of this boot, in the (unmeasured) parameter page at
+/// [`HOST_REQUEST_OFFSET`]; all zero when it asks nothing. Untrusted like the rest
+/// of the page: it can only ask for evidence, which binds whatever report data the
+/// host chose to the measured launch; it changes nothing the app sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct HostRequest {
+    /// [`HOST_REQUEST_MAGIC`], or zero for no request.
+    pub magic: [u8; 8],
+    /// `HOST_REQUEST_*` flags.
+    pub flags: u32,
+    /// Zero.
+    pub reserved0: u32,
+    /// With [`HOST_REQUEST_ATTEST`]: the 64 bytes of REPORT_DATA for the evidence.
+    pub report_data: [u8; 64],
+    /// Zero.
+    pub reserved: [u8; 48],
+}
+
+const _: () = assert!(core::mem::size_of::<HostRequest>() == 128);
+const _: () = assert!(HOST_REQUEST_OFFSET + core::mem::size_of::<HostRequest>() <= 4096);
+
+/// Why the host's request was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostRequestError {
+    /// The magic is neither zero nor [`HOST_REQUEST_MAGIC`].
+    BadMagic,
+    /// A flag this firmware does not know, or a reserved byte, is set.
+    Unknown,
+}
+
+impl HostRequest {
+    /// The request of a parameter page (a private copy of all 4096 bytes): `None`
+    /// when the host asks nothing.
+    pub fn parse(page: &[u8]) -> Result<Option<Self>, HostRequestError> {
+        let bytes = page
+            .get(HOST_REQUEST_OFFSET..HOST_REQUEST_OFFSET + core::mem::size_of::<Self>())
+            .ok_or(HostRequestError::BadMagic)?;
+        let r = Self::read_from_bytes(bytes).map_err(|_| HostRequestError::BadMagic)?;
+        if r.magic == [0; 8] {
+            return if r.as_bytes().iter().all(|&b| b == 0) {
+                Ok(None)
+            } else {
+                Err(HostRequestError::BadMagic)
+            };
+        }
+        if r.magic != HOST_REQUEST_MAGIC {
+            return Err(HostRequestError::BadMagic);
+        }
+        if r.flags & !HOST_REQUEST_FLAGS_KNOWN != 0
+            || r.reserved0 != 0
+            || r.reserved.iter().any(|&b| b != 0)
+        {
+            return Err(HostRequestError::Unknown);
+        }
+        Ok(Some(r))
+    }
+
+    /// An attestation request for `report_data`.
+    pub fn attest(report_data: [u8; 64]) -> Self {
+        Self {
+            magic: HOST_REQUEST_MAGIC,
+            flags: HOST_REQUEST_ATTEST,
+            reserved0: 0,
+            report_data,
+            reserved: [0; 48],
+        }
+    }
 }
 
 /// The argument blob: `u32 argc, u32 envc`, then `argc` NUL-terminated argument
@@ -323,6 +407,47 @@ mod tests {
     use proptest::prelude::*;
     use std::vec;
     use std::vec::Vec;
+
+    // ---- HostRequest ----
+
+    #[test]
+    fn host_requests_round_trip_and_anything_odd_is_refused() {
+        let mut page = [0u8; 4096];
+        assert_eq!(HostRequest::parse(&page), Ok(None));
+        let req = HostRequest::attest([0x5A; 64]);
+        page[HOST_REQUEST_OFFSET..HOST_REQUEST_OFFSET + 128].copy_from_slice(req.as_bytes());
+        assert_eq!(HostRequest::parse(&page), Ok(Some(req)));
+        // Every byte outside the report data matters.
+        for at in (0..128).filter(|i| !(16..80).contains(i)) {
+            let mut bad = page;
+            bad[HOST_REQUEST_OFFSET + at] ^= 0x80;
+            assert!(HostRequest::parse(&bad).is_err(), "byte {at} flipped");
+        }
+        // Without the magic, nothing else may be set.
+        let mut stray = [0u8; 4096];
+        stray[HOST_REQUEST_OFFSET + 20] = 1;
+        assert_eq!(HostRequest::parse(&stray), Err(HostRequestError::BadMagic));
+        assert_eq!(
+            HostRequest::parse(&page[..100]),
+            Err(HostRequestError::BadMagic)
+        );
+    }
+
+    #[test]
+    fn the_memory_map_stops_before_the_host_request() {
+        let entry = MemoryMapEntry {
+            starting_gpa_page_number: 0,
+            number_of_pages: MIN_GUEST_MEMORY / PAGE_SIZE_4K,
+            entry_type: MEMORY_MAP_TYPE_MEMORY,
+            flags: 0,
+            reserved: 0,
+        };
+        let mut page = [0u8; 4096];
+        page[..24].copy_from_slice(entry.as_bytes());
+        page[HOST_REQUEST_OFFSET..HOST_REQUEST_OFFSET + 128]
+            .copy_from_slice(HostRequest::attest([1; 64]).as_bytes());
+        assert_eq!(parse_memory_map(&page, 0), Ok(MIN_GUEST_MEMORY));
+    }
 
     // ---- BootInfo ----
 

@@ -59,6 +59,31 @@ pub enum HostcallOp {
     /// the reply data is the kernel structure ([`TERMIOS_SIZE`] or [`WINSIZE_SIZE`]
     /// bytes, `result` = that size), or `status` ENOTTY when `fd` is no terminal.
     Terminal = 7,
+    /// Attestation evidence the host asked for (`HostRequest`, boot.rs): `arg` is an
+    /// [`EvidenceKind`], the data the evidence itself. No reply: the host stops the
+    /// guest.
+    Evidence = 8,
+}
+
+/// What [`HostcallOp::Evidence`] carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u64)]
+pub enum EvidenceKind {
+    /// An SEV-SNP ATTESTATION_REPORT (1184 bytes).
+    SnpReport = 1,
+    /// A TDX quote.
+    TdxQuote = 2,
+}
+
+impl TryFrom<u64> for EvidenceKind {
+    type Error = u64;
+    fn try_from(v: u64) -> Result<Self, u64> {
+        match v {
+            1 => Ok(Self::SnpReport),
+            2 => Ok(Self::TdxQuote),
+            other => Err(other),
+        }
+    }
 }
 
 impl TryFrom<u32> for HostcallOp {
@@ -72,6 +97,7 @@ impl TryFrom<u32> for HostcallOp {
             5 => Ok(Self::Sleep),
             6 => Ok(Self::Poll),
             7 => Ok(Self::Terminal),
+            8 => Ok(Self::Evidence),
             other => Err(other),
         }
     }
@@ -190,6 +216,9 @@ impl HostcallHeader {
             }
             HostcallOp::Poll if self.arg & !POLL_ALL != 0 => Err(HostcallError::BadArg(self.arg)),
             HostcallOp::Terminal if self.fd > 2 => Err(HostcallError::BadFd(self.fd)),
+            HostcallOp::Evidence if EvidenceKind::try_from(self.arg).is_err() => {
+                Err(HostcallError::BadArg(self.arg))
+            }
             HostcallOp::Terminal => match terminal_reply_size(self.arg) {
                 None => Err(HostcallError::BadArg(self.arg)),
                 Some(size) if self.len < size => Err(HostcallError::BadLength(self.len)),
@@ -222,7 +251,7 @@ impl HostcallHeader {
             HostcallOp::Terminal => Some(self.result) == terminal_reply_size(request.arg),
             HostcallOp::Poll => self.result & !request.arg == 0,
             HostcallOp::Sleep => self.result == 0,
-            HostcallOp::Exit => false,
+            HostcallOp::Exit | HostcallOp::Evidence => false,
         };
         if ok {
             Ok(Ok(self.result))
@@ -310,7 +339,7 @@ mod tests {
                 Ok(op) => prop_assert_eq!(op as u32, v),
                 Err(e) => {
                     prop_assert_eq!(e, v);
-                    prop_assert!(!(1..=7).contains(&v));
+                    prop_assert!(!(1..=8).contains(&v));
                 }
             }
         }
@@ -332,12 +361,15 @@ mod tests {
                             let size = terminal_reply_size(h.arg);
                             prop_assert!(size.is_some_and(|s| h.len >= s));
                         }
+                        HostcallOp::Evidence => {
+                            prop_assert!(EvidenceKind::try_from(h.arg).is_ok());
+                        }
                         HostcallOp::Exit | HostcallOp::Sleep => {}
                     }
                 }
                 Err(HostcallError::BadOp(op)) => {
                     prop_assert_eq!(op, h.op);
-                    prop_assert!(!(1..=7).contains(&op));
+                    prop_assert!(!(1..=8).contains(&op));
                 }
                 Err(HostcallError::BadLength(len)) => prop_assert_eq!(len, h.len),
                 Err(HostcallError::BadFd(fd)) => prop_assert_eq!(fd, h.fd),
@@ -365,7 +397,9 @@ mod tests {
                         }
                         Ok(HostcallOp::Poll) => prop_assert_eq!(n & !request.arg, 0),
                         Ok(HostcallOp::Sleep) => prop_assert_eq!(n, 0),
-                        Ok(HostcallOp::Exit) | Err(_) => prop_assert!(false, "no reply expected"),
+                        Ok(HostcallOp::Exit | HostcallOp::Evidence) | Err(_) => {
+                            prop_assert!(false, "no reply expected")
+                        }
                     }
                 }
                 Ok(Err(errno)) => {

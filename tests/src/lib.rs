@@ -444,12 +444,21 @@ pub fn nacre(args: &[String], env: &[(&str, &str)]) -> Output {
     nacre_with_stdin(args, env, None)
 }
 
+/// The emulated security processor's keys every test's `nacre` uses
+/// (`NACRE_EMULATED_KEYS`): made by the first run that needs them, in the target
+/// directory, so that tests never write to the user's own key directory.
+pub fn emulated_keys_dir() -> PathBuf {
+    target_dir().join("nacre-test-emulated-keys")
+}
+
 /// Runs `nacre` like [`nacre`], feeding it `stdin` when given (then closing
-/// it), else with stdin closed from the start.
+/// it), else with stdin closed from the start. `NACRE_EMULATED_KEYS` is
+/// [`emulated_keys_dir`] unless `env` says otherwise.
 pub fn nacre_with_stdin(args: &[String], env: &[(&str, &str)], stdin: Option<&[u8]>) -> Output {
     let bin = nacre_bin();
     let mut cmd = Command::new(&bin);
     cmd.args(args)
+        .env("NACRE_EMULATED_KEYS", emulated_keys_dir())
         .envs(env.iter().copied())
         .stdin(if stdin.is_some() {
             Stdio::piped()

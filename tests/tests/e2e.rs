@@ -440,6 +440,13 @@ fn demo_runs_the_embedded_example() {
         "nacre demo did not show the app's output\n{}",
         describe_output(&output)
     );
+    // It ends with attest and verify.
+    assert!(
+        stdout(&output).contains("verified (emulated evidence): all")
+            && stderr(&output).contains("nacre demo: done"),
+        "nacre demo did not attest and verify\n{}",
+        describe_output(&output)
+    );
 }
 
 /// Runs the C hello under a hostile-host hook and checks the guest is stopped with

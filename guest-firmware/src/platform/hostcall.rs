@@ -114,7 +114,7 @@ impl HostcallArea {
             core::ptr::copy_nonoverlapping(req.as_bytes().as_ptr(), base, req.as_bytes().len())
         };
         ring(self.gpa >> 12)?;
-        if req.op == HostcallOp::Exit as u32 {
+        if req.op == HostcallOp::Exit as u32 || req.op == HostcallOp::Evidence as u32 {
             return Err(FwError::Hostcall);
         }
         let mut reply = [0u8; 64];

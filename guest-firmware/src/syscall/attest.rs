@@ -1,12 +1,16 @@
 //! The Linux attestation devices: `/dev/sev-guest` (SEV-SNP) answers `SNP_GET_REPORT`
 //! with a report from the security processor, so code written for Linux confidential
-//! VMs gets its evidence unchanged.
+//! VMs gets its evidence unchanged. And the evidence `nacre attest` asks for at boot.
 
 use super::errno::*;
 use super::{mem_err, SysResult};
+use crate::error::FwError;
 use crate::kernel::Kernel;
 use crate::platform::snp::guest_request::{GuestChannel, GuestRequestError};
 use crate::platform::Platform;
+use nacre_shared_abi::hostcall::{EvidenceKind, HostcallHeader, HostcallOp};
+use nacre_shared_abi::snp::guest_msg::{ReportRspHead, REPORT_SIZE};
+use zerocopy::FromBytes;
 
 /// `SNP_GET_REPORT`: `_IOWR('S', 0x0, struct snp_guest_request_ioctl)` (Linux
 /// `include/uapi/linux/sev-guest.h`): direction 3 << 30, size 32 << 16, type 'S' << 8.
@@ -67,4 +71,54 @@ pub fn sev_guest_ioctl(k: &mut Kernel, req: u64, arg: u64) -> SysResult {
         }
         Err(GuestRequestError::Disabled | GuestRequestError::BadResponse) => Err(EIO),
     }
+}
+
+/// Evidence of this launch bound to `report_data`, sent to the host (hostcall
+/// `Evidence`), which stops the guest. Returns only on failure: why there is none.
+pub fn send_evidence(k: &mut Kernel, report_data: &[u8; 64]) -> FwError {
+    let (kind, evidence) = match snp_report(k, report_data) {
+        Ok(report) => (EvidenceKind::SnpReport, report),
+        Err(e) => return e,
+    };
+    if let Err(e) = k.io.put(0, &evidence) {
+        return e;
+    }
+    let req = HostcallHeader {
+        op: HostcallOp::Evidence as u32,
+        arg: kind as u64,
+        len: evidence.len() as u64,
+        ..Default::default()
+    };
+    match k.hostcall(req) {
+        // The host stops the guest on this call: any answer is a broken protocol.
+        Ok(_) => FwError::Hostcall,
+        Err(e) => e,
+    }
+}
+
+/// An ATTESTATION_REPORT from the security processor (VMPL 0, signed by the VCEK).
+fn snp_report(k: &mut Kernel, report_data: &[u8; 64]) -> Result<[u8; REPORT_SIZE], FwError> {
+    let ((req_va, req_gpa), (resp_va, resp_gpa)) = k.io.page_pair();
+    let Platform::Snp(snp) = &mut k.plat else {
+        return Err(FwError::Attestation { code: 0 });
+    };
+    let mut channel = core::mem::replace(&mut snp.channel, GuestChannel::none());
+    let r = channel.report(snp, req_va, req_gpa, resp_va, resp_gpa, report_data, 0, 0);
+    snp.channel = channel;
+    let rsp = r.map_err(|e| FwError::Attestation {
+        code: match e {
+            GuestRequestError::Exit(info2) => info2,
+            GuestRequestError::Disabled | GuestRequestError::BadResponse => 0,
+        },
+    })?;
+    let (head, rest) =
+        ReportRspHead::read_from_prefix(&rsp).map_err(|_| FwError::Attestation { code: 0 })?;
+    if head.status != 0 || head.report_size as usize != REPORT_SIZE {
+        return Err(FwError::Attestation {
+            code: u64::from(head.status),
+        });
+    }
+    let mut report = [0u8; REPORT_SIZE];
+    report.copy_from_slice(&rest[..REPORT_SIZE]);
+    Ok(report)
 }

@@ -419,6 +419,9 @@ pub fn ioctl(k: &mut Kernel, fd: u64, req: u64, arg: u64) -> SysResult {
     const FIONBIO: u64 = 0x5421;
     const FIONCLEX: u64 = 0x5450;
     const FIOCLEX: u64 = 0x5451;
+    // The command is an `unsigned int` (Linux `fs/ioctl.c`): libcs that pass it as a
+    // sign-extended `int` (musl) set the upper half of the register.
+    let req = req & 0xFFFF_FFFF;
     let f = *k.files.get(fd)?;
     match (f.node, req) {
         (_, FIOCLEX | FIONCLEX) => {

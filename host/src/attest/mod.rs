@@ -20,9 +20,15 @@
 //! # Ok(()) }
 //! ```
 //!
+//! Evidence signed by nacre's emulated security processor ([`emulated`]) verifies
+//! only when its root was added to the [`TrustAnchors`] explicitly, and the
+//! verification then says so ([`Trust::Emulated`]).
+//!
 //! Sources: SPECS.md 4.2-4.5 (SNP report, policy, TCB_VERSION, certificate chain) and
 //! 6.5-6.6 (TDREPORT, quote v4/v5).
 
+pub mod emulated;
+pub mod evidence;
 pub mod roots;
 pub mod snp;
 pub mod tdx;
@@ -34,6 +40,7 @@ use std::time::SystemTime;
 use nacre_shared_abi::snp::report::{AttestationReport, ATTESTATION_REPORT_SIZE};
 use thiserror::Error;
 
+pub use emulated::EmulatedSnpKeys;
 pub use roots::TrustAnchors;
 pub use x509::Cert;
 
@@ -353,11 +360,35 @@ impl EvidenceKind {
     }
 }
 
+/// What a verdict rests on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trust {
+    /// The roots of AMD or Intel: evidence from the hardware.
+    Hardware,
+    /// The root of nacre's emulated security processor ([`emulated`]): evidence from
+    /// an emulated platform, which proves nothing about hardware.
+    Emulated,
+}
+
+impl Trust {
+    /// Stable name (`hardware`, `emulated`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Hardware => "hardware",
+            Self::Emulated => "emulated",
+        }
+    }
+}
+
 /// The outcome of a verification: the decoded fields and every check.
 #[derive(Debug, Clone)]
 pub struct Verification {
     /// What was verified.
     pub kind: EvidenceKind,
+    /// The root the evidence chains to, as its certificates name it: emulated when
+    /// they name nacre's emulated security processor. Whether that root is trusted
+    /// is the `ark-trusted` check.
+    pub trust: Trust,
     /// When the certificates were checked to be valid.
     pub at: SystemTime,
     /// Decoded fields.
@@ -390,8 +421,8 @@ impl Verification {
             .map(|c| c.value.as_str())
     }
 
-    /// As JSON: `{"evidence", "verified": bool, "at", "claims": {..}, "checks": [..],
-    /// "failed": [names]}`.
+    /// As JSON: `{"evidence", "verified": bool, "trust": "hardware" | "emulated", "at",
+    /// "claims": {..}, "checks": [..], "failed": [names]}`.
     pub fn to_json(&self) -> serde_json::Value {
         let claims: serde_json::Map<String, serde_json::Value> = self
             .claims
@@ -407,6 +438,7 @@ impl Verification {
         serde_json::json!({
             "evidence": self.kind.name(),
             "verified": self.passed(),
+            "trust": self.trust.name(),
             "at": time::format_rfc3339(self.at),
             "claims": claims,
             "checks": checks,

@@ -2,7 +2,10 @@
 //! ASK) per SEV-SNP product, and Intel's SGX Root CA for TDX quotes.
 //!
 //! The built-in set holds the public certificates AMD and Intel publish. Callers may
-//! build other sets (for example for emulated platforms) with [`TrustAnchors::new`].
+//! build other sets with [`TrustAnchors::new`]. The root of nacre's emulated security
+//! processor ([`super::emulated`]) is trusted only when added explicitly
+//! ([`TrustAnchors::allow_emulated`]), and evidence that rests on it is marked
+//! emulated, never hardware.
 
 use nacre_shared_abi::snp::report::SnpProduct;
 use thiserror::Error;
@@ -66,12 +69,17 @@ pub struct AmdRoot {
 pub struct TrustAnchors {
     amd: Vec<AmdRoot>,
     intel: Cert,
+    emulated: Option<AmdRoot>,
 }
 
 impl TrustAnchors {
     /// A set of AMD roots (one per product) and an Intel SGX Root CA.
     pub fn new(amd: Vec<AmdRoot>, intel: Cert) -> Self {
-        Self { amd, intel }
+        Self {
+            amd,
+            intel,
+            emulated: None,
+        }
     }
 
     /// AMD's public roots for Milan, Genoa and Turin, and Intel's SGX Root CA.
@@ -94,7 +102,32 @@ impl TrustAnchors {
             "built-in Intel SGX Root CA".to_owned(),
             INTEL_SGX_ROOT_CA_PEM.as_bytes(),
         )?;
-        Ok(Self { amd, intel })
+        Ok(Self {
+            amd,
+            intel,
+            emulated: None,
+        })
+    }
+
+    /// Also trust `root`, the ARK and ASK of nacre's emulated security processor
+    /// ([`super::emulated::load_root`]): SNP evidence whose certificates name the
+    /// emulated processor then verifies against it, and the verification says it is
+    /// emulated ([`super::Trust::Emulated`]). Without this, such evidence fails its
+    /// `ark-trusted` check. The root is used only for evidence that names the
+    /// emulated processor, never for hardware evidence.
+    pub fn allow_emulated(mut self, root: AmdRoot) -> Self {
+        self.emulated = Some(root);
+        self
+    }
+
+    /// Whether an emulated root is trusted ([`Self::allow_emulated`]).
+    pub fn allows_emulated(&self) -> bool {
+        self.emulated.is_some()
+    }
+
+    /// The trusted emulated root of `product`, if emulated evidence is accepted.
+    pub fn emulated(&self, product: SnpProduct) -> Option<&AmdRoot> {
+        self.emulated.as_ref().filter(|r| r.product == product)
     }
 
     /// The AMD root of `product`, if the set has one.

@@ -6,6 +6,10 @@
 //! The VCEK's extensions must agree with the report: its TCB security patch levels
 //! with `reported_tcb` decoded for the product, its hwID with `chip_id` (SPECS.md
 //! 4.2-4.5).
+//!
+//! Certificates that name nacre's emulated security processor ([`super::emulated`])
+//! are checked the same way against its emulated ARK, and only when the trust
+//! anchors accept emulated evidence; the verification is then marked emulated.
 
 use std::time::SystemTime;
 
@@ -18,9 +22,10 @@ use thiserror::Error;
 use x509_cert::der::asn1::{Ia5StringRef, Utf8StringRef};
 use x509_cert::der::{Decode, Tag};
 
-use super::roots::TrustAnchors;
+use super::emulated;
+use super::roots::{AmdRoot, TrustAnchors};
 use super::x509::{Cert, X509Error};
-use super::{hex, Check, Claim, EvidenceKind, Expectations, Verification};
+use super::{hex, Check, Claim, EvidenceKind, Expectations, Trust, Verification};
 
 /// Names of the SNP checks, in the order they run.
 pub mod check {
@@ -30,7 +35,9 @@ pub mod check {
     pub const RESERVED_ZERO: &str = "reserved-zero";
     /// `signer_info` says the VCEK signed the report.
     pub const SIGNING_KEY: &str = "signing-key";
-    /// The ARK is the trusted root of the VCEK's product.
+    /// The ARK is the trusted root of the VCEK's product (for evidence from nacre's
+    /// emulated security processor: its emulated root, if emulated evidence is
+    /// accepted).
     pub const ARK_TRUSTED: &str = "ark-trusted";
     /// The ARK signs itself.
     pub const ARK_SELF_SIGNED: &str = "ark-self-signed";
@@ -64,6 +71,9 @@ pub mod check {
 pub mod vcek_oid {
     use x509_cert::der::oid::ObjectIdentifier;
 
+    /// structVersion (INTEGER).
+    pub const STRUCT_VERSION: ObjectIdentifier =
+        ObjectIdentifier::new_unwrap("1.3.6.1.4.1.3704.1.1");
     /// productName (IA5String, e.g. "Milan-B0", "Turin").
     pub const PRODUCT_NAME: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.3704.1.2");
     /// blSPL: boot loader security patch level.
@@ -72,6 +82,13 @@ pub mod vcek_oid {
     pub const TEE_SPL: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.3704.1.3.2");
     /// snpSPL: SNP firmware security patch level.
     pub const SNP_SPL: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.3704.1.3.3");
+    /// spl_4 to spl_7: reserved security patch levels (zero on Milan and Genoa).
+    pub const SPL_4_TO_7: [ObjectIdentifier; 4] = [
+        ObjectIdentifier::new_unwrap("1.3.6.1.4.1.3704.1.3.4"),
+        ObjectIdentifier::new_unwrap("1.3.6.1.4.1.3704.1.3.5"),
+        ObjectIdentifier::new_unwrap("1.3.6.1.4.1.3704.1.3.6"),
+        ObjectIdentifier::new_unwrap("1.3.6.1.4.1.3704.1.3.7"),
+    ];
     /// ucodeSPL: microcode security patch level.
     pub const UCODE_SPL: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.3704.1.3.8");
     /// fmcSPL: FMC security patch level (Turin).
@@ -218,6 +235,10 @@ pub fn vcek_hw_id(vcek: &Cert, product: SnpProduct) -> Option<Vec<u8>> {
 
 /// Verify `report` with `vcek`, the ASK and ARK of `chain` (else the built-in ones
 /// of the VCEK's product), certificates valid at `at`, and `expect`.
+///
+/// When the VCEK or the chain names nacre's emulated security processor, the root is
+/// the emulated one of `roots` and the verification is [`Trust::Emulated`]; if
+/// `roots` has none, the `ark-trusted` check fails with [`emulated::REFUSED`].
 pub fn verify_report(
     report: &AttestationReport,
     vcek: &Cert,
@@ -227,7 +248,18 @@ pub fn verify_report(
     at: SystemTime,
 ) -> Result<Verification, SnpError> {
     let product = vcek_product(vcek)?;
-    let root = roots.amd(product).ok_or(SnpError::NoRoot(product))?;
+    let names_emulated = emulated::is_emulated(vcek)
+        || chain.is_some_and(|c| emulated::is_emulated(&c.ask) || emulated::is_emulated(&c.ark));
+    let trust = if names_emulated {
+        Trust::Emulated
+    } else {
+        Trust::Hardware
+    };
+    let emulated_root = roots.emulated(product).filter(|_| names_emulated);
+    let root = match emulated_root {
+        Some(root) => root,
+        None => roots.amd(product).ok_or(SnpError::NoRoot(product))?,
+    };
     let ask = chain.map_or(&root.ask, |c| &c.ask);
     let mut checks = Vec::new();
 
@@ -267,24 +299,7 @@ pub fn verify_report(
         Err(v) => Check::fail(check::SIGNING_KEY, format!("reserved signing key {v}")),
     });
 
-    checks.push(match chain {
-        None => Check::pass(
-            check::ARK_TRUSTED,
-            format!("built-in {} (no chain given)", root.ark.subject_name()),
-        ),
-        Some(c) if c.ark == root.ark => Check::pass(
-            check::ARK_TRUSTED,
-            format!("the given ARK is the trusted {}", root.ark.subject_name()),
-        ),
-        Some(c) => Check::fail(
-            check::ARK_TRUSTED,
-            format!(
-                "the given ARK (\"{}\") is not the trusted {}",
-                c.ark.subject_name(),
-                root.ark.subject_name()
-            ),
-        ),
-    });
+    checks.push(ark_trusted(root, chain, trust, roots, product));
     checks.push(signed_by(check::ARK_SELF_SIGNED, &root.ark, &root.ark));
     checks.push(signed_by(check::ASK_SIGNED_BY_ARK, ask, &root.ark));
     checks.push(signed_by(check::VCEK_SIGNED_BY_ASK, vcek, ask));
@@ -337,10 +352,68 @@ pub fn verify_report(
 
     Ok(Verification {
         kind: EvidenceKind::SnpReport,
+        trust,
         at,
-        claims: claims(report, product),
+        claims: claims(report, product, trust, root),
         checks,
     })
+}
+
+/// The `ark-trusted` check: the ARK is `root`'s, which must be trusted for
+/// evidence that names the emulated processor.
+fn ark_trusted(
+    root: &AmdRoot,
+    chain: Option<&SnpChain>,
+    trust: Trust,
+    roots: &TrustAnchors,
+    product: SnpProduct,
+) -> Check {
+    let name = check::ARK_TRUSTED;
+    let trusted = root.ark.subject_name();
+    if trust == Trust::Hardware {
+        return match chain {
+            None => Check::pass(name, format!("built-in {trusted} (no chain given)")),
+            Some(c) if c.ark == root.ark => {
+                Check::pass(name, format!("the given ARK is the trusted {trusted}"))
+            }
+            Some(c) => Check::fail(
+                name,
+                format!(
+                    "the given ARK (\"{}\") is not the trusted {trusted}",
+                    c.ark.subject_name()
+                ),
+            ),
+        };
+    }
+    if roots.emulated(product).is_none() {
+        return Check::fail(
+            name,
+            if roots.allows_emulated() {
+                format!(
+                    "signed by nacre's emulated security processor as a {product}, but the \
+                     trusted emulated root is not a {product}'s"
+                )
+            } else {
+                emulated::REFUSED.to_owned()
+            },
+        );
+    }
+    let what = format!(
+        "{trusted}, the root of nacre's emulated security processor (emulated evidence \
+         accepted)"
+    );
+    match chain {
+        None => Check::pass(name, format!("{what}; no chain given")),
+        Some(c) if c.ark == root.ark => Check::pass(name, format!("the given ARK is {what}")),
+        Some(c) => Check::fail(
+            name,
+            format!(
+                "the given ARK (\"{}\") is not the trusted emulated {trusted}: emulated keys \
+                 of another host?",
+                c.ark.subject_name()
+            ),
+        ),
+    }
 }
 
 fn signed_by(name: &'static str, cert: &Cert, issuer: &Cert) -> Check {
@@ -492,7 +565,7 @@ fn describe_policy(policy: GuestPolicy) -> String {
     )
 }
 
-fn claims(r: &AttestationReport, product: SnpProduct) -> Vec<Claim> {
+fn claims(r: &AttestationReport, product: SnpProduct, trust: Trust, root: &AmdRoot) -> Vec<Claim> {
     let claim = |name, value: String| Claim { name, value };
     let signing_key = match r.signer().signing_key() {
         Ok(SigningKey::Vcek) => "VCEK".to_owned(),
@@ -502,6 +575,16 @@ fn claims(r: &AttestationReport, product: SnpProduct) -> Vec<Claim> {
     };
     let mut claims = vec![
         claim("product", product.name().to_owned()),
+        claim(
+            "trust",
+            match trust {
+                Trust::Hardware => format!("hardware (AMD's {})", root.ark.subject_name()),
+                Trust::Emulated => {
+                    "emulated: signed by nacre's emulated security processor, not by hardware"
+                        .to_owned()
+                }
+            },
+        ),
         claim("version", r.version.to_string()),
         claim("guest_svn", r.guest_svn.to_string()),
         claim("policy", describe_policy(r.guest_policy())),

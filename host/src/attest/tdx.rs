@@ -23,7 +23,7 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 use super::roots::TrustAnchors;
 use super::x509::{Cert, X509Error};
-use super::{hex, Check, Claim, EvidenceKind, Expectations, Verification};
+use super::{hex, Check, Claim, EvidenceKind, Expectations, Trust, Verification};
 
 /// Quote version 4 (SPECS.md 6.6).
 pub const QUOTE_VERSION_4: u16 = 4;
@@ -634,6 +634,7 @@ pub fn verify_quote(
     });
     Ok(Verification {
         kind: EvidenceKind::TdxQuote,
+        trust: Trust::Hardware,
         at,
         claims,
         checks,

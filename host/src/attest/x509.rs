@@ -40,8 +40,12 @@ pub const OID_SECP256R1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.84
 pub const OID_SECP384R1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.34");
 /// basicConstraints (RFC 5280 section 4.2.1.9).
 pub const OID_BASIC_CONSTRAINTS: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.19");
+/// keyUsage (RFC 5280 section 4.2.1.3).
+pub const OID_KEY_USAGE: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.15");
 /// commonName (RFC 4519 section 2.3).
 pub const OID_COMMON_NAME: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.3");
+/// organizationName (RFC 4519 section 2.19).
+pub const OID_ORGANIZATION: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.10");
 
 /// The salt length of AMD's RSASSA-PSS signatures: 48 bytes, the SHA-384 output (SPECS.md 4.5).
 pub const AMD_PSS_SALT_LEN: usize = 48;

@@ -1,5 +1,6 @@
 //! The `nacre` command line.
 
+pub mod attest;
 pub mod measure;
 pub mod package;
 pub mod run;
@@ -38,6 +39,8 @@ pub enum Command {
     Run(run::RunArgs),
     /// Print the launch measurement of an image on each platform (SEV-SNP launch digest, TDX MRTD).
     Measure(measure::MeasureArgs),
+    /// Boot an image until its firmware produces evidence of the launch for a nonce; write it.
+    Attest(attest::AttestArgs),
     /// Verify an SEV-SNP attestation report or a TDX quote offline, check by check.
     Verify(verify::VerifyArgs),
     /// Package and run the bundled example app, printing each step.

@@ -5,6 +5,7 @@ use crate::platform::Stop;
 use crate::vmm::setup::Guest;
 use crate::vmm::{run, setup};
 use anyhow::{bail, Context};
+use nacre_shared_abi::boot::{HostRequest, HOST_REQUEST_ATTEST};
 use nacre_shared_abi::layout::{GUEST_MEMORY_ALIGN, MAX_GUEST_MEMORY, MIN_GUEST_MEMORY};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -73,6 +74,52 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{s:?} is too large"))
 }
 
+/// Load an image and build its VM on `platform` with `memory` bytes of RAM (default:
+/// [`DEFAULT_MEMORY`] or what the image needs), with the host's `request` in the
+/// parameter page. The SEV-SNP guest's reports are signed by the emulated key
+/// hierarchy ([`crate::attest::emulated`]), loaded when first needed.
+pub fn launch(
+    bytes: &[u8],
+    platform: Platform,
+    memory: Option<u64>,
+    request: Option<HostRequest>,
+) -> anyhow::Result<(nacre_loader::LoadedImage, setup::Vm)> {
+    let image = nacre_loader::load_image(bytes, platform.kind())?;
+    let memory = memory.unwrap_or(DEFAULT_MEMORY.max(image.min_memory));
+    if !memory.is_multiple_of(GUEST_MEMORY_ALIGN)
+        || !(MIN_GUEST_MEMORY..=MAX_GUEST_MEMORY).contains(&memory)
+    {
+        bail!("--memory must be a multiple of 2 MiB between 64 MiB and 64 TiB");
+    }
+    if memory < image.min_memory {
+        bail!(
+            "this image needs at least {} MiB of guest memory (--memory)",
+            image.min_memory >> 20
+        );
+    }
+    let mut vm = match platform {
+        Platform::EmulatedSnp => setup::build(&image, memory, request)?,
+        Platform::EmulatedTdx => setup::build_tdx(&image, memory, request)?,
+    };
+    let expect_evidence = request.is_some_and(|r| r.flags & HOST_REQUEST_ATTEST != 0);
+    match &mut vm.guest {
+        Guest::Snp(snp) => {
+            snp.host.expect_evidence = expect_evidence;
+            snp.signer = crate::platform::emulated_sp::LazySigner::new(Box::new(|| {
+                let dir = crate::attest::emulated::default_dir().map_err(|e| e.to_string())?;
+                let keys = crate::attest::EmulatedSnpKeys::load_or_create(&dir)
+                    .map_err(|e| e.to_string())?;
+                Ok(Box::new(keys)
+                    as Box<
+                        dyn crate::platform::emulated_sp::ReportSigner + Send,
+                    >)
+            }));
+        }
+        Guest::Tdx(tdx) => tdx.host.expect_evidence = expect_evidence,
+    }
+    Ok((image, vm))
+}
+
 /// Default guest RAM.
 pub const DEFAULT_MEMORY: u64 = 256 << 20;
 
@@ -85,23 +132,7 @@ pub fn run(a: &RunArgs, start: Instant) -> anyhow::Result<u8> {
 
 /// Run image bytes.
 pub fn run_bytes(bytes: &[u8], a: &RunArgs, start: Instant) -> anyhow::Result<u8> {
-    let image = nacre_loader::load_image(bytes, a.platform.kind())?;
-    let memory = a.memory.unwrap_or(DEFAULT_MEMORY.max(image.min_memory));
-    if !memory.is_multiple_of(GUEST_MEMORY_ALIGN)
-        || !(MIN_GUEST_MEMORY..=MAX_GUEST_MEMORY).contains(&memory)
-    {
-        bail!("--memory must be a multiple of 2 MiB between 64 MiB and 64 TiB");
-    }
-    if memory < image.min_memory {
-        bail!(
-            "this image needs at least {} MiB of guest memory (--memory)",
-            image.min_memory >> 20
-        );
-    }
-    let mut vm = match a.platform {
-        Platform::EmulatedSnp => setup::build(&image, memory)?,
-        Platform::EmulatedTdx => setup::build_tdx(&image, memory)?,
-    };
+    let (_, mut vm) = launch(bytes, a.platform, a.memory, None)?;
     match &mut vm.guest {
         Guest::Snp(snp) => {
             snp.strict_memory = a.strict_memory;
@@ -166,6 +197,11 @@ pub fn run_bytes(bytes: &[u8], a: &RunArgs, start: Instant) -> anyhow::Result<u8
             eprintln!("nacre: guest stopped: {msg}");
             Ok(EXIT_GUEST_TERMINATED)
         }
+        Stop::Evidence { .. } => {
+            // Only `nacre attest` asks for evidence; the host refuses it otherwise.
+            eprintln!("nacre: guest stopped: it sent attestation evidence");
+            Ok(EXIT_GUEST_TERMINATED)
+        }
         Stop::TdFatalError { code } => {
             let nacre = (code & 0xFF) as u8;
             eprintln!(
@@ -178,7 +214,7 @@ pub fn run_bytes(bytes: &[u8], a: &RunArgs, start: Instant) -> anyhow::Result<u8
 }
 
 /// Explain a termination reason (SPECS.md 1.4; set 3 is the firmware's `FwError`).
-fn reason(set: u8, code: u8) -> &'static str {
+pub fn reason(set: u8, code: u8) -> &'static str {
     match (set, code) {
         (0, 0) => "general failure",
         (0, 1) => "GHCB protocol version unsupported",
@@ -202,6 +238,8 @@ fn reason(set: u8, code: u8) -> &'static str {
         (3, 14) => "TDG.MEM.PAGE.ACCEPT failed",
         (3, 15) => "MapGPA failed or the host misreported its progress",
         (3, 16) => "the CPU gives no random numbers (RDRAND), which the app's start-up needs",
+        (3, 17) => "the host's request in the parameter page was refused",
+        (3, 18) => "the platform gave no attestation evidence",
         (3, 0xFE) => "firmware bug",
         _ => "unknown reason",
     }

@@ -1,7 +1,11 @@
 //! `nacre verify`.
 
-use crate::attest::{self, time, Cert, Evidence, Expectations, Inputs, TrustAnchors};
+use crate::attest::evidence::{nonce_report_data, parse_nonce, EvidenceFile};
+use crate::attest::{
+    self, emulated, time, Cert, Evidence, Expectations, Inputs, Trust, TrustAnchors,
+};
 use anyhow::Context;
+use nacre_shared_abi::boot::PlatformKind;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -12,6 +16,9 @@ pub const EXIT_NOT_VERIFIED: u8 = 1;
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
 Examples:
+  # Evidence from `nacre attest`: it must be of this image and bind this nonce:
+  nacre verify evidence.json --image hello.igvm --nonce 5eed... --allow-emulated
+
   # An SEV-SNP report (raw 0x4A0 bytes or hex) and the VCEK that signed it; the chain
   # ASK -> ARK is AMD's built-in one for the VCEK's product (Milan, Genoa, Turin):
   nacre verify report.bin --vcek vcek.der --measurement 7a1e5c26...841f
@@ -26,20 +33,34 @@ Examples:
   # Evidence from years ago: check the certificates at that time, print JSON:
   nacre verify quote.dat --at 2023-07-01T00:00:00Z --json
 
+  # A report from the emulated-snp platform, signed by this host's emulated security
+  # processor (its keys are only read, never created, by verify):
+  nacre verify report.bin --vcek vcek.der --allow-emulated
+
 Every check is listed with what it saw. Exit status: 0 when every check passed,
 1 when one failed (each failed check is named on stderr, or under \"failed\" in the
 JSON), 125 when the input is unusable (unreadable, truncated, unknown version, bad
 hex or DER, an SNP report without --vcek).")]
 pub struct VerifyArgs {
-    /// The evidence: an SEV-SNP attestation report or a TDX quote, raw or as hex text.
+    /// The evidence: a file `nacre attest` wrote, or a bare SEV-SNP attestation report
+    /// or TDX quote, raw or as hex text.
     pub evidence: PathBuf,
-    /// SNP: the VCEK certificate that signed the report (DER or PEM).
+    /// SNP: the VCEK certificate that signed the report (DER or PEM), instead of the
+    /// one in the evidence file.
     #[arg(long, value_name = "FILE")]
     pub vcek: Option<PathBuf>,
     /// SNP: a PEM bundle of the ASK then the ARK, instead of the built-in chain of the
-    /// VCEK's product. Its ARK must be AMD's built-in one.
+    /// VCEK's product. Its ARK must be AMD's built-in one (or, with --allow-emulated,
+    /// the emulated one).
     #[arg(long, value_name = "FILE")]
     pub cert_chain: Option<PathBuf>,
+    /// The image the evidence must be of: its measurement on the evidence's platform
+    /// (what `nacre measure` prints) is the expected one.
+    #[arg(long, value_name = "IMAGE", conflicts_with = "measurement")]
+    pub image: Option<PathBuf>,
+    /// The nonce given to `nacre attest` (hex): the report data must bind it.
+    #[arg(long, value_name = "HEX", conflicts_with = "report_data")]
+    pub nonce: Option<String>,
     /// The expected launch measurement (SNP) or MRTD (TDX): 48 bytes in hex.
     #[arg(long, value_name = "HEX")]
     pub measurement: Option<String>,
@@ -50,6 +71,17 @@ pub struct VerifyArgs {
     /// Accept a guest that the host may debug (SNP policy DEBUG, TD attribute DEBUG).
     #[arg(long)]
     pub allow_debug: bool,
+    /// SNP: accept evidence signed by nacre's emulated security processor (the
+    /// emulated-snp platform), whose root is made once per host. Such evidence proves
+    /// nothing about hardware; the verdict says "verified (emulated evidence)".
+    /// Without this flag it fails.
+    #[arg(long)]
+    pub allow_emulated: bool,
+    /// With --allow-emulated: the directory of the emulated keys to trust (only its
+    /// ark.pem and ask.pem are read), instead of $NACRE_EMULATED_KEYS, else
+    /// $XDG_DATA_HOME/nacre/emulated-snp, else ~/.local/share/nacre/emulated-snp.
+    #[arg(long, value_name = "DIR", requires = "allow_emulated")]
+    pub emulated_keys: Option<PathBuf>,
     /// Check the certificates' validity at this time instead of now (RFC 3339,
     /// e.g. 2024-05-01T12:00:00Z).
     #[arg(long, value_name = "RFC3339")]
@@ -61,6 +93,27 @@ pub struct VerifyArgs {
     /// Print the result as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+}
+
+impl VerifyArgs {
+    /// Verify `evidence` with no expectations and no options.
+    pub fn new(evidence: PathBuf) -> Self {
+        Self {
+            evidence,
+            vcek: None,
+            cert_chain: None,
+            image: None,
+            nonce: None,
+            measurement: None,
+            report_data: None,
+            allow_debug: false,
+            allow_emulated: false,
+            emulated_keys: None,
+            at: None,
+            collateral: None,
+            json: false,
+        }
+    }
 }
 
 /// Hex given for `option` (values are checked here, not by the argument parser, so
@@ -77,29 +130,83 @@ fn read(path: &Path, what: &str) -> anyhow::Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("cannot read the {what} {}", path.display()))
 }
 
+/// The measurement `nacre measure` predicts for the image at `path` on the platform
+/// the evidence comes from.
+fn image_measurement(path: &Path, evidence: &Evidence) -> anyhow::Result<Vec<u8>> {
+    let kind = match evidence {
+        Evidence::Snp(_) => PlatformKind::Snp,
+        Evidence::Tdx(_) => PlatformKind::Tdx,
+    };
+    let bytes = read(path, "image")?;
+    let image = nacre_loader::load_image(&bytes, kind)
+        .with_context(|| format!("cannot use {} as the image", path.display()))?;
+    Ok(image.measurement().to_vec())
+}
+
 /// Verify the evidence; returns the exit status (0 verified, 1 not verified).
 pub fn run(a: &VerifyArgs) -> anyhow::Result<u8> {
     let bytes = read(&a.evidence, "evidence")?;
-    let evidence = Evidence::parse(&bytes)
-        .with_context(|| format!("cannot use {} as evidence", a.evidence.display()))?;
-    let roots = TrustAnchors::built_in()?;
+    let (evidence, file) = if EvidenceFile::looks_like(&bytes) {
+        let file = EvidenceFile::parse(&bytes)
+            .with_context(|| format!("cannot use {} as evidence", a.evidence.display()))?;
+        (file.evidence.clone(), Some(file))
+    } else {
+        let evidence = Evidence::parse(&bytes)
+            .with_context(|| format!("cannot use {} as evidence", a.evidence.display()))?;
+        (evidence, None)
+    };
+    let mut roots = TrustAnchors::built_in()?;
+    if a.allow_emulated {
+        let dir = match &a.emulated_keys {
+            Some(dir) => dir.clone(),
+            None => emulated::default_dir().context("--allow-emulated")?,
+        };
+        let root = emulated::load_root(&dir).context("--allow-emulated")?;
+        roots = roots.allow_emulated(root);
+    }
     let mut inputs = Inputs::new(&roots);
     if let Some(at) = &a.at {
         inputs.at = time::parse_rfc3339(at).context("--at")?;
     }
+    let measurement = match &a.image {
+        Some(path) => Some(image_measurement(path, &evidence)?),
+        None => parse_hex("--measurement", a.measurement.as_deref())?,
+    };
+    let report_data = match &a.nonce {
+        Some(text) => Some(
+            nonce_report_data(&parse_nonce(text).map_err(|e| anyhow::anyhow!("--nonce: {e}"))?)
+                .to_vec(),
+        ),
+        None => parse_hex("--report-data", a.report_data.as_deref())?,
+    };
     inputs.expect = Expectations {
-        measurement: parse_hex("--measurement", a.measurement.as_deref())?,
-        report_data: parse_hex("--report-data", a.report_data.as_deref())?,
+        measurement,
+        report_data,
         allow_debug: a.allow_debug,
     };
+    // The certificates: the options', else the evidence file's.
+    let file_vcek = file.as_ref().and_then(|f| f.vcek.as_deref());
+    let file_chain = file.as_ref().and_then(|f| f.cert_chain.as_deref());
     if let Some(path) = &a.vcek {
         let vcek = Cert::from_der_or_pem(&read(path, "VCEK")?)
             .with_context(|| format!("cannot use {} as the VCEK", path.display()))?;
+        inputs.vcek = Some(vcek);
+    } else if let Some(pem) = file_vcek {
+        let vcek = Cert::from_der_or_pem(pem.as_bytes())
+            .with_context(|| format!("cannot use the VCEK in {}", a.evidence.display()))?;
         inputs.vcek = Some(vcek);
     }
     if let Some(path) = &a.cert_chain {
         let chain = attest::snp::SnpChain::from_pem(&read(path, "certificate chain")?)
             .with_context(|| format!("cannot use {} as the ASK and ARK", path.display()))?;
+        inputs.cert_chain = Some(chain);
+    } else if let Some(pem) = file_chain {
+        let chain = attest::snp::SnpChain::from_pem(pem.as_bytes()).with_context(|| {
+            format!(
+                "cannot use the certificate chain in {}",
+                a.evidence.display()
+            )
+        })?;
         inputs.cert_chain = Some(chain);
     }
     if let Some(path) = &a.collateral {
@@ -162,7 +269,11 @@ pub fn render(evidence: &Evidence, v: &attest::Verification) -> String {
     }
     let failed = v.failures().count();
     if v.passed() {
-        let _ = writeln!(out, "verified: all {} checks passed", v.checks.len());
+        let verdict = match v.trust {
+            Trust::Hardware => "verified",
+            Trust::Emulated => "verified (emulated evidence)",
+        };
+        let _ = writeln!(out, "{verdict}: all {} checks passed", v.checks.len());
     } else {
         let names: Vec<&str> = v.failures().map(|c| c.name).collect();
         let _ = writeln!(
@@ -173,4 +284,94 @@ pub fn render(evidence: &Evidence, v: &attest::Verification) -> String {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::attest::emulated::fixture::{keys, scratch, signed_report};
+    use clap::Parser;
+
+    fn args(dir: &Path, extra: &[&str]) -> VerifyArgs {
+        let mut all = vec![
+            "nacre".to_owned(),
+            "verify".to_owned(),
+            dir.join("report.bin").display().to_string(),
+            "--vcek".to_owned(),
+            dir.join("vcek.der").display().to_string(),
+        ];
+        all.extend(extra.iter().map(|a| (*a).to_owned()));
+        match crate::cli::Cli::try_parse_from(all)
+            .expect("valid arguments")
+            .command
+        {
+            crate::cli::Command::Verify(a) => a,
+            other => panic!("not verify: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn emulated_evidence_verifies_only_with_allow_emulated() {
+        let dir = scratch("cli-verify");
+        let k = keys();
+        std::fs::write(dir.join("report.bin"), signed_report(k, [1; 48], [2; 64])).expect("write");
+        std::fs::write(dir.join("vcek.der"), k.vcek_der()).expect("write");
+        let key_dir = dir.join("keys");
+        std::fs::create_dir(&key_dir).expect("mkdir");
+        let root = k.root();
+        for (file, cert) in [
+            (emulated::files::ARK_CERT, &root.ark),
+            (emulated::files::ASK_CERT, &root.ask),
+        ] {
+            let pem = x509_cert::der::pem::encode_string(
+                "CERTIFICATE",
+                x509_cert::der::pem::LineEnding::LF,
+                cert.der(),
+            )
+            .expect("PEM");
+            std::fs::write(key_dir.join(file), pem).expect("write");
+        }
+        let keys_arg = key_dir.display().to_string();
+
+        assert_eq!(run(&args(&dir, &[])).ok(), Some(EXIT_NOT_VERIFIED));
+        let allowed = args(&dir, &["--allow-emulated", "--emulated-keys", &keys_arg]);
+        assert_eq!(run(&allowed).ok(), Some(0));
+
+        // The verdict line says the evidence is emulated.
+        let evidence = Evidence::parse(&std::fs::read(dir.join("report.bin")).expect("read"))
+            .expect("an SNP report");
+        let roots = TrustAnchors::built_in()
+            .expect("roots")
+            .allow_emulated(emulated::load_root(&key_dir).expect("root"));
+        let mut inputs = Inputs::new(&roots);
+        inputs.vcek = Some(k.vcek().clone());
+        let v = attest::verify(&evidence, &inputs).expect("runs");
+        let text = render(&evidence, &v);
+        assert!(
+            text.contains("verified (emulated evidence): all 15 checks passed"),
+            "{text}"
+        );
+
+        // verify never makes keys: a missing directory is an error and stays missing.
+        let absent = dir.join("absent");
+        let absent_arg = absent.display().to_string();
+        let err = run(&args(
+            &dir,
+            &["--allow-emulated", "--emulated-keys", &absent_arg],
+        ))
+        .expect_err("no keys there");
+        assert!(format!("{err:#}").contains("no emulated keys"), "{err:#}");
+        assert!(!absent.exists());
+
+        // --emulated-keys alone is a usage error.
+        assert!(crate::cli::Cli::try_parse_from([
+            "nacre",
+            "verify",
+            "report.bin",
+            "--emulated-keys",
+            "dir"
+        ])
+        .is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -47,6 +47,8 @@ pub struct EmulatedSnp {
     pub host: super::hostcall::HostcallHost,
     /// The emulated security processor: launch measurement, VMPCKs.
     pub sp: Option<super::emulated_sp::EmulatedSp>,
+    /// Signs the security processor's reports (the emulated key hierarchy).
+    pub signer: super::emulated_sp::LazySigner,
 }
 
 /// The value the emulated SEV_STATUS MSR reads.
@@ -68,6 +70,7 @@ impl EmulatedSnp {
             psc_budget: None,
             host: super::hostcall::HostcallHost::default(),
             sp: None,
+            signer: Default::default(),
         }
     }
 
@@ -274,7 +277,7 @@ impl EmulatedSnp {
             bad(g, GhcbErrorCode::MissingInput);
             return Ok(None);
         }
-        let (code, info1) = (g.sw_exit_code, g.sw_exit_info_1);
+        let (code, info1, info2) = (g.sw_exit_code, g.sw_exit_info_1, g.sw_exit_info_2);
         g.sw_exit_info_1 = RESULT_OK;
         g.sw_exit_info_2 = 0;
         match code {
@@ -319,6 +322,7 @@ impl EmulatedSnp {
                 g.sw_exit_info_2 = HV_FEATURE_SNP;
                 Ok(None)
             }
+            exit_code::GUEST_REQUEST => self.guest_request(g, info1, info2),
             exit_code::TERM_REQUEST => Ok(Some(Stop::GuestTerminated {
                 set: (info1 & 0xF) as u8,
                 code: ((info1 >> 4) & 0xFF) as u8,
@@ -328,6 +332,47 @@ impl EmulatedSnp {
                 Ok(None)
             }
         }
+    }
+
+    /// SNP_GUEST_REQUEST: the request page at `req` goes to the security processor
+    /// and its answer to the response page at `rsp`, both shared pages of RAM. KVM
+    /// reads and writes them with `kvm_read_guest`/`kvm_write_guest` and kills the VM
+    /// when that fails; here the guest is stopped with the reason. A firmware error is
+    /// SW_EXITINFO2's low half (`SNP_GUEST_ERR`, Linux `arch/x86/kvm/svm/sev.c`).
+    fn guest_request(
+        &mut self,
+        g: &mut Ghcb,
+        req: u64,
+        rsp: u64,
+    ) -> Result<Option<Stop>, MemoryError> {
+        self.stats.guest_requests += 1;
+        for (what, gpa) in [("request", req), ("response", rsp)] {
+            if !gpa.is_multiple_of(PAGE_SIZE_4K)
+                || gpa
+                    .checked_add(PAGE_SIZE_4K)
+                    .is_none_or(|end| end > self.mem.size())
+                || !self.mmu.is_shared(gpa / PAGE_SIZE_4K, 1)
+            {
+                return Ok(Some(Stop::ProtocolViolation(format!(
+                    "guest request with a {what} page at {gpa:#x} that is not a shared page of RAM"
+                ))));
+            }
+        }
+        let mut page = [0u8; 4096];
+        self.mem.read(req, &mut page)?;
+        let Some(sp) = self.sp.as_mut() else {
+            g.sw_exit_info_2 = super::emulated_sp::FW_ERR_PLATFORM;
+            return Ok(None);
+        };
+        let Some(signer) = self.signer.get() else {
+            g.sw_exit_info_2 = super::emulated_sp::FW_ERR_PLATFORM;
+            return Ok(None);
+        };
+        match sp.guest_request(&page, signer) {
+            Ok(answer) => self.mem.write(rsp, &answer)?,
+            Err(fw_err) => g.sw_exit_info_2 = fw_err,
+        }
+        Ok(None)
     }
 
     /// Serve one hostcall from the shared buffer at `buffer`.
@@ -486,6 +531,77 @@ mod tests {
         snp.pvalidate(Some(gpa | C_BIT_MASK), size, 1)
             .expect("memory")
             .expect("no stop")
+    }
+
+    /// A platform with a launched security processor and the test signer; pages
+    /// 0x20 and 0x21 shared.
+    fn attesting() -> EmulatedSnp {
+        use super::super::emulated_sp::tests::{launched, signer};
+        let mut snp = platform();
+        snp.sp = Some(launched());
+        snp.signer =
+            super::super::emulated_sp::LazySigner::new(Box::new(|| Ok(Box::new(signer()))));
+        psc(&mut snp, 0x20, 2, MsrPscOp::Shared);
+        snp
+    }
+
+    #[test]
+    fn guest_requests_are_answered_through_shared_pages_only() {
+        use super::super::emulated_sp::tests::{request, response};
+        use super::super::emulated_sp::{FW_ERR_INVALID_PARAM, FW_ERR_PLATFORM};
+        let mut snp = attesting();
+        let key = *snp.sp.as_ref().unwrap().vmpck(0).unwrap();
+        snp.mem
+            .write(0x20_000, &request(&key, 1, [3; 64], 0, 0))
+            .unwrap();
+        let mut g = Ghcb::new_zeroed();
+        assert!(snp
+            .guest_request(&mut g, 0x20_000, 0x21_000)
+            .unwrap()
+            .is_none());
+        assert_eq!(g.sw_exit_info_2, 0);
+        let mut page = [0u8; 4096];
+        snp.mem.read(0x21_000, &mut page).unwrap();
+        response(&key, 2, &page);
+        assert_eq!(snp.stats.guest_requests, 1);
+
+        // A replayed request: the firmware's error, nothing written.
+        snp.mem.write(0x21_000, &[0xEE; 4096]).unwrap();
+        assert!(snp
+            .guest_request(&mut g, 0x20_000, 0x21_000)
+            .unwrap()
+            .is_none());
+        assert_eq!(g.sw_exit_info_2, FW_ERR_INVALID_PARAM);
+        snp.mem.read(0x21_000, &mut page).unwrap();
+        assert_eq!(page, [0xEE; 4096]);
+
+        // Private, unaligned or out-of-RAM pages stop the guest.
+        for (req, rsp) in [
+            (0x30_000, 0x21_000),
+            (0x20_000, 0x30_000),
+            (0x20_010, 0x21_000),
+            (0x20_000, 64 << 20),
+            (!0xFFF, 0x21_000),
+        ] {
+            let stop = snp.guest_request(&mut g, req, rsp).unwrap();
+            assert!(
+                matches!(stop, Some(Stop::ProtocolViolation(_))),
+                "{req:#x} {rsp:#x}: {stop:?}"
+            );
+        }
+
+        // No key to sign with: the platform's error.
+        let mut snp = attesting();
+        snp.signer = super::super::emulated_sp::LazySigner::new(Box::new(|| Err("no keys".into())));
+        let key = *snp.sp.as_ref().unwrap().vmpck(0).unwrap();
+        snp.mem
+            .write(0x20_000, &request(&key, 1, [3; 64], 0, 0))
+            .unwrap();
+        assert!(snp
+            .guest_request(&mut g, 0x20_000, 0x21_000)
+            .unwrap()
+            .is_none());
+        assert_eq!(g.sw_exit_info_2, FW_ERR_PLATFORM);
     }
 
     #[test]

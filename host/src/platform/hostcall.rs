@@ -8,7 +8,7 @@ use super::Stop;
 use crate::stats::{syscall_name, Stats};
 use crate::vmm::memory::{GuestMemory, MemoryError};
 use nacre_shared_abi::hostcall::{
-    terminal_reply_size, ClockReply, HostcallHeader, HostcallOp, HOSTCALL_AREA_SIZE,
+    terminal_reply_size, ClockReply, EvidenceKind, HostcallHeader, HostcallOp, HOSTCALL_AREA_SIZE,
     HOSTCALL_DATA_OFFSET, POLL_FOREVER, POLL_STDERR_WRITABLE, POLL_STDIN_READABLE,
     POLL_STDOUT_WRITABLE, TERMINAL_NOT_A_TTY,
 };
@@ -38,6 +38,8 @@ pub struct HostcallHost {
     pub first_hostcall: Option<Instant>,
     /// The vCPU's TSC frequency in kHz (KVM_GET_TSC_KHZ), 0 if unknown.
     pub tsc_khz: u64,
+    /// The host asked this boot for attestation evidence (`nacre attest`).
+    pub expect_evidence: bool,
     /// Reused buffer for data going through the area.
     buffer: Vec<u8>,
 }
@@ -99,6 +101,7 @@ pub fn serve(
         HostcallOp::Sleep => sleep(host, &h),
         HostcallOp::Poll => poll(&mut h),
         HostcallOp::Terminal => terminal(mem, &mut h, data)?,
+        HostcallOp::Evidence => evidence(mem, host, &h, data)?,
     };
     match reply {
         Reply::Resume => {
@@ -119,6 +122,7 @@ fn op_name(op: HostcallOp) -> &'static str {
         HostcallOp::Sleep => "sleep",
         HostcallOp::Poll => "poll",
         HostcallOp::Terminal => "terminal",
+        HostcallOp::Evidence => "evidence",
     }
 }
 
@@ -224,6 +228,39 @@ fn exit(
             .or_insert(0) += u64::from(count);
     }
     Ok(Reply::Stop(Stop::AppExit((h.arg & 0xFF) as u8)))
+}
+
+/// The largest evidence the host takes: an SNP report is 1184 bytes, a TDX quote
+/// with its PEM certificate chain a few KiB.
+const MAX_EVIDENCE: u64 = 64 << 10;
+
+/// Evidence: what `nacre attest` asked for; anything else is a broken protocol.
+fn evidence(
+    mem: &GuestMemory,
+    host: &HostcallHost,
+    h: &HostcallHeader,
+    data: u64,
+) -> Result<Reply, MemoryError> {
+    if !host.expect_evidence {
+        return Ok(Reply::Stop(Stop::ProtocolViolation(
+            "the guest sent attestation evidence nobody asked for".into(),
+        )));
+    }
+    if h.len > MAX_EVIDENCE {
+        return Ok(Reply::Stop(Stop::ProtocolViolation(format!(
+            "attestation evidence of {} bytes (at most {MAX_EVIDENCE})",
+            h.len
+        ))));
+    }
+    let Ok(kind) = EvidenceKind::try_from(h.arg) else {
+        return Ok(Reply::Stop(Stop::ProtocolViolation(format!(
+            "attestation evidence of unknown kind {}",
+            h.arg
+        ))));
+    };
+    let mut bytes = vec![0u8; h.len as usize];
+    mem.read(data, &mut bytes)?;
+    Ok(Reply::Stop(Stop::Evidence { kind, bytes }))
 }
 
 /// Clock: the host's wall-clock and monotonic time and the TSC frequency.

@@ -33,6 +33,13 @@ pub enum Stop {
     /// The guest broke the GHCB protocol (or a TDX guest the GHCI) in a way KVM
     /// terminates for.
     ProtocolViolation(String),
+    /// The guest sent the attestation evidence the host asked for (`nacre attest`).
+    Evidence {
+        /// What it is.
+        kind: nacre_shared_abi::hostcall::EvidenceKind,
+        /// The evidence, as the guest sent it (untrusted until verified).
+        bytes: Vec<u8>,
+    },
     /// A TD reported a fatal error (TDG.VP.VMCALL ReportFatalError) with this code.
     TdFatalError {
         /// R12 of the call; nacre's firmware puts its reason code in bits 7:0.

@@ -18,7 +18,9 @@ use kvm_ioctls::{
 };
 use nacre_loader::image::SNP_PARAMETER_PAGE_TYPE;
 use nacre_loader::{ImagePage, LoadedImage, PageContents};
-use nacre_shared_abi::boot::{MemoryMapEntry, MEMORY_MAP_TYPE_MEMORY};
+use nacre_shared_abi::boot::{
+    HostRequest, MemoryMapEntry, HOST_REQUEST_OFFSET, MEMORY_MAP_TYPE_MEMORY,
+};
 use nacre_shared_abi::doorbell::{EMULATED_SNP_SIGNATURE, EMULATED_TDX_SIGNATURE};
 use nacre_shared_abi::layout::{
     align_up, EMULATED_SNP_C_BIT, EMULATED_TDX_GPAW, PAGE_SIZE_2M, PAGE_SIZE_4K,
@@ -174,7 +176,11 @@ fn vm_with_ram(
 }
 
 /// Build the VM.
-pub fn build(image: &LoadedImage, memory: u64) -> Result<Vm, SetupError> {
+pub fn build(
+    image: &LoadedImage,
+    memory: u64,
+    request: Option<HostRequest>,
+) -> Result<Vm, SetupError> {
     let hostile = Hostile::from_env();
     let (kvm, vm, mem) = vm_with_ram(memory, [(View::Shared, 0), (View::Private, C_BIT_MASK)])?;
     let mut snp = EmulatedSnp::new(mem);
@@ -199,7 +205,7 @@ pub fn build(image: &LoadedImage, memory: u64) -> Result<Vm, SetupError> {
             .map_err(|e| SetupError::Image(format!("page {gpa:#x} cannot be placed: {e:?}")))?;
     }
     // The host parameter page: the memory map, inserted unmeasured.
-    let param_page = memory_map_page(memory);
+    let param_page = parameter_page(memory, request);
     snp.mem.write(image.param_gpa, &param_page)?;
     let mut launched: Vec<u64> = image.pages.iter().map(|p| p.gpa / PAGE_SIZE_4K).collect();
     if hostile == Some(Hostile::SharedParamPage) {
@@ -262,7 +268,11 @@ pub fn build(image: &LoadedImage, memory: u64) -> Result<Vm, SetupError> {
 /// launch page added (TDH.MEM.PAGE.ADD, and TDH.MR.EXTEND where measured) in image
 /// order, CPUID saying "TD" and the architectural 32-bit entry state at the reset
 /// vector.
-pub fn build_tdx(image: &LoadedImage, memory: u64) -> Result<Vm, SetupError> {
+pub fn build_tdx(
+    image: &LoadedImage,
+    memory: u64,
+    request: Option<HostRequest>,
+) -> Result<Vm, SetupError> {
     if memory > TDX_MAX_GUEST_MEMORY {
         return Err(SetupError::Image(format!(
             "emulated-tdx guests have at most {} MiB of RAM (RAM ends below the reset \
@@ -303,7 +313,8 @@ pub fn build_tdx(image: &LoadedImage, memory: u64) -> Result<Vm, SetupError> {
     unsafe { vm.set_user_memory_region(region) }.map_err(ioctl("the reset page's slot"))?;
     // The parameter page: added, not measured (its contents are the host's).
     let hostile = Hostile::from_env();
-    tdx.mem.write(image.param_gpa, &memory_map_page(memory))?;
+    tdx.mem
+        .write(image.param_gpa, &parameter_page(memory, request))?;
     if hostile == Some(Hostile::SharedParamPage) {
         tdx.mmu
             .map_gpa(&tdx.mem, image.param_gpa / PAGE_SIZE_4K, 1, false)?;
@@ -389,8 +400,9 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The host parameter page: a memory map with one RAM entry.
-fn memory_map_page(memory: u64) -> [u8; 4096] {
+/// The host parameter page: a memory map with one RAM entry, and the host's request
+/// of this boot, if any.
+fn parameter_page(memory: u64, request: Option<HostRequest>) -> [u8; 4096] {
     let map = [
         MemoryMapEntry {
             starting_gpa_page_number: 0,
@@ -409,6 +421,9 @@ fn memory_map_page(memory: u64) -> [u8; 4096] {
     ];
     let mut param = [0u8; 4096];
     param[..48].copy_from_slice(map.as_bytes());
+    if let Some(r) = request {
+        param[HOST_REQUEST_OFFSET..HOST_REQUEST_OFFSET + 128].copy_from_slice(r.as_bytes());
+    }
     param
 }
 

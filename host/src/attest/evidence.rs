@@ -1,0 +1,253 @@
+//! The evidence file `nacre attest` writes and `nacre verify` reads: one JSON object
+//! holding the report or quote and the certificates needed to check it, so a
+//! verifier needs nothing else (no network, no other file).
+//!
+//! ```json
+//! {
+//!   "format": "nacre-evidence",
+//!   "version": 1,
+//!   "platform": "emulated-snp",
+//!   "report": "<the 0x4A0-byte ATTESTATION_REPORT in hex>",
+//!   "vcek": "<PEM of the VCEK that signed it>",
+//!   "cert_chain": "<PEM of the ASK, then the ARK>"
+//! }
+//! ```
+//!
+//! A TDX evidence file has `"quote"` (hex) instead of `"report"`, and no certificates:
+//! the quote carries its PCK chain. The report data of evidence made for a nonce is
+//! [`nonce_report_data`] of it. Nothing in the file is trusted: the verifier checks
+//! the chain against its own roots.
+
+use thiserror::Error;
+
+use super::{decode_hex, hex, Evidence};
+use sha2::{Digest, Sha512};
+
+/// The `format` member.
+pub const FORMAT: &str = "nacre-evidence";
+/// The `version` member this build writes and reads.
+pub const VERSION: u64 = 1;
+
+/// Longest nonce `nacre attest` takes, in bytes.
+pub const MAX_NONCE: usize = 1024;
+
+/// What the prefix of [`nonce_report_data`] says: the report data is a nacre nonce
+/// binding, not some other use of the 64 bytes.
+const NONCE_DOMAIN: &[u8] = b"nacre attest nonce v1\0";
+
+/// The REPORT_DATA that binds evidence to `nonce`: SHA-512 of a fixed domain string
+/// and the nonce. Any length of nonce fits the 64 bytes, and report data an app asks
+/// for for its own purposes is unlikely to collide with it.
+pub fn nonce_report_data(nonce: &[u8]) -> [u8; 64] {
+    let mut h = Sha512::new();
+    h.update(NONCE_DOMAIN);
+    h.update(nonce);
+    h.finalize().into()
+}
+
+/// A nonce from hex: 1 to [`MAX_NONCE`] bytes.
+pub fn parse_nonce(text: &str) -> Result<Vec<u8>, String> {
+    let nonce = decode_hex(text.as_bytes())?;
+    if nonce.is_empty() || nonce.len() > MAX_NONCE {
+        return Err(format!(
+            "a nonce is 1 to {MAX_NONCE} bytes, this one is {}",
+            nonce.len()
+        ));
+    }
+    Ok(nonce)
+}
+
+/// Why an evidence file was refused.
+#[derive(Debug, Error)]
+pub enum EvidenceFileError {
+    /// Not JSON, or not an object.
+    #[error("not a nacre evidence file: {0}")]
+    NotJson(String),
+    /// A member is missing or has the wrong type.
+    #[error("the evidence file's \"{0}\" is missing or not a string")]
+    Member(&'static str),
+    /// A version this build does not read.
+    #[error("evidence file version {0} is not supported (this nacre reads version {VERSION})")]
+    Version(String),
+    /// Neither or both of report and quote.
+    #[error("an evidence file holds exactly one of \"report\" and \"quote\"")]
+    Kind,
+    /// The report or quote does not decode.
+    #[error("the evidence file's {what}: {detail}")]
+    Content {
+        /// Which member.
+        what: &'static str,
+        /// Why.
+        detail: String,
+    },
+}
+
+/// A decoded evidence file.
+#[derive(Debug, Clone)]
+pub struct EvidenceFile {
+    /// The platform that produced it (`emulated-snp`, `emulated-tdx`, `snp`, `tdx`).
+    pub platform: String,
+    /// The report or quote.
+    pub evidence: Evidence,
+    /// SNP: the VCEK (PEM).
+    pub vcek: Option<String>,
+    /// SNP: the ASK then the ARK (PEM).
+    pub cert_chain: Option<String>,
+}
+
+impl EvidenceFile {
+    /// Whether `bytes` look like an evidence file (a JSON object) rather than a bare
+    /// report or quote.
+    pub fn looks_like(bytes: &[u8]) -> bool {
+        bytes
+            .iter()
+            .find(|b| !b.is_ascii_whitespace())
+            .is_some_and(|&b| b == b'{')
+    }
+
+    /// Decode and check an evidence file.
+    pub fn parse(bytes: &[u8]) -> Result<Self, EvidenceFileError> {
+        let v: serde_json::Value =
+            serde_json::from_slice(bytes).map_err(|e| EvidenceFileError::NotJson(e.to_string()))?;
+        let obj = v
+            .as_object()
+            .ok_or_else(|| EvidenceFileError::NotJson("not a JSON object".into()))?;
+        let string = |key: &'static str| -> Result<Option<&str>, EvidenceFileError> {
+            match obj.get(key) {
+                None => Ok(None),
+                Some(serde_json::Value::String(s)) => Ok(Some(s)),
+                Some(_) => Err(EvidenceFileError::Member(key)),
+            }
+        };
+        if string("format")? != Some(FORMAT) {
+            return Err(EvidenceFileError::Member("format"));
+        }
+        match obj.get("version").and_then(serde_json::Value::as_u64) {
+            Some(VERSION) => {}
+            _ => {
+                return Err(EvidenceFileError::Version(
+                    obj.get("version")
+                        .map_or_else(|| "(none)".into(), ToString::to_string),
+                ))
+            }
+        }
+        let platform = string("platform")?
+            .ok_or(EvidenceFileError::Member("platform"))?
+            .to_owned();
+        let (what, text) = match (string("report")?, string("quote")?) {
+            (Some(r), None) => ("report", r),
+            (None, Some(q)) => ("quote", q),
+            _ => return Err(EvidenceFileError::Kind),
+        };
+        let raw = decode_hex(text.as_bytes())
+            .map_err(|detail| EvidenceFileError::Content { what, detail })?;
+        let evidence = Evidence::parse(&raw).map_err(|e| EvidenceFileError::Content {
+            what,
+            detail: e.to_string(),
+        })?;
+        let kind_matches = matches!(
+            (&evidence, what),
+            (Evidence::Snp(_), "report") | (Evidence::Tdx(_), "quote")
+        );
+        if !kind_matches {
+            return Err(EvidenceFileError::Content {
+                what,
+                detail: format!("it holds a {}", evidence.describe()),
+            });
+        }
+        Ok(Self {
+            platform,
+            evidence,
+            vcek: string("vcek")?.map(str::to_owned),
+            cert_chain: string("cert_chain")?.map(str::to_owned),
+        })
+    }
+
+    /// The file's JSON for `platform` and the raw `evidence` (a report or a quote).
+    pub fn to_json(
+        platform: &str,
+        evidence: &Evidence,
+        raw: &[u8],
+        vcek: Option<&str>,
+        cert_chain: Option<&str>,
+    ) -> serde_json::Value {
+        let mut v = serde_json::json!({
+            "format": FORMAT,
+            "version": VERSION,
+            "platform": platform,
+        });
+        let key = match evidence {
+            Evidence::Snp(_) => "report",
+            Evidence::Tdx(_) => "quote",
+        };
+        v[key] = hex(raw).into();
+        if let Some(pem) = vcek {
+            v["vcek"] = pem.into();
+        }
+        if let Some(pem) = cert_chain {
+            v["cert_chain"] = pem.into();
+        }
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::attest::test_vectors;
+
+    fn milan_report() -> Vec<u8> {
+        decode_hex(&test_vectors::read("virtee-sev", "report_milan.hex")).unwrap()
+    }
+
+    #[test]
+    fn the_nonce_binding_is_a_domain_separated_sha512() {
+        let a = nonce_report_data(b"\x01\x02");
+        assert_ne!(a, nonce_report_data(b"\x01\x03"));
+        assert_ne!(a, nonce_report_data(b""));
+        // Not the bare hash of the nonce.
+        let bare: [u8; 64] = Sha512::digest(b"\x01\x02").into();
+        assert_ne!(a, bare);
+        assert_eq!(parse_nonce("0102").unwrap(), vec![1, 2]);
+        assert!(parse_nonce("").is_err());
+        assert!(parse_nonce("zz").is_err());
+        assert!(parse_nonce(&"ab".repeat(MAX_NONCE + 1)).is_err());
+    }
+
+    #[test]
+    fn evidence_files_round_trip_and_bad_ones_are_named() {
+        let raw = milan_report();
+        let evidence = Evidence::parse(&raw).unwrap();
+        let json = EvidenceFile::to_json("snp", &evidence, &raw, Some("V"), Some("C"));
+        let text = serde_json::to_vec(&json).unwrap();
+        assert!(EvidenceFile::looks_like(&text));
+        assert!(!EvidenceFile::looks_like(&raw));
+        let file = EvidenceFile::parse(&text).unwrap();
+        assert_eq!(file.platform, "snp");
+        assert!(matches!(file.evidence, Evidence::Snp(_)));
+        assert_eq!(
+            (file.vcek.as_deref(), file.cert_chain.as_deref()),
+            (Some("V"), Some("C"))
+        );
+
+        let with = |key: &str, value: serde_json::Value| {
+            let mut j = json.clone();
+            j[key] = value;
+            serde_json::to_vec(&j).unwrap()
+        };
+        let cases = [
+            (b"{".to_vec(), "not a nacre evidence file"),
+            (b"[1]".to_vec(), "not a JSON object"),
+            (with("format", "x".into()), "\"format\""),
+            (with("version", 2.into()), "version 2"),
+            (with("quote", "00".into()), "exactly one"),
+            (with("report", "0g".into()), "report"),
+            (with("report", hex(&raw[..100]).into()), "report"),
+            (with("vcek", 5.into()), "\"vcek\""),
+        ];
+        for (bytes, needle) in cases {
+            let e = EvidenceFile::parse(&bytes).unwrap_err().to_string();
+            assert!(e.contains(needle), "{e:?} lacks {needle:?}");
+        }
+    }
+}

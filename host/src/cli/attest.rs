@@ -1,0 +1,128 @@
+//! `nacre attest`: boot an image far enough for its firmware to produce evidence of
+//! the launch bound to a nonce, and write that evidence with everything a verifier
+//! needs to check it.
+
+use super::run::{launch, parse_size, Platform};
+use crate::attest::emulated::{self, EmulatedSnpKeys};
+use crate::attest::evidence::{nonce_report_data, parse_nonce, EvidenceFile};
+use crate::attest::{hex, Evidence};
+use crate::platform::Stop;
+use crate::vmm::run;
+use anyhow::{bail, Context};
+use nacre_shared_abi::boot::HostRequest;
+use nacre_shared_abi::hostcall::EvidenceKind;
+use std::path::PathBuf;
+
+/// Arguments of `nacre attest`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Example:
+  nonce=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n')
+  nacre attest hello.igvm --platform emulated-snp --nonce $nonce -o evidence.json
+  nacre verify evidence.json --image hello.igvm --nonce $nonce --allow-emulated
+
+The image boots as it would for `nacre run`, but the firmware asks the platform for
+evidence before the app starts (SEV-SNP: an attestation report from the security
+processor, signed by the VCEK) and the guest stops there: the app never runs. The
+evidence's report data is SHA-512(\"nacre attest nonce v1\\0\" || nonce), so a verifier
+that chose the nonce knows the evidence is fresh. The evidence file is JSON: the
+report or quote in hex and the certificates that chain it to its root.
+
+On the emulated platforms the evidence is signed by an emulated key hierarchy, kept
+in $NACRE_EMULATED_KEYS, else $XDG_DATA_HOME/nacre/emulated-snp, else
+~/.local/share/nacre/emulated-snp (made on first use). `nacre verify` trusts it only
+with --allow-emulated.")]
+pub struct AttestArgs {
+    /// The image made by `nacre package`.
+    pub image: PathBuf,
+    /// The platform to boot it on.
+    #[arg(long, value_enum, default_value = "emulated-snp")]
+    pub platform: Platform,
+    /// The verifier's challenge: 1 to 1024 bytes in hex.
+    #[arg(long, value_name = "HEX")]
+    pub nonce: String,
+    /// Where to write the evidence file.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: PathBuf,
+    /// Guest RAM, e.g. 256M (default: 256M or what the image needs).
+    #[arg(long, value_parser = parse_size)]
+    pub memory: Option<u64>,
+    /// Print a summary as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Attest; the evidence file is written only when evidence came back.
+pub fn run(a: &AttestArgs) -> anyhow::Result<()> {
+    let nonce = parse_nonce(&a.nonce).map_err(|e| anyhow::anyhow!("--nonce: {e}"))?;
+    let report_data = nonce_report_data(&nonce);
+    let bytes = std::fs::read(&a.image)
+        .with_context(|| format!("cannot read the image {}", a.image.display()))?;
+    let (image, mut vm) = launch(
+        &bytes,
+        a.platform,
+        a.memory,
+        Some(HostRequest::attest(report_data)),
+    )
+    .with_context(|| format!("cannot boot {}", a.image.display()))?;
+    let stop = run::run(&mut vm).with_context(|| format!("cannot run {}", a.image.display()))?;
+    let (kind, raw) = match stop {
+        Stop::Evidence { kind, bytes } => (kind, bytes),
+        Stop::GuestTerminated { set, code } => bail!(
+            "the guest stopped before it gave evidence: {} (reason set {set}, code {code})",
+            super::run::reason(set, code)
+        ),
+        other => bail!("the guest stopped before it gave evidence: {other:?}"),
+    };
+    // The guest's bytes are untrusted: they must at least decode as what it says.
+    let evidence = Evidence::parse(&raw).context("the guest's evidence does not decode")?;
+    let (platform, vcek, chain) = match (kind, &evidence) {
+        (EvidenceKind::SnpReport, Evidence::Snp(_)) => {
+            let dir = emulated::default_dir()?;
+            let keys = EmulatedSnpKeys::load_or_create(&dir)
+                .with_context(|| format!("the emulated keys in {}", dir.display()))?;
+            (
+                "emulated-snp",
+                Some(keys.vcek_pem()),
+                Some(keys.cert_chain_pem()),
+            )
+        }
+        (EvidenceKind::TdxQuote, Evidence::Tdx(_)) => ("emulated-tdx", None, None),
+        _ => bail!("the guest's evidence is not the {kind:?} it said it was"),
+    };
+    let json = EvidenceFile::to_json(platform, &evidence, &raw, vcek.as_deref(), chain.as_deref());
+    let text = serde_json::to_string_pretty(&json)? + "\n";
+    std::fs::write(&a.output, text)
+        .with_context(|| format!("cannot write {}", a.output.display()))?;
+
+    let measurement = match &evidence {
+        Evidence::Snp(r) => hex(&r.measurement),
+        Evidence::Tdx(q) => hex(&q.body.mr_td),
+    };
+    let predicted = hex(&image.measurement());
+    if a.json {
+        let summary = serde_json::json!({
+            "evidence": a.output.display().to_string(),
+            "platform": platform,
+            "kind": match evidence { Evidence::Snp(_) => "snp-report", Evidence::Tdx(_) => "tdx-quote" },
+            "measurement": measurement,
+            "report_data": hex(&report_data),
+        });
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        println!(
+            "evidence     {} ({})",
+            a.output.display(),
+            evidence.describe()
+        );
+        println!("platform     {platform}");
+        println!("measurement  {measurement}");
+        println!("report data  {}", hex(&report_data));
+    }
+    if predicted != measurement {
+        // The host refuses to launch an image whose measurement differs from its
+        // prediction, so this is a platform bug, not a user error.
+        bail!("the evidence's measurement {measurement} is not the image's ({predicted})");
+    }
+    Ok(())
+}

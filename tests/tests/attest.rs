@@ -1,0 +1,340 @@
+//! The attestation flow end to end: package -> measure -> attest -> verify on the
+//! emulated platforms, each way the verification must fail (wrong nonce, another
+//! image, emulated evidence not allowed, a corrupted evidence file), and an app that
+//! asks `/dev/sev-guest` for a report itself.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::sync::OnceLock;
+
+use nacre_tests::{
+    app_source, build_c_app, build_c_app_musl, describe_output, emulated_keys_dir, nacre,
+    package_with, require_kvm, run_on, scratch_dir, PackageOptions, EXIT_NACRE_ERROR,
+};
+
+/// `nacre verify` exit status when a check failed.
+const EXIT_NOT_VERIFIED: i32 = 1;
+
+fn tmp() -> &'static Path {
+    Path::new(env!("CARGO_TARGET_TMPDIR"))
+}
+
+fn dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| scratch_dir(tmp(), "attest"))
+}
+
+/// The static C hello app packaged with `args`, as `NAME.igvm`.
+fn hello_image(name: &str, args: &[&str]) -> PathBuf {
+    static APP: OnceLock<PathBuf> = OnceLock::new();
+    let app = APP.get_or_init(|| {
+        let out = dir().join("hello");
+        build_c_app(&app_source("hello.c"), &out);
+        out
+    });
+    package_with(
+        app,
+        &dir().join(format!("{name}.igvm")),
+        &PackageOptions::new().args(args),
+    )
+}
+
+fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|a| (*a).to_string()).collect()
+}
+
+fn must_succeed(output: Output, what: &str) -> Output {
+    assert!(
+        output.status.success(),
+        "{what} failed\n{}",
+        describe_output(&output)
+    );
+    output
+}
+
+/// `nacre measure IMAGE --json`'s measurement for `platform`.
+fn measure(image: &Path, platform: &str) -> String {
+    let out = must_succeed(
+        nacre(
+            &strings(&["measure", &image.display().to_string(), "--json"]),
+            &[],
+        ),
+        "nacre measure",
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("measure --json");
+    let key = platform.trim_start_matches("emulated-");
+    json[key]["measurement"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no {platform} measurement in {json:#}"))
+        .to_string()
+}
+
+/// `nacre attest IMAGE --platform P --nonce N -o OUT --json`, which must succeed;
+/// returns its summary.
+fn attest(image: &Path, platform: &str, nonce: &str, out: &Path) -> serde_json::Value {
+    let output = must_succeed(
+        nacre(
+            &strings(&[
+                "attest",
+                &image.display().to_string(),
+                "--platform",
+                platform,
+                "--nonce",
+                nonce,
+                "-o",
+                &out.display().to_string(),
+                "--json",
+            ]),
+            &[],
+        ),
+        "nacre attest",
+    );
+    serde_json::from_slice(&output.stdout).expect("attest --json prints JSON")
+}
+
+/// `nacre verify EVIDENCE ARGS... --json`: the exit code and the JSON verdict (if any).
+fn verify(evidence: &Path, args: &[&str]) -> (Output, Option<serde_json::Value>) {
+    let mut all = vec![
+        "verify".to_string(),
+        evidence.display().to_string(),
+        "--json".to_string(),
+    ];
+    all.extend(strings(args));
+    let output = nacre(&all, &[]);
+    let json = serde_json::from_slice(&output.stdout).ok();
+    (output, json)
+}
+
+/// The names of the failed checks of a verdict.
+fn failed(json: &serde_json::Value) -> Vec<String> {
+    json["failed"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The detail of check `name`.
+fn detail(json: &serde_json::Value, name: &str) -> String {
+    json["checks"]
+        .as_array()
+        .and_then(|checks| checks.iter().find(|c| c["name"] == name))
+        .and_then(|c| c["detail"].as_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
+const NONCE: &str = "6e6163726520617474657374206e6f6e6365";
+
+fn attest_flow(platform: &str) {
+    let image = hello_image("flow", &[]);
+    let other = hello_image("flow-other", &["another", "argument"]);
+    let measured = measure(&image, platform);
+    let evidence = dir().join(format!("{platform}.evidence.json"));
+    let summary = attest(&image, platform, NONCE, &evidence);
+    assert_eq!(summary["measurement"], measured.as_str(), "{summary:#}");
+    assert_eq!(summary["platform"], platform, "{summary:#}");
+    let image_arg = image.display().to_string();
+
+    // The whole flow verifies.
+    let (output, json) = verify(
+        &evidence,
+        &["--image", &image_arg, "--nonce", NONCE, "--allow-emulated"],
+    );
+    let json = json.unwrap_or_else(|| panic!("no verdict\n{}", describe_output(&output)));
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{json:#}\n{}",
+        describe_output(&output)
+    );
+    assert_eq!(json["verified"], true);
+    assert_eq!(json["trust"], "emulated");
+    assert_eq!(json["claims"]["measurement"], measured.as_str(), "{json:#}");
+
+    // Each wrong expectation fails the one check it concerns, by name.
+    let other_arg = other.display().to_string();
+    for (args, check, needle) in [
+        (
+            vec!["--image", &image_arg, "--nonce", "00", "--allow-emulated"],
+            "report-data",
+            "expected",
+        ),
+        (
+            vec!["--image", &other_arg, "--nonce", NONCE, "--allow-emulated"],
+            "measurement",
+            "expected",
+        ),
+        (
+            vec!["--image", &image_arg, "--nonce", NONCE],
+            "ark-trusted",
+            "emulated",
+        ),
+    ] {
+        let (output, json) = verify(&evidence, &args);
+        let json = json.unwrap_or_else(|| panic!("no verdict\n{}", describe_output(&output)));
+        assert_eq!(
+            output.status.code(),
+            Some(EXIT_NOT_VERIFIED),
+            "{args:?}: {json:#}"
+        );
+        assert!(
+            failed(&json).iter().any(|c| c == check),
+            "{args:?}: {check} did not fail: {json:#}"
+        );
+        assert!(
+            detail(&json, check).contains(needle),
+            "{args:?}: {check}'s detail lacks {needle:?}: {json:#}"
+        );
+    }
+
+    // A corrupted evidence file: a flipped digit in the signed report fails the
+    // signature; a truncated file is unusable input with a message.
+    let text = fs::read_to_string(&evidence).expect("evidence file");
+    let key = if platform == "emulated-snp" {
+        "\"report\": \""
+    } else {
+        "\"quote\": \""
+    };
+    let at = text.find(key).expect("the evidence's hex") + key.len() + 200;
+    let mut flipped = text.clone().into_bytes();
+    flipped[at] = if flipped[at] == b'0' { b'1' } else { b'0' };
+    let corrupt = dir().join(format!("{platform}.corrupt.json"));
+    fs::write(&corrupt, &flipped).expect("write");
+    let (output, json) = verify(
+        &corrupt,
+        &["--image", &image_arg, "--nonce", NONCE, "--allow-emulated"],
+    );
+    let json = json.unwrap_or_else(|| panic!("no verdict\n{}", describe_output(&output)));
+    assert_eq!(output.status.code(), Some(EXIT_NOT_VERIFIED), "{json:#}");
+    let signature = if platform == "emulated-snp" {
+        "report-signature"
+    } else {
+        "quote-signature"
+    };
+    assert!(failed(&json).iter().any(|c| c == signature), "{json:#}");
+
+    let truncated = dir().join(format!("{platform}.truncated.json"));
+    fs::write(&truncated, &text.as_bytes()[..text.len() / 2]).expect("write");
+    let (output, _) = verify(
+        &truncated,
+        &["--image", &image_arg, "--nonce", NONCE, "--allow-emulated"],
+    );
+    assert_eq!(
+        output.status.code(),
+        Some(EXIT_NACRE_ERROR),
+        "{}",
+        describe_output(&output)
+    );
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("not a nacre evidence file"),
+        "{}",
+        describe_output(&output)
+    );
+}
+
+#[test]
+fn package_measure_attest_verify_on_emulated_snp() {
+    require_kvm();
+    attest_flow("emulated-snp");
+}
+
+#[test]
+fn attest_refuses_a_bad_nonce_and_writes_nothing() {
+    let image = hello_image("nonce", &[]);
+    let out = dir().join("never-written.json");
+    for nonce in ["", "xyz", &"00".repeat(1025)] {
+        let output = nacre(
+            &strings(&[
+                "attest",
+                &image.display().to_string(),
+                "--nonce",
+                nonce,
+                "-o",
+                &out.display().to_string(),
+            ]),
+            &[],
+        );
+        assert_eq!(
+            output.status.code(),
+            Some(EXIT_NACRE_ERROR),
+            "{}",
+            describe_output(&output)
+        );
+        assert!(
+            String::from_utf8_lossy(&output.stderr).contains("--nonce"),
+            "{}",
+            describe_output(&output)
+        );
+        assert!(!out.exists());
+    }
+}
+
+/// The raw report `sev_report TEXT` wrote to stdout.
+fn app_report(image: &Path) -> Vec<u8> {
+    let output = must_succeed(run_on(image, "emulated-snp", &[]), "sev_report");
+    assert_eq!(output.stdout.len(), 0x4A0, "{}", describe_output(&output));
+    output.stdout
+}
+
+#[test]
+fn an_app_gets_a_report_with_its_own_report_data_from_dev_sev_guest() {
+    require_kvm();
+    let app = dir().join("sev_report");
+    build_c_app_musl(&app_source("sev_report.c"), &app);
+    let image = package_with(
+        &app,
+        &dir().join("sev_report.igvm"),
+        &PackageOptions::new().args(&["hello from the app"]),
+    );
+    let report = app_report(&image);
+    // report_data (0x50..0x90) is the app's text, zero-padded.
+    let mut expected = [0u8; 64];
+    expected[..18].copy_from_slice(b"hello from the app");
+    assert_eq!(&report[0x50..0x90], &expected[..]);
+    // The measurement (0x90..0xC0) is the image's.
+    let measurement: String = report[0x90..0xC0]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(measurement, measure(&image, "emulated-snp"));
+
+    // A second run's report differs only where a new launch must differ (the
+    // REPORT_ID) and in the signature.
+    let again = app_report(&image);
+    assert_eq!(report[..0x140], again[..0x140]);
+    assert_ne!(
+        report[0x140..0x160],
+        again[0x140..0x160],
+        "REPORT_ID repeats"
+    );
+
+    // The bare report verifies with the VCEK of the emulated keys and the values
+    // the app asked for.
+    let bin = dir().join("app-report.bin");
+    fs::write(&bin, &report).expect("write");
+    let vcek = emulated_keys_dir().join("vcek.pem").display().to_string();
+    let hex: String = expected.iter().map(|b| format!("{b:02x}")).collect();
+    let (output, json) = verify(
+        &bin,
+        &[
+            "--vcek",
+            &vcek,
+            "--allow-emulated",
+            "--measurement",
+            &measurement,
+            "--report-data",
+            &hex,
+        ],
+    );
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{json:?}\n{}",
+        describe_output(&output)
+    );
+}
