@@ -16,7 +16,8 @@
 //!   the Linux headers that implement it, and the attestation report with its guest
 //!   policy and TCB_VERSION (SNP firmware ABI, AMD 56860);
 //! - [`tdx`]: Intel TDX TDCALL leaves and statuses, GHCI TDG.VP.VMCALL sub-functions,
-//!   page-acceptance levels and the shared bit.
+//!   page-acceptance levels and the shared bit;
+//! - [`tdx_report`]: the Intel TDX TDREPORT_STRUCT and the GetQuote shared buffer.
 //!
 //! Every layout has its offsets and size asserted at compile time.
 #![no_std]
@@ -31,3 +32,4 @@ pub mod hostcall;
 pub mod layout;
 pub mod snp;
 pub mod tdx;
+pub mod tdx_report;
