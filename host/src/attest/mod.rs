@@ -28,6 +28,7 @@
 //! 6.5-6.6 (TDREPORT, quote v4/v5).
 
 pub mod emulated;
+pub mod emulated_tdx;
 pub mod evidence;
 pub mod roots;
 pub mod snp;

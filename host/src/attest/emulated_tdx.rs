@@ -1,0 +1,1118 @@
+//! The attestation path of the `emulated-tdx` platform, host side: the emulated TDX
+//! module's TDREPORT and an emulated TD quoting enclave (QE) that turns it into a
+//! TDX quote version 4 the verifier in [`super::tdx`] checks like a real one.
+//!
+//! # What is emulated, and how it is told apart
+//!
+//! On real hardware the CPU's TDX module writes the TDREPORT (TDG.MR.REPORT) and MACs
+//! it with a key only the CPU knows; Intel's TD quoting enclave checks that MAC
+//! (EVERIFYREPORT2), and signs a quote with an attestation key that it certifies
+//! with a QE report signed by the platform's PCK key, whose certificate chains to
+//! the Intel SGX Root CA. Here every part is software on the host:
+//!
+//! - [`TdxReportKey`] stands in for the CPU's report MAC key and algorithm, which
+//!   are internal to the CPU: HMAC-SHA-256 with a random 32-byte key, over the bytes
+//!   of REPORTMACSTRUCT before the MAC (`[0, 0xE0)`, SPECS.md 6.5). Only this host
+//!   process can check it, as only the same platform can on real hardware.
+//! - [`EmulatedTdxKeys`] is an Intel-style PCK hierarchy generated once per host:
+//!   a root CA, a "PCK Platform CA", a PCK certificate carrying Intel's SGX
+//!   extension (OID 1.2.840.113741.1.13.1, with the emulated FMSPC, PCE ID, TCB
+//!   components, PCESVN and CPUSVN), and the QE's attestation key. Every subject
+//!   name says "nacre emulated".
+//! - [`QuotingEnclave`] builds the quote. Its QE report carries the MRSIGNER and
+//!   ISVPRODID of Intel's TD quoting enclave so that the verifier's QE identity
+//!   check applies unchanged; what makes an emulated quote worthless to anyone who
+//!   does not choose to trust this host is its chain, which ends at the emulated
+//!   root and never at Intel's: verified against the built-in roots it fails the
+//!   `ca-signed-by-root` and `root-trusted` checks. A verifier trusts an emulated
+//!   quote only when given this host's root explicitly
+//!   (`TrustAnchors::new(vec![], keys.root_cert())`).
+//!
+//! # The key directory
+//!
+//! [`EmulatedTdxKeys::load_or_create`] keeps the hierarchy in one directory (mode
+//! 0700), created on first use and loaded afterwards:
+//!
+//! | file | contents | mode |
+//! |---|---|---|
+//! | `root-ca.pem` | the self-signed root, "nacre emulated Intel SGX Root CA" (PEM) | 0644 |
+//! | `pck-platform-ca.pem` | "nacre emulated Intel SGX PCK Platform CA", signed by the root | 0644 |
+//! | `pck.pem` | "nacre emulated Intel SGX PCK Certificate", signed by the CA, with the SGX extension | 0644 |
+//! | `pck.key` | the PCK private key (P-256, PKCS#8 PEM): signs QE reports | 0600 |
+//! | `attestation.key` | the QE's attestation private key (P-256, PKCS#8 PEM): signs quotes | 0600 |
+//!
+//! The root's and the CA's private keys sign once, when the directory is created,
+//! and are never written anywhere: a new hierarchy means removing the directory.
+//! The directory is built under a temporary name next to it and renamed into place
+//! in one step, so concurrent first uses never see (or mix) a partial set: the
+//! first rename wins and the others load what it put there. A directory with a
+//! missing, corrupt or inconsistent file is an error naming the file; it is never
+//! repaired or overwritten.
+//!
+//! Formats: SPECS.md 6.5 (TDREPORT), 6.6 (quote v4, QE report, certification data
+//! types 6 and 5); the SGX extension's structure is that of Intel's PCK certificates
+//! (the one in the real quote of `tests/vectors/go-tdx-guest`), which dcap-qvl's
+//! `intel::parse_pck_extension` reads.
+
+use std::fs;
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hmac::{Hmac, Mac};
+use nacre_shared_abi::tdx_report::{
+    ReportType, TdInfo, TdReport, TeeTcbInfo, REPORT_DATA_SIZE, REPORT_MAC_SIZE, REPORT_SUBTYPE_TD,
+    REPORT_TYPE_TDX, SHA384_SIZE, TDREPORT_SIZE,
+};
+use p256::ecdsa::signature::Signer;
+use p256::ecdsa::{Signature, SigningKey};
+use p256::pkcs8::{DecodePrivateKey, EncodePrivateKey, LineEnding};
+use sha2::{Digest, Sha256, Sha384};
+use thiserror::Error;
+use x509_cert::certificate::{Certificate, TbsCertificate, Version};
+use x509_cert::der::asn1::{Any, BitString, OctetString, OctetStringRef, UtcTime};
+use x509_cert::der::oid::{AssociatedOid, ObjectIdentifier};
+use x509_cert::der::{Encode, Tag};
+use x509_cert::ext::pkix::{
+    AuthorityKeyIdentifier, BasicConstraints, KeyUsage, KeyUsages, SubjectKeyIdentifier,
+};
+use x509_cert::ext::Extension;
+use x509_cert::name::Name;
+use x509_cert::serial_number::SerialNumber;
+use x509_cert::spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
+use x509_cert::time::{Time, Validity};
+use zerocopy::{FromZeros, IntoBytes};
+
+use super::tdx::{
+    QeReport, QuoteHeader, TdQuoteBody, ATT_KEY_TYPE_ECDSA_P256, CERT_DATA_PCK_CHAIN,
+    CERT_DATA_QE_REPORT, INTEL_QE_MRSIGNER, INTEL_QE_VENDOR_ID, INTEL_TD_QE_ISVPRODID,
+    P256_PAIR_SIZE, QUOTE_VERSION_4, TEE_TYPE_TDX,
+};
+use super::x509::{Cert, OID_ECDSA_WITH_SHA256, OID_EC_PUBLIC_KEY, OID_SECP256R1};
+
+/// File of the root CA certificate (PEM).
+pub const ROOT_CERT_FILE: &str = "root-ca.pem";
+/// File of the PCK Platform CA certificate (PEM).
+pub const PCK_CA_CERT_FILE: &str = "pck-platform-ca.pem";
+/// File of the PCK certificate (PEM).
+pub const PCK_CERT_FILE: &str = "pck.pem";
+/// File of the PCK private key (PKCS#8 PEM).
+pub const PCK_KEY_FILE: &str = "pck.key";
+/// File of the quoting enclave's attestation private key (PKCS#8 PEM).
+pub const ATTESTATION_KEY_FILE: &str = "attestation.key";
+
+/// Subject common name of the emulated root CA.
+pub const ROOT_CA_NAME: &str = "nacre emulated Intel SGX Root CA";
+/// Subject common name of the emulated PCK Platform CA. dcap-qvl tells a Platform
+/// CA from a Processor CA by the word in the PCK certificate's issuer name.
+pub const PCK_CA_NAME: &str = "nacre emulated Intel SGX PCK Platform CA";
+/// Subject common name of the emulated PCK certificate.
+pub const PCK_NAME: &str = "nacre emulated Intel SGX PCK Certificate";
+/// Organization of every emulated certificate.
+const ORGANIZATION: &str = "nacre emulated TDX platform";
+
+/// Intel's SGX extension of PCK certificates and its parts (the OIDs dcap-qvl's
+/// `oids.rs` reads; structure as in Intel's PCK certificates).
+pub mod sgx_oid {
+    use x509_cert::der::oid::ObjectIdentifier;
+
+    /// The SGX extension: a SEQUENCE of (OID, value) SEQUENCEs.
+    pub const EXTENSION: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113741.1.13.1");
+    /// PPID: OCTET STRING (16).
+    pub const PPID: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113741.1.13.1.1");
+    /// TCB: SEQUENCE of the 16 SGX TCB component SVNs (`.2.1` to `.2.16`, INTEGER),
+    /// PCESVN (`.2.17`, INTEGER) and CPUSVN (`.2.18`, OCTET STRING (16)).
+    pub const TCB: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113741.1.13.1.2");
+    /// PCE-ID: OCTET STRING (2).
+    pub const PCEID: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113741.1.13.1.3");
+    /// FMSPC: OCTET STRING (6).
+    pub const FMSPC: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113741.1.13.1.4");
+    /// SGX type: ENUMERATED (0 standard, 1 scalable).
+    pub const SGX_TYPE: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113741.1.13.1.5");
+    /// Platform instance ID (Platform CA certificates): OCTET STRING (16).
+    pub const PLATFORM_INSTANCE_ID: ObjectIdentifier =
+        ObjectIdentifier::new_unwrap("1.2.840.113741.1.13.1.6");
+    /// Configuration (Platform CA certificates): SEQUENCE of dynamic platform
+    /// (`.7.1`), cached keys (`.7.2`) and SMT enabled (`.7.3`), each BOOLEAN.
+    pub const CONFIGURATION: ObjectIdentifier =
+        ObjectIdentifier::new_unwrap("1.2.840.113741.1.13.1.7");
+}
+
+/// CPUSVN of the emulated platform: in the TDREPORT, the QE report and the PCK
+/// certificate, whose 16 SGX TCB components are its bytes. An arbitrary value.
+pub const EMULATED_CPUSVN: [u8; 16] = [1; 16];
+/// PCESVN of the emulated platform's PCK certificate. An arbitrary value.
+pub const EMULATED_PCESVN: u16 = 1;
+/// PCE ID: 0, as in Intel's PCK certificates.
+pub const EMULATED_PCEID: [u8; 2] = [0, 0];
+/// FMSPC of the emulated platform: ASCII "NACRE\0", which names no Intel platform,
+/// so no Intel TCB info matches it.
+pub const EMULATED_FMSPC: [u8; 6] = *b"NACRE\0";
+/// SGX type in the PCK certificate: 1, scalable, as Intel's Platform CA issues
+/// them for TDX-capable platforms (the certificate in the real quote).
+const EMULATED_SGX_TYPE: u8 = 1;
+/// ISVSVN of the emulated quoting enclave. An arbitrary value.
+pub const EMULATED_QE_ISVSVN: u16 = 1;
+/// ATTRIBUTES of the quoting enclave's report: flags INIT, MODE64BIT and
+/// PROVISIONKEY (0x15) and XFRM 0xE7, as Intel's TD QE reports them (the real quote
+/// in `tests/vectors/go-tdx-guest`).
+const QE_ATTRIBUTES: [u8; 16] = [0x15, 0, 0, 0, 0, 0, 0, 0, 0xE7, 0, 0, 0, 0, 0, 0, 0];
+/// QE authentication data: the 32 bytes 0, 1, ..., 31, as Intel's TD QE sends (the
+/// real quote in `tests/vectors/go-tdx-guest`).
+const QE_AUTH_DATA: [u8; 32] = {
+    let mut data = [0u8; 32];
+    let mut i = 0;
+    while i < 32 {
+        data[i] = i as u8;
+        i += 1;
+    }
+    data
+};
+/// TEE_TCB_INFO.VALID of a TDX 1.0 module signed by Intel: bits 0 to 8 (VALID,
+/// TEE_TCB_SVN, MRSEAM), little-endian `ff 01 00 ..` (SEAMREPORT in Intel's ISA
+/// extensions specification).
+const TEE_TCB_INFO_VALID_INTEL_MODULE: u64 = 0x1FF;
+/// TEE_TCB_SVN of the emulated TDX module: byte 0 its SVN, byte 1 its major version
+/// (dcap-qvl reads `TDX_01` from it). Arbitrary values.
+const EMULATED_TEE_TCB_SVN: [u8; 16] = [1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+/// REPORTTYPE.VERSION of the emulated TDREPORT: 0, the TDX 1.0 report (its
+/// TEE_TCB_INFO has no TEE_TCB_SVN2, and the quote carries a TDX 1.0 body).
+const REPORT_TYPE_VERSION: u8 = 0;
+/// Size of the report MAC key.
+const REPORT_KEY_SIZE: usize = 32;
+/// End of the certificates' validity: 2049-12-31T23:59:59Z, the last UTCTime
+/// (RFC 5280 4.1.2.5) and the end of Intel's SGX Root CA.
+const NOT_AFTER_UNIX: u64 = 2_524_607_999;
+/// How far before its creation a certificate becomes valid, for clocks that differ.
+const CLOCK_SKEW: Duration = Duration::from_secs(3600);
+
+/// Why the emulated key directory cannot be created or loaded.
+#[derive(Debug, Error)]
+pub enum KeysError {
+    /// The directory (or its parent) cannot be created.
+    #[error("cannot create the emulated TDX key directory {}", path.display())]
+    CreateDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The path exists and is not a directory.
+    #[error("{} is not a directory; it cannot hold the emulated TDX keys", .0.display())]
+    NotADirectory(PathBuf),
+    /// A file cannot be written.
+    #[error("cannot write {}", path.display())]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// A file cannot be read.
+    #[error("cannot read {}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// A file of the hierarchy is missing.
+    #[error(
+        "the emulated TDX key directory {} is incomplete: {file} is missing (remove the \
+         directory to generate a new hierarchy)",
+        dir.display()
+    )]
+    Missing {
+        /// The directory.
+        dir: PathBuf,
+        /// The missing file.
+        file: &'static str,
+    },
+    /// A file that does not decode or does not fit the others.
+    #[error(
+        "{} is corrupt: {reason} (remove its directory to generate a new hierarchy)",
+        path.display()
+    )]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The kernel's random source failed.
+    #[error("the kernel's random source failed")]
+    Random(#[source] getrandom::Error),
+    /// A certificate or key cannot be encoded.
+    #[error("cannot encode the emulated {what}: {reason}")]
+    Encode {
+        /// What was being encoded.
+        what: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Why the emulated quoting enclave refuses a TDREPORT.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum QuoteError {
+    /// Not 1024 bytes.
+    #[error("a TDREPORT is {TDREPORT_SIZE} bytes, not {0}")]
+    ReportSize(usize),
+    /// The MAC does not verify with this host's report key.
+    #[error(
+        "the TDREPORT's MAC does not verify: the emulated TDX module of this host did not \
+         make it, or it was changed"
+    )]
+    Mac,
+    /// TEE_TCB_INFO_HASH is not the SHA-384 of TEE_TCB_INFO.
+    #[error("TEE_TCB_INFO_HASH is not the SHA-384 of the report's TEE_TCB_INFO")]
+    TeeTcbInfoHash,
+    /// TEE_INFO_HASH is not the SHA-384 of TDINFO.
+    #[error("TEE_INFO_HASH is not the SHA-384 of the report's TDINFO")]
+    TdInfoHash,
+    /// Not a TDX report of subtype 0.
+    #[error("REPORTTYPE {tee_type:#x}/{subtype} is not a TD report (0x81/0)")]
+    ReportType {
+        /// REPORTTYPE.TYPE.
+        tee_type: u8,
+        /// REPORTTYPE.SUBTYPE.
+        subtype: u8,
+    },
+    /// A reserved byte is not zero.
+    #[error("byte {0:#x} of the TDREPORT is reserved but not zero")]
+    Reserved(usize),
+    /// A part of the quote does not fit its length field.
+    #[error("the {0} does not fit its length field")]
+    TooLarge(&'static str),
+}
+
+/// The emulated TDX module's report key: the stand-in for the CPU's internal MAC
+/// key (see the module documentation). Random for each instance; never printed.
+pub struct TdxReportKey {
+    key: [u8; REPORT_KEY_SIZE],
+}
+
+impl std::fmt::Debug for TdxReportKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TdxReportKey").finish_non_exhaustive()
+    }
+}
+
+type HmacSha256 = Hmac<Sha256>;
+
+impl TdxReportKey {
+    /// A fresh random key (per host or per VM: reports made with one key only
+    /// verify with it).
+    pub fn generate() -> Result<Self, KeysError> {
+        let mut key = [0u8; REPORT_KEY_SIZE];
+        getrandom::getrandom(&mut key).map_err(KeysError::Random)?;
+        Ok(Self { key })
+    }
+
+    fn mac(&self, report: &TdReport) -> HmacSha256 {
+        let mut mac = HmacSha256::new_from_slice(&self.key).expect("HMAC takes keys of any length");
+        mac.update(report.report_mac.maced_bytes());
+        mac
+    }
+
+    /// TDG.MR.REPORT as the TDX module answers it: a TDREPORT of `td_info` and
+    /// `tee_tcb_info` (their reserved bytes zero whatever the arguments hold), the
+    /// caller's `report_data`, type 0x81 subtype 0, the platform's CPUSVN, the
+    /// SHA-384 hashes of TEE_TCB_INFO and TDINFO, and the MAC.
+    pub fn td_report(
+        &self,
+        td_info: &TdInfo,
+        tee_tcb_info: &TeeTcbInfo,
+        report_data: &[u8; REPORT_DATA_SIZE],
+    ) -> [u8; TDREPORT_SIZE] {
+        let mut report = TdReport::new_zeroed();
+        let tcb = &mut report.tee_tcb_info;
+        tcb.valid = tee_tcb_info.valid;
+        tcb.tee_tcb_svn = tee_tcb_info.tee_tcb_svn;
+        tcb.mr_seam = tee_tcb_info.mr_seam;
+        tcb.mr_signer_seam = tee_tcb_info.mr_signer_seam;
+        tcb.attributes = tee_tcb_info.attributes;
+        tcb.tee_tcb_svn2 = tee_tcb_info.tee_tcb_svn2;
+        let td = &mut report.td_info;
+        td.attributes = td_info.attributes;
+        td.xfam = td_info.xfam;
+        td.mr_td = td_info.mr_td;
+        td.mr_config_id = td_info.mr_config_id;
+        td.mr_owner = td_info.mr_owner;
+        td.mr_owner_config = td_info.mr_owner_config;
+        td.rtmr = td_info.rtmr;
+        td.servtd_hash = td_info.servtd_hash;
+
+        let mac = &mut report.report_mac;
+        mac.report_type = ReportType {
+            tee_type: REPORT_TYPE_TDX,
+            subtype: REPORT_SUBTYPE_TD,
+            version: REPORT_TYPE_VERSION,
+            reserved: 0,
+        };
+        mac.cpu_svn = EMULATED_CPUSVN;
+        mac.tee_tcb_info_hash = sha384(report.tee_tcb_info.as_bytes());
+        mac.tee_info_hash = sha384(report.td_info.as_bytes());
+        mac.report_data = *report_data;
+        let tag: [u8; REPORT_MAC_SIZE] = self.mac(&report).finalize().into_bytes().into();
+        report.report_mac.mac = tag;
+
+        let mut out = [0u8; TDREPORT_SIZE];
+        out.copy_from_slice(report.as_bytes());
+        out
+    }
+
+    /// Check `td_report` as the quoting enclave does: 1024 bytes, the MAC (compared
+    /// in constant time), both hashes, a TD report type and zero reserved bytes.
+    /// Any byte changed after [`TdxReportKey::td_report`] made it fails one of these.
+    pub fn verify(&self, td_report: &[u8]) -> Result<TdReport, QuoteError> {
+        let report =
+            TdReport::from_bytes(td_report).map_err(|_| QuoteError::ReportSize(td_report.len()))?;
+        self.mac(&report)
+            .verify_slice(&report.report_mac.mac)
+            .map_err(|_| QuoteError::Mac)?;
+        if report.report_mac.tee_tcb_info_hash != sha384(report.tee_tcb_info.as_bytes()) {
+            return Err(QuoteError::TeeTcbInfoHash);
+        }
+        if report.report_mac.tee_info_hash != sha384(report.td_info.as_bytes()) {
+            return Err(QuoteError::TdInfoHash);
+        }
+        let kind = report.report_mac.report_type;
+        if kind.tee_type != REPORT_TYPE_TDX || kind.subtype != REPORT_SUBTYPE_TD {
+            return Err(QuoteError::ReportType {
+                tee_type: kind.tee_type,
+                subtype: kind.subtype,
+            });
+        }
+        if let Some(at) = report.first_nonzero_reserved() {
+            return Err(QuoteError::Reserved(at));
+        }
+        Ok(report)
+    }
+
+    /// Whether [`TdxReportKey::verify`] accepts `td_report`.
+    pub fn check(&self, td_report: &[u8; TDREPORT_SIZE]) -> bool {
+        self.verify(td_report).is_ok()
+    }
+}
+
+/// The emulated TDX module's TEE_TCB_INFO: VALID as an Intel-signed TDX 1.0 module
+/// reports it, its TEE_TCB_SVN, MRSEAM = SHA-384("nacre emulated TDX module"),
+/// MRSIGNERSEAM and ATTRIBUTES zero (as for a module Intel signs).
+pub fn emulated_tee_tcb_info() -> TeeTcbInfo {
+    let mut info = TeeTcbInfo::new_zeroed();
+    info.valid = TEE_TCB_INFO_VALID_INTEL_MODULE.to_le_bytes();
+    info.tee_tcb_svn = EMULATED_TEE_TCB_SVN;
+    info.mr_seam = sha384(b"nacre emulated TDX module");
+    info
+}
+
+fn sha384(bytes: &[u8]) -> [u8; SHA384_SIZE] {
+    Sha384::digest(bytes).into()
+}
+
+/// The emulated platform's PCK hierarchy and the quoting enclave's attestation
+/// key, kept in a directory (see the module documentation). Never prints its keys.
+pub struct EmulatedTdxKeys {
+    dir: PathBuf,
+    root: Cert,
+    pck_ca: Cert,
+    pck: Cert,
+    pck_key: SigningKey,
+    attestation_key: SigningKey,
+    chain_pem: Vec<u8>,
+}
+
+impl std::fmt::Debug for EmulatedTdxKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmulatedTdxKeys")
+            .field("dir", &self.dir)
+            .field("root", &self.root.subject_name())
+            .field("pck", &self.pck.subject_name())
+            .finish_non_exhaustive()
+    }
+}
+
+impl EmulatedTdxKeys {
+    /// Load the hierarchy from `dir`, or generate it there if `dir` does not exist
+    /// or is empty (see the module documentation). Safe to call from several
+    /// processes at once: all of them end up with the same hierarchy.
+    pub fn load_or_create(dir: &Path) -> Result<Self, KeysError> {
+        match fs::metadata(dir) {
+            Ok(meta) if !meta.is_dir() => return Err(KeysError::NotADirectory(dir.to_owned())),
+            Ok(_) => {
+                let mut entries = fs::read_dir(dir).map_err(|source| KeysError::Read {
+                    path: dir.to_owned(),
+                    source,
+                })?;
+                if entries.next().is_some() {
+                    return Self::load(dir);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(KeysError::Read {
+                    path: dir.to_owned(),
+                    source,
+                })
+            }
+        }
+        Self::create(dir)
+    }
+
+    /// Load the hierarchy from `dir`, checking that every file decodes and that
+    /// they fit together (the chain verifies, the PCK key is the certificate's).
+    pub fn load(dir: &Path) -> Result<Self, KeysError> {
+        let root_path = dir.join(ROOT_CERT_FILE);
+        let root = read_cert(dir, ROOT_CERT_FILE)?;
+        let pck_ca = read_cert(dir, PCK_CA_CERT_FILE)?;
+        let pck = read_cert(dir, PCK_CERT_FILE)?;
+        let pck_key = read_key(dir, PCK_KEY_FILE)?;
+        let attestation_key = read_key(dir, ATTESTATION_KEY_FILE)?;
+
+        let corrupt = |file: &str, reason: String| KeysError::Corrupt {
+            path: dir.join(file),
+            reason,
+        };
+        root.verify_issued_by(&root)
+            .map_err(|e| corrupt(ROOT_CERT_FILE, format!("not a self-signed CA: {e}")))?;
+        pck_ca.verify_issued_by(&root).map_err(|e| {
+            corrupt(
+                PCK_CA_CERT_FILE,
+                format!("not issued by {}: {e}", root_path.display()),
+            )
+        })?;
+        pck.verify_issued_by(&pck_ca).map_err(|e| {
+            corrupt(
+                PCK_CERT_FILE,
+                format!("not issued by {PCK_CA_CERT_FILE}: {e}"),
+            )
+        })?;
+        let pck_public = pck
+            .p256_key()
+            .map_err(|e| corrupt(PCK_CERT_FILE, format!("no P-256 key: {e}")))?;
+        if *pck_key.verifying_key() != pck_public {
+            return Err(corrupt(
+                PCK_KEY_FILE,
+                format!("the key is not the one {PCK_CERT_FILE} certifies"),
+            ));
+        }
+        let chain_pem = chain_pem(&[&pck, &pck_ca, &root])?;
+        Ok(Self {
+            dir: dir.to_owned(),
+            root,
+            pck_ca,
+            pck,
+            pck_key,
+            attestation_key,
+            chain_pem,
+        })
+    }
+
+    fn create(dir: &Path) -> Result<Self, KeysError> {
+        let create_err = |source| KeysError::CreateDir {
+            path: dir.to_owned(),
+            source,
+        };
+        let name = dir
+            .file_name()
+            .ok_or_else(|| create_err(io::Error::other("the path has no final component")))?;
+        let parent = match dir.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+            _ => PathBuf::from("."),
+        };
+        fs::create_dir_all(&parent).map_err(create_err)?;
+
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let tmp = parent.join(format!(
+            ".{}.tmp-{}-{nanos}-{}",
+            name.to_string_lossy(),
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&tmp)
+            .map_err(create_err)?;
+        let written = generate().and_then(|files| files.write(&tmp));
+        if let Err(e) = written {
+            let _ = fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
+        // Renaming onto a missing or empty directory succeeds; onto a non-empty one
+        // it fails, which means another process was first: use its hierarchy.
+        match fs::rename(&tmp, dir) {
+            Ok(()) => {
+                sync_dir(&parent);
+                Self::load(dir)
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::DirectoryNotEmpty | io::ErrorKind::AlreadyExists
+                ) =>
+            {
+                let _ = fs::remove_dir_all(&tmp);
+                Self::load(dir)
+            }
+            Err(e) => {
+                let _ = fs::remove_dir_all(&tmp);
+                Err(create_err(e))
+            }
+        }
+    }
+
+    /// The directory the hierarchy lives in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The emulated root CA, to trust explicitly:
+    /// `TrustAnchors::new(vec![], keys.root_cert())`.
+    pub fn root_cert(&self) -> Cert {
+        self.root.clone()
+    }
+
+    /// The emulated PCK Platform CA.
+    pub fn pck_ca_cert(&self) -> &Cert {
+        &self.pck_ca
+    }
+
+    /// The emulated PCK certificate.
+    pub fn pck_cert(&self) -> &Cert {
+        &self.pck
+    }
+
+    /// The PEM chain a quote carries: PCK certificate, PCK Platform CA, root.
+    pub fn pck_chain_pem(&self) -> &[u8] {
+        &self.chain_pem
+    }
+
+    /// The attestation public key as a quote carries it (`x || y`, big-endian).
+    pub fn attestation_public_key(&self) -> [u8; P256_PAIR_SIZE] {
+        raw_public_key(&self.attestation_key)
+    }
+}
+
+/// `x || y` of a P-256 key's public point.
+fn raw_public_key(key: &SigningKey) -> [u8; P256_PAIR_SIZE] {
+    let point = key.verifying_key().to_encoded_point(false);
+    point.as_bytes()[1..]
+        .try_into()
+        .expect("an uncompressed P-256 point is 0x04 || x || y, 65 bytes")
+}
+
+/// Best-effort fsync of a directory (some file systems refuse it).
+fn sync_dir(dir: &Path) {
+    if let Ok(d) = fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+fn read_file(dir: &Path, file: &'static str) -> Result<Vec<u8>, KeysError> {
+    let path = dir.join(file);
+    fs::read(&path).map_err(|source| {
+        if source.kind() == io::ErrorKind::NotFound {
+            KeysError::Missing {
+                dir: dir.to_owned(),
+                file,
+            }
+        } else {
+            KeysError::Read { path, source }
+        }
+    })
+}
+
+fn read_cert(dir: &Path, file: &'static str) -> Result<Cert, KeysError> {
+    let bytes = read_file(dir, file)?;
+    Cert::from_der_or_pem(&bytes).map_err(|e| KeysError::Corrupt {
+        path: dir.join(file),
+        reason: format!("not a PEM certificate: {e}"),
+    })
+}
+
+fn read_key(dir: &Path, file: &'static str) -> Result<SigningKey, KeysError> {
+    let bytes = read_file(dir, file)?;
+    let corrupt = || KeysError::Corrupt {
+        path: dir.join(file),
+        reason: "not a P-256 private key in PKCS#8 PEM".into(),
+    };
+    let text = std::str::from_utf8(&bytes).map_err(|_| corrupt())?;
+    let secret = p256::SecretKey::from_pkcs8_pem(text).map_err(|_| corrupt())?;
+    Ok(SigningKey::from(secret))
+}
+
+fn chain_pem(certs: &[&Cert]) -> Result<Vec<u8>, KeysError> {
+    let mut pem = String::new();
+    for cert in certs {
+        pem.push_str(&cert_pem(cert.der())?);
+    }
+    Ok(pem.into_bytes())
+}
+
+fn cert_pem(der: &[u8]) -> Result<String, KeysError> {
+    x509_cert::der::pem::encode_string("CERTIFICATE", LineEnding::LF, der).map_err(|e| {
+        KeysError::Encode {
+            what: "certificate PEM",
+            reason: e.to_string(),
+        }
+    })
+}
+
+/// A freshly generated hierarchy, before it is written.
+struct Generated {
+    root_der: Vec<u8>,
+    pck_ca_der: Vec<u8>,
+    pck_der: Vec<u8>,
+    pck_key: SigningKey,
+    attestation_key: SigningKey,
+}
+
+impl Generated {
+    fn write(&self, dir: &Path) -> Result<(), KeysError> {
+        let key_pem = |key: &SigningKey| {
+            p256::SecretKey::from(key)
+                .to_pkcs8_pem(LineEnding::LF)
+                .map_err(|e| KeysError::Encode {
+                    what: "private key",
+                    reason: e.to_string(),
+                })
+        };
+        write_new(
+            dir,
+            ROOT_CERT_FILE,
+            cert_pem(&self.root_der)?.as_bytes(),
+            0o644,
+        )?;
+        write_new(
+            dir,
+            PCK_CA_CERT_FILE,
+            cert_pem(&self.pck_ca_der)?.as_bytes(),
+            0o644,
+        )?;
+        write_new(
+            dir,
+            PCK_CERT_FILE,
+            cert_pem(&self.pck_der)?.as_bytes(),
+            0o644,
+        )?;
+        write_new(dir, PCK_KEY_FILE, key_pem(&self.pck_key)?.as_bytes(), 0o600)?;
+        write_new(
+            dir,
+            ATTESTATION_KEY_FILE,
+            key_pem(&self.attestation_key)?.as_bytes(),
+            0o600,
+        )?;
+        sync_dir(dir);
+        Ok(())
+    }
+}
+
+/// Create `dir/file` (it must not exist) with `mode`, write `bytes` and fsync.
+fn write_new(dir: &Path, file: &str, bytes: &[u8], mode: u32) -> Result<(), KeysError> {
+    let path = dir.join(file);
+    let write = || -> io::Result<()> {
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&path)?;
+        f.write_all(bytes)?;
+        f.sync_all()
+    };
+    write().map_err(|source| KeysError::Write {
+        path: path.clone(),
+        source,
+    })
+}
+
+fn random_bytes<const N: usize>() -> Result<[u8; N], KeysError> {
+    let mut bytes = [0u8; N];
+    getrandom::getrandom(&mut bytes).map_err(KeysError::Random)?;
+    Ok(bytes)
+}
+
+/// A random P-256 key (a random 32-byte string is a valid scalar but with
+/// negligible probability; those are drawn again).
+fn random_signing_key() -> Result<SigningKey, KeysError> {
+    loop {
+        let bytes: [u8; 32] = random_bytes()?;
+        if let Ok(key) = SigningKey::from_slice(&bytes) {
+            return Ok(key);
+        }
+    }
+}
+
+fn encode_err(what: &'static str) -> impl Fn(x509_cert::der::Error) -> KeysError {
+    move |e| KeysError::Encode {
+        what,
+        reason: e.to_string(),
+    }
+}
+
+/// The key identifier of a public key: the leftmost 160 bits of SHA-256 of the
+/// subjectPublicKey bits (RFC 7093 section 2, method 1).
+fn key_identifier(key: &SigningKey) -> Vec<u8> {
+    let point = key.verifying_key().to_encoded_point(false);
+    Sha256::digest(point.as_bytes())[..20].to_vec()
+}
+
+/// One certificate to issue.
+struct CertSpec<'a> {
+    subject: &'a Name,
+    subject_key: &'a SigningKey,
+    issuer: &'a Name,
+    issuer_key: &'a SigningKey,
+    validity: Validity,
+    extensions: Vec<Extension>,
+}
+
+fn extension(
+    oid: ObjectIdentifier,
+    critical: bool,
+    value: Vec<u8>,
+) -> Result<Extension, KeysError> {
+    Ok(Extension {
+        extn_id: oid,
+        critical,
+        extn_value: OctetString::new(value).map_err(encode_err("extension"))?,
+    })
+}
+
+/// The extensions every emulated certificate has: key identifiers, key usage and
+/// basic constraints (`path_len` is `None` for the end-entity PCK certificate).
+fn common_extensions(
+    subject_key: &SigningKey,
+    issuer_key: &SigningKey,
+    ca_path_len: Option<u8>,
+) -> Result<Vec<Extension>, KeysError> {
+    let err = encode_err("certificate extension");
+    let aki = AuthorityKeyIdentifier {
+        key_identifier: Some(OctetString::new(key_identifier(issuer_key)).map_err(&err)?),
+        authority_cert_issuer: None,
+        authority_cert_serial_number: None,
+    };
+    let ski = SubjectKeyIdentifier(OctetString::new(key_identifier(subject_key)).map_err(&err)?);
+    let usage = match ca_path_len {
+        Some(_) => KeyUsage(KeyUsages::KeyCertSign | KeyUsages::CRLSign),
+        None => KeyUsage(KeyUsages::DigitalSignature | KeyUsages::NonRepudiation),
+    };
+    let constraints = BasicConstraints {
+        ca: ca_path_len.is_some(),
+        path_len_constraint: ca_path_len,
+    };
+    Ok(vec![
+        extension(
+            AuthorityKeyIdentifier::OID,
+            false,
+            aki.to_der().map_err(&err)?,
+        )?,
+        extension(
+            SubjectKeyIdentifier::OID,
+            false,
+            ski.to_der().map_err(&err)?,
+        )?,
+        extension(KeyUsage::OID, true, usage.to_der().map_err(&err)?)?,
+        extension(
+            BasicConstraints::OID,
+            true,
+            constraints.to_der().map_err(&err)?,
+        )?,
+    ])
+}
+
+/// Issue a certificate: ECDSA P-256 with SHA-256, a random positive serial number.
+fn issue(spec: CertSpec<'_>) -> Result<Vec<u8>, KeysError> {
+    let err = encode_err("certificate");
+    let mut serial: [u8; 16] = random_bytes()?;
+    // Positive, and no leading zero byte to strip.
+    serial[0] = (serial[0] & 0x7F) | 0x40;
+    let algorithm = AlgorithmIdentifierOwned {
+        oid: OID_ECDSA_WITH_SHA256,
+        parameters: None,
+    };
+    let point = spec.subject_key.verifying_key().to_encoded_point(false);
+    let spki = SubjectPublicKeyInfoOwned {
+        algorithm: AlgorithmIdentifierOwned {
+            oid: OID_EC_PUBLIC_KEY,
+            parameters: Some(Any::from(&OID_SECP256R1)),
+        },
+        subject_public_key: BitString::from_bytes(point.as_bytes()).map_err(&err)?,
+    };
+    let tbs = TbsCertificate {
+        version: Version::V3,
+        serial_number: SerialNumber::new(&serial).map_err(&err)?,
+        signature: algorithm.clone(),
+        issuer: spec.issuer.clone(),
+        validity: spec.validity,
+        subject: spec.subject.clone(),
+        subject_public_key_info: spki,
+        issuer_unique_id: None,
+        subject_unique_id: None,
+        extensions: Some(spec.extensions),
+    };
+    let tbs_der = tbs.to_der().map_err(&err)?;
+    let signature: Signature = spec.issuer_key.sign(&tbs_der);
+    let certificate = Certificate {
+        tbs_certificate: tbs,
+        signature_algorithm: algorithm,
+        signature: BitString::from_bytes(signature.to_der().as_bytes()).map_err(&err)?,
+    };
+    certificate.to_der().map_err(&err)
+}
+
+/// The DER of a SEQUENCE of already encoded `parts`.
+fn der_sequence(parts: &[Vec<u8>]) -> Result<Vec<u8>, x509_cert::der::Error> {
+    Any::new(Tag::Sequence, parts.concat())?.to_der()
+}
+
+/// One `SEQUENCE { OID, value }` entry of the SGX extension.
+fn sgx_entry(oid: ObjectIdentifier, value: Vec<u8>) -> Result<Vec<u8>, x509_cert::der::Error> {
+    der_sequence(&[oid.to_der()?, value])
+}
+
+fn sub_oid(base: ObjectIdentifier, arc: u32) -> Result<ObjectIdentifier, x509_cert::der::Error> {
+    base.push_arc(arc).map_err(x509_cert::der::Error::from)
+}
+
+fn octets(bytes: &[u8]) -> Result<Vec<u8>, x509_cert::der::Error> {
+    OctetStringRef::new(bytes)?.to_der()
+}
+
+/// The value of Intel's SGX extension for the emulated platform, laid out as in
+/// Intel's PCK certificates issued by the Platform CA: PPID, TCB (component SVNs
+/// from [`EMULATED_CPUSVN`], PCESVN, CPUSVN), PCE ID, FMSPC, SGX type, platform
+/// instance ID and configuration.
+fn sgx_extension(
+    ppid: &[u8; 16],
+    platform_instance_id: &[u8; 16],
+) -> Result<Vec<u8>, x509_cert::der::Error> {
+    let mut tcb = Vec::with_capacity(18);
+    for (i, svn) in (1u32..).zip(EMULATED_CPUSVN) {
+        tcb.push(sgx_entry(sub_oid(sgx_oid::TCB, i)?, svn.to_der()?)?);
+    }
+    tcb.push(sgx_entry(
+        sub_oid(sgx_oid::TCB, 17)?,
+        EMULATED_PCESVN.to_der()?,
+    )?);
+    tcb.push(sgx_entry(
+        sub_oid(sgx_oid::TCB, 18)?,
+        octets(&EMULATED_CPUSVN)?,
+    )?);
+    let configuration = [
+        sgx_entry(sub_oid(sgx_oid::CONFIGURATION, 1)?, false.to_der()?)?,
+        sgx_entry(sub_oid(sgx_oid::CONFIGURATION, 2)?, false.to_der()?)?,
+        sgx_entry(sub_oid(sgx_oid::CONFIGURATION, 3)?, false.to_der()?)?,
+    ];
+    der_sequence(&[
+        sgx_entry(sgx_oid::PPID, octets(ppid)?)?,
+        sgx_entry(sgx_oid::TCB, der_sequence(&tcb)?)?,
+        sgx_entry(sgx_oid::PCEID, octets(&EMULATED_PCEID)?)?,
+        sgx_entry(sgx_oid::FMSPC, octets(&EMULATED_FMSPC)?)?,
+        sgx_entry(
+            sgx_oid::SGX_TYPE,
+            Any::new(Tag::Enumerated, [EMULATED_SGX_TYPE])?.to_der()?,
+        )?,
+        sgx_entry(sgx_oid::PLATFORM_INSTANCE_ID, octets(platform_instance_id)?)?,
+        sgx_entry(sgx_oid::CONFIGURATION, der_sequence(&configuration)?)?,
+    ])
+}
+
+fn name(common_name: &str) -> Result<Name, KeysError> {
+    Name::from_str(&format!("CN={common_name},O={ORGANIZATION}")).map_err(encode_err("name"))
+}
+
+/// Generate a new hierarchy: root, PCK Platform CA, PCK certificate, and the
+/// attestation key.
+fn generate() -> Result<Generated, KeysError> {
+    let err = encode_err("validity");
+    let now = SystemTime::now();
+    let not_before = now.checked_sub(CLOCK_SKEW).unwrap_or(now);
+    let validity = Validity {
+        not_before: Time::UtcTime(UtcTime::from_system_time(not_before).map_err(&err)?),
+        not_after: Time::UtcTime(
+            UtcTime::from_unix_duration(Duration::from_secs(NOT_AFTER_UNIX)).map_err(&err)?,
+        ),
+    };
+    let root_key = random_signing_key()?;
+    let ca_key = random_signing_key()?;
+    let pck_key = random_signing_key()?;
+    let attestation_key = random_signing_key()?;
+    let (root_name, ca_name, pck_name) = (name(ROOT_CA_NAME)?, name(PCK_CA_NAME)?, name(PCK_NAME)?);
+
+    let root_der = issue(CertSpec {
+        subject: &root_name,
+        subject_key: &root_key,
+        issuer: &root_name,
+        issuer_key: &root_key,
+        validity,
+        extensions: common_extensions(&root_key, &root_key, Some(1))?,
+    })?;
+    let pck_ca_der = issue(CertSpec {
+        subject: &ca_name,
+        subject_key: &ca_key,
+        issuer: &root_name,
+        issuer_key: &root_key,
+        validity,
+        extensions: common_extensions(&ca_key, &root_key, Some(0))?,
+    })?;
+    let mut pck_extensions = common_extensions(&pck_key, &ca_key, None)?;
+    let sgx =
+        sgx_extension(&random_bytes()?, &random_bytes()?).map_err(encode_err("SGX extension"))?;
+    pck_extensions.push(extension(sgx_oid::EXTENSION, false, sgx)?);
+    let pck_der = issue(CertSpec {
+        subject: &pck_name,
+        subject_key: &pck_key,
+        issuer: &ca_name,
+        issuer_key: &ca_key,
+        validity,
+        extensions: pck_extensions,
+    })?;
+    Ok(Generated {
+        root_der,
+        pck_ca_der,
+        pck_der,
+        pck_key,
+        attestation_key,
+    })
+}
+
+/// The emulated TD quoting enclave: its identity in the QE report it puts in every
+/// quote (MRSIGNER and ISVPRODID of Intel's TD QE, an emulated MRENCLAVE and
+/// ISVSVN). It holds no secret; the keys are [`EmulatedTdxKeys`]'.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuotingEnclave {
+    mr_enclave: [u8; 32],
+    isv_svn: u16,
+}
+
+impl Default for QuotingEnclave {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl QuotingEnclave {
+    /// The emulated QE: MRENCLAVE = SHA-256("nacre emulated TD quoting enclave"),
+    /// ISVSVN [`EMULATED_QE_ISVSVN`].
+    pub fn new() -> Self {
+        Self {
+            mr_enclave: Sha256::digest(b"nacre emulated TD quoting enclave").into(),
+            isv_svn: EMULATED_QE_ISVSVN,
+        }
+    }
+
+    /// Turn `td_report` (from the guest: untrusted) into a TDX quote version 4
+    /// (SPECS.md 6.6), or refuse it as the real QE does when EVERIFYREPORT2 fails:
+    /// see [`TdxReportKey::verify`].
+    ///
+    /// The quote: header (version 4, ECDSA P-256 attestation key, TEE type 0x81,
+    /// Intel's QE vendor ID, user data starting with a QE ID derived from the
+    /// attestation key); the TD quote body copied from the report; the attestation
+    /// key's signature over both; and certification data type 6: the QE report
+    /// (its report data SHA-256(attestation key || QE auth data) then 32 zero
+    /// bytes) signed by the PCK key, the QE auth data, and certification data type
+    /// 5, the PEM chain PCK certificate, PCK Platform CA, root.
+    pub fn quote(
+        &self,
+        keys: &EmulatedTdxKeys,
+        report_key: &TdxReportKey,
+        td_report: &[u8],
+    ) -> Result<Vec<u8>, QuoteError> {
+        let report = report_key.verify(td_report)?;
+        let attestation_public = keys.attestation_public_key();
+
+        let mut header = QuoteHeader::new_zeroed();
+        header.version = QUOTE_VERSION_4;
+        header.att_key_type = ATT_KEY_TYPE_ECDSA_P256;
+        header.tee_type = TEE_TYPE_TDX;
+        header.qe_vendor_id = INTEL_QE_VENDOR_ID;
+        let qe_id = Sha256::digest(attestation_public);
+        header.user_data[..16].copy_from_slice(&qe_id[..16]);
+
+        let tcb = &report.tee_tcb_info;
+        let td = &report.td_info;
+        let body = TdQuoteBody {
+            tee_tcb_svn: tcb.tee_tcb_svn,
+            mr_seam: tcb.mr_seam,
+            mr_signer_seam: tcb.mr_signer_seam,
+            seam_attributes: tcb.attributes,
+            td_attributes: td.attributes.to_le_bytes(),
+            xfam: td.xfam.to_le_bytes(),
+            mr_td: td.mr_td,
+            mr_config_id: td.mr_config_id,
+            mr_owner: td.mr_owner,
+            mr_owner_config: td.mr_owner_config,
+            rtmr: td.rtmr,
+            report_data: report.report_mac.report_data,
+        };
+
+        let mut quote = Vec::with_capacity(0x300 + keys.chain_pem.len() + 0x300);
+        quote.extend_from_slice(header.as_bytes());
+        quote.extend_from_slice(body.as_bytes());
+        let signature: Signature = keys.attestation_key.sign(&quote);
+
+        let qe_report = self.qe_report(&attestation_public);
+        let qe_signature: Signature = keys.pck_key.sign(qe_report.as_bytes());
+
+        let mut pck_chain = Vec::with_capacity(6 + keys.chain_pem.len());
+        pck_chain.extend_from_slice(&CERT_DATA_PCK_CHAIN.to_le_bytes());
+        pck_chain.extend_from_slice(&len_u32(keys.chain_pem.len(), "PCK chain")?.to_le_bytes());
+        pck_chain.extend_from_slice(&keys.chain_pem);
+
+        let mut qe_cert_data = Vec::new();
+        qe_cert_data.extend_from_slice(qe_report.as_bytes());
+        qe_cert_data.extend_from_slice(&qe_signature.to_bytes());
+        let auth_len =
+            u16::try_from(QE_AUTH_DATA.len()).map_err(|_| QuoteError::TooLarge("QE auth data"))?;
+        qe_cert_data.extend_from_slice(&auth_len.to_le_bytes());
+        qe_cert_data.extend_from_slice(&QE_AUTH_DATA);
+        qe_cert_data.extend_from_slice(&pck_chain);
+
+        let mut signed = Vec::new();
+        signed.extend_from_slice(&signature.to_bytes());
+        signed.extend_from_slice(&attestation_public);
+        signed.extend_from_slice(&CERT_DATA_QE_REPORT.to_le_bytes());
+        signed.extend_from_slice(
+            &len_u32(qe_cert_data.len(), "QE report certification data")?.to_le_bytes(),
+        );
+        signed.extend_from_slice(&qe_cert_data);
+
+        quote.extend_from_slice(&len_u32(signed.len(), "signed data")?.to_le_bytes());
+        quote.extend_from_slice(&signed);
+        Ok(quote)
+    }
+
+    /// The QE report certifying `attestation_public`.
+    fn qe_report(&self, attestation_public: &[u8; P256_PAIR_SIZE]) -> QeReport {
+        let mut qe = QeReport::new_zeroed();
+        qe.cpu_svn = EMULATED_CPUSVN;
+        qe.attributes = QE_ATTRIBUTES;
+        qe.mr_enclave = self.mr_enclave;
+        qe.mr_signer = INTEL_QE_MRSIGNER;
+        qe.isv_prod_id = INTEL_TD_QE_ISVPRODID;
+        qe.isv_svn = self.isv_svn;
+        let binding = Sha256::new()
+            .chain_update(attestation_public)
+            .chain_update(QE_AUTH_DATA)
+            .finalize();
+        qe.report_data[..32].copy_from_slice(&binding);
+        qe
+    }
+}
+
+fn len_u32(len: usize, what: &'static str) -> Result<u32, QuoteError> {
+    u32::try_from(len).map_err(|_| QuoteError::TooLarge(what))
+}
+
+#[cfg(test)]
+mod tests;

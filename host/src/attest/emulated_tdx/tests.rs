@@ -1,0 +1,606 @@
+//! The emulated TDX attestation path end to end: TDREPORTs from the emulated TDX
+//! module, quotes from the emulated QE, checked by the verifier of `attest::tdx`.
+
+use super::*;
+use crate::attest::tdx::{self, check, verify_quote, Quote};
+use crate::attest::{Expectations, TrustAnchors, Verification};
+use nacre_shared_abi::tdx::attributes;
+use proptest::prelude::*;
+use std::os::unix::fs::PermissionsExt;
+use std::sync::{Arc, Barrier};
+use zerocopy::FromBytes;
+
+/// A directory under the system's temporary directory, removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> Self {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "nacre-emulated-tdx-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = fs::remove_dir_all(&path);
+        fs::create_dir_all(&path).expect("create a temporary directory");
+        Self(path)
+    }
+
+    /// A path inside that does not exist yet.
+    fn keys(&self) -> PathBuf {
+        self.0.join("keys")
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+const MRTD: [u8; 48] = [0x6d; 48];
+const REPORT_DATA: [u8; 64] = {
+    let mut data = [0u8; 64];
+    let mut i = 0;
+    while i < 64 {
+        data[i] = (i as u8).wrapping_mul(37) ^ 0x5a;
+        i += 1;
+    }
+    data
+};
+
+fn td_info() -> TdInfo {
+    let mut td = TdInfo::new_zeroed();
+    td.attributes = attributes::SEPT_VE_DISABLE;
+    td.xfam = 0x0006_1ae7;
+    td.mr_td = MRTD;
+    td.mr_config_id = [0x11; 48];
+    td.mr_owner = [0x22; 48];
+    td.mr_owner_config = [0x33; 48];
+    td.rtmr = [[0x40; 48], [0x41; 48], [0x42; 48], [0x43; 48]];
+    td
+}
+
+/// A hierarchy in a temporary directory, a report key and a QE.
+struct Fixture {
+    tmp: TempDir,
+    keys: EmulatedTdxKeys,
+    report_key: TdxReportKey,
+    qe: QuotingEnclave,
+}
+
+impl Fixture {
+    fn new(tag: &str) -> Self {
+        let tmp = TempDir::new(tag);
+        let keys = EmulatedTdxKeys::load_or_create(&tmp.keys()).expect("create the keys");
+        Self {
+            tmp,
+            keys,
+            report_key: TdxReportKey::generate().expect("a report key"),
+            qe: QuotingEnclave::new(),
+        }
+    }
+
+    fn td_report(&self) -> [u8; TDREPORT_SIZE] {
+        self.report_key
+            .td_report(&td_info(), &emulated_tee_tcb_info(), &REPORT_DATA)
+    }
+
+    fn quote(&self) -> Vec<u8> {
+        self.qe
+            .quote(&self.keys, &self.report_key, &self.td_report())
+            .expect("the QE quotes its own platform's report")
+    }
+
+    fn roots(&self) -> TrustAnchors {
+        TrustAnchors::new(vec![], self.keys.root_cert())
+    }
+}
+
+fn expect_td() -> Expectations {
+    Expectations {
+        measurement: Some(MRTD.to_vec()),
+        report_data: Some(REPORT_DATA.to_vec()),
+        allow_debug: false,
+    }
+}
+
+fn verify(bytes: &[u8], roots: &TrustAnchors) -> Result<Verification, tdx::TdxError> {
+    verify_quote(
+        &Quote::parse(bytes)?,
+        roots,
+        &expect_td(),
+        SystemTime::now(),
+        None,
+    )
+}
+
+fn failed(v: &Verification, name: &str) -> bool {
+    !v.check(name)
+        .unwrap_or_else(|| panic!("no check {name}: {v:#?}"))
+        .passed
+}
+
+const ALL_CHECKS: [&str; 14] = [
+    check::QE_VENDOR_ID,
+    check::QUOTE_SIGNATURE,
+    check::QE_REPORT_SIGNATURE,
+    check::QE_REPORT_DATA,
+    check::QE_IDENTITY,
+    check::PCK_SIGNED_BY_CA,
+    check::CA_SIGNED_BY_ROOT,
+    check::ROOT_TRUSTED,
+    check::PCK_VALIDITY,
+    check::CA_VALIDITY,
+    check::ROOT_VALIDITY,
+    check::TD_DEBUG,
+    check::MRTD,
+    check::REPORT_DATA,
+];
+
+#[test]
+fn emulated_quote_verifies_against_the_emulated_root() {
+    let f = Fixture::new("verifies");
+    let bytes = f.quote();
+    let v = verify(&bytes, &f.roots()).expect("the verification runs");
+    for name in ALL_CHECKS {
+        let c = v
+            .check(name)
+            .unwrap_or_else(|| panic!("no check {name}: {v:#?}"));
+        assert!(c.passed, "{name}: {}", c.detail);
+    }
+    assert!(v.passed(), "{:#?}", v.failures().collect::<Vec<_>>());
+
+    // The quote carries the report's fields where SPECS.md 6.6 puts them.
+    assert_eq!(&bytes[0xB8..0xE8], &MRTD[..]);
+    assert_eq!(&bytes[0x238..0x278], &REPORT_DATA[..]);
+    let q = Quote::parse(&bytes).expect("parses");
+    assert_eq!(q.version, 4);
+    assert_eq!(q.trailing, 0);
+    assert_eq!(q.td_attributes(), attributes::SEPT_VE_DISABLE);
+    assert_eq!(q.body.xfam, 0x0006_1ae7u64.to_le_bytes());
+    assert_eq!(q.body.rtmr[3], [0x43; 48]);
+    assert_eq!(q.body.mr_owner, [0x22; 48]);
+    assert_eq!(q.body.mr_seam, emulated_tee_tcb_info().mr_seam);
+    assert_eq!(q.body.tee_tcb_svn, EMULATED_TEE_TCB_SVN);
+    assert_eq!(q.attestation_key, f.keys.attestation_public_key());
+    assert_eq!(q.qe_report.cpu_svn, EMULATED_CPUSVN);
+    assert_eq!(q.qe_report.isv_svn, EMULATED_QE_ISVSVN);
+    assert_eq!(q.qe_auth_data, QE_AUTH_DATA);
+    assert_eq!(q.pck_chain_pem, f.keys.pck_chain_pem());
+    let chain = q.pck_chain().expect("the chain decodes");
+    assert_eq!(chain.len(), 3);
+    assert_eq!(chain[0].subject_name(), PCK_NAME);
+    assert_eq!(chain[1].subject_name(), PCK_CA_NAME);
+    assert_eq!(chain[2], f.keys.root_cert());
+
+    // dcap-qvl reads the same quote.
+    let parsed = dcap_qvl::quote::Quote::parse(&bytes).expect("dcap-qvl parses the quote");
+    assert_eq!(parsed.header.version, 4);
+    assert_eq!(parsed.header.tee_type, TEE_TYPE_TDX);
+}
+
+#[test]
+fn a_debuggable_td_needs_allow_debug() {
+    let f = Fixture::new("debug");
+    let mut td = td_info();
+    td.attributes |= attributes::DEBUG;
+    let report = f
+        .report_key
+        .td_report(&td, &emulated_tee_tcb_info(), &REPORT_DATA);
+    let bytes = f.qe.quote(&f.keys, &f.report_key, &report).expect("quotes");
+    let v = verify(&bytes, &f.roots()).expect("runs");
+    assert!(failed(&v, check::TD_DEBUG));
+    let allowed = Expectations {
+        allow_debug: true,
+        ..expect_td()
+    };
+    let v = verify_quote(
+        &Quote::parse(&bytes).expect("parses"),
+        &f.roots(),
+        &allowed,
+        SystemTime::now(),
+        None,
+    )
+    .expect("runs");
+    assert!(v.passed(), "{:#?}", v.failures().collect::<Vec<_>>());
+}
+
+#[test]
+fn expectations_of_another_td_fail() {
+    let f = Fixture::new("expectations");
+    let bytes = f.quote();
+    let other = Expectations {
+        measurement: Some(vec![0x6e; 48]),
+        report_data: Some(b"another nonce".to_vec()),
+        allow_debug: false,
+    };
+    let v = verify_quote(
+        &Quote::parse(&bytes).expect("parses"),
+        &f.roots(),
+        &other,
+        SystemTime::now(),
+        None,
+    )
+    .expect("runs");
+    assert!(failed(&v, check::MRTD));
+    assert!(failed(&v, check::REPORT_DATA));
+    assert!(!v.passed());
+}
+
+#[test]
+fn pck_certificate_carries_intels_sgx_extension() {
+    let f = Fixture::new("extension");
+    let pck = f.keys.pck_cert();
+    let ext = dcap_qvl::intel::parse_pck_extension(pck.der()).expect("dcap-qvl parses it");
+    assert_eq!(ext.fmspc, EMULATED_FMSPC);
+    assert_eq!(ext.cpu_svn, EMULATED_CPUSVN);
+    assert_eq!(ext.pce_svn, EMULATED_PCESVN);
+    assert_eq!(ext.pce_id, EMULATED_PCEID);
+    assert_eq!(ext.sgx_type, u64::from(EMULATED_SGX_TYPE));
+    assert_eq!(ext.ppid.len(), 16);
+    assert_eq!(ext.platform_instance_id.as_ref().map(Vec::len), Some(16));
+    assert_eq!(ext.dynamic_platform, Some(false));
+    // The 16 SGX TCB components are the CPUSVN's bytes: each an entry
+    // SEQUENCE { OID 1.2.840.113741.1.13.1.2.i, INTEGER } of the TCB sequence.
+    for i in 1..=16u32 {
+        let oid = sgx_oid::TCB.push_arc(i).expect("a component OID");
+        let mut entry = oid.to_der().expect("encodes");
+        entry.extend([0x02, 0x01, EMULATED_CPUSVN[i as usize - 1]]);
+        assert!(
+            ext.raw_extension.windows(entry.len()).any(|w| w == entry),
+            "TCB component {i}"
+        );
+    }
+    assert_eq!(
+        dcap_qvl::intel::pck_ca(pck.der()).expect("an issuer"),
+        dcap_qvl::config::PckCa::Platform
+    );
+    // Every subject says it is emulated, and the root is not Intel's.
+    for cert in [&f.keys.root_cert(), f.keys.pck_ca_cert(), pck] {
+        assert!(
+            cert.subject_name().contains("emulated"),
+            "{}",
+            cert.subject_name()
+        );
+    }
+    assert_ne!(
+        f.keys.root_cert().spki_sha256().expect("a key"),
+        crate::attest::roots::INTEL_SGX_ROOT_CA_SPKI_SHA256
+    );
+    assert!(!pck.is_ca());
+    assert!(f.keys.pck_ca_cert().is_ca());
+}
+
+#[test]
+fn built_in_intel_roots_refuse_an_emulated_quote() {
+    let f = Fixture::new("intel-roots");
+    let bytes = f.quote();
+    let roots = TrustAnchors::built_in().expect("built-in roots");
+    let v = verify(&bytes, &roots).expect("runs");
+    assert!(failed(&v, check::CA_SIGNED_BY_ROOT));
+    assert!(failed(&v, check::ROOT_TRUSTED));
+    assert!(!v.passed());
+    // Only the chain tells it apart: the signatures themselves are sound.
+    for name in [
+        check::QUOTE_SIGNATURE,
+        check::QE_REPORT_SIGNATURE,
+        check::QE_REPORT_DATA,
+        check::PCK_SIGNED_BY_CA,
+    ] {
+        assert!(!failed(&v, name), "{name}");
+    }
+}
+
+#[test]
+fn another_hosts_root_refuses_the_quote() {
+    let ours = Fixture::new("ours");
+    let theirs = Fixture::new("theirs");
+    let v = verify(&ours.quote(), &theirs.roots()).expect("runs");
+    assert!(failed(&v, check::CA_SIGNED_BY_ROOT));
+    assert!(failed(&v, check::ROOT_TRUSTED));
+}
+
+#[test]
+fn flipped_bits_in_the_signed_part_fail_verification() {
+    let f = Fixture::new("flips");
+    let good = f.quote();
+    let roots = f.roots();
+    // Every field of the header and body (a stride through [0, 0x278)), then the
+    // attestation key: the quote signature no longer verifies, or the quote no
+    // longer parses (version, key type, TEE type).
+    let key_at = 0x278 + 4 + 64;
+    let offsets = (0..0x278).step_by(7).chain([0x277, key_at, key_at + 63]);
+    for at in offsets {
+        let mut bytes = good.clone();
+        bytes[at] ^= 1 << (at % 8);
+        match verify(&bytes, &roots) {
+            Err(_) => assert!(
+                at < 8,
+                "byte {at:#x}: only the header's first fields refuse to parse"
+            ),
+            Ok(v) => assert!(failed(&v, check::QUOTE_SIGNATURE), "byte {at:#x}"),
+        }
+    }
+    // The QE report: the PCK key's signature no longer verifies.
+    let qe_report_at = 0x278 + 4 + 64 + 64 + 6;
+    for at in [qe_report_at, qe_report_at + 0x80, qe_report_at + 0x140] {
+        let mut bytes = good.clone();
+        bytes[at] ^= 0x80;
+        let v = verify(&bytes, &roots).expect("runs");
+        assert!(failed(&v, check::QE_REPORT_SIGNATURE), "byte {at:#x}");
+        assert!(!v.passed());
+    }
+}
+
+#[test]
+fn td_report_is_filled_as_the_tdx_module_does() {
+    let f = Fixture::new("report");
+    // Reserved bytes of the inputs do not reach the report.
+    let td = TdInfo::read_from_bytes(&[0xFF; 512][..]).expect("512 bytes");
+    let tcb = TeeTcbInfo::read_from_bytes(&[0xEE; 239][..]).expect("239 bytes");
+    let bytes = f.report_key.td_report(&td, &tcb, &REPORT_DATA);
+    let report = TdReport::from_bytes(&bytes).expect("1024 bytes");
+    assert_eq!(report.first_nonzero_reserved(), None);
+    let mac = &report.report_mac;
+    assert_eq!(mac.report_type.tee_type, 0x81);
+    assert_eq!(mac.report_type.subtype, 0);
+    assert_eq!(mac.cpu_svn, EMULATED_CPUSVN);
+    assert_eq!(mac.report_data, REPORT_DATA);
+    assert_eq!(mac.tee_tcb_info_hash, sha384(&bytes[0x100..0x1EF]));
+    assert_eq!(mac.tee_info_hash, sha384(&bytes[0x200..0x400]));
+    assert_eq!(&bytes[0x210..0x240], &[0xFF; 48][..]);
+    assert_eq!(&bytes[0x118..0x148], &[0xEE; 48][..]);
+    assert_ne!(mac.mac, [0; 32]);
+    assert!(f.report_key.check(&bytes));
+    // Another platform's key does not accept it.
+    let other = TdxReportKey::generate().expect("a key");
+    assert!(!other.check(&bytes));
+    assert_eq!(
+        f.qe.quote(&f.keys, &other, &bytes).err(),
+        Some(QuoteError::Mac)
+    );
+    // The emulated module identifies as an Intel-signed TDX 1.0 module does.
+    assert_eq!(
+        emulated_tee_tcb_info().valid,
+        [0xFF, 0x01, 0, 0, 0, 0, 0, 0]
+    );
+}
+
+#[test]
+fn every_flipped_bit_of_a_td_report_is_refused() {
+    let f = Fixture::new("report-flips");
+    let good = f.td_report();
+    assert!(f.report_key.check(&good));
+    for bit in 0..TDREPORT_SIZE * 8 {
+        let mut bytes = good;
+        bytes[bit / 8] ^= 1 << (bit % 8);
+        assert!(
+            !f.report_key.check(&bytes),
+            "bit {bit} of byte {:#x}",
+            bit / 8
+        );
+        assert!(
+            f.qe.quote(&f.keys, &f.report_key, &bytes).is_err(),
+            "bit {bit}"
+        );
+    }
+    // Wrong sizes are refused before anything else.
+    for len in [0, 1023, 1025, 4096] {
+        let bytes = vec![0u8; len];
+        assert_eq!(
+            f.qe.quote(&f.keys, &f.report_key, &bytes).err(),
+            Some(QuoteError::ReportSize(len))
+        );
+    }
+}
+
+#[test]
+fn arbitrary_td_reports_never_panic_the_qe() {
+    let f = Fixture::new("proptest");
+    let good = f.td_report();
+    let mut runner = proptest::test_runner::TestRunner::default();
+    let any_bytes = prop_oneof![
+        proptest::collection::vec(any::<u8>(), 0..2048),
+        proptest::collection::vec(any::<u8>(), TDREPORT_SIZE..=TDREPORT_SIZE),
+    ];
+    runner
+        .run(&any_bytes, |bytes| {
+            prop_assert!(f.qe.quote(&f.keys, &f.report_key, &bytes).is_err());
+            Ok(())
+        })
+        .expect("no arbitrary bytes make a quote");
+    let edits = proptest::collection::vec((0..TDREPORT_SIZE, 1..=255u8), 1..8);
+    runner
+        .run(&edits, |edits| {
+            let mut bytes = good;
+            for (at, xor) in edits {
+                bytes[at] ^= xor;
+            }
+            let changed = bytes != good;
+            let quoted = f.qe.quote(&f.keys, &f.report_key, &bytes);
+            prop_assert_eq!(quoted.is_ok(), !changed);
+            Ok(())
+        })
+        .expect("no edited report makes a quote");
+}
+
+fn mode(path: &Path) -> u32 {
+    fs::metadata(path).expect("exists").permissions().mode() & 0o777
+}
+
+#[test]
+fn keys_persist_and_reload() {
+    let f = Fixture::new("persist");
+    let dir = f.tmp.keys();
+    assert_eq!(f.keys.dir(), dir);
+    assert_eq!(mode(&dir), 0o700);
+    for file in [PCK_KEY_FILE, ATTESTATION_KEY_FILE] {
+        assert_eq!(mode(&dir.join(file)), 0o600, "{file}");
+    }
+    let mut names: Vec<String> = fs::read_dir(&dir)
+        .expect("lists")
+        .map(|e| {
+            e.expect("an entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    names.sort();
+    let mut expected = [
+        ROOT_CERT_FILE,
+        PCK_CA_CERT_FILE,
+        PCK_CERT_FILE,
+        PCK_KEY_FILE,
+        ATTESTATION_KEY_FILE,
+    ];
+    expected.sort_unstable();
+    assert_eq!(names, expected);
+    // No temporary directory is left next to it.
+    let siblings = fs::read_dir(&f.tmp.0).expect("lists").count();
+    assert_eq!(siblings, 1);
+
+    let again = EmulatedTdxKeys::load_or_create(&dir).expect("loads");
+    assert_eq!(again.root_cert(), f.keys.root_cert());
+    assert_eq!(again.pck_chain_pem(), f.keys.pck_chain_pem());
+    assert_eq!(
+        again.attestation_public_key(),
+        f.keys.attestation_public_key()
+    );
+    // A quote of the reloaded keys verifies against the root of the first load.
+    let bytes =
+        f.qe.quote(&again, &f.report_key, &f.td_report())
+            .expect("quotes");
+    let v = verify(&bytes, &f.roots()).expect("runs");
+    assert!(v.passed(), "{:#?}", v.failures().collect::<Vec<_>>());
+    assert_eq!(
+        EmulatedTdxKeys::load(&dir).expect("loads").root_cert(),
+        f.keys.root_cert()
+    );
+}
+
+#[test]
+fn an_existing_empty_directory_is_filled() {
+    let tmp = TempDir::new("empty");
+    let dir = tmp.keys();
+    fs::create_dir(&dir).expect("mkdir");
+    let keys = EmulatedTdxKeys::load_or_create(&dir).expect("creates");
+    assert!(dir.join(ROOT_CERT_FILE).is_file());
+    assert_eq!(
+        EmulatedTdxKeys::load(&dir).expect("loads").root_cert(),
+        keys.root_cert()
+    );
+}
+
+#[test]
+fn concurrent_first_use_agrees_on_one_hierarchy() {
+    let tmp = TempDir::new("race");
+    let dir = tmp.keys();
+    let start = Arc::new(Barrier::new(8));
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let (dir, start) = (dir.clone(), Arc::clone(&start));
+            std::thread::spawn(move || {
+                start.wait();
+                EmulatedTdxKeys::load_or_create(&dir).map(|k| k.root_cert())
+            })
+        })
+        .collect();
+    let roots: Vec<Cert> = threads
+        .into_iter()
+        .map(|t| {
+            t.join()
+                .expect("no panic")
+                .expect("every caller gets the keys")
+        })
+        .collect();
+    assert!(roots.iter().all(|r| *r == roots[0]));
+    assert_eq!(
+        EmulatedTdxKeys::load(&dir).expect("loads").root_cert(),
+        roots[0]
+    );
+    // The losers' temporary directories are gone.
+    assert_eq!(fs::read_dir(&tmp.0).expect("lists").count(), 1);
+}
+
+#[test]
+fn corrupt_or_partial_key_directories_are_errors() {
+    let tmp = TempDir::new("corrupt");
+    let dir = tmp.keys();
+    EmulatedTdxKeys::load_or_create(&dir).expect("creates");
+    let load = || EmulatedTdxKeys::load_or_create(&dir);
+    let read = |file: &str| fs::read(dir.join(file)).expect("reads");
+    let write = |file: &str, bytes: &[u8]| fs::write(dir.join(file), bytes).expect("writes");
+
+    // A key file that is not a key.
+    let pck_key = read(PCK_KEY_FILE);
+    write(PCK_KEY_FILE, b"not a key\n");
+    let err = load().expect_err("a corrupt key");
+    assert!(
+        matches!(&err, KeysError::Corrupt { path, .. } if path.ends_with(PCK_KEY_FILE)),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains(PCK_KEY_FILE), "{err}");
+    // It is left as it was.
+    assert_eq!(read(PCK_KEY_FILE), b"not a key\n");
+    // A valid key that is not the certificate's.
+    write(PCK_KEY_FILE, &read(ATTESTATION_KEY_FILE));
+    let err = load().expect_err("a foreign key");
+    assert!(
+        matches!(&err, KeysError::Corrupt { path, reason } if path.ends_with(PCK_KEY_FILE) && reason.contains(PCK_CERT_FILE)),
+        "{err:?}"
+    );
+    write(PCK_KEY_FILE, &pck_key);
+    load().expect("whole again");
+
+    // A truncated certificate.
+    let root = read(ROOT_CERT_FILE);
+    write(ROOT_CERT_FILE, &root[..root.len() / 2]);
+    let err = load().expect_err("a truncated certificate");
+    assert!(
+        matches!(&err, KeysError::Corrupt { path, .. } if path.ends_with(ROOT_CERT_FILE)),
+        "{err:?}"
+    );
+    // Another hierarchy's root: the CA no longer chains.
+    let other = TempDir::new("corrupt-other");
+    EmulatedTdxKeys::load_or_create(&other.keys()).expect("creates");
+    write(
+        ROOT_CERT_FILE,
+        &fs::read(other.keys().join(ROOT_CERT_FILE)).expect("reads"),
+    );
+    let err = load().expect_err("a foreign root");
+    assert!(
+        matches!(&err, KeysError::Corrupt { path, .. } if path.ends_with(PCK_CA_CERT_FILE)),
+        "{err:?}"
+    );
+    write(ROOT_CERT_FILE, &root);
+
+    // A key that is not UTF-8.
+    let attestation = read(ATTESTATION_KEY_FILE);
+    write(ATTESTATION_KEY_FILE, &[0xFF, 0xFE, 0x00]);
+    let err = load().expect_err("binary garbage");
+    assert!(
+        matches!(&err, KeysError::Corrupt { path, .. } if path.ends_with(ATTESTATION_KEY_FILE)),
+        "{err:?}"
+    );
+    // A missing file.
+    fs::remove_file(dir.join(ATTESTATION_KEY_FILE)).expect("removes");
+    let err = load().expect_err("a partial directory");
+    assert!(
+        matches!(&err, KeysError::Missing { file, .. } if *file == ATTESTATION_KEY_FILE),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains(ATTESTATION_KEY_FILE), "{err}");
+    assert!(!dir.join(ATTESTATION_KEY_FILE).exists(), "not regenerated");
+    write(ATTESTATION_KEY_FILE, &attestation);
+    load().expect("whole again");
+
+    // A file where the directory should be.
+    let file = tmp.0.join("a-file");
+    fs::write(&file, b"").expect("writes");
+    assert!(matches!(
+        EmulatedTdxKeys::load_or_create(&file),
+        Err(KeysError::NotADirectory(_))
+    ));
+}
