@@ -52,6 +52,8 @@ pub enum Special {
     Console(u8),
     /// `/dev/sev-guest` (SEV-SNP only): attestation reports through the Linux ioctl.
     SevGuest,
+    /// `/dev/tdx_guest` (TDX only): TDREPORTs through the Linux ioctl.
+    TdxGuest,
 }
 
 /// The overlaid names of `/dev`, in listing order.
@@ -72,6 +74,17 @@ const DEV_SNP_ENTRIES: [(&[u8], Special); 8] = [
     (b"stderr", Special::Console(2)),
     (b"stdin", Special::Console(0)),
     (b"stdout", Special::Console(1)),
+    (b"urandom", Special::Urandom),
+    (b"zero", Special::Zero),
+];
+/// `/dev`'s extra name on TDX.
+const DEV_TDX_ENTRIES: [(&[u8], Special); 8] = [
+    (b"null", Special::Null),
+    (b"random", Special::Urandom),
+    (b"stderr", Special::Console(2)),
+    (b"stdin", Special::Console(0)),
+    (b"stdout", Special::Console(1)),
+    (b"tdx_guest", Special::TdxGuest),
     (b"urandom", Special::Urandom),
     (b"zero", Special::Zero),
 ];
@@ -267,7 +280,8 @@ impl Files {
         if dir == self.dev_dir {
             match crate::platform::kind() {
                 Some(nacre_shared_abi::boot::PlatformKind::Snp) => &DEV_SNP_ENTRIES,
-                _ => &DEV_ENTRIES,
+                Some(nacre_shared_abi::boot::PlatformKind::Tdx) => &DEV_TDX_ENTRIES,
+                None => &DEV_ENTRIES,
             }
         } else if dir == self.proc_self_dir {
             &PROC_SELF_ENTRIES
@@ -389,6 +403,7 @@ impl Files {
                     Special::Zero => (4, 5),
                     // A misc device on Linux; shown as major 1 here too.
                     Special::SevGuest => (6, 0x7C),
+                    Special::TdxGuest => (7, 0x7D),
                     _ => (5, 9),
                 };
                 Stat {

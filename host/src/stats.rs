@@ -58,6 +58,8 @@ impl TdxRunStats {
             ("tdx.accept_already", m.accept_already),
             ("tdx.map_gpa_calls", self.counters.map_gpa_calls),
             ("tdx.map_gpa_retries", self.counters.map_gpa_retries),
+            ("tdx.mr_reports", self.counters.mr_reports),
+            ("tdx.get_quotes", self.counters.get_quotes),
             ("tdx.map_gpa_pages", m.map_gpa_pages),
             ("sept.page_add", m.sept_page_add),
             ("sept.aug", m.sept_aug),

@@ -1,7 +1,7 @@
 //! The attestation flow end to end: package -> measure -> attest -> verify on the
 //! emulated platforms, each way the verification must fail (wrong nonce, another
-//! image, emulated evidence not allowed, a corrupted evidence file), and an app that
-//! asks `/dev/sev-guest` for a report itself.
+//! image, emulated evidence not allowed, a corrupted evidence file), and apps that
+//! ask `/dev/sev-guest` or `/dev/tdx_guest` for a report themselves.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -10,7 +10,8 @@ use std::sync::OnceLock;
 
 use nacre_tests::{
     app_source, build_c_app, build_c_app_musl, describe_output, emulated_keys_dir, nacre,
-    package_with, require_kvm, run_on, scratch_dir, PackageOptions, EXIT_NACRE_ERROR,
+    on_each_platform, package_with, require_kvm, run_on, scratch_dir, PackageOptions,
+    EXIT_NACRE_ERROR,
 };
 
 /// `nacre verify` exit status when a check failed.
@@ -154,7 +155,12 @@ fn attest_flow(platform: &str) {
     );
     assert_eq!(json["verified"], true);
     assert_eq!(json["trust"], "emulated");
-    assert_eq!(json["claims"]["measurement"], measured.as_str(), "{json:#}");
+    let claim = if platform == "emulated-snp" {
+        "measurement"
+    } else {
+        "mr_td"
+    };
+    assert_eq!(json["claims"][claim], measured.as_str(), "{json:#}");
 
     // Each wrong expectation fails the one check it concerns, by name.
     let other_arg = other.display().to_string();
@@ -166,13 +172,21 @@ fn attest_flow(platform: &str) {
         ),
         (
             vec!["--image", &other_arg, "--nonce", NONCE, "--allow-emulated"],
-            "measurement",
+            if platform == "emulated-snp" {
+                "measurement"
+            } else {
+                "mrtd"
+            },
             "expected",
         ),
         (
             vec!["--image", &image_arg, "--nonce", NONCE],
-            "ark-trusted",
-            "emulated",
+            if platform == "emulated-snp" {
+                "ark-trusted"
+            } else {
+                "root-trusted"
+            },
+            "--allow-emulated",
         ),
     ] {
         let (output, json) = verify(&evidence, &args);
@@ -238,9 +252,9 @@ fn attest_flow(platform: &str) {
 }
 
 #[test]
-fn package_measure_attest_verify_on_emulated_snp() {
+fn package_measure_attest_verify_on_each_emulated_platform() {
     require_kvm();
-    attest_flow("emulated-snp");
+    on_each_platform(attest_flow);
 }
 
 #[test]
@@ -274,11 +288,15 @@ fn attest_refuses_a_bad_nonce_and_writes_nothing() {
     }
 }
 
-/// The raw report `sev_report TEXT` wrote to stdout.
-fn app_report(image: &Path) -> Vec<u8> {
-    let output = must_succeed(run_on(image, "emulated-snp", &[]), "sev_report");
-    assert_eq!(output.stdout.len(), 0x4A0, "{}", describe_output(&output));
+/// The raw report an app wrote to stdout on `platform`: `size` bytes.
+fn app_report(image: &Path, platform: &str, size: usize) -> Vec<u8> {
+    let output = must_succeed(run_on(image, platform, &[]), "the report app");
+    assert_eq!(output.stdout.len(), size, "{}", describe_output(&output));
     output.stdout
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[test]
@@ -291,21 +309,18 @@ fn an_app_gets_a_report_with_its_own_report_data_from_dev_sev_guest() {
         &dir().join("sev_report.igvm"),
         &PackageOptions::new().args(&["hello from the app"]),
     );
-    let report = app_report(&image);
+    let report = app_report(&image, "emulated-snp", 0x4A0);
     // report_data (0x50..0x90) is the app's text, zero-padded.
     let mut expected = [0u8; 64];
     expected[..18].copy_from_slice(b"hello from the app");
     assert_eq!(&report[0x50..0x90], &expected[..]);
     // The measurement (0x90..0xC0) is the image's.
-    let measurement: String = report[0x90..0xC0]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let measurement = hex(&report[0x90..0xC0]);
     assert_eq!(measurement, measure(&image, "emulated-snp"));
 
     // A second run's report differs only where a new launch must differ (the
     // REPORT_ID) and in the signature.
-    let again = app_report(&image);
+    let again = app_report(&image, "emulated-snp", 0x4A0);
     assert_eq!(report[..0x140], again[..0x140]);
     assert_ne!(
         report[0x140..0x160],
@@ -317,8 +332,11 @@ fn an_app_gets_a_report_with_its_own_report_data_from_dev_sev_guest() {
     // the app asked for.
     let bin = dir().join("app-report.bin");
     fs::write(&bin, &report).expect("write");
-    let vcek = emulated_keys_dir().join("vcek.pem").display().to_string();
-    let hex: String = expected.iter().map(|b| format!("{b:02x}")).collect();
+    let vcek = emulated_keys_dir()
+        .join("snp/vcek.pem")
+        .display()
+        .to_string();
+    let report_data = hex(&expected);
     let (output, json) = verify(
         &bin,
         &[
@@ -328,7 +346,7 @@ fn an_app_gets_a_report_with_its_own_report_data_from_dev_sev_guest() {
             "--measurement",
             &measurement,
             "--report-data",
-            &hex,
+            &report_data,
         ],
     );
     assert_eq!(
@@ -337,4 +355,62 @@ fn an_app_gets_a_report_with_its_own_report_data_from_dev_sev_guest() {
         "{json:?}\n{}",
         describe_output(&output)
     );
+}
+
+#[test]
+fn an_app_gets_a_tdreport_with_its_own_report_data_from_dev_tdx_guest() {
+    require_kvm();
+    let app = dir().join("tdx_report");
+    build_c_app_musl(&app_source("tdx_report.c"), &app);
+    let image = package_with(
+        &app,
+        &dir().join("tdx_report.igvm"),
+        &PackageOptions::new().args(&["hello from the TD"]),
+    );
+    let report = app_report(&image, "emulated-tdx", 1024);
+    // REPORTTYPE: TDX (0x81), subtype 0 (SPECS.md 6.5).
+    assert_eq!(report[0], 0x81);
+    assert_eq!(report[1], 0);
+    // REPORTDATA (0x80..0xC0) is the app's text, zero-padded.
+    let mut expected = [0u8; 64];
+    expected[..17].copy_from_slice(b"hello from the TD");
+    assert_eq!(&report[0x80..0xC0], &expected[..]);
+    // MRTD (TDINFO + 0x10 = 0x210) is the image's.
+    assert_eq!(hex(&report[0x210..0x240]), measure(&image, "emulated-tdx"));
+    // Not debuggable: ATTRIBUTES (0x200) bit 0 clear.
+    assert_eq!(report[0x200] & 1, 0);
+    // The same TD asked twice gets the same report body and MAC (nothing in a
+    // TDREPORT changes between calls of one launch but what the TD asks for).
+    let again = app_report(&image, "emulated-tdx", 1024);
+    assert_eq!(report[..0xE0], again[..0xE0]);
+}
+
+#[test]
+fn the_attestation_devices_belong_to_their_platforms() {
+    require_kvm();
+    // /dev/tdx_guest does not exist on SEV-SNP, /dev/sev-guest not on TDX.
+    for (app, platform) in [
+        ("tdx_report", "emulated-snp"),
+        ("sev_report", "emulated-tdx"),
+    ] {
+        let bin = dir().join(format!("{app}-other"));
+        build_c_app_musl(&app_source(&format!("{app}.c")), &bin);
+        let image = package_with(
+            &bin,
+            &dir().join(format!("{app}-other.igvm")),
+            &PackageOptions::new(),
+        );
+        let output = run_on(&image, platform, &[]);
+        assert_eq!(
+            output.status.code(),
+            Some(1),
+            "{}",
+            describe_output(&output)
+        );
+        assert!(
+            String::from_utf8_lossy(&output.stderr).contains("errno 2"),
+            "{app} on {platform}: {}",
+            describe_output(&output)
+        );
+    }
 }

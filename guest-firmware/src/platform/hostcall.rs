@@ -46,6 +46,11 @@ impl HostcallArea {
         self.va != 0
     }
 
+    /// Guest-physical address of the data area (valid when [`Self::ready`]).
+    pub fn data_gpa(&self) -> u64 {
+        self.gpa + HOSTCALL_DATA_OFFSET
+    }
+
     /// Virtual address of the data area (valid when [`Self::ready`]).
     pub fn data_va(&self) -> u64 {
         self.va + HOSTCALL_DATA_OFFSET

@@ -445,6 +445,7 @@ pub fn ioctl(k: &mut Kernel, fd: u64, req: u64, arg: u64) -> SysResult {
             Ok(0)
         }
         (Node::Dev(Special::SevGuest), _) => super::attest::sev_guest_ioctl(k, req, arg),
+        (Node::Dev(Special::TdxGuest), _) => super::attest::tdx_guest_ioctl(k, req, arg),
         (Node::Console(cfd), TCGETS | TIOCGWINSZ) => {
             let size = terminal_reply_size(req).ok_or(ENOTTY)?;
             check_out(k, arg, size)?;

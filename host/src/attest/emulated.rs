@@ -16,9 +16,9 @@
 //! refuses it unless told to accept emulated evidence, and then says so in its
 //! verdict (docs/threat-model.md, assumption 5).
 //!
-//! The keys live in one directory ([`default_dir`]: `$NACRE_EMULATED_KEYS`, else
-//! `$XDG_DATA_HOME/nacre/emulated-snp`, else `~/.local/share/nacre/emulated-snp`),
-//! mode 0700, every file mode 0600:
+//! The keys live in one directory ([`default_dir`]: `snp` in `$NACRE_EMULATED_KEYS`,
+//! else in `$XDG_DATA_HOME/nacre/emulated-keys`, else in
+//! `~/.local/share/nacre/emulated-keys`), mode 0700, every file mode 0600:
 //!
 //! | file | contents |
 //! |---|---|
@@ -232,13 +232,23 @@ impl fmt::Debug for EmulatedSnpKeys {
     }
 }
 
-/// The key directory: `$NACRE_EMULATED_KEYS` if set, else
-/// `$XDG_DATA_HOME/nacre/emulated-snp`, else `$HOME/.local/share/nacre/emulated-snp`.
-pub fn default_dir() -> Result<PathBuf, EmulatedKeysError> {
+/// The base directory of every emulated platform's keys: `$NACRE_EMULATED_KEYS` if
+/// set, else `$XDG_DATA_HOME/nacre/emulated-keys`, else
+/// `$HOME/.local/share/nacre/emulated-keys`. The SEV-SNP keys are in its `snp`
+/// folder ([`default_dir`]), the TDX keys in its `tdx` folder.
+pub fn base_dir() -> Result<PathBuf, EmulatedKeysError> {
     dir_from_env(|name| std::env::var_os(name))
 }
 
-/// [`default_dir`] with the environment read through `var`; empty values count as
+/// The SEV-SNP key directory: `snp` in [`base_dir`].
+pub fn default_dir() -> Result<PathBuf, EmulatedKeysError> {
+    Ok(base_dir()?.join(SNP_FOLDER))
+}
+
+/// The folder of [`base_dir`] with the SEV-SNP keys.
+pub const SNP_FOLDER: &str = "snp";
+
+/// [`base_dir`] with the environment read through `var`; empty values count as
 /// unset, and so does a relative `XDG_DATA_HOME` (the XDG base directory rules).
 fn dir_from_env(var: impl Fn(&str) -> Option<OsString>) -> Result<PathBuf, EmulatedKeysError> {
     let set = |name: &str| var(name).filter(|v| !v.is_empty()).map(PathBuf::from);
@@ -246,10 +256,10 @@ fn dir_from_env(var: impl Fn(&str) -> Option<OsString>) -> Result<PathBuf, Emula
         return Ok(dir);
     }
     if let Some(data) = set("XDG_DATA_HOME").filter(|p| p.is_absolute()) {
-        return Ok(data.join("nacre/emulated-snp"));
+        return Ok(data.join("nacre/emulated-keys"));
     }
     set("HOME")
-        .map(|home| home.join(".local/share/nacre/emulated-snp"))
+        .map(|home| home.join(".local/share/nacre/emulated-keys"))
         .ok_or(EmulatedKeysError::NoDirectory)
 }
 
@@ -261,9 +271,15 @@ pub fn is_emulated(cert: &Cert) -> bool {
 }
 
 fn names_emulated(name: &Name) -> bool {
-    name.0.iter().flat_map(|rdn| rdn.0.iter()).any(|atv| {
-        atv.oid == OID_ORGANIZATION && atv.value.value() == EMULATED_ORGANIZATION.as_bytes()
-    })
+    names_organization(name, EMULATED_ORGANIZATION)
+}
+
+/// Whether `name` has the organization `org`.
+pub(crate) fn names_organization(name: &Name, org: &str) -> bool {
+    name.0
+        .iter()
+        .flat_map(|rdn| rdn.0.iter())
+        .any(|atv| atv.oid == OID_ORGANIZATION && atv.value.value() == org.as_bytes())
 }
 
 /// Load only the emulated ARK and ASK from `dir`, for a verifier: nothing is created

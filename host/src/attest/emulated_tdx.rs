@@ -112,7 +112,48 @@ pub const PCK_CA_NAME: &str = "nacre emulated Intel SGX PCK Platform CA";
 /// Subject common name of the emulated PCK certificate.
 pub const PCK_NAME: &str = "nacre emulated Intel SGX PCK Certificate";
 /// Organization of every emulated certificate.
-const ORGANIZATION: &str = "nacre emulated TDX platform";
+pub const ORGANIZATION: &str = "nacre emulated TDX platform";
+
+/// The `root-trusted` detail for an emulated quote the verifier was not told to
+/// accept.
+pub const REFUSED: &str = "quoted by nacre's emulated TDX platform; pass --allow-emulated to \
+                           accept emulated evidence";
+
+/// The folder of the emulated keys' base directory
+/// ([`super::emulated::base_dir`]) with the TDX keys.
+pub const TDX_FOLDER: &str = "tdx";
+
+/// The TDX key directory: `tdx` in [`super::emulated::base_dir`].
+pub fn default_dir() -> Result<PathBuf, super::emulated::EmulatedKeysError> {
+    Ok(super::emulated::base_dir()?.join(TDX_FOLDER))
+}
+
+/// Whether `cert` is one of the emulated TDX platform's: its subject or issuer names
+/// [`ORGANIZATION`].
+pub fn is_emulated(cert: &Cert) -> bool {
+    let tbs = &cert.certificate().tbs_certificate;
+    super::emulated::names_organization(&tbs.subject, ORGANIZATION)
+        || super::emulated::names_organization(&tbs.issuer, ORGANIZATION)
+}
+
+/// Load only the emulated root CA from `dir`, for a verifier: nothing is created and
+/// no private key is read. It must be an emulated CA that signs itself.
+pub fn load_root(dir: &Path) -> Result<Cert, KeysError> {
+    let root = read_cert(dir, ROOT_CERT_FILE)?;
+    let corrupt = |reason: String| KeysError::Corrupt {
+        path: dir.join(ROOT_CERT_FILE),
+        reason,
+    };
+    if !is_emulated(&root) {
+        return Err(corrupt(format!(
+            "\"{}\" is not an emulated TDX root",
+            root.subject_name()
+        )));
+    }
+    root.verify_issued_by(&root)
+        .map_err(|e| corrupt(format!("not a self-signed CA: {e}")))?;
+    Ok(root)
+}
 
 /// Intel's SGX extension of PCK certificates and its parts (the OIDs dcap-qvl's
 /// `oids.rs` reads; structure as in Intel's PCK certificates).

@@ -70,6 +70,7 @@ pub struct TrustAnchors {
     amd: Vec<AmdRoot>,
     intel: Cert,
     emulated: Option<AmdRoot>,
+    emulated_tdx: Option<Cert>,
 }
 
 impl TrustAnchors {
@@ -79,6 +80,7 @@ impl TrustAnchors {
             amd,
             intel,
             emulated: None,
+            emulated_tdx: None,
         }
     }
 
@@ -106,6 +108,7 @@ impl TrustAnchors {
             amd,
             intel,
             emulated: None,
+            emulated_tdx: None,
         })
     }
 
@@ -120,9 +123,24 @@ impl TrustAnchors {
         self
     }
 
-    /// Whether an emulated root is trusted ([`Self::allow_emulated`]).
+    /// Also trust `root`, the root CA of nacre's emulated TDX quoting path
+    /// ([`super::emulated_tdx::load_root`]): quotes whose PCK chain names the emulated
+    /// platform then verify against it and are marked emulated. It is never used for
+    /// a chain that does not name the emulated platform.
+    pub fn allow_emulated_tdx(mut self, root: Cert) -> Self {
+        self.emulated_tdx = Some(root);
+        self
+    }
+
+    /// Whether an emulated root is trusted ([`Self::allow_emulated`],
+    /// [`Self::allow_emulated_tdx`]).
     pub fn allows_emulated(&self) -> bool {
-        self.emulated.is_some()
+        self.emulated.is_some() || self.emulated_tdx.is_some()
+    }
+
+    /// The trusted emulated TDX root CA, if emulated quotes are accepted.
+    pub fn emulated_tdx(&self) -> Option<&Cert> {
+        self.emulated_tdx.as_ref()
     }
 
     /// The trusted emulated root of `product`, if emulated evidence is accepted.

@@ -518,7 +518,14 @@ pub fn verify_quote(
 ) -> Result<Verification, TdxError> {
     let chain = quote.pck_chain()?;
     let (pck, ca) = (&chain[0], &chain[1]);
-    let root = roots.intel();
+    // A chain that names nacre's emulated TDX platform is checked against its root,
+    // and only when that root is trusted; the names only pick the root.
+    let names_emulated = chain.iter().any(super::emulated_tdx::is_emulated);
+    let (root, trust) = match (names_emulated, roots.emulated_tdx()) {
+        (false, _) => (roots.intel(), Trust::Hardware),
+        (true, Some(emulated)) => (emulated, Trust::Emulated),
+        (true, None) => (roots.intel(), Trust::Emulated),
+    };
     let mut checks = Vec::new();
 
     checks.push(if quote.header.qe_vendor_id == INTEL_QE_VENDOR_ID {
@@ -575,6 +582,17 @@ pub fn verify_quote(
     checks.push(ecdsa_signed_by(check::PCK_SIGNED_BY_CA, pck, ca));
     checks.push(ecdsa_signed_by(check::CA_SIGNED_BY_ROOT, ca, root));
     checks.push(match chain.get(2) {
+        _ if names_emulated && roots.emulated_tdx().is_none() => {
+            Check::fail(check::ROOT_TRUSTED, super::emulated_tdx::REFUSED)
+        }
+        Some(given) if given == root && trust == Trust::Emulated => Check::pass(
+            check::ROOT_TRUSTED,
+            format!(
+                "the quote's root is \"{}\", the root of nacre's emulated TDX platform \
+                 (emulated evidence accepted)",
+                root.subject_name()
+            ),
+        ),
         Some(given) if given == root => Check::pass(
             check::ROOT_TRUSTED,
             format!(
@@ -624,6 +642,18 @@ pub fn verify_quote(
     }
 
     let mut claims = claims(quote);
+    claims.insert(
+        0,
+        Claim {
+            name: "trust",
+            value: match trust {
+                Trust::Hardware => format!("hardware (Intel's \"{}\")", root.subject_name()),
+                Trust::Emulated => {
+                    "emulated: quoted by nacre's emulated TDX platform, not by hardware".to_owned()
+                }
+            },
+        },
+    );
     claims.push(Claim {
         name: "pck_certificate",
         value: format!(
@@ -634,7 +664,7 @@ pub fn verify_quote(
     });
     Ok(Verification {
         kind: EvidenceKind::TdxQuote,
-        trust: Trust::Hardware,
+        trust,
         at,
         claims,
         checks,

@@ -22,15 +22,16 @@ Example:
   nacre verify evidence.json --image hello.igvm --nonce $nonce --allow-emulated
 
 The image boots as it would for `nacre run`, but the firmware asks the platform for
-evidence before the app starts (SEV-SNP: an attestation report from the security
-processor, signed by the VCEK) and the guest stops there: the app never runs. The
+evidence before the app starts and the guest stops there: the app never runs. On
+emulated-snp the evidence is an attestation report from the security processor,
+signed by the VCEK; on emulated-tdx a TDX quote v4 of the TD's TDREPORT. The
 evidence's report data is SHA-512(\"nacre attest nonce v1\\0\" || nonce), so a verifier
 that chose the nonce knows the evidence is fresh. The evidence file is JSON: the
 report or quote in hex and the certificates that chain it to its root.
 
-On the emulated platforms the evidence is signed by an emulated key hierarchy, kept
-in $NACRE_EMULATED_KEYS, else $XDG_DATA_HOME/nacre/emulated-snp, else
-~/.local/share/nacre/emulated-snp (made on first use). `nacre verify` trusts it only
+On the emulated platforms the evidence is signed by emulated key hierarchies, kept
+in $NACRE_EMULATED_KEYS, else $XDG_DATA_HOME/nacre/emulated-keys, else
+~/.local/share/nacre/emulated-keys (made on first use). `nacre verify` trusts them only
 with --allow-emulated.")]
 pub struct AttestArgs {
     /// The image made by `nacre package`.

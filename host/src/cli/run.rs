@@ -1,7 +1,10 @@
 //! `nacre run`.
 
 use super::{EXIT_GUEST_TERMINATED, EXIT_MEMORY_VIOLATION};
-use crate::platform::Stop;
+use crate::attest::emulated::{self, EmulatedSnpKeys};
+use crate::attest::emulated_tdx::{self, EmulatedTdxKeys};
+use crate::platform::emulated_sp::ReportSigner;
+use crate::platform::{LazyKeys, Stop};
 use crate::vmm::setup::Guest;
 use crate::vmm::{run, setup};
 use anyhow::{bail, Context};
@@ -105,17 +108,25 @@ pub fn launch(
     match &mut vm.guest {
         Guest::Snp(snp) => {
             snp.host.expect_evidence = expect_evidence;
-            snp.signer = crate::platform::emulated_sp::LazySigner::new(Box::new(|| {
-                let dir = crate::attest::emulated::default_dir().map_err(|e| e.to_string())?;
-                let keys = crate::attest::EmulatedSnpKeys::load_or_create(&dir)
-                    .map_err(|e| e.to_string())?;
-                Ok(Box::new(keys)
-                    as Box<
-                        dyn crate::platform::emulated_sp::ReportSigner + Send,
-                    >)
-            }));
+            snp.signer = LazyKeys::new(
+                "the emulated security processor's keys",
+                Box::new(|| {
+                    let dir = emulated::default_dir().map_err(|e| e.to_string())?;
+                    let keys = EmulatedSnpKeys::load_or_create(&dir).map_err(|e| e.to_string())?;
+                    Ok(Box::new(keys) as Box<dyn ReportSigner + Send>)
+                }),
+            );
         }
-        Guest::Tdx(tdx) => tdx.host.expect_evidence = expect_evidence,
+        Guest::Tdx(tdx) => {
+            tdx.host.expect_evidence = expect_evidence;
+            tdx.quoting_keys = LazyKeys::new(
+                "the emulated TDX platform's keys",
+                Box::new(|| {
+                    let dir = emulated_tdx::default_dir().map_err(|e| e.to_string())?;
+                    EmulatedTdxKeys::load_or_create(&dir).map_err(|e| e.to_string())
+                }),
+            );
+        }
     }
     Ok((image, vm))
 }

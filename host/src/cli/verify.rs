@@ -2,7 +2,7 @@
 
 use crate::attest::evidence::{nonce_report_data, parse_nonce, EvidenceFile};
 use crate::attest::{
-    self, emulated, time, Cert, Evidence, Expectations, Inputs, Trust, TrustAnchors,
+    self, emulated, emulated_tdx, time, Cert, Evidence, Expectations, Inputs, Trust, TrustAnchors,
 };
 use anyhow::Context;
 use nacre_shared_abi::boot::PlatformKind;
@@ -71,15 +71,16 @@ pub struct VerifyArgs {
     /// Accept a guest that the host may debug (SNP policy DEBUG, TD attribute DEBUG).
     #[arg(long)]
     pub allow_debug: bool,
-    /// SNP: accept evidence signed by nacre's emulated security processor (the
-    /// emulated-snp platform), whose root is made once per host. Such evidence proves
-    /// nothing about hardware; the verdict says "verified (emulated evidence)".
-    /// Without this flag it fails.
+    /// Accept evidence from nacre's emulated platforms (signed by the emulated
+    /// security processor or quoted by the emulated TDX platform), whose roots are
+    /// made once per host. Such evidence proves nothing about hardware; the verdict
+    /// says "verified (emulated evidence)". Without this flag it fails.
     #[arg(long)]
     pub allow_emulated: bool,
-    /// With --allow-emulated: the directory of the emulated keys to trust (only its
-    /// ark.pem and ask.pem are read), instead of $NACRE_EMULATED_KEYS, else
-    /// $XDG_DATA_HOME/nacre/emulated-snp, else ~/.local/share/nacre/emulated-snp.
+    /// With --allow-emulated: the emulated keys' directory whose roots to trust (only
+    /// snp/ark.pem, snp/ask.pem and tdx/root-ca.pem are read), instead of
+    /// $NACRE_EMULATED_KEYS, else $XDG_DATA_HOME/nacre/emulated-keys, else
+    /// ~/.local/share/nacre/emulated-keys.
     #[arg(long, value_name = "DIR", requires = "allow_emulated")]
     pub emulated_keys: Option<PathBuf>,
     /// Check the certificates' validity at this time instead of now (RFC 3339,
@@ -157,12 +158,20 @@ pub fn run(a: &VerifyArgs) -> anyhow::Result<u8> {
     };
     let mut roots = TrustAnchors::built_in()?;
     if a.allow_emulated {
-        let dir = match &a.emulated_keys {
+        let base = match &a.emulated_keys {
             Some(dir) => dir.clone(),
-            None => emulated::default_dir().context("--allow-emulated")?,
+            None => emulated::base_dir().context("--allow-emulated")?,
         };
-        let root = emulated::load_root(&dir).context("--allow-emulated")?;
-        roots = roots.allow_emulated(root);
+        roots = match &evidence {
+            Evidence::Snp(_) => roots.allow_emulated(
+                emulated::load_root(&base.join(emulated::SNP_FOLDER))
+                    .context("--allow-emulated")?,
+            ),
+            Evidence::Tdx(_) => roots.allow_emulated_tdx(
+                emulated_tdx::load_root(&base.join(emulated_tdx::TDX_FOLDER))
+                    .context("--allow-emulated")?,
+            ),
+        };
     }
     let mut inputs = Inputs::new(&roots);
     if let Some(at) = &a.at {
@@ -316,8 +325,9 @@ mod tests {
         let k = keys();
         std::fs::write(dir.join("report.bin"), signed_report(k, [1; 48], [2; 64])).expect("write");
         std::fs::write(dir.join("vcek.der"), k.vcek_der()).expect("write");
-        let key_dir = dir.join("keys");
-        std::fs::create_dir(&key_dir).expect("mkdir");
+        let base = dir.join("keys");
+        let key_dir = base.join(emulated::SNP_FOLDER);
+        std::fs::create_dir_all(&key_dir).expect("mkdir");
         let root = k.root();
         for (file, cert) in [
             (emulated::files::ARK_CERT, &root.ark),
@@ -331,7 +341,7 @@ mod tests {
             .expect("PEM");
             std::fs::write(key_dir.join(file), pem).expect("write");
         }
-        let keys_arg = key_dir.display().to_string();
+        let keys_arg = base.display().to_string();
 
         assert_eq!(run(&args(&dir, &[])).ok(), Some(EXIT_NOT_VERIFIED));
         let allowed = args(&dir, &["--allow-emulated", "--emulated-keys", &keys_arg]);

@@ -364,7 +364,11 @@ impl EmulatedSnp {
             g.sw_exit_info_2 = super::emulated_sp::FW_ERR_PLATFORM;
             return Ok(None);
         };
-        let Some(signer) = self.signer.get() else {
+        let Some(signer) = self
+            .signer
+            .get()
+            .map(|s| &**s as &dyn super::emulated_sp::ReportSigner)
+        else {
             g.sw_exit_info_2 = super::emulated_sp::FW_ERR_PLATFORM;
             return Ok(None);
         };
@@ -539,8 +543,10 @@ mod tests {
         use super::super::emulated_sp::tests::{launched, signer};
         let mut snp = platform();
         snp.sp = Some(launched());
-        snp.signer =
-            super::super::emulated_sp::LazySigner::new(Box::new(|| Ok(Box::new(signer()))));
+        snp.signer = super::super::emulated_sp::LazySigner::new(
+            "the test signer",
+            Box::new(|| Ok(Box::new(signer()))),
+        );
         psc(&mut snp, 0x20, 2, MsrPscOp::Shared);
         snp
     }
@@ -592,7 +598,10 @@ mod tests {
 
         // No key to sign with: the platform's error.
         let mut snp = attesting();
-        snp.signer = super::super::emulated_sp::LazySigner::new(Box::new(|| Err("no keys".into())));
+        snp.signer = super::super::emulated_sp::LazySigner::new(
+            "the test signer",
+            Box::new(|| Err("no keys".into())),
+        );
         let key = *snp.sp.as_ref().unwrap().vmpck(0).unwrap();
         snp.mem
             .write(0x20_000, &request(&key, 1, [3; 64], 0, 0))

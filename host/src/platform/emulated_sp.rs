@@ -57,48 +57,8 @@ pub trait ReportSigner {
 /// `include/uapi/linux/psp-sev.h`): the emulated platform has no key to sign with.
 pub const FW_ERR_PLATFORM: u64 = 0x13;
 
-/// Loads the report signer (the emulated key hierarchy) on first use.
-pub type SignerLoader = Box<dyn FnOnce() -> Result<Box<dyn ReportSigner + Send>, String> + Send>;
-
-/// The report signer, loaded when the guest first asks for a report: loading may
-/// mean creating the key hierarchy, which a guest that never attests should not pay.
-#[derive(Default)]
-pub struct LazySigner {
-    loader: Option<SignerLoader>,
-    signer: Option<Box<dyn ReportSigner + Send>>,
-}
-
-impl std::fmt::Debug for LazySigner {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LazySigner")
-            .field("loaded", &self.signer.is_some())
-            .finish_non_exhaustive()
-    }
-}
-
-impl LazySigner {
-    /// A signer `loader` produces when first needed.
-    pub fn new(loader: SignerLoader) -> Self {
-        Self {
-            loader: Some(loader),
-            signer: None,
-        }
-    }
-
-    /// The signer, loading it now if this is the first use; `None` (and the reason
-    /// printed once) if it cannot be loaded.
-    pub fn get(&mut self) -> Option<&dyn ReportSigner> {
-        if let Some(load) = self.loader.take() {
-            match load() {
-                Ok(signer) => self.signer = Some(signer),
-                Err(e) => {
-                    eprintln!("nacre: the emulated security processor cannot sign reports: {e}")
-                }
-            }
-        }
-        self.signer.as_deref().map(|s| s as &dyn ReportSigner)
-    }
-}
+/// The report signer, loaded when the guest first asks for a report.
+pub type LazySigner = super::LazyKeys<Box<dyn ReportSigner + Send>>;
 
 impl ReportSigner for crate::attest::EmulatedSnpKeys {
     fn sign_report(&self, report: &mut [u8; REPORT_SIZE]) {

@@ -7,6 +7,9 @@
 //! is accumulated as pages are added, as TDH.MEM.PAGE.ADD and TDH.MR.EXTEND do.
 
 use super::Stop;
+use crate::attest::emulated_tdx::{
+    emulated_tee_tcb_info, EmulatedTdxKeys, QuotingEnclave, TdxReportKey,
+};
 use crate::mmu::attributes::Kind;
 use crate::mmu::tdp::Level;
 use crate::mmu::tdx::{AcceptResult, TdxMmu};
@@ -18,6 +21,9 @@ use nacre_loader::measure::tdx::Mrtd;
 use nacre_shared_abi::hostcall::HOSTCALL_PORT;
 use nacre_shared_abi::layout::{EMULATED_TDX_GPAW, PAGE_SIZE_2M, PAGE_SIZE_4K};
 use nacre_shared_abi::tdx::{leaf, status, vmcall, AcceptLevel};
+use nacre_shared_abi::tdx_report::get_quote::{self, QuoteBufHeader, HEADER_SIZE};
+use nacre_shared_abi::tdx_report::{TdInfo, REPORT_DATA_SIZE, TDREPORT_SIZE};
+use zerocopy::{FromBytes, FromZeros, IntoBytes};
 
 /// The shared bit as a GPA mask (`1 << (GPAW - 1)`, SPECS.md 6.3).
 pub const SHARED_BIT: u64 = 1 << (EMULATED_TDX_GPAW - 1);
@@ -42,6 +48,20 @@ pub struct TdxCounters {
     pub map_gpa_calls: u64,
     /// MapGPA calls answered RETRY.
     pub map_gpa_retries: u64,
+    /// TDG.MR.REPORT calls.
+    pub mr_reports: u64,
+    /// GetQuote calls.
+    pub get_quotes: u64,
+}
+
+/// The largest GetQuote buffer the host takes (Linux's driver uses 8 KiB).
+const MAX_QUOTE_BUFFER: u64 = 1 << 20;
+
+/// XFAM of the emulated TD: the XSAVE features the CPU supports (CPUID leaf 0xD,
+/// subleaf 0, EDX:EAX; Intel SDM vol. 1, 13.2), which the TD may enable.
+fn xfam() -> u64 {
+    let r = std::arch::x86_64::__cpuid_count(0xD, 0);
+    (u64::from(r.edx) << 32) | u64::from(r.eax)
 }
 
 /// State of the emulated TDX platform for one VM.
@@ -67,6 +87,12 @@ pub struct EmulatedTdx {
     pub map_gpa_budget: Option<u64>,
     /// The console and clocks the hostcalls serve (and when the first arrived).
     pub host: super::hostcall::HostcallHost,
+    /// The TD's ATTRIBUTES (TDG.VP.INFO, TDINFO; SPECS.md 6.4).
+    pub td_attributes: u64,
+    /// The emulated TDX module's key for TDREPORT MACs (made when the TD is built).
+    pub report_key: Option<TdxReportKey>,
+    /// The emulated quoting enclave's keys (loaded on the first GetQuote).
+    pub quoting_keys: super::LazyKeys<EmulatedTdxKeys>,
 }
 
 impl EmulatedTdx {
@@ -83,6 +109,9 @@ impl EmulatedTdx {
             mrtd_final: None,
             map_gpa_budget: None,
             host: super::hostcall::HostcallHost::default(),
+            td_attributes: 0,
+            report_key: None,
+            quoting_keys: super::LazyKeys::default(),
         }
     }
 
@@ -113,7 +142,7 @@ impl EmulatedTdx {
             leaf::VP_INFO => {
                 regs.rax = status::SUCCESS;
                 regs.rcx = u64::from(EMULATED_TDX_GPAW);
-                regs.rdx = 0; // TD attributes: none (no DEBUG)
+                regs.rdx = self.td_attributes;
                 regs.r8 = (1 << 32) | 1; // max_vcpus << 32 | num_vcpus
                 regs.r9 = 0; // vCPU index
                 regs.r10 = 0;
@@ -128,6 +157,10 @@ impl EmulatedTdx {
                 Err(stop) => Ok(Some(stop)),
             },
             leaf::VP_VMCALL => self.vmcall(regs),
+            leaf::MR_REPORT => {
+                regs.rax = self.mr_report(regs.rcx, regs.rdx, regs.r8)?;
+                Ok(None)
+            }
             _ => {
                 regs.rax = status::OPERAND_INVALID;
                 Ok(None)
@@ -188,6 +221,10 @@ impl EmulatedTdx {
                 Ok(None)
             }
             vmcall::REPORT_FATAL_ERROR => Ok(Some(Stop::TdFatalError { code: regs.r12 })),
+            vmcall::GET_QUOTE => {
+                regs.r10 = self.get_quote(regs.r12, regs.r13)?;
+                Ok(None)
+            }
             vmcall::CPUID => {
                 let r = std::arch::x86_64::__cpuid_count(regs.r12 as u32, regs.r13 as u32);
                 regs.r12 = u64::from(r.eax);
@@ -207,6 +244,99 @@ impl EmulatedTdx {
                 Ok(None)
             }
         }
+    }
+
+    /// Whether `[gpa, gpa + len)` is private memory the TD can reach now (accepted,
+    /// or added at launch): where TDG.MR.REPORT's operands must be.
+    fn private_reachable(&self, gpa: u64, len: u64) -> bool {
+        if gpa & SHARED_BIT != 0 || gpa.checked_add(len).is_none_or(|e| e > self.mem.size()) {
+            return false;
+        }
+        let (first, last) = (gpa / PAGE_SIZE_4K, (gpa + len - 1) / PAGE_SIZE_4K);
+        (first..=last).all(|gfn| self.mmu.reachable(gfn).0)
+    }
+
+    /// TDG.MR.REPORT: RCX = GPA of the TDREPORT_STRUCT to write (1024-byte aligned),
+    /// RDX = GPA of the REPORTDATA (64-byte aligned), R8 = report subtype (0), both
+    /// in private memory the TD can reach. Returns the TDCALL status.
+    fn mr_report(&mut self, out: u64, data: u64, subtype: u64) -> Result<u64, MemoryError> {
+        self.tdx.mr_reports += 1;
+        let (Some(key), Some(mr_td)) = (self.report_key.as_ref(), self.mrtd_final) else {
+            return Ok(status::OPERAND_INVALID);
+        };
+        if subtype != 0
+            || !out.is_multiple_of(TDREPORT_SIZE as u64)
+            || !data.is_multiple_of(REPORT_DATA_SIZE as u64)
+            || !self.private_reachable(out, TDREPORT_SIZE as u64)
+            || !self.private_reachable(data, REPORT_DATA_SIZE as u64)
+        {
+            return Ok(status::OPERAND_INVALID);
+        }
+        let mut report_data = [0u8; REPORT_DATA_SIZE];
+        self.mem.read(data, &mut report_data)?;
+        let mut td_info = TdInfo::new_zeroed();
+        td_info.attributes = self.td_attributes;
+        td_info.xfam = xfam();
+        td_info.mr_td = mr_td;
+        let report = key.td_report(&td_info, &emulated_tee_tcb_info(), &report_data);
+        self.mem.write(out, &report)?;
+        Ok(status::SUCCESS)
+    }
+
+    /// TDG.VP.VMCALL GetQuote: R12 = the shared GPA of the buffer (4 KiB aligned),
+    /// R13 = its size (a multiple of 4 KiB). The buffer holds a GetQuote header and the
+    /// TDREPORT; the quoting enclave's quote replaces it. Answered at once, never left
+    /// IN_FLIGHT. Returns the sub-function status (R10); the quote's own status is
+    /// in the buffer.
+    fn get_quote(&mut self, gpa: u64, size: u64) -> Result<u64, MemoryError> {
+        self.tdx.get_quotes += 1;
+        let base = gpa & !SHARED_BIT;
+        if gpa & SHARED_BIT == 0
+            || !base.is_multiple_of(PAGE_SIZE_4K)
+            || size == 0
+            || !size.is_multiple_of(PAGE_SIZE_4K)
+            || size > MAX_QUOTE_BUFFER
+            || base.checked_add(size).is_none_or(|e| e > self.mem.size())
+            || !self.mmu.is_shared(base / PAGE_SIZE_4K, size / PAGE_SIZE_4K)
+        {
+            return Ok(vmcall::INVALID_OPERAND);
+        }
+        let mut raw = [0u8; HEADER_SIZE];
+        self.mem.read(base, &mut raw)?;
+        let Ok(mut header) = QuoteBufHeader::read_from_bytes(&raw) else {
+            return Ok(vmcall::INVALID_OPERAND);
+        };
+        let room = size - HEADER_SIZE as u64;
+        if header.version != get_quote::VERSION || u64::from(header.in_len) > room {
+            header.status = get_quote::status::ERROR;
+            header.out_len = 0;
+            self.mem.write(base, header.as_bytes())?;
+            return Ok(vmcall::SUCCESS);
+        }
+        let mut td_report = vec![0u8; header.in_len as usize];
+        self.mem.read(base + HEADER_SIZE as u64, &mut td_report)?;
+        // The quoting enclave refuses a report whose MAC does not verify (EVERIFYREPORT2
+        // on hardware); without keys the quoting service is unavailable (the reason is
+        // printed once).
+        let (status, quote) = match (self.report_key.as_ref(), self.quoting_keys.get()) {
+            (Some(report_key), Some(keys)) => {
+                match QuotingEnclave::new().quote(keys, report_key, &td_report) {
+                    Ok(quote) if quote.len() as u64 <= room => {
+                        (get_quote::status::SUCCESS, Some(quote))
+                    }
+                    Ok(_) | Err(_) => (get_quote::status::ERROR, None),
+                }
+            }
+            _ => (get_quote::status::SERVICE_UNAVAILABLE, None),
+        };
+        header.status = status;
+        header.out_len = 0;
+        if let Some(quote) = quote {
+            self.mem.write(base + HEADER_SIZE as u64, &quote)?;
+            header.out_len = quote.len() as u32;
+        }
+        self.mem.write(base, header.as_bytes())?;
+        Ok(vmcall::SUCCESS)
     }
 
     /// Instruction.IO: R12 = size, R13 = direction, R14 = port, R15 = data. The only
@@ -316,5 +446,180 @@ impl EmulatedTdx {
                 Access::Violation(rule) => Some(Stop::MemoryViolation { gpa, view, rule }),
             },
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::attest::emulated::fixture::scratch;
+    use crate::attest::tdx::Quote;
+    use std::sync::OnceLock;
+
+    /// One emulated TDX key hierarchy for these tests.
+    fn keys_dir() -> &'static std::path::Path {
+        static DIR: OnceLock<std::path::PathBuf> = OnceLock::new();
+        DIR.get_or_init(|| {
+            let dir = scratch("tdx-platform").join("tdx");
+            EmulatedTdxKeys::load_or_create(&dir).expect("keys");
+            dir
+        })
+    }
+
+    /// A TD with a report key and an MRTD, page 0x10 private and accepted, pages
+    /// 0x20..0x30 shared, and the quoting keys of [`keys_dir`].
+    fn td() -> EmulatedTdx {
+        let mut tdx = EmulatedTdx::new(GuestMemory::new(64 << 20).expect("memfd"));
+        tdx.report_key = Some(TdxReportKey::generate().expect("report key"));
+        tdx.mrtd_final = Some([7; 48]);
+        tdx.add_page(0x10_000, false).expect("added");
+        tdx.mmu.map_gpa(&tdx.mem, 0x20, 16, false).expect("shared");
+        tdx.quoting_keys = super::super::LazyKeys::new(
+            "test keys",
+            Box::new(|| EmulatedTdxKeys::load(keys_dir()).map_err(|e| e.to_string())),
+        );
+        tdx
+    }
+
+    #[test]
+    fn mr_report_writes_a_maced_report_of_the_td_into_private_memory() {
+        let mut tdx = td();
+        tdx.mem.write(0x10_400, &[0x5A; 64]).unwrap();
+        assert_eq!(
+            tdx.mr_report(0x10_000, 0x10_400, 0).unwrap(),
+            status::SUCCESS
+        );
+        let mut report = [0u8; TDREPORT_SIZE];
+        tdx.mem.read(0x10_000, &mut report).unwrap();
+        let checked = tdx
+            .report_key
+            .as_ref()
+            .unwrap()
+            .verify(&report)
+            .expect("MAC");
+        assert_eq!(checked.report_mac.report_data, [0x5A; 64]);
+        assert_eq!(checked.td_info.mr_td, [7; 48]);
+        assert_eq!(checked.td_info.attributes, 0);
+
+        // Misaligned, another subtype, a shared or unaccepted page, outside RAM, or
+        // with the shared bit: OPERAND_INVALID, and nothing written.
+        tdx.mem.write(0x20_000, &[0xEE; 1024]).unwrap();
+        for (out, data, subtype) in [
+            (0x10_040, 0x10_400, 0),
+            (0x10_000, 0x10_404, 0),
+            (0x10_000, 0x10_400, 1),
+            (0x20_000, 0x10_400, 0),
+            (0x10_000, 0x20_000, 0),
+            (0x30_000, 0x10_400, 0),
+            (64 << 20, 0x10_400, 0),
+            (0x10_000 | SHARED_BIT, 0x10_400, 0),
+            (!0x3FF, 0x10_400, 0),
+        ] {
+            assert_eq!(
+                tdx.mr_report(out, data, subtype).unwrap(),
+                status::OPERAND_INVALID,
+                "{out:#x} {data:#x} {subtype}"
+            );
+        }
+        let mut shared = [0u8; 1024];
+        tdx.mem.read(0x20_000, &mut shared).unwrap();
+        assert_eq!(shared, [0xEE; 1024]);
+    }
+
+    /// A GetQuote buffer at shared page 0x20 with `header` and `body`.
+    fn buffer(tdx: &EmulatedTdx, header: &QuoteBufHeader, body: &[u8]) {
+        tdx.mem.write(0x20_000, header.as_bytes()).unwrap();
+        tdx.mem.write(0x20_000 + HEADER_SIZE as u64, body).unwrap();
+    }
+
+    fn header_at(tdx: &EmulatedTdx) -> QuoteBufHeader {
+        let mut raw = [0u8; HEADER_SIZE];
+        tdx.mem.read(0x20_000, &mut raw).unwrap();
+        QuoteBufHeader::read_from_bytes(&raw).unwrap()
+    }
+
+    fn request(in_len: u32) -> QuoteBufHeader {
+        QuoteBufHeader {
+            version: get_quote::VERSION,
+            status: 0,
+            in_len,
+            out_len: 0,
+        }
+    }
+
+    #[test]
+    fn get_quote_turns_a_td_report_into_a_quote_and_refuses_anything_else() {
+        let mut tdx = td();
+        assert_eq!(
+            tdx.mr_report(0x10_000, 0x10_400, 0).unwrap(),
+            status::SUCCESS
+        );
+        let mut report = [0u8; TDREPORT_SIZE];
+        tdx.mem.read(0x10_000, &mut report).unwrap();
+        let gpa = 0x20_000 | SHARED_BIT;
+
+        buffer(&tdx, &request(1024), &report);
+        assert_eq!(tdx.get_quote(gpa, 0x10_000).unwrap(), vmcall::SUCCESS);
+        let h = header_at(&tdx);
+        assert_eq!((h.version, h.status), (1, get_quote::status::SUCCESS));
+        let mut quote = vec![0u8; h.out_len as usize];
+        tdx.mem
+            .read(0x20_000 + HEADER_SIZE as u64, &mut quote)
+            .unwrap();
+        let quote = Quote::parse(&quote).expect("a quote");
+        assert_eq!(quote.body.mr_td, [7; 48]);
+
+        // Buffers the VMM refuses outright.
+        for (gpa, size) in [
+            (0x20_000, 0x1000),
+            (0x20_800 | SHARED_BIT, 0x1000),
+            (gpa, 0),
+            (gpa, 0x1800),
+            (0x10_000 | SHARED_BIT, 0x1000),
+            (gpa, 0x20_000),
+            ((64 << 20) | SHARED_BIT, 0x1000),
+        ] {
+            assert_eq!(
+                tdx.get_quote(gpa, size).unwrap(),
+                vmcall::INVALID_OPERAND,
+                "{gpa:#x} {size:#x}"
+            );
+        }
+
+        // Requests the quoting service answers with an error status.
+        let mut flipped = report;
+        flipped[0x210] ^= 1;
+        for (header, body) in [
+            (
+                QuoteBufHeader {
+                    version: 2,
+                    ..request(1024)
+                },
+                &report[..],
+            ),
+            (request(0x1_0000), &report[..]),
+            (request(1024), &flipped[..]),
+            (request(1000), &report[..1000]),
+        ] {
+            buffer(&tdx, &header, body);
+            assert_eq!(tdx.get_quote(gpa, 0x1000).unwrap(), vmcall::SUCCESS);
+            let h = header_at(&tdx);
+            assert_eq!(
+                (h.status, h.out_len),
+                (get_quote::status::ERROR, 0),
+                "{header:?}"
+            );
+        }
+
+        // No keys: the service is unavailable.
+        tdx.quoting_keys =
+            super::super::LazyKeys::new("no keys", Box::new(|| Err("none here".into())));
+        buffer(&tdx, &request(1024), &report);
+        assert_eq!(tdx.get_quote(gpa, 0x10_000).unwrap(), vmcall::SUCCESS);
+        assert_eq!(
+            header_at(&tdx).status,
+            get_quote::status::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(tdx.tdx.get_quotes, 1 + 7 + 4 + 1);
     }
 }

@@ -282,6 +282,10 @@ pub fn build_tdx(
     }
     let (kvm, vm, mem) = vm_with_ram(memory, [(View::Private, 0), (View::Shared, SHARED_BIT)])?;
     let mut tdx = Box::new(EmulatedTdx::new(mem));
+    tdx.report_key = Some(
+        crate::attest::emulated_tdx::TdxReportKey::generate()
+            .map_err(|e| SetupError::Image(format!("the emulated TDX module's report key: {e}")))?,
+    );
     let mut reset = None;
     let mut launched = Vec::new();
     for ImagePage { gpa, contents } in &image.pages {

@@ -1,5 +1,6 @@
 //! Intel TDX: detection, TDG.VP.INFO, memory acceptance (TDG.MEM.PAGE.ACCEPT), MapGPA,
-//! the hostcall doorbell through TDVMCALL Instruction.IO, and ReportFatalError.
+//! the hostcall doorbell through TDVMCALL Instruction.IO, TDG.MR.REPORT and GetQuote,
+//! and ReportFatalError.
 //!
 //! TDCALLs go through the `tdx-guest` crate. On TDX hardware the TDX module executes
 //! them; on the emulated platform the instruction raises #UD and [`trap`] forwards it
@@ -10,8 +11,9 @@ pub mod trap;
 use crate::error::FwError;
 use core::arch::asm;
 use nacre_shared_abi::hostcall::HOSTCALL_PORT;
-use nacre_shared_abi::layout::PAGE_SIZE_4K;
+use nacre_shared_abi::layout::{KERNEL_VA_BASE, PAGE_SIZE_4K};
 use nacre_shared_abi::tdx::{shared_bit, status, vmcall, AcceptLevel};
+use nacre_shared_abi::tdx_report::{REPORT_DATA_SIZE, TDREPORT_SIZE};
 use tdx_guest::tdcall::TdCallError;
 use tdx_guest::tdvmcall::{IoSize, TdVmcallError};
 
@@ -26,6 +28,20 @@ pub const TDX_IDENT: [u8; 12] = *b"IntelTDX    ";
 const BUSY_RETRIES: u32 = 8;
 /// How many RETRY answers in a row without forward progress a MapGPA tolerates.
 const MAP_GPA_STALLS: u32 = 16;
+
+/// TDG.MR.REPORT's operands in private memory: the TDREPORT_STRUCT the module writes
+/// (1024-byte aligned) and the REPORTDATA it reads (64-byte aligned), both in the
+/// firmware's measured image, whose GPA is its address minus `KERNEL_VA_BASE`.
+#[repr(C, align(1024))]
+struct MrReportBuffers {
+    report: [u8; TDREPORT_SIZE],
+    data: [u8; REPORT_DATA_SIZE],
+}
+
+static MR_REPORT: spin::Mutex<MrReportBuffers> = spin::Mutex::new(MrReportBuffers {
+    report: [0; TDREPORT_SIZE],
+    data: [0; REPORT_DATA_SIZE],
+});
 
 /// TDX platform state.
 #[derive(Debug)]
@@ -123,6 +139,33 @@ impl Tdx {
             shared_bit,
             map_gpa_retries: 0,
         }
+    }
+
+    /// TDG.MR.REPORT: the TDREPORT_STRUCT of this TD for `report_data`, copied out of
+    /// the buffer the TDX module wrote. `Err` carries the status class.
+    pub fn td_report(
+        &mut self,
+        report_data: &[u8; REPORT_DATA_SIZE],
+    ) -> Result<[u8; TDREPORT_SIZE], u64> {
+        let mut buf = MR_REPORT.lock();
+        buf.data = *report_data;
+        let gpa = (&raw const *buf) as u64 - KERNEL_VA_BASE;
+        let data_gpa = gpa + TDREPORT_SIZE as u64;
+        tdx_guest::tdcall::get_report(gpa, data_gpa).map_err(|e| class_of(&e))?;
+        // SAFETY: `buf.report` is ours (the lock is held); the TDX module wrote it
+        // outside the compiler's view, so it is read with a volatile copy.
+        Ok(unsafe { core::ptr::read_volatile(&raw const buf.report) })
+    }
+
+    /// TDVMCALL GetQuote on the shared buffer at `gpa` (without the shared bit) of
+    /// `size` bytes, which holds a `QuoteBufHeader` and the TDREPORT. The host
+    /// fills in the quote (or leaves `status` IN_FLIGHT while it works).
+    pub fn get_quote(&mut self, gpa: u64, size: u64) -> Result<(), FwError> {
+        tdx_guest::tdvmcall::get_quote(gpa | self.shared_bit, size).map_err(|e| {
+            FwError::Attestation {
+                code: vmcall_status(&e),
+            }
+        })
     }
 
     /// Ring the hostcall doorbell: a 32-bit TDVMCALL Instruction.IO write of the

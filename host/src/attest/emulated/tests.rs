@@ -75,16 +75,16 @@ fn the_key_directory_follows_the_environment() {
     assert_eq!(env(&all).ok(), Some(PathBuf::from("/keys")));
     assert_eq!(
         env(&all[1..]).ok(),
-        Some(PathBuf::from("/xdg/nacre/emulated-snp"))
+        Some(PathBuf::from("/xdg/nacre/emulated-keys"))
     );
     assert_eq!(
         env(&all[2..]).ok(),
-        Some(PathBuf::from("/home/u/.local/share/nacre/emulated-snp"))
+        Some(PathBuf::from("/home/u/.local/share/nacre/emulated-keys"))
     );
     // Empty values are unset; a relative XDG_DATA_HOME is ignored.
     assert_eq!(
         env(&[(KEYS_DIR_ENV, ""), ("XDG_DATA_HOME", "rel"), ("HOME", "/h")]).ok(),
-        Some(PathBuf::from("/h/.local/share/nacre/emulated-snp"))
+        Some(PathBuf::from("/h/.local/share/nacre/emulated-keys"))
     );
     assert!(matches!(env(&[]), Err(EmulatedKeysError::NoDirectory)));
 }

@@ -92,8 +92,11 @@ impl Fixture {
             .expect("the QE quotes its own platform's report")
     }
 
+    /// The built-in roots, and this host's emulated TDX root as allowed.
     fn roots(&self) -> TrustAnchors {
-        TrustAnchors::new(vec![], self.keys.root_cert())
+        TrustAnchors::built_in()
+            .expect("built-in roots")
+            .allow_emulated_tdx(self.keys.root_cert())
     }
 }
 
@@ -281,6 +284,12 @@ fn built_in_intel_roots_refuse_an_emulated_quote() {
     assert!(failed(&v, check::CA_SIGNED_BY_ROOT));
     assert!(failed(&v, check::ROOT_TRUSTED));
     assert!(!v.passed());
+    assert_eq!(v.trust, crate::attest::Trust::Emulated);
+    assert!(
+        v.check(check::ROOT_TRUSTED)
+            .is_some_and(|c| c.detail.contains("--allow-emulated")),
+        "{v:#?}"
+    );
     // Only the chain tells it apart: the signatures themselves are sound.
     for name in [
         check::QUOTE_SIGNATURE,
