@@ -40,7 +40,7 @@ fn demo_in(dir: &std::path::Path, start: Instant) -> anyhow::Result<u8> {
         nacre_host::DEMO_APP.len()
     );
     let files = cli::package::file_tree("hello", &[])?;
-    let image = cli::package::build(nacre_host::DEMO_APP, "hello", &[], &[], &files, 0)?;
+    let image = cli::package::build(nacre_host::DEMO_APP, "hello", &[], &[], &files, 0, false)?;
     std::fs::write(&image_path, &image)?;
     eprintln!(
         "nacre demo: 2/5 packaged it with the firmware into {} ({} bytes)",

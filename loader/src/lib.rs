@@ -9,7 +9,9 @@
 //! * [`image`] builds the IGVM file ([`build_image`]) and loads one platform's view of
 //!   it back ([`load_image`]) into the list of measured pages, the boot handoff and the
 //!   BSP's initial state (SEV-SNP) or launch measurement (TDX) that the host replays
-//!   into the platform; [`image_platforms`] lists the platforms a file serves.
+//!   into the platform, with the guest policy the image declares for it
+//!   ([`LoadedImage::guest_policy`], not measured); [`image_platforms`] lists the
+//!   platforms a file serves.
 //! * [`measure`] computes launch measurements as the platforms do: the SEV-SNP launch
 //!   digest and ID block, the TDX MRTD. [`LoadedImage::measurement`] is an image's
 //!   (SEV-SNP: [`LoadedImage::launch_digest`], TDX: [`LoadedImage::mrtd`]), and

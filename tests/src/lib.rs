@@ -311,7 +311,7 @@ pub struct PackageOptions {
     /// `--file HOST_PATH:GUEST_PATH` each.
     pub files: Vec<(PathBuf, String)>,
     /// Further `nacre package` flags, passed as they are (e.g.
-    /// `--page-validation 4k`).
+    /// `--page-validation 4k`, or `--debug` for a debuggable guest policy).
     pub flags: Vec<String>,
 }
 

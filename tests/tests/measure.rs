@@ -179,6 +179,48 @@ fn same_inputs_measure_the_same_and_any_change_is_seen() {
     }
 }
 
+/// `nacre package --debug` changes the guest policy, which neither launch measurement
+/// covers: both measurements stay, and `--json` shows each platform's policy.
+#[test]
+fn debug_changes_the_policy_not_the_measurement() {
+    let plain = measure_json(&hello_image(), &[]);
+    let debug = measure_json(
+        &image("hello-debug", &PackageOptions::new().flags(&["--debug"])),
+        &[],
+    );
+    for platform in ["snp", "tdx"] {
+        assert_eq!(
+            measurement(&debug, platform),
+            measurement(&plain, platform),
+            "{platform}"
+        );
+        assert_eq!(plain[platform]["debug"], false, "{plain:#}");
+        assert_eq!(debug[platform]["debug"], true, "{debug:#}");
+    }
+    // SEV-SNP: SMT and the reserved bit 17, plus DEBUG (bit 19). TDX: DEBUG_ALLOWED.
+    assert_eq!(plain["snp"]["guest_policy"], "0x30000");
+    assert_eq!(debug["snp"]["guest_policy"], "0xb0000");
+    assert_eq!(plain["tdx"]["guest_policy"], "0x0");
+    assert_eq!(debug["tdx"]["guest_policy"], "0x1");
+}
+
+#[test]
+fn package_help_says_what_debug_gives_away() {
+    let output = nacre(&["package".to_string(), "--help".to_string()], &[]);
+    assert!(output.status.success(), "{}", describe_output(&output));
+    let help = String::from_utf8_lossy(&output.stdout);
+    let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
+    for needle in [
+        "--debug",
+        "read and change the guest's memory",
+        "SEV-SNP guest policy DEBUG",
+        "TD attribute DEBUG",
+        "--allow-debug",
+    ] {
+        assert!(help.contains(needle), "{needle}:\n{help}");
+    }
+}
+
 /// What one platform's launch adds, read from the IGVM file itself: page GPA -> whether
 /// its contents are measured.
 #[derive(Debug, Default)]

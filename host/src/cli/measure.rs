@@ -65,6 +65,11 @@ pub struct PlatformMeasurement {
     pub measurement: [u8; MEASUREMENT_SIZE],
     /// What it covers, in launch order.
     pub regions: Vec<MeasuredRegion>,
+    /// The guest policy the image declares for the platform (not measured;
+    /// [`nacre_loader::LoadedImage::guest_policy`]).
+    pub guest_policy: u64,
+    /// Whether that policy lets the host debug the guest.
+    pub debug: bool,
 }
 
 impl PlatformMeasurement {
@@ -105,6 +110,8 @@ pub fn measure_bytes(
                 platform,
                 measurement: image.measurement(),
                 regions: image.measured_regions(),
+                guest_policy: image.guest_policy,
+                debug: image.debug(),
             })
         })
         .collect()
@@ -155,13 +162,18 @@ struct JsonMeasurement<'a> {
     report_field: &'static str,
     /// The value, in hex.
     measurement: String,
+    /// The guest policy, in hex (not measured).
+    guest_policy: String,
+    /// Whether the policy lets the host debug the guest.
+    debug: bool,
     /// The regions, with `--explain`.
     #[serde(skip_serializing_if = "Option::is_none")]
     regions: Option<&'a [MeasuredRegion]>,
 }
 
 /// JSON output: `{"snp": {...}, "tdx": {...}}`, each with the report field the value
-/// goes in, the measurement in hex and, when `explain` is set, the regions.
+/// goes in, the measurement in hex, the image's guest policy for the platform in hex and
+/// whether it allows debugging, and, when `explain` is set, the regions.
 pub fn render_json(
     measurements: &[PlatformMeasurement],
     explain: bool,
@@ -172,6 +184,8 @@ pub fn render_json(
             let entry = JsonMeasurement {
                 report_field: m.report_field(),
                 measurement: hex(&m.measurement),
+                guest_policy: format!("{:#x}", m.guest_policy),
+                debug: m.debug,
                 regions: explain.then_some(&m.regions[..]),
             };
             (m.key(), entry)
@@ -204,7 +218,8 @@ mod tests {
         static IMAGE: OnceLock<Vec<u8>> = OnceLock::new();
         IMAGE.get_or_init(|| {
             let files = crate::cli::package::file_tree("hello", &[]).unwrap();
-            crate::cli::package::build(crate::DEMO_APP, "hello", &[], &[], &files, 0).unwrap()
+            crate::cli::package::build(crate::DEMO_APP, "hello", &[], &[], &files, 0, false)
+                .unwrap()
         })
     }
 
@@ -273,8 +288,11 @@ mod tests {
         assert_eq!(json["tdx"]["report_field"], "mrtd");
         for m in &all {
             assert_eq!(json[m.key()]["measurement"], hex(&m.measurement));
+            assert_eq!(json[m.key()]["debug"], false);
             assert!(json[m.key()].get("regions").is_none());
         }
+        assert_eq!(json["snp"]["guest_policy"], "0x30000");
+        assert_eq!(json["tdx"]["guest_policy"], "0x0");
         let explained = parse(render_json(&all, true).unwrap());
         let regions = explained["snp"]["regions"].as_array().unwrap();
         assert_eq!(regions.len(), all[0].regions.len());

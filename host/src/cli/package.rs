@@ -47,6 +47,14 @@ pub struct PackageArgs {
     /// work at 4 KiB). Part of the measured configuration.
     #[arg(long, value_enum, default_value = "2m")]
     pub page_validation: PageValidation,
+    /// Make a debuggable image: the host may then read and change the guest's memory
+    /// and state (SEV-SNP guest policy DEBUG, TD attribute DEBUG).
+    ///
+    /// For development only. The guest policy is not part of the measurement, but the
+    /// guest's attestation reports and quotes show it, and `nacre verify` refuses such
+    /// evidence unless given --allow-debug.
+    #[arg(long)]
+    pub debug: bool,
 }
 
 /// `--page-validation`.
@@ -356,7 +364,8 @@ fn add_dir(
     Ok(())
 }
 
-/// Build the image bytes (measured: the firmware, app, arguments, environment, files).
+/// Build the image bytes (measured: the firmware, app, arguments, environment, files;
+/// not measured: the guest policy, debuggable when `debug` is set).
 pub fn build(
     app_bytes: &[u8],
     argv0: &str,
@@ -364,6 +373,7 @@ pub fn build(
     env: &[String],
     files: &FileTreeBuilder,
     flags: u32,
+    debug: bool,
 ) -> anyhow::Result<Vec<u8>> {
     for e in env {
         if !e.contains('=') || e.starts_with('=') {
@@ -381,6 +391,7 @@ pub fn build(
         env: env.iter().map(|e| e.as_bytes().to_vec()).collect(),
         flags,
         file_tree: &file_tree,
+        debug,
     };
     Ok(nacre_loader::build_image(&input)?)
 }
@@ -433,6 +444,7 @@ pub fn run(a: &PackageArgs) -> anyhow::Result<()> {
             &a.env,
             &tree,
             a.page_validation.flags(),
+            a.debug,
         )?;
         Ok((image, tree.summary()))
     };
@@ -457,6 +469,12 @@ pub fn run(a: &PackageArgs) -> anyhow::Result<()> {
         summary_text(&summary),
         a.output.display()
     );
+    if a.debug {
+        eprintln!(
+            "nacre: the image is debuggable (--debug): the host may read and change the \
+             guest's memory, and `nacre verify` refuses its evidence unless --allow-debug"
+        );
+    }
     Ok(())
 }
 
@@ -740,6 +758,7 @@ mod tests {
             env: Vec::new(),
             files: files.iter().map(OsString::from).collect(),
             page_validation: PageValidation::TwoM,
+            debug: false,
         }
     }
 
@@ -761,6 +780,28 @@ mod tests {
         // The same inputs package to the same bytes.
         run(&a).unwrap();
         assert_eq!(std::fs::read(&a.output).unwrap(), image);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn debug_sets_the_policy_and_not_the_measurement() {
+        let dir = scratch("debug");
+        let mut a = package_args(&dir, &[]);
+        run(&a).unwrap();
+        let plain = std::fs::read(&a.output).unwrap();
+        a.debug = true;
+        run(&a).unwrap();
+        let debug = std::fs::read(&a.output).unwrap();
+        for platform in [
+            nacre_loader::PlatformKind::Snp,
+            nacre_loader::PlatformKind::Tdx,
+        ] {
+            let plain = nacre_loader::load_image(&plain, platform).unwrap();
+            let debug = nacre_loader::load_image(&debug, platform).unwrap();
+            assert!(!plain.debug(), "{platform:?}");
+            assert!(debug.debug(), "{platform:?}");
+            assert_eq!(plain.measurement(), debug.measurement(), "{platform:?}");
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 

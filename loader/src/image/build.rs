@@ -25,6 +25,10 @@
 //! and TDX sees 2, 4, 5, 6, 7, 8. Each boot information page carries its platform's
 //! content digest ([`super::digest`]) over everything else that platform measures, so
 //! both are written last, once the other pages and the VMSA are known.
+//!
+//! Before the directives, after the platform headers, come the guest policy headers
+//! (`loader/src/image/policy.rs`): the SEV-SNP one \[SNP\], then the TDX one \[TDX\]
+//! when the image serves TDX. They are not directives and not measured.
 
 use std::collections::BTreeMap;
 
@@ -47,6 +51,7 @@ use nacre_shared_abi::layout::{
 use zerocopy::IntoBytes;
 
 use super::digest::{ImageDigest, DIGEST_LEN};
+use super::policy::policy_headers;
 use super::{
     ImageError, MIN_MEMORY_HEADROOM, PARAMETER_AREA_INDEX, PARAMETER_AREA_SIZE, SNP_C_BIT_MASK,
     SNP_MASK, TDX_C_BIT, TDX_MASK, TDX_SHARED_GPA_BOUNDARY,
@@ -75,6 +80,9 @@ pub struct PackageInput<'a> {
     /// The read-only file tree for the app, encoded
     /// ([`crate::filetree::FileTreeBuilder::build`]); its header is checked.
     pub file_tree: &'a [u8],
+    /// Whether the host may debug the guest: the guest policy sets SEV-SNP DEBUG and
+    /// TDX DEBUG_ALLOWED ([`super::snp_policy`], [`super::tdx_policy`]). Not measured.
+    pub debug: bool,
 }
 
 /// Build one IGVM file. Deterministic: the same input gives the same bytes.
@@ -188,7 +196,8 @@ pub(super) fn image_file(input: &PackageInput) -> Result<IgvmFile, ImageError> {
         vmsa,
     });
 
-    IgvmFile::new(IgvmRevision::V1, platforms, Vec::new(), directives).map_err(ImageError::Build)
+    let policies = policy_headers(input.debug, tdx_reset.is_some());
+    IgvmFile::new(IgvmRevision::V1, platforms, policies, directives).map_err(ImageError::Build)
 }
 
 /// The SEV-SNP platform header, on compatibility mask [`SNP_MASK`].
@@ -411,7 +420,7 @@ fn check_file_size(
         + (boot_info.image_end - boot_info.app_gpa) / PAGE_SIZE_4K
         + 1
         + tdx_pages;
-    let headers = (data_pages + firmware_pages.len() as u64 + 9) * 64;
+    let headers = (data_pages + firmware_pages.len() as u64 + 11) * 64;
     if data_pages * PAGE_SIZE_4K + headers > u64::from(u32::MAX) {
         return Err(ImageError::TooLarge {
             what: "the IGVM file would be larger than 4 GiB",

@@ -8,7 +8,10 @@ use crate::measure::tdx::Mrtd;
 use crate::pagetable::{pd_index, pdpt_index, pml4_index, InitialPageTables, TdxInitialPageTables};
 use crate::pagetable::{PTE_PAGE_SIZE, PTE_PRESENT};
 use crate::testelf::{self, pattern};
-use igvm::{IgvmDirectiveHeader, IgvmFile, IgvmPlatformHeader, IgvmRevision, IsolationType};
+use igvm::{
+    IgvmDirectiveHeader, IgvmFile, IgvmInitializationHeader, IgvmPlatformHeader, IgvmRevision,
+    IsolationType,
+};
 use igvm_defs::IgvmPlatformType;
 use nacre_shared_abi::boot::{BootInfo, BootInfoError, PlatformKind};
 use nacre_shared_abi::filetree::FileTreeError;
@@ -17,6 +20,7 @@ use nacre_shared_abi::layout::{
     MIN_GUEST_MEMORY, PAGE_SIZE_2M, PAGE_SIZE_4K, TDX_MAX_GUEST_MEMORY, TDX_RESET_PAGE_GPA,
     TDX_RESET_VECTOR, VMSA_GPA,
 };
+use nacre_shared_abi::tdx::attributes;
 use proptest::prelude::*;
 use sha2::{Digest, Sha256};
 use std::sync::OnceLock;
@@ -56,6 +60,7 @@ impl Inputs {
             env: vec![b"HOME=/".to_vec()],
             flags: 0,
             file_tree: &self.files,
+            debug: false,
         }
     }
 
@@ -989,4 +994,227 @@ fn load_checks_the_file_tree_header_against_the_boot_information() {
         matches!(err, ImageError::InvalidBootInfo(BootInfoError::BadRegion)),
         "{err:?}"
     );
+}
+
+// ---- The guest policy ----
+
+/// The dual image packaged with `debug` set.
+fn debug_image() -> &'static [u8] {
+    static IMAGE: OnceLock<Vec<u8>> = OnceLock::new();
+    IMAGE.get_or_init(|| {
+        let inputs = Inputs::dual();
+        build_image(&PackageInput {
+            debug: true,
+            ..inputs.input()
+        })
+        .unwrap()
+    })
+}
+
+fn policy_header(policy: u64, compatibility_mask: u32) -> IgvmInitializationHeader {
+    IgvmInitializationHeader::GuestPolicy {
+        policy,
+        compatibility_mask,
+    }
+}
+
+/// The dual image with `policies` as its initialization headers.
+fn with_policies(policies: Vec<IgvmInitializationHeader>) -> Vec<u8> {
+    let file = image_file(&Inputs::dual().input()).unwrap();
+    let file = IgvmFile::new(
+        IgvmRevision::V1,
+        file.platforms().to_vec(),
+        policies,
+        file.directives().to_vec(),
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    file.serialize(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn each_platform_declares_its_policy() {
+    for (image, debug) in [(dual_image(), false), (debug_image(), true)] {
+        let file = IgvmFile::new_from_binary(image, None).unwrap();
+        assert_eq!(
+            file.initializations(),
+            [
+                policy_header(snp_policy(debug), SNP_MASK),
+                policy_header(tdx_policy(debug), TDX_MASK),
+            ]
+        );
+        let on_snp = snp(image).unwrap();
+        let on_tdx = tdx(image).unwrap();
+        let (snp_expected, tdx_expected, attributes_expected) = if debug {
+            (0xB_0000, 1, attributes::DEBUG)
+        } else {
+            (0x3_0000, 0, 0)
+        };
+        assert_eq!(on_snp.guest_policy, snp_expected, "debug {debug}");
+        assert_eq!(on_tdx.guest_policy, tdx_expected, "debug {debug}");
+        assert_eq!((on_snp.debug(), on_tdx.debug()), (debug, debug));
+        assert_eq!(on_snp.td_attributes(), None);
+        assert_eq!(on_tdx.td_attributes(), Some(attributes_expected));
+    }
+    // An SEV-SNP-only image declares the SEV-SNP policy alone.
+    let file = IgvmFile::new_from_binary(snp_only_image(), None).unwrap();
+    assert_eq!(
+        file.initializations(),
+        [policy_header(DEFAULT_SNP_POLICY, SNP_MASK)]
+    );
+    assert_eq!(
+        snp(snp_only_image()).unwrap().guest_policy,
+        DEFAULT_SNP_POLICY
+    );
+}
+
+#[test]
+fn the_policy_is_not_measured() {
+    // Everything the platforms measure, and the boot information with its digest, is
+    // the same with and without debugging; only the policy differs.
+    for load in [snp, tdx] {
+        let plain = load(dual_image()).unwrap();
+        let debug = load(debug_image()).unwrap();
+        assert_eq!(plain.measurement(), debug.measurement());
+        assert_eq!(plain.measured_regions(), debug.measured_regions());
+        assert_ne!(plain.guest_policy, debug.guest_policy);
+        assert_eq!(
+            LoadedImage {
+                guest_policy: plain.guest_policy,
+                ..debug
+            },
+            plain
+        );
+    }
+}
+
+#[test]
+fn packaging_with_debug_is_deterministic() {
+    let inputs = Inputs::dual();
+    let input = PackageInput {
+        debug: true,
+        ..inputs.input()
+    };
+    assert_eq!(build_image(&input).unwrap(), debug_image());
+    assert_ne!(debug_image(), dual_image());
+}
+
+#[test]
+fn images_without_a_policy_get_the_default() {
+    // Images packaged before nacre wrote policy headers.
+    let image = with_policies(Vec::new());
+    assert_eq!(snp(&image).unwrap(), snp(dual_image()).unwrap());
+    assert_eq!(tdx(&image).unwrap(), tdx(dual_image()).unwrap());
+    assert_eq!(tdx(&image).unwrap().guest_policy, DEFAULT_TDX_POLICY);
+    assert_eq!(
+        image_platforms(&image).unwrap(),
+        [PlatformKind::Snp, PlatformKind::Tdx]
+    );
+    // One platform declared, the other not.
+    let image = with_policies(vec![policy_header(DEBUG_TDX_POLICY, TDX_MASK)]);
+    assert!(!snp(&image).unwrap().debug());
+    assert!(tdx(&image).unwrap().debug());
+}
+
+#[test]
+fn malformed_policies_are_refused() {
+    let (snp_default, tdx_default) = (DEFAULT_SNP_POLICY, DEFAULT_TDX_POLICY);
+    let cases: [(&str, Vec<IgvmInitializationHeader>, &str); 7] = [
+        (
+            "reserved SEV-SNP bit",
+            vec![policy_header(snp_default | 1 << 40, SNP_MASK)],
+            "sets bits 0x10000000000",
+        ),
+        (
+            "SEV-SNP bit 17 clear",
+            vec![policy_header(snp_default & !(1 << 17), SNP_MASK)],
+            "bit 17",
+        ),
+        (
+            "reserved TDX bit",
+            vec![
+                policy_header(snp_default, SNP_MASK),
+                policy_header(1 << 3, TDX_MASK),
+            ],
+            "TDX guest policy 0x8 sets bits 0x8",
+        ),
+        (
+            "two SEV-SNP policies",
+            vec![
+                policy_header(snp_default, SNP_MASK),
+                policy_header(snp_default, SNP_MASK),
+            ],
+            "more than one",
+        ),
+        (
+            "two TDX policies",
+            vec![
+                policy_header(tdx_default, TDX_MASK),
+                policy_header(DEBUG_TDX_POLICY, TDX_MASK),
+            ],
+            "more than one",
+        ),
+        (
+            "a policy for both platforms",
+            vec![policy_header(snp_default, SNP_MASK | TDX_MASK)],
+            "compatibility mask 0x3",
+        ),
+        (
+            "a policy for an undeclared platform",
+            vec![policy_header(snp_default, 4)],
+            "compatibility mask 0x4",
+        ),
+    ];
+    for (what, policies, says) in cases {
+        let image = with_policies(policies);
+        // A malformed header makes the file malformed, whichever view is loaded.
+        for err in [
+            fails(snp(&image), what),
+            fails(tdx(&image), what),
+            image_platforms(&image).unwrap_err(),
+        ] {
+            assert!(
+                matches!(
+                    err,
+                    ImageError::GuestPolicyUnknownBits { .. }
+                        | ImageError::GuestPolicyReservedBitClear { .. }
+                        | ImageError::DuplicateGuestPolicy { .. }
+                        | ImageError::GuestPolicyMask { .. }
+                ),
+                "{what}: {err:?}"
+            );
+            assert!(err.to_string().contains(says), "{what}: {err}");
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn any_policy_loads_or_is_refused(policy in any::<u64>(), on_tdx in any::<bool>()) {
+        let (platform, mask, known) = if on_tdx {
+            (PlatformKind::Tdx, TDX_MASK, 0b111)
+        } else {
+            (PlatformKind::Snp, SNP_MASK, (1 << 26) - 1)
+        };
+        let image = with_policies(vec![policy_header(policy, mask)]);
+        let valid = policy & !known == 0 && (on_tdx || policy & 1 << 17 != 0);
+        match load_image(&image, platform) {
+            Ok(loaded) => {
+                prop_assert!(valid, "{policy:#x} loaded");
+                prop_assert_eq!(loaded.guest_policy, policy);
+            }
+            Err(err) => {
+                prop_assert!(!valid, "{policy:#x}: {err:?}");
+                let policy_error = matches!(
+                    err,
+                    ImageError::GuestPolicyUnknownBits { .. }
+                        | ImageError::GuestPolicyReservedBitClear { .. }
+                );
+                prop_assert!(policy_error, "{:?}", err);
+            }
+        }
+    }
 }

@@ -373,6 +373,7 @@ mod tests {
                 env: vec![b"HOME=/".to_vec()],
                 flags: 0,
                 file_tree: &self.files,
+                debug: false,
             }
         }
     }

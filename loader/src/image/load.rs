@@ -1,6 +1,6 @@
 //! Parse and check one platform's view of an IGVM file for the host: the measured pages
-//! in directive order, the boot handoff, the parameter page and the BSP's initial state
-//! (SEV-SNP) or the launch measurement MRTD (TDX).
+//! in directive order, the boot handoff, the parameter page, the guest policy and the
+//! BSP's initial state (SEV-SNP) or the launch measurement MRTD (TDX).
 //!
 //! The file is untrusted input (it may come from anywhere), so nothing here panics: a
 //! first pass over the fixed and variable headers ([`prescan`]) accepts only the header
@@ -19,8 +19,8 @@ use igvm::snp_defs::SevVmsa;
 use igvm::{IgvmDirectiveHeader, IgvmFile, IgvmPlatformHeader};
 use igvm_defs::{
     IgvmPageDataFlags, IgvmPageDataType, IgvmPlatformType, IgvmVariableHeaderType,
-    IGVM_FIXED_HEADER, IGVM_FORMAT_VERSION_1, IGVM_MAGIC_VALUE, IGVM_VHS_PAGE_DATA,
-    IGVM_VHS_PARAMETER, IGVM_VHS_PARAMETER_AREA, IGVM_VHS_PARAMETER_INSERT,
+    IGVM_FIXED_HEADER, IGVM_FORMAT_VERSION_1, IGVM_MAGIC_VALUE, IGVM_VHS_GUEST_POLICY,
+    IGVM_VHS_PAGE_DATA, IGVM_VHS_PARAMETER, IGVM_VHS_PARAMETER_AREA, IGVM_VHS_PARAMETER_INSERT,
     IGVM_VHS_SUPPORTED_PLATFORM, IGVM_VHS_VARIABLE_HEADER, IGVM_VHS_VP_CONTEXT,
 };
 use nacre_shared_abi::boot::{BootInfo, PlatformKind};
@@ -34,6 +34,7 @@ use zerocopy::FromBytes;
 
 use super::digest::ImageDigest;
 use super::launch;
+use super::policy::{self, Policies};
 use super::{ImageError, PARAMETER_AREA_SIZE, TDX_C_BIT};
 use crate::measure::MEASUREMENT_SIZE;
 
@@ -111,6 +112,14 @@ pub struct LoadedImage {
     pub mrtd: Option<[u8; MEASUREMENT_SIZE]>,
     /// Smallest guest RAM size the image boots with (`boot_info.min_memory`).
     pub min_memory: u64,
+    /// The guest policy the image declares for `platform`, in that platform's IGVM
+    /// encoding, checked: on SEV-SNP the guest policy SNP_LAUNCH_START takes and
+    /// attestation reports carry as POLICY (SPECS.md 4.3), on TDX an `igvm_defs`
+    /// `TdxPolicy` ([`td_attributes`](Self::td_attributes) gives the TD attributes it
+    /// asks for). An image without a policy header has its platform's default,
+    /// [`super::DEFAULT_SNP_POLICY`] or [`super::DEFAULT_TDX_POLICY`]. Not part of the
+    /// launch measurement.
+    pub guest_policy: u64,
 }
 
 impl LoadedImage {
@@ -138,6 +147,22 @@ impl LoadedImage {
     /// page of it is measured, as [`load_image`] checked).
     pub fn file_tree(&self) -> Option<Vec<u8>> {
         self.measured_bytes(self.boot_info.fs_gpa, self.boot_info.fs_size)
+    }
+
+    /// Whether the guest policy lets the host debug the guest, that is read and change
+    /// its memory and state: SEV-SNP policy DEBUG (bit 19), TDX DEBUG_ALLOWED (TD
+    /// attribute DEBUG). `nacre package --debug` makes such an image.
+    pub fn debug(&self) -> bool {
+        policy::policy_allows_debug(self.platform, self.guest_policy)
+    }
+
+    /// TDX: the TD attributes (SPECS.md 6.4) the guest policy asks for; `None` on
+    /// SEV-SNP.
+    pub fn td_attributes(&self) -> Option<u64> {
+        match self.platform {
+            PlatformKind::Snp => None,
+            PlatformKind::Tdx => Some(policy::td_attributes(self.guest_policy)),
+        }
     }
 }
 
@@ -194,6 +219,11 @@ impl PlatformMasks {
             .filter_map(|(mask, kind)| mask.map(|_| kind))
             .collect()
     }
+
+    /// The guest policies of `file`, checked ([`Policies::read`]).
+    fn policies(&self, file: &IgvmFile) -> Result<Policies, ImageError> {
+        Policies::read(file.initializations(), self.snp, self.tdx)
+    }
 }
 
 /// The platforms an IGVM file has a platform header for (SEV-SNP first), after the same
@@ -202,7 +232,9 @@ impl PlatformMasks {
 pub fn image_platforms(bytes: &[u8]) -> Result<Vec<PlatformKind>, ImageError> {
     prescan(bytes)?;
     let file = IgvmFile::new_from_binary(bytes, None).map_err(ImageError::Parse)?;
-    Ok(PlatformMasks::new(file.platforms())?.kinds())
+    let masks = PlatformMasks::new(file.platforms())?;
+    masks.policies(&file)?;
+    Ok(masks.kinds())
 }
 
 /// Parse and fully check the `platform` view of an IGVM file produced by
@@ -213,6 +245,7 @@ pub fn load_image(bytes: &[u8], platform: PlatformKind) -> Result<LoadedImage, I
     let file = IgvmFile::new_from_binary(bytes, None).map_err(ImageError::Parse)?;
     let masks = PlatformMasks::new(file.platforms())?;
     let mask = masks.of(platform)?;
+    let guest_policy = masks.policies(&file)?.of(platform);
     let declared = masks.declared();
     // Does a directive with `compatibility_mask` at `index` apply to `platform`?
     let applies = |index: usize, compatibility_mask: u32| {
@@ -428,6 +461,7 @@ pub fn load_image(bytes: &[u8], platform: PlatformKind) -> Result<LoadedImage, I
         launch_digest: None,
         mrtd: None,
         min_memory,
+        guest_policy,
     };
     let measurement = Some(launch::measure(&image));
     match platform {
@@ -703,6 +737,9 @@ fn prescan(bytes: &[u8]) -> Result<(), ImageError> {
             IgvmVariableHeaderType::IGVM_VHT_SUPPORTED_PLATFORM => {
                 core::mem::size_of::<IGVM_VHS_SUPPORTED_PLATFORM>()
             }
+            IgvmVariableHeaderType::IGVM_VHT_GUEST_POLICY => {
+                core::mem::size_of::<IGVM_VHS_GUEST_POLICY>()
+            }
             IgvmVariableHeaderType::IGVM_VHT_PAGE_DATA => {
                 core::mem::size_of::<IGVM_VHS_PAGE_DATA>()
             }
@@ -796,6 +833,7 @@ mod tests {
         // size, rounded up to 8 for the (20-byte) VP context.
         assert_eq!(core::mem::size_of::<IGVM_VHS_VARIABLE_HEADER>(), 8);
         assert_eq!(core::mem::size_of::<IGVM_VHS_SUPPORTED_PLATFORM>(), 16);
+        assert_eq!(core::mem::size_of::<IGVM_VHS_GUEST_POLICY>(), 16);
         assert_eq!(core::mem::size_of::<IGVM_VHS_PAGE_DATA>(), 24);
         assert_eq!(core::mem::size_of::<IGVM_VHS_PARAMETER_AREA>(), 16);
         assert_eq!(core::mem::size_of::<IGVM_VHS_PARAMETER>(), 8);

@@ -10,6 +10,11 @@
 //! * Intel TDX on compatibility mask [`TDX_MASK`], when the firmware ELF has a TDX reset
 //!   page (see [`crate::elf`]). Without one the file is exactly the SEV-SNP-only image.
 //!
+//! Each platform also has a guest policy, in an IGVM initialization header
+//! (`IGVM_VHT_GUEST_POLICY`) on its own mask: whether the host may debug the guest,
+//! among others ([`LoadedImage::guest_policy`]; `loader/src/image/policy.rs` gives the
+//! values and the checks). The policy is not measured.
+//!
 //! Content both platforms use is in directives on the union of [`SNP_MASK`] and
 //! [`TDX_MASK`] (3); what differs sits at the same GPAs in directives of one mask each
 //! (the `igvm` crate checks nothing about GPAs, so it accepts that). The
@@ -83,10 +88,15 @@ mod digest;
 mod dual_tests;
 mod launch;
 mod load;
+mod policy;
 
 pub use build::{build_image, PackageInput};
 pub use launch::{LaunchPageType, MeasuredRegion, RegionKind, SNP_PARAMETER_PAGE_TYPE};
 pub use load::{image_platforms, load_image, ImagePage, LoadedImage, PageContents};
+pub use policy::{
+    default_policy, policy_allows_debug, snp_policy, td_attributes, tdx_policy, DEBUG_SNP_POLICY,
+    DEBUG_TDX_POLICY, DEFAULT_SNP_POLICY, DEFAULT_TDX_POLICY,
+};
 
 use nacre_shared_abi::boot::{BootInfoError, PlatformKind, BOOT_INFO_VERSION};
 use nacre_shared_abi::filetree::FileTreeError;
@@ -252,6 +262,48 @@ pub enum ImageError {
     SharedPlatformMask {
         /// The mask.
         mask: u32,
+    },
+    /// A guest policy header whose compatibility mask is not exactly one platform's.
+    #[error(
+        "the IGVM file has a guest policy for compatibility mask {mask:#x}, which is not \
+         exactly one of its platforms"
+    )]
+    GuestPolicyMask {
+        /// Its compatibility mask.
+        mask: u32,
+    },
+    /// Two guest policy headers for one platform.
+    #[error(
+        "the IGVM file gives the {} platform more than one guest policy",
+        platform_name(*.platform)
+    )]
+    DuplicateGuestPolicy {
+        /// The platform.
+        platform: PlatformKind,
+    },
+    /// A guest policy with bits set that are reserved or that this loader does not
+    /// know.
+    #[error(
+        "the image's {} guest policy {policy:#x} sets bits {bits:#x}, which are reserved or \
+         unknown to this nacre",
+        platform_name(*.platform)
+    )]
+    GuestPolicyUnknownBits {
+        /// The platform.
+        platform: PlatformKind,
+        /// The policy.
+        policy: u64,
+        /// The bits that are not allowed.
+        bits: u64,
+    },
+    /// An SEV-SNP guest policy with bit 17 clear.
+    #[error(
+        "the image's SEV-SNP guest policy {policy:#x} has bit 17 clear; that reserved bit \
+         must be 1"
+    )]
+    GuestPolicyReservedBitClear {
+        /// The policy.
+        policy: u64,
     },
     /// A directive kind nacre images do not use.
     #[error("directive {index} of the IGVM file is a {kind}, which nacre images do not use")]
@@ -461,6 +513,7 @@ mod tests {
                 env: vec![b"HOME=/".to_vec(), b"EMPTY=".to_vec()],
                 flags: 0,
                 file_tree: &self.files,
+                debug: false,
             }
         }
     }
@@ -1150,11 +1203,86 @@ mod tests {
         assert_ne!(a, digest(vec![b"apq".to_vec()]));
     }
 
+    /// File offset of the body of the sample image's (one, SEV-SNP) guest policy header.
+    fn sample_policy_at() -> usize {
+        use igvm_defs::{IgvmVariableHeaderType as T, IGVM_VHS_VARIABLE_HEADER};
+        use zerocopy::FromBytes;
+        let image = sample_image();
+        let end = sample_headers_len();
+        let mut at = u32::from_le_bytes(image[8..12].try_into().unwrap()) as usize;
+        let mut found = Vec::new();
+        while at < end {
+            let (header, _) = IGVM_VHS_VARIABLE_HEADER::read_from_prefix(&image[at..end]).unwrap();
+            if header.typ == T::IGVM_VHT_GUEST_POLICY {
+                assert_eq!(header.length, 16);
+                found.push(at + 8);
+            }
+            at += 8 + (header.length as usize).div_ceil(8) * 8;
+        }
+        assert_eq!(found.len(), 1);
+        found[0]
+    }
+
+    /// The sample image with its guest policy header's body set to `policy`, `mask` and
+    /// `reserved`, the checksum recomputed.
+    fn sample_with_policy(policy: u64, mask: u32, reserved: u32) -> Vec<u8> {
+        let mut image = sample_image().to_vec();
+        let at = sample_policy_at();
+        image[at..at + 8].copy_from_slice(&policy.to_le_bytes());
+        image[at + 8..at + 12].copy_from_slice(&mask.to_le_bytes());
+        image[at + 12..at + 16].copy_from_slice(&reserved.to_le_bytes());
+        reseal(&mut image);
+        image
+    }
+
+    #[test]
+    fn the_policy_header_is_where_the_loader_reads_it() {
+        let at = sample_policy_at();
+        let image = sample_image();
+        assert_eq!(image[at..at + 8], DEFAULT_SNP_POLICY.to_le_bytes());
+        assert_eq!(sample_with_policy(DEFAULT_SNP_POLICY, SNP_MASK, 0), image);
+        let debug = load_snp(&sample_with_policy(DEBUG_SNP_POLICY, SNP_MASK, 0)).unwrap();
+        assert!(debug.debug());
+        assert_eq!(debug.guest_policy, 0xB_0000);
+        // The policy is outside the measurement and the image digest.
+        let plain = load_snp(image).unwrap();
+        assert!(!plain.debug());
+        assert_eq!(plain.measurement(), debug.measurement());
+    }
+
+    #[test]
+    fn corrupt_policy_bytes_are_refused() {
+        let load = |policy, mask, reserved| load_snp(&sample_with_policy(policy, mask, reserved));
+        let err = load(DEFAULT_SNP_POLICY | 1 << 63, SNP_MASK, 0).unwrap_err();
+        assert!(
+            matches!(err, ImageError::GuestPolicyUnknownBits { bits, .. } if bits == 1 << 63),
+            "{err:?}"
+        );
+        let err = load(0x1_0000, SNP_MASK, 0).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ImageError::GuestPolicyReservedBitClear { policy: 0x1_0000 }
+            ),
+            "{err:?}"
+        );
+        let err = load(DEFAULT_SNP_POLICY, TDX_MASK, 0).unwrap_err();
+        assert!(
+            matches!(err, ImageError::GuestPolicyMask { mask: TDX_MASK }),
+            "{err:?}"
+        );
+        // The header's reserved field: the `igvm` parser refuses it.
+        let err = load(DEFAULT_SNP_POLICY, SNP_MASK, 1).unwrap_err();
+        assert!(matches!(err, ImageError::Parse(_)), "{err:?}");
+        assert!(err.to_string().contains("corrupt"), "{err}");
+    }
+
     /// A variable header of a type the prescan lets through, with an arbitrary body.
     fn variable_header() -> impl Strategy<Value = Vec<u8>> {
         use igvm_defs::IgvmVariableHeaderType as T;
-        let kinds: [(T, usize); 6] = [
+        let kinds: [(T, usize); 7] = [
             (T::IGVM_VHT_SUPPORTED_PLATFORM, 16),
+            (T::IGVM_VHT_GUEST_POLICY, 16),
             (T::IGVM_VHT_PARAMETER_AREA, 16),
             (T::IGVM_VHT_PAGE_DATA, 24),
             (T::IGVM_VHT_PARAMETER_INSERT, 16),
@@ -1199,6 +1327,26 @@ mod tests {
             let err = load_flipped(offset + byte, flip).unwrap_err();
             prop_assert!(matches!(err, ImageError::DigestMismatch { platform: PlatformKind::Snp }), "{gpa:#x}+{byte:#x}: {err:?}");
             prop_assert!(err.to_string().contains("corrupt"), "{err}");
+        }
+
+        #[test]
+        fn policy_header_corruption_never_panics(
+            policy in any::<u64>(),
+            mask in prop_oneof![Just(SNP_MASK), any::<u32>()],
+            reserved in prop_oneof![Just(0u32), any::<u32>()],
+        ) {
+            let result = load_snp(&sample_with_policy(policy, mask, reserved));
+            if let Ok(loaded) = result {
+                prop_assert_eq!(reserved, 0);
+                if mask == 0 {
+                    // The `igvm` parser drops a header on mask 0 (it applies to no
+                    // platform), so the image has no policy.
+                    prop_assert_eq!(loaded.guest_policy, DEFAULT_SNP_POLICY);
+                } else {
+                    prop_assert_eq!(mask, SNP_MASK);
+                    prop_assert_eq!(loaded.guest_policy, policy);
+                }
+            }
         }
 
         #[test]
