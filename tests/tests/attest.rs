@@ -257,6 +257,55 @@ fn package_measure_attest_verify_on_each_emulated_platform() {
     on_each_platform(attest_flow);
 }
 
+/// Evidence of a debuggable guest (`nacre package --debug`) fails the debug check,
+/// by name, unless the verifier allows debugging.
+fn debug_policy_is_refused(platform: &str) {
+    static APP: OnceLock<PathBuf> = OnceLock::new();
+    let app = APP.get_or_init(|| {
+        let out = dir().join("hello-debug");
+        build_c_app(&app_source("hello.c"), &out);
+        out
+    });
+    let image = package_with(
+        app,
+        &dir().join("debug.igvm"),
+        &PackageOptions::new().flags(&["--debug"]),
+    );
+    let evidence = dir().join(format!("{platform}.debug.json"));
+    attest(&image, platform, NONCE, &evidence);
+    let image_arg = image.display().to_string();
+    let base = ["--image", &image_arg, "--nonce", NONCE, "--allow-emulated"];
+    let (output, json) = verify(&evidence, &base);
+    let json = json.unwrap_or_else(|| panic!("no verdict\n{}", describe_output(&output)));
+    assert_eq!(output.status.code(), Some(EXIT_NOT_VERIFIED), "{json:#}");
+    let check = if platform == "emulated-snp" {
+        "policy-debug"
+    } else {
+        "td-debug"
+    };
+    assert_eq!(failed(&json), vec![check.to_string()], "{json:#}");
+    assert!(
+        detail(&json, check).to_lowercase().contains("debug"),
+        "{json:#}"
+    );
+
+    let mut allowed = base.to_vec();
+    allowed.push("--allow-debug");
+    let (output, json) = verify(&evidence, &allowed);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{json:?}\n{}",
+        describe_output(&output)
+    );
+}
+
+#[test]
+fn a_debug_policy_fails_verification_unless_allowed() {
+    require_kvm();
+    on_each_platform(debug_policy_is_refused);
+}
+
 #[test]
 fn attest_refuses_a_bad_nonce_and_writes_nothing() {
     let image = hello_image("nonce", &[]);

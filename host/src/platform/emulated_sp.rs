@@ -34,7 +34,7 @@ const PAGE: usize = 4096;
 /// `struct snp_secrets_page`, version 2: the layout of SPECS.md 4.6).
 const SECRETS_VERSION: u32 = 2;
 
-/// The guest policy the emulated platform launches guests with (SPECS.md 4.3): SMT
+/// The guest policy of a launch whose image declares none (SPECS.md 4.3): SMT
 /// allowed (bit 16) and the reserved bit 17 that must be 1; not debuggable.
 pub const LAUNCH_POLICY: u64 = 0x3_0000;
 
@@ -82,6 +82,8 @@ pub struct EmulatedSp {
     seqno: [u64; 4],
     /// This guest's REPORT_ID (random per launch).
     report_id: [u8; 32],
+    /// The guest policy of SNP_LAUNCH_START: the image's.
+    policy: u64,
 }
 
 impl std::fmt::Debug for EmulatedSp {
@@ -129,6 +131,7 @@ impl EmulatedSp {
             measurement: None,
             seqno: [0; 4],
             report_id,
+            policy: LAUNCH_POLICY,
         })
     }
 
@@ -169,6 +172,12 @@ impl EmulatedSp {
     /// VMPCK `index` (0..=3).
     pub fn vmpck(&self, index: usize) -> Option<&[u8; 32]> {
         self.vmpck.get(index)
+    }
+
+    /// SNP_LAUNCH_START's guest policy (the image's, checked by the loader); reports
+    /// carry it as POLICY.
+    pub fn set_policy(&mut self, policy: u64) {
+        self.policy = policy;
     }
 
     /// Serve one guest request from the (copied) request page; returns the response
@@ -247,7 +256,7 @@ impl EmulatedSp {
         let mut r = AttestationReport::new_zeroed();
         r.version = 2;
         r.guest_svn = 0;
-        r.policy = LAUNCH_POLICY;
+        r.policy = self.policy;
         r.vmpl = req.vmpl;
         // ECDSA P-384 with SHA-384.
         r.signature_algo = 1;

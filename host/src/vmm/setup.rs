@@ -190,6 +190,8 @@ pub fn build(
             source,
         })
     })?;
+    // SNP_LAUNCH_START with the image's guest policy.
+    sp.set_policy(image.guest_policy);
 
     // Launch pages: contents, then assigned + validated (LAUNCH_UPDATE's result), each
     // measured by the emulated security processor as it is added.
@@ -282,6 +284,8 @@ pub fn build_tdx(
     }
     let (kvm, vm, mem) = vm_with_ram(memory, [(View::Private, 0), (View::Shared, SHARED_BIT)])?;
     let mut tdx = Box::new(EmulatedTdx::new(mem));
+    // TDH.MNG.INIT with the TD attributes the image's policy asks for.
+    tdx.td_attributes = image.td_attributes().unwrap_or(0);
     tdx.report_key = Some(
         crate::attest::emulated_tdx::TdxReportKey::generate()
             .map_err(|e| SetupError::Image(format!("the emulated TDX module's report key: {e}")))?,
