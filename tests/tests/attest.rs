@@ -348,16 +348,21 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Test app `NAME.c` packaged to run with the one argument `text`.
+fn report_app_image(name: &str, text: &str) -> PathBuf {
+    let app = dir().join(name);
+    build_c_app_musl(&app_source(&format!("{name}.c")), &app);
+    package_with(
+        &app,
+        &dir().join(format!("{name}.igvm")),
+        &PackageOptions::new().args(&[text]),
+    )
+}
+
 #[test]
 fn an_app_gets_a_report_with_its_own_report_data_from_dev_sev_guest() {
     require_kvm();
-    let app = dir().join("sev_report");
-    build_c_app_musl(&app_source("sev_report.c"), &app);
-    let image = package_with(
-        &app,
-        &dir().join("sev_report.igvm"),
-        &PackageOptions::new().args(&["hello from the app"]),
-    );
+    let image = report_app_image("sev_report", "hello from the app");
     let report = app_report(&image, "emulated-snp", 0x4A0);
     // report_data (0x50..0x90) is the app's text, zero-padded.
     let mut expected = [0u8; 64];
@@ -409,13 +414,7 @@ fn an_app_gets_a_report_with_its_own_report_data_from_dev_sev_guest() {
 #[test]
 fn an_app_gets_a_tdreport_with_its_own_report_data_from_dev_tdx_guest() {
     require_kvm();
-    let app = dir().join("tdx_report");
-    build_c_app_musl(&app_source("tdx_report.c"), &app);
-    let image = package_with(
-        &app,
-        &dir().join("tdx_report.igvm"),
-        &PackageOptions::new().args(&["hello from the TD"]),
-    );
+    let image = report_app_image("tdx_report", "hello from the TD");
     let report = app_report(&image, "emulated-tdx", 1024);
     // REPORTTYPE: TDX (0x81), subtype 0 (SPECS.md 6.5).
     assert_eq!(report[0], 0x81);
@@ -428,8 +427,8 @@ fn an_app_gets_a_tdreport_with_its_own_report_data_from_dev_tdx_guest() {
     assert_eq!(hex(&report[0x210..0x240]), measure(&image, "emulated-tdx"));
     // Not debuggable: ATTRIBUTES (0x200) bit 0 clear.
     assert_eq!(report[0x200] & 1, 0);
-    // The same TD asked twice gets the same report body and MAC (nothing in a
-    // TDREPORT changes between calls of one launch but what the TD asks for).
+    // A second launch of the image gets the same report up to the MAC (made with the
+    // emulated module's key of that launch).
     let again = app_report(&image, "emulated-tdx", 1024);
     assert_eq!(report[..0xE0], again[..0xE0]);
 }

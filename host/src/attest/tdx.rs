@@ -505,6 +505,23 @@ pub mod check {
     pub const REPORT_DATA: &str = "report-data";
     /// With collateral: dcap-qvl verifies it and the TCB status is UpToDate.
     pub const TCB_STATUS: &str = "tcb-status";
+
+    /// The checks every verification runs, in order (MRTD and report data only with
+    /// expectations, the TCB status only with collateral).
+    pub const ALWAYS: [&str; 12] = [
+        QE_VENDOR_ID,
+        QUOTE_SIGNATURE,
+        QE_REPORT_SIGNATURE,
+        QE_REPORT_DATA,
+        QE_IDENTITY,
+        PCK_SIGNED_BY_CA,
+        CA_SIGNED_BY_ROOT,
+        ROOT_TRUSTED,
+        PCK_VALIDITY,
+        CA_VALIDITY,
+        ROOT_VALIDITY,
+        TD_DEBUG,
+    ];
 }
 
 /// Verify `quote` against `roots` with certificates valid at `at`, `expect`, and,
