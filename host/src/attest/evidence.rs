@@ -146,13 +146,14 @@ impl EvidenceFile {
             detail: e.to_string(),
         })?;
         let kind_matches = matches!(
-            (&evidence, what),
-            (Evidence::Snp(_), "report") | (Evidence::Tdx(_), "quote")
+            (&evidence, what, platform.as_str()),
+            (Evidence::Snp(_), "report", "snp" | "emulated-snp")
+                | (Evidence::Tdx(_), "quote", "tdx" | "emulated-tdx")
         );
         if !kind_matches {
             return Err(EvidenceFileError::Content {
                 what,
-                detail: format!("it holds a {}", evidence.describe()),
+                detail: format!("platform {platform} with a {}", evidence.describe()),
             });
         }
         Ok(Self {
@@ -219,6 +220,11 @@ mod tests {
         let raw = milan_report();
         let evidence = Evidence::parse(&raw).unwrap();
         let json = EvidenceFile::to_json("snp", &evidence, &raw, Some("V"), Some("C"));
+        // A report from a TDX platform makes no sense.
+        let mut tdx = json.clone();
+        tdx["platform"] = "emulated-tdx".into();
+        let e = EvidenceFile::parse(&serde_json::to_vec(&tdx).unwrap()).unwrap_err();
+        assert!(e.to_string().contains("platform emulated-tdx"), "{e}");
         let text = serde_json::to_vec(&json).unwrap();
         assert!(EvidenceFile::looks_like(&text));
         assert!(!EvidenceFile::looks_like(&raw));
