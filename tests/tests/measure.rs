@@ -200,8 +200,8 @@ fn debug_changes_the_policy_not_the_measurement() {
     // SEV-SNP: SMT and the reserved bit 17, plus DEBUG (bit 19). TDX: DEBUG_ALLOWED.
     assert_eq!(plain["snp"]["guest_policy"], "0x30000");
     assert_eq!(debug["snp"]["guest_policy"], "0xb0000");
-    assert_eq!(plain["tdx"]["guest_policy"], "0x0");
-    assert_eq!(debug["tdx"]["guest_policy"], "0x1");
+    assert_eq!(plain["tdx"]["guest_policy"], "0x2");
+    assert_eq!(debug["tdx"]["guest_policy"], "0x3");
 }
 
 #[test]

@@ -1047,9 +1047,9 @@ fn each_platform_declares_its_policy() {
         let on_snp = snp(image).unwrap();
         let on_tdx = tdx(image).unwrap();
         let (snp_expected, tdx_expected, attributes_expected) = if debug {
-            (0xB_0000, 1, attributes::DEBUG)
+            (0xB_0000, 3, attributes::DEBUG | attributes::SEPT_VE_DISABLE)
         } else {
-            (0x3_0000, 0, 0)
+            (0x3_0000, 2, attributes::SEPT_VE_DISABLE)
         };
         assert_eq!(on_snp.guest_policy, snp_expected, "debug {debug}");
         assert_eq!(on_tdx.guest_policy, tdx_expected, "debug {debug}");

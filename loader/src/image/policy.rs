@@ -13,14 +13,19 @@
 //! * TDX: bit 0 DEBUG_ALLOWED, bit 1 SEPT_VE_DISABLE, bit 2 MIGRATABLE, the others
 //!   reserved (`igvm_defs` 0.5 `TdxPolicy`). Each stands for the TD attribute of the same
 //!   name (SPECS.md 6.4; [`td_attributes`]), which TDG.VP.INFO and the TD report give
-//!   the guest and a verifier. nacre sets DEBUG_ALLOWED only for a debuggable image and
-//!   never the other two: [`DEFAULT_TDX_POLICY`] (0) or [`DEBUG_TDX_POLICY`] (1). The TD
-//!   attributes are then 0, what the emulated TDX module has always reported
-//!   (`host/src/platform/emulated_tdx.rs`, TDG.VP.INFO), or DEBUG alone.
-//!   SEPT_VE_DISABLE stays 0, so nothing changes for the guest: the firmware never
-//!   reads the attributes and has no #VE handler (it accepts private memory before it
-//!   uses it), and the emulated TDX MMU stops the TD on an access to a page it has not
-//!   accepted, whatever the attribute.
+//!   the guest and a verifier. nacre always sets SEPT_VE_DISABLE, sets DEBUG_ALLOWED
+//!   only for a debuggable image and never sets MIGRATABLE: [`DEFAULT_TDX_POLICY`] (2)
+//!   or [`DEBUG_TDX_POLICY`] (3), so the TD attributes are SEPT_VE_DISABLE, with DEBUG
+//!   for a debuggable image.
+//!
+//!   SEPT_VE_DISABLE is what the firmware needs: it has no #VE handler, and accepts
+//!   private memory before it uses it, so a guest access to a page that is not (or no
+//!   longer) accepted must not become a #VE inside the TD, where the host could raise
+//!   it at any instruction; with the attribute set the TDX module turns it into an
+//!   EPT-violation exit to the host, which can only stop the TD. The emulated TDX MMU
+//!   behaves that way (it stops the TD with exit status 120). Verifiers expect the
+//!   attribute too: dcap-qvl refuses a TD quote without it, and a Linux TD guest
+//!   refuses to boot without it unless it is debuggable (`arch/x86/coco/tdx/tdx.c`).
 //!
 //! The policy is not part of either launch measurement: the SEV-SNP launch digest and
 //! the TDX MRTD cover the pages (and the VMSA) only, and neither is the boot
@@ -56,11 +61,11 @@ pub const fn snp_policy(debug: bool) -> u64 {
 }
 
 /// The TDX policy of a nacre image (`igvm_defs` 0.5 `TdxPolicy`): DEBUG_ALLOWED as
-/// `debug` says, SEPT_VE_DISABLE and MIGRATABLE clear (module documentation).
+/// `debug` says, SEPT_VE_DISABLE set, MIGRATABLE clear (module documentation).
 pub const fn tdx_policy(debug: bool) -> u64 {
     TdxPolicy::new()
         .with_debug_allowed(debug as u8)
-        .with_sept_ve_disable(0)
+        .with_sept_ve_disable(1)
         .with_migratable(0)
         .into_bits()
 }
@@ -73,16 +78,17 @@ pub const DEFAULT_SNP_POLICY: u64 = snp_policy(false);
 pub const DEBUG_SNP_POLICY: u64 = snp_policy(true);
 
 /// The TDX policy of an image that is not debuggable, and of one that declares no
-/// policy: 0.
+/// policy: 2 (SEPT_VE_DISABLE).
 pub const DEFAULT_TDX_POLICY: u64 = tdx_policy(false);
 
-/// The TDX policy of an image packaged with `--debug`: 1 (DEBUG_ALLOWED).
+/// The TDX policy of an image packaged with `--debug`: 3 (DEBUG_ALLOWED and
+/// SEPT_VE_DISABLE).
 pub const DEBUG_TDX_POLICY: u64 = tdx_policy(true);
 
 const _: () = assert!(DEFAULT_SNP_POLICY == 0x3_0000);
 const _: () = assert!(DEBUG_SNP_POLICY == 0xB_0000);
-const _: () = assert!(DEFAULT_TDX_POLICY == 0);
-const _: () = assert!(DEBUG_TDX_POLICY == 1);
+const _: () = assert!(DEFAULT_TDX_POLICY == 2);
+const _: () = assert!(DEBUG_TDX_POLICY == 3);
 // The `igvm_defs` layout agrees with SPECS.md 4.3 as `nacre_shared_abi` spells it.
 const _: () = assert!(DEBUG_SNP_POLICY ^ DEFAULT_SNP_POLICY == GuestPolicy::DEBUG);
 const _: () = assert!(DEFAULT_SNP_POLICY == GuestPolicy::SMT | GuestPolicy::RESERVED_MUST_BE_ONE);
@@ -277,8 +283,14 @@ mod tests {
 
     #[test]
     fn tdx_policy_maps_to_td_attributes() {
-        assert_eq!(td_attributes(DEFAULT_TDX_POLICY), 0);
-        assert_eq!(td_attributes(DEBUG_TDX_POLICY), attributes::DEBUG);
+        assert_eq!(
+            td_attributes(DEFAULT_TDX_POLICY),
+            attributes::SEPT_VE_DISABLE
+        );
+        assert_eq!(
+            td_attributes(DEBUG_TDX_POLICY),
+            attributes::DEBUG | attributes::SEPT_VE_DISABLE
+        );
         assert_eq!(td_attributes(0b010), attributes::SEPT_VE_DISABLE);
         assert_eq!(td_attributes(0b100), attributes::MIGRATABLE);
         // SPECS.md 6.4: DEBUG is bit 0, SEPT_VE_DISABLE bit 28, MIGRATABLE bit 29.
