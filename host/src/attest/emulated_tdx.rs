@@ -40,6 +40,14 @@
 //! | `pck.pem` | "nacre emulated Intel SGX PCK Certificate", signed by the CA, with the SGX extension | 0644 |
 //! | `pck.key` | the PCK private key (P-256, PKCS#8 PEM): signs QE reports | 0600 |
 //! | `attestation.key` | the QE's attestation private key (P-256, PKCS#8 PEM): signs quotes | 0600 |
+//! | `tcb-signing.pem` | "nacre emulated Intel SGX TCB Signing", signed by the root | 0644 |
+//! | `tcb-signing.key` | its private key (P-256, PKCS#8 PEM): signs TCB info and QE identity | 0600 |
+//! | `root-ca.crl` | the root's CRL, empty (DER) | 0644 |
+//! | `pck-platform-ca.crl` | the PCK Platform CA's CRL, empty (DER) | 0644 |
+//!
+//! The last four are the emulated DCAP collateral's ([`collateral`]); a directory
+//! made before nacre made collateral has none of them, works as before, and has no
+//! collateral ([`EmulatedTdxKeys::collateral`] says to remove it).
 //!
 //! The root's and the CA's private keys sign once, when the directory is created,
 //! and are never written anywhere: a new hierarchy means removing the directory.
@@ -87,11 +95,13 @@ use x509_cert::time::{Time, Validity};
 use zerocopy::{FromZeros, IntoBytes};
 
 use super::tdx::{
-    QeReport, QuoteHeader, TdQuoteBody, ATT_KEY_TYPE_ECDSA_P256, CERT_DATA_PCK_CHAIN,
+    Collateral, QeReport, QuoteHeader, TdQuoteBody, ATT_KEY_TYPE_ECDSA_P256, CERT_DATA_PCK_CHAIN,
     CERT_DATA_QE_REPORT, INTEL_QE_MRSIGNER, INTEL_QE_VENDOR_ID, INTEL_TD_QE_ISVPRODID,
     P256_PAIR_SIZE, QUOTE_VERSION_4, TEE_TYPE_TDX,
 };
 use super::x509::{Cert, OID_ECDSA_WITH_SHA256, OID_EC_PUBLIC_KEY, OID_SECP256R1};
+
+pub mod collateral;
 
 /// File of the root CA certificate (PEM).
 pub const ROOT_CERT_FILE: &str = "root-ca.pem";
@@ -286,6 +296,13 @@ pub enum KeysError {
         /// What is wrong.
         reason: String,
     },
+    /// The directory predates emulated collateral.
+    #[error(
+        "the emulated TDX key directory {} has no collateral: it was made before nacre \
+         made emulated DCAP collateral (remove the directory to generate a new hierarchy)",
+        .0.display()
+    )]
+    NoCollateral(PathBuf),
     /// The kernel's random source failed.
     #[error("the kernel's random source failed")]
     Random(#[source] getrandom::Error),
@@ -468,6 +485,7 @@ pub struct EmulatedTdxKeys {
     pck_key: SigningKey,
     attestation_key: SigningKey,
     chain_pem: Vec<u8>,
+    collateral: Option<collateral::CollateralKeys>,
 }
 
 impl std::fmt::Debug for EmulatedTdxKeys {
@@ -545,6 +563,7 @@ impl EmulatedTdxKeys {
             ));
         }
         let chain_pem = chain_pem(&[&pck, &pck_ca, &root])?;
+        let collateral = collateral::load(dir, &root, &pck_ca)?;
         Ok(Self {
             dir: dir.to_owned(),
             root,
@@ -553,6 +572,7 @@ impl EmulatedTdxKeys {
             pck_key,
             attestation_key,
             chain_pem,
+            collateral,
         })
     }
 
@@ -642,6 +662,17 @@ impl EmulatedTdxKeys {
     pub fn attestation_public_key(&self) -> [u8; P256_PAIR_SIZE] {
         raw_public_key(&self.attestation_key)
     }
+
+    /// DCAP collateral for this platform's quotes, issued at `at` (see
+    /// [`collateral`]): with it, dcap-qvl appraises an emulated quote's TCB as
+    /// UpToDate until [`collateral::COLLATERAL_VALIDITY`] after `at`.
+    pub fn collateral(&self, at: SystemTime) -> Result<Collateral, KeysError> {
+        let keys = self
+            .collateral
+            .as_ref()
+            .ok_or_else(|| KeysError::NoCollateral(self.dir.clone()))?;
+        collateral::collateral(keys, &self.root, &self.pck_ca, at)
+    }
 }
 
 /// `x || y` of a P-256 key's public point.
@@ -716,18 +747,21 @@ struct Generated {
     pck_der: Vec<u8>,
     pck_key: SigningKey,
     attestation_key: SigningKey,
+    collateral: collateral::Generated,
+}
+
+/// A private key as PKCS#8 PEM.
+fn key_pem(key: &SigningKey) -> Result<p256::pkcs8::der::zeroize::Zeroizing<String>, KeysError> {
+    p256::SecretKey::from(key)
+        .to_pkcs8_pem(LineEnding::LF)
+        .map_err(|e| KeysError::Encode {
+            what: "private key",
+            reason: e.to_string(),
+        })
 }
 
 impl Generated {
     fn write(&self, dir: &Path) -> Result<(), KeysError> {
-        let key_pem = |key: &SigningKey| {
-            p256::SecretKey::from(key)
-                .to_pkcs8_pem(LineEnding::LF)
-                .map_err(|e| KeysError::Encode {
-                    what: "private key",
-                    reason: e.to_string(),
-                })
-        };
         write_new(
             dir,
             ROOT_CERT_FILE,
@@ -753,6 +787,7 @@ impl Generated {
             key_pem(&self.attestation_key)?.as_bytes(),
             0o600,
         )?;
+        self.collateral.write(dir)?;
         sync_dir(dir);
         Ok(())
     }
@@ -1018,12 +1053,20 @@ fn generate() -> Result<Generated, KeysError> {
         validity,
         extensions: pck_extensions,
     })?;
+    let collateral = collateral::generate(&collateral::Issuers {
+        root_name: &root_name,
+        root_key: &root_key,
+        ca_name: &ca_name,
+        ca_key: &ca_key,
+        validity,
+    })?;
     Ok(Generated {
         root_der,
         pck_ca_der,
         pck_der,
         pck_key,
         attestation_key,
+        collateral,
     })
 }
 

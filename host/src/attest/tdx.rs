@@ -655,7 +655,7 @@ pub fn verify_quote(
     checks.extend(expect.measurement_check(check::MRTD, &quote.body.mr_td));
     checks.extend(expect.report_data_check(check::REPORT_DATA, &quote.body.report_data));
     if let Some(collateral) = collateral {
-        checks.push(tcb_status(quote, roots, expect, at, collateral));
+        checks.push(tcb_status(quote, root, expect, at, collateral));
     }
 
     let mut claims = claims(quote);
@@ -758,9 +758,11 @@ fn ecdsa_signed_by(name: &'static str, cert: &Cert, issuer: &Cert) -> Check {
     }
 }
 
+/// The TCB status dcap-qvl appraises with `collateral`, which must chain to `root`
+/// (the root the PCK chain was checked against).
 fn tcb_status(
     quote: &Quote,
-    roots: &TrustAnchors,
+    root: &Cert,
     expect: &Expectations,
     at: SystemTime,
     collateral: &Collateral,
@@ -768,7 +770,7 @@ fn tcb_status(
     let now = at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let verifier =
         dcap_qvl::verify::QuoteVerifier::<dcap_qvl::configs::RustCryptoConfig>::new_with_config(
-            roots.intel().der().to_vec(),
+            root.der().to_vec(),
         )
         .allow_debug(expect.allow_debug);
     match verifier.verify(quote.raw(), collateral, now) {

@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::attest::tdx::{self, check, verify_quote, Quote};
-use crate::attest::{Expectations, TrustAnchors, Verification};
+use crate::attest::{hex, Expectations, TrustAnchors, Verification};
 use nacre_shared_abi::tdx::attributes;
 use proptest::prelude::*;
 use std::os::unix::fs::PermissionsExt;
@@ -434,7 +434,11 @@ fn keys_persist_and_reload() {
     let dir = f.tmp.keys();
     assert_eq!(f.keys.dir(), dir);
     assert_eq!(mode(&dir), 0o700);
-    for file in [PCK_KEY_FILE, ATTESTATION_KEY_FILE] {
+    for file in [
+        PCK_KEY_FILE,
+        ATTESTATION_KEY_FILE,
+        collateral::TCB_SIGNING_KEY_FILE,
+    ] {
         assert_eq!(mode(&dir.join(file)), 0o600, "{file}");
     }
     let mut names: Vec<String> = fs::read_dir(&dir)
@@ -453,6 +457,10 @@ fn keys_persist_and_reload() {
         PCK_CERT_FILE,
         PCK_KEY_FILE,
         ATTESTATION_KEY_FILE,
+        collateral::TCB_SIGNING_CERT_FILE,
+        collateral::TCB_SIGNING_KEY_FILE,
+        collateral::ROOT_CRL_FILE,
+        collateral::PCK_CRL_FILE,
     ];
     expected.sort_unstable();
     assert_eq!(names, expected);
@@ -602,4 +610,208 @@ fn corrupt_or_partial_key_directories_are_errors() {
         EmulatedTdxKeys::load_or_create(&file),
         Err(KeysError::NotADirectory(_))
     ));
+}
+
+fn verify_with_collateral(
+    bytes: &[u8],
+    roots: &TrustAnchors,
+    expect: &Expectations,
+    at: SystemTime,
+    collateral: &Collateral,
+) -> Verification {
+    verify_quote(
+        &Quote::parse(bytes).expect("parses"),
+        roots,
+        expect,
+        at,
+        Some(collateral),
+    )
+    .expect("runs")
+}
+
+fn tcb_detail(v: &Verification) -> (bool, String) {
+    let c = v
+        .check(check::TCB_STATUS)
+        .unwrap_or_else(|| panic!("no TCB status check: {v:#?}"));
+    (c.passed, c.detail.clone())
+}
+
+#[test]
+fn emulated_collateral_gives_an_up_to_date_tcb() {
+    let f = Fixture::new("collateral");
+    let bytes = f.quote();
+    let now = SystemTime::now();
+    let collateral = f.keys.collateral(now).expect("collateral");
+    let v = verify_with_collateral(&bytes, &f.roots(), &expect_td(), now, &collateral);
+    assert_eq!(
+        tcb_detail(&v),
+        (true, "TCB status UpToDate".to_owned()),
+        "{:#?}",
+        v.failures().collect::<Vec<_>>()
+    );
+    assert!(v.passed(), "{:#?}", v.failures().collect::<Vec<_>>());
+
+    // The JSON form `--collateral` reads round-trips.
+    let json = serde_json::to_vec(&collateral).expect("serialises");
+    assert_eq!(
+        tdx::collateral_from_json(&json).expect("decodes"),
+        collateral
+    );
+
+    // The collateral names what the quote and the PCK certificate say.
+    let tcb_info: serde_json::Value =
+        serde_json::from_str(&collateral.tcb_info).expect("TCB info is JSON");
+    assert_eq!(tcb_info["id"], "TDX");
+    assert_eq!(tcb_info["fmspc"], hex(&EMULATED_FMSPC).to_uppercase());
+    assert_eq!(tcb_info["tdxModuleIdentities"][0]["id"], "TDX_01");
+    let qe: serde_json::Value =
+        serde_json::from_str(&collateral.qe_identity).expect("QE identity is JSON");
+    assert_eq!(qe["id"], "TD_QE");
+    assert_eq!(qe["isvprodid"], INTEL_TD_QE_ISVPRODID);
+
+    // It is valid for 30 days from its issue, not before and not after.
+    let day = Duration::from_secs(24 * 3600);
+    for (at, why) in [
+        (now - day, "issue date is in the future"),
+        (now + 31 * day, "expired"),
+    ] {
+        let v = verify_with_collateral(&bytes, &f.roots(), &expect_td(), at, &collateral);
+        let (passed, detail) = tcb_detail(&v);
+        assert!(!passed && detail.contains(why), "{why}: {detail}");
+    }
+    let v = verify_with_collateral(
+        &bytes,
+        &f.roots(),
+        &expect_td(),
+        now + 29 * day,
+        &collateral,
+    );
+    assert!(tcb_detail(&v).0, "{:?}", tcb_detail(&v));
+}
+
+#[test]
+fn emulated_collateral_is_checked_like_intels() {
+    let f = Fixture::new("collateral-checks");
+    let bytes = f.quote();
+    let now = SystemTime::now();
+    let good = f.keys.collateral(now).expect("collateral");
+    let fails = |c: &Collateral, what: &str| {
+        let v = verify_with_collateral(&bytes, &f.roots(), &expect_td(), now, c);
+        let (passed, detail) = tcb_detail(&v);
+        assert!(!passed, "{what}: passed with {detail}");
+        detail
+    };
+
+    // A changed TCB info or QE identity no longer matches its signature.
+    let mut c = good.clone();
+    c.tcb_info = c.tcb_info.replace("\"UpToDate\"", "\"OutOfDate\"");
+    assert_ne!(c.tcb_info, good.tcb_info);
+    assert!(fails(&c, "tcb info").contains("Signature is invalid for tcb_info"));
+    let mut c = good.clone();
+    c.qe_identity = c.qe_identity.replace("\"isvsvn\":1", "\"isvsvn\":0");
+    assert_ne!(c.qe_identity, good.qe_identity);
+    assert!(fails(&c, "qe identity").contains("qe_identity"));
+    let mut c = good.clone();
+    c.tcb_info_signature[10] ^= 1;
+    fails(&c, "tcb info signature");
+
+    // Collateral of another hierarchy does not chain to this one's root.
+    let other = Fixture::new("collateral-other");
+    fails(
+        &other.keys.collateral(now).expect("collateral"),
+        "another root",
+    );
+    // Nor do the CRLs of another hierarchy verify.
+    let mut c = good.clone();
+    c.root_ca_crl = other.keys.collateral(now).expect("collateral").root_ca_crl;
+    fails(&c, "another root's CRL");
+    let mut c = good.clone();
+    c.pck_crl = other.keys.collateral(now).expect("collateral").pck_crl;
+    fails(&c, "another CA's CRL");
+
+    // Without the emulated root trusted, the collateral is not Intel's.
+    let v = verify_with_collateral(
+        &bytes,
+        &TrustAnchors::built_in().expect("roots"),
+        &expect_td(),
+        now,
+        &good,
+    );
+    assert!(!tcb_detail(&v).0);
+
+    // A debuggable TD fails dcap-qvl's appraisal too, unless debug is allowed.
+    let mut td = td_info();
+    td.attributes |= attributes::DEBUG;
+    let report = f
+        .report_key
+        .td_report(&td, &emulated_tee_tcb_info(), &REPORT_DATA);
+    let debug_quote = f.qe.quote(&f.keys, &f.report_key, &report).expect("quotes");
+    let v = verify_with_collateral(&debug_quote, &f.roots(), &expect_td(), now, &good);
+    assert!(
+        tcb_detail(&v).1.contains("Debug mode"),
+        "{:?}",
+        tcb_detail(&v)
+    );
+    let allowed = Expectations {
+        allow_debug: true,
+        ..expect_td()
+    };
+    let v = verify_with_collateral(&debug_quote, &f.roots(), &allowed, now, &good);
+    assert!(tcb_detail(&v).0, "{:?}", tcb_detail(&v));
+}
+
+#[test]
+fn collateral_files_are_checked_on_load() {
+    let f = Fixture::new("collateral-load");
+    let dir = f.keys.dir().to_owned();
+    for file in [
+        collateral::TCB_SIGNING_CERT_FILE,
+        collateral::TCB_SIGNING_KEY_FILE,
+        collateral::ROOT_CRL_FILE,
+        collateral::PCK_CRL_FILE,
+    ] {
+        assert!(dir.join(file).is_file(), "{file}");
+    }
+    let mode = |file| {
+        fs::metadata(dir.join(file))
+            .expect("metadata")
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode(collateral::TCB_SIGNING_KEY_FILE), 0o600);
+    assert_eq!(mode(collateral::ROOT_CRL_FILE), 0o644);
+
+    // The CRLs swapped: each is signed by the other issuer.
+    let root_crl = fs::read(dir.join(collateral::ROOT_CRL_FILE)).expect("read");
+    let pck_crl = fs::read(dir.join(collateral::PCK_CRL_FILE)).expect("read");
+    fs::write(dir.join(collateral::ROOT_CRL_FILE), &pck_crl).expect("write");
+    let e = EmulatedTdxKeys::load(&dir).expect_err("a swapped CRL");
+    assert!(
+        matches!(&e, KeysError::Corrupt { path, .. } if path.ends_with(collateral::ROOT_CRL_FILE)),
+        "{e}"
+    );
+    fs::write(dir.join(collateral::ROOT_CRL_FILE), &root_crl).expect("write");
+    EmulatedTdxKeys::load(&dir).expect("restored");
+
+    // One file of the four missing is an incomplete directory.
+    fs::remove_file(dir.join(collateral::TCB_SIGNING_KEY_FILE)).expect("remove");
+    let e = EmulatedTdxKeys::load(&dir).expect_err("a missing key");
+    assert!(matches!(e, KeysError::Missing { .. }), "{e}");
+
+    // None of them: a directory from before collateral, which loads and quotes but
+    // has no collateral.
+    for file in [
+        collateral::TCB_SIGNING_CERT_FILE,
+        collateral::ROOT_CRL_FILE,
+        collateral::PCK_CRL_FILE,
+    ] {
+        fs::remove_file(dir.join(file)).expect("remove");
+    }
+    let keys = EmulatedTdxKeys::load(&dir).expect("an older directory loads");
+    let e = keys
+        .collateral(SystemTime::now())
+        .expect_err("no collateral");
+    assert!(matches!(e, KeysError::NoCollateral(_)), "{e}");
+    assert!(e.to_string().contains("remove the directory"), "{e}");
 }
