@@ -161,6 +161,11 @@ fn attest_flow(platform: &str) {
         "mr_td"
     };
     assert_eq!(json["claims"][claim], measured.as_str(), "{json:#}");
+    if platform == "emulated-tdx" {
+        tdx_collateral_is_appraised(&evidence, &summary, &json, &image_arg);
+    } else {
+        assert_eq!(summary["collateral"], false, "{summary:#}");
+    }
 
     // Each wrong expectation fails the one check it concerns, by name.
     let other_arg = other.display().to_string();
@@ -249,6 +254,55 @@ fn attest_flow(platform: &str) {
         "{}",
         describe_output(&output)
     );
+}
+
+/// The DCAP collateral `nacre attest` puts in emulated-tdx evidence: the TCB status
+/// is appraised with it, a changed collateral fails that check by name, and evidence
+/// without collateral verifies without a TCB status.
+fn tdx_collateral_is_appraised(
+    evidence: &Path,
+    summary: &serde_json::Value,
+    verdict: &serde_json::Value,
+    image_arg: &str,
+) {
+    assert_eq!(summary["collateral"], true, "{summary:#}");
+    assert_eq!(
+        detail(verdict, "tcb-status"),
+        "TCB status UpToDate",
+        "{verdict:#}"
+    );
+    let args = ["--image", image_arg, "--nonce", NONCE, "--allow-emulated"];
+    let file: serde_json::Value =
+        serde_json::from_slice(&fs::read(evidence).expect("evidence file")).expect("JSON");
+
+    let mut changed = file.clone();
+    let tcb_info = changed["collateral"]["tcb_info"]
+        .as_str()
+        .expect("the collateral's TCB info")
+        .replace("UpToDate", "OutOfDate");
+    changed["collateral"]["tcb_info"] = tcb_info.into();
+    let path = dir().join("emulated-tdx.changed-collateral.json");
+    fs::write(&path, serde_json::to_vec(&changed).expect("JSON")).expect("write");
+    let (output, json) = verify(&path, &args);
+    let json = json.unwrap_or_else(|| panic!("no verdict\n{}", describe_output(&output)));
+    assert_eq!(output.status.code(), Some(EXIT_NOT_VERIFIED), "{json:#}");
+    assert_eq!(failed(&json), vec!["tcb-status".to_string()], "{json:#}");
+    assert!(
+        detail(&json, "tcb-status").contains("Signature is invalid for tcb_info"),
+        "{json:#}"
+    );
+
+    let mut without = file;
+    without
+        .as_object_mut()
+        .expect("an object")
+        .remove("collateral");
+    let path = dir().join("emulated-tdx.no-collateral.json");
+    fs::write(&path, serde_json::to_vec(&without).expect("JSON")).expect("write");
+    let (output, json) = verify(&path, &args);
+    let json = json.unwrap_or_else(|| panic!("no verdict\n{}", describe_output(&output)));
+    assert_eq!(output.status.code(), Some(0), "{json:#}");
+    assert_eq!(detail(&json, "tcb-status"), "", "{json:#}");
 }
 
 #[test]

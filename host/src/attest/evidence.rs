@@ -14,12 +14,16 @@
 //! ```
 //!
 //! A TDX evidence file has `"quote"` (hex) instead of `"report"`, and no certificates:
-//! the quote carries its PCK chain. The report data of evidence made for a nonce is
-//! [`nonce_report_data`] of it. Nothing in the file is trusted: the verifier checks
-//! the chain against its own roots.
+//! the quote carries its PCK chain. It may have `"collateral"`, the DCAP collateral
+//! (TCB info, QE identity, CRLs and their issuer chains) as the JSON object dcap-qvl
+//! writes for a `QuoteCollateralV3`, with which the verifier appraises the TCB status;
+//! `nacre attest` adds it on emulated-tdx. The report data of evidence made for a
+//! nonce is [`nonce_report_data`] of it. Nothing in the file is trusted: the verifier
+//! checks the chain and the collateral against its own roots.
 
 use thiserror::Error;
 
+use super::tdx::Collateral;
 use super::{decode_hex, hex, Evidence};
 use sha2::{Digest, Sha512};
 
@@ -93,6 +97,8 @@ pub struct EvidenceFile {
     pub vcek: Option<String>,
     /// SNP: the ASK then the ARK (PEM).
     pub cert_chain: Option<String>,
+    /// TDX: DCAP collateral for the TCB status.
+    pub collateral: Option<Collateral>,
 }
 
 impl EvidenceFile {
@@ -156,21 +162,42 @@ impl EvidenceFile {
                 detail: format!("platform {platform} with a {}", evidence.describe()),
             });
         }
+        let collateral = match (obj.get("collateral"), &evidence) {
+            (None, _) => None,
+            (Some(value), Evidence::Tdx(_)) => Some(
+                serde_json::from_value::<Collateral>(value.clone()).map_err(|e| {
+                    EvidenceFileError::Content {
+                        what: "collateral",
+                        detail: format!("not dcap-qvl QuoteCollateralV3 JSON: {e}"),
+                    }
+                })?,
+            ),
+            (Some(_), Evidence::Snp(_)) => {
+                return Err(EvidenceFileError::Content {
+                    what: "collateral",
+                    detail: "DCAP collateral is for TDX quotes, not SEV-SNP reports".into(),
+                })
+            }
+        };
         Ok(Self {
             platform,
             evidence,
             vcek: string("vcek")?.map(str::to_owned),
             cert_chain: string("cert_chain")?.map(str::to_owned),
+            collateral,
         })
     }
 
-    /// The file's JSON for `platform` and the raw `evidence` (a report or a quote).
+    /// The file's JSON for `platform` and the raw `evidence` (a report or a quote),
+    /// with what a verifier needs besides: `vcek` and `cert_chain` for a report,
+    /// `collateral` for a quote.
     pub fn to_json(
         platform: &str,
         evidence: &Evidence,
         raw: &[u8],
         vcek: Option<&str>,
         cert_chain: Option<&str>,
+        collateral: Option<&Collateral>,
     ) -> serde_json::Value {
         let mut v = serde_json::json!({
             "format": FORMAT,
@@ -187,6 +214,10 @@ impl EvidenceFile {
         }
         if let Some(pem) = cert_chain {
             v["cert_chain"] = pem.into();
+        }
+        if let Some(collateral) = collateral {
+            // A derived Serialize of strings and byte vectors cannot fail.
+            v["collateral"] = serde_json::to_value(collateral).unwrap_or_default();
         }
         v
     }
@@ -219,7 +250,7 @@ mod tests {
     fn evidence_files_round_trip_and_bad_ones_are_named() {
         let raw = milan_report();
         let evidence = Evidence::parse(&raw).unwrap();
-        let json = EvidenceFile::to_json("snp", &evidence, &raw, Some("V"), Some("C"));
+        let json = EvidenceFile::to_json("snp", &evidence, &raw, Some("V"), Some("C"), None);
         // A report from a TDX platform makes no sense.
         let mut tdx = json.clone();
         tdx["platform"] = "emulated-tdx".into();
@@ -250,10 +281,56 @@ mod tests {
             (with("report", "0g".into()), "report"),
             (with("report", hex(&raw[..100]).into()), "report"),
             (with("vcek", 5.into()), "\"vcek\""),
+            (
+                with("collateral", serde_json::json!({})),
+                "collateral is for TDX quotes",
+            ),
         ];
         for (bytes, needle) in cases {
             let e = EvidenceFile::parse(&bytes).unwrap_err().to_string();
             assert!(e.contains(needle), "{e:?} lacks {needle:?}");
+        }
+    }
+
+    #[test]
+    fn quote_evidence_carries_collateral() {
+        let raw = test_vectors::read("go-tdx-guest", "tdx_prod_quote_SPR_E4.dat");
+        let evidence = Evidence::parse(&raw).unwrap();
+        let collateral = Collateral {
+            pck_crl_issuer_chain: "P".into(),
+            root_ca_crl: vec![1, 2],
+            pck_crl: vec![3],
+            tcb_info_issuer_chain: "T".into(),
+            tcb_info: "{}".into(),
+            tcb_info_signature: vec![4; 64],
+            qe_identity_issuer_chain: "T".into(),
+            qe_identity: "{}".into(),
+            qe_identity_signature: vec![5; 64],
+            pck_certificate_chain: None,
+        };
+        let json = EvidenceFile::to_json("tdx", &evidence, &raw, None, None, Some(&collateral));
+        let file = EvidenceFile::parse(&serde_json::to_vec(&json).unwrap()).unwrap();
+        assert_eq!(file.collateral, Some(collateral));
+        assert!(matches!(file.evidence, Evidence::Tdx(_)));
+
+        let without = EvidenceFile::to_json("tdx", &evidence, &raw, None, None, None);
+        assert!(without.get("collateral").is_none());
+        let file = EvidenceFile::parse(&serde_json::to_vec(&without).unwrap()).unwrap();
+        assert_eq!(file.collateral, None);
+
+        for bad in [
+            serde_json::json!({}),
+            serde_json::json!("x"),
+            serde_json::json!({"tcb_info": 1}),
+        ] {
+            let mut j = json.clone();
+            j["collateral"] = bad;
+            let e = EvidenceFile::parse(&serde_json::to_vec(&j).unwrap()).unwrap_err();
+            assert!(
+                e.to_string()
+                    .contains("not dcap-qvl QuoteCollateralV3 JSON"),
+                "{e}"
+            );
         }
     }
 }

@@ -655,7 +655,7 @@ pub fn verify_quote(
     checks.extend(expect.measurement_check(check::MRTD, &quote.body.mr_td));
     checks.extend(expect.report_data_check(check::REPORT_DATA, &quote.body.report_data));
     if let Some(collateral) = collateral {
-        checks.push(tcb_status(quote, root, expect, at, collateral));
+        checks.push(tcb_status(quote, root, at, collateral));
     }
 
     let mut claims = claims(quote);
@@ -760,19 +760,15 @@ fn ecdsa_signed_by(name: &'static str, cert: &Cert, issuer: &Cert) -> Check {
 
 /// The TCB status dcap-qvl appraises with `collateral`, which must chain to `root`
 /// (the root the PCK chain was checked against).
-fn tcb_status(
-    quote: &Quote,
-    root: &Cert,
-    expect: &Expectations,
-    at: SystemTime,
-    collateral: &Collateral,
-) -> Check {
+fn tcb_status(quote: &Quote, root: &Cert, at: SystemTime, collateral: &Collateral) -> Check {
     let now = at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    // Whether a debuggable TD is acceptable is the td-debug check's to say, once; the
+    // appraisal judges the TCB (and dcap-qvl's other TD attribute rules).
     let verifier =
         dcap_qvl::verify::QuoteVerifier::<dcap_qvl::configs::RustCryptoConfig>::new_with_config(
             root.der().to_vec(),
         )
-        .allow_debug(expect.allow_debug);
+        .allow_debug(true);
     match verifier.verify(quote.raw(), collateral, now) {
         Ok(report) => {
             let advisories = if report.advisory_ids.is_empty() {
@@ -789,7 +785,7 @@ fn tcb_status(
         }
         Err(e) => Check::fail(
             check::TCB_STATUS,
-            format!("the collateral does not verify the quote: {e:#}"),
+            format!("dcap-qvl's appraisal with the collateral failed: {e:#}"),
         ),
     }
 }

@@ -4,7 +4,9 @@
 
 use super::run::{launch, parse_size, Platform};
 use crate::attest::emulated::{self, EmulatedSnpKeys};
+use crate::attest::emulated_tdx::{self, EmulatedTdxKeys};
 use crate::attest::evidence::{nonce_report_data, parse_nonce, EvidenceFile};
+use crate::attest::tdx::Collateral;
 use crate::attest::{hex, Evidence};
 use crate::platform::Stop;
 use crate::vmm::run;
@@ -12,6 +14,7 @@ use anyhow::{bail, Context};
 use nacre_shared_abi::boot::HostRequest;
 use nacre_shared_abi::hostcall::EvidenceKind;
 use std::path::PathBuf;
+use std::time::SystemTime;
 
 /// Arguments of `nacre attest`.
 #[derive(Debug, clap::Args)]
@@ -27,7 +30,9 @@ emulated-snp the evidence is an attestation report from the security processor,
 signed by the VCEK; on emulated-tdx a TDX quote v4 of the TD's TDREPORT. The
 evidence's report data is SHA-512(\"nacre attest nonce v1\\0\" || nonce), so a verifier
 that chose the nonce knows the evidence is fresh. The evidence file is JSON: the
-report or quote in hex and the certificates that chain it to its root.
+report or quote in hex and the certificates that chain it to its root; for a quote
+also DCAP collateral (TCB info, QE identity, CRLs), with which `nacre verify`
+appraises the TCB status.
 
 On the emulated platforms the evidence is signed by emulated key hierarchies, kept
 in $NACRE_EMULATED_KEYS, else $XDG_DATA_HOME/nacre/emulated-keys, else
@@ -91,7 +96,18 @@ pub fn run(a: &AttestArgs) -> anyhow::Result<()> {
         (EvidenceKind::TdxQuote, Evidence::Tdx(_)) => ("emulated-tdx", None, None),
         _ => bail!("the guest's evidence is not the {kind:?} it said it was"),
     };
-    let json = EvidenceFile::to_json(platform, &evidence, &raw, vcek.as_deref(), chain.as_deref());
+    let collateral = match &evidence {
+        Evidence::Tdx(_) => tdx_collateral()?,
+        Evidence::Snp(_) => None,
+    };
+    let json = EvidenceFile::to_json(
+        platform,
+        &evidence,
+        &raw,
+        vcek.as_deref(),
+        chain.as_deref(),
+        collateral.as_ref(),
+    );
     let text = serde_json::to_string_pretty(&json)? + "\n";
     std::fs::write(&a.output, text)
         .with_context(|| format!("cannot write {}", a.output.display()))?;
@@ -108,6 +124,7 @@ pub fn run(a: &AttestArgs) -> anyhow::Result<()> {
             "kind": match evidence { Evidence::Snp(_) => "snp-report", Evidence::Tdx(_) => "tdx-quote" },
             "measurement": measurement,
             "report_data": hex(&report_data),
+            "collateral": collateral.is_some(),
         });
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
@@ -119,6 +136,16 @@ pub fn run(a: &AttestArgs) -> anyhow::Result<()> {
         println!("platform     {platform}");
         println!("measurement  {measurement}");
         println!("report data  {}", hex(&report_data));
+        if let Evidence::Tdx(_) = evidence {
+            println!(
+                "collateral   {}",
+                if collateral.is_some() {
+                    "TCB info, QE identity and CRLs of the emulated platform"
+                } else {
+                    "none"
+                }
+            );
+        }
     }
     if predicted != measurement {
         // The host refuses to launch an image whose measurement differs from its
@@ -126,4 +153,21 @@ pub fn run(a: &AttestArgs) -> anyhow::Result<()> {
         bail!("the evidence's measurement {measurement} is not the image's ({predicted})");
     }
     Ok(())
+}
+
+/// DCAP collateral for an emulated-tdx quote, issued now by the emulated platform's
+/// keys (the ones that quoted). A key directory made before nacre made collateral
+/// gives none, with a warning: the evidence then verifies without a TCB status.
+fn tdx_collateral() -> anyhow::Result<Option<Collateral>> {
+    let dir = emulated_tdx::default_dir()?;
+    let keys = EmulatedTdxKeys::load(&dir)
+        .with_context(|| format!("the emulated TDX keys in {}", dir.display()))?;
+    match keys.collateral(SystemTime::now()) {
+        Ok(collateral) => Ok(Some(collateral)),
+        Err(e @ emulated_tdx::KeysError::NoCollateral(_)) => {
+            eprintln!("nacre attest: warning: the evidence has no collateral: {e}");
+            Ok(None)
+        }
+        Err(e) => Err(e).context("cannot make the emulated collateral"),
+    }
 }

@@ -27,7 +27,9 @@ Examples:
   nacre verify report.hex --vcek vcek.pem --cert-chain cert_chain.pem
 
   # A TDX quote (version 4 or 5); its PCK chain is inside it and must end at Intel's
-  # SGX Root CA. With collateral, dcap-qvl computes the TCB status:
+  # SGX Root CA. With collateral (from Intel's PCS or a PCCS, as dcap-qvl's
+  # QuoteCollateralV3 JSON), dcap-qvl appraises the TCB status; `nacre attest` puts
+  # collateral in emulated-tdx evidence files itself:
   nacre verify quote.dat --measurement <MRTD hex> --report-data <nonce hex> --collateral collateral.json
 
   # Evidence from years ago: check the certificates at that time, print JSON:
@@ -88,7 +90,8 @@ pub struct VerifyArgs {
     #[arg(long, value_name = "RFC3339")]
     pub at: Option<String>,
     /// TDX: collateral (TCB info, QE identity, CRLs) as the JSON dcap-qvl writes for
-    /// its QuoteCollateralV3; the TCB status must be UpToDate.
+    /// its QuoteCollateralV3, instead of the evidence file's; the TCB status must be
+    /// UpToDate. Without either, the TCB status is not checked.
     #[arg(long, value_name = "FILE")]
     pub collateral: Option<PathBuf>,
     /// Print the result as JSON on stdout.
@@ -221,6 +224,8 @@ pub fn run(a: &VerifyArgs) -> anyhow::Result<u8> {
     if let Some(path) = &a.collateral {
         let collateral = attest::tdx::collateral_from_json(&read(path, "collateral")?)
             .with_context(|| format!("cannot use {} as collateral", path.display()))?;
+        inputs.collateral = Some(collateral);
+    } else if let Some(collateral) = file.as_ref().and_then(|f| f.collateral.clone()) {
         inputs.collateral = Some(collateral);
     }
     let verification = attest::verify(&evidence, &inputs)

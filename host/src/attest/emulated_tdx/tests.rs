@@ -739,7 +739,7 @@ fn emulated_collateral_is_checked_like_intels() {
     );
     assert!(!tcb_detail(&v).0);
 
-    // A debuggable TD fails dcap-qvl's appraisal too, unless debug is allowed.
+    // A debuggable TD fails the debug check, once: the appraisal leaves DEBUG to it.
     let mut td = td_info();
     td.attributes |= attributes::DEBUG;
     let report = f
@@ -747,17 +747,31 @@ fn emulated_collateral_is_checked_like_intels() {
         .td_report(&td, &emulated_tee_tcb_info(), &REPORT_DATA);
     let debug_quote = f.qe.quote(&f.keys, &f.report_key, &report).expect("quotes");
     let v = verify_with_collateral(&debug_quote, &f.roots(), &expect_td(), now, &good);
-    assert!(
-        tcb_detail(&v).1.contains("Debug mode"),
-        "{:?}",
-        tcb_detail(&v)
-    );
+    let failures: Vec<&str> = v.failures().map(|c| c.name).collect();
+    assert_eq!(failures, [check::TD_DEBUG]);
     let allowed = Expectations {
         allow_debug: true,
         ..expect_td()
     };
     let v = verify_with_collateral(&debug_quote, &f.roots(), &allowed, now, &good);
-    assert!(tcb_detail(&v).0, "{:?}", tcb_detail(&v));
+    assert!(v.passed(), "{:#?}", v.failures().collect::<Vec<_>>());
+
+    // dcap-qvl's other TD attribute rules stay in the appraisal: a TD without
+    // SEPT_VE_DISABLE fails it.
+    let mut td = td_info();
+    td.attributes &= !attributes::SEPT_VE_DISABLE;
+    let report = f
+        .report_key
+        .td_report(&td, &emulated_tee_tcb_info(), &REPORT_DATA);
+    let quote = f.qe.quote(&f.keys, &f.report_key, &report).expect("quotes");
+    let v = verify_with_collateral(&quote, &f.roots(), &expect_td(), now, &good);
+    let failures: Vec<&str> = v.failures().map(|c| c.name).collect();
+    assert_eq!(failures, [check::TCB_STATUS]);
+    assert!(
+        tcb_detail(&v).1.contains("SEPT_VE_DISABLE"),
+        "{:?}",
+        tcb_detail(&v)
+    );
 }
 
 #[test]
