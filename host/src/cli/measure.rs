@@ -292,7 +292,7 @@ mod tests {
             assert!(json[m.key()].get("regions").is_none());
         }
         assert_eq!(json["snp"]["guest_policy"], "0x30000");
-        assert_eq!(json["tdx"]["guest_policy"], "0x0");
+        assert_eq!(json["tdx"]["guest_policy"], "0x2");
         let explained = parse(render_json(&all, true).unwrap());
         let regions = explained["snp"]["regions"].as_array().unwrap();
         assert_eq!(regions.len(), all[0].regions.len());
