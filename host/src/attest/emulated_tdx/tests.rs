@@ -92,6 +92,18 @@ impl Fixture {
             .expect("the QE quotes its own platform's report")
     }
 
+    /// A quote of a TD whose attributes are `attributes`.
+    fn quote_with_attributes(&self, attributes: u64) -> Vec<u8> {
+        let mut td = td_info();
+        td.attributes = attributes;
+        let report = self
+            .report_key
+            .td_report(&td, &emulated_tee_tcb_info(), &REPORT_DATA);
+        self.qe
+            .quote(&self.keys, &self.report_key, &report)
+            .expect("the QE quotes its own platform's report")
+    }
+
     /// The built-in roots, and this host's emulated TDX root as allowed.
     fn roots(&self) -> TrustAnchors {
         TrustAnchors::built_in()
@@ -176,12 +188,7 @@ fn emulated_quote_verifies_against_the_emulated_root() {
 #[test]
 fn a_debuggable_td_needs_allow_debug() {
     let f = Fixture::new("debug");
-    let mut td = td_info();
-    td.attributes |= attributes::DEBUG;
-    let report = f
-        .report_key
-        .td_report(&td, &emulated_tee_tcb_info(), &REPORT_DATA);
-    let bytes = f.qe.quote(&f.keys, &f.report_key, &report).expect("quotes");
+    let bytes = f.quote_with_attributes(td_info().attributes | attributes::DEBUG);
     let v = verify(&bytes, &f.roots()).expect("runs");
     assert!(failed(&v, check::TD_DEBUG));
     let allowed = Expectations {
@@ -740,12 +747,7 @@ fn emulated_collateral_is_checked_like_intels() {
     assert!(!tcb_detail(&v).0);
 
     // A debuggable TD fails the debug check, once: the appraisal leaves DEBUG to it.
-    let mut td = td_info();
-    td.attributes |= attributes::DEBUG;
-    let report = f
-        .report_key
-        .td_report(&td, &emulated_tee_tcb_info(), &REPORT_DATA);
-    let debug_quote = f.qe.quote(&f.keys, &f.report_key, &report).expect("quotes");
+    let debug_quote = f.quote_with_attributes(td_info().attributes | attributes::DEBUG);
     let v = verify_with_collateral(&debug_quote, &f.roots(), &expect_td(), now, &good);
     let failures: Vec<&str> = v.failures().map(|c| c.name).collect();
     assert_eq!(failures, [check::TD_DEBUG]);
@@ -758,12 +760,7 @@ fn emulated_collateral_is_checked_like_intels() {
 
     // dcap-qvl's other TD attribute rules stay in the appraisal: a TD without
     // SEPT_VE_DISABLE fails it.
-    let mut td = td_info();
-    td.attributes &= !attributes::SEPT_VE_DISABLE;
-    let report = f
-        .report_key
-        .td_report(&td, &emulated_tee_tcb_info(), &REPORT_DATA);
-    let quote = f.qe.quote(&f.keys, &f.report_key, &report).expect("quotes");
+    let quote = f.quote_with_attributes(td_info().attributes & !attributes::SEPT_VE_DISABLE);
     let v = verify_with_collateral(&quote, &f.roots(), &expect_td(), now, &good);
     let failures: Vec<&str> = v.failures().map(|c| c.name).collect();
     assert_eq!(failures, [check::TCB_STATUS]);
