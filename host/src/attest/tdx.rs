@@ -208,6 +208,14 @@ pub enum TdxError {
         /// Bytes left.
         available: usize,
     },
+    /// A size field that covers more than its parts.
+    #[error("{what} has {extra} bytes more than its parts (its size field says so)")]
+    Unaccounted {
+        /// Which structure.
+        what: &'static str,
+        /// Bytes its size covers that none of its parts does.
+        extra: usize,
+    },
     /// A version other than 4 or 5.
     #[error("quote version {0} is not supported (4 and 5 are)")]
     Version(u16),
@@ -326,6 +334,14 @@ impl<'a> Cursor<'a> {
         })
     }
 
+    /// Every byte was read.
+    fn finish(&self, what: &'static str) -> Result<(), TdxError> {
+        match self.bytes.len() - self.at {
+            0 => Ok(()),
+            extra => Err(TdxError::Unaccounted { what, extra }),
+        }
+    }
+
     /// A sub-cursor over the next `n` bytes.
     fn sub(&mut self, n: usize, what: &'static str) -> Result<Cursor<'a>, TdxError> {
         Ok(Cursor {
@@ -415,6 +431,10 @@ impl Quote {
         let pck_chain_pem = cert
             .take(usize_of(chain_size), "the PCK certificate chain")?
             .to_vec();
+        // The size fields are not signed: bytes they cover beyond the parts would be
+        // unchecked data inside the quote.
+        cert.finish("the QE report certification data")?;
+        signed.finish("the signed data")?;
         Ok(Self {
             version: header.version,
             header,

@@ -213,6 +213,31 @@ fn truncated_and_malformed_quotes_are_errors() {
         assert!(Quote::parse(&v.bytes[..len]).is_err(), "{len} bytes parsed");
     }
     assert!(Quote::parse(&v.bytes[..signed_end]).is_ok());
+    // A size that takes in some of the 39 bytes after the signed data (or a size
+    // inside it that leaves bytes unread) is refused: those bytes are no part's.
+    let sizes = |at: usize, delta: u32| {
+        let mut bytes = v.bytes.clone();
+        let size = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) + delta;
+        bytes[at..at + 4].copy_from_slice(&size.to_le_bytes());
+        Quote::parse(&bytes)
+    };
+    for delta in [1, 4, 39] {
+        assert!(
+            matches!(
+                sizes(V4_SIGNED_END, delta),
+                Err(TdxError::Unaccounted { what: "the signed data", extra }) if extra == delta as usize
+            ),
+            "+{delta}"
+        );
+    }
+    let mut shorter = v.bytes.clone();
+    let cert_size_at = V4_SIGNED_END + 4 + 64 + 64 + 2;
+    let size = u32::from_le_bytes(shorter[cert_size_at..cert_size_at + 4].try_into().unwrap());
+    shorter[cert_size_at..cert_size_at + 4].copy_from_slice(&(size - 1).to_le_bytes());
+    assert!(matches!(
+        Quote::parse(&shorter),
+        Err(TdxError::Truncated { .. })
+    ));
     let edit = |at: usize, value: u8| {
         let mut bytes = v.bytes.clone();
         bytes[at] = value;
