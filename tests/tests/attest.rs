@@ -161,10 +161,18 @@ fn attest_flow(platform: &str) {
         "mr_td"
     };
     assert_eq!(json["claims"][claim], measured.as_str(), "{json:#}");
-    if platform == "emulated-tdx" {
-        tdx_collateral_is_appraised(&evidence, &summary, &json, &image_arg);
+    // What the evidence file carries besides: the ARK's CRL for a report, DCAP
+    // collateral for a quote.
+    let snp = platform == "emulated-snp";
+    assert_eq!(
+        (&summary["crl"], &summary["collateral"]),
+        (&snp.into(), &(!snp).into()),
+        "{summary:#}"
+    );
+    if snp {
+        snp_crl_is_checked(&evidence, &json, &image_arg);
     } else {
-        assert_eq!(summary["collateral"], false, "{summary:#}");
+        tdx_collateral_is_appraised(&evidence, &json, &image_arg);
     }
 
     // Each wrong expectation fails the one check it concerns, by name.
@@ -243,29 +251,57 @@ fn attest_flow(platform: &str) {
         &truncated,
         &["--image", &image_arg, "--nonce", NONCE, "--allow-emulated"],
     );
+    assert_unusable(&output, "not a nacre evidence file");
+}
+
+/// `output` is of a command refused as unusable input, saying `needle`.
+fn assert_unusable(output: &Output, needle: &str) {
     assert_eq!(
         output.status.code(),
         Some(EXIT_NACRE_ERROR),
         "{}",
-        describe_output(&output)
+        describe_output(output)
     );
     assert!(
-        String::from_utf8_lossy(&output.stderr).contains("not a nacre evidence file"),
-        "{}",
-        describe_output(&output)
+        String::from_utf8_lossy(&output.stderr).contains(needle),
+        "no {needle:?}\n{}",
+        describe_output(output)
     );
+}
+
+/// The emulated ARK's CRL `nacre attest` puts in emulated-snp evidence: the ASK is
+/// checked against it, and a CRL that is not one is unusable input.
+fn snp_crl_is_checked(evidence: &Path, verdict: &serde_json::Value, image_arg: &str) {
+    assert!(
+        detail(verdict, "ask-not-revoked").contains("does not list the ASK"),
+        "{verdict:#}"
+    );
+    let not_a_crl = dir().join("not-a-crl.pem");
+    fs::write(
+        &not_a_crl,
+        "-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n",
+    )
+    .expect("write");
+    let crl_arg = not_a_crl.display().to_string();
+    let (output, _) = verify(
+        evidence,
+        &[
+            "--image",
+            image_arg,
+            "--nonce",
+            NONCE,
+            "--allow-emulated",
+            "--crl",
+            &crl_arg,
+        ],
+    );
+    assert_unusable(&output, "as a CRL");
 }
 
 /// The DCAP collateral `nacre attest` puts in emulated-tdx evidence: the TCB status
 /// is appraised with it, a changed collateral fails that check by name, and evidence
 /// without collateral verifies without a TCB status.
-fn tdx_collateral_is_appraised(
-    evidence: &Path,
-    summary: &serde_json::Value,
-    verdict: &serde_json::Value,
-    image_arg: &str,
-) {
-    assert_eq!(summary["collateral"], true, "{summary:#}");
+fn tdx_collateral_is_appraised(evidence: &Path, verdict: &serde_json::Value, image_arg: &str) {
     assert_eq!(
         detail(verdict, "tcb-status"),
         "TCB status UpToDate",

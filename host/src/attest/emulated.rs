@@ -26,7 +26,9 @@
 //! | `ark-key.pem`, `ask-key.pem`, `vcek-key.pem` | their private keys (PKCS#8 PEM) |
 //! | `chip-id.hex` | the emulated chip ID: 128 hex digits, the VCEK's hwID |
 //!
-//! A verifier needs only `ark.pem` and `ask.pem` ([`load_root`]).
+//! A verifier needs only `ark.pem` and `ask.pem` ([`load_root`]). The ARK also signs
+//! revocation lists as AMD's does for its key distribution service
+//! ([`EmulatedSnpKeys::crl`]), made when asked for and never stored.
 
 use std::ffi::OsString;
 use std::fmt;
@@ -50,10 +52,14 @@ use sha2::Sha384;
 use thiserror::Error;
 use x509_cert::attr::AttributeTypeAndValue;
 use x509_cert::certificate::{TbsCertificate, Version};
+use x509_cert::crl::{CertificateList, RevokedCert, TbsCertList};
+use x509_cert::der::asn1::Uint;
 use x509_cert::der::asn1::{
     BitString, GeneralizedTime, Ia5StringRef, OctetString, SetOfVec, UtcTime, Utf8StringRef,
 };
+use x509_cert::der::oid::AssociatedOid;
 use x509_cert::der::{Any, Decode, Encode};
+use x509_cert::ext::pkix::CrlNumber;
 use x509_cert::ext::pkix::{BasicConstraints, KeyUsage, KeyUsages};
 use x509_cert::ext::Extension;
 use x509_cert::name::{Name, RdnSequence, RelativeDistinguishedName};
@@ -62,6 +68,7 @@ use x509_cert::spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
 use x509_cert::time::{Time, Validity};
 use x509_cert::Certificate;
 
+use super::crl::Crl;
 use super::roots::AmdRoot;
 use super::snp::{vcek_hw_id, vcek_oid, vcek_product, VcekTcb};
 use super::x509::{
@@ -69,6 +76,9 @@ use super::x509::{
     OID_ORGANIZATION, OID_RSASSA_PSS,
 };
 use super::{decode_hex, hex};
+
+/// How long an emulated CRL stays current after it is issued: 7 days.
+pub const CRL_VALIDITY: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// The environment variable naming the key directory, ahead of the default.
 pub const KEYS_DIR_ENV: &str = "NACRE_EMULATED_KEYS";
@@ -511,6 +521,63 @@ impl EmulatedSnpKeys {
         [pem(&self.ask), pem(&self.ark)].concat()
     }
 
+    /// The emulated ARK's CRL as of `at`, valid for [`CRL_VALIDITY`]: empty, as
+    /// AMD's lists only revoked ASKs and the emulated ASK is never revoked. Signed
+    /// like AMD's (RSASSA-PSS SHA-384 by the ARK), so `nacre verify` checks it with
+    /// the code that checks AMD's.
+    pub fn crl(&self, at: SystemTime) -> Result<Crl, EmulatedKeysError> {
+        self.crl_revoking(at, &[])
+    }
+
+    /// The emulated ARK's CRL as of `at`, listing `revoked` as revoked at `at`.
+    pub fn crl_revoking(
+        &self,
+        at: SystemTime,
+        revoked: &[&Cert],
+    ) -> Result<Crl, EmulatedKeysError> {
+        let algorithm = pss_algorithm()?;
+        let entries = revoked
+            .iter()
+            .map(|cert| {
+                Ok(RevokedCert {
+                    serial_number: cert.certificate().tbs_certificate.serial_number.clone(),
+                    revocation_date: x509_time(at)?,
+                    crl_entry_extensions: None,
+                })
+            })
+            .collect::<Result<Vec<_>, EmulatedKeysError>>()?;
+        let number = CrlNumber(
+            Uint::new(
+                &at.duration_since(UNIX_EPOCH)
+                    .map_err(build_error)?
+                    .as_secs()
+                    .to_be_bytes(),
+            )
+            .map_err(build_error)?,
+        );
+        let tbs = TbsCertList {
+            version: Version::V2,
+            signature: algorithm.clone(),
+            issuer: self.ark.certificate().tbs_certificate.subject.clone(),
+            this_update: x509_time(at)?,
+            next_update: Some(x509_time(at + CRL_VALIDITY)?),
+            revoked_certificates: (!entries.is_empty()).then_some(entries),
+            crl_extensions: Some(vec![extension(
+                CrlNumber::OID,
+                false,
+                number.to_der().map_err(build_error)?,
+            )?]),
+        };
+        let tbs_der = tbs.to_der().map_err(build_error)?;
+        let list = CertificateList {
+            tbs_cert_list: tbs,
+            signature_algorithm: algorithm,
+            signature: BitString::from_bytes(&pss_sign(&self.ark_key, &tbs_der))
+                .map_err(build_error)?,
+        };
+        Crl::from_der(&list.to_der().map_err(build_error)?).map_err(build_error)
+    }
+
     /// The emulated ARK and ASK, as a root a verifier can be told to trust.
     pub fn root(&self) -> AmdRoot {
         AmdRoot {
@@ -786,10 +853,9 @@ fn build_error(e: impl fmt::Display) -> EmulatedKeysError {
     EmulatedKeysError::Generate(format!("cannot encode a certificate: {e}"))
 }
 
-/// Issue the certificate `t` signed by `signer` with RSASSA-PSS SHA-384,
-/// MGF1-SHA-384, salt 48, as AMD signs.
-fn issue(t: &Template<'_>, signer: &RsaPrivateKey) -> Result<Cert, EmulatedKeysError> {
-    let algorithm = AlgorithmIdentifierOwned {
+/// RSASSA-PSS with SHA-384, MGF1-SHA-384 and salt 48, AMD's signature algorithm.
+fn pss_algorithm() -> Result<AlgorithmIdentifierOwned, EmulatedKeysError> {
+    Ok(AlgorithmIdentifierOwned {
         oid: OID_RSASSA_PSS,
         parameters: Some(
             u8::try_from(AMD_PSS_SALT_LEN)
@@ -798,7 +864,20 @@ fn issue(t: &Template<'_>, signer: &RsaPrivateKey) -> Result<Cert, EmulatedKeysE
                     Any::encode_from(&RsaPssParams::new::<Sha384>(salt)).map_err(build_error)
                 })?,
         ),
-    };
+    })
+}
+
+/// `signer`'s [`pss_algorithm`] signature over `bytes`.
+fn pss_sign(signer: &RsaPrivateKey, bytes: &[u8]) -> Vec<u8> {
+    BlindedSigningKey::<Sha384>::new_with_salt_len(signer.clone(), AMD_PSS_SALT_LEN)
+        .sign_with_rng(&mut OsRng, bytes)
+        .to_vec()
+}
+
+/// Issue the certificate `t` signed by `signer` with RSASSA-PSS SHA-384,
+/// MGF1-SHA-384, salt 48, as AMD signs.
+fn issue(t: &Template<'_>, signer: &RsaPrivateKey) -> Result<Cert, EmulatedKeysError> {
+    let algorithm = pss_algorithm()?;
     let mut serial = [0u8; 16];
     OsRng.try_fill_bytes(&mut serial).map_err(build_error)?;
     // Positive, and 16 bytes long (RFC 5280 section 4.1.2.2).
@@ -819,10 +898,7 @@ fn issue(t: &Template<'_>, signer: &RsaPrivateKey) -> Result<Cert, EmulatedKeysE
         extensions: Some(t.extensions.clone()),
     };
     let tbs_der = tbs.to_der().map_err(build_error)?;
-    let signature =
-        BlindedSigningKey::<Sha384>::new_with_salt_len(signer.clone(), AMD_PSS_SALT_LEN)
-            .sign_with_rng(&mut OsRng, &tbs_der)
-            .to_bytes();
+    let signature = pss_sign(signer, &tbs_der);
     let cert = Certificate {
         tbs_certificate: tbs,
         signature_algorithm: algorithm,

@@ -9,10 +9,12 @@
 //!   "platform": "emulated-snp",
 //!   "report": "<the 0x4A0-byte ATTESTATION_REPORT in hex>",
 //!   "vcek": "<PEM of the VCEK that signed it>",
-//!   "cert_chain": "<PEM of the ASK, then the ARK>"
+//!   "cert_chain": "<PEM of the ASK, then the ARK>",
+//!   "crl": "<PEM of the ARK's CRL>"
 //! }
 //! ```
 //!
+//! `crl` is optional; `nacre attest` adds the emulated ARK's on emulated-snp.
 //! A TDX evidence file has `"quote"` (hex) instead of `"report"`, and no certificates:
 //! the quote carries its PCK chain. It may have `"collateral"`, the DCAP collateral
 //! (TCB info, QE identity, CRLs and their issuer chains) as the JSON object dcap-qvl
@@ -86,6 +88,20 @@ pub enum EvidenceFileError {
     },
 }
 
+/// What an evidence file holds besides the report or quote, for
+/// [`EvidenceFile::to_json`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Endorsements<'a> {
+    /// SNP: the VCEK (PEM).
+    pub vcek: Option<&'a str>,
+    /// SNP: the ASK then the ARK (PEM).
+    pub cert_chain: Option<&'a str>,
+    /// SNP: the ARK's CRL (PEM).
+    pub crl: Option<&'a str>,
+    /// TDX: DCAP collateral.
+    pub collateral: Option<&'a Collateral>,
+}
+
 /// A decoded evidence file.
 #[derive(Debug, Clone)]
 pub struct EvidenceFile {
@@ -97,6 +113,8 @@ pub struct EvidenceFile {
     pub vcek: Option<String>,
     /// SNP: the ASK then the ARK (PEM).
     pub cert_chain: Option<String>,
+    /// SNP: the ARK's CRL (PEM).
+    pub crl: Option<String>,
     /// TDX: DCAP collateral for the TCB status.
     pub collateral: Option<Collateral>,
 }
@@ -184,20 +202,19 @@ impl EvidenceFile {
             evidence,
             vcek: string("vcek")?.map(str::to_owned),
             cert_chain: string("cert_chain")?.map(str::to_owned),
+            crl: string("crl")?.map(str::to_owned),
             collateral,
         })
     }
 
     /// The file's JSON for `platform` and the raw `evidence` (a report or a quote),
-    /// with what a verifier needs besides: `vcek` and `cert_chain` for a report,
-    /// `collateral` for a quote.
+    /// with what a verifier needs besides: `vcek`, `cert_chain` and `crl` (PEM) for
+    /// a report, `collateral` for a quote.
     pub fn to_json(
         platform: &str,
         evidence: &Evidence,
         raw: &[u8],
-        vcek: Option<&str>,
-        cert_chain: Option<&str>,
-        collateral: Option<&Collateral>,
+        extra: &Endorsements<'_>,
     ) -> serde_json::Value {
         let mut v = serde_json::json!({
             "format": FORMAT,
@@ -209,13 +226,16 @@ impl EvidenceFile {
             Evidence::Tdx(_) => "quote",
         };
         v[key] = hex(raw).into();
-        if let Some(pem) = vcek {
-            v["vcek"] = pem.into();
+        for (key, pem) in [
+            ("vcek", extra.vcek),
+            ("cert_chain", extra.cert_chain),
+            ("crl", extra.crl),
+        ] {
+            if let Some(pem) = pem {
+                v[key] = pem.into();
+            }
         }
-        if let Some(pem) = cert_chain {
-            v["cert_chain"] = pem.into();
-        }
-        if let Some(collateral) = collateral {
+        if let Some(collateral) = extra.collateral {
             // A derived Serialize of strings and byte vectors cannot fail.
             v["collateral"] = serde_json::to_value(collateral).unwrap_or_default();
         }
@@ -250,7 +270,17 @@ mod tests {
     fn evidence_files_round_trip_and_bad_ones_are_named() {
         let raw = milan_report();
         let evidence = Evidence::parse(&raw).unwrap();
-        let json = EvidenceFile::to_json("snp", &evidence, &raw, Some("V"), Some("C"), None);
+        let json = EvidenceFile::to_json(
+            "snp",
+            &evidence,
+            &raw,
+            &Endorsements {
+                vcek: Some("V"),
+                cert_chain: Some("C"),
+                crl: Some("R"),
+                collateral: None,
+            },
+        );
         // A report from a TDX platform makes no sense.
         let mut tdx = json.clone();
         tdx["platform"] = "emulated-tdx".into();
@@ -263,8 +293,12 @@ mod tests {
         assert_eq!(file.platform, "snp");
         assert!(matches!(file.evidence, Evidence::Snp(_)));
         assert_eq!(
-            (file.vcek.as_deref(), file.cert_chain.as_deref()),
-            (Some("V"), Some("C"))
+            (
+                file.vcek.as_deref(),
+                file.cert_chain.as_deref(),
+                file.crl.as_deref()
+            ),
+            (Some("V"), Some("C"), Some("R"))
         );
 
         let with = |key: &str, value: serde_json::Value| {
@@ -281,6 +315,7 @@ mod tests {
             (with("report", "0g".into()), "report"),
             (with("report", hex(&raw[..100]).into()), "report"),
             (with("vcek", 5.into()), "\"vcek\""),
+            (with("crl", 5.into()), "\"crl\""),
             (
                 with("collateral", serde_json::json!({})),
                 "collateral is for TDX quotes",
@@ -308,12 +343,20 @@ mod tests {
             qe_identity_signature: vec![5; 64],
             pck_certificate_chain: None,
         };
-        let json = EvidenceFile::to_json("tdx", &evidence, &raw, None, None, Some(&collateral));
+        let json = EvidenceFile::to_json(
+            "tdx",
+            &evidence,
+            &raw,
+            &Endorsements {
+                collateral: Some(&collateral),
+                ..Endorsements::default()
+            },
+        );
         let file = EvidenceFile::parse(&serde_json::to_vec(&json).unwrap()).unwrap();
         assert_eq!(file.collateral, Some(collateral));
         assert!(matches!(file.evidence, Evidence::Tdx(_)));
 
-        let without = EvidenceFile::to_json("tdx", &evidence, &raw, None, None, None);
+        let without = EvidenceFile::to_json("tdx", &evidence, &raw, &Endorsements::default());
         assert!(without.get("collateral").is_none());
         let file = EvidenceFile::parse(&serde_json::to_vec(&without).unwrap()).unwrap();
         assert_eq!(file.collateral, None);

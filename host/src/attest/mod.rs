@@ -27,6 +27,7 @@
 //! Sources: SPECS.md 4.2-4.5 (SNP report, policy, TCB_VERSION, certificate chain) and
 //! 6.5-6.6 (TDREPORT, quote v4/v5).
 
+pub mod crl;
 pub mod emulated;
 pub mod emulated_tdx;
 pub mod evidence;
@@ -233,6 +234,8 @@ pub struct Inputs<'a> {
     pub vcek: Option<Cert>,
     /// SNP: the ASK and ARK to use instead of the built-in ones of the VCEK's product.
     pub cert_chain: Option<snp::SnpChain>,
+    /// SNP: the ARK's CRL, to check that the ASK is not revoked.
+    pub crl: Option<crl::Crl>,
     /// TDX: collateral for the TCB status (dcap-qvl's QuoteCollateralV3).
     pub collateral: Option<tdx::Collateral>,
 }
@@ -246,6 +249,7 @@ impl<'a> Inputs<'a> {
             expect: Expectations::default(),
             vcek: None,
             cert_chain: None,
+            crl: None,
             collateral: None,
         }
     }
@@ -270,16 +274,18 @@ pub fn verify(evidence: &Evidence, inputs: &Inputs<'_>) -> Result<Verification, 
                 report,
                 vcek,
                 inputs.cert_chain.as_ref(),
+                inputs.crl.as_ref(),
                 inputs.roots,
                 &inputs.expect,
                 inputs.at,
             )?)
         }
         Evidence::Tdx(quote) => {
-            if inputs.vcek.is_some() || inputs.cert_chain.is_some() {
+            if inputs.vcek.is_some() || inputs.cert_chain.is_some() || inputs.crl.is_some() {
                 return Err(AttestError::Inputs(
-                    "a VCEK and an AMD certificate chain apply to SNP reports only; this is a \
-                     TDX quote (its PCK chain is inside it)"
+                    "a VCEK, an AMD certificate chain and AMD's CRL apply to SNP reports only; \
+                     this is a TDX quote (its PCK chain is inside it, revocation comes with \
+                     collateral)"
                         .into(),
                 ));
             }

@@ -22,8 +22,10 @@ use thiserror::Error;
 use x509_cert::der::asn1::{Ia5StringRef, Utf8StringRef};
 use x509_cert::der::{Decode, Tag};
 
+use super::crl::Crl;
 use super::emulated;
 use super::roots::{AmdRoot, TrustAnchors};
+use super::time;
 use super::x509::{Cert, X509Error};
 use super::{hex, Check, Claim, EvidenceKind, Expectations, Trust, Verification};
 
@@ -65,6 +67,8 @@ pub mod check {
     pub const MEASUREMENT: &str = "measurement";
     /// The report data is the expected one.
     pub const REPORT_DATA: &str = "report-data";
+    /// With the ARK's CRL: it is the ARK's, current, and does not list the ASK.
+    pub const ASK_NOT_REVOKED: &str = "ask-not-revoked";
 }
 
 /// VCEK extension OIDs, arc 1.3.6.1.4.1.3704.1 (SPECS.md 4.5).
@@ -243,6 +247,7 @@ pub fn verify_report(
     report: &AttestationReport,
     vcek: &Cert,
     chain: Option<&SnpChain>,
+    crl: Option<&Crl>,
     roots: &TrustAnchors,
     expect: &Expectations,
     at: SystemTime,
@@ -309,6 +314,12 @@ pub fn verify_report(
     ));
     checks.push(Check::from_result(check::ASK_VALIDITY, ask.valid_at(at)));
     checks.push(Check::from_result(check::VCEK_VALIDITY, vcek.valid_at(at)));
+    if let Some(crl) = crl {
+        checks.push(Check::from_result(
+            check::ASK_NOT_REVOKED,
+            ask_not_revoked(crl, &root.ark, ask, at),
+        ));
+    }
 
     checks.push(Check::from_result(
         check::REPORT_SIGNATURE,
@@ -357,6 +368,27 @@ pub fn verify_report(
         claims: claims(report, product, trust, root),
         checks,
     })
+}
+
+/// The `ask-not-revoked` check: `crl` is `ark`'s, current at `at`, and does not
+/// list `ask`. (AMD revokes ASKs this way; VCEKs are superseded by TCB versions,
+/// not revoked.)
+fn ask_not_revoked(crl: &Crl, ark: &Cert, ask: &Cert, at: SystemTime) -> Result<String, String> {
+    crl.verify_issued_by(ark)
+        .map_err(|e| format!("the CRL is not the ARK's: {e}"))?;
+    let current = crl
+        .current_at(at)
+        .map_err(|e| format!("the ARK's CRL is {e}"))?;
+    let serial = hex(ask.certificate().tbs_certificate.serial_number.as_bytes());
+    match crl.revocation_of(ask) {
+        Some(when) => Err(format!(
+            "the ARK's CRL revokes the ASK (serial {serial}) as of {}",
+            time::format_rfc3339(when)
+        )),
+        None => Ok(format!(
+            "the ARK's CRL ({current}) does not list the ASK (serial {serial})"
+        )),
+    }
 }
 
 /// The `ark-trusted` check: the ARK is `root`'s, which must be trusted for

@@ -11,11 +11,13 @@ use rsa::pkcs1::{DecodeRsaPublicKey, RsaPssParams};
 use rsa::signature::Verifier;
 use sha2::{Digest, Sha256, Sha384};
 use thiserror::Error;
+use x509_cert::der::asn1::BitString;
 use x509_cert::der::asn1::{Ia5StringRef, PrintableStringRef, Utf8StringRef};
 use x509_cert::der::oid::ObjectIdentifier;
 use x509_cert::der::{Decode, Reader, SliceReader, Tag, Tagged};
 use x509_cert::ext::pkix::BasicConstraints;
 use x509_cert::name::Name;
+use x509_cert::spki::AlgorithmIdentifierOwned;
 use x509_cert::Certificate;
 
 use super::time::format_rfc3339;
@@ -323,29 +325,40 @@ impl Cert {
     /// Verify only the signature of this certificate with `issuer`'s key.
     pub fn verify_signature_by(&self, issuer: &Cert) -> Result<(), X509Error> {
         let tbs = tbs_bytes(&self.der).map_err(X509Error::Der)?;
-        let algorithm = &self.cert.signature_algorithm;
-        let signature = self
-            .cert
-            .signature
-            .as_bytes()
-            .ok_or(X509Error::SignatureEncoding)?;
-        if algorithm.oid == OID_RSASSA_PSS {
-            check_amd_pss_params(algorithm.parameters.as_ref())?;
-            let key = issuer.rsa_key()?;
-            let signature = rsa::pss::Signature::try_from(signature)
-                .map_err(|_| X509Error::SignatureEncoding)?;
-            rsa::pss::VerifyingKey::<Sha384>::new_with_salt_len(key, AMD_PSS_SALT_LEN)
-                .verify(tbs, &signature)
-                .map_err(|_| X509Error::BadSignature)
-        } else if algorithm.oid == OID_ECDSA_WITH_SHA256 {
-            let key = issuer.p256_key()?;
-            let signature = p256::ecdsa::Signature::from_der(signature)
-                .map_err(|_| X509Error::SignatureEncoding)?;
-            key.verify(tbs, &signature)
-                .map_err(|_| X509Error::BadSignature)
-        } else {
-            Err(X509Error::SignatureAlgorithm(algorithm.oid))
-        }
+        verify_signed(
+            tbs,
+            &self.cert.signature_algorithm,
+            &self.cert.signature,
+            issuer,
+        )
+    }
+}
+
+/// Verify `signature`, made with `algorithm` over `tbs`, with `issuer`'s key:
+/// RSASSA-PSS SHA-384 with MGF1-SHA-384 and salt 48, or ECDSA P-256 SHA-256.
+pub(crate) fn verify_signed(
+    tbs: &[u8],
+    algorithm: &AlgorithmIdentifierOwned,
+    signature: &BitString,
+    issuer: &Cert,
+) -> Result<(), X509Error> {
+    let signature = signature.as_bytes().ok_or(X509Error::SignatureEncoding)?;
+    if algorithm.oid == OID_RSASSA_PSS {
+        check_amd_pss_params(algorithm.parameters.as_ref())?;
+        let key = issuer.rsa_key()?;
+        let signature =
+            rsa::pss::Signature::try_from(signature).map_err(|_| X509Error::SignatureEncoding)?;
+        rsa::pss::VerifyingKey::<Sha384>::new_with_salt_len(key, AMD_PSS_SALT_LEN)
+            .verify(tbs, &signature)
+            .map_err(|_| X509Error::BadSignature)
+    } else if algorithm.oid == OID_ECDSA_WITH_SHA256 {
+        let key = issuer.p256_key()?;
+        let signature = p256::ecdsa::Signature::from_der(signature)
+            .map_err(|_| X509Error::SignatureEncoding)?;
+        key.verify(tbs, &signature)
+            .map_err(|_| X509Error::BadSignature)
+    } else {
+        Err(X509Error::SignatureAlgorithm(algorithm.oid))
     }
 }
 
@@ -370,8 +383,9 @@ fn check_amd_pss_params(parameters: Option<&x509_cert::der::Any>) -> Result<(), 
     Ok(())
 }
 
-/// The TBSCertificate exactly as encoded in `der` (the bytes the signature covers).
-fn tbs_bytes(der: &[u8]) -> Result<&[u8], x509_cert::der::Error> {
+/// The first element of the SEQUENCE `der` exactly as encoded: a certificate's
+/// TBSCertificate or a CRL's TBSCertList, the bytes the signature covers.
+pub(crate) fn tbs_bytes(der: &[u8]) -> Result<&[u8], x509_cert::der::Error> {
     let mut reader = SliceReader::new(der)?;
     let tbs = reader.sequence(|outer| {
         let tbs = outer.tlv_bytes()?;
@@ -382,12 +396,12 @@ fn tbs_bytes(der: &[u8]) -> Result<&[u8], x509_cert::der::Error> {
     reader.finish(tbs)
 }
 
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+pub(crate) fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 /// The common name of `name`, or its RFC 4514 form when it has none.
-fn display_name(name: &Name) -> String {
+pub(crate) fn display_name(name: &Name) -> String {
     for rdn in name.0.iter().rev() {
         for atv in rdn.0.iter() {
             if atv.oid != OID_COMMON_NAME {

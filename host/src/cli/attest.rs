@@ -5,7 +5,7 @@
 use super::run::{launch, parse_size, Platform};
 use crate::attest::emulated::{self, EmulatedSnpKeys};
 use crate::attest::emulated_tdx::{self, EmulatedTdxKeys};
-use crate::attest::evidence::{nonce_report_data, parse_nonce, EvidenceFile};
+use crate::attest::evidence::{nonce_report_data, parse_nonce, Endorsements, EvidenceFile};
 use crate::attest::tdx::Collateral;
 use crate::attest::{hex, Evidence};
 use crate::platform::Stop;
@@ -30,9 +30,9 @@ emulated-snp the evidence is an attestation report from the security processor,
 signed by the VCEK; on emulated-tdx a TDX quote v4 of the TD's TDREPORT. The
 evidence's report data is SHA-512(\"nacre attest nonce v1\\0\" || nonce), so a verifier
 that chose the nonce knows the evidence is fresh. The evidence file is JSON: the
-report or quote in hex and the certificates that chain it to its root; for a quote
-also DCAP collateral (TCB info, QE identity, CRLs), with which `nacre verify`
-appraises the TCB status.
+report or quote in hex and the certificates that chain it to its root; for a report
+also the ARK's CRL, for a quote DCAP collateral (TCB info, QE identity, CRLs), with
+which `nacre verify` checks revocation and the TCB status.
 
 On the emulated platforms the evidence is signed by emulated key hierarchies, kept
 in $NACRE_EMULATED_KEYS, else $XDG_DATA_HOME/nacre/emulated-keys, else
@@ -82,31 +82,34 @@ pub fn run(a: &AttestArgs) -> anyhow::Result<()> {
     };
     // The guest's bytes are untrusted: they must at least decode as what it says.
     let evidence = Evidence::parse(&raw).context("the guest's evidence does not decode")?;
-    let (platform, vcek, chain) = match (kind, &evidence) {
+    let (platform, snp_certs, collateral) = match (kind, &evidence) {
         (EvidenceKind::SnpReport, Evidence::Snp(_)) => {
             let dir = emulated::default_dir()?;
             let keys = EmulatedSnpKeys::load_or_create(&dir)
                 .with_context(|| format!("the emulated keys in {}", dir.display()))?;
-            (
-                "emulated-snp",
-                Some(keys.vcek_pem()),
-                Some(keys.cert_chain_pem()),
-            )
+            let crl = keys
+                .crl(SystemTime::now())
+                .context("cannot make the emulated ARK's CRL")?;
+            let certs = [keys.vcek_pem(), keys.cert_chain_pem(), crl.pem()];
+            ("emulated-snp", Some(certs), None)
         }
-        (EvidenceKind::TdxQuote, Evidence::Tdx(_)) => ("emulated-tdx", None, None),
+        (EvidenceKind::TdxQuote, Evidence::Tdx(_)) => ("emulated-tdx", None, tdx_collateral()?),
         _ => bail!("the guest's evidence is not the {kind:?} it said it was"),
     };
-    let collateral = match &evidence {
-        Evidence::Tdx(_) => tdx_collateral()?,
-        Evidence::Snp(_) => None,
-    };
+    let [vcek, cert_chain, crl] = snp_certs
+        .as_ref()
+        .map(|[v, c, r]| [Some(v.as_str()), Some(c.as_str()), Some(r.as_str())])
+        .unwrap_or_default();
     let json = EvidenceFile::to_json(
         platform,
         &evidence,
         &raw,
-        vcek.as_deref(),
-        chain.as_deref(),
-        collateral.as_ref(),
+        &Endorsements {
+            vcek,
+            cert_chain,
+            crl,
+            collateral: collateral.as_ref(),
+        },
     );
     let text = serde_json::to_string_pretty(&json)? + "\n";
     std::fs::write(&a.output, text)
@@ -125,6 +128,7 @@ pub fn run(a: &AttestArgs) -> anyhow::Result<()> {
             "measurement": measurement,
             "report_data": hex(&report_data),
             "collateral": collateral.is_some(),
+            "crl": crl.is_some(),
         });
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {

@@ -1,5 +1,6 @@
 //! `nacre verify`.
 
+use crate::attest::crl::Crl;
 use crate::attest::evidence::{nonce_report_data, parse_nonce, EvidenceFile};
 use crate::attest::{
     self, emulated, emulated_tdx, time, Cert, Evidence, Expectations, Inputs, Trust, TrustAnchors,
@@ -23,8 +24,9 @@ Examples:
   # ASK -> ARK is AMD's built-in one for the VCEK's product (Milan, Genoa, Turin):
   nacre verify report.bin --vcek vcek.der --measurement 7a1e5c26...841f
 
-  # The chain from AMD's key distribution service instead (its ARK must still be AMD's):
-  nacre verify report.hex --vcek vcek.pem --cert-chain cert_chain.pem
+  # The chain from AMD's key distribution service instead (its ARK must still be AMD's),
+  # and the ARK's CRL from it, so that a revoked ASK fails:
+  nacre verify report.hex --vcek vcek.pem --cert-chain cert_chain.pem --crl crl.der
 
   # A TDX quote (version 4 or 5); its PCK chain is inside it and must end at Intel's
   # SGX Root CA. With collateral (from Intel's PCS or a PCCS, as dcap-qvl's
@@ -89,6 +91,12 @@ pub struct VerifyArgs {
     /// e.g. 2024-05-01T12:00:00Z).
     #[arg(long, value_name = "RFC3339")]
     pub at: Option<String>,
+    /// SNP: the ARK's certificate revocation list (DER or PEM), as AMD's key
+    /// distribution service serves it (`/vcek/v1/{Milan,Genoa,Turin}/crl`), instead
+    /// of the evidence file's: it must be current and must not list the ASK.
+    /// Without either, revocation is not checked.
+    #[arg(long, value_name = "FILE")]
+    pub crl: Option<PathBuf>,
     /// TDX: collateral (TCB info, QE identity, CRLs) as the JSON dcap-qvl writes for
     /// its QuoteCollateralV3, instead of the evidence file's; the TCB status must be
     /// UpToDate. Without either, the TCB status is not checked.
@@ -114,6 +122,7 @@ impl VerifyArgs {
             allow_emulated: false,
             emulated_keys: None,
             at: None,
+            crl: None,
             collateral: None,
             json: false,
         }
@@ -220,6 +229,15 @@ pub fn run(a: &VerifyArgs) -> anyhow::Result<u8> {
             )
         })?;
         inputs.cert_chain = Some(chain);
+    }
+    if let Some(path) = &a.crl {
+        let crl = Crl::from_der_or_pem(&read(path, "CRL")?)
+            .with_context(|| format!("cannot use {} as a CRL", path.display()))?;
+        inputs.crl = Some(crl);
+    } else if let Some(pem) = file.as_ref().and_then(|f| f.crl.as_deref()) {
+        let crl = Crl::from_der_or_pem(pem.as_bytes())
+            .with_context(|| format!("cannot use the CRL in {}", a.evidence.display()))?;
+        inputs.crl = Some(crl);
     }
     if let Some(path) = &a.collateral {
         let collateral = attest::tdx::collateral_from_json(&read(path, "collateral")?)

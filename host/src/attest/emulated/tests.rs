@@ -4,6 +4,7 @@
 
 use super::fixture::{keys, scratch, signed_report, TEST_RSA_BITS};
 use super::*;
+use crate::attest::crl::Crl;
 use crate::attest::snp::{check, verify_report, SnpChain};
 use crate::attest::test_vectors::read;
 use crate::attest::{self, Evidence, Expectations, Inputs, Trust, TrustAnchors, Verification};
@@ -30,6 +31,7 @@ fn verify_with(
         &report,
         keys.vcek(),
         chain,
+        None,
         roots,
         &Expectations {
             measurement: Some(MEASUREMENT.to_vec()),
@@ -39,6 +41,16 @@ fn verify_with(
         SystemTime::now(),
     )
     .expect("verification runs")
+}
+
+/// AMD's Milan report and the VCEK that signed it (`tests/vectors/virtee-sev`).
+fn amd_milan() -> (AttestationReport, Cert) {
+    let report = attest::decode_hex(&read("virtee-sev", "report_milan.hex")).expect("hex");
+    let vcek = Cert::from_der_or_pem(&read("virtee-sev", "vcek_milan.der")).expect("VCEK");
+    (
+        AttestationReport::from_bytes(&report).expect("report"),
+        vcek,
+    )
 }
 
 fn failed_detail<'a>(v: &'a Verification, name: &str) -> &'a str {
@@ -451,11 +463,11 @@ fn a_signed_report_verifies_only_when_emulated_evidence_is_accepted() {
     failed_detail(&v, check::REPORT_SIGNATURE);
 
     // Hardware evidence stays hardware evidence with the opt-in.
-    let amd_report = attest::decode_hex(&read("virtee-sev", "report_milan.hex")).expect("hex");
-    let amd_vcek = Cert::from_der_or_pem(&read("virtee-sev", "vcek_milan.der")).expect("VCEK");
+    let (amd_report, amd_vcek) = amd_milan();
     let v = verify_report(
-        &AttestationReport::from_bytes(&amd_report).expect("report"),
+        &amd_report,
         &amd_vcek,
+        None,
         None,
         &accepting,
         &Expectations::default(),
@@ -491,6 +503,7 @@ fn a_flipped_bit_of_the_signed_part_fails() {
             &r,
             k.vcek(),
             None,
+            None,
             &accepting,
             &Expectations::default(),
             SystemTime::now(),
@@ -513,4 +526,98 @@ fn the_product_hierarchy_has_rsa_4096_roots() {
     assert_eq!(k.ask_key.size() * 8, RSA_KEY_BITS);
     let report = signed_report(&k, MEASUREMENT, REPORT_DATA);
     assert!(verify_with(&report, &k, None, &built_in().allow_emulated(k.root())).passed());
+}
+
+fn verify_with_crl(
+    report: &[u8; ATTESTATION_REPORT_SIZE],
+    keys: &EmulatedSnpKeys,
+    crl: &Crl,
+    at: SystemTime,
+) -> Verification {
+    verify_report(
+        &AttestationReport::from_bytes(report).expect("a valid report"),
+        keys.vcek(),
+        None,
+        Some(crl),
+        &built_in().allow_emulated(keys.root()),
+        &Expectations::default(),
+        at,
+    )
+    .expect("verification runs")
+}
+
+#[test]
+fn the_emulated_arks_crl_is_checked_like_amds() {
+    let k = keys();
+    let report = signed_report(k, MEASUREMENT, REPORT_DATA);
+    let now = SystemTime::now();
+    let crl = k.crl(now).expect("a CRL");
+    let v = verify_with_crl(&report, k, &crl, now);
+    let c = v.check(check::ASK_NOT_REVOKED).expect("the check runs");
+    assert!(
+        c.passed && c.detail.contains("does not list the ASK"),
+        "{}",
+        c.detail
+    );
+    assert!(v.passed(), "{:#?}", v.failures().collect::<Vec<_>>());
+
+    // DER and PEM round trips.
+    assert_eq!(Crl::from_der_or_pem(crl.der()).expect("DER"), crl);
+    assert_eq!(
+        Crl::from_der_or_pem(crl.pem().as_bytes()).expect("PEM"),
+        crl
+    );
+    assert_eq!(crl.issuer_name(), ARK_COMMON_NAME);
+    assert!(Crl::from_der_or_pem(b"garbage").is_err());
+    assert!(Crl::from_der_or_pem(k.vcek_pem().as_bytes()).is_err());
+
+    // A revoked ASK fails, by name.
+    let revoking = k.crl_revoking(now, &[&k.ask]).expect("a CRL");
+    let v = verify_with_crl(&report, k, &revoking, now);
+    assert!(failed_detail(&v, check::ASK_NOT_REVOKED).contains("revokes the ASK"));
+    // Revoking something else does not touch the ASK.
+    let other_serial = k.crl_revoking(now, &[&k.vcek]).expect("a CRL");
+    assert!(verify_with_crl(&report, k, &other_serial, now).passed());
+
+    // Out of date, or from after the verification time.
+    let day = Duration::from_secs(24 * 3600);
+    let v = verify_with_crl(&report, k, &crl, now + 8 * day);
+    assert!(failed_detail(&v, check::ASK_NOT_REVOKED).contains("out of date"));
+    let v = verify_with_crl(&report, k, &crl, now - day);
+    assert!(failed_detail(&v, check::ASK_NOT_REVOKED).contains("after the verification time"));
+
+    // Another ARK's CRL, and a CRL whose signature was changed.
+    let other = EmulatedSnpKeys::generate_with(TEST_RSA_BITS).expect("another set");
+    let v = verify_with_crl(&report, k, &other.crl(now).expect("a CRL"), now);
+    assert!(failed_detail(&v, check::ASK_NOT_REVOKED).contains("not the ARK's"));
+    let mut der = crl.der().to_vec();
+    let last = der.len() - 1;
+    der[last] ^= 1;
+    let v = verify_with_crl(&report, k, &Crl::from_der(&der).expect("decodes"), now);
+    assert!(failed_detail(&v, check::ASK_NOT_REVOKED).contains("does not verify"));
+
+    // The emulated ARK's CRL says nothing about AMD's chain: AMD's report fails the
+    // check, by the CRL's issuer.
+    let (amd_report, amd_vcek) = amd_milan();
+    let v = verify_report(
+        &amd_report,
+        &amd_vcek,
+        None,
+        Some(&crl),
+        &built_in().allow_emulated(k.root()),
+        &Expectations::default(),
+        crate::attest::test_vectors::middle_of(&amd_vcek),
+    )
+    .expect("runs");
+    assert!(failed_detail(&v, check::ASK_NOT_REVOKED).contains("ARK-Milan-emulated"));
+
+    // A CRL is for SNP reports only.
+    let quote = read("go-tdx-guest", "tdx_prod_quote_SPR_E4.dat");
+    let roots = built_in();
+    let mut inputs = Inputs::new(&roots);
+    inputs.crl = Some(crl);
+    assert!(matches!(
+        attest::verify(&Evidence::parse(&quote).expect("a quote"), &inputs),
+        Err(attest::AttestError::Inputs(_))
+    ));
 }

@@ -54,6 +54,7 @@ fn verify_milan(bytes: &[u8], expect: &Expectations) -> Verification {
         &report(bytes),
         &m.vcek,
         Some(&m.chain),
+        None,
         &m.roots,
         expect,
         middle_of(&m.vcek),
@@ -201,6 +202,7 @@ fn every_bit_flip_of_the_signed_part_fails() {
                     &r,
                     &m.vcek,
                     Some(&m.chain),
+                    None,
                     &m.roots,
                     &Expectations::default(),
                     middle_of(&m.vcek),
@@ -269,6 +271,7 @@ fn turin_chain_verifies_and_its_hw_id_has_8_bytes() {
         &r,
         &vcek,
         Some(&chain),
+        None,
         &roots,
         &Expectations::default(),
         at,
@@ -297,6 +300,7 @@ fn turin_chain_verifies_and_its_hw_id_has_8_bytes() {
         &r,
         &vcek,
         Some(&chain),
+        None,
         &roots,
         &Expectations::default(),
         at,
@@ -395,6 +399,7 @@ fn another_products_ark_is_not_trusted() {
         &report(&m.report_bytes),
         &m.vcek,
         Some(&turin),
+        None,
         &m.roots,
         &Expectations::default(),
         middle_of(&m.vcek),
@@ -413,6 +418,7 @@ fn certificates_outside_their_validity_fail() {
         &report(&m.report_bytes),
         &m.vcek,
         None,
+        None,
         &m.roots,
         &Expectations::default(),
         late,
@@ -424,6 +430,7 @@ fn certificates_outside_their_validity_fail() {
     let v = verify_report(
         &report(&m.report_bytes),
         &m.vcek,
+        None,
         None,
         &m.roots,
         &Expectations::default(),
@@ -457,6 +464,7 @@ fn unusable_inputs_are_errors() {
         verify_report(
             &report(&m.report_bytes),
             &root.ark,
+            None,
             None,
             &m.roots,
             &Expectations::default(),
@@ -499,7 +507,7 @@ proptest! {
         let mut vcek = m.vcek.der().to_vec();
         vcek[cert_bit / 8] ^= 1 << (cert_bit % 8);
         if let (Ok(Evidence::Snp(r)), Ok(vcek)) = (Evidence::parse(&bytes), Cert::from_der(&vcek)) {
-            if let Ok(v) = verify_report(&r, &vcek, None, &m.roots, &Expectations::default(), middle_of(&m.vcek)) {
+            if let Ok(v) = verify_report(&r, &vcek, None, None, &m.roots, &Expectations::default(), middle_of(&m.vcek)) {
                 prop_assert!(!v.passed());
             }
         }
