@@ -20,8 +20,8 @@
 //!   the emulated CPUSVN components, PCESVN and TEE_TCB_SVN, the TDX module's
 //!   signer and attributes and its identity `TDX_01`) and QE identity (`TD_QE`
 //!   version 2: the QE's MRSIGNER, ISVPRODID, attributes with Intel's mask and its
-//!   ISVSVN), each issued when asked for and valid for [`COLLATERAL_VALIDITY`], as
-//!   PCS's are. Every level says UpToDate: the emulated platform has one TCB.
+//!   ISVSVN), each issued when asked for and valid for [`COLLATERAL_VALIDITY`].
+//!   Every level says UpToDate: the emulated platform has one TCB.
 //!
 //! What is fixed by the emulated platform, not by Intel, is marked by the emulated
 //! FMSPC and the names of the certificates; none of it is trusted without
@@ -63,15 +63,14 @@ pub const PCK_CRL_FILE: &str = "pck-platform-ca.crl";
 /// Subject common name of the TCB signing certificate.
 pub const TCB_SIGNING_NAME: &str = "nacre emulated Intel SGX TCB Signing";
 
-/// How long TCB info and QE identity stay valid after they are issued: 30 days,
-/// PCS's `nextUpdate` interval.
+/// How long TCB info and QE identity stay valid after they are issued: 30 days.
 pub const COLLATERAL_VALIDITY: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// The TCB evaluation data number of the emulated collateral.
 pub const TCB_EVALUATION_DATA_NUMBER: u32 = 1;
 
-/// The QE identity's attribute mask, PCS's for the TD QE: every ATTRIBUTES flag but
-/// bit 2 (MODE64BIT), and no XFRM bit.
+/// The QE identity's attribute mask, as in Intel's published QE identities: every
+/// ATTRIBUTES flag but bit 2 (MODE64BIT), and no XFRM bit.
 const QE_ATTRIBUTES_MASK: [u8; 16] = [
     0xFB, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0, 0, 0, 0, 0, 0,
 ];
