@@ -54,6 +54,9 @@ pub const CERT_DATA_QE_REPORT: u16 = 6;
 pub const CERT_DATA_PCK_CHAIN: u16 = 5;
 /// TD attribute bit 0: DEBUG (SPECS.md 6.4).
 pub const TD_ATTRIBUTE_DEBUG: u64 = 1 << 0;
+/// TD attributes bits 4 to 6: HGS_PLUS_PROF, PERF_PROF and PMT_PROF, profiling by
+/// the host (SPECS.md 6.4).
+pub const TD_ATTRIBUTES_PROFILING: u64 = 0b111 << 4;
 /// TD attribute bit 28: SEPT_VE_DISABLE (SPECS.md 6.4).
 pub const TD_ATTRIBUTE_SEPT_VE_DISABLE: u64 = 1 << 28;
 
@@ -657,17 +660,25 @@ pub fn verify_quote(
     checks.push(Check::from_result(check::CA_VALIDITY, ca.valid_at(at)));
     checks.push(Check::from_result(check::ROOT_VALIDITY, root.valid_at(at)));
 
-    let debug = quote.td_attributes() & TD_ATTRIBUTE_DEBUG != 0;
-    checks.push(match (debug, expect.allow_debug) {
-        (false, _) => Check::pass(check::TD_DEBUG, "the TD is not debuggable"),
-        (true, true) => Check::pass(
+    let observed = quote.td_attributes() & (TD_ATTRIBUTE_DEBUG | TD_ATTRIBUTES_PROFILING);
+    let what = match (
+        observed & TD_ATTRIBUTE_DEBUG != 0,
+        observed & TD_ATTRIBUTES_PROFILING != 0,
+    ) {
+        (true, true) => "DEBUG (bit 0) and profiling (bits 4-6)",
+        (true, false) => "DEBUG (bit 0)",
+        _ => "profiling (bits 4-6)",
+    };
+    checks.push(match (observed, expect.allow_debug) {
+        (0, _) => Check::pass(check::TD_DEBUG, "the TD is neither debuggable nor profiled"),
+        (_, true) => Check::pass(
             check::TD_DEBUG,
-            "the TD is debuggable (accepted: debug allowed)",
+            format!("the TD has {what} (accepted: debug allowed)"),
         ),
-        (true, false) => Check::fail(
+        (_, false) => Check::fail(
             check::TD_DEBUG,
             format!(
-                "TD attributes {:#x} have DEBUG (bit 0): the host can read and write the TD's state",
+                "TD attributes {:#x} have {what}: the host can read the TD's state",
                 quote.td_attributes()
             ),
         ),
@@ -782,14 +793,23 @@ fn ecdsa_signed_by(name: &'static str, cert: &Cert, issuer: &Cert) -> Check {
 /// (the root the PCK chain was checked against).
 fn tcb_status(quote: &Quote, root: &Cert, at: SystemTime, collateral: &Collateral) -> Check {
     let now = at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    // Whether a debuggable TD is acceptable is the td-debug check's to say, once; the
-    // appraisal judges the TCB (and dcap-qvl's other TD attribute rules).
+    // Whether a debuggable or profiled TD (the attributes dcap-qvl's allow_debug
+    // covers) is acceptable is the td-debug check's to say, once; the appraisal judges
+    // the TCB and dcap-qvl's other TD attribute rules (SEPT_VE_DISABLE set,
+    // MIGRATABLE and reserved bits clear).
+    //
+    // dcap-qvl takes a PCK chain in the collateral over the quote's: the quote's is
+    // the one the checks above verified, so it is the one appraised.
+    let collateral = Collateral {
+        pck_certificate_chain: None,
+        ..collateral.clone()
+    };
     let verifier =
         dcap_qvl::verify::QuoteVerifier::<dcap_qvl::configs::RustCryptoConfig>::new_with_config(
             root.der().to_vec(),
         )
         .allow_debug(true);
-    match verifier.verify(quote.raw(), collateral, now) {
+    match verifier.verify(quote.raw(), &collateral, now) {
         Ok(report) => {
             let advisories = if report.advisory_ids.is_empty() {
                 String::new()
@@ -817,6 +837,9 @@ fn claims(q: &Quote) -> Vec<Claim> {
     let mut flags = Vec::new();
     if attributes & TD_ATTRIBUTE_DEBUG != 0 {
         flags.push("DEBUG");
+    }
+    if attributes & TD_ATTRIBUTES_PROFILING != 0 {
+        flags.push("PROFILING");
     }
     if attributes & TD_ATTRIBUTE_SEPT_VE_DISABLE != 0 {
         flags.push("SEPT_VE_DISABLE");

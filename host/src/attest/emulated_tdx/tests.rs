@@ -758,6 +758,25 @@ fn emulated_collateral_is_checked_like_intels() {
     let v = verify_with_collateral(&debug_quote, &f.roots(), &allowed, now, &good);
     assert!(v.passed(), "{:#?}", v.failures().collect::<Vec<_>>());
 
+    // So does a profiled one (TD attributes bits 4-6), which dcap-qvl's allow_debug
+    // also covers.
+    let profiled = f.quote_with_attributes(td_info().attributes | 1 << 5);
+    let v = verify_with_collateral(&profiled, &f.roots(), &expect_td(), now, &good);
+    let failures: Vec<&str> = v.failures().map(|c| c.name).collect();
+    assert_eq!(failures, [check::TD_DEBUG]);
+    let detail = &v.check(check::TD_DEBUG).expect("checked").detail;
+    assert!(detail.contains("profiling"), "{detail}");
+    let v = verify_with_collateral(&profiled, &f.roots(), &allowed, now, &good);
+    assert!(v.passed(), "{:#?}", v.failures().collect::<Vec<_>>());
+
+    // A PCK chain in the collateral does not replace the quote's (which the other
+    // checks verified): the appraisal still uses the quote's.
+    let mut c = good.clone();
+    c.pck_certificate_chain =
+        Some(String::from_utf8(other.keys.pck_chain_pem().to_vec()).expect("PEM is text"));
+    let v = verify_with_collateral(&bytes, &f.roots(), &expect_td(), now, &c);
+    assert_eq!(tcb_detail(&v), (true, "TCB status UpToDate".to_owned()));
+
     // dcap-qvl's other TD attribute rules stay in the appraisal: a TD without
     // SEPT_VE_DISABLE fails it.
     let quote = f.quote_with_attributes(td_info().attributes & !attributes::SEPT_VE_DISABLE);
