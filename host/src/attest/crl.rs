@@ -3,16 +3,21 @@
 //! the ARK with RSASSA-PSS like the ARK's certificates, listing revoked ASKs), and
 //! the emulated security processor's, made the same way.
 //!
-//! Only X.509 v2 CRLs (the version field present) are read; nothing else about them
-//! is assumed: a CRL is checked against the certificate that must have issued it
-//! (name and signature), its update times against the verification time, and its
-//! entries for the serial number of the certificate in question.
+//! Only complete X.509 v2 CRLs as RFC 5280 profiles them are read: version 2, the
+//! same signature algorithm inside and outside the signed part, a next update time,
+//! and no critical extension (a delta CRL, an issuing distribution point that
+//! narrows the scope, an indirect CRL's certificate issuer would all be critical and
+//! would make the list not the whole truth). A CRL is then checked against the
+//! certificate that must have issued it (name and signature), its update times
+//! against the verification time, and its entries for the serial number of the
+//! certificate in question.
 
 use std::time::SystemTime;
 
 use thiserror::Error;
 use x509_cert::crl::CertificateList;
 use x509_cert::der::Decode;
+use x509_cert::Version;
 
 use super::time::format_rfc3339;
 use super::x509::{display_name, find, tbs_bytes, verify_signed, Cert, X509Error};
@@ -23,6 +28,9 @@ pub enum CrlError {
     /// Not DER.
     #[error("not a DER X.509 v2 CRL")]
     Der(#[source] x509_cert::der::Error),
+    /// A CRL this verifier does not read (see the module documentation).
+    #[error("an unsupported CRL: {0}")]
+    Unsupported(&'static str),
     /// A PEM block that does not decode or is not a CRL.
     #[error("not a PEM CRL: {0}")]
     Pem(String),
@@ -51,6 +59,31 @@ impl Crl {
     pub fn from_der(der: &[u8]) -> Result<Self, CrlError> {
         let crl = CertificateList::from_der(der).map_err(CrlError::Der)?;
         tbs_bytes(der).map_err(CrlError::Der)?;
+        let tbs = &crl.tbs_cert_list;
+        if tbs.version != Version::V2 {
+            return Err(CrlError::Unsupported("not version 2"));
+        }
+        if tbs.signature != crl.signature_algorithm {
+            return Err(CrlError::Unsupported(
+                "the signed and the outer signature algorithms differ",
+            ));
+        }
+        if tbs.next_update.is_none() {
+            return Err(CrlError::Unsupported("no next update time"));
+        }
+        let critical =
+            |e: &Option<Vec<x509_cert::ext::Extension>>| e.iter().flatten().any(|e| e.critical);
+        if critical(&tbs.crl_extensions) {
+            return Err(CrlError::Unsupported("a critical CRL extension"));
+        }
+        if tbs
+            .revoked_certificates
+            .iter()
+            .flatten()
+            .any(|r| critical(&r.crl_entry_extensions))
+        {
+            return Err(CrlError::Unsupported("a critical CRL entry extension"));
+        }
         Ok(Self {
             der: der.to_vec(),
             crl,
@@ -98,12 +131,13 @@ impl Crl {
         self.crl.tbs_cert_list.this_update.to_system_time()
     }
 
-    /// When the next CRL is due, if the CRL says.
-    pub fn next_update(&self) -> Option<SystemTime> {
+    /// When the next CRL is due.
+    pub fn next_update(&self) -> SystemTime {
+        // `from_der` refuses a CRL without one.
         self.crl
             .tbs_cert_list
             .next_update
-            .map(|t| t.to_system_time())
+            .map_or(SystemTime::UNIX_EPOCH, |t| t.to_system_time())
     }
 
     /// Verify that `issuer` issued this CRL: its name and its key's signature.
@@ -146,18 +180,20 @@ impl Crl {
     pub fn current_at(&self, at: SystemTime) -> Result<String, String> {
         let from = self.this_update();
         let issued = format!("issued {}", format_rfc3339(from));
-        match self.next_update() {
-            _ if at < from => Err(format!(
+        let next = self.next_update();
+        if at < from {
+            Err(format!(
                 "{issued}, after the verification time {}",
                 format_rfc3339(at)
-            )),
-            Some(next) if at > next => Err(format!(
+            ))
+        } else if at > next {
+            Err(format!(
                 "{issued}, next update {} is before the verification time {}: out of date",
                 format_rfc3339(next),
                 format_rfc3339(at)
-            )),
-            Some(next) => Ok(format!("{issued}, next update {}", format_rfc3339(next))),
-            None => Ok(format!("{issued}, no next update given")),
+            ))
+        } else {
+            Ok(format!("{issued}, next update {}", format_rfc3339(next)))
         }
     }
 }

@@ -621,3 +621,50 @@ fn the_emulated_arks_crl_is_checked_like_amds() {
         Err(attest::AttestError::Inputs(_))
     ));
 }
+
+#[test]
+fn crls_that_are_not_whole_v2_lists_are_refused() {
+    use x509_cert::crl::CertificateList;
+    let k = keys();
+    let crl = k
+        .crl_revoking(SystemTime::now(), &[&k.vcek])
+        .expect("a CRL");
+    let list = CertificateList::from_der(crl.der()).expect("decodes");
+    let refused = |edit: &dyn Fn(&mut CertificateList), why: &str| {
+        let mut l = list.clone();
+        edit(&mut l);
+        let e = Crl::from_der(&l.to_der().expect("encodes")).expect_err(why);
+        assert!(e.to_string().contains(why), "{e}");
+    };
+    refused(&|l| l.tbs_cert_list.version = Version::V1, "not version 2");
+    refused(&|l| l.tbs_cert_list.next_update = None, "no next update");
+    refused(
+        &|l| l.signature_algorithm.parameters = None,
+        "signature algorithms differ",
+    );
+    refused(
+        &|l| {
+            if let Some(e) = l.tbs_cert_list.crl_extensions.as_mut() {
+                e[0].critical = true;
+            }
+        },
+        "critical CRL extension",
+    );
+    refused(
+        &|l| {
+            if let Some(r) = l.tbs_cert_list.revoked_certificates.as_mut() {
+                r[0].crl_entry_extensions = Some(vec![Extension {
+                    extn_id: x509_cert::der::oid::ObjectIdentifier::new_unwrap("2.5.29.29"),
+                    critical: true,
+                    extn_value: OctetString::new(vec![0x30, 0]).expect("octets"),
+                }]);
+            }
+        },
+        "critical CRL entry extension",
+    );
+    // The unedited list decodes.
+    assert_eq!(
+        Crl::from_der(&list.to_der().expect("encodes")).expect("decodes"),
+        crl
+    );
+}

@@ -230,8 +230,21 @@ fn truncated_and_malformed_quotes_are_errors() {
             "+{delta}"
         );
     }
-    let mut shorter = v.bytes.clone();
+    // Both sizes grown alike: the bytes end up in the QE report certification data.
     let cert_size_at = V4_SIGNED_END + 4 + 64 + 64 + 2;
+    let mut both = v.bytes.clone();
+    for at in [V4_SIGNED_END, cert_size_at] {
+        let size = u32::from_le_bytes(both[at..at + 4].try_into().unwrap());
+        both[at..at + 4].copy_from_slice(&(size + 8).to_le_bytes());
+    }
+    assert!(matches!(
+        Quote::parse(&both),
+        Err(TdxError::Unaccounted {
+            what: "the QE report certification data",
+            extra: 8
+        })
+    ));
+    let mut shorter = v.bytes.clone();
     let size = u32::from_le_bytes(shorter[cert_size_at..cert_size_at + 4].try_into().unwrap());
     shorter[cert_size_at..cert_size_at + 4].copy_from_slice(&(size - 1).to_le_bytes());
     assert!(matches!(
