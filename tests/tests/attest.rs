@@ -161,9 +161,17 @@ fn attest_flow(platform: &str) {
         "mr_td"
     };
     assert_eq!(json["claims"][claim], measured.as_str(), "{json:#}");
+    // With --image, the policy (SNP) or the TD attributes it governs (TDX) are the
+    // ones the image declares.
+    let snp = platform == "emulated-snp";
+    let policy = if snp { "policy" } else { "td-attributes" };
+    assert!(
+        detail(&json, policy).contains("as the image declares"),
+        "{json:#}"
+    );
+
     // What the evidence file carries besides: the ARK's CRL for a report, DCAP
     // collateral for a quote.
-    let snp = platform == "emulated-snp";
     assert_eq!(
         (&summary["crl"], &summary["collateral"]),
         (&snp.into(), &(!snp).into()),
@@ -272,10 +280,18 @@ fn assert_unusable(output: &Output, needle: &str) {
 /// The emulated ARK's CRL `nacre attest` puts in emulated-snp evidence: the ASK is
 /// checked against it, and a CRL that is not one is unusable input.
 fn snp_crl_is_checked(evidence: &Path, verdict: &serde_json::Value, image_arg: &str) {
+    let ask = detail(verdict, "ask-not-revoked");
     assert!(
-        detail(verdict, "ask-not-revoked").contains("does not list the ASK"),
+        ask.contains("does not list the ASK") && ask.ends_with("chosen by the prover]"),
         "{verdict:#}"
     );
+    let args = ["--image", image_arg, "--nonce", NONCE, "--allow-emulated"];
+    let mut without: serde_json::Value =
+        serde_json::from_slice(&fs::read(evidence).expect("evidence file")).expect("JSON");
+    without.as_object_mut().expect("an object").remove("crl");
+    let path = dir().join("emulated-snp.no-crl.json");
+    fs::write(&path, serde_json::to_vec(&without).expect("JSON")).expect("write");
+    revocation_can_be_required(&path, &args, "ask-not-revoked");
     let not_a_crl = dir().join("not-a-crl.pem");
     fs::write(
         &not_a_crl,
@@ -304,7 +320,7 @@ fn snp_crl_is_checked(evidence: &Path, verdict: &serde_json::Value, image_arg: &
 fn tdx_collateral_is_appraised(evidence: &Path, verdict: &serde_json::Value, image_arg: &str) {
     assert_eq!(
         detail(verdict, "tcb-status"),
-        "TCB status UpToDate",
+        "TCB status UpToDate [the evidence file's, chosen by the prover]",
         "{verdict:#}"
     );
     let args = ["--image", image_arg, "--nonce", NONCE, "--allow-emulated"];
@@ -339,6 +355,21 @@ fn tdx_collateral_is_appraised(evidence: &Path, verdict: &serde_json::Value, ima
     let json = json.unwrap_or_else(|| panic!("no verdict\n{}", describe_output(&output)));
     assert_eq!(output.status.code(), Some(0), "{json:#}");
     assert_eq!(detail(&json, "tcb-status"), "", "{json:#}");
+    revocation_can_be_required(&path, &args, "tcb-status");
+}
+
+/// With --require-revocation, evidence without revocation data fails `check`.
+fn revocation_can_be_required(evidence: &Path, args: &[&str], check: &str) {
+    let mut required = args.to_vec();
+    required.push("--require-revocation");
+    let (output, json) = verify(evidence, &required);
+    let json = json.unwrap_or_else(|| panic!("no verdict\n{}", describe_output(&output)));
+    assert_eq!(output.status.code(), Some(EXIT_NOT_VERIFIED), "{json:#}");
+    assert_eq!(failed(&json), vec![check.to_string()], "{json:#}");
+    assert!(
+        detail(&json, check).contains("revocation was required"),
+        "{json:#}"
+    );
 }
 
 #[test]

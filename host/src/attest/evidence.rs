@@ -21,7 +21,9 @@
 //! writes for a `QuoteCollateralV3`, with which the verifier appraises the TCB status;
 //! `nacre attest` adds it on emulated-tdx. The report data of evidence made for a
 //! nonce is [`nonce_report_data`] of it. Nothing in the file is trusted: the verifier
-//! checks the chain and the collateral against its own roots.
+//! checks the chain, the CRL and the collateral against its own roots. Whether the
+//! file has a CRL or collateral, and which still-current one, is the prover's choice,
+//! which `nacre verify` says (and `--require-revocation` refuses to leave out).
 
 use thiserror::Error;
 

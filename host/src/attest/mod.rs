@@ -150,6 +150,10 @@ pub struct Expectations {
     pub report_data: Option<Vec<u8>>,
     /// Accept a guest that the host may debug (SNP policy DEBUG, TD attribute DEBUG).
     pub allow_debug: bool,
+    /// What the image declares: the SNP guest policy, which the report's POLICY must
+    /// equal, or the TD attributes, whose DEBUG, SEPT_VE_DISABLE and MIGRATABLE
+    /// bits the quote's must have.
+    pub policy: Option<u64>,
 }
 
 impl Expectations {
@@ -238,6 +242,9 @@ pub struct Inputs<'a> {
     pub crl: Option<crl::Crl>,
     /// TDX: collateral for the TCB status (dcap-qvl's QuoteCollateralV3).
     pub collateral: Option<tdx::Collateral>,
+    /// Fail the revocation check (`ask-not-revoked`, `tcb-status`) when there is no
+    /// CRL or collateral to run it with, instead of leaving it out.
+    pub require_revocation: bool,
 }
 
 impl<'a> Inputs<'a> {
@@ -251,6 +258,7 @@ impl<'a> Inputs<'a> {
             cert_chain: None,
             crl: None,
             collateral: None,
+            require_revocation: false,
         }
     }
 }
@@ -270,7 +278,7 @@ pub fn verify(evidence: &Evidence, inputs: &Inputs<'_>) -> Result<Verification, 
                     "an SNP report needs the VCEK certificate that signed it (--vcek FILE)".into(),
                 )
             })?;
-            Ok(snp::verify_report(
+            let mut v = snp::verify_report(
                 report,
                 vcek,
                 inputs.cert_chain.as_ref(),
@@ -278,7 +286,14 @@ pub fn verify(evidence: &Evidence, inputs: &Inputs<'_>) -> Result<Verification, 
                 inputs.roots,
                 &inputs.expect,
                 inputs.at,
-            )?)
+            )?;
+            if inputs.require_revocation && inputs.crl.is_none() {
+                v.checks.push(Check::fail(
+                    snp::check::ASK_NOT_REVOKED,
+                    "no CRL of the ARK to check the ASK against (revocation was required)",
+                ));
+            }
+            Ok(v)
         }
         Evidence::Tdx(quote) => {
             if inputs.vcek.is_some() || inputs.cert_chain.is_some() || inputs.crl.is_some() {
@@ -289,13 +304,21 @@ pub fn verify(evidence: &Evidence, inputs: &Inputs<'_>) -> Result<Verification, 
                         .into(),
                 ));
             }
-            Ok(tdx::verify_quote(
+            let mut v = tdx::verify_quote(
                 quote,
                 inputs.roots,
                 &inputs.expect,
                 inputs.at,
                 inputs.collateral.as_ref(),
-            )?)
+            )?;
+            if inputs.require_revocation && inputs.collateral.is_none() {
+                v.checks.push(Check::fail(
+                    tdx::check::TCB_STATUS,
+                    "no collateral to appraise the TCB and revocation with (revocation was \
+                     required)",
+                ));
+            }
+            Ok(v)
         }
     }
 }
@@ -588,6 +611,7 @@ mod tests {
             measurement: Some(vec![0; 48]),
             report_data: Some(vec![1; 32]),
             allow_debug: false,
+            policy: None,
         };
         assert!(ok.validate().is_ok());
         let short = Expectations {

@@ -67,6 +67,8 @@ pub mod check {
     pub const MEASUREMENT: &str = "measurement";
     /// The report data is the expected one.
     pub const REPORT_DATA: &str = "report-data";
+    /// With an image: the report's POLICY is the one the image declares.
+    pub const POLICY: &str = "policy";
     /// With the ARK's CRL: it is the ARK's, current, and does not list the ASK.
     pub const ASK_NOT_REVOKED: &str = "ask-not-revoked";
 }
@@ -358,6 +360,24 @@ pub fn verify_report(
             ),
         ),
     });
+    if let Some(declared) = expect.policy {
+        let described = |p: u64| format!("{p:#x} ({})", describe_policy(GuestPolicy(p)));
+        checks.push(if declared == policy.0 {
+            Check::pass(
+                check::POLICY,
+                format!("{}, as the image declares", described(policy.0)),
+            )
+        } else {
+            Check::fail(
+                check::POLICY,
+                format!(
+                    "the image declares policy {}, the guest was launched with {}",
+                    described(declared),
+                    described(policy.0)
+                ),
+            )
+        });
+    }
     checks.extend(expect.measurement_check(check::MEASUREMENT, &report.measurement));
     checks.extend(expect.report_data_check(check::REPORT_DATA, &report.report_data));
 

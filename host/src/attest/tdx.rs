@@ -59,6 +59,8 @@ pub const TD_ATTRIBUTE_DEBUG: u64 = 1 << 0;
 pub const TD_ATTRIBUTES_PROFILING: u64 = 0b111 << 4;
 /// TD attribute bit 28: SEPT_VE_DISABLE (SPECS.md 6.4).
 pub const TD_ATTRIBUTE_SEPT_VE_DISABLE: u64 = 1 << 28;
+/// TD attribute bit 29: MIGRATABLE (SPECS.md 6.4).
+pub const TD_ATTRIBUTE_MIGRATABLE: u64 = 1 << 29;
 
 /// Size of the quote header.
 pub const QUOTE_HEADER_SIZE: usize = 0x30;
@@ -522,6 +524,9 @@ pub mod check {
     pub const ROOT_VALIDITY: &str = "root-validity";
     /// The TD attribute DEBUG is 0, unless debugging is allowed.
     pub const TD_DEBUG: &str = "td-debug";
+    /// With an image: the TD attributes it governs (DEBUG, SEPT_VE_DISABLE,
+    /// MIGRATABLE) are the ones it declares.
+    pub const TD_ATTRIBUTES: &str = "td-attributes";
     /// MRTD is the expected measurement.
     pub const MRTD: &str = "mrtd";
     /// The report data is the expected one.
@@ -683,6 +688,29 @@ pub fn verify_quote(
             ),
         ),
     });
+    if let Some(declared) = expect.policy {
+        let governed = TD_ATTRIBUTE_DEBUG | TD_ATTRIBUTE_SEPT_VE_DISABLE | TD_ATTRIBUTE_MIGRATABLE;
+        let (want, have) = (declared & governed, quote.td_attributes() & governed);
+        checks.push(if want == have {
+            Check::pass(
+                check::TD_ATTRIBUTES,
+                format!(
+                    "DEBUG, SEPT_VE_DISABLE and MIGRATABLE as the image declares: {}",
+                    attribute_names(have)
+                ),
+            )
+        } else {
+            Check::fail(
+                check::TD_ATTRIBUTES,
+                format!(
+                    "the image declares {} of DEBUG, SEPT_VE_DISABLE and MIGRATABLE, the TD \
+                     was launched with {}",
+                    attribute_names(want),
+                    attribute_names(have)
+                ),
+            )
+        });
+    }
     checks.extend(expect.measurement_check(check::MRTD, &quote.body.mr_td));
     checks.extend(expect.report_data_check(check::REPORT_DATA, &quote.body.report_data));
     if let Some(collateral) = collateral {
@@ -827,6 +855,24 @@ fn tcb_status(quote: &Quote, root: &Cert, at: SystemTime, collateral: &Collatera
             check::TCB_STATUS,
             format!("dcap-qvl's appraisal with the collateral failed: {e:#}"),
         ),
+    }
+}
+
+/// The names of the policy-governed attributes set in `attributes`, or "none".
+fn attribute_names(attributes: u64) -> String {
+    let names: Vec<&str> = [
+        (TD_ATTRIBUTE_DEBUG, "DEBUG"),
+        (TD_ATTRIBUTE_SEPT_VE_DISABLE, "SEPT_VE_DISABLE"),
+        (TD_ATTRIBUTE_MIGRATABLE, "MIGRATABLE"),
+    ]
+    .into_iter()
+    .filter(|(bit, _)| attributes & bit != 0)
+    .map(|(_, name)| name)
+    .collect();
+    if names.is_empty() {
+        "none".to_owned()
+    } else {
+        names.join(", ")
     }
 }
 

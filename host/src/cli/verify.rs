@@ -10,6 +10,9 @@ use nacre_shared_abi::boot::PlatformKind;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
+/// How a revocation check names data that came with the evidence file.
+const FROM_FILE: &str = "the evidence file's, chosen by the prover";
+
 /// Exit status when the evidence was read but a check failed.
 pub const EXIT_NOT_VERIFIED: u8 = 1;
 
@@ -59,7 +62,8 @@ pub struct VerifyArgs {
     #[arg(long, value_name = "FILE")]
     pub cert_chain: Option<PathBuf>,
     /// The image the evidence must be of: its measurement on the evidence's platform
-    /// (what `nacre measure` prints) is the expected one.
+    /// (what `nacre measure` prints) is the expected one, and the guest policy (SNP)
+    /// or the TD attributes it governs (TDX) must be the ones it declares.
     #[arg(long, value_name = "IMAGE", conflicts_with = "measurement")]
     pub image: Option<PathBuf>,
     /// The nonce given to `nacre attest` (hex): the report data must bind it.
@@ -102,6 +106,13 @@ pub struct VerifyArgs {
     /// UpToDate. Without either, the TCB status is not checked.
     #[arg(long, value_name = "FILE")]
     pub collateral: Option<PathBuf>,
+    /// Fail unless revocation is checked: an SEV-SNP report needs the ARK's CRL, a
+    /// TDX quote collateral (given here or in the evidence file). Without this flag a
+    /// verification without them leaves the check out. Note that the evidence file's
+    /// are the prover's choice (any signed and still current one); a verifier that
+    /// cares passes fresh ones of its own.
+    #[arg(long)]
+    pub require_revocation: bool,
     /// Print the result as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -124,6 +135,7 @@ impl VerifyArgs {
             at: None,
             crl: None,
             collateral: None,
+            require_revocation: false,
             json: false,
         }
     }
@@ -143,9 +155,9 @@ fn read(path: &Path, what: &str) -> anyhow::Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("cannot read the {what} {}", path.display()))
 }
 
-/// The measurement `nacre measure` predicts for the image at `path` on the platform
-/// the evidence comes from.
-fn image_measurement(path: &Path, evidence: &Evidence) -> anyhow::Result<Vec<u8>> {
+/// What the image at `path` declares for the platform the evidence comes from: the
+/// measurement `nacre measure` predicts, and the SNP guest policy or TD attributes.
+fn image_expectations(path: &Path, evidence: &Evidence) -> anyhow::Result<(Vec<u8>, u64)> {
     let kind = match evidence {
         Evidence::Snp(_) => PlatformKind::Snp,
         Evidence::Tdx(_) => PlatformKind::Tdx,
@@ -153,7 +165,8 @@ fn image_measurement(path: &Path, evidence: &Evidence) -> anyhow::Result<Vec<u8>
     let bytes = read(path, "image")?;
     let image = nacre_loader::load_image(&bytes, kind)
         .with_context(|| format!("cannot use {} as the image", path.display()))?;
-    Ok(image.measurement().to_vec())
+    let policy = image.td_attributes().unwrap_or(image.guest_policy);
+    Ok((image.measurement().to_vec(), policy))
 }
 
 /// Verify the evidence; returns the exit status (0 verified, 1 not verified).
@@ -189,9 +202,12 @@ pub fn run(a: &VerifyArgs) -> anyhow::Result<u8> {
     if let Some(at) = &a.at {
         inputs.at = time::parse_rfc3339(at).context("--at")?;
     }
-    let measurement = match &a.image {
-        Some(path) => Some(image_measurement(path, &evidence)?),
-        None => parse_hex("--measurement", a.measurement.as_deref())?,
+    let (measurement, policy) = match &a.image {
+        Some(path) => {
+            let (measurement, policy) = image_expectations(path, &evidence)?;
+            (Some(measurement), Some(policy))
+        }
+        None => (parse_hex("--measurement", a.measurement.as_deref())?, None),
     };
     let report_data = match &a.nonce {
         Some(text) => Some(
@@ -204,6 +220,7 @@ pub fn run(a: &VerifyArgs) -> anyhow::Result<u8> {
         measurement,
         report_data,
         allow_debug: a.allow_debug,
+        policy,
     };
     // The certificates: the options', else the evidence file's.
     let file_vcek = file.as_ref().and_then(|f| f.vcek.as_deref());
@@ -230,24 +247,44 @@ pub fn run(a: &VerifyArgs) -> anyhow::Result<u8> {
         })?;
         inputs.cert_chain = Some(chain);
     }
+    // Revocation data: the options', else the evidence file's, which the prover chose;
+    // the check says which.
+    let mut revocation_from = None;
     if let Some(path) = &a.crl {
         let crl = Crl::from_der_or_pem(&read(path, "CRL")?)
             .with_context(|| format!("cannot use {} as a CRL", path.display()))?;
         inputs.crl = Some(crl);
+        revocation_from = Some(format!("--crl {}", path.display()));
     } else if let Some(pem) = file.as_ref().and_then(|f| f.crl.as_deref()) {
         let crl = Crl::from_der_or_pem(pem.as_bytes())
             .with_context(|| format!("cannot use the CRL in {}", a.evidence.display()))?;
         inputs.crl = Some(crl);
+        revocation_from = Some(FROM_FILE.to_owned());
     }
     if let Some(path) = &a.collateral {
         let collateral = attest::tdx::collateral_from_json(&read(path, "collateral")?)
             .with_context(|| format!("cannot use {} as collateral", path.display()))?;
         inputs.collateral = Some(collateral);
+        revocation_from = Some(format!("--collateral {}", path.display()));
     } else if let Some(collateral) = file.as_ref().and_then(|f| f.collateral.clone()) {
         inputs.collateral = Some(collateral);
+        revocation_from = Some(FROM_FILE.to_owned());
     }
-    let verification = attest::verify(&evidence, &inputs)
+    inputs.require_revocation = a.require_revocation;
+    let mut verification = attest::verify(&evidence, &inputs)
         .with_context(|| format!("cannot verify {}", a.evidence.display()))?;
+    if let Some(from) = revocation_from {
+        for check in &mut verification.checks {
+            if [
+                attest::snp::check::ASK_NOT_REVOKED,
+                attest::tdx::check::TCB_STATUS,
+            ]
+            .contains(&check.name)
+            {
+                check.detail.push_str(&format!(" [{from}]"));
+            }
+        }
+    }
 
     if a.json {
         let text = serde_json::to_string_pretty(&verification.to_json())?;

@@ -30,7 +30,8 @@
 //! The policy is not part of either launch measurement: the SEV-SNP launch digest and
 //! the TDX MRTD cover the pages (and the VMSA) only, and neither is the boot
 //! information's image digest. It reaches a verifier in its own report field (SEV-SNP
-//! POLICY, TDX TD_ATTRIBUTES), which is where a debuggable guest is told apart.
+//! POLICY, TDX TD_ATTRIBUTES), which is where a debuggable guest is told apart;
+//! `nacre verify --image` compares it with what the image declares.
 //!
 //! An image without a policy header (packaged before nacre wrote one) has the default,
 //! non-debug policy of its platform. A policy with reserved or unknown bits set, an

@@ -37,6 +37,7 @@ fn verify_with(
             measurement: Some(MEASUREMENT.to_vec()),
             report_data: Some(REPORT_DATA.to_vec()),
             allow_debug: false,
+            policy: None,
         },
         SystemTime::now(),
     )
@@ -667,4 +668,37 @@ fn crls_that_are_not_whole_v2_lists_are_refused() {
         Crl::from_der(&list.to_der().expect("encodes")).expect("decodes"),
         crl
     );
+}
+
+#[test]
+fn the_policy_must_be_the_one_the_image_declares() {
+    let k = keys();
+    let report = signed_report(k, MEASUREMENT, REPORT_DATA);
+    let launched = AttestationReport::from_bytes(&report)
+        .expect("a report")
+        .guest_policy()
+        .0;
+    let verify_declaring = |declared: u64| {
+        verify_report(
+            &AttestationReport::from_bytes(&report).expect("a report"),
+            k.vcek(),
+            None,
+            None,
+            &built_in().allow_emulated(k.root()),
+            &Expectations {
+                policy: Some(declared),
+                ..Expectations::default()
+            },
+            SystemTime::now(),
+        )
+        .expect("runs")
+    };
+    let v = verify_declaring(launched);
+    assert!(v.passed(), "{:#?}", v.failures().collect::<Vec<_>>());
+    assert!(v.check(check::POLICY).is_some());
+    // Any other policy (here: SINGLE_SOCKET added) fails, by name.
+    let v = verify_declaring(launched | 1 << 20);
+    let failures: Vec<&str> = v.failures().map(|c| c.name).collect();
+    assert_eq!(failures, [check::POLICY]);
+    assert!(failed_detail(&v, check::POLICY).contains("the image declares policy"));
 }

@@ -117,6 +117,7 @@ fn expect_td() -> Expectations {
         measurement: Some(MRTD.to_vec()),
         report_data: Some(REPORT_DATA.to_vec()),
         allow_debug: false,
+        policy: None,
     }
 }
 
@@ -214,6 +215,7 @@ fn expectations_of_another_td_fail() {
         measurement: Some(vec![0x6e; 48]),
         report_data: Some(b"another nonce".to_vec()),
         allow_debug: false,
+        policy: None,
     };
     let v = verify_quote(
         &Quote::parse(&bytes).expect("parses"),
@@ -844,4 +846,41 @@ fn collateral_files_are_checked_on_load() {
         .expect_err("no collateral");
     assert!(matches!(e, KeysError::NoCollateral(_)), "{e}");
     assert!(e.to_string().contains("remove the directory"), "{e}");
+}
+
+#[test]
+fn the_td_attributes_an_image_governs_must_be_the_declared_ones() {
+    let f = Fixture::new("attributes");
+    let declaring = |policy| Expectations {
+        policy: Some(policy),
+        ..expect_td()
+    };
+    let verify_attributes = |attributes: u64, declared: u64| {
+        let quote = Quote::parse(&f.quote_with_attributes(attributes)).expect("parses");
+        verify_quote(
+            &quote,
+            &f.roots(),
+            &declaring(declared),
+            SystemTime::now(),
+            None,
+        )
+        .expect("runs")
+    };
+    let sept = attributes::SEPT_VE_DISABLE;
+    let v = verify_attributes(sept, sept);
+    assert!(v.passed(), "{:#?}", v.failures().collect::<Vec<_>>());
+    assert!(v.check(check::TD_ATTRIBUTES).is_some());
+    // Attributes the image does not govern (PKS) are the host's to choose.
+    assert!(verify_attributes(sept | attributes::PKS, sept).passed());
+    // Launched without SEPT_VE_DISABLE, or migratable, against the image's word.
+    for launched in [0, sept | attributes::MIGRATABLE] {
+        let v = verify_attributes(launched, sept);
+        let failures: Vec<&str> = v.failures().map(|c| c.name).collect();
+        assert_eq!(failures, [check::TD_ATTRIBUTES], "{launched:#x}");
+        let detail = &v.check(check::TD_ATTRIBUTES).expect("checked").detail;
+        assert!(
+            detail.contains("the image declares SEPT_VE_DISABLE"),
+            "{detail}"
+        );
+    }
 }

@@ -105,6 +105,7 @@ fn milan_report_verifies_with_its_chain_and_vcek() {
         measurement: decode_hex(MEASUREMENT.as_bytes()).ok(),
         report_data: decode_hex(REPORT_DATA.as_bytes()).ok(),
         allow_debug: false,
+        policy: None,
     };
     let v = attest::verify(&evidence, &inputs).expect("verification runs");
     assert!(v.passed(), "{:#?}", v.failures().collect::<Vec<_>>());

@@ -74,6 +74,7 @@ fn real_quote_verifies_at_a_pinned_time() {
         measurement: decode_hex(MRTD.as_bytes()).ok(),
         report_data: decode_hex(REPORT_DATA.as_bytes()).ok(),
         allow_debug: false,
+        policy: None,
     };
     let verification = attest::verify(&evidence, &inputs).expect("verification runs");
     assert!(verification.passed());
@@ -169,6 +170,7 @@ fn wrong_expected_values_and_debug_fail_by_name() {
             measurement: Some(wrong),
             report_data: Some(vec![0x6c, 0x63]),
             allow_debug: false,
+            policy: None,
         },
     )
     .expect("runs");
