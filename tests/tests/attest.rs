@@ -291,7 +291,7 @@ fn snp_crl_is_checked(evidence: &Path, verdict: &serde_json::Value, image_arg: &
     without.as_object_mut().expect("an object").remove("crl");
     let path = dir().join("emulated-snp.no-crl.json");
     fs::write(&path, serde_json::to_vec(&without).expect("JSON")).expect("write");
-    revocation_can_be_required(&path, &args, "ask-not-revoked");
+    revocation_can_be_required(evidence, &path, &args, "ask-not-revoked");
     let not_a_crl = dir().join("not-a-crl.pem");
     fs::write(
         &not_a_crl,
@@ -355,14 +355,22 @@ fn tdx_collateral_is_appraised(evidence: &Path, verdict: &serde_json::Value, ima
     let json = json.unwrap_or_else(|| panic!("no verdict\n{}", describe_output(&output)));
     assert_eq!(output.status.code(), Some(0), "{json:#}");
     assert_eq!(detail(&json, "tcb-status"), "", "{json:#}");
-    revocation_can_be_required(&path, &args, "tcb-status");
+    revocation_can_be_required(evidence, &path, &args, "tcb-status");
 }
 
-/// With --require-revocation, evidence without revocation data fails `check`.
-fn revocation_can_be_required(evidence: &Path, args: &[&str], check: &str) {
+/// With --require-revocation, evidence with revocation data verifies and `without`
+/// it fails `check`.
+fn revocation_can_be_required(with: &Path, without: &Path, args: &[&str], check: &str) {
     let mut required = args.to_vec();
     required.push("--require-revocation");
-    let (output, json) = verify(evidence, &required);
+    let (output, json) = verify(with, &required);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{json:?}\n{}",
+        describe_output(&output)
+    );
+    let (output, json) = verify(without, &required);
     let json = json.unwrap_or_else(|| panic!("no verdict\n{}", describe_output(&output)));
     assert_eq!(output.status.code(), Some(EXIT_NOT_VERIFIED), "{json:#}");
     assert_eq!(failed(&json), vec![check.to_string()], "{json:#}");

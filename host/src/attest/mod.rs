@@ -148,7 +148,8 @@ pub struct Expectations {
     /// The report data, up to 64 bytes: a shorter value is compared with the start
     /// of the field and the rest must be zero.
     pub report_data: Option<Vec<u8>>,
-    /// Accept a guest that the host may debug (SNP policy DEBUG, TD attribute DEBUG).
+    /// Accept a guest that the host may debug (SNP policy DEBUG, TD attribute DEBUG)
+    /// or profile (TD attributes bits 4-6).
     pub allow_debug: bool,
     /// What the image declares: the SNP guest policy, which the report's POLICY must
     /// equal, or the TD attributes, whose DEBUG, SEPT_VE_DISABLE and MIGRATABLE

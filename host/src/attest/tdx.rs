@@ -670,9 +670,11 @@ pub fn verify_quote(
         observed & TD_ATTRIBUTE_DEBUG != 0,
         observed & TD_ATTRIBUTES_PROFILING != 0,
     ) {
-        (true, true) => "DEBUG (bit 0) and profiling (bits 4-6)",
-        (true, false) => "DEBUG (bit 0)",
-        _ => "profiling (bits 4-6)",
+        (true, true) => {
+            "DEBUG (bit 0) and profiling (bits 4-6): the host can read and write the TD's state"
+        }
+        (true, false) => "DEBUG (bit 0): the host can read and write the TD's state",
+        _ => "profiling (bits 4-6): the host can observe the TD's execution",
     };
     checks.push(match (observed, expect.allow_debug) {
         (0, _) => Check::pass(check::TD_DEBUG, "the TD is neither debuggable nor profiled"),
@@ -682,10 +684,7 @@ pub fn verify_quote(
         ),
         (_, false) => Check::fail(
             check::TD_DEBUG,
-            format!(
-                "TD attributes {:#x} have {what}: the host can read the TD's state",
-                quote.td_attributes()
-            ),
+            format!("TD attributes {:#x} have {what}", quote.td_attributes()),
         ),
     });
     if let Some(declared) = expect.policy {

@@ -76,7 +76,8 @@ pub struct VerifyArgs {
     /// the start of the field and the rest must be zero.
     #[arg(long, value_name = "HEX")]
     pub report_data: Option<String>,
-    /// Accept a guest that the host may debug (SNP policy DEBUG, TD attribute DEBUG).
+    /// Accept a guest that the host may debug (SNP policy DEBUG, TD attribute DEBUG)
+    /// or profile (TD attributes bits 4-6).
     #[arg(long)]
     pub allow_debug: bool,
     /// Accept evidence from nacre's emulated platforms (signed by the emulated
