@@ -361,7 +361,7 @@ pub fn verify_report(
         ),
     });
     if let Some(declared) = expect.policy {
-        let described = |p: u64| format!("{p:#x} ({})", describe_policy(GuestPolicy(p)));
+        let described = |p: u64| describe_policy(GuestPolicy(p));
         checks.push(if declared == policy.0 {
             Check::pass(
                 check::POLICY,
