@@ -280,6 +280,10 @@ fn assert_unusable(output: &Output, needle: &str) {
 /// The emulated ARK's CRL `nacre attest` puts in emulated-snp evidence: the ASK is
 /// checked against it, and a CRL that is not one is unusable input.
 fn snp_crl_is_checked(evidence: &Path, verdict: &serde_json::Value, image_arg: &str) {
+    assert_eq!(
+        verdict["revocation"]["source"], "evidence-file",
+        "{verdict:#}"
+    );
     let ask = detail(verdict, "ask-not-revoked");
     assert!(
         ask.contains("does not list the ASK") && ask.ends_with("chosen by the prover]"),
@@ -323,9 +327,28 @@ fn tdx_collateral_is_appraised(evidence: &Path, verdict: &serde_json::Value, ima
         "TCB status UpToDate [the evidence file's, chosen by the prover]",
         "{verdict:#}"
     );
+    assert_eq!(
+        verdict["revocation"]["source"], "evidence-file",
+        "{verdict:#}"
+    );
     let args = ["--image", image_arg, "--nonce", NONCE, "--allow-emulated"];
     let file: serde_json::Value =
         serde_json::from_slice(&fs::read(evidence).expect("evidence file")).expect("JSON");
+
+    // The same collateral given by the verifier (`--collateral`, dcap-qvl's JSON).
+    let own = dir().join("emulated-tdx.collateral.json");
+    fs::write(&own, serde_json::to_vec(&file["collateral"]).expect("JSON")).expect("write");
+    let own_arg = own.display().to_string();
+    let mut with_own = args.to_vec();
+    with_own.extend(["--collateral", &own_arg]);
+    let (output, json) = verify(evidence, &with_own);
+    let json = json.unwrap_or_else(|| panic!("no verdict\n{}", describe_output(&output)));
+    assert_eq!(output.status.code(), Some(0), "{json:#}");
+    assert_eq!(json["revocation"]["source"], "verifier", "{json:#}");
+    assert!(
+        detail(&json, "tcb-status").ends_with(&format!("[--collateral {own_arg}]")),
+        "{json:#}"
+    );
 
     let mut changed = file.clone();
     let tcb_info = changed["collateral"]["tcb_info"]
@@ -376,6 +399,11 @@ fn revocation_can_be_required(with: &Path, without: &Path, args: &[&str], check:
     assert_eq!(failed(&json), vec![check.to_string()], "{json:#}");
     assert!(
         detail(&json, check).contains("revocation was required"),
+        "{json:#}"
+    );
+    assert_eq!(
+        json["revocation"],
+        serde_json::json!({"source": null, "required": true}),
         "{json:#}"
     );
 }

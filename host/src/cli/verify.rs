@@ -114,7 +114,9 @@ pub struct VerifyArgs {
     /// cares passes fresh ones of its own.
     #[arg(long)]
     pub require_revocation: bool,
-    /// Print the result as JSON on stdout.
+    /// Print the result as JSON on stdout: the claims, every check, the failed ones,
+    /// and where revocation data came from (`revocation.source`: "verifier",
+    /// "evidence-file" or null).
     #[arg(long)]
     pub json: bool,
 }
@@ -274,6 +276,11 @@ pub fn run(a: &VerifyArgs) -> anyhow::Result<u8> {
     inputs.require_revocation = a.require_revocation;
     let mut verification = attest::verify(&evidence, &inputs)
         .with_context(|| format!("cannot verify {}", a.evidence.display()))?;
+    let revocation_source = match &revocation_from {
+        None => serde_json::Value::Null,
+        Some(from) if from == FROM_FILE => "evidence-file".into(),
+        Some(_) => "verifier".into(),
+    };
     if let Some(from) = revocation_from {
         for check in &mut verification.checks {
             if [
@@ -288,7 +295,14 @@ pub fn run(a: &VerifyArgs) -> anyhow::Result<u8> {
     }
 
     if a.json {
-        let text = serde_json::to_string_pretty(&verification.to_json())?;
+        let mut json = verification.to_json();
+        // Where the revocation data came from, for scripts: "verifier" (--crl,
+        // --collateral), "evidence-file" (the prover's choice), or null (none).
+        json["revocation"] = serde_json::json!({
+            "source": revocation_source,
+            "required": a.require_revocation,
+        });
+        let text = serde_json::to_string_pretty(&json)?;
         write_stdout(&(text + "\n"))?;
     } else {
         write_stdout(&render(&evidence, &verification))?;
