@@ -702,3 +702,30 @@ fn the_policy_must_be_the_one_the_image_declares() {
     assert_eq!(failures, [check::POLICY]);
     assert!(failed_detail(&v, check::POLICY).contains("the image declares policy"));
 }
+
+#[test]
+fn damaged_crls_never_panic_and_never_clear_a_revoked_ask() {
+    let k = keys();
+    let report = signed_report(k, MEASUREMENT, REPORT_DATA);
+    let now = SystemTime::now();
+    let crl = k.crl_revoking(now, &[&k.ask]).expect("a CRL");
+    let der = crl.der().to_vec();
+    let mut runner = proptest::test_runner::TestRunner::new(proptest::test_runner::Config {
+        cases: 256,
+        ..proptest::test_runner::Config::default()
+    });
+    runner
+        .run(&(0..der.len() * 8), |bit| {
+            let mut damaged = der.clone();
+            damaged[bit / 8] ^= 1 << (bit % 8);
+            if let Ok(crl) = Crl::from_der(&damaged) {
+                // The list revokes the ASK: a damaged copy that decodes must still fail
+                // the check (by its signature, or by revoking), never pass it.
+                let v = verify_with_crl(&report, k, &crl, now);
+                let c = v.check(check::ASK_NOT_REVOKED).expect("checked");
+                proptest::prop_assert!(!c.passed, "bit {}: {}", bit, c.detail);
+            }
+            Ok(())
+        })
+        .expect("no damaged CRL clears the ASK");
+}

@@ -884,3 +884,58 @@ fn the_td_attributes_an_image_governs_must_be_the_declared_ones() {
         );
     }
 }
+
+#[test]
+fn damaged_collateral_fails_the_appraisal_and_never_panics() {
+    let f = Fixture::new("collateral-damage");
+    let bytes = f.quote();
+    let now = SystemTime::now();
+    let good = f.keys.collateral(now).expect("collateral");
+    let roots = f.roots();
+    let mut runner = proptest::test_runner::TestRunner::new(proptest::test_runner::Config {
+        cases: 192,
+        ..proptest::test_runner::Config::default()
+    });
+    let flip = |bytes: &mut Vec<u8>, index: usize, bit: u8| {
+        if !bytes.is_empty() {
+            let i = index % bytes.len();
+            bytes[i] ^= 1 << bit;
+        }
+    };
+    let flip_text = |text: &mut String, index: usize, bit: u8| {
+        let mut b = std::mem::take(text).into_bytes();
+        flip(&mut b, index, bit);
+        *text = String::from_utf8_lossy(&b).into_owned();
+    };
+    runner
+        .run(
+            &(0..7usize, any::<usize>(), 0..8u8),
+            |(field, index, bit)| {
+                let mut c = good.clone();
+                match field {
+                    0 => flip_text(&mut c.tcb_info, index, bit),
+                    1 => flip_text(&mut c.qe_identity, index, bit),
+                    2 => flip(&mut c.tcb_info_signature, index, bit),
+                    3 => flip(&mut c.qe_identity_signature, index, bit),
+                    4 => flip(&mut c.root_ca_crl, index, bit),
+                    5 => flip(&mut c.pck_crl, index, bit),
+                    _ => flip_text(&mut c.tcb_info_issuer_chain, index, bit),
+                }
+                let v = verify_with_collateral(&bytes, &roots, &expect_td(), now, &c);
+                // The signed texts and their signatures: any change fails. (The rest
+                // only has to be refused or harmless: a flip in the PEM armour of the
+                // chain's root, say, may leave a chain that still verifies.)
+                if field < 4 {
+                    prop_assert!(
+                        !tcb_detail(&v).0,
+                        "field {} byte {} bit {}",
+                        field,
+                        index,
+                        bit
+                    );
+                }
+                Ok(())
+            },
+        )
+        .expect("no damage passes the appraisal");
+}
