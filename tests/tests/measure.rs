@@ -130,6 +130,19 @@ fn text_is_one_line_per_platform() {
     );
 }
 
+/// The emulated platforms' names, as `nacre run` and `nacre attest` take them, pick the
+/// platform whose measurement they share.
+#[test]
+fn emulated_platform_names_are_accepted() {
+    for (alias, platform) in [("emulated-snp", "snp"), ("emulated-tdx", "tdx")] {
+        assert_eq!(
+            measure_json(&hello_image(), &["--platform", alias]),
+            measure_json(&hello_image(), &["--platform", platform]),
+            "{alias}"
+        );
+    }
+}
+
 /// The host adds the image's pages to the emulated TD and compares the MRTD its TDX
 /// module computed with the one the image predicts, refusing to start the TD when they
 /// differ. `nacre measure` prints that prediction, so the app running is the check that

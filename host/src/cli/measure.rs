@@ -48,9 +48,11 @@ pub struct MeasureArgs {
 /// `--platform`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum MeasurePlatform {
-    /// SEV-SNP: the launch digest.
+    /// SEV-SNP: the launch digest (the same on `emulated-snp`, also accepted).
+    #[value(alias = "emulated-snp")]
     Snp,
-    /// TDX: the MRTD.
+    /// TDX: the MRTD (the same on `emulated-tdx`, also accepted).
+    #[value(alias = "emulated-tdx")]
     Tdx,
     /// Every platform the image serves.
     All,
