@@ -429,6 +429,24 @@ fn run_rejects_an_empty_file() {
     assert_run_rejects(&image, "nacre run on an empty file");
 }
 
+/// The hardware platforms' names are taken and refused with a message that says
+/// they are not available yet, before any VM is made.
+#[test]
+fn hardware_platforms_are_refused_by_name() {
+    let image = c_hello_image();
+    for (platform, name) in [("snp", "SEV-SNP"), ("tdx", "TDX")] {
+        let output = run(&image, &["--platform", platform]);
+        assert_exit(&output, 125, "nacre run on a hardware platform");
+        assert!(
+            stderr(&output).contains(&format!(
+                "the {name} hardware platform is not available yet"
+            )),
+            "{}",
+            describe_output(&output)
+        );
+    }
+}
+
 #[test]
 fn demo_runs_the_embedded_example() {
     require_kvm();

@@ -20,14 +20,20 @@ pub enum Platform {
     EmulatedSnp,
     /// TDX semantics (a software TDX module, S-EPT and TDCALLs) on a plain KVM VM.
     EmulatedTdx,
+    /// SEV-SNP hardware: not available yet (refused with a message saying so).
+    #[value(hide = true)]
+    Snp,
+    /// TDX hardware: not available yet (refused with a message saying so).
+    #[value(hide = true)]
+    Tdx,
 }
 
 impl Platform {
     /// The platform kind of the image part this platform boots.
     pub fn kind(self) -> nacre_shared_abi::boot::PlatformKind {
         match self {
-            Self::EmulatedSnp => nacre_shared_abi::boot::PlatformKind::Snp,
-            Self::EmulatedTdx => nacre_shared_abi::boot::PlatformKind::Tdx,
+            Self::EmulatedSnp | Self::Snp => nacre_shared_abi::boot::PlatformKind::Snp,
+            Self::EmulatedTdx | Self::Tdx => nacre_shared_abi::boot::PlatformKind::Tdx,
         }
     }
 }
@@ -103,6 +109,15 @@ pub fn launch(
     let mut vm = match platform {
         Platform::EmulatedSnp => setup::build(&image, memory, request)?,
         Platform::EmulatedTdx => setup::build_tdx(&image, memory, request)?,
+        Platform::Snp | Platform::Tdx => bail!(
+            "the {} hardware platform is not available yet: nacre boots images on \
+             emulated-snp and emulated-tdx (README, \"Status\")",
+            if platform == Platform::Snp {
+                "SEV-SNP"
+            } else {
+                "TDX"
+            }
+        ),
     };
     let expect_evidence = request.is_some_and(|r| r.flags & HOST_REQUEST_ATTEST != 0);
     match &mut vm.guest {
