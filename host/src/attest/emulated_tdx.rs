@@ -562,7 +562,7 @@ impl EmulatedTdxKeys {
                 format!("the key is not the one {PCK_CERT_FILE} certifies"),
             ));
         }
-        let chain_pem = chain_pem(&[&pck, &pck_ca, &root])?;
+        let chain_pem = chain_pem(&[&pck, &pck_ca, &root])?.into_bytes();
         let collateral = collateral::load(dir, &root, &pck_ca)?;
         Ok(Self {
             dir: dir.to_owned(),
@@ -723,12 +723,12 @@ fn read_key(dir: &Path, file: &'static str) -> Result<SigningKey, KeysError> {
     Ok(SigningKey::from(secret))
 }
 
-fn chain_pem(certs: &[&Cert]) -> Result<Vec<u8>, KeysError> {
+fn chain_pem(certs: &[&Cert]) -> Result<String, KeysError> {
     let mut pem = String::new();
     for cert in certs {
         pem.push_str(&cert_pem(cert.der())?);
     }
-    Ok(pem.into_bytes())
+    Ok(pem)
 }
 
 fn cert_pem(der: &[u8]) -> Result<String, KeysError> {

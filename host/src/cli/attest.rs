@@ -96,21 +96,19 @@ pub fn run(a: &AttestArgs) -> anyhow::Result<()> {
         (EvidenceKind::TdxQuote, Evidence::Tdx(_)) => ("emulated-tdx", None, tdx_collateral()?),
         _ => bail!("the guest's evidence is not the {kind:?} it said it was"),
     };
-    let [vcek, cert_chain, crl] = snp_certs
-        .as_ref()
-        .map(|[v, c, r]| [Some(v.as_str()), Some(c.as_str()), Some(r.as_str())])
-        .unwrap_or_default();
-    let json = EvidenceFile::to_json(
-        platform,
-        &evidence,
-        &raw,
-        &Endorsements {
-            vcek,
-            cert_chain,
-            crl,
-            collateral: collateral.as_ref(),
+    let endorsements = match &snp_certs {
+        Some([vcek, cert_chain, crl]) => Endorsements {
+            vcek: Some(vcek),
+            cert_chain: Some(cert_chain),
+            crl: Some(crl),
+            collateral: None,
         },
-    );
+        None => Endorsements {
+            collateral: collateral.as_ref(),
+            ..Endorsements::default()
+        },
+    };
+    let json = EvidenceFile::to_json(platform, &evidence, &raw, &endorsements);
     let text = serde_json::to_string_pretty(&json)? + "\n";
     std::fs::write(&a.output, text)
         .with_context(|| format!("cannot write {}", a.output.display()))?;
@@ -128,7 +126,7 @@ pub fn run(a: &AttestArgs) -> anyhow::Result<()> {
             "measurement": measurement,
             "report_data": hex(&report_data),
             "collateral": collateral.is_some(),
-            "crl": crl.is_some(),
+            "crl": endorsements.crl.is_some(),
         });
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {

@@ -10,8 +10,31 @@ use nacre_shared_abi::boot::PlatformKind;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-/// How a revocation check names data that came with the evidence file.
-const FROM_FILE: &str = "the evidence file's, chosen by the prover";
+/// Where the data of a revocation check came from.
+enum RevocationSource {
+    /// An option of the verifier's: its text, e.g. `--crl crl.der`.
+    Verifier(String),
+    /// The evidence file: the prover's choice.
+    EvidenceFile,
+}
+
+impl RevocationSource {
+    /// How the check's detail names it.
+    fn label(&self) -> &str {
+        match self {
+            Self::Verifier(option) => option,
+            Self::EvidenceFile => "the evidence file's, chosen by the prover",
+        }
+    }
+
+    /// `revocation.source` in the JSON output.
+    fn json_name(&self) -> &'static str {
+        match self {
+            Self::Verifier(_) => "verifier",
+            Self::EvidenceFile => "evidence-file",
+        }
+    }
+}
 
 /// Exit status when the evidence was read but a check failed.
 pub const EXIT_NOT_VERIFIED: u8 = 1;
@@ -257,31 +280,32 @@ pub fn run(a: &VerifyArgs) -> anyhow::Result<u8> {
         let crl = Crl::from_der_or_pem(&read(path, "CRL")?)
             .with_context(|| format!("cannot use {} as a CRL", path.display()))?;
         inputs.crl = Some(crl);
-        revocation_from = Some(format!("--crl {}", path.display()));
+        revocation_from = Some(RevocationSource::Verifier(format!(
+            "--crl {}",
+            path.display()
+        )));
     } else if let Some(pem) = file.as_ref().and_then(|f| f.crl.as_deref()) {
         let crl = Crl::from_der_or_pem(pem.as_bytes())
             .with_context(|| format!("cannot use the CRL in {}", a.evidence.display()))?;
         inputs.crl = Some(crl);
-        revocation_from = Some(FROM_FILE.to_owned());
+        revocation_from = Some(RevocationSource::EvidenceFile);
     }
     if let Some(path) = &a.collateral {
         let collateral = attest::tdx::collateral_from_json(&read(path, "collateral")?)
             .with_context(|| format!("cannot use {} as collateral", path.display()))?;
         inputs.collateral = Some(collateral);
-        revocation_from = Some(format!("--collateral {}", path.display()));
+        revocation_from = Some(RevocationSource::Verifier(format!(
+            "--collateral {}",
+            path.display()
+        )));
     } else if let Some(collateral) = file.as_ref().and_then(|f| f.collateral.clone()) {
         inputs.collateral = Some(collateral);
-        revocation_from = Some(FROM_FILE.to_owned());
+        revocation_from = Some(RevocationSource::EvidenceFile);
     }
     inputs.require_revocation = a.require_revocation;
     let mut verification = attest::verify(&evidence, &inputs)
         .with_context(|| format!("cannot verify {}", a.evidence.display()))?;
-    let revocation_source = match &revocation_from {
-        None => serde_json::Value::Null,
-        Some(from) if from == FROM_FILE => "evidence-file".into(),
-        Some(_) => "verifier".into(),
-    };
-    if let Some(from) = revocation_from {
+    if let Some(from) = &revocation_from {
         for check in &mut verification.checks {
             if [
                 attest::snp::check::ASK_NOT_REVOKED,
@@ -289,7 +313,7 @@ pub fn run(a: &VerifyArgs) -> anyhow::Result<u8> {
             ]
             .contains(&check.name)
             {
-                check.detail.push_str(&format!(" [{from}]"));
+                check.detail.push_str(&format!(" [{}]", from.label()));
             }
         }
     }
@@ -299,7 +323,7 @@ pub fn run(a: &VerifyArgs) -> anyhow::Result<u8> {
         // Where the revocation data came from, for scripts: "verifier" (--crl,
         // --collateral), "evidence-file" (the prover's choice), or null (none).
         json["revocation"] = serde_json::json!({
-            "source": revocation_source,
+            "source": revocation_from.as_ref().map(RevocationSource::json_name),
             "required": a.require_revocation,
         });
         let text = serde_json::to_string_pretty(&json)?;

@@ -263,9 +263,8 @@ pub(super) fn collateral(
         let signature: Signature = keys.tcb_signing_key.sign(text.as_bytes());
         signature.to_bytes().to_vec()
     };
-    // PEM is ASCII.
-    let tcb_chain = String::from_utf8_lossy(&chain_pem(&[&keys.tcb_signing, root])?).into_owned();
-    let pck_crl_chain = String::from_utf8_lossy(&chain_pem(&[pck_ca, root])?).into_owned();
+    let tcb_chain = chain_pem(&[&keys.tcb_signing, root])?;
+    let pck_crl_chain = chain_pem(&[pck_ca, root])?;
     Ok(Collateral {
         pck_crl_issuer_chain: pck_crl_chain,
         root_ca_crl: keys.root_crl.clone(),
