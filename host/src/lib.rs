@@ -3,6 +3,7 @@
 
 pub mod attest;
 pub mod cli;
+pub mod emulated;
 pub mod exits;
 pub mod mmu;
 pub mod platform;

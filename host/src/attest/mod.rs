@@ -28,8 +28,6 @@
 //! 6.5-6.6 (TDREPORT, quote v4/v5).
 
 pub mod crl;
-pub mod emulated;
-pub mod emulated_tdx;
 pub mod evidence;
 pub mod roots;
 pub mod snp;
@@ -42,7 +40,6 @@ use std::time::SystemTime;
 use nacre_shared_abi::snp::report::{AttestationReport, ATTESTATION_REPORT_SIZE};
 use thiserror::Error;
 
-pub use emulated::EmulatedSnpKeys;
 pub use roots::TrustAnchors;
 pub use x509::Cert;
 

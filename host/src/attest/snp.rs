@@ -23,11 +23,11 @@ use x509_cert::der::asn1::{Ia5StringRef, Utf8StringRef};
 use x509_cert::der::{Decode, Tag};
 
 use super::crl::Crl;
-use super::emulated;
 use super::roots::{AmdRoot, TrustAnchors};
 use super::time;
 use super::x509::{Cert, X509Error};
 use super::{hex, Check, Claim, EvidenceKind, Expectations, Trust, Verification};
+use crate::emulated::snp::keys as emulated;
 
 /// Names of the SNP checks, in the order they run.
 pub mod check {

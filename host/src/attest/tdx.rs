@@ -565,7 +565,7 @@ pub fn verify_quote(
     let (pck, ca) = (&chain[0], &chain[1]);
     // A chain that names nacre's emulated TDX platform is checked against its root,
     // and only when that root is trusted; the names only pick the root.
-    let names_emulated = chain.iter().any(super::emulated_tdx::is_emulated);
+    let names_emulated = chain.iter().any(crate::emulated::tdx::keys::is_emulated);
     let (root, trust) = match (names_emulated, roots.emulated_tdx()) {
         (false, _) => (roots.intel(), Trust::Hardware),
         (true, Some(emulated)) => (emulated, Trust::Emulated),
@@ -628,7 +628,7 @@ pub fn verify_quote(
     checks.push(ecdsa_signed_by(check::CA_SIGNED_BY_ROOT, ca, root));
     checks.push(match chain.get(2) {
         _ if names_emulated && roots.emulated_tdx().is_none() => {
-            Check::fail(check::ROOT_TRUSTED, super::emulated_tdx::REFUSED)
+            Check::fail(check::ROOT_TRUSTED, crate::emulated::tdx::keys::REFUSED)
         }
         Some(given) if given == root && trust == Trust::Emulated => Check::pass(
             check::ROOT_TRUSTED,

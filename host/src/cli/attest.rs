@@ -3,11 +3,11 @@
 //! needs to check it.
 
 use super::run::{launch, parse_size, Platform};
-use crate::attest::emulated::{self, EmulatedSnpKeys};
-use crate::attest::emulated_tdx::{self, EmulatedTdxKeys};
 use crate::attest::evidence::{nonce_report_data, parse_nonce, Endorsements, EvidenceFile};
 use crate::attest::tdx::Collateral;
 use crate::attest::{hex, Evidence};
+use crate::emulated::snp::keys::{self as snp_keys, EmulatedSnpKeys};
+use crate::emulated::tdx::keys::{self as tdx_keys, EmulatedTdxKeys};
 use crate::platform::Stop;
 use crate::vmm::run;
 use anyhow::{bail, Context};
@@ -84,7 +84,7 @@ pub fn run(a: &AttestArgs) -> anyhow::Result<()> {
     let evidence = Evidence::parse(&raw).context("the guest's evidence does not decode")?;
     let (platform, snp_certs, collateral) = match (kind, &evidence) {
         (EvidenceKind::SnpReport, Evidence::Snp(_)) => {
-            let dir = emulated::default_dir()?;
+            let dir = snp_keys::default_dir()?;
             let keys = EmulatedSnpKeys::load_or_create(&dir)
                 .with_context(|| format!("the emulated keys in {}", dir.display()))?;
             let crl = keys
@@ -161,12 +161,12 @@ pub fn run(a: &AttestArgs) -> anyhow::Result<()> {
 /// keys (the ones that quoted). A key directory made before nacre made collateral
 /// gives none, with a warning: the evidence then verifies without a TCB status.
 fn tdx_collateral() -> anyhow::Result<Option<Collateral>> {
-    let dir = emulated_tdx::default_dir()?;
+    let dir = tdx_keys::default_dir()?;
     let keys = EmulatedTdxKeys::load(&dir)
         .with_context(|| format!("the emulated TDX keys in {}", dir.display()))?;
     match keys.collateral(SystemTime::now()) {
         Ok(collateral) => Ok(Some(collateral)),
-        Err(e @ emulated_tdx::KeysError::NoCollateral(_)) => {
+        Err(e @ tdx_keys::KeysError::NoCollateral(_)) => {
             eprintln!("nacre attest: warning: the evidence has no collateral: {e}");
             Ok(None)
         }

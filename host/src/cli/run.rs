@@ -1,10 +1,11 @@
 //! `nacre run`.
 
 use super::{EXIT_GUEST_TERMINATED, EXIT_MEMORY_VIOLATION};
-use crate::attest::emulated::{self, EmulatedSnpKeys};
-use crate::attest::emulated_tdx::{self, EmulatedTdxKeys};
-use crate::platform::emulated_sp::ReportSigner;
-use crate::platform::{LazyKeys, Stop};
+use crate::emulated::snp::keys::{self as snp_keys, EmulatedSnpKeys};
+use crate::emulated::snp::sp::ReportSigner;
+use crate::emulated::tdx::keys::{self as tdx_keys, EmulatedTdxKeys};
+use crate::emulated::LazyKeys;
+use crate::platform::Stop;
 use crate::vmm::setup::Guest;
 use crate::vmm::{run, setup};
 use anyhow::{bail, Context};
@@ -86,7 +87,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 /// Load an image and build its VM on `platform` with `memory` bytes of RAM (default:
 /// [`DEFAULT_MEMORY`] or what the image needs), with the host's `request` in the
 /// parameter page. The SEV-SNP guest's reports are signed by the emulated key
-/// hierarchy ([`crate::attest::emulated`]), loaded when first needed.
+/// hierarchy ([`crate::emulated::snp::keys`]), loaded when first needed.
 pub fn launch(
     bytes: &[u8],
     platform: Platform,
@@ -126,7 +127,7 @@ pub fn launch(
             snp.signer = LazyKeys::new(
                 "the emulated security processor's keys",
                 Box::new(|| {
-                    let dir = emulated::default_dir().map_err(|e| e.to_string())?;
+                    let dir = snp_keys::default_dir().map_err(|e| e.to_string())?;
                     let keys = EmulatedSnpKeys::load_or_create(&dir).map_err(|e| e.to_string())?;
                     Ok(Box::new(keys) as Box<dyn ReportSigner + Send>)
                 }),
@@ -137,7 +138,7 @@ pub fn launch(
             tdx.quoting_keys = LazyKeys::new(
                 "the emulated TDX platform's keys",
                 Box::new(|| {
-                    let dir = emulated_tdx::default_dir().map_err(|e| e.to_string())?;
+                    let dir = tdx_keys::default_dir().map_err(|e| e.to_string())?;
                     EmulatedTdxKeys::load_or_create(&dir).map_err(|e| e.to_string())
                 }),
             );

@@ -2,9 +2,9 @@
 
 use crate::attest::crl::Crl;
 use crate::attest::evidence::{nonce_report_data, parse_nonce, EvidenceFile};
-use crate::attest::{
-    self, emulated, emulated_tdx, time, Cert, Evidence, Expectations, Inputs, Trust, TrustAnchors,
-};
+use crate::attest::{self, time, Cert, Evidence, Expectations, Inputs, Trust, TrustAnchors};
+use crate::emulated::snp::keys as emulated;
+use crate::emulated::tdx::keys as emulated_tdx;
 use anyhow::Context;
 use nacre_shared_abi::boot::PlatformKind;
 use std::fmt::Write as _;
@@ -397,7 +397,7 @@ pub fn render(evidence: &Evidence, v: &attest::Verification) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::attest::emulated::fixture::{keys, scratch, signed_report};
+    use crate::emulated::snp::keys::fixture::{keys, scratch, signed_report};
     use clap::Parser;
 
     fn args(dir: &Path, extra: &[&str]) -> VerifyArgs {

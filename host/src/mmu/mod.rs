@@ -29,18 +29,17 @@
 //!   zap of the 2 MiB range and a retry (`sev_handle_rmp_fault`).
 
 pub mod attributes;
-pub mod rmp;
 pub mod tdp;
 pub mod tdx;
 
+use crate::emulated::snp::rmp::{gpa_of, PvalidateOutcome, Rmp, RmpEntry, RmpUpdate};
 use attributes::{Attributes, Kind};
 use nacre_shared_abi::snp::rmp::{RmpError, RmpPageSize};
-use rmp::{gpa_of, PvalidateOutcome, Rmp, RmpEntry, RmpUpdate};
 
 /// The ASID of the VM this MMU serves: every RMP assignment, PVALIDATE and RMPADJUST
 /// it makes is for this ASID, with the page's GPA `gfn * 4096`. The emulated platform
 /// runs one guest per VMM process, so this is a constant.
-pub use rmp::GUEST_ASID;
+pub use crate::emulated::snp::rmp::GUEST_ASID;
 use std::sync::{Mutex, MutexGuard};
 use tdp::{Level, Mapping, Tdp};
 

@@ -46,9 +46,9 @@ pub struct EmulatedSnp {
     /// The console and clocks the hostcalls serve (and when the first arrived).
     pub host: super::hostcall::HostcallHost,
     /// The emulated security processor: launch measurement, VMPCKs.
-    pub sp: Option<super::emulated_sp::EmulatedSp>,
+    pub sp: Option<crate::emulated::snp::sp::EmulatedSp>,
     /// Signs the security processor's reports (the emulated key hierarchy).
-    pub signer: super::emulated_sp::LazySigner,
+    pub signer: crate::emulated::snp::sp::LazySigner,
 }
 
 /// The value the emulated SEV_STATUS MSR reads.
@@ -361,15 +361,15 @@ impl EmulatedSnp {
         let mut page = [0u8; 4096];
         self.mem.read(req, &mut page)?;
         let Some(sp) = self.sp.as_mut() else {
-            g.sw_exit_info_2 = super::emulated_sp::FW_ERR_PLATFORM;
+            g.sw_exit_info_2 = crate::emulated::snp::sp::FW_ERR_PLATFORM;
             return Ok(None);
         };
         let Some(signer) = self
             .signer
             .get()
-            .map(|s| &**s as &dyn super::emulated_sp::ReportSigner)
+            .map(|s| &**s as &dyn crate::emulated::snp::sp::ReportSigner)
         else {
-            g.sw_exit_info_2 = super::emulated_sp::FW_ERR_PLATFORM;
+            g.sw_exit_info_2 = crate::emulated::snp::sp::FW_ERR_PLATFORM;
             return Ok(None);
         };
         match sp.guest_request(&page, signer) {
@@ -540,10 +540,10 @@ mod tests {
     /// A platform with a launched security processor and the test signer; pages
     /// 0x20 and 0x21 shared.
     fn attesting() -> EmulatedSnp {
-        use super::super::emulated_sp::tests::{launched, signer};
+        use crate::emulated::snp::sp::tests::{launched, signer};
         let mut snp = platform();
         snp.sp = Some(launched());
-        snp.signer = super::super::emulated_sp::LazySigner::new(
+        snp.signer = crate::emulated::snp::sp::LazySigner::new(
             "the test signer",
             Box::new(|| Ok(Box::new(signer()))),
         );
@@ -553,8 +553,8 @@ mod tests {
 
     #[test]
     fn guest_requests_are_answered_through_shared_pages_only() {
-        use super::super::emulated_sp::tests::{request, response};
-        use super::super::emulated_sp::{FW_ERR_INVALID_PARAM, FW_ERR_PLATFORM};
+        use crate::emulated::snp::sp::tests::{request, response};
+        use crate::emulated::snp::sp::{FW_ERR_INVALID_PARAM, FW_ERR_PLATFORM};
         let mut snp = attesting();
         let key = *snp.sp.as_ref().unwrap().vmpck(0).unwrap();
         snp.mem
@@ -598,7 +598,7 @@ mod tests {
 
         // No key to sign with: the platform's error.
         let mut snp = attesting();
-        snp.signer = super::super::emulated_sp::LazySigner::new(
+        snp.signer = crate::emulated::snp::sp::LazySigner::new(
             "the test signer",
             Box::new(|| Err("no keys".into())),
         );

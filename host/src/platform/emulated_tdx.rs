@@ -7,7 +7,7 @@
 //! is accumulated as pages are added, as TDH.MEM.PAGE.ADD and TDH.MR.EXTEND do.
 
 use super::Stop;
-use crate::attest::emulated_tdx::{
+use crate::emulated::tdx::keys::{
     emulated_tee_tcb_info, EmulatedTdxKeys, QuotingEnclave, TdxReportKey,
 };
 use crate::mmu::attributes::Kind;
@@ -92,7 +92,7 @@ pub struct EmulatedTdx {
     /// The emulated TDX module's key for TDREPORT MACs (made when the TD is built).
     pub report_key: Option<TdxReportKey>,
     /// The emulated quoting enclave's keys (loaded on the first GetQuote).
-    pub quoting_keys: super::LazyKeys<EmulatedTdxKeys>,
+    pub quoting_keys: crate::emulated::LazyKeys<EmulatedTdxKeys>,
 }
 
 impl EmulatedTdx {
@@ -111,7 +111,7 @@ impl EmulatedTdx {
             host: super::hostcall::HostcallHost::default(),
             td_attributes: 0,
             report_key: None,
-            quoting_keys: super::LazyKeys::default(),
+            quoting_keys: crate::emulated::LazyKeys::default(),
         }
     }
 
@@ -452,8 +452,8 @@ impl EmulatedTdx {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::attest::emulated::fixture::scratch;
     use crate::attest::tdx::Quote;
+    use crate::emulated::snp::keys::fixture::scratch;
     use std::sync::OnceLock;
 
     /// One emulated TDX key hierarchy for these tests.
@@ -474,7 +474,7 @@ mod tests {
         tdx.mrtd_final = Some([7; 48]);
         tdx.add_page(0x10_000, false).expect("added");
         tdx.mmu.map_gpa(&tdx.mem, 0x20, 16, false).expect("shared");
-        tdx.quoting_keys = super::super::LazyKeys::new(
+        tdx.quoting_keys = crate::emulated::LazyKeys::new(
             "test keys",
             Box::new(|| EmulatedTdxKeys::load(keys_dir()).map_err(|e| e.to_string())),
         );
@@ -613,7 +613,7 @@ mod tests {
 
         // No keys: the service is unavailable.
         tdx.quoting_keys =
-            super::super::LazyKeys::new("no keys", Box::new(|| Err("none here".into())));
+            crate::emulated::LazyKeys::new("no keys", Box::new(|| Err("none here".into())));
         buffer(&tdx, &request(1024), &report);
         assert_eq!(tdx.get_quote(gpa, 0x10_000).unwrap(), vmcall::SUCCESS);
         assert_eq!(

@@ -2,9 +2,9 @@
 //! and its two memslots, the launch pages, CPUID, MSR exits and the BSP's initial
 //! state from the image's VMSA.
 
+use crate::emulated::snp::sp::EmulatedSp;
 use crate::mmu::attributes::Kind;
 use crate::platform::emulated_snp::{EmulatedSnp, C_BIT_MASK};
-use crate::platform::emulated_sp::EmulatedSp;
 use crate::platform::emulated_tdx::{EmulatedTdx, SHARED_BIT};
 use crate::platform::hostcall::HostileHostcall;
 use crate::vmm::memory::{GuestMemory, MemoryError, View};
@@ -287,7 +287,7 @@ pub fn build_tdx(
     // TDH.MNG.INIT with the TD attributes the image's policy asks for.
     tdx.td_attributes = image.td_attributes().unwrap_or(0);
     tdx.report_key = Some(
-        crate::attest::emulated_tdx::TdxReportKey::generate()
+        crate::emulated::tdx::keys::TdxReportKey::generate()
             .map_err(|e| SetupError::Image(format!("the emulated TDX module's report key: {e}")))?,
     );
     let mut reset = None;

@@ -40,15 +40,16 @@
 //!   4 KiB leaves keeps a page table and is mapped at 4 KiB from then on.
 
 pub mod mirror;
-pub mod sept;
 
 use super::attributes::{Attributes, Kind};
 use super::tdp::{Level, Mapping, Tdp};
 use super::{Access, Backing, Invalidations};
+use crate::emulated::tdx::sept::status::{
+    self, OPERAND_BUSY, OPERAND_ID_RCX, OPERAND_INVALID, SUCCESS,
+};
+use crate::emulated::tdx::sept::{AcceptOutcome, Sept, SeptRegion, SeptState};
 use mirror::{Frozen, Mirror, MirrorEntry, Slot};
 use nacre_shared_abi::tdx::AcceptLevel;
-use sept::status::{self, OPERAND_BUSY, OPERAND_ID_RCX, OPERAND_INVALID, SUCCESS};
-use sept::{AcceptOutcome, Sept, SeptRegion, SeptState};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard};
 

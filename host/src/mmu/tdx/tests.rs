@@ -1,8 +1,10 @@
 //! Tests of the TDX MMU against a per-page reference model, the invariants after every
 //! step, and the mirror freeze protocol under threads.
 
-use super::sept::status::{EPT_ENTRY_STATE_INCORRECT, PAGE_ALREADY_ACCEPTED, PAGE_SIZE_MISMATCH};
 use super::*;
+use crate::emulated::tdx::sept::status::{
+    EPT_ENTRY_STATE_INCORRECT, PAGE_ALREADY_ACCEPTED, PAGE_SIZE_MISMATCH,
+};
 use proptest::prelude::*;
 use std::cell::{Cell, RefCell};
 use std::sync::atomic::AtomicBool;

@@ -58,17 +58,17 @@ pub trait ReportSigner {
 pub const FW_ERR_PLATFORM: u64 = 0x13;
 
 /// The report signer, loaded when the guest first asks for a report.
-pub type LazySigner = super::LazyKeys<Box<dyn ReportSigner + Send>>;
+pub type LazySigner = crate::emulated::LazyKeys<Box<dyn ReportSigner + Send>>;
 
-impl ReportSigner for crate::attest::EmulatedSnpKeys {
+impl ReportSigner for crate::emulated::snp::keys::EmulatedSnpKeys {
     fn sign_report(&self, report: &mut [u8; REPORT_SIZE]) {
-        crate::attest::EmulatedSnpKeys::sign_report(self, report);
+        crate::emulated::snp::keys::EmulatedSnpKeys::sign_report(self, report);
     }
     fn tcb(&self) -> u64 {
-        crate::attest::EmulatedSnpKeys::tcb(self)
+        crate::emulated::snp::keys::EmulatedSnpKeys::tcb(self)
     }
     fn chip_id(&self) -> [u8; 64] {
-        *crate::attest::EmulatedSnpKeys::chip_id(self)
+        *crate::emulated::snp::keys::EmulatedSnpKeys::chip_id(self)
     }
 }
 

@@ -24,7 +24,7 @@
 //! it held answers TDX_OPERAND_BUSY, as the module does when an S-EPT entry is locked by
 //! another logical processor; the caller retries.
 
-use super::super::tdp::Level;
+use crate::mmu::tdp::Level;
 use nacre_shared_abi::tdx::AcceptLevel;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, TryLockError};

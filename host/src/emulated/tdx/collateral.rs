@@ -42,7 +42,7 @@ use x509_cert::spki::AlgorithmIdentifierOwned;
 use x509_cert::time::Validity;
 use x509_cert::Version;
 
-use super::{
+use super::keys::{
     cert_pem, chain_pem, emulated_tee_tcb_info, encode_err, extension, key_identifier, read_cert,
     read_file, read_key, CertSpec, KeysError, EMULATED_CPUSVN, EMULATED_FMSPC, EMULATED_PCEID,
     EMULATED_PCESVN, EMULATED_QE_ISVSVN, QE_ATTRIBUTES,
@@ -94,15 +94,15 @@ pub(super) struct Issuers<'a> {
 
 /// Make the TCB signing certificate and key and the two CRLs.
 pub(super) fn generate(issuers: &Issuers<'_>) -> Result<Generated, KeysError> {
-    let tcb_signing_key = super::random_signing_key()?;
-    let tcb_name = super::name(TCB_SIGNING_NAME)?;
-    let tcb_signing_der = super::issue(CertSpec {
+    let tcb_signing_key = super::keys::random_signing_key()?;
+    let tcb_name = super::keys::name(TCB_SIGNING_NAME)?;
+    let tcb_signing_der = super::keys::issue(CertSpec {
         subject: &tcb_name,
         subject_key: &tcb_signing_key,
         issuer: issuers.root_name,
         issuer_key: issuers.root_key,
         validity: issuers.validity,
-        extensions: super::common_extensions(&tcb_signing_key, issuers.root_key, None)?,
+        extensions: super::keys::common_extensions(&tcb_signing_key, issuers.root_key, None)?,
     })?;
     Ok(Generated {
         tcb_signing_der,
@@ -156,20 +156,20 @@ fn crl(issuer: &Name, key: &SigningKey, validity: Validity) -> Result<Vec<u8>, K
 
 impl Generated {
     pub(super) fn write(&self, dir: &Path) -> Result<(), KeysError> {
-        super::write_new(
+        super::keys::write_new(
             dir,
             TCB_SIGNING_CERT_FILE,
             cert_pem(&self.tcb_signing_der)?.as_bytes(),
             0o644,
         )?;
-        super::write_new(
+        super::keys::write_new(
             dir,
             TCB_SIGNING_KEY_FILE,
-            super::key_pem(&self.tcb_signing_key)?.as_bytes(),
+            super::keys::key_pem(&self.tcb_signing_key)?.as_bytes(),
             0o600,
         )?;
-        super::write_new(dir, ROOT_CRL_FILE, &self.root_crl_der, 0o644)?;
-        super::write_new(dir, PCK_CRL_FILE, &self.pck_crl_der, 0o644)
+        super::keys::write_new(dir, ROOT_CRL_FILE, &self.root_crl_der, 0o644)?;
+        super::keys::write_new(dir, PCK_CRL_FILE, &self.pck_crl_der, 0o644)
     }
 }
 
@@ -206,7 +206,7 @@ pub(super) fn load(
     tcb_signing.verify_issued_by(root).map_err(|e| {
         corrupt(
             TCB_SIGNING_CERT_FILE,
-            format!("not issued by {}: {e}", super::ROOT_CERT_FILE),
+            format!("not issued by {}: {e}", super::keys::ROOT_CERT_FILE),
         )
     })?;
     let public = tcb_signing

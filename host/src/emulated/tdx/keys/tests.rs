@@ -446,7 +446,7 @@ fn keys_persist_and_reload() {
     for file in [
         PCK_KEY_FILE,
         ATTESTATION_KEY_FILE,
-        collateral::TCB_SIGNING_KEY_FILE,
+        crate::emulated::tdx::collateral::TCB_SIGNING_KEY_FILE,
     ] {
         assert_eq!(mode(&dir.join(file)), 0o600, "{file}");
     }
@@ -466,10 +466,10 @@ fn keys_persist_and_reload() {
         PCK_CERT_FILE,
         PCK_KEY_FILE,
         ATTESTATION_KEY_FILE,
-        collateral::TCB_SIGNING_CERT_FILE,
-        collateral::TCB_SIGNING_KEY_FILE,
-        collateral::ROOT_CRL_FILE,
-        collateral::PCK_CRL_FILE,
+        crate::emulated::tdx::collateral::TCB_SIGNING_CERT_FILE,
+        crate::emulated::tdx::collateral::TCB_SIGNING_KEY_FILE,
+        crate::emulated::tdx::collateral::ROOT_CRL_FILE,
+        crate::emulated::tdx::collateral::PCK_CRL_FILE,
     ];
     expected.sort_unstable();
     assert_eq!(names, expected);
@@ -797,10 +797,10 @@ fn collateral_files_are_checked_on_load() {
     let f = Fixture::new("collateral-load");
     let dir = f.keys.dir().to_owned();
     for file in [
-        collateral::TCB_SIGNING_CERT_FILE,
-        collateral::TCB_SIGNING_KEY_FILE,
-        collateral::ROOT_CRL_FILE,
-        collateral::PCK_CRL_FILE,
+        crate::emulated::tdx::collateral::TCB_SIGNING_CERT_FILE,
+        crate::emulated::tdx::collateral::TCB_SIGNING_KEY_FILE,
+        crate::emulated::tdx::collateral::ROOT_CRL_FILE,
+        crate::emulated::tdx::collateral::PCK_CRL_FILE,
     ] {
         assert!(dir.join(file).is_file(), "{file}");
     }
@@ -811,32 +811,45 @@ fn collateral_files_are_checked_on_load() {
             .mode()
             & 0o777
     };
-    assert_eq!(mode(collateral::TCB_SIGNING_KEY_FILE), 0o600);
-    assert_eq!(mode(collateral::ROOT_CRL_FILE), 0o644);
+    assert_eq!(
+        mode(crate::emulated::tdx::collateral::TCB_SIGNING_KEY_FILE),
+        0o600
+    );
+    assert_eq!(mode(crate::emulated::tdx::collateral::ROOT_CRL_FILE), 0o644);
 
     // The CRLs swapped: each is signed by the other issuer.
-    let root_crl = fs::read(dir.join(collateral::ROOT_CRL_FILE)).expect("read");
-    let pck_crl = fs::read(dir.join(collateral::PCK_CRL_FILE)).expect("read");
-    fs::write(dir.join(collateral::ROOT_CRL_FILE), &pck_crl).expect("write");
+    let root_crl =
+        fs::read(dir.join(crate::emulated::tdx::collateral::ROOT_CRL_FILE)).expect("read");
+    let pck_crl = fs::read(dir.join(crate::emulated::tdx::collateral::PCK_CRL_FILE)).expect("read");
+    fs::write(
+        dir.join(crate::emulated::tdx::collateral::ROOT_CRL_FILE),
+        &pck_crl,
+    )
+    .expect("write");
     let e = EmulatedTdxKeys::load(&dir).expect_err("a swapped CRL");
     assert!(
-        matches!(&e, KeysError::Corrupt { path, .. } if path.ends_with(collateral::ROOT_CRL_FILE)),
+        matches!(&e, KeysError::Corrupt { path, .. } if path.ends_with(crate::emulated::tdx::collateral::ROOT_CRL_FILE)),
         "{e}"
     );
-    fs::write(dir.join(collateral::ROOT_CRL_FILE), &root_crl).expect("write");
+    fs::write(
+        dir.join(crate::emulated::tdx::collateral::ROOT_CRL_FILE),
+        &root_crl,
+    )
+    .expect("write");
     EmulatedTdxKeys::load(&dir).expect("restored");
 
     // One file of the four missing is an incomplete directory.
-    fs::remove_file(dir.join(collateral::TCB_SIGNING_KEY_FILE)).expect("remove");
+    fs::remove_file(dir.join(crate::emulated::tdx::collateral::TCB_SIGNING_KEY_FILE))
+        .expect("remove");
     let e = EmulatedTdxKeys::load(&dir).expect_err("a missing key");
     assert!(matches!(e, KeysError::Missing { .. }), "{e}");
 
     // None of them: a directory from before collateral, which loads and quotes but
     // has no collateral.
     for file in [
-        collateral::TCB_SIGNING_CERT_FILE,
-        collateral::ROOT_CRL_FILE,
-        collateral::PCK_CRL_FILE,
+        crate::emulated::tdx::collateral::TCB_SIGNING_CERT_FILE,
+        crate::emulated::tdx::collateral::ROOT_CRL_FILE,
+        crate::emulated::tdx::collateral::PCK_CRL_FILE,
     ] {
         fs::remove_file(dir.join(file)).expect("remove");
     }

@@ -68,14 +68,14 @@ use x509_cert::spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
 use x509_cert::time::{Time, Validity};
 use x509_cert::Certificate;
 
-use super::crl::Crl;
-use super::roots::AmdRoot;
-use super::snp::{vcek_hw_id, vcek_oid, vcek_product, VcekTcb};
-use super::x509::{
+use crate::attest::crl::Crl;
+use crate::attest::roots::AmdRoot;
+use crate::attest::snp::{vcek_hw_id, vcek_oid, vcek_product, VcekTcb};
+use crate::attest::x509::{
     Cert, AMD_PSS_SALT_LEN, OID_BASIC_CONSTRAINTS, OID_COMMON_NAME, OID_KEY_USAGE,
     OID_ORGANIZATION, OID_RSASSA_PSS,
 };
-use super::{decode_hex, hex};
+use crate::attest::{decode_hex, hex};
 
 /// How long an emulated CRL stays current after it is issued: 7 days.
 pub const CRL_VALIDITY: Duration = Duration::from_secs(7 * 24 * 3600);

@@ -1,6 +1,6 @@
 //! The attestation path of the `emulated-tdx` platform, host side: the emulated TDX
 //! module's TDREPORT and an emulated TD quoting enclave (QE) that turns it into a
-//! TDX quote version 4 the verifier in [`super::tdx`] checks like a real one.
+//! TDX quote version 4 the verifier in [`crate::attest::tdx`] checks like a real one.
 //!
 //! # What is emulated, and how it is told apart
 //!
@@ -94,14 +94,12 @@ use x509_cert::spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
 use x509_cert::time::{Time, Validity};
 use zerocopy::{FromZeros, IntoBytes};
 
-use super::tdx::{
+use crate::attest::tdx::{
     Collateral, QeReport, QuoteHeader, TdQuoteBody, ATT_KEY_TYPE_ECDSA_P256, CERT_DATA_PCK_CHAIN,
     CERT_DATA_QE_REPORT, INTEL_QE_MRSIGNER, INTEL_QE_VENDOR_ID, INTEL_TD_QE_ISVPRODID,
     P256_PAIR_SIZE, QUOTE_VERSION_4, TEE_TYPE_TDX,
 };
-use super::x509::{Cert, OID_ECDSA_WITH_SHA256, OID_EC_PUBLIC_KEY, OID_SECP256R1};
-
-pub mod collateral;
+use crate::attest::x509::{Cert, OID_ECDSA_WITH_SHA256, OID_EC_PUBLIC_KEY, OID_SECP256R1};
 
 /// File of the root CA certificate (PEM).
 pub const ROOT_CERT_FILE: &str = "root-ca.pem";
@@ -130,20 +128,20 @@ pub const REFUSED: &str = "quoted by nacre's emulated TDX platform; pass --allow
                            accept emulated evidence";
 
 /// The folder of the emulated keys' base directory
-/// ([`super::emulated::base_dir`]) with the TDX keys.
+/// ([`crate::emulated::snp::keys::base_dir`]) with the TDX keys.
 pub const TDX_FOLDER: &str = "tdx";
 
-/// The TDX key directory: `tdx` in [`super::emulated::base_dir`].
-pub fn default_dir() -> Result<PathBuf, super::emulated::EmulatedKeysError> {
-    Ok(super::emulated::base_dir()?.join(TDX_FOLDER))
+/// The TDX key directory: `tdx` in [`crate::emulated::snp::keys::base_dir`].
+pub fn default_dir() -> Result<PathBuf, crate::emulated::snp::keys::EmulatedKeysError> {
+    Ok(crate::emulated::snp::keys::base_dir()?.join(TDX_FOLDER))
 }
 
 /// Whether `cert` is one of the emulated TDX platform's: its subject or issuer names
 /// [`ORGANIZATION`].
 pub fn is_emulated(cert: &Cert) -> bool {
     let tbs = &cert.certificate().tbs_certificate;
-    super::emulated::names_organization(&tbs.subject, ORGANIZATION)
-        || super::emulated::names_organization(&tbs.issuer, ORGANIZATION)
+    crate::emulated::snp::keys::names_organization(&tbs.subject, ORGANIZATION)
+        || crate::emulated::snp::keys::names_organization(&tbs.issuer, ORGANIZATION)
 }
 
 /// Load only the emulated root CA from `dir`, for a verifier: nothing is created and
@@ -210,7 +208,7 @@ pub const EMULATED_QE_ISVSVN: u16 = 1;
 /// ATTRIBUTES of the quoting enclave's report: flags INIT, MODE64BIT and
 /// PROVISIONKEY (0x15) and XFRM 0xE7, as Intel's TD QE reports them (the real quote
 /// in `tests/vectors/go-tdx-guest`).
-const QE_ATTRIBUTES: [u8; 16] = [0x15, 0, 0, 0, 0, 0, 0, 0, 0xE7, 0, 0, 0, 0, 0, 0, 0];
+pub(super) const QE_ATTRIBUTES: [u8; 16] = [0x15, 0, 0, 0, 0, 0, 0, 0, 0xE7, 0, 0, 0, 0, 0, 0, 0];
 /// QE authentication data: the 32 bytes 0, 1, ..., 31, as Intel's TD QE sends (the
 /// real quote in `tests/vectors/go-tdx-guest`).
 const QE_AUTH_DATA: [u8; 32] = {
@@ -485,7 +483,7 @@ pub struct EmulatedTdxKeys {
     pck_key: SigningKey,
     attestation_key: SigningKey,
     chain_pem: Vec<u8>,
-    collateral: Option<collateral::CollateralKeys>,
+    collateral: Option<super::collateral::CollateralKeys>,
 }
 
 impl std::fmt::Debug for EmulatedTdxKeys {
@@ -563,7 +561,7 @@ impl EmulatedTdxKeys {
             ));
         }
         let chain_pem = chain_pem(&[&pck, &pck_ca, &root])?.into_bytes();
-        let collateral = collateral::load(dir, &root, &pck_ca)?;
+        let collateral = super::collateral::load(dir, &root, &pck_ca)?;
         Ok(Self {
             dir: dir.to_owned(),
             root,
@@ -665,13 +663,13 @@ impl EmulatedTdxKeys {
 
     /// DCAP collateral for this platform's quotes, issued at `at` (see
     /// [`collateral`]): with it, dcap-qvl appraises an emulated quote's TCB as
-    /// UpToDate until [`collateral::COLLATERAL_VALIDITY`] after `at`.
+    /// UpToDate until [`super::collateral::COLLATERAL_VALIDITY`] after `at`.
     pub fn collateral(&self, at: SystemTime) -> Result<Collateral, KeysError> {
         let keys = self
             .collateral
             .as_ref()
             .ok_or_else(|| KeysError::NoCollateral(self.dir.clone()))?;
-        collateral::collateral(keys, &self.root, &self.pck_ca, at)
+        super::collateral::collateral(keys, &self.root, &self.pck_ca, at)
     }
 }
 
@@ -690,7 +688,7 @@ fn sync_dir(dir: &Path) {
     }
 }
 
-fn read_file(dir: &Path, file: &'static str) -> Result<Vec<u8>, KeysError> {
+pub(super) fn read_file(dir: &Path, file: &'static str) -> Result<Vec<u8>, KeysError> {
     let path = dir.join(file);
     fs::read(&path).map_err(|source| {
         if source.kind() == io::ErrorKind::NotFound {
@@ -704,7 +702,7 @@ fn read_file(dir: &Path, file: &'static str) -> Result<Vec<u8>, KeysError> {
     })
 }
 
-fn read_cert(dir: &Path, file: &'static str) -> Result<Cert, KeysError> {
+pub(super) fn read_cert(dir: &Path, file: &'static str) -> Result<Cert, KeysError> {
     let bytes = read_file(dir, file)?;
     Cert::from_der_or_pem(&bytes).map_err(|e| KeysError::Corrupt {
         path: dir.join(file),
@@ -712,7 +710,7 @@ fn read_cert(dir: &Path, file: &'static str) -> Result<Cert, KeysError> {
     })
 }
 
-fn read_key(dir: &Path, file: &'static str) -> Result<SigningKey, KeysError> {
+pub(super) fn read_key(dir: &Path, file: &'static str) -> Result<SigningKey, KeysError> {
     let bytes = read_file(dir, file)?;
     let corrupt = || KeysError::Corrupt {
         path: dir.join(file),
@@ -723,7 +721,7 @@ fn read_key(dir: &Path, file: &'static str) -> Result<SigningKey, KeysError> {
     Ok(SigningKey::from(secret))
 }
 
-fn chain_pem(certs: &[&Cert]) -> Result<String, KeysError> {
+pub(super) fn chain_pem(certs: &[&Cert]) -> Result<String, KeysError> {
     let mut pem = String::new();
     for cert in certs {
         pem.push_str(&cert_pem(cert.der())?);
@@ -731,7 +729,7 @@ fn chain_pem(certs: &[&Cert]) -> Result<String, KeysError> {
     Ok(pem)
 }
 
-fn cert_pem(der: &[u8]) -> Result<String, KeysError> {
+pub(super) fn cert_pem(der: &[u8]) -> Result<String, KeysError> {
     x509_cert::der::pem::encode_string("CERTIFICATE", LineEnding::LF, der).map_err(|e| {
         KeysError::Encode {
             what: "certificate PEM",
@@ -747,11 +745,13 @@ struct Generated {
     pck_der: Vec<u8>,
     pck_key: SigningKey,
     attestation_key: SigningKey,
-    collateral: collateral::Generated,
+    collateral: super::collateral::Generated,
 }
 
 /// A private key as PKCS#8 PEM.
-fn key_pem(key: &SigningKey) -> Result<p256::pkcs8::der::zeroize::Zeroizing<String>, KeysError> {
+pub(super) fn key_pem(
+    key: &SigningKey,
+) -> Result<p256::pkcs8::der::zeroize::Zeroizing<String>, KeysError> {
     p256::SecretKey::from(key)
         .to_pkcs8_pem(LineEnding::LF)
         .map_err(|e| KeysError::Encode {
@@ -794,7 +794,7 @@ impl Generated {
 }
 
 /// Create `dir/file` (it must not exist) with `mode`, write `bytes` and fsync.
-fn write_new(dir: &Path, file: &str, bytes: &[u8], mode: u32) -> Result<(), KeysError> {
+pub(super) fn write_new(dir: &Path, file: &str, bytes: &[u8], mode: u32) -> Result<(), KeysError> {
     let path = dir.join(file);
     let write = || -> io::Result<()> {
         let mut f = fs::OpenOptions::new()
@@ -819,7 +819,7 @@ fn random_bytes<const N: usize>() -> Result<[u8; N], KeysError> {
 
 /// A random P-256 key (a random 32-byte string is a valid scalar but with
 /// negligible probability; those are drawn again).
-fn random_signing_key() -> Result<SigningKey, KeysError> {
+pub(super) fn random_signing_key() -> Result<SigningKey, KeysError> {
     loop {
         let bytes: [u8; 32] = random_bytes()?;
         if let Ok(key) = SigningKey::from_slice(&bytes) {
@@ -828,7 +828,7 @@ fn random_signing_key() -> Result<SigningKey, KeysError> {
     }
 }
 
-fn encode_err(what: &'static str) -> impl Fn(x509_cert::der::Error) -> KeysError {
+pub(super) fn encode_err(what: &'static str) -> impl Fn(x509_cert::der::Error) -> KeysError {
     move |e| KeysError::Encode {
         what,
         reason: e.to_string(),
@@ -837,22 +837,22 @@ fn encode_err(what: &'static str) -> impl Fn(x509_cert::der::Error) -> KeysError
 
 /// The key identifier of a public key: the leftmost 160 bits of SHA-256 of the
 /// subjectPublicKey bits (RFC 7093 section 2, method 1).
-fn key_identifier(key: &SigningKey) -> Vec<u8> {
+pub(super) fn key_identifier(key: &SigningKey) -> Vec<u8> {
     let point = key.verifying_key().to_encoded_point(false);
     Sha256::digest(point.as_bytes())[..20].to_vec()
 }
 
 /// One certificate to issue.
-struct CertSpec<'a> {
-    subject: &'a Name,
-    subject_key: &'a SigningKey,
-    issuer: &'a Name,
-    issuer_key: &'a SigningKey,
-    validity: Validity,
-    extensions: Vec<Extension>,
+pub(super) struct CertSpec<'a> {
+    pub(super) subject: &'a Name,
+    pub(super) subject_key: &'a SigningKey,
+    pub(super) issuer: &'a Name,
+    pub(super) issuer_key: &'a SigningKey,
+    pub(super) validity: Validity,
+    pub(super) extensions: Vec<Extension>,
 }
 
-fn extension(
+pub(super) fn extension(
     oid: ObjectIdentifier,
     critical: bool,
     value: Vec<u8>,
@@ -866,7 +866,7 @@ fn extension(
 
 /// The extensions every emulated certificate has: key identifiers, key usage and
 /// basic constraints (`path_len` is `None` for the end-entity PCK certificate).
-fn common_extensions(
+pub(super) fn common_extensions(
     subject_key: &SigningKey,
     issuer_key: &SigningKey,
     ca_path_len: Option<u8>,
@@ -907,7 +907,7 @@ fn common_extensions(
 }
 
 /// Issue a certificate: ECDSA P-256 with SHA-256, a random positive serial number.
-fn issue(spec: CertSpec<'_>) -> Result<Vec<u8>, KeysError> {
+pub(super) fn issue(spec: CertSpec<'_>) -> Result<Vec<u8>, KeysError> {
     let err = encode_err("certificate");
     let mut serial: [u8; 16] = random_bytes()?;
     // Positive, and no leading zero byte to strip.
@@ -1003,7 +1003,7 @@ fn sgx_extension(
     ])
 }
 
-fn name(common_name: &str) -> Result<Name, KeysError> {
+pub(super) fn name(common_name: &str) -> Result<Name, KeysError> {
     Name::from_str(&format!("CN={common_name},O={ORGANIZATION}")).map_err(encode_err("name"))
 }
 
@@ -1053,7 +1053,7 @@ fn generate() -> Result<Generated, KeysError> {
         validity,
         extensions: pck_extensions,
     })?;
-    let collateral = collateral::generate(&collateral::Issuers {
+    let collateral = super::collateral::generate(&super::collateral::Issuers {
         root_name: &root_name,
         root_key: &root_key,
         ca_name: &ca_name,
