@@ -1,7 +1,7 @@
 //! MMU benchmark: what the host MMU's operations cost on the real backing, against
 //! a `memset` of the same amount of memory measured in the same run.
 //!
-//! Every operation runs on an [`Mmu`] over 1 GiB of guest RAM (262144 pages, backing
+//! Every operation runs on an [`SnpMmu`] over 1 GiB of guest RAM (262144 pages, backing
 //! up to 1 GiB mappings as on the emulated SNP platform) and a [`GuestMemory`] of the
 //! same size, so each one pays for the `mprotect` of the two views and the
 //! `fallocate` hole punching it really causes:
@@ -36,8 +36,8 @@ use std::path::Path;
 use std::time::Instant;
 
 use nacre_host::mmu::attributes::Kind;
+use nacre_host::mmu::snp::{Fault, GuestRmpResult, SnpMmu, SnpMmuStats};
 use nacre_host::mmu::tdp::Level;
-use nacre_host::mmu::{Fault, GuestRmpResult, Mmu, MmuStats};
 use nacre_host::vmm::memory::GuestMemory;
 use nacre_shared_abi::snp::rmp::RmpPageSize;
 
@@ -136,9 +136,9 @@ fn memset_ns(buf: &mut [u8], len: usize, count: u64) -> f64 {
 }
 
 /// A fresh guest: 1 GiB of RAM, every page private, hypervisor-owned and unmapped.
-fn guest() -> (GuestMemory, Mmu) {
+fn guest() -> (GuestMemory, SnpMmu) {
     let mem = GuestMemory::new(GUEST_PAGES * BYTES_4K as u64).expect("cannot create guest RAM");
-    (mem, Mmu::new(GUEST_PAGES, Level::L1G))
+    (mem, SnpMmu::new(GUEST_PAGES, Level::L1G))
 }
 
 fn heads() -> impl Iterator<Item = u64> {
@@ -150,8 +150,8 @@ fn gpa(gfn: u64) -> u64 {
 }
 
 /// Change of each counter between two snapshots.
-fn delta(after: MmuStats, before: MmuStats) -> MmuStats {
-    MmuStats {
+fn delta(after: SnpMmuStats, before: SnpMmuStats) -> SnpMmuStats {
+    SnpMmuStats {
         faults: after.faults - before.faults,
         fault_retries: after.fault_retries - before.fault_retries,
         zaps: after.zaps - before.zaps,

@@ -50,7 +50,7 @@ fn demo_in(dir: &std::path::Path, start: Instant) -> anyhow::Result<u8> {
     eprintln!("nacre demo: 3/5 running it on emulated-snp with 256 MiB; its output follows");
     let args = cli::run::RunArgs {
         image: image_path.clone(),
-        platform: cli::run::Platform::EmulatedSnp,
+        platform: nacre_host::platform::default_platform(),
         memory: None,
         stats: true,
         stats_json: None,
@@ -73,7 +73,7 @@ fn demo_in(dir: &std::path::Path, start: Instant) -> anyhow::Result<u8> {
     );
     cli::attest::run(&cli::attest::AttestArgs {
         image: image_path.clone(),
-        platform: cli::run::Platform::EmulatedSnp,
+        platform: nacre_host::platform::default_platform(),
         nonce: nonce.clone(),
         output: evidence.clone(),
         memory: None,

@@ -1,36 +1,50 @@
 //! Counters for every event the host sees, printed by `--stats` and written by
-//! `--stats-json` (DESIGN.md 4).
+//! `--stats-json`.
+//!
+//! Each subsystem keeps one structure of its own counters (the exit loop and the
+//! hostcalls [`RunCounters`], the hypervisor MMU, the platform's protocol handlers)
+//! and names them with dotted keys through [`Counters`]; a run's [`Stats`] collects
+//! those entries once at the end, whatever the platform.
 
 use std::collections::BTreeMap;
 
-/// All counters of one run.
+/// A subsystem's counters, as `(dotted key, value)` pairs in a stable order.
+pub trait Counters {
+    /// The counters.
+    fn entries(&self) -> Vec<(&'static str, u64)>;
+}
+
+/// The counters every platform keeps: exits by reason, hostcalls by operation, and
+/// the unsupported syscalls the app reported.
 #[derive(Debug, Default, Clone)]
-pub struct Stats {
+pub struct RunCounters {
     /// VM exits by reason.
     pub exits: BTreeMap<&'static str, u64>,
-    /// GHCB page-state-change calls (NAE) and MSR-protocol PSC requests.
-    pub psc_calls: u64,
-    /// 4 KiB PSC entries completed.
-    pub psc_entries_4k: u64,
-    /// 2 MiB PSC entries completed.
-    pub psc_entries_2m: u64,
-    /// PVALIDATEs at 4 KiB.
-    pub pvalidate_4k: u64,
-    /// PVALIDATEs at 2 MiB.
-    pub pvalidate_2m: u64,
-    /// PVALIDATEs answered FAIL_SIZEMISMATCH.
-    pub pvalidate_size_mismatch: u64,
-    /// Host MMU counters: RMP updates and PSMASHes, TDP faults, zaps and mappings,
-    /// implicit conversions.
-    pub mmu: crate::mmu::MmuStats,
-    /// TDX counters (the emulated TDX platform only).
-    pub tdx: Option<TdxRunStats>,
-    /// SNP guest requests (attestation reports) served.
-    pub guest_requests: u64,
     /// Hostcalls served, by operation.
     pub hostcalls: BTreeMap<&'static str, u64>,
     /// Unsupported syscalls the app made, by name.
     pub syscalls_unsupported: BTreeMap<String, u64>,
+}
+
+impl RunCounters {
+    /// Count one exit.
+    pub fn exit(&mut self, reason: &'static str) {
+        *self.exits.entry(reason).or_insert(0) += 1;
+    }
+
+    /// Count one hostcall.
+    pub fn hostcall(&mut self, op: &'static str) {
+        *self.hostcalls.entry(op).or_insert(0) += 1;
+    }
+}
+
+/// All counters of one run.
+#[derive(Debug, Default, Clone)]
+pub struct Stats {
+    /// Exits, hostcalls and unsupported syscalls.
+    pub run: RunCounters,
+    /// The platform's and its MMU's counters, in the order they print.
+    pub counters: Vec<(&'static str, u64)>,
     /// Milliseconds from process start to the first hostcall (the app's first output
     /// or its exit): image loading, VM set-up, firmware boot and app start-up.
     pub boot_ms: f64,
@@ -38,81 +52,31 @@ pub struct Stats {
     pub run_ms: f64,
 }
 
-/// The TDX platform's counters: its TDCALL handling and its MMU (S-EPT, mirror).
-#[derive(Debug, Default, Clone, Copy)]
-pub struct TdxRunStats {
-    /// MapGPA counts (TDCALLs are `exits.tdcall`).
-    pub counters: crate::platform::emulated_tdx::TdxCounters,
-    /// The TDX MMU's counters.
-    pub mmu: crate::mmu::tdx::TdxStats,
-}
-
-impl TdxRunStats {
-    /// Dotted-key counters (`tdx.*`, `sept.*`, `tdp.*`, `memory.*`).
-    pub fn entries(&self) -> Vec<(&'static str, u64)> {
-        let m = &self.mmu;
-        vec![
-            ("tdx.accept_4k", m.accept_4k),
-            ("tdx.accept_2m", m.accept_2m),
-            ("tdx.accept_size_mismatch", m.accept_size_mismatch),
-            ("tdx.accept_already", m.accept_already),
-            ("tdx.map_gpa_calls", self.counters.map_gpa_calls),
-            ("tdx.map_gpa_retries", self.counters.map_gpa_retries),
-            ("tdx.mr_reports", self.counters.mr_reports),
-            ("tdx.get_quotes", self.counters.get_quotes),
-            ("tdx.map_gpa_pages", m.map_gpa_pages),
-            ("sept.page_add", m.sept_page_add),
-            ("sept.aug", m.sept_aug),
-            ("sept.block", m.sept_block),
-            ("sept.demote", m.sept_demote),
-            ("sept.remove", m.sept_remove),
-            ("mirror.frozen_retries", m.mirror_frozen_retries),
-        ]
-    }
-}
-
 impl Stats {
-    /// Count one exit.
-    pub fn exit(&mut self, reason: &'static str) {
-        *self.exits.entry(reason).or_insert(0) += 1;
+    /// The value of the counter `key`, if this run has it.
+    pub fn get(&self, key: &str) -> Option<u64> {
+        self.counters
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| *v)
     }
 
-    /// As a flat JSON object with dotted keys.
+    /// As a flat JSON object with dotted keys; `exits`, `hostcalls` and
+    /// `syscalls.unsupported` are objects.
     pub fn to_json(&self) -> serde_json::Value {
-        let mut v = self.common_json();
-        if let (Some(t), Some(obj)) = (&self.tdx, v.as_object_mut()) {
-            for (k, n) in t.entries() {
-                obj.insert(k.into(), n.into());
-            }
+        let mut obj = serde_json::Map::new();
+        obj.insert("exits".into(), serde_json::json!(self.run.exits));
+        for (k, v) in &self.counters {
+            obj.insert((*k).into(), (*v).into());
         }
-        v
-    }
-
-    fn common_json(&self) -> serde_json::Value {
-        serde_json::json!({
-            "exits": self.exits,
-            "psc.calls": self.psc_calls,
-            "psc.entries_4k": self.psc_entries_4k,
-            "psc.entries_2m": self.psc_entries_2m,
-            "pvalidate.4k": self.pvalidate_4k,
-            "pvalidate.2m": self.pvalidate_2m,
-            "pvalidate.size_mismatch": self.pvalidate_size_mismatch,
-            "rmp.psmash": self.mmu.psmash,
-            "rmp.rmpupdate": self.mmu.rmpupdate,
-            "tdp.faults": self.mmu.faults,
-            "tdp.zaps": self.mmu.zaps,
-            "tdp.maps_4k": self.mmu.maps_4k,
-            "tdp.maps_2m": self.mmu.maps_2m,
-            "tdp.maps_1g": self.mmu.maps_1g,
-            "tdp.fault_retries": self.mmu.fault_retries,
-            "memory.implicit_conversions": self.mmu.implicit_conversions,
-            "memory.conversions": self.mmu.conversions,
-            "attest.requests": self.guest_requests,
-            "hostcalls": self.hostcalls,
-            "syscalls.unsupported": self.syscalls_unsupported,
-            "boot_ms": self.boot_ms,
-            "run_ms": self.run_ms,
-        })
+        obj.insert("hostcalls".into(), serde_json::json!(self.run.hostcalls));
+        obj.insert(
+            "syscalls.unsupported".into(),
+            serde_json::json!(self.run.syscalls_unsupported),
+        );
+        obj.insert("boot_ms".into(), self.boot_ms.into());
+        obj.insert("run_ms".into(), self.run_ms.into());
+        serde_json::Value::Object(obj)
     }
 
     /// Human-readable summary.
@@ -122,218 +86,64 @@ impl Stats {
             "  {:<28} {:.3}\n  {:<28} {:.3}\n",
             "boot_ms", self.boot_ms, "run_ms", self.run_ms
         );
-        for (k, v) in &self.exits {
+        for (k, v) in &self.run.exits {
             s += &format!("  exits.{k:<22} {v}\n");
         }
-        for (k, v) in [
-            ("psc.calls", self.psc_calls),
-            ("psc.entries_4k", self.psc_entries_4k),
-            ("psc.entries_2m", self.psc_entries_2m),
-            ("pvalidate.4k", self.pvalidate_4k),
-            ("pvalidate.2m", self.pvalidate_2m),
-            ("pvalidate.size_mismatch", self.pvalidate_size_mismatch),
-            ("rmp.psmash", self.mmu.psmash),
-            ("rmp.rmpupdate", self.mmu.rmpupdate),
-            ("tdp.faults", self.mmu.faults),
-            ("tdp.zaps", self.mmu.zaps),
-            ("tdp.maps_4k", self.mmu.maps_4k),
-            ("tdp.maps_2m", self.mmu.maps_2m),
-            ("tdp.maps_1g", self.mmu.maps_1g),
-            ("tdp.fault_retries", self.mmu.fault_retries),
-            ("memory.implicit_conversions", self.mmu.implicit_conversions),
-            ("memory.conversions", self.mmu.conversions),
-            ("attest.requests", self.guest_requests),
-        ] {
+        for (k, v) in &self.counters {
             s += &format!("  {k:<28} {v}\n");
         }
-        for (k, v) in &self.hostcalls {
+        for (k, v) in &self.run.hostcalls {
             s += &format!("  hostcalls.{k:<18} {v}\n");
         }
-        for (k, v) in self.tdx.iter().flat_map(TdxRunStats::entries) {
-            s += &format!("  {k:<28} {v}\n");
-        }
-        if self.syscalls_unsupported.is_empty() {
+        if self.run.syscalls_unsupported.is_empty() {
             s += &format!("  {:<28} none\n", "syscalls.unsupported");
         }
-        for (k, v) in &self.syscalls_unsupported {
+        for (k, v) in &self.run.syscalls_unsupported {
             s += &format!("  {:<28} {v}\n", format!("syscalls.unsupported.{k}"));
         }
         s
     }
 }
 
-/// x86-64 syscall names for the numbers apps commonly call
-/// (Linux `arch/x86/entry/syscalls/syscall_64.tbl`); others are shown by number.
+/// The x86-64 name of syscall `nr` (the `syscalls` crate's table, generated from
+/// Linux `arch/x86/entry/syscalls/syscall_64.tbl`); `syscall_NR` for a number Linux
+/// does not define.
 pub fn syscall_name(nr: u32) -> String {
-    const NAMES: &[(u32, &str)] = &[
-        (0, "read"),
-        (1, "write"),
-        (2, "open"),
-        (3, "close"),
-        (4, "stat"),
-        (5, "fstat"),
-        (6, "lstat"),
-        (7, "poll"),
-        (8, "lseek"),
-        (9, "mmap"),
-        (10, "mprotect"),
-        (11, "munmap"),
-        (12, "brk"),
-        (13, "rt_sigaction"),
-        (14, "rt_sigprocmask"),
-        (15, "rt_sigreturn"),
-        (16, "ioctl"),
-        (17, "pread64"),
-        (18, "pwrite64"),
-        (19, "readv"),
-        (20, "writev"),
-        (21, "access"),
-        (22, "pipe"),
-        (23, "select"),
-        (24, "sched_yield"),
-        (25, "mremap"),
-        (26, "msync"),
-        (27, "mincore"),
-        (28, "madvise"),
-        (29, "shmget"),
-        (30, "shmat"),
-        (31, "shmctl"),
-        (32, "dup"),
-        (33, "dup2"),
-        (34, "pause"),
-        (35, "nanosleep"),
-        (36, "getitimer"),
-        (37, "alarm"),
-        (38, "setitimer"),
-        (39, "getpid"),
-        (40, "sendfile"),
-        (41, "socket"),
-        (42, "connect"),
-        (43, "accept"),
-        (44, "sendto"),
-        (45, "recvfrom"),
-        (46, "sendmsg"),
-        (47, "recvmsg"),
-        (48, "shutdown"),
-        (49, "bind"),
-        (50, "listen"),
-        (51, "getsockname"),
-        (52, "getpeername"),
-        (53, "socketpair"),
-        (54, "setsockopt"),
-        (55, "getsockopt"),
-        (56, "clone"),
-        (57, "fork"),
-        (58, "vfork"),
-        (59, "execve"),
-        (60, "exit"),
-        (61, "wait4"),
-        (62, "kill"),
-        (63, "uname"),
-        (72, "fcntl"),
-        (73, "flock"),
-        (74, "fsync"),
-        (75, "fdatasync"),
-        (76, "truncate"),
-        (77, "ftruncate"),
-        (78, "getdents"),
-        (79, "getcwd"),
-        (80, "chdir"),
-        (81, "fchdir"),
-        (82, "rename"),
-        (83, "mkdir"),
-        (84, "rmdir"),
-        (85, "creat"),
-        (86, "link"),
-        (87, "unlink"),
-        (88, "symlink"),
-        (89, "readlink"),
-        (90, "chmod"),
-        (91, "fchmod"),
-        (92, "chown"),
-        (93, "fchown"),
-        (95, "umask"),
-        (96, "gettimeofday"),
-        (97, "getrlimit"),
-        (98, "getrusage"),
-        (99, "sysinfo"),
-        (100, "times"),
-        (102, "getuid"),
-        (104, "getgid"),
-        (105, "setuid"),
-        (106, "setgid"),
-        (107, "geteuid"),
-        (108, "getegid"),
-        (109, "setpgid"),
-        (110, "getppid"),
-        (111, "getpgrp"),
-        (112, "setsid"),
-        (115, "getgroups"),
-        (118, "getresuid"),
-        (120, "getresgid"),
-        (121, "getpgid"),
-        (124, "getsid"),
-        (127, "rt_sigpending"),
-        (128, "rt_sigtimedwait"),
-        (130, "rt_sigsuspend"),
-        (131, "sigaltstack"),
-        (137, "statfs"),
-        (138, "fstatfs"),
-        (140, "getpriority"),
-        (141, "setpriority"),
-        (149, "mlock"),
-        (151, "mlockall"),
-        (157, "prctl"),
-        (158, "arch_prctl"),
-        (160, "setrlimit"),
-        (186, "gettid"),
-        (191, "getxattr"),
-        (200, "tkill"),
-        (201, "time"),
-        (202, "futex"),
-        (203, "sched_setaffinity"),
-        (204, "sched_getaffinity"),
-        (213, "epoll_create"),
-        (217, "getdents64"),
-        (218, "set_tid_address"),
-        (228, "clock_gettime"),
-        (229, "clock_getres"),
-        (230, "clock_nanosleep"),
-        (231, "exit_group"),
-        (232, "epoll_wait"),
-        (233, "epoll_ctl"),
-        (234, "tgkill"),
-        (257, "openat"),
-        (258, "mkdirat"),
-        (262, "newfstatat"),
-        (263, "unlinkat"),
-        (267, "readlinkat"),
-        (269, "faccessat"),
-        (270, "pselect6"),
-        (271, "ppoll"),
-        (273, "set_robust_list"),
-        (281, "epoll_pwait"),
-        (283, "timerfd_create"),
-        (284, "eventfd"),
-        (290, "eventfd2"),
-        (291, "epoll_create1"),
-        (292, "dup3"),
-        (293, "pipe2"),
-        (295, "preadv"),
-        (296, "pwritev"),
-        (302, "prlimit64"),
-        (309, "getcpu"),
-        (318, "getrandom"),
-        (319, "memfd_create"),
-        (324, "membarrier"),
-        (326, "copy_file_range"),
-        (332, "statx"),
-        (334, "rseq"),
-        (435, "clone3"),
-        (439, "faccessat2"),
-    ];
-    NAMES
-        .iter()
-        .find(|(n, _)| *n == nr)
-        .map_or_else(|| format!("syscall_{nr}"), |(_, name)| (*name).to_string())
+    usize::try_from(nr)
+        .ok()
+        .and_then(syscalls::Sysno::new)
+        .map_or_else(|| format!("syscall_{nr}"), |s| s.name().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn syscalls_are_named_as_linux_names_them() {
+        assert_eq!(syscall_name(0), "read");
+        assert_eq!(syscall_name(41), "socket");
+        assert_eq!(syscall_name(435), "clone3");
+        assert_eq!(syscall_name(100_000), "syscall_100000");
+    }
+
+    #[test]
+    fn json_has_every_counter_and_the_maps() {
+        let mut stats = Stats {
+            counters: vec![("psc.calls", 3), ("tdp.faults", 7)],
+            ..Stats::default()
+        };
+        stats.run.exit("io");
+        stats.run.hostcall("write");
+        let v = stats.to_json();
+        assert_eq!(v["psc.calls"], 3);
+        assert_eq!(v["tdp.faults"], 7);
+        assert_eq!(v["exits"]["io"], 1);
+        assert_eq!(v["hostcalls"]["write"], 1);
+        assert!(v["syscalls.unsupported"]
+            .as_object()
+            .is_some_and(|m| m.is_empty()));
+        assert_eq!(stats.get("tdp.faults"), Some(7));
+        assert!(stats.render().contains("tdp.faults"));
+    }
 }

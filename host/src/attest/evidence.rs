@@ -92,16 +92,16 @@ pub enum EvidenceFileError {
 
 /// What an evidence file holds besides the report or quote, for
 /// [`EvidenceFile::to_json`].
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Endorsements<'a> {
+#[derive(Debug, Clone, Default)]
+pub struct Endorsements {
     /// SNP: the VCEK (PEM).
-    pub vcek: Option<&'a str>,
+    pub vcek: Option<String>,
     /// SNP: the ASK then the ARK (PEM).
-    pub cert_chain: Option<&'a str>,
+    pub cert_chain: Option<String>,
     /// SNP: the ARK's CRL (PEM).
-    pub crl: Option<&'a str>,
+    pub crl: Option<String>,
     /// TDX: DCAP collateral.
-    pub collateral: Option<&'a Collateral>,
+    pub collateral: Option<Collateral>,
 }
 
 /// A decoded evidence file.
@@ -216,7 +216,7 @@ impl EvidenceFile {
         platform: &str,
         evidence: &Evidence,
         raw: &[u8],
-        extra: &Endorsements<'_>,
+        extra: &Endorsements,
     ) -> serde_json::Value {
         let mut v = serde_json::json!({
             "format": FORMAT,
@@ -229,15 +229,15 @@ impl EvidenceFile {
         };
         v[key] = hex(raw).into();
         for (key, pem) in [
-            ("vcek", extra.vcek),
-            ("cert_chain", extra.cert_chain),
-            ("crl", extra.crl),
+            ("vcek", &extra.vcek),
+            ("cert_chain", &extra.cert_chain),
+            ("crl", &extra.crl),
         ] {
             if let Some(pem) = pem {
-                v[key] = pem.into();
+                v[key] = pem.as_str().into();
             }
         }
-        if let Some(collateral) = extra.collateral {
+        if let Some(collateral) = &extra.collateral {
             // A derived Serialize of strings and byte vectors cannot fail.
             v["collateral"] = serde_json::to_value(collateral).unwrap_or_default();
         }
@@ -277,9 +277,9 @@ mod tests {
             &evidence,
             &raw,
             &Endorsements {
-                vcek: Some("V"),
-                cert_chain: Some("C"),
-                crl: Some("R"),
+                vcek: Some("V".into()),
+                cert_chain: Some("C".into()),
+                crl: Some("R".into()),
                 collateral: None,
             },
         );
@@ -350,7 +350,7 @@ mod tests {
             &evidence,
             &raw,
             &Endorsements {
-                collateral: Some(&collateral),
+                collateral: Some(collateral.clone()),
                 ..Endorsements::default()
             },
         );

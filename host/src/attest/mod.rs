@@ -20,7 +20,7 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Evidence signed by nacre's emulated security processor ([`emulated`]) verifies
+//! Evidence signed by nacre's emulated security processor ([`crate::emulated::snp::keys`]) verifies
 //! only when its root was added to the [`TrustAnchors`] explicitly, and the
 //! verification then says so ([`Trust::Emulated`]).
 //!
@@ -393,7 +393,7 @@ impl EvidenceKind {
 pub enum Trust {
     /// The roots of AMD or Intel: evidence from the hardware.
     Hardware,
-    /// The root of nacre's emulated security processor ([`emulated`]): evidence from
+    /// The root of nacre's emulated security processor ([`crate::emulated::snp::keys`]): evidence from
     /// an emulated platform, which proves nothing about hardware.
     Emulated,
 }

@@ -3,7 +3,7 @@
 //!
 //! The built-in set holds the public certificates AMD and Intel publish. Callers may
 //! build other sets with [`TrustAnchors::new`]. The root of nacre's emulated security
-//! processor ([`super::emulated`]) is trusted only when added explicitly
+//! processor ([`crate::emulated::snp::keys`]) is trusted only when added explicitly
 //! ([`TrustAnchors::allow_emulated`]), and evidence that rests on it is marked
 //! emulated, never hardware.
 
@@ -113,7 +113,7 @@ impl TrustAnchors {
     }
 
     /// Also trust `root`, the ARK and ASK of nacre's emulated security processor
-    /// ([`super::emulated::load_root`]): SNP evidence whose certificates name the
+    /// ([`crate::emulated::snp::keys::load_root`]): SNP evidence whose certificates name the
     /// emulated processor then verifies against it, and the verification says it is
     /// emulated ([`super::Trust::Emulated`]). Without this, such evidence fails its
     /// `ark-trusted` check. The root is used only for evidence that names the
@@ -124,7 +124,7 @@ impl TrustAnchors {
     }
 
     /// Also trust `root`, the root CA of nacre's emulated TDX quoting path
-    /// ([`super::emulated_tdx::load_root`]): quotes whose PCK chain names the emulated
+    /// ([`crate::emulated::tdx::keys::load_root`]): quotes whose PCK chain names the emulated
     /// platform then verify against it and are marked emulated. It is never used for
     /// a chain that does not name the emulated platform.
     pub fn allow_emulated_tdx(mut self, root: Cert) -> Self {

@@ -7,7 +7,7 @@
 //! with `reported_tcb` decoded for the product, its hwID with `chip_id` (SPECS.md
 //! 4.2-4.5).
 //!
-//! Certificates that name nacre's emulated security processor ([`super::emulated`])
+//! Certificates that name nacre's emulated security processor ([`crate::emulated::snp::keys`])
 //! are checked the same way against its emulated ARK, and only when the trust
 //! anchors accept emulated evidence; the verification is then marked emulated.
 

@@ -2,19 +2,14 @@
 //! the launch bound to a nonce, and write that evidence with everything a verifier
 //! needs to check it.
 
-use super::run::{launch, parse_size, Platform};
-use crate::attest::evidence::{nonce_report_data, parse_nonce, Endorsements, EvidenceFile};
-use crate::attest::tdx::Collateral;
+use super::run::{launch, parse_size, platform_arg, run_vm};
+use crate::attest::evidence::{nonce_report_data, parse_nonce, EvidenceFile};
 use crate::attest::{hex, Evidence};
-use crate::emulated::snp::keys::{self as snp_keys, EmulatedSnpKeys};
-use crate::emulated::tdx::keys::{self as tdx_keys, EmulatedTdxKeys};
-use crate::platform::Stop;
-use crate::vmm::run;
+use crate::platform::{Registration, Stop};
 use anyhow::{bail, Context};
 use nacre_shared_abi::boot::HostRequest;
 use nacre_shared_abi::hostcall::EvidenceKind;
 use std::path::PathBuf;
-use std::time::SystemTime;
 
 /// Arguments of `nacre attest`.
 #[derive(Debug, clap::Args)]
@@ -42,8 +37,8 @@ pub struct AttestArgs {
     /// The image made by `nacre package`.
     pub image: PathBuf,
     /// The platform to boot it on.
-    #[arg(long, value_enum, default_value = "emulated-snp")]
-    pub platform: Platform,
+    #[arg(long, value_parser = platform_arg(), default_value = "emulated-snp")]
+    pub platform: &'static Registration,
     /// The verifier's challenge: 1 to 1024 bytes in hex.
     #[arg(long, value_name = "HEX")]
     pub nonce: String,
@@ -69,9 +64,10 @@ pub fn run(a: &AttestArgs) -> anyhow::Result<()> {
         a.platform,
         a.memory,
         Some(HostRequest::attest(report_data)),
+        false,
     )
     .with_context(|| format!("cannot boot {}", a.image.display()))?;
-    let stop = run::run(&mut vm).with_context(|| format!("cannot run {}", a.image.display()))?;
+    let stop = run_vm(&mut vm).with_context(|| format!("cannot run {}", a.image.display()))?;
     let (kind, raw) = match stop {
         Stop::Evidence { kind, bytes } => (kind, bytes),
         Stop::GuestTerminated { set, code } => bail!(
@@ -82,32 +78,19 @@ pub fn run(a: &AttestArgs) -> anyhow::Result<()> {
     };
     // The guest's bytes are untrusted: they must at least decode as what it says.
     let evidence = Evidence::parse(&raw).context("the guest's evidence does not decode")?;
-    let (platform, snp_certs, collateral) = match (kind, &evidence) {
-        (EvidenceKind::SnpReport, Evidence::Snp(_)) => {
-            let dir = snp_keys::default_dir()?;
-            let keys = EmulatedSnpKeys::load_or_create(&dir)
-                .with_context(|| format!("the emulated keys in {}", dir.display()))?;
-            let crl = keys
-                .crl(SystemTime::now())
-                .context("cannot make the emulated ARK's CRL")?;
-            let certs = [keys.vcek_pem(), keys.cert_chain_pem(), crl.pem()];
-            ("emulated-snp", Some(certs), None)
-        }
-        (EvidenceKind::TdxQuote, Evidence::Tdx(_)) => ("emulated-tdx", None, tdx_collateral()?),
-        _ => bail!("the guest's evidence is not the {kind:?} it said it was"),
-    };
-    let endorsements = match &snp_certs {
-        Some([vcek, cert_chain, crl]) => Endorsements {
-            vcek: Some(vcek),
-            cert_chain: Some(cert_chain),
-            crl: Some(crl),
-            collateral: None,
-        },
-        None => Endorsements {
-            collateral: collateral.as_ref(),
-            ..Endorsements::default()
-        },
-    };
+    let matches = matches!(
+        (kind, &evidence),
+        (EvidenceKind::SnpReport, Evidence::Snp(_)) | (EvidenceKind::TdxQuote, Evidence::Tdx(_))
+    );
+    if !matches {
+        bail!("the guest's evidence is not the {kind:?} it said it was");
+    }
+    let platform = vm.platform.name();
+    let endorsements = vm
+        .platform
+        .endorsements(&evidence)
+        .map_err(|e| anyhow::anyhow!("cannot endorse the evidence: {e}"))?;
+    let collateral = endorsements.collateral.as_ref();
     let json = EvidenceFile::to_json(platform, &evidence, &raw, &endorsements);
     let text = serde_json::to_string_pretty(&json)? + "\n";
     std::fs::write(&a.output, text)
@@ -155,21 +138,4 @@ pub fn run(a: &AttestArgs) -> anyhow::Result<()> {
         bail!("the evidence's measurement {measurement} is not the image's ({predicted})");
     }
     Ok(())
-}
-
-/// DCAP collateral for an emulated-tdx quote, issued now by the emulated platform's
-/// keys (the ones that quoted). A key directory made before nacre made collateral
-/// gives none, with a warning: the evidence then verifies without a TCB status.
-fn tdx_collateral() -> anyhow::Result<Option<Collateral>> {
-    let dir = tdx_keys::default_dir()?;
-    let keys = EmulatedTdxKeys::load(&dir)
-        .with_context(|| format!("the emulated TDX keys in {}", dir.display()))?;
-    match keys.collateral(SystemTime::now()) {
-        Ok(collateral) => Ok(Some(collateral)),
-        Err(e @ tdx_keys::KeysError::NoCollateral(_)) => {
-            eprintln!("nacre attest: warning: the evidence has no collateral: {e}");
-            Ok(None)
-        }
-        Err(e) => Err(e).context("cannot make the emulated collateral"),
-    }
 }

@@ -1,42 +1,25 @@
 //! `nacre run`.
 
 use super::{EXIT_GUEST_TERMINATED, EXIT_MEMORY_VIOLATION};
-use crate::emulated::snp::keys::{self as snp_keys, EmulatedSnpKeys};
-use crate::emulated::snp::sp::ReportSigner;
-use crate::emulated::tdx::keys::{self as tdx_keys, EmulatedTdxKeys};
-use crate::emulated::LazyKeys;
-use crate::platform::Stop;
-use crate::vmm::setup::Guest;
-use crate::vmm::{run, setup};
+use crate::platform::launch::LaunchConfig;
+use crate::platform::{self, Registration, Stop, Vm};
+use crate::stats::Stats;
+use crate::vmm::vcpu;
 use anyhow::{bail, Context};
-use nacre_shared_abi::boot::{HostRequest, HOST_REQUEST_ATTEST};
+use nacre_shared_abi::boot::HostRequest;
 use nacre_shared_abi::layout::{GUEST_MEMORY_ALIGN, MAX_GUEST_MEMORY, MIN_GUEST_MEMORY};
 use std::path::PathBuf;
 use std::time::Instant;
 
-/// Platforms `nacre run` knows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Platform {
-    /// SEV-SNP semantics enforced in software on a plain KVM VM.
-    EmulatedSnp,
-    /// TDX semantics (a software TDX module, S-EPT and TDCALLs) on a plain KVM VM.
-    EmulatedTdx,
-    /// SEV-SNP hardware: not available yet (refused with a message saying so).
-    #[value(hide = true)]
-    Snp,
-    /// TDX hardware: not available yet (refused with a message saying so).
-    #[value(hide = true)]
-    Tdx,
-}
-
-impl Platform {
-    /// The platform kind of the image part this platform boots.
-    pub fn kind(self) -> nacre_shared_abi::boot::PlatformKind {
-        match self {
-            Self::EmulatedSnp | Self::Snp => nacre_shared_abi::boot::PlatformKind::Snp,
-            Self::EmulatedTdx | Self::Tdx => nacre_shared_abi::boot::PlatformKind::Tdx,
-        }
-    }
+/// `--platform`: one of the registered platforms, listed with what each is in `--help`.
+pub fn platform_arg() -> impl clap::builder::TypedValueParser<Value = &'static Registration> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(
+        platform::PLATFORMS
+            .iter()
+            .map(|p| clap::builder::PossibleValue::new(p.name).help(p.about)),
+    )
+    .map(|name: String| platform::by_name(&name).unwrap_or_else(platform::default_platform))
 }
 
 /// Arguments of `nacre run`.
@@ -46,8 +29,8 @@ pub struct RunArgs {
     /// The image made by `nacre package`.
     pub image: PathBuf,
     /// The platform to run on.
-    #[arg(long, value_enum, default_value = "emulated-snp")]
-    pub platform: Platform,
+    #[arg(long, value_parser = platform_arg(), default_value = "emulated-snp")]
+    pub platform: &'static Registration,
     /// Guest RAM, e.g. 256M or 4G (a multiple of 2 MiB). Default: 256M or what the image needs.
     #[arg(long, value_parser = parse_size)]
     pub memory: Option<u64>,
@@ -84,17 +67,17 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{s:?} is too large"))
 }
 
-/// Load an image and build its VM on `platform` with `memory` bytes of RAM (default:
+/// Load an image and launch its VM on `platform` with `memory` bytes of RAM (default:
 /// [`DEFAULT_MEMORY`] or what the image needs), with the host's `request` in the
-/// parameter page. The SEV-SNP guest's reports are signed by the emulated key
-/// hierarchy ([`crate::emulated::snp::keys`]), loaded when first needed.
+/// parameter page.
 pub fn launch(
     bytes: &[u8],
-    platform: Platform,
+    platform: &Registration,
     memory: Option<u64>,
     request: Option<HostRequest>,
-) -> anyhow::Result<(nacre_loader::LoadedImage, setup::Vm)> {
-    let image = nacre_loader::load_image(bytes, platform.kind())?;
+    strict_memory: bool,
+) -> anyhow::Result<(nacre_loader::LoadedImage, Vm)> {
+    let image = nacre_loader::load_image(bytes, platform.image)?;
     let memory = memory.unwrap_or(DEFAULT_MEMORY.max(image.min_memory));
     if !memory.is_multiple_of(GUEST_MEMORY_ALIGN)
         || !(MIN_GUEST_MEMORY..=MAX_GUEST_MEMORY).contains(&memory)
@@ -107,44 +90,34 @@ pub fn launch(
             image.min_memory >> 20
         );
     }
-    let mut vm = match platform {
-        Platform::EmulatedSnp => setup::build(&image, memory, request)?,
-        Platform::EmulatedTdx => setup::build_tdx(&image, memory, request)?,
-        Platform::Snp | Platform::Tdx => bail!(
-            "the {} hardware platform is not available yet: nacre boots images on \
-             emulated-snp and emulated-tdx (README, \"Status\")",
-            if platform == Platform::Snp {
-                "SEV-SNP"
-            } else {
-                "TDX"
-            }
-        ),
+    let config = LaunchConfig {
+        memory,
+        request,
+        strict_memory,
     };
-    let expect_evidence = request.is_some_and(|r| r.flags & HOST_REQUEST_ATTEST != 0);
-    match &mut vm.guest {
-        Guest::Snp(snp) => {
-            snp.host.expect_evidence = expect_evidence;
-            snp.signer = LazyKeys::new(
-                "the emulated security processor's keys",
-                Box::new(|| {
-                    let dir = snp_keys::default_dir().map_err(|e| e.to_string())?;
-                    let keys = EmulatedSnpKeys::load_or_create(&dir).map_err(|e| e.to_string())?;
-                    Ok(Box::new(keys) as Box<dyn ReportSigner + Send>)
-                }),
-            );
-        }
-        Guest::Tdx(tdx) => {
-            tdx.host.expect_evidence = expect_evidence;
-            tdx.quoting_keys = LazyKeys::new(
-                "the emulated TDX platform's keys",
-                Box::new(|| {
-                    let dir = tdx_keys::default_dir().map_err(|e| e.to_string())?;
-                    EmulatedTdxKeys::load_or_create(&dir).map_err(|e| e.to_string())
-                }),
-            );
-        }
-    }
+    let vm = (platform.launch)(&image, &config)?;
     Ok((image, vm))
+}
+
+/// Run `vm`'s boot processor until the guest stops.
+pub fn run_vm(vm: &mut Vm) -> Result<Stop, crate::exits::RunError> {
+    vcpu::run(&mut vm.vcpu, 0, &mut *vm.platform)
+}
+
+/// The counters of a run that started at `start`.
+pub fn stats(vm: &mut Vm, start: Instant) -> Stats {
+    let mut stats = Stats {
+        run: vm.platform.run_counters().clone(),
+        counters: vm.platform.counters(),
+        ..Stats::default()
+    };
+    stats.boot_ms = vm
+        .platform
+        .hostcalls()
+        .first_hostcall
+        .map_or(0.0, |t| t.duration_since(start).as_secs_f64() * 1e3);
+    stats.run_ms = start.elapsed().as_secs_f64() * 1e3;
+    stats
 }
 
 /// Default guest RAM.
@@ -159,46 +132,9 @@ pub fn run(a: &RunArgs, start: Instant) -> anyhow::Result<u8> {
 
 /// Run image bytes.
 pub fn run_bytes(bytes: &[u8], a: &RunArgs, start: Instant) -> anyhow::Result<u8> {
-    let (_, mut vm) = launch(bytes, a.platform, a.memory, None)?;
-    match &mut vm.guest {
-        Guest::Snp(snp) => {
-            snp.strict_memory = a.strict_memory;
-            if let Some(b) = std::env::var("NACRE_TEST_PSC_BUDGET")
-                .ok()
-                .and_then(|v| v.parse().ok())
-            {
-                snp.psc_budget = Some(b);
-            }
-        }
-        Guest::Tdx(tdx) => tdx.strict_memory = a.strict_memory,
-    }
-    let result = run::run(&mut vm);
-    let (mut stats, first_hostcall) = match &vm.guest {
-        Guest::Snp(snp) => {
-            let mut stats = snp.stats.clone();
-            stats.mmu = snp.mmu.stats();
-            (stats, snp.host.first_hostcall)
-        }
-        Guest::Tdx(tdx) => {
-            let mut stats = tdx.stats.clone();
-            let m = tdx.mmu.stats();
-            stats.mmu.faults = m.faults;
-            stats.mmu.fault_retries = m.fault_retries;
-            stats.mmu.zaps = m.zaps;
-            stats.mmu.maps_4k = m.maps_4k;
-            stats.mmu.maps_2m = m.maps_2m;
-            stats.mmu.maps_1g = m.maps_1g;
-            stats.mmu.implicit_conversions = m.implicit_conversions;
-            stats.mmu.conversions = m.map_gpa_pages;
-            stats.tdx = Some(crate::stats::TdxRunStats {
-                counters: tdx.tdx,
-                mmu: m,
-            });
-            (stats, tdx.host.first_hostcall)
-        }
-    };
-    stats.boot_ms = first_hostcall.map_or(0.0, |t| t.duration_since(start).as_secs_f64() * 1e3);
-    stats.run_ms = start.elapsed().as_secs_f64() * 1e3;
+    let (_, mut vm) = launch(bytes, a.platform, a.memory, None, a.strict_memory)?;
+    let result = run_vm(&mut vm);
+    let stats = stats(&mut vm, start);
     if a.stats {
         eprint!("{}", stats.render());
     }

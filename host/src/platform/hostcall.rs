@@ -5,7 +5,7 @@
 //! function serves each operation.
 
 use super::Stop;
-use crate::stats::{syscall_name, Stats};
+use crate::stats::{syscall_name, RunCounters};
 use crate::vmm::memory::{GuestMemory, MemoryError};
 use nacre_shared_abi::hostcall::{
     terminal_reply_size, ClockReply, EvidenceKind, HostcallHeader, HostcallOp, HOSTCALL_AREA_SIZE,
@@ -57,7 +57,7 @@ enum Reply {
 /// must be shared memory, or the guest broke the protocol.
 pub fn serve(
     mem: &GuestMemory,
-    stats: &mut Stats,
+    stats: &mut RunCounters,
     host: &mut HostcallHost,
     is_shared: impl Fn(u64, u64) -> bool,
     area: u64,
@@ -91,7 +91,7 @@ pub fn serve(
     }
     h.status = 0;
     h.result = 0;
-    *stats.hostcalls.entry(op_name(op)).or_insert(0) += 1;
+    stats.hostcall(op_name(op));
     let data = area + HOSTCALL_DATA_OFFSET;
     let reply = match op {
         HostcallOp::Write => write(mem, host, &mut h, data)?,
@@ -212,7 +212,7 @@ fn read(
 /// Exit: the app's status and its unsupported-syscall counts.
 fn exit(
     mem: &GuestMemory,
-    stats: &mut Stats,
+    stats: &mut RunCounters,
     h: &HostcallHeader,
     data: u64,
 ) -> Result<Reply, MemoryError> {

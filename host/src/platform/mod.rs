@@ -1,12 +1,34 @@
-//! Platform backends. `emulated-snp` and `emulated-tdx` play the SEV-SNP hardware's
-//! and the TDX module's part in software on a plain KVM VM (DESIGN.md 3.1); hardware
-//! backends come later.
+//! Platforms: the one seam between nacre's generic VMM and the confidential-computing
+//! hardware (or its emulation).
+//!
+//! A platform implements [`Platform`]: it launches a VM from a loaded image (its
+//! launch function in the registry), answers the exits only it understands (the
+//! doorbells, MSRs, emulation failures), gives the generic memory-fault path its
+//! memory and hypervisor MMU, and reports its counters and attestation endorsements.
+//! Generic code (the CLI, the vCPU loop, [`crate::exits`]) knows platforms only
+//! through this trait and through [`PLATFORMS`], the one place where they are named.
+//!
+//! Adding a platform means a module here that implements [`Platform`] and a line in
+//! [`PLATFORMS`]; nothing generic changes.
 
 pub mod emulated_snp;
 pub mod emulated_tdx;
 pub mod hostcall;
+pub mod launch;
 
-use crate::vmm::memory::View;
+use crate::attest::evidence::Endorsements;
+use crate::attest::Evidence;
+use crate::exits::RunError;
+use crate::mmu::HypervisorMmu;
+use crate::stats::RunCounters;
+use crate::vmm::memory::{GuestMemory, View};
+use crate::vmm::vcpu::Vcpu;
+use hostcall::HostcallHost;
+use kvm_ioctls::{VcpuFd, VmFd};
+use launch::{LaunchConfig, SetupError};
+use nacre_loader::LoadedImage;
+use nacre_shared_abi::boot::PlatformKind;
+use nacre_shared_abi::doorbell::Doorbell;
 
 /// Why the VM stopped.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,4 +66,146 @@ pub enum Stop {
         /// R12 of the call; nacre's firmware puts its reason code in bits 7:0.
         code: u64,
     },
+}
+
+/// What a platform provides to the generic VMM once its VM is launched.
+pub trait Platform: Send + std::fmt::Debug {
+    /// The platform's name, as `--platform` takes it.
+    fn name(&self) -> &'static str;
+
+    /// Guest RAM.
+    fn memory(&self) -> &GuestMemory;
+
+    /// The hypervisor MMU that decides what the guest reaches through each view.
+    fn mmu(&self) -> &dyn HypervisorMmu;
+
+    /// The view a guest-physical address (as KVM reports it, with the platform's
+    /// C-bit or shared bit) goes through, and the address in guest RAM.
+    fn view_of(&self, gpa: u64) -> (View, u64);
+
+    /// Whether an access through the wrong view stops the guest (`--strict-memory`)
+    /// instead of converting the page.
+    fn strict_memory(&self) -> bool;
+
+    /// Exits, hostcalls and unsupported syscalls, counted as the run goes.
+    fn run_counters(&mut self) -> &mut RunCounters;
+
+    /// The platform's own counters and its MMU's, with their dotted keys.
+    fn counters(&self) -> Vec<(&'static str, u64)>;
+
+    /// The host side of the hostcalls (the console, clocks, when the app started).
+    fn hostcalls(&self) -> &HostcallHost;
+
+    /// A doorbell of the emulated platforms: the trapping instruction it stands for,
+    /// with its operands in `vcpu`'s registers.
+    fn doorbell(&mut self, vcpu: &mut dyn Vcpu, bell: Doorbell) -> Result<Option<Stop>, RunError> {
+        let _ = vcpu;
+        Err(RunError::Guest(format!(
+            "{bell:?} doorbell on {}, which has no doorbells",
+            self.name()
+        )))
+    }
+
+    /// A write to an I/O port that is not a doorbell.
+    fn io_out(
+        &mut self,
+        vcpu: &mut dyn Vcpu,
+        port: u16,
+        data: &[u8],
+    ) -> Result<Option<Stop>, RunError> {
+        let _ = (vcpu, data);
+        Err(RunError::Guest(format!(
+            "write to unknown I/O port {port:#x}"
+        )))
+    }
+
+    /// RDMSR of an MSR KVM hands to user space on vCPU `vcpu`: its value, or `None`
+    /// to inject #GP.
+    fn rdmsr(&mut self, vcpu: u32, index: u32) -> Option<u64> {
+        let _ = (vcpu, index);
+        None
+    }
+
+    /// WRMSR of an MSR KVM hands to user space: `false` to inject #GP.
+    fn wrmsr(&mut self, vcpu: u32, index: u32, value: u64) -> bool {
+        let _ = (vcpu, index, value);
+        false
+    }
+
+    /// KVM could not emulate a guest instruction: `Ok(true)` if the platform dealt
+    /// with it and the guest may resume.
+    fn emulation_failure(&mut self, vcpu: &mut dyn Vcpu) -> Result<bool, RunError> {
+        let _ = vcpu;
+        Ok(false)
+    }
+
+    /// What a verifier needs besides `evidence`, which this platform's guest sent
+    /// (`nacre attest`): certificates, revocation lists, collateral.
+    fn endorsements(&mut self, evidence: &Evidence) -> Result<Endorsements, String>;
+}
+
+/// A VM ready to run: its KVM objects and the platform that serves it.
+#[derive(Debug)]
+pub struct Vm {
+    /// The boot processor.
+    pub vcpu: VcpuFd,
+    /// Keeps the VM alive (dropped before the memory it maps: field order).
+    pub vm: VmFd,
+    /// The platform, which owns guest RAM.
+    pub platform: Box<dyn Platform>,
+    /// Host memory mapped into the VM outside guest RAM (the TDX reset page), kept
+    /// until the VM is gone.
+    pub extra: Vec<launch::HostPage>,
+}
+
+/// A platform as the command line names it, and how to launch it.
+#[derive(Debug, Clone, Copy)]
+pub struct Registration {
+    /// `--platform NAME`.
+    pub name: &'static str,
+    /// One line for `--help`.
+    pub about: &'static str,
+    /// The part of an image this platform boots.
+    pub image: PlatformKind,
+    /// Launch a VM of `image`, or say why this platform cannot.
+    pub launch: fn(&LoadedImage, &LaunchConfig) -> Result<Vm, SetupError>,
+}
+
+/// Every platform nacre knows, the default first.
+pub static PLATFORMS: &[Registration] = &[
+    emulated_snp::REGISTRATION,
+    emulated_tdx::REGISTRATION,
+    Registration {
+        name: "snp",
+        about: "AMD SEV-SNP hardware through upstream KVM (not available yet)",
+        image: PlatformKind::Snp,
+        launch: |_, _| Err(SetupError::Unavailable("the SEV-SNP hardware platform")),
+    },
+    Registration {
+        name: "tdx",
+        about: "Intel TDX hardware through upstream KVM (not available yet)",
+        image: PlatformKind::Tdx,
+        launch: |_, _| Err(SetupError::Unavailable("the TDX hardware platform")),
+    },
+];
+
+/// The platform called `name`.
+pub fn by_name(name: &str) -> Option<&'static Registration> {
+    PLATFORMS.iter().find(|p| p.name == name)
+}
+
+/// Parse `--platform`, naming the platforms there are when `name` is none of them.
+pub fn parse(name: &str) -> Result<&'static Registration, String> {
+    by_name(name).ok_or_else(|| {
+        let names: Vec<_> = PLATFORMS.iter().map(|p| p.name).collect();
+        format!(
+            "unknown platform {name:?}; the platforms are {}",
+            names.join(", ")
+        )
+    })
+}
+
+/// The default platform.
+pub fn default_platform() -> &'static Registration {
+    &PLATFORMS[0]
 }

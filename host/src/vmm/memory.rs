@@ -6,6 +6,9 @@
 //! Guest memory is only touched through raw-pointer copies, never Rust references
 //! (the guest may change it at any time while a vCPU runs).
 
+use crate::mmu::attributes::Kind;
+use crate::mmu::Backing;
+use nacre_shared_abi::layout::PAGE_SIZE_4K;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
@@ -38,6 +41,16 @@ pub enum View {
     Shared,
     /// C-bit set: the guest's private memory.
     Private,
+}
+
+impl View {
+    /// The attribute an access through this view asks the page to have.
+    pub fn kind(self) -> Kind {
+        match self {
+            View::Shared => Kind::Shared,
+            View::Private => Kind::Private,
+        }
+    }
 }
 
 impl std::fmt::Display for View {
@@ -258,5 +271,28 @@ impl Drop for GuestMemory {
             // SAFETY: unmapping our own mappings of `size` bytes, once.
             unsafe { libc::munmap(p.cast(), self.size as usize) };
         }
+    }
+}
+
+/// The host MMU's mappings take effect as the protection of the two views; memory
+/// goes back to the host by punching holes in the memfd.
+impl Backing for GuestMemory {
+    type Error = MemoryError;
+
+    fn set_access(&self, kind: Kind, gfn: u64, pages: u64, on: bool) -> Result<(), MemoryError> {
+        let view = match kind {
+            Kind::Private => View::Private,
+            Kind::Shared => View::Shared,
+        };
+        self.protect(view, gfn * PAGE_SIZE_4K, pages * PAGE_SIZE_4K, on)
+    }
+
+    fn discard(&self, gfn: u64, pages: u64) -> Result<(), MemoryError> {
+        GuestMemory::discard(self, gfn * PAGE_SIZE_4K, pages * PAGE_SIZE_4K)
+    }
+
+    fn zero_fresh(&self, gfn: u64, pages: u64) -> Result<(), MemoryError> {
+        // Punching a hole zeroes the pages and frees any the host had written.
+        GuestMemory::discard(self, gfn * PAGE_SIZE_4K, pages * PAGE_SIZE_4K)
     }
 }

@@ -1,5 +1,5 @@
-//! The microVMM: guest memory with its two views, KVM objects, the vCPU loop.
+//! The generic microVMM: guest memory with its two views, and the vCPU loop that runs
+//! KVM and hands each exit to [`crate::exits`].
 
 pub mod memory;
-pub mod run;
-pub mod setup;
+pub mod vcpu;

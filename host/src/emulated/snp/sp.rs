@@ -14,6 +14,7 @@
 //! security processor does. Everything in the request page is guest input: a malformed
 //! or unauthenticated request gets a firmware error, never a panic.
 
+use crate::exits::snp::guest_request::{SecurityProcessor, FW_ERR_PLATFORM};
 use aes_gcm::aead::{AeadInPlace, KeyInit};
 use aes_gcm::{Aes256Gcm, Key, Nonce, Tag};
 use nacre_loader::measure::snp::{LaunchDigest, PageType};
@@ -53,10 +54,6 @@ pub trait ReportSigner {
     fn chip_id(&self) -> [u8; 64];
 }
 
-/// SEV firmware status `SEV_RET_HWSEV_RET_PLATFORM` (Linux
-/// `include/uapi/linux/psp-sev.h`): the emulated platform has no key to sign with.
-pub const FW_ERR_PLATFORM: u64 = 0x13;
-
 /// The report signer, loaded when the guest first asks for a report.
 pub type LazySigner = crate::emulated::LazyKeys<Box<dyn ReportSigner + Send>>;
 
@@ -69,6 +66,26 @@ impl ReportSigner for crate::emulated::snp::keys::EmulatedSnpKeys {
     }
     fn chip_id(&self) -> [u8; 64] {
         *crate::emulated::snp::keys::EmulatedSnpKeys::chip_id(self)
+    }
+}
+
+/// The emulated security processor as guest requests reach it: the processor of one
+/// launch and the key hierarchy that signs its reports, loaded on the first request.
+#[derive(Debug)]
+pub struct EmulatedSecurityProcessor {
+    /// The processor.
+    pub sp: EmulatedSp,
+    /// Its VCEK and the rest of the hierarchy.
+    pub signer: LazySigner,
+}
+
+impl SecurityProcessor for EmulatedSecurityProcessor {
+    fn guest_request(&mut self, request: &[u8; 4096]) -> Result<[u8; 4096], u64> {
+        let Some(signer) = self.signer.get() else {
+            // No key to sign with: the platform's error.
+            return Err(FW_ERR_PLATFORM);
+        };
+        self.sp.guest_request(request, &**signer)
     }
 }
 

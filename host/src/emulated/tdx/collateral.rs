@@ -43,10 +43,11 @@ use x509_cert::time::Validity;
 use x509_cert::Version;
 
 use super::keys::{
-    cert_pem, chain_pem, emulated_tee_tcb_info, encode_err, extension, key_identifier, read_cert,
-    read_file, read_key, CertSpec, KeysError, EMULATED_CPUSVN, EMULATED_FMSPC, EMULATED_PCEID,
-    EMULATED_PCESVN, EMULATED_QE_ISVSVN, QE_ATTRIBUTES,
+    cert_pem, chain_pem, encode_err, extension, key_identifier, read_cert, read_file, read_key,
+    CertSpec, KeysError, EMULATED_CPUSVN, EMULATED_FMSPC, EMULATED_PCEID, EMULATED_PCESVN,
 };
+use super::module::emulated_tee_tcb_info;
+use super::quoting::{EMULATED_QE_ISVSVN, QE_ATTRIBUTES};
 use crate::attest::tdx::{Collateral, INTEL_QE_MRSIGNER, INTEL_TD_QE_ISVPRODID};
 use crate::attest::x509::{Cert, OID_ECDSA_WITH_SHA256};
 use crate::attest::{hex, time};

@@ -1,6 +1,6 @@
-//! The attestation path of the `emulated-tdx` platform, host side: the emulated TDX
-//! module's TDREPORT and an emulated TD quoting enclave (QE) that turns it into a
-//! TDX quote version 4 the verifier in [`crate::attest::tdx`] checks like a real one.
+//! The key hierarchy of the `emulated-tdx` platform's attestation path, laid out
+//! like Intel's: the quotes of [`super::quoting`] verify with the verifier in
+//! [`crate::attest::tdx`] like real ones, but only against this host's root.
 //!
 //! # What is emulated, and how it is told apart
 //!
@@ -8,25 +8,15 @@
 //! it with a key only the CPU knows; Intel's TD quoting enclave checks that MAC
 //! (EVERIFYREPORT2), and signs a quote with an attestation key that it certifies
 //! with a QE report signed by the platform's PCK key, whose certificate chains to
-//! the Intel SGX Root CA. Here every part is software on the host:
-//!
-//! - [`TdxReportKey`] stands in for the CPU's report MAC key and algorithm, which
-//!   are internal to the CPU: HMAC-SHA-256 with a random 32-byte key, over the bytes
-//!   of REPORTMACSTRUCT before the MAC (`[0, 0xE0)`, SPECS.md 6.5). Only this host
-//!   process can check it, as only the same platform can on real hardware.
-//! - [`EmulatedTdxKeys`] is an Intel-style PCK hierarchy generated once per host:
-//!   a root CA, a "PCK Platform CA", a PCK certificate carrying Intel's SGX
-//!   extension (OID 1.2.840.113741.1.13.1, with the emulated FMSPC, PCE ID, TCB
-//!   components, PCESVN and CPUSVN), and the QE's attestation key. Every subject
-//!   name says "nacre emulated".
-//! - [`QuotingEnclave`] builds the quote. Its QE report carries the MRSIGNER and
-//!   ISVPRODID of Intel's TD quoting enclave so that the verifier's QE identity
-//!   check applies unchanged; what makes an emulated quote worthless to anyone who
-//!   does not choose to trust this host is its chain, which ends at the emulated
-//!   root and never at Intel's: verified against the built-in roots it fails the
-//!   `ca-signed-by-root` and `root-trusted` checks. A verifier trusts an emulated
-//!   quote only when given this host's root explicitly
-//!   (`TrustAnchors::new(vec![], keys.root_cert())`).
+//! the Intel SGX Root CA. Here every part is software on the host: the report key is
+//! [`super::module::TdxReportKey`], the enclave [`super::quoting::QuotingEnclave`],
+//! and [`EmulatedTdxKeys`] an Intel-style PCK hierarchy generated once per host: a
+//! root CA, a "PCK Platform CA", a PCK certificate carrying Intel's SGX extension
+//! (OID 1.2.840.113741.1.13.1, with the emulated FMSPC, PCE ID, TCB components,
+//! PCESVN and CPUSVN), and the QE's attestation key. Every subject name says "nacre
+//! emulated". Verified against the built-in roots an emulated quote fails the
+//! `ca-signed-by-root` and `root-trusted` checks; a verifier trusts one only when
+//! given this host's root explicitly.
 //!
 //! # The key directory
 //!
@@ -45,7 +35,7 @@
 //! | `root-ca.crl` | the root's CRL, empty (DER) | 0644 |
 //! | `pck-platform-ca.crl` | the PCK Platform CA's CRL, empty (DER) | 0644 |
 //!
-//! The last four are the emulated DCAP collateral's ([`collateral`]); a directory
+//! The last four are the emulated DCAP collateral's ([`super::collateral`]); a directory
 //! made before nacre made collateral has none of them, works as before, and has no
 //! collateral ([`EmulatedTdxKeys::collateral`] says to remove it).
 //!
@@ -70,15 +60,10 @@ use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use hmac::{Hmac, Mac};
-use nacre_shared_abi::tdx_report::{
-    ReportType, TdInfo, TdReport, TeeTcbInfo, REPORT_DATA_SIZE, REPORT_MAC_SIZE, REPORT_SUBTYPE_TD,
-    REPORT_TYPE_TDX, SHA384_SIZE, TDREPORT_SIZE,
-};
 use p256::ecdsa::signature::Signer;
 use p256::ecdsa::{Signature, SigningKey};
 use p256::pkcs8::{DecodePrivateKey, EncodePrivateKey, LineEnding};
-use sha2::{Digest, Sha256, Sha384};
+use sha2::{Digest, Sha256};
 use thiserror::Error;
 use x509_cert::certificate::{Certificate, TbsCertificate, Version};
 use x509_cert::der::asn1::{Any, BitString, OctetString, OctetStringRef, UtcTime};
@@ -92,13 +77,8 @@ use x509_cert::name::Name;
 use x509_cert::serial_number::SerialNumber;
 use x509_cert::spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
 use x509_cert::time::{Time, Validity};
-use zerocopy::{FromZeros, IntoBytes};
 
-use crate::attest::tdx::{
-    Collateral, QeReport, QuoteHeader, TdQuoteBody, ATT_KEY_TYPE_ECDSA_P256, CERT_DATA_PCK_CHAIN,
-    CERT_DATA_QE_REPORT, INTEL_QE_MRSIGNER, INTEL_QE_VENDOR_ID, INTEL_TD_QE_ISVPRODID,
-    P256_PAIR_SIZE, QUOTE_VERSION_4, TEE_TYPE_TDX,
-};
+use crate::attest::tdx::{Collateral, P256_PAIR_SIZE};
 use crate::attest::x509::{Cert, OID_ECDSA_WITH_SHA256, OID_EC_PUBLIC_KEY, OID_SECP256R1};
 
 /// File of the root CA certificate (PEM).
@@ -203,35 +183,6 @@ pub const EMULATED_FMSPC: [u8; 6] = *b"NACRE\0";
 /// SGX type in the PCK certificate: 1, scalable, as Intel's Platform CA issues
 /// them for TDX-capable platforms (the certificate in the real quote).
 const EMULATED_SGX_TYPE: u8 = 1;
-/// ISVSVN of the emulated quoting enclave. An arbitrary value.
-pub const EMULATED_QE_ISVSVN: u16 = 1;
-/// ATTRIBUTES of the quoting enclave's report: flags INIT, MODE64BIT and
-/// PROVISIONKEY (0x15) and XFRM 0xE7, as Intel's TD QE reports them (the real quote
-/// in `tests/vectors/go-tdx-guest`).
-pub(super) const QE_ATTRIBUTES: [u8; 16] = [0x15, 0, 0, 0, 0, 0, 0, 0, 0xE7, 0, 0, 0, 0, 0, 0, 0];
-/// QE authentication data: the 32 bytes 0, 1, ..., 31, as Intel's TD QE sends (the
-/// real quote in `tests/vectors/go-tdx-guest`).
-const QE_AUTH_DATA: [u8; 32] = {
-    let mut data = [0u8; 32];
-    let mut i = 0;
-    while i < 32 {
-        data[i] = i as u8;
-        i += 1;
-    }
-    data
-};
-/// TEE_TCB_INFO.VALID of a TDX 1.0 module signed by Intel: bits 0 to 8 (VALID,
-/// TEE_TCB_SVN, MRSEAM), little-endian `ff 01 00 ..` (SEAMREPORT in Intel's ISA
-/// extensions specification).
-const TEE_TCB_INFO_VALID_INTEL_MODULE: u64 = 0x1FF;
-/// TEE_TCB_SVN of the emulated TDX module: byte 0 its SVN, byte 1 its major version
-/// (dcap-qvl reads `TDX_01` from it). Arbitrary values.
-const EMULATED_TEE_TCB_SVN: [u8; 16] = [1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-/// REPORTTYPE.VERSION of the emulated TDREPORT: 0, the TDX 1.0 report (its
-/// TEE_TCB_INFO has no TEE_TCB_SVN2, and the quote carries a TDX 1.0 body).
-const REPORT_TYPE_VERSION: u8 = 0;
-/// Size of the report MAC key.
-const REPORT_KEY_SIZE: usize = 32;
 /// End of the certificates' validity: 2049-12-31T23:59:59Z, the last UTCTime
 /// (RFC 5280 4.1.2.5) and the end of Intel's SGX Root CA.
 const NOT_AFTER_UNIX: u64 = 2_524_607_999;
@@ -314,165 +265,6 @@ pub enum KeysError {
     },
 }
 
-/// Why the emulated quoting enclave refuses a TDREPORT.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
-pub enum QuoteError {
-    /// Not 1024 bytes.
-    #[error("a TDREPORT is {TDREPORT_SIZE} bytes, not {0}")]
-    ReportSize(usize),
-    /// The MAC does not verify with this host's report key.
-    #[error(
-        "the TDREPORT's MAC does not verify: the emulated TDX module of this host did not \
-         make it, or it was changed"
-    )]
-    Mac,
-    /// TEE_TCB_INFO_HASH is not the SHA-384 of TEE_TCB_INFO.
-    #[error("TEE_TCB_INFO_HASH is not the SHA-384 of the report's TEE_TCB_INFO")]
-    TeeTcbInfoHash,
-    /// TEE_INFO_HASH is not the SHA-384 of TDINFO.
-    #[error("TEE_INFO_HASH is not the SHA-384 of the report's TDINFO")]
-    TdInfoHash,
-    /// Not a TDX report of subtype 0.
-    #[error("REPORTTYPE {tee_type:#x}/{subtype} is not a TD report (0x81/0)")]
-    ReportType {
-        /// REPORTTYPE.TYPE.
-        tee_type: u8,
-        /// REPORTTYPE.SUBTYPE.
-        subtype: u8,
-    },
-    /// A reserved byte is not zero.
-    #[error("byte {0:#x} of the TDREPORT is reserved but not zero")]
-    Reserved(usize),
-    /// A part of the quote does not fit its length field.
-    #[error("the {0} does not fit its length field")]
-    TooLarge(&'static str),
-}
-
-/// The emulated TDX module's report key: the stand-in for the CPU's internal MAC
-/// key (see the module documentation). Random for each instance; never printed.
-pub struct TdxReportKey {
-    key: [u8; REPORT_KEY_SIZE],
-}
-
-impl std::fmt::Debug for TdxReportKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TdxReportKey").finish_non_exhaustive()
-    }
-}
-
-type HmacSha256 = Hmac<Sha256>;
-
-impl TdxReportKey {
-    /// A fresh random key (per host or per VM: reports made with one key only
-    /// verify with it).
-    pub fn generate() -> Result<Self, KeysError> {
-        let mut key = [0u8; REPORT_KEY_SIZE];
-        getrandom::getrandom(&mut key).map_err(KeysError::Random)?;
-        Ok(Self { key })
-    }
-
-    fn mac(&self, report: &TdReport) -> HmacSha256 {
-        let mut mac = HmacSha256::new_from_slice(&self.key).expect("HMAC takes keys of any length");
-        mac.update(report.report_mac.maced_bytes());
-        mac
-    }
-
-    /// TDG.MR.REPORT as the TDX module answers it: a TDREPORT of `td_info` and
-    /// `tee_tcb_info` (their reserved bytes zero whatever the arguments hold), the
-    /// caller's `report_data`, type 0x81 subtype 0, the platform's CPUSVN, the
-    /// SHA-384 hashes of TEE_TCB_INFO and TDINFO, and the MAC.
-    pub fn td_report(
-        &self,
-        td_info: &TdInfo,
-        tee_tcb_info: &TeeTcbInfo,
-        report_data: &[u8; REPORT_DATA_SIZE],
-    ) -> [u8; TDREPORT_SIZE] {
-        let mut report = TdReport::new_zeroed();
-        let tcb = &mut report.tee_tcb_info;
-        tcb.valid = tee_tcb_info.valid;
-        tcb.tee_tcb_svn = tee_tcb_info.tee_tcb_svn;
-        tcb.mr_seam = tee_tcb_info.mr_seam;
-        tcb.mr_signer_seam = tee_tcb_info.mr_signer_seam;
-        tcb.attributes = tee_tcb_info.attributes;
-        tcb.tee_tcb_svn2 = tee_tcb_info.tee_tcb_svn2;
-        let td = &mut report.td_info;
-        td.attributes = td_info.attributes;
-        td.xfam = td_info.xfam;
-        td.mr_td = td_info.mr_td;
-        td.mr_config_id = td_info.mr_config_id;
-        td.mr_owner = td_info.mr_owner;
-        td.mr_owner_config = td_info.mr_owner_config;
-        td.rtmr = td_info.rtmr;
-        td.servtd_hash = td_info.servtd_hash;
-
-        let mac = &mut report.report_mac;
-        mac.report_type = ReportType {
-            tee_type: REPORT_TYPE_TDX,
-            subtype: REPORT_SUBTYPE_TD,
-            version: REPORT_TYPE_VERSION,
-            reserved: 0,
-        };
-        mac.cpu_svn = EMULATED_CPUSVN;
-        mac.tee_tcb_info_hash = sha384(report.tee_tcb_info.as_bytes());
-        mac.tee_info_hash = sha384(report.td_info.as_bytes());
-        mac.report_data = *report_data;
-        let tag: [u8; REPORT_MAC_SIZE] = self.mac(&report).finalize().into_bytes().into();
-        report.report_mac.mac = tag;
-
-        let mut out = [0u8; TDREPORT_SIZE];
-        out.copy_from_slice(report.as_bytes());
-        out
-    }
-
-    /// Check `td_report` as the quoting enclave does: 1024 bytes, the MAC (compared
-    /// in constant time), both hashes, a TD report type and zero reserved bytes.
-    /// Any byte changed after [`TdxReportKey::td_report`] made it fails one of these.
-    pub fn verify(&self, td_report: &[u8]) -> Result<TdReport, QuoteError> {
-        let report =
-            TdReport::from_bytes(td_report).map_err(|_| QuoteError::ReportSize(td_report.len()))?;
-        self.mac(&report)
-            .verify_slice(&report.report_mac.mac)
-            .map_err(|_| QuoteError::Mac)?;
-        if report.report_mac.tee_tcb_info_hash != sha384(report.tee_tcb_info.as_bytes()) {
-            return Err(QuoteError::TeeTcbInfoHash);
-        }
-        if report.report_mac.tee_info_hash != sha384(report.td_info.as_bytes()) {
-            return Err(QuoteError::TdInfoHash);
-        }
-        let kind = report.report_mac.report_type;
-        if kind.tee_type != REPORT_TYPE_TDX || kind.subtype != REPORT_SUBTYPE_TD {
-            return Err(QuoteError::ReportType {
-                tee_type: kind.tee_type,
-                subtype: kind.subtype,
-            });
-        }
-        if let Some(at) = report.first_nonzero_reserved() {
-            return Err(QuoteError::Reserved(at));
-        }
-        Ok(report)
-    }
-
-    /// Whether [`TdxReportKey::verify`] accepts `td_report`.
-    pub fn check(&self, td_report: &[u8; TDREPORT_SIZE]) -> bool {
-        self.verify(td_report).is_ok()
-    }
-}
-
-/// The emulated TDX module's TEE_TCB_INFO: VALID as an Intel-signed TDX 1.0 module
-/// reports it, its TEE_TCB_SVN, MRSEAM = SHA-384("nacre emulated TDX module"),
-/// MRSIGNERSEAM and ATTRIBUTES zero (as for a module Intel signs).
-pub fn emulated_tee_tcb_info() -> TeeTcbInfo {
-    let mut info = TeeTcbInfo::new_zeroed();
-    info.valid = TEE_TCB_INFO_VALID_INTEL_MODULE.to_le_bytes();
-    info.tee_tcb_svn = EMULATED_TEE_TCB_SVN;
-    info.mr_seam = sha384(b"nacre emulated TDX module");
-    info
-}
-
-fn sha384(bytes: &[u8]) -> [u8; SHA384_SIZE] {
-    Sha384::digest(bytes).into()
-}
-
 /// The emulated platform's PCK hierarchy and the quoting enclave's attestation
 /// key, kept in a directory (see the module documentation). Never prints its keys.
 pub struct EmulatedTdxKeys {
@@ -480,9 +272,9 @@ pub struct EmulatedTdxKeys {
     root: Cert,
     pck_ca: Cert,
     pck: Cert,
-    pck_key: SigningKey,
-    attestation_key: SigningKey,
-    chain_pem: Vec<u8>,
+    pub(super) pck_key: SigningKey,
+    pub(super) attestation_key: SigningKey,
+    pub(super) chain_pem: Vec<u8>,
     collateral: Option<super::collateral::CollateralKeys>,
 }
 
@@ -662,7 +454,7 @@ impl EmulatedTdxKeys {
     }
 
     /// DCAP collateral for this platform's quotes, issued at `at` (see
-    /// [`collateral`]): with it, dcap-qvl appraises an emulated quote's TCB as
+    /// [`super::collateral`]): with it, dcap-qvl appraises an emulated quote's TCB as
     /// UpToDate until [`super::collateral::COLLATERAL_VALIDITY`] after `at`.
     pub fn collateral(&self, at: SystemTime) -> Result<Collateral, KeysError> {
         let keys = self
@@ -1068,134 +860,6 @@ fn generate() -> Result<Generated, KeysError> {
         attestation_key,
         collateral,
     })
-}
-
-/// The emulated TD quoting enclave: its identity in the QE report it puts in every
-/// quote (MRSIGNER and ISVPRODID of Intel's TD QE, an emulated MRENCLAVE and
-/// ISVSVN). It holds no secret; the keys are [`EmulatedTdxKeys`]'.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct QuotingEnclave {
-    mr_enclave: [u8; 32],
-    isv_svn: u16,
-}
-
-impl Default for QuotingEnclave {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl QuotingEnclave {
-    /// The emulated QE: MRENCLAVE = SHA-256("nacre emulated TD quoting enclave"),
-    /// ISVSVN [`EMULATED_QE_ISVSVN`].
-    pub fn new() -> Self {
-        Self {
-            mr_enclave: Sha256::digest(b"nacre emulated TD quoting enclave").into(),
-            isv_svn: EMULATED_QE_ISVSVN,
-        }
-    }
-
-    /// Turn `td_report` (from the guest: untrusted) into a TDX quote version 4
-    /// (SPECS.md 6.6), or refuse it as the real QE does when EVERIFYREPORT2 fails:
-    /// see [`TdxReportKey::verify`].
-    ///
-    /// The quote: header (version 4, ECDSA P-256 attestation key, TEE type 0x81,
-    /// Intel's QE vendor ID, user data starting with a QE ID derived from the
-    /// attestation key); the TD quote body copied from the report; the attestation
-    /// key's signature over both; and certification data type 6: the QE report
-    /// (its report data SHA-256(attestation key || QE auth data) then 32 zero
-    /// bytes) signed by the PCK key, the QE auth data, and certification data type
-    /// 5, the PEM chain PCK certificate, PCK Platform CA, root.
-    pub fn quote(
-        &self,
-        keys: &EmulatedTdxKeys,
-        report_key: &TdxReportKey,
-        td_report: &[u8],
-    ) -> Result<Vec<u8>, QuoteError> {
-        let report = report_key.verify(td_report)?;
-        let attestation_public = keys.attestation_public_key();
-
-        let mut header = QuoteHeader::new_zeroed();
-        header.version = QUOTE_VERSION_4;
-        header.att_key_type = ATT_KEY_TYPE_ECDSA_P256;
-        header.tee_type = TEE_TYPE_TDX;
-        header.qe_vendor_id = INTEL_QE_VENDOR_ID;
-        let qe_id = Sha256::digest(attestation_public);
-        header.user_data[..16].copy_from_slice(&qe_id[..16]);
-
-        let tcb = &report.tee_tcb_info;
-        let td = &report.td_info;
-        let body = TdQuoteBody {
-            tee_tcb_svn: tcb.tee_tcb_svn,
-            mr_seam: tcb.mr_seam,
-            mr_signer_seam: tcb.mr_signer_seam,
-            seam_attributes: tcb.attributes,
-            td_attributes: td.attributes.to_le_bytes(),
-            xfam: td.xfam.to_le_bytes(),
-            mr_td: td.mr_td,
-            mr_config_id: td.mr_config_id,
-            mr_owner: td.mr_owner,
-            mr_owner_config: td.mr_owner_config,
-            rtmr: td.rtmr,
-            report_data: report.report_mac.report_data,
-        };
-
-        let mut quote = Vec::with_capacity(0x300 + keys.chain_pem.len() + 0x300);
-        quote.extend_from_slice(header.as_bytes());
-        quote.extend_from_slice(body.as_bytes());
-        let signature: Signature = keys.attestation_key.sign(&quote);
-
-        let qe_report = self.qe_report(&attestation_public);
-        let qe_signature: Signature = keys.pck_key.sign(qe_report.as_bytes());
-
-        let mut pck_chain = Vec::with_capacity(6 + keys.chain_pem.len());
-        pck_chain.extend_from_slice(&CERT_DATA_PCK_CHAIN.to_le_bytes());
-        pck_chain.extend_from_slice(&len_u32(keys.chain_pem.len(), "PCK chain")?.to_le_bytes());
-        pck_chain.extend_from_slice(&keys.chain_pem);
-
-        let mut qe_cert_data = Vec::new();
-        qe_cert_data.extend_from_slice(qe_report.as_bytes());
-        qe_cert_data.extend_from_slice(&qe_signature.to_bytes());
-        let auth_len =
-            u16::try_from(QE_AUTH_DATA.len()).map_err(|_| QuoteError::TooLarge("QE auth data"))?;
-        qe_cert_data.extend_from_slice(&auth_len.to_le_bytes());
-        qe_cert_data.extend_from_slice(&QE_AUTH_DATA);
-        qe_cert_data.extend_from_slice(&pck_chain);
-
-        let mut signed = Vec::new();
-        signed.extend_from_slice(&signature.to_bytes());
-        signed.extend_from_slice(&attestation_public);
-        signed.extend_from_slice(&CERT_DATA_QE_REPORT.to_le_bytes());
-        signed.extend_from_slice(
-            &len_u32(qe_cert_data.len(), "QE report certification data")?.to_le_bytes(),
-        );
-        signed.extend_from_slice(&qe_cert_data);
-
-        quote.extend_from_slice(&len_u32(signed.len(), "signed data")?.to_le_bytes());
-        quote.extend_from_slice(&signed);
-        Ok(quote)
-    }
-
-    /// The QE report certifying `attestation_public`.
-    fn qe_report(&self, attestation_public: &[u8; P256_PAIR_SIZE]) -> QeReport {
-        let mut qe = QeReport::new_zeroed();
-        qe.cpu_svn = EMULATED_CPUSVN;
-        qe.attributes = QE_ATTRIBUTES;
-        qe.mr_enclave = self.mr_enclave;
-        qe.mr_signer = INTEL_QE_MRSIGNER;
-        qe.isv_prod_id = INTEL_TD_QE_ISVPRODID;
-        qe.isv_svn = self.isv_svn;
-        let binding = Sha256::new()
-            .chain_update(attestation_public)
-            .chain_update(QE_AUTH_DATA)
-            .finalize();
-        qe.report_data[..32].copy_from_slice(&binding);
-        qe
-    }
-}
-
-fn len_u32(len: usize, what: &'static str) -> Result<u32, QuoteError> {
-    u32::try_from(len).map_err(|_| QuoteError::TooLarge(what))
 }
 
 #[cfg(test)]

@@ -19,11 +19,102 @@
 //! Every entry is decoded with [`PscEntry::decode`], which is stricter than KVM
 //! (reserved bits and unknown operations are refused too).
 
+use super::vmgexit::refuse;
+use super::SnpContext;
+use crate::mmu::attributes::Kind;
+use crate::mmu::HypervisorMmu;
+use crate::platform::Stop;
+use crate::vmm::memory::{GuestMemory, MemoryError};
+use nacre_shared_abi::snp::ghcb::{Ghcb, GhcbErrorCode, GhcbField};
 use nacre_shared_abi::snp::msr_protocol::MsrPscOp;
 use nacre_shared_abi::snp::psc::{
     PageStateOp, PscDesc, PscEntry, PSC_ERROR_GENERIC, PSC_ERROR_INVALID_ENTRY,
     PSC_ERROR_INVALID_HDR, PSC_MAX_ENTRIES,
 };
+use zerocopy::{FromBytes, IntoBytes};
+
+/// Offset of the shared buffer in the GHCB page, where the descriptor must be
+/// (`sw_scratch` = GHCB GPA + 0x800; GHCB specification 56421, 4.1.6).
+const SHARED_BUFFER_OFFSET: u64 = 0x800;
+
+/// The PSC NAE event on the GHCB copy `g` of the page at `ghcb_gpa`: the descriptor in
+/// the shared buffer is processed by [`handle_psc`] on a copy, which is written back.
+pub fn nae(
+    ctx: &mut SnpContext<'_>,
+    ghcb_gpa: u64,
+    g: &mut Ghcb,
+) -> Result<Option<Stop>, MemoryError> {
+    ctx.counters.psc_calls += 1;
+    if !g.is_valid(GhcbField::SwScratch) || g.sw_scratch != ghcb_gpa + SHARED_BUFFER_OFFSET {
+        refuse(g, GhcbErrorCode::InvalidScratchArea);
+        return Ok(None);
+    }
+    let Ok(mut desc) = PscDesc::read_from_bytes(&g.shared_buffer) else {
+        refuse(g, GhcbErrorCode::InvalidInput);
+        return Ok(None);
+    };
+    let mut stats = PscStats::default();
+    let mut backend = MmuBackend {
+        mem: ctx.mem,
+        mmu: ctx.mmu,
+        failed: None,
+    };
+    let ret = handle_psc(&mut desc, &mut backend, ctx.psc_budget, &mut stats);
+    if let Some(e) = backend.failed {
+        return Err(e);
+    }
+    ctx.counters.psc_entries_4k += stats.entries_4k;
+    ctx.counters.psc_entries_2m += stats.entries_2m;
+    g.shared_buffer.copy_from_slice(desc.as_bytes());
+    g.sw_exit_info_2 = ret;
+    Ok(None)
+}
+
+/// Change `npages` pages from `gfn` to `op` through the host MMU, as the MSR
+/// protocol's page-state change does (the host's own failures included in `Err`).
+#[expect(
+    clippy::result_unit_err,
+    reason = "the contract: the host only reports that it failed (KVM: `hypercall.ret != 0`)"
+)]
+pub fn change(ctx: &SnpContext<'_>, gfn: u64, npages: u64, op: MsrPscOp) -> Result<(), ()> {
+    MmuBackend {
+        mem: ctx.mem,
+        mmu: ctx.mmu,
+        failed: None,
+    }
+    .change(gfn, npages, op, false)
+}
+
+/// The PSC backend: KVM's `KVM_HC_MAP_GPA_RANGE` exit as the VMM completes it, an
+/// attribute change in the host MMU (zap, reclaim, discard of converted pages).
+#[derive(Debug)]
+pub struct MmuBackend<'a> {
+    /// Guest RAM.
+    pub mem: &'a GuestMemory,
+    /// The MMU whose attributes change.
+    pub mmu: &'a dyn HypervisorMmu,
+    /// The host's own failure, if one stopped the change.
+    pub failed: Option<MemoryError>,
+}
+
+impl PageStateBackend for MmuBackend<'_> {
+    /// Pages already in the requested state are left alone, as KVM leaves a GFN whose
+    /// attribute does not change (no zap, no discard, the validated bit kept).
+    fn change(&mut self, gfn: u64, npages: u64, op: MsrPscOp, _huge: bool) -> Result<(), ()> {
+        let kind = match op {
+            MsrPscOp::Private => Kind::Private,
+            MsrPscOp::Shared => Kind::Shared,
+        };
+        match self.mmu.convert(self.mem, gfn, npages, kind) {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => Err(()),
+            Err(e) => {
+                self.failed = Some(e);
+                Err(())
+            }
+        }
+    }
+}
 
 /// Bits 11:0 of a raw PSC entry: `cur_page` (Linux `struct psc_entry`).
 const CUR_PAGE_MASK: u64 = 0xFFF;

@@ -5,7 +5,7 @@
 //! Views of guest memory kept consistent here:
 //! - [`Attributes`]: what the guest asked for (MapGPA), the source of truth;
 //! - [`Tdp`]: the shared view's mappings, installed by faults like the SNP MMU's;
-//! - [`mirror::Mirror`] and [`sept::Sept`]: the private view. The S-EPT decides what the
+//! - [`mirror::Mirror`] and [`crate::emulated::tdx::sept::Sept`]: the private view. The S-EPT decides what the
 //!   guest can reach privately (only MAPPED leaves); the mirror is the host's copy,
 //!   changed with the freeze protocol of [`mirror`] so that it never disagrees with
 //!   the S-EPT once no operation is in flight.
@@ -43,11 +43,13 @@ pub mod mirror;
 
 use super::attributes::{Attributes, Kind};
 use super::tdp::{Level, Mapping, Tdp};
-use super::{Access, Backing, Invalidations};
+use super::{Access, Backing, HypervisorMmu, Invalidations};
 use crate::emulated::tdx::sept::status::{
     self, OPERAND_BUSY, OPERAND_ID_RCX, OPERAND_INVALID, SUCCESS,
 };
 use crate::emulated::tdx::sept::{AcceptOutcome, Sept, SeptRegion, SeptState};
+use crate::stats;
+use crate::vmm::memory::{GuestMemory, MemoryError};
 use mirror::{Frozen, Mirror, MirrorEntry, Slot};
 use nacre_shared_abi::tdx::AcceptLevel;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -1169,3 +1171,71 @@ impl TdxMmu {
 
 #[cfg(test)]
 mod tests;
+
+impl stats::Counters for TdxStats {
+    fn entries(&self) -> Vec<(&'static str, u64)> {
+        vec![
+            ("tdp.faults", self.faults),
+            ("tdp.zaps", self.zaps),
+            ("tdp.maps_4k", self.maps_4k),
+            ("tdp.maps_2m", self.maps_2m),
+            ("tdp.maps_1g", self.maps_1g),
+            ("tdp.fault_retries", self.fault_retries),
+            ("memory.implicit_conversions", self.implicit_conversions),
+            ("memory.conversions", self.map_gpa_pages),
+            ("tdx.accept_4k", self.accept_4k),
+            ("tdx.accept_2m", self.accept_2m),
+            ("tdx.accept_size_mismatch", self.accept_size_mismatch),
+            ("tdx.accept_already", self.accept_already),
+            ("tdx.map_gpa_pages", self.map_gpa_pages),
+            ("sept.page_add", self.sept_page_add),
+            ("sept.aug", self.sept_aug),
+            ("sept.block", self.sept_block),
+            ("sept.demote", self.sept_demote),
+            ("sept.remove", self.sept_remove),
+            ("mirror.frozen_retries", self.mirror_frozen_retries),
+        ]
+    }
+}
+
+impl HypervisorMmu for TdxMmu {
+    fn pages(&self) -> u64 {
+        TdxMmu::pages(self)
+    }
+
+    fn access(
+        &self,
+        mem: &GuestMemory,
+        gfn: u64,
+        kind: Kind,
+        strict: bool,
+    ) -> Result<Access, MemoryError> {
+        TdxMmu::access(self, mem, gfn, kind, strict)
+    }
+
+    fn convert(
+        &self,
+        mem: &GuestMemory,
+        gfn: u64,
+        n: u64,
+        kind: Kind,
+    ) -> Result<Option<u64>, MemoryError> {
+        self.map_gpa(mem, gfn, n, kind == Kind::Private)
+    }
+
+    fn is_shared(&self, gfn: u64, n: u64) -> bool {
+        TdxMmu::is_shared(self, gfn, n)
+    }
+
+    fn reachable(&self, gfn: u64) -> (bool, bool) {
+        TdxMmu::reachable(self, gfn)
+    }
+
+    fn count_implicit_conversion(&self) {
+        TdxMmu::count_implicit_conversion(self);
+    }
+
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        stats::Counters::entries(&self.stats())
+    }
+}

@@ -478,7 +478,7 @@ enum Op {
     },
 }
 
-use crate::mmu::tests::{count, gfn, kind_of, PAGES};
+use crate::mmu::snp::tests::{count, gfn, kind_of, PAGES};
 
 fn accept_operand() -> impl Strategy<Value = (u64, AcceptLevel)> {
     prop_oneof![

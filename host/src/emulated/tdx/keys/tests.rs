@@ -3,12 +3,19 @@
 
 use super::*;
 use crate::attest::tdx::{self, check, verify_quote, Quote};
+use crate::attest::tdx::{INTEL_TD_QE_ISVPRODID, TEE_TYPE_TDX};
 use crate::attest::{hex, Expectations, TrustAnchors, Verification};
+use crate::emulated::tdx::module::{
+    emulated_tee_tcb_info, sha384, TdxReportKey, EMULATED_TEE_TCB_SVN,
+};
+use crate::emulated::tdx::quoting::{QuoteError, QuotingEnclave, EMULATED_QE_ISVSVN, QE_AUTH_DATA};
 use nacre_shared_abi::tdx::attributes;
+use nacre_shared_abi::tdx_report::{TdInfo, TdReport, TeeTcbInfo, TDREPORT_SIZE};
 use proptest::prelude::*;
 use std::os::unix::fs::PermissionsExt;
 use std::sync::{Arc, Barrier};
 use zerocopy::FromBytes;
+use zerocopy::FromZeros;
 
 /// A directory under the system's temporary directory, removed when dropped.
 struct TempDir(PathBuf);

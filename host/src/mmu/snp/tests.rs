@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 /// Views and contents as a guest would see them, plus a check that nothing assigned is
 /// ever discarded.
 struct TestBacking<'a> {
-    mmu: &'a Mmu,
+    mmu: &'a SnpMmu,
     /// `[private, shared]` reachability per page, as set by the MMU.
     views: RefCell<Vec<[bool; 2]>>,
     /// One byte of "contents" per page; discard zeroes it.
@@ -28,7 +28,7 @@ fn slot(kind: Kind) -> usize {
 }
 
 impl<'a> TestBacking<'a> {
-    fn new(mmu: &'a Mmu) -> Self {
+    fn new(mmu: &'a SnpMmu) -> Self {
         let n = mmu.pages() as usize;
         Self {
             mmu,
@@ -286,7 +286,7 @@ impl Model {
 // ----- invariants ----------------------------------------------------------------------------
 
 /// The invariants of DESIGN.md 4 on the MMU and what its backing shows.
-fn check_invariants(mmu: &Mmu, b: &TestBacking<'_>) -> Result<(), String> {
+fn check_invariants(mmu: &SnpMmu, b: &TestBacking<'_>) -> Result<(), String> {
     let views = b.views.borrow();
     if b.bad_discards.get() != 0 || mmu.stats().reclaim_refused != 0 {
         return Err("an assigned page was handed back to the host".into());
@@ -395,7 +395,7 @@ fn check_tdp(attrs: &Attributes, tdp: &Tdp, rmp: &Rmp, backing: Level) -> Result
 }
 
 /// The model and the MMU agree page by page.
-fn check_model(mmu: &Mmu, b: &TestBacking<'_>, model: &Model) -> Result<(), String> {
+fn check_model(mmu: &SnpMmu, b: &TestBacking<'_>, model: &Model) -> Result<(), String> {
     let data = b.data.borrow();
     mmu.inspect(|attrs, _, rmp| {
         for (i, want) in model.pages.iter().enumerate() {
@@ -524,7 +524,7 @@ fn level() -> impl Strategy<Value = Level> {
 }
 
 /// Apply one op to the MMU and the model and compare what the guest or host observes.
-fn step(mmu: &Mmu, b: &TestBacking<'_>, model: &mut Model, op: &Op) -> Result<(), String> {
+fn step(mmu: &SnpMmu, b: &TestBacking<'_>, model: &mut Model, op: &Op) -> Result<(), String> {
     match *op {
         Op::Psc { g, n, private } => {
             let got = mmu
@@ -665,7 +665,7 @@ proptest! {
         backing in level(),
         ops in prop::collection::vec(op(), STEPS),
     ) {
-        let mmu = Mmu::new(PAGES, backing);
+        let mmu = SnpMmu::new(PAGES, backing);
         let b = TestBacking::new(&mmu);
         let mut model = Model::new(PAGES, backing);
         for (i, op) in ops.iter().enumerate() {
@@ -679,8 +679,8 @@ proptest! {
 
 // ----- targeted cases ---------------------------------------------------------------------------
 
-fn fresh(pages: u64, backing: Level) -> Mmu {
-    Mmu::new(pages, backing)
+fn fresh(pages: u64, backing: Level) -> SnpMmu {
+    SnpMmu::new(pages, backing)
 }
 
 #[test]
@@ -846,7 +846,7 @@ fn strict_mode_names_the_wrong_view() {
 
 /// A backing for threads: views behind a mutex; discards checked against the RMP.
 struct SyncBacking<'a> {
-    mmu: &'a Mmu,
+    mmu: &'a SnpMmu,
     bad_discards: AtomicU64,
 }
 
@@ -886,7 +886,7 @@ fn next(x: &mut u64) -> u64 {
 /// seen, if any, and the number of retries.
 fn race(check_stale: bool, rounds: u64) -> (Option<String>, u64) {
     let pages = 4 * 512;
-    let mmu = Mmu::new(pages, Level::L1G);
+    let mmu = SnpMmu::new(pages, Level::L1G);
     mmu.lock().check_stale = check_stale;
     let b = SyncBacking {
         mmu: &mmu,

@@ -1,0 +1,91 @@
+//! A vCPU for exit-handler tests: registers held in memory, a page walk the test
+//! chooses, exceptions recorded instead of injected.
+
+use super::RunError;
+use crate::vmm::vcpu::Vcpu;
+use kvm_bindings::kvm_regs;
+
+/// A fake vCPU.
+pub(crate) struct FakeVcpu {
+    /// The registers the guest "had" when it exited, and gets back.
+    pub regs: kvm_regs,
+    /// The guest's page walk: GVA to GPA (with the view bit), `None` if unmapped.
+    pub walk: Box<dyn Fn(u64) -> Option<u64>>,
+    /// Exceptions injected, in order.
+    pub injected: Vec<u8>,
+}
+
+impl FakeVcpu {
+    /// A vCPU whose page tables map every GVA to the same GPA.
+    pub fn identity() -> Self {
+        Self::with_walk(Some)
+    }
+
+    /// A vCPU with the page walk `walk`.
+    pub fn with_walk(walk: impl Fn(u64) -> Option<u64> + 'static) -> Self {
+        Self {
+            regs: kvm_regs::default(),
+            walk: Box::new(walk),
+            injected: Vec::new(),
+        }
+    }
+}
+
+impl Vcpu for FakeVcpu {
+    fn index(&self) -> u32 {
+        0
+    }
+    fn regs(&self) -> Result<kvm_regs, RunError> {
+        Ok(self.regs)
+    }
+    fn set_regs(&mut self, regs: &kvm_regs) -> Result<(), RunError> {
+        self.regs = *regs;
+        Ok(())
+    }
+    fn translate(&self, gva: u64) -> Result<Option<u64>, RunError> {
+        Ok((self.walk)(gva))
+    }
+    fn inject_exception(&mut self, vector: u8) -> Result<(), RunError> {
+        self.injected.push(vector);
+        Ok(())
+    }
+}
+
+/// Put a hostcall request `h` at the start of the hostcall area at `area`.
+pub(crate) fn put_hostcall(
+    mem: &crate::vmm::memory::GuestMemory,
+    area: u64,
+    h: &nacre_shared_abi::hostcall::HostcallHeader,
+) {
+    use zerocopy::IntoBytes;
+    mem.write(area, h.as_bytes()).expect("hostcall header");
+}
+
+/// The hostcall header at `area`, as the host left it.
+pub(crate) fn hostcall_reply(
+    mem: &crate::vmm::memory::GuestMemory,
+    area: u64,
+) -> nacre_shared_abi::hostcall::HostcallHeader {
+    use zerocopy::FromBytes;
+    let mut raw = [0u8; 64];
+    mem.read(area, &mut raw).expect("hostcall header");
+    nacre_shared_abi::hostcall::HostcallHeader::read_from_bytes(&raw).expect("64 bytes")
+}
+
+/// A Clock request (answered by any host without side effects).
+pub(crate) fn clock_request() -> nacre_shared_abi::hostcall::HostcallHeader {
+    nacre_shared_abi::hostcall::HostcallHeader {
+        op: nacre_shared_abi::hostcall::HostcallOp::Clock as u32,
+        len: 24,
+        ..Default::default()
+    }
+}
+
+/// An Exit request with status `code` and no unsupported syscalls.
+pub(crate) fn exit_request(code: u64) -> nacre_shared_abi::hostcall::HostcallHeader {
+    nacre_shared_abi::hostcall::HostcallHeader {
+        op: nacre_shared_abi::hostcall::HostcallOp::Exit as u32,
+        arg: code,
+        ..Default::default()
+    }
+}

@@ -1,0 +1,189 @@
+//! The `emulated-snp` platform: SEV-SNP semantics on a plain KVM VM. The host plays
+//! the hardware (the software RMP, the security processor: [`crate::emulated::snp`])
+//! and KVM's SNP support (the GHCB protocol: [`crate::exits::snp`]); the guest's
+//! private and shared views of RAM are the two mappings of one memfd, which the host
+//! MMU opens and closes page by page (docs/design.md, "Two views of guest RAM").
+
+mod launch;
+#[cfg(test)]
+mod tests;
+
+use crate::attest::evidence::Endorsements;
+use crate::attest::Evidence;
+use crate::emulated::snp::keys::{self, EmulatedSnpKeys};
+use crate::emulated::snp::sp::EmulatedSecurityProcessor;
+use crate::exits::snp::{self, GhcbState, SnpContext, SnpCounters};
+use crate::exits::RunError;
+use crate::mmu::snp::SnpMmu;
+use crate::mmu::tdp::Level;
+use crate::mmu::HypervisorMmu;
+use crate::platform::hostcall::HostcallHost;
+use crate::platform::{Platform, Registration, Stop};
+use crate::stats::{Counters, RunCounters};
+use crate::vmm::memory::{GuestMemory, View};
+use crate::vmm::vcpu::Vcpu;
+use nacre_shared_abi::boot::PlatformKind;
+use nacre_shared_abi::doorbell::Doorbell;
+use nacre_shared_abi::layout::{EMULATED_SNP_C_BIT, PAGE_SIZE_4K};
+use std::time::SystemTime;
+
+/// `emulated-snp` in the platform registry.
+pub const REGISTRATION: Registration = Registration {
+    name: NAME,
+    about: "SEV-SNP semantics enforced in software on a plain KVM VM (the default)",
+    image: PlatformKind::Snp,
+    launch: launch::launch,
+};
+
+/// The platform's name.
+pub const NAME: &str = "emulated-snp";
+
+/// State of the emulated SNP platform for one VM.
+#[derive(Debug)]
+pub struct EmulatedSnp {
+    /// Guest RAM.
+    pub mem: GuestMemory,
+    /// The host MMU: attributes, TDP (realized as the views' protection) and RMP.
+    pub mmu: SnpMmu,
+    /// The C-bit position the platform reports (CPUID 0x8000_001F EBX bits 5:0); the
+    /// private view is mapped at this bit.
+    pub c_bit: u8,
+    /// `--strict-memory`: an access through the wrong view stops the guest instead of
+    /// converting the page.
+    pub strict_memory: bool,
+    /// The boot processor's GHCB.
+    pub ghcb: GhcbState,
+    /// Exits, hostcalls.
+    pub run: RunCounters,
+    /// Page-state changes, validations, guest requests.
+    pub counters: SnpCounters,
+    /// Test hook: finish at most this many PSC entries per call.
+    pub psc_budget: Option<usize>,
+    /// The console and clocks the hostcalls serve (and when the first arrived).
+    pub host: HostcallHost,
+    /// The emulated security processor, once the launch made it.
+    pub sp: Option<EmulatedSecurityProcessor>,
+}
+
+impl EmulatedSnp {
+    /// Platform state over `mem`, every page hypervisor-owned.
+    pub fn new(mem: GuestMemory) -> Self {
+        let pages = mem.size() / PAGE_SIZE_4K;
+        Self {
+            mem,
+            // The memfd views are single mappings of the whole of RAM, so any aligned
+            // range inside RAM is backed contiguously: the backing allows 1 GiB.
+            mmu: SnpMmu::new(pages, Level::L1G),
+            c_bit: EMULATED_SNP_C_BIT as u8,
+            strict_memory: false,
+            ghcb: GhcbState::default(),
+            run: RunCounters::default(),
+            counters: SnpCounters::default(),
+            psc_budget: None,
+            host: HostcallHost::default(),
+            sp: None,
+        }
+    }
+
+    /// The C-bit as a GPA mask.
+    pub fn c_bit_mask(&self) -> u64 {
+        1 << self.c_bit
+    }
+
+    /// The exit handlers' view of this platform.
+    pub fn context(&mut self) -> SnpContext<'_> {
+        SnpContext {
+            mem: &self.mem,
+            mmu: &self.mmu,
+            ghcb: &mut self.ghcb,
+            counters: &mut self.counters,
+            run: &mut self.run,
+            host: &mut self.host,
+            sp: self
+                .sp
+                .as_mut()
+                .map(|sp| sp as &mut dyn snp::guest_request::SecurityProcessor),
+            psc_budget: self.psc_budget,
+            strict_memory: self.strict_memory,
+            c_bit: self.c_bit,
+        }
+    }
+
+    /// Mark a measured launch page: assigned and validated at 4 KiB.
+    pub fn launch_page(&mut self, gpa: u64) -> Result<(), nacre_shared_abi::snp::rmp::RmpError> {
+        self.mmu.launch_page(gpa / PAGE_SIZE_4K)
+    }
+}
+
+impl Platform for EmulatedSnp {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn memory(&self) -> &GuestMemory {
+        &self.mem
+    }
+
+    fn mmu(&self) -> &dyn HypervisorMmu {
+        &self.mmu
+    }
+
+    fn view_of(&self, gpa: u64) -> (View, u64) {
+        let c = self.c_bit_mask();
+        if gpa & c != 0 {
+            (View::Private, gpa & !c)
+        } else {
+            (View::Shared, gpa)
+        }
+    }
+
+    fn strict_memory(&self) -> bool {
+        self.strict_memory
+    }
+
+    fn run_counters(&mut self) -> &mut RunCounters {
+        &mut self.run
+    }
+
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        let mut all = self.counters.entries();
+        all.extend(self.mmu.counters());
+        all
+    }
+
+    fn hostcalls(&self) -> &HostcallHost {
+        &self.host
+    }
+
+    fn doorbell(&mut self, vcpu: &mut dyn Vcpu, bell: Doorbell) -> Result<Option<Stop>, RunError> {
+        snp::doorbell(&mut self.context(), vcpu, bell)
+    }
+
+    fn rdmsr(&mut self, _vcpu: u32, index: u32) -> Option<u64> {
+        snp::rdmsr(&self.ghcb, index)
+    }
+
+    fn wrmsr(&mut self, _vcpu: u32, index: u32, value: u64) -> bool {
+        snp::wrmsr(&mut self.ghcb, index, value)
+    }
+
+    /// The VCEK, the ASK and ARK, and a CRL of the ARK issued now, from the emulated
+    /// key hierarchy that signed the report.
+    fn endorsements(&mut self, evidence: &Evidence) -> Result<Endorsements, String> {
+        if !matches!(evidence, Evidence::Snp(_)) {
+            return Err("the guest's evidence is not an SEV-SNP attestation report".into());
+        }
+        let dir = keys::default_dir().map_err(|e| e.to_string())?;
+        let keys = EmulatedSnpKeys::load_or_create(&dir)
+            .map_err(|e| format!("the emulated keys in {}: {e}", dir.display()))?;
+        let crl = keys
+            .crl(SystemTime::now())
+            .map_err(|e| format!("cannot make the emulated ARK's CRL: {e}"))?;
+        Ok(Endorsements {
+            vcek: Some(keys.vcek_pem()),
+            cert_chain: Some(keys.cert_chain_pem()),
+            crl: Some(crl.pem()),
+            collateral: None,
+        })
+    }
+}

@@ -1,0 +1,203 @@
+//! Launching an `emulated-tdx` TD: guest RAM with the private view at GPA 0 and the
+//! shared view at the shared bit, the reset page in a slot of its own, every launch
+//! page added (TDH.MEM.PAGE.ADD, and TDH.MR.EXTEND where measured) in image order,
+//! CPUID saying "TD" and the architectural 32-bit entry state at the reset vector.
+
+use super::EmulatedTdx;
+use crate::emulated::tdx::keys::{self, EmulatedTdxKeys};
+use crate::emulated::tdx::module::EmulatedTdxModule;
+use crate::emulated::tdx::quoting::{EmulatedQuotingService, QuotingEnclave};
+use crate::emulated::LazyKeys;
+use crate::platform::launch::{
+    hostile_gfn, ioctl, parameter_page, runs, test_hook, tsc_khz, vm_with_ram, HostPage, Hostile,
+    LaunchConfig, SetupError,
+};
+use crate::platform::Vm;
+use crate::vmm::memory::View;
+use kvm_bindings::{kvm_segment, KVM_MAX_CPUID_ENTRIES};
+use kvm_ioctls::{Kvm, VcpuFd};
+use nacre_loader::{ImagePage, LoadedImage, PageContents};
+use nacre_shared_abi::doorbell::EMULATED_TDX_SIGNATURE;
+use nacre_shared_abi::layout::{
+    EMULATED_TDX_GPAW, PAGE_SIZE_4K, TDX_MAX_GUEST_MEMORY, TDX_RESET_PAGE_GPA, TDX_RESET_VECTOR,
+};
+
+/// The memory slot of the reset page (0 and 1 are guest RAM's views).
+const RESET_PAGE_SLOT: u32 = 2;
+
+/// Launch `image` on `emulated-tdx`.
+pub fn launch(image: &LoadedImage, config: &LaunchConfig) -> Result<Vm, SetupError> {
+    if config.memory > TDX_MAX_GUEST_MEMORY {
+        return Err(SetupError::Image(format!(
+            "emulated-tdx guests have at most {} MiB of RAM (RAM ends below the reset \
+             vector at 4 GiB; RAM above 4 GiB is not supported yet)",
+            TDX_MAX_GUEST_MEMORY >> 20
+        )));
+    }
+    let shared_bit = 1u64 << (EMULATED_TDX_GPAW - 1);
+    let (kvm, vm, mem) = vm_with_ram(
+        config.memory,
+        [(View::Private, 0), (View::Shared, shared_bit)],
+    )?;
+    // TDH.MNG.INIT with the TD attributes the image's policy asks for.
+    let module = EmulatedTdxModule::new(EMULATED_TDX_GPAW, image.td_attributes().unwrap_or(0))
+        .map_err(|e| SetupError::Image(format!("the emulated TDX module's report key: {e}")))?;
+    let mut tdx = EmulatedTdx::new(mem, module);
+    tdx.strict_memory = config.strict_memory;
+    tdx.map_gpa_budget = test_hook("NACRE_TEST_MAP_GPA_PAGES");
+    let mut reset = None;
+    let mut launched = Vec::new();
+    for ImagePage { gpa, contents } in &image.pages {
+        if *gpa == TDX_RESET_PAGE_GPA {
+            let bytes = contents.bytes();
+            tdx.module.mrtd.add_page(*gpa, Some(bytes));
+            reset = Some(HostPage::map(&vm, RESET_PAGE_SLOT, *gpa, bytes)?);
+            continue;
+        }
+        if let PageContents::Data(bytes) = contents {
+            tdx.mem.write(*gpa, &bytes[..])?;
+        }
+        tdx.add_page(*gpa, true).map_err(SetupError::Image)?;
+        launched.push(*gpa / PAGE_SIZE_4K);
+    }
+    let Some(reset) = reset else {
+        return Err(SetupError::Image(
+            "the image has no TDX reset page (it was not loaded for TDX)".into(),
+        ));
+    };
+    // The parameter page: added, not measured (its contents are the host's).
+    let hostile = Hostile::from_env();
+    tdx.mem.write(
+        image.param_gpa,
+        &parameter_page(config.memory, config.request),
+    )?;
+    if hostile == Some(Hostile::SharedParamPage) {
+        tdx.mmu
+            .map_gpa(&tdx.mem, image.param_gpa / PAGE_SIZE_4K, 1, false)?;
+    } else {
+        tdx.add_page(image.param_gpa, false)
+            .map_err(SetupError::Image)?;
+        launched.push(image.param_gpa / PAGE_SIZE_4K);
+    }
+    for (first, n) in runs(launched) {
+        tdx.mmu.prefault(&tdx.mem, first, n)?;
+    }
+    // TDH.MR.FINALIZE: the module's MRTD must be the one the image predicts (the
+    // hostile parameter-page hook leaves the parameter page out on purpose).
+    let mrtd = tdx.module.finalize();
+    if hostile != Some(Hostile::SharedParamPage) && image.mrtd != Some(mrtd) {
+        return Err(SetupError::Image(format!(
+            "the MRTD of the added pages ({}) differs from the image's ({})",
+            hex::encode(mrtd),
+            image.mrtd.map_or_else(|| "none".into(), hex::encode),
+        )));
+    }
+    if hostile == Some(Hostile::PreAcceptedPage) {
+        // A host that adds a page behind the guest's back, so that the guest finds it
+        // accepted already: in the first 2 MiB chunk the firmware accepts.
+        tdx.mmu.hostile_accept(&tdx.mem, hostile_gfn(image))?;
+    }
+    tdx.quoting = Some(EmulatedQuotingService {
+        qe: QuotingEnclave::new(),
+        report_key: tdx.module.report_key.clone(),
+        keys: LazyKeys::new(
+            "the emulated TDX platform's keys",
+            Box::new(|| {
+                let dir = keys::default_dir().map_err(|e| e.to_string())?;
+                EmulatedTdxKeys::load_or_create(&dir).map_err(|e| e.to_string())
+            }),
+        ),
+    });
+    let vcpu = vm.create_vcpu(0).map_err(ioctl("a vCPU"))?;
+    set_cpuid(&kvm, &vcpu)?;
+    set_entry_state(&vcpu)?;
+    tdx.host.tsc_khz = tsc_khz(&vcpu);
+    tdx.host.hostile = hostile.and_then(Hostile::hostcall);
+    tdx.host.expect_evidence = config.expects_evidence();
+    Ok(Vm {
+        vcpu,
+        vm,
+        platform: Box::new(tdx),
+        extra: vec![reset],
+    })
+}
+
+/// CPUID of a TD: the emulated-TDX hypervisor signature, and leaf 0x21 spelling
+/// "IntelTDX    " in EBX, EDX, ECX as the TDX module reports it (Linux
+/// `arch/x86/coco/tdx/tdx.c`, `TDX_IDENT`); no SEV leaf.
+fn set_cpuid(kvm: &Kvm, vcpu: &VcpuFd) -> Result<(), SetupError> {
+    let cpuid = kvm
+        .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+        .map_err(ioctl("KVM_GET_SUPPORTED_CPUID"))?;
+    let word = |b: &[u8], i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+    let sig = EMULATED_TDX_SIGNATURE;
+    let ident = b"IntelTDX    ";
+    let mut entries: Vec<_> = cpuid
+        .as_slice()
+        .iter()
+        .copied()
+        .filter(|e| e.function != 0x8000_001F && e.function != 0x21)
+        .collect();
+    for e in &mut entries {
+        match e.function {
+            0 => e.eax = e.eax.max(0x21),
+            0x4000_0000 => {
+                e.eax = 0x4000_0001;
+                e.ebx = word(&sig, 0);
+                e.ecx = word(&sig, 4);
+                e.edx = word(&sig, 8);
+            }
+            _ => {}
+        }
+    }
+    entries.push(kvm_bindings::kvm_cpuid_entry2 {
+        function: 0x21,
+        ebx: word(ident, 0),
+        edx: word(ident, 4),
+        ecx: word(ident, 8),
+        ..Default::default()
+    });
+    let cpuid = kvm_bindings::CpuId::from_entries(&entries)
+        .map_err(|_| SetupError::Image("too many CPUID entries".into()))?;
+    vcpu.set_cpuid2(&cpuid).map_err(ioctl("KVM_SET_CPUID2"))
+}
+
+/// The TD vCPU's architectural initial state (Intel TDX module base spec, "Initial
+/// State of Guest TD vCPU"): 32-bit protected mode, paging off, flat 4 GiB segments,
+/// CR0 = PE | NE, CR4.MCE, EFER.LME, RIP = the reset vector, EBX = GPAW, ESI = the
+/// vCPU index.
+fn set_entry_state(vcpu: &VcpuFd) -> Result<(), SetupError> {
+    let flat = |type_: u8| kvm_segment {
+        base: 0,
+        limit: 0xFFFF_FFFF,
+        selector: 0,
+        type_,
+        present: 1,
+        dpl: 0,
+        db: 1,
+        s: 1,
+        l: 0,
+        g: 1,
+        avl: 0,
+        unusable: 0,
+        padding: 0,
+    };
+    let mut sregs = vcpu.get_sregs().map_err(ioctl("KVM_GET_SREGS"))?;
+    sregs.cs = flat(0xB);
+    sregs.ds = flat(0x3);
+    sregs.es = flat(0x3);
+    sregs.fs = flat(0x3);
+    sregs.gs = flat(0x3);
+    sregs.ss = flat(0x3);
+    sregs.cr0 = 0x21; // PE | NE
+    sregs.cr3 = 0;
+    sregs.cr4 = 0x40; // MCE
+    sregs.efer = 1 << 8; // LME
+    vcpu.set_sregs(&sregs).map_err(ioctl("KVM_SET_SREGS"))?;
+    let mut regs = vcpu.get_regs().map_err(ioctl("KVM_GET_REGS"))?;
+    regs.rip = TDX_RESET_VECTOR;
+    regs.rflags = 0x2;
+    regs.rbx = u64::from(EMULATED_TDX_GPAW);
+    regs.rsi = 0;
+    vcpu.set_regs(&regs).map_err(ioctl("KVM_SET_REGS"))
+}

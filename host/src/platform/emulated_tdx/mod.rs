@@ -1,0 +1,193 @@
+//! The `emulated-tdx` platform: TDX semantics on a plain KVM VM. The host plays the
+//! TDX module (its Secure EPT, the MRTD, TDREPORTs: [`crate::emulated::tdx`]) and
+//! KVM's TDX support (TDG.VP.VMCALL: [`crate::exits::tdx`]); the TD's private and
+//! shared views of RAM are the two mappings of one memfd, the shared one at the shared
+//! bit, which the host MMU opens and closes page by page.
+
+mod launch;
+#[cfg(test)]
+mod tests;
+
+use crate::attest::evidence::Endorsements;
+use crate::attest::Evidence;
+use crate::emulated::tdx::keys::{self, EmulatedTdxKeys, KeysError};
+use crate::emulated::tdx::module::EmulatedTdxModule;
+use crate::emulated::tdx::quoting::EmulatedQuotingService;
+use crate::exits::tdx::{self, TdxContext, TdxCounters};
+use crate::exits::RunError;
+use crate::mmu::tdp::Level;
+use crate::mmu::tdx::TdxMmu;
+use crate::mmu::HypervisorMmu;
+use crate::platform::hostcall::HostcallHost;
+use crate::platform::{Platform, Registration, Stop};
+use crate::stats::{Counters, RunCounters};
+use crate::vmm::memory::{GuestMemory, View};
+use crate::vmm::vcpu::Vcpu;
+use nacre_shared_abi::boot::PlatformKind;
+use nacre_shared_abi::doorbell::Doorbell;
+use nacre_shared_abi::layout::PAGE_SIZE_4K;
+use std::time::SystemTime;
+
+/// `emulated-tdx` in the platform registry.
+pub const REGISTRATION: Registration = Registration {
+    name: NAME,
+    about: "TDX semantics (a software TDX module, S-EPT and TDCALLs) on a plain KVM VM",
+    image: PlatformKind::Tdx,
+    launch: launch::launch,
+};
+
+/// The platform's name.
+pub const NAME: &str = "emulated-tdx";
+
+/// State of the emulated TDX platform for one VM.
+#[derive(Debug)]
+pub struct EmulatedTdx {
+    /// Guest RAM.
+    pub mem: GuestMemory,
+    /// Attributes, shared TDP, mirror table and S-EPT.
+    pub mmu: TdxMmu,
+    /// The TDX module of this TD.
+    pub module: EmulatedTdxModule,
+    /// The quoting service GetQuote reaches, once the launch made it.
+    pub quoting: Option<EmulatedQuotingService>,
+    /// `--strict-memory`.
+    pub strict_memory: bool,
+    /// Exits, hostcalls.
+    pub run: RunCounters,
+    /// MapGPA, TDG.MR.REPORT and GetQuote counts.
+    pub counters: TdxCounters,
+    /// Test hook (`NACRE_TEST_MAP_GPA_PAGES`): convert at most this many pages per
+    /// MapGPA call before answering RETRY.
+    pub map_gpa_budget: Option<u64>,
+    /// The console and clocks the hostcalls serve (and when the first arrived).
+    pub host: HostcallHost,
+}
+
+impl EmulatedTdx {
+    /// Platform state over `mem` with `module`: every page private by attribute and
+    /// not in the S-EPT.
+    pub fn new(mem: GuestMemory, module: EmulatedTdxModule) -> Self {
+        let pages = mem.size() / PAGE_SIZE_4K;
+        Self {
+            mem,
+            mmu: TdxMmu::new(pages, Level::L1G),
+            module,
+            quoting: None,
+            strict_memory: false,
+            run: RunCounters::default(),
+            counters: TdxCounters::default(),
+            map_gpa_budget: None,
+            host: HostcallHost::default(),
+        }
+    }
+
+    /// The shared bit as a GPA mask.
+    pub fn shared_bit(&self) -> u64 {
+        1 << (self.module.gpaw - 1)
+    }
+
+    /// The exit handlers' view of this platform.
+    pub fn context(&mut self) -> TdxContext<'_> {
+        TdxContext {
+            mem: &self.mem,
+            mmu: &self.mmu,
+            gpaw: self.module.gpaw,
+            module: &mut self.module,
+            quoting: self
+                .quoting
+                .as_mut()
+                .map(|q| q as &mut dyn tdx::get_quote::QuotingService),
+            counters: &mut self.counters,
+            run: &mut self.run,
+            host: &mut self.host,
+            strict_memory: self.strict_memory,
+            map_gpa_budget: self.map_gpa_budget,
+        }
+    }
+
+    /// TDH.MEM.PAGE.ADD of a launch page (its contents already in RAM), and
+    /// TDH.MR.EXTEND over it when `measure`.
+    pub fn add_page(&mut self, gpa: u64, measure: bool) -> Result<(), String> {
+        self.module.add_page(&self.mem, &self.mmu, gpa, measure)
+    }
+}
+
+impl Platform for EmulatedTdx {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn memory(&self) -> &GuestMemory {
+        &self.mem
+    }
+
+    fn mmu(&self) -> &dyn HypervisorMmu {
+        &self.mmu
+    }
+
+    fn view_of(&self, gpa: u64) -> (View, u64) {
+        let shared = self.shared_bit();
+        if gpa & shared != 0 {
+            (View::Shared, gpa & !shared)
+        } else {
+            (View::Private, gpa)
+        }
+    }
+
+    fn strict_memory(&self) -> bool {
+        self.strict_memory
+    }
+
+    fn run_counters(&mut self) -> &mut RunCounters {
+        &mut self.run
+    }
+
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        let mut all = self.mmu.counters();
+        all.extend(self.counters.entries());
+        all
+    }
+
+    fn hostcalls(&self) -> &HostcallHost {
+        &self.host
+    }
+
+    fn doorbell(&mut self, vcpu: &mut dyn Vcpu, bell: Doorbell) -> Result<Option<Stop>, RunError> {
+        tdx::doorbell(&mut self.context(), vcpu, bell)
+    }
+
+    /// TDCALL outside a TD raises #UD, which the firmware's handler forwards to the
+    /// doorbell; where KVM cannot emulate TDCALL it exits instead, and the #UD is
+    /// injected here.
+    fn emulation_failure(&mut self, vcpu: &mut dyn Vcpu) -> Result<bool, RunError> {
+        let injected = tdx::tdcall::undefined_opcode(&self.mem, self.shared_bit(), vcpu)?;
+        if injected {
+            self.run.exit("tdcall-ud");
+        }
+        Ok(injected)
+    }
+
+    /// DCAP collateral issued now by the emulated platform's keys (the ones that
+    /// quoted). A key directory made before nacre made collateral gives none, with a
+    /// warning: the evidence then verifies without a TCB status.
+    fn endorsements(&mut self, evidence: &Evidence) -> Result<Endorsements, String> {
+        if !matches!(evidence, Evidence::Tdx(_)) {
+            return Err("the guest's evidence is not a TDX quote".into());
+        }
+        let dir = keys::default_dir().map_err(|e| e.to_string())?;
+        let keys = EmulatedTdxKeys::load(&dir)
+            .map_err(|e| format!("the emulated TDX keys in {}: {e}", dir.display()))?;
+        let collateral = match keys.collateral(SystemTime::now()) {
+            Ok(collateral) => Some(collateral),
+            Err(e @ KeysError::NoCollateral(_)) => {
+                eprintln!("nacre attest: warning: the evidence has no collateral: {e}");
+                None
+            }
+            Err(e) => return Err(format!("cannot make the emulated collateral: {e}")),
+        };
+        Ok(Endorsements {
+            collateral,
+            ..Endorsements::default()
+        })
+    }
+}

@@ -1,0 +1,270 @@
+//! What every platform's launch shares: the launch settings, the KVM VM with guest
+//! RAM in two memory slots, host pages mapped outside RAM, the host parameter page,
+//! and the test hooks that make the host misbehave on purpose.
+
+use crate::platform::hostcall::HostileHostcall;
+use crate::vmm::memory::{GuestMemory, MemoryError, View};
+use kvm_bindings::kvm_userspace_memory_region;
+use kvm_ioctls::{Kvm, VcpuFd, VmFd};
+use nacre_loader::LoadedImage;
+use nacre_shared_abi::boot::{
+    HostRequest, MemoryMapEntry, HOST_REQUEST_ATTEST, HOST_REQUEST_OFFSET, MEMORY_MAP_TYPE_MEMORY,
+};
+use nacre_shared_abi::layout::{align_up, PAGE_SIZE_2M, PAGE_SIZE_4K};
+use zerocopy::IntoBytes;
+
+/// Errors while building the VM.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// /dev/kvm could not be used.
+    #[error("cannot use /dev/kvm (is KVM available and are you allowed to open it?)")]
+    Kvm(#[source] kvm_ioctls::Error),
+    /// A KVM ioctl failed.
+    #[error("KVM refused {what}")]
+    Ioctl {
+        /// What.
+        what: &'static str,
+        /// The error.
+        #[source]
+        source: kvm_ioctls::Error,
+    },
+    /// Guest memory.
+    #[error(transparent)]
+    Memory(#[from] MemoryError),
+    /// The image does not fit the platform.
+    #[error("{0}")]
+    Image(String),
+    /// The platform cannot run here yet.
+    #[error(
+        "{0} is not available yet: nacre boots images on emulated-snp and emulated-tdx \
+         (README, \"Status\")"
+    )]
+    Unavailable(&'static str),
+}
+
+/// A `map_err` for a failed KVM ioctl.
+pub fn ioctl(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> SetupError {
+    move |source| SetupError::Ioctl { what, source }
+}
+
+/// How to launch: what the host chose, not what the image says.
+#[derive(Debug, Clone, Copy)]
+pub struct LaunchConfig {
+    /// Guest RAM in bytes.
+    pub memory: u64,
+    /// The host's request of this boot (`nacre attest`), in the parameter page.
+    pub request: Option<HostRequest>,
+    /// `--strict-memory`.
+    pub strict_memory: bool,
+}
+
+impl LaunchConfig {
+    /// Whether the host asked this boot for attestation evidence.
+    pub fn expects_evidence(&self) -> bool {
+        self.request
+            .is_some_and(|r| r.flags & HOST_REQUEST_ATTEST != 0)
+    }
+}
+
+/// One page of host memory backing a memory slot of its own, outside guest RAM (the
+/// TDX reset page at `TDX_RESET_PAGE_GPA`).
+#[derive(Debug)]
+pub struct HostPage {
+    ptr: *mut u8,
+}
+
+// SAFETY: the page is a private anonymous mapping owned by this value; nothing else
+// refers to it but the VM, which only the owner of the `Vm` runs.
+unsafe impl Send for HostPage {}
+
+impl HostPage {
+    /// A page holding `contents`, mapped into `vm` at `gpa` as memory slot `slot`.
+    pub fn map(vm: &VmFd, slot: u32, gpa: u64, contents: &[u8; 4096]) -> Result<Self, SetupError> {
+        // SAFETY: a fresh anonymous private mapping; checked for MAP_FAILED below.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                4096,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(SetupError::Memory(MemoryError::Sys {
+                what: "mmap of a host page",
+                source: std::io::Error::last_os_error(),
+            }));
+        }
+        // SAFETY: the mapping is 4096 bytes long and ours alone.
+        unsafe { std::ptr::copy_nonoverlapping(contents.as_ptr(), ptr.cast::<u8>(), 4096) };
+        let page = Self { ptr: ptr.cast() };
+        let region = kvm_userspace_memory_region {
+            slot,
+            flags: 0,
+            guest_phys_addr: gpa,
+            memory_size: PAGE_SIZE_4K,
+            userspace_addr: page.ptr as u64,
+        };
+        // SAFETY: the page lives in the returned value, which the `Vm` keeps after its
+        // `VmFd` (field order), so it outlives the VM's use of it.
+        unsafe { vm.set_user_memory_region(region) }.map_err(ioctl("a host page's slot"))?;
+        Ok(page)
+    }
+}
+
+impl Drop for HostPage {
+    fn drop(&mut self) {
+        // SAFETY: unmaps the mapping made in `map`, after the VM that used it is gone
+        // (`Vm` drops `vm` first).
+        unsafe { libc::munmap(self.ptr.cast(), 4096) };
+    }
+}
+
+/// A new VM with `memory` bytes of guest RAM (one memfd) mapped by two memory slots
+/// (0 and 1): each view at the GPA given for it.
+pub fn vm_with_ram(
+    memory: u64,
+    views: [(View, u64); 2],
+) -> Result<(Kvm, VmFd, GuestMemory), SetupError> {
+    let kvm = Kvm::new().map_err(SetupError::Kvm)?;
+    let vm = kvm.create_vm().map_err(SetupError::Kvm)?;
+    let mem = GuestMemory::new(memory)?;
+    for (slot, (view, gpa)) in (0..).zip(views) {
+        let region = kvm_userspace_memory_region {
+            slot,
+            flags: 0,
+            guest_phys_addr: gpa,
+            memory_size: memory,
+            userspace_addr: mem.base(view) as u64,
+        };
+        // SAFETY: the mapping lives as long as `mem`, which the caller moves into the
+        // returned `Vm`'s platform; that outlives the VM's use of it (the VmFd is
+        // dropped first: field order).
+        unsafe { vm.set_user_memory_region(region) }.map_err(ioctl("a memory slot"))?;
+    }
+    Ok((kvm, vm, mem))
+}
+
+/// The vCPU's TSC frequency in kHz, which the guest's clocks count in (0 if KVM does
+/// not say; the guest then falls back to its own default).
+pub fn tsc_khz(vcpu: &VcpuFd) -> u64 {
+    vcpu.get_tsc_khz().map_or(0, u64::from)
+}
+
+/// The host parameter page: a memory map with one RAM entry, and the host's request
+/// of this boot, if any.
+pub fn parameter_page(memory: u64, request: Option<HostRequest>) -> [u8; 4096] {
+    let map = [
+        MemoryMapEntry {
+            starting_gpa_page_number: 0,
+            number_of_pages: memory / PAGE_SIZE_4K,
+            entry_type: MEMORY_MAP_TYPE_MEMORY,
+            flags: 0,
+            reserved: 0,
+        },
+        MemoryMapEntry {
+            starting_gpa_page_number: 0,
+            number_of_pages: 0,
+            entry_type: 0,
+            flags: 0,
+            reserved: 0,
+        },
+    ];
+    let mut param = [0u8; 4096];
+    param[..48].copy_from_slice(map.as_bytes());
+    if let Some(r) = request {
+        param[HOST_REQUEST_OFFSET..HOST_REQUEST_OFFSET + 128].copy_from_slice(r.as_bytes());
+    }
+    param
+}
+
+/// The maximal runs `(first, count)` of consecutive GFNs in `gfns`.
+pub fn runs(mut gfns: Vec<u64>) -> Vec<(u64, u64)> {
+    gfns.sort_unstable();
+    gfns.dedup();
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for gfn in gfns {
+        match out.last_mut() {
+            Some((first, n)) if *first + *n == gfn => *n += 1,
+            _ => out.push((gfn, 1)),
+        }
+    }
+    out
+}
+
+/// Ways a test can make the host misbehave at launch (env `NACRE_TEST_HOSTILE`), to
+/// check that the platform's memory rules stop the guest (docs/design.md,
+/// "Hostile-host tests").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hostile {
+    /// Place the boot-handoff page but leave it unvalidated: the guest's first read
+    /// of it is a private access to memory it never validated.
+    UnvalidatedBootInfo,
+    /// Leave the parameter page hypervisor-owned (shared): the guest reads shared
+    /// memory through its private view.
+    SharedParamPage,
+    /// TDX: add a page the image does not contain before the TD runs, so that the
+    /// guest finds it accepted already when it accepts that memory.
+    PreAcceptedPage,
+    /// Answer every console read claiming one byte more than the guest asked for.
+    OverlongRead,
+    /// Return from every sleep at once.
+    EarlyWake,
+}
+
+impl Hostile {
+    /// From the environment variable's value.
+    pub fn from_env() -> Option<Self> {
+        match std::env::var("NACRE_TEST_HOSTILE").ok()?.as_str() {
+            "unvalidated-boot-info" => Some(Self::UnvalidatedBootInfo),
+            "shared-param-page" => Some(Self::SharedParamPage),
+            "pre-accepted-page" => Some(Self::PreAcceptedPage),
+            "overlong-read" => Some(Self::OverlongRead),
+            "early-wake" => Some(Self::EarlyWake),
+            _ => None,
+        }
+    }
+
+    /// The hostcall misbehaviour this is, if it is one.
+    pub fn hostcall(self) -> Option<HostileHostcall> {
+        match self {
+            Hostile::OverlongRead => Some(HostileHostcall::OverlongRead),
+            Hostile::EarlyWake => Some(HostileHostcall::EarlyWake),
+            _ => None,
+        }
+    }
+}
+
+/// The first page the firmware accepts after the image (the start of its frame
+/// bitmap): where a hostile host pre-accepts a page in tests.
+pub fn hostile_gfn(image: &LoadedImage) -> u64 {
+    align_up(image.boot_info.image_end, PAGE_SIZE_2M) / PAGE_SIZE_4K
+}
+
+/// A number from the environment variable `name`, for test hooks.
+pub fn test_hook(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_merge_consecutive_pages_whatever_the_order() {
+        assert_eq!(runs(vec![5, 1, 2, 3, 9, 2]), vec![(1, 3), (5, 1), (9, 1)]);
+        assert_eq!(runs(Vec::new()), Vec::<(u64, u64)>::new());
+    }
+
+    #[test]
+    fn the_parameter_page_maps_all_of_ram_and_carries_the_request() {
+        let page = parameter_page(64 << 20, None);
+        let pages = u64::from_le_bytes(page[8..16].try_into().unwrap());
+        assert_eq!(pages, (64 << 20) / PAGE_SIZE_4K);
+        assert!(page[HOST_REQUEST_OFFSET..].iter().all(|&b| b == 0));
+        let with = parameter_page(64 << 20, Some(HostRequest::attest([7; 64])));
+        assert_ne!(with[HOST_REQUEST_OFFSET..], page[HOST_REQUEST_OFFSET..]);
+    }
+}
