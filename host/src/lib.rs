@@ -1,7 +1,6 @@
 //! nacre's host side: the CLI's building blocks, the microVMM on KVM, the platform
 //! backends and the hypervisor MMU model. See `docs/design.md`.
 
-pub mod attest;
 pub mod cli;
 pub mod emulated;
 pub mod exits;

@@ -25,6 +25,28 @@ pub enum PlatformKind {
     Tdx = 2,
 }
 
+impl PlatformKind {
+    /// Every kind, SEV-SNP first.
+    pub const ALL: [Self; 2] = [Self::Snp, Self::Tdx];
+
+    /// Short name: `snp` or `tdx`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Snp => "snp",
+            Self::Tdx => "tdx",
+        }
+    }
+
+    /// The attestation field that carries the launch measurement: `measurement` (the
+    /// SEV-SNP report's MEASUREMENT) or `mrtd` (the TDX MRTD).
+    pub const fn measurement_field(self) -> &'static str {
+        match self {
+            Self::Snp => "measurement",
+            Self::Tdx => "mrtd",
+        }
+    }
+}
+
 impl TryFrom<u32> for PlatformKind {
     type Error = u32;
     fn try_from(v: u32) -> Result<Self, u32> {

@@ -17,7 +17,8 @@
 //!   policy and TCB_VERSION (SNP firmware ABI, AMD 56860);
 //! - [`tdx`]: Intel TDX TDCALL leaves and statuses, GHCI TDG.VP.VMCALL sub-functions,
 //!   page-acceptance levels and the shared bit;
-//! - [`tdx_report`]: the Intel TDX TDREPORT_STRUCT and the GetQuote shared buffer.
+//! - [`tdx_report`]: the Intel TDX TDREPORT_STRUCT and the GetQuote shared buffer;
+//! - [`tdx_quote`]: the TDX quote (version 4 and 5) that GetQuote returns.
 //!
 //! Every layout has its offsets and size asserted at compile time.
 #![no_std]
@@ -32,4 +33,5 @@ pub mod hostcall;
 pub mod layout;
 pub mod snp;
 pub mod tdx;
+pub mod tdx_quote;
 pub mod tdx_report;

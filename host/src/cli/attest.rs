@@ -3,12 +3,12 @@
 //! needs to check it.
 
 use super::run::{launch, parse_size, platform_arg, run_vm};
-use crate::attest::evidence::{nonce_report_data, parse_nonce, EvidenceFile};
-use crate::attest::{hex, Evidence};
 use crate::platform::{Registration, Stop};
 use anyhow::{bail, Context};
 use nacre_shared_abi::boot::HostRequest;
 use nacre_shared_abi::hostcall::EvidenceKind;
+use nacre_verifier::evidence::{nonce_report_data, parse_nonce, EvidenceFile};
+use nacre_verifier::{Evidence, EvidenceKind as VerifiedKind};
 use std::path::PathBuf;
 
 /// Arguments of `nacre attest`.
@@ -79,8 +79,9 @@ pub fn run(a: &AttestArgs) -> anyhow::Result<()> {
     // The guest's bytes are untrusted: they must at least decode as what it says.
     let evidence = Evidence::parse(&raw).context("the guest's evidence does not decode")?;
     let matches = matches!(
-        (kind, &evidence),
-        (EvidenceKind::SnpReport, Evidence::Snp(_)) | (EvidenceKind::TdxQuote, Evidence::Tdx(_))
+        (kind, evidence.kind()),
+        (EvidenceKind::SnpReport, VerifiedKind::SnpReport)
+            | (EvidenceKind::TdxQuote, VerifiedKind::TdxQuote)
     );
     if !matches {
         bail!("the guest's evidence is not the {kind:?} it said it was");
@@ -96,18 +97,15 @@ pub fn run(a: &AttestArgs) -> anyhow::Result<()> {
     std::fs::write(&a.output, text)
         .with_context(|| format!("cannot write {}", a.output.display()))?;
 
-    let measurement = match &evidence {
-        Evidence::Snp(r) => hex(&r.measurement),
-        Evidence::Tdx(q) => hex(&q.body.mr_td),
-    };
-    let predicted = hex(&image.measurement());
+    let measurement = hex::encode(evidence.measurement());
+    let predicted = hex::encode(image.measurement());
     if a.json {
         let summary = serde_json::json!({
             "evidence": a.output.display().to_string(),
             "platform": platform,
-            "kind": match evidence { Evidence::Snp(_) => "snp-report", Evidence::Tdx(_) => "tdx-quote" },
+            "kind": evidence.kind().name(),
             "measurement": measurement,
-            "report_data": hex(&report_data),
+            "report_data": hex::encode(report_data),
             "collateral": collateral.is_some(),
             "crl": endorsements.crl.is_some(),
         });
@@ -120,16 +118,15 @@ pub fn run(a: &AttestArgs) -> anyhow::Result<()> {
         );
         println!("platform     {platform}");
         println!("measurement  {measurement}");
-        println!("report data  {}", hex(&report_data));
-        if let Evidence::Tdx(_) = evidence {
-            println!(
-                "collateral   {}",
-                if collateral.is_some() {
-                    "TCB info, QE identity and CRLs of the emulated platform"
-                } else {
-                    "none"
-                }
-            );
+        println!("report data  {}", hex::encode(report_data));
+        if endorsements.vcek.is_some() {
+            println!("certificates the VCEK and its ASK and ARK");
+        }
+        if endorsements.crl.is_some() {
+            println!("revocation   the ARK's CRL");
+        }
+        if collateral.is_some() {
+            println!("collateral   TCB info, QE identity and CRLs");
         }
     }
     if predicted != measurement {

@@ -1,8 +1,9 @@
 //! `nacre measure`: the launch measurement each platform computes for an image, which
 //! the attestation reports of its guests carry, without running it.
 
+use crate::platform;
 use anyhow::Context;
-use nacre_loader::measure::{hex, MEASUREMENT_SIZE};
+use nacre_loader::measure::MEASUREMENT_SIZE;
 use nacre_loader::{image_platforms, load_image, ImageError, MeasuredRegion, PlatformKind};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -34,8 +35,10 @@ pages that differ.")]
 pub struct MeasureArgs {
     /// The image made by `nacre package`.
     pub image: PathBuf,
-    /// The platform whose measurement to print; `all` is every platform the image serves.
-    #[arg(long, value_enum, default_value = "all")]
+    /// The platform whose measurement to print (a platform's measurement is that of
+    /// the image part it boots: `emulated-snp` and `snp` have the same); `all` is
+    /// every platform the image serves.
+    #[arg(long, value_parser = measure_target(), default_value = "all")]
     pub platform: MeasurePlatform,
     /// Print one JSON object with an object per platform (`snp`, `tdx`).
     #[arg(long)]
@@ -45,17 +48,28 @@ pub struct MeasureArgs {
     pub explain: bool,
 }
 
-/// `--platform`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+/// `--platform`: the image part one platform boots, or all of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MeasurePlatform {
-    /// SEV-SNP: the launch digest (the same on `emulated-snp`, also accepted).
-    #[value(alias = "emulated-snp")]
-    Snp,
-    /// TDX: the MRTD (the same on `emulated-tdx`, also accepted).
-    #[value(alias = "emulated-tdx")]
-    Tdx,
-    /// Every platform the image serves.
+    /// The part of this kind.
+    Kind(PlatformKind),
+    /// Every part the image has.
     All,
+}
+
+/// Parse `--platform`: a registered platform's name, or `all`.
+fn measure_target() -> impl clap::builder::TypedValueParser<Value = MeasurePlatform> {
+    use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+    PossibleValuesParser::new(
+        platform::PLATFORMS
+            .iter()
+            .map(|p| PossibleValue::new(p.name).help(p.about))
+            .chain([PossibleValue::new("all").help("every platform the image serves")]),
+    )
+    .map(|name: String| match platform::by_name(&name) {
+        Some(p) => MeasurePlatform::Kind(p.image),
+        None => MeasurePlatform::All,
+    })
 }
 
 /// One platform's launch measurement of an image.
@@ -77,19 +91,13 @@ pub struct PlatformMeasurement {
 impl PlatformMeasurement {
     /// The platform's name in the output: `snp` or `tdx`.
     pub fn key(&self) -> &'static str {
-        match self.platform {
-            PlatformKind::Snp => "snp",
-            PlatformKind::Tdx => "tdx",
-        }
+        self.platform.name()
     }
 
     /// The attestation report field that carries the value: `measurement` (SEV-SNP
     /// MEASUREMENT) or `mrtd` (TDX MRTD).
     pub fn report_field(&self) -> &'static str {
-        match self.platform {
-            PlatformKind::Snp => "measurement",
-            PlatformKind::Tdx => "mrtd",
-        }
+        self.platform.measurement_field()
     }
 }
 
@@ -100,8 +108,7 @@ pub fn measure_bytes(
     platform: MeasurePlatform,
 ) -> Result<Vec<PlatformMeasurement>, ImageError> {
     let platforms = match platform {
-        MeasurePlatform::Snp => vec![PlatformKind::Snp],
-        MeasurePlatform::Tdx => vec![PlatformKind::Tdx],
+        MeasurePlatform::Kind(kind) => vec![kind],
         MeasurePlatform::All => image_platforms(bytes)?,
     };
     platforms
@@ -130,7 +137,7 @@ pub fn render_text(measurements: &[PlatformMeasurement], explain: bool) -> Strin
             "{} {:<11} {}",
             m.key(),
             m.report_field(),
-            hex(&m.measurement)
+            hex::encode(m.measurement)
         );
         if explain {
             let _ = writeln!(
@@ -142,7 +149,7 @@ pub fn render_text(measurements: &[PlatformMeasurement], explain: bool) -> Strin
                 let range = format!("{:#x}..{:#x}", r.gpa_start, r.gpa_end);
                 let digest = r
                     .sha384
-                    .map_or_else(|| "(the host's, not measured)".to_owned(), |d| hex(&d));
+                    .map_or_else(|| "(the host's, not measured)".to_owned(), hex::encode);
                 let _ = writeln!(
                     out,
                     "    {:<14}  {:<31}  {:<18}  {:>6}  {digest}",
@@ -185,7 +192,7 @@ pub fn render_json(
         .map(|m| {
             let entry = JsonMeasurement {
                 report_field: m.report_field(),
-                measurement: hex(&m.measurement),
+                measurement: hex::encode(m.measurement),
                 guest_policy: format!("{:#x}", m.guest_policy),
                 debug: m.debug,
                 regions: explain.then_some(&m.regions[..]),
@@ -242,9 +249,9 @@ mod tests {
                 .mrtd
                 .unwrap()
         );
-        let snp = measure_bytes(image(), MeasurePlatform::Snp).unwrap();
+        let snp = measure_bytes(image(), MeasurePlatform::Kind(PlatformKind::Snp)).unwrap();
         assert_eq!(snp[..], all[..1]);
-        let tdx = measure_bytes(image(), MeasurePlatform::Tdx).unwrap();
+        let tdx = measure_bytes(image(), MeasurePlatform::Kind(PlatformKind::Tdx)).unwrap();
         assert_eq!(tdx[..], all[1..]);
     }
 
@@ -256,7 +263,10 @@ mod tests {
         assert_eq!(lines.len(), 2, "{text}");
         for (line, m) in lines.iter().zip(&all) {
             let words: Vec<&str> = line.split_whitespace().collect();
-            assert_eq!(words, [m.key(), m.report_field(), &hex(&m.measurement)]);
+            assert_eq!(
+                words,
+                [m.key(), m.report_field(), &hex::encode(m.measurement)]
+            );
         }
     }
 
@@ -289,7 +299,7 @@ mod tests {
         assert_eq!(json["snp"]["report_field"], "measurement");
         assert_eq!(json["tdx"]["report_field"], "mrtd");
         for m in &all {
-            assert_eq!(json[m.key()]["measurement"], hex(&m.measurement));
+            assert_eq!(json[m.key()]["measurement"], hex::encode(m.measurement));
             assert_eq!(json[m.key()]["debug"], false);
             assert!(json[m.key()].get("regions").is_none());
         }

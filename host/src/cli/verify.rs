@@ -1,12 +1,10 @@
 //! `nacre verify`.
 
-use crate::attest::crl::Crl;
-use crate::attest::evidence::{nonce_report_data, parse_nonce, EvidenceFile};
-use crate::attest::{self, time, Cert, Evidence, Expectations, Inputs, Trust, TrustAnchors};
-use crate::emulated::snp::keys as emulated;
-use crate::emulated::tdx::keys as emulated_tdx;
+use crate::platform;
 use anyhow::Context;
-use nacre_shared_abi::boot::PlatformKind;
+use nacre_verifier::crl::Crl;
+use nacre_verifier::evidence::{nonce_report_data, parse_nonce, EvidenceFile};
+use nacre_verifier::{self, time, Cert, Evidence, Expectations, Inputs, Trust, TrustAnchors};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -171,7 +169,7 @@ impl VerifyArgs {
 /// that a bad one is an unusable-input error like a bad file).
 fn parse_hex(option: &str, text: Option<&str>) -> anyhow::Result<Option<Vec<u8>>> {
     text.map(|t| {
-        attest::decode_hex(t.as_bytes())
+        nacre_verifier::decode_hex(t.as_bytes())
             .map_err(|e| anyhow::anyhow!("{option} {t:?} is not hex: {e}"))
     })
     .transpose()
@@ -184,10 +182,8 @@ fn read(path: &Path, what: &str) -> anyhow::Result<Vec<u8>> {
 /// What the image at `path` declares for the platform the evidence comes from: the
 /// measurement `nacre measure` predicts, and the SNP guest policy or TD attributes.
 fn image_expectations(path: &Path, evidence: &Evidence) -> anyhow::Result<(Vec<u8>, u64)> {
-    let kind = match evidence {
-        Evidence::Snp(_) => PlatformKind::Snp,
-        Evidence::Tdx(_) => PlatformKind::Tdx,
-    };
+    let kind = platform::image_kind_of(evidence.kind())
+        .with_context(|| format!("no platform makes {}", evidence.describe()))?;
     let bytes = read(path, "image")?;
     let image = nacre_loader::load_image(&bytes, kind)
         .with_context(|| format!("cannot use {} as the image", path.display()))?;
@@ -207,23 +203,18 @@ pub fn run(a: &VerifyArgs) -> anyhow::Result<u8> {
             .with_context(|| format!("cannot use {} as evidence", a.evidence.display()))?;
         (evidence, None)
     };
-    let mut roots = TrustAnchors::built_in()?;
-    if a.allow_emulated {
-        let base = match &a.emulated_keys {
-            Some(dir) => dir.clone(),
-            None => emulated::base_dir().context("--allow-emulated")?,
-        };
-        roots = match &evidence {
-            Evidence::Snp(_) => roots.allow_emulated(
-                emulated::load_root(&base.join(emulated::SNP_FOLDER))
-                    .context("--allow-emulated")?,
-            ),
-            Evidence::Tdx(_) => roots.allow_emulated_tdx(
-                emulated_tdx::load_root(&base.join(emulated_tdx::TDX_FOLDER))
-                    .context("--allow-emulated")?,
-            ),
-        };
-    }
+    let keys = match (&a.emulated_keys, a.allow_emulated) {
+        (_, false) => None,
+        (Some(dir), true) => Some(dir.clone()),
+        (None, true) => Some(
+            platform::emulated_keys_dir()
+                .map_err(anyhow::Error::msg)
+                .context("--allow-emulated")?,
+        ),
+    };
+    let roots = platform::verifier_roots(TrustAnchors::built_in()?, &evidence, keys.as_deref())
+        .map_err(anyhow::Error::msg)
+        .context("--allow-emulated")?;
     let mut inputs = Inputs::new(&roots);
     if let Some(at) = &a.at {
         inputs.at = time::parse_rfc3339(at).context("--at")?;
@@ -261,11 +252,11 @@ pub fn run(a: &VerifyArgs) -> anyhow::Result<u8> {
         inputs.vcek = Some(vcek);
     }
     if let Some(path) = &a.cert_chain {
-        let chain = attest::snp::SnpChain::from_pem(&read(path, "certificate chain")?)
+        let chain = nacre_verifier::snp::SnpChain::from_pem(&read(path, "certificate chain")?)
             .with_context(|| format!("cannot use {} as the ASK and ARK", path.display()))?;
         inputs.cert_chain = Some(chain);
     } else if let Some(pem) = file_chain {
-        let chain = attest::snp::SnpChain::from_pem(pem.as_bytes()).with_context(|| {
+        let chain = nacre_verifier::snp::SnpChain::from_pem(pem.as_bytes()).with_context(|| {
             format!(
                 "cannot use the certificate chain in {}",
                 a.evidence.display()
@@ -291,7 +282,7 @@ pub fn run(a: &VerifyArgs) -> anyhow::Result<u8> {
         revocation_from = Some(RevocationSource::EvidenceFile);
     }
     if let Some(path) = &a.collateral {
-        let collateral = attest::tdx::collateral_from_json(&read(path, "collateral")?)
+        let collateral = nacre_verifier::tdx::collateral_from_json(&read(path, "collateral")?)
             .with_context(|| format!("cannot use {} as collateral", path.display()))?;
         inputs.collateral = Some(collateral);
         revocation_from = Some(RevocationSource::Verifier(format!(
@@ -303,13 +294,13 @@ pub fn run(a: &VerifyArgs) -> anyhow::Result<u8> {
         revocation_from = Some(RevocationSource::EvidenceFile);
     }
     inputs.require_revocation = a.require_revocation;
-    let mut verification = attest::verify(&evidence, &inputs)
+    let mut verification = nacre_verifier::verify(&evidence, &inputs)
         .with_context(|| format!("cannot verify {}", a.evidence.display()))?;
     if let Some(from) = &revocation_from {
         for check in &mut verification.checks {
             if [
-                attest::snp::check::ASK_NOT_REVOKED,
-                attest::tdx::check::TCB_STATUS,
+                nacre_verifier::snp::check::ASK_NOT_REVOKED,
+                nacre_verifier::tdx::check::TCB_STATUS,
             ]
             .contains(&check.name)
             {
@@ -357,7 +348,7 @@ fn write_stdout(text: &str) -> anyhow::Result<()> {
 }
 
 /// The human form: the decoded fields, every check, the verdict.
-pub fn render(evidence: &Evidence, v: &attest::Verification) -> String {
+pub fn render(evidence: &Evidence, v: &nacre_verifier::Verification) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -397,6 +388,7 @@ pub fn render(evidence: &Evidence, v: &attest::Verification) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::emulated::snp::keys as emulated;
     use crate::emulated::snp::keys::fixture::{keys, scratch, signed_report};
     use clap::Parser;
 
@@ -449,12 +441,12 @@ mod tests {
         // The verdict line says the evidence is emulated.
         let evidence = Evidence::parse(&std::fs::read(dir.join("report.bin")).expect("read"))
             .expect("an SNP report");
-        let roots = TrustAnchors::built_in()
-            .expect("roots")
-            .allow_emulated(emulated::load_root(&key_dir).expect("root"));
+        let roots = TrustAnchors::built_in().expect("roots").recognize_snp(
+            crate::emulated::snp::keys::trusted_root(emulated::load_root(&key_dir).expect("root")),
+        );
         let mut inputs = Inputs::new(&roots);
         inputs.vcek = Some(k.vcek().clone());
-        let v = attest::verify(&evidence, &inputs).expect("runs");
+        let v = nacre_verifier::verify(&evidence, &inputs).expect("runs");
         let text = render(&evidence, &v);
         assert!(
             text.contains("verified (emulated evidence): all 15 checks passed"),

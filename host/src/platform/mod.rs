@@ -16,8 +16,6 @@ pub mod emulated_tdx;
 pub mod hostcall;
 pub mod launch;
 
-use crate::attest::evidence::Endorsements;
-use crate::attest::Evidence;
 use crate::exits::RunError;
 use crate::mmu::HypervisorMmu;
 use crate::stats::RunCounters;
@@ -29,6 +27,10 @@ use launch::{LaunchConfig, SetupError};
 use nacre_loader::LoadedImage;
 use nacre_shared_abi::boot::PlatformKind;
 use nacre_shared_abi::doorbell::Doorbell;
+use nacre_verifier::evidence::Endorsements;
+use nacre_verifier::Evidence;
+use nacre_verifier::{EvidenceKind, TrustAnchors};
+use std::path::{Path, PathBuf};
 
 /// Why the VM stopped.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -167,8 +169,39 @@ pub struct Registration {
     pub about: &'static str,
     /// The part of an image this platform boots.
     pub image: PlatformKind,
+    /// The evidence its guests produce.
+    pub evidence: EvidenceKind,
     /// Launch a VM of `image`, or say why this platform cannot.
     pub launch: fn(&LoadedImage, &LaunchConfig) -> Result<Vm, SetupError>,
+    /// For a platform that signs its evidence under roots of its own (the emulated
+    /// ones): add to a verifier's anchors what recognizes `evidence` as its, and, given
+    /// the emulated keys' base directory (`--allow-emulated`), its roots. `None`:
+    /// the vendor's built-in roots decide.
+    pub verifier_roots: Option<VerifierRoots>,
+}
+
+/// See [`Registration::verifier_roots`].
+pub type VerifierRoots = fn(TrustAnchors, &Evidence, Option<&Path>) -> Result<TrustAnchors, String>;
+
+/// The anchors a verifier of `evidence` uses: `roots`, with every registered
+/// platform's recognition of its own evidence, and with `keys` (the emulated keys'
+/// base directory) their roots too.
+pub fn verifier_roots(
+    roots: TrustAnchors,
+    evidence: &Evidence,
+    keys: Option<&Path>,
+) -> Result<TrustAnchors, String> {
+    PLATFORMS
+        .iter()
+        .filter_map(|p| p.verifier_roots)
+        .try_fold(roots, |roots, add| add(roots, evidence, keys))
+}
+
+/// Where the emulated platforms keep their keys unless told otherwise:
+/// `$NACRE_EMULATED_KEYS`, else `$XDG_DATA_HOME/nacre/emulated-keys`, else
+/// `~/.local/share/nacre/emulated-keys`.
+pub fn emulated_keys_dir() -> Result<PathBuf, String> {
+    crate::emulated::snp::keys::base_dir().map_err(|e| e.to_string())
 }
 
 /// Every platform nacre knows, the default first.
@@ -179,19 +212,31 @@ pub static PLATFORMS: &[Registration] = &[
         name: "snp",
         about: "AMD SEV-SNP hardware through upstream KVM (not available yet)",
         image: PlatformKind::Snp,
+        evidence: EvidenceKind::SnpReport,
         launch: |_, _| Err(SetupError::Unavailable("the SEV-SNP hardware platform")),
+        verifier_roots: None,
     },
     Registration {
         name: "tdx",
         about: "Intel TDX hardware through upstream KVM (not available yet)",
         image: PlatformKind::Tdx,
+        evidence: EvidenceKind::TdxQuote,
         launch: |_, _| Err(SetupError::Unavailable("the TDX hardware platform")),
+        verifier_roots: None,
     },
 ];
 
 /// The platform called `name`.
 pub fn by_name(name: &str) -> Option<&'static Registration> {
     PLATFORMS.iter().find(|p| p.name == name)
+}
+
+/// The image part whose guests produce evidence of `kind`.
+pub fn image_kind_of(kind: EvidenceKind) -> Option<PlatformKind> {
+    PLATFORMS
+        .iter()
+        .find(|p| p.evidence == kind)
+        .map(|p| p.image)
 }
 
 /// Parse `--platform`, naming the platforms there are when `name` is none of them.

@@ -68,14 +68,14 @@ use x509_cert::spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
 use x509_cert::time::{Time, Validity};
 use x509_cert::Certificate;
 
-use crate::attest::crl::Crl;
-use crate::attest::roots::AmdRoot;
-use crate::attest::snp::{vcek_hw_id, vcek_oid, vcek_product, VcekTcb};
-use crate::attest::x509::{
+use nacre_verifier::crl::Crl;
+use nacre_verifier::decode_hex;
+use nacre_verifier::roots::{AmdRoot, EmulatedRoot};
+use nacre_verifier::snp::{vcek_hw_id, vcek_oid, vcek_product, VcekTcb};
+use nacre_verifier::x509::{
     Cert, AMD_PSS_SALT_LEN, OID_BASIC_CONSTRAINTS, OID_COMMON_NAME, OID_KEY_USAGE,
     OID_ORGANIZATION, OID_RSASSA_PSS,
 };
-use crate::attest::{decode_hex, hex};
 
 /// How long an emulated CRL stays current after it is issued: 7 days.
 pub const CRL_VALIDITY: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -236,7 +236,7 @@ impl fmt::Debug for EmulatedSnpKeys {
         // Never print the private keys.
         f.debug_struct("EmulatedSnpKeys")
             .field("ark", &self.ark.subject_name())
-            .field("chip_id", &hex(&self.chip_id))
+            .field("chip_id", &hex::encode(self.chip_id))
             .field("tcb", &format_args!("{:#018x}", self.tcb))
             .finish_non_exhaustive()
     }
@@ -276,20 +276,32 @@ fn dir_from_env(var: impl Fn(&str) -> Option<OsString>) -> Result<PathBuf, Emula
 /// Whether `cert` is one of the emulated processor's: its subject or issuer names
 /// [`EMULATED_ORGANIZATION`].
 pub fn is_emulated(cert: &Cert) -> bool {
-    let tbs = &cert.certificate().tbs_certificate;
-    names_emulated(&tbs.subject) || names_emulated(&tbs.issuer)
+    cert.names_organization(EMULATED_ORGANIZATION)
 }
 
-fn names_emulated(name: &Name) -> bool {
-    names_organization(name, EMULATED_ORGANIZATION)
+/// Who signs under the emulated ARK, for verdicts.
+pub const SIGNER: &str = "nacre's emulated security processor";
+
+/// How a verifier recognizes evidence signed under this hierarchy: by its
+/// organization, refused with [`REFUSED`]; and, with the key directory `dir`, trusted
+/// with its ARK and ASK ([`load_root`]).
+pub fn verifier_root(dir: Option<&Path>) -> Result<EmulatedRoot<AmdRoot>, EmulatedKeysError> {
+    Ok(EmulatedRoot {
+        organization: EMULATED_ORGANIZATION.to_owned(),
+        signer: SIGNER.to_owned(),
+        refusal: REFUSED.to_owned(),
+        root: dir.map(load_root).transpose()?,
+    })
 }
 
-/// Whether `name` has the organization `org`.
-pub(crate) fn names_organization(name: &Name, org: &str) -> bool {
-    name.0
-        .iter()
-        .flat_map(|rdn| rdn.0.iter())
-        .any(|atv| atv.oid == OID_ORGANIZATION && atv.value.value() == org.as_bytes())
+/// The emulated root as a verifier trusts it, from ARK and ASK at hand.
+pub fn trusted_root(root: AmdRoot) -> EmulatedRoot<AmdRoot> {
+    EmulatedRoot {
+        organization: EMULATED_ORGANIZATION.to_owned(),
+        signer: SIGNER.to_owned(),
+        refusal: REFUSED.to_owned(),
+        root: Some(root),
+    }
 }
 
 /// Load only the emulated ARK and ASK from `dir`, for a verifier: nothing is created
@@ -685,7 +697,7 @@ impl EmulatedSnpKeys {
             .map_err(|e| EmulatedKeysError::Generate(format!("a temporary name: {e}")))?;
         let mut tmp_name = OsString::from(".");
         tmp_name.push(name);
-        tmp_name.push(format!(".new-{}-{}", std::process::id(), hex(&tag)));
+        tmp_name.push(format!(".new-{}-{}", std::process::id(), hex::encode(tag)));
         let tmp = parent.join(tmp_name);
         fs::DirBuilder::new()
             .mode(0o700)
@@ -739,7 +751,7 @@ impl EmulatedSnpKeys {
             (files::ARK_KEY, rsa_pem(files::ARK_KEY, &self.ark_key)?),
             (files::ASK_KEY, rsa_pem(files::ASK_KEY, &self.ask_key)?),
             (files::VCEK_KEY, vcek_key),
-            (files::CHIP_ID, hex(&self.chip_id) + "\n"),
+            (files::CHIP_ID, hex::encode(self.chip_id) + "\n"),
         ];
         for (file, text) in contents {
             let path = dir.join(file);
@@ -1017,8 +1029,8 @@ pub(crate) mod fixture {
     //! product's RSA-4096 keys take seconds to make, and one test makes them.
 
     use super::*;
-    use crate::attest::test_vectors::read;
     use nacre_shared_abi::snp::report::AttestationReport;
+    use nacre_verifier::test_vectors::read;
     use std::sync::OnceLock;
     use zerocopy::IntoBytes;
 

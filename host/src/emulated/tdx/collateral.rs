@@ -48,9 +48,9 @@ use super::keys::{
 };
 use super::module::emulated_tee_tcb_info;
 use super::quoting::{EMULATED_QE_ISVSVN, QE_ATTRIBUTES};
-use crate::attest::tdx::{Collateral, INTEL_QE_MRSIGNER, INTEL_TD_QE_ISVPRODID};
-use crate::attest::x509::{Cert, OID_ECDSA_WITH_SHA256};
-use crate::attest::{hex, time};
+use nacre_verifier::tdx::{Collateral, INTEL_QE_MRSIGNER, INTEL_TD_QE_ISVPRODID};
+use nacre_verifier::time;
+use nacre_verifier::x509::{Cert, OID_ECDSA_WITH_SHA256};
 
 /// File of the TCB signing certificate (PEM).
 pub const TCB_SIGNING_CERT_FILE: &str = "tcb-signing.pem";
@@ -289,8 +289,8 @@ fn tcb_info_json(issue_date: &str, next_update: &str) -> String {
             .map(|&svn| serde_json::json!({ "svn": svn }))
             .collect()
     };
-    let module_signer = hex(&module.mr_signer_seam).to_uppercase();
-    let module_attributes = hex(&module.attributes).to_uppercase();
+    let module_signer = hex::encode(module.mr_signer_seam).to_uppercase();
+    let module_attributes = hex::encode(module.attributes).to_uppercase();
     let level = serde_json::json!({
         "tcb": {
             "sgxtcbcomponents": svns(&EMULATED_CPUSVN),
@@ -305,8 +305,8 @@ fn tcb_info_json(issue_date: &str, next_update: &str) -> String {
         "version": 3,
         "issueDate": issue_date,
         "nextUpdate": next_update,
-        "fmspc": hex(&EMULATED_FMSPC).to_uppercase(),
-        "pceId": hex(&EMULATED_PCEID).to_uppercase(),
+        "fmspc": hex::encode(EMULATED_FMSPC).to_uppercase(),
+        "pceId": hex::encode(EMULATED_PCEID).to_uppercase(),
         "tcbType": 0,
         "tcbEvaluationDataNumber": TCB_EVALUATION_DATA_NUMBER,
         "tdxModule": {
@@ -341,9 +341,9 @@ fn qe_identity_json(issue_date: &str, next_update: &str) -> String {
         "tcbEvaluationDataNumber": TCB_EVALUATION_DATA_NUMBER,
         "miscselect": "00000000",
         "miscselectMask": "FFFFFFFF",
-        "attributes": hex(&QE_ATTRIBUTES).to_uppercase(),
-        "attributesMask": hex(&QE_ATTRIBUTES_MASK).to_uppercase(),
-        "mrsigner": hex(&INTEL_QE_MRSIGNER).to_uppercase(),
+        "attributes": hex::encode(QE_ATTRIBUTES).to_uppercase(),
+        "attributesMask": hex::encode(QE_ATTRIBUTES_MASK).to_uppercase(),
+        "mrsigner": hex::encode(INTEL_QE_MRSIGNER).to_uppercase(),
         "isvprodid": INTEL_TD_QE_ISVPRODID,
         "tcbLevels": [{
             "tcb": { "isvsvn": EMULATED_QE_ISVSVN },

@@ -1,6 +1,6 @@
 //! The key hierarchy of the `emulated-tdx` platform's attestation path, laid out
 //! like Intel's: the quotes of [`super::quoting`] verify with the verifier in
-//! [`crate::attest::tdx`] like real ones, but only against this host's root.
+//! [`nacre_verifier::tdx`] like real ones, but only against this host's root.
 //!
 //! # What is emulated, and how it is told apart
 //!
@@ -78,8 +78,9 @@ use x509_cert::serial_number::SerialNumber;
 use x509_cert::spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
 use x509_cert::time::{Time, Validity};
 
-use crate::attest::tdx::{Collateral, P256_PAIR_SIZE};
-use crate::attest::x509::{Cert, OID_ECDSA_WITH_SHA256, OID_EC_PUBLIC_KEY, OID_SECP256R1};
+use nacre_verifier::roots::EmulatedRoot;
+use nacre_verifier::tdx::{Collateral, P256_PAIR_SIZE};
+use nacre_verifier::x509::{Cert, OID_ECDSA_WITH_SHA256, OID_EC_PUBLIC_KEY, OID_SECP256R1};
 
 /// File of the root CA certificate (PEM).
 pub const ROOT_CERT_FILE: &str = "root-ca.pem";
@@ -119,9 +120,32 @@ pub fn default_dir() -> Result<PathBuf, crate::emulated::snp::keys::EmulatedKeys
 /// Whether `cert` is one of the emulated TDX platform's: its subject or issuer names
 /// [`ORGANIZATION`].
 pub fn is_emulated(cert: &Cert) -> bool {
-    let tbs = &cert.certificate().tbs_certificate;
-    crate::emulated::snp::keys::names_organization(&tbs.subject, ORGANIZATION)
-        || crate::emulated::snp::keys::names_organization(&tbs.issuer, ORGANIZATION)
+    cert.names_organization(ORGANIZATION)
+}
+
+/// Who quotes under the emulated root, for verdicts.
+pub const SIGNER: &str = "nacre's emulated TDX platform";
+
+/// How a verifier recognizes quotes made under this hierarchy: by its organization,
+/// refused with [`REFUSED`]; and, with the key directory `dir`, trusted with its root
+/// CA ([`load_root`]).
+pub fn verifier_root(dir: Option<&Path>) -> Result<EmulatedRoot<Cert>, KeysError> {
+    Ok(EmulatedRoot {
+        organization: ORGANIZATION.to_owned(),
+        signer: SIGNER.to_owned(),
+        refusal: REFUSED.to_owned(),
+        root: dir.map(load_root).transpose()?,
+    })
+}
+
+/// The emulated root CA as a verifier trusts it, from the certificate at hand.
+pub fn trusted_root(root: Cert) -> EmulatedRoot<Cert> {
+    EmulatedRoot {
+        organization: ORGANIZATION.to_owned(),
+        signer: SIGNER.to_owned(),
+        refusal: REFUSED.to_owned(),
+        root: Some(root),
+    }
 }
 
 /// Load only the emulated root CA from `dir`, for a verifier: nothing is created and

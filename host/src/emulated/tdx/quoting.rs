@@ -11,14 +11,14 @@
 
 use super::keys::{EmulatedTdxKeys, EMULATED_CPUSVN};
 use super::module::TdxReportKey;
-use crate::attest::tdx::{
+use crate::emulated::LazyKeys;
+use crate::exits::tdx::get_quote::{QuoteRefusal, QuotingService};
+use nacre_shared_abi::tdx_report::TDREPORT_SIZE;
+use nacre_verifier::tdx::{
     QeReport, QuoteHeader, TdQuoteBody, ATT_KEY_TYPE_ECDSA_P256, CERT_DATA_PCK_CHAIN,
     CERT_DATA_QE_REPORT, INTEL_QE_MRSIGNER, INTEL_QE_VENDOR_ID, INTEL_TD_QE_ISVPRODID,
     P256_PAIR_SIZE, QUOTE_VERSION_4, TEE_TYPE_TDX,
 };
-use crate::emulated::LazyKeys;
-use crate::exits::tdx::get_quote::{QuoteRefusal, QuotingService};
-use nacre_shared_abi::tdx_report::TDREPORT_SIZE;
 use p256::ecdsa::signature::Signer;
 use p256::ecdsa::Signature;
 use sha2::{Digest, Sha256};

@@ -948,7 +948,12 @@ fn race(check_stale: bool, rounds: u64) -> (Option<String>, u64) {
         }
         done.store(true, Ordering::Relaxed);
     });
-    assert_eq!(b.bad_discards.load(Ordering::Relaxed), 0);
+    if check_stale {
+        // With the race check off a stale fault may assign a page while it is being
+        // discarded: that is what the other test shows, so only the checked MMU must
+        // never discard an assigned page.
+        assert_eq!(b.bad_discards.load(Ordering::Relaxed), 0);
+    }
     let last = mmu.inspect(|a, t, r| check_tdp(a, t, r, Level::L1G)).err();
     let found = found.into_inner().expect("lock").or(last);
     (found, mmu.stats().fault_retries)

@@ -8,8 +8,6 @@ mod launch;
 #[cfg(test)]
 mod tests;
 
-use crate::attest::evidence::Endorsements;
-use crate::attest::Evidence;
 use crate::emulated::snp::keys::{self, EmulatedSnpKeys};
 use crate::emulated::snp::sp::EmulatedSecurityProcessor;
 use crate::exits::snp::{self, GhcbState, SnpContext, SnpCounters};
@@ -25,6 +23,10 @@ use crate::vmm::vcpu::Vcpu;
 use nacre_shared_abi::boot::PlatformKind;
 use nacre_shared_abi::doorbell::Doorbell;
 use nacre_shared_abi::layout::{EMULATED_SNP_C_BIT, PAGE_SIZE_4K};
+use nacre_verifier::evidence::Endorsements;
+use nacre_verifier::Evidence;
+use nacre_verifier::{EvidenceKind, TrustAnchors};
+use std::path::Path;
 use std::time::SystemTime;
 
 /// `emulated-snp` in the platform registry.
@@ -32,8 +34,26 @@ pub const REGISTRATION: Registration = Registration {
     name: NAME,
     about: "SEV-SNP semantics enforced in software on a plain KVM VM (the default)",
     image: PlatformKind::Snp,
+    evidence: EvidenceKind::SnpReport,
     launch: launch::launch,
+    verifier_roots: Some(verifier_roots),
 };
+
+/// A verifier recognizes this platform's evidence by the organization its
+/// certificates name; with the emulated keys' base directory `keys`, it trusts their
+/// root too.
+fn verifier_roots(
+    roots: TrustAnchors,
+    evidence: &Evidence,
+    keys: Option<&Path>,
+) -> Result<TrustAnchors, String> {
+    if evidence.kind() != REGISTRATION.evidence {
+        return Ok(roots);
+    }
+    let dir = keys.map(|k| k.join(keys::SNP_FOLDER));
+    let root = keys::verifier_root(dir.as_deref()).map_err(|e| e.to_string())?;
+    Ok(roots.recognize_snp(root))
+}
 
 /// The platform's name.
 pub const NAME: &str = "emulated-snp";
@@ -170,7 +190,7 @@ impl Platform for EmulatedSnp {
     /// The VCEK, the ASK and ARK, and a CRL of the ARK issued now, from the emulated
     /// key hierarchy that signed the report.
     fn endorsements(&mut self, evidence: &Evidence) -> Result<Endorsements, String> {
-        if !matches!(evidence, Evidence::Snp(_)) {
+        if evidence.kind() != REGISTRATION.evidence {
             return Err("the guest's evidence is not an SEV-SNP attestation report".into());
         }
         let dir = keys::default_dir().map_err(|e| e.to_string())?;

@@ -8,8 +8,6 @@ mod launch;
 #[cfg(test)]
 mod tests;
 
-use crate::attest::evidence::Endorsements;
-use crate::attest::Evidence;
 use crate::emulated::tdx::keys::{self, EmulatedTdxKeys, KeysError};
 use crate::emulated::tdx::module::EmulatedTdxModule;
 use crate::emulated::tdx::quoting::EmulatedQuotingService;
@@ -26,6 +24,10 @@ use crate::vmm::vcpu::Vcpu;
 use nacre_shared_abi::boot::PlatformKind;
 use nacre_shared_abi::doorbell::Doorbell;
 use nacre_shared_abi::layout::PAGE_SIZE_4K;
+use nacre_verifier::evidence::Endorsements;
+use nacre_verifier::Evidence;
+use nacre_verifier::{EvidenceKind, TrustAnchors};
+use std::path::Path;
 use std::time::SystemTime;
 
 /// `emulated-tdx` in the platform registry.
@@ -33,8 +35,26 @@ pub const REGISTRATION: Registration = Registration {
     name: NAME,
     about: "TDX semantics (a software TDX module, S-EPT and TDCALLs) on a plain KVM VM",
     image: PlatformKind::Tdx,
+    evidence: EvidenceKind::TdxQuote,
     launch: launch::launch,
+    verifier_roots: Some(verifier_roots),
 };
+
+/// A verifier recognizes this platform's evidence by the organization its
+/// certificates name; with the emulated keys' base directory `keys`, it trusts their
+/// root too.
+fn verifier_roots(
+    roots: TrustAnchors,
+    evidence: &Evidence,
+    keys: Option<&Path>,
+) -> Result<TrustAnchors, String> {
+    if evidence.kind() != REGISTRATION.evidence {
+        return Ok(roots);
+    }
+    let dir = keys.map(|k| k.join(keys::TDX_FOLDER));
+    let root = keys::verifier_root(dir.as_deref()).map_err(|e| e.to_string())?;
+    Ok(roots.recognize_tdx(root))
+}
 
 /// The platform's name.
 pub const NAME: &str = "emulated-tdx";
@@ -171,7 +191,7 @@ impl Platform for EmulatedTdx {
     /// quoted). A key directory made before nacre made collateral gives none, with a
     /// warning: the evidence then verifies without a TCB status.
     fn endorsements(&mut self, evidence: &Evidence) -> Result<Endorsements, String> {
-        if !matches!(evidence, Evidence::Tdx(_)) {
+        if evidence.kind() != REGISTRATION.evidence {
             return Err("the guest's evidence is not a TDX quote".into());
         }
         let dir = keys::default_dir().map_err(|e| e.to_string())?;

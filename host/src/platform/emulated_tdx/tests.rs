@@ -3,7 +3,6 @@
 //! host handles (and malformed ones), the #UD path for TDCALL, and memory faults.
 
 use super::*;
-use crate::attest::tdx::Quote;
 use crate::emulated::snp::keys::fixture::scratch;
 use crate::emulated::LazyKeys;
 use crate::exits::tdx::tdvmcall::VMCALL_SUBFUNC_UNSUPPORTED;
@@ -15,6 +14,7 @@ use nacre_shared_abi::layout::EMULATED_TDX_GPAW;
 use nacre_shared_abi::tdx::{leaf, status, vmcall};
 use nacre_shared_abi::tdx_report::get_quote::{self, QuoteBufHeader, HEADER_SIZE};
 use nacre_shared_abi::tdx_report::TDREPORT_SIZE;
+use nacre_verifier::tdx::Quote;
 use std::sync::OnceLock;
 use zerocopy::{FromBytes, IntoBytes};
 

@@ -4,11 +4,11 @@
 
 use super::fixture::{keys, scratch, signed_report, TEST_RSA_BITS};
 use super::*;
-use crate::attest::crl::Crl;
-use crate::attest::snp::{check, verify_report, SnpChain};
-use crate::attest::test_vectors::read;
-use crate::attest::{self, Evidence, Expectations, Inputs, Trust, TrustAnchors, Verification};
 use nacre_shared_abi::snp::report::AttestationReport;
+use nacre_verifier::crl::Crl;
+use nacre_verifier::snp::{check, verify_report, SnpChain};
+use nacre_verifier::test_vectors::read;
+use nacre_verifier::{self, Evidence, Expectations, Inputs, Trust, TrustAnchors, Verification};
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Instant;
@@ -46,7 +46,7 @@ fn verify_with(
 
 /// AMD's Milan report and the VCEK that signed it (`tests/vectors/virtee-sev`).
 fn amd_milan() -> (AttestationReport, Cert) {
-    let report = attest::decode_hex(&read("virtee-sev", "report_milan.hex")).expect("hex");
+    let report = nacre_verifier::decode_hex(&read("virtee-sev", "report_milan.hex")).expect("hex");
     let vcek = Cert::from_der_or_pem(&read("virtee-sev", "vcek_milan.der")).expect("VCEK");
     (
         AttestationReport::from_bytes(&report).expect("report"),
@@ -203,7 +203,7 @@ fn corrupt_or_partial_directories_are_errors_and_are_left_alone() {
         "{err}"
     );
 
-    let err = case("chip-id", &replace(files::CHIP_ID, hex(&[7u8; 64])));
+    let err = case("chip-id", &replace(files::CHIP_ID, hex::encode([7u8; 64])));
     assert!(
         matches!(
             err,
@@ -214,7 +214,10 @@ fn corrupt_or_partial_directories_are_errors_and_are_left_alone() {
         ),
         "{err}"
     );
-    let err = case("short-chip-id", &replace(files::CHIP_ID, hex(&[7u8; 8])));
+    let err = case(
+        "short-chip-id",
+        &replace(files::CHIP_ID, hex::encode([7u8; 8])),
+    );
     assert!(
         matches!(
             err,
@@ -412,8 +415,14 @@ fn a_signed_report_verifies_only_when_emulated_evidence_is_accepted() {
         .iter()
         .all(|&b| b == 0));
 
-    // Without the opt-in: refused, by name, as emulated.
-    let hardware_only = built_in();
+    // Roots that know nothing of the emulated processor: checked as AMD's, refused.
+    let v = verify_with(&report, k, None, &built_in());
+    assert_eq!(v.trust, Trust::Hardware);
+    assert!(!v.passed());
+    assert!(v.failures().any(|c| c.name == check::VCEK_SIGNED_BY_ASK));
+
+    // Recognized without the opt-in: refused, by name, as emulated.
+    let hardware_only = built_in().recognize_snp(verifier_root(None).expect("no directory"));
     for chain in [None, Some(k.root())] {
         let chain = chain.map(|root| SnpChain {
             ask: root.ask,
@@ -427,7 +436,7 @@ fn a_signed_report_verifies_only_when_emulated_evidence_is_accepted() {
     }
 
     // With it: every check passes, and the verdict says it is emulated.
-    let accepting = built_in().allow_emulated(k.root());
+    let accepting = built_in().recognize_snp(crate::emulated::snp::keys::trusted_root(k.root()));
     let v = verify_with(&report, k, None, &accepting);
     assert!(v.passed(), "{:#?}", v.failures().collect::<Vec<_>>());
     assert_eq!(v.trust, Trust::Emulated);
@@ -442,8 +451,8 @@ fn a_signed_report_verifies_only_when_emulated_evidence_is_accepted() {
     let json = v.to_json();
     assert_eq!(json["verified"], true);
     assert_eq!(json["trust"], "emulated");
-    assert_eq!(json["claims"]["measurement"], hex(&MEASUREMENT));
-    assert_eq!(json["claims"]["report_data"], hex(&REPORT_DATA));
+    assert_eq!(json["claims"]["measurement"], hex::encode(MEASUREMENT));
+    assert_eq!(json["claims"]["report_data"], hex::encode(REPORT_DATA));
     let chain = SnpChain::from_pem(k.cert_chain_pem().as_bytes()).expect("chain");
     assert!(verify_with(&report, k, Some(&chain), &accepting).passed());
 
@@ -451,7 +460,7 @@ fn a_signed_report_verifies_only_when_emulated_evidence_is_accepted() {
     let evidence = Evidence::parse(&report).expect("an SNP report");
     let mut inputs = Inputs::new(&accepting);
     inputs.vcek = Some(k.vcek().clone());
-    let v = attest::verify(&evidence, &inputs).expect("runs");
+    let v = nacre_verifier::verify(&evidence, &inputs).expect("runs");
     assert!(v.passed() && v.trust == Trust::Emulated);
 
     // Another host's emulated keys are not trusted in place of these.
@@ -472,7 +481,7 @@ fn a_signed_report_verifies_only_when_emulated_evidence_is_accepted() {
         None,
         &accepting,
         &Expectations::default(),
-        crate::attest::test_vectors::middle_of(&amd_vcek),
+        nacre_verifier::test_vectors::middle_of(&amd_vcek),
     )
     .expect("runs");
     assert!(v.passed(), "{:#?}", v.failures().collect::<Vec<_>>());
@@ -483,7 +492,7 @@ fn a_signed_report_verifies_only_when_emulated_evidence_is_accepted() {
 #[test]
 fn a_flipped_bit_of_the_signed_part_fails() {
     let k = keys();
-    let accepting = built_in().allow_emulated(k.root());
+    let accepting = built_in().recognize_snp(crate::emulated::snp::keys::trusted_root(k.root()));
     let report = signed_report(k, MEASUREMENT, REPORT_DATA);
     // One bit of every byte of the signed part, then bits of R and S.
     let bits = (0..SIGNED_SIZE).map(|byte| byte * 8 + byte % 8).chain([
@@ -526,7 +535,13 @@ fn the_product_hierarchy_has_rsa_4096_roots() {
     assert_eq!(k.ark_key.size() * 8, RSA_KEY_BITS);
     assert_eq!(k.ask_key.size() * 8, RSA_KEY_BITS);
     let report = signed_report(&k, MEASUREMENT, REPORT_DATA);
-    assert!(verify_with(&report, &k, None, &built_in().allow_emulated(k.root())).passed());
+    assert!(verify_with(
+        &report,
+        &k,
+        None,
+        &built_in().recognize_snp(crate::emulated::snp::keys::trusted_root(k.root()))
+    )
+    .passed());
 }
 
 fn verify_with_crl(
@@ -540,7 +555,7 @@ fn verify_with_crl(
         keys.vcek(),
         None,
         Some(crl),
-        &built_in().allow_emulated(keys.root()),
+        &built_in().recognize_snp(crate::emulated::snp::keys::trusted_root(keys.root())),
         &Expectations::default(),
         at,
     )
@@ -605,9 +620,9 @@ fn the_emulated_arks_crl_is_checked_like_amds() {
         &amd_vcek,
         None,
         Some(&crl),
-        &built_in().allow_emulated(k.root()),
+        &built_in().recognize_snp(crate::emulated::snp::keys::trusted_root(k.root())),
         &Expectations::default(),
-        crate::attest::test_vectors::middle_of(&amd_vcek),
+        nacre_verifier::test_vectors::middle_of(&amd_vcek),
     )
     .expect("runs");
     assert!(failed_detail(&v, check::ASK_NOT_REVOKED).contains("ARK-Milan-emulated"));
@@ -618,8 +633,8 @@ fn the_emulated_arks_crl_is_checked_like_amds() {
     let mut inputs = Inputs::new(&roots);
     inputs.crl = Some(crl);
     assert!(matches!(
-        attest::verify(&Evidence::parse(&quote).expect("a quote"), &inputs),
-        Err(attest::AttestError::Inputs(_))
+        nacre_verifier::verify(&Evidence::parse(&quote).expect("a quote"), &inputs),
+        Err(nacre_verifier::AttestError::Inputs(_))
     ));
 }
 
@@ -684,7 +699,7 @@ fn the_policy_must_be_the_one_the_image_declares() {
             k.vcek(),
             None,
             None,
-            &built_in().allow_emulated(k.root()),
+            &built_in().recognize_snp(crate::emulated::snp::keys::trusted_root(k.root())),
             &Expectations {
                 policy: Some(declared),
                 ..Expectations::default()

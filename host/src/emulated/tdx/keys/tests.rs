@@ -2,15 +2,15 @@
 //! module, quotes from the emulated QE, checked by the verifier of `attest::tdx`.
 
 use super::*;
-use crate::attest::tdx::{self, check, verify_quote, Quote};
-use crate::attest::tdx::{INTEL_TD_QE_ISVPRODID, TEE_TYPE_TDX};
-use crate::attest::{hex, Expectations, TrustAnchors, Verification};
 use crate::emulated::tdx::module::{
     emulated_tee_tcb_info, sha384, TdxReportKey, EMULATED_TEE_TCB_SVN,
 };
 use crate::emulated::tdx::quoting::{QuoteError, QuotingEnclave, EMULATED_QE_ISVSVN, QE_AUTH_DATA};
 use nacre_shared_abi::tdx::attributes;
 use nacre_shared_abi::tdx_report::{TdInfo, TdReport, TeeTcbInfo, TDREPORT_SIZE};
+use nacre_verifier::tdx::{self, check, verify_quote, Quote};
+use nacre_verifier::tdx::{INTEL_TD_QE_ISVPRODID, TEE_TYPE_TDX};
+use nacre_verifier::{Expectations, TrustAnchors, Verification};
 use proptest::prelude::*;
 use std::os::unix::fs::PermissionsExt;
 use std::sync::{Arc, Barrier};
@@ -115,7 +115,9 @@ impl Fixture {
     fn roots(&self) -> TrustAnchors {
         TrustAnchors::built_in()
             .expect("built-in roots")
-            .allow_emulated_tdx(self.keys.root_cert())
+            .recognize_tdx(crate::emulated::tdx::keys::trusted_root(
+                self.keys.root_cert(),
+            ))
     }
 }
 
@@ -275,7 +277,7 @@ fn pck_certificate_carries_intels_sgx_extension() {
     }
     assert_ne!(
         f.keys.root_cert().spki_sha256().expect("a key"),
-        crate::attest::roots::INTEL_SGX_ROOT_CA_SPKI_SHA256
+        nacre_verifier::roots::INTEL_SGX_ROOT_CA_SPKI_SHA256
     );
     assert!(!pck.is_ca());
     assert!(f.keys.pck_ca_cert().is_ca());
@@ -285,12 +287,18 @@ fn pck_certificate_carries_intels_sgx_extension() {
 fn built_in_intel_roots_refuse_an_emulated_quote() {
     let f = Fixture::new("intel-roots");
     let bytes = f.quote();
-    let roots = TrustAnchors::built_in().expect("built-in roots");
+    // Roots that know nothing of the emulated platform: checked as Intel's, refused.
+    let plain = TrustAnchors::built_in().expect("built-in roots");
+    let v = verify(&bytes, &plain).expect("runs");
+    assert!(failed(&v, check::CA_SIGNED_BY_ROOT) && failed(&v, check::ROOT_TRUSTED));
+    assert_eq!(v.trust, nacre_verifier::Trust::Hardware);
+    // Recognized, but not trusted: refused by name, as emulated.
+    let roots = plain.recognize_tdx(verifier_root(None).expect("no directory"));
     let v = verify(&bytes, &roots).expect("runs");
     assert!(failed(&v, check::CA_SIGNED_BY_ROOT));
     assert!(failed(&v, check::ROOT_TRUSTED));
     assert!(!v.passed());
-    assert_eq!(v.trust, crate::attest::Trust::Emulated);
+    assert_eq!(v.trust, nacre_verifier::Trust::Emulated);
     assert!(
         v.check(check::ROOT_TRUSTED)
             .is_some_and(|c| c.detail.contains("--allow-emulated")),
@@ -678,7 +686,10 @@ fn emulated_collateral_gives_an_up_to_date_tcb() {
     let tcb_info: serde_json::Value =
         serde_json::from_str(&collateral.tcb_info).expect("TCB info is JSON");
     assert_eq!(tcb_info["id"], "TDX");
-    assert_eq!(tcb_info["fmspc"], hex(&EMULATED_FMSPC).to_uppercase());
+    assert_eq!(
+        tcb_info["fmspc"],
+        hex::encode(EMULATED_FMSPC).to_uppercase()
+    );
     assert_eq!(tcb_info["tdxModuleIdentities"][0]["id"], "TDX_01");
     let qe: serde_json::Value =
         serde_json::from_str(&collateral.qe_identity).expect("QE identity is JSON");

@@ -1,5 +1,9 @@
-//! Verifying attestation evidence offline: AMD SEV-SNP attestation reports and Intel
-//! TDX quotes (version 4, and 5 with a TDX body).
+//! nacre's verifier: AMD SEV-SNP attestation reports and Intel TDX quotes (version 4,
+//! and 5 with a TDX body) checked offline, the part of nacre a remote party runs.
+//!
+//! It depends on nothing that produces evidence: the formats it reads are in
+//! `nacre-shared-abi`, the roots it trusts are the vendors' ([`roots`]) or ones its
+//! caller gives ([`roots::EmulatedRoot`]).
 //!
 //! A verification runs every check it can and records each one ([`Check`]: a name,
 //! whether it passed, and what was seen); the verdict passes only if every check
@@ -7,25 +11,26 @@
 //! hex, a certificate that does not decode) is an error instead.
 //!
 //! ```no_run
-//! use nacre_host::attest::{self, Evidence, Expectations, Inputs, TrustAnchors};
+//! use nacre_verifier::{self as verifier, Evidence, Expectations, Inputs, TrustAnchors};
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let roots = TrustAnchors::built_in()?;
 //! let evidence = Evidence::parse(&std::fs::read("quote.dat")?)?;
 //! let mut inputs = Inputs::new(&roots);
 //! inputs.expect = Expectations { measurement: Some(vec![0; 48]), ..Default::default() };
-//! let verification = attest::verify(&evidence, &inputs)?;
+//! let verification = verifier::verify(&evidence, &inputs)?;
 //! for check in verification.failures() {
 //!     eprintln!("{}: {}", check.name, check.detail);
 //! }
 //! # Ok(()) }
 //! ```
 //!
-//! Evidence signed by nacre's emulated security processor ([`crate::emulated::snp::keys`]) verifies
-//! only when its root was added to the [`TrustAnchors`] explicitly, and the
-//! verification then says so ([`Trust::Emulated`]).
+//! Evidence under an emulated root verifies only when the caller gave that root in
+//! the [`TrustAnchors`], and the verification then says so ([`Trust::Emulated`]).
 //!
 //! Sources: SPECS.md 4.2-4.5 (SNP report, policy, TCB_VERSION, certificate chain) and
 //! 6.5-6.6 (TDREPORT, quote v4/v5).
+
+#![forbid(unsafe_code)]
 
 pub mod crl;
 pub mod evidence;
@@ -128,6 +133,22 @@ impl Evidence {
         Err(AttestError::UnknownEvidence { len: bytes.len() })
     }
 
+    /// Which kind of evidence this is.
+    pub fn kind(&self) -> EvidenceKind {
+        match self {
+            Self::Snp(_) => EvidenceKind::SnpReport,
+            Self::Tdx(_) => EvidenceKind::TdxQuote,
+        }
+    }
+
+    /// The launch measurement it carries: the SNP MEASUREMENT or the TDX MRTD.
+    pub fn measurement(&self) -> [u8; MEASUREMENT_SIZE] {
+        match self {
+            Self::Snp(r) => r.measurement,
+            Self::Tdx(q) => q.body.mr_td,
+        }
+    }
+
     /// What the evidence is, for people.
     pub fn describe(&self) -> String {
         match self {
@@ -184,14 +205,14 @@ impl Expectations {
     pub(crate) fn measurement_check(&self, name: &'static str, actual: &[u8]) -> Option<Check> {
         let expected = self.measurement.as_ref()?;
         Some(if expected[..] == *actual {
-            Check::pass(name, format!("{} as expected", hex(actual)))
+            Check::pass(name, format!("{} as expected", hex::encode(actual)))
         } else {
             Check::fail(
                 name,
                 format!(
                     "expected {}, the evidence has {}",
-                    hex(expected),
-                    hex(actual)
+                    hex::encode(expected),
+                    hex::encode(actual)
                 ),
             )
         })
@@ -204,19 +225,19 @@ impl Expectations {
         let n = expected.len().min(REPORT_DATA_SIZE);
         padded[..n].copy_from_slice(&expected[..n]);
         Some(if padded[..] == *actual {
-            Check::pass(name, format!("{} as expected", hex(actual)))
+            Check::pass(name, format!("{} as expected", hex::encode(actual)))
         } else {
             Check::fail(
                 name,
                 format!(
                     "expected {}{}, the evidence has {}",
-                    hex(expected),
+                    hex::encode(expected),
                     if n < REPORT_DATA_SIZE {
                         " (zero-padded to 64 bytes)"
                     } else {
                         ""
                     },
-                    hex(actual)
+                    hex::encode(actual)
                 ),
             )
         })
@@ -393,8 +414,8 @@ impl EvidenceKind {
 pub enum Trust {
     /// The roots of AMD or Intel: evidence from the hardware.
     Hardware,
-    /// The root of nacre's emulated security processor ([`crate::emulated::snp::keys`]): evidence from
-    /// an emulated platform, which proves nothing about hardware.
+    /// A root the caller gave in place of a vendor's ([`roots::EmulatedRoot`]):
+    /// evidence from an emulated platform, which proves nothing about hardware.
     Emulated,
 }
 
@@ -414,8 +435,8 @@ pub struct Verification {
     /// What was verified.
     pub kind: EvidenceKind,
     /// The root the evidence chains to, as its certificates name it: emulated when
-    /// they name nacre's emulated security processor. Whether that root is trusted
-    /// is the `ark-trusted` check.
+    /// they name an emulated root. Whether that root is trusted is the
+    /// `ark-trusted` (or `root-trusted`) check.
     pub trust: Trust,
     /// When the certificates were checked to be valid.
     pub at: SystemTime,
@@ -475,17 +496,6 @@ impl Verification {
     }
 }
 
-/// Lower-case hex.
-pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
-}
-
 /// Decode hex text; ASCII whitespace anywhere is ignored, and so is a leading `0x`.
 pub fn decode_hex(text: &[u8]) -> Result<Vec<u8>, String> {
     let digits: Vec<u8> = text
@@ -500,23 +510,7 @@ pub fn decode_hex(text: &[u8]) -> Result<Vec<u8>, String> {
     if digits.is_empty() {
         return Err("no hex digits".into());
     }
-    if !digits.len().is_multiple_of(2) {
-        return Err(format!("an odd number of hex digits ({})", digits.len()));
-    }
-    let value = |c: u8, at: usize| match c {
-        b'0'..=b'9' => Ok(c - b'0'),
-        b'a'..=b'f' => Ok(c - b'a' + 10),
-        b'A'..=b'F' => Ok(c - b'A' + 10),
-        _ => Err(format!(
-            "{:?} is not a hex digit (digit {at})",
-            char::from(c)
-        )),
-    };
-    digits
-        .chunks_exact(2)
-        .enumerate()
-        .map(|(i, pair)| Ok(value(pair[0], 2 * i)? << 4 | value(pair[1], 2 * i + 1)?))
-        .collect()
+    hex::decode(digits).map_err(|e| e.to_string())
 }
 
 /// Whether `bytes` is text made only of hex digits and whitespace (with an
@@ -533,8 +527,9 @@ fn looks_like_hex(bytes: &[u8]) -> bool {
             .all(|c| c.is_ascii_hexdigit() || c.is_ascii_whitespace())
 }
 
-#[cfg(test)]
-pub(crate) mod test_vectors {
+#[cfg(any(test, feature = "test-support"))]
+#[doc(hidden)]
+pub mod test_vectors {
     //! The real vectors in `tests/vectors` (see its README), or the folder
     //! `NACRE_VECTORS` names. Missing vectors fail the tests.
 
@@ -544,7 +539,7 @@ pub(crate) mod test_vectors {
     /// Folder `name` of the vectors.
     pub fn dir(name: &str) -> PathBuf {
         let base = std::env::var_os("NACRE_VECTORS").map_or_else(
-            || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/vectors"),
+            || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/vectors"),
             PathBuf::from,
         );
         let dir = base.join(name);
@@ -583,7 +578,6 @@ mod tests {
             decode_hex(b" 0x0a Ff\n10 ").as_deref(),
             Ok(&[0x0a, 0xff, 0x10][..])
         );
-        assert_eq!(hex(&[0x0a, 0xff]), "0aff");
         assert!(decode_hex(b"abc").is_err());
         assert!(decode_hex(b"zz").is_err());
         assert!(decode_hex(b"  ").is_err());

@@ -7,9 +7,9 @@
 //! with `reported_tcb` decoded for the product, its hwID with `chip_id` (SPECS.md
 //! 4.2-4.5).
 //!
-//! Certificates that name nacre's emulated security processor ([`crate::emulated::snp::keys`])
-//! are checked the same way against its emulated ARK, and only when the trust
-//! anchors accept emulated evidence; the verification is then marked emulated.
+//! Certificates that name an emulated root the caller gave
+//! ([`crate::roots::EmulatedRoot`]) are checked the same way against its ARK, and only
+//! when the caller gave the ARK; the verification is then marked emulated.
 
 use std::time::SystemTime;
 
@@ -23,11 +23,10 @@ use x509_cert::der::asn1::{Ia5StringRef, Utf8StringRef};
 use x509_cert::der::{Decode, Tag};
 
 use super::crl::Crl;
-use super::roots::{AmdRoot, TrustAnchors};
+use super::roots::{AmdRoot, EmulatedRoot, TrustAnchors};
 use super::time;
 use super::x509::{Cert, X509Error};
-use super::{hex, Check, Claim, EvidenceKind, Expectations, Trust, Verification};
-use crate::emulated::snp::keys as emulated;
+use super::{Check, Claim, EvidenceKind, Expectations, Trust, Verification};
 
 /// Names of the SNP checks, in the order they run.
 pub mod check {
@@ -242,9 +241,9 @@ pub fn vcek_hw_id(vcek: &Cert, product: SnpProduct) -> Option<Vec<u8>> {
 /// Verify `report` with `vcek`, the ASK and ARK of `chain` (else the built-in ones
 /// of the VCEK's product), certificates valid at `at`, and `expect`.
 ///
-/// When the VCEK or the chain names nacre's emulated security processor, the root is
-/// the emulated one of `roots` and the verification is [`Trust::Emulated`]; if
-/// `roots` has none, the `ark-trusted` check fails with [`emulated::REFUSED`].
+/// When the VCEK or the chain names an emulated root of `roots`, the root is that one
+/// and the verification is [`Trust::Emulated`]; if `roots` only recognizes it, the
+/// `ark-trusted` check fails with its refusal.
 pub fn verify_report(
     report: &AttestationReport,
     vcek: &Cert,
@@ -255,18 +254,26 @@ pub fn verify_report(
     at: SystemTime,
 ) -> Result<Verification, SnpError> {
     let product = vcek_product(vcek)?;
-    let names_emulated = emulated::is_emulated(vcek)
-        || chain.is_some_and(|c| emulated::is_emulated(&c.ask) || emulated::is_emulated(&c.ark));
-    let trust = if names_emulated {
+    let mut certs = vec![vcek];
+    if let Some(c) = chain {
+        certs.extend([&c.ask, &c.ark]);
+    }
+    // Certificates that name an emulated root rest on it, whatever else they say;
+    // the names only pick the root, which must still sign them.
+    let emulated = roots.emulated_snp(&certs);
+    let trust = if emulated.is_some() {
         Trust::Emulated
     } else {
         Trust::Hardware
     };
-    let emulated_root = roots.emulated(product).filter(|_| names_emulated);
+    let emulated_root = emulated
+        .and_then(|e| e.root.as_ref())
+        .filter(|r| r.product == product);
     let root = match emulated_root {
         Some(root) => root,
         None => roots.amd(product).ok_or(SnpError::NoRoot(product))?,
     };
+    let signer = emulated.map_or("the hardware", |e| e.signer.as_str());
     let ask = chain.map_or(&root.ask, |c| &c.ask);
     let mut checks = Vec::new();
 
@@ -306,7 +313,7 @@ pub fn verify_report(
         Err(v) => Check::fail(check::SIGNING_KEY, format!("reserved signing key {v}")),
     });
 
-    checks.push(ark_trusted(root, chain, trust, roots, product));
+    checks.push(ark_trusted(root, chain, emulated, product));
     checks.push(signed_by(check::ARK_SELF_SIGNED, &root.ark, &root.ark));
     checks.push(signed_by(check::ASK_SIGNED_BY_ARK, ask, &root.ark));
     checks.push(signed_by(check::VCEK_SIGNED_BY_ASK, vcek, ask));
@@ -385,7 +392,7 @@ pub fn verify_report(
         kind: EvidenceKind::SnpReport,
         trust,
         at,
-        claims: claims(report, product, trust, root),
+        claims: claims(report, product, signer, trust, root),
         checks,
     })
 }
@@ -399,7 +406,7 @@ fn ask_not_revoked(crl: &Crl, ark: &Cert, ask: &Cert, at: SystemTime) -> Result<
     let current = crl
         .current_at(at)
         .map_err(|e| format!("the ARK's CRL is {e}"))?;
-    let serial = hex(ask.certificate().tbs_certificate.serial_number.as_bytes());
+    let serial = hex::encode(ask.certificate().tbs_certificate.serial_number.as_bytes());
     match crl.revocation_of(ask) {
         Some(when) => Err(format!(
             "the ARK's CRL revokes the ASK (serial {serial}) as of {}",
@@ -411,18 +418,17 @@ fn ask_not_revoked(crl: &Crl, ark: &Cert, ask: &Cert, at: SystemTime) -> Result<
     }
 }
 
-/// The `ark-trusted` check: the ARK is `root`'s, which must be trusted for
-/// evidence that names the emulated processor.
+/// The `ark-trusted` check: the ARK is `root`'s, which for evidence under an
+/// emulated root must be that root, given by the caller.
 fn ark_trusted(
     root: &AmdRoot,
     chain: Option<&SnpChain>,
-    trust: Trust,
-    roots: &TrustAnchors,
+    emulated: Option<&EmulatedRoot<AmdRoot>>,
     product: SnpProduct,
 ) -> Check {
     let name = check::ARK_TRUSTED;
     let trusted = root.ark.subject_name();
-    if trust == Trust::Hardware {
+    let Some(emulated) = emulated else {
         return match chain {
             None => Check::pass(name, format!("built-in {trusted} (no chain given)")),
             Some(c) if c.ark == root.ark => {
@@ -436,23 +442,24 @@ fn ark_trusted(
                 ),
             ),
         };
-    }
-    if roots.emulated(product).is_none() {
-        return Check::fail(
-            name,
-            if roots.allows_emulated() {
+    };
+    match &emulated.root {
+        None => return Check::fail(name, emulated.refusal.clone()),
+        Some(r) if r.product != product => {
+            return Check::fail(
+                name,
                 format!(
-                    "signed by nacre's emulated security processor as a {product}, but the \
-                     trusted emulated root is not a {product}'s"
-                )
-            } else {
-                emulated::REFUSED.to_owned()
-            },
-        );
+                    "signed by {} as a {product}, but the trusted emulated root is not a \
+                     {product}'s",
+                    emulated.signer
+                ),
+            )
+        }
+        Some(_) => {}
     }
     let what = format!(
-        "{trusted}, the root of nacre's emulated security processor (emulated evidence \
-         accepted)"
+        "{trusted}, the root of {} (emulated evidence accepted)",
+        emulated.signer
     );
     match chain {
         None => Check::pass(name, format!("{what}; no chain given")),
@@ -552,12 +559,15 @@ fn chip_id_matches(
         return Err("the report masks its chip ID (MASK_CHIP_KEY)".into());
     }
     if hw_id == chip_id {
-        Ok(format!("{} ({len} bytes on {product})", hex(chip_id)))
+        Ok(format!(
+            "{} ({len} bytes on {product})",
+            hex::encode(chip_id)
+        ))
     } else {
         Err(format!(
             "the VCEK's hwID is {} but the report's chip_id is {}",
-            hex(&hw_id),
-            hex(chip_id)
+            hex::encode(&hw_id),
+            hex::encode(chip_id)
         ))
     }
 }
@@ -580,7 +590,7 @@ pub fn describe_tcb(raw: u64, product: SnpProduct) -> String {
     let fmc = t.fmc.map(|f| format!("FMC {f}, ")).unwrap_or_default();
     format!(
         "{} ({fmc}boot loader {}, TEE {}, SNP {}, microcode {})",
-        hex(&raw.to_le_bytes()),
+        hex::encode(raw.to_le_bytes()),
         t.bootloader,
         t.tee,
         t.snp,
@@ -617,7 +627,13 @@ fn describe_policy(policy: GuestPolicy) -> String {
     )
 }
 
-fn claims(r: &AttestationReport, product: SnpProduct, trust: Trust, root: &AmdRoot) -> Vec<Claim> {
+fn claims(
+    r: &AttestationReport,
+    product: SnpProduct,
+    signer: &str,
+    trust: Trust,
+    root: &AmdRoot,
+) -> Vec<Claim> {
     let claim = |name, value: String| Claim { name, value };
     let signing_key = match r.signer().signing_key() {
         Ok(SigningKey::Vcek) => "VCEK".to_owned(),
@@ -631,17 +647,14 @@ fn claims(r: &AttestationReport, product: SnpProduct, trust: Trust, root: &AmdRo
             "trust",
             match trust {
                 Trust::Hardware => format!("hardware (AMD's {})", root.ark.subject_name()),
-                Trust::Emulated => {
-                    "emulated: signed by nacre's emulated security processor, not by hardware"
-                        .to_owned()
-                }
+                Trust::Emulated => format!("emulated: signed by {signer}, not by hardware"),
             },
         ),
         claim("version", r.version.to_string()),
         claim("guest_svn", r.guest_svn.to_string()),
         claim("policy", describe_policy(r.guest_policy())),
-        claim("family_id", hex(&r.family_id)),
-        claim("image_id", hex(&r.image_id)),
+        claim("family_id", hex::encode(r.family_id)),
+        claim("image_id", hex::encode(r.image_id)),
         claim("vmpl", r.vmpl.to_string()),
         claim("signature_algo", r.signature_algo.to_string()),
         claim("current_tcb", describe_tcb(r.current_tcb, product)),
@@ -663,13 +676,13 @@ fn claims(r: &AttestationReport, product: SnpProduct, trust: Trust, root: &AmdRo
                 }
             ),
         ),
-        claim("report_data", hex(&r.report_data)),
-        claim("measurement", hex(&r.measurement)),
-        claim("host_data", hex(&r.host_data)),
-        claim("id_key_digest", hex(&r.id_key_digest)),
-        claim("author_key_digest", hex(&r.author_key_digest)),
-        claim("report_id", hex(&r.report_id)),
-        claim("report_id_ma", hex(&r.report_id_ma)),
+        claim("report_data", hex::encode(r.report_data)),
+        claim("measurement", hex::encode(r.measurement)),
+        claim("host_data", hex::encode(r.host_data)),
+        claim("id_key_digest", hex::encode(r.id_key_digest)),
+        claim("author_key_digest", hex::encode(r.author_key_digest)),
+        claim("report_id", hex::encode(r.report_id)),
+        claim("report_id_ma", hex::encode(r.report_id_ma)),
         claim("reported_tcb", describe_tcb(r.reported_tcb, product)),
     ];
     if r.version >= 3 {
@@ -682,7 +695,7 @@ fn claims(r: &AttestationReport, product: SnpProduct, trust: Trust, root: &AmdRo
         ));
     }
     claims.extend([
-        claim("chip_id", hex(&r.chip_id[..product.chip_id_len()])),
+        claim("chip_id", hex::encode(&r.chip_id[..product.chip_id_len()])),
         claim("committed_tcb", describe_tcb(r.committed_tcb, product)),
         claim(
             "current_firmware",

@@ -2,8 +2,8 @@
 //! known answers: `tests/vectors/README.md` and the published MANIFEST.md).
 
 use super::*;
-use crate::attest::test_vectors::{middle_of, read};
-use crate::attest::{self, decode_hex, AttestError, Evidence, Inputs};
+use crate::test_vectors::{middle_of, read};
+use crate::{decode_hex, AttestError, Evidence, Inputs};
 use nacre_shared_abi::snp::report::SIGNED_SIZE;
 use proptest::prelude::*;
 use std::sync::OnceLock;
@@ -107,7 +107,7 @@ fn milan_report_verifies_with_its_chain_and_vcek() {
         allow_debug: false,
         policy: None,
     };
-    let v = attest::verify(&evidence, &inputs).expect("verification runs");
+    let v = crate::verify(&evidence, &inputs).expect("verification runs");
     assert!(v.passed(), "{:#?}", v.failures().collect::<Vec<_>>());
     assert!(v.check(check::MEASUREMENT).is_some_and(|c| c.passed));
     assert!(v.check(check::REPORT_DATA).is_some_and(|c| c.passed));
@@ -142,9 +142,9 @@ fn milan_report_fields_match_the_known_answers() {
             }
         );
     }
-    assert_eq!(hex(&r.measurement), MEASUREMENT);
-    assert_eq!(hex(&r.report_data), REPORT_DATA);
-    assert_eq!(hex(&r.chip_id), CHIP_ID);
+    assert_eq!(hex::encode(r.measurement), MEASUREMENT);
+    assert_eq!(hex::encode(r.report_data), REPORT_DATA);
+    assert_eq!(hex::encode(r.chip_id), CHIP_ID);
     assert_eq!(r.signer().signing_key(), Ok(SigningKey::Vcek));
     assert_eq!(r.first_nonzero_reserved(), None);
 
@@ -167,7 +167,7 @@ fn milan_report_fields_match_the_known_answers() {
     );
     assert_eq!(
         vcek_hw_id(&m.vcek, SnpProduct::Milan)
-            .map(|id| hex(&id))
+            .map(|id| hex::encode(&id))
             .as_deref(),
         Some(CHIP_ID)
     );
@@ -243,7 +243,7 @@ fn turin_chain_verifies_and_its_hw_id_has_8_bytes() {
         assert!(cert.valid_at(at).is_ok(), "{}", cert.subject_name());
     }
     let hw_id = vcek_hw_id(&vcek, SnpProduct::Turin).expect("an 8-byte hwID");
-    assert_eq!(hex(&hw_id), TURIN_HW_ID);
+    assert_eq!(hex::encode(&hw_id), TURIN_HW_ID);
     assert_eq!(
         VcekTcb::of(&vcek),
         VcekTcb {
@@ -447,7 +447,7 @@ fn unusable_inputs_are_errors() {
     let evidence = Evidence::Snp(Box::new(report(&m.report_bytes)));
     let inputs = Inputs::new(&m.roots);
     assert!(matches!(
-        attest::verify(&evidence, &inputs),
+        crate::verify(&evidence, &inputs),
         Err(AttestError::Inputs(_))
     ));
 
@@ -455,7 +455,7 @@ fn unusable_inputs_are_errors() {
     inputs.vcek = Some(m.vcek.clone());
     inputs.expect.measurement = Some(vec![0; 32]);
     assert!(matches!(
-        attest::verify(&evidence, &inputs),
+        crate::verify(&evidence, &inputs),
         Err(AttestError::ExpectedLength { .. })
     ));
 

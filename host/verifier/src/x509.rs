@@ -174,6 +174,17 @@ impl Cert {
         Ok(certs)
     }
 
+    /// Whether the subject or the issuer has the organization (O) `org`.
+    pub fn names_organization(&self, org: &str) -> bool {
+        let tbs = &self.cert.tbs_certificate;
+        [&tbs.subject, &tbs.issuer].into_iter().any(|name| {
+            name.0
+                .iter()
+                .flat_map(|rdn| rdn.0.iter())
+                .any(|atv| atv.oid == OID_ORGANIZATION && atv.value.value() == org.as_bytes())
+        })
+    }
+
     /// The DER encoding.
     pub fn der(&self) -> &[u8] {
         &self.der

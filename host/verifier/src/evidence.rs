@@ -28,7 +28,7 @@
 use thiserror::Error;
 
 use super::tdx::Collateral;
-use super::{decode_hex, hex, Evidence};
+use super::{decode_hex, Evidence};
 use sha2::{Digest, Sha512};
 
 /// The `format` member.
@@ -227,7 +227,7 @@ impl EvidenceFile {
             Evidence::Snp(_) => "report",
             Evidence::Tdx(_) => "quote",
         };
-        v[key] = hex(raw).into();
+        v[key] = hex::encode(raw).into();
         for (key, pem) in [
             ("vcek", &extra.vcek),
             ("cert_chain", &extra.cert_chain),
@@ -248,7 +248,7 @@ impl EvidenceFile {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::attest::test_vectors;
+    use crate::test_vectors;
 
     fn milan_report() -> Vec<u8> {
         decode_hex(&test_vectors::read("virtee-sev", "report_milan.hex")).unwrap()
@@ -315,7 +315,7 @@ mod tests {
             (with("version", 2.into()), "version 2"),
             (with("quote", "00".into()), "exactly one"),
             (with("report", "0g".into()), "report"),
-            (with("report", hex(&raw[..100]).into()), "report"),
+            (with("report", hex::encode(&raw[..100]).into()), "report"),
             (with("vcek", 5.into()), "\"vcek\""),
             (with("crl", 5.into()), "\"crl\""),
             (

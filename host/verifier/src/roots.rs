@@ -2,10 +2,13 @@
 //! ASK) per SEV-SNP product, and Intel's SGX Root CA for TDX quotes.
 //!
 //! The built-in set holds the public certificates AMD and Intel publish. Callers may
-//! build other sets with [`TrustAnchors::new`]. The root of nacre's emulated security
-//! processor ([`crate::emulated::snp::keys`]) is trusted only when added explicitly
-//! ([`TrustAnchors::allow_emulated`]), and evidence that rests on it is marked
-//! emulated, never hardware.
+//! build other sets with [`TrustAnchors::new`].
+//!
+//! Roots that stand in for the vendors' (the emulated platforms', made per host) reach
+//! a verification only as [`EmulatedRoot`]s its caller gives: recognized by the
+//! organization their certificates name, refused with the caller's message unless
+//! the caller also gives the root itself, and even then marked emulated, never
+//! hardware. The verifier knows nothing else about them.
 
 use nacre_shared_abi::snp::report::SnpProduct;
 use thiserror::Error;
@@ -64,13 +67,35 @@ pub struct AmdRoot {
     pub ask: Cert,
 }
 
+/// A root that stands in for a vendor's: evidence whose certificates name
+/// `organization` (in a subject or an issuer) rests on it, never on the vendor's.
+#[derive(Debug, Clone)]
+pub struct EmulatedRoot<R> {
+    /// The organization every certificate under this root names.
+    pub organization: String,
+    /// Who signs under it, for verdicts (`"nacre's emulated security processor"`).
+    pub signer: String,
+    /// Why evidence under it fails while the root is not trusted, and what to do.
+    pub refusal: String,
+    /// The root, when evidence under it is to be accepted (as emulated evidence);
+    /// `None` recognizes such evidence only to refuse it with `refusal`.
+    pub root: Option<R>,
+}
+
+impl<R> EmulatedRoot<R> {
+    /// Whether `cert` names this root's organization.
+    fn names(&self, cert: &Cert) -> bool {
+        cert.names_organization(&self.organization)
+    }
+}
+
 /// The roots a verification trusts.
 #[derive(Debug, Clone)]
 pub struct TrustAnchors {
     amd: Vec<AmdRoot>,
     intel: Cert,
-    emulated: Option<AmdRoot>,
-    emulated_tdx: Option<Cert>,
+    emulated_snp: Vec<EmulatedRoot<AmdRoot>>,
+    emulated_tdx: Vec<EmulatedRoot<Cert>>,
 }
 
 impl TrustAnchors {
@@ -79,8 +104,8 @@ impl TrustAnchors {
         Self {
             amd,
             intel,
-            emulated: None,
-            emulated_tdx: None,
+            emulated_snp: Vec::new(),
+            emulated_tdx: Vec::new(),
         }
     }
 
@@ -104,48 +129,48 @@ impl TrustAnchors {
             "built-in Intel SGX Root CA".to_owned(),
             INTEL_SGX_ROOT_CA_PEM.as_bytes(),
         )?;
-        Ok(Self {
-            amd,
-            intel,
-            emulated: None,
-            emulated_tdx: None,
-        })
+        Ok(Self::new(amd, intel))
     }
 
-    /// Also trust `root`, the ARK and ASK of nacre's emulated security processor
-    /// ([`crate::emulated::snp::keys::load_root`]): SNP evidence whose certificates name the
-    /// emulated processor then verifies against it, and the verification says it is
-    /// emulated ([`super::Trust::Emulated`]). Without this, such evidence fails its
-    /// `ark-trusted` check. The root is used only for evidence that names the
-    /// emulated processor, never for hardware evidence.
-    pub fn allow_emulated(mut self, root: AmdRoot) -> Self {
-        self.emulated = Some(root);
+    /// Recognize SEV-SNP evidence under `root`: certificates that name its
+    /// organization are checked against its ARK and ASK (when it has them) instead of
+    /// AMD's, and the verification says it is emulated ([`crate::Trust::Emulated`]).
+    /// Without the ARK and ASK such evidence fails its `ark-trusted` check with the
+    /// root's refusal. Evidence that names no such organization is never checked
+    /// against it.
+    pub fn recognize_snp(mut self, root: EmulatedRoot<AmdRoot>) -> Self {
+        self.emulated_snp.push(root);
         self
     }
 
-    /// Also trust `root`, the root CA of nacre's emulated TDX quoting path
-    /// ([`crate::emulated::tdx::keys::load_root`]): quotes whose PCK chain names the emulated
-    /// platform then verify against it and are marked emulated. It is never used for
-    /// a chain that does not name the emulated platform.
-    pub fn allow_emulated_tdx(mut self, root: Cert) -> Self {
-        self.emulated_tdx = Some(root);
+    /// Recognize TDX quotes under `root` likewise: a PCK chain that names its
+    /// organization is checked against its root CA (when it has one) instead of
+    /// Intel's, and its `root-trusted` check fails with the refusal otherwise.
+    pub fn recognize_tdx(mut self, root: EmulatedRoot<Cert>) -> Self {
+        self.emulated_tdx.push(root);
         self
     }
 
-    /// Whether an emulated root is trusted ([`Self::allow_emulated`],
-    /// [`Self::allow_emulated_tdx`]).
+    /// The emulated root SEV-SNP evidence with these certificates rests on, if any
+    /// of them names one.
+    pub fn emulated_snp(&self, certs: &[&Cert]) -> Option<&EmulatedRoot<AmdRoot>> {
+        self.emulated_snp
+            .iter()
+            .find(|e| certs.iter().any(|c| e.names(c)))
+    }
+
+    /// The emulated root a TDX quote with this PCK chain rests on, if the chain
+    /// names one.
+    pub fn emulated_tdx(&self, chain: &[Cert]) -> Option<&EmulatedRoot<Cert>> {
+        self.emulated_tdx
+            .iter()
+            .find(|e| chain.iter().any(|c| e.names(c)))
+    }
+
+    /// Whether any emulated root is trusted, not only recognized.
     pub fn allows_emulated(&self) -> bool {
-        self.emulated.is_some() || self.emulated_tdx.is_some()
-    }
-
-    /// The trusted emulated TDX root CA, if emulated quotes are accepted.
-    pub fn emulated_tdx(&self) -> Option<&Cert> {
-        self.emulated_tdx.as_ref()
-    }
-
-    /// The trusted emulated root of `product`, if emulated evidence is accepted.
-    pub fn emulated(&self, product: SnpProduct) -> Option<&AmdRoot> {
-        self.emulated.as_ref().filter(|r| r.product == product)
+        self.emulated_snp.iter().any(|e| e.root.is_some())
+            || self.emulated_tdx.iter().any(|e| e.root.is_some())
     }
 
     /// The AMD root of `product`, if the set has one.

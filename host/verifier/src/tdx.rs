@@ -15,43 +15,17 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use core::mem::{offset_of, size_of};
+use core::mem::size_of;
+pub use nacre_shared_abi::tdx_quote::*;
 use p256::ecdsa::signature::Verifier;
 use sha2::{Digest, Sha256};
 use thiserror::Error;
-use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+use zerocopy::{FromBytes, IntoBytes};
 
-use super::roots::TrustAnchors;
+use super::roots::{EmulatedRoot, TrustAnchors};
 use super::x509::{Cert, X509Error};
-use super::{hex, Check, Claim, EvidenceKind, Expectations, Trust, Verification};
+use super::{Check, Claim, EvidenceKind, Expectations, Trust, Verification};
 
-/// Quote version 4 (SPECS.md 6.6).
-pub const QUOTE_VERSION_4: u16 = 4;
-/// Quote version 5: a typed, sized body (SPECS.md 6.6).
-pub const QUOTE_VERSION_5: u16 = 5;
-/// Attestation key type 2: ECDSA-256 with P-256 (SPECS.md 6.6).
-pub const ATT_KEY_TYPE_ECDSA_P256: u16 = 2;
-/// TEE type of TDX quotes (0 is SGX; SPECS.md 6.6).
-pub const TEE_TYPE_TDX: u32 = 0x81;
-/// Intel's QE vendor ID, `939a7233-f79c-4ca9-940a-0db3957f0607` (SPECS.md 6.6).
-pub const INTEL_QE_VENDOR_ID: [u8; 16] = [
-    0x93, 0x9a, 0x72, 0x33, 0xf7, 0x9c, 0x4c, 0xa9, 0x94, 0x0a, 0x0d, 0xb3, 0x95, 0x7f, 0x06, 0x07,
-];
-/// MRSIGNER of Intel's TD quoting enclave (SPECS.md 6.6, QE identity).
-pub const INTEL_QE_MRSIGNER: [u8; 32] = [
-    0xdc, 0x9e, 0x2a, 0x7c, 0x6f, 0x94, 0x8f, 0x17, 0x47, 0x4e, 0x34, 0xa7, 0xfc, 0x43, 0xed, 0x03,
-    0x0f, 0x7c, 0x15, 0x63, 0xf1, 0xba, 0xbd, 0xdf, 0x63, 0x40, 0xc8, 0x2e, 0x0e, 0x54, 0xa8, 0xc5,
-];
-/// ISVPRODID of Intel's TD quoting enclave (SPECS.md 6.6).
-pub const INTEL_TD_QE_ISVPRODID: u16 = 2;
-/// Version 5 body type 2: a TDX 1.0 body (SPECS.md 6.6).
-pub const BODY_TYPE_TDX10: u16 = 2;
-/// Version 5 body type 3: a TDX 1.5 body (SPECS.md 6.6).
-pub const BODY_TYPE_TDX15: u16 = 3;
-/// Certification data type 6: QE report certification data (SPECS.md 6.6).
-pub const CERT_DATA_QE_REPORT: u16 = 6;
-/// Certification data type 5: the PCK certificate chain in PEM (SPECS.md 6.6).
-pub const CERT_DATA_PCK_CHAIN: u16 = 5;
 /// TD attribute bit 0: DEBUG (SPECS.md 6.4).
 pub const TD_ATTRIBUTE_DEBUG: u64 = 1 << 0;
 /// TD attributes bits 4 to 6: HGS_PLUS_PROF, PERF_PROF and PMT_PROF, profiling by
@@ -61,138 +35,6 @@ pub const TD_ATTRIBUTES_PROFILING: u64 = 0b111 << 4;
 pub const TD_ATTRIBUTE_SEPT_VE_DISABLE: u64 = 1 << 28;
 /// TD attribute bit 29: MIGRATABLE (SPECS.md 6.4).
 pub const TD_ATTRIBUTE_MIGRATABLE: u64 = 1 << 29;
-
-/// Size of the quote header.
-pub const QUOTE_HEADER_SIZE: usize = 0x30;
-/// Offset of the body in a version 5 quote (after u16 type and u32 size).
-pub const V5_BODY_OFFSET: usize = 0x36;
-/// Size of an ECDSA P-256 signature or public key (`r || s`, `x || y`).
-pub const P256_PAIR_SIZE: usize = 64;
-
-/// The quote header (0x30 bytes; SPECS.md 6.6).
-#[derive(Debug, Clone, FromBytes, IntoBytes, Immutable, KnownLayout)]
-#[repr(C)]
-pub struct QuoteHeader {
-    /// Quote version (0x00).
-    pub version: u16,
-    /// Attestation key type (0x02); 2 is ECDSA P-256.
-    pub att_key_type: u16,
-    /// TEE type (0x04); 0x81 is TDX.
-    pub tee_type: u32,
-    /// PCE SVN (0x08).
-    pub pce_svn: u16,
-    /// QE SVN (0x0A).
-    pub qe_svn: u16,
-    /// QE vendor ID (0x0C).
-    pub qe_vendor_id: [u8; 16],
-    /// User data (0x1C); the first 16 bytes identify the platform (QE ID).
-    pub user_data: [u8; 20],
-}
-
-const _: () = assert!(size_of::<QuoteHeader>() == QUOTE_HEADER_SIZE);
-const _: () = assert!(offset_of!(QuoteHeader, att_key_type) == 0x02);
-const _: () = assert!(offset_of!(QuoteHeader, tee_type) == 0x04);
-const _: () = assert!(offset_of!(QuoteHeader, pce_svn) == 0x08);
-const _: () = assert!(offset_of!(QuoteHeader, qe_svn) == 0x0A);
-const _: () = assert!(offset_of!(QuoteHeader, qe_vendor_id) == 0x0C);
-const _: () = assert!(offset_of!(QuoteHeader, user_data) == 0x1C);
-
-/// The TD quote body, TDX 1.0 (584 bytes; SPECS.md 6.6). It repeats the TDREPORT's
-/// TEE_TCB_INFO and TDINFO fields (SPECS.md 6.5).
-#[derive(Debug, Clone, FromBytes, IntoBytes, Immutable, KnownLayout)]
-#[repr(C)]
-pub struct TdQuoteBody {
-    /// TEE_TCB_SVN (0x000).
-    pub tee_tcb_svn: [u8; 16],
-    /// MRSEAM: measurement of the TDX module (0x010).
-    pub mr_seam: [u8; 48],
-    /// MRSIGNERSEAM (0x040).
-    pub mr_signer_seam: [u8; 48],
-    /// SEAMATTRIBUTES (0x070).
-    pub seam_attributes: [u8; 8],
-    /// TDATTRIBUTES (0x078), little-endian; bit 0 is DEBUG.
-    pub td_attributes: [u8; 8],
-    /// XFAM (0x080).
-    pub xfam: [u8; 8],
-    /// MRTD: the build-time measurement of the TD (0x088).
-    pub mr_td: [u8; 48],
-    /// MRCONFIGID (0x0B8).
-    pub mr_config_id: [u8; 48],
-    /// MROWNER (0x0E8).
-    pub mr_owner: [u8; 48],
-    /// MROWNERCONFIG (0x118).
-    pub mr_owner_config: [u8; 48],
-    /// RTMR0 to RTMR3 (0x148, 0x178, 0x1A8, 0x1D8).
-    pub rtmr: [[u8; 48]; 4],
-    /// REPORTDATA (0x208).
-    pub report_data: [u8; 64],
-}
-
-/// Size of a TDX 1.0 body.
-pub const TD_QUOTE_BODY_SIZE: usize = 584;
-const _: () = assert!(size_of::<TdQuoteBody>() == TD_QUOTE_BODY_SIZE);
-const _: () = assert!(offset_of!(TdQuoteBody, mr_seam) == 0x010);
-const _: () = assert!(offset_of!(TdQuoteBody, mr_signer_seam) == 0x040);
-const _: () = assert!(offset_of!(TdQuoteBody, seam_attributes) == 0x070);
-const _: () = assert!(offset_of!(TdQuoteBody, td_attributes) == 0x078);
-const _: () = assert!(offset_of!(TdQuoteBody, xfam) == 0x080);
-const _: () = assert!(offset_of!(TdQuoteBody, mr_td) == 0x088);
-const _: () = assert!(offset_of!(TdQuoteBody, mr_config_id) == 0x0B8);
-const _: () = assert!(offset_of!(TdQuoteBody, mr_owner) == 0x0E8);
-const _: () = assert!(offset_of!(TdQuoteBody, mr_owner_config) == 0x118);
-const _: () = assert!(offset_of!(TdQuoteBody, rtmr) == 0x148);
-const _: () = assert!(offset_of!(TdQuoteBody, report_data) == 0x208);
-
-/// What a TDX 1.5 body adds after the 1.0 fields (SPECS.md 6.6).
-#[derive(Debug, Clone, FromBytes, IntoBytes, Immutable, KnownLayout)]
-#[repr(C)]
-pub struct TdQuoteBody15 {
-    /// TEE_TCB_SVN2 (body offset 0x248).
-    pub tee_tcb_svn2: [u8; 16],
-    /// MRSERVICETD (body offset 0x258).
-    pub mr_service_td: [u8; 48],
-}
-
-/// Size of a TDX 1.5 body.
-pub const TD_QUOTE_BODY15_SIZE: usize = TD_QUOTE_BODY_SIZE + size_of::<TdQuoteBody15>();
-const _: () = assert!(TD_QUOTE_BODY15_SIZE == 648);
-
-/// The quoting enclave's SGX report body (384 bytes; SPECS.md 6.6).
-#[derive(Debug, Clone, FromBytes, IntoBytes, Immutable, KnownLayout)]
-#[repr(C)]
-pub struct QeReport {
-    /// CPUSVN (0x00).
-    pub cpu_svn: [u8; 16],
-    /// MISCSELECT (0x10).
-    pub misc_select: u32,
-    reserved_14: [u8; 28],
-    /// ATTRIBUTES (0x30).
-    pub attributes: [u8; 16],
-    /// MRENCLAVE (0x40).
-    pub mr_enclave: [u8; 32],
-    reserved_60: [u8; 32],
-    /// MRSIGNER (0x80).
-    pub mr_signer: [u8; 32],
-    reserved_a0: [u8; 96],
-    /// ISVPRODID (0x100).
-    pub isv_prod_id: u16,
-    /// ISVSVN (0x102).
-    pub isv_svn: u16,
-    reserved_104: [u8; 60],
-    /// REPORTDATA (0x140): SHA-256(attestation key || QE auth data), then zeros.
-    pub report_data: [u8; 64],
-}
-
-/// Size of the QE report.
-pub const QE_REPORT_SIZE: usize = 384;
-const _: () = assert!(size_of::<QeReport>() == QE_REPORT_SIZE);
-const _: () = assert!(offset_of!(QeReport, misc_select) == 0x10);
-const _: () = assert!(offset_of!(QeReport, attributes) == 0x30);
-const _: () = assert!(offset_of!(QeReport, mr_enclave) == 0x40);
-const _: () = assert!(offset_of!(QeReport, mr_signer) == 0x80);
-const _: () = assert!(offset_of!(QeReport, isv_prod_id) == 0x100);
-const _: () = assert!(offset_of!(QeReport, isv_svn) == 0x102);
-const _: () = assert!(offset_of!(QeReport, report_data) == 0x140);
 
 /// Collateral for the TCB status: dcap-qvl's `QuoteCollateralV3` (TCB info, QE
 /// identity, CRLs and their issuer chains).
@@ -563,13 +405,15 @@ pub fn verify_quote(
 ) -> Result<Verification, TdxError> {
     let chain = quote.pck_chain()?;
     let (pck, ca) = (&chain[0], &chain[1]);
-    // A chain that names nacre's emulated TDX platform is checked against its root,
-    // and only when that root is trusted; the names only pick the root.
-    let names_emulated = chain.iter().any(crate::emulated::tdx::keys::is_emulated);
-    let (root, trust) = match (names_emulated, roots.emulated_tdx()) {
-        (false, _) => (roots.intel(), Trust::Hardware),
-        (true, Some(emulated)) => (emulated, Trust::Emulated),
-        (true, None) => (roots.intel(), Trust::Emulated),
+    // A chain that names an emulated root is checked against that root, and only
+    // when the caller trusts it; the names only pick the root.
+    let emulated = roots.emulated_tdx(&chain);
+    let (root, trust) = match emulated {
+        None => (roots.intel(), Trust::Hardware),
+        Some(EmulatedRoot {
+            root: Some(root), ..
+        }) => (root, Trust::Emulated),
+        Some(_) => (roots.intel(), Trust::Emulated),
     };
     let mut checks = Vec::new();
 
@@ -578,7 +422,7 @@ pub fn verify_quote(
     } else {
         Check::fail(
             check::QE_VENDOR_ID,
-            format!("{} is not Intel's", hex(&quote.header.qe_vendor_id)),
+            format!("{} is not Intel's", hex::encode(quote.header.qe_vendor_id)),
         )
     });
     checks.push(Check::from_result(
@@ -608,7 +452,7 @@ pub fn verify_quote(
                 check::QE_IDENTITY,
                 format!(
                     "Intel's TD quoting enclave (MRSIGNER {}, ISVPRODID {}, ISVSVN {})",
-                    hex(&qe.mr_signer),
+                    hex::encode(qe.mr_signer),
                     qe.isv_prod_id,
                     qe.isv_svn
                 ),
@@ -618,7 +462,7 @@ pub fn verify_quote(
                 check::QE_IDENTITY,
                 format!(
                     "MRSIGNER {} ISVPRODID {}: not Intel's TD quoting enclave",
-                    hex(&qe.mr_signer),
+                    hex::encode(qe.mr_signer),
                     qe.isv_prod_id
                 ),
             )
@@ -627,15 +471,16 @@ pub fn verify_quote(
     checks.push(ecdsa_signed_by(check::PCK_SIGNED_BY_CA, pck, ca));
     checks.push(ecdsa_signed_by(check::CA_SIGNED_BY_ROOT, ca, root));
     checks.push(match chain.get(2) {
-        _ if names_emulated && roots.emulated_tdx().is_none() => {
-            Check::fail(check::ROOT_TRUSTED, crate::emulated::tdx::keys::REFUSED)
-        }
+        _ if emulated.is_some_and(|e| e.root.is_none()) => Check::fail(
+            check::ROOT_TRUSTED,
+            emulated.map_or_else(String::new, |e| e.refusal.clone()),
+        ),
         Some(given) if given == root && trust == Trust::Emulated => Check::pass(
             check::ROOT_TRUSTED,
             format!(
-                "the quote's root is \"{}\", the root of nacre's emulated TDX platform \
-                 (emulated evidence accepted)",
-                root.subject_name()
+                "the quote's root is \"{}\", the root of {} (emulated evidence accepted)",
+                root.subject_name(),
+                emulated.map_or("", |e| e.signer.as_str())
             ),
         ),
         Some(given) if given == root => Check::pass(
@@ -723,9 +568,10 @@ pub fn verify_quote(
             name: "trust",
             value: match trust {
                 Trust::Hardware => format!("hardware (Intel's \"{}\")", root.subject_name()),
-                Trust::Emulated => {
-                    "emulated: quoted by nacre's emulated TDX platform, not by hardware".to_owned()
-                }
+                Trust::Emulated => format!(
+                    "emulated: quoted by {}, not by hardware",
+                    emulated.map_or("", |e| e.signer.as_str())
+                ),
             },
         },
     );
@@ -790,8 +636,8 @@ fn qe_binding(quote: &Quote) -> Result<String, String> {
     if bound != digest {
         return Err(format!(
             "QE report_data starts with {}, but SHA-256(attestation key || QE auth data) is {}",
-            hex(bound),
-            hex(&digest)
+            hex::encode(bound),
+            hex::encode(digest)
         ));
     }
     if rest.iter().any(|&b| b != 0) {
@@ -800,7 +646,7 @@ fn qe_binding(quote: &Quote) -> Result<String, String> {
     Ok(format!(
         "QE report_data = SHA-256(attestation key || {}-byte QE auth data) {}",
         quote.qe_auth_data.len(),
-        hex(&digest)
+        hex::encode(digest)
     ))
 }
 
@@ -894,15 +740,15 @@ fn claims(q: &Quote) -> Vec<Claim> {
         claim("body", q.body_kind().to_owned()),
         claim("qe_svn", q.header.qe_svn.to_string()),
         claim("pce_svn", q.header.pce_svn.to_string()),
-        claim("tee_tcb_svn", hex(&b.tee_tcb_svn)),
-        claim("mr_seam", hex(&b.mr_seam)),
-        claim("mr_signer_seam", hex(&b.mr_signer_seam)),
-        claim("seam_attributes", hex(&b.seam_attributes)),
+        claim("tee_tcb_svn", hex::encode(b.tee_tcb_svn)),
+        claim("mr_seam", hex::encode(b.mr_seam)),
+        claim("mr_signer_seam", hex::encode(b.mr_signer_seam)),
+        claim("seam_attributes", hex::encode(b.seam_attributes)),
         claim(
             "td_attributes",
             format!(
                 "{}{}",
-                hex(&b.td_attributes),
+                hex::encode(b.td_attributes),
                 if flags.is_empty() {
                     String::new()
                 } else {
@@ -910,20 +756,20 @@ fn claims(q: &Quote) -> Vec<Claim> {
                 }
             ),
         ),
-        claim("xfam", hex(&b.xfam)),
-        claim("mr_td", hex(&b.mr_td)),
-        claim("mr_config_id", hex(&b.mr_config_id)),
-        claim("mr_owner", hex(&b.mr_owner)),
-        claim("mr_owner_config", hex(&b.mr_owner_config)),
-        claim("rtmr0", hex(&b.rtmr[0])),
-        claim("rtmr1", hex(&b.rtmr[1])),
-        claim("rtmr2", hex(&b.rtmr[2])),
-        claim("rtmr3", hex(&b.rtmr[3])),
-        claim("report_data", hex(&b.report_data)),
+        claim("xfam", hex::encode(b.xfam)),
+        claim("mr_td", hex::encode(b.mr_td)),
+        claim("mr_config_id", hex::encode(b.mr_config_id)),
+        claim("mr_owner", hex::encode(b.mr_owner)),
+        claim("mr_owner_config", hex::encode(b.mr_owner_config)),
+        claim("rtmr0", hex::encode(b.rtmr[0])),
+        claim("rtmr1", hex::encode(b.rtmr[1])),
+        claim("rtmr2", hex::encode(b.rtmr[2])),
+        claim("rtmr3", hex::encode(b.rtmr[3])),
+        claim("report_data", hex::encode(b.report_data)),
     ];
     if let Some(b15) = &q.body15 {
-        claims.push(claim("tee_tcb_svn2", hex(&b15.tee_tcb_svn2)));
-        claims.push(claim("mr_service_td", hex(&b15.mr_service_td)));
+        claims.push(claim("tee_tcb_svn2", hex::encode(b15.tee_tcb_svn2)));
+        claims.push(claim("mr_service_td", hex::encode(b15.mr_service_td)));
     }
     claims.push(claim(
         "qe_report",
@@ -931,7 +777,7 @@ fn claims(q: &Quote) -> Vec<Claim> {
             "ISVPRODID {}, ISVSVN {}, MRENCLAVE {}",
             q.qe_report.isv_prod_id,
             q.qe_report.isv_svn,
-            hex(&q.qe_report.mr_enclave)
+            hex::encode(q.qe_report.mr_enclave)
         ),
     ));
     if q.trailing > 0 {

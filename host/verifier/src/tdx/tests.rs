@@ -2,8 +2,8 @@
 //! `tests/vectors/go-tdx-guest` (known answers: the published MANIFEST.md).
 
 use super::*;
-use crate::attest::test_vectors::{middle_of, read};
-use crate::attest::{self, decode_hex, AttestError, Evidence, Inputs};
+use crate::test_vectors::{middle_of, read};
+use crate::{decode_hex, AttestError, Evidence, Inputs};
 use proptest::prelude::*;
 use std::sync::OnceLock;
 
@@ -76,7 +76,7 @@ fn real_quote_verifies_at_a_pinned_time() {
         allow_debug: false,
         policy: None,
     };
-    let verification = attest::verify(&evidence, &inputs).expect("verification runs");
+    let verification = crate::verify(&evidence, &inputs).expect("verification runs");
     assert!(verification.passed());
     assert!(verification.check(check::MRTD).is_some_and(|c| c.passed));
     assert!(verification
@@ -95,11 +95,11 @@ fn real_quote_fields_match_the_known_answers() {
     assert_eq!(q.header.qe_vendor_id, INTEL_QE_VENDOR_ID);
     assert_eq!(q.signed_bytes().len(), V4_SIGNED_END);
     assert!(q.body15.is_none());
-    assert_eq!(hex(&q.body.mr_td), MRTD);
-    assert_eq!(hex(&q.body.td_attributes), "0000004000000000");
-    assert_eq!(hex(&q.body.xfam), "e71a060000000000");
+    assert_eq!(hex::encode(q.body.mr_td), MRTD);
+    assert_eq!(hex::encode(q.body.td_attributes), "0000004000000000");
+    assert_eq!(hex::encode(q.body.xfam), "e71a060000000000");
     assert_eq!(q.body.rtmr[3], [0; 48]);
-    assert_eq!(hex(&q.body.report_data), REPORT_DATA);
+    assert_eq!(hex::encode(q.body.report_data), REPORT_DATA);
     // Absolute offsets of SPECS.md 6.6.
     assert_eq!(&v.bytes[0xB8..0xE8], &q.body.mr_td);
     assert_eq!(&v.bytes[0x238..0x278], &q.body.report_data);
@@ -116,7 +116,7 @@ fn real_quote_fields_match_the_known_answers() {
     assert_eq!(&chain[2], v.roots.intel());
     assert_eq!(
         chain[2].spki_sha256().ok(),
-        Some(crate::attest::roots::INTEL_SGX_ROOT_CA_SPKI_SHA256)
+        Some(crate::roots::INTEL_SGX_ROOT_CA_SPKI_SHA256)
     );
 }
 
@@ -292,7 +292,7 @@ fn version_5_quotes_parse() {
         bytes.extend(&v.bytes[V4_SIGNED_END..]);
         let q = Quote::parse(&bytes).expect("a version 5 quote");
         assert_eq!(q.version, 5);
-        assert_eq!(hex(&q.body.mr_td), MRTD);
+        assert_eq!(hex::encode(q.body.mr_td), MRTD);
         assert_eq!(
             q.signed_bytes().len(),
             V5_BODY_OFFSET + TD_QUOTE_BODY_SIZE + extra
@@ -357,7 +357,7 @@ fn collateral_is_decoded_and_bad_collateral_fails_the_tcb_check() {
     let mut inputs = Inputs::new(&v.roots);
     inputs.vcek = Some(v.roots.intel().clone());
     assert!(matches!(
-        attest::verify(&evidence, &inputs),
+        crate::verify(&evidence, &inputs),
         Err(AttestError::Inputs(_))
     ));
 }
