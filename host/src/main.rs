@@ -60,10 +60,9 @@ fn demo_in(dir: &std::path::Path, start: Instant) -> anyhow::Result<u8> {
     eprintln!("nacre demo: the app exited with status {code}");
 
     let mut nonce = [0u8; 32];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut nonce))
-        .map_err(|e| anyhow::anyhow!("cannot read a nonce from /dev/urandom: {e}"))?;
-    let nonce: String = nonce.iter().map(|b| format!("{b:02x}")).collect();
+    getrandom::getrandom(&mut nonce)
+        .map_err(|e| anyhow::anyhow!("cannot make a nonce from the kernel's random source: {e}"))?;
+    let nonce = hex::encode(nonce);
     let evidence = dir.join("evidence.json");
     eprintln!(
         "nacre demo: 4/5 a verifier's fresh nonce {nonce}:\n\

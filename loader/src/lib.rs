@@ -26,6 +26,8 @@
 //! firmware ABI (SPECS.md 5) for the launch digest, the ID block and the public key
 //! encoding; SPECS.md 6.7 for MRTD.
 
+#![forbid(unsafe_code)]
+
 pub mod elf;
 pub mod filetree;
 pub mod image;

@@ -22,6 +22,7 @@
 //!
 //! Every layout has its offsets and size asserted at compile time.
 #![no_std]
+#![forbid(unsafe_code)]
 
 #[cfg(test)]
 extern crate std;

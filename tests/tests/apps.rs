@@ -182,10 +182,6 @@ fn fixture_file_rels() -> Vec<String> {
 // ---------------------------------------------------------------------------
 // Expected outputs, computed on the host
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// What `sha256sum DIR/REL...` prints for the fixture's files `rels`, `shown`
 /// being how the app sees the fixture's root.
 fn expected_sha256sum(shown: &str, rels: &[String]) -> String {
@@ -193,7 +189,10 @@ fn expected_sha256sum(shown: &str, rels: &[String]) -> String {
     rels.iter()
         .map(|rel| {
             let contents = fs::read(root.join(rel)).expect("read fixture file");
-            format!("{}  {shown}/{rel}\n", hex(&Sha256::digest(&contents)))
+            format!(
+                "{}  {shown}/{rel}\n",
+                hex::encode(Sha256::digest(&contents))
+            )
         })
         .collect()
 }

@@ -501,10 +501,6 @@ fn app_report(image: &Path, platform: &str, size: usize) -> Vec<u8> {
     output.stdout
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// Test app `NAME.c` packaged to run with the one argument `text`.
 fn report_app_image(name: &str, text: &str) -> PathBuf {
     let app = dir().join(name);
@@ -526,7 +522,7 @@ fn an_app_gets_a_report_with_its_own_report_data_from_dev_sev_guest() {
     expected[..18].copy_from_slice(b"hello from the app");
     assert_eq!(&report[0x50..0x90], &expected[..]);
     // The measurement (0x90..0xC0) is the image's.
-    let measurement = hex(&report[0x90..0xC0]);
+    let measurement = hex::encode(&report[0x90..0xC0]);
     assert_eq!(measurement, measure(&image, "emulated-snp"));
 
     // A second run's report differs only where a new launch must differ (the
@@ -547,7 +543,7 @@ fn an_app_gets_a_report_with_its_own_report_data_from_dev_sev_guest() {
         .join("snp/vcek.pem")
         .display()
         .to_string();
-    let report_data = hex(&expected);
+    let report_data = hex::encode(expected);
     let (output, json) = verify(
         &bin,
         &[
@@ -581,7 +577,10 @@ fn an_app_gets_a_tdreport_with_its_own_report_data_from_dev_tdx_guest() {
     expected[..17].copy_from_slice(b"hello from the TD");
     assert_eq!(&report[0x80..0xC0], &expected[..]);
     // MRTD (TDINFO + 0x10 = 0x210) is the image's.
-    assert_eq!(hex(&report[0x210..0x240]), measure(&image, "emulated-tdx"));
+    assert_eq!(
+        hex::encode(&report[0x210..0x240]),
+        measure(&image, "emulated-tdx")
+    );
     // Not debuggable: ATTRIBUTES (0x200) bit 0 clear.
     assert_eq!(report[0x200] & 1, 0);
     // A second launch of the image gets the same report up to the MAC (made with the

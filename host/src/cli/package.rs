@@ -5,7 +5,7 @@ use nacre_loader::{FileTreeBuilder, TreeBuildError, TreeSummary};
 use std::ffi::{OsStr, OsString};
 use std::fs::Metadata;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
@@ -264,8 +264,7 @@ pub fn add_mapping(tree: &mut FileTreeBuilder, mapping: &FileMapping) -> Result<
         while guest.len() > 1 && guest.ends_with(b"/") {
             guest = &guest[..guest.len() - 1];
         }
-        let mut ancestors = Vec::new();
-        add_dir(tree, host, guest, &meta, &mut ancestors)
+        add_dir(tree, host, guest)
     } else if meta.is_file() {
         let mut guest = mapping.guest.clone();
         if guest.ends_with(b"/") {
@@ -307,61 +306,62 @@ fn add_file(
         })
 }
 
-/// Add the directory `host` as `guest` and everything in it, in name order.
-/// `ancestors` are the directories being walked, by (device, inode): meeting one again
-/// through a symbolic link would never end.
-fn add_dir(
-    tree: &mut FileTreeBuilder,
-    host: &Path,
-    guest: &[u8],
-    meta: &Metadata,
-    ancestors: &mut Vec<((u64, u64), PathBuf)>,
-) -> Result<(), FileArgError> {
-    let id = (meta.dev(), meta.ino());
-    if let Some((_, ancestor)) = ancestors.iter().find(|(a, _)| *a == id) {
-        return Err(FileArgError::DirectoryLoop {
-            path: host.to_path_buf(),
-            ancestor: ancestor.clone(),
-        });
-    }
-    tree.add_dir(guest, permissions(meta))
-        .map_err(|source| FileArgError::Tree {
-            host: host.to_path_buf(),
-            guest: lossy(guest),
-            source,
-        })?;
-    let io = |source| FileArgError::Io {
-        path: host.to_path_buf(),
-        source,
-    };
-    let mut names = std::fs::read_dir(host)
-        .map_err(io)?
-        .map(|entry| entry.map(|e| e.file_name()))
-        .collect::<Result<Vec<OsString>, _>>()
-        .map_err(io)?;
-    names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-    ancestors.push((id, host.to_path_buf()));
-    for name in names {
-        let host = host.join(&name);
+/// Add the directory `host` as `guest` and everything in it, in name order,
+/// following symbolic links (`walkdir`, which also notices a link back to a directory
+/// being walked: that walk would never end).
+fn add_dir(tree: &mut FileTreeBuilder, host: &Path, guest: &[u8]) -> Result<(), FileArgError> {
+    let walk = walkdir::WalkDir::new(host)
+        .follow_links(true)
+        .sort_by(|a, b| a.file_name().as_bytes().cmp(b.file_name().as_bytes()));
+    for entry in walk {
+        let entry = entry.map_err(walk_error)?;
         let mut child = guest.to_vec();
-        if child != b"/" {
-            child.push(b'/');
+        for part in entry.path().strip_prefix(host).into_iter().flatten() {
+            if child != b"/" {
+                child.push(b'/');
+            }
+            child.extend_from_slice(part.as_bytes());
         }
-        child.extend_from_slice(name.as_bytes());
-        let meta = metadata(&host)?;
+        let path = entry.path();
+        let meta = entry.metadata().map_err(walk_error)?;
         if meta.is_dir() {
-            add_dir(tree, &host, &child, &meta, ancestors)?;
+            tree.add_dir(&child, permissions(&meta))
+                .map_err(|source| FileArgError::Tree {
+                    host: path.to_path_buf(),
+                    guest: lossy(&child),
+                    source,
+                })?;
         } else if meta.is_file() {
-            add_file(tree, &host, &child, &meta)?;
+            add_file(tree, path, &child, &meta)?;
         } else {
             return Err(FileArgError::Unsupported {
-                path: host,
+                path: path.to_path_buf(),
                 kind: kind_name(&meta),
             });
         }
     }
-    ancestors.pop();
     Ok(())
+}
+
+/// What a failed step of the walk means for the user: a loop, a broken link, or the
+/// file system's error.
+fn walk_error(e: walkdir::Error) -> FileArgError {
+    let path = e.path().map(Path::to_path_buf).unwrap_or_default();
+    if let Some(ancestor) = e.loop_ancestor() {
+        return FileArgError::DirectoryLoop {
+            path,
+            ancestor: ancestor.to_path_buf(),
+        };
+    }
+    match metadata(&path) {
+        Err(named) => named,
+        Ok(_) => FileArgError::Io {
+            path,
+            source: e
+                .into_io_error()
+                .unwrap_or_else(|| std::io::Error::other("the directory walk failed")),
+        },
+    }
 }
 
 /// Build the image bytes (measured: the firmware, app, arguments, environment, files;

@@ -1,8 +1,10 @@
-//! Points in time for certificate validity: RFC 3339 timestamps in and out.
+//! Points in time for certificate validity: RFC 3339 timestamps in and out, through
+//! `chrono`.
 
+use chrono::format::ParseErrorKind;
+use chrono::{DateTime, SecondsFormat, Utc};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use thiserror::Error;
-use x509_cert::der::DateTime;
 
 /// Why a timestamp cannot be used.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -30,85 +32,28 @@ pub enum TimeError {
 /// Parse an RFC 3339 timestamp (`2024-05-01T12:00:00Z`, `2024-05-01t12:00:00.5+02:00`;
 /// a space may stand for the `T`). Fractions of a second are dropped.
 pub fn parse_rfc3339(text: &str) -> Result<SystemTime, TimeError> {
-    let syntax = || TimeError::Syntax {
-        text: text.to_owned(),
-    };
-    let b = text.trim().as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[13] != b':' || b[16] != b':' {
-        return Err(syntax());
-    }
-    if !matches!(b[10], b'T' | b't' | b' ') {
-        return Err(syntax());
-    }
-    let year = digits(&b[0..4]).ok_or_else(syntax)?;
-    let month = digits(&b[5..7]).ok_or_else(syntax)?;
-    let day = digits(&b[8..10]).ok_or_else(syntax)?;
-    let hour = digits(&b[11..13]).ok_or_else(syntax)?;
-    let minute = digits(&b[14..16]).ok_or_else(syntax)?;
-    let second = digits(&b[17..19]).ok_or_else(syntax)?;
-    let mut rest = &b[19..];
-    if let Some(fraction) = rest.strip_prefix(b".") {
-        let n = fraction.iter().take_while(|c| c.is_ascii_digit()).count();
-        if n == 0 {
-            return Err(syntax());
+    let owned = || text.to_owned();
+    let t = DateTime::parse_from_rfc3339(text.trim()).map_err(|e| match e.kind() {
+        ParseErrorKind::OutOfRange | ParseErrorKind::Impossible => {
+            TimeError::Range { text: owned() }
         }
-        rest = &fraction[n..];
-    }
-    // Seconds east of UTC.
-    let offset: i64 = match rest {
-        b"Z" | b"z" => 0,
-        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
-            let h = digits(&[*h1, *h2]).ok_or_else(syntax)?;
-            let m = digits(&[*m1, *m2]).ok_or_else(syntax)?;
-            if h > 23 || m > 59 {
-                return Err(TimeError::Range {
-                    text: text.to_owned(),
-                });
-            }
-            let secs = i64::from(h) * 3600 + i64::from(m) * 60;
-            if *sign == b'-' {
-                -secs
-            } else {
-                secs
-            }
-        }
-        _ => return Err(syntax()),
-    };
-    let to_u8 = |v: u16| u8::try_from(v).map_err(|_| syntax());
-    let local = DateTime::new(
-        year,
-        to_u8(month)?,
-        to_u8(day)?,
-        to_u8(hour)?,
-        to_u8(minute)?,
-        to_u8(second)?,
-    )
-    .map_err(|_| TimeError::Range {
-        text: text.to_owned(),
+        _ => TimeError::Syntax { text: owned() },
     })?;
-    let local = i64::try_from(local.unix_duration().as_secs()).map_err(|_| syntax())?;
-    let utc = u64::try_from(local - offset).map_err(|_| TimeError::Outside {
-        text: text.to_owned(),
-    })?;
-    Ok(UNIX_EPOCH + Duration::from_secs(utc))
+    u64::try_from(t.timestamp())
+        .map(|secs| UNIX_EPOCH + Duration::from_secs(secs))
+        .map_err(|_| TimeError::Outside { text: owned() })
 }
 
 /// A time as RFC 3339 in UTC, to the second (`2024-05-01T12:00:00Z`).
 pub fn format_rfc3339(t: SystemTime) -> String {
-    match t
+    let secs = t
         .duration_since(UNIX_EPOCH)
         .ok()
-        .and_then(|d| DateTime::from_unix_duration(Duration::from_secs(d.as_secs())).ok())
-    {
-        Some(dt) => dt.to_string(),
+        .and_then(|d| i64::try_from(d.as_secs()).ok());
+    match secs.and_then(|s| DateTime::<Utc>::from_timestamp(s, 0)) {
+        Some(dt) => dt.to_rfc3339_opts(SecondsFormat::Secs, true),
         None => format!("{t:?}"),
     }
-}
-
-fn digits(b: &[u8]) -> Option<u16> {
-    b.iter().try_fold(0u16, |acc, &c| {
-        c.is_ascii_digit().then(|| acc * 10 + u16::from(c - b'0'))
-    })
 }
 
 #[cfg(test)]

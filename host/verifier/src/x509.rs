@@ -147,31 +147,27 @@ impl Cert {
     }
 
     /// Decode every `CERTIFICATE` PEM block of `text`, in order; text between
-    /// blocks is ignored (trailing NUL bytes too).
+    /// blocks is ignored.
     pub fn bundle_from_pem(text: &[u8]) -> Result<Vec<Self>, X509Error> {
-        const BEGIN: &[u8] = b"-----BEGIN ";
-        const END: &[u8] = b"-----END ";
-        let mut certs = Vec::new();
-        let mut rest = text;
-        while let Some(start) = find(rest, BEGIN) {
-            let block = &rest[start..];
-            let unterminated = || X509Error::Pem("a block has no \"-----END\" line".into());
-            let end = find(block, END).ok_or_else(unterminated)?;
-            let after_end = &block[end + END.len()..];
-            let close = find(after_end, b"-----").ok_or_else(unterminated)?;
-            let len = end + END.len() + close + 5;
-            let (label, der) = x509_cert::der::pem::decode_vec(&block[..len])
-                .map_err(|e| X509Error::Pem(e.to_string()))?;
-            if label != "CERTIFICATE" {
-                return Err(X509Error::PemLabel(label.to_owned()));
-            }
-            certs.push(Self::from_der(&der)?);
-            rest = &block[len..];
+        let blocks = pem::parse_many(text).map_err(|e| X509Error::Pem(e.to_string()))?;
+        // `parse_many` skips what it cannot read as a whole block; a block begun and
+        // never ended is an error here, not nothing.
+        let begun = text.windows(11).filter(|w| w == b"-----BEGIN ").count();
+        if begun > blocks.len() {
+            return Err(X509Error::Pem(
+                "a block has no \"-----END\" line, or is malformed".into(),
+            ));
         }
-        if certs.is_empty() {
+        if blocks.is_empty() {
             return Err(X509Error::NoCertificate);
         }
-        Ok(certs)
+        blocks
+            .iter()
+            .map(|block| match block.tag() {
+                "CERTIFICATE" => Self::from_der(block.contents()),
+                other => Err(X509Error::PemLabel(other.to_owned())),
+            })
+            .collect()
     }
 
     /// Whether the subject or the issuer has the organization (O) `org`.

@@ -110,8 +110,7 @@ mod tests {
         assert_eq!(core::mem::size_of::<SevVmsa>(), PAGE);
         let digest = ImageDigest::new().finish(Some(&SevVmsa::new_zeroed()));
         let expected = "ad7facb2586fc6e966c004d7d1d16b024f5805ff7cb47c7a85dabd8b48892ca7";
-        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-        assert_eq!(hex, expected);
+        assert_eq!(hex::encode(digest), expected);
     }
 
     #[test]
@@ -119,8 +118,7 @@ mod tests {
         // TDX: no pages and no VMSA is SHA-256 of nothing.
         let digest = ImageDigest::new().finish(None);
         let expected = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
-        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-        assert_eq!(hex, expected);
+        assert_eq!(hex::encode(digest), expected);
         let mut with_page = ImageDigest::new();
         with_page.page(0x10_0000, &[]);
         assert_ne!(with_page.finish(None), digest);

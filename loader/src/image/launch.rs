@@ -20,7 +20,7 @@ use sha2::{Digest, Sha384};
 use super::load::{LoadedImage, PageContents};
 use crate::measure::snp::{LaunchDigest, PageType, VMSA_GPA};
 use crate::measure::tdx::Mrtd;
-use crate::measure::{hex, MEASUREMENT_SIZE};
+use crate::measure::MEASUREMENT_SIZE;
 
 const PAGE: usize = PAGE_SIZE_4K as usize;
 
@@ -164,7 +164,7 @@ fn serialize_digest<S: Serializer>(
     serializer: S,
 ) -> Result<S::Ok, S::Error> {
     match digest {
-        Some(digest) => serializer.serialize_str(&hex(digest)),
+        Some(digest) => serializer.serialize_str(&hex::encode(digest)),
         None => serializer.serialize_none(),
     }
 }

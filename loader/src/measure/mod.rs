@@ -10,19 +10,6 @@ pub mod tdx;
 /// Size of a launch measurement: SHA-384, 48 bytes, on both platforms.
 pub const MEASUREMENT_SIZE: usize = 48;
 
-/// `bytes` as lowercase hexadecimal, two digits a byte, as measurements are printed and
-/// compared.
-pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            // Writing to a String cannot fail.
-            let _ = write!(s, "{b:02x}");
-            s
-        })
-}
-
 /// The known-answer vectors the tests reproduce.
 #[cfg(test)]
 pub(crate) mod vectors {

@@ -234,7 +234,6 @@ pub fn contents_digest(page: &[u8; PAGE]) -> [u8; MEASUREMENT_SIZE] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::measure::hex;
     use crate::measure::vectors::{self, parse_u64, unhex};
 
     const TRACE: &str = "derived_snp_ld_trace_amdsev_nokernel_0x21.json";
@@ -340,16 +339,19 @@ mod tests {
                 }
             }
             assert_eq!(
-                hex(&ld.current()),
-                hex(&step.after),
+                hex::encode(ld.current()),
+                hex::encode(step.after),
                 "step {i}: {} at {:#x}",
                 step.page_type.name(),
                 step.gpa
             );
         }
         let last = ld.finish();
-        assert_eq!(hex(&last), json["expected_final"].as_str().expect("final"));
-        assert_eq!(hex(&last), EXPECTED_FINAL);
+        assert_eq!(
+            hex::encode(last),
+            json["expected_final"].as_str().expect("final")
+        );
+        assert_eq!(hex::encode(last), EXPECTED_FINAL);
     }
 
     #[test]

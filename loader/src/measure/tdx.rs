@@ -77,7 +77,6 @@ impl Mrtd {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::measure::hex;
     use crate::measure::vectors::parse_u64;
     use std::path::PathBuf;
 
@@ -142,7 +141,7 @@ mod tests {
             }
         }
         assert_eq!(
-            hex(&mrtd.finish()),
+            hex::encode(mrtd.finish()),
             json["mrtd_per_page_order_kvm_upstream"]
                 .as_str()
                 .expect("expected value")
@@ -171,7 +170,7 @@ mod tests {
                 }
             }
         }
-        let got = hex(&mrtd.finish());
+        let got = hex::encode(mrtd.finish());
         assert_eq!(
             got,
             json["mrtd_two_pass_order_oak_style"]

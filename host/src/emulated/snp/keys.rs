@@ -34,15 +34,15 @@ use std::ffi::OsString;
 use std::fmt;
 use std::fs;
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::emulated::random;
 use nacre_shared_abi::snp::report::{
     SnpProduct, TcbVersion, ATTESTATION_REPORT_SIZE, ECDSA_P384_COMPONENT_SIZE, SIGNED_SIZE,
 };
 use p384::ecdsa::signature::Signer;
-use rand_core::{OsRng, RngCore};
 use rsa::pkcs1::RsaPssParams;
 use rsa::pkcs8::{DecodePrivateKey, EncodePrivateKey, EncodePublicKey, LineEnding};
 use rsa::pss::BlindedSigningKey;
@@ -416,15 +416,12 @@ impl EmulatedSnpKeys {
     fn generate_with(rsa_bits: usize) -> Result<Self, EmulatedKeysError> {
         let failed =
             |what: &str, e: &dyn fmt::Display| EmulatedKeysError::Generate(format!("{what}: {e}"));
-        let ark_key =
-            RsaPrivateKey::new(&mut OsRng, rsa_bits).map_err(|e| failed("the ARK's key", &e))?;
-        let ask_key =
-            RsaPrivateKey::new(&mut OsRng, rsa_bits).map_err(|e| failed("the ASK's key", &e))?;
-        let vcek_key = p384::ecdsa::SigningKey::random(&mut OsRng);
-        let mut chip_id = [0u8; CHIP_ID_SIZE];
-        OsRng
-            .try_fill_bytes(&mut chip_id)
-            .map_err(|e| failed("the chip ID", &e))?;
+        let ark_key = RsaPrivateKey::new(&mut random::rng(), rsa_bits)
+            .map_err(|e| failed("the ARK's key", &e))?;
+        let ask_key = RsaPrivateKey::new(&mut random::rng(), rsa_bits)
+            .map_err(|e| failed("the ASK's key", &e))?;
+        let vcek_key = p384::ecdsa::SigningKey::random(&mut random::rng());
+        let chip_id: [u8; CHIP_ID_SIZE] = random::bytes().map_err(|e| failed("the chip ID", &e))?;
 
         let from = SystemTime::now() - BACKDATE;
         let ark = issue(
@@ -673,60 +670,15 @@ impl EmulatedSnpKeys {
     /// Write the set to a new directory beside `dir` and rename it to `dir`. If
     /// another process put a set there first, that one is loaded and returned.
     fn store_new(self, dir: &Path) -> Result<Self, EmulatedKeysError> {
-        let io = |action, path: &Path| {
-            let path = path.to_owned();
-            move |source| EmulatedKeysError::Io {
-                action,
-                path,
-                source,
-            }
+        let io = |action, path: &Path, source| EmulatedKeysError::Io {
+            action,
+            path: path.to_owned(),
+            source,
         };
-        let name = dir.file_name().ok_or_else(|| EmulatedKeysError::Io {
-            action: "use as the emulated key directory",
-            path: dir.to_owned(),
-            source: io::Error::new(io::ErrorKind::InvalidInput, "the path has no final name"),
-        })?;
-        let parent = match dir.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
-        fs::create_dir_all(parent).map_err(io("create", parent))?;
-        let mut tag = [0u8; 8];
-        OsRng
-            .try_fill_bytes(&mut tag)
-            .map_err(|e| EmulatedKeysError::Generate(format!("a temporary name: {e}")))?;
-        let mut tmp_name = OsString::from(".");
-        tmp_name.push(name);
-        tmp_name.push(format!(".new-{}-{}", std::process::id(), hex::encode(tag)));
-        let tmp = parent.join(tmp_name);
-        fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&tmp)
-            .map_err(io("create", &tmp))?;
-        let written = self.write_files(&tmp).and_then(|()| {
-            fs::File::open(&tmp)
-                .and_then(|d| d.sync_all())
-                .map_err(io("sync", &tmp))
-        });
-        if let Err(e) = written {
-            let _ = fs::remove_dir_all(&tmp);
-            return Err(e);
-        }
-        match fs::rename(&tmp, dir) {
-            Ok(()) => {
-                // Best effort: the rename is durable once the parent is synced.
-                let _ = fs::File::open(parent).and_then(|d| d.sync_all());
-                Ok(self)
-            }
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTEMPTY | libc::EEXIST)) => {
-                // Another process made a set first: use it, drop ours.
-                let _ = fs::remove_dir_all(&tmp);
-                Self::load(dir)
-            }
-            Err(e) => {
-                let _ = fs::remove_dir_all(&tmp);
-                Err(io("move into place as", dir)(e))
-            }
+        match crate::emulated::publish_dir(dir, |tmp| self.write_files(tmp), io)? {
+            crate::emulated::Published::Ours => Ok(self),
+            // Another process made a set first: use it, drop ours.
+            crate::emulated::Published::Theirs => Self::load(dir),
         }
     }
 
@@ -882,7 +834,7 @@ fn pss_algorithm() -> Result<AlgorithmIdentifierOwned, EmulatedKeysError> {
 /// `signer`'s [`pss_algorithm`] signature over `bytes`.
 fn pss_sign(signer: &RsaPrivateKey, bytes: &[u8]) -> Vec<u8> {
     BlindedSigningKey::<Sha384>::new_with_salt_len(signer.clone(), AMD_PSS_SALT_LEN)
-        .sign_with_rng(&mut OsRng, bytes)
+        .sign_with_rng(&mut random::rng(), bytes)
         .to_vec()
 }
 
@@ -890,8 +842,7 @@ fn pss_sign(signer: &RsaPrivateKey, bytes: &[u8]) -> Vec<u8> {
 /// MGF1-SHA-384, salt 48, as AMD signs.
 fn issue(t: &Template<'_>, signer: &RsaPrivateKey) -> Result<Cert, EmulatedKeysError> {
     let algorithm = pss_algorithm()?;
-    let mut serial = [0u8; 16];
-    OsRng.try_fill_bytes(&mut serial).map_err(build_error)?;
+    let mut serial: [u8; 16] = random::bytes().map_err(build_error)?;
     // Positive, and 16 bytes long (RFC 5280 section 4.1.2.2).
     serial[0] = serial[0] & 0x7f | 0x40;
     let tbs = TbsCertificate {

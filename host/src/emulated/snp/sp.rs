@@ -14,6 +14,7 @@
 //! security processor does. Everything in the request page is guest input: a malformed
 //! or unauthenticated request gets a firmware error, never a panic.
 
+use crate::emulated::random;
 use crate::exits::snp::guest_request::{SecurityProcessor, FW_ERR_PLATFORM};
 use aes_gcm::aead::{AeadInPlace, KeyInit};
 use aes_gcm::{Aes256Gcm, Key, Nonce, Tag};
@@ -25,7 +26,6 @@ use nacre_shared_abi::snp::guest_msg::{
     REPORT_STATUS_INVALID_PARAMS,
 };
 use nacre_shared_abi::snp::report::AttestationReport;
-use std::io;
 use zerocopy::{FromBytes, FromZeros, IntoBytes};
 
 /// Size of a page.
@@ -107,41 +107,19 @@ impl std::fmt::Debug for EmulatedSp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never print the keys.
         f.debug_struct("EmulatedSp")
-            .field(
-                "measurement",
-                &self.measurement.map(|m| nacre_loader::measure::hex(&m)),
-            )
+            .field("measurement", &self.measurement.map(hex::encode))
             .finish_non_exhaustive()
     }
 }
 
-/// Fill `buf` from the kernel's random source.
-fn random_bytes(buf: &mut [u8]) -> io::Result<()> {
-    let mut done = 0;
-    while done < buf.len() {
-        // SAFETY: getrandom writes at most `len` bytes into the buffer's remaining part.
-        let n = unsafe { libc::getrandom(buf[done..].as_mut_ptr().cast(), buf.len() - done, 0) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(e);
-            }
-            continue;
-        }
-        done += n as usize;
-    }
-    Ok(())
-}
-
 impl EmulatedSp {
     /// A processor for a new launch, with fresh random VMPCKs.
-    pub fn new() -> io::Result<Self> {
+    pub fn new() -> Result<Self, getrandom::Error> {
         let mut vmpck = [[0u8; 32]; 4];
         for key in &mut vmpck {
-            random_bytes(key)?;
+            random::fill(key)?;
         }
-        let mut report_id = [0u8; 32];
-        random_bytes(&mut report_id)?;
+        let report_id = random::bytes()?;
         Ok(Self {
             digest: LaunchDigest::new(),
             vmpck,

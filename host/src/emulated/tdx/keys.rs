@@ -54,11 +54,10 @@
 
 use std::fs;
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use p256::ecdsa::signature::Signer;
 use p256::ecdsa::{Signature, SigningKey};
@@ -391,59 +390,13 @@ impl EmulatedTdxKeys {
     }
 
     fn create(dir: &Path) -> Result<Self, KeysError> {
-        let create_err = |source| KeysError::CreateDir {
-            path: dir.to_owned(),
+        let io = |_, path: &Path, source| KeysError::CreateDir {
+            path: path.to_owned(),
             source,
         };
-        let name = dir
-            .file_name()
-            .ok_or_else(|| create_err(io::Error::other("the path has no final component")))?;
-        let parent = match dir.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
-            _ => PathBuf::from("."),
-        };
-        fs::create_dir_all(&parent).map_err(create_err)?;
-
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let tmp = parent.join(format!(
-            ".{}.tmp-{}-{nanos}-{}",
-            name.to_string_lossy(),
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&tmp)
-            .map_err(create_err)?;
-        let written = generate().and_then(|files| files.write(&tmp));
-        if let Err(e) = written {
-            let _ = fs::remove_dir_all(&tmp);
-            return Err(e);
-        }
-        // Renaming onto a missing or empty directory succeeds; onto a non-empty one
-        // it fails, which means another process was first: use its hierarchy.
-        match fs::rename(&tmp, dir) {
-            Ok(()) => {
-                sync_dir(&parent);
-                Self::load(dir)
-            }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::DirectoryNotEmpty | io::ErrorKind::AlreadyExists
-                ) =>
-            {
-                let _ = fs::remove_dir_all(&tmp);
-                Self::load(dir)
-            }
-            Err(e) => {
-                let _ = fs::remove_dir_all(&tmp);
-                Err(create_err(e))
-            }
-        }
+        // Whoever put the directory in place first, it is the one to load.
+        crate::emulated::publish_dir(dir, |tmp| generate()?.write(tmp), io)?;
+        Self::load(dir)
     }
 
     /// The directory the hierarchy lives in.
@@ -627,17 +580,11 @@ pub(super) fn write_new(dir: &Path, file: &str, bytes: &[u8], mode: u32) -> Resu
     })
 }
 
-fn random_bytes<const N: usize>() -> Result<[u8; N], KeysError> {
-    let mut bytes = [0u8; N];
-    getrandom::getrandom(&mut bytes).map_err(KeysError::Random)?;
-    Ok(bytes)
-}
-
 /// A random P-256 key (a random 32-byte string is a valid scalar but with
 /// negligible probability; those are drawn again).
 pub(super) fn random_signing_key() -> Result<SigningKey, KeysError> {
     loop {
-        let bytes: [u8; 32] = random_bytes()?;
+        let bytes: [u8; 32] = crate::emulated::random::bytes().map_err(KeysError::Random)?;
         if let Ok(key) = SigningKey::from_slice(&bytes) {
             return Ok(key);
         }
@@ -725,7 +672,7 @@ pub(super) fn common_extensions(
 /// Issue a certificate: ECDSA P-256 with SHA-256, a random positive serial number.
 pub(super) fn issue(spec: CertSpec<'_>) -> Result<Vec<u8>, KeysError> {
     let err = encode_err("certificate");
-    let mut serial: [u8; 16] = random_bytes()?;
+    let mut serial: [u8; 16] = crate::emulated::random::bytes().map_err(KeysError::Random)?;
     // Positive, and no leading zero byte to strip.
     serial[0] = (serial[0] & 0x7F) | 0x40;
     let algorithm = AlgorithmIdentifierOwned {
@@ -858,8 +805,11 @@ fn generate() -> Result<Generated, KeysError> {
         extensions: common_extensions(&ca_key, &root_key, Some(0))?,
     })?;
     let mut pck_extensions = common_extensions(&pck_key, &ca_key, None)?;
-    let sgx =
-        sgx_extension(&random_bytes()?, &random_bytes()?).map_err(encode_err("SGX extension"))?;
+    let sgx = sgx_extension(
+        &crate::emulated::random::bytes().map_err(KeysError::Random)?,
+        &crate::emulated::random::bytes().map_err(KeysError::Random)?,
+    )
+    .map_err(encode_err("SGX extension"))?;
     pck_extensions.push(extension(sgx_oid::EXTENSION, false, sgx)?);
     let pck_der = issue(CertSpec {
         subject: &pck_name,

@@ -150,8 +150,7 @@ impl TdxReportKey {
     /// A fresh random key (per host or per VM: reports made with one key only
     /// verify with it).
     pub fn generate() -> Result<Self, getrandom::Error> {
-        let mut key = [0u8; REPORT_KEY_SIZE];
-        getrandom::getrandom(&mut key)?;
+        let key = crate::emulated::random::bytes::<REPORT_KEY_SIZE>()?;
         Ok(Self { key })
     }
 

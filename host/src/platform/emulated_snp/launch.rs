@@ -13,7 +13,7 @@ use crate::platform::launch::{
     ioctl, parameter_page, runs, test_hook, tsc_khz, vm_with_ram, Hostile, LaunchConfig, SetupError,
 };
 use crate::platform::Vm;
-use crate::vmm::memory::{MemoryError, View};
+use crate::vmm::memory::View;
 use igvm::snp_defs::{SevSelector, SevVmsa};
 use kvm_bindings::{kvm_enable_cap, kvm_segment, KVM_MAX_CPUID_ENTRIES};
 use kvm_ioctls::{
@@ -37,11 +37,10 @@ pub fn launch(image: &LoadedImage, config: &LaunchConfig) -> Result<Vm, SetupErr
     let mut snp = EmulatedSnp::new(mem);
     snp.strict_memory = config.strict_memory;
     snp.psc_budget = test_hook("NACRE_TEST_PSC_BUDGET").and_then(|b| usize::try_from(b).ok());
-    let mut sp = EmulatedSp::new().map_err(|source| {
-        SetupError::Memory(MemoryError::Sys {
-            what: "getrandom for the VMPCKs",
-            source,
-        })
+    let mut sp = EmulatedSp::new().map_err(|e| {
+        SetupError::Image(format!(
+            "the emulated security processor has no random message keys: {e}"
+        ))
     })?;
     // SNP_LAUNCH_START with the image's guest policy.
     sp.set_policy(image.guest_policy);

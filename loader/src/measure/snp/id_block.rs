@@ -197,7 +197,6 @@ fn little_endian(out: &mut [u8; COORDINATE_SIZE], coordinate: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::measure::hex;
     use crate::measure::vectors::{self, unhex};
     use base64::Engine;
     use proptest::prelude::*;
@@ -241,13 +240,13 @@ mod tests {
     #[test]
     fn id_key_digest_known_answer() {
         let key = EcdsaPublicKey::from_pem(&key_pem("test_id_key.pem")).expect("a P-384 key");
-        assert_eq!(hex(&key.digest()), ID_KEY_DIGEST);
+        assert_eq!(hex::encode(key.digest()), ID_KEY_DIGEST);
     }
 
     #[test]
     fn author_key_digest_known_answer() {
         let key = EcdsaPublicKey::from_pem(&key_pem("test_auth_key.pem")).expect("a P-384 key");
-        assert_eq!(hex(&key.digest()), AUTHOR_KEY_DIGEST);
+        assert_eq!(hex::encode(key.digest()), AUTHOR_KEY_DIGEST);
     }
 
     #[test]

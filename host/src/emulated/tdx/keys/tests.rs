@@ -13,6 +13,7 @@ use nacre_verifier::tdx::{INTEL_TD_QE_ISVPRODID, TEE_TYPE_TDX};
 use nacre_verifier::{Expectations, TrustAnchors, Verification};
 use proptest::prelude::*;
 use std::os::unix::fs::PermissionsExt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 use zerocopy::FromBytes;
 use zerocopy::FromZeros;
