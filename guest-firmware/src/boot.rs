@@ -385,7 +385,7 @@ pub fn boot() -> Result<Entry, FwError> {
         io,
         files,
         sig,
-        clock: Clock::new(),
+        clock: Clock::start(),
         scratch,
         tid_address: 0,
         robust_list: 0,

@@ -29,6 +29,12 @@ impl Buf {
     }
 }
 
+impl Default for Buf {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Buf {
     /// Append text (cut at a character boundary when full).
     pub fn push(&mut self, s: &str) -> &mut Self {

@@ -193,6 +193,12 @@ pub struct Files {
     pub umask: u32,
 }
 
+impl Default for Files {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// Where the image and the tree are, for [`Files::init`].
 #[derive(Debug, Clone, Copy)]
 pub struct ImageFiles {

@@ -42,7 +42,7 @@ pub fn rdtsc() -> u64 {
 
 impl Clock {
     /// A clock started now, not yet set from the host.
-    pub fn new() -> Self {
+    pub fn start() -> Self {
         Self {
             boot_tsc: rdtsc(),
             ready: false,

@@ -101,6 +101,12 @@ pub struct Vmas {
     len: usize,
 }
 
+impl Default for Vmas {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Vmas {
     /// Empty.
     pub const fn new() -> Self {

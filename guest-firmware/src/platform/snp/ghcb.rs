@@ -166,6 +166,12 @@ impl Snp {
     }
 }
 
+impl Default for Snp {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// The parts of the GHCB page a request writes: CPL (0x0C8..0x0D0 holds it), RAX
 /// (0x1F8), RCX, RDX, RBX (0x308..0x320), SW_EXITCODE through SW_SCRATCH (0x390..0x3B0),
 /// XCR0 and the valid bitmap (0x3E8..0x400), and the version/usage words
