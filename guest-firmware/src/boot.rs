@@ -3,7 +3,7 @@
 
 use crate::app::elf::Elf;
 use crate::app::loader::{self, Entry};
-use crate::arch::cpu::{self, cpuid, rdmsr};
+use crate::arch::cpu::cpuid;
 use crate::arch::{gdt, idt, syscall_entry};
 use crate::error::FwError;
 use crate::fs::{Files, ImageFiles};
@@ -32,6 +32,11 @@ use nacre_shared_abi::snp::msr_protocol::{self as mp, MsrPscOp, MsrRequest, MsrR
 use nacre_shared_abi::snp::psc::PageStateOp;
 use nacre_shared_abi::snp::rmp::RmpPageSize;
 use nacre_shared_abi::snp::{MSR_SEV_STATUS, SEV_STATUS_SEV_SNP};
+use x86_64::registers::control::{Cr3, Cr3Flags, Cr4, Cr4Flags};
+use x86_64::registers::model_specific::Msr;
+use x86_64::registers::xcontrol::{XCr0, XCr0Flags};
+use x86_64::structures::paging::PhysFrame;
+use x86_64::PhysAddr;
 use zerocopy::FromBytes;
 
 #[repr(C, align(4096))]
@@ -88,8 +93,9 @@ struct PlatformSetup {
 /// SEV-SNP: SEV_STATUS, the C-bit, the GHCB MSR protocol's feature check.
 fn snp_setup(bi: &BootInfo) -> Result<PlatformSetup, FwError> {
     set_emulated(hypervisor_signature() == EMULATED_SNP_SIGNATURE);
-    // SAFETY: SEV_STATUS exists on every SEV-capable CPU and on the emulated platform.
-    let sev_status = unsafe { rdmsr(MSR_SEV_STATUS) };
+    // SAFETY: SEV_STATUS (AMD APM vol. 2, 15.34.10) exists on every SEV-capable CPU
+    // and on the emulated platform; reading it has no side effects.
+    let sev_status = unsafe { Msr::new(MSR_SEV_STATUS).read() };
     if sev_status & SEV_STATUS_SEV_SNP == 0 {
         Snp::terminate(mp::TERM_SET_GENERAL, mp::TERM_SNP_UNSUPPORTED);
     }
@@ -214,8 +220,11 @@ pub fn boot() -> Result<Entry, FwError> {
     let ghcb_gpa = kernel_gpa(&raw const GHCB_PAGE);
     pt.prepare_4k(SHARED_VA_BASE + ghcb_gpa, &mut pool)
         .ok_or(FwError::OutOfMemory)?;
-    // SAFETY: the new tables map the firmware at the same addresses and all RAM.
-    unsafe { cpu::write_cr3(pt.cr3()) };
+    let root = PhysFrame::from_start_address(PhysAddr::new_truncate(pt.cr3()))
+        .map_err(|_| FwError::OutOfMemory)?;
+    // SAFETY: the new tables map the firmware (code, data, stacks) at the addresses it
+    // runs at now, and the direct map covers every page `phys_to_virt` will name.
+    unsafe { Cr3::write(root, Cr3Flags::empty()) };
     use_direct_map();
     enable_cpu_features();
 
@@ -458,19 +467,19 @@ fn map_files_window(
 
 /// Enable XSAVE-managed SSE/AVX state to match CPUID, and SMEP.
 fn enable_cpu_features() {
-    const CR4_OSXSAVE: u64 = 1 << 18;
-    const CR4_SMEP: u64 = 1 << 20;
     let leaf1 = cpuid(1, 0);
-    let mut cr4 = cpu::read_cr4();
+    let mut cr4 = Cr4::read_raw();
     let xsave = leaf1.ecx & (1 << 26) != 0;
     if xsave {
-        cr4 |= CR4_OSXSAVE;
+        cr4 |= Cr4Flags::OSXSAVE.bits();
     }
     if cpuid(7, 0).ebx & (1 << 7) != 0 {
-        cr4 |= CR4_SMEP;
+        cr4 |= Cr4Flags::SUPERVISOR_MODE_EXECUTION_PROTECTION.bits();
     }
-    // SAFETY: only features CPUID reports are enabled.
-    unsafe { cpu::write_cr4(cr4) };
+    // SAFETY: CR4.OSXSAVE (CPUID.1:ECX.XSAVE) and CR4.SMEP (CPUID.(7,0):EBX.SMEP) are
+    // set only where CPUID reports them; SMEP faults ring-0 fetches from user pages,
+    // which the firmware never makes. Every other bit is written back as read.
+    unsafe { Cr4::write_raw(cr4) };
     if xsave {
         // XCR0 (Intel SDM vol. 1, 13.3): x87 and SSE always; AVX (bit 2) with
         // CPUID.1:ECX.AVX; the AVX-512 opmask, ZMM_Hi256 and Hi16_ZMM states (bits 5-7)
@@ -479,15 +488,18 @@ fn enable_cpu_features() {
         let avx = leaf1.ecx & (1 << 28) != 0;
         let avx512 = avx && cpuid(7, 0).ebx & (1 << 16) != 0;
         let supported = u64::from(cpuid(0xD, 0).eax);
-        let mut want = 0b11;
+        let avx512_state = XCr0Flags::OPMASK | XCr0Flags::ZMM_HI256 | XCr0Flags::HI16_ZMM;
+        let mut want = XCr0Flags::X87 | XCr0Flags::SSE;
         if avx {
-            want |= 0b100;
+            want |= XCr0Flags::AVX;
         }
-        if avx512 && supported & 0xE0 == 0xE0 {
-            want |= 0xE0;
+        if avx512 && supported & avx512_state.bits() == avx512_state.bits() {
+            want |= avx512_state;
         }
-        // SAFETY: CR4.OSXSAVE is set and the value is a subset of CPUID 0xD.0.
-        unsafe { cpu::xsetbv0(want & supported) };
+        // SAFETY: CR4.OSXSAVE is set and the value is a subset of CPUID.(0xD,0):EAX, in
+        // the combinations XSETBV accepts (x87 and SSE always, AVX-512 state whole and
+        // only with AVX; Intel SDM vol. 1, 13.3).
+        unsafe { XCr0::write_raw(want.bits() & supported) };
     }
 }
 

@@ -58,7 +58,8 @@ impl Validated {
                 unsafe { w.write(u64::MAX) };
                 page += 64;
             } else {
-                // SAFETY: as above.
+                // SAFETY: `word` bounds-checked the index; the bitmap is private memory
+                // only the frame allocator reaches.
                 unsafe { w.write(w.read() | (1 << (page % 64))) };
                 page += 1;
             }
@@ -95,7 +96,8 @@ impl Validated {
     pub fn set(&mut self, gpa: u64, value: bool) {
         let page = gpa / PAGE_SIZE_4K;
         if let Some(w) = self.word(page) {
-            // SAFETY: as in `get`.
+            // SAFETY: `word` bounds-checked the index; the bitmap is private memory
+            // only the frame allocator reaches.
             unsafe {
                 let v = w.read();
                 w.write(if value {

@@ -90,7 +90,9 @@ impl HostcallArea {
         if !self.ready() || offset.saturating_add(dst.len() as u64) > HOSTCALL_MAX_DATA {
             return Err(FwError::Hostcall);
         }
-        // SAFETY: as in `put`.
+        // SAFETY: the data area is HOSTCALL_MAX_DATA bytes of shared memory mapped at
+        // `data_va` that no Rust reference covers; the range was checked above, and
+        // `dst` is private memory the caller owns.
         unsafe {
             core::ptr::copy_nonoverlapping(
                 (self.data_va() + offset) as *const u8,
@@ -123,7 +125,8 @@ impl HostcallArea {
             return Err(FwError::Hostcall);
         }
         let mut reply = [0u8; 64];
-        // SAFETY: as above; the reply header is copied into private memory before use.
+        // SAFETY: `va` maps the shared area, which no Rust reference covers; the reply
+        // header lies in its first page and is copied into private memory before use.
         unsafe { core::ptr::copy_nonoverlapping(base as *const u8, reply.as_mut_ptr(), 64) };
         let reply = HostcallHeader::read_from_bytes(&reply).map_err(|_| FwError::Hostcall)?;
         reply.check_reply(&req).map_err(|_| FwError::Hostcall)

@@ -3,7 +3,6 @@
 //! and the answer copied back out before anything reads it (trust assumption 2).
 
 use super::instr::vmgexit;
-use crate::arch::cpu::{rdmsr, wrmsr};
 use crate::error::FwError;
 use nacre_shared_abi::hostcall::HOSTCALL_PORT;
 use nacre_shared_abi::snp::ghcb::{
@@ -11,6 +10,7 @@ use nacre_shared_abi::snp::ghcb::{
 };
 use nacre_shared_abi::snp::msr_protocol::{self as mp, MsrRequest, MsrResponse};
 use nacre_shared_abi::snp::MSR_GHCB;
+use x86_64::registers::model_specific::Msr;
 use zerocopy::IntoBytes;
 
 /// SEV-SNP platform state.
@@ -46,21 +46,25 @@ impl Snp {
         expect_info: u64,
     ) -> Result<MsrResponse, FwError> {
         self.msr_holds_ghcb = false;
-        // SAFETY: the GHCB MSR is architectural on SNP (and handled by the emulated
-        // host); the request only asks the host to act on what it names.
+        let mut msr = Msr::new(MSR_GHCB);
+        // SAFETY: the GHCB MSR exists on every SEV-ES/SNP guest (GHCB specification
+        // 2.3.1; the emulated host handles it too) and holds no pointer the CPU follows;
+        // the request only asks the host to act on what it names, and the exit changes
+        // nothing but that MSR and what the request names.
         let v = unsafe {
-            wrmsr(MSR_GHCB, req.encode());
+            msr.write(req.encode());
             vmgexit();
-            rdmsr(MSR_GHCB)
+            msr.read()
         };
         MsrResponse::decode(v, expect_info).map_err(|_| FwError::MsrProtocol)
     }
 
     /// Ask the host to terminate the guest, then halt.
     pub fn terminate(set: u8, code: u8) -> ! {
-        // SAFETY: termination request; nothing runs after it.
+        // SAFETY: a termination request (GHCB specification 2.3.1, "Termination
+        // Request"); nothing of the guest runs after it.
         unsafe {
-            wrmsr(MSR_GHCB, MsrRequest::Terminate { set, code }.encode());
+            Msr::new(MSR_GHCB).write(MsrRequest::Terminate { set, code }.encode());
             vmgexit();
         }
         crate::arch::cpu::halt_forever()
@@ -131,7 +135,7 @@ impl Snp {
                 core::ptr::copy_nonoverlapping(src, page.add(off), len);
             }
             if !self.msr_holds_ghcb {
-                wrmsr(MSR_GHCB, self.ghcb_gpa);
+                Msr::new(MSR_GHCB).write(self.ghcb_gpa);
                 self.msr_holds_ghcb = true;
             }
             vmgexit();
