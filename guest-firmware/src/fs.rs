@@ -7,6 +7,7 @@
 //! read-only into the app at [`crate::mem::user::FILES_WINDOW_VA`], so that reads copy
 //! in ring 3 (`arch/upcall.rs`) and read-only mappings of files need no copy at all.
 
+use crate::platform::GuestDevice;
 use crate::syscall::errno::*;
 use nacre_shared_abi::filetree::{FileTree, Inode, InodeKind, Resolved, ROOT_INODE};
 use nacre_shared_abi::layout::PAGE_SIZE_4K;
@@ -50,46 +51,38 @@ pub enum Special {
     Maps,
     /// `/dev/stdin`, `/dev/stdout`, `/dev/stderr`: the console fds 0, 1, 2.
     Console(u8),
-    /// `/dev/sev-guest` (SEV-SNP only): attestation reports through the Linux ioctl.
-    SevGuest,
-    /// `/dev/tdx_guest` (TDX only): TDREPORTs through the Linux ioctl.
-    TdxGuest,
+    /// The platform's attestation device (`/dev/sev-guest` or `/dev/tdx_guest`):
+    /// evidence through the Linux ioctl.
+    Guest(GuestDevice),
 }
 
-/// The overlaid names of `/dev`, in listing order.
-const DEV_ENTRIES: [(&[u8], Special); 7] = [
+/// An overlaid name and what it is.
+pub type SpecialEntry = (&'static [u8], Special);
+
+/// The overlaid names of `/dev` every platform has, in listing order (bytewise by
+/// name); the platform's attestation device joins them in order.
+const DEV_ENTRIES: [SpecialEntry; 7] = [
     (b"null", Special::Null),
     (b"random", Special::Urandom),
     (b"stderr", Special::Console(2)),
     (b"stdin", Special::Console(0)),
     (b"stdout", Special::Console(1)),
-    (b"urandom", Special::Urandom),
-    (b"zero", Special::Zero),
-];
-/// `/dev`'s extra name on SEV-SNP.
-const DEV_SNP_ENTRIES: [(&[u8], Special); 8] = [
-    (b"null", Special::Null),
-    (b"random", Special::Urandom),
-    (b"sev-guest", Special::SevGuest),
-    (b"stderr", Special::Console(2)),
-    (b"stdin", Special::Console(0)),
-    (b"stdout", Special::Console(1)),
-    (b"urandom", Special::Urandom),
-    (b"zero", Special::Zero),
-];
-/// `/dev`'s extra name on TDX.
-const DEV_TDX_ENTRIES: [(&[u8], Special); 8] = [
-    (b"null", Special::Null),
-    (b"random", Special::Urandom),
-    (b"stderr", Special::Console(2)),
-    (b"stdin", Special::Console(0)),
-    (b"stdout", Special::Console(1)),
-    (b"tdx_guest", Special::TdxGuest),
     (b"urandom", Special::Urandom),
     (b"zero", Special::Zero),
 ];
 /// The overlaid names of `/proc/self`.
-const PROC_SELF_ENTRIES: [(&[u8], Special); 2] = [(b"exe", Special::Exe), (b"maps", Special::Maps)];
+const PROC_SELF_ENTRIES: [SpecialEntry; 2] = [(b"exe", Special::Exe), (b"maps", Special::Maps)];
+
+/// `/dev`'s overlaid names with `device` added in listing order.
+fn dev_entries(device: GuestDevice) -> [SpecialEntry; DEV_ENTRIES.len() + 1] {
+    let name = device.name();
+    let mut out = [(&b""[..], Special::Null); DEV_ENTRIES.len() + 1];
+    let at = DEV_ENTRIES.partition_point(|(n, _)| *n < name);
+    out[..at].copy_from_slice(&DEV_ENTRIES[..at]);
+    out[at] = (name, Special::Guest(device));
+    out[at + 1..].copy_from_slice(&DEV_ENTRIES[at..]);
+    out
+}
 
 /// What an open file is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,6 +176,8 @@ pub struct Files {
     app_size: u64,
     /// First GPA after the image.
     image_end: u64,
+    /// `/dev`'s overlaid names, the platform's attestation device among them.
+    dev: [SpecialEntry; DEV_ENTRIES.len() + 1],
     /// Inodes of `/dev`, `/proc/self` and the app (`/app/NAME`).
     dev_dir: u32,
     proc_self_dir: u32,
@@ -210,6 +205,8 @@ pub struct ImageFiles {
     pub window_va: u64,
     /// `argv[0]`, the app's name under `/app`.
     pub app_name: &'static [u8],
+    /// The platform's attestation device, listed in `/dev`.
+    pub guest_device: GuestDevice,
 }
 
 impl Files {
@@ -225,6 +222,7 @@ impl Files {
             app_gpa: 0,
             app_size: 0,
             image_end: 0,
+            dev: [(&[], Special::Null); DEV_ENTRIES.len() + 1],
             dev_dir: u32::MAX,
             proc_self_dir: u32::MAX,
             app_inode: u32::MAX,
@@ -244,6 +242,7 @@ impl Files {
         self.app_inode = find(ROOT_INODE, b"app")
             .and_then(|a| find(a, img.app_name))
             .unwrap_or(u32::MAX);
+        self.dev = dev_entries(img.guest_device);
         self.tree = Some(t);
         self.tree_gpa = img.tree_gpa;
         self.window_gpa = img.app_gpa;
@@ -282,18 +281,24 @@ impl Files {
 
     /// The overlaid entries a directory lists after its own children: `/dev`'s
     /// devices (with the platform's attestation device) and `/proc/self`'s entries.
-    pub fn extra_entries(&self, dir: u32) -> &'static [(&'static [u8], Special)] {
+    fn extra_entries(&self, dir: u32) -> &[SpecialEntry] {
         if dir == self.dev_dir {
-            match crate::platform::kind() {
-                Some(nacre_shared_abi::boot::PlatformKind::Snp) => &DEV_SNP_ENTRIES,
-                Some(nacre_shared_abi::boot::PlatformKind::Tdx) => &DEV_TDX_ENTRIES,
-                None => &DEV_ENTRIES,
-            }
+            &self.dev
         } else if dir == self.proc_self_dir {
             &PROC_SELF_ENTRIES
         } else {
             &[]
         }
+    }
+
+    /// How many overlaid entries directory `dir` lists after its own children.
+    pub fn extra_count(&self, dir: u32) -> usize {
+        self.extra_entries(dir).len()
+    }
+
+    /// The `i`-th overlaid entry of directory `dir`.
+    pub fn extra_entry(&self, dir: u32, i: usize) -> Option<SpecialEntry> {
+        self.extra_entries(dir).get(i).copied()
     }
 
     /// Resolve `path` from directory `start`.
@@ -408,8 +413,7 @@ impl Files {
                     Special::Null => (3, 3),
                     Special::Zero => (4, 5),
                     // A misc device on Linux; shown as major 1 here too.
-                    Special::SevGuest => (6, 0x7C),
-                    Special::TdxGuest => (7, 0x7D),
+                    Special::Guest(d) => (d.inode_index(), d.minor()),
                     _ => (5, 9),
                 };
                 Stat {

@@ -15,7 +15,7 @@ const SIGSEGV: u8 = 11;
 
 /// Dispatch one exception.
 pub fn handle_exception(frame: &mut TrapFrame) {
-    if crate::platform::tdx::trap::forward_tdcall(frame) {
+    if crate::platform::forward_platform_trap(frame) {
         return;
     }
     let user = frame.is_user();

@@ -151,11 +151,13 @@ const SYSCALL_FMASK: RFlags = RFlags::TRAP_FLAG
     .union(RFlags::NESTED_TASK)
     .union(RFlags::ALIGNMENT_CHECK);
 
-/// Enable SYSCALL/SYSRET with the entry above.
+/// Enable SYSCALL/SYSRET with the entry above, or with the trampoline when
+/// `via_trampoline` (the emulated platforms, see
+/// [`crate::platform::Backend::syscall_via_trampoline`]).
 ///
 /// # Safety
 /// Call once at boot after the GDT is loaded.
-pub unsafe fn init() {
+pub unsafe fn init(via_trampoline: bool) {
     // SAFETY: single-threaded boot; nothing reads the kernel stack pointer before the
     // first SYSCALL, which cannot come before this returns.
     unsafe { NACRE_KERNEL_RSP = super::gdt::kernel_stack_top() };
@@ -165,7 +167,7 @@ pub unsafe fn init() {
     // SAFETY: the selectors match the GDT in `gdt.rs`: STAR[47:32] = kernel CS (SS =
     // + 8), STAR[63:48] = 0x10, so that SYSRET loads SS = 0x18 | 3 and CS = 0x20 | 3.
     unsafe { Star::write_raw(0x10, super::gdt::KERNEL_CS) };
-    let entry = if crate::platform::emulated() {
+    let entry = if via_trampoline {
         trampoline_va()
     } else {
         nacre_syscall_entry as *const () as u64

@@ -1,24 +1,17 @@
-//! The frame allocator. Guest RAM above the image is not yet usable as private memory
-//! (SNP: hypervisor-owned; TDX: private but unaccepted); the allocator makes it usable
-//! lazily, one 2 MiB chunk when it first hands out a frame from it. SNP: page-state
-//! change to private, then PVALIDATE 2 MiB, falling back to 4 KiB on
-//! FAIL_SIZEMISMATCH. TDX: TDG.MEM.PAGE.ACCEPT 2 MiB, falling back to 4 KiB on
-//! TDX_PAGE_SIZE_MISMATCH. The firmware keeps its own bitmap of every 4 KiB page it
-//! validated or accepted (trust assumption 3): doing it twice is an error, and a
-//! PVALIDATE that reports "unchanged" or an accept that reports "already accepted"
+//! The frame allocator. Guest RAM above the image is not yet usable as private memory;
+//! the allocator makes it usable lazily, one 2 MiB chunk when it first hands out a
+//! frame from it, through the platform's [`GuestPlatform::accept_range`] (a page-state
+//! change where the platform needs one, then validation or acceptance 2 MiB at a time,
+//! falling back to 4 KiB on a size mismatch). The firmware keeps its own bitmap of
+//! every 4 KiB page it validated or accepted (trust assumption 3): doing it twice is
+//! an error, and a platform that reports "already validated" or "already accepted"
 //! for a page the bitmap says is not validated means the host remapped memory.
 
 use super::paging::{PageTables, TableAlloc, NO_EXECUTE, WRITABLE};
 use super::phys_to_virt;
 use crate::error::FwError;
-use crate::platform::snp::instr::pvalidate;
-use crate::platform::snp::psc::page_state_change;
-use crate::platform::tdx::{self, Accept};
-use crate::platform::Platform;
+use crate::platform::GuestPlatform;
 use nacre_shared_abi::layout::{align_up, DIRECT_MAP_VA_BASE, PAGE_SIZE_2M, PAGE_SIZE_4K};
-use nacre_shared_abi::snp::psc::PageStateOp;
-use nacre_shared_abi::snp::rmp::{RmpError, RmpPageSize};
-use nacre_shared_abi::tdx::{status, AcceptLevel};
 
 /// The per-4 KiB validated record.
 #[derive(Debug)]
@@ -124,15 +117,14 @@ pub struct Frames {
     reuse: u64,
     reuse_end: u64,
     validated: Validated,
-    /// Pages validated at 4 KiB after a 2 MiB size mismatch (diagnostics).
+    /// 2 MiB regions validated at 4 KiB after a size mismatch (diagnostics).
     pub size_mismatches: u64,
     /// The firmware's page tables, to add each accepted chunk to the direct map
     /// (its page directories were prepared at boot, so this never allocates).
     pt: PageTables,
-    /// Whether the platform guarantees that freshly accepted memory reads as zeros.
-    /// TDX: TDG.MEM.PAGE.ACCEPT zeroes the page. Emulated SNP discards a page's
-    /// contents on every page-state change; SEV-SNP hardware gives no such guarantee,
-    /// so there every frame is zeroed.
+    /// Whether the platform guarantees that freshly accepted memory reads as zeros
+    /// ([`GuestPlatform::fresh_memory_is_zero`]); where it does not, every frame is
+    /// zeroed.
     fresh_is_zero: bool,
     /// Validate page by page instead of 2 MiB at a time (boot flag
     /// `BOOT_FLAG_VALIDATE_4K`).
@@ -140,15 +132,14 @@ pub struct Frames {
 }
 
 impl Frames {
-    /// Accept the first chunks of free RAM at `start` (2 MiB aligned), put the
-    /// validated bitmap there and mark `launch` ranges (validated by the platform at
-    /// launch) in it.
+    /// Accept the first chunks of free RAM at `start` (2 MiB aligned) and put the
+    /// validated bitmap there; the ranges validated at launch are recorded with
+    /// [`Self::record_validated`].
     pub fn new(
-        plat: &mut Platform,
+        plat: &mut dyn GuestPlatform,
         pt: PageTables,
         start: u64,
         ram_end: u64,
-        launch: &[(u64, u64)],
         validate_4k_only: bool,
     ) -> Result<Self, FwError> {
         let pages = ram_end / PAGE_SIZE_4K;
@@ -171,7 +162,7 @@ impl Frames {
             },
             size_mismatches: 0,
             pt,
-            fresh_is_zero: crate::platform::emulated() || matches!(plat, Platform::Tdx(_)),
+            fresh_is_zero: plat.fresh_memory_is_zero(),
             validate_4k_only,
         };
         frames.accept(plat, start, first_len, false)?;
@@ -182,11 +173,15 @@ impl Frames {
             };
         }
         frames.validated.set_range(start, first_len);
-        for &(gpa, len) in launch {
-            frames.validated.set_range(gpa, len);
-        }
         frames.accepted_end = start + first_len;
         Ok(frames)
+    }
+
+    /// Record `(GPA, bytes)` ranges the platform validated at launch.
+    pub fn record_validated(&mut self, ranges: &[(u64, u64)]) {
+        for &(gpa, len) in ranges {
+            self.validated.set_range(gpa, len);
+        }
     }
 
     /// Guest RAM in bytes, and how much of it is not handed out yet (unaccepted RAM,
@@ -203,23 +198,11 @@ impl Frames {
         &mut self.validated
     }
 
-    /// Validate or accept the 4 KiB page at `gpa`, recording it when `record`.
-    fn make_usable_4k(&mut self, how: Make, gpa: u64, record: bool) -> Result<(), FwError> {
-        if record && self.validated.get(gpa) {
-            return Err(FwError::DoubleValidation { gpa });
-        }
-        make_usable(how, gpa, false)?;
-        if record {
-            self.validated.set(gpa, true);
-        }
-        Ok(())
-    }
-
     /// Make `[gpa, gpa + len)` private and validate or accept it, 2 MiB at a time
     /// where aligned.
     fn accept(
         &mut self,
-        plat: &mut Platform,
+        plat: &mut dyn GuestPlatform,
         gpa: u64,
         len: u64,
         record: bool,
@@ -242,51 +225,17 @@ impl Frames {
                 .unwrap_or(gpa);
             return Err(FwError::DoubleValidation { gpa: first });
         }
-        let how = match plat {
-            Platform::Snp(snp) => {
-                // A guest that validates page by page also changes page state page
-                // by page.
-                page_state_change(
-                    snp,
-                    gpa / PAGE_SIZE_4K,
-                    len / PAGE_SIZE_4K,
-                    PageStateOp::Private,
-                    !self.validate_4k_only,
-                )?;
-                Make::Pvalidate
-            }
-            // TDX memory is private already: no MapGPA is needed before accepting.
-            Platform::Tdx(_) => Make::Accept,
-        };
-        let end = gpa + len;
-        let mut at = gpa;
-        while at < end {
-            if !self.validate_4k_only && at.is_multiple_of(PAGE_SIZE_2M) && end - at >= PAGE_SIZE_2M
-            {
-                match make_usable(how, at, true)? {
-                    Step::Done => {
-                        if record {
-                            self.validated.set_range(at, PAGE_SIZE_2M);
-                        }
-                    }
-                    Step::SizeMismatch => {
-                        self.size_mismatches += 1;
-                        for p in (at..at + PAGE_SIZE_2M).step_by(PAGE_SIZE_4K as usize) {
-                            self.make_usable_4k(how, p, record)?;
-                        }
-                    }
-                }
-                at += PAGE_SIZE_2M;
-            } else {
-                self.make_usable_4k(how, at, record)?;
-                at += PAGE_SIZE_4K;
-            }
+        // SAFETY: the chunk lies at or above `accepted_end`, which only grows, and
+        // below the end of RAM: nothing has been handed out from it.
+        self.size_mismatches += unsafe { plat.accept_range(gpa, len, self.validate_4k_only) }?;
+        if record {
+            self.validated.set_range(gpa, len);
         }
         Ok(())
     }
 
     /// A zeroed private frame (for page tables and the firmware's own use).
-    pub fn alloc(&mut self, plat: &mut Platform) -> Result<u64, FwError> {
+    pub fn alloc(&mut self, plat: &mut dyn GuestPlatform) -> Result<u64, FwError> {
         let (gpa, dirty) = self.alloc_user(plat)?;
         if dirty {
             // SAFETY: the frame is private, validated and owned by the caller from now on.
@@ -299,7 +248,7 @@ impl Frames {
 
     /// A private frame and whether it may hold old data: the caller zeroes it (an
     /// app page is zeroed in ring 3 once it is mapped, see `kernel.rs`).
-    pub fn alloc_user(&mut self, plat: &mut Platform) -> Result<(u64, bool), FwError> {
+    pub fn alloc_user(&mut self, plat: &mut dyn GuestPlatform) -> Result<(u64, bool), FwError> {
         if self.free_head != 0 {
             let gpa = self.free_head;
             // SAFETY: free frames are private, validated and hold the next link.
@@ -340,7 +289,7 @@ impl Frames {
     /// A 2 MiB-aligned private 2 MiB frame and whether it may hold old data: a freed
     /// one, or a whole fresh chunk (what is left of the current chunk goes to the free
     /// list).
-    pub fn alloc_2m(&mut self, plat: &mut Platform) -> Result<(u64, bool), FwError> {
+    pub fn alloc_2m(&mut self, plat: &mut dyn GuestPlatform) -> Result<(u64, bool), FwError> {
         if self.free_2m_head != 0 {
             return Ok((self.pop_2m(), true));
         }
@@ -374,61 +323,6 @@ impl Frames {
     }
 }
 
-/// The instruction that makes private memory usable on this platform.
-#[derive(Clone, Copy)]
-enum Make {
-    /// SEV-SNP: PVALIDATE (after a page-state change to private).
-    Pvalidate,
-    /// TDX: TDG.MEM.PAGE.ACCEPT.
-    Accept,
-}
-
-/// A 2 MiB attempt's outcome that is not an error.
-enum Step {
-    Done,
-    /// The host maps the region at 4 KiB: do it page by page.
-    SizeMismatch,
-}
-
-/// Validate or accept the page (2 MiB when `two_mib`) at `gpa`. "Already validated" or
-/// "already accepted" is an error: the caller's record says the page never was.
-fn make_usable(how: Make, gpa: u64, two_mib: bool) -> Result<Step, FwError> {
-    match how {
-        Make::Pvalidate => {
-            let size = if two_mib {
-                RmpPageSize::Size2M
-            } else {
-                RmpPageSize::Size4K
-            };
-            // SAFETY: validating (not rescinding) memory nothing uses yet.
-            match unsafe { pvalidate(phys_to_virt(gpa), size, true) }.decode() {
-                Ok(true) => Ok(Step::Done),
-                Ok(false) => Err(FwError::AlreadyValidated { gpa }),
-                Err(Some(RmpError::FailSizeMismatch)) if two_mib => Ok(Step::SizeMismatch),
-                Err(rc) => Err(FwError::Pvalidate { gpa, rc }),
-            }
-        }
-        Make::Accept => {
-            let level = if two_mib {
-                AcceptLevel::L2M
-            } else {
-                AcceptLevel::L4K
-            };
-            // SAFETY: accepting (and so zeroing) memory nothing uses yet.
-            match unsafe { tdx::accept(gpa, level) } {
-                Accept::Done => Ok(Step::Done),
-                Accept::AlreadyAccepted => Err(FwError::AlreadyValidated { gpa }),
-                Accept::SizeMismatch if two_mib => Ok(Step::SizeMismatch),
-                Accept::SizeMismatch => Err(FwError::Accept {
-                    gpa,
-                    status: status::class(status::PAGE_SIZE_MISMATCH),
-                }),
-                Accept::Failed(status) => Err(FwError::Accept { gpa, status }),
-            }
-        }
-    }
-}
-
 /// For mappings whose tables exist already.
 struct NoAlloc;
 
@@ -441,7 +335,7 @@ impl TableAlloc for NoAlloc {
 /// Page-table frames from the frame allocator.
 pub struct FrameTables<'a> {
     pub frames: &'a mut Frames,
-    pub plat: &'a mut Platform,
+    pub plat: &'a mut dyn GuestPlatform,
 }
 
 impl TableAlloc for FrameTables<'_> {

@@ -205,8 +205,7 @@ pub fn getdents64(k: &mut Kernel, fd: u64, buf: u64, count: u64) -> SysResult {
         return Err(ENOTDIR);
     };
     let children = u64::from(k.files.child_count(inode)?);
-    let extra = k.files.extra_entries(inode);
-    let total = 2 + children + extra.len() as u64;
+    let total = 2 + children + k.files.extra_count(inode) as u64;
     let mut pos = f.offset;
     let mut written = 0u64;
     let mut rec = [0u8; 280];
@@ -221,7 +220,10 @@ pub fn getdents64(k: &mut Kernel, fd: u64, buf: u64, count: u64) -> SysResult {
                 (name, u64::from(i) + 2, if dir { DT_DIR } else { DT_REG })
             }
             p => {
-                let (name, s) = extra[(p - 2 - children) as usize];
+                let Some((name, s)) = k.files.extra_entry(inode, (p - 2 - children) as usize)
+                else {
+                    break;
+                };
                 let dtype = match s {
                     Special::Exe | Special::Console(_) => DT_LNK,
                     Special::Maps => DT_REG,

@@ -444,8 +444,9 @@ pub fn ioctl(k: &mut Kernel, fd: u64, req: u64, arg: u64) -> SysResult {
             k.copy_to_user(arg, &left.to_le_bytes()).map_err(mem_err)?;
             Ok(0)
         }
-        (Node::Dev(Special::SevGuest), _) => super::attest::sev_guest_ioctl(k, req, arg),
-        (Node::Dev(Special::TdxGuest), _) => super::attest::tdx_guest_ioctl(k, req, arg),
+        (Node::Dev(Special::Guest(device)), _) => {
+            super::attest::guest_device_ioctl(k, device, req, arg)
+        }
         (Node::Console(cfd), TCGETS | TIOCGWINSZ) => {
             let size = terminal_reply_size(req).ok_or(ENOTTY)?;
             check_out(k, arg, size)?;

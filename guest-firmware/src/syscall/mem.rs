@@ -247,7 +247,7 @@ fn move_area(
         let to = dst + (at - old);
         let mut alloc = crate::mem::frames::FrameTables {
             frames: &mut k.frames,
-            plat: &mut k.plat,
+            plat: &mut *k.plat,
         };
         let ok = if level == 1 {
             k.pt.map_2m(to, gpa, flags, &mut alloc)
@@ -273,7 +273,7 @@ fn split_all(k: &mut Kernel, start: u64, end: u64) -> Result<(), u64> {
         if level == 1 {
             let mut alloc = crate::mem::frames::FrameTables {
                 frames: &mut k.frames,
-                plat: &mut k.plat,
+                plat: &mut *k.plat,
             };
             k.pt.split_huge(at, &mut alloc).ok_or(ENOMEM)?;
             va = at + PAGE_SIZE_2M;

@@ -10,7 +10,7 @@
 //! failure after the request left makes it forget VMPCK0 for good, as Linux and
 //! COCONUT-SVSM do (a hypervisor's BUSY answer re-sends the very same message).
 
-use super::ghcb::Snp;
+use super::ghcb::GhcbCall;
 use aes_gcm::aead::{AeadInPlace, KeyInit};
 use aes_gcm::{Aes256Gcm, Key, Nonce, Tag};
 use nacre_shared_abi::snp::ghcb::exit_code;
@@ -91,9 +91,9 @@ impl GuestChannel {
         clippy::too_many_arguments,
         reason = "the pages and the request fields"
     )]
-    pub fn report(
+    pub fn report<G: GhcbCall + ?Sized>(
         &mut self,
-        snp: &mut Snp,
+        ghcb: &mut G,
         req_va: u64,
         req_gpa: u64,
         resp_va: u64,
@@ -130,13 +130,13 @@ impl GuestChannel {
         // From here on the sequence number may be consumed: any failure forgets the key.
         let mut busy = 0;
         loop {
-            let g = snp.request();
+            let g = ghcb.request();
             g.set_exit(exit_code::GUEST_REQUEST, req_gpa, resp_gpa);
-            if snp.call_request(0).is_err() {
+            if ghcb.call(0).is_err() {
                 self.disable();
                 return Err(GuestRequestError::Exit(u64::MAX));
             }
-            let info2 = snp.answer().sw_exit_info_2;
+            let info2 = ghcb.answer().sw_exit_info_2;
             if info2 == 0 {
                 break;
             }

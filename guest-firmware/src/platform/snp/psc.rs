@@ -7,7 +7,7 @@
 //! its used part (header and entries) crosses to the shared page: a whole buffer is
 //! 254 quadwords each way, which costs milliseconds where ring 0 is emulated.
 
-use super::Snp;
+use super::ghcb::GhcbCall;
 use crate::error::FwError;
 use nacre_shared_abi::snp::ghcb::{exit_code, GhcbField};
 use nacre_shared_abi::snp::psc::{PageStateOp, PscEntry, PscHeader, PSC_MAX_ENTRIES};
@@ -18,8 +18,8 @@ const HEADER_LEN: usize = 8;
 
 /// Change the state of `npages` 4 KiB pages from `gfn`; with `allow_2m`, aligned runs
 /// of 512 pages go as one 2 MiB entry.
-pub fn page_state_change(
-    snp: &mut Snp,
+pub fn page_state_change<G: GhcbCall + ?Sized>(
+    ghcb: &mut G,
     mut gfn: u64,
     mut npages: u64,
     op: PageStateOp,
@@ -28,7 +28,7 @@ pub fn page_state_change(
     while npages > 0 {
         let (first, before) = (gfn, npages);
         let mut n = 0usize;
-        let g = snp.request();
+        let g = ghcb.request();
         while n < PSC_MAX_ENTRIES && npages > 0 {
             let e = entry(gfn, npages, op, allow_2m);
             let at = HEADER_LEN + 8 * n;
@@ -43,7 +43,7 @@ pub fn page_state_change(
             reserved: 0,
         };
         g.shared_buffer[..HEADER_LEN].copy_from_slice(header.as_bytes());
-        run_desc(snp, first, before - npages, n, op, allow_2m)?;
+        run_desc(ghcb, first, before - npages, n, op, allow_2m)?;
     }
     Ok(())
 }
@@ -64,8 +64,8 @@ fn bad(gfn: u64, detail: u64) -> FwError {
 
 /// Run the `n`-entry descriptor for `pages` pages from `first` (built in the private
 /// GHCB copy's shared buffer) until the host reports it complete.
-fn run_desc(
-    snp: &mut Snp,
+fn run_desc<G: GhcbCall + ?Sized>(
+    ghcb: &mut G,
     first: u64,
     pages: u64,
     n: usize,
@@ -76,13 +76,13 @@ fn run_desc(
     let end_entry = (n - 1) as u16;
     let mut last_progress = 0u64;
     loop {
-        let scratch = snp.ghcb_gpa() + 0x800;
-        let g = snp.request();
+        let scratch = ghcb.ghcb_gpa() + 0x800;
+        let g = ghcb.request();
         g.sw_scratch = scratch;
         g.set_valid(GhcbField::SwScratch);
         g.set_exit(exit_code::PSC, 0, 0);
-        snp.call_request(len)?;
-        let g = snp.answer();
+        ghcb.call(len)?;
+        let g = ghcb.answer();
         if g.sw_exit_info_2 != 0 {
             return Err(bad(first, g.sw_exit_info_2));
         }
