@@ -29,6 +29,8 @@ mod libc_mem;
 pub mod mem;
 pub mod platform;
 pub mod syscall;
+#[cfg(test)]
+pub mod testing;
 pub mod time;
 pub mod trap;
 

@@ -140,6 +140,8 @@ const MAX_GUEST_REPORT: usize = if REPORT_RSP_SIZE > TDREPORT_SIZE {
     TDREPORT_SIZE
 };
 
+const _: () = assert!(MAX_GUEST_REPORT >= REPORT_RSP_SIZE && MAX_GUEST_REPORT >= TDREPORT_SIZE);
+
 /// A report as the platform's Linux guest device returns it, in private memory.
 #[derive(Debug, Clone)]
 pub struct GuestReport {
@@ -418,5 +420,137 @@ pub fn terminate(code: u8) -> ! {
             ..
         }) => tdx::report_fatal_error(u64::from(code)),
         None => crate::arch::cpu::halt_forever(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{Call, FakePlatform};
+    use std::vec::Vec;
+
+    const MIB: u64 = 1 << 20;
+
+    fn validate(
+        p: &mut FakePlatform,
+        gpa: u64,
+        len: u64,
+        four_k_only: bool,
+    ) -> Result<u64, FwError> {
+        // SAFETY: the fake validates nothing.
+        unsafe { p.validate_range(gpa, len, four_k_only) }
+    }
+
+    #[test]
+    fn an_aligned_range_is_validated_2m_at_a_time() {
+        let mut p = FakePlatform::default();
+        assert_eq!(validate(&mut p, 4 * MIB, 4 * MIB, false), Ok(0));
+        assert_eq!(
+            p.calls,
+            [Call::Validate2m(4 * MIB), Call::Validate2m(6 * MIB)]
+        );
+    }
+
+    #[test]
+    fn four_k_only_validates_page_by_page() {
+        let mut p = FakePlatform::default();
+        assert_eq!(validate(&mut p, 2 * MIB, 2 * MIB, true), Ok(0));
+        assert_eq!(p.validations(), (512, 0));
+        assert_eq!(p.calls.first(), Some(&Call::Validate4k(2 * MIB)));
+        assert_eq!(p.calls.last(), Some(&Call::Validate4k(4 * MIB - 4096)));
+    }
+
+    #[test]
+    fn a_size_mismatch_falls_back_to_4k_for_that_region_only() {
+        let mut p = FakePlatform {
+            mismatch_2m: std::vec![2 * MIB],
+            ..Default::default()
+        };
+        assert_eq!(validate(&mut p, 0, 6 * MIB, false), Ok(1));
+        assert_eq!(p.validations(), (512, 3));
+        // The fallback covers exactly the mismatched region, in order.
+        let four_k: Vec<u64> = p
+            .calls
+            .iter()
+            .filter_map(|c| match c {
+                Call::Validate4k(gpa) => Some(*gpa),
+                _ => None,
+            })
+            .collect();
+        let want: Vec<u64> = (2 * MIB..4 * MIB).step_by(4096).collect();
+        assert_eq!(four_k, want);
+    }
+
+    #[test]
+    fn unaligned_edges_go_4k_and_the_middle_2m() {
+        let mut p = FakePlatform::default();
+        let start = 2 * MIB - 2 * 4096;
+        assert_eq!(validate(&mut p, start, 2 * MIB + 3 * 4096, false), Ok(0));
+        assert_eq!(
+            p.calls,
+            [
+                Call::Validate4k(start),
+                Call::Validate4k(start + 4096),
+                Call::Validate2m(2 * MIB),
+                Call::Validate4k(4 * MIB),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_failure_in_the_fallback_names_its_page_and_stops() {
+        let bad = 2 * MIB + 7 * 4096;
+        let mut p = FakePlatform {
+            mismatch_2m: std::vec![2 * MIB],
+            failing: std::vec![bad],
+            ..Default::default()
+        };
+        let err = validate(&mut p, 2 * MIB, 4 * MIB, false);
+        assert!(matches!(err, Err(FwError::Pvalidate { gpa, .. }) if gpa == bad));
+        assert_eq!(p.calls.last(), Some(&Call::Validate4k(bad)));
+    }
+
+    #[test]
+    fn already_validated_is_an_error_with_the_page() {
+        let mut p = FakePlatform {
+            already: std::vec![4 * MIB],
+            ..Default::default()
+        };
+        assert_eq!(
+            validate(&mut p, 2 * MIB, 4 * MIB, false),
+            Err(FwError::AlreadyValidated { gpa: 4 * MIB })
+        );
+    }
+
+    #[test]
+    fn the_backend_comes_from_the_hypervisor_signature() {
+        let emulated = *b"NacreEmuSNP\0";
+        assert_eq!(
+            Backend::from_signature(emulated, emulated),
+            Backend::Doorbell
+        );
+        assert_eq!(
+            Backend::from_signature(*b"KVMKVMKVM\0\0\0", emulated),
+            Backend::Hardware
+        );
+        assert!(Backend::Doorbell.syscall_via_trampoline());
+        assert!(!Backend::Hardware.syscall_via_trampoline());
+    }
+
+    #[test]
+    fn guest_reports_keep_their_length_and_are_cut_at_the_largest() {
+        let r = GuestReport::new(&[7; 100]);
+        assert_eq!(r.as_bytes(), &[7; 100][..]);
+        let big = [1u8; MAX_GUEST_REPORT + 10];
+        assert_eq!(GuestReport::new(&big).as_bytes().len(), MAX_GUEST_REPORT);
+    }
+
+    #[test]
+    fn guest_devices_have_distinct_linux_names_and_numbers() {
+        let (s, t) = (GuestDevice::SevGuest, GuestDevice::TdxGuest);
+        assert_eq!(s.name(), b"sev-guest");
+        assert_eq!(t.name(), b"tdx_guest");
+        assert_ne!(s.minor(), t.minor());
+        assert_ne!(s.inode_index(), t.inode_index());
     }
 }
