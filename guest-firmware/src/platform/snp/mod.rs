@@ -382,3 +382,71 @@ fn terminate_with(backend: Backend, set: u8, code: u8) -> ! {
     }
     crate::arch::cpu::halt_forever()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ghcb::GhcbCall;
+    use zerocopy::IntoBytes;
+
+    fn snp(backend: Backend) -> Snp {
+        Snp {
+            backend,
+            c_bit_mask: 1 << 47,
+            ghcb_va: 0,
+            ghcb_gpa: 0,
+            msr_holds_ghcb: false,
+            scratch: Ghcb::new_zeroed(),
+            channel: GuestChannel::none(),
+        }
+    }
+
+    #[test]
+    fn the_snp_platform_says_what_boot_needs() {
+        let s = snp(Backend::Hardware);
+        assert_eq!(
+            s.pte_masks(),
+            PteMasks {
+                private: 1 << 47,
+                shared: 0
+            }
+        );
+        assert!(!s.fresh_memory_is_zero(), "hardware gives no such promise");
+        assert!(snp(Backend::Doorbell).fresh_memory_is_zero());
+        assert_eq!(s.guest_device(), GuestDevice::SevGuest);
+        assert!(s.launch_pages().contains(&(SECRETS_PAGE_GPA, PAGE_SIZE_4K)));
+    }
+
+    #[test]
+    fn a_call_before_the_ghcb_is_registered_is_refused() {
+        let mut s = snp(Backend::Doorbell);
+        assert_eq!(s.call(0), Err(FwError::MsrProtocol));
+        assert_eq!(s.ring_hostcall(5), Err(FwError::MsrProtocol));
+    }
+
+    fn response(status: u32, size: u32) -> [u8; 0x20 + REPORT_SIZE] {
+        let mut rsp = [0u8; 0x20 + REPORT_SIZE];
+        let head = ReportRspHead {
+            status,
+            report_size: size,
+            rsvd: [0; 24],
+        };
+        rsp[..0x20].copy_from_slice(head.as_bytes());
+        rsp[0x20] = 0xEE;
+        rsp
+    }
+
+    #[test]
+    fn the_report_is_taken_from_a_successful_response_only() {
+        let ok = response(0, REPORT_SIZE as u32);
+        let report = report_of_response(&ok).expect("a report");
+        assert_eq!((report.len(), report[0]), (REPORT_SIZE, 0xEE));
+        assert_eq!(
+            report_of_response(&response(0x16, REPORT_SIZE as u32)),
+            Err(FwError::Attestation { code: 0x16 })
+        );
+        assert!(report_of_response(&response(0, 0x400)).is_err());
+        assert!(report_of_response(&ok[..0x20 + 10]).is_err());
+        assert!(report_of_response(&ok[..8]).is_err());
+    }
+}

@@ -495,3 +495,207 @@ impl GuestPlatform for Tdx {
         report_fatal_error(u64::from(code))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::vec::Vec;
+
+    const SHARED: u64 = 1 << 47;
+    const MIB: u64 = 1 << 20;
+
+    fn tdx() -> Tdx {
+        Tdx::new(Backend::Doorbell, SHARED)
+    }
+
+    /// A MapGPA host that answers RETRY with each of `resumes` in turn, then success;
+    /// it records the (GPA, size) of every call.
+    fn map_gpa(
+        t: &mut Tdx,
+        gpa: u64,
+        len: u64,
+        shared: bool,
+        resumes: &[u64],
+    ) -> (Result<(), FwError>, Vec<(u64, u64)>) {
+        let mut calls = Vec::new();
+        let mut next = resumes.iter();
+        let r = t.map_gpa_with(gpa, len, shared, |at, size| {
+            calls.push((at, size));
+            match next.next() {
+                Some(&resume) => Err((resume, TdVmcallError::TdxRetry)),
+                None => Ok(()),
+            }
+        });
+        (r, calls)
+    }
+
+    #[test]
+    fn map_gpa_covers_the_range_in_one_call_with_the_shared_bit() {
+        let (r, calls) = map_gpa(&mut tdx(), 0x3FE0_0000, 2 * MIB, true, &[]);
+        assert_eq!(r, Ok(()));
+        assert_eq!(calls, [(0x3FE0_0000 | SHARED, 2 * MIB)]);
+        let (_, calls) = map_gpa(&mut tdx(), 0x3FE0_0000, 2 * MIB, false, &[]);
+        assert_eq!(calls, [(0x3FE0_0000, 2 * MIB)], "to private: no shared bit");
+    }
+
+    #[test]
+    fn map_gpa_resumes_where_the_host_says_while_it_moves_forward() {
+        let mut t = tdx();
+        let base = 0x1000_0000;
+        let resumes = [
+            SHARED | (base + MIB),
+            SHARED | (base + MIB),
+            SHARED | (base + 3 * MIB / 2),
+        ];
+        let (r, calls) = map_gpa(&mut t, base, 2 * MIB, true, &resumes);
+        assert_eq!(r, Ok(()));
+        assert_eq!(
+            calls,
+            [
+                (SHARED | base, 2 * MIB),
+                (SHARED | (base + MIB), MIB),
+                (SHARED | (base + MIB), MIB),
+                (SHARED | (base + 3 * MIB / 2), MIB / 2),
+            ]
+        );
+        assert_eq!(t.map_gpa_retries, 3);
+    }
+
+    #[test]
+    fn map_gpa_refuses_a_resume_outside_the_range_or_going_back() {
+        let base = 0x1000_0000;
+        let bad = [
+            SHARED | (base - 4096),    // before the range
+            SHARED | (base + 2 * MIB), // at its end
+            SHARED | (base + 0x800),   // not page-aligned
+            base + MIB,                // without the shared bit
+        ];
+        for resume in bad {
+            let (r, _) = map_gpa(&mut tdx(), base, 2 * MIB, true, &[resume]);
+            assert_eq!(
+                r,
+                Err(FwError::MapGpa {
+                    gpa: base,
+                    status: vmcall::RETRY,
+                    resume
+                }),
+                "{resume:#x}"
+            );
+        }
+        let back = [SHARED | (base + MIB), SHARED | (base + 4096)];
+        let (r, _) = map_gpa(&mut tdx(), base, 2 * MIB, true, &back);
+        assert!(matches!(r, Err(FwError::MapGpa { gpa, .. }) if gpa == base + MIB));
+    }
+
+    #[test]
+    fn map_gpa_gives_up_on_a_host_that_stalls() {
+        let base = 0x1000_0000;
+        let stall = [SHARED | base; MAP_GPA_STALLS as usize + 1];
+        let (r, calls) = map_gpa(&mut tdx(), base, 2 * MIB, true, &stall);
+        assert!(matches!(r, Err(FwError::MapGpa { .. })));
+        assert_eq!(calls.len(), MAP_GPA_STALLS as usize + 1);
+        let (r, _) = map_gpa(&mut tdx(), base, 2 * MIB, true, &stall[1..]);
+        assert_eq!(r, Ok(()), "one stall fewer is tolerated");
+    }
+
+    #[test]
+    fn map_gpa_reports_the_hosts_error() {
+        let r = tdx().map_gpa_with(0x1000_0000, MIB, true, |_, _| {
+            Err((0, TdVmcallError::TdxOperandInvalid))
+        });
+        assert_eq!(
+            r,
+            Err(FwError::MapGpa {
+                gpa: 0x1000_0000,
+                status: vmcall::INVALID_OPERAND,
+                resume: 0
+            })
+        );
+    }
+
+    #[test]
+    fn accept_retries_a_busy_operand_a_few_times() {
+        let mut n = 0;
+        let r = accept_with(|| {
+            n += 1;
+            if n < 3 {
+                Err(TdCallError::TdxOperandBusy)
+            } else {
+                Ok(())
+            }
+        });
+        assert_eq!((r, n), (Accept::Done, 3));
+        let mut n = 0;
+        let r = accept_with(|| {
+            n += 1;
+            Err(TdCallError::TdxOperandBusy)
+        });
+        assert_eq!(r, Accept::Failed(status::CLASS_OPERAND_BUSY));
+        assert_eq!(n, BUSY_RETRIES + 1);
+    }
+
+    #[test]
+    fn accept_outcomes_are_named_after_the_status() {
+        assert_eq!(
+            accept_with(|| Err(TdCallError::TdxPageAlreadyAccepted)),
+            Accept::AlreadyAccepted
+        );
+        assert_eq!(
+            accept_with(|| Err(TdCallError::TdxPageSizeMismatch)),
+            Accept::SizeMismatch
+        );
+        assert_eq!(
+            accept_with(|| Err(TdCallError::TdxOperandInvalid)),
+            Accept::Failed(status::CLASS_OPERAND_INVALID)
+        );
+    }
+
+    fn header(version: u64, status: u64, out_len: u32) -> QuoteBufHeader {
+        QuoteBufHeader {
+            version,
+            status,
+            in_len: TDREPORT_SIZE as u32,
+            out_len,
+        }
+    }
+
+    #[test]
+    fn a_quote_header_is_checked_before_its_length_is_used() {
+        use get_quote::status::{IN_FLIGHT, SUCCESS};
+        let v = get_quote::VERSION;
+        assert_eq!(quote_len(&header(v, IN_FLIGHT, 0)), Ok(None));
+        assert_eq!(quote_len(&header(v, SUCCESS, 5000)), Ok(Some(5000)));
+        assert_eq!(
+            quote_len(&header(v, 0x8000_0000_0000_0001, 5000)),
+            Err(FwError::Attestation {
+                code: 0x8000_0000_0000_0001
+            })
+        );
+        assert_eq!(
+            quote_len(&header(v + 1, SUCCESS, 5000)),
+            Err(FwError::Attestation { code: SUCCESS })
+        );
+        assert_eq!(quote_len(&header(v, SUCCESS, 0)), Err(FwError::Hostcall));
+        let too_long = (QUOTE_BUFFER_SIZE - HEADER_SIZE as u64 + 1) as u32;
+        assert_eq!(
+            quote_len(&header(v, SUCCESS, too_long)),
+            Err(FwError::Hostcall)
+        );
+    }
+
+    #[test]
+    fn the_td_platform_says_what_boot_needs() {
+        let t = tdx();
+        assert_eq!(
+            t.pte_masks(),
+            PteMasks {
+                private: 0,
+                shared: SHARED
+            }
+        );
+        assert!(t.fresh_memory_is_zero());
+        assert_eq!(t.ram_limit(), TDX_MAX_GUEST_MEMORY);
+        assert_eq!(t.guest_device(), GuestDevice::TdxGuest);
+        assert_eq!(t.rescinded_page(), None);
+    }
+}
