@@ -184,3 +184,50 @@ fn wait_for_evidence(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ioctl_numbers_are_linuxs() {
+        // include/uapi/linux/sev-guest.h and tdx-guest.h, as compiled.
+        assert_eq!(SNP_GET_REPORT, 0xC020_5300);
+        assert_eq!(TDX_CMD_GET_REPORT0, 0xC440_5401);
+    }
+
+    fn snp_ioctl(version: u8, req: u64, resp: u64) -> [u8; IOCTL_SIZE] {
+        let mut io = [0u8; IOCTL_SIZE];
+        io[0] = version;
+        io[8..16].copy_from_slice(&req.to_le_bytes());
+        io[16..24].copy_from_slice(&resp.to_le_bytes());
+        io
+    }
+
+    #[test]
+    fn a_report_request_needs_a_version_and_both_buffers() {
+        assert_eq!(
+            decode_snp_ioctl(&snp_ioctl(1, 0x1000, 0x2000)),
+            Ok(SnpReportCall {
+                req_data: 0x1000,
+                resp_data: 0x2000
+            })
+        );
+        assert_eq!(decode_snp_ioctl(&snp_ioctl(0, 0x1000, 0x2000)), Err(EINVAL));
+        assert_eq!(decode_snp_ioctl(&snp_ioctl(1, 0, 0x2000)), Err(EINVAL));
+        assert_eq!(decode_snp_ioctl(&snp_ioctl(1, 0x1000, 0)), Err(EINVAL));
+    }
+
+    #[test]
+    fn the_report_data_and_vmpl_are_read_and_checked() {
+        let mut rr = [0u8; REPORT_REQ_SIZE];
+        rr[..64].copy_from_slice(&[0x11; 64]);
+        rr[64] = 3;
+        assert_eq!(decode_snp_report_req(&rr), Ok(([0x11; 64], 3)));
+        rr[64] = 4;
+        assert_eq!(decode_snp_report_req(&rr), Err(EINVAL));
+        rr[64] = 0;
+        rr[67] = 1;
+        assert_eq!(decode_snp_report_req(&rr), Err(EINVAL), "a VMPL of 2^24");
+    }
+}

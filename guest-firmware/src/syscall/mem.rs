@@ -324,3 +324,23 @@ pub fn msync(k: &mut Kernel, addr: u64, len: u64, flags: u64) -> SysResult {
     }
     Ok(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_round_out_to_pages_inside_the_user_half() {
+        assert_eq!(page_range(0x1000, 1), Ok((0x1000, 0x2000)));
+        assert_eq!(page_range(0x1000, 0x2000), Ok((0x1000, 0x3000)));
+        assert_eq!(page_range(0x1001, 1), Err(EINVAL), "unaligned start");
+        assert_eq!(page_range(0x1000, 0), Err(EINVAL), "empty");
+        assert_eq!(
+            page_range(USER_VA_END - 0x1000, 0x1000),
+            Ok((USER_VA_END - 0x1000, USER_VA_END))
+        );
+        assert_eq!(page_range(USER_VA_END - 0x1000, 0x1001), Err(EINVAL));
+        assert_eq!(page_range(0x1000, u64::MAX), Err(EINVAL), "wraps");
+        assert_eq!(page_up(u64::MAX), None);
+    }
+}

@@ -22,6 +22,28 @@ use syscalls::Sysno;
 /// A syscall's result: the value for RAX, or a Linux errno.
 pub type SysResult = Result<u64, u64>;
 
+/// A C `int` argument (a descriptor, a clock id, a pid): the low 32 bits of its
+/// register. The kernel reads only those (the syscall ABI leaves the upper half of
+/// an `int` argument unspecified: musl sign-extends, others may not).
+pub fn int_arg(reg: u64) -> i32 {
+    reg as u32 as i32
+}
+
+/// An `int` argument widened as the handlers take it (`AT_FDCWD` stays -100).
+pub fn long_of_int(reg: u64) -> i64 {
+    i64::from(int_arg(reg))
+}
+
+/// A C `unsigned int` argument (flags, protections): the low 32 bits of its register.
+pub fn uint_arg(reg: u64) -> u32 {
+    reg as u32
+}
+
+/// RAX for a failed syscall: the negated errno, as the Linux syscall ABI returns it.
+pub fn errno_return(errno: u64) -> u64 {
+    (errno as i64).wrapping_neg() as u64
+}
+
 /// Entry from `arch::syscall_entry`; returns the value for RAX.
 pub fn dispatch(frame: &mut SyscallFrame) -> u64 {
     let args = [
@@ -36,16 +58,18 @@ pub fn dispatch(frame: &mut SyscallFrame) -> u64 {
         Ok(v) => v,
         Err(e) => {
             if e == ENOSYS {
-                count_unsupported(k, nr);
+                count_unsupported(&mut k.unsupported, nr);
             }
-            (-(e as i64)) as u64
+            errno_return(e)
         }
     }
 }
 
-fn count_unsupported(k: &mut Kernel, nr: u64) {
+/// Count one call of unsupported syscall `nr` in `table` ((number, count) in order of
+/// first use; a full table counts only the syscalls it holds).
+pub fn count_unsupported(table: &mut [(u32, u32)], nr: u64) {
     let nr = u32::try_from(nr).unwrap_or(u32::MAX);
-    if let Some(slot) = k.unsupported.iter_mut().find(|(n, c)| *n == nr || *c == 0) {
+    if let Some(slot) = table.iter_mut().find(|(n, c)| *n == nr || *c == 0) {
         *slot = (nr, slot.1.saturating_add(1));
     }
 }
@@ -77,7 +101,7 @@ fn handle(k: &mut Kernel, nr: u64, a: [u64; 6]) -> SysResult {
         Sysno::preadv => io::readv(k, a[0], a[1], a[2], Some(a[3])),
         Sysno::writev => io::writev(k, a[0], a[1], a[2]),
         Sysno::lseek => io::lseek(k, a[0], a[1] as i64, a[2]),
-        Sysno::poll => io::poll(k, a[0], a[1], Some(a[2] as i32 as i64 * 1_000_000)),
+        Sysno::poll => io::poll(k, a[0], a[1], Some(i64::from(int_arg(a[2])) * 1_000_000)),
         Sysno::ppoll => {
             let timeout = time::read_timeout(k, a[2])?;
             io::poll(k, a[0], a[1], timeout)
@@ -85,20 +109,20 @@ fn handle(k: &mut Kernel, nr: u64, a: [u64; 6]) -> SysResult {
         Sysno::ioctl => io::ioctl(k, a[0], a[1], a[2]),
         Sysno::fsync | Sysno::fdatasync => io::fsync(k, a[0]),
 
-        Sysno::open => fs::openat(k, fs::AT_FDCWD, a[0], a[1] as u32),
-        Sysno::openat => fs::openat(k, a[0] as i32 as i64, a[1], a[2] as u32),
+        Sysno::open => fs::openat(k, fs::AT_FDCWD, a[0], uint_arg(a[1])),
+        Sysno::openat => fs::openat(k, long_of_int(a[0]), a[1], uint_arg(a[2])),
         Sysno::creat => fs::openat(k, fs::AT_FDCWD, a[0], 0o1101),
         Sysno::close => fs::close(k, a[0]),
         Sysno::stat => fs::fstatat(k, fs::AT_FDCWD, a[0], a[1], 0),
         Sysno::lstat => fs::fstatat(k, fs::AT_FDCWD, a[0], a[1], fs::AT_SYMLINK_NOFOLLOW),
         Sysno::fstat => fs::fstat(k, a[0], a[1]),
-        Sysno::newfstatat => fs::fstatat(k, a[0] as i32 as i64, a[1], a[2], a[3]),
-        Sysno::statx => fs::statx(k, a[0] as i32 as i64, a[1], a[2], a[3] as u32, a[4]),
+        Sysno::newfstatat => fs::fstatat(k, long_of_int(a[0]), a[1], a[2], a[3]),
+        Sysno::statx => fs::statx(k, long_of_int(a[0]), a[1], a[2], uint_arg(a[3]), a[4]),
         Sysno::access => fs::faccessat(k, fs::AT_FDCWD, a[0], a[1], 0),
-        Sysno::faccessat => fs::faccessat(k, a[0] as i32 as i64, a[1], a[2], 0),
-        Sysno::faccessat2 => fs::faccessat(k, a[0] as i32 as i64, a[1], a[2], a[3]),
+        Sysno::faccessat => fs::faccessat(k, long_of_int(a[0]), a[1], a[2], 0),
+        Sysno::faccessat2 => fs::faccessat(k, long_of_int(a[0]), a[1], a[2], a[3]),
         Sysno::readlink => fs::readlinkat(k, fs::AT_FDCWD, a[0], a[1], a[2]),
-        Sysno::readlinkat => fs::readlinkat(k, a[0] as i32 as i64, a[1], a[2], a[3]),
+        Sysno::readlinkat => fs::readlinkat(k, long_of_int(a[0]), a[1], a[2], a[3]),
         Sysno::getdents64 => fs::getdents64(k, a[0], a[1], a[2]),
         Sysno::dup => fs::dup(k, a[0]),
         Sysno::dup2 => fs::dup2(k, a[0], a[1]),
@@ -116,31 +140,31 @@ fn handle(k: &mut Kernel, nr: u64, a: [u64; 6]) -> SysResult {
         | Sysno::link
         | Sysno::symlink
         | Sysno::chmod => fs::modify_path(k, fs::AT_FDCWD, a[0]),
-        Sysno::mkdirat | Sysno::unlinkat => fs::modify_path(k, a[0] as i32 as i64, a[1]),
+        Sysno::mkdirat | Sysno::unlinkat => fs::modify_path(k, long_of_int(a[0]), a[1]),
         Sysno::fchmod => fs::fchmod(k, a[0]),
         Sysno::umask => Ok(fs::umask(k, a[0])),
 
         Sysno::mmap => mem::mmap(k, a),
         Sysno::munmap => mem::munmap(k, a[0], a[1]),
-        Sysno::mprotect => mem::mprotect(k, a[0], a[1], a[2] as u32),
+        Sysno::mprotect => mem::mprotect(k, a[0], a[1], uint_arg(a[2])),
         Sysno::mremap => mem::mremap(k, a[0], a[1], a[2], a[3], a[4]),
         Sysno::madvise => mem::madvise(k, a[0], a[1], a[2]),
         Sysno::msync => mem::msync(k, a[0], a[1], a[2]),
         Sysno::brk => Ok(k.set_brk(a[0])),
 
-        Sysno::clock_gettime => time::clock_gettime(k, a[0] as i32, a[1]),
-        Sysno::clock_getres => time::clock_getres(k, a[0] as i32, a[1]),
+        Sysno::clock_gettime => time::clock_gettime(k, int_arg(a[0]), a[1]),
+        Sysno::clock_getres => time::clock_getres(k, int_arg(a[0]), a[1]),
         Sysno::gettimeofday => time::gettimeofday(k, a[0], a[1]),
         Sysno::time => time::time(k, a[0]),
         Sysno::nanosleep => time::nanosleep(k, a[0], a[1]),
-        Sysno::clock_nanosleep => time::clock_nanosleep(k, a[0] as i32, a[1], a[2], a[3]),
+        Sysno::clock_nanosleep => time::clock_nanosleep(k, int_arg(a[0]), a[1], a[2], a[3]),
 
         Sysno::rt_sigaction => signal::rt_sigaction(k, a[0], a[1], a[2], a[3]),
         Sysno::rt_sigprocmask => signal::rt_sigprocmask(k, a[0], a[1], a[2], a[3]),
         Sysno::sigaltstack => signal::sigaltstack(k, a[0], a[1]),
-        Sysno::kill => signal::kill(k, a[0] as i32 as i64, a[1]),
-        Sysno::tkill => signal::tgkill(k, process::PID as i64, a[0] as i32 as i64, a[1]),
-        Sysno::tgkill => signal::tgkill(k, a[0] as i32 as i64, a[1] as i32 as i64, a[2]),
+        Sysno::kill => signal::kill(k, long_of_int(a[0]), a[1]),
+        Sysno::tkill => signal::tgkill(k, process::PID as i64, long_of_int(a[0]), a[1]),
+        Sysno::tgkill => signal::tgkill(k, long_of_int(a[0]), long_of_int(a[1]), a[2]),
 
         Sysno::exit | Sysno::exit_group => exit_app(k, a[0] as u8),
         Sysno::uname => process::uname(k, a[0]),
@@ -156,7 +180,7 @@ fn handle(k: &mut Kernel, nr: u64, a: [u64; 6]) -> SysResult {
             Ok(process::PID)
         }
         Sysno::set_robust_list => process::set_robust_list(k, a[0], a[1]),
-        Sysno::rseq => process::rseq(k, a[0], a[1], a[2] as u32, a[3] as u32),
+        Sysno::rseq => process::rseq(k, a[0], a[1], uint_arg(a[2]), uint_arg(a[3])),
         Sysno::arch_prctl => process::arch_prctl(k, a[0], a[1]),
         Sysno::prctl => process::prctl(k, a[0], a[1]),
         Sysno::sched_yield => Ok(0),
@@ -171,10 +195,68 @@ fn handle(k: &mut Kernel, nr: u64, a: [u64; 6]) -> SysResult {
             }
             process::rlimit(k, a[1], a[2], a[3])
         }
-        Sysno::getrusage => process::getrusage(k, a[0] as i32, a[1]),
+        Sysno::getrusage => process::getrusage(k, int_arg(a[0]), a[1]),
         Sysno::sysinfo => process::sysinfo(k, a[0]),
         Sysno::getrandom => process::getrandom(k, a[0], a[1], a[2]),
         Sysno::futex => process::futex(k, a),
         _ => Err(ENOSYS),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn int_arguments_are_the_low_half_of_the_register() {
+        // musl passes AT_FDCWD sign-extended, a zero-extending caller would not.
+        assert_eq!(long_of_int((-100i64) as u64), -100);
+        assert_eq!(long_of_int(0xFFFF_FF9C), -100);
+        assert_eq!(long_of_int(0xDEAD_0000_0000_0003), 3);
+        assert_eq!(int_arg(0x1_0000_0001), 1);
+        assert_eq!(uint_arg(0xFFFF_FFFF_0008_0000), 0x8_0000);
+    }
+
+    #[test]
+    fn errors_return_as_negated_errnos() {
+        assert_eq!(errno_return(ENOSYS), (-38i64) as u64);
+        assert_eq!(errno_return(EPERM), u64::MAX);
+        assert_eq!(errno_return(0), 0);
+    }
+
+    #[test]
+    fn unsupported_syscalls_are_counted_in_order_of_first_use() {
+        let mut table = [(0u32, 0u32); 3];
+        for nr in [500, 600, 500, 500, 1 << 40] {
+            count_unsupported(&mut table, nr);
+        }
+        assert_eq!(table, [(500, 3), (600, 1), (u32::MAX, 1)]);
+        count_unsupported(&mut table, 700);
+        assert_eq!(table, [(500, 3), (600, 1), (u32::MAX, 1)], "a full table");
+        table[1].1 = u32::MAX;
+        count_unsupported(&mut table, 600);
+        assert_eq!(table[1], (600, u32::MAX), "counts saturate");
+    }
+
+    #[test]
+    fn the_table_uses_the_linux_x86_64_numbers() {
+        // arch/x86/entry/syscalls/syscall_64.tbl
+        let known = [
+            (0, Sysno::read),
+            (9, Sysno::mmap),
+            (60, Sysno::exit),
+            (158, Sysno::arch_prctl),
+            (202, Sysno::futex),
+            (231, Sysno::exit_group),
+            (257, Sysno::openat),
+            (262, Sysno::newfstatat),
+            (318, Sysno::getrandom),
+            (334, Sysno::rseq),
+            (439, Sysno::faccessat2),
+        ];
+        for (nr, sysno) in known {
+            assert_eq!(Sysno::new(nr), Some(sysno));
+        }
+        assert_eq!(Sysno::new(100_000), None);
     }
 }
