@@ -485,3 +485,17 @@ pub fn enter_user(entry: Entry) -> ! {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn comm_is_the_last_path_component_cut_to_15_bytes() {
+        assert_eq!(&comm_of(b"/app/hello")[..6], b"hello\0");
+        assert_eq!(&comm_of(b"hello")[..6], b"hello\0");
+        assert_eq!(comm_of(b"/a/very-long-program-name"), *b"very-long-progr\0");
+        assert_eq!(comm_of(b""), [0; 16]);
+        assert_eq!(comm_of(b"/app/"), [0; 16]);
+    }
+}

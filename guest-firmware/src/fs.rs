@@ -601,3 +601,265 @@ impl Files {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nacre_shared_abi::filetree::{
+        FileTreeHeader, Inode as RawInode, FILE_TREE_MAGIC, FILE_TREE_VERSION, INODE_KIND_APP,
+        INODE_KIND_DIR, INODE_KIND_FILE,
+    };
+    use std::boxed::Box;
+    use std::vec::Vec;
+    use zerocopy::IntoBytes;
+
+    /// Where the test image puts things.
+    const APP_GPA: u64 = 0x100_0000;
+    const APP_SIZE: u64 = 0x5000;
+    const TREE_GPA: u64 = 0x100_6000;
+    const WINDOW_VA: u64 = 0x7F80_0040_0000;
+    const MOTD: &[u8] = b"hello, tree\n";
+
+    /// `/app/hello` (the app), `/dev/`, `/etc/motd`, `/proc/self/`, encoded
+    /// breadth-first as the format requires.
+    fn tree_blob() -> &'static [u8] {
+        // (kind, parent, name, first_child, child_count)
+        let nodes: [(u8, u32, &[u8], u32, u32); 8] = [
+            (INODE_KIND_DIR, 0, b"", 1, 4),
+            (INODE_KIND_DIR, 0, b"app", 5, 1),
+            (INODE_KIND_DIR, 0, b"dev", 0, 0),
+            (INODE_KIND_DIR, 0, b"etc", 6, 1),
+            (INODE_KIND_DIR, 0, b"proc", 7, 1),
+            (INODE_KIND_APP, 1, b"hello", 0, 0),
+            (INODE_KIND_FILE, 3, b"motd", 0, 0),
+            (INODE_KIND_DIR, 4, b"self", 0, 0),
+        ];
+        let mut names = Vec::new();
+        let mut inodes = Vec::new();
+        for (kind, parent, name, first_child, child_count) in nodes {
+            let file = kind == INODE_KIND_FILE;
+            inodes.push(RawInode {
+                kind,
+                flags: 0,
+                mode: if kind == INODE_KIND_DIR { 0o755 } else { 0o644 },
+                parent,
+                name_off: names.len() as u32,
+                name_len: name.len() as u32,
+                first_child,
+                child_count,
+                data_off: 0,
+                size: if file { MOTD.len() as u64 } else { 0 },
+            });
+            names.extend_from_slice(name);
+        }
+        let names_offset = 64 + 40 * inodes.len() as u64;
+        let header = FileTreeHeader {
+            magic: FILE_TREE_MAGIC,
+            version: FILE_TREE_VERSION,
+            inode_count: inodes.len() as u32,
+            inodes_offset: 64,
+            names_offset,
+            names_len: names.len() as u64,
+            data_offset: 4096,
+            data_len: 4096,
+            reserved: 0,
+        };
+        let mut blob = header.as_bytes().to_vec();
+        for i in &inodes {
+            blob.extend_from_slice(i.as_bytes());
+        }
+        blob.extend_from_slice(&names);
+        blob.resize(4096, 0);
+        blob.extend_from_slice(MOTD);
+        blob.resize(8192, 0);
+        Box::leak(blob.into_boxed_slice())
+    }
+
+    fn files(device: GuestDevice) -> Box<Files> {
+        let mut f = Box::new(Files::new());
+        f.init(ImageFiles {
+            tree: FileTree::parse(tree_blob()).expect("a valid tree"),
+            tree_gpa: TREE_GPA,
+            app_gpa: APP_GPA,
+            app_size: APP_SIZE,
+            image_end: TREE_GPA + 8192,
+            window_va: WINDOW_VA,
+            app_name: b"hello",
+            guest_device: device,
+        });
+        f
+    }
+
+    fn resolve(f: &Files, path: &[u8]) -> Result<Target, u64> {
+        f.resolve(f.cwd, path)
+    }
+
+    #[test]
+    fn the_console_is_open_on_0_1_2_and_new_files_take_the_lowest_free_fd() {
+        let mut f = files(GuestDevice::SevGuest);
+        for fd in 0..3 {
+            assert_eq!(f.get(fd).map(|o| o.node), Ok(Node::Console(fd as u8)));
+        }
+        assert_eq!(f.get(3).map(|o| o.node), Err(EBADF));
+        let node = f
+            .node_of(resolve(&f, b"/etc/motd").expect("found"))
+            .expect("a file");
+        assert_eq!(f.open(node, O_CLOEXEC), Ok(3));
+        assert_eq!(f.cloexec(3), Ok(true));
+        assert_eq!(f.close(1), Ok(()));
+        assert_eq!(f.open(node, 0), Ok(1));
+        assert_eq!(f.close(7), Err(EBADF));
+    }
+
+    #[test]
+    fn a_packaged_file_is_shown_through_the_files_window() {
+        let f = files(GuestDevice::SevGuest);
+        let target = resolve(&f, b"/etc/motd").expect("found");
+        let gpa = TREE_GPA + 4096;
+        assert_eq!(
+            f.node_of(target),
+            Ok(Node::File {
+                inode: 6,
+                va: WINDOW_VA + (gpa - APP_GPA),
+                gpa,
+                size: MOTD.len() as u64,
+            })
+        );
+        let st = f.stat(target, true).expect("stat");
+        assert_eq!(
+            (st.mode, st.size, st.dev),
+            (S_IFREG | 0o644, MOTD.len() as u64, TREE_DEV)
+        );
+        assert_eq!(resolve(&f, b"/etc/nothing"), Err(ENOENT));
+        assert_eq!(resolve(&f, b"/etc/motd/x"), Err(ENOTDIR));
+    }
+
+    #[test]
+    fn dev_lists_the_platforms_attestation_device_in_order() {
+        for (device, at) in [(GuestDevice::SevGuest, 2), (GuestDevice::TdxGuest, 5)] {
+            let f = files(device);
+            let dev = match resolve(&f, b"/dev") {
+                Ok(Target::Inode(i)) => i,
+                other => panic!("/dev is {other:?}"),
+            };
+            assert_eq!(f.extra_count(dev), 8);
+            let names: Vec<&[u8]> = (0..8)
+                .map(|i| f.extra_entry(dev, i).expect("an entry").0)
+                .collect();
+            assert!(names.windows(2).all(|w| w[0] < w[1]), "sorted");
+            assert_eq!(
+                f.extra_entry(dev, at),
+                Some((device.name(), Special::Guest(device)))
+            );
+            assert_eq!(f.extra_entry(dev, 8), None);
+        }
+    }
+
+    #[test]
+    fn each_attestation_device_exists_only_on_its_platform() {
+        let snp = files(GuestDevice::SevGuest);
+        assert_eq!(
+            resolve(&snp, b"/dev/sev-guest"),
+            Ok(Target::Special(Special::Guest(GuestDevice::SevGuest)))
+        );
+        assert_eq!(resolve(&snp, b"/dev/tdx_guest"), Err(ENOENT));
+        let tdx = files(GuestDevice::TdxGuest);
+        assert_eq!(resolve(&tdx, b"/dev/sev-guest"), Err(ENOENT));
+        let st = tdx
+            .stat(Target::Special(Special::Guest(GuestDevice::TdxGuest)), true)
+            .expect("stat");
+        assert_eq!(
+            (st.mode & 0o170000, st.rdev),
+            (S_IFCHR, mem_dev(GuestDevice::TdxGuest.minor()))
+        );
+    }
+
+    #[test]
+    fn proc_self_exe_leads_to_the_app() {
+        let f = files(GuestDevice::SevGuest);
+        let exe = resolve(&f, b"/proc/self/exe").expect("found");
+        assert_eq!(exe, Target::Special(Special::Exe));
+        assert_eq!(
+            f.node_of(exe),
+            Ok(Node::File {
+                inode: 5,
+                va: WINDOW_VA,
+                gpa: APP_GPA,
+                size: APP_SIZE
+            })
+        );
+        let mut path = [0u8; 64];
+        let n = f.app_path(&mut path).expect("a path");
+        assert_eq!(&path[..n], b"/app/hello");
+        let link = f.stat(exe, false).expect("lstat");
+        assert_eq!((link.mode & 0o170000, link.size), (S_IFLNK, n as u64));
+        assert_eq!(f.stat(exe, true).map(|s| s.size), Ok(APP_SIZE));
+    }
+
+    #[test]
+    fn directories_count_their_links_and_start_relative_lookups() {
+        let mut f = files(GuestDevice::SevGuest);
+        let st = f.stat(Target::Inode(ROOT_INODE), true).expect("stat");
+        assert_eq!((st.mode, st.nlink), (S_IFDIR | 0o755, 6));
+        let etc = match resolve(&f, b"/etc") {
+            Ok(Target::Inode(i)) => i,
+            other => panic!("/etc is {other:?}"),
+        };
+        let fd = f
+            .open(Node::Dir { inode: etc }, O_DIRECTORY)
+            .expect("opened");
+        assert_eq!(f.start_dir(fd as i64, false), Ok(etc));
+        assert_eq!(
+            f.start_dir(fd as i64, true),
+            Ok(f.cwd),
+            "absolute paths ignore dirfd"
+        );
+        assert_eq!(f.start_dir(AT_FDCWD, false), Ok(f.cwd));
+        assert_eq!(f.start_dir(1, false), Err(ENOTDIR));
+        assert_eq!(f.start_dir(-5, false), Err(EBADF));
+        assert_eq!(f.resolve(etc, b"motd").map(|_| ()), Ok(()));
+    }
+
+    #[test]
+    fn dup_shares_the_open_file_and_dup2_replaces() {
+        let mut f = files(GuestDevice::SevGuest);
+        assert_eq!(f.dup_from(1, 10, true), Ok(10));
+        assert_eq!(f.cloexec(10), Ok(true));
+        f.get_mut(1).expect("open").offset = 99;
+        assert_eq!(f.get(10).map(|o| o.offset), Ok(99), "one open file");
+        assert_eq!(f.dup_to(2, 10, false), Ok(10));
+        assert_eq!(f.get(10).map(|o| o.node), Ok(Node::Console(2)));
+        assert_eq!(f.cloexec(10), Ok(false));
+        assert_eq!(f.dup_from(1, MAX_FDS as u64, false), Err(EINVAL));
+        assert_eq!(f.dup_to(1, MAX_FDS as u64, false), Err(EBADF));
+    }
+
+    #[test]
+    fn open_files_run_out_with_emfile() {
+        let mut f = files(GuestDevice::SevGuest);
+        let opened = (0..MAX_OPEN)
+            .take_while(|_| f.open(Node::Dev(Special::Null), 0).is_ok())
+            .count();
+        assert_eq!(opened, MAX_OPEN - 3);
+        assert_eq!(f.open(Node::Dev(Special::Null), 0), Err(EMFILE));
+    }
+
+    #[test]
+    fn only_files_and_dev_zero_can_be_mapped() {
+        let mut f = files(GuestDevice::SevGuest);
+        let motd = f
+            .node_of(resolve(&f, b"/etc/motd").expect("found"))
+            .expect("file");
+        let fd = f.open(motd, 0).expect("open") as i32;
+        assert_eq!(
+            f.mmap_source(fd, 4),
+            Ok(Some((TREE_GPA + 4096 + 4, MOTD.len() as u64 - 4)))
+        );
+        let zero = f.open(Node::Dev(Special::Zero), 0).expect("open") as i32;
+        assert_eq!(f.mmap_source(zero, 0), Ok(None));
+        assert_eq!(f.mmap_source(1, 0), Err(ENODEV));
+        let path = f.open(motd, O_PATH).expect("open") as i32;
+        assert_eq!(f.mmap_source(path, 0), Err(EBADF));
+        assert_eq!(f.mmap_source(-1, 0), Err(EBADF));
+    }
+}
