@@ -14,7 +14,10 @@
 //! links `std`, so that its pure parts (page-state change batching, the frame
 //! allocator, the ELF and syscall decoders, the file tree, the hostcall checks) run as
 //! ordinary unit tests on the build machine; code that executes privileged
-//! instructions is never called there.
+//! instructions is never called there. `cargo test --workspace` at the repository
+//! root runs them (`tests/tests/firmware_unit.rs`); by hand, in this directory:
+//! `RUSTFLAGS= cargo test --lib` (the empty RUSTFLAGS replaces the kernel build flags
+//! of `.cargo/config.toml`).
 #![cfg_attr(not(test), no_std)]
 
 pub mod app;
