@@ -6,7 +6,10 @@
 //! attestation evidence and termination. `snp::Snp` (AMD SEV-SNP) and `tdx::Tdx`
 //! (Intel TDX) implement it; [`detect`] picks the one the measured boot information
 //! names, checks that the CPU agrees, and hands it out once for the firmware's
-//! lifetime. Nothing outside this module names a platform.
+//! lifetime. Code outside this module goes through the trait; the only platform names
+//! it uses are those of Linux's attestation devices (`syscall/attest.rs` implements
+//! their ioctls) and of the TDX reset-vector code (`arch/tdx_entry.rs`), which runs
+//! before any Rust.
 //!
 //! Hardware and the emulated platforms differ only in how the instructions that exit
 //! to the host reach it (shared-abi `doorbell.rs`): that is the [`Backend`], chosen
