@@ -225,7 +225,8 @@ mod tests {
             unsafe { core::ptr::copy_nonoverlapping(va as *const u8, raw.as_mut_ptr(), 64) };
             let mut h = HostcallHeader::read_from_bytes(&raw).expect("a header");
             reply(&mut h);
-            // SAFETY: as above.
+            // SAFETY: `va` is the test's buffer, which holds the whole area; the header
+            // is its first 64 bytes and no reference to them is live.
             unsafe { core::ptr::copy_nonoverlapping(h.as_bytes().as_ptr(), va as *mut u8, 64) };
             Ok(())
         }

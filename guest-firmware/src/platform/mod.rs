@@ -286,8 +286,8 @@ pub trait GuestPlatform: core::fmt::Debug + Send {
         let mut mismatches = 0;
         while at < end {
             if !four_k_only && at.is_multiple_of(PAGE_SIZE_2M) && end - at >= PAGE_SIZE_2M {
-                // SAFETY: the caller's contract covers the range; `at` is 2 MiB aligned
-                // and the region lies inside it.
+                // SAFETY: the caller guarantees the whole range holds nothing in use;
+                // `at` is 2 MiB aligned and its region lies inside the range.
                 if unsafe { self.validate_2m(at) }? == Validation::SizeMismatch {
                     mismatches += 1;
                     for page in (at..at + PAGE_SIZE_2M).step_by(PAGE_SIZE_4K as usize) {
@@ -297,7 +297,8 @@ pub trait GuestPlatform: core::fmt::Debug + Send {
                 }
                 at += PAGE_SIZE_2M;
             } else {
-                // SAFETY: the caller's contract covers the range.
+                // SAFETY: the caller guarantees the whole range, this page among it,
+                // holds nothing in use.
                 unsafe { self.validate_4k(at) }?;
                 at += PAGE_SIZE_4K;
             }

@@ -108,8 +108,9 @@ impl Snp {
     /// # Safety
     /// As [`GuestPlatform::validate_4k`].
     unsafe fn validate(&mut self, gpa: u64, size: RmpPageSize) -> Result<Validation, FwError> {
-        // SAFETY: the caller's contract; validating (not rescinding) a page that is
-        // mapped at `phys_to_virt(gpa)`.
+        // SAFETY: the caller guarantees that the page holds nothing in use, so its
+        // validation breaks nothing; it is validated (not rescinded) through its
+        // direct-map address `phys_to_virt(gpa)`, which maps its private GPA.
         match unsafe { pvalidate(self.backend, phys_to_virt(gpa), size, true) }.decode() {
             Ok(true) => Ok(Validation::Done),
             Ok(false) => Err(FwError::AlreadyValidated { gpa }),
@@ -125,7 +126,8 @@ impl Snp {
     /// # Safety
     /// The page must be the firmware's and never used as private memory again.
     unsafe fn rescind(&mut self, va: u64, gpa: u64) -> Result<(), FwError> {
-        // SAFETY: the caller's contract.
+        // SAFETY: the caller guarantees that the firmware owns the page and never uses
+        // it as private memory again, which is what rescinding requires.
         let r = unsafe { pvalidate(self.backend, va, RmpPageSize::Size4K, false) };
         match r.decode() {
             Ok(true) => Ok(()),
@@ -146,7 +148,7 @@ impl Snp {
         va: u64,
         gpa: u64,
     ) -> Result<(), FwError> {
-        // SAFETY: the caller's contract.
+        // SAFETY: the caller guarantees what `rescind` needs (its own contract).
         unsafe { self.rescind(va, gpa) }?;
         let req = MsrRequest::PageStateChange {
             gfn: gpa / PAGE_SIZE_4K,
@@ -263,12 +265,14 @@ impl GuestPlatform for Snp {
     }
 
     unsafe fn validate_4k(&mut self, gpa: u64) -> Result<(), FwError> {
-        // SAFETY: the caller's contract.
+        // SAFETY: `validate_4k`'s caller guarantees the page holds nothing in use, which
+        // is `validate`'s contract.
         unsafe { self.validate(gpa, RmpPageSize::Size4K) }.map(|_| ())
     }
 
     unsafe fn validate_2m(&mut self, gpa: u64) -> Result<Validation, FwError> {
-        // SAFETY: the caller's contract.
+        // SAFETY: `validate_2m`'s caller guarantees the 2 MiB page holds nothing in
+        // use, which is `validate`'s contract.
         unsafe { self.validate(gpa, RmpPageSize::Size2M) }
     }
 
@@ -281,7 +285,8 @@ impl GuestPlatform for Snp {
         four_k_only: bool,
     ) -> Result<u64, FwError> {
         self.page_state_change(gpa, len, PageState::Private, !four_k_only)?;
-        // SAFETY: the caller's contract.
+        // SAFETY: `accept_range`'s caller guarantees the range holds nothing in use,
+        // which is `validate_range`'s contract.
         unsafe { self.validate_range(gpa, len, four_k_only) }
     }
 

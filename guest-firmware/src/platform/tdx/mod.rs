@@ -390,7 +390,8 @@ impl GuestPlatform for Tdx {
     }
 
     unsafe fn validate_4k(&mut self, gpa: u64) -> Result<(), FwError> {
-        // SAFETY: the caller's contract.
+        // SAFETY: `validate_4k`'s caller guarantees the page holds nothing in use, so
+        // accepting (which zeroes it) loses nothing: `accept`'s contract.
         match unsafe { accept(gpa, AcceptLevel::L4K) } {
             Accept::Done => Ok(()),
             Accept::AlreadyAccepted => Err(FwError::AlreadyValidated { gpa }),
@@ -403,7 +404,7 @@ impl GuestPlatform for Tdx {
     }
 
     unsafe fn validate_2m(&mut self, gpa: u64) -> Result<Validation, FwError> {
-        // SAFETY: the caller's contract.
+        // SAFETY: as in `validate_4k`, for the 2 MiB page the caller guarantees.
         match unsafe { accept(gpa, AcceptLevel::L2M) } {
             Accept::Done => Ok(Validation::Done),
             Accept::AlreadyAccepted => Err(FwError::AlreadyValidated { gpa }),
@@ -420,7 +421,8 @@ impl GuestPlatform for Tdx {
         len: u64,
         four_k_only: bool,
     ) -> Result<u64, FwError> {
-        // SAFETY: the caller's contract.
+        // SAFETY: `accept_range`'s caller guarantees the range holds nothing in use,
+        // which is `validate_range`'s contract.
         unsafe { self.validate_range(gpa, len, four_k_only) }
     }
 
