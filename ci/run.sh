@@ -145,8 +145,10 @@ step "(cd guest-firmware && cargo fmt -- --check)"
 step "cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 
-step "(cd guest-firmware && cargo clippy -- -D warnings)"
-(cd guest-firmware && cargo clippy -- -D warnings)
+# --all-targets: the firmware library's host unit tests too (they run under
+# `cargo test --workspace`, through tests/tests/firmware_unit.rs).
+step "(cd guest-firmware && cargo clippy --all-targets -- -D warnings)"
+(cd guest-firmware && cargo clippy --all-targets -- -D warnings)
 
 step "RUSTDOCFLAGS='-D warnings' cargo doc --workspace --no-deps"
 RUSTDOCFLAGS='-D warnings' cargo doc --workspace --no-deps

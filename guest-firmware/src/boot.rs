@@ -1,9 +1,12 @@
 //! The boot sequence, from the 64-bit entry at `_start` (SNP: the VMSA's state; TDX:
-//! after the 32-bit reset-vector code) to the app's first instruction.
+//! after the 32-bit reset-vector code) to the app's first instruction. [`boot`] runs
+//! the steps of `docs/design.md`, "Boot, step by step" (the first is the host's), one
+//! function each; nothing here names a platform: what differs between them is behind
+//! [`GuestPlatform`].
 
 use crate::app::elf::Elf;
 use crate::app::loader::{self, Entry};
-use crate::arch::cpu::{self, cpuid, rdmsr};
+use crate::arch::cpu::cpuid;
 use crate::arch::{gdt, idt, syscall_entry};
 use crate::error::FwError;
 use crate::fs::{Files, ImageFiles};
@@ -12,41 +15,30 @@ use crate::mem::frames::{FrameTables, Frames};
 use crate::mem::paging::{PageTables, TableAlloc, GLOBAL, NO_EXECUTE, USER, WRITABLE};
 use crate::mem::user::{Vma, VmaKind, Vmas, FILES_WINDOW_VA, IO_WINDOW_VA, PROT_READ, PROT_WRITE};
 use crate::mem::{phys_to_virt, use_direct_map};
-use crate::platform::snp::instr::pvalidate;
-use crate::platform::snp::psc::page_state_change;
-use crate::platform::snp::Snp;
-use crate::platform::tdx::{self, Tdx};
-use crate::platform::{set_emulated, Platform};
+use crate::platform::hostcall::HostcallArea;
+use crate::platform::{self, GuestPlatform, PageState};
 use crate::syscall::signal::Signals;
 use crate::time::Clock;
 use core::arch::asm;
 use nacre_shared_abi::boot::{
-    parse_memory_map, ArgsBlob, BootInfo, HostRequest, PlatformKind, BOOT_FLAG_VALIDATE_4K,
-    HOST_REQUEST_ATTEST,
+    parse_memory_map, ArgsBlob, BootInfo, HostRequest, BOOT_FLAG_VALIDATE_4K, HOST_REQUEST_ATTEST,
 };
-use nacre_shared_abi::doorbell::{EMULATED_SNP_SIGNATURE, EMULATED_TDX_SIGNATURE};
 use nacre_shared_abi::filetree::FileTree;
 use nacre_shared_abi::hostcall::{hostcall_area_gpa, HOSTCALL_AREA_SIZE};
 use nacre_shared_abi::layout::*;
-use nacre_shared_abi::snp::msr_protocol::{self as mp, MsrPscOp, MsrRequest, MsrResponse};
-use nacre_shared_abi::snp::psc::PageStateOp;
-use nacre_shared_abi::snp::rmp::RmpPageSize;
-use nacre_shared_abi::snp::{MSR_SEV_STATUS, SEV_STATUS_SEV_SNP};
+use x86_64::registers::control::{Cr3, Cr3Flags, Cr4, Cr4Flags};
+use x86_64::registers::xcontrol::{XCr0, XCr0Flags};
+use x86_64::structures::paging::PhysFrame;
+use x86_64::PhysAddr;
 use zerocopy::FromBytes;
 
 #[repr(C, align(4096))]
 struct Page([u8; 4096]);
 
-/// Where the firmware's shared GHCB page is mapped with the C-bit clear:
-/// `SHARED_VA_BASE + GPA`. Its private alias in the firmware's own 2 MiB mapping is
-/// never touched once it is shared.
-const SHARED_VA_BASE: u64 = KERNEL_VA_BASE + 0x4000_0000;
-
 /// Page-table frames used before the frame allocator exists: enough for the
 /// firmware's own map and a direct map of up to 64 GiB with 2 MiB pages.
 const PT_POOL_PAGES: usize = 80;
 static mut PT_POOL: [Page; PT_POOL_PAGES] = [const { Page([0; 4096]) }; PT_POOL_PAGES];
-static mut GHCB_PAGE: Page = Page([0; 4096]);
 
 /// The kernel's big tables, in bss (zero at launch) so that boot moves none of them.
 static mut VMAS: Vmas = Vmas::new();
@@ -72,93 +64,71 @@ impl TableAlloc for Pool {
     }
 }
 
-fn kernel_gpa<T>(p: *const T) -> u64 {
-    p as u64 - KERNEL_VA_BASE
-}
-
-/// What the platform-specific part of boot set up.
-struct PlatformSetup {
-    plat: Platform,
-    /// Set in private page-table entries (SNP C-bit), else 0.
-    c_bit_mask: u64,
-    /// Set in shared page-table entries (TDX shared bit), else 0.
-    shared_bit_mask: u64,
-}
-
-/// SEV-SNP: SEV_STATUS, the C-bit, the GHCB MSR protocol's feature check.
-fn snp_setup(bi: &BootInfo) -> Result<PlatformSetup, FwError> {
-    set_emulated(hypervisor_signature() == EMULATED_SNP_SIGNATURE);
-    // SAFETY: SEV_STATUS exists on every SEV-capable CPU and on the emulated platform.
-    let sev_status = unsafe { rdmsr(MSR_SEV_STATUS) };
-    if sev_status & SEV_STATUS_SEV_SNP == 0 {
-        Snp::terminate(mp::TERM_SET_GENERAL, mp::TERM_SNP_UNSUPPORTED);
-    }
-    let c_bit = cpuid(0x8000_001F, 0).ebx & 0x3F;
-    if c_bit != bi.c_bit || !(32..=51).contains(&c_bit) {
-        return Err(FwError::NotSnp);
-    }
-    let mut snp = Snp::new();
-    match snp.msr_protocol(MsrRequest::HvFeatures, mp::HV_FEATURES_RESP)? {
-        MsrResponse::HvFeatures { features } if features & mp::HV_FEATURE_SNP != 0 => {}
-        _ => return Err(FwError::MsrProtocol),
-    }
-    Ok(PlatformSetup {
-        plat: Platform::Snp(snp),
-        c_bit_mask: 1 << c_bit,
-        shared_bit_mask: 0,
-    })
-}
-
-/// TDX: CPUID 0x21, TDG.VP.INFO for the GPA width and so the shared bit.
-fn tdx_setup(bi: &BootInfo) -> Result<PlatformSetup, FwError> {
-    set_emulated(hypervisor_signature() == EMULATED_TDX_SIGNATURE);
-    if bi.c_bit != 0 || !tdx::detect() {
-        return Err(FwError::NotTdx);
-    }
-    let info = tdx::vp_info()?;
-    let shared = nacre_shared_abi::tdx::shared_bit(info.gpaw).ok_or(FwError::NotTdx)?;
-    Ok(PlatformSetup {
-        plat: Platform::Tdx(Tdx::new(shared)),
-        c_bit_mask: 0,
-        shared_bit_mask: shared,
-    })
-}
-
-/// CPUID 0x4000_0000's signature (EBX, ECX, EDX).
-fn hypervisor_signature() -> [u8; 12] {
-    let sig = cpuid(0x4000_0000, 0);
-    let mut s = [0u8; 12];
-    s[0..4].copy_from_slice(&sig.ebx.to_le_bytes());
-    s[4..8].copy_from_slice(&sig.ecx.to_le_bytes());
-    s[8..12].copy_from_slice(&sig.edx.to_le_bytes());
-    s
-}
-
-/// Boot to the point where the app can be entered.
+/// Boot to the point where the app can be entered: the steps of `docs/design.md`,
+/// "Boot, step by step".
 pub fn boot() -> Result<Entry, FwError> {
+    // 2. The measured boot information and the platform it names.
+    let (bi, plat) = entry_state()?;
+    // 3. The host's memory map, the firmware's own page tables, the platform's
+    //    shared pages.
+    let host = check_memory_map(&bi, plat.ram_limit())?;
+    let mut pt = early_page_tables(&bi, host.ram, plat)?;
+    plat.setup(&mut pt)?;
+    // 4. The working set: the frame allocator's first chunk.
+    let mut frames = accept_working_set(&bi, host.ram, plat, pt)?;
+    // 5. The hostcall area and the files window.
+    let io = map_io_windows(&bi, host.ram, plat, &mut frames, &mut pt)?;
+    // 6. The app, then ring 3.
+    let syscall_via_trampoline = plat.backend().syscall_via_trampoline();
+    let app = MeasuredApp::from_boot_info(&bi)?;
+    let mut guard = KERNEL.lock();
+    let k = guard.insert(new_kernel(plat, frames, pt, io, &bi, &app)?);
+    // `nacre attest`: evidence of this launch for the host's report data, instead of
+    // the app. The host stops the guest when it has it.
+    if let Some(req) = host.request.filter(|r| r.flags & HOST_REQUEST_ATTEST != 0) {
+        return Err(crate::syscall::attest::send_evidence(k, &req.report_data));
+    }
+    let entry = loader::load(k, &app.elf, bi.app_gpa, &app.args)?;
+    drop(guard);
+    // SAFETY: the GDT is loaded (`entry_state`); the entry uses its selectors.
+    unsafe { syscall_entry::init(syscall_via_trampoline) };
+    Ok(entry)
+}
+
+/// Step 2: descriptor tables for the firmware's own exceptions, then the measured boot
+/// information (checked) and the platform it names, detected and checked
+/// ([`platform::detect`]).
+fn entry_state() -> Result<(BootInfo, &'static mut dyn GuestPlatform), FwError> {
     // SAFETY: first code after entry, single CPU, called once.
     unsafe {
         gdt::init();
         idt::init();
     }
-    // SAFETY: the boot handoff page is measured private memory mapped by the loader's tables.
+    // SAFETY: the boot handoff page is measured private memory mapped by the loader's
+    // tables; 128 bytes are read.
     let bi_bytes =
         unsafe { core::slice::from_raw_parts(phys_to_virt(BOOT_INFO_GPA) as *const u8, 128) };
     let bi = BootInfo::read_from_bytes(bi_bytes).map_err(|_| FwError::BootInfo)?;
     let kind = bi.check().map_err(|_| FwError::BootInfo)?;
-    crate::platform::set_kind(kind);
-    let PlatformSetup {
-        mut plat,
-        c_bit_mask,
-        shared_bit_mask,
-    } = match kind {
-        PlatformKind::Snp => snp_setup(&bi)?,
-        PlatformKind::Tdx => tdx_setup(&bi)?,
-    };
+    let plat = platform::detect(&bi, kind)?;
+    Ok((bi, plat))
+}
 
-    // The host's memory map is unmeasured: copy it, then check it.
+/// What the host put in the parameter page, checked.
+struct HostParams {
+    /// Bytes of guest RAM.
+    ram: u64,
+    /// The host's request (`nacre attest`), if any.
+    request: Option<HostRequest>,
+}
+
+/// Step 3: the host's memory map is unmeasured: copy it into private memory, then
+/// check it against the measured layout (at least the image's minimum, at most
+/// `ram_limit`), together with the host's request.
+fn check_memory_map(bi: &BootInfo, ram_limit: u64) -> Result<HostParams, FwError> {
     let mut param = [0u8; 4096];
-    // SAFETY: the parameter page is private and validated (inserted at launch).
+    // SAFETY: the parameter page is private and validated (inserted at launch), mapped
+    // by the loader's tables; the copy reads one page of it.
     unsafe {
         core::ptr::copy_nonoverlapping(
             phys_to_virt(HOST_PARAM_GPA) as *const u8,
@@ -167,17 +137,27 @@ pub fn boot() -> Result<Entry, FwError> {
         )
     };
     let ram = parse_memory_map(&param, bi.min_memory).map_err(|_| FwError::MemoryMap)?;
-    let host_request = HostRequest::parse(&param).map_err(|_| FwError::HostRequest)?;
-    if kind == PlatformKind::Tdx && ram > TDX_MAX_GUEST_MEMORY {
+    let request = HostRequest::parse(&param).map_err(|_| FwError::HostRequest)?;
+    if ram > ram_limit {
         return Err(FwError::MemoryMap);
     }
+    Ok(HostParams { ram, request })
+}
 
-    // Our own page tables: the firmware at KERNEL_VA_BASE (2 MiB pages, private),
-    // its shared pages again at SHARED_VA_BASE (4 KiB, shared), and a direct map of
-    // RAM (2 MiB, private, NX).
+/// Step 3: the firmware's own page tables, live: the firmware at KERNEL_VA_BASE
+/// (2 MiB pages, private), page directories for a direct map of all RAM (2 MiB,
+/// private, NX) with the image mapped now and every other chunk when the frame
+/// allocator accepts it, the trampoline page's user alias, and the tables the
+/// platform's shared pages need. Then the CPU features the app may use.
+fn early_page_tables(
+    bi: &BootInfo,
+    ram: u64,
+    plat: &mut dyn GuestPlatform,
+) -> Result<PageTables, FwError> {
     let mut pool = Pool { next: 0 };
     let root = pool.alloc_table().ok_or(FwError::OutOfMemory)?;
-    let mut pt = PageTables::new(root, c_bit_mask, shared_bit_mask);
+    let masks = plat.pte_masks();
+    let mut pt = PageTables::new(root, masks.private, masks.shared);
     pt.map_range_2m(
         KERNEL_VA_BASE,
         0,
@@ -186,147 +166,145 @@ pub fn boot() -> Result<Entry, FwError> {
         &mut pool,
     )
     .ok_or(FwError::OutOfMemory)?;
-    // The direct map: page directories for all RAM now, 2 MiB entries for the image
-    // now and for every other chunk when the frame allocator accepts it.
     pt.prepare_2m(DIRECT_MAP_VA_BASE, ram, &mut pool)
         .ok_or(FwError::OutOfMemory)?;
-    let image_2m = align_up(bi.image_end, PAGE_SIZE_2M);
     pt.map_range_2m(
         DIRECT_MAP_VA_BASE,
         0,
-        image_2m / PAGE_SIZE_2M,
+        align_up(bi.image_end, PAGE_SIZE_2M) / PAGE_SIZE_2M,
         WRITABLE | NO_EXECUTE,
         &mut pool,
     )
     .ok_or(FwError::OutOfMemory)?;
     // The trampoline page (the emulated platform's SYSCALL trampoline and the ring-3
     // copy helpers of `arch/upcall.rs`), again at a user-accessible alias.
-    let t = crate::arch::syscall_entry::trampoline_code_va();
+    let t = syscall_entry::trampoline_code_va();
     pt.map_4k(
-        crate::arch::syscall_entry::TRAMPOLINE_VA,
+        syscall_entry::TRAMPOLINE_VA,
         t - KERNEL_VA_BASE,
         USER,
         true,
         &mut pool,
     )
     .ok_or(FwError::OutOfMemory)?;
-    // The page table for the GHCB's shared mapping now, while the pool can give it.
-    let ghcb_gpa = kernel_gpa(&raw const GHCB_PAGE);
-    pt.prepare_4k(SHARED_VA_BASE + ghcb_gpa, &mut pool)
-        .ok_or(FwError::OutOfMemory)?;
-    // SAFETY: the new tables map the firmware at the same addresses and all RAM.
-    unsafe { cpu::write_cr3(pt.cr3()) };
+    // The platform's shared mappings' tables now, while the pool can give them.
+    plat.prepare_tables(&mut pt, &mut pool)?;
+    let root = PhysFrame::from_start_address(PhysAddr::new_truncate(pt.cr3()))
+        .map_err(|_| FwError::OutOfMemory)?;
+    // SAFETY: the new tables map the firmware (code, data, stacks) at the addresses it
+    // runs at now, and the direct map covers every page `phys_to_virt` will name.
+    unsafe { Cr3::write(root, Cr3Flags::empty()) };
     use_direct_map();
     enable_cpu_features();
+    Ok(pt)
+}
 
-    // SNP: the GHCB: stop using the page as private, make it shared, map it shared,
-    // register.
-    if let Platform::Snp(snp) = &mut plat {
-        let ghcb_va = (&raw const GHCB_PAGE) as u64;
-        make_private_page_shared_msr(snp, &mut pt, ghcb_va, ghcb_gpa)?;
-        snp.register_ghcb(SHARED_VA_BASE + ghcb_gpa, ghcb_gpa)?;
-    }
-
-    let pt_pages = match kind {
-        PlatformKind::Snp => INITIAL_PT_PAGES,
-        PlatformKind::Tdx => INITIAL_PT_PAGES_TDX,
-    };
-    // SNP: VMPCK0 from the secrets page the security processor filled at launch,
-    // copied into private memory (the page itself is private and validated).
-    if let Platform::Snp(snp) = &mut plat {
-        let mut head = [0u8; 0xB0];
-        // SAFETY: the secrets page is a launch page of every SNP image, private and
-        // validated, mapped by the direct map.
-        unsafe {
-            core::ptr::copy_nonoverlapping(
-                phys_to_virt(SECRETS_PAGE_GPA) as *const u8,
-                head.as_mut_ptr(),
-                head.len(),
-            )
-        };
-        snp.channel = crate::platform::snp::guest_request::GuestChannel::from_secrets(&head);
-    }
-    let launch = [
-        (
-            SECRETS_PAGE_GPA,
-            if kind == PlatformKind::Snp {
-                PAGE_SIZE_4K
-            } else {
-                0
-            },
-        ),
+/// Step 4: the frame allocator accepts the first chunk above the image and keeps its
+/// validated-page record there; the pages the platform validated at launch are
+/// recorded, and a firmware page the platform made shared is not.
+fn accept_working_set(
+    bi: &BootInfo,
+    ram: u64,
+    plat: &mut dyn GuestPlatform,
+    pt: PageTables,
+) -> Result<Frames, FwError> {
+    let validate_4k_only = bi.flags & BOOT_FLAG_VALIDATE_4K != 0;
+    let image_2m = align_up(bi.image_end, PAGE_SIZE_2M);
+    // The last 2 MiB of RAM are the hostcall area, never handed out as frames.
+    let mut frames = Frames::new(plat, pt, image_2m, hostcall_area_gpa(ram), validate_4k_only)?;
+    frames.record_validated(&[
         (BOOT_INFO_GPA, PAGE_SIZE_4K),
         (HOST_PARAM_GPA, PAGE_SIZE_4K),
-        (INITIAL_PT_GPA, pt_pages * PAGE_SIZE_4K),
         (FIRMWARE_GPA, bi.firmware_end - FIRMWARE_GPA),
         (bi.app_gpa, bi.image_end - bi.app_gpa),
-    ];
-    let validate_4k_only = bi.flags & BOOT_FLAG_VALIDATE_4K != 0;
-    // The last 2 MiB of RAM are the hostcall area, never handed out as frames.
-    let area_gpa = hostcall_area_gpa(ram);
-    let mut frames = Frames::new(&mut plat, pt, image_2m, area_gpa, &launch, validate_4k_only)?;
-    if kind == PlatformKind::Snp {
-        frames.validated().set(ghcb_gpa, false);
+    ]);
+    frames.record_validated(plat.launch_pages());
+    if let Some(gpa) = plat.rescinded_page() {
+        frames.validated().set(gpa, false);
     }
+    Ok(frames)
+}
 
-    // The hostcall area: never validated or accepted, so it goes shared with one
-    // request (SNP: a page-state change, one 2 MiB entry; TDX: one MapGPA) and is
-    // mapped shared at the I/O window, where both the firmware and the ring-3 copy
-    // helpers reach it.
-    match &mut plat {
-        Platform::Snp(snp) => page_state_change(
-            snp,
-            area_gpa / PAGE_SIZE_4K,
-            HOSTCALL_AREA_SIZE / PAGE_SIZE_4K,
-            PageStateOp::Shared,
-            true,
-        )?,
-        Platform::Tdx(tdx) => tdx.map_gpa(area_gpa, HOSTCALL_AREA_SIZE, true)?,
-    }
-    {
-        let mut alloc = FrameTables {
-            frames: &mut frames,
-            plat: &mut plat,
-        };
-        pt.map_range_2m_as(
-            IO_WINDOW_VA,
-            area_gpa,
-            HOSTCALL_AREA_SIZE / PAGE_SIZE_2M,
-            USER | WRITABLE | NO_EXECUTE,
-            false,
-            &mut alloc,
-        )
-        .ok_or(FwError::OutOfMemory)?;
-        map_files_window(&mut pt, &bi, &mut alloc)?;
-    }
+/// Step 5: the hostcall area (the last 2 MiB of RAM, never validated or accepted)
+/// goes shared with one page-state change and is mapped at the I/O window, where both
+/// the firmware and the ring-3 copy helpers reach it; the image from the app ELF to
+/// the end of the file tree is mapped read-only at the files window.
+fn map_io_windows(
+    bi: &BootInfo,
+    ram: u64,
+    plat: &mut dyn GuestPlatform,
+    frames: &mut Frames,
+    pt: &mut PageTables,
+) -> Result<HostcallArea, FwError> {
+    let area_gpa = hostcall_area_gpa(ram);
+    plat.page_state_change(area_gpa, HOSTCALL_AREA_SIZE, PageState::Shared, true)?;
+    let mut alloc = FrameTables { frames, plat };
+    pt.map_range_2m_as(
+        IO_WINDOW_VA,
+        area_gpa,
+        HOSTCALL_AREA_SIZE / PAGE_SIZE_2M,
+        USER | WRITABLE | NO_EXECUTE,
+        false,
+        &mut alloc,
+    )
+    .ok_or(FwError::OutOfMemory)?;
+    map_files_window(pt, bi, &mut alloc)?;
     // First touch by the firmware: the host maps the whole area into its TDP now, so
     // that ring-3 copies never meet an unmapped shared page.
     // SAFETY: the area is mapped writable at IO_WINDOW_VA; nothing references it.
     unsafe { (IO_WINDOW_VA as *mut u64).write_volatile(0) };
+    let mut io = HostcallArea::none();
+    io.set(IO_WINDOW_VA, area_gpa);
+    Ok(io)
+}
 
-    // SAFETY: the file tree is measured private memory inside the image
-    // (`BootInfo::check` bounded it), mapped by the direct map for good.
-    let tree_bytes = unsafe {
-        core::slice::from_raw_parts(phys_to_virt(bi.fs_gpa) as *const u8, bi.fs_size as usize)
-    };
-    let tree = FileTree::parse(tree_bytes).map_err(|_| FwError::BootInfo)?;
-    // SAFETY: the app image and argument blob are measured private pages
-    // (BootInfo::check bounded them inside the image) and mapped by the direct map.
-    let (app, args) = unsafe {
-        (
-            core::slice::from_raw_parts(
-                phys_to_virt(bi.app_gpa) as *const u8,
-                bi.app_size as usize,
-            ),
-            core::slice::from_raw_parts(
-                phys_to_virt(bi.args_gpa) as *const u8,
-                bi.args_size as usize,
-            ),
-        )
-    };
-    let elf = Elf::parse(app)?;
-    let args = ArgsBlob::parse(args).map_err(|_| FwError::BootInfo)?;
+/// The measured app: its file tree, ELF and arguments, checked.
+struct MeasuredApp {
+    tree: FileTree<'static>,
+    elf: Elf<'static>,
+    args: ArgsBlob<'static>,
+}
 
+impl MeasuredApp {
+    /// Step 6: read the app's parts where the measured boot information puts them.
+    fn from_boot_info(bi: &BootInfo) -> Result<Self, FwError> {
+        // SAFETY: the file tree, the app image and the argument blob are measured
+        // private pages inside the image (`BootInfo::check` bounded them), mapped by
+        // the direct map for good and never written.
+        let (tree, app, args) = unsafe {
+            (
+                core::slice::from_raw_parts(
+                    phys_to_virt(bi.fs_gpa) as *const u8,
+                    bi.fs_size as usize,
+                ),
+                core::slice::from_raw_parts(
+                    phys_to_virt(bi.app_gpa) as *const u8,
+                    bi.app_size as usize,
+                ),
+                core::slice::from_raw_parts(
+                    phys_to_virt(bi.args_gpa) as *const u8,
+                    bi.args_size as usize,
+                ),
+            )
+        };
+        Ok(Self {
+            tree: FileTree::parse(tree).map_err(|_| FwError::BootInfo)?,
+            elf: Elf::parse(app)?,
+            args: ArgsBlob::parse(args).map_err(|_| FwError::BootInfo)?,
+        })
+    }
+}
+
+/// Step 6: the firmware's state for the app's lifetime, with the kernel's big tables
+/// and the two windows in the app's address space.
+fn new_kernel(
+    plat: &'static mut dyn GuestPlatform,
+    frames: Frames,
+    pt: PageTables,
+    io: HostcallArea,
+    bi: &BootInfo,
+    app: &MeasuredApp,
+) -> Result<Kernel, FwError> {
     // SAFETY: boot runs once, before anything else can reach these statics; each is
     // borrowed exactly once here, for the kernel's lifetime.
     let (vmas, files, sig, scratch) = unsafe {
@@ -338,14 +316,16 @@ pub fn boot() -> Result<Entry, FwError> {
         );
         (&mut *v, &mut *f, &mut *g, &mut *s)
     };
+    let argv0 = app.args.strings().next().unwrap_or(b"");
     files.init(ImageFiles {
-        tree,
+        tree: app.tree,
         tree_gpa: bi.fs_gpa,
         app_gpa: bi.app_gpa,
         app_size: bi.app_size,
         image_end: bi.image_end,
         window_va: FILES_WINDOW_VA,
-        app_name: args.strings().next().unwrap_or(b""),
+        app_name: argv0,
+        guest_device: plat.guest_device(),
     });
     let windows = [
         Vma {
@@ -370,11 +350,7 @@ pub fn boot() -> Result<Entry, FwError> {
             return Err(FwError::OutOfMemory);
         }
     }
-    let mut io = crate::platform::hostcall::HostcallArea::none();
-    io.set(IO_WINDOW_VA, area_gpa);
-
-    let mut guard = KERNEL.lock();
-    let k = guard.insert(Kernel {
+    Ok(Kernel {
         plat,
         frames,
         pt,
@@ -385,24 +361,14 @@ pub fn boot() -> Result<Entry, FwError> {
         io,
         files,
         sig,
-        clock: Clock::new(),
+        clock: Clock::start(),
         scratch,
         tid_address: 0,
         robust_list: 0,
         rseq: 0,
-        comm: comm_of(args.strings().next().unwrap_or(b"")),
+        comm: comm_of(argv0),
         unsupported: [(0, 0); 64],
-    });
-    // `nacre attest`: evidence of this launch for the host's report data, instead of
-    // the app. The host stops the guest when it has it.
-    if let Some(req) = host_request.filter(|r| r.flags & HOST_REQUEST_ATTEST != 0) {
-        return Err(crate::syscall::attest::send_evidence(k, &req.report_data));
-    }
-    let entry = loader::load(k, &elf, bi.app_gpa, &args)?;
-    drop(guard);
-    // SAFETY: GDT loaded; the entry uses its selectors.
-    unsafe { syscall_entry::init() };
-    Ok(entry)
+    })
 }
 
 /// Linux's `comm` for a program name: its last path component, cut to 15 bytes.
@@ -458,19 +424,19 @@ fn map_files_window(
 
 /// Enable XSAVE-managed SSE/AVX state to match CPUID, and SMEP.
 fn enable_cpu_features() {
-    const CR4_OSXSAVE: u64 = 1 << 18;
-    const CR4_SMEP: u64 = 1 << 20;
     let leaf1 = cpuid(1, 0);
-    let mut cr4 = cpu::read_cr4();
+    let mut cr4 = Cr4::read_raw();
     let xsave = leaf1.ecx & (1 << 26) != 0;
     if xsave {
-        cr4 |= CR4_OSXSAVE;
+        cr4 |= Cr4Flags::OSXSAVE.bits();
     }
     if cpuid(7, 0).ebx & (1 << 7) != 0 {
-        cr4 |= CR4_SMEP;
+        cr4 |= Cr4Flags::SUPERVISOR_MODE_EXECUTION_PROTECTION.bits();
     }
-    // SAFETY: only features CPUID reports are enabled.
-    unsafe { cpu::write_cr4(cr4) };
+    // SAFETY: CR4.OSXSAVE (CPUID.1:ECX.XSAVE) and CR4.SMEP (CPUID.(7,0):EBX.SMEP) are
+    // set only where CPUID reports them; SMEP faults ring-0 fetches from user pages,
+    // which the firmware never makes. Every other bit is written back as read.
+    unsafe { Cr4::write_raw(cr4) };
     if xsave {
         // XCR0 (Intel SDM vol. 1, 13.3): x87 and SSE always; AVX (bit 2) with
         // CPUID.1:ECX.AVX; the AVX-512 opmask, ZMM_Hi256 and Hi16_ZMM states (bits 5-7)
@@ -479,66 +445,18 @@ fn enable_cpu_features() {
         let avx = leaf1.ecx & (1 << 28) != 0;
         let avx512 = avx && cpuid(7, 0).ebx & (1 << 16) != 0;
         let supported = u64::from(cpuid(0xD, 0).eax);
-        let mut want = 0b11;
+        let avx512_state = XCr0Flags::OPMASK | XCr0Flags::ZMM_HI256 | XCr0Flags::HI16_ZMM;
+        let mut want = XCr0Flags::X87 | XCr0Flags::SSE;
         if avx {
-            want |= 0b100;
+            want |= XCr0Flags::AVX;
         }
-        if avx512 && supported & 0xE0 == 0xE0 {
-            want |= 0xE0;
+        if avx512 && supported & avx512_state.bits() == avx512_state.bits() {
+            want |= avx512_state;
         }
-        // SAFETY: CR4.OSXSAVE is set and the value is a subset of CPUID 0xD.0.
-        unsafe { cpu::xsetbv0(want & supported) };
-    }
-}
-
-fn rescind(va: u64, gpa: u64) -> Result<(), FwError> {
-    // SAFETY: the page is firmware-owned and not used as private memory from now on.
-    let r = unsafe { pvalidate(va, RmpPageSize::Size4K, false) };
-    match r.decode() {
-        Ok(true) => Ok(()),
-        Ok(false) => Err(FwError::AlreadyValidated { gpa }),
-        Err(rc) => Err(FwError::Pvalidate { gpa, rc }),
-    }
-}
-
-/// Convert one firmware page to shared with the MSR protocol (before the GHCB exists).
-fn make_private_page_shared_msr(
-    snp: &mut Snp,
-    pt: &mut PageTables,
-    va: u64,
-    gpa: u64,
-) -> Result<(), FwError> {
-    rescind(va, gpa)?;
-    let req = MsrRequest::PageStateChange {
-        gfn: gpa / PAGE_SIZE_4K,
-        op: MsrPscOp::Shared,
-    };
-    match snp.msr_protocol(req, mp::PSC_RESP)? {
-        MsrResponse::PageStateChange { error: 0 } => {}
-        _ => {
-            return Err(FwError::PageStateChange {
-                gfn: gpa / PAGE_SIZE_4K,
-                detail: 0,
-            })
-        }
-    }
-    pt.map_4k(
-        SHARED_VA_BASE + gpa,
-        gpa,
-        WRITABLE | NO_EXECUTE,
-        false,
-        &mut NoTables,
-    )
-    .ok_or(FwError::OutOfMemory)?;
-    Ok(())
-}
-
-/// For mappings whose page tables were created in advance.
-struct NoTables;
-
-impl TableAlloc for NoTables {
-    fn alloc_table(&mut self) -> Option<u64> {
-        None
+        // SAFETY: CR4.OSXSAVE is set and the value is a subset of CPUID.(0xD,0):EAX, in
+        // the combinations XSETBV accepts (x87 and SSE always, AVX-512 state whole and
+        // only with AVX; Intel SDM vol. 1, 13.3).
+        unsafe { XCr0::write_raw(want.bits() & supported) };
     }
 }
 
@@ -565,5 +483,19 @@ pub fn enter_user(entry: Entry) -> ! {
             rip = in(reg) entry.rip,
             options(noreturn),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn comm_is_the_last_path_component_cut_to_15_bytes() {
+        assert_eq!(&comm_of(b"/app/hello")[..6], b"hello\0");
+        assert_eq!(&comm_of(b"hello")[..6], b"hello\0");
+        assert_eq!(comm_of(b"/a/very-long-program-name"), *b"very-long-progr\0");
+        assert_eq!(comm_of(b""), [0; 16]);
+        assert_eq!(comm_of(b"/app/"), [0; 16]);
     }
 }

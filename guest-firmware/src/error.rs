@@ -141,3 +141,64 @@ impl FwError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One of each variant with its termination code: the codes are part of the
+    /// contract with the host (`nacre run` names them), so they never change.
+    const ALL: [(FwError, u8); 18] = [
+        (FwError::BootInfo, 1),
+        (FwError::MemoryMap, 2),
+        (FwError::NotSnp, 3),
+        (FwError::MsrProtocol, 4),
+        (
+            FwError::Ghcb {
+                exit_code: 0,
+                info1: 0,
+                info2: 0,
+            },
+            5,
+        ),
+        (FwError::PageStateChange { gfn: 0, detail: 0 }, 6),
+        (FwError::Pvalidate { gpa: 0, rc: None }, 7),
+        (FwError::AlreadyValidated { gpa: 0 }, 8),
+        (FwError::DoubleValidation { gpa: 0 }, 9),
+        (FwError::OutOfMemory, 10),
+        (FwError::BadApp, 11),
+        (FwError::Hostcall, 12),
+        (FwError::NotTdx, 13),
+        (FwError::Accept { gpa: 0, status: 0 }, 14),
+        (
+            FwError::MapGpa {
+                gpa: 0,
+                status: 0,
+                resume: 0,
+            },
+            15,
+        ),
+        (FwError::NoRandomness, 16),
+        (FwError::HostRequest, 17),
+        (FwError::Attestation { code: 0 }, 18),
+    ];
+
+    #[test]
+    fn termination_codes_are_the_host_contract() {
+        for (e, code) in ALL {
+            assert_eq!(e.term_code(), code, "{e:?}");
+        }
+    }
+
+    #[test]
+    fn every_error_describes_itself_with_its_address() {
+        for (e, _) in ALL {
+            let mut b = crate::fmt::Buf::new();
+            e.describe(&mut b);
+            assert!(!b.as_str().is_empty(), "{e:?}");
+        }
+        let mut b = crate::fmt::Buf::new();
+        FwError::AlreadyValidated { gpa: 0x20_3000 }.describe(&mut b);
+        assert!(b.as_str().contains("0x203000"), "{}", b.as_str());
+    }
+}

@@ -29,6 +29,12 @@ impl Buf {
     }
 }
 
+impl Default for Buf {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Buf {
     /// Append text (cut at a character boundary when full).
     pub fn push(&mut self, s: &str) -> &mut Self {
@@ -74,5 +80,37 @@ impl Buf {
             }
         }
         self.push(core::str::from_utf8(&digits[n..]).unwrap_or("?"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_print_in_hex_and_decimal() {
+        let mut b = Buf::new();
+        b.hex(0).push(" ").hex(0xDEAD_BEEF).push(" ").hex(u64::MAX);
+        assert_eq!(b.as_str(), "0x0 0xdeadbeef 0xffffffffffffffff");
+        let mut b = Buf::new();
+        b.dec(0).push(",").dec(42).push(",").dec(u64::MAX);
+        assert_eq!(b.as_str(), "0,42,18446744073709551615");
+    }
+
+    #[test]
+    fn a_full_buffer_cuts_at_a_character_boundary() {
+        let mut b = Buf::new();
+        for _ in 0..255 {
+            b.push("a");
+        }
+        b.push("é");
+        assert_eq!(
+            b.as_bytes().len(),
+            255,
+            "the two-byte character does not fit"
+        );
+        b.push("b").dec(7);
+        assert_eq!(b.as_bytes().len(), 256);
+        assert!(b.as_str().ends_with('b'));
     }
 }

@@ -7,6 +7,7 @@
 //! read-only into the app at [`crate::mem::user::FILES_WINDOW_VA`], so that reads copy
 //! in ring 3 (`arch/upcall.rs`) and read-only mappings of files need no copy at all.
 
+use crate::platform::GuestDevice;
 use crate::syscall::errno::*;
 use nacre_shared_abi::filetree::{FileTree, Inode, InodeKind, Resolved, ROOT_INODE};
 use nacre_shared_abi::layout::PAGE_SIZE_4K;
@@ -50,46 +51,38 @@ pub enum Special {
     Maps,
     /// `/dev/stdin`, `/dev/stdout`, `/dev/stderr`: the console fds 0, 1, 2.
     Console(u8),
-    /// `/dev/sev-guest` (SEV-SNP only): attestation reports through the Linux ioctl.
-    SevGuest,
-    /// `/dev/tdx_guest` (TDX only): TDREPORTs through the Linux ioctl.
-    TdxGuest,
+    /// The platform's attestation device (`/dev/sev-guest` or `/dev/tdx_guest`):
+    /// evidence through the Linux ioctl.
+    Guest(GuestDevice),
 }
 
-/// The overlaid names of `/dev`, in listing order.
-const DEV_ENTRIES: [(&[u8], Special); 7] = [
+/// An overlaid name and what it is.
+pub type SpecialEntry = (&'static [u8], Special);
+
+/// The overlaid names of `/dev` every platform has, in listing order (bytewise by
+/// name); the platform's attestation device joins them in order.
+const DEV_ENTRIES: [SpecialEntry; 7] = [
     (b"null", Special::Null),
     (b"random", Special::Urandom),
     (b"stderr", Special::Console(2)),
     (b"stdin", Special::Console(0)),
     (b"stdout", Special::Console(1)),
-    (b"urandom", Special::Urandom),
-    (b"zero", Special::Zero),
-];
-/// `/dev`'s extra name on SEV-SNP.
-const DEV_SNP_ENTRIES: [(&[u8], Special); 8] = [
-    (b"null", Special::Null),
-    (b"random", Special::Urandom),
-    (b"sev-guest", Special::SevGuest),
-    (b"stderr", Special::Console(2)),
-    (b"stdin", Special::Console(0)),
-    (b"stdout", Special::Console(1)),
-    (b"urandom", Special::Urandom),
-    (b"zero", Special::Zero),
-];
-/// `/dev`'s extra name on TDX.
-const DEV_TDX_ENTRIES: [(&[u8], Special); 8] = [
-    (b"null", Special::Null),
-    (b"random", Special::Urandom),
-    (b"stderr", Special::Console(2)),
-    (b"stdin", Special::Console(0)),
-    (b"stdout", Special::Console(1)),
-    (b"tdx_guest", Special::TdxGuest),
     (b"urandom", Special::Urandom),
     (b"zero", Special::Zero),
 ];
 /// The overlaid names of `/proc/self`.
-const PROC_SELF_ENTRIES: [(&[u8], Special); 2] = [(b"exe", Special::Exe), (b"maps", Special::Maps)];
+const PROC_SELF_ENTRIES: [SpecialEntry; 2] = [(b"exe", Special::Exe), (b"maps", Special::Maps)];
+
+/// `/dev`'s overlaid names with `device` added in listing order.
+fn dev_entries(device: GuestDevice) -> [SpecialEntry; DEV_ENTRIES.len() + 1] {
+    let name = device.name();
+    let mut out = [(&b""[..], Special::Null); DEV_ENTRIES.len() + 1];
+    let at = DEV_ENTRIES.partition_point(|(n, _)| *n < name);
+    out[..at].copy_from_slice(&DEV_ENTRIES[..at]);
+    out[at] = (name, Special::Guest(device));
+    out[at + 1..].copy_from_slice(&DEV_ENTRIES[at..]);
+    out
+}
 
 /// What an open file is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,6 +176,8 @@ pub struct Files {
     app_size: u64,
     /// First GPA after the image.
     image_end: u64,
+    /// `/dev`'s overlaid names, the platform's attestation device among them.
+    dev: [SpecialEntry; DEV_ENTRIES.len() + 1],
     /// Inodes of `/dev`, `/proc/self` and the app (`/app/NAME`).
     dev_dir: u32,
     proc_self_dir: u32,
@@ -191,6 +186,12 @@ pub struct Files {
     pub cwd: u32,
     /// The file-creation mask (only reported: nothing can be created).
     pub umask: u32,
+}
+
+impl Default for Files {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// Where the image and the tree are, for [`Files::init`].
@@ -204,6 +205,8 @@ pub struct ImageFiles {
     pub window_va: u64,
     /// `argv[0]`, the app's name under `/app`.
     pub app_name: &'static [u8],
+    /// The platform's attestation device, listed in `/dev`.
+    pub guest_device: GuestDevice,
 }
 
 impl Files {
@@ -219,6 +222,7 @@ impl Files {
             app_gpa: 0,
             app_size: 0,
             image_end: 0,
+            dev: [(&[], Special::Null); DEV_ENTRIES.len() + 1],
             dev_dir: u32::MAX,
             proc_self_dir: u32::MAX,
             app_inode: u32::MAX,
@@ -238,6 +242,7 @@ impl Files {
         self.app_inode = find(ROOT_INODE, b"app")
             .and_then(|a| find(a, img.app_name))
             .unwrap_or(u32::MAX);
+        self.dev = dev_entries(img.guest_device);
         self.tree = Some(t);
         self.tree_gpa = img.tree_gpa;
         self.window_gpa = img.app_gpa;
@@ -276,18 +281,24 @@ impl Files {
 
     /// The overlaid entries a directory lists after its own children: `/dev`'s
     /// devices (with the platform's attestation device) and `/proc/self`'s entries.
-    pub fn extra_entries(&self, dir: u32) -> &'static [(&'static [u8], Special)] {
+    fn extra_entries(&self, dir: u32) -> &[SpecialEntry] {
         if dir == self.dev_dir {
-            match crate::platform::kind() {
-                Some(nacre_shared_abi::boot::PlatformKind::Snp) => &DEV_SNP_ENTRIES,
-                Some(nacre_shared_abi::boot::PlatformKind::Tdx) => &DEV_TDX_ENTRIES,
-                None => &DEV_ENTRIES,
-            }
+            &self.dev
         } else if dir == self.proc_self_dir {
             &PROC_SELF_ENTRIES
         } else {
             &[]
         }
+    }
+
+    /// How many overlaid entries directory `dir` lists after its own children.
+    pub fn extra_count(&self, dir: u32) -> usize {
+        self.extra_entries(dir).len()
+    }
+
+    /// The `i`-th overlaid entry of directory `dir`.
+    pub fn extra_entry(&self, dir: u32, i: usize) -> Option<SpecialEntry> {
+        self.extra_entries(dir).get(i).copied()
     }
 
     /// Resolve `path` from directory `start`.
@@ -402,8 +413,7 @@ impl Files {
                     Special::Null => (3, 3),
                     Special::Zero => (4, 5),
                     // A misc device on Linux; shown as major 1 here too.
-                    Special::SevGuest => (6, 0x7C),
-                    Special::TdxGuest => (7, 0x7D),
+                    Special::Guest(d) => (d.inode_index(), d.minor()),
                     _ => (5, 9),
                 };
                 Stat {
@@ -589,5 +599,267 @@ impl Files {
             Node::Dev(Special::Zero) => Ok(None),
             _ => Err(ENODEV),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nacre_shared_abi::filetree::{
+        FileTreeHeader, Inode as RawInode, FILE_TREE_MAGIC, FILE_TREE_VERSION, INODE_KIND_APP,
+        INODE_KIND_DIR, INODE_KIND_FILE,
+    };
+    use std::boxed::Box;
+    use std::vec::Vec;
+    use zerocopy::IntoBytes;
+
+    /// Where the test image puts things.
+    const APP_GPA: u64 = 0x100_0000;
+    const APP_SIZE: u64 = 0x5000;
+    const TREE_GPA: u64 = 0x100_6000;
+    const WINDOW_VA: u64 = 0x7F80_0040_0000;
+    const MOTD: &[u8] = b"hello, tree\n";
+
+    /// `/app/hello` (the app), `/dev/`, `/etc/motd`, `/proc/self/`, encoded
+    /// breadth-first as the format requires.
+    fn tree_blob() -> &'static [u8] {
+        // (kind, parent, name, first_child, child_count)
+        let nodes: [(u8, u32, &[u8], u32, u32); 8] = [
+            (INODE_KIND_DIR, 0, b"", 1, 4),
+            (INODE_KIND_DIR, 0, b"app", 5, 1),
+            (INODE_KIND_DIR, 0, b"dev", 0, 0),
+            (INODE_KIND_DIR, 0, b"etc", 6, 1),
+            (INODE_KIND_DIR, 0, b"proc", 7, 1),
+            (INODE_KIND_APP, 1, b"hello", 0, 0),
+            (INODE_KIND_FILE, 3, b"motd", 0, 0),
+            (INODE_KIND_DIR, 4, b"self", 0, 0),
+        ];
+        let mut names = Vec::new();
+        let mut inodes = Vec::new();
+        for (kind, parent, name, first_child, child_count) in nodes {
+            let file = kind == INODE_KIND_FILE;
+            inodes.push(RawInode {
+                kind,
+                flags: 0,
+                mode: if kind == INODE_KIND_DIR { 0o755 } else { 0o644 },
+                parent,
+                name_off: names.len() as u32,
+                name_len: name.len() as u32,
+                first_child,
+                child_count,
+                data_off: 0,
+                size: if file { MOTD.len() as u64 } else { 0 },
+            });
+            names.extend_from_slice(name);
+        }
+        let names_offset = 64 + 40 * inodes.len() as u64;
+        let header = FileTreeHeader {
+            magic: FILE_TREE_MAGIC,
+            version: FILE_TREE_VERSION,
+            inode_count: inodes.len() as u32,
+            inodes_offset: 64,
+            names_offset,
+            names_len: names.len() as u64,
+            data_offset: 4096,
+            data_len: 4096,
+            reserved: 0,
+        };
+        let mut blob = header.as_bytes().to_vec();
+        for i in &inodes {
+            blob.extend_from_slice(i.as_bytes());
+        }
+        blob.extend_from_slice(&names);
+        blob.resize(4096, 0);
+        blob.extend_from_slice(MOTD);
+        blob.resize(8192, 0);
+        Box::leak(blob.into_boxed_slice())
+    }
+
+    fn files(device: GuestDevice) -> Box<Files> {
+        let mut f = Box::new(Files::new());
+        f.init(ImageFiles {
+            tree: FileTree::parse(tree_blob()).expect("a valid tree"),
+            tree_gpa: TREE_GPA,
+            app_gpa: APP_GPA,
+            app_size: APP_SIZE,
+            image_end: TREE_GPA + 8192,
+            window_va: WINDOW_VA,
+            app_name: b"hello",
+            guest_device: device,
+        });
+        f
+    }
+
+    fn resolve(f: &Files, path: &[u8]) -> Result<Target, u64> {
+        f.resolve(f.cwd, path)
+    }
+
+    #[test]
+    fn the_console_is_open_on_0_1_2_and_new_files_take_the_lowest_free_fd() {
+        let mut f = files(GuestDevice::SevGuest);
+        for fd in 0..3 {
+            assert_eq!(f.get(fd).map(|o| o.node), Ok(Node::Console(fd as u8)));
+        }
+        assert_eq!(f.get(3).map(|o| o.node), Err(EBADF));
+        let node = f
+            .node_of(resolve(&f, b"/etc/motd").expect("found"))
+            .expect("a file");
+        assert_eq!(f.open(node, O_CLOEXEC), Ok(3));
+        assert_eq!(f.cloexec(3), Ok(true));
+        assert_eq!(f.close(1), Ok(()));
+        assert_eq!(f.open(node, 0), Ok(1));
+        assert_eq!(f.close(7), Err(EBADF));
+    }
+
+    #[test]
+    fn a_packaged_file_is_shown_through_the_files_window() {
+        let f = files(GuestDevice::SevGuest);
+        let target = resolve(&f, b"/etc/motd").expect("found");
+        let gpa = TREE_GPA + 4096;
+        assert_eq!(
+            f.node_of(target),
+            Ok(Node::File {
+                inode: 6,
+                va: WINDOW_VA + (gpa - APP_GPA),
+                gpa,
+                size: MOTD.len() as u64,
+            })
+        );
+        let st = f.stat(target, true).expect("stat");
+        assert_eq!(
+            (st.mode, st.size, st.dev),
+            (S_IFREG | 0o644, MOTD.len() as u64, TREE_DEV)
+        );
+        assert_eq!(resolve(&f, b"/etc/nothing"), Err(ENOENT));
+        assert_eq!(resolve(&f, b"/etc/motd/x"), Err(ENOTDIR));
+    }
+
+    #[test]
+    fn dev_lists_the_platforms_attestation_device_in_order() {
+        for (device, at) in [(GuestDevice::SevGuest, 2), (GuestDevice::TdxGuest, 5)] {
+            let f = files(device);
+            let dev = match resolve(&f, b"/dev") {
+                Ok(Target::Inode(i)) => i,
+                other => panic!("/dev is {other:?}"),
+            };
+            assert_eq!(f.extra_count(dev), 8);
+            let names: Vec<&[u8]> = (0..8)
+                .map(|i| f.extra_entry(dev, i).expect("an entry").0)
+                .collect();
+            assert!(names.windows(2).all(|w| w[0] < w[1]), "sorted");
+            assert_eq!(
+                f.extra_entry(dev, at),
+                Some((device.name(), Special::Guest(device)))
+            );
+            assert_eq!(f.extra_entry(dev, 8), None);
+        }
+    }
+
+    #[test]
+    fn each_attestation_device_exists_only_on_its_platform() {
+        let snp = files(GuestDevice::SevGuest);
+        assert_eq!(
+            resolve(&snp, b"/dev/sev-guest"),
+            Ok(Target::Special(Special::Guest(GuestDevice::SevGuest)))
+        );
+        assert_eq!(resolve(&snp, b"/dev/tdx_guest"), Err(ENOENT));
+        let tdx = files(GuestDevice::TdxGuest);
+        assert_eq!(resolve(&tdx, b"/dev/sev-guest"), Err(ENOENT));
+        let st = tdx
+            .stat(Target::Special(Special::Guest(GuestDevice::TdxGuest)), true)
+            .expect("stat");
+        assert_eq!(
+            (st.mode & 0o170000, st.rdev),
+            (S_IFCHR, mem_dev(GuestDevice::TdxGuest.minor()))
+        );
+    }
+
+    #[test]
+    fn proc_self_exe_leads_to_the_app() {
+        let f = files(GuestDevice::SevGuest);
+        let exe = resolve(&f, b"/proc/self/exe").expect("found");
+        assert_eq!(exe, Target::Special(Special::Exe));
+        assert_eq!(
+            f.node_of(exe),
+            Ok(Node::File {
+                inode: 5,
+                va: WINDOW_VA,
+                gpa: APP_GPA,
+                size: APP_SIZE
+            })
+        );
+        let mut path = [0u8; 64];
+        let n = f.app_path(&mut path).expect("a path");
+        assert_eq!(&path[..n], b"/app/hello");
+        let link = f.stat(exe, false).expect("lstat");
+        assert_eq!((link.mode & 0o170000, link.size), (S_IFLNK, n as u64));
+        assert_eq!(f.stat(exe, true).map(|s| s.size), Ok(APP_SIZE));
+    }
+
+    #[test]
+    fn directories_count_their_links_and_start_relative_lookups() {
+        let mut f = files(GuestDevice::SevGuest);
+        let st = f.stat(Target::Inode(ROOT_INODE), true).expect("stat");
+        assert_eq!((st.mode, st.nlink), (S_IFDIR | 0o755, 6));
+        let etc = match resolve(&f, b"/etc") {
+            Ok(Target::Inode(i)) => i,
+            other => panic!("/etc is {other:?}"),
+        };
+        let fd = f
+            .open(Node::Dir { inode: etc }, O_DIRECTORY)
+            .expect("opened");
+        assert_eq!(f.start_dir(fd as i64, false), Ok(etc));
+        assert_eq!(
+            f.start_dir(fd as i64, true),
+            Ok(f.cwd),
+            "absolute paths ignore dirfd"
+        );
+        assert_eq!(f.start_dir(AT_FDCWD, false), Ok(f.cwd));
+        assert_eq!(f.start_dir(1, false), Err(ENOTDIR));
+        assert_eq!(f.start_dir(-5, false), Err(EBADF));
+        assert_eq!(f.resolve(etc, b"motd").map(|_| ()), Ok(()));
+    }
+
+    #[test]
+    fn dup_shares_the_open_file_and_dup2_replaces() {
+        let mut f = files(GuestDevice::SevGuest);
+        assert_eq!(f.dup_from(1, 10, true), Ok(10));
+        assert_eq!(f.cloexec(10), Ok(true));
+        f.get_mut(1).expect("open").offset = 99;
+        assert_eq!(f.get(10).map(|o| o.offset), Ok(99), "one open file");
+        assert_eq!(f.dup_to(2, 10, false), Ok(10));
+        assert_eq!(f.get(10).map(|o| o.node), Ok(Node::Console(2)));
+        assert_eq!(f.cloexec(10), Ok(false));
+        assert_eq!(f.dup_from(1, MAX_FDS as u64, false), Err(EINVAL));
+        assert_eq!(f.dup_to(1, MAX_FDS as u64, false), Err(EBADF));
+    }
+
+    #[test]
+    fn open_files_run_out_with_emfile() {
+        let mut f = files(GuestDevice::SevGuest);
+        let opened = (0..MAX_OPEN)
+            .take_while(|_| f.open(Node::Dev(Special::Null), 0).is_ok())
+            .count();
+        assert_eq!(opened, MAX_OPEN - 3);
+        assert_eq!(f.open(Node::Dev(Special::Null), 0), Err(EMFILE));
+    }
+
+    #[test]
+    fn only_files_and_dev_zero_can_be_mapped() {
+        let mut f = files(GuestDevice::SevGuest);
+        let motd = f
+            .node_of(resolve(&f, b"/etc/motd").expect("found"))
+            .expect("file");
+        let fd = f.open(motd, 0).expect("open") as i32;
+        assert_eq!(
+            f.mmap_source(fd, 4),
+            Ok(Some((TREE_GPA + 4096 + 4, MOTD.len() as u64 - 4)))
+        );
+        let zero = f.open(Node::Dev(Special::Zero), 0).expect("open") as i32;
+        assert_eq!(f.mmap_source(zero, 0), Ok(None));
+        assert_eq!(f.mmap_source(1, 0), Err(ENODEV));
+        let path = f.open(motd, O_PATH).expect("open") as i32;
+        assert_eq!(f.mmap_source(path, 0), Err(EBADF));
+        assert_eq!(f.mmap_source(-1, 0), Err(EBADF));
     }
 }

@@ -13,7 +13,7 @@ use crate::mem::frames::{FrameTables, Frames};
 use crate::mem::paging::{PageTables, USER, WRITABLE};
 use crate::mem::user::{Vma, VmaKind, Vmas, PROT_READ, PROT_WRITE};
 use crate::platform::hostcall::{self, HostcallArea};
-use crate::platform::Platform;
+use crate::platform::GuestPlatform;
 use crate::syscall::signal::Signals;
 use crate::time::Clock;
 use nacre_shared_abi::hostcall::HostcallHeader;
@@ -23,7 +23,8 @@ use spin::Mutex;
 /// Everything the firmware owns once boot is done.
 #[derive(Debug)]
 pub struct Kernel {
-    pub plat: Platform,
+    /// The platform, for the firmware's lifetime.
+    pub plat: &'static mut dyn GuestPlatform,
     pub frames: Frames,
     pub pt: PageTables,
     pub vmas: &'static mut Vmas,
@@ -99,7 +100,7 @@ impl Kernel {
             }
             return Ok(image_gpa);
         }
-        let (gpa, dirty) = self.frames.alloc_user(&mut self.plat).map_err(frame_err)?;
+        let (gpa, dirty) = self.frames.alloc_user(&mut *self.plat).map_err(frame_err)?;
         if dirty {
             self.map_frame(page, gpa, flags | WRITABLE)?;
             self.zero_mapped(page, PAGE_SIZE_4K, 0, flags)?;
@@ -128,7 +129,7 @@ impl Kernel {
     fn map_frame(&mut self, page: u64, gpa: u64, flags: u64) -> Result<u64, UserMemError> {
         let mut alloc = FrameTables {
             frames: &mut self.frames,
-            plat: &mut self.plat,
+            plat: &mut *self.plat,
         };
         self.pt
             .map_4k(page, gpa, flags, true, &mut alloc)
@@ -151,14 +152,14 @@ impl Kernel {
         {
             return Ok(false);
         }
-        let (gpa, dirty) = match self.frames.alloc_2m(&mut self.plat) {
+        let (gpa, dirty) = match self.frames.alloc_2m(&mut *self.plat) {
             Ok(frame) => frame,
             Err(FwError::OutOfMemory) => return Ok(false),
             Err(e) => return Err(UserMemError::Platform(e)),
         };
         let mut alloc = FrameTables {
             frames: &mut self.frames,
-            plat: &mut self.plat,
+            plat: &mut *self.plat,
         };
         let map_flags = if dirty { flags | WRITABLE } else { flags };
         self.pt
@@ -199,7 +200,7 @@ impl Kernel {
                 _ => return Ok(false),
             };
             let flags = vma.pte_flags().ok_or(UserMemError::Fault)?;
-            let (gpa, _) = self.frames.alloc_user(&mut self.plat).map_err(frame_err)?;
+            let (gpa, _) = self.frames.alloc_user(&mut *self.plat).map_err(frame_err)?;
             // SAFETY: both frames are private and mapped by the direct map; the new
             // frame belongs to nobody yet. One page, once per written image page.
             unsafe {
@@ -229,7 +230,7 @@ impl Kernel {
             }
             let mut alloc = FrameTables {
                 frames: &mut self.frames,
-                plat: &mut self.plat,
+                plat: &mut *self.plat,
             };
             self.pt
                 .split_huge(at, &mut alloc)
@@ -487,13 +488,13 @@ impl Kernel {
     /// One hostcall whose data the caller placed in the area: `Ok(Ok(result))`,
     /// `Ok(Err(errno))`, or a malformed reply (fatal).
     pub fn hostcall(&mut self, req: HostcallHeader) -> Result<Result<u64, u64>, FwError> {
-        let plat = &mut self.plat;
+        let plat = &mut *self.plat;
         self.io.exchange(req, |page| plat.ring_hostcall(page))
     }
 
     /// Write firmware bytes to the host's fd 1 or 2 (messages).
     pub fn console_write(&mut self, fd: u32, data: &[u8]) -> Result<u64, u64> {
-        let plat = &mut self.plat;
+        let plat = &mut *self.plat;
         hostcall::console_write_bytes(
             &mut self.io,
             |io, req| io.exchange(req, |page| plat.ring_hostcall(page)),
@@ -516,7 +517,7 @@ impl Kernel {
         }
         let _ = self.hostcall(hostcall::exit_request(status, n));
         // The host must not resume us after an exit; if it does, terminate.
-        crate::platform::terminate(0xFF)
+        self.plat.terminate(0xFF)
     }
 }
 

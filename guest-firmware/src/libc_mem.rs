@@ -97,6 +97,6 @@ pub unsafe extern "C" fn memcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
 /// `a` and `b` must be valid for `n` bytes.
 #[no_mangle]
 pub unsafe extern "C" fn bcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
-    // SAFETY: same contract as memcmp.
+    // SAFETY: the caller guarantees both ranges, which is all `memcmp` needs.
     unsafe { memcmp(a, b, n) }
 }

@@ -42,26 +42,36 @@ pub fn rdtsc() -> u64 {
 
 impl Clock {
     /// A clock started now, not yet set from the host.
-    pub fn new() -> Self {
+    pub fn start() -> Self {
         Self {
             boot_tsc: rdtsc(),
             ready: false,
             tsc0: 0,
             mono0: 0,
             real0: 0,
-            mult: (1_000_000u64 << 32) / FALLBACK_TSC_KHZ,
+            mult: mult_for_khz(FALLBACK_TSC_KHZ),
         }
     }
 
     fn ns_since(&self, tsc: u64) -> u64 {
-        let delta = rdtsc().saturating_sub(tsc);
-        ((u128::from(delta) * u128::from(self.mult)) >> 32) as u64
+        ticks_to_ns(rdtsc().saturating_sub(tsc), self.mult)
     }
 
     /// CPU time of the app (one thread, never descheduled): time since it started.
     pub fn cputime_ns(&self) -> u64 {
         self.ns_since(self.boot_tsc)
     }
+}
+
+/// Nanoseconds per TSC tick times 2^32 for a TSC of `khz` kHz (1 to 100 GHz keep the
+/// product of a few hours' ticks far from overflowing in [`ticks_to_ns`]).
+fn mult_for_khz(khz: u64) -> u64 {
+    (1_000_000u64 << 32) / khz
+}
+
+/// `ticks` TSC ticks in nanoseconds at `mult` ([`mult_for_khz`]).
+fn ticks_to_ns(ticks: u64, mult: u64) -> u64 {
+    ((u128::from(ticks) * u128::from(mult)) >> 32) as u64
 }
 
 /// The TSC frequency CPUID leaf 0x15 states (crystal clock times the TSC/crystal
@@ -72,10 +82,26 @@ fn cpuid_tsc_khz() -> Option<u64> {
         return None;
     }
     let r = crate::arch::cpu::cpuid(0x15, 0);
-    if r.eax == 0 || r.ebx == 0 || r.ecx == 0 {
+    leaf15_khz(r.eax, r.ebx, r.ecx)
+}
+
+/// The TSC frequency in kHz from CPUID leaf 0x15: EAX = denominator, EBX = numerator
+/// of the TSC/crystal ratio, ECX = crystal frequency in Hz; `None` where any is 0
+/// (not enumerated).
+fn leaf15_khz(eax: u32, ebx: u32, ecx: u32) -> Option<u64> {
+    if eax == 0 || ebx == 0 || ecx == 0 {
         return None;
     }
-    Some(u64::from(r.ecx) * u64::from(r.ebx) / u64::from(r.eax) / 1000)
+    Some(u64::from(ecx) * u64::from(ebx) / u64::from(eax) / 1000)
+}
+
+/// The TSC frequency to count time with: CPUID's when it states one, else the
+/// host's; either only when credible, else [`FALLBACK_TSC_KHZ`].
+fn tsc_khz(cpuid: Option<u64>, host: u64) -> u64 {
+    cpuid
+        .or(Some(host))
+        .filter(|k| TSC_KHZ_RANGE.contains(k))
+        .unwrap_or(FALLBACK_TSC_KHZ)
 }
 
 impl Kernel {
@@ -97,16 +123,13 @@ impl Kernel {
         let mut bytes = [0u8; 24];
         self.io.get(0, &mut bytes)?;
         let reply = ClockReply::read_from_bytes(&bytes).map_err(|_| FwError::Hostcall)?;
-        let khz = cpuid_tsc_khz()
-            .or(Some(reply.tsc_khz))
-            .filter(|k| TSC_KHZ_RANGE.contains(k))
-            .unwrap_or(FALLBACK_TSC_KHZ);
+        let khz = tsc_khz(cpuid_tsc_khz(), reply.tsc_khz);
         let c = &mut self.clock;
         c.tsc0 = tsc0;
         // Bounded so that adding elapsed time can never overflow.
         c.mono0 = reply.monotonic_ns.min(1 << 62);
         c.real0 = reply.realtime_ns.min(1 << 62);
-        c.mult = (1_000_000u64 << 32) / khz;
+        c.mult = mult_for_khz(khz);
         c.ready = true;
         Ok(())
     }
@@ -145,5 +168,54 @@ impl Kernel {
                 _ => crate::fatal_error(FwError::Hostcall),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ticks_convert_to_nanoseconds_at_the_tsc_frequency() {
+        assert_eq!(
+            ticks_to_ns(2_000_000_000, mult_for_khz(2_000_000)),
+            1_000_000_000
+        );
+        let ghz3 = mult_for_khz(3_000_000);
+        assert_eq!(
+            ticks_to_ns(3_000_000_000, ghz3),
+            999_999_999,
+            "one second, rounded down"
+        );
+        assert_eq!(
+            ticks_to_ns(3, mult_for_khz(1_000)),
+            3_000,
+            "1 MHz: a microsecond a tick"
+        );
+        // A year of ticks at 100 GHz does not overflow.
+        let year = 100_000_000_000u64 * 3600 * 24 * 365;
+        assert!(ticks_to_ns(year, mult_for_khz(100_000_000)) > 31_000_000_000_000_000);
+    }
+
+    #[test]
+    fn leaf_15h_gives_the_tsc_frequency_when_enumerated() {
+        // 25 MHz crystal, ratio 88/2: 1.1 GHz.
+        assert_eq!(leaf15_khz(2, 88, 25_000_000), Some(1_100_000));
+        assert_eq!(leaf15_khz(0, 88, 25_000_000), None);
+        assert_eq!(leaf15_khz(2, 0, 25_000_000), None);
+        assert_eq!(leaf15_khz(2, 88, 0), None);
+    }
+
+    #[test]
+    fn cpuids_frequency_wins_and_incredible_ones_fall_back() {
+        assert_eq!(tsc_khz(Some(2_500_000), 3_000_000), 2_500_000);
+        assert_eq!(tsc_khz(None, 3_000_000), 3_000_000);
+        assert_eq!(tsc_khz(None, 0), FALLBACK_TSC_KHZ);
+        assert_eq!(tsc_khz(None, u64::MAX), FALLBACK_TSC_KHZ);
+        assert_eq!(
+            tsc_khz(Some(1), 3_000_000),
+            FALLBACK_TSC_KHZ,
+            "CPUID's word is final"
+        );
     }
 }

@@ -2,10 +2,10 @@
 //! paging); any other fault of the app ends it the way Linux reports a fatal signal
 //! (exit status 128 + signal); a fault in the firmware itself is fatal.
 
-use crate::arch::cpu::read_cr2;
 use crate::arch::idt::TrapFrame;
 use crate::arch::upcall::{self, Outcome};
 use crate::kernel::{UserMemError, KERNEL};
+use x86_64::registers::control::Cr2;
 
 const SIGILL: u8 = 4;
 const SIGTRAP: u8 = 5;
@@ -15,7 +15,7 @@ const SIGSEGV: u8 = 11;
 
 /// Dispatch one exception.
 pub fn handle_exception(frame: &mut TrapFrame) {
-    if crate::platform::tdx::trap::forward_tdcall(frame) {
+    if crate::platform::forward_platform_trap(frame) {
         return;
     }
     let user = frame.is_user();
@@ -24,7 +24,7 @@ pub fn handle_exception(frame: &mut TrapFrame) {
         return;
     }
     if frame.vector == 14 && user {
-        let va = read_cr2();
+        let va = Cr2::read_raw();
         let present = frame.error_code & 1 != 0;
         let write = frame.error_code & 2 != 0;
         let mut guard = KERNEL.lock();
@@ -79,7 +79,7 @@ pub fn handle_exception(frame: &mut TrapFrame) {
     msg.push(" error ")
         .hex(frame.error_code)
         .push(" cr2 ")
-        .hex(read_cr2());
+        .hex(Cr2::read_raw());
     crate::fatal(msg.as_str())
 }
 
@@ -93,7 +93,7 @@ fn handle_helper_exception(frame: &mut TrapFrame) {
     if frame.vector != 14 {
         upcall::resume(Outcome::Fault);
     }
-    let va = read_cr2();
+    let va = Cr2::read_raw();
     // SAFETY: this exception interrupted a helper, so an upcall is in progress and
     // its caller, suspended, lent the kernel for exactly this.
     let Some(k) = (unsafe { upcall::lent_kernel() }) else {

@@ -111,3 +111,131 @@ impl<'a> Elf<'a> {
             .filter(|p| p.p_type == PT_LOAD)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::vec::Vec;
+
+    /// A program header: (type, flags, offset, vaddr, filesz, memsz).
+    type Ph = (u32, u32, u64, u64, u64, u64);
+
+    /// An ELF64 x86-64 file of `e_type` with entry 0x401000 and `phdrs` right after
+    /// the header, padded to `len` bytes.
+    fn elf(e_type: u16, phdrs: &[Ph], len: usize) -> Vec<u8> {
+        let mut b = std::vec![0u8; len.max(64 + 56 * phdrs.len())];
+        b[0..4].copy_from_slice(b"\x7fELF");
+        b[4] = 2; // ELFCLASS64
+        b[5] = 1; // ELFDATA2LSB
+        b[6] = 1; // EV_CURRENT
+        b[16..18].copy_from_slice(&e_type.to_le_bytes());
+        b[18..20].copy_from_slice(&EM_X86_64.to_le_bytes());
+        b[24..32].copy_from_slice(&0x40_1000u64.to_le_bytes());
+        b[32..40].copy_from_slice(&64u64.to_le_bytes());
+        b[54..56].copy_from_slice(&56u16.to_le_bytes());
+        b[56..58].copy_from_slice(&(phdrs.len() as u16).to_le_bytes());
+        for (i, &(t, f, off, va, fsz, msz)) in phdrs.iter().enumerate() {
+            let at = 64 + 56 * i;
+            b[at..at + 4].copy_from_slice(&t.to_le_bytes());
+            b[at + 4..at + 8].copy_from_slice(&f.to_le_bytes());
+            b[at + 8..at + 16].copy_from_slice(&off.to_le_bytes());
+            b[at + 16..at + 24].copy_from_slice(&va.to_le_bytes());
+            b[at + 32..at + 40].copy_from_slice(&fsz.to_le_bytes());
+            b[at + 40..at + 48].copy_from_slice(&msz.to_le_bytes());
+        }
+        b
+    }
+
+    const TEXT: Ph = (PT_LOAD, 5, 0, 0x40_0000, 0x200, 0x200);
+    const DATA: Ph = (PT_LOAD, 6, 0x200, 0x40_1200, 0x100, 0x3000);
+    const NOTE: Ph = (4, 4, 0x100, 0x40_0100, 0x20, 0x20);
+
+    #[test]
+    fn a_static_executable_parses_with_its_loads() {
+        let bytes = elf(ET_EXEC, &[TEXT, NOTE, DATA], 0x300);
+        let e = Elf::parse(&bytes).expect("a valid ELF");
+        assert_eq!((e.e_type, e.entry, e.phnum), (ET_EXEC, 0x40_1000, 3));
+        let loads: Vec<(u64, u64)> = e.loads().map(|p| (p.vaddr, p.memsz)).collect();
+        assert_eq!(loads, [(0x40_0000, 0x200), (0x40_1200, 0x3000)]);
+        assert_eq!(e.phdr(2).map(|p| p.flags), Ok(6));
+    }
+
+    #[test]
+    fn a_static_pie_parses() {
+        let bytes = elf(ET_DYN, &[TEXT], 0x200);
+        assert_eq!(Elf::parse(&bytes).map(|e| e.e_type), Ok(ET_DYN));
+    }
+
+    #[test]
+    fn a_wrong_identity_is_refused() {
+        let good = elf(ET_EXEC, &[TEXT], 0x200);
+        for (at, value) in [(0, 0x7e), (4, 1), (5, 2)] {
+            let mut b = good.clone();
+            b[at] = value;
+            assert_eq!(Elf::parse(&b).err(), Some(FwError::BadApp), "byte {at}");
+        }
+        assert_eq!(Elf::parse(&good[..63]).err(), Some(FwError::BadApp));
+    }
+
+    #[test]
+    fn other_machines_and_types_are_refused() {
+        let mut b = elf(ET_EXEC, &[TEXT], 0x200);
+        b[18..20].copy_from_slice(&3u16.to_le_bytes()); // EM_386
+        assert_eq!(Elf::parse(&b).err(), Some(FwError::BadApp));
+        let rel = elf(1, &[TEXT], 0x200); // ET_REL
+        assert_eq!(Elf::parse(&rel).err(), Some(FwError::BadApp));
+        let mut b = elf(ET_EXEC, &[TEXT], 0x200);
+        b[54..56].copy_from_slice(&64u16.to_le_bytes()); // e_phentsize
+        assert_eq!(Elf::parse(&b).err(), Some(FwError::BadApp));
+    }
+
+    #[test]
+    fn a_dynamic_app_with_an_interpreter_is_refused() {
+        let bytes = elf(
+            ET_DYN,
+            &[TEXT, (PT_INTERP, 4, 0x100, 0x40_0100, 0x1c, 0x1c)],
+            0x200,
+        );
+        assert_eq!(Elf::parse(&bytes).err(), Some(FwError::BadApp));
+    }
+
+    #[test]
+    fn segments_must_lie_in_the_file_and_fit_their_memory() {
+        let past_end = (PT_LOAD, 5, 0x100, 0x40_0000, 0x200, 0x200);
+        assert!(Elf::parse(&elf(ET_EXEC, &[past_end], 0x200)).is_err());
+        let file_bigger = (PT_LOAD, 5, 0, 0x40_0000, 0x200, 0x100);
+        assert!(Elf::parse(&elf(ET_EXEC, &[file_bigger], 0x200)).is_err());
+        let wraps = (PT_LOAD, 5, 0, u64::MAX - 0x10, 0x100, 0x100);
+        assert!(Elf::parse(&elf(ET_EXEC, &[wraps], 0x200)).is_err());
+        let offset_wraps = (PT_LOAD, 5, u64::MAX, 0x40_0000, 2, 2);
+        assert!(Elf::parse(&elf(ET_EXEC, &[offset_wraps], 0x200)).is_err());
+    }
+
+    #[test]
+    fn program_headers_outside_the_file_are_refused() {
+        let mut b = elf(ET_EXEC, &[TEXT], 0x200);
+        b[32..40].copy_from_slice(&0x1000u64.to_le_bytes()); // e_phoff
+        assert_eq!(Elf::parse(&b).err(), Some(FwError::BadApp));
+        let mut b = elf(ET_EXEC, &[TEXT], 0x200);
+        b[56..58].copy_from_slice(&40u16.to_le_bytes()); // e_phnum
+        assert_eq!(Elf::parse(&b).err(), Some(FwError::BadApp));
+    }
+
+    proptest! {
+        /// Any bytes at all: an error or a file whose every load lies in it.
+        #[test]
+        fn arbitrary_bytes_never_panic(mut bytes in proptest::collection::vec(any::<u8>(), 0..600), header in any::<bool>()) {
+            if header && bytes.len() >= 64 {
+                bytes[..64].copy_from_slice(&elf(ET_EXEC, &[], 64)[..64]);
+                bytes[56] = (bytes.len().saturating_sub(64) / 56) as u8;
+            }
+            if let Ok(e) = Elf::parse(&bytes) {
+                for p in e.loads() {
+                    prop_assert!(p.offset + p.filesz <= bytes.len() as u64);
+                    prop_assert!(p.filesz <= p.memsz);
+                }
+            }
+        }
+    }
+}

@@ -152,7 +152,7 @@ pub fn load(k: &mut Kernel, elf: &Elf, app_gpa: u64, args: &ArgsBlob) -> Result<
             let n = (direct.1 - direct.0) / PAGE_SIZE_4K;
             let mut alloc = FrameTables {
                 frames: &mut k.frames,
-                plat: &mut k.plat,
+                plat: &mut *k.plat,
             };
             k.pt.map_range_4k(direct.0, app_gpa + file_page, n, flags, true, &mut alloc)
                 .ok_or(FwError::OutOfMemory)?;

@@ -1,4 +1,5 @@
-//! Small wrappers around privileged and informational CPU instructions.
+//! CPUID, the hardware random number instructions and HLT. MSRs, control registers,
+//! XCR0 and TLB invalidation go through the `x86_64` crate's wrappers.
 
 use core::arch::asm;
 use core::sync::atomic::{AtomicU8, Ordering};
@@ -30,90 +31,6 @@ pub fn cpuid(leaf: u32, subleaf: u32) -> Cpuid {
         );
     }
     Cpuid { eax, ebx, ecx, edx }
-}
-
-/// Read an MSR.
-///
-/// # Safety
-/// `msr` must exist (or be handled by the hypervisor); reading an unknown MSR raises #GP.
-pub unsafe fn rdmsr(msr: u32) -> u64 {
-    let (lo, hi): (u32, u32);
-    // SAFETY: the caller guarantees the MSR is readable.
-    unsafe {
-        asm!("rdmsr", in("ecx") msr, out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags));
-    }
-    (u64::from(hi) << 32) | u64::from(lo)
-}
-
-/// Write an MSR.
-///
-/// # Safety
-/// Writing an MSR can change paging, syscall entry or other global state; the caller
-/// must make sure the new value keeps memory safety.
-pub unsafe fn wrmsr(msr: u32, value: u64) {
-    // SAFETY: the caller upholds the contract above.
-    unsafe {
-        asm!(
-            "wrmsr",
-            in("ecx") msr,
-            in("eax") value as u32,
-            in("edx") (value >> 32) as u32,
-            options(nostack, preserves_flags),
-        );
-    }
-}
-
-/// Read CR2 (the faulting address of the last page fault).
-pub fn read_cr2() -> u64 {
-    let v: u64;
-    // SAFETY: reading CR2 has no side effects.
-    unsafe { asm!("mov {}, cr2", out(reg) v, options(nomem, nostack, preserves_flags)) };
-    v
-}
-
-/// Load CR3.
-///
-/// # Safety
-/// `value` must point at page tables that map all code and data in use.
-pub unsafe fn write_cr3(value: u64) {
-    // SAFETY: the caller guarantees the new tables are complete.
-    unsafe { asm!("mov cr3, {}", in(reg) value, options(nostack, preserves_flags)) };
-}
-
-/// Read CR4.
-pub fn read_cr4() -> u64 {
-    let v: u64;
-    // SAFETY: reading CR4 has no side effects.
-    unsafe { asm!("mov {}, cr4", out(reg) v, options(nomem, nostack, preserves_flags)) };
-    v
-}
-
-/// Write CR4.
-///
-/// # Safety
-/// The new value must only enable features the CPU supports and that keep the
-/// current execution valid.
-pub unsafe fn write_cr4(value: u64) {
-    // SAFETY: the caller upholds the contract.
-    unsafe { asm!("mov cr4, {}", in(reg) value, options(nostack, preserves_flags)) };
-}
-
-/// Set XCR0.
-///
-/// # Safety
-/// CR4.OSXSAVE must be set and `value` must be a subset of CPUID 0xD.0 EAX/EDX.
-pub unsafe fn xsetbv0(value: u64) {
-    // SAFETY: the caller upholds the contract.
-    unsafe {
-        asm!("xsetbv", in("ecx") 0u32, in("eax") value as u32, in("edx") (value >> 32) as u32,
-             options(nomem, nostack, preserves_flags));
-    }
-}
-
-/// Invalidate the TLB entry for one virtual address.
-pub fn invlpg(va: u64) {
-    // SAFETY: INVLPG only drops a TLB entry.
-    unsafe { asm!("invlpg [{}]", in(reg) va, options(nostack, preserves_flags)) };
 }
 
 /// One hardware random 64-bit value from RDRAND (retried), or RDSEED where RDRAND is

@@ -3,6 +3,9 @@
 //! [`crate::syscall::dispatch`], restore, SYSRET.
 
 use core::arch::global_asm;
+use x86_64::registers::model_specific::{Efer, EferFlags, LStar, SFMask, Star};
+use x86_64::registers::rflags::RFlags;
+use x86_64::VirtAddr;
 
 /// Registers saved on syscall entry, lowest address first.
 #[derive(Debug)]
@@ -138,36 +141,37 @@ extern "C" fn entry_dispatch(frame: &mut SyscallFrame) -> u64 {
     crate::syscall::dispatch(frame)
 }
 
-const MSR_EFER: u32 = 0xC000_0080;
-const MSR_STAR: u32 = 0xC000_0081;
-const MSR_LSTAR: u32 = 0xC000_0082;
-const MSR_FMASK: u32 = 0xC000_0084;
-/// EFER.SCE (AMD APM vol. 2, 3.1.7).
-const EFER_SCE: u64 = 1;
-/// RFLAGS bits cleared on entry: TF, IF, DF, IOPL, NT, AC (as Linux does).
-const SYSCALL_FMASK: u64 = 0x4_7700;
+/// RFLAGS bits SYSCALL clears on entry (IA32_FMASK): TF, IF, DF, IOPL, NT, AC, as
+/// Linux does (`arch/x86/kernel/cpu/common.c`, `idt_syscall_init`).
+const SYSCALL_FMASK: RFlags = RFlags::TRAP_FLAG
+    .union(RFlags::INTERRUPT_FLAG)
+    .union(RFlags::DIRECTION_FLAG)
+    .union(RFlags::IOPL_LOW)
+    .union(RFlags::IOPL_HIGH)
+    .union(RFlags::NESTED_TASK)
+    .union(RFlags::ALIGNMENT_CHECK);
 
-/// Enable SYSCALL/SYSRET with the entry above.
+/// Enable SYSCALL/SYSRET with the entry above, or with the trampoline when
+/// `via_trampoline` (the emulated platforms, see
+/// [`crate::platform::Backend::syscall_via_trampoline`]).
 ///
 /// # Safety
 /// Call once at boot after the GDT is loaded.
-pub unsafe fn init() {
-    // SAFETY: single-threaded boot; the selectors match the GDT in `gdt.rs`
-    // (STAR[47:32] = kernel CS, STAR[63:48] + 8 / + 16 = user SS / CS).
-    unsafe {
-        NACRE_KERNEL_RSP = super::gdt::kernel_stack_top();
-        let efer = super::cpu::rdmsr(MSR_EFER);
-        super::cpu::wrmsr(MSR_EFER, efer | EFER_SCE);
-        super::cpu::wrmsr(
-            MSR_STAR,
-            (0x10u64 << 48) | (u64::from(super::gdt::KERNEL_CS) << 32),
-        );
-        let entry = if crate::platform::emulated() {
-            trampoline_va()
-        } else {
-            nacre_syscall_entry as *const () as u64
-        };
-        super::cpu::wrmsr(MSR_LSTAR, entry);
-        super::cpu::wrmsr(MSR_FMASK, SYSCALL_FMASK);
-    }
+pub unsafe fn init(via_trampoline: bool) {
+    // SAFETY: single-threaded boot; nothing reads the kernel stack pointer before the
+    // first SYSCALL, which cannot come before this returns.
+    unsafe { NACRE_KERNEL_RSP = super::gdt::kernel_stack_top() };
+    // SAFETY: setting EFER.SCE (AMD APM vol. 2, 3.1.7) only enables SYSCALL/SYSRET;
+    // every other bit is written back as read.
+    unsafe { Efer::write_raw(Efer::read_raw() | EferFlags::SYSTEM_CALL_EXTENSIONS.bits()) };
+    // SAFETY: the selectors match the GDT in `gdt.rs`: STAR[47:32] = kernel CS (SS =
+    // + 8), STAR[63:48] = 0x10, so that SYSRET loads SS = 0x18 | 3 and CS = 0x20 | 3.
+    unsafe { Star::write_raw(0x10, super::gdt::KERNEL_CS) };
+    let entry = if via_trampoline {
+        trampoline_va()
+    } else {
+        nacre_syscall_entry as *const () as u64
+    };
+    LStar::write(VirtAddr::new_truncate(entry));
+    SFMask::write(SYSCALL_FMASK);
 }

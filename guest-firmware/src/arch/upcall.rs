@@ -172,7 +172,8 @@ fn run(k: &mut Kernel, rip: u64, rdi: u64, rsi: u64, rcx: u64, rax: u64) -> Outc
     // lie in the app's areas or the I/O windows. It ends with a #UD (or an unresolvable
     // fault) whose handler calls `resume`, which restores the registers saved here.
     let status = unsafe { nacre_upcall(rip, rdi, rsi, rcx, rax) };
-    // SAFETY: as above; the outer upcall (if any) is suspended until this returns.
+    // SAFETY: a plain write of a static only the upcall code touches, on one CPU;
+    // the outer upcall (if any) is suspended until this returns.
     unsafe { (&raw mut NACRE_UPCALL_RSP).write(outer_rsp) };
     LENT.store(outer_lent, Ordering::Relaxed);
     super::gdt::set_rsp0(outer_rsp0);

@@ -5,7 +5,6 @@
 //! them is zero).
 
 use super::phys_to_virt;
-use crate::arch::cpu::invlpg;
 
 /// Present.
 pub const PRESENT: u64 = 1 << 0;
@@ -22,6 +21,16 @@ pub const NO_EXECUTE: u64 = 1 << 63;
 
 const ADDR_MASK: u64 = 0x000F_FFFF_FFFF_F000;
 const PAGE_SIZE_2M_MASK: u64 = 0x1F_FFFF;
+
+/// Drop the TLB entry of `va` after its mapping changed (INVLPG). Host unit tests
+/// run in ring 3, where INVLPG faults, and their page tables are never live: there
+/// is nothing to flush.
+fn flush(va: u64) {
+    #[cfg(not(test))]
+    x86_64::instructions::tlb::flush(x86_64::VirtAddr::new_truncate(va));
+    #[cfg(test)]
+    let _ = va;
+}
 
 /// Where a page-table frame comes from.
 pub trait TableAlloc {
@@ -75,7 +84,11 @@ impl PageTables {
     }
 
     fn write(ptr: *mut u64, v: u64) {
-        // SAFETY: as in `read`.
+        // SAFETY: `ptr` points into a page-table frame (callers only pass pointers
+        // from `entry_ptr`, index < 512), which is private, validated and mapped by
+        // `phys_to_virt`; entries are naturally aligned u64s. The CPU reads entries
+        // but never holds a Rust reference to them, and a changed entry is followed by
+        // a TLB flush of what it mapped.
         unsafe { ptr.write_volatile(v) }
     }
 
@@ -154,7 +167,7 @@ impl PageTables {
                 let old = Self::read(p);
                 Self::write(p, (gpa + (i + j) * 4096) | c | flags | PRESENT);
                 if old & PRESENT != 0 {
-                    invlpg(at + j * 4096);
+                    flush(at + j * 4096);
                 }
             }
             i += in_table;
@@ -223,7 +236,7 @@ impl PageTables {
                 let old = Self::read(p);
                 Self::write(p, frame | c | flags | PRESENT | HUGE);
                 if old & PRESENT != 0 {
-                    invlpg(at + j * (PAGE_SIZE_2M_MASK + 1));
+                    flush(at + j * (PAGE_SIZE_2M_MASK + 1));
                 }
             }
             i += in_table;
@@ -266,7 +279,7 @@ impl PageTables {
         Self::write(ptr, table | self.c_bit | PRESENT | WRITABLE | USER);
         let start = va & !PAGE_SIZE_2M_MASK;
         for i in 0..512u64 {
-            invlpg(start + i * 4096);
+            flush(start + i * 4096);
         }
         Some(())
     }
@@ -301,7 +314,7 @@ impl PageTables {
         }
         let e = Self::read(ptr);
         Self::write(ptr, 0);
-        invlpg(va);
+        flush(va);
         Some(e & ADDR_MASK & !self.tag_bits())
     }
 
@@ -313,7 +326,7 @@ impl PageTables {
         }
         let e = Self::read(ptr);
         Self::write(ptr, (e & ADDR_MASK) | flags | PRESENT);
-        invlpg(va);
+        flush(va);
         Some(())
     }
 
@@ -365,7 +378,7 @@ impl PageTables {
         if let Some((ptr, l)) = self.walk(va) {
             if l == level {
                 Self::write(ptr, 0);
-                invlpg(va);
+                flush(va);
             }
         }
     }
@@ -378,8 +391,175 @@ impl PageTables {
                 let e = Self::read(ptr);
                 let keep = ADDR_MASK | if level > 0 { HUGE } else { 0 };
                 Self::write(ptr, (e & keep) | flags | PRESENT);
-                invlpg(va);
+                flush(va);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::platform::PteMasks;
+    use crate::testing::{page_tables, BumpTables, FakeRam};
+
+    const MIB: u64 = 1 << 20;
+    /// A user-half address with all four table levels distinct from 0.
+    const VA: u64 = 0x0000_1234_5660_0000;
+    /// The SNP C-bit the emulated platform uses (bit 47).
+    const C_BIT: u64 = 1 << 47;
+    /// The TDX shared bit for a 48-bit GPA width.
+    const SHARED: u64 = 1 << 47;
+
+    fn setup(masks: PteMasks) -> (FakeRam, BumpTables, PageTables) {
+        let ram = FakeRam::new((8 * MIB) as usize);
+        let mut pool = BumpTables {
+            next: 0,
+            end: 2 * MIB,
+        };
+        let pt = page_tables(&mut pool, masks);
+        (ram, pool, pt)
+    }
+
+    fn snp() -> PteMasks {
+        PteMasks {
+            private: C_BIT,
+            shared: 0,
+        }
+    }
+
+    fn tdx() -> PteMasks {
+        PteMasks {
+            private: 0,
+            shared: SHARED,
+        }
+    }
+
+    #[test]
+    fn a_4k_mapping_translates_to_its_frame_and_flags() {
+        let (_ram, mut pool, mut pt) = setup(snp());
+        pt.map_4k(VA, 3 * MIB, WRITABLE | NO_EXECUTE, true, &mut pool)
+            .expect("mapped");
+        let (gpa, flags) = pt.translate(VA + 0x42).expect("translates");
+        assert_eq!(gpa, 3 * MIB + 0x42);
+        assert_eq!(
+            flags & (PRESENT | WRITABLE | NO_EXECUTE | USER),
+            PRESENT | WRITABLE | NO_EXECUTE
+        );
+        assert_eq!(pt.translate(VA + 4096), None);
+        // The root's value for CR3 carries the C-bit on SNP.
+        assert_eq!(pt.cr3() & C_BIT, C_BIT);
+    }
+
+    #[test]
+    fn snp_puts_the_c_bit_in_private_mappings_only() {
+        let (_ram, mut pool, mut pt) = setup(snp());
+        pt.map_4k(VA, 3 * MIB, 0, true, &mut pool).expect("private");
+        pt.map_4k(VA + 4096, 3 * MIB + 4096, 0, false, &mut pool)
+            .expect("shared");
+        let private = pt.translate(VA).expect("private").1;
+        let shared = pt.translate(VA + 4096).expect("shared").1;
+        assert_eq!(private & C_BIT, C_BIT);
+        assert_eq!(shared & C_BIT, 0);
+        // Either way the GPA comes back without the bit.
+        assert_eq!(pt.translate(VA).map(|t| t.0), Some(3 * MIB));
+    }
+
+    #[test]
+    fn tdx_puts_the_shared_bit_in_shared_mappings_only() {
+        let (_ram, mut pool, mut pt) = setup(tdx());
+        pt.map_range_2m_as(VA, 4 * MIB, 1, WRITABLE, false, &mut pool)
+            .expect("shared");
+        pt.map_4k(VA + 2 * MIB, 3 * MIB, 0, true, &mut pool)
+            .expect("private");
+        assert_eq!(pt.translate(VA).expect("shared").1 & SHARED, SHARED);
+        assert_eq!(pt.translate(VA + 2 * MIB).expect("private").1 & SHARED, 0);
+        assert_eq!(pt.translate(VA + 5).map(|t| t.0), Some(4 * MIB + 5));
+        assert_eq!(pt.cr3() & SHARED, 0);
+    }
+
+    #[test]
+    fn a_4k_run_crosses_page_tables() {
+        let (_ram, mut pool, mut pt) = setup(snp());
+        let start = VA + 2 * MIB - 2 * 4096;
+        pt.map_range_4k(start, 5 * MIB, 4, USER, true, &mut pool)
+            .expect("mapped");
+        for i in 0..4 {
+            assert_eq!(
+                pt.translate(start + i * 4096).map(|t| t.0),
+                Some(5 * MIB + i * 4096)
+            );
+        }
+        assert!(!pt.is_2m(start));
+    }
+
+    #[test]
+    fn a_2m_mapping_splits_into_the_same_frames_and_rights() {
+        let (_ram, mut pool, mut pt) = setup(snp());
+        pt.map_2m(VA, 4 * MIB, USER | WRITABLE, &mut pool)
+            .expect("mapped");
+        assert!(pt.is_2m(VA + 12345));
+        assert!(!pt.region_2m_empty(VA));
+        let before = pt.translate(VA + 0x1_2345).expect("2 MiB");
+        pt.split_huge(VA + 0x1000, &mut pool).expect("split");
+        assert!(!pt.is_2m(VA));
+        let after = pt.translate(VA + 0x1_2345).expect("4 KiB");
+        assert_eq!(after.0, before.0);
+        assert_eq!(after.1 & (USER | WRITABLE | C_BIT), USER | WRITABLE | C_BIT);
+    }
+
+    #[test]
+    fn a_4k_mapping_cannot_go_inside_a_2m_one() {
+        let (_ram, mut pool, mut pt) = setup(snp());
+        pt.map_2m(VA, 4 * MIB, USER, &mut pool).expect("mapped");
+        assert_eq!(pt.map_4k(VA + 4096, 3 * MIB, USER, true, &mut pool), None);
+        assert_eq!(
+            pt.unmap_4k(VA),
+            None,
+            "a 2 MiB mapping is not unmapped 4 KiB-wise"
+        );
+    }
+
+    #[test]
+    fn unmapping_and_reflagging_4k_pages() {
+        let (_ram, mut pool, mut pt) = setup(snp());
+        pt.map_4k(VA, 3 * MIB, USER | WRITABLE, true, &mut pool)
+            .expect("mapped");
+        pt.set_flags_4k(VA, USER).expect("reflagged");
+        let (gpa, flags) = pt.translate(VA).expect("still mapped");
+        assert_eq!((gpa, flags & WRITABLE), (3 * MIB, 0));
+        assert_eq!(flags & C_BIT, C_BIT, "the C-bit stays");
+        assert_eq!(pt.unmap_4k(VA), Some(3 * MIB));
+        assert_eq!(pt.translate(VA), None);
+    }
+
+    #[test]
+    fn next_leaf_skips_what_is_not_mapped() {
+        let (_ram, mut pool, mut pt) = setup(snp());
+        pt.map_4k(VA + 7 * 4096, 3 * MIB, USER, true, &mut pool)
+            .expect("mapped");
+        pt.map_2m(VA + 4 * MIB, 4 * MIB, USER, &mut pool)
+            .expect("mapped");
+        let (at, level, entry) = pt.next_leaf(VA, VA + 8 * MIB).expect("a leaf");
+        assert_eq!(
+            (at, level, pt.leaf_gpa(entry, level)),
+            (VA + 7 * 4096, 0, 3 * MIB)
+        );
+        let (at, level, entry) = pt.next_leaf(at + 4096, VA + 8 * MIB).expect("a leaf");
+        assert_eq!(
+            (at, level, pt.leaf_gpa(entry, level)),
+            (VA + 4 * MIB, 1, 4 * MIB)
+        );
+        assert_eq!(pt.next_leaf(at + 2 * MIB, VA + 8 * MIB), None);
+        pt.clear_leaf(VA + 4 * MIB, 1);
+        assert!(pt.region_2m_empty(VA + 4 * MIB));
+    }
+
+    #[test]
+    fn mapping_fails_cleanly_when_no_table_can_be_had() {
+        let (_ram, _pool, mut pt) = setup(snp());
+        let mut empty = BumpTables { next: 0, end: 0 };
+        assert_eq!(pt.map_4k(VA, 3 * MIB, USER, true, &mut empty), None);
+        assert_eq!(pt.translate(VA), None);
     }
 }

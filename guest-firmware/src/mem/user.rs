@@ -101,6 +101,12 @@ pub struct Vmas {
     len: usize,
 }
 
+impl Default for Vmas {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Vmas {
     /// Empty.
     pub const fn new() -> Self {
@@ -256,6 +262,204 @@ impl Vmas {
                 true
             }
             None => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::boxed::Box;
+    use std::collections::BTreeMap;
+    use std::vec::Vec;
+
+    const P: u64 = 4096;
+    const RW: u32 = PROT_READ | PROT_WRITE;
+
+    fn vmas(areas: &[(u64, u64, u32)]) -> Box<Vmas> {
+        let mut v = Box::new(Vmas::new());
+        for &(s, e, prot) in areas {
+            assert!(v.insert(Vma::anon(s * P, e * P, prot)));
+        }
+        v
+    }
+
+    fn spans(v: &Vmas) -> Vec<(u64, u64, u32)> {
+        v.iter().map(|a| (a.start / P, a.end / P, a.prot)).collect()
+    }
+
+    #[test]
+    fn areas_stay_sorted_and_are_found_by_address() {
+        let v = vmas(&[(20, 30, RW), (1, 5, PROT_READ), (10, 12, PROT_EXEC)]);
+        assert_eq!(
+            spans(&v),
+            [(1, 5, PROT_READ), (10, 12, PROT_EXEC), (20, 30, RW)]
+        );
+        assert_eq!(v.find(11 * P + 5).map(|a| a.start), Some(10 * P));
+        assert_eq!(v.find(12 * P), None);
+        assert_eq!(v.find(0), None);
+        assert!(v.overlaps(4 * P, 10 * P + 1));
+        assert!(!v.overlaps(5 * P, 10 * P));
+    }
+
+    #[test]
+    fn removing_the_middle_of_an_area_splits_it() {
+        let mut v = vmas(&[(10, 20, RW)]);
+        assert!(v.remove_range(12 * P, 15 * P));
+        assert_eq!(spans(&v), [(10, 12, RW), (15, 20, RW)]);
+        assert!(v.remove_range(0, 100 * P));
+        assert_eq!(spans(&v), []);
+    }
+
+    #[test]
+    fn reprotecting_splits_and_refuses_holes() {
+        let mut v = vmas(&[(10, 20, RW), (20, 25, PROT_READ)]);
+        assert!(v.protect_range(15 * P, 22 * P, PROT_READ));
+        assert_eq!(
+            spans(&v),
+            [
+                (10, 15, RW),
+                (15, 20, PROT_READ),
+                (20, 22, PROT_READ),
+                (22, 25, PROT_READ)
+            ]
+        );
+        assert!(!v.protect_range(24 * P, 26 * P, RW), "26 is past the end");
+        assert_eq!(v.find(24 * P).map(|a| a.prot), Some(PROT_READ));
+    }
+
+    #[test]
+    fn cover_checks_respect_rights_and_windows() {
+        let mut v = vmas(&[(10, 20, RW), (20, 25, PROT_READ)]);
+        assert!(v.covers(12 * P, 24 * P, false, false));
+        assert!(
+            !v.covers(12 * P, 24 * P, true, false),
+            "20..25 is read-only"
+        );
+        assert!(!v.covers(5 * P, 12 * P, false, false), "a hole below 10");
+        assert!(v.insert(Vma {
+            kind: VmaKind::Window,
+            ..Vma::anon(25 * P, 30 * P, PROT_READ)
+        }));
+        assert!(!v.covers(22 * P, 28 * P, false, false));
+        assert!(v.covers(22 * P, 28 * P, false, true));
+        assert!(v.overlaps_window(29 * P, 31 * P));
+        assert!(!v.overlaps_window(0, 25 * P));
+        assert!(v.insert(Vma::anon(40 * P, 41 * P, 0)));
+        assert!(v.covers_any(40 * P, 41 * P));
+        assert!(
+            !v.covers(40 * P, 41 * P, false, false),
+            "PROT_NONE is not readable"
+        );
+    }
+
+    #[test]
+    fn a_file_area_cut_in_two_keeps_its_file_offsets() {
+        let mut v = Box::new(Vmas::new());
+        assert!(v.insert(Vma {
+            kind: VmaKind::File,
+            gpa: 0x10_0000,
+            file_end: 14 * P,
+            ..Vma::anon(10 * P, 20 * P, PROT_READ)
+        }));
+        assert!(v.remove_range(10 * P, 12 * P));
+        let rest = v.find(12 * P).expect("the rest of the area");
+        assert_eq!(
+            (rest.start, rest.gpa, rest.file_end),
+            (12 * P, 0x10_0000 + 2 * P, 14 * P)
+        );
+    }
+
+    #[test]
+    fn brk_grows_the_area_that_ends_where_it_did() {
+        let mut v = vmas(&[(10, 20, RW)]);
+        assert!(v.extend(20 * P, 22 * P));
+        assert_eq!(spans(&v), [(10, 22, RW)]);
+        assert!(!v.extend(30 * P, 31 * P));
+    }
+
+    #[test]
+    fn the_list_refuses_more_than_it_holds() {
+        let mut v = Box::new(Vmas::new());
+        for i in 0..MAX_VMAS as u64 {
+            assert!(v.insert(Vma::anon(2 * i * P, (2 * i + 1) * P, RW)));
+        }
+        assert!(!v.insert(Vma::anon(1 << 40, (1 << 40) + P, RW)));
+        // Splitting needs a slot too.
+        assert!(!v.remove_range(2 * P + 1, 2 * P + 2));
+    }
+
+    #[test]
+    fn page_flags_follow_the_protection() {
+        assert_eq!(Vma::anon(0, P, 0).pte_flags(), None);
+        assert_eq!(
+            Vma::anon(0, P, PROT_READ).pte_flags(),
+            Some(USER | NO_EXECUTE)
+        );
+        assert_eq!(
+            Vma::anon(0, P, RW).pte_flags(),
+            Some(USER | WRITABLE | NO_EXECUTE)
+        );
+        assert_eq!(
+            Vma::anon(0, P, PROT_READ | PROT_EXEC).pte_flags(),
+            Some(USER)
+        );
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Insert(u64, u64, u32),
+        Remove(u64, u64),
+        Protect(u64, u64, u32),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        let range = (0u64..64, 1u64..16).prop_map(|(s, n)| (s, s + n));
+        prop_oneof![
+            (range.clone(), 0u32..8).prop_map(|((s, e), p)| Op::Insert(s, e, p)),
+            range.clone().prop_map(|(s, e)| Op::Remove(s, e)),
+            (range, 0u32..8).prop_map(|((s, e), p)| Op::Protect(s, e, p)),
+        ]
+    }
+
+    proptest! {
+        /// The area list behaves as a map from page to protection: inserts into free
+        /// space, removals and reprotections of covered ranges.
+        #[test]
+        fn areas_match_a_page_map(ops in proptest::collection::vec(op(), 1..40)) {
+            let mut v = Box::new(Vmas::new());
+            let mut model: BTreeMap<u64, u32> = BTreeMap::new();
+            for op in ops {
+                match op {
+                    Op::Insert(s, e, p) => {
+                        if !v.overlaps(s * P, e * P) {
+                            prop_assert!(v.insert(Vma::anon(s * P, e * P, p)));
+                            model.extend((s..e).map(|q| (q, p)));
+                        }
+                    }
+                    Op::Remove(s, e) => {
+                        prop_assert!(v.remove_range(s * P, e * P));
+                        for q in s..e {
+                            model.remove(&q);
+                        }
+                    }
+                    Op::Protect(s, e, p) => {
+                        let covered = (s..e).all(|q| model.contains_key(&q));
+                        prop_assert_eq!(v.protect_range(s * P, e * P, p), covered);
+                        if covered {
+                            model.extend((s..e).map(|q| (q, p)));
+                        }
+                    }
+                }
+                let areas: Vec<Vma> = v.iter().copied().collect();
+                for w in areas.windows(2) {
+                    prop_assert!(w[0].end <= w[1].start, "sorted and disjoint");
+                }
+                for q in 0..90u64 {
+                    prop_assert_eq!(v.find(q * P + 1).map(|a| a.prot), model.get(&q).copied());
+                }
+            }
         }
     }
 }

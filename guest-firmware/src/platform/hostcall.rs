@@ -90,7 +90,9 @@ impl HostcallArea {
         if !self.ready() || offset.saturating_add(dst.len() as u64) > HOSTCALL_MAX_DATA {
             return Err(FwError::Hostcall);
         }
-        // SAFETY: as in `put`.
+        // SAFETY: the data area is HOSTCALL_MAX_DATA bytes of shared memory mapped at
+        // `data_va` that no Rust reference covers; the range was checked above, and
+        // `dst` is private memory the caller owns.
         unsafe {
             core::ptr::copy_nonoverlapping(
                 (self.data_va() + offset) as *const u8,
@@ -123,7 +125,8 @@ impl HostcallArea {
             return Err(FwError::Hostcall);
         }
         let mut reply = [0u8; 64];
-        // SAFETY: as above; the reply header is copied into private memory before use.
+        // SAFETY: `va` maps the shared area, which no Rust reference covers; the reply
+        // header lies in its first page and is copied into private memory before use.
         unsafe { core::ptr::copy_nonoverlapping(base as *const u8, reply.as_mut_ptr(), 64) };
         let reply = HostcallHeader::read_from_bytes(&reply).map_err(|_| FwError::Hostcall)?;
         reply.check_reply(&req).map_err(|_| FwError::Hostcall)
@@ -174,5 +177,198 @@ pub fn exit_request(status: u8, len: u64) -> HostcallHeader {
         arg: u64::from(status),
         len,
         ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nacre_shared_abi::hostcall::{ClockReply, HostcallOp};
+    use std::vec::Vec;
+
+    /// A hostcall area in an ordinary buffer, and what the "host" answers.
+    struct Shared {
+        mem: Vec<u64>,
+    }
+
+    impl Shared {
+        fn new() -> Self {
+            Self {
+                mem: std::vec![0; (HOSTCALL_AREA_SIZE / 8) as usize],
+            }
+        }
+
+        /// The header as the host sees it.
+        fn header(&self) -> [u8; 64] {
+            let mut b = [0u8; 64];
+            b.copy_from_slice(&self.mem.as_bytes()[..64]);
+            b
+        }
+
+        fn area(&mut self) -> HostcallArea {
+            let mut a = HostcallArea::none();
+            a.set(self.mem.as_mut_ptr() as u64, 0x3FE0_0000);
+            a
+        }
+    }
+
+    /// A ring callback that answers the header in the area at `va` with `reply`
+    /// applied to the request the firmware wrote.
+    fn host(
+        va: u64,
+        reply: impl Fn(&mut HostcallHeader),
+    ) -> impl FnOnce(u64) -> Result<(), FwError> {
+        move |page| {
+            assert_eq!(page, 0x3FE0_0000 >> 12, "the area's page number");
+            let mut raw = [0u8; 64];
+            // SAFETY: `va` is the test's buffer; the header is its first 64 bytes.
+            unsafe { core::ptr::copy_nonoverlapping(va as *const u8, raw.as_mut_ptr(), 64) };
+            let mut h = HostcallHeader::read_from_bytes(&raw).expect("a header");
+            reply(&mut h);
+            // SAFETY: `va` is the test's buffer, which holds the whole area; the header
+            // is its first 64 bytes and no reference to them is live.
+            unsafe { core::ptr::copy_nonoverlapping(h.as_bytes().as_ptr(), va as *mut u8, 64) };
+            Ok(())
+        }
+    }
+
+    fn read(len: u64) -> HostcallHeader {
+        HostcallHeader {
+            op: HostcallOp::Read as u32,
+            len,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn data_goes_in_and_out_within_the_data_area_only() {
+        let mut s = Shared::new();
+        let mut a = s.area();
+        assert_eq!(a.put(10, b"hello"), Ok(()));
+        let mut out = [0u8; 5];
+        assert_eq!(a.get(10, &mut out), Ok(()));
+        assert_eq!(&out, b"hello");
+        assert_eq!(
+            a.put(HOSTCALL_MAX_DATA - 4, b"hello"),
+            Err(FwError::Hostcall)
+        );
+        assert_eq!(a.get(u64::MAX, &mut out), Err(FwError::Hostcall));
+        assert_eq!(a.data_gpa(), 0x3FE0_0000 + HOSTCALL_DATA_OFFSET);
+        let ((_, req_gpa), (_, resp_gpa)) = a.page_pair();
+        assert_eq!(resp_gpa - req_gpa, 4096);
+        assert_eq!(resp_gpa + 4096, 0x3FE0_0000 + HOSTCALL_AREA_SIZE);
+    }
+
+    #[test]
+    fn no_area_no_hostcall() {
+        let mut a = HostcallArea::none();
+        assert!(!a.ready());
+        assert_eq!(a.put(0, b"x"), Err(FwError::Hostcall));
+        let rang = core::cell::Cell::new(false);
+        let r = a.exchange(read(1), |_| {
+            rang.set(true);
+            Ok(())
+        });
+        assert_eq!(r, Err(FwError::Hostcall));
+        assert!(!rang.get());
+    }
+
+    #[test]
+    fn a_reply_within_the_request_is_the_result() {
+        let mut s = Shared::new();
+        let mut a = s.area();
+        let va = s.mem.as_ptr() as u64;
+        let r = a.exchange(read(100), host(va, |h| h.result = 42));
+        assert_eq!(r, Ok(Ok(42)));
+        let r = a.exchange(read(100), host(va, |h| h.status = 11));
+        assert_eq!(r, Ok(Err(11)), "an errno for the app");
+    }
+
+    #[test]
+    fn a_reply_beyond_the_request_is_refused() {
+        let mut s = Shared::new();
+        let mut a = s.area();
+        let va = s.mem.as_ptr() as u64;
+        assert_eq!(
+            a.exchange(read(100), host(va, |h| h.result = 101)),
+            Err(FwError::Hostcall)
+        );
+        assert_eq!(
+            a.exchange(read(100), host(va, |h| h.status = 5000)),
+            Err(FwError::Hostcall),
+            "no errno is that large"
+        );
+        let clock = HostcallHeader {
+            op: HostcallOp::Clock as u32,
+            len: core::mem::size_of::<ClockReply>() as u64,
+            ..Default::default()
+        };
+        assert_eq!(
+            a.exchange(clock, host(va, |h| h.status = 5)),
+            Err(FwError::Hostcall),
+            "the clock never fails"
+        );
+        assert_eq!(
+            a.exchange(read(HOSTCALL_MAX_DATA + 1), host(va, |_| {})),
+            Err(FwError::Hostcall)
+        );
+    }
+
+    #[test]
+    fn exit_never_returns_a_reply() {
+        let mut s = Shared::new();
+        let mut a = s.area();
+        let va = s.mem.as_ptr() as u64;
+        assert_eq!(
+            a.exchange(exit_request(3, 0), host(va, |h| h.result = 0)),
+            Err(FwError::Hostcall)
+        );
+        // The request went out as asked.
+        let h = HostcallHeader::read_from_bytes(&s.header()).expect("a header");
+        assert_eq!((h.op, h.arg), (HostcallOp::Exit as u32, 3));
+    }
+
+    #[test]
+    fn console_writes_go_one_area_full_at_a_time_and_stop_short() {
+        let mut s = Shared::new();
+        let mut a = s.area();
+        let data = std::vec![b'x'; HOSTCALL_MAX_DATA as usize + 10];
+        let mut lens = Vec::new();
+        let r = console_write_bytes(
+            &mut a,
+            |_, req| {
+                lens.push(req.len);
+                Ok(Ok(req.len))
+            },
+            1,
+            &data,
+        );
+        assert_eq!(r, Ok(data.len() as u64));
+        assert_eq!(lens, [HOSTCALL_MAX_DATA, 10]);
+        // A short write ends the loop; an errno counts only before anything went out.
+        let r = console_write_bytes(&mut a, |_, _| Ok(Ok(7)), 2, &data);
+        assert_eq!(r, Ok(7));
+        let mut first = true;
+        let r = console_write_bytes(
+            &mut a,
+            |_, req| {
+                if std::mem::take(&mut first) {
+                    Ok(Ok(req.len))
+                } else {
+                    Ok(Err(28))
+                }
+            },
+            2,
+            &data,
+        );
+        assert_eq!(r, Ok(HOSTCALL_MAX_DATA));
+        assert_eq!(
+            console_write_bytes(&mut a, |_, _| Ok(Err(28)), 2, b"abc"),
+            Err(28)
+        );
+        assert_eq!(
+            console_write_bytes(&mut a, |_, _| Err(FwError::Hostcall), 2, b"abc"),
+            Err(EIO)
+        );
     }
 }

@@ -134,13 +134,19 @@ pub fn fstatat(k: &mut Kernel, dirfd: i64, path: u64, buf: u64, flags: u64) -> S
 
 /// statx (`include/uapi/linux/stat.h`): `struct statx`, 256 bytes; the basic fields.
 pub fn statx(k: &mut Kernel, dirfd: i64, path: u64, flags: u64, _mask: u32, buf: u64) -> SysResult {
-    const STATX_BASIC_STATS: u32 = 0x7FF;
     if flags & !(AT_SYMLINK_NOFOLLOW | AT_NO_AUTOMOUNT | AT_EMPTY_PATH | AT_STATX_SYNC_TYPE) != 0
         || flags & AT_STATX_SYNC_TYPE == AT_STATX_SYNC_TYPE
     {
         return Err(EINVAL);
     }
     let st = stat_at(k, dirfd, path, flags)?;
+    k.copy_to_user(buf, &statx_bytes(&st)).map_err(mem_err)?;
+    Ok(0)
+}
+
+/// `struct statx` (`include/uapi/linux/stat.h`, 256 bytes) with the basic fields.
+fn statx_bytes(st: &Stat) -> [u8; 256] {
+    const STATX_BASIC_STATS: u32 = 0x7FF;
     let mut b = [0u8; 256];
     b[0..4].copy_from_slice(&STATX_BASIC_STATS.to_le_bytes());
     b[4..8].copy_from_slice(&4096u32.to_le_bytes());
@@ -153,8 +159,7 @@ pub fn statx(k: &mut Kernel, dirfd: i64, path: u64, flags: u64, _mask: u32, buf:
     b[132..136].copy_from_slice(&((st.rdev & 0xFF) as u32).to_le_bytes());
     b[136..140].copy_from_slice(&((st.dev >> 8) as u32).to_le_bytes());
     b[140..144].copy_from_slice(&((st.dev & 0xFF) as u32).to_le_bytes());
-    k.copy_to_user(buf, &b).map_err(mem_err)?;
-    Ok(0)
+    b
 }
 
 pub fn faccessat(k: &mut Kernel, dirfd: i64, path: u64, mode: u64, flags: u64) -> SysResult {
@@ -196,6 +201,26 @@ const DT_DIR: u8 = 4;
 const DT_REG: u8 = 8;
 const DT_LNK: u8 = 10;
 
+/// The length of the `struct linux_dirent64` record for `name`: the fixed part (19
+/// bytes), the name and its NUL, padded to 8 bytes.
+fn dirent_len(name: &[u8]) -> usize {
+    (19 + name.len() + 1).next_multiple_of(8)
+}
+
+/// Write the `struct linux_dirent64` record of `name` (at most NAME_MAX bytes) into
+/// `rec`: `d_ino`, `d_off` (the offset of the next entry), `d_reclen`, `d_type`, the
+/// name and zeros to the record's end. Returns the record's length.
+fn dirent(rec: &mut [u8; 280], ino: u64, next: u64, dtype: u8, name: &[u8]) -> usize {
+    let reclen = dirent_len(name);
+    rec[0..8].copy_from_slice(&ino.to_le_bytes());
+    rec[8..16].copy_from_slice(&next.to_le_bytes());
+    rec[16..18].copy_from_slice(&(reclen as u16).to_le_bytes());
+    rec[18] = dtype;
+    rec[19..19 + name.len()].copy_from_slice(name);
+    rec[19 + name.len()..reclen].fill(0);
+    reclen
+}
+
 /// getdents64: `struct linux_dirent64` records (`d_ino`, `d_off`, `d_reclen`,
 /// `d_type`, the name and a NUL, padded to 8 bytes). The offset is the index of the
 /// next entry: `.`, `..`, the tree's children, then the overlaid names.
@@ -205,8 +230,7 @@ pub fn getdents64(k: &mut Kernel, fd: u64, buf: u64, count: u64) -> SysResult {
         return Err(ENOTDIR);
     };
     let children = u64::from(k.files.child_count(inode)?);
-    let extra = k.files.extra_entries(inode);
-    let total = 2 + children + extra.len() as u64;
+    let total = 2 + children + k.files.extra_count(inode) as u64;
     let mut pos = f.offset;
     let mut written = 0u64;
     let mut rec = [0u8; 280];
@@ -221,7 +245,10 @@ pub fn getdents64(k: &mut Kernel, fd: u64, buf: u64, count: u64) -> SysResult {
                 (name, u64::from(i) + 2, if dir { DT_DIR } else { DT_REG })
             }
             p => {
-                let (name, s) = extra[(p - 2 - children) as usize];
+                let Some((name, s)) = k.files.extra_entry(inode, (p - 2 - children) as usize)
+                else {
+                    break;
+                };
                 let dtype = match s {
                     Special::Exe | Special::Console(_) => DT_LNK,
                     Special::Maps => DT_REG,
@@ -230,19 +257,14 @@ pub fn getdents64(k: &mut Kernel, fd: u64, buf: u64, count: u64) -> SysResult {
                 (name, 0x1000_0000 + p, dtype)
             }
         };
-        let reclen = (19 + name.len() + 1).next_multiple_of(8);
+        let reclen = dirent_len(name);
         if written + reclen as u64 > count {
             if written == 0 {
                 return Err(EINVAL);
             }
             break;
         }
-        rec[0..8].copy_from_slice(&ino.to_le_bytes());
-        rec[8..16].copy_from_slice(&(pos + 1).to_le_bytes());
-        rec[16..18].copy_from_slice(&(reclen as u16).to_le_bytes());
-        rec[18] = dtype;
-        rec[19..19 + name.len()].copy_from_slice(name);
-        rec[19 + name.len()..reclen].fill(0);
+        dirent(&mut rec, ino, pos + 1, dtype, name);
         k.copy_to_user(buf + written, &rec[..reclen])
             .map_err(mem_err)?;
         written += reclen as u64;
@@ -383,4 +405,68 @@ pub fn umask(k: &mut Kernel, mask: u64) -> u64 {
     let old = k.files.umask;
     k.files.umask = (mask & 0o777) as u32;
     u64::from(old)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn u64_at(b: &[u8], off: usize) -> u64 {
+        u64::from_le_bytes(b[off..off + 8].try_into().expect("8 bytes"))
+    }
+
+    fn stat() -> Stat {
+        Stat {
+            dev: 0x2A,
+            ino: 7,
+            mode: S_IFREG | 0o644,
+            nlink: 1,
+            size: 1000,
+            rdev: 0x103,
+        }
+    }
+
+    #[test]
+    fn stat_has_the_x86_64_layout() {
+        let b = stat_bytes(&stat());
+        assert_eq!(u64_at(&b, 0), 0x2A);
+        assert_eq!(u64_at(&b, 8), 7);
+        assert_eq!(u64_at(&b, 16), 1);
+        assert_eq!(
+            u32::from_le_bytes(b[24..28].try_into().expect("4")),
+            S_IFREG | 0o644
+        );
+        assert_eq!(u64_at(&b, 40), 0x103);
+        assert_eq!(u64_at(&b, 48), 1000);
+        assert_eq!(u64_at(&b, 56), 4096, "st_blksize");
+        assert_eq!(u64_at(&b, 64), 2, "512-byte blocks, rounded up");
+    }
+
+    #[test]
+    fn statx_splits_device_numbers() {
+        let b = statx_bytes(&stat());
+        assert_eq!(u32::from_le_bytes(b[0..4].try_into().expect("4")), 0x7FF);
+        assert_eq!(
+            u16::from_le_bytes(b[28..30].try_into().expect("2")),
+            (S_IFREG | 0o644) as u16
+        );
+        assert_eq!(u64_at(&b, 32), 7);
+        assert_eq!(u64_at(&b, 40), 1000);
+        // rdev 1:3 (major, minor), dev 0:0x2A.
+        assert_eq!(&b[128..136], &[1, 0, 0, 0, 3, 0, 0, 0]);
+        assert_eq!(&b[136..144], &[0, 0, 0, 0, 0x2A, 0, 0, 0]);
+    }
+
+    #[test]
+    fn directory_records_are_padded_to_eight_bytes() {
+        let mut rec = [0xFFu8; 280];
+        assert_eq!(dirent(&mut rec, 2, 1, DT_DIR, b"."), 24);
+        assert_eq!((u64_at(&rec, 0), u64_at(&rec, 8)), (2, 1));
+        assert_eq!(u16::from_le_bytes([rec[16], rec[17]]), 24);
+        assert_eq!(&rec[18..24], &[DT_DIR, b'.', 0, 0, 0, 0]);
+        let long = [b'a'; 255];
+        assert_eq!(dirent(&mut rec, 9, 2, DT_REG, &long), 280, "NAME_MAX fits");
+        assert_eq!(rec[19 + 255], 0, "NUL-terminated");
+        assert_eq!(dirent_len(b"12345"), 32);
+    }
 }

@@ -174,6 +174,12 @@ pub fn pwrite(k: &mut Kernel, fd: u64, buf: u64, len: u64, offset: u64) -> SysRe
 fn iovec(k: &mut Kernel, iov: u64, i: u64) -> Result<(u64, u64), u64> {
     let mut e = [0u8; 16];
     k.copy_from_user(&mut e, iov + i * 16).map_err(mem_err)?;
+    parse_iovec(&e)
+}
+
+/// A `struct iovec` (`iov_base`, `iov_len`): EINVAL for a length that is negative as
+/// an `ssize_t` or above MAX_RW_COUNT.
+fn parse_iovec(e: &[u8; 16]) -> Result<(u64, u64), u64> {
     let base = u64::from_le_bytes([e[0], e[1], e[2], e[3], e[4], e[5], e[6], e[7]]);
     let len = u64::from_le_bytes([e[8], e[9], e[10], e[11], e[12], e[13], e[14], e[15]]);
     if len as i64 > MAX_RW_COUNT as i64 || (len as i64) < 0 {
@@ -444,8 +450,9 @@ pub fn ioctl(k: &mut Kernel, fd: u64, req: u64, arg: u64) -> SysResult {
             k.copy_to_user(arg, &left.to_le_bytes()).map_err(mem_err)?;
             Ok(0)
         }
-        (Node::Dev(Special::SevGuest), _) => super::attest::sev_guest_ioctl(k, req, arg),
-        (Node::Dev(Special::TdxGuest), _) => super::attest::tdx_guest_ioctl(k, req, arg),
+        (Node::Dev(Special::Guest(device)), _) => {
+            super::attest::guest_device_ioctl(k, device, req, arg)
+        }
         (Node::Console(cfd), TCGETS | TIOCGWINSZ) => {
             let size = terminal_reply_size(req).ok_or(ENOTTY)?;
             check_out(k, arg, size)?;
@@ -502,6 +509,12 @@ fn read_maps(k: &mut Kernel, offset: u64, buf: u64, len: u64) -> SysResult {
 
 /// Format the `i`-th line of `/proc/self/maps` into `out`; `None` past the last.
 fn maps_line(k: &Kernel, i: usize, out: &mut [u8; 160]) -> Option<usize> {
+    let (start, end, prot, name) = maps_area(k, i)?;
+    Some(format_maps_line(start, end, prot, name, out))
+}
+
+/// The `i`-th area `/proc/self/maps` lists: the app's areas, then the helper page.
+fn maps_area(k: &Kernel, i: usize) -> Option<(u64, u64, u32, &'static [u8])> {
     let count = k.vmas.iter().count();
     let (start, end, prot, name): (u64, u64, u32, &[u8]) = if i < count {
         let v = *k.vmas.iter().nth(i)?;
@@ -523,6 +536,12 @@ fn maps_line(k: &Kernel, i: usize, out: &mut [u8; 160]) -> Option<usize> {
     } else {
         return None;
     };
+    Some((start, end, prot, name))
+}
+
+/// One line of `/proc/self/maps` for `[start, end)` with protection `prot` and
+/// `name` into `out`; returns its length.
+fn format_maps_line(start: u64, end: u64, prot: u32, name: &[u8], out: &mut [u8; 160]) -> usize {
     let mut w = LineWriter { out, n: 0 };
     let mut hex = [0u8; 16];
     w.put(hex_digits(start, &mut hex));
@@ -545,7 +564,7 @@ fn maps_line(k: &Kernel, i: usize, out: &mut [u8; 160]) -> Option<usize> {
         w.put(name);
     }
     w.put(b"\n");
-    Some(w.n)
+    w.n
 }
 
 /// Appends to a line buffer, cutting what does not fit.
@@ -570,4 +589,58 @@ fn hex_digits(v: u64, buf: &mut [u8; 16]) -> &[u8] {
         *slot = if d < 10 { b'0' + d } else { b'a' + d - 10 };
     }
     &buf[..digits]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn iov(base: u64, len: u64) -> [u8; 16] {
+        let mut e = [0u8; 16];
+        e[..8].copy_from_slice(&base.to_le_bytes());
+        e[8..].copy_from_slice(&len.to_le_bytes());
+        e
+    }
+
+    #[test]
+    fn iovecs_decode_and_refuse_huge_lengths() {
+        assert_eq!(parse_iovec(&iov(0x1000, 12)), Ok((0x1000, 12)));
+        assert_eq!(parse_iovec(&iov(0, MAX_RW_COUNT)), Ok((0, MAX_RW_COUNT)));
+        assert_eq!(parse_iovec(&iov(0, MAX_RW_COUNT + 1)), Err(EINVAL));
+        assert_eq!(
+            parse_iovec(&iov(0, u64::MAX)),
+            Err(EINVAL),
+            "negative as ssize_t"
+        );
+    }
+
+    #[test]
+    fn maps_lines_have_the_kernels_layout() {
+        let mut out = [0u8; 160];
+        let n = format_maps_line(0x40_0000, 0x40_1000, PROT_R | PROT_X, b"", &mut out);
+        assert_eq!(&out[..n], b"00400000-00401000 r-xp 00000000 00:00 0\n");
+        let n = format_maps_line(
+            0x7fff_fff0_0000,
+            0x7fff_fff1_0000,
+            PROT_R | PROT_W,
+            b"[stack]",
+            &mut out,
+        );
+        let line = core::str::from_utf8(&out[..n]).expect("text");
+        assert!(line.starts_with("7ffffff00000-7ffffff10000 rw-p 00000000 00:00 0 "));
+        assert_eq!(line.find("[stack]"), Some(73), "names start in column 74");
+        assert!(line.ends_with("[stack]\n"));
+    }
+
+    const PROT_R: u32 = 1;
+    const PROT_W: u32 = 2;
+    const PROT_X: u32 = 4;
+
+    #[test]
+    fn addresses_print_with_at_least_eight_digits() {
+        let mut buf = [0u8; 16];
+        assert_eq!(hex_digits(0, &mut buf), b"00000000");
+        assert_eq!(hex_digits(0xABC_DEF0_1234, &mut buf), b"abcdef01234");
+        assert_eq!(hex_digits(u64::MAX, &mut buf), b"ffffffffffffffff");
+    }
 }

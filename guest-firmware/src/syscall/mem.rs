@@ -247,7 +247,7 @@ fn move_area(
         let to = dst + (at - old);
         let mut alloc = crate::mem::frames::FrameTables {
             frames: &mut k.frames,
-            plat: &mut k.plat,
+            plat: &mut *k.plat,
         };
         let ok = if level == 1 {
             k.pt.map_2m(to, gpa, flags, &mut alloc)
@@ -273,7 +273,7 @@ fn split_all(k: &mut Kernel, start: u64, end: u64) -> Result<(), u64> {
         if level == 1 {
             let mut alloc = crate::mem::frames::FrameTables {
                 frames: &mut k.frames,
-                plat: &mut k.plat,
+                plat: &mut *k.plat,
             };
             k.pt.split_huge(at, &mut alloc).ok_or(ENOMEM)?;
             va = at + PAGE_SIZE_2M;
@@ -323,4 +323,24 @@ pub fn msync(k: &mut Kernel, addr: u64, len: u64, flags: u64) -> SysResult {
         return Err(ENOMEM);
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_round_out_to_pages_inside_the_user_half() {
+        assert_eq!(page_range(0x1000, 1), Ok((0x1000, 0x2000)));
+        assert_eq!(page_range(0x1000, 0x2000), Ok((0x1000, 0x3000)));
+        assert_eq!(page_range(0x1001, 1), Err(EINVAL), "unaligned start");
+        assert_eq!(page_range(0x1000, 0), Err(EINVAL), "empty");
+        assert_eq!(
+            page_range(USER_VA_END - 0x1000, 0x1000),
+            Ok((USER_VA_END - 0x1000, USER_VA_END))
+        );
+        assert_eq!(page_range(USER_VA_END - 0x1000, 0x1001), Err(EINVAL));
+        assert_eq!(page_range(0x1000, u64::MAX), Err(EINVAL), "wraps");
+        assert_eq!(page_up(u64::MAX), None);
+    }
 }

@@ -5,6 +5,7 @@ use super::errno::*;
 use super::{exit_app, mem_err, SysResult};
 use crate::kernel::Kernel;
 use nacre_shared_abi::layout::USER_VA_END;
+use x86_64::registers::model_specific::{FsBase, GsBase};
 
 /// The app's process id (and thread id: it is the only thread).
 pub const PID: u64 = 1;
@@ -102,22 +103,21 @@ pub fn arch_prctl(k: &mut Kernel, code: u64, addr: u64) -> SysResult {
     const ARCH_SET_FS: u64 = 0x1002;
     const ARCH_GET_FS: u64 = 0x1003;
     const ARCH_GET_GS: u64 = 0x1004;
-    const MSR_FS_BASE: u32 = 0xC000_0100;
-    const MSR_GS_BASE: u32 = 0xC000_0101;
-    let msr = match code {
-        ARCH_SET_FS | ARCH_GET_FS => MSR_FS_BASE,
-        ARCH_SET_GS | ARCH_GET_GS => MSR_GS_BASE,
+    let mut msr = match code {
+        ARCH_SET_FS | ARCH_GET_FS => FsBase::MSR,
+        ARCH_SET_GS | ARCH_GET_GS => GsBase::MSR,
         _ => return Err(EINVAL),
     };
     if code == ARCH_SET_FS || code == ARCH_SET_GS {
         if addr >= USER_VA_END {
             return Err(EPERM);
         }
-        // SAFETY: FS/GS base are only used by the app; the firmware never uses them.
-        unsafe { crate::arch::cpu::wrmsr(msr, addr) };
+        // SAFETY: FS and GS base are the app's alone (the firmware addresses nothing
+        // through FS or GS), and `addr` is a canonical user address.
+        unsafe { msr.write(addr) };
     } else {
-        // SAFETY: reading FS/GS base has no side effects.
-        let v = unsafe { crate::arch::cpu::rdmsr(msr) };
+        // SAFETY: reading IA32_FS_BASE or IA32_GS_BASE has no side effects.
+        let v = unsafe { msr.read() };
         k.copy_to_user(addr, &v.to_le_bytes()).map_err(mem_err)?;
     }
     Ok(0)

@@ -55,6 +55,12 @@ impl Signals {
     }
 }
 
+impl Default for Signals {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 fn bit(sig: u64) -> u64 {
     1 << (sig - 1)
 }

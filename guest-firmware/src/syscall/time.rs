@@ -40,6 +40,7 @@ fn clock_ns(k: &mut Kernel, clock: i32) -> Result<u64, u64> {
     }
 }
 
+/// `struct timespec` (`tv_sec`, `tv_nsec`) for `ns` nanoseconds.
 fn timespec(ns: u64) -> [u8; 16] {
     let mut t = [0u8; 16];
     t[..8].copy_from_slice(&(ns / NS_PER_SEC).to_le_bytes());
@@ -47,10 +48,24 @@ fn timespec(ns: u64) -> [u8; 16] {
     t
 }
 
+/// `struct timeval` (`tv_sec`, `tv_usec`) for `ns` nanoseconds.
+fn timeval(ns: u64) -> [u8; 16] {
+    let mut t = [0u8; 16];
+    t[..8].copy_from_slice(&(ns / NS_PER_SEC).to_le_bytes());
+    t[8..].copy_from_slice(&(ns % NS_PER_SEC / 1000).to_le_bytes());
+    t
+}
+
 /// Read a `struct timespec` from the app as nanoseconds (EINVAL when malformed).
 pub fn read_timespec(k: &mut Kernel, va: u64) -> Result<u64, u64> {
     let mut t = [0u8; 16];
     k.copy_from_user(&mut t, va).map_err(mem_err)?;
+    parse_timespec(&t)
+}
+
+/// A `struct timespec` as nanoseconds: EINVAL for a negative time or nanoseconds
+/// outside `0..1e9` (as Linux's `timespec64_valid`); huge values saturate.
+pub fn parse_timespec(t: &[u8; 16]) -> Result<u64, u64> {
     let sec = i64::from_le_bytes([t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7]]);
     let nsec = i64::from_le_bytes([t[8], t[9], t[10], t[11], t[12], t[13], t[14], t[15]]);
     if sec < 0 || !(0..NS_PER_SEC as i64).contains(&nsec) {
@@ -75,12 +90,17 @@ pub fn clock_gettime(k: &mut Kernel, clock: i32, tp: u64) -> SysResult {
     Ok(0)
 }
 
+/// The resolution of clock `clock` in nanoseconds.
+fn resolution(clock: i32) -> Result<u64, u64> {
+    match clock {
+        CLOCK_REALTIME_COARSE | CLOCK_MONOTONIC_COARSE => Ok(COARSE_RES_NS),
+        c if clock_ns_known(c) => Ok(1),
+        _ => Err(EINVAL),
+    }
+}
+
 pub fn clock_getres(k: &mut Kernel, clock: i32, res: u64) -> SysResult {
-    let ns = match clock {
-        CLOCK_REALTIME_COARSE | CLOCK_MONOTONIC_COARSE => COARSE_RES_NS,
-        c if clock_ns_known(c) => 1,
-        _ => return Err(EINVAL),
-    };
+    let ns = resolution(clock)?;
     if res != 0 {
         k.copy_to_user(res, &timespec(ns)).map_err(mem_err)?;
     }
@@ -94,10 +114,7 @@ fn clock_ns_known(c: i32) -> bool {
 pub fn gettimeofday(k: &mut Kernel, tv: u64, tz: u64) -> SysResult {
     if tv != 0 {
         let ns = k.realtime_ns();
-        let mut t = [0u8; 16];
-        t[..8].copy_from_slice(&(ns / NS_PER_SEC).to_le_bytes());
-        t[8..].copy_from_slice(&(ns % NS_PER_SEC / 1000).to_le_bytes());
-        k.copy_to_user(tv, &t).map_err(mem_err)?;
+        k.copy_to_user(tv, &timeval(ns)).map_err(mem_err)?;
     }
     if tz != 0 {
         // struct timezone: UTC, no DST.
@@ -149,3 +166,48 @@ pub fn clock_nanosleep(k: &mut Kernel, clock: i32, flags: u64, req: u64, _rem: u
 /// What clock_nanosleep returns for a clock that cannot be slept on (EOPNOTSUPP,
 /// Linux `include/uapi/asm-generic/errno.h`, 95).
 const EOPNOTSUPP_SLEEP: u64 = 95;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ts(sec: i64, nsec: i64) -> [u8; 16] {
+        let mut t = [0u8; 16];
+        t[..8].copy_from_slice(&sec.to_le_bytes());
+        t[8..].copy_from_slice(&nsec.to_le_bytes());
+        t
+    }
+
+    #[test]
+    fn timespecs_decode_to_nanoseconds_and_back() {
+        assert_eq!(parse_timespec(&ts(2, 500)), Ok(2_000_000_500));
+        assert_eq!(
+            parse_timespec(&timespec(123_456_789_012)),
+            Ok(123_456_789_012)
+        );
+        assert_eq!(parse_timespec(&ts(i64::MAX, 0)), Ok(u64::MAX), "saturates");
+    }
+
+    #[test]
+    fn malformed_timespecs_are_einval() {
+        assert_eq!(parse_timespec(&ts(-1, 0)), Err(EINVAL));
+        assert_eq!(parse_timespec(&ts(0, -1)), Err(EINVAL));
+        assert_eq!(parse_timespec(&ts(0, 1_000_000_000)), Err(EINVAL));
+    }
+
+    #[test]
+    fn timevals_carry_microseconds() {
+        let t = timeval(3_000_123_999);
+        assert_eq!(u64::from_le_bytes(t[..8].try_into().expect("8 bytes")), 3);
+        assert_eq!(u64::from_le_bytes(t[8..].try_into().expect("8 bytes")), 123);
+    }
+
+    #[test]
+    fn resolutions_are_per_clock() {
+        assert_eq!(resolution(CLOCK_MONOTONIC), Ok(1));
+        assert_eq!(resolution(CLOCK_REALTIME_COARSE), Ok(COARSE_RES_NS));
+        assert_eq!(resolution(CLOCK_TAI), Ok(1));
+        assert_eq!(resolution(10), Err(EINVAL), "clock 10 does not exist");
+        assert_eq!(resolution(-1), Err(EINVAL));
+    }
+}

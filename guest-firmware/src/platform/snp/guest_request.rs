@@ -10,7 +10,7 @@
 //! failure after the request left makes it forget VMPCK0 for good, as Linux and
 //! COCONUT-SVSM do (a hypervisor's BUSY answer re-sends the very same message).
 
-use super::ghcb::Snp;
+use super::ghcb::GhcbCall;
 use aes_gcm::aead::{AeadInPlace, KeyInit};
 use aes_gcm::{Aes256Gcm, Key, Nonce, Tag};
 use nacre_shared_abi::snp::ghcb::exit_code;
@@ -91,9 +91,9 @@ impl GuestChannel {
         clippy::too_many_arguments,
         reason = "the pages and the request fields"
     )]
-    pub fn report(
+    pub fn report<G: GhcbCall + ?Sized>(
         &mut self,
-        snp: &mut Snp,
+        ghcb: &mut G,
         req_va: u64,
         req_gpa: u64,
         resp_va: u64,
@@ -130,13 +130,13 @@ impl GuestChannel {
         // From here on the sequence number may be consumed: any failure forgets the key.
         let mut busy = 0;
         loop {
-            let g = snp.request();
+            let g = ghcb.request();
             g.set_exit(exit_code::GUEST_REQUEST, req_gpa, resp_gpa);
-            if snp.call_request(0).is_err() {
+            if ghcb.call(0).is_err() {
                 self.disable();
                 return Err(GuestRequestError::Exit(u64::MAX));
             }
-            let info2 = snp.answer().sw_exit_info_2;
+            let info2 = ghcb.answer().sw_exit_info_2;
             if info2 == 0 {
                 break;
             }
@@ -180,5 +180,205 @@ impl GuestChannel {
         }
         self.seqno = seq + 1;
         Ok(rsp)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::FwError;
+    use crate::platform::snp::ghcb::clear_request;
+    use nacre_shared_abi::snp::ghcb::Ghcb;
+    use nacre_shared_abi::snp::guest_msg::{ReportRspHead, REPORT_SIZE};
+    use std::boxed::Box;
+    use std::vec::Vec;
+
+    const KEY: [u8; 32] = [0x5A; 32];
+    const REQ_GPA: u64 = 0x3FFF_E000;
+    const RESP_GPA: u64 = 0x3FFF_F000;
+
+    /// What the fake security processor (or the hypervisor in front of it) does.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Sp {
+        Honest,
+        /// The hypervisor answers BUSY this many times first.
+        Busy(u32),
+        /// The response's tag is damaged.
+        BadTag,
+        /// The response repeats the request's sequence number.
+        OldSeqno,
+        /// The hypervisor refuses with this SW_EXITINFO2.
+        Refuse(u64),
+    }
+
+    /// A hypervisor and security processor holding VMPCK0 = [`KEY`], with the request
+    /// and response pages in ordinary buffers.
+    struct Host {
+        ghcb: Box<Ghcb>,
+        sp: Sp,
+        req: Vec<u8>,
+        resp: Vec<u8>,
+        /// The sequence numbers of the requests the processor decrypted.
+        seen: Vec<u64>,
+        exits: u32,
+    }
+
+    impl Host {
+        fn new(sp: Sp) -> Self {
+            Self {
+                ghcb: Box::new(Ghcb::new_zeroed()),
+                sp,
+                req: std::vec![0; 4096],
+                resp: std::vec![0; 4096],
+                seen: Vec::new(),
+                exits: 0,
+            }
+        }
+
+        /// Decrypt the request, answer with a report whose REPORT_DATA (at 0x50) is
+        /// the request's data.
+        fn answer_request(&mut self) {
+            let cipher = Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&KEY));
+            let hdr = GuestMsgHdr::read_from_bytes(&self.req[..MSG_HDR_SIZE]).expect("header");
+            hdr.check(msg_type::REPORT_REQ, hdr.msg_seqno, 0, 0x60)
+                .expect("a well-formed request");
+            let mut body = self.req[MSG_HDR_SIZE..MSG_HDR_SIZE + 0x60].to_vec();
+            cipher
+                .decrypt_in_place_detached(
+                    Nonce::from_slice(&nonce(hdr.msg_seqno)),
+                    hdr.aad(),
+                    &mut body,
+                    Tag::from_slice(&hdr.authtag[..AUTHTAG_LEN]),
+                )
+                .expect("the request is sealed with VMPCK0");
+            self.seen.push(hdr.msg_seqno);
+            let req = ReportReq::read_from_bytes(&body).expect("MSG_REPORT_REQ");
+            let mut payload = std::vec![0u8; REPORT_RSP_SIZE];
+            let head = ReportRspHead {
+                status: 0,
+                report_size: REPORT_SIZE as u32,
+                rsvd: [0; 24],
+            };
+            payload[..0x20].copy_from_slice(head.as_bytes());
+            payload[0x20 + 0x50..0x20 + 0x90].copy_from_slice(&req.report_data);
+            let seq = if self.sp == Sp::OldSeqno {
+                hdr.msg_seqno
+            } else {
+                hdr.msg_seqno + 1
+            };
+            let mut rhdr = GuestMsgHdr::new(msg_type::REPORT_RSP, payload.len() as u16, seq, 0);
+            let tag = cipher
+                .encrypt_in_place_detached(Nonce::from_slice(&nonce(seq)), rhdr.aad(), &mut payload)
+                .expect("sealed");
+            rhdr.authtag[..AUTHTAG_LEN].copy_from_slice(&tag);
+            if self.sp == Sp::BadTag {
+                rhdr.authtag[0] ^= 1;
+            }
+            self.resp[..MSG_HDR_SIZE].copy_from_slice(rhdr.as_bytes());
+            self.resp[MSG_HDR_SIZE..MSG_HDR_SIZE + payload.len()].copy_from_slice(&payload);
+        }
+    }
+
+    impl GhcbCall for Host {
+        fn request(&mut self) -> &mut Ghcb {
+            clear_request(&mut self.ghcb)
+        }
+
+        fn call(&mut self, buffer_len: usize) -> Result<(), FwError> {
+            assert_eq!(buffer_len, 0);
+            assert_eq!(self.ghcb.sw_exit_code, exit_code::GUEST_REQUEST);
+            assert_eq!(
+                (self.ghcb.sw_exit_info_1, self.ghcb.sw_exit_info_2),
+                (REQ_GPA, RESP_GPA)
+            );
+            self.exits += 1;
+            self.ghcb.sw_exit_info_2 = match self.sp {
+                Sp::Busy(n) if self.exits <= n => VMM_ERR_BUSY << VMM_ERR_SHIFT,
+                Sp::Refuse(info2) => info2,
+                _ => {
+                    self.answer_request();
+                    0
+                }
+            };
+            Ok(())
+        }
+
+        fn answer(&self) -> &Ghcb {
+            &self.ghcb
+        }
+
+        fn ghcb_gpa(&self) -> u64 {
+            0x7000
+        }
+    }
+
+    fn channel() -> GuestChannel {
+        let mut secrets = [0u8; 0xB0];
+        // VMPCK0 sits at 0x20 in the secrets page (SEV-SNP firmware ABI, 8.14.2.5).
+        secrets[0x20..0x40].copy_from_slice(&KEY);
+        GuestChannel::from_secrets(&secrets)
+    }
+
+    fn report(
+        ch: &mut GuestChannel,
+        host: &mut Host,
+        data: &[u8; 64],
+    ) -> Result<[u8; REPORT_RSP_SIZE], GuestRequestError> {
+        let (req_va, resp_va) = (host.req.as_mut_ptr() as u64, host.resp.as_mut_ptr() as u64);
+        ch.report(host, req_va, REQ_GPA, resp_va, RESP_GPA, data, 0, 0)
+    }
+
+    #[test]
+    fn a_report_round_trips_and_sequence_numbers_advance_by_two() {
+        let mut ch = channel();
+        let mut host = Host::new(Sp::Honest);
+        for i in 0..3u8 {
+            let rsp = report(&mut ch, &mut host, &[i; 64]).expect("a report");
+            assert_eq!(&rsp[0x20 + 0x50..0x20 + 0x90], &[i; 64][..]);
+        }
+        assert_eq!(host.seen, [1, 3, 5]);
+    }
+
+    #[test]
+    fn a_channel_without_a_key_asks_nothing() {
+        let mut ch = GuestChannel::from_secrets(&[0u8; 0xB0]);
+        let mut host = Host::new(Sp::Honest);
+        assert_eq!(
+            report(&mut ch, &mut host, &[0; 64]),
+            Err(GuestRequestError::Disabled)
+        );
+        assert_eq!(host.exits, 0);
+    }
+
+    #[test]
+    fn a_busy_hypervisor_gets_the_same_message_again() {
+        let mut ch = channel();
+        let mut host = Host::new(Sp::Busy(3));
+        assert!(report(&mut ch, &mut host, &[1; 64]).is_ok());
+        assert_eq!((host.exits, host.seen.as_slice()), (4, &[1][..]));
+    }
+
+    #[test]
+    fn any_failure_after_sending_forgets_the_key() {
+        for sp in [
+            Sp::BadTag,
+            Sp::OldSeqno,
+            Sp::Refuse(0x1_0000_0000),
+            Sp::Busy(1000),
+        ] {
+            let mut ch = channel();
+            let mut host = Host::new(sp);
+            let first = report(&mut ch, &mut host, &[1; 64]);
+            assert!(first.is_err(), "{sp:?}");
+            if let Sp::Refuse(info2) = sp {
+                assert_eq!(first, Err(GuestRequestError::Exit(info2)));
+            }
+            let exits = host.exits;
+            assert_eq!(
+                report(&mut ch, &mut host, &[1; 64]),
+                Err(GuestRequestError::Disabled)
+            );
+            assert_eq!(host.exits, exits, "{sp:?}: nothing more is sent");
+        }
     }
 }

@@ -8,14 +8,25 @@
 
 pub mod trap;
 
+use super::hostcall::HostcallArea;
+use super::{
+    Backend, Evidence, GuestDevice, GuestPlatform, GuestReport, PageState, PteMasks, ReportError,
+    Validation,
+};
 use crate::error::FwError;
+use crate::mem::paging::{PageTables, TableAlloc};
 use core::arch::asm;
-use nacre_shared_abi::hostcall::HOSTCALL_PORT;
-use nacre_shared_abi::layout::{KERNEL_VA_BASE, PAGE_SIZE_4K};
+use nacre_shared_abi::boot::BootInfo;
+use nacre_shared_abi::hostcall::{EvidenceKind, HOSTCALL_PORT};
+use nacre_shared_abi::layout::{
+    INITIAL_PT_GPA, INITIAL_PT_PAGES_TDX, KERNEL_VA_BASE, PAGE_SIZE_4K, TDX_MAX_GUEST_MEMORY,
+};
 use nacre_shared_abi::tdx::{shared_bit, status, vmcall, AcceptLevel};
+use nacre_shared_abi::tdx_report::get_quote::{self, QuoteBufHeader, HEADER_SIZE};
 use nacre_shared_abi::tdx_report::{REPORT_DATA_SIZE, TDREPORT_SIZE};
 use tdx_guest::tdcall::TdCallError;
 use tdx_guest::tdvmcall::{IoSize, TdVmcallError};
+use zerocopy::{FromBytes, IntoBytes};
 
 /// CPUID leaf whose EBX, EDX, ECX spell "IntelTDX    " in a TD (Linux
 /// `arch/x86/coco/tdx/tdx.c`, `TDX_CPUID_LEAF_ID` and `TDX_IDENT`).
@@ -43,9 +54,20 @@ static MR_REPORT: spin::Mutex<MrReportBuffers> = spin::Mutex::new(MrReportBuffer
     data: [0; REPORT_DATA_SIZE],
 });
 
+/// The launch pages besides the image: the initial page tables (one page more than
+/// SNP's: they also identity-map the reset page).
+const LAUNCH_PAGES: [(u64, u64); 1] = [(INITIAL_PT_GPA, INITIAL_PT_PAGES_TDX * PAGE_SIZE_4K)];
+
+/// Where in the hostcall data area the GetQuote buffer lies: its second half, so
+/// that the quote can be moved to the start for the `Evidence` hostcall.
+const QUOTE_BUFFER_OFFSET: u64 = 1 << 20;
+/// Size of the GetQuote buffer: a quote with its PCK chain is a few KiB.
+const QUOTE_BUFFER_SIZE: u64 = 64 << 10;
+
 /// TDX platform state.
 #[derive(Debug)]
 pub struct Tdx {
+    backend: Backend,
     /// `1 << (GPAW - 1)`.
     shared_bit: u64,
     /// MapGPA answers of RETRY that were resumed (diagnostics).
@@ -60,7 +82,7 @@ pub struct VpInfo {
 }
 
 /// Whether CPUID says this is a TD (CPUID.0x21 signature, as Linux checks it).
-pub fn detect() -> bool {
+pub fn cpuid_says_td() -> bool {
     if crate::arch::cpu::cpuid(0, 0).eax < TDX_CPUID_LEAF {
         return false;
     }
@@ -105,11 +127,18 @@ pub unsafe fn accept(gpa: u64, level: AcceptLevel) -> Accept {
     let Some(rcx) = level.rcx(gpa) else {
         return Accept::Failed(u64::MAX);
     };
+    accept_with(|| {
+        // SAFETY: the caller owns the page; the operand was checked by `rcx`.
+        unsafe { tdx_guest::tdcall::accept_page(rcx & 7, rcx & !7) }
+    })
+}
+
+/// The outcome of TDG.MEM.PAGE.ACCEPT as `call` makes it, retrying TDX_OPERAND_BUSY up
+/// to [`BUSY_RETRIES`] times.
+fn accept_with(mut call: impl FnMut() -> Result<(), TdCallError>) -> Accept {
     let mut busy = 0;
     loop {
-        // SAFETY: the caller owns the page; the operand was checked by `rcx`.
-        let r = unsafe { tdx_guest::tdcall::accept_page(rcx & 7, rcx & !7) };
-        return match r {
+        return match call() {
             Ok(()) => Accept::Done,
             Err(TdCallError::TdxPageAlreadyAccepted) => Accept::AlreadyAccepted,
             Err(TdCallError::TdxPageSizeMismatch) => Accept::SizeMismatch,
@@ -133,9 +162,21 @@ fn class_of(e: &TdCallError) -> u64 {
 }
 
 impl Tdx {
+    /// Check CPUID leaf 0x21 ("IntelTDX    "; the image must have been built without
+    /// a C-bit) and ask TDG.VP.INFO for the GPA width, which gives the shared bit.
+    pub fn detect(bi: &BootInfo, backend: Backend) -> Result<Self, FwError> {
+        if bi.c_bit != 0 || !cpuid_says_td() {
+            return Err(FwError::NotTdx);
+        }
+        let info = vp_info()?;
+        let shared = shared_bit(info.gpaw).ok_or(FwError::NotTdx)?;
+        Ok(Self::new(backend, shared))
+    }
+
     /// Platform state for a TD whose shared bit is `shared_bit`.
-    pub fn new(shared_bit: u64) -> Self {
+    pub fn new(backend: Backend, shared_bit: u64) -> Self {
         Self {
+            backend,
             shared_bit,
             map_gpa_retries: 0,
         }
@@ -170,7 +211,7 @@ impl Tdx {
 
     /// Ring the hostcall doorbell: a 32-bit TDVMCALL Instruction.IO write of the
     /// hostcall area's page number to `HOSTCALL_PORT`.
-    pub fn ring_hostcall(&mut self, page: u64) -> Result<(), FwError> {
+    pub fn ring_hostcall_io(&mut self, page: u64) -> Result<(), FwError> {
         let page = u32::try_from(page).map_err(|_| FwError::Hostcall)?;
         tdx_guest::tdvmcall::io_write(IoSize::Size4, HOSTCALL_PORT, page)
             .map_err(|_| FwError::Hostcall)
@@ -181,12 +222,23 @@ impl Tdx {
     /// GPA must lie in the range and not go backwards (a host that stalls or rewinds
     /// is refused).
     pub fn map_gpa(&mut self, gpa: u64, len: u64, shared: bool) -> Result<(), FwError> {
+        self.map_gpa_with(gpa, len, shared, tdx_guest::tdvmcall::map_gpa)
+    }
+
+    /// [`Self::map_gpa`] with `call` making each TDVMCALL MapGPA.
+    fn map_gpa_with(
+        &mut self,
+        gpa: u64,
+        len: u64,
+        shared: bool,
+        mut call: impl FnMut(u64, u64) -> Result<(), (u64, TdVmcallError)>,
+    ) -> Result<(), FwError> {
         let tag = if shared { self.shared_bit } else { 0 };
         let end = gpa + len;
         let mut at = gpa;
         let mut stalls = 0;
         while at < end {
-            match tdx_guest::tdvmcall::map_gpa(at | tag, end - at) {
+            match call(at | tag, end - at) {
                 Ok(()) => return Ok(()),
                 Err((resume, TdVmcallError::TdxRetry)) => {
                     let resume_gpa = resume & !self.shared_bit;
@@ -258,4 +310,394 @@ pub fn report_fatal_error(code: u64) -> ! {
         );
     }
     crate::arch::cpu::halt_forever()
+}
+
+/// The quote length a GetQuote buffer header reports (GHCI, GetQuote: the header the
+/// host writes back), `None` while the host still has the request in flight. Only the
+/// header's own fields are checked; the quote itself is the verifier's to check.
+pub fn quote_len(header: &QuoteBufHeader) -> Result<Option<u64>, FwError> {
+    if header.status == get_quote::status::IN_FLIGHT {
+        return Ok(None);
+    }
+    if header.version != get_quote::VERSION || header.status != get_quote::status::SUCCESS {
+        return Err(FwError::Attestation {
+            code: header.status,
+        });
+    }
+    let len = u64::from(header.out_len);
+    if len == 0 || len > QUOTE_BUFFER_SIZE - HEADER_SIZE as u64 {
+        return Err(FwError::Hostcall);
+    }
+    Ok(Some(len))
+}
+
+impl GuestPlatform for Tdx {
+    fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    fn pte_masks(&self) -> PteMasks {
+        PteMasks {
+            private: 0,
+            shared: self.shared_bit,
+        }
+    }
+
+    fn ram_limit(&self) -> u64 {
+        TDX_MAX_GUEST_MEMORY
+    }
+
+    fn launch_pages(&self) -> &'static [(u64, u64)] {
+        &LAUNCH_PAGES
+    }
+
+    /// TDG.MEM.PAGE.ACCEPT zeroes the page.
+    fn fresh_memory_is_zero(&self) -> bool {
+        true
+    }
+
+    fn guest_device(&self) -> GuestDevice {
+        GuestDevice::TdxGuest
+    }
+
+    /// There is no GHCB: nothing to map in advance.
+    fn prepare_tables(
+        &mut self,
+        _pt: &mut PageTables,
+        _alloc: &mut dyn TableAlloc,
+    ) -> Result<(), FwError> {
+        Ok(())
+    }
+
+    /// TDG.VP.INFO was all [`Tdx::detect`] needed; there are no shared pages to set up.
+    fn setup(&mut self, _pt: &mut PageTables) -> Result<(), FwError> {
+        Ok(())
+    }
+
+    fn rescinded_page(&self) -> Option<u64> {
+        None
+    }
+
+    /// TDVMCALL MapGPA over the whole range (always 4 KiB granular to the guest).
+    fn page_state_change(
+        &mut self,
+        gpa: u64,
+        len: u64,
+        state: PageState,
+        _allow_2m: bool,
+    ) -> Result<(), FwError> {
+        self.map_gpa(gpa, len, state == PageState::Shared)
+    }
+
+    unsafe fn validate_4k(&mut self, gpa: u64) -> Result<(), FwError> {
+        // SAFETY: `validate_4k`'s caller guarantees the page holds nothing in use, so
+        // accepting (which zeroes it) loses nothing: `accept`'s contract.
+        match unsafe { accept(gpa, AcceptLevel::L4K) } {
+            Accept::Done => Ok(()),
+            Accept::AlreadyAccepted => Err(FwError::AlreadyValidated { gpa }),
+            Accept::SizeMismatch => Err(FwError::Accept {
+                gpa,
+                status: status::class(status::PAGE_SIZE_MISMATCH),
+            }),
+            Accept::Failed(status) => Err(FwError::Accept { gpa, status }),
+        }
+    }
+
+    unsafe fn validate_2m(&mut self, gpa: u64) -> Result<Validation, FwError> {
+        // SAFETY: as in `validate_4k`, for the 2 MiB page the caller guarantees.
+        match unsafe { accept(gpa, AcceptLevel::L2M) } {
+            Accept::Done => Ok(Validation::Done),
+            Accept::AlreadyAccepted => Err(FwError::AlreadyValidated { gpa }),
+            Accept::SizeMismatch => Ok(Validation::SizeMismatch),
+            Accept::Failed(status) => Err(FwError::Accept { gpa, status }),
+        }
+    }
+
+    /// Memory the TD has not accepted is private already (the host added it so): no
+    /// MapGPA is needed before TDG.MEM.PAGE.ACCEPT.
+    unsafe fn accept_range(
+        &mut self,
+        gpa: u64,
+        len: u64,
+        four_k_only: bool,
+    ) -> Result<u64, FwError> {
+        // SAFETY: `accept_range`'s caller guarantees the range holds nothing in use,
+        // which is `validate_range`'s contract.
+        unsafe { self.validate_range(gpa, len, four_k_only) }
+    }
+
+    fn ring_hostcall(&mut self, page: u64) -> Result<(), FwError> {
+        self.ring_hostcall_io(page)
+    }
+
+    /// The TDREPORT_STRUCT (TDG.MR.REPORT); a TD report has no VMPL.
+    fn guest_report(
+        &mut self,
+        report_data: &[u8; REPORT_DATA_SIZE],
+        _vmpl: u32,
+        _io: &HostcallArea,
+    ) -> Result<GuestReport, ReportError> {
+        let report = self
+            .td_report(report_data)
+            .map_err(|_| ReportError::Failed)?;
+        Ok(GuestReport::new(&report))
+    }
+
+    /// A quote: TDG.MR.REPORT, then TDVMCALL GetQuote on the TDREPORT placed in the
+    /// second half of the hostcall data area; then a first look at whether it is done.
+    fn evidence(
+        &mut self,
+        report_data: &[u8; REPORT_DATA_SIZE],
+        io: &mut HostcallArea,
+    ) -> Result<Evidence, FwError> {
+        let report = self
+            .td_report(report_data)
+            .map_err(|code| FwError::Attestation { code })?;
+        let header = QuoteBufHeader {
+            version: get_quote::VERSION,
+            status: get_quote::status::SUCCESS,
+            in_len: report.len() as u32,
+            out_len: 0,
+        };
+        io.put(QUOTE_BUFFER_OFFSET, header.as_bytes())?;
+        io.put(QUOTE_BUFFER_OFFSET + HEADER_SIZE as u64, &report)?;
+        self.get_quote(io.data_gpa() + QUOTE_BUFFER_OFFSET, QUOTE_BUFFER_SIZE)?;
+        self.evidence_poll(io)
+    }
+
+    /// The GetQuote buffer's header, copied into private memory: in flight, or the
+    /// quote's length, after which the quote is moved to the start of the data area
+    /// through private memory (the two ranges do not overlap: the buffer starts 1 MiB
+    /// in).
+    fn evidence_poll(&mut self, io: &mut HostcallArea) -> Result<Evidence, FwError> {
+        let mut raw = [0u8; HEADER_SIZE];
+        io.get(QUOTE_BUFFER_OFFSET, &mut raw)?;
+        let header = QuoteBufHeader::read_from_bytes(&raw).map_err(|_| FwError::Hostcall)?;
+        let Some(len) = quote_len(&header)? else {
+            return Ok(Evidence::Pending {
+                status: header.status,
+            });
+        };
+        let mut chunk = [0u8; 4096];
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(chunk.len() as u64);
+            let part = &mut chunk[..n as usize];
+            io.get(QUOTE_BUFFER_OFFSET + HEADER_SIZE as u64 + done, part)?;
+            io.put(done, part)?;
+            done += n;
+        }
+        Ok(Evidence::Ready {
+            kind: EvidenceKind::TdxQuote,
+            len,
+        })
+    }
+
+    fn terminate(&self, code: u8) -> ! {
+        report_fatal_error(u64::from(code))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::vec::Vec;
+
+    const SHARED: u64 = 1 << 47;
+    const MIB: u64 = 1 << 20;
+
+    fn tdx() -> Tdx {
+        Tdx::new(Backend::Doorbell, SHARED)
+    }
+
+    /// A MapGPA host that answers RETRY with each of `resumes` in turn, then success;
+    /// it records the (GPA, size) of every call.
+    fn map_gpa(
+        t: &mut Tdx,
+        gpa: u64,
+        len: u64,
+        shared: bool,
+        resumes: &[u64],
+    ) -> (Result<(), FwError>, Vec<(u64, u64)>) {
+        let mut calls = Vec::new();
+        let mut next = resumes.iter();
+        let r = t.map_gpa_with(gpa, len, shared, |at, size| {
+            calls.push((at, size));
+            match next.next() {
+                Some(&resume) => Err((resume, TdVmcallError::TdxRetry)),
+                None => Ok(()),
+            }
+        });
+        (r, calls)
+    }
+
+    #[test]
+    fn map_gpa_covers_the_range_in_one_call_with_the_shared_bit() {
+        let (r, calls) = map_gpa(&mut tdx(), 0x3FE0_0000, 2 * MIB, true, &[]);
+        assert_eq!(r, Ok(()));
+        assert_eq!(calls, [(0x3FE0_0000 | SHARED, 2 * MIB)]);
+        let (_, calls) = map_gpa(&mut tdx(), 0x3FE0_0000, 2 * MIB, false, &[]);
+        assert_eq!(calls, [(0x3FE0_0000, 2 * MIB)], "to private: no shared bit");
+    }
+
+    #[test]
+    fn map_gpa_resumes_where_the_host_says_while_it_moves_forward() {
+        let mut t = tdx();
+        let base = 0x1000_0000;
+        let resumes = [
+            SHARED | (base + MIB),
+            SHARED | (base + MIB),
+            SHARED | (base + 3 * MIB / 2),
+        ];
+        let (r, calls) = map_gpa(&mut t, base, 2 * MIB, true, &resumes);
+        assert_eq!(r, Ok(()));
+        assert_eq!(
+            calls,
+            [
+                (SHARED | base, 2 * MIB),
+                (SHARED | (base + MIB), MIB),
+                (SHARED | (base + MIB), MIB),
+                (SHARED | (base + 3 * MIB / 2), MIB / 2),
+            ]
+        );
+        assert_eq!(t.map_gpa_retries, 3);
+    }
+
+    #[test]
+    fn map_gpa_refuses_a_resume_outside_the_range_or_going_back() {
+        let base = 0x1000_0000;
+        let bad = [
+            SHARED | (base - 4096),    // before the range
+            SHARED | (base + 2 * MIB), // at its end
+            SHARED | (base + 0x800),   // not page-aligned
+            base + MIB,                // without the shared bit
+        ];
+        for resume in bad {
+            let (r, _) = map_gpa(&mut tdx(), base, 2 * MIB, true, &[resume]);
+            assert_eq!(
+                r,
+                Err(FwError::MapGpa {
+                    gpa: base,
+                    status: vmcall::RETRY,
+                    resume
+                }),
+                "{resume:#x}"
+            );
+        }
+        let back = [SHARED | (base + MIB), SHARED | (base + 4096)];
+        let (r, _) = map_gpa(&mut tdx(), base, 2 * MIB, true, &back);
+        assert!(matches!(r, Err(FwError::MapGpa { gpa, .. }) if gpa == base + MIB));
+    }
+
+    #[test]
+    fn map_gpa_gives_up_on_a_host_that_stalls() {
+        let base = 0x1000_0000;
+        let stall = [SHARED | base; MAP_GPA_STALLS as usize + 1];
+        let (r, calls) = map_gpa(&mut tdx(), base, 2 * MIB, true, &stall);
+        assert!(matches!(r, Err(FwError::MapGpa { .. })));
+        assert_eq!(calls.len(), MAP_GPA_STALLS as usize + 1);
+        let (r, _) = map_gpa(&mut tdx(), base, 2 * MIB, true, &stall[1..]);
+        assert_eq!(r, Ok(()), "one stall fewer is tolerated");
+    }
+
+    #[test]
+    fn map_gpa_reports_the_hosts_error() {
+        let r = tdx().map_gpa_with(0x1000_0000, MIB, true, |_, _| {
+            Err((0, TdVmcallError::TdxOperandInvalid))
+        });
+        assert_eq!(
+            r,
+            Err(FwError::MapGpa {
+                gpa: 0x1000_0000,
+                status: vmcall::INVALID_OPERAND,
+                resume: 0
+            })
+        );
+    }
+
+    #[test]
+    fn accept_retries_a_busy_operand_a_few_times() {
+        let mut n = 0;
+        let r = accept_with(|| {
+            n += 1;
+            if n < 3 {
+                Err(TdCallError::TdxOperandBusy)
+            } else {
+                Ok(())
+            }
+        });
+        assert_eq!((r, n), (Accept::Done, 3));
+        let mut n = 0;
+        let r = accept_with(|| {
+            n += 1;
+            Err(TdCallError::TdxOperandBusy)
+        });
+        assert_eq!(r, Accept::Failed(status::CLASS_OPERAND_BUSY));
+        assert_eq!(n, BUSY_RETRIES + 1);
+    }
+
+    #[test]
+    fn accept_outcomes_are_named_after_the_status() {
+        assert_eq!(
+            accept_with(|| Err(TdCallError::TdxPageAlreadyAccepted)),
+            Accept::AlreadyAccepted
+        );
+        assert_eq!(
+            accept_with(|| Err(TdCallError::TdxPageSizeMismatch)),
+            Accept::SizeMismatch
+        );
+        assert_eq!(
+            accept_with(|| Err(TdCallError::TdxOperandInvalid)),
+            Accept::Failed(status::CLASS_OPERAND_INVALID)
+        );
+    }
+
+    fn header(version: u64, status: u64, out_len: u32) -> QuoteBufHeader {
+        QuoteBufHeader {
+            version,
+            status,
+            in_len: TDREPORT_SIZE as u32,
+            out_len,
+        }
+    }
+
+    #[test]
+    fn a_quote_header_is_checked_before_its_length_is_used() {
+        use get_quote::status::{IN_FLIGHT, SUCCESS};
+        let v = get_quote::VERSION;
+        assert_eq!(quote_len(&header(v, IN_FLIGHT, 0)), Ok(None));
+        assert_eq!(quote_len(&header(v, SUCCESS, 5000)), Ok(Some(5000)));
+        assert_eq!(
+            quote_len(&header(v, 0x8000_0000_0000_0001, 5000)),
+            Err(FwError::Attestation {
+                code: 0x8000_0000_0000_0001
+            })
+        );
+        assert_eq!(
+            quote_len(&header(v + 1, SUCCESS, 5000)),
+            Err(FwError::Attestation { code: SUCCESS })
+        );
+        assert_eq!(quote_len(&header(v, SUCCESS, 0)), Err(FwError::Hostcall));
+        let too_long = (QUOTE_BUFFER_SIZE - HEADER_SIZE as u64 + 1) as u32;
+        assert_eq!(
+            quote_len(&header(v, SUCCESS, too_long)),
+            Err(FwError::Hostcall)
+        );
+    }
+
+    #[test]
+    fn the_td_platform_says_what_boot_needs() {
+        let t = tdx();
+        assert_eq!(
+            t.pte_masks(),
+            PteMasks {
+                private: 0,
+                shared: SHARED
+            }
+        );
+        assert!(t.fresh_memory_is_zero());
+        assert_eq!(t.ram_limit(), TDX_MAX_GUEST_MEMORY);
+        assert_eq!(t.guest_device(), GuestDevice::TdxGuest);
+        assert_eq!(t.rescinded_page(), None);
+    }
 }

@@ -6,8 +6,10 @@
 //! would. The `tdx-guest` crate's wrappers therefore run unchanged.
 
 use crate::arch::idt::TrapFrame;
+use crate::platform::{running, Backend, Running};
 use core::arch::global_asm;
 use core::mem::offset_of;
+use nacre_shared_abi::boot::PlatformKind;
 use nacre_shared_abi::doorbell::DOORBELL_TDCALL;
 
 /// TDCALL's encoding.
@@ -55,12 +57,16 @@ extern "C" {
 }
 
 /// Forward a firmware TDCALL that raised #UD; `false` if `frame` is anything else.
+///
+/// The exception handler cannot reach the platform object (the code that raised the
+/// #UD may hold it), so it reads the platform recorded once at boot: only the emulated
+/// TDX platform forwards TDCALLs.
 pub fn forward_tdcall(frame: &mut TrapFrame) -> bool {
-    if frame.vector != 6
-        || frame.is_user()
-        || !crate::platform::emulated()
-        || crate::platform::kind() != Some(nacre_shared_abi::boot::PlatformKind::Tdx)
-    {
+    let emulated_tdx = Running {
+        kind: PlatformKind::Tdx,
+        backend: Backend::Doorbell,
+    };
+    if frame.vector != 6 || frame.is_user() || running() != Some(emulated_tdx) {
         return false;
     }
     let mut insn = [0u8; 4];
