@@ -23,8 +23,8 @@
 //! compatibility mask [`image::SNP_MASK`], TDX on [`image::TDX_MASK`] when the firmware
 //! has a TDX reset page); the guest memory layout and boot handoff of `nacre-shared-abi`
 //! (`layout`, `boot`); AMD APM vol. 2 for the page tables and VMSA; the AMD SEV-SNP
-//! firmware ABI (SPECS.md 5) for the launch digest, the ID block and the public key
-//! encoding; SPECS.md 6.7 for MRTD.
+//! firmware ABI (docs/specs.md 5) for the launch digest, the ID block and the public key
+//! encoding; docs/specs.md 6.7 for MRTD.
 
 #![forbid(unsafe_code)]
 

@@ -27,7 +27,7 @@
 //!
 //! so the 2 MiB region holding the reset page ([`TDX_RESET_PAGE_GPA`]) is also mapped
 //! to itself and the entry code keeps running once paging is on. No TDX entry carries an
-//! encryption or shared bit: a GPA without the shared bit is private (SPECS.md 6.3).
+//! encryption or shared bit: a GPA without the shared bit is private (docs/specs.md 6.3).
 //!
 //! Entry format: AMD APM vol. 2, 5.3 "Long-Mode Page Translation" (figures 5-18 to 5-25);
 //! Intel SDM vol. 3A, 4.5 "4-Level Paging" has the same bits.

@@ -6,7 +6,7 @@
 //! Layout: AMD APM vol. 2, 15.5 (VMCB state save area) and appendix B; segment
 //! attributes use the VMCB segment attribute format (the descriptor's type/S/DPL/P in
 //! bits 7:0 and AVL/L/D/G in bits 11:8). Reset values for everything the firmware does
-//! not set follow QEMU/KVM's initial VMSA (SPECS.md 5.4).
+//! not set follow QEMU/KVM's initial VMSA (docs/specs.md 5.4).
 
 use igvm::snp_defs::{SevFeatures, SevSelector, SevVmsa};
 use zerocopy::FromZeros;
@@ -151,7 +151,7 @@ mod tests {
         u64::from_le_bytes(bytes[offset..offset + 8].try_into().unwrap())
     }
 
-    /// The fields land at the offsets SPECS.md 5.4 gives for the save area.
+    /// The fields land at the offsets docs/specs.md 5.4 gives for the save area.
     #[test]
     fn offsets_match_the_save_area() {
         let vmsa = initial_vmsa(0xffff_ffff_8010_0000, 0x8000 | 1 << 47);

@@ -5,7 +5,7 @@
 //! firmware trusts it. The host parameter page at [`crate::layout::HOST_PARAM_GPA`]
 //! is an IGVM parameter area the host fills with the memory map at launch; it is not
 //! measured, so the firmware copies it into private memory and checks every entry
-//! (DESIGN.md trust assumption 1).
+//! (docs/threat-model.md assumption 1).
 
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 

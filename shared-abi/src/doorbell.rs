@@ -16,7 +16,7 @@
 //! | 0xE3 | TDCALL | RAX = leaf, other registers per leaf | as on hardware |
 //!
 //! The operand conventions match AMD APM vol. 3 (PVALIDATE, RMPADJUST) and the TDX
-//! module ABI (TDCALL); see SPECS.md 3.1 and 6.1.
+//! module ABI (TDCALL); see docs/specs.md 3.1 and 6.1.
 
 /// Port for emulated PVALIDATE.
 pub const DOORBELL_PVALIDATE: u16 = 0xE0;

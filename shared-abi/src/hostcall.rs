@@ -12,7 +12,7 @@
 //! it ([`HostcallHeader::check_request`]), performs the call and writes `status`,
 //! `result` and any reply data back. The firmware copies the reply header into private
 //! memory and checks it ([`HostcallHeader::check_reply`]) before it uses anything the
-//! host wrote (DESIGN.md trust assumptions 1 and 2).
+//! host wrote (docs/threat-model.md assumptions 1 and 2).
 //!
 //! Everything the host answers is untrusted, time included: the firmware bounds every
 //! length, keeps its clocks monotonic itself and re-checks sleeps against its own

@@ -13,14 +13,15 @@ pub const PAGE_SIZE_2M: u64 = 0x20_0000;
 pub const PAGE_SIZE_1G: u64 = 0x4000_0000;
 
 /// The C-bit position the emulated SNP platform reports in CPUID 0x8000_001F EBX bits 5:0.
-/// Guest RAM is one memfd mapped twice: the shared view at GPA 0 and the private view
-/// at `1 << 47` (DESIGN.md 3.1), so bit 47 set in a GPA is exactly "private".
+/// Guest RAM is one memfd mapped twice: the shared view at GPA 0 and the private view at `1
+/// << 47` (docs/design.md, "Two views of guest RAM"), so bit 47 set in a GPA is exactly
+/// "private".
 pub const EMULATED_SNP_C_BIT: u32 = 47;
 
 /// The GPA width the emulated TDX platform reports in TDG.VP.INFO (RCX bits 5:0): the
-/// shared bit is then bit 47 (`1 << (GPAW - 1)`, SPECS.md 6.3). Guest RAM is one memfd
+/// shared bit is then bit 47 (`1 << (GPAW - 1)`, docs/specs.md 6.3). Guest RAM is one memfd
 /// mapped twice, as for emulated SNP, but the other way round: the private view at
-/// GPA 0 and the shared view at `1 << 47` (DESIGN.md 3.1).
+/// GPA 0 and the shared view at `1 << 47` (docs/design.md, "Two views of guest RAM").
 pub const EMULATED_TDX_GPAW: u32 = 48;
 
 /// TDX: a TD's vCPUs start in 32-bit protected mode (paging off, flat segments) at this
@@ -39,7 +40,7 @@ pub const NULL_GUARD_END: u64 = 0x1000;
 pub const BOOT_INFO_GPA: u64 = 0x1000;
 /// IGVM parameter area holding the host's memory map (unmeasured, validated by the guest).
 pub const HOST_PARAM_GPA: u64 = 0x2000;
-/// SEV-SNP secrets page (SPECS.md 4.6): the security processor fills it at launch with
+/// SEV-SNP secrets page (docs/specs.md 4.6): the security processor fills it at launch with
 /// the VMPCKs the guest encrypts its messages with (measured as a SECRETS page: its
 /// contents are not part of the digest).
 pub const SECRETS_PAGE_GPA: u64 = 0x3000;

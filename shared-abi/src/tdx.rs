@@ -1,11 +1,11 @@
 //! Intel TDX guest-host ABI: TDCALL leaves and status codes, the TDG.VP.VMCALL (GHCI)
 //! sub-functions and statuses, the page-acceptance levels and the shared bit.
 //!
-//! Sources (SPECS.md 6.1-6.4): Intel TDX Module ABI and GHCI specifications as
+//! Sources (docs/specs.md 6.1-6.4): Intel TDX Module ABI and GHCI specifications as
 //! implemented by Linux `arch/x86/include/asm/shared/tdx.h` and td-shim
 //! `tdx-tdcall/src/lib.rs`.
 
-/// TDCALL leaf numbers (RAX on entry; SPECS.md 6.1).
+/// TDCALL leaf numbers (RAX on entry; docs/specs.md 6.1).
 pub mod leaf {
     /// TDG.VP.VMCALL: a call to the host (GHCI, [`super::vmcall`]).
     pub const VP_VMCALL: u64 = 0;
@@ -25,7 +25,7 @@ pub mod leaf {
     pub const VM_WR: u64 = 8;
 }
 
-/// TDCALL completion status (RAX on return; SPECS.md 6.1). Bit 63 set is an error;
+/// TDCALL completion status (RAX on return; docs/specs.md 6.1). Bit 63 set is an error;
 /// bits 63:32 are the status class.
 pub mod status {
     /// Success.
@@ -58,7 +58,7 @@ pub mod status {
     }
 }
 
-/// TDG.MEM.PAGE.ACCEPT level in RCX bits 2:0 (SPECS.md 6.1).
+/// TDG.MEM.PAGE.ACCEPT level in RCX bits 2:0 (docs/specs.md 6.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum AcceptLevel {
     /// 4 KiB.
@@ -110,7 +110,7 @@ impl AcceptLevel {
     }
 }
 
-/// TDG.VP.VMCALL (GHCI; SPECS.md 6.2): R10 = 0 (standard), R11 = sub-function, R12+
+/// TDG.VP.VMCALL (GHCI; docs/specs.md 6.2): R10 = 0 (standard), R11 = sub-function, R12+
 /// arguments; on return R10 is the sub-function status.
 pub mod vmcall {
     /// Instruction.CPUID: R12 = leaf, R13 = subleaf; R12-R15 = EAX-EDX.
@@ -150,7 +150,7 @@ pub mod vmcall {
     pub const FATAL_ERROR_HAS_MESSAGE: u64 = 1 << 63;
 }
 
-/// The shared bit for a guest-physical address width (SPECS.md 6.3: bit GPAW - 1);
+/// The shared bit for a guest-physical address width (docs/specs.md 6.3: bit GPAW - 1);
 /// `None` for widths TDX does not define (only 48 and 52).
 pub const fn shared_bit(gpaw: u32) -> Option<u64> {
     match gpaw {
@@ -159,7 +159,7 @@ pub const fn shared_bit(gpaw: u32) -> Option<u64> {
     }
 }
 
-/// TD attribute bits (TDG.VP.INFO RDX; SPECS.md 6.4).
+/// TD attribute bits (TDG.VP.INFO RDX; docs/specs.md 6.4).
 pub mod attributes {
     /// The TD is debuggable: its memory and state are readable by the host.
     pub const DEBUG: u64 = 1 << 0;

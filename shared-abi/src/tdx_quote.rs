@@ -7,32 +7,32 @@
 use core::mem::{offset_of, size_of};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
-/// Quote version 4 (SPECS.md 6.6).
+/// Quote version 4 (docs/specs.md 6.6).
 pub const QUOTE_VERSION_4: u16 = 4;
-/// Quote version 5: a typed, sized body (SPECS.md 6.6).
+/// Quote version 5: a typed, sized body (docs/specs.md 6.6).
 pub const QUOTE_VERSION_5: u16 = 5;
-/// Attestation key type 2: ECDSA-256 with P-256 (SPECS.md 6.6).
+/// Attestation key type 2: ECDSA-256 with P-256 (docs/specs.md 6.6).
 pub const ATT_KEY_TYPE_ECDSA_P256: u16 = 2;
-/// TEE type of TDX quotes (0 is SGX; SPECS.md 6.6).
+/// TEE type of TDX quotes (0 is SGX; docs/specs.md 6.6).
 pub const TEE_TYPE_TDX: u32 = 0x81;
-/// Intel's QE vendor ID, `939a7233-f79c-4ca9-940a-0db3957f0607` (SPECS.md 6.6).
+/// Intel's QE vendor ID, `939a7233-f79c-4ca9-940a-0db3957f0607` (docs/specs.md 6.6).
 pub const INTEL_QE_VENDOR_ID: [u8; 16] = [
     0x93, 0x9a, 0x72, 0x33, 0xf7, 0x9c, 0x4c, 0xa9, 0x94, 0x0a, 0x0d, 0xb3, 0x95, 0x7f, 0x06, 0x07,
 ];
-/// MRSIGNER of Intel's TD quoting enclave (SPECS.md 6.6, QE identity).
+/// MRSIGNER of Intel's TD quoting enclave (docs/specs.md 6.6, QE identity).
 pub const INTEL_QE_MRSIGNER: [u8; 32] = [
     0xdc, 0x9e, 0x2a, 0x7c, 0x6f, 0x94, 0x8f, 0x17, 0x47, 0x4e, 0x34, 0xa7, 0xfc, 0x43, 0xed, 0x03,
     0x0f, 0x7c, 0x15, 0x63, 0xf1, 0xba, 0xbd, 0xdf, 0x63, 0x40, 0xc8, 0x2e, 0x0e, 0x54, 0xa8, 0xc5,
 ];
-/// ISVPRODID of Intel's TD quoting enclave (SPECS.md 6.6).
+/// ISVPRODID of Intel's TD quoting enclave (docs/specs.md 6.6).
 pub const INTEL_TD_QE_ISVPRODID: u16 = 2;
-/// Version 5 body type 2: a TDX 1.0 body (SPECS.md 6.6).
+/// Version 5 body type 2: a TDX 1.0 body (docs/specs.md 6.6).
 pub const BODY_TYPE_TDX10: u16 = 2;
-/// Version 5 body type 3: a TDX 1.5 body (SPECS.md 6.6).
+/// Version 5 body type 3: a TDX 1.5 body (docs/specs.md 6.6).
 pub const BODY_TYPE_TDX15: u16 = 3;
-/// Certification data type 6: QE report certification data (SPECS.md 6.6).
+/// Certification data type 6: QE report certification data (docs/specs.md 6.6).
 pub const CERT_DATA_QE_REPORT: u16 = 6;
-/// Certification data type 5: the PCK certificate chain in PEM (SPECS.md 6.6).
+/// Certification data type 5: the PCK certificate chain in PEM (docs/specs.md 6.6).
 pub const CERT_DATA_PCK_CHAIN: u16 = 5;
 /// Size of the quote header.
 pub const QUOTE_HEADER_SIZE: usize = 0x30;
@@ -41,7 +41,7 @@ pub const V5_BODY_OFFSET: usize = 0x36;
 /// Size of an ECDSA P-256 signature or public key (`r || s`, `x || y`).
 pub const P256_PAIR_SIZE: usize = 64;
 
-/// The quote header (0x30 bytes; SPECS.md 6.6).
+/// The quote header (0x30 bytes; docs/specs.md 6.6).
 #[derive(Debug, Clone, FromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C)]
 pub struct QuoteHeader {
@@ -69,8 +69,8 @@ const _: () = assert!(offset_of!(QuoteHeader, qe_svn) == 0x0A);
 const _: () = assert!(offset_of!(QuoteHeader, qe_vendor_id) == 0x0C);
 const _: () = assert!(offset_of!(QuoteHeader, user_data) == 0x1C);
 
-/// The TD quote body, TDX 1.0 (584 bytes; SPECS.md 6.6). It repeats the TDREPORT's
-/// TEE_TCB_INFO and TDINFO fields (SPECS.md 6.5).
+/// The TD quote body, TDX 1.0 (584 bytes; docs/specs.md 6.6). It repeats the TDREPORT's
+/// TEE_TCB_INFO and TDINFO fields (docs/specs.md 6.5).
 #[derive(Debug, Clone, FromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C)]
 pub struct TdQuoteBody {
@@ -115,7 +115,7 @@ const _: () = assert!(offset_of!(TdQuoteBody, mr_owner_config) == 0x118);
 const _: () = assert!(offset_of!(TdQuoteBody, rtmr) == 0x148);
 const _: () = assert!(offset_of!(TdQuoteBody, report_data) == 0x208);
 
-/// What a TDX 1.5 body adds after the 1.0 fields (SPECS.md 6.6).
+/// What a TDX 1.5 body adds after the 1.0 fields (docs/specs.md 6.6).
 #[derive(Debug, Clone, FromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C)]
 pub struct TdQuoteBody15 {
@@ -129,7 +129,7 @@ pub struct TdQuoteBody15 {
 pub const TD_QUOTE_BODY15_SIZE: usize = TD_QUOTE_BODY_SIZE + size_of::<TdQuoteBody15>();
 const _: () = assert!(TD_QUOTE_BODY15_SIZE == 648);
 
-/// The quoting enclave's SGX report body (384 bytes; SPECS.md 6.6).
+/// The quoting enclave's SGX report body (384 bytes; docs/specs.md 6.6).
 #[derive(Debug, Clone, FromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C)]
 pub struct QeReport {

@@ -1,14 +1,14 @@
 //! The Intel TDX TDREPORT_STRUCT (1024 bytes, the output of TDG.MR.REPORT) and the
 //! shared buffer of the GetQuote TDG.VP.VMCALL.
 //!
-//! TDREPORT layout: SPECS.md 6.5 (the TDX module ABI as td-shim
+//! TDREPORT layout: docs/specs.md 6.5 (the TDX module ABI as td-shim
 //! `tdx-tdcall/src/tdreport.rs` implements it), with TEE_TCB_SVN2 at 0x180 (TDX 1.5).
 //! The report is REPORTMACSTRUCT (0x000-0x0FF: type, CPUSVN, the SHA-384 hashes of
 //! TEE_TCB_INFO and TDINFO, the caller's report data and a MAC over the first 0xE0
 //! bytes), TEE_TCB_INFO (0x100-0x1EE: the TDX module's identity), 17 reserved bytes,
 //! and TDINFO (0x200-0x3FF: the TD's attributes and measurements).
 //!
-//! GetQuote buffer: SPECS.md 6.2, Linux `drivers/virt/coco/tdx-guest/tdx-guest.c`
+//! GetQuote buffer: docs/specs.md 6.2, Linux `drivers/virt/coco/tdx-guest/tdx-guest.c`
 //! `struct tdx_quote_buf` (GHCI, `TDG.VP.VMCALL<GetQuote>`).
 //!
 //! Every multi-byte integer is little-endian.
@@ -17,30 +17,30 @@ use core::fmt;
 use core::mem::{offset_of, size_of};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
-/// Size of a TDREPORT_STRUCT (SPECS.md 6.5; Linux uapi `TDX_REPORT_LEN`).
+/// Size of a TDREPORT_STRUCT (docs/specs.md 6.5; Linux uapi `TDX_REPORT_LEN`).
 pub const TDREPORT_SIZE: usize = 1024;
-/// Size of REPORTMACSTRUCT (SPECS.md 6.5: 0x000-0x0FF).
+/// Size of REPORTMACSTRUCT (docs/specs.md 6.5: 0x000-0x0FF).
 pub const REPORT_MAC_STRUCT_SIZE: usize = 0x100;
-/// Size of TEE_TCB_INFO (SPECS.md 6.5: 0x100-0x1EE, 239 bytes).
+/// Size of TEE_TCB_INFO (docs/specs.md 6.5: 0x100-0x1EE, 239 bytes).
 pub const TEE_TCB_INFO_SIZE: usize = 239;
-/// Size of TDINFO (SPECS.md 6.5: 0x200-0x3FF).
+/// Size of TDINFO (docs/specs.md 6.5: 0x200-0x3FF).
 pub const TD_INFO_SIZE: usize = 512;
 /// Offset of the MAC in REPORTMACSTRUCT; the MAC covers the bytes before it
-/// (SPECS.md 6.5).
+/// (docs/specs.md 6.5).
 pub const REPORT_MAC_OFFSET: usize = 0xE0;
-/// Size of the MAC (SPECS.md 6.5).
+/// Size of the MAC (docs/specs.md 6.5).
 pub const REPORT_MAC_SIZE: usize = 32;
-/// Size of the report data (SPECS.md 6.5; Linux uapi `TDX_REPORTDATA_LEN`).
+/// Size of the report data (docs/specs.md 6.5; Linux uapi `TDX_REPORTDATA_LEN`).
 pub const REPORT_DATA_SIZE: usize = 64;
 /// Size of a SHA-384 measurement or hash (MRTD, RTMRs, the TEE hashes).
 pub const SHA384_SIZE: usize = 48;
-/// REPORTTYPE.TYPE of a TDX report: 0x81 (SPECS.md 6.5; SGX is 0).
+/// REPORTTYPE.TYPE of a TDX report: 0x81 (docs/specs.md 6.5; SGX is 0).
 pub const REPORT_TYPE_TDX: u8 = 0x81;
 /// REPORTTYPE.SUBTYPE of TDG.MR.REPORT: 0, the only one the TDX module defines
 /// (Linux `Documentation/virt/coco/tdx-guest.rst`, TDREPORT0).
 pub const REPORT_SUBTYPE_TD: u8 = 0;
 
-/// REPORTTYPE (4 bytes at 0x000; SPECS.md 6.5).
+/// REPORTTYPE (4 bytes at 0x000; docs/specs.md 6.5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C)]
 pub struct ReportType {
@@ -54,7 +54,7 @@ pub struct ReportType {
     pub reserved: u8,
 }
 
-/// REPORTMACSTRUCT (0x100 bytes at 0x000; SPECS.md 6.5).
+/// REPORTMACSTRUCT (0x100 bytes at 0x000; docs/specs.md 6.5).
 #[derive(Debug, Clone, FromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C)]
 pub struct ReportMacStruct {
@@ -92,7 +92,7 @@ impl ReportMacStruct {
     }
 }
 
-/// TEE_TCB_INFO (239 bytes at 0x100; SPECS.md 6.5): the TDX module's identity.
+/// TEE_TCB_INFO (239 bytes at 0x100; docs/specs.md 6.5): the TDX module's identity.
 /// Offsets below are relative to the structure (add 0x100 for the report).
 #[derive(Debug, Clone, FromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C)]
@@ -123,7 +123,7 @@ const _: () = assert!(0x100 + offset_of!(TeeTcbInfo, attributes) == 0x178);
 const _: () = assert!(0x100 + offset_of!(TeeTcbInfo, tee_tcb_svn2) == 0x180);
 const _: () = assert!(0x100 + offset_of!(TeeTcbInfo, reserved_90) == 0x190);
 
-/// TDINFO (512 bytes at 0x200; SPECS.md 6.5): the TD's attributes and
+/// TDINFO (512 bytes at 0x200; docs/specs.md 6.5): the TD's attributes and
 /// measurements. Offsets below are relative to the structure (add 0x200 for the
 /// report).
 #[derive(Debug, Clone, FromBytes, IntoBytes, Immutable, KnownLayout)]
@@ -162,7 +162,7 @@ const _: () = assert!(0x200 + offset_of!(TdInfo, rtmr) + 3 * SHA384_SIZE == 0x36
 const _: () = assert!(0x200 + offset_of!(TdInfo, servtd_hash) == 0x390);
 const _: () = assert!(0x200 + offset_of!(TdInfo, reserved_1c0) == 0x3C0);
 
-/// TDREPORT_STRUCT (1024 bytes; SPECS.md 6.5).
+/// TDREPORT_STRUCT (1024 bytes; docs/specs.md 6.5).
 #[derive(Debug, Clone, FromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C)]
 pub struct TdReport {
@@ -184,7 +184,7 @@ const _: () =
     assert!(offset_of!(TdReport, report_mac) + offset_of!(ReportMacStruct, report_data) == 0x80);
 const _: () = assert!(offset_of!(TdReport, td_info) + offset_of!(TdInfo, mr_td) == 0x210);
 
-/// Reserved byte ranges of a TDREPORT, all zero from the TDX module (SPECS.md 6.5).
+/// Reserved byte ranges of a TDREPORT, all zero from the TDX module (docs/specs.md 6.5).
 const RESERVED: [(usize, usize); 5] = [
     (0x003, 0x010),
     (0x0C0, REPORT_MAC_OFFSET),
@@ -229,7 +229,7 @@ impl TdReport {
     }
 }
 
-/// The GetQuote TDG.VP.VMCALL's shared buffer (SPECS.md 6.2).
+/// The GetQuote TDG.VP.VMCALL's shared buffer (docs/specs.md 6.2).
 pub mod get_quote {
     use super::*;
 
@@ -249,7 +249,7 @@ pub mod get_quote {
         pub out_len: u32,
     }
 
-    /// Size of the header; the data starts here (SPECS.md 6.2: 0x18).
+    /// Size of the header; the data starts here (docs/specs.md 6.2: 0x18).
     pub const HEADER_SIZE: usize = 0x18;
     const _: () = assert!(size_of::<QuoteBufHeader>() == HEADER_SIZE);
     const _: () = assert!(offset_of!(QuoteBufHeader, version) == 0x00);
@@ -257,11 +257,11 @@ pub mod get_quote {
     const _: () = assert!(offset_of!(QuoteBufHeader, in_len) == 0x10);
     const _: () = assert!(offset_of!(QuoteBufHeader, out_len) == 0x14);
 
-    /// The buffer format version (Linux `tdx-guest.c` `GET_QUOTE_CMD_VER`; SPECS.md
+    /// The buffer format version (Linux `tdx-guest.c` `GET_QUOTE_CMD_VER`; docs/specs.md
     /// 6.2).
     pub const VERSION: u64 = 1;
 
-    /// `status` values (SPECS.md 6.2). Sources: Linux `tdx-guest.c` defines
+    /// `status` values (docs/specs.md 6.2). Sources: Linux `tdx-guest.c` defines
     /// `GET_QUOTE_SUCCESS` and `GET_QUOTE_IN_FLIGHT`; the two errors are the GHCI's
     /// GetQuote status codes as QEMU `target/i386/kvm/tdx-quote-generator.h` defines
     /// them (`TDX_VP_GET_QUOTE_ERROR`, `TDX_VP_GET_QUOTE_QGS_UNAVAILABLE`) and as

@@ -569,7 +569,7 @@ fn an_app_gets_a_tdreport_with_its_own_report_data_from_dev_tdx_guest() {
     require_kvm();
     let image = report_app_image("tdx_report", "hello from the TD");
     let report = app_report(&image, "emulated-tdx", 1024);
-    // REPORTTYPE: TDX (0x81), subtype 0 (SPECS.md 6.5).
+    // REPORTTYPE: TDX (0x81), subtype 0 (docs/specs.md 6.5).
     assert_eq!(report[0], 0x81);
     assert_eq!(report[1], 0);
     // REPORTDATA (0x80..0xC0) is the app's text, zero-padded.

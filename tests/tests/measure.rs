@@ -14,7 +14,7 @@ use nacre_tests::{
     scratch_dir, PackageOptions, EXIT_NACRE_ERROR,
 };
 
-/// The GPA every SEV-SNP VMSA is measured at (SPECS.md 5.1).
+/// The GPA every SEV-SNP VMSA is measured at (docs/specs.md 5.1).
 const SNP_VMSA_GPA: u64 = 0xFFFF_FFFF_F000;
 
 fn tmp() -> &'static Path {

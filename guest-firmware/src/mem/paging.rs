@@ -1,7 +1,7 @@
 //! Four-level x86-64 page tables for both platforms. On SEV-SNP private mappings carry
 //! the C-bit in the physical address field and shared mappings do not; on TDX it is
 //! the other way round: shared mappings carry the shared bit (`1 << (GPAW - 1)`,
-//! SPECS.md 6.3) and private ones do not. [`PageTables`] holds both masks (one of
+//! docs/specs.md 6.3) and private ones do not. [`PageTables`] holds both masks (one of
 //! them is zero).
 
 use super::phys_to_virt;

@@ -176,7 +176,7 @@ pub fn run_bytes(bytes: &[u8], a: &RunArgs, start: Instant) -> anyhow::Result<u8
     }
 }
 
-/// Explain a termination reason (SPECS.md 1.4; set 3 is the firmware's `FwError`).
+/// Explain a termination reason (docs/specs.md 1.4; set 3 is the firmware's `FwError`).
 pub fn reason(set: u8, code: u8) -> &'static str {
     match (set, code) {
         (0, 0) => "general failure",

@@ -11,7 +11,10 @@ use nacre_shared_abi::layout::PAGE_SIZE_4K;
 /// A guest access to `gpa` (as KVM reports it: with the platform's view bit) that
 /// found its view closed: the host MMU maps the page, converts it, or names the rule
 /// the access breaks. `Ok(None)`: the page is reachable now.
-pub fn resolve(platform: &mut dyn Platform, gpa: u64) -> Result<Option<Stop>, MemoryError> {
+pub fn resolve<P: Platform + ?Sized>(
+    platform: &mut P,
+    gpa: u64,
+) -> Result<Option<Stop>, MemoryError> {
     let (view, ram_gpa) = platform.view_of(gpa);
     let strict = platform.strict_memory();
     let access = platform.mmu().access(
@@ -39,7 +42,7 @@ pub fn access(
     complete: impl FnOnce(&GuestMemory, u64) -> Result<(), MemoryError>,
 ) -> Result<Option<Stop>, RunError> {
     platform.run_counters().exit("npf");
-    if let Some(stop) = resolve(platform, gpa)? {
+    if let Some(stop) = platform.memory_fault(gpa)? {
         return Ok(Some(stop));
     }
     let (_, ram_gpa) = platform.view_of(gpa);

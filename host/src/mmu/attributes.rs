@@ -1,8 +1,9 @@
 //! Per-GFN memory attributes: whether the guest wants each page private or shared.
 //!
-//! This is the source of truth for what the guest asked for (DESIGN.md 4; KVM
-//! `KVM_SET_MEMORY_ATTRIBUTES` with `KVM_MEMORY_ATTRIBUTE_PRIVATE`). It knows nothing of
-//! host pages or mappings; changing it is the caller's cue to zap the TDP range.
+//! This is the source of truth for what the guest asked for (docs/design.md, "The rules the
+//! host MMU keeps"; KVM `KVM_SET_MEMORY_ATTRIBUTES` with `KVM_MEMORY_ATTRIBUTE_PRIVATE`).
+//! It knows nothing of host pages or mappings; changing it is the caller's cue to zap the
+//! TDP range.
 //!
 //! Storage is one bit per 4 KiB page (set = private), so 4 GiB of guest RAM costs
 //! 128 KiB.

@@ -425,7 +425,7 @@ impl SnpMmu {
     }
 
     /// RMPADJUST by the guest (at VMPL0) of the page or region at `gfn` with the
-    /// attribute operand `attrs` (SPECS.md 3.1), checked against the RMP like
+    /// attribute operand `attrs` (docs/specs.md 3.1), checked against the RMP like
     /// [`SnpMmu::pvalidate`].
     pub fn rmpadjust<B: Backing>(
         &self,

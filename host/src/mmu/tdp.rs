@@ -2,9 +2,9 @@
 //! nacre's host MMU keeps it: GFN -> backing, at 4 KiB, 2 MiB or 1 GiB.
 //!
 //! A mapping says which backing a guest page reaches: the private one (guest_memfd on
-//! upstream KVM) or the shared one. Mappings are installed only by faults and removed
-//! by zaps (DESIGN.md 4). Zapping any part of a huge mapping removes the whole mapping,
-//! as KVM drops a huge SPTE rather than splitting it.
+//! upstream KVM) or the shared one. Mappings are installed only by faults and removed by
+//! zaps (docs/design.md, "The rules the host MMU keeps"). Zapping any part of a huge
+//! mapping removes the whole mapping, as KVM drops a huge SPTE rather than splitting it.
 //!
 //! Storage is one byte per entry at each level, so a lookup is three array reads and
 //! 4 GiB of guest RAM costs about 1 MiB. At most one level maps any page.

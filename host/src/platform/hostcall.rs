@@ -5,6 +5,7 @@
 //! function serves each operation.
 
 use super::Stop;
+use crate::mmu::HypervisorMmu;
 use crate::stats::{syscall_name, RunCounters};
 use crate::vmm::memory::{GuestMemory, MemoryError};
 use nacre_shared_abi::hostcall::{
@@ -52,21 +53,20 @@ enum Reply {
     Stop(Stop),
 }
 
-/// Serve one hostcall from the area at `area` (a GPA without any platform bit).
-/// `is_shared(gfn, n)` says whether the host MMU holds those pages shared: the area
-/// must be shared memory, or the guest broke the protocol.
+/// Serve one hostcall from the area at `area` (a GPA without any platform bit). The
+/// area must be memory `mmu` holds shared, or the guest broke the protocol.
 pub fn serve(
     mem: &GuestMemory,
+    mmu: &dyn HypervisorMmu,
     stats: &mut RunCounters,
     host: &mut HostcallHost,
-    is_shared: impl Fn(u64, u64) -> bool,
     area: u64,
 ) -> Result<Option<Stop>, MemoryError> {
     let pages = HOSTCALL_AREA_SIZE / PAGE_SIZE_4K;
     let in_ram = area
         .checked_add(HOSTCALL_AREA_SIZE)
         .is_some_and(|e| e <= mem.size());
-    if !in_ram || !is_shared(area / PAGE_SIZE_4K, pages) {
+    if !in_ram || !mmu.is_shared(area / PAGE_SIZE_4K, pages) {
         return Ok(Some(Stop::ProtocolViolation(format!(
             "hostcall area at {area:#x} is not {HOSTCALL_AREA_SIZE} bytes of shared memory"
         ))));

@@ -19,7 +19,7 @@ pub mod launch;
 use crate::exits::RunError;
 use crate::mmu::HypervisorMmu;
 use crate::stats::RunCounters;
-use crate::vmm::memory::{GuestMemory, View};
+use crate::vmm::memory::{GuestMemory, MemoryError, View};
 use crate::vmm::vcpu::Vcpu;
 use hostcall::HostcallHost;
 use kvm_ioctls::{VcpuFd, VmFd};
@@ -70,8 +70,16 @@ pub enum Stop {
     },
 }
 
-/// What a platform provides to the generic VMM once its VM is launched.
+/// A confidential-computing platform as the generic VMM uses it: it launches a VM
+/// from a loaded image, answers the exits only it understands, resolves memory
+/// faults with its memory and hypervisor MMU, and reports its counters.
 pub trait Platform: Send + std::fmt::Debug {
+    /// Build and launch a VM of `image` on this platform (what [`Registration::launch`]
+    /// names).
+    fn launch(image: &LoadedImage, config: &LaunchConfig) -> Result<Vm, SetupError>
+    where
+        Self: Sized;
+
     /// The platform's name, as `--platform` takes it.
     fn name(&self) -> &'static str;
 
@@ -88,6 +96,13 @@ pub trait Platform: Send + std::fmt::Debug {
     /// Whether an access through the wrong view stops the guest (`--strict-memory`)
     /// instead of converting the page.
     fn strict_memory(&self) -> bool;
+
+    /// A guest access to `gpa` (as KVM reports it, with the view's bit) that found its
+    /// view closed. Every platform so far resolves it with the one generic path over
+    /// its hypervisor MMU, [`crate::exits::memory::resolve`].
+    fn memory_fault(&mut self, gpa: u64) -> Result<Option<Stop>, MemoryError> {
+        crate::exits::memory::resolve(self, gpa)
+    }
 
     /// Exits, hostcalls and unsupported syscalls, counted as the run goes.
     fn run_counters(&mut self) -> &mut RunCounters;

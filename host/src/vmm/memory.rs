@@ -1,7 +1,7 @@
-//! Guest RAM: one memfd mapped twice, the shared view at GPA 0 and the private view
-//! at GPA `1 << 47` (DESIGN.md 3.1). A page is accessible in a view only while the
-//! software RMP allows it; otherwise the mapping is `PROT_NONE` and a guest access
-//! exits to the VMM as MMIO.
+//! Guest RAM: one memfd mapped twice, the shared view at GPA 0 and the private view at GPA
+//! `1 << 47` (docs/design.md, "Two views of guest RAM"). A page is accessible in a view
+//! only while the software RMP allows it; otherwise the mapping is `PROT_NONE` and a guest
+//! access exits to the VMM as MMIO.
 //!
 //! Guest memory is only touched through raw-pointer copies, never Rust references
 //! (the guest may change it at any time while a vCPU runs).

@@ -27,7 +27,7 @@
 //! Evidence under an emulated root verifies only when the caller gave that root in
 //! the [`TrustAnchors`], and the verification then says so ([`Trust::Emulated`]).
 //!
-//! Sources: SPECS.md 4.2-4.5 (SNP report, policy, TCB_VERSION, certificate chain) and
+//! Sources: docs/specs.md 4.2-4.5 (SNP report, policy, TCB_VERSION, certificate chain) and
 //! 6.5-6.6 (TDREPORT, quote v4/v5).
 
 #![forbid(unsafe_code)]

@@ -21,10 +21,10 @@ use super::x509::{Cert, X509Error};
 /// root (certificates.trustedservices.intel.com), byte for byte the root that ends
 /// the PCK chain in Intel's production quotes and the one `dcap-qvl` 0.7.1 embeds.
 /// Its SubjectPublicKeyInfo has SHA-256
-/// `a0af031289f5d5d4132f9186068a7fc13628633ba235777472e29b6b6c67a49e` (SPECS.md 6.6).
+/// `a0af031289f5d5d4132f9186068a7fc13628633ba235777472e29b6b6c67a49e` (docs/specs.md 6.6).
 pub const INTEL_SGX_ROOT_CA_PEM: &str = include_str!("roots/intel_sgx_root_ca.pem");
 
-/// SHA-256 of the Intel SGX Root CA's SubjectPublicKeyInfo (SPECS.md 6.6).
+/// SHA-256 of the Intel SGX Root CA's SubjectPublicKeyInfo (docs/specs.md 6.6).
 pub const INTEL_SGX_ROOT_CA_SPKI_SHA256: [u8; 32] = [
     0xa0, 0xaf, 0x03, 0x12, 0x89, 0xf5, 0xd5, 0xd4, 0x13, 0x2f, 0x91, 0x86, 0x06, 0x8a, 0x7f, 0xc1,
     0x36, 0x28, 0x63, 0x3b, 0xa2, 0x35, 0x77, 0x74, 0x72, 0xe2, 0x9b, 0x6b, 0x6c, 0x67, 0xa4, 0x9e,

@@ -4,7 +4,7 @@
 //! must be the trusted one of the VCEK's product. The report is signed with ECDSA
 //! P-384 SHA-384 over bytes `[0, 0x2A0)`, R and S little-endian in 72-byte fields.
 //! The VCEK's extensions must agree with the report: its TCB security patch levels
-//! with `reported_tcb` decoded for the product, its hwID with `chip_id` (SPECS.md
+//! with `reported_tcb` decoded for the product, its hwID with `chip_id` (docs/specs.md
 //! 4.2-4.5).
 //!
 //! Certificates that name an emulated root the caller gave
@@ -72,7 +72,7 @@ pub mod check {
     pub const ASK_NOT_REVOKED: &str = "ask-not-revoked";
 }
 
-/// VCEK extension OIDs, arc 1.3.6.1.4.1.3704.1 (SPECS.md 4.5).
+/// VCEK extension OIDs, arc 1.3.6.1.4.1.3704.1 (docs/specs.md 4.5).
 pub mod vcek_oid {
     use x509_cert::der::oid::ObjectIdentifier;
 

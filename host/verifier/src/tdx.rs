@@ -2,7 +2,7 @@
 //! format and its verification.
 //!
 //! Layout: Intel's DCAP quote format as implemented by go-tdx-guest `abi/abi.go` and
-//! dcap-qvl `src/quote.rs`, checked against real quotes (SPECS.md 6.5, 6.6). All
+//! dcap-qvl `src/quote.rs`, checked against real quotes (docs/specs.md 6.5, 6.6). All
 //! integers are little-endian; the ECDSA signatures and keys are big-endian `r || s`
 //! and `x || y`, 32 bytes each.
 //!
@@ -26,14 +26,14 @@ use super::roots::{EmulatedRoot, TrustAnchors};
 use super::x509::{Cert, X509Error};
 use super::{Check, Claim, EvidenceKind, Expectations, Trust, Verification};
 
-/// TD attribute bit 0: DEBUG (SPECS.md 6.4).
+/// TD attribute bit 0: DEBUG (docs/specs.md 6.4).
 pub const TD_ATTRIBUTE_DEBUG: u64 = 1 << 0;
 /// TD attributes bits 4 to 6: HGS_PLUS_PROF, PERF_PROF and PMT_PROF, profiling by
-/// the host (SPECS.md 6.4).
+/// the host (docs/specs.md 6.4).
 pub const TD_ATTRIBUTES_PROFILING: u64 = 0b111 << 4;
-/// TD attribute bit 28: SEPT_VE_DISABLE (SPECS.md 6.4).
+/// TD attribute bit 28: SEPT_VE_DISABLE (docs/specs.md 6.4).
 pub const TD_ATTRIBUTE_SEPT_VE_DISABLE: u64 = 1 << 28;
-/// TD attribute bit 29: MIGRATABLE (SPECS.md 6.4).
+/// TD attribute bit 29: MIGRATABLE (docs/specs.md 6.4).
 pub const TD_ATTRIBUTE_MIGRATABLE: u64 = 1 << 29;
 
 /// Collateral for the TCB status: dcap-qvl's `QuoteCollateralV3` (TCB info, QE

@@ -2,8 +2,8 @@
 //! the two signature schemes the chains use, validity periods and extensions.
 //!
 //! AMD's ARK, ASK and VCEK are signed with RSASSA-PSS, SHA-384, MGF1 with SHA-384 and
-//! a 48-byte salt (SPECS.md 4.5); Intel's SGX/TDX PCK chain with ECDSA P-256 and
-//! SHA-256 (SPECS.md 6.6). Nothing else is accepted.
+//! a 48-byte salt (docs/specs.md 4.5); Intel's SGX/TDX PCK chain with ECDSA P-256 and
+//! SHA-256 (docs/specs.md 6.6). Nothing else is accepted.
 
 use std::time::SystemTime;
 
@@ -49,7 +49,8 @@ pub const OID_COMMON_NAME: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.
 /// organizationName (RFC 4519 section 2.19).
 pub const OID_ORGANIZATION: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.10");
 
-/// The salt length of AMD's RSASSA-PSS signatures: 48 bytes, the SHA-384 output (SPECS.md 4.5).
+/// The salt length of AMD's RSASSA-PSS signatures: 48 bytes, the SHA-384 output
+/// (docs/specs.md 4.5).
 pub const AMD_PSS_SALT_LEN: usize = 48;
 
 /// A certificate that cannot be decoded or a signature that does not verify.
@@ -370,7 +371,7 @@ pub(crate) fn verify_signed(
 }
 
 /// The RSASSA-PSS parameters AMD signs with: SHA-384, MGF1 with SHA-384, salt 48,
-/// trailer field 1 (SPECS.md 4.5).
+/// trailer field 1 (docs/specs.md 4.5).
 fn check_amd_pss_params(parameters: Option<&x509_cert::der::Any>) -> Result<(), X509Error> {
     let params: RsaPssParams<'_> = parameters
         .ok_or_else(|| X509Error::PssParameters("none given".into()))?

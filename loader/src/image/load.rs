@@ -98,13 +98,13 @@ pub struct LoadedImage {
     pub vmsa: Option<Box<SevVmsa>>,
     /// SEV-SNP: the launch digest (the attestation report's MEASUREMENT) the AMD
     /// security processor computes while the host launches the image the way the launch
-    /// sequence above says (SPECS.md 5.1; [`crate::measure::snp`]): each page of `pages`
+    /// sequence above says (docs/specs.md 5.1; [`crate::measure::snp`]): each page of `pages`
     /// with SNP_LAUNCH_UPDATE, NORMAL for a page with data and ZERO for a zero page
     /// ([`PageContents::snp_page_type`]), then the parameter page UNMEASURED, then the
     /// BSP's VMSA at GPA 0xFFFF_FFFF_F000. `Some` exactly when `platform` is SEV-SNP.
     pub launch_digest: Option<[u8; MEASUREMENT_SIZE]>,
     /// TDX: the MRTD the TDX module computes while the host builds the TD the way the
-    /// launch sequence above says, with upstream KVM's order (SPECS.md 6.7;
+    /// launch sequence above says, with upstream KVM's order (docs/specs.md 6.7;
     /// [`crate::measure::tdx`]): for each page of `pages`, TDH.MEM.PAGE.ADD then its 16
     /// TDH.MR.EXTENDs, then TDH.MEM.PAGE.ADD of the parameter page without an extension
     /// (its content is the host's, but a private page present before the TD starts is
@@ -114,7 +114,7 @@ pub struct LoadedImage {
     pub min_memory: u64,
     /// The guest policy the image declares for `platform`, in that platform's IGVM
     /// encoding, checked: on SEV-SNP the guest policy SNP_LAUNCH_START takes and
-    /// attestation reports carry as POLICY (SPECS.md 4.3), on TDX an `igvm_defs`
+    /// attestation reports carry as POLICY (docs/specs.md 4.3), on TDX an `igvm_defs`
     /// `TdxPolicy` ([`td_attributes`](Self::td_attributes) gives the TD attributes it
     /// asks for). An image without a policy header has its platform's default,
     /// [`super::DEFAULT_SNP_POLICY`] or [`super::DEFAULT_TDX_POLICY`]. Not part of the
@@ -156,7 +156,7 @@ impl LoadedImage {
         policy::policy_allows_debug(self.platform, self.guest_policy)
     }
 
-    /// TDX: the TD attributes (SPECS.md 6.4) the guest policy asks for; `None` on
+    /// TDX: the TD attributes (docs/specs.md 6.4) the guest policy asks for; `None` on
     /// SEV-SNP.
     pub fn td_attributes(&self) -> Option<u64> {
         match self.platform {

@@ -119,11 +119,11 @@ pub const TDX_MASK: u32 = 2;
 pub const SNP_C_BIT_MASK: u64 = 1 << EMULATED_SNP_C_BIT;
 
 /// `BootInfo::c_bit` of the TDX view: 0, "the initial page tables carry no encryption
-/// bit" (on TDX a GPA without the shared bit is private, SPECS.md 6.3).
+/// bit" (on TDX a GPA without the shared bit is private, docs/specs.md 6.3).
 pub const TDX_C_BIT: u32 = 0;
 
 /// `shared_gpa_boundary` of the TDX platform header: the shared bit of a TD with GPA
-/// width [`EMULATED_TDX_GPAW`], `1 << (GPAW - 1)` (SPECS.md 6.3; IGVM
+/// width [`EMULATED_TDX_GPAW`], `1 << (GPAW - 1)` (docs/specs.md 6.3; IGVM
 /// `IGVM_VHS_SUPPORTED_PLATFORM`: memory at and above the boundary is host visible).
 /// The `igvm` crate 0.5 sets no rule for this field on TDX.
 pub const TDX_SHARED_GPA_BOUNDARY: u64 = 1 << (EMULATED_TDX_GPAW - 1);

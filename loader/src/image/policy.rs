@@ -7,12 +7,12 @@
 //! `SnpPolicy` for SEV-SNP and `TdxPolicy` for TDX):
 //!
 //! * SEV-SNP: the guest policy SNP_LAUNCH_START takes and every attestation report
-//!   carries as POLICY (SPECS.md 4.3). nacre asks for ABI 0.0 at least, allows SMT, sets
+//!   carries as POLICY (docs/specs.md 4.3). nacre asks for ABI 0.0 at least, allows SMT, sets
 //!   the reserved bit 17 that must be 1, and sets DEBUG (bit 19) only for a debuggable
 //!   image: [`DEFAULT_SNP_POLICY`] (0x30000) or [`DEBUG_SNP_POLICY`] (0xB0000).
 //! * TDX: bit 0 DEBUG_ALLOWED, bit 1 SEPT_VE_DISABLE, bit 2 MIGRATABLE, the others
 //!   reserved (`igvm_defs` 0.5 `TdxPolicy`). Each stands for the TD attribute of the same
-//!   name (SPECS.md 6.4; [`td_attributes`]), which TDG.VP.INFO and the TD report give
+//!   name (docs/specs.md 6.4; [`td_attributes`]), which TDG.VP.INFO and the TD report give
 //!   the guest and a verifier. nacre always sets SEPT_VE_DISABLE, sets DEBUG_ALLOWED
 //!   only for a debuggable image and never sets MIGRATABLE: [`DEFAULT_TDX_POLICY`] (2)
 //!   or [`DEBUG_TDX_POLICY`] (3), so the TD attributes are SEPT_VE_DISABLE, with DEBUG
@@ -46,7 +46,7 @@ use nacre_shared_abi::tdx::attributes;
 
 use super::{ImageError, SNP_MASK, TDX_MASK};
 
-/// The SEV-SNP guest policy of a nacre image (SPECS.md 4.3): ABI 0.0, SMT allowed
+/// The SEV-SNP guest policy of a nacre image (docs/specs.md 4.3): ABI 0.0, SMT allowed
 /// (bit 16), the reserved bit 17 set (it must be 1), MIGRATE_MA (bit 18) and
 /// SINGLE_SOCKET (bit 20) clear, DEBUG (bit 19) as `debug` says.
 pub const fn snp_policy(debug: bool) -> u64 {
@@ -72,7 +72,7 @@ pub const fn tdx_policy(debug: bool) -> u64 {
 }
 
 /// The SEV-SNP policy of an image that is not debuggable, and of one that declares no
-/// policy: 0x30000 (SPECS.md 4.3, "typical value").
+/// policy: 0x30000 (docs/specs.md 4.3, "typical value").
 pub const DEFAULT_SNP_POLICY: u64 = snp_policy(false);
 
 /// The SEV-SNP policy of an image packaged with `--debug`: 0xB0000.
@@ -90,11 +90,11 @@ const _: () = assert!(DEFAULT_SNP_POLICY == 0x3_0000);
 const _: () = assert!(DEBUG_SNP_POLICY == 0xB_0000);
 const _: () = assert!(DEFAULT_TDX_POLICY == 2);
 const _: () = assert!(DEBUG_TDX_POLICY == 3);
-// The `igvm_defs` layout agrees with SPECS.md 4.3 as `nacre_shared_abi` spells it.
+// The `igvm_defs` layout agrees with docs/specs.md 4.3 as `nacre_shared_abi` spells it.
 const _: () = assert!(DEBUG_SNP_POLICY ^ DEFAULT_SNP_POLICY == GuestPolicy::DEBUG);
 const _: () = assert!(DEFAULT_SNP_POLICY == GuestPolicy::SMT | GuestPolicy::RESERVED_MUST_BE_ONE);
 
-/// The SEV-SNP policy bits SPECS.md 4.3 defines: ABI minor and major (15:0), SMT,
+/// The SEV-SNP policy bits docs/specs.md 4.3 defines: ABI minor and major (15:0), SMT,
 /// the reserved bit 17, MIGRATE_MA, DEBUG, SINGLE_SOCKET, CXL_ALLOW, MEM_AES_256_XTS,
 /// RAPL_DIS, CIPHERTEXT_HIDING_DRAM and PAGE_SWAP_DISABLE (25:16). Bits 63:26 are
 /// reserved.
@@ -142,7 +142,7 @@ pub const fn policy_allows_debug(platform: PlatformKind, policy: u64) -> bool {
     }
 }
 
-/// The TD attributes (SPECS.md 6.4) a TDX `policy` asks for: DEBUG, SEPT_VE_DISABLE and
+/// The TD attributes (docs/specs.md 6.4) a TDX `policy` asks for: DEBUG, SEPT_VE_DISABLE and
 /// MIGRATABLE for the policy bits of the same names. Reserved policy bits give nothing
 /// ([`super::load_image`] refuses a policy with any set).
 pub const fn td_attributes(policy: u64) -> u64 {
@@ -271,7 +271,7 @@ mod tests {
 
     #[test]
     fn snp_policy_bits_are_spec_positions() {
-        // SPECS.md 4.3: bit 16 SMT, bit 17 reserved (must be 1), bit 19 DEBUG.
+        // docs/specs.md 4.3: bit 16 SMT, bit 17 reserved (must be 1), bit 19 DEBUG.
         assert_eq!(snp_policy(false), (1 << 16) | (1 << 17));
         assert_eq!(snp_policy(true), (1 << 16) | (1 << 17) | (1 << 19));
         assert!(!policy_allows_debug(PlatformKind::Snp, DEFAULT_SNP_POLICY));
@@ -294,7 +294,7 @@ mod tests {
         );
         assert_eq!(td_attributes(0b010), attributes::SEPT_VE_DISABLE);
         assert_eq!(td_attributes(0b100), attributes::MIGRATABLE);
-        // SPECS.md 6.4: DEBUG is bit 0, SEPT_VE_DISABLE bit 28, MIGRATABLE bit 29.
+        // docs/specs.md 6.4: DEBUG is bit 0, SEPT_VE_DISABLE bit 28, MIGRATABLE bit 29.
         assert_eq!(td_attributes(0b111), 1 | (1 << 28) | (1 << 29));
         assert!(!policy_allows_debug(PlatformKind::Tdx, DEFAULT_TDX_POLICY));
         assert!(policy_allows_debug(PlatformKind::Tdx, DEBUG_TDX_POLICY));

@@ -1,4 +1,4 @@
-//! The SEV-SNP launch digest (SPECS.md 5.1; AMD SEV-SNP firmware ABI, SNP_LAUNCH_UPDATE
+//! The SEV-SNP launch digest (docs/specs.md 5.1; AMD SEV-SNP firmware ABI, SNP_LAUNCH_UPDATE
 //! and its PAGE_INFO structure) and the ID block that can pin it ([`id_block`]).
 //!
 //! The AMD security processor keeps one 48-byte digest per guest, all zeros at
@@ -32,11 +32,11 @@ pub const PAGE: usize = 4096;
 /// Size of PAGE_INFO and the value of its LENGTH field.
 pub const PAGE_INFO_SIZE: usize = 0x70;
 
-/// The GPA every VMSA is measured at (SPECS.md 5.1; KVM `INITIAL_VMSA_GPA`): 4 KiB below
+/// The GPA every VMSA is measured at (docs/specs.md 5.1; KVM `INITIAL_VMSA_GPA`): 4 KiB below
 /// 2^48.
 pub const VMSA_GPA: u64 = 0xFFFF_FFFF_F000;
 
-/// The page type of an SNP_LAUNCH_UPDATE (SPECS.md 5.1; KVM's
+/// The page type of an SNP_LAUNCH_UPDATE (docs/specs.md 5.1; KVM's
 /// `KVM_SEV_SNP_PAGE_TYPE_*` use the same values, and KVM takes no VMSA from userspace:
 /// it adds the VMSAs itself).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -98,7 +98,7 @@ impl TryFrom<u8> for PageType {
     }
 }
 
-/// PAGE_INFO (SPECS.md 5.1; SNP firmware ABI, SNP_LAUNCH_UPDATE): what one launch update
+/// PAGE_INFO (docs/specs.md 5.1; SNP firmware ABI, SNP_LAUNCH_UPDATE): what one launch update
 /// hashes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, IntoBytes, Immutable, KnownLayout)]
 #[repr(C)]

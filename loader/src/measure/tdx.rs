@@ -1,4 +1,4 @@
-//! The TDX build-time measurement MRTD (SPECS.md 6.7; Intel TDX module ABI,
+//! The TDX build-time measurement MRTD (docs/specs.md 6.7; Intel TDX module ABI,
 //! TDH.MEM.PAGE.ADD, TDH.MR.EXTEND and TDH.MR.FINALIZE).
 //!
 //! MRTD is one running SHA-384 over 128-byte extension buffers, finished when the TD is
@@ -99,7 +99,8 @@ mod tests {
     fn kat() -> (Vec<u8>, Vec<Section>, serde_json::Value) {
         let dir = vectors();
         let json: serde_json::Value = serde_json::from_slice(
-            &std::fs::read(dir.join("derived_mrtd_kat.json")).expect("KAT json in shared/vectors"),
+            &std::fs::read(dir.join("derived_mrtd_kat.json"))
+                .expect("the KAT JSON in tests/vectors"),
         )
         .expect("json");
         let image = std::fs::read(dir.join("derived_synthetic_tdvf.bin")).expect("KAT image");

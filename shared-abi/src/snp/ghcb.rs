@@ -1,7 +1,7 @@
 //! The GHCB page (protocol version 2) and the Non-Automatic-Exit codes.
 //!
 //! Layout: Linux `arch/x86/include/asm/svm.h` (`struct ghcb_save_area`, `struct ghcb`)
-//! and COCONUT-SVSM `kernel/src/sev/ghcb.rs`; SPECS.md 1.2. The GHCB lives in shared
+//! and COCONUT-SVSM `kernel/src/sev/ghcb.rs`; docs/specs.md 1.2. The GHCB lives in shared
 //! memory: neither side keeps a reference into it. Each side copies the page into a
 //! private [`Ghcb`] value, works on the copy and copies back.
 
@@ -232,7 +232,7 @@ pub mod exit_code {
     pub const TERM_REQUEST: u64 = 0x8000_FFFE;
 }
 
-/// IOIO exit information 1 bits (AMD APM vol. 2, 15.10.2; SPECS.md 1.3).
+/// IOIO exit information 1 bits (AMD APM vol. 2, 15.10.2; docs/specs.md 1.3).
 pub mod ioio {
     /// Type: 1 = IN, 0 = OUT.
     pub const TYPE_IN: u64 = 1 << 0;

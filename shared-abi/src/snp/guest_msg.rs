@@ -2,7 +2,7 @@
 //! (through the hypervisor, GHCB NAE `SNP_GUEST_REQUEST`) and their responses, and the
 //! secrets page that holds the keys (VMPCKs) they are encrypted with.
 //!
-//! Sources: SPECS.md 4.1 (message header, crypto, sequence numbers, MSG_REPORT_REQ/RSP),
+//! Sources: docs/specs.md 4.1 (message header, crypto, sequence numbers, MSG_REPORT_REQ/RSP),
 //! 4.6 (secrets page); Linux `arch/x86/include/asm/sev.h` (`struct snp_guest_msg_hdr`,
 //! `enum msg_type`, `struct snp_secrets_page`); AMD SEV-SNP firmware ABI, "Guest
 //! Messages". The crypto itself (AES-256-GCM) is done by each side with its own
@@ -183,7 +183,7 @@ const _: () = assert!(core::mem::size_of::<ReportReq>() == 0x60);
 const _: () = assert!(core::mem::offset_of!(ReportReq, vmpl) == 0x40);
 const _: () = assert!(core::mem::offset_of!(ReportReq, key_sel) == 0x44);
 
-/// Size of an ATTESTATION_REPORT (SPECS.md 4.2).
+/// Size of an ATTESTATION_REPORT (docs/specs.md 4.2).
 pub const REPORT_SIZE: usize = 0x4A0;
 
 /// MSG_REPORT_RSP's payload head (0x20 bytes); the report follows it.
@@ -201,7 +201,7 @@ pub struct ReportRspHead {
 const _: () = assert!(core::mem::size_of::<ReportRspHead>() == 0x20);
 /// Size of MSG_REPORT_RSP's payload.
 pub const REPORT_RSP_SIZE: usize = 0x20 + REPORT_SIZE;
-/// MSG_REPORT_RSP status: invalid parameters (SPECS.md 4.1).
+/// MSG_REPORT_RSP status: invalid parameters (docs/specs.md 4.1).
 pub const REPORT_STATUS_INVALID_PARAMS: u32 = 0x16;
 /// MSG_REPORT_RSP status: invalid key selection.
 pub const REPORT_STATUS_INVALID_KEY_SEL: u32 = 0x27;

@@ -1,6 +1,6 @@
 //! AMD SEV-SNP wire formats: the GHCB page, the GHCB MSR protocol, page-state
 //! changes, the return codes of PVALIDATE and friends, and the attestation report.
-//! Sources are cited per constant; SPECS.md sections 1-4 collect them.
+//! Sources are cited per constant; docs/specs.md sections 1-4 collect them.
 
 pub mod ghcb;
 pub mod guest_msg;

@@ -1,6 +1,6 @@
 //! The GHCB MSR protocol: requests and responses carried in the GHCB MSR itself
 //! (`GHCBData[63:12] | GHCBInfo[11:0]`). Source: Linux `arch/x86/include/asm/sev-common.h`,
-//! svsm `kernel/src/sev/msr_protocol.rs`; SPECS.md 1.4.
+//! svsm `kernel/src/sev/msr_protocol.rs`; docs/specs.md 1.4.
 
 /// GHCBInfo field mask.
 pub const GHCB_MSR_INFO_MASK: u64 = 0xFFF;

@@ -1,6 +1,6 @@
 //! The page-state change (PSC) descriptor carried in the GHCB shared buffer
 //! (NAE 0x8000_0010). Layout: Linux `arch/x86/include/asm/sev-common.h` (`struct psc_hdr`,
-//! `struct psc_entry`); error codes: Linux `arch/x86/kvm/svm/sev.c`; SPECS.md 2.
+//! `struct psc_entry`); error codes: Linux `arch/x86/kvm/svm/sev.c`; docs/specs.md 2.
 
 use core::mem::{offset_of, size_of};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};

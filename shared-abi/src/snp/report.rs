@@ -3,9 +3,9 @@
 //!
 //! Layout: the SNP firmware ABI as implemented by go-sev-guest `abi/abi.go`
 //! (`ReportToProto`, `ReportToAbiBytes`, authoritative for the v3 and v5 fields) and
-//! COCONUT-SVSM `kernel/src/greq/pld_report.rs`; SPECS.md 4.2. Guest policy bits:
-//! go-sev-guest `abi/abi.go` (SPECS.md 4.3). TCB_VERSION layouts per product: virtee/sev
-//! `src/firmware/host/types/snp.rs` (SPECS.md 4.4).
+//! COCONUT-SVSM `kernel/src/greq/pld_report.rs`; docs/specs.md 4.2. Guest policy bits:
+//! go-sev-guest `abi/abi.go` (docs/specs.md 4.3). TCB_VERSION layouts per product: virtee/sev
+//! `src/firmware/host/types/snp.rs` (docs/specs.md 4.4).
 //!
 //! Every multi-byte integer is little-endian, and so are the signature's R and S
 //! (zero-padded to 72 bytes each).
@@ -14,22 +14,22 @@ use core::fmt;
 use core::mem::{offset_of, size_of};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
-/// Size of an attestation report (SPECS.md 4.2; `MSG_REPORT_RSP` report_size).
+/// Size of an attestation report (docs/specs.md 4.2; `MSG_REPORT_RSP` report_size).
 pub const ATTESTATION_REPORT_SIZE: usize = 0x4A0;
-/// The signature covers bytes `[0, SIGNED_SIZE)` of the report (SPECS.md 4.2).
+/// The signature covers bytes `[0, SIGNED_SIZE)` of the report (docs/specs.md 4.2).
 pub const SIGNED_SIZE: usize = 0x2A0;
-/// Oldest report version this layout describes (SPECS.md 4.2).
+/// Oldest report version this layout describes (docs/specs.md 4.2).
 pub const REPORT_VERSION_MIN: u32 = 2;
-/// Newest report version this layout describes (SPECS.md 4.2).
+/// Newest report version this layout describes (docs/specs.md 4.2).
 pub const REPORT_VERSION_MAX: u32 = 5;
-/// `signature_algo` 1: ECDSA P-384 with SHA-384 (SPECS.md 4.2).
+/// `signature_algo` 1: ECDSA P-384 with SHA-384 (docs/specs.md 4.2).
 pub const SIGNATURE_ALGO_ECDSA_P384_SHA384: u32 = 1;
-/// Size of each of R and S in the signature: little-endian, zero-padded (SPECS.md 4.2).
+/// Size of each of R and S in the signature: little-endian, zero-padded (docs/specs.md 4.2).
 pub const ECDSA_P384_COMPONENT_SIZE: usize = 72;
 /// Significant bytes of a P-384 scalar.
 pub const P384_SCALAR_SIZE: usize = 48;
 
-/// The ATTESTATION_REPORT structure (SPECS.md 4.2).
+/// The ATTESTATION_REPORT structure (docs/specs.md 4.2).
 ///
 /// Fields that appeared in later versions read as zero in earlier ones, where they
 /// are reserved: see [`AttestationReport::first_nonzero_reserved`].
@@ -112,7 +112,7 @@ pub struct AttestationReport {
 }
 
 /// The report's signature area (0x200 bytes at 0x2A0): ECDSA P-384 R and S,
-/// little-endian and zero-padded to 72 bytes each, then reserved bytes (SPECS.md 4.2).
+/// little-endian and zero-padded to 72 bytes each, then reserved bytes (docs/specs.md 4.2).
 #[derive(Debug, Clone, FromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C)]
 pub struct ReportSignature {
@@ -171,7 +171,7 @@ const _: () = assert!(
     offset_of!(AttestationReport, signature) + offset_of!(ReportSignature, reserved) == 0x330
 );
 
-/// Reserved byte ranges of the report that are zero in every version (SPECS.md 4.2, 8).
+/// Reserved byte ranges of the report that are zero in every version (docs/specs.md 4.2, 8).
 const RESERVED_ALWAYS: [(usize, usize); 6] = [
     (0x04C, 0x050),
     (0x18B, 0x1A0),
@@ -180,9 +180,9 @@ const RESERVED_ALWAYS: [(usize, usize); 6] = [
     (0x208, SIGNED_SIZE),
     (0x330, ATTESTATION_REPORT_SIZE),
 ];
-/// CPUID family, model and stepping: reserved in version 2 (SPECS.md 4.2).
+/// CPUID family, model and stepping: reserved in version 2 (docs/specs.md 4.2).
 const CPUID_FMS: (usize, usize) = (0x188, 0x18B);
-/// The mitigation vectors: reserved before version 5 (SPECS.md 4.2).
+/// The mitigation vectors: reserved before version 5 (docs/specs.md 4.2).
 const MIT_VECTORS: (usize, usize) = (0x1F8, 0x208);
 
 /// Why bytes are not an attestation report this layout describes.
@@ -292,7 +292,7 @@ fn le_padded_to_be(le: &[u8; ECDSA_P384_COMPONENT_SIZE]) -> Option<[u8; P384_SCA
     Some(be)
 }
 
-/// The guest policy (u64; SPECS.md 4.3, go-sev-guest `abi/abi.go`).
+/// The guest policy (u64; docs/specs.md 4.3, go-sev-guest `abi/abi.go`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct GuestPolicy(pub u64);
 
@@ -344,7 +344,7 @@ impl GuestPolicy {
     }
 }
 
-/// Which key signed the report: `signer_info` bits 4:2 (SPECS.md 4.2).
+/// Which key signed the report: `signer_info` bits 4:2 (docs/specs.md 4.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SigningKey {
     /// 0: the chip's VCEK.
@@ -369,7 +369,7 @@ impl TryFrom<u8> for SigningKey {
     }
 }
 
-/// `signer_info` (u32 at 0x048; SPECS.md 4.2).
+/// `signer_info` (u32 at 0x048; docs/specs.md 4.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct SignerInfo(pub u32);
 
@@ -412,7 +412,7 @@ impl SnpProduct {
     pub const ALL: [Self; 3] = [Self::Milan, Self::Genoa, Self::Turin];
 
     /// The product's name as AMD's key distribution service and certificates spell
-    /// it (`ARK-Milan`, `SEV-Milan`, productName `Milan-B0`; SPECS.md 4.5).
+    /// it (`ARK-Milan`, `SEV-Milan`, productName `Milan-B0`; docs/specs.md 4.5).
     pub const fn name(self) -> &'static str {
         match self {
             Self::Milan => "Milan",
@@ -421,7 +421,7 @@ impl SnpProduct {
         }
     }
 
-    /// Length of the chip ID (the VCEK's hwID): 64 bytes, or 8 on Turin (SPECS.md 4.5).
+    /// Length of the chip ID (the VCEK's hwID): 64 bytes, or 8 on Turin (docs/specs.md 4.5).
     pub const fn chip_id_len(self) -> usize {
         match self {
             Self::Milan | Self::Genoa => 64,
@@ -437,7 +437,7 @@ impl fmt::Display for SnpProduct {
 }
 
 /// A decoded TCB_VERSION: the security patch level of each firmware component
-/// (SPECS.md 4.4).
+/// (docs/specs.md 4.4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct TcbVersion {
     /// FMC (Turin only; `None` on Milan and Genoa).
@@ -586,7 +586,7 @@ mod tests {
 
     #[test]
     fn tcb_layouts_per_product() {
-        // SPECS.md 4.4 example: 03 00 00 00 00 00 08 73.
+        // docs/specs.md 4.4 example: 03 00 00 00 00 00 08 73.
         let raw = u64::from_le_bytes([0x03, 0, 0, 0, 0, 0, 0x08, 0x73]);
         let milan = TcbVersion::decode(raw, SnpProduct::Milan);
         assert_eq!(

@@ -1,5 +1,5 @@
 //! Return codes and operands of PVALIDATE, RMPADJUST, RMPUPDATE and PSMASH
-//! (AMD APM vol. 3; Linux `arch/x86/include/asm/sev.h`; SPECS.md 3.1).
+//! (AMD APM vol. 3; Linux `arch/x86/include/asm/sev.h`; docs/specs.md 3.1).
 
 /// Page size operand of PVALIDATE/RMPADJUST (RCX) and of an RMP entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -1,4 +1,4 @@
-//! SNP guest requests to the security processor (SPECS.md 4.1): the attestation report.
+//! SNP guest requests to the security processor (docs/specs.md 4.1): the attestation report.
 //!
 //! A request is MSG_REPORT_REQ encrypted with VMPCK0 (AES-256-GCM; nonce = sequence
 //! number; AAD = header bytes 0x30..0x60) in a shared request page; the hypervisor

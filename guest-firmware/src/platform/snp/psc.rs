@@ -1,7 +1,7 @@
 //! Guest side of page-state changes through the GHCB (NAE 0x8000_0010): descriptors
 //! of up to 253 entries, 2 MiB entries where aligned (unless the image asks for 4 KiB
 //! work), resumed on partial progress, with the host's progress checked to only move
-//! forward (Linux `vmgexit_psc`; SPECS.md 2.2).
+//! forward (Linux `vmgexit_psc`; docs/specs.md 2.2).
 //!
 //! The descriptor is built directly in the private GHCB copy's shared buffer and only
 //! its used part (header and entries) crosses to the shared page: a whole buffer is

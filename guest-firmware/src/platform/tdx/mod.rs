@@ -35,7 +35,7 @@ pub const TDX_CPUID_LEAF: u32 = 0x21;
 pub const TDX_IDENT: [u8; 12] = *b"IntelTDX    ";
 
 /// How many times an OPERAND_BUSY accept is retried before it is an error (td-shim
-/// retries 5 times, SPECS.md 6.3).
+/// retries 5 times, docs/specs.md 6.3).
 const BUSY_RETRIES: u32 = 8;
 /// How many RETRY answers in a row without forward progress a MapGPA tolerates.
 const MAP_GPA_STALLS: u32 = 16;
@@ -295,7 +295,7 @@ fn vmcall_status(e: &TdVmcallError) -> u64 {
 /// the TD; should it resume us, we halt.
 pub fn report_fatal_error(code: u64) -> ! {
     // SAFETY: TDCALL leaf 0 (TDG.VP.VMCALL), RCX exposes R10-R13 to the VMM, R11 =
-    // ReportFatalError, R12 = the error code without the "message" bit 63 (SPECS.md
+    // ReportFatalError, R12 = the error code without the "message" bit 63 (docs/specs.md
     // 6.2). It changes only RAX and the exposed registers, declared as clobbered.
     unsafe {
         asm!(

@@ -3,7 +3,7 @@
 //!
 //! AMD signs an SEV-SNP report with the chip's VCEK (EC P-384), certified by the
 //! SEV signing key (ASK), itself certified by AMD's root key (ARK); ARK and ASK are
-//! RSA-4096 and sign with RSASSA-PSS, SHA-384, MGF1-SHA-384, salt 48 (SPECS.md
+//! RSA-4096 and sign with RSASSA-PSS, SHA-384, MGF1-SHA-384, salt 48 (docs/specs.md
 //! 4.2-4.5). The emulated processor has the same three keys, generated once per host:
 //! an emulated ARK (self-signed), an ASK it signs, and a VCEK the ASK signs. The VCEK
 //! carries AMD's extensions (arc 1.3.6.1.4.1.3704.1) for a fixed emulated TCB
@@ -95,7 +95,7 @@ pub const VCEK_COMMON_NAME: &str = "SEV-VCEK-emulated";
 /// The product the emulated processor is: its TCB_VERSION layout and chip ID length
 /// are Milan's.
 pub const PRODUCT: SnpProduct = SnpProduct::Milan;
-/// The VCEK's productName: the verifier reads the family before the `-` (SPECS.md
+/// The VCEK's productName: the verifier reads the family before the `-` (docs/specs.md
 /// 4.5), so this is a Milan.
 pub const PRODUCT_NAME: &str = "Milan-emulated";
 
@@ -110,13 +110,13 @@ pub const EMULATED_TCB_VERSION: TcbVersion = TcbVersion {
     snp: 22,
     microcode: 213,
 };
-/// [`EMULATED_TCB_VERSION`] as a raw TCB_VERSION (Milan layout, SPECS.md 4.4):
+/// [`EMULATED_TCB_VERSION`] as a raw TCB_VERSION (Milan layout, docs/specs.md 4.4):
 /// bytes `04 01 00 00 00 00 16 d5`.
 pub const EMULATED_TCB: u64 = EMULATED_TCB_VERSION.encode(PRODUCT);
 
-/// Size of the emulated chip ID (a Milan's; SPECS.md 4.2).
+/// Size of the emulated chip ID (a Milan's; docs/specs.md 4.2).
 pub const CHIP_ID_SIZE: usize = 64;
-/// Size of the ARK's and the ASK's RSA keys, as AMD's (SPECS.md 4.5).
+/// Size of the ARK's and the ASK's RSA keys, as AMD's (docs/specs.md 4.5).
 pub const RSA_KEY_BITS: usize = 4096;
 
 /// Why a verification refuses evidence signed by the emulated keys when emulated
@@ -484,7 +484,7 @@ impl EmulatedSnpKeys {
 
     /// Sign an ATTESTATION_REPORT as the VCEK: ECDSA P-384 with SHA-384 over bytes
     /// `[0, 0x2A0)`, R at 0x2A0 and S at 0x2E8, each little-endian and zero-padded
-    /// to 72 bytes, the rest of the signature area zero (SPECS.md 4.2). The caller
+    /// to 72 bytes, the rest of the signature area zero (docs/specs.md 4.2). The caller
     /// fills the signed part (`signature_algo` 1, `signer_info` naming the VCEK,
     /// [`Self::tcb`] as `reported_tcb`, [`Self::chip_id`]).
     pub fn sign_report(&self, report: &mut [u8; ATTESTATION_REPORT_SIZE]) {
@@ -940,7 +940,7 @@ fn ca_extensions(
     ])
 }
 
-/// AMD's VCEK extensions (SPECS.md 4.5), encoded as on AMD's Milan VCEKs:
+/// AMD's VCEK extensions (docs/specs.md 4.5), encoded as on AMD's Milan VCEKs:
 /// structVersion and the SPLs as DER INTEGERs, productName as an IA5String, hwID as
 /// the 64 raw bytes of the chip ID.
 fn vcek_extensions(

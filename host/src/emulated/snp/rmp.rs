@@ -2,11 +2,11 @@
 //!
 //! On SEV-SNP hardware every 4 KiB system page has an RMP entry saying whether it is
 //! assigned to a guest, which guest (ASID) and at which guest physical address (GPA),
-//! whether the guest has validated it, its page size and a few more bits (SPECS.md
+//! whether the guest has validated it, its page size and a few more bits (docs/specs.md
 //! 3.2, 3.3). The emulated platform has no such table, so the host keeps this one and
-//! enforces it (DESIGN.md 3.1): a page is reachable through the private view only when
-//! it is assigned and validated, and through the shared view only when it is not
-//! assigned.
+//! enforces it (docs/design.md, "Two views of guest RAM"): a page is reachable through the
+//! private view only when it is assigned and validated, and through the shared view only
+//! when it is not assigned.
 //!
 //! The table is indexed by system (host) page frame, as on hardware; the instruction
 //! methods name that index `pfn`. In nacre's emulation guest RAM is laid out
@@ -20,7 +20,7 @@
 //! - the guest runs at VMPL0 (full access); the permission masks RMPADJUST grants to
 //!   VMPL1-3 are recorded per entry but not enforced, as no code runs at those levels.
 //!
-//! The instructions follow the architectural return codes (SPECS.md 3.1, AMD APM vol. 3
+//! The instructions follow the architectural return codes (docs/specs.md 3.1, AMD APM vol. 3
 //! "RMPUPDATE", "PSMASH", "PVALIDATE", "RMPADJUST"; Linux `arch/x86/virt/svm/sev.c`):
 //! - RMPUPDATE writes a fresh entry, so it always clears the validated and VMSA bits;
 //! - nacre's model refuses (FAIL_INPUT) an assigned entry with ASID 0 or with a GPA not
@@ -37,7 +37,7 @@
 //! - PVALIDATE at 2 MiB over 4 KiB entries fails with FAIL_SIZEMISMATCH, while a 4 KiB
 //!   PVALIDATE inside a 2 MiB entry is a nested page fault with `PFERR_GUEST_SIZEM`
 //!   that the host resolves by PSMASH and retry (KVM `sev_handle_rmp_fault`,
-//!   SPECS.md 3.4);
+//!   docs/specs.md 3.4);
 //! - PVALIDATE and RMPADJUST of a page not assigned to the caller's ASID at the GPA it
 //!   used fail (see [`Rmp::pvalidate`] for how that is modelled).
 //!
@@ -60,7 +60,7 @@ use nacre_shared_abi::snp::rmp::{RmpError, RmpPageSize};
 pub const GUEST_ASID: u32 = 1;
 
 /// The largest ASID an entry can record: the ASID field of the raw RMP entry is 10
-/// bits wide (SPECS.md 3.3, bits 60:51). RMPUPDATE with a wider one is FAIL_INPUT
+/// bits wide (docs/specs.md 3.3, bits 60:51). RMPUPDATE with a wider one is FAIL_INPUT
 /// here, as no entry could hold it.
 pub const MAX_ASID: u32 = (1 << 10) - 1;
 
@@ -100,7 +100,7 @@ const ASSIGNED: u8 = 1 << 0;
 const VALIDATED: u8 = 1 << 1;
 /// Flag: the page lies inside a 2 MiB entry. Set on all 512 pages of the entry; the
 /// other state bits of the entry live only on the 2 MiB-aligned page, the other 511
-/// pages hold exactly `IN_2M` (SPECS.md 3.3: the 2 MiB-aligned entry is authoritative).
+/// pages hold exactly `IN_2M` (docs/specs.md 3.3: the 2 MiB-aligned entry is authoritative).
 const IN_2M: u8 = 1 << 2;
 /// Flag: the entry is immutable (RMPUPDATE fails with FAIL_PERMISSION).
 const IMMUTABLE: u8 = 1 << 3;
@@ -110,7 +110,7 @@ const VMSA: u8 = 1 << 4;
 /// The state bits of an entry: what PSMASH copies into each 4 KiB entry.
 const STATE: u8 = ASSIGNED | VALIDATED | IMMUTABLE;
 
-/// One RMP entry as the RMPREAD instruction would report it (SPECS.md 3.3), for the
+/// One RMP entry as the RMPREAD instruction would report it (docs/specs.md 3.3), for the
 /// entry that governs a page: the 2 MiB entry when the page lies inside one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RmpEntry {
@@ -132,7 +132,7 @@ pub struct RmpEntry {
     pub vmsa: bool,
 }
 
-/// The new state RMPUPDATE writes: the `rmp_state` operand (SPECS.md 3.2; Linux
+/// The new state RMPUPDATE writes: the `rmp_state` operand (docs/specs.md 3.2; Linux
 /// `asm/sev.h` `struct rmp_state`) without its reserved byte.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RmpUpdate {
@@ -179,14 +179,14 @@ impl RmpUpdate {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PvalidateOutcome {
     /// EAX = 0. `changed == false` is rFLAGS.CF = 1: the validated bit already had the
-    /// requested value (SPECS.md 3.1; Linux `PVALIDATE_FAIL_NOUPDATE`).
+    /// requested value (docs/specs.md 3.1; Linux `PVALIDATE_FAIL_NOUPDATE`).
     Done {
         /// The validated bit changed.
         changed: bool,
     },
     /// A 4 KiB PVALIDATE hit a 2 MiB entry: on hardware a nested page fault with
     /// `PFERR_GUEST_SIZEM`, which the host resolves by [`Rmp::psmash`] on the 2 MiB
-    /// region and a retry (SPECS.md 3.4). The RMP is unchanged.
+    /// region and a retry (docs/specs.md 3.4). The RMP is unchanged.
     NeedsPsmash,
 }
 
@@ -203,7 +203,7 @@ pub struct Rmp {
     perms: std::collections::HashMap<u64, [u8; 3]>,
 }
 
-/// RMPADJUST attribute operand fields (SPECS.md 3.1; Linux `asm/sev.h`
+/// RMPADJUST attribute operand fields (docs/specs.md 3.1; Linux `asm/sev.h`
 /// `RMPADJUST_VMSA_PAGE_BIT`).
 pub mod rmpadjust_attrs {
     /// Bits 7:0: the target VMPL.
@@ -349,12 +349,12 @@ impl Rmp {
     /// the guest `state.asid` at `state.gpa`, or returning it to the hypervisor. The
     /// entry is written afresh, so the validated and VMSA bits are always cleared.
     ///
-    /// Return codes (SPECS.md 3.1, 3.2):
+    /// Return codes (docs/specs.md 3.1, 3.2):
     /// - `FailInput`: `pfn` outside guest RAM; a 2 MiB update whose `pfn` is not
     ///   2 MiB-aligned or whose region does not fit in guest RAM; and, as nacre's model
     ///   rather than a documented hardware rule, an assigned `state` whose ASID is 0
     ///   (on hardware those are the security processor's pages, not modelled here), whose
-    ///   ASID is above [`MAX_ASID`] (the raw entry's 10-bit field, SPECS.md 3.3) or whose
+    ///   ASID is above [`MAX_ASID`] (the raw entry's 10-bit field, docs/specs.md 3.3) or whose
     ///   GPA is not aligned to `state.size`;
     /// - `FailPermission`: an affected entry is immutable;
     /// - `FailOverlap`: a 2 MiB update over 4 KiB entries of which one is assigned, or
@@ -461,14 +461,14 @@ impl Rmp {
         Ok(())
     }
 
-    /// PVALIDATE as the guest `asid` issues it (SPECS.md 3.1): set (`validate = true`)
+    /// PVALIDATE as the guest `asid` issues it (docs/specs.md 3.1): set (`validate = true`)
     /// or rescind the validated bit of the page or 2 MiB region at the host frame
     /// `pfn`, which the guest reached through the GPA `gpa` (in nacre
     /// `gpa == pfn * 4096`; a caller passes both so the check below is the hardware's).
     ///
     /// - `Ok(Done { changed })`: success; `changed == false` is the CF = 1 case;
     /// - `Ok(NeedsPsmash)`: a 4 KiB request inside a 2 MiB entry assigned to the
-    ///   caller at that GPA; the caller PSMASHes the region and retries (SPECS.md 3.4);
+    ///   caller at that GPA; the caller PSMASHes the region and retries (docs/specs.md 3.4);
     /// - `Err(FailInput)`: `pfn` outside guest RAM, an unaligned or out-of-range 2 MiB
     ///   request, or the entry is not assigned to `asid` at `gpa` (for a 4 KiB request
     ///   inside a 2 MiB entry: at the entry's GPA plus the page's offset);
@@ -476,7 +476,7 @@ impl Rmp {
     ///   back to 512 4 KiB requests).
     ///
     /// An entry that is not the caller's (unassigned, another ASID, another GPA) is on
-    /// hardware an RMP nested page fault (`PFERR_GUEST_RMP`, SPECS.md 3.4) that the
+    /// hardware an RMP nested page fault (`PFERR_GUEST_RMP`, docs/specs.md 3.4) that the
     /// host cannot resolve: KVM's `sev_handle_rmp_fault` only repairs size mismatches,
     /// and the guest never gets to run the instruction. nacre has no such fault to
     /// deliver, so it reports `FailInput` instead, the answer it already gives for a
@@ -529,10 +529,10 @@ impl Rmp {
     }
 
     /// Set or clear the VMSA bit of the 4 KiB page at `gfn`: what RMPADJUST with the
-    /// VMSA attribute (SPECS.md 3.1, attribute bit 16) or a VMSA `LAUNCH_UPDATE`
+    /// VMSA attribute (docs/specs.md 3.1, attribute bit 16) or a VMSA `LAUNCH_UPDATE`
     /// leaves behind. `FailInput` if `gfn` is outside guest RAM or not assigned;
     /// `FailSizeMismatch` if the page lies inside a 2 MiB entry (a VMSA is always a
-    /// 4 KiB page; the host PSMASHes and retries, SPECS.md 3.4 trigger (a)).
+    /// 4 KiB page; the host PSMASHes and retries, docs/specs.md 3.4 trigger (a)).
     pub fn set_vmsa(&mut self, gfn: u64, vmsa: bool) -> Result<(), RmpError> {
         let cur = self.effective_bits(gfn).ok_or(RmpError::FailInput)?;
         if cur & ASSIGNED == 0 {
@@ -550,7 +550,7 @@ impl Rmp {
         Ok(())
     }
 
-    /// RMPADJUST as a VMPL0 guest `asid` issues it (SPECS.md 3.1): grant the target
+    /// RMPADJUST as a VMPL0 guest `asid` issues it (docs/specs.md 3.1): grant the target
     /// VMPL (attribute bits 7:0) the permission mask in bits 11:8, and set or clear the
     /// VMSA bit (bit 16), on the page or 2 MiB region at the host frame `pfn`, which the
     /// guest reached through the GPA `gpa` (in nacre `gpa == pfn * 4096`).
@@ -563,7 +563,7 @@ impl Rmp {
     ///   caller's (VMPL0), so target 0;
     /// - `Err(FailSizeMismatch)`: a 2 MiB request over 4 KiB entries;
     /// - `Ok(NeedsPsmash)`: a 4 KiB request inside a 2 MiB entry, resolved by the host
-    ///   like PVALIDATE's (SPECS.md 3.4 trigger (a));
+    ///   like PVALIDATE's (docs/specs.md 3.4 trigger (a));
     /// - `Ok(Done { changed })`: success (EAX = 0).
     pub fn rmpadjust(
         &mut self,

@@ -3,13 +3,13 @@
 //! secrets page with the guest's message keys (VMPCKs), which it fills at launch.
 //!
 //! The launch digest is computed here, page by page as the host adds them, with the
-//! same [`LaunchDigest`] the loader predicts it with (SPECS.md 5.1); the host compares
+//! same [`LaunchDigest`] the loader predicts it with (docs/specs.md 5.1); the host compares
 //! the two before the guest runs. The VMPCKs are random for every launch (the kernel's
-//! `getrandom`); the guest finds them in its secrets page (SPECS.md 4.6).
+//! `getrandom`); the guest finds them in its secrets page (docs/specs.md 4.6).
 //!
-//! Guest messages (SPECS.md 4.1): [`EmulatedSp::guest_request`] decrypts a request
+//! Guest messages (docs/specs.md 4.1): [`EmulatedSp::guest_request`] decrypts a request
 //! with the VMPCK it names, checks its sequence number, answers MSG_REPORT_REQ with an
-//! ATTESTATION_REPORT (SPECS.md 4.2) signed by a [`ReportSigner`] (the emulated key
+//! ATTESTATION_REPORT (docs/specs.md 4.2) signed by a [`ReportSigner`] (the emulated key
 //! hierarchy) and encrypts the response with the next sequence number, as the AMD
 //! security processor does. Everything in the request page is guest input: a malformed
 //! or unauthenticated request gets a firmware error, never a panic.
@@ -32,10 +32,10 @@ use zerocopy::{FromBytes, FromZeros, IntoBytes};
 const PAGE: usize = 4096;
 
 /// Secrets page layout version the emulated processor writes (Linux
-/// `struct snp_secrets_page`, version 2: the layout of SPECS.md 4.6).
+/// `struct snp_secrets_page`, version 2: the layout of docs/specs.md 4.6).
 const SECRETS_VERSION: u32 = 2;
 
-/// The guest policy of a launch whose image declares none (SPECS.md 4.3): SMT
+/// The guest policy of a launch whose image declares none (docs/specs.md 4.3): SMT
 /// allowed (bit 16) and the reserved bit 17 that must be 1; not debuggable.
 pub const LAUNCH_POLICY: u64 = 0x3_0000;
 
@@ -46,7 +46,7 @@ pub const FW_ERR_INVALID_PARAM: u64 = 0x16;
 
 /// Signs reports: the emulated key hierarchy's VCEK.
 pub trait ReportSigner {
-    /// Sign the report (its signature area, SPECS.md 4.2).
+    /// Sign the report (its signature area, docs/specs.md 4.2).
     fn sign_report(&self, report: &mut [u8; REPORT_SIZE]);
     /// The TCB the VCEK was derived for (TCB_VERSION, raw).
     fn tcb(&self) -> u64;

@@ -47,7 +47,7 @@
 //! missing, corrupt or inconsistent file is an error naming the file; it is never
 //! repaired or overwritten.
 //!
-//! Formats: SPECS.md 6.5 (TDREPORT), 6.6 (quote v4, QE report, certification data
+//! Formats: docs/specs.md 6.5 (TDREPORT), 6.6 (quote v4, QE report, certification data
 //! types 6 and 5); the SGX extension's structure is that of Intel's PCK certificates
 //! (the one in the real quote of `tests/vectors/go-tdx-guest`), which dcap-qvl's
 //! `intel::parse_pck_extension` reads.

@@ -129,7 +129,7 @@ impl QuotingEnclave {
     }
 
     /// Turn `td_report` (from the guest: untrusted) into a TDX quote version 4
-    /// (SPECS.md 6.6), or refuse it as the real QE does when EVERIFYREPORT2 fails:
+    /// (docs/specs.md 6.6), or refuse it as the real QE does when EVERIFYREPORT2 fails:
     /// see [`TdxReportKey::verify`].
     ///
     /// The quote: header (version 4, ECDSA P-256 attestation key, TEE type 0x81,

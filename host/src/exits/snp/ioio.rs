@@ -26,12 +26,5 @@ pub fn nae(
         return Ok(None);
     }
     let area = (g.rax & 0xFFFF_FFFF) * PAGE_SIZE_4K;
-    let mmu = ctx.mmu;
-    hostcall::serve(
-        ctx.mem,
-        ctx.run,
-        ctx.host,
-        |gfn, n| mmu.is_shared(gfn, n),
-        area,
-    )
+    hostcall::serve(ctx.mem, ctx.mmu, ctx.run, ctx.host, area)
 }

@@ -1,6 +1,6 @@
 //! The GHCB MSR protocol, host side: a guest write of the GHCB MSR (0xC001_0130) with
 //! non-zero GHCBInfo bits is a request, answered by the new MSR value the guest reads
-//! back (SPECS.md 1.4; KVM `sev_handle_vmgexit_msr_protocol` in
+//! back (docs/specs.md 1.4; KVM `sev_handle_vmgexit_msr_protocol` in
 //! `arch/x86/kvm/svm/sev.c`; layouts in `nacre_shared_abi::snp::msr_protocol`).
 
 use nacre_shared_abi::snp::ghcb::GHCB_PROTOCOL_VERSION;
@@ -11,18 +11,19 @@ use nacre_shared_abi::snp::msr_protocol::{MsrPscOp, MsrRequest, MsrResponse};
 pub const GHCB_PROTOCOL_VERSION_MIN: u16 = 2;
 
 /// GFN answered to a refused GHCB registration: all ones in `GHCBData[63:12]`, the
-/// GHCB protocol's "no GPA" value (as in the PREFERRED_GHCB_GPA response, SPECS.md
+/// GHCB protocol's "no GPA" value (as in the PREFERRED_GHCB_GPA response, docs/specs.md
 /// 1.4). A Linux guest compares the echoed GFN with its own and terminates with set 1,
 /// reason 0 when they differ (`snp_register_ghcb_early`).
 pub const REG_GPA_ERROR_GFN: u64 = 0xF_FFFF_FFFF_FFFF;
 
 /// Error field (bits 63:32) of a failed MSR-protocol page-state change. KVM answers
-/// `BIT(63) | GHCB_MSR_PSC_RESP` (`snp_complete_psc_msr`, SPECS.md 2.3 step 7).
+/// `BIT(63) | GHCB_MSR_PSC_RESP` (`snp_complete_psc_msr`, docs/specs.md 2.3 step 7).
 pub const PSC_MSR_ERROR_GENERIC: u32 = 0x8000_0000;
 
 /// What the VMM provides to answer MSR-protocol requests.
 pub trait MsrProtocolHost {
-    /// C-bit position reported in SEV_INFO (emulated SNP: 47, DESIGN.md 3.1).
+    /// C-bit position reported in SEV_INFO (emulated SNP: 47, docs/design.md, "Two views of
+    /// guest RAM").
     fn c_bit(&self) -> u8;
     /// One CPUID register (0 = EAX, 1 = EBX, 2 = ECX, 3 = EDX) of `leaf`, subleaf 0.
     fn cpuid(&mut self, leaf: u32, register: u8) -> u32;
@@ -35,7 +36,7 @@ pub trait MsrProtocolHost {
         reason = "the contract: the host only reports that it failed (KVM: `hypercall.ret != 0`)"
     )]
     fn page_state_change(&mut self, gfn: u64, op: MsrPscOp) -> Result<(), ()>;
-    /// Hypervisor feature bitmap (SPECS.md 1.5; only bits 51:0 are carried).
+    /// Hypervisor feature bitmap (docs/specs.md 1.5; only bits 51:0 are carried).
     fn hv_features(&self) -> u64;
 }
 

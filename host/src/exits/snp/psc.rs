@@ -3,7 +3,7 @@
 //! The guest fills a [`PscDesc`] in the GHCB shared buffer; the caller copies it into
 //! private memory, calls [`handle_psc`] on the copy, writes the copy back and puts the
 //! return value in `sw_exit_info_2`. The rules are KVM's (`snp_begin_psc` and
-//! `snp_complete_one_psc` in `arch/x86/kvm/svm/sev.c`; SPECS.md 2.3):
+//! `snp_complete_one_psc` in `arch/x86/kvm/svm/sev.c`; docs/specs.md 2.3):
 //! - `end_entry` is inclusive and must be below 253, the header's reserved word zero;
 //! - processing starts at `cur_entry`; entries already complete (`cur_page == npages`)
 //!   are skipped;
@@ -14,7 +14,7 @@
 //! - PSMASH and UNSMASH entries are no-ops marked complete;
 //! - after each range, its entries get `cur_page = npages` and the header's
 //!   `cur_entry` moves past them, so a host that stops early leaves a descriptor the
-//!   guest can re-issue (SPECS.md 2.2 step 3, 8 "Pitfalls").
+//!   guest can re-issue (docs/specs.md 2.2 step 3, 8 "Pitfalls").
 //!
 //! Every entry is decoded with [`PscEntry::decode`], which is stricter than KVM
 //! (reserved bits and unknown operations are refused too).
@@ -133,7 +133,8 @@ pub trait PageStateBackend {
     fn change(&mut self, gfn: u64, npages: u64, op: MsrPscOp, huge: bool) -> Result<(), ()>;
 }
 
-/// Counters kept across calls, printed by `nacre run --stats` (DESIGN.md 4).
+/// Counters kept across calls, printed by `nacre run --stats` (docs/design.md, "The rules
+/// the host MMU keeps").
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct PscStats {
     /// 4 KiB private/shared entries completed through the backend.

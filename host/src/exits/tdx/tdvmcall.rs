@@ -85,12 +85,5 @@ fn io(ctx: &mut TdxContext<'_>, regs: &mut kvm_regs) -> Result<Option<Stop>, Mem
         return Ok(None);
     }
     let area = (regs.r15 & 0xFFFF_FFFF) * PAGE_SIZE_4K;
-    let mmu = ctx.mmu;
-    hostcall::serve(
-        ctx.mem,
-        ctx.run,
-        ctx.host,
-        |gfn, n| mmu.is_shared(gfn, n),
-        area,
-    )
+    hostcall::serve(ctx.mem, ctx.mmu, ctx.run, ctx.host, area)
 }

@@ -1,5 +1,6 @@
 //! Tests of the host MMU against a per-page reference model, the invariants of
-//! DESIGN.md 4 after every step, and the fault/invalidation race under threads.
+//! docs/design.md, "The rules the host MMU keeps" after every step, and the
+//! fault/invalidation race under threads.
 
 use super::*;
 use proptest::prelude::*;
@@ -285,7 +286,8 @@ impl Model {
 
 // ----- invariants ----------------------------------------------------------------------------
 
-/// The invariants of DESIGN.md 4 on the MMU and what its backing shows.
+/// The invariants of docs/design.md, "The rules the host MMU keeps" on the MMU and what its
+/// backing shows.
 fn check_invariants(mmu: &SnpMmu, b: &TestBacking<'_>) -> Result<(), String> {
     let views = b.views.borrow();
     if b.bad_discards.get() != 0 || mmu.stats().reclaim_refused != 0 {

@@ -58,8 +58,8 @@ use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard};
 /// 4 KiB pages in a 2 MiB region.
 const PAGES_2M: u64 = 512;
 
-/// Guest-physical address width of the emulated TD (DESIGN.md 3.1): the shared bit is
-/// bit 47 (SPECS.md 6.3).
+/// Guest-physical address width of the emulated TD (docs/design.md, "Two views of guest
+/// RAM"): the shared bit is bit 47 (docs/specs.md 6.3).
 pub const GPAW: u32 = 48;
 
 /// Rounds of EPT violation and retry an ACCEPT goes through before the guest is told

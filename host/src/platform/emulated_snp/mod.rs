@@ -16,10 +16,12 @@ use crate::mmu::snp::SnpMmu;
 use crate::mmu::tdp::Level;
 use crate::mmu::HypervisorMmu;
 use crate::platform::hostcall::HostcallHost;
-use crate::platform::{Platform, Registration, Stop};
+use crate::platform::launch::{LaunchConfig, SetupError};
+use crate::platform::{Platform, Registration, Stop, Vm};
 use crate::stats::{Counters, RunCounters};
 use crate::vmm::memory::{GuestMemory, View};
 use crate::vmm::vcpu::Vcpu;
+use nacre_loader::LoadedImage;
 use nacre_shared_abi::boot::PlatformKind;
 use nacre_shared_abi::doorbell::Doorbell;
 use nacre_shared_abi::layout::{EMULATED_SNP_C_BIT, PAGE_SIZE_4K};
@@ -35,7 +37,7 @@ pub const REGISTRATION: Registration = Registration {
     about: "SEV-SNP semantics enforced in software on a plain KVM VM (the default)",
     image: PlatformKind::Snp,
     evidence: EvidenceKind::SnpReport,
-    launch: launch::launch,
+    launch: <EmulatedSnp as Platform>::launch,
     verifier_roots: Some(verifier_roots),
 };
 
@@ -136,6 +138,10 @@ impl EmulatedSnp {
 }
 
 impl Platform for EmulatedSnp {
+    fn launch(image: &LoadedImage, config: &LaunchConfig) -> Result<Vm, SetupError> {
+        launch::launch(image, config)
+    }
+
     fn name(&self) -> &'static str {
         NAME
     }

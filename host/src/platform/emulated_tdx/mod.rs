@@ -17,10 +17,12 @@ use crate::mmu::tdp::Level;
 use crate::mmu::tdx::TdxMmu;
 use crate::mmu::HypervisorMmu;
 use crate::platform::hostcall::HostcallHost;
-use crate::platform::{Platform, Registration, Stop};
+use crate::platform::launch::{LaunchConfig, SetupError};
+use crate::platform::{Platform, Registration, Stop, Vm};
 use crate::stats::{Counters, RunCounters};
 use crate::vmm::memory::{GuestMemory, View};
 use crate::vmm::vcpu::Vcpu;
+use nacre_loader::LoadedImage;
 use nacre_shared_abi::boot::PlatformKind;
 use nacre_shared_abi::doorbell::Doorbell;
 use nacre_shared_abi::layout::PAGE_SIZE_4K;
@@ -36,7 +38,7 @@ pub const REGISTRATION: Registration = Registration {
     about: "TDX semantics (a software TDX module, S-EPT and TDCALLs) on a plain KVM VM",
     image: PlatformKind::Tdx,
     evidence: EvidenceKind::TdxQuote,
-    launch: launch::launch,
+    launch: <EmulatedTdx as Platform>::launch,
     verifier_roots: Some(verifier_roots),
 };
 
@@ -133,6 +135,10 @@ impl EmulatedTdx {
 }
 
 impl Platform for EmulatedTdx {
+    fn launch(image: &LoadedImage, config: &LaunchConfig) -> Result<Vm, SetupError> {
+        launch::launch(image, config)
+    }
+
     fn name(&self) -> &'static str {
         NAME
     }

@@ -100,7 +100,7 @@ fn real_quote_fields_match_the_known_answers() {
     assert_eq!(hex::encode(q.body.xfam), "e71a060000000000");
     assert_eq!(q.body.rtmr[3], [0; 48]);
     assert_eq!(hex::encode(q.body.report_data), REPORT_DATA);
-    // Absolute offsets of SPECS.md 6.6.
+    // Absolute offsets of docs/specs.md 6.6.
     assert_eq!(&v.bytes[0xB8..0xE8], &q.body.mr_td);
     assert_eq!(&v.bytes[0x238..0x278], &q.body.report_data);
     assert_eq!(q.qe_report.isv_prod_id, 2);

@@ -1,4 +1,4 @@
-//! The SEV-SNP ID block and the AMD encoding of the keys that sign it (SPECS.md 5.6; AMD
+//! The SEV-SNP ID block and the AMD encoding of the keys that sign it (docs/specs.md 5.6; AMD
 //! SEV-SNP firmware ABI, SNP_LAUNCH_FINISH: ID_BLOCK, ID_AUTH_INFO and the ECDSA public
 //! key format).
 //!
@@ -37,7 +37,7 @@ const COORDINATE_SIZE: usize = 72;
 /// Bytes of a P-384 coordinate.
 const P384_COORDINATE_SIZE: usize = 48;
 
-/// ID_BLOCK (SPECS.md 5.6): what the guest's launch must look like.
+/// ID_BLOCK (docs/specs.md 5.6): what the guest's launch must look like.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, IntoBytes, Immutable, KnownLayout)]
 #[repr(C)]
 pub struct IdBlock {
@@ -51,7 +51,7 @@ pub struct IdBlock {
     pub version: u32,
     /// GUEST_SVN, copied into every attestation report.
     pub guest_svn: u32,
-    /// POLICY: the guest policy (SPECS.md 4.3), which must equal SNP_LAUNCH_START's.
+    /// POLICY: the guest policy (docs/specs.md 4.3), which must equal SNP_LAUNCH_START's.
     pub policy: u64,
 }
 
@@ -90,7 +90,7 @@ impl IdBlock {
     }
 }
 
-/// A public key in the AMD encoding of ECDSA public keys (SPECS.md 5.6): curve ID, then
+/// A public key in the AMD encoding of ECDSA public keys (docs/specs.md 5.6): curve ID, then
 /// the affine coordinates QX and QY, each little-endian and zero-padded to 72 bytes, then
 /// zeros up to 0x404 bytes.
 #[derive(Debug, Clone, PartialEq, Eq, IntoBytes, Immutable, KnownLayout)]

@@ -167,7 +167,7 @@ fn emulated_quote_verifies_against_the_emulated_root() {
     }
     assert!(v.passed(), "{:#?}", v.failures().collect::<Vec<_>>());
 
-    // The quote carries the report's fields where SPECS.md 6.6 puts them.
+    // The quote carries the report's fields where docs/specs.md 6.6 puts them.
     assert_eq!(&bytes[0xB8..0xE8], &MRTD[..]);
     assert_eq!(&bytes[0x238..0x278], &REPORT_DATA[..]);
     let q = Quote::parse(&bytes).expect("parses");
