@@ -150,6 +150,18 @@ impl Kernel {
         self.clock.real0 + self.clock.ns_since(self.clock.tsc0)
     }
 
+    /// The CLOCK_MONOTONIC time at which CLOCK_REALTIME reads `real`. Both clocks count
+    /// the same TSC from the host's word at start, so their difference is fixed:
+    /// converting with it, rather than with two readings taken one after the other,
+    /// loses nothing to the time between the readings.
+    pub fn realtime_to_monotonic(&mut self, real: u64) -> u64 {
+        if let Err(e) = self.clock_ready() {
+            crate::fatal_error(e)
+        }
+        real.saturating_add(self.clock.mono0)
+            .saturating_sub(self.clock.real0)
+    }
+
     /// Sleep until CLOCK_MONOTONIC reaches `deadline`: the host sleeps for us, and the
     /// firmware checks against its own clock and asks again if the host woke it early.
     pub fn sleep_until(&mut self, deadline: u64) {

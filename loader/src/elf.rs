@@ -8,7 +8,10 @@
 //! The **firmware** must be an `ET_EXEC` whose `PT_LOAD` segments are linked at their
 //! physical load address (`p_paddr`) inside [`FIRMWARE_GPA`]..[`FIRMWARE_GPA_END`] and at
 //! the virtual address `KERNEL_VA_BASE + p_paddr` that the loader's initial page tables
-//! map (`docs/memory-map.md`). One more segment may sit outside that region: the **TDX
+//! map (`docs/memory-map.md`). Its entry point `e_entry` is the SEV-SNP BSP's first
+//! instruction, at physical address `e_entry - KERNEL_VA_BASE`: the BSP starts there in
+//! 32-bit protected mode with paging off (the VMSA, `loader/src/vmsa.rs`), so the code
+//! there is 32-bit code that does not depend on where it is linked. One more segment may sit outside that region: the **TDX
 //! reset page**, at most one 4 KiB page linked at physical and virtual address
 //! [`TDX_RESET_PAGE_GPA`], readable and executable and not writable, whose file bytes
 //! hold the reset vector [`TDX_RESET_VECTOR`]. A TD's BSP starts there in 32-bit mode with
@@ -453,7 +456,8 @@ pub struct FirmwareSegment<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FirmwareImage<'a> {
     /// `e_entry`, a kernel virtual address inside the file bytes of an executable
-    /// segment of `segments` (the 64-bit entry point; SEV-SNP starts there).
+    /// segment of `segments`: the SEV-SNP BSP starts at its physical address
+    /// (`entry - KERNEL_VA_BASE`) in 32-bit protected mode with paging off.
     pub entry: u64,
     /// Non-empty `PT_LOAD` segments inside the firmware region, in ascending physical
     /// order, pairwise disjoint (two may share a 4 KiB page).
@@ -856,7 +860,8 @@ mod tests {
         };
         for (edit, word) in [
             (
-                (|s: &mut Segment| s.vaddr = KERNEL_VA_BASE + s.paddr) as fn(&mut Segment),
+                (|s: &mut Segment| s.vaddr = KERNEL_VA_BASE.wrapping_add(s.paddr))
+                    as fn(&mut Segment),
                 "virtual",
             ),
             (|s| s.memsz = 2 * PAGE_SIZE_4K, "larger"),

@@ -1,12 +1,20 @@
-//! The BSP's initial SEV-SNP VMSA: 64-bit long mode with paging on (the loader's
-//! initial page tables), flat segments, interrupts off, `rip` at the firmware's entry.
-//! The firmware loads its own GDT, IDT and stack before it relies on any of them, so
-//! `rsp` is 0 and the descriptor tables are empty.
+//! The BSP's initial SEV-SNP VMSA: 32-bit protected mode with paging off, flat
+//! segments, interrupts off, `rip` at the firmware's 32-bit entry (the physical address
+//! of its ELF entry point). Nothing in it depends on the host: no page table, no C-bit.
+//!
+//! The page is what upstream KVM measures at SNP_LAUNCH_UPDATE of the VMSA
+//! (`arch/x86/kvm/svm/sev.c`, `sev_es_sync_vmsa`), given that the host sets exactly
+//! these registers with KVM_SET_SREGS/KVM_SET_REGS/KVM_SET_XCRS and creates the VM with
+//! `vmsa_features` = [`sev_features`] without SNP active (KVM_SEV_INIT2): KVM copies every GPR (so every
+//! one is set here, to 0), the segments, CR0, CR3, CR4 with the host's CR4.MCE ORed in
+//! (so CR4.MCE is set here), EFER with SVME added (so it is set here), XCR0, PAT, DR6,
+//! DR7 and the x87/SSE reset state; what it does not copy stays zero. `igvmmeasure
+//! --check-kvm` checks the same rules (docs/hardware.md).
 //!
 //! Layout: AMD APM vol. 2, 15.5 (VMCB state save area) and appendix B; segment
 //! attributes use the VMCB segment attribute format (the descriptor's type/S/DPL/P in
-//! bits 7:0 and AVL/L/D/G in bits 11:8). Reset values for everything the firmware does
-//! not set follow QEMU/KVM's initial VMSA (docs/specs.md 5.4).
+//! bits 7:0 and AVL/L/D/G in bits 11:8). Reset values follow QEMU/KVM's initial VMSA
+//! (docs/specs.md 5.4).
 
 use igvm::snp_defs::{SevFeatures, SevSelector, SevVmsa};
 use zerocopy::FromZeros;
@@ -23,16 +31,14 @@ const SEG_TYPE_TSS_BUSY: u16 = 0xB;
 const SEG_ATTR_S: u16 = 1 << 4;
 /// P: present.
 const SEG_ATTR_P: u16 = 1 << 7;
-/// L: 64-bit code segment.
-const SEG_ATTR_L: u16 = 1 << 9;
 /// D/B: 32-bit default operand size (data: big).
 const SEG_ATTR_DB: u16 = 1 << 10;
 /// G: limit in 4 KiB units.
 const SEG_ATTR_G: u16 = 1 << 11;
 
-/// 64-bit ring-0 code: 0xA9B.
-pub const CODE64_ATTRIB: u16 =
-    SEG_TYPE_CODE_XRA | SEG_ATTR_S | SEG_ATTR_P | SEG_ATTR_L | SEG_ATTR_G;
+/// 32-bit ring-0 code: 0xC9B.
+pub const CODE32_ATTRIB: u16 =
+    SEG_TYPE_CODE_XRA | SEG_ATTR_S | SEG_ATTR_P | SEG_ATTR_DB | SEG_ATTR_G;
 /// Flat ring-0 data: 0xC93.
 pub const DATA_ATTRIB: u16 = SEG_TYPE_DATA_RWA | SEG_ATTR_S | SEG_ATTR_P | SEG_ATTR_DB | SEG_ATTR_G;
 /// An empty LDT: 0x82.
@@ -40,51 +46,44 @@ const LDT_ATTRIB: u16 = SEG_TYPE_LDT | SEG_ATTR_P;
 /// A busy 64-bit TSS: 0x8B.
 const TSS_ATTRIB: u16 = SEG_TYPE_TSS_BUSY | SEG_ATTR_P;
 
-const _: () = assert!(CODE64_ATTRIB == 0xA9B);
+const _: () = assert!(CODE32_ATTRIB == 0xC9B);
 const _: () = assert!(DATA_ATTRIB == 0xC93);
 const _: () = assert!(LDT_ATTRIB == 0x82 && TSS_ATTRIB == 0x8B);
 
-/// Selector of the code segment in the firmware's GDT.
+/// Selector of the code segment (the flat 32-bit code segment of the entry code's own
+/// GDT; the VMSA's GDTR is empty, so the selectors matter only as values).
 pub const CODE_SELECTOR: u16 = 0x08;
-/// Selector of the data segment in the firmware's GDT.
+/// Selector of the data segments.
 pub const DATA_SELECTOR: u16 = 0x10;
 
-/// EFER.LME: long mode enable.
-const EFER_LME: u64 = 1 << 8;
-/// EFER.LMA: long mode active.
-const EFER_LMA: u64 = 1 << 10;
-/// EFER.NXE: no-execute enable.
-const EFER_NXE: u64 = 1 << 11;
-/// EFER.SVME: required set in an SEV-ES/SNP guest's VMSA.
+/// EFER.SVME: set in every SEV-ES/SNP VMSA; KVM adds it itself (`sev_es_sync_vmsa`).
 const EFER_SVME: u64 = 1 << 12;
-/// The guest's EFER: 0x1D00.
-pub const EFER: u64 = EFER_SVME | EFER_NXE | EFER_LMA | EFER_LME;
+/// The guest's EFER: SVME only (long mode is off until the entry code turns it on).
+pub const EFER: u64 = EFER_SVME;
 
 /// CR0.PE: protection enable.
 const CR0_PE: u64 = 1 << 0;
-/// CR0.MP: monitor coprocessor.
-const CR0_MP: u64 = 1 << 1;
 /// CR0.ET: extension type (always 1).
 const CR0_ET: u64 = 1 << 4;
 /// CR0.NE: native x87 error reporting.
 const CR0_NE: u64 = 1 << 5;
-/// CR0.WP: write protect in ring 0.
-const CR0_WP: u64 = 1 << 16;
-/// CR0.PG: paging.
-const CR0_PG: u64 = 1 << 31;
-/// The guest's CR0: 0x8001_0033.
-pub const CR0: u64 = CR0_PG | CR0_WP | CR0_NE | CR0_ET | CR0_MP | CR0_PE;
+/// The guest's CR0: 0x31, protected mode with paging off (CD and NW clear).
+/// `igvmmeasure --check-kvm` accepts exactly this value or 0x30 for KVM.
+pub const CR0: u64 = CR0_NE | CR0_ET | CR0_PE;
 
-/// CR4.PAE: physical address extension (required for long mode).
-const CR4_PAE: u64 = 1 << 5;
-/// CR4.OSFXSR: FXSAVE/FXRSTOR and SSE enabled.
-const CR4_OSFXSR: u64 = 1 << 9;
-/// CR4.OSXMMEXCPT: unmasked SIMD floating-point exceptions raise #XM.
-const CR4_OSXMMEXCPT: u64 = 1 << 10;
-/// The guest's CR4: 0x620.
-pub const CR4: u64 = CR4_OSXMMEXCPT | CR4_OSFXSR | CR4_PAE;
+/// CR4.MCE: machine-check enable. KVM ORs the host's CR4.MCE into the VMSA it
+/// measures (`sev_es_sync_vmsa`), and every host that runs SEV-SNP has it set.
+const CR4_MCE: u64 = 1 << 6;
+/// The guest's CR4: MCE only.
+pub const CR4: u64 = CR4_MCE;
 
-const _: () = assert!(EFER == 0x1D00 && CR0 == 0x8001_0033 && CR4 == 0x620);
+const _: () = assert!(EFER == 0x1000 && CR0 == 0x31 && CR4 == 0x40);
+
+/// The SEV features the VMSA enables and the host must pass as KVM_SEV_INIT2's
+/// `vmsa_features`: SNP only (bit 0, SNPActive; AMD APM vol. 2, 15.35.2 "SEV_FEATURES").
+pub fn sev_features() -> SevFeatures {
+    SevFeatures::new().with_snp(true)
+}
 
 /// RFLAGS bit 1 is reserved and always set.
 const RFLAGS_RESERVED: u64 = 1 << 1;
@@ -110,12 +109,12 @@ fn segment(selector: u16, attrib: u16, limit: u32) -> SevSelector {
     }
 }
 
-/// The BSP's initial VMSA: long mode at `rip` with `cr3` (the PML4's GPA with the
-/// encryption bit set). `sev_features` enables SNP only.
-pub fn initial_vmsa(rip: u64, cr3: u64) -> Box<SevVmsa> {
+/// The BSP's initial VMSA: 32-bit protected mode at physical address `rip`, paging off,
+/// every general-purpose register 0.
+pub fn initial_vmsa(rip: u64) -> Box<SevVmsa> {
     let mut vmsa = Box::new(SevVmsa::new_zeroed());
     let data = segment(DATA_SELECTOR, DATA_ATTRIB, 0xffff_ffff);
-    vmsa.cs = segment(CODE_SELECTOR, CODE64_ATTRIB, 0xffff_ffff);
+    vmsa.cs = segment(CODE_SELECTOR, CODE32_ATTRIB, 0xffff_ffff);
     vmsa.ds = data;
     vmsa.es = data;
     vmsa.ss = data;
@@ -127,7 +126,7 @@ pub fn initial_vmsa(rip: u64, cr3: u64) -> Box<SevVmsa> {
     vmsa.tr = segment(0, TSS_ATTRIB, 0xffff);
     vmsa.efer = EFER;
     vmsa.cr0 = CR0;
-    vmsa.cr3 = cr3;
+    vmsa.cr3 = 0;
     vmsa.cr4 = CR4;
     vmsa.rip = rip;
     vmsa.rsp = 0;
@@ -138,7 +137,7 @@ pub fn initial_vmsa(rip: u64, cr3: u64) -> Box<SevVmsa> {
     vmsa.dr7 = DR7_RESET;
     vmsa.mxcsr = MXCSR_RESET;
     vmsa.x87_fcw = X87_FCW_RESET;
-    vmsa.sev_features = SevFeatures::new().with_snp(true);
+    vmsa.sev_features = sev_features();
     vmsa
 }
 
@@ -151,23 +150,48 @@ mod tests {
         u64::from_le_bytes(bytes[offset..offset + 8].try_into().unwrap())
     }
 
+    /// QEMU's IGVM loader takes a VMSA only if nothing but the fields it synchronizes
+    /// with KVM is set (`target/i386/sev.c`, `check_vmsa_supported`: segments and
+    /// descriptor tables, EFER, CR0, CR3, CR4, XCR0, DR6, DR7, the GPRs, RIP, RFLAGS,
+    /// PAT, x87 FCW, MXCSR) and `sev_features` is exactly SNP active; `igvmmeasure
+    /// --check-kvm` wants CR0 0x31 or 0x30 (docs/hardware.md).
+    #[test]
+    fn qemu_and_igvmmeasure_would_take_it() {
+        let vmsa = initial_vmsa(0x10_0000);
+        assert_eq!(u64::from(vmsa.sev_features), 1);
+        assert!([0x30, 0x31].contains(&vmsa.cr0));
+        let mut rest = vmsa.clone();
+        let none = SevSelector::new_zeroed();
+        (rest.es, rest.cs, rest.ss, rest.ds, rest.fs, rest.gs) =
+            (none, none, none, none, none, none);
+        (rest.gdtr, rest.idtr, rest.ldtr, rest.tr) = (none, none, none, none);
+        (rest.efer, rest.cr0, rest.cr3, rest.cr4, rest.xcr0) = (0, 0, 0, 0, 0);
+        (rest.dr6, rest.dr7, rest.rip, rest.rflags, rest.pat) = (0, 0, 0, 0, 0);
+        (rest.rax, rest.rbx, rest.rcx, rest.rdx, rest.rsp, rest.rbp) = (0, 0, 0, 0, 0, 0);
+        (rest.rsi, rest.rdi, rest.r8, rest.r9, rest.r10, rest.r11) = (0, 0, 0, 0, 0, 0);
+        (rest.r12, rest.r13, rest.r14, rest.r15) = (0, 0, 0, 0);
+        (rest.x87_fcw, rest.mxcsr) = (0, 0);
+        rest.sev_features = SevFeatures::new();
+        assert!(rest.as_bytes().iter().all(|&b| b == 0));
+    }
+
     /// The fields land at the offsets docs/specs.md 5.4 gives for the save area.
     #[test]
     fn offsets_match_the_save_area() {
-        let vmsa = initial_vmsa(0xffff_ffff_8010_0000, 0x8000 | 1 << 47);
+        let vmsa = initial_vmsa(0x10_0000);
         let bytes = vmsa.as_bytes();
         assert_eq!(bytes.len(), 4096);
         // cs at 0x010: selector, attrib, limit, base.
-        assert_eq!(&bytes[0x10..0x14], &[0x08, 0, 0x9b, 0x0a]);
+        assert_eq!(&bytes[0x10..0x14], &[0x08, 0, 0x9b, 0x0c]);
         assert_eq!(&bytes[0x20..0x24], &[0x10, 0, 0x93, 0x0c]);
-        assert_eq!(u64_at(bytes, 0xd0), 0x1d00);
-        assert_eq!(u64_at(bytes, 0x148), 0x620);
-        assert_eq!(u64_at(bytes, 0x150), 0x8000 | 1 << 47);
-        assert_eq!(u64_at(bytes, 0x158), 0x8001_0033);
+        assert_eq!(u64_at(bytes, 0xd0), 0x1000);
+        assert_eq!(u64_at(bytes, 0x148), 0x40);
+        assert_eq!(u64_at(bytes, 0x150), 0);
+        assert_eq!(u64_at(bytes, 0x158), 0x31);
         assert_eq!(u64_at(bytes, 0x160), 0x400);
         assert_eq!(u64_at(bytes, 0x168), 0xffff_0ff0);
         assert_eq!(u64_at(bytes, 0x170), 2);
-        assert_eq!(u64_at(bytes, 0x178), 0xffff_ffff_8010_0000);
+        assert_eq!(u64_at(bytes, 0x178), 0x10_0000);
         assert_eq!(u64_at(bytes, 0x1d8), 0);
         assert_eq!(u64_at(bytes, 0x268), 0x0007_0406_0007_0406);
         assert_eq!(u64_at(bytes, 0x3b0), 1);

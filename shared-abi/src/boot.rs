@@ -11,8 +11,9 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 /// `BootInfo::magic`.
 pub const BOOT_INFO_MAGIC: [u8; 8] = *b"NACREBT1";
-/// `BootInfo::version` this firmware understands.
-pub const BOOT_INFO_VERSION: u32 = 2;
+/// `BootInfo::version` this firmware understands. Version 3: both platforms start with
+/// paging off, `c_bit` is always 0, the SEV-SNP image has a CPUID page.
+pub const BOOT_INFO_VERSION: u32 = 3;
 
 /// The confidential-computing platform an image (or one platform's view of it) is for.
 /// Recorded in the measured [`BootInfo`], never taken from the host.
@@ -68,7 +69,9 @@ pub struct BootInfo {
     pub version: u32,
     /// [`PlatformKind`] as `u32`.
     pub platform: u32,
-    /// Encryption-bit position the loader's initial page tables use.
+    /// Encryption-bit position the loader's initial page tables use: always 0, for no
+    /// page of an image depends on the host's C-bit (on SEV-SNP the firmware reads it
+    /// from the CPUID page at boot). The loader refuses any other value.
     pub c_bit: u32,
     /// Boot options chosen at packaging time ([`BOOT_FLAG_VALIDATE_4K`]); measured
     /// like the rest of this page. Unknown bits are refused.

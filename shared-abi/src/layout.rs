@@ -2,8 +2,9 @@
 //! and the firmware. See `docs/memory-map.md` for the picture.
 //!
 //! GPAs here never carry the encryption bit: on SEV-SNP a private access sets the
-//! C-bit (bit [`EMULATED_SNP_C_BIT`] on the emulated platform) on top of these
-//! addresses.
+//! C-bit (bit 51 on AMD's EPYC hosts, [`EMULATED_SNP_C_BIT`] by default on the emulated
+//! platform) on top of these addresses. No image depends on its position: the firmware
+//! reads it from the CPUID page at boot.
 
 /// Size of a 4 KiB page.
 pub const PAGE_SIZE_4K: u64 = 0x1000;
@@ -12,10 +13,10 @@ pub const PAGE_SIZE_2M: u64 = 0x20_0000;
 /// Size of a 1 GiB page.
 pub const PAGE_SIZE_1G: u64 = 0x4000_0000;
 
-/// The C-bit position the emulated SNP platform reports in CPUID 0x8000_001F EBX bits 5:0.
-/// Guest RAM is one memfd mapped twice: the shared view at GPA 0 and the private view at `1
-/// << 47` (docs/design.md, "Two views of guest RAM"), so bit 47 set in a GPA is exactly
-/// "private".
+/// The C-bit position the emulated SNP platform reports in CPUID 0x8000_001F EBX bits 5:0
+/// unless the host chooses another. Guest RAM is one memfd mapped twice: the shared
+/// view at GPA 0 and the private view at `1 << C-bit` (docs/design.md, "Two views of
+/// guest RAM"), so the C-bit set in a GPA is exactly "private".
 pub const EMULATED_SNP_C_BIT: u32 = 47;
 
 /// The GPA width the emulated TDX platform reports in TDG.VP.INFO (RCX bits 5:0): the
@@ -44,18 +45,21 @@ pub const HOST_PARAM_GPA: u64 = 0x2000;
 /// the VMPCKs the guest encrypts its messages with (measured as a SECRETS page: its
 /// contents are not part of the digest).
 pub const SECRETS_PAGE_GPA: u64 = 0x3000;
-/// GPA the IGVM file gives the BSP's VMSA page (SNP). The page is the host's/the
-/// platform's, never guest RAM the firmware uses.
-pub const VMSA_GPA: u64 = 0x5000;
-/// Initial page tables built by the loader and measured: PML4, PDPT, PD.
+/// SEV-SNP CPUID page (docs/specs.md 4.7): the host fills it with the CPUID values the
+/// guest may use and the security processor checks them against the CPU before the
+/// guest runs (measured as a CPUID page: its contents are not part of the digest). The
+/// firmware reads the C-bit position from it.
+pub const SNP_CPUID_PAGE_GPA: u64 = 0x4000;
+/// SEV-SNP: the GPA at which upstream KVM measures the BSP's VMSA
+/// (`arch/x86/kvm/svm/sev.c`, SNP_LAUNCH_FINISH), and so the one the IGVM file names.
+/// It is not guest RAM.
+pub const SNP_VMSA_GPA: u64 = 0xFFFF_FFFF_F000;
+/// Initial page tables built by the loader and measured, the same pages for both
+/// platforms: PML4, PDPT, the PD of the low map and a PD that identity-maps the 2 MiB
+/// region holding [`TDX_RESET_PAGE_GPA`].
 pub const INITIAL_PT_GPA: u64 = 0x8000;
-/// Number of pages of initial page tables (SNP: PML4, PDPT, PD).
-pub const INITIAL_PT_PAGES: u64 = 3;
-/// Number of pages of the TDX initial page tables at [`INITIAL_PT_GPA`]: PML4, PDPT,
-/// the PD of the firmware's map and a PD that identity-maps the 2 MiB region holding
-/// [`TDX_RESET_PAGE_GPA`], which the 32-bit entry code runs from while it turns
-/// paging on.
-pub const INITIAL_PT_PAGES_TDX: u64 = 4;
+/// Number of pages of the initial page tables at [`INITIAL_PT_GPA`].
+pub const INITIAL_PT_PAGES: u64 = 4;
 /// Physical load address of the firmware's lowest segment.
 pub const FIRMWARE_GPA: u64 = 0x10_0000;
 /// The firmware's segments must end below this GPA.
@@ -66,8 +70,11 @@ pub const APP_IMAGE_GPA: u64 = 0x100_0000;
 /// Virtual base of the firmware: VA = `KERNEL_VA_BASE + GPA` for the firmware image
 /// (the top 2 GiB, so the firmware is built with the `kernel` code model).
 pub const KERNEL_VA_BASE: u64 = 0xFFFF_FFFF_8000_0000;
-/// The loader's initial page tables map `KERNEL_VA_BASE .. + INITIAL_MAP_SIZE`.
-pub const INITIAL_MAP_SIZE: u64 = PAGE_SIZE_1G;
+/// The loader's initial page tables map `KERNEL_VA_BASE .. + INITIAL_MAP_SIZE` and the
+/// same range at GPA 0 to itself: the firmware's segments and the launch pages below
+/// them. On SEV-SNP the entry code sets the C-bit in each of their entries, so the map
+/// is kept small.
+pub const INITIAL_MAP_SIZE: u64 = FIRMWARE_GPA_END;
 /// The firmware's direct map of guest RAM: VA = `DIRECT_MAP_VA_BASE + GPA`.
 pub const DIRECT_MAP_VA_BASE: u64 = 0xFFFF_8000_0000_0000;
 /// Highest user (app) virtual address, exclusive (the canonical lower half minus a guard page).
@@ -82,7 +89,10 @@ pub const GUEST_MEMORY_ALIGN: u64 = PAGE_SIZE_2M;
 
 const _: () = assert!(BOOT_INFO_GPA >= NULL_GUARD_END);
 const _: () = assert!(INITIAL_PT_GPA + INITIAL_PT_PAGES * PAGE_SIZE_4K <= FIRMWARE_GPA);
-const _: () = assert!(INITIAL_PT_GPA + INITIAL_PT_PAGES_TDX * PAGE_SIZE_4K <= FIRMWARE_GPA);
+const _: () = assert!(SECRETS_PAGE_GPA < SNP_CPUID_PAGE_GPA);
+const _: () = assert!(SNP_CPUID_PAGE_GPA + PAGE_SIZE_4K <= INITIAL_PT_GPA);
+const _: () =
+    assert!(INITIAL_MAP_SIZE.is_multiple_of(PAGE_SIZE_2M) && INITIAL_MAP_SIZE <= PAGE_SIZE_1G);
 const _: () = assert!(FIRMWARE_GPA_END <= APP_IMAGE_GPA);
 const _: () = assert!(MAX_GUEST_MEMORY <= 1 << EMULATED_SNP_C_BIT);
 const _: () = assert!(TDX_RESET_VECTOR - TDX_RESET_PAGE_GPA == 0xFF0);

@@ -103,6 +103,44 @@ fn c_hello_prints_and_returns_its_exit_code() {
     }
 }
 
+/// One image boots whatever C-bit position the SEV-SNP platform reports: the firmware
+/// reads it from the CPUID page. The emulated security processor measures every launch
+/// and the host refuses to start a guest whose measurement is not the image's (`nacre
+/// measure`), so each boot is also a launch with the one predicted measurement.
+#[test]
+fn one_image_boots_with_any_c_bit_position() {
+    require_kvm();
+    for bit in ["47", "46", "32"] {
+        let output = run_with_env(
+            &c_hello_image(),
+            &PLATFORM,
+            &[("NACRE_EMULATED_SNP_C_BIT", bit)],
+        );
+        assert_exit(&output, C_HELLO_EXIT, &format!("C hello with C-bit {bit}"));
+        assert_eq!(
+            stdout(&output),
+            C_HELLO_STDOUT,
+            "{}",
+            describe_output(&output)
+        );
+    }
+    // Positions the emulated platform cannot take are refused with the reason.
+    for bit in ["51", "31", "x"] {
+        let output = run_with_env(
+            &c_hello_image(),
+            &PLATFORM,
+            &[("NACRE_EMULATED_SNP_C_BIT", bit)],
+        );
+        assert_exit(&output, EXIT_NACRE_ERROR, &format!("C-bit {bit}"));
+        assert!(
+            stderr(&output).contains("32 to 47"),
+            "{}",
+            describe_output(&output)
+        );
+        assert_no_panic(&output, &format!("C-bit {bit}"));
+    }
+}
+
 /// The largest guest each platform takes: 4 GiB on SNP; on TDX RAM ends below the
 /// reset vector's 2 MiB region (4094 MiB), and more is refused with a clear error.
 #[test]

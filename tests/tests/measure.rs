@@ -293,15 +293,23 @@ fn igvm_pages(image: &Path) -> IgvmPages {
                 other => panic!("unexpected platform type {other}"),
             },
             PAGE_DATA => {
-                // IGVM_VHS_PAGE_DATA: data_type (u16) at 20; 1 is SECRETS. A page without
-                // file data is a NORMAL page of zeros, as the IGVM format asks.
+                // IGVM_VHS_PAGE_DATA: data_type (u16) at 20; 1 is SECRETS, 2 CPUID_DATA.
+                // A page without file data is a NORMAL page of zeros, as the IGVM format
+                // asks.
                 let data_type = u16::from_le_bytes([body[20], body[21]]);
-                let page_type = if data_type == 1 { "SECRETS" } else { "NORMAL" };
+                let page_type = match data_type {
+                    1 => "SECRETS",
+                    2 => "CPUID",
+                    _ => "NORMAL",
+                };
                 add(on(le_u32(body, 8)), le_u64(body, 0), page_type);
             }
             PARAMETER_INSERT => add(on(le_u32(body, 8)), le_u64(body, 0), "UNMEASURED"),
             VP_CONTEXT => {
+                // IGVM_VHS_VP_CONTEXT: gpa (u64) at 0, compatibility mask at 8. The file
+                // says where KVM measures the VMSA, as QEMU's IGVM loader requires.
                 assert_eq!(on(le_u32(body, 8)), [true, false]);
+                assert_eq!(le_u64(body, 0), SNP_VMSA_GPA);
                 add([true, false], SNP_VMSA_GPA, "VMSA");
             }
             _ => {}
@@ -343,7 +351,7 @@ fn explain_regions_cover_every_measured_page_exactly_once() {
                 );
             }
             let digest = &r["sha384"];
-            if page_type == "UNMEASURED" || page_type == "SECRETS" || page_type == "PAGE.ADD" {
+            if ["UNMEASURED", "SECRETS", "CPUID", "PAGE.ADD"].contains(&page_type) {
                 assert!(digest.is_null(), "{platform}: {r}");
             } else {
                 assert_eq!(digest.as_str().map(str::len), Some(96), "{platform}: {r}");
@@ -355,7 +363,7 @@ fn explain_regions_cover_every_measured_page_exactly_once() {
         kinds.dedup();
         let mut want = vec!["boot-info"];
         if platform == "snp" {
-            want.push("secrets-page");
+            want.extend(["secrets-page", "cpuid-page"]);
         }
         want.extend(["page-tables", "firmware", "app", "args", "file-tree"]);
         want.extend(match platform {

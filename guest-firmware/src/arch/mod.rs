@@ -1,11 +1,13 @@
 //! x86-64 architecture support: CPU registers, descriptor tables, exception and
-//! syscall entry, and the TDX 32-bit entry path.
+//! syscall entry, and the 32-bit entry paths of SEV-SNP and TDX.
 
 pub mod cpu;
 pub mod gdt;
 pub mod idt;
 pub mod syscall_entry;
 // 32-bit code with absolute addresses: only in the firmware image, never in a test.
+#[cfg(not(test))]
+pub mod snp_entry;
 #[cfg(not(test))]
 pub mod tdx_entry;
 pub mod upcall;

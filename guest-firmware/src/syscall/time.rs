@@ -150,12 +150,10 @@ pub fn clock_nanosleep(k: &mut Kernel, clock: i32, flags: u64, req: u64, _rem: u
         _ => return Err(EINVAL),
     };
     let ns = read_timespec(k, req)?;
-    let now_mono = k.monotonic_ns();
     let deadline = if flags & TIMER_ABSTIME == 0 {
-        now_mono.saturating_add(ns)
+        k.monotonic_ns().saturating_add(ns)
     } else if realtime {
-        let now_real = k.realtime_ns();
-        now_mono.saturating_add(ns.saturating_sub(now_real))
+        k.realtime_to_monotonic(ns)
     } else {
         ns
     };

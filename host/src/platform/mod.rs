@@ -15,6 +15,7 @@ pub mod emulated_snp;
 pub mod emulated_tdx;
 pub mod hostcall;
 pub mod launch;
+pub mod snp_bsp;
 
 use crate::exits::RunError;
 use crate::mmu::HypervisorMmu;
@@ -79,6 +80,12 @@ pub trait Platform: Send + std::fmt::Debug {
     fn launch(image: &LoadedImage, config: &LaunchConfig) -> Result<Vm, SetupError>
     where
         Self: Sized;
+
+    /// Called once for every exit, before it is handled: what the emulated platforms
+    /// emulate only until the guest's first exit ends here.
+    fn exited(&mut self) -> Result<(), RunError> {
+        Ok(())
+    }
 
     /// The platform's name, as `--platform` takes it.
     fn name(&self) -> &'static str;

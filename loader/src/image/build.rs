@@ -7,22 +7,24 @@
 //!
 //! 1. the boot information page at `BOOT_INFO_GPA` \[SNP\];
 //! 2. the boot information page at `BOOT_INFO_GPA` \[TDX\];
-//! 3. the SEV-SNP initial page tables at `INITIAL_PT_GPA` (PML4, PDPT, PD, with the
-//!    C-bit) \[SNP\];
-//! 4. the TDX initial page tables at `INITIAL_PT_GPA` (PML4, PDPT, PD, reset PD,
-//!    without an encryption bit) \[TDX\];
-//! 5. the firmware, page by page in ascending GPA: file bytes as data pages, pages that
+//! 3. the secrets page at `SECRETS_PAGE_GPA` (SECRETS) \[SNP\];
+//! 4. the CPUID page at `SNP_CPUID_PAGE_GPA` (CPUID_DATA, no file data: the host fills
+//!    it) \[SNP\];
+//! 5. the initial page tables at `INITIAL_PT_GPA` (PML4, PDPT, PD, reset PD, without an
+//!    encryption bit: [`crate::pagetable`]) \[both\];
+//! 6. the firmware, page by page in ascending GPA: file bytes as data pages, pages that
 //!    hold only bss as zero pages \[both\];
-//! 6. the app ELF file verbatim from `APP_IMAGE_GPA`, then the argument blob from the
+//! 7. the app ELF file verbatim from `APP_IMAGE_GPA`, then the argument blob from the
 //!    next page, then the file tree (`nacre_shared_abi::filetree`) from the page after
 //!    the arguments \[both\];
-//! 7. the TDX reset page at `TDX_RESET_PAGE_GPA`, the firmware's reset page segment
+//! 8. the TDX reset page at `TDX_RESET_PAGE_GPA`, the firmware's reset page segment
 //!    zero-padded to 4 KiB \[TDX\];
-//! 8. the host parameter page (memory map) at `HOST_PARAM_GPA`, unmeasured \[both\];
-//! 9. the BSP's VMSA at `VMSA_GPA` \[SNP\].
+//! 9. the host parameter page (memory map) at `HOST_PARAM_GPA`, unmeasured \[both\];
+//! 10. the BSP's VMSA, as the VP context at `SNP_VMSA_GPA` (where KVM and QEMU put it)
+//!     \[SNP\].
 //!
-//! So SEV-SNP sees 1, 3, 5, 6, 8, 9, exactly the SEV-SNP-only image of the same inputs,
-//! and TDX sees 2, 4, 5, 6, 7, 8. Each boot information page carries its platform's
+//! So SEV-SNP sees 1, 3, 4, 5, 6, 7, 9, 10, exactly the SEV-SNP-only image of the same
+//! inputs, and TDX sees 2, 5, 6, 7, 8, 9. Each boot information page carries its platform's
 //! content digest ([`super::digest`]) over everything else that platform measures, so
 //! both are written last, once the other pages and the VMSA are known.
 //!
@@ -44,20 +46,20 @@ use nacre_shared_abi::boot::{
 };
 use nacre_shared_abi::filetree::FileTree;
 use nacre_shared_abi::layout::{
-    align_down, align_up, APP_IMAGE_GPA, BOOT_INFO_GPA, EMULATED_SNP_C_BIT, HOST_PARAM_GPA,
-    INITIAL_PT_GPA, INITIAL_PT_PAGES, INITIAL_PT_PAGES_TDX, MAX_GUEST_MEMORY, MIN_GUEST_MEMORY,
-    PAGE_SIZE_2M, PAGE_SIZE_4K, SECRETS_PAGE_GPA, TDX_RESET_PAGE_GPA, VMSA_GPA,
+    align_down, align_up, APP_IMAGE_GPA, BOOT_INFO_GPA, HOST_PARAM_GPA, INITIAL_PT_GPA,
+    INITIAL_PT_PAGES, KERNEL_VA_BASE, MAX_GUEST_MEMORY, MIN_GUEST_MEMORY, PAGE_SIZE_2M,
+    PAGE_SIZE_4K, SECRETS_PAGE_GPA, SNP_CPUID_PAGE_GPA, SNP_VMSA_GPA, TDX_RESET_PAGE_GPA,
 };
 use zerocopy::IntoBytes;
 
 use super::digest::{ImageDigest, DIGEST_LEN};
 use super::policy::policy_headers;
 use super::{
-    ImageError, MIN_MEMORY_HEADROOM, PARAMETER_AREA_INDEX, PARAMETER_AREA_SIZE, SNP_C_BIT_MASK,
-    SNP_MASK, TDX_C_BIT, TDX_MASK, TDX_SHARED_GPA_BOUNDARY,
+    ImageError, MIN_MEMORY_HEADROOM, PARAMETER_AREA_INDEX, PARAMETER_AREA_SIZE, SNP_MASK, TDX_MASK,
+    TDX_SHARED_GPA_BOUNDARY,
 };
 use crate::elf::{check_app_elf, check_firmware_elf, FirmwareImage, FirmwareSegment};
-use crate::pagetable::{InitialPageTables, TdxInitialPageTables};
+use crate::pagetable::InitialPageTables;
 use crate::vmsa::initial_vmsa;
 
 const PAGE: usize = PAGE_SIZE_4K as usize;
@@ -132,14 +134,20 @@ pub(super) fn image_file(input: &PackageInput) -> Result<IgvmFile, ImageError> {
         data: Vec::new(),
     });
 
-    let tables = InitialPageTables::new(SNP_C_BIT_MASK).to_pages();
-    push_tables(&mut directives, SNP_MASK, &tables);
-    if tdx_reset.is_some() {
-        push_tables(
-            &mut directives,
-            TDX_MASK,
-            &TdxInitialPageTables::new().to_pages(),
-        );
+    // SEV-SNP: the CPUID page, which the host fills with the CPUID values the guest
+    // may use and the security processor checks (measured as CPUID: its contents are
+    // not part of the digest). The firmware reads the C-bit position from it.
+    directives.push(IgvmDirectiveHeader::PageData {
+        gpa: SNP_CPUID_PAGE_GPA,
+        compatibility_mask: SNP_MASK,
+        flags: IgvmPageDataFlags::new(),
+        data_type: IgvmPageDataType::CPUID_DATA,
+        data: Vec::new(),
+    });
+
+    let tables = InitialPageTables::new().to_pages();
+    for (gpa, table) in (INITIAL_PT_GPA..).step_by(PAGE).zip(&tables) {
+        directives.push(page_data(gpa, both, table.to_vec()));
     }
 
     for (gpa, page) in firmware_pages {
@@ -174,12 +182,12 @@ pub(super) fn image_file(input: &PackageInput) -> Result<IgvmFile, ImageError> {
         },
     ));
 
-    let vmsa = initial_vmsa(firmware.entry, INITIAL_PT_GPA | SNP_C_BIT_MASK);
+    // `check_firmware_elf` placed the entry inside the firmware region's kernel window.
+    let vmsa = initial_vmsa(firmware.entry - KERNEL_VA_BASE);
     let mut platforms = vec![snp_platform()];
     if tdx_reset.is_some() {
         let tdx_info = BootInfo {
             platform: PlatformKind::Tdx as u32,
-            c_bit: TDX_C_BIT,
             image_digest: content_digest(&directives, TDX_MASK, None),
             ..snp_info
         };
@@ -190,7 +198,7 @@ pub(super) fn image_file(input: &PackageInput) -> Result<IgvmFile, ImageError> {
     directives[0] = page_data(BOOT_INFO_GPA, SNP_MASK, boot_page(&snp_info));
 
     directives.push(IgvmDirectiveHeader::SnpVpContext {
-        gpa: VMSA_GPA,
+        gpa: SNP_VMSA_GPA,
         compatibility_mask: SNP_MASK,
         vp_index: 0,
         vmsa,
@@ -236,13 +244,6 @@ fn reset_page(segment: &FirmwareSegment) -> Box<[u8; PAGE]> {
     let len = segment.file_bytes.len().min(PAGE);
     page[..len].copy_from_slice(&segment.file_bytes[..len]);
     page
-}
-
-/// Page tables from `INITIAL_PT_GPA` on, one data page each.
-fn push_tables(directives: &mut Vec<IgvmDirectiveHeader>, mask: u32, tables: &[[u8; PAGE]]) {
-    for (gpa, table) in (INITIAL_PT_GPA..).step_by(PAGE).zip(tables) {
-        directives.push(page_data(gpa, mask, table.to_vec()));
-    }
 }
 
 /// The [`super::digest`] of the measured pages among `directives` that apply to the
@@ -324,7 +325,7 @@ fn check_file_tree(bytes: &[u8]) -> Result<(), ImageError> {
 
 /// Place the app, the arguments and the file tree after the firmware and size guest
 /// RAM: the SEV-SNP boot information, of which the TDX one is a copy with another
-/// platform and C-bit.
+/// platform.
 fn boot_info(
     firmware: &FirmwareImage,
     app_size: usize,
@@ -352,7 +353,7 @@ fn boot_info(
         magic: BOOT_INFO_MAGIC,
         version: BOOT_INFO_VERSION,
         platform: PlatformKind::Snp as u32,
-        c_bit: EMULATED_SNP_C_BIT,
+        c_bit: 0,
         flags,
         firmware_end: firmware.end(),
         app_gpa: APP_IMAGE_GPA,
@@ -408,8 +409,8 @@ fn check_file_size(
     firmware_pages: &BTreeMap<u64, FirmwarePage>,
     tdx: bool,
 ) -> Result<(), ImageError> {
-    // TDX: boot info, page tables, reset page.
-    let tdx_pages = if tdx { 1 + INITIAL_PT_PAGES_TDX + 1 } else { 0 };
+    // TDX: boot info, reset page.
+    let tdx_pages = if tdx { 2 } else { 0 };
     // Boot info, page tables, firmware data, app, args and file tree, VMSA.
     let data_pages = 1
         + INITIAL_PT_PAGES

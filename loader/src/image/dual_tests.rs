@@ -5,7 +5,7 @@ use super::build::{image_file, page_data, snp_platform, tdx_platform};
 use super::*;
 use crate::filetree::FileTreeBuilder;
 use crate::measure::tdx::Mrtd;
-use crate::pagetable::{pd_index, pdpt_index, pml4_index, InitialPageTables, TdxInitialPageTables};
+use crate::pagetable::{pd_index, pdpt_index, pml4_index, InitialPageTables};
 use crate::pagetable::{PTE_PAGE_SIZE, PTE_PRESENT};
 use crate::testelf::{self, pattern};
 use igvm::{
@@ -16,9 +16,9 @@ use igvm_defs::IgvmPlatformType;
 use nacre_shared_abi::boot::{BootInfo, BootInfoError, PlatformKind};
 use nacre_shared_abi::filetree::FileTreeError;
 use nacre_shared_abi::layout::{
-    align_up, APP_IMAGE_GPA, FIRMWARE_GPA, HOST_PARAM_GPA, INITIAL_PT_GPA, KERNEL_VA_BASE,
-    MIN_GUEST_MEMORY, PAGE_SIZE_2M, PAGE_SIZE_4K, TDX_MAX_GUEST_MEMORY, TDX_RESET_PAGE_GPA,
-    TDX_RESET_VECTOR, VMSA_GPA,
+    align_up, APP_IMAGE_GPA, FIRMWARE_GPA, HOST_PARAM_GPA, INITIAL_MAP_SIZE, INITIAL_PT_GPA,
+    KERNEL_VA_BASE, MIN_GUEST_MEMORY, PAGE_SIZE_2M, PAGE_SIZE_4K, SNP_VMSA_GPA,
+    TDX_MAX_GUEST_MEMORY, TDX_RESET_PAGE_GPA, TDX_RESET_VECTOR,
 };
 use nacre_shared_abi::tdx::attributes;
 use proptest::prelude::*;
@@ -277,7 +277,10 @@ fn snp_view_is_the_snp_only_image() {
     assert_eq!(dual.boot_info.image_digest, only.boot_info.image_digest);
     assert_eq!(dual.pages.len(), only.pages.len());
     assert!(dual.pages.iter().all(|p| p.gpa != TDX_RESET_PAGE_GPA));
-    assert_eq!(dual.vmsa.as_ref().unwrap().rip, testelf::FIRMWARE_ENTRY);
+    assert_eq!(
+        dual.vmsa.as_ref().unwrap().rip,
+        testelf::FIRMWARE_ENTRY - KERNEL_VA_BASE
+    );
 }
 
 #[test]
@@ -286,7 +289,7 @@ fn per_platform_boot_info() {
     let tdx_view = tdx(dual_image()).unwrap();
     let (s, t) = (snp_view.boot_info, tdx_view.boot_info);
     assert_eq!(s.platform, PlatformKind::Snp as u32);
-    assert_eq!(s.c_bit, 47);
+    assert_eq!(s.c_bit, 0);
     assert_eq!(t.platform, PlatformKind::Tdx as u32);
     assert_eq!(t.c_bit, 0);
     assert_ne!(s.image_digest, t.image_digest);
@@ -315,15 +318,16 @@ fn tdx_round_trip() {
         gpa: BOOT_INFO_GPA,
         contents: page(loaded.boot_info.as_bytes()),
     }];
-    for (i, table) in TdxInitialPageTables::new().to_pages().iter().enumerate() {
+    for (i, table) in InitialPageTables::new().to_pages().iter().enumerate() {
         expected.push(ImagePage {
             gpa: INITIAL_PT_GPA + i as u64 * PAGE_SIZE_4K,
             contents: page(table),
         });
     }
     // The firmware, app, arguments and file tree: the SNP view's pages after its boot
-    // information, secrets page and three page tables.
-    expected.extend(snp_view.pages[5..].iter().cloned());
+    // information, secrets page, CPUID page and the four page tables.
+    assert_eq!(snp_view.pages[7].gpa, FIRMWARE_GPA);
+    expected.extend(snp_view.pages[7..].iter().cloned());
     expected.push(ImagePage {
         gpa: TDX_RESET_PAGE_GPA,
         contents: page(&pattern(PAGE, testelf::TDX_RESET_SEED)),
@@ -396,15 +400,12 @@ fn tdx_tables_in_the_image_map_reset_page_and_firmware() {
         walk(&loaded.pages, TDX_RESET_PAGE_GPA),
         Some(TDX_RESET_PAGE_GPA)
     );
-    for x in [
-        0,
-        FIRMWARE_GPA,
-        FIRMWARE_GPA + 0x1234,
-        APP_IMAGE_GPA,
-        (1 << 30) - 1,
-    ] {
+    for x in [0, FIRMWARE_GPA, FIRMWARE_GPA + 0x1234, INITIAL_MAP_SIZE - 1] {
         assert_eq!(walk(&loaded.pages, KERNEL_VA_BASE + x), Some(x), "{x:#x}");
+        assert_eq!(walk(&loaded.pages, x), Some(x), "{x:#x}");
     }
+    // The app is not mapped: the firmware maps it in its own tables.
+    assert_eq!(walk(&loaded.pages, KERNEL_VA_BASE + APP_IMAGE_GPA), None);
     // The firmware's entry is mapped to its measured first page; the reset vector to
     // the measured reset page.
     let entry = walk(&loaded.pages, testelf::FIRMWARE_ENTRY).unwrap();
@@ -413,11 +414,16 @@ fn tdx_tables_in_the_image_map_reset_page_and_firmware() {
         .pages
         .iter()
         .any(|p| p.gpa == TDX_RESET_VECTOR & !0xfff));
-    // The SEV-SNP view's tables are unchanged (with the C-bit).
+    // The SEV-SNP view has the same tables: no page depends on the platform's C-bit.
     let snp_view = snp(dual_image()).unwrap();
-    let snp_tables = InitialPageTables::new(SNP_C_BIT_MASK).to_pages();
-    for (i, table) in snp_tables.iter().enumerate() {
-        assert_eq!(snp_view.pages[2 + i].contents.bytes(), table);
+    let tables = InitialPageTables::new().to_pages();
+    for (i, table) in tables.iter().enumerate() {
+        assert_eq!(
+            snp_view.pages[3 + i].gpa,
+            INITIAL_PT_GPA + i as u64 * PAGE_SIZE_4K
+        );
+        assert_eq!(snp_view.pages[3 + i].contents.bytes(), table);
+        assert_eq!(loaded.pages[1 + i].contents.bytes(), table);
     }
 }
 
@@ -510,8 +516,8 @@ fn a_changed_vmsa_breaks_only_the_snp_view() {
 fn corrupt_tdx_pages_break_only_the_tdx_view() {
     let (pages, _) = file_data(dual_image());
     let tdx_only: Vec<_> = pages.iter().filter(|p| p.1 == TDX_MASK).collect();
-    // Boot information, four tables, the reset page.
-    assert_eq!(tdx_only.len(), 6);
+    // Boot information, the reset page.
+    assert_eq!(tdx_only.len(), 2);
     assert!(tdx_only.iter().any(|p| p.0 == TDX_RESET_PAGE_GPA));
     for &&(gpa, _, offset) in &tdx_only {
         for byte in [0, 0x50, 0x77, 0x300, PAGE - 1] {
@@ -659,12 +665,13 @@ fn tdx_needs_its_reset_page_and_tables() {
     let image = edited(|d| {
         d.retain(|d| {
             !matches!(d, IgvmDirectiveHeader::PageData { gpa, compatibility_mask, .. }
-                if *gpa == INITIAL_PT_GPA + 3 * PAGE_SIZE_4K && *compatibility_mask == TDX_MASK)
+                if *gpa == INITIAL_PT_GPA + 3 * PAGE_SIZE_4K && *compatibility_mask == SNP_MASK | TDX_MASK)
         });
     });
     let err = fails(tdx(&image), "");
-    assert!(matches!(err, ImageError::BadTdxEntry { .. }), "{err:?}");
-    snp(&image).unwrap();
+    assert!(matches!(err, ImageError::MissingPageTables), "{err:?}");
+    let err = fails(snp(&image), "");
+    assert!(matches!(err, ImageError::MissingPageTables), "{err:?}");
 
     // A reset page in the SEV-SNP view is above its RAM.
     let image = edited(|d| {
@@ -772,7 +779,7 @@ fn two_platforms_on_one_mask_are_refused() {
 #[test]
 fn the_vmsa_is_not_in_the_tdx_view() {
     let loaded = tdx(dual_image()).unwrap();
-    assert!(loaded.pages.iter().all(|p| p.gpa != VMSA_GPA));
+    assert!(loaded.pages.iter().all(|p| p.gpa != SNP_VMSA_GPA));
     assert_eq!(loaded.vmsa, None);
     assert!(snp(dual_image()).unwrap().mrtd.is_none());
 }

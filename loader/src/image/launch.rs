@@ -12,7 +12,7 @@
 use nacre_shared_abi::boot::PlatformKind;
 use nacre_shared_abi::layout::{
     BOOT_INFO_GPA, FIRMWARE_GPA, FIRMWARE_GPA_END, INITIAL_PT_GPA, PAGE_SIZE_4K, SECRETS_PAGE_GPA,
-    TDX_RESET_PAGE_GPA,
+    SNP_CPUID_PAGE_GPA, TDX_RESET_PAGE_GPA,
 };
 use serde::{Serialize, Serializer};
 use sha2::{Digest, Sha384};
@@ -34,12 +34,14 @@ pub const SNP_PARAMETER_PAGE_TYPE: PageType = PageType::Unmeasured;
 
 impl PageContents {
     /// The SEV-SNP page type nacre's host adds this page with: NORMAL for a page with
-    /// data and for a page the image declares zero, SECRETS for the secrets page (the
-    /// [`crate::image`] documentation, "Launch measurement", says why).
+    /// data and for a page the image declares zero, SECRETS for the secrets page, CPUID
+    /// for the CPUID page (the [`crate::image`] documentation, "Launch measurement",
+    /// says why).
     pub fn snp_page_type(&self) -> PageType {
         match self {
             Self::Data(_) | Self::Zero => PageType::Normal,
             Self::Secrets => PageType::Secrets,
+            Self::Cpuid => PageType::Cpuid,
         }
     }
 }
@@ -103,6 +105,8 @@ pub enum RegionKind {
     TdxResetPage,
     /// The SEV-SNP secrets page (`SECRETS_PAGE_GPA`).
     SecretsPage,
+    /// The SEV-SNP CPUID page (`SNP_CPUID_PAGE_GPA`).
+    CpuidPage,
     /// The parameter page holding the host's memory map.
     ParameterPage,
     /// The BSP's VMSA (SEV-SNP).
@@ -123,6 +127,7 @@ impl RegionKind {
             Self::FileTree => "file tree",
             Self::TdxResetPage => "TDX reset page",
             Self::SecretsPage => "secrets page",
+            Self::CpuidPage => "CPUID page",
             Self::ParameterPage => "parameter page",
             Self::Vmsa => "VMSA",
             Self::Other => "other",
@@ -193,7 +198,7 @@ fn launch_pages(image: &LoadedImage) -> Vec<LaunchPage<'_>> {
                 PlatformKind::Tdx => LaunchPageType::TdxAddExtend,
             },
             contents: match page.contents {
-                PageContents::Secrets => None,
+                PageContents::Secrets | PageContents::Cpuid => None,
                 _ => Some(page.contents.bytes()),
             },
         })
@@ -228,6 +233,8 @@ fn region_of(image: &LoadedImage, gpa: u64) -> RegionKind {
         RegionKind::BootInfo
     } else if image.platform == PlatformKind::Snp && gpa == SECRETS_PAGE_GPA {
         RegionKind::SecretsPage
+    } else if image.platform == PlatformKind::Snp && gpa == SNP_CPUID_PAGE_GPA {
+        RegionKind::CpuidPage
     } else if within(INITIAL_PT_GPA, FIRMWARE_GPA) {
         RegionKind::PageTables
     } else if within(FIRMWARE_GPA, FIRMWARE_GPA_END) {
@@ -385,6 +392,29 @@ mod tests {
             .map(|platform| load_image(&image, platform).unwrap().measurement())
     }
 
+    /// The `igvm` crate computes both launch measurements from the file alone, with its
+    /// own code: they must be ours.
+    #[test]
+    fn the_igvm_crate_measures_what_we_measure() {
+        use igvm::measurement::{generate_snp_measurement, generate_tdx_measurement};
+        let inputs = Inputs::new();
+        for args in [vec![], vec![b"one".to_vec(), vec![b'x'; 9000]]] {
+            let mut input = inputs.input();
+            input.args.extend(args);
+            let image = build_image(&input).unwrap();
+            let file = igvm::IgvmFile::new_from_binary(&image, None).unwrap();
+            let snp = generate_snp_measurement(
+                file.initializations(),
+                file.directives(),
+                crate::image::SNP_MASK,
+            )
+            .unwrap();
+            let tdx = generate_tdx_measurement(file.directives(), crate::image::TDX_MASK).unwrap();
+            assert_eq!(snp, measurements(&input)[0]);
+            assert_eq!(tdx, measurements(&input)[1]);
+        }
+    }
+
     fn loaded(platform: PlatformKind) -> LoadedImage {
         let inputs = Inputs::new();
         load_image(&build_image(&inputs.input()).unwrap(), platform).unwrap()
@@ -402,6 +432,7 @@ mod tests {
                     (PageType::Normal, *page.contents.bytes())
                 }
                 PageContents::Secrets => (PageType::Secrets, [0xA5; PAGE]),
+                PageContents::Cpuid => (PageType::Cpuid, [0x3C; PAGE]),
             };
             digest.add_page(page.gpa, page_type, &contents);
         }
@@ -576,6 +607,7 @@ mod tests {
             [
                 RegionKind::BootInfo,
                 RegionKind::SecretsPage,
+                RegionKind::CpuidPage,
                 RegionKind::PageTables,
                 RegionKind::Firmware,
                 RegionKind::App,

@@ -27,15 +27,15 @@ use nacre_shared_abi::boot::{BootInfo, PlatformKind};
 use nacre_shared_abi::filetree::{FileTreeError, FileTreeHeader};
 use nacre_shared_abi::layout::{
     align_down, BOOT_INFO_GPA, FIRMWARE_GPA, FIRMWARE_GPA_END, GUEST_MEMORY_ALIGN, INITIAL_PT_GPA,
-    INITIAL_PT_PAGES_TDX, KERNEL_VA_BASE, MAX_GUEST_MEMORY, MIN_GUEST_MEMORY, NULL_GUARD_END,
-    PAGE_SIZE_4K, SECRETS_PAGE_GPA, TDX_MAX_GUEST_MEMORY, TDX_RESET_PAGE_GPA,
+    INITIAL_PT_PAGES, MAX_GUEST_MEMORY, MIN_GUEST_MEMORY, NULL_GUARD_END, PAGE_SIZE_4K,
+    SECRETS_PAGE_GPA, SNP_CPUID_PAGE_GPA, SNP_VMSA_GPA, TDX_MAX_GUEST_MEMORY, TDX_RESET_PAGE_GPA,
 };
 use zerocopy::FromBytes;
 
 use super::digest::ImageDigest;
 use super::launch;
 use super::policy::{self, Policies};
-use super::{ImageError, PARAMETER_AREA_SIZE, TDX_C_BIT};
+use super::{ImageError, PARAMETER_AREA_SIZE};
 use crate::measure::MEASUREMENT_SIZE;
 
 const PAGE: usize = PAGE_SIZE_4K as usize;
@@ -50,6 +50,9 @@ pub enum PageContents {
     /// The SEV-SNP secrets page: the security processor fills it at launch (its
     /// contents are not measured).
     Secrets,
+    /// The SEV-SNP CPUID page: the host fills it with the CPUID values the guest may use
+    /// and the security processor checks them (its contents are not measured).
+    Cpuid,
 }
 
 impl PageContents {
@@ -58,7 +61,7 @@ impl PageContents {
         const ZERO: [u8; PAGE] = [0; PAGE];
         match self {
             Self::Data(bytes) => bytes,
-            Self::Zero | Self::Secrets => &ZERO,
+            Self::Zero | Self::Secrets | Self::Cpuid => &ZERO,
         }
     }
 }
@@ -296,10 +299,21 @@ pub fn load_image(bytes: &[u8], platform: PlatformKind) -> Result<LoadedImage, I
                         reason: "a secrets page that is not nacre's SEV-SNP secrets page",
                     });
                 }
-                if *data_type != IgvmPageDataType::NORMAL && !secrets {
+                let cpuid = *data_type == IgvmPageDataType::CPUID_DATA;
+                if cpuid
+                    && (platform != PlatformKind::Snp
+                        || gpa != SNP_CPUID_PAGE_GPA
+                        || !data.is_empty())
+                {
                     return Err(ImageError::UnsupportedPage {
                         gpa,
-                        reason: "a CPUID page",
+                        reason: "a CPUID page that is not nacre's SEV-SNP CPUID page",
+                    });
+                }
+                if *data_type != IgvmPageDataType::NORMAL && !secrets && !cpuid {
+                    return Err(ImageError::UnsupportedPage {
+                        gpa,
+                        reason: "a page of another type than normal, secrets or CPUID",
                     });
                 }
                 check_page_gpa(gpa, MAX_GUEST_MEMORY)?;
@@ -313,6 +327,8 @@ pub fn load_image(bytes: &[u8], platform: PlatformKind) -> Result<LoadedImage, I
                 }
                 let contents = if secrets {
                     PageContents::Secrets
+                } else if cpuid {
+                    PageContents::Cpuid
                 } else if data.is_empty() {
                     PageContents::Zero
                 } else {
@@ -400,7 +416,14 @@ pub fn load_image(bytes: &[u8], platform: PlatformKind) -> Result<LoadedImage, I
                         reason: "the VP context is not for the BSP (VP index 0)",
                     });
                 }
-                check_page_gpa(*gpa, MAX_GUEST_MEMORY)?;
+                // KVM measures the VMSA at this GPA whatever the file says, and QEMU's
+                // IGVM loader accepts no other: a file naming another GPA would promise
+                // a measurement no host gives.
+                if *gpa != SNP_VMSA_GPA {
+                    return Err(ImageError::BadVpContext {
+                        reason: "its GPA is not 0xFFFF_FFFF_F000, where KVM measures the VMSA",
+                    });
+                }
                 vp_context = Some((*gpa, vmsa.clone()));
             }
             other => {
@@ -418,14 +441,9 @@ pub fn load_image(bytes: &[u8], platform: PlatformKind) -> Result<LoadedImage, I
     if page_index.contains_key(&param_gpa) {
         return Err(ImageError::OverlappingPage { gpa: param_gpa });
     }
-    let vp_context = match platform {
-        PlatformKind::Snp => {
-            let (vmsa_gpa, vmsa) = vp_context.ok_or(ImageError::MissingVpContext)?;
-            if vmsa_gpa == param_gpa || page_index.contains_key(&vmsa_gpa) {
-                return Err(ImageError::OverlappingPage { gpa: vmsa_gpa });
-            }
-            Some((vmsa_gpa, vmsa))
-        }
+    let vmsa = match platform {
+        // The VMSA's GPA is above all guest RAM (checked above), so no page overlaps it.
+        PlatformKind::Snp => Some(vp_context.ok_or(ImageError::MissingVpContext)?.1),
         // A VP context applies to SEV-SNP only (prescan), so there is none here.
         PlatformKind::Tdx => None,
     };
@@ -435,8 +453,7 @@ pub fn load_image(bytes: &[u8], platform: PlatformKind) -> Result<LoadedImage, I
     if platform == PlatformKind::Tdx && min_memory > TDX_MAX_GUEST_MEMORY {
         return Err(ImageError::TooLargeForTdx { min_memory });
     }
-    let vmsa_gpa = vp_context.as_ref().map(|(gpa, _)| gpa);
-    for gpa in page_index.keys().chain([&param_gpa]).chain(vmsa_gpa) {
+    for gpa in page_index.keys().chain([&param_gpa]) {
         // The TD's reset page is the one page above guest RAM.
         if platform == PlatformKind::Tdx && *gpa == TDX_RESET_PAGE_GPA {
             continue;
@@ -444,7 +461,7 @@ pub fn load_image(bytes: &[u8], platform: PlatformKind) -> Result<LoadedImage, I
         check_page_gpa(*gpa, min_memory)?;
     }
     check_measured(&page_index, boot_info.app_gpa, boot_info.image_end)?;
-    let vmsa = vp_context.map(|(_, vmsa)| vmsa);
+    check_page_tables(&pages, &page_index)?;
     match &vmsa {
         Some(vmsa) => check_vmsa(vmsa, &boot_info, &pages, &page_index)?,
         None => check_tdx_entry(&pages, &page_index)?,
@@ -516,16 +533,10 @@ fn read_boot_info(
         return mismatch("the bytes after the boot information are not zero");
     }
     match (platform, named) {
-        (PlatformKind::Snp, PlatformKind::Snp) => {
-            // The encryption bit must sit above all of guest RAM and inside a 52-bit GPA.
-            if !(46..52).contains(&info.c_bit) {
-                return mismatch("its C-bit position is not in 46..52");
-            }
-        }
-        (PlatformKind::Tdx, PlatformKind::Tdx) => {
-            if info.c_bit != TDX_C_BIT {
+        (PlatformKind::Snp, PlatformKind::Snp) | (PlatformKind::Tdx, PlatformKind::Tdx) => {
+            if info.c_bit != 0 {
                 return mismatch(
-                    "its encryption-bit position is not 0 (TDX page tables carry no encryption bit)",
+                    "its encryption-bit position is not 0 (no page of an image carries one)",
                 );
             }
         }
@@ -596,8 +607,10 @@ fn check_measured(
     Ok(())
 }
 
-/// The BSP must start inside the measured firmware, with SNP on and CR3 at a measured
-/// page.
+/// The BSP must start inside the measured firmware, in 32-bit protected mode with paging
+/// off (the state the firmware's entry code expects, which holds no host property such
+/// as the C-bit), with SNP on; the CPUID page the entry code reads the C-bit from must
+/// be there.
 fn check_vmsa(
     vmsa: &SevVmsa,
     boot_info: &BootInfo,
@@ -610,32 +623,50 @@ fn check_vmsa(
             .and_then(|&i| pages.get(i))
             .is_some_and(|page| matches!(page.contents, PageContents::Data(_)))
     };
+    let bad = |reason| Err(ImageError::BadVpContext { reason });
     let rip = vmsa.rip;
-    let rip_ok = rip
-        .checked_sub(KERNEL_VA_BASE)
-        .filter(|gpa| (FIRMWARE_GPA..boot_info.firmware_end).contains(gpa))
-        .is_some_and(is_data_page);
-    if !rip_ok {
+    if !(FIRMWARE_GPA..boot_info.firmware_end).contains(&rip) || !is_data_page(rip) {
         return Err(ImageError::EntryOutsideFirmware { rip });
     }
     if !vmsa.sev_features.snp() {
-        return Err(ImageError::BadVpContext {
-            reason: "its SEV features do not enable SNP",
-        });
+        return bad("its SEV features do not enable SNP");
     }
-    // boot_info.c_bit < 52 (checked in `read_boot_info`).
-    let cr3 = vmsa.cr3 & !(1u64 << boot_info.c_bit);
-    if !is_data_page(cr3) {
-        return Err(ImageError::BadVpContext {
-            reason: "CR3 does not point at a measured page",
-        });
+    // CR0.PE (bit 0), CR0.PG (bit 31), EFER.LMA (bit 10): AMD APM vol. 2, 3.1.
+    if vmsa.cr0 & 1 == 0 || vmsa.cr0 & (1 << 31) != 0 || vmsa.efer & (1 << 10) != 0 {
+        return bad("the BSP does not start in protected mode with paging off");
+    }
+    // Segment attribute L (bit 9) and D (bit 10), VMCB format (AMD APM vol. 2, 15.5.1).
+    if vmsa.cs.attrib & (1 << 9) != 0 || vmsa.cs.attrib & (1 << 10) == 0 {
+        return bad("its code segment is not a 32-bit one");
+    }
+    if !page_index
+        .get(&SNP_CPUID_PAGE_GPA)
+        .and_then(|&i| pages.get(i))
+        .is_some_and(|page| page.contents == PageContents::Cpuid)
+    {
+        return bad("the CPUID page the entry code reads the C-bit from is missing");
     }
     Ok(())
 }
 
-/// The TDX BSP starts at the reset vector with paging off, and the entry code turns
-/// paging on with the tables at `INITIAL_PT_GPA`: the reset page must be a measured page
-/// with contents and the tables must be measured.
+/// Both platforms' entry code turns paging on with the tables at `INITIAL_PT_GPA`: they
+/// must be measured pages with contents.
+fn check_page_tables(
+    pages: &[ImagePage],
+    page_index: &BTreeMap<u64, usize>,
+) -> Result<(), ImageError> {
+    let page = |gpa: u64| page_index.get(&gpa).and_then(|&i| pages.get(i));
+    let mut tables = (INITIAL_PT_GPA..)
+        .step_by(PAGE)
+        .take(INITIAL_PT_PAGES as usize);
+    if !tables.all(|gpa| page(gpa).is_some_and(|p| matches!(p.contents, PageContents::Data(_)))) {
+        return Err(ImageError::MissingPageTables);
+    }
+    Ok(())
+}
+
+/// The TDX BSP starts at the reset vector with paging off: the reset page must be a
+/// measured page with contents.
 fn check_tdx_entry(
     pages: &[ImagePage],
     page_index: &BTreeMap<u64, usize>,
@@ -643,17 +674,6 @@ fn check_tdx_entry(
     let page = |gpa: u64| page_index.get(&gpa).and_then(|&i| pages.get(i));
     if !page(TDX_RESET_PAGE_GPA).is_some_and(|p| matches!(p.contents, PageContents::Data(_))) {
         return Err(ImageError::MissingTdxResetPage);
-    }
-    let tables = (INITIAL_PT_GPA..)
-        .step_by(PAGE)
-        .take(INITIAL_PT_PAGES_TDX as usize);
-    if !tables
-        .map(page)
-        .all(|p| p.is_some_and(|p| matches!(p.contents, PageContents::Data(_))))
-    {
-        return Err(ImageError::BadTdxEntry {
-            reason: "its initial page tables are not measured pages",
-        });
     }
     Ok(())
 }

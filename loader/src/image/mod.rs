@@ -25,9 +25,10 @@
 //! 0x1000       BOOT_INFO_GPA       each       boot information (measured; per platform)
 //! 0x2000       HOST_PARAM_GPA      both       memory map from the host (parameter area,
 //!                                             unmeasured)
-//! 0x5000       VMSA_GPA            SNP        BSP VMSA (SNP VP context)
-//! 0x8000       INITIAL_PT_GPA      each       page tables (measured; SNP: 3 pages with
-//!                                             the C-bit, TDX: 4 pages without)
+//! 0x3000       SECRETS_PAGE_GPA    SNP        secrets page (SECRETS)
+//! 0x4000       SNP_CPUID_PAGE_GPA  SNP        CPUID page (CPUID, filled by the host)
+//! 0x8000       INITIAL_PT_GPA      both       page tables (measured; 4 pages, no
+//!                                             encryption bit)
 //! 1 MiB        FIRMWARE_GPA        both       firmware segments, bss as zero pages
 //!                                             (measured)
 //! 16 MiB       APP_IMAGE_GPA       both       app ELF file (measured)
@@ -35,6 +36,7 @@
 //! fs_gpa       (next 4 KiB page)   both       file tree (measured), up to image_end
 //! 0xFFFF_F000  TDX_RESET_PAGE_GPA  TDX        reset page: 32-bit entry code, reset
 //!                                             vector (measured)
+//! 0xFFFF_FFFF_F000  SNP_VMSA_GPA   SNP        BSP VMSA (SNP VP context), not RAM
 //! ```
 //!
 //! The directive order, which is each platform's measurement order, is documented in
@@ -61,6 +63,9 @@
 //! * the secrets page ([`PageContents::Secrets`], SEV-SNP only, at
 //!   `nacre_shared_abi::layout::SECRETS_PAGE_GPA`): SECRETS, zeros (the security
 //!   processor fills it with the VMPCKs);
+//! * the CPUID page ([`PageContents::Cpuid`], SEV-SNP only, at
+//!   `nacre_shared_abi::layout::SNP_CPUID_PAGE_GPA`): CPUID, zeros (the host fills it
+//!   and the security processor checks it);
 //! * the parameter page (the host's memory map): UNMEASURED
 //!   ([`SNP_PARAMETER_PAGE_TYPE`]), zeros;
 //! * the BSP's VMSA: VMSA at GPA [`crate::measure::snp::VMSA_GPA`], the SHA-384 of the
@@ -101,8 +106,8 @@ pub use policy::{
 use nacre_shared_abi::boot::{BootInfoError, PlatformKind, BOOT_INFO_VERSION};
 use nacre_shared_abi::filetree::FileTreeError;
 use nacre_shared_abi::layout::{
-    BOOT_INFO_GPA, EMULATED_SNP_C_BIT, EMULATED_TDX_GPAW, NULL_GUARD_END, TDX_MAX_GUEST_MEMORY,
-    TDX_RESET_PAGE_GPA,
+    BOOT_INFO_GPA, EMULATED_TDX_GPAW, INITIAL_PT_GPA, INITIAL_PT_PAGES, NULL_GUARD_END,
+    TDX_MAX_GUEST_MEMORY, TDX_RESET_PAGE_GPA,
 };
 use thiserror::Error;
 
@@ -114,13 +119,6 @@ pub const SNP_MASK: u32 = 1;
 
 /// Compatibility mask of the TDX platform header.
 pub const TDX_MASK: u32 = 2;
-
-/// The encryption bit the SNP view's page tables and CR3 carry.
-pub const SNP_C_BIT_MASK: u64 = 1 << EMULATED_SNP_C_BIT;
-
-/// `BootInfo::c_bit` of the TDX view: 0, "the initial page tables carry no encryption
-/// bit" (on TDX a GPA without the shared bit is private, docs/specs.md 6.3).
-pub const TDX_C_BIT: u32 = 0;
 
 /// `shared_gpa_boundary` of the TDX platform header: the shared bit of a TD with GPA
 /// width [`EMULATED_TDX_GPAW`], `1 << (GPAW - 1)` (docs/specs.md 6.3; IGVM
@@ -390,12 +388,13 @@ pub enum ImageError {
         "the TDX BSP cannot start: there is no measured reset page at GPA {TDX_RESET_PAGE_GPA:#x}"
     )]
     MissingTdxResetPage,
-    /// The TDX BSP would not start with measured page tables.
-    #[error("the TDX BSP cannot start: {reason}")]
-    BadTdxEntry {
-        /// What is wrong.
-        reason: &'static str,
-    },
+    /// The initial page tables the entry code turns paging on with are not all measured
+    /// pages with contents.
+    #[error(
+        "the BSP cannot start: the {INITIAL_PT_PAGES} pages of initial page tables from GPA \
+         {INITIAL_PT_GPA:#x} are not all measured pages with contents"
+    )]
+    MissingPageTables,
     /// The image needs more RAM than a TDX guest can have.
     #[error(
         "the image needs {} MiB of guest memory, more than a TDX guest can have below its \
@@ -467,6 +466,7 @@ mod tests {
     use super::build::{image_file, page_data, snp_platform};
     use super::*;
     use crate::filetree::FileTreeBuilder;
+    use crate::measure::snp::PageType;
     use crate::pagetable::InitialPageTables;
     use crate::testelf::{self, pattern, Segment};
     use crate::vmsa::initial_vmsa;
@@ -477,7 +477,8 @@ mod tests {
     };
     use nacre_shared_abi::layout::{
         align_up, APP_IMAGE_GPA, FIRMWARE_GPA, HOST_PARAM_GPA, INITIAL_PT_GPA, KERNEL_VA_BASE,
-        MAX_GUEST_MEMORY, MIN_GUEST_MEMORY, PAGE_SIZE_4K, SECRETS_PAGE_GPA,
+        MAX_GUEST_MEMORY, MIN_GUEST_MEMORY, PAGE_SIZE_4K, SECRETS_PAGE_GPA, SNP_CPUID_PAGE_GPA,
+        SNP_VMSA_GPA,
     };
     use proptest::prelude::*;
     use sha2::{Digest, Sha256};
@@ -588,7 +589,7 @@ mod tests {
             magic: BOOT_INFO_MAGIC,
             version: BOOT_INFO_VERSION,
             platform: PlatformKind::Snp as u32,
-            c_bit: 47,
+            c_bit: 0,
             flags: 0,
             firmware_end: testelf::FIRMWARE_END,
             app_gpa: APP_IMAGE_GPA,
@@ -602,7 +603,7 @@ mod tests {
             fs_gpa,
             fs_size: PAGE_SIZE_4K,
         };
-        let expected_vmsa = initial_vmsa(testelf::FIRMWARE_ENTRY, INITIAL_PT_GPA | 1 << 47);
+        let expected_vmsa = initial_vmsa(testelf::FIRMWARE_ENTRY - KERNEL_VA_BASE);
         assert_eq!(loaded.platform, PlatformKind::Snp);
         assert_eq!(loaded.min_memory, MIN_GUEST_MEMORY);
         assert_eq!(loaded.param_gpa, HOST_PARAM_GPA);
@@ -615,11 +616,8 @@ mod tests {
         // The boot information page is filled in below.
         push(BOOT_INFO_GPA, PageContents::Zero);
         push(SECRETS_PAGE_GPA, PageContents::Secrets);
-        for (i, table) in InitialPageTables::new(1 << 47)
-            .to_pages()
-            .iter()
-            .enumerate()
-        {
+        push(SNP_CPUID_PAGE_GPA, PageContents::Cpuid);
+        for (i, table) in InitialPageTables::new().to_pages().iter().enumerate() {
             push(INITIAL_PT_GPA + i as u64 * PAGE_SIZE_4K, page(table));
         }
         let text = pattern(testelf::FIRMWARE_TEXT_LEN as usize, 0x33);
@@ -987,10 +985,12 @@ mod tests {
     fn load_rejects_entry_outside_firmware() {
         for rip in [
             0,
-            KERNEL_VA_BASE + APP_IMAGE_GPA,
-            KERNEL_VA_BASE + testelf::FIRMWARE_END,
+            APP_IMAGE_GPA,
+            testelf::FIRMWARE_END,
             // Inside the firmware's range but on a zero (bss) page.
-            KERNEL_VA_BASE + FIRMWARE_GPA + 3 * PAGE_SIZE_4K,
+            FIRMWARE_GPA + 3 * PAGE_SIZE_4K,
+            // The entry's kernel address: the BSP starts with paging off.
+            KERNEL_VA_BASE + FIRMWARE_GPA,
         ] {
             let err = load_edited(|d| vmsa_of(d).rip = rip).unwrap_err();
             assert!(
@@ -998,8 +998,96 @@ mod tests {
                 "{rip:#x}: {err:?}"
             );
         }
-        let err = load_edited(|d| vmsa_of(d).cr3 = 0x4000).unwrap_err();
-        assert!(matches!(err, ImageError::BadVpContext { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn load_rejects_a_bsp_state_the_entry_code_cannot_start_in() {
+        let bad_vp = |edit: fn(&mut igvm::snp_defs::SevVmsa)| {
+            let err = load_edited(|d| edit(vmsa_of(d))).unwrap_err();
+            match err {
+                ImageError::BadVpContext { reason } => reason,
+                other => panic!("{other:?}"),
+            }
+        };
+        // Paging on (the old long-mode launch state), real mode, long mode active, a
+        // 64-bit or 16-bit code segment, no SNP.
+        assert!(bad_vp(|v| v.cr0 |= 1 << 31).contains("paging off"));
+        assert!(bad_vp(|v| v.cr0 &= !1).contains("paging off"));
+        assert!(bad_vp(|v| v.efer |= 1 << 10).contains("paging off"));
+        assert!(bad_vp(|v| v.cs.attrib = 0xA9B).contains("32-bit"));
+        assert!(bad_vp(|v| v.cs.attrib = 0x9B).contains("32-bit"));
+        assert!(bad_vp(|v| v.sev_features = Default::default()).contains("SNP"));
+    }
+
+    #[test]
+    fn load_rejects_a_vmsa_anywhere_but_where_kvm_measures_it() {
+        for at in [
+            0x5000,
+            SNP_VMSA_GPA - PAGE_SIZE_4K,
+            0xFFFF_FFFF_F000_u64 << 4,
+        ] {
+            let err = load_edited(|d| {
+                for d in d.iter_mut() {
+                    if let IgvmDirectiveHeader::SnpVpContext { gpa, .. } = d {
+                        *gpa = at;
+                    }
+                }
+            })
+            .unwrap_err();
+            assert!(
+                matches!(err, ImageError::BadVpContext { reason } if reason.contains("0xFFFF_FFFF_F000")),
+                "{at:#x}: {err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn load_takes_the_cpuid_page_and_refuses_other_ones() {
+        let loaded = load_snp(sample_image()).unwrap();
+        let cpuid: Vec<&ImagePage> = loaded
+            .pages
+            .iter()
+            .filter(|p| p.contents == PageContents::Cpuid)
+            .collect();
+        assert_eq!(cpuid.len(), 1);
+        assert_eq!(cpuid[0].gpa, SNP_CPUID_PAGE_GPA);
+        assert_eq!(cpuid[0].contents.snp_page_type(), PageType::Cpuid);
+        // Without it the entry code could not learn the C-bit.
+        let err = load_edited(|d| {
+            d.retain(|d| {
+                !matches!(d, IgvmDirectiveHeader::PageData { gpa, .. } if *gpa == SNP_CPUID_PAGE_GPA)
+            })
+        })
+        .unwrap_err();
+        assert!(
+            matches!(err, ImageError::BadVpContext { reason } if reason.contains("CPUID")),
+            "{err:?}"
+        );
+        // Elsewhere, or with data, it is not nacre's CPUID page.
+        for (at, data) in [(0x6000, Vec::new()), (SNP_CPUID_PAGE_GPA, vec![1u8; PAGE])] {
+            let err = load_edited(|d| {
+                for d in d.iter_mut() {
+                    if let IgvmDirectiveHeader::PageData {
+                        gpa,
+                        data_type,
+                        data: bytes,
+                        ..
+                    } = d
+                    {
+                        if *gpa == SNP_CPUID_PAGE_GPA {
+                            *gpa = at;
+                            *bytes = data.clone();
+                            assert_eq!(*data_type, igvm_defs::IgvmPageDataType::CPUID_DATA);
+                        }
+                    }
+                }
+            })
+            .unwrap_err();
+            assert!(
+                matches!(err, ImageError::UnsupportedPage { reason, .. } if reason.contains("CPUID")),
+                "{at:#x}: {err:?}"
+            );
+        }
     }
 
     /// CRC-32 (IEEE 802.3, reflected, as the IGVM checksum uses).
@@ -1111,10 +1199,10 @@ mod tests {
         let image = sample_image();
         let loaded = load_snp(image).unwrap();
         let (pages, vmsa) = sample_file_data();
-        // Boot information, three page tables, two firmware pages, the app, the args and
+        // Boot information, four page tables, two firmware pages, the app, the args and
         // the file tree.
         let app_pages = sample_image_app_pages();
-        assert_eq!(pages.len(), 1 + 3 + 2 + app_pages + 1 + 1);
+        assert_eq!(pages.len(), 1 + 4 + 2 + app_pages + 1 + 1);
         for (gpa, offset) in pages {
             let page = loaded.pages.iter().find(|p| p.gpa == gpa).unwrap();
             assert_eq!(

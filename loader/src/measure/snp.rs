@@ -33,8 +33,10 @@ pub const PAGE: usize = 4096;
 pub const PAGE_INFO_SIZE: usize = 0x70;
 
 /// The GPA every VMSA is measured at (docs/specs.md 5.1; KVM `INITIAL_VMSA_GPA`): 4 KiB below
-/// 2^48.
-pub const VMSA_GPA: u64 = 0xFFFF_FFFF_F000;
+/// 2^48. The image's VP context names the same GPA.
+pub const VMSA_GPA: u64 = nacre_shared_abi::layout::SNP_VMSA_GPA;
+
+const _: () = assert!(VMSA_GPA == 0xFFFF_FFFF_F000);
 
 /// The page type of an SNP_LAUNCH_UPDATE (docs/specs.md 5.1; KVM's
 /// `KVM_SEV_SNP_PAGE_TYPE_*` use the same values, and KVM takes no VMSA from userspace:

@@ -2,6 +2,7 @@
 //! changes, the return codes of PVALIDATE and friends, and the attestation report.
 //! Sources are cited per constant; docs/specs.md sections 1-4 collect them.
 
+pub mod cpuid_page;
 pub mod ghcb;
 pub mod guest_msg;
 pub mod msr_protocol;

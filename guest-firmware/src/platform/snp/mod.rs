@@ -20,7 +20,9 @@ use nacre_shared_abi::boot::BootInfo;
 use nacre_shared_abi::hostcall::EvidenceKind;
 use nacre_shared_abi::layout::{
     INITIAL_PT_GPA, INITIAL_PT_PAGES, KERNEL_VA_BASE, PAGE_SIZE_4K, SECRETS_PAGE_GPA,
+    SNP_CPUID_PAGE_GPA,
 };
+use nacre_shared_abi::snp::cpuid_page::CpuidPage;
 use nacre_shared_abi::snp::ghcb::Ghcb;
 use nacre_shared_abi::snp::guest_msg::{ReportRspHead, REPORT_SIZE};
 use nacre_shared_abi::snp::msr_protocol::{self as mp, MsrPscOp, MsrRequest, MsrResponse};
@@ -42,9 +44,11 @@ struct Page([u8; 4096]);
 /// The GHCB page: a page of the measured firmware image, made shared at set-up.
 static mut GHCB_PAGE: Page = Page([0; 4096]);
 
-/// The launch pages besides the image: the secrets page and the initial page tables.
-const LAUNCH_PAGES: [(u64, u64); 2] = [
+/// The launch pages besides the image: the secrets page, the CPUID page and the initial
+/// page tables.
+const LAUNCH_PAGES: [(u64, u64); 3] = [
     (SECRETS_PAGE_GPA, PAGE_SIZE_4K),
+    (SNP_CPUID_PAGE_GPA, PAGE_SIZE_4K),
     (INITIAL_PT_GPA, INITIAL_PT_PAGES * PAGE_SIZE_4K),
 ];
 
@@ -71,20 +75,25 @@ pub struct Snp {
 }
 
 impl Snp {
-    /// Check SEV_STATUS (SNP must be on), the C-bit from CPUID 0x8000_001F (it must
-    /// be the one the image was built for) and the hypervisor's features (SNP
-    /// required). A CPU without SNP ends the guest with the GHCB specification's
-    /// "SEV-SNP not supported" reason.
-    pub fn detect(bi: &BootInfo, backend: Backend) -> Result<Self, FwError> {
+    /// Check SEV_STATUS (SNP must be on), the C-bit from the measured CPUID page (the
+    /// one the entry code set in the page tables CR3 points at, `arch/snp_entry.rs`)
+    /// and the hypervisor's features (SNP required). A CPU without SNP ends the guest
+    /// with the GHCB specification's "SEV-SNP not supported" reason.
+    pub fn detect(_bi: &BootInfo, backend: Backend) -> Result<Self, FwError> {
         // SAFETY: SEV_STATUS (AMD APM vol. 2, 15.34.10) exists on every SEV-capable CPU
         // and on the emulated platform; reading it has no side effects.
         let sev_status = unsafe { Msr::new(MSR_SEV_STATUS).read() };
         if sev_status & SEV_STATUS_SEV_SNP == 0 {
             terminate_with(backend, mp::TERM_SET_GENERAL, mp::TERM_SNP_UNSUPPORTED);
         }
-        // CPUID 0x8000_001F EBX[5:0]: the C-bit position (AMD APM vol. 3, E.4.17).
-        let c_bit = crate::arch::cpu::cpuid(0x8000_001F, 0).ebx & 0x3F;
-        if c_bit != bi.c_bit || !(32..=51).contains(&c_bit) {
+        let c_bit = cpuid_page_c_bit().ok_or(FwError::NotSnp)?;
+        // CR3 bits 51:12 hold the PML4's address (AMD APM vol. 2, 5.3.2): the entry code
+        // put it at INITIAL_PT_GPA with the C-bit, and nothing else above bit 12.
+        let cr3 = x86_64::registers::control::Cr3::read_raw()
+            .0
+            .start_address()
+            .as_u64();
+        if cr3 != INITIAL_PT_GPA | 1 << c_bit {
             return Err(FwError::NotSnp);
         }
         let mut snp = Self {
@@ -172,6 +181,23 @@ impl Snp {
         )
         .ok_or(FwError::OutOfMemory)
     }
+}
+
+/// The C-bit position the measured CPUID page gives (leaf 0x8000_001F), if it gives a
+/// usable one. The page is private, validated at launch and checked by the security
+/// processor; it is copied before it is read.
+fn cpuid_page_c_bit() -> Option<u32> {
+    let mut page = [0u8; 4096];
+    // SAFETY: the CPUID page is a launch page, private and validated, mapped by the
+    // loader's tables at its kernel address; one page is copied out of it.
+    unsafe {
+        core::ptr::copy_nonoverlapping(
+            phys_to_virt(SNP_CPUID_PAGE_GPA) as *const u8,
+            page.as_mut_ptr(),
+            page.len(),
+        )
+    };
+    CpuidPage::ref_from_bytes(&page[..]).ok()?.c_bit().ok()
 }
 
 /// For mappings whose page tables were created in advance.

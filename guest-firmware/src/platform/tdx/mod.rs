@@ -19,7 +19,7 @@ use core::arch::asm;
 use nacre_shared_abi::boot::BootInfo;
 use nacre_shared_abi::hostcall::{EvidenceKind, HOSTCALL_PORT};
 use nacre_shared_abi::layout::{
-    INITIAL_PT_GPA, INITIAL_PT_PAGES_TDX, KERNEL_VA_BASE, PAGE_SIZE_4K, TDX_MAX_GUEST_MEMORY,
+    INITIAL_PT_GPA, INITIAL_PT_PAGES, KERNEL_VA_BASE, PAGE_SIZE_4K, TDX_MAX_GUEST_MEMORY,
 };
 use nacre_shared_abi::tdx::{shared_bit, status, vmcall, AcceptLevel};
 use nacre_shared_abi::tdx_report::get_quote::{self, QuoteBufHeader, HEADER_SIZE};
@@ -56,7 +56,7 @@ static MR_REPORT: spin::Mutex<MrReportBuffers> = spin::Mutex::new(MrReportBuffer
 
 /// The launch pages besides the image: the initial page tables (one page more than
 /// SNP's: they also identity-map the reset page).
-const LAUNCH_PAGES: [(u64, u64); 1] = [(INITIAL_PT_GPA, INITIAL_PT_PAGES_TDX * PAGE_SIZE_4K)];
+const LAUNCH_PAGES: [(u64, u64); 1] = [(INITIAL_PT_GPA, INITIAL_PT_PAGES * PAGE_SIZE_4K)];
 
 /// Where in the hostcall data area the GetQuote buffer lies: its second half, so
 /// that the quote can be moved to the start for the `Evidence` hostcall.

@@ -20,6 +20,7 @@ use aes_gcm::aead::{AeadInPlace, KeyInit};
 use aes_gcm::{Aes256Gcm, Key, Nonce, Tag};
 use nacre_loader::measure::snp::{LaunchDigest, PageType};
 use nacre_loader::measure::MEASUREMENT_SIZE;
+use nacre_shared_abi::snp::cpuid_page::CpuidPage;
 use nacre_shared_abi::snp::guest_msg::{
     msg_type, nonce, GuestMsgHdr, ReportReq, ReportRspHead, SecretsPageHead, AUTHTAG_LEN,
     MSG_HDR_SIZE, MSG_MAX_PAYLOAD, REPORT_RSP_SIZE, REPORT_SIZE, REPORT_STATUS_INVALID_KEY_SEL,
@@ -133,6 +134,26 @@ impl EmulatedSp {
     /// SNP_LAUNCH_UPDATE of one page: extend the launch digest.
     pub fn launch_update(&mut self, gpa: u64, page_type: PageType, contents: &[u8; PAGE]) {
         self.digest.add_page(gpa, page_type, contents);
+    }
+
+    /// SNP_LAUNCH_UPDATE of a CPUID page: the security processor checks each entry
+    /// against what the CPU can report before the page is added (SEV-SNP firmware ABI,
+    /// "CPUID Reporting"). The emulated processor checks the header, that every
+    /// reserved field is zero and that leaf 0x8000_001F reports the platform's C-bit
+    /// position `c_bit`; the rest is the host's own CPUID, which it cannot lie about
+    /// to itself.
+    pub fn check_cpuid_page(&self, page: &CpuidPage, c_bit: u8) -> Result<(), String> {
+        let used = page.used().map_err(|e| format!("{e:?}"))?;
+        if page.reserved0 != 0 || page.reserved1 != 0 || used.iter().any(|e| e.reserved != 0) {
+            return Err("a reserved field is not zero".into());
+        }
+        match page.c_bit() {
+            Ok(bit) if bit == u32::from(c_bit) => Ok(()),
+            Ok(bit) => Err(format!(
+                "leaf 0x8000001F reports C-bit {bit}, the platform's is {c_bit}"
+            )),
+            Err(e) => Err(format!("{e:?}")),
+        }
     }
 
     /// The secrets page the processor puts at the secrets page's GPA when it is added.

@@ -1,8 +1,18 @@
 //! Launching an `emulated-snp` VM: guest RAM with the shared view at GPA 0 and the
-//! private view at the C-bit, every launch page added and measured by the emulated
-//! security processor (SNP_LAUNCH_UPDATE), the host parameter page, CPUID saying
+//! private view at the C-bit (47, or the host's choice: [`C_BIT_VAR`]), every launch
+//! page added and measured by the emulated security processor (SNP_LAUNCH_UPDATE), the
+//! CPUID page filled from the vCPU's CPUID, the host parameter page, CPUID saying
 //! "SEV-SNP", MSR exits for SEV_STATUS and the GHCB MSR, and the boot processor's
 //! state from the image's VMSA (SNP_LAUNCH_FINISH checks the measurement).
+//!
+//! The BSP starts with paging off, and on SEV-SNP every access is then private (AMD
+//! APM vol. 2, 15.34.5). A plain VM has no such mode: its accesses without the C-bit
+//! go to the shared view. So the launch opens the shared view of the few pages the
+//! firmware's entry code touches before it sets the C-bit (the CPUID page, the
+//! initial page tables and the page it runs from), and the first exit closes them
+//! again ([`EmulatedSnp::close_boot_window`]), before the guest can have asked for any
+//! page-state change. Those pages show the same bytes through both views (one memfd),
+//! so the entry code sees exactly what a private access would.
 
 use super::EmulatedSnp;
 use crate::emulated::snp::keys::{self, EmulatedSnpKeys};
@@ -12,10 +22,11 @@ use crate::mmu::attributes::Kind;
 use crate::platform::launch::{
     ioctl, parameter_page, runs, test_hook, tsc_khz, vm_with_ram, Hostile, LaunchConfig, SetupError,
 };
+use crate::platform::snp_bsp::BspState;
 use crate::platform::Vm;
 use crate::vmm::memory::View;
-use igvm::snp_defs::{SevSelector, SevVmsa};
-use kvm_bindings::{kvm_enable_cap, kvm_segment, KVM_MAX_CPUID_ENTRIES};
+use igvm::snp_defs::SevVmsa;
+use kvm_bindings::{kvm_enable_cap, KVM_MAX_CPUID_ENTRIES};
 use kvm_ioctls::{
     Cap, Kvm, MsrExitReason, MsrFilterDefaultAction, MsrFilterRange, MsrFilterRangeFlags, VcpuFd,
     VmFd,
@@ -23,18 +34,58 @@ use kvm_ioctls::{
 use nacre_loader::image::SNP_PARAMETER_PAGE_TYPE;
 use nacre_loader::{ImagePage, LoadedImage, PageContents};
 use nacre_shared_abi::doorbell::EMULATED_SNP_SIGNATURE;
-use nacre_shared_abi::layout::{BOOT_INFO_GPA, EMULATED_SNP_C_BIT, PAGE_SIZE_4K};
-use zerocopy::IntoBytes;
+use nacre_shared_abi::layout::{
+    align_down, BOOT_INFO_GPA, EMULATED_SNP_C_BIT, INITIAL_PT_GPA, INITIAL_PT_PAGES, PAGE_SIZE_4K,
+    SNP_CPUID_PAGE_GPA,
+};
+use nacre_shared_abi::snp::cpuid_page::{CpuidPage, CpuidPageEntry, CPUID_PAGE_MAX_ENTRIES};
+use zerocopy::{FromZeros, IntoBytes};
+
+/// The environment variable that sets the emulated platform's C-bit position (32 to 47,
+/// above all of guest RAM; default [`EMULATED_SNP_C_BIT`]). AMD's EPYC processors
+/// report 51, which a KVM guest with 48-bit guest-physical addresses cannot emulate;
+/// any position works for an image, which reads it from the CPUID page.
+pub const C_BIT_VAR: &str = "NACRE_EMULATED_SNP_C_BIT";
+
+/// The C-bit position for a VM with `memory` bytes of RAM: [`C_BIT_VAR`] if set, else
+/// [`EMULATED_SNP_C_BIT`].
+pub fn c_bit_setting(memory: u64) -> Result<u8, SetupError> {
+    let Some(value) = std::env::var_os(C_BIT_VAR) else {
+        return Ok(EMULATED_SNP_C_BIT as u8);
+    };
+    let bit = value
+        .to_str()
+        .and_then(|v| v.trim().parse::<u8>().ok())
+        .filter(|bit| (32..=47).contains(bit))
+        .ok_or_else(|| {
+            SetupError::Image(format!(
+                "{C_BIT_VAR}={} is not a C-bit position the emulated platform can take \
+                 (32 to 47: the private view of RAM sits at that bit, inside the VM's \
+                 48-bit guest-physical addresses)",
+                value.to_string_lossy()
+            ))
+        })?;
+    if memory > 1 << bit {
+        return Err(SetupError::Image(format!(
+            "{C_BIT_VAR}={bit} puts the C-bit inside guest RAM ({} MiB): choose a position \
+             of at least {}",
+            memory >> 20,
+            64 - (memory - 1).leading_zeros()
+        )));
+    }
+    Ok(bit)
+}
 
 /// Launch `image` on `emulated-snp`.
 pub fn launch(image: &LoadedImage, config: &LaunchConfig) -> Result<Vm, SetupError> {
     let hostile = Hostile::from_env();
-    let c_bit_mask = 1u64 << EMULATED_SNP_C_BIT;
+    let c_bit = c_bit_setting(config.memory)?;
     let (kvm, vm, mem) = vm_with_ram(
         config.memory,
-        [(View::Shared, 0), (View::Private, c_bit_mask)],
+        [(View::Shared, 0), (View::Private, 1u64 << c_bit)],
     )?;
     let mut snp = EmulatedSnp::new(mem);
+    snp.c_bit = c_bit;
     snp.strict_memory = config.strict_memory;
     snp.psc_budget = test_hook("NACRE_TEST_PSC_BUDGET").and_then(|b| usize::try_from(b).ok());
     let mut sp = EmulatedSp::new().map_err(|e| {
@@ -44,6 +95,10 @@ pub fn launch(image: &LoadedImage, config: &LaunchConfig) -> Result<Vm, SetupErr
     })?;
     // SNP_LAUNCH_START with the image's guest policy.
     sp.set_policy(image.guest_policy);
+    // The vCPU's CPUID, which the CPUID page reports.
+    enable_msr_exits(&vm)?;
+    let vcpu = vm.create_vcpu(0).map_err(ioctl("a vCPU"))?;
+    let cpuid = set_cpuid(&kvm, &vcpu, snp.c_bit)?;
 
     // Launch pages: contents, then assigned + validated (LAUNCH_UPDATE's result), each
     // measured by the emulated security processor as it is added.
@@ -52,6 +107,12 @@ pub fn launch(image: &LoadedImage, config: &LaunchConfig) -> Result<Vm, SetupErr
         match contents {
             PageContents::Data(bytes) => snp.mem.write(*gpa, &bytes[..])?,
             PageContents::Secrets => snp.mem.write(*gpa, &sp.secrets_page())?,
+            PageContents::Cpuid => {
+                let page = cpuid_page(&cpuid)?;
+                sp.check_cpuid_page(&page, snp.c_bit)
+                    .map_err(|e| SetupError::Image(format!("the CPUID page was refused: {e}")))?;
+                snp.mem.write(*gpa, page.as_bytes())?;
+            }
             PageContents::Zero => {}
         }
         sp.launch_update(*gpa, page_type, contents.bytes());
@@ -82,9 +143,6 @@ pub fn launch(image: &LoadedImage, config: &LaunchConfig) -> Result<Vm, SetupErr
             .hostile_reassign(&snp.mem, BOOT_INFO_GPA / PAGE_SIZE_4K)?;
     }
 
-    enable_msr_exits(&vm)?;
-    let vcpu = vm.create_vcpu(0).map_err(ioctl("a vCPU"))?;
-    set_cpuid(&kvm, &vcpu, snp.c_bit)?;
     let vmsa = image.vmsa.as_deref().ok_or_else(|| {
         SetupError::Image("the image has no SEV-SNP VMSA (it was not loaded for SEV-SNP)".into())
     })?;
@@ -120,6 +178,7 @@ pub fn launch(image: &LoadedImage, config: &LaunchConfig) -> Result<Vm, SetupErr
         ),
     });
     set_initial_state(&vcpu, vmsa)?;
+    snp.open_boot_window(boot_window(vmsa.rip))?;
     snp.host.tsc_khz = tsc_khz(&vcpu);
     snp.host.hostile = hostile.and_then(Hostile::hostcall);
     snp.host.expect_evidence = config.expects_evidence();
@@ -153,8 +212,8 @@ fn enable_msr_exits(vm: &VmFd) -> Result<(), SetupError> {
 
 /// CPUID of the emulated SNP guest: the emulated-SNP hypervisor signature, and leaf
 /// 0x8000_001F saying SEV, SEV-ES and SEV-SNP with the C-bit at `c_bit` (AMD APM
-/// vol. 3, E.4.17).
-fn set_cpuid(kvm: &Kvm, vcpu: &VcpuFd, c_bit: u8) -> Result<(), SetupError> {
+/// vol. 3, E.4.17). Returns what it set.
+fn set_cpuid(kvm: &Kvm, vcpu: &VcpuFd, c_bit: u8) -> Result<kvm_bindings::CpuId, SetupError> {
     let mut cpuid = kvm
         .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
         .map_err(ioctl("KVM_GET_SUPPORTED_CPUID"))?;
@@ -201,57 +260,64 @@ fn set_cpuid(kvm: &Kvm, vcpu: &VcpuFd, c_bit: u8) -> Result<(), SetupError> {
         cpuid = kvm_bindings::CpuId::from_entries(&entries)
             .map_err(|_| SetupError::Image("too many CPUID entries".into()))?;
     }
-    vcpu.set_cpuid2(&cpuid).map_err(ioctl("KVM_SET_CPUID2"))
+    vcpu.set_cpuid2(&cpuid).map_err(ioctl("KVM_SET_CPUID2"))?;
+    Ok(cpuid)
 }
 
-/// Convert a VMSA segment (SVM attribute format, AMD APM vol. 2, 15.5.1) to KVM's.
-fn segment(s: &SevSelector) -> kvm_segment {
-    let a = s.attrib;
-    let bit = |n: u16| ((a >> n) & 1) as u8;
-    kvm_segment {
-        base: s.base,
-        limit: s.limit,
-        selector: s.selector,
-        type_: (a & 0xF) as u8,
-        present: bit(7),
-        dpl: ((a >> 5) & 3) as u8,
-        db: bit(10),
-        s: bit(4),
-        l: bit(9),
-        g: bit(11),
-        avl: bit(8),
-        unusable: u8::from(bit(7) == 0),
-        padding: 0,
+/// The CPUID page the host hands the security processor: the vCPU's CPUID entries that
+/// report anything (a leaf of all zeros reads the same when it is absent), in KVM's
+/// order, the subleaf where KVM says it matters (`KVM_CPUID_FLAG_SIGNIFCANT_INDEX`,
+/// `asm/kvm.h`).
+fn cpuid_page(cpuid: &kvm_bindings::CpuId) -> Result<CpuidPage, SetupError> {
+    let entries: Vec<CpuidPageEntry> = cpuid
+        .as_slice()
+        .iter()
+        .filter(|e| [e.eax, e.ebx, e.ecx, e.edx] != [0; 4])
+        .map(|e| CpuidPageEntry {
+            eax_in: e.function,
+            ecx_in: if e.flags & kvm_bindings::KVM_CPUID_FLAG_SIGNIFCANT_INDEX != 0 {
+                e.index
+            } else {
+                0
+            },
+            eax: e.eax,
+            ebx: e.ebx,
+            ecx: e.ecx,
+            edx: e.edx,
+            ..Default::default()
+        })
+        .collect();
+    if entries.len() > CPUID_PAGE_MAX_ENTRIES {
+        return Err(SetupError::Image(format!(
+            "the vCPU reports {} CPUID leaves, more than the {CPUID_PAGE_MAX_ENTRIES} a \
+             CPUID page holds",
+            entries.len()
+        )));
     }
+    let mut page = CpuidPage::new_zeroed();
+    page.count = entries.len() as u32;
+    page.entries[..entries.len()].copy_from_slice(&entries);
+    Ok(page)
 }
 
-/// EFER.SVME: set in every SNP VMSA, meaningless for the emulated guest.
-const EFER_SVME: u64 = 1 << 12;
+/// The pages the firmware's entry code reads or writes with paging off (module
+/// documentation): the CPUID page, the initial page tables and the page holding the
+/// entry point `rip` and the next one, as (GPA, length) ranges.
+fn boot_window(rip: u64) -> [(u64, u64); 3] {
+    [
+        (SNP_CPUID_PAGE_GPA, PAGE_SIZE_4K),
+        (INITIAL_PT_GPA, INITIAL_PT_PAGES * PAGE_SIZE_4K),
+        (align_down(rip, PAGE_SIZE_4K), 2 * PAGE_SIZE_4K),
+    ]
+}
 
-/// The boot processor's state from the VMSA the image measured.
+/// The boot processor's state from the VMSA the image measured: the registers KVM would
+/// build that VMSA from on hardware ([`BspState`]), general-purpose ones included.
+/// EFER.SVME and the SEV features mean nothing to a plain VM and are left out.
 fn set_initial_state(vcpu: &VcpuFd, v: &SevVmsa) -> Result<(), SetupError> {
+    let state = BspState::from_vmsa(v).map_err(SetupError::Image)?;
     let mut sregs = vcpu.get_sregs().map_err(ioctl("KVM_GET_SREGS"))?;
-    sregs.cs = segment(&v.cs);
-    sregs.ds = segment(&v.ds);
-    sregs.es = segment(&v.es);
-    sregs.fs = segment(&v.fs);
-    sregs.gs = segment(&v.gs);
-    sregs.ss = segment(&v.ss);
-    sregs.tr = segment(&v.tr);
-    sregs.ldt = segment(&v.ldtr);
-    sregs.gdt.base = v.gdtr.base;
-    sregs.gdt.limit = v.gdtr.limit as u16;
-    sregs.idt.base = v.idtr.base;
-    sregs.idt.limit = v.idtr.limit as u16;
-    sregs.cr0 = v.cr0;
-    sregs.cr3 = v.cr3;
-    sregs.cr4 = v.cr4;
-    sregs.efer = v.efer & !EFER_SVME;
+    state.apply_sregs(&mut sregs);
     vcpu.set_sregs(&sregs).map_err(ioctl("KVM_SET_SREGS"))?;
-    let mut regs = vcpu.get_regs().map_err(ioctl("KVM_GET_REGS"))?;
-    regs.rip = v.rip;
-    regs.rsp = v.rsp;
-    regs.rflags = v.rflags;
-    regs.rax = v.rax;
-    vcpu.set_regs(&regs).map_err(ioctl("KVM_SET_REGS"))
+    vcpu.set_regs(&state.regs).map_err(ioctl("KVM_SET_REGS"))
 }

@@ -19,7 +19,7 @@ use crate::platform::hostcall::HostcallHost;
 use crate::platform::launch::{LaunchConfig, SetupError};
 use crate::platform::{Platform, Registration, Stop, Vm};
 use crate::stats::{Counters, RunCounters};
-use crate::vmm::memory::{GuestMemory, View};
+use crate::vmm::memory::{GuestMemory, MemoryError, View};
 use crate::vmm::vcpu::Vcpu;
 use nacre_loader::LoadedImage;
 use nacre_shared_abi::boot::PlatformKind;
@@ -85,6 +85,9 @@ pub struct EmulatedSnp {
     pub host: HostcallHost,
     /// The emulated security processor, once the launch made it.
     pub sp: Option<EmulatedSecurityProcessor>,
+    /// The launch pages whose shared view is open until the first exit, as (GPA,
+    /// length) ranges (`launch.rs`: the entry code runs with paging off).
+    boot_window: Vec<(u64, u64)>,
 }
 
 impl EmulatedSnp {
@@ -104,7 +107,38 @@ impl EmulatedSnp {
             psc_budget: None,
             host: HostcallHost::default(),
             sp: None,
+            boot_window: Vec::new(),
         }
+    }
+
+    /// Open the shared view of `ranges` (clipped to RAM) until
+    /// [`close_boot_window`](Self::close_boot_window).
+    pub fn open_boot_window(
+        &mut self,
+        ranges: impl IntoIterator<Item = (u64, u64)>,
+    ) -> Result<(), MemoryError> {
+        for (gpa, len) in ranges {
+            let len = len.min(self.mem.size().saturating_sub(gpa));
+            if len > 0 {
+                self.mem.protect(View::Shared, gpa, len, true)?;
+                self.boot_window.push((gpa, len));
+            }
+        }
+        Ok(())
+    }
+
+    /// Close what [`open_boot_window`](Self::open_boot_window) opened: from now on an
+    /// access to those pages without the C-bit is a shared access like any other.
+    pub fn close_boot_window(&mut self) -> Result<(), MemoryError> {
+        for (gpa, len) in std::mem::take(&mut self.boot_window) {
+            self.mem.protect(View::Shared, gpa, len, false)?;
+        }
+        Ok(())
+    }
+
+    /// Whether the boot window is open.
+    pub fn boot_window_open(&self) -> bool {
+        !self.boot_window.is_empty()
     }
 
     /// The C-bit as a GPA mask.
@@ -144,6 +178,15 @@ impl Platform for EmulatedSnp {
 
     fn name(&self) -> &'static str {
         NAME
+    }
+
+    fn exited(&mut self) -> Result<(), RunError> {
+        if self.boot_window_open() {
+            self.close_boot_window().map_err(|e| {
+                RunError::Guest(format!("the boot window could not be closed: {e}"))
+            })?;
+        }
+        Ok(())
     }
 
     fn memory(&self) -> &GuestMemory {

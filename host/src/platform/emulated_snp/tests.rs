@@ -848,3 +848,18 @@ fn counters_cover_the_protocol_and_the_mmu() {
     }
     assert_eq!(snp.run_counters().exits.get("vmgexit"), Some(&1));
 }
+
+/// The shared view of the entry code's pages is open from the launch to the first exit,
+/// whatever that exit is, and never again.
+#[test]
+fn the_first_exit_closes_the_boot_window() {
+    let mut snp = platform();
+    snp.open_boot_window([(0x4000, 0x1000), (0x8000, 0x4000), (64 << 20, 0x2000)])
+        .unwrap();
+    assert!(snp.boot_window_open());
+    let (_, error) = rdmsr(&mut snp, MSR_SEV_STATUS);
+    assert_eq!(error, 0);
+    assert!(!snp.boot_window_open());
+    // Closing twice is harmless; a range past RAM was clipped away, not an error.
+    snp.close_boot_window().unwrap();
+}
