@@ -16,6 +16,7 @@ pub mod emulated_tdx;
 pub mod hostcall;
 pub mod launch;
 
+use crate::exits::hardware::TdxExit;
 use crate::exits::RunError;
 use crate::mmu::HypervisorMmu;
 use crate::stats::RunCounters;
@@ -147,6 +148,51 @@ pub trait Platform: Send + std::fmt::Debug {
     fn wrmsr(&mut self, vcpu: u32, index: u32, value: u64) -> bool {
         let _ = (vcpu, index, value);
         false
+    }
+
+    /// `KVM_EXIT_HYPERCALL`: a hypercall KVM hands to user space (on the hardware
+    /// platforms `KVM_HC_MAP_GPA_RANGE`, a page-state change or MapGPA). `ret` is what
+    /// KVM gives the guest back.
+    fn hypercall(
+        &mut self,
+        nr: u64,
+        args: [u64; 6],
+        ret: &mut u64,
+    ) -> Result<Option<Stop>, RunError> {
+        let _ = (args, ret);
+        Err(RunError::Guest(format!(
+            "hypercall {nr:#x}, which this platform does not take"
+        )))
+    }
+
+    /// `KVM_EXIT_MEMORY_FAULT`: a guest access whose kind (private or shared, in
+    /// `flags`) disagrees with the attribute of the memory at `gpa`.
+    fn memory_fault_exit(
+        &mut self,
+        gpa: u64,
+        size: u64,
+        flags: u64,
+    ) -> Result<Option<Stop>, RunError> {
+        Err(RunError::Guest(format!(
+            "memory fault exit at GPA {gpa:#x} (size {size:#x}, flags {flags:#x}) on a \
+             platform without guest_memfd"
+        )))
+    }
+
+    /// `KVM_EXIT_SYSTEM_EVENT` of type `kind` with `data`.
+    fn system_event(&mut self, kind: u32, data: &[u64]) -> Result<Option<Stop>, RunError> {
+        Err(RunError::Guest(format!(
+            "the guest raised system event {kind} (data {data:x?}), which this platform \
+             does not expect"
+        )))
+    }
+
+    /// `KVM_EXIT_TDX`: a TDG.VP.VMCALL KVM hands to user space.
+    fn tdvmcall(&mut self, call: &mut TdxExit<'_>) -> Result<Option<Stop>, RunError> {
+        Err(RunError::Guest(format!(
+            "TDG.VP.VMCALL exit {:#x} on a platform that is not a TD",
+            call.nr()
+        )))
     }
 
     /// KVM could not emulate a guest instruction: `Ok(true)` if the platform dealt
