@@ -13,6 +13,7 @@
 
 pub mod emulated_snp;
 pub mod emulated_tdx;
+pub mod hardware;
 pub mod hostcall;
 pub mod launch;
 
