@@ -15,6 +15,7 @@ fn main() -> ExitCode {
         Command::Attest(a) => cli::attest::run(a).map(|()| 0),
         Command::Verify(a) => cli::verify::run(a),
         Command::Demo => demo(start),
+        Command::HostCheck(a) => cli::host_check::run(a),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -94,6 +94,7 @@ pub fn launch(
         memory,
         request,
         strict_memory,
+        endorsements: None,
     };
     let vm = (platform.launch)(&image, &config)?;
     Ok((image, vm))

@@ -11,11 +11,14 @@
 //! Adding a platform means a module here that implements [`Platform`] and a line in
 //! [`PLATFORMS`]; nothing generic changes.
 
+pub mod check;
 pub mod emulated_snp;
 pub mod emulated_tdx;
 pub mod hardware;
 pub mod hostcall;
 pub mod launch;
+pub mod snp;
+pub mod tdx;
 
 use crate::exits::hardware::TdxExit;
 use crate::exits::RunError;
@@ -240,6 +243,9 @@ pub struct Registration {
     /// the emulated keys' base directory (`--allow-emulated`), its roots. `None`:
     /// the vendor's built-in roots decide.
     pub verifier_roots: Option<VerifierRoots>,
+    /// What this host needs for the platform, checked cheapest first (`nacre
+    /// host-check`).
+    pub check: check::CheckFn,
 }
 
 /// See [`Registration::verifier_roots`].
@@ -270,22 +276,8 @@ pub fn emulated_keys_dir() -> Result<PathBuf, String> {
 pub static PLATFORMS: &[Registration] = &[
     emulated_snp::REGISTRATION,
     emulated_tdx::REGISTRATION,
-    Registration {
-        name: "snp",
-        about: "AMD SEV-SNP hardware through upstream KVM (not available yet)",
-        image: PlatformKind::Snp,
-        evidence: EvidenceKind::SnpReport,
-        launch: |_, _| Err(SetupError::Unavailable("the SEV-SNP hardware platform")),
-        verifier_roots: None,
-    },
-    Registration {
-        name: "tdx",
-        about: "Intel TDX hardware through upstream KVM (not available yet)",
-        image: PlatformKind::Tdx,
-        evidence: EvidenceKind::TdxQuote,
-        launch: |_, _| Err(SetupError::Unavailable("the TDX hardware platform")),
-        verifier_roots: None,
-    },
+    snp::REGISTRATION,
+    tdx::REGISTRATION,
 ];
 
 /// The platform called `name`.

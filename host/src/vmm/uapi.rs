@@ -119,6 +119,22 @@ pub mod cap {
     /// `KVM_CAP_VM_TYPES`: the mask of the VM types `KVM_CREATE_VM` takes.
     pub const VM_TYPES: u32 = 235;
 
+    /// The capability's `KVM_CAP_*` name, for messages.
+    pub fn name(cap: u32) -> &'static str {
+        match cap {
+            SPLIT_IRQCHIP => "KVM_CAP_SPLIT_IRQCHIP",
+            X86_USER_SPACE_MSR => "KVM_CAP_X86_USER_SPACE_MSR",
+            X86_MSR_FILTER => "KVM_CAP_X86_MSR_FILTER",
+            EXIT_HYPERCALL => "KVM_CAP_EXIT_HYPERCALL",
+            USER_MEMORY2 => "KVM_CAP_USER_MEMORY2",
+            MEMORY_FAULT_INFO => "KVM_CAP_MEMORY_FAULT_INFO",
+            MEMORY_ATTRIBUTES => "KVM_CAP_MEMORY_ATTRIBUTES",
+            GUEST_MEMFD => "KVM_CAP_GUEST_MEMFD",
+            VM_TYPES => "KVM_CAP_VM_TYPES",
+            _ => "a KVM capability",
+        }
+    }
+
     const _: () = assert!(SPLIT_IRQCHIP == kvm_bindings::KVM_CAP_SPLIT_IRQCHIP);
     const _: () = assert!(X86_USER_SPACE_MSR == kvm_bindings::KVM_CAP_X86_USER_SPACE_MSR);
     const _: () = assert!(X86_MSR_FILTER == kvm_bindings::KVM_CAP_X86_MSR_FILTER);

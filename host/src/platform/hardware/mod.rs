@@ -2,7 +2,8 @@
 //! RAM as a guest_memfd for the private side and a memfd for the shared side, KVM's
 //! MMU behind [`crate::mmu::HypervisorMmu`] ([`mmu::KvmMmu`]), the exits both take
 //! (`KVM_HC_MAP_GPA_RANGE`, `KVM_EXIT_MEMORY_FAULT`, the hostcall doorbell as port
-//! I/O), and the launch operations both need.
+//! I/O), the launch operations both need, and the host as `nacre host-check` probes
+//! it ([`probe::SystemProbe`]).
 //!
 //! On hardware the CPU and the firmware do what the emulated platforms play in
 //! software: PVALIDATE and TDG.MEM.PAGE.ACCEPT never leave the guest, the GHCB and
@@ -11,6 +12,7 @@
 
 pub mod launch;
 pub mod mmu;
+pub mod probe;
 
 use super::hostcall::{self, HostcallHost};
 use super::Stop;
