@@ -78,6 +78,7 @@ fn demo_in(dir: &std::path::Path, start: Instant) -> anyhow::Result<u8> {
         output: evidence.clone(),
         memory: None,
         json: false,
+        snp_certs: None,
     })?;
     eprintln!(
         "nacre demo: 5/5 checked offline against the image and the nonce:\n\

@@ -32,7 +32,13 @@ which `nacre verify` checks revocation and the TCB status.
 On the emulated platforms the evidence is signed by emulated key hierarchies, kept
 in $NACRE_EMULATED_KEYS, else $XDG_DATA_HOME/nacre/emulated-keys, else
 ~/.local/share/nacre/emulated-keys (made on first use). `nacre verify` trusts them only
-with --allow-emulated.")]
+with --allow-emulated.
+
+On the hardware platforms the evidence is the real thing: on snp a report from the
+security processor, which KVM asks on the guest's behalf, endorsed by the VCEK and
+chain from --snp-certs (AMD's key distribution service issues them); on tdx a quote
+from the host's quote generation service (qgsd), which carries its own PCK chain.
+`nacre host-check --platform snp|tdx` says whether this host has all of it.")]
 pub struct AttestArgs {
     /// The image made by `nacre package`.
     pub image: PathBuf,
@@ -51,6 +57,12 @@ pub struct AttestArgs {
     /// Print a summary as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// `--platform snp`: the directory with the VCEK (vcek.der or vcek.pem), the ASK and
+    /// ARK (cert_chain.pem, or ask.* and ark.*) and the ARK's CRL (crl.der or crl.pem)
+    /// that go into the evidence file. Default: $NACRE_SNP_CERTS, else
+    /// $XDG_CACHE_HOME/nacre/snp-certs, else ~/.cache/nacre/snp-certs.
+    #[arg(long, value_name = "DIR")]
+    pub snp_certs: Option<PathBuf>,
 }
 
 /// Attest; the evidence file is written only when evidence came back.
@@ -65,6 +77,7 @@ pub fn run(a: &AttestArgs) -> anyhow::Result<()> {
         a.memory,
         Some(HostRequest::attest(report_data)),
         false,
+        a.snp_certs.clone(),
     )
     .with_context(|| format!("cannot boot {}", a.image.display()))?;
     let stop = run_vm(&mut vm).with_context(|| format!("cannot run {}", a.image.display()))?;

@@ -558,3 +558,50 @@ fn the_hostcall_doorbell_is_plain_port_io_and_other_exits_are_refused() {
     );
     assert!(matches!(exit(&mut snp, tdx), Err(RunError::Guest(_))));
 }
+
+// ----------------------------------------------------------------------------------
+// Attestation: KVM asks the security processor for the report; nacre adds the
+// certificates. A real Milan report (tests/vectors/virtee-sev) stands in for one.
+
+/// What `nacre attest --platform snp --snp-certs DIR` writes for a report, with the
+/// VCEK, ASK and ARK of DIR, verifies with `nacre verify` against AMD's roots.
+#[test]
+fn an_evidence_file_of_a_hardware_report_and_the_hosts_certificates_verifies() {
+    use crate::cli::verify::{self, VerifyArgs};
+    use crate::platform::Platform;
+    use nacre_verifier::evidence::EvidenceFile;
+    use nacre_verifier::Evidence;
+
+    let vectors =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/vectors/virtee-sev");
+    let hex_text = std::fs::read(vectors.join("report_milan.hex")).unwrap();
+    let raw = nacre_verifier::decode_hex(hex_text.trim_ascii()).unwrap();
+    let evidence = Evidence::parse(&raw).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for (from, to) in [
+        ("vcek_milan.der", "vcek.der"),
+        ("milan_ask.pem", "ask.pem"),
+        ("milan_ark.pem", "ark.pem"),
+    ] {
+        std::fs::copy(vectors.join(from), dir.path().join(to)).unwrap();
+    }
+    let (mut snp, _) = platform(64);
+    snp.certs = Some(dir.path().to_path_buf());
+    let endorsements = snp.endorsements(&evidence).unwrap();
+    let json = EvidenceFile::to_json(super::NAME, &evidence, &raw, &endorsements);
+    let file = dir.path().join("evidence.json");
+    std::fs::write(&file, serde_json::to_string_pretty(&json).unwrap()).unwrap();
+    let args = VerifyArgs {
+        at: Some("2024-01-01T00:00:00Z".into()),
+        measurement: Some(
+            "7a1e5c266c0108dbc9bb94fa926951320940915d0aafb42464bd88b579ea158d3e1a0dc39b2c60bd95b9c480cd81841f"
+                .into(),
+        ),
+        ..VerifyArgs::new(file)
+    };
+    assert_eq!(verify::run(&args).unwrap(), 0);
+    // Without a VCEK there is no evidence file to write.
+    let empty = tempfile::tempdir().unwrap();
+    snp.certs = Some(empty.path().to_path_buf());
+    assert!(snp.endorsements(&evidence).unwrap_err().contains("vcek"));
+}

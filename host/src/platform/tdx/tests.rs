@@ -641,3 +641,37 @@ fn map_gpa_and_report_fatal_error() {
     let e = Exit::decode(VcpuExit::SystemEvent(system_event::SEV_TERM, &[0]));
     assert!(handle(&mut tdx, e).is_err());
 }
+
+/// What `nacre attest --platform tdx` writes for a quote the QGS made (a real one from
+/// tests/vectors/go-tdx-guest stands in) verifies with `nacre verify`: the quote
+/// carries its PCK chain, and without collateral the TCB status is left out.
+#[test]
+fn an_evidence_file_of_a_hardware_quote_verifies() {
+    use crate::cli::verify::{self, VerifyArgs};
+    use crate::platform::Platform;
+    use nacre_verifier::evidence::EvidenceFile;
+    use nacre_verifier::Evidence;
+
+    let raw = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/vectors/go-tdx-guest/tdx_prod_quote_SPR_E4.dat"),
+    )
+    .unwrap();
+    let evidence = Evidence::parse(&raw).unwrap();
+    let (mut tdx, _) = platform(64);
+    let endorsements = tdx.endorsements(&evidence).unwrap();
+    assert!(endorsements.collateral.is_none() && endorsements.vcek.is_none());
+    let json = EvidenceFile::to_json(super::NAME, &evidence, &raw, &endorsements);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("evidence.json");
+    std::fs::write(&file, serde_json::to_string_pretty(&json).unwrap()).unwrap();
+    let args = VerifyArgs {
+        at: Some("2024-01-01T00:00:00Z".into()),
+        measurement: Some(
+            "6363b8043668a3ad953278e10389574d326c6749fb78aa810ecd9336923db86f22fc00b8dcd404bc10d5e119d7215cbb"
+                .into(),
+        ),
+        ..VerifyArgs::new(file)
+    };
+    assert_eq!(verify::run(&args).unwrap(), 0);
+}
