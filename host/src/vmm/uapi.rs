@@ -192,7 +192,7 @@ pub mod system_event {
     /// the GHCB MSR value of its request (`arch/x86/kvm/svm/sev.c`,
     /// `sev_handle_vmgexit_msr_protocol`).
     pub const SEV_TERM: u32 = 6;
-    /// `KVM_SYSTEM_EVENT_TDX_FATAL`: TDG.VP.VMCALL<ReportFatalError>; `data[i]` is the
+    /// `KVM_SYSTEM_EVENT_TDX_FATAL`: TDG.VP.VMCALL ReportFatalError; `data[i]` is the
     /// TD's GPR `i` in the SDM encoding order (RAX, RCX, RDX, RBX, RSP, RBP, RSI, RDI,
     /// R8..R15), so the error code (R12) is `data[12]` (`arch/x86/kvm/vmx/tdx.c`,
     /// `tdx_report_fatal_error`).

@@ -18,7 +18,7 @@ const SEV_BITS: [(u32, &str); 3] = [(1, "SEV"), (3, "SEV-ES"), (4, "SEV-SNP")];
 /// The oldest SEV firmware API with SEV-SNP guests KVM supports (1.51).
 const MIN_FIRMWARE: (u8, u8) = (1, 51);
 
-/// The C-bit position the host reports: CPUID 0x8000_001F EBX[5:0], or `None` if the
+/// The C-bit position the host reports: CPUID 0x8000_001F EBX bits 5:0, or `None` if the
 /// CPU has no such leaf.
 pub fn c_bit(host: &dyn HostProbe) -> Option<u8> {
     let max_ext = host.cpuid(0x8000_0000, 0)[0];

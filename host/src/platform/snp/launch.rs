@@ -55,7 +55,7 @@ impl Progress for KvmSevSnpLaunchUpdate {
 /// What the host says of itself that the launch needs.
 #[derive(Debug, Clone, Copy)]
 pub struct SnpHost {
-    /// The C-bit position (CPUID 0x8000_001F EBX[5:0]).
+    /// The C-bit position (CPUID 0x8000_001F EBX bits 5:0).
     pub c_bit: u8,
     /// CPUID 0x8000_001F as the CPU reports it, for the guest's CPUID.
     pub sev_leaf: [u32; 4],

@@ -19,7 +19,7 @@ use nacre_shared_abi::tdx::attributes;
 use zerocopy::FromZeros;
 
 /// The guest physical-address width nacre's TDs use: the shared bit is bit 47, as on
-/// `emulated-tdx` (CPUID 0x8000_0008 EAX[23:16] in INIT_VM's CPUID: `arch/x86/kvm/vmx/tdx.c`,
+/// `emulated-tdx` (CPUID 0x8000_0008 EAX bits 23:16 in INIT_VM's CPUID: `arch/x86/kvm/vmx/tdx.c`,
 /// `setup_tdparams_eptp_controls`).
 pub const GPAW: u32 = 48;
 
