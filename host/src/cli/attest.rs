@@ -11,6 +11,10 @@ use nacre_verifier::evidence::{nonce_report_data, parse_nonce, EvidenceFile};
 use nacre_verifier::{Evidence, EvidenceKind as VerifiedKind};
 use std::path::PathBuf;
 
+/// The firmware's termination reason when the platform gave it no evidence (reason
+/// set 3, code 18: `nacre run`'s table of reasons).
+const NO_EVIDENCE: (u8, u8) = (3, 18);
+
 /// Arguments of `nacre attest`.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
@@ -84,8 +88,16 @@ pub fn run(a: &AttestArgs) -> anyhow::Result<()> {
     let (kind, raw) = match stop {
         Stop::Evidence { kind, bytes } => (kind, bytes),
         Stop::GuestTerminated { set, code } => bail!(
-            "the guest stopped before it gave evidence: {} (reason set {set}, code {code})",
-            super::run::reason(set, code)
+            "the guest stopped before it gave evidence: {} (reason set {set}, code {code}){}",
+            super::run::reason(set, code),
+            if (set, code) == NO_EVIDENCE {
+                format!(
+                    "; `nacre host-check --platform {}` lists what attestation needs",
+                    a.platform.name
+                )
+            } else {
+                String::new()
+            }
         ),
         other => bail!("the guest stopped before it gave evidence: {other:?}"),
     };
@@ -100,10 +112,12 @@ pub fn run(a: &AttestArgs) -> anyhow::Result<()> {
         bail!("the guest's evidence is not the {kind:?} it said it was");
     }
     let platform = vm.platform.name();
-    let endorsements = vm
-        .platform
-        .endorsements(&evidence)
-        .map_err(|e| anyhow::anyhow!("cannot endorse the evidence: {e}"))?;
+    let endorsements = vm.platform.endorsements(&evidence).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot endorse the evidence: {e} (`nacre host-check --platform {platform}` \
+                 lists what attestation needs)"
+        )
+    })?;
     let collateral = endorsements.collateral.as_ref();
     let json = EvidenceFile::to_json(platform, &evidence, &raw, &endorsements);
     let text = serde_json::to_string_pretty(&json)? + "\n";
