@@ -804,47 +804,6 @@ pub fn get_device_attr_u64(fd: RawFd, group: u32, attr: u64) -> io::Result<u64> 
     Ok(value)
 }
 
-/// `KVM_SET_MEMORY_ATTRIBUTES` on VM fd `fd`: `[gpa, gpa + size)` private or shared.
-pub fn set_memory_attributes(fd: RawFd, gpa: u64, size: u64, private: bool) -> io::Result<()> {
-    let mut arg = kvm_memory_attributes {
-        address: gpa,
-        size,
-        attributes: if private {
-            KVM_MEMORY_ATTRIBUTE_PRIVATE
-        } else {
-            0
-        },
-        flags: 0,
-    };
-    // SAFETY: `arg` is the kvm_memory_attributes the ioctl reads.
-    unsafe { ioctl_ptr(fd, KVM_SET_MEMORY_ATTRIBUTES, &mut arg) }.map(|_| ())
-}
-
-/// An SEV command on VM fd `vm` (`KVM_MEMORY_ENCRYPT_OP` with a `kvm_sev_cmd`): the OS
-/// error and the firmware's status on failure.
-///
-/// # Safety
-///
-/// `data` must point to the structure command `id` takes, valid for reads and writes.
-pub unsafe fn sev_command<T>(
-    vm: RawFd,
-    sev_fd: RawFd,
-    id: u32,
-    data: *mut T,
-) -> Result<(), (io::Error, u32)> {
-    let mut cmd = kvm_sev_cmd {
-        id,
-        data: data as u64,
-        sev_fd: sev_fd as u32,
-        ..Default::default()
-    };
-    // SAFETY: `cmd` is a kvm_sev_cmd and the caller vouches for `data`.
-    match unsafe { ioctl_ptr(vm, KVM_MEMORY_ENCRYPT_OP, &mut cmd) } {
-        Ok(_) => Ok(()),
-        Err(e) => Err((e, cmd.error)),
-    }
-}
-
 /// A TDX command on `fd` (the VM's or a vCPU's, as the command requires): the OS error
 /// and the SEAMCALL status on failure.
 ///

@@ -10,14 +10,12 @@
 
 use super::mmu::AttributeSink;
 use crate::vmm::memory::MemoryError;
-use crate::vmm::uapi::{
-    self, CpuidEntry, KVM_CREATE_GUEST_MEMFD, KVM_MEM_GUEST_MEMFD, KVM_SET_USER_MEMORY_REGION2,
-};
-use kvm_bindings::{kvm_create_guest_memfd, kvm_userspace_memory_region2};
+use crate::vmm::uapi::{CpuidEntry, KVM_MEMORY_ATTRIBUTE_PRIVATE, KVM_MEM_GUEST_MEMFD};
+use kvm_bindings::{kvm_create_guest_memfd, kvm_memory_attributes, kvm_userspace_memory_region2};
 use kvm_ioctls::{Kvm, VmFd};
 use nacre_shared_abi::layout::PAGE_SIZE_4K;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 
 /// Why a hardware launch failed.
 #[derive(Debug, thiserror::Error)]
@@ -259,8 +257,9 @@ impl KvmVm {
             .map_err(|e| LaunchError::kvm(what)(e.into()))
     }
 
-    /// What the MMU needs to change attributes after the launch: copies of the VM's
-    /// and the RAM slot's (slot 0's) descriptors.
+    /// What the MMU needs to change attributes after the launch: a second handle on
+    /// the VM (a copy of its descriptor) and a copy of the RAM slot's (slot 0's)
+    /// guest_memfd.
     pub fn attribute_sink(&self) -> Result<KvmAttributes, LaunchError> {
         let dup = |fd: RawFd| -> Result<OwnedFd, LaunchError> {
             // SAFETY: duplicating a descriptor this VM owns; the copy is owned below.
@@ -278,8 +277,13 @@ impl KvmVm {
             .iter()
             .find(|(slot, _, _)| *slot == 0)
             .ok_or_else(|| LaunchError::Image("no RAM slot".into()))?;
+        let vm = dup(self.vm.as_raw_fd())?;
+        // SAFETY: `vm` is a fresh copy of this VM's descriptor, whose ownership passes
+        // to the new VmFd, which nothing else uses.
+        let vm = unsafe { self.kvm.create_vmfd_from_rawfd(vm.into_raw_fd()) }
+            .map_err(|e| LaunchError::kvm("a second handle on the VM")(e.into()))?;
         Ok(KvmAttributes {
-            vm: dup(self.vm.as_raw_fd())?,
+            vm,
             ram_gmem: dup(ram.2.as_raw_fd())?,
         })
     }
@@ -305,18 +309,16 @@ impl VmOps for KvmVm {
         size: u64,
         shared: u64,
     ) -> Result<(), LaunchError> {
-        let mut create = kvm_create_guest_memfd {
-            size,
-            ..Default::default()
-        };
-        // SAFETY: `create` is the kvm_create_guest_memfd the ioctl reads; it returns a
-        // new descriptor, owned below.
-        let raw =
-            unsafe { uapi::ioctl_ptr(self.vm.as_raw_fd(), KVM_CREATE_GUEST_MEMFD, &mut create) }
-                .map_err(LaunchError::kvm("KVM_CREATE_GUEST_MEMFD"))?;
+        let raw = self
+            .vm
+            .create_guest_memfd(kvm_create_guest_memfd {
+                size,
+                ..Default::default()
+            })
+            .map_err(|e| LaunchError::kvm("KVM_CREATE_GUEST_MEMFD")(e.into()))?;
         // SAFETY: a fresh descriptor nothing else owns.
         let gmem = unsafe { OwnedFd::from_raw_fd(raw) };
-        let mut region = kvm_userspace_memory_region2 {
+        let region = kvm_userspace_memory_region2 {
             slot,
             flags: KVM_MEM_GUEST_MEMFD,
             guest_phys_addr: gpa,
@@ -326,24 +328,33 @@ impl VmOps for KvmVm {
             guest_memfd: gmem.as_raw_fd() as u32,
             ..Default::default()
         };
-        // SAFETY: `region` is the kvm_userspace_memory_region2 the ioctl reads; its
-        // shared side is host memory the platform keeps mapped until after the VM's
-        // descriptors are closed (the `Vm` drops them first).
-        unsafe {
-            uapi::ioctl_ptr(
-                self.vm.as_raw_fd(),
-                KVM_SET_USER_MEMORY_REGION2,
-                &mut region,
-            )
-        }
-        .map_err(LaunchError::kvm("KVM_SET_USER_MEMORY_REGION2"))?;
+        // SAFETY: the slot's shared side is host memory the platform keeps mapped until
+        // after the VM's descriptors are closed (the `Vm` drops them first), and its
+        // private side is the guest_memfd just made.
+        unsafe { self.vm.set_user_memory_region2(region) }
+            .map_err(|e| LaunchError::kvm("KVM_SET_USER_MEMORY_REGION2")(e.into()))?;
         self.gmem.push((slot, gpa, gmem));
         Ok(())
     }
 
     fn set_private(&mut self, gpa: u64, size: u64) -> Result<(), LaunchError> {
-        uapi::set_memory_attributes(self.vm.as_raw_fd(), gpa, size, true)
-            .map_err(LaunchError::kvm("KVM_SET_MEMORY_ATTRIBUTES"))
+        self.vm
+            .set_memory_attributes(attributes(gpa, size, true))
+            .map_err(|e| LaunchError::kvm("KVM_SET_MEMORY_ATTRIBUTES")(e.into()))
+    }
+}
+
+/// `KVM_SET_MEMORY_ATTRIBUTES`' argument: `[gpa, gpa + size)` private or shared.
+fn attributes(gpa: u64, size: u64, private: bool) -> kvm_memory_attributes {
+    kvm_memory_attributes {
+        address: gpa,
+        size,
+        attributes: if private {
+            KVM_MEMORY_ATTRIBUTE_PRIVATE
+        } else {
+            0
+        },
+        flags: 0,
     }
 }
 
@@ -351,13 +362,15 @@ impl VmOps for KvmVm {
 /// runs.
 #[derive(Debug)]
 pub struct KvmAttributes {
-    vm: OwnedFd,
+    vm: VmFd,
     ram_gmem: OwnedFd,
 }
 
 impl AttributeSink for KvmAttributes {
     fn set_attributes(&self, gpa: u64, size: u64, private: bool) -> io::Result<()> {
-        uapi::set_memory_attributes(self.vm.as_raw_fd(), gpa, size, private)
+        Ok(self
+            .vm
+            .set_memory_attributes(attributes(gpa, size, private))?)
     }
 
     fn discard_private(&self, gpa: u64, size: u64) -> io::Result<()> {

@@ -88,7 +88,7 @@ impl KvmProbe for SystemKvm {
             .kvm
             .create_vm_with_type(u64::from(uapi::KVM_X86_TDX_VM))
             .map_err(|e| (io::Error::from(e), 0))?;
-        crate::platform::tdx::kvm::capabilities(vm.as_raw_fd())
+        crate::platform::tdx::kvm::capabilities(&vm)
     }
 }
 

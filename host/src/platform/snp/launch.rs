@@ -10,8 +10,9 @@ use crate::platform::hardware::launch::{
 };
 use crate::vmm::memory::{GuestMemory, View};
 use crate::vmm::uapi::{
-    self, cap, map_gpa_range, sev_attr, sev_cmd, CpuidEntry, KvmSevInit, KvmSevSnpLaunchFinish,
-    KvmSevSnpLaunchStart, KvmSevSnpLaunchUpdate, KVM_SEV_SNP_PAGE_TYPE_VMSA, KVM_X86_SNP_VM,
+    self, cap, map_gpa_range, sev_attr, sev_cmd, CpuidEntry, KvmSevCmd, KvmSevInit,
+    KvmSevSnpLaunchFinish, KvmSevSnpLaunchStart, KvmSevSnpLaunchUpdate, KVM_SEV_SNP_PAGE_TYPE_VMSA,
+    KVM_X86_SNP_VM,
 };
 use kvm_bindings::CpuId;
 use kvm_ioctls::VcpuFd;
@@ -200,13 +201,21 @@ impl KvmSnp {
     }
 
     fn command<T>(&self, what: &'static str, id: u32, data: &mut T) -> Result<(), LaunchError> {
-        // SAFETY: every caller passes the structure command `id` takes
-        // (docs/kvm-uapi.md 2), exclusively borrowed for the call.
-        unsafe { uapi::sev_command(self.vm.vm.as_raw_fd(), self.sev.as_raw_fd(), id, data) }
-            .map_err(|(source, status)| LaunchError::Kvm {
+        // Every caller passes the structure command `id` takes (docs/kvm-uapi.md 2),
+        // exclusively borrowed for the call.
+        let mut cmd = KvmSevCmd {
+            id,
+            data: std::ptr::from_mut(data) as u64,
+            sev_fd: self.sev.as_raw_fd() as u32,
+            ..Default::default()
+        };
+        self.vm
+            .vm
+            .encrypt_op_sev(&mut cmd)
+            .map_err(|e| LaunchError::Kvm {
                 what,
-                source,
-                status: Some(u64::from(status)),
+                source: e.into(),
+                status: Some(u64::from(cmd.error)),
             })
     }
 }

@@ -4,18 +4,19 @@
 use super::launch::{self, TdxLaunchOps};
 use crate::platform::hardware::launch::{KvmVm, LaunchError, VmOps};
 use crate::vmm::uapi::{
-    self, cap, map_gpa_range, tdx_cmd, CpuidEntry, KvmTdxCapabilities, KvmTdxInitMemRegion,
-    KvmTdxInitVm, WithCpuid, KVM_X86_TDX_VM,
+    self, cap, map_gpa_range, tdx_cmd, CpuidEntry, KvmTdxCapabilities, KvmTdxCmd,
+    KvmTdxInitMemRegion, KvmTdxInitVm, WithCpuid, KVM_X86_TDX_VM,
 };
 use kvm_bindings::CpuId;
-use kvm_ioctls::VcpuFd;
+use kvm_ioctls::{VcpuFd, VmFd};
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 
 /// The IOAPIC pins routed by KVM's split irqchip: QEMU's 24.
 const SPLIT_IRQCHIP_PINS: u64 = 24;
 
-/// A TDX command on `fd` with `data`, as a [`LaunchError`].
+/// A TDX command on vCPU fd `fd` with `data`, as a [`LaunchError`] (kvm-ioctls issues
+/// `KVM_MEMORY_ENCRYPT_OP` on VM fds only).
 ///
 /// # Safety
 ///
@@ -36,16 +37,36 @@ unsafe fn command(
     })
 }
 
+/// A TDX command on VM `vm` (kvm-ioctls' `encrypt_op`), as a [`LaunchError`].
+///
+/// # Safety
+///
+/// `data` must be the immediate or point to the structure command `id` takes, valid
+/// for reads and writes for the call.
+unsafe fn vm_command(vm: &VmFd, what: &'static str, id: u32, data: u64) -> Result<(), LaunchError> {
+    let mut cmd = KvmTdxCmd {
+        id,
+        flags: 0,
+        data,
+        hw_error: 0,
+    };
+    // SAFETY: `cmd` is a kvm_tdx_cmd, and the caller vouches for its `data`.
+    unsafe { vm.encrypt_op(&mut cmd) }.map_err(|e| LaunchError::Kvm {
+        what,
+        source: e.into(),
+        status: Some(cmd.hw_error),
+    })
+}
+
 /// `KVM_TDX_CAPABILITIES` of the TDX VM `vm`, with as much room as it needs.
-pub fn capabilities(vm: RawFd) -> Result<WithCpuid<KvmTdxCapabilities>, (io::Error, u64)> {
+pub fn capabilities(vm: &VmFd) -> Result<WithCpuid<KvmTdxCapabilities>, (io::Error, u64)> {
     launch::capabilities(|caps| {
         // SAFETY: `caps` is a kvm_tdx_capabilities followed by the room its nent says.
         unsafe {
-            command(
+            vm_command(
                 vm,
                 "KVM_TDX_CAPABILITIES",
                 tdx_cmd::CAPABILITIES,
-                0,
                 caps.as_mut_ptr() as u64,
             )
         }
@@ -116,11 +137,10 @@ impl TdxLaunchOps for KvmTdx {
     ) -> Result<(), LaunchError> {
         // SAFETY: `caps` is a kvm_tdx_capabilities followed by the room its nent says.
         unsafe {
-            command(
-                self.vm.vm.as_raw_fd(),
+            vm_command(
+                &self.vm.vm,
                 "KVM_TDX_CAPABILITIES",
                 tdx_cmd::CAPABILITIES,
-                0,
                 caps.as_mut_ptr() as u64,
             )
         }
@@ -129,11 +149,10 @@ impl TdxLaunchOps for KvmTdx {
     fn init_vm(&mut self, init: &mut WithCpuid<KvmTdxInitVm>) -> Result<(), LaunchError> {
         // SAFETY: `init` is a kvm_tdx_init_vm followed by the entries its nent says.
         unsafe {
-            command(
-                self.vm.vm.as_raw_fd(),
+            vm_command(
+                &self.vm.vm,
                 "KVM_TDX_INIT_VM",
                 tdx_cmd::INIT_VM,
-                0,
                 init.as_mut_ptr() as u64,
             )
         }
@@ -187,14 +206,6 @@ impl TdxLaunchOps for KvmTdx {
 
     fn finalize(&mut self) -> Result<(), LaunchError> {
         // SAFETY: FINALIZE_VM takes no data.
-        unsafe {
-            command(
-                self.vm.vm.as_raw_fd(),
-                "KVM_TDX_FINALIZE_VM",
-                tdx_cmd::FINALIZE_VM,
-                0,
-                0,
-            )
-        }
+        unsafe { vm_command(&self.vm.vm, "KVM_TDX_FINALIZE_VM", tdx_cmd::FINALIZE_VM, 0) }
     }
 }
