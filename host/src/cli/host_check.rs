@@ -6,6 +6,7 @@ use super::run::platform_arg;
 use crate::platform::check::{HostPaths, HostProbe, Need, Outcome, Report};
 use crate::platform::hardware::probe::SystemProbe;
 use crate::platform::{self, Registration};
+use std::io::Write;
 
 /// Exit status when the platform asked for (or, without `--platform`, every platform)
 /// cannot run here.
@@ -97,12 +98,16 @@ pub fn exit_status(reports: &[Report]) -> u8 {
 pub fn run(a: &HostCheckArgs) -> anyhow::Result<u8> {
     let probe = SystemProbe::new(HostPaths::system());
     let reports = reports(&probe, a.platform);
-    if a.json {
-        println!("{}", serde_json::to_string_pretty(&to_json(&reports))?);
+    let text = if a.json {
+        serde_json::to_string_pretty(&to_json(&reports))? + "\n"
     } else {
-        print!("{}", render(&reports));
+        render(&reports)
+    };
+    // A reader that stops early (`| head`) is no error of the host's.
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(exit_status(&reports)),
     }
-    Ok(exit_status(&reports))
 }
 
 #[cfg(test)]
