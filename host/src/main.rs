@@ -15,6 +15,7 @@ fn main() -> ExitCode {
         Command::Attest(a) => cli::attest::run(a).map(|()| 0),
         Command::Verify(a) => cli::verify::run(a),
         Command::Demo => demo(start),
+        Command::HostCheck(a) => cli::host_check::run(a),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -77,6 +78,7 @@ fn demo_in(dir: &std::path::Path, start: Instant) -> anyhow::Result<u8> {
         output: evidence.clone(),
         memory: None,
         json: false,
+        snp_certs: None,
     })?;
     eprintln!(
         "nacre demo: 5/5 checked offline against the image and the nonce:\n\

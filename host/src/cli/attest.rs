@@ -11,6 +11,10 @@ use nacre_verifier::evidence::{nonce_report_data, parse_nonce, EvidenceFile};
 use nacre_verifier::{Evidence, EvidenceKind as VerifiedKind};
 use std::path::PathBuf;
 
+/// The firmware's termination reason when the platform gave it no evidence (reason
+/// set 3, code 18: `nacre run`'s table of reasons).
+const NO_EVIDENCE: (u8, u8) = (3, 18);
+
 /// Arguments of `nacre attest`.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
@@ -32,7 +36,13 @@ which `nacre verify` checks revocation and the TCB status.
 On the emulated platforms the evidence is signed by emulated key hierarchies, kept
 in $NACRE_EMULATED_KEYS, else $XDG_DATA_HOME/nacre/emulated-keys, else
 ~/.local/share/nacre/emulated-keys (made on first use). `nacre verify` trusts them only
-with --allow-emulated.")]
+with --allow-emulated.
+
+On the hardware platforms the evidence is the real thing: on snp a report from the
+security processor, which KVM asks on the guest's behalf, endorsed by the VCEK and
+chain from --snp-certs (AMD's key distribution service issues them); on tdx a quote
+from the host's quote generation service (qgsd), which carries its own PCK chain.
+`nacre host-check --platform snp|tdx` says whether this host has all of it.")]
 pub struct AttestArgs {
     /// The image made by `nacre package`.
     pub image: PathBuf,
@@ -51,6 +61,12 @@ pub struct AttestArgs {
     /// Print a summary as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// `--platform snp`: the directory with the VCEK (vcek.der or vcek.pem), the ASK and
+    /// ARK (cert_chain.pem, or ask.* and ark.*) and the ARK's CRL (crl.der or crl.pem)
+    /// that go into the evidence file. Default: $NACRE_SNP_CERTS, else
+    /// $XDG_CACHE_HOME/nacre/snp-certs, else ~/.cache/nacre/snp-certs.
+    #[arg(long, value_name = "DIR")]
+    pub snp_certs: Option<PathBuf>,
 }
 
 /// Attest; the evidence file is written only when evidence came back.
@@ -65,14 +81,23 @@ pub fn run(a: &AttestArgs) -> anyhow::Result<()> {
         a.memory,
         Some(HostRequest::attest(report_data)),
         false,
+        a.snp_certs.clone(),
     )
     .with_context(|| format!("cannot boot {}", a.image.display()))?;
     let stop = run_vm(&mut vm).with_context(|| format!("cannot run {}", a.image.display()))?;
     let (kind, raw) = match stop {
         Stop::Evidence { kind, bytes } => (kind, bytes),
         Stop::GuestTerminated { set, code } => bail!(
-            "the guest stopped before it gave evidence: {} (reason set {set}, code {code})",
-            super::run::reason(set, code)
+            "the guest stopped before it gave evidence: {} (reason set {set}, code {code}){}",
+            super::run::reason(set, code),
+            if (set, code) == NO_EVIDENCE {
+                format!(
+                    "; `nacre host-check --platform {}` lists what attestation needs",
+                    a.platform.name
+                )
+            } else {
+                String::new()
+            }
         ),
         other => bail!("the guest stopped before it gave evidence: {other:?}"),
     };
@@ -87,10 +112,12 @@ pub fn run(a: &AttestArgs) -> anyhow::Result<()> {
         bail!("the guest's evidence is not the {kind:?} it said it was");
     }
     let platform = vm.platform.name();
-    let endorsements = vm
-        .platform
-        .endorsements(&evidence)
-        .map_err(|e| anyhow::anyhow!("cannot endorse the evidence: {e}"))?;
+    let endorsements = vm.platform.endorsements(&evidence).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot endorse the evidence: {e} (`nacre host-check --platform {platform}` \
+                 lists what attestation needs)"
+        )
+    })?;
     let collateral = endorsements.collateral.as_ref();
     let json = EvidenceFile::to_json(platform, &evidence, &raw, &endorsements);
     let text = serde_json::to_string_pretty(&json)? + "\n";

@@ -1,6 +1,7 @@
 //! The `nacre` command line.
 
 pub mod attest;
+pub mod host_check;
 pub mod measure;
 pub mod package;
 pub mod run;
@@ -21,7 +22,8 @@ pub const EXIT_NACRE_ERROR: u8 = 125;
 Exit status of `nacre run`: the app's own status (0-255), or 120 when the host stopped
 the guest for breaking a confidential-memory rule, 121 when the guest firmware asked to
 be terminated, 125 for nacre's own errors. `nacre verify`: 0 verified, 1 a check
-failed, 125 unusable input.
+failed, 125 unusable input. `nacre host-check`: 0 the platform can run here, 1 it
+cannot.
 
 Start with `nacre demo`.")]
 pub struct Cli {
@@ -45,4 +47,6 @@ pub enum Command {
     Verify(verify::VerifyArgs),
     /// Package and run the bundled example app, printing each step.
     Demo,
+    /// Check whether this host can run each platform, check by check (exit 0: it can).
+    HostCheck(host_check::HostCheckArgs),
 }

@@ -1,6 +1,7 @@
 //! `nacre run`.
 
 use super::{EXIT_GUEST_TERMINATED, EXIT_MEMORY_VIOLATION};
+use crate::exits::RunError;
 use crate::platform::launch::LaunchConfig;
 use crate::platform::{self, Registration, Stop, Vm};
 use crate::stats::Stats;
@@ -69,13 +70,15 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 
 /// Load an image and launch its VM on `platform` with `memory` bytes of RAM (default:
 /// [`DEFAULT_MEMORY`] or what the image needs), with the host's `request` in the
-/// parameter page.
+/// parameter page and `endorsements` where the platform finds what endorses its
+/// evidence (see [`LaunchConfig::endorsements`]).
 pub fn launch(
     bytes: &[u8],
     platform: &Registration,
     memory: Option<u64>,
     request: Option<HostRequest>,
     strict_memory: bool,
+    endorsements: Option<PathBuf>,
 ) -> anyhow::Result<(nacre_loader::LoadedImage, Vm)> {
     let image = nacre_loader::load_image(bytes, platform.image)?;
     let memory = memory.unwrap_or(DEFAULT_MEMORY.max(image.min_memory));
@@ -94,14 +97,28 @@ pub fn launch(
         memory,
         request,
         strict_memory,
+        endorsements,
     };
     let vm = (platform.launch)(&image, &config)?;
     Ok((image, vm))
 }
 
-/// Run `vm`'s boot processor until the guest stops.
-pub fn run_vm(vm: &mut Vm) -> Result<Stop, crate::exits::RunError> {
-    vcpu::run(&mut vm.vcpu, 0, &mut *vm.platform)
+/// Run `vm`'s boot processor until the guest stops. When KVM or the host fails (not
+/// the guest), the error names `nacre host-check` for the platform.
+pub fn run_vm(vm: &mut Vm) -> anyhow::Result<Stop> {
+    let name = vm.platform.name();
+    vcpu::run(&mut vm.vcpu, 0, &mut *vm.platform).map_err(|e| {
+        let host = matches!(e, RunError::Kvm(_) | RunError::Memory(_));
+        let e = anyhow::Error::from(e);
+        if host {
+            e.context(format!(
+                "the host failed while running the guest (`nacre host-check --platform \
+                 {name}` checks this host)"
+            ))
+        } else {
+            e
+        }
+    })
 }
 
 /// The counters of a run that started at `start`.
@@ -132,7 +149,7 @@ pub fn run(a: &RunArgs, start: Instant) -> anyhow::Result<u8> {
 
 /// Run image bytes.
 pub fn run_bytes(bytes: &[u8], a: &RunArgs, start: Instant) -> anyhow::Result<u8> {
-    let (_, mut vm) = launch(bytes, a.platform, a.memory, None, a.strict_memory)?;
+    let (_, mut vm) = launch(bytes, a.platform, a.memory, None, a.strict_memory, None)?;
     let result = run_vm(&mut vm);
     let stats = stats(&mut vm, start);
     if a.stats {

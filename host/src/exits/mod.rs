@@ -4,6 +4,7 @@
 //! platform and the vCPU as trait objects, so tests feed them synthetic exits without
 //! `/dev/kvm` (Firecracker's `handle_kvm_exit` habit).
 
+pub mod hardware;
 pub mod memory;
 pub mod snp;
 pub mod tdx;
@@ -11,6 +12,7 @@ pub mod tdx;
 use crate::platform::{Platform, Stop};
 use crate::vmm::memory::MemoryError;
 use crate::vmm::vcpu::Vcpu;
+use hardware::TdxExit;
 use kvm_ioctls::VcpuExit;
 use nacre_shared_abi::doorbell::Doorbell;
 
@@ -108,6 +110,24 @@ pub enum Exit<'a> {
         /// `KVM_MEMORY_EXIT_FLAG_PRIVATE` and friends.
         flags: u64,
     },
+    /// `KVM_EXIT_SYSTEM_EVENT`: the guest asked to be stopped or reset (on SEV-SNP a
+    /// termination request, on TDX ReportFatalError).
+    SystemEvent {
+        /// `KVM_SYSTEM_EVENT_*`.
+        kind: u32,
+        /// The event's data words.
+        data: Vec<u64>,
+    },
+    /// `KVM_EXIT_TDX`: a TDG.VP.VMCALL sub-function KVM leaves to user space.
+    Tdx(TdxExit<'a>),
+    /// `KVM_EXIT_SNP_REQ_CERTS`: an extended guest request wants the host's
+    /// certificates (nacre never enables it).
+    SnpReqCerts {
+        /// The guest's certificate buffer.
+        gpa: u64,
+        /// Its size in pages.
+        npages: u64,
+    },
     /// HLT with interrupts the host never delivers.
     Hlt,
     /// A triple fault.
@@ -152,6 +172,10 @@ impl<'a> Exit<'a> {
                 ret: h.ret,
             },
             VcpuExit::MemoryFault { flags, gpa, size } => Exit::MemoryFault { gpa, size, flags },
+            VcpuExit::SystemEvent(kind, data) => Exit::SystemEvent {
+                kind,
+                data: data.to_vec(),
+            },
             VcpuExit::Hlt => Exit::Hlt,
             VcpuExit::Shutdown => Exit::Shutdown,
             VcpuExit::FailEntry(reason, _) => Exit::FailEntry { reason },
@@ -168,6 +192,8 @@ impl<'a> Exit<'a> {
         Ok(match self {
             Exit::Doorbell(bell) => Exit::Doorbell(bell),
             Exit::MemoryFault { gpa, size, flags } => Exit::MemoryFault { gpa, size, flags },
+            Exit::SystemEvent { kind, data } => Exit::SystemEvent { kind, data },
+            Exit::SnpReqCerts { gpa, npages } => Exit::SnpReqCerts { gpa, npages },
             Exit::Hlt => Exit::Hlt,
             Exit::Shutdown => Exit::Shutdown,
             Exit::FailEntry { reason } => Exit::FailEntry { reason },
@@ -190,7 +216,6 @@ fn raw_reason(exit: &VcpuExit<'_>) -> u32 {
         VcpuExit::SetTpr => 11,
         VcpuExit::TprAccess => 12,
         VcpuExit::Nmi => 16,
-        VcpuExit::SystemEvent(..) => 24,
         VcpuExit::IoapicEoi(_) => 26,
         VcpuExit::Hyperv => 27,
         _ => u32::MAX,
@@ -243,12 +268,25 @@ pub fn handle_exit(
             }
             Ok(None)
         }
-        Exit::Hypercall { nr, .. } => Err(RunError::Guest(format!(
-            "hypercall {nr:#x}, which this platform does not take"
-        ))),
-        Exit::MemoryFault { gpa, size, flags } => Err(RunError::Guest(format!(
-            "memory fault exit at GPA {gpa:#x} (size {size:#x}, flags {flags:#x}) on a \
-             platform without guest_memfd"
+        Exit::Hypercall { nr, args, ret } => {
+            platform.run_counters().exit("hypercall");
+            platform.hypercall(nr, args, ret)
+        }
+        Exit::MemoryFault { gpa, size, flags } => {
+            platform.run_counters().exit("memory-fault");
+            platform.memory_fault_exit(gpa, size, flags)
+        }
+        Exit::SystemEvent { kind, data } => {
+            platform.run_counters().exit("system-event");
+            platform.system_event(kind, &data)
+        }
+        Exit::Tdx(mut call) => {
+            platform.run_counters().exit("tdvmcall");
+            platform.tdvmcall(&mut call)
+        }
+        Exit::SnpReqCerts { gpa, npages } => Err(RunError::Guest(format!(
+            "certificate request exit for {npages} pages at GPA {gpa:#x}, which nacre never \
+             enables (KVM_SEV_SNP_ENABLE_REQ_CERTS)"
         ))),
         Exit::Hlt => Err(RunError::Guest("the guest halted".into())),
         Exit::Shutdown => Err(RunError::Guest(

@@ -34,12 +34,29 @@ pub enum SetupError {
     /// The image does not fit the platform.
     #[error("{0}")]
     Image(String),
-    /// The platform cannot run here yet.
+    /// The host lacks what a hardware platform needs (the first check of `nacre
+    /// host-check` that failed).
     #[error(
-        "{0} is not available yet: nacre boots images on emulated-snp and emulated-tdx \
-         (README, \"Status\")"
+        "{platform} cannot run on this host: {reason} (`nacre host-check --platform \
+         {platform}` lists what it needs)"
     )]
-    Unavailable(&'static str),
+    HostNotReady {
+        /// The platform.
+        platform: &'static str,
+        /// The failed check and what it found.
+        reason: String,
+    },
+    /// A hardware platform's launch failed.
+    #[error(
+        "the {platform} launch failed (`nacre host-check --platform {platform}` checks this host)"
+    )]
+    Launch {
+        /// The platform.
+        platform: &'static str,
+        /// What failed.
+        #[source]
+        source: crate::platform::hardware::launch::LaunchError,
+    },
 }
 
 /// A `map_err` for a failed KVM ioctl.
@@ -48,7 +65,7 @@ pub fn ioctl(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> SetupError
 }
 
 /// How to launch: what the host chose, not what the image says.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct LaunchConfig {
     /// Guest RAM in bytes.
     pub memory: u64,
@@ -56,6 +73,9 @@ pub struct LaunchConfig {
     pub request: Option<HostRequest>,
     /// `--strict-memory`.
     pub strict_memory: bool,
+    /// Where the platform finds the endorsements of its evidence when it does not make
+    /// them itself (`nacre attest --snp-certs`); `None`: its default place.
+    pub endorsements: Option<std::path::PathBuf>,
 }
 
 impl LaunchConfig {

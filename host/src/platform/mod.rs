@@ -11,12 +11,17 @@
 //! Adding a platform means a module here that implements [`Platform`] and a line in
 //! [`PLATFORMS`]; nothing generic changes.
 
+pub mod check;
 pub mod emulated_snp;
 pub mod emulated_tdx;
+pub mod hardware;
 pub mod hostcall;
 pub mod launch;
-pub mod snp_bsp;
+pub mod snp;
+pub mod snp_state;
+pub mod tdx;
 
+use crate::exits::hardware::TdxExit;
 use crate::exits::RunError;
 use crate::mmu::HypervisorMmu;
 use crate::stats::RunCounters;
@@ -156,6 +161,51 @@ pub trait Platform: Send + std::fmt::Debug {
         false
     }
 
+    /// `KVM_EXIT_HYPERCALL`: a hypercall KVM hands to user space (on the hardware
+    /// platforms `KVM_HC_MAP_GPA_RANGE`, a page-state change or MapGPA). `ret` is what
+    /// KVM gives the guest back.
+    fn hypercall(
+        &mut self,
+        nr: u64,
+        args: [u64; 6],
+        ret: &mut u64,
+    ) -> Result<Option<Stop>, RunError> {
+        let _ = (args, ret);
+        Err(RunError::Guest(format!(
+            "hypercall {nr:#x}, which this platform does not take"
+        )))
+    }
+
+    /// `KVM_EXIT_MEMORY_FAULT`: a guest access whose kind (private or shared, in
+    /// `flags`) disagrees with the attribute of the memory at `gpa`.
+    fn memory_fault_exit(
+        &mut self,
+        gpa: u64,
+        size: u64,
+        flags: u64,
+    ) -> Result<Option<Stop>, RunError> {
+        Err(RunError::Guest(format!(
+            "memory fault exit at GPA {gpa:#x} (size {size:#x}, flags {flags:#x}) on a \
+             platform without guest_memfd"
+        )))
+    }
+
+    /// `KVM_EXIT_SYSTEM_EVENT` of type `kind` with `data`.
+    fn system_event(&mut self, kind: u32, data: &[u64]) -> Result<Option<Stop>, RunError> {
+        Err(RunError::Guest(format!(
+            "the guest raised system event {kind} (data {data:x?}), which this platform \
+             does not expect"
+        )))
+    }
+
+    /// `KVM_EXIT_TDX`: a TDG.VP.VMCALL KVM hands to user space.
+    fn tdvmcall(&mut self, call: &mut TdxExit<'_>) -> Result<Option<Stop>, RunError> {
+        Err(RunError::Guest(format!(
+            "TDG.VP.VMCALL exit {:#x} on a platform that is not a TD",
+            call.nr()
+        )))
+    }
+
     /// KVM could not emulate a guest instruction: `Ok(true)` if the platform dealt
     /// with it and the guest may resume.
     fn emulation_failure(&mut self, vcpu: &mut dyn Vcpu) -> Result<bool, RunError> {
@@ -200,6 +250,9 @@ pub struct Registration {
     /// the emulated keys' base directory (`--allow-emulated`), its roots. `None`:
     /// the vendor's built-in roots decide.
     pub verifier_roots: Option<VerifierRoots>,
+    /// What this host needs for the platform, checked cheapest first (`nacre
+    /// host-check`).
+    pub check: check::CheckFn,
 }
 
 /// See [`Registration::verifier_roots`].
@@ -230,22 +283,8 @@ pub fn emulated_keys_dir() -> Result<PathBuf, String> {
 pub static PLATFORMS: &[Registration] = &[
     emulated_snp::REGISTRATION,
     emulated_tdx::REGISTRATION,
-    Registration {
-        name: "snp",
-        about: "AMD SEV-SNP hardware through upstream KVM (not available yet)",
-        image: PlatformKind::Snp,
-        evidence: EvidenceKind::SnpReport,
-        launch: |_, _| Err(SetupError::Unavailable("the SEV-SNP hardware platform")),
-        verifier_roots: None,
-    },
-    Registration {
-        name: "tdx",
-        about: "Intel TDX hardware through upstream KVM (not available yet)",
-        image: PlatformKind::Tdx,
-        evidence: EvidenceKind::TdxQuote,
-        launch: |_, _| Err(SetupError::Unavailable("the TDX hardware platform")),
-        verifier_roots: None,
-    },
+    snp::REGISTRATION,
+    tdx::REGISTRATION,
 ];
 
 /// The platform called `name`.

@@ -2,4 +2,5 @@
 //! KVM and hands each exit to [`crate::exits`].
 
 pub mod memory;
+pub mod uapi;
 pub mod vcpu;

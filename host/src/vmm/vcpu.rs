@@ -1,11 +1,13 @@
 //! A vCPU as exit handlers see it ([`Vcpu`]: registers, address translation,
 //! exceptions), its KVM implementation, and the loop that runs it: `KVM_RUN`, decode
-//! the exit once ([`Exit::decode`]), hand it to [`handle_exit`].
+//! the exit once ([`Exit::decode`], or [`hardware::decode_run`] for the exits
+//! kvm-ioctls leaves undecoded), hand it to [`handle_exit`].
 
-use crate::exits::{handle_exit, Exit, RunError};
+use crate::exits::{handle_exit, hardware, Exit, RunError};
 use crate::platform::{Platform, Stop};
+use crate::vmm::uapi::RunArea;
 use kvm_bindings::kvm_regs;
-use kvm_ioctls::VcpuFd;
+use kvm_ioctls::{VcpuExit, VcpuFd};
 
 /// What exit handlers may read and change of the vCPU that exited. Handlers take a
 /// `&mut dyn Vcpu`, so tests give them a fake one and no `/dev/kvm` is needed.
@@ -115,6 +117,10 @@ pub fn run(fd: &mut VcpuFd, index: u32, platform: &mut dyn Platform) -> Result<S
     let mut profiler = profile.as_ref().map(|_| Profiler::start());
     let result = loop {
         let exit = match fd.run() {
+            // Exits kvm-ioctls does not decode (KVM_EXIT_TDX, ...): read from kvm_run.
+            Ok(VcpuExit::Unsupported(reason)) => {
+                hardware::decode_run(reason, RunArea::of(fd.get_kvm_run()))
+            }
             Ok(exit) => Exit::decode(exit),
             Err(e) if e.errno() == libc::EINTR => Exit::Interrupted,
             Err(e) => break Err(RunError::Kvm(e)),

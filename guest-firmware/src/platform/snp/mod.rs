@@ -5,6 +5,7 @@ pub mod ghcb;
 pub mod guest_request;
 pub mod instr;
 pub mod psc;
+pub mod vc;
 
 use super::hostcall::HostcallArea;
 use super::{

@@ -5,7 +5,8 @@
 //! guest input: it is copied out and checked before the service sees it.
 
 use super::TdxContext;
-use crate::vmm::memory::MemoryError;
+use crate::mmu::HypervisorMmu;
+use crate::vmm::memory::{GuestMemory, MemoryError};
 use nacre_shared_abi::layout::PAGE_SIZE_4K;
 use nacre_shared_abi::tdx::vmcall;
 use nacre_shared_abi::tdx_report::get_quote::{self, QuoteBufHeader, HEADER_SIZE};
@@ -36,19 +37,38 @@ pub trait QuotingService: Send + std::fmt::Debug {
 pub fn handle(ctx: &mut TdxContext<'_>, gpa: u64, size: u64) -> Result<u64, MemoryError> {
     ctx.counters.get_quotes += 1;
     let shared_bit = ctx.shared_bit();
-    let base = gpa & !shared_bit;
-    if gpa & shared_bit == 0
-        || !base.is_multiple_of(PAGE_SIZE_4K)
+    if gpa & shared_bit == 0 {
+        return Ok(vmcall::INVALID_OPERAND);
+    }
+    let quoting = ctx
+        .quoting
+        .as_mut()
+        .map(|q| &mut **q as &mut dyn QuotingService);
+    serve(ctx.mem, ctx.mmu, quoting, gpa & !shared_bit, size)
+}
+
+/// GetQuote of the buffer at `base` (without the shared bit) of `size` bytes, served
+/// by `quoting`: the sub-function status (R10). The buffer must be 4 KiB-aligned whole
+/// pages of shared RAM; its header is checked and its status, length and quote
+/// written back.
+pub fn serve(
+    mem: &GuestMemory,
+    mmu: &dyn HypervisorMmu,
+    quoting: Option<&mut dyn QuotingService>,
+    base: u64,
+    size: u64,
+) -> Result<u64, MemoryError> {
+    if !base.is_multiple_of(PAGE_SIZE_4K)
         || size == 0
         || !size.is_multiple_of(PAGE_SIZE_4K)
         || size > MAX_QUOTE_BUFFER
-        || base.checked_add(size).is_none_or(|e| e > ctx.mem.size())
-        || !ctx.mmu.is_shared(base / PAGE_SIZE_4K, size / PAGE_SIZE_4K)
+        || base.checked_add(size).is_none_or(|e| e > mem.size())
+        || !mmu.is_shared(base / PAGE_SIZE_4K, size / PAGE_SIZE_4K)
     {
         return Ok(vmcall::INVALID_OPERAND);
     }
     let mut raw = [0u8; HEADER_SIZE];
-    ctx.mem.read(base, &mut raw)?;
+    mem.read(base, &mut raw)?;
     let Ok(mut header) = QuoteBufHeader::read_from_bytes(&raw) else {
         return Ok(vmcall::INVALID_OPERAND);
     };
@@ -56,25 +76,25 @@ pub fn handle(ctx: &mut TdxContext<'_>, gpa: u64, size: u64) -> Result<u64, Memo
     if header.version != get_quote::VERSION || u64::from(header.in_len) > room {
         header.status = get_quote::status::ERROR;
         header.out_len = 0;
-        ctx.mem.write(base, header.as_bytes())?;
+        mem.write(base, header.as_bytes())?;
         return Ok(vmcall::SUCCESS);
     }
     let mut td_report = vec![0u8; header.in_len as usize];
-    ctx.mem.read(base + HEADER_SIZE as u64, &mut td_report)?;
-    let result = match ctx.quoting.as_deref_mut() {
+    mem.read(base + HEADER_SIZE as u64, &mut td_report)?;
+    let result = match quoting {
         Some(service) => service.quote(&td_report),
         None => Err(QuoteRefusal::Unavailable),
     };
     header.out_len = 0;
     header.status = match result {
         Ok(quote) if quote.len() as u64 <= room => {
-            ctx.mem.write(base + HEADER_SIZE as u64, &quote)?;
+            mem.write(base + HEADER_SIZE as u64, &quote)?;
             header.out_len = quote.len() as u32;
             get_quote::status::SUCCESS
         }
         Ok(_) | Err(QuoteRefusal::Error) => get_quote::status::ERROR,
         Err(QuoteRefusal::Unavailable) => get_quote::status::SERVICE_UNAVAILABLE,
     };
-    ctx.mem.write(base, header.as_bytes())?;
+    mem.write(base, header.as_bytes())?;
     Ok(vmcall::SUCCESS)
 }

@@ -22,7 +22,7 @@ use crate::mmu::attributes::Kind;
 use crate::platform::launch::{
     ioctl, parameter_page, runs, test_hook, tsc_khz, vm_with_ram, Hostile, LaunchConfig, SetupError,
 };
-use crate::platform::snp_bsp::BspState;
+use crate::platform::snp_state::{cpuid_page, BspState};
 use crate::platform::Vm;
 use crate::vmm::memory::View;
 use igvm::snp_defs::SevVmsa;
@@ -38,8 +38,7 @@ use nacre_shared_abi::layout::{
     align_down, BOOT_INFO_GPA, EMULATED_SNP_C_BIT, INITIAL_PT_GPA, INITIAL_PT_PAGES, PAGE_SIZE_4K,
     SNP_CPUID_PAGE_GPA,
 };
-use nacre_shared_abi::snp::cpuid_page::{CpuidPage, CpuidPageEntry, CPUID_PAGE_MAX_ENTRIES};
-use zerocopy::{FromZeros, IntoBytes};
+use zerocopy::IntoBytes;
 
 /// The environment variable that sets the emulated platform's C-bit position (32 to 47,
 /// above all of guest RAM; default [`EMULATED_SNP_C_BIT`]). AMD's EPYC processors
@@ -108,7 +107,7 @@ pub fn launch(image: &LoadedImage, config: &LaunchConfig) -> Result<Vm, SetupErr
             PageContents::Data(bytes) => snp.mem.write(*gpa, &bytes[..])?,
             PageContents::Secrets => snp.mem.write(*gpa, &sp.secrets_page())?,
             PageContents::Cpuid => {
-                let page = cpuid_page(&cpuid)?;
+                let page = cpuid_page(cpuid.as_slice()).map_err(SetupError::Image)?;
                 sp.check_cpuid_page(&page, snp.c_bit)
                     .map_err(|e| SetupError::Image(format!("the CPUID page was refused: {e}")))?;
                 snp.mem.write(*gpa, page.as_bytes())?;
@@ -262,42 +261,6 @@ fn set_cpuid(kvm: &Kvm, vcpu: &VcpuFd, c_bit: u8) -> Result<kvm_bindings::CpuId,
     }
     vcpu.set_cpuid2(&cpuid).map_err(ioctl("KVM_SET_CPUID2"))?;
     Ok(cpuid)
-}
-
-/// The CPUID page the host hands the security processor: the vCPU's CPUID entries that
-/// report anything (a leaf of all zeros reads the same when it is absent), in KVM's
-/// order, the subleaf where KVM says it matters (`KVM_CPUID_FLAG_SIGNIFCANT_INDEX`,
-/// `asm/kvm.h`).
-fn cpuid_page(cpuid: &kvm_bindings::CpuId) -> Result<CpuidPage, SetupError> {
-    let entries: Vec<CpuidPageEntry> = cpuid
-        .as_slice()
-        .iter()
-        .filter(|e| [e.eax, e.ebx, e.ecx, e.edx] != [0; 4])
-        .map(|e| CpuidPageEntry {
-            eax_in: e.function,
-            ecx_in: if e.flags & kvm_bindings::KVM_CPUID_FLAG_SIGNIFCANT_INDEX != 0 {
-                e.index
-            } else {
-                0
-            },
-            eax: e.eax,
-            ebx: e.ebx,
-            ecx: e.ecx,
-            edx: e.edx,
-            ..Default::default()
-        })
-        .collect();
-    if entries.len() > CPUID_PAGE_MAX_ENTRIES {
-        return Err(SetupError::Image(format!(
-            "the vCPU reports {} CPUID leaves, more than the {CPUID_PAGE_MAX_ENTRIES} a \
-             CPUID page holds",
-            entries.len()
-        )));
-    }
-    let mut page = CpuidPage::new_zeroed();
-    page.count = entries.len() as u32;
-    page.entries[..entries.len()].copy_from_slice(&entries);
-    Ok(page)
 }
 
 /// The pages the firmware's entry code reads or writes with paging off (module

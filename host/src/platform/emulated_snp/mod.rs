@@ -15,11 +15,13 @@ use crate::exits::RunError;
 use crate::mmu::snp::SnpMmu;
 use crate::mmu::tdp::Level;
 use crate::mmu::HypervisorMmu;
+use crate::platform::check::{self, Check, Checks, HostProbe, Need};
 use crate::platform::hostcall::HostcallHost;
 use crate::platform::launch::{LaunchConfig, SetupError};
 use crate::platform::{Platform, Registration, Stop, Vm};
 use crate::stats::{Counters, RunCounters};
 use crate::vmm::memory::{GuestMemory, MemoryError, View};
+use crate::vmm::uapi::cap;
 use crate::vmm::vcpu::Vcpu;
 use nacre_loader::LoadedImage;
 use nacre_shared_abi::boot::PlatformKind;
@@ -39,7 +41,31 @@ pub const REGISTRATION: Registration = Registration {
     evidence: EvidenceKind::SnpReport,
     launch: <EmulatedSnp as Platform>::launch,
     verifier_roots: Some(verifier_roots),
+    check,
 };
+
+/// What this host needs for `emulated-snp`: a usable KVM that makes default VMs and
+/// hands the GHCB MSR and SEV_STATUS to user space (MSR exits and an MSR filter).
+fn check(host: &dyn HostProbe) -> Vec<Check> {
+    let mut checks = Checks::new();
+    match check::kvm_usable(host, &mut checks) {
+        Some(kvm) => {
+            check::vm_type(&*kvm, &mut checks, 0, "default");
+            check::capability(&*kvm, &mut checks, cap::X86_USER_SPACE_MSR, "MSR exits", 0);
+            check::capability(&*kvm, &mut checks, cap::X86_MSR_FILTER, "MSR filter", 0);
+        }
+        None => check::skip_all(
+            &mut checks,
+            &[
+                ("VM type default", Need::Run),
+                ("MSR exits", Need::Run),
+                ("MSR filter", Need::Run),
+            ],
+            "KVM is not usable",
+        ),
+    }
+    checks.into_vec()
+}
 
 /// A verifier recognizes this platform's evidence by the organization its
 /// certificates name; with the emulated keys' base directory `keys`, it trusts their

@@ -16,6 +16,7 @@ use crate::exits::RunError;
 use crate::mmu::tdp::Level;
 use crate::mmu::tdx::TdxMmu;
 use crate::mmu::HypervisorMmu;
+use crate::platform::check::{self, Check, Checks, HostProbe, Need};
 use crate::platform::hostcall::HostcallHost;
 use crate::platform::launch::{LaunchConfig, SetupError};
 use crate::platform::{Platform, Registration, Stop, Vm};
@@ -40,7 +41,20 @@ pub const REGISTRATION: Registration = Registration {
     evidence: EvidenceKind::TdxQuote,
     launch: <EmulatedTdx as Platform>::launch,
     verifier_roots: Some(verifier_roots),
+    check,
 };
+
+/// What this host needs for `emulated-tdx`: a usable KVM that makes default VMs.
+fn check(host: &dyn HostProbe) -> Vec<Check> {
+    let mut checks = Checks::new();
+    match check::kvm_usable(host, &mut checks) {
+        Some(kvm) => {
+            check::vm_type(&*kvm, &mut checks, 0, "default");
+        }
+        None => checks.skip("VM type default", Need::Run, "KVM is not usable"),
+    }
+    checks.into_vec()
+}
 
 /// A verifier recognizes this platform's evidence by the organization its
 /// certificates name; with the emulated keys' base directory `keys`, it trusts their

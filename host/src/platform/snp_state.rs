@@ -1,5 +1,6 @@
-//! The SEV-SNP BSP's registers from the VMSA an image measured, and the VMSA upstream
-//! KVM would measure from them.
+//! What an SEV-SNP launch hands the guest besides its pages, shared by `emulated-snp`
+//! and `snp`: the BSP's registers from the VMSA an image measured (and the VMSA
+//! upstream KVM would measure from them), and the CPUID page ([`cpuid_page`]).
 //!
 //! KVM takes no VMSA from user space: at SNP_LAUNCH_UPDATE of the VMSA it builds the
 //! page from the vCPU's registers (`arch/x86/kvm/svm/sev.c`, `sev_es_sync_vmsa`) and
@@ -20,8 +21,47 @@
 //! * `sev_features` = KVM_SEV_INIT2's `vmsa_features` with SNP active (bit 0) added.
 
 use igvm::snp_defs::{SevFeatures, SevSelector, SevVmsa};
-use kvm_bindings::{kvm_dtable, kvm_regs, kvm_segment, kvm_sregs};
+use kvm_bindings::{
+    kvm_cpuid_entry2, kvm_dtable, kvm_regs, kvm_segment, kvm_sregs, KVM_CPUID_FLAG_SIGNIFCANT_INDEX,
+};
+use nacre_shared_abi::snp::cpuid_page::{CpuidPage, CpuidPageEntry, CPUID_PAGE_MAX_ENTRIES};
 use zerocopy::{FromZeros, IntoBytes};
+
+/// The CPUID page the host hands the security processor for a vCPU with CPUID
+/// `entries` (as `KVM_SET_CPUID2` takes them): the entries that report anything (a leaf
+/// of all zeros reads the same when it is absent), in order, with the subleaf where KVM
+/// says it matters (`KVM_CPUID_FLAG_SIGNIFCANT_INDEX`, `asm/kvm.h`). The firmware reads
+/// the C-bit position from its leaf 0x8000_001F.
+pub fn cpuid_page(entries: &[kvm_cpuid_entry2]) -> Result<CpuidPage, String> {
+    let used: Vec<CpuidPageEntry> = entries
+        .iter()
+        .filter(|e| [e.eax, e.ebx, e.ecx, e.edx] != [0; 4])
+        .map(|e| CpuidPageEntry {
+            eax_in: e.function,
+            ecx_in: if e.flags & KVM_CPUID_FLAG_SIGNIFCANT_INDEX != 0 {
+                e.index
+            } else {
+                0
+            },
+            eax: e.eax,
+            ebx: e.ebx,
+            ecx: e.ecx,
+            edx: e.edx,
+            ..Default::default()
+        })
+        .collect();
+    if used.len() > CPUID_PAGE_MAX_ENTRIES {
+        return Err(format!(
+            "the vCPU reports {} CPUID leaves, more than the {CPUID_PAGE_MAX_ENTRIES} a CPUID \
+             page holds",
+            used.len()
+        ));
+    }
+    let mut page = CpuidPage::new_zeroed();
+    page.count = used.len() as u32;
+    page.entries[..used.len()].copy_from_slice(&used);
+    Ok(page)
+}
 
 /// EFER.SVME (AMD APM vol. 2, 3.1.7): KVM sets it in every SEV-ES/SNP VMSA.
 pub const EFER_SVME: u64 = 1 << 12;
