@@ -403,11 +403,12 @@ pub fn detect(
 }
 
 /// An exception the platform raises for its own instructions: on SEV-SNP hardware
-/// CPUID raises #VC, answered from the CPUID page (`snp/vc.rs`); on the emulated TDX
-/// platform TDCALL raises #UD, which goes to the host and resumes after the
-/// instruction (`tdx/trap.rs`). `false` if `frame` is anything else.
+/// CPUID raises #VC, answered from the CPUID page (`snp/vc.rs`); in a real TD CPUID
+/// raises #VE for the leaves the TDX module leaves to the host (`tdx/ve.rs`); on the
+/// emulated TDX platform TDCALL raises #UD, which goes to the host and resumes after
+/// the instruction (`tdx/trap.rs`). `false` if `frame` is anything else.
 pub fn forward_platform_trap(frame: &mut crate::arch::idt::TrapFrame) -> bool {
-    snp::vc::handle_cpuid(frame) || tdx::trap::forward_tdcall(frame)
+    snp::vc::handle_cpuid(frame) || tdx::ve::handle_cpuid(frame) || tdx::trap::forward_tdcall(frame)
 }
 
 /// Ask the host to end the guest with nacre's reason `code`: the GHCB MSR protocol

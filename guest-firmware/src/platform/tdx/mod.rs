@@ -7,6 +7,7 @@
 //! to the host through the TDCALL doorbell with its registers unchanged.
 
 pub mod trap;
+pub mod ve;
 
 use super::hostcall::HostcallArea;
 use super::{
