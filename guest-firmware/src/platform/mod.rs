@@ -408,7 +408,13 @@ pub fn detect(
 /// emulated TDX platform TDCALL raises #UD, which goes to the host and resumes after
 /// the instruction (`tdx/trap.rs`). `false` if `frame` is anything else.
 pub fn forward_platform_trap(frame: &mut crate::arch::idt::TrapFrame) -> bool {
-    snp::vc::handle_cpuid(frame) || tdx::ve::handle_cpuid(frame) || tdx::trap::forward_tdcall(frame)
+    // By vector first: page faults, the common case, pass through one comparison.
+    match frame.vector {
+        snp::vc::VC_VECTOR => snp::vc::handle_cpuid(frame),
+        tdx::ve::VE_VECTOR => tdx::ve::handle_cpuid(frame),
+        tdx::trap::UD_VECTOR => tdx::trap::forward_tdcall(frame),
+        _ => false,
+    }
 }
 
 /// Ask the host to end the guest with nacre's reason `code`: the GHCB MSR protocol

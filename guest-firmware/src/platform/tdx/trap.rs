@@ -12,6 +12,9 @@ use core::mem::offset_of;
 use nacre_shared_abi::boot::PlatformKind;
 use nacre_shared_abi::doorbell::DOORBELL_TDCALL;
 
+/// #UD (Intel SDM vol. 3A, 6.15).
+pub const UD_VECTOR: u64 = 6;
+
 /// TDCALL's encoding.
 const TDCALL: [u8; 4] = [0x66, 0x0F, 0x01, 0xCC];
 
@@ -66,7 +69,7 @@ pub fn forward_tdcall(frame: &mut TrapFrame) -> bool {
         kind: PlatformKind::Tdx,
         backend: Backend::Doorbell,
     };
-    if frame.vector != 6 || frame.is_user() || running() != Some(emulated_tdx) {
+    if frame.vector != UD_VECTOR || frame.is_user() || running() != Some(emulated_tdx) {
         return false;
     }
     let mut insn = [0u8; 4];
