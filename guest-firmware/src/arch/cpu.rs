@@ -75,7 +75,23 @@ pub fn hw_random() -> Option<u64> {
     None
 }
 
-/// Stop this CPU forever.
+/// End the guest without the platform: with an empty IDT, the next exception becomes a
+/// triple fault, which every hypervisor turns into a shutdown of the VM. For the one
+/// case where no platform is known yet: an interrupt controller in the hypervisor
+/// makes `hlt` wait there, not end the run.
+pub fn triple_fault() -> ! {
+    let empty = x86_64::structures::DescriptorTablePointer {
+        limit: 0,
+        base: x86_64::VirtAddr::zero(),
+    };
+    // SAFETY: loading an empty IDT and raising #UD ends the guest; nothing runs after.
+    unsafe {
+        x86_64::instructions::tables::lidt(&empty);
+        asm!("ud2", options(nomem, nostack, noreturn));
+    }
+}
+
+/// Stop this CPU forever, after the platform was asked to end the guest.
 pub fn halt_forever() -> ! {
     loop {
         // SAFETY: CLI; HLT only stops the CPU.

@@ -126,18 +126,16 @@ global_asm!(
     ".byte 0xEA",
     ".long nacre_snp_entry64 - {kernel}",
     ".word 0x08",
-    // No usable CPUID page: ask the hypervisor to end the guest (VMGEXIT), and stop
-    // here if it does not.
+    // No usable CPUID page: ask the hypervisor to end the guest (VMGEXIT), and if it
+    // does not, triple-fault (an empty IDT, then #UD): `hlt` would only wait.
     "8:",
     "mov ecx, {ghcb_msr}",
     "mov eax, {terminate}",
     "xor edx, edx",
     "wrmsr",
     "rep vmmcall",
-    "9:",
-    "cli",
-    "hlt",
-    "jmp 9b",
+    "lidt [nacre_snp_no_idt - {kernel}]",
+    "ud2",
     ".code64",
     "nacre_snp_entry64:",
     "mov eax, 0x10",
@@ -159,6 +157,9 @@ global_asm!(
     "nacre_snp_gdt_ptr:",
     ".word 23",
     ".long nacre_snp_gdt - {kernel}",
+    "nacre_snp_no_idt:",
+    ".word 0",
+    ".long 0",
     ".popsection",
     cpuid_page = const SNP_CPUID_PAGE_GPA,
     count_offset = const COUNT_OFFSET,

@@ -419,7 +419,7 @@ pub fn forward_platform_trap(frame: &mut crate::arch::idt::TrapFrame) -> bool {
 
 /// Ask the host to end the guest with nacre's reason `code`: the GHCB MSR protocol
 /// termination request on SNP, TDVMCALL ReportFatalError on TDX. Before the platform
-/// is known, only halt. For code that holds the platform,
+/// is known, a triple fault. For code that holds the platform,
 /// [`GuestPlatform::terminate`] does the same.
 pub fn terminate(code: u8) -> ! {
     match running() {
@@ -431,7 +431,7 @@ pub fn terminate(code: u8) -> ! {
             kind: PlatformKind::Tdx,
             ..
         }) => tdx::report_fatal_error(u64::from(code)),
-        None => crate::arch::cpu::halt_forever(),
+        None => crate::arch::cpu::triple_fault(),
     }
 }
 

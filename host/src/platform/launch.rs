@@ -142,14 +142,28 @@ impl Drop for HostPage {
     }
 }
 
+/// IOAPIC pins KVM routes with the split irqchip: QEMU's 24 (the emulated platforms
+/// have no devices; the local APICs are what they use).
+const SPLIT_IRQCHIP_PINS: u64 = 24;
+
 /// A new VM with `memory` bytes of guest RAM (one memfd) mapped by two memory slots
-/// (0 and 1): each view at the GPA given for it.
+/// (0 and 1): each view at the GPA given for it. Its local APICs are KVM's (the split
+/// irqchip, `KVM_CAP_SPLIT_IRQCHIP`, as TDX requires on hardware): the guest's timer
+/// and inter-processor interrupts, and a `hlt` that waits in KVM for an interrupt
+/// instead of exiting.
 pub fn vm_with_ram(
     memory: u64,
     views: [(View, u64); 2],
 ) -> Result<(Kvm, VmFd, GuestMemory), SetupError> {
     let kvm = Kvm::new().map_err(SetupError::Kvm)?;
     let vm = kvm.create_vm().map_err(SetupError::Kvm)?;
+    let mut split = kvm_bindings::kvm_enable_cap {
+        cap: kvm_bindings::KVM_CAP_SPLIT_IRQCHIP,
+        ..Default::default()
+    };
+    split.args[0] = SPLIT_IRQCHIP_PINS;
+    vm.enable_cap(&split)
+        .map_err(ioctl("KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP)"))?;
     let mem = GuestMemory::new(memory)?;
     for (slot, (view, gpa)) in (0..).zip(views) {
         let region = kvm_userspace_memory_region {
