@@ -31,6 +31,7 @@ pub mod kernel;
 mod libc_mem;
 pub mod mem;
 pub mod platform;
+pub mod sched;
 pub mod syscall;
 #[cfg(test)]
 pub mod testing;

@@ -1,0 +1,319 @@
+//! Which app thread runs, which wait and until when: the thread table, the run queue
+//! and the wake-ups, without the machine (stacks and the switch itself are
+//! `sched/switch.rs`'s). Every operation the scheduler does on a switch costs time in
+//! proportion to what it touches, not to the table's size: ring 0 runs in an
+//! instruction emulator on some hosts (docs/design.md).
+
+use super::futex::ThreadId;
+
+/// Where a thread is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// The slot holds no thread.
+    Free,
+    /// In the run queue.
+    Runnable,
+    /// On the CPU.
+    Running,
+    /// Waiting for a wake-up or its deadline.
+    Blocked,
+    /// Finished; its slot (and kernel stack) are freed once another thread runs.
+    Exited,
+}
+
+/// Why a blocked thread runs again, which decides what its system call returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wake {
+    /// Nothing yet (still blocked, or never blocked).
+    None,
+    /// Another thread woke it (futex wake, a child's exit, ...).
+    Woken,
+    /// Its deadline passed.
+    TimedOut,
+    /// A signal arrived for it.
+    Interrupted,
+}
+
+/// One thread's scheduling state.
+#[derive(Debug, Clone, Copy)]
+pub struct Thread {
+    /// Its Linux thread id.
+    pub tid: ThreadId,
+    /// Where it is.
+    pub state: State,
+    /// Why it last woke.
+    pub wake: Wake,
+    /// CLOCK_MONOTONIC deadline of a blocked thread's wait; `u64::MAX` for none.
+    pub deadline: u64,
+}
+
+const FREE: Thread = Thread {
+    tid: 0,
+    state: State::Free,
+    wake: Wake::None,
+    deadline: u64::MAX,
+};
+
+/// Why a thread could not be made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TableFull;
+
+/// The threads of the app, at most `N`, in slots; slot numbers are what the rest of the
+/// firmware keeps (a thread's kernel stack and saved state are per slot).
+#[derive(Debug)]
+pub struct Threads<const N: usize> {
+    slots: [Thread; N],
+    /// Run queue: slot numbers, a ring of `queued` entries from `head`.
+    queue: [u16; N],
+    head: usize,
+    queued: usize,
+    /// The slot on the CPU.
+    current: usize,
+    /// Threads that are neither free nor exited.
+    live: usize,
+    /// Blocked threads with a deadline (so that expiring costs nothing without them).
+    timed: usize,
+    next_tid: ThreadId,
+}
+
+impl<const N: usize> Threads<N> {
+    /// A table whose one thread, slot 0 with id `tid`, is running.
+    pub fn new(tid: ThreadId) -> Self {
+        const { assert!(N > 0 && N <= u16::MAX as usize) };
+        let mut slots = [FREE; N];
+        slots[0] = Thread {
+            tid,
+            state: State::Running,
+            ..FREE
+        };
+        Self {
+            slots,
+            queue: [0; N],
+            head: 0,
+            queued: 0,
+            current: 0,
+            live: 1,
+            timed: 0,
+            next_tid: tid + 1,
+        }
+    }
+
+    /// The slot on the CPU.
+    pub fn current(&self) -> usize {
+        self.current
+    }
+
+    /// The thread in `slot`.
+    pub fn get(&self, slot: usize) -> &Thread {
+        &self.slots[slot]
+    }
+
+    /// Threads that have not exited.
+    pub fn live(&self) -> usize {
+        self.live
+    }
+
+    /// The slot of the live thread `tid`.
+    pub fn find(&self, tid: ThreadId) -> Option<usize> {
+        self.slots
+            .iter()
+            .position(|t| t.tid == tid && !matches!(t.state, State::Free | State::Exited))
+    }
+
+    fn enqueue(&mut self, slot: usize) {
+        // At most N threads are runnable at once, so the ring never overflows.
+        let at = (self.head + self.queued) % N;
+        self.queue[at] = slot as u16;
+        self.queued += 1;
+        self.slots[slot].state = State::Runnable;
+    }
+
+    /// A new runnable thread (clone); returns its slot and id.
+    pub fn spawn(&mut self) -> Result<(usize, ThreadId), TableFull> {
+        let slot = self
+            .slots
+            .iter()
+            .position(|t| t.state == State::Free)
+            .ok_or(TableFull)?;
+        let tid = self.next_tid;
+        self.next_tid = self.next_tid.wrapping_add(1).max(2);
+        self.slots[slot] = Thread { tid, ..FREE };
+        self.live += 1;
+        self.enqueue(slot);
+        Ok((slot, tid))
+    }
+
+    /// The current thread waits until woken or until `deadline` (`u64::MAX`: no
+    /// deadline). It stays current until [`Self::switch`] picks another.
+    pub fn block_current(&mut self, deadline: u64) {
+        let t = &mut self.slots[self.current];
+        t.state = State::Blocked;
+        t.wake = Wake::None;
+        t.deadline = deadline;
+        if deadline != u64::MAX {
+            self.timed += 1;
+        }
+    }
+
+    /// Make the blocked thread in `slot` runnable for `why`. `false` if it was not
+    /// blocked (a second wake-up of the same wait loses).
+    pub fn wake(&mut self, slot: usize, why: Wake) -> bool {
+        let t = &mut self.slots[slot];
+        if t.state != State::Blocked {
+            return false;
+        }
+        if t.deadline != u64::MAX {
+            self.timed -= 1;
+        }
+        t.deadline = u64::MAX;
+        t.wake = why;
+        if slot == self.current {
+            // Woken before it was switched out: it just runs on.
+            t.state = State::Running;
+        } else {
+            self.enqueue(slot);
+        }
+        true
+    }
+
+    /// Wake every blocked thread whose deadline is at or before `now`, passing each
+    /// slot to `expired` (which takes it out of whatever queue it waited in).
+    pub fn expire(&mut self, now: u64, expired: &mut impl FnMut(usize)) {
+        if self.timed == 0 {
+            return;
+        }
+        for slot in 0..N {
+            let t = self.slots[slot];
+            if t.state == State::Blocked && t.deadline <= now {
+                expired(slot);
+                self.wake(slot, Wake::TimedOut);
+            }
+        }
+    }
+
+    /// The earliest deadline of a blocked thread, if any.
+    pub fn next_deadline(&self) -> Option<u64> {
+        if self.timed == 0 {
+            return None;
+        }
+        self.slots
+            .iter()
+            .filter(|t| t.state == State::Blocked)
+            .map(|t| t.deadline)
+            .min()
+            .filter(|&d| d != u64::MAX)
+    }
+
+    /// The current thread has finished.
+    pub fn exit_current(&mut self) {
+        let t = &mut self.slots[self.current];
+        if t.state == State::Blocked && t.deadline != u64::MAX {
+            self.timed -= 1;
+        }
+        t.state = State::Exited;
+        self.live -= 1;
+    }
+
+    /// Free the slot of an exited thread (once it no longer runs on its stack).
+    pub fn reap(&mut self, slot: usize) {
+        if self.slots[slot].state == State::Exited {
+            self.slots[slot] = FREE;
+        }
+    }
+
+    /// Choose what runs next: the current thread goes to the back of the run queue if
+    /// it can still run (`yield_cpu`, or a time slice ended), and the front of the
+    /// queue runs. Returns `(previous, next)` slots; `None` if nothing can run (every
+    /// live thread is blocked: the CPU idles until a deadline).
+    pub fn switch(&mut self) -> Option<(usize, usize)> {
+        let prev = self.current;
+        if self.slots[prev].state == State::Running {
+            if self.queued == 0 {
+                return Some((prev, prev));
+            }
+            self.enqueue(prev);
+        }
+        if self.queued == 0 {
+            return None;
+        }
+        let next = usize::from(self.queue[self.head]);
+        self.head = (self.head + 1) % N;
+        self.queued -= 1;
+        self.slots[next].state = State::Running;
+        self.current = next;
+        Some((prev, next))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_robin_over_runnable_threads() {
+        let mut t = Threads::<4>::new(100);
+        let (a, ta) = t.spawn().unwrap();
+        let (b, tb) = t.spawn().unwrap();
+        assert_eq!((ta, tb), (101, 102));
+        assert_eq!(t.switch(), Some((0, a)));
+        assert_eq!(t.switch(), Some((a, b)));
+        assert_eq!(t.switch(), Some((b, 0)));
+        assert_eq!(t.get(0).state, State::Running);
+        assert_eq!(t.get(a).state, State::Runnable);
+        assert_eq!(t.find(102), Some(b));
+    }
+
+    #[test]
+    fn a_lone_running_thread_keeps_the_cpu() {
+        let mut t = Threads::<2>::new(1);
+        assert_eq!(t.switch(), Some((0, 0)));
+    }
+
+    #[test]
+    fn blocked_threads_wait_for_a_wake_or_their_deadline() {
+        let mut t = Threads::<4>::new(1);
+        let (a, _) = t.spawn().unwrap();
+        t.block_current(500);
+        assert_eq!(t.next_deadline(), Some(500));
+        assert_eq!(t.switch(), Some((0, a)));
+        // a blocks without a deadline: nothing can run.
+        t.block_current(u64::MAX);
+        assert_eq!(t.switch(), None);
+        let mut expired = Vec::new();
+        t.expire(499, &mut |s| expired.push(s));
+        assert!(expired.is_empty());
+        t.expire(500, &mut |s| expired.push(s));
+        assert_eq!(expired, [0]);
+        assert_eq!(t.get(0).wake, Wake::TimedOut);
+        assert_eq!(t.next_deadline(), None);
+        assert_eq!(t.switch(), Some((a, 0)));
+        assert!(t.wake(a, Wake::Woken));
+        assert!(!t.wake(a, Wake::Woken), "a second wake-up loses");
+        assert_eq!(t.switch(), Some((0, a)));
+        assert_eq!(t.get(a).wake, Wake::Woken);
+    }
+
+    #[test]
+    fn a_thread_woken_before_it_switched_out_runs_on() {
+        let mut t = Threads::<2>::new(1);
+        t.block_current(u64::MAX);
+        assert!(t.wake(0, Wake::Interrupted));
+        assert_eq!(t.get(0).state, State::Running);
+        assert_eq!(t.switch(), Some((0, 0)));
+    }
+
+    #[test]
+    fn exited_threads_leave_and_their_slots_return() {
+        let mut t = Threads::<2>::new(1);
+        let (a, _) = t.spawn().unwrap();
+        assert_eq!(t.spawn(), Err(TableFull));
+        assert_eq!(t.live(), 2);
+        t.exit_current();
+        assert_eq!(t.live(), 1);
+        assert_eq!(t.switch(), Some((0, a)));
+        assert_eq!(t.find(1), None);
+        t.reap(0);
+        let (slot, tid) = t.spawn().unwrap();
+        assert_eq!((slot, tid), (0, 3));
+    }
+}
