@@ -1,5 +1,6 @@
 //! The IDT: the 32 architectural exception vectors, all on IST1 except #UD and #PF
-//! (see [`UD_VECTOR`] and [`PF_VECTOR`]). A common assembly
+//! (see [`UD_VECTOR`] and [`PF_VECTOR`]), and the local APIC's interrupts
+//! (`arch/apic.rs`), which run on the interrupted stack. A common assembly
 //! stub saves the general-purpose and FXSAVE state (so exception handlers written in
 //! Rust may use SSE without corrupting the app) and calls [`exception_dispatch`].
 
@@ -85,6 +86,15 @@ macro_rules! isr_table {
 isr_table!(
     0 0, 1 0, 2 0, 3 0, 4 0, 5 0, 6 0, 7 0, 8 1, 9 0, 10 1, 11 1, 12 1, 13 1, 14 1, 15 0,
     16 0, 17 1, 18 0, 19 0, 20 0, 21 1, 22 0, 23 0, 24 0, 25 0, 26 0, 27 0, 28 0, 29 1, 30 1, 31 0,
+    32 0, 33 0,
+);
+
+// The local APIC's spurious interrupt: nothing to do, and no EOI (SDM vol. 3A,
+// 11.9).
+global_asm!(
+    ".global nacre_spurious_entry",
+    "nacre_spurious_entry:",
+    "iretq"
 );
 
 // #UD: a #UD from ring 3 at the syscall trampoline is a syscall (emulated platform,
@@ -105,9 +115,16 @@ global_asm!(
 );
 
 extern "C" {
-    static nacre_isr_table: [u64; 32];
+    static nacre_isr_table: [u64; GATES_WITH_STUBS];
     fn nacre_ud_entry();
+    fn nacre_spurious_entry();
 }
+
+/// Vectors with an entry stub in `nacre_isr_table`: the 32 exceptions, then the local
+/// APIC's timer and wake-up interrupts (`arch/apic.rs`).
+const GATES_WITH_STUBS: usize = 34;
+const _: () = assert!(super::apic::TIMER_VECTOR as usize == 32);
+const _: () = assert!(super::apic::WAKE_VECTOR as usize == 33);
 
 #[derive(Clone, Copy)]
 #[repr(C)]
@@ -138,7 +155,8 @@ const UD_VECTOR: usize = 6;
 /// is a firmware bug and fatal.
 const PF_VECTOR: usize = 14;
 
-static mut IDT: [Gate; 32] = [Gate {
+/// All 256 vectors; those without a handler are not present.
+static mut IDT: [Gate; 256] = [Gate {
     offset_low: 0,
     selector: 0,
     ist: 0,
@@ -146,7 +164,7 @@ static mut IDT: [Gate; 32] = [Gate {
     offset_mid: 0,
     offset_high: 0,
     reserved: 0,
-}; 32];
+}; 256];
 
 #[repr(C, packed)]
 struct Pointer {
@@ -163,16 +181,21 @@ pub unsafe fn init() {
     unsafe {
         let idt = &raw mut IDT;
         let table = &raw const nacre_isr_table;
-        for i in 0..32 {
+        let spurious = usize::from(super::apic::SPURIOUS_VECTOR);
+        for i in (0..GATES_WITH_STUBS).chain([spurious]) {
             let handler = if i == UD_VECTOR {
                 nacre_ud_entry as *const () as u64
+            } else if i == spurious {
+                nacre_spurious_entry as *const () as u64
             } else {
                 (*table)[i]
             };
             (*idt)[i] = Gate {
                 offset_low: handler as u16,
                 selector: super::gdt::KERNEL_CS,
-                ist: if i == UD_VECTOR || i == PF_VECTOR {
+                // Interrupts (32 and up) arrive from ring 3 or from the idle loop and
+                // may switch threads, so they run on the interrupted thread's stack.
+                ist: if i == UD_VECTOR || i == PF_VECTOR || i >= 32 {
                     0
                 } else {
                     1
@@ -184,7 +207,7 @@ pub unsafe fn init() {
             };
         }
         let ptr = Pointer {
-            limit: (size_of::<[Gate; 32]>() - 1) as u16,
+            limit: (size_of::<[Gate; 256]>() - 1) as u16,
             base: idt as u64,
         };
         asm!("lidt [{}]", in(reg) &ptr, options(nostack, preserves_flags));
@@ -193,5 +216,9 @@ pub unsafe fn init() {
 
 /// Called by the entry stub with the saved frame.
 extern "C" fn exception_dispatch(frame: &mut TrapFrame) {
-    crate::trap::handle_exception(frame);
+    if frame.vector >= 32 {
+        crate::sched::interrupt(frame);
+    } else {
+        crate::trap::handle_exception(frame);
+    }
 }

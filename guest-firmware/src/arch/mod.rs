@@ -1,6 +1,7 @@
 //! x86-64 architecture support: CPU registers, descriptor tables, exception and
 //! syscall entry, and the 32-bit entry paths of SEV-SNP and TDX.
 
+pub mod apic;
 pub mod cpu;
 pub mod gdt;
 pub mod idt;
