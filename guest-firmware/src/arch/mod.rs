@@ -2,6 +2,7 @@
 //! syscall entry, and the 32-bit entry paths of SEV-SNP and TDX.
 
 pub mod cpu;
+pub mod fpu;
 pub mod gdt;
 pub mod idt;
 pub mod syscall_entry;
