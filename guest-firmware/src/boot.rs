@@ -457,6 +457,7 @@ fn enable_cpu_features() {
         // the combinations XSETBV accepts (x87 and SSE always, AVX-512 state whole and
         // only with AVX; Intel SDM vol. 1, 13.3).
         unsafe { XCr0::write_raw(want.bits() & supported) };
+        crate::arch::fpu::set_xfeatures(want.bits() & supported);
     }
 }
 

@@ -1,19 +1,30 @@
 //! Exception handling: page faults of the app are resolved from its VMAs (demand
-//! paging); any other fault of the app ends it the way Linux reports a fatal signal
-//! (exit status 128 + signal); a fault in the firmware itself is fatal.
+//! paging); any other fault of the app is a signal, as Linux raises it
+//! (`arch/x86/kernel/traps.c`, `arch/x86/mm/fault.c`): delivered to the app's handler
+//! when it has one, else the app ends the way Linux reports a fatal signal (exit
+//! status 128 + signal); a fault in the firmware itself is fatal.
 
-use crate::arch::idt::TrapFrame;
+use crate::arch::idt::{self, TrapFrame};
 use crate::arch::upcall::{self, Outcome};
-use crate::kernel::{UserMemError, KERNEL};
+use crate::kernel::{Kernel, UserMemError, KERNEL};
+use crate::syscall::signal::{self, SigInfo};
 use x86_64::registers::control::Cr2;
 
-const SIGILL: u8 = 4;
-const SIGTRAP: u8 = 5;
-const SIGBUS: u8 = 7;
-const SIGFPE: u8 = 8;
-const SIGSEGV: u8 = 11;
+/// Exception vectors (Intel SDM vol. 3A, table 6-1).
+const DE: u64 = 0;
+const DB: u64 = 1;
+const BP: u64 = 3;
+const UD: u64 = 6;
+const NP: u64 = 11;
+const SS: u64 = 12;
+const GP: u64 = 13;
+const PF: u64 = 14;
+const MF: u64 = 16;
+const AC: u64 = 17;
+const XM: u64 = 19;
 
-/// Dispatch one exception.
+/// Dispatch one exception. Demand paging is the common case and stays short; the
+/// rest is out of line.
 pub fn handle_exception(frame: &mut TrapFrame) {
     if crate::platform::forward_platform_trap(frame) {
         return;
@@ -23,7 +34,7 @@ pub fn handle_exception(frame: &mut TrapFrame) {
         handle_helper_exception(frame);
         return;
     }
-    if frame.vector == 14 && user {
+    if frame.vector == PF && user {
         let va = Cr2::read_raw();
         let present = frame.error_code & 1 != 0;
         let write = frame.error_code & 2 != 0;
@@ -33,7 +44,34 @@ pub fn handle_exception(frame: &mut TrapFrame) {
         };
         match k.handle_fault(va, write, present) {
             Ok(true) => return,
-            Ok(false) | Err(UserMemError::Fault) => {
+            unresolved => return page_fault_signal(k, frame, va, unresolved),
+        }
+    }
+    if user {
+        return user_exception(frame);
+    }
+    firmware_exception(frame)
+}
+
+/// A page fault of the app that demand paging cannot resolve: SIGSEGV (no area:
+/// SEGV_MAPERR; an area that does not allow the access: SEGV_ACCERR; `bad_area`,
+/// `access_error`), or SIGBUS when memory ran out.
+#[cold]
+#[inline(never)]
+fn page_fault_signal(
+    k: &mut Kernel,
+    frame: &mut TrapFrame,
+    va: u64,
+    unresolved: Result<bool, UserMemError>,
+) {
+    let (sig, info) = match unresolved {
+        Ok(_) | Err(UserMemError::Fault) => {
+            let code = if k.vmas.find(va).is_some() {
+                signal::SEGV_ACCERR
+            } else {
+                signal::SEGV_MAPERR
+            };
+            if !k.sig.catches(signal::SIGSEGV) {
                 let mut msg = crate::fmt::Buf::new();
                 msg.push("nacre: app segfault at ")
                     .hex(va)
@@ -41,27 +79,37 @@ pub fn handle_exception(frame: &mut TrapFrame) {
                     .hex(frame.rip);
                 msg.push(", error ").hex(frame.error_code).push(")\n");
                 let _ = k.console_write(2, msg.as_bytes());
-                crate::syscall::exit_app(k, 128 + SIGSEGV)
             }
-            Err(UserMemError::NoMemory) => {
-                let _ = k.console_write(2, b"nacre: out of guest memory\n");
-                crate::syscall::exit_app(k, 128 + SIGBUS)
-            }
-            Err(UserMemError::Platform(e)) => crate::fatal_error(e),
+            let info = SigInfo::fault(code, va, PF, frame.error_code);
+            (signal::SIGSEGV, info)
         }
-    }
-    if user {
-        let sig = match frame.vector {
-            0 | 16 | 19 => SIGFPE,
-            1 | 3 => SIGTRAP,
-            6 => SIGILL,
-            17 => SIGBUS,
-            _ => SIGSEGV,
-        };
-        let mut guard = KERNEL.lock();
-        let Some(k) = guard.as_mut() else {
-            crate::fatal("exception before boot finished")
-        };
+        Err(UserMemError::NoMemory) => {
+            if !k.sig.catches(signal::SIGBUS) {
+                let _ = k.console_write(2, b"nacre: out of guest memory\n");
+            }
+            let info = SigInfo::fault(signal::BUS_ADRERR, va, PF, frame.error_code);
+            (signal::SIGBUS, info)
+        }
+        Err(UserMemError::Platform(e)) => crate::fatal_error(e),
+    };
+    deliver(k, frame, sig, info);
+}
+
+/// Any other exception of the app: its signal.
+#[cold]
+#[inline(never)]
+fn user_exception(frame: &mut TrapFrame) {
+    let mut guard = KERNEL.lock();
+    let Some(k) = guard.as_mut() else {
+        crate::fatal("exception before boot finished")
+    };
+    let image = idt::fx_image(frame);
+    // SAFETY: the exception stub saved the app's FXSAVE image there, below the frame;
+    // it is only read.
+    let fx = unsafe { &(*image).0 };
+    let (sig, code, at_rip) = fault_signal(frame.vector, fx);
+    let addr = if at_rip { frame.rip } else { 0 };
+    if !k.sig.catches(sig) {
         let mut msg = crate::fmt::Buf::new();
         msg.push("nacre: app exception ")
             .dec(frame.vector)
@@ -69,8 +117,65 @@ pub fn handle_exception(frame: &mut TrapFrame) {
             .hex(frame.rip)
             .push("\n");
         let _ = k.console_write(2, msg.as_bytes());
-        crate::syscall::exit_app(k, 128 + sig)
     }
+    deliver(
+        k,
+        frame,
+        sig,
+        SigInfo::fault(code, addr, frame.vector, frame.error_code),
+    );
+}
+
+/// Deliver a fault's signal: the frame becomes the handler's, or the app ends.
+fn deliver(k: &mut Kernel, frame: &mut TrapFrame, sig: u64, info: SigInfo) {
+    let image = idt::fx_image(frame);
+    signal::deliver::deliver_fault(k, frame, image, sig, info);
+}
+
+/// The signal, si_code, and whether si_addr is the faulting instruction, for an
+/// exception `vector` of the app other than a page fault (`arch/x86/kernel/traps.c`).
+/// `fx` is the app's FXSAVE image, whose x87 status and MXCSR say which
+/// floating-point exception it was (`fpu__exception_code`).
+pub fn fault_signal(vector: u64, fx: &[u8; 512]) -> (u64, i32, bool) {
+    match vector {
+        DE => (signal::SIGFPE, signal::FPE_INTDIV, true),
+        DB => (signal::SIGTRAP, signal::TRAP_TRACE, true),
+        BP => (signal::SIGTRAP, signal::SI_KERNEL, false),
+        UD => (signal::SIGILL, signal::ILL_ILLOPN, true),
+        NP | SS => (signal::SIGBUS, signal::SI_KERNEL, false),
+        AC => (signal::SIGBUS, signal::BUS_ADRALN, false),
+        MF | XM => {
+            let raised = if vector == MF {
+                let cwd = u16::from_le_bytes([fx[0], fx[1]]);
+                let swd = u16::from_le_bytes([fx[2], fx[3]]);
+                u32::from(swd & !cwd)
+            } else {
+                let mxcsr = u32::from_le_bytes([fx[24], fx[25], fx[26], fx[27]]);
+                !(mxcsr >> 7) & mxcsr
+            };
+            let code = if raised & 0x01 != 0 {
+                signal::FPE_FLTINV
+            } else if raised & 0x04 != 0 {
+                signal::FPE_FLTDIV
+            } else if raised & 0x08 != 0 {
+                signal::FPE_FLTOVF
+            } else if raised & 0x12 != 0 {
+                signal::FPE_FLTUND
+            } else if raised & 0x20 != 0 {
+                signal::FPE_FLTRES
+            } else {
+                signal::SI_KERNEL
+            };
+            (signal::SIGFPE, code, true)
+        }
+        GP => (signal::SIGSEGV, signal::SI_KERNEL, false),
+        // #TS, #BR, #OF and the rest.
+        _ => (signal::SIGSEGV, signal::SI_KERNEL, false),
+    }
+}
+
+/// An exception in the firmware itself: fatal.
+fn firmware_exception(frame: &TrapFrame) -> ! {
     let mut msg = crate::fmt::Buf::new();
     msg.push("firmware exception ")
         .dec(frame.vector)
@@ -104,5 +209,36 @@ fn handle_helper_exception(frame: &mut TrapFrame) {
         Ok(false) | Err(UserMemError::Fault) => upcall::resume(Outcome::Fault),
         Err(UserMemError::NoMemory) => upcall::resume(Outcome::NoMemory),
         Err(UserMemError::Platform(e)) => crate::fatal_error(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::syscall::signal::*;
+
+    #[test]
+    fn exceptions_become_the_signals_linux_sends() {
+        let fx = [0u8; 512];
+        assert_eq!(fault_signal(DE, &fx), (SIGFPE, FPE_INTDIV, true));
+        assert_eq!(fault_signal(UD, &fx), (SIGILL, ILL_ILLOPN, true));
+        assert_eq!(fault_signal(GP, &fx), (SIGSEGV, SI_KERNEL, false));
+        assert_eq!(fault_signal(BP, &fx), (SIGTRAP, SI_KERNEL, false));
+        assert_eq!(fault_signal(SS, &fx), (SIGBUS, SI_KERNEL, false));
+        assert_eq!(fault_signal(AC, &fx), (SIGBUS, BUS_ADRALN, false));
+    }
+
+    #[test]
+    fn floating_point_exceptions_are_told_apart_by_the_unmasked_flag() {
+        let mut fx = [0u8; 512];
+        // MXCSR: divide-by-zero unmasked (ZM, bit 9, clear) and raised (ZE, bit 2).
+        let mxcsr: u32 = 0x1F80 & !(1 << 9) | (1 << 2);
+        fx[24..28].copy_from_slice(&mxcsr.to_le_bytes());
+        assert_eq!(fault_signal(XM, &fx), (SIGFPE, FPE_FLTDIV, true));
+        // x87: invalid operation raised (IE) and unmasked (IM clear).
+        let mut fx = [0u8; 512];
+        fx[0..2].copy_from_slice(&(0x037Fu16 & !1).to_le_bytes());
+        fx[2..4].copy_from_slice(&1u16.to_le_bytes());
+        assert_eq!(fault_signal(MF, &fx), (SIGFPE, FPE_FLTINV, true));
     }
 }

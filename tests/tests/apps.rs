@@ -595,6 +595,81 @@ fn musl_walk_lists_the_packaged_tree() {
 }
 
 // ---------------------------------------------------------------------------
+// Signals
+
+/// The exit code a shell would report for a native run: the code, or 128 plus
+/// the signal that killed it.
+fn native_exit_code(output: &Output) -> i32 {
+    output
+        .status
+        .code()
+        .or_else(|| output.status.signal().map(|s| 128 + s))
+        .expect("a native process exits or is killed")
+}
+
+/// `signals checks` (handlers, frames, masks, the alternate stack, restarts and
+/// interruptions): every check passes natively, and nacre prints the same lines.
+fn signals_checks_match_native(toolchain: Toolchain, name: &str) {
+    require_kvm();
+    let program = app("signals.c", toolchain);
+    let native = run_native(&program, &["checks"], b"");
+    let listed = String::from_utf8_lossy(&native.stdout).into_owned();
+    assert!(
+        native.status.success() && listed.lines().count() >= 20,
+        "{name}: the checks must pass natively first\n{}",
+        summary(&native)
+    );
+    assert!(
+        listed.lines().all(|line| line.starts_with("ok ")),
+        "{name}: native checks\n{listed}"
+    );
+    let image = image(&program, name, &PackageOptions::new().args(&["checks"]));
+    on_each_platform(|platform| {
+        let output = run_on(&image, platform, &[]);
+        assert_run(&output, 0, &native.stdout, name);
+    });
+}
+
+#[test]
+fn c_signals_checks_match_native() {
+    signals_checks_match_native(Toolchain::Glibc, "signals-checks");
+}
+
+#[test]
+fn musl_signals_checks_match_native() {
+    signals_checks_match_native(Toolchain::Musl, "musl-signals-checks");
+}
+
+/// Default actions and fatal delivery failures end the app as Linux ends it:
+/// the same exit code (128 + signal) and the same output.
+#[test]
+fn c_signal_default_actions_match_native() {
+    require_kvm();
+    let program = app("signals.c", Toolchain::Glibc);
+    let modes = [
+        ("abort", EXIT_SIGABRT),
+        ("abort-handler", EXIT_SIGABRT),
+        ("segv", 128 + 11),
+        ("bad-altstack", 128 + 11),
+        ("bad-altstack-caught", 3),
+        ("bad-sigreturn", 128 + 11),
+    ];
+    for (mode, code) in modes {
+        let native = run_native(&program, &[mode], b"");
+        assert_eq!(native_exit_code(&native), code, "native {mode}: {native:?}");
+        let image = image(
+            &program,
+            &format!("signals-{mode}"),
+            &PackageOptions::new().args(&[mode]),
+        );
+        on_each_platform(|platform| {
+            let output = run_on(&image, platform, &[]);
+            assert_run(&output, code, &native.stdout, mode);
+        });
+    }
+}
+
+// ---------------------------------------------------------------------------
 // Rust std
 
 fn rust_std() -> PathBuf {

@@ -42,6 +42,15 @@ impl TrapFrame {
     }
 }
 
+/// The FXSAVE image the exception stub keeps directly below its frame, which it loads
+/// again before IRETQ.
+pub fn fx_image(frame: &mut TrapFrame) -> *mut super::fpu::FxImage {
+    (frame as *mut TrapFrame)
+        .cast::<u8>()
+        .wrapping_sub(super::fpu::FXSAVE_SIZE as usize)
+        .cast()
+}
+
 global_asm!(
     ".global nacre_isr_common",
     "nacre_isr_common:",

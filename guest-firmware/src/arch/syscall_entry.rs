@@ -1,8 +1,21 @@
 //! SYSCALL entry: switch to the kernel stack, save the registers the Linux syscall
-//! ABI preserves (everything but RAX, RCX, R11) and the SSE state, call
-//! [`crate::syscall::dispatch`], restore, SYSRET.
+//! ABI does not keep for the callee (RAX, the arguments, RCX, R11) and the SSE
+//! state, call [`crate::syscall::dispatch`], restore, SYSRET.
+//!
+//! The callee-saved registers (RBX, RBP, R12-R15) are left to the Rust code, which
+//! gives them back unchanged, so a syscall saves nine registers and no more. On the
+//! way out one byte, the signal layer's exit hint, says whether there may be exit
+//! work (a signal to deliver, an rt_sigreturn, an armed timer); only then does the
+//! exit path ask [`crate::syscall::prepare_exit`], and only if there is work does it
+//! store the rest, building a [`TrapFrame`] of the app's whole register state below
+//! the FXSAVE image, and call [`crate::syscall::exit_work`], which may rewrite any of
+//! it; then it returns to the app with IRETQ, which, unlike SYSRET, restores RCX and
+//! R11 too.
 
+use super::fpu::FxImage;
+use super::idt::TrapFrame;
 use core::arch::global_asm;
+use core::sync::atomic::{AtomicBool, Ordering};
 use x86_64::registers::model_specific::{Efer, EferFlags, LStar, SFMask, Star};
 use x86_64::registers::rflags::RFlags;
 use x86_64::VirtAddr;
@@ -27,6 +40,15 @@ static mut NACRE_USER_RSP: u64 = 0;
 #[no_mangle]
 static mut NACRE_KERNEL_RSP: u64 = 0;
 
+/// Whether syscalls arrive through the trampoline (set once at boot).
+static VIA_TRAMPOLINE: AtomicBool = AtomicBool::new(false);
+
+// Frame offsets of the exit-work paths: the TrapFrame (176 bytes) is built below the
+// FXSAVE image, which sits below the SyscallFrame.
+//   SYSCALL:    TrapFrame 0, image 176, SyscallFrame 696 (image + 520).
+//   trampoline: TrapFrame 0, image 176, SyscallFrame 688 (image + 512), then the #UD's
+//               RIP 760, CS 768, RFLAGS 776, RSP 784, SS 792.
+// TrapFrame offsets: r15 0, r14 8, r13 16, r12 24, rbp 64, rbx 104, rax 112.
 global_asm!(
     ".global nacre_syscall_entry",
     "nacre_syscall_entry:",
@@ -38,12 +60,36 @@ global_asm!(
     "fxsave64 [rsp]",
     "cld",
     "call {dispatch}",
+    "cmp byte ptr [rip + {hint}], 0",
+    "jne 4f",
+    "5:",
     "fxrstor64 [rsp]",
     "add rsp, 528",
     "pop r9", "pop r8", "pop r10", "pop rdx", "pop rsi", "pop rdi", "pop r11", "pop rcx",
     "mov rsp, [rip + NACRE_USER_RSP]",
     "sysretq",
+    "4:",
+    "push rax",
+    "sub rsp, 8",
+    "call {prepare}",
+    "add rsp, 8",
+    "test al, al",
+    "pop rax",
+    "jz 5b",
+    "sub rsp, 176",
+    "mov [rsp], r15", "mov [rsp + 8], r14", "mov [rsp + 16], r13", "mov [rsp + 24], r12",
+    "mov [rsp + 64], rbp", "mov [rsp + 104], rbx", "mov [rsp + 112], rax",
+    "mov rdi, rsp",
+    "lea rsi, [rsp + 176]",
+    "lea rdx, [rsp + 696]",
+    "mov rcx, [rip + NACRE_USER_RSP]",
+    "mov r8, [rdx + 56]",
+    "call {exit_work}",
+    "jmp nacre_syscall_full_return",
     dispatch = sym entry_dispatch,
+    hint = sym crate::syscall::signal::NACRE_EXIT_HINT,
+    prepare = sym entry_prepare_exit,
+    exit_work = sym entry_exit_work,
 );
 
 // A syscall that arrived through the trampoline (`nacre_ud_entry` in `idt.rs` sends a
@@ -62,6 +108,9 @@ global_asm!(
     "fxsave64 [rsp]",
     "cld",
     "call {dispatch}",
+    "cmp byte ptr [rip + {hint}], 0",
+    "jne 4f",
+    "5:",
     "fxrstor64 [rsp]",
     "add rsp, 512",
     "mov rcx, [rsp + 64]",
@@ -75,13 +124,45 @@ global_asm!(
     "add rsp, 8",
     "pop r9", "pop r8", "pop r10", "pop rdx", "pop rsi", "pop rdi", "pop r11", "pop rcx",
     "iretq",
+    "4:",
+    "push rax",
+    "sub rsp, 8",
+    "call {prepare}",
+    "add rsp, 8",
+    "test al, al",
+    "pop rax",
+    "jz 5b",
+    "sub rsp, 176",
+    "mov [rsp], r15", "mov [rsp + 8], r14", "mov [rsp + 16], r13", "mov [rsp + 24], r12",
+    "mov [rsp + 64], rbp", "mov [rsp + 104], rbx", "mov [rsp + 112], rax",
+    "mov rdi, rsp",
+    "lea rsi, [rsp + 176]",
+    "lea rdx, [rsp + 688]",
+    "mov rcx, [rsp + 784]",
+    "mov r8, [rsp + 776]",
+    "call {exit_work}",
+    // Both paths: the image at TrapFrame + 176; the rest of the stack is abandoned.
+    ".global nacre_syscall_full_return",
+    "nacre_syscall_full_return:",
+    "fxrstor64 [rsp + 176]",
+    "pop r15", "pop r14", "pop r13", "pop r12", "pop r11", "pop r10", "pop r9", "pop r8",
+    "pop rbp", "pop rdi", "pop rsi", "pop rdx", "pop rcx", "pop rbx", "pop rax",
+    "add rsp, 16",
+    "iretq",
     dispatch = sym entry_dispatch,
+    hint = sym crate::syscall::signal::NACRE_EXIT_HINT,
+    prepare = sym entry_prepare_exit,
+    exit_work = sym entry_exit_work,
     user_flags = const USER_FLAGS,
     kernel_flags = const !USER_FLAGS,
 );
 
 /// The RFLAGS bits a syscall returns as the app had them: CF, PF, AF, ZF, SF, DF, OF.
 const USER_FLAGS: u64 = 0x0CD5;
+
+/// The `vector` a [`TrapFrame`] built by the syscall exit path carries (no exception
+/// has a vector this large).
+pub const SYSCALL_VECTOR: u64 = 0x100;
 
 extern "C" {
     fn nacre_syscall_entry();
@@ -119,6 +200,74 @@ global_asm!(
     ".global nacre_user_fill_done",
     "nacre_user_fill_done:",
     "ud2",
+    // The FPU helpers of `arch/fpu.rs`. XSAVE and XRSTOR take their feature mask in
+    // EDX:EAX; the upcall zeroes RDX and every feature nacre enables is below bit 32.
+    // Save for a signal frame (RDI: the frame's XSAVE area, RSI: the initial state,
+    // EAX: the features): zero the header, XSAVE, mark x87 and SSE present, then load
+    // the initial state for the handler.
+    ".balign 64",
+    ".global nacre_user_xsave",
+    "nacre_user_xsave:",
+    "mov qword ptr [rdi + 512], 0",
+    "mov qword ptr [rdi + 520], 0",
+    "mov qword ptr [rdi + 528], 0",
+    "mov qword ptr [rdi + 536], 0",
+    "mov qword ptr [rdi + 544], 0",
+    "mov qword ptr [rdi + 552], 0",
+    "mov qword ptr [rdi + 560], 0",
+    "mov qword ptr [rdi + 568], 0",
+    "xsave64 [rdi]",
+    "or byte ptr [rdi + 512], 3",
+    "xrstor64 [rsi]",
+    ".global nacre_user_xsave_done",
+    "nacre_user_xsave_done:",
+    "ud2",
+    // The same without XSAVE: FXSAVE, then the initial x87 and SSE state.
+    ".balign 64",
+    ".global nacre_user_fxsave",
+    "nacre_user_fxsave:",
+    "fxsave64 [rdi]",
+    "fxrstor64 [rsi]",
+    ".global nacre_user_fxsave_done",
+    "nacre_user_fxsave_done:",
+    "ud2",
+    // Restore from a signal frame's XSAVE area (RDI): the features in EAX from the
+    // initial state (RSI), then those in ECX from the frame.
+    ".balign 64",
+    ".global nacre_user_xrstor",
+    "nacre_user_xrstor:",
+    "xrstor64 [rsi]",
+    "mov eax, ecx",
+    "xrstor64 [rdi]",
+    ".global nacre_user_xrstor_done",
+    "nacre_user_xrstor_done:",
+    "ud2",
+    // Restore from a signal frame's FXSAVE image (RDI): the extended features in EAX
+    // (none without XSAVE) from the initial state (RSI), then x87 and SSE.
+    ".balign 64",
+    ".global nacre_user_fxrstor",
+    "nacre_user_fxrstor:",
+    "test eax, eax",
+    "jz 2f",
+    "xrstor64 [rsi]",
+    "2:",
+    "fxrstor64 [rdi]",
+    ".global nacre_user_fxrstor_done",
+    "nacre_user_fxrstor_done:",
+    "ud2",
+    ".global nacre_user_helpers_end",
+    "nacre_user_helpers_end:",
+    // The initial FPU state as an XSAVE area in the standard format: the x87 control
+    // word and MXCSR of a reset CPU (for FXRSTOR, which loads them as they are),
+    // everything else zero, and an XSTATE_BV of zero (for XRSTOR: every feature in
+    // its initial configuration; MXCSR still comes from here).
+    ".balign 64",
+    ".global nacre_fpu_init_state",
+    "nacre_fpu_init_state:",
+    ".short 0x037f",
+    ".zero 22",
+    ".long 0x1f80",
+    ".zero 548",
     ".balign 4096",
     ".text",
 );
@@ -139,6 +288,58 @@ pub fn trampoline_va() -> u64 {
 
 extern "C" fn entry_dispatch(frame: &mut SyscallFrame) -> u64 {
     crate::syscall::dispatch(frame)
+}
+
+/// The exit path's call when the exit hint is set: whether there is exit work.
+extern "C" fn entry_prepare_exit() -> bool {
+    crate::syscall::prepare_exit()
+}
+
+/// The exit path's call when there is exit work: complete `tf` (the
+/// entry stub stored the callee-saved registers and the result) from the syscall's
+/// frame, the app's RSP and the RFLAGS the plain exit would give it (`base_rflags`,
+/// whose arithmetic and direction flags the app's R11 replaces, as on that exit).
+extern "C" fn entry_exit_work(
+    tf: &mut TrapFrame,
+    image: *mut FxImage,
+    sys: &SyscallFrame,
+    user_rsp: u64,
+    base_rflags: u64,
+) {
+    tf.r11 = sys.r11;
+    tf.r10 = sys.r10;
+    tf.r9 = sys.r9;
+    tf.r8 = sys.r8;
+    tf.rdi = sys.rdi;
+    tf.rsi = sys.rsi;
+    tf.rdx = sys.rdx;
+    tf.rcx = sys.rcx;
+    tf.vector = SYSCALL_VECTOR;
+    tf.error_code = 0;
+    tf.rip = sys.rcx;
+    tf.cs = u64::from(super::gdt::USER_CS);
+    tf.rflags = (base_rflags & !USER_FLAGS) | (sys.r11 & USER_FLAGS);
+    tf.rsp = user_rsp;
+    tf.ss = u64::from(super::gdt::USER_DS);
+    crate::syscall::exit_work(tf, image, sys.rax);
+}
+
+/// The app's RSP at the syscall in progress.
+pub fn user_rsp() -> u64 {
+    if VIA_TRAMPOLINE.load(Ordering::Relaxed) {
+        // The #UD that entered the trampoline path came from ring 3, so the CPU pushed
+        // its frame at the top of the kernel stack (TSS.RSP0, which only an upcall
+        // moves, and none is in progress between syscalls): SS, then RSP.
+        let rsp_slot = (super::gdt::kernel_stack_top() - 16) as *const u64;
+        // SAFETY: the slot lies in the kernel stack, written by that #UD for the
+        // syscall in progress and not overwritten while it runs (the syscall's own
+        // frames sit below the interrupt frame).
+        unsafe { rsp_slot.read() }
+    } else {
+        // SAFETY: a plain read of a static only the SYSCALL entry writes, on one CPU,
+        // while that syscall is in progress.
+        unsafe { (&raw const NACRE_USER_RSP).read() }
+    }
 }
 
 /// RFLAGS bits SYSCALL clears on entry (IA32_FMASK): TF, IF, DF, IOPL, NT, AC, as
@@ -167,6 +368,7 @@ pub unsafe fn init(via_trampoline: bool) {
     // SAFETY: the selectors match the GDT in `gdt.rs`: STAR[47:32] = kernel CS (SS =
     // + 8), STAR[63:48] = 0x10, so that SYSRET loads SS = 0x18 | 3 and CS = 0x20 | 3.
     unsafe { Star::write_raw(0x10, super::gdt::KERNEL_CS) };
+    VIA_TRAMPOLINE.store(via_trampoline, Ordering::Relaxed);
     let entry = if via_trampoline {
         trampoline_va()
     } else {

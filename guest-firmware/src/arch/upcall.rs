@@ -99,6 +99,16 @@ extern "C" {
     fn nacre_user_copy_done();
     fn nacre_user_fill();
     fn nacre_user_fill_done();
+    fn nacre_user_xsave();
+    fn nacre_user_xsave_done();
+    fn nacre_user_fxsave();
+    fn nacre_user_fxsave_done();
+    fn nacre_user_xrstor();
+    fn nacre_user_xrstor_done();
+    fn nacre_user_fxrstor();
+    fn nacre_user_fxrstor_done();
+    fn nacre_user_helpers_end();
+    fn nacre_fpu_init_state();
 }
 
 /// How an upcall ended.
@@ -122,7 +132,7 @@ fn helper_va(sym: unsafe extern "C" fn()) -> u64 {
 /// Whether `rip` lies in a helper (a fault there belongs to an upcall).
 pub fn in_helper(rip: u64) -> bool {
     let start = helper_va(nacre_user_copy);
-    let end = helper_va(nacre_user_fill_done) + 2;
+    let end = helper_va(nacre_user_helpers_end);
     (start..end).contains(&rip)
 }
 
@@ -134,7 +144,16 @@ pub fn active() -> bool {
 
 /// Whether `rip` is where a helper ends (its `ud2`).
 pub fn is_helper_done(rip: u64) -> bool {
-    rip == helper_va(nacre_user_copy_done) || rip == helper_va(nacre_user_fill_done)
+    [
+        nacre_user_copy_done as unsafe extern "C" fn(),
+        nacre_user_fill_done,
+        nacre_user_xsave_done,
+        nacre_user_fxsave_done,
+        nacre_user_xrstor_done,
+        nacre_user_fxrstor_done,
+    ]
+    .into_iter()
+    .any(|done| rip == helper_va(done))
 }
 
 /// The kernel the upcalling code lent, for the fault handler of a helper fault.
@@ -190,6 +209,47 @@ pub fn copy(k: &mut Kernel, dst: u64, src: u64, len: u64) -> Outcome {
         return Outcome::Done;
     }
     run(k, helper_va(nacre_user_copy), dst, src, len, 0)
+}
+
+/// The FPU helpers of `arch/fpu.rs`, in the trampoline page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FpuHelper {
+    /// Zero the XSAVE header at RDI, XSAVE the features in EAX there, mark x87 and
+    /// SSE present, XRSTOR the initial state at RSI.
+    XSave,
+    /// FXSAVE at RDI, FXRSTOR the initial state at RSI.
+    FxSave,
+    /// XRSTOR the features in EAX from RSI (initial), then those in ECX from RDI.
+    XRestore,
+    /// XRSTOR the features in EAX (if any) from RSI (initial), then FXRSTOR from RDI.
+    FxRestore,
+}
+
+/// Run an FPU helper with the given RDI, RSI, RCX and RAX. The helper touches the
+/// 64-byte-aligned XSAVE area (or 16-byte-aligned FXSAVE image) at RDI, which the
+/// caller mapped as the app's own memory (writable for a save), and reads the
+/// initial state at RSI ([`fpu_init_state_va`]). Its faults are the app's: a
+/// malformed area in a restore ends the upcall with [`Outcome::Fault`].
+///
+/// The save helpers also run from exception handlers on IST1 (a fault delivered as
+/// a signal): given such an area none of their instructions can raise an exception
+/// that uses IST1 (#PF and #UD have no IST stack). The restore helpers, whose XRSTOR
+/// raises #GP (IST1) for a malformed area, run only from rt_sigreturn, on the
+/// kernel stack.
+pub fn fpu(k: &mut Kernel, helper: FpuHelper, rdi: u64, rsi: u64, rcx: u64, rax: u64) -> Outcome {
+    let rip = helper_va(match helper {
+        FpuHelper::XSave => nacre_user_xsave,
+        FpuHelper::FxSave => nacre_user_fxsave,
+        FpuHelper::XRestore => nacre_user_xrstor,
+        FpuHelper::FxRestore => nacre_user_fxrstor,
+    });
+    run(k, rip, rdi, rsi, rcx, rax)
+}
+
+/// The user-accessible address of the initial FPU state (an XSAVE area with an empty
+/// XSTATE_BV, 64-byte aligned).
+pub fn fpu_init_state_va() -> u64 {
+    helper_va(nacre_fpu_init_state)
 }
 
 /// Fill `len` bytes at user address `dst` with `byte` in ring 3.

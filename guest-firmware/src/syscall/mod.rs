@@ -14,6 +14,8 @@ pub mod process;
 pub mod signal;
 pub mod time;
 
+use crate::arch::fpu::FxImage;
+use crate::arch::idt::TrapFrame;
 use crate::arch::syscall_entry::SyscallFrame;
 use crate::kernel::{Kernel, UserMemError, KERNEL};
 use errno::*;
@@ -63,6 +65,27 @@ pub fn dispatch(frame: &mut SyscallFrame) -> u64 {
             errno_return(e)
         }
     }
+}
+
+/// Entry from `arch::syscall_entry` when the signal layer's exit hint is set: whether
+/// the exit path must call [`exit_work`].
+pub fn prepare_exit() -> bool {
+    let mut guard = KERNEL.lock();
+    let Some(k) = guard.as_mut() else {
+        crate::fatal("syscall before boot finished")
+    };
+    signal::deliver::prepare_exit(k)
+}
+
+/// The exit path's work after syscall `nr`, with the app's whole register state in
+/// `tf` (RAX: the result) and its FXSAVE image at `image`: deliver signals, perform
+/// an rt_sigreturn, restart an interrupted call.
+pub fn exit_work(tf: &mut TrapFrame, image: *mut FxImage, nr: u64) {
+    let mut guard = KERNEL.lock();
+    let Some(k) = guard.as_mut() else {
+        crate::fatal("syscall before boot finished")
+    };
+    signal::deliver::exit_to_user(k, tf, image, Some(nr));
 }
 
 /// Count one call of unsupported syscall `nr` in `table` ((number, count) in order of
@@ -161,10 +184,31 @@ fn handle(k: &mut Kernel, nr: u64, a: [u64; 6]) -> SysResult {
 
         Sysno::rt_sigaction => signal::rt_sigaction(k, a[0], a[1], a[2], a[3]),
         Sysno::rt_sigprocmask => signal::rt_sigprocmask(k, a[0], a[1], a[2], a[3]),
-        Sysno::sigaltstack => signal::sigaltstack(k, a[0], a[1]),
-        Sysno::kill => signal::kill(k, long_of_int(a[0]), a[1]),
-        Sysno::tkill => signal::tgkill(k, process::PID as i64, long_of_int(a[0]), a[1]),
-        Sysno::tgkill => signal::tgkill(k, long_of_int(a[0]), long_of_int(a[1]), a[2]),
+        Sysno::rt_sigpending => signal::rt_sigpending(k, a[0], a[1]),
+        Sysno::rt_sigreturn => signal::rt_sigreturn(k),
+        Sysno::rt_sigsuspend => signal::rt_sigsuspend(k, a[0], a[1]),
+        Sysno::rt_sigtimedwait => signal::rt_sigtimedwait(k, a[0], a[1], a[2], a[3]),
+        Sysno::pause => signal::pause(k),
+        Sysno::sigaltstack => {
+            let sp = crate::arch::syscall_entry::user_rsp();
+            signal::sigaltstack(k, a[0], a[1], sp)
+        }
+        Sysno::kill => signal::kill(k, long_of_int(a[0]), uint_arg(a[1]).into()),
+        Sysno::tkill => signal::tgkill(
+            k,
+            process::PID as i64,
+            long_of_int(a[0]),
+            uint_arg(a[1]).into(),
+        ),
+        Sysno::tgkill => signal::tgkill(
+            k,
+            long_of_int(a[0]),
+            long_of_int(a[1]),
+            uint_arg(a[2]).into(),
+        ),
+        Sysno::alarm => signal::alarm(k, uint_arg(a[0]).into()),
+        Sysno::setitimer => signal::setitimer(k, uint_arg(a[0]).into(), a[1], a[2]),
+        Sysno::getitimer => signal::getitimer(k, uint_arg(a[0]).into(), a[1]),
 
         Sysno::exit | Sysno::exit_group => exit_app(k, a[0] as u8),
         Sysno::uname => process::uname(k, a[0]),

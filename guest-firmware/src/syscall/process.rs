@@ -2,6 +2,7 @@
 //! (one thread), rseq registration and thread-local storage.
 
 use super::errno::*;
+use super::signal::Wake;
 use super::{exit_app, mem_err, SysResult};
 use crate::kernel::Kernel;
 use nacre_shared_abi::layout::USER_VA_END;
@@ -305,12 +306,20 @@ pub fn futex(k: &mut Kernel, a: [u64; 6]) -> SysResult {
             if u32::from_le_bytes(v) != val {
                 return Err(EAGAIN);
             }
+            // Only a signal can end the wait early (no other thread can wake it):
+            // restarted with SA_RESTART when there is no timeout, else EINTR
+            // (`futex_wait`).
             if timeout == 0 {
-                let _ = k.console_write(
-                    2,
-                    b"nacre: the app waits on a futex that no other thread can wake; stopping it\n",
-                );
-                exit_app(k, 128 + 9);
+                return match super::signal::wait(k, None) {
+                    Wake::Signal => Err(super::signal::ERESTARTSYS),
+                    Wake::TimedOut | Wake::Never => {
+                        let _ = k.console_write(
+                            2,
+                            b"nacre: the app waits on a futex that no other thread can wake; stopping it\n",
+                        );
+                        exit_app(k, 128 + 9);
+                    }
+                };
             }
             let ns = super::time::read_timespec(k, timeout)?;
             // FUTEX_WAIT's timeout is relative (CLOCK_MONOTONIC); FUTEX_WAIT_BITSET's
@@ -320,8 +329,10 @@ pub fn futex(k: &mut Kernel, a: [u64; 6]) -> SysResult {
             } else {
                 ns
             };
-            k.sleep_until(deadline);
-            Err(ETIMEDOUT)
+            match super::signal::wait(k, Some(deadline)) {
+                Wake::Signal => Err(super::signal::ERESTART_RESTARTBLOCK),
+                Wake::TimedOut | Wake::Never => Err(ETIMEDOUT),
+            }
         }
         FUTEX_WAKE | FUTEX_WAKE_BITSET | FUTEX_REQUEUE | FUTEX_CMP_REQUEUE => Ok(0),
         FUTEX_WAKE_OP => Err(ENOSYS),

@@ -3,6 +3,7 @@
 //! time is untrusted and only read once.
 
 use super::errno::*;
+use super::signal::{self, Wake};
 use super::{mem_err, SysResult};
 use crate::kernel::Kernel;
 use crate::time::NS_PER_SEC;
@@ -131,14 +132,32 @@ pub fn time(k: &mut Kernel, t: u64) -> SysResult {
     Ok(secs)
 }
 
-pub fn nanosleep(k: &mut Kernel, req: u64, _rem: u64) -> SysResult {
+pub fn nanosleep(k: &mut Kernel, req: u64, rem: u64) -> SysResult {
     let ns = read_timespec(k, req)?;
     let deadline = k.monotonic_ns().saturating_add(ns);
-    k.sleep_until(deadline);
-    Ok(0)
+    sleep(k, deadline, Some(rem))
 }
 
-pub fn clock_nanosleep(k: &mut Kernel, clock: i32, flags: u64, req: u64, _rem: u64) -> SysResult {
+/// Sleep until CLOCK_MONOTONIC reaches `deadline` unless a signal interrupts it: then
+/// the time left goes to `rem` (a relative sleep; when not null) and the call ends as
+/// Linux's does (`hrtimer_nanosleep`): restarted when no handler runs, else EINTR.
+fn sleep(k: &mut Kernel, deadline: u64, rem: Option<u64>) -> SysResult {
+    match signal::wait(k, Some(deadline)) {
+        Wake::TimedOut | Wake::Never => Ok(0),
+        Wake::Signal => match rem {
+            None => Err(signal::ERESTARTNOHAND),
+            Some(rem) => {
+                if rem != 0 {
+                    let left = deadline.saturating_sub(k.monotonic_ns());
+                    k.copy_to_user(rem, &timespec(left)).map_err(mem_err)?;
+                }
+                Err(signal::ERESTART_RESTARTBLOCK)
+            }
+        },
+    }
+}
+
+pub fn clock_nanosleep(k: &mut Kernel, clock: i32, flags: u64, req: u64, rem: u64) -> SysResult {
     let realtime = match clock {
         CLOCK_REALTIME | CLOCK_TAI => true,
         CLOCK_MONOTONIC | CLOCK_BOOTTIME => false,
@@ -150,15 +169,15 @@ pub fn clock_nanosleep(k: &mut Kernel, clock: i32, flags: u64, req: u64, _rem: u
         _ => return Err(EINVAL),
     };
     let ns = read_timespec(k, req)?;
-    let deadline = if flags & TIMER_ABSTIME == 0 {
+    let relative = flags & TIMER_ABSTIME == 0;
+    let deadline = if relative {
         k.monotonic_ns().saturating_add(ns)
     } else if realtime {
         k.realtime_to_monotonic(ns)
     } else {
         ns
     };
-    k.sleep_until(deadline);
-    Ok(0)
+    sleep(k, deadline, relative.then_some(rem))
 }
 
 /// What clock_nanosleep returns for a clock that cannot be slept on (EOPNOTSUPP,
