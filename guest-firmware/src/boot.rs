@@ -17,6 +17,7 @@ use crate::mem::user::{Vma, VmaKind, Vmas, FILES_WINDOW_VA, IO_WINDOW_VA, PROT_R
 use crate::mem::{phys_to_virt, use_direct_map};
 use crate::platform::hostcall::HostcallArea;
 use crate::platform::{self, GuestPlatform, PageState};
+use crate::sched::{Current, Sched, ThreadBlock};
 use crate::syscall::signal::Signals;
 use crate::time::Clock;
 use core::arch::asm;
@@ -44,6 +45,9 @@ static mut PT_POOL: [Page; PT_POOL_PAGES] = [const { Page([0; 4096]) }; PT_POOL_
 static mut VMAS: Vmas = Vmas::new();
 static mut FILES: Files = Files::new();
 static mut SIGNALS: Signals = Signals::new();
+static mut SCHED: Sched = Sched::new(crate::syscall::process::PID as u32);
+/// The first thread's own state (later threads' live beside their kernel stacks).
+static mut FIRST_THREAD: ThreadBlock = ThreadBlock::new();
 static mut SCRATCH: Scratch = Scratch {
     path: [0; PATH_MAX],
     path2: [0; PATH_MAX],
@@ -307,16 +311,27 @@ fn new_kernel(
 ) -> Result<Kernel, FwError> {
     // SAFETY: boot runs once, before anything else can reach these statics; each is
     // borrowed exactly once here, for the kernel's lifetime.
-    let (vmas, files, sig, scratch) = unsafe {
-        let (v, f, g, s) = (
+    let (vmas, files, sig, scratch, sched) = unsafe {
+        let (v, f, g, s, t) = (
             &raw mut VMAS,
             &raw mut FILES,
             &raw mut SIGNALS,
             &raw mut SCRATCH,
+            &raw mut SCHED,
         );
-        (&mut *v, &mut *f, &mut *g, &mut *s)
+        (&mut *v, &mut *f, &mut *g, &mut *s, &mut *t)
     };
+    let first = &raw mut FIRST_THREAD;
+    let mut thread: Current<crate::sched::ThreadCtl> = Current::unset();
+    // SAFETY: as above: the first thread's block is a static reached only through
+    // these two references (disjoint parts of it) and the scheduler's record.
+    unsafe {
+        thread.point(&raw mut (*first).ctl);
+        sig.thread.point(&raw mut (*first).sig);
+    }
+    sched.set_boot_thread(first, crate::arch::gdt::kernel_stack_top());
     let argv0 = app.args.strings().next().unwrap_or(b"");
+    thread.comm = comm_of(argv0);
     files.init(ImageFiles {
         tree: app.tree,
         tree_gpa: bi.fs_gpa,
@@ -363,10 +378,8 @@ fn new_kernel(
         sig,
         clock: Clock::start(),
         scratch,
-        tid_address: 0,
-        robust_list: 0,
-        rseq: 0,
-        comm: comm_of(argv0),
+        thread,
+        sched,
         unsupported: [(0, 0); 64],
     })
 }

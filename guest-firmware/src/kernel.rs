@@ -42,13 +42,10 @@ pub struct Kernel {
     /// Scratch space for paths and directory entries (never zeroed: only what a call
     /// writes is read back).
     pub scratch: &'static mut Scratch,
-    /// `set_tid_address`'s pointer, `set_robust_list`'s head, `rseq`'s area.
-    pub tid_address: u64,
-    pub robust_list: u64,
-    pub rseq: u64,
-    /// The thread's name (prctl PR_SET_NAME / PR_GET_NAME): the app's file name at
-    /// start, at most 15 bytes and a NUL, as Linux's `comm`.
-    pub comm: [u8; 16],
+    /// The running thread's own state (the scheduler points it at each switch).
+    pub thread: crate::sched::Current<crate::sched::ThreadCtl>,
+    /// The threads and the scheduler.
+    pub sched: &'static mut crate::sched::Sched,
     /// Unsupported syscalls: (number, count), in order of first use.
     pub unsupported: [(u32, u32); 64],
 }

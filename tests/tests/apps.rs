@@ -670,6 +670,40 @@ fn c_signal_default_actions_match_native() {
 }
 
 // ---------------------------------------------------------------------------
+// Threads
+
+/// A checks app (`ok NAME` / `FAIL NAME: ...` lines): every check passes natively,
+/// and nacre prints the same lines on each platform.
+fn checks_match_native(program: &Path, args: &[&str], name: &str, min_checks: usize) {
+    let native = run_native(program, args, b"");
+    let listed = String::from_utf8_lossy(&native.stdout).into_owned();
+    assert!(
+        native.status.success()
+            && listed.lines().count() >= min_checks
+            && listed.lines().all(|line| line.starts_with("ok ")),
+        "{name}: the checks must pass natively first\n{}",
+        summary(&native)
+    );
+    let image = image(program, name, &PackageOptions::new().args(args));
+    on_each_platform(|platform| {
+        let output = run_on(&image, platform, &[]);
+        assert_run(&output, 0, &native.stdout, name);
+    });
+}
+
+#[test]
+fn c_pthreads_match_native() {
+    require_kvm();
+    checks_match_native(&app("threads.c", Toolchain::Glibc), &[], "threads", 10);
+}
+
+#[test]
+fn musl_pthreads_match_native() {
+    require_kvm();
+    checks_match_native(&app("threads.c", Toolchain::Musl), &[], "musl-threads", 10);
+}
+
+// ---------------------------------------------------------------------------
 // Rust std
 
 fn rust_std() -> PathBuf {

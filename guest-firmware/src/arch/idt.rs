@@ -8,7 +8,7 @@ use core::arch::{asm, global_asm};
 use core::mem::size_of;
 
 /// Registers saved by the exception entry stub, lowest address first.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 #[repr(C)]
 pub struct TrapFrame {
     pub r15: u64,

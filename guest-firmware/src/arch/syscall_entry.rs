@@ -43,9 +43,14 @@ static mut NACRE_KERNEL_RSP: u64 = 0;
 /// Whether syscalls arrive through the trampoline (set once at boot).
 static VIA_TRAMPOLINE: AtomicBool = AtomicBool::new(false);
 
+// The SYSCALL path keeps the app's RSP on the thread's kernel stack, above the
+// SyscallFrame (NACRE_USER_RSP only carries it across the stack switch), so that a
+// thread that blocks in a syscall returns with its own.
+//
 // Frame offsets of the exit-work paths: the TrapFrame (176 bytes) is built below the
 // FXSAVE image, which sits below the SyscallFrame.
-//   SYSCALL:    TrapFrame 0, image 176, SyscallFrame 696 (image + 520).
+//   SYSCALL:    TrapFrame 0, image 176, SyscallFrame 688 (image + 512), the app's
+//               RSP 760.
 //   trampoline: TrapFrame 0, image 176, SyscallFrame 688 (image + 512), then the #UD's
 //               RIP 760, CS 768, RFLAGS 776, RSP 784, SS 792.
 // TrapFrame offsets: r15 0, r14 8, r13 16, r12 24, rbp 64, rbx 104, rax 112.
@@ -54,9 +59,10 @@ global_asm!(
     "nacre_syscall_entry:",
     "mov [rip + NACRE_USER_RSP], rsp",
     "mov rsp, [rip + NACRE_KERNEL_RSP]",
+    "push qword ptr [rip + NACRE_USER_RSP]",
     "push rcx", "push r11", "push rdi", "push rsi", "push rdx", "push r10", "push r8", "push r9", "push rax",
     "mov rdi, rsp",
-    "sub rsp, 520",
+    "sub rsp, 512",
     "fxsave64 [rsp]",
     "cld",
     "call {dispatch}",
@@ -64,9 +70,9 @@ global_asm!(
     "jne 4f",
     "5:",
     "fxrstor64 [rsp]",
-    "add rsp, 528",
+    "add rsp, 520",
     "pop r9", "pop r8", "pop r10", "pop rdx", "pop rsi", "pop rdi", "pop r11", "pop rcx",
-    "mov rsp, [rip + NACRE_USER_RSP]",
+    "pop rsp",
     "sysretq",
     "4:",
     "push rax",
@@ -81,8 +87,8 @@ global_asm!(
     "mov [rsp + 64], rbp", "mov [rsp + 104], rbx", "mov [rsp + 112], rax",
     "mov rdi, rsp",
     "lea rsi, [rsp + 176]",
-    "lea rdx, [rsp + 696]",
-    "mov rcx, [rip + NACRE_USER_RSP]",
+    "lea rdx, [rsp + 688]",
+    "mov rcx, [rsp + 760]",
     "mov r8, [rdx + 56]",
     "call {exit_work}",
     "jmp nacre_syscall_full_return",
@@ -321,25 +327,40 @@ extern "C" fn entry_exit_work(
     tf.rflags = (base_rflags & !USER_FLAGS) | (sys.r11 & USER_FLAGS);
     tf.rsp = user_rsp;
     tf.ss = u64::from(super::gdt::USER_DS);
-    crate::syscall::exit_work(tf, image, sys.rax);
+    // SAFETY: both entry stubs pass the FXSAVE image they keep on this thread's
+    // kernel stack, below the syscall's frame, which nothing else refers to.
+    unsafe { crate::syscall::exit_work(tf, image, sys.rax) };
 }
 
 /// The app's RSP at the syscall in progress.
 pub fn user_rsp() -> u64 {
-    if VIA_TRAMPOLINE.load(Ordering::Relaxed) {
-        // The #UD that entered the trampoline path came from ring 3, so the CPU pushed
-        // its frame at the top of the kernel stack (TSS.RSP0, which only an upcall
-        // moves, and none is in progress between syscalls): SS, then RSP.
-        let rsp_slot = (super::gdt::kernel_stack_top() - 16) as *const u64;
-        // SAFETY: the slot lies in the kernel stack, written by that #UD for the
-        // syscall in progress and not overwritten while it runs (the syscall's own
-        // frames sit below the interrupt frame).
-        unsafe { rsp_slot.read() }
+    // Either entry put it at the top of the running thread's kernel stack: the
+    // SYSCALL entry pushes it first; the #UD that entered the trampoline path came
+    // from ring 3, so the CPU pushed its frame there (TSS.RSP0, which only an upcall
+    // moves, and none is in progress between syscalls): SS, then RSP.
+    let below_top = if VIA_TRAMPOLINE.load(Ordering::Relaxed) {
+        16
     } else {
-        // SAFETY: a plain read of a static only the SYSCALL entry writes, on one CPU,
-        // while that syscall is in progress.
-        unsafe { (&raw const NACRE_USER_RSP).read() }
-    }
+        8
+    };
+    let rsp_slot = (kernel_stack_top() - below_top) as *const u64;
+    // SAFETY: the slot lies in the running thread's kernel stack, written by the
+    // entry of the syscall in progress and not overwritten while it runs (the
+    // syscall's own frames sit below it).
+    unsafe { rsp_slot.read() }
+}
+
+/// The top of the running thread's kernel stack, where syscalls start.
+pub fn kernel_stack_top() -> u64 {
+    // SAFETY: a plain read of a static only the scheduler writes, with the kernel held.
+    unsafe { (&raw const NACRE_KERNEL_RSP).read() }
+}
+
+/// Make `top` the kernel stack syscalls start on (the thread switched to).
+pub fn set_kernel_stack(top: u64) {
+    // SAFETY: a plain write with the kernel held; the SYSCALL entry reads it only
+    // when ring 3 enters ring 0, which cannot happen while ring 0 runs this.
+    unsafe { (&raw mut NACRE_KERNEL_RSP).write(top) };
 }
 
 /// RFLAGS bits SYSCALL clears on entry (IA32_FMASK): TF, IF, DF, IOPL, NT, AC, as

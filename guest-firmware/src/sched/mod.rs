@@ -1,16 +1,475 @@
-//! Threads of the app: the thread table and run queue ([`threads`]) and the futex
-//! wait queues ([`futex`]).
+//! Threads of the app: the thread table and run queue ([`threads`]), the futex wait
+//! queues ([`futex`]), kernel stacks and the switch ([`switch`]), and the scheduler
+//! that joins them to the kernel.
+//!
+//! One CPU runs the threads in turn. A thread runs until it blocks (a futex wait, a
+//! sleep, a wait for a signal), yields, or exits; then the next runnable thread in
+//! FIFO order runs. Ring 0 never takes interrupts, so the kernel state needs no
+//! locking beyond the one kernel lock, which the CPU holds from a thread's entry into
+//! the firmware until its return to the app: a thread that blocks hands it to the
+//! thread it switches to, which is itself inside the firmware (blocked earlier, or
+//! starting), and which gives it up on its own way out.
+//!
+//! Per-thread state (signal mask and pending set, `set_tid_address`'s pointer, the FS
+//! and GS bases, the name) lives in the thread's [`ThreadBlock`]; the kernel reaches
+//! the running thread's through [`Current`] references that a switch repoints, so a
+//! switch copies nothing.
+
 pub mod futex;
+pub mod switch;
 pub mod threads;
 
+use crate::arch::fpu::FxImage;
 use crate::arch::idt::TrapFrame;
+use crate::kernel::{Kernel, KERNEL};
+use crate::syscall::signal::ThreadSignals;
+use core::marker::PhantomData;
+use core::ops::{Deref, DerefMut};
 use core::sync::atomic::{AtomicU64, Ordering};
+use futex::Futexes;
+use threads::{Threads, Wake};
+
+/// Most threads at once.
+pub const MAX_THREADS: usize = 512;
 
 /// Timer and wake-up interrupts taken, for `--stats`.
 pub static INTERRUPTS: AtomicU64 = AtomicU64::new(0);
+/// Thread switches, for `--stats`.
+pub static SWITCHES: AtomicU64 = AtomicU64::new(0);
+
+/// A thread's own state besides its signals.
+#[derive(Debug)]
+pub struct ThreadCtl {
+    /// `set_tid_address` / CLONE_CHILD_CLEARTID: zeroed and futex-woken at exit.
+    pub clear_child_tid: u64,
+    /// `set_robust_list`'s head.
+    pub robust_list: u64,
+    /// `rseq`'s area.
+    pub rseq: u64,
+    /// The name (prctl PR_SET_NAME / PR_GET_NAME): at most 15 bytes and a NUL.
+    pub comm: [u8; 16],
+    /// The app's FS and GS bases (arch_prctl, CLONE_SETTLS).
+    pub fs_base: u64,
+    pub gs_base: u64,
+    /// The kernel stack pointer while switched out.
+    saved_rsp: u64,
+}
+
+impl ThreadCtl {
+    /// A thread with nothing set.
+    pub const fn new() -> Self {
+        Self {
+            clear_child_tid: 0,
+            robust_list: 0,
+            rseq: 0,
+            comm: [0; 16],
+            fs_base: 0,
+            gs_base: 0,
+            saved_rsp: 0,
+        }
+    }
+}
+
+impl ThreadCtl {
+    /// A new thread's, from its parent's: the name and GS base inherited.
+    pub fn child(&self, clear_child_tid: u64, fs_base: u64) -> Self {
+        Self {
+            clear_child_tid,
+            comm: self.comm,
+            fs_base,
+            gs_base: self.gs_base,
+            ..Self::new()
+        }
+    }
+}
+
+impl Default for ThreadCtl {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Everything a thread owns besides its kernel stack.
+#[derive(Debug)]
+#[repr(C)]
+pub struct ThreadBlock {
+    pub ctl: ThreadCtl,
+    pub sig: ThreadSignals,
+}
+
+impl ThreadBlock {
+    /// A thread with nothing set, blocking no signal.
+    pub const fn new() -> Self {
+        Self {
+            ctl: ThreadCtl::new(),
+            sig: ThreadSignals::new(0),
+        }
+    }
+}
+
+impl Default for ThreadBlock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A part of the running thread's [`ThreadBlock`], reached through an address the
+/// scheduler changes at each switch.
+///
+/// The address is that of a `T` in a mapped block from the moment boot points it
+/// (before the first use) on; only the holder of the kernel (and so of this value)
+/// dereferences it, and no two `Current`s point at the same part, so the references
+/// it hands out are unique like those of a field.
+pub struct Current<T> {
+    addr: u64,
+    _kind: PhantomData<fn() -> T>,
+}
+
+impl<T> Current<T> {
+    /// Not pointing anywhere yet: must be pointed before use.
+    pub const fn unset() -> Self {
+        Self {
+            addr: 0,
+            _kind: PhantomData,
+        }
+    }
+
+    /// Point at `part`.
+    ///
+    /// # Safety
+    /// `part` is a valid, aligned `T` that stays mapped, reached through no other
+    /// `Current` or reference while this one points at it.
+    pub unsafe fn point(&mut self, part: *mut T) {
+        self.addr = part as u64;
+    }
+
+    /// Where it points.
+    pub fn as_ptr(&self) -> *mut T {
+        self.addr as *mut T
+    }
+}
+
+impl<T> core::fmt::Debug for Current<T> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "Current({:#x})", self.addr)
+    }
+}
+
+impl<T> Deref for Current<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        assert!(
+            self.addr != 0,
+            "per-thread state used before boot pointed it"
+        );
+        // SAFETY: the type's invariant: a valid `T` reached only through this value.
+        unsafe { &*(self.addr as *const T) }
+    }
+}
+
+impl<T> DerefMut for Current<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        assert!(
+            self.addr != 0,
+            "per-thread state used before boot pointed it"
+        );
+        // SAFETY: as for `deref`; `&mut self` makes the borrow unique.
+        unsafe { &mut *(self.addr as *mut T) }
+    }
+}
+
+/// A thread whose first return to the app waits for its parent's registers: the
+/// parent's clone sets it, the parent's syscall exit builds the child's frame.
+#[derive(Debug, Clone, Copy)]
+pub struct PendingClone {
+    pub slot: usize,
+    /// The child's stack pointer; 0 keeps the parent's.
+    pub rsp: u64,
+}
+
+/// The scheduler's state.
+#[derive(Debug)]
+pub struct Sched {
+    pub threads: Threads<MAX_THREADS>,
+    /// Futex waiters, by slot.
+    pub futexes: Futexes<MAX_THREADS>,
+    /// Each slot's block (0: the slot was never mapped).
+    blocks: [u64; MAX_THREADS],
+    /// Top of slot 0's kernel stack (the boot stack).
+    boot_stack_top: u64,
+    pub pending_clone: Option<PendingClone>,
+    /// A thread that exited; its slot is freed once another thread runs.
+    exited: Option<usize>,
+}
+
+impl Sched {
+    /// One thread, `tid`, in slot 0, whose block is `block` and kernel stack ends at
+    /// `stack_top`.
+    pub const fn new(tid: u32) -> Self {
+        Self {
+            threads: Threads::new(tid),
+            futexes: Futexes::new(),
+            blocks: [0; MAX_THREADS],
+            boot_stack_top: 0,
+            pending_clone: None,
+            exited: None,
+        }
+    }
+
+    /// Record the first thread's block and kernel stack.
+    pub fn set_boot_thread(&mut self, block: *mut ThreadBlock, stack_top: u64) {
+        self.blocks[0] = block as u64;
+        self.boot_stack_top = stack_top;
+    }
+
+    /// The running thread's slot.
+    pub fn current(&self) -> usize {
+        self.threads.current()
+    }
+
+    /// The running thread's id.
+    pub fn current_tid(&self) -> u32 {
+        self.threads.get(self.threads.current()).tid
+    }
+
+    /// The block of the thread in `slot` (mapped, since a thread lives there).
+    pub fn block(&self, slot: usize) -> *mut ThreadBlock {
+        self.blocks[slot] as *mut ThreadBlock
+    }
+
+    fn stack_top(&self, slot: usize) -> u64 {
+        if slot == 0 {
+            self.boot_stack_top
+        } else {
+            switch::stack_top(slot)
+        }
+    }
+}
+
+/// Map slot `slot`'s block and kernel stack if this is its first thread. `false`
+/// when memory ran out.
+pub fn map_slot(k: &mut Kernel, slot: usize) -> bool {
+    use crate::mem::frames::FrameTables;
+    use crate::mem::paging::{NO_EXECUTE, PRESENT, WRITABLE};
+    if k.sched.blocks[slot] != 0 {
+        return true;
+    }
+    let block = switch::block_va(slot);
+    let pages = (0..switch::BLOCK_PAGES)
+        .map(|i| block + i * 4096)
+        .chain((0..switch::STACK_PAGES).map(|i| switch::stack_bottom(slot) + i * 4096));
+    for va in pages {
+        let Ok(gpa) = k.frames.alloc(&mut *k.plat) else {
+            return false;
+        };
+        let mut alloc = FrameTables {
+            frames: &mut k.frames,
+            plat: &mut *k.plat,
+        };
+        if k.pt
+            .map_4k(va, gpa, PRESENT | WRITABLE | NO_EXECUTE, true, &mut alloc)
+            .is_none()
+        {
+            k.frames.free(gpa);
+            return false;
+        }
+    }
+    k.sched.blocks[slot] = block;
+    true
+}
+
+/// Run the next thread if the current one cannot go on (blocked, exited) or has
+/// yielded; returns when the current thread runs again (at once if nothing else is
+/// runnable and it can). With nothing runnable the CPU idles until the earliest
+/// deadline; with no deadline either, no thread can ever run again and the app is
+/// stopped with a message.
+pub fn schedule(k: &mut Kernel) {
+    loop {
+        tick(k);
+        match k.sched.threads.switch() {
+            Some((prev, next)) => {
+                if prev != next {
+                    switch_to(k, prev, next);
+                }
+                return;
+            }
+            None => idle(k),
+        }
+    }
+}
+
+/// Expire deadlines and fire the interval timer.
+fn tick(k: &mut Kernel) {
+    if let Some(earliest) = k.sched.threads.next_deadline() {
+        let now = k.monotonic_ns();
+        if now >= earliest {
+            let Sched {
+                threads, futexes, ..
+            } = &mut *k.sched;
+            threads.expire(now, &mut |slot| {
+                futexes.cancel(slot as u32);
+            });
+        }
+    }
+    crate::syscall::signal::fire_alarm(k);
+}
+
+/// Nothing can run: sleep until the earliest deadline or the timer.
+fn idle(k: &mut Kernel) {
+    let deadline = k.sched.threads.next_deadline();
+    let alarm = crate::syscall::signal::alarm_deadline(k);
+    let until = match (deadline, alarm) {
+        (Some(d), Some(a)) => d.min(a),
+        (Some(t), None) | (None, Some(t)) => t,
+        (None, None) => {
+            let _ = k.console_write(
+                2,
+                b"nacre: every thread of the app waits for something no thread can do; stopping it\n",
+            );
+            crate::syscall::exit_app(k, 128 + 9);
+        }
+    };
+    k.sleep_until(until);
+}
+
+/// Give the CPU from `prev` to `next` (both already marked by the thread table).
+fn switch_to(k: &mut Kernel, prev: usize, next: usize) {
+    use x86_64::registers::model_specific::{FsBase, GsBase};
+    SWITCHES.fetch_add(1, Ordering::Relaxed);
+    let prev_block = k.sched.block(prev);
+    let next_block = k.sched.block(next);
+    // SAFETY: both slots hold live threads, so their blocks are mapped; the kernel
+    // (held here) is the only user of blocks.
+    let (fs, gs, next_rsp) = unsafe {
+        let c = &(*next_block).ctl;
+        (c.fs_base, c.gs_base, c.saved_rsp)
+    };
+    // The app's alone (the firmware addresses nothing through FS or GS); user
+    // addresses, as arch_prctl and clone check.
+    if fs != k.thread.fs_base {
+        FsBase::write(x86_64::VirtAddr::new_truncate(fs));
+    }
+    if gs != k.thread.gs_base {
+        GsBase::write(x86_64::VirtAddr::new_truncate(gs));
+    }
+    // SAFETY: the next thread's block is mapped and reached only through these.
+    unsafe {
+        k.thread.point(&raw mut (*next_block).ctl);
+        k.sig.thread.point(&raw mut (*next_block).sig);
+    }
+    let top = k.sched.stack_top(next);
+    crate::arch::syscall_entry::set_kernel_stack(top);
+    crate::arch::gdt::set_rsp0(top);
+    // The incoming thread's exit work is not known here: let its exit path ask.
+    crate::syscall::signal::NACRE_EXIT_HINT.store(1, Ordering::Relaxed);
+    // SAFETY: `next_rsp` was saved by a switch away from `next` or prepared for its
+    // first run, and `next` is not running; `prev`'s block is mapped.
+    unsafe { switch::switch(&raw mut (*prev_block).ctl.saved_rsp, next_rsp) };
+    // Running as `prev` again.
+    reap(k);
+}
+
+/// Free the slot of a thread that exited before the switch that got here.
+fn reap(k: &mut Kernel) {
+    if let Some(slot) = k.sched.exited.take() {
+        k.sched.threads.reap(slot);
+    }
+}
+
+/// A new thread's first moment (from `switch.rs`'s start stub): the thread that
+/// switched here holds the kernel lock for it; finish the switch and give the lock
+/// up, as a syscall's exit does, before the stub returns to the app.
+pub extern "C" fn thread_started() {
+    // SAFETY: the switching thread's guard is suspended on its own stack and the
+    // kernel is used by no one else; the lock is taken again at once, so this
+    // thread's guard is the one that releases it.
+    unsafe { KERNEL.force_unlock() };
+    let mut guard = KERNEL.lock();
+    let Some(k) = guard.as_mut() else {
+        crate::fatal("thread started before boot finished")
+    };
+    reap(k);
+}
+
+/// Block the running thread until it is woken, `deadline` (CLOCK_MONOTONIC ns;
+/// `u64::MAX`: none) passes, or a signal is sent to it; returns which.
+pub fn block(k: &mut Kernel, deadline: u64) -> Wake {
+    k.sched.threads.block_current(deadline);
+    schedule(k);
+    let current = k.sched.threads.current();
+    k.sched.threads.get(current).wake
+}
+
+/// Wake the blocked thread in `slot` for `why` (nothing if it is not blocked).
+pub fn wake(k: &mut Kernel, slot: usize, why: Wake) {
+    if why == Wake::Interrupted {
+        // A thread interrupted in a futex wait leaves its queue.
+        k.sched.futexes.cancel(slot as u32);
+    }
+    k.sched.threads.wake(slot, why);
+}
+
+/// sched_yield: the next runnable thread runs, this one queues behind it.
+pub fn yield_now(k: &mut Kernel) {
+    schedule(k);
+}
+
+/// The running thread exits (exit, or the end of a thread): its
+/// `clear_child_tid` word is zeroed and futex-woken, as for pthread_join; the last
+/// thread's exit ends the app with `status`.
+pub fn exit_thread(k: &mut Kernel, status: u8) -> ! {
+    if k.sched.threads.live() <= 1 {
+        crate::syscall::exit_app(k, status);
+    }
+    let ctid = k.thread.clear_child_tid;
+    if ctid != 0 && ctid.is_multiple_of(4) {
+        // Linux ignores a fault here (`mm_release`).
+        if k.copy_to_user(ctid, &0u32.to_le_bytes()).is_ok() {
+            futex_wake(k, ctid, futex::BITSET_MATCH_ANY, 1);
+        }
+    }
+    k.sched.threads.exit_current();
+    k.sched.exited = Some(k.sched.threads.current());
+    schedule(k);
+    crate::fatal("an exited thread ran again")
+}
+
+/// Wake up to `max` waiters on the futex at `addr` whose bitset meets `bitset`; how
+/// many were woken.
+pub fn futex_wake(k: &mut Kernel, addr: u64, bitset: u32, max: u32) -> u32 {
+    let Sched {
+        threads, futexes, ..
+    } = &mut *k.sched;
+    futexes.wake(addr, bitset, max, &mut |slot| {
+        threads.wake(slot as usize, Wake::Woken);
+    })
+}
+
+/// Build the first return of the clone pending after the parent's syscall: the
+/// parent's registers `tf` and FXSAVE image `image`, with RAX 0 and the child's stack.
+///
+/// # Safety
+/// `image` points at a valid FXSAVE image that nothing else refers to during the call.
+pub unsafe fn start_pending_clone(k: &mut Kernel, tf: &TrapFrame, image: *const FxImage) {
+    let Some(pending) = k.sched.pending_clone.take() else {
+        return;
+    };
+    let mut child = *tf;
+    child.rax = 0;
+    if pending.rsp != 0 {
+        child.rsp = pending.rsp;
+    }
+    // SAFETY: the child's slot is mapped and its stack unused, since the child has
+    // not run; `image` is valid (the caller's contract).
+    unsafe {
+        let rsp = switch::prepare_start(k.sched.stack_top(pending.slot), &child, &(*image).0);
+        (*k.sched.block(pending.slot)).ctl.saved_rsp = rsp;
+    }
+    k.sched.threads.start(pending.slot);
+}
 
 /// A local APIC interrupt (`arch/apic.rs`): acknowledged and counted. Nothing arms
-/// the timer or sends wake-ups yet; the scheduler will act on them here.
+/// the timer or sends wake-ups yet.
 pub fn interrupt(frame: &mut TrapFrame) {
     let _ = frame;
     INTERRUPTS.fetch_add(1, Ordering::Relaxed);

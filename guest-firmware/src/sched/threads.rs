@@ -73,18 +73,24 @@ pub struct Threads<const N: usize> {
     live: usize,
     /// Blocked threads with a deadline (so that expiring costs nothing without them).
     timed: usize,
+    /// No deadline of a blocked thread is earlier than this (it may be earlier than
+    /// the earliest one left after a wake-up; the next scan corrects it).
+    earliest: u64,
+    /// Where the search for a free slot starts.
+    free_hint: usize,
     next_tid: ThreadId,
 }
 
 impl<const N: usize> Threads<N> {
     /// A table whose one thread, slot 0 with id `tid`, is running.
-    pub fn new(tid: ThreadId) -> Self {
+    pub const fn new(tid: ThreadId) -> Self {
         const { assert!(N > 0 && N <= u16::MAX as usize) };
         let mut slots = [FREE; N];
         slots[0] = Thread {
             tid,
             state: State::Running,
-            ..FREE
+            wake: Wake::None,
+            deadline: u64::MAX,
         };
         Self {
             slots,
@@ -94,6 +100,8 @@ impl<const N: usize> Threads<N> {
             current: 0,
             live: 1,
             timed: 0,
+            earliest: u64::MAX,
+            free_hint: 1 % N,
             next_tid: tid + 1,
         }
     }
@@ -106,6 +114,11 @@ impl<const N: usize> Threads<N> {
     /// The thread in `slot`.
     pub fn get(&self, slot: usize) -> &Thread {
         &self.slots[slot]
+    }
+
+    /// Whether `slot` holds a thread that has not exited.
+    pub fn is_live(&self, slot: usize) -> bool {
+        !matches!(self.slots[slot].state, State::Free | State::Exited)
     }
 
     /// Threads that have not exited.
@@ -128,19 +141,38 @@ impl<const N: usize> Threads<N> {
         self.slots[slot].state = State::Runnable;
     }
 
-    /// A new runnable thread (clone); returns its slot and id.
+    /// A new thread (clone), not runnable until [`Self::start`]; returns its slot and
+    /// id.
     pub fn spawn(&mut self) -> Result<(usize, ThreadId), TableFull> {
-        let slot = self
-            .slots
-            .iter()
-            .position(|t| t.state == State::Free)
+        // From the hint on, so that a table of mostly live threads is not scanned from
+        // the start every time.
+        let slot = (0..N)
+            .map(|i| (self.free_hint + i) % N)
+            .find(|&s| self.slots[s].state == State::Free)
             .ok_or(TableFull)?;
+        self.free_hint = (slot + 1) % N;
         let tid = self.next_tid;
         self.next_tid = self.next_tid.wrapping_add(1).max(2);
-        self.slots[slot] = Thread { tid, ..FREE };
+        self.slots[slot] = Thread {
+            tid,
+            state: State::Blocked,
+            ..FREE
+        };
         self.live += 1;
-        self.enqueue(slot);
         Ok((slot, tid))
+    }
+
+    /// Make the new thread in `slot` runnable.
+    pub fn start(&mut self, slot: usize) {
+        self.wake(slot, Wake::None);
+    }
+
+    /// Forget the new thread in `slot`, which never ran.
+    pub fn discard(&mut self, slot: usize) {
+        if self.slots[slot].state == State::Blocked && slot != self.current {
+            self.slots[slot] = FREE;
+            self.live -= 1;
+        }
     }
 
     /// The current thread waits until woken or until `deadline` (`u64::MAX`: no
@@ -152,6 +184,7 @@ impl<const N: usize> Threads<N> {
         t.deadline = deadline;
         if deadline != u64::MAX {
             self.timed += 1;
+            self.earliest = self.earliest.min(deadline);
         }
     }
 
@@ -164,6 +197,9 @@ impl<const N: usize> Threads<N> {
         }
         if t.deadline != u64::MAX {
             self.timed -= 1;
+            if self.timed == 0 {
+                self.earliest = u64::MAX;
+            }
         }
         t.deadline = u64::MAX;
         t.wake = why;
@@ -177,31 +213,36 @@ impl<const N: usize> Threads<N> {
     }
 
     /// Wake every blocked thread whose deadline is at or before `now`, passing each
-    /// slot to `expired` (which takes it out of whatever queue it waited in).
+    /// slot to `expired` (which takes it out of whatever queue it waited in). Scans
+    /// the table only when a deadline may have passed.
     pub fn expire(&mut self, now: u64, expired: &mut impl FnMut(usize)) {
-        if self.timed == 0 {
+        if self.timed == 0 || now < self.earliest {
             return;
         }
+        let mut earliest = u64::MAX;
         for slot in 0..N {
             let t = self.slots[slot];
-            if t.state == State::Blocked && t.deadline <= now {
+            if t.state != State::Blocked || t.deadline == u64::MAX {
+                continue;
+            }
+            if t.deadline <= now {
                 expired(slot);
                 self.wake(slot, Wake::TimedOut);
+            } else {
+                earliest = earliest.min(t.deadline);
             }
         }
+        self.earliest = earliest;
     }
 
-    /// The earliest deadline of a blocked thread, if any.
+    /// No blocked thread's deadline is earlier than this; `None` without deadlines.
     pub fn next_deadline(&self) -> Option<u64> {
-        if self.timed == 0 {
-            return None;
-        }
-        self.slots
-            .iter()
-            .filter(|t| t.state == State::Blocked)
-            .map(|t| t.deadline)
-            .min()
-            .filter(|&d| d != u64::MAX)
+        (self.timed != 0).then_some(self.earliest)
+    }
+
+    /// Threads in the run queue.
+    pub fn runnable(&self) -> usize {
+        self.queued
     }
 
     /// The current thread has finished.
@@ -210,6 +251,7 @@ impl<const N: usize> Threads<N> {
         if t.state == State::Blocked && t.deadline != u64::MAX {
             self.timed -= 1;
         }
+        t.deadline = u64::MAX;
         t.state = State::Exited;
         self.live -= 1;
     }
@@ -249,11 +291,23 @@ impl<const N: usize> Threads<N> {
 mod tests {
     use super::*;
 
+    /// A new thread, made runnable at once.
+    fn started<const N: usize>(t: &mut Threads<N>) -> (usize, ThreadId) {
+        let (slot, tid) = t.spawn().unwrap();
+        assert_eq!(
+            t.get(slot).state,
+            State::Blocked,
+            "new threads wait for start"
+        );
+        t.start(slot);
+        (slot, tid)
+    }
+
     #[test]
     fn round_robin_over_runnable_threads() {
         let mut t = Threads::<4>::new(100);
-        let (a, ta) = t.spawn().unwrap();
-        let (b, tb) = t.spawn().unwrap();
+        let (a, ta) = started(&mut t);
+        let (b, tb) = started(&mut t);
         assert_eq!((ta, tb), (101, 102));
         assert_eq!(t.switch(), Some((0, a)));
         assert_eq!(t.switch(), Some((a, b)));
@@ -261,6 +315,17 @@ mod tests {
         assert_eq!(t.get(0).state, State::Running);
         assert_eq!(t.get(a).state, State::Runnable);
         assert_eq!(t.find(102), Some(b));
+    }
+
+    #[test]
+    fn a_discarded_new_thread_leaves_no_trace() {
+        let mut t = Threads::<4>::new(1);
+        let (a, _) = t.spawn().unwrap();
+        assert_eq!(t.live(), 2);
+        t.discard(a);
+        assert_eq!(t.live(), 1);
+        assert_eq!(t.get(a).state, State::Free);
+        assert_eq!(t.switch(), Some((0, 0)), "it never ran");
     }
 
     #[test]
@@ -272,7 +337,7 @@ mod tests {
     #[test]
     fn blocked_threads_wait_for_a_wake_or_their_deadline() {
         let mut t = Threads::<4>::new(1);
-        let (a, _) = t.spawn().unwrap();
+        let (a, _) = started(&mut t);
         t.block_current(500);
         assert_eq!(t.next_deadline(), Some(500));
         assert_eq!(t.switch(), Some((0, a)));
@@ -305,7 +370,7 @@ mod tests {
     #[test]
     fn exited_threads_leave_and_their_slots_return() {
         let mut t = Threads::<2>::new(1);
-        let (a, _) = t.spawn().unwrap();
+        let (a, _) = started(&mut t);
         assert_eq!(t.spawn(), Err(TableFull));
         assert_eq!(t.live(), 2);
         t.exit_current();
@@ -313,7 +378,7 @@ mod tests {
         assert_eq!(t.switch(), Some((0, a)));
         assert_eq!(t.find(1), None);
         t.reap(0);
-        let (slot, tid) = t.spawn().unwrap();
+        let (slot, tid) = started(&mut t);
         assert_eq!((slot, tid), (0, 3));
     }
 }

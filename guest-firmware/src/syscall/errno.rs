@@ -4,6 +4,7 @@ pub const ENOENT: u64 = 2;
 pub const ESRCH: u64 = 3;
 pub const EIO: u64 = 5;
 pub const EBADF: u64 = 9;
+pub const E2BIG: u64 = 7;
 pub const EAGAIN: u64 = 11;
 pub const ENOMEM: u64 = 12;
 pub const EACCES: u64 = 13;

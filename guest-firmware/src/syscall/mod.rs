@@ -12,6 +12,7 @@ pub mod io;
 pub mod mem;
 pub mod process;
 pub mod signal;
+pub mod thread;
 pub mod time;
 
 use crate::arch::fpu::FxImage;
@@ -74,17 +75,23 @@ pub fn prepare_exit() -> bool {
     let Some(k) = guard.as_mut() else {
         crate::fatal("syscall before boot finished")
     };
-    signal::deliver::prepare_exit(k)
+    k.sched.pending_clone.is_some() | signal::deliver::prepare_exit(k)
 }
 
 /// The exit path's work after syscall `nr`, with the app's whole register state in
 /// `tf` (RAX: the result) and its FXSAVE image at `image`: deliver signals, perform
-/// an rt_sigreturn, restart an interrupted call.
-pub fn exit_work(tf: &mut TrapFrame, image: *mut FxImage, nr: u64) {
+/// an rt_sigreturn, restart an interrupted call, start a new thread.
+///
+/// # Safety
+/// `image` is the exit path's FXSAVE image on the running thread's kernel stack,
+/// which nothing else refers to during the call.
+pub unsafe fn exit_work(tf: &mut TrapFrame, image: *mut FxImage, nr: u64) {
     let mut guard = KERNEL.lock();
     let Some(k) = guard.as_mut() else {
         crate::fatal("syscall before boot finished")
     };
+    // SAFETY: the caller's contract.
+    unsafe { crate::sched::start_pending_clone(k, tf, image) };
     signal::deliver::exit_to_user(k, tf, image, Some(nr));
 }
 
@@ -210,24 +217,25 @@ fn handle(k: &mut Kernel, nr: u64, a: [u64; 6]) -> SysResult {
         Sysno::setitimer => signal::setitimer(k, uint_arg(a[0]).into(), a[1], a[2]),
         Sysno::getitimer => signal::getitimer(k, uint_arg(a[0]).into(), a[1]),
 
-        Sysno::exit | Sysno::exit_group => exit_app(k, a[0] as u8),
+        Sysno::exit => thread::exit(k, a[0]),
+        Sysno::exit_group => exit_app(k, a[0] as u8),
+        Sysno::clone => thread::clone(k, a[0], a[1], a[2], a[3], a[4]),
+        Sysno::clone3 => thread::clone3(k, a[0], a[1]),
+        Sysno::gettid => thread::gettid(k),
         Sysno::uname => process::uname(k, a[0]),
-        Sysno::getpid | Sysno::gettid | Sysno::getpgrp | Sysno::getsid => Ok(process::PID),
+        Sysno::getpid | Sysno::getpgrp | Sysno::getsid => Ok(process::PID),
         Sysno::getpgid => process::getpgid(a[0]),
         Sysno::getppid => Ok(0),
         Sysno::getuid | Sysno::getgid | Sysno::geteuid | Sysno::getegid => Ok(0),
         Sysno::setuid | Sysno::setgid => process::setid(a[0]),
         Sysno::getresuid | Sysno::getresgid => process::getresid(k, a[0], a[1], a[2]),
         Sysno::getgroups => Ok(0),
-        Sysno::set_tid_address => {
-            k.tid_address = a[0];
-            Ok(process::PID)
-        }
+        Sysno::set_tid_address => thread::set_tid_address(k, a[0]),
         Sysno::set_robust_list => process::set_robust_list(k, a[0], a[1]),
         Sysno::rseq => process::rseq(k, a[0], a[1], uint_arg(a[2]), uint_arg(a[3])),
         Sysno::arch_prctl => process::arch_prctl(k, a[0], a[1]),
         Sysno::prctl => process::prctl(k, a[0], a[1]),
-        Sysno::sched_yield => Ok(0),
+        Sysno::sched_yield => thread::sched_yield(k),
         Sysno::sched_getaffinity => process::sched_getaffinity(k, a[0], a[1], a[2]),
         Sysno::sched_setaffinity => process::sched_setaffinity(a[0], a[1]),
         Sysno::getcpu => process::getcpu(k, a[0], a[1]),
@@ -242,7 +250,7 @@ fn handle(k: &mut Kernel, nr: u64, a: [u64; 6]) -> SysResult {
         Sysno::getrusage => process::getrusage(k, int_arg(a[0]), a[1]),
         Sysno::sysinfo => process::sysinfo(k, a[0]),
         Sysno::getrandom => process::getrandom(k, a[0], a[1], a[2]),
-        Sysno::futex => process::futex(k, a),
+        Sysno::futex => thread::futex(k, a),
         _ => Err(ENOSYS),
     }
 }

@@ -2,8 +2,7 @@
 //! (one thread), rseq registration and thread-local storage.
 
 use super::errno::*;
-use super::signal::Wake;
-use super::{exit_app, mem_err, SysResult};
+use super::{mem_err, SysResult};
 use crate::kernel::Kernel;
 use nacre_shared_abi::layout::USER_VA_END;
 use x86_64::registers::model_specific::{FsBase, GsBase};
@@ -60,7 +59,7 @@ pub fn set_robust_list(k: &mut Kernel, head: u64, len: u64) -> SysResult {
     if len != 24 {
         return Err(EINVAL);
     }
-    k.robust_list = head;
+    k.thread.robust_list = head;
     Ok(0)
 }
 
@@ -73,20 +72,20 @@ pub fn rseq(k: &mut Kernel, area: u64, len: u64, flags: u32, sig: u32) -> SysRes
     const ORIG_RSEQ_SIZE: u64 = 32;
     let _ = sig;
     if flags & RSEQ_FLAG_UNREGISTER != 0 {
-        if flags != RSEQ_FLAG_UNREGISTER || k.rseq == 0 {
+        if flags != RSEQ_FLAG_UNREGISTER || k.thread.rseq == 0 {
             return Err(EINVAL);
         }
-        if area != k.rseq {
+        if area != k.thread.rseq {
             return Err(EINVAL);
         }
-        k.rseq = 0;
+        k.thread.rseq = 0;
         return Ok(0);
     }
     if flags != 0 || len < ORIG_RSEQ_SIZE || !area.is_multiple_of(32) {
         return Err(EINVAL);
     }
-    if k.rseq != 0 {
-        return Err(if k.rseq == area { EBUSY } else { EINVAL });
+    if k.thread.rseq != 0 {
+        return Err(if k.thread.rseq == area { EBUSY } else { EINVAL });
     }
     // cpu_id_start (u32 at 0) = 0, cpu_id (u32 at 4) = 0; from the extended layout,
     // node_id (at 24) and mm_cid (at 28) when the area has them.
@@ -94,7 +93,7 @@ pub fn rseq(k: &mut Kernel, area: u64, len: u64, flags: u32, sig: u32) -> SysRes
     if len >= 32 {
         k.copy_to_user(area + 24, &[0u8; 8]).map_err(mem_err)?;
     }
-    k.rseq = area;
+    k.thread.rseq = area;
     Ok(0)
 }
 
@@ -116,9 +115,18 @@ pub fn arch_prctl(k: &mut Kernel, code: u64, addr: u64) -> SysResult {
         // SAFETY: FS and GS base are the app's alone (the firmware addresses nothing
         // through FS or GS), and `addr` is a canonical user address.
         unsafe { msr.write(addr) };
+        // Kept per thread, for switches.
+        if code == ARCH_SET_FS {
+            k.thread.fs_base = addr;
+        } else {
+            k.thread.gs_base = addr;
+        }
     } else {
-        // SAFETY: reading IA32_FS_BASE or IA32_GS_BASE has no side effects.
-        let v = unsafe { msr.read() };
+        let v = if code == ARCH_GET_FS {
+            k.thread.fs_base
+        } else {
+            k.thread.gs_base
+        };
         k.copy_to_user(addr, &v.to_le_bytes()).map_err(mem_err)?;
     }
     Ok(0)
@@ -144,11 +152,11 @@ pub fn prctl(k: &mut Kernel, option: u64, arg2: u64) -> SysResult {
                 }
                 *slot = b[0];
             }
-            k.comm = name;
+            k.thread.comm = name;
             Ok(0)
         }
         PR_GET_NAME => {
-            let name = k.comm;
+            let name = k.thread.comm;
             k.copy_to_user(arg2, &name).map_err(mem_err)?;
             Ok(0)
         }
@@ -280,62 +288,4 @@ pub fn getrandom(k: &mut Kernel, buf: u64, len: u64, flags: u64) -> SysResult {
         done += n as u64;
     }
     Ok(len)
-}
-
-/// futex for one thread (`include/uapi/linux/futex.h`): a wait whose value matches
-/// can only end by its timeout, since no other thread exists to wake it; without a
-/// timeout it would block forever, so the app is stopped with a message (exit 137,
-/// as if killed) instead of hanging the VM.
-pub fn futex(k: &mut Kernel, a: [u64; 6]) -> SysResult {
-    const FUTEX_WAIT: u64 = 0;
-    const FUTEX_WAKE: u64 = 1;
-    const FUTEX_REQUEUE: u64 = 3;
-    const FUTEX_CMP_REQUEUE: u64 = 4;
-    const FUTEX_WAKE_OP: u64 = 5;
-    const FUTEX_WAIT_BITSET: u64 = 9;
-    const FUTEX_WAKE_BITSET: u64 = 10;
-    const FUTEX_CMD_MASK: u64 = !(128 | 256);
-    let (uaddr, op, val, timeout) = (a[0], a[1] & FUTEX_CMD_MASK, a[2] as u32, a[3]);
-    match op {
-        FUTEX_WAIT | FUTEX_WAIT_BITSET => {
-            if !uaddr.is_multiple_of(4) {
-                return Err(EINVAL);
-            }
-            let mut v = [0u8; 4];
-            k.copy_from_user(&mut v, uaddr).map_err(mem_err)?;
-            if u32::from_le_bytes(v) != val {
-                return Err(EAGAIN);
-            }
-            // Only a signal can end the wait early (no other thread can wake it):
-            // restarted with SA_RESTART when there is no timeout, else EINTR
-            // (`futex_wait`).
-            if timeout == 0 {
-                return match super::signal::wait(k, None) {
-                    Wake::Signal => Err(super::signal::ERESTARTSYS),
-                    Wake::TimedOut | Wake::Never => {
-                        let _ = k.console_write(
-                            2,
-                            b"nacre: the app waits on a futex that no other thread can wake; stopping it\n",
-                        );
-                        exit_app(k, 128 + 9);
-                    }
-                };
-            }
-            let ns = super::time::read_timespec(k, timeout)?;
-            // FUTEX_WAIT's timeout is relative (CLOCK_MONOTONIC); FUTEX_WAIT_BITSET's
-            // is absolute.
-            let deadline = if op == FUTEX_WAIT {
-                k.monotonic_ns().saturating_add(ns)
-            } else {
-                ns
-            };
-            match super::signal::wait(k, Some(deadline)) {
-                Wake::Signal => Err(super::signal::ERESTART_RESTARTBLOCK),
-                Wake::TimedOut | Wake::Never => Err(ETIMEDOUT),
-            }
-        }
-        FUTEX_WAKE | FUTEX_WAKE_BITSET | FUTEX_REQUEUE | FUTEX_CMP_REQUEUE => Ok(0),
-        FUTEX_WAKE_OP => Err(ENOSYS),
-        _ => Err(ENOSYS),
-    }
 }

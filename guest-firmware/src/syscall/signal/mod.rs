@@ -197,6 +197,36 @@ pub struct ThreadSignals {
     saved_mask: u64,
 }
 
+impl ThreadSignals {
+    /// A new thread's: `mask` blocked, nothing pending, no alternate stack (as a
+    /// thread made with CLONE_VM has, `copy_sighand`/`copy_process`).
+    pub const fn new(mask: u64) -> Self {
+        Self {
+            mask,
+            pending: 0,
+            info: [SigInfo::kernel(); NSIG as usize],
+            altstack: AltStack::DISABLED,
+            work: 0,
+            saved_mask: 0,
+        }
+    }
+
+    /// Whether a pending signal is not blocked.
+    pub fn deliverable(&self) -> bool {
+        self.pending & !self.mask != 0
+    }
+
+    /// Make this a new thread's state in place, as [`Self::new`] would (the siginfo
+    /// slots are read only for pending signals, so they are left as they are).
+    pub fn reset(&mut self, mask: u64) {
+        self.mask = mask;
+        self.pending = 0;
+        self.altstack = AltStack::DISABLED;
+        self.work = 0;
+        self.saved_mask = 0;
+    }
+}
+
 /// The app's signal state.
 #[derive(Debug)]
 pub struct Signals {
@@ -206,8 +236,8 @@ pub struct Signals {
     /// interval (0: once).
     alarm_at: u64,
     alarm_interval: u64,
-    /// The app's one thread.
-    pub thread: ThreadSignals,
+    /// The running thread's signal state (the scheduler points it at each switch).
+    pub thread: crate::sched::Current<ThreadSignals>,
 }
 
 /// What a signal's default action does (signal(7)); stopping is taken as ignoring,
@@ -228,6 +258,19 @@ pub fn default_action(sig: u64) -> DefaultAction {
     }
 }
 
+/// Make `sig` pending on thread `t` unless the process ignores it (`ignored`) and `t`
+/// does not block it, or it is pending already (standard and real-time signals alike
+/// are pending at most once).
+fn queue(t: &mut ThreadSignals, ignored: bool, sig: u64, info: SigInfo) {
+    let b = bit(sig);
+    if (t.mask & b == 0 && ignored) || t.pending & b != 0 {
+        return;
+    }
+    t.pending |= b;
+    t.info[(sig - 1) as usize] = info;
+    NACRE_EXIT_HINT.store(1, Ordering::Relaxed);
+}
+
 impl Signals {
     /// Defaults: every disposition SIG_DFL, nothing blocked or pending, no alternate
     /// stack, no timer.
@@ -241,14 +284,7 @@ impl Signals {
             }; NSIG as usize],
             alarm_at: 0,
             alarm_interval: 0,
-            thread: ThreadSignals {
-                mask: 0,
-                pending: 0,
-                info: [SigInfo::kernel(); NSIG as usize],
-                altstack: AltStack::DISABLED,
-                work: 0,
-                saved_mask: 0,
-            },
+            thread: crate::sched::Current::unset(),
         }
     }
 
@@ -278,16 +314,11 @@ impl Signals {
         handler == SIG_IGN || (handler == SIG_DFL && default_action(sig) == DefaultAction::Ignore)
     }
 
-    /// Send `sig` to the app (kill, tgkill, a timer). An ignored, unblocked signal is
-    /// dropped; one already pending is not queued again.
+    /// Send `sig` to the running thread (kill, tgkill, a timer). An ignored,
+    /// unblocked signal is dropped; one already pending is not queued again.
     pub fn send(&mut self, sig: u64, info: SigInfo) {
-        let b = bit(sig);
-        if (self.thread.mask & b == 0 && self.ignores(sig)) || self.thread.pending & b != 0 {
-            return;
-        }
-        self.thread.pending |= b;
-        self.thread.info[(sig - 1) as usize] = info;
-        self.note_work();
+        let ignored = self.ignores(sig);
+        queue(&mut self.thread, ignored, sig, info);
     }
 
     /// Force `sig` on the app (a fault, `force_sig_info_to_task`): if it is blocked
@@ -439,14 +470,59 @@ pub fn sigaltstack(k: &mut Kernel, ss: u64, old: u64, sp: u64) -> SysResult {
     Ok(0)
 }
 
-/// A signal the app sends itself: pending now, delivered (or its default action
-/// taken) on the way back to the app unless blocked.
-fn send_self(k: &mut Kernel, sig: u64, code: i32) -> SysResult {
+/// Send `sig` to the thread in `slot` and wake it if the signal can be delivered
+/// to it (it returns to the app, EINTR or restarted, to take it).
+pub fn send_to_thread(k: &mut Kernel, slot: usize, sig: u64, info: SigInfo) {
+    let ignored = k.sig.ignores(sig);
+    let deliverable = if slot == k.sched.current() {
+        queue(&mut k.sig.thread, ignored, sig, info);
+        k.sig.thread.deliverable()
+    } else {
+        // SAFETY: `slot` holds a live thread, so its block is mapped; it is not
+        // running, so nothing else refers to its signals.
+        let t = unsafe { &mut (*k.sched.block(slot)).sig };
+        queue(t, ignored, sig, info);
+        t.deliverable()
+    };
+    if deliverable {
+        crate::sched::wake(k, slot, crate::sched::threads::Wake::Interrupted);
+    }
+}
+
+/// Send `sig` to the process (kill, the interval timer): the running thread takes it
+/// unless it blocks it, else the first thread that does not (`complete_signal`);
+/// if all block it, it stays pending on the running thread.
+pub fn send_to_process(k: &mut Kernel, sig: u64, info: SigInfo) {
+    let current = k.sched.current();
+    let mut target = current;
+    if k.sig.thread.mask & bit(sig) != 0 {
+        for slot in 0..crate::sched::MAX_THREADS {
+            if slot == current || !k.sched.threads.is_live(slot) {
+                continue;
+            }
+            // SAFETY: a live thread's block is mapped; only the kernel reads it.
+            let mask = unsafe { (*k.sched.block(slot)).sig.mask };
+            if mask & bit(sig) == 0 {
+                target = slot;
+                break;
+            }
+        }
+    }
+    send_to_thread(k, target, sig, info);
+}
+
+/// A signal the app sends itself or one of its threads: pending now, delivered (or
+/// its default action taken) on the way back to the app unless blocked.
+fn send_checked(k: &mut Kernel, sig: u64, code: i32, thread: Option<usize>) -> SysResult {
     if sig == 0 {
         return Ok(0);
     }
     let sig = valid_signal(sig)?;
-    k.sig.send(sig, SigInfo::user(code));
+    let info = SigInfo::user(code);
+    match thread {
+        Some(slot) => send_to_thread(k, slot, sig, info),
+        None => send_to_process(k, sig, info),
+    }
     Ok(0)
 }
 
@@ -455,18 +531,19 @@ pub fn kill(k: &mut Kernel, pid: i64, sig: u64) -> SysResult {
     if pid != PID as i64 && pid != 0 && pid != -1 && pid != -(PID as i64) {
         return Err(ESRCH);
     }
-    send_self(k, sig, SI_USER)
+    send_checked(k, sig, SI_USER, None)
 }
 
 pub fn tgkill(k: &mut Kernel, tgid: i64, tid: i64, sig: u64) -> SysResult {
-    if tgid != PID as i64 || tid != PID as i64 {
-        return if tgid <= 0 || tid <= 0 {
-            Err(EINVAL)
-        } else {
-            Err(ESRCH)
-        };
+    if tgid <= 0 || tid <= 0 {
+        return Err(EINVAL);
     }
-    send_self(k, sig, SI_TKILL)
+    let slot = u32::try_from(tid)
+        .ok()
+        .filter(|_| tgid == PID as i64)
+        .and_then(|tid| k.sched.threads.find(tid))
+        .ok_or(ESRCH)?;
+    send_checked(k, sig, SI_TKILL, Some(slot))
 }
 
 /// rt_sigreturn: done on the way out ([`deliver::exit_to_user`]), which restores every
@@ -489,8 +566,8 @@ pub enum Wake {
 }
 
 /// Wait until CLOCK_MONOTONIC reaches `deadline` (or forever) or a signal becomes
-/// deliverable: the host sleeps for us until the deadline or the timer, whichever is
-/// first. The one thread has nothing else to run.
+/// deliverable to the running thread, letting other threads run meanwhile. `Never`
+/// when nothing could end the wait: no deadline, no timer, no other thread.
 pub fn wait(k: &mut Kernel, deadline: Option<u64>) -> Wake {
     loop {
         fire_alarm(k);
@@ -501,14 +578,16 @@ pub fn wait(k: &mut Kernel, deadline: Option<u64>) -> Wake {
         if deadline.is_some_and(|d| now >= d) {
             return Wake::TimedOut;
         }
-        let alarm = (k.sig.alarm_at != 0).then_some(k.sig.alarm_at);
-        let until = match (deadline, alarm) {
-            (Some(d), Some(a)) => d.min(a),
-            (Some(t), None) | (None, Some(t)) => t,
-            (None, None) => return Wake::Never,
-        };
-        k.sleep_until(until);
+        if deadline.is_none() && k.sig.alarm_at == 0 && k.sched.threads.live() == 1 {
+            return Wake::Never;
+        }
+        crate::sched::block(k, deadline.unwrap_or(u64::MAX));
     }
+}
+
+/// When the interval timer fires next, if armed.
+pub fn alarm_deadline(k: &Kernel) -> Option<u64> {
+    (k.sig.alarm_at != 0).then_some(k.sig.alarm_at)
 }
 
 /// Stop an app that waits for a signal nothing can send (as SIGKILL would).
@@ -596,7 +675,7 @@ pub fn fire_alarm(k: &mut Kernel) {
         // Missed periods are overruns (not queued), as for a timer signal still pending.
         i => now + i - (now - k.sig.alarm_at) % i,
     };
-    k.sig.send(SIGALRM, SigInfo::kernel());
+    send_to_process(k, SIGALRM, SigInfo::kernel());
 }
 
 /// setitimer/getitimer `which` (`include/uapi/linux/time.h`): only ITIMER_REAL, as
@@ -687,6 +766,15 @@ pub fn alarm(k: &mut Kernel, seconds: u64) -> SysResult {
 mod tests {
     use super::*;
 
+    /// Signals whose running thread is a fresh block of the test's own.
+    fn test_signals() -> Signals {
+        let mut s = Signals::new();
+        let thread = Box::leak(Box::new(ThreadSignals::new(0)));
+        // SAFETY: a leaked allocation, reached only through this value.
+        unsafe { s.thread.point(thread) };
+        s
+    }
+
     fn handler(h: u64, flags: u64) -> SigAction {
         SigAction {
             handler: h,
@@ -736,7 +824,7 @@ mod tests {
 
     #[test]
     fn a_blocked_signal_stays_pending_until_unblocked() {
-        let mut s = Signals::new();
+        let mut s = test_signals();
         s.actions[9] = handler(0x40_0000, 0);
         s.set_mask(bit(10));
         s.send(10, SigInfo::user(SI_TKILL));
@@ -751,7 +839,7 @@ mod tests {
 
     #[test]
     fn ignored_signals_are_dropped_unless_blocked() {
-        let mut s = Signals::new();
+        let mut s = test_signals();
         s.send(SIGCHLD, SigInfo::kernel());
         assert_eq!(s.thread.pending, 0, "ignored by default");
         s.actions[9] = handler(SIG_IGN, 0);
@@ -764,7 +852,7 @@ mod tests {
 
     #[test]
     fn faults_come_first_then_the_lowest_number() {
-        let mut s = Signals::new();
+        let mut s = test_signals();
         for sig in [2, 10, SIGSEGV, 40] {
             s.send(sig, SigInfo::kernel());
         }
@@ -775,7 +863,7 @@ mod tests {
 
     #[test]
     fn a_forced_fault_cannot_be_blocked_or_ignored() {
-        let mut s = Signals::new();
+        let mut s = test_signals();
         s.actions[(SIGSEGV - 1) as usize] = handler(0x40_0000, 0);
         assert!(s.catches(SIGSEGV));
         s.set_mask(bit(SIGSEGV));
@@ -787,7 +875,7 @@ mod tests {
             s.take_next().map(|(n, i)| (n, i.field0, i.cr2)),
             Some((SIGSEGV, 8, 8))
         );
-        let mut s = Signals::new();
+        let mut s = test_signals();
         s.actions[(SIGFPE - 1) as usize] = handler(SIG_IGN, 0);
         s.force(SIGFPE, SigInfo::kernel());
         assert_eq!(s.action(SIGFPE).handler, SIG_DFL);
@@ -796,7 +884,7 @@ mod tests {
 
     #[test]
     fn kill_and_stop_stay_unblockable() {
-        let mut s = Signals::new();
+        let mut s = test_signals();
         s.set_mask(u64::MAX);
         assert_eq!(s.thread.mask, !UNBLOCKABLE);
         s.send(SIGKILL, SigInfo::user(SI_USER));
