@@ -92,6 +92,11 @@ if ! command -v musl-gcc >/dev/null 2>&1; then
     apt_install musl-tools
 fi
 echo "musl-gcc: $(command -v musl-gcc)"
+# The Go test apps use Debian's Go toolchain (static with CGO_ENABLED=0).
+if ! command -v go >/dev/null 2>&1; then
+    apt_install golang-go
+fi
+echo "go: $(go version)"
 
 command -v cargo >/dev/null 2>&1 ||
     die "cargo is not installed, and toolchains cannot be downloaded here"

@@ -205,6 +205,26 @@ pub fn build_rust_app(src: &Path, out: &Path) {
     check_built(&output, &format!("{label} {}", src.display()), out);
 }
 
+/// Builds a static Go test app from one source file:
+/// `CGO_ENABLED=0 go build -o out src` (`GO` names another Go command; Debian ships
+/// `go` in `golang-go`). Its build cache lives in the target directory, so the
+/// tests need no home directory.
+pub fn build_go_app(src: &Path, out: &Path) {
+    let go = std::env::var("GO").unwrap_or_else(|_| "go".to_string());
+    let cache = target_dir().join("go-build-cache");
+    let mut cmd = Command::new(&go);
+    cmd.args(["build", "-trimpath", "-o"])
+        .arg(out)
+        .arg(src)
+        .env("CGO_ENABLED", "0")
+        .env("GOCACHE", &cache)
+        .env("GOFLAGS", "")
+        .env("GO111MODULE", "off")
+        .current_dir(apps_dir());
+    let output = run_build_tool(&mut cmd, &go);
+    check_built(&output, &format!("{go} build {}", src.display()), out);
+}
+
 /// `RUSTC` when set, else the `rustc` next to the cargo building these tests,
 /// else `rustc` from `PATH`.
 fn rustc_path() -> PathBuf {

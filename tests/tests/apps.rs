@@ -20,8 +20,8 @@ use std::process::{Command, Output, Stdio};
 use std::sync::{Mutex, OnceLock, PoisonError};
 
 use nacre_tests::{
-    app_source, build_c_app_musl, build_c_app_with, build_rust_app, elf_has_interp, elf_type,
-    on_each_platform, package_with, require_kvm, run_on, run_with_stdin, scratch_dir,
+    app_source, build_c_app_musl, build_c_app_with, build_go_app, build_rust_app, elf_has_interp,
+    elf_type, on_each_platform, package_with, require_kvm, run_on, run_with_stdin, scratch_dir,
     PackageOptions, Stats, ET_DYN, ET_EXEC,
 };
 use sha2::{Digest, Sha256};
@@ -313,6 +313,8 @@ enum Toolchain {
     Musl,
     /// `rustc -O -C target-feature=+crt-static --edition 2021` (static-pie).
     RustStd,
+    /// `CGO_ENABLED=0 go build` (static, linked at a fixed address).
+    Go,
 }
 
 /// The app built from `tests/apps/<source>` with `toolchain`, built once per
@@ -343,6 +345,7 @@ fn app(source: &str, toolchain: Toolchain) -> PathBuf {
         Toolchain::GlibcNoPie => build_c_app_with(&src, &out, &["-static", "-no-pie", "-O2"]),
         Toolchain::Musl => build_c_app_musl(&src, &out),
         Toolchain::RustStd => build_rust_app(&src, &out),
+        Toolchain::Go => build_go_app(&src, &out),
     }
     built.insert(key, out.clone());
     out
@@ -701,6 +704,53 @@ fn c_pthreads_match_native() {
 fn musl_pthreads_match_native() {
     require_kvm();
     checks_match_native(&app("threads.c", Toolchain::Musl), &[], "musl-threads", 10);
+}
+
+#[test]
+fn rust_std_threads_match_native() {
+    require_kvm();
+    checks_match_native(
+        &app("rust_threads.rs", Toolchain::RustStd),
+        &[],
+        "rust-threads",
+        8,
+    );
+}
+
+/// One mode of `goroutines.go` prints what it prints natively, on each platform.
+fn go_mode_matches_native(mode: &str) {
+    require_kvm();
+    let program = app("goroutines.go", Toolchain::Go);
+    let native = run_native(&program, &[mode], b"");
+    assert!(
+        native.status.success() && !native.stdout.is_empty(),
+        "goroutines {mode} natively\n{}",
+        summary(&native)
+    );
+    let image = image(
+        &program,
+        &format!("goroutines-{mode}"),
+        &PackageOptions::new().args(&[mode]),
+    );
+    on_each_platform(|platform| {
+        let output = run_on(&image, platform, &["--memory", "512M"]);
+        assert_run(&output, 0, &native.stdout, &format!("goroutines {mode}"));
+    });
+}
+
+#[test]
+fn go_hello_matches_native() {
+    go_mode_matches_native("hello");
+}
+
+#[test]
+fn go_channels_waitgroup_and_mutex_match_native() {
+    go_mode_matches_native("channels");
+}
+
+#[test]
+fn go_parallel_computation_matches_native() {
+    go_mode_matches_native("parallel");
 }
 
 // ---------------------------------------------------------------------------
