@@ -315,6 +315,36 @@ static const char *check_pthread_exit(void)
     return (long)r == 77 ? NULL : BAD("joined %ld", (long)r);
 }
 
+/* --- a robust mutex whose owner exits -------------------------------------- */
+
+static pthread_mutex_t robust;
+
+static void *lock_and_exit(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&robust);
+    return NULL;
+}
+
+static const char *check_robust(void)
+{
+    pthread_mutexattr_t attr;
+    pthread_mutexattr_init(&attr);
+    pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
+    pthread_mutex_init(&robust, &attr);
+    pthread_t t;
+    pthread_create(&t, NULL, lock_and_exit, NULL);
+    pthread_join(t, NULL);
+    int r = pthread_mutex_lock(&robust);
+    if (r != EOWNERDEAD)
+        return BAD("locking after the owner exited returned %d, not EOWNERDEAD", r);
+    pthread_mutex_consistent(&robust);
+    pthread_mutex_unlock(&robust);
+    r = pthread_mutex_lock(&robust);
+    pthread_mutex_unlock(&robust);
+    return r == 0 ? NULL : BAD("relocking a consistent mutex returned %d", r);
+}
+
 /* --- a signal to one particular thread ------------------------------------- */
 
 static volatile pid_t handled_in;
@@ -369,6 +399,7 @@ int main(void)
     report("detached", check_detached());
     report("many_threads", check_many());
     report("pthread_exit", check_pthread_exit());
+    report("robust_mutex", check_robust());
     report("tgkill_thread", check_tgkill());
     return failures ? 1 : 0;
 }

@@ -421,6 +421,7 @@ pub fn exit_thread(k: &mut Kernel, status: u8) -> ! {
     if k.sched.threads.live() <= 1 {
         crate::syscall::exit_app(k, status);
     }
+    exit_robust_list(k);
     let ctid = k.thread.clear_child_tid;
     if ctid != 0 && ctid.is_multiple_of(4) {
         // Linux ignores a fault here (`mm_release`).
@@ -432,6 +433,66 @@ pub fn exit_thread(k: &mut Kernel, status: u8) -> ! {
     k.sched.exited = Some(k.sched.threads.current());
     schedule(k);
     crate::fatal("an exited thread ran again")
+}
+
+/// Robust futexes (`include/uapi/linux/futex.h`): the owner-died and waiters bits,
+/// the tid field of a lock word, and how many entries a list may have.
+const FUTEX_WAITERS: u32 = 0x8000_0000;
+const FUTEX_OWNER_DIED: u32 = 0x4000_0000;
+const FUTEX_TID_MASK: u32 = 0x3FFF_FFFF;
+const ROBUST_LIST_LIMIT: usize = 2048;
+
+/// A thread exits holding robust mutexes (`exit_robust_list`, `handle_futex_death`):
+/// each lock word on its robust list, and the one its pending operation names,
+/// that holds its tid gets FUTEX_OWNER_DIED, and one waiter is woken to take the
+/// lock over. The list is the app's memory: a bad pointer or a loop ends the walk.
+fn exit_robust_list(k: &mut Kernel) {
+    let head = k.thread.robust_list;
+    if head == 0 {
+        return;
+    }
+    let tid = k.sched.current_tid();
+    // struct robust_list_head: list.next, futex_offset, list_op_pending.
+    let mut words = [0u8; 24];
+    if k.copy_from_user(&mut words, head).is_err() {
+        return;
+    }
+    let word = |i: usize| u64::from_le_bytes(words[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
+    let (mut entry, offset, pending) = (word(0), word(1), word(2));
+    let mut seen = 0;
+    while entry != head && entry != 0 && seen < ROBUST_LIST_LIMIT {
+        let mut next = [0u8; 8];
+        if k.copy_from_user(&mut next, entry).is_err() {
+            break;
+        }
+        if entry != pending {
+            owner_died(k, entry.wrapping_add(offset), tid);
+        }
+        entry = u64::from_le_bytes(next);
+        seen += 1;
+    }
+    if pending != 0 {
+        owner_died(k, pending.wrapping_add(offset), tid);
+    }
+}
+
+/// Mark the robust lock word at `addr` if thread `tid` holds it.
+fn owner_died(k: &mut Kernel, addr: u64, tid: u32) {
+    if !addr.is_multiple_of(4) {
+        return;
+    }
+    let mut v = [0u8; 4];
+    if k.copy_from_user(&mut v, addr).is_err() {
+        return;
+    }
+    let old = u32::from_le_bytes(v);
+    if old & FUTEX_TID_MASK != tid {
+        return;
+    }
+    let new = (old & FUTEX_WAITERS) | FUTEX_OWNER_DIED;
+    if k.copy_to_user(addr, &new.to_le_bytes()).is_ok() && old & FUTEX_WAITERS != 0 {
+        futex_wake(k, addr, futex::BITSET_MATCH_ANY, 1);
+    }
 }
 
 /// Wake up to `max` waiters on the futex at `addr` whose bitset meets `bitset`; how

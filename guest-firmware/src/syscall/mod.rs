@@ -232,6 +232,7 @@ fn handle(k: &mut Kernel, nr: u64, a: [u64; 6]) -> SysResult {
         Sysno::getgroups => Ok(0),
         Sysno::set_tid_address => thread::set_tid_address(k, a[0]),
         Sysno::set_robust_list => process::set_robust_list(k, a[0], a[1]),
+        Sysno::get_robust_list => process::get_robust_list(k, a[0], a[1], a[2]),
         Sysno::rseq => process::rseq(k, a[0], a[1], uint_arg(a[2]), uint_arg(a[3])),
         Sysno::arch_prctl => process::arch_prctl(k, a[0], a[1]),
         Sysno::prctl => process::prctl(k, a[0], a[1]),

@@ -63,6 +63,25 @@ pub fn set_robust_list(k: &mut Kernel, head: u64, len: u64) -> SysResult {
     Ok(0)
 }
 
+/// get_robust_list: the robust list head of thread `tid` (0: the caller) and its size.
+pub fn get_robust_list(k: &mut Kernel, tid: u64, head_ptr: u64, len_ptr: u64) -> SysResult {
+    let head = if tid == 0 || tid == u64::from(k.sched.current_tid()) {
+        k.thread.robust_list
+    } else {
+        let slot = u32::try_from(tid)
+            .ok()
+            .and_then(|t| k.sched.threads.find(t))
+            .ok_or(ESRCH)?;
+        // SAFETY: a live thread's block is mapped; only the kernel reads it.
+        unsafe { (*k.sched.block(slot)).ctl.robust_list }
+    };
+    k.copy_to_user(head_ptr, &head.to_le_bytes())
+        .map_err(mem_err)?;
+    k.copy_to_user(len_ptr, &24u64.to_le_bytes())
+        .map_err(mem_err)?;
+    Ok(0)
+}
+
 /// rseq (Linux `include/uapi/linux/rseq.h`): the area is registered and its
 /// `cpu_id_start`/`cpu_id` set to CPU 0. The app is never preempted or migrated, so
 /// no critical section ever needs to be aborted.
