@@ -13,7 +13,10 @@ use crate::fs::{Files, ImageFiles};
 use crate::kernel::{Kernel, Scratch, KERNEL, MMAP_TOP, PATH_MAX};
 use crate::mem::frames::{FrameTables, Frames};
 use crate::mem::paging::{PageTables, TableAlloc, GLOBAL, NO_EXECUTE, USER, WRITABLE};
-use crate::mem::user::{Vma, VmaKind, Vmas, FILES_WINDOW_VA, IO_WINDOW_VA, PROT_READ, PROT_WRITE};
+use crate::mem::user::{
+    Vma, VmaKind, Vmas, FILES_WINDOW_VA, IO_WINDOW_VA, PROT_READ, PROT_WRITE, XSTATE_SLOT,
+    XSTATE_WINDOW_VA,
+};
 use crate::mem::{phys_to_virt, use_direct_map};
 use crate::platform::hostcall::HostcallArea;
 use crate::platform::{self, GuestPlatform, PageState};
@@ -92,7 +95,11 @@ pub fn boot() -> Result<Entry, FwError> {
     if let Some(req) = host.request.filter(|r| r.flags & HOST_REQUEST_ATTEST != 0) {
         return Err(crate::syscall::attest::send_evidence(k, &req.report_data));
     }
-    let entry = loader::load(k, &app.elf, bi.app_gpa, &app.args)?;
+    let mut entry = loader::load(k, &app.elf, bi.app_gpa, &app.args)?;
+    // 7. Time slices where the local APIC's timer can be used.
+    if start_preemption(k) {
+        entry.rflags |= RFLAGS_IF;
+    }
     drop(guard);
     // SAFETY: the GDT is loaded (`entry_state`); the entry uses its selectors.
     unsafe { syscall_entry::init(syscall_via_trampoline) };
@@ -354,6 +361,14 @@ fn new_kernel(
         Vma {
             kind: VmaKind::Window,
             ..Vma::anon(
+                XSTATE_WINDOW_VA,
+                XSTATE_WINDOW_VA + crate::sched::MAX_THREADS as u64 * XSTATE_SLOT,
+                PROT_READ | PROT_WRITE,
+            )
+        },
+        Vma {
+            kind: VmaKind::Window,
+            ..Vma::anon(
                 FILES_WINDOW_VA,
                 FILES_WINDOW_VA + (bi.image_end - bi.app_gpa),
                 PROT_READ,
@@ -474,6 +489,34 @@ fn enable_cpu_features() {
     }
 }
 
+/// RFLAGS.IF (Intel SDM vol. 1, 3.4.3).
+const RFLAGS_IF: u64 = 1 << 9;
+
+/// Turn on the local APIC and time slices where nacre controls the APIC and its
+/// timer has the TSC-deadline mode: the emulated platforms, whose local APIC is
+/// KVM's. On SEV-SNP and TDX hardware the x2APIC registers need the platform's own
+/// protocol (a #VC or #VE for each access), so threads there switch only when one
+/// blocks, yields or exits. Returns whether the app runs with interrupts on.
+fn start_preemption(k: &mut Kernel) -> bool {
+    if k.plat.backend() != platform::Backend::Doorbell {
+        return false;
+    }
+    let Ok(crate::arch::apic::TimerMode::TscDeadline) =
+        crate::arch::apic::timer_mode(cpuid(1, 0).ecx)
+    else {
+        return false;
+    };
+    // SAFETY: once, on the one CPU, with interrupts off; `idt::init` installed the
+    // timer, wake-up and spurious gates.
+    #[cfg(not(test))]
+    unsafe {
+        crate::arch::apic::enable(crate::arch::apic::TimerMode::TscDeadline)
+    };
+    crate::sched::enable_preemption(k);
+    syscall_entry::set_user_interrupts();
+    true
+}
+
 /// Enter the app in ring 3 with all registers zero (RDX = 0: no `rtld_fini`).
 pub fn enter_user(entry: Entry) -> ! {
     // SAFETY: the app's address space is set up; IRETQ switches to ring 3 with the
@@ -483,7 +526,7 @@ pub fn enter_user(entry: Entry) -> ! {
         asm!(
             "push {ss}",
             "push {rsp}",
-            "push 0x2",
+            "push {rflags}",
             "push {cs}",
             "push {rip}",
             "xor eax, eax", "xor ebx, ebx", "xor ecx, ecx", "xor edx, edx",
@@ -493,6 +536,7 @@ pub fn enter_user(entry: Entry) -> ! {
             "iretq",
             ss = in(reg) u64::from(gdt::USER_DS),
             rsp = in(reg) entry.rsp,
+            rflags = in(reg) entry.rflags,
             cs = in(reg) u64::from(gdt::USER_CS),
             rip = in(reg) entry.rip,
             options(noreturn),

@@ -134,6 +134,15 @@ impl Kernel {
         Ok(())
     }
 
+    /// The TSC value `ns` nanoseconds from now, by the firmware's own calibration.
+    pub fn tsc_after(&mut self, ns: u64) -> u64 {
+        if let Err(e) = self.clock_ready() {
+            crate::fatal_error(e)
+        }
+        let ticks = (u128::from(ns) << 32) / u128::from(self.clock.mult.max(1));
+        rdtsc().saturating_add(u64::try_from(ticks).unwrap_or(u64::MAX))
+    }
+
     /// CLOCK_MONOTONIC in nanoseconds.
     pub fn monotonic_ns(&mut self) -> u64 {
         if let Err(e) = self.clock_ready() {

@@ -315,6 +315,105 @@ static const char *check_pthread_exit(void)
     return (long)r == 77 ? NULL : BAD("joined %ld", (long)r);
 }
 
+/* --- tight loops: threads that never enter the kernel are preempted -------- */
+
+static atomic_int spin_stop;
+
+static void *spin_until_told(void *arg)
+{
+    long n = 0;
+    while (!atomic_load_explicit(&spin_stop, memory_order_relaxed))
+        n++;
+    return (void *)(n > 0 ? 1L : 0L);
+}
+
+static void *tell_after_a_while(void *arg)
+{
+    (void)arg;
+    usleep(30000);
+    atomic_store(&spin_stop, 1);
+    return NULL;
+}
+
+static const char *check_tight_loops(void)
+{
+    pthread_t t[3];
+    atomic_store(&spin_stop, 0);
+    pthread_create(&t[0], NULL, spin_until_told, NULL);
+    pthread_create(&t[1], NULL, spin_until_told, NULL);
+    pthread_create(&t[2], NULL, tell_after_a_while, NULL);
+    long spun = 0;
+    for (int i = 0; i < 3; i++) {
+        void *r;
+        pthread_join(t[i], &r);
+        spun += (long)r;
+    }
+    return spun == 2 ? NULL : BAD("%ld of 2 spinners spun", spun);
+}
+
+/* --- vector registers survive preemption ----------------------------------- */
+
+/* Keep a pattern in a vector register across a long loop with no calls or
+ * syscalls (so any switch in between is a preemption), then compare: the whole
+ * 256-bit ymm7 where the CPU has AVX, else xmm7. */
+__attribute__((target("avx"))) static void hold_ymm(uint64_t in[4], uint64_t out[4])
+{
+    __asm__ volatile("vmovdqu (%1), %%ymm7\n"
+                     "mov $3000000, %%ecx\n"
+                     "1: dec %%ecx\n"
+                     "jnz 1b\n"
+                     "vmovdqu %%ymm7, (%0)\n"
+                     "vzeroupper\n"
+                     :
+                     : "r"(out), "r"(in)
+                     : "ecx", "xmm7", "memory");
+}
+
+static void hold_xmm(uint64_t in[4], uint64_t out[4])
+{
+    __asm__ volatile("movdqu (%1), %%xmm7\n"
+                     "mov $3000000, %%ecx\n"
+                     "1: dec %%ecx\n"
+                     "jnz 1b\n"
+                     "movdqu %%xmm7, (%0)\n"
+                     :
+                     : "r"(out), "r"(in)
+                     : "ecx", "xmm7", "memory");
+    out[2] = in[2];
+    out[3] = in[3];
+}
+
+static void *hold_vectors(void *arg)
+{
+    uint64_t seed = (uint64_t)(uintptr_t)arg * 0x9E3779B97F4A7C15ULL;
+    uint64_t in[4] = {seed, seed ^ 1, seed ^ 2, seed ^ 3}, out[4];
+    int avx = __builtin_cpu_supports("avx");
+    for (int round = 0; round < 40; round++) {
+        if (avx)
+            hold_ymm(in, out);
+        else
+            hold_xmm(in, out);
+        if (memcmp(in, out, sizeof in))
+            return (void *)1;
+        in[0]++;
+    }
+    return NULL;
+}
+
+static const char *check_vector_state(void)
+{
+    pthread_t t[3];
+    for (long i = 0; i < 3; i++)
+        pthread_create(&t[i], NULL, hold_vectors, (void *)(i + 1));
+    long bad = 0;
+    for (int i = 0; i < 3; i++) {
+        void *r;
+        pthread_join(t[i], &r);
+        bad += (long)r;
+    }
+    return bad ? BAD("%ld threads lost their vector registers", bad) : NULL;
+}
+
 /* --- a robust mutex whose owner exits -------------------------------------- */
 
 static pthread_mutex_t robust;
@@ -400,6 +499,8 @@ int main(void)
     report("many_threads", check_many());
     report("pthread_exit", check_pthread_exit());
     report("robust_mutex", check_robust());
+    report("tight_loops", check_tight_loops());
+    report("vector_state", check_vector_state());
     report("tgkill_thread", check_tgkill());
     return failures ? 1 : 0;
 }

@@ -22,6 +22,8 @@ pub const STACK_SIZE: u64 = 8 << 20;
 pub struct Entry {
     pub rip: u64,
     pub rsp: u64,
+    /// RFLAGS: bit 1 (always set), and IF when the app may be interrupted.
+    pub rflags: u64,
 }
 
 fn prot_of(flags: u32) -> u32 {
@@ -205,6 +207,7 @@ pub fn load(k: &mut Kernel, elf: &Elf, app_gpa: u64, args: &ArgsBlob) -> Result<
     Ok(Entry {
         rip: base + elf.entry,
         rsp,
+        rflags: 0x2,
     })
 }
 

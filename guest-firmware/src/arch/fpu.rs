@@ -134,6 +134,21 @@ pub unsafe fn restore_from_frame(
     outcome
 }
 
+/// Save the whole register state of a thread being preempted at `dst` (its area in
+/// the extended-state window, 64-byte aligned, [`state_size`] bytes mapped) and leave
+/// the initial state in the registers. The thread's FXSAVE image on its kernel stack
+/// is not touched: it still holds the same x87 and SSE state.
+pub fn save_for_switch(k: &mut Kernel, dst: u64) -> Outcome {
+    let init = upcall::fpu_init_state_va();
+    upcall::fpu(k, FpuHelper::XSave, dst, init, 0, xfeatures())
+}
+
+/// Load the state [`save_for_switch`] saved at `src`, as the thread runs again.
+pub fn restore_for_switch(k: &mut Kernel, src: u64) -> Outcome {
+    let init = upcall::fpu_init_state_va();
+    upcall::fpu(k, FpuHelper::XRestore, src, init, xfeatures(), 0)
+}
+
 /// Take the FXSAVE image again from the registers.
 ///
 /// # Safety

@@ -40,6 +40,13 @@ static mut NACRE_USER_RSP: u64 = 0;
 #[no_mangle]
 static mut NACRE_KERNEL_RSP: u64 = 0;
 
+/// RFLAGS.IF when the app runs with interrupts on (time slices), else 0: the
+/// trampoline path returns with it set. The #UD that enters that path was raised
+/// after the SYSCALL instruction had masked IF in ring 3 (`SYSCALL_FMASK`), so the
+/// interrupt flag of the #UD's frame is not the app's.
+#[no_mangle]
+static mut NACRE_USER_IF: u64 = 0;
+
 /// Whether syscalls arrive through the trampoline (set once at boot).
 static VIA_TRAMPOLINE: AtomicBool = AtomicBool::new(false);
 
@@ -126,6 +133,7 @@ global_asm!(
     "mov r11, [rsp + 88]",
     "and r11, {kernel_flags}",
     "or r11, rcx",
+    "or r11, [rip + NACRE_USER_IF]",
     "mov [rsp + 88], r11",
     "add rsp, 8",
     "pop r9", "pop r8", "pop r10", "pop rdx", "pop rsi", "pop rdi", "pop r11", "pop rcx",
@@ -324,12 +332,24 @@ extern "C" fn entry_exit_work(
     tf.error_code = 0;
     tf.rip = sys.rcx;
     tf.cs = u64::from(super::gdt::USER_CS);
-    tf.rflags = (base_rflags & !USER_FLAGS) | (sys.r11 & USER_FLAGS);
+    tf.rflags = (base_rflags & !USER_FLAGS) | (sys.r11 & USER_FLAGS) | user_if();
     tf.rsp = user_rsp;
     tf.ss = u64::from(super::gdt::USER_DS);
     // SAFETY: both entry stubs pass the FXSAVE image they keep on this thread's
     // kernel stack, below the syscall's frame, which nothing else refers to.
     unsafe { crate::syscall::exit_work(tf, image, sys.rax) };
+}
+
+/// RFLAGS.IF if the app runs with interrupts on, else 0.
+pub fn user_if() -> u64 {
+    // SAFETY: a plain read of a static written once at boot.
+    unsafe { (&raw const NACRE_USER_IF).read() }
+}
+
+/// Let the app run with interrupts on (time slices): every return to it sets IF.
+pub fn set_user_interrupts() {
+    // SAFETY: written once at boot, before the app runs.
+    unsafe { (&raw mut NACRE_USER_IF).write(1 << 9) };
 }
 
 /// The app's RSP at the syscall in progress.

@@ -12,6 +12,13 @@ pub const IO_WINDOW_VA: u64 = 0x0000_7F80_0000_0000;
 /// app's address space, read-only and never executable (the packaged files: reads copy
 /// from here in ring 3, read-only file mappings map these pages).
 pub const FILES_WINDOW_VA: u64 = 0x0000_7F80_0040_0000;
+/// Where each thread's extended register state is saved when it is preempted
+/// (`XSTATE_SLOT` bytes per thread slot, user-accessible because XSAVE and XRSTOR run
+/// in ring-3 helpers, `arch/fpu.rs`; never executable). Far above the files window.
+pub const XSTATE_WINDOW_VA: u64 = 0x0000_7FC0_0000_0000;
+/// Bytes of the extended-state window per thread slot (the largest XSAVE area of the
+/// features the firmware enables, AVX-512, is about 2.7 KiB).
+pub const XSTATE_SLOT: u64 = 8192;
 
 /// PROT_READ.
 pub const PROT_READ: u32 = 1;

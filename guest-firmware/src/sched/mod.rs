@@ -36,6 +36,8 @@ pub const MAX_THREADS: usize = 512;
 pub static INTERRUPTS: AtomicU64 = AtomicU64::new(0);
 /// Thread switches, for `--stats`.
 pub static SWITCHES: AtomicU64 = AtomicU64::new(0);
+/// Slices ended by the timer, for `--stats`.
+pub static PREEMPTIONS: AtomicU64 = AtomicU64::new(0);
 
 /// A thread's own state besides its signals.
 #[derive(Debug)]
@@ -53,6 +55,9 @@ pub struct ThreadCtl {
     pub gs_base: u64,
     /// The kernel stack pointer while switched out.
     saved_rsp: u64,
+    /// Whether its extended state waits in the extended-state window (it was
+    /// preempted) to be loaded when it runs again.
+    xsaved: bool,
 }
 
 impl ThreadCtl {
@@ -66,6 +71,7 @@ impl ThreadCtl {
             fs_base: 0,
             gs_base: 0,
             saved_rsp: 0,
+            xsaved: false,
         }
     }
 }
@@ -200,6 +206,15 @@ pub struct Sched {
     pub pending_clone: Option<PendingClone>,
     /// A thread that exited; its slot is freed once another thread runs.
     exited: Option<usize>,
+    /// Whether each slot's area in the extended-state window is mapped.
+    xstate_mapped: [bool; MAX_THREADS],
+    /// Time slices: off where the local APIC's TSC-deadline timer cannot be used.
+    preemption: bool,
+    /// When the running thread's slice ends (CLOCK_MONOTONIC ns; 0: no other thread
+    /// waits, so it has no end).
+    slice_end: u64,
+    /// When the timer is set to fire (0: not set).
+    timer_at: u64,
 }
 
 impl Sched {
@@ -213,6 +228,10 @@ impl Sched {
             boot_stack_top: 0,
             pending_clone: None,
             exited: None,
+            xstate_mapped: [false; MAX_THREADS],
+            preemption: false,
+            slice_end: 0,
+            timer_at: 0,
         }
     }
 
@@ -288,6 +307,10 @@ pub fn schedule(k: &mut Kernel) {
         tick(k);
         match k.sched.threads.switch() {
             Some((prev, next)) => {
+                // The incoming thread's slice, timed before the switch: a new thread
+                // returns to the app without coming back here.
+                k.sched.slice_end = 0;
+                arm_timer(k);
                 if prev != next {
                     switch_to(k, prev, next);
                 }
@@ -296,6 +319,101 @@ pub fn schedule(k: &mut Kernel) {
             None => idle(k),
         }
     }
+}
+
+/// The length of a time slice when other threads wait to run.
+pub const SLICE_NS: u64 = 10_000_000;
+
+/// Turn time slices on (boot, where the local APIC's TSC-deadline timer is usable).
+pub fn enable_preemption(k: &mut Kernel) {
+    k.sched.preemption = true;
+}
+
+/// Set the timer for the next thing that needs the CPU while a thread runs: the end
+/// of its slice when other threads wait, a blocked thread's deadline, the interval
+/// timer. Each is checked again when the timer fires, so a tick that comes early or
+/// was never asked for changes nothing, and one that is late only delays.
+fn arm_timer(k: &mut Kernel) {
+    if !k.sched.preemption {
+        return;
+    }
+    let now = k.monotonic_ns();
+    if k.sched.threads.runnable() == 0 {
+        k.sched.slice_end = 0;
+    } else if k.sched.slice_end == 0 {
+        k.sched.slice_end = now.saturating_add(SLICE_NS);
+    }
+    let slice = (k.sched.slice_end != 0).then_some(k.sched.slice_end);
+    let alarm = crate::syscall::signal::alarm_deadline(k);
+    let Some(want) = [slice, k.sched.threads.next_deadline(), alarm]
+        .into_iter()
+        .flatten()
+        .min()
+    else {
+        return;
+    };
+    if k.sched.timer_at != 0 && k.sched.timer_at <= want {
+        return;
+    }
+    let deadline = k.tsc_after(want.saturating_sub(now));
+    k.sched.timer_at = want;
+    #[cfg(not(test))]
+    // SAFETY: preemption is on only after boot enabled the x2APIC in TSC-deadline
+    // mode on this CPU.
+    unsafe {
+        crate::arch::apic::arm(crate::arch::apic::TimerMode::TscDeadline, deadline, 0)
+    };
+    #[cfg(test)]
+    let _ = deadline;
+}
+
+/// Where slot `slot` saves its extended state in the extended-state window.
+fn xstate_va(slot: usize) -> u64 {
+    crate::mem::user::XSTATE_WINDOW_VA + slot as u64 * crate::mem::user::XSTATE_SLOT
+}
+
+/// Map slot `slot`'s area in the extended-state window if it is not yet; `false`
+/// when memory ran out.
+fn map_xstate(k: &mut Kernel, slot: usize) -> bool {
+    use crate::mem::frames::FrameTables;
+    use crate::mem::paging::{NO_EXECUTE, PRESENT, USER, WRITABLE};
+    if k.sched.xstate_mapped[slot] {
+        return true;
+    }
+    let size = crate::arch::fpu::state_size();
+    if size > crate::mem::user::XSTATE_SLOT {
+        return false;
+    }
+    let base = xstate_va(slot);
+    for va in (base..base + size).step_by(4096) {
+        let Ok(gpa) = k.frames.alloc(&mut *k.plat) else {
+            return false;
+        };
+        let mut alloc = FrameTables {
+            frames: &mut k.frames,
+            plat: &mut *k.plat,
+        };
+        let flags = PRESENT | WRITABLE | USER | NO_EXECUTE;
+        if k.pt.map_4k(va, gpa, flags, true, &mut alloc).is_none() {
+            k.frames.free(gpa);
+            return false;
+        }
+    }
+    k.sched.xstate_mapped[slot] = true;
+    true
+}
+
+/// The running thread's slice ended (the timer interrupted it in the app): save its
+/// whole register state and let the next runnable thread run; it runs again after
+/// the others waiting now.
+fn preempt(k: &mut Kernel) {
+    let slot = k.sched.current();
+    if crate::arch::fpu::xfeatures() != 0 && map_xstate(k, slot) {
+        let saved = crate::arch::fpu::save_for_switch(k, xstate_va(slot));
+        k.thread.xsaved = saved == crate::arch::upcall::Outcome::Done;
+    }
+    PREEMPTIONS.fetch_add(1, Ordering::Relaxed);
+    schedule(k);
 }
 
 /// Expire deadlines and fire the interval timer.
@@ -364,9 +482,16 @@ fn switch_to(k: &mut Kernel, prev: usize, next: usize) {
     crate::syscall::signal::NACRE_EXIT_HINT.store(1, Ordering::Relaxed);
     // SAFETY: `next_rsp` was saved by a switch away from `next` or prepared for its
     // first run, and `next` is not running; `prev`'s block is mapped.
-    unsafe { switch::switch(&raw mut (*prev_block).ctl.saved_rsp, next_rsp) };
+    unsafe { switch::switch(k, &raw mut (*prev_block).ctl.saved_rsp, next_rsp) };
     // Running as `prev` again.
     reap(k);
+    if k.thread.xsaved {
+        k.thread.xsaved = false;
+        let area = xstate_va(k.sched.current());
+        // A failure leaves the initial state: the area is the app's own memory, and
+        // only the app can have spoiled it.
+        let _ = crate::arch::fpu::restore_for_switch(k, area);
+    }
 }
 
 /// Free the slot of a thread that exited before the switch that got here.
@@ -407,6 +532,7 @@ pub fn wake(k: &mut Kernel, slot: usize, why: Wake) {
         k.sched.futexes.cancel(slot as u32);
     }
     k.sched.threads.wake(slot, why);
+    arm_timer(k);
 }
 
 /// sched_yield: the next runnable thread runs, this one queues behind it.
@@ -501,9 +627,11 @@ pub fn futex_wake(k: &mut Kernel, addr: u64, bitset: u32, max: u32) -> u32 {
     let Sched {
         threads, futexes, ..
     } = &mut *k.sched;
-    futexes.wake(addr, bitset, max, &mut |slot| {
+    let woken = futexes.wake(addr, bitset, max, &mut |slot| {
         threads.wake(slot as usize, Wake::Woken);
-    })
+    });
+    arm_timer(k);
+    woken
 }
 
 /// Build the first return of the clone pending after the parent's syscall: the
@@ -527,12 +655,16 @@ pub unsafe fn start_pending_clone(k: &mut Kernel, tf: &TrapFrame, image: *const 
         (*k.sched.block(pending.slot)).ctl.saved_rsp = rsp;
     }
     k.sched.threads.start(pending.slot);
+    arm_timer(k);
 }
 
-/// A local APIC interrupt (`arch/apic.rs`): acknowledged and counted. Nothing arms
-/// the timer or sends wake-ups yet.
+/// A local APIC interrupt (`arch/apic.rs`), taken only while the app runs (ring 0
+/// runs with interrupts off): acknowledged and counted; at the timer, deadlines that
+/// passed wake their threads, the interval timer fires, and the running thread's
+/// slice ends if it is over and others wait; then signals for the thread that
+/// returns to the app are delivered. Interrupts are host input: whatever their
+/// number or timing, they only make the firmware look at its own clock earlier.
 pub fn interrupt(frame: &mut TrapFrame) {
-    let _ = frame;
     INTERRUPTS.fetch_add(1, Ordering::Relaxed);
     #[cfg(not(test))]
     // SAFETY: in the handler of an interrupt the local APIC delivered (vectors 32 and
@@ -540,4 +672,25 @@ pub fn interrupt(frame: &mut TrapFrame) {
     unsafe {
         crate::arch::apic::eoi()
     };
+    if !frame.is_user() {
+        return;
+    }
+    let mut guard = KERNEL.lock();
+    let Some(k) = guard.as_mut() else {
+        crate::fatal("interrupt before boot finished")
+    };
+    if frame.vector == u64::from(crate::arch::apic::TIMER_VECTOR) {
+        k.sched.timer_at = 0;
+        // Deadlines that passed wake their threads; the interval timer fires.
+        tick(k);
+        let now = k.monotonic_ns();
+        if k.sched.slice_end != 0 && now >= k.sched.slice_end && k.sched.threads.runnable() > 0 {
+            preempt(k);
+        }
+        arm_timer(k);
+    }
+    if crate::syscall::signal::deliver::prepare_exit(k) {
+        let image = crate::arch::idt::fx_image(frame);
+        crate::syscall::signal::deliver::exit_to_user(k, frame, image, None);
+    }
 }

@@ -21,6 +21,7 @@
 use super::ThreadBlock;
 use crate::arch::fpu::FXSAVE_SIZE;
 use crate::arch::idt::TrapFrame;
+use crate::kernel::Kernel;
 use core::arch::global_asm;
 use core::mem::size_of;
 
@@ -92,22 +93,25 @@ global_asm!(
 );
 
 extern "C" {
-    fn nacre_switch(save: *mut u64, next: u64);
+    /// `kernel` is not used by the switch itself: passing it tells the compiler that
+    /// the call may change the kernel state (the threads that run meanwhile do), so
+    /// that nothing of it is kept in registers across the call.
+    fn nacre_switch(save: *mut u64, next: u64, kernel: *mut u8);
     fn nacre_thread_start();
 }
 
 /// Switch from the running thread, whose stack pointer is saved at `save`, to the
 /// thread whose saved stack pointer is `next`. Returns when another switch comes back
-/// to this thread.
+/// to this thread, with the kernel `k` as the threads that ran meanwhile left it.
 ///
 /// # Safety
 /// `next` is a stack pointer saved by this function or prepared by
 /// [`prepare_start`], of a thread that is not running; `save` is the running thread's
 /// slot in its block. Ring 0 takes no interrupts, so nothing runs between the two
 /// halves of the switch.
-pub unsafe fn switch(save: *mut u64, next: u64) {
+pub unsafe fn switch(k: &mut Kernel, save: *mut u64, next: u64) {
     // SAFETY: the caller's contract.
-    unsafe { nacre_switch(save, next) }
+    unsafe { nacre_switch(save, next, (k as *mut Kernel).cast()) }
 }
 
 /// Lay out a new thread's first return at the top of its kernel stack: `frame` (the

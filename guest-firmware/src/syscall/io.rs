@@ -524,6 +524,8 @@ fn maps_area(k: &Kernel, i: usize) -> Option<(u64, u64, u32, &'static [u8])> {
             b"[stack]"
         } else if v.kind == VmaKind::Window && v.start == crate::mem::user::IO_WINDOW_VA {
             b"[nacre-io]"
+        } else if v.kind == VmaKind::Window && v.start == crate::mem::user::XSTATE_WINDOW_VA {
+            b"[nacre-xstate]"
         } else if v.kind == VmaKind::Window {
             b"[nacre-files]"
         } else {
