@@ -12,6 +12,15 @@ pub const IO_WINDOW_VA: u64 = 0x0000_7F80_0000_0000;
 /// app's address space, read-only and never executable (the packaged files: reads copy
 /// from here in ring 3, read-only file mappings map these pages).
 pub const FILES_WINDOW_VA: u64 = 0x0000_7F80_0040_0000;
+/// Where the vDSO's data page is mapped (user read-only, never executable): between
+/// the stack's top and the end of the user half, as Linux places `[vvar]`, at a fixed
+/// address (`app/vdso.rs`).
+pub const VVAR_VA: u64 = 0x0000_7FFF_FFF8_0000;
+/// Where the vDSO is mapped (user read and execute), one page above its data page;
+/// AT_SYSINFO_EHDR.
+pub const VDSO_VA: u64 = VVAR_VA + 0x1000;
+/// Room reserved for the vDSO at [`VDSO_VA`].
+pub const VDSO_MAX_SIZE: u64 = 0x1_0000;
 
 /// PROT_READ.
 pub const PROT_READ: u32 = 1;

@@ -524,6 +524,10 @@ fn maps_area(k: &Kernel, i: usize) -> Option<(u64, u64, u32, &'static [u8])> {
             b"[stack]"
         } else if v.kind == VmaKind::Window && v.start == crate::mem::user::IO_WINDOW_VA {
             b"[nacre-io]"
+        } else if v.kind == VmaKind::Window && v.start == crate::mem::user::VVAR_VA {
+            b"[vvar]"
+        } else if v.kind == VmaKind::Window && v.start == crate::mem::user::VDSO_VA {
+            b"[vdso]"
         } else if v.kind == VmaKind::Window {
             b"[nacre-files]"
         } else {
