@@ -18,6 +18,7 @@ use crate::mem::{phys_to_virt, use_direct_map};
 use crate::platform::hostcall::HostcallArea;
 use crate::platform::{self, GuestPlatform, PageState};
 use crate::syscall::signal::Signals;
+use crate::syscall::SyscallCounts;
 use crate::time::Clock;
 use core::arch::asm;
 use nacre_shared_abi::boot::{
@@ -44,6 +45,7 @@ static mut PT_POOL: [Page; PT_POOL_PAGES] = [const { Page([0; 4096]) }; PT_POOL_
 static mut VMAS: Vmas = Vmas::new();
 static mut FILES: Files = Files::new();
 static mut SIGNALS: Signals = Signals::new();
+static mut SYSCALLS: SyscallCounts = SyscallCounts::new();
 static mut SCRATCH: Scratch = Scratch {
     path: [0; PATH_MAX],
     path2: [0; PATH_MAX],
@@ -307,14 +309,15 @@ fn new_kernel(
 ) -> Result<Kernel, FwError> {
     // SAFETY: boot runs once, before anything else can reach these statics; each is
     // borrowed exactly once here, for the kernel's lifetime.
-    let (vmas, files, sig, scratch) = unsafe {
-        let (v, f, g, s) = (
+    let (vmas, files, sig, scratch, syscalls) = unsafe {
+        let (v, f, g, s, c) = (
             &raw mut VMAS,
             &raw mut FILES,
             &raw mut SIGNALS,
             &raw mut SCRATCH,
+            &raw mut SYSCALLS,
         );
-        (&mut *v, &mut *f, &mut *g, &mut *s)
+        (&mut *v, &mut *f, &mut *g, &mut *s, &mut *c)
     };
     let argv0 = app.args.strings().next().unwrap_or(b"");
     files.init(ImageFiles {
@@ -368,6 +371,7 @@ fn new_kernel(
         rseq: 0,
         comm: comm_of(argv0),
         unsupported: [(0, 0); 64],
+        syscalls,
     })
 }
 

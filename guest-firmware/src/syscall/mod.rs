@@ -54,6 +54,7 @@ pub fn dispatch(frame: &mut SyscallFrame) -> u64 {
     let Some(k) = guard.as_mut() else {
         crate::fatal("syscall before boot finished")
     };
+    k.syscalls.count(nr);
     match handle(k, nr, args) {
         Ok(v) => v,
         Err(e) => {
@@ -62,6 +63,60 @@ pub fn dispatch(frame: &mut SyscallFrame) -> u64 {
             }
             errno_return(e)
         }
+    }
+}
+
+/// Syscall numbers counted one by one: Linux's x86-64 table stays below this (the
+/// x32 ones, from 512, are unsupported and counted as such).
+const COUNTED_SYSCALLS: usize = 512;
+
+/// How often the app made each syscall, for `nacre run --stats` (`syscalls.NAME`):
+/// one increment per call, and a list of the numbers used so that the exit hostcall
+/// sends only those.
+#[derive(Debug)]
+pub struct SyscallCounts {
+    counts: [u32; COUNTED_SYSCALLS],
+    /// The numbers with a count, in order of first use.
+    used: [u16; COUNTED_SYSCALLS],
+    nused: usize,
+}
+
+impl Default for SyscallCounts {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SyscallCounts {
+    /// No calls yet.
+    pub const fn new() -> Self {
+        Self {
+            counts: [0; COUNTED_SYSCALLS],
+            used: [0; COUNTED_SYSCALLS],
+            nused: 0,
+        }
+    }
+
+    /// Count one call of syscall `nr` (numbers past the table are not counted).
+    pub fn count(&mut self, nr: u64) {
+        let Some(c) = usize::try_from(nr)
+            .ok()
+            .and_then(|i| self.counts.get_mut(i))
+        else {
+            return;
+        };
+        if *c == 0 {
+            self.used[self.nused] = nr as u16;
+            self.nused += 1;
+        }
+        *c = c.saturating_add(1);
+    }
+
+    /// `(number, count)` of every syscall made, in order of first use.
+    pub fn iter(&self) -> impl Iterator<Item = (u32, u32)> + '_ {
+        self.used[..self.nused]
+            .iter()
+            .map(|&nr| (u32::from(nr), self.counts[usize::from(nr)]))
     }
 }
 
@@ -236,6 +291,16 @@ mod tests {
         table[1].1 = u32::MAX;
         count_unsupported(&mut table, 600);
         assert_eq!(table[1], (600, u32::MAX), "counts saturate");
+    }
+
+    #[test]
+    fn every_syscall_is_counted_once_listed_in_order_of_first_use() {
+        let mut c = SyscallCounts::new();
+        for nr in [228, 1, 228, 228, 511, 512, u64::MAX] {
+            c.count(nr);
+        }
+        let all: std::vec::Vec<_> = c.iter().collect();
+        assert_eq!(all, [(228, 3), (1, 1), (511, 1)]);
     }
 
     #[test]
