@@ -1,0 +1,240 @@
+//! Clocks as apps read them: through the vDSO nacre maps into every app
+//! (AT_SYSINFO_EHDR), with glibc and musl, on both emulated
+//! platforms by the real `nacre` binary in KVM (these tests need `/dev/kvm`
+//! and fail without it).
+//!
+//! - `clocks.c` (glibc and musl) finds the vDSO from its auxiliary vector,
+//!   checks its ELF header, dynamic table, both hash tables and symbol
+//!   versions with its own small parser, calls its functions directly, and
+//!   reads every clock the vDSO serves many times through the libc. It makes
+//!   no clock syscall on purpose, so `--stats-json` must count none: the vDSO
+//!   answered every read. Its `syscalls` mode reads the same clocks through
+//!   the syscalls between two vDSO reads, and the counts must be exactly the
+//!   calls it made.
+//!
+//! The `native_*` tests run the same binaries on the host, where every check
+//! must pass too: when one of those fails, the app is wrong, not nacre.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::{Mutex, OnceLock, PoisonError};
+
+use nacre_tests::{
+    app_source, assert_checks, build_c_app_musl, build_c_app_with, describe_output,
+    on_each_platform, package_with, require_kvm, run_on, scratch_dir, PackageOptions, Stats,
+};
+
+/// The checks `clocks` prints, in its order.
+const CLOCKS_CHECKS: [&str; 25] = [
+    "vdso_auxv",
+    "vdso_elf_header",
+    "vdso_symbols_sysv_hash",
+    "vdso_symbols_gnu_hash",
+    "vdso_has_no_unknown_name",
+    "vdso_functions_agree_with_libc",
+    "realtime_never_goes_back",
+    "realtime_resolution",
+    "monotonic_never_goes_back",
+    "monotonic_resolution",
+    "monotonic_raw_never_goes_back",
+    "monotonic_raw_resolution",
+    "realtime_coarse_never_goes_back",
+    "realtime_coarse_resolution",
+    "monotonic_coarse_never_goes_back",
+    "monotonic_coarse_resolution",
+    "boottime_never_goes_back",
+    "boottime_resolution",
+    "realtime_after_2020",
+    "gettimeofday_and_time_agree",
+    "realtime_coarse_agrees",
+    "monotonic_coarse_agrees",
+    "boottime_not_behind_monotonic",
+    "clocks_advance_alike_across_a_sleep",
+    "sched_getcpu",
+];
+
+/// The checks `clocks syscalls` prints, in its order.
+const CLOCKS_SYSCALLS_CHECKS: [&str; 9] = [
+    "vdso_auxv",
+    "vdso_elf_header",
+    "vdso_symbols_sysv_hash",
+    "vdso_symbols_gnu_hash",
+    "vdso_has_no_unknown_name",
+    "syscall_clock_gettime_between_vdso_reads",
+    "syscall_gettimeofday_between_vdso_reads",
+    "syscall_time_between_vdso_reads",
+    "clock_gettime_invalid_clock",
+];
+
+/// Syscalls `clocks syscalls` makes on purpose (`SYSCALL_READS` in
+/// `clocks.c`, plus the unknown clock that the vDSO hands to the syscall).
+const SYSCALL_READS: u64 = 5;
+const SYSCALLS_MADE: [(&str, u64); 3] = [
+    ("clock_gettime", SYSCALL_READS + 1),
+    ("gettimeofday", SYSCALL_READS),
+    ("time", SYSCALL_READS),
+];
+
+/// The syscalls a clock read through a working vDSO never makes.
+const VDSO_SERVED: [&str; 4] = ["clock_gettime", "gettimeofday", "time", "getcpu"];
+
+fn tmp() -> &'static Path {
+    Path::new(env!("CARGO_TARGET_TMPDIR"))
+}
+
+/// How a test app is built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Libc {
+    /// `gcc -static -O2`.
+    Glibc,
+    /// `musl-gcc -static -O2`.
+    Musl,
+}
+
+/// The app built from `tests/apps/<source>` against `libc`, once per test
+/// run, named after the source's stem.
+fn app(source: &str, libc: Libc) -> PathBuf {
+    static BUILT: Mutex<BTreeMap<(String, Libc), PathBuf>> = Mutex::new(BTreeMap::new());
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    let dir = DIR.get_or_init(|| scratch_dir(tmp(), "clocks-bin"));
+    // Builds run under the lock: no app is built twice.
+    let mut built = BUILT.lock().unwrap_or_else(PoisonError::into_inner);
+    let key = (source.to_string(), libc);
+    if let Some(path) = built.get(&key) {
+        return path.clone();
+    }
+    let stem = Path::new(source)
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .expect("app sources have a UTF-8 stem");
+    let out_dir = dir.join(format!("{libc:?}").to_lowercase());
+    std::fs::create_dir_all(&out_dir).expect("create app build directory");
+    let out = out_dir.join(stem);
+    let src = app_source(source);
+    match libc {
+        Libc::Glibc => build_c_app_with(&src, &out, &["-static", "-O2"]),
+        Libc::Musl => build_c_app_musl(&src, &out),
+    }
+    built.insert(key, out.clone());
+    out
+}
+
+/// Packages `app` with `args` into `<scratch>/clocks-images/<name>.igvm`.
+fn image(app: &Path, name: &str, args: &[&str]) -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    let dir = DIR.get_or_init(|| scratch_dir(tmp(), "clocks-images"));
+    package_with(
+        app,
+        &dir.join(format!("{name}.igvm")),
+        &PackageOptions::new().args(args),
+    )
+}
+
+/// Runs `image` on `platform` with `--stats-json` and returns its output and
+/// the syscall counts (`syscalls`, by name).
+fn run_with_syscall_counts(
+    image: &Path,
+    platform: &str,
+    name: &str,
+) -> (Output, BTreeMap<String, u64>) {
+    let stats_path = scratch_dir(tmp(), &format!("clocks-stats-{name}-{platform}")).join("s.json");
+    let stats_arg = stats_path.display().to_string();
+    let output = run_on(image, platform, &["--stats-json", &stats_arg]);
+    let stats = Stats::read(&stats_path);
+    assert!(
+        stats.u64("syscalls.total") > 0,
+        "{name}: the stats count no syscall at all\n{}",
+        describe_output(&output)
+    );
+    let counts = stats.counters("syscalls").into_iter().collect();
+    (output, counts)
+}
+
+/// Asserts that the run made none of the syscalls a working vDSO serves.
+fn assert_vdso_served(counts: &BTreeMap<String, u64>, output: &Output, what: &str) {
+    let made: Vec<String> = VDSO_SERVED
+        .iter()
+        .filter_map(|name| counts.get(*name).map(|n| format!("{name}: {n}")))
+        .collect();
+    assert!(
+        made.is_empty(),
+        "{what}: the vDSO should have served every clock read, but the app made {}\n\
+         all syscalls: {counts:?}\n{}",
+        made.join(", "),
+        describe_output(output)
+    );
+}
+
+fn run_native(program: &Path, args: &[&str]) -> Output {
+    Command::new(program)
+        .args(args)
+        .current_dir("/")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()))
+}
+
+// ---------------------------------------------------------------------------
+// glibc and musl
+
+#[test]
+fn vdso_serves_every_clock_read_for_glibc_and_musl() {
+    require_kvm();
+    for libc in [Libc::Glibc, Libc::Musl] {
+        let name = format!("clocks-{libc:?}").to_lowercase();
+        let image = image(&app("clocks.c", libc), &name, &[]);
+        on_each_platform(|platform| {
+            let what = format!("clocks ({libc:?})");
+            let (output, counts) = run_with_syscall_counts(&image, platform, &name);
+            assert_checks(&output, &CLOCKS_CHECKS, &[], &what);
+            assert_vdso_served(&counts, &output, &what);
+        });
+    }
+}
+
+/// The firmware's clock syscalls and the vDSO are one clock: every syscall
+/// reading falls between the vDSO readings around it, and the counts show
+/// exactly the syscalls the app made (the vDSO made none of its own).
+#[test]
+fn clock_syscalls_agree_with_the_vdso() {
+    require_kvm();
+    for libc in [Libc::Glibc, Libc::Musl] {
+        let name = format!("clocks-syscalls-{libc:?}").to_lowercase();
+        let image = image(&app("clocks.c", libc), &name, &["syscalls"]);
+        on_each_platform(|platform| {
+            let what = format!("clocks syscalls ({libc:?})");
+            let (output, counts) = run_with_syscall_counts(&image, platform, &name);
+            assert_checks(&output, &CLOCKS_SYSCALLS_CHECKS, &[], &what);
+            for (syscall, made) in SYSCALLS_MADE {
+                assert_eq!(
+                    counts.get(syscall).copied().unwrap_or(0),
+                    made,
+                    "{what}: syscalls.{syscall}; all syscalls: {counts:?}\n{}",
+                    describe_output(&output)
+                );
+            }
+            assert_eq!(counts.get("getcpu"), None, "{what}: {counts:?}");
+        });
+    }
+}
+
+#[test]
+fn native_clocks_checks_pass() {
+    for libc in [Libc::Glibc, Libc::Musl] {
+        let clocks = app("clocks.c", libc);
+        let output = run_native(&clocks, &[]);
+        assert_checks(
+            &output,
+            &CLOCKS_CHECKS,
+            &[],
+            &format!("native clocks ({libc:?})"),
+        );
+        let output = run_native(&clocks, &["syscalls"]);
+        assert_checks(
+            &output,
+            &CLOCKS_SYSCALLS_CHECKS,
+            &[],
+            &format!("native clocks syscalls ({libc:?})"),
+        );
+    }
+}
