@@ -184,6 +184,17 @@ pub fn build_c_app_musl(src: &Path, out: &Path) {
     check_built(&output, &format!("{cc} {}", src.display()), out);
 }
 
+/// Builds a static C test app against dietlibc: `diet gcc -O2 src -o out`
+/// (dietlibc links statically; `DIET` names another wrapper; Debian ships
+/// `diet` in `dietlibc-dev`).
+pub fn build_c_app_diet(src: &Path, out: &Path) {
+    let diet = std::env::var("DIET").unwrap_or_else(|_| "diet".to_string());
+    let mut cmd = Command::new(&diet);
+    cmd.args(["gcc", "-O2"]).arg(src).arg("-o").arg(out);
+    let output = run_build_tool(&mut cmd, &diet);
+    check_built(&output, &format!("{diet} gcc {}", src.display()), out);
+}
+
 /// Builds a static Rust `std` test app:
 /// `rustc -O -C target-feature=+crt-static --edition 2021 src -o out`.
 pub fn build_rust_app(src: &Path, out: &Path) {

@@ -1,5 +1,5 @@
 //! Clocks as apps read them: through the vDSO nacre maps into every app
-//! (AT_SYSINFO_EHDR), with glibc and musl, on both emulated
+//! (AT_SYSINFO_EHDR), with glibc, musl and dietlibc, on both emulated
 //! platforms by the real `nacre` binary in KVM (these tests need `/dev/kvm`
 //! and fail without it).
 //!
@@ -11,6 +11,9 @@
 //!   answered every read. Its `syscalls` mode reads the same clocks through
 //!   the syscalls between two vDSO reads, and the counts must be exactly the
 //!   calls it made.
+//! - `diet_clock.c`: a dietlibc program (`diet gcc`) starts and reads clocks,
+//!   also without a clock syscall (dietlibc finds the vDSO's functions
+//!   through its section headers).
 //!
 //! The `native_*` tests run the same binaries on the host, where every check
 //! must pass too: when one of those fails, the app is wrong, not nacre.
@@ -21,8 +24,9 @@ use std::process::{Command, Output};
 use std::sync::{Mutex, OnceLock, PoisonError};
 
 use nacre_tests::{
-    app_source, assert_checks, build_c_app_musl, build_c_app_with, describe_output,
-    on_each_platform, package_with, require_kvm, run_on, scratch_dir, PackageOptions, Stats,
+    app_source, assert_checks, build_c_app_diet, build_c_app_musl, build_c_app_with,
+    describe_output, on_each_platform, package_with, require_kvm, run_on, scratch_dir,
+    PackageOptions, Stats,
 };
 
 /// The checks `clocks` prints, in its order.
@@ -79,6 +83,15 @@ const SYSCALLS_MADE: [(&str, u64); 3] = [
 /// The syscalls a clock read through a working vDSO never makes.
 const VDSO_SERVED: [&str; 4] = ["clock_gettime", "gettimeofday", "time", "getcpu"];
 
+/// What the dietlibc app prints first, and its checks in order.
+const DIET_HELLO: &str = "hello from dietlibc";
+const DIET_CHECKS: [&str; 4] = [
+    "monotonic_never_goes_back",
+    "realtime_after_2020",
+    "gettimeofday_and_time_agree",
+    "nanosleep_advances_monotonic",
+];
+
 fn tmp() -> &'static Path {
     Path::new(env!("CARGO_TARGET_TMPDIR"))
 }
@@ -90,6 +103,8 @@ enum Libc {
     Glibc,
     /// `musl-gcc -static -O2`.
     Musl,
+    /// `diet gcc -O2` (always static).
+    Diet,
 }
 
 /// The app built from `tests/apps/<source>` against `libc`, once per test
@@ -115,6 +130,7 @@ fn app(source: &str, libc: Libc) -> PathBuf {
     match libc {
         Libc::Glibc => build_c_app_with(&src, &out, &["-static", "-O2"]),
         Libc::Musl => build_c_app_musl(&src, &out),
+        Libc::Diet => build_c_app_diet(&src, &out),
     }
     built.insert(key, out.clone());
     out
@@ -237,4 +253,37 @@ fn native_clocks_checks_pass() {
             &format!("native clocks syscalls ({libc:?})"),
         );
     }
+}
+
+// ---------------------------------------------------------------------------
+// dietlibc
+
+fn assert_diet_output(output: &Output, what: &str) {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        stdout.lines().next(),
+        Some(DIET_HELLO),
+        "{what}: the first line\n{}",
+        describe_output(output)
+    );
+    assert_checks(output, &DIET_CHECKS, &[], what);
+}
+
+/// A static dietlibc program starts under nacre, and its clock reads go
+/// through the vDSO too.
+#[test]
+fn dietlibc_program_starts_and_reads_clocks() {
+    require_kvm();
+    let image = image(&app("diet_clock.c", Libc::Diet), "diet-clock", &[]);
+    on_each_platform(|platform| {
+        let (output, counts) = run_with_syscall_counts(&image, platform, "diet-clock");
+        assert_diet_output(&output, "diet_clock");
+        assert_vdso_served(&counts, &output, "diet_clock");
+    });
+}
+
+#[test]
+fn native_dietlibc_program_passes() {
+    let output = run_native(&app("diet_clock.c", Libc::Diet), &[]);
+    assert_diet_output(&output, "native diet_clock");
 }
