@@ -15,6 +15,11 @@
 //!   also without a clock syscall (dietlibc finds the vDSO's functions
 //!   through its section headers).
 //!
+//! - `timerfd.c` (glibc and musl): timerfd_create, timerfd_settime (relative
+//!   and absolute, one-shot and interval, old values), timerfd_gettime, reads
+//!   of the expiration count (blocking, non-blocking, short), readv, poll and
+//!   ppoll, dup, fstat and close, with Linux's errors.
+//!
 //! The `native_*` tests run the same binaries on the host, where every check
 //! must pass too: when one of those fails, the app is wrong, not nacre.
 
@@ -92,6 +97,34 @@ const DIET_CHECKS: [&str; 4] = [
     "nanosleep_advances_monotonic",
 ];
 
+/// The checks `timerfd` prints, in its order.
+const TIMERFD_CHECKS: [&str; 24] = [
+    "create_flags",
+    "create_on_each_clock",
+    "create_invalid",
+    "fstat",
+    "gettime_disarmed",
+    "read_nonblocking_eagain",
+    "read_short_buffer_einval",
+    "one_shot_relative",
+    "interval_counts_expirations",
+    "interval_blocking_reads",
+    "abstime_monotonic",
+    "abstime_realtime",
+    "abstime_in_the_past_expires_at_once",
+    "boottime_relative",
+    "settime_returns_the_old_value",
+    "settime_invalid",
+    "cancel_on_set_accepted",
+    "poll_waits_for_expiry",
+    "poll_timeout_before_expiry",
+    "ppoll_earliest_of_two",
+    "dup_shares_the_timer",
+    "readv_split_count",
+    "not_a_file",
+    "close",
+];
+
 fn tmp() -> &'static Path {
     Path::new(env!("CARGO_TARGET_TMPDIR"))
 }
@@ -154,6 +187,14 @@ fn run_with_syscall_counts(
     platform: &str,
     name: &str,
 ) -> (Output, BTreeMap<String, u64>) {
+    let (output, stats) = run_with_stats(image, platform, name);
+    let counts = stats.counters("syscalls").into_iter().collect();
+    (output, counts)
+}
+
+/// Runs `image` on `platform` with `--stats-json` and returns its output and
+/// statistics.
+fn run_with_stats(image: &Path, platform: &str, name: &str) -> (Output, Stats) {
     let stats_path = scratch_dir(tmp(), &format!("clocks-stats-{name}-{platform}")).join("s.json");
     let stats_arg = stats_path.display().to_string();
     let output = run_on(image, platform, &["--stats-json", &stats_arg]);
@@ -163,8 +204,7 @@ fn run_with_syscall_counts(
         "{name}: the stats count no syscall at all\n{}",
         describe_output(&output)
     );
-    let counts = stats.counters("syscalls").into_iter().collect();
-    (output, counts)
+    (output, stats)
 }
 
 /// Asserts that the run made none of the syscalls a working vDSO serves.
@@ -286,4 +326,40 @@ fn dietlibc_program_starts_and_reads_clocks() {
 fn native_dietlibc_program_passes() {
     let output = run_native(&app("diet_clock.c", Libc::Diet), &[]);
     assert_diet_output(&output, "native diet_clock");
+}
+
+// ---------------------------------------------------------------------------
+// timerfd
+
+#[test]
+fn timerfd_checks_pass() {
+    require_kvm();
+    for libc in [Libc::Glibc, Libc::Musl] {
+        let name = format!("timerfd-{libc:?}").to_lowercase();
+        let image = image(&app("timerfd.c", libc), &name, &[]);
+        on_each_platform(|platform| {
+            let what = format!("timerfd ({libc:?})");
+            let (output, stats) = run_with_stats(&image, platform, &name);
+            assert_checks(&output, &TIMERFD_CHECKS, &[], &what);
+            let unsupported = stats.counters("syscalls.unsupported");
+            assert!(
+                unsupported.is_empty(),
+                "{what}: unsupported syscalls {unsupported:?}\n{}",
+                describe_output(&output)
+            );
+        });
+    }
+}
+
+#[test]
+fn native_timerfd_checks_pass() {
+    for libc in [Libc::Glibc, Libc::Musl] {
+        let output = run_native(&app("timerfd.c", libc), &[]);
+        assert_checks(
+            &output,
+            &TIMERFD_CHECKS,
+            &[],
+            &format!("native timerfd ({libc:?})"),
+        );
+    }
 }

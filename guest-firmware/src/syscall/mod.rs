@@ -13,6 +13,7 @@ pub mod mem;
 pub mod process;
 pub mod signal;
 pub mod time;
+pub mod timerfd;
 
 use crate::arch::syscall_entry::SyscallFrame;
 use crate::kernel::{Kernel, UserMemError, KERNEL};
@@ -213,6 +214,9 @@ fn handle(k: &mut Kernel, nr: u64, a: [u64; 6]) -> SysResult {
         Sysno::time => time::time(k, a[0]),
         Sysno::nanosleep => time::nanosleep(k, a[0], a[1]),
         Sysno::clock_nanosleep => time::clock_nanosleep(k, int_arg(a[0]), a[1], a[2], a[3]),
+        Sysno::timerfd_create => timerfd::timerfd_create(k, int_arg(a[0]), uint_arg(a[1])),
+        Sysno::timerfd_settime => timerfd::timerfd_settime(k, a[0], uint_arg(a[1]), a[2], a[3]),
+        Sysno::timerfd_gettime => timerfd::timerfd_gettime(k, a[0], a[1]),
 
         Sysno::rt_sigaction => signal::rt_sigaction(k, a[0], a[1], a[2], a[3]),
         Sysno::rt_sigprocmask => signal::rt_sigprocmask(k, a[0], a[1], a[2], a[3]),
