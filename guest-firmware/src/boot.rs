@@ -17,6 +17,7 @@ use crate::mem::user::{Vma, VmaKind, Vmas, FILES_WINDOW_VA, IO_WINDOW_VA, PROT_R
 use crate::mem::{phys_to_virt, use_direct_map};
 use crate::platform::hostcall::HostcallArea;
 use crate::platform::{self, GuestPlatform, PageState};
+use crate::syscall::membarrier::Membarrier;
 use crate::syscall::signal::Signals;
 use crate::syscall::SyscallCounts;
 use crate::time::Clock;
@@ -369,6 +370,7 @@ fn new_kernel(
         tid_address: 0,
         robust_list: 0,
         rseq: 0,
+        membarrier: Membarrier::new(),
         comm: comm_of(argv0),
         unsupported: [(0, 0); 64],
         syscalls,

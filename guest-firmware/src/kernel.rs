@@ -14,6 +14,7 @@ use crate::mem::paging::{PageTables, USER, WRITABLE};
 use crate::mem::user::{Vma, VmaKind, Vmas, PROT_READ, PROT_WRITE};
 use crate::platform::hostcall::{self, HostcallArea};
 use crate::platform::GuestPlatform;
+use crate::syscall::membarrier::Membarrier;
 use crate::syscall::signal::Signals;
 use crate::syscall::SyscallCounts;
 use crate::time::Clock;
@@ -47,6 +48,8 @@ pub struct Kernel {
     pub tid_address: u64,
     pub robust_list: u64,
     pub rseq: u64,
+    /// The app's membarrier registrations.
+    pub membarrier: Membarrier,
     /// The thread's name (prctl PR_SET_NAME / PR_GET_NAME): the app's file name at
     /// start, at most 15 bytes and a NUL, as Linux's `comm`.
     pub comm: [u8; 16],

@@ -8,7 +8,7 @@
 //!   touching 10 MiB accepts about 10 MiB, in a VM of 256 MiB).
 //! - `posix.c`: files and descriptors on the read-only packaged tree, the
 //!   working directory, `/proc/self`, `/dev`, the console, clocks, identity,
-//!   limits and signals.
+//!   limits, signals and membarrier.
 //!
 //! Each runs on both emulated platforms by the real `nacre` binary in KVM
 //! (these tests need `/dev/kvm` and fail without it). Every check name the apps
@@ -81,7 +81,7 @@ const LAZY_TOUCHED_MIB: u64 = 10;
 const LAZY_MAX_EXTRA_MIB: u64 = 16;
 
 /// The checks `posix DIR` prints, in its order.
-const POSIX_CHECKS: [&str; 58] = [
+const POSIX_CHECKS: [&str; 60] = [
     "getcwd_at_start",
     "open_read_close",
     "dup_shares_offset",
@@ -140,6 +140,8 @@ const POSIX_CHECKS: [&str; 58] = [
     "prctl_get_name",
     "prctl_set_name",
     "sysinfo",
+    "membarrier_query",
+    "membarrier_private_expedited",
 ];
 /// The posix checks of what nacre promises beyond Linux (a read-only tree,
 /// pid 1, uid 0, no sockets): `NACRE_NATIVE=1` skips them on the host.

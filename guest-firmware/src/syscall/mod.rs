@@ -10,6 +10,7 @@ pub mod errno;
 pub mod fs;
 pub mod io;
 pub mod mem;
+pub mod membarrier;
 pub mod process;
 pub mod signal;
 pub mod time;
@@ -258,6 +259,9 @@ fn handle(k: &mut Kernel, nr: u64, a: [u64; 6]) -> SysResult {
         Sysno::sysinfo => process::sysinfo(k, a[0]),
         Sysno::getrandom => process::getrandom(k, a[0], a[1], a[2]),
         Sysno::futex => process::futex(k, a),
+        Sysno::membarrier => {
+            membarrier::membarrier(k, int_arg(a[0]), uint_arg(a[1]), int_arg(a[2]))
+        }
         _ => Err(ENOSYS),
     }
 }
