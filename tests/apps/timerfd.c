@@ -5,8 +5,13 @@
  * ppoll, dup, fstat, close, and the errors Linux gives.
  *
  * Build: gcc -static -O2 timerfd.c -o timerfd   (or musl-gcc -static -O2)
- * Prints one line per check, "ok <name>" or "FAIL <name>: <detail>"; exit code
- * 0 when every check passed, else 1.
+ * Usage: timerfd        the checks: one line per check, "ok <name>" or
+ *                       "FAIL <name>: <detail>"; exit code 0 when every check
+ *                       passed, else 1
+ *        timerfd read-disarmed
+ *                       a blocking read of a timer that is not armed, which
+ *                       Linux never returns from (nacre stops the app); prints
+ *                       "reading" first
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -539,8 +544,20 @@ static int check_close(void)
     return expect_errno("read after close", (long)r, errno, EBADF);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    if (argc == 2 && strcmp(argv[1], "read-disarmed") == 0) {
+        int fd = timerfd_create(CLOCK_MONOTONIC, 0);
+        printf("reading\n");
+        fflush(stdout);
+        long long r = read_ticks(fd);
+        printf("read returned %lld\n", r);
+        return 1;
+    }
+    if (argc != 1) {
+        fprintf(stderr, "usage: timerfd [read-disarmed]\n");
+        return 2;
+    }
     run_check("create_flags", check_create_flags);
     run_check("create_on_each_clock", check_create_on_each_clock);
     run_check("create_invalid", check_create_invalid);

@@ -351,6 +351,32 @@ fn timerfd_checks_pass() {
     }
 }
 
+/// A blocking read of a timer that nothing can arm would never return: the app
+/// is stopped with a message and exit code 137 instead of hanging.
+#[test]
+fn blocking_read_of_a_disarmed_timerfd_stops_the_app() {
+    require_kvm();
+    let image = image(
+        &app("timerfd.c", Libc::Glibc),
+        "timerfd-read-disarmed",
+        &["read-disarmed"],
+    );
+    on_each_platform(|platform| {
+        let output = run_on(&image, platform, &[]);
+        assert_eq!(
+            (output.status.code(), output.stdout.as_slice()),
+            (Some(128 + 9), &b"reading\n"[..]),
+            "timerfd read-disarmed\n{}",
+            describe_output(&output)
+        );
+        assert!(
+            String::from_utf8_lossy(&output.stderr).contains("timerfd that is not armed"),
+            "timerfd read-disarmed: stderr should say why\n{}",
+            describe_output(&output)
+        );
+    });
+}
+
 #[test]
 fn native_timerfd_checks_pass() {
     for libc in [Libc::Glibc, Libc::Musl] {

@@ -177,7 +177,7 @@ pub fn parse_itimerspec(b: &[u8; 32]) -> Result<(u64, u64), u64> {
 
 pub fn timerfd_settime(k: &mut Kernel, fd: u64, flags: u32, new: u64, old: u64) -> SysResult {
     let mut spec = [0u8; 32];
-    k.copy_from_user(&mut spec, new).map_err(|_| EFAULT)?;
+    k.copy_from_user(&mut spec, new).map_err(mem_err)?;
     if flags & !(TFD_TIMER_ABSTIME | TFD_TIMER_CANCEL_ON_SET) != 0 {
         return Err(EINVAL);
     }
