@@ -5,8 +5,9 @@
 #   bash .ci/run          (or: bash ci/run.sh)
 #
 # On a fresh Debian machine it installs what is missing and can be installed
-# (a C compiler, static glibc and musl for the test apps); it cannot download Rust
-# toolchains, so it stops with a clear message if a pinned one is absent.
+# (a C compiler, static glibc, musl and dietlibc for the test apps); it cannot
+# download Rust toolchains, so it stops with a clear message if a pinned one is
+# absent.
 # Under CI=true a missing or unusable /dev/kvm is an error, because the
 # whole-system tests boot real VMs.
 
@@ -97,6 +98,11 @@ if ! command -v go >/dev/null 2>&1; then
     apt_install golang-go
 fi
 echo "go: $(go version)"
+# The dietlibc builds of the test apps use Debian's `diet` wrapper.
+if ! command -v diet >/dev/null 2>&1; then
+    apt_install dietlibc-dev
+fi
+echo "diet: $(command -v diet)"
 
 command -v cargo >/dev/null 2>&1 ||
     die "cargo is not installed, and toolchains cannot be downloaded here"

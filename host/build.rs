@@ -14,6 +14,7 @@ fn main() {
     let fw_dir = root.join("guest-firmware");
     for p in [
         "src",
+        "vdso",
         "Cargo.toml",
         "Cargo.lock",
         "linker.ld",

@@ -21,7 +21,9 @@ use crate::mem::{phys_to_virt, use_direct_map};
 use crate::platform::hostcall::HostcallArea;
 use crate::platform::{self, GuestPlatform, PageState};
 use crate::sched::{Current, Sched, ThreadBlock};
+use crate::syscall::membarrier::Membarrier;
 use crate::syscall::signal::Signals;
+use crate::syscall::SyscallCounts;
 use crate::time::Clock;
 use core::arch::asm;
 use nacre_shared_abi::boot::{
@@ -51,6 +53,7 @@ static mut SIGNALS: Signals = Signals::new();
 static mut SCHED: Sched = Sched::new(crate::syscall::process::PID as u32);
 /// The first thread's own state (later threads' live beside their kernel stacks).
 static mut FIRST_THREAD: ThreadBlock = ThreadBlock::new();
+static mut SYSCALLS: SyscallCounts = SyscallCounts::new();
 static mut SCRATCH: Scratch = Scratch {
     path: [0; PATH_MAX],
     path2: [0; PATH_MAX],
@@ -318,15 +321,16 @@ fn new_kernel(
 ) -> Result<Kernel, FwError> {
     // SAFETY: boot runs once, before anything else can reach these statics; each is
     // borrowed exactly once here, for the kernel's lifetime.
-    let (vmas, files, sig, scratch, sched) = unsafe {
-        let (v, f, g, s, t) = (
+    let (vmas, files, sig, scratch, sched, syscalls) = unsafe {
+        let (v, f, g, s, t, c) = (
             &raw mut VMAS,
             &raw mut FILES,
             &raw mut SIGNALS,
             &raw mut SCRATCH,
             &raw mut SCHED,
+            &raw mut SYSCALLS,
         );
-        (&mut *v, &mut *f, &mut *g, &mut *s, &mut *t)
+        (&mut *v, &mut *f, &mut *g, &mut *s, &mut *t, &mut *c)
     };
     let first = &raw mut FIRST_THREAD;
     let mut thread: Current<crate::sched::ThreadCtl> = Current::unset();
@@ -395,7 +399,9 @@ fn new_kernel(
         scratch,
         thread,
         sched,
+        membarrier: Membarrier::new(),
         unsupported: [(0, 0); 64],
+        syscalls,
     })
 }
 

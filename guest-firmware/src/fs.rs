@@ -9,6 +9,7 @@
 
 use crate::platform::GuestDevice;
 use crate::syscall::errno::*;
+use crate::syscall::timerfd::Timer;
 use nacre_shared_abi::filetree::{FileTree, Inode, InodeKind, Resolved, ROOT_INODE};
 use nacre_shared_abi::layout::PAGE_SIZE_4K;
 
@@ -101,6 +102,8 @@ pub enum Node {
     Dir { inode: u32 },
     /// A device file.
     Dev(Special),
+    /// A timerfd and its timer (`syscall/timerfd.rs`).
+    Timer(Timer),
 }
 
 /// An open file (what `dup` shares: offset and status flags).
@@ -151,6 +154,10 @@ pub const S_IFIFO: u32 = 0o010000;
 pub const TREE_DEV: u64 = 0x2A;
 const PROC_DEV: u64 = 0x14;
 const DEVTMPFS_DEV: u64 = 0x05;
+/// The device and inode of the anonymous inode every timerfd shares (Linux
+/// `fs/anon_inodes.c`).
+const ANON_INODE_DEV: u64 = 0x0F;
+const ANON_INODE_INO: u64 = 1;
 
 /// Linux `makedev` for the memory devices (`Documentation/admin-guide/devices.txt`:
 /// major 1, null 3, zero 5, urandom 9).
@@ -457,6 +464,16 @@ impl Files {
             }),
             Node::File { inode, .. } | Node::Dir { inode } => self.stat(Target::Inode(inode), true),
             Node::Dev(s) => self.stat(Target::Special(s), true),
+            // An anonymous inode has no file type, only owner read and write
+            // (`alloc_anon_inode`, Linux `fs/libfs.c`).
+            Node::Timer(_) => Ok(Stat {
+                dev: ANON_INODE_DEV,
+                ino: ANON_INODE_INO,
+                mode: 0o600,
+                nlink: 1,
+                size: 0,
+                rdev: 0,
+            }),
         }
     }
 

@@ -14,7 +14,9 @@ use crate::mem::paging::{PageTables, USER, WRITABLE};
 use crate::mem::user::{Vma, VmaKind, Vmas, PROT_READ, PROT_WRITE};
 use crate::platform::hostcall::{self, HostcallArea};
 use crate::platform::GuestPlatform;
+use crate::syscall::membarrier::Membarrier;
 use crate::syscall::signal::Signals;
+use crate::syscall::SyscallCounts;
 use crate::time::Clock;
 use nacre_shared_abi::hostcall::HostcallHeader;
 use nacre_shared_abi::layout::{PAGE_SIZE_2M, PAGE_SIZE_4K, USER_VA_END};
@@ -46,8 +48,12 @@ pub struct Kernel {
     pub thread: crate::sched::Current<crate::sched::ThreadCtl>,
     /// The threads and the scheduler.
     pub sched: &'static mut crate::sched::Sched,
+    /// The app's membarrier registrations.
+    pub membarrier: Membarrier,
     /// Unsupported syscalls: (number, count), in order of first use.
     pub unsupported: [(u32, u32); 64],
+    /// Every syscall's count, for `nacre run --stats`.
+    pub syscalls: &'static mut SyscallCounts,
 }
 
 /// Buffers the syscall layer reuses.
@@ -500,22 +506,36 @@ impl Kernel {
         )
     }
 
-    /// Report the app's exit status with the unsupported-syscall counts and stop.
+    /// Report the app's exit status with the syscall counts (the unsupported ones,
+    /// then all) and stop.
     pub fn exit(&mut self, status: u8) -> ! {
         let mut n = 0u64;
-        for &(nr, count) in self.unsupported.iter().take_while(|(_, c)| *c > 0) {
-            let mut pair = [0u8; 8];
-            pair[..4].copy_from_slice(&nr.to_le_bytes());
-            pair[4..].copy_from_slice(&count.to_le_bytes());
-            if self.io.put(n, &pair).is_err() {
+        for &pair in self.unsupported.iter().take_while(|(_, c)| *c > 0) {
+            if !put_pair(&mut self.io, n, pair) {
                 break;
             }
             n += 8;
         }
-        let _ = self.hostcall(hostcall::exit_request(status, n));
+        let unsupported = n;
+        for pair in self.syscalls.iter() {
+            if !put_pair(&mut self.io, n, pair) {
+                break;
+            }
+            n += 8;
+        }
+        let _ = self.hostcall(hostcall::exit_request(status, n, n - unsupported));
         // The host must not resume us after an exit; if it does, terminate.
         self.plat.terminate(0xFF)
     }
+}
+
+/// Put a `(u32 number, u32 count)` pair at offset `at` of the hostcall data area;
+/// `false` when it does not fit.
+fn put_pair(io: &mut HostcallArea, at: u64, (nr, count): (u32, u32)) -> bool {
+    let mut pair = [0u8; 8];
+    pair[..4].copy_from_slice(&nr.to_le_bytes());
+    pair[4..].copy_from_slice(&count.to_le_bytes());
+    io.put(at, &pair).is_ok()
 }
 
 fn frame_err(e: FwError) -> UserMemError {

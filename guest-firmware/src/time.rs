@@ -4,14 +4,19 @@
 //! never goes backwards and the host cannot make it jump. Where CPUID leaf 0x15 gives
 //! the TSC frequency (TDX, whose TSC the TDX module virtualizes), that is used instead
 //! of the host's figure.
+//!
+//! The host is asked when the app is loaded, and the calibration is published in the
+//! vDSO's data page (`app/vdso.rs`): the app's clock reads through the vDSO compute
+//! in ring 3 exactly what the syscall computes here, with the same functions
+//! (`vdso/vvar.rs`) on the same values.
 
+use crate::app::vdso::vvar::{mult_for_khz, ticks_to_ns, Base, Calibration};
 use crate::error::FwError;
 use crate::kernel::Kernel;
 use nacre_shared_abi::hostcall::{ClockReply, HostcallHeader, HostcallOp};
 use zerocopy::FromBytes;
 
-/// Nanoseconds per second.
-pub const NS_PER_SEC: u64 = 1_000_000_000;
+pub use crate::app::vdso::vvar::NS_PER_SEC;
 
 /// The TSC frequency used when nothing credible is reported (1 GHz).
 const FALLBACK_TSC_KHZ: u64 = 1_000_000;
@@ -23,15 +28,9 @@ const TSC_KHZ_RANGE: core::ops::RangeInclusive<u64> = 1_000..=100_000_000;
 pub struct Clock {
     /// TSC when the firmware started the app's clocks (CPU-time clocks count from it).
     boot_tsc: u64,
-    /// Whether the host was asked (lazily, at the first time call).
-    ready: bool,
-    /// TSC at the host's report.
-    tsc0: u64,
-    /// Host monotonic and wall-clock time at `tsc0`, in nanoseconds.
-    mono0: u64,
-    real0: u64,
-    /// Nanoseconds per TSC tick, times 2^32.
-    mult: u64,
+    /// The calibration from the host's word, once asked (when the app is loaded,
+    /// `app/vdso.rs`, or at the first time call before that).
+    cal: Option<Calibration>,
 }
 
 /// Read the TSC.
@@ -45,33 +44,15 @@ impl Clock {
     pub fn start() -> Self {
         Self {
             boot_tsc: rdtsc(),
-            ready: false,
-            tsc0: 0,
-            mono0: 0,
-            real0: 0,
-            mult: mult_for_khz(FALLBACK_TSC_KHZ),
+            cal: None,
         }
-    }
-
-    fn ns_since(&self, tsc: u64) -> u64 {
-        ticks_to_ns(rdtsc().saturating_sub(tsc), self.mult)
     }
 
     /// CPU time of the app (one thread, never descheduled): time since it started.
     pub fn cputime_ns(&self) -> u64 {
-        self.ns_since(self.boot_tsc)
+        let mult = self.cal.map_or(mult_for_khz(FALLBACK_TSC_KHZ), |c| c.mult);
+        ticks_to_ns(rdtsc().saturating_sub(self.boot_tsc), mult)
     }
-}
-
-/// Nanoseconds per TSC tick times 2^32 for a TSC of `khz` kHz (1 to 100 GHz keep the
-/// product of a few hours' ticks far from overflowing in [`ticks_to_ns`]).
-fn mult_for_khz(khz: u64) -> u64 {
-    (1_000_000u64 << 32) / khz
-}
-
-/// `ticks` TSC ticks in nanoseconds at `mult` ([`mult_for_khz`]).
-fn ticks_to_ns(ticks: u64, mult: u64) -> u64 {
-    ((u128::from(ticks) * u128::from(mult)) >> 32) as u64
 }
 
 /// The TSC frequency CPUID leaf 0x15 states (crystal clock times the TSC/crystal
@@ -105,10 +86,11 @@ fn tsc_khz(cpuid: Option<u64>, host: u64) -> u64 {
 }
 
 impl Kernel {
-    /// Ask the host for the time once.
-    fn clock_ready(&mut self) -> Result<(), FwError> {
-        if self.clock.ready {
-            return Ok(());
+    /// Ask the host for the time, once, and publish the calibration to the vDSO's
+    /// data page, so that the vDSO's clocks and the syscall's are the same clocks.
+    pub fn calibrate_clock(&mut self) -> Result<Calibration, FwError> {
+        if let Some(cal) = self.clock.cal {
+            return Ok(cal);
         }
         let req = HostcallHeader {
             op: HostcallOp::Clock as u32,
@@ -124,39 +106,45 @@ impl Kernel {
         self.io.get(0, &mut bytes)?;
         let reply = ClockReply::read_from_bytes(&bytes).map_err(|_| FwError::Hostcall)?;
         let khz = tsc_khz(cpuid_tsc_khz(), reply.tsc_khz);
-        let c = &mut self.clock;
-        c.tsc0 = tsc0;
-        // Bounded so that adding elapsed time can never overflow.
-        c.mono0 = reply.monotonic_ns.min(1 << 62);
-        c.real0 = reply.realtime_ns.min(1 << 62);
-        c.mult = mult_for_khz(khz);
-        c.ready = true;
-        Ok(())
+        let cal = Calibration {
+            tsc0,
+            // Bounded so that adding elapsed time can never overflow.
+            mono0: reply.monotonic_ns.min(1 << 62),
+            real0: reply.realtime_ns.min(1 << 62),
+            mult: mult_for_khz(khz),
+        };
+        self.clock.cal = Some(cal);
+        crate::app::vdso::publish(&cal);
+        Ok(cal)
+    }
+
+    /// The clock counted from `base`, in nanoseconds: the arithmetic of the vDSO
+    /// (`vdso/vvar.rs`) on the calibration it reads.
+    pub fn clock_ns(&mut self, base: Base) -> u64 {
+        match self.calibrate_clock() {
+            Ok(cal) => cal.ns(base, rdtsc()),
+            Err(e) => crate::fatal_error(e),
+        }
     }
 
     /// The TSC value `ns` nanoseconds from now, by the firmware's own calibration.
     pub fn tsc_after(&mut self, ns: u64) -> u64 {
-        if let Err(e) = self.clock_ready() {
-            crate::fatal_error(e)
-        }
-        let ticks = (u128::from(ns) << 32) / u128::from(self.clock.mult.max(1));
+        let mult = match self.calibrate_clock() {
+            Ok(cal) => cal.mult,
+            Err(e) => crate::fatal_error(e),
+        };
+        let ticks = (u128::from(ns) << 32) / u128::from(mult.max(1));
         rdtsc().saturating_add(u64::try_from(ticks).unwrap_or(u64::MAX))
     }
 
     /// CLOCK_MONOTONIC in nanoseconds.
     pub fn monotonic_ns(&mut self) -> u64 {
-        if let Err(e) = self.clock_ready() {
-            crate::fatal_error(e)
-        }
-        self.clock.mono0 + self.clock.ns_since(self.clock.tsc0)
+        self.clock_ns(Base::Monotonic)
     }
 
     /// CLOCK_REALTIME in nanoseconds since the Unix epoch (the host's word at start).
     pub fn realtime_ns(&mut self) -> u64 {
-        if let Err(e) = self.clock_ready() {
-            crate::fatal_error(e)
-        }
-        self.clock.real0 + self.clock.ns_since(self.clock.tsc0)
+        self.clock_ns(Base::Realtime)
     }
 
     /// The CLOCK_MONOTONIC time at which CLOCK_REALTIME reads `real`. Both clocks count
@@ -164,11 +152,10 @@ impl Kernel {
     /// converting with it, rather than with two readings taken one after the other,
     /// loses nothing to the time between the readings.
     pub fn realtime_to_monotonic(&mut self, real: u64) -> u64 {
-        if let Err(e) = self.clock_ready() {
-            crate::fatal_error(e)
+        match self.calibrate_clock() {
+            Ok(cal) => real.saturating_add(cal.mono0).saturating_sub(cal.real0),
+            Err(e) => crate::fatal_error(e),
         }
-        real.saturating_add(self.clock.mono0)
-            .saturating_sub(self.clock.real0)
     }
 
     /// Sleep until CLOCK_MONOTONIC reaches `deadline`: the host sleeps for us, and the
@@ -195,28 +182,6 @@ impl Kernel {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ticks_convert_to_nanoseconds_at_the_tsc_frequency() {
-        assert_eq!(
-            ticks_to_ns(2_000_000_000, mult_for_khz(2_000_000)),
-            1_000_000_000
-        );
-        let ghz3 = mult_for_khz(3_000_000);
-        assert_eq!(
-            ticks_to_ns(3_000_000_000, ghz3),
-            999_999_999,
-            "one second, rounded down"
-        );
-        assert_eq!(
-            ticks_to_ns(3, mult_for_khz(1_000)),
-            3_000,
-            "1 MHz: a microsecond a tick"
-        );
-        // A year of ticks at 100 GHz does not overflow.
-        let year = 100_000_000_000u64 * 3600 * 24 * 365;
-        assert!(ticks_to_ns(year, mult_for_khz(100_000_000)) > 31_000_000_000_000_000);
-    }
 
     #[test]
     fn leaf_15h_gives_the_tsc_frequency_when_enumerated() {

@@ -15,7 +15,8 @@ pub trait Counters {
 }
 
 /// The counters every platform keeps: exits by reason, hostcalls by operation, and
-/// the unsupported syscalls the app reported.
+/// the syscalls the app made (all, and the unsupported ones), as the firmware
+/// reported them.
 #[derive(Debug, Default, Clone)]
 pub struct RunCounters {
     /// VM exits by reason.
@@ -24,6 +25,8 @@ pub struct RunCounters {
     pub hostcalls: BTreeMap<&'static str, u64>,
     /// Unsupported syscalls the app made, by name.
     pub syscalls_unsupported: BTreeMap<String, u64>,
+    /// Every syscall the app made, by name.
+    pub syscalls: BTreeMap<String, u64>,
 }
 
 impl RunCounters {
@@ -61,8 +64,8 @@ impl Stats {
             .map(|(_, v)| *v)
     }
 
-    /// As a flat JSON object with dotted keys; `exits`, `hostcalls` and
-    /// `syscalls.unsupported` are objects.
+    /// As a flat JSON object with dotted keys; `exits`, `hostcalls`, `syscalls` and
+    /// `syscalls.unsupported` are objects; `syscalls.total` is their sum.
     pub fn to_json(&self) -> serde_json::Value {
         let mut obj = serde_json::Map::new();
         obj.insert("exits".into(), serde_json::json!(self.run.exits));
@@ -70,6 +73,11 @@ impl Stats {
             obj.insert((*k).into(), (*v).into());
         }
         obj.insert("hostcalls".into(), serde_json::json!(self.run.hostcalls));
+        obj.insert("syscalls".into(), serde_json::json!(self.run.syscalls));
+        obj.insert(
+            "syscalls.total".into(),
+            self.run.syscalls.values().sum::<u64>().into(),
+        );
         obj.insert(
             "syscalls.unsupported".into(),
             serde_json::json!(self.run.syscalls_unsupported),
@@ -94,6 +102,14 @@ impl Stats {
         }
         for (k, v) in &self.run.hostcalls {
             s += &format!("  hostcalls.{k:<18} {v}\n");
+        }
+        s += &format!(
+            "  {:<28} {}\n",
+            "syscalls.total",
+            self.run.syscalls.values().sum::<u64>()
+        );
+        for (k, v) in &self.run.syscalls {
+            s += &format!("  {:<28} {v}\n", format!("syscalls.{k}"));
         }
         if self.run.syscalls_unsupported.is_empty() {
             s += &format!("  {:<28} none\n", "syscalls.unsupported");
@@ -135,7 +151,11 @@ mod tests {
         };
         stats.run.exit("io");
         stats.run.hostcall("write");
+        stats.run.syscalls.insert("write".into(), 3);
+        stats.run.syscalls.insert("exit_group".into(), 1);
         let v = stats.to_json();
+        assert_eq!(v["syscalls"]["write"], 3);
+        assert_eq!(v["syscalls.total"], 4);
         assert_eq!(v["psc.calls"], 3);
         assert_eq!(v["tdp.faults"], 7);
         assert_eq!(v["exits"]["io"], 1);

@@ -45,7 +45,8 @@ pub enum HostcallOp {
     /// (0 at end of input).
     Read = 2,
     /// The app exited; `arg` is its exit status (0..=255); the data are `(u32 syscall
-    /// number, u32 count)` pairs of unsupported syscalls. No reply.
+    /// number, u32 count)` pairs: first those of the unsupported syscalls, then, in
+    /// the last `arg2` bytes, those of every syscall the app made. No reply.
     Exit = 3,
     /// The host's clocks: a [`ClockReply`] in the data area (`len` is its size).
     Clock = 4,
@@ -163,7 +164,7 @@ pub struct HostcallHeader {
     pub status: u64,
     /// Host reply: bytes transferred, or the ready mask of a Poll.
     pub result: u64,
-    /// Second operation argument (the Poll timeout).
+    /// Second operation argument (the Poll timeout, the Exit data's split).
     pub arg2: u64,
     /// Reserved, zero.
     pub reserved: [u64; 2],
@@ -215,6 +216,7 @@ impl HostcallHeader {
                 Err(HostcallError::BadLength(self.len))
             }
             HostcallOp::Poll if self.arg & !POLL_ALL != 0 => Err(HostcallError::BadArg(self.arg)),
+            HostcallOp::Exit if self.arg2 > self.len => Err(HostcallError::BadLength(self.len)),
             HostcallOp::Terminal if self.fd > 2 => Err(HostcallError::BadFd(self.fd)),
             HostcallOp::Evidence if EvidenceKind::try_from(self.arg).is_err() => {
                 Err(HostcallError::BadArg(self.arg))
@@ -364,7 +366,8 @@ mod tests {
                         HostcallOp::Evidence => {
                             prop_assert!(EvidenceKind::try_from(h.arg).is_ok());
                         }
-                        HostcallOp::Exit | HostcallOp::Sleep => {}
+                        HostcallOp::Exit => prop_assert!(h.arg2 <= h.len),
+                        HostcallOp::Sleep => {}
                     }
                 }
                 Err(HostcallError::BadOp(op)) => {

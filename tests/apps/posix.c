@@ -1,7 +1,7 @@
 /*
  * POSIX conformance checks, for nacre's tests: files, descriptors, the
  * working directory, /proc/self and /dev, the console, clocks, identity,
- * limits and signals, as a static program sees them on Linux.
+ * limits, signals and membarrier, as a static program sees them on Linux.
  *
  * Build: gcc -static -O2 posix.c -o posix
  * Usage: posix DIR
@@ -41,6 +41,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/sysinfo.h>
 #include <sys/time.h>
 #include <sys/uio.h>
@@ -1166,6 +1167,62 @@ static int check_sysinfo(void)
     return 0;
 }
 
+/* membarrier commands (include/uapi/linux/membarrier.h). */
+#define MEMBARRIER_CMD_QUERY 0
+#define MEMBARRIER_CMD_GLOBAL (1 << 0)
+#define MEMBARRIER_CMD_PRIVATE_EXPEDITED (1 << 3)
+#define MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED (1 << 4)
+#define MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ (1 << 7)
+#define MEMBARRIER_CMD_GET_REGISTRATIONS (1 << 9)
+
+static long membarrier(int cmd, unsigned flags)
+{
+    return syscall(SYS_membarrier, cmd, flags, 0);
+}
+
+static int check_membarrier_query(void)
+{
+    long r = membarrier(MEMBARRIER_CMD_QUERY, 0);
+    if (r < 0)
+        return bad_call("membarrier(QUERY)", r, errno);
+    /* Every command from GLOBAL_EXPEDITED to REGISTER_PRIVATE_EXPEDITED_RSEQ
+     * (GLOBAL itself is missing where CPUs run without ticks). */
+    long want = 0x1FE & ~MEMBARRIER_CMD_GLOBAL;
+    if ((r & want) != want)
+        return bad("membarrier(QUERY) = %#lx, lacking %#lx", r, want & ~r);
+    errno = 0;
+    r = membarrier(MEMBARRIER_CMD_QUERY, 1);
+    if (expect_errno("membarrier(QUERY, flags 1)", r, errno, EINVAL))
+        return -1;
+    errno = 0;
+    r = membarrier(1 << 20, 0);
+    return expect_errno("membarrier(1 << 20)", r, errno, EINVAL);
+}
+
+static int check_membarrier_private_expedited(void)
+{
+    errno = 0;
+    long r = membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0);
+    if (expect_errno("membarrier(PRIVATE_EXPEDITED) unregistered", r, errno, EPERM))
+        return -1;
+    r = membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0);
+    if (r != 0)
+        return bad_call("membarrier(REGISTER_PRIVATE_EXPEDITED)", r, errno);
+    r = membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0);
+    if (r != 0)
+        return bad_call("membarrier(PRIVATE_EXPEDITED) registered", r, errno);
+    errno = 0;
+    r = membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ, 0);
+    if (expect_errno("membarrier(PRIVATE_EXPEDITED_RSEQ) unregistered", r, errno, EPERM))
+        return -1;
+    if (membarrier(MEMBARRIER_CMD_QUERY, 0) & MEMBARRIER_CMD_GET_REGISTRATIONS) {
+        r = membarrier(MEMBARRIER_CMD_GET_REGISTRATIONS, 0);
+        if (r != MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED)
+            return bad("membarrier(GET_REGISTRATIONS) = %ld", r);
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -1244,5 +1301,7 @@ int main(int argc, char **argv)
     run_check("prctl_get_name", check_prctl_get_name);
     run_check("prctl_set_name", check_prctl_set_name);
     run_check("sysinfo", check_sysinfo);
+    run_check("membarrier_query", check_membarrier_query);
+    run_check("membarrier_private_expedited", check_membarrier_private_expedited);
     return failures == 0 ? 0 : 1;
 }

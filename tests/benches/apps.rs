@@ -1,7 +1,7 @@
 //! App benchmark: what running under nacre costs ordinary programs, against
 //! the same programs run natively in the same benchmark run.
 //!
-//! Three workloads, each timed natively and as `nacre run IMAGE --platform
+//! Five workloads, each timed natively and as `nacre run IMAGE --platform
 //! emulated-snp|emulated-tdx`, interleaved round by round so that drift in
 //! the machine's load affects them alike:
 //!
@@ -12,8 +12,15 @@
 //!   and stdout must be the expected sum.
 //! - `startup`: the C hello app; the time from spawning the process to the
 //!   first byte arriving on its stdout pipe.
+//! - `clock-vdso`: `bench_clock` calls clock_gettime(CLOCK_MONOTONIC) 5
+//!   million times through the libc, which reads the clock in the vDSO, and
+//!   reports the mean nanoseconds per call (timed inside the app, so boot and
+//!   exit do not count).
+//! - `clock-syscall`: the same as the raw syscall, 1000 times: what a clock
+//!   read costs without the vDSO.
 //!
-//! It prints the median and minimum of each command and the ratios of medians
+//! It prints the median and minimum of each command (milliseconds, or
+//! nanoseconds per call for the clock workloads) and the ratios of medians
 //! nacre/native. There are no targets: slowness is reported, never fatal. A
 //! run that fails (wrong exit code or output, or killed after the timeout) is
 //! reported with its error in place of its numbers and that command is not
@@ -32,7 +39,10 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use nacre_tests::{app_source, build_c_app, nacre_bin, package, require_kvm, scratch_dir};
+use nacre_tests::{
+    app_source, build_c_app, nacre_bin, package, package_with, require_kvm, scratch_dir,
+    PackageOptions,
+};
 
 const DEFAULT_RUNS: usize = 5;
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
@@ -46,6 +56,11 @@ const TOUCH_BYTES: u64 = 1 << 30;
 const TOUCH_PAGE: u64 = 4096;
 /// Guest RAM for the touch workload: the 1 GiB buffer plus room.
 const TOUCH_GUEST_MEMORY: &str = "2G";
+/// Calls `bench_clock` times: through the vDSO and as raw syscalls.
+const CLOCK_VDSO_CALLS: &str = "5000000";
+const CLOCK_SYSCALL_CALLS: &str = "1000";
+/// What `bench_clock` prints before its result.
+const NS_PER_CALL: &str = "ns_per_call ";
 /// The runners, in table order; `native` first, the denominator of ratios.
 const NATIVE: &str = "native";
 const PLATFORMS: [(&str, &str); 2] = [("snp", "emulated-snp"), ("tdx", "emulated-tdx")];
@@ -59,6 +74,19 @@ enum Measure {
     WholeProcessChecked,
     /// From spawning to the first byte on stdout; stdout must equal the expected.
     FirstByte,
+    /// What the program measured itself: the number after [`NS_PER_CALL`] on its
+    /// stdout, in nanoseconds per call.
+    ReportedNsPerCall,
+}
+
+impl Measure {
+    /// The unit of the samples, as a JSON key suffix.
+    fn unit(self) -> &'static str {
+        match self {
+            Measure::ReportedNsPerCall => "ns_per_call",
+            _ => "ms",
+        }
+    }
 }
 
 /// One command to time.
@@ -70,7 +98,7 @@ struct Subject {
     measure: Measure,
     expected_exit: i32,
     expected_stdout: Vec<u8>,
-    samples_ms: Vec<f64>,
+    samples: Vec<f64>,
     /// Why the command stopped being run, after its first failure.
     error: Option<String>,
 }
@@ -93,7 +121,7 @@ impl Subject {
             return;
         }
         match self.time_once(limit) {
-            Ok(ms) if record => self.samples_ms.push(ms),
+            Ok(ms) if record => self.samples.push(ms),
             Ok(_) => {}
             Err(e) => {
                 println!("{}: FAILED: {e}", self.name());
@@ -102,7 +130,8 @@ impl Subject {
         }
     }
 
-    /// Runs the command once and returns the measured time in milliseconds.
+    /// Runs the command once and returns the measured value: milliseconds, or
+    /// nanoseconds per call for [`Measure::ReportedNsPerCall`].
     fn time_once(&self, limit: Duration) -> Result<f64, String> {
         let stdout = if self.measure == Measure::WholeProcess {
             Stdio::null()
@@ -155,6 +184,16 @@ impl Subject {
                 self.expected_exit
             )));
         }
+        if self.measure == Measure::ReportedNsPerCall {
+            let text = String::from_utf8_lossy(&out);
+            return text
+                .lines()
+                .find_map(|line| line.strip_prefix(NS_PER_CALL))
+                .and_then(|value| value.trim().parse::<f64>().ok())
+                .ok_or_else(|| {
+                    describe(format!("printed {text:?}, without a `{NS_PER_CALL}` line"))
+                });
+        }
         if self.measure != Measure::WholeProcess && out != self.expected_stdout {
             return Err(describe(format!(
                 "printed {:?} instead of {:?}",
@@ -163,14 +202,16 @@ impl Subject {
             )));
         }
         let stop = match self.measure {
-            Measure::WholeProcess | Measure::WholeProcessChecked => end,
+            Measure::WholeProcess | Measure::WholeProcessChecked | Measure::ReportedNsPerCall => {
+                end
+            }
             Measure::FirstByte => first_byte.ok_or_else(|| describe("printed nothing".into()))?,
         };
         Ok(stop.duration_since(start).as_secs_f64() * 1000.0)
     }
 
     fn median(&self) -> f64 {
-        let mut sorted = self.samples_ms.clone();
+        let mut sorted = self.samples.clone();
         sorted.sort_by(f64::total_cmp);
         let n = sorted.len();
         if n == 0 {
@@ -184,7 +225,7 @@ impl Subject {
     }
 
     fn min(&self) -> f64 {
-        self.samples_ms
+        self.samples
             .iter()
             .copied()
             .min_by(f64::total_cmp)
@@ -254,20 +295,38 @@ fn timeout() -> Duration {
 /// Builds `tests/apps/<source>` with `gcc -static -O2` into `dir` and
 /// packages it; returns the app and its image.
 fn prepare(dir: &Path, source: &str) -> (PathBuf, PathBuf) {
+    let app = build(dir, source);
+    let image = package(&app, &[], &[]);
+    (app, image)
+}
+
+/// Builds `tests/apps/<source>` with `gcc -static -O2` into `dir`.
+fn build(dir: &Path, source: &str) -> PathBuf {
     let stem = Path::new(source)
         .file_stem()
         .and_then(|s| s.to_str())
         .expect("app sources have a UTF-8 stem");
     let app = dir.join(stem);
     build_c_app(&app_source(source), &app);
-    let image = package(&app, &[], &[]);
-    (app, image)
+    app
 }
 
-/// The native command and one `nacre run` per platform for one workload.
+/// Packages `app` with the arguments `args` as `dir/<name>.igvm`.
+fn package_args(dir: &Path, app: &Path, name: &str, args: &[&str]) -> PathBuf {
+    package_with(
+        app,
+        &dir.join(format!("{name}.igvm")),
+        &PackageOptions::new().args(args),
+    )
+}
+
+/// The native command (`app ARGS...`) and one `nacre run` per platform (the
+/// image holds the same arguments) for one workload.
+#[allow(clippy::too_many_arguments)]
 fn workload(
     name: &'static str,
     app: &Path,
+    native_args: &[&str],
     image: &Path,
     memory: Option<&str>,
     measure: Measure,
@@ -282,10 +341,11 @@ fn workload(
         measure,
         expected_exit,
         expected_stdout: expected_stdout.to_vec(),
-        samples_ms: Vec::new(),
+        samples: Vec::new(),
         error: None,
     };
-    let mut subjects = vec![subject(NATIVE, app.to_path_buf(), Vec::new())];
+    let native_args = native_args.iter().map(|a| (*a).to_string()).collect();
+    let mut subjects = vec![subject(NATIVE, app.to_path_buf(), native_args)];
     for (runner, platform) in PLATFORMS {
         let mut args = vec![
             "run".to_string(),
@@ -301,7 +361,7 @@ fn workload(
     subjects
 }
 
-fn fmt_ms(value: f64) -> String {
+fn fmt_value(value: f64) -> String {
     if value.is_nan() {
         "-".into()
     } else {
@@ -312,12 +372,13 @@ fn fmt_ms(value: f64) -> String {
 fn write_json(path: &Path, runs: usize, subjects: &[Subject], ratios: &[Ratio]) {
     let mut timings = serde_json::Map::new();
     for subject in subjects {
+        let unit = subject.measure.unit();
         timings.insert(
             subject.name(),
             serde_json::json!({
-                "median_ms": subject.median(),
-                "min_ms": subject.min(),
-                "samples_ms": subject.samples_ms,
+                format!("median_{unit}"): subject.median(),
+                format!("min_{unit}"): subject.min(),
+                format!("samples_{unit}"): subject.samples,
                 "error": subject.error,
             }),
         );
@@ -346,6 +407,11 @@ fn main() {
     let (write_app, write_image) = prepare(&dir, "bench_write.c");
     let (touch_app, touch_image) = prepare(&dir, "bench_touch.c");
     let (hello_app, hello_image) = prepare(&dir, "hello.c");
+    let clock_app = build(&dir, "bench_clock.c");
+    let clock_vdso_args = ["vdso", CLOCK_VDSO_CALLS];
+    let clock_syscall_args = ["syscall", CLOCK_SYSCALL_CALLS];
+    let clock_vdso_image = package_args(&dir, &clock_app, "clock-vdso", &clock_vdso_args);
+    let clock_syscall_image = package_args(&dir, &clock_app, "clock-syscall", &clock_syscall_args);
     let touch_sum: u64 = (0..TOUCH_BYTES / TOUCH_PAGE).map(|page| page % 251).sum();
     let touch_stdout = format!("sum {touch_sum}\n");
 
@@ -353,6 +419,7 @@ fn main() {
         workload(
             "write",
             &write_app,
+            &[],
             &write_image,
             None,
             Measure::WholeProcess,
@@ -362,6 +429,7 @@ fn main() {
         workload(
             "touch",
             &touch_app,
+            &[],
             &touch_image,
             Some(TOUCH_GUEST_MEMORY),
             Measure::WholeProcessChecked,
@@ -371,11 +439,32 @@ fn main() {
         workload(
             "startup",
             &hello_app,
+            &[],
             &hello_image,
             None,
             Measure::FirstByte,
             HELLO_EXIT,
             HELLO_STDOUT,
+        ),
+        workload(
+            "clock-vdso",
+            &clock_app,
+            &clock_vdso_args,
+            &clock_vdso_image,
+            None,
+            Measure::ReportedNsPerCall,
+            0,
+            b"",
+        ),
+        workload(
+            "clock-syscall",
+            &clock_app,
+            &clock_syscall_args,
+            &clock_syscall_image,
+            None,
+            Measure::ReportedNsPerCall,
+            0,
+            b"",
         ),
     ]
     .into_iter()
@@ -384,7 +473,8 @@ fn main() {
 
     println!(
         "app benchmark: {runs} rounds; write and touch: whole-process wall time, \
-         startup: spawn to first stdout byte"
+         startup: spawn to first stdout byte, clock: nanoseconds per clock_gettime \
+         as the app measured them"
     );
     // One untimed round warms the page cache and checks every command works.
     for subject in &mut subjects {
@@ -398,16 +488,17 @@ fn main() {
 
     println!();
     println!(
-        "{:<16} {:>12} {:>12} {:>6}",
-        "", "median ms", "min ms", "runs"
+        "{:<22} {:>12} {:>12} {:>6}  unit",
+        "", "median", "min", "runs"
     );
     for subject in &subjects {
         print!(
-            "{:<16} {:>12} {:>12} {:>6}",
+            "{:<22} {:>12} {:>12} {:>6}  {}",
             subject.name(),
-            fmt_ms(subject.median()),
-            fmt_ms(subject.min()),
-            subject.samples_ms.len()
+            fmt_value(subject.median()),
+            fmt_value(subject.min()),
+            subject.samples.len(),
+            subject.measure.unit()
         );
         match &subject.error {
             Some(_) => println!("  FAILED (see above)"),
@@ -421,7 +512,7 @@ fn main() {
             .find(|s| s.workload == workload && s.runner == runner)
             .map_or(f64::NAN, Subject::median)
     };
-    let ratios: Vec<Ratio> = ["write", "touch", "startup"]
+    let ratios: Vec<Ratio> = ["write", "touch", "startup", "clock-vdso", "clock-syscall"]
         .into_iter()
         .flat_map(|workload| {
             PLATFORMS
@@ -434,12 +525,12 @@ fn main() {
         })
         .collect();
     println!();
-    println!("{:<22} {:>8}", "ratio of medians", "value");
+    println!("{:<28} {:>10}", "ratio of medians", "value");
     for ratio in &ratios {
         if ratio.value.is_nan() {
-            println!("{:<22} {:>8}", ratio.name, "n/a");
+            println!("{:<28} {:>10}", ratio.name, "n/a");
         } else {
-            println!("{:<22} {:>7.2}x", ratio.name, ratio.value);
+            println!("{:<28} {:>9.2}x", ratio.name, ratio.value);
         }
     }
 

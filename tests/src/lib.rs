@@ -10,6 +10,7 @@
 //! Panicking is how this harness reports a failed step: every panic message
 //! says what was being done and includes the command's output.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -181,6 +182,17 @@ pub fn build_c_app_musl(src: &Path, out: &Path) {
     cmd.args(["-static", "-O2"]).arg(src).arg("-o").arg(out);
     let output = run_build_tool(&mut cmd, &cc);
     check_built(&output, &format!("{cc} {}", src.display()), out);
+}
+
+/// Builds a static C test app against dietlibc: `diet gcc -O2 src -o out`
+/// (dietlibc links statically; `DIET` names another wrapper; Debian ships
+/// `diet` in `dietlibc-dev`).
+pub fn build_c_app_diet(src: &Path, out: &Path) {
+    let diet = std::env::var("DIET").unwrap_or_else(|_| "diet".to_string());
+    let mut cmd = Command::new(&diet);
+    cmd.args(["gcc", "-O2"]).arg(src).arg("-o").arg(out);
+    let output = run_build_tool(&mut cmd, &diet);
+    check_built(&output, &format!("{diet} gcc {}", src.display()), out);
 }
 
 /// Builds a static Rust `std` test app:
@@ -679,5 +691,79 @@ pub fn on_each_platform(mut check: impl FnMut(&str)) {
         failures.len(),
         EMULATED_PLATFORMS.len(),
         failures.join("\n")
+    );
+}
+
+/// What one check of a check-list app printed: such an app prints one line per
+/// check, `ok NAME`, `skip NAME` or `FAIL NAME: DETAIL`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    Skip,
+    Fail(String),
+}
+
+/// The check lines of an app's stdout by name (other lines are ignored); a
+/// name printed twice is an error.
+pub fn check_results(stdout: &str) -> Result<BTreeMap<String, Outcome>, String> {
+    let mut results = BTreeMap::new();
+    for line in stdout.lines() {
+        let (name, outcome) = if let Some(name) = line.strip_prefix("ok ") {
+            (name.to_string(), Outcome::Ok)
+        } else if let Some(name) = line.strip_prefix("skip ") {
+            (name.to_string(), Outcome::Skip)
+        } else if let Some(rest) = line.strip_prefix("FAIL ") {
+            let (name, detail) = rest.split_once(": ").unwrap_or((rest, ""));
+            (name.to_string(), Outcome::Fail(detail.to_string()))
+        } else {
+            continue;
+        };
+        if results.insert(name.clone(), outcome).is_some() {
+            return Err(format!("check {name:?} is reported twice"));
+        }
+    }
+    Ok(results)
+}
+
+/// Asserts that the run printed exactly the checks `expected`, each `ok`
+/// except those in `skipped` (which must say `skip`), and exited 0.
+pub fn assert_checks(output: &Output, expected: &[&str], skipped: &[&str], what: &str) {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let results = check_results(&stdout)
+        .unwrap_or_else(|e| panic!("{what}: {e}\n{}", describe_output(output)));
+    let mut problems = Vec::new();
+    for name in expected {
+        let want = if skipped.contains(name) {
+            Outcome::Skip
+        } else {
+            Outcome::Ok
+        };
+        match results.get(*name) {
+            None => problems.push(format!("{name}: not reported")),
+            Some(Outcome::Fail(detail)) => problems.push(format!("{name}: FAIL: {detail}")),
+            Some(got) if *got != want => {
+                problems.push(format!("{name}: {got:?}, expected {want:?}"));
+            }
+            Some(_) => {}
+        }
+    }
+    for name in results.keys() {
+        if !expected.contains(&name.as_str()) {
+            problems.push(format!("{name}: reported but not listed in this test"));
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "{what}: {} of {} checks went wrong:\n  {}\n{}",
+        problems.len(),
+        expected.len(),
+        problems.join("\n  "),
+        describe_output(output)
+    );
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{what}: every check passed but the exit code is not 0\n{}",
+        describe_output(output)
     );
 }

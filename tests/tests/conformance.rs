@@ -8,7 +8,7 @@
 //!   touching 10 MiB accepts about 10 MiB, in a VM of 256 MiB).
 //! - `posix.c`: files and descriptors on the read-only packaged tree, the
 //!   working directory, `/proc/self`, `/dev`, the console, clocks, identity,
-//!   limits and signals.
+//!   limits, signals and membarrier.
 //!
 //! Each runs on both emulated platforms by the real `nacre` binary in KVM
 //! (these tests need `/dev/kvm` and fail without it). Every check name the apps
@@ -26,8 +26,8 @@ use std::process::{Command, Output, Stdio};
 use std::sync::{Mutex, OnceLock, PoisonError};
 
 use nacre_tests::{
-    app_source, build_c_app, describe_output, on_each_platform, package_with, require_kvm, run_on,
-    run_with_stdin, scratch_dir, PackageOptions, Stats,
+    app_source, assert_checks, build_c_app, describe_output, on_each_platform, package_with,
+    require_kvm, run_on, run_with_stdin, scratch_dir, PackageOptions, Stats,
 };
 
 /// Every emulated platform: each test runs the same image on all of them.
@@ -81,7 +81,7 @@ const LAZY_TOUCHED_MIB: u64 = 10;
 const LAZY_MAX_EXTRA_MIB: u64 = 16;
 
 /// The checks `posix DIR` prints, in its order.
-const POSIX_CHECKS: [&str; 58] = [
+const POSIX_CHECKS: [&str; 60] = [
     "getcwd_at_start",
     "open_read_close",
     "dup_shares_offset",
@@ -140,6 +140,8 @@ const POSIX_CHECKS: [&str; 58] = [
     "prctl_get_name",
     "prctl_set_name",
     "sysinfo",
+    "membarrier_query",
+    "membarrier_private_expedited",
 ];
 /// The posix checks of what nacre promises beyond Linux (a read-only tree,
 /// pid 1, uid 0, no sockets): `NACRE_NATIVE=1` skips them on the host.
@@ -295,82 +297,6 @@ fn run_native(program: &Path, args: &[&str], env: &[(&str, &str)], stdin: &[u8])
         .unwrap_or_else(|e| panic!("cannot wait for {}: {e}", program.display()));
     let _ = feeder.join();
     output
-}
-
-// ---------------------------------------------------------------------------
-// Check results
-
-/// What one check printed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Outcome {
-    Ok,
-    Skip,
-    Fail(String),
-}
-
-/// The check lines of an app's stdout by name (other lines are ignored); a
-/// name printed twice is an error.
-fn check_results(stdout: &str) -> Result<BTreeMap<String, Outcome>, String> {
-    let mut results = BTreeMap::new();
-    for line in stdout.lines() {
-        let (name, outcome) = if let Some(name) = line.strip_prefix("ok ") {
-            (name.to_string(), Outcome::Ok)
-        } else if let Some(name) = line.strip_prefix("skip ") {
-            (name.to_string(), Outcome::Skip)
-        } else if let Some(rest) = line.strip_prefix("FAIL ") {
-            let (name, detail) = rest.split_once(": ").unwrap_or((rest, ""));
-            (name.to_string(), Outcome::Fail(detail.to_string()))
-        } else {
-            continue;
-        };
-        if results.insert(name.clone(), outcome).is_some() {
-            return Err(format!("check {name:?} is reported twice"));
-        }
-    }
-    Ok(results)
-}
-
-/// Asserts that the run printed exactly the checks `expected`, each `ok`
-/// except those in `skipped` (which must say `skip`), and exited 0.
-fn assert_checks(output: &Output, expected: &[&str], skipped: &[&str], what: &str) {
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let results = check_results(&stdout)
-        .unwrap_or_else(|e| panic!("{what}: {e}\n{}", describe_output(output)));
-    let mut problems = Vec::new();
-    for name in expected {
-        let want = if skipped.contains(name) {
-            Outcome::Skip
-        } else {
-            Outcome::Ok
-        };
-        match results.get(*name) {
-            None => problems.push(format!("{name}: not reported")),
-            Some(Outcome::Fail(detail)) => problems.push(format!("{name}: FAIL: {detail}")),
-            Some(got) if *got != want => {
-                problems.push(format!("{name}: {got:?}, expected {want:?}"));
-            }
-            Some(_) => {}
-        }
-    }
-    for name in results.keys() {
-        if !expected.contains(&name.as_str()) {
-            problems.push(format!("{name}: reported but not listed in this test"));
-        }
-    }
-    assert!(
-        problems.is_empty(),
-        "{what}: {} of {} checks went wrong:\n  {}\n{}",
-        problems.len(),
-        expected.len(),
-        problems.join("\n  "),
-        describe_output(output)
-    );
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{what}: every check passed but the exit code is not 0\n{}",
-        describe_output(output)
-    );
 }
 
 fn assert_writev_line(output: &Output, what: &str) {

@@ -203,7 +203,8 @@ pub fn load(k: &mut Kernel, elf: &Elf, app_gpa: u64, args: &ArgsBlob) -> Result<
     )) {
         return Err(FwError::OutOfMemory);
     }
-    let rsp = build_stack(k, args, base + elf.entry, phdr_va, elf.phnum).map_err(mem_err)?;
+    let vdso = super::vdso::map(k)?;
+    let rsp = build_stack(k, args, base + elf.entry, phdr_va, elf.phnum, vdso).map_err(mem_err)?;
     Ok(Entry {
         rip: base + elf.entry,
         rsp,
@@ -233,6 +234,8 @@ const AT_SECURE: u64 = 23;
 const AT_RANDOM: u64 = 25;
 const AT_HWCAP2: u64 = 26;
 const AT_EXECFN: u64 = 31;
+/// The vDSO's address (Linux `arch/x86/include/uapi/asm/auxvec.h`).
+const AT_SYSINFO_EHDR: u64 = 33;
 const AT_MINSIGSTKSZ: u64 = 51;
 
 fn build_stack(
@@ -241,6 +244,7 @@ fn build_stack(
     entry: u64,
     phdr: u64,
     phnum: u16,
+    vdso: u64,
 ) -> Result<u64, UserMemError> {
     let mut sp = STACK_TOP;
     let push_bytes = |k: &mut Kernel, sp: &mut u64, b: &[u8]| -> Result<u64, UserMemError> {
@@ -269,7 +273,8 @@ fn build_stack(
     sp &= !15;
 
     let hwcap = u64::from(crate::arch::cpu::cpuid(1, 0).edx);
-    let auxv: [(u64, u64); 19] = [
+    let auxv: [(u64, u64); 20] = [
+        (AT_SYSINFO_EHDR, vdso),
         (AT_PHDR, phdr),
         (AT_PHENT, 56),
         (AT_PHNUM, u64::from(phnum)),
@@ -296,7 +301,7 @@ fn build_stack(
     if words % 2 == 1 {
         sp -= 8;
     }
-    let mut table = [0u64; 1 + MAX_STRINGS + 2 + 2 * 20];
+    let mut table = [0u64; 1 + MAX_STRINGS + 2 + 2 * 21];
     let mut n = 0;
     table[n] = argc as u64;
     n += 1;

@@ -19,6 +19,15 @@ pub const XSTATE_WINDOW_VA: u64 = 0x0000_7FC0_0000_0000;
 /// Bytes of the extended-state window per thread slot (the largest XSAVE area of the
 /// features the firmware enables, AVX-512, is about 2.7 KiB).
 pub const XSTATE_SLOT: u64 = 8192;
+/// Where the vDSO's data page is mapped (user read-only, never executable): between
+/// the stack's top and the end of the user half, as Linux places `[vvar]`, at a fixed
+/// address (`app/vdso.rs`).
+pub const VVAR_VA: u64 = 0x0000_7FFF_FFF8_0000;
+/// Where the vDSO is mapped (user read and execute), one page above its data page;
+/// AT_SYSINFO_EHDR.
+pub const VDSO_VA: u64 = VVAR_VA + 0x1000;
+/// Room reserved for the vDSO at [`VDSO_VA`].
+pub const VDSO_MAX_SIZE: u64 = 0x1_0000;
 
 /// PROT_READ.
 pub const PROT_READ: u32 = 1;

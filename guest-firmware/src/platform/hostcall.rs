@@ -169,13 +169,15 @@ pub fn write_request(fd: u32, len: u64) -> HostcallHeader {
     }
 }
 
-/// The exit hostcall: the app's status; its unsupported-syscall counts are in the
-/// data area (`len` bytes).
-pub fn exit_request(status: u8, len: u64) -> HostcallHeader {
+/// The exit hostcall: the app's status; its syscall counts are in the data area
+/// (`len` bytes, of which the last `all` count every syscall, the others the
+/// unsupported ones).
+pub fn exit_request(status: u8, len: u64, all: u64) -> HostcallHeader {
     HostcallHeader {
         op: HostcallOp::Exit as u32,
         arg: u64::from(status),
         len,
+        arg2: all,
         ..Default::default()
     }
 }
@@ -320,7 +322,7 @@ mod tests {
         let mut a = s.area();
         let va = s.mem.as_ptr() as u64;
         assert_eq!(
-            a.exchange(exit_request(3, 0), host(va, |h| h.result = 0)),
+            a.exchange(exit_request(3, 0, 0), host(va, |h| h.result = 0)),
             Err(FwError::Hostcall)
         );
         // The request went out as asked.

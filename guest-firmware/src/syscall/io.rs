@@ -8,7 +8,7 @@
 //! before a byte of reply data is used (shared-abi `HostcallHeader::check_reply`).
 
 use super::errno::*;
-use super::{mem_err, SysResult};
+use super::{mem_err, timerfd, SysResult};
 use crate::fs::{Node, Special, O_ACCMODE, O_NONBLOCK, O_PATH, O_WRONLY};
 use crate::kernel::Kernel;
 use crate::mem::user::VmaKind;
@@ -82,6 +82,8 @@ fn read_node(k: &mut Kernel, node: Node, offset: u64, buf: u64, len: u64) -> Sys
         }
         Node::Dev(Special::Maps) => read_maps(k, offset, buf, len),
         Node::Dev(_) => super::process::getrandom(k, buf, len, 0),
+        // Read through `timerfd::read`, never at an offset (`seekable`).
+        Node::Timer(_) => Err(ESPIPE),
     }
 }
 
@@ -126,12 +128,17 @@ fn write_node(k: &mut Kernel, node: Node, buf: u64, len: u64) -> SysResult {
         Node::Console(_) => Err(EBADF),
         Node::Dev(Special::Null | Special::Zero | Special::Urandom) => Ok(len),
         Node::Dir { .. } => Err(EISDIR),
+        // A timerfd has no write (Linux `vfs_write` without one).
+        Node::Timer(_) => Err(EINVAL),
         _ => Err(EBADF),
     }
 }
 
 pub fn read(k: &mut Kernel, fd: u64, buf: u64, len: u64) -> SysResult {
     let f = open_for(k, fd, true)?;
+    if let Node::Timer(_) = f.node {
+        return timerfd::read(k, fd, buf, len);
+    }
     let n = read_node(k, f.node, f.offset, buf, len)?;
     if matches!(f.node, Node::File { .. } | Node::Dev(Special::Maps)) {
         k.files.get_mut(fd)?.offset = f.offset + n;
@@ -146,7 +153,7 @@ pub fn write(k: &mut Kernel, fd: u64, buf: u64, len: u64) -> SysResult {
 
 fn seekable(node: Node) -> Result<(), u64> {
     match node {
-        Node::Console(_) => Err(ESPIPE),
+        Node::Console(_) | Node::Timer(_) => Err(ESPIPE),
         Node::Dir { .. } => Err(EISDIR),
         _ => Ok(()),
     }
@@ -197,6 +204,9 @@ pub fn readv(k: &mut Kernel, fd: u64, iov: u64, cnt: u64, at: Option<u64>) -> Sy
     if at.is_some() {
         seekable(f.node)?;
     }
+    if let Node::Timer(_) = f.node {
+        return readv_timer(k, fd, iov, cnt);
+    }
     let mut offset = at.unwrap_or(f.offset);
     let mut total = 0u64;
     for i in 0..cnt {
@@ -221,6 +231,33 @@ pub fn readv(k: &mut Kernel, fd: u64, iov: u64, cnt: u64, at: Option<u64>) -> Sy
         k.files.get_mut(fd)?.offset = offset;
     }
     Ok(total)
+}
+
+/// readv of a timerfd: its 8-byte count spread over the iovecs, which together must
+/// hold it (Linux reads a timerfd through `read_iter`).
+fn readv_timer(k: &mut Kernel, fd: u64, iov: u64, cnt: u64) -> SysResult {
+    let mut total = 0u64;
+    for i in 0..cnt {
+        total = total.saturating_add(iovec(k, iov, i)?.1);
+    }
+    if total < timerfd::TICKS_SIZE {
+        return Err(EINVAL);
+    }
+    let bytes = timerfd::wait_ticks(k, fd)?.to_le_bytes();
+    let mut done = 0usize;
+    for i in 0..cnt {
+        if done == bytes.len() {
+            break;
+        }
+        let (base, len) = iovec(k, iov, i)?;
+        let n = usize::try_from(len)
+            .unwrap_or(usize::MAX)
+            .min(bytes.len() - done);
+        k.copy_to_user(base, &bytes[done..done + n])
+            .map_err(mem_err)?;
+        done += n;
+    }
+    Ok(timerfd::TICKS_SIZE)
 }
 
 /// writev: to the console, the iovecs are gathered into the hostcall area and sent
@@ -289,7 +326,10 @@ pub fn lseek(k: &mut Kernel, fd: u64, off: i64, whence: u64) -> SysResult {
     let f = *k.files.get(fd)?;
     let size = match f.node {
         Node::Console(_) => return Err(ESPIPE),
-        Node::Dev(Special::Null | Special::Zero | Special::Urandom) => return Ok(0),
+        // A timerfd's position stays 0 (Linux `noop_llseek`).
+        Node::Dev(Special::Null | Special::Zero | Special::Urandom) | Node::Timer(_) => {
+            return Ok(0)
+        }
         Node::File { size, .. } => Some(size),
         Node::Dir { .. } | Node::Dev(_) => None,
     };
@@ -324,44 +364,50 @@ pub fn lseek(k: &mut Kernel, fd: u64, off: i64, whence: u64) -> SysResult {
 
 /// poll / ppoll (`timeout_ns`: `None` waits without limit). Files and devices are
 /// always ready; console output is always writable (a write blocks in the host if it
-/// must); whether stdin has input is the host's to say, within the timeout.
+/// must); whether stdin has input is the host's to say, within the timeout; a timerfd
+/// is readable once it has expired, so the wait ends at the earliest deadline of the
+/// timers polled for reading.
 pub fn poll(k: &mut Kernel, fds: u64, nfds: u64, timeout_ns: Option<i64>) -> SysResult {
-    // `include/uapi/asm-generic/poll.h`.
-    const POLLIN: u16 = 0x001;
-    const POLLPRI: u16 = 0x002;
-    const POLLOUT: u16 = 0x004;
-    const POLLNVAL: u16 = 0x020;
-    const POLLRDNORM: u16 = 0x040;
-    const POLLWRNORM: u16 = 0x100;
-    const READABLE: u16 = POLLIN | POLLRDNORM;
-    const WRITABLE: u16 = POLLOUT | POLLWRNORM;
     if nfds > crate::fs::MAX_FDS as u64 {
         return Err(EINVAL);
     }
     let timeout_ns = timeout_ns.filter(|t| *t >= 0);
-    // Pass 1: what is ready without asking the host, and whether stdin is asked for.
+    // Pass 1: what is ready without asking the host, whether stdin is asked for, and
+    // the first timer deadline to wait for.
     let mut ready = 0u64;
     let mut want_stdin = false;
+    let mut next_timer: Option<u64> = None;
     for i in 0..nfds {
         let (fd, events) = pollfd(k, fds, i)?;
-        let revents = match fd_node(k, fd) {
-            None => 0,
-            Some(Err(_)) => POLLNVAL,
+        let node = fd_node(k, fd);
+        let now_ready = revents(k, node, events, false) != 0;
+        match node {
             Some(Ok(Node::Console(0))) => {
-                want_stdin |= events & (READABLE | POLLPRI) != 0;
-                0
+                want_stdin |= events & (POLL_READABLE | POLLPRI) != 0;
             }
-            Some(Ok(Node::Console(_))) => events & WRITABLE,
-            Some(Ok(_)) => events & (READABLE | WRITABLE),
-        };
-        ready += u64::from(revents != 0);
+            Some(Ok(Node::Timer(t))) if !now_ready && events & POLL_READABLE != 0 => {
+                if let Some(d) = t.deadline() {
+                    next_timer = Some(next_timer.map_or(d, |n| n.min(d)));
+                }
+            }
+            _ => {}
+        }
+        ready += u64::from(now_ready);
     }
+    // Nothing ready: wait until the timeout or the first timer deadline, whichever
+    // comes first (CLOCK_MONOTONIC), or for stdin.
+    let wake = if ready > 0 {
+        None
+    } else {
+        let timeout = timeout_ns.map(|t| k.monotonic_ns().saturating_add(t as u64));
+        timeout.into_iter().chain(next_timer).min()
+    };
     let mut stdin_ready = false;
     if want_stdin {
-        let wait = if ready > 0 {
-            0
-        } else {
-            timeout_ns.map_or(POLL_FOREVER, |t| t as u64)
+        let wait = match (ready, wake) {
+            (1.., _) => 0,
+            (0, Some(deadline)) => deadline.saturating_sub(k.monotonic_ns()),
+            (0, None) => POLL_FOREVER,
         };
         let req = HostcallHeader {
             op: HostcallOp::Poll as u32,
@@ -370,12 +416,17 @@ pub fn poll(k: &mut Kernel, fds: u64, nfds: u64, timeout_ns: Option<i64>) -> Sys
             ..Default::default()
         };
         stdin_ready = hostcall_io(k, req)? & POLL_STDIN_READABLE != 0;
-    } else if ready == 0 {
-        match timeout_ns {
-            Some(t) => {
-                let deadline = k.monotonic_ns().saturating_add(t as u64);
-                k.sleep_until(deadline);
+    }
+    if ready == 0 && !stdin_ready {
+        match wake {
+            // Also where the host's poll came back early: the firmware's clock says
+            // when the wait is over.
+            Some(deadline) => {
+                if super::signal::wait(k, Some(deadline)) == super::signal::Wake::Signal {
+                    return Err(super::signal::ERESTARTNOHAND);
+                }
             }
+            None if want_stdin => {}
             None => {
                 let _ = k.console_write(
                     2,
@@ -389,19 +440,44 @@ pub fn poll(k: &mut Kernel, fds: u64, nfds: u64, timeout_ns: Option<i64>) -> Sys
     let mut count = 0u64;
     for i in 0..nfds {
         let (fd, events) = pollfd(k, fds, i)?;
-        let revents = match fd_node(k, fd) {
-            None => 0,
-            Some(Err(_)) => POLLNVAL,
-            Some(Ok(Node::Console(0))) if stdin_ready => events & READABLE,
-            Some(Ok(Node::Console(0))) => 0,
-            Some(Ok(Node::Console(_))) => events & WRITABLE,
-            Some(Ok(_)) => events & (READABLE | WRITABLE),
-        };
+        let node = fd_node(k, fd);
+        let revents = revents(k, node, events, stdin_ready);
         k.copy_to_user(fds + i * 8 + 6, &revents.to_le_bytes())
             .map_err(mem_err)?;
         count += u64::from(revents != 0);
     }
     Ok(count)
+}
+
+/// Poll events (`include/uapi/asm-generic/poll.h`).
+const POLLIN: u16 = 0x001;
+const POLLPRI: u16 = 0x002;
+const POLLOUT: u16 = 0x004;
+const POLLNVAL: u16 = 0x020;
+const POLLRDNORM: u16 = 0x040;
+const POLLWRNORM: u16 = 0x100;
+const POLL_READABLE: u16 = POLLIN | POLLRDNORM;
+const POLL_WRITABLE: u16 = POLLOUT | POLLWRNORM;
+
+/// The events of `events` that a polled descriptor's `node` has now (`stdin_ready`:
+/// what the host said of stdin).
+fn revents(k: &mut Kernel, node: Option<Result<Node, u64>>, events: u16, stdin_ready: bool) -> u16 {
+    match node {
+        None => 0,
+        Some(Err(_)) => POLLNVAL,
+        Some(Ok(Node::Console(0))) if stdin_ready => events & POLL_READABLE,
+        Some(Ok(Node::Console(0))) => 0,
+        Some(Ok(Node::Console(_))) => events & POLL_WRITABLE,
+        Some(Ok(Node::Timer(t))) if events & POLL_READABLE != 0 => {
+            if t.expired_at(k.monotonic_ns()) {
+                events & POLL_READABLE
+            } else {
+                0
+            }
+        }
+        Some(Ok(Node::Timer(_))) => 0,
+        Some(Ok(_)) => events & (POLL_READABLE | POLL_WRITABLE),
+    }
 }
 
 fn pollfd(k: &mut Kernel, fds: u64, i: u64) -> Result<(i32, u16), u64> {
@@ -526,6 +602,10 @@ fn maps_area(k: &Kernel, i: usize) -> Option<(u64, u64, u32, &'static [u8])> {
             b"[nacre-io]"
         } else if v.kind == VmaKind::Window && v.start == crate::mem::user::XSTATE_WINDOW_VA {
             b"[nacre-xstate]"
+        } else if v.kind == VmaKind::Window && v.start == crate::mem::user::VVAR_VA {
+            b"[vvar]"
+        } else if v.kind == VmaKind::Window && v.start == crate::mem::user::VDSO_VA {
+            b"[vdso]"
         } else if v.kind == VmaKind::Window {
             b"[nacre-files]"
         } else {

@@ -10,10 +10,12 @@ pub mod errno;
 pub mod fs;
 pub mod io;
 pub mod mem;
+pub mod membarrier;
 pub mod process;
 pub mod signal;
 pub mod thread;
 pub mod time;
+pub mod timerfd;
 
 use crate::arch::fpu::FxImage;
 use crate::arch::idt::TrapFrame;
@@ -57,6 +59,7 @@ pub fn dispatch(frame: &mut SyscallFrame) -> u64 {
     let Some(k) = guard.as_mut() else {
         crate::fatal("syscall before boot finished")
     };
+    k.syscalls.count(nr);
     match handle(k, nr, args) {
         Ok(v) => v,
         Err(e) => {
@@ -93,6 +96,60 @@ pub unsafe fn exit_work(tf: &mut TrapFrame, image: *mut FxImage, nr: u64) {
     // SAFETY: the caller's contract.
     unsafe { crate::sched::start_pending_clone(k, tf, image) };
     signal::deliver::exit_to_user(k, tf, image, Some(nr));
+}
+
+/// Syscall numbers counted one by one: Linux's x86-64 table stays below this (the
+/// x32 ones, from 512, are unsupported and counted as such).
+const COUNTED_SYSCALLS: usize = 512;
+
+/// How often the app made each syscall, for `nacre run --stats` (`syscalls.NAME`):
+/// one increment per call, and a list of the numbers used so that the exit hostcall
+/// sends only those.
+#[derive(Debug)]
+pub struct SyscallCounts {
+    counts: [u32; COUNTED_SYSCALLS],
+    /// The numbers with a count, in order of first use.
+    used: [u16; COUNTED_SYSCALLS],
+    nused: usize,
+}
+
+impl Default for SyscallCounts {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SyscallCounts {
+    /// No calls yet.
+    pub const fn new() -> Self {
+        Self {
+            counts: [0; COUNTED_SYSCALLS],
+            used: [0; COUNTED_SYSCALLS],
+            nused: 0,
+        }
+    }
+
+    /// Count one call of syscall `nr` (numbers past the table are not counted).
+    pub fn count(&mut self, nr: u64) {
+        let Some(c) = usize::try_from(nr)
+            .ok()
+            .and_then(|i| self.counts.get_mut(i))
+        else {
+            return;
+        };
+        if *c == 0 {
+            self.used[self.nused] = nr as u16;
+            self.nused += 1;
+        }
+        *c = c.saturating_add(1);
+    }
+
+    /// `(number, count)` of every syscall made, in order of first use.
+    pub fn iter(&self) -> impl Iterator<Item = (u32, u32)> + '_ {
+        self.used[..self.nused]
+            .iter()
+            .map(|&nr| (u32::from(nr), self.counts[usize::from(nr)]))
+    }
 }
 
 /// Count one call of unsupported syscall `nr` in `table` ((number, count) in order of
@@ -188,6 +245,9 @@ fn handle(k: &mut Kernel, nr: u64, a: [u64; 6]) -> SysResult {
         Sysno::time => time::time(k, a[0]),
         Sysno::nanosleep => time::nanosleep(k, a[0], a[1]),
         Sysno::clock_nanosleep => time::clock_nanosleep(k, int_arg(a[0]), a[1], a[2], a[3]),
+        Sysno::timerfd_create => timerfd::timerfd_create(k, int_arg(a[0]), uint_arg(a[1])),
+        Sysno::timerfd_settime => timerfd::timerfd_settime(k, a[0], uint_arg(a[1]), a[2], a[3]),
+        Sysno::timerfd_gettime => timerfd::timerfd_gettime(k, a[0], a[1]),
 
         Sysno::rt_sigaction => signal::rt_sigaction(k, a[0], a[1], a[2], a[3]),
         Sysno::rt_sigprocmask => signal::rt_sigprocmask(k, a[0], a[1], a[2], a[3]),
@@ -252,6 +312,9 @@ fn handle(k: &mut Kernel, nr: u64, a: [u64; 6]) -> SysResult {
         Sysno::sysinfo => process::sysinfo(k, a[0]),
         Sysno::getrandom => process::getrandom(k, a[0], a[1], a[2]),
         Sysno::futex => thread::futex(k, a),
+        Sysno::membarrier => {
+            membarrier::membarrier(k, int_arg(a[0]), uint_arg(a[1]), int_arg(a[2]))
+        }
         _ => Err(ENOSYS),
     }
 }
@@ -289,6 +352,16 @@ mod tests {
         table[1].1 = u32::MAX;
         count_unsupported(&mut table, 600);
         assert_eq!(table[1], (600, u32::MAX), "counts saturate");
+    }
+
+    #[test]
+    fn every_syscall_is_counted_once_listed_in_order_of_first_use() {
+        let mut c = SyscallCounts::new();
+        for nr in [228, 1, 228, 228, 511, 512, u64::MAX] {
+            c.count(nr);
+        }
+        let all: std::vec::Vec<_> = c.iter().collect();
+        assert_eq!(all, [(228, 3), (1, 1), (511, 1)]);
     }
 
     #[test]

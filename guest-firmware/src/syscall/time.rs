@@ -1,59 +1,53 @@
 //! Clocks and sleeping: clock_gettime, clock_getres, gettimeofday, time, nanosleep,
 //! clock_nanosleep. Served from the firmware's TSC-based clocks (`time.rs`); the host's
-//! time is untrusted and only read once.
+//! time is untrusted and only read once. Apps whose libc uses the vDSO read most
+//! clocks without coming here (`app/vdso.rs`); these are the same clocks.
 
 use super::errno::*;
 use super::signal::{self, Wake};
 use super::{mem_err, SysResult};
+use crate::app::vdso::vvar::{self, vdso_clock};
 use crate::kernel::Kernel;
 use crate::time::NS_PER_SEC;
 
-/// Clock ids (Linux `include/uapi/linux/time.h`).
-const CLOCK_REALTIME: i32 = 0;
-const CLOCK_MONOTONIC: i32 = 1;
-const CLOCK_PROCESS_CPUTIME_ID: i32 = 2;
-const CLOCK_THREAD_CPUTIME_ID: i32 = 3;
-const CLOCK_MONOTONIC_RAW: i32 = 4;
-const CLOCK_REALTIME_COARSE: i32 = 5;
-const CLOCK_MONOTONIC_COARSE: i32 = 6;
-const CLOCK_BOOTTIME: i32 = 7;
-const CLOCK_REALTIME_ALARM: i32 = 8;
-const CLOCK_BOOTTIME_ALARM: i32 = 9;
-const CLOCK_TAI: i32 = 11;
+pub use crate::app::vdso::vvar::{
+    CLOCK_BOOTTIME, CLOCK_BOOTTIME_ALARM, CLOCK_MONOTONIC, CLOCK_MONOTONIC_COARSE,
+    CLOCK_MONOTONIC_RAW, CLOCK_PROCESS_CPUTIME_ID, CLOCK_REALTIME, CLOCK_REALTIME_ALARM,
+    CLOCK_REALTIME_COARSE, CLOCK_TAI, CLOCK_THREAD_CPUTIME_ID,
+};
+
 /// clock_nanosleep flag (Linux `include/uapi/linux/time.h`).
 const TIMER_ABSTIME: u64 = 1;
-/// Resolution of the coarse clocks: one tick of a 250 Hz kernel, as Linux reports.
-const COARSE_RES_NS: u64 = 4_000_000;
 
-/// A clock's current value in nanoseconds.
+/// A clock's current value in nanoseconds. The clocks the vDSO answers are read
+/// exactly as it reads them (`vdso_clock`); the rest are the syscall's alone.
 fn clock_ns(k: &mut Kernel, clock: i32) -> Result<u64, u64> {
+    if let Some((base, _)) = vdso_clock(clock) {
+        return Ok(k.clock_ns(base));
+    }
     match clock {
-        CLOCK_REALTIME | CLOCK_REALTIME_COARSE | CLOCK_REALTIME_ALARM | CLOCK_TAI => {
-            Ok(k.realtime_ns())
-        }
-        CLOCK_MONOTONIC
-        | CLOCK_MONOTONIC_RAW
-        | CLOCK_MONOTONIC_COARSE
-        | CLOCK_BOOTTIME
-        | CLOCK_BOOTTIME_ALARM => Ok(k.monotonic_ns()),
+        CLOCK_REALTIME_ALARM => Ok(k.realtime_ns()),
+        CLOCK_BOOTTIME_ALARM => Ok(k.monotonic_ns()),
         CLOCK_PROCESS_CPUTIME_ID | CLOCK_THREAD_CPUTIME_ID => Ok(k.clock.cputime_ns()),
         _ => Err(EINVAL),
     }
 }
 
 /// `struct timespec` (`tv_sec`, `tv_nsec`) for `ns` nanoseconds.
-fn timespec(ns: u64) -> [u8; 16] {
+pub fn timespec(ns: u64) -> [u8; 16] {
+    let (sec, nsec) = vvar::timespec(ns);
     let mut t = [0u8; 16];
-    t[..8].copy_from_slice(&(ns / NS_PER_SEC).to_le_bytes());
-    t[8..].copy_from_slice(&(ns % NS_PER_SEC).to_le_bytes());
+    t[..8].copy_from_slice(&sec.to_le_bytes());
+    t[8..].copy_from_slice(&nsec.to_le_bytes());
     t
 }
 
 /// `struct timeval` (`tv_sec`, `tv_usec`) for `ns` nanoseconds.
 fn timeval(ns: u64) -> [u8; 16] {
+    let (sec, usec) = vvar::timeval(ns);
     let mut t = [0u8; 16];
-    t[..8].copy_from_slice(&(ns / NS_PER_SEC).to_le_bytes());
-    t[8..].copy_from_slice(&(ns % NS_PER_SEC / 1000).to_le_bytes());
+    t[..8].copy_from_slice(&sec.to_le_bytes());
+    t[8..].copy_from_slice(&usec.to_le_bytes());
     t
 }
 
@@ -91,12 +85,13 @@ pub fn clock_gettime(k: &mut Kernel, clock: i32, tp: u64) -> SysResult {
     Ok(0)
 }
 
-/// The resolution of clock `clock` in nanoseconds.
+/// The resolution of clock `clock` in nanoseconds: the vDSO's answer for its clocks,
+/// 1 ns for the others.
 fn resolution(clock: i32) -> Result<u64, u64> {
-    match clock {
-        CLOCK_REALTIME_COARSE | CLOCK_MONOTONIC_COARSE => Ok(COARSE_RES_NS),
-        c if clock_ns_known(c) => Ok(1),
-        _ => Err(EINVAL),
+    match vdso_clock(clock) {
+        Some((_, res)) => Ok(res),
+        None if clock_ns_known(clock) => Ok(1),
+        None => Err(EINVAL),
     }
 }
 
@@ -222,7 +217,8 @@ mod tests {
     #[test]
     fn resolutions_are_per_clock() {
         assert_eq!(resolution(CLOCK_MONOTONIC), Ok(1));
-        assert_eq!(resolution(CLOCK_REALTIME_COARSE), Ok(COARSE_RES_NS));
+        assert_eq!(resolution(CLOCK_REALTIME_COARSE), Ok(vvar::COARSE_RES_NS));
+        assert_eq!(resolution(CLOCK_PROCESS_CPUTIME_ID), Ok(1));
         assert_eq!(resolution(CLOCK_TAI), Ok(1));
         assert_eq!(resolution(10), Err(EINVAL), "clock 10 does not exist");
         assert_eq!(resolution(-1), Err(EINVAL));

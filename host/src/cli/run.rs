@@ -35,7 +35,8 @@ pub struct RunArgs {
     /// Guest RAM, e.g. 256M or 4G (a multiple of 2 MiB). Default: 256M or what the image needs.
     #[arg(long, value_parser = parse_size)]
     pub memory: Option<u64>,
-    /// Print counters (exits, page-state changes, validations, unsupported syscalls) to stderr.
+    /// Print counters (exits, page-state changes, validations, the app's syscalls and the
+    /// unsupported ones) to stderr.
     #[arg(long)]
     pub stats: bool,
     /// Write the counters as JSON to FILE.

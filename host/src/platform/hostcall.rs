@@ -209,7 +209,8 @@ fn read(
     Ok(Reply::Resume)
 }
 
-/// Exit: the app's status and its unsupported-syscall counts.
+/// Exit: the app's status and its syscall counts: the unsupported ones, then (the
+/// last `arg2` bytes, bounded by `check_request`) every syscall.
 fn exit(
     mem: &GuestMemory,
     stats: &mut RunCounters,
@@ -217,15 +218,18 @@ fn exit(
     data: u64,
 ) -> Result<Reply, MemoryError> {
     let len = h.len as usize;
-    let mut pairs = vec![0u8; len - len % 8];
-    mem.read(data, &mut pairs)?;
-    for pair in pairs.chunks_exact(8) {
-        let nr = u32::from_le_bytes([pair[0], pair[1], pair[2], pair[3]]);
-        let count = u32::from_le_bytes([pair[4], pair[5], pair[6], pair[7]]);
-        *stats
-            .syscalls_unsupported
-            .entry(syscall_name(nr))
-            .or_insert(0) += u64::from(count);
+    let mut bytes = vec![0u8; len];
+    mem.read(data, &mut bytes)?;
+    let (unsupported, all) = bytes.split_at(len - h.arg2 as usize);
+    for (table, pairs) in [
+        (&mut stats.syscalls_unsupported, unsupported),
+        (&mut stats.syscalls, all),
+    ] {
+        for pair in pairs.chunks_exact(8) {
+            let nr = u32::from_le_bytes([pair[0], pair[1], pair[2], pair[3]]);
+            let count = u32::from_le_bytes([pair[4], pair[5], pair[6], pair[7]]);
+            *table.entry(syscall_name(nr)).or_insert(0) += u64::from(count);
+        }
     }
     Ok(Reply::Stop(Stop::AppExit((h.arg & 0xFF) as u8)))
 }

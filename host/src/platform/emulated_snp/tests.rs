@@ -9,7 +9,7 @@ use crate::exits::snp::guest_request::FW_ERR_PLATFORM;
 use crate::exits::testing::{clock_request, exit_request, hostcall_reply, put_hostcall, FakeVcpu};
 use crate::exits::{handle_exit, Exit};
 use crate::mmu::attributes::Kind;
-use nacre_shared_abi::hostcall::HOSTCALL_PORT;
+use nacre_shared_abi::hostcall::{HostcallHeader, HOSTCALL_DATA_OFFSET, HOSTCALL_PORT};
 use nacre_shared_abi::snp::ghcb::{
     exit_code, ioio, Ghcb, GhcbErrorCode, GhcbField, RESULT_BAD_INPUT, RESULT_OK,
 };
@@ -416,10 +416,28 @@ fn ioio_nae_event_serves_a_hostcall_from_the_shared_area() {
     let reply = hostcall_reply(&snp.mem, AREA);
     assert_eq!((reply.status, reply.result), (0, 24));
     assert_eq!(snp.run.hostcalls.get("clock"), Some(&1));
-    // The app's exit ends the run with its status.
-    put_hostcall(&snp.mem, AREA, &exit_request(42));
+    // The app's exit ends the run with its status and its syscall counts: the
+    // unsupported ones, then all (the last `arg2` bytes).
+    let pairs: [(u32, u32); 3] = [(41, 2), (228, 5), (41, 2)];
+    let data: Vec<u8> = pairs
+        .iter()
+        .flat_map(|(nr, n)| nr.to_le_bytes().into_iter().chain(n.to_le_bytes()))
+        .collect();
+    snp.mem
+        .write(AREA + HOSTCALL_DATA_OFFSET, &data)
+        .expect("exit data");
+    let exit = HostcallHeader {
+        len: 24,
+        arg2: 16,
+        ..exit_request(42)
+    };
+    put_hostcall(&snp.mem, AREA, &exit);
     let (stop, _) = ghcb_call(&mut snp, &ioio_ghcb(hostcall_out(), AREA));
     assert_eq!(stop, Some(Stop::AppExit(42)));
+    assert_eq!(snp.run.syscalls_unsupported.get("socket"), Some(&2));
+    assert_eq!(snp.run.syscalls.get("clock_gettime"), Some(&5));
+    assert_eq!(snp.run.syscalls.get("socket"), Some(&2));
+    assert_eq!(snp.run.syscalls.len(), 2);
 }
 
 #[test]
