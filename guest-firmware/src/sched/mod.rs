@@ -621,6 +621,37 @@ fn owner_died(k: &mut Kernel, addr: u64, tid: u32) {
     }
 }
 
+/// Wait queues of the firmware's own objects (pipes, eventfds, epoll instances)
+/// share the futex queues under keys in the kernel's half of the address space,
+/// which no futex word can have (futex addresses are checked to be the app's).
+pub const OBJECT_KEY_BASE: u64 = 0xFFFF_F000_0000_0000;
+
+/// Block the running thread on the object queue `key` (at least
+/// [`OBJECT_KEY_BASE`]) until [`wake_all`] of that key, `deadline` (`u64::MAX`:
+/// none) or a signal; returns which.
+pub fn wait_on(k: &mut Kernel, key: u64, deadline: u64) -> Wake {
+    debug_assert!(key >= OBJECT_KEY_BASE);
+    let slot = k.sched.current() as u32;
+    if k.sched
+        .futexes
+        .wait(slot, key, futex::BITSET_MATCH_ANY)
+        .is_err()
+    {
+        // Every thread can wait once: the queue cannot be full.
+        return Wake::Woken;
+    }
+    let why = block(k, deadline);
+    if why != Wake::Woken {
+        k.sched.futexes.cancel(slot);
+    }
+    why
+}
+
+/// Wake every thread waiting on the object queue `key`; how many.
+pub fn wake_all(k: &mut Kernel, key: u64) -> u32 {
+    futex_wake(k, key, futex::BITSET_MATCH_ANY, u32::MAX)
+}
+
 /// Wake up to `max` waiters on the futex at `addr` whose bitset meets `bitset`; how
 /// many were woken.
 pub fn futex_wake(k: &mut Kernel, addr: u64, bitset: u32, max: u32) -> u32 {
