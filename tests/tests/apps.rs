@@ -706,6 +706,64 @@ fn musl_pthreads_match_native() {
     checks_match_native(&app("threads.c", Toolchain::Musl), &[], "musl-threads", 10);
 }
 
+/// Hostile host: a stream of interrupts nobody asked for (the timer's vector, the
+/// wake-up vector, vectors nothing uses) while threads run, block and are
+/// preempted: the firmware acknowledges them and only looks at its own clock more
+/// often; every check still prints what it prints natively.
+#[test]
+fn hostile_interrupt_storm_changes_no_thread_result() {
+    require_kvm();
+    let program = app("threads.c", Toolchain::Glibc);
+    let native = run_native(&program, &[], b"");
+    assert!(
+        native.status.success(),
+        "native threads\n{}",
+        summary(&native)
+    );
+    let image = image(&program, "threads-storm", &PackageOptions::new());
+    on_each_platform(|platform| {
+        let output = nacre_tests::run_with_env(
+            &image,
+            &["--platform", platform],
+            &[("NACRE_TEST_HOSTILE", "interrupt-storm")],
+        );
+        assert_run(
+            &output,
+            0,
+            &native.stdout,
+            "threads under an interrupt storm",
+        );
+    });
+}
+
+/// Hostile host: CPUID hides the TSC-deadline timer, so there are no time slices:
+/// threads still take turns whenever one blocks, yields or exits, and sleeping
+/// threads wake when the running one next enters the firmware.
+#[test]
+fn hostile_missing_timer_leaves_blocking_threads_working() {
+    require_kvm();
+    let program = app("threads.c", Toolchain::Glibc);
+    let native = run_native(&program, &["blocking"], b"");
+    assert!(
+        native.status.success(),
+        "native threads\n{}",
+        summary(&native)
+    );
+    let image = image(
+        &program,
+        "threads-blocking",
+        &PackageOptions::new().args(&["blocking"]),
+    );
+    on_each_platform(|platform| {
+        let output = nacre_tests::run_with_env(
+            &image,
+            &["--platform", platform],
+            &[("NACRE_TEST_HOSTILE", "no-timer")],
+        );
+        assert_run(&output, 0, &native.stdout, "threads without a timer");
+    });
+}
+
 #[test]
 fn rust_std_threads_match_native() {
     require_kvm();

@@ -246,6 +246,12 @@ pub enum Hostile {
     OverlongRead,
     /// Return from every sleep at once.
     EarlyWake,
+    /// Send the guest a stream of interrupts it never asked for (the timer's vector,
+    /// the wake-up vector and vectors nothing uses), about one every 200 us.
+    InterruptStorm,
+    /// Hide the TSC-deadline timer from CPUID, so the guest has no timer to end
+    /// time slices with.
+    NoTimer,
 }
 
 impl Hostile {
@@ -257,6 +263,8 @@ impl Hostile {
             "pre-accepted-page" => Some(Self::PreAcceptedPage),
             "overlong-read" => Some(Self::OverlongRead),
             "early-wake" => Some(Self::EarlyWake),
+            "interrupt-storm" => Some(Self::InterruptStorm),
+            "no-timer" => Some(Self::NoTimer),
             _ => None,
         }
     }
@@ -269,6 +277,64 @@ impl Hostile {
             _ => None,
         }
     }
+}
+
+/// Apply the CPUID lies of a hostile-host test to the vCPU's `entries`: without a
+/// TSC-deadline timer (CPUID.1:ECX bit 24) the guest has no time slices.
+pub fn hostile_cpuid(entries: &mut [kvm_bindings::kvm_cpuid_entry2]) {
+    if Hostile::from_env() == Some(Hostile::NoTimer) {
+        for e in entries.iter_mut().filter(|e| e.function == 1) {
+            e.ecx &= !(1 << 24);
+        }
+    }
+}
+
+/// `KVM_SIGNAL_MSI`: `_IOW(KVMIO, 0xa5, struct kvm_msi)` (`include/uapi/linux/kvm.h`;
+/// KVMIO is 0xAE, `struct kvm_msi` is 32 bytes).
+const KVM_SIGNAL_MSI: libc::c_ulong = (1 << 30) | (32 << 16) | (0xAE << 8) | 0xA5;
+/// An MSI to the local APIC with id 0, fixed delivery, edge: address 0xFEE0_0000,
+/// data the vector (Intel SDM vol. 3A, 11.11).
+const MSI_ADDRESS_APIC0: u32 = 0xFEE0_0000;
+/// How many interrupts the storm sends, and how far apart.
+const STORM_INTERRUPTS: u32 = 50_000;
+const STORM_GAP: std::time::Duration = std::time::Duration::from_micros(200);
+
+/// Start the interrupt storm of the `interrupt-storm` hostile-host test: a thread
+/// that sends the VM's vCPU 0 interrupts through KVM_SIGNAL_MSI on its own copy of
+/// the VM descriptor, until it has sent them all or the VM is gone.
+pub fn start_interrupt_storm(vm: &VmFd) -> Result<(), SetupError> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    // SAFETY: dup of a descriptor this process owns; the copy is owned below.
+    let fd = unsafe { libc::dup(vm.as_raw_fd()) };
+    if fd < 0 {
+        return Err(SetupError::Image(format!(
+            "cannot duplicate the VM descriptor for the interrupt storm: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    // SAFETY: `fd` was just returned by dup and is owned by nothing else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    std::thread::spawn(move || {
+        let vectors = [0x20u32, 0x21, 0x30, 0x80, 0xEF];
+        for i in 0..STORM_INTERRUPTS {
+            let msi = kvm_bindings::kvm_msi {
+                address_lo: MSI_ADDRESS_APIC0,
+                data: vectors[i as usize % vectors.len()],
+                ..Default::default()
+            };
+            // SAFETY: KVM_SIGNAL_MSI reads one `struct kvm_msi` from the pointer,
+            // which is valid for the call.
+            let r = unsafe { libc::ioctl(fd.as_raw_fd(), KVM_SIGNAL_MSI, &msi) };
+            if r < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.raw_os_error() != Some(libc::EAGAIN) {
+                    break;
+                }
+            }
+            std::thread::sleep(STORM_GAP);
+        }
+    });
+    Ok(())
 }
 
 /// The first page the firmware accepts after the image (the start of its frame

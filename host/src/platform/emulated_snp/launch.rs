@@ -20,7 +20,8 @@ use crate::emulated::snp::sp::{EmulatedSecurityProcessor, EmulatedSp, ReportSign
 use crate::emulated::LazyKeys;
 use crate::mmu::attributes::Kind;
 use crate::platform::launch::{
-    ioctl, parameter_page, runs, test_hook, tsc_khz, vm_with_ram, Hostile, LaunchConfig, SetupError,
+    hostile_cpuid, ioctl, parameter_page, runs, start_interrupt_storm, test_hook, tsc_khz,
+    vm_with_ram, Hostile, LaunchConfig, SetupError,
 };
 use crate::platform::snp_state::{cpuid_page, BspState};
 use crate::platform::Vm;
@@ -181,6 +182,9 @@ pub fn launch(image: &LoadedImage, config: &LaunchConfig) -> Result<Vm, SetupErr
     snp.host.tsc_khz = tsc_khz(&vcpu);
     snp.host.hostile = hostile.and_then(Hostile::hostcall);
     snp.host.expect_evidence = config.expects_evidence();
+    if hostile == Some(Hostile::InterruptStorm) {
+        start_interrupt_storm(&vm)?;
+    }
     Ok(Vm {
         vcpu,
         vm,
@@ -259,6 +263,7 @@ fn set_cpuid(kvm: &Kvm, vcpu: &VcpuFd, c_bit: u8) -> Result<kvm_bindings::CpuId,
         cpuid = kvm_bindings::CpuId::from_entries(&entries)
             .map_err(|_| SetupError::Image("too many CPUID entries".into()))?;
     }
+    hostile_cpuid(cpuid.as_mut_slice());
     vcpu.set_cpuid2(&cpuid).map_err(ioctl("KVM_SET_CPUID2"))?;
     Ok(cpuid)
 }

@@ -9,8 +9,8 @@ use crate::emulated::tdx::module::EmulatedTdxModule;
 use crate::emulated::tdx::quoting::{EmulatedQuotingService, QuotingEnclave};
 use crate::emulated::LazyKeys;
 use crate::platform::launch::{
-    hostile_gfn, ioctl, parameter_page, runs, test_hook, tsc_khz, vm_with_ram, HostPage, Hostile,
-    LaunchConfig, SetupError,
+    hostile_cpuid, hostile_gfn, ioctl, parameter_page, runs, start_interrupt_storm, test_hook,
+    tsc_khz, vm_with_ram, HostPage, Hostile, LaunchConfig, SetupError,
 };
 use crate::platform::Vm;
 use crate::vmm::memory::View;
@@ -113,6 +113,9 @@ pub fn launch(image: &LoadedImage, config: &LaunchConfig) -> Result<Vm, SetupErr
     set_entry_state(&vcpu)?;
     tdx.host.tsc_khz = tsc_khz(&vcpu);
     tdx.host.hostile = hostile.and_then(Hostile::hostcall);
+    if hostile == Some(Hostile::InterruptStorm) {
+        start_interrupt_storm(&vm)?;
+    }
     tdx.host.expect_evidence = config.expects_evidence();
     Ok(Vm {
         vcpu,
@@ -157,6 +160,7 @@ fn set_cpuid(kvm: &Kvm, vcpu: &VcpuFd) -> Result<(), SetupError> {
         ecx: word(ident, 8),
         ..Default::default()
     });
+    hostile_cpuid(&mut entries);
     let cpuid = kvm_bindings::CpuId::from_entries(&entries)
         .map_err(|_| SetupError::Image("too many CPUID entries".into()))?;
     vcpu.set_cpuid2(&cpuid).map_err(ioctl("KVM_SET_CPUID2"))
