@@ -31,6 +31,9 @@ pub struct Clock {
     /// The calibration from the host's word, once asked (when the app is loaded,
     /// `app/vdso.rs`, or at the first time call before that).
     cal: Option<Calibration>,
+    /// TSC ticks per nanosecond times 2^32 (the inverse of the calibration's `mult`),
+    /// so that timer deadlines need no division.
+    ticks_per_ns: u64,
 }
 
 /// Read the TSC.
@@ -45,6 +48,7 @@ impl Clock {
         Self {
             boot_tsc: rdtsc(),
             cal: None,
+            ticks_per_ns: 0,
         }
     }
 
@@ -114,6 +118,8 @@ impl Kernel {
             mult: mult_for_khz(khz),
         };
         self.clock.cal = Some(cal);
+        self.clock.ticks_per_ns =
+            u64::try_from((1u128 << 64) / u128::from(cal.mult.max(1))).unwrap_or(u64::MAX);
         crate::app::vdso::publish(&cal);
         Ok(cal)
     }
@@ -129,11 +135,10 @@ impl Kernel {
 
     /// The TSC value `ns` nanoseconds from now, by the firmware's own calibration.
     pub fn tsc_after(&mut self, ns: u64) -> u64 {
-        let mult = match self.calibrate_clock() {
-            Ok(cal) => cal.mult,
-            Err(e) => crate::fatal_error(e),
-        };
-        let ticks = (u128::from(ns) << 32) / u128::from(mult.max(1));
+        if let Err(e) = self.calibrate_clock() {
+            crate::fatal_error(e)
+        }
+        let ticks = (u128::from(ns) * u128::from(self.clock.ticks_per_ns)) >> 32;
         rdtsc().saturating_add(u64::try_from(ticks).unwrap_or(u64::MAX))
     }
 

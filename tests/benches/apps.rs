@@ -18,6 +18,14 @@
 //!   exit do not count).
 //! - `clock-syscall`: the same as the raw syscall, 1000 times: what a clock
 //!   read costs without the vDSO.
+//! - `futex-pingpong`: `bench_threads` hands a token between two threads
+//!   through futexes; nanoseconds per round trip (two waits, two wakes, two
+//!   switches).
+//! - `thread-create`: `bench_threads` creates and joins threads one after
+//!   another; nanoseconds per thread.
+//! - `cpu-2threads`: two threads compute side by side; nanoseconds of wall
+//!   time per unit of work (nacre runs them on one vCPU, natively they have the
+//!   machine's cores).
 //!
 //! It prints the median and minimum of each command (milliseconds, or
 //! nanoseconds per call for the clock workloads) and the ratios of medians
@@ -59,6 +67,14 @@ const TOUCH_GUEST_MEMORY: &str = "2G";
 /// Calls `bench_clock` times: through the vDSO and as raw syscalls.
 const CLOCK_VDSO_CALLS: &str = "5000000";
 const CLOCK_SYSCALL_CALLS: &str = "1000";
+/// Units of work of the thread workloads, natively and under nacre (whose ring 0
+/// is slow where it is emulated, so fewer units keep a run short; the results are
+/// per unit).
+const PINGPONG_NATIVE: &str = "100000";
+const PINGPONG_NACRE: &str = "2000";
+const CREATE_NATIVE: &str = "5000";
+const CREATE_NACRE: &str = "200";
+const CPU_UNITS: &str = "200000000";
 /// What `bench_clock` prints before its result.
 const NS_PER_CALL: &str = "ns_per_call ";
 /// The runners, in table order; `native` first, the denominator of ratios.
@@ -412,6 +428,11 @@ fn main() {
     let clock_syscall_args = ["syscall", CLOCK_SYSCALL_CALLS];
     let clock_vdso_image = package_args(&dir, &clock_app, "clock-vdso", &clock_vdso_args);
     let clock_syscall_image = package_args(&dir, &clock_app, "clock-syscall", &clock_syscall_args);
+    let threads_app = build(&dir, "bench_threads.c");
+    let thread_image = |name: &str, args: &[&str]| package_args(&dir, &threads_app, name, args);
+    let pingpong_image = thread_image("futex-pingpong", &["pingpong", PINGPONG_NACRE]);
+    let create_image = thread_image("thread-create", &["create", CREATE_NACRE]);
+    let cpu_image = thread_image("cpu-2threads", &["cpu", CPU_UNITS]);
     let touch_sum: u64 = (0..TOUCH_BYTES / TOUCH_PAGE).map(|page| page % 251).sum();
     let touch_stdout = format!("sum {touch_sum}\n");
 
@@ -466,6 +487,36 @@ fn main() {
             0,
             b"",
         ),
+        workload(
+            "futex-pingpong",
+            &threads_app,
+            &["pingpong", PINGPONG_NATIVE],
+            &pingpong_image,
+            None,
+            Measure::ReportedNsPerCall,
+            0,
+            b"",
+        ),
+        workload(
+            "thread-create",
+            &threads_app,
+            &["create", CREATE_NATIVE],
+            &create_image,
+            None,
+            Measure::ReportedNsPerCall,
+            0,
+            b"",
+        ),
+        workload(
+            "cpu-2threads",
+            &threads_app,
+            &["cpu", CPU_UNITS],
+            &cpu_image,
+            None,
+            Measure::ReportedNsPerCall,
+            0,
+            b"",
+        ),
     ]
     .into_iter()
     .flatten()
@@ -473,8 +524,8 @@ fn main() {
 
     println!(
         "app benchmark: {runs} rounds; write and touch: whole-process wall time, \
-         startup: spawn to first stdout byte, clock: nanoseconds per clock_gettime \
-         as the app measured them"
+         startup: spawn to first stdout byte, clock and threads: nanoseconds per call \
+         or unit of work as the app measured them"
     );
     // One untimed round warms the page cache and checks every command works.
     for subject in &mut subjects {
@@ -512,18 +563,27 @@ fn main() {
             .find(|s| s.workload == workload && s.runner == runner)
             .map_or(f64::NAN, Subject::median)
     };
-    let ratios: Vec<Ratio> = ["write", "touch", "startup", "clock-vdso", "clock-syscall"]
-        .into_iter()
-        .flat_map(|workload| {
-            PLATFORMS
-                .into_iter()
-                .map(move |(runner, _)| (workload, runner))
-        })
-        .map(|(workload, runner)| Ratio {
-            name: format!("{workload} {runner}/{NATIVE}"),
-            value: median_of(workload, runner) / median_of(workload, NATIVE),
-        })
-        .collect();
+    let ratios: Vec<Ratio> = [
+        "write",
+        "touch",
+        "startup",
+        "clock-vdso",
+        "clock-syscall",
+        "futex-pingpong",
+        "thread-create",
+        "cpu-2threads",
+    ]
+    .into_iter()
+    .flat_map(|workload| {
+        PLATFORMS
+            .into_iter()
+            .map(move |(runner, _)| (workload, runner))
+    })
+    .map(|(workload, runner)| Ratio {
+        name: format!("{workload} {runner}/{NATIVE}"),
+        value: median_of(workload, runner) / median_of(workload, NATIVE),
+    })
+    .collect();
     println!();
     println!("{:<28} {:>10}", "ratio of medians", "value");
     for ratio in &ratios {

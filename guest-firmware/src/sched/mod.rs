@@ -337,21 +337,26 @@ fn arm_timer(k: &mut Kernel) {
     if !k.sched.preemption {
         return;
     }
-    let now = k.monotonic_ns();
-    if k.sched.threads.runnable() == 0 {
+    let waiting = k.sched.threads.runnable() > 0;
+    if !waiting {
         k.sched.slice_end = 0;
-    } else if k.sched.slice_end == 0 {
+    }
+    let deadline = k.sched.threads.next_deadline();
+    let alarm = crate::syscall::signal::alarm_deadline(k);
+    if !waiting && deadline.is_none() && alarm.is_none() {
+        // Nothing to time (a tick already set stays: it changes nothing).
+        return;
+    }
+    let now = k.monotonic_ns();
+    if waiting && k.sched.slice_end == 0 {
         k.sched.slice_end = now.saturating_add(SLICE_NS);
     }
-    let slice = (k.sched.slice_end != 0).then_some(k.sched.slice_end);
-    let alarm = crate::syscall::signal::alarm_deadline(k);
-    let Some(want) = [slice, k.sched.threads.next_deadline(), alarm]
-        .into_iter()
-        .flatten()
-        .min()
-    else {
-        return;
-    };
+    let mut want = u64::MAX;
+    for t in [k.sched.slice_end, deadline.unwrap_or(0), alarm.unwrap_or(0)] {
+        if t != 0 {
+            want = want.min(t);
+        }
+    }
     if k.sched.timer_at != 0 && k.sched.timer_at <= want {
         return;
     }

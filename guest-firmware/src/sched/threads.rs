@@ -76,7 +76,9 @@ pub struct Threads<const N: usize> {
     /// No deadline of a blocked thread is earlier than this (it may be earlier than
     /// the earliest one left after a wake-up; the next scan corrects it).
     earliest: u64,
-    /// Where the search for a free slot starts.
+    /// Where the search for a free slot starts: no slot below it is free, so the
+    /// lowest free slot is taken, and a slot whose kernel stack is mapped already is
+    /// used again rather than a new one.
     free_hint: usize,
     next_tid: ThreadId,
 }
@@ -101,7 +103,7 @@ impl<const N: usize> Threads<N> {
             live: 1,
             timed: 0,
             earliest: u64::MAX,
-            free_hint: 1 % N,
+            free_hint: 0,
             next_tid: tid + 1,
         }
     }
@@ -144,13 +146,10 @@ impl<const N: usize> Threads<N> {
     /// A new thread (clone), not runnable until [`Self::start`]; returns its slot and
     /// id.
     pub fn spawn(&mut self) -> Result<(usize, ThreadId), TableFull> {
-        // From the hint on, so that a table of mostly live threads is not scanned from
-        // the start every time.
-        let slot = (0..N)
-            .map(|i| (self.free_hint + i) % N)
+        let slot = (self.free_hint..N)
             .find(|&s| self.slots[s].state == State::Free)
             .ok_or(TableFull)?;
-        self.free_hint = (slot + 1) % N;
+        self.free_hint = slot + 1;
         let tid = self.next_tid;
         self.next_tid = self.next_tid.wrapping_add(1).max(2);
         self.slots[slot] = Thread {
@@ -172,6 +171,7 @@ impl<const N: usize> Threads<N> {
         if self.slots[slot].state == State::Blocked && slot != self.current {
             self.slots[slot] = FREE;
             self.live -= 1;
+            self.free_hint = self.free_hint.min(slot);
         }
     }
 
@@ -260,6 +260,7 @@ impl<const N: usize> Threads<N> {
     pub fn reap(&mut self, slot: usize) {
         if self.slots[slot].state == State::Exited {
             self.slots[slot] = FREE;
+            self.free_hint = self.free_hint.min(slot);
         }
     }
 
@@ -315,6 +316,23 @@ mod tests {
         assert_eq!(t.get(0).state, State::Running);
         assert_eq!(t.get(a).state, State::Runnable);
         assert_eq!(t.find(102), Some(b));
+    }
+
+    #[test]
+    fn the_lowest_free_slot_is_used_again() {
+        let mut t = Threads::<8>::new(1);
+        let (a, _) = started(&mut t);
+        let (b, _) = started(&mut t);
+        assert_eq!((a, b), (1, 2));
+        // a runs and exits; once reaped its slot is the next one used.
+        assert_eq!(t.switch(), Some((0, a)));
+        t.exit_current();
+        assert_eq!(t.switch(), Some((a, b)));
+        t.reap(a);
+        let (c, _) = t.spawn().unwrap();
+        assert_eq!(c, a);
+        let (d, _) = t.spawn().unwrap();
+        assert_eq!(d, 3);
     }
 
     #[test]

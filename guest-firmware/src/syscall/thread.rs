@@ -342,7 +342,7 @@ fn wait(
     if k.sig.deliverable() {
         return Err(interrupted);
     }
-    if deadline <= k.monotonic_ns() {
+    if deadline != u64::MAX && deadline <= k.monotonic_ns() {
         return Err(ETIMEDOUT);
     }
     if deadline == u64::MAX
