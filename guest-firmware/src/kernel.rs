@@ -517,7 +517,9 @@ impl Kernel {
             n += 8;
         }
         let unsupported = n;
-        for pair in self.syscalls.iter() {
+        let counters = crate::sched::counters();
+        let firmware = (0u32..).map(|i| nacre_shared_abi::hostcall::FIRMWARE_COUNTER_BASE + i);
+        for pair in self.syscalls.iter().chain(firmware.zip(counters)) {
             if !put_pair(&mut self.io, n, pair) {
                 break;
             }

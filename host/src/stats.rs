@@ -27,6 +27,8 @@ pub struct RunCounters {
     pub syscalls_unsupported: BTreeMap<String, u64>,
     /// Every syscall the app made, by name.
     pub syscalls: BTreeMap<String, u64>,
+    /// The firmware's own counters (threads, switches, interrupts), by name.
+    pub firmware: BTreeMap<&'static str, u64>,
 }
 
 impl RunCounters {
@@ -73,6 +75,9 @@ impl Stats {
             obj.insert((*k).into(), (*v).into());
         }
         obj.insert("hostcalls".into(), serde_json::json!(self.run.hostcalls));
+        for (k, v) in &self.run.firmware {
+            obj.insert((*k).into(), (*v).into());
+        }
         obj.insert("syscalls".into(), serde_json::json!(self.run.syscalls));
         obj.insert(
             "syscalls.total".into(),
@@ -102,6 +107,9 @@ impl Stats {
         }
         for (k, v) in &self.run.hostcalls {
             s += &format!("  hostcalls.{k:<18} {v}\n");
+        }
+        for (k, v) in &self.run.firmware {
+            s += &format!("  {k:<28} {v}\n");
         }
         s += &format!(
             "  {:<28} {}\n",

@@ -266,8 +266,43 @@ impl HostcallHeader {
 /// Host side: the errno for a Terminal request on an fd that is no terminal.
 pub const TERMINAL_NOT_A_TTY: u64 = ENOTTY;
 
+/// The exit hostcall's data ends with the firmware's own counters, as pairs like the
+/// syscall counts but numbered from here (far above any syscall number), in the
+/// order of [`FIRMWARE_COUNTERS`].
+pub const FIRMWARE_COUNTER_BASE: u32 = 0xFFFF_0000;
+
+/// The names of the firmware's counters, as `nacre run --stats` shows them: threads
+/// the app made, thread switches, time slices the timer ended, interrupts taken.
+pub const FIRMWARE_COUNTERS: [&str; 4] = [
+    "threads.created",
+    "threads.switches",
+    "threads.preemptions",
+    "interrupts",
+];
+
+/// The name of the firmware counter numbered `nr` in the exit data, if it is one.
+pub fn firmware_counter(nr: u32) -> Option<&'static str> {
+    let i = nr.checked_sub(FIRMWARE_COUNTER_BASE)?;
+    FIRMWARE_COUNTERS.get(usize::try_from(i).ok()?).copied()
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn firmware_counters_are_named_above_every_syscall_number() {
+        assert_eq!(
+            firmware_counter(FIRMWARE_COUNTER_BASE),
+            Some("threads.created")
+        );
+        assert_eq!(
+            firmware_counter(FIRMWARE_COUNTER_BASE + 3),
+            Some("interrupts")
+        );
+        assert_eq!(firmware_counter(FIRMWARE_COUNTER_BASE + 4), None);
+        assert_eq!(firmware_counter(435), None);
+        assert_eq!(firmware_counter(u32::MAX), None);
+    }
     use super::*;
     use proptest::prelude::*;
 

@@ -964,6 +964,40 @@ fn unsupported_syscalls_are_counted_in_stats_json() {
     });
 }
 
+/// The firmware's thread counters reach `--stats-json`: `bench_threads create 20`
+/// makes exactly 20 threads, and every thread switches in and out at least once.
+#[test]
+fn thread_counters_reach_stats_json() {
+    require_kvm();
+    let program = app("bench_threads.c", Toolchain::Glibc);
+    let image = image(
+        &program,
+        "threads-stats",
+        &PackageOptions::new().args(&["create", "20"]),
+    );
+    on_each_platform(|platform| {
+        let stats_path =
+            scratch_dir(tmp(), &format!("threads-stats-{platform}")).join("stats.json");
+        let stats_arg = stats_path.display().to_string();
+        let output = run_on(&image, platform, &["--stats-json", &stats_arg]);
+        assert_eq!(output.status.code(), Some(0), "{}", summary(&output));
+        let stats = Stats::read(&stats_path);
+        assert_eq!(stats.u64("threads.created"), 20, "threads.created");
+        assert!(
+            stats.u64("threads.switches") >= 40,
+            "20 threads joined one by one switch at least twice each: {}",
+            stats.u64("threads.switches")
+        );
+        let clones: u64 = stats
+            .counters("syscalls")
+            .iter()
+            .filter(|(name, _)| name == "clone3" || name == "clone")
+            .map(|(_, count)| count)
+            .sum();
+        assert_eq!(clones, 20, "clone and clone3 calls");
+    });
+}
+
 // ---------------------------------------------------------------------------
 // The same apps natively, against the same expectations
 

@@ -38,6 +38,15 @@ pub static INTERRUPTS: AtomicU64 = AtomicU64::new(0);
 pub static SWITCHES: AtomicU64 = AtomicU64::new(0);
 /// Slices ended by the timer, for `--stats`.
 pub static PREEMPTIONS: AtomicU64 = AtomicU64::new(0);
+/// Threads the app made, for `--stats`.
+pub static CREATED: AtomicU64 = AtomicU64::new(0);
+
+/// The counters the exit hostcall reports, in the order of shared-abi's
+/// `FIRMWARE_COUNTERS` (each saturated to 32 bits).
+pub fn counters() -> [u32; 4] {
+    [&CREATED, &SWITCHES, &PREEMPTIONS, &INTERRUPTS]
+        .map(|c| u32::try_from(c.load(Ordering::Relaxed)).unwrap_or(u32::MAX))
+}
 
 /// A thread's own state besides its signals.
 #[derive(Debug)]
@@ -691,6 +700,7 @@ pub unsafe fn start_pending_clone(k: &mut Kernel, tf: &TrapFrame, image: *const 
         (*k.sched.block(pending.slot)).ctl.saved_rsp = rsp;
     }
     k.sched.threads.start(pending.slot);
+    CREATED.fetch_add(1, Ordering::Relaxed);
     arm_timer(k);
 }
 

@@ -228,6 +228,10 @@ fn exit(
         for pair in pairs.chunks_exact(8) {
             let nr = u32::from_le_bytes([pair[0], pair[1], pair[2], pair[3]]);
             let count = u32::from_le_bytes([pair[4], pair[5], pair[6], pair[7]]);
+            if let Some(name) = nacre_shared_abi::hostcall::firmware_counter(nr) {
+                *stats.firmware.entry(name).or_insert(0) += u64::from(count);
+                continue;
+            }
             *table.entry(syscall_name(nr)).or_insert(0) += u64::from(count);
         }
     }
