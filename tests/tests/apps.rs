@@ -964,6 +964,39 @@ fn unsupported_syscalls_are_counted_in_stats_json() {
     });
 }
 
+/// A thread blocked reading stdin lets the others run: the input comes a second
+/// after the start, and a worker thread must have run meanwhile.
+#[test]
+fn a_thread_waiting_for_stdin_lets_others_run() {
+    require_kvm();
+    let image = image(
+        &app("stdin_threads.c", Toolchain::Glibc),
+        "stdin-threads",
+        &PackageOptions::new(),
+    );
+    on_each_platform(|platform| {
+        let mut child = Command::new(nacre_tests::nacre_bin())
+            .args(["run", "--platform", platform])
+            .arg(&image)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start nacre");
+        let mut stdin = child.stdin.take().expect("stdin is piped");
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        stdin.write_all(b"hi\n").expect("write stdin");
+        drop(stdin);
+        let output = child.wait_with_output().expect("wait for nacre");
+        assert_run(
+            &output,
+            0,
+            b"read 3, worker ran while waiting: 1\n",
+            "stdin_threads",
+        );
+    });
+}
+
 /// The firmware's thread counters reach `--stats-json`: `bench_threads create 20`
 /// makes exactly 20 threads, and every thread switches in and out at least once.
 #[test]
