@@ -775,6 +775,58 @@ fn rust_std_threads_match_native() {
     );
 }
 
+/// `tests/apps/rayon_sum`, a cargo project using rayon's thread pool, built static
+/// once per test run.
+fn rayon_sum() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let target = nacre_tests::target_dir().join("apps-rayon");
+            let output = Command::new(env!("CARGO"))
+                .args(["build", "--release", "--locked", "--manifest-path"])
+                .arg(app_source("rayon_sum/Cargo.toml"))
+                .arg("--target-dir")
+                .arg(&target)
+                .env("RUSTFLAGS", "-C target-feature=+crt-static")
+                .env_remove("CARGO_TARGET_DIR")
+                .stdin(Stdio::null())
+                .output()
+                .expect("start cargo for rayon_sum");
+            assert!(
+                output.status.success(),
+                "building rayon_sum failed\n{}",
+                summary(&output)
+            );
+            target.join("release").join("rayon_sum")
+        })
+        .clone()
+}
+
+/// A parallel iterator from a thread-pool crate (rayon), with its default pool
+/// (as many threads as CPUs) and with four threads on nacre's one vCPU.
+#[test]
+fn rust_rayon_parallel_iterators_match_native() {
+    require_kvm();
+    let program = rayon_sum();
+    let native = run_native(&program, &[], b"");
+    assert!(
+        native.status.success(),
+        "native rayon_sum\n{}",
+        summary(&native)
+    );
+    for (name, threads) in [("rayon", None), ("rayon-4", Some("4"))] {
+        let mut options = PackageOptions::new();
+        if let Some(n) = threads {
+            options = options.env("RAYON_NUM_THREADS", n);
+        }
+        let image = image(&program, name, &options);
+        on_each_platform(|platform| {
+            let output = run_on(&image, platform, &["--memory", "512M"]);
+            assert_run(&output, 0, &native.stdout, name);
+        });
+    }
+}
+
 /// One mode of `goroutines.go` prints what it prints natively, on each platform.
 fn go_mode_matches_native(mode: &str) {
     require_kvm();
