@@ -123,6 +123,16 @@ const FREE: OpenFile = OpenFile {
     refs: 0,
 };
 
+/// An open file whose last reference went away (a close, a dup2 over its
+/// descriptor, the end of a blocking call that held it), for the syscall layer to
+/// let go of what it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Released {
+    /// Its index among the open files (free for reuse from now on).
+    pub index: usize,
+    pub node: Node,
+}
+
 /// A directory entry: name, inode index, whether it is a directory.
 pub type DirEntry = (&'static [u8], u32, bool);
 
@@ -515,7 +525,18 @@ impl Files {
         Ok(&mut self.open[i])
     }
 
-    fn index(&self, fd: u64) -> Result<usize, u64> {
+    /// The open file at `index` (from [`Files::index`] or [`Files::hold`]).
+    pub fn file(&self, index: usize) -> &OpenFile {
+        &self.open[index]
+    }
+
+    /// The open file at `index`, to change it.
+    pub fn file_mut(&mut self, index: usize) -> &mut OpenFile {
+        &mut self.open[index]
+    }
+
+    /// The index of the open file behind descriptor `fd`.
+    pub fn index(&self, fd: u64) -> Result<usize, u64> {
         let slot = *self
             .fds
             .get(usize::try_from(fd).map_err(|_| EBADF)?)
@@ -549,12 +570,35 @@ impl Files {
         (from..MAX_FDS).find(|&fd| self.fds[fd] == 0)
     }
 
-    /// close(2).
-    pub fn close(&mut self, fd: u64) -> Result<(), u64> {
+    /// close(2): the open file, if that was its last reference.
+    pub fn close(&mut self, fd: u64) -> Result<Option<Released>, u64> {
         let i = self.index(fd)?;
         self.fds[fd as usize] = 0;
-        self.open[i].refs -= 1;
-        Ok(())
+        Ok(self.unref(i))
+    }
+
+    fn unref(&mut self, i: usize) -> Option<Released> {
+        let f = &mut self.open[i];
+        f.refs -= 1;
+        (f.refs == 0).then_some(Released {
+            index: i,
+            node: f.node,
+        })
+    }
+
+    /// Keep the open file behind `fd` while a call blocks on it, even if another
+    /// thread closes the descriptor meanwhile (Linux `fdget`); returns its index for
+    /// [`Files::file`] and [`Files::unhold`].
+    pub fn hold(&mut self, fd: u64) -> Result<usize, u64> {
+        let i = self.index(fd)?;
+        self.open[i].refs += 1;
+        Ok(i)
+    }
+
+    /// Let go of an open file [`Files::hold`] kept: the open file, if that was its
+    /// last reference.
+    pub fn unhold(&mut self, index: usize) -> Option<Released> {
+        self.unref(index)
     }
 
     /// dup(2) and F_DUPFD: the lowest free descriptor from `min`.
@@ -570,19 +614,28 @@ impl Files {
         Ok(new as u64)
     }
 
-    /// dup2/dup3: make `new` refer to `fd`'s open file, closing what `new` was.
-    pub fn dup_to(&mut self, fd: u64, new: u64, cloexec: bool) -> Result<u64, u64> {
+    /// dup2/dup3: make `new` refer to `fd`'s open file, closing what `new` was;
+    /// that open file too, if `new` held its last reference.
+    pub fn dup_to(
+        &mut self,
+        fd: u64,
+        new: u64,
+        cloexec: bool,
+    ) -> Result<(u64, Option<Released>), u64> {
         let i = self.index(fd)?;
         let n = usize::try_from(new).map_err(|_| EBADF)?;
         if n >= MAX_FDS {
             return Err(EBADF);
         }
-        if self.fds[n] != 0 {
-            self.close(new)?;
-        }
+        // `fd` keeps `i` referenced, so closing `new` cannot release it.
+        let released = if self.fds[n] != 0 {
+            self.close(new)?
+        } else {
+            None
+        };
         self.open[i].refs += 1;
         self.fds[n] = (i as u16 + 1) | if cloexec { FD_CLOEXEC_BIT } else { 0 };
-        Ok(new)
+        Ok((new, released))
     }
 
     /// F_GETFD.
@@ -723,7 +776,13 @@ mod tests {
             .expect("a file");
         assert_eq!(f.open(node, O_CLOEXEC), Ok(3));
         assert_eq!(f.cloexec(3), Ok(true));
-        assert_eq!(f.close(1), Ok(()));
+        assert_eq!(
+            f.close(1),
+            Ok(Some(Released {
+                index: 1,
+                node: Node::Console(1)
+            }))
+        );
         assert_eq!(f.open(node, 0), Ok(1));
         assert_eq!(f.close(7), Err(EBADF));
     }
@@ -844,11 +903,44 @@ mod tests {
         assert_eq!(f.cloexec(10), Ok(true));
         f.get_mut(1).expect("open").offset = 99;
         assert_eq!(f.get(10).map(|o| o.offset), Ok(99), "one open file");
-        assert_eq!(f.dup_to(2, 10, false), Ok(10));
+        assert_eq!(
+            f.dup_to(2, 10, false),
+            Ok((10, None)),
+            "1 still refers to it"
+        );
         assert_eq!(f.get(10).map(|o| o.node), Ok(Node::Console(2)));
         assert_eq!(f.cloexec(10), Ok(false));
         assert_eq!(f.dup_from(1, MAX_FDS as u64, false), Err(EINVAL));
         assert_eq!(f.dup_to(1, MAX_FDS as u64, false), Err(EBADF));
+    }
+
+    #[test]
+    fn an_open_file_is_released_with_its_last_reference() {
+        let mut f = files(GuestDevice::SevGuest);
+        let zero = Node::Dev(Special::Zero);
+        let fd = f.open(zero, 0).expect("open");
+        let index = f.index(fd).expect("open");
+        let dup = f.dup_from(fd, 0, false).expect("dup");
+        assert_eq!(f.close(fd), Ok(None), "the dup still refers to it");
+        let held = f.hold(dup).expect("held");
+        assert_eq!(held, index);
+        assert_eq!(f.close(dup), Ok(None), "a blocked call holds it");
+        assert_eq!(f.close(dup), Err(EBADF));
+        assert_eq!(f.unhold(held), Some(Released { index, node: zero }));
+        // dup2 over the last descriptor of another open file releases that one.
+        let null = f.open(Node::Dev(Special::Null), 0).expect("open");
+        let other = f.open(zero, 0).expect("open");
+        let other_index = f.index(other).expect("open");
+        assert_eq!(
+            f.dup_to(null, other, false),
+            Ok((
+                other,
+                Some(Released {
+                    index: other_index,
+                    node: zero
+                })
+            ))
+        );
     }
 
     #[test]

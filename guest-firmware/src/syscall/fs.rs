@@ -70,6 +70,7 @@ pub fn openat(k: &mut Kernel, dirfd: i64, path: u64, flags: u32) -> SysResult {
 }
 
 pub fn close(k: &mut Kernel, fd: u64) -> SysResult {
+    // Nothing an open file holds needs letting go of yet.
     k.files.close(fd)?;
     Ok(0)
 }
@@ -283,14 +284,14 @@ pub fn dup2(k: &mut Kernel, fd: u64, new: u64) -> SysResult {
         k.files.get(fd)?;
         return Ok(new);
     }
-    k.files.dup_to(fd, new, false)
+    k.files.dup_to(fd, new, false).map(|(fd, _)| fd)
 }
 
 pub fn dup3(k: &mut Kernel, fd: u64, new: u64, flags: u64) -> SysResult {
     if fd == new || flags & !u64::from(O_CLOEXEC) != 0 {
         return Err(EINVAL);
     }
-    k.files.dup_to(fd, new, flags != 0)
+    k.files.dup_to(fd, new, flags != 0).map(|(fd, _)| fd)
 }
 
 pub fn fcntl(k: &mut Kernel, fd: u64, cmd: u64, arg: u64) -> SysResult {
