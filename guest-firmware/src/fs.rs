@@ -9,6 +9,8 @@
 
 use crate::platform::GuestDevice;
 use crate::syscall::errno::*;
+use crate::syscall::eventfd::EventFd;
+use crate::syscall::pipe::PipeEnd;
 use crate::syscall::timerfd::Timer;
 use nacre_shared_abi::filetree::{FileTree, Inode, InodeKind, Resolved, ROOT_INODE};
 use nacre_shared_abi::layout::PAGE_SIZE_4K;
@@ -16,7 +18,7 @@ use nacre_shared_abi::layout::PAGE_SIZE_4K;
 /// Most descriptors (RLIMIT_NOFILE).
 pub const MAX_FDS: usize = 1024;
 /// Most open files (descriptions) at once.
-const MAX_OPEN: usize = 256;
+pub const MAX_OPEN: usize = 256;
 /// `openat`'s "relative to the working directory" (`include/uapi/linux/fcntl.h`).
 pub const AT_FDCWD: i64 = -100;
 /// Descriptor-table flag: close on exec (kept for F_GETFD; nothing is ever exec'd).
@@ -104,6 +106,13 @@ pub enum Node {
     Dev(Special),
     /// A timerfd and its timer (`syscall/timerfd.rs`).
     Timer(Timer),
+    /// One end of a pipe (`syscall/pipe.rs`).
+    Pipe(PipeEnd),
+    /// An eventfd and its counter (`syscall/eventfd.rs`).
+    Event(EventFd),
+    /// An epoll instance (`syscall/epoll.rs`): its interest list is kept under the
+    /// open file's index.
+    Epoll,
 }
 
 /// An open file (what `dup` shares: offset and status flags).
@@ -124,8 +133,8 @@ const FREE: OpenFile = OpenFile {
 };
 
 /// An open file whose last reference went away (a close, a dup2 over its
-/// descriptor, the end of a blocking call that held it), for the syscall layer to
-/// let go of what it holds.
+/// descriptor, the end of a blocking call that held it): what the syscall layer
+/// lets go of (`syscall::fs::let_go`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Released {
     /// Its index among the open files (free for reuse from now on).
@@ -164,10 +173,14 @@ pub const S_IFIFO: u32 = 0o010000;
 pub const TREE_DEV: u64 = 0x2A;
 const PROC_DEV: u64 = 0x14;
 const DEVTMPFS_DEV: u64 = 0x05;
-/// The device and inode of the anonymous inode every timerfd shares (Linux
-/// `fs/anon_inodes.c`).
+/// The device and inode of the anonymous inode every timerfd, eventfd and epoll
+/// instance shares (Linux `fs/anon_inodes.c`).
 const ANON_INODE_DEV: u64 = 0x0F;
 const ANON_INODE_INO: u64 = 1;
+/// The device of the pipe file system; a pipe's inode number is its index plus
+/// [`PIPE_INO_BASE`] (both ends show the same inode, as on Linux).
+const PIPEFS_DEV: u64 = 0x0E;
+const PIPE_INO_BASE: u64 = 0x100;
 
 /// Linux `makedev` for the memory devices (`Documentation/admin-guide/devices.txt`:
 /// major 1, null 3, zero 5, urandom 9).
@@ -474,9 +487,19 @@ impl Files {
             }),
             Node::File { inode, .. } | Node::Dir { inode } => self.stat(Target::Inode(inode), true),
             Node::Dev(s) => self.stat(Target::Special(s), true),
+            // A FIFO owned by the app, read and write for the owner
+            // (`get_pipe_inode`, Linux `fs/pipe.c`).
+            Node::Pipe(end) => Ok(Stat {
+                dev: PIPEFS_DEV,
+                ino: PIPE_INO_BASE + u64::from(end.id),
+                mode: S_IFIFO | 0o600,
+                nlink: 1,
+                size: 0,
+                rdev: 0,
+            }),
             // An anonymous inode has no file type, only owner read and write
             // (`alloc_anon_inode`, Linux `fs/libfs.c`).
-            Node::Timer(_) => Ok(Stat {
+            Node::Timer(_) | Node::Event(_) | Node::Epoll => Ok(Stat {
                 dev: ANON_INODE_DEV,
                 ino: ANON_INODE_INO,
                 mode: 0o600,

@@ -230,6 +230,8 @@ pub fn timerfd_settime(k: &mut Kernel, fd: u64, flags: u32, new: u64, old: u64) 
     };
     let (old_value, old_interval) = t.set(now, deadline, interval);
     store(k, fd, t)?;
+    // Pollers waiting for its old deadline look again.
+    super::poll::notify(k, None, None);
     if old != 0 {
         k.copy_to_user(old, &itimerspec(old_value, old_interval))
             .map_err(mem_err)?;
