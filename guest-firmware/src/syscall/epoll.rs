@@ -105,6 +105,14 @@ impl Interest {
         }
     }
 
+    /// Whether a wake-up of its file for `events` (0: for anything) is an event
+    /// of this item: it asks for one of them and is not disabled
+    /// (`ep_poll_callback`).
+    pub fn wakes_for(&self, events: u32) -> bool {
+        let asked = self.events & !EP_PRIVATE_BITS;
+        asked != 0 && (events == 0 || asked & events != 0)
+    }
+
     /// EPOLL_CTL_MOD: new events and data, and an event pending, as for a new item.
     pub fn modify(&mut self, events: u32, data: u64) {
         self.events = events | EPOLLERR | EPOLLHUP;
@@ -343,7 +351,7 @@ pub fn epoll_ctl(k: &mut Kernel, epfd: u64, op: u32, fd: u64, event: u64) -> Sys
         _ => return Err(EINVAL),
     }
     // A waiter on this instance (or on one that watches it) looks again.
-    poll::notify(k, None, Some(ep));
+    poll::notify(k, None, Some((ep, EPOLLIN)));
     Ok(0)
 }
 
@@ -427,23 +435,24 @@ pub fn pending(k: &mut Kernel, ep: usize, depth: u32) -> Scan {
     scan(k, ep, false, depth + 1, None, u64::MAX).unwrap_or_default()
 }
 
-/// Open file `file` had an event (see [`poll::notify`]): the edge-triggered items
-/// that watch it may report it, and instances that watch their instances have an
-/// event too.
-pub fn mark_edge(k: &mut Kernel, file: usize) {
-    mark_edge_at(k, file, 0);
+/// Open file `file` had an event for `events` (0: for anything; see
+/// [`poll::notify`]): the edge-triggered items that watch it for one of them may
+/// report it (`ep_poll_callback`), and the instances that watch their instances
+/// have an EPOLLIN event too.
+pub fn mark_edge(k: &mut Kernel, file: usize, events: u32) {
+    mark_edge_at(k, file, events, 0);
 }
 
-fn mark_edge_at(k: &mut Kernel, file: usize, depth: u32) {
+fn mark_edge_at(k: &mut Kernel, file: usize, events: u32, depth: u32) {
     if depth > EP_MAX_NESTS {
         return;
     }
     for i in 0..k.epoll.len() {
         let mut it = k.epoll.get(i);
-        if usize::from(it.file) == file {
+        if usize::from(it.file) == file && it.wakes_for(events) {
             it.edge = true;
             k.epoll.set(i, it);
-            mark_edge_at(k, usize::from(it.epoll), depth + 1);
+            mark_edge_at(k, usize::from(it.epoll), EPOLLIN, depth + 1);
         }
     }
 }
@@ -595,6 +604,18 @@ mod tests {
             Some(EPOLLIN | EPOLLOUT)
         );
         assert_eq!(it.data, 9);
+    }
+
+    #[test]
+    fn only_a_wake_up_for_what_an_item_asks_is_its_event() {
+        let it = item(EPOLLIN | EPOLLET);
+        assert!(it.wakes_for(EPOLLIN | EPOLLRDNORM));
+        assert!(!it.wakes_for(EPOLLOUT), "a reader's wake-up of the writers");
+        assert!(it.wakes_for(0), "a wake-up for anything (a close)");
+        assert!(it.wakes_for(EPOLLHUP), "hang-ups are always asked for");
+        let mut disabled = item(EPOLLIN | EPOLLONESHOT);
+        disabled.report(EPOLLIN, true);
+        assert!(!disabled.wakes_for(0));
     }
 
     #[test]

@@ -20,7 +20,7 @@ pub const EFD_SEMAPHORE: u32 = 1 << 0;
 pub const EFD_CLOEXEC: u32 = O_CLOEXEC;
 pub const EFD_NONBLOCK: u32 = O_NONBLOCK;
 /// The largest value the counter can hold (`ULLONG_MAX - 1`: a write that would
-/// reach `ULLONG_MAX` waits).
+/// reach `ULLONG_MAX` waits, Linux `fs/eventfd.c`).
 pub const EVENTFD_MAX: u64 = u64::MAX - 1;
 /// What a read or write moves: one `u64`.
 pub const EVENTFD_SIZE: u64 = 8;
@@ -104,11 +104,12 @@ fn counter(k: &Kernel, index: usize) -> Result<EventFd, u64> {
     }
 }
 
-/// A counter changed: its waiters, the poll and epoll waiters and the edge of the
-/// epoll items that watch it.
-fn changed(k: &mut Kernel, index: usize, e: EventFd) {
+/// A counter changed (`events`: EPOLLIN after a write, EPOLLOUT after a read, as
+/// Linux wakes its waiters): its waiters, the poll and epoll waiters and the edge
+/// of the epoll items that watch it for those.
+fn changed(k: &mut Kernel, index: usize, e: EventFd, events: u32) {
     k.files.file_mut(index).node = Node::Event(e);
-    poll::notify(k, Some(poll::file_key(index)), Some(index));
+    poll::notify(k, Some(poll::file_key(index)), Some((index, events)));
 }
 
 /// read and readv of the eventfd at open file `index` (held by the caller): the
@@ -120,7 +121,7 @@ pub fn read(k: &mut Kernel, index: usize, mut to: Segments) -> SysResult {
     let v = loop {
         let mut e = counter(k, index)?;
         if let Some(v) = e.take() {
-            changed(k, index, e);
+            changed(k, index, e, EPOLLOUT);
             break v;
         }
         if k.files.file(index).flags & O_NONBLOCK != 0 {
@@ -149,7 +150,7 @@ pub fn write(k: &mut Kernel, index: usize, buf: u64, len: u64) -> SysResult {
     loop {
         let mut e = counter(k, index)?;
         if e.add(v)? {
-            changed(k, index, e);
+            changed(k, index, e, EPOLLIN);
             return Ok(EVENTFD_SIZE);
         }
         if k.files.file(index).flags & O_NONBLOCK != 0 {

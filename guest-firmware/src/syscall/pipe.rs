@@ -280,8 +280,9 @@ pub fn close_end(k: &mut Kernel, end: PipeEnd) {
         }
         return;
     }
+    // Linux wakes both sides for anything (`pipe_release`).
     let other = usize::from(if end.write { p.read_file } else { p.write_file });
-    poll::notify(k, Some(pipe_key(end.id)), Some(other));
+    poll::notify(k, Some(pipe_key(end.id)), Some((other, 0)));
 }
 
 /// The pipe end of the open file at `index`.
@@ -311,7 +312,8 @@ pub fn read(k: &mut Kernel, index: usize, mut to: Segments) -> SysResult {
             let p = k.pipes.get(end.id);
             // Writers may go on; the write end's edge only if it had no room before
             // (`pipe_read`: `was_full`).
-            let edge = (!was_writable && p.ring.writable()).then_some(usize::from(p.write_file));
+            let edge = (!was_writable && p.ring.writable())
+                .then_some((usize::from(p.write_file), EPOLLOUT | EPOLLWRNORM));
             poll::notify(k, Some(pipe_key(end.id)), edge);
             return r;
         }
@@ -380,7 +382,8 @@ pub fn write(k: &mut Kernel, index: usize, mut from: Segments) -> SysResult {
                 Ok(0) => {}
                 Ok(n) => {
                     done += n;
-                    poll::notify(k, Some(pipe_key(end.id)), Some(read_file));
+                    let edge = (read_file, EPOLLIN | EPOLLRDNORM);
+                    poll::notify(k, Some(pipe_key(end.id)), Some(edge));
                 }
                 Err(e) => return if done > 0 { Ok(done) } else { Err(e) },
             }

@@ -75,14 +75,15 @@ pub fn readiness_key() -> u64 {
 }
 
 /// Something a waiter may look for changed: wake the queue `key` (the object's
-/// own), every poller, and mark the edge of the epoll items watching the open file
-/// `file` (Linux's wake-up of the file's wait queue).
-pub fn notify(k: &mut Kernel, key: Option<u64>, file: Option<usize>) {
+/// own), every poller, and, for `edge` = (`file`, `events`), mark the edge of the
+/// epoll items watching the open file `file` for one of `events` (0: for any), as
+/// Linux's wake-up of the file's wait queue with `events` as its key does.
+pub fn notify(k: &mut Kernel, key: Option<u64>, edge: Option<(usize, u32)>) {
     if let Some(key) = key {
         crate::sched::wake_all(k, key);
     }
-    if let Some(file) = file {
-        epoll::mark_edge(k, file);
+    if let Some((file, events)) = edge {
+        epoll::mark_edge(k, file, events);
     }
     crate::sched::wake_all(k, readiness_key());
 }
