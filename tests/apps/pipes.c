@@ -603,6 +603,24 @@ static const char *check_epoll_edge(void)
     epoll_ctl(ep, EPOLL_CTL_MOD, p[0], &mod);
     if (wait_now(ep, ev, 4) != 1 || ev[0].data.u64 != 3)
         return BAD("MOD did not re-arm");
+    /* A read wakes the writers' side (EPOLLOUT): for an item watching for input
+     * alone it is no event, for one watching for output too it is. */
+    int sem = eventfd(3, EFD_SEMAPHORE | EFD_NONBLOCK);
+    add(ep, sem, EPOLLIN | EPOLLET, 4);
+    if (wait_now(ep, ev, 4) != 1 || ev[0].data.u64 != 4)
+        return BAD("a ready semaphore not reported when added");
+    read(sem, &v, 8);
+    if (wait_now(ep, ev, 4) != 0)
+        return BAD("a read was an input event");
+    mod.events = EPOLLIN | EPOLLOUT | EPOLLET;
+    mod.data.u64 = 5;
+    epoll_ctl(ep, EPOLL_CTL_MOD, sem, &mod);
+    if (wait_now(ep, ev, 4) != 1 || ev[0].events != (EPOLLIN | EPOLLOUT))
+        return BAD("MOD for input and output: %#x", ev[0].events);
+    read(sem, &v, 8);
+    if (wait_now(ep, ev, 4) != 1 || ev[0].data.u64 != 5)
+        return BAD("a read was no output event");
+    close(sem);
     close_pair(p);
     close(efd);
     close(ep);
