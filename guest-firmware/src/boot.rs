@@ -14,8 +14,8 @@ use crate::kernel::{Kernel, Scratch, KERNEL, MMAP_TOP, PATH_MAX};
 use crate::mem::frames::{FrameTables, Frames};
 use crate::mem::paging::{PageTables, TableAlloc, GLOBAL, NO_EXECUTE, USER, WRITABLE};
 use crate::mem::user::{
-    Vma, VmaKind, Vmas, FILES_WINDOW_VA, IO_WINDOW_VA, PROT_READ, PROT_WRITE, XSTATE_SLOT,
-    XSTATE_WINDOW_VA,
+    Vma, VmaKind, Vmas, FILES_WINDOW_VA, IO_WINDOW_VA, PIPE_WINDOW_VA, PROT_READ, PROT_WRITE,
+    XSTATE_SLOT, XSTATE_WINDOW_VA,
 };
 use crate::mem::{phys_to_virt, use_direct_map};
 use crate::platform::hostcall::HostcallArea;
@@ -375,6 +375,14 @@ fn new_kernel(
             ..Vma::anon(
                 XSTATE_WINDOW_VA,
                 XSTATE_WINDOW_VA + crate::sched::MAX_THREADS as u64 * XSTATE_SLOT,
+                PROT_READ | PROT_WRITE,
+            )
+        },
+        Vma {
+            kind: VmaKind::Window,
+            ..Vma::anon(
+                PIPE_WINDOW_VA,
+                PIPE_WINDOW_VA + crate::syscall::pipe::PIPE_WINDOW_SIZE,
                 PROT_READ | PROT_WRITE,
             )
         },

@@ -10,10 +10,15 @@
 //! ERESTARTSYS (restarted after a handler with SA_RESTART), or with the bytes moved
 //! so far.
 //!
-//! The buffer is a ring over up to 16 pages of the firmware's own memory, taken
-//! when first written and given back when the pipe is gone. An empty ring starts
-//! over at its first page, so a pipe that never holds much uses one page. Copies
-//! between the app and the ring run in ring 0 (a page at a time at most).
+//! The buffer is a ring over up to 16 pages, taken (zeroed) when first written and
+//! given back when the pipe is gone. An empty ring starts over at its first page, so
+//! a pipe that never holds much uses one page. Each pipe's pages are mapped at its
+//! 64 KiB of the pipe window ([`PIPE_WINDOW_VA`]), user-accessible, so that bulk
+//! copies between the app and the ring run in ring 3 (`arch/upcall.rs`) as the
+//! console's and the files' do: a ring-0 copy would move some 8 MB/s where ring 0
+//! is emulated. The app can reach its pipes' bytes there, as it can reach every
+//! other byte it owns; the firmware keeps the ring's bookkeeping to itself and
+//! only ever copies bytes out of the window.
 //!
 //! Waiters: readers and writers of pipe `id` sleep on [`pipe_key`]; every change
 //! also wakes the poll and epoll waiters and marks the edge of the epoll items that
@@ -24,9 +29,14 @@ use super::io::Segments;
 use super::poll::{self, EPOLLERR, EPOLLHUP, EPOLLIN, EPOLLOUT, EPOLLRDNORM, EPOLLWRNORM};
 use super::signal::{self, SigInfo, SIGPIPE, SI_USER};
 use super::{mem_err, SysResult};
+use crate::arch::upcall::{self, Outcome};
+use crate::error::FwError;
 use crate::fs::{Node, O_CLOEXEC, O_NONBLOCK, O_WRONLY};
 use crate::kernel::Kernel;
+use crate::mem::frames::FrameTables;
+use crate::mem::paging::{NO_EXECUTE, PRESENT, USER, WRITABLE};
 use crate::mem::phys_to_virt;
+use crate::mem::user::PIPE_WINDOW_VA;
 
 /// Writes of at most this many bytes are atomic (`include/uapi/linux/limits.h`).
 pub const PIPE_BUF: u64 = 4096;
@@ -37,6 +47,8 @@ const PAGE: u32 = 4096;
 pub const PIPE_CAPACITY: u32 = PIPE_PAGES as u32 * PAGE;
 /// Most pipes at once: every pipe has two open files.
 pub const MAX_PIPES: usize = crate::fs::MAX_OPEN / 2;
+/// Bytes of the pipe window: every pipe's buffer.
+pub const PIPE_WINDOW_SIZE: u64 = MAX_PIPES as u64 * PIPE_CAPACITY as u64;
 
 /// One end of pipe `id`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,14 +86,15 @@ impl Ring {
         PIPE_CAPACITY - self.len
     }
 
-    /// The first `n` bytes at most, as much as one page holds from where they
-    /// start: (offset in the buffer, length); `None` when empty or `n` is 0.
+    /// The first `n` bytes at most, as many as lie in one stretch of the buffer
+    /// (before it wraps): (offset in the buffer, length); `None` when empty or `n`
+    /// is 0.
     pub fn read_chunk(&self, n: u32) -> Option<(u32, u32)> {
         chunk(self.start, self.len.min(n))
     }
 
-    /// Where the next `n` bytes at most go, as much as fits in one page: (offset
-    /// in the buffer, length); `None` when full or `n` is 0.
+    /// Where the next `n` bytes at most go, as many as fit in one stretch of the
+    /// buffer: (offset in the buffer, length); `None` when full or `n` is 0.
     pub fn write_chunk(&self, n: u32) -> Option<(u32, u32)> {
         chunk((self.start + self.len) % PIPE_CAPACITY, self.room().min(n))
     }
@@ -111,10 +124,14 @@ impl Ring {
     }
 }
 
-/// Up to `n` bytes from `offset`, cut at the end of its page.
+/// Up to `n` bytes from `offset`, cut where the buffer wraps.
 fn chunk(offset: u32, n: u32) -> Option<(u32, u32)> {
-    let in_page = PAGE - offset % PAGE;
-    (n > 0).then_some((offset, n.min(in_page)))
+    (n > 0).then_some((offset, n.min(PIPE_CAPACITY - offset)))
+}
+
+/// The pages of the buffer that `[offset, offset + len)` touches (`len` > 0).
+fn pages_of(offset: u32, len: u32) -> core::ops::RangeInclusive<usize> {
+    (offset / PAGE) as usize..=((offset + len - 1) / PAGE) as usize
 }
 
 /// One pipe.
@@ -128,7 +145,7 @@ pub struct Pipe {
     /// The open-file indices of the two ends (for the epoll items watching them).
     read_file: u16,
     write_file: u16,
-    /// The buffer's pages (GPAs; 0: not taken yet).
+    /// The buffer's pages (GPAs; 0: not taken yet), mapped in the pipe window.
     pages: [u64; PIPE_PAGES],
 }
 
@@ -162,11 +179,11 @@ impl Pipe {
             data | if self.write_open { 0 } else { EPOLLHUP }
         }
     }
+}
 
-    /// The kernel address of byte `offset` of the buffer (its page taken).
-    fn byte_va(&self, offset: u32) -> u64 {
-        phys_to_virt(self.pages[(offset / PAGE) as usize]) + u64::from(offset % PAGE)
-    }
+/// Where byte `offset` of pipe `id`'s buffer is mapped.
+fn buffer_va(id: u16, offset: u32) -> u64 {
+    PIPE_WINDOW_VA + u64::from(id) * u64::from(PIPE_CAPACITY) + u64::from(offset)
 }
 
 /// Every pipe.
@@ -275,7 +292,9 @@ pub fn close_end(k: &mut Kernel, end: PipeEnd) {
     if !p.read_open && !p.write_open {
         let pages = p.pages;
         *p = FREE_PIPE;
-        for gpa in pages.into_iter().filter(|&g| g != 0) {
+        for (page, &gpa) in pages.iter().enumerate().filter(|(_, &g)| g != 0) {
+            // Unmapped (and flushed from the TLB) before the frame can be reused.
+            k.pt.unmap_4k(buffer_va(end.id, page as u32 * PAGE));
             k.frames.free(gpa);
         }
         return;
@@ -343,12 +362,8 @@ fn copy_out(k: &mut Kernel, id: u16, to: &mut Segments, total: u64) -> SysResult
         let Some((va, len)) = to.peek(k, u64::from(n))? else {
             break;
         };
-        let src = k.pipes.get(id).byte_va(offset);
-        // SAFETY: the chunk lies inside one page the pipe holds (its bytes were
-        // written), owned by the firmware and not touched by the copy, which maps
-        // or faults in only the app's pages.
-        let bytes = unsafe { core::slice::from_raw_parts(src as *const u8, len as usize) };
-        if let Err(e) = k.copy_to_user(va, bytes) {
+        // The bytes were written, so their pages are mapped.
+        if let Err(e) = k.window_to_user(va, buffer_va(id, offset), len) {
             return if done > 0 { Ok(done) } else { Err(mem_err(e)) };
         }
         k.pipes.get_mut(id).ring.consumed(len as u32);
@@ -414,30 +429,17 @@ pub fn write(k: &mut Kernel, index: usize, mut from: Segments) -> SysResult {
 fn copy_in(k: &mut Kernel, id: u16, from: &mut Segments, want: u64) -> SysResult {
     let mut done = 0u64;
     while done < want {
-        let p = k.pipes.get(id);
         let n = u32::try_from(want - done).unwrap_or(u32::MAX);
-        let Some((offset, n)) = p.ring.write_chunk(n) else {
+        let Some((offset, n)) = k.pipes.get(id).ring.write_chunk(n) else {
             break;
         };
-        let page = (offset / PAGE) as usize;
-        if p.pages[page] == 0 {
-            match k.frames.alloc_user(&mut *k.plat) {
-                // Old contents do not matter: only bytes written are read back.
-                Ok((gpa, _)) => k.pipes.get_mut(id).pages[page] = gpa,
-                Err(crate::error::FwError::OutOfMemory) if done > 0 => break,
-                Err(crate::error::FwError::OutOfMemory) => return Err(ENOMEM),
-                Err(e) => crate::fatal_error(e),
-            }
-        }
         let Some((va, len)) = from.peek(k, u64::from(n))? else {
             break;
         };
-        let dst = k.pipes.get(id).byte_va(offset);
-        // SAFETY: the chunk lies inside one page the pipe holds, owned by the
-        // firmware and not touched by the copy, which maps or faults in only the
-        // app's pages.
-        let bytes = unsafe { core::slice::from_raw_parts_mut(dst as *mut u8, len as usize) };
-        if let Err(e) = k.copy_from_user(bytes, va) {
+        if let Err(e) = take_pages(k, id, offset, len as u32) {
+            return if done > 0 { Ok(done) } else { Err(e) };
+        }
+        if let Err(e) = k.user_to_window(buffer_va(id, offset), va, len) {
             return if done > 0 { Ok(done) } else { Err(mem_err(e)) };
         }
         k.pipes.get_mut(id).ring.produced(len as u32);
@@ -445,6 +447,39 @@ fn copy_in(k: &mut Kernel, id: u16, from: &mut Segments, want: u64) -> SysResult
         done += len;
     }
     Ok(done)
+}
+
+/// Take and map the pages of pipe `id`'s buffer that `[offset, offset + len)`
+/// touches and that it does not have yet. They are zeroed (in ring 3, where they are
+/// mapped): the app can see them. ENOMEM when memory ran out.
+fn take_pages(k: &mut Kernel, id: u16, offset: u32, len: u32) -> Result<(), u64> {
+    for page in pages_of(offset, len) {
+        if k.pipes.get(id).pages[page] != 0 {
+            continue;
+        }
+        let (gpa, dirty) = match k.frames.alloc_user(&mut *k.plat) {
+            Ok(frame) => frame,
+            Err(FwError::OutOfMemory) => return Err(ENOMEM),
+            Err(e) => crate::fatal_error(e),
+        };
+        let va = buffer_va(id, page as u32 * PAGE);
+        let mut alloc = FrameTables {
+            frames: &mut k.frames,
+            plat: &mut *k.plat,
+        };
+        let flags = PRESENT | WRITABLE | USER | NO_EXECUTE;
+        if k.pt.map_4k(va, gpa, flags, true, &mut alloc).is_none() {
+            k.frames.free(gpa);
+            return Err(ENOMEM);
+        }
+        k.pipes.get_mut(id).pages[page] = gpa;
+        if dirty && upcall::fill(k, va, 0, u64::from(PAGE)) != Outcome::Done {
+            // SAFETY: the frame was just taken for this pipe and holds nothing yet;
+            // the direct map reaches it.
+            unsafe { core::ptr::write_bytes(phys_to_virt(gpa) as *mut u8, 0, PAGE as usize) };
+        }
+    }
+    Ok(())
 }
 
 /// FIONREAD of a pipe end: the bytes waiting.
@@ -464,18 +499,21 @@ mod tests {
     }
 
     #[test]
-    fn chunks_never_cross_a_page() {
+    fn chunks_end_where_the_buffer_wraps() {
         let mut r = Ring::new();
         assert_eq!(r.read_chunk(10), None, "empty");
         assert_eq!(r.write_chunk(0), None);
-        assert_eq!(r.write_chunk(10_000), Some((0, 4096)));
+        assert_eq!(r.write_chunk(100_000), Some((0, PIPE_CAPACITY)));
         r.produced(4096);
         assert_eq!(r.write_chunk(10), Some((4096, 10)));
         r.produced(100);
-        assert_eq!(r.read_chunk(5000), Some((0, 4096)));
+        assert_eq!(r.read_chunk(5000), Some((0, 4196)));
         r.consumed(4000);
-        assert_eq!(r.read_chunk(5000), Some((4000, 96)));
+        assert_eq!(r.read_chunk(5000), Some((4000, 196)));
         assert_eq!(r.len(), 196);
+        assert_eq!(pages_of(4000, 196), 0..=1);
+        assert_eq!(pages_of(4096, 4096), 1..=1);
+        assert_eq!(pages_of(PIPE_CAPACITY - 1, 1), 15..=15);
     }
 
     #[test]
@@ -491,7 +529,7 @@ mod tests {
         assert_eq!(r.len(), 5010);
         assert!(r.writable());
         r.consumed(10);
-        assert_eq!(r.read_chunk(u32::MAX), Some((0, 4096)));
+        assert_eq!(r.read_chunk(u32::MAX), Some((0, 5000)));
         r.consumed(5000);
         assert!(r.is_empty());
         assert_eq!(r.write_chunk(1), Some((0, 1)), "an empty ring starts over");
