@@ -124,6 +124,18 @@ static const char *check_pipe_basics(void)
         return BAD("pread: errno %d", errno);
     if (write(p[1], "", 0) != 0 || read(p[0], buf, 0) != 0)
         return BAD("zero-length transfers: errno %d", errno);
+    /* Bad buffers: EFAULT, and nothing is lost or added. */
+    char *volatile bad = (char *)8;
+    errno = 0;
+    if (write(p[1], bad, 300) != -1 || errno != EFAULT)
+        return BAD("write from a bad buffer: errno %d", errno);
+    write(p[1], "kept", 4);
+    errno = 0;
+    if (read(p[0], bad, 4) != -1 || errno != EFAULT)
+        return BAD("read into a bad buffer: errno %d", errno);
+    memset(buf, 0, sizeof buf);
+    if (read(p[0], buf, sizeof buf) != 4 || memcmp(buf, "kept", 4) != 0)
+        return BAD("after the faults: '%.4s'", buf);
     close_pair(p);
     return NULL;
 }
