@@ -14,14 +14,16 @@ use crate::kernel::{Kernel, Scratch, KERNEL, MMAP_TOP, PATH_MAX};
 use crate::mem::frames::{FrameTables, Frames};
 use crate::mem::paging::{PageTables, TableAlloc, GLOBAL, NO_EXECUTE, USER, WRITABLE};
 use crate::mem::user::{
-    Vma, VmaKind, Vmas, FILES_WINDOW_VA, IO_WINDOW_VA, PROT_READ, PROT_WRITE, XSTATE_SLOT,
-    XSTATE_WINDOW_VA,
+    Vma, VmaKind, Vmas, FILES_WINDOW_VA, IO_WINDOW_VA, PIPE_WINDOW_VA, PROT_READ, PROT_WRITE,
+    XSTATE_SLOT, XSTATE_WINDOW_VA,
 };
 use crate::mem::{phys_to_virt, use_direct_map};
 use crate::platform::hostcall::HostcallArea;
 use crate::platform::{self, GuestPlatform, PageState};
 use crate::sched::{Current, Sched, ThreadBlock};
+use crate::syscall::epoll::InterestList;
 use crate::syscall::membarrier::Membarrier;
+use crate::syscall::pipe::Pipes;
 use crate::syscall::signal::Signals;
 use crate::syscall::SyscallCounts;
 use crate::time::Clock;
@@ -49,6 +51,8 @@ static mut PT_POOL: [Page; PT_POOL_PAGES] = [const { Page([0; 4096]) }; PT_POOL_
 /// The kernel's big tables, in bss (zero at launch) so that boot moves none of them.
 static mut VMAS: Vmas = Vmas::new();
 static mut FILES: Files = Files::new();
+static mut PIPES: Pipes = Pipes::new();
+static mut EPOLL: InterestList = InterestList::new();
 static mut SIGNALS: Signals = Signals::new();
 static mut SCHED: Sched = Sched::new(crate::syscall::process::PID as u32);
 /// The first thread's own state (later threads' live beside their kernel stacks).
@@ -321,16 +325,20 @@ fn new_kernel(
 ) -> Result<Kernel, FwError> {
     // SAFETY: boot runs once, before anything else can reach these statics; each is
     // borrowed exactly once here, for the kernel's lifetime.
-    let (vmas, files, sig, scratch, sched, syscalls) = unsafe {
-        let (v, f, g, s, t, c) = (
+    let (vmas, files, sig, scratch, sched, syscalls, pipes, epoll) = unsafe {
+        let (v, f, g, s, t, c, p, e) = (
             &raw mut VMAS,
             &raw mut FILES,
             &raw mut SIGNALS,
             &raw mut SCRATCH,
             &raw mut SCHED,
             &raw mut SYSCALLS,
+            &raw mut PIPES,
+            &raw mut EPOLL,
         );
-        (&mut *v, &mut *f, &mut *g, &mut *s, &mut *t, &mut *c)
+        (
+            &mut *v, &mut *f, &mut *g, &mut *s, &mut *t, &mut *c, &mut *p, &mut *e,
+        )
     };
     let first = &raw mut FIRST_THREAD;
     let mut thread: Current<crate::sched::ThreadCtl> = Current::unset();
@@ -373,6 +381,14 @@ fn new_kernel(
         Vma {
             kind: VmaKind::Window,
             ..Vma::anon(
+                PIPE_WINDOW_VA,
+                PIPE_WINDOW_VA + crate::syscall::pipe::PIPE_WINDOW_SIZE,
+                PROT_READ | PROT_WRITE,
+            )
+        },
+        Vma {
+            kind: VmaKind::Window,
+            ..Vma::anon(
                 FILES_WINDOW_VA,
                 FILES_WINDOW_VA + (bi.image_end - bi.app_gpa),
                 PROT_READ,
@@ -394,6 +410,8 @@ fn new_kernel(
         mmap_next: MMAP_TOP,
         io,
         files,
+        pipes,
+        epoll,
         sig,
         clock: Clock::start(),
         scratch,

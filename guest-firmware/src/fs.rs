@@ -9,6 +9,8 @@
 
 use crate::platform::GuestDevice;
 use crate::syscall::errno::*;
+use crate::syscall::eventfd::EventFd;
+use crate::syscall::pipe::PipeEnd;
 use crate::syscall::timerfd::Timer;
 use nacre_shared_abi::filetree::{FileTree, Inode, InodeKind, Resolved, ROOT_INODE};
 use nacre_shared_abi::layout::PAGE_SIZE_4K;
@@ -16,7 +18,7 @@ use nacre_shared_abi::layout::PAGE_SIZE_4K;
 /// Most descriptors (RLIMIT_NOFILE).
 pub const MAX_FDS: usize = 1024;
 /// Most open files (descriptions) at once.
-const MAX_OPEN: usize = 256;
+pub const MAX_OPEN: usize = 256;
 /// `openat`'s "relative to the working directory" (`include/uapi/linux/fcntl.h`).
 pub const AT_FDCWD: i64 = -100;
 /// Descriptor-table flag: close on exec (kept for F_GETFD; nothing is ever exec'd).
@@ -104,6 +106,13 @@ pub enum Node {
     Dev(Special),
     /// A timerfd and its timer (`syscall/timerfd.rs`).
     Timer(Timer),
+    /// One end of a pipe (`syscall/pipe.rs`).
+    Pipe(PipeEnd),
+    /// An eventfd and its counter (`syscall/eventfd.rs`).
+    Event(EventFd),
+    /// An epoll instance (`syscall/epoll.rs`): its interest list is kept under the
+    /// open file's index.
+    Epoll,
 }
 
 /// An open file (what `dup` shares: offset and status flags).
@@ -122,6 +131,16 @@ const FREE: OpenFile = OpenFile {
     flags: 0,
     refs: 0,
 };
+
+/// An open file whose last reference went away (a close, a dup2 over its
+/// descriptor, the end of a blocking call that held it): what the syscall layer
+/// lets go of (`syscall::fs::let_go`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Released {
+    /// Its index among the open files (free for reuse from now on).
+    pub index: usize,
+    pub node: Node,
+}
 
 /// A directory entry: name, inode index, whether it is a directory.
 pub type DirEntry = (&'static [u8], u32, bool);
@@ -154,10 +173,14 @@ pub const S_IFIFO: u32 = 0o010000;
 pub const TREE_DEV: u64 = 0x2A;
 const PROC_DEV: u64 = 0x14;
 const DEVTMPFS_DEV: u64 = 0x05;
-/// The device and inode of the anonymous inode every timerfd shares (Linux
-/// `fs/anon_inodes.c`).
+/// The device and inode of the anonymous inode every timerfd, eventfd and epoll
+/// instance shares (Linux `fs/anon_inodes.c`).
 const ANON_INODE_DEV: u64 = 0x0F;
 const ANON_INODE_INO: u64 = 1;
+/// The device of the pipe file system; a pipe's inode number is its index plus
+/// [`PIPE_INO_BASE`] (both ends show the same inode, as on Linux).
+const PIPEFS_DEV: u64 = 0x0E;
+const PIPE_INO_BASE: u64 = 0x100;
 
 /// Linux `makedev` for the memory devices (`Documentation/admin-guide/devices.txt`:
 /// major 1, null 3, zero 5, urandom 9).
@@ -464,9 +487,19 @@ impl Files {
             }),
             Node::File { inode, .. } | Node::Dir { inode } => self.stat(Target::Inode(inode), true),
             Node::Dev(s) => self.stat(Target::Special(s), true),
+            // A FIFO owned by the app, read and write for the owner
+            // (`get_pipe_inode`, Linux `fs/pipe.c`).
+            Node::Pipe(end) => Ok(Stat {
+                dev: PIPEFS_DEV,
+                ino: PIPE_INO_BASE + u64::from(end.id),
+                mode: S_IFIFO | 0o600,
+                nlink: 1,
+                size: 0,
+                rdev: 0,
+            }),
             // An anonymous inode has no file type, only owner read and write
             // (`alloc_anon_inode`, Linux `fs/libfs.c`).
-            Node::Timer(_) => Ok(Stat {
+            Node::Timer(_) | Node::Event(_) | Node::Epoll => Ok(Stat {
                 dev: ANON_INODE_DEV,
                 ino: ANON_INODE_INO,
                 mode: 0o600,
@@ -515,7 +548,18 @@ impl Files {
         Ok(&mut self.open[i])
     }
 
-    fn index(&self, fd: u64) -> Result<usize, u64> {
+    /// The open file at `index` (from [`Files::index`] or [`Files::hold`]).
+    pub fn file(&self, index: usize) -> &OpenFile {
+        &self.open[index]
+    }
+
+    /// The open file at `index`, to change it.
+    pub fn file_mut(&mut self, index: usize) -> &mut OpenFile {
+        &mut self.open[index]
+    }
+
+    /// The index of the open file behind descriptor `fd`.
+    pub fn index(&self, fd: u64) -> Result<usize, u64> {
         let slot = *self
             .fds
             .get(usize::try_from(fd).map_err(|_| EBADF)?)
@@ -549,12 +593,35 @@ impl Files {
         (from..MAX_FDS).find(|&fd| self.fds[fd] == 0)
     }
 
-    /// close(2).
-    pub fn close(&mut self, fd: u64) -> Result<(), u64> {
+    /// close(2): the open file, if that was its last reference.
+    pub fn close(&mut self, fd: u64) -> Result<Option<Released>, u64> {
         let i = self.index(fd)?;
         self.fds[fd as usize] = 0;
-        self.open[i].refs -= 1;
-        Ok(())
+        Ok(self.unref(i))
+    }
+
+    fn unref(&mut self, i: usize) -> Option<Released> {
+        let f = &mut self.open[i];
+        f.refs -= 1;
+        (f.refs == 0).then_some(Released {
+            index: i,
+            node: f.node,
+        })
+    }
+
+    /// Keep the open file behind `fd` while a call blocks on it, even if another
+    /// thread closes the descriptor meanwhile (Linux `fdget`); returns its index for
+    /// [`Files::file`] and [`Files::unhold`].
+    pub fn hold(&mut self, fd: u64) -> Result<usize, u64> {
+        let i = self.index(fd)?;
+        self.open[i].refs += 1;
+        Ok(i)
+    }
+
+    /// Let go of an open file [`Files::hold`] kept: the open file, if that was its
+    /// last reference.
+    pub fn unhold(&mut self, index: usize) -> Option<Released> {
+        self.unref(index)
     }
 
     /// dup(2) and F_DUPFD: the lowest free descriptor from `min`.
@@ -570,19 +637,28 @@ impl Files {
         Ok(new as u64)
     }
 
-    /// dup2/dup3: make `new` refer to `fd`'s open file, closing what `new` was.
-    pub fn dup_to(&mut self, fd: u64, new: u64, cloexec: bool) -> Result<u64, u64> {
+    /// dup2/dup3: make `new` refer to `fd`'s open file, closing what `new` was;
+    /// that open file too, if `new` held its last reference.
+    pub fn dup_to(
+        &mut self,
+        fd: u64,
+        new: u64,
+        cloexec: bool,
+    ) -> Result<(u64, Option<Released>), u64> {
         let i = self.index(fd)?;
         let n = usize::try_from(new).map_err(|_| EBADF)?;
         if n >= MAX_FDS {
             return Err(EBADF);
         }
-        if self.fds[n] != 0 {
-            self.close(new)?;
-        }
+        // `fd` keeps `i` referenced, so closing `new` cannot release it.
+        let released = if self.fds[n] != 0 {
+            self.close(new)?
+        } else {
+            None
+        };
         self.open[i].refs += 1;
         self.fds[n] = (i as u16 + 1) | if cloexec { FD_CLOEXEC_BIT } else { 0 };
-        Ok(new)
+        Ok((new, released))
     }
 
     /// F_GETFD.
@@ -723,7 +799,13 @@ mod tests {
             .expect("a file");
         assert_eq!(f.open(node, O_CLOEXEC), Ok(3));
         assert_eq!(f.cloexec(3), Ok(true));
-        assert_eq!(f.close(1), Ok(()));
+        assert_eq!(
+            f.close(1),
+            Ok(Some(Released {
+                index: 1,
+                node: Node::Console(1)
+            }))
+        );
         assert_eq!(f.open(node, 0), Ok(1));
         assert_eq!(f.close(7), Err(EBADF));
     }
@@ -844,11 +926,44 @@ mod tests {
         assert_eq!(f.cloexec(10), Ok(true));
         f.get_mut(1).expect("open").offset = 99;
         assert_eq!(f.get(10).map(|o| o.offset), Ok(99), "one open file");
-        assert_eq!(f.dup_to(2, 10, false), Ok(10));
+        assert_eq!(
+            f.dup_to(2, 10, false),
+            Ok((10, None)),
+            "1 still refers to it"
+        );
         assert_eq!(f.get(10).map(|o| o.node), Ok(Node::Console(2)));
         assert_eq!(f.cloexec(10), Ok(false));
         assert_eq!(f.dup_from(1, MAX_FDS as u64, false), Err(EINVAL));
         assert_eq!(f.dup_to(1, MAX_FDS as u64, false), Err(EBADF));
+    }
+
+    #[test]
+    fn an_open_file_is_released_with_its_last_reference() {
+        let mut f = files(GuestDevice::SevGuest);
+        let zero = Node::Dev(Special::Zero);
+        let fd = f.open(zero, 0).expect("open");
+        let index = f.index(fd).expect("open");
+        let dup = f.dup_from(fd, 0, false).expect("dup");
+        assert_eq!(f.close(fd), Ok(None), "the dup still refers to it");
+        let held = f.hold(dup).expect("held");
+        assert_eq!(held, index);
+        assert_eq!(f.close(dup), Ok(None), "a blocked call holds it");
+        assert_eq!(f.close(dup), Err(EBADF));
+        assert_eq!(f.unhold(held), Some(Released { index, node: zero }));
+        // dup2 over the last descriptor of another open file releases that one.
+        let null = f.open(Node::Dev(Special::Null), 0).expect("open");
+        let other = f.open(zero, 0).expect("open");
+        let other_index = f.index(other).expect("open");
+        assert_eq!(
+            f.dup_to(null, other, false),
+            Ok((
+                other,
+                Some(Released {
+                    index: other_index,
+                    node: zero
+                })
+            ))
+        );
     }
 
     #[test]

@@ -14,7 +14,9 @@ use crate::mem::paging::{PageTables, USER, WRITABLE};
 use crate::mem::user::{Vma, VmaKind, Vmas, PROT_READ, PROT_WRITE};
 use crate::platform::hostcall::{self, HostcallArea};
 use crate::platform::GuestPlatform;
+use crate::syscall::epoll::InterestList;
 use crate::syscall::membarrier::Membarrier;
+use crate::syscall::pipe::Pipes;
 use crate::syscall::signal::Signals;
 use crate::syscall::SyscallCounts;
 use crate::time::Clock;
@@ -37,6 +39,10 @@ pub struct Kernel {
     pub io: HostcallArea,
     /// Open files and descriptors, the packaged tree.
     pub files: &'static mut Files,
+    /// Pipes' buffers and ends.
+    pub pipes: &'static mut Pipes,
+    /// The items of every epoll instance.
+    pub epoll: &'static mut InterestList,
     /// Signal dispositions, mask and alternate stack.
     pub sig: &'static mut Signals,
     /// The clocks.

@@ -863,6 +863,71 @@ fn go_parallel_computation_matches_native() {
     go_mode_matches_native("parallel");
 }
 
+/// time.Sleep, timers, tickers and time.After: the Go runtime sleeps in
+/// epoll_pwait with a timeout and breaks the sleep by writing to a pipe.
+#[test]
+fn go_sleep_and_timers_match_native() {
+    go_mode_matches_native("sleep");
+}
+
+/// Goroutines in tight loops that never yield: the runtime preempts them (and
+/// the time slices let its other threads run) while a timer ends the test.
+#[test]
+fn go_tight_loop_is_preempted() {
+    go_mode_matches_native("spin");
+}
+
+// ---------------------------------------------------------------------------
+// Pipes, eventfd, epoll, poll and select
+
+#[test]
+fn c_pipes_eventfd_epoll_match_native() {
+    require_kvm();
+    checks_match_native(&app("pipes.c", Toolchain::Glibc), &[], "pipes", 25);
+}
+
+#[test]
+fn musl_pipes_eventfd_epoll_match_native() {
+    require_kvm();
+    checks_match_native(&app("pipes.c", Toolchain::Musl), &[], "musl-pipes", 25);
+}
+
+/// A write to a pipe without readers sends SIGPIPE, whose default action ends
+/// the app as it ends a native run (exit 141 as a shell reports it).
+#[test]
+fn c_pipe_without_readers_ends_the_app_with_sigpipe() {
+    require_kvm();
+    let program = app("pipes.c", Toolchain::Glibc);
+    let native = run_native(&program, &["sigpipe"], b"");
+    assert_eq!(native_exit_code(&native), 128 + 13, "native: {native:?}");
+    let image = image(
+        &program,
+        "pipes-sigpipe",
+        &PackageOptions::new().args(&["sigpipe"]),
+    );
+    on_each_platform(|platform| {
+        let output = run_on(&image, platform, &[]);
+        assert_run(&output, 128 + 13, &native.stdout, "pipes sigpipe");
+    });
+}
+
+/// A read of a pipe that only the reading thread could write to would never
+/// return (it hangs natively): the app is stopped with a message and exit 137.
+#[test]
+fn c_read_of_a_pipe_no_thread_can_write_stops_the_app() {
+    require_kvm();
+    let image = image(
+        &app("pipes.c", Toolchain::Glibc),
+        "pipes-stuck",
+        &PackageOptions::new().args(&["stuck"]),
+    );
+    on_each_platform(|platform| {
+        let output = run_on(&image, platform, &[]);
+        assert_run(&output, 128 + 9, b"reading\n", "pipes stuck");
+        assert_stderr_contains(&output, "empty pipe that no other thread", "pipes stuck");
+    });
+}
+
 // ---------------------------------------------------------------------------
 // Rust std
 

@@ -19,6 +19,10 @@ pub const XSTATE_WINDOW_VA: u64 = 0x0000_7FC0_0000_0000;
 /// Bytes of the extended-state window per thread slot (the largest XSAVE area of the
 /// features the firmware enables, AVX-512, is about 2.7 KiB).
 pub const XSTATE_SLOT: u64 = 8192;
+/// Where the pipes' buffers are mapped (64 KiB per pipe, user-accessible so that
+/// copies between them and the app run in ring 3; never executable). Above the
+/// extended-state window.
+pub const PIPE_WINDOW_VA: u64 = 0x0000_7FC0_4000_0000;
 /// Where the vDSO's data page is mapped (user read-only, never executable): between
 /// the stack's top and the end of the user half, as Linux places `[vvar]`, at a fixed
 /// address (`app/vdso.rs`).

@@ -70,8 +70,21 @@ pub fn openat(k: &mut Kernel, dirfd: i64, path: u64, flags: u32) -> SysResult {
 }
 
 pub fn close(k: &mut Kernel, fd: u64) -> SysResult {
-    k.files.close(fd)?;
+    let released = k.files.close(fd)?;
+    let_go(k, released);
     Ok(0)
+}
+
+/// An open file whose last reference went away: the epoll items that watch it (or
+/// belong to it, for an epoll instance) go, and a pipe end closes.
+pub fn let_go(k: &mut Kernel, released: Option<Released>) {
+    let Some(r) = released else {
+        return;
+    };
+    super::epoll::forget_file(k, r.index);
+    if let Node::Pipe(end) = r.node {
+        super::pipe::close_end(k, end);
+    }
 }
 
 /// `struct stat` on x86-64 (`arch/x86/include/uapi/asm/stat.h`), 144 bytes.
@@ -283,14 +296,18 @@ pub fn dup2(k: &mut Kernel, fd: u64, new: u64) -> SysResult {
         k.files.get(fd)?;
         return Ok(new);
     }
-    k.files.dup_to(fd, new, false)
+    let (fd, released) = k.files.dup_to(fd, new, false)?;
+    let_go(k, released);
+    Ok(fd)
 }
 
 pub fn dup3(k: &mut Kernel, fd: u64, new: u64, flags: u64) -> SysResult {
     if fd == new || flags & !u64::from(O_CLOEXEC) != 0 {
         return Err(EINVAL);
     }
-    k.files.dup_to(fd, new, flags != 0)
+    let (fd, released) = k.files.dup_to(fd, new, flags != 0)?;
+    let_go(k, released);
+    Ok(fd)
 }
 
 pub fn fcntl(k: &mut Kernel, fd: u64, cmd: u64, arg: u64) -> SysResult {

@@ -1,6 +1,7 @@
 //! Reading and writing: the console (fds proxied to nacre's stdin, stdout and stderr
 //! through the hostcall area), packaged files (copied out of the files window), the
-//! device files and `/proc/self/maps`; lseek, poll and the terminal ioctls.
+//! device files and `/proc/self/maps`, pipes and eventfds (`pipe.rs`, `eventfd.rs`);
+//! lseek and the terminal ioctls. poll and select are `poll.rs`'s.
 //!
 //! Console data crosses the host boundary only through the shared hostcall area, in
 //! copies the firmware makes (in ring 3 when large): the host sees exactly the bytes
@@ -8,13 +9,12 @@
 //! before a byte of reply data is used (shared-abi `HostcallHeader::check_reply`).
 
 use super::errno::*;
-use super::{mem_err, timerfd, SysResult};
+use super::{eventfd, mem_err, pipe, timerfd, SysResult};
 use crate::fs::{Node, Special, O_ACCMODE, O_NONBLOCK, O_PATH, O_WRONLY};
 use crate::kernel::Kernel;
 use crate::mem::user::VmaKind;
 use nacre_shared_abi::hostcall::{
-    terminal_reply_size, HostcallHeader, HostcallOp, HOSTCALL_MAX_DATA, POLL_FOREVER,
-    POLL_STDIN_READABLE, TCGETS, TIOCGWINSZ,
+    terminal_reply_size, HostcallHeader, HostcallOp, HOSTCALL_MAX_DATA, TCGETS, TIOCGWINSZ,
 };
 use nacre_shared_abi::layout::USER_VA_END;
 
@@ -83,8 +83,10 @@ fn read_node(k: &mut Kernel, node: Node, offset: u64, buf: u64, len: u64) -> Sys
         }
         Node::Dev(Special::Maps) => read_maps(k, offset, buf, len),
         Node::Dev(_) => super::process::getrandom(k, buf, len, 0),
-        // Read through `timerfd::read`, never at an offset (`seekable`).
-        Node::Timer(_) => Err(ESPIPE),
+        // Read through their own modules, never at an offset (`seekable`).
+        Node::Timer(_) | Node::Pipe(_) | Node::Event(_) => Err(ESPIPE),
+        // An epoll instance has no read (Linux `vfs_read` without one).
+        Node::Epoll => Err(EINVAL),
     }
 }
 
@@ -98,13 +100,7 @@ const STDIN_POLL_NS: u64 = 2_000_000;
 /// SA_RESTART). With one thread the read hostcall itself waits.
 fn wait_for_stdin(k: &mut Kernel) -> Result<(), u64> {
     while k.sched.threads.live() > 1 {
-        let req = HostcallHeader {
-            op: HostcallOp::Poll as u32,
-            arg: POLL_STDIN_READABLE,
-            arg2: 0,
-            ..Default::default()
-        };
-        if hostcall_io(k, req)? & POLL_STDIN_READABLE != 0 {
+        if super::poll::host_stdin(k, 0)? {
             return Ok(());
         }
         let until = k.monotonic_ns().saturating_add(STDIN_POLL_NS);
@@ -116,7 +112,7 @@ fn wait_for_stdin(k: &mut Kernel) -> Result<(), u64> {
 }
 
 /// A console hostcall: the result, or the host's errno; a malformed reply is fatal.
-fn hostcall_io(k: &mut Kernel, req: HostcallHeader) -> Result<u64, u64> {
+pub fn hostcall_io(k: &mut Kernel, req: HostcallHeader) -> Result<u64, u64> {
     match k.hostcall(req) {
         Ok(r) => r,
         Err(e) => crate::fatal_error(e),
@@ -156,16 +152,141 @@ fn write_node(k: &mut Kernel, node: Node, buf: u64, len: u64) -> SysResult {
         Node::Console(_) => Err(EBADF),
         Node::Dev(Special::Null | Special::Zero | Special::Urandom) => Ok(len),
         Node::Dir { .. } => Err(EISDIR),
-        // A timerfd has no write (Linux `vfs_write` without one).
-        Node::Timer(_) => Err(EINVAL),
+        // A timerfd and an epoll instance have no write (Linux `vfs_write` without
+        // one).
+        Node::Timer(_) | Node::Epoll => Err(EINVAL),
+        // Written through their own modules, never at an offset (`seekable`).
+        Node::Pipe(_) | Node::Event(_) => Err(ESPIPE),
         _ => Err(EBADF),
     }
+}
+
+/// The app's buffer of one read or write: one range, or an iovec array read one
+/// entry at a time (it can be large, and the kernel stack is not).
+#[derive(Debug, Clone, Copy)]
+pub struct Segments {
+    iov: u64,
+    cnt: u64,
+    next: u64,
+    base: u64,
+    left: u64,
+}
+
+impl Segments {
+    /// `len` bytes at `buf`.
+    pub fn one(buf: u64, len: u64) -> Self {
+        Self {
+            iov: 0,
+            cnt: 0,
+            next: 0,
+            base: buf,
+            left: len.min(MAX_RW_COUNT),
+        }
+    }
+
+    /// The `cnt` iovecs at `iov` (at most IOV_MAX: the caller checks).
+    pub fn vector(iov: u64, cnt: u64) -> Self {
+        Self {
+            iov,
+            cnt,
+            next: 0,
+            base: 0,
+            left: 0,
+        }
+    }
+
+    /// The bytes in all, at most MAX_RW_COUNT; EINVAL for a bad iovec length, as
+    /// readv and writev check every one before moving a byte.
+    pub fn total(&self, k: &mut Kernel) -> Result<u64, u64> {
+        let mut total = self.left;
+        for i in self.next..self.cnt {
+            total = total.saturating_add(iovec(k, self.iov, i)?.1);
+        }
+        Ok(total.min(MAX_RW_COUNT))
+    }
+
+    /// The next stretch of at most `max` bytes (empty iovecs skipped), left in
+    /// place until [`Segments::advance`]; `None` at the end.
+    pub fn peek(&mut self, k: &mut Kernel, max: u64) -> Result<Option<(u64, u64)>, u64> {
+        while self.left == 0 {
+            if self.next >= self.cnt {
+                return Ok(None);
+            }
+            (self.base, self.left) = iovec(k, self.iov, self.next)?;
+            self.next += 1;
+        }
+        Ok(Some((self.base, self.left.min(max))))
+    }
+
+    /// `n` bytes of the stretch [`Segments::peek`] gave were used.
+    pub fn advance(&mut self, n: u64) {
+        self.base += n;
+        self.left -= n;
+    }
+
+    /// Copy `bytes` into the buffer, spread over as many stretches as it takes
+    /// (the caller checked that they hold it).
+    pub fn put(&mut self, k: &mut Kernel, bytes: &[u8]) -> Result<(), u64> {
+        let mut done = 0usize;
+        while done < bytes.len() {
+            let Some((va, n)) = self.peek(k, (bytes.len() - done) as u64)? else {
+                break;
+            };
+            k.copy_to_user(va, &bytes[done..done + n as usize])
+                .map_err(mem_err)?;
+            self.advance(n);
+            done += n as usize;
+        }
+        Ok(())
+    }
+}
+
+/// A read or write of a pipe or an eventfd, which may wait: the open file is held
+/// meanwhile, as Linux holds it, so that another thread's close does not pull it
+/// away.
+fn stream_io(k: &mut Kernel, fd: u64, read: bool, buf: Segments) -> SysResult {
+    let index = k.files.hold(fd)?;
+    let node = k.files.file(index).node;
+    let r = match (node, read) {
+        (Node::Pipe(_), true) => pipe::read(k, index, buf),
+        (Node::Pipe(_), false) => pipe::write(k, index, buf),
+        (Node::Event(_), true) => eventfd::read(k, index, buf),
+        (Node::Event(_), false) => eventfd_write(k, index, buf),
+        _ => Err(EBADF),
+    };
+    let released = k.files.unhold(index);
+    super::fs::let_go(k, released);
+    r
+}
+
+/// write and writev of an eventfd: one 8-byte write per buffer, as Linux loops over
+/// the iovecs of a file that has `write` but no `write_iter`; a short one ends it.
+fn eventfd_write(k: &mut Kernel, index: usize, mut from: Segments) -> SysResult {
+    let mut total = 0u64;
+    while let Some((base, len)) = from.peek(k, u64::MAX)? {
+        match eventfd::write(k, index, base, len) {
+            Ok(n) if n == len => total += n,
+            Ok(n) => return Ok(total + n),
+            Err(e) if total == 0 => return Err(e),
+            Err(_) => break,
+        }
+        from.advance(len);
+    }
+    Ok(total)
+}
+
+/// Whether reads and writes of `node` go through [`stream_io`].
+fn is_stream(node: Node) -> bool {
+    matches!(node, Node::Pipe(_) | Node::Event(_))
 }
 
 pub fn read(k: &mut Kernel, fd: u64, buf: u64, len: u64) -> SysResult {
     let f = open_for(k, fd, true)?;
     if let Node::Timer(_) = f.node {
         return timerfd::read(k, fd, buf, len);
+    }
+    if is_stream(f.node) {
+        return stream_io(k, fd, true, Segments::one(buf, len));
     }
     let n = read_node(k, f.node, f.offset, buf, len)?;
     if matches!(f.node, Node::File { .. } | Node::Dev(Special::Maps)) {
@@ -176,12 +297,17 @@ pub fn read(k: &mut Kernel, fd: u64, buf: u64, len: u64) -> SysResult {
 
 pub fn write(k: &mut Kernel, fd: u64, buf: u64, len: u64) -> SysResult {
     let f = open_for(k, fd, false)?;
+    if is_stream(f.node) {
+        return stream_io(k, fd, false, Segments::one(buf, len));
+    }
     write_node(k, f.node, buf, len)
 }
 
 fn seekable(node: Node) -> Result<(), u64> {
     match node {
-        Node::Console(_) | Node::Timer(_) => Err(ESPIPE),
+        Node::Console(_) | Node::Timer(_) | Node::Pipe(_) | Node::Event(_) | Node::Epoll => {
+            Err(ESPIPE)
+        }
         Node::Dir { .. } => Err(EISDIR),
         _ => Ok(()),
     }
@@ -235,6 +361,9 @@ pub fn readv(k: &mut Kernel, fd: u64, iov: u64, cnt: u64, at: Option<u64>) -> Sy
     if let Node::Timer(_) = f.node {
         return readv_timer(k, fd, iov, cnt);
     }
+    if is_stream(f.node) {
+        return stream_io(k, fd, true, Segments::vector(iov, cnt));
+    }
     let mut offset = at.unwrap_or(f.offset);
     let mut total = 0u64;
     for i in 0..cnt {
@@ -264,27 +393,12 @@ pub fn readv(k: &mut Kernel, fd: u64, iov: u64, cnt: u64, at: Option<u64>) -> Sy
 /// readv of a timerfd: its 8-byte count spread over the iovecs, which together must
 /// hold it (Linux reads a timerfd through `read_iter`).
 fn readv_timer(k: &mut Kernel, fd: u64, iov: u64, cnt: u64) -> SysResult {
-    let mut total = 0u64;
-    for i in 0..cnt {
-        total = total.saturating_add(iovec(k, iov, i)?.1);
-    }
-    if total < timerfd::TICKS_SIZE {
+    let mut to = Segments::vector(iov, cnt);
+    if to.total(k)? < timerfd::TICKS_SIZE {
         return Err(EINVAL);
     }
     let bytes = timerfd::wait_ticks(k, fd)?.to_le_bytes();
-    let mut done = 0usize;
-    for i in 0..cnt {
-        if done == bytes.len() {
-            break;
-        }
-        let (base, len) = iovec(k, iov, i)?;
-        let n = usize::try_from(len)
-            .unwrap_or(usize::MAX)
-            .min(bytes.len() - done);
-        k.copy_to_user(base, &bytes[done..done + n])
-            .map_err(mem_err)?;
-        done += n;
-    }
+    to.put(k, &bytes)?;
     Ok(timerfd::TICKS_SIZE)
 }
 
@@ -295,6 +409,9 @@ pub fn writev(k: &mut Kernel, fd: u64, iov: u64, cnt: u64) -> SysResult {
         return Err(EINVAL);
     }
     let f = open_for(k, fd, false)?;
+    if is_stream(f.node) {
+        return stream_io(k, fd, false, Segments::vector(iov, cnt));
+    }
     let Node::Console(cfd @ (1 | 2)) = f.node else {
         let mut total = 0u64;
         for i in 0..cnt {
@@ -353,11 +470,13 @@ pub fn lseek(k: &mut Kernel, fd: u64, off: i64, whence: u64) -> SysResult {
     const ENXIO: u64 = 6;
     let f = *k.files.get(fd)?;
     let size = match f.node {
-        Node::Console(_) => return Err(ESPIPE),
-        // A timerfd's position stays 0 (Linux `noop_llseek`).
-        Node::Dev(Special::Null | Special::Zero | Special::Urandom) | Node::Timer(_) => {
-            return Ok(0)
-        }
+        Node::Console(_) | Node::Pipe(_) => return Err(ESPIPE),
+        // A timerfd's, an eventfd's and an epoll instance's position stays 0 (Linux
+        // `noop_llseek`).
+        Node::Dev(Special::Null | Special::Zero | Special::Urandom)
+        | Node::Timer(_)
+        | Node::Event(_)
+        | Node::Epoll => return Ok(0),
         Node::File { size, .. } => Some(size),
         Node::Dir { .. } | Node::Dev(_) => None,
     };
@@ -390,139 +509,6 @@ pub fn lseek(k: &mut Kernel, fd: u64, off: i64, whence: u64) -> SysResult {
     Ok(new as u64)
 }
 
-/// poll / ppoll (`timeout_ns`: `None` waits without limit). Files and devices are
-/// always ready; console output is always writable (a write blocks in the host if it
-/// must); whether stdin has input is the host's to say, within the timeout; a timerfd
-/// is readable once it has expired, so the wait ends at the earliest deadline of the
-/// timers polled for reading.
-pub fn poll(k: &mut Kernel, fds: u64, nfds: u64, timeout_ns: Option<i64>) -> SysResult {
-    if nfds > crate::fs::MAX_FDS as u64 {
-        return Err(EINVAL);
-    }
-    let timeout_ns = timeout_ns.filter(|t| *t >= 0);
-    // Pass 1: what is ready without asking the host, whether stdin is asked for, and
-    // the first timer deadline to wait for.
-    let mut ready = 0u64;
-    let mut want_stdin = false;
-    let mut next_timer: Option<u64> = None;
-    for i in 0..nfds {
-        let (fd, events) = pollfd(k, fds, i)?;
-        let node = fd_node(k, fd);
-        let now_ready = revents(k, node, events, false) != 0;
-        match node {
-            Some(Ok(Node::Console(0))) => {
-                want_stdin |= events & (POLL_READABLE | POLLPRI) != 0;
-            }
-            Some(Ok(Node::Timer(t))) if !now_ready && events & POLL_READABLE != 0 => {
-                if let Some(d) = t.deadline() {
-                    next_timer = Some(next_timer.map_or(d, |n| n.min(d)));
-                }
-            }
-            _ => {}
-        }
-        ready += u64::from(now_ready);
-    }
-    // Nothing ready: wait until the timeout or the first timer deadline, whichever
-    // comes first (CLOCK_MONOTONIC), or for stdin.
-    let wake = if ready > 0 {
-        None
-    } else {
-        let timeout = timeout_ns.map(|t| k.monotonic_ns().saturating_add(t as u64));
-        timeout.into_iter().chain(next_timer).min()
-    };
-    let mut stdin_ready = false;
-    if want_stdin {
-        let wait = match (ready, wake) {
-            (1.., _) => 0,
-            (0, Some(deadline)) => deadline.saturating_sub(k.monotonic_ns()),
-            (0, None) => POLL_FOREVER,
-        };
-        let req = HostcallHeader {
-            op: HostcallOp::Poll as u32,
-            arg: POLL_STDIN_READABLE,
-            arg2: wait,
-            ..Default::default()
-        };
-        stdin_ready = hostcall_io(k, req)? & POLL_STDIN_READABLE != 0;
-    }
-    if ready == 0 && !stdin_ready {
-        match wake {
-            // Also where the host's poll came back early: the firmware's clock says
-            // when the wait is over.
-            Some(deadline) => {
-                if super::signal::wait(k, Some(deadline)) == super::signal::Wake::Signal {
-                    return Err(super::signal::ERESTARTNOHAND);
-                }
-            }
-            None if want_stdin => {}
-            None => {
-                let _ = k.console_write(
-                    2,
-                    b"nacre: the app polls with no limit for events that cannot happen; stopping it\n",
-                );
-                super::exit_app(k, 128 + 9);
-            }
-        }
-    }
-    // Pass 2: write revents back.
-    let mut count = 0u64;
-    for i in 0..nfds {
-        let (fd, events) = pollfd(k, fds, i)?;
-        let node = fd_node(k, fd);
-        let revents = revents(k, node, events, stdin_ready);
-        k.copy_to_user(fds + i * 8 + 6, &revents.to_le_bytes())
-            .map_err(mem_err)?;
-        count += u64::from(revents != 0);
-    }
-    Ok(count)
-}
-
-/// Poll events (`include/uapi/asm-generic/poll.h`).
-const POLLIN: u16 = 0x001;
-const POLLPRI: u16 = 0x002;
-const POLLOUT: u16 = 0x004;
-const POLLNVAL: u16 = 0x020;
-const POLLRDNORM: u16 = 0x040;
-const POLLWRNORM: u16 = 0x100;
-const POLL_READABLE: u16 = POLLIN | POLLRDNORM;
-const POLL_WRITABLE: u16 = POLLOUT | POLLWRNORM;
-
-/// The events of `events` that a polled descriptor's `node` has now (`stdin_ready`:
-/// what the host said of stdin).
-fn revents(k: &mut Kernel, node: Option<Result<Node, u64>>, events: u16, stdin_ready: bool) -> u16 {
-    match node {
-        None => 0,
-        Some(Err(_)) => POLLNVAL,
-        Some(Ok(Node::Console(0))) if stdin_ready => events & POLL_READABLE,
-        Some(Ok(Node::Console(0))) => 0,
-        Some(Ok(Node::Console(_))) => events & POLL_WRITABLE,
-        Some(Ok(Node::Timer(t))) if events & POLL_READABLE != 0 => {
-            if t.expired_at(k.monotonic_ns()) {
-                events & POLL_READABLE
-            } else {
-                0
-            }
-        }
-        Some(Ok(Node::Timer(_))) => 0,
-        Some(Ok(_)) => events & (POLL_READABLE | POLL_WRITABLE),
-    }
-}
-
-fn pollfd(k: &mut Kernel, fds: u64, i: u64) -> Result<(i32, u16), u64> {
-    let mut p = [0u8; 8];
-    k.copy_from_user(&mut p, fds + i * 8).map_err(mem_err)?;
-    Ok((
-        i32::from_le_bytes([p[0], p[1], p[2], p[3]]),
-        u16::from_le_bytes([p[4], p[5]]),
-    ))
-}
-
-/// The node of a polled fd: `None` for a negative fd (ignored), `Err` for a bad one.
-fn fd_node(k: &Kernel, fd: i32) -> Option<Result<Node, u64>> {
-    let fd = u64::try_from(fd).ok()?;
-    Some(k.files.get(fd).map(|f| f.node))
-}
-
 pub fn ioctl(k: &mut Kernel, fd: u64, req: u64, arg: u64) -> SysResult {
     // `include/uapi/asm-generic/ioctls.h`.
     const FIONREAD: u64 = 0x541B;
@@ -552,6 +538,11 @@ pub fn ioctl(k: &mut Kernel, fd: u64, req: u64, arg: u64) -> SysResult {
         (Node::File { size, .. }, FIONREAD) => {
             let left = size.saturating_sub(f.offset).min(i32::MAX as u64) as u32;
             k.copy_to_user(arg, &left.to_le_bytes()).map_err(mem_err)?;
+            Ok(0)
+        }
+        (Node::Pipe(end), FIONREAD) => {
+            let n = pipe::bytes_waiting(k, end);
+            k.copy_to_user(arg, &n.to_le_bytes()).map_err(mem_err)?;
             Ok(0)
         }
         (Node::Dev(Special::Guest(device)), _) => {
@@ -630,6 +621,8 @@ fn maps_area(k: &Kernel, i: usize) -> Option<(u64, u64, u32, &'static [u8])> {
             b"[nacre-io]"
         } else if v.kind == VmaKind::Window && v.start == crate::mem::user::XSTATE_WINDOW_VA {
             b"[nacre-xstate]"
+        } else if v.kind == VmaKind::Window && v.start == crate::mem::user::PIPE_WINDOW_VA {
+            b"[nacre-pipes]"
         } else if v.kind == VmaKind::Window && v.start == crate::mem::user::VVAR_VA {
             b"[vvar]"
         } else if v.kind == VmaKind::Window && v.start == crate::mem::user::VDSO_VA {

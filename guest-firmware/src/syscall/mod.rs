@@ -6,11 +6,15 @@
 //! exit hostcall (`nacre run --stats` lists them).
 
 pub mod attest;
+pub mod epoll;
 pub mod errno;
+pub mod eventfd;
 pub mod fs;
 pub mod io;
 pub mod mem;
 pub mod membarrier;
+pub mod pipe;
+pub mod poll;
 pub mod process;
 pub mod signal;
 pub mod thread;
@@ -188,11 +192,20 @@ fn handle(k: &mut Kernel, nr: u64, a: [u64; 6]) -> SysResult {
         Sysno::preadv => io::readv(k, a[0], a[1], a[2], Some(a[3])),
         Sysno::writev => io::writev(k, a[0], a[1], a[2]),
         Sysno::lseek => io::lseek(k, a[0], a[1] as i64, a[2]),
-        Sysno::poll => io::poll(k, a[0], a[1], Some(i64::from(int_arg(a[2])) * 1_000_000)),
-        Sysno::ppoll => {
-            let timeout = time::read_timeout(k, a[2])?;
-            io::poll(k, a[0], a[1], timeout)
-        }
+        Sysno::poll => poll::poll(k, a[0], a[1], Some(i64::from(int_arg(a[2])) * 1_000_000)),
+        Sysno::ppoll => poll::ppoll(k, a[0], a[1], a[2], a[3], a[4]),
+        Sysno::select => poll::select(k, int_arg(a[0]), a[1], a[2], a[3], a[4]),
+        Sysno::pselect6 => poll::pselect6(k, int_arg(a[0]), [a[1], a[2], a[3]], a[4], a[5]),
+        Sysno::pipe => pipe::pipe2(k, a[0], 0),
+        Sysno::pipe2 => pipe::pipe2(k, a[0], uint_arg(a[1])),
+        Sysno::eventfd => eventfd::eventfd2(k, uint_arg(a[0]), 0),
+        Sysno::eventfd2 => eventfd::eventfd2(k, uint_arg(a[0]), uint_arg(a[1])),
+        Sysno::epoll_create => epoll::epoll_create(k, int_arg(a[0])),
+        Sysno::epoll_create1 => epoll::epoll_create1(k, uint_arg(a[0])),
+        Sysno::epoll_ctl => epoll::epoll_ctl(k, a[0], uint_arg(a[1]), a[2], a[3]),
+        Sysno::epoll_wait => epoll::epoll_wait(k, a[0], a[1], int_arg(a[2]), int_arg(a[3])),
+        Sysno::epoll_pwait => epoll::epoll_pwait(k, a),
+        Sysno::epoll_pwait2 => epoll::epoll_pwait2(k, a),
         Sysno::ioctl => io::ioctl(k, a[0], a[1], a[2]),
         Sysno::fsync | Sysno::fdatasync => io::fsync(k, a[0]),
 
@@ -379,6 +392,18 @@ mod tests {
             (318, Sysno::getrandom),
             (334, Sysno::rseq),
             (439, Sysno::faccessat2),
+            (22, Sysno::pipe),
+            (23, Sysno::select),
+            (213, Sysno::epoll_create),
+            (232, Sysno::epoll_wait),
+            (233, Sysno::epoll_ctl),
+            (270, Sysno::pselect6),
+            (281, Sysno::epoll_pwait),
+            (284, Sysno::eventfd),
+            (290, Sysno::eventfd2),
+            (291, Sysno::epoll_create1),
+            (293, Sysno::pipe2),
+            (441, Sysno::epoll_pwait2),
         ];
         for (nr, sysno) in known {
             assert_eq!(Sysno::new(nr), Some(sysno));

@@ -43,7 +43,7 @@ pub fn timespec(ns: u64) -> [u8; 16] {
 }
 
 /// `struct timeval` (`tv_sec`, `tv_usec`) for `ns` nanoseconds.
-fn timeval(ns: u64) -> [u8; 16] {
+pub fn timeval(ns: u64) -> [u8; 16] {
     let (sec, usec) = vvar::timeval(ns);
     let mut t = [0u8; 16];
     t[..8].copy_from_slice(&sec.to_le_bytes());

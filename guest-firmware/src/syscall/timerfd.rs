@@ -31,7 +31,8 @@ pub const TFD_TIMER_CANCEL_ON_SET: u32 = 1 << 1;
 pub const TICKS_SIZE: u64 = 8;
 
 /// One timer: its clock, its deadline on CLOCK_MONOTONIC when armed, its interval
-/// (0: one-shot) and the expirations counted and not yet read.
+/// (0: one-shot), the expirations counted and not yet read, and how many times it
+/// fired (what tells an edge-triggered epoll item that a new event came).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timer {
     pub clock: i32,
@@ -39,6 +40,7 @@ pub struct Timer {
     deadline: u64,
     interval: u64,
     ticks: u64,
+    fired: u64,
 }
 
 impl Timer {
@@ -50,6 +52,7 @@ impl Timer {
             deadline: 0,
             interval: 0,
             ticks: 0,
+            fired: 0,
         }
     }
 
@@ -57,19 +60,41 @@ impl Timer {
     /// disarms; an expired interval timer counts every interval that has begun since
     /// its deadline and moves the deadline past `now` (Linux `hrtimer_forward_now`).
     pub fn settle(&mut self, now: u64) {
-        if !self.armed || now < self.deadline {
+        let periods = self.due(now);
+        if periods == 0 {
             return;
         }
-        if self.interval == 0 {
-            self.ticks = self.ticks.saturating_add(1);
-            self.armed = false;
-            return;
+        if self.ticks == 0 {
+            self.fired = self.fired.saturating_add(1);
         }
-        let periods = (now - self.deadline) / self.interval + 1;
         self.ticks = self.ticks.saturating_add(periods);
-        self.deadline = self
-            .deadline
-            .saturating_add(periods.saturating_mul(self.interval));
+        if self.interval == 0 {
+            self.armed = false;
+        } else {
+            self.deadline = self
+                .deadline
+                .saturating_add(periods.saturating_mul(self.interval));
+        }
+    }
+
+    /// The expirations up to `now` not counted yet.
+    fn due(&self, now: u64) -> u64 {
+        if !self.armed || now < self.deadline {
+            return 0;
+        }
+        // A one-shot timer (interval 0) expires once.
+        (now - self.deadline)
+            .checked_div(self.interval)
+            .map_or(1, |periods| periods + 1)
+    }
+
+    /// How many times the timer fired up to `now`. Linux's timer fires (and wakes
+    /// its pollers) at the first expiration after it was set or read, and is
+    /// started again only by the read (`timerfd_read`): the expirations in between
+    /// are counted without firing.
+    pub fn fires(&self, now: u64) -> u64 {
+        let firing = self.ticks == 0 && self.due(now) > 0;
+        self.fired.saturating_add(u64::from(firing))
     }
 
     /// Whether a read at `now` would return at once (POLLIN).
@@ -80,6 +105,13 @@ impl Timer {
     /// The deadline (CLOCK_MONOTONIC), when armed.
     pub fn deadline(&self) -> Option<u64> {
         self.armed.then_some(self.deadline)
+    }
+
+    /// When it expires next after `now`, if it will.
+    pub fn next_expiry(&self, now: u64) -> Option<u64> {
+        let mut t = *self;
+        t.settle(now);
+        t.deadline()
     }
 
     /// `struct itimerspec` at `now` (after [`Timer::settle`]): the time left until the
@@ -105,6 +137,7 @@ impl Timer {
             deadline: deadline.unwrap_or(0),
             interval: if deadline.is_some() { interval } else { 0 },
             ticks: 0,
+            fired: self.fired,
         };
         old
     }
@@ -197,6 +230,8 @@ pub fn timerfd_settime(k: &mut Kernel, fd: u64, flags: u32, new: u64, old: u64) 
     };
     let (old_value, old_interval) = t.set(now, deadline, interval);
     store(k, fd, t)?;
+    // Pollers waiting for its old deadline look again.
+    super::poll::notify(k, None, None);
     if old != 0 {
         k.copy_to_user(old, &itimerspec(old_value, old_interval))
             .map_err(mem_err)?;
@@ -310,7 +345,12 @@ mod tests {
             sum += often.take_ticks(now);
         }
         assert_eq!(once.take_ticks(100 * MS), sum);
-        assert_eq!(once, often);
+        assert_eq!(
+            (once.deadline(), once.current(100 * MS)),
+            (often.deadline(), often.current(100 * MS))
+        );
+        // Read at each period, it fired at each; read once, once.
+        assert_eq!(often.fires(100 * MS) - once.fires(100 * MS), 13);
     }
 
     #[test]
@@ -324,6 +364,32 @@ mod tests {
         assert_eq!(t.current(99 * MS), (0, 0), "no interval without a value");
         assert_eq!(t.take_ticks(1_000 * MS), 0);
         assert_eq!(t.clock, CLOCK_REALTIME);
+    }
+
+    #[test]
+    fn a_timer_fires_once_until_read_or_set() {
+        let mut t = Timer::new(CLOCK_MONOTONIC);
+        t.set(0, Some(10 * MS), 10 * MS);
+        assert_eq!(t.fires(9 * MS), 0);
+        assert_eq!(t.fires(10 * MS), 1, "looked at without settling");
+        assert_eq!(t.fires(35 * MS), 1, "three expirations, one fire");
+        t.settle(35 * MS);
+        assert_eq!(t.fires(45 * MS), 1, "still unread");
+        assert_eq!(t.next_expiry(35 * MS), Some(40 * MS));
+        assert_eq!(t.take_ticks(45 * MS), 4);
+        assert_eq!(t.fires(49 * MS), 1);
+        assert_eq!(t.fires(50 * MS), 2, "read: the next expiration fires");
+        t.set(50 * MS, Some(60 * MS), 0);
+        assert_eq!(t.fires(61 * MS), 3, "set: so does this one");
+        t.settle(70 * MS);
+        assert_eq!(t.fires(1_000 * MS), 3, "a one-shot timer expires once");
+        assert_eq!(t.next_expiry(70 * MS), None);
+        t.set(70 * MS, Some(80 * MS), 10 * MS);
+        assert_eq!(
+            t.next_expiry(105 * MS),
+            Some(110 * MS),
+            "past the expirations due"
+        );
     }
 
     #[test]

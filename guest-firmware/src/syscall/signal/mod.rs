@@ -41,6 +41,7 @@ pub const SIGBUS: u64 = 7;
 pub const SIGFPE: u64 = 8;
 pub const SIGKILL: u64 = 9;
 pub const SIGSEGV: u64 = 11;
+pub const SIGPIPE: u64 = 13;
 pub const SIGALRM: u64 = 14;
 const SIGCHLD: u64 = 17;
 const SIGCONT: u64 = 18;
@@ -624,6 +625,38 @@ pub fn rt_sigsuspend(k: &mut Kernel, set: u64, sigsetsize: u64) -> SysResult {
     Err(ERESTARTNOHAND)
 }
 
+/// The signal mask of ppoll, pselect6 and epoll_pwait while they wait
+/// (`set_user_sigmask`): the sigset at `sigmask` (null: the thread's mask stays)
+/// replaces the mask, which is kept to be put back by [`end_temporary_mask`].
+/// EINVAL for a sigset size other than 8.
+pub fn set_temporary_mask(k: &mut Kernel, sigmask: u64, sigsetsize: u64) -> Result<(), u64> {
+    if sigmask == 0 {
+        return Ok(());
+    }
+    if sigsetsize != 8 {
+        return Err(EINVAL);
+    }
+    let new = read_u64(k, sigmask)?;
+    let t = &mut k.sig.thread;
+    t.saved_mask = t.mask;
+    t.work |= WORK_RESTORE_MASK;
+    k.sig.set_mask(new);
+    Ok(())
+}
+
+/// The end of a call that set a temporary mask (`restore_saved_sigmask_unless`):
+/// the thread's mask comes back now, unless a signal `interrupted` the call: then
+/// the handler it runs gets the temporary mask and the old one is in its frame, to
+/// come back at rt_sigreturn (as after sigsuspend).
+pub fn end_temporary_mask(k: &mut Kernel, interrupted: bool) {
+    if interrupted || k.sig.thread.work & WORK_RESTORE_MASK == 0 {
+        return;
+    }
+    k.sig.thread.work &= !WORK_RESTORE_MASK;
+    let saved = k.sig.thread.saved_mask;
+    k.sig.set_mask(saved);
+}
+
 /// rt_sigtimedwait: take a pending signal of `set` (blocked or not), waiting for one
 /// until the timeout; its number, with its siginfo at `info`. While it waits the
 /// signals of `set` are unblocked (`do_sigtimedwait`).
@@ -799,6 +832,7 @@ mod tests {
             (SIGFPE, libc::SIGFPE),
             (SIGKILL, libc::SIGKILL),
             (SIGSEGV, libc::SIGSEGV),
+            (SIGPIPE, libc::SIGPIPE),
             (SIGALRM, libc::SIGALRM),
             (SIGCHLD, libc::SIGCHLD),
             (SIGSTOP, libc::SIGSTOP),
