@@ -1081,6 +1081,23 @@ fn unsupported_syscalls_are_counted_in_stats_json() {
     });
 }
 
+/// A restartable sequence preempted inside its critical section goes to its abort
+/// handler with its descriptor cleared (`rseq_abort.c` spins in the section while
+/// another thread wants the vCPU; natively the result depends on the cores free).
+#[test]
+fn rseq_critical_sections_are_aborted_when_preempted() {
+    require_kvm();
+    let image = image(
+        &app("rseq_abort.c", Toolchain::Glibc),
+        "rseq-abort",
+        &PackageOptions::new().env("GLIBC_TUNABLES", "glibc.pthread.rseq=0"),
+    );
+    on_each_platform(|platform| {
+        let output = run_on(&image, platform, &[]);
+        assert_run(&output, 0, b"aborted 1\n", "rseq_abort");
+    });
+}
+
 /// A thread blocked reading stdin lets the others run: the input comes a second
 /// after the start, and a worker thread must have run meanwhile.
 #[test]

@@ -55,8 +55,9 @@ pub struct ThreadCtl {
     pub clear_child_tid: u64,
     /// `set_robust_list`'s head.
     pub robust_list: u64,
-    /// `rseq`'s area.
+    /// `rseq`'s area and the signature its abort handlers carry.
     pub rseq: u64,
+    pub rseq_sig: u32,
     /// The name (prctl PR_SET_NAME / PR_GET_NAME): at most 15 bytes and a NUL.
     pub comm: [u8; 16],
     /// The app's FS and GS bases (arch_prctl, CLONE_SETTLS).
@@ -76,6 +77,7 @@ impl ThreadCtl {
             clear_child_tid: 0,
             robust_list: 0,
             rseq: 0,
+            rseq_sig: 0,
             comm: [0; 16],
             fs_base: 0,
             gs_base: 0,
@@ -731,11 +733,13 @@ pub fn interrupt(frame: &mut TrapFrame) {
         tick(k);
         let now = k.monotonic_ns();
         if k.sched.slice_end != 0 && now >= k.sched.slice_end && k.sched.threads.runnable() > 0 {
+            crate::syscall::process::rseq_preempted(k, frame);
             preempt(k);
         }
         arm_timer(k);
     }
     if crate::syscall::signal::deliver::prepare_exit(k) {
+        crate::syscall::process::rseq_preempted(k, frame);
         let image = crate::arch::idt::fx_image(frame);
         crate::syscall::signal::deliver::exit_to_user(k, frame, image, None);
     }

@@ -83,19 +83,22 @@ pub fn get_robust_list(k: &mut Kernel, tid: u64, head_ptr: u64, len_ptr: u64) ->
 }
 
 /// rseq (Linux `include/uapi/linux/rseq.h`): the area is registered and its
-/// `cpu_id_start`/`cpu_id` set to CPU 0. The app is never preempted or migrated, so
-/// no critical section ever needs to be aborted.
+/// `cpu_id_start`/`cpu_id` set to CPU 0 (threads are never migrated: there is one
+/// vCPU); a critical section interrupted by preemption or a signal is aborted
+/// ([`rseq_preempted`]).
 pub fn rseq(k: &mut Kernel, area: u64, len: u64, flags: u32, sig: u32) -> SysResult {
     const RSEQ_FLAG_UNREGISTER: u32 = 1;
     /// `ORIG_RSEQ_SIZE`: the original `struct rseq`.
     const ORIG_RSEQ_SIZE: u64 = 32;
-    let _ = sig;
     if flags & RSEQ_FLAG_UNREGISTER != 0 {
         if flags != RSEQ_FLAG_UNREGISTER || k.thread.rseq == 0 {
             return Err(EINVAL);
         }
         if area != k.thread.rseq {
             return Err(EINVAL);
+        }
+        if sig != k.thread.rseq_sig {
+            return Err(EPERM);
         }
         k.thread.rseq = 0;
         return Ok(0);
@@ -113,7 +116,67 @@ pub fn rseq(k: &mut Kernel, area: u64, len: u64, flags: u32, sig: u32) -> SysRes
         k.copy_to_user(area + 24, &[0u8; 8]).map_err(mem_err)?;
     }
     k.thread.rseq = area;
+    k.thread.rseq_sig = sig;
     Ok(0)
+}
+
+/// The thread is preempted, or gets a signal, in the app at `frame` (`rseq_ip_fixup`,
+/// `kernel/rseq.c`): if its registered rseq area names a critical section
+/// (`rseq_cs`, at offset 8) that the interrupted RIP is inside, the section is
+/// aborted: RIP goes to its abort handler, whose preceding four bytes must be the
+/// signature given at registration. The descriptor is cleared either way. A
+/// descriptor that is malformed or cannot be read ends in SIGSEGV, as on Linux.
+pub fn rseq_preempted(k: &mut Kernel, frame: &mut crate::arch::idt::TrapFrame) {
+    let area = k.thread.rseq;
+    if area == 0 || !frame.is_user() {
+        return;
+    }
+    let mut ptr = [0u8; 8];
+    if k.copy_from_user(&mut ptr, area + 8).is_err() {
+        return rseq_fault(k);
+    }
+    let cs = u64::from_le_bytes(ptr);
+    if cs == 0 {
+        return;
+    }
+    // struct rseq_cs: version (u32), flags (u32), start_ip, post_commit_offset,
+    // abort_ip (`include/uapi/linux/rseq.h`).
+    let mut desc = [0u8; 32];
+    if !cs.is_multiple_of(32) || k.copy_from_user(&mut desc, cs).is_err() {
+        return rseq_fault(k);
+    }
+    let word = |i: usize| u64::from_le_bytes(desc[i..i + 8].try_into().unwrap_or([0; 8]));
+    let (version, start, len, abort) = (
+        u32::from_le_bytes(desc[0..4].try_into().unwrap_or([0; 4])),
+        word(8),
+        word(16),
+        word(24),
+    );
+    let end = start.checked_add(len);
+    let abort_inside = end.is_some_and(|e| (start..e).contains(&abort));
+    if version != 0 || end.is_none_or(|e| e > USER_VA_END) || abort_inside || abort < 4 {
+        return rseq_fault(k);
+    }
+    // The descriptor is cleared whether or not the RIP is in the section.
+    if k.copy_to_user(area + 8, &[0u8; 8]).is_err() {
+        return rseq_fault(k);
+    }
+    if !end.is_some_and(|e| (start..e).contains(&frame.rip)) {
+        return;
+    }
+    let mut sig = [0u8; 4];
+    if k.copy_from_user(&mut sig, abort - 4).is_err()
+        || u32::from_le_bytes(sig) != k.thread.rseq_sig
+    {
+        return rseq_fault(k);
+    }
+    frame.rip = abort;
+}
+
+/// A broken rseq registration: SIGSEGV for the thread (`force_sigsegv`).
+fn rseq_fault(k: &mut Kernel) {
+    k.sig
+        .force(super::signal::SIGSEGV, super::signal::SigInfo::kernel());
 }
 
 pub fn arch_prctl(k: &mut Kernel, code: u64, addr: u64) -> SysResult {
