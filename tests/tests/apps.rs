@@ -863,6 +863,43 @@ fn go_parallel_computation_matches_native() {
     go_mode_matches_native("parallel");
 }
 
+/// The same computation with GOMAXPROCS=4: four Go processors, so four busy OS
+/// threads, take turns on the one vCPU.
+#[test]
+fn go_parallel_computation_with_four_procs_matches_native() {
+    require_kvm();
+    let program = app("goroutines.go", Toolchain::Go);
+    let native = run_native(&program, &["parallel"], b"");
+    assert!(native.status.success(), "native\n{}", summary(&native));
+    let image = image(
+        &program,
+        "goroutines-parallel-4",
+        &PackageOptions::new()
+            .args(&["parallel"])
+            .env("GOMAXPROCS", "4"),
+    );
+    on_each_platform(|platform| {
+        let stats_path = scratch_dir(tmp(), &format!("go-procs-{platform}")).join("stats.json");
+        let stats_arg = stats_path.display().to_string();
+        let output = run_on(
+            &image,
+            platform,
+            &["--memory", "512M", "--stats-json", &stats_arg],
+        );
+        assert_run(
+            &output,
+            0,
+            &native.stdout,
+            "goroutines parallel, GOMAXPROCS=4",
+        );
+        // More processors ran on threads of their own than the default one would
+        // (with GOMAXPROCS=1 the runtime makes 2 threads: sysmon and one more; it
+        // makes the others as the work needs them).
+        let created = Stats::read(&stats_path).u64("threads.created");
+        assert!(created >= 3, "GOMAXPROCS=4 made only {created} threads");
+    });
+}
+
 /// time.Sleep, timers, tickers and time.After: the Go runtime sleeps in
 /// epoll_pwait with a timeout and breaks the sleep by writing to a pipe.
 #[test]
