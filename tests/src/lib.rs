@@ -15,7 +15,7 @@ use std::fs;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -156,6 +156,56 @@ pub fn scratch_dir(base: &Path, name: &str) -> PathBuf {
     fs::create_dir_all(&dir)
         .unwrap_or_else(|e| panic!("cannot create scratch dir {}: {e}", dir.display()));
     dir
+}
+
+/// How a test app is built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Toolchain {
+    /// `gcc -static -O2` (glibc).
+    Glibc,
+    /// `gcc -static -no-pie -O2` (glibc, linked at a fixed address).
+    GlibcNoPie,
+    /// `musl-gcc -static -O2`.
+    Musl,
+    /// `diet gcc -O2` (dietlibc, always static).
+    Diet,
+    /// `rustc -O -C target-feature=+crt-static --edition 2021` (static-pie).
+    RustStd,
+    /// `CGO_ENABLED=0 go build` (static, linked at a fixed address).
+    Go,
+}
+
+/// The app built from `tests/apps/<source>` with `toolchain` into
+/// `dir/<toolchain>/`, built once per test process. The executable is named after
+/// the source's stem: that name is argv\[0\] and `/app/<name>` in the guest.
+pub fn built_app(dir: &Path, source: &str, toolchain: Toolchain) -> PathBuf {
+    type Key = (PathBuf, String, Toolchain);
+    static BUILT: Mutex<BTreeMap<Key, PathBuf>> = Mutex::new(BTreeMap::new());
+    // Builds run under the lock: no app is built twice, and the two cores are
+    // not shared between compilers.
+    let mut built = BUILT.lock().unwrap_or_else(PoisonError::into_inner);
+    let key = (dir.to_path_buf(), source.to_string(), toolchain);
+    if let Some(path) = built.get(&key) {
+        return path.clone();
+    }
+    let stem = Path::new(source)
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .expect("app sources have a UTF-8 stem");
+    let out_dir = dir.join(format!("{toolchain:?}").to_lowercase());
+    fs::create_dir_all(&out_dir).expect("create app build directory");
+    let out = out_dir.join(stem);
+    let src = app_source(source);
+    match toolchain {
+        Toolchain::Glibc => build_c_app_with(&src, &out, &["-static", "-O2"]),
+        Toolchain::GlibcNoPie => build_c_app_with(&src, &out, &["-static", "-no-pie", "-O2"]),
+        Toolchain::Musl => build_c_app_musl(&src, &out),
+        Toolchain::Diet => build_c_app_diet(&src, &out),
+        Toolchain::RustStd => build_rust_app(&src, &out),
+        Toolchain::Go => build_go_app(&src, &out),
+    }
+    built.insert(key, out.clone());
+    out
 }
 
 /// Builds a static C test app: `gcc -static -O2 src -o out`.

@@ -10,19 +10,17 @@
 //! need no KVM): when one of those fails the app or the expectation is wrong,
 //! not nacre.
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::{Mutex, OnceLock, PoisonError};
+use std::sync::OnceLock;
 
 use nacre_tests::{
-    app_source, build_c_app_musl, build_c_app_with, build_go_app, build_rust_app, elf_has_interp,
-    elf_type, on_each_platform, package_with, require_kvm, run_on, run_with_stdin, scratch_dir,
-    PackageOptions, Stats, ET_DYN, ET_EXEC,
+    app_source, built_app, elf_has_interp, elf_type, on_each_platform, package_with, require_kvm,
+    run_on, run_with_stdin, scratch_dir, PackageOptions, Stats, Toolchain, ET_DYN, ET_EXEC,
 };
 use sha2::{Digest, Sha256};
 
@@ -302,53 +300,14 @@ fn hashmap_hash_line(stdout: &str) -> String {
 // ---------------------------------------------------------------------------
 // Building, packaging and running
 
-/// How a test app is built.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Toolchain {
-    /// `gcc -static -O2` (glibc).
-    Glibc,
-    /// `gcc -static -no-pie -O2` (glibc, linked at a fixed address).
-    GlibcNoPie,
-    /// `musl-gcc -static -O2`.
-    Musl,
-    /// `rustc -O -C target-feature=+crt-static --edition 2021` (static-pie).
-    RustStd,
-    /// `CGO_ENABLED=0 go build` (static, linked at a fixed address).
-    Go,
-}
-
-/// The app built from `tests/apps/<source>` with `toolchain`, built once per
-/// test run. The executable is named after the source's stem: that name is
-/// argv\[0\] and `/app/<name>` in the guest.
+/// The app built from `tests/apps/<source>` with `toolchain`, once per test run.
 fn app(source: &str, toolchain: Toolchain) -> PathBuf {
-    static BUILT: Mutex<BTreeMap<(String, Toolchain), PathBuf>> = Mutex::new(BTreeMap::new());
     static DIR: OnceLock<PathBuf> = OnceLock::new();
-    let dir = DIR.get_or_init(|| scratch_dir(tmp(), "apps-bin"));
-
-    // Builds run under the lock: no app is built twice, and the two cores are
-    // not shared between compilers.
-    let mut built = BUILT.lock().unwrap_or_else(PoisonError::into_inner);
-    let key = (source.to_string(), toolchain);
-    if let Some(path) = built.get(&key) {
-        return path.clone();
-    }
-    let stem = Path::new(source)
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .expect("app sources have a UTF-8 stem");
-    let out_dir = dir.join(format!("{toolchain:?}").to_lowercase());
-    fs::create_dir_all(&out_dir).expect("create app build directory");
-    let out = out_dir.join(stem);
-    let src = app_source(source);
-    match toolchain {
-        Toolchain::Glibc => build_c_app_with(&src, &out, &["-static", "-O2"]),
-        Toolchain::GlibcNoPie => build_c_app_with(&src, &out, &["-static", "-no-pie", "-O2"]),
-        Toolchain::Musl => build_c_app_musl(&src, &out),
-        Toolchain::RustStd => build_rust_app(&src, &out),
-        Toolchain::Go => build_go_app(&src, &out),
-    }
-    built.insert(key, out.clone());
-    out
+    built_app(
+        DIR.get_or_init(|| scratch_dir(tmp(), "apps-bin")),
+        source,
+        toolchain,
+    )
 }
 
 /// Packages `app` with `options` into `<scratch>/apps-images/<name>.igvm`.
@@ -612,35 +571,18 @@ fn native_exit_code(output: &Output) -> i32 {
 
 /// `signals checks` (handlers, frames, masks, the alternate stack, restarts and
 /// interruptions): every check passes natively, and nacre prints the same lines.
-fn signals_checks_match_native(toolchain: Toolchain, name: &str) {
-    require_kvm();
-    let program = app("signals.c", toolchain);
-    let native = run_native(&program, &["checks"], b"");
-    let listed = String::from_utf8_lossy(&native.stdout).into_owned();
-    assert!(
-        native.status.success() && listed.lines().count() >= 20,
-        "{name}: the checks must pass natively first\n{}",
-        summary(&native)
-    );
-    assert!(
-        listed.lines().all(|line| line.starts_with("ok ")),
-        "{name}: native checks\n{listed}"
-    );
-    let image = image(&program, name, &PackageOptions::new().args(&["checks"]));
-    on_each_platform(|platform| {
-        let output = run_on(&image, platform, &[]);
-        assert_run(&output, 0, &native.stdout, name);
-    });
-}
-
 #[test]
 fn c_signals_checks_match_native() {
-    signals_checks_match_native(Toolchain::Glibc, "signals-checks");
+    require_kvm();
+    let program = app("signals.c", Toolchain::Glibc);
+    checks_match_native(&program, &["checks"], "signals-checks", 20);
 }
 
 #[test]
 fn musl_signals_checks_match_native() {
-    signals_checks_match_native(Toolchain::Musl, "musl-signals-checks");
+    require_kvm();
+    let program = app("signals.c", Toolchain::Musl);
+    checks_match_native(&program, &["checks"], "musl-signals-checks", 20);
 }
 
 /// Default actions and fatal delivery failures end the app as Linux ends it:

@@ -26,12 +26,11 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::{Mutex, OnceLock, PoisonError};
+use std::sync::OnceLock;
 
 use nacre_tests::{
-    app_source, assert_checks, build_c_app_diet, build_c_app_musl, build_c_app_with,
-    describe_output, on_each_platform, package_with, require_kvm, run_on, scratch_dir,
-    PackageOptions, Stats,
+    assert_checks, built_app, describe_output, on_each_platform, package_with, require_kvm, run_on,
+    scratch_dir, PackageOptions, Stats, Toolchain,
 };
 
 /// The checks `clocks` prints, in its order.
@@ -129,44 +128,14 @@ fn tmp() -> &'static Path {
     Path::new(env!("CARGO_TARGET_TMPDIR"))
 }
 
-/// How a test app is built.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Libc {
-    /// `gcc -static -O2`.
-    Glibc,
-    /// `musl-gcc -static -O2`.
-    Musl,
-    /// `diet gcc -O2` (always static).
-    Diet,
-}
-
-/// The app built from `tests/apps/<source>` against `libc`, once per test
-/// run, named after the source's stem.
-fn app(source: &str, libc: Libc) -> PathBuf {
-    static BUILT: Mutex<BTreeMap<(String, Libc), PathBuf>> = Mutex::new(BTreeMap::new());
+/// The app built from `tests/apps/<source>` with `toolchain`, once per test run.
+fn app(source: &str, toolchain: Toolchain) -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
-    let dir = DIR.get_or_init(|| scratch_dir(tmp(), "clocks-bin"));
-    // Builds run under the lock: no app is built twice.
-    let mut built = BUILT.lock().unwrap_or_else(PoisonError::into_inner);
-    let key = (source.to_string(), libc);
-    if let Some(path) = built.get(&key) {
-        return path.clone();
-    }
-    let stem = Path::new(source)
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .expect("app sources have a UTF-8 stem");
-    let out_dir = dir.join(format!("{libc:?}").to_lowercase());
-    std::fs::create_dir_all(&out_dir).expect("create app build directory");
-    let out = out_dir.join(stem);
-    let src = app_source(source);
-    match libc {
-        Libc::Glibc => build_c_app_with(&src, &out, &["-static", "-O2"]),
-        Libc::Musl => build_c_app_musl(&src, &out),
-        Libc::Diet => build_c_app_diet(&src, &out),
-    }
-    built.insert(key, out.clone());
-    out
+    built_app(
+        DIR.get_or_init(|| scratch_dir(tmp(), "clocks-bin")),
+        source,
+        toolchain,
+    )
 }
 
 /// Packages `app` with `args` into `<scratch>/clocks-images/<name>.igvm`.
@@ -236,7 +205,7 @@ fn run_native(program: &Path, args: &[&str]) -> Output {
 #[test]
 fn vdso_serves_every_clock_read_for_glibc_and_musl() {
     require_kvm();
-    for libc in [Libc::Glibc, Libc::Musl] {
+    for libc in [Toolchain::Glibc, Toolchain::Musl] {
         let name = format!("clocks-{libc:?}").to_lowercase();
         let image = image(&app("clocks.c", libc), &name, &[]);
         on_each_platform(|platform| {
@@ -254,7 +223,7 @@ fn vdso_serves_every_clock_read_for_glibc_and_musl() {
 #[test]
 fn clock_syscalls_agree_with_the_vdso() {
     require_kvm();
-    for libc in [Libc::Glibc, Libc::Musl] {
+    for libc in [Toolchain::Glibc, Toolchain::Musl] {
         let name = format!("clocks-syscalls-{libc:?}").to_lowercase();
         let image = image(&app("clocks.c", libc), &name, &["syscalls"]);
         on_each_platform(|platform| {
@@ -276,7 +245,7 @@ fn clock_syscalls_agree_with_the_vdso() {
 
 #[test]
 fn native_clocks_checks_pass() {
-    for libc in [Libc::Glibc, Libc::Musl] {
+    for libc in [Toolchain::Glibc, Toolchain::Musl] {
         let clocks = app("clocks.c", libc);
         let output = run_native(&clocks, &[]);
         assert_checks(
@@ -314,7 +283,7 @@ fn assert_diet_output(output: &Output, what: &str) {
 #[test]
 fn dietlibc_program_starts_and_reads_clocks() {
     require_kvm();
-    let image = image(&app("diet_clock.c", Libc::Diet), "diet-clock", &[]);
+    let image = image(&app("diet_clock.c", Toolchain::Diet), "diet-clock", &[]);
     on_each_platform(|platform| {
         let (output, counts) = run_with_syscall_counts(&image, platform, "diet-clock");
         assert_diet_output(&output, "diet_clock");
@@ -324,7 +293,7 @@ fn dietlibc_program_starts_and_reads_clocks() {
 
 #[test]
 fn native_dietlibc_program_passes() {
-    let output = run_native(&app("diet_clock.c", Libc::Diet), &[]);
+    let output = run_native(&app("diet_clock.c", Toolchain::Diet), &[]);
     assert_diet_output(&output, "native diet_clock");
 }
 
@@ -334,7 +303,7 @@ fn native_dietlibc_program_passes() {
 #[test]
 fn timerfd_checks_pass() {
     require_kvm();
-    for libc in [Libc::Glibc, Libc::Musl] {
+    for libc in [Toolchain::Glibc, Toolchain::Musl] {
         let name = format!("timerfd-{libc:?}").to_lowercase();
         let image = image(&app("timerfd.c", libc), &name, &[]);
         on_each_platform(|platform| {
@@ -357,7 +326,7 @@ fn timerfd_checks_pass() {
 fn blocking_read_of_a_disarmed_timerfd_stops_the_app() {
     require_kvm();
     let image = image(
-        &app("timerfd.c", Libc::Glibc),
+        &app("timerfd.c", Toolchain::Glibc),
         "timerfd-read-disarmed",
         &["read-disarmed"],
     );
@@ -379,7 +348,7 @@ fn blocking_read_of_a_disarmed_timerfd_stops_the_app() {
 
 #[test]
 fn native_timerfd_checks_pass() {
-    for libc in [Libc::Glibc, Libc::Musl] {
+    for libc in [Toolchain::Glibc, Toolchain::Musl] {
         let output = run_native(&app("timerfd.c", libc), &[]);
         assert_checks(
             &output,

@@ -17,17 +17,16 @@
 //! (no KVM needed), where every check that is not specific to nacre must pass:
 //! when one of those fails, the app is wrong, not nacre.
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::{Mutex, OnceLock, PoisonError};
+use std::sync::OnceLock;
 
 use nacre_tests::{
-    app_source, assert_checks, build_c_app, describe_output, on_each_platform, package_with,
-    require_kvm, run_on, run_with_stdin, scratch_dir, PackageOptions, Stats,
+    assert_checks, built_app, describe_output, on_each_platform, package_with, require_kvm, run_on,
+    run_with_stdin, scratch_dir, PackageOptions, Stats, Toolchain,
 };
 
 /// Every emulated platform: each test runs the same image on all of them.
@@ -228,22 +227,12 @@ fn posix_fixture() -> PathBuf {
 /// The app built from `tests/apps/<source>` with `gcc -static -O2`, once per
 /// test run, named after the source's stem (its argv\[0\] and `/app/<name>`).
 fn app(source: &str) -> PathBuf {
-    static BUILT: Mutex<BTreeMap<String, PathBuf>> = Mutex::new(BTreeMap::new());
     static DIR: OnceLock<PathBuf> = OnceLock::new();
-    let dir = DIR.get_or_init(|| scratch_dir(tmp(), "conformance-bin"));
-    // Builds run under the lock: no app is built twice.
-    let mut built = BUILT.lock().unwrap_or_else(PoisonError::into_inner);
-    if let Some(path) = built.get(source) {
-        return path.clone();
-    }
-    let stem = Path::new(source)
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .expect("app sources have a UTF-8 stem");
-    let out = dir.join(stem);
-    build_c_app(&app_source(source), &out);
-    built.insert(source.to_string(), out.clone());
-    out
+    built_app(
+        DIR.get_or_init(|| scratch_dir(tmp(), "conformance-bin")),
+        source,
+        Toolchain::Glibc,
+    )
 }
 
 /// Packages `app` with `options` into `<scratch>/conformance-images/<name>.igvm`.

@@ -279,7 +279,6 @@ impl Sched {
 /// Map slot `slot`'s block and kernel stack if this is its first thread. `false`
 /// when memory ran out.
 pub fn map_slot(k: &mut Kernel, slot: usize) -> bool {
-    use crate::mem::frames::FrameTables;
     use crate::mem::paging::{NO_EXECUTE, PRESENT, WRITABLE};
     if k.sched.blocks[slot] != 0 {
         return true;
@@ -288,6 +287,17 @@ pub fn map_slot(k: &mut Kernel, slot: usize) -> bool {
     let pages = (0..switch::BLOCK_PAGES)
         .map(|i| block + i * 4096)
         .chain((0..switch::STACK_PAGES).map(|i| switch::stack_bottom(slot) + i * 4096));
+    if !map_fresh_pages(k, pages, PRESENT | WRITABLE | NO_EXECUTE) {
+        return false;
+    }
+    k.sched.blocks[slot] = block;
+    true
+}
+
+/// Map a freshly allocated private frame at each of `pages` with `flags`; `false`
+/// when memory ran out.
+fn map_fresh_pages(k: &mut Kernel, pages: impl Iterator<Item = u64>, flags: u64) -> bool {
+    use crate::mem::frames::FrameTables;
     for va in pages {
         let Ok(gpa) = k.frames.alloc(&mut *k.plat) else {
             return false;
@@ -296,15 +306,11 @@ pub fn map_slot(k: &mut Kernel, slot: usize) -> bool {
             frames: &mut k.frames,
             plat: &mut *k.plat,
         };
-        if k.pt
-            .map_4k(va, gpa, PRESENT | WRITABLE | NO_EXECUTE, true, &mut alloc)
-            .is_none()
-        {
+        if k.pt.map_4k(va, gpa, flags, true, &mut alloc).is_none() {
             k.frames.free(gpa);
             return false;
         }
     }
-    k.sched.blocks[slot] = block;
     true
 }
 
@@ -391,7 +397,6 @@ fn xstate_va(slot: usize) -> u64 {
 /// Map slot `slot`'s area in the extended-state window if it is not yet; `false`
 /// when memory ran out.
 fn map_xstate(k: &mut Kernel, slot: usize) -> bool {
-    use crate::mem::frames::FrameTables;
     use crate::mem::paging::{NO_EXECUTE, PRESENT, USER, WRITABLE};
     if k.sched.xstate_mapped[slot] {
         return true;
@@ -401,19 +406,9 @@ fn map_xstate(k: &mut Kernel, slot: usize) -> bool {
         return false;
     }
     let base = xstate_va(slot);
-    for va in (base..base + size).step_by(4096) {
-        let Ok(gpa) = k.frames.alloc(&mut *k.plat) else {
-            return false;
-        };
-        let mut alloc = FrameTables {
-            frames: &mut k.frames,
-            plat: &mut *k.plat,
-        };
-        let flags = PRESENT | WRITABLE | USER | NO_EXECUTE;
-        if k.pt.map_4k(va, gpa, flags, true, &mut alloc).is_none() {
-            k.frames.free(gpa);
-            return false;
-        }
+    let flags = PRESENT | WRITABLE | USER | NO_EXECUTE;
+    if !map_fresh_pages(k, (base..base + size).step_by(4096), flags) {
+        return false;
     }
     k.sched.xstate_mapped[slot] = true;
     true

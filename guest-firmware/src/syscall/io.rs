@@ -54,7 +54,7 @@ fn read_node(k: &mut Kernel, node: Node, offset: u64, buf: u64, len: u64) -> Sys
             if want == 0 {
                 return Ok(0);
             }
-            wait_for_stdin(k)?;
+            super::poll::wait_for_stdin(k)?;
             let req = HostcallHeader {
                 op: HostcallOp::Read as u32,
                 fd: 0,
@@ -88,27 +88,6 @@ fn read_node(k: &mut Kernel, node: Node, offset: u64, buf: u64, len: u64) -> Sys
         // An epoll instance has no read (Linux `vfs_read` without one).
         Node::Epoll => Err(EINVAL),
     }
-}
-
-/// How often a thread waiting for stdin asks the host again while other threads run.
-const STDIN_POLL_NS: u64 = 2_000_000;
-
-/// Before a read of stdin, while other threads could run: wait until the host says
-/// stdin is readable (or at its end), letting them run meanwhile, so that one thread
-/// waiting for input does not stop the others (a read hostcall blocks the vCPU in the
-/// host). A signal for the thread ends the wait (restarted after a handler with
-/// SA_RESTART). With one thread the read hostcall itself waits.
-fn wait_for_stdin(k: &mut Kernel) -> Result<(), u64> {
-    while k.sched.threads.live() > 1 {
-        if super::poll::host_stdin(k, 0)? {
-            return Ok(());
-        }
-        let until = k.monotonic_ns().saturating_add(STDIN_POLL_NS);
-        if super::signal::wait(k, Some(until)) == super::signal::Wake::Signal {
-            return Err(super::signal::ERESTARTSYS);
-        }
-    }
-    Ok(())
 }
 
 /// A console hostcall: the result, or the host's errno; a malformed reply is fatal.

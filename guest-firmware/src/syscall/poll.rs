@@ -182,8 +182,26 @@ pub(super) fn host_stdin(k: &mut Kernel, wait: u64) -> Result<bool, u64> {
     Ok(io::hostcall_io(k, req)? & POLL_STDIN_READABLE != 0)
 }
 
-/// How often a poller among other threads asks the host about stdin.
+/// How often a poller or reader among other threads asks the host about stdin.
 const STDIN_RECHECK_NS: u64 = 10_000_000;
+
+/// Before a read of stdin, while other threads could run: wait until the host says
+/// stdin is readable (or at its end), letting them run meanwhile, so that one thread
+/// waiting for input does not stop the others (a read hostcall blocks the vCPU in the
+/// host). A signal for the thread ends the wait (restarted after a handler with
+/// SA_RESTART). With one thread the read hostcall itself waits.
+pub fn wait_for_stdin(k: &mut Kernel) -> Result<(), u64> {
+    while k.sched.threads.live() > 1 {
+        if host_stdin(k, 0)? {
+            return Ok(());
+        }
+        let until = k.monotonic_ns().saturating_add(STDIN_RECHECK_NS);
+        if super::signal::wait(k, Some(until)) == super::signal::Wake::Signal {
+            return Err(super::signal::ERESTARTSYS);
+        }
+    }
+    Ok(())
+}
 
 /// The wait of poll, select and epoll_wait: `scan(k, stdin_ready, commit)` looks at
 /// the descriptors (with `commit`, for the last time: it writes the results and
