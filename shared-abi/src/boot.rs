@@ -322,6 +322,41 @@ impl HostRequest {
     }
 }
 
+/// Offset in the parameter page of the number of vCPUs the host made (a little-endian
+/// `u32`; 0, as a host that does not say leaves it, means one). After the
+/// [`HostRequest`].
+pub const HOST_CPUS_OFFSET: usize = HOST_REQUEST_OFFSET + core::mem::size_of::<HostRequest>();
+/// Most vCPUs a guest of this firmware runs on (`nacre run --cpus`).
+pub const MAX_CPUS: u32 = 16;
+
+/// Why the host's vCPU count was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostCpusError {
+    /// More than [`MAX_CPUS`].
+    TooMany(u32),
+}
+
+/// The vCPU count of a parameter page (a private copy of it). Host input: the
+/// firmware waits for this many vCPUs to check in and stops when one never does,
+/// so a count above what exists ends the run rather than corrupting it.
+pub fn host_cpus(page: &[u8]) -> Result<u32, HostCpusError> {
+    let n = page
+        .get(HOST_CPUS_OFFSET..HOST_CPUS_OFFSET + 4)
+        .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+    match n {
+        0 => Ok(1),
+        n if n > MAX_CPUS => Err(HostCpusError::TooMany(n)),
+        n => Ok(n),
+    }
+}
+
+/// Write `cpus` into a parameter page.
+pub fn set_host_cpus(page: &mut [u8; 4096], cpus: u32) {
+    page[HOST_CPUS_OFFSET..HOST_CPUS_OFFSET + 4].copy_from_slice(&cpus.to_le_bytes());
+}
+
+const _: () = assert!(HOST_CPUS_OFFSET + 4 <= 4096);
+
 /// The argument blob: `u32 argc, u32 envc`, then `argc` NUL-terminated argument
 /// strings and `envc` NUL-terminated `KEY=VALUE` strings, back to back.
 #[derive(Debug, Clone, Copy)]
@@ -455,6 +490,25 @@ mod tests {
         assert_eq!(
             HostRequest::parse(&page[..100]),
             Err(HostRequestError::BadMagic)
+        );
+    }
+
+    #[test]
+    fn the_vcpu_count_defaults_to_one_and_is_bounded() {
+        let mut page = [0u8; 4096];
+        assert_eq!(host_cpus(&page), Ok(1));
+        set_host_cpus(&mut page, 4);
+        assert_eq!(host_cpus(&page), Ok(4));
+        set_host_cpus(&mut page, MAX_CPUS + 1);
+        assert_eq!(host_cpus(&page), Err(HostCpusError::TooMany(MAX_CPUS + 1)));
+        // The count sits after the request: an attestation request leaves it alone.
+        set_host_cpus(&mut page, 2);
+        page[HOST_REQUEST_OFFSET..HOST_REQUEST_OFFSET + 128]
+            .copy_from_slice(HostRequest::attest([0xFF; 64]).as_bytes());
+        assert_eq!(host_cpus(&page), Ok(2));
+        assert_eq!(
+            HostRequest::parse(&page),
+            Ok(Some(HostRequest::attest([0xFF; 64])))
         );
     }
 
