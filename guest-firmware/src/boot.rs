@@ -10,7 +10,7 @@ use crate::arch::cpu::cpuid;
 use crate::arch::{gdt, idt, syscall_entry};
 use crate::error::FwError;
 use crate::fs::{Files, ImageFiles};
-use crate::kernel::{Kernel, Scratch, KERNEL, MMAP_TOP, PATH_MAX};
+use crate::kernel::{Kernel, Scratch, MMAP_TOP, PATH_MAX};
 use crate::mem::frames::{FrameTables, Frames};
 use crate::mem::paging::{PageTables, TableAlloc, GLOBAL, NO_EXECUTE, USER, WRITABLE};
 use crate::mem::user::{
@@ -95,21 +95,25 @@ pub fn boot() -> Result<Entry, FwError> {
     // 6. The app, then ring 3.
     let syscall_via_trampoline = plat.backend().syscall_via_trampoline();
     let app = MeasuredApp::from_boot_info(&bi)?;
-    let mut guard = KERNEL.lock();
+    let mut guard = crate::kernel::lock();
     let k = guard.insert(new_kernel(plat, frames, pt, io, &bi, &app)?);
     // `nacre attest`: evidence of this launch for the host's report data, instead of
     // the app. The host stops the guest when it has it.
     if let Some(req) = host.request.filter(|r| r.flags & HOST_REQUEST_ATTEST != 0) {
+        crate::arch::smp::park_all();
         return Err(crate::syscall::attest::send_evidence(k, &req.report_data));
     }
     let mut entry = loader::load(k, &app.elf, bi.app_gpa, &app.args)?;
-    // 7. Time slices where the local APIC's timer can be used.
-    if start_preemption(k) {
+    // 7. Time slices where the local APIC's timer can be used; the other vCPUs.
+    let preemption = start_preemption(k);
+    if preemption {
         entry.rflags |= RFLAGS_IF;
     }
+    crate::sched::cpu::bring_up(k, host.cpus, preemption);
     drop(guard);
     // SAFETY: the GDT is loaded (`entry_state`); the entry uses its selectors.
-    unsafe { syscall_entry::init(syscall_via_trampoline) };
+    unsafe { syscall_entry::init(syscall_via_trampoline, crate::arch::gdt::kernel_stack_top()) };
+    crate::sched::cpu::wait_started();
     Ok(entry)
 }
 
@@ -138,6 +142,8 @@ struct HostParams {
     ram: u64,
     /// The host's request (`nacre attest`), if any.
     request: Option<HostRequest>,
+    /// The vCPUs the host says it made.
+    cpus: u32,
 }
 
 /// Step 3: the host's memory map is unmeasured: copy it into private memory, then
@@ -156,10 +162,11 @@ fn check_memory_map(bi: &BootInfo, ram_limit: u64) -> Result<HostParams, FwError
     };
     let ram = parse_memory_map(&param, bi.min_memory).map_err(|_| FwError::MemoryMap)?;
     let request = HostRequest::parse(&param).map_err(|_| FwError::HostRequest)?;
+    let cpus = nacre_shared_abi::boot::host_cpus(&param).map_err(|_| FwError::HostRequest)?;
     if ram > ram_limit {
         return Err(FwError::MemoryMap);
     }
-    Ok(HostParams { ram, request })
+    Ok(HostParams { ram, request, cpus })
 }
 
 /// Step 3: the firmware's own page tables, live: the firmware at KERNEL_VA_BASE
@@ -474,8 +481,8 @@ fn map_files_window(
     Ok(())
 }
 
-/// Enable XSAVE-managed SSE/AVX state to match CPUID, and SMEP.
-fn enable_cpu_features() {
+/// Enable XSAVE-managed SSE/AVX state to match CPUID, and SMEP (on each vCPU).
+pub fn enable_cpu_features() {
     let leaf1 = cpuid(1, 0);
     let mut cr4 = Cr4::read_raw();
     let xsave = leaf1.ecx & (1 << 26) != 0;

@@ -74,8 +74,57 @@ pub struct Scratch {
 /// Linux PATH_MAX (`include/uapi/linux/limits.h`).
 pub const PATH_MAX: usize = 4096;
 
-/// The kernel, once boot has built it.
+/// The kernel, once boot has built it. Take it with [`lock`].
 pub static KERNEL: Mutex<Option<Kernel>> = Mutex::new(None);
+
+/// The kernel, held: [`lock`]'s guard. Before it gives the kernel up, the other vCPUs
+/// flush their TLBs if the app's mappings shrank meanwhile, and only then are the
+/// frames freed meanwhile reused (`arch/smp.rs`).
+pub struct KernelGuard(spin::MutexGuard<'static, Option<Kernel>>);
+
+impl core::ops::Deref for KernelGuard {
+    type Target = Option<Kernel>;
+    fn deref(&self) -> &Option<Kernel> {
+        &self.0
+    }
+}
+
+impl core::ops::DerefMut for KernelGuard {
+    fn deref_mut(&mut self) -> &mut Option<Kernel> {
+        &mut self.0
+    }
+}
+
+impl Drop for KernelGuard {
+    fn drop(&mut self) {
+        if crate::arch::smp::shootdown_pending() {
+            if let Some(k) = self.0.as_mut() {
+                k.flush_other_cpus();
+            }
+        }
+    }
+}
+
+/// Take the kernel. With several vCPUs, a vCPU spins for it with interrupts off,
+/// carrying out the TLB flushes the holder asks for meanwhile, and brings its own
+/// running thread into the kernel's state once it has it.
+pub fn lock() -> KernelGuard {
+    if !crate::arch::smp::active() {
+        return KernelGuard(KERNEL.lock());
+    }
+    let guard = loop {
+        if let Some(g) = KERNEL.try_lock() {
+            break g;
+        }
+        crate::arch::smp::poll_flush();
+        core::hint::spin_loop();
+    };
+    let mut guard = KernelGuard(guard);
+    if let Some(k) = guard.as_mut() {
+        crate::sched::cpu::on_cpu(k);
+    }
+    guard
+}
 
 /// Largest brk area.
 const BRK_MAX: u64 = 1 << 30;
@@ -94,6 +143,13 @@ pub enum UserMemError {
 }
 
 impl Kernel {
+    /// The other vCPUs flush their TLBs (the app's mappings shrank), then the frames
+    /// freed since are free for reuse.
+    pub fn flush_other_cpus(&mut self) {
+        crate::arch::smp::shootdown();
+        self.frames.release_deferred();
+    }
+
     /// Map a fresh zeroed frame at `va` with the area's flags (or, for a file area
     /// read, the image page itself).
     fn populate_page(&mut self, va: u64, vma: &Vma, write: bool) -> Result<u64, UserMemError> {

@@ -13,10 +13,15 @@ struct BootStack([u8; BOOT_STACK_SIZE]);
 
 static mut BOOT_STACK: BootStack = BootStack([0; BOOT_STACK_SIZE]);
 
+// Every vCPU arrives here (`arch/smp.rs`): the first claims the boot and takes the
+// boot stack; each later one takes the next index and waits for its start word, then
+// loads the page tables boot built, takes its stack and runs `ap_main`, or parks.
 global_asm!(
     ".section .text.entry, \"ax\"",
     ".global _start",
     "_start:",
+    "lock bts dword ptr [rip + NACRE_BOOT_CLAIMED], 0",
+    "jc 3f",
     "lea rsp, [rip + {stack} + {size}]",
     "xor ebp, ebp",
     // Make sure SSE is usable before any Rust code runs (the precompiled `core`
@@ -30,9 +35,42 @@ global_asm!(
     "mov cr4, rax",
     "call {main}",
     "ud2",
+    "3:",
+    "mov eax, 1",
+    "lock xadd dword ptr [rip + NACRE_AP_NEXT], eax",
+    "cmp eax, {max_cpus}",
+    "jae 6f",
+    "lea rdx, [rip + NACRE_AP_STACKS]",
+    "4:",
+    "pause",
+    "mov rcx, [rdx + rax * 8]",
+    "test rcx, rcx",
+    "jz 4b",
+    "cmp rcx, {park}",
+    "je 6f",
+    "mov rsi, [rip + NACRE_AP_CR3]",
+    "mov cr3, rsi",
+    "mov rsp, rcx",
+    "xor ebp, ebp",
+    "mov rsi, cr0",
+    "and rsi, ~0xC",
+    "or rsi, 0x2",
+    "mov cr0, rsi",
+    "mov rsi, cr4",
+    "or rsi, 0x600",
+    "mov cr4, rsi",
+    "mov edi, eax",
+    "call {ap_main}",
+    "6:",
+    "cli",
+    "hlt",
+    "jmp 6b",
     stack = sym BOOT_STACK,
     size = const BOOT_STACK_SIZE,
     main = sym boot_entry,
+    ap_main = sym nacre_guest_firmware::sched::cpu::ap_main,
+    max_cpus = const nacre_shared_abi::boot::MAX_CPUS,
+    park = const nacre_guest_firmware::arch::smp::PARK,
 );
 
 extern "C" fn boot_entry() -> ! {

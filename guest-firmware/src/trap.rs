@@ -6,7 +6,7 @@
 
 use crate::arch::idt::{self, TrapFrame};
 use crate::arch::upcall::{self, Outcome};
-use crate::kernel::{Kernel, UserMemError, KERNEL};
+use crate::kernel::{Kernel, UserMemError};
 use crate::syscall::signal::{self, SigInfo};
 use x86_64::registers::control::Cr2;
 
@@ -38,7 +38,7 @@ pub fn handle_exception(frame: &mut TrapFrame) {
         let va = Cr2::read_raw();
         let present = frame.error_code & 1 != 0;
         let write = frame.error_code & 2 != 0;
-        let mut guard = KERNEL.lock();
+        let mut guard = crate::kernel::lock();
         let Some(k) = guard.as_mut() else {
             crate::fatal("page fault before boot finished")
         };
@@ -99,7 +99,7 @@ fn page_fault_signal(
 #[cold]
 #[inline(never)]
 fn user_exception(frame: &mut TrapFrame) {
-    let mut guard = KERNEL.lock();
+    let mut guard = crate::kernel::lock();
     let Some(k) = guard.as_mut() else {
         crate::fatal("exception before boot finished")
     };

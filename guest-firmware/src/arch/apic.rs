@@ -143,6 +143,13 @@ mod hw {
         }
     }
 
+    /// This CPU's x2APIC id.
+    ///
+    /// Only after [`enable`] on this CPU.
+    pub fn id() -> u32 {
+        rdmsr(X2APIC_ID) as u32
+    }
+
     /// End of interrupt.
     ///
     /// # Safety
@@ -163,7 +170,7 @@ mod hw {
 }
 
 #[cfg(not(test))]
-pub use hw::{arm, enable, eoi, send};
+pub use hw::{arm, enable, eoi, id, send};
 
 #[cfg(test)]
 mod tests {

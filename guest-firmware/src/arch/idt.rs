@@ -242,6 +242,20 @@ pub unsafe fn init() {
     }
 }
 
+/// Load the IDT [`init`] filled on another vCPU.
+///
+/// # Safety
+/// After [`init`] ran (on the first vCPU), on a vCPU whose GDT has the kernel CS and
+/// its own TSS with IST1 loaded.
+pub unsafe fn load() {
+    let ptr = Pointer {
+        limit: (size_of::<[Gate; 256]>() - 1) as u16,
+        base: (&raw const IDT) as u64,
+    };
+    // SAFETY: the caller's contract: the table is complete and only read from now on.
+    unsafe { asm!("lidt [{}]", in(reg) &ptr, options(nostack, preserves_flags)) };
+}
+
 /// Called by the entry stub with the saved frame.
 extern "C" fn exception_dispatch(frame: &mut TrapFrame) {
     if frame.vector >= 32 {

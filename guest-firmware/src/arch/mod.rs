@@ -6,6 +6,7 @@ pub mod cpu;
 pub mod fpu;
 pub mod gdt;
 pub mod idt;
+pub mod smp;
 pub mod syscall_entry;
 // 32-bit code with absolute addresses: only in the firmware image, never in a test.
 #[cfg(not(test))]

@@ -13,10 +13,11 @@
 //! R11 too.
 
 use super::fpu::FxImage;
+use super::gdt::MAX_CPUS;
 use super::idt::TrapFrame;
 use core::arch::global_asm;
 use core::sync::atomic::{AtomicBool, Ordering};
-use x86_64::registers::model_specific::{Efer, EferFlags, LStar, SFMask, Star};
+use x86_64::registers::model_specific::{Efer, EferFlags, KernelGsBase, LStar, SFMask, Star};
 use x86_64::registers::rflags::RFlags;
 use x86_64::VirtAddr;
 
@@ -35,10 +36,11 @@ pub struct SyscallFrame {
     pub rcx: u64,
 }
 
+/// Each vCPU's syscall stack words: the kernel stack pointer its SYSCALL entry
+/// starts on, and a word that carries the app's RSP across the stack switch. The
+/// SYSCALL entry reaches its vCPU's pair through IA32_KERNEL_GS_BASE (SWAPGS).
 #[no_mangle]
-static mut NACRE_USER_RSP: u64 = 0;
-#[no_mangle]
-static mut NACRE_KERNEL_RSP: u64 = 0;
+static mut NACRE_SYSCALL_STACKS: [[u64; 2]; MAX_CPUS] = [[0; 2]; MAX_CPUS];
 
 /// RFLAGS.IF when the app runs with interrupts on (time slices), else 0: the
 /// trampoline path returns with it set. The #UD that enters that path was raised
@@ -51,8 +53,10 @@ static mut NACRE_USER_IF: u64 = 0;
 static VIA_TRAMPOLINE: AtomicBool = AtomicBool::new(false);
 
 // The SYSCALL path keeps the app's RSP on the thread's kernel stack, above the
-// SyscallFrame (NACRE_USER_RSP only carries it across the stack switch), so that a
-// thread that blocks in a syscall returns with its own.
+// SyscallFrame (the vCPU's second stack word only carries it across the stack switch),
+// so that a thread that blocks in a syscall returns with its own. SWAPGS makes GS
+// point at the vCPU's stack words for three instructions; the firmware addresses
+// nothing else through GS, so the app's GS base is back before anything else runs.
 //
 // Frame offsets of the exit-work paths: the TrapFrame (176 bytes) is built below the
 // FXSAVE image, which sits below the SyscallFrame.
@@ -64,9 +68,11 @@ static VIA_TRAMPOLINE: AtomicBool = AtomicBool::new(false);
 global_asm!(
     ".global nacre_syscall_entry",
     "nacre_syscall_entry:",
-    "mov [rip + NACRE_USER_RSP], rsp",
-    "mov rsp, [rip + NACRE_KERNEL_RSP]",
-    "push qword ptr [rip + NACRE_USER_RSP]",
+    "swapgs",
+    "mov gs:[8], rsp",
+    "mov rsp, gs:[0]",
+    "push qword ptr gs:[8]",
+    "swapgs",
     "push rcx", "push r11", "push rdi", "push rsi", "push rdx", "push r10", "push r8", "push r9", "push rax",
     "mov rdi, rsp",
     "sub rsp, 512",
@@ -340,6 +346,12 @@ extern "C" fn entry_exit_work(
     unsafe { crate::syscall::exit_work(tf, image, sys.rax) };
 }
 
+/// Whether syscalls arrive through the trampoline (for the vCPUs that start after
+/// boot chose).
+pub fn via_trampoline() -> bool {
+    VIA_TRAMPOLINE.load(Ordering::Relaxed)
+}
+
 /// RFLAGS.IF if the app runs with interrupts on, else 0.
 pub fn user_if() -> u64 {
     // SAFETY: a plain read of a static written once at boot.
@@ -370,17 +382,24 @@ pub fn user_rsp() -> u64 {
     unsafe { rsp_slot.read() }
 }
 
+/// This vCPU's syscall stack words.
+fn stack_words() -> *mut [u64; 2] {
+    (&raw mut NACRE_SYSCALL_STACKS)
+        .cast::<[u64; 2]>()
+        .wrapping_add(super::gdt::cpu_index())
+}
+
 /// The top of the running thread's kernel stack, where syscalls start.
 pub fn kernel_stack_top() -> u64 {
-    // SAFETY: a plain read of a static only the scheduler writes, with the kernel held.
-    unsafe { (&raw const NACRE_KERNEL_RSP).read() }
+    // SAFETY: a plain read of this vCPU's word, which only this vCPU writes.
+    unsafe { (*stack_words())[0] }
 }
 
 /// Make `top` the kernel stack syscalls start on (the thread switched to).
 pub fn set_kernel_stack(top: u64) {
-    // SAFETY: a plain write with the kernel held; the SYSCALL entry reads it only
-    // when ring 3 enters ring 0, which cannot happen while ring 0 runs this.
-    unsafe { (&raw mut NACRE_KERNEL_RSP).write(top) };
+    // SAFETY: a plain write of this vCPU's word; its SYSCALL entry reads it only when
+    // ring 3 enters ring 0, which cannot happen while ring 0 runs this.
+    unsafe { (*stack_words())[0] = top };
 }
 
 /// RFLAGS bits SYSCALL clears on entry (IA32_FMASK): TF, IF, DF, IOPL, NT, AC, as
@@ -397,12 +416,14 @@ const SYSCALL_FMASK: RFlags = RFlags::TRAP_FLAG
 /// `via_trampoline` (the emulated platforms, see
 /// [`crate::platform::Backend::syscall_via_trampoline`]).
 ///
+/// `stack_top` is where this vCPU's syscalls start until a thread switch says
+/// otherwise.
+///
 /// # Safety
-/// Call once at boot after the GDT is loaded.
-pub unsafe fn init(via_trampoline: bool) {
-    // SAFETY: single-threaded boot; nothing reads the kernel stack pointer before the
-    // first SYSCALL, which cannot come before this returns.
-    unsafe { NACRE_KERNEL_RSP = super::gdt::kernel_stack_top() };
+/// Call once on each vCPU after its GDT and TSS are loaded, before it runs the app.
+pub unsafe fn init(via_trampoline: bool, stack_top: u64) {
+    set_kernel_stack(stack_top);
+    KernelGsBase::write(VirtAddr::new_truncate(stack_words() as u64));
     // SAFETY: setting EFER.SCE (AMD APM vol. 2, 3.1.7) only enables SYSCALL/SYSRET;
     // every other bit is written back as read.
     unsafe { Efer::write_raw(Efer::read_raw() | EferFlags::SYSTEM_CALL_EXTENSIONS.bits()) };

@@ -27,7 +27,7 @@
 
 use crate::kernel::Kernel;
 use core::arch::global_asm;
-use core::sync::atomic::{AtomicPtr, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
 /// Copies shorter than this are done in ring 0: an upcall costs about as much as a
 /// ring-0 copy of this many bytes where ring 0 is emulated.
@@ -39,11 +39,15 @@ static mut NACRE_UPCALL_RSP: u64 = 0;
 
 /// The kernel lent to fault handlers while an upcall runs; null otherwise.
 static LENT: AtomicPtr<Kernel> = AtomicPtr::new(core::ptr::null_mut());
+/// The vCPU whose upcall is in progress (only the holder of the kernel upcalls, so
+/// there is at most one).
+static UPCALL_CPU: AtomicUsize = AtomicUsize::new(0);
 
 global_asm!(
     // The helpers themselves (nacre_user_copy, nacre_user_fill) live in the trampoline
     // page, `arch/syscall_entry.rs`.
-    // nacre_upcall(rip = rdi, user rdi = rsi, user rsi = rdx, user rcx = rcx, user rax = r8)
+    // nacre_upcall(rip = rdi, user rdi = rsi, user rsi = rdx, user rcx = rcx, user rax = r8,
+    // this vCPU's TSS.RSP0 field = r9)
     ".global nacre_upcall",
     "nacre_upcall:",
     "push rbx",
@@ -53,7 +57,7 @@ global_asm!(
     "push r14",
     "push r15",
     "mov [rip + NACRE_UPCALL_RSP], rsp",
-    "mov [rip + {tss} + 4], rsp",
+    "mov [r9], rsp",
     "push {user_ss}",
     "push 0",
     "push 2",
@@ -87,13 +91,12 @@ global_asm!(
     "pop rbp",
     "pop rbx",
     "ret",
-    tss = sym super::gdt::TSS,
     user_ss = const super::gdt::USER_DS as u64,
     user_cs = const super::gdt::USER_CS as u64,
 );
 
 extern "C" {
-    fn nacre_upcall(rip: u64, rdi: u64, rsi: u64, rcx: u64, rax: u64) -> u64;
+    fn nacre_upcall(rip: u64, rdi: u64, rsi: u64, rcx: u64, rax: u64, rsp0: *mut u64) -> u64;
     fn nacre_upcall_resume(status: u64) -> !;
     fn nacre_user_copy();
     fn nacre_user_copy_done();
@@ -140,6 +143,7 @@ pub fn in_helper(rip: u64) -> bool {
 /// comes from the app jumping there itself, and is the app's own fault).
 pub fn active() -> bool {
     !LENT.load(Ordering::Relaxed).is_null()
+        && UPCALL_CPU.load(Ordering::Relaxed) == super::gdt::cpu_index()
 }
 
 /// Whether `rip` is where a helper ends (its `ud2`).
@@ -185,12 +189,13 @@ fn run(k: &mut Kernel, rip: u64, rdi: u64, rsi: u64, rcx: u64, rax: u64) -> Outc
     // SAFETY: plain reads of a static only the upcall code writes, on one CPU.
     let outer_rsp = unsafe { (&raw const NACRE_UPCALL_RSP).read() };
     let outer_lent = LENT.swap(k, Ordering::Relaxed);
+    UPCALL_CPU.store(super::gdt::cpu_index(), Ordering::Relaxed);
     let outer_rsp0 = super::gdt::rsp0();
     // SAFETY: the helper runs in ring 3 on the current address space and touches only
     // `[rdi, rdi + rcx)` and, for a copy, `[rsi, rsi + rcx)`, which the caller checked
     // lie in the app's areas or the I/O windows. It ends with a #UD (or an unresolvable
     // fault) whose handler calls `resume`, which restores the registers saved here.
-    let status = unsafe { nacre_upcall(rip, rdi, rsi, rcx, rax) };
+    let status = unsafe { nacre_upcall(rip, rdi, rsi, rcx, rax, super::gdt::rsp0_ptr()) };
     // SAFETY: a plain write of a static only the upcall code touches, on one CPU;
     // the outer upcall (if any) is suspended until this returns.
     unsafe { (&raw mut NACRE_UPCALL_RSP).write(outer_rsp) };

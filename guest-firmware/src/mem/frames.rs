@@ -129,7 +129,14 @@ pub struct Frames {
     /// Validate page by page instead of 2 MiB at a time (boot flag
     /// `BOOT_FLAG_VALIDATE_4K`).
     validate_4k_only: bool,
+    /// Frames freed while another vCPU's TLB may still map them (`arch/smp.rs`):
+    /// neither written nor reused until the other vCPUs flushed.
+    deferred: [u64; DEFERRED_FRAMES],
+    ndeferred: usize,
 }
+
+/// Frames that wait for a TLB shoot-down at most; one more forces it.
+const DEFERRED_FRAMES: usize = 64;
 
 impl Frames {
     /// Accept the first chunks of free RAM at `start` (2 MiB aligned) and put the
@@ -164,6 +171,8 @@ impl Frames {
             pt,
             fresh_is_zero: plat.fresh_memory_is_zero(),
             validate_4k_only,
+            deferred: [0; DEFERRED_FRAMES],
+            ndeferred: 0,
         };
         frames.accept(plat, start, first_len, false)?;
         if !frames.fresh_is_zero {
@@ -308,15 +317,41 @@ impl Frames {
         Ok((start, !self.fresh_is_zero))
     }
 
-    /// Return a frame.
+    /// Return a frame. While another vCPU may still reach it through a stale TLB
+    /// entry, it waits for the shoot-down ([`Self::release_deferred`]).
     pub fn free(&mut self, gpa: u64) {
+        if crate::arch::smp::shootdown_pending() {
+            if self.ndeferred == DEFERRED_FRAMES {
+                crate::arch::smp::shootdown();
+                self.release_deferred();
+            } else {
+                self.deferred[self.ndeferred] = gpa;
+                self.ndeferred += 1;
+                return;
+            }
+        }
+        self.free_now(gpa);
+    }
+
+    fn free_now(&mut self, gpa: u64) {
         // SAFETY: the caller hands back a private frame it no longer maps.
         unsafe { (phys_to_virt(gpa) as *mut u64).write(self.free_head) };
         self.free_head = gpa;
     }
 
+    /// Free the frames whose release waited for a TLB shoot-down, which just happened.
+    pub fn release_deferred(&mut self) {
+        for i in 0..core::mem::take(&mut self.ndeferred) {
+            self.free_now(self.deferred[i]);
+        }
+    }
+
     /// Return a 2 MiB frame (2 MiB aligned).
     pub fn free_2m(&mut self, gpa: u64) {
+        if crate::arch::smp::shootdown_pending() {
+            crate::arch::smp::shootdown();
+            self.release_deferred();
+        }
         // SAFETY: the caller hands back a private 2 MiB frame it no longer maps.
         unsafe { (phys_to_virt(gpa) as *mut u64).write(self.free_2m_head) };
         self.free_2m_head = gpa;

@@ -26,6 +26,10 @@ const PAGE_SIZE_2M_MASK: u64 = 0x1F_FFFF;
 /// run in ring 3, where INVLPG faults, and their page tables are never live: there
 /// is nothing to flush.
 fn flush(va: u64) {
+    if va < nacre_shared_abi::layout::USER_VA_END {
+        // Other vCPUs may hold the old translation too.
+        crate::arch::smp::note_unmapped();
+    }
     #[cfg(not(test))]
     x86_64::instructions::tlb::flush(x86_64::VirtAddr::new_truncate(va));
     #[cfg(test)]

@@ -224,6 +224,16 @@ pub trait GuestPlatform: core::fmt::Debug + Send {
     /// platform shares with the host, read what the platform left at launch.
     fn setup(&mut self, pt: &mut PageTables) -> Result<(), FwError>;
 
+    /// On a vCPU that did not boot, once it has the kernel: what the platform keeps per
+    /// vCPU (SEV-SNP: the GHCB registration, which the host keeps per vCPU).
+    fn start_cpu(&mut self) -> Result<(), FwError> {
+        Ok(())
+    }
+
+    /// The kernel passed to another vCPU: forget what was known of the previous
+    /// one's registers (SEV-SNP: what its GHCB MSR holds).
+    fn cpu_changed(&mut self) {}
+
     /// A page of the measured firmware that [`Self::setup`] made shared, which the
     /// firmware's record of validated pages must not count.
     fn rescinded_page(&self) -> Option<u64>;

@@ -2,19 +2,24 @@
 //! queues ([`futex`]), kernel stacks and the switch ([`switch`]), and the scheduler
 //! that joins them to the kernel.
 //!
-//! One CPU runs the threads in turn. A thread runs until it blocks (a futex wait, a
-//! sleep, a wait for a signal), yields, or exits; then the next runnable thread in
-//! FIFO order runs. Ring 0 never takes interrupts, so the kernel state needs no
-//! locking beyond the one kernel lock, which the CPU holds from a thread's entry into
-//! the firmware until its return to the app: a thread that blocks hands it to the
-//! thread it switches to, which is itself inside the firmware (blocked earlier, or
-//! starting), and which gives it up on its own way out.
+//! Each vCPU runs the threads in turn. A thread runs until it blocks (a futex wait, a
+//! sleep, a wait for a signal), yields, exits or its time slice ends; then the next
+//! runnable thread in FIFO order runs on that vCPU, or, with several vCPUs and none
+//! runnable, the vCPU's idle context ([`cpu`]) waits for an interrupt. Ring 0 never
+//! takes interrupts but where it waits for one, so the kernel state needs no locking
+//! beyond the one kernel lock, which a vCPU holds from a thread's entry into the
+//! firmware until its return to the app: a thread that blocks hands it to the thread
+//! (or idle context) it switches to, which is itself inside the firmware (blocked
+//! earlier, or starting), and which gives it up on its own way out. Which thread runs
+//! on which vCPU is per-vCPU state ([`cpu::CpuSched`]), brought into the shared state
+//! by whichever vCPU takes the lock ([`cpu::on_cpu`]).
 //!
 //! Per-thread state (signal mask and pending set, `set_tid_address`'s pointer, the FS
 //! and GS bases, the name) lives in the thread's [`ThreadBlock`]; the kernel reaches
 //! the running thread's through [`Current`] references that a switch repoints, so a
 //! switch copies nothing.
 
+pub mod cpu;
 pub mod futex;
 pub mod switch;
 pub mod threads;
@@ -215,17 +220,14 @@ pub struct Sched {
     /// Top of slot 0's kernel stack (the boot stack).
     boot_stack_top: u64,
     pub pending_clone: Option<PendingClone>,
-    /// A thread that exited; its slot is freed once another thread runs.
-    exited: Option<usize>,
     /// Whether each slot's area in the extended-state window is mapped.
     xstate_mapped: [bool; MAX_THREADS],
     /// Time slices: off where the local APIC's TSC-deadline timer cannot be used.
     preemption: bool,
-    /// When the running thread's slice ends (CLOCK_MONOTONIC ns; 0: no other thread
-    /// waits, so it has no end).
-    slice_end: u64,
-    /// When the timer is set to fire (0: not set).
-    timer_at: u64,
+    /// Each vCPU's own scheduling state.
+    pub cpus: [cpu::CpuSched; crate::arch::gdt::MAX_CPUS],
+    /// The vCPU that holds the kernel (as [`cpu::on_cpu`] last recorded it).
+    pub last_cpu: usize,
 }
 
 impl Sched {
@@ -238,12 +240,16 @@ impl Sched {
             blocks: [0; MAX_THREADS],
             boot_stack_top: 0,
             pending_clone: None,
-            exited: None,
             xstate_mapped: [false; MAX_THREADS],
             preemption: false,
-            slice_end: 0,
-            timer_at: 0,
+            cpus: cpu::CpuSched::initial(),
+            last_cpu: 0,
         }
+    }
+
+    /// The scheduling state of the vCPU that holds the kernel.
+    pub fn here(&mut self) -> &mut cpu::CpuSched {
+        &mut self.cpus[self.last_cpu]
     }
 
     /// Record the first thread's block and kernel stack.
@@ -317,8 +323,9 @@ fn map_fresh_pages(k: &mut Kernel, pages: impl Iterator<Item = u64>, flags: u64)
 /// Run the next thread if the current one cannot go on (blocked, exited) or has
 /// yielded; returns when the current thread runs again (at once if nothing else is
 /// runnable and it can). With nothing runnable the CPU idles until the earliest
-/// deadline; with no deadline either, no thread can ever run again and the app is
-/// stopped with a message.
+/// deadline (with several vCPUs, in its idle context, and the thread may go on on
+/// another vCPU); with no deadline either, no thread can ever run again and the app
+/// is stopped with a message.
 pub fn schedule(k: &mut Kernel) {
     loop {
         tick(k);
@@ -326,11 +333,15 @@ pub fn schedule(k: &mut Kernel) {
             Some((prev, next)) => {
                 // The incoming thread's slice, timed before the switch: a new thread
                 // returns to the app without coming back here.
-                k.sched.slice_end = 0;
+                k.sched.here().slice_end = 0;
                 arm_timer(k);
                 if prev != next {
                     switch_to(k, prev, next);
                 }
+                return;
+            }
+            None if crate::arch::smp::active() => {
+                cpu::to_idle(k);
                 return;
             }
             None => idle(k),
@@ -355,8 +366,11 @@ fn arm_timer(k: &mut Kernel) {
         return;
     }
     let waiting = k.sched.threads.runnable() > 0;
+    if waiting && crate::arch::smp::active() {
+        cpu::kick(k);
+    }
     if !waiting {
-        k.sched.slice_end = 0;
+        k.sched.here().slice_end = 0;
     }
     let deadline = k.sched.threads.next_deadline();
     let alarm = crate::syscall::signal::alarm_deadline(k);
@@ -365,20 +379,22 @@ fn arm_timer(k: &mut Kernel) {
         return;
     }
     let now = k.monotonic_ns();
-    if waiting && k.sched.slice_end == 0 {
-        k.sched.slice_end = now.saturating_add(SLICE_NS);
+    let busy = k.sched.threads.has_current();
+    let here = k.sched.here();
+    if waiting && busy && here.slice_end == 0 {
+        here.slice_end = now.saturating_add(SLICE_NS);
     }
     let mut want = u64::MAX;
-    for t in [k.sched.slice_end, deadline.unwrap_or(0), alarm.unwrap_or(0)] {
+    for t in [here.slice_end, deadline.unwrap_or(0), alarm.unwrap_or(0)] {
         if t != 0 {
             want = want.min(t);
         }
     }
-    if k.sched.timer_at != 0 && k.sched.timer_at <= want {
+    if want == u64::MAX || (here.timer_at != 0 && here.timer_at <= want) {
         return;
     }
+    here.timer_at = want;
     let deadline = k.tsc_after(want.saturating_sub(now));
-    k.sched.timer_at = want;
     #[cfg(not(test))]
     // SAFETY: preemption is on only after boot enabled the x2APIC in TSC-deadline
     // mode on this CPU.
@@ -463,38 +479,51 @@ fn idle(k: &mut Kernel) {
 
 /// Give the CPU from `prev` to `next` (both already marked by the thread table).
 fn switch_to(k: &mut Kernel, prev: usize, next: usize) {
+    let prev_block = k.sched.block(prev);
+    let next_rsp = enter(k, next, false);
+    // SAFETY: `next_rsp` was saved by a switch away from `next` or prepared for its
+    // first run, and `next` is not running; `prev`'s block is mapped.
+    unsafe { switch::switch(k, &raw mut (*prev_block).ctl.saved_rsp, next_rsp) };
+    resumed(k);
+}
+
+/// Make `next` (marked running by the thread table) the thread of the vCPU that
+/// holds the kernel: its FS and GS bases, its state reached through [`Current`], its
+/// kernel stack for syscalls and interrupts. Returns its saved stack pointer, to
+/// switch to. `from_idle`: the vCPU ran no thread, so its FS and GS bases are not
+/// those of the kernel's current thread.
+fn enter(k: &mut Kernel, next: usize, from_idle: bool) -> u64 {
     use x86_64::registers::model_specific::{FsBase, GsBase};
     SWITCHES.fetch_add(1, Ordering::Relaxed);
-    let prev_block = k.sched.block(prev);
     let next_block = k.sched.block(next);
-    // SAFETY: both slots hold live threads, so their blocks are mapped; the kernel
-    // (held here) is the only user of blocks.
+    // SAFETY: the slot holds a live thread, so its block is mapped; the kernel (held
+    // here) is the only user of blocks.
     let (fs, gs, next_rsp) = unsafe {
         let c = &(*next_block).ctl;
         (c.fs_base, c.gs_base, c.saved_rsp)
     };
     // The app's alone (the firmware addresses nothing through FS or GS); user
     // addresses, as arch_prctl and clone check.
-    if fs != k.thread.fs_base {
+    if from_idle || fs != k.thread.fs_base {
         FsBase::write(x86_64::VirtAddr::new_truncate(fs));
     }
-    if gs != k.thread.gs_base {
+    if from_idle || gs != k.thread.gs_base {
         GsBase::write(x86_64::VirtAddr::new_truncate(gs));
     }
-    // SAFETY: the next thread's block is mapped and reached only through these.
-    unsafe {
-        k.thread.point(&raw mut (*next_block).ctl);
-        k.sig.thread.point(&raw mut (*next_block).sig);
-    }
+    k.sched.here().current = Some(next);
+    cpu::point_at(k, next);
     let top = k.sched.stack_top(next);
     crate::arch::syscall_entry::set_kernel_stack(top);
     crate::arch::gdt::set_rsp0(top);
     // The incoming thread's exit work is not known here: let its exit path ask.
     crate::syscall::signal::NACRE_EXIT_HINT.store(1, Ordering::Relaxed);
-    // SAFETY: `next_rsp` was saved by a switch away from `next` or prepared for its
-    // first run, and `next` is not running; `prev`'s block is mapped.
-    unsafe { switch::switch(k, &raw mut (*prev_block).ctl.saved_rsp, next_rsp) };
-    // Running as `prev` again.
+    next_rsp
+}
+
+/// Running again after a switch away (on whichever vCPU took the thread back):
+/// free the slot of a thread that exited on this vCPU before, load the extended
+/// state saved when the thread was preempted.
+fn resumed(k: &mut Kernel) {
     reap(k);
     if k.thread.xsaved {
         k.thread.xsaved = false;
@@ -505,9 +534,10 @@ fn switch_to(k: &mut Kernel, prev: usize, next: usize) {
     }
 }
 
-/// Free the slot of a thread that exited before the switch that got here.
+/// Free the slot of a thread that exited on this vCPU before the switch that got
+/// here (it no longer runs on its stack).
 fn reap(k: &mut Kernel) {
-    if let Some(slot) = k.sched.exited.take() {
+    if let Some(slot) = k.sched.here().exited.take() {
         k.sched.threads.reap(slot);
     }
 }
@@ -518,9 +548,10 @@ fn reap(k: &mut Kernel) {
 pub extern "C" fn thread_started() {
     // SAFETY: the switching thread's guard is suspended on its own stack and the
     // kernel is used by no one else; the lock is taken again at once, so this
-    // thread's guard is the one that releases it.
+    // thread's guard is the one that releases it. (Another vCPU may take it in
+    // between: the switch left the shared state whole.)
     unsafe { KERNEL.force_unlock() };
-    let mut guard = KERNEL.lock();
+    let mut guard = crate::kernel::lock();
     let Some(k) = guard.as_mut() else {
         crate::fatal("thread started before boot finished")
     };
@@ -567,7 +598,8 @@ pub fn exit_thread(k: &mut Kernel, status: u8) -> ! {
         }
     }
     k.sched.threads.exit_current();
-    k.sched.exited = Some(k.sched.threads.current());
+    let slot = k.sched.threads.current();
+    k.sched.here().exited = Some(slot);
     schedule(k);
     crate::fatal("an exited thread ran again")
 }
@@ -715,22 +747,29 @@ pub fn interrupt(frame: &mut TrapFrame) {
     unsafe {
         crate::arch::apic::eoi()
     };
+    // Whatever the vector: a TLB flush another vCPU asked for is done first.
+    crate::arch::smp::poll_flush();
     if !frame.is_user() {
+        // The idle loop (the only ring-0 code that takes interrupts) looks again.
         return;
     }
-    let mut guard = KERNEL.lock();
+    let mut guard = crate::kernel::lock();
     let Some(k) = guard.as_mut() else {
         crate::fatal("interrupt before boot finished")
     };
     if frame.vector == u64::from(crate::arch::apic::TIMER_VECTOR) {
-        k.sched.timer_at = 0;
+        k.sched.here().timer_at = 0;
         // Deadlines that passed wake their threads; the interval timer fires.
         tick(k);
         let now = k.monotonic_ns();
-        if k.sched.slice_end != 0 && now >= k.sched.slice_end && k.sched.threads.runnable() > 0 {
+        let slice_end = k.sched.here().slice_end;
+        if slice_end != 0 && now >= slice_end && k.sched.threads.runnable() > 0 {
             crate::syscall::process::rseq_preempted(k, frame);
             preempt(k);
         }
+        arm_timer(k);
+    } else if frame.vector == u64::from(crate::arch::apic::WAKE_VECTOR) {
+        // Another vCPU made a thread runnable while this one had no slice: time one.
         arm_timer(k);
     }
     if crate::syscall::signal::deliver::prepare_exit(k) {

@@ -89,7 +89,13 @@ global_asm!(
     "nacre_thread_start:",
     "call {started}",
     "jmp nacre_syscall_full_return",
+    // A vCPU's idle context's first run (`prepare_idle`).
+    ".global nacre_idle_start",
+    "nacre_idle_start:",
+    "call {idle_started}",
+    "ud2",
     started = sym super::thread_started,
+    idle_started = sym super::cpu::idle_started,
 );
 
 extern "C" {
@@ -98,6 +104,7 @@ extern "C" {
     /// that nothing of it is kept in registers across the call.
     fn nacre_switch(save: *mut u64, next: u64, kernel: *mut u8);
     fn nacre_thread_start();
+    fn nacre_idle_start();
 }
 
 /// Switch from the running thread, whose stack pointer is saved at `save`, to the
@@ -112,6 +119,27 @@ extern "C" {
 pub unsafe fn switch(k: &mut Kernel, save: *mut u64, next: u64) {
     // SAFETY: the caller's contract.
     unsafe { nacre_switch(save, next, (k as *mut Kernel).cast()) }
+}
+
+/// Lay out an idle context's first run at the top of its stack `top`: what
+/// [`switch`] pops to land in `cpu::idle_started`. Returns the stack pointer to switch
+/// to.
+///
+/// # Safety
+/// `top` is the 16-byte aligned top of a mapped stack that no running code uses.
+pub unsafe fn prepare_idle(top: u64) -> u64 {
+    let switch_rsp = top - SWITCH_FRAME;
+    // SAFETY: the caller's contract: the words lie in an unused mapped stack. After
+    // the switch's RET, RSP is `top`, 16-byte aligned, so the stub's CALL enters
+    // `idle_started` with the alignment the ABI gives a function.
+    unsafe {
+        let regs = switch_rsp as *mut u64;
+        for i in 0..6 {
+            regs.add(i).write(0);
+        }
+        regs.add(6).write(nacre_idle_start as *const () as u64);
+    }
+    switch_rsp
 }
 
 /// Lay out a new thread's first return at the top of its kernel stack: `frame` (the

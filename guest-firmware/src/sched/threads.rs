@@ -108,9 +108,33 @@ impl<const N: usize> Threads<N> {
         }
     }
 
-    /// The slot on the CPU.
+    /// The slot on the CPU that holds the kernel (`N` while that CPU idles).
     pub fn current(&self) -> usize {
         self.current
+    }
+
+    /// Whether the CPU that holds the kernel runs a thread (it does not while it
+    /// idles).
+    pub fn has_current(&self) -> bool {
+        self.current < N
+    }
+
+    /// The CPU that holds the kernel changed: it runs the thread in `slot`, or none.
+    pub fn set_current(&mut self, slot: Option<usize>) {
+        self.current = slot.filter(|&s| s < N).unwrap_or(N);
+    }
+
+    /// An idle CPU takes the front of the run queue, which becomes current.
+    pub fn pick(&mut self) -> Option<usize> {
+        if self.queued == 0 {
+            return None;
+        }
+        let next = usize::from(self.queue[self.head]);
+        self.head = (self.head + 1) % N;
+        self.queued -= 1;
+        self.slots[next].state = State::Running;
+        self.current = next;
+        Some(next)
     }
 
     /// The thread in `slot`.
@@ -276,14 +300,7 @@ impl<const N: usize> Threads<N> {
             }
             self.enqueue(prev);
         }
-        if self.queued == 0 {
-            return None;
-        }
-        let next = usize::from(self.queue[self.head]);
-        self.head = (self.head + 1) % N;
-        self.queued -= 1;
-        self.slots[next].state = State::Running;
-        self.current = next;
+        let next = self.pick()?;
         Some((prev, next))
     }
 }
@@ -316,6 +333,24 @@ mod tests {
         assert_eq!(t.get(0).state, State::Running);
         assert_eq!(t.get(a).state, State::Runnable);
         assert_eq!(t.find(102), Some(b));
+    }
+
+    #[test]
+    fn an_idle_cpu_takes_the_front_of_the_queue_and_wakes_do_not_mistake_it() {
+        let mut t = Threads::<4>::new(1);
+        let (a, _) = started(&mut t);
+        // The first thread blocks on its CPU, which goes idle.
+        t.block_current(u64::MAX);
+        assert_eq!(t.switch(), Some((0, a)));
+        t.set_current(None);
+        assert!(!t.has_current());
+        // A wake while no thread is current queues the thread rather than marking it
+        // running where nothing runs it.
+        assert!(t.wake(0, Wake::Woken));
+        assert_eq!(t.get(0).state, State::Runnable);
+        assert_eq!(t.pick(), Some(0));
+        assert_eq!(t.current(), 0);
+        assert_eq!(t.pick(), None);
     }
 
     #[test]

@@ -1,11 +1,11 @@
 //! membarrier(2): memory barriers on every running thread of the process, or of every
 //! process, as Linux's `kernel/sched/membarrier.c` provides them.
 //!
-//! The app has one thread on one vCPU, so a barrier on "every other running thread"
-//! has nobody to reach: each command is complete once the caller's own accesses are
-//! ordered around the call, which a full fence does (the kernel, too, returns at once
-//! with one CPU online or one user of the address space, for all but the SYNC_CORE
-//! command). What is kept exactly is the registration state, which decides the
+//! On one vCPU a barrier on "every other running thread" has nobody to reach: each
+//! command is complete once the caller's own accesses are ordered around the call,
+//! which a full fence does (the kernel, too, returns at once with one CPU online or
+//! one user of the address space, for all but the SYNC_CORE command). On several, the
+//! other vCPUs are interrupted and waited for. What is kept exactly is the registration state, which decides the
 //! answers: a private expedited barrier before its registration is EPERM, and
 //! MEMBARRIER_CMD_GET_REGISTRATIONS reports what was registered, both as Linux does.
 
@@ -152,13 +152,26 @@ impl Membarrier {
     }
 }
 
-/// membarrier(2); `cpu_id` only says which CPU's rseq critical section to restart,
-/// and with one vCPU and no rseq preemption there is none to restart.
+/// membarrier(2); `cpu_id` only says which CPU's rseq critical section to restart.
+/// With several vCPUs a barrier interrupts every other vCPU and waits until each has
+/// taken the interrupt (the TLB shoot-down's round trip, `arch/smp.rs`): taking an
+/// interrupt orders a vCPU's accesses before it after those before it, as the IPI
+/// Linux sends does.
 pub fn membarrier(k: &mut Kernel, cmd: i32, flags: u32, _cpu_id: i32) -> SysResult {
     let result = k.membarrier.command(cmd, flags)?;
-    // The caller's accesses before the call are ordered before its accesses after;
-    // there is no other thread to order.
+    // The caller's accesses before the call are ordered before its accesses after.
     core::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);
+    let barrier = [
+        MEMBARRIER_CMD_GLOBAL,
+        MEMBARRIER_CMD_GLOBAL_EXPEDITED,
+        MEMBARRIER_CMD_PRIVATE_EXPEDITED,
+        MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE,
+        MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ,
+    ]
+    .contains(&cmd);
+    if barrier && crate::arch::smp::active() {
+        k.flush_other_cpus();
+    }
     Ok(result)
 }
 

@@ -24,7 +24,7 @@ pub mod timerfd;
 use crate::arch::fpu::FxImage;
 use crate::arch::idt::TrapFrame;
 use crate::arch::syscall_entry::SyscallFrame;
-use crate::kernel::{Kernel, UserMemError, KERNEL};
+use crate::kernel::{Kernel, UserMemError};
 use errno::*;
 use syscalls::Sysno;
 
@@ -59,7 +59,7 @@ pub fn dispatch(frame: &mut SyscallFrame) -> u64 {
         frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8, frame.r9,
     ];
     let nr = frame.rax;
-    let mut guard = KERNEL.lock();
+    let mut guard = crate::kernel::lock();
     let Some(k) = guard.as_mut() else {
         crate::fatal("syscall before boot finished")
     };
@@ -78,7 +78,7 @@ pub fn dispatch(frame: &mut SyscallFrame) -> u64 {
 /// Entry from `arch::syscall_entry` when the signal layer's exit hint is set: whether
 /// the exit path must call [`exit_work`].
 pub fn prepare_exit() -> bool {
-    let mut guard = KERNEL.lock();
+    let mut guard = crate::kernel::lock();
     let Some(k) = guard.as_mut() else {
         crate::fatal("syscall before boot finished")
     };
@@ -93,7 +93,7 @@ pub fn prepare_exit() -> bool {
 /// `image` is the exit path's FXSAVE image on the running thread's kernel stack,
 /// which nothing else refers to during the call.
 pub unsafe fn exit_work(tf: &mut TrapFrame, image: *mut FxImage, nr: u64) {
-    let mut guard = KERNEL.lock();
+    let mut guard = crate::kernel::lock();
     let Some(k) = guard.as_mut() else {
         crate::fatal("syscall before boot finished")
     };

@@ -256,7 +256,10 @@ pub fn sched_getaffinity(k: &mut Kernel, pid: u64, len: u64, mask: u64) -> SysRe
     if len < 8 || !len.is_multiple_of(8) {
         return Err(EINVAL);
     }
-    k.copy_to_user(mask, &1u64.to_le_bytes()).map_err(mem_err)?;
+    // Every vCPU that runs the app.
+    let cpus = crate::arch::smp::cpus().clamp(1, 64);
+    let all = u64::MAX >> (64 - cpus);
+    k.copy_to_user(mask, &all.to_le_bytes()).map_err(mem_err)?;
     Ok(8)
 }
 

@@ -273,6 +273,17 @@ impl GuestPlatform for Snp {
         Ok(())
     }
 
+    /// The one GHCB page serves every vCPU (only the holder of the kernel uses it);
+    /// the host keeps a registration per vCPU, so each registers it.
+    fn start_cpu(&mut self) -> Result<(), FwError> {
+        let (va, gpa) = (self.ghcb_va, self.ghcb_gpa);
+        self.register_ghcb(va, gpa)
+    }
+
+    fn cpu_changed(&mut self) {
+        self.msr_holds_ghcb = false;
+    }
+
     fn rescinded_page(&self) -> Option<u64> {
         Some(ghcb_page_gpa())
     }

@@ -487,6 +487,7 @@ pub fn send_to_thread(k: &mut Kernel, slot: usize, sig: u64, info: SigInfo) {
     };
     if deliverable {
         crate::sched::wake(k, slot, crate::sched::threads::Wake::Interrupted);
+        crate::sched::cpu::kick_thread(k, slot);
     }
 }
 
@@ -496,7 +497,10 @@ pub fn send_to_thread(k: &mut Kernel, slot: usize, sig: u64, info: SigInfo) {
 pub fn send_to_process(k: &mut Kernel, sig: u64, info: SigInfo) {
     let current = k.sched.current();
     let mut target = current;
-    if k.sig.thread.mask & bit(sig) != 0 {
+    // An idle vCPU (the interval timer fired there) runs no thread: any thread that
+    // does not block the signal takes it, else the first live one.
+    let here = k.sched.threads.has_current();
+    if !here || k.sig.thread.mask & bit(sig) != 0 {
         for slot in 0..crate::sched::MAX_THREADS {
             if slot == current || !k.sched.threads.is_live(slot) {
                 continue;
@@ -507,6 +511,13 @@ pub fn send_to_process(k: &mut Kernel, sig: u64, info: SigInfo) {
                 target = slot;
                 break;
             }
+        }
+    }
+    if target == current && !here {
+        // Every thread blocks it: it waits on the first.
+        match (0..crate::sched::MAX_THREADS).find(|&s| k.sched.threads.is_live(s)) {
+            Some(slot) => target = slot,
+            None => return,
         }
     }
     send_to_thread(k, target, sig, info);
