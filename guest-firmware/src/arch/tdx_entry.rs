@@ -5,7 +5,7 @@
 //! the reset vector `TDX_RESET_VECTOR` (16 bytes below 4 GiB), with EBX = GPAW and
 //! ESI = the vCPU index (Intel TDX module base spec, "Initial State of Guest TD vCPU";
 //! OVMF and td-shim rely on the same registers). The code here:
-//! 1. halts every vCPU but the first (the firmware runs on one vCPU);
+//! 1. runs on every vCPU alike: `_start` decides which one boots (`arch/smp.rs`);
 //! 2. sets EFER.LME and EFER.NXE (the TDX module may have set LME already; writing it
 //!    again is harmless), CR4.PAE, CR3 = the measured TDX page tables at
 //!    `INITIAL_PT_GPA`, which map the firmware at `KERNEL_VA_BASE` and identity-map
@@ -27,8 +27,6 @@ global_asm!(
     ".pushsection .tdx_reset, \"ax\"",
     ".code32",
     "nacre_tdx_entry32:",
-    "test esi, esi",
-    "jnz 3f",
     "mov ecx, {efer}",
     "rdmsr",
     "or eax, {lme_nxe}",
@@ -46,10 +44,6 @@ global_asm!(
     ".byte 0xEA",
     ".long nacre_tdx_entry64",
     ".word 0x08",
-    "3:",
-    "cli",
-    "hlt",
-    "jmp 3b",
     ".code64",
     "nacre_tdx_entry64:",
     "mov eax, 0x10",
