@@ -744,6 +744,32 @@ pub fn on_each_platform(mut check: impl FnMut(&str)) {
     );
 }
 
+/// The vCPU counts multi-threaded apps are run with (`nacre run --cpus`).
+pub const CPU_COUNTS: [&str; 3] = ["1", "2", "4"];
+
+/// Runs `check` once per emulated platform and vCPU count of [`CPU_COUNTS`], all of
+/// them even when one fails, and fails with every failure.
+pub fn on_each_platform_and_cpus(mut check: impl FnMut(&str, &str)) {
+    on_each_platform(|platform| {
+        let failures: Vec<String> = CPU_COUNTS
+            .iter()
+            .filter_map(|cpus| {
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(platform, cpus)))
+                    .err()
+                    .map(|payload| {
+                        let message = payload
+                            .downcast_ref::<String>()
+                            .cloned()
+                            .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_string()))
+                            .unwrap_or_else(|| "(no message)".to_string());
+                        format!("--- with --cpus {cpus} ---\n{message}")
+                    })
+            })
+            .collect();
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+    });
+}
+
 /// What one check of a check-list app printed: such an app prints one line per
 /// check, `ok NAME`, `skip NAME` or `FAIL NAME: DETAIL`.
 #[derive(Debug, Clone, PartialEq, Eq)]

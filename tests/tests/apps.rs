@@ -19,8 +19,9 @@ use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
 use nacre_tests::{
-    app_source, built_app, elf_has_interp, elf_type, on_each_platform, package_with, require_kvm,
-    run_on, run_with_stdin, scratch_dir, PackageOptions, Stats, Toolchain, ET_DYN, ET_EXEC,
+    app_source, built_app, elf_has_interp, elf_type, on_each_platform, on_each_platform_and_cpus,
+    package_with, require_kvm, run_on, run_with_stdin, scratch_dir, PackageOptions, Stats,
+    Toolchain, ET_DYN, ET_EXEC,
 };
 use sha2::{Digest, Sha256};
 
@@ -618,7 +619,7 @@ fn c_signal_default_actions_match_native() {
 // Threads
 
 /// A checks app (`ok NAME` / `FAIL NAME: ...` lines): every check passes natively,
-/// and nacre prints the same lines on each platform.
+/// and nacre prints the same lines on each platform, with each vCPU count.
 fn checks_match_native(program: &Path, args: &[&str], name: &str, min_checks: usize) {
     let native = run_native(program, args, b"");
     let listed = String::from_utf8_lossy(&native.stdout).into_owned();
@@ -630,8 +631,8 @@ fn checks_match_native(program: &Path, args: &[&str], name: &str, min_checks: us
         summary(&native)
     );
     let image = image(program, name, &PackageOptions::new().args(args));
-    on_each_platform(|platform| {
-        let output = run_on(&image, platform, &[]);
+    on_each_platform_and_cpus(|platform, cpus| {
+        let output = run_on(&image, platform, &["--cpus", cpus]);
         assert_run(&output, 0, &native.stdout, name);
     });
 }
@@ -681,6 +682,55 @@ fn hostile_interrupt_storm_changes_no_thread_result() {
 /// Hostile host: CPUID hides the TSC-deadline timer, so there are no time slices:
 /// threads still take turns whenever one blocks, yields or exits, and sleeping
 /// threads wake when the running one next enters the firmware.
+/// Hostile host: it says it made two vCPUs but never runs the second: boot waits
+/// for it, then stops the run with a message naming it; the app never starts.
+#[test]
+fn hostile_ap_never_started_stops_the_run_with_a_message() {
+    require_kvm();
+    let program = app("threads.c", Toolchain::Glibc);
+    let image = image(&program, "threads-ap", &PackageOptions::new());
+    on_each_platform(|platform| {
+        let output = nacre_tests::run_with_env(
+            &image,
+            &["--platform", platform, "--cpus", "2"],
+            &[("NACRE_TEST_HOSTILE", "ap-never-started")],
+        );
+        assert!(
+            !output.status.success() && output.stdout.is_empty(),
+            "a vCPU that never starts ends the run before the app\n{}",
+            summary(&output)
+        );
+        assert_stderr_contains(&output, "vCPU 1 never ran", "the missing vCPU");
+    });
+}
+
+/// Hostile host: the interrupt storm while threads run on two vCPUs.
+#[test]
+fn hostile_interrupt_storm_on_two_vcpus_changes_no_thread_result() {
+    require_kvm();
+    let program = app("threads.c", Toolchain::Glibc);
+    let native = run_native(&program, &[], b"");
+    assert!(
+        native.status.success(),
+        "native threads\n{}",
+        summary(&native)
+    );
+    let image = image(&program, "threads-storm-2", &PackageOptions::new());
+    on_each_platform(|platform| {
+        let output = nacre_tests::run_with_env(
+            &image,
+            &["--platform", platform, "--cpus", "2"],
+            &[("NACRE_TEST_HOSTILE", "interrupt-storm")],
+        );
+        assert_run(
+            &output,
+            0,
+            &native.stdout,
+            "threads on two vCPUs under an interrupt storm",
+        );
+    });
+}
+
 #[test]
 fn hostile_missing_timer_leaves_blocking_threads_working() {
     require_kvm();
@@ -762,8 +812,8 @@ fn rust_rayon_parallel_iterators_match_native() {
             options = options.env("RAYON_NUM_THREADS", n);
         }
         let image = image(&program, name, &options);
-        on_each_platform(|platform| {
-            let output = run_on(&image, platform, &["--memory", "512M"]);
+        on_each_platform_and_cpus(|platform, cpus| {
+            let output = run_on(&image, platform, &["--memory", "512M", "--cpus", cpus]);
             assert_run(&output, 0, &native.stdout, name);
         });
     }
@@ -784,8 +834,8 @@ fn go_mode_matches_native(mode: &str) {
         &format!("goroutines-{mode}"),
         &PackageOptions::new().args(&[mode]),
     );
-    on_each_platform(|platform| {
-        let output = run_on(&image, platform, &["--memory", "512M"]);
+    on_each_platform_and_cpus(|platform, cpus| {
+        let output = run_on(&image, platform, &["--memory", "512M", "--cpus", cpus]);
         assert_run(&output, 0, &native.stdout, &format!("goroutines {mode}"));
     });
 }

@@ -79,6 +79,7 @@ pub fn wait_online() -> bool {
         if timed_out(start) {
             return false;
         }
+        poll_flush();
         core::hint::spin_loop();
     }
     true
