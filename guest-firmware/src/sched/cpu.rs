@@ -31,6 +31,9 @@ pub struct CpuSched {
     pub timer_at: u64,
     /// A thread that exited on it; its slot is freed once the vCPU left its stack.
     pub exited: Option<usize>,
+    /// The clone its running thread made in the syscall in progress, started on that
+    /// syscall's way out (the thread does not leave the vCPU in between).
+    pub pending_clone: Option<super::PendingClone>,
 }
 
 impl CpuSched {
@@ -40,6 +43,7 @@ impl CpuSched {
         slice_end: 0,
         timer_at: 0,
         exited: None,
+        pending_clone: None,
     };
 
     /// Every vCPU idle but the first, which runs the first thread (slot 0).

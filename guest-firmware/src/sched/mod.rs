@@ -219,7 +219,6 @@ pub struct Sched {
     blocks: [u64; MAX_THREADS],
     /// Top of slot 0's kernel stack (the boot stack).
     boot_stack_top: u64,
-    pub pending_clone: Option<PendingClone>,
     /// Whether each slot's area in the extended-state window is mapped.
     xstate_mapped: [bool; MAX_THREADS],
     /// Time slices: off where the local APIC's TSC-deadline timer cannot be used.
@@ -239,7 +238,6 @@ impl Sched {
             futexes: Futexes::new(),
             blocks: [0; MAX_THREADS],
             boot_stack_top: 0,
-            pending_clone: None,
             xstate_mapped: [false; MAX_THREADS],
             preemption: false,
             cpus: cpu::CpuSched::initial(),
@@ -714,7 +712,7 @@ pub fn futex_wake(k: &mut Kernel, addr: u64, bitset: u32, max: u32) -> u32 {
 /// # Safety
 /// `image` points at a valid FXSAVE image that nothing else refers to during the call.
 pub unsafe fn start_pending_clone(k: &mut Kernel, tf: &TrapFrame, image: *const FxImage) {
-    let Some(pending) = k.sched.pending_clone.take() else {
+    let Some(pending) = k.sched.here().pending_clone.take() else {
         return;
     };
     let mut child = *tf;

@@ -82,7 +82,7 @@ pub fn prepare_exit() -> bool {
     let Some(k) = guard.as_mut() else {
         crate::fatal("syscall before boot finished")
     };
-    k.sched.pending_clone.is_some() | signal::deliver::prepare_exit(k)
+    k.sched.here().pending_clone.is_some() | signal::deliver::prepare_exit(k)
 }
 
 /// The exit path's work after syscall `nr`, with the app's whole register state in

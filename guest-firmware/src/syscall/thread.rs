@@ -137,7 +137,7 @@ fn spawn(k: &mut Kernel, a: CloneArgs) -> SysResult {
     if a.flags & CLONE_SETTLS != 0 && a.tls >= USER_VA_END {
         return Err(EPERM);
     }
-    if k.sched.pending_clone.is_some() {
+    if k.sched.here().pending_clone.is_some() {
         return Err(EAGAIN);
     }
     let (slot, tid) = k.sched.threads.spawn().map_err(|_| EAGAIN)?;
@@ -176,7 +176,7 @@ fn spawn(k: &mut Kernel, a: CloneArgs) -> SysResult {
         (&raw mut (*block).ctl).write(ctl);
         init_signals(block, mask);
     }
-    k.sched.pending_clone = Some(PendingClone { slot, rsp: a.stack });
+    k.sched.here().pending_clone = Some(PendingClone { slot, rsp: a.stack });
     // The child's registers are the parent's at this syscall's exit.
     crate::syscall::signal::NACRE_EXIT_HINT.store(1, core::sync::atomic::Ordering::Relaxed);
     Ok(u64::from(tid))
