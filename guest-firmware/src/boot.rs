@@ -109,10 +109,11 @@ pub fn boot() -> Result<Entry, FwError> {
     if preemption {
         entry.rflags |= RFLAGS_IF;
     }
+    // SAFETY: the GDT is loaded (`entry_state`); the entry uses its selectors. Before
+    // the other vCPUs start: they take the same kind of entry.
+    unsafe { syscall_entry::init(syscall_via_trampoline, crate::arch::gdt::kernel_stack_top()) };
     crate::sched::cpu::bring_up(k, host.cpus, preemption);
     drop(guard);
-    // SAFETY: the GDT is loaded (`entry_state`); the entry uses its selectors.
-    unsafe { syscall_entry::init(syscall_via_trampoline, crate::arch::gdt::kernel_stack_top()) };
     crate::sched::cpu::wait_started();
     Ok(entry)
 }

@@ -63,6 +63,9 @@ pub struct ThreadCtl {
     /// `rseq`'s area and the signature its abort handlers carry.
     pub rseq: u64,
     pub rseq_sig: u32,
+    /// The vCPU its rseq area names, and whether the area has `mm_cid`.
+    pub rseq_cpu: u32,
+    pub rseq_ext: bool,
     /// The name (prctl PR_SET_NAME / PR_GET_NAME): at most 15 bytes and a NUL.
     pub comm: [u8; 16],
     /// The app's FS and GS bases (arch_prctl, CLONE_SETTLS).
@@ -83,6 +86,8 @@ impl ThreadCtl {
             robust_list: 0,
             rseq: 0,
             rseq_sig: 0,
+            rseq_cpu: 0,
+            rseq_ext: false,
             comm: [0; 16],
             fs_base: 0,
             gs_base: 0,
@@ -510,6 +515,9 @@ fn enter(k: &mut Kernel, next: usize, from_idle: bool) -> u64 {
     }
     k.sched.here().current = Some(next);
     cpu::point_at(k, next);
+    if crate::arch::smp::active() {
+        crate::syscall::process::rseq_moved(k);
+    }
     let top = k.sched.stack_top(next);
     crate::arch::syscall_entry::set_kernel_stack(top);
     crate::arch::gdt::set_rsp0(top);

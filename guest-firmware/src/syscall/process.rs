@@ -83,9 +83,9 @@ pub fn get_robust_list(k: &mut Kernel, tid: u64, head_ptr: u64, len_ptr: u64) ->
 }
 
 /// rseq (Linux `include/uapi/linux/rseq.h`): the area is registered and its
-/// `cpu_id_start`/`cpu_id` set to CPU 0 (threads are never migrated: there is one
-/// vCPU); a critical section interrupted by preemption or a signal is aborted
-/// ([`rseq_preempted`]).
+/// `cpu_id_start`/`cpu_id` (and `mm_cid`) set to the vCPU the thread runs on, and set
+/// again whenever it runs on another ([`rseq_moved`]); a critical section interrupted
+/// by preemption or a signal is aborted ([`rseq_preempted`]).
 pub fn rseq(k: &mut Kernel, area: u64, len: u64, flags: u32, sig: u32) -> SysResult {
     const RSEQ_FLAG_UNREGISTER: u32 = 1;
     /// `ORIG_RSEQ_SIZE`: the original `struct rseq`.
@@ -109,15 +109,42 @@ pub fn rseq(k: &mut Kernel, area: u64, len: u64, flags: u32, sig: u32) -> SysRes
     if k.thread.rseq != 0 {
         return Err(if k.thread.rseq == area { EBUSY } else { EINVAL });
     }
-    // cpu_id_start (u32 at 0) = 0, cpu_id (u32 at 4) = 0; from the extended layout,
-    // node_id (at 24) and mm_cid (at 28) when the area has them.
-    k.copy_to_user(area, &[0u8; 8]).map_err(mem_err)?;
+    // cpu_id_start (u32 at 0) and cpu_id (u32 at 4); from the extended layout,
+    // node_id (at 24, always 0) and mm_cid (at 28: the vCPU too, which no other
+    // running thread has) when the area has them.
+    let cpu = k.sched.last_cpu as u32;
+    let mut ids = [0u8; 8];
+    ids[..4].copy_from_slice(&cpu.to_le_bytes());
+    ids[4..].copy_from_slice(&cpu.to_le_bytes());
+    k.copy_to_user(area, &ids).map_err(mem_err)?;
     if len >= 32 {
-        k.copy_to_user(area + 24, &[0u8; 8]).map_err(mem_err)?;
+        k.copy_to_user(area + 24, &u64::from(cpu).wrapping_shl(32).to_le_bytes())
+            .map_err(mem_err)?;
     }
     k.thread.rseq = area;
     k.thread.rseq_sig = sig;
+    k.thread.rseq_cpu = cpu;
+    k.thread.rseq_ext = len >= 32;
     Ok(0)
+}
+
+/// The running thread (just switched to) runs on another vCPU than its rseq area
+/// says: update `cpu_id_start`, `cpu_id` and `mm_cid`, as Linux does on the way back
+/// to user space after a migration. An area the app unmapped is left alone.
+pub fn rseq_moved(k: &mut Kernel) {
+    let area = k.thread.rseq;
+    let cpu = k.sched.last_cpu as u32;
+    if area == 0 || k.thread.rseq_cpu == cpu {
+        return;
+    }
+    k.thread.rseq_cpu = cpu;
+    let mut ids = [0u8; 8];
+    ids[..4].copy_from_slice(&cpu.to_le_bytes());
+    ids[4..].copy_from_slice(&cpu.to_le_bytes());
+    let _ = k.copy_to_user(area, &ids);
+    if k.thread.rseq_ext {
+        let _ = k.copy_to_user(area + 28, &cpu.to_le_bytes());
+    }
 }
 
 /// The thread is preempted, or gets a signal, in the app at `frame` (`rseq_ip_fixup`,
@@ -274,9 +301,10 @@ pub fn sched_setaffinity(pid: u64, len: u64) -> SysResult {
 }
 
 pub fn getcpu(k: &mut Kernel, cpu: u64, node: u64) -> SysResult {
-    for va in [cpu, node] {
+    let here = k.sched.last_cpu as u32;
+    for (va, value) in [(cpu, here), (node, 0)] {
         if va != 0 {
-            k.copy_to_user(va, &0u32.to_le_bytes()).map_err(mem_err)?;
+            k.copy_to_user(va, &value.to_le_bytes()).map_err(mem_err)?;
         }
     }
     Ok(0)
