@@ -108,7 +108,7 @@ pub fn launch(
 /// the guest), the error names `nacre host-check` for the platform.
 pub fn run_vm(vm: &mut Vm) -> anyhow::Result<Stop> {
     let name = vm.platform.name();
-    vcpu::run(&mut vm.vcpu, 0, &mut *vm.platform).map_err(|e| {
+    vcpu::run(&mut vm.vcpus[0], 0, &mut *vm.platform).map_err(|e| {
         let host = matches!(e, RunError::Kvm(_) | RunError::Memory(_));
         let e = anyhow::Error::from(e);
         if host {

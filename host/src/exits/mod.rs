@@ -229,7 +229,7 @@ pub fn handle_exit(
     vcpu: &mut dyn Vcpu,
     exit: Exit<'_>,
 ) -> Result<Option<Stop>, RunError> {
-    platform.exited()?;
+    platform.exited(vcpu.index())?;
     match exit {
         Exit::Doorbell(bell) => {
             platform.run_counters().exit("io");

@@ -186,7 +186,7 @@ pub fn launch(image: &LoadedImage, config: &LaunchConfig) -> Result<Vm, SetupErr
         start_interrupt_storm(&vm)?;
     }
     Ok(Vm {
-        vcpu,
+        vcpus: vec![vcpu],
         vm,
         platform: Box::new(snp),
         extra: Vec::new(),

@@ -118,7 +118,7 @@ pub fn launch(image: &LoadedImage, config: &LaunchConfig) -> Result<Vm, SetupErr
     }
     tdx.host.expect_evidence = config.expects_evidence();
     Ok(Vm {
-        vcpu,
+        vcpus: vec![vcpu],
         vm,
         platform: Box::new(tdx),
         extra: vec![reset],

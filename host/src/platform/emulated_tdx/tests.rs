@@ -92,6 +92,23 @@ fn vp_info_reports_the_gpa_width_attributes_and_vcpu() {
     assert_eq!(tdx.run.exits.get("tdcall"), Some(&1));
 }
 
+/// TDG.VP.INFO of a TD with several vCPUs: NUM_VCPUS and MAX_VCPUS are the number
+/// the host made, VCPU_INDEX the caller's.
+#[test]
+fn vp_info_reports_the_number_of_vcpus_and_the_callers_index() {
+    let mut tdx = td();
+    tdx.module.vcpus = 4;
+    for index in [0, 3] {
+        let mut vcpu = FakeVcpu::identity();
+        vcpu.index = index;
+        vcpu.regs.rax = leaf::VP_INFO;
+        assert_eq!(tdcall(&mut tdx, &mut vcpu), None);
+        assert_eq!(vcpu.regs.rax, status::SUCCESS);
+        assert_eq!(vcpu.regs.r8, (4 << 32) | 4);
+        assert_eq!(vcpu.regs.r9, u64::from(index));
+    }
+}
+
 #[test]
 fn unknown_tdcall_leaves_are_operand_invalid() {
     let mut tdx = td();

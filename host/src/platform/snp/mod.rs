@@ -102,7 +102,7 @@ impl Platform for Snp {
             certs: config.endorsements.clone(),
         };
         Ok(Vm {
-            vcpu,
+            vcpus: vec![vcpu],
             vm: ops.vm.vm,
             platform: Box::new(snp),
             extra: Vec::new(),

@@ -139,7 +139,7 @@ impl Platform for Tdx {
             get_quotes: 0,
         };
         Ok(Vm {
-            vcpu,
+            vcpus: vec![vcpu],
             vm: ops.vm.vm,
             platform: Box::new(tdx),
             extra: Vec::new(),
