@@ -104,12 +104,16 @@ pub fn launch(
     Ok((image, vm))
 }
 
-/// Run `vm`'s boot processor until the guest stops. When KVM or the host fails (not
-/// the guest), the error names `nacre host-check` for the platform.
+/// Run `vm`'s vCPUs, each on a host thread of its own, until the guest stops
+/// ([`vcpu::run`]). When KVM or the host fails (not the guest), the error names
+/// `nacre host-check` for the platform.
 pub fn run_vm(vm: &mut Vm) -> anyhow::Result<Stop> {
     let name = vm.platform.name();
-    vcpu::run(&mut vm.vcpus[0], 0, &mut *vm.platform).map_err(|e| {
-        let host = matches!(e, RunError::Kvm(_) | RunError::Memory(_));
+    vcpu::run(&mut vm.vcpus, &mut *vm.platform).map_err(|e| {
+        let host = matches!(
+            e,
+            RunError::Kvm(_) | RunError::Memory(_) | RunError::Thread(_)
+        );
         let e = anyhow::Error::from(e);
         if host {
             e.context(format!(

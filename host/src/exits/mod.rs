@@ -35,6 +35,9 @@ pub enum RunError {
     /// The profile (`NACRE_PROFILE`) could not be written.
     #[error("cannot write the profile")]
     Profile(#[source] std::io::Error),
+    /// A vCPU's host thread could not be started.
+    #[error("cannot start a vCPU thread")]
+    Thread(#[source] std::io::Error),
 }
 
 /// A VM exit, decoded from `kvm_run`. Exits whose answer goes back into `kvm_run`
