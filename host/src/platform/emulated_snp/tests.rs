@@ -986,3 +986,61 @@ fn the_first_exit_closes_the_boot_window() {
     // Closing twice is harmless; a range past RAM was clipped away, not an error.
     snp.close_boot_window().unwrap();
 }
+
+// ----- the launch (needs /dev/kvm) -------------------------------------------------------
+
+/// `--cpus 3`: three vCPUs with x2APIC ids 0, 1 and 2, all runnable, with the same
+/// CPUID and registers (the VMSA's), and the parameter page says three.
+#[test]
+fn a_launch_of_three_vcpus_starts_them_alike() {
+    use crate::platform::launch::LaunchConfig;
+    use kvm_bindings::{KVM_MAX_CPUID_ENTRIES, KVM_MP_STATE_RUNNABLE};
+    use nacre_loader::load_image;
+    use nacre_shared_abi::boot::host_cpus;
+    let files = crate::cli::package::file_tree("hello", &[]).unwrap();
+    let bytes =
+        crate::cli::package::build(crate::DEMO_APP, "hello", &[], &[], &files, 0, false).unwrap();
+    let image = load_image(&bytes, PlatformKind::Snp).unwrap();
+    let config = LaunchConfig {
+        cpus: 3,
+        ..LaunchConfig::new(image.min_memory.max(128 << 20))
+    };
+    let vm = <EmulatedSnp as Platform>::launch(&image, &config).expect("a launch");
+    assert_eq!(vm.vcpus.len(), 3);
+    let bsp = &vm.vcpus[0];
+    let regs = bsp.get_regs().unwrap();
+    let sregs = bsp.get_sregs().unwrap();
+    let cpuid = bsp.get_cpuid2(KVM_MAX_CPUID_ENTRIES).unwrap();
+    assert_eq!(regs.rip, image.vmsa.as_ref().unwrap().rip);
+    for (index, vcpu) in vm.vcpus.iter().enumerate() {
+        assert_eq!(vcpu.get_regs().unwrap(), regs, "vCPU {index}");
+        let s = vcpu.get_sregs().unwrap();
+        assert_eq!(
+            (s.cs, s.ds, s.ss, s.gdt, s.cr0, s.cr3, s.cr4, s.efer),
+            (
+                sregs.cs, sregs.ds, sregs.ss, sregs.gdt, sregs.cr0, sregs.cr3, sregs.cr4,
+                sregs.efer
+            ),
+            "vCPU {index}"
+        );
+        assert_eq!(
+            vcpu.get_cpuid2(KVM_MAX_CPUID_ENTRIES).unwrap().as_slice(),
+            cpuid.as_slice(),
+            "vCPU {index}"
+        );
+        assert_eq!(
+            vcpu.get_mp_state().unwrap().mp_state,
+            KVM_MP_STATE_RUNNABLE,
+            "vCPU {index}"
+        );
+        // The local APIC's ID register (xAPIC offset 0x20, id in bits 31:24).
+        let lapic = vcpu.get_lapic().unwrap();
+        assert_eq!(lapic.regs[0x23] as u8, index as u8, "vCPU {index}");
+    }
+    let mut page = [0u8; 4096];
+    vm.platform
+        .memory()
+        .read(image.param_gpa, &mut page)
+        .unwrap();
+    assert_eq!(host_cpus(&page), Ok(3));
+}
