@@ -2,7 +2,7 @@
 
 use super::{EXIT_GUEST_TERMINATED, EXIT_MEMORY_VIOLATION};
 use crate::exits::RunError;
-use crate::platform::launch::LaunchConfig;
+use crate::platform::launch::{Hostile, LaunchConfig};
 use crate::platform::{self, Registration, Stop, Vm};
 use crate::stats::Stats;
 use crate::vmm::vcpu;
@@ -130,11 +130,17 @@ pub fn launch(
 }
 
 /// Run `vm`'s vCPUs, each on a host thread of its own, until the guest stops
-/// ([`vcpu::run`]). When KVM or the host fails (not the guest), the error names
+/// ([`vcpu::run`]); under the hostile-host hook [`Hostile::ApNeverStarted`] only the
+/// boot processor. When KVM or the host fails (not the guest), the error names
 /// `nacre host-check` for the platform.
 pub fn run_vm(vm: &mut Vm) -> anyhow::Result<Stop> {
     let name = vm.platform.name();
-    vcpu::run(&mut vm.vcpus, &mut *vm.platform).map_err(|e| {
+    let running = if Hostile::from_env() == Some(Hostile::ApNeverStarted) {
+        vm.vcpus.len().min(1)
+    } else {
+        vm.vcpus.len()
+    };
+    vcpu::run(&mut vm.vcpus[..running], &mut *vm.platform).map_err(|e| {
         let host = matches!(
             e,
             RunError::Kvm(_) | RunError::Memory(_) | RunError::Thread(_)

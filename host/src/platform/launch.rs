@@ -312,12 +312,20 @@ pub enum Hostile {
     /// Hide the TSC-deadline timer from CPUID, so the guest has no timer to end
     /// time slices with.
     NoTimer,
+    /// Make every vCPU (`--cpus`) and report them all in the parameter page, but run
+    /// only the boot processor: the application processors never start.
+    ApNeverStarted,
 }
 
 impl Hostile {
     /// From the environment variable's value.
     pub fn from_env() -> Option<Self> {
-        match std::env::var("NACRE_TEST_HOSTILE").ok()?.as_str() {
+        Self::parse(&std::env::var("NACRE_TEST_HOSTILE").ok()?)
+    }
+
+    /// From a value of the environment variable, as docs/design.md lists them.
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
             "unvalidated-boot-info" => Some(Self::UnvalidatedBootInfo),
             "shared-param-page" => Some(Self::SharedParamPage),
             "pre-accepted-page" => Some(Self::PreAcceptedPage),
@@ -325,6 +333,7 @@ impl Hostile {
             "early-wake" => Some(Self::EarlyWake),
             "interrupt-storm" => Some(Self::InterruptStorm),
             "no-timer" => Some(Self::NoTimer),
+            "ap-never-started" => Some(Self::ApNeverStarted),
             _ => None,
         }
     }
@@ -411,6 +420,19 @@ pub fn test_hook(name: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hostile_hooks_are_named_as_the_design_lists_them() {
+        assert_eq!(
+            Hostile::parse("ap-never-started"),
+            Some(Hostile::ApNeverStarted)
+        );
+        assert_eq!(Hostile::parse("no-timer"), Some(Hostile::NoTimer));
+        assert_eq!(Hostile::parse("ap-never-started "), None);
+        assert_eq!(Hostile::ApNeverStarted.hostcall(), None);
+        let design = include_str!("../../../docs/design.md");
+        assert!(design.contains("`NACRE_TEST_HOSTILE=ap-never-started`"));
+    }
 
     #[test]
     fn runs_merge_consecutive_pages_whatever_the_order() {
