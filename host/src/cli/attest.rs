@@ -58,7 +58,14 @@ pub struct AttestArgs {
     /// Guest RAM, e.g. 256M (default: 256M or what the image needs).
     #[arg(long, value_parser = parse_size)]
     pub memory: Option<u64>,
-    #[arg(long, value_name = "N", value_parser = parse_cpus, default_value_t = 1, hide_default_value = true, help = CPUS_HELP)]
+    #[arg(
+        long,
+        value_name = "N",
+        value_parser = parse_cpus,
+        default_value_t = 1,
+        hide_default_value = true,
+        help = CPUS_HELP
+    )]
     pub cpus: u32,
     /// Print a summary as JSON on stdout.
     #[arg(long)]

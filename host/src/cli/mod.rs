@@ -54,6 +54,13 @@ pub enum Command {
 /// Arguments of `nacre demo`.
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
-    #[arg(long, value_name = "N", value_parser = run::parse_cpus, default_value_t = 1, hide_default_value = true, help = run::CPUS_HELP)]
+    #[arg(
+        long,
+        value_name = "N",
+        value_parser = run::parse_cpus,
+        default_value_t = 1,
+        hide_default_value = true,
+        help = run::CPUS_HELP
+    )]
     pub cpus: u32,
 }

@@ -35,7 +35,14 @@ pub struct RunArgs {
     /// Guest RAM, e.g. 256M or 4G (a multiple of 2 MiB). Default: 256M or what the image needs.
     #[arg(long, value_parser = parse_size)]
     pub memory: Option<u64>,
-    #[arg(long, value_name = "N", value_parser = parse_cpus, default_value_t = 1, hide_default_value = true, help = CPUS_HELP)]
+    #[arg(
+        long,
+        value_name = "N",
+        value_parser = parse_cpus,
+        default_value_t = 1,
+        hide_default_value = true,
+        help = CPUS_HELP
+    )]
     pub cpus: u32,
     /// Print counters (exits, page-state changes, validations, the app's syscalls and the
     /// unsupported ones) to stderr.

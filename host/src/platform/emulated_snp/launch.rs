@@ -239,8 +239,9 @@ fn setup_vcpu(
 
 /// CPUID of the emulated SNP guest's vCPUs: the emulated-SNP hypervisor signature, and
 /// leaf 0x8000_001F saying SEV, SEV-ES and SEV-SNP with the C-bit at `c_bit` (AMD APM
-/// vol. 3, E.4.17). The same for every vCPU, as the one CPUID page is (the leaves that
-/// carry an APIC id say 0: a vCPU reads its own from the x2APIC).
+/// vol. 3, E.4.17). The same for every vCPU, as the one CPUID page is: the APIC ids
+/// some leaves carry (KVM's supported values) are no vCPU's own; a vCPU reads its own
+/// from its x2APIC.
 fn snp_cpuid(kvm: &Kvm, c_bit: u8) -> Result<kvm_bindings::CpuId, SetupError> {
     let mut cpuid = kvm
         .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)

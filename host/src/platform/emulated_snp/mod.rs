@@ -151,11 +151,6 @@ impl EmulatedSnp {
         self.first_exits = vec![false; n];
     }
 
-    /// How many vCPUs this platform serves.
-    pub fn cpus(&self) -> u32 {
-        self.ghcb.len() as u32
-    }
-
     /// Open the shared view of `ranges` (clipped to RAM) until
     /// [`close_boot_window`](Self::close_boot_window).
     pub fn open_boot_window(

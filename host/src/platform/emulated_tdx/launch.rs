@@ -141,8 +141,9 @@ fn setup_vcpu(vcpu: &VcpuFd, cpuid: &kvm_bindings::CpuId, index: u32) -> Result<
 
 /// CPUID of a TD's vCPUs: the emulated-TDX hypervisor signature, and leaf 0x21
 /// spelling "IntelTDX    " in EBX, EDX, ECX as the TDX module reports it (Linux
-/// `arch/x86/coco/tdx/tdx.c`, `TDX_IDENT`); no SEV leaf. The same for every vCPU (the
-/// leaves that carry an APIC id say 0: a vCPU reads its own from the x2APIC).
+/// `arch/x86/coco/tdx/tdx.c`, `TDX_IDENT`); no SEV leaf. The same for every vCPU: the
+/// APIC ids some leaves carry (KVM's supported values) are no vCPU's own; a vCPU reads
+/// its own from its x2APIC.
 fn td_cpuid(kvm: &Kvm) -> Result<kvm_bindings::CpuId, SetupError> {
     let cpuid = kvm
         .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
