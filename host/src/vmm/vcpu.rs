@@ -241,11 +241,13 @@ impl Shared<'_> {
                 let run = run as *mut kvm_bindings::kvm_run;
                 // SAFETY: `run` is vCPU `index`'s kvm_run mapping, which its `VcpuFd`
                 // keeps mapped; `run` (the function) borrows the VcpuFds for longer than
-                // any thread can call this. The byte is written volatile because KVM
-                // and not this program reads it (at the next KVM_RUN); the owning thread
-                // never reads or writes it while threads run (KVM's api.rst,
-                // "immediate_exit": user space sets it to kick a vCPU, e.g. from a
-                // signal handler).
+                // any thread can call this, so the pointer is valid. The one byte is
+                // written volatile because KVM, not this program, reads it (at the next
+                // KVM_RUN); the owning thread never reads or writes that byte while the
+                // threads run (it decodes exits from other fields), so the write races
+                // with nothing. Writing it from another thread or a signal handler is
+                // how KVM means it to be used (Linux Documentation/virt/kvm/api.rst,
+                // "immediate_exit").
                 unsafe {
                     std::ptr::write_volatile(std::ptr::addr_of_mut!((*run).immediate_exit), 1)
                 };
