@@ -14,7 +14,7 @@ fn main() -> ExitCode {
         Command::Measure(a) => cli::measure::run(a).map(|()| 0),
         Command::Attest(a) => cli::attest::run(a).map(|()| 0),
         Command::Verify(a) => cli::verify::run(a),
-        Command::Demo => demo(start),
+        Command::Demo(a) => demo(a.cpus, start),
         Command::HostCheck(a) => cli::host_check::run(a),
     };
     match result {
@@ -26,15 +26,15 @@ fn main() -> ExitCode {
     }
 }
 
-fn demo(start: Instant) -> anyhow::Result<u8> {
+fn demo(cpus: u32, start: Instant) -> anyhow::Result<u8> {
     let dir = std::env::temp_dir().join(format!("nacre-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let result = demo_in(&dir, start);
+    let result = demo_in(&dir, cpus, start);
     let _ = std::fs::remove_dir_all(&dir);
     result
 }
 
-fn demo_in(dir: &std::path::Path, start: Instant) -> anyhow::Result<u8> {
+fn demo_in(dir: &std::path::Path, cpus: u32, start: Instant) -> anyhow::Result<u8> {
     let image_path = dir.join("hello.igvm");
     eprintln!(
         "nacre demo: 1/5 the bundled app is a static C program (tests/apps/hello.c, {} bytes)",
@@ -48,11 +48,17 @@ fn demo_in(dir: &std::path::Path, start: Instant) -> anyhow::Result<u8> {
         image_path.display(),
         image.len()
     );
-    eprintln!("nacre demo: 3/5 running it on emulated-snp with 256 MiB; its output follows");
+    let vcpus = if cpus == 1 {
+        String::new()
+    } else {
+        format!(" and {cpus} vCPUs")
+    };
+    eprintln!("nacre demo: 3/5 running it on emulated-snp with 256 MiB{vcpus}; its output follows");
     let args = cli::run::RunArgs {
         image: image_path.clone(),
         platform: nacre_host::platform::default_platform(),
         memory: None,
+        cpus,
         stats: true,
         stats_json: None,
         strict_memory: false,
@@ -77,6 +83,7 @@ fn demo_in(dir: &std::path::Path, start: Instant) -> anyhow::Result<u8> {
         nonce: nonce.clone(),
         output: evidence.clone(),
         memory: None,
+        cpus,
         json: false,
         snp_certs: None,
     })?;

@@ -46,6 +46,8 @@ impl RunCounters {
 /// All counters of one run.
 #[derive(Debug, Default, Clone)]
 pub struct Stats {
+    /// The VM's vCPUs (`--cpus`); the other counters are totals over all of them.
+    pub cpus: u32,
     /// Exits, hostcalls and unsupported syscalls.
     pub run: RunCounters,
     /// The platform's and its MMU's counters, in the order they print.
@@ -67,9 +69,11 @@ impl Stats {
     }
 
     /// As a flat JSON object with dotted keys; `exits`, `hostcalls`, `syscalls` and
-    /// `syscalls.unsupported` are objects; `syscalls.total` is their sum.
+    /// `syscalls.unsupported` are objects; `syscalls.total` is their sum; `cpus` is the
+    /// number of vCPUs.
     pub fn to_json(&self) -> serde_json::Value {
         let mut obj = serde_json::Map::new();
+        obj.insert("cpus".into(), self.cpus.into());
         obj.insert("exits".into(), serde_json::json!(self.run.exits));
         for (k, v) in &self.counters {
             obj.insert((*k).into(), (*v).into());
@@ -95,6 +99,7 @@ impl Stats {
     /// Human-readable summary.
     pub fn render(&self) -> String {
         let mut s = String::from("nacre run statistics\n");
+        s += &format!("  {:<28} {}\n", "cpus", self.cpus);
         s += &format!(
             "  {:<28} {:.3}\n  {:<28} {:.3}\n",
             "boot_ms", self.boot_ms, "run_ms", self.run_ms
@@ -154,6 +159,7 @@ mod tests {
     #[test]
     fn json_has_every_counter_and_the_maps() {
         let mut stats = Stats {
+            cpus: 4,
             counters: vec![("psc.calls", 3), ("tdp.faults", 7)],
             ..Stats::default()
         };
@@ -171,7 +177,9 @@ mod tests {
         assert!(v["syscalls.unsupported"]
             .as_object()
             .is_some_and(|m| m.is_empty()));
+        assert_eq!(v["cpus"], 4);
         assert_eq!(stats.get("tdp.faults"), Some(7));
         assert!(stats.render().contains("tdp.faults"));
+        assert!(stats.render().contains("cpus"));
     }
 }

@@ -2,7 +2,7 @@
 //! the launch bound to a nonce, and write that evidence with everything a verifier
 //! needs to check it.
 
-use super::run::{launch, parse_size, platform_arg, run_vm};
+use super::run::{launch, parse_cpus, parse_size, platform_arg, run_vm, CPUS_HELP};
 use crate::platform::{Registration, Stop};
 use anyhow::{bail, Context};
 use nacre_shared_abi::boot::HostRequest;
@@ -58,6 +58,15 @@ pub struct AttestArgs {
     /// Guest RAM, e.g. 256M (default: 256M or what the image needs).
     #[arg(long, value_parser = parse_size)]
     pub memory: Option<u64>,
+    #[arg(
+        long,
+        value_name = "N",
+        value_parser = parse_cpus,
+        default_value_t = 1,
+        hide_default_value = true,
+        help = CPUS_HELP
+    )]
+    pub cpus: u32,
     /// Print a summary as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -79,6 +88,7 @@ pub fn run(a: &AttestArgs) -> anyhow::Result<()> {
         &bytes,
         a.platform,
         a.memory,
+        a.cpus,
         Some(HostRequest::attest(report_data)),
         false,
         a.snp_certs.clone(),

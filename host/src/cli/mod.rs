@@ -46,7 +46,21 @@ pub enum Command {
     /// Verify an SEV-SNP attestation report or a TDX quote offline, check by check.
     Verify(verify::VerifyArgs),
     /// Package and run the bundled example app, printing each step.
-    Demo,
+    Demo(DemoArgs),
     /// Check whether this host can run each platform, check by check (exit 0: it can).
     HostCheck(host_check::HostCheckArgs),
+}
+
+/// Arguments of `nacre demo`.
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    #[arg(
+        long,
+        value_name = "N",
+        value_parser = run::parse_cpus,
+        default_value_t = 1,
+        hide_default_value = true,
+        help = run::CPUS_HELP
+    )]
+    pub cpus: u32,
 }

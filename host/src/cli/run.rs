@@ -2,12 +2,12 @@
 
 use super::{EXIT_GUEST_TERMINATED, EXIT_MEMORY_VIOLATION};
 use crate::exits::RunError;
-use crate::platform::launch::LaunchConfig;
+use crate::platform::launch::{Hostile, LaunchConfig};
 use crate::platform::{self, Registration, Stop, Vm};
 use crate::stats::Stats;
 use crate::vmm::vcpu;
 use anyhow::{bail, Context};
-use nacre_shared_abi::boot::HostRequest;
+use nacre_shared_abi::boot::{HostRequest, MAX_CPUS};
 use nacre_shared_abi::layout::{GUEST_MEMORY_ALIGN, MAX_GUEST_MEMORY, MIN_GUEST_MEMORY};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -35,6 +35,15 @@ pub struct RunArgs {
     /// Guest RAM, e.g. 256M or 4G (a multiple of 2 MiB). Default: 256M or what the image needs.
     #[arg(long, value_parser = parse_size)]
     pub memory: Option<u64>,
+    #[arg(
+        long,
+        value_name = "N",
+        value_parser = parse_cpus,
+        default_value_t = 1,
+        hide_default_value = true,
+        help = CPUS_HELP
+    )]
+    pub cpus: u32,
     /// Print counters (exits, page-state changes, validations, the app's syscalls and the
     /// unsupported ones) to stderr.
     #[arg(long)]
@@ -47,6 +56,27 @@ pub struct RunArgs {
     /// of converting the page as KVM lets a VMM do on a memory-fault exit.
     #[arg(long)]
     pub strict_memory: bool,
+}
+
+/// `--cpus` in `--help` (`nacre run`, `nacre attest`, `nacre demo`).
+pub const CPUS_HELP: &str = "Number of vCPUs, 1 to 16 (default 1). Each is a thread of nacre's \
+    on the host, and the guest runs the app's threads on all of them. On the snp and tdx \
+    hardware platforms only 1 is supported so far";
+
+const _: () = assert!(MAX_CPUS == 16, "CPUS_HELP names the range");
+
+/// Parse `--cpus`: 1 to [`MAX_CPUS`].
+pub fn parse_cpus(s: &str) -> Result<u32, String> {
+    let range = || format!("the number of vCPUs must be 1 to {MAX_CPUS}");
+    let n: u32 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number; {}", range()))?;
+    if (1..=MAX_CPUS).contains(&n) {
+        Ok(n)
+    } else {
+        Err(format!("{n} vCPUs: {}", range()))
+    }
 }
 
 /// Parse `128M`, `4G`, `512MiB`, `1073741824`.
@@ -70,13 +100,14 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 }
 
 /// Load an image and launch its VM on `platform` with `memory` bytes of RAM (default:
-/// [`DEFAULT_MEMORY`] or what the image needs), with the host's `request` in the
-/// parameter page and `endorsements` where the platform finds what endorses its
-/// evidence (see [`LaunchConfig::endorsements`]).
+/// [`DEFAULT_MEMORY`] or what the image needs) and `cpus` vCPUs, with the host's
+/// `request` in the parameter page and `endorsements` where the platform finds what
+/// endorses its evidence (see [`LaunchConfig::endorsements`]).
 pub fn launch(
     bytes: &[u8],
     platform: &Registration,
     memory: Option<u64>,
+    cpus: u32,
     request: Option<HostRequest>,
     strict_memory: bool,
     endorsements: Option<PathBuf>,
@@ -96,6 +127,7 @@ pub fn launch(
     }
     let config = LaunchConfig {
         memory,
+        cpus,
         request,
         strict_memory,
         endorsements,
@@ -104,12 +136,22 @@ pub fn launch(
     Ok((image, vm))
 }
 
-/// Run `vm`'s boot processor until the guest stops. When KVM or the host fails (not
-/// the guest), the error names `nacre host-check` for the platform.
+/// Run `vm`'s vCPUs, each on a host thread of its own, until the guest stops
+/// ([`vcpu::run`]); under the hostile-host hook [`Hostile::ApNeverStarted`] only the
+/// boot processor. When KVM or the host fails (not the guest), the error names
+/// `nacre host-check` for the platform.
 pub fn run_vm(vm: &mut Vm) -> anyhow::Result<Stop> {
     let name = vm.platform.name();
-    vcpu::run(&mut vm.vcpu, 0, &mut *vm.platform).map_err(|e| {
-        let host = matches!(e, RunError::Kvm(_) | RunError::Memory(_));
+    let running = if Hostile::from_env() == Some(Hostile::ApNeverStarted) {
+        vm.vcpus.len().min(1)
+    } else {
+        vm.vcpus.len()
+    };
+    vcpu::run(&mut vm.vcpus[..running], &mut *vm.platform).map_err(|e| {
+        let host = matches!(
+            e,
+            RunError::Kvm(_) | RunError::Memory(_) | RunError::Thread(_)
+        );
         let e = anyhow::Error::from(e);
         if host {
             e.context(format!(
@@ -125,6 +167,7 @@ pub fn run_vm(vm: &mut Vm) -> anyhow::Result<Stop> {
 /// The counters of a run that started at `start`.
 pub fn stats(vm: &mut Vm, start: Instant) -> Stats {
     let mut stats = Stats {
+        cpus: vm.vcpus.len() as u32,
         run: vm.platform.run_counters().clone(),
         counters: vm.platform.counters(),
         ..Stats::default()
@@ -150,7 +193,15 @@ pub fn run(a: &RunArgs, start: Instant) -> anyhow::Result<u8> {
 
 /// Run image bytes.
 pub fn run_bytes(bytes: &[u8], a: &RunArgs, start: Instant) -> anyhow::Result<u8> {
-    let (_, mut vm) = launch(bytes, a.platform, a.memory, None, a.strict_memory, None)?;
+    let (_, mut vm) = launch(
+        bytes,
+        a.platform,
+        a.memory,
+        a.cpus,
+        None,
+        a.strict_memory,
+        None,
+    )?;
     let result = run_vm(&mut vm);
     let stats = stats(&mut vm, start);
     if a.stats {
@@ -223,5 +274,64 @@ pub fn reason(set: u8, code: u8) -> &'static str {
         (3, 18) => "the platform gave no attestation evidence",
         (3, 0xFE) => "firmware bug",
         _ => "unknown reason",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+
+    fn cpus_of(args: &[&str]) -> Result<u32, String> {
+        let cli = Cli::try_parse_from(args).map_err(|e| e.to_string())?;
+        Ok(match cli.command {
+            Command::Run(a) => a.cpus,
+            Command::Attest(a) => a.cpus,
+            Command::Demo(a) => a.cpus,
+            other => panic!("{other:?}"),
+        })
+    }
+
+    #[test]
+    fn cpus_default_to_one_and_take_one_to_max_cpus() {
+        assert_eq!(cpus_of(&["nacre", "run", "x.igvm"]), Ok(1));
+        assert_eq!(cpus_of(&["nacre", "run", "x.igvm", "--cpus", "4"]), Ok(4));
+        assert_eq!(
+            cpus_of(&["nacre", "attest", "x.igvm", "--nonce", "00", "-o", "e.json"]),
+            Ok(1)
+        );
+        assert_eq!(
+            cpus_of(&[
+                "nacre", "attest", "x.igvm", "--nonce", "00", "-o", "e.json", "--cpus", "16"
+            ]),
+            Ok(16)
+        );
+        assert_eq!(cpus_of(&["nacre", "demo"]), Ok(1));
+        assert_eq!(cpus_of(&["nacre", "demo", "--cpus", "2"]), Ok(2));
+        assert_eq!(parse_cpus("1"), Ok(1));
+        assert_eq!(parse_cpus(&MAX_CPUS.to_string()), Ok(MAX_CPUS));
+    }
+
+    #[test]
+    fn cpus_outside_the_range_are_refused_naming_it() {
+        for bad in ["0", "17", "-1", "two", "", "99999999999"] {
+            let e = parse_cpus(bad).unwrap_err();
+            assert!(e.contains("1 to 16"), "{bad:?}: {e}");
+            let arg = format!("--cpus={bad}");
+            let e = cpus_of(&["nacre", "run", "x.igvm", &arg]).unwrap_err();
+            assert!(e.contains("1 to 16"), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn cpus_help_says_what_it_does_and_the_default() {
+        let help = CPUS_HELP;
+        assert!(help.contains("default 1"), "{help}");
+        assert!(help.contains("1 to 16"), "{help}");
+        assert!(
+            help.contains("snp and tdx hardware platforms only 1"),
+            "{help}"
+        );
     }
 }

@@ -35,6 +35,9 @@ pub enum RunError {
     /// The profile (`NACRE_PROFILE`) could not be written.
     #[error("cannot write the profile")]
     Profile(#[source] std::io::Error),
+    /// A vCPU's host thread could not be started.
+    #[error("cannot start a vCPU thread")]
+    Thread(#[source] std::io::Error),
 }
 
 /// A VM exit, decoded from `kvm_run`. Exits whose answer goes back into `kvm_run`
@@ -229,7 +232,7 @@ pub fn handle_exit(
     vcpu: &mut dyn Vcpu,
     exit: Exit<'_>,
 ) -> Result<Option<Stop>, RunError> {
-    platform.exited()?;
+    platform.exited(vcpu.index())?;
     match exit {
         Exit::Doorbell(bell) => {
             platform.run_counters().exit("io");

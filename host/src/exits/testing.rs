@@ -13,6 +13,8 @@ pub(crate) struct FakeVcpu {
     pub walk: Box<dyn Fn(u64) -> Option<u64>>,
     /// Exceptions injected, in order.
     pub injected: Vec<u8>,
+    /// The vCPU's index (0, the boot processor, unless a test says otherwise).
+    pub index: u32,
 }
 
 impl FakeVcpu {
@@ -27,13 +29,14 @@ impl FakeVcpu {
             regs: kvm_regs::default(),
             walk: Box::new(walk),
             injected: Vec::new(),
+            index: 0,
         }
     }
 }
 
 impl Vcpu for FakeVcpu {
     fn index(&self) -> u32 {
-        0
+        self.index
     }
     fn regs(&self) -> Result<kvm_regs, RunError> {
         Ok(self.regs)

@@ -8,7 +8,8 @@ use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use nacre_loader::LoadedImage;
 use nacre_shared_abi::boot::{
-    HostRequest, MemoryMapEntry, HOST_REQUEST_ATTEST, HOST_REQUEST_OFFSET, MEMORY_MAP_TYPE_MEMORY,
+    set_host_cpus, HostRequest, MemoryMapEntry, HOST_REQUEST_ATTEST, HOST_REQUEST_OFFSET, MAX_CPUS,
+    MEMORY_MAP_TYPE_MEMORY,
 };
 use nacre_shared_abi::layout::{align_up, PAGE_SIZE_2M, PAGE_SIZE_4K};
 use zerocopy::IntoBytes;
@@ -69,6 +70,9 @@ pub fn ioctl(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> SetupError
 pub struct LaunchConfig {
     /// Guest RAM in bytes.
     pub memory: u64,
+    /// vCPUs (`--cpus`): 1 to [`MAX_CPUS`], all made at launch and reported in the
+    /// parameter page.
+    pub cpus: u32,
     /// The host's request of this boot (`nacre attest`), in the parameter page.
     pub request: Option<HostRequest>,
     /// `--strict-memory`.
@@ -79,6 +83,19 @@ pub struct LaunchConfig {
 }
 
 impl LaunchConfig {
+    /// A launch with `memory` bytes of RAM and everything else as `nacre run` has it
+    /// by default: one vCPU, no request, conversions allowed, endorsements from the
+    /// platform's default place.
+    pub fn new(memory: u64) -> Self {
+        Self {
+            memory,
+            cpus: 1,
+            request: None,
+            strict_memory: false,
+            endorsements: None,
+        }
+    }
+
     /// Whether the host asked this boot for attestation evidence.
     pub fn expects_evidence(&self) -> bool {
         self.request
@@ -181,15 +198,57 @@ pub fn vm_with_ram(
     Ok((kvm, vm, mem))
 }
 
+/// Refuse a vCPU count outside 1 to [`MAX_CPUS`] (the firmware's limit).
+pub fn check_cpus(cpus: u32) -> Result<(), SetupError> {
+    if (1..=MAX_CPUS).contains(&cpus) {
+        Ok(())
+    } else {
+        Err(SetupError::Image(format!(
+            "{cpus} vCPUs asked for: a guest has 1 to {MAX_CPUS} (--cpus)"
+        )))
+    }
+}
+
+/// `KVM_MP_STATE_RUNNABLE` (`include/uapi/linux/kvm.h`): a vCPU that runs when
+/// `KVM_RUN` is called, rather than waiting for INIT and SIPI.
+const MP_STATE_RUNNABLE: u32 = kvm_bindings::KVM_MP_STATE_RUNNABLE;
+const _: () = assert!(MP_STATE_RUNNABLE == 0);
+
+/// Make `cpus` vCPUs of `vm` with KVM ids (and so x2APIC ids) 0 to `cpus - 1`, each
+/// set up by `setup(vcpu, index)`. vCPU 0 is the boot processor; KVM makes the others
+/// wait for INIT and SIPI where the local APIC is its own (the split irqchip), so they
+/// are made runnable: every vCPU starts where `setup` puts it, and the firmware sorts
+/// out which one boots.
+pub fn create_vcpus(
+    vm: &VmFd,
+    cpus: u32,
+    mut setup: impl FnMut(&VcpuFd, u32) -> Result<(), SetupError>,
+) -> Result<Vec<VcpuFd>, SetupError> {
+    check_cpus(cpus)?;
+    (0..cpus)
+        .map(|index| {
+            let vcpu = vm.create_vcpu(u64::from(index)).map_err(ioctl("a vCPU"))?;
+            setup(&vcpu, index)?;
+            if index > 0 {
+                vcpu.set_mp_state(kvm_bindings::kvm_mp_state {
+                    mp_state: MP_STATE_RUNNABLE,
+                })
+                .map_err(ioctl("KVM_SET_MP_STATE of an application processor"))?;
+            }
+            Ok(vcpu)
+        })
+        .collect()
+}
+
 /// The vCPU's TSC frequency in kHz, which the guest's clocks count in (0 if KVM does
 /// not say; the guest then falls back to its own default).
 pub fn tsc_khz(vcpu: &VcpuFd) -> u64 {
     vcpu.get_tsc_khz().map_or(0, u64::from)
 }
 
-/// The host parameter page: a memory map with one RAM entry, and the host's request
-/// of this boot, if any.
-pub fn parameter_page(memory: u64, request: Option<HostRequest>) -> [u8; 4096] {
+/// The host parameter page: a memory map with one RAM entry, the host's request of
+/// this boot, if any, and the number of vCPUs (written whatever it is, one too).
+pub fn parameter_page(memory: u64, request: Option<HostRequest>, cpus: u32) -> [u8; 4096] {
     let map = [
         MemoryMapEntry {
             starting_gpa_page_number: 0,
@@ -211,6 +270,7 @@ pub fn parameter_page(memory: u64, request: Option<HostRequest>) -> [u8; 4096] {
     if let Some(r) = request {
         param[HOST_REQUEST_OFFSET..HOST_REQUEST_OFFSET + 128].copy_from_slice(r.as_bytes());
     }
+    set_host_cpus(&mut param, cpus);
     param
 }
 
@@ -252,12 +312,20 @@ pub enum Hostile {
     /// Hide the TSC-deadline timer from CPUID, so the guest has no timer to end
     /// time slices with.
     NoTimer,
+    /// Make every vCPU (`--cpus`) and report them all in the parameter page, but run
+    /// only the boot processor: the application processors never start.
+    ApNeverStarted,
 }
 
 impl Hostile {
     /// From the environment variable's value.
     pub fn from_env() -> Option<Self> {
-        match std::env::var("NACRE_TEST_HOSTILE").ok()?.as_str() {
+        Self::parse(&std::env::var("NACRE_TEST_HOSTILE").ok()?)
+    }
+
+    /// From a value of the environment variable, as docs/design.md lists them.
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
             "unvalidated-boot-info" => Some(Self::UnvalidatedBootInfo),
             "shared-param-page" => Some(Self::SharedParamPage),
             "pre-accepted-page" => Some(Self::PreAcceptedPage),
@@ -265,6 +333,7 @@ impl Hostile {
             "early-wake" => Some(Self::EarlyWake),
             "interrupt-storm" => Some(Self::InterruptStorm),
             "no-timer" => Some(Self::NoTimer),
+            "ap-never-started" => Some(Self::ApNeverStarted),
             _ => None,
         }
     }
@@ -353,6 +422,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn hostile_hooks_are_named_as_the_design_lists_them() {
+        assert_eq!(
+            Hostile::parse("ap-never-started"),
+            Some(Hostile::ApNeverStarted)
+        );
+        assert_eq!(Hostile::parse("no-timer"), Some(Hostile::NoTimer));
+        assert_eq!(Hostile::parse("ap-never-started "), None);
+        assert_eq!(Hostile::ApNeverStarted.hostcall(), None);
+        let design = include_str!("../../../docs/design.md");
+        assert!(design.contains("`NACRE_TEST_HOSTILE=ap-never-started`"));
+    }
+
+    #[test]
     fn runs_merge_consecutive_pages_whatever_the_order() {
         assert_eq!(runs(vec![5, 1, 2, 3, 9, 2]), vec![(1, 3), (5, 1), (9, 1)]);
         assert_eq!(runs(Vec::new()), Vec::<(u64, u64)>::new());
@@ -360,11 +442,47 @@ mod tests {
 
     #[test]
     fn the_parameter_page_maps_all_of_ram_and_carries_the_request() {
-        let page = parameter_page(64 << 20, None);
+        let page = parameter_page(64 << 20, None, 1);
         let pages = u64::from_le_bytes(page[8..16].try_into().unwrap());
         assert_eq!(pages, (64 << 20) / PAGE_SIZE_4K);
-        assert!(page[HOST_REQUEST_OFFSET..].iter().all(|&b| b == 0));
-        let with = parameter_page(64 << 20, Some(HostRequest::attest([7; 64])));
-        assert_ne!(with[HOST_REQUEST_OFFSET..], page[HOST_REQUEST_OFFSET..]);
+        assert_eq!(HostRequest::parse(&page), Ok(None));
+        let with = parameter_page(64 << 20, Some(HostRequest::attest([7; 64])), 1);
+        assert_eq!(
+            HostRequest::parse(&with),
+            Ok(Some(HostRequest::attest([7; 64])))
+        );
+    }
+
+    #[test]
+    fn the_parameter_page_always_carries_the_vcpu_count() {
+        use nacre_shared_abi::boot::{host_cpus, HOST_CPUS_OFFSET};
+        // One vCPU is written too, not left as the "none said" zero.
+        let one = parameter_page(64 << 20, None, 1);
+        assert_eq!(
+            one[HOST_CPUS_OFFSET..HOST_CPUS_OFFSET + 4],
+            1u32.to_le_bytes()
+        );
+        assert_eq!(host_cpus(&one), Ok(1));
+        let four = parameter_page(64 << 20, Some(HostRequest::attest([7; 64])), 4);
+        assert_eq!(host_cpus(&four), Ok(4));
+        assert_eq!(
+            HostRequest::parse(&four),
+            Ok(Some(HostRequest::attest([7; 64]))),
+            "the count leaves the request alone"
+        );
+        assert_eq!(
+            host_cpus(&parameter_page(64 << 20, None, MAX_CPUS)),
+            Ok(MAX_CPUS)
+        );
+    }
+
+    #[test]
+    fn vcpu_counts_outside_one_to_max_cpus_are_refused() {
+        assert!(check_cpus(1).is_ok());
+        assert!(check_cpus(MAX_CPUS).is_ok());
+        for cpus in [0, MAX_CPUS + 1, u32::MAX] {
+            let e = check_cpus(cpus).unwrap_err().to_string();
+            assert!(e.contains(&format!("1 to {MAX_CPUS}")), "{e}");
+        }
     }
 }

@@ -86,9 +86,10 @@ pub trait Platform: Send + std::fmt::Debug {
     where
         Self: Sized;
 
-    /// Called once for every exit, before it is handled: what the emulated platforms
-    /// emulate only until the guest's first exit ends here.
-    fn exited(&mut self) -> Result<(), RunError> {
+    /// Called once for every exit of vCPU `vcpu`, before it is handled: what the
+    /// emulated platforms emulate only until every vCPU's first exit ends here.
+    fn exited(&mut self, vcpu: u32) -> Result<(), RunError> {
+        let _ = vcpu;
         Ok(())
     }
 
@@ -221,8 +222,9 @@ pub trait Platform: Send + std::fmt::Debug {
 /// A VM ready to run: its KVM objects and the platform that serves it.
 #[derive(Debug)]
 pub struct Vm {
-    /// The boot processor.
-    pub vcpu: VcpuFd,
+    /// Its vCPUs, vCPU `i` (KVM id and x2APIC id `i`) at index `i`: the boot processor
+    /// first. Never empty.
+    pub vcpus: Vec<VcpuFd>,
     /// Keeps the VM alive (dropped before the memory it maps: field order).
     pub vm: VmFd,
     /// The platform, which owns guest RAM.

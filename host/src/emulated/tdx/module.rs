@@ -39,6 +39,9 @@ pub struct EmulatedTdxModule {
     pub mrtd_final: Option<[u8; 48]>,
     /// The report MAC key, shared with the quoting enclave that checks it.
     pub report_key: Arc<TdxReportKey>,
+    /// The TD's vCPUs (TDG.VP.INFO's NUM_VCPUS and MAX_VCPUS): the host makes them
+    /// all at launch, and the TD can have no more.
+    pub vcpus: u32,
 }
 
 impl EmulatedTdxModule {
@@ -50,6 +53,7 @@ impl EmulatedTdxModule {
             mrtd: Mrtd::new(),
             mrtd_final: None,
             report_key: Arc::new(TdxReportKey::generate()?),
+            vcpus: 1,
         })
     }
 
@@ -93,12 +97,15 @@ fn xfam() -> u64 {
 }
 
 impl TdxModule for EmulatedTdxModule {
+    /// NUM_VCPUS counts the vCPUs that are initialized (the host initializes every one
+    /// at launch) and MAX_VCPUS is the TD's limit, which the host sets to the number it
+    /// makes; VCPU_INDEX is the caller's (Intel TDX module ABI, TDG.VP.INFO leaf).
     fn vp_info(&self, vcpu: u32) -> VpInfo {
         VpInfo {
             gpaw: self.gpaw,
             attributes: self.attributes,
-            num_vcpus: 1,
-            max_vcpus: 1,
+            num_vcpus: self.vcpus,
+            max_vcpus: self.vcpus,
             vcpu_index: vcpu,
         }
     }

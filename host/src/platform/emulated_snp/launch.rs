@@ -1,18 +1,30 @@
 //! Launching an `emulated-snp` VM: guest RAM with the shared view at GPA 0 and the
 //! private view at the C-bit (47, or the host's choice: [`C_BIT_VAR`]), every launch
 //! page added and measured by the emulated security processor (SNP_LAUNCH_UPDATE), the
-//! CPUID page filled from the vCPU's CPUID, the host parameter page, CPUID saying
-//! "SEV-SNP", MSR exits for SEV_STATUS and the GHCB MSR, and the boot processor's
-//! state from the image's VMSA (SNP_LAUNCH_FINISH checks the measurement).
+//! CPUID page filled from the vCPUs' CPUID, the host parameter page (with the number of
+//! vCPUs), CPUID saying "SEV-SNP", MSR exits for SEV_STATUS and the GHCB MSR, and
+//! every vCPU (`--cpus`) in the state of the image's VMSA (SNP_LAUNCH_FINISH checks the
+//! measurement of that VMSA, the boot processor's).
 //!
-//! The BSP starts with paging off, and on SEV-SNP every access is then private (AMD
+//! Every vCPU is set up alike ([`setup_vcpu`]: the same CPUID, which the one CPUID page
+//! reports to all, and the same registers) and starts at the firmware's entry, which
+//! sorts out which one boots; only its x2APIC id (its index, KVM's default) tells a
+//! vCPU apart.
+//!
+//! Each vCPU starts with paging off, and on SEV-SNP every access is then private (AMD
 //! APM vol. 2, 15.34.5). A plain VM has no such mode: its accesses without the C-bit
 //! go to the shared view. So the launch opens the shared view of the few pages the
 //! firmware's entry code touches before it sets the C-bit (the CPUID page, the
-//! initial page tables and the page it runs from), and the first exit closes them
-//! again ([`EmulatedSnp::close_boot_window`]), before the guest can have asked for any
-//! page-state change. Those pages show the same bytes through both views (one memfd),
-//! so the entry code sees exactly what a private access would.
+//! initial page tables and the page it runs from), and the exit that is the last
+//! vCPU's first closes them again ([`EmulatedSnp::close_boot_window`]). With one vCPU
+//! that is before the guest can have asked for any page-state change; with more, the
+//! boot processor may be further on while an application processor is still in the
+//! entry code. The pages in the window are the firmware's own measured pages, which it
+//! never converts, and the host MMU never maps them shared (a shared mapping covers
+//! only shared pages), so nothing closes their shared view early. Those pages show the
+//! same bytes through both views (one memfd), so the entry code sees exactly what a
+//! private access would. A vCPU that never exits keeps the window open; the guest's
+//! own view of it is still the bytes it measured.
 
 use super::EmulatedSnp;
 use crate::emulated::snp::keys::{self, EmulatedSnpKeys};
@@ -20,13 +32,12 @@ use crate::emulated::snp::sp::{EmulatedSecurityProcessor, EmulatedSp, ReportSign
 use crate::emulated::LazyKeys;
 use crate::mmu::attributes::Kind;
 use crate::platform::launch::{
-    hostile_cpuid, ioctl, parameter_page, runs, start_interrupt_storm, test_hook, tsc_khz,
-    vm_with_ram, Hostile, LaunchConfig, SetupError,
+    check_cpus, create_vcpus, hostile_cpuid, ioctl, parameter_page, runs, start_interrupt_storm,
+    test_hook, tsc_khz, vm_with_ram, Hostile, LaunchConfig, SetupError,
 };
 use crate::platform::snp_state::{cpuid_page, BspState};
 use crate::platform::Vm;
 use crate::vmm::memory::View;
-use igvm::snp_defs::SevVmsa;
 use kvm_bindings::{kvm_enable_cap, KVM_MAX_CPUID_ENTRIES};
 use kvm_ioctls::{
     Cap, Kvm, MsrExitReason, MsrFilterDefaultAction, MsrFilterRange, MsrFilterRangeFlags, VcpuFd,
@@ -78,6 +89,7 @@ pub fn c_bit_setting(memory: u64) -> Result<u8, SetupError> {
 
 /// Launch `image` on `emulated-snp`.
 pub fn launch(image: &LoadedImage, config: &LaunchConfig) -> Result<Vm, SetupError> {
+    check_cpus(config.cpus)?;
     let hostile = Hostile::from_env();
     let c_bit = c_bit_setting(config.memory)?;
     let (kvm, vm, mem) = vm_with_ram(
@@ -85,6 +97,7 @@ pub fn launch(image: &LoadedImage, config: &LaunchConfig) -> Result<Vm, SetupErr
         [(View::Shared, 0), (View::Private, 1u64 << c_bit)],
     )?;
     let mut snp = EmulatedSnp::new(mem);
+    snp.set_cpus(config.cpus);
     snp.c_bit = c_bit;
     snp.strict_memory = config.strict_memory;
     snp.psc_budget = test_hook("NACRE_TEST_PSC_BUDGET").and_then(|b| usize::try_from(b).ok());
@@ -95,10 +108,9 @@ pub fn launch(image: &LoadedImage, config: &LaunchConfig) -> Result<Vm, SetupErr
     })?;
     // SNP_LAUNCH_START with the image's guest policy.
     sp.set_policy(image.guest_policy);
-    // The vCPU's CPUID, which the CPUID page reports.
+    // The vCPUs' CPUID, which the CPUID page reports.
     enable_msr_exits(&vm)?;
-    let vcpu = vm.create_vcpu(0).map_err(ioctl("a vCPU"))?;
-    let cpuid = set_cpuid(&kvm, &vcpu, snp.c_bit)?;
+    let cpuid = snp_cpuid(&kvm, snp.c_bit)?;
 
     // Launch pages: contents, then assigned + validated (LAUNCH_UPDATE's result), each
     // measured by the emulated security processor as it is added.
@@ -120,7 +132,7 @@ pub fn launch(image: &LoadedImage, config: &LaunchConfig) -> Result<Vm, SetupErr
             .map_err(|e| SetupError::Image(format!("page {gpa:#x} cannot be placed: {e:?}")))?;
     }
     // The host parameter page: the memory map, inserted unmeasured.
-    let param_page = parameter_page(config.memory, config.request);
+    let param_page = parameter_page(config.memory, config.request, config.cpus);
     snp.mem.write(image.param_gpa, &param_page)?;
     let mut launched: Vec<u64> = image.pages.iter().map(|p| p.gpa / PAGE_SIZE_4K).collect();
     if hostile == Some(Hostile::SharedParamPage) {
@@ -177,16 +189,17 @@ pub fn launch(image: &LoadedImage, config: &LaunchConfig) -> Result<Vm, SetupErr
             }),
         ),
     });
-    set_initial_state(&vcpu, vmsa)?;
+    let state = BspState::from_vmsa(vmsa).map_err(SetupError::Image)?;
+    let vcpus = create_vcpus(&vm, config.cpus, |vcpu, _| setup_vcpu(vcpu, &cpuid, &state))?;
     snp.open_boot_window(boot_window(vmsa.rip))?;
-    snp.host.tsc_khz = tsc_khz(&vcpu);
+    snp.host.tsc_khz = tsc_khz(&vcpus[0]);
     snp.host.hostile = hostile.and_then(Hostile::hostcall);
     snp.host.expect_evidence = config.expects_evidence();
     if hostile == Some(Hostile::InterruptStorm) {
         start_interrupt_storm(&vm)?;
     }
     Ok(Vm {
-        vcpu,
+        vcpus,
         vm,
         platform: Box::new(snp),
         extra: Vec::new(),
@@ -213,10 +226,23 @@ fn enable_msr_exits(vm: &VmFd) -> Result<(), SetupError> {
         .map_err(ioctl("the MSR filter"))
 }
 
-/// CPUID of the emulated SNP guest: the emulated-SNP hypervisor signature, and leaf
-/// 0x8000_001F saying SEV, SEV-ES and SEV-SNP with the C-bit at `c_bit` (AMD APM
-/// vol. 3, E.4.17). Returns what it set.
-fn set_cpuid(kvm: &Kvm, vcpu: &VcpuFd, c_bit: u8) -> Result<kvm_bindings::CpuId, SetupError> {
+/// One vCPU of the emulated SNP guest, whichever it is: `cpuid` and the registers of
+/// the image's VMSA (`state`).
+fn setup_vcpu(
+    vcpu: &VcpuFd,
+    cpuid: &kvm_bindings::CpuId,
+    state: &BspState,
+) -> Result<(), SetupError> {
+    vcpu.set_cpuid2(cpuid).map_err(ioctl("KVM_SET_CPUID2"))?;
+    set_initial_state(vcpu, state)
+}
+
+/// CPUID of the emulated SNP guest's vCPUs: the emulated-SNP hypervisor signature, and
+/// leaf 0x8000_001F saying SEV, SEV-ES and SEV-SNP with the C-bit at `c_bit` (AMD APM
+/// vol. 3, E.4.17). The same for every vCPU, as the one CPUID page is: the APIC ids
+/// some leaves carry (KVM's supported values) are no vCPU's own; a vCPU reads its own
+/// from its x2APIC.
+fn snp_cpuid(kvm: &Kvm, c_bit: u8) -> Result<kvm_bindings::CpuId, SetupError> {
     let mut cpuid = kvm
         .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
         .map_err(ioctl("KVM_GET_SUPPORTED_CPUID"))?;
@@ -264,7 +290,6 @@ fn set_cpuid(kvm: &Kvm, vcpu: &VcpuFd, c_bit: u8) -> Result<kvm_bindings::CpuId,
             .map_err(|_| SetupError::Image("too many CPUID entries".into()))?;
     }
     hostile_cpuid(cpuid.as_mut_slice());
-    vcpu.set_cpuid2(&cpuid).map_err(ioctl("KVM_SET_CPUID2"))?;
     Ok(cpuid)
 }
 
@@ -279,11 +304,11 @@ fn boot_window(rip: u64) -> [(u64, u64); 3] {
     ]
 }
 
-/// The boot processor's state from the VMSA the image measured: the registers KVM would
-/// build that VMSA from on hardware ([`BspState`]), general-purpose ones included.
-/// EFER.SVME and the SEV features mean nothing to a plain VM and are left out.
-fn set_initial_state(vcpu: &VcpuFd, v: &SevVmsa) -> Result<(), SetupError> {
-    let state = BspState::from_vmsa(v).map_err(SetupError::Image)?;
+/// A vCPU's state from the VMSA the image measured (the boot processor's): the
+/// registers KVM would build that VMSA from on hardware ([`BspState`]),
+/// general-purpose ones included. EFER.SVME and the SEV features mean nothing to a
+/// plain VM and are left out.
+fn set_initial_state(vcpu: &VcpuFd, state: &BspState) -> Result<(), SetupError> {
     let mut sregs = vcpu.get_sregs().map_err(ioctl("KVM_GET_SREGS"))?;
     state.apply_sregs(&mut sregs);
     vcpu.set_sregs(&sregs).map_err(ioctl("KVM_SET_SREGS"))?;

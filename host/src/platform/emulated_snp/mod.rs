@@ -99,8 +99,10 @@ pub struct EmulatedSnp {
     /// `--strict-memory`: an access through the wrong view stops the guest instead of
     /// converting the page.
     pub strict_memory: bool,
-    /// The boot processor's GHCB.
-    pub ghcb: GhcbState,
+    /// Each vCPU's GHCB MSR and registered GHCB, at the vCPU's index (the hardware
+    /// keeps the GHCB MSR per vCPU, and the GHCB specification has each vCPU register
+    /// a GHCB of its own).
+    pub ghcb: Vec<GhcbState>,
     /// Exits, hostcalls.
     pub run: RunCounters,
     /// Page-state changes, validations, guest requests.
@@ -111,13 +113,16 @@ pub struct EmulatedSnp {
     pub host: HostcallHost,
     /// The emulated security processor, once the launch made it.
     pub sp: Option<EmulatedSecurityProcessor>,
-    /// The launch pages whose shared view is open until the first exit, as (GPA,
-    /// length) ranges (`launch.rs`: the entry code runs with paging off).
+    /// The launch pages whose shared view is open until every vCPU's first exit, as
+    /// (GPA, length) ranges (`launch.rs`: the entry code runs with paging off).
     boot_window: Vec<(u64, u64)>,
+    /// Which vCPUs have made their first exit, at the vCPU's index: the boot window
+    /// closes once all have.
+    first_exits: Vec<bool>,
 }
 
 impl EmulatedSnp {
-    /// Platform state over `mem`, every page hypervisor-owned.
+    /// Platform state over `mem` for one vCPU, every page hypervisor-owned.
     pub fn new(mem: GuestMemory) -> Self {
         let pages = mem.size() / PAGE_SIZE_4K;
         Self {
@@ -127,14 +132,23 @@ impl EmulatedSnp {
             mmu: SnpMmu::new(pages, Level::L1G),
             c_bit: EMULATED_SNP_C_BIT as u8,
             strict_memory: false,
-            ghcb: GhcbState::default(),
+            ghcb: vec![GhcbState::default()],
             run: RunCounters::default(),
             counters: SnpCounters::default(),
             psc_budget: None,
             host: HostcallHost::default(),
             sp: None,
             boot_window: Vec::new(),
+            first_exits: vec![false],
         }
+    }
+
+    /// Serve `cpus` vCPUs (indices `0..cpus`; at least one), none of which has run
+    /// yet: a GHCB state each, and a boot window that waits for each one's first exit.
+    pub fn set_cpus(&mut self, cpus: u32) {
+        let n = cpus.max(1) as usize;
+        self.ghcb = vec![GhcbState::default(); n];
+        self.first_exits = vec![false; n];
     }
 
     /// Open the shared view of `ranges` (clipped to RAM) until
@@ -155,6 +169,7 @@ impl EmulatedSnp {
 
     /// Close what [`open_boot_window`](Self::open_boot_window) opened: from now on an
     /// access to those pages without the C-bit is a shared access like any other.
+    /// [`Platform::exited`] calls this once every vCPU has made its first exit.
     pub fn close_boot_window(&mut self) -> Result<(), MemoryError> {
         for (gpa, len) in std::mem::take(&mut self.boot_window) {
             self.mem.protect(View::Shared, gpa, len, false)?;
@@ -172,12 +187,13 @@ impl EmulatedSnp {
         1 << self.c_bit
     }
 
-    /// The exit handlers' view of this platform.
-    pub fn context(&mut self) -> SnpContext<'_> {
-        SnpContext {
+    /// The exit handlers' view of this platform for an exit of vCPU `vcpu`, or `None`
+    /// for a vCPU it does not serve.
+    pub fn context(&mut self, vcpu: u32) -> Option<SnpContext<'_>> {
+        Some(SnpContext {
             mem: &self.mem,
             mmu: &self.mmu,
-            ghcb: &mut self.ghcb,
+            ghcb: self.ghcb.get_mut(vcpu as usize)?,
             counters: &mut self.counters,
             run: &mut self.run,
             host: &mut self.host,
@@ -188,7 +204,7 @@ impl EmulatedSnp {
             psc_budget: self.psc_budget,
             strict_memory: self.strict_memory,
             c_bit: self.c_bit,
-        }
+        })
     }
 
     /// Mark a measured launch page: assigned and validated at 4 KiB.
@@ -206,11 +222,21 @@ impl Platform for EmulatedSnp {
         NAME
     }
 
-    fn exited(&mut self) -> Result<(), RunError> {
+    /// The boot window closes at the exit that is the last vCPU's first (module
+    /// documentation of `launch.rs`).
+    fn exited(&mut self, vcpu: u32) -> Result<(), RunError> {
         if self.boot_window_open() {
-            self.close_boot_window().map_err(|e| {
-                RunError::Guest(format!("the boot window could not be closed: {e}"))
-            })?;
+            let Some(first) = self.first_exits.get_mut(vcpu as usize) else {
+                return Err(RunError::Host(
+                    "an exit of a vCPU the platform does not serve",
+                ));
+            };
+            *first = true;
+            if self.first_exits.iter().all(|&exited| exited) {
+                self.close_boot_window().map_err(|e| {
+                    RunError::Guest(format!("the boot window could not be closed: {e}"))
+                })?;
+            }
         }
         Ok(())
     }
@@ -251,15 +277,24 @@ impl Platform for EmulatedSnp {
     }
 
     fn doorbell(&mut self, vcpu: &mut dyn Vcpu, bell: Doorbell) -> Result<Option<Stop>, RunError> {
-        snp::doorbell(&mut self.context(), vcpu, bell)
+        let Some(mut ctx) = self.context(vcpu.index()) else {
+            return Err(RunError::Host(
+                "a doorbell of a vCPU the platform does not serve",
+            ));
+        };
+        snp::doorbell(&mut ctx, vcpu, bell)
     }
 
-    fn rdmsr(&mut self, _vcpu: u32, index: u32) -> Option<u64> {
-        snp::rdmsr(&self.ghcb, index)
+    /// SEV_STATUS, or vCPU `vcpu`'s GHCB MSR.
+    fn rdmsr(&mut self, vcpu: u32, index: u32) -> Option<u64> {
+        snp::rdmsr(self.ghcb.get(vcpu as usize)?, index)
     }
 
-    fn wrmsr(&mut self, _vcpu: u32, index: u32, value: u64) -> bool {
-        snp::wrmsr(&mut self.ghcb, index, value)
+    /// vCPU `vcpu`'s GHCB MSR.
+    fn wrmsr(&mut self, vcpu: u32, index: u32, value: u64) -> bool {
+        self.ghcb
+            .get_mut(vcpu as usize)
+            .is_some_and(|ghcb| snp::wrmsr(ghcb, index, value))
     }
 
     /// The VCEK, the ASK and ARK, and a CRL of the ARK issued now, from the emulated

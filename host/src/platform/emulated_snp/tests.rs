@@ -36,17 +36,29 @@ fn c_bit() -> u64 {
     1 << EMULATED_SNP_C_BIT
 }
 
-/// One exit through the generic handler, on a vCPU whose page walk is the identity
-/// with the C-bit set (the firmware's private mappings).
+/// One exit through the generic handler, on the boot processor, whose page walk is
+/// the identity with the C-bit set (the firmware's private mappings).
 fn exit(snp: &mut EmulatedSnp, e: Exit<'_>) -> Result<Option<Stop>, RunError> {
+    exit_on(snp, 0, e)
+}
+
+/// [`exit`] on vCPU `index`.
+fn exit_on(snp: &mut EmulatedSnp, index: u32, e: Exit<'_>) -> Result<Option<Stop>, RunError> {
     let c = c_bit();
-    handle_exit(snp, &mut FakeVcpu::with_walk(move |va| Some(va | c)), e)
+    let mut vcpu = FakeVcpu::with_walk(move |va| Some(va | c));
+    vcpu.index = index;
+    handle_exit(snp, &mut vcpu, e)
 }
 
 fn wrmsr(snp: &mut EmulatedSnp, index: u32, value: u64) -> u8 {
+    wrmsr_on(snp, 0, index, value)
+}
+
+fn wrmsr_on(snp: &mut EmulatedSnp, vcpu: u32, index: u32, value: u64) -> u8 {
     let mut error = 0;
-    exit(
+    exit_on(
         snp,
+        vcpu,
         Exit::WrMsr {
             index,
             value,
@@ -58,9 +70,14 @@ fn wrmsr(snp: &mut EmulatedSnp, index: u32, value: u64) -> u8 {
 }
 
 fn rdmsr(snp: &mut EmulatedSnp, index: u32) -> (u64, u8) {
+    rdmsr_on(snp, 0, index)
+}
+
+fn rdmsr_on(snp: &mut EmulatedSnp, vcpu: u32, index: u32) -> (u64, u8) {
     let (mut data, mut error) = (0, 0);
-    exit(
+    exit_on(
         snp,
+        vcpu,
         Exit::RdMsr {
             index,
             data: &mut data,
@@ -73,9 +90,14 @@ fn rdmsr(snp: &mut EmulatedSnp, index: u32) -> (u64, u8) {
 
 /// One GHCB MSR-protocol request: WRMSR, VMGEXIT, RDMSR.
 fn msr_protocol(snp: &mut EmulatedSnp, request: u64) -> (Option<Stop>, u64) {
-    assert_eq!(wrmsr(snp, MSR_GHCB, request), 0);
-    let stop = exit(snp, Exit::Doorbell(Doorbell::Vmgexit)).expect("VMGEXIT");
-    (stop, rdmsr(snp, MSR_GHCB).0)
+    msr_protocol_on(snp, 0, request)
+}
+
+/// [`msr_protocol`] on vCPU `vcpu`.
+fn msr_protocol_on(snp: &mut EmulatedSnp, vcpu: u32, request: u64) -> (Option<Stop>, u64) {
+    assert_eq!(wrmsr_on(snp, vcpu, MSR_GHCB, request), 0);
+    let stop = exit_on(snp, vcpu, Exit::Doorbell(Doorbell::Vmgexit)).expect("VMGEXIT");
+    (stop, rdmsr_on(snp, vcpu, MSR_GHCB).0)
 }
 
 /// Make `n` pages from `gpa` shared, as the guest would with page-state changes.
@@ -174,7 +196,7 @@ fn msr_protocol_cpuid_answers_the_register_asked_for() {
 #[test]
 fn msr_protocol_registers_a_ghcb_inside_ram_only() {
     let mut snp = with_ghcb();
-    assert_eq!(snp.ghcb.gpa, Some(GHCB));
+    assert_eq!(snp.ghcb[0].gpa, Some(GHCB));
     let outside = MsrRequest::RegisterGhcb { gfn: 1 << 20 };
     let (stop, reply) = msr_protocol(&mut snp, outside.encode());
     assert_eq!(stop, None);
@@ -184,7 +206,7 @@ fn msr_protocol_registers_a_ghcb_inside_ram_only() {
             gfn: crate::exits::snp::msr_protocol::REG_GPA_ERROR_GFN
         })
     );
-    assert_eq!(snp.ghcb.gpa, Some(GHCB), "the first registration stands");
+    assert_eq!(snp.ghcb[0].gpa, Some(GHCB), "the first registration stands");
 }
 
 #[test]
@@ -867,6 +889,89 @@ fn counters_cover_the_protocol_and_the_mmu() {
     assert_eq!(snp.run_counters().exits.get("vmgexit"), Some(&1));
 }
 
+/// Each vCPU has a GHCB MSR and a registered GHCB of its own: two vCPUs registering
+/// different GHCBs do not see each other's, and a call through one GHCB is answered
+/// there.
+#[test]
+fn every_vcpu_has_its_own_ghcb() {
+    let mut snp = platform();
+    snp.set_cpus(2);
+    let other = GHCB + PAGE_SIZE_4K;
+    share(&mut snp, GHCB, 2);
+    for (vcpu, gpa) in [(0, GHCB), (1, other)] {
+        let gfn = gpa / PAGE_SIZE_4K;
+        let (stop, reply) =
+            msr_protocol_on(&mut snp, vcpu, MsrRequest::RegisterGhcb { gfn }.encode());
+        assert_eq!(stop, None);
+        assert_eq!(
+            MsrResponse::decode(reply, mp::REG_GPA_RESP),
+            Ok(MsrResponse::RegisterGhcb { gfn })
+        );
+    }
+    assert_eq!(snp.ghcb[0].gpa, Some(GHCB));
+    assert_eq!(snp.ghcb[1].gpa, Some(other));
+    // The MSR is per vCPU: vCPU 1 writing its own leaves vCPU 0's alone.
+    assert_eq!(wrmsr_on(&mut snp, 0, MSR_GHCB, GHCB), 0);
+    assert_eq!(wrmsr_on(&mut snp, 1, MSR_GHCB, other), 0);
+    assert_eq!(rdmsr_on(&mut snp, 0, MSR_GHCB), (GHCB, 0));
+    assert_eq!(rdmsr_on(&mut snp, 1, MSR_GHCB), (other, 0));
+    // A GHCB call by vCPU 1 goes through vCPU 1's GHCB, not vCPU 0's.
+    let g = ghcb(exit_code::HV_FEATURES, 0, 0);
+    snp.mem.write(other, g.as_bytes()).expect("GHCB");
+    snp.mem
+        .write(GHCB, Ghcb::new_zeroed().as_bytes())
+        .expect("GHCB");
+    let stop = exit_on(&mut snp, 1, Exit::Doorbell(Doorbell::Vmgexit)).expect("VMGEXIT");
+    assert_eq!(stop, None);
+    let mut page = [0u8; 4096];
+    snp.mem.read(other, &mut page).expect("GHCB");
+    let back = Ghcb::read_from_bytes(&page).expect("a page");
+    assert_eq!(back.sw_exit_info_1, RESULT_OK);
+    assert_eq!(back.sw_exit_info_2, HV_FEATURE_SNP);
+    snp.mem.read(GHCB, &mut page).expect("GHCB");
+    assert!(page.iter().all(|&b| b == 0), "vCPU 0's GHCB is untouched");
+    // vCPU 0 registering another page changes its own registration only.
+    let third = other + PAGE_SIZE_4K;
+    let request = MsrRequest::RegisterGhcb {
+        gfn: third / PAGE_SIZE_4K,
+    };
+    msr_protocol_on(&mut snp, 0, request.encode());
+    assert_eq!(snp.ghcb[0].gpa, Some(third));
+    assert_eq!(snp.ghcb[1].gpa, Some(other));
+}
+
+/// An exit of a vCPU the platform does not serve is a host bug, not a panic, and
+/// its MSR accesses fault.
+#[test]
+fn exits_of_unknown_vcpus_are_refused() {
+    let mut snp = platform();
+    assert_eq!(rdmsr_on(&mut snp, 1, MSR_GHCB).1, 1);
+    assert_eq!(wrmsr_on(&mut snp, 1, MSR_GHCB, GHCB), 1);
+    assert!(matches!(
+        exit_on(&mut snp, 1, Exit::Doorbell(Doorbell::Vmgexit)),
+        Err(RunError::Host(_))
+    ));
+}
+
+/// With several vCPUs the boot window stays open until each has made its first exit
+/// (each runs the entry code with paging off), whatever the others did meanwhile.
+#[test]
+fn the_boot_window_stays_open_until_every_vcpu_exited() {
+    let mut snp = platform();
+    snp.set_cpus(3);
+    snp.open_boot_window([(0x4000, 0x1000)]).unwrap();
+    for _ in 0..3 {
+        assert_eq!(rdmsr_on(&mut snp, 0, MSR_SEV_STATUS).1, 0);
+    }
+    assert!(snp.boot_window_open(), "only the boot processor exited");
+    assert_eq!(rdmsr_on(&mut snp, 2, MSR_SEV_STATUS).1, 0);
+    assert!(snp.boot_window_open(), "vCPU 1 never exited");
+    assert_eq!(rdmsr_on(&mut snp, 1, MSR_SEV_STATUS).1, 0);
+    assert!(!snp.boot_window_open());
+    assert_eq!(rdmsr_on(&mut snp, 1, MSR_SEV_STATUS).1, 0);
+    assert!(!snp.boot_window_open());
+}
+
 /// The shared view of the entry code's pages is open from the launch to the first exit,
 /// whatever that exit is, and never again.
 #[test]
@@ -880,4 +985,62 @@ fn the_first_exit_closes_the_boot_window() {
     assert!(!snp.boot_window_open());
     // Closing twice is harmless; a range past RAM was clipped away, not an error.
     snp.close_boot_window().unwrap();
+}
+
+// ----- the launch (needs /dev/kvm) -------------------------------------------------------
+
+/// `--cpus 3`: three vCPUs with x2APIC ids 0, 1 and 2, all runnable, with the same
+/// CPUID and registers (the VMSA's), and the parameter page says three.
+#[test]
+fn a_launch_of_three_vcpus_starts_them_alike() {
+    use crate::platform::launch::LaunchConfig;
+    use kvm_bindings::{KVM_MAX_CPUID_ENTRIES, KVM_MP_STATE_RUNNABLE};
+    use nacre_loader::load_image;
+    use nacre_shared_abi::boot::host_cpus;
+    let files = crate::cli::package::file_tree("hello", &[]).unwrap();
+    let bytes =
+        crate::cli::package::build(crate::DEMO_APP, "hello", &[], &[], &files, 0, false).unwrap();
+    let image = load_image(&bytes, PlatformKind::Snp).unwrap();
+    let config = LaunchConfig {
+        cpus: 3,
+        ..LaunchConfig::new(image.min_memory.max(128 << 20))
+    };
+    let vm = <EmulatedSnp as Platform>::launch(&image, &config).expect("a launch");
+    assert_eq!(vm.vcpus.len(), 3);
+    let bsp = &vm.vcpus[0];
+    let regs = bsp.get_regs().unwrap();
+    let sregs = bsp.get_sregs().unwrap();
+    let cpuid = bsp.get_cpuid2(KVM_MAX_CPUID_ENTRIES).unwrap();
+    assert_eq!(regs.rip, image.vmsa.as_ref().unwrap().rip);
+    for (index, vcpu) in vm.vcpus.iter().enumerate() {
+        assert_eq!(vcpu.get_regs().unwrap(), regs, "vCPU {index}");
+        let s = vcpu.get_sregs().unwrap();
+        assert_eq!(
+            (s.cs, s.ds, s.ss, s.gdt, s.cr0, s.cr3, s.cr4, s.efer),
+            (
+                sregs.cs, sregs.ds, sregs.ss, sregs.gdt, sregs.cr0, sregs.cr3, sregs.cr4,
+                sregs.efer
+            ),
+            "vCPU {index}"
+        );
+        assert_eq!(
+            vcpu.get_cpuid2(KVM_MAX_CPUID_ENTRIES).unwrap().as_slice(),
+            cpuid.as_slice(),
+            "vCPU {index}"
+        );
+        assert_eq!(
+            vcpu.get_mp_state().unwrap().mp_state,
+            KVM_MP_STATE_RUNNABLE,
+            "vCPU {index}"
+        );
+        // The local APIC's ID register (xAPIC offset 0x20, id in bits 31:24).
+        let lapic = vcpu.get_lapic().unwrap();
+        assert_eq!(lapic.regs[0x23] as u8, index as u8, "vCPU {index}");
+    }
+    let mut page = [0u8; 4096];
+    vm.platform
+        .memory()
+        .read(image.param_gpa, &mut page)
+        .unwrap();
+    assert_eq!(host_cpus(&page), Ok(3));
 }

@@ -1,7 +1,11 @@
 //! Launching an `emulated-tdx` TD: guest RAM with the private view at GPA 0 and the
 //! shared view at the shared bit, the reset page in a slot of its own, every launch
 //! page added (TDH.MEM.PAGE.ADD, and TDH.MR.EXTEND where measured) in image order,
-//! CPUID saying "TD" and the architectural 32-bit entry state at the reset vector.
+//! the parameter page (with the number of vCPUs), and every vCPU (`--cpus`) with CPUID
+//! saying "TD" and the architectural 32-bit entry state at the reset vector
+//! ([`setup_vcpu`]): the same for all but ESI, the vCPU's index, as the TDX module
+//! sets it. The vCPUs' accesses with paging off are private on this platform (the
+//! private view is at GPA 0), so the entry code needs no window into the shared view.
 
 use super::EmulatedTdx;
 use crate::emulated::tdx::keys::{self, EmulatedTdxKeys};
@@ -9,8 +13,9 @@ use crate::emulated::tdx::module::EmulatedTdxModule;
 use crate::emulated::tdx::quoting::{EmulatedQuotingService, QuotingEnclave};
 use crate::emulated::LazyKeys;
 use crate::platform::launch::{
-    hostile_cpuid, hostile_gfn, ioctl, parameter_page, runs, start_interrupt_storm, test_hook,
-    tsc_khz, vm_with_ram, HostPage, Hostile, LaunchConfig, SetupError,
+    check_cpus, create_vcpus, hostile_cpuid, hostile_gfn, ioctl, parameter_page, runs,
+    start_interrupt_storm, test_hook, tsc_khz, vm_with_ram, HostPage, Hostile, LaunchConfig,
+    SetupError,
 };
 use crate::platform::Vm;
 use crate::vmm::memory::View;
@@ -27,6 +32,7 @@ const RESET_PAGE_SLOT: u32 = 2;
 
 /// Launch `image` on `emulated-tdx`.
 pub fn launch(image: &LoadedImage, config: &LaunchConfig) -> Result<Vm, SetupError> {
+    check_cpus(config.cpus)?;
     if config.memory > TDX_MAX_GUEST_MEMORY {
         return Err(SetupError::Image(format!(
             "emulated-tdx guests have at most {} MiB of RAM (RAM ends below the reset \
@@ -43,6 +49,7 @@ pub fn launch(image: &LoadedImage, config: &LaunchConfig) -> Result<Vm, SetupErr
     let module = EmulatedTdxModule::new(EMULATED_TDX_GPAW, image.td_attributes().unwrap_or(0))
         .map_err(|e| SetupError::Image(format!("the emulated TDX module's report key: {e}")))?;
     let mut tdx = EmulatedTdx::new(mem, module);
+    tdx.module.vcpus = config.cpus;
     tdx.strict_memory = config.strict_memory;
     tdx.map_gpa_budget = test_hook("NACRE_TEST_MAP_GPA_PAGES");
     let mut reset = None;
@@ -69,7 +76,7 @@ pub fn launch(image: &LoadedImage, config: &LaunchConfig) -> Result<Vm, SetupErr
     let hostile = Hostile::from_env();
     tdx.mem.write(
         image.param_gpa,
-        &parameter_page(config.memory, config.request),
+        &parameter_page(config.memory, config.request, config.cpus),
     )?;
     if hostile == Some(Hostile::SharedParamPage) {
         tdx.mmu
@@ -108,27 +115,36 @@ pub fn launch(image: &LoadedImage, config: &LaunchConfig) -> Result<Vm, SetupErr
             }),
         ),
     });
-    let vcpu = vm.create_vcpu(0).map_err(ioctl("a vCPU"))?;
-    set_cpuid(&kvm, &vcpu)?;
-    set_entry_state(&vcpu)?;
-    tdx.host.tsc_khz = tsc_khz(&vcpu);
+    let cpuid = td_cpuid(&kvm)?;
+    let vcpus = create_vcpus(&vm, config.cpus, |vcpu, index| {
+        setup_vcpu(vcpu, &cpuid, index)
+    })?;
+    tdx.host.tsc_khz = tsc_khz(&vcpus[0]);
     tdx.host.hostile = hostile.and_then(Hostile::hostcall);
     if hostile == Some(Hostile::InterruptStorm) {
         start_interrupt_storm(&vm)?;
     }
     tdx.host.expect_evidence = config.expects_evidence();
     Ok(Vm {
-        vcpu,
+        vcpus,
         vm,
         platform: Box::new(tdx),
         extra: vec![reset],
     })
 }
 
-/// CPUID of a TD: the emulated-TDX hypervisor signature, and leaf 0x21 spelling
-/// "IntelTDX    " in EBX, EDX, ECX as the TDX module reports it (Linux
-/// `arch/x86/coco/tdx/tdx.c`, `TDX_IDENT`); no SEV leaf.
-fn set_cpuid(kvm: &Kvm, vcpu: &VcpuFd) -> Result<(), SetupError> {
+/// vCPU `index` of the TD: `cpuid` and the TD vCPU's initial state.
+fn setup_vcpu(vcpu: &VcpuFd, cpuid: &kvm_bindings::CpuId, index: u32) -> Result<(), SetupError> {
+    vcpu.set_cpuid2(cpuid).map_err(ioctl("KVM_SET_CPUID2"))?;
+    set_entry_state(vcpu, index)
+}
+
+/// CPUID of a TD's vCPUs: the emulated-TDX hypervisor signature, and leaf 0x21
+/// spelling "IntelTDX    " in EBX, EDX, ECX as the TDX module reports it (Linux
+/// `arch/x86/coco/tdx/tdx.c`, `TDX_IDENT`); no SEV leaf. The same for every vCPU: the
+/// APIC ids some leaves carry (KVM's supported values) are no vCPU's own; a vCPU reads
+/// its own from its x2APIC.
+fn td_cpuid(kvm: &Kvm) -> Result<kvm_bindings::CpuId, SetupError> {
     let cpuid = kvm
         .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
         .map_err(ioctl("KVM_GET_SUPPORTED_CPUID"))?;
@@ -161,16 +177,15 @@ fn set_cpuid(kvm: &Kvm, vcpu: &VcpuFd) -> Result<(), SetupError> {
         ..Default::default()
     });
     hostile_cpuid(&mut entries);
-    let cpuid = kvm_bindings::CpuId::from_entries(&entries)
-        .map_err(|_| SetupError::Image("too many CPUID entries".into()))?;
-    vcpu.set_cpuid2(&cpuid).map_err(ioctl("KVM_SET_CPUID2"))
+    kvm_bindings::CpuId::from_entries(&entries)
+        .map_err(|_| SetupError::Image("too many CPUID entries".into()))
 }
 
-/// The TD vCPU's architectural initial state (Intel TDX module base spec, "Initial
-/// State of Guest TD vCPU"): 32-bit protected mode, paging off, flat 4 GiB segments,
-/// CR0 = PE | NE, CR4.MCE, EFER.LME, RIP = the reset vector, EBX = GPAW, ESI = the
-/// vCPU index.
-fn set_entry_state(vcpu: &VcpuFd) -> Result<(), SetupError> {
+/// The architectural initial state of TD vCPU `index` (Intel TDX module base spec,
+/// "Initial State of Guest TD vCPU"): 32-bit protected mode, paging off, flat 4 GiB
+/// segments, CR0 = PE | NE, CR4.MCE, EFER.LME, RIP = the reset vector, EBX = GPAW,
+/// ESI = the vCPU index.
+fn set_entry_state(vcpu: &VcpuFd, index: u32) -> Result<(), SetupError> {
     let flat = |type_: u8| kvm_segment {
         base: 0,
         limit: 0xFFFF_FFFF,
@@ -202,6 +217,6 @@ fn set_entry_state(vcpu: &VcpuFd) -> Result<(), SetupError> {
     regs.rip = TDX_RESET_VECTOR;
     regs.rflags = 0x2;
     regs.rbx = u64::from(EMULATED_TDX_GPAW);
-    regs.rsi = 0;
+    regs.rsi = u64::from(index);
     vcpu.set_regs(&regs).map_err(ioctl("KVM_SET_REGS"))
 }

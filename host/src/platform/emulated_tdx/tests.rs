@@ -92,6 +92,23 @@ fn vp_info_reports_the_gpa_width_attributes_and_vcpu() {
     assert_eq!(tdx.run.exits.get("tdcall"), Some(&1));
 }
 
+/// TDG.VP.INFO of a TD with several vCPUs: NUM_VCPUS and MAX_VCPUS are the number
+/// the host made, VCPU_INDEX the caller's.
+#[test]
+fn vp_info_reports_the_number_of_vcpus_and_the_callers_index() {
+    let mut tdx = td();
+    tdx.module.vcpus = 4;
+    for index in [0, 3] {
+        let mut vcpu = FakeVcpu::identity();
+        vcpu.index = index;
+        vcpu.regs.rax = leaf::VP_INFO;
+        assert_eq!(tdcall(&mut tdx, &mut vcpu), None);
+        assert_eq!(vcpu.regs.rax, status::SUCCESS);
+        assert_eq!(vcpu.regs.r8, (4 << 32) | 4);
+        assert_eq!(vcpu.regs.r9, u64::from(index));
+    }
+}
+
 #[test]
 fn unknown_tdcall_leaves_are_operand_invalid() {
     let mut tdx = td();
@@ -573,4 +590,73 @@ fn private_accesses_to_unaccepted_memory_stop_the_td() {
     .unwrap();
     assert_eq!(stop, None);
     assert_eq!(tdx.mmu.reachable(0x20), (false, true));
+}
+
+// ----- the launch (needs /dev/kvm) -------------------------------------------------------
+
+/// `--cpus 3`: three vCPUs with x2APIC ids 0, 1 and 2, all runnable, with the same
+/// CPUID and the TD vCPU's initial registers, ESI each one's index; TDG.VP.INFO and
+/// the parameter page say three.
+#[test]
+fn a_launch_of_three_vcpus_starts_them_at_the_reset_vector() {
+    use crate::platform::launch::LaunchConfig;
+    use kvm_bindings::{KVM_MAX_CPUID_ENTRIES, KVM_MP_STATE_RUNNABLE};
+    use nacre_loader::load_image;
+    use nacre_shared_abi::boot::{host_cpus, PlatformKind};
+    use nacre_shared_abi::layout::TDX_RESET_VECTOR;
+    let files = crate::cli::package::file_tree("hello", &[]).unwrap();
+    let bytes =
+        crate::cli::package::build(crate::DEMO_APP, "hello", &[], &[], &files, 0, false).unwrap();
+    let image = load_image(&bytes, PlatformKind::Tdx).unwrap();
+    let config = LaunchConfig {
+        cpus: 3,
+        ..LaunchConfig::new(image.min_memory.max(128 << 20))
+    };
+    let mut vm = <EmulatedTdx as Platform>::launch(&image, &config).expect("a launch");
+    assert_eq!(vm.vcpus.len(), 3);
+    let bsp = &vm.vcpus[0];
+    let regs = bsp.get_regs().unwrap();
+    let sregs = bsp.get_sregs().unwrap();
+    let cpuid = bsp.get_cpuid2(KVM_MAX_CPUID_ENTRIES).unwrap();
+    assert_eq!((regs.rip, regs.rbx), (TDX_RESET_VECTOR, 48));
+    for (index, vcpu) in vm.vcpus.iter().enumerate() {
+        let r = vcpu.get_regs().unwrap();
+        assert_eq!(r.rsi, index as u64, "vCPU {index}");
+        assert_eq!(kvm_bindings::kvm_regs { rsi: 0, ..r }, regs, "vCPU {index}");
+        let s = vcpu.get_sregs().unwrap();
+        assert_eq!(
+            (s.cs, s.ds, s.ss, s.cr0, s.cr3, s.cr4, s.efer),
+            (sregs.cs, sregs.ds, sregs.ss, sregs.cr0, sregs.cr3, sregs.cr4, sregs.efer),
+            "vCPU {index}"
+        );
+        assert_eq!(
+            vcpu.get_cpuid2(KVM_MAX_CPUID_ENTRIES).unwrap().as_slice(),
+            cpuid.as_slice(),
+            "vCPU {index}"
+        );
+        assert_eq!(
+            vcpu.get_mp_state().unwrap().mp_state,
+            KVM_MP_STATE_RUNNABLE,
+            "vCPU {index}"
+        );
+        let lapic = vcpu.get_lapic().unwrap();
+        assert_eq!(lapic.regs[0x23] as u8, index as u8, "vCPU {index}");
+    }
+    let mut page = [0u8; 4096];
+    vm.platform
+        .memory()
+        .read(image.param_gpa, &mut page)
+        .unwrap();
+    assert_eq!(host_cpus(&page), Ok(3));
+    // TDG.VP.INFO on vCPU 2.
+    let mut vcpu = FakeVcpu::identity();
+    vcpu.index = 2;
+    vcpu.regs.rax = leaf::VP_INFO;
+    let stop = handle_exit(
+        &mut *vm.platform,
+        &mut vcpu,
+        Exit::Doorbell(Doorbell::Tdcall),
+    );
+    assert_eq!(stop.expect("TDG.VP.INFO"), None);
+    assert_eq!((vcpu.regs.r8, vcpu.regs.r9), ((3 << 32) | 3, 2));
 }

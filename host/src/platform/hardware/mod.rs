@@ -15,6 +15,7 @@ pub mod mmu;
 pub mod probe;
 
 use super::hostcall::{self, HostcallHost};
+use super::launch::{check_cpus, LaunchConfig, SetupError};
 use super::Stop;
 use crate::exits::RunError;
 use crate::mmu::attributes::Kind;
@@ -34,6 +35,22 @@ const MAP_GPA_RANGE_REFUSED: u64 = libc::EINVAL as u64;
 
 /// The largest memory fault KVM reports is one huge page; more is not a fault.
 const MAX_FAULT_PAGES: u64 = 1 << 18;
+
+/// Refuse a launch of more than one vCPU on the hardware platform `platform`, before
+/// anything touches the hardware: the hardware launches make and measure the boot
+/// processor only, so far.
+pub fn one_vcpu(platform: &'static str, config: &LaunchConfig) -> Result<(), SetupError> {
+    check_cpus(config.cpus)?;
+    if config.cpus > 1 {
+        return Err(SetupError::Image(format!(
+            "--cpus {}: --cpus above 1 is not supported on {platform} yet (its launch makes \
+             and measures one vCPU); the emulated platforms run up to {}",
+            config.cpus,
+            nacre_shared_abi::boot::MAX_CPUS
+        )));
+    }
+    Ok(())
+}
 
 /// Counters of the exits both hardware platforms take (`hw.*`).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]

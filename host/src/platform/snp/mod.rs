@@ -19,7 +19,7 @@ use crate::platform::check::{preflight, HostPaths, HostProbe};
 use crate::platform::hardware::launch::LaunchError;
 use crate::platform::hardware::mmu::KvmMmu;
 use crate::platform::hardware::probe::SystemProbe;
-use crate::platform::hardware::HardwareGuest;
+use crate::platform::hardware::{one_vcpu, HardwareGuest};
 use crate::platform::hostcall::HostcallHost;
 use crate::platform::launch::{parameter_page, tsc_khz, LaunchConfig, SetupError};
 use crate::platform::{Platform, Registration, Stop, Vm};
@@ -75,6 +75,7 @@ fn launch_error(source: LaunchError) -> SetupError {
 
 impl Platform for Snp {
     fn launch(image: &LoadedImage, config: &LaunchConfig) -> Result<Vm, SetupError> {
+        one_vcpu(NAME, config)?;
         let probe = SystemProbe::new(HostPaths::system());
         preflight(NAME, check::checks, &probe)?;
         let host = SnpHost {
@@ -83,7 +84,7 @@ impl Platform for Snp {
         };
         let mem = GuestMemory::new(config.memory)?;
         let mut ops = KvmSnp::new().map_err(launch_error)?;
-        let param = parameter_page(config.memory, config.request);
+        let param = parameter_page(config.memory, config.request, config.cpus);
         launch::run(&mut ops, &mem, image, &param, host).map_err(launch_error)?;
         let sink = ops.vm.attribute_sink().map_err(launch_error)?;
         let Some(vcpu) = ops.vcpu.take() else {
@@ -102,7 +103,7 @@ impl Platform for Snp {
             certs: config.endorsements.clone(),
         };
         Ok(Vm {
-            vcpu,
+            vcpus: vec![vcpu],
             vm: ops.vm.vm,
             platform: Box::new(snp),
             extra: Vec::new(),

@@ -277,7 +277,7 @@ fn host() -> SnpHost {
 fn launch(fake: &mut FakeSnp, image: &LoadedImage) -> Result<GuestMemory, LaunchError> {
     let memory = image.min_memory.max(64 << 20);
     let mem = GuestMemory::new(memory).unwrap();
-    let param = parameter_page(memory, None);
+    let param = parameter_page(memory, None, 1);
     launch::run(fake, &mem, image, &param, host())?;
     Ok(mem)
 }
@@ -405,7 +405,7 @@ fn any_c_bit_goes_into_the_cpuid_page_and_the_measurement_stays() {
     for c_bit in [51u8, 47, 43] {
         let mut fake = FakeSnp::default();
         let mem = GuestMemory::new(64 << 20).unwrap();
-        let param = parameter_page(64 << 20, None);
+        let param = parameter_page(64 << 20, None, 1);
         let host = SnpHost {
             c_bit,
             sev_leaf: [0x1B, 0x1_6F00 | u32::from(c_bit), 0, 0],
@@ -425,7 +425,7 @@ fn features_the_host_lacks_or_a_vmsa_kvm_cannot_build_are_refused_before_any_ioc
     let image = image();
     let mut fake = FakeSnp::default();
     let mem = GuestMemory::new(64 << 20).unwrap();
-    let param = parameter_page(64 << 20, None);
+    let param = parameter_page(64 << 20, None, 1);
     let mut old_cr4 = image.clone();
     if let Some(v) = old_cr4.vmsa.as_mut() {
         v.cr4 = 0x620;
@@ -647,4 +647,22 @@ fn an_evidence_file_of_a_hardware_report_and_the_hosts_certificates_verifies() {
     let empty = tempfile::tempdir().unwrap();
     snp.certs = Some(empty.path().to_path_buf());
     assert!(snp.endorsements(&evidence).unwrap_err().contains("vcek"));
+}
+
+/// More than one vCPU is refused before the launch probes or touches the host (on a
+/// host without snp the probe would have failed with HostNotReady instead).
+#[test]
+fn more_than_one_vcpu_is_refused_before_the_hardware_is_touched() {
+    use crate::platform::launch::{LaunchConfig, SetupError};
+    use crate::platform::Platform;
+    let config = LaunchConfig {
+        cpus: 2,
+        ..LaunchConfig::new(64 << 20)
+    };
+    match <Snp as Platform>::launch(&image(), &config) {
+        Err(SetupError::Image(e)) => {
+            assert!(e.contains("--cpus above 1 is not supported on snp"), "{e}");
+        }
+        other => panic!("{other:?}"),
+    }
 }

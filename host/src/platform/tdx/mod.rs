@@ -21,7 +21,7 @@ use crate::platform::check::{preflight, HostPaths};
 use crate::platform::hardware::launch::{HostPages, LaunchError};
 use crate::platform::hardware::mmu::KvmMmu;
 use crate::platform::hardware::probe::SystemProbe;
-use crate::platform::hardware::HardwareGuest;
+use crate::platform::hardware::{one_vcpu, HardwareGuest};
 use crate::platform::hostcall::HostcallHost;
 use crate::platform::launch::{parameter_page, tsc_khz, LaunchConfig, SetupError};
 use crate::platform::{Platform, Registration, Stop, Vm};
@@ -95,6 +95,7 @@ fn launch_error(source: LaunchError) -> SetupError {
 
 impl Platform for Tdx {
     fn launch(image: &LoadedImage, config: &LaunchConfig) -> Result<Vm, SetupError> {
+        one_vcpu(NAME, config)?;
         if config.memory > TDX_MAX_GUEST_MEMORY {
             return Err(SetupError::Image(format!(
                 "TDX guests have at most {} MiB of RAM (RAM ends below the reset page at 4 GiB)",
@@ -107,7 +108,7 @@ impl Platform for Tdx {
         let mem = GuestMemory::new(config.memory)?;
         let mut reset = HostPages::new(1)?;
         let mut ops = KvmTdx::new().map_err(launch_error)?;
-        let param = parameter_page(config.memory, config.request);
+        let param = parameter_page(config.memory, config.request, config.cpus);
         let launched =
             launch::run(&mut ops, &mem, image, &param, &mut reset).map_err(launch_error)?;
         let sink = ops.vm.attribute_sink().map_err(launch_error)?;
@@ -139,7 +140,7 @@ impl Platform for Tdx {
             get_quotes: 0,
         };
         Ok(Vm {
-            vcpu,
+            vcpus: vec![vcpu],
             vm: ops.vm.vm,
             platform: Box::new(tdx),
             extra: Vec::new(),

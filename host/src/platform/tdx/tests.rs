@@ -345,7 +345,7 @@ fn launch(
     let memory = image.min_memory.max(64 << 20);
     let mem = GuestMemory::new(memory).unwrap();
     let mut reset = HostPages::new(1).unwrap();
-    let param = parameter_page(memory, None);
+    let param = parameter_page(memory, None, 1);
     let launched = launch::run(fake, &mem, image, &param, &mut reset)?;
     Ok((mem, launched))
 }
@@ -674,4 +674,22 @@ fn an_evidence_file_of_a_hardware_quote_verifies() {
         ..VerifyArgs::new(file)
     };
     assert_eq!(verify::run(&args).unwrap(), 0);
+}
+
+/// More than one vCPU is refused before the launch probes or touches the host (on a
+/// host without tdx the probe would have failed with HostNotReady instead).
+#[test]
+fn more_than_one_vcpu_is_refused_before_the_hardware_is_touched() {
+    use crate::platform::launch::{LaunchConfig, SetupError};
+    use crate::platform::Platform;
+    let config = LaunchConfig {
+        cpus: 2,
+        ..LaunchConfig::new(64 << 20)
+    };
+    match <Tdx as Platform>::launch(&image(), &config) {
+        Err(SetupError::Image(e)) => {
+            assert!(e.contains("--cpus above 1 is not supported on tdx"), "{e}");
+        }
+        other => panic!("{other:?}"),
+    }
 }
