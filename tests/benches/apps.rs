@@ -25,7 +25,8 @@
 //!   another; nanoseconds per thread.
 //! - `cpu-2threads`: two threads compute side by side; nanoseconds of wall
 //!   time per unit of work (nacre runs them on one vCPU, natively they have the
-//!   machine's cores).
+//!   machine's cores); `cpu-2threads-2cpus` the same with `nacre run --cpus 2`,
+//!   and the ratio of the two is the speed-up a second vCPU gives.
 //!
 //! It prints the median and minimum of each command (milliseconds, or
 //! nanoseconds per call for the clock workloads) and the ratios of medians
@@ -344,7 +345,7 @@ fn workload(
     app: &Path,
     native_args: &[&str],
     image: &Path,
-    memory: Option<&str>,
+    extra: &[&str],
     measure: Measure,
     expected_exit: i32,
     expected_stdout: &[u8],
@@ -369,9 +370,7 @@ fn workload(
             "--platform".into(),
             platform.into(),
         ];
-        if let Some(memory) = memory {
-            args.extend(["--memory".into(), memory.into()]);
-        }
+        args.extend(extra.iter().map(|a| (*a).to_string()));
         subjects.push(subject(runner, nacre_bin(), args));
     }
     subjects
@@ -442,7 +441,7 @@ fn main() {
             &write_app,
             &[],
             &write_image,
-            None,
+            &[],
             Measure::WholeProcess,
             0,
             b"",
@@ -452,7 +451,7 @@ fn main() {
             &touch_app,
             &[],
             &touch_image,
-            Some(TOUCH_GUEST_MEMORY),
+            &["--memory", TOUCH_GUEST_MEMORY],
             Measure::WholeProcessChecked,
             0,
             touch_stdout.as_bytes(),
@@ -462,7 +461,7 @@ fn main() {
             &hello_app,
             &[],
             &hello_image,
-            None,
+            &[],
             Measure::FirstByte,
             HELLO_EXIT,
             HELLO_STDOUT,
@@ -472,7 +471,7 @@ fn main() {
             &clock_app,
             &clock_vdso_args,
             &clock_vdso_image,
-            None,
+            &[],
             Measure::ReportedNsPerCall,
             0,
             b"",
@@ -482,7 +481,7 @@ fn main() {
             &clock_app,
             &clock_syscall_args,
             &clock_syscall_image,
-            None,
+            &[],
             Measure::ReportedNsPerCall,
             0,
             b"",
@@ -492,7 +491,7 @@ fn main() {
             &threads_app,
             &["pingpong", PINGPONG_NATIVE],
             &pingpong_image,
-            None,
+            &[],
             Measure::ReportedNsPerCall,
             0,
             b"",
@@ -502,7 +501,7 @@ fn main() {
             &threads_app,
             &["create", CREATE_NATIVE],
             &create_image,
-            None,
+            &[],
             Measure::ReportedNsPerCall,
             0,
             b"",
@@ -512,7 +511,17 @@ fn main() {
             &threads_app,
             &["cpu", CPU_UNITS],
             &cpu_image,
-            None,
+            &[],
+            Measure::ReportedNsPerCall,
+            0,
+            b"",
+        ),
+        workload(
+            "cpu-2threads-2cpus",
+            &threads_app,
+            &["cpu", CPU_UNITS],
+            &cpu_image,
+            &["--cpus", "2"],
             Measure::ReportedNsPerCall,
             0,
             b"",
@@ -572,6 +581,7 @@ fn main() {
         "futex-pingpong",
         "thread-create",
         "cpu-2threads",
+        "cpu-2threads-2cpus",
     ]
     .into_iter()
     .flat_map(|workload| {
@@ -583,6 +593,12 @@ fn main() {
         name: format!("{workload} {runner}/{NATIVE}"),
         value: median_of(workload, runner) / median_of(workload, NATIVE),
     })
+    // The speed-up two vCPUs give two threads of computation: time per unit of
+    // work with `--cpus 1` over that with `--cpus 2` (target: at least 1.8).
+    .chain(PLATFORMS.into_iter().map(|(runner, _)| Ratio {
+        name: format!("cpu-2threads {runner} cpus1/cpus2"),
+        value: median_of("cpu-2threads", runner) / median_of("cpu-2threads-2cpus", runner),
+    }))
     .collect();
     println!();
     println!("{:<28} {:>10}", "ratio of medians", "value");
