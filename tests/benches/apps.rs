@@ -55,8 +55,6 @@ use nacre_tests::{
 
 const DEFAULT_RUNS: usize = 5;
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
-/// How often a running command is polled for its exit.
-const POLL: Duration = Duration::from_micros(100);
 /// Exit code and output of the C hello app.
 const HELLO_EXIT: i32 = 42;
 const HELLO_STDOUT: &[u8] = b"hello from nacre\n";
@@ -269,19 +267,34 @@ fn read_noting_first_byte(pipe: &mut impl Read) -> (Vec<u8>, Option<Instant>) {
 
 /// Waits for `child` to exit, killing it at `deadline`.
 fn wait_until(child: &mut Child, deadline: Instant) -> Result<std::process::ExitStatus, String> {
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) => return Ok(status),
-            Ok(None) if Instant::now() >= deadline => {
-                // Best effort: the child may exit between try_wait and kill.
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err("did not finish in time and was killed".into());
-            }
-            Ok(None) => thread::sleep(POLL),
-            Err(e) => return Err(format!("cannot be waited for: {e}")),
-        }
-    }
+    // A waiting thread blocks until the child ends without reaping it (WNOWAIT), so
+    // the benchmark wakes once then (polling would wake it thousands of times a
+    // second and take CPU time from what it measures); this thread sleeps until then
+    // or the deadline, and alone reaps or kills the child, whose pid therefore stays
+    // its own meanwhile.
+    let pid = child.id();
+    let (done, ended) = std::sync::mpsc::channel();
+    let waiter = thread::spawn(move || {
+        // SAFETY: waitid writes only into `info`, which lives for the call.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: as above; P_PID with the child's pid, WEXITED | WNOWAIT leaves it
+        // to be reaped by the caller of `wait_until`.
+        unsafe { libc::waitid(libc::P_PID, pid, &mut info, libc::WEXITED | libc::WNOWAIT) };
+        let _ = done.send(());
+    });
+    let timeout = deadline.saturating_duration_since(Instant::now());
+    let result = if ended.recv_timeout(timeout).is_ok() {
+        child
+            .wait()
+            .map_err(|e| format!("cannot be waited for: {e}"))
+    } else {
+        // Best effort: the child may exit between the timeout and the kill.
+        let _ = child.kill();
+        let _ = child.wait();
+        Err("did not finish in time and was killed".into())
+    };
+    let _ = waiter.join();
+    result
 }
 
 /// A ratio of medians, `NaN` when either side has no samples.
