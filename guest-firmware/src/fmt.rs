@@ -2,18 +2,25 @@
 //! its precompiled formatting code uses SSE, which ring 0 must avoid (the firmware is
 //! built without SSE; see `.cargo/config.toml`).
 
-/// Up to 256 bytes of text; longer writes are cut.
+/// Up to `N` bytes of text (256 unless said); longer writes are cut.
 #[derive(Debug)]
-pub struct Buf {
-    bytes: [u8; 256],
+pub struct Buf<const N: usize = 256> {
+    bytes: [u8; N],
     len: usize,
 }
 
 impl Buf {
-    /// Empty.
+    /// Empty, for a message.
     pub const fn new() -> Self {
+        Self::sized()
+    }
+}
+
+impl<const N: usize> Buf<N> {
+    /// Empty, of `N` bytes.
+    pub const fn sized() -> Self {
         Self {
-            bytes: [0; 256],
+            bytes: [0; N],
             len: 0,
         }
     }
@@ -35,7 +42,7 @@ impl Default for Buf {
     }
 }
 
-impl Buf {
+impl<const N: usize> Buf<N> {
     /// Append text (cut at a character boundary when full).
     pub fn push(&mut self, s: &str) -> &mut Self {
         let room = self.bytes.len() - self.len;

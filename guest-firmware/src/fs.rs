@@ -57,6 +57,17 @@ pub enum Special {
     /// The platform's attestation device (`/dev/sev-guest` or `/dev/tdx_guest`):
     /// evidence through the Linux ioctl.
     Guest(GuestDevice),
+    /// A text generated when read: `/proc/cpuinfo`, `/sys/devices/system/cpu/online`...
+    Text(SysText),
+}
+
+/// The generated texts about the machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SysText {
+    /// `/proc/cpuinfo`: a block per vCPU.
+    CpuInfo,
+    /// `/sys/devices/system/cpu/{online,possible,present}`: the vCPUs as a range list.
+    CpuList,
 }
 
 /// An overlaid name and what it is.
@@ -75,6 +86,14 @@ const DEV_ENTRIES: [SpecialEntry; 7] = [
 ];
 /// The overlaid names of `/proc/self`.
 const PROC_SELF_ENTRIES: [SpecialEntry; 2] = [(b"exe", Special::Exe), (b"maps", Special::Maps)];
+/// The overlaid names of `/proc` (after its `self` directory).
+const PROC_ENTRIES: [SpecialEntry; 1] = [(b"cpuinfo", Special::Text(SysText::CpuInfo))];
+/// The overlaid names of `/sys/devices/system/cpu`.
+const CPU_ENTRIES: [SpecialEntry; 3] = [
+    (b"online", Special::Text(SysText::CpuList)),
+    (b"possible", Special::Text(SysText::CpuList)),
+    (b"present", Special::Text(SysText::CpuList)),
+];
 
 /// `/dev`'s overlaid names with `device` added in listing order.
 fn dev_entries(device: GuestDevice) -> [SpecialEntry; DEV_ENTRIES.len() + 1] {
@@ -210,7 +229,9 @@ pub struct Files {
     dev: [SpecialEntry; DEV_ENTRIES.len() + 1],
     /// Inodes of `/dev`, `/proc/self` and the app (`/app/NAME`).
     dev_dir: u32,
+    proc_dir: u32,
     proc_self_dir: u32,
+    cpu_dir: u32,
     app_inode: u32,
     /// The working directory.
     pub cwd: u32,
@@ -254,7 +275,9 @@ impl Files {
             image_end: 0,
             dev: [(&[], Special::Null); DEV_ENTRIES.len() + 1],
             dev_dir: u32::MAX,
+            proc_dir: u32::MAX,
             proc_self_dir: u32::MAX,
+            cpu_dir: u32::MAX,
             app_inode: u32::MAX,
             cwd: ROOT_INODE,
             umask: 0o022,
@@ -266,8 +289,13 @@ impl Files {
         let t = img.tree;
         let find = |dir: u32, name: &[u8]| t.lookup(dir, name).ok().flatten();
         self.dev_dir = find(ROOT_INODE, b"dev").unwrap_or(u32::MAX);
-        self.proc_self_dir = find(ROOT_INODE, b"proc")
-            .and_then(|p| find(p, b"self"))
+        self.proc_dir = find(ROOT_INODE, b"proc").unwrap_or(u32::MAX);
+        self.proc_self_dir = find(self.proc_dir, b"self").unwrap_or(u32::MAX);
+        self.cpu_dir = [&b"devices"[..], b"system", b"cpu"]
+            .iter()
+            .fold(find(ROOT_INODE, b"sys"), |dir, name| {
+                dir.and_then(|d| find(d, name))
+            })
             .unwrap_or(u32::MAX);
         self.app_inode = find(ROOT_INODE, b"app")
             .and_then(|a| find(a, img.app_name))
@@ -316,6 +344,10 @@ impl Files {
             &self.dev
         } else if dir == self.proc_self_dir {
             &PROC_SELF_ENTRIES
+        } else if dir == self.proc_dir {
+            &PROC_ENTRIES
+        } else if dir == self.cpu_dir {
+            &CPU_ENTRIES
         } else {
             &[]
         }
@@ -430,6 +462,17 @@ impl Files {
                 }
             }
             Target::Special(Special::Console(fd)) => self.stat_node(Node::Console(fd))?,
+            Target::Special(Special::Text(t)) => Stat {
+                dev: PROC_DEV,
+                ino: special_ino(match t {
+                    SysText::CpuInfo => 3,
+                    SysText::CpuList => 4,
+                }),
+                mode: S_IFREG | 0o444,
+                nlink: 1,
+                size: 0,
+                rdev: 0,
+            },
             Target::Special(Special::Maps) => Stat {
                 dev: PROC_DEV,
                 ino: special_ino(2),

@@ -35,7 +35,9 @@ pub const APP_MODE: u16 = 0o755;
 /// The directory holding the app.
 pub const APP_DIR: &[u8] = b"app";
 /// Top-level directories that belong to the firmware: nothing may be added in them.
-pub const RESERVED_DIRS: [&[u8]; 2] = [b"dev", b"proc"];
+pub const RESERVED_DIRS: [&[u8]; 3] = [b"dev", b"proc", b"sys"];
+/// Where the firmware shows the vCPUs (`online`, `possible`, `present`).
+pub const SYS_CPU_DIR: [&[u8]; 4] = [b"sys", b"devices", b"system", b"cpu"];
 
 /// Why a file tree cannot be built.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -229,6 +231,11 @@ impl FileTreeBuilder {
             Node::empty_dir(PROC_SELF_MODE),
             b"/proc/self",
         )?;
+        builder.insert(
+            &SYS_CPU_DIR,
+            Node::empty_dir(DEFAULT_DIR_MODE),
+            b"/sys/devices/system/cpu",
+        )?;
         builder.add_app()?;
         Ok(builder)
     }
@@ -286,7 +293,7 @@ impl FileTreeBuilder {
             if RESERVED_DIRS.contains(first) {
                 return Err(TreeBuildError::Reserved {
                     path: lossy(path),
-                    reason: "/dev and /proc belong to the firmware, which provides their \
+                    reason: "/dev, /proc and /sys belong to the firmware, which provides their \
                              contents",
                 });
             }
@@ -347,8 +354,9 @@ impl FileTreeBuilder {
         }
         let mut sum = TreeSummary::default();
         walk(&self.root, &mut sum);
-        // The root, /dev, /proc, /proc/self and /app are always there.
-        sum.directories = sum.directories.saturating_sub(5);
+        // The root, /dev, /proc, /proc/self, /sys/devices/system/cpu (four) and /app
+        // are always there.
+        sum.directories = sum.directories.saturating_sub(9);
         sum
     }
 
@@ -476,16 +484,27 @@ mod tests {
     #[test]
     fn minimal_tree() {
         let blob = FileTreeBuilder::new(b"hello").unwrap().build().unwrap();
-        assert_eq!(blob.len(), 4096, "header, 6 inodes and names fit one page");
+        assert_eq!(blob.len(), 4096, "header, 10 inodes and names fit one page");
         let tree = FileTree::parse(&blob).unwrap();
-        assert_eq!(tree.inode_count(), 6);
-        let names: Vec<&[u8]> = (0..6)
+        assert_eq!(tree.inode_count(), 10);
+        let names: Vec<&[u8]> = (0..10)
             .map(|i| tree.name(&tree.inode(i).unwrap()).unwrap())
             .collect();
         // Breadth-first, sorted.
         assert_eq!(
             names,
-            [&b""[..], b"app", b"dev", b"proc", b"hello", b"self"]
+            [
+                &b""[..],
+                b"app",
+                b"dev",
+                b"proc",
+                b"sys",
+                b"hello",
+                b"self",
+                b"devices",
+                b"system",
+                b"cpu"
+            ]
         );
         let expect = |path: &[u8], kind: InodeKind, mode: u16| {
             let inode = tree.inode(resolve(&tree, path).unwrap()).unwrap();
@@ -497,6 +516,8 @@ mod tests {
         assert_eq!(expect(b"/dev", InodeKind::Dir, 0o755).child_count, 0);
         expect(b"/proc", InodeKind::Dir, 0o755);
         assert_eq!(expect(b"/proc/self", InodeKind::Dir, 0o555).child_count, 0);
+        let cpu = expect(b"/sys/devices/system/cpu", InodeKind::Dir, 0o755);
+        assert_eq!(cpu.child_count, 0);
         expect(b"/app", InodeKind::Dir, 0o755);
         let app = expect(b"/app/hello", InodeKind::App, 0o755);
         assert_eq!((app.data_off, app.size), (0, 0));

@@ -319,19 +319,25 @@ static const char *check_pthread_exit(void)
 
 /* --- tight loops: threads that never enter the kernel are preempted -------- */
 
-static atomic_int spin_stop;
+static atomic_int spin_stop, spinning;
 
 static void *spin_until_told(void *arg)
 {
     long n = 0;
     while (!atomic_load_explicit(&spin_stop, memory_order_relaxed))
-        n++;
+        if (n++ == 0)
+            atomic_fetch_add(&spinning, 1);
     return (void *)(n > 0 ? 1L : 0L);
 }
 
+/* Waits (yielding) until both spinners run, so that a spinner whose CPU the host
+ * does not run for a while is not taken for one that was never scheduled; on one
+ * CPU that wait itself needs the spinners preempted. */
 static void *tell_after_a_while(void *arg)
 {
     (void)arg;
+    while (atomic_load(&spinning) < 2)
+        sched_yield();
     usleep(30000);
     atomic_store(&spin_stop, 1);
     return NULL;
@@ -341,6 +347,7 @@ static const char *check_tight_loops(void)
 {
     pthread_t t[3];
     atomic_store(&spin_stop, 0);
+    atomic_store(&spinning, 0);
     pthread_create(&t[0], NULL, spin_until_told, NULL);
     pthread_create(&t[1], NULL, spin_until_told, NULL);
     pthread_create(&t[2], NULL, tell_after_a_while, NULL);

@@ -248,7 +248,13 @@ fn pollable(node: Node) -> bool {
         node,
         Node::File { .. }
             | Node::Dir { .. }
-            | Node::Dev(Special::Null | Special::Zero | Special::Maps | Special::Guest(_))
+            | Node::Dev(
+                Special::Null
+                    | Special::Zero
+                    | Special::Maps
+                    | Special::Text(_)
+                    | Special::Guest(_)
+            )
     )
 }
 

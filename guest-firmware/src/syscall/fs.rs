@@ -264,7 +264,7 @@ pub fn getdents64(k: &mut Kernel, fd: u64, buf: u64, count: u64) -> SysResult {
                 };
                 let dtype = match s {
                     Special::Exe | Special::Console(_) => DT_LNK,
-                    Special::Maps => DT_REG,
+                    Special::Maps | Special::Text(_) => DT_REG,
                     _ => DT_CHR,
                 };
                 (name, 0x1000_0000 + p, dtype)

@@ -10,7 +10,7 @@
 
 use super::errno::*;
 use super::{eventfd, mem_err, pipe, timerfd, SysResult};
-use crate::fs::{Node, Special, O_ACCMODE, O_NONBLOCK, O_PATH, O_WRONLY};
+use crate::fs::{Node, Special, SysText, O_ACCMODE, O_NONBLOCK, O_PATH, O_WRONLY};
 use crate::kernel::Kernel;
 use crate::mem::user::VmaKind;
 use nacre_shared_abi::hostcall::{
@@ -82,6 +82,7 @@ fn read_node(k: &mut Kernel, node: Node, offset: u64, buf: u64, len: u64) -> Sys
             Ok(len)
         }
         Node::Dev(Special::Maps) => read_maps(k, offset, buf, len),
+        Node::Dev(Special::Text(t)) => read_text(k, t, offset, buf, len),
         Node::Dev(_) => super::process::getrandom(k, buf, len, 0),
         // Read through their own modules, never at an offset (`seekable`).
         Node::Timer(_) | Node::Pipe(_) | Node::Event(_) => Err(ESPIPE),
@@ -268,7 +269,10 @@ pub fn read(k: &mut Kernel, fd: u64, buf: u64, len: u64) -> SysResult {
         return stream_io(k, fd, true, Segments::one(buf, len));
     }
     let n = read_node(k, f.node, f.offset, buf, len)?;
-    if matches!(f.node, Node::File { .. } | Node::Dev(Special::Maps)) {
+    if matches!(
+        f.node,
+        Node::File { .. } | Node::Dev(Special::Maps | Special::Text(_))
+    ) {
         k.files.get_mut(fd)?.offset = f.offset + n;
     }
     Ok(n)
@@ -363,7 +367,12 @@ pub fn readv(k: &mut Kernel, fd: u64, iov: u64, cnt: u64, at: Option<u64>) -> Sy
             break;
         }
     }
-    if at.is_none() && matches!(f.node, Node::File { .. } | Node::Dev(Special::Maps)) {
+    if at.is_none()
+        && matches!(
+            f.node,
+            Node::File { .. } | Node::Dev(Special::Maps | Special::Text(_))
+        )
+    {
         k.files.get_mut(fd)?.offset = offset;
     }
     Ok(total)
@@ -580,6 +589,178 @@ fn read_maps(k: &mut Kernel, offset: u64, buf: u64, len: u64) -> SysResult {
     }
     Ok(written)
 }
+
+/// Read a generated text from `offset`: its pieces (a block per vCPU, or the one
+/// line) are formatted one at a time and the part in the window copied out.
+fn read_text(k: &mut Kernel, t: SysText, offset: u64, buf: u64, len: u64) -> SysResult {
+    let cpus = crate::arch::smp::cpus().max(1);
+    let pieces = match t {
+        SysText::CpuInfo => cpus,
+        SysText::CpuList => 1,
+    };
+    let end = offset.saturating_add(len);
+    let (mut pos, mut written) = (0u64, 0u64);
+    for i in 0..pieces {
+        let mut text = crate::fmt::Buf::<1024>::sized();
+        match t {
+            SysText::CpuInfo => cpuinfo_block(&mut text, i, cpus),
+            SysText::CpuList => {
+                text.push("0");
+                if cpus > 1 {
+                    text.push("-").dec(u64::from(cpus - 1));
+                }
+                text.push("\n");
+            }
+        }
+        let piece = text.as_bytes();
+        let (start, stop) = (pos, pos + piece.len() as u64);
+        pos = stop;
+        if stop <= offset {
+            continue;
+        }
+        if start >= end {
+            break;
+        }
+        let from = (offset.max(start) - start) as usize;
+        let to = (end.min(stop) - start) as usize;
+        k.copy_to_user(buf + written, &piece[from..to])
+            .map_err(mem_err)?;
+        written += (to - from) as u64;
+    }
+    Ok(written)
+}
+
+/// `/proc/cpuinfo`'s block for vCPU `cpu` of `cpus`, from CPUID as the firmware sees
+/// it (the flags Linux names for the features apps look for).
+fn cpuinfo_block(out: &mut crate::fmt::Buf<1024>, cpu: u32, cpus: u32) {
+    use crate::arch::cpu::cpuid;
+    let vendor = cpuid(0, 0);
+    let mut name = [0u8; 12];
+    for (i, r) in [vendor.ebx, vendor.edx, vendor.ecx].into_iter().enumerate() {
+        name[i * 4..i * 4 + 4].copy_from_slice(&r.to_le_bytes());
+    }
+    let leaf1 = cpuid(1, 0);
+    let base_family = (leaf1.eax >> 8) & 0xF;
+    let family = if base_family == 0xF {
+        base_family + ((leaf1.eax >> 20) & 0xFF)
+    } else {
+        base_family
+    };
+    let model = ((leaf1.eax >> 4) & 0xF) | (((leaf1.eax >> 16) & 0xF) << 4);
+    let mut brand = [0u8; 48];
+    if cpuid(0x8000_0000, 0).eax >= 0x8000_0004 {
+        for (i, leaf) in (0x8000_0002u32..=0x8000_0004).enumerate() {
+            let r = cpuid(leaf, 0);
+            for (j, v) in [r.eax, r.ebx, r.ecx, r.edx].into_iter().enumerate() {
+                brand[i * 16 + j * 4..i * 16 + j * 4 + 4].copy_from_slice(&v.to_le_bytes());
+            }
+        }
+    }
+    fn text(b: &[u8]) -> &str {
+        let b = &b[..b.iter().position(|&c| c == 0).unwrap_or(b.len())];
+        core::str::from_utf8(b).unwrap_or("").trim()
+    }
+    out.push("processor\t: ").dec(u64::from(cpu));
+    out.push("\nvendor_id\t: ").push(text(&name));
+    out.push("\ncpu family\t: ").dec(u64::from(family));
+    out.push("\nmodel\t\t: ").dec(u64::from(model));
+    out.push("\nmodel name\t: ").push(text(&brand));
+    out.push("\nstepping\t: ").dec(u64::from(leaf1.eax & 0xF));
+    out.push("\nphysical id\t: 0\nsiblings\t: ")
+        .dec(u64::from(cpus));
+    out.push("\ncore id\t\t: ").dec(u64::from(cpu));
+    out.push("\ncpu cores\t: ").dec(u64::from(cpus));
+    out.push("\napicid\t\t: ").dec(u64::from(cpu));
+    out.push("\nfpu\t\t: yes\nfpu_exception\t: yes\ncpuid level\t: ")
+        .dec(u64::from(vendor.eax));
+    out.push("\nwp\t\t: yes\nflags\t\t:");
+    let leaf7 = cpuid(7, 0);
+    let ext = cpuid(0x8000_0001, 0);
+    for &(reg, bit, flag) in CPUINFO_FLAGS {
+        let v = match reg {
+            Reg::Edx1 => leaf1.edx,
+            Reg::Ecx1 => leaf1.ecx,
+            Reg::Ebx7 => leaf7.ebx,
+            Reg::Ecx7 => leaf7.ecx,
+            Reg::Edx81 => ext.edx,
+            Reg::Ecx81 => ext.ecx,
+        };
+        if v & (1 << bit) != 0 {
+            out.push(" ").push(flag);
+        }
+    }
+    out.push("\n\n");
+}
+
+/// The CPUID register a `/proc/cpuinfo` flag is read from.
+#[derive(Clone, Copy)]
+enum Reg {
+    Edx1,
+    Ecx1,
+    Ebx7,
+    Ecx7,
+    Edx81,
+    Ecx81,
+}
+
+/// `/proc/cpuinfo` flags: CPUID register, bit, Linux's name
+/// (`arch/x86/include/asm/cpufeatures.h`).
+const CPUINFO_FLAGS: &[(Reg, u32, &str)] = &[
+    (Reg::Edx1, 0, "fpu"),
+    (Reg::Edx1, 4, "tsc"),
+    (Reg::Edx1, 5, "msr"),
+    (Reg::Edx1, 6, "pae"),
+    (Reg::Edx1, 8, "cx8"),
+    (Reg::Edx1, 9, "apic"),
+    (Reg::Edx1, 11, "sep"),
+    (Reg::Edx1, 15, "cmov"),
+    (Reg::Edx1, 16, "pat"),
+    (Reg::Edx1, 19, "clflush"),
+    (Reg::Edx1, 23, "mmx"),
+    (Reg::Edx1, 24, "fxsr"),
+    (Reg::Edx1, 25, "sse"),
+    (Reg::Edx1, 26, "sse2"),
+    (Reg::Edx81, 11, "syscall"),
+    (Reg::Edx81, 20, "nx"),
+    (Reg::Edx81, 27, "rdtscp"),
+    (Reg::Edx81, 29, "lm"),
+    (Reg::Ecx1, 0, "pni"),
+    (Reg::Ecx1, 1, "pclmulqdq"),
+    (Reg::Ecx1, 9, "ssse3"),
+    (Reg::Ecx1, 12, "fma"),
+    (Reg::Ecx1, 13, "cx16"),
+    (Reg::Ecx1, 19, "sse4_1"),
+    (Reg::Ecx1, 20, "sse4_2"),
+    (Reg::Ecx1, 21, "x2apic"),
+    (Reg::Ecx1, 22, "movbe"),
+    (Reg::Ecx1, 23, "popcnt"),
+    (Reg::Ecx1, 25, "aes"),
+    (Reg::Ecx1, 26, "xsave"),
+    (Reg::Ecx1, 28, "avx"),
+    (Reg::Ecx1, 29, "f16c"),
+    (Reg::Ecx1, 30, "rdrand"),
+    (Reg::Ecx81, 0, "lahf_lm"),
+    (Reg::Ecx81, 5, "abm"),
+    (Reg::Ebx7, 0, "fsgsbase"),
+    (Reg::Ebx7, 3, "bmi1"),
+    (Reg::Ebx7, 5, "avx2"),
+    (Reg::Ebx7, 8, "bmi2"),
+    (Reg::Ebx7, 9, "erms"),
+    (Reg::Ebx7, 16, "avx512f"),
+    (Reg::Ebx7, 17, "avx512dq"),
+    (Reg::Ebx7, 18, "rdseed"),
+    (Reg::Ebx7, 19, "adx"),
+    (Reg::Ebx7, 23, "clflushopt"),
+    (Reg::Ebx7, 28, "avx512cd"),
+    (Reg::Ebx7, 29, "sha_ni"),
+    (Reg::Ebx7, 30, "avx512bw"),
+    (Reg::Ebx7, 31, "avx512vl"),
+    (Reg::Ecx7, 1, "avx512vbmi"),
+    (Reg::Ecx7, 8, "gfni"),
+    (Reg::Ecx7, 9, "vaes"),
+    (Reg::Ecx7, 10, "vpclmulqdq"),
+    (Reg::Ecx7, 22, "rdpid"),
+];
 
 /// Format the `i`-th line of `/proc/self/maps` into `out`; `None` past the last.
 fn maps_line(k: &Kernel, i: usize, out: &mut [u8; 160]) -> Option<usize> {

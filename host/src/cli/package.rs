@@ -18,7 +18,7 @@ Examples:
   nacre package server -o server.igvm --file ./data:/data --file config.toml:/etc/app/config.toml
 
 The app sees the packaged files read-only at their guest paths, itself at /app/NAME
-(NAME is its file name); /dev and /proc are provided by nacre. The files are part of the
+(NAME is its file name); /dev, /proc and /sys are provided by nacre. The files are part of the
 image's measurement: changing any byte or permission changes it.")]
 pub struct PackageArgs {
     /// The app: a statically linked x86-64 Linux executable (static or static-pie).
@@ -37,7 +37,7 @@ pub struct PackageArgs {
     /// HOST:GUEST is split at the last ':'; GUEST is an absolute guest path. A file
     /// becomes GUEST, or goes into GUEST when GUEST ends with '/'; a directory's contents
     /// go under GUEST, recursively, following symbolic links. Permission bits are kept;
-    /// owners and timestamps are not. Nothing may go under /dev or /proc, or at the app's
+    /// owners and timestamps are not. Nothing may go under /dev, /proc or /sys, or at the app's
     /// own /app/NAME.
     #[arg(long = "file", value_name = "HOST:GUEST")]
     pub files: Vec<OsString>,
