@@ -682,6 +682,41 @@ fn hostile_interrupt_storm_changes_no_thread_result() {
 /// Hostile host: CPUID hides the TSC-deadline timer, so there are no time slices:
 /// threads still take turns whenever one blocks, yields or exits, and sleeping
 /// threads wake when the running one next enters the firmware.
+/// Every way a static program counts CPUs (sysconf, get_nprocs, the affinity mask,
+/// /proc/cpuinfo, /sys/devices/system/cpu) gives the number of vCPUs, with glibc and
+/// musl, and sched_getcpu names one of them.
+#[test]
+fn cpu_counts_are_the_vcpus() {
+    require_kvm();
+    for toolchain in [Toolchain::Glibc, Toolchain::Musl] {
+        let program = app("cpus.c", toolchain);
+        let image = image(
+            &program,
+            &format!("cpus-{toolchain:?}"),
+            &PackageOptions::new(),
+        );
+        on_each_platform(|platform| {
+            for cpus in ["1", "3"] {
+                let output = run_on(&image, platform, &["--cpus", cpus]);
+                let expected: String = [
+                    "sysconf_onln",
+                    "sysconf_conf",
+                    "get_nprocs",
+                    "affinity",
+                    "cpuinfo",
+                    "online",
+                    "possible",
+                ]
+                .iter()
+                .map(|name| format!("{name} {cpus}\n"))
+                .chain(["getcpu_in_range 1\n".to_string()])
+                .collect();
+                assert_run(&output, 0, expected.as_bytes(), &format!("cpus {cpus}"));
+            }
+        });
+    }
+}
+
 /// Hostile host: it says it made two vCPUs but never runs the second: boot waits
 /// for it, then stops the run with a message naming it; the app never starts.
 #[test]
