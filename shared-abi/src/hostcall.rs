@@ -272,12 +272,19 @@ pub const TERMINAL_NOT_A_TTY: u64 = ENOTTY;
 pub const FIRMWARE_COUNTER_BASE: u32 = 0xFFFF_0000;
 
 /// The names of the firmware's counters, as `nacre run --stats` shows them: threads
-/// the app made, thread switches, time slices the timer ended, interrupts taken.
-pub const FIRMWARE_COUNTERS: [&str; 4] = [
+/// the app made, thread switches, time slices the timer ended, interrupts taken (all,
+/// then the timer's, the wake-ups other vCPUs sent, any other vector), futex waits
+/// that blocked, and TLB shoot-downs (several vCPUs).
+pub const FIRMWARE_COUNTERS: [&str; 9] = [
     "threads.created",
     "threads.switches",
     "threads.preemptions",
     "interrupts",
+    "interrupts.timer",
+    "interrupts.wake",
+    "interrupts.other",
+    "futex.waits",
+    "tlb.shootdowns",
 ];
 
 /// The name of the firmware counter numbered `nr` in the exit data, if it is one.
@@ -299,7 +306,11 @@ mod tests {
             firmware_counter(FIRMWARE_COUNTER_BASE + 3),
             Some("interrupts")
         );
-        assert_eq!(firmware_counter(FIRMWARE_COUNTER_BASE + 4), None);
+        assert_eq!(
+            firmware_counter(FIRMWARE_COUNTER_BASE + 8),
+            Some("tlb.shootdowns")
+        );
+        assert_eq!(firmware_counter(FIRMWARE_COUNTER_BASE + 9), None);
         assert_eq!(firmware_counter(435), None);
         assert_eq!(firmware_counter(u32::MAX), None);
     }

@@ -1226,6 +1226,35 @@ fn thread_counters_reach_stats_json() {
             .map(|(_, count)| count)
             .sum();
         assert_eq!(clones, 20, "clone and clone3 calls");
+        assert!(
+            stats.u64("futex.waits") >= 1,
+            "a join of a running thread waits"
+        );
+        let by_kind = ["interrupts.timer", "interrupts.wake", "interrupts.other"]
+            .iter()
+            .map(|key| stats.u64(key))
+            .sum::<u64>();
+        assert_eq!(by_kind, stats.u64("interrupts"), "interrupts by kind");
+        // On two vCPUs a new thread wakes the idle one.
+        let output = run_on(
+            &image,
+            platform,
+            &["--cpus", "2", "--stats-json", &stats_arg],
+        );
+        assert_eq!(output.status.code(), Some(0), "{}", summary(&output));
+        let stats = Stats::read(&stats_path);
+        assert_eq!(stats.u64("cpus"), 2, "cpus");
+        assert_eq!(
+            stats.u64("threads.created"),
+            20,
+            "threads.created on two vCPUs"
+        );
+        assert!(
+            stats.u64("interrupts.wake") >= 1,
+            "wake-ups between vCPUs: {}",
+            stats.u64("interrupts.wake")
+        );
+        let _ = stats.u64("tlb.shootdowns");
     });
 }
 

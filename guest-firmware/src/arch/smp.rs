@@ -55,6 +55,13 @@ static FLUSH_REQUEST: AtomicU64 = AtomicU64::new(0);
 static FLUSH_DONE: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 /// Whether the app's mappings shrank since the last shoot-down.
 static SHOOTDOWN_PENDING: AtomicBool = AtomicBool::new(false);
+/// Shoot-downs (and membarrier round trips) made, for `--stats`.
+static SHOOTDOWNS: AtomicU64 = AtomicU64::new(0);
+
+/// The count of shoot-downs.
+pub fn shootdowns() -> &'static AtomicU64 {
+    &SHOOTDOWNS
+}
 
 /// How long the holder of the kernel waits for the other vCPUs' TLB flushes, and
 /// boot for the vCPUs the host said it made.
@@ -177,6 +184,7 @@ pub fn shootdown_pending() -> bool {
 /// holds the kernel.
 pub fn shootdown() {
     SHOOTDOWN_PENDING.store(false, Ordering::Relaxed);
+    SHOOTDOWNS.fetch_add(1, Ordering::Relaxed);
     let me = cpu_index();
     let request = FLUSH_REQUEST.fetch_add(1, Ordering::AcqRel) + 1;
     FLUSH_DONE[me].store(request, Ordering::Release);

@@ -46,11 +46,28 @@ pub static PREEMPTIONS: AtomicU64 = AtomicU64::new(0);
 /// Threads the app made, for `--stats`.
 pub static CREATED: AtomicU64 = AtomicU64::new(0);
 
+/// Interrupts by kind, for `--stats`: the timer's, the wake-ups, any other vector.
+pub static TIMER_INTERRUPTS: AtomicU64 = AtomicU64::new(0);
+pub static WAKE_INTERRUPTS: AtomicU64 = AtomicU64::new(0);
+pub static OTHER_INTERRUPTS: AtomicU64 = AtomicU64::new(0);
+/// Futex waits that blocked, for `--stats`.
+pub static FUTEX_WAITS: AtomicU64 = AtomicU64::new(0);
+
 /// The counters the exit hostcall reports, in the order of shared-abi's
 /// `FIRMWARE_COUNTERS` (each saturated to 32 bits).
-pub fn counters() -> [u32; 4] {
-    [&CREATED, &SWITCHES, &PREEMPTIONS, &INTERRUPTS]
-        .map(|c| u32::try_from(c.load(Ordering::Relaxed)).unwrap_or(u32::MAX))
+pub fn counters() -> [u32; 9] {
+    [
+        &CREATED,
+        &SWITCHES,
+        &PREEMPTIONS,
+        &INTERRUPTS,
+        &TIMER_INTERRUPTS,
+        &WAKE_INTERRUPTS,
+        &OTHER_INTERRUPTS,
+        &FUTEX_WAITS,
+        crate::arch::smp::shootdowns(),
+    ]
+    .map(|c| u32::try_from(c.load(Ordering::Relaxed)).unwrap_or(u32::MAX))
 }
 
 /// A thread's own state besides its signals.
@@ -747,6 +764,12 @@ pub unsafe fn start_pending_clone(k: &mut Kernel, tf: &TrapFrame, image: *const 
 /// number or timing, they only make the firmware look at its own clock earlier.
 pub fn interrupt(frame: &mut TrapFrame) {
     INTERRUPTS.fetch_add(1, Ordering::Relaxed);
+    let kind = match frame.vector {
+        v if v == u64::from(crate::arch::apic::TIMER_VECTOR) => &TIMER_INTERRUPTS,
+        v if v == u64::from(crate::arch::apic::WAKE_VECTOR) => &WAKE_INTERRUPTS,
+        _ => &OTHER_INTERRUPTS,
+    };
+    kind.fetch_add(1, Ordering::Relaxed);
     #[cfg(not(test))]
     // SAFETY: in the handler of an interrupt the local APIC delivered (vectors 32 and
     // up have no other source: the firmware programs no other interrupt controller).

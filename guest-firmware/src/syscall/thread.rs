@@ -359,6 +359,7 @@ fn wait(
     if k.sched.futexes.wait(slot, uaddr, bitset).is_err() {
         return Err(ENOMEM);
     }
+    sched::FUTEX_WAITS.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
     match sched::block(k, deadline) {
         Wake::Woken => Ok(0),
         Wake::TimedOut => Err(ETIMEDOUT),
