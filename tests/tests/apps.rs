@@ -788,6 +788,15 @@ fn hostile_missing_timer_leaves_blocking_threads_working() {
             &[("NACRE_TEST_HOSTILE", "no-timer")],
         );
         assert_run(&output, 0, &native.stdout, "threads without a timer");
+        // Asked for two vCPUs, it says it runs on one: the second would have neither
+        // a timer nor a way to be woken.
+        let output = nacre_tests::run_with_env(
+            &image,
+            &["--platform", platform, "--cpus", "2"],
+            &[("NACRE_TEST_HOSTILE", "no-timer")],
+        );
+        assert_run(&output, 0, &native.stdout, "two vCPUs without a timer");
+        assert_stderr_contains(&output, "the app runs on one vCPU", "the fallback");
     });
 }
 
