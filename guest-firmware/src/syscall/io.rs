@@ -604,13 +604,7 @@ fn read_text(k: &mut Kernel, t: SysText, offset: u64, buf: u64, len: u64) -> Sys
         let mut text = crate::fmt::Buf::<1024>::sized();
         match t {
             SysText::CpuInfo => cpuinfo_block(&mut text, i, cpus),
-            SysText::CpuList => {
-                text.push("0");
-                if cpus > 1 {
-                    text.push("-").dec(u64::from(cpus - 1));
-                }
-                text.push("\n");
-            }
+            SysText::CpuList => cpu_list(&mut text, cpus),
         }
         let piece = text.as_bytes();
         let (start, stop) = (pos, pos + piece.len() as u64);
@@ -628,6 +622,15 @@ fn read_text(k: &mut Kernel, t: SysText, offset: u64, buf: u64, len: u64) -> Sys
         written += (to - from) as u64;
     }
     Ok(written)
+}
+
+/// The vCPUs `0..cpus` as Linux writes a CPU list (`0`, `0-3`), with a newline.
+fn cpu_list<const N: usize>(out: &mut crate::fmt::Buf<N>, cpus: u32) {
+    out.push("0");
+    if cpus > 1 {
+        out.push("-").dec(u64::from(cpus - 1));
+    }
+    out.push("\n");
 }
 
 /// `/proc/cpuinfo`'s block for vCPU `cpu` of `cpus`, from CPUID as the firmware sees
@@ -857,6 +860,31 @@ fn hex_digits(v: u64, buf: &mut [u8; 16]) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_lists_are_written_as_linux_writes_them() {
+        let list = |n| {
+            let mut b = crate::fmt::Buf::new();
+            cpu_list(&mut b, n);
+            b.as_str().to_string()
+        };
+        assert_eq!(list(1), "0\n");
+        assert_eq!(list(2), "0-1\n");
+        assert_eq!(list(16), "0-15\n");
+    }
+
+    #[test]
+    fn cpuinfo_blocks_name_their_vcpu_and_fit_the_buffer() {
+        let mut b = crate::fmt::Buf::<1024>::sized();
+        cpuinfo_block(&mut b, 3, 4);
+        let text = b.as_str();
+        assert!(text.starts_with("processor\t: 3\n"), "{text}");
+        assert!(text.contains("\nsiblings\t: 4\n"), "{text}");
+        assert!(
+            text.ends_with("\n\n"),
+            "the block ends with a blank line: {text}"
+        );
+    }
 
     fn iov(base: u64, len: u64) -> [u8; 16] {
         let mut e = [0u8; 16];
