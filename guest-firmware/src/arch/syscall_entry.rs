@@ -4,8 +4,8 @@
 //!
 //! The callee-saved registers (RBX, RBP, R12-R15) are left to the Rust code, which
 //! gives them back unchanged, so a syscall saves nine registers and no more. On the
-//! way out one byte, the signal layer's exit hint, says whether there may be exit
-//! work (a signal to deliver, an rt_sigreturn, an armed timer); only then does the
+//! way out one byte, the signal layer's exit hint for this vCPU (found through the
+//! task register), says whether there may be exit work (a signal to deliver, an rt_sigreturn, an armed timer); only then does the
 //! exit path ask [`crate::syscall::prepare_exit`], and only if there is work does it
 //! store the rest, building a [`TrapFrame`] of the app's whole register state below
 //! the FXSAVE image, and call [`crate::syscall::exit_work`], which may rewrite any of
@@ -79,7 +79,12 @@ global_asm!(
     "fxsave64 [rsp]",
     "cld",
     "call {dispatch}",
-    "cmp byte ptr [rip + {hint}], 0",
+    // This vCPU's exit hint: its index is TR / 16 - 2 (TR = 0x28 + 16 * index).
+    "str cx",
+    "movzx ecx, cx",
+    "shr ecx, 4",
+    "lea rdx, [rip + {hint}]",
+    "cmp byte ptr [rdx + rcx - 2], 0",
     "jne 4f",
     "5:",
     "fxrstor64 [rsp]",
@@ -106,7 +111,7 @@ global_asm!(
     "call {exit_work}",
     "jmp nacre_syscall_full_return",
     dispatch = sym entry_dispatch,
-    hint = sym crate::syscall::signal::NACRE_EXIT_HINT,
+    hint = sym crate::syscall::signal::NACRE_EXIT_HINTS,
     prepare = sym entry_prepare_exit,
     exit_work = sym entry_exit_work,
 );
@@ -127,7 +132,12 @@ global_asm!(
     "fxsave64 [rsp]",
     "cld",
     "call {dispatch}",
-    "cmp byte ptr [rip + {hint}], 0",
+    // This vCPU's exit hint: its index is TR / 16 - 2 (TR = 0x28 + 16 * index).
+    "str cx",
+    "movzx ecx, cx",
+    "shr ecx, 4",
+    "lea rdx, [rip + {hint}]",
+    "cmp byte ptr [rdx + rcx - 2], 0",
     "jne 4f",
     "5:",
     "fxrstor64 [rsp]",
@@ -170,12 +180,15 @@ global_asm!(
     "add rsp, 16",
     "iretq",
     dispatch = sym entry_dispatch,
-    hint = sym crate::syscall::signal::NACRE_EXIT_HINT,
+    hint = sym crate::syscall::signal::NACRE_EXIT_HINTS,
     prepare = sym entry_prepare_exit,
     exit_work = sym entry_exit_work,
     user_flags = const USER_FLAGS,
     kernel_flags = const !USER_FLAGS,
 );
+
+// The exit paths find their vCPU's exit hint at TR / 16 - 2.
+const _: () = assert!(super::gdt::TSS_SEL / 16 == 2 && !super::gdt::TSS_SEL.is_multiple_of(16));
 
 /// The RFLAGS bits a syscall returns as the app had them: CF, PF, AF, ZF, SF, DF, OF.
 const USER_FLAGS: u64 = 0x0CD5;

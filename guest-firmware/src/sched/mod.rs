@@ -539,7 +539,7 @@ fn enter(k: &mut Kernel, next: usize, from_idle: bool) -> u64 {
     crate::arch::syscall_entry::set_kernel_stack(top);
     crate::arch::gdt::set_rsp0(top);
     // The incoming thread's exit work is not known here: let its exit path ask.
-    crate::syscall::signal::NACRE_EXIT_HINT.store(1, Ordering::Relaxed);
+    crate::syscall::signal::set_hint_here(true);
     next_rsp
 }
 

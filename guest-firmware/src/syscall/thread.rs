@@ -178,7 +178,7 @@ fn spawn(k: &mut Kernel, a: CloneArgs) -> SysResult {
     }
     k.sched.here().pending_clone = Some(PendingClone { slot, rsp: a.stack });
     // The child's registers are the parent's at this syscall's exit.
-    crate::syscall::signal::NACRE_EXIT_HINT.store(1, core::sync::atomic::Ordering::Relaxed);
+    crate::syscall::signal::set_hint_here(true);
     Ok(u64::from(tid))
 }
 

@@ -18,15 +18,13 @@ use crate::kernel::UserMemError;
 use core::mem::offset_of;
 use zerocopy::FromZeros;
 
-/// After a syscall with the exit hint ([`NACRE_EXIT_HINT`]) set: fire a due timer
-/// and say whether the exit path must call [`exit_to_user`]. The hint stays set
-/// while there is work or the timer is armed, and always with several vCPUs: it is
-/// one byte for all of them, and one vCPU's thread must not clear it under another's.
+/// After a syscall with this vCPU's exit hint ([`NACRE_EXIT_HINTS`]) set: fire a due
+/// timer and say whether the exit path must call [`exit_to_user`]. The hint stays set
+/// while there is work or the timer is armed.
 pub fn prepare_exit(k: &mut Kernel) -> bool {
     fire_alarm(k);
     let work = k.sig.deliverable() || k.sig.thread.work != 0;
-    let hint = work || k.sig.alarm_at != 0 || crate::arch::smp::active();
-    NACRE_EXIT_HINT.store(u8::from(hint), core::sync::atomic::Ordering::Relaxed);
+    super::set_hint_here(work || k.sig.alarm_at != 0);
     work
 }
 

@@ -167,14 +167,28 @@ impl SigInfo {
     }
 }
 
-/// The exit hint: set by every change that can leave exit work (a signal made
-/// pending, the mask changed, an rt_sigreturn or sigsuspend, the timer armed),
-/// cleared by [`deliver::prepare_exit`] when there is none. The syscall exit path
-/// (`arch/syscall_entry.rs`) reads this one byte after every syscall and calls into
-/// the signal layer only when it is set. (The running thread's: per CPU once there
-/// are threads.)
+/// The exit hints, one byte per vCPU: set by every change that can leave exit work
+/// (a signal made pending, the mask changed, an rt_sigreturn or sigsuspend, the timer
+/// armed, a thread switched in), cleared by [`deliver::prepare_exit`] on its own vCPU
+/// when the thread there has none. The syscall exit path (`arch/syscall_entry.rs`)
+/// reads its vCPU's byte after every syscall and calls into the signal layer only
+/// when it is set. A change for a thread that may run on another vCPU sets every
+/// byte ([`hint_all`]): a byte set without work only costs a look.
 #[no_mangle]
-pub static NACRE_EXIT_HINT: AtomicU8 = AtomicU8::new(0);
+pub static NACRE_EXIT_HINTS: [AtomicU8; crate::arch::gdt::MAX_CPUS] =
+    [const { AtomicU8::new(0) }; crate::arch::gdt::MAX_CPUS];
+
+/// Set this vCPU's exit hint to `hint`.
+pub fn set_hint_here(hint: bool) {
+    NACRE_EXIT_HINTS[crate::arch::gdt::cpu_index()].store(u8::from(hint), Ordering::Relaxed);
+}
+
+/// Set every vCPU's exit hint.
+pub fn hint_all() {
+    for h in &NACRE_EXIT_HINTS {
+        h.store(1, Ordering::Relaxed);
+    }
+}
 
 /// `ThreadSignals::work`: an rt_sigreturn to perform on the way out.
 const WORK_SIGRETURN: u64 = 1;
@@ -269,7 +283,7 @@ fn queue(t: &mut ThreadSignals, ignored: bool, sig: u64, info: SigInfo) {
     }
     t.pending |= b;
     t.info[(sig - 1) as usize] = info;
-    NACRE_EXIT_HINT.store(1, Ordering::Relaxed);
+    hint_all();
 }
 
 impl Signals {
@@ -300,7 +314,7 @@ impl Signals {
 
     /// Something changed that can leave exit work: set the exit hint.
     fn note_work(&mut self) {
-        NACRE_EXIT_HINT.store(1, Ordering::Relaxed);
+        hint_all();
     }
 
     /// Whether a pending signal is not blocked.
