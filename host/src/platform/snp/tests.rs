@@ -53,7 +53,8 @@ fn image() -> LoadedImage {
 
 /// What `nacre measure --platform snp` prints for the image.
 fn nacre_measure() -> [u8; 48] {
-    measure_bytes(image_bytes(), MeasurePlatform::Kind(PlatformKind::Snp)).unwrap()[0].measurement
+    measure_bytes(image_bytes(), MeasurePlatform::Kind(PlatformKind::Snp), 1).unwrap()[0]
+        .measurement
 }
 
 /// One recorded ioctl.
