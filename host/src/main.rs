@@ -53,6 +53,12 @@ fn demo_in(dir: &std::path::Path, cpus: u32, start: Instant) -> anyhow::Result<u
     } else {
         format!(" and {cpus} vCPUs")
     };
+    // The same --cpus for attest and verify: SEV-SNP measures every vCPU.
+    let cpus_arg = if cpus == 1 {
+        String::new()
+    } else {
+        format!(" --cpus {cpus}")
+    };
     eprintln!("nacre demo: 3/5 running it on emulated-snp with 256 MiB{vcpus}; its output follows");
     let args = cli::run::RunArgs {
         image: image_path.clone(),
@@ -73,7 +79,7 @@ fn demo_in(dir: &std::path::Path, cpus: u32, start: Instant) -> anyhow::Result<u
     let evidence = dir.join("evidence.json");
     eprintln!(
         "nacre demo: 4/5 a verifier's fresh nonce {nonce}:\n\
-         nacre demo:     nacre attest {} --nonce <nonce> -o {}",
+         nacre demo:     nacre attest {}{cpus_arg} --nonce <nonce> -o {}",
         image_path.display(),
         evidence.display()
     );
@@ -89,13 +95,14 @@ fn demo_in(dir: &std::path::Path, cpus: u32, start: Instant) -> anyhow::Result<u
     })?;
     eprintln!(
         "nacre demo: 5/5 checked offline against the image and the nonce:\n\
-         nacre demo:     nacre verify {} --image {} --nonce <nonce> --allow-emulated",
+         nacre demo:     nacre verify {} --image {}{cpus_arg} --nonce <nonce> --allow-emulated",
         evidence.display(),
         image_path.display()
     );
     let verdict = cli::verify::run(&cli::verify::VerifyArgs {
         evidence,
         image: Some(image_path),
+        cpus,
         nonce: Some(nonce),
         allow_emulated: true,
         ..cli::verify::VerifyArgs::new(std::path::PathBuf::new())

@@ -14,8 +14,9 @@
 //!   platforms a file serves.
 //! * [`measure`] computes launch measurements as the platforms do: the SEV-SNP launch
 //!   digest and ID block, the TDX MRTD. [`LoadedImage::measurement`] is an image's
-//!   (SEV-SNP: [`LoadedImage::launch_digest`], TDX: [`LoadedImage::mrtd`]), and
-//!   [`LoadedImage::measured_regions`] says what it covers.
+//!   (SEV-SNP: [`LoadedImage::launch_digest`], TDX: [`LoadedImage::mrtd`]) for one
+//!   vCPU, [`LoadedImage::measurement_for_cpus`] for any number (SEV-SNP measures a
+//!   VMSA per vCPU), and [`LoadedImage::measured_regions`] says what it covers.
 //! * [`pagetable`] and [`vmsa`] produce the measured initial page tables (SEV-SNP and
 //!   TDX) and the SEV-SNP initial VMSA.
 //!

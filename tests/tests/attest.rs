@@ -414,6 +414,177 @@ fn package_measure_attest_verify_on_each_emulated_platform() {
     on_each_platform(attest_flow);
 }
 
+/// `nacre attest IMAGE --platform P --cpus CPUS --nonce N -o OUT --json`, which must
+/// succeed; returns its summary.
+fn attest_cpus(
+    image: &Path,
+    platform: &str,
+    cpus: &str,
+    nonce: &str,
+    out: &Path,
+) -> serde_json::Value {
+    let output = must_succeed(
+        nacre(
+            &strings(&[
+                "attest",
+                &image.display().to_string(),
+                "--platform",
+                platform,
+                "--cpus",
+                cpus,
+                "--nonce",
+                nonce,
+                "-o",
+                &out.display().to_string(),
+                "--json",
+            ]),
+            &[],
+        ),
+        "nacre attest --cpus",
+    );
+    serde_json::from_slice(&output.stdout).expect("attest --json prints JSON")
+}
+
+/// `nacre measure IMAGE --platform P --cpus CPUS --json`: the platform's object.
+fn measure_cpus(image: &Path, platform: &str, cpus: &str) -> serde_json::Value {
+    let out = must_succeed(
+        nacre(
+            &strings(&[
+                "measure",
+                &image.display().to_string(),
+                "--platform",
+                platform,
+                "--cpus",
+                cpus,
+                "--json",
+            ]),
+            &[],
+        ),
+        "nacre measure --cpus",
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("measure --json");
+    json[platform.trim_start_matches("emulated-")].clone()
+}
+
+/// On SEV-SNP every vCPU's VMSA is measured: evidence of a guest launched with
+/// `--cpus 2` carries the image's measurement for two vCPUs, which `nacre measure
+/// --cpus 2` prints and `nacre verify --image --cpus 2` expects; verifying it as a
+/// one-vCPU launch fails the measurement check and names the count to pass.
+#[test]
+fn snp_evidence_of_two_vcpus_verifies_with_cpus_2() {
+    require_kvm();
+    let image = hello_image("cpus", &[]);
+    let image_arg = image.display().to_string();
+    let evidence = dir().join("emulated-snp.cpus2.json");
+    let summary = attest_cpus(&image, "emulated-snp", "2", NONCE, &evidence);
+    assert_eq!(summary["cpus"], 2, "{summary:#}");
+
+    let two = measure_cpus(&image, "emulated-snp", "2");
+    assert_eq!(two["cpus"], 2, "{two:#}");
+    assert_eq!(
+        summary["measurement"], two["measurement"],
+        "{summary:#}\n{two:#}"
+    );
+    let one = measure_cpus(&image, "emulated-snp", "1");
+    assert_ne!(one["measurement"], two["measurement"]);
+    assert_eq!(
+        measure(&image, "emulated-snp"),
+        one["measurement"].as_str().unwrap_or("")
+    );
+
+    let base = ["--image", &image_arg, "--nonce", NONCE, "--allow-emulated"];
+    let mut with_cpus = base.to_vec();
+    with_cpus.extend(["--cpus", "2"]);
+    let (output, json) = verify(&evidence, &with_cpus);
+    let json = json.unwrap_or_else(|| panic!("no verdict\n{}", describe_output(&output)));
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{json:#}\n{}",
+        describe_output(&output)
+    );
+    assert_eq!(
+        json["claims"]["measurement"], two["measurement"],
+        "{json:#}"
+    );
+
+    // Without --cpus the expected measurement is the one-vCPU one: only the
+    // measurement fails, and it says which --cpus the evidence is of.
+    let (output, json) = verify(&evidence, &base);
+    let json = json.unwrap_or_else(|| panic!("no verdict\n{}", describe_output(&output)));
+    assert_eq!(output.status.code(), Some(EXIT_NOT_VERIFIED), "{json:#}");
+    assert_eq!(failed(&json), vec!["measurement".to_string()], "{json:#}");
+    let hint = "the evidence is of this image launched with --cpus 2; pass --cpus 2";
+    assert!(detail(&json, "measurement").contains(hint), "{json:#}");
+    let output = nacre(
+        &strings(&["verify", &evidence.display().to_string()])
+            .into_iter()
+            .chain(strings(&base))
+            .collect::<Vec<_>>(),
+        &[],
+    );
+    assert_eq!(output.status.code(), Some(EXIT_NOT_VERIFIED));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains(hint),
+        "{}",
+        describe_output(&output)
+    );
+
+    // Another wrong count fails the same way, naming the right one.
+    let mut four = base.to_vec();
+    four.extend(["--cpus", "4"]);
+    let (_, json) = verify(&evidence, &four);
+    let json = json.expect("a verdict");
+    assert_eq!(failed(&json), vec!["measurement".to_string()], "{json:#}");
+    assert!(detail(&json, "measurement").contains(hint), "{json:#}");
+
+    // --cpus is for --image only.
+    let (output, _) = verify(&evidence, &["--cpus", "2", "--allow-emulated"]);
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "{}",
+        describe_output(&output)
+    );
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("--image"),
+        "{}",
+        describe_output(&output)
+    );
+}
+
+/// On TDX the vCPUs are not measured: evidence of a TD with two vCPUs has the image's
+/// MRTD, and verifies with or without `--cpus`.
+#[test]
+fn tdx_evidence_of_two_vcpus_has_the_same_mrtd() {
+    require_kvm();
+    let image = hello_image("cpus-tdx", &[]);
+    let image_arg = image.display().to_string();
+    let evidence = dir().join("emulated-tdx.cpus2.json");
+    let summary = attest_cpus(&image, "emulated-tdx", "2", NONCE, &evidence);
+    assert_eq!(
+        summary["measurement"],
+        measure(&image, "emulated-tdx").as_str()
+    );
+    assert_eq!(
+        measure_cpus(&image, "emulated-tdx", "2")["measurement"],
+        summary["measurement"]
+    );
+    for cpus in [None, Some("2")] {
+        let mut args = vec!["--image", &image_arg, "--nonce", NONCE, "--allow-emulated"];
+        if let Some(n) = cpus {
+            args.extend(["--cpus", n]);
+        }
+        let (output, json) = verify(&evidence, &args);
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{args:?}: {json:?}\n{}",
+            describe_output(&output)
+        );
+    }
+}
+
 /// Evidence of a debuggable guest (`nacre package --debug`) fails the debug check,
 /// by name, unless the verifier allows debugging.
 fn debug_policy_is_refused(platform: &str) {

@@ -423,6 +423,73 @@ fn bad_images_are_refused_with_status_125() {
     }
 }
 
+/// On SEV-SNP every vCPU's VMSA is measured, so `--cpus` changes the SNP value (and
+/// `--json` says for how many); the TDX MRTD is the same for any count.
+#[test]
+fn cpus_change_the_snp_measurement_and_not_the_mrtd() {
+    let one = measure_json(&hello_image(), &[]);
+    assert_eq!(one["snp"]["cpus"], 1, "{one:#}");
+    assert_eq!(measure_json(&hello_image(), &["--cpus", "1"]), one);
+    let mut snp = vec![measurement(&one, "snp")];
+    for cpus in ["2", "16"] {
+        let more = measure_json(&hello_image(), &["--cpus", cpus]);
+        for platform in ["snp", "tdx"] {
+            assert_eq!(more[platform]["cpus"].to_string(), cpus, "{more:#}");
+        }
+        assert_eq!(
+            measurement(&more, "tdx"),
+            measurement(&one, "tdx"),
+            "{cpus}"
+        );
+        snp.push(measurement(&more, "snp"));
+    }
+    snp.sort();
+    snp.dedup();
+    assert_eq!(snp.len(), 3, "{snp:?}");
+
+    // --explain lists a VMSA per vCPU.
+    let output = measure(&hello_image(), &["--cpus", "3", "--explain"]);
+    assert!(output.status.success(), "{}", describe_output(&output));
+    let text = String::from_utf8_lossy(&output.stdout);
+    for vcpu in 0..3 {
+        assert!(text.contains(&format!("VMSA vCPU {vcpu}")), "{text}");
+    }
+    assert!(text.contains("3 VMSA pages, one per vCPU"), "{text}");
+    let json = measure_json(&hello_image(), &["--cpus", "3", "--explain"]);
+    let vmsas = json["snp"]["regions"]
+        .as_array()
+        .expect("regions")
+        .iter()
+        .filter(|r| r["what"] == "vmsa")
+        .count();
+    assert_eq!(vmsas, 3, "{json:#}");
+}
+
+#[test]
+fn cpus_outside_one_to_sixteen_are_refused() {
+    for bad in ["0", "17"] {
+        let output = measure(&hello_image(), &["--cpus", bad]);
+        assert!(!output.status.success(), "{}", describe_output(&output));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("--cpus") && stderr.contains("the number of vCPUs must be 1 to 16"),
+            "{bad}: {stderr}"
+        );
+        assert!(output.stdout.is_empty(), "{}", describe_output(&output));
+    }
+    let output = nacre(&["measure".to_string(), "--help".to_string()], &[]);
+    let help = String::from_utf8_lossy(&output.stdout);
+    let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
+    for needle in [
+        "--cpus",
+        "one VMSA per vCPU",
+        "every vCPU",
+        "MRTD is the same for all",
+    ] {
+        assert!(help.contains(needle), "{needle}:\n{help}");
+    }
+}
+
 #[test]
 fn help_teaches_with_an_example() {
     let output = nacre(&["measure".to_string(), "--help".to_string()], &[]);

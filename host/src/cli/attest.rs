@@ -23,6 +23,11 @@ Example:
   nacre attest hello.igvm --platform emulated-snp --nonce $nonce -o evidence.json
   nacre verify evidence.json --image hello.igvm --nonce $nonce --allow-emulated
 
+  # With more vCPUs, verify with the same --cpus: on SEV-SNP each vCPU's initial
+  # state is measured, so the MEASUREMENT depends on the number (`nacre measure --cpus`).
+  nacre attest hello.igvm --cpus 4 --nonce $nonce -o evidence.json
+  nacre verify evidence.json --image hello.igvm --cpus 4 --nonce $nonce --allow-emulated
+
 The image boots as it would for `nacre run`, but the firmware asks the platform for
 evidence before the app starts and the guest stops there: the app never runs. On
 emulated-snp the evidence is an attestation report from the security processor,
@@ -135,12 +140,14 @@ pub fn run(a: &AttestArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot write {}", a.output.display()))?;
 
     let measurement = hex::encode(evidence.measurement());
-    let predicted = hex::encode(image.measurement());
+    // SEV-SNP measures every vCPU's VMSA: the image's value for this many vCPUs.
+    let predicted = hex::encode(image.measurement_for_cpus(a.cpus));
     if a.json {
         let summary = serde_json::json!({
             "evidence": a.output.display().to_string(),
             "platform": platform,
             "kind": evidence.kind().name(),
+            "cpus": a.cpus,
             "measurement": measurement,
             "report_data": hex::encode(report_data),
             "collateral": collateral.is_some(),
@@ -154,6 +161,7 @@ pub fn run(a: &AttestArgs) -> anyhow::Result<()> {
             evidence.describe()
         );
         println!("platform     {platform}");
+        println!("vcpus        {}", a.cpus);
         println!("measurement  {measurement}");
         println!("report data  {}", hex::encode(report_data));
         if endorsements.vcek.is_some() {

@@ -1,6 +1,9 @@
 //! `nacre measure`: the launch measurement each platform computes for an image, which
-//! the attestation reports of its guests carry, without running it.
+//! the attestation reports of its guests carry, without running it: on SEV-SNP for the
+//! number of vCPUs the guest is launched with (`--cpus`), since every vCPU's VMSA is
+//! measured; on TDX the same for any number.
 
+use super::run::parse_cpus;
 use crate::platform;
 use anyhow::Context;
 use nacre_loader::measure::MEASUREMENT_SIZE;
@@ -19,6 +22,7 @@ Examples:
       tdx mrtd        bd4201580f043a26...
   nacre measure hello.igvm --platform snp --json
   nacre measure hello.igvm --explain
+  nacre measure hello.igvm --platform snp --cpus 4   (for `nacre run/attest --cpus 4`)
 
 The SEV-SNP value is the launch digest the AMD security processor computes while the
 host adds the image's pages: the guest's attestation reports carry it as MEASUREMENT.
@@ -27,11 +31,20 @@ MRTD. A verifier compares that field with this value. Both depend only on the im
 packaging the same inputs again gives the same values, and any change to the firmware,
 the app, its arguments, environment or files changes them.
 
+The SEV-SNP value also depends on the number of vCPUs the guest is launched with: at
+SNP_LAUNCH_FINISH the security processor measures the initial state (VMSA page) of
+every vCPU, one after the other at the same GPA, so a guest launched with --cpus 4 has
+another MEASUREMENT than the same image with --cpus 1. nacre starts every vCPU in the
+boot processor's state, so the value for N vCPUs is the one for 1 continued with N - 1
+more updates of the same VMSA page. Pass the --cpus that `nacre run` or `nacre attest`
+is given (default 1). The TDX value does not depend on it: MRTD covers only the pages
+added to the TD, and making its vCPUs adds nothing to it.
+
 --explain lists, in launch order, every region each platform measures: what it holds,
 its guest-physical address range, how the platform takes its pages (SEV-SNP page type
 NORMAL, ZERO, UNMEASURED or VMSA; TDX PAGE.ADD+MR.EXTEND or PAGE.ADD), the page count
 and the SHA-384 of its contents, so that a value that differs can be traced to the
-pages that differ.")]
+pages that differ. On SEV-SNP it ends with one VMSA row per vCPU.")]
 pub struct MeasureArgs {
     /// The image made by `nacre package`.
     pub image: PathBuf,
@@ -46,7 +59,26 @@ pub struct MeasureArgs {
     /// Also list the measured regions of each platform.
     #[arg(long)]
     pub explain: bool,
+    #[arg(
+        long,
+        value_name = "N",
+        value_parser = parse_cpus,
+        default_value_t = 1,
+        hide_default_value = true,
+        help = CPUS_HELP
+    )]
+    pub cpus: u32,
 }
+
+/// `--cpus` in `nacre measure --help`.
+pub const CPUS_HELP: &str = "The number of vCPUs the guest is launched with (`nacre run/attest \
+    --cpus`), 1 to 16 (default 1). The SEV-SNP measurement covers one VMSA per vCPU, so it \
+    differs for each number; the TDX MRTD is the same for all";
+
+const _: () = assert!(
+    nacre_shared_abi::boot::MAX_CPUS == 16,
+    "CPUS_HELP names the range"
+);
 
 /// `--platform`: the image part one platform boots, or all of them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,9 +109,11 @@ fn measure_target() -> impl clap::builder::TypedValueParser<Value = MeasurePlatf
 pub struct PlatformMeasurement {
     /// The platform.
     pub platform: PlatformKind,
-    /// The SEV-SNP launch digest or the TDX MRTD.
+    /// The number of vCPUs it is for.
+    pub cpus: u32,
+    /// The SEV-SNP launch digest or the TDX MRTD of a guest with `cpus` vCPUs.
     pub measurement: [u8; MEASUREMENT_SIZE],
-    /// What it covers, in launch order.
+    /// What it covers, in launch order (on SEV-SNP a VMSA region per vCPU).
     pub regions: Vec<MeasuredRegion>,
     /// The guest policy the image declares for the platform (not measured;
     /// [`nacre_loader::LoadedImage::guest_policy`]).
@@ -101,11 +135,13 @@ impl PlatformMeasurement {
     }
 }
 
-/// The measurements of the image `bytes` on `platform`, SEV-SNP first. A platform the
-/// image does not serve, or an image that does not load, is an error.
+/// The measurements of the image `bytes` on `platform` for a guest with `cpus` vCPUs,
+/// SEV-SNP first. A platform the image does not serve, or an image that does not load,
+/// is an error.
 pub fn measure_bytes(
     bytes: &[u8],
     platform: MeasurePlatform,
+    cpus: u32,
 ) -> Result<Vec<PlatformMeasurement>, ImageError> {
     let platforms = match platform {
         MeasurePlatform::Kind(kind) => vec![kind],
@@ -117,8 +153,9 @@ pub fn measure_bytes(
             let image = load_image(bytes, platform)?;
             Ok(PlatformMeasurement {
                 platform,
-                measurement: image.measurement(),
-                regions: image.measured_regions(),
+                cpus,
+                measurement: image.measurement_for_cpus(cpus),
+                regions: image.measured_regions_for_cpus(cpus),
                 guest_policy: image.guest_policy,
                 debug: image.debug(),
             })
@@ -127,7 +164,8 @@ pub fn measure_bytes(
 }
 
 /// Text output: a line `PLATFORM FIELD HEX` per platform, each followed by its region
-/// table when `explain` is set.
+/// table when `explain` is set (with more than one vCPU, the VMSA rows name their vCPU
+/// and a last line says how the vCPUs are measured).
 pub fn render_text(measurements: &[PlatformMeasurement], explain: bool) -> String {
     let mut out = String::new();
     for m in measurements {
@@ -150,18 +188,37 @@ pub fn render_text(measurements: &[PlatformMeasurement], explain: bool) -> Strin
                 let digest = r
                     .sha384
                     .map_or_else(|| "(the host's, not measured)".to_owned(), hex::encode);
+                let what = match r.vcpu {
+                    Some(vcpu) if m.cpus > 1 => format!("{} vCPU {vcpu}", r.what.name()),
+                    _ => r.what.name().to_owned(),
+                };
                 let _ = writeln!(
                     out,
-                    "    {:<14}  {:<31}  {:<18}  {:>6}  {digest}",
-                    r.what.name(),
+                    "    {what:<14}  {:<31}  {:<18}  {:>6}  {digest}",
                     range,
                     r.page_type.name(),
                     r.pages
                 );
             }
+            if m.cpus > 1 {
+                let _ = writeln!(out, "    {}", cpus_note(m.platform, m.cpus));
+            }
         }
     }
     out
+}
+
+/// How the vCPUs enter the measurement of `platform`, for `--explain` with `cpus` > 1.
+fn cpus_note(platform: PlatformKind, cpus: u32) -> String {
+    match platform {
+        PlatformKind::Snp => format!(
+            "{cpus} vCPUs: {cpus} VMSA pages, one per vCPU, the BSP's first, all the image's \
+             VMSA at the same GPA"
+        ),
+        PlatformKind::Tdx => {
+            format!("{cpus} vCPUs: not measured, MRTD is the same for any number of vCPUs")
+        }
+    }
 }
 
 /// One platform's object in the JSON output.
@@ -169,6 +226,8 @@ pub fn render_text(measurements: &[PlatformMeasurement], explain: bool) -> Strin
 struct JsonMeasurement<'a> {
     /// The attestation report field that carries the value.
     report_field: &'static str,
+    /// The number of vCPUs the value is for.
+    cpus: u32,
     /// The value, in hex.
     measurement: String,
     /// The guest policy, in hex (not measured).
@@ -181,7 +240,7 @@ struct JsonMeasurement<'a> {
 }
 
 /// JSON output: `{"snp": {...}, "tdx": {...}}`, each with the report field the value
-/// goes in, the measurement in hex, the image's guest policy for the platform in hex and
+/// goes in, the number of vCPUs it is for, the measurement in hex, the image's guest policy for the platform in hex and
 /// whether it allows debugging, and, when `explain` is set, the regions.
 pub fn render_json(
     measurements: &[PlatformMeasurement],
@@ -192,6 +251,7 @@ pub fn render_json(
         .map(|m| {
             let entry = JsonMeasurement {
                 report_field: m.report_field(),
+                cpus: m.cpus,
                 measurement: hex::encode(m.measurement),
                 guest_policy: format!("{:#x}", m.guest_policy),
                 debug: m.debug,
@@ -207,7 +267,7 @@ pub fn render_json(
 pub fn run(a: &MeasureArgs) -> anyhow::Result<()> {
     let bytes = std::fs::read(&a.image)
         .with_context(|| format!("cannot read the image {}", a.image.display()))?;
-    let measurements = measure_bytes(&bytes, a.platform)
+    let measurements = measure_bytes(&bytes, a.platform, a.cpus)
         .with_context(|| format!("cannot measure {}", a.image.display()))?;
     if a.json {
         println!("{}", render_json(&measurements, a.explain)?);
@@ -234,7 +294,7 @@ mod tests {
 
     #[test]
     fn every_platform_by_default() {
-        let all = measure_bytes(image(), MeasurePlatform::All).unwrap();
+        let all = measure_bytes(image(), MeasurePlatform::All, 1).unwrap();
         let platforms: Vec<PlatformKind> = all.iter().map(|m| m.platform).collect();
         assert_eq!(platforms, [PlatformKind::Snp, PlatformKind::Tdx]);
         for m in &all {
@@ -249,15 +309,15 @@ mod tests {
                 .mrtd
                 .unwrap()
         );
-        let snp = measure_bytes(image(), MeasurePlatform::Kind(PlatformKind::Snp)).unwrap();
+        let snp = measure_bytes(image(), MeasurePlatform::Kind(PlatformKind::Snp), 1).unwrap();
         assert_eq!(snp[..], all[..1]);
-        let tdx = measure_bytes(image(), MeasurePlatform::Kind(PlatformKind::Tdx)).unwrap();
+        let tdx = measure_bytes(image(), MeasurePlatform::Kind(PlatformKind::Tdx), 1).unwrap();
         assert_eq!(tdx[..], all[1..]);
     }
 
     #[test]
     fn text_is_one_line_per_platform() {
-        let all = measure_bytes(image(), MeasurePlatform::All).unwrap();
+        let all = measure_bytes(image(), MeasurePlatform::All, 1).unwrap();
         let text = render_text(&all, false);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 2, "{text}");
@@ -272,7 +332,7 @@ mod tests {
 
     #[test]
     fn explain_lists_every_region() {
-        let all = measure_bytes(image(), MeasurePlatform::All).unwrap();
+        let all = measure_bytes(image(), MeasurePlatform::All, 1).unwrap();
         let text = render_text(&all, true);
         let rows = 2 + 2 + all.iter().map(|m| m.regions.len()).sum::<usize>();
         assert_eq!(text.lines().count(), rows, "{text}");
@@ -293,7 +353,7 @@ mod tests {
 
     #[test]
     fn json_has_an_object_per_platform() {
-        let all = measure_bytes(image(), MeasurePlatform::All).unwrap();
+        let all = measure_bytes(image(), MeasurePlatform::All, 1).unwrap();
         let parse = |text: String| serde_json::from_str::<serde_json::Value>(&text).unwrap();
         let json = parse(render_json(&all, false).unwrap());
         assert_eq!(json["snp"]["report_field"], "measurement");
@@ -312,13 +372,93 @@ mod tests {
     }
 
     #[test]
+    fn cpus_change_the_snp_measurement_and_not_the_mrtd() {
+        let one = measure_bytes(image(), MeasurePlatform::All, 1).unwrap();
+        let snp = load_image(image(), PlatformKind::Snp).unwrap();
+        for cpus in [2, 16] {
+            let more = measure_bytes(image(), MeasurePlatform::All, cpus).unwrap();
+            assert_eq!(more[0].cpus, cpus);
+            assert_eq!(more[0].measurement, snp.measurement_for_cpus(cpus));
+            assert_ne!(more[0].measurement, one[0].measurement, "{cpus} vCPUs");
+            assert_eq!(
+                more[0].regions.len(),
+                one[0].regions.len() + cpus as usize - 1
+            );
+            assert_eq!(more[1].measurement, one[1].measurement, "{cpus} vCPUs");
+            assert_eq!(more[1].regions, one[1].regions);
+        }
+    }
+
+    #[test]
+    fn explain_names_a_vmsa_per_vcpu() {
+        let all = measure_bytes(image(), MeasurePlatform::All, 3).unwrap();
+        let text = render_text(&all, true);
+        // Per platform: its line, the header, a row per region, the note on vCPUs.
+        let rows = 2 + 2 + 2 + all.iter().map(|m| m.regions.len()).sum::<usize>();
+        assert_eq!(text.lines().count(), rows, "{text}");
+        for needle in [
+            "VMSA vCPU 0",
+            "VMSA vCPU 1",
+            "VMSA vCPU 2",
+            "3 vCPUs: 3 VMSA pages, one per vCPU",
+            "3 vCPUs: not measured",
+        ] {
+            assert!(text.contains(needle), "{needle}:\n{text}");
+        }
+        assert!(!text.contains("VMSA vCPU 3"), "{text}");
+        // With one vCPU the table is as it always was.
+        let one = render_text(
+            &measure_bytes(image(), MeasurePlatform::All, 1).unwrap(),
+            true,
+        );
+        assert!(!one.contains("vCPU"), "{one}");
+    }
+
+    #[test]
+    fn json_says_how_many_vcpus() {
+        let all = measure_bytes(image(), MeasurePlatform::All, 2).unwrap();
+        let json: serde_json::Value =
+            serde_json::from_str(&render_json(&all, true).unwrap()).unwrap();
+        assert_eq!(json["snp"]["cpus"], 2);
+        assert_eq!(json["tdx"]["cpus"], 2);
+        assert_eq!(json["snp"]["measurement"], hex::encode(all[0].measurement));
+        let regions = json["snp"]["regions"].as_array().unwrap();
+        let vcpus: Vec<&serde_json::Value> = regions.iter().filter_map(|r| r.get("vcpu")).collect();
+        assert_eq!(vcpus, [0, 1]);
+    }
+
+    fn cpus_of(args: &[&str]) -> Result<u32, String> {
+        use clap::Parser;
+        let cli = crate::cli::Cli::try_parse_from(args).map_err(|e| e.to_string())?;
+        match cli.command {
+            crate::cli::Command::Measure(a) => Ok(a.cpus),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn cpus_default_to_one_and_outside_one_to_sixteen_are_refused() {
+        assert_eq!(cpus_of(&["nacre", "measure", "x.igvm"]), Ok(1));
+        assert_eq!(
+            cpus_of(&["nacre", "measure", "x.igvm", "--cpus", "16"]),
+            Ok(16)
+        );
+        for bad in ["0", "17", "two"] {
+            let e = cpus_of(&["nacre", "measure", "x.igvm", "--cpus", bad]).unwrap_err();
+            assert!(e.contains("1 to 16"), "{bad}: {e}");
+        }
+        assert!(CPUS_HELP.contains("default 1"));
+        assert!(CPUS_HELP.contains("one VMSA per vCPU"));
+    }
+
+    #[test]
     fn bad_images_are_errors() {
-        let err = measure_bytes(b"not an image", MeasurePlatform::All).unwrap_err();
+        let err = measure_bytes(b"not an image", MeasurePlatform::All, 1).unwrap_err();
         assert!(matches!(err, ImageError::NotIgvm), "{err}");
         let mut corrupt = image().to_vec();
         let last = corrupt.len() - 1;
         corrupt[last] ^= 1;
-        let err = measure_bytes(&corrupt, MeasurePlatform::All).unwrap_err();
+        let err = measure_bytes(&corrupt, MeasurePlatform::All, 1).unwrap_err();
         assert!(err.to_string().contains("corrupt"), "{err}");
     }
 }

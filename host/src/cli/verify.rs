@@ -1,7 +1,10 @@
 //! `nacre verify`.
 
+use super::run::parse_cpus;
 use crate::platform;
 use anyhow::Context;
+use nacre_loader::LoadedImage;
+use nacre_shared_abi::boot::MAX_CPUS;
 use nacre_verifier::crl::Crl;
 use nacre_verifier::evidence::{nonce_report_data, parse_nonce, EvidenceFile};
 use nacre_verifier::{self, time, Cert, Evidence, Expectations, Inputs, Trust, TrustAnchors};
@@ -44,6 +47,10 @@ Examples:
   # Evidence from `nacre attest`: it must be of this image and bind this nonce:
   nacre verify evidence.json --image hello.igvm --nonce 5eed... --allow-emulated
 
+  # Evidence from `nacre attest --cpus 4`: on SEV-SNP every vCPU's initial state is
+  # measured, so the image's measurement for 4 vCPUs is the expected one:
+  nacre verify evidence.json --image hello.igvm --cpus 4 --nonce 5eed... --allow-emulated
+
   # An SEV-SNP report (raw 0x4A0 bytes or hex) and the VCEK that signed it; the chain
   # ASK -> ARK is AMD's built-in one for the VCEK's product (Milan, Genoa, Turin):
   nacre verify report.bin --vcek vcek.der --measurement 7a1e5c26...841f
@@ -83,10 +90,21 @@ pub struct VerifyArgs {
     #[arg(long, value_name = "FILE")]
     pub cert_chain: Option<PathBuf>,
     /// The image the evidence must be of: its measurement on the evidence's platform
-    /// (what `nacre measure` prints) is the expected one, and the guest policy (SNP)
-    /// or the TD attributes it governs (TDX) must be the ones it declares.
+    /// for --cpus vCPUs (what `nacre measure --cpus` prints) is the expected one, and
+    /// the guest policy (SNP) or the TD attributes it governs (TDX) must be the ones it
+    /// declares.
     #[arg(long, value_name = "IMAGE", conflicts_with = "measurement")]
     pub image: Option<PathBuf>,
+    #[arg(
+        long,
+        value_name = "N",
+        value_parser = parse_cpus,
+        default_value_t = 1,
+        hide_default_value = true,
+        requires = "image",
+        help = CPUS_HELP
+    )]
+    pub cpus: u32,
     /// The nonce given to `nacre attest` (hex): the report data must bind it.
     #[arg(long, value_name = "HEX", conflicts_with = "report_data")]
     pub nonce: Option<String>,
@@ -150,6 +168,7 @@ impl VerifyArgs {
             vcek: None,
             cert_chain: None,
             image: None,
+            cpus: 1,
             nonce: None,
             measurement: None,
             report_data: None,
@@ -179,16 +198,49 @@ fn read(path: &Path, what: &str) -> anyhow::Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("cannot read the {what} {}", path.display()))
 }
 
-/// What the image at `path` declares for the platform the evidence comes from: the
-/// measurement `nacre measure` predicts, and the SNP guest policy or TD attributes.
-fn image_expectations(path: &Path, evidence: &Evidence) -> anyhow::Result<(Vec<u8>, u64)> {
+/// `--cpus` in `nacre verify --help`.
+pub const CPUS_HELP: &str = "With --image: the number of vCPUs the guest was launched with \
+    (`nacre attest --cpus`), 1 to 16 (default 1). An SEV-SNP MEASUREMENT covers one VMSA \
+    per vCPU, so the expected one is the image's for that many (`nacre measure --cpus`); \
+    a TDX MRTD is the same for any number";
+
+const _: () = assert!(MAX_CPUS == 16, "CPUS_HELP names the range");
+
+/// The image at `path` loaded for the platform the evidence comes from.
+fn load_image_for(path: &Path, evidence: &Evidence) -> anyhow::Result<LoadedImage> {
     let kind = platform::image_kind_of(evidence.kind())
         .with_context(|| format!("no platform makes {}", evidence.describe()))?;
     let bytes = read(path, "image")?;
-    let image = nacre_loader::load_image(&bytes, kind)
-        .with_context(|| format!("cannot use {} as the image", path.display()))?;
+    nacre_loader::load_image(&bytes, kind)
+        .with_context(|| format!("cannot use {} as the image", path.display()))
+}
+
+/// What `image` declares for a guest launched with `cpus` vCPUs: the measurement
+/// `nacre measure --cpus` predicts, and the SNP guest policy or TD attributes.
+fn image_expectations(image: &LoadedImage, cpus: u32) -> (Vec<u8>, u64) {
     let policy = image.td_attributes().unwrap_or(image.guest_policy);
-    Ok((image.measurement().to_vec(), policy))
+    (image.measurement_for_cpus(cpus).to_vec(), policy)
+}
+
+/// When `actual` is not `image`'s measurement for `cpus` vCPUs but is its measurement
+/// for another number (1 to [`MAX_CPUS`]; only an SEV-SNP one depends on it), what to
+/// add to the failed check: the evidence is of this image with that many vCPUs.
+fn other_cpus_hint(image: &LoadedImage, cpus: u32, actual: &[u8]) -> Option<String> {
+    if image.measurement_for_cpus(cpus)[..] == *actual {
+        return None;
+    }
+    let launched = (1..=MAX_CPUS)
+        .filter(|&n| n != cpus)
+        .find(|&n| image.measurement_for_cpus(n)[..] == *actual)?;
+    let default = if launched == 1 {
+        " or leave --cpus out"
+    } else {
+        ""
+    };
+    Some(format!(
+        " (the evidence is of this image launched with --cpus {launched}; pass --cpus \
+         {launched}{default}, since an SEV-SNP measurement covers one VMSA per vCPU)"
+    ))
 }
 
 /// Verify the evidence; returns the exit status (0 verified, 1 not verified).
@@ -219,9 +271,14 @@ pub fn run(a: &VerifyArgs) -> anyhow::Result<u8> {
     if let Some(at) = &a.at {
         inputs.at = time::parse_rfc3339(at).context("--at")?;
     }
-    let (measurement, policy) = match &a.image {
-        Some(path) => {
-            let (measurement, policy) = image_expectations(path, &evidence)?;
+    let image = a
+        .image
+        .as_deref()
+        .map(|path| load_image_for(path, &evidence))
+        .transpose()?;
+    let (measurement, policy) = match &image {
+        Some(image) => {
+            let (measurement, policy) = image_expectations(image, a.cpus);
             (Some(measurement), Some(policy))
         }
         None => (parse_hex("--measurement", a.measurement.as_deref())?, None),
@@ -296,6 +353,21 @@ pub fn run(a: &VerifyArgs) -> anyhow::Result<u8> {
     inputs.require_revocation = a.require_revocation;
     let mut verification = nacre_verifier::verify(&evidence, &inputs)
         .with_context(|| format!("cannot verify {}", a.evidence.display()))?;
+    // A measurement that is the image's for another number of vCPUs: say which.
+    if let Some(image) = &image {
+        for check in &mut verification.checks {
+            let measurement = [
+                nacre_verifier::snp::check::MEASUREMENT,
+                nacre_verifier::tdx::check::MRTD,
+            ]
+            .contains(&check.name);
+            if measurement && !check.passed {
+                if let Some(hint) = other_cpus_hint(image, a.cpus, &evidence.measurement()) {
+                    check.detail.push_str(&hint);
+                }
+            }
+        }
+    }
     if let Some(from) = &revocation_from {
         for check in &mut verification.checks {
             if [
@@ -407,6 +479,70 @@ mod tests {
         {
             crate::cli::Command::Verify(a) => a,
             other => panic!("not verify: {other:?}"),
+        }
+    }
+
+    /// The demo image, loaded for `platform`.
+    fn demo_image(platform: nacre_loader::PlatformKind) -> LoadedImage {
+        let files = crate::cli::package::file_tree("hello", &[]).expect("a file tree");
+        let bytes =
+            crate::cli::package::build(crate::DEMO_APP, "hello", &[], &[], &files, 0, false)
+                .expect("an image");
+        nacre_loader::load_image(&bytes, platform).expect("it loads")
+    }
+
+    #[test]
+    fn the_expected_measurement_is_the_images_for_the_vcpus() {
+        let snp = demo_image(nacre_loader::PlatformKind::Snp);
+        let (one, policy) = image_expectations(&snp, 1);
+        assert_eq!(one, snp.measurement().to_vec());
+        assert_eq!(policy, snp.guest_policy);
+        let (two, _) = image_expectations(&snp, 2);
+        assert_eq!(two, snp.measurement_for_cpus(2).to_vec());
+        assert_ne!(one, two);
+        let tdx = demo_image(nacre_loader::PlatformKind::Tdx);
+        assert_eq!(image_expectations(&tdx, 2).0, image_expectations(&tdx, 1).0);
+    }
+
+    #[test]
+    fn a_measurement_of_another_vcpu_count_is_named() {
+        let snp = demo_image(nacre_loader::PlatformKind::Snp);
+        let two = snp.measurement_for_cpus(2);
+        let hint = other_cpus_hint(&snp, 1, &two).expect("a hint");
+        assert!(
+            hint.contains("the evidence is of this image launched with --cpus 2; pass --cpus 2"),
+            "{hint}"
+        );
+        let hint = other_cpus_hint(&snp, 3, &snp.measurement()).expect("a hint");
+        assert!(
+            hint.contains("launched with --cpus 1; pass --cpus 1 or leave --cpus out"),
+            "{hint}"
+        );
+        // The right count, another image, a TDX MRTD: nothing to say.
+        assert_eq!(other_cpus_hint(&snp, 2, &two), None);
+        assert_eq!(other_cpus_hint(&snp, 1, &[7; 48]), None);
+        let tdx = demo_image(nacre_loader::PlatformKind::Tdx);
+        assert_eq!(other_cpus_hint(&tdx, 2, &[7; 48]), None);
+    }
+
+    #[test]
+    fn cpus_needs_an_image_and_one_to_sixteen() {
+        let parse = |extra: &[&str]| {
+            let mut all = vec!["nacre", "verify", "e.json"];
+            all.extend_from_slice(extra);
+            crate::cli::Cli::try_parse_from(all).map(|cli| match cli.command {
+                crate::cli::Command::Verify(a) => a.cpus,
+                other => panic!("not verify: {other:?}"),
+            })
+        };
+        assert_eq!(parse(&[]).ok(), Some(1));
+        assert_eq!(parse(&["--image", "x.igvm"]).ok(), Some(1));
+        assert_eq!(parse(&["--image", "x.igvm", "--cpus", "4"]).ok(), Some(4));
+        let alone = parse(&["--cpus", "2"]).expect_err("--cpus without --image");
+        assert!(alone.to_string().contains("--image"), "{alone}");
+        for bad in ["0", "17"] {
+            let e = parse(&["--image", "x.igvm", "--cpus", bad]).expect_err("out of range");
+            assert!(e.to_string().contains("1 to 16"), "{bad}: {e}");
         }
     }
 

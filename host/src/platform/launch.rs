@@ -211,7 +211,7 @@ pub fn check_cpus(cpus: u32) -> Result<(), SetupError> {
 
 /// `KVM_MP_STATE_RUNNABLE` (`include/uapi/linux/kvm.h`): a vCPU that runs when
 /// `KVM_RUN` is called, rather than waiting for INIT and SIPI.
-const MP_STATE_RUNNABLE: u32 = kvm_bindings::KVM_MP_STATE_RUNNABLE;
+pub const MP_STATE_RUNNABLE: u32 = kvm_bindings::KVM_MP_STATE_RUNNABLE;
 const _: () = assert!(MP_STATE_RUNNABLE == 0);
 
 /// Make `cpus` vCPUs of `vm` with KVM ids (and so x2APIC ids) 0 to `cpus - 1`, each

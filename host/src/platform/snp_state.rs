@@ -1,6 +1,7 @@
 //! What an SEV-SNP launch hands the guest besides its pages, shared by `emulated-snp`
-//! and `snp`: the BSP's registers from the VMSA an image measured (and the VMSA
-//! upstream KVM would measure from them), and the CPUID page ([`cpuid_page`]).
+//! and `snp`: the BSP's registers from the VMSA an image measured, which every vCPU
+//! starts with (and the VMSA upstream KVM would measure from them, once per vCPU), and
+//! the CPUID page ([`cpuid_page`]).
 //!
 //! KVM takes no VMSA from user space: at SNP_LAUNCH_UPDATE of the VMSA it builds the
 //! page from the vCPU's registers (`arch/x86/kvm/svm/sev.c`, `sev_es_sync_vmsa`) and
@@ -79,8 +80,9 @@ const DR7_RESET: u64 = 0x400;
 const X87_FCW_RESET: u16 = 0x37F;
 const MXCSR_RESET: u32 = 0x1F80;
 
-/// The BSP's registers as the host sets them with KVM_SET_SREGS and KVM_SET_REGS, and
-/// the `vmsa_features` it creates the VM with (KVM_SEV_INIT2).
+/// The BSP's registers as the host sets them with KVM_SET_SREGS and KVM_SET_REGS (on
+/// every vCPU: they all start in the BSP's state), and the `vmsa_features` it creates
+/// the VM with (KVM_SEV_INIT2).
 #[derive(Debug, Clone, Copy)]
 pub struct BspState {
     /// KVM_SET_REGS.
@@ -273,7 +275,8 @@ mod tests {
 
     /// The same for the page `nacre measure` hashes: the demo image, built from the
     /// firmware this host carries, and its launch digest replayed with the VMSA KVM
-    /// would build in place of the image's.
+    /// would build in place of the image's, once per vCPU as KVM measures it
+    /// (`nacre measure --cpus N`).
     #[test]
     fn nacre_measure_is_what_kvm_measures_for_the_demo_image() {
         use nacre_loader::image::SNP_PARAMETER_PAGE_TYPE;
@@ -293,17 +296,25 @@ mod tests {
         let vmsa = loaded.vmsa.as_deref().unwrap();
         let kvm = kvm_vmsa(&BspState::from_vmsa(vmsa).unwrap(), true);
         assert_eq!(kvm.as_bytes(), vmsa.as_bytes());
-        let mut digest = LaunchDigest::new();
-        for page in &loaded.pages {
-            digest.add_page(
-                page.gpa,
-                page.contents.snp_page_type(),
-                page.contents.bytes(),
+        for cpus in [1, 2, 4] {
+            let mut digest = LaunchDigest::new();
+            for page in &loaded.pages {
+                digest.add_page(
+                    page.gpa,
+                    page.contents.snp_page_type(),
+                    page.contents.bytes(),
+                );
+            }
+            digest.add_page(loaded.param_gpa, SNP_PARAMETER_PAGE_TYPE, &[0; 4096]);
+            for _ in 0..cpus {
+                digest.add_vmsa(kvm.as_bytes().try_into().unwrap());
+            }
+            assert_eq!(
+                digest.finish(),
+                loaded.measurement_for_cpus(cpus),
+                "{cpus} vCPUs"
             );
         }
-        digest.add_page(loaded.param_gpa, SNP_PARAMETER_PAGE_TYPE, &[0; 4096]);
-        digest.add_vmsa(kvm.as_bytes().try_into().unwrap());
-        assert_eq!(Some(digest.finish()), loaded.launch_digest);
     }
 
     #[test]

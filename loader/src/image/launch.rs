@@ -4,7 +4,16 @@
 //! measured regions `nacre measure --explain` lists ([`LoadedImage::measured_regions`]).
 //!
 //! The order is [`LoadedImage`]'s launch sequence, the one nacre's host follows: every
-//! page of `pages` in order, then the parameter page, then on SEV-SNP the BSP's VMSA.
+//! page of `pages` in order, then the parameter page, then on SEV-SNP one VMSA per vCPU,
+//! the BSP's first.
+//!
+//! The number of vCPUs enters the SEV-SNP launch digest only: KVM measures the VMSA of
+//! every vCPU at SNP_LAUNCH_FINISH, each at the same GPA (docs/specs.md 5.1, 5.5), and
+//! nacre starts every vCPU in the BSP's state, so N vCPUs give the one-vCPU digest
+//! continued with N - 1 more updates of the same VMSA page
+//! ([`LoadedImage::measurement_for_cpus`]). MRTD covers the pages added and extended
+//! only (docs/specs.md 6.7): creating and initializing a TD's vCPUs adds nothing to it,
+//! so a TD's MRTD is the same whatever its number of vCPUs.
 //!
 //! Which page types the pages get on each platform, and why, is in the [`crate::image`]
 //! documentation ("Launch measurement").
@@ -109,7 +118,8 @@ pub enum RegionKind {
     CpuidPage,
     /// The parameter page holding the host's memory map.
     ParameterPage,
-    /// The BSP's VMSA (SEV-SNP).
+    /// A vCPU's initial VMSA (SEV-SNP): one region per vCPU, the BSP's first, each
+    /// the image's VMSA ([`MeasuredRegion::vcpu`] says whose).
     Vmsa,
     /// A page outside nacre's layout (an image built by other means).
     Other,
@@ -137,7 +147,8 @@ impl RegionKind {
 
 /// A run of launch pages with the same content kind and page type at consecutive GPAs,
 /// consecutive in launch order. The regions of an image, in order, cover every page its
-/// launch adds exactly once.
+/// launch adds exactly once; on SEV-SNP the VMSA page, at the same GPA for every vCPU,
+/// is added once per vCPU and so is one region per vCPU.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct MeasuredRegion {
     /// What the region holds.
@@ -158,6 +169,10 @@ pub struct MeasuredRegion {
     /// CONTENTS); `None` for the parameter page, whose contents are the host's.
     #[serde(serialize_with = "serialize_digest")]
     pub sha384: Option<[u8; MEASUREMENT_SIZE]>,
+    /// For a VMSA region: the index of the vCPU whose initial state it is (0, the BSP,
+    /// is measured first); `None` for every other region.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vcpu: Option<u32>,
 }
 
 fn serialize_gpa<S: Serializer>(gpa: &u64, serializer: S) -> Result<S::Ok, S::Error> {
@@ -183,10 +198,13 @@ struct LaunchPage<'a> {
     page_type: LaunchPageType,
     /// The image's contents, or `None` when they are the host's (the parameter page).
     contents: Option<&'a [u8; PAGE]>,
+    /// The vCPU a VMSA page is of.
+    vcpu: Option<u32>,
 }
 
-/// Every page the launch of `image` adds, in launch order (module documentation).
-fn launch_pages(image: &LoadedImage) -> Vec<LaunchPage<'_>> {
+/// Every page the launch of `image` with `cpus` vCPUs (0 counts as 1: there is always
+/// the BSP) adds, in launch order (module documentation).
+fn launch_pages(image: &LoadedImage, cpus: u32) -> Vec<LaunchPage<'_>> {
     let mut out: Vec<LaunchPage<'_>> = image
         .pages
         .iter()
@@ -201,6 +219,7 @@ fn launch_pages(image: &LoadedImage) -> Vec<LaunchPage<'_>> {
                 PageContents::Secrets | PageContents::Cpuid => None,
                 _ => Some(page.contents.bytes()),
             },
+            vcpu: None,
         })
         .collect();
     out.push(LaunchPage {
@@ -211,17 +230,27 @@ fn launch_pages(image: &LoadedImage) -> Vec<LaunchPage<'_>> {
             PlatformKind::Tdx => LaunchPageType::TdxAdd,
         },
         contents: None,
+        vcpu: None,
     });
-    if let Some(vmsa) = &image.vmsa {
-        let page: &[u8; PAGE] = zerocopy::transmute_ref!(&**vmsa);
-        out.push(LaunchPage {
+    if let Some(page) = vmsa_page(image) {
+        // Every vCPU starts in the BSP's state: the same VMSA, measured once each.
+        out.extend((0..cpus.max(1)).map(|vcpu| LaunchPage {
             gpa: VMSA_GPA,
             what: RegionKind::Vmsa,
             page_type: LaunchPageType::Snp(PageType::Vmsa),
             contents: Some(page),
-        });
+            vcpu: Some(vcpu),
+        }));
     }
     out
+}
+
+/// The image's VMSA as the page the platform measures (SEV-SNP).
+fn vmsa_page(image: &LoadedImage) -> Option<&[u8; PAGE]> {
+    image
+        .vmsa
+        .as_deref()
+        .map(|vmsa| -> &[u8; PAGE] { zerocopy::transmute_ref!(vmsa) })
 }
 
 /// What the image page at `gpa` holds, by nacre's memory layout and the image's boot
@@ -252,10 +281,10 @@ fn region_of(image: &LoadedImage, gpa: u64) -> RegionKind {
     }
 }
 
-/// The measurement the platform computes while the host launches `image`: the SEV-SNP
-/// launch digest or the TDX MRTD.
-pub(super) fn measure(image: &LoadedImage) -> [u8; MEASUREMENT_SIZE] {
-    let pages = launch_pages(image);
+/// The measurement the platform computes while the host launches `image` with `cpus`
+/// vCPUs, from the first page: the SEV-SNP launch digest or the TDX MRTD.
+pub(super) fn measure(image: &LoadedImage, cpus: u32) -> [u8; MEASUREMENT_SIZE] {
+    let pages = launch_pages(image, cpus);
     match image.platform {
         PlatformKind::Snp => {
             let mut digest = LaunchDigest::new();
@@ -277,14 +306,15 @@ pub(super) fn measure(image: &LoadedImage) -> [u8; MEASUREMENT_SIZE] {
     }
 }
 
-/// The regions of [`LoadedImage::measured_regions`].
-fn measured_regions(image: &LoadedImage) -> Vec<MeasuredRegion> {
+/// The regions of [`LoadedImage::measured_regions_for_cpus`].
+fn measured_regions(image: &LoadedImage, cpus: u32) -> Vec<MeasuredRegion> {
     let mut regions: Vec<(MeasuredRegion, Option<Sha384>)> = Vec::new();
-    for page in launch_pages(image) {
+    for page in launch_pages(image, cpus) {
         if let Some((last, hasher)) = regions.last_mut() {
             let continues = last.what == page.what
                 && last.page_type == page.page_type
                 && last.gpa_end == page.gpa
+                && last.vcpu == page.vcpu
                 && hasher.is_some() == page.contents.is_some();
             if continues {
                 last.gpa_end += PAGE_SIZE_4K;
@@ -307,6 +337,7 @@ fn measured_regions(image: &LoadedImage) -> Vec<MeasuredRegion> {
             page_type: page.page_type,
             pages: 1,
             sha384: None,
+            vcpu: page.vcpu,
         };
         regions.push((region, hasher));
     }
@@ -320,22 +351,56 @@ fn measured_regions(image: &LoadedImage) -> Vec<MeasuredRegion> {
 }
 
 impl LoadedImage {
-    /// The platform's launch measurement: [`launch_digest`](Self::launch_digest) on
-    /// SEV-SNP (the attestation report's MEASUREMENT), [`mrtd`](Self::mrtd) on TDX.
+    /// The platform's launch measurement for a guest with one vCPU:
+    /// [`launch_digest`](Self::launch_digest) on SEV-SNP (the attestation report's
+    /// MEASUREMENT), [`mrtd`](Self::mrtd) on TDX. The same as
+    /// [`measurement_for_cpus(1)`](Self::measurement_for_cpus).
     pub fn measurement(&self) -> [u8; MEASUREMENT_SIZE] {
-        let stored = match self.platform {
-            PlatformKind::Snp => self.launch_digest,
-            PlatformKind::Tdx => self.mrtd,
-        };
-        stored.unwrap_or_else(|| measure(self))
+        self.measurement_for_cpus(1)
     }
 
-    /// What the launch measures, region by region in launch order: each run of pages
-    /// of one kind and page type at consecutive GPAs, with its page count and the
-    /// SHA-384 of its contents, so that a measurement that differs can be traced to the
-    /// pages that differ. The regions cover every page the launch adds exactly once.
+    /// The platform's launch measurement for a guest launched with `cpus` vCPUs (0
+    /// counts as 1: there is always the BSP), each starting in the BSP's state as
+    /// nacre's host starts them.
+    ///
+    /// On SEV-SNP KVM measures one VMSA per vCPU at SNP_LAUNCH_FINISH, BSP first, all at
+    /// GPA 0xFFFF_FFFF_F000 (docs/specs.md 5.1, 5.5), so the digest depends on `cpus`:
+    /// it is [`launch_digest`](Self::launch_digest), the one-vCPU digest, continued
+    /// with `cpus - 1` more VMSA updates of the same page
+    /// ([`LaunchDigest::resume`]), one SHA-384 of a page each. On TDX the vCPUs are not
+    /// measured and this is [`mrtd`](Self::mrtd) whatever `cpus` is.
+    pub fn measurement_for_cpus(&self, cpus: u32) -> [u8; MEASUREMENT_SIZE] {
+        match self.platform {
+            PlatformKind::Snp => {
+                let one = self.launch_digest.unwrap_or_else(|| measure(self, 1));
+                let Some(vmsa) = vmsa_page(self) else {
+                    return one;
+                };
+                let mut digest = LaunchDigest::resume(one);
+                for _ in 1..cpus {
+                    digest.add_vmsa(vmsa);
+                }
+                digest.finish()
+            }
+            PlatformKind::Tdx => self.mrtd.unwrap_or_else(|| measure(self, 1)),
+        }
+    }
+
+    /// What the launch of a guest with one vCPU measures:
+    /// [`measured_regions_for_cpus(1)`](Self::measured_regions_for_cpus).
     pub fn measured_regions(&self) -> Vec<MeasuredRegion> {
-        measured_regions(self)
+        self.measured_regions_for_cpus(1)
+    }
+
+    /// What the launch of a guest with `cpus` vCPUs (0 counts as 1) measures, region
+    /// by region in launch order: each run of pages of one kind and page type at
+    /// consecutive GPAs, with its page count and the SHA-384 of its contents, so that a
+    /// measurement that differs can be traced to the pages that differ. The regions
+    /// cover every page the launch adds exactly once; on SEV-SNP that ends with one
+    /// VMSA region per vCPU, all at the same GPA. TDX's regions are the same whatever
+    /// `cpus` is.
+    pub fn measured_regions_for_cpus(&self, cpus: u32) -> Vec<MeasuredRegion> {
+        measured_regions(self, cpus)
     }
 }
 
@@ -443,6 +508,103 @@ mod tests {
         assert_eq!(image.launch_digest, Some(expected));
         assert_eq!(image.measurement(), expected);
         assert_eq!(image.mrtd, None);
+    }
+
+    /// The launch digest of `image` with `cpus` vCPUs replayed from nothing, page by
+    /// page, without [`launch_pages`]: the image's pages, the parameter page, then the
+    /// VMSA once per vCPU.
+    fn replayed_snp_digest(image: &LoadedImage, cpus: u32) -> [u8; MEASUREMENT_SIZE] {
+        let mut digest = LaunchDigest::new();
+        for page in &image.pages {
+            digest.add_page(
+                page.gpa,
+                page.contents.snp_page_type(),
+                page.contents.bytes(),
+            );
+        }
+        digest.add_page(image.param_gpa, PageType::Unmeasured, &[0x5A; PAGE]);
+        let vmsa: &[u8; PAGE] = image.vmsa.as_ref().unwrap().as_bytes().try_into().unwrap();
+        for _ in 0..cpus {
+            digest.add_vmsa(vmsa);
+        }
+        digest.finish()
+    }
+
+    #[test]
+    fn one_cpu_is_the_launch_digest() {
+        let image = loaded(PlatformKind::Snp);
+        let one = image.launch_digest.unwrap();
+        assert_eq!(image.measurement_for_cpus(1), one);
+        assert_eq!(image.measurement(), one);
+        assert_eq!(replayed_snp_digest(&image, 1), one);
+        // There is always the BSP.
+        assert_eq!(image.measurement_for_cpus(0), one);
+        assert_eq!(measure(&image, 0), one);
+    }
+
+    #[test]
+    fn more_cpus_continue_the_chain_with_more_vmsas() {
+        let image = loaded(PlatformKind::Snp);
+        for cpus in [2, 3, 16] {
+            let expected = replayed_snp_digest(&image, cpus);
+            assert_eq!(image.measurement_for_cpus(cpus), expected, "{cpus} vCPUs");
+            assert_eq!(measure(&image, cpus), expected, "{cpus} vCPUs");
+        }
+        // An image without a stored digest (built by hand) gets the same values.
+        let mut bare = image.clone();
+        bare.launch_digest = None;
+        assert_eq!(bare.measurement_for_cpus(2), image.measurement_for_cpus(2));
+    }
+
+    #[test]
+    fn the_number_of_cpus_changes_the_snp_digest() {
+        let image = loaded(PlatformKind::Snp);
+        let digests: std::collections::BTreeSet<[u8; MEASUREMENT_SIZE]> = (1..=16)
+            .map(|cpus| image.measurement_for_cpus(cpus))
+            .collect();
+        assert_eq!(digests.len(), 16);
+    }
+
+    #[test]
+    fn the_number_of_cpus_does_not_change_the_mrtd() {
+        let image = loaded(PlatformKind::Tdx);
+        let mrtd = image.mrtd.unwrap();
+        for cpus in [0, 1, 2, 16] {
+            assert_eq!(image.measurement_for_cpus(cpus), mrtd, "{cpus} vCPUs");
+            assert_eq!(measure(&image, cpus), mrtd, "{cpus} vCPUs");
+            assert_eq!(
+                image.measured_regions_for_cpus(cpus),
+                image.measured_regions(),
+                "{cpus} vCPUs"
+            );
+        }
+    }
+
+    #[test]
+    fn each_cpu_has_a_vmsa_region_bsp_first() {
+        let image = loaded(PlatformKind::Snp);
+        let one = image.measured_regions();
+        let three = image.measured_regions_for_cpus(3);
+        assert_eq!(three.len(), one.len() + 2);
+        assert_eq!(three[..one.len()], one[..]);
+        let vmsas: Vec<&MeasuredRegion> = three
+            .iter()
+            .filter(|r| r.what == RegionKind::Vmsa)
+            .collect();
+        assert_eq!(vmsas.len(), 3);
+        for (i, r) in vmsas.iter().enumerate() {
+            assert_eq!(r.vcpu, Some(i as u32));
+            assert_eq!((r.gpa_start, r.pages), (VMSA_GPA, 1));
+            assert_eq!(r.sha384, vmsas[0].sha384);
+        }
+        // They are the last regions, and the only ones naming a vCPU.
+        assert!(three[three.len() - 3..]
+            .iter()
+            .all(|r| r.what == RegionKind::Vmsa));
+        assert_eq!(three.iter().filter(|r| r.vcpu.is_some()).count(), 3);
+        let json = serde_json::to_value(&three).unwrap();
+        assert_eq!(json[three.len() - 1]["vcpu"], 2);
+        assert!(json[0].get("vcpu").is_none());
     }
 
     #[test]
@@ -591,7 +753,7 @@ mod tests {
             }
             assert_eq!(covered, expected_pages(&image), "{platform:?}");
             let total: u64 = regions.iter().map(|r| r.pages).sum();
-            assert_eq!(total as usize, launch_pages(&image).len());
+            assert_eq!(total as usize, launch_pages(&image, 1).len());
         }
     }
 

@@ -80,10 +80,10 @@ pub struct ImagePage {
 ///
 /// The launch sequence is: every page of [`pages`](Self::pages) in order, then the
 /// parameter page at [`param_gpa`](Self::param_gpa) (no measured page of the platform
-/// follows it in the file), then on SEV-SNP the VMSA. How each platform takes each page,
-/// and so what it measures, is in the [`crate::image`] documentation ("Launch
-/// measurement"); [`measurement`](Self::measurement) and
-/// [`measured_regions`](Self::measured_regions) give the result.
+/// follows it in the file), then on SEV-SNP the VMSA, once per vCPU. How each platform
+/// takes each page, and so what it measures, is in the [`crate::image`] documentation
+/// ("Launch measurement"); [`measurement_for_cpus`](Self::measurement_for_cpus) and
+/// [`measured_regions_for_cpus`](Self::measured_regions_for_cpus) give the result.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoadedImage {
     /// The platform this view is for; its [`BootInfo`] names it.
@@ -97,14 +97,18 @@ pub struct LoadedImage {
     /// Where the host must insert the parameter page holding the memory map
     /// ([`nacre_shared_abi::boot::MemoryMapEntry`] array), unmeasured.
     pub param_gpa: u64,
-    /// SEV-SNP: the BSP's initial state. `Some` exactly when `platform` is SEV-SNP.
+    /// SEV-SNP: the BSP's initial state, which nacre's host gives every vCPU. `Some`
+    /// exactly when `platform` is SEV-SNP.
     pub vmsa: Option<Box<SevVmsa>>,
     /// SEV-SNP: the launch digest (the attestation report's MEASUREMENT) the AMD
     /// security processor computes while the host launches the image the way the launch
     /// sequence above says (docs/specs.md 5.1; [`crate::measure::snp`]): each page of `pages`
-    /// with SNP_LAUNCH_UPDATE, NORMAL for a page with data and ZERO for a zero page
-    /// ([`PageContents::snp_page_type`]), then the parameter page UNMEASURED, then the
-    /// BSP's VMSA at GPA 0xFFFF_FFFF_F000. `Some` exactly when `platform` is SEV-SNP.
+    /// with SNP_LAUNCH_UPDATE as [`PageContents::snp_page_type`] says (NORMAL for a
+    /// page with data and for a zero page), then the parameter page UNMEASURED, then the
+    /// BSP's VMSA at GPA 0xFFFF_FFFF_F000: the digest of a guest with one vCPU. Each
+    /// further vCPU adds its VMSA at the same GPA;
+    /// [`measurement_for_cpus`](Self::measurement_for_cpus) gives the digest for any
+    /// number of vCPUs. `Some` exactly when `platform` is SEV-SNP.
     pub launch_digest: Option<[u8; MEASUREMENT_SIZE]>,
     /// TDX: the MRTD the TDX module computes while the host builds the TD the way the
     /// launch sequence above says, with upstream KVM's order (docs/specs.md 6.7;
@@ -480,7 +484,8 @@ pub fn load_image(bytes: &[u8], platform: PlatformKind) -> Result<LoadedImage, I
         min_memory,
         guest_policy,
     };
-    let measurement = Some(launch::measure(&image));
+    // The one-vCPU measurement; LoadedImage::measurement_for_cpus continues it.
+    let measurement = Some(launch::measure(&image, 1));
     match platform {
         PlatformKind::Snp => image.launch_digest = measurement,
         PlatformKind::Tdx => image.mrtd = measurement,

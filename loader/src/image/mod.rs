@@ -47,9 +47,10 @@
 //! # Launch measurement
 //!
 //! The host launches a platform's view in [`LoadedImage`]'s launch sequence: every
-//! page of `pages` in order, then the parameter page, then on SEV-SNP the BSP's VMSA.
-//! [`LoadedImage::measurement`] is what the platform computes from it and
-//! [`LoadedImage::measured_regions`] lists what it covers.
+//! page of `pages` in order, then the parameter page, then on SEV-SNP one VMSA per
+//! vCPU, the BSP's first. [`LoadedImage::measurement_for_cpus`] is what the platform
+//! computes from it for a number of vCPUs ([`LoadedImage::measurement`] for one) and
+//! [`LoadedImage::measured_regions_for_cpus`] lists what it covers.
 //!
 //! ## SEV-SNP page types
 //!
@@ -68,9 +69,10 @@
 //!   and the security processor checks it);
 //! * the parameter page (the host's memory map): UNMEASURED
 //!   ([`SNP_PARAMETER_PAGE_TYPE`]), zeros;
-//! * the BSP's VMSA: VMSA at GPA [`crate::measure::snp::VMSA_GPA`], the SHA-384 of the
-//!   VMSA page as the image holds it (a host on hardware must hand over exactly that
-//!   state).
+//! * each vCPU's VMSA, the BSP's first: VMSA at GPA [`crate::measure::snp::VMSA_GPA`],
+//!   the SHA-384 of the VMSA page as the image holds it (a host on hardware must hand
+//!   over exactly that state, to every vCPU: they all start in the BSP's state), so the
+//!   number of vCPUs is part of the digest.
 //!
 //! A zero page is NORMAL over 4096 zero bytes, not SNP_LAUNCH_UPDATE's ZERO type,
 //! because the IGVM format asks that of every loader (`igvm_defs`,
@@ -85,7 +87,8 @@
 //! Every page of `pages`, with data or zero, is added with TDH.MEM.PAGE.ADD and measured
 //! with its 16 TDH.MR.EXTENDs; the parameter page is added and not extended
 //! ([`crate::measure::tdx`]). A TD's BSP starts in the architectural reset state, so
-//! there is no VMSA.
+//! there is no VMSA, and vCPUs add nothing to MRTD: it is the same whatever the number
+//! of vCPUs.
 
 mod build;
 mod digest;

@@ -183,6 +183,16 @@ impl LaunchDigest {
         }
     }
 
+    /// A launch digest that continues from `digest`, the value [`current`](Self::current)
+    /// or [`finish`](Self::finish) gave after some pages: each step hashes only the
+    /// digest before it (docs/specs.md 5.1), so the chain carries on from there exactly
+    /// as if those pages had been added again. This is how the digest of the same launch
+    /// with more vCPUs follows from a finished one: one more [`add_vmsa`](Self::add_vmsa)
+    /// per further vCPU.
+    pub fn resume(digest: [u8; MEASUREMENT_SIZE]) -> Self {
+        Self { digest }
+    }
+
     /// One launch update of a page at `gpa` of `page_type` whose CONTENTS field is
     /// `contents` (the SHA-384 of the page for NORMAL and VMSA pages, zeros otherwise).
     /// [`add_page`](Self::add_page) and [`add_vmsa`](Self::add_vmsa) compute `contents`
@@ -212,7 +222,9 @@ impl LaunchDigest {
     }
 
     /// Add one vCPU's initial VMSA page as KVM does at SNP_LAUNCH_FINISH: a VMSA page at
-    /// [`VMSA_GPA`]. Call it once per vCPU, BSP first, after every other page.
+    /// [`VMSA_GPA`]. Call it once per vCPU, BSP first, after every other page: the
+    /// digest of a guest with N vCPUs has N VMSA steps, all at the same GPA, so the
+    /// number of vCPUs is part of the measurement.
     pub fn add_vmsa(&mut self, vmsa: &[u8; PAGE]) {
         self.add_page(VMSA_GPA, PageType::Vmsa, vmsa);
     }
@@ -373,6 +385,24 @@ mod tests {
         }
         // The BSP's VMSA is the last step.
         assert_eq!(steps.last().map(|s| s.page_type), Some(PageType::Vmsa));
+    }
+
+    /// Resuming from a digest and adding pages is adding them to the digest that gave
+    /// it: a second VMSA after a finished one-vCPU launch is the two-vCPU launch.
+    #[test]
+    fn resume_continues_the_chain() {
+        let vmsa = vmsa_page();
+        let mut two = LaunchDigest::new();
+        two.add_page(0x1000, PageType::Normal, &[1; PAGE]);
+        two.add_vmsa(&vmsa);
+        let one = two.current();
+        two.add_vmsa(&vmsa);
+        let mut resumed = LaunchDigest::resume(one);
+        assert_eq!(resumed.current(), one);
+        resumed.add_vmsa(&vmsa);
+        assert_eq!(resumed, two);
+        assert_ne!(resumed.finish(), one, "a second vCPU changes the digest");
+        assert_eq!(LaunchDigest::resume([0; 48]), LaunchDigest::new());
     }
 
     #[test]

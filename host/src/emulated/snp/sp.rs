@@ -2,9 +2,10 @@
 //! SNP_LAUNCH_UPDATE and SNP_LAUNCH_FINISH do to the launch measurement, and the
 //! secrets page with the guest's message keys (VMPCKs), which it fills at launch.
 //!
-//! The launch digest is computed here, page by page as the host adds them, with the
-//! same [`LaunchDigest`] the loader predicts it with (docs/specs.md 5.1); the host compares
-//! the two before the guest runs. The VMPCKs are random for every launch (the kernel's
+//! The launch digest is computed here, page by page as the host adds them and then one
+//! VMSA per vCPU at SNP_LAUNCH_FINISH as KVM hands them over on hardware, with the same
+//! [`LaunchDigest`] the loader predicts it with (docs/specs.md 5.1, 5.5); the host
+//! compares the two before the guest runs. The VMPCKs are random for every launch (the kernel's
 //! `getrandom`); the guest finds them in its secrets page (docs/specs.md 4.6).
 //!
 //! Guest messages (docs/specs.md 4.1): [`EmulatedSp::guest_request`] decrypts a request
@@ -172,9 +173,17 @@ impl EmulatedSp {
         page
     }
 
-    /// SNP_LAUNCH_FINISH: measure the BSP's VMSA and fix the measurement.
-    pub fn launch_finish(&mut self, vmsa: &[u8; PAGE]) -> [u8; MEASUREMENT_SIZE] {
-        self.digest.add_vmsa(vmsa);
+    /// SNP_LAUNCH_FINISH: measure the VMSA of every vCPU, `vmsas` in vCPU index order
+    /// (the BSP's first), as KVM does on hardware (docs/specs.md 5.5), and fix the
+    /// measurement. A guest with N vCPUs has N VMSA updates in its digest, even when
+    /// the pages are all the same.
+    pub fn launch_finish<'a>(
+        &mut self,
+        vmsas: impl IntoIterator<Item = &'a [u8; PAGE]>,
+    ) -> [u8; MEASUREMENT_SIZE] {
+        for vmsa in vmsas {
+            self.digest.add_vmsa(vmsa);
+        }
         let m = self.digest.finish();
         self.measurement = Some(m);
         m
@@ -395,7 +404,7 @@ pub(crate) mod tests {
     pub(crate) fn launched() -> EmulatedSp {
         let mut sp = EmulatedSp::new().unwrap();
         sp.launch_update(0x1000, PageType::Normal, &[1; PAGE]);
-        sp.launch_finish(&[2; PAGE]);
+        sp.launch_finish([&[2; PAGE]]);
         sp
     }
 
@@ -495,7 +504,27 @@ pub(crate) mod tests {
         }
         digest.add_vmsa(&page);
         assert_eq!(sp.measurement(), None);
-        assert_eq!(sp.launch_finish(&page), digest.finish());
+        assert_eq!(sp.launch_finish([&page]), digest.finish());
         assert!(sp.measurement().is_some());
+    }
+
+    /// One VMSA per vCPU, in order: two vCPUs of the same VMSA are two VMSA updates,
+    /// and the order of different VMSAs counts.
+    #[test]
+    fn every_vcpus_vmsa_is_measured_in_order() {
+        let finish = |vmsas: &[&[u8; PAGE]]| {
+            let mut sp = EmulatedSp::new().unwrap();
+            sp.launch_update(0x1000, PageType::Normal, &[1; PAGE]);
+            sp.launch_finish(vmsas.iter().copied())
+        };
+        let (bsp, ap) = ([2u8; PAGE], [3u8; PAGE]);
+        let mut digest = LaunchDigest::new();
+        digest.add_page(0x1000, PageType::Normal, &[1; PAGE]);
+        digest.add_vmsa(&bsp);
+        let one = digest.current();
+        digest.add_vmsa(&bsp);
+        assert_eq!(finish(&[&bsp]), one);
+        assert_eq!(finish(&[&bsp, &bsp]), digest.finish());
+        assert_ne!(finish(&[&bsp, &ap]), finish(&[&ap, &bsp]));
     }
 }

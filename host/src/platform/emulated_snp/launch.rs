@@ -3,8 +3,10 @@
 //! page added and measured by the emulated security processor (SNP_LAUNCH_UPDATE), the
 //! CPUID page filled from the vCPUs' CPUID, the host parameter page (with the number of
 //! vCPUs), CPUID saying "SEV-SNP", MSR exits for SEV_STATUS and the GHCB MSR, and
-//! every vCPU (`--cpus`) in the state of the image's VMSA (SNP_LAUNCH_FINISH checks the
-//! measurement of that VMSA, the boot processor's).
+//! every vCPU (`--cpus`) in the state of the image's VMSA. SNP_LAUNCH_FINISH measures
+//! that VMSA once per vCPU, the boot processor's first, as KVM does on hardware, so the
+//! launch digest (and every report's MEASUREMENT) is the image's digest for that
+//! number of vCPUs ([`LoadedImage::measurement_for_cpus`]).
 //!
 //! Every vCPU is set up alike ([`setup_vcpu`]: the same CPUID, which the one CPUID page
 //! reports to all, and the same registers) and starts at the firmware's entry, which
@@ -158,24 +160,26 @@ pub fn launch(image: &LoadedImage, config: &LaunchConfig) -> Result<Vm, SetupErr
     let vmsa = image.vmsa.as_deref().ok_or_else(|| {
         SetupError::Image("the image has no SEV-SNP VMSA (it was not loaded for SEV-SNP)".into())
     })?;
-    // SNP_LAUNCH_FINISH: the VMSA, then the measurement must be the one the image
-    // predicts (the hostile parameter-page hook leaves the parameter page out on
-    // purpose).
+    // SNP_LAUNCH_FINISH: every vCPU's VMSA, the same for all (each starts in the
+    // image's state), then the measurement must be the one the image predicts for
+    // that many vCPUs (the hostile parameter-page hook leaves the parameter page out
+    // on purpose).
     if hostile != Some(Hostile::SharedParamPage) {
         sp.launch_update(image.param_gpa, SNP_PARAMETER_PAGE_TYPE, &param_page);
     }
-    let measured = sp.launch_finish(
-        vmsa.as_bytes()
-            .try_into()
-            .map_err(|_| SetupError::Image("the VMSA is not one page".into()))?,
-    );
-    if hostile != Some(Hostile::SharedParamPage) && image.launch_digest != Some(measured) {
+    let vmsa_page: &[u8; 4096] = vmsa
+        .as_bytes()
+        .try_into()
+        .map_err(|_| SetupError::Image("the VMSA is not one page".into()))?;
+    let measured = sp.launch_finish(std::iter::repeat_n(vmsa_page, config.cpus as usize));
+    let predicted = image.measurement_for_cpus(config.cpus);
+    if hostile != Some(Hostile::SharedParamPage) && predicted != measured {
         return Err(SetupError::Image(format!(
-            "the launch digest of the added pages ({}) differs from the image's ({})",
+            "the launch digest of the added pages and one VMSA per vCPU ({}) differs from \
+             the image's for {} vCPUs ({})",
             hex::encode(measured),
-            image
-                .launch_digest
-                .map_or_else(|| "none".into(), hex::encode),
+            config.cpus,
+            hex::encode(predicted),
         )));
     }
     snp.sp = Some(EmulatedSecurityProcessor {
@@ -304,7 +308,8 @@ fn boot_window(rip: u64) -> [(u64, u64); 3] {
     ]
 }
 
-/// A vCPU's state from the VMSA the image measured (the boot processor's): the
+/// A vCPU's state from the VMSA the image holds (the boot processor's, measured once
+/// per vCPU): the
 /// registers KVM would build that VMSA from on hardware ([`BspState`]),
 /// general-purpose ones included. EFER.SVME and the SEV features mean nothing to a
 /// plain VM and are left out.

@@ -37,14 +37,15 @@ const MAP_GPA_RANGE_REFUSED: u64 = libc::EINVAL as u64;
 const MAX_FAULT_PAGES: u64 = 1 << 18;
 
 /// Refuse a launch of more than one vCPU on the hardware platform `platform`, before
-/// anything touches the hardware: the hardware launches make and measure the boot
-/// processor only, so far.
+/// anything touches the hardware: the guests run on one vCPU there so far. (The `snp`
+/// launch sequence makes and measures every vCPU asked for, and `nacre measure --cpus`
+/// predicts that digest; the `tdx` one makes the boot processor only.)
 pub fn one_vcpu(platform: &'static str, config: &LaunchConfig) -> Result<(), SetupError> {
     check_cpus(config.cpus)?;
     if config.cpus > 1 {
         return Err(SetupError::Image(format!(
-            "--cpus {}: --cpus above 1 is not supported on {platform} yet (its launch makes \
-             and measures one vCPU); the emulated platforms run up to {}",
+            "--cpus {}: --cpus above 1 is not supported on {platform} yet (its guests run \
+             on one vCPU so far); the emulated platforms run up to {}",
             config.cpus,
             nacre_shared_abi::boot::MAX_CPUS
         )));

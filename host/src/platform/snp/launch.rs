@@ -1,12 +1,19 @@
 //! The SEV-SNP launch on upstream KVM (docs/kvm-uapi.md 3): INIT2, RAM in a
 //! guest_memfd marked private, LAUNCH_START with the image's policy, LAUNCH_UPDATE of
-//! every page in the image's launch order, the boot processor from the image's VMSA,
-//! LAUNCH_FINISH. [`run`] is the sequence over [`SnpLaunchOps`]; [`KvmSnp`] issues the
-//! ioctls.
+//! every page in the image's launch order, every vCPU from the image's VMSA (the boot
+//! processor first), LAUNCH_FINISH. [`run`] is the sequence over [`SnpLaunchOps`];
+//! [`KvmSnp`] issues the ioctls.
+//!
+//! At LAUNCH_FINISH KVM measures the VMSA of every vCPU the VM has, in vCPU index
+//! order (docs/specs.md 5.5), so the launch digest of a guest with N vCPUs is the
+//! image's digest for N vCPUs ([`LoadedImage::measurement_for_cpus`]), which is what
+//! `nacre measure --cpus N` prints and `nacre attest` checks the report against. The
+//! `snp` platform launches one vCPU so far ([`crate::platform::hardware::one_vcpu`]).
 
 use crate::platform::hardware::launch::{
     page_runs, until_done, KvmVm, LaunchError, Progress, VmOps,
 };
+use crate::platform::launch::MP_STATE_RUNNABLE;
 use crate::platform::snp_state::{cpuid_page, BspState};
 use crate::vmm::memory::{GuestMemory, View};
 use crate::vmm::uapi::{
@@ -18,6 +25,7 @@ use kvm_bindings::CpuId;
 use kvm_ioctls::VcpuFd;
 use nacre_loader::image::SNP_PARAMETER_PAGE_TYPE;
 use nacre_loader::{ImagePage, LoadedImage, PageContents};
+use nacre_shared_abi::boot::MAX_CPUS;
 use nacre_shared_abi::layout::PAGE_SIZE_4K;
 use std::fs::File;
 use std::os::fd::AsRawFd;
@@ -37,9 +45,16 @@ pub trait SnpLaunchOps: VmOps {
     /// One `KVM_SEV_SNP_LAUNCH_UPDATE`; the kernel may do part of it and write the
     /// remainder back.
     fn launch_update(&mut self, update: &mut KvmSevSnpLaunchUpdate) -> Result<(), LaunchError>;
-    /// vCPU 0 with `cpuid` (`KVM_SET_CPUID2`) and then `state` (`KVM_SET_SREGS`,
-    /// `KVM_SET_REGS`).
-    fn create_vcpu(&mut self, cpuid: &[CpuidEntry], state: &BspState) -> Result<(), LaunchError>;
+    /// vCPU `index` (its KVM id and x2APIC id; they are made in order from 0, the boot
+    /// processor) with `cpuid` (`KVM_SET_CPUID2`) and then `state` (`KVM_SET_SREGS`,
+    /// `KVM_SET_REGS`); an application processor is made runnable, as on the emulated
+    /// platform, so that it starts in `state` too.
+    fn create_vcpu(
+        &mut self,
+        index: u32,
+        cpuid: &[CpuidEntry],
+        state: &BspState,
+    ) -> Result<(), LaunchError>;
     /// `KVM_SEV_SNP_LAUNCH_FINISH`.
     fn launch_finish(&mut self, finish: &mut KvmSevSnpLaunchFinish) -> Result<(), LaunchError>;
 }
@@ -64,15 +79,21 @@ pub struct SnpHost {
     pub sev_leaf: [u32; 4],
 }
 
-/// The SEV-SNP launch of `image` with the parameter page `param`, its RAM `mem` (the
-/// shared side, where pages are staged for LAUNCH_UPDATE), on `host`.
+/// The SEV-SNP launch of `image` with `cpus` vCPUs, the parameter page `param`, its RAM
+/// `mem` (the shared side, where pages are staged for LAUNCH_UPDATE), on `host`.
 pub fn run(
     ops: &mut impl SnpLaunchOps,
     mem: &GuestMemory,
     image: &LoadedImage,
     param: &[u8; 4096],
     host: SnpHost,
+    cpus: u32,
 ) -> Result<(), LaunchError> {
+    if !(1..=MAX_CPUS).contains(&cpus) {
+        return Err(LaunchError::Image(format!(
+            "{cpus} vCPUs asked for: a guest has 1 to {MAX_CPUS}"
+        )));
+    }
     let vmsa = image.vmsa.as_deref().ok_or_else(|| {
         LaunchError::Image("the image has no SEV-SNP VMSA (it was not loaded for SEV-SNP)".into())
     })?;
@@ -136,7 +157,11 @@ pub fn run(
         mem.discard(run.gpa, run.pages * PAGE_SIZE_4K)?;
     }
 
-    ops.create_vcpu(&cpuid, &state)?;
+    // Every vCPU in the image's state: KVM builds and measures one VMSA from each at
+    // LAUNCH_FINISH, the same page N times.
+    for index in 0..cpus {
+        ops.create_vcpu(index, &cpuid, &state)?;
+    }
     ops.launch_finish(&mut KvmSevSnpLaunchFinish::default())
 }
 
@@ -181,8 +206,8 @@ pub struct KvmSnp {
     pub vm: KvmVm,
     /// `/dev/sev`, passed with every SEV command.
     sev: File,
-    /// vCPU 0, once made.
-    pub vcpu: Option<VcpuFd>,
+    /// The vCPUs made, in index order.
+    pub vcpus: Vec<VcpuFd>,
 }
 
 impl KvmSnp {
@@ -202,7 +227,7 @@ impl KvmSnp {
         Ok(Self {
             vm,
             sev,
-            vcpu: None,
+            vcpus: Vec::new(),
         })
     }
 
@@ -272,12 +297,17 @@ impl SnpLaunchOps for KvmSnp {
         )
     }
 
-    fn create_vcpu(&mut self, cpuid: &[CpuidEntry], state: &BspState) -> Result<(), LaunchError> {
+    fn create_vcpu(
+        &mut self,
+        index: u32,
+        cpuid: &[CpuidEntry],
+        state: &BspState,
+    ) -> Result<(), LaunchError> {
         let kvm_err = |what| move |e: kvm_ioctls::Error| LaunchError::kvm(what)(e.into());
         let vcpu = self
             .vm
             .vm
-            .create_vcpu(0)
+            .create_vcpu(u64::from(index))
             .map_err(kvm_err("KVM_CREATE_VCPU"))?;
         let entries: Vec<_> = cpuid.iter().map(|e| (*e).into()).collect();
         let cpuid = CpuId::from_entries(&entries)
@@ -288,7 +318,13 @@ impl SnpLaunchOps for KvmSnp {
         vcpu.set_sregs(&sregs).map_err(kvm_err("KVM_SET_SREGS"))?;
         vcpu.set_regs(&state.regs)
             .map_err(kvm_err("KVM_SET_REGS"))?;
-        self.vcpu = Some(vcpu);
+        if index > 0 {
+            vcpu.set_mp_state(kvm_bindings::kvm_mp_state {
+                mp_state: MP_STATE_RUNNABLE,
+            })
+            .map_err(kvm_err("KVM_SET_MP_STATE"))?;
+        }
+        self.vcpus.push(vcpu);
         Ok(())
     }
 

@@ -85,9 +85,10 @@ impl Platform for Snp {
         let mem = GuestMemory::new(config.memory)?;
         let mut ops = KvmSnp::new().map_err(launch_error)?;
         let param = parameter_page(config.memory, config.request, config.cpus);
-        launch::run(&mut ops, &mem, image, &param, host).map_err(launch_error)?;
+        launch::run(&mut ops, &mem, image, &param, host, config.cpus).map_err(launch_error)?;
         let sink = ops.vm.attribute_sink().map_err(launch_error)?;
-        let Some(vcpu) = ops.vcpu.take() else {
+        let vcpus = std::mem::take(&mut ops.vcpus);
+        let Some(bsp) = vcpus.first() else {
             return Err(launch_error(LaunchError::Image("no vCPU was made".into())));
         };
         let mut guest = HardwareGuest::new(
@@ -95,7 +96,7 @@ impl Platform for Snp {
             KvmMmu::new(config.memory / PAGE_SIZE_4K, Box::new(sink)),
         );
         guest.strict_memory = config.strict_memory;
-        guest.host.tsc_khz = tsc_khz(&vcpu);
+        guest.host.tsc_khz = tsc_khz(bsp);
         guest.host.expect_evidence = config.expects_evidence();
         let snp = Snp {
             guest,
@@ -103,7 +104,7 @@ impl Platform for Snp {
             certs: config.endorsements.clone(),
         };
         Ok(Vm {
-            vcpus: vec![vcpu],
+            vcpus,
             vm: ops.vm.vm,
             platform: Box::new(snp),
             extra: Vec::new(),

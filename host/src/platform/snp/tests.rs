@@ -3,8 +3,9 @@
 //! a guest_memfd slot, LAUNCH_FINISH once, last), answers with partial progress,
 //! `EAGAIN` and `EINTR` when told to, and measures what it is given the way the
 //! security processor does (one PAGE_INFO per page, in the order the pages arrive,
-//! then the VMSA KVM would build from the vCPU's registers). The digest it ends with
-//! must be the one `nacre measure` predicts for the image.
+//! then, for every vCPU in index order, the VMSA KVM would build from its registers).
+//! The digest it ends with must be the one `nacre measure --cpus N` predicts for the
+//! image and the number of vCPUs.
 //!
 //! What this cannot show: that KVM and the firmware do as modelled. Only an SEV-SNP
 //! host can (the tests in `tests/tests/hardware.rs` run where `nacre host-check` says
@@ -51,9 +52,15 @@ fn image() -> LoadedImage {
     load_image(image_bytes(), PlatformKind::Snp).unwrap()
 }
 
-/// What `nacre measure --platform snp` prints for the image.
-fn nacre_measure() -> [u8; 48] {
-    measure_bytes(image_bytes(), MeasurePlatform::Kind(PlatformKind::Snp)).unwrap()[0].measurement
+/// What `nacre measure --platform snp --cpus CPUS` prints for the image.
+fn nacre_measure(cpus: u32) -> [u8; 48] {
+    measure_bytes(
+        image_bytes(),
+        MeasurePlatform::Kind(PlatformKind::Snp),
+        cpus,
+    )
+    .unwrap()[0]
+        .measurement
 }
 
 /// One recorded ioctl.
@@ -64,7 +71,7 @@ enum Call {
     SetPrivate { gpa: u64, size: u64 },
     Start { policy: u64 },
     Update { gfn: u64, pages: u64, page_type: u8 },
-    CreateVcpu,
+    CreateVcpu(u32),
     Finish,
 }
 
@@ -90,7 +97,8 @@ struct FakeSnp {
     digest: LaunchDigest,
     features: Option<u64>,
     started: bool,
-    vcpu: Option<(Vec<CpuidEntry>, BspState)>,
+    /// The vCPUs made, in index order: their CPUID and registers.
+    vcpus: Vec<(Vec<CpuidEntry>, BspState)>,
     measurement: Option<[u8; 48]>,
     /// The C-bit position of each CPUID page added (the security processor refuses a
     /// page without a usable one, as it refuses one the CPU contradicts).
@@ -166,7 +174,7 @@ impl SnpLaunchOps for FakeSnp {
 
     fn init2(&mut self, init: &mut KvmSevInit) -> Result<(), LaunchError> {
         // KVM: before any vCPU, once, without SNP_ACTIVE, within what it supports.
-        if self.vcpu.is_some()
+        if !self.vcpus.is_empty()
             || self.features.is_some()
             || init.vmsa_features & 1 != 0
             || init.vmsa_features & !self.supported_features != 0
@@ -239,29 +247,40 @@ impl SnpLaunchOps for FakeSnp {
         result
     }
 
-    fn create_vcpu(&mut self, cpuid: &[CpuidEntry], state: &BspState) -> Result<(), LaunchError> {
-        if self.features.is_none() || self.vcpu.is_some() {
+    fn create_vcpu(
+        &mut self,
+        index: u32,
+        cpuid: &[CpuidEntry],
+        state: &BspState,
+    ) -> Result<(), LaunchError> {
+        // Before LAUNCH_FINISH, each id once (nacre makes them in order).
+        if self.features.is_none()
+            || self.measurement.is_some()
+            || index as usize != self.vcpus.len()
+        {
             return Err(errno("KVM_CREATE_VCPU", libc::EINVAL));
         }
-        self.calls.push(Call::CreateVcpu);
-        self.vcpu = Some((cpuid.to_vec(), *state));
+        self.calls.push(Call::CreateVcpu(index));
+        self.vcpus.push((cpuid.to_vec(), *state));
         Ok(())
     }
 
     fn launch_finish(&mut self, _finish: &mut KvmSevSnpLaunchFinish) -> Result<(), LaunchError> {
-        let (Some((_, state)), Some(features), None) =
-            (&self.vcpu, self.features, self.measurement)
+        let (false, Some(features), None) =
+            (self.vcpus.is_empty(), self.features, self.measurement)
         else {
             return Err(errno("KVM_SEV_SNP_LAUNCH_FINISH", libc::EINVAL));
         };
         self.calls.push(Call::Finish);
-        // KVM measures the BSP's VMSA as it builds it from the registers, on a host
-        // whose CR4 has MCE (snp_state.rs).
-        let mut state = *state;
-        state.vmsa_features = features;
-        let vmsa = kvm_vmsa(&state, true);
-        let page: &[u8; 4096] = zerocopy::transmute_ref!(&*vmsa);
-        self.digest.add_vmsa(page);
+        // KVM measures every vCPU's VMSA in index order as it builds it from the
+        // registers, on a host whose CR4 has MCE (snp_state.rs).
+        for (_, state) in &self.vcpus {
+            let mut state = *state;
+            state.vmsa_features = features;
+            let vmsa = kvm_vmsa(&state, true);
+            let page: &[u8; 4096] = zerocopy::transmute_ref!(&*vmsa);
+            self.digest.add_vmsa(page);
+        }
         self.measurement = Some(self.digest.finish());
         Ok(())
     }
@@ -275,10 +294,18 @@ fn host() -> SnpHost {
 }
 
 fn launch(fake: &mut FakeSnp, image: &LoadedImage) -> Result<GuestMemory, LaunchError> {
+    launch_cpus(fake, image, 1)
+}
+
+fn launch_cpus(
+    fake: &mut FakeSnp,
+    image: &LoadedImage,
+    cpus: u32,
+) -> Result<GuestMemory, LaunchError> {
     let memory = image.min_memory.max(64 << 20);
     let mem = GuestMemory::new(memory).unwrap();
-    let param = parameter_page(memory, None, 1);
-    launch::run(fake, &mem, image, &param, host())?;
+    let param = parameter_page(memory, None, cpus);
+    launch::run(fake, &mem, image, &param, host(), cpus)?;
     Ok(mem)
 }
 
@@ -287,8 +314,45 @@ fn the_recorded_launch_measures_what_nacre_measure_predicts() {
     let image = image();
     let mut fake = FakeSnp::default();
     launch(&mut fake, &image).unwrap();
-    assert_eq!(fake.measurement, Some(nacre_measure()));
+    assert_eq!(fake.measurement, Some(nacre_measure(1)));
     assert_eq!(fake.measurement, image.launch_digest);
+}
+
+/// With more vCPUs the sequence makes every one, in order, in the image's state, and
+/// KVM's digest (a VMSA per vCPU) is `nacre measure --cpus N`'s, not the one-vCPU one.
+/// (The `snp` platform refuses more than one vCPU before it gets here, so far.)
+#[test]
+fn a_launch_of_more_vcpus_measures_what_nacre_measure_predicts_for_them() {
+    let image = image();
+    for cpus in [2, 3] {
+        let mut fake = FakeSnp::default();
+        launch_cpus(&mut fake, &image, cpus).unwrap();
+        assert_eq!(fake.measurement, Some(nacre_measure(cpus)), "{cpus} vCPUs");
+        assert_eq!(
+            fake.measurement,
+            Some(image.measurement_for_cpus(cpus)),
+            "{cpus} vCPUs"
+        );
+        assert_ne!(fake.measurement, image.launch_digest, "{cpus} vCPUs");
+        let made: Vec<Call> = fake
+            .calls
+            .iter()
+            .filter(|c| matches!(c, Call::CreateVcpu(_)))
+            .cloned()
+            .collect();
+        assert_eq!(made, (0..cpus).map(Call::CreateVcpu).collect::<Vec<_>>());
+        // Each in the image's state: KVM would build the same VMSA from each.
+        let vmsa =
+            |state: &BspState| zerocopy::IntoBytes::as_bytes(&*kvm_vmsa(state, true)).to_vec();
+        assert!(fake
+            .vcpus
+            .iter()
+            .all(|(_, s)| vmsa(s) == vmsa(&fake.vcpus[0].1)));
+    }
+    let mut fake = FakeSnp::default();
+    let err = launch_cpus(&mut fake, &image, 0).unwrap_err();
+    assert!(err.to_string().contains("1 to 16"), "{err}");
+    assert!(fake.calls.is_empty());
 }
 
 #[test]
@@ -316,7 +380,10 @@ fn the_ioctls_come_in_kvms_order() {
             },
         ]
     );
-    assert_eq!(calls[calls.len() - 2..], [Call::CreateVcpu, Call::Finish]);
+    assert_eq!(
+        calls[calls.len() - 2..],
+        [Call::CreateVcpu(0), Call::Finish]
+    );
     // Between them, updates only; the parameter page last, UNMEASURED.
     let updates = &calls[4..calls.len() - 2];
     assert!(updates.iter().all(|c| matches!(c, Call::Update { .. })));
@@ -337,7 +404,7 @@ fn the_ioctls_come_in_kvms_order() {
     mem.read(image.pages[0].gpa, &mut b).unwrap();
     assert_eq!(b, [0; 64]);
     // The vCPU's CPUID carries the C-bit leaf.
-    let (cpuid, state) = fake.vcpu.as_ref().unwrap();
+    let (cpuid, state) = &fake.vcpus[0];
     assert!(cpuid
         .iter()
         .any(|e| e.function == 0x8000_001F && e.ebx == EMULATED_SNP_C_BIT));
@@ -366,7 +433,7 @@ fn partial_progress_eagain_and_eintr_are_resumed_to_the_same_digest() {
     };
     launch(&mut fake, &image).unwrap();
     assert!(fake.script.is_empty());
-    assert_eq!(fake.measurement, Some(nacre_measure()));
+    assert_eq!(fake.measurement, Some(nacre_measure(1)));
     // Resumed calls name the remainder of the call before: the same run, moved on by
     // what was done.
     let updates: Vec<(u64, u64)> = fake
@@ -410,10 +477,10 @@ fn any_c_bit_goes_into_the_cpuid_page_and_the_measurement_stays() {
             c_bit,
             sev_leaf: [0x1B, 0x1_6F00 | u32::from(c_bit), 0, 0],
         };
-        launch::run(&mut fake, &mem, &image, &param, host).unwrap();
+        launch::run(&mut fake, &mem, &image, &param, host, 1).unwrap();
         assert_eq!(fake.cpuid_c_bits, [u32::from(c_bit)]);
         assert_eq!(fake.measurement, image.launch_digest, "C-bit {c_bit}");
-        let cpuid = &fake.vcpu.as_ref().unwrap().0;
+        let cpuid = &fake.vcpus[0].0;
         assert!(cpuid
             .iter()
             .any(|e| e.function == 0x8000_001F && e.ebx & 0x3F == u32::from(c_bit)));
@@ -430,7 +497,7 @@ fn features_the_host_lacks_or_a_vmsa_kvm_cannot_build_are_refused_before_any_ioc
     if let Some(v) = old_cr4.vmsa.as_mut() {
         v.cr4 = 0x620;
     }
-    let err = launch::run(&mut fake, &mem, &old_cr4, &param, host()).unwrap_err();
+    let err = launch::run(&mut fake, &mem, &old_cr4, &param, host(), 1).unwrap_err();
     assert!(
         err.to_string().contains("KVM would measure another VMSA"),
         "{err}"
@@ -440,7 +507,7 @@ fn features_the_host_lacks_or_a_vmsa_kvm_cannot_build_are_refused_before_any_ioc
     if let Some(v) = with_features.vmsa.as_mut() {
         v.sev_features = igvm::snp_defs::SevFeatures::from_bits(1 | 1 << 5);
     }
-    let err = launch::run(&mut fake, &mem, &with_features, &param, host()).unwrap_err();
+    let err = launch::run(&mut fake, &mem, &with_features, &param, host(), 1).unwrap_err();
     assert!(err.to_string().contains("KVM supports 0x0"), "{err}");
     assert!(fake.calls.is_empty());
 }

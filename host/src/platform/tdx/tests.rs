@@ -61,7 +61,12 @@ fn image() -> LoadedImage {
 
 /// What `nacre measure --platform tdx` prints for the image.
 fn nacre_measure() -> [u8; 48] {
-    measure_bytes(image_bytes(false), MeasurePlatform::Kind(PlatformKind::Tdx)).unwrap()[0]
+    measure_bytes(
+        image_bytes(false),
+        MeasurePlatform::Kind(PlatformKind::Tdx),
+        1,
+    )
+    .unwrap()[0]
         .measurement
 }
 
