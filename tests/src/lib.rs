@@ -725,14 +725,7 @@ pub fn on_each_platform(mut check: impl FnMut(&str)) {
         .filter_map(|platform| {
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(platform)))
                 .err()
-                .map(|payload| {
-                    let message = payload
-                        .downcast_ref::<String>()
-                        .cloned()
-                        .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_string()))
-                        .unwrap_or_else(|| "(no message)".to_string());
-                    format!("=== on {platform} ===\n{message}")
-                })
+                .map(|payload| format!("=== on {platform} ===\n{}", panic_message(&*payload)))
         })
         .collect();
     assert!(
@@ -742,6 +735,15 @@ pub fn on_each_platform(mut check: impl FnMut(&str)) {
         EMULATED_PLATFORMS.len(),
         failures.join("\n")
     );
+}
+
+/// The message of a caught panic.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_string()))
+        .unwrap_or_else(|| "(no message)".to_string())
 }
 
 /// The vCPU counts multi-threaded apps are run with (`nacre run --cpus`).
@@ -757,12 +759,7 @@ pub fn on_each_platform_and_cpus(mut check: impl FnMut(&str, &str)) {
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(platform, cpus)))
                     .err()
                     .map(|payload| {
-                        let message = payload
-                            .downcast_ref::<String>()
-                            .cloned()
-                            .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_string()))
-                            .unwrap_or_else(|| "(no message)".to_string());
-                        format!("--- with --cpus {cpus} ---\n{message}")
+                        format!("--- with --cpus {cpus} ---\n{}", panic_message(&*payload))
                     })
             })
             .collect();

