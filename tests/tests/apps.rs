@@ -687,6 +687,35 @@ fn hostile_interrupt_storm_changes_no_thread_result() {
     threads_under_an_interrupt_storm("1");
 }
 
+/// A page one thread unmaps or makes inaccessible faults at once in another thread
+/// that keeps reading it, which never sees the frame's next use; with several vCPUs
+/// the firmware shoots the other vCPUs' TLB entries down for it. (On machines whose
+/// KVM shadows the guest's page tables, the hypervisor drops stale translations too,
+/// so the count of shoot-downs is what shows the firmware's part.)
+#[test]
+fn unmapped_pages_fault_in_every_thread_at_once() {
+    require_kvm();
+    let program = app("unmap_threads.c", Toolchain::Glibc);
+    checks_match_native(&program, &[], "unmap-threads", 2);
+    let image = image(&program, "unmap-threads-stats", &PackageOptions::new());
+    on_each_platform(|platform| {
+        let stats_path = scratch_dir(tmp(), &format!("unmap-stats-{platform}")).join("stats.json");
+        let stats_arg = stats_path.display().to_string();
+        let output = run_on(
+            &image,
+            platform,
+            &["--cpus", "2", "--stats-json", &stats_arg],
+        );
+        assert_eq!(output.status.code(), Some(0), "{}", summary(&output));
+        let shootdowns = Stats::read(&stats_path).u64("tlb.shootdowns");
+        assert!(
+            shootdowns >= 2,
+            "an munmap and an mprotect with another vCPU running shoot its TLB down: \
+             {shootdowns}"
+        );
+    });
+}
+
 /// Every way a static program counts CPUs (sysconf, get_nprocs, the affinity mask,
 /// /proc/cpuinfo, /sys/devices/system/cpu) gives the number of vCPUs, with glibc and
 /// musl, and sched_getcpu names one of them.
