@@ -27,6 +27,7 @@ use vvar::{Base, Vvar};
 const SYS_GETTIMEOFDAY: u64 = 96;
 const SYS_TIME: u64 = 201;
 const SYS_CLOCK_GETTIME: u64 = 228;
+const SYS_GETCPU: u64 = 309;
 const SYS_CLOCK_GETRES: u64 = 229;
 
 /// `struct __kernel_timespec` (Linux `include/uapi/linux/time_types.h`).
@@ -186,9 +187,11 @@ pub unsafe extern "C" fn __vdso_clock_getres(clock: i32, res: *mut Timespec) -> 
     0
 }
 
-/// `getcpu(2)`: CPU 0 on NUMA node 0, the only ones there are. (With several vCPUs
-/// this must read the CPU number in ring 3 as Linux does, from RDPID or the
-/// TSC_AUX that RDTSCP returns, which the firmware would set per vCPU.)
+/// `getcpu(2)`: CPU 0 on NUMA node 0 where one vCPU runs the app. With several, the
+/// syscall: the vCPU a thread runs on is the firmware's to say (it names it in the
+/// thread's rseq area too, which glibc's `sched_getcpu` reads first), and ring 3 has
+/// no register here that tells vCPUs apart (the guest cannot set TSC_AUX for RDTSCP
+/// or RDPID on these machines).
 ///
 /// # Safety
 ///
@@ -196,6 +199,9 @@ pub unsafe extern "C" fn __vdso_clock_getres(clock: i32, res: *mut Timespec) -> 
 /// argument (the unused `struct getcpu_cache`) is ignored, as by Linux.
 #[no_mangle]
 pub unsafe extern "C" fn __vdso_getcpu(cpu: *mut u32, node: *mut u32, _cache: usize) -> i64 {
+    if vvar().several_cpus() {
+        return syscall2(SYS_GETCPU, cpu as u64, node as u64);
+    }
     for p in [cpu, node] {
         if !p.is_null() {
             // SAFETY: the caller's contract; not null.

@@ -105,7 +105,9 @@ pub struct Vvar {
     /// calibrated its clock, odd while it writes, even afterwards. A reader that sees
     /// it odd or changed across its reads retries.
     seq: AtomicU32,
-    _reserved: u32,
+    /// The number of vCPUs when more than one runs the app, else 0: with one, the
+    /// vDSO's getcpu answers 0 itself.
+    cpus: AtomicU32,
     tsc0: AtomicU64,
     mono0: AtomicU64,
     real0: AtomicU64,
@@ -130,7 +132,7 @@ impl Vvar {
     pub const fn new() -> Self {
         Self {
             seq: AtomicU32::new(0),
-            _reserved: 0,
+            cpus: AtomicU32::new(0),
             tsc0: AtomicU64::new(0),
             mono0: AtomicU64::new(0),
             real0: AtomicU64::new(0),
@@ -149,6 +151,16 @@ impl Vvar {
         self.real0.store(cal.real0, Ordering::Relaxed);
         self.mult.store(cal.mult, Ordering::Relaxed);
         self.seq.store((seq | 1).wrapping_add(1), Ordering::Release);
+    }
+
+    /// Writer (the firmware, at boot before the app runs): `cpus` vCPUs run the app.
+    pub fn set_cpus(&self, cpus: u32) {
+        self.cpus.store(if cpus > 1 { cpus } else { 0 }, Ordering::Relaxed);
+    }
+
+    /// Reader: whether more than one vCPU runs the app.
+    pub fn several_cpus(&self) -> bool {
+        self.cpus.load(Ordering::Relaxed) > 1
     }
 
     /// Reader (the vDSO): the calibration, or `None` while the firmware has not

@@ -74,6 +74,11 @@ pub fn publish(cal: &Calibration) {
     VVAR.0.vvar.publish(cal);
 }
 
+/// Tell the vDSO how many vCPUs run the app (boot, before the app runs).
+pub fn set_cpus(cpus: u32) {
+    VVAR.0.vvar.set_cpus(cpus);
+}
+
 /// The GPA of a firmware static (the firmware runs at `KERNEL_VA_BASE` + GPA).
 fn firmware_gpa<T>(x: &'static T) -> u64 {
     (x as *const T as u64) - KERNEL_VA_BASE

@@ -122,6 +122,7 @@ pub fn bring_up(k: &mut Kernel, cpus: u32, preemption: bool) -> bool {
     let (frame, flags) = x86_64::registers::control::Cr3::read_raw();
     let cr3 = frame.start_address().as_u64() | u64::from(flags);
     smp::release(cpus, cr3, idle_top);
+    crate::app::vdso::set_cpus(cpus);
     true
 }
 
