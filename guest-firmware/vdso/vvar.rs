@@ -155,7 +155,8 @@ impl Vvar {
 
     /// Writer (the firmware, at boot before the app runs): `cpus` vCPUs run the app.
     pub fn set_cpus(&self, cpus: u32) {
-        self.cpus.store(if cpus > 1 { cpus } else { 0 }, Ordering::Relaxed);
+        self.cpus
+            .store(if cpus > 1 { cpus } else { 0 }, Ordering::Relaxed);
     }
 
     /// Reader: whether more than one vCPU runs the app.
