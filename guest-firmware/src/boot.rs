@@ -122,7 +122,8 @@ pub fn boot() -> Result<Entry, FwError> {
 /// information (checked) and the platform it names, detected and checked
 /// ([`platform::detect`]).
 fn entry_state() -> Result<(BootInfo, &'static mut dyn GuestPlatform), FwError> {
-    // SAFETY: first code after entry, single CPU, called once.
+    // SAFETY: first code after entry, on the vCPU that claimed the boot, called once;
+    // the other vCPUs wait in `_start` for their start word.
     unsafe {
         gdt::init();
         idt::init();
@@ -538,7 +539,7 @@ fn start_preemption(k: &mut Kernel) -> bool {
     else {
         return false;
     };
-    // SAFETY: once, on the one CPU, with interrupts off; `idt::init` installed the
+    // SAFETY: once, on the boot vCPU, with interrupts off; `idt::init` installed the
     // timer, wake-up and spurious gates.
     #[cfg(not(test))]
     unsafe {

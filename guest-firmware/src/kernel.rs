@@ -119,6 +119,7 @@ pub fn lock() -> KernelGuard {
         crate::arch::smp::poll_flush();
         core::hint::spin_loop();
     };
+    crate::arch::smp::set_holder();
     let mut guard = KernelGuard(guard);
     if let Some(k) = guard.as_mut() {
         crate::sched::cpu::on_cpu(k);

@@ -57,10 +57,16 @@ pub fn fatal(msg: &str) -> ! {
 fn report_and_terminate(msg: &str, code: u8) -> ! {
     // A fatal error inside a syscall or fault handler happens with the kernel locked
     // by the code that failed. That code never runs again (this function does not
-    // return), so the lock is taken over to print the message.
-    if KERNEL.is_locked() {
-        // SAFETY: single CPU; the holder is suspended below us for good, and nothing
-        // it holds is used after this point except through this new guard.
+    // return), so the lock is taken over to print the message. With several vCPUs
+    // another may hold it for a moment: wait for it (bounded) rather than share the
+    // kernel with it.
+    if KERNEL.is_locked()
+        && (arch::smp::lock_is_mine_or_wait(|| !KERNEL.is_locked()) || KERNEL.is_locked())
+    {
+        // SAFETY: the holder is this vCPU's code that failed, suspended below us for
+        // good, or a vCPU that did not give the lock up within the timeout (the run
+        // ends here either way); nothing either holds is used after this point except
+        // through this new guard.
         unsafe { KERNEL.force_unlock() };
     }
     if let Some(mut guard) = KERNEL.try_lock() {

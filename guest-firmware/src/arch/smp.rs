@@ -92,6 +92,30 @@ pub fn wait_online() -> bool {
     true
 }
 
+/// The vCPU that last took the kernel lock (with several vCPUs).
+static HOLDER: AtomicU32 = AtomicU32::new(0);
+
+/// Record that this vCPU holds the kernel lock.
+#[inline]
+pub fn set_holder() {
+    HOLDER.store(cpu_index() as u32, Ordering::Relaxed);
+}
+
+/// A fatal error, with the kernel locked: whether the lock is this vCPU's (the code
+/// that failed holds it and never runs again). If another vCPU holds it, wait up to
+/// [`TIMEOUT_NS`] until `released()` says it gave the lock up, and say `false`.
+pub fn lock_is_mine_or_wait(released: impl Fn() -> bool) -> bool {
+    if !active() || HOLDER.load(Ordering::Relaxed) as usize == cpu_index() {
+        return true;
+    }
+    let start = crate::time::rdtsc();
+    while !released() && !timed_out(start) {
+        poll_flush();
+        core::hint::spin_loop();
+    }
+    false
+}
+
 /// Whether more than one vCPU runs the app.
 #[inline]
 pub fn active() -> bool {

@@ -186,7 +186,8 @@ pub fn resume(outcome: Outcome) -> ! {
 /// (a reused frame is zeroed in ring 3), so the outer upcall's saved stack pointer,
 /// lent kernel and RSP0 are kept here and put back when the inner one ends.
 fn run(k: &mut Kernel, rip: u64, rdi: u64, rsi: u64, rcx: u64, rax: u64) -> Outcome {
-    // SAFETY: plain reads of a static only the upcall code writes, on one CPU.
+    // SAFETY: plain reads of a static only the upcall code writes, and only the
+    // holder of the kernel upcalls (one chain of upcalls at a time, on its vCPU).
     let outer_rsp = unsafe { (&raw const NACRE_UPCALL_RSP).read() };
     let outer_lent = LENT.swap(k, Ordering::Relaxed);
     UPCALL_CPU.store(super::gdt::cpu_index(), Ordering::Relaxed);
@@ -196,8 +197,8 @@ fn run(k: &mut Kernel, rip: u64, rdi: u64, rsi: u64, rcx: u64, rax: u64) -> Outc
     // lie in the app's areas or the I/O windows. It ends with a #UD (or an unresolvable
     // fault) whose handler calls `resume`, which restores the registers saved here.
     let status = unsafe { nacre_upcall(rip, rdi, rsi, rcx, rax, super::gdt::rsp0_ptr()) };
-    // SAFETY: a plain write of a static only the upcall code touches, on one CPU;
-    // the outer upcall (if any) is suspended until this returns.
+    // SAFETY: a plain write of a static only the upcall code touches, by the holder of
+    // the kernel; the outer upcall (if any) is suspended until this returns.
     unsafe { (&raw mut NACRE_UPCALL_RSP).write(outer_rsp) };
     LENT.store(outer_lent, Ordering::Relaxed);
     super::gdt::set_rsp0(outer_rsp0);
