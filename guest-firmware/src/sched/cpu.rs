@@ -93,11 +93,11 @@ fn map_area(k: &mut Kernel, cpu: usize) -> bool {
 /// Boot, with the kernel held, once the app is loaded: start the vCPUs the host says
 /// it made (`cpus`, at least 1). They need time slices (the local APIC's timer and
 /// interrupts): without them (`preemption` off) the app runs on the first vCPU and
-/// the others park. Returns whether more than one vCPU runs.
-pub fn bring_up(k: &mut Kernel, cpus: u32, preemption: bool) -> bool {
+/// the others park.
+pub fn bring_up(k: &mut Kernel, cpus: u32, preemption: bool) {
     if cpus <= 1 {
         smp::park_all();
-        return false;
+        return;
     }
     if !preemption {
         let _ = k.console_write(
@@ -105,7 +105,7 @@ pub fn bring_up(k: &mut Kernel, cpus: u32, preemption: bool) -> bool {
             b"nacre: this platform gives the firmware no local APIC timer; the app runs on one vCPU\n",
         );
         smp::park_all();
-        return false;
+        return;
     }
     for cpu in 0..cpus as usize {
         if !map_area(k, cpu) {
@@ -123,7 +123,6 @@ pub fn bring_up(k: &mut Kernel, cpus: u32, preemption: bool) -> bool {
     let cr3 = frame.start_address().as_u64() | u64::from(flags);
     smp::release(cpus, cr3, idle_top);
     crate::app::vdso::set_cpus(cpus);
-    true
 }
 
 /// This vCPU's x2APIC id.
