@@ -87,7 +87,7 @@ pub fn boot() -> Result<Entry, FwError> {
     //    shared pages.
     let host = check_memory_map(&bi, plat.ram_limit())?;
     let mut pt = early_page_tables(&bi, host.ram, plat)?;
-    plat.setup(&mut pt)?;
+    plat.setup(&mut pt, host.cpus)?;
     // 4. The working set: the frame allocator's first chunk.
     let mut frames = accept_working_set(&bi, host.ram, plat, pt)?;
     // 5. The hostcall area and the files window.
@@ -246,7 +246,8 @@ fn accept_working_set(
         (bi.app_gpa, bi.image_end - bi.app_gpa),
     ]);
     frames.record_validated(plat.launch_pages());
-    if let Some(gpa) = plat.rescinded_page() {
+    let (first, pages) = plat.rescinded_pages();
+    for gpa in (0..pages).map(|i| first + i * PAGE_SIZE_4K) {
         frames.validated().set(gpa, false);
     }
     Ok(frames)
@@ -525,15 +526,11 @@ pub fn enable_cpu_features() {
 /// RFLAGS.IF (Intel SDM vol. 1, 3.4.3).
 const RFLAGS_IF: u64 = 1 << 9;
 
-/// Turn on the local APIC and time slices where nacre controls the APIC and its
-/// timer has the TSC-deadline mode: the emulated platforms, whose local APIC is
-/// KVM's. On SEV-SNP and TDX hardware the x2APIC registers need the platform's own
-/// protocol (a #VC or #VE for each access), so threads there switch only when one
-/// blocks, yields or exits. Returns whether the app runs with interrupts on.
+/// Turn on the local APIC and time slices where its timer has the TSC-deadline mode
+/// (its registers are reached through the platform's protocol,
+/// [`platform::apic_msr`]). Without it threads switch only when one blocks, yields
+/// or exits. Returns whether the app runs with interrupts on.
 fn start_preemption(k: &mut Kernel) -> bool {
-    if k.plat.backend() != platform::Backend::Doorbell {
-        return false;
-    }
     let Ok(crate::arch::apic::TimerMode::TscDeadline) =
         crate::arch::apic::timer_mode(cpuid(1, 0).ecx)
     else {

@@ -49,6 +49,9 @@ pub enum FwError {
     /// The host asked for attestation evidence and the platform gave none (the
     /// firmware error or status code, 0 if none).
     Attestation { code: u64 },
+    /// The host refused an access to a local APIC register through the platform's
+    /// protocol (`status`: SW_EXITINFO1 on SEV-SNP, the TDVMCALL status on TDX).
+    Apic { msr: u32, status: u64 },
 }
 
 impl FwError {
@@ -110,6 +113,11 @@ impl FwError {
             Self::Attestation { code } => b
                 .push("the platform gave no attestation evidence: code ")
                 .hex(code),
+            Self::Apic { msr, status } => b
+                .push("the host refused local APIC register ")
+                .hex(u64::from(msr))
+                .push(": status ")
+                .hex(status),
         };
     }
 }
@@ -138,6 +146,7 @@ impl FwError {
             Self::NoRandomness => 16,
             Self::HostRequest => 17,
             Self::Attestation { .. } => 18,
+            Self::Apic { .. } => 19,
         }
     }
 }
@@ -148,7 +157,7 @@ mod tests {
 
     /// One of each variant with its termination code: the codes are part of the
     /// contract with the host (`nacre run` names them), so they never change.
-    const ALL: [(FwError, u8); 18] = [
+    const ALL: [(FwError, u8); 19] = [
         (FwError::BootInfo, 1),
         (FwError::MemoryMap, 2),
         (FwError::NotSnp, 3),
@@ -181,6 +190,7 @@ mod tests {
         (FwError::NoRandomness, 16),
         (FwError::HostRequest, 17),
         (FwError::Attestation { code: 0 }, 18),
+        (FwError::Apic { msr: 0, status: 0 }, 19),
     ];
 
     #[test]

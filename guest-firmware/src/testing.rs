@@ -186,12 +186,12 @@ impl GuestPlatform for FakePlatform {
         Ok(())
     }
 
-    fn setup(&mut self, _pt: &mut PageTables) -> Result<(), FwError> {
+    fn setup(&mut self, _pt: &mut PageTables, _cpus: u32) -> Result<(), FwError> {
         Ok(())
     }
 
-    fn rescinded_page(&self) -> Option<u64> {
-        None
+    fn rescinded_pages(&self) -> (u64, u64) {
+        (0, 0)
     }
 
     fn page_state_change(

@@ -1,10 +1,13 @@
 //! The local APIC in x2APIC mode, for the timer and inter-processor interrupts
 //! (Intel SDM vol. 3A, 11.12 "Extended xAPIC (x2APIC)" and 11.5.4 "APIC Timer"; AMD
-//! APM vol. 2, 16.11). The hypervisor emulates it (KVM's in-kernel local APIC on the
-//! emulated platforms, as on TDX), so interrupts and their timing are host input: the
-//! firmware takes a timer interrupt as "maybe time passed" and checks its own clock.
+//! APM vol. 2, 16.11). The hypervisor emulates it (KVM's in-kernel local APIC), so
+//! interrupts and their timing are host input: the firmware takes a timer interrupt
+//! as "maybe time passed" and checks its own clock.
 //!
-//! The registers are MSRs 0x800 + (xAPIC offset >> 4). The timer runs in TSC-deadline
+//! The registers are MSRs 0x800 + (xAPIC offset >> 4), reached the way the platform
+//! lets a confidential guest reach them ([`crate::platform::apic_msr`]: the GHCB on
+//! SEV-SNP, TDVMCALL on TDX but for the registers the CPU virtualizes), on hardware
+//! and on the emulated platforms alike. The timer runs in TSC-deadline
 //! mode where CPUID says the CPU has it (the deadline is a TSC value, which is what
 //! the firmware's clock counts), else one-shot at the APIC bus rate KVM uses.
 
@@ -71,7 +74,6 @@ pub fn lvt_timer(mode: TimerMode, masked: bool) -> u64 {
 #[cfg(not(test))]
 mod hw {
     use super::*;
-    use x86_64::registers::model_specific::Msr;
 
     /// IA32_APIC_BASE (MSR 0x1B) and its enable (bit 11) and x2APIC (bit 10) bits.
     const IA32_APIC_BASE: u32 = 0x1B;
@@ -92,24 +94,22 @@ mod hw {
     /// Divide configuration 0b1011: divide by 1.
     const DIVIDE_BY_1: u64 = 0b1011;
 
-    /// RDMSR of one of this module's registers.
+    /// Read one of this module's registers, the way the platform lets the guest
+    /// ([`crate::platform::apic_msr`]).
     fn rdmsr(msr: u32) -> u64 {
-        // SAFETY: every MSR this module names exists once CPUID reported the x2APIC
-        // (and the TSC-deadline timer for IA32_TSC_DEADLINE); reading them has no effect.
-        unsafe { Msr::new(msr).read() }
+        crate::platform::apic_msr(msr, None)
     }
 
-    /// WRMSR.
+    /// Write one of this module's registers, the way the platform lets the guest.
     ///
     /// # Safety
     /// `msr` must be one of this module's and writing `value` must be what the caller
     /// intends.
     unsafe fn wrmsr(msr: u32, value: u64) {
-        // SAFETY: the caller guarantees the write is valid and intended.
-        unsafe { Msr::new(msr).write(value) }
+        crate::platform::apic_msr(msr, Some(value));
     }
 
-    /// Turn on the x2APIC with the timer masked; returns this CPU's x2APIC id.
+    /// Turn on the x2APIC with the timer idle; returns this CPU's x2APIC id.
     ///
     /// # Safety
     /// Once per CPU, with interrupts off and the IDT's [`TIMER_VECTOR`],
@@ -118,11 +118,18 @@ mod hw {
         // SAFETY: CPUID reported the x2APIC ([`timer_mode`]); enabling it and writing
         // its registers only changes how interrupts reach this CPU, which has them off.
         unsafe {
+            // A TD's local APIC starts in x2APIC mode and its base is read-only
+            // (docs/specs.md 6.2): it is written only when it must change.
             let base = rdmsr(IA32_APIC_BASE);
-            wrmsr(IA32_APIC_BASE, base | APIC_BASE_ENABLE | APIC_BASE_X2APIC);
+            let on = APIC_BASE_ENABLE | APIC_BASE_X2APIC;
+            if base & on != on {
+                wrmsr(IA32_APIC_BASE, base | on);
+            }
             wrmsr(X2APIC_SVR, SVR_ENABLE | u64::from(SPURIOUS_VECTOR));
             wrmsr(X2APIC_TIMER_DIVIDE, DIVIDE_BY_1);
-            wrmsr(X2APIC_LVT_TIMER, lvt_timer(mode, true));
+            // Unmasked once: the timer fires only when armed (a zero deadline or
+            // count leaves it idle), so arming is one register write.
+            wrmsr(X2APIC_LVT_TIMER, lvt_timer(mode, false));
             rdmsr(X2APIC_ID) as u32
         }
     }
@@ -135,7 +142,6 @@ mod hw {
     pub unsafe fn arm(mode: TimerMode, deadline: u64, count: u32) {
         // SAFETY: the x2APIC is on (caller); these writes only (re)arm the timer.
         unsafe {
-            wrmsr(X2APIC_LVT_TIMER, lvt_timer(mode, false));
             match mode {
                 TimerMode::TscDeadline => wrmsr(IA32_TSC_DEADLINE, deadline),
                 TimerMode::OneShot => wrmsr(X2APIC_TIMER_INITIAL, u64::from(count)),

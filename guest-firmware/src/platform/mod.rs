@@ -221,8 +221,9 @@ pub trait GuestPlatform: core::fmt::Debug + Send {
     ) -> Result<(), FwError>;
 
     /// Once the firmware's own page tables are live: make and register the pages the
-    /// platform shares with the host, read what the platform left at launch.
-    fn setup(&mut self, pt: &mut PageTables) -> Result<(), FwError>;
+    /// platform shares with the host (for each of the guest's `cpus` vCPUs where it
+    /// keeps some per vCPU), read what the platform left at launch.
+    fn setup(&mut self, pt: &mut PageTables, cpus: u32) -> Result<(), FwError>;
 
     /// On a vCPU that did not boot, once it has the kernel: what the platform keeps per
     /// vCPU (SEV-SNP: the GHCB registration, which the host keeps per vCPU).
@@ -230,13 +231,10 @@ pub trait GuestPlatform: core::fmt::Debug + Send {
         Ok(())
     }
 
-    /// The kernel passed to another vCPU: forget what was known of the previous
-    /// one's registers (SEV-SNP: what its GHCB MSR holds).
-    fn cpu_changed(&mut self) {}
-
-    /// A page of the measured firmware that [`Self::setup`] made shared, which the
-    /// firmware's record of validated pages must not count.
-    fn rescinded_page(&self) -> Option<u64>;
+    /// The pages of the measured firmware that [`Self::setup`] made shared, which the
+    /// firmware's record of validated pages must not count: the first one's GPA and
+    /// how many follow it (0: none).
+    fn rescinded_pages(&self) -> (u64, u64);
 
     /// Change `[gpa, gpa + len)` (4 KiB aligned, never validated or accepted) to
     /// `state` in the host's view; with `allow_2m`, in 2 MiB units where aligned.
@@ -361,6 +359,49 @@ static RUNNING: spin::Once<Running> = spin::Once::new();
 /// The platform recorded at boot (`None` before [`detect`]).
 pub fn running() -> Option<Running> {
     RUNNING.get().copied()
+}
+
+/// Read (`write` = `None`) or write a local APIC register (x2APIC MSRs 0x800 to
+/// 0x8FF, IA32_APIC_BASE, IA32_TSC_DEADLINE) the way the platform lets a guest reach
+/// it, on any vCPU and without the kernel: on SEV-SNP every access is an MSR NAE
+/// event through this vCPU's GHCB; on TDX the registers the CPU virtualizes are
+/// plain RDMSR/WRMSR and the others a TDVMCALL<Instruction.RDMSR/WRMSR>
+/// ([`tdx::cpu_virtualizes`]). The emulated platforms take the same calls through
+/// their doorbells. A refusal ends the guest: without its local APIC the firmware
+/// cannot keep its promises (time slices, wake-ups, TLB shoot-downs).
+pub fn apic_msr(msr: u32, write: Option<u64>) -> u64 {
+    let refused = |status| crate::fatal_error(FwError::Apic { msr, status });
+    match running() {
+        Some(Running {
+            kind: PlatformKind::Snp,
+            backend,
+        }) => snp::ghcb::apic_msr(backend, msr, write).unwrap_or_else(|e| {
+            refused(match e {
+                snp::ghcb::ApicMsrError::Refused { info1, .. } => info1,
+                snp::ghcb::ApicMsrError::NoGhcb | snp::ghcb::ApicMsrError::NoValue => 0,
+            })
+        }),
+        Some(Running {
+            kind: PlatformKind::Tdx,
+            ..
+        }) if !tdx::cpu_virtualizes(msr) => tdx::vmcall_msr(msr, write).unwrap_or_else(refused),
+        _ => {
+            let mut m = x86_64::registers::model_specific::Msr::new(msr);
+            // SAFETY: the caller names a local APIC register of this vCPU that the
+            // platform lets the guest reach directly; reading one has no effect, and
+            // writing one only changes how interrupts reach this vCPU (the caller's
+            // intent).
+            unsafe {
+                match write {
+                    Some(v) => {
+                        m.write(v);
+                        0
+                    }
+                    None => m.read(),
+                }
+            }
+        }
+    }
 }
 
 /// Where the platform object lives for the firmware's lifetime.

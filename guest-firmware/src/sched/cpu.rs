@@ -171,6 +171,15 @@ pub extern "C" fn ap_main(index: u32) -> ! {
             idle_top(cpu),
         )
     };
+    let mut guard = crate::kernel::lock();
+    let Some(k) = guard.as_mut() else {
+        crate::fatal("a vCPU started before boot finished")
+    };
+    // What the platform keeps per vCPU first: on SEV-SNP the local APIC is reached
+    // through this vCPU's GHCB.
+    if let Err(e) = k.plat.start_cpu() {
+        crate::fatal_error(e);
+    }
     #[cfg(not(test))]
     // SAFETY: interrupts are off and the IDT's gates are in place; boot checked the
     // x2APIC and its TSC-deadline timer on the first vCPU, and every vCPU has the
@@ -178,13 +187,6 @@ pub extern "C" fn ap_main(index: u32) -> ! {
     let apic_id = unsafe { crate::arch::apic::enable(crate::arch::apic::TimerMode::TscDeadline) };
     #[cfg(test)]
     let apic_id = 0;
-    let mut guard = crate::kernel::lock();
-    let Some(k) = guard.as_mut() else {
-        crate::fatal("a vCPU started before boot finished")
-    };
-    if let Err(e) = k.plat.start_cpu() {
-        crate::fatal_error(e);
-    }
     smp::set_online(cpu, apic_id);
     idle_loop(cpu, guard)
 }
@@ -272,7 +274,6 @@ pub fn on_cpu(k: &mut Kernel) {
     if let Some(slot) = slot {
         point_at(k, slot);
     }
-    k.plat.cpu_changed();
 }
 
 /// Point the kernel's per-thread references at the block of the thread in `slot`.

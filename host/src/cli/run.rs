@@ -272,6 +272,7 @@ pub fn reason(set: u8, code: u8) -> &'static str {
         (3, 16) => "the CPU gives no random numbers (RDRAND), which the app's start-up needs",
         (3, 17) => "the host's request in the parameter page was refused",
         (3, 18) => "the platform gave no attestation evidence",
+        (3, 19) => "the host refused a local APIC register access",
         (3, 0xFE) => "firmware bug",
         _ => "unknown reason",
     }

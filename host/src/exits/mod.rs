@@ -4,6 +4,7 @@
 //! platform and the vCPU as trait objects, so tests feed them synthetic exits without
 //! `/dev/kvm` (Firecracker's `handle_kvm_exit` habit).
 
+pub mod apic;
 pub mod hardware;
 pub mod memory;
 pub mod snp;

@@ -15,6 +15,10 @@ pub(crate) struct FakeVcpu {
     pub injected: Vec<u8>,
     /// The vCPU's index (0, the boot processor, unless a test says otherwise).
     pub index: u32,
+    /// Its MSRs as KVM would hold them: what was written, and what reads return.
+    pub msrs: std::collections::BTreeMap<u32, u64>,
+    /// MSRs KVM refuses.
+    pub refused_msrs: Vec<u32>,
 }
 
 impl FakeVcpu {
@@ -30,6 +34,8 @@ impl FakeVcpu {
             walk: Box::new(walk),
             injected: Vec::new(),
             index: 0,
+            msrs: std::collections::BTreeMap::new(),
+            refused_msrs: Vec::new(),
         }
     }
 }
@@ -51,6 +57,18 @@ impl Vcpu for FakeVcpu {
     fn inject_exception(&mut self, vector: u8) -> Result<(), RunError> {
         self.injected.push(vector);
         Ok(())
+    }
+    fn msr(&mut self, index: u32, write: Option<u64>) -> Result<Option<u64>, RunError> {
+        if self.refused_msrs.contains(&index) {
+            return Ok(None);
+        }
+        Ok(Some(match write {
+            Some(v) => {
+                self.msrs.insert(index, v);
+                0
+            }
+            None => self.msrs.get(&index).copied().unwrap_or(0),
+        }))
     }
 }
 

@@ -27,6 +27,11 @@ pub trait Vcpu {
     fn translate(&self, gva: u64) -> Result<Option<u64>, RunError>;
     /// Inject exception `vector` (without an error code) before the guest resumes.
     fn inject_exception(&mut self, vector: u8) -> Result<(), RunError>;
+    /// Read (`write` = `None`) or write MSR `index` of this vCPU in KVM, as the
+    /// hypervisor does when it emulates a guest's RDMSR/WRMSR (the local APIC's
+    /// registers, which KVM emulates): `Ok(Some(value))` (0 for a write), or
+    /// `Ok(None)` when KVM refuses it.
+    fn msr(&mut self, index: u32, write: Option<u64>) -> Result<Option<u64>, RunError>;
 }
 
 /// A KVM vCPU.
@@ -69,6 +74,23 @@ impl Vcpu for KvmVcpu<'_> {
         events.exception.error_code = 0;
         Ok(self.fd.set_vcpu_events(&events)?)
     }
+
+    fn msr(&mut self, index: u32, write: Option<u64>) -> Result<Option<u64>, RunError> {
+        let entry = kvm_bindings::kvm_msr_entry {
+            index,
+            data: write.unwrap_or(0),
+            ..Default::default()
+        };
+        let mut msrs = kvm_bindings::Msrs::from_entries(&[entry])
+            .map_err(|_| RunError::Host("one MSR entry"))?;
+        // KVM_GET_MSRS and KVM_SET_MSRS return how many entries they did: 0 is a
+        // refusal (the MSR or the value), not an error of the call.
+        let done = match write {
+            Some(_) => self.fd.set_msrs(&msrs)?,
+            None => self.fd.get_msrs(&mut msrs)?,
+        };
+        Ok((done == 1).then(|| write.map_or(msrs.as_slice()[0].data, |_| 0)))
+    }
 }
 
 /// The vCPU of an exit whose data still lives in `kvm_run` (MMIO, MSR, port reads,
@@ -106,6 +128,9 @@ impl Vcpu for Busy {
         self.refuse()
     }
     fn inject_exception(&mut self, _: u8) -> Result<(), RunError> {
+        self.refuse()
+    }
+    fn msr(&mut self, _: u32, _: Option<u64>) -> Result<Option<u64>, RunError> {
         self.refuse()
     }
 }

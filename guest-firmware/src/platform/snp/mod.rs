@@ -12,9 +12,11 @@ use super::{
     Backend, Evidence, GuestDevice, GuestPlatform, GuestReport, PageState, PteMasks, ReportError,
     Validation,
 };
+use crate::arch::gdt::MAX_CPUS;
 use crate::error::FwError;
 use crate::mem::paging::{PageTables, TableAlloc, NO_EXECUTE, WRITABLE};
 use crate::mem::phys_to_virt;
+use core::sync::atomic::{AtomicBool, Ordering};
 use guest_request::{GuestChannel, GuestRequestError};
 use instr::{pvalidate, vmgexit};
 use nacre_shared_abi::boot::BootInfo;
@@ -42,8 +44,19 @@ const SHARED_VA_BASE: u64 = KERNEL_VA_BASE + 0x4000_0000;
 #[repr(C, align(4096))]
 struct Page([u8; 4096]);
 
-/// The GHCB page: a page of the measured firmware image, made shared at set-up.
-static mut GHCB_PAGE: Page = Page([0; 4096]);
+/// The GHCB pages, one per vCPU: pages of the measured firmware image, the first
+/// `cpus` made shared at set-up. Each vCPU registers its own, since KVM takes an SNP
+/// guest's VMGEXIT only through the GHCB its vCPU registered
+/// (`arch/x86/kvm/svm/sev.c`, `sev_handle_vmgexit`), and a vCPU makes calls of its own
+/// (the x2APIC's registers, [`apic_msr`]) without holding the kernel.
+static mut GHCB_PAGES: [Page; MAX_CPUS] = [const { Page([0; 4096]) }; MAX_CPUS];
+
+/// Whether vCPU `i` registered its GHCB page with the host.
+static GHCB_REGISTERED: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
+/// Whether vCPU `i`'s GHCB MSR holds its GHCB page's GPA (an MSR-protocol exchange
+/// leaves a request or response there instead). Each vCPU reads and writes only its
+/// own entry.
+static MSR_HOLDS_GHCB: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
 
 /// The launch pages besides the image: the secrets page, the CPUID page and the initial
 /// page tables.
@@ -53,9 +66,19 @@ const LAUNCH_PAGES: [(u64, u64); 3] = [
     (INITIAL_PT_GPA, INITIAL_PT_PAGES * PAGE_SIZE_4K),
 ];
 
-/// GPA of the GHCB page (the firmware runs at `KERNEL_VA_BASE` + its GPA).
-fn ghcb_page_gpa() -> u64 {
-    (&raw const GHCB_PAGE) as u64 - KERNEL_VA_BASE
+/// GPA of vCPU `cpu`'s GHCB page (the firmware runs at `KERNEL_VA_BASE` + its GPA).
+fn ghcb_page_gpa(cpu: usize) -> u64 {
+    ((&raw const GHCB_PAGES) as u64).wrapping_sub(KERNEL_VA_BASE)
+        + (cpu.min(MAX_CPUS - 1) as u64) * PAGE_SIZE_4K
+}
+
+/// The shared alias of vCPU `cpu`'s GHCB page, if that vCPU registered it.
+fn registered_ghcb(cpu: usize) -> Option<(u64, u64)> {
+    if !GHCB_REGISTERED.get(cpu)?.load(Ordering::Acquire) {
+        return None;
+    }
+    let gpa = ghcb_page_gpa(cpu);
+    Some((SHARED_VA_BASE + gpa, gpa))
 }
 
 /// SEV-SNP platform state.
@@ -64,10 +87,8 @@ pub struct Snp {
     backend: Backend,
     /// The C-bit, set in private page-table entries.
     c_bit_mask: u64,
-    /// Virtual address of the GHCB page (mapped shared), 0 before registration.
-    ghcb_va: u64,
-    ghcb_gpa: u64,
-    msr_holds_ghcb: bool,
+    /// How many GHCB pages set-up made shared (one per vCPU).
+    ghcb_pages: usize,
     /// The private copy of the GHCB that requests are built in and answers copied
     /// back to (kept, rather than made per call, to avoid clearing 4 KiB each time).
     scratch: Ghcb,
@@ -100,9 +121,7 @@ impl Snp {
         let mut snp = Self {
             backend,
             c_bit_mask: 1 << c_bit,
-            ghcb_va: 0,
-            ghcb_gpa: 0,
-            msr_holds_ghcb: false,
+            ghcb_pages: 0,
             scratch: Ghcb::new_zeroed(),
             channel: GuestChannel::none(),
         };
@@ -245,20 +264,27 @@ impl GuestPlatform for Snp {
         pt: &mut PageTables,
         alloc: &mut dyn TableAlloc,
     ) -> Result<(), FwError> {
-        pt.prepare_4k(SHARED_VA_BASE + ghcb_page_gpa(), alloc)
-            .ok_or(FwError::OutOfMemory)
+        for cpu in 0..MAX_CPUS {
+            pt.prepare_4k(SHARED_VA_BASE + ghcb_page_gpa(cpu), alloc)
+                .ok_or(FwError::OutOfMemory)?;
+        }
+        Ok(())
     }
 
-    /// The GHCB: stop using the page as private, make it shared, map it shared and
-    /// register it; then VMPCK0 from the secrets page the security processor filled
-    /// at launch, copied into private memory.
-    fn setup(&mut self, pt: &mut PageTables) -> Result<(), FwError> {
-        let ghcb_va = (&raw const GHCB_PAGE) as u64;
-        let ghcb_gpa = ghcb_page_gpa();
-        // SAFETY: the GHCB page is the firmware's, referenced by nothing but raw
-        // pointers, and used only through its shared alias from now on.
-        unsafe { self.share_page_msr(pt, ghcb_va, ghcb_gpa) }?;
-        self.register_ghcb(SHARED_VA_BASE + ghcb_gpa, ghcb_gpa)?;
+    /// The GHCB pages of the `cpus` vCPUs: stop using each as private, make it
+    /// shared and map it shared; register the boot vCPU's; then VMPCK0 from the
+    /// secrets page the security processor filled at launch, copied into private
+    /// memory.
+    fn setup(&mut self, pt: &mut PageTables, cpus: u32) -> Result<(), FwError> {
+        let cpus = (cpus as usize).clamp(1, MAX_CPUS);
+        for cpu in 0..cpus {
+            let gpa = ghcb_page_gpa(cpu);
+            // SAFETY: the GHCB pages are the firmware's, referenced by nothing but raw
+            // pointers, and used only through their shared aliases from now on.
+            unsafe { self.share_page_msr(pt, KERNEL_VA_BASE + gpa, gpa) }?;
+            self.ghcb_pages = cpu + 1;
+        }
+        self.register_ghcb()?;
         let mut head = [0u8; 0xB0];
         // SAFETY: the secrets page is a launch page of every SNP image, private and
         // validated, mapped by the direct map; the copy reads its first 0xB0 bytes.
@@ -273,19 +299,13 @@ impl GuestPlatform for Snp {
         Ok(())
     }
 
-    /// The one GHCB page serves every vCPU (only the holder of the kernel uses it);
-    /// the host keeps a registration per vCPU, so each registers it.
+    /// Each vCPU registers its own GHCB page.
     fn start_cpu(&mut self) -> Result<(), FwError> {
-        let (va, gpa) = (self.ghcb_va, self.ghcb_gpa);
-        self.register_ghcb(va, gpa)
+        self.register_ghcb()
     }
 
-    fn cpu_changed(&mut self) {
-        self.msr_holds_ghcb = false;
-    }
-
-    fn rescinded_page(&self) -> Option<u64> {
-        Some(ghcb_page_gpa())
+    fn rescinded_pages(&self) -> (u64, u64) {
+        (ghcb_page_gpa(0), self.ghcb_pages as u64)
     }
 
     fn page_state_change(
@@ -436,9 +456,7 @@ mod tests {
         Snp {
             backend,
             c_bit_mask: 1 << 47,
-            ghcb_va: 0,
-            ghcb_gpa: 0,
-            msr_holds_ghcb: false,
+            ghcb_pages: 0,
             scratch: Ghcb::new_zeroed(),
             channel: GuestChannel::none(),
         }

@@ -282,6 +282,29 @@ impl Tdx {
     }
 }
 
+/// Whether the CPU virtualizes x2APIC register `msr` for a TD, so that the guest
+/// reaches it with plain RDMSR/WRMSR while the VMM cannot emulate it: TPR (0x808),
+/// PPR (0x80A), EOI (0x80B) and the ISR, TMR and IRR banks (0x810 to 0x827; Linux
+/// `arch/x86/kvm/vmx/tdx.c`, `tdx_has_emulated_msr`). Every other local APIC register
+/// raises #VE and is the VMM's, through TDVMCALL<Instruction.RDMSR/WRMSR>.
+pub fn cpu_virtualizes(msr: u32) -> bool {
+    matches!(msr, 0x808 | 0x80A | 0x80B | 0x810..=0x827)
+}
+
+/// TDVMCALL<Instruction.RDMSR> (`write` = `None`) or <Instruction.WRMSR> of `msr`
+/// (docs/specs.md 6.2: R12 the MSR, R13 the value written, R11 the value read); `Err` with the TDVMCALL status when the VMM refuses.
+pub fn vmcall_msr(msr: u32, write: Option<u64>) -> Result<u64, u64> {
+    // SAFETY: the caller names a local APIC register, which the VMM emulates; the
+    // call changes nothing in the TD but what the VMM returns in R11.
+    unsafe {
+        match write {
+            Some(v) => tdx_guest::tdvmcall::wrmsr(msr, v).map(|()| 0),
+            None => tdx_guest::tdvmcall::rdmsr(msr),
+        }
+    }
+    .map_err(|e| vmcall_status(&e))
+}
+
 fn vmcall_status(e: &TdVmcallError) -> u64 {
     match e {
         TdVmcallError::TdxRetry => vmcall::RETRY,
@@ -371,12 +394,12 @@ impl GuestPlatform for Tdx {
     }
 
     /// TDG.VP.INFO was all [`Tdx::detect`] needed; there are no shared pages to set up.
-    fn setup(&mut self, _pt: &mut PageTables) -> Result<(), FwError> {
+    fn setup(&mut self, _pt: &mut PageTables, _cpus: u32) -> Result<(), FwError> {
         Ok(())
     }
 
-    fn rescinded_page(&self) -> Option<u64> {
-        None
+    fn rescinded_pages(&self) -> (u64, u64) {
+        (0, 0)
     }
 
     /// TDVMCALL MapGPA over the whole range (always 4 KiB granular to the guest).
@@ -501,6 +524,16 @@ impl GuestPlatform for Tdx {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn only_the_registers_the_cpu_virtualizes_skip_the_vmm() {
+        for msr in [0x808, 0x80A, 0x80B, 0x810, 0x817, 0x818, 0x820, 0x827] {
+            assert!(super::cpu_virtualizes(msr), "{msr:#x}");
+        }
+        for msr in [0x1B, 0x6E0, 0x802, 0x80F, 0x828, 0x830, 0x832, 0x83E] {
+            assert!(!super::cpu_virtualizes(msr), "{msr:#x}");
+        }
+    }
+
     use super::*;
     use std::vec::Vec;
 
@@ -699,6 +732,6 @@ mod tests {
         assert!(t.fresh_memory_is_zero());
         assert_eq!(t.ram_limit(), TDX_MAX_GUEST_MEMORY);
         assert_eq!(t.guest_device(), GuestDevice::TdxGuest);
-        assert_eq!(t.rescinded_page(), None);
+        assert_eq!(t.rescinded_pages(), (0, 0));
     }
 }

@@ -114,7 +114,7 @@ pub fn doorbell(
     match bell {
         Doorbell::Vmgexit => {
             ctx.run.exit("vmgexit");
-            Ok(vmgexit::handle(ctx)?)
+            vmgexit::handle(ctx, vcpu)
         }
         Doorbell::Pvalidate => {
             ctx.run.exit("pvalidate");

@@ -8,8 +8,11 @@ use super::ioio;
 use super::msr_protocol::{handle_msr_protocol, MsrProtocolHost, MsrProtocolOutcome};
 use super::psc;
 use super::SnpContext;
+use crate::exits::apic::{self, Reach};
+use crate::exits::RunError;
 use crate::platform::Stop;
 use crate::vmm::memory::MemoryError;
+use crate::vmm::vcpu::Vcpu;
 use nacre_shared_abi::layout::PAGE_SIZE_4K;
 use nacre_shared_abi::snp::ghcb::{
     exit_code, Ghcb, GhcbErrorCode, GhcbField, RESULT_BAD_INPUT, RESULT_OK,
@@ -21,8 +24,8 @@ use zerocopy::{FromBytes, IntoBytes};
 /// (GHCB specification 2.3.1).
 const GHCB_INFO_MASK: u64 = 0xFFF;
 
-/// One VMGEXIT.
-pub fn handle(ctx: &mut SnpContext<'_>) -> Result<Option<Stop>, MemoryError> {
+/// One VMGEXIT by `vcpu`.
+pub fn handle(ctx: &mut SnpContext<'_>, vcpu: &mut dyn Vcpu) -> Result<Option<Stop>, RunError> {
     if ctx.ghcb.msr & GHCB_INFO_MASK != 0 {
         return Ok(msr_protocol(ctx));
     }
@@ -46,9 +49,65 @@ pub fn handle(ctx: &mut SnpContext<'_>) -> Result<Option<Stop>, MemoryError> {
     ctx.mem.read(gpa, &mut page)?;
     let mut g =
         Ghcb::read_from_bytes(&page).map_err(|_| MemoryError::OutOfRange { gpa, len: 4096 })?;
-    let stop = call(ctx, gpa, &mut g)?;
+    let stop = call(ctx, gpa, &mut g, vcpu)?;
     ctx.mem.write(gpa, g.as_bytes())?;
     Ok(stop)
+}
+
+/// SW_EXITINFO2 of an MSR access the hypervisor refuses: the #GP it would inject
+/// (vector 13, event type 3 "exception", valid bit 31; AMD APM vol. 2, 15.20 EVENTINJ),
+/// with SW_EXITINFO1 = 1, as KVM answers (`arch/x86/kvm/svm/svm.c`,
+/// `svm_complete_emulated_msr`).
+pub const MSR_REFUSED_GP: u64 = (1 << 31) | (3 << 8) | 13;
+
+/// The MSR event (SW_EXITCODE 0x7C, docs/specs.md 1.3): RCX the MSR, SW_EXITINFO1 0
+/// to read or 1 to write RDX:RAX. Only the local APIC's registers are emulated
+/// ([`apic`]); anything else gets the #GP answer.
+fn msr(
+    ctx: &mut SnpContext<'_>,
+    g: &mut Ghcb,
+    info1: u64,
+    vcpu: &mut dyn Vcpu,
+) -> Result<Option<Stop>, RunError> {
+    ctx.run.exit("apic-msr");
+    let write = match info1 {
+        0 => None,
+        1 if g.is_valid(GhcbField::Rax) && g.is_valid(GhcbField::Rdx) => {
+            Some((g.rax & 0xFFFF_FFFF) | (g.rdx << 32))
+        }
+        1 => {
+            refuse(g, GhcbErrorCode::MissingInput);
+            return Ok(None);
+        }
+        _ => {
+            refuse(g, GhcbErrorCode::InvalidEvent);
+            return Ok(None);
+        }
+    };
+    if !g.is_valid(GhcbField::Rcx) {
+        refuse(g, GhcbErrorCode::MissingInput);
+        return Ok(None);
+    }
+    let Ok(index) = u32::try_from(g.rcx) else {
+        g.sw_exit_info_1 = RESULT_BAD_INPUT;
+        g.sw_exit_info_2 = MSR_REFUSED_GP;
+        return Ok(None);
+    };
+    match apic::access(Reach::Snp, vcpu, index, write)? {
+        Some(value) => {
+            if write.is_none() {
+                g.rax = value & 0xFFFF_FFFF;
+                g.rdx = value >> 32;
+                g.set_valid(GhcbField::Rax);
+                g.set_valid(GhcbField::Rdx);
+            }
+        }
+        None => {
+            g.sw_exit_info_1 = RESULT_BAD_INPUT;
+            g.sw_exit_info_2 = MSR_REFUSED_GP;
+        }
+    }
+    Ok(None)
 }
 
 /// Refuse a GHCB call: SW_EXITINFO1 = 1 (bad input), SW_EXITINFO2 = the reason (GHCB
@@ -60,7 +119,12 @@ pub fn refuse(g: &mut Ghcb, code: GhcbErrorCode) {
 
 /// A call through the GHCB page at `gpa`, on the private copy `g`, which is written
 /// back afterwards.
-pub fn call(ctx: &mut SnpContext<'_>, gpa: u64, g: &mut Ghcb) -> Result<Option<Stop>, MemoryError> {
+pub fn call(
+    ctx: &mut SnpContext<'_>,
+    gpa: u64,
+    g: &mut Ghcb,
+    vcpu: &mut dyn Vcpu,
+) -> Result<Option<Stop>, RunError> {
     if g.protocol_version != 2 || g.ghcb_usage != 0 {
         refuse(g, GhcbErrorCode::InvalidUsage);
         return Ok(None);
@@ -76,13 +140,14 @@ pub fn call(ctx: &mut SnpContext<'_>, gpa: u64, g: &mut Ghcb) -> Result<Option<S
     g.sw_exit_info_1 = RESULT_OK;
     g.sw_exit_info_2 = 0;
     match code {
-        exit_code::PSC => psc::nae(ctx, gpa, g),
-        exit_code::IOIO => ioio::nae(ctx, g, info1),
+        exit_code::PSC => Ok(psc::nae(ctx, gpa, g)?),
+        exit_code::IOIO => Ok(ioio::nae(ctx, g, info1)?),
+        exit_code::MSR => msr(ctx, g, info1, vcpu),
         exit_code::HV_FEATURES => {
             g.sw_exit_info_2 = HV_FEATURE_SNP;
             Ok(None)
         }
-        exit_code::GUEST_REQUEST => guest_request::nae(ctx, g, info1, info2),
+        exit_code::GUEST_REQUEST => Ok(guest_request::nae(ctx, g, info1, info2)?),
         exit_code::TERM_REQUEST => Ok(Some(Stop::GuestTerminated {
             set: (info1 & 0xF) as u8,
             code: ((info1 >> 4) & 0xFF) as u8,

@@ -91,7 +91,7 @@ pub fn doorbell(
         Doorbell::Tdcall => {
             ctx.run.exit("tdcall");
             let mut regs = vcpu.regs()?;
-            let stop = tdcall::handle(ctx, vcpu.index(), &mut regs)?;
+            let stop = tdcall::handle(ctx, vcpu, &mut regs)?;
             vcpu.set_regs(&regs)?;
             Ok(stop)
         }

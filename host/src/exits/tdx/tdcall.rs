@@ -45,12 +45,12 @@ pub trait TdxModule: Send + std::fmt::Debug {
 /// them as the TDX module (or, for TDG.VP.VMCALL, the VMM) would.
 pub fn handle(
     ctx: &mut TdxContext<'_>,
-    vcpu: u32,
+    vcpu: &mut dyn Vcpu,
     regs: &mut kvm_regs,
-) -> Result<Option<Stop>, MemoryError> {
+) -> Result<Option<Stop>, RunError> {
     match regs.rax {
         leaf::VP_INFO => {
-            let info = ctx.module.vp_info(vcpu);
+            let info = ctx.module.vp_info(vcpu.index());
             regs.rax = status::SUCCESS;
             regs.rcx = u64::from(info.gpaw);
             regs.rdx = info.attributes;
@@ -67,7 +67,7 @@ pub fn handle(
             }
             Err(stop) => Ok(Some(stop)),
         },
-        leaf::VP_VMCALL => tdvmcall::handle(ctx, regs),
+        leaf::VP_VMCALL => tdvmcall::handle(ctx, vcpu, regs),
         leaf::MR_REPORT => {
             regs.rax = mr_report(ctx, regs.rcx, regs.rdx, regs.r8)?;
             Ok(None)

@@ -3,9 +3,12 @@
 //! 6.2). One function per sub-function the VMM implements.
 
 use super::{get_quote, map_gpa, TdxContext};
+use crate::exits::apic::{self, Reach};
+use crate::exits::RunError;
 use crate::platform::hostcall;
 use crate::platform::Stop;
 use crate::vmm::memory::MemoryError;
+use crate::vmm::vcpu::Vcpu;
 use kvm_bindings::kvm_regs;
 use nacre_shared_abi::hostcall::HOSTCALL_PORT;
 use nacre_shared_abi::layout::PAGE_SIZE_4K;
@@ -19,8 +22,12 @@ pub const VMCALL_SUBFUNC_UNSUPPORTED: u64 = 0x8000_0000_0000_0003;
 /// for OUT).
 const IO_WRITE: u64 = 1;
 
-/// One TDG.VP.VMCALL with the TD's registers.
-pub fn handle(ctx: &mut TdxContext<'_>, regs: &mut kvm_regs) -> Result<Option<Stop>, MemoryError> {
+/// One TDG.VP.VMCALL by `vcpu` with the TD's registers.
+pub fn handle(
+    ctx: &mut TdxContext<'_>,
+    vcpu: &mut dyn Vcpu,
+    regs: &mut kvm_regs,
+) -> Result<Option<Stop>, RunError> {
     // TDG.VP.VMCALL itself succeeds; the sub-function's status is R10.
     regs.rax = status::SUCCESS;
     if regs.r10 != 0 {
@@ -28,7 +35,7 @@ pub fn handle(ctx: &mut TdxContext<'_>, regs: &mut kvm_regs) -> Result<Option<St
         return Ok(None);
     }
     match regs.r11 {
-        vmcall::IO => io(ctx, regs),
+        vmcall::IO => Ok(io(ctx, regs)?),
         vmcall::MAP_GPA => {
             map_gpa::handle(ctx, regs)?;
             Ok(None)
@@ -42,9 +49,8 @@ pub fn handle(ctx: &mut TdxContext<'_>, regs: &mut kvm_regs) -> Result<Option<St
             cpuid(regs);
             Ok(None)
         }
-        // No MSR is emulated for a TD here: every RDMSR/WRMSR request is refused.
         vmcall::RDMSR | vmcall::WRMSR => {
-            regs.r10 = vmcall::INVALID_OPERAND;
+            msr(ctx, vcpu, regs)?;
             Ok(None)
         }
         _ => {
@@ -52,6 +58,29 @@ pub fn handle(ctx: &mut TdxContext<'_>, regs: &mut kvm_regs) -> Result<Option<St
             Ok(None)
         }
     }
+}
+
+/// Instruction.RDMSR (R12 the MSR; the value back in R11) or Instruction.WRMSR (R13
+/// the value): only the local APIC's registers a TD's VMM emulates ([`apic`]);
+/// anything else is INVALID_OPERAND, as KVM answers an MSR access it refuses
+/// (`arch/x86/kvm/vmx/tdx.c`, `tdx_complete_emulated_msr`).
+fn msr(ctx: &mut TdxContext<'_>, vcpu: &mut dyn Vcpu, regs: &mut kvm_regs) -> Result<(), RunError> {
+    ctx.run.exit("apic-msr");
+    let write = (regs.r11 == vmcall::WRMSR).then_some(regs.r13);
+    let answer = match u32::try_from(regs.r12) {
+        Ok(index) => apic::access(Reach::Tdx, vcpu, index, write)?,
+        Err(_) => None,
+    };
+    match answer {
+        Some(value) => {
+            regs.r10 = vmcall::SUCCESS;
+            if write.is_none() {
+                regs.r11 = value;
+            }
+        }
+        None => regs.r10 = vmcall::INVALID_OPERAND,
+    }
+    Ok(())
 }
 
 /// Instruction.CPUID: R12 = leaf, R13 = subleaf; EAX, EBX, ECX, EDX in R12-R15. The

@@ -310,16 +310,93 @@ fn ghcb_calls_with_a_bad_header_are_refused_with_the_ghcb_error() {
         &ghcb_call(&mut snp, &g).1,
         GhcbErrorCode::MissingInput
     ));
-    for code in [
-        exit_code::CPUID,
-        exit_code::MSR,
-        exit_code::AP_CREATION,
-        0xDEAD,
-    ] {
+    for code in [exit_code::CPUID, exit_code::AP_CREATION, 0xDEAD] {
         let (stop, back) = ghcb_call(&mut snp, &ghcb(code, 0, 0));
         assert_eq!(stop, None);
         assert!(refused(&back, GhcbErrorCode::InvalidEvent), "{code:#x}");
     }
+}
+
+/// The MSR event reaches the exiting vCPU's local APIC in KVM: a write with RAX and
+/// RDX, a read answered in them. Another MSR, a write without its value, an unknown
+/// direction or a missing RCX are refused; KVM's refusal is the #GP answer.
+#[test]
+fn msr_nae_event_reaches_the_local_apic_only() {
+    let mut snp = with_ghcb();
+    let msr_event = |info1: u64, rcx: Option<u64>, value: Option<u64>| {
+        let mut g = ghcb(exit_code::MSR, info1, 0);
+        if let Some(rcx) = rcx {
+            g.rcx = rcx;
+            g.set_valid(GhcbField::Rcx);
+        }
+        if let Some(v) = value {
+            g.rax = v & 0xFFFF_FFFF;
+            g.rdx = v >> 32;
+            g.set_valid(GhcbField::Rax);
+            g.set_valid(GhcbField::Rdx);
+        }
+        g
+    };
+    let call = |snp: &mut EmulatedSnp, g: &Ghcb, vcpu: &mut FakeVcpu| {
+        snp.mem.write(GHCB, g.as_bytes()).expect("GHCB");
+        let mut error = 0;
+        handle_exit(
+            snp,
+            vcpu,
+            Exit::WrMsr {
+                index: MSR_GHCB,
+                value: GHCB,
+                error: &mut error,
+            },
+        )
+        .expect("GHCB MSR");
+        let stop = handle_exit(snp, vcpu, Exit::Doorbell(Doorbell::Vmgexit)).expect("VMGEXIT");
+        let mut page = [0u8; 4096];
+        snp.mem.read(GHCB, &mut page).expect("GHCB");
+        assert_eq!(stop, None);
+        Ghcb::read_from_bytes(&page).expect("a page")
+    };
+    let mut vcpu = FakeVcpu::identity();
+    let back = call(
+        &mut snp,
+        &msr_event(1, Some(0x830), Some(0x1_0000_4021)),
+        &mut vcpu,
+    );
+    assert_eq!(back.sw_exit_info_1, RESULT_OK);
+    assert_eq!(vcpu.msrs.get(&0x830), Some(&0x1_0000_4021));
+    vcpu.msrs.insert(0x802, 0x1_0000_0003);
+    let back = call(&mut snp, &msr_event(0, Some(0x802), None), &mut vcpu);
+    assert_eq!(back.sw_exit_info_1, RESULT_OK);
+    assert!(back.is_valid(GhcbField::Rax) && back.is_valid(GhcbField::Rdx));
+    assert_eq!((back.rax, back.rdx), (3, 1));
+    let before = vcpu.msrs.clone();
+    for g in [
+        msr_event(1, Some(0xC000_0080), Some(0)),
+        msr_event(0, Some(0x1_0000_0802), None),
+    ] {
+        let back = call(&mut snp, &g, &mut vcpu);
+        assert_eq!(
+            (back.sw_exit_info_1, back.sw_exit_info_2),
+            (RESULT_BAD_INPUT, crate::exits::snp::vmgexit::MSR_REFUSED_GP)
+        );
+    }
+    vcpu.refused_msrs.push(0x83F);
+    let back = call(&mut snp, &msr_event(1, Some(0x83F), Some(0x21)), &mut vcpu);
+    assert_eq!(
+        back.sw_exit_info_2,
+        crate::exits::snp::vmgexit::MSR_REFUSED_GP
+    );
+    for (g, code) in [
+        (msr_event(1, Some(0x830), None), GhcbErrorCode::MissingInput),
+        (msr_event(0, None, None), GhcbErrorCode::MissingInput),
+        (
+            msr_event(2, Some(0x830), Some(0)),
+            GhcbErrorCode::InvalidEvent,
+        ),
+    ] {
+        assert!(refused(&call(&mut snp, &g, &mut vcpu), code));
+    }
+    assert_eq!(vcpu.msrs, before, "no refused access reached KVM");
 }
 
 #[test]

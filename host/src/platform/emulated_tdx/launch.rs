@@ -133,10 +133,41 @@ pub fn launch(image: &LoadedImage, config: &LaunchConfig) -> Result<Vm, SetupErr
     })
 }
 
-/// vCPU `index` of the TD: `cpuid` and the TD vCPU's initial state.
+/// vCPU `index` of the TD: `cpuid`, its local APIC in x2APIC mode and the TD vCPU's
+/// initial state.
 fn setup_vcpu(vcpu: &VcpuFd, cpuid: &kvm_bindings::CpuId, index: u32) -> Result<(), SetupError> {
     vcpu.set_cpuid2(cpuid).map_err(ioctl("KVM_SET_CPUID2"))?;
+    set_x2apic_mode(vcpu, index)?;
     set_entry_state(vcpu, index)
+}
+
+/// IA32_APIC_BASE of a TD vCPU: the default base, enabled (bit 11), in x2APIC mode
+/// (bit 10), with the BSP flag (bit 8) on vCPU 0 (Intel SDM vol. 3A, 11.4.4). A TD's
+/// local APIC starts so, and the guest cannot change it (KVM's `KVM_TDX_INIT_VCPU`
+/// sets it, `arch/x86/kvm/vmx/tdx.c`, `tdx_vcpu_init`; `tdx_is_read_only_msr`).
+fn set_x2apic_mode(vcpu: &VcpuFd, index: u32) -> Result<(), SetupError> {
+    const IA32_APIC_BASE: u32 = 0x1B;
+    const DEFAULT_BASE: u64 = 0xFEE0_0000;
+    const ENABLE: u64 = 1 << 11;
+    const X2APIC: u64 = 1 << 10;
+    const BSP: u64 = 1 << 8;
+    let base = DEFAULT_BASE | ENABLE | X2APIC | if index == 0 { BSP } else { 0 };
+    let msrs = kvm_bindings::Msrs::from_entries(&[kvm_bindings::kvm_msr_entry {
+        index: IA32_APIC_BASE,
+        data: base,
+        ..Default::default()
+    }])
+    .map_err(|_| SetupError::Image("one MSR entry".into()))?;
+    match vcpu
+        .set_msrs(&msrs)
+        .map_err(ioctl("KVM_SET_MSRS(IA32_APIC_BASE)"))?
+    {
+        1 => Ok(()),
+        _ => Err(SetupError::Image(
+            "KVM refused to put the local APIC in x2APIC mode (does the host CPU have x2APIC?)"
+                .into(),
+        )),
+    }
 }
 
 /// CPUID of a TD's vCPUs: the emulated-TDX hypervisor signature, and leaf 0x21

@@ -273,13 +273,43 @@ fn vmcall_cpuid_answers_the_hosts_cpuid() {
     );
 }
 
+/// Instruction.RDMSR/WRMSR reach the vCPU's local APIC in KVM, but for the registers
+/// the CPU virtualizes for a TD and the read-only APIC base; every other MSR is
+/// refused.
 #[test]
-fn vmcall_msr_accesses_are_refused() {
+fn vmcall_msr_reaches_the_local_apic_only() {
     let mut tdx = td();
-    for sub in [vmcall::RDMSR, vmcall::WRMSR] {
-        let (stop, vcpu) = vmcall(&mut tdx, sub, [0xC000_0080, 0, 0, 0]);
-        assert_eq!((stop, vcpu.regs.r10), (None, vmcall::INVALID_OPERAND));
+    let (stop, vcpu) = vmcall(&mut tdx, vmcall::WRMSR, [0x830, 0x3_0000_4021, 0, 0]);
+    assert_eq!((stop, vcpu.regs.r10), (None, vmcall::SUCCESS));
+    assert_eq!(
+        vcpu.msrs.get(&0x830),
+        Some(&0x3_0000_4021),
+        "the ICR, as written"
+    );
+    let mut v = FakeVcpu::identity();
+    v.msrs.insert(0x6E0, 1234);
+    v.regs.rax = leaf::VP_VMCALL;
+    v.regs.r11 = vmcall::RDMSR;
+    v.regs.r12 = 0x6E0;
+    assert_eq!(tdcall(&mut tdx, &mut v), None);
+    assert_eq!((v.regs.r10, v.regs.r11), (vmcall::SUCCESS, 1234));
+    for (sub, msr) in [
+        (vmcall::RDMSR, 0xC000_0080),
+        (vmcall::WRMSR, 0xC000_0080),
+        (vmcall::WRMSR, 0x80B),
+        (vmcall::RDMSR, 0x820),
+        (vmcall::WRMSR, 0x1B),
+        (vmcall::WRMSR, 0x1_0000_0830),
+    ] {
+        let (stop, vcpu) = vmcall(&mut tdx, sub, [msr, 0, 0, 0]);
+        assert_eq!(
+            (stop, vcpu.regs.r10),
+            (None, vmcall::INVALID_OPERAND),
+            "{msr:#x}"
+        );
+        assert!(vcpu.msrs.is_empty(), "{msr:#x} never reached KVM");
     }
+    assert_eq!(tdx.run.exits.get("apic-msr"), Some(&8));
 }
 
 #[test]
