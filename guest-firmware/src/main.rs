@@ -61,9 +61,22 @@ global_asm!(
     "mov cr4, rsi",
     "mov edi, eax",
     "call {ap_main}",
+    // Parked for good, interrupts off. In a TD on hardware HLT raises #VE (and a
+    // parked vCPU has no IDT of the firmware's): the VMM halts it instead, told that
+    // its interrupts are blocked (TDG.VP.VMCALL<Instruction.HLT>, R12 = 1).
     "6:",
     "cli",
+    "cmp byte ptr [rip + NACRE_PARK_VIA_VMM], 0",
+    "jne 7f",
     "hlt",
+    "jmp 6b",
+    "7:",
+    "xor eax, eax",
+    "mov ecx, 0x1C00",
+    "xor r10d, r10d",
+    "mov r11d, {vmcall_hlt}",
+    "mov r12d, 1",
+    ".byte 0x66, 0x0f, 0x01, 0xcc",
     "jmp 6b",
     stack = sym BOOT_STACK,
     size = const BOOT_STACK_SIZE,
@@ -71,6 +84,7 @@ global_asm!(
     ap_main = sym nacre_guest_firmware::sched::cpu::ap_main,
     max_cpus = const nacre_shared_abi::boot::MAX_CPUS,
     park = const nacre_guest_firmware::arch::smp::PARK,
+    vmcall_hlt = const nacre_shared_abi::tdx::vmcall::HLT,
 );
 
 extern "C" fn boot_entry() -> ! {

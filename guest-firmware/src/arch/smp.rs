@@ -24,7 +24,7 @@
 
 use super::apic::WAKE_VECTOR;
 use super::gdt::{cpu_index, MAX_CPUS};
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 
 /// The word of a vCPU that is not wanted: it halts with interrupts off for good.
 pub const PARK: u64 = 1;
@@ -137,9 +137,29 @@ pub fn arrived() -> u32 {
     NACRE_AP_NEXT.load(Ordering::Acquire)
 }
 
+/// Non-zero when a parked vCPU must ask the VMM to halt it rather than execute HLT
+/// (a TD on hardware, where HLT raises #VE): read by the park loop in `_start`.
+#[no_mangle]
+static NACRE_PARK_VIA_VMM: AtomicU8 = AtomicU8::new(0);
+
+/// Whether the firmware runs in a TD on hardware.
+fn td_on_hardware() -> bool {
+    crate::platform::running()
+        == Some(crate::platform::Running {
+            kind: nacre_shared_abi::boot::PlatformKind::Tdx,
+            backend: crate::platform::Backend::Hardware,
+        })
+}
+
+/// Set how parked vCPUs halt, before any is told to park.
+fn set_park_mode() {
+    NACRE_PARK_VIA_VMM.store(u8::from(td_on_hardware()), Ordering::Release);
+}
+
 /// Let vCPUs `1..cpus` start on the stacks `stack_top(i)` with page tables `cr3`; every
 /// other index parks. Called once by the boot vCPU, with the kernel held.
 pub fn release(cpus: u32, cr3: u64, mut stack_top: impl FnMut(usize) -> u64) {
+    set_park_mode();
     NACRE_AP_CR3.store(cr3, Ordering::Release);
     CPUS.store(cpus, Ordering::Relaxed);
     for (i, word) in NACRE_AP_STACKS.iter().enumerate().skip(1) {
@@ -154,6 +174,7 @@ pub fn release(cpus: u32, cr3: u64, mut stack_top: impl FnMut(usize) -> u64) {
 
 /// Park every vCPU but the boot one (one vCPU runs the app).
 pub fn park_all() {
+    set_park_mode();
     for word in NACRE_AP_STACKS.iter().skip(1) {
         word.store(PARK, Ordering::Release);
     }
@@ -249,7 +270,15 @@ pub fn poll_flush() {
 /// Wait for an interrupt with interrupts on, then turn them off again. STI's one
 /// instruction of delay makes STI; HLT atomic: an interrupt that became pending
 /// before (while interrupts were off) ends the HLT rather than being taken before it.
+/// In a TD on hardware, where HLT raises #VE, the VMM halts the vCPU instead
+/// ([`crate::platform::tdx::halt_until_interrupt`]).
 pub fn wait_for_interrupt() {
+    #[cfg(not(test))]
+    if td_on_hardware() {
+        // HLT raises #VE in a TD: the VMM halts it instead.
+        crate::platform::tdx::halt_until_interrupt();
+        return;
+    }
     #[cfg(not(test))]
     // SAFETY: the gates of every vector are in place; an interrupt taken here runs on
     // this stack (the asm block may use the stack below RSP, so nothing of the

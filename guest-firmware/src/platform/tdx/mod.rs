@@ -315,6 +315,31 @@ fn vmcall_status(e: &TdVmcallError) -> u64 {
     }
 }
 
+/// Wait for an interrupt in a TD on hardware, where HLT raises #VE: TDVMCALL
+/// <Instruction.HLT> with R12 = 0 ("interrupts not blocked", so that the VMM resumes
+/// the vCPU when one is pending although RFLAGS.IF is 0 here), then interrupts on for
+/// one instruction to take it, as Linux's `tdx_safe_halt` does. An interrupt that
+/// arrives before the call stays pending and ends the wait at once.
+pub fn halt_until_interrupt() {
+    // SAFETY: TDCALL leaf 0 (TDG.VP.VMCALL), RCX exposes R10-R12 to the VMM, R11 =
+    // Instruction.HLT, R12 = 0 (docs/specs.md 6.2); it changes only RAX and the exposed
+    // registers, declared as clobbered. Then STI; NOP; CLI lets a pending interrupt
+    // in on this stack (every vector has a gate; the handler returns here).
+    unsafe {
+        asm!(
+            ".byte 0x66, 0x0f, 0x01, 0xcc",
+            "sti",
+            "nop",
+            "cli",
+            inout("rax") 0u64 => _,
+            inout("rcx") 0x1C00u64 => _,
+            inout("r10") 0u64 => _,
+            inout("r11") vmcall::HLT => _,
+            inout("r12") 0u64 => _,
+        );
+    }
+}
+
 /// TDVMCALL ReportFatalError with `code` (no message page), then stop. The host ends
 /// the TD; should it resume us, we halt.
 pub fn report_fatal_error(code: u64) -> ! {
