@@ -12,9 +12,6 @@ use kvm_ioctls::{VcpuFd, VmFd};
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 
-/// The IOAPIC pins routed by KVM's split irqchip: QEMU's 24.
-const SPLIT_IRQCHIP_PINS: u64 = 24;
-
 /// A TDX command on vCPU fd `fd` with `data`, as a [`LaunchError`] (kvm-ioctls issues
 /// `KVM_MEMORY_ENCRYPT_OP` on VM fds only).
 ///
@@ -87,15 +84,10 @@ pub struct KvmTdx {
 }
 
 impl KvmTdx {
-    /// A TDX VM (`KVM_X86_TDX_VM`) with the split irqchip KVM requires of a TD and
-    /// MapGPA forwarded to user space.
+    /// A TDX VM (`KVM_X86_TDX_VM`) with MapGPA forwarded to user space (the launch
+    /// adds the split irqchip: [`VmOps::split_irqchip`]).
     pub fn new() -> Result<Self, LaunchError> {
         let vm = KvmVm::create(KVM_X86_TDX_VM)?;
-        vm.enable_cap(
-            cap::SPLIT_IRQCHIP,
-            SPLIT_IRQCHIP_PINS,
-            "KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP)",
-        )?;
         vm.enable_cap(
             cap::EXIT_HYPERCALL,
             map_gpa_range::EXIT_HYPERCALL_BIT,
@@ -113,6 +105,12 @@ impl KvmTdx {
 }
 
 impl VmOps for KvmTdx {
+    fn split_irqchip(&mut self) -> Result<(), LaunchError> {
+        self.vm.split_irqchip()
+    }
+    fn max_vcpus(&mut self) -> Result<u32, LaunchError> {
+        self.vm.max_vcpus()
+    }
     fn supported_cpuid(&mut self) -> Result<Vec<CpuidEntry>, LaunchError> {
         self.vm.supported_cpuid()
     }

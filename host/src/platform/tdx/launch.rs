@@ -1,4 +1,5 @@
-//! The TDX launch on upstream KVM (docs/kvm-uapi.md 4): the TDX module's
+//! The TDX launch on upstream KVM (docs/kvm-uapi.md 4): the split irqchip (KVM makes
+//! no TD vCPU without it: `arch/x86/kvm/vmx/tdx.c`, `tdx_vcpu_create`), the TDX module's
 //! capabilities, INIT_VM with the image's TD attributes, vCPU 0 and INIT_VCPU, RAM and
 //! the reset page in guest_memfd slots marked private, INIT_MEM_REGION of every page in
 //! the image's launch order (measured), then the parameter page (not measured), then
@@ -141,6 +142,8 @@ pub fn run(
              it without --debug"
         )));
     }
+    // The local APICs in KVM, without which it makes no TD vCPU.
+    ops.split_irqchip()?;
     let caps = capabilities(|c| ops.capabilities(c))?;
     let head = caps.head();
     if attrs & !head.supported_attrs != 0 {

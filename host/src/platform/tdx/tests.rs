@@ -1,5 +1,5 @@
 //! The TDX launch against a recording fake of its ioctls: the fake keeps KVM's rules
-//! (INIT_VM before any vCPU, only configurable CPUID leaves, no TD attribute KVM does
+//! (the split irqchip before any vCPU and required by it, INIT_VM before any vCPU, only configurable CPUID leaves, no TD attribute KVM does
 //! not allow, INIT_VCPU before INIT_MEM_REGION, pages only once and only private ones
 //! in a guest_memfd slot, FINALIZE last), answers `E2BIG`, `EAGAIN`, `EINTR`, `EBUSY`
 //! and partial progress when told to, and measures what it is given as the TDX module
@@ -72,6 +72,7 @@ fn nacre_measure() -> [u8; 48] {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Call {
+    SplitIrqchip,
     Capabilities { room: usize },
     InitVm { attributes: u64, xfam: u64 },
     CreateVcpu,
@@ -118,6 +119,7 @@ struct FakeTdx {
     added: BTreeSet<u64>,
     mrtd: Mrtd,
     init: Option<Vec<CpuidEntry>>,
+    split_irqchip: bool,
     vcpu: bool,
     vcpu_ready: bool,
     mrtd_final: Option<[u8; 48]>,
@@ -142,6 +144,7 @@ impl Default for FakeTdx {
             added: BTreeSet::new(),
             mrtd: Mrtd::new(),
             init: None,
+            split_irqchip: false,
             vcpu: false,
             vcpu_ready: false,
             mrtd_final: None,
@@ -174,6 +177,20 @@ impl FakeTdx {
 }
 
 impl VmOps for FakeTdx {
+    fn split_irqchip(&mut self) -> Result<(), LaunchError> {
+        // KVM: once, and before any vCPU (x86.c, kvm_vm_ioctl_enable_cap).
+        if self.split_irqchip || self.vcpu {
+            return Err(errno("KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP)", libc::EEXIST));
+        }
+        self.calls.push(Call::SplitIrqchip);
+        self.split_irqchip = true;
+        Ok(())
+    }
+
+    fn max_vcpus(&mut self) -> Result<u32, LaunchError> {
+        Ok(64)
+    }
+
     fn supported_cpuid(&mut self) -> Result<Vec<CpuidEntry>, LaunchError> {
         let mut all = vec![
             CpuidEntry {
@@ -273,11 +290,12 @@ impl TdxLaunchOps for FakeTdx {
     }
 
     fn create_vcpu(&mut self, cpuid: &[CpuidEntry]) -> Result<(), LaunchError> {
-        // vCPUs only after INIT_VM, with the x2APIC KVM switches them to.
+        // vCPUs only after INIT_VM, with the split irqchip and the x2APIC KVM switches
+        // them to (tdx_vcpu_create, tdx_vcpu_init).
         let x2apic = cpuid
             .iter()
             .any(|e| e.function == 1 && e.ecx & 1 << 21 != 0);
-        if self.init.is_none() || self.vcpu || !x2apic {
+        if self.init.is_none() || self.vcpu || !self.split_irqchip || !x2apic {
             return Err(errno("KVM_CREATE_VCPU", libc::EINVAL));
         }
         self.calls.push(Call::CreateVcpu);
@@ -375,8 +393,9 @@ fn the_ioctls_come_in_kvms_order_with_the_images_attributes() {
     let calls = &fake.calls;
     // 16 leaves of room, E2BIG, 32.
     assert_eq!(
-        calls[..9],
+        calls[..10],
         [
+            Call::SplitIrqchip,
             Call::Capabilities { room: 16 },
             Call::Capabilities { room: 32 },
             Call::InitVm {
@@ -403,7 +422,7 @@ fn the_ioctls_come_in_kvms_order_with_the_images_attributes() {
         ]
     );
     assert_eq!(calls.last(), Some(&Call::Finalize));
-    let regions: Vec<_> = calls[9..calls.len() - 1].to_vec();
+    let regions: Vec<_> = calls[10..calls.len() - 1].to_vec();
     assert!(regions.iter().all(|c| matches!(c, Call::Region { .. })));
     // The parameter page last, not measured; the reset page measured.
     assert_eq!(
