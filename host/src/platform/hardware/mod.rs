@@ -37,9 +37,9 @@ const MAP_GPA_RANGE_REFUSED: u64 = libc::EINVAL as u64;
 const MAX_FAULT_PAGES: u64 = 1 << 18;
 
 /// Refuse a launch of more than one vCPU on the hardware platform `platform`, before
-/// anything touches the hardware: the guests run on one vCPU there so far. (The `snp`
-/// launch sequence makes and measures every vCPU asked for, and `nacre measure --cpus`
-/// predicts that digest; the `tdx` one makes the boot processor only.)
+/// anything touches the hardware: the guests run on one vCPU there so far. (Both
+/// launch sequences make every vCPU asked for; on `snp`, `nacre measure --cpus`
+/// predicts the digest of that many.)
 pub fn one_vcpu(platform: &'static str, config: &LaunchConfig) -> Result<(), SetupError> {
     check_cpus(config.cpus)?;
     if config.cpus > 1 {
