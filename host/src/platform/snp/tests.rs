@@ -839,20 +839,32 @@ fn an_evidence_file_of_a_hardware_report_and_the_hosts_certificates_verifies() {
     assert!(snp.endorsements(&evidence).unwrap_err().contains("vcek"));
 }
 
-/// More than one vCPU is refused before the launch probes or touches the host (on a
-/// host without snp the probe would have failed with HostNotReady instead).
+/// `--cpus` reaches the launch: only a count outside 1 to 16 is refused before the
+/// host is probed. (On a host that cannot run `snp` the probe then says why; on one
+/// that can, this test does not launch a guest.)
 #[test]
-fn more_than_one_vcpu_is_refused_before_the_hardware_is_touched() {
+fn any_vcpu_count_from_one_to_sixteen_reaches_the_hosts_checks() {
+    use crate::platform::check::{preflight, HostPaths};
+    use crate::platform::hardware::probe::SystemProbe;
     use crate::platform::launch::{LaunchConfig, SetupError};
     use crate::platform::Platform;
-    let config = LaunchConfig {
-        cpus: 2,
+    let config = |cpus| LaunchConfig {
+        cpus,
         ..LaunchConfig::new(64 << 20)
     };
-    match <Snp as Platform>::launch(&image(), &config) {
-        Err(SetupError::Image(e)) => {
-            assert!(e.contains("--cpus above 1 is not supported on snp"), "{e}");
-        }
+    match <Snp as Platform>::launch(&image(), &config(17)) {
+        Err(SetupError::Image(e)) => assert!(e.contains("1 to 16"), "{e}"),
         other => panic!("{other:?}"),
+    }
+    let probe = SystemProbe::new(HostPaths::system());
+    if preflight(super::NAME, super::check::checks, &probe).is_ok() {
+        eprintln!("skipped the rest: this host can run snp, and a unit test launches no guest");
+        return;
+    }
+    for cpus in [2, 16] {
+        match <Snp as Platform>::launch(&image(), &config(cpus)) {
+            Err(SetupError::HostNotReady { platform, .. }) => assert_eq!(platform, "snp"),
+            other => panic!("{cpus} vCPUs: {other:?}"),
+        }
     }
 }

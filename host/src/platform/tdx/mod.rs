@@ -21,9 +21,9 @@ use crate::platform::check::{preflight, HostPaths};
 use crate::platform::hardware::launch::{HostPages, LaunchError};
 use crate::platform::hardware::mmu::KvmMmu;
 use crate::platform::hardware::probe::SystemProbe;
-use crate::platform::hardware::{one_vcpu, HardwareGuest};
+use crate::platform::hardware::HardwareGuest;
 use crate::platform::hostcall::HostcallHost;
-use crate::platform::launch::{parameter_page, tsc_khz, LaunchConfig, SetupError};
+use crate::platform::launch::{check_cpus, parameter_page, tsc_khz, LaunchConfig, SetupError};
 use crate::platform::{Platform, Registration, Stop, Vm};
 use crate::stats::RunCounters;
 use crate::vmm::memory::{GuestMemory, View};
@@ -95,7 +95,7 @@ fn launch_error(source: LaunchError) -> SetupError {
 
 impl Platform for Tdx {
     fn launch(image: &LoadedImage, config: &LaunchConfig) -> Result<Vm, SetupError> {
-        one_vcpu(NAME, config)?;
+        check_cpus(config.cpus)?;
         if config.memory > TDX_MAX_GUEST_MEMORY {
             return Err(SetupError::Image(format!(
                 "TDX guests have at most {} MiB of RAM (RAM ends below the reset page at 4 GiB)",
