@@ -1,5 +1,6 @@
-//! The hardware platforms on real hardware: the C hello app runs, and `nacre attest`
-//! gives evidence of the image's measurement that `nacre verify` accepts. These tests
+//! The hardware platforms on real hardware: the C hello app runs, on one vCPU and on
+//! two, and `nacre attest` gives evidence of the image's measurement (on SEV-SNP, for
+//! that many vCPUs) that `nacre verify` accepts. These tests
 //! run only on a host whose KVM has SEV-SNP or TDX on (`tests/build.rs`); elsewhere
 //! cargo lists them as ignored, never as passed. On such a host each first asks
 //! `nacre host-check` and fails with its answer if the platform cannot run.
@@ -41,9 +42,9 @@ fn require(platform: &str, attest: bool) {
 }
 
 #[cfg_attr(not(any(snp_host, tdx_host)), allow(dead_code))]
-fn runs_hello(platform: &str) {
+fn runs_hello(platform: &str, cpus: &str) {
     require(platform, false);
-    let output = run(&hello_image(), &["--platform", platform]);
+    let output = run(&hello_image(), &["--platform", platform, "--cpus", cpus]);
     assert_eq!(
         output.status.code(),
         Some(42),
@@ -59,10 +60,10 @@ fn runs_hello(platform: &str) {
 }
 
 #[cfg_attr(not(any(snp_host, tdx_host)), allow(dead_code))]
-fn attests_hello(platform: &str) {
+fn attests_hello(platform: &str, cpus: &str) {
     require(platform, true);
     let image = hello_image();
-    let dir = scratch_dir(tmp(), &format!("hardware-attest-{platform}"));
+    let dir = scratch_dir(tmp(), &format!("hardware-attest-{platform}-{cpus}"));
     let evidence = dir.join("evidence.json");
     let nonce = "6e6163726520686172647761726520746573742031";
     let image_arg = image.display().to_string();
@@ -72,6 +73,8 @@ fn attests_hello(platform: &str) {
         &image_arg,
         "--platform",
         platform,
+        "--cpus",
+        cpus,
         "--nonce",
         nonce,
         "-o",
@@ -88,6 +91,8 @@ fn attests_hello(platform: &str) {
         &evidence_arg,
         "--image",
         &image_arg,
+        "--cpus",
+        cpus,
         "--nonce",
         nonce,
     ]);
@@ -105,7 +110,16 @@ fn attests_hello(platform: &str) {
     ignore = "needs an SEV-SNP host (nacre host-check --platform snp says what this one lacks)"
 )]
 fn snp_runs_the_c_hello_app() {
-    runs_hello("snp");
+    runs_hello("snp", "1");
+}
+
+#[test]
+#[cfg_attr(
+    not(snp_host),
+    ignore = "needs an SEV-SNP host (nacre host-check --platform snp says what this one lacks)"
+)]
+fn snp_runs_the_c_hello_app_on_two_vcpus() {
+    runs_hello("snp", "2");
 }
 
 #[test]
@@ -114,7 +128,17 @@ fn snp_runs_the_c_hello_app() {
     ignore = "needs an SEV-SNP host with its VCEK (nacre host-check --platform snp)"
 )]
 fn snp_attests_with_the_images_measurement() {
-    attests_hello("snp");
+    attests_hello("snp", "1");
+}
+
+/// Every vCPU's VMSA is measured: the report's MEASUREMENT is the image's for two.
+#[test]
+#[cfg_attr(
+    not(snp_host),
+    ignore = "needs an SEV-SNP host with its VCEK (nacre host-check --platform snp)"
+)]
+fn snp_attests_two_vcpus_with_the_images_measurement_for_two() {
+    attests_hello("snp", "2");
 }
 
 #[test]
@@ -123,7 +147,16 @@ fn snp_attests_with_the_images_measurement() {
     ignore = "needs a TDX host (nacre host-check --platform tdx says what this one lacks)"
 )]
 fn tdx_runs_the_c_hello_app() {
-    runs_hello("tdx");
+    runs_hello("tdx", "1");
+}
+
+#[test]
+#[cfg_attr(
+    not(tdx_host),
+    ignore = "needs a TDX host (nacre host-check --platform tdx says what this one lacks)"
+)]
+fn tdx_runs_the_c_hello_app_on_two_vcpus() {
+    runs_hello("tdx", "2");
 }
 
 #[test]
@@ -132,5 +165,5 @@ fn tdx_runs_the_c_hello_app() {
     ignore = "needs a TDX host with a quote generation service (nacre host-check --platform tdx)"
 )]
 fn tdx_attests_with_the_images_measurement() {
-    attests_hello("tdx");
+    attests_hello("tdx", "1");
 }

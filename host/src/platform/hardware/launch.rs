@@ -1,7 +1,7 @@
-//! What both hardware launches share: their errors, the VM-level operations (memory
-//! slots backed by a guest_memfd, memory attributes, the supported CPUID), the loop
-//! that repeats a launch command until the kernel has done all of it, and the runs of
-//! pages a launch adds.
+//! What both hardware launches share: their errors, the VM-level operations (the
+//! split irqchip, the VM's vCPU limit, memory slots backed by a guest_memfd, memory
+//! attributes, the supported CPUID), the loop that repeats a launch command until the
+//! kernel has done all of it, and the runs of pages a launch adds.
 //!
 //! Each launch is written against a small trait over the ioctls it issues
 //! (`SnpLaunchOps`, `TdxLaunchOps`, both extending [`VmOps`]): [`KvmVm`] and the
@@ -10,9 +10,10 @@
 
 use super::mmu::AttributeSink;
 use crate::vmm::memory::MemoryError;
-use crate::vmm::uapi::{CpuidEntry, KVM_MEMORY_ATTRIBUTE_PRIVATE, KVM_MEM_GUEST_MEMFD};
+use crate::vmm::uapi::{cap, CpuidEntry, KVM_MEMORY_ATTRIBUTE_PRIVATE, KVM_MEM_GUEST_MEMFD};
 use kvm_bindings::{kvm_create_guest_memfd, kvm_memory_attributes, kvm_userspace_memory_region2};
-use kvm_ioctls::{Kvm, VmFd};
+use kvm_ioctls::{Cap, Kvm, VmFd};
+use nacre_shared_abi::boot::MAX_CPUS;
 use nacre_shared_abi::layout::PAGE_SIZE_4K;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
@@ -90,8 +91,23 @@ impl LaunchError {
 /// How often a launch command may return without progress before the launch gives up.
 pub const MAX_STALLS: u32 = 10_000;
 
+/// The IOAPIC pins KVM's split irqchip routes: QEMU's 24. nacre's guests have no
+/// devices; the local APICs are what they use.
+pub const SPLIT_IRQCHIP_PINS: u64 = 24;
+
 /// What both launches ask of the VM.
 pub trait VmOps {
+    /// `KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP)`: every vCPU gets a local APIC in KVM
+    /// (the guest's timer and inter-processor interrupts; a `hlt` then waits in KVM
+    /// for an interrupt instead of exiting to user space), the I/O APIC and PIC stay
+    /// out. KVM takes it only before the VM's first vCPU (`arch/x86/kvm/x86.c`,
+    /// `kvm_vm_ioctl_enable_cap`: `EEXIST` once a vCPU or an irqchip exists).
+    fn split_irqchip(&mut self) -> Result<(), LaunchError>;
+    /// `KVM_CHECK_EXTENSION(KVM_CAP_MAX_VCPUS)` on the VM: how many vCPUs it may have
+    /// (`arch/x86/kvm/x86.c`, `kvm_vm_ioctl_check_extension`, answers with the VM's own
+    /// `max_vcpus`; `KVM_CREATE_VCPU` fails with `EINVAL` beyond it, in
+    /// `virt/kvm/kvm_main.c`, `kvm_vm_ioctl_create_vcpu`).
+    fn max_vcpus(&mut self) -> Result<u32, LaunchError>;
     /// `KVM_GET_SUPPORTED_CPUID`.
     fn supported_cpuid(&mut self) -> Result<Vec<CpuidEntry>, LaunchError>;
     /// A guest_memfd of `size` bytes and memory slot `slot` over `[gpa, gpa + size)`
@@ -107,6 +123,26 @@ pub trait VmOps {
     ) -> Result<(), LaunchError>;
     /// `KVM_SET_MEMORY_ATTRIBUTES(PRIVATE)` over `[gpa, gpa + size)`.
     fn set_private(&mut self, gpa: u64, size: u64) -> Result<(), LaunchError>;
+}
+
+/// Refuse `cpus` vCPUs unless the guest may have that many (1 to [`MAX_CPUS`]) and the
+/// VM `ops` takes them: a TD's limit is the number of CPUs the host has
+/// (`arch/x86/kvm/vmx/tdx.c`, `tdx_vm_init`), so a small host refuses a large `--cpus`
+/// here, with a message, rather than at the first `KVM_CREATE_VCPU` too many.
+pub fn check_vcpus(ops: &mut impl VmOps, cpus: u32) -> Result<(), LaunchError> {
+    if !(1..=MAX_CPUS).contains(&cpus) {
+        return Err(LaunchError::Image(format!(
+            "{cpus} vCPUs asked for: a guest has 1 to {MAX_CPUS}"
+        )));
+    }
+    let max = ops.max_vcpus()?;
+    if cpus > max {
+        return Err(LaunchError::Image(format!(
+            "{cpus} vCPUs asked for, and KVM gives this VM at most {max} (KVM_CAP_MAX_VCPUS; \
+             for a TD, the number of CPUs of the host): pass --cpus {max} or fewer"
+        )));
+    }
+    Ok(())
 }
 
 /// A launch command's progress as the kernel leaves it in its argument: the next
@@ -290,6 +326,22 @@ impl KvmVm {
 }
 
 impl VmOps for KvmVm {
+    fn split_irqchip(&mut self) -> Result<(), LaunchError> {
+        self.enable_cap(
+            cap::SPLIT_IRQCHIP,
+            SPLIT_IRQCHIP_PINS,
+            "KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP)",
+        )
+    }
+
+    fn max_vcpus(&mut self) -> Result<u32, LaunchError> {
+        // kvm-ioctls returns the ioctl's result as it is: -1 with errno on failure.
+        let max = self.vm.check_extension_int(Cap::MaxVcpus);
+        u32::try_from(max).map_err(|_| {
+            LaunchError::kvm("KVM_CHECK_EXTENSION(KVM_CAP_MAX_VCPUS)")(io::Error::last_os_error())
+        })
+    }
+
     fn supported_cpuid(&mut self) -> Result<Vec<CpuidEntry>, LaunchError> {
         let cpuid = self
             .kvm

@@ -9,13 +9,25 @@
 //! software: PVALIDATE and TDG.MEM.PAGE.ACCEPT never leave the guest, the GHCB and
 //! most TDVMCALLs end in KVM, and only what KVM hands to user space reaches nacre
 //! (docs/kvm-uapi.md 3 and 4).
+//!
+//! A guest may have several vCPUs (`--cpus`). Each runs `KVM_RUN` on a host thread of
+//! its own and hands its exits to the platform one at a time, under its lock
+//! (`crate::vmm::vcpu::run`); nothing here is kept per vCPU. What is per vCPU on the
+//! hardware stays there: each vCPU's GHCB and its registration with KVM, or a TD
+//! vCPU's state in the TDX module. Page-state changes, memory faults and hostcalls
+//! name guest memory only, which every vCPU shares. The local APICs are KVM's (the
+//! split irqchip), so a `hlt` waits in KVM until an interrupt comes and never reaches
+//! nacre as an exit (`arch/x86/kvm/x86.c`, `__kvm_emulate_halt`; a TD's TDVMCALL
+//! Instruction.HLT goes the same way, `arch/x86/kvm/vmx/tdx.c`, `tdx_handle_exit`). A
+//! vCPU halted for good is taken out of `KVM_RUN` by the signal that ends the run when
+//! another vCPU stops it; the guests end with a termination request or a fatal-error
+//! report, never by halting.
 
 pub mod launch;
 pub mod mmu;
 pub mod probe;
 
 use super::hostcall::{self, HostcallHost};
-use super::launch::{check_cpus, LaunchConfig, SetupError};
 use super::Stop;
 use crate::exits::RunError;
 use crate::mmu::attributes::Kind;
@@ -35,23 +47,6 @@ const MAP_GPA_RANGE_REFUSED: u64 = libc::EINVAL as u64;
 
 /// The largest memory fault KVM reports is one huge page; more is not a fault.
 const MAX_FAULT_PAGES: u64 = 1 << 18;
-
-/// Refuse a launch of more than one vCPU on the hardware platform `platform`, before
-/// anything touches the hardware: the guests run on one vCPU there so far. (The `snp`
-/// launch sequence makes and measures every vCPU asked for, and `nacre measure --cpus`
-/// predicts that digest; the `tdx` one makes the boot processor only.)
-pub fn one_vcpu(platform: &'static str, config: &LaunchConfig) -> Result<(), SetupError> {
-    check_cpus(config.cpus)?;
-    if config.cpus > 1 {
-        return Err(SetupError::Image(format!(
-            "--cpus {}: --cpus above 1 is not supported on {platform} yet (its guests run \
-             on one vCPU so far); the emulated platforms run up to {}",
-            config.cpus,
-            nacre_shared_abi::boot::MAX_CPUS
-        )));
-    }
-    Ok(())
-}
 
 /// Counters of the exits both hardware platforms take (`hw.*`).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]

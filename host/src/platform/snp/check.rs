@@ -139,6 +139,7 @@ fn kvm_checks(host: &dyn HostProbe, checks: &mut Checks) {
         ("KVM_SET_USER_MEMORY_REGION2", Need::Run),
         ("memory fault exits", Need::Run),
         ("KVM_HC_MAP_GPA_RANGE exits", Need::Run),
+        ("split irqchip", Need::Run),
         ("VMSA features", Need::Run),
     ];
     let Some(kvm) = kvm_usable(host, checks) else {
@@ -175,6 +176,7 @@ fn kvm_checks(host: &dyn HostProbe, checks: &mut Checks) {
         "KVM_HC_MAP_GPA_RANGE exits",
         map_gpa_range::EXIT_HYPERCALL_BIT as i64,
     );
+    capability(&*kvm, checks, cap::SPLIT_IRQCHIP, "split irqchip", 0);
     checks.run(
         "VMSA features",
         match kvm.device_attr(sev_attr::GROUP, sev_attr::VMSA_FEATURES) {
@@ -257,6 +259,7 @@ mod tests {
             (cap::USER_MEMORY2, 1),
             (cap::MEMORY_FAULT_INFO, 1),
             (cap::EXIT_HYPERCALL, 0x1000),
+            (cap::SPLIT_IRQCHIP, 1),
         ]);
         host.vendor(b"AuthenticAMD");
         host.cpuid.insert((0x8000_001F, 0), [0x1_B, 0x33, 509, 1]);
@@ -317,6 +320,7 @@ mod tests {
             (cap::MEMORY_ATTRIBUTES, 0, "memory attributes"),
             (cap::EXIT_HYPERCALL, 0, "KVM_HC_MAP_GPA_RANGE exits"),
             (cap::MEMORY_FAULT_INFO, 0, "memory fault exits"),
+            (cap::SPLIT_IRQCHIP, 0, "split irqchip"),
         ] {
             let mut host = snp_host();
             host.kvm.caps.insert(cap, value);

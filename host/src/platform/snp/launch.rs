@@ -1,17 +1,33 @@
-//! The SEV-SNP launch on upstream KVM (docs/kvm-uapi.md 3): INIT2, RAM in a
-//! guest_memfd marked private, LAUNCH_START with the image's policy, LAUNCH_UPDATE of
-//! every page in the image's launch order, every vCPU from the image's VMSA (the boot
-//! processor first), LAUNCH_FINISH. [`run`] is the sequence over [`SnpLaunchOps`];
-//! [`KvmSnp`] issues the ioctls.
+//! The SEV-SNP launch on upstream KVM (docs/kvm-uapi.md 3): the split irqchip, INIT2,
+//! RAM in a guest_memfd marked private, LAUNCH_START with the image's policy,
+//! LAUNCH_UPDATE of every page in the image's launch order, every vCPU from the image's
+//! VMSA (the boot processor first, the others made runnable), LAUNCH_FINISH. [`run`] is
+//! the sequence over [`SnpLaunchOps`]; [`KvmSnp`] issues the ioctls.
 //!
 //! At LAUNCH_FINISH KVM measures the VMSA of every vCPU the VM has, in vCPU index
 //! order (docs/specs.md 5.5), so the launch digest of a guest with N vCPUs is the
 //! image's digest for N vCPUs ([`LoadedImage::measurement_for_cpus`]), which is what
-//! `nacre measure --cpus N` prints and `nacre attest` checks the report against. The
-//! `snp` platform launches one vCPU so far ([`crate::platform::hardware::one_vcpu`]).
+//! `nacre measure --cpus N` prints and `nacre attest` checks the report against.
+//!
+//! The local APICs are KVM's (the split irqchip; QEMU too refuses to start an SEV-ES or
+//! SEV-SNP guest without an in-kernel irqchip, `target/i386/sev.c`). The guest reaches
+//! its x2APIC through the GHCB's MSR event, which KVM handles as an ordinary MSR access
+//! (`arch/x86/kvm/svm/sev.c`, `sev_handle_vmgexit`), and KVM emulates the x2APIC
+//! registers only when the local APIC is in the kernel (`arch/x86/kvm/lapic.c`,
+//! `kvm_x2apic_msr_write`).
+//!
+//! With its local APIC in the kernel, KVM makes every vCPU but the boot processor wait
+//! for INIT and SIPI (`arch/x86/kvm/x86.c`, `kvm_arch_vcpu_create`). Those application
+//! processors are made runnable before LAUNCH_FINISH (`KVM_SET_MP_STATE`, which takes
+//! RUNNABLE whatever the guest type: `kvm_arch_vcpu_ioctl_set_mpstate`; LAUNCH_FINISH
+//! leaves the MP state alone: `snp_launch_update_vmsa`), so that each runs from the
+//! VMSA measured for it, as the boot processor does, and the firmware sorts out which
+//! one boots. (A guest could start them with INIT and SIPI instead: KVM ignores the
+//! first SIPI of an SEV-ES vCPU, which then starts from its launch VMSA,
+//! `arch/x86/kvm/svm/sev.c`, `sev_vcpu_deliver_sipi_vector`.)
 
 use crate::platform::hardware::launch::{
-    page_runs, until_done, KvmVm, LaunchError, Progress, VmOps,
+    check_vcpus, page_runs, until_done, KvmVm, LaunchError, Progress, VmOps,
 };
 use crate::platform::launch::MP_STATE_RUNNABLE;
 use crate::platform::snp_state::{cpuid_page, BspState};
@@ -47,14 +63,17 @@ pub trait SnpLaunchOps: VmOps {
     fn launch_update(&mut self, update: &mut KvmSevSnpLaunchUpdate) -> Result<(), LaunchError>;
     /// vCPU `index` (its KVM id and x2APIC id; they are made in order from 0, the boot
     /// processor) with `cpuid` (`KVM_SET_CPUID2`) and then `state` (`KVM_SET_SREGS`,
-    /// `KVM_SET_REGS`); an application processor is made runnable, as on the emulated
-    /// platform, so that it starts in `state` too.
+    /// `KVM_SET_REGS`).
     fn create_vcpu(
         &mut self,
         index: u32,
         cpuid: &[CpuidEntry],
         state: &BspState,
     ) -> Result<(), LaunchError>;
+    /// `KVM_SET_MP_STATE(KVM_MP_STATE_RUNNABLE)` of vCPU `index`: an application
+    /// processor, which KVM's local APIC leaves waiting for INIT and SIPI, runs from its
+    /// VMSA at its first `KVM_RUN`.
+    fn make_runnable(&mut self, index: u32) -> Result<(), LaunchError>;
     /// `KVM_SEV_SNP_LAUNCH_FINISH`.
     fn launch_finish(&mut self, finish: &mut KvmSevSnpLaunchFinish) -> Result<(), LaunchError>;
 }
@@ -107,6 +126,9 @@ pub fn run(
             "the image's VMSA asks for SEV features {features:#x}; KVM supports {supported:#x}"
         )));
     }
+    check_vcpus(ops, cpus)?;
+    // The local APICs in KVM, which it takes only before the first vCPU.
+    ops.split_irqchip()?;
     ops.init2(&mut KvmSevInit {
         vmsa_features: features,
         ghcb_version: GHCB_VERSION,
@@ -158,9 +180,13 @@ pub fn run(
     }
 
     // Every vCPU in the image's state: KVM builds and measures one VMSA from each at
-    // LAUNCH_FINISH, the same page N times.
+    // LAUNCH_FINISH, the same page N times. The application processors run from it
+    // too, rather than waiting for INIT and SIPI.
     for index in 0..cpus {
         ops.create_vcpu(index, &cpuid, &state)?;
+        if index > 0 {
+            ops.make_runnable(index)?;
+        }
     }
     ops.launch_finish(&mut KvmSevSnpLaunchFinish::default())
 }
@@ -252,6 +278,12 @@ impl KvmSnp {
 }
 
 impl VmOps for KvmSnp {
+    fn split_irqchip(&mut self) -> Result<(), LaunchError> {
+        self.vm.split_irqchip()
+    }
+    fn max_vcpus(&mut self) -> Result<u32, LaunchError> {
+        self.vm.max_vcpus()
+    }
     fn supported_cpuid(&mut self) -> Result<Vec<CpuidEntry>, LaunchError> {
         self.vm.supported_cpuid()
     }
@@ -318,14 +350,19 @@ impl SnpLaunchOps for KvmSnp {
         vcpu.set_sregs(&sregs).map_err(kvm_err("KVM_SET_SREGS"))?;
         vcpu.set_regs(&state.regs)
             .map_err(kvm_err("KVM_SET_REGS"))?;
-        if index > 0 {
-            vcpu.set_mp_state(kvm_bindings::kvm_mp_state {
-                mp_state: MP_STATE_RUNNABLE,
-            })
-            .map_err(kvm_err("KVM_SET_MP_STATE"))?;
-        }
         self.vcpus.push(vcpu);
         Ok(())
+    }
+
+    fn make_runnable(&mut self, index: u32) -> Result<(), LaunchError> {
+        let vcpu = self
+            .vcpus
+            .get(index as usize)
+            .ok_or_else(|| LaunchError::Image(format!("vCPU {index} was never made")))?;
+        vcpu.set_mp_state(kvm_bindings::kvm_mp_state {
+            mp_state: MP_STATE_RUNNABLE,
+        })
+        .map_err(|e| LaunchError::kvm("KVM_SET_MP_STATE")(e.into()))
     }
 
     fn launch_finish(&mut self, finish: &mut KvmSevSnpLaunchFinish) -> Result<(), LaunchError> {

@@ -19,9 +19,9 @@ use crate::platform::check::{preflight, HostPaths, HostProbe};
 use crate::platform::hardware::launch::LaunchError;
 use crate::platform::hardware::mmu::KvmMmu;
 use crate::platform::hardware::probe::SystemProbe;
-use crate::platform::hardware::{one_vcpu, HardwareGuest};
+use crate::platform::hardware::HardwareGuest;
 use crate::platform::hostcall::HostcallHost;
-use crate::platform::launch::{parameter_page, tsc_khz, LaunchConfig, SetupError};
+use crate::platform::launch::{check_cpus, parameter_page, tsc_khz, LaunchConfig, SetupError};
 use crate::platform::{Platform, Registration, Stop, Vm};
 use crate::stats::RunCounters;
 use crate::vmm::memory::{GuestMemory, View};
@@ -75,7 +75,7 @@ fn launch_error(source: LaunchError) -> SetupError {
 
 impl Platform for Snp {
     fn launch(image: &LoadedImage, config: &LaunchConfig) -> Result<Vm, SetupError> {
-        one_vcpu(NAME, config)?;
+        check_cpus(config.cpus)?;
         let probe = SystemProbe::new(HostPaths::system());
         preflight(NAME, check::checks, &probe)?;
         let host = SnpHost {

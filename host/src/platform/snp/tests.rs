@@ -1,11 +1,13 @@
 //! The SEV-SNP launch against a recording fake of its ioctls: the fake keeps KVM's
-//! rules (INIT2 before the vCPU, LAUNCH_UPDATE only of private, never-updated GFNs of
-//! a guest_memfd slot, LAUNCH_FINISH once, last), answers with partial progress,
-//! `EAGAIN` and `EINTR` when told to, and measures what it is given the way the
-//! security processor does (one PAGE_INFO per page, in the order the pages arrive,
-//! then, for every vCPU in index order, the VMSA KVM would build from its registers).
-//! The digest it ends with must be the one `nacre measure --cpus N` predicts for the
-//! image and the number of vCPUs.
+//! rules (the split irqchip and INIT2 before any vCPU, LAUNCH_UPDATE only of private,
+//! never-updated GFNs of a guest_memfd slot, LAUNCH_FINISH once, last, no more vCPUs
+//! than the VM takes), keeps each vCPU's MP state as KVM would (an application
+//! processor of a VM whose local APICs are KVM's waits for INIT and SIPI until made
+//! runnable), answers with partial progress, `EAGAIN` and `EINTR` when told to, and
+//! measures what it is given the way the security processor does (one PAGE_INFO per
+//! page, in the order the pages arrive, then, for every vCPU in index order, the VMSA
+//! KVM would build from its registers). The digest it ends with must be the one
+//! `nacre measure --cpus N` predicts for the image and the number of vCPUs.
 //!
 //! What this cannot show: that KVM and the firmware do as modelled. Only an SEV-SNP
 //! host can (the tests in `tests/tests/hardware.rs` run where `nacre host-check` says
@@ -20,7 +22,7 @@ use crate::platform::hardware::launch::{LaunchError, VmOps};
 use crate::platform::hardware::mmu::testing::RecordingSink;
 use crate::platform::hardware::mmu::KvmMmu;
 use crate::platform::hardware::HardwareGuest;
-use crate::platform::launch::parameter_page;
+use crate::platform::launch::{parameter_page, MP_STATE_RUNNABLE};
 use crate::platform::snp_state::{kvm_vmsa, BspState};
 use crate::platform::Stop;
 use crate::vmm::memory::GuestMemory;
@@ -28,6 +30,7 @@ use crate::vmm::uapi::{
     map_gpa_range, run, system_event, CpuidEntry, KvmSevInit, KvmSevSnpLaunchFinish,
     KvmSevSnpLaunchStart, KvmSevSnpLaunchUpdate, RunArea,
 };
+use kvm_bindings::KVM_MP_STATE_UNINITIALIZED;
 use kvm_ioctls::VcpuExit;
 use nacre_loader::measure::snp::{LaunchDigest, PageType};
 use nacre_loader::{load_image, LoadedImage, PlatformKind};
@@ -66,13 +69,24 @@ fn nacre_measure(cpus: u32) -> [u8; 48] {
 /// One recorded ioctl.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Call {
+    SplitIrqchip,
     Init2 { features: u64, ghcb_version: u16 },
     Slot { slot: u32, gpa: u64, size: u64 },
     SetPrivate { gpa: u64, size: u64 },
     Start { policy: u64 },
     Update { gfn: u64, pages: u64, page_type: u8 },
     CreateVcpu(u32),
+    Runnable(u32),
     Finish,
+}
+
+/// A vCPU of the fake, as KVM keeps it.
+#[derive(Debug, Clone)]
+struct FakeVcpu {
+    cpuid: Vec<CpuidEntry>,
+    state: BspState,
+    /// `KVM_MP_STATE_*`.
+    mp_state: u32,
 }
 
 /// How the fake answers one LAUNCH_UPDATE.
@@ -97,8 +111,12 @@ struct FakeSnp {
     digest: LaunchDigest,
     features: Option<u64>,
     started: bool,
-    /// The vCPUs made, in index order: their CPUID and registers.
-    vcpus: Vec<(Vec<CpuidEntry>, BspState)>,
+    /// Whether the local APICs are KVM's (`KVM_CAP_SPLIT_IRQCHIP`).
+    split_irqchip: bool,
+    /// The VM's `KVM_CAP_MAX_VCPUS`; `None`: KVM's own limit, far above 16.
+    vcpu_limit: Option<u32>,
+    /// The vCPUs made, in index order.
+    vcpus: Vec<FakeVcpu>,
     measurement: Option<[u8; 48]>,
     /// The C-bit position of each CPUID page added (the security processor refuses a
     /// page without a usable one, as it refuses one the CPU contradicts).
@@ -133,6 +151,20 @@ impl FakeSnp {
 }
 
 impl VmOps for FakeSnp {
+    fn split_irqchip(&mut self) -> Result<(), LaunchError> {
+        // KVM: once, and before any vCPU (x86.c, kvm_vm_ioctl_enable_cap).
+        if self.split_irqchip || !self.vcpus.is_empty() {
+            return Err(errno("KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP)", libc::EEXIST));
+        }
+        self.calls.push(Call::SplitIrqchip);
+        self.split_irqchip = true;
+        Ok(())
+    }
+
+    fn max_vcpus(&mut self) -> Result<u32, LaunchError> {
+        Ok(self.vcpu_limit.unwrap_or(1024))
+    }
+
     fn supported_cpuid(&mut self) -> Result<Vec<CpuidEntry>, LaunchError> {
         Ok(vec![CpuidEntry {
             function: 0x8000_0000,
@@ -253,15 +285,37 @@ impl SnpLaunchOps for FakeSnp {
         cpuid: &[CpuidEntry],
         state: &BspState,
     ) -> Result<(), LaunchError> {
-        // Before LAUNCH_FINISH, each id once (nacre makes them in order).
+        // Before LAUNCH_FINISH, each id once (nacre makes them in order), no more than
+        // the VM takes.
         if self.features.is_none()
             || self.measurement.is_some()
             || index as usize != self.vcpus.len()
+            || index >= self.vcpu_limit.unwrap_or(1024)
         {
             return Err(errno("KVM_CREATE_VCPU", libc::EINVAL));
         }
         self.calls.push(Call::CreateVcpu(index));
-        self.vcpus.push((cpuid.to_vec(), *state));
+        // KVM makes every vCPU but the boot processor wait for INIT and SIPI when the
+        // local APICs are its own (x86.c, kvm_arch_vcpu_create).
+        let mp_state = if self.split_irqchip && index != 0 {
+            KVM_MP_STATE_UNINITIALIZED
+        } else {
+            MP_STATE_RUNNABLE
+        };
+        self.vcpus.push(FakeVcpu {
+            cpuid: cpuid.to_vec(),
+            state: *state,
+            mp_state,
+        });
+        Ok(())
+    }
+
+    fn make_runnable(&mut self, index: u32) -> Result<(), LaunchError> {
+        let Some(vcpu) = self.vcpus.get_mut(index as usize) else {
+            return Err(errno("KVM_SET_MP_STATE", libc::EBADF));
+        };
+        self.calls.push(Call::Runnable(index));
+        vcpu.mp_state = MP_STATE_RUNNABLE;
         Ok(())
     }
 
@@ -274,8 +328,8 @@ impl SnpLaunchOps for FakeSnp {
         self.calls.push(Call::Finish);
         // KVM measures every vCPU's VMSA in index order as it builds it from the
         // registers, on a host whose CR4 has MCE (snp_state.rs).
-        for (_, state) in &self.vcpus {
-            let mut state = *state;
+        for vcpu in &self.vcpus {
+            let mut state = vcpu.state;
             state.vmsa_features = features;
             let vmsa = kvm_vmsa(&state, true);
             let page: &[u8; 4096] = zerocopy::transmute_ref!(&*vmsa);
@@ -347,12 +401,80 @@ fn a_launch_of_more_vcpus_measures_what_nacre_measure_predicts_for_them() {
         assert!(fake
             .vcpus
             .iter()
-            .all(|(_, s)| vmsa(s) == vmsa(&fake.vcpus[0].1)));
+            .all(|v| vmsa(&v.state) == vmsa(&fake.vcpus[0].state)));
     }
     let mut fake = FakeSnp::default();
     let err = launch_cpus(&mut fake, &image, 0).unwrap_err();
     assert!(err.to_string().contains("1 to 16"), "{err}");
     assert!(fake.calls.is_empty());
+}
+
+/// The guest's local APICs are KVM's (its timer and inter-processor interrupts go
+/// through the GHCB to KVM), which KVM takes only before the first vCPU. KVM then makes
+/// every application processor wait for INIT and SIPI; the launch makes each runnable
+/// before LAUNCH_FINISH, so that every vCPU runs from its measured VMSA.
+#[test]
+fn the_local_apics_are_kvms_and_every_vcpu_runs_from_its_vmsa() {
+    let image = image();
+    for cpus in [1, 2, 4, 16] {
+        let mut fake = FakeSnp::default();
+        launch_cpus(&mut fake, &image, cpus).unwrap();
+        assert!(fake.split_irqchip, "{cpus} vCPUs");
+        let at = |want: &Call| fake.calls.iter().position(|c| c == want);
+        let irqchip = at(&Call::SplitIrqchip).unwrap();
+        assert!(
+            irqchip < at(&Call::CreateVcpu(0)).unwrap(),
+            "{:?}",
+            fake.calls
+        );
+        assert!(
+            irqchip
+                < at(&Call::Init2 {
+                    features: 0,
+                    ghcb_version: 2
+                })
+                .unwrap(),
+            "{:?}",
+            fake.calls
+        );
+        // Every application processor made runnable after it is made and before
+        // LAUNCH_FINISH; the boot processor is runnable from the start.
+        let finish = at(&Call::Finish).unwrap();
+        assert_eq!(at(&Call::Runnable(0)), None);
+        for index in 1..cpus {
+            let runnable = at(&Call::Runnable(index)).unwrap();
+            assert!(at(&Call::CreateVcpu(index)).unwrap() < runnable && runnable < finish);
+        }
+        let states: Vec<u32> = fake.vcpus.iter().map(|v| v.mp_state).collect();
+        assert_eq!(states, vec![MP_STATE_RUNNABLE; cpus as usize]);
+        assert_eq!(fake.measurement, Some(image.measurement_for_cpus(cpus)));
+        // And the fake holds KVM's rule: no irqchip once vCPUs exist.
+        let err = fake.split_irqchip().unwrap_err();
+        assert_eq!(err.errno(), Some(libc::EEXIST));
+    }
+}
+
+/// More vCPUs than the VM takes (`KVM_CAP_MAX_VCPUS`) are refused with a message before
+/// the launch configures anything.
+#[test]
+fn more_vcpus_than_the_vm_takes_are_refused_first() {
+    let image = image();
+    let mut fake = FakeSnp {
+        vcpu_limit: Some(2),
+        ..FakeSnp::default()
+    };
+    let err = launch_cpus(&mut fake, &image, 3).unwrap_err().to_string();
+    assert!(
+        err.contains("at most 2") && err.contains("--cpus 2"),
+        "{err}"
+    );
+    assert!(fake.calls.is_empty(), "{:?}", fake.calls);
+    let mut fake = FakeSnp {
+        vcpu_limit: Some(2),
+        ..FakeSnp::default()
+    };
+    launch_cpus(&mut fake, &image, 2).unwrap();
+    assert_eq!(fake.vcpus.len(), 2);
 }
 
 #[test]
@@ -363,8 +485,9 @@ fn the_ioctls_come_in_kvms_order() {
     let size = mem.size();
     let calls = &fake.calls;
     assert_eq!(
-        calls[..4],
+        calls[..5],
         [
+            Call::SplitIrqchip,
             Call::Init2 {
                 features: 0,
                 ghcb_version: 2
@@ -385,7 +508,7 @@ fn the_ioctls_come_in_kvms_order() {
         [Call::CreateVcpu(0), Call::Finish]
     );
     // Between them, updates only; the parameter page last, UNMEASURED.
-    let updates = &calls[4..calls.len() - 2];
+    let updates = &calls[5..calls.len() - 2];
     assert!(updates.iter().all(|c| matches!(c, Call::Update { .. })));
     assert_eq!(
         updates.last(),
@@ -404,7 +527,7 @@ fn the_ioctls_come_in_kvms_order() {
     mem.read(image.pages[0].gpa, &mut b).unwrap();
     assert_eq!(b, [0; 64]);
     // The vCPU's CPUID carries the C-bit leaf.
-    let (cpuid, state) = &fake.vcpus[0];
+    let FakeVcpu { cpuid, state, .. } = &fake.vcpus[0];
     assert!(cpuid
         .iter()
         .any(|e| e.function == 0x8000_001F && e.ebx == EMULATED_SNP_C_BIT));
@@ -480,7 +603,7 @@ fn any_c_bit_goes_into_the_cpuid_page_and_the_measurement_stays() {
         launch::run(&mut fake, &mem, &image, &param, host, 1).unwrap();
         assert_eq!(fake.cpuid_c_bits, [u32::from(c_bit)]);
         assert_eq!(fake.measurement, image.launch_digest, "C-bit {c_bit}");
-        let cpuid = &fake.vcpus[0].0;
+        let cpuid = &fake.vcpus[0].cpuid;
         assert!(cpuid
             .iter()
             .any(|e| e.function == 0x8000_001F && e.ebx & 0x3F == u32::from(c_bit)));
@@ -716,20 +839,32 @@ fn an_evidence_file_of_a_hardware_report_and_the_hosts_certificates_verifies() {
     assert!(snp.endorsements(&evidence).unwrap_err().contains("vcek"));
 }
 
-/// More than one vCPU is refused before the launch probes or touches the host (on a
-/// host without snp the probe would have failed with HostNotReady instead).
+/// `--cpus` reaches the launch: only a count outside 1 to 16 is refused before the
+/// host is probed. (On a host that cannot run `snp` the probe then says why; on one
+/// that can, this test does not launch a guest.)
 #[test]
-fn more_than_one_vcpu_is_refused_before_the_hardware_is_touched() {
+fn any_vcpu_count_from_one_to_sixteen_reaches_the_hosts_checks() {
+    use crate::platform::check::{preflight, HostPaths};
+    use crate::platform::hardware::probe::SystemProbe;
     use crate::platform::launch::{LaunchConfig, SetupError};
     use crate::platform::Platform;
-    let config = LaunchConfig {
-        cpus: 2,
+    let config = |cpus| LaunchConfig {
+        cpus,
         ..LaunchConfig::new(64 << 20)
     };
-    match <Snp as Platform>::launch(&image(), &config) {
-        Err(SetupError::Image(e)) => {
-            assert!(e.contains("--cpus above 1 is not supported on snp"), "{e}");
-        }
+    match <Snp as Platform>::launch(&image(), &config(17)) {
+        Err(SetupError::Image(e)) => assert!(e.contains("1 to 16"), "{e}"),
         other => panic!("{other:?}"),
+    }
+    let probe = SystemProbe::new(HostPaths::system());
+    if preflight(super::NAME, super::check::checks, &probe).is_ok() {
+        eprintln!("skipped the rest: this host can run snp, and a unit test launches no guest");
+        return;
+    }
+    for cpus in [2, 16] {
+        match <Snp as Platform>::launch(&image(), &config(cpus)) {
+            Err(SetupError::HostNotReady { platform, .. }) => assert_eq!(platform, "snp"),
+            other => panic!("{cpus} vCPUs: {other:?}"),
+        }
     }
 }

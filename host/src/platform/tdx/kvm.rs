@@ -12,9 +12,6 @@ use kvm_ioctls::{VcpuFd, VmFd};
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 
-/// The IOAPIC pins routed by KVM's split irqchip: QEMU's 24.
-const SPLIT_IRQCHIP_PINS: u64 = 24;
-
 /// A TDX command on vCPU fd `fd` with `data`, as a [`LaunchError`] (kvm-ioctls issues
 /// `KVM_MEMORY_ENCRYPT_OP` on VM fds only).
 ///
@@ -82,37 +79,43 @@ pub fn capabilities(vm: &VmFd) -> Result<WithCpuid<KvmTdxCapabilities>, (io::Err
 pub struct KvmTdx {
     /// The VM and its memory slots.
     pub vm: KvmVm,
-    /// vCPU 0, once made.
-    pub vcpu: Option<VcpuFd>,
+    /// The vCPUs made, in index order.
+    pub vcpus: Vec<VcpuFd>,
 }
 
 impl KvmTdx {
-    /// A TDX VM (`KVM_X86_TDX_VM`) with the split irqchip KVM requires of a TD and
-    /// MapGPA forwarded to user space.
+    /// A TDX VM (`KVM_X86_TDX_VM`) with MapGPA forwarded to user space (the launch
+    /// adds the split irqchip: [`VmOps::split_irqchip`]).
     pub fn new() -> Result<Self, LaunchError> {
         let vm = KvmVm::create(KVM_X86_TDX_VM)?;
-        vm.enable_cap(
-            cap::SPLIT_IRQCHIP,
-            SPLIT_IRQCHIP_PINS,
-            "KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP)",
-        )?;
         vm.enable_cap(
             cap::EXIT_HYPERCALL,
             map_gpa_range::EXIT_HYPERCALL_BIT,
             "KVM_ENABLE_CAP(KVM_CAP_EXIT_HYPERCALL)",
         )?;
-        Ok(Self { vm, vcpu: None })
+        Ok(Self {
+            vm,
+            vcpus: Vec::new(),
+        })
     }
 
-    fn vcpu_fd(&self) -> Result<RawFd, LaunchError> {
-        self.vcpu
-            .as_ref()
+    fn vcpu_fd(&self, index: u32) -> Result<RawFd, LaunchError> {
+        self.vcpus
+            .get(index as usize)
             .map(AsRawFd::as_raw_fd)
-            .ok_or_else(|| LaunchError::Image("a vCPU command before vCPU 0 was made".into()))
+            .ok_or_else(|| {
+                LaunchError::Image(format!("a command of vCPU {index}, which was never made"))
+            })
     }
 }
 
 impl VmOps for KvmTdx {
+    fn split_irqchip(&mut self) -> Result<(), LaunchError> {
+        self.vm.split_irqchip()
+    }
+    fn max_vcpus(&mut self) -> Result<u32, LaunchError> {
+        self.vm.max_vcpus()
+    }
     fn supported_cpuid(&mut self) -> Result<Vec<CpuidEntry>, LaunchError> {
         self.vm.supported_cpuid()
     }
@@ -158,26 +161,26 @@ impl TdxLaunchOps for KvmTdx {
         }
     }
 
-    fn create_vcpu(&mut self, cpuid: &[CpuidEntry]) -> Result<(), LaunchError> {
+    fn create_vcpu(&mut self, index: u32, cpuid: &[CpuidEntry]) -> Result<(), LaunchError> {
         let kvm_err = |what| move |e: kvm_ioctls::Error| LaunchError::kvm(what)(e.into());
         let vcpu = self
             .vm
             .vm
-            .create_vcpu(0)
+            .create_vcpu(u64::from(index))
             .map_err(kvm_err("KVM_CREATE_VCPU"))?;
         let entries: Vec<_> = cpuid.iter().map(|e| (*e).into()).collect();
         let cpuid = CpuId::from_entries(&entries)
             .map_err(|_| LaunchError::Image("too many CPUID entries".into()))?;
         vcpu.set_cpuid2(&cpuid).map_err(kvm_err("KVM_SET_CPUID2"))?;
-        self.vcpu = Some(vcpu);
+        self.vcpus.push(vcpu);
         Ok(())
     }
 
-    fn init_vcpu(&mut self, rcx: u64) -> Result<(), LaunchError> {
+    fn init_vcpu(&mut self, index: u32, rcx: u64) -> Result<(), LaunchError> {
         // SAFETY: INIT_VCPU takes an immediate.
         unsafe {
             command(
-                self.vcpu_fd()?,
+                self.vcpu_fd(index)?,
                 "KVM_TDX_INIT_VCPU",
                 tdx_cmd::INIT_VCPU,
                 0,
@@ -195,7 +198,7 @@ impl TdxLaunchOps for KvmTdx {
         // writes; its source is host memory the launch keeps mapped.
         unsafe {
             command(
-                self.vcpu_fd()?,
+                self.vcpu_fd(0)?,
                 "KVM_TDX_INIT_MEM_REGION",
                 tdx_cmd::INIT_MEM_REGION,
                 flags,

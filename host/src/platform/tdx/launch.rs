@@ -1,12 +1,25 @@
-//! The TDX launch on upstream KVM (docs/kvm-uapi.md 4): the TDX module's
-//! capabilities, INIT_VM with the image's TD attributes, vCPU 0 and INIT_VCPU, RAM and
-//! the reset page in guest_memfd slots marked private, INIT_MEM_REGION of every page in
-//! the image's launch order (measured), then the parameter page (not measured), then
-//! FINALIZE. [`run`] is the sequence over [`TdxLaunchOps`]; the ioctls are issued by
-//! [`super::kvm::KvmTdx`].
+//! The TDX launch on upstream KVM (docs/kvm-uapi.md 4): the split irqchip, the TDX
+//! module's capabilities, INIT_VM with the image's TD attributes, every vCPU and its
+//! INIT_VCPU, RAM and the reset page in guest_memfd slots marked private,
+//! INIT_MEM_REGION of every page in the image's launch order (measured), then the
+//! parameter page (not measured), then FINALIZE. [`run`] is the sequence over
+//! [`TdxLaunchOps`]; the ioctls are issued by [`super::kvm::KvmTdx`].
+//!
+//! The order is KVM's (`arch/x86/kvm/vmx/tdx.c`): INIT_VM only while the VM has no vCPU
+//! (`setup_tdparams`); a vCPU only after INIT_VM and only with the split irqchip
+//! (`tdx_vcpu_create`); INIT_MEM_REGION only on a vCPU that had its INIT_VCPU
+//! (`tdx_vcpu_init_mem_region`); no vCPU command and no new vCPU after FINALIZE
+//! (`tdx_vcpu_ioctl`, `tdx_vcpu_create`), and `KVM_RUN` only of a vCPU that had its
+//! INIT_VCPU (`tdx_vcpu_pre_run`), so every vCPU is made and initialized before it.
+//! FINALIZE itself does not look at the vCPUs. INIT_VCPU leaves each vCPU runnable
+//! (`tdx_td_vcpu_init`): a TD has no INIT and SIPI, and every vCPU starts at the reset
+//! vector, where the firmware makes all but one wait. The TDX module gives the TD as
+//! many vCPUs as KVM's limit for the VM, the host's CPU count (`tdx_vm_init`), with no
+//! capability to enable first. Making vCPUs adds nothing to MRTD, which only
+//! TDH.MEM.PAGE.ADD and TDH.MR.EXTEND extend, so it is the same for any number.
 
 use crate::platform::hardware::launch::{
-    page_runs, retried, until_done, HostPages, LaunchError, Progress, VmOps,
+    check_vcpus, page_runs, retried, until_done, HostPages, LaunchError, Progress, VmOps,
 };
 use crate::vmm::memory::{GuestMemory, View};
 use crate::vmm::uapi::{
@@ -14,6 +27,7 @@ use crate::vmm::uapi::{
     KVM_TDX_MEASURE_MEMORY_REGION,
 };
 use nacre_loader::{ImagePage, LoadedImage};
+use nacre_shared_abi::boot::MAX_CPUS;
 use nacre_shared_abi::layout::{PAGE_SIZE_4K, TDX_RESET_PAGE_GPA};
 use nacre_shared_abi::tdx::attributes;
 use zerocopy::FromZeros;
@@ -47,12 +61,13 @@ pub trait TdxLaunchOps: VmOps {
         -> Result<(), LaunchError>;
     /// `KVM_TDX_INIT_VM` (VM fd).
     fn init_vm(&mut self, init: &mut WithCpuid<KvmTdxInitVm>) -> Result<(), LaunchError>;
-    /// vCPU 0 with `cpuid` (`KVM_CREATE_VCPU`, `KVM_SET_CPUID2`).
-    fn create_vcpu(&mut self, cpuid: &[CpuidEntry]) -> Result<(), LaunchError>;
-    /// `KVM_TDX_INIT_VCPU` (vCPU fd), `rcx` the value the TD finds in RCX.
-    fn init_vcpu(&mut self, rcx: u64) -> Result<(), LaunchError>;
-    /// One `KVM_TDX_INIT_MEM_REGION` (vCPU fd); the kernel may do part of it and write
-    /// the remainder back.
+    /// vCPU `index` (its KVM id and x2APIC id; they are made in order from 0, the boot
+    /// processor) with `cpuid` (`KVM_CREATE_VCPU`, `KVM_SET_CPUID2`).
+    fn create_vcpu(&mut self, index: u32, cpuid: &[CpuidEntry]) -> Result<(), LaunchError>;
+    /// `KVM_TDX_INIT_VCPU` of vCPU `index` (its fd), `rcx` the value the TD finds in RCX.
+    fn init_vcpu(&mut self, index: u32, rcx: u64) -> Result<(), LaunchError>;
+    /// One `KVM_TDX_INIT_MEM_REGION` (on vCPU 0's fd; any initialized vCPU would do);
+    /// the kernel may do part of it and write the remainder back.
     fn init_mem_region(
         &mut self,
         region: &mut KvmTdxInitMemRegion,
@@ -121,16 +136,22 @@ pub struct Launched {
     pub caps: KvmTdxCapabilities,
 }
 
-/// The TDX launch of `image` with the parameter page `param`, its RAM `mem` (the
-/// shared side, where pages are staged as INIT_MEM_REGION's source), and `reset`, one
-/// host page that is the reset page's shared side and source.
+/// The TDX launch of `image` with `cpus` vCPUs, the parameter page `param`, its RAM
+/// `mem` (the shared side, where pages are staged as INIT_MEM_REGION's source), and
+/// `reset`, one host page that is the reset page's shared side and source.
 pub fn run(
     ops: &mut impl TdxLaunchOps,
     mem: &GuestMemory,
     image: &LoadedImage,
     param: &[u8; 4096],
     reset: &mut HostPages,
+    cpus: u32,
 ) -> Result<Launched, LaunchError> {
+    if !(1..=MAX_CPUS).contains(&cpus) {
+        return Err(LaunchError::Image(format!(
+            "{cpus} vCPUs asked for: a guest has 1 to {MAX_CPUS}"
+        )));
+    }
     let attrs = image.td_attributes().ok_or_else(|| {
         LaunchError::Image("the image has no TDX view (it was not loaded for TDX)".into())
     })?;
@@ -141,6 +162,9 @@ pub fn run(
              it without --debug"
         )));
     }
+    check_vcpus(ops, cpus)?;
+    // The local APICs in KVM, without which it makes no TD vCPU.
+    ops.split_irqchip()?;
     let caps = capabilities(|c| ops.capabilities(c))?;
     let head = caps.head();
     if attrs & !head.supported_attrs != 0 {
@@ -168,17 +192,20 @@ pub fn run(
     );
     retried("KVM_TDX_INIT_VM", &[], || ops.init_vm(&mut init))?;
 
-    // vCPU 0: KVM's view of its CPUID agrees with the TD's (the TDX module answers the
-    // TD itself): what KVM supports, with the TD's address width.
+    // Every vCPU: KVM's view of its CPUID agrees with the TD's (the TDX module answers
+    // the TD itself): what KVM supports, with the TD's address width.
     let mut vcpu_cpuid = supported;
     for e in &mut vcpu_cpuid {
         if e.function == 0x8000_0008 {
             e.eax = (e.eax & !0x00FF_0000) | (GPAW << 16);
         }
     }
-    ops.create_vcpu(&vcpu_cpuid)?;
-    // nacre's firmware reads nothing from RCX.
-    ops.init_vcpu(0)?;
+    for index in 0..cpus {
+        ops.create_vcpu(index, &vcpu_cpuid)?;
+        // nacre's firmware reads nothing from RCX (it tells the vCPUs apart by the
+        // index the TDX module puts in ESI).
+        ops.init_vcpu(index, 0)?;
+    }
 
     mem.protect(View::Shared, 0, mem.size(), true)?;
     ops.add_private_slot(RAM_SLOT, 0, mem.size(), mem.base(View::Shared) as u64)?;

@@ -21,9 +21,9 @@ use crate::platform::check::{preflight, HostPaths};
 use crate::platform::hardware::launch::{HostPages, LaunchError};
 use crate::platform::hardware::mmu::KvmMmu;
 use crate::platform::hardware::probe::SystemProbe;
-use crate::platform::hardware::{one_vcpu, HardwareGuest};
+use crate::platform::hardware::HardwareGuest;
 use crate::platform::hostcall::HostcallHost;
-use crate::platform::launch::{parameter_page, tsc_khz, LaunchConfig, SetupError};
+use crate::platform::launch::{check_cpus, parameter_page, tsc_khz, LaunchConfig, SetupError};
 use crate::platform::{Platform, Registration, Stop, Vm};
 use crate::stats::RunCounters;
 use crate::vmm::memory::{GuestMemory, View};
@@ -95,7 +95,7 @@ fn launch_error(source: LaunchError) -> SetupError {
 
 impl Platform for Tdx {
     fn launch(image: &LoadedImage, config: &LaunchConfig) -> Result<Vm, SetupError> {
-        one_vcpu(NAME, config)?;
+        check_cpus(config.cpus)?;
         if config.memory > TDX_MAX_GUEST_MEMORY {
             return Err(SetupError::Image(format!(
                 "TDX guests have at most {} MiB of RAM (RAM ends below the reset page at 4 GiB)",
@@ -109,16 +109,17 @@ impl Platform for Tdx {
         let mut reset = HostPages::new(1)?;
         let mut ops = KvmTdx::new().map_err(launch_error)?;
         let param = parameter_page(config.memory, config.request, config.cpus);
-        let launched =
-            launch::run(&mut ops, &mem, image, &param, &mut reset).map_err(launch_error)?;
+        let launched = launch::run(&mut ops, &mem, image, &param, &mut reset, config.cpus)
+            .map_err(launch_error)?;
         let sink = ops.vm.attribute_sink().map_err(launch_error)?;
-        let Some(vcpu) = ops.vcpu.take() else {
+        let vcpus = std::mem::take(&mut ops.vcpus);
+        let Some(bsp) = vcpus.first() else {
             return Err(launch_error(LaunchError::Image("no vCPU was made".into())));
         };
         let mmu = KvmMmu::new(config.memory / PAGE_SIZE_4K, Box::new(sink));
         let mut guest = HardwareGuest::new(mem, mmu);
         guest.strict_memory = config.strict_memory;
-        guest.host.tsc_khz = tsc_khz(&vcpu);
+        guest.host.tsc_khz = tsc_khz(bsp);
         guest.host.expect_evidence = config.expects_evidence();
         let quoting = match QgsAddress::of_host(&paths) {
             Ok(addr) => Some(Box::new(QgsClient::new(addr)) as Box<dyn QuotingService>),
@@ -140,7 +141,7 @@ impl Platform for Tdx {
             get_quotes: 0,
         };
         Ok(Vm {
-            vcpus: vec![vcpu],
+            vcpus,
             vm: ops.vm.vm,
             platform: Box::new(tdx),
             extra: Vec::new(),

@@ -1,10 +1,13 @@
 //! The TDX launch against a recording fake of its ioctls: the fake keeps KVM's rules
-//! (INIT_VM before any vCPU, only configurable CPUID leaves, no TD attribute KVM does
-//! not allow, INIT_VCPU before INIT_MEM_REGION, pages only once and only private ones
-//! in a guest_memfd slot, FINALIZE last), answers `E2BIG`, `EAGAIN`, `EINTR`, `EBUSY`
-//! and partial progress when told to, and measures what it is given as the TDX module
-//! does (TDH.MEM.PAGE.ADD and, with MEASURE, 16 TDH.MR.EXTEND per page, in the order
-//! the pages arrive). Its MRTD must be the one `nacre measure` predicts.
+//! (the split irqchip before any vCPU, INIT_VM before any vCPU, vCPUs only after
+//! INIT_VM, with the split irqchip and within the VM's limit, only configurable CPUID
+//! leaves, no TD attribute KVM does not allow, INIT_MEM_REGION only on a vCPU that had
+//! its INIT_VCPU, pages only once and only private ones in a guest_memfd slot, no vCPU
+//! and no vCPU command after FINALIZE, FINALIZE last), answers `E2BIG`, `EAGAIN`,
+//! `EINTR`, `EBUSY` and partial progress when told to, and measures what it is given
+//! as the TDX module does (TDH.MEM.PAGE.ADD and, with MEASURE, 16 TDH.MR.EXTEND per
+//! page, in the order the pages arrive). Its MRTD must be the one `nacre measure`
+//! predicts, for any number of vCPUs.
 //!
 //! Then the exits of a running TD, from synthetic `kvm_run` contents: GetQuote through
 //! a fake quote generation service on a unix socket, GetTdVmCallInfo,
@@ -72,10 +75,11 @@ fn nacre_measure() -> [u8; 48] {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Call {
+    SplitIrqchip,
     Capabilities { room: usize },
     InitVm { attributes: u64, xfam: u64 },
-    CreateVcpu,
-    InitVcpu,
+    CreateVcpu(u32),
+    InitVcpu(u32),
     Slot { slot: u32, gpa: u64, size: u64 },
     SetPrivate { gpa: u64, size: u64 },
     Region { gpa: u64, pages: u64, flags: u32 },
@@ -118,8 +122,11 @@ struct FakeTdx {
     added: BTreeSet<u64>,
     mrtd: Mrtd,
     init: Option<Vec<CpuidEntry>>,
-    vcpu: bool,
-    vcpu_ready: bool,
+    split_irqchip: bool,
+    /// The VM's `KVM_CAP_MAX_VCPUS`: the host's CPU count for a TD.
+    vcpu_limit: u32,
+    /// Each vCPU made, in index order: whether it had its INIT_VCPU.
+    vcpus: Vec<bool>,
     mrtd_final: Option<[u8; 48]>,
 }
 
@@ -142,8 +149,9 @@ impl Default for FakeTdx {
             added: BTreeSet::new(),
             mrtd: Mrtd::new(),
             init: None,
-            vcpu: false,
-            vcpu_ready: false,
+            split_irqchip: false,
+            vcpu_limit: 64,
+            vcpus: Vec::new(),
             mrtd_final: None,
         }
     }
@@ -174,6 +182,20 @@ impl FakeTdx {
 }
 
 impl VmOps for FakeTdx {
+    fn split_irqchip(&mut self) -> Result<(), LaunchError> {
+        // KVM: once, and before any vCPU (x86.c, kvm_vm_ioctl_enable_cap).
+        if self.split_irqchip || !self.vcpus.is_empty() {
+            return Err(errno("KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP)", libc::EEXIST));
+        }
+        self.calls.push(Call::SplitIrqchip);
+        self.split_irqchip = true;
+        Ok(())
+    }
+
+    fn max_vcpus(&mut self) -> Result<u32, LaunchError> {
+        Ok(self.vcpu_limit)
+    }
+
     fn supported_cpuid(&mut self) -> Result<Vec<CpuidEntry>, LaunchError> {
         let mut all = vec![
             CpuidEntry {
@@ -250,7 +272,7 @@ impl TdxLaunchOps for FakeTdx {
             .iter()
             .find(|e| e.function == 0x8000_0008)
             .map(|e| (e.eax >> 16) & 0xFF);
-        if self.vcpu
+        if !self.vcpus.is_empty()
             || self.init.is_some()
             || head.attributes & !self.caps.supported_attrs != 0
             || head.xfam & !self.caps.supported_xfam != 0
@@ -272,25 +294,35 @@ impl TdxLaunchOps for FakeTdx {
         Ok(())
     }
 
-    fn create_vcpu(&mut self, cpuid: &[CpuidEntry]) -> Result<(), LaunchError> {
-        // vCPUs only after INIT_VM, with the x2APIC KVM switches them to.
+    fn create_vcpu(&mut self, index: u32, cpuid: &[CpuidEntry]) -> Result<(), LaunchError> {
+        // vCPUs only after INIT_VM and before FINALIZE (tdx_vcpu_create: EIO), with the
+        // split irqchip (EINVAL) and the x2APIC KVM switches them to, each id once (nacre
+        // makes them in order), within the VM's limit.
         let x2apic = cpuid
             .iter()
             .any(|e| e.function == 1 && e.ecx & 1 << 21 != 0);
-        if self.init.is_none() || self.vcpu || !x2apic {
+        if self.init.is_none() || self.mrtd_final.is_some() {
+            return Err(errno("KVM_CREATE_VCPU", libc::EIO));
+        }
+        if !self.split_irqchip
+            || !x2apic
+            || index as usize != self.vcpus.len()
+            || index >= self.vcpu_limit
+        {
             return Err(errno("KVM_CREATE_VCPU", libc::EINVAL));
         }
-        self.calls.push(Call::CreateVcpu);
-        self.vcpu = true;
+        self.calls.push(Call::CreateVcpu(index));
+        self.vcpus.push(false);
         Ok(())
     }
 
-    fn init_vcpu(&mut self, _rcx: u64) -> Result<(), LaunchError> {
-        if !self.vcpu || self.vcpu_ready {
-            return Err(errno("KVM_TDX_INIT_VCPU", libc::EINVAL));
+    fn init_vcpu(&mut self, index: u32, _rcx: u64) -> Result<(), LaunchError> {
+        // Once per vCPU, never after FINALIZE (tdx_vcpu_ioctl, tdx_vcpu_init).
+        match self.vcpus.get_mut(index as usize) {
+            Some(ready @ false) if self.mrtd_final.is_none() => *ready = true,
+            _ => return Err(errno("KVM_TDX_INIT_VCPU", libc::EINVAL)),
         }
-        self.calls.push(Call::InitVcpu);
-        self.vcpu_ready = true;
+        self.calls.push(Call::InitVcpu(index));
         Ok(())
     }
 
@@ -300,7 +332,8 @@ impl TdxLaunchOps for FakeTdx {
         flags: u32,
     ) -> Result<(), LaunchError> {
         let what = "KVM_TDX_INIT_MEM_REGION";
-        if !self.vcpu_ready || self.mrtd_final.is_some() || r.nr_pages == 0 {
+        // On vCPU 0's fd, which must have had its INIT_VCPU.
+        if self.vcpus.first() != Some(&true) || self.mrtd_final.is_some() || r.nr_pages == 0 {
             return Err(errno(what, libc::EINVAL));
         }
         self.calls.push(Call::Region {
@@ -330,7 +363,8 @@ impl TdxLaunchOps for FakeTdx {
     }
 
     fn finalize(&mut self) -> Result<(), LaunchError> {
-        if !self.vcpu_ready || self.mrtd_final.is_some() {
+        // After INIT_VM, once (tdx_td_finalize); it does not look at the vCPUs.
+        if self.init.is_none() || self.mrtd_final.is_some() {
             return Err(errno("KVM_TDX_FINALIZE_VM", libc::EINVAL));
         }
         self.calls.push(Call::Finalize);
@@ -347,11 +381,19 @@ fn launch(
     fake: &mut FakeTdx,
     image: &LoadedImage,
 ) -> Result<(GuestMemory, launch::Launched), LaunchError> {
+    launch_cpus(fake, image, 1)
+}
+
+fn launch_cpus(
+    fake: &mut FakeTdx,
+    image: &LoadedImage,
+    cpus: u32,
+) -> Result<(GuestMemory, launch::Launched), LaunchError> {
     let memory = image.min_memory.max(64 << 20);
     let mem = GuestMemory::new(memory).unwrap();
     let mut reset = HostPages::new(1).unwrap();
-    let param = parameter_page(memory, None, 1);
-    let launched = launch::run(fake, &mem, image, &param, &mut reset)?;
+    let param = parameter_page(memory, None, cpus);
+    let launched = launch::run(fake, &mem, image, &param, &mut reset, cpus)?;
     Ok((mem, launched))
 }
 
@@ -375,16 +417,17 @@ fn the_ioctls_come_in_kvms_order_with_the_images_attributes() {
     let calls = &fake.calls;
     // 16 leaves of room, E2BIG, 32.
     assert_eq!(
-        calls[..9],
+        calls[..10],
         [
+            Call::SplitIrqchip,
             Call::Capabilities { room: 16 },
             Call::Capabilities { room: 32 },
             Call::InitVm {
                 attributes: attrs,
                 xfam: 0xE7
             },
-            Call::CreateVcpu,
-            Call::InitVcpu,
+            Call::CreateVcpu(0),
+            Call::InitVcpu(0),
             Call::Slot {
                 slot: RAM_SLOT,
                 gpa: 0,
@@ -403,7 +446,7 @@ fn the_ioctls_come_in_kvms_order_with_the_images_attributes() {
         ]
     );
     assert_eq!(calls.last(), Some(&Call::Finalize));
-    let regions: Vec<_> = calls[9..calls.len() - 1].to_vec();
+    let regions: Vec<_> = calls[10..calls.len() - 1].to_vec();
     assert!(regions.iter().all(|c| matches!(c, Call::Region { .. })));
     // The parameter page last, not measured; the reset page measured.
     assert_eq!(
@@ -426,6 +469,72 @@ fn the_ioctls_come_in_kvms_order_with_the_images_attributes() {
     let width = cpuid.iter().find(|e| e.function == 0x8000_0008).unwrap();
     assert_eq!(width.eax, GPAW << 16);
     assert_eq!(launched.caps.kernel_tdvmcallinfo_1_r11, 1);
+}
+
+/// Every vCPU is made and has its INIT_VCPU after INIT_VM and before the first page is
+/// added, each with the same CPUID, and MRTD is the same for any number of them.
+#[test]
+fn a_launch_of_more_vcpus_initializes_each_and_measures_the_same_mrtd() {
+    let image = image();
+    for cpus in [2, 3, 16] {
+        let mut fake = FakeTdx::default();
+        launch_cpus(&mut fake, &image, cpus).unwrap();
+        assert_eq!(fake.mrtd_final, Some(nacre_measure()), "{cpus} vCPUs");
+        assert_eq!(fake.mrtd_final, image.mrtd, "{cpus} vCPUs");
+        assert_eq!(fake.vcpus, vec![true; cpus as usize]);
+        let at = |want: &Call| fake.calls.iter().position(|c| c == want).unwrap();
+        let init_vm = fake
+            .calls
+            .iter()
+            .position(|c| matches!(c, Call::InitVm { .. }))
+            .unwrap();
+        let first_region = fake
+            .calls
+            .iter()
+            .position(|c| matches!(c, Call::Region { .. }))
+            .unwrap();
+        assert!(at(&Call::SplitIrqchip) < at(&Call::CreateVcpu(0)));
+        let made: Vec<Call> = fake
+            .calls
+            .iter()
+            .filter(|c| matches!(c, Call::CreateVcpu(_) | Call::InitVcpu(_)))
+            .cloned()
+            .collect();
+        let want: Vec<Call> = (0..cpus)
+            .flat_map(|i| [Call::CreateVcpu(i), Call::InitVcpu(i)])
+            .collect();
+        assert_eq!(made, want);
+        assert!(init_vm < at(&Call::CreateVcpu(0)));
+        assert!(at(&Call::InitVcpu(cpus - 1)) < first_region);
+        assert!(at(&Call::InitVcpu(cpus - 1)) < at(&Call::Finalize));
+    }
+}
+
+/// More vCPUs than KVM gives the TD (the host's CPU count) are refused with a message
+/// before the launch configures anything; up to that many launch.
+#[test]
+fn more_vcpus_than_the_td_may_have_are_refused_first() {
+    let image = image();
+    let mut fake = FakeTdx {
+        vcpu_limit: 4,
+        ..FakeTdx::default()
+    };
+    let err = launch_cpus(&mut fake, &image, 5).unwrap_err().to_string();
+    assert!(
+        err.contains("at most 4") && err.contains("--cpus 4"),
+        "{err}"
+    );
+    assert!(fake.calls.is_empty(), "{:?}", fake.calls);
+    let mut fake = FakeTdx {
+        vcpu_limit: 4,
+        ..FakeTdx::default()
+    };
+    launch_cpus(&mut fake, &image, 4).unwrap();
+    assert_eq!(fake.vcpus.len(), 4);
+    let mut fake = FakeTdx::default();
+    let err = launch_cpus(&mut fake, &image, 17).unwrap_err().to_string();
+    assert!(err.contains("1 to 16"), "{err}");
+    assert!(fake.calls.is_empty());
 }
 
 #[test]
@@ -681,20 +790,32 @@ fn an_evidence_file_of_a_hardware_quote_verifies() {
     assert_eq!(verify::run(&args).unwrap(), 0);
 }
 
-/// More than one vCPU is refused before the launch probes or touches the host (on a
-/// host without tdx the probe would have failed with HostNotReady instead).
+/// `--cpus` reaches the launch: only a count outside 1 to 16 is refused before the
+/// host is probed. (On a host that cannot run `tdx` the probe then says why; on one
+/// that can, this test does not launch a guest.)
 #[test]
-fn more_than_one_vcpu_is_refused_before_the_hardware_is_touched() {
+fn any_vcpu_count_from_one_to_sixteen_reaches_the_hosts_checks() {
+    use crate::platform::check::{preflight, HostPaths};
+    use crate::platform::hardware::probe::SystemProbe;
     use crate::platform::launch::{LaunchConfig, SetupError};
     use crate::platform::Platform;
-    let config = LaunchConfig {
-        cpus: 2,
+    let config = |cpus| LaunchConfig {
+        cpus,
         ..LaunchConfig::new(64 << 20)
     };
-    match <Tdx as Platform>::launch(&image(), &config) {
-        Err(SetupError::Image(e)) => {
-            assert!(e.contains("--cpus above 1 is not supported on tdx"), "{e}");
-        }
+    match <Tdx as Platform>::launch(&image(), &config(0)) {
+        Err(SetupError::Image(e)) => assert!(e.contains("1 to 16"), "{e}"),
         other => panic!("{other:?}"),
+    }
+    let probe = SystemProbe::new(HostPaths::system());
+    if preflight(super::NAME, super::check::checks, &probe).is_ok() {
+        eprintln!("skipped the rest: this host can run tdx, and a unit test launches no guest");
+        return;
+    }
+    for cpus in [2, 16] {
+        match <Tdx as Platform>::launch(&image(), &config(cpus)) {
+            Err(SetupError::HostNotReady { platform, .. }) => assert_eq!(platform, "tdx"),
+            other => panic!("{cpus} vCPUs: {other:?}"),
+        }
     }
 }
