@@ -57,7 +57,7 @@ fn snp_report_verifies_with_the_built_in_and_the_given_chain() {
     assert_exit(&output, 0, "the Milan report");
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
-        stdout.contains("verified: all 16 checks passed"),
+        stdout.contains("verified: all 17 checks passed"),
         "{stdout}"
     );
     assert!(stdout.contains("ok    report-signature"), "{stdout}");

@@ -295,6 +295,7 @@ pub fn run(a: &VerifyArgs) -> anyhow::Result<u8> {
         report_data,
         allow_debug: a.allow_debug,
         policy,
+        reference: None,
     };
     // The certificates: the options', else the evidence file's.
     let file_vcek = file.as_ref().and_then(|f| f.vcek.as_deref());
@@ -585,7 +586,7 @@ mod tests {
         let v = nacre_verifier::verify(&evidence, &inputs).expect("runs");
         let text = render(&evidence, &v);
         assert!(
-            text.contains("verified (emulated evidence): all 15 checks passed"),
+            text.contains("verified (emulated evidence): all 16 checks passed"),
             "{text}"
         );
 
