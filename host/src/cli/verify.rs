@@ -92,9 +92,10 @@ collateral.
 Every other field is compared only when a policy (--policy FILE, TOML) names it:
 SEV-SNP HOST_DATA, FAMILY_ID, IMAGE_ID, the ID and author key digests, GUEST_SVN,
 the guest policy's bits and ABI, PLATFORM_INFO, the current, committed, launch and
-reported TCB; TDX MRCONFIGID, MROWNER, MROWNERCONFIG, RTMR0-3, MRSEAM, XFAM, the TD
-attributes and TEE_TCB_SVN. Each key of the policy is a check named after it
-(`host_data` is `host-data`, `[snp.current_tcb_minimum]` is `current-tcb-minimum`).
+reported TCB; TDX MRCONFIGID, MROWNER, MROWNERCONFIG, RTMR0-3, MRSEAM, MRSIGNERSEAM,
+XFAM, the TD attributes and TEE_TCB_SVN. Each key of the policy is a check named after
+it (`host_data` is `host-data`, `[snp.current_tcb_minimum]` is `current-tcb-minimum`;
+`[tdx.td_attributes]` is `td-attribute-bits`, since `td-attributes` is --image's).
 A policy's snp.vmpl replaces the default 0; its measurement must agree with
 --measurement or the image's. docs/policy.md describes the format.
 
@@ -180,7 +181,7 @@ pub struct VerifyArgs {
     #[arg(long)]
     pub require_revocation: bool,
     /// A reference-value policy (TOML; docs/policy.md): the expected value or minimum
-    /// of report fields, in an [snp] table for SEV-SNP reports and a [tdx] table for
+    /// of report fields, in an `[snp]` table for SEV-SNP reports and a `[tdx]` table for
     /// TDX quotes. Each key it gives is a check named after the key; a policy without a
     /// table for the evidence's platform fails (`policy-section`). An unknown key, hex
     /// of the wrong length or a value out of range is an error (exit status 125).
