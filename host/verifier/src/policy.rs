@@ -54,7 +54,8 @@ use thiserror::Error;
 /// MROWNER, MROWNERCONFIG, the RTMRs and MRSEAM.
 pub const SHA384_SIZE: usize = 48;
 
-/// The highest VMPL (docs/specs.md 3.1: VMPLs 0 to 3).
+/// The highest VMPL: there are four, 0 to 3, each with its own VMPCK in the secrets
+/// page (docs/specs.md 4.1, `msg_vmpck` 0 to 3; 4.6, VMPCK0 to VMPCK3).
 pub const MAX_VMPL: u32 = 3;
 
 /// Why a policy file cannot be used.
