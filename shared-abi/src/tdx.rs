@@ -163,6 +163,16 @@ pub const fn shared_bit(gpaw: u32) -> Option<u64> {
 pub mod attributes {
     /// The TD is debuggable: its memory and state are readable by the host.
     pub const DEBUG: u64 = 1 << 0;
+    /// The host may profile the TD with HGS+ (HGS_PLUS_PROF).
+    pub const HGS_PLUS_PROF: u64 = 1 << 4;
+    /// The host may profile the TD's performance (PERF_PROF).
+    pub const PERF_PROF: u64 = 1 << 5;
+    /// The host may profile the TD with PMT (PMT_PROF).
+    pub const PMT_PROF: u64 = 1 << 6;
+    /// ICSSD.
+    pub const ICSSD: u64 = 1 << 16;
+    /// Linear address space separation (LASS).
+    pub const LASS: u64 = 1 << 27;
     /// EPT violations on pending private pages are not turned into #VE.
     pub const SEPT_VE_DISABLE: u64 = 1 << 28;
     /// The TD may be migrated.
@@ -171,6 +181,8 @@ pub mod attributes {
     pub const PKS: u64 = 1 << 30;
     /// Key Locker.
     pub const KL: u64 = 1 << 31;
+    /// TPA.
+    pub const TPA: u64 = 1 << 62;
     /// Performance monitoring.
     pub const PERFMON: u64 = 1 << 63;
 }

@@ -170,6 +170,10 @@ fn attest_flow(platform: &str) {
         "{json:#}"
     );
 
+    // The reference values `nacre measure --policy-out` writes for the image are met by
+    // its evidence, each a passed check; another image's are not, by its measurement.
+    policy_round_trip(platform, &image, &other, &evidence);
+
     // What the evidence file carries besides: the ARK's CRL for a report, DCAP
     // collateral for a quote.
     assert_eq!(
@@ -260,6 +264,94 @@ fn attest_flow(platform: &str) {
         &["--image", &image_arg, "--nonce", NONCE, "--allow-emulated"],
     );
     assert_unusable(&output, "not a nacre evidence file");
+}
+
+/// `nacre measure IMAGE --policy-out FILE` for `image`; returns FILE.
+fn policy_out(image: &Path, name: &str) -> String {
+    let path = dir().join(name).display().to_string();
+    must_succeed(
+        nacre(
+            &strings(&[
+                "measure",
+                &image.display().to_string(),
+                "--policy-out",
+                &path,
+            ]),
+            &[],
+        ),
+        "nacre measure --policy-out",
+    );
+    path
+}
+
+/// The policy `nacre measure --policy-out` writes for `image` passes on evidence of
+/// it, check by check; the one of `other` fails its measurement, and only that.
+fn policy_round_trip(platform: &str, image: &Path, other: &Path, evidence: &Path) {
+    let snp = platform == "emulated-snp";
+    let policy = policy_out(image, &format!("{platform}.policy.toml"));
+    let (output, json) = verify(
+        evidence,
+        &["--policy", &policy, "--nonce", NONCE, "--allow-emulated"],
+    );
+    let json = json.unwrap_or_else(|| panic!("no verdict\n{}", describe_output(&output)));
+    assert_eq!(output.status.code(), Some(0), "{json:#}");
+    let (measurement, names): (&str, &[&str]) = if snp {
+        (
+            "measurement",
+            &[
+                "vmpl",
+                "policy-section",
+                "host-data",
+                "family-id",
+                "image-id",
+                "id-key-digest",
+                "author-key-digest",
+                "policy-abi-minimum",
+                "guest-policy",
+            ],
+        )
+    } else {
+        (
+            "mrtd",
+            &[
+                "policy-section",
+                "mr-config-id",
+                "mr-owner",
+                "mr-owner-config",
+                "rtmr0",
+                "rtmr1",
+                "rtmr2",
+                "rtmr3",
+                "td-attribute-bits",
+            ],
+        )
+    };
+    assert!(
+        detail(&json, measurement).contains("as expected (the policy's)"),
+        "{json:#}"
+    );
+    for name in names {
+        let check = json["checks"]
+            .as_array()
+            .and_then(|checks| checks.iter().find(|c| c["name"] == *name))
+            .unwrap_or_else(|| panic!("no check {name}: {json:#}"));
+        assert_eq!(check["passed"], true, "{name}: {json:#}");
+    }
+
+    let other_policy = policy_out(other, &format!("{platform}.other.policy.toml"));
+    let (output, json) = verify(
+        evidence,
+        &[
+            "--policy",
+            &other_policy,
+            "--nonce",
+            NONCE,
+            "--allow-emulated",
+        ],
+    );
+    let json = json.unwrap_or_else(|| panic!("no verdict\n{}", describe_output(&output)));
+    assert_eq!(output.status.code(), Some(EXIT_NOT_VERIFIED), "{json:#}");
+    assert_eq!(failed(&json), [measurement], "{json:#}");
 }
 
 /// `output` is of a command refused as unusable input, saying `needle`.

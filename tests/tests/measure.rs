@@ -504,3 +504,59 @@ fn help_teaches_with_an_example() {
         assert!(help.contains(needle), "{needle}:\n{help}");
     }
 }
+
+#[test]
+fn policy_out_writes_the_images_reference_values_and_refuses_a_directory() {
+    let dir = scratch_dir(tmp(), "measure-policy-out");
+    let path = dir.join("hello.policy.toml");
+    let arg = path.display().to_string();
+    let output = measure(
+        &hello_image(),
+        &["--json", "--cpus", "2", "--policy-out", &arg],
+    );
+    assert!(output.status.success(), "{}", describe_output(&output));
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    let text = fs::read_to_string(&path).expect("the policy file");
+    // The measurements printed are the policy's: the SEV-SNP one for 2 vCPUs.
+    for (platform, key) in [("snp", "measurement"), ("tdx", "mrtd")] {
+        let value = json[platform]["measurement"].as_str().expect("hex");
+        assert!(
+            text.contains(&format!("{key} = \"{value}\"")),
+            "{key}:\n{text}"
+        );
+    }
+    for needle in [
+        "[snp]",
+        "vmpl = 0",
+        "[snp.guest_policy]",
+        "debug = false",
+        "[tdx]",
+        "[tdx.td_attributes]",
+        "sept_ve_disable = true",
+        "--cpus 2",
+    ] {
+        assert!(text.contains(needle), "{needle}:\n{text}");
+    }
+    // One platform asked for, one table.
+    let output = measure(&hello_image(), &["--platform", "tdx", "--policy-out", &arg]);
+    assert!(output.status.success(), "{}", describe_output(&output));
+    let text = fs::read_to_string(&path).expect("the policy file");
+    assert!(text.contains("[tdx]") && !text.contains("[snp]"), "{text}");
+
+    let output = measure(
+        &hello_image(),
+        &["--policy-out", &dir.display().to_string()],
+    );
+    assert_eq!(
+        output.status.code(),
+        Some(EXIT_NACRE_ERROR),
+        "{}",
+        describe_output(&output)
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("is a directory; refusing to replace it"),
+        "{stderr}"
+    );
+    assert!(dir.is_dir());
+}

@@ -57,7 +57,7 @@ fn snp_report_verifies_with_the_built_in_and_the_given_chain() {
     assert_exit(&output, 0, "the Milan report");
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
-        stdout.contains("verified: all 16 checks passed"),
+        stdout.contains("verified: all 17 checks passed"),
         "{stdout}"
     );
     assert!(stdout.contains("ok    report-signature"), "{stdout}");
@@ -163,5 +163,115 @@ fn unusable_input_exits_125() {
         assert_exit(&output, EXIT_NACRE_ERROR, what);
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains("nacre: error:"), "{what}: {stderr}");
+    }
+}
+
+#[test]
+fn a_policy_adds_a_named_check_per_field_and_a_bad_one_exits_125() {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("verify-policy");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let write = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).expect("write the policy");
+        path.display().to_string()
+    };
+    // The Milan report's own values pass, each a check of its own.
+    let good = write(
+        "milan.toml",
+        &format!(
+            "[snp]\nmeasurement = \"{MILAN_MEASUREMENT}\"\nvmpl = 0\nhost_data = \"{}\"\n\n\
+             [snp.guest_policy]\ndebug = false\nsmt = true\n\n\
+             [snp.reported_tcb_minimum]\nsnp = 8\nmicrocode = 115\n",
+            "00".repeat(32)
+        ),
+    );
+    let output = snp(&["--policy", &good, "--json"]);
+    assert_exit(&output, 0, "the Milan report under its own values");
+    let v = json(&output);
+    let names: Vec<&str> = v["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    for name in [
+        "vmpl",
+        "measurement",
+        "policy-section",
+        "host-data",
+        "guest-policy",
+        "reported-tcb-minimum",
+    ] {
+        assert!(names.contains(&name), "{name}: {v:#}");
+    }
+
+    // A TCB minimum above the report's fails that check only, exit status 1.
+    let newer = write("newer.toml", "[snp.reported_tcb_minimum]\nsnp = 9\n");
+    let output = snp(&["--policy", &newer]);
+    assert_exit(&output, 1, "a newer SNP firmware required");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("check reported-tcb-minimum failed")
+            && stderr.contains("SNP at least 9, the report has 8"),
+        "{stderr}"
+    );
+
+    // A TDX-only policy cannot be met by an SEV-SNP report; nor the reverse.
+    let tdx_only = write("tdx.toml", &format!("[tdx]\nmrtd = \"{TDX_MRTD}\"\n"));
+    let output = snp(&["--policy", &tdx_only, "--json"]);
+    assert_exit(&output, 1, "a TDX policy for an SNP report");
+    assert_eq!(
+        json(&output)["failed"],
+        serde_json::json!(["policy-section"])
+    );
+    let quote = vector("go-tdx-guest/tdx_prod_quote_SPR_E4.dat");
+    let output = verify(&[&quote, "--at", AT, "--policy", &tdx_only, "--json"]);
+    assert_exit(&output, 0, "the quote under its MRTD");
+    assert!(json(&output)["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .any(|c| c["name"] == "mrtd"));
+
+    // Policies that do not read are unusable input, naming what is wrong.
+    for (text, says) in [
+        (
+            "[snp]\nvmpl = 0\nhostdata = \"00\"\n",
+            "unknown field `hostdata`",
+        ),
+        (
+            "[tdx]\nrtmr0 = \"abcd\"\n",
+            "expected 96 hex digits (48 bytes)",
+        ),
+        ("[snp.guest_policy]\ndebug = \"no\"\n", "invalid type"),
+        ("not toml at all", "TOML parse error"),
+    ] {
+        let bad = write("bad.toml", text);
+        let output = snp(&["--policy", &bad]);
+        assert_exit(&output, EXIT_NACRE_ERROR, text);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("as a reference-value policy") && stderr.contains(says),
+            "{text:?}: {stderr}"
+        );
+        assert!(output.stdout.is_empty(), "{}", describe_output(&output));
+    }
+}
+
+#[test]
+fn help_says_what_is_checked_by_default_and_with_a_policy() {
+    let output = nacre(&["verify".to_owned(), "--help".to_owned()], &[]);
+    assert_exit(&output, 0, "verify --help");
+    let help = String::from_utf8_lossy(&output.stdout);
+    for needle in [
+        "Checked by default",
+        "VMPL 0",
+        "--policy <FILE>",
+        "HOST_DATA",
+        "MRCONFIGID",
+        "docs/policy.md",
+        "--policy-out",
+    ] {
+        assert!(help.contains(needle), "{needle}:\n{help}");
     }
 }

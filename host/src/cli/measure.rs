@@ -8,10 +8,15 @@ use crate::platform;
 use anyhow::Context;
 use nacre_loader::measure::MEASUREMENT_SIZE;
 use nacre_loader::{image_platforms, load_image, ImageError, MeasuredRegion, PlatformKind};
+use nacre_shared_abi::snp::report::GuestPolicy;
+use nacre_verifier::policy::{
+    AbiVersion, Bytes, GuestPolicyBits, ReferencePolicy, SnpReference, TdAttributeBits,
+    TdxReference, SHA384_SIZE,
+};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Arguments of `nacre measure`.
 #[derive(Debug, clap::Args)]
@@ -44,7 +49,19 @@ added to the TD, and making its vCPUs adds nothing to it.
 its guest-physical address range, how the platform takes its pages (SEV-SNP page type
 NORMAL, ZERO, UNMEASURED or VMSA; TDX PAGE.ADD+MR.EXTEND or PAGE.ADD), the page count
 and the SHA-384 of its contents, so that a value that differs can be traced to the
-pages that differ. On SEV-SNP it ends with one VMSA row per vCPU.")]
+pages that differ. On SEV-SNP it ends with one VMSA row per vCPU.
+
+--policy-out FILE writes the reference values the image implies, for each platform
+printed, as a policy for `nacre verify --policy FILE` (TOML, docs/policy.md):
+  SEV-SNP: the measurement (for --cpus), VMPL 0, the guest policy's bits and ABI as the
+           image declares them, and zero HOST_DATA, FAMILY_ID, IMAGE_ID and ID and
+           author key digests (nacre launches without an ID block or host data);
+  TDX:     the MRTD, the TD attributes as the image declares them, and zero
+           MRCONFIGID, MROWNER, MROWNERCONFIG (nacre's launch sets none) and RTMR0-3
+           (nacre's firmware extends none).
+What the platform decides (TCB levels, PLATFORM_INFO, MRSEAM, XFAM, TEE_TCB_SVN) is
+left for the relying party to add. FILE is replaced atomically; a FILE that exists
+and is not a regular file (a directory, a device, a symbolic link) is refused.")]
 pub struct MeasureArgs {
     /// The image made by `nacre package`.
     pub image: PathBuf,
@@ -68,6 +85,10 @@ pub struct MeasureArgs {
         help = CPUS_HELP
     )]
     pub cpus: u32,
+    /// Also write the reference values the image implies for the platforms printed
+    /// (for --cpus vCPUs) to FILE, as a policy for `nacre verify --policy`.
+    #[arg(long, value_name = "FILE")]
+    pub policy_out: Option<PathBuf>,
 }
 
 /// `--cpus` in `nacre measure --help`.
@@ -263,16 +284,147 @@ pub fn render_json(
     serde_json::to_string_pretty(&object)
 }
 
+/// The reference values `measurements` imply for `nacre verify --policy`: per platform,
+/// what the image fixes and nacre's launch keeps as the image says.
+///
+/// SEV-SNP: the measurement, VMPL 0 (nacre's firmware asks for its evidence from
+/// VMPL 0), every named guest policy bit and the ABI as the image declares them, and
+/// zero HOST_DATA, FAMILY_ID, IMAGE_ID, ID and author key digests: nacre's
+/// SNP_LAUNCH_FINISH gives no ID block and no host data (docs/specs.md 4.2, 5.6).
+/// TDX: the MRTD, every named TD attribute as the image declares them, and zero
+/// MRCONFIGID, MROWNER and MROWNERCONFIG (nacre's KVM_TDX_INIT_VM sets none) and RTMRs
+/// (nacre's firmware never extends one; docs/specs.md 6.5-6.7).
+pub fn implied_policy(measurements: &[PlatformMeasurement]) -> ReferencePolicy {
+    let mut policy = ReferencePolicy::default();
+    for m in measurements {
+        match m.platform {
+            PlatformKind::Snp => {
+                policy.snp = Some(SnpReference {
+                    measurement: Some(Bytes(m.measurement)),
+                    vmpl: Some(0),
+                    host_data: Some(Bytes([0; 32])),
+                    family_id: Some(Bytes([0; 16])),
+                    image_id: Some(Bytes([0; 16])),
+                    id_key_digest: Some(Bytes([0; SHA384_SIZE])),
+                    author_key_digest: Some(Bytes([0; SHA384_SIZE])),
+                    policy_abi_minimum: Some(AbiVersion::of_policy(GuestPolicy(m.guest_policy))),
+                    guest_policy: Some(GuestPolicyBits::exactly(m.guest_policy)),
+                    ..SnpReference::default()
+                });
+            }
+            PlatformKind::Tdx => {
+                let zero = Some(Bytes([0; SHA384_SIZE]));
+                policy.tdx = Some(TdxReference {
+                    mrtd: Some(Bytes(m.measurement)),
+                    mr_config_id: zero,
+                    mr_owner: zero,
+                    mr_owner_config: zero,
+                    rtmr0: zero,
+                    rtmr1: zero,
+                    rtmr2: zero,
+                    rtmr3: zero,
+                    td_attributes: Some(TdAttributeBits::exactly(
+                        nacre_loader::image::td_attributes(m.guest_policy),
+                    )),
+                    ..TdxReference::default()
+                });
+            }
+        }
+    }
+    policy
+}
+
+/// The policy file `nacre measure --policy-out` writes for `image`: the comment
+/// saying where it comes from and what it leaves out, then the policy.
+pub fn policy_text(image: &Path, measurements: &[PlatformMeasurement]) -> String {
+    let cpus = measurements.first().map_or(1, |m| m.cpus);
+    let name = image.file_name().map_or_else(
+        || image.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    let comment = format!(
+        "Reference values for `nacre verify --policy`, as `nacre measure --cpus {cpus}` \
+         derives them\nfrom the image {name}.\n\n\
+         nacre launches every image without an ID block and without host data or TD owner\n\
+         values, and its firmware extends no RTMR, so those fields are zero. What the\n\
+         platform decides is not here: add the minimum TCB levels, PLATFORM_INFO bits,\n\
+         MRSEAM, XFAM or TEE_TCB_SVN you require (docs/policy.md)."
+    );
+    implied_policy(measurements).to_toml(&comment)
+}
+
+/// Write `text` to `path` atomically: into a new file beside it, then renamed over
+/// it. A `path` that exists and is not a regular file (a directory, a FIFO, a device,
+/// a symbolic link) is refused rather than replaced.
+pub fn write_atomically(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if !meta.file_type().is_file() => {
+            let kind = meta.file_type();
+            let what = if kind.is_dir() {
+                "a directory"
+            } else if kind.is_symlink() {
+                "a symbolic link"
+            } else {
+                "not a regular file"
+            };
+            anyhow::bail!(
+                "{} is {what}; refusing to replace it (give the path of a regular file, \
+                 new or to be replaced)",
+                path.display()
+            )
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot inspect {}", path.display())),
+    }
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".nacre-policy-")
+        .tempfile_in(dir)
+        .with_context(|| format!("cannot create a file in {}", dir.display()))?;
+    tmp.write_all(text.as_bytes())
+        .and_then(|()| tmp.as_file().sync_all())
+        .and_then(|()| {
+            tmp.as_file()
+                .set_permissions(std::fs::Permissions::from_mode(0o644))
+        })
+        .with_context(|| format!("cannot write {}", tmp.path().display()))?;
+    // Dropped on error, the temporary file is removed.
+    tmp.persist(path)
+        .map_err(|e| e.error)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
 /// Run `nacre measure`.
 pub fn run(a: &MeasureArgs) -> anyhow::Result<()> {
     let bytes = std::fs::read(&a.image)
         .with_context(|| format!("cannot read the image {}", a.image.display()))?;
     let measurements = measure_bytes(&bytes, a.platform, a.cpus)
         .with_context(|| format!("cannot measure {}", a.image.display()))?;
+    if let Some(out) = &a.policy_out {
+        write_atomically(out, &policy_text(&a.image, &measurements)).context("--policy-out")?;
+    }
     if a.json {
         println!("{}", render_json(&measurements, a.explain)?);
     } else {
         print!("{}", render_text(&measurements, a.explain));
+    }
+    if let Some(out) = &a.policy_out {
+        let platforms: Vec<&str> = measurements.iter().map(PlatformMeasurement::key).collect();
+        eprintln!(
+            "nacre: wrote the reference values of {} ({}) to {}; check evidence with \
+             `nacre verify EVIDENCE --policy {}`",
+            a.image.display(),
+            platforms.join(", "),
+            out.display(),
+            out.display()
+        );
     }
     Ok(())
 }
@@ -460,5 +612,99 @@ mod tests {
         corrupt[last] ^= 1;
         let err = measure_bytes(&corrupt, MeasurePlatform::All, 1).unwrap_err();
         assert!(err.to_string().contains("corrupt"), "{err}");
+    }
+
+    /// A new empty directory for test `name`.
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("nacre-measure-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn the_implied_policy_is_the_images_measurement_and_declared_policy() {
+        let all = measure_bytes(image(), MeasurePlatform::All, 2).unwrap();
+        let policy = implied_policy(&all);
+        let snp = policy.snp.as_ref().unwrap();
+        assert_eq!(snp.measurement, Some(Bytes(all[0].measurement)));
+        assert_eq!(snp.vmpl, Some(0));
+        assert_eq!(snp.host_data, Some(Bytes([0; 32])));
+        let bits = snp.guest_policy.unwrap();
+        assert_eq!(bits.smt, Some(true));
+        assert_eq!(bits.debug, Some(false));
+        assert_eq!(bits.migrate_ma, Some(false));
+        // Nothing the platform decides.
+        assert_eq!(snp.current_tcb_minimum, None);
+        assert_eq!(snp.platform_info, None);
+        let tdx = policy.tdx.as_ref().unwrap();
+        assert_eq!(tdx.mrtd, Some(Bytes(all[1].measurement)));
+        assert_eq!(tdx.rtmr3, Some(Bytes([0; 48])));
+        let attributes = tdx.td_attributes.unwrap();
+        assert_eq!(attributes.sept_ve_disable, Some(true));
+        assert_eq!(attributes.debug, Some(false));
+        assert_eq!(attributes.migratable, Some(false));
+        assert_eq!((tdx.xfam, tdx.mr_seam), (None, None));
+
+        // One platform asked for, one table; the text reads back as the policy.
+        let tdx_only = measure_bytes(image(), MeasurePlatform::Kind(PlatformKind::Tdx), 1).unwrap();
+        let text = policy_text(Path::new("/some/where/hello.igvm"), &tdx_only);
+        assert!(text.contains("# from the image hello.igvm."), "{text}");
+        let read = ReferencePolicy::from_toml(&text).unwrap();
+        assert_eq!(read, implied_policy(&tdx_only));
+        assert!(read.snp.is_none());
+
+        // A debuggable image implies a debuggable guest.
+        let files = crate::cli::package::file_tree("hello", &[]).unwrap();
+        let debug = crate::cli::package::build(crate::DEMO_APP, "hello", &[], &[], &files, 0, true)
+            .unwrap();
+        let policy = implied_policy(&measure_bytes(&debug, MeasurePlatform::All, 1).unwrap());
+        assert_eq!(policy.snp.unwrap().guest_policy.unwrap().debug, Some(true));
+        assert_eq!(policy.tdx.unwrap().td_attributes.unwrap().debug, Some(true));
+    }
+
+    #[test]
+    fn the_policy_file_is_replaced_atomically_and_only_if_regular() {
+        let dir = scratch("policy-out");
+        let path = dir.join("p.toml");
+        write_atomically(&path, "[snp]\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "[snp]\n");
+        write_atomically(&path, "[tdx]\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "[tdx]\n");
+        // Nothing but the file is left in the directory.
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["p.toml"]);
+
+        let sub = dir.join("sub");
+        std::fs::create_dir(&sub).unwrap();
+        let link = dir.join("link.toml");
+        std::os::unix::fs::symlink(&path, &link).unwrap();
+        let fifo = dir.join("fifo");
+        let status = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        for (target, what) in [
+            (&sub, "is a directory"),
+            (&link, "is a symbolic link"),
+            (&fifo, "is not a regular file"),
+        ] {
+            let err = write_atomically(target, "[snp]\n").unwrap_err();
+            assert!(format!("{err:#}").contains(what), "{err:#}");
+        }
+        // None was touched: the link still points at the file, which kept its text.
+        assert_eq!(std::fs::read_to_string(&link).unwrap(), "[tdx]\n");
+        assert!(std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert!(sub.is_dir());
+        // A directory that does not exist is an error, not a panic.
+        assert!(write_atomically(&dir.join("absent/p.toml"), "[snp]\n").is_err());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -7,6 +7,7 @@ use nacre_loader::LoadedImage;
 use nacre_shared_abi::boot::MAX_CPUS;
 use nacre_verifier::crl::Crl;
 use nacre_verifier::evidence::{nonce_report_data, parse_nonce, EvidenceFile};
+use nacre_verifier::policy::ReferencePolicy;
 use nacre_verifier::{self, time, Cert, Evidence, Expectations, Inputs, Trust, TrustAnchors};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -72,10 +73,36 @@ Examples:
   # processor (its keys are only read, never created, by verify):
   nacre verify report.bin --vcek vcek.der --allow-emulated
 
+  # Reference values beyond the launch: a policy names the expected value or minimum
+  # of report fields (HOST_DATA, the TCB levels, MRCONFIGID, the RTMRs, ...), each a
+  # check of its own; `nacre measure IMAGE --policy-out FILE` writes what an image implies:
+  nacre verify evidence.json --policy hello.policy.toml --nonce 5eed... --allow-emulated
+
+Checked by default: the signatures and the certificate chain up to the vendor's
+built-in root (AMD's ARK of the VCEK's product, Intel's SGX Root CA), each
+certificate's validity, the report's signature algorithm, signing key and reserved
+bytes, its TCB and chip ID against the VCEK (SNP) or the quoting enclave's identity
+and binding (TDX), the guest policy's reserved bit, that the guest is not debuggable
+(unless --allow-debug), and on SEV-SNP that the report was asked for from VMPL 0
+(check `vmpl`: a report from a less privileged VMPL does not speak for the launch).
+The measurement and the report data are compared only when given (--image,
+--measurement or --policy; --nonce or --report-data), revocation only with a CRL or
+collateral.
+
+Every other field is compared only when a policy (--policy FILE, TOML) names it:
+SEV-SNP HOST_DATA, FAMILY_ID, IMAGE_ID, the ID and author key digests, GUEST_SVN,
+the guest policy's bits and ABI, PLATFORM_INFO, the current, committed, launch and
+reported TCB; TDX MRCONFIGID, MROWNER, MROWNERCONFIG, RTMR0-3, MRSEAM, MRSIGNERSEAM,
+XFAM, the TD attributes and TEE_TCB_SVN. Each key of the policy is a check named after
+it (`host_data` is `host-data`, `[snp.current_tcb_minimum]` is `current-tcb-minimum`;
+`[tdx.td_attributes]` is `td-attribute-bits`, since `td-attributes` is --image's).
+A policy's snp.vmpl replaces the default 0; its measurement must agree with
+--measurement or the image's. docs/policy.md describes the format.
+
 Every check is listed with what it saw. Exit status: 0 when every check passed,
 1 when one failed (each failed check is named on stderr, or under \"failed\" in the
 JSON), 125 when the input is unusable (unreadable, truncated, unknown version, bad
-hex or DER, an SNP report without --vcek).")]
+hex or DER, an SNP report without --vcek, a policy that is not valid).")]
 pub struct VerifyArgs {
     /// The evidence: a file `nacre attest` wrote, or a bare SEV-SNP attestation report
     /// or TDX quote, raw or as hex text.
@@ -153,6 +180,14 @@ pub struct VerifyArgs {
     /// cares passes fresh ones of its own.
     #[arg(long)]
     pub require_revocation: bool,
+    /// A reference-value policy (TOML; docs/policy.md): the expected value or minimum
+    /// of report fields, in an `[snp]` table for SEV-SNP reports and a `[tdx]` table for
+    /// TDX quotes. Each key it gives is a check named after the key; a policy without a
+    /// table for the evidence's platform fails (`policy-section`). An unknown key, hex
+    /// of the wrong length or a value out of range is an error (exit status 125).
+    /// `nacre measure IMAGE --policy-out FILE` writes the policy an image implies.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
     /// Print the result as JSON on stdout: the claims, every check, the failed ones,
     /// and where revocation data came from (`revocation.source`: "verifier",
     /// "evidence-file" or null).
@@ -179,6 +214,7 @@ impl VerifyArgs {
             crl: None,
             collateral: None,
             require_revocation: false,
+            policy: None,
             json: false,
         }
     }
@@ -243,8 +279,54 @@ fn other_cpus_hint(image: &LoadedImage, cpus: u32, actual: &[u8]) -> Option<Stri
     ))
 }
 
+/// The reference-value policy of `--policy`.
+fn read_policy(path: &Path) -> anyhow::Result<ReferencePolicy> {
+    ReferencePolicy::from_bytes(&read(path, "policy")?)
+        .with_context(|| format!("cannot use {} as a reference-value policy", path.display()))
+}
+
+/// What a verification found, before it is printed.
+struct Verdict {
+    evidence: Evidence,
+    verification: nacre_verifier::Verification,
+    revocation_from: Option<RevocationSource>,
+}
+
 /// Verify the evidence; returns the exit status (0 verified, 1 not verified).
 pub fn run(a: &VerifyArgs) -> anyhow::Result<u8> {
+    let Verdict {
+        evidence,
+        verification,
+        revocation_from,
+    } = verdict(a)?;
+    if a.json {
+        let mut json = verification.to_json();
+        // Where the revocation data came from, for scripts: "verifier" (--crl,
+        // --collateral), "evidence-file" (the prover's choice), or null (none).
+        json["revocation"] = serde_json::json!({
+            "source": revocation_from.as_ref().map(RevocationSource::json_name),
+            "required": a.require_revocation,
+        });
+        let text = serde_json::to_string_pretty(&json)?;
+        write_stdout(&(text + "\n"))?;
+    } else {
+        write_stdout(&render(&evidence, &verification))?;
+        for check in verification.failures() {
+            eprintln!(
+                "nacre verify: check {} failed: {}",
+                check.name, check.detail
+            );
+        }
+    }
+    Ok(if verification.passed() {
+        0
+    } else {
+        EXIT_NOT_VERIFIED
+    })
+}
+
+/// Read every input `a` names and verify the evidence.
+fn verdict(a: &VerifyArgs) -> anyhow::Result<Verdict> {
     let bytes = read(&a.evidence, "evidence")?;
     let (evidence, file) = if EvidenceFile::looks_like(&bytes) {
         let file = EvidenceFile::parse(&bytes)
@@ -295,6 +377,7 @@ pub fn run(a: &VerifyArgs) -> anyhow::Result<u8> {
         report_data,
         allow_debug: a.allow_debug,
         policy,
+        reference: a.policy.as_deref().map(read_policy).transpose()?,
     };
     // The certificates: the options', else the evidence file's.
     let file_vcek = file.as_ref().and_then(|f| f.vcek.as_deref());
@@ -381,29 +464,10 @@ pub fn run(a: &VerifyArgs) -> anyhow::Result<u8> {
         }
     }
 
-    if a.json {
-        let mut json = verification.to_json();
-        // Where the revocation data came from, for scripts: "verifier" (--crl,
-        // --collateral), "evidence-file" (the prover's choice), or null (none).
-        json["revocation"] = serde_json::json!({
-            "source": revocation_from.as_ref().map(RevocationSource::json_name),
-            "required": a.require_revocation,
-        });
-        let text = serde_json::to_string_pretty(&json)?;
-        write_stdout(&(text + "\n"))?;
-    } else {
-        write_stdout(&render(&evidence, &verification))?;
-        for check in verification.failures() {
-            eprintln!(
-                "nacre verify: check {} failed: {}",
-                check.name, check.detail
-            );
-        }
-    }
-    Ok(if verification.passed() {
-        0
-    } else {
-        EXIT_NOT_VERIFIED
+    Ok(Verdict {
+        evidence,
+        verification,
+        revocation_from,
     })
 }
 
@@ -463,6 +527,8 @@ mod tests {
     use crate::emulated::snp::keys as emulated;
     use crate::emulated::snp::keys::fixture::{keys, scratch, signed_report};
     use clap::Parser;
+    use nacre_shared_abi::snp::report::AttestationReport;
+    use nacre_verifier::Verification;
 
     fn args(dir: &Path, extra: &[&str]) -> VerifyArgs {
         let mut all = vec![
@@ -482,13 +548,19 @@ mod tests {
         }
     }
 
+    /// The demo image.
+    fn demo_bytes() -> &'static [u8] {
+        static IMAGE: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+        IMAGE.get_or_init(|| {
+            let files = crate::cli::package::file_tree("hello", &[]).expect("a file tree");
+            crate::cli::package::build(crate::DEMO_APP, "hello", &[], &[], &files, 0, false)
+                .expect("an image")
+        })
+    }
+
     /// The demo image, loaded for `platform`.
     fn demo_image(platform: nacre_loader::PlatformKind) -> LoadedImage {
-        let files = crate::cli::package::file_tree("hello", &[]).expect("a file tree");
-        let bytes =
-            crate::cli::package::build(crate::DEMO_APP, "hello", &[], &[], &files, 0, false)
-                .expect("an image");
-        nacre_loader::load_image(&bytes, platform).expect("it loads")
+        nacre_loader::load_image(demo_bytes(), platform).expect("it loads")
     }
 
     #[test]
@@ -546,16 +618,12 @@ mod tests {
         }
     }
 
-    #[test]
-    fn emulated_evidence_verifies_only_with_allow_emulated() {
-        let dir = scratch("cli-verify");
-        let k = keys();
-        std::fs::write(dir.join("report.bin"), signed_report(k, [1; 48], [2; 64])).expect("write");
-        std::fs::write(dir.join("vcek.der"), k.vcek_der()).expect("write");
-        let base = dir.join("keys");
+    /// The emulated SNP roots of the test hierarchy in the emulated keys' base
+    /// directory `base`, as `nacre verify --emulated-keys base` reads them.
+    fn write_snp_roots(base: &Path) {
         let key_dir = base.join(emulated::SNP_FOLDER);
         std::fs::create_dir_all(&key_dir).expect("mkdir");
-        let root = k.root();
+        let root = keys().root();
         for (file, cert) in [
             (emulated::files::ARK_CERT, &root.ark),
             (emulated::files::ASK_CERT, &root.ask),
@@ -568,6 +636,16 @@ mod tests {
             .expect("PEM");
             std::fs::write(key_dir.join(file), pem).expect("write");
         }
+    }
+
+    #[test]
+    fn emulated_evidence_verifies_only_with_allow_emulated() {
+        let dir = scratch("cli-verify");
+        let k = keys();
+        std::fs::write(dir.join("report.bin"), signed_report(k, [1; 48], [2; 64])).expect("write");
+        std::fs::write(dir.join("vcek.der"), k.vcek_der()).expect("write");
+        let base = dir.join("keys");
+        write_snp_roots(&base);
         let keys_arg = base.display().to_string();
 
         assert_eq!(run(&args(&dir, &[])).ok(), Some(EXIT_NOT_VERIFIED));
@@ -578,14 +656,16 @@ mod tests {
         let evidence = Evidence::parse(&std::fs::read(dir.join("report.bin")).expect("read"))
             .expect("an SNP report");
         let roots = TrustAnchors::built_in().expect("roots").recognize_snp(
-            crate::emulated::snp::keys::trusted_root(emulated::load_root(&key_dir).expect("root")),
+            crate::emulated::snp::keys::trusted_root(
+                emulated::load_root(&base.join(emulated::SNP_FOLDER)).expect("root"),
+            ),
         );
         let mut inputs = Inputs::new(&roots);
         inputs.vcek = Some(k.vcek().clone());
         let v = nacre_verifier::verify(&evidence, &inputs).expect("runs");
         let text = render(&evidence, &v);
         assert!(
-            text.contains("verified (emulated evidence): all 15 checks passed"),
+            text.contains("verified (emulated evidence): all 16 checks passed"),
             "{text}"
         );
 
@@ -609,6 +689,309 @@ mod tests {
             "dir"
         ])
         .is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// `nacre verify EVIDENCE ARGS...`'s verification (every input read as `run`
+    /// reads it), or its error.
+    fn verification_of(evidence: &Path, extra: &[&str]) -> anyhow::Result<Verification> {
+        let mut all = vec![
+            "nacre".to_owned(),
+            "verify".to_owned(),
+            evidence.display().to_string(),
+        ];
+        all.extend(extra.iter().map(|a| (*a).to_owned()));
+        let a = match crate::cli::Cli::try_parse_from(all)
+            .expect("valid arguments")
+            .command
+        {
+            crate::cli::Command::Verify(a) => a,
+            other => panic!("not verify: {other:?}"),
+        };
+        verdict(&a).map(|v| v.verification)
+    }
+
+    /// The check `name` of `v`, which must be there once.
+    fn named<'a>(v: &'a Verification, name: &str) -> &'a nacre_verifier::Check {
+        let found: Vec<_> = v.checks.iter().filter(|c| c.name == name).collect();
+        assert_eq!(found.len(), 1, "{name}: {:#?}", v.checks);
+        found[0]
+    }
+
+    /// Only check `name` failed, and its detail holds each of `needles`.
+    fn only_failure(v: &Verification, name: &str, needles: &[&str]) {
+        let failed: Vec<&str> = v.failures().map(|c| c.name).collect();
+        assert_eq!(failed, [name], "{:#?}", v.checks);
+        let detail = &named(v, name).detail;
+        for needle in needles {
+            assert!(
+                detail.contains(needle),
+                "{name}: {needle:?} not in {detail}"
+            );
+        }
+    }
+
+    fn passed_all(v: &Verification) {
+        assert!(v.passed(), "{:#?}", v.failures().collect::<Vec<_>>());
+    }
+
+    /// The policy `nacre measure --policy-out` writes for the demo image, in `dir`.
+    fn demo_policy(dir: &Path) -> (PathBuf, ReferencePolicy) {
+        let measurements = crate::cli::measure::measure_bytes(
+            demo_bytes(),
+            crate::cli::measure::MeasurePlatform::All,
+            1,
+        )
+        .expect("the demo image measures");
+        let path = dir.join("demo.policy.toml");
+        let text = crate::cli::measure::policy_text(Path::new("demo.igvm"), &measurements);
+        crate::cli::measure::write_atomically(&path, &text).expect("write the policy");
+        let policy = ReferencePolicy::from_bytes(&std::fs::read(&path).expect("read"))
+            .expect("the written policy reads back");
+        (path, policy)
+    }
+
+    fn write_policy(dir: &Path, name: &str, policy: &ReferencePolicy) -> String {
+        let path = dir.join(name);
+        std::fs::write(&path, policy.to_toml("")).expect("write");
+        path.display().to_string()
+    }
+
+    #[test]
+    fn resigned_snp_evidence_fails_the_named_check_of_a_changed_field() {
+        use crate::emulated::snp::keys::fixture::signed_report_with;
+        let dir = scratch("cli-verify-snp-policy");
+        let k = keys();
+        let base = dir.join("keys");
+        write_snp_roots(&base);
+        std::fs::write(dir.join("vcek.der"), k.vcek_der()).expect("write");
+        let image = demo_image(nacre_loader::PlatformKind::Snp);
+        let (policy_path, policy) = demo_policy(&dir);
+        let policy_arg = policy_path.display().to_string();
+        let common = |policy: &str| {
+            vec![
+                "--vcek".to_owned(),
+                dir.join("vcek.der").display().to_string(),
+                "--allow-emulated".to_owned(),
+                "--emulated-keys".to_owned(),
+                base.display().to_string(),
+                "--policy".to_owned(),
+                policy.to_owned(),
+            ]
+        };
+        let run_with = |name: &str, edit: &dyn Fn(&mut AttestationReport), policy: &str| {
+            let path = dir.join(name);
+            std::fs::write(
+                &path,
+                signed_report_with(k, |r| {
+                    // Evidence of the demo image as the emulated processor reports it.
+                    r.measurement = image.measurement();
+                    r.policy = image.guest_policy;
+                    edit(r);
+                }),
+            )
+            .expect("write");
+            let args = common(policy);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            verification_of(&path, &args).expect("verification runs")
+        };
+
+        // The evidence of the image meets the policy `nacre measure` writes for it.
+        let v = run_with("good.bin", &|_| {}, &policy_arg);
+        passed_all(&v);
+        for name in [
+            "vmpl",
+            "measurement",
+            "host-data",
+            "guest-policy",
+            "family-id",
+        ] {
+            assert!(named(&v, name).passed, "{name}");
+        }
+
+        // Re-signed with another VMPL: `vmpl` fails, with the policy and without.
+        for vmpl in [1, 3] {
+            let edit = move |r: &mut AttestationReport| r.vmpl = vmpl;
+            let v = run_with("vmpl.bin", &edit, &policy_arg);
+            only_failure(&v, "vmpl", &["expected 0", &format!("VMPL {vmpl}")]);
+            let path = dir.join("vmpl.bin").display().to_string();
+            let no_policy = verification_of(
+                Path::new(&path),
+                &[
+                    "--vcek",
+                    &dir.join("vcek.der").display().to_string(),
+                    "--allow-emulated",
+                    "--emulated-keys",
+                    &base.display().to_string(),
+                ],
+            )
+            .expect("runs");
+            only_failure(&no_policy, "vmpl", &["the default"]);
+            // A policy that names that VMPL accepts it.
+            let mut other = policy.clone();
+            if let Some(snp) = other.snp.as_mut() {
+                snp.vmpl = Some(vmpl);
+            }
+            let other_arg = write_policy(&dir, "vmpl.toml", &other);
+            passed_all(&run_with("vmpl.bin", &edit, &other_arg));
+        }
+
+        // Re-signed with host data: `host-data` fails and names both values.
+        let edit = |r: &mut AttestationReport| r.host_data = [0x42; 32];
+        let v = run_with("host-data.bin", &edit, &policy_arg);
+        only_failure(
+            &v,
+            "host-data",
+            &["host_data", &"00".repeat(32), &"42".repeat(32)],
+        );
+        let mut other = policy.clone();
+        if let Some(snp) = other.snp.as_mut() {
+            snp.host_data = Some(nacre_verifier::policy::Bytes([0x42; 32]));
+        }
+        let other_arg = write_policy(&dir, "host-data.toml", &other);
+        passed_all(&run_with("host-data.bin", &edit, &other_arg));
+
+        // A debuggable launch fails the policy's DEBUG bit as well as policy-debug.
+        let edit = |r: &mut AttestationReport| r.policy |= 1 << 19;
+        let v = run_with("debug.bin", &edit, &policy_arg);
+        let failed: Vec<&str> = v.failures().map(|c| c.name).collect();
+        assert_eq!(failed, ["policy-debug", "guest-policy"], "{:#?}", v.checks);
+
+        // The policy's measurement and --measurement must agree.
+        let args = common(&policy_arg);
+        let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let zeros = "00".repeat(48);
+        args.extend(["--measurement", &zeros]);
+        let err = verification_of(&dir.join("good.bin"), &args).expect_err("they differ");
+        assert!(format!("{err:#}").contains("snp.measurement"), "{err:#}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn resigned_tdx_evidence_fails_the_named_check_of_a_changed_field() {
+        use crate::emulated::tdx::keys::fixture::{keys_in, quote_of};
+        use nacre_shared_abi::tdx_report::TdInfo;
+        use zerocopy::FromZeros;
+        let dir = scratch("cli-verify-tdx-policy");
+        let base = dir.join("keys");
+        let k = keys_in(&base);
+        let image = demo_image(nacre_loader::PlatformKind::Tdx);
+        let (policy_path, policy) = demo_policy(&dir);
+        let policy_arg = policy_path.display().to_string();
+        let keys_arg = base.display().to_string();
+        let run_with = |name: &str, edit: &dyn Fn(&mut TdInfo), policy: &str| {
+            // A TD of the demo image as the emulated TDX module reports it.
+            let mut td = TdInfo::new_zeroed();
+            td.attributes = image.td_attributes().expect("a TDX image");
+            td.xfam = 0xe7;
+            td.mr_td = image.measurement();
+            edit(&mut td);
+            let path = dir.join(name);
+            std::fs::write(&path, quote_of(&k, &td, &[7; 64])).expect("write");
+            verification_of(
+                &path,
+                &[
+                    "--allow-emulated",
+                    "--emulated-keys",
+                    &keys_arg,
+                    "--policy",
+                    policy,
+                ],
+            )
+            .expect("verification runs")
+        };
+
+        let v = run_with("good.dat", &|_| {}, &policy_arg);
+        passed_all(&v);
+        for name in [
+            "mrtd",
+            "mr-config-id",
+            "rtmr0",
+            "rtmr3",
+            "td-attribute-bits",
+        ] {
+            assert!(named(&v, name).passed, "{name}");
+        }
+
+        // Re-quoted with MRCONFIGID set by the host: `mr-config-id` fails.
+        let edit = |td: &mut TdInfo| td.mr_config_id = [0xc0; 48];
+        let v = run_with("config.dat", &edit, &policy_arg);
+        only_failure(
+            &v,
+            "mr-config-id",
+            &["mr_config_id", &"00".repeat(48), &"c0".repeat(48)],
+        );
+        let mut other = policy.clone();
+        if let Some(tdx) = other.tdx.as_mut() {
+            tdx.mr_config_id = Some(nacre_verifier::policy::Bytes([0xc0; 48]));
+        }
+        let other_arg = write_policy(&dir, "config.toml", &other);
+        passed_all(&run_with("config.dat", &edit, &other_arg));
+
+        // Re-quoted with an extended RTMR: that RTMR's check fails.
+        for i in 0..4 {
+            let edit = move |td: &mut TdInfo| td.rtmr[i] = [0x5e; 48];
+            let v = run_with("rtmr.dat", &edit, &policy_arg);
+            only_failure(&v, &format!("rtmr{i}"), &[&"5e".repeat(48)]);
+        }
+        let edit = |td: &mut TdInfo| td.rtmr[2] = [0x5e; 48];
+        let mut other = policy.clone();
+        if let Some(tdx) = other.tdx.as_mut() {
+            tdx.rtmr2 = Some(nacre_verifier::policy::Bytes([0x5e; 48]));
+        }
+        let other_arg = write_policy(&dir, "rtmr.toml", &other);
+        passed_all(&run_with("rtmr.dat", &edit, &other_arg));
+
+        // A migratable TD fails the policy's attribute bits.
+        let edit = |td: &mut TdInfo| td.attributes |= 1 << 29;
+        let v = run_with("migratable.dat", &edit, &policy_arg);
+        assert!(!named(&v, "td-attribute-bits").passed, "{:#?}", v.checks);
+
+        // A policy of SEV-SNP reference values only cannot be met by a quote.
+        let snp_only = ReferencePolicy {
+            tdx: None,
+            ..policy.clone()
+        };
+        let snp_arg = write_policy(&dir, "snp-only.toml", &snp_only);
+        let v = run_with("good.dat", &|_| {}, &snp_arg);
+        only_failure(&v, "policy-section", &["no [tdx] table"]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_policy_that_is_not_valid_is_unusable_input_naming_the_key() {
+        let dir = scratch("cli-verify-bad-policy");
+        let k = keys();
+        std::fs::write(dir.join("report.bin"), signed_report(k, [1; 48], [2; 64])).expect("write");
+        std::fs::write(dir.join("vcek.der"), k.vcek_der()).expect("write");
+        for (text, needle) in [
+            ("[snp]\nhost_dat = \"00\"\n", "unknown field `host_dat`"),
+            (
+                "[snp]\nhost_data = \"00\"\n",
+                "expected 64 hex digits (32 bytes)",
+            ),
+            (
+                "[tdx]\nrtmr1 = \"xyz\"\n",
+                "expected 96 hex digits (48 bytes)",
+            ),
+            ("[snp]\nvmpl = 7\n", "VMPLs are 0 to 3"),
+            ("[snp.current_tcb_minimum]\nsnp = \"8\"\n", "invalid type"),
+            ("", "needs an [snp] table"),
+        ] {
+            let path = dir.join("policy.toml");
+            std::fs::write(&path, text).expect("write");
+            let err = run(&args(&dir, &["--policy", &path.display().to_string()]))
+                .expect_err("not a valid policy");
+            let message = format!("{err:#}");
+            assert!(message.contains("as a reference-value policy"), "{message}");
+            assert!(message.contains(needle), "{text:?}: {message}");
+        }
+        let missing = dir.join("absent.toml").display().to_string();
+        let err = run(&args(&dir, &["--policy", &missing])).expect_err("no file");
+        assert!(
+            format!("{err:#}").contains("cannot read the policy"),
+            "{err:#}"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -27,6 +27,9 @@
 //! Evidence under an emulated root verifies only when the caller gave that root in
 //! the [`TrustAnchors`], and the verification then says so ([`Trust::Emulated`]).
 //!
+//! A reference-value policy ([`policy::ReferencePolicy`], a TOML file) in
+//! [`Expectations::reference`] adds a named check for each report field it names.
+//!
 //! Sources: docs/specs.md 4.2-4.5 (SNP report, policy, TCB_VERSION, certificate chain) and
 //! 6.5-6.6 (TDREPORT, quote v4/v5).
 
@@ -34,6 +37,7 @@
 
 pub mod crl;
 pub mod evidence;
+pub mod policy;
 pub mod roots;
 pub mod snp;
 pub mod tdx;
@@ -173,6 +177,11 @@ pub struct Expectations {
     /// equal, or the TD attributes, whose DEBUG, SEPT_VE_DISABLE and MIGRATABLE
     /// bits the quote's must have.
     pub policy: Option<u64>,
+    /// Reference values of report fields ([`policy`]): each one the policy names is a
+    /// check of its own; its measurement is the expected one (and must agree with
+    /// [`Self::measurement`] when both are given), its SNP VMPL the one the `vmpl`
+    /// check requires instead of 0.
+    pub reference: Option<policy::ReferencePolicy>,
 }
 
 impl Expectations {
@@ -201,17 +210,62 @@ impl Expectations {
         Ok(())
     }
 
-    /// The check of an expected measurement, if one was given.
-    pub(crate) fn measurement_check(&self, name: &'static str, actual: &[u8]) -> Option<Check> {
-        let expected = self.measurement.as_ref()?;
+    /// The measurement `kind` of evidence must carry: [`Self::measurement`], else the
+    /// reference policy's (`snp.measurement` or `tdx.mrtd`); `Err` says how the two
+    /// differ when both are given.
+    pub fn expected_measurement(&self, kind: EvidenceKind) -> Result<Option<Vec<u8>>, String> {
+        let (key, from_policy) = match kind {
+            EvidenceKind::SnpReport => (
+                "snp.measurement",
+                self.reference
+                    .as_ref()
+                    .and_then(|p| p.snp.as_ref())
+                    .and_then(|s| s.measurement),
+            ),
+            EvidenceKind::TdxQuote => (
+                "tdx.mrtd",
+                self.reference
+                    .as_ref()
+                    .and_then(|p| p.tdx.as_ref())
+                    .and_then(|t| t.mrtd),
+            ),
+        };
+        match (&self.measurement, from_policy) {
+            (Some(given), Some(policy)) if given[..] != policy.0[..] => Err(format!(
+                "the expected measurement {} (--measurement or --image) and the policy's {key} \
+                 {policy} differ",
+                hex::encode(given)
+            )),
+            (Some(given), _) => Ok(Some(given.clone())),
+            (None, policy) => Ok(policy.map(|p| p.0.to_vec())),
+        }
+    }
+
+    /// The check of an expected measurement of `kind` of evidence, if one was given
+    /// (or the policy has one).
+    pub(crate) fn measurement_check(
+        &self,
+        name: &'static str,
+        kind: EvidenceKind,
+        actual: &[u8],
+    ) -> Option<Check> {
+        let expected = match self.expected_measurement(kind) {
+            Ok(expected) => expected?,
+            Err(conflict) => return Some(Check::fail(name, conflict)),
+        };
+        let source = if self.measurement.is_none() {
+            " (the policy's)"
+        } else {
+            ""
+        };
         Some(if expected[..] == *actual {
-            Check::pass(name, format!("{} as expected", hex::encode(actual)))
+            Check::pass(name, format!("{} as expected{source}", hex::encode(actual)))
         } else {
             Check::fail(
                 name,
                 format!(
-                    "expected {}, the evidence has {}",
-                    hex::encode(expected),
+                    "expected {}{source}, the evidence has {}",
+                    hex::encode(&expected),
                     hex::encode(actual)
                 ),
             )
@@ -285,6 +339,10 @@ impl<'a> Inputs<'a> {
 /// Verify `evidence` with `inputs`: every check is run and recorded.
 pub fn verify(evidence: &Evidence, inputs: &Inputs<'_>) -> Result<Verification, AttestError> {
     inputs.expect.validate()?;
+    inputs
+        .expect
+        .expected_measurement(evidence.kind())
+        .map_err(AttestError::Inputs)?;
     match evidence {
         Evidence::Snp(report) => {
             if inputs.collateral.is_some() {
@@ -604,6 +662,7 @@ mod tests {
             report_data: Some(vec![1; 32]),
             allow_debug: false,
             policy: None,
+            reference: None,
         };
         assert!(ok.validate().is_ok());
         let short = Expectations {

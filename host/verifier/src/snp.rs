@@ -23,6 +23,7 @@ use x509_cert::der::asn1::{Ia5StringRef, Utf8StringRef};
 use x509_cert::der::{Decode, Tag};
 
 use super::crl::Crl;
+use super::policy;
 use super::roots::{AmdRoot, EmulatedRoot, TrustAnchors};
 use super::time;
 use super::x509::{Cert, X509Error};
@@ -68,6 +69,8 @@ pub mod check {
     pub const REPORT_DATA: &str = "report-data";
     /// With an image: the report's POLICY is the one the image declares.
     pub const POLICY: &str = "policy";
+    /// VMPL is 0, or the reference policy's `snp.vmpl` (run on every report).
+    pub const VMPL: &str = crate::policy::check::VMPL;
     /// With the ARK's CRL: it is the ARK's, current, and does not list the ASK.
     pub const ASK_NOT_REVOKED: &str = "ask-not-revoked";
 }
@@ -385,8 +388,21 @@ pub fn verify_report(
             )
         });
     }
-    checks.extend(expect.measurement_check(check::MEASUREMENT, &report.measurement));
+    checks.push(policy::check::snp_vmpl(
+        report,
+        expect.reference.as_ref().and_then(|p| p.snp.as_ref()),
+    ));
+    checks.extend(expect.measurement_check(
+        check::MEASUREMENT,
+        EvidenceKind::SnpReport,
+        &report.measurement,
+    ));
     checks.extend(expect.report_data_check(check::REPORT_DATA, &report.report_data));
+    checks.extend(policy::check::snp(
+        expect.reference.as_ref(),
+        report,
+        product,
+    ));
 
     Ok(Verification {
         kind: EvidenceKind::SnpReport,

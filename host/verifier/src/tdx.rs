@@ -555,8 +555,9 @@ pub fn verify_quote(
             )
         });
     }
-    checks.extend(expect.measurement_check(check::MRTD, &quote.body.mr_td));
+    checks.extend(expect.measurement_check(check::MRTD, EvidenceKind::TdxQuote, &quote.body.mr_td));
     checks.extend(expect.report_data_check(check::REPORT_DATA, &quote.body.report_data));
+    checks.extend(super::policy::check::tdx(expect.reference.as_ref(), quote));
     if let Some(collateral) = collateral {
         checks.push(tcb_status(quote, root, at, collateral));
     }

@@ -344,6 +344,33 @@ impl GuestPolicy {
     }
 }
 
+/// `platform_info` (u64 at 0x040): how the platform was configured when the report
+/// was made (docs/specs.md 4.2). Bit 6 and bits 63:8 are reserved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PlatformInfo(pub u64);
+
+impl PlatformInfo {
+    /// Bit 0: SMT is enabled on the platform (SMT_EN).
+    pub const SMT_EN: u64 = 1 << 0;
+    /// Bit 1: transparent SME is enabled (TSME_EN).
+    pub const TSME_EN: u64 = 1 << 1;
+    /// Bit 2: the platform uses error-correcting memory (ECC_EN).
+    pub const ECC_EN: u64 = 1 << 2;
+    /// Bit 3: the running average power limit is disabled (RAPL_DIS).
+    pub const RAPL_DIS: u64 = 1 << 3;
+    /// Bit 4: ciphertext hiding is enabled (CIPHERTEXT_HIDING_EN).
+    pub const CIPHERTEXT_HIDING_EN: u64 = 1 << 4;
+    /// Bit 5: the memory alias check completed (ALIAS_CHECK_COMPLETE).
+    pub const ALIAS_CHECK_COMPLETE: u64 = 1 << 5;
+    /// Bit 7: SEV-TIO is enabled (TIO_EN).
+    pub const TIO_EN: u64 = 1 << 7;
+
+    /// Whether every bit of `mask` is set.
+    pub const fn has(self, mask: u64) -> bool {
+        self.0 & mask == mask
+    }
+}
+
 /// Which key signed the report: `signer_info` bits 4:2 (docs/specs.md 4.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SigningKey {

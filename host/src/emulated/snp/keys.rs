@@ -1014,15 +1014,27 @@ pub(crate) mod fixture {
         measurement: [u8; 48],
         report_data: [u8; 64],
     ) -> [u8; ATTESTATION_REPORT_SIZE] {
+        signed_report_with(keys, |r| {
+            r.measurement = measurement;
+            r.report_data = report_data;
+        })
+    }
+
+    /// The real Milan report of `tests/vectors` with the emulated TCB and chip ID of
+    /// `keys`, changed by `edit`, then signed by `keys`: evidence whose every field a
+    /// test chooses and whose signature verifies.
+    pub fn signed_report_with(
+        keys: &EmulatedSnpKeys,
+        edit: impl FnOnce(&mut AttestationReport),
+    ) -> [u8; ATTESTATION_REPORT_SIZE] {
         let bytes = decode_hex(&read("virtee-sev", "report_milan.hex")).expect("the report is hex");
         let mut r = AttestationReport::from_bytes(&bytes).expect("the Milan report");
-        r.measurement = measurement;
-        r.report_data = report_data;
         r.chip_id = *keys.chip_id();
         r.current_tcb = keys.tcb();
         r.reported_tcb = keys.tcb();
         r.committed_tcb = keys.tcb();
         r.launch_tcb = keys.tcb();
+        edit(&mut r);
         let mut report = [0u8; ATTESTATION_REPORT_SIZE];
         report.copy_from_slice(r.as_bytes());
         keys.sign_report(&mut report);

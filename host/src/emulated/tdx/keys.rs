@@ -838,3 +838,29 @@ fn generate() -> Result<Generated, KeysError> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+pub(crate) mod fixture {
+    //! Quotes of any TD from an emulated hierarchy, for tests that re-sign evidence.
+
+    use super::*;
+    use crate::emulated::tdx::module::{emulated_tee_tcb_info, TdxReportKey};
+    use crate::emulated::tdx::quoting::QuotingEnclave;
+    use nacre_shared_abi::tdx_report::TdInfo;
+
+    /// A new hierarchy in the `tdx` folder of the emulated keys' base directory
+    /// `base` (where `nacre verify --emulated-keys base` finds its root).
+    pub fn keys_in(base: &Path) -> EmulatedTdxKeys {
+        EmulatedTdxKeys::load_or_create(&base.join(TDX_FOLDER)).expect("create the keys")
+    }
+
+    /// A quote, by the emulated QE of `keys`, of a TDREPORT of `td` carrying
+    /// `report_data`, made by a fresh emulated TDX module.
+    pub fn quote_of(keys: &EmulatedTdxKeys, td: &TdInfo, report_data: &[u8; 64]) -> Vec<u8> {
+        let report_key = TdxReportKey::generate().expect("a report key");
+        let report = report_key.td_report(td, &emulated_tee_tcb_info(), report_data);
+        QuotingEnclave::new()
+            .quote(keys, &report_key, &report)
+            .expect("the QE quotes its own platform's report")
+    }
+}

@@ -106,6 +106,7 @@ fn milan_report_verifies_with_its_chain_and_vcek() {
         report_data: decode_hex(REPORT_DATA.as_bytes()).ok(),
         allow_debug: false,
         policy: None,
+        reference: None,
     };
     let v = crate::verify(&evidence, &inputs).expect("verification runs");
     assert!(v.passed(), "{:#?}", v.failures().collect::<Vec<_>>());

@@ -75,6 +75,7 @@ fn real_quote_verifies_at_a_pinned_time() {
         report_data: decode_hex(REPORT_DATA.as_bytes()).ok(),
         allow_debug: false,
         policy: None,
+        reference: None,
     };
     let verification = crate::verify(&evidence, &inputs).expect("verification runs");
     assert!(verification.passed());
@@ -171,6 +172,7 @@ fn wrong_expected_values_and_debug_fail_by_name() {
             report_data: Some(vec![0x6c, 0x63]),
             allow_debug: false,
             policy: None,
+            reference: None,
         },
     )
     .expect("runs");

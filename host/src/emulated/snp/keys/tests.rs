@@ -38,6 +38,7 @@ fn verify_with(
             report_data: Some(REPORT_DATA.to_vec()),
             allow_debug: false,
             policy: None,
+            reference: None,
         },
         SystemTime::now(),
     )

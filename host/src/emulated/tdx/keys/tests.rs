@@ -128,6 +128,7 @@ fn expect_td() -> Expectations {
         report_data: Some(REPORT_DATA.to_vec()),
         allow_debug: false,
         policy: None,
+        reference: None,
     }
 }
 
@@ -226,6 +227,7 @@ fn expectations_of_another_td_fail() {
         report_data: Some(b"another nonce".to_vec()),
         allow_debug: false,
         policy: None,
+        reference: None,
     };
     let v = verify_quote(
         &Quote::parse(&bytes).expect("parses"),
