@@ -2,7 +2,8 @@
 
 use super::{EXIT_GUEST_TERMINATED, EXIT_MEMORY_VIOLATION};
 use crate::exits::RunError;
-use crate::platform::launch::{Hostile, LaunchConfig};
+use crate::platform::hostile::Hostile;
+use crate::platform::launch::LaunchConfig;
 use crate::platform::{self, Registration, Stop, Vm};
 use crate::stats::Stats;
 use crate::vmm::vcpu;
