@@ -73,11 +73,15 @@ impl FwError {
                 .hex(info1)
                 .push(" info2 ")
                 .hex(info2),
-            Self::PageStateChange { gfn, detail } => b
-                .push("page-state change at gfn ")
-                .hex(gfn)
-                .push(" failed: ")
-                .hex(detail),
+            Self::PageStateChange { gfn, detail } => {
+                b.push("page-state change at gfn ")
+                    .hex(gfn)
+                    .push(" failed: ");
+                match crate::platform::snp::psc::refused::describe(detail) {
+                    Some(why) => b.push(why),
+                    None => b.push("host error ").hex(detail),
+                }
+            }
             Self::Pvalidate { gpa, rc } => b
                 .push("PVALIDATE of ")
                 .hex(gpa)
