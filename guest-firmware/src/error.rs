@@ -19,6 +19,9 @@ pub enum FwError {
         info1: u64,
         info2: u64,
     },
+    /// The host's answer to a GHCB call lacks a field the call's answer must mark
+    /// valid (a value read back).
+    GhcbAnswer { exit_code: u64 },
     /// A page-state change failed or the host's progress report was invalid.
     PageStateChange { gfn: u64, detail: u64 },
     /// PVALIDATE failed.
@@ -73,6 +76,10 @@ impl FwError {
                 .hex(info1)
                 .push(" info2 ")
                 .hex(info2),
+            Self::GhcbAnswer { exit_code } => b
+                .push("the host's answer to GHCB call ")
+                .hex(exit_code)
+                .push(" does not mark its value valid"),
             Self::PageStateChange { gfn, detail } => {
                 b.push("page-state change at gfn ")
                     .hex(gfn)
@@ -136,7 +143,7 @@ impl FwError {
             Self::MemoryMap => 2,
             Self::NotSnp => 3,
             Self::MsrProtocol => 4,
-            Self::Ghcb { .. } => 5,
+            Self::Ghcb { .. } | Self::GhcbAnswer { .. } => 5,
             Self::PageStateChange { .. } => 6,
             Self::Pvalidate { .. } => 7,
             Self::AlreadyValidated { .. } => 8,
@@ -161,7 +168,7 @@ mod tests {
 
     /// One of each variant with its termination code: the codes are part of the
     /// contract with the host (`nacre run` names them), so they never change.
-    const ALL: [(FwError, u8); 19] = [
+    const ALL: [(FwError, u8); 20] = [
         (FwError::BootInfo, 1),
         (FwError::MemoryMap, 2),
         (FwError::NotSnp, 3),
@@ -174,6 +181,7 @@ mod tests {
             },
             5,
         ),
+        (FwError::GhcbAnswer { exit_code: 0 }, 5),
         (FwError::PageStateChange { gfn: 0, detail: 0 }, 6),
         (FwError::Pvalidate { gpa: 0, rc: None }, 7),
         (FwError::AlreadyValidated { gpa: 0 }, 8),
