@@ -55,6 +55,9 @@ pub enum FwError {
     /// The host refused an access to a local APIC register through the platform's
     /// protocol (`status`: SW_EXITINFO1 on SEV-SNP, the TDVMCALL status on TDX).
     Apic { msr: u32, status: u64 },
+    /// SEV-SNP: the CPUID instruction contradicts the measured CPUID page on `leaf`,
+    /// a leaf whose bits the firmware acts on.
+    CpuidMismatch { leaf: u32 },
 }
 
 impl FwError {
@@ -129,6 +132,10 @@ impl FwError {
                 .hex(u64::from(msr))
                 .push(": status ")
                 .hex(status),
+            Self::CpuidMismatch { leaf } => b
+                .push("CPUID leaf ")
+                .hex(u64::from(leaf))
+                .push(" contradicts the measured CPUID page"),
         };
     }
 }
@@ -158,6 +165,7 @@ impl FwError {
             Self::HostRequest => 17,
             Self::Attestation { .. } => 18,
             Self::Apic { .. } => 19,
+            Self::CpuidMismatch { .. } => 20,
         }
     }
 }
@@ -168,7 +176,7 @@ mod tests {
 
     /// One of each variant with its termination code: the codes are part of the
     /// contract with the host (`nacre run` names them), so they never change.
-    const ALL: [(FwError, u8); 20] = [
+    const ALL: [(FwError, u8); 21] = [
         (FwError::BootInfo, 1),
         (FwError::MemoryMap, 2),
         (FwError::NotSnp, 3),
@@ -203,6 +211,7 @@ mod tests {
         (FwError::HostRequest, 17),
         (FwError::Attestation { code: 0 }, 18),
         (FwError::Apic { msr: 0, status: 0 }, 19),
+        (FwError::CpuidMismatch { leaf: 0 }, 20),
     ];
 
     #[test]
