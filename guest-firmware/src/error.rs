@@ -19,6 +19,9 @@ pub enum FwError {
         info1: u64,
         info2: u64,
     },
+    /// The host's answer to a GHCB call lacks a field the call's answer must mark
+    /// valid (a value read back).
+    GhcbAnswer { exit_code: u64 },
     /// A page-state change failed or the host's progress report was invalid.
     PageStateChange { gfn: u64, detail: u64 },
     /// PVALIDATE failed.
@@ -52,6 +55,9 @@ pub enum FwError {
     /// The host refused an access to a local APIC register through the platform's
     /// protocol (`status`: SW_EXITINFO1 on SEV-SNP, the TDVMCALL status on TDX).
     Apic { msr: u32, status: u64 },
+    /// SEV-SNP: the CPUID instruction contradicts the measured CPUID page on `leaf`,
+    /// a leaf whose bits the firmware acts on.
+    CpuidMismatch { leaf: u32 },
 }
 
 impl FwError {
@@ -73,11 +79,19 @@ impl FwError {
                 .hex(info1)
                 .push(" info2 ")
                 .hex(info2),
-            Self::PageStateChange { gfn, detail } => b
-                .push("page-state change at gfn ")
-                .hex(gfn)
-                .push(" failed: ")
-                .hex(detail),
+            Self::GhcbAnswer { exit_code } => b
+                .push("the host's answer to GHCB call ")
+                .hex(exit_code)
+                .push(" does not mark its value valid"),
+            Self::PageStateChange { gfn, detail } => {
+                b.push("page-state change at gfn ")
+                    .hex(gfn)
+                    .push(" failed: ");
+                match crate::platform::snp::psc::refused::describe(detail) {
+                    Some(why) => b.push(why),
+                    None => b.push("host error ").hex(detail),
+                }
+            }
             Self::Pvalidate { gpa, rc } => b
                 .push("PVALIDATE of ")
                 .hex(gpa)
@@ -118,6 +132,10 @@ impl FwError {
                 .hex(u64::from(msr))
                 .push(": status ")
                 .hex(status),
+            Self::CpuidMismatch { leaf } => b
+                .push("CPUID leaf ")
+                .hex(u64::from(leaf))
+                .push(" contradicts the measured CPUID page"),
         };
     }
 }
@@ -132,7 +150,7 @@ impl FwError {
             Self::MemoryMap => 2,
             Self::NotSnp => 3,
             Self::MsrProtocol => 4,
-            Self::Ghcb { .. } => 5,
+            Self::Ghcb { .. } | Self::GhcbAnswer { .. } => 5,
             Self::PageStateChange { .. } => 6,
             Self::Pvalidate { .. } => 7,
             Self::AlreadyValidated { .. } => 8,
@@ -147,6 +165,7 @@ impl FwError {
             Self::HostRequest => 17,
             Self::Attestation { .. } => 18,
             Self::Apic { .. } => 19,
+            Self::CpuidMismatch { .. } => 20,
         }
     }
 }
@@ -157,7 +176,7 @@ mod tests {
 
     /// One of each variant with its termination code: the codes are part of the
     /// contract with the host (`nacre run` names them), so they never change.
-    const ALL: [(FwError, u8); 19] = [
+    const ALL: [(FwError, u8); 21] = [
         (FwError::BootInfo, 1),
         (FwError::MemoryMap, 2),
         (FwError::NotSnp, 3),
@@ -170,6 +189,7 @@ mod tests {
             },
             5,
         ),
+        (FwError::GhcbAnswer { exit_code: 0 }, 5),
         (FwError::PageStateChange { gfn: 0, detail: 0 }, 6),
         (FwError::Pvalidate { gpa: 0, rc: None }, 7),
         (FwError::AlreadyValidated { gpa: 0 }, 8),
@@ -191,6 +211,7 @@ mod tests {
         (FwError::HostRequest, 17),
         (FwError::Attestation { code: 0 }, 18),
         (FwError::Apic { msr: 0, status: 0 }, 19),
+        (FwError::CpuidMismatch { leaf: 0 }, 20),
     ];
 
     #[test]

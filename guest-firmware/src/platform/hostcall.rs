@@ -317,6 +317,37 @@ mod tests {
     }
 
     #[test]
+    fn a_write_or_poll_reply_beyond_the_request_is_refused() {
+        let mut s = Shared::new();
+        let mut a = s.area();
+        let va = s.mem.as_ptr() as u64;
+        assert_eq!(
+            a.exchange(write_request(1, 17), host(va, |h| h.result = 18)),
+            Err(FwError::Hostcall),
+            "a write of more than was sent"
+        );
+        assert_eq!(
+            a.exchange(write_request(1, 17), host(va, |h| h.result = 17)),
+            Ok(Ok(17))
+        );
+        let poll = HostcallHeader {
+            op: HostcallOp::Poll as u32,
+            arg: nacre_shared_abi::hostcall::POLL_STDIN_READABLE,
+            ..Default::default()
+        };
+        let stdout_too = nacre_shared_abi::hostcall::POLL_STDOUT_WRITABLE;
+        assert_eq!(
+            a.exchange(poll, host(va, move |h| h.result = h.arg | stdout_too)),
+            Err(FwError::Hostcall),
+            "an fd the guest did not ask about"
+        );
+        assert_eq!(
+            a.exchange(poll, host(va, |h| h.result = h.arg)),
+            Ok(Ok(poll.arg))
+        );
+    }
+
+    #[test]
     fn exit_never_returns_a_reply() {
         let mut s = Shared::new();
         let mut a = s.area();

@@ -375,11 +375,13 @@ pub fn apic_msr(msr: u32, write: Option<u64>) -> u64 {
         Some(Running {
             kind: PlatformKind::Snp,
             backend,
-        }) => snp::ghcb::apic_msr(backend, msr, write).unwrap_or_else(|e| {
-            refused(match e {
-                snp::ghcb::ApicMsrError::Refused { info1, .. } => info1,
-                snp::ghcb::ApicMsrError::NoGhcb | snp::ghcb::ApicMsrError::NoValue => 0,
-            })
+        }) => snp::ghcb::apic_msr(backend, msr, write).unwrap_or_else(|e| match e {
+            snp::ghcb::ApicMsrError::Refused { info1, .. } => refused(info1),
+            snp::ghcb::ApicMsrError::NoGhcb => refused(0),
+            // An answer without its value is a malformed answer, not a refusal.
+            snp::ghcb::ApicMsrError::NoValue => crate::fatal_error(FwError::GhcbAnswer {
+                exit_code: nacre_shared_abi::snp::ghcb::exit_code::MSR,
+            }),
         }),
         Some(Running {
             kind: PlatformKind::Tdx,

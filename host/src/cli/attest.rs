@@ -12,7 +12,8 @@ use nacre_verifier::{Evidence, EvidenceKind as VerifiedKind};
 use std::path::PathBuf;
 
 /// The firmware's termination reason when the platform gave it no evidence (reason
-/// set 3, code 18: `nacre run`'s table of reasons).
+/// set 3, code 18: `nacre run`'s table of reasons). A TD's fatal error carries the
+/// firmware's codes of set 3 in its low byte.
 const NO_EVIDENCE: (u8, u8) = (3, 18);
 
 /// Arguments of `nacre attest`.
@@ -83,6 +84,36 @@ pub struct AttestArgs {
     pub snp_certs: Option<PathBuf>,
 }
 
+/// Why the guest stopped, in words, for a boot that ended without evidence: the
+/// firmware's termination reason (by the GHCB protocol or a TD's ReportFatalError),
+/// the rule the host stopped it for, or what it did instead.
+fn why_no_evidence(stop: &Stop, platform: &str) -> String {
+    let firmware = |set: u8, code: u8, how: String| {
+        let hint = if (set, code) == NO_EVIDENCE {
+            format!("; `nacre host-check --platform {platform}` lists what attestation needs")
+        } else {
+            String::new()
+        };
+        format!("{} ({how}){hint}", super::run::reason(set, code))
+    };
+    match stop {
+        Stop::GuestTerminated { set, code } => {
+            firmware(*set, *code, format!("reason set {set}, code {code}"))
+        }
+        Stop::TdFatalError { code } => firmware(
+            NO_EVIDENCE.0,
+            (code & 0xFF) as u8,
+            format!("TD fatal error {code:#x}"),
+        ),
+        Stop::MemoryViolation { gpa, view, rule } => {
+            format!("{view} access to GPA {gpa:#x}: {rule}")
+        }
+        Stop::ProtocolViolation(msg) => msg.clone(),
+        Stop::AppExit(status) => format!("the app ran and exited with status {status}"),
+        Stop::Evidence { .. } => "it sent evidence".into(),
+    }
+}
+
 /// Attest; the evidence file is written only when evidence came back.
 pub fn run(a: &AttestArgs) -> anyhow::Result<()> {
     let nonce = parse_nonce(&a.nonce).map_err(|e| anyhow::anyhow!("--nonce: {e}"))?;
@@ -102,19 +133,10 @@ pub fn run(a: &AttestArgs) -> anyhow::Result<()> {
     let stop = run_vm(&mut vm).with_context(|| format!("cannot run {}", a.image.display()))?;
     let (kind, raw) = match stop {
         Stop::Evidence { kind, bytes } => (kind, bytes),
-        Stop::GuestTerminated { set, code } => bail!(
-            "the guest stopped before it gave evidence: {} (reason set {set}, code {code}){}",
-            super::run::reason(set, code),
-            if (set, code) == NO_EVIDENCE {
-                format!(
-                    "; `nacre host-check --platform {}` lists what attestation needs",
-                    a.platform.name
-                )
-            } else {
-                String::new()
-            }
+        other => bail!(
+            "the guest stopped before it gave evidence: {}",
+            why_no_evidence(&other, a.platform.name)
         ),
-        other => bail!("the guest stopped before it gave evidence: {other:?}"),
     };
     // The guest's bytes are untrusted: they must at least decode as what it says.
     let evidence = Evidence::parse(&raw).context("the guest's evidence does not decode")?;
@@ -180,4 +202,34 @@ pub fn run(a: &AttestArgs) -> anyhow::Result<()> {
         bail!("the evidence's measurement {measurement} is not the image's ({predicted})");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vmm::memory::View;
+
+    #[test]
+    fn a_boot_without_evidence_says_why_in_words() {
+        let td = why_no_evidence(&Stop::TdFatalError { code: 12 }, "emulated-tdx");
+        assert!(td.contains("hostcall reply was malformed"), "{td}");
+        assert!(td.contains("TD fatal error 0xc"), "{td}");
+        let snp = why_no_evidence(&Stop::GuestTerminated { set: 3, code: 18 }, "emulated-snp");
+        assert!(snp.contains("no attestation evidence"), "{snp}");
+        assert!(snp.contains("host-check --platform emulated-snp"), "{snp}");
+        let none = why_no_evidence(&Stop::TdFatalError { code: 18 }, "tdx");
+        assert!(none.contains("host-check --platform tdx"), "{none}");
+        let memory = why_no_evidence(
+            &Stop::MemoryViolation {
+                gpa: 0x2000,
+                view: View::Private,
+                rule: "a rule",
+            },
+            "emulated-snp",
+        );
+        assert!(
+            memory.contains("0x2000") && memory.contains("a rule"),
+            "{memory}"
+        );
+    }
 }

@@ -2,7 +2,8 @@
 
 use super::{EXIT_GUEST_TERMINATED, EXIT_MEMORY_VIOLATION};
 use crate::exits::RunError;
-use crate::platform::launch::{Hostile, LaunchConfig};
+use crate::platform::hostile::Hostile;
+use crate::platform::launch::LaunchConfig;
 use crate::platform::{self, Registration, Stop, Vm};
 use crate::stats::Stats;
 use crate::vmm::vcpu;
@@ -274,6 +275,7 @@ pub fn reason(set: u8, code: u8) -> &'static str {
         (3, 17) => "the host's request in the parameter page was refused",
         (3, 18) => "the platform gave no attestation evidence",
         (3, 19) => "the host refused a local APIC register access",
+        (3, 20) => "the host's CPUID contradicts the measured CPUID page",
         (3, 0xFE) => "firmware bug",
         _ => "unknown reason",
     }
@@ -324,6 +326,16 @@ mod tests {
             let e = cpus_of(&["nacre", "run", "x.igvm", &arg]).unwrap_err();
             assert!(e.contains("1 to 16"), "{bad:?}: {e}");
         }
+    }
+
+    /// Every termination code the firmware reports (guest-firmware `error.rs`,
+    /// `FwError::term_code`) is named.
+    #[test]
+    fn every_firmware_termination_code_has_a_reason() {
+        for code in 1..=20 {
+            assert_ne!(reason(3, code), "unknown reason", "code {code}");
+        }
+        assert_eq!(reason(3, 21), "unknown reason");
     }
 
     #[test]

@@ -10,7 +10,7 @@ use crate::stats::{syscall_name, RunCounters};
 use crate::vmm::memory::{GuestMemory, MemoryError};
 use nacre_shared_abi::hostcall::{
     terminal_reply_size, ClockReply, EvidenceKind, HostcallHeader, HostcallOp, HOSTCALL_AREA_SIZE,
-    HOSTCALL_DATA_OFFSET, POLL_FOREVER, POLL_STDERR_WRITABLE, POLL_STDIN_READABLE,
+    HOSTCALL_DATA_OFFSET, POLL_ALL, POLL_FOREVER, POLL_STDERR_WRITABLE, POLL_STDIN_READABLE,
     POLL_STDOUT_WRITABLE, TERMINAL_NOT_A_TTY,
 };
 use nacre_shared_abi::layout::PAGE_SIZE_4K;
@@ -21,14 +21,25 @@ use zerocopy::{FromBytes, IntoBytes};
 /// EIO (Linux `asm-generic/errno-base.h`), for host I/O errors without an errno.
 const EIO: u64 = 5;
 
-/// How a test makes the host lie in its hostcall replies (`NACRE_TEST_HOSTILE`).
+/// How a test makes the host lie in its hostcall replies (`NACRE_TEST_HOSTILE`,
+/// [`crate::platform::hostile`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HostileHostcall {
     /// Claim a console read returned one byte more than the guest asked for.
     OverlongRead,
     /// Return from sleeps at once.
     EarlyWake,
+    /// Claim the first console write took one byte more than the guest sent.
+    OverlongWrite,
+    /// Report an fd ready in a poll's answer that the guest did not ask about.
+    PollUnaskedFd,
+    /// Answer each clock call with a time an hour before the previous answer (the
+    /// first an hour before the host's clock).
+    ClockBackwards,
 }
+
+/// How far back [`HostileHostcall::ClockBackwards`] sets each clock answer.
+const CLOCK_STEP_BACK_NS: u64 = 3600 * 1_000_000_000;
 
 /// The host's side of the console and clocks.
 #[derive(Debug, Default)]
@@ -43,6 +54,10 @@ pub struct HostcallHost {
     pub expect_evidence: bool,
     /// Reused buffer for data going through the area.
     buffer: Vec<u8>,
+    /// Whether a lie told once ([`HostileHostcall::OverlongWrite`]) was told.
+    lie_told: bool,
+    /// The last clock answer (what [`HostileHostcall::ClockBackwards`] goes back from).
+    last_clock: Option<ClockReply>,
 }
 
 /// What one operation's handler decided.
@@ -99,7 +114,7 @@ pub fn serve(
         HostcallOp::Exit => exit(mem, stats, &h, data)?,
         HostcallOp::Clock => clock(mem, host, &mut h, data)?,
         HostcallOp::Sleep => sleep(host, &h),
-        HostcallOp::Poll => poll(&mut h),
+        HostcallOp::Poll => poll(host, &mut h),
         HostcallOp::Terminal => terminal(mem, &mut h, data)?,
         HostcallOp::Evidence => evidence(mem, host, &h, data)?,
     };
@@ -159,6 +174,10 @@ fn write(
         }
     }
     h.result = done;
+    if host.hostile == Some(HostileHostcall::OverlongWrite) && !host.lie_told {
+        host.lie_told = true;
+        h.result = h.len + 1;
+    }
     Ok(Reply::Resume)
 }
 
@@ -183,6 +202,10 @@ fn write_buffered(
         Ok(()) => h.result = h.len,
         Err(e) if done == 0 => h.status = os_errno(&e),
         Err(_) => h.result = done,
+    }
+    if host.hostile == Some(HostileHostcall::OverlongWrite) && !host.lie_told {
+        host.lie_told = true;
+        h.result = h.len + 1;
     }
     Ok(Reply::Resume)
 }
@@ -274,7 +297,7 @@ fn evidence(
 /// Clock: the host's wall-clock and monotonic time and the TSC frequency.
 fn clock(
     mem: &GuestMemory,
-    host: &HostcallHost,
+    host: &mut HostcallHost,
     h: &mut HostcallHeader,
     data: u64,
 ) -> Result<Reply, MemoryError> {
@@ -289,11 +312,17 @@ fn clock(
             .saturating_mul(1_000_000_000)
             .saturating_add(t.tv_nsec as u64)
     };
-    let reply = ClockReply {
+    let mut reply = ClockReply {
         realtime_ns: ns(libc::CLOCK_REALTIME),
         monotonic_ns: ns(libc::CLOCK_MONOTONIC),
         tsc_khz: host.tsc_khz,
     };
+    if host.hostile == Some(HostileHostcall::ClockBackwards) {
+        let last = host.last_clock.unwrap_or(reply);
+        reply.realtime_ns = last.realtime_ns.saturating_sub(CLOCK_STEP_BACK_NS);
+        reply.monotonic_ns = last.monotonic_ns.saturating_sub(CLOCK_STEP_BACK_NS);
+    }
+    host.last_clock = Some(reply);
     mem.write(data, reply.as_bytes())?;
     h.result = reply.as_bytes().len() as u64;
     Ok(Reply::Resume)
@@ -308,7 +337,7 @@ fn sleep(host: &HostcallHost, h: &HostcallHeader) -> Reply {
 }
 
 /// Poll: wait up to `arg2` ns until a console condition in `arg` holds.
-fn poll(h: &mut HostcallHeader) -> Reply {
+fn poll(host: &HostcallHost, h: &mut HostcallHeader) -> Reply {
     let wanted = [
         (0, libc::POLLIN, POLL_STDIN_READABLE),
         (1, libc::POLLOUT, POLL_STDOUT_WRITABLE),
@@ -340,6 +369,10 @@ fn poll(h: &mut HostcallHeader) -> Reply {
                 h.result |= bit;
             }
         }
+    }
+    if host.hostile == Some(HostileHostcall::PollUnaskedFd) {
+        // A condition of an fd the guest did not ask about.
+        h.result |= POLL_ALL & !h.arg;
     }
     Reply::Resume
 }

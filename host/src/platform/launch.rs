@@ -2,7 +2,7 @@
 //! RAM in two memory slots, host pages mapped outside RAM, the host parameter page,
 //! and the test hooks that make the host misbehave on purpose.
 
-use crate::platform::hostcall::HostileHostcall;
+use crate::platform::hostile::Hostile;
 use crate::vmm::memory::{GuestMemory, MemoryError, View};
 use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
@@ -288,66 +288,6 @@ pub fn runs(mut gfns: Vec<u64>) -> Vec<(u64, u64)> {
     out
 }
 
-/// Ways a test can make the host misbehave at launch (env `NACRE_TEST_HOSTILE`), to
-/// check that the platform's memory rules stop the guest (docs/design.md,
-/// "Hostile-host tests").
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Hostile {
-    /// Place the boot-handoff page but leave it unvalidated: the guest's first read
-    /// of it is a private access to memory it never validated.
-    UnvalidatedBootInfo,
-    /// Leave the parameter page hypervisor-owned (shared): the guest reads shared
-    /// memory through its private view.
-    SharedParamPage,
-    /// TDX: add a page the image does not contain before the TD runs, so that the
-    /// guest finds it accepted already when it accepts that memory.
-    PreAcceptedPage,
-    /// Answer every console read claiming one byte more than the guest asked for.
-    OverlongRead,
-    /// Return from every sleep at once.
-    EarlyWake,
-    /// Send the guest a stream of interrupts it never asked for (the timer's vector,
-    /// the wake-up vector and vectors nothing uses), about one every 200 us.
-    InterruptStorm,
-    /// Hide the TSC-deadline timer from CPUID, so the guest has no timer to end
-    /// time slices with.
-    NoTimer,
-    /// Make every vCPU (`--cpus`) and report them all in the parameter page, but run
-    /// only the boot processor: the application processors never start.
-    ApNeverStarted,
-}
-
-impl Hostile {
-    /// From the environment variable's value.
-    pub fn from_env() -> Option<Self> {
-        Self::parse(&std::env::var("NACRE_TEST_HOSTILE").ok()?)
-    }
-
-    /// From a value of the environment variable, as docs/design.md lists them.
-    pub fn parse(value: &str) -> Option<Self> {
-        match value {
-            "unvalidated-boot-info" => Some(Self::UnvalidatedBootInfo),
-            "shared-param-page" => Some(Self::SharedParamPage),
-            "pre-accepted-page" => Some(Self::PreAcceptedPage),
-            "overlong-read" => Some(Self::OverlongRead),
-            "early-wake" => Some(Self::EarlyWake),
-            "interrupt-storm" => Some(Self::InterruptStorm),
-            "no-timer" => Some(Self::NoTimer),
-            "ap-never-started" => Some(Self::ApNeverStarted),
-            _ => None,
-        }
-    }
-
-    /// The hostcall misbehaviour this is, if it is one.
-    pub fn hostcall(self) -> Option<HostileHostcall> {
-        match self {
-            Hostile::OverlongRead => Some(HostileHostcall::OverlongRead),
-            Hostile::EarlyWake => Some(HostileHostcall::EarlyWake),
-            _ => None,
-        }
-    }
-}
-
 /// Apply the CPUID lies of a hostile-host test to the vCPU's `entries`: without a
 /// TSC-deadline timer (CPUID.1:ECX bit 24) the guest has no time slices.
 pub fn hostile_cpuid(entries: &mut [kvm_bindings::kvm_cpuid_entry2]) {
@@ -420,19 +360,6 @@ pub fn test_hook(name: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn hostile_hooks_are_named_as_the_design_lists_them() {
-        assert_eq!(
-            Hostile::parse("ap-never-started"),
-            Some(Hostile::ApNeverStarted)
-        );
-        assert_eq!(Hostile::parse("no-timer"), Some(Hostile::NoTimer));
-        assert_eq!(Hostile::parse("ap-never-started "), None);
-        assert_eq!(Hostile::ApNeverStarted.hostcall(), None);
-        let design = include_str!("../../../docs/design.md");
-        assert!(design.contains("`NACRE_TEST_HOSTILE=ap-never-started`"));
-    }
 
     #[test]
     fn runs_merge_consecutive_pages_whatever_the_order() {

@@ -16,6 +16,7 @@ pub mod emulated_snp;
 pub mod emulated_tdx;
 pub mod hardware;
 pub mod hostcall;
+pub mod hostile;
 pub mod launch;
 pub mod snp;
 pub mod snp_state;

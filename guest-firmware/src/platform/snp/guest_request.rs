@@ -209,6 +209,11 @@ mod tests {
         OldSeqno,
         /// The hypervisor refuses with this SW_EXITINFO2.
         Refuse(u64),
+        /// The hypervisor answers every request after the first with the first
+        /// response.
+        Replay,
+        /// The response's header states another message size.
+        WrongSize,
     }
 
     /// A hypervisor and security processor holding VMPCK0 = [`KEY`], with the request
@@ -221,6 +226,8 @@ mod tests {
         /// The sequence numbers of the requests the processor decrypted.
         seen: Vec<u64>,
         exits: u32,
+        /// The first response page (what a replay sends again).
+        first: Vec<u8>,
     }
 
     impl Host {
@@ -232,6 +239,7 @@ mod tests {
                 resp: std::vec![0; 4096],
                 seen: Vec::new(),
                 exits: 0,
+                first: Vec::new(),
             }
         }
 
@@ -274,8 +282,18 @@ mod tests {
             if self.sp == Sp::BadTag {
                 rhdr.authtag[0] ^= 1;
             }
+            if self.sp == Sp::WrongSize {
+                rhdr.msg_sz -= 16;
+            }
             self.resp[..MSG_HDR_SIZE].copy_from_slice(rhdr.as_bytes());
             self.resp[MSG_HDR_SIZE..MSG_HDR_SIZE + payload.len()].copy_from_slice(&payload);
+            if self.sp == Sp::Replay {
+                if self.first.is_empty() {
+                    self.first = self.resp.clone();
+                } else {
+                    self.resp.copy_from_slice(&self.first);
+                }
+            }
         }
     }
 
@@ -356,6 +374,35 @@ mod tests {
         let mut host = Host::new(Sp::Busy(3));
         assert!(report(&mut ch, &mut host, &[1; 64]).is_ok());
         assert_eq!((host.exits, host.seen.as_slice()), (4, &[1][..]));
+    }
+
+    #[test]
+    fn a_replayed_response_is_refused() {
+        let mut ch = channel();
+        let mut host = Host::new(Sp::Replay);
+        let first = report(&mut ch, &mut host, &[1; 64]).expect("the first report");
+        assert_eq!(&first[0x20 + 0x50..0x20 + 0x90], &[1; 64][..]);
+        // The first response again, valid under VMPCK0 but for sequence number 2.
+        assert_eq!(
+            report(&mut ch, &mut host, &[2; 64]),
+            Err(GuestRequestError::BadResponse)
+        );
+        assert_eq!(host.seen, [1, 3]);
+        assert_eq!(
+            report(&mut ch, &mut host, &[3; 64]),
+            Err(GuestRequestError::Disabled)
+        );
+        assert_eq!(host.exits, 2, "nothing more is sent");
+    }
+
+    #[test]
+    fn a_response_of_another_size_is_refused() {
+        let mut ch = channel();
+        let mut host = Host::new(Sp::WrongSize);
+        assert_eq!(
+            report(&mut ch, &mut host, &[1; 64]),
+            Err(GuestRequestError::BadResponse)
+        );
     }
 
     #[test]

@@ -118,6 +118,9 @@ impl Snp {
         if cr3 != INITIAL_PT_GPA | 1 << c_bit {
             return Err(FwError::NotSnp);
         }
+        if let Some(leaf) = cpuid_contradicts_page() {
+            return Err(FwError::CpuidMismatch { leaf });
+        }
         let mut snp = Self {
             backend,
             c_bit_mask: 1 << c_bit,
@@ -218,6 +221,27 @@ fn cpuid_page_c_bit() -> Option<u32> {
         )
     };
     CpuidPage::ref_from_bytes(&page[..]).ok()?.c_bit().ok()
+}
+
+/// The first leaf the firmware relies on ([`vc::RELIED_ON`]) on which the CPUID
+/// instruction contradicts the measured CPUID page, copied into private memory first.
+fn cpuid_contradicts_page() -> Option<u32> {
+    let mut page = [0u8; 4096];
+    // SAFETY: as in `cpuid_page_c_bit`: one page is copied out of the private,
+    // validated CPUID launch page.
+    unsafe {
+        core::ptr::copy_nonoverlapping(
+            phys_to_virt(SNP_CPUID_PAGE_GPA) as *const u8,
+            page.as_mut_ptr(),
+            page.len(),
+        )
+    };
+    let entries = CpuidPage::ref_from_bytes(&page[..]).ok()?.used().ok()?;
+    let live = |leaf, subleaf| {
+        let r = crate::arch::cpu::cpuid(leaf, subleaf);
+        [r.eax, r.ebx, r.ecx, r.edx]
+    };
+    vc::contradiction(entries.len(), |i| entries[i], live, vc::current_state())
 }
 
 /// For mappings whose page tables were created in advance.

@@ -62,6 +62,37 @@ fn bad(gfn: u64, detail: u64) -> FwError {
     FwError::PageStateChange { gfn, detail }
 }
 
+/// Why the firmware refused the host's answer to a page-state change: the `detail` of
+/// [`FwError::PageStateChange`] (any other value is the host's own SW_EXITINFO2).
+pub mod refused {
+    /// An entry of the answer does not decode.
+    pub const BAD_ENTRY: u64 = 1;
+    /// The host rewrote an entry's GFN, operation or size.
+    pub const ENTRY_REWRITTEN: u64 = 2;
+    /// The answer's header does not decode.
+    pub const BAD_HEADER: u64 = 3;
+    /// The host rewrote the header's last entry or reserved word.
+    pub const HEADER_REWRITTEN: u64 = 4;
+    /// The host made no progress, or its progress went backwards.
+    pub const NO_PROGRESS: u64 = 5;
+    /// The host reported the descriptor done with entries it did not complete, or
+    /// progress past the last entry.
+    pub const FALSE_COMPLETION: u64 = 6;
+
+    /// What `detail` says, if it is one of these.
+    pub fn describe(detail: u64) -> Option<&'static str> {
+        Some(match detail {
+            BAD_ENTRY => "the host's answer holds an entry that does not decode",
+            ENTRY_REWRITTEN => "the host rewrote an entry",
+            BAD_HEADER => "the host's answer has no header",
+            HEADER_REWRITTEN => "the host rewrote the header",
+            NO_PROGRESS => "the host's progress stalled or went backwards",
+            FALSE_COMPLETION => "the host claimed entries done that it did not complete",
+            _ => return None,
+        })
+    }
+}
+
 /// Run the `n`-entry descriptor for `pages` pages from `first` (built in the private
 /// GHCB copy's shared buffer) until the host reports it complete.
 fn run_desc<G: GhcbCall + ?Sized>(
@@ -87,9 +118,10 @@ fn run_desc<G: GhcbCall + ?Sized>(
             return Err(bad(first, g.sw_exit_info_2));
         }
         let buf = &g.shared_buffer[..len];
-        let h = PscHeader::read_from_bytes(&buf[..HEADER_LEN]).map_err(|_| bad(first, 3))?;
+        let h = PscHeader::read_from_bytes(&buf[..HEADER_LEN])
+            .map_err(|_| bad(first, refused::BAD_HEADER))?;
         if h.reserved != 0 || h.end_entry != end_entry {
-            return Err(bad(first, 4));
+            return Err(bad(first, refused::HEADER_REWRITTEN));
         }
         // The host may only move cur_entry and each entry's cur_page; everything else
         // must be as written (each entry recomputed from the same inputs).
@@ -99,22 +131,29 @@ fn run_desc<G: GhcbCall + ?Sized>(
         for raw in buf[HEADER_LEN..].chunks_exact(8) {
             let mut q = [0u8; 8];
             q.copy_from_slice(raw);
-            let e = PscEntry::decode(u64::from_le_bytes(q)).map_err(|_| bad(first, 1))?;
+            let e = PscEntry::decode(u64::from_le_bytes(q))
+                .map_err(|_| bad(first, refused::BAD_ENTRY))?;
             let want = entry(gfn, left, op, allow_2m);
             if e.gfn != want.gfn || e.op != want.op || e.huge != want.huge {
-                return Err(bad(first, 2));
+                return Err(bad(first, refused::ENTRY_REWRITTEN));
             }
             done += u64::from(e.cur_page);
             gfn += e.npages();
             left = left.saturating_sub(e.npages());
         }
         if h.cur_entry > h.end_entry {
+            // Done: the host leaves `cur_entry` one past the last entry, every entry
+            // complete (its `cur_page` its size; KVM `__snp_complete_one_psc`).
+            // Anything else claims work the host did not report doing.
+            if h.cur_entry != end_entry + 1 || done != pages {
+                return Err(bad(first, refused::FALSE_COMPLETION));
+            }
             return Ok(());
         }
         // Partial progress is allowed; no progress (or going backwards) is not.
         let progress = done + u64::from(h.cur_entry);
         if progress <= last_progress {
-            return Err(bad(first, 5));
+            return Err(bad(first, refused::NO_PROGRESS));
         }
         last_progress = progress;
     }
@@ -152,6 +191,10 @@ mod tests {
         Rewind,
         /// Refuse the call (SW_EXITINFO1).
         Refuse,
+        /// Do the work, then report progress one entry past the last.
+        BeyondEnd,
+        /// Do nothing, report the descriptor done.
+        ClaimUnconverted,
     }
 
     /// A host that changes page states as KVM does, at most `budget` entries (and
@@ -212,6 +255,11 @@ mod tests {
             assert_eq!(buffer_len, HEADER_LEN + 8 * n, "only the used part crosses");
             self.calls.push((buffer_len, n));
             let mut done = 0;
+            if self.fault == Fault::ClaimUnconverted {
+                h.cur_entry = h.end_entry + 1;
+                g.shared_buffer[..HEADER_LEN].copy_from_slice(h.as_bytes());
+                return Ok(());
+            }
             while usize::from(h.cur_entry) < n && done < self.budget && self.fault != Fault::Stall {
                 let i = usize::from(h.cur_entry);
                 let mut e = PscEntry::decode(self.entry(i)).expect("a valid entry");
@@ -240,6 +288,7 @@ mod tests {
                 Fault::EndEntry => h.end_entry += 1,
                 Fault::Reserved => h.reserved = 1,
                 Fault::Rewind if self.calls.len() > 1 => h.cur_entry = 0,
+                Fault::BeyondEnd if usize::from(h.cur_entry) == n => h.cur_entry += 1,
                 _ => {}
             }
             let g = &mut self.ghcb;
@@ -318,7 +367,10 @@ mod tests {
         let mut host = Host::new(1, 512, Fault::Stall);
         assert_eq!(
             run(&mut host, 0, 4, false),
-            Err(FwError::PageStateChange { gfn: 0, detail: 5 })
+            Err(FwError::PageStateChange {
+                gfn: 0,
+                detail: refused::NO_PROGRESS
+            })
         );
         assert_eq!(host.calls.len(), 1);
     }
@@ -328,7 +380,10 @@ mod tests {
         let mut host = Host::new(1, 512, Fault::Rewind);
         assert_eq!(
             run(&mut host, 8, 4, false),
-            Err(FwError::PageStateChange { gfn: 8, detail: 5 })
+            Err(FwError::PageStateChange {
+                gfn: 8,
+                detail: refused::NO_PROGRESS
+            })
         );
     }
 
@@ -337,12 +392,18 @@ mod tests {
         let mut host = Host::new(1, 512, Fault::MoveGfn);
         assert_eq!(
             run(&mut host, 8, 4, false),
-            Err(FwError::PageStateChange { gfn: 8, detail: 2 })
+            Err(FwError::PageStateChange {
+                gfn: 8,
+                detail: refused::ENTRY_REWRITTEN
+            })
         );
         let mut host = Host::new(1, 512, Fault::BadOp);
         assert_eq!(
             run(&mut host, 8, 4, false),
-            Err(FwError::PageStateChange { gfn: 8, detail: 1 })
+            Err(FwError::PageStateChange {
+                gfn: 8,
+                detail: refused::BAD_ENTRY
+            })
         );
     }
 
@@ -352,10 +413,43 @@ mod tests {
             let mut host = Host::new(1, 512, fault);
             assert_eq!(
                 run(&mut host, 8, 4, false),
-                Err(FwError::PageStateChange { gfn: 8, detail: 4 }),
+                Err(FwError::PageStateChange {
+                    gfn: 8,
+                    detail: refused::HEADER_REWRITTEN
+                }),
                 "{fault:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_host_that_claims_work_it_did_not_do_is_refused() {
+        let mut host = Host::new(usize::MAX, 512, Fault::ClaimUnconverted);
+        assert_eq!(
+            run(&mut host, 1024, 513, true),
+            Err(FwError::PageStateChange {
+                gfn: 1024,
+                detail: refused::FALSE_COMPLETION
+            })
+        );
+        assert!(host.pages.is_empty(), "nothing was changed");
+        // Progress past the last entry, even with the work done.
+        let mut host = Host::new(usize::MAX, 512, Fault::BeyondEnd);
+        assert_eq!(
+            run(&mut host, 8, 4, false),
+            Err(FwError::PageStateChange {
+                gfn: 8,
+                detail: refused::FALSE_COMPLETION
+            })
+        );
+    }
+
+    #[test]
+    fn every_refusal_is_named() {
+        for detail in 1..=6 {
+            assert!(refused::describe(detail).is_some(), "{detail}");
+        }
+        assert_eq!(refused::describe(0x100 << 32), None, "the host's own code");
     }
 
     #[test]

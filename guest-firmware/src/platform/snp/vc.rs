@@ -93,6 +93,37 @@ pub fn answer(
     out
 }
 
+/// The CPUID bits whose value from the instruction must be the measured page's, as
+/// (leaf, subleaf, register, mask), the register 0 to 3 for EAX to EDX: the SEV
+/// features and the C-bit position (0x8000_001F EAX and EBX 5:0), which decide where
+/// private memory is. Features the firmware turns on from the instruction's answer
+/// (XSAVE, AVX, the TSC-deadline timer) are not compared: a host that lies about them
+/// makes an instruction fault, which denies service and exposes nothing, and a host
+/// whose virtual CPU answers CPUID from the processor rather than from the table it
+/// was given reports more of them than the page.
+pub const RELIED_ON: [(u32, u32, usize, u32); 2] =
+    [(0x8000_001F, 0, 0, u32::MAX), (0x8000_001F, 0, 1, 0x3F)];
+
+/// The first leaf of [`RELIED_ON`] on which the CPUID instruction (`live`) and the
+/// page (`count` entries, `entry` gives each) disagree, if any. On SEV-SNP hardware
+/// the instruction is answered from the page ([`handle_cpuid`]) and they always
+/// agree; on the emulated platform the instruction reaches the host, which may
+/// contradict the page the security processor measured.
+pub fn contradiction(
+    count: usize,
+    entry: impl Fn(usize) -> CpuidPageEntry,
+    live: impl Fn(u32, u32) -> [u32; 4],
+    state: GuestState,
+) -> Option<u32> {
+    RELIED_ON
+        .iter()
+        .find(|&&(leaf, subleaf, reg, mask)| {
+            let page = answer(count, &entry, leaf, subleaf, state);
+            (page[reg] ^ live(leaf, subleaf)[reg]) & mask != 0
+        })
+        .map(|&(leaf, ..)| leaf)
+}
+
 /// Answer a #VC raised by CPUID (`frame` is the interrupted context, ring 0 or 3)
 /// from the CPUID page and resume after the instruction. `false` if `frame` is not
 /// such a #VC.
@@ -120,7 +151,7 @@ pub fn handle_cpuid(frame: &mut TrapFrame) -> bool {
 
 /// CR4 and XCR0 now.
 #[cfg(not(test))]
-fn current_state() -> GuestState {
+pub fn current_state() -> GuestState {
     use x86_64::registers::control::Cr4;
     use x86_64::registers::xcontrol::XCr0;
     let cr4 = Cr4::read_raw();
@@ -134,7 +165,7 @@ fn current_state() -> GuestState {
 
 /// Host unit tests cannot read control registers: a fixed state.
 #[cfg(test)]
-fn current_state() -> GuestState {
+pub fn current_state() -> GuestState {
     GuestState {
         cr4: CR4_OSXSAVE,
         xcr0: 0b111,
@@ -179,6 +210,46 @@ mod tests {
     }
 
     const PLAIN: GuestState = GuestState { cr4: 0, xcr0: 1 };
+
+    #[test]
+    fn a_cpu_that_agrees_with_the_page_on_where_private_memory_is_is_no_contradiction() {
+        let p = page();
+        let honest = |leaf, subleaf| answer(p.len(), |i| p[i], leaf, subleaf, PLAIN);
+        assert_eq!(contradiction(p.len(), |i| p[i], honest, PLAIN), None);
+        // Features the firmware turns on from the instruction's answer may differ, as
+        // may 0x8000_001F EBX above the C-bit.
+        let more_features = |leaf, subleaf| {
+            let mut r = honest(leaf, subleaf);
+            match leaf {
+                1 => r[2] ^= 1 << 26 | 1 << 28,
+                7 => r[1] ^= 1 << 16,
+                0x8000_001F => r[1] ^= 1 << 6,
+                _ => {}
+            }
+            r
+        };
+        assert_eq!(contradiction(p.len(), |i| p[i], more_features, PLAIN), None);
+    }
+
+    #[test]
+    fn another_c_bit_or_sev_feature_than_the_page_is_a_contradiction() {
+        let p = page();
+        let honest = |leaf, subleaf| answer(p.len(), |i| p[i], leaf, subleaf, PLAIN);
+        for (reg, bit) in [(1, 1 << 0), (1, 1 << 5), (0, 1 << 4), (0, 1 << 1)] {
+            let lying = |l, s| {
+                let mut r = honest(l, s);
+                if l == 0x8000_001F {
+                    r[reg] ^= bit;
+                }
+                r
+            };
+            assert_eq!(
+                contradiction(p.len(), |i| p[i], lying, PLAIN),
+                Some(0x8000_001F),
+                "register {reg}, bit {bit:#x}"
+            );
+        }
+    }
 
     #[test]
     fn leaves_come_from_the_page_by_leaf_and_subleaf() {

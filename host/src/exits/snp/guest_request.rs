@@ -6,10 +6,13 @@
 //! half (`SNP_GUEST_ERR`, Linux `arch/x86/kvm/svm/sev.c`).
 
 use super::SnpContext;
+use crate::platform::hostile::{Hostile, Lies};
 use crate::platform::Stop;
 use crate::vmm::memory::MemoryError;
 use nacre_shared_abi::layout::PAGE_SIZE_4K;
 use nacre_shared_abi::snp::ghcb::Ghcb;
+use nacre_shared_abi::snp::guest_msg::{GuestMsgHdr, MSG_HDR_SIZE};
+use zerocopy::{FromBytes, IntoBytes};
 
 /// SEV firmware status `SEV_RET_HWSEV_RET_PLATFORM` (Linux
 /// `include/uapi/linux/psp-sev.h`): the platform has no security processor to ask.
@@ -50,8 +53,42 @@ pub fn nae(
     let mut page = [0u8; 4096];
     ctx.mem.read(req, &mut page)?;
     match sp.guest_request(&page) {
-        Ok(answer) => ctx.mem.write(rsp, &answer)?,
+        Ok(mut answer) => {
+            lie(ctx.lies, &mut answer);
+            ctx.mem.write(rsp, &answer)?;
+        }
         Err(fw_err) => g.sw_exit_info_2 = fw_err,
     }
     Ok(None)
+}
+
+/// A hostile host's changes to the security processor's response page: its header's
+/// sequence number, tag or size rewritten on the first request, or the first
+/// request's response sent again for the second.
+fn lie(lies: &mut Lies, answer: &mut [u8; 4096]) {
+    match lies.turn(Hostile::GuestRequestReplay) {
+        Some(0) => {
+            lies.kept = answer.to_vec();
+            return;
+        }
+        Some(1) if lies.kept.len() == answer.len() => {
+            answer.copy_from_slice(&lies.kept);
+            return;
+        }
+        Some(_) => return,
+        None => {}
+    }
+    let Ok((mut hdr, _)) = GuestMsgHdr::read_from_prefix(&answer[..]) else {
+        return;
+    };
+    if lies.once(Hostile::GuestRequestSeqno) {
+        hdr.msg_seqno = hdr.msg_seqno.wrapping_add(2);
+    } else if lies.once(Hostile::GuestRequestBadTag) {
+        hdr.authtag[0] ^= 1;
+    } else if lies.once(Hostile::GuestRequestLength) {
+        hdr.msg_sz = hdr.msg_sz.wrapping_sub(16);
+    } else {
+        return;
+    }
+    answer[..MSG_HDR_SIZE].copy_from_slice(hdr.as_bytes());
 }

@@ -17,6 +17,7 @@ pub mod vmgexit;
 use super::RunError;
 use crate::mmu::snp::SnpMmu;
 use crate::platform::hostcall::HostcallHost;
+use crate::platform::hostile::Lies;
 use crate::platform::Stop;
 use crate::stats::{Counters, RunCounters};
 use crate::vmm::memory::GuestMemory;
@@ -96,6 +97,8 @@ pub struct SnpContext<'a> {
     pub strict_memory: bool,
     /// The C-bit position (CPUID 0x8000_001F EBX bits 5:0).
     pub c_bit: u8,
+    /// The lie a hostile-host test asked for, if any.
+    pub lies: &'a mut Lies,
 }
 
 impl SnpContext<'_> {

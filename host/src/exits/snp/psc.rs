@@ -23,6 +23,7 @@ use super::vmgexit::refuse;
 use super::SnpContext;
 use crate::mmu::attributes::Kind;
 use crate::mmu::HypervisorMmu;
+use crate::platform::hostile::Lies;
 use crate::platform::Stop;
 use crate::vmm::memory::{GuestMemory, MemoryError};
 use nacre_shared_abi::snp::ghcb::{Ghcb, GhcbErrorCode, GhcbField};
@@ -59,7 +60,10 @@ pub fn nae(
         mmu: ctx.mmu,
         failed: None,
     };
-    let ret = handle_psc(&mut desc, &mut backend, ctx.psc_budget, &mut stats);
+    let ret = match psc_lie(ctx.lies) {
+        Some(lie) => lie.tell(&mut desc, &mut backend, &mut stats),
+        None => handle_psc(&mut desc, &mut backend, ctx.psc_budget, &mut stats),
+    };
     if let Some(e) = backend.failed {
         return Err(e);
     }
@@ -68,6 +72,118 @@ pub fn nae(
     g.shared_buffer.copy_from_slice(desc.as_bytes());
     g.sw_exit_info_2 = ret;
     Ok(None)
+}
+
+/// How a hostile-host test makes the host lie about a page-state change
+/// (`NACRE_TEST_HOSTILE`, [`crate::platform::hostile`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PscLie {
+    /// Change the first pending page and report it; nothing else.
+    OnePage,
+    /// Report the page [`PscLie::OnePage`] changed as not changed after all.
+    Backwards,
+    /// Do it all, then report progress one entry past the last.
+    BeyondEnd,
+    /// Change nothing, report everything processed.
+    UnconvertedClaim,
+    /// Do it all, then rewrite the header's last entry.
+    HeaderRewrite,
+    /// Do it all, then rewrite the first entry's GFN.
+    EntryRewrite,
+}
+
+/// The lie to tell for this call, if a test asked for one: each on the first page-state
+/// change through the GHCB, the backwards one over the first two.
+fn psc_lie(lies: &mut Lies) -> Option<PscLie> {
+    use crate::platform::hostile::Hostile;
+    match lies.turn(Hostile::PscProgressBackwards) {
+        Some(0) => return Some(PscLie::OnePage),
+        Some(1) => return Some(PscLie::Backwards),
+        _ => {}
+    }
+    [
+        (Hostile::PscBeyondEnd, PscLie::BeyondEnd),
+        (Hostile::PscUnconvertedClaim, PscLie::UnconvertedClaim),
+        (Hostile::PscHeaderRewrite, PscLie::HeaderRewrite),
+        (Hostile::PscEntryRewrite, PscLie::EntryRewrite),
+    ]
+    .into_iter()
+    .find(|&(hook, _)| lies.once(hook))
+    .map(|(_, lie)| lie)
+}
+
+impl PscLie {
+    /// Answer `desc` with this lie instead of [`handle_psc`]; returns SW_EXITINFO2.
+    pub fn tell(
+        self,
+        desc: &mut PscDesc,
+        backend: &mut dyn PageStateBackend,
+        stats: &mut PscStats,
+    ) -> u64 {
+        let first = usize::from(desc.header.cur_entry);
+        let entry = desc
+            .entries
+            .get(first)
+            .and_then(|&raw| PscEntry::decode(raw).ok());
+        match self {
+            PscLie::OnePage => {
+                let Some(e) = entry.filter(|e| u64::from(e.cur_page) < e.npages()) else {
+                    return handle_psc(desc, backend, None, stats);
+                };
+                let Some(op) = msr_op(e.op) else {
+                    return handle_psc(desc, backend, None, stats);
+                };
+                if backend
+                    .change(e.gfn + u64::from(e.cur_page), 1, op, false)
+                    .is_err()
+                {
+                    return PSC_ERROR_GENERIC;
+                }
+                let done = PscEntry {
+                    cur_page: e.cur_page + 1,
+                    ..e
+                };
+                desc.entries[first] = done.encode();
+                0
+            }
+            PscLie::Backwards => {
+                if let Some(e) = entry {
+                    let back = PscEntry {
+                        cur_page: e.cur_page.saturating_sub(1),
+                        ..e
+                    };
+                    desc.entries[first] = back.encode();
+                }
+                0
+            }
+            PscLie::UnconvertedClaim => {
+                desc.header.cur_entry = desc.header.end_entry.saturating_add(1);
+                0
+            }
+            PscLie::BeyondEnd | PscLie::HeaderRewrite | PscLie::EntryRewrite => {
+                let ret = handle_psc(desc, backend, None, stats);
+                match self {
+                    PscLie::BeyondEnd => {
+                        desc.header.cur_entry = desc.header.end_entry.saturating_add(2);
+                    }
+                    PscLie::HeaderRewrite => {
+                        desc.header.end_entry = desc.header.end_entry.saturating_add(1);
+                    }
+                    _ => {
+                        if let Some(e) = entry {
+                            let moved = PscEntry {
+                                gfn: e.gfn + e.npages(),
+                                cur_page: e.npages() as u16,
+                                ..e
+                            };
+                            desc.entries[first] = moved.encode();
+                        }
+                    }
+                }
+                ret
+            }
+        }
+    }
 }
 
 /// Change `npages` pages from `gfn` to `op` through the host MMU, as the MSR
@@ -384,6 +500,54 @@ mod tests {
         d.header.cur_entry = 200;
         assert_eq!(run(&mut d, None).0, 0);
         assert_eq!(d.header.cur_entry, 200);
+    }
+
+    /// Each lie of the hostile-host tests changes the answer in its one way.
+    #[test]
+    fn psc_lies_change_the_answer_as_named() {
+        let entries = [e(512, Private, true, 0), e(1024, Private, false, 0)];
+        let lie = |lie: PscLie, d: &mut PscDesc| {
+            let mut b = Recorder::default();
+            let r = lie.tell(d, &mut b, &mut PscStats::default());
+            (r, b.calls)
+        };
+        // One page changed and reported, then reported unchanged.
+        let mut d = desc(&entries);
+        assert_eq!(lie(PscLie::OnePage, &mut d), (0, vec![(512, 1, P, false)]));
+        assert_eq!(PscEntry::decode(d.entries[0]).unwrap().cur_page, 1);
+        assert_eq!(d.header.cur_entry, 0);
+        assert_eq!(lie(PscLie::Backwards, &mut d), (0, vec![]));
+        assert_eq!(PscEntry::decode(d.entries[0]).unwrap().cur_page, 0);
+        // Nothing changed, everything claimed.
+        let mut d = desc(&entries);
+        assert_eq!(lie(PscLie::UnconvertedClaim, &mut d), (0, vec![]));
+        assert_eq!(d.header.cur_entry, 2);
+        assert_eq!(d.entries[..2], entries);
+        // All done, then the progress, the header or an entry rewritten.
+        let mut d = desc(&entries);
+        let (r, calls) = lie(PscLie::BeyondEnd, &mut d);
+        assert_eq!((r, calls.len(), d.header.cur_entry), (0, 2, 3));
+        let mut d = desc(&entries);
+        lie(PscLie::HeaderRewrite, &mut d);
+        assert_eq!((d.header.cur_entry, d.header.end_entry), (2, 2));
+        let mut d = desc(&entries);
+        lie(PscLie::EntryRewrite, &mut d);
+        let moved = PscEntry::decode(d.entries[0]).unwrap();
+        assert_eq!((moved.gfn, moved.cur_page), (1024, 512));
+    }
+
+    /// The lies are told only under their hook, each on its turn.
+    #[test]
+    fn psc_lies_are_told_only_when_asked_for() {
+        use crate::platform::hostile::Hostile;
+        assert_eq!(psc_lie(&mut Lies::new(None)), None);
+        assert_eq!(psc_lie(&mut Lies::new(Some(Hostile::EarlyWake))), None);
+        let mut back = Lies::new(Some(Hostile::PscProgressBackwards));
+        let told: Vec<_> = (0..3).map(|_| psc_lie(&mut back)).collect();
+        assert_eq!(told, [Some(PscLie::OnePage), Some(PscLie::Backwards), None]);
+        let mut once = Lies::new(Some(Hostile::PscEntryRewrite));
+        assert_eq!(psc_lie(&mut once), Some(PscLie::EntryRewrite));
+        assert_eq!(psc_lie(&mut once), None);
     }
 
     #[test]

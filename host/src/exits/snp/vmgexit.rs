@@ -10,6 +10,7 @@ use super::psc;
 use super::SnpContext;
 use crate::exits::apic::{self, Reach};
 use crate::exits::RunError;
+use crate::platform::hostile::Hostile;
 use crate::platform::Stop;
 use crate::vmm::memory::MemoryError;
 use crate::vmm::vcpu::Vcpu;
@@ -93,13 +94,22 @@ fn msr(
         g.sw_exit_info_2 = MSR_REFUSED_GP;
         return Ok(None);
     };
-    match apic::access(Reach::Snp, vcpu, index, write)? {
+    let refused = ctx.lies.once(Hostile::ApicRefused);
+    let answer = if refused {
+        None
+    } else {
+        apic::access(Reach::Snp, vcpu, index, write)?
+    };
+    match answer {
         Some(value) => {
             if write.is_none() {
                 g.rax = value & 0xFFFF_FFFF;
                 g.rdx = value >> 32;
-                g.set_valid(GhcbField::Rax);
-                g.set_valid(GhcbField::Rdx);
+                // A hostile host may answer without marking the value valid.
+                if !ctx.lies.once(Hostile::GhcbValidBitmap) {
+                    g.set_valid(GhcbField::Rax);
+                    g.set_valid(GhcbField::Rdx);
+                }
             }
         }
         None => {
@@ -141,7 +151,14 @@ pub fn call(
     g.sw_exit_info_2 = 0;
     match code {
         exit_code::PSC => Ok(psc::nae(ctx, gpa, g)?),
-        exit_code::IOIO => Ok(ioio::nae(ctx, g, info1)?),
+        exit_code::IOIO => {
+            let stop = ioio::nae(ctx, g, info1)?;
+            // A hostile host may claim it refused the event it served.
+            if stop.is_none() && ctx.lies.once(Hostile::GhcbExitInfo) {
+                refuse(g, GhcbErrorCode::InvalidInput);
+            }
+            Ok(stop)
+        }
         exit_code::MSR => msr(ctx, g, info1, vcpu),
         exit_code::HV_FEATURES => {
             g.sw_exit_info_2 = HV_FEATURE_SNP;

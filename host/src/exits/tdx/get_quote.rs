@@ -6,6 +6,7 @@
 
 use super::TdxContext;
 use crate::mmu::HypervisorMmu;
+use crate::platform::hostile::Hostile;
 use crate::vmm::memory::{GuestMemory, MemoryError};
 use nacre_shared_abi::layout::PAGE_SIZE_4K;
 use nacre_shared_abi::tdx::vmcall;
@@ -44,7 +45,23 @@ pub fn handle(ctx: &mut TdxContext<'_>, gpa: u64, size: u64) -> Result<u64, Memo
         .quoting
         .as_mut()
         .map(|q| &mut **q as &mut dyn QuotingService);
-    serve(ctx.mem, ctx.mmu, quoting, gpa & !shared_bit, size)
+    let status = serve(ctx.mem, ctx.mmu, quoting, gpa & !shared_bit, size)?;
+    if status == vmcall::SUCCESS && ctx.lies.once(Hostile::QuoteOverlong) {
+        overlong_quote(ctx.mem, gpa & !shared_bit, size)?;
+    }
+    Ok(status)
+}
+
+/// A hostile host's answer: the buffer's header claims a quote one byte longer than
+/// the buffer holds.
+fn overlong_quote(mem: &GuestMemory, base: u64, size: u64) -> Result<(), MemoryError> {
+    let mut raw = [0u8; HEADER_SIZE];
+    mem.read(base, &mut raw)?;
+    if let Ok(mut header) = QuoteBufHeader::read_from_bytes(&raw) {
+        header.out_len = u32::try_from(size - HEADER_SIZE as u64 + 1).unwrap_or(u32::MAX);
+        mem.write(base, header.as_bytes())?;
+    }
+    Ok(())
 }
 
 /// GetQuote of the buffer at `base` (without the shared bit) of `size` bytes, served

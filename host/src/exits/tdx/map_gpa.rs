@@ -6,6 +6,7 @@
 use super::TdxContext;
 use crate::mmu::attributes::Kind;
 use crate::mmu::HypervisorMmu;
+use crate::platform::hostile::Hostile;
 use crate::vmm::memory::MemoryError;
 use kvm_bindings::kvm_regs;
 use nacre_shared_abi::layout::{PAGE_SIZE_2M, PAGE_SIZE_4K};
@@ -15,6 +16,10 @@ use nacre_shared_abi::tdx::vmcall;
 /// interrupts between them, answering RETRY with the next GPA (`TDX_MAP_GPA_MAX_LEN`,
 /// `arch/x86/kvm/vmx/tdx.c`).
 pub const MAP_GPA_CHUNK: u64 = PAGE_SIZE_2M;
+
+/// How many pages the first MapGPA of [`Hostile::MapGpaRetryBackwards`] converts
+/// before its RETRY.
+const HOSTILE_FIRST_PAGES: u64 = 128;
 
 /// MapGPA with KVM's checks: INVALID_OPERAND for an empty, wrapping or out-of-RAM
 /// range or one whose ends disagree on the shared bit, ALIGN_ERROR for an unaligned
@@ -51,6 +56,23 @@ pub fn handle(ctx: &mut TdxContext<'_>, regs: &mut kvm_regs) -> Result<(), Memor
     };
     let mut at = start;
     let mut budget = ctx.map_gpa_budget.unwrap_or(u64::MAX);
+    // A hostile host's RETRY answers: outside the range, or going backwards.
+    if ctx.lies.once(Hostile::MapGpaRetryOutside) {
+        ctx.counters.map_gpa_retries += 1;
+        regs.r10 = vmcall::RETRY;
+        regs.r11 = (stop + 1) | tag;
+        return Ok(());
+    }
+    match ctx.lies.turn(Hostile::MapGpaRetryBackwards) {
+        Some(0) => budget = budget.min(HOSTILE_FIRST_PAGES),
+        Some(1) => {
+            ctx.counters.map_gpa_retries += 1;
+            regs.r10 = vmcall::RETRY;
+            regs.r11 = start.saturating_sub(PAGE_SIZE_4K) | tag;
+            return Ok(());
+        }
+        _ => {}
+    }
     while at <= stop {
         if budget == 0 {
             ctx.counters.map_gpa_retries += 1;

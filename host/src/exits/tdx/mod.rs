@@ -16,6 +16,7 @@ pub mod tdvmcall;
 use super::RunError;
 use crate::mmu::tdx::TdxMmu;
 use crate::platform::hostcall::HostcallHost;
+use crate::platform::hostile::Lies;
 use crate::platform::Stop;
 use crate::stats::{Counters, RunCounters};
 use crate::vmm::memory::GuestMemory;
@@ -72,6 +73,8 @@ pub struct TdxContext<'a> {
     pub map_gpa_budget: Option<u64>,
     /// The TD's guest-physical address width: the shared bit is bit GPAW - 1.
     pub gpaw: u32,
+    /// The lie a hostile-host test asked for, if any.
+    pub lies: &'a mut Lies,
 }
 
 impl TdxContext<'_> {

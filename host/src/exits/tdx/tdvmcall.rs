@@ -6,6 +6,7 @@ use super::{get_quote, map_gpa, TdxContext};
 use crate::exits::apic::{self, Reach};
 use crate::exits::RunError;
 use crate::platform::hostcall;
+use crate::platform::hostile::Hostile;
 use crate::platform::Stop;
 use crate::vmm::memory::MemoryError;
 use crate::vmm::vcpu::Vcpu;
@@ -68,6 +69,8 @@ fn msr(ctx: &mut TdxContext<'_>, vcpu: &mut dyn Vcpu, regs: &mut kvm_regs) -> Re
     ctx.run.exit("apic-msr");
     let write = (regs.r11 == vmcall::WRMSR).then_some(regs.r13);
     let answer = match u32::try_from(regs.r12) {
+        // A hostile host may refuse a register it emulates.
+        Ok(_) if ctx.lies.once(Hostile::ApicRefused) => None,
         Ok(index) => apic::access(Reach::Tdx, vcpu, index, write)?,
         Err(_) => None,
     };

@@ -33,9 +33,10 @@ use crate::emulated::snp::keys::{self, EmulatedSnpKeys};
 use crate::emulated::snp::sp::{EmulatedSecurityProcessor, EmulatedSp, ReportSigner};
 use crate::emulated::LazyKeys;
 use crate::mmu::attributes::Kind;
+use crate::platform::hostile::{self, Hostile, Lies};
 use crate::platform::launch::{
-    check_cpus, create_vcpus, hostile_cpuid, ioctl, parameter_page, runs, start_interrupt_storm,
-    test_hook, tsc_khz, vm_with_ram, Hostile, LaunchConfig, SetupError,
+    check_cpus, create_vcpus, hostile_cpuid, hostile_gfn, ioctl, parameter_page, runs,
+    start_interrupt_storm, test_hook, tsc_khz, vm_with_ram, LaunchConfig, SetupError,
 };
 use crate::platform::snp_state::{cpuid_page, BspState};
 use crate::platform::Vm;
@@ -134,7 +135,8 @@ pub fn launch(image: &LoadedImage, config: &LaunchConfig) -> Result<Vm, SetupErr
             .map_err(|e| SetupError::Image(format!("page {gpa:#x} cannot be placed: {e:?}")))?;
     }
     // The host parameter page: the memory map, inserted unmeasured.
-    let param_page = parameter_page(config.memory, config.request, config.cpus);
+    let mut param_page = parameter_page(config.memory, config.request, config.cpus);
+    hostile::lie_in_parameter_page(hostile, &mut param_page);
     snp.mem.write(image.param_gpa, &param_page)?;
     let mut launched: Vec<u64> = image.pages.iter().map(|p| p.gpa / PAGE_SIZE_4K).collect();
     if hostile == Some(Hostile::SharedParamPage) {
@@ -194,10 +196,21 @@ pub fn launch(image: &LoadedImage, config: &LaunchConfig) -> Result<Vm, SetupErr
         ),
     });
     let state = BspState::from_vmsa(vmsa).map_err(SetupError::Image)?;
-    let vcpus = create_vcpus(&vm, config.cpus, |vcpu, _| setup_vcpu(vcpu, &cpuid, &state))?;
+    let vcpu_cpuid = if hostile == Some(Hostile::CpuidMismatch) {
+        cpuid_contradicting_the_page(&cpuid, snp.c_bit)?
+    } else {
+        cpuid
+    };
+    let vcpus = create_vcpus(&vm, config.cpus, |vcpu, _| {
+        setup_vcpu(vcpu, &vcpu_cpuid, &state)
+    })?;
     snp.open_boot_window(boot_window(vmsa.rip))?;
     snp.host.tsc_khz = tsc_khz(&vcpus[0]);
     snp.host.hostile = hostile.and_then(Hostile::hostcall);
+    snp.lies = Lies::new(hostile);
+    if hostile == Some(Hostile::RemappedPage) {
+        snp.remap = Some(hostile_gfn(image));
+    }
     snp.host.expect_evidence = config.expects_evidence();
     if hostile == Some(Hostile::InterruptStorm) {
         start_interrupt_storm(&vm)?;
@@ -295,6 +308,20 @@ fn snp_cpuid(kvm: &Kvm, c_bit: u8) -> Result<kvm_bindings::CpuId, SetupError> {
     }
     hostile_cpuid(cpuid.as_mut_slice());
     Ok(cpuid)
+}
+
+/// The vCPUs' CPUID for the `cpuid-mismatch` hostile-host test: `cpuid` (which the
+/// measured CPUID page holds) with another C-bit position in leaf 0x8000_001F.
+fn cpuid_contradicting_the_page(
+    cpuid: &kvm_bindings::CpuId,
+    c_bit: u8,
+) -> Result<kvm_bindings::CpuId, SetupError> {
+    let mut entries = cpuid.as_slice().to_vec();
+    for e in entries.iter_mut().filter(|e| e.function == 0x8000_001F) {
+        e.ebx = (e.ebx & !0x3F) | u32::from(c_bit - 1);
+    }
+    kvm_bindings::CpuId::from_entries(&entries)
+        .map_err(|_| SetupError::Image("too many CPUID entries".into()))
 }
 
 /// The pages the firmware's entry code reads or writes with paging off (module

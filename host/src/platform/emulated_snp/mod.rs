@@ -17,6 +17,7 @@ use crate::mmu::tdp::Level;
 use crate::mmu::HypervisorMmu;
 use crate::platform::check::{self, Check, Checks, HostProbe, Need};
 use crate::platform::hostcall::HostcallHost;
+use crate::platform::hostile::Lies;
 use crate::platform::launch::{LaunchConfig, SetupError};
 use crate::platform::{Platform, Registration, Stop, Vm};
 use crate::stats::{Counters, RunCounters};
@@ -113,6 +114,11 @@ pub struct EmulatedSnp {
     pub host: HostcallHost,
     /// The emulated security processor, once the launch made it.
     pub sp: Option<EmulatedSecurityProcessor>,
+    /// The lie a hostile-host test asked for (`NACRE_TEST_HOSTILE`), if any.
+    pub lies: Lies,
+    /// The page the `remapped-page` hostile-host test takes back once the guest
+    /// validated it.
+    pub remap: Option<u64>,
     /// The launch pages whose shared view is open until every vCPU's first exit, as
     /// (GPA, length) ranges (`launch.rs`: the entry code runs with paging off).
     boot_window: Vec<(u64, u64)>,
@@ -138,6 +144,8 @@ impl EmulatedSnp {
             psc_budget: None,
             host: HostcallHost::default(),
             sp: None,
+            lies: Lies::default(),
+            remap: None,
             boot_window: Vec::new(),
             first_exits: vec![false],
         }
@@ -204,7 +212,23 @@ impl EmulatedSnp {
             psc_budget: self.psc_budget,
             strict_memory: self.strict_memory,
             c_bit: self.c_bit,
+            lies: &mut self.lies,
         })
+    }
+
+    /// The `remapped-page` hostile-host test: once the guest validated the page it
+    /// names, take that page back (RMPUPDATE to the hypervisor, its contents
+    /// discarded), so that the guest's next private access faults in a fresh page it
+    /// never validated, as a host that removes and re-adds a page would.
+    fn remap_once_validated(&mut self) -> Result<(), MemoryError> {
+        let Some(gfn) = self.remap else {
+            return Ok(());
+        };
+        if self.mmu.rmp_entry(gfn).is_some_and(|e| e.validated) {
+            self.remap = None;
+            self.mmu.reclaim(&self.mem, gfn, 1)?;
+        }
+        Ok(())
     }
 
     /// Mark a measured launch page: assigned and validated at 4 KiB.
@@ -282,7 +306,9 @@ impl Platform for EmulatedSnp {
                 "a doorbell of a vCPU the platform does not serve",
             ));
         };
-        snp::doorbell(&mut ctx, vcpu, bell)
+        let stop = snp::doorbell(&mut ctx, vcpu, bell)?;
+        self.remap_once_validated()?;
+        Ok(stop)
     }
 
     /// SEV_STATUS, or vCPU `vcpu`'s GHCB MSR.

@@ -12,10 +12,10 @@ use crate::emulated::tdx::keys::{self, EmulatedTdxKeys};
 use crate::emulated::tdx::module::EmulatedTdxModule;
 use crate::emulated::tdx::quoting::{EmulatedQuotingService, QuotingEnclave};
 use crate::emulated::LazyKeys;
+use crate::platform::hostile::{self, Hostile, Lies};
 use crate::platform::launch::{
     check_cpus, create_vcpus, hostile_cpuid, hostile_gfn, ioctl, parameter_page, runs,
-    start_interrupt_storm, test_hook, tsc_khz, vm_with_ram, HostPage, Hostile, LaunchConfig,
-    SetupError,
+    start_interrupt_storm, test_hook, tsc_khz, vm_with_ram, HostPage, LaunchConfig, SetupError,
 };
 use crate::platform::Vm;
 use crate::vmm::memory::View;
@@ -74,10 +74,9 @@ pub fn launch(image: &LoadedImage, config: &LaunchConfig) -> Result<Vm, SetupErr
     };
     // The parameter page: added, not measured (its contents are the host's).
     let hostile = Hostile::from_env();
-    tdx.mem.write(
-        image.param_gpa,
-        &parameter_page(config.memory, config.request, config.cpus),
-    )?;
+    let mut param_page = parameter_page(config.memory, config.request, config.cpus);
+    hostile::lie_in_parameter_page(hostile, &mut param_page);
+    tdx.mem.write(image.param_gpa, &param_page)?;
     if hostile == Some(Hostile::SharedParamPage) {
         tdx.mmu
             .map_gpa(&tdx.mem, image.param_gpa / PAGE_SIZE_4K, 1, false)?;
@@ -121,6 +120,10 @@ pub fn launch(image: &LoadedImage, config: &LaunchConfig) -> Result<Vm, SetupErr
     })?;
     tdx.host.tsc_khz = tsc_khz(&vcpus[0]);
     tdx.host.hostile = hostile.and_then(Hostile::hostcall);
+    tdx.lies = Lies::new(hostile);
+    if hostile == Some(Hostile::RemappedPage) {
+        tdx.remap = Some(hostile_gfn(image));
+    }
     if hostile == Some(Hostile::InterruptStorm) {
         start_interrupt_storm(&vm)?;
     }

@@ -11,6 +11,7 @@ mod tests;
 use crate::emulated::tdx::keys::{self, EmulatedTdxKeys, KeysError};
 use crate::emulated::tdx::module::EmulatedTdxModule;
 use crate::emulated::tdx::quoting::EmulatedQuotingService;
+use crate::emulated::tdx::sept::SeptState;
 use crate::exits::tdx::{self, TdxContext, TdxCounters};
 use crate::exits::RunError;
 use crate::mmu::tdp::Level;
@@ -18,10 +19,11 @@ use crate::mmu::tdx::TdxMmu;
 use crate::mmu::HypervisorMmu;
 use crate::platform::check::{self, Check, Checks, HostProbe, Need};
 use crate::platform::hostcall::HostcallHost;
+use crate::platform::hostile::Lies;
 use crate::platform::launch::{LaunchConfig, SetupError};
 use crate::platform::{Platform, Registration, Stop, Vm};
 use crate::stats::{Counters, RunCounters};
-use crate::vmm::memory::{GuestMemory, View};
+use crate::vmm::memory::{GuestMemory, MemoryError, View};
 use crate::vmm::vcpu::Vcpu;
 use nacre_loader::LoadedImage;
 use nacre_shared_abi::boot::PlatformKind;
@@ -97,6 +99,11 @@ pub struct EmulatedTdx {
     pub map_gpa_budget: Option<u64>,
     /// The console and clocks the hostcalls serve (and when the first arrived).
     pub host: HostcallHost,
+    /// The lie a hostile-host test asked for (`NACRE_TEST_HOSTILE`), if any.
+    pub lies: Lies,
+    /// The page the `remapped-page` hostile-host test takes back once the guest
+    /// accepted it.
+    pub remap: Option<u64>,
 }
 
 impl EmulatedTdx {
@@ -114,6 +121,8 @@ impl EmulatedTdx {
             counters: TdxCounters::default(),
             map_gpa_budget: None,
             host: HostcallHost::default(),
+            lies: Lies::default(),
+            remap: None,
         }
     }
 
@@ -138,7 +147,23 @@ impl EmulatedTdx {
             host: &mut self.host,
             strict_memory: self.strict_memory,
             map_gpa_budget: self.map_gpa_budget,
+            lies: &mut self.lies,
         }
+    }
+
+    /// The `remapped-page` hostile-host test: once the guest accepted the page it
+    /// names, take that page back (BLOCK, REMOVE, its contents discarded), so that
+    /// the guest's next private access faults in a fresh PENDING page it never
+    /// accepted, as a host that removes and re-adds a page would.
+    fn remap_once_accepted(&mut self) -> Result<(), MemoryError> {
+        let Some(gfn) = self.remap else {
+            return Ok(());
+        };
+        if matches!(self.mmu.sept_leaf(gfn), Some((_, SeptState::Mapped))) {
+            self.remap = None;
+            self.mmu.reclaim(&self.mem, gfn, 1)?;
+        }
+        Ok(())
     }
 
     /// TDH.MEM.PAGE.ADD of a launch page (its contents already in RAM), and
@@ -193,7 +218,9 @@ impl Platform for EmulatedTdx {
     }
 
     fn doorbell(&mut self, vcpu: &mut dyn Vcpu, bell: Doorbell) -> Result<Option<Stop>, RunError> {
-        tdx::doorbell(&mut self.context(), vcpu, bell)
+        let stop = tdx::doorbell(&mut self.context(), vcpu, bell)?;
+        self.remap_once_accepted()?;
+        Ok(stop)
     }
 
     /// TDCALL outside a TD raises #UD, which the firmware's handler forwards to the
