@@ -538,7 +538,7 @@ fn start_preemption(k: &mut Kernel) -> bool {
     };
     // SAFETY: once, on the boot vCPU, with interrupts off; `idt::init` installed the
     // timer, wake-up and spurious gates.
-    #[cfg(not(test))]
+    #[cfg(not(any(test, feature = "fuzzing")))]
     unsafe {
         crate::arch::apic::enable(crate::arch::apic::TimerMode::TscDeadline)
     };

@@ -119,7 +119,7 @@ pub fn handle_cpuid(frame: &mut TrapFrame) -> bool {
 }
 
 /// CR4 and XCR0 now.
-#[cfg(not(test))]
+#[cfg(not(any(test, feature = "fuzzing")))]
 fn current_state() -> GuestState {
     use x86_64::registers::control::Cr4;
     use x86_64::registers::xcontrol::XCr0;
@@ -133,7 +133,7 @@ fn current_state() -> GuestState {
 }
 
 /// Host unit tests cannot read control registers: a fixed state.
-#[cfg(test)]
+#[cfg(any(test, feature = "fuzzing"))]
 fn current_state() -> GuestState {
     GuestState {
         cr4: CR4_OSXSAVE,
