@@ -824,8 +824,26 @@ fn emulated(scratch: &Path) -> Vec<Seed> {
     let chain = Cert::bundle_from_pem(snp_keys.cert_chain_pem().as_bytes()).expect("a chain");
     let ark = chain.last().expect("the ARK");
 
+    // The same quote laid out as version 5, with a TDX 1.0 body and with a TDX 1.5
+    // one (docs/specs.md 6.6): the signature no longer covers it, the layout is right.
+    let v5 = |body_type: u16, extra: &[u8]| {
+        let (header, rest) = quote.split_at(0x30);
+        let (body, signed) = rest.split_at(584);
+        let mut header = header.to_vec();
+        header[..2].copy_from_slice(&5u16.to_le_bytes());
+        W::default()
+            .bytes(&header)
+            .u16(body_type)
+            .u32((584 + extra.len()) as u32)
+            .bytes(body)
+            .bytes(extra)
+            .bytes(signed)
+            .0
+    };
     let mut seeds = vec![
         seed("tdx_quote", "emulated-v4", quote.clone()),
+        seed("tdx_quote", "emulated-v5-tdx10", v5(2, &[])),
+        seed("tdx_quote", "emulated-v5-tdx15", v5(3, &[0x15; 64])),
         seed(
             "collateral",
             "emulated",
