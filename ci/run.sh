@@ -103,6 +103,11 @@ if ! command -v diet >/dev/null 2>&1; then
     apt_install dietlibc-dev
 fi
 echo "diet: $(command -v diet)"
+# The fuzz targets link libFuzzer, which libfuzzer-sys compiles as C++.
+if ! command -v g++ >/dev/null 2>&1; then
+    apt_install g++
+fi
+echo "g++: $(command -v g++)"
 
 command -v cargo >/dev/null 2>&1 ||
     die "cargo is not installed, and toolchains cannot be downloaded here"
@@ -153,6 +158,9 @@ cargo fmt --all -- --check
 step "(cd guest-firmware && cargo fmt -- --check)"
 (cd guest-firmware && cargo fmt -- --check)
 
+step "(cd tests/fuzz && cargo +nightly fmt -- --check)"
+(cd tests/fuzz && cargo +nightly fmt -- --check)
+
 step "cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 
@@ -173,6 +181,21 @@ cargo test --workspace --release 2>&1 | tee "$test_log"
 # last line of the run says how many tests ran in total.
 totals="$(awk '/^test result:/ { passed += $4; failed += $6 }
                END { printf "%d passed, %d failed", passed, failed }' "$test_log")"
+
+# Every fuzz target of tests/fuzz (cargo-fuzz, libFuzzer, the nightly toolchain) runs
+# from its committed seeds for a few seconds: a crash fails the run and names the
+# input. ci/fuzz-campaign.sh runs the long campaigns. NACRE_FUZZ_SECONDS changes the
+# time per target.
+fuzz_seconds="${NACRE_FUZZ_SECONDS:-4}"
+step "fuzzing: every target of tests/fuzz for ${fuzz_seconds}s"
+if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
+    echo "installing cargo-fuzz"
+    cargo install cargo-fuzz --locked
+fi
+cargo +nightly fuzz --version
+fuzz_work="$(mktemp -d)"
+trap 'rm -f "$test_log"; rm -rf "$fuzz_work"' EXIT
+bash ci/fuzz-campaign.sh --time "$fuzz_seconds" --jobs 2 --work "$fuzz_work"
 
 printf '\nAll checks passed.\n'
 printf 'tests: %s\n' "$totals"

@@ -139,18 +139,18 @@ fn entry_state() -> Result<(BootInfo, &'static mut dyn GuestPlatform), FwError> 
 }
 
 /// What the host put in the parameter page, checked.
-struct HostParams {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostParams {
     /// Bytes of guest RAM.
-    ram: u64,
+    pub ram: u64,
     /// The host's request (`nacre attest`), if any.
-    request: Option<HostRequest>,
+    pub request: Option<HostRequest>,
     /// The vCPUs the host says it made.
-    cpus: u32,
+    pub cpus: u32,
 }
 
 /// Step 3: the host's memory map is unmeasured: copy it into private memory, then
-/// check it against the measured layout (at least the image's minimum, at most
-/// `ram_limit`), together with the host's request.
+/// check it ([`check_host_params`]).
 fn check_memory_map(bi: &BootInfo, ram_limit: u64) -> Result<HostParams, FwError> {
     let mut param = [0u8; 4096];
     // SAFETY: the parameter page is private and validated (inserted at launch), mapped
@@ -162,9 +162,20 @@ fn check_memory_map(bi: &BootInfo, ram_limit: u64) -> Result<HostParams, FwError
             4096,
         )
     };
-    let ram = parse_memory_map(&param, bi.min_memory).map_err(|_| FwError::MemoryMap)?;
-    let request = HostRequest::parse(&param).map_err(|_| FwError::HostRequest)?;
-    let cpus = nacre_shared_abi::boot::host_cpus(&param).map_err(|_| FwError::HostRequest)?;
+    check_host_params(bi, &param, ram_limit)
+}
+
+/// Check a private copy of the host's parameter page against the measured boot
+/// information: the memory map (at least the image's minimum, at most `ram_limit`),
+/// the host's request and its vCPU count. Everything in the page is host input.
+pub fn check_host_params(
+    bi: &BootInfo,
+    param: &[u8; 4096],
+    ram_limit: u64,
+) -> Result<HostParams, FwError> {
+    let ram = parse_memory_map(param, bi.min_memory).map_err(|_| FwError::MemoryMap)?;
+    let request = HostRequest::parse(param).map_err(|_| FwError::HostRequest)?;
+    let cpus = nacre_shared_abi::boot::host_cpus(param).map_err(|_| FwError::HostRequest)?;
     if ram > ram_limit {
         return Err(FwError::MemoryMap);
     }
@@ -538,7 +549,7 @@ fn start_preemption(k: &mut Kernel) -> bool {
     };
     // SAFETY: once, on the boot vCPU, with interrupts off; `idt::init` installed the
     // timer, wake-up and spurious gates.
-    #[cfg(not(test))]
+    #[cfg(not(any(test, feature = "fuzzing")))]
     unsafe {
         crate::arch::apic::enable(crate::arch::apic::TimerMode::TscDeadline)
     };

@@ -17,8 +17,10 @@
 //! instructions is never called there. `cargo test --workspace` at the repository
 //! root runs them (`tests/tests/firmware_unit.rs`); by hand, in this directory:
 //! `RUSTFLAGS= cargo test --lib` (the empty RUSTFLAGS replaces the kernel build flags
-//! of `.cargo/config.toml`).
-#![cfg_attr(not(test), no_std)]
+//! of `.cargo/config.toml`). The `fuzzing` feature builds the library the same way for
+//! the fuzz targets in `tests/fuzz/`, which drive its decoders of host replies as
+//! ordinary host code.
+#![cfg_attr(not(any(test, feature = "fuzzing")), no_std)]
 
 pub mod app;
 pub mod arch;
@@ -27,7 +29,7 @@ pub mod error;
 pub mod fmt;
 pub mod fs;
 pub mod kernel;
-#[cfg(not(test))]
+#[cfg(not(any(test, feature = "fuzzing")))]
 mod libc_mem;
 pub mod mem;
 pub mod platform;

@@ -34,8 +34,9 @@ pub mod filetree;
 pub mod image;
 pub mod measure;
 pub mod pagetable;
-#[cfg(test)]
-mod testelf;
+#[cfg(any(test, feature = "test-support"))]
+#[doc(hidden)]
+pub mod testelf;
 pub mod vmsa;
 
 pub use elf::{check_app_elf, AppInfo, ElfError};

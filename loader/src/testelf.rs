@@ -1,4 +1,5 @@
-//! A minimal ELF64 writer for tests: an ELF header, program headers and segment bytes,
+//! A minimal ELF64 writer for tests (and, with the `test-support` feature, the fuzz
+//! targets' seeds in tests/fuzz): an ELF header, program headers and segment bytes,
 //! nothing else (no sections). Each segment's bytes are placed at a file offset congruent
 //! to its virtual address modulo 4 KiB, as a linker would.
 
@@ -10,7 +11,7 @@ const PHDR_SIZE: usize = 56;
 
 /// One program header and its file bytes.
 #[derive(Debug, Clone)]
-pub(crate) struct Segment {
+pub struct Segment {
     pub p_type: u32,
     pub flags: u32,
     pub vaddr: u64,
@@ -21,7 +22,7 @@ pub(crate) struct Segment {
 
 /// A whole ELF file.
 #[derive(Debug, Clone)]
-pub(crate) struct ElfSpec {
+pub struct ElfSpec {
     pub e_type: u16,
     pub machine: u16,
     pub entry: u64,
@@ -91,17 +92,17 @@ impl ElfSpec {
 }
 
 /// Recognisable, non-zero bytes.
-pub(crate) fn pattern(len: usize, seed: u8) -> Vec<u8> {
+pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
         .map(|i| (i as u8).wrapping_mul(7).wrapping_add(seed) | 1)
         .collect()
 }
 
-pub(crate) const APP_ENTRY: u64 = 0x40_1010;
+pub const APP_ENTRY: u64 = 0x40_1010;
 
 /// A static `ET_EXEC` app: text at 0x401000, data + bss at 0x402000..0x403800, and a
 /// `PT_GNU_STACK` so the program header table is three entries long.
-pub(crate) fn static_app_spec() -> ElfSpec {
+pub fn static_app_spec() -> ElfSpec {
     ElfSpec {
         e_type: elf::ET_EXEC.0,
         machine: elf::EM_X86_64.0,
@@ -135,23 +136,23 @@ pub(crate) fn static_app_spec() -> ElfSpec {
     }
 }
 
-pub(crate) fn static_app() -> Vec<u8> {
+pub fn static_app() -> Vec<u8> {
     static_app_spec().build()
 }
 
-pub(crate) const FIRMWARE_ENTRY: u64 = KERNEL_VA_BASE + FIRMWARE_GPA + 0x10;
+pub const FIRMWARE_ENTRY: u64 = KERNEL_VA_BASE + FIRMWARE_GPA + 0x10;
 /// Length of the firmware's text segment (spills into a second page).
-pub(crate) const FIRMWARE_TEXT_LEN: u64 = 5000;
+pub const FIRMWARE_TEXT_LEN: u64 = 5000;
 /// Physical offset of the data segment from `FIRMWARE_GPA`: it shares the text's last
 /// page.
-pub(crate) const FIRMWARE_DATA_OFFSET: u64 = 5100;
-pub(crate) const FIRMWARE_DATA_LEN: u64 = 300;
-pub(crate) const FIRMWARE_BSS_LEN: u64 = 3 * PAGE_SIZE_4K;
+pub const FIRMWARE_DATA_OFFSET: u64 = 5100;
+pub const FIRMWARE_DATA_LEN: u64 = 300;
+pub const FIRMWARE_BSS_LEN: u64 = 3 * PAGE_SIZE_4K;
 /// `FIRMWARE_GPA + align_up(5100 + 300 + 3 * 4096, 4096)`.
-pub(crate) const FIRMWARE_END: u64 = FIRMWARE_GPA + 5 * PAGE_SIZE_4K;
+pub const FIRMWARE_END: u64 = FIRMWARE_GPA + 5 * PAGE_SIZE_4K;
 
 /// A firmware ELF: text at `FIRMWARE_GPA`, then data and bss sharing the text's last page.
-pub(crate) fn firmware_spec() -> ElfSpec {
+pub fn firmware_spec() -> ElfSpec {
     let data_gpa = FIRMWARE_GPA + FIRMWARE_DATA_OFFSET;
     ElfSpec {
         e_type: elf::ET_EXEC.0,
@@ -178,16 +179,16 @@ pub(crate) fn firmware_spec() -> ElfSpec {
     }
 }
 
-pub(crate) fn firmware() -> Vec<u8> {
+pub fn firmware() -> Vec<u8> {
     firmware_spec().build()
 }
 
 /// Seed of the TDX reset page's bytes in [`tdx_firmware_spec`].
-pub(crate) const TDX_RESET_SEED: u8 = 0x77;
+pub const TDX_RESET_SEED: u8 = 0x77;
 
 /// The TDX reset page segment: one full page of code at `TDX_RESET_PAGE_GPA`, linked at
 /// its physical address, R+X.
-pub(crate) fn tdx_reset_segment(seed: u8) -> Segment {
+pub fn tdx_reset_segment(seed: u8) -> Segment {
     Segment {
         p_type: elf::PT_LOAD.0,
         flags: elf::PF_R.0 | elf::PF_X.0,
@@ -199,13 +200,13 @@ pub(crate) fn tdx_reset_segment(seed: u8) -> Segment {
 }
 
 /// [`firmware_spec`] plus the TDX reset page (last in the program header table).
-pub(crate) fn tdx_firmware_spec() -> ElfSpec {
+pub fn tdx_firmware_spec() -> ElfSpec {
     let mut spec = firmware_spec();
     spec.segments.push(tdx_reset_segment(TDX_RESET_SEED));
     spec
 }
 
 /// A firmware ELF bootable on both SEV-SNP and TDX.
-pub(crate) fn tdx_firmware() -> Vec<u8> {
+pub fn tdx_firmware() -> Vec<u8> {
     tdx_firmware_spec().build()
 }

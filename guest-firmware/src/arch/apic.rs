@@ -71,7 +71,7 @@ pub fn lvt_timer(mode: TimerMode, masked: bool) -> u64 {
     m | u64::from(TIMER_VECTOR) | if masked { LVT_MASKED } else { 0 }
 }
 
-#[cfg(not(test))]
+#[cfg(not(any(test, feature = "fuzzing")))]
 mod hw {
     use super::*;
 
@@ -175,7 +175,7 @@ mod hw {
     }
 }
 
-#[cfg(not(test))]
+#[cfg(not(any(test, feature = "fuzzing")))]
 pub use hw::{arm, enable, eoi, id, send};
 
 #[cfg(test)]

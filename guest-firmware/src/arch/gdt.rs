@@ -84,9 +84,9 @@ pub fn kernel_stack_top() -> u64 {
 /// TSS is loaded (early boot, which only the first vCPU runs) it is 0.
 #[inline]
 pub fn cpu_index() -> usize {
-    #[cfg(test)]
+    #[cfg(any(test, feature = "fuzzing"))]
     return 0;
-    #[cfg(not(test))]
+    #[cfg(not(any(test, feature = "fuzzing")))]
     {
         let sel: u16;
         // SAFETY: STR only reads the task register.

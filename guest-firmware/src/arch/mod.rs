@@ -9,8 +9,8 @@ pub mod idt;
 pub mod smp;
 pub mod syscall_entry;
 // 32-bit code with absolute addresses: only in the firmware image, never in a test.
-#[cfg(not(test))]
+#[cfg(not(any(test, feature = "fuzzing")))]
 pub mod snp_entry;
-#[cfg(not(test))]
+#[cfg(not(any(test, feature = "fuzzing")))]
 pub mod tdx_entry;
 pub mod upcall;

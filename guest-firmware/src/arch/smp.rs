@@ -200,13 +200,13 @@ pub fn idle_cpu(except: usize) -> Option<usize> {
 
 /// Send vCPU `index` the wake-up interrupt.
 pub fn wake(index: usize) {
-    #[cfg(not(test))]
+    #[cfg(not(any(test, feature = "fuzzing")))]
     // SAFETY: the x2APIC of every started vCPU is on (`ap_main`, boot); the wake-up
     // vector has a gate that expects it.
     unsafe {
         super::apic::send(APIC_IDS[index].load(Ordering::Relaxed), WAKE_VECTOR)
     };
-    #[cfg(test)]
+    #[cfg(any(test, feature = "fuzzing"))]
     let _ = (index, WAKE_VECTOR);
 }
 
@@ -257,7 +257,7 @@ pub fn poll_flush() {
     let request = FLUSH_REQUEST.load(Ordering::Acquire);
     let me = cpu_index();
     if FLUSH_DONE[me].load(Ordering::Relaxed) < request {
-        #[cfg(not(test))]
+        #[cfg(not(any(test, feature = "fuzzing")))]
         {
             let (frame, flags) = x86_64::registers::control::Cr3::read_raw();
             // SAFETY: writing CR3 back as read only flushes the TLB.
@@ -273,13 +273,13 @@ pub fn poll_flush() {
 /// In a TD on hardware, where HLT raises #VE, the VMM halts the vCPU instead
 /// ([`crate::platform::tdx::halt_until_interrupt`]).
 pub fn wait_for_interrupt() {
-    #[cfg(not(test))]
+    #[cfg(not(any(test, feature = "fuzzing")))]
     if td_on_hardware() {
         // HLT raises #VE in a TD: the VMM halts it instead.
         crate::platform::tdx::halt_until_interrupt();
         return;
     }
-    #[cfg(not(test))]
+    #[cfg(not(any(test, feature = "fuzzing")))]
     // SAFETY: the gates of every vector are in place; an interrupt taken here runs on
     // this stack (the asm block may use the stack below RSP, so nothing of the
     // compiler's lives there) and returns here.

@@ -30,9 +30,9 @@ fn flush(va: u64) {
         // Other vCPUs may hold the old translation too.
         crate::arch::smp::note_unmapped();
     }
-    #[cfg(not(test))]
+    #[cfg(not(any(test, feature = "fuzzing")))]
     x86_64::instructions::tlb::flush(x86_64::VirtAddr::new_truncate(va));
-    #[cfg(test)]
+    #[cfg(any(test, feature = "fuzzing"))]
     let _ = va;
 }
 

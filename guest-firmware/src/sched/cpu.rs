@@ -127,9 +127,9 @@ pub fn bring_up(k: &mut Kernel, cpus: u32, preemption: bool) {
 
 /// This vCPU's x2APIC id.
 fn current_apic_id() -> u32 {
-    #[cfg(not(test))]
+    #[cfg(not(any(test, feature = "fuzzing")))]
     return crate::arch::apic::id();
-    #[cfg(test)]
+    #[cfg(any(test, feature = "fuzzing"))]
     0
 }
 
@@ -180,12 +180,12 @@ pub extern "C" fn ap_main(index: u32) -> ! {
     if let Err(e) = k.plat.start_cpu() {
         crate::fatal_error(e);
     }
-    #[cfg(not(test))]
+    #[cfg(not(any(test, feature = "fuzzing")))]
     // SAFETY: interrupts are off and the IDT's gates are in place; boot checked the
     // x2APIC and its TSC-deadline timer on the first vCPU, and every vCPU has the
     // same CPUID.
     let apic_id = unsafe { crate::arch::apic::enable(crate::arch::apic::TimerMode::TscDeadline) };
-    #[cfg(test)]
+    #[cfg(any(test, feature = "fuzzing"))]
     let apic_id = 0;
     smp::set_online(cpu, apic_id);
     idle_loop(cpu, guard)

@@ -415,13 +415,13 @@ fn arm_timer(k: &mut Kernel) {
     }
     here.timer_at = want;
     let deadline = k.tsc_after(want.saturating_sub(now));
-    #[cfg(not(test))]
+    #[cfg(not(any(test, feature = "fuzzing")))]
     // SAFETY: preemption is on only after boot enabled the x2APIC in TSC-deadline
     // mode on this CPU.
     unsafe {
         crate::arch::apic::arm(crate::arch::apic::TimerMode::TscDeadline, deadline, 0)
     };
-    #[cfg(test)]
+    #[cfg(any(test, feature = "fuzzing"))]
     let _ = deadline;
 }
 
@@ -770,7 +770,7 @@ pub fn interrupt(frame: &mut TrapFrame) {
         _ => &OTHER_INTERRUPTS,
     };
     kind.fetch_add(1, Ordering::Relaxed);
-    #[cfg(not(test))]
+    #[cfg(not(any(test, feature = "fuzzing")))]
     // SAFETY: in the handler of an interrupt the local APIC delivered (vectors 32 and
     // up have no other source: the firmware programs no other interrupt controller).
     unsafe {

@@ -315,5 +315,8 @@ pub fn handle_exit(
     }
 }
 
-#[cfg(test)]
-pub(crate) mod testing;
+/// Fakes for driving exit handlers without `/dev/kvm`: the unit tests' and, with the
+/// `fuzzing` feature, the fuzz targets' (`tests/fuzz/`).
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod testing;

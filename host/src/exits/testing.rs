@@ -1,12 +1,12 @@
-//! A vCPU for exit-handler tests: registers held in memory, a page walk the test
-//! chooses, exceptions recorded instead of injected.
+//! A vCPU for exit-handler tests and fuzz targets: registers held in memory, a page
+//! walk the caller chooses, exceptions recorded instead of injected.
 
 use super::RunError;
 use crate::vmm::vcpu::Vcpu;
 use kvm_bindings::kvm_regs;
 
 /// A fake vCPU.
-pub(crate) struct FakeVcpu {
+pub struct FakeVcpu {
     /// The registers the guest "had" when it exited, and gets back.
     pub regs: kvm_regs,
     /// The guest's page walk: GVA to GPA (with the view bit), `None` if unmapped.
@@ -19,6 +19,16 @@ pub(crate) struct FakeVcpu {
     pub msrs: std::collections::BTreeMap<u32, u64>,
     /// MSRs KVM refuses.
     pub refused_msrs: Vec<u32>,
+}
+
+impl std::fmt::Debug for FakeVcpu {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FakeVcpu")
+            .field("index", &self.index)
+            .field("regs", &self.regs)
+            .field("injected", &self.injected)
+            .finish_non_exhaustive()
+    }
 }
 
 impl FakeVcpu {
@@ -73,7 +83,7 @@ impl Vcpu for FakeVcpu {
 }
 
 /// Put a hostcall request `h` at the start of the hostcall area at `area`.
-pub(crate) fn put_hostcall(
+pub fn put_hostcall(
     mem: &crate::vmm::memory::GuestMemory,
     area: u64,
     h: &nacre_shared_abi::hostcall::HostcallHeader,
@@ -83,7 +93,7 @@ pub(crate) fn put_hostcall(
 }
 
 /// The hostcall header at `area`, as the host left it.
-pub(crate) fn hostcall_reply(
+pub fn hostcall_reply(
     mem: &crate::vmm::memory::GuestMemory,
     area: u64,
 ) -> nacre_shared_abi::hostcall::HostcallHeader {
@@ -94,7 +104,7 @@ pub(crate) fn hostcall_reply(
 }
 
 /// A Clock request (answered by any host without side effects).
-pub(crate) fn clock_request() -> nacre_shared_abi::hostcall::HostcallHeader {
+pub fn clock_request() -> nacre_shared_abi::hostcall::HostcallHeader {
     nacre_shared_abi::hostcall::HostcallHeader {
         op: nacre_shared_abi::hostcall::HostcallOp::Clock as u32,
         len: 24,
@@ -103,7 +113,7 @@ pub(crate) fn clock_request() -> nacre_shared_abi::hostcall::HostcallHeader {
 }
 
 /// An Exit request with status `code` and no unsupported syscalls.
-pub(crate) fn exit_request(code: u64) -> nacre_shared_abi::hostcall::HostcallHeader {
+pub fn exit_request(code: u64) -> nacre_shared_abi::hostcall::HostcallHeader {
     nacre_shared_abi::hostcall::HostcallHeader {
         op: nacre_shared_abi::hostcall::HostcallOp::Exit as u32,
         arg: code,

@@ -666,6 +666,21 @@ fn ecdsa_signed_by(name: &'static str, cert: &Cert, issuer: &Cert) -> Check {
 /// The TCB status dcap-qvl appraises with `collateral`, which must chain to `root`
 /// (the root the PCK chain was checked against).
 fn tcb_status(quote: &Quote, root: &Cert, at: SystemTime, collateral: &Collateral) -> Check {
+    // dcap-qvl checks the root against the root CA's CRL as a certificate that names
+    // itself as its issuer, and panics (webpki asserts it) when it does not: such a
+    // root anchors no appraisal.
+    let tbs = &root.certificate().tbs_certificate;
+    if tbs.issuer != tbs.subject {
+        return Check::fail(
+            check::TCB_STATUS,
+            format!(
+                "the root \"{}\" is not self-issued (its issuer is \"{}\"): no collateral \
+                 can be appraised under it",
+                root.subject_name(),
+                root.issuer_name()
+            ),
+        );
+    }
     let now = at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     // Whether a debuggable or profiled TD (the attributes dcap-qvl's allow_debug
     // covers) is acceptable is the td-debug check's to say, once; the appraisal judges

@@ -150,7 +150,7 @@ pub fn handle_cpuid(frame: &mut TrapFrame) -> bool {
 }
 
 /// CR4 and XCR0 now.
-#[cfg(not(test))]
+#[cfg(not(any(test, feature = "fuzzing")))]
 pub fn current_state() -> GuestState {
     use x86_64::registers::control::Cr4;
     use x86_64::registers::xcontrol::XCr0;
@@ -164,7 +164,7 @@ pub fn current_state() -> GuestState {
 }
 
 /// Host unit tests cannot read control registers: a fixed state.
-#[cfg(test)]
+#[cfg(any(test, feature = "fuzzing"))]
 pub fn current_state() -> GuestState {
     GuestState {
         cr4: CR4_OSXSAVE,

@@ -226,8 +226,11 @@ impl Tdx {
         self.map_gpa_with(gpa, len, shared, tdx_guest::tdvmcall::map_gpa)
     }
 
-    /// [`Self::map_gpa`] with `call` making each TDVMCALL MapGPA.
-    fn map_gpa_with(
+    /// [`Self::map_gpa`] with `call` making each TDVMCALL MapGPA: its answer, or the
+    /// GPA in R11 and the error of a call that failed (RETRY with the GPA to resume
+    /// from). Every answer is the host's and is checked here; the unit tests and the
+    /// fuzz targets (`tests/fuzz/`) play the host through `call`.
+    pub fn map_gpa_with(
         &mut self,
         gpa: u64,
         len: u64,

@@ -973,3 +973,30 @@ fn damaged_collateral_fails_the_appraisal_and_never_panics() {
         )
         .expect("no damage passes the appraisal");
 }
+
+/// A trust anchor that is not self-issued (its issuer's name differs from its
+/// subject's) cannot anchor dcap-qvl's appraisal: its root revocation check asserts
+/// that the root names itself, and panicked. The appraisal now fails with a message.
+/// Found by the `collateral` fuzz target (tests/fuzz).
+#[test]
+fn collateral_under_a_root_that_is_not_self_issued_fails_without_panicking() {
+    let f = Fixture::new("collateral-root-issuer");
+    let bytes = f.quote();
+    let now = SystemTime::now();
+    let collateral = f.keys.collateral(now).expect("collateral");
+    // The emulated root with one byte of its issuer's name changed: the same key, the
+    // same subject, another issuer (the issuer comes first in the DER).
+    let mut der = f.keys.root_cert().der().to_vec();
+    let at = der
+        .windows(7)
+        .position(|w| w == b"Root CA")
+        .expect("the root names itself Root CA");
+    der[at + 6] = b'B';
+    let root = Cert::from_der(&der).expect("still a certificate");
+    assert_ne!(root.issuer_name(), root.subject_name());
+    let roots = TrustAnchors::new(Vec::new(), root);
+    let v = verify_with_collateral(&bytes, &roots, &Expectations::default(), now, &collateral);
+    let (passed, detail) = tcb_detail(&v);
+    assert!(!passed);
+    assert!(detail.contains("not self-issued"), "{detail}");
+}
