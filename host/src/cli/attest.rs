@@ -58,7 +58,8 @@ pub struct AttestArgs {
     /// The verifier's challenge: 1 to 1024 bytes in hex.
     #[arg(long, value_name = "HEX")]
     pub nonce: String,
-    /// Where to write the evidence file.
+    /// Where to write the evidence file: a new path or a regular file, replaced whole
+    /// (not a symbolic link, a pipe or a device).
     #[arg(short, long, value_name = "FILE")]
     pub output: PathBuf,
     /// Guest RAM, e.g. 256M (default: 256M or what the image needs).
@@ -116,6 +117,7 @@ fn why_no_evidence(stop: &Stop, platform: &str) -> String {
 
 /// Attest; the evidence file is written only when evidence came back.
 pub fn run(a: &AttestArgs) -> anyhow::Result<()> {
+    crate::files::check_output(&a.output)?;
     let nonce = parse_nonce(&a.nonce).map_err(|e| anyhow::anyhow!("--nonce: {e}"))?;
     let report_data = nonce_report_data(&nonce);
     let bytes = std::fs::read(&a.image)
@@ -158,8 +160,7 @@ pub fn run(a: &AttestArgs) -> anyhow::Result<()> {
     let collateral = endorsements.collateral.as_ref();
     let json = EvidenceFile::to_json(platform, &evidence, &raw, &endorsements);
     let text = serde_json::to_string_pretty(&json)? + "\n";
-    std::fs::write(&a.output, text)
-        .with_context(|| format!("cannot write {}", a.output.display()))?;
+    crate::files::write_output(&a.output, text.as_bytes())?;
 
     let measurement = hex::encode(evidence.measurement());
     // SEV-SNP measures every vCPU's VMSA: the image's value for this many vCPUs.
@@ -231,5 +232,27 @@ mod tests {
             memory.contains("0x2000") && memory.contains("a rule"),
             "{memory}"
         );
+    }
+
+    #[test]
+    fn an_output_that_is_not_a_regular_file_is_refused_before_booting() {
+        let dir = crate::files::tests::scratch("attest-output");
+        let fifo = dir.join("evidence.json");
+        crate::files::tests::mkfifo(&fifo);
+        let args = AttestArgs {
+            // Never read: the output is refused first.
+            image: dir.join("missing.igvm"),
+            platform: crate::platform::default_platform(),
+            nonce: "00".into(),
+            output: fifo.clone(),
+            memory: None,
+            cpus: 1,
+            json: false,
+            snp_certs: None,
+        };
+        let err = format!("{:#}", run(&args).unwrap_err());
+        assert!(err.contains("is a named pipe (FIFO)"), "{err}");
+        assert!(!err.contains("missing.igvm"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -5,7 +5,7 @@ use nacre_loader::{FileTreeBuilder, TreeBuildError, TreeSummary};
 use std::ffi::{OsStr, OsString};
 use std::fs::Metadata;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
@@ -23,7 +23,8 @@ image's measurement: changing any byte or permission changes it.")]
 pub struct PackageArgs {
     /// The app: a statically linked x86-64 Linux executable (static or static-pie).
     pub app: PathBuf,
-    /// Where to write the image.
+    /// Where to write the image: a new path or a regular file, replaced whole (not a
+    /// symbolic link, a pipe or a device).
     #[arg(short = 'o', long = "output")]
     pub output: PathBuf,
     /// An argument for the app (repeat for more); the first argument (argv 0) is the app's file name.
@@ -135,11 +136,11 @@ pub enum FileArgError {
         ancestor: PathBuf,
     },
     /// Neither a regular file nor a directory.
-    #[error("{} is a {kind}; only regular files and directories can be packaged", .path.display())]
+    #[error("{} is {kind}; only regular files and directories can be packaged", .path.display())]
     Unsupported {
         /// The host path.
         path: PathBuf,
-        /// What it is.
+        /// What it is, with its article ([`crate::files::kind_name`]).
         kind: &'static str,
     },
     /// A host file without a file name given a guest directory (`GUEST/`).
@@ -238,22 +239,6 @@ fn metadata(path: &Path) -> Result<Metadata, FileArgError> {
     }
 }
 
-/// What a host file that is neither a regular file nor a directory is.
-fn kind_name(meta: &Metadata) -> &'static str {
-    let t = meta.file_type();
-    if t.is_fifo() {
-        "named pipe (FIFO)"
-    } else if t.is_socket() {
-        "socket"
-    } else if t.is_block_device() {
-        "block device"
-    } else if t.is_char_device() {
-        "character device"
-    } else {
-        "special file"
-    }
-}
-
 /// Add one `--file` to `tree`.
 pub fn add_mapping(tree: &mut FileTreeBuilder, mapping: &FileMapping) -> Result<(), FileArgError> {
     let host = &mapping.host;
@@ -278,7 +263,7 @@ pub fn add_mapping(tree: &mut FileTreeBuilder, mapping: &FileMapping) -> Result<
     } else {
         Err(FileArgError::Unsupported {
             path: host.clone(),
-            kind: kind_name(&meta),
+            kind: crate::files::kind_name(meta.file_type()),
         })
     }
 }
@@ -336,7 +321,7 @@ fn add_dir(tree: &mut FileTreeBuilder, host: &Path, guest: &[u8]) -> Result<(), 
         } else {
             return Err(FileArgError::Unsupported {
                 path: path.to_path_buf(),
-                kind: kind_name(&meta),
+                kind: crate::files::kind_name(meta.file_type()),
             });
         }
     }
@@ -424,6 +409,7 @@ fn summary_text(s: &TreeSummary) -> String {
 
 /// Run `nacre package`.
 pub fn run(a: &PackageArgs) -> anyhow::Result<()> {
+    crate::files::check_output(&a.output)?;
     let bytes = std::fs::read(&a.app)
         .with_context(|| format!("cannot read the app {}", a.app.display()))?;
     let argv0 = a
@@ -450,18 +436,7 @@ pub fn run(a: &PackageArgs) -> anyhow::Result<()> {
     };
     let (image, summary) =
         package().with_context(|| format!("cannot package {}", a.app.display()))?;
-    let tmp = a.output.with_extension("igvm.partial");
-    let written = std::fs::write(&tmp, &image)
-        .with_context(|| format!("cannot write {}", tmp.display()))
-        .and_then(|()| {
-            std::fs::rename(&tmp, &a.output)
-                .with_context(|| format!("cannot write {}", a.output.display()))
-        });
-    if let Err(e) = written {
-        // Leave no partial image behind; the error above says what went wrong.
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
-    }
+    crate::files::write_output(&a.output, &image)?;
     eprintln!(
         "nacre: packaged {} ({} bytes){} into {}",
         a.app.display(),
@@ -482,6 +457,7 @@ pub fn run(a: &PackageArgs) -> anyhow::Result<()> {
 mod tests {
     use super::*;
     use nacre_shared_abi::filetree::{FileTree, InodeKind, Resolved};
+    use std::os::unix::fs::FileTypeExt;
     use std::sync::atomic::{AtomicU32, Ordering};
 
     /// A fresh, empty scratch directory for one test.
@@ -684,7 +660,13 @@ mod tests {
         let _listener = std::os::unix::net::UnixListener::bind(sockets.join("sock")).unwrap();
         let err = tree_of(&[mapping(&sockets, "/s")]).unwrap_err();
         assert!(
-            matches!(err, FileArgError::Unsupported { kind: "socket", .. }),
+            matches!(
+                err,
+                FileArgError::Unsupported {
+                    kind: "a socket",
+                    ..
+                }
+            ),
             "{err}"
         );
         assert!(err.to_string().contains("sock"), "{err}");
@@ -693,7 +675,7 @@ mod tests {
             matches!(
                 err,
                 FileArgError::Unsupported {
-                    kind: "character device",
+                    kind: "a character device",
                     ..
                 }
             ),
@@ -816,9 +798,52 @@ mod tests {
             let files: Vec<&str> = files.iter().map(String::as_str).collect();
             let a = package_args(&dir, &files);
             let err = run(&a).unwrap_err();
-            assert!(!a.output.exists(), "{err:#}");
-            assert!(!a.output.with_extension("igvm.partial").exists(), "{err:#}");
+            let left: Vec<_> = std::fs::read_dir(&dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            assert_eq!(left, [OsString::from("hello")], "{err:#}");
         }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn outputs_that_are_not_regular_files_are_refused() {
+        let dir = scratch("run-output");
+        let mut a = package_args(&dir, &[]);
+        let fifo = dir.join("fifo.igvm");
+        crate::files::tests::mkfifo(&fifo);
+        let target = dir.join("target.igvm");
+        std::fs::write(&target, b"keep").unwrap();
+        let link = dir.join("link.igvm");
+        std::os::unix::fs::symlink("target.igvm", &link).unwrap();
+        for (output, says) in [
+            (fifo.clone(), "is a named pipe (FIFO)"),
+            (link.clone(), "is a symbolic link"),
+            (dir.clone(), "is a directory"),
+            (PathBuf::from("/dev/null"), "is a character device"),
+        ] {
+            a.output = output;
+            let err = format!("{:#}", run(&a).unwrap_err());
+            assert!(err.contains(says), "{}: {err}", a.output.display());
+        }
+        assert!(std::fs::symlink_metadata(&fifo)
+            .unwrap()
+            .file_type()
+            .is_fifo());
+        assert_eq!(std::fs::read(&target).unwrap(), b"keep");
+        assert!(std::fs::symlink_metadata("/dev/null")
+            .unwrap()
+            .file_type()
+            .is_char_device());
+        // A regular file is replaced.
+        a.output = target.clone();
+        run(&a).unwrap();
+        assert!(nacre_loader::load_image(
+            &std::fs::read(&target).unwrap(),
+            nacre_loader::PlatformKind::Snp
+        )
+        .is_ok());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

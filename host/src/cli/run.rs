@@ -49,7 +49,8 @@ pub struct RunArgs {
     /// unsupported ones) to stderr.
     #[arg(long)]
     pub stats: bool,
-    /// Write the counters as JSON to FILE.
+    /// Write the counters as JSON to FILE: a new path or a regular file, replaced whole
+    /// (not a symbolic link, a pipe or a device).
     #[arg(long, value_name = "FILE")]
     pub stats_json: Option<PathBuf>,
     /// Stop the guest (exit 120, naming the GPA and the rule) when it touches a page
@@ -188,6 +189,9 @@ pub const DEFAULT_MEMORY: u64 = 256 << 20;
 
 /// Run an image; returns the process exit status.
 pub fn run(a: &RunArgs, start: Instant) -> anyhow::Result<u8> {
+    if let Some(path) = &a.stats_json {
+        crate::files::check_output(path).context("--stats-json")?;
+    }
     let bytes = std::fs::read(&a.image)
         .with_context(|| format!("cannot read the image {}", a.image.display()))?;
     run_bytes(&bytes, a, start).with_context(|| format!("cannot run {}", a.image.display()))
@@ -211,8 +215,7 @@ pub fn run_bytes(bytes: &[u8], a: &RunArgs, start: Instant) -> anyhow::Result<u8
     }
     if let Some(path) = &a.stats_json {
         let text = serde_json::to_string_pretty(&stats.to_json())?;
-        std::fs::write(path, text + "\n")
-            .with_context(|| format!("cannot write {}", path.display()))?;
+        crate::files::write_output(path, (text + "\n").as_bytes()).context("--stats-json")?;
     }
     match result? {
         Stop::AppExit(code) => Ok(code),
@@ -336,6 +339,30 @@ mod tests {
             assert_ne!(reason(3, code), "unknown reason", "code {code}");
         }
         assert_eq!(reason(3, 21), "unknown reason");
+    }
+
+    #[test]
+    fn a_stats_json_that_is_not_a_regular_file_is_refused_before_booting() {
+        let dir = crate::files::tests::scratch("stats-json");
+        let target = dir.join("stats.json");
+        std::fs::write(&target, b"keep").unwrap();
+        let link = dir.join("link.json");
+        std::os::unix::fs::symlink("stats.json", &link).unwrap();
+        let args = RunArgs {
+            // Never read: the output is refused first.
+            image: dir.join("missing.igvm"),
+            platform: platform::default_platform(),
+            memory: None,
+            cpus: 1,
+            stats: false,
+            stats_json: Some(link),
+            strict_memory: false,
+        };
+        let err = format!("{:#}", run(&args, Instant::now()).unwrap_err());
+        assert!(err.contains("--stats-json"), "{err}");
+        assert!(err.contains("is a symbolic link"), "{err}");
+        assert_eq!(std::fs::read(&target).unwrap(), b"keep");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -745,7 +745,7 @@ mod tests {
         .expect("the demo image measures");
         let path = dir.join("demo.policy.toml");
         let text = crate::cli::measure::policy_text(Path::new("demo.igvm"), &measurements);
-        crate::cli::measure::write_atomically(&path, &text).expect("write the policy");
+        crate::files::write_output(&path, text.as_bytes()).expect("write the policy");
         let policy = ReferencePolicy::from_bytes(&std::fs::read(&path).expect("read"))
             .expect("the written policy reads back");
         (path, policy)
