@@ -62,7 +62,8 @@ pub struct AttestArgs {
     /// (not a symbolic link, a pipe or a device).
     #[arg(short, long, value_name = "FILE")]
     pub output: PathBuf,
-    /// Guest RAM, e.g. 256M (default: 256M or what the image needs).
+    /// Guest RAM, e.g. 256M, within the same limits as for `nacre run` (default: 256M or
+    /// what the image needs).
     #[arg(long, value_parser = parse_size)]
     pub memory: Option<u64>,
     #[arg(

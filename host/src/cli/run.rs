@@ -3,13 +3,12 @@
 use super::{EXIT_GUEST_TERMINATED, EXIT_MEMORY_VIOLATION};
 use crate::exits::RunError;
 use crate::platform::hostile::Hostile;
-use crate::platform::launch::LaunchConfig;
+use crate::platform::launch::{check_memory, HostMemory, LaunchConfig};
 use crate::platform::{self, Registration, Stop, Vm};
 use crate::stats::Stats;
 use crate::vmm::vcpu;
-use anyhow::{bail, Context};
+use anyhow::Context;
 use nacre_shared_abi::boot::{HostRequest, MAX_CPUS};
-use nacre_shared_abi::layout::{GUEST_MEMORY_ALIGN, MAX_GUEST_MEMORY, MIN_GUEST_MEMORY};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -33,7 +32,9 @@ pub struct RunArgs {
     /// The platform to run on.
     #[arg(long, value_parser = platform_arg(), default_value = "emulated-snp")]
     pub platform: &'static Registration,
-    /// Guest RAM, e.g. 256M or 4G (a multiple of 2 MiB). Default: 256M or what the image needs.
+    /// Guest RAM, e.g. 256M or 4G: a multiple of 2 MiB, from 64 MiB to 64 GiB on
+    /// emulated-snp and snp, to 4094 MiB on emulated-tdx and tdx, and no more than this
+    /// host can back. Default: 256M or what the image needs.
     #[arg(long, value_parser = parse_size)]
     pub memory: Option<u64>,
     #[arg(
@@ -117,17 +118,13 @@ pub fn launch(
 ) -> anyhow::Result<(nacre_loader::LoadedImage, Vm)> {
     let image = nacre_loader::load_image(bytes, platform.image)?;
     let memory = memory.unwrap_or(DEFAULT_MEMORY.max(image.min_memory));
-    if !memory.is_multiple_of(GUEST_MEMORY_ALIGN)
-        || !(MIN_GUEST_MEMORY..=MAX_GUEST_MEMORY).contains(&memory)
-    {
-        bail!("--memory must be a multiple of 2 MiB between 64 MiB and 64 TiB");
-    }
-    if memory < image.min_memory {
-        bail!(
-            "this image needs at least {} MiB of guest memory (--memory)",
-            image.min_memory >> 20
-        );
-    }
+    // Before anything is made: what the platform boots, what this host can back.
+    check_memory(
+        platform,
+        memory,
+        image.min_memory,
+        HostMemory::probe().as_ref(),
+    )?;
     let config = LaunchConfig {
         memory,
         cpus,
