@@ -9,8 +9,8 @@ use std::sync::OnceLock;
 
 use nacre_tests::{
     app_source, build_c_app, build_c_app_with, build_rust_app, describe_output, nacre, package,
-    package_output, require_kvm, run, run_with_env, scratch_dir, Stats, EXIT_GUEST_TERMINATED,
-    EXIT_NACRE_ERROR,
+    package_output, package_with, require_kvm, run, run_with_env, scratch_dir, PackageOptions,
+    Stats, EXIT_GUEST_TERMINATED, EXIT_NACRE_ERROR,
 };
 
 const PLATFORM: [&str; 2] = ["--platform", "emulated-snp"];
@@ -234,6 +234,39 @@ fn rust_hello_gets_args_env_and_heap() {
                         sum=8556380160\n";
         assert_eq!(stdout(&output), expected, "{}", describe_output(&output));
     }
+
+    // The most strings an app can be given (256 with argv[0] and the environment
+    // string) reach it; one more is refused when packaging, not at boot as it was.
+    let many: Vec<String> = (1..=254).map(|i| format!("a{i}")).collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    let image = package_with(
+        &app,
+        &dir.join("many.igvm"),
+        &PackageOptions::with_args_and_env(&many, &[("NACRE_GREETING", "many")]),
+    );
+    let output = run(&image, &["--memory", "256M"]);
+    assert_exit(&output, RUST_HELLO_EXIT, "Rust hello with 254 arguments");
+    let text = stdout(&output);
+    assert!(
+        text.contains("arg[254]=a254\nenv NACRE_GREETING=many\n"),
+        "{}",
+        describe_output(&output)
+    );
+    let mut more = many.clone();
+    more.push("one-too-many");
+    let output = package_output(
+        &app,
+        &dir.join("more.igvm"),
+        &more,
+        &[("NACRE_GREETING", "many")],
+    );
+    assert_exit(&output, EXIT_NACRE_ERROR, "packaging 257 strings");
+    assert!(
+        stderr(&output).contains("an app can be given at most 256"),
+        "{}",
+        describe_output(&output)
+    );
+    assert!(!dir.join("more.igvm").exists());
 }
 
 #[test]
