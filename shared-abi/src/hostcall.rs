@@ -193,6 +193,20 @@ pub enum HostcallError {
     BadReply,
 }
 
+impl core::fmt::Display for HostcallError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::BadOp(op) => write!(f, "unknown operation {op}"),
+            Self::BadLength(len) => {
+                write!(f, "a data length of {len} bytes the operation cannot have")
+            }
+            Self::BadFd(fd) => write!(f, "file descriptor {fd}, which the operation does not take"),
+            Self::BadArg(arg) => write!(f, "an argument the operation does not define ({arg:#x})"),
+            Self::BadReply => f.write_str("a reply that does not answer the request"),
+        }
+    }
+}
+
 /// The reply data size of a Terminal request, `None` for an unknown request.
 pub fn terminal_reply_size(request: u64) -> Option<u64> {
     match request {
@@ -296,6 +310,16 @@ pub fn firmware_counter(nr: u32) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
 
+    #[test]
+    fn errors_read_as_words() {
+        use std::string::ToString;
+        assert_eq!(HostcallError::BadOp(99).to_string(), "unknown operation 99");
+        assert_eq!(
+            HostcallError::BadFd(7).to_string(),
+            "file descriptor 7, which the operation does not take"
+        );
+        assert!(!HostcallError::BadReply.to_string().contains("BadReply"));
+    }
     #[test]
     fn firmware_counters_are_named_above_every_syscall_number() {
         assert_eq!(

@@ -149,7 +149,14 @@ pub fn run(a: &AttestArgs) -> anyhow::Result<()> {
             | (EvidenceKind::TdxQuote, VerifiedKind::TdxQuote)
     );
     if !matches {
-        bail!("the guest's evidence is not the {kind:?} it said it was");
+        let said = match kind {
+            EvidenceKind::SnpReport => "an SEV-SNP attestation report",
+            EvidenceKind::TdxQuote => "a TDX quote",
+        };
+        bail!(
+            "the guest's evidence is a {}, not {said} as it said",
+            evidence.describe()
+        );
     }
     let platform = vm.platform.name();
     let endorsements = vm.platform.endorsements(&evidence).map_err(|e| {

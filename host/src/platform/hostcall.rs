@@ -95,7 +95,7 @@ pub fn serve(
         Ok(op) => op,
         Err(e) => {
             return Ok(Some(Stop::ProtocolViolation(format!(
-                "malformed hostcall: {e:?}"
+                "malformed hostcall: {e}"
             ))));
         }
     };

@@ -132,7 +132,7 @@ pub trait Platform: Send + std::fmt::Debug {
     fn doorbell(&mut self, vcpu: &mut dyn Vcpu, bell: Doorbell) -> Result<Option<Stop>, RunError> {
         let _ = vcpu;
         Err(RunError::Guest(format!(
-            "{bell:?} doorbell on {}, which has no doorbells",
+            "{bell} doorbell on {}, which has no doorbells",
             self.name()
         )))
     }

@@ -52,7 +52,10 @@ pub fn format_rfc3339(t: SystemTime) -> String {
         .and_then(|d| i64::try_from(d.as_secs()).ok());
     match secs.and_then(|s| DateTime::<Utc>::from_timestamp(s, 0)) {
         Some(dt) => dt.to_rfc3339_opts(SecondsFormat::Secs, true),
-        None => format!("{t:?}"),
+        None => match t.duration_since(UNIX_EPOCH) {
+            Ok(d) => format!("{} seconds after 1970-01-01T00:00:00Z", d.as_secs()),
+            Err(_) => "a time before 1970".to_owned(),
+        },
     }
 }
 
@@ -66,6 +69,18 @@ mod tests {
             .duration_since(UNIX_EPOCH)
             .expect("after 1970")
             .as_secs()
+    }
+
+    #[test]
+    fn times_beyond_the_calendar_read_as_words() {
+        let far = UNIX_EPOCH + Duration::from_secs(1 << 60);
+        assert_eq!(
+            format_rfc3339(far),
+            format!("{} seconds after 1970-01-01T00:00:00Z", 1u64 << 60)
+        );
+        if let Some(before) = UNIX_EPOCH.checked_sub(Duration::from_secs(1)) {
+            assert_eq!(format_rfc3339(before), "a time before 1970");
+        }
     }
 
     #[test]
