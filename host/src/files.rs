@@ -1,6 +1,16 @@
-//! The files nacre writes for its user: the image of `nacre package -o`, the evidence
-//! of `nacre attest -o`, the counters of `--stats-json`, the samples of
-//! `NACRE_PROFILE`.
+//! The files nacre reads whole and the files it writes for its user.
+//!
+//! Every file nacre reads whole is read by [`read_input`] with the most bytes it takes
+//! of that kind of input ([`Input`]; README.md has the table): a larger
+//! file is refused before it is read, and a file that grows while it is read is cut
+//! off there and refused too, so no input can make nacre allocate without bound. It
+//! must be a regular file: a device (`/dev/zero` never ends), a named pipe, a socket
+//! or a directory is refused before anything is read (a named pipe is opened without
+//! waiting for a writer).
+//!
+//! What nacre writes for its user: the image of `nacre package -o`, the evidence
+//! of `nacre attest -o`, the counters of `--stats-json`, the policy of `nacre measure
+//! --policy-out`, the samples of `NACRE_PROFILE`.
 //!
 //! An output path must name a regular file or nothing yet. Anything else is refused
 //! before any work is done and again just before the file is replaced: a directory, a
@@ -17,15 +27,117 @@
 
 use std::ffi::OsString;
 use std::fs::{self, File, FileType, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use thiserror::Error;
 
-/// Why a file cannot be written.
+/// A kind of input nacre reads whole: what it is called in messages and the most bytes
+/// nacre reads of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Input {
+    /// What it is, for messages ("image", "evidence").
+    pub what: &'static str,
+    /// The most bytes nacre reads of it.
+    pub max: u64,
+}
+
+/// The largest IGVM file: its header's `total_file_size` is 32 bits.
+const IGVM_MAX: u64 = u32::MAX as u64;
+
+/// An image (`nacre run`, `attest`, `measure`, `verify --image`): what an IGVM file can
+/// hold.
+pub const IMAGE: Input = Input {
+    what: "image",
+    max: IGVM_MAX,
+};
+/// The app of `nacre package`: it goes into an image.
+pub const APP: Input = Input {
+    what: "app",
+    max: IGVM_MAX,
+};
+/// A host file of `nacre package --file` (all of them together are bounded the same way).
+pub const PACKAGED_FILE: Input = Input {
+    what: "file",
+    max: IGVM_MAX,
+};
+/// Evidence (`nacre verify`): a report or quote of a few KiB, or an evidence file with
+/// its certificates, CRL and collateral.
+pub const EVIDENCE: Input = Input {
+    what: "evidence",
+    max: 16 << 20,
+};
+/// A certificate or a PEM bundle of a few (`--vcek`, `--cert-chain`, `--snp-certs`).
+pub const CERTIFICATE: Input = Input {
+    what: "certificate",
+    max: 1 << 20,
+};
+/// A certificate revocation list (`--crl`, `--snp-certs`).
+pub const CRL: Input = Input {
+    what: "CRL",
+    max: 16 << 20,
+};
+/// DCAP collateral (`--collateral`).
+pub const COLLATERAL: Input = Input {
+    what: "collateral",
+    max: 16 << 20,
+};
+/// A reference-value policy (`nacre verify --policy`).
+pub const POLICY: Input = Input {
+    what: "policy",
+    max: 1 << 20,
+};
+/// A key or certificate of the emulated platforms' key directories.
+pub const KEY_FILE: Input = Input {
+    what: "key file",
+    max: 1 << 20,
+};
+/// A configuration file of the host's (the quote generation service's).
+pub const CONFIG: Input = Input {
+    what: "configuration file",
+    max: 1 << 20,
+};
+
+/// Why a file cannot be read or written.
 #[derive(Debug, Error)]
 pub enum FileError {
+    /// The file system refused a read.
+    #[error("cannot read the {what} {}", .path.display())]
+    Read {
+        /// The path.
+        path: PathBuf,
+        /// What it was to be ([`Input::what`]).
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// An input that is not a regular file.
+    #[error("cannot read the {what} {}: it is {kind}, not a regular file", .path.display())]
+    InputNotRegular {
+        /// The path.
+        path: PathBuf,
+        /// What it was to be.
+        what: &'static str,
+        /// What it is, with its article.
+        kind: &'static str,
+    },
+    /// An input larger than nacre reads of its kind.
+    #[error(
+        "cannot read the {what} {}: it is larger than {}, nacre's limit for this kind of \
+         input",
+        .path.display(),
+        crate::platform::launch::size_text(*.max)
+    )]
+    TooLarge {
+        /// The path.
+        path: PathBuf,
+        /// What it was to be.
+        what: &'static str,
+        /// The most nacre reads of it ([`Input::max`]).
+        max: u64,
+    },
     /// The output path names something other than a regular file.
     #[error(
         "{} is {kind}; nacre writes its output only to a regular file or to a path where \
@@ -63,6 +175,95 @@ pub enum FileError {
         #[source]
         source: io::Error,
     },
+}
+
+/// Read the whole of `path`, a regular file of at most `input.max` bytes.
+pub fn read_input(path: &Path, input: Input) -> Result<Vec<u8>, FileError> {
+    let Input { what, max } = input;
+    let failed = |source| FileError::Read {
+        path: path.to_path_buf(),
+        what,
+        source,
+    };
+    let too_large = || FileError::TooLarge {
+        path: path.to_path_buf(),
+        what,
+        max,
+    };
+    // Without waiting for a writer if it is a named pipe: it is refused below.
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(failed)?;
+    let meta = file.metadata().map_err(failed)?;
+    if !meta.file_type().is_file() {
+        return Err(FileError::InputNotRegular {
+            path: path.to_path_buf(),
+            what,
+            kind: kind_name(meta.file_type()),
+        });
+    }
+    if meta.len() > max {
+        return Err(too_large());
+    }
+    // The size is a hint (files in /proc say 0); the read stops one byte past `max`.
+    let capacity = usize::try_from(meta.len()).unwrap_or(0);
+    let mut bytes = Vec::new();
+    bytes
+        .try_reserve_exact(capacity)
+        .map_err(|_| failed(io::ErrorKind::OutOfMemory.into()))?;
+    (&file)
+        .take(max.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(failed)?;
+    if bytes.len() as u64 > max {
+        return Err(too_large());
+    }
+    Ok(bytes)
+}
+
+/// [`read_input`] for callers whose errors carry an [`io::Error`] and the path: the
+/// error says only what is wrong with the file.
+pub fn read_input_io(path: &Path, input: Input) -> io::Result<Vec<u8>> {
+    read_input(path, input).map_err(|e| match e {
+        FileError::Read { source, .. } => source,
+        FileError::InputNotRegular { kind, .. } => io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("it is {kind}, not a regular file"),
+        ),
+        FileError::TooLarge { max, .. } => io::Error::new(
+            io::ErrorKind::FileTooLarge,
+            format!(
+                "it is larger than {}, nacre's limit for a {}",
+                crate::platform::launch::size_text(max),
+                input.what
+            ),
+        ),
+        other => io::Error::other(other.to_string()),
+    })
+}
+
+/// `read_input` as text.
+pub fn read_input_text(path: &Path, input: Input) -> Result<String, FileError> {
+    let bytes = read_input(path, input)?;
+    String::from_utf8(bytes).map_err(|_| FileError::Read {
+        path: path.to_path_buf(),
+        what: input.what,
+        source: io::Error::new(io::ErrorKind::InvalidData, "it is not UTF-8 text"),
+    })
+}
+
+/// An error and its causes, one sentence (for messages that are strings).
+pub fn error_text(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 /// What a file that is neither a regular file nor a symbolic link is, with its
@@ -213,6 +414,66 @@ pub(crate) mod tests {
             .collect();
         v.sort();
         v
+    }
+
+    #[test]
+    fn inputs_are_read_whole_up_to_their_limit() {
+        let dir = scratch("read");
+        let small = Input {
+            what: "thing",
+            max: 16,
+        };
+        let file = dir.join("file");
+        fs::write(&file, b"sixteen bytes!!!").unwrap();
+        assert_eq!(read_input(&file, small).unwrap(), b"sixteen bytes!!!");
+        fs::write(&file, b"seventeen bytes!!").unwrap();
+        let e = read_input(&file, small).unwrap_err();
+        assert!(matches!(e, FileError::TooLarge { max: 16, .. }), "{e}");
+        assert!(e.to_string().contains("larger than 16 bytes"), "{e}");
+        // A sparse file says how large it is: refused before a byte is read.
+        let sparse = dir.join("sparse");
+        File::create(&sparse).unwrap().set_len(64 << 20).unwrap();
+        let e = read_input(&sparse, EVIDENCE).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("larger than 16 MiB, nacre's limit for this kind of input"),
+            "{e}"
+        );
+        // A file whose size says nothing is still read only up to the limit.
+        let status = read_input(Path::new("/proc/self/status"), CONFIG).unwrap();
+        assert!(status.starts_with(b"Name:"));
+        let e = read_input(Path::new("/proc/self/status"), small).unwrap_err();
+        assert!(matches!(e, FileError::TooLarge { .. }), "{e}");
+
+        let e = read_input(&dir.join("missing"), IMAGE).unwrap_err();
+        assert!(
+            matches!(&e, FileError::Read { source, .. } if source.kind() == io::ErrorKind::NotFound)
+        );
+        assert!(e.to_string().starts_with("cannot read the image "), "{e}");
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn inputs_that_are_not_regular_files_are_refused_unread() {
+        let dir = scratch("read-special");
+        let fifo = dir.join("fifo");
+        mkfifo(&fifo);
+        // No writer: opening it must not wait for one.
+        for (path, kind) in [
+            (Path::new("/dev/zero"), "a character device"),
+            (fifo.as_path(), "a named pipe (FIFO)"),
+            (dir.as_path(), "a directory"),
+        ] {
+            let e = read_input(path, IMAGE).unwrap_err();
+            assert!(
+                matches!(e, FileError::InputNotRegular { kind: k, .. } if k == kind),
+                "{e}"
+            );
+            assert!(e.to_string().contains("not a regular file"), "{e}");
+            let io = read_input_io(path, KEY_FILE).unwrap_err();
+            assert_eq!(io.kind(), io::ErrorKind::InvalidInput, "{io}");
+        }
+        let _ = fs::remove_dir_all(&dir);
     }
 
     #[test]

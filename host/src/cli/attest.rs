@@ -121,8 +121,7 @@ pub fn run(a: &AttestArgs) -> anyhow::Result<()> {
     crate::files::check_output(&a.output)?;
     let nonce = parse_nonce(&a.nonce).map_err(|e| anyhow::anyhow!("--nonce: {e}"))?;
     let report_data = nonce_report_data(&nonce);
-    let bytes = std::fs::read(&a.image)
-        .with_context(|| format!("cannot read the image {}", a.image.display()))?;
+    let bytes = crate::files::read_input(&a.image, crate::files::IMAGE)?;
     let (image, mut vm) = launch(
         &bytes,
         a.platform,

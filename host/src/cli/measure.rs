@@ -358,8 +358,7 @@ pub fn run(a: &MeasureArgs) -> anyhow::Result<()> {
     if let Some(out) = &a.policy_out {
         crate::files::check_output(out).context("--policy-out")?;
     }
-    let bytes = std::fs::read(&a.image)
-        .with_context(|| format!("cannot read the image {}", a.image.display()))?;
+    let bytes = crate::files::read_input(&a.image, crate::files::IMAGE)?;
     let measurements = measure_bytes(&bytes, a.platform, a.cpus)
         .with_context(|| format!("cannot measure {}", a.image.display()))?;
     if let Some(out) = &a.policy_out {

@@ -111,6 +111,21 @@ pub enum FileArgError {
         #[source]
         source: std::io::Error,
     },
+    /// A file that cannot be read whole.
+    #[error(transparent)]
+    Read(#[from] crate::files::FileError),
+    /// More file bytes than an image holds.
+    #[error(
+        "with {} the files come to {total} bytes, more than an image holds ({} bytes)",
+        .path.display(),
+        crate::files::PACKAGED_FILE.max
+    )]
+    TooMuch {
+        /// The file that went over.
+        path: PathBuf,
+        /// The bytes of the files so far with it.
+        total: u64,
+    },
     /// A symbolic link whose target does not exist.
     #[error("{} is a symbolic link to a path that does not exist", .path.display())]
     DanglingSymlink {
@@ -241,6 +256,8 @@ fn metadata(path: &Path) -> Result<Metadata, FileArgError> {
 
 /// Add one `--file` to `tree`.
 pub fn add_mapping(tree: &mut FileTreeBuilder, mapping: &FileMapping) -> Result<(), FileArgError> {
+    // The bytes of the files so far: together they must fit an image.
+    let mut total = tree.summary().file_bytes;
     let host = &mapping.host;
     let meta = metadata(host)?;
     if meta.is_dir() {
@@ -249,7 +266,7 @@ pub fn add_mapping(tree: &mut FileTreeBuilder, mapping: &FileMapping) -> Result<
         while guest.len() > 1 && guest.ends_with(b"/") {
             guest = &guest[..guest.len() - 1];
         }
-        add_dir(tree, host, guest)
+        add_dir(tree, host, guest, &mut total)
     } else if meta.is_file() {
         let mut guest = mapping.guest.clone();
         if guest.ends_with(b"/") {
@@ -259,7 +276,7 @@ pub fn add_mapping(tree: &mut FileTreeBuilder, mapping: &FileMapping) -> Result<
             })?;
             guest.extend_from_slice(name.as_bytes());
         }
-        add_file(tree, host, &guest, &meta)
+        add_file(tree, host, &guest, &meta, &mut total)
     } else {
         Err(FileArgError::Unsupported {
             path: host.clone(),
@@ -278,11 +295,17 @@ fn add_file(
     host: &Path,
     guest: &[u8],
     meta: &Metadata,
+    total: &mut u64,
 ) -> Result<(), FileArgError> {
-    let data = std::fs::read(host).map_err(|source| FileArgError::Io {
-        path: host.to_path_buf(),
-        source,
-    })?;
+    let after = total.saturating_add(meta.len());
+    if after > crate::files::PACKAGED_FILE.max {
+        return Err(FileArgError::TooMuch {
+            path: host.to_path_buf(),
+            total: after,
+        });
+    }
+    let data = crate::files::read_input(host, crate::files::PACKAGED_FILE)?;
+    *total += data.len() as u64;
     tree.add_file(guest, data, permissions(meta))
         .map_err(|source| FileArgError::Tree {
             host: host.to_path_buf(),
@@ -294,7 +317,12 @@ fn add_file(
 /// Add the directory `host` as `guest` and everything in it, in name order,
 /// following symbolic links (`walkdir`, which also notices a link back to a directory
 /// being walked: that walk would never end).
-fn add_dir(tree: &mut FileTreeBuilder, host: &Path, guest: &[u8]) -> Result<(), FileArgError> {
+fn add_dir(
+    tree: &mut FileTreeBuilder,
+    host: &Path,
+    guest: &[u8],
+    total: &mut u64,
+) -> Result<(), FileArgError> {
     let walk = walkdir::WalkDir::new(host)
         .follow_links(true)
         .sort_by(|a, b| a.file_name().as_bytes().cmp(b.file_name().as_bytes()));
@@ -317,7 +345,7 @@ fn add_dir(tree: &mut FileTreeBuilder, host: &Path, guest: &[u8]) -> Result<(), 
                     source,
                 })?;
         } else if meta.is_file() {
-            add_file(tree, path, &child, &meta)?;
+            add_file(tree, path, &child, &meta, total)?;
         } else {
             return Err(FileArgError::Unsupported {
                 path: path.to_path_buf(),
@@ -410,8 +438,7 @@ fn summary_text(s: &TreeSummary) -> String {
 /// Run `nacre package`.
 pub fn run(a: &PackageArgs) -> anyhow::Result<()> {
     crate::files::check_output(&a.output)?;
-    let bytes = std::fs::read(&a.app)
-        .with_context(|| format!("cannot read the app {}", a.app.display()))?;
+    let bytes = crate::files::read_input(&a.app, crate::files::APP)?;
     let argv0 = a
         .app
         .file_name()
@@ -804,6 +831,26 @@ mod tests {
                 .collect();
             assert_eq!(left, [OsString::from("hello")], "{err:#}");
         }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn endless_or_special_inputs_are_refused_unread() {
+        let dir = scratch("run-input");
+        let mut a = package_args(&dir, &[]);
+        // /dev/zero used to be read until memory ran out.
+        a.app = PathBuf::from("/dev/zero");
+        let err = format!("{:#}", run(&a).unwrap_err());
+        assert!(
+            err.contains("cannot read the app /dev/zero: it is a character device"),
+            "{err}"
+        );
+        let fifo = dir.join("fifo");
+        crate::files::tests::mkfifo(&fifo);
+        let a = package_args(&dir, &[&format!("{}:/fifo", fifo.display())]);
+        let err = format!("{:#}", run(&a).unwrap_err());
+        assert!(err.contains("is a named pipe (FIFO)"), "{err}");
+        assert!(!a.output.exists());
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -189,8 +189,7 @@ pub fn run(a: &RunArgs, start: Instant) -> anyhow::Result<u8> {
     if let Some(path) = &a.stats_json {
         crate::files::check_output(path).context("--stats-json")?;
     }
-    let bytes = std::fs::read(&a.image)
-        .with_context(|| format!("cannot read the image {}", a.image.display()))?;
+    let bytes = crate::files::read_input(&a.image, crate::files::IMAGE)?;
     run_bytes(&bytes, a, start).with_context(|| format!("cannot run {}", a.image.display()))
 }
 
@@ -359,6 +358,49 @@ mod tests {
         assert!(err.contains("--stats-json"), "{err}");
         assert!(err.contains("is a symbolic link"), "{err}");
         assert_eq!(std::fs::read(&target).unwrap(), b"keep");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn endless_or_special_images_are_refused_unread() {
+        // /dev/zero used to be read until memory ran out.
+        let args = RunArgs {
+            image: PathBuf::from("/dev/zero"),
+            platform: platform::default_platform(),
+            memory: None,
+            cpus: 1,
+            stats: false,
+            stats_json: None,
+            strict_memory: false,
+        };
+        let e = format!("{:#}", run(&args, Instant::now()).unwrap_err());
+        assert!(
+            e.contains("cannot read the image /dev/zero: it is a character device"),
+            "{e}"
+        );
+        let measure = crate::cli::measure::MeasureArgs {
+            image: PathBuf::from("/dev/zero"),
+            platform: crate::cli::measure::MeasurePlatform::All,
+            json: false,
+            explain: false,
+            cpus: 1,
+            policy_out: None,
+        };
+        let e = format!("{:#}", crate::cli::measure::run(&measure).unwrap_err());
+        assert!(e.contains("it is a character device"), "{e}");
+        let dir = crate::files::tests::scratch("attest-input");
+        let attest = crate::cli::attest::AttestArgs {
+            image: PathBuf::from("/dev/zero"),
+            platform: platform::default_platform(),
+            nonce: "00".into(),
+            output: dir.join("evidence.json"),
+            memory: None,
+            cpus: 1,
+            json: false,
+            snp_certs: None,
+        };
+        let e = format!("{:#}", crate::cli::attest::run(&attest).unwrap_err());
+        assert!(e.contains("it is a character device"), "{e}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 
