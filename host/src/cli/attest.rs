@@ -48,7 +48,10 @@ On the hardware platforms the evidence is the real thing: on snp a report from t
 security processor, which KVM asks on the guest's behalf, endorsed by the VCEK and
 chain from --snp-certs (AMD's key distribution service issues them); on tdx a quote
 from the host's quote generation service (qgsd), which carries its own PCK chain.
-`nacre host-check --platform snp|tdx` says whether this host has all of it.")]
+`nacre host-check --platform snp|tdx` says whether this host has all of it.
+
+Exit status: 0 when the evidence was written, 125 when there is none (the reason is on
+stderr), 2 when the command line is wrong.")]
 pub struct AttestArgs {
     /// The image made by `nacre package`.
     pub image: PathBuf,

@@ -61,7 +61,9 @@ printed, as a policy for `nacre verify --policy FILE` (TOML, docs/policy.md):
            (nacre's firmware extends none).
 What the platform decides (TCB levels, PLATFORM_INFO, MRSEAM, XFAM, TEE_TCB_SVN) is
 left for the relying party to add. FILE is replaced atomically; a FILE that exists
-and is not a regular file (a directory, a device, a symbolic link) is refused.")]
+and is not a regular file (a directory, a device, a symbolic link) is refused.
+
+Exit status: 0, 125 when the image cannot be used, 2 when the command line is wrong.")]
 pub struct MeasureArgs {
     /// The image made by `nacre package`.
     pub image: PathBuf,

@@ -19,7 +19,10 @@ Examples:
 
 The app sees the packaged files read-only at their guest paths, itself at /app/NAME
 (NAME is its file name); /dev, /proc and /sys are provided by nacre. The files are part of the
-image's measurement: changing any byte or permission changes it.")]
+image's measurement: changing any byte or permission changes it.
+
+Exit status: 0 when the image was written, 125 when nacre cannot package the app (the
+reason is on stderr), 2 when the command line is wrong.")]
 pub struct PackageArgs {
     /// The app: a statically linked x86-64 Linux executable (static or static-pie).
     pub app: PathBuf,

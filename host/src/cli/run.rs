@@ -25,7 +25,14 @@ pub fn platform_arg() -> impl clap::builder::TypedValueParser<Value = &'static R
 
 /// Arguments of `nacre run`.
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Example:\n  nacre run hello.igvm --memory 512M --stats")]
+#[command(after_help = "\
+Example:
+  nacre run hello.igvm --memory 512M --stats
+
+Exit status: the app's own (0-255) when it ran to its end; 120 when the host stopped
+the guest for breaking a confidential-memory rule, 121 when the guest firmware asked to
+be terminated, 125 on an error of nacre's own (the reason is on stderr), 2 when the
+command line is wrong.")]
 pub struct RunArgs {
     /// The image made by `nacre package`.
     pub image: PathBuf,

@@ -102,7 +102,8 @@ A policy's snp.vmpl replaces the default 0; its measurement must agree with
 Every check is listed with what it saw. Exit status: 0 when every check passed,
 1 when one failed (each failed check is named on stderr, or under \"failed\" in the
 JSON), 125 when the input is unusable (unreadable, truncated, unknown version, bad
-hex or DER, an SNP report without --vcek, a policy that is not valid).")]
+hex or DER, an SNP report without --vcek, a policy that is not valid), 2 when the
+command line is wrong.")]
 pub struct VerifyArgs {
     /// The evidence: a file `nacre attest` wrote, or a bare SEV-SNP attestation report
     /// or TDX quote, raw or as hex text.
