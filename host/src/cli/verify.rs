@@ -160,7 +160,7 @@ pub struct VerifyArgs {
     #[arg(long, value_name = "DIR", requires = "allow_emulated")]
     pub emulated_keys: Option<PathBuf>,
     /// Check the certificates' validity at this time instead of now (RFC 3339,
-    /// e.g. 2024-05-01T12:00:00Z).
+    /// e.g. 2024-05-01T12:00:00Z; 1970 or later).
     #[arg(long, value_name = "RFC3339")]
     pub at: Option<String>,
     /// SNP: the ARK's certificate revocation list (DER or PEM), as AMD's key
