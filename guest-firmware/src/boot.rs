@@ -120,6 +120,10 @@ pub fn boot() -> Result<Entry, FwError> {
     crate::sched::cpu::bring_up(k, host.cpus, preemption);
     drop(guard);
     crate::sched::cpu::wait_started();
+    // The host's boot time (`nacre run --stats`, boot_ms) ends here.
+    if let Some(k) = crate::kernel::lock().as_mut() {
+        k.announce_app_entry()?;
+    }
     Ok(entry)
 }
 

@@ -52,8 +52,9 @@ pub struct Stats {
     pub run: RunCounters,
     /// The platform's and its MMU's counters, in the order they print.
     pub counters: Vec<(&'static str, u64)>,
-    /// Milliseconds from process start to the first hostcall (the app's first output
-    /// or its exit): image loading, VM set-up, firmware boot and app start-up.
+    /// Milliseconds from process start until the firmware entered the app (0 when it
+    /// never did): image loading, VM set-up and the firmware's boot, not the app's own
+    /// start-up.
     pub boot_ms: f64,
     /// Wall time of the whole run in milliseconds.
     pub run_ms: f64,

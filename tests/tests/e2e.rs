@@ -340,6 +340,36 @@ fn stats_json_has_every_key_with_sane_values() {
     );
 }
 
+/// boot_ms ends when the firmware enters the app: an app that sleeps before its first
+/// output does not count its sleep as boot time (it once did: boot_ms was the time to
+/// the first write, the whole run for such an app).
+#[test]
+fn boot_time_ends_when_the_app_is_entered() {
+    require_kvm();
+    let dir = scratch_dir(tmp(), "e2e-late-output");
+    let app = dir.join("late_output");
+    build_c_app(&app_source("late_output.c"), &app);
+    let image = package(&app, &[], &[]);
+    for platform in PLATFORMS {
+        let (output, stats) = run_for_stats(&image, "e2e-late-output-stats", &platform, &[]);
+        assert_exit(&output, 0, &format!("late output on {}", platform[1]));
+        assert_eq!(stdout(&output), "late\n", "{}", describe_output(&output));
+        let (boot, run) = (stats.f64("boot_ms"), stats.f64("run_ms"));
+        assert!(boot > 0.0, "boot_ms = {boot}");
+        assert!(
+            boot + 400.0 < run,
+            "boot_ms = {boot} includes the app's 500 ms sleep (run_ms = {run})"
+        );
+        assert!(
+            stats
+                .counters("hostcalls")
+                .contains(&("app_entry".to_owned(), 1)),
+            "{:?}",
+            stats.counters("hostcalls")
+        );
+    }
+}
+
 /// A guest that validates page by page inside memory the host assigned as one 2 MiB
 /// RMP entry: its first 4 KiB PVALIDATE is a size-mismatch fault that the host resolves
 /// with a PSMASH (and a zap of the 2 MiB mapping), and the guest runs on to the app's

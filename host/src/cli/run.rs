@@ -179,13 +179,15 @@ pub fn stats(vm: &mut Vm, start: Instant) -> Stats {
         counters: vm.platform.counters(),
         ..Stats::default()
     };
-    stats.boot_ms = vm
-        .platform
-        .hostcalls()
-        .first_hostcall
-        .map_or(0.0, |t| t.duration_since(start).as_secs_f64() * 1e3);
+    stats.boot_ms = boot_ms(start, vm.platform.hostcalls().app_entered);
     stats.run_ms = start.elapsed().as_secs_f64() * 1e3;
     stats
+}
+
+/// Milliseconds from `start` until the firmware entered the app (`entered`), 0 when it
+/// never did.
+pub fn boot_ms(start: Instant, entered: Option<Instant>) -> f64 {
+    entered.map_or(0.0, |t| t.duration_since(start).as_secs_f64() * 1e3)
 }
 
 /// Default guest RAM.

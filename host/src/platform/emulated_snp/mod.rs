@@ -112,7 +112,7 @@ pub struct EmulatedSnp {
     pub counters: SnpCounters,
     /// Test hook: finish at most this many PSC entries per call.
     pub psc_budget: Option<usize>,
-    /// The console and clocks the hostcalls serve (and when the first arrived).
+    /// The console and clocks the hostcalls serve (and when the firmware entered the app).
     pub host: HostcallHost,
     /// The emulated security processor, once the launch made it.
     pub sp: Option<EmulatedSecurityProcessor>,

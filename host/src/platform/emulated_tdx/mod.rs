@@ -99,7 +99,7 @@ pub struct EmulatedTdx {
     /// Test hook (`NACRE_TEST_MAP_GPA_PAGES`): convert at most this many pages per
     /// MapGPA call before answering RETRY.
     pub map_gpa_budget: Option<u64>,
-    /// The console and clocks the hostcalls serve (and when the first arrived).
+    /// The console and clocks the hostcalls serve (and when the firmware entered the app).
     pub host: HostcallHost,
     /// The lie a hostile-host test asked for (`NACRE_TEST_HOSTILE`), if any.
     pub lies: Lies,
