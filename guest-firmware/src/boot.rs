@@ -43,9 +43,14 @@ use zerocopy::FromBytes;
 #[repr(C, align(4096))]
 struct Page([u8; 4096]);
 
-/// Page-table frames used before the frame allocator exists: enough for the
-/// firmware's own map and a direct map of up to 64 GiB with 2 MiB pages.
+/// Page-table frames used before the frame allocator exists: one page directory per
+/// GiB of the direct map of RAM (2 MiB pages, up to [`MAX_GUEST_MEMORY`]) and fewer
+/// than [`PT_POOL_OTHERS`] others (the PML4, the firmware's own map, the trampoline
+/// page's alias, the platform's shared pages).
 const PT_POOL_PAGES: usize = 80;
+/// The pool's pages that are not the direct map's page directories.
+const PT_POOL_OTHERS: u64 = 16;
+const _: () = assert!(PT_POOL_PAGES as u64 >= MAX_GUEST_MEMORY / PAGE_SIZE_1G + PT_POOL_OTHERS);
 static mut PT_POOL: [Page; PT_POOL_PAGES] = [const { Page([0; 4096]) }; PT_POOL_PAGES];
 
 /// The kernel's big tables, in bss (zero at launch) so that boot moves none of them.
@@ -115,6 +120,10 @@ pub fn boot() -> Result<Entry, FwError> {
     crate::sched::cpu::bring_up(k, host.cpus, preemption);
     drop(guard);
     crate::sched::cpu::wait_started();
+    // The host's boot time (`nacre run --stats`, boot_ms) ends here.
+    if let Some(k) = crate::kernel::lock().as_mut() {
+        k.announce_app_entry()?;
+    }
     Ok(entry)
 }
 

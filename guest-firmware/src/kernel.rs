@@ -558,6 +558,14 @@ impl Kernel {
         self.io.exchange(req, |page| plat.ring_hostcall(page))
     }
 
+    /// Tell the host that the app is entered now, once, after the boot.
+    pub fn announce_app_entry(&mut self) -> Result<(), FwError> {
+        match self.hostcall(hostcall::app_entry_request())? {
+            Ok(_) => Ok(()),
+            Err(_) => Err(FwError::Hostcall),
+        }
+    }
+
     /// Write firmware bytes to the host's fd 1 or 2 (messages).
     pub fn console_write(&mut self, fd: u32, data: &[u8]) -> Result<u64, u64> {
         let plat = &mut *self.plat;

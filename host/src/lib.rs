@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod emulated;
 pub mod exits;
+pub mod files;
 pub mod mmu;
 pub mod platform;
 pub mod stats;

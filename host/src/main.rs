@@ -42,7 +42,7 @@ fn demo_in(dir: &std::path::Path, cpus: u32, start: Instant) -> anyhow::Result<u
     );
     let files = cli::package::file_tree("hello", &[])?;
     let image = cli::package::build(nacre_host::DEMO_APP, "hello", &[], &[], &files, 0, false)?;
-    std::fs::write(&image_path, &image)?;
+    nacre_host::files::write_output(&image_path, &image)?;
     eprintln!(
         "nacre demo: 2/5 packaged it with the firmware into {} ({} bytes)",
         image_path.display(),

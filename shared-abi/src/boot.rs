@@ -357,8 +357,19 @@ pub fn set_host_cpus(page: &mut [u8; 4096], cpus: u32) {
 
 const _: () = assert!(HOST_CPUS_OFFSET + 4 <= 4096);
 
+/// The most strings an argument blob holds: the arguments (`argv[0]` included) and the
+/// environment strings together. The firmware builds the app's initial stack with a
+/// table of this many pointers (`guest-firmware/src/app/loader.rs`).
+pub const MAX_ARG_STRINGS: usize = 256;
+
+/// The most bytes the strings of an argument blob take, each with its NUL: what Linux
+/// allows by default (a quarter of the 8 MiB stack limit, `ARG_MAX`), and what leaves the
+/// app most of its 8 MiB stack, where the firmware copies them.
+pub const MAX_ARG_BYTES: usize = 2 << 20;
+
 /// The argument blob: `u32 argc, u32 envc`, then `argc` NUL-terminated argument
-/// strings and `envc` NUL-terminated `KEY=VALUE` strings, back to back.
+/// strings and `envc` NUL-terminated `KEY=VALUE` strings, back to back: at most
+/// [`MAX_ARG_STRINGS`] strings of at most [`MAX_ARG_BYTES`] together.
 #[derive(Debug, Clone, Copy)]
 pub struct ArgsBlob<'a> {
     argc: u32,
@@ -375,6 +386,10 @@ pub enum ArgsBlobError {
     TrailingBytes,
     /// argc is zero (a program always has argv\[0\]).
     NoProgramName,
+    /// More than [`MAX_ARG_STRINGS`] strings.
+    TooManyStrings,
+    /// Strings of more than [`MAX_ARG_BYTES`] bytes.
+    TooLarge,
 }
 
 impl<'a> ArgsBlob<'a> {
@@ -390,6 +405,12 @@ impl<'a> ArgsBlob<'a> {
         }
         let strings = &bytes[8..];
         let total = u64::from(argc) + u64::from(envc);
+        if total > MAX_ARG_STRINGS as u64 {
+            return Err(ArgsBlobError::TooManyStrings);
+        }
+        if strings.len() > MAX_ARG_BYTES {
+            return Err(ArgsBlobError::TooLarge);
+        }
         let mut seen = 0u64;
         let mut consumed = 0usize;
         while seen < total {
@@ -442,8 +463,14 @@ impl<'a> ArgsBlob<'a> {
         if argc == 0 {
             return Err(ArgsBlobError::NoProgramName);
         }
+        if args.len() + env.len() > MAX_ARG_STRINGS {
+            return Err(ArgsBlobError::TooManyStrings);
+        }
         if out.len() != Self::encoded_len(args.iter().chain(env.iter()).copied()) {
             return Err(ArgsBlobError::Truncated);
+        }
+        if out.len() - 8 > MAX_ARG_BYTES {
+            return Err(ArgsBlobError::TooLarge);
         }
         out[0..4].copy_from_slice(&argc.to_le_bytes());
         out[4..8].copy_from_slice(&envc.to_le_bytes());
@@ -789,6 +816,50 @@ mod tests {
         let mut out = vec![0u8; ArgsBlob::encoded_len(args.iter().chain(env).copied())];
         ArgsBlob::encode(args, env, &mut out)?;
         Ok(out)
+    }
+
+    #[test]
+    fn args_blobs_hold_at_most_the_strings_and_bytes_the_firmware_takes() {
+        let name: &[u8] = b"app";
+        // MAX_ARG_STRINGS strings, argv[0] included: fine either way round.
+        let many = vec![&b"x"[..]; MAX_ARG_STRINGS - 1];
+        let blob = encode_blob(&[name], &many).unwrap();
+        assert_eq!(ArgsBlob::parse(&blob).unwrap().envc() as usize, many.len());
+        let mut args = vec![name];
+        args.extend(&many);
+        assert!(encode_blob(&args, &[]).is_ok());
+        // One more is refused by both sides.
+        args.push(b"y");
+        assert_eq!(encode_blob(&args, &[]), Err(ArgsBlobError::TooManyStrings));
+        let mut forged = encode_blob(&args[..MAX_ARG_STRINGS], &[]).unwrap();
+        forged[0..4].copy_from_slice(&(MAX_ARG_STRINGS as u32 + 1).to_le_bytes());
+        forged.extend_from_slice(b"y\0");
+        assert_eq!(
+            ArgsBlob::parse(&forged).map(|_| ()),
+            Err(ArgsBlobError::TooManyStrings)
+        );
+        // A huge count is refused before any string is looked for.
+        let mut huge = std::vec![0u8; 8];
+        huge[0..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        huge[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(
+            ArgsBlob::parse(&huge).map(|_| ()),
+            Err(ArgsBlobError::TooManyStrings)
+        );
+
+        // MAX_ARG_BYTES of strings with their NULs, and one byte more.
+        let fill = std::vec![b'a'; MAX_ARG_BYTES - name.len() - 2];
+        let blob = encode_blob(&[name], &[&fill]).unwrap();
+        assert_eq!(blob.len(), 8 + MAX_ARG_BYTES);
+        assert!(ArgsBlob::parse(&blob).is_ok());
+        let over = std::vec![b'a'; fill.len() + 1];
+        assert_eq!(encode_blob(&[name], &[&over]), Err(ArgsBlobError::TooLarge));
+        let mut forged = blob.clone();
+        forged.insert(12, b'a');
+        assert_eq!(
+            ArgsBlob::parse(&forged).map(|_| ()),
+            Err(ArgsBlobError::TooLarge)
+        );
     }
 
     /// A valid blob, then maybe one byte changed, a tail cut off or a byte appended.

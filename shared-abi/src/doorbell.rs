@@ -40,6 +40,18 @@ pub enum Doorbell {
     Tdcall,
 }
 
+impl core::fmt::Display for Doorbell {
+    /// The instruction's name, as the vendors' manuals spell it.
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            Self::Pvalidate => "PVALIDATE",
+            Self::Rmpadjust => "RMPADJUST",
+            Self::Vmgexit => "VMGEXIT",
+            Self::Tdcall => "TDCALL",
+        })
+    }
+}
+
 impl Doorbell {
     /// Decode a port number; `None` if it is not a doorbell.
     pub const fn from_port(port: u16) -> Option<Self> {
@@ -79,6 +91,13 @@ pub const EMULATED_TDX_SIGNATURE: [u8; 12] = *b"NacreEmuTDX\0";
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn doorbells_are_named_after_their_instructions() {
+        use std::string::ToString;
+        assert_eq!(Doorbell::Pvalidate.to_string(), "PVALIDATE");
+        assert_eq!(Doorbell::Tdcall.to_string(), "TDCALL");
+    }
 
     #[test]
     fn ports_round_trip_and_others_are_rejected() {

@@ -64,6 +64,9 @@ pub enum HostcallOp {
     /// [`EvidenceKind`], the data the evidence itself. No reply: the host stops the
     /// guest.
     Evidence = 8,
+    /// The firmware has booted and enters the app now, once (the end of the boot time
+    /// the host reports). No data (`len` 0); `result` 0.
+    AppEntry = 9,
 }
 
 /// What [`HostcallOp::Evidence`] carries.
@@ -99,6 +102,7 @@ impl TryFrom<u32> for HostcallOp {
             6 => Ok(Self::Poll),
             7 => Ok(Self::Terminal),
             8 => Ok(Self::Evidence),
+            9 => Ok(Self::AppEntry),
             other => Err(other),
         }
     }
@@ -193,6 +197,20 @@ pub enum HostcallError {
     BadReply,
 }
 
+impl core::fmt::Display for HostcallError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::BadOp(op) => write!(f, "unknown operation {op}"),
+            Self::BadLength(len) => {
+                write!(f, "a data length of {len} bytes the operation cannot have")
+            }
+            Self::BadFd(fd) => write!(f, "file descriptor {fd}, which the operation does not take"),
+            Self::BadArg(arg) => write!(f, "an argument the operation does not define ({arg:#x})"),
+            Self::BadReply => f.write_str("a reply that does not answer the request"),
+        }
+    }
+}
+
 /// The reply data size of a Terminal request, `None` for an unknown request.
 pub fn terminal_reply_size(request: u64) -> Option<u64> {
     match request {
@@ -221,6 +239,7 @@ impl HostcallHeader {
             HostcallOp::Evidence if EvidenceKind::try_from(self.arg).is_err() => {
                 Err(HostcallError::BadArg(self.arg))
             }
+            HostcallOp::AppEntry if self.len != 0 => Err(HostcallError::BadLength(self.len)),
             HostcallOp::Terminal => match terminal_reply_size(self.arg) {
                 None => Err(HostcallError::BadArg(self.arg)),
                 Some(size) if self.len < size => Err(HostcallError::BadLength(self.len)),
@@ -252,7 +271,7 @@ impl HostcallHeader {
             HostcallOp::Clock => self.result == core::mem::size_of::<ClockReply>() as u64,
             HostcallOp::Terminal => Some(self.result) == terminal_reply_size(request.arg),
             HostcallOp::Poll => self.result & !request.arg == 0,
-            HostcallOp::Sleep => self.result == 0,
+            HostcallOp::Sleep | HostcallOp::AppEntry => self.result == 0,
             HostcallOp::Exit | HostcallOp::Evidence => false,
         };
         if ok {
@@ -297,6 +316,16 @@ pub fn firmware_counter(nr: u32) -> Option<&'static str> {
 mod tests {
 
     #[test]
+    fn errors_read_as_words() {
+        use std::string::ToString;
+        assert_eq!(HostcallError::BadOp(99).to_string(), "unknown operation 99");
+        assert_eq!(
+            HostcallError::BadFd(7).to_string(),
+            "file descriptor 7, which the operation does not take"
+        );
+        assert!(!HostcallError::BadReply.to_string().contains("BadReply"));
+    }
+    #[test]
     fn firmware_counters_are_named_above_every_syscall_number() {
         assert_eq!(
             firmware_counter(FIRMWARE_COUNTER_BASE),
@@ -339,7 +368,7 @@ mod tests {
 
     fn request() -> impl Strategy<Value = HostcallHeader> {
         (
-            prop_oneof![4 => 0u32..9, 1 => any::<u32>()],
+            prop_oneof![4 => 0u32..10, 1 => any::<u32>()],
             prop_oneof![4 => 0u32..4, 1 => any::<u32>()],
             len(),
             arg(),
@@ -382,12 +411,12 @@ mod tests {
 
     proptest! {
         #[test]
-        fn op_round_trips(v in prop_oneof![0u32..9, any::<u32>()]) {
+        fn op_round_trips(v in prop_oneof![0u32..10, any::<u32>()]) {
             match HostcallOp::try_from(v) {
                 Ok(op) => prop_assert_eq!(op as u32, v),
                 Err(e) => {
                     prop_assert_eq!(e, v);
-                    prop_assert!(!(1..=8).contains(&v));
+                    prop_assert!(!(1..=9).contains(&v));
                 }
             }
         }
@@ -413,12 +442,13 @@ mod tests {
                             prop_assert!(EvidenceKind::try_from(h.arg).is_ok());
                         }
                         HostcallOp::Exit => prop_assert!(h.arg2 <= h.len),
+                        HostcallOp::AppEntry => prop_assert_eq!(h.len, 0),
                         HostcallOp::Sleep => {}
                     }
                 }
                 Err(HostcallError::BadOp(op)) => {
                     prop_assert_eq!(op, h.op);
-                    prop_assert!(!(1..=8).contains(&op));
+                    prop_assert!(!(1..=9).contains(&op));
                 }
                 Err(HostcallError::BadLength(len)) => prop_assert_eq!(len, h.len),
                 Err(HostcallError::BadFd(fd)) => prop_assert_eq!(fd, h.fd),
@@ -445,7 +475,7 @@ mod tests {
                             prop_assert!(n <= request.len);
                         }
                         Ok(HostcallOp::Poll) => prop_assert_eq!(n & !request.arg, 0),
-                        Ok(HostcallOp::Sleep) => prop_assert_eq!(n, 0),
+                        Ok(HostcallOp::Sleep | HostcallOp::AppEntry) => prop_assert_eq!(n, 0),
                         Ok(HostcallOp::Exit | HostcallOp::Evidence) | Err(_) => {
                             prop_assert!(false, "no reply expected")
                         }

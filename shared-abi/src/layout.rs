@@ -82,8 +82,12 @@ pub const USER_VA_END: u64 = 0x0000_7FFF_FFFF_F000;
 
 /// Smallest guest RAM size nacre boots with.
 pub const MIN_GUEST_MEMORY: u64 = 64 << 20;
-/// Largest guest RAM size: the private view must sit above the shared view.
-pub const MAX_GUEST_MEMORY: u64 = 1 << 46;
+/// Largest guest RAM size an SEV-SNP guest boots with: the firmware maps all of RAM in
+/// its direct map, whose page directories (one per GiB) come from a pool of page
+/// tables it sets aside at boot (`guest-firmware/src/boot.rs`, `PT_POOL_PAGES`). The
+/// host refuses more before it makes a VM and the firmware refuses a memory map of
+/// more. TDX guests have less ([`TDX_MAX_GUEST_MEMORY`]).
+pub const MAX_GUEST_MEMORY: u64 = 64 << 30;
 /// Guest RAM sizes must be a multiple of this.
 pub const GUEST_MEMORY_ALIGN: u64 = PAGE_SIZE_2M;
 

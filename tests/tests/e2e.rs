@@ -9,8 +9,8 @@ use std::sync::OnceLock;
 
 use nacre_tests::{
     app_source, build_c_app, build_c_app_with, build_rust_app, describe_output, nacre, package,
-    package_output, require_kvm, run, run_with_env, scratch_dir, Stats, EXIT_GUEST_TERMINATED,
-    EXIT_NACRE_ERROR,
+    package_output, package_with, require_kvm, run, run_with_env, scratch_dir, PackageOptions,
+    Stats, EXIT_GUEST_TERMINATED, EXIT_NACRE_ERROR,
 };
 
 const PLATFORM: [&str; 2] = ["--platform", "emulated-snp"];
@@ -141,8 +141,9 @@ fn one_image_boots_with_any_c_bit_position() {
     }
 }
 
-/// The largest guest each platform takes: 4 GiB on SNP; on TDX RAM ends below the
-/// reset vector's 2 MiB region (4094 MiB), and more is refused with a clear error.
+/// Large guests: 4 GiB on SNP (it takes up to 64 GiB, more than CI hosts can back); on
+/// TDX RAM ends below the reset vector's 2 MiB region (4094 MiB). More than a platform
+/// boots is refused, naming its limit, before a VM is made.
 #[test]
 fn c_hello_boots_with_the_most_memory_each_platform_takes() {
     require_kvm();
@@ -168,6 +169,21 @@ fn c_hello_boots_with_the_most_memory_each_platform_takes() {
         describe_output(&output)
     );
     assert_no_panic(&output, "4G on emulated-tdx");
+    // More than the SNP firmware maps (74G used to end as "guest memory exhausted",
+    // 16T as a KVM error).
+    for memory in ["65G", "74G", "16T"] {
+        let output = run(&c_hello_image(), &["--memory", memory]);
+        assert_exit(
+            &output,
+            EXIT_NACRE_ERROR,
+            &format!("{memory} on emulated-snp"),
+        );
+        assert!(
+            stderr(&output).contains("boots at most 64 GiB of guest memory"),
+            "{}",
+            describe_output(&output)
+        );
+    }
 }
 
 #[test]
@@ -218,6 +234,39 @@ fn rust_hello_gets_args_env_and_heap() {
                         sum=8556380160\n";
         assert_eq!(stdout(&output), expected, "{}", describe_output(&output));
     }
+
+    // The most strings an app can be given (256 with argv[0] and the environment
+    // string) reach it; one more is refused when packaging, not at boot as it was.
+    let many: Vec<String> = (1..=254).map(|i| format!("a{i}")).collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    let image = package_with(
+        &app,
+        &dir.join("many.igvm"),
+        &PackageOptions::with_args_and_env(&many, &[("NACRE_GREETING", "many")]),
+    );
+    let output = run(&image, &["--memory", "256M"]);
+    assert_exit(&output, RUST_HELLO_EXIT, "Rust hello with 254 arguments");
+    let text = stdout(&output);
+    assert!(
+        text.contains("arg[254]=a254\nenv NACRE_GREETING=many\n"),
+        "{}",
+        describe_output(&output)
+    );
+    let mut more = many.clone();
+    more.push("one-too-many");
+    let output = package_output(
+        &app,
+        &dir.join("more.igvm"),
+        &more,
+        &[("NACRE_GREETING", "many")],
+    );
+    assert_exit(&output, EXIT_NACRE_ERROR, "packaging 257 strings");
+    assert!(
+        stderr(&output).contains("an app can be given at most 256"),
+        "{}",
+        describe_output(&output)
+    );
+    assert!(!dir.join("more.igvm").exists());
 }
 
 #[test]
@@ -289,6 +338,36 @@ fn stats_json_has_every_key_with_sane_values() {
         boot_ms > 0.0 && boot_ms < 60_000.0,
         "boot_ms = {boot_ms} is not a plausible boot time"
     );
+}
+
+/// boot_ms ends when the firmware enters the app: an app that sleeps before its first
+/// output does not count its sleep as boot time (it once did: boot_ms was the time to
+/// the first write, the whole run for such an app).
+#[test]
+fn boot_time_ends_when_the_app_is_entered() {
+    require_kvm();
+    let dir = scratch_dir(tmp(), "e2e-late-output");
+    let app = dir.join("late_output");
+    build_c_app(&app_source("late_output.c"), &app);
+    let image = package(&app, &[], &[]);
+    for platform in PLATFORMS {
+        let (output, stats) = run_for_stats(&image, "e2e-late-output-stats", &platform, &[]);
+        assert_exit(&output, 0, &format!("late output on {}", platform[1]));
+        assert_eq!(stdout(&output), "late\n", "{}", describe_output(&output));
+        let (boot, run) = (stats.f64("boot_ms"), stats.f64("run_ms"));
+        assert!(boot > 0.0, "boot_ms = {boot}");
+        assert!(
+            boot + 400.0 < run,
+            "boot_ms = {boot} includes the app's 500 ms sleep (run_ms = {run})"
+        );
+        assert!(
+            stats
+                .counters("hostcalls")
+                .contains(&("app_entry".to_owned(), 1)),
+            "{:?}",
+            stats.counters("hostcalls")
+        );
+    }
 }
 
 /// A guest that validates page by page inside memory the host assigned as one 2 MiB

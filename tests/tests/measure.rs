@@ -555,7 +555,7 @@ fn policy_out_writes_the_images_reference_values_and_refuses_a_directory() {
     );
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stderr.contains("is a directory; refusing to replace it"),
+        stderr.contains("is a directory; nacre writes its output only to a regular file"),
         "{stderr}"
     );
     assert!(dir.is_dir());

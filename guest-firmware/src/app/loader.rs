@@ -7,7 +7,7 @@ use crate::kernel::{Kernel, UserMemError};
 use crate::mem::frames::FrameTables;
 use crate::mem::paging::{NO_EXECUTE, USER, WRITABLE};
 use crate::mem::user::{Vma, PROT_EXEC, PROT_READ, PROT_WRITE};
-use nacre_shared_abi::boot::ArgsBlob;
+use nacre_shared_abi::boot::{ArgsBlob, MAX_ARG_STRINGS};
 use nacre_shared_abi::layout::PAGE_SIZE_4K;
 
 /// Where a static-pie app is loaded.
@@ -212,8 +212,9 @@ pub fn load(k: &mut Kernel, elf: &Elf, app_gpa: u64, args: &ArgsBlob) -> Result<
     })
 }
 
-/// Most arguments plus environment strings an image may carry.
-const MAX_STRINGS: usize = 256;
+/// Most arguments plus environment strings an image may carry (the argument blob
+/// holds no more: `ArgsBlob::parse` refuses it).
+const MAX_STRINGS: usize = MAX_ARG_STRINGS;
 
 const AT_NULL: u64 = 0;
 const AT_PHDR: u64 = 3;

@@ -169,6 +169,14 @@ pub fn write_request(fd: u32, len: u64) -> HostcallHeader {
     }
 }
 
+/// The AppEntry hostcall: the boot is over, the app starts.
+pub fn app_entry_request() -> HostcallHeader {
+    HostcallHeader {
+        op: HostcallOp::AppEntry as u32,
+        ..Default::default()
+    }
+}
+
 /// The exit hostcall: the app's status; its syscall counts are in the data area
 /// (`len` bytes, of which the last `all` count every syscall, the others the
 /// unsupported ones).
@@ -240,6 +248,26 @@ mod tests {
             len,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn app_entry_is_a_request_without_data_whose_reply_is_checked() {
+        let req = app_entry_request();
+        assert_eq!(req.check_request(), Ok(HostcallOp::AppEntry));
+        assert_eq!(req.len, 0);
+        let mut s = Shared::new();
+        let mut a = s.area();
+        let va = s.mem.as_mut_ptr() as u64;
+        assert_eq!(a.exchange(req, host(va, |h| h.result = 0)), Ok(Ok(0)));
+        assert_eq!(
+            HostcallHeader::read_from_bytes(&s.header()).map(|h| h.op),
+            Ok(HostcallOp::AppEntry as u32)
+        );
+        // A host that claims more is refused.
+        assert_eq!(
+            a.exchange(req, host(va, |h| h.result = 1)),
+            Err(FwError::Hostcall)
+        );
     }
 
     #[test]

@@ -48,7 +48,10 @@ On the hardware platforms the evidence is the real thing: on snp a report from t
 security processor, which KVM asks on the guest's behalf, endorsed by the VCEK and
 chain from --snp-certs (AMD's key distribution service issues them); on tdx a quote
 from the host's quote generation service (qgsd), which carries its own PCK chain.
-`nacre host-check --platform snp|tdx` says whether this host has all of it.")]
+`nacre host-check --platform snp|tdx` says whether this host has all of it.
+
+Exit status: 0 when the evidence was written, 125 when there is none (the reason is on
+stderr), 2 when the command line is wrong.")]
 pub struct AttestArgs {
     /// The image made by `nacre package`.
     pub image: PathBuf,
@@ -58,10 +61,12 @@ pub struct AttestArgs {
     /// The verifier's challenge: 1 to 1024 bytes in hex.
     #[arg(long, value_name = "HEX")]
     pub nonce: String,
-    /// Where to write the evidence file.
+    /// Where to write the evidence file: a new path or a regular file, replaced whole
+    /// (not a symbolic link, a pipe or a device).
     #[arg(short, long, value_name = "FILE")]
     pub output: PathBuf,
-    /// Guest RAM, e.g. 256M (default: 256M or what the image needs).
+    /// Guest RAM, e.g. 256M, within the same limits as for `nacre run` (default: 256M or
+    /// what the image needs).
     #[arg(long, value_parser = parse_size)]
     pub memory: Option<u64>,
     #[arg(
@@ -116,10 +121,10 @@ fn why_no_evidence(stop: &Stop, platform: &str) -> String {
 
 /// Attest; the evidence file is written only when evidence came back.
 pub fn run(a: &AttestArgs) -> anyhow::Result<()> {
+    crate::files::check_output(&a.output)?;
     let nonce = parse_nonce(&a.nonce).map_err(|e| anyhow::anyhow!("--nonce: {e}"))?;
     let report_data = nonce_report_data(&nonce);
-    let bytes = std::fs::read(&a.image)
-        .with_context(|| format!("cannot read the image {}", a.image.display()))?;
+    let bytes = crate::files::read_input(&a.image, crate::files::IMAGE)?;
     let (image, mut vm) = launch(
         &bytes,
         a.platform,
@@ -146,7 +151,14 @@ pub fn run(a: &AttestArgs) -> anyhow::Result<()> {
             | (EvidenceKind::TdxQuote, VerifiedKind::TdxQuote)
     );
     if !matches {
-        bail!("the guest's evidence is not the {kind:?} it said it was");
+        let said = match kind {
+            EvidenceKind::SnpReport => "an SEV-SNP attestation report",
+            EvidenceKind::TdxQuote => "a TDX quote",
+        };
+        bail!(
+            "the guest's evidence is a {}, not {said} as it said",
+            evidence.describe()
+        );
     }
     let platform = vm.platform.name();
     let endorsements = vm.platform.endorsements(&evidence).map_err(|e| {
@@ -158,8 +170,7 @@ pub fn run(a: &AttestArgs) -> anyhow::Result<()> {
     let collateral = endorsements.collateral.as_ref();
     let json = EvidenceFile::to_json(platform, &evidence, &raw, &endorsements);
     let text = serde_json::to_string_pretty(&json)? + "\n";
-    std::fs::write(&a.output, text)
-        .with_context(|| format!("cannot write {}", a.output.display()))?;
+    crate::files::write_output(&a.output, text.as_bytes())?;
 
     let measurement = hex::encode(evidence.measurement());
     // SEV-SNP measures every vCPU's VMSA: the image's value for this many vCPUs.
@@ -231,5 +242,27 @@ mod tests {
             memory.contains("0x2000") && memory.contains("a rule"),
             "{memory}"
         );
+    }
+
+    #[test]
+    fn an_output_that_is_not_a_regular_file_is_refused_before_booting() {
+        let dir = crate::files::tests::scratch("attest-output");
+        let fifo = dir.join("evidence.json");
+        crate::files::tests::mkfifo(&fifo);
+        let args = AttestArgs {
+            // Never read: the output is refused first.
+            image: dir.join("missing.igvm"),
+            platform: crate::platform::default_platform(),
+            nonce: "00".into(),
+            output: fifo.clone(),
+            memory: None,
+            cpus: 1,
+            json: false,
+            snp_certs: None,
+        };
+        let err = format!("{:#}", run(&args).unwrap_err());
+        assert!(err.contains("is a named pipe (FIFO)"), "{err}");
+        assert!(!err.contains("missing.igvm"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

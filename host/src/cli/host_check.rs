@@ -27,7 +27,8 @@ read: files under /dev, /sys, /proc, /etc and /run, CPUID, and read-only ioctls 
 /dev/kvm and /dev/sev (the TDX module's capabilities come from a throw-away VM).
 
 Exit status: 0 when the platform asked for can run (without --platform: when one of
-them can), 1 when it cannot, 125 on an error of nacre's own.")]
+them can), 1 when it cannot, 125 on an error of nacre's own, 2 when the command line is
+wrong.")]
 pub struct HostCheckArgs {
     /// Check this platform only.
     #[arg(long, value_parser = platform_arg())]

@@ -61,7 +61,9 @@ printed, as a policy for `nacre verify --policy FILE` (TOML, docs/policy.md):
            (nacre's firmware extends none).
 What the platform decides (TCB levels, PLATFORM_INFO, MRSEAM, XFAM, TEE_TCB_SVN) is
 left for the relying party to add. FILE is replaced atomically; a FILE that exists
-and is not a regular file (a directory, a device, a symbolic link) is refused.")]
+and is not a regular file (a directory, a device, a symbolic link) is refused.
+
+Exit status: 0, 125 when the image cannot be used, 2 when the command line is wrong.")]
 pub struct MeasureArgs {
     /// The image made by `nacre package`.
     pub image: PathBuf,
@@ -353,62 +355,17 @@ pub fn policy_text(image: &Path, measurements: &[PlatformMeasurement]) -> String
     implied_policy(measurements).to_toml(&comment)
 }
 
-/// Write `text` to `path` atomically: into a new file beside it, then renamed over
-/// it. A `path` that exists and is not a regular file (a directory, a FIFO, a device,
-/// a symbolic link) is refused rather than replaced.
-pub fn write_atomically(path: &Path, text: &str) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::PermissionsExt;
-    match std::fs::symlink_metadata(path) {
-        Ok(meta) if !meta.file_type().is_file() => {
-            let kind = meta.file_type();
-            let what = if kind.is_dir() {
-                "a directory"
-            } else if kind.is_symlink() {
-                "a symbolic link"
-            } else {
-                "not a regular file"
-            };
-            anyhow::bail!(
-                "{} is {what}; refusing to replace it (give the path of a regular file, \
-                 new or to be replaced)",
-                path.display()
-            )
-        }
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("cannot inspect {}", path.display())),
-    }
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".nacre-policy-")
-        .tempfile_in(dir)
-        .with_context(|| format!("cannot create a file in {}", dir.display()))?;
-    tmp.write_all(text.as_bytes())
-        .and_then(|()| tmp.as_file().sync_all())
-        .and_then(|()| {
-            tmp.as_file()
-                .set_permissions(std::fs::Permissions::from_mode(0o644))
-        })
-        .with_context(|| format!("cannot write {}", tmp.path().display()))?;
-    // Dropped on error, the temporary file is removed.
-    tmp.persist(path)
-        .map_err(|e| e.error)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
-}
-
 /// Run `nacre measure`.
 pub fn run(a: &MeasureArgs) -> anyhow::Result<()> {
-    let bytes = std::fs::read(&a.image)
-        .with_context(|| format!("cannot read the image {}", a.image.display()))?;
+    if let Some(out) = &a.policy_out {
+        crate::files::check_output(out).context("--policy-out")?;
+    }
+    let bytes = crate::files::read_input(&a.image, crate::files::IMAGE)?;
     let measurements = measure_bytes(&bytes, a.platform, a.cpus)
         .with_context(|| format!("cannot measure {}", a.image.display()))?;
     if let Some(out) = &a.policy_out {
-        write_atomically(out, &policy_text(&a.image, &measurements)).context("--policy-out")?;
+        let text = policy_text(&a.image, &measurements);
+        crate::files::write_output(out, text.as_bytes()).context("--policy-out")?;
     }
     if a.json {
         println!("{}", render_json(&measurements, a.explain)?);
@@ -664,47 +621,37 @@ mod tests {
     }
 
     #[test]
-    fn the_policy_file_is_replaced_atomically_and_only_if_regular() {
+    fn the_policy_file_is_refused_before_measuring_unless_regular() {
         let dir = scratch("policy-out");
-        let path = dir.join("p.toml");
-        write_atomically(&path, "[snp]\n").unwrap();
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), "[snp]\n");
-        write_atomically(&path, "[tdx]\n").unwrap();
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), "[tdx]\n");
-        // Nothing but the file is left in the directory.
-        let names: Vec<_> = std::fs::read_dir(&dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        assert_eq!(names, ["p.toml"]);
-
         let sub = dir.join("sub");
         std::fs::create_dir(&sub).unwrap();
+        let target = dir.join("p.toml");
+        std::fs::write(&target, "[tdx]\n").unwrap();
         let link = dir.join("link.toml");
-        std::os::unix::fs::symlink(&path, &link).unwrap();
+        std::os::unix::fs::symlink(&target, &link).unwrap();
         let fifo = dir.join("fifo");
-        let status = std::process::Command::new("mkfifo")
-            .arg(&fifo)
-            .status()
-            .unwrap();
-        assert!(status.success());
-        for (target, what) in [
+        crate::files::tests::mkfifo(&fifo);
+        for (out, what) in [
             (&sub, "is a directory"),
             (&link, "is a symbolic link"),
-            (&fifo, "is not a regular file"),
+            (&fifo, "is a named pipe (FIFO)"),
         ] {
-            let err = write_atomically(target, "[snp]\n").unwrap_err();
-            assert!(format!("{err:#}").contains(what), "{err:#}");
+            let a = MeasureArgs {
+                // Never read: the output is refused first.
+                image: dir.join("missing.igvm"),
+                platform: MeasurePlatform::All,
+                json: false,
+                explain: false,
+                cpus: 1,
+                policy_out: Some(out.clone()),
+            };
+            let err = format!("{:#}", run(&a).unwrap_err());
+            assert!(err.contains("--policy-out"), "{err}");
+            assert!(err.contains(what), "{err}");
         }
         // None was touched: the link still points at the file, which kept its text.
         assert_eq!(std::fs::read_to_string(&link).unwrap(), "[tdx]\n");
-        assert!(std::fs::symlink_metadata(&link)
-            .unwrap()
-            .file_type()
-            .is_symlink());
         assert!(sub.is_dir());
-        // A directory that does not exist is an error, not a panic.
-        assert!(write_atomically(&dir.join("absent/p.toml"), "[snp]\n").is_err());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

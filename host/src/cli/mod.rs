@@ -13,19 +13,33 @@ use clap::{Parser, Subcommand};
 pub const EXIT_MEMORY_VIOLATION: u8 = 120;
 /// Exit status when the guest firmware asked to be terminated.
 pub const EXIT_GUEST_TERMINATED: u8 = 121;
-/// Exit status for nacre's own errors (bad usage, bad image, no KVM).
+/// Exit status for nacre's own errors (bad input, bad image, no KVM).
 pub const EXIT_NACRE_ERROR: u8 = 125;
+/// Exit status when the command line cannot be parsed: an unknown option, a missing
+/// argument, a value an option does not take (clap's usage errors; nothing is done).
+pub const EXIT_USAGE: u8 = 2;
+
+/// `nacre --help` after the options: the exit statuses (README.md's "Exit codes" has
+/// the same table) and where to start.
+pub const AFTER_HELP: &str = "\
+Exit status:
+  0    success; nacre verify: every check passed; nacre host-check: the platform
+       can run here
+  1    nacre verify: a check of the evidence failed; nacre host-check: the
+       platform cannot run here
+  2    the command line is wrong (an unknown option, a missing argument, a value
+       an option does not take): nothing was done
+  120  nacre run: the host stopped the guest for breaking a confidential-memory rule
+  121  nacre run: the guest firmware asked to be terminated
+  125  nacre's own error: unusable input, a corrupt image, a refused size or output
+       path, KVM not usable
+When the app ran to its end, nacre run exits with the app's own status (0-255).
+
+Start with `nacre demo`.";
 
 /// nacre: run static Linux apps as confidential unikernel VMs.
 #[derive(Debug, Parser)]
-#[command(name = "nacre", version, about, long_about = None, after_help = "\
-Exit status of `nacre run`: the app's own status (0-255), or 120 when the host stopped
-the guest for breaking a confidential-memory rule, 121 when the guest firmware asked to
-be terminated, 125 for nacre's own errors. `nacre verify`: 0 verified, 1 a check
-failed, 125 unusable input. `nacre host-check`: 0 the platform can run here, 1 it
-cannot.
-
-Start with `nacre demo`.")]
+#[command(name = "nacre", version, about, long_about = None, after_help = AFTER_HELP)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -53,6 +67,9 @@ pub enum Command {
 
 /// Arguments of `nacre demo`.
 #[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Exit status: 0 when every step worked, 125 when one failed (the reason is on stderr), 2
+when the command line is wrong.")]
 pub struct DemoArgs {
     #[arg(
         long,
@@ -63,4 +80,82 @@ pub struct DemoArgs {
         help = run::CPUS_HELP
     )]
     pub cpus: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// The codes of README.md's "Exit codes" table, in order.
+    fn readme_exit_codes() -> Vec<String> {
+        let readme = include_str!("../../../README.md");
+        let table = readme
+            .split("### Exit codes")
+            .nth(1)
+            .expect("README.md has an Exit codes section");
+        table
+            .lines()
+            .skip_while(|l| !l.starts_with("| code"))
+            .skip(2)
+            .take_while(|l| l.starts_with('|'))
+            .filter_map(|l| l.split('|').nth(1))
+            .map(|c| c.trim().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn usage_errors_exit_2_as_documented() {
+        for args in [
+            &["nacre", "run", "--bogus"][..],
+            &["nacre", "frobnicate"],
+            &["nacre", "run"],
+            &["nacre", "run", "x.igvm", "--cpus", "17"],
+            &["nacre", "run", "x.igvm", "--memory", "1X"],
+            &["nacre", "run", "x.igvm", "--platform", "sev"],
+        ] {
+            let e = Cli::try_parse_from(args).expect_err("a usage error");
+            assert_eq!(e.exit_code(), i32::from(EXIT_USAGE), "{args:?}");
+        }
+        assert_eq!(
+            Cli::try_parse_from(["nacre", "--help"])
+                .expect_err("help")
+                .exit_code(),
+            0
+        );
+    }
+
+    #[test]
+    fn exit_codes_are_listed_alike_in_help_and_readme() {
+        let codes = [
+            0,
+            verify::EXIT_NOT_VERIFIED,
+            EXIT_USAGE,
+            EXIT_MEMORY_VIOLATION,
+            EXIT_GUEST_TERMINATED,
+            EXIT_NACRE_ERROR,
+        ];
+        assert_eq!(host_check::EXIT_CANNOT_RUN, verify::EXIT_NOT_VERIFIED);
+        let mut readme: Vec<String> = codes.iter().map(u8::to_string).collect();
+        readme.push("the app's own".to_owned());
+        assert_eq!(readme_exit_codes(), readme);
+        let help = Cli::command().render_long_help().to_string();
+        for code in codes {
+            assert!(help.contains(&format!("\n  {code:<3}  ")), "{code}: {help}");
+        }
+        // Every command says how it exits, usage errors included.
+        for sub in Cli::command().get_subcommands_mut() {
+            let name = sub.get_name().to_owned();
+            if name == "help" {
+                continue;
+            }
+            let help = sub.render_long_help().to_string();
+            let words = help.split_whitespace().collect::<Vec<_>>().join(" ");
+            assert!(words.contains("Exit status: "), "{name}: {help}");
+            assert!(
+                words.contains("2 when the command line is wrong"),
+                "{name}: {help}"
+            );
+        }
+    }
 }

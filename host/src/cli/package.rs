@@ -5,7 +5,7 @@ use nacre_loader::{FileTreeBuilder, TreeBuildError, TreeSummary};
 use std::ffi::{OsStr, OsString};
 use std::fs::Metadata;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
@@ -19,11 +19,15 @@ Examples:
 
 The app sees the packaged files read-only at their guest paths, itself at /app/NAME
 (NAME is its file name); /dev, /proc and /sys are provided by nacre. The files are part of the
-image's measurement: changing any byte or permission changes it.")]
+image's measurement: changing any byte or permission changes it.
+
+Exit status: 0 when the image was written, 125 when nacre cannot package the app (the
+reason is on stderr), 2 when the command line is wrong.")]
 pub struct PackageArgs {
     /// The app: a statically linked x86-64 Linux executable (static or static-pie).
     pub app: PathBuf,
-    /// Where to write the image.
+    /// Where to write the image: a new path or a regular file, replaced whole (not a
+    /// symbolic link, a pipe or a device).
     #[arg(short = 'o', long = "output")]
     pub output: PathBuf,
     /// An argument for the app (repeat for more); the first argument (argv 0) is the app's file name.
@@ -110,6 +114,21 @@ pub enum FileArgError {
         #[source]
         source: std::io::Error,
     },
+    /// A file that cannot be read whole.
+    #[error(transparent)]
+    Read(#[from] crate::files::FileError),
+    /// More file bytes than an image holds.
+    #[error(
+        "with {} the files come to {total} bytes, more than an image holds ({} bytes)",
+        .path.display(),
+        crate::files::PACKAGED_FILE.max
+    )]
+    TooMuch {
+        /// The file that went over.
+        path: PathBuf,
+        /// The bytes of the files so far with it.
+        total: u64,
+    },
     /// A symbolic link whose target does not exist.
     #[error("{} is a symbolic link to a path that does not exist", .path.display())]
     DanglingSymlink {
@@ -135,11 +154,11 @@ pub enum FileArgError {
         ancestor: PathBuf,
     },
     /// Neither a regular file nor a directory.
-    #[error("{} is a {kind}; only regular files and directories can be packaged", .path.display())]
+    #[error("{} is {kind}; only regular files and directories can be packaged", .path.display())]
     Unsupported {
         /// The host path.
         path: PathBuf,
-        /// What it is.
+        /// What it is, with its article ([`crate::files::kind_name`]).
         kind: &'static str,
     },
     /// A host file without a file name given a guest directory (`GUEST/`).
@@ -238,24 +257,10 @@ fn metadata(path: &Path) -> Result<Metadata, FileArgError> {
     }
 }
 
-/// What a host file that is neither a regular file nor a directory is.
-fn kind_name(meta: &Metadata) -> &'static str {
-    let t = meta.file_type();
-    if t.is_fifo() {
-        "named pipe (FIFO)"
-    } else if t.is_socket() {
-        "socket"
-    } else if t.is_block_device() {
-        "block device"
-    } else if t.is_char_device() {
-        "character device"
-    } else {
-        "special file"
-    }
-}
-
 /// Add one `--file` to `tree`.
 pub fn add_mapping(tree: &mut FileTreeBuilder, mapping: &FileMapping) -> Result<(), FileArgError> {
+    // The bytes of the files so far: together they must fit an image.
+    let mut total = tree.summary().file_bytes;
     let host = &mapping.host;
     let meta = metadata(host)?;
     if meta.is_dir() {
@@ -264,7 +269,7 @@ pub fn add_mapping(tree: &mut FileTreeBuilder, mapping: &FileMapping) -> Result<
         while guest.len() > 1 && guest.ends_with(b"/") {
             guest = &guest[..guest.len() - 1];
         }
-        add_dir(tree, host, guest)
+        add_dir(tree, host, guest, &mut total)
     } else if meta.is_file() {
         let mut guest = mapping.guest.clone();
         if guest.ends_with(b"/") {
@@ -274,11 +279,11 @@ pub fn add_mapping(tree: &mut FileTreeBuilder, mapping: &FileMapping) -> Result<
             })?;
             guest.extend_from_slice(name.as_bytes());
         }
-        add_file(tree, host, &guest, &meta)
+        add_file(tree, host, &guest, &meta, &mut total)
     } else {
         Err(FileArgError::Unsupported {
             path: host.clone(),
-            kind: kind_name(&meta),
+            kind: crate::files::kind_name(meta.file_type()),
         })
     }
 }
@@ -293,11 +298,17 @@ fn add_file(
     host: &Path,
     guest: &[u8],
     meta: &Metadata,
+    total: &mut u64,
 ) -> Result<(), FileArgError> {
-    let data = std::fs::read(host).map_err(|source| FileArgError::Io {
-        path: host.to_path_buf(),
-        source,
-    })?;
+    let after = total.saturating_add(meta.len());
+    if after > crate::files::PACKAGED_FILE.max {
+        return Err(FileArgError::TooMuch {
+            path: host.to_path_buf(),
+            total: after,
+        });
+    }
+    let data = crate::files::read_input(host, crate::files::PACKAGED_FILE)?;
+    *total += data.len() as u64;
     tree.add_file(guest, data, permissions(meta))
         .map_err(|source| FileArgError::Tree {
             host: host.to_path_buf(),
@@ -309,7 +320,12 @@ fn add_file(
 /// Add the directory `host` as `guest` and everything in it, in name order,
 /// following symbolic links (`walkdir`, which also notices a link back to a directory
 /// being walked: that walk would never end).
-fn add_dir(tree: &mut FileTreeBuilder, host: &Path, guest: &[u8]) -> Result<(), FileArgError> {
+fn add_dir(
+    tree: &mut FileTreeBuilder,
+    host: &Path,
+    guest: &[u8],
+    total: &mut u64,
+) -> Result<(), FileArgError> {
     let walk = walkdir::WalkDir::new(host)
         .follow_links(true)
         .sort_by(|a, b| a.file_name().as_bytes().cmp(b.file_name().as_bytes()));
@@ -332,11 +348,11 @@ fn add_dir(tree: &mut FileTreeBuilder, host: &Path, guest: &[u8]) -> Result<(), 
                     source,
                 })?;
         } else if meta.is_file() {
-            add_file(tree, path, &child, &meta)?;
+            add_file(tree, path, &child, &meta, total)?;
         } else {
             return Err(FileArgError::Unsupported {
                 path: path.to_path_buf(),
-                kind: kind_name(&meta),
+                kind: crate::files::kind_name(meta.file_type()),
             });
         }
     }
@@ -424,8 +440,8 @@ fn summary_text(s: &TreeSummary) -> String {
 
 /// Run `nacre package`.
 pub fn run(a: &PackageArgs) -> anyhow::Result<()> {
-    let bytes = std::fs::read(&a.app)
-        .with_context(|| format!("cannot read the app {}", a.app.display()))?;
+    crate::files::check_output(&a.output)?;
+    let bytes = crate::files::read_input(&a.app, crate::files::APP)?;
     let argv0 = a
         .app
         .file_name()
@@ -450,18 +466,7 @@ pub fn run(a: &PackageArgs) -> anyhow::Result<()> {
     };
     let (image, summary) =
         package().with_context(|| format!("cannot package {}", a.app.display()))?;
-    let tmp = a.output.with_extension("igvm.partial");
-    let written = std::fs::write(&tmp, &image)
-        .with_context(|| format!("cannot write {}", tmp.display()))
-        .and_then(|()| {
-            std::fs::rename(&tmp, &a.output)
-                .with_context(|| format!("cannot write {}", a.output.display()))
-        });
-    if let Err(e) = written {
-        // Leave no partial image behind; the error above says what went wrong.
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
-    }
+    crate::files::write_output(&a.output, &image)?;
     eprintln!(
         "nacre: packaged {} ({} bytes){} into {}",
         a.app.display(),
@@ -482,6 +487,7 @@ pub fn run(a: &PackageArgs) -> anyhow::Result<()> {
 mod tests {
     use super::*;
     use nacre_shared_abi::filetree::{FileTree, InodeKind, Resolved};
+    use std::os::unix::fs::FileTypeExt;
     use std::sync::atomic::{AtomicU32, Ordering};
 
     /// A fresh, empty scratch directory for one test.
@@ -684,7 +690,13 @@ mod tests {
         let _listener = std::os::unix::net::UnixListener::bind(sockets.join("sock")).unwrap();
         let err = tree_of(&[mapping(&sockets, "/s")]).unwrap_err();
         assert!(
-            matches!(err, FileArgError::Unsupported { kind: "socket", .. }),
+            matches!(
+                err,
+                FileArgError::Unsupported {
+                    kind: "a socket",
+                    ..
+                }
+            ),
             "{err}"
         );
         assert!(err.to_string().contains("sock"), "{err}");
@@ -693,7 +705,7 @@ mod tests {
             matches!(
                 err,
                 FileArgError::Unsupported {
-                    kind: "character device",
+                    kind: "a character device",
                     ..
                 }
             ),
@@ -816,9 +828,72 @@ mod tests {
             let files: Vec<&str> = files.iter().map(String::as_str).collect();
             let a = package_args(&dir, &files);
             let err = run(&a).unwrap_err();
-            assert!(!a.output.exists(), "{err:#}");
-            assert!(!a.output.with_extension("igvm.partial").exists(), "{err:#}");
+            let left: Vec<_> = std::fs::read_dir(&dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            assert_eq!(left, [OsString::from("hello")], "{err:#}");
         }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn endless_or_special_inputs_are_refused_unread() {
+        let dir = scratch("run-input");
+        let mut a = package_args(&dir, &[]);
+        // /dev/zero used to be read until memory ran out.
+        a.app = PathBuf::from("/dev/zero");
+        let err = format!("{:#}", run(&a).unwrap_err());
+        assert!(
+            err.contains("cannot read the app /dev/zero: it is a character device"),
+            "{err}"
+        );
+        let fifo = dir.join("fifo");
+        crate::files::tests::mkfifo(&fifo);
+        let a = package_args(&dir, &[&format!("{}:/fifo", fifo.display())]);
+        let err = format!("{:#}", run(&a).unwrap_err());
+        assert!(err.contains("is a named pipe (FIFO)"), "{err}");
+        assert!(!a.output.exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn outputs_that_are_not_regular_files_are_refused() {
+        let dir = scratch("run-output");
+        let mut a = package_args(&dir, &[]);
+        let fifo = dir.join("fifo.igvm");
+        crate::files::tests::mkfifo(&fifo);
+        let target = dir.join("target.igvm");
+        std::fs::write(&target, b"keep").unwrap();
+        let link = dir.join("link.igvm");
+        std::os::unix::fs::symlink("target.igvm", &link).unwrap();
+        for (output, says) in [
+            (fifo.clone(), "is a named pipe (FIFO)"),
+            (link.clone(), "is a symbolic link"),
+            (dir.clone(), "is a directory"),
+            (PathBuf::from("/dev/null"), "is a character device"),
+        ] {
+            a.output = output;
+            let err = format!("{:#}", run(&a).unwrap_err());
+            assert!(err.contains(says), "{}: {err}", a.output.display());
+        }
+        assert!(std::fs::symlink_metadata(&fifo)
+            .unwrap()
+            .file_type()
+            .is_fifo());
+        assert_eq!(std::fs::read(&target).unwrap(), b"keep");
+        assert!(std::fs::symlink_metadata("/dev/null")
+            .unwrap()
+            .file_type()
+            .is_char_device());
+        // A regular file is replaced.
+        a.output = target.clone();
+        run(&a).unwrap();
+        assert!(nacre_loader::load_image(
+            &std::fs::read(&target).unwrap(),
+            nacre_loader::PlatformKind::Snp
+        )
+        .is_ok());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

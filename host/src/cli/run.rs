@@ -3,13 +3,12 @@
 use super::{EXIT_GUEST_TERMINATED, EXIT_MEMORY_VIOLATION};
 use crate::exits::RunError;
 use crate::platform::hostile::Hostile;
-use crate::platform::launch::LaunchConfig;
+use crate::platform::launch::{check_memory, HostMemory, LaunchConfig};
 use crate::platform::{self, Registration, Stop, Vm};
 use crate::stats::Stats;
 use crate::vmm::vcpu;
-use anyhow::{bail, Context};
+use anyhow::Context;
 use nacre_shared_abi::boot::{HostRequest, MAX_CPUS};
-use nacre_shared_abi::layout::{GUEST_MEMORY_ALIGN, MAX_GUEST_MEMORY, MIN_GUEST_MEMORY};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -26,14 +25,23 @@ pub fn platform_arg() -> impl clap::builder::TypedValueParser<Value = &'static R
 
 /// Arguments of `nacre run`.
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Example:\n  nacre run hello.igvm --memory 512M --stats")]
+#[command(after_help = "\
+Example:
+  nacre run hello.igvm --memory 512M --stats
+
+Exit status: the app's own (0-255) when it ran to its end; 120 when the host stopped
+the guest for breaking a confidential-memory rule, 121 when the guest firmware asked to
+be terminated, 125 on an error of nacre's own (the reason is on stderr), 2 when the
+command line is wrong.")]
 pub struct RunArgs {
     /// The image made by `nacre package`.
     pub image: PathBuf,
     /// The platform to run on.
     #[arg(long, value_parser = platform_arg(), default_value = "emulated-snp")]
     pub platform: &'static Registration,
-    /// Guest RAM, e.g. 256M or 4G (a multiple of 2 MiB). Default: 256M or what the image needs.
+    /// Guest RAM, e.g. 256M or 4G: a multiple of 2 MiB, from 64 MiB to 64 GiB on
+    /// emulated-snp and snp, to 4094 MiB on emulated-tdx and tdx, and no more than this
+    /// host can back. Default: 256M or what the image needs.
     #[arg(long, value_parser = parse_size)]
     pub memory: Option<u64>,
     #[arg(
@@ -49,7 +57,8 @@ pub struct RunArgs {
     /// unsupported ones) to stderr.
     #[arg(long)]
     pub stats: bool,
-    /// Write the counters as JSON to FILE.
+    /// Write the counters as JSON to FILE: a new path or a regular file, replaced whole
+    /// (not a symbolic link, a pipe or a device).
     #[arg(long, value_name = "FILE")]
     pub stats_json: Option<PathBuf>,
     /// Stop the guest (exit 120, naming the GPA and the rule) when it touches a page
@@ -116,17 +125,13 @@ pub fn launch(
 ) -> anyhow::Result<(nacre_loader::LoadedImage, Vm)> {
     let image = nacre_loader::load_image(bytes, platform.image)?;
     let memory = memory.unwrap_or(DEFAULT_MEMORY.max(image.min_memory));
-    if !memory.is_multiple_of(GUEST_MEMORY_ALIGN)
-        || !(MIN_GUEST_MEMORY..=MAX_GUEST_MEMORY).contains(&memory)
-    {
-        bail!("--memory must be a multiple of 2 MiB between 64 MiB and 64 TiB");
-    }
-    if memory < image.min_memory {
-        bail!(
-            "this image needs at least {} MiB of guest memory (--memory)",
-            image.min_memory >> 20
-        );
-    }
+    // Before anything is made: what the platform boots, what this host can back.
+    check_memory(
+        platform,
+        memory,
+        image.min_memory,
+        HostMemory::probe().as_ref(),
+    )?;
     let config = LaunchConfig {
         memory,
         cpus,
@@ -174,13 +179,15 @@ pub fn stats(vm: &mut Vm, start: Instant) -> Stats {
         counters: vm.platform.counters(),
         ..Stats::default()
     };
-    stats.boot_ms = vm
-        .platform
-        .hostcalls()
-        .first_hostcall
-        .map_or(0.0, |t| t.duration_since(start).as_secs_f64() * 1e3);
+    stats.boot_ms = boot_ms(start, vm.platform.hostcalls().app_entered);
     stats.run_ms = start.elapsed().as_secs_f64() * 1e3;
     stats
+}
+
+/// Milliseconds from `start` until the firmware entered the app (`entered`), 0 when it
+/// never did.
+pub fn boot_ms(start: Instant, entered: Option<Instant>) -> f64 {
+    entered.map_or(0.0, |t| t.duration_since(start).as_secs_f64() * 1e3)
 }
 
 /// Default guest RAM.
@@ -188,8 +195,10 @@ pub const DEFAULT_MEMORY: u64 = 256 << 20;
 
 /// Run an image; returns the process exit status.
 pub fn run(a: &RunArgs, start: Instant) -> anyhow::Result<u8> {
-    let bytes = std::fs::read(&a.image)
-        .with_context(|| format!("cannot read the image {}", a.image.display()))?;
+    if let Some(path) = &a.stats_json {
+        crate::files::check_output(path).context("--stats-json")?;
+    }
+    let bytes = crate::files::read_input(&a.image, crate::files::IMAGE)?;
     run_bytes(&bytes, a, start).with_context(|| format!("cannot run {}", a.image.display()))
 }
 
@@ -211,8 +220,7 @@ pub fn run_bytes(bytes: &[u8], a: &RunArgs, start: Instant) -> anyhow::Result<u8
     }
     if let Some(path) = &a.stats_json {
         let text = serde_json::to_string_pretty(&stats.to_json())?;
-        std::fs::write(path, text + "\n")
-            .with_context(|| format!("cannot write {}", path.display()))?;
+        crate::files::write_output(path, (text + "\n").as_bytes()).context("--stats-json")?;
     }
     match result? {
         Stop::AppExit(code) => Ok(code),
@@ -336,6 +344,73 @@ mod tests {
             assert_ne!(reason(3, code), "unknown reason", "code {code}");
         }
         assert_eq!(reason(3, 21), "unknown reason");
+    }
+
+    #[test]
+    fn a_stats_json_that_is_not_a_regular_file_is_refused_before_booting() {
+        let dir = crate::files::tests::scratch("stats-json");
+        let target = dir.join("stats.json");
+        std::fs::write(&target, b"keep").unwrap();
+        let link = dir.join("link.json");
+        std::os::unix::fs::symlink("stats.json", &link).unwrap();
+        let args = RunArgs {
+            // Never read: the output is refused first.
+            image: dir.join("missing.igvm"),
+            platform: platform::default_platform(),
+            memory: None,
+            cpus: 1,
+            stats: false,
+            stats_json: Some(link),
+            strict_memory: false,
+        };
+        let err = format!("{:#}", run(&args, Instant::now()).unwrap_err());
+        assert!(err.contains("--stats-json"), "{err}");
+        assert!(err.contains("is a symbolic link"), "{err}");
+        assert_eq!(std::fs::read(&target).unwrap(), b"keep");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn endless_or_special_images_are_refused_unread() {
+        // /dev/zero used to be read until memory ran out.
+        let args = RunArgs {
+            image: PathBuf::from("/dev/zero"),
+            platform: platform::default_platform(),
+            memory: None,
+            cpus: 1,
+            stats: false,
+            stats_json: None,
+            strict_memory: false,
+        };
+        let e = format!("{:#}", run(&args, Instant::now()).unwrap_err());
+        assert!(
+            e.contains("cannot read the image /dev/zero: it is a character device"),
+            "{e}"
+        );
+        let measure = crate::cli::measure::MeasureArgs {
+            image: PathBuf::from("/dev/zero"),
+            platform: crate::cli::measure::MeasurePlatform::All,
+            json: false,
+            explain: false,
+            cpus: 1,
+            policy_out: None,
+        };
+        let e = format!("{:#}", crate::cli::measure::run(&measure).unwrap_err());
+        assert!(e.contains("it is a character device"), "{e}");
+        let dir = crate::files::tests::scratch("attest-input");
+        let attest = crate::cli::attest::AttestArgs {
+            image: PathBuf::from("/dev/zero"),
+            platform: platform::default_platform(),
+            nonce: "00".into(),
+            output: dir.join("evidence.json"),
+            memory: None,
+            cpus: 1,
+            json: false,
+            snp_certs: None,
+        };
+        let e = format!("{:#}", crate::cli::attest::run(&attest).unwrap_err());
+        assert!(e.contains("it is a character device"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

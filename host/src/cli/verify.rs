@@ -1,7 +1,7 @@
 //! `nacre verify`.
 
 use super::run::parse_cpus;
-use crate::platform;
+use crate::{files, platform};
 use anyhow::Context;
 use nacre_loader::LoadedImage;
 use nacre_shared_abi::boot::MAX_CPUS;
@@ -102,7 +102,8 @@ A policy's snp.vmpl replaces the default 0; its measurement must agree with
 Every check is listed with what it saw. Exit status: 0 when every check passed,
 1 when one failed (each failed check is named on stderr, or under \"failed\" in the
 JSON), 125 when the input is unusable (unreadable, truncated, unknown version, bad
-hex or DER, an SNP report without --vcek, a policy that is not valid).")]
+hex or DER, an SNP report without --vcek, a policy that is not valid), 2 when the
+command line is wrong.")]
 pub struct VerifyArgs {
     /// The evidence: a file `nacre attest` wrote, or a bare SEV-SNP attestation report
     /// or TDX quote, raw or as hex text.
@@ -159,7 +160,7 @@ pub struct VerifyArgs {
     #[arg(long, value_name = "DIR", requires = "allow_emulated")]
     pub emulated_keys: Option<PathBuf>,
     /// Check the certificates' validity at this time instead of now (RFC 3339,
-    /// e.g. 2024-05-01T12:00:00Z).
+    /// e.g. 2024-05-01T12:00:00Z; 1970 or later).
     #[arg(long, value_name = "RFC3339")]
     pub at: Option<String>,
     /// SNP: the ARK's certificate revocation list (DER or PEM), as AMD's key
@@ -230,8 +231,9 @@ fn parse_hex(option: &str, text: Option<&str>) -> anyhow::Result<Option<Vec<u8>>
     .transpose()
 }
 
-fn read(path: &Path, what: &str) -> anyhow::Result<Vec<u8>> {
-    std::fs::read(path).with_context(|| format!("cannot read the {what} {}", path.display()))
+/// Read an input of `kind`, called `what` in messages.
+fn read(path: &Path, what: &'static str, kind: files::Input) -> anyhow::Result<Vec<u8>> {
+    Ok(files::read_input(path, files::Input { what, ..kind })?)
 }
 
 /// `--cpus` in `nacre verify --help`.
@@ -246,7 +248,7 @@ const _: () = assert!(MAX_CPUS == 16, "CPUS_HELP names the range");
 fn load_image_for(path: &Path, evidence: &Evidence) -> anyhow::Result<LoadedImage> {
     let kind = platform::image_kind_of(evidence.kind())
         .with_context(|| format!("no platform makes {}", evidence.describe()))?;
-    let bytes = read(path, "image")?;
+    let bytes = read(path, "image", files::IMAGE)?;
     nacre_loader::load_image(&bytes, kind)
         .with_context(|| format!("cannot use {} as the image", path.display()))
 }
@@ -281,7 +283,7 @@ fn other_cpus_hint(image: &LoadedImage, cpus: u32, actual: &[u8]) -> Option<Stri
 
 /// The reference-value policy of `--policy`.
 fn read_policy(path: &Path) -> anyhow::Result<ReferencePolicy> {
-    ReferencePolicy::from_bytes(&read(path, "policy")?)
+    ReferencePolicy::from_bytes(&read(path, "policy", files::POLICY)?)
         .with_context(|| format!("cannot use {} as a reference-value policy", path.display()))
 }
 
@@ -327,7 +329,7 @@ pub fn run(a: &VerifyArgs) -> anyhow::Result<u8> {
 
 /// Read every input `a` names and verify the evidence.
 fn verdict(a: &VerifyArgs) -> anyhow::Result<Verdict> {
-    let bytes = read(&a.evidence, "evidence")?;
+    let bytes = read(&a.evidence, "evidence", files::EVIDENCE)?;
     let (evidence, file) = if EvidenceFile::looks_like(&bytes) {
         let file = EvidenceFile::parse(&bytes)
             .with_context(|| format!("cannot use {} as evidence", a.evidence.display()))?;
@@ -383,7 +385,7 @@ fn verdict(a: &VerifyArgs) -> anyhow::Result<Verdict> {
     let file_vcek = file.as_ref().and_then(|f| f.vcek.as_deref());
     let file_chain = file.as_ref().and_then(|f| f.cert_chain.as_deref());
     if let Some(path) = &a.vcek {
-        let vcek = Cert::from_der_or_pem(&read(path, "VCEK")?)
+        let vcek = Cert::from_der_or_pem(&read(path, "VCEK", files::CERTIFICATE)?)
             .with_context(|| format!("cannot use {} as the VCEK", path.display()))?;
         inputs.vcek = Some(vcek);
     } else if let Some(pem) = file_vcek {
@@ -392,7 +394,8 @@ fn verdict(a: &VerifyArgs) -> anyhow::Result<Verdict> {
         inputs.vcek = Some(vcek);
     }
     if let Some(path) = &a.cert_chain {
-        let chain = nacre_verifier::snp::SnpChain::from_pem(&read(path, "certificate chain")?)
+        let chain = read(path, "certificate chain", files::CERTIFICATE)?;
+        let chain = nacre_verifier::snp::SnpChain::from_pem(&chain)
             .with_context(|| format!("cannot use {} as the ASK and ARK", path.display()))?;
         inputs.cert_chain = Some(chain);
     } else if let Some(pem) = file_chain {
@@ -408,7 +411,7 @@ fn verdict(a: &VerifyArgs) -> anyhow::Result<Verdict> {
     // the check says which.
     let mut revocation_from = None;
     if let Some(path) = &a.crl {
-        let crl = Crl::from_der_or_pem(&read(path, "CRL")?)
+        let crl = Crl::from_der_or_pem(&read(path, "CRL", files::CRL)?)
             .with_context(|| format!("cannot use {} as a CRL", path.display()))?;
         inputs.crl = Some(crl);
         revocation_from = Some(RevocationSource::Verifier(format!(
@@ -422,7 +425,8 @@ fn verdict(a: &VerifyArgs) -> anyhow::Result<Verdict> {
         revocation_from = Some(RevocationSource::EvidenceFile);
     }
     if let Some(path) = &a.collateral {
-        let collateral = nacre_verifier::tdx::collateral_from_json(&read(path, "collateral")?)
+        let collateral = read(path, "collateral", files::COLLATERAL)?;
+        let collateral = nacre_verifier::tdx::collateral_from_json(&collateral)
             .with_context(|| format!("cannot use {} as collateral", path.display()))?;
         inputs.collateral = Some(collateral);
         revocation_from = Some(RevocationSource::Verifier(format!(
@@ -618,6 +622,49 @@ mod tests {
         }
     }
 
+    #[test]
+    fn endless_or_special_inputs_are_refused_unread() {
+        // /dev/zero used to be read until memory ran out.
+        let e = run(&VerifyArgs::new(PathBuf::from("/dev/zero"))).unwrap_err();
+        let e = format!("{e:#}");
+        assert!(
+            e.contains("cannot read the evidence /dev/zero: it is a character device"),
+            "{e}"
+        );
+        let dir = scratch("cli-verify-input");
+        let k = keys();
+        std::fs::write(dir.join("report.bin"), signed_report(k, [1; 48], [2; 64])).expect("write");
+        for (option, what) in [
+            ("--vcek", "VCEK"),
+            ("--crl", "CRL"),
+            ("--cert-chain", "certificate chain"),
+        ] {
+            let mut all = vec!["nacre", "verify"];
+            let report = dir.join("report.bin").display().to_string();
+            all.extend([report.as_str(), option, "/dev/zero"]);
+            let crate::cli::Command::Verify(a) = crate::cli::Cli::try_parse_from(all)
+                .expect("valid arguments")
+                .command
+            else {
+                panic!("not verify");
+            };
+            let e = format!("{:#}", run(&a).unwrap_err());
+            assert!(
+                e.contains(&format!(
+                    "cannot read the {what} /dev/zero: it is a character device"
+                )),
+                "{e}"
+            );
+        }
+        let big = dir.join("big.json");
+        std::fs::File::create(&big)
+            .and_then(|f| f.set_len(files::EVIDENCE.max + 1))
+            .expect("a sparse file");
+        let e = format!("{:#}", run(&VerifyArgs::new(big)).unwrap_err());
+        assert!(e.contains("larger than 16 MiB"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     /// The emulated SNP roots of the test hierarchy in the emulated keys' base
     /// directory `base`, as `nacre verify --emulated-keys base` reads them.
     fn write_snp_roots(base: &Path) {
@@ -745,7 +792,7 @@ mod tests {
         .expect("the demo image measures");
         let path = dir.join("demo.policy.toml");
         let text = crate::cli::measure::policy_text(Path::new("demo.igvm"), &measurements);
-        crate::cli::measure::write_atomically(&path, &text).expect("write the policy");
+        crate::files::write_output(&path, text.as_bytes()).expect("write the policy");
         let policy = ReferencePolicy::from_bytes(&std::fs::read(&path).expect("read"))
             .expect("the written policy reads back");
         (path, policy)

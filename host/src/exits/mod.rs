@@ -34,8 +34,8 @@ pub enum RunError {
     #[error("host bug: {0}")]
     Host(&'static str),
     /// The profile (`NACRE_PROFILE`) could not be written.
-    #[error("cannot write the profile")]
-    Profile(#[source] std::io::Error),
+    #[error("cannot write the profile (NACRE_PROFILE)")]
+    Profile(#[source] crate::files::FileError),
     /// A vCPU's host thread could not be started.
     #[error("cannot start a vCPU thread")]
     Thread(#[source] std::io::Error),

@@ -46,8 +46,9 @@ const CLOCK_STEP_BACK_NS: u64 = 3600 * 1_000_000_000;
 pub struct HostcallHost {
     /// A misbehaviour a test asked for.
     pub hostile: Option<HostileHostcall>,
-    /// When the app first wrote, read or exited (boot done).
-    pub first_hostcall: Option<Instant>,
+    /// When the firmware said it enters the app ([`HostcallOp::AppEntry`]): the end
+    /// of the boot.
+    pub app_entered: Option<Instant>,
     /// The vCPU's TSC frequency in kHz (KVM_GET_TSC_KHZ), 0 if unknown.
     pub tsc_khz: u64,
     /// The host asked this boot for attestation evidence (`nacre attest`).
@@ -95,15 +96,10 @@ pub fn serve(
         Ok(op) => op,
         Err(e) => {
             return Ok(Some(Stop::ProtocolViolation(format!(
-                "malformed hostcall: {e:?}"
+                "malformed hostcall: {e}"
             ))));
         }
     };
-    if matches!(op, HostcallOp::Write | HostcallOp::Read | HostcallOp::Exit)
-        && host.first_hostcall.is_none()
-    {
-        host.first_hostcall = Some(Instant::now());
-    }
     h.status = 0;
     h.result = 0;
     stats.hostcall(op_name(op));
@@ -117,6 +113,7 @@ pub fn serve(
         HostcallOp::Poll => poll(host, &mut h),
         HostcallOp::Terminal => terminal(mem, &mut h, data)?,
         HostcallOp::Evidence => evidence(mem, host, &h, data)?,
+        HostcallOp::AppEntry => app_entry(host),
     };
     match reply {
         Reply::Resume => {
@@ -138,7 +135,14 @@ fn op_name(op: HostcallOp) -> &'static str {
         HostcallOp::Poll => "poll",
         HostcallOp::Terminal => "terminal",
         HostcallOp::Evidence => "evidence",
+        HostcallOp::AppEntry => "app_entry",
     }
+}
+
+/// AppEntry: the boot is over; the first one counts.
+fn app_entry(host: &mut HostcallHost) -> Reply {
+    host.app_entered.get_or_insert_with(Instant::now);
+    Reply::Resume
 }
 
 fn os_errno(e: &std::io::Error) -> u64 {
@@ -400,4 +404,103 @@ fn terminal(mem: &GuestMemory, h: &mut HostcallHeader, data: u64) -> Result<Repl
     mem.write(data, &buf[..size as usize])?;
     h.result = size;
     Ok(Reply::Resume)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mmu::attributes::Kind;
+    use crate::mmu::Access;
+    use nacre_shared_abi::hostcall::hostcall_area_gpa;
+
+    /// An MMU that holds all of RAM shared: the hostcall area is always usable.
+    #[derive(Debug)]
+    struct AllShared;
+
+    impl HypervisorMmu for AllShared {
+        fn pages(&self) -> u64 {
+            0
+        }
+        fn access(&self, _: &GuestMemory, _: u64, _: Kind, _: bool) -> Result<Access, MemoryError> {
+            Ok(Access::Ok { converted: false })
+        }
+        fn convert(
+            &self,
+            _: &GuestMemory,
+            _: u64,
+            _: u64,
+            _: Kind,
+        ) -> Result<Option<u64>, MemoryError> {
+            Ok(Some(0))
+        }
+        fn is_shared(&self, _: u64, _: u64) -> bool {
+            true
+        }
+        fn reachable(&self, _: u64) -> (bool, bool) {
+            (false, true)
+        }
+        fn count_implicit_conversion(&self) {}
+        fn counters(&self) -> Vec<(&'static str, u64)> {
+            Vec::new()
+        }
+    }
+
+    const RAM: u64 = 4 << 20;
+
+    /// Serve `h` from a fresh area; the stop, if any, and the header written back.
+    fn call(
+        mem: &GuestMemory,
+        stats: &mut RunCounters,
+        host: &mut HostcallHost,
+        h: HostcallHeader,
+    ) -> (Option<Stop>, HostcallHeader) {
+        let area = hostcall_area_gpa(RAM);
+        mem.write(area, h.as_bytes()).unwrap();
+        let stop = serve(mem, &AllShared, stats, host, area).unwrap();
+        let mut raw = [0u8; 64];
+        mem.read(area, &mut raw).unwrap();
+        (stop, HostcallHeader::read_from_bytes(&raw).unwrap())
+    }
+
+    fn op(op: HostcallOp) -> HostcallHeader {
+        HostcallHeader {
+            op: op as u32,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_boot_ends_when_the_firmware_enters_the_app_not_at_its_first_output() {
+        let mem = GuestMemory::new(RAM).unwrap();
+        let mut stats = RunCounters::default();
+        let mut host = HostcallHost::default();
+        // Output before the app is entered (the firmware's own messages) is not the end
+        // of the boot; the first output used to be taken for it.
+        let write = HostcallHeader {
+            fd: 2,
+            ..op(HostcallOp::Write)
+        };
+        assert_eq!(call(&mem, &mut stats, &mut host, write).0, None);
+        assert_eq!(host.app_entered, None);
+        let (stop, reply) = call(&mem, &mut stats, &mut host, op(HostcallOp::AppEntry));
+        assert_eq!(stop, None);
+        assert_eq!((reply.status, reply.result), (0, 0));
+        let entered = host.app_entered.expect("the entry is recorded");
+        // Only the first counts.
+        call(&mem, &mut stats, &mut host, op(HostcallOp::AppEntry));
+        assert_eq!(host.app_entered, Some(entered));
+        assert_eq!(stats.hostcalls.get("app_entry"), Some(&2));
+        // A malformed one stops the guest, in words.
+        let bad = HostcallHeader {
+            len: 5,
+            ..op(HostcallOp::AppEntry)
+        };
+        let (stop, _) = call(&mem, &mut stats, &mut host, bad);
+        assert_eq!(
+            stop,
+            Some(Stop::ProtocolViolation(
+                "malformed hostcall: a data length of 5 bytes the operation cannot have".into()
+            ))
+        );
+    }
 }

@@ -3,6 +3,7 @@
 //! and the test hooks that make the host misbehave on purpose.
 
 use crate::platform::hostile::Hostile;
+use crate::platform::Registration;
 use crate::vmm::memory::{GuestMemory, MemoryError, View};
 use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
@@ -11,7 +12,10 @@ use nacre_shared_abi::boot::{
     set_host_cpus, HostRequest, MemoryMapEntry, HOST_REQUEST_ATTEST, HOST_REQUEST_OFFSET, MAX_CPUS,
     MEMORY_MAP_TYPE_MEMORY,
 };
-use nacre_shared_abi::layout::{align_up, PAGE_SIZE_2M, PAGE_SIZE_4K};
+use nacre_shared_abi::layout::{
+    align_down, align_up, GUEST_MEMORY_ALIGN, MAX_GUEST_MEMORY, MIN_GUEST_MEMORY, PAGE_SIZE_2M,
+    PAGE_SIZE_4K,
+};
 use zerocopy::IntoBytes;
 
 /// Errors while building the VM.
@@ -32,6 +36,9 @@ pub enum SetupError {
     /// Guest memory.
     #[error(transparent)]
     Memory(#[from] MemoryError),
+    /// Guest memory of a size the platform or the host cannot have.
+    #[error(transparent)]
+    MemorySize(#[from] MemorySizeError),
     /// The image does not fit the platform.
     #[error("{0}")]
     Image(String),
@@ -58,6 +65,254 @@ pub enum SetupError {
         #[source]
         source: crate::platform::hardware::launch::LaunchError,
     },
+}
+
+/// Why guest memory of a size cannot be had (`--memory`): the platform cannot boot it
+/// or this host cannot back it. Checked before a VM is made.
+#[derive(Debug, thiserror::Error)]
+pub enum MemorySizeError {
+    /// Not a multiple of [`GUEST_MEMORY_ALIGN`].
+    #[error("--memory {}: guest memory must be a multiple of 2 MiB", size_text(*.memory))]
+    NotAligned {
+        /// The size asked for.
+        memory: u64,
+    },
+    /// Less than [`MIN_GUEST_MEMORY`] or than the image needs.
+    #[error(
+        "--memory {}: {what} needs at least {} of guest memory",
+        size_text(*.memory),
+        size_text(*.min)
+    )]
+    TooSmall {
+        /// The size asked for.
+        memory: u64,
+        /// "a guest" or "this image".
+        what: &'static str,
+        /// The least it needs.
+        min: u64,
+    },
+    /// More than the platform boots.
+    #[error(
+        "--memory {}: {platform} boots at most {} of guest memory ({why})",
+        size_text(*.memory),
+        size_text(*.max)
+    )]
+    Platform {
+        /// The size asked for.
+        memory: u64,
+        /// The platform.
+        platform: &'static str,
+        /// Its limit ([`Registration::max_memory`]).
+        max: u64,
+        /// Why ([`Registration::max_memory_why`]).
+        why: &'static str,
+    },
+    /// More than this host can back.
+    #[error(
+        "--memory {}: this host cannot back that much guest memory: {reason}",
+        size_text(*.memory)
+    )]
+    Host {
+        /// The size asked for.
+        memory: u64,
+        /// What the host has and how to get more.
+        reason: String,
+    },
+}
+
+/// Why the SEV-SNP platforms boot at most [`MAX_GUEST_MEMORY`].
+pub const SNP_MEMORY_LIMIT: &str =
+    "the firmware maps guest memory with page tables it sets aside at boot, enough for 64 GiB";
+/// Why the TDX platforms boot at most
+/// [`nacre_shared_abi::layout::TDX_MAX_GUEST_MEMORY`].
+pub const TDX_MEMORY_LIMIT: &str = "a TD's memory ends below the 2 MiB region of the reset \
+     vector at 4 GiB; memory above 4 GiB is not supported yet";
+
+const _: () = assert!(MAX_GUEST_MEMORY == 64 << 30, "SNP_MEMORY_LIMIT names it");
+
+/// A memory size for people: "74 GiB", "4094 MiB" when exact, else "23.5 GiB", and
+/// "512 KiB", "100 bytes" below a MiB.
+pub fn size_text(bytes: u64) -> String {
+    for (unit, shift) in [("TiB", 40), ("GiB", 30), ("MiB", 20)] {
+        if bytes >= 1 << shift && bytes.is_multiple_of(1 << shift) {
+            return format!("{} {unit}", bytes >> shift);
+        }
+    }
+    for (unit, shift) in [("GiB", 30), ("MiB", 20)] {
+        if bytes >= 1 << shift {
+            // Display only: f64's precision is plenty.
+            return format!("{:.1} {unit}", bytes as f64 / (1u64 << shift) as f64);
+        }
+    }
+    if bytes >= 1 << 10 && bytes.is_multiple_of(1 << 10) {
+        return format!("{} KiB", bytes >> 10);
+    }
+    format!("{bytes} bytes")
+}
+
+/// Check `memory` bytes of guest RAM for `platform` and an image that needs
+/// `image_min` (the launch refuses the image otherwise), then against what `host` can
+/// back (`None`: the host's limits are unknown and not checked).
+pub fn check_memory(
+    platform: &Registration,
+    memory: u64,
+    image_min: u64,
+    host: Option<&HostMemory>,
+) -> Result<(), MemorySizeError> {
+    if !memory.is_multiple_of(GUEST_MEMORY_ALIGN) {
+        return Err(MemorySizeError::NotAligned { memory });
+    }
+    if memory < MIN_GUEST_MEMORY {
+        return Err(MemorySizeError::TooSmall {
+            memory,
+            what: "a guest",
+            min: MIN_GUEST_MEMORY,
+        });
+    }
+    if memory > platform.max_memory {
+        return Err(MemorySizeError::Platform {
+            memory,
+            platform: platform.name,
+            max: platform.max_memory,
+            why: platform.max_memory_why,
+        });
+    }
+    if memory < image_min {
+        return Err(MemorySizeError::TooSmall {
+            memory,
+            what: "this image",
+            min: image_min,
+        });
+    }
+    match host.map(|h| h.refusal(memory)) {
+        Some(Some(reason)) => Err(MemorySizeError::Host { memory, reason }),
+        _ => Ok(()),
+    }
+}
+
+/// The kernel's overcommit policy (`vm.overcommit_memory`, Linux
+/// `Documentation/mm/overcommit-accounting.rst`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overcommit {
+    /// 0: an allocation larger than RAM and swap together is refused, smaller ones
+    /// are promised.
+    Heuristic,
+    /// 1: everything is promised.
+    Always,
+    /// 2: nothing is promised beyond the commit limit; `available` bytes of it are
+    /// left (`CommitLimit - Committed_AS`).
+    Never {
+        /// Bytes left to commit.
+        available: u64,
+    },
+}
+
+/// What this host can give a guest's RAM. The guest's RAM is memory the host
+/// promises: the guest may touch every page of it, and a page it touches must then be
+/// backed (the guest's memory is demand-paged, so untouched pages cost nothing). nacre
+/// refuses a size the kernel itself would refuse to promise under its overcommit
+/// policy, and one that does not fit the address space nacre may map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostMemory {
+    /// Physical memory (`MemTotal`).
+    pub ram: u64,
+    /// Swap (`SwapTotal`).
+    pub swap: u64,
+    /// The overcommit policy.
+    pub overcommit: Overcommit,
+    /// The address-space limit (`ulimit -v`, RLIMIT_AS), `None` when unlimited.
+    pub address_space: Option<u64>,
+}
+
+/// nacre maps guest RAM twice (its private and shared views, docs/design.md).
+const ADDRESS_SPACE_PER_GUEST_BYTE: u64 = 2;
+
+impl HostMemory {
+    /// This host's, from `/proc/meminfo`, `/proc/sys/vm/overcommit_memory` and
+    /// RLIMIT_AS; `None` when they cannot be read.
+    pub fn probe() -> Option<Self> {
+        let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+        let mode = std::fs::read_to_string("/proc/sys/vm/overcommit_memory").ok()?;
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes one `struct rlimit` to the pointer, valid for the call.
+        let r = unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut limit) };
+        let address_space =
+            (r == 0 && limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur);
+        Self::parse(&meminfo, &mode, address_space)
+    }
+
+    /// From the text of `/proc/meminfo` and `/proc/sys/vm/overcommit_memory`.
+    pub fn parse(meminfo: &str, overcommit: &str, address_space: Option<u64>) -> Option<Self> {
+        let field = |name: &str| -> Option<u64> {
+            let line = meminfo
+                .lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))?;
+            let kib: u64 = line.trim().strip_suffix("kB")?.trim().parse().ok()?;
+            kib.checked_mul(1024)
+        };
+        let overcommit = match overcommit.trim() {
+            "0" => Overcommit::Heuristic,
+            "1" => Overcommit::Always,
+            "2" => Overcommit::Never {
+                available: field("CommitLimit")?.saturating_sub(field("Committed_AS")?),
+            },
+            _ => return None,
+        };
+        Some(Self {
+            ram: field("MemTotal")?,
+            swap: field("SwapTotal").unwrap_or(0),
+            overcommit,
+            address_space,
+        })
+    }
+
+    /// Why this host cannot back `memory` bytes of guest RAM, or `None` if it can.
+    pub fn refusal(&self, memory: u64) -> Option<String> {
+        let largest = |bytes: u64| size_text(align_down(bytes, GUEST_MEMORY_ALIGN));
+        if let Some(limit) = self.address_space {
+            let needed = memory.saturating_mul(ADDRESS_SPACE_PER_GUEST_BYTE);
+            if needed >= limit {
+                return Some(format!(
+                    "nacre maps guest memory twice, {} of address space, and its \
+                     address-space limit (ulimit -v) is {}",
+                    size_text(needed),
+                    size_text(limit)
+                ));
+            }
+        }
+        match self.overcommit {
+            Overcommit::Always => None,
+            Overcommit::Heuristic => {
+                let total = self.ram.saturating_add(self.swap);
+                let swap = if self.swap == 0 {
+                    "no swap".to_owned()
+                } else {
+                    format!("{} of swap", size_text(self.swap))
+                };
+                (memory > total).then(|| {
+                    format!(
+                        "it has {} of RAM and {swap}, and the kernel promises no more than \
+                         that (vm.overcommit_memory=0); give at most {}, or let the kernel \
+                         overcommit (vm.overcommit_memory=1)",
+                        size_text(self.ram),
+                        largest(total)
+                    )
+                })
+            }
+            Overcommit::Never { available } => (memory > available).then(|| {
+                format!(
+                    "the kernel's strict overcommit accounting (vm.overcommit_memory=2) \
+                     leaves {} to promise (CommitLimit - Committed_AS in /proc/meminfo); \
+                     give at most {}",
+                    size_text(available),
+                    largest(available)
+                )
+            }),
+        }
+    }
 }
 
 /// A `map_err` for a failed KVM ioctl.
@@ -360,6 +615,156 @@ pub fn test_hook(name: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The registered platform called `name`.
+    fn platform(name: &str) -> &'static Registration {
+        crate::platform::by_name(name).expect("a registered platform")
+    }
+
+    const GIB: u64 = 1 << 30;
+
+    #[test]
+    fn memory_a_platform_cannot_boot_is_refused_naming_its_limit() {
+        for name in ["emulated-snp", "snp"] {
+            let p = platform(name);
+            assert_eq!(p.max_memory, 64 * GIB);
+            for ok in [MIN_GUEST_MEMORY, 4 * GIB, 64 * GIB] {
+                check_memory(p, ok, 0, None).unwrap();
+            }
+            // 74G ran the firmware out of page tables; 4T, 16T and 64T failed later
+            // still, in KVM or mmap.
+            for bad in [
+                64 * GIB + PAGE_SIZE_2M,
+                74 * GIB,
+                4 << 40,
+                16 << 40,
+                64 << 40,
+            ] {
+                let e = check_memory(p, bad, 0, None).unwrap_err();
+                assert!(matches!(e, MemorySizeError::Platform { .. }), "{e}");
+                let text = e.to_string();
+                assert!(
+                    text.contains(&format!("{name} boots at most 64 GiB of guest memory")),
+                    "{text}"
+                );
+                assert!(text.starts_with("--memory "), "{text}");
+            }
+        }
+        for name in ["emulated-tdx", "tdx"] {
+            let p = platform(name);
+            check_memory(p, 4094 << 20, 0, None).unwrap();
+            let e = check_memory(p, 4 * GIB, 0, None).unwrap_err().to_string();
+            assert!(e.contains("at most 4094 MiB"), "{e}");
+            assert!(e.contains("reset vector"), "{e}");
+        }
+        let snp = platform("emulated-snp");
+        let e = check_memory(snp, 63 << 20, 0, None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("multiple of 2 MiB"), "{e}");
+        let e = check_memory(snp, 32 << 20, 0, None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("a guest needs at least 64 MiB"), "{e}");
+        let e = check_memory(snp, 128 << 20, 256 << 20, None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("this image needs at least 256 MiB"), "{e}");
+    }
+
+    const MEMINFO: &str = "MemTotal:       24683772 kB\nMemFree:        18000000 kB\n\
+        SwapTotal:       2097152 kB\nCommitLimit:    12341884 kB\n\
+        Committed_AS:     261412 kB\n";
+
+    #[test]
+    fn host_memory_is_read_from_meminfo_and_the_overcommit_mode() {
+        let h = HostMemory::parse(MEMINFO, "0\n", None).unwrap();
+        assert_eq!(h.ram, 24_683_772 * 1024);
+        assert_eq!(h.swap, 2 * GIB);
+        assert_eq!(h.overcommit, Overcommit::Heuristic);
+        let h = HostMemory::parse(MEMINFO, "2", Some(8 * GIB)).unwrap();
+        assert_eq!(
+            h.overcommit,
+            Overcommit::Never {
+                available: (12_341_884 - 261_412) * 1024
+            }
+        );
+        assert_eq!(h.address_space, Some(8 * GIB));
+        assert_eq!(
+            HostMemory::parse(MEMINFO, "1", None).unwrap().overcommit,
+            Overcommit::Always
+        );
+        assert_eq!(HostMemory::parse(MEMINFO, "3", None), None);
+        assert_eq!(HostMemory::parse("MemFree: 1 kB\n", "0", None), None);
+        // This host's can be read.
+        assert!(HostMemory::probe().is_some());
+    }
+
+    #[test]
+    fn memory_the_host_cannot_back_is_refused_saying_what_it_has() {
+        let snp = platform("emulated-snp");
+        let host = HostMemory {
+            ram: 8 * GIB,
+            swap: 0,
+            overcommit: Overcommit::Heuristic,
+            address_space: None,
+        };
+        check_memory(snp, 8 * GIB, 0, Some(&host)).unwrap();
+        let e = check_memory(snp, 8 * GIB + PAGE_SIZE_2M, 0, Some(&host)).unwrap_err();
+        assert!(matches!(e, MemorySizeError::Host { .. }), "{e}");
+        let text = e.to_string();
+        for part in [
+            "this host cannot back that much guest memory",
+            "8 GiB of RAM and no swap",
+            "give at most 8 GiB",
+            "vm.overcommit_memory=1",
+        ] {
+            assert!(text.contains(part), "{part}: {text}");
+        }
+        // The platform's limit is named first: it holds whatever the host.
+        let e = check_memory(snp, 74 * GIB, 0, Some(&host)).unwrap_err();
+        assert!(matches!(e, MemorySizeError::Platform { .. }), "{e}");
+
+        let always = HostMemory {
+            overcommit: Overcommit::Always,
+            ..host
+        };
+        check_memory(snp, 64 * GIB, 0, Some(&always)).unwrap();
+
+        let strict = HostMemory {
+            overcommit: Overcommit::Never {
+                available: 3 * GIB + 12345,
+            },
+            ..host
+        };
+        check_memory(snp, 3 * GIB, 0, Some(&strict)).unwrap();
+        let e = check_memory(snp, 4 * GIB, 0, Some(&strict))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("vm.overcommit_memory=2"), "{e}");
+        assert!(e.contains("give at most 3 GiB"), "{e}");
+
+        let limited = HostMemory {
+            address_space: Some(8 * GIB),
+            ..always
+        };
+        check_memory(snp, 2 * GIB, 0, Some(&limited)).unwrap();
+        let e = check_memory(snp, 4 * GIB, 0, Some(&limited))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("ulimit -v"), "{e}");
+        assert!(e.contains("8 GiB of address space"), "{e}");
+    }
+
+    #[test]
+    fn sizes_read_as_people_write_them() {
+        assert_eq!(size_text(74 * GIB), "74 GiB");
+        assert_eq!(size_text(4094 << 20), "4094 MiB");
+        assert_eq!(size_text(16 << 40), "16 TiB");
+        assert_eq!(size_text(24_683_772 * 1024), "23.5 GiB");
+        assert_eq!(size_text(512 << 10), "512 KiB");
+        assert_eq!(size_text(100), "100 bytes");
+    }
 
     #[test]
     fn runs_merge_consecutive_pages_whatever_the_order() {

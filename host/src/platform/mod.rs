@@ -132,7 +132,7 @@ pub trait Platform: Send + std::fmt::Debug {
     fn doorbell(&mut self, vcpu: &mut dyn Vcpu, bell: Doorbell) -> Result<Option<Stop>, RunError> {
         let _ = vcpu;
         Err(RunError::Guest(format!(
-            "{bell:?} doorbell on {}, which has no doorbells",
+            "{bell} doorbell on {}, which has no doorbells",
             self.name()
         )))
     }
@@ -248,6 +248,10 @@ pub struct Registration {
     pub evidence: EvidenceKind,
     /// Launch a VM of `image`, or say why this platform cannot.
     pub launch: fn(&LoadedImage, &LaunchConfig) -> Result<Vm, SetupError>,
+    /// The most guest RAM the platform boots, in bytes (`nacre run --memory`).
+    pub max_memory: u64,
+    /// Why it boots no more, for the message that refuses more.
+    pub max_memory_why: &'static str,
     /// For a platform that signs its evidence under roots of its own (the emulated
     /// ones): add to a verifier's anchors what recognizes `evidence` as its, and, given
     /// the emulated keys' base directory (`--allow-emulated`), its roots. `None`:

@@ -175,6 +175,9 @@ pub fn run(fds: &mut [VcpuFd], platform: &mut dyn Platform) -> Result<Stop, RunE
         return Err(RunError::Host("a VM without vCPUs"));
     };
     let profile = std::env::var_os("NACRE_PROFILE").map(std::path::PathBuf::from);
+    if let Some(path) = &profile {
+        crate::files::check_output(path).map_err(RunError::Profile)?;
+    }
     let mut profiler = profile.as_ref().map(|_| Profiler::start());
     std::thread::scope(|scope| {
         let mut threads = Vec::with_capacity(aps.len());
@@ -449,7 +452,7 @@ impl Profiler {
             .iter()
             .map(|((rip, ret), n)| format!("# {rip:#x} {ret:#x} {n}\n"))
             .collect::<String>();
-        std::fs::write(path, text).map_err(RunError::Profile)
+        crate::files::write_output(path, text.as_bytes()).map_err(RunError::Profile)
     }
 }
 

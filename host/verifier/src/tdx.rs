@@ -13,7 +13,7 @@
 //! to the trusted Intel SGX Root CA. With collateral (TCB info, QE identity, CRLs),
 //! dcap-qvl computes the platform's TCB status.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use core::mem::size_of;
 pub use nacre_shared_abi::tdx_quote::*;
@@ -712,11 +712,88 @@ fn tcb_status(quote: &Quote, root: &Cert, at: SystemTime, collateral: &Collatera
                 Check::fail(check::TCB_STATUS, format!("{detail}; only UpToDate passes"))
             }
         }
-        Err(e) => Check::fail(
-            check::TCB_STATUS,
-            format!("dcap-qvl's appraisal with the collateral failed: {e:#}"),
-        ),
+        Err(e) => {
+            let causes: Vec<String> = e.chain().map(ToString::to_string).collect();
+            Check::fail(
+                check::TCB_STATUS,
+                format!(
+                    "dcap-qvl's appraisal with the collateral failed: {}",
+                    dcap_error_text(&causes, e.downcast_ref::<webpki::Error>())
+                ),
+            )
+        }
     }
+}
+
+/// The causes of a dcap-qvl error (`causes`, outermost first), as one sentence. They
+/// are sentences but for the error of the certificate and CRL checks dcap-qvl leaves
+/// to webpki (`webpki`), whose text is its Rust debug form (`CrlExpired { time:
+/// UnixTime(..), .. }`): that one is put in words.
+fn dcap_error_text(causes: &[String], webpki: Option<&webpki::Error>) -> String {
+    let raw = webpki.map(ToString::to_string);
+    causes
+        .iter()
+        .map(|cause| match (webpki, &raw) {
+            (Some(e), Some(raw)) if cause == raw => webpki_error_text(e),
+            _ => cause.clone(),
+        })
+        .collect::<Vec<_>>()
+        .join(": ")
+}
+
+/// A webpki error in words.
+fn webpki_error_text(e: &webpki::Error) -> String {
+    use webpki::Error as E;
+    let at = |secs: u64| crate::time::format_rfc3339(UNIX_EPOCH + Duration::from_secs(secs));
+    match e {
+        E::CertExpired { time, not_after } => format!(
+            "a certificate expired at {} (checked at {})",
+            at(not_after.as_secs()),
+            at(time.as_secs())
+        ),
+        E::CertNotValidYet { time, not_before } => format!(
+            "a certificate is not valid before {} (checked at {})",
+            at(not_before.as_secs()),
+            at(time.as_secs())
+        ),
+        E::CrlExpired { time, next_update } => format!(
+            "a CRL is out of date: its next update was due at {} (checked at {})",
+            at(next_update.as_secs()),
+            at(time.as_secs())
+        ),
+        E::CertRevoked => "a certificate is revoked".to_owned(),
+        E::UnknownIssuer => "a certificate's issuer is not among the trusted ones".to_owned(),
+        E::UnknownRevocationStatus => {
+            "a certificate's revocation status is unknown: no CRL covers it".to_owned()
+        }
+        E::InvalidSignatureForPublicKey => {
+            "a signature does not verify with its issuer's public key".to_owned()
+        }
+        E::InvalidCrlSignatureForPublicKey => {
+            "a CRL's signature does not verify with its issuer's public key".to_owned()
+        }
+        E::IssuerNotCrlSigner => "a CRL's issuer is not allowed to sign CRLs".to_owned(),
+        E::BadDer => "malformed DER".to_owned(),
+        E::BadDerTime => "a malformed DER time".to_owned(),
+        other => variant_words(&other.to_string()),
+    }
+}
+
+/// `MaximumPathDepthExceeded { .. }` as "maximum path depth exceeded": the name of an
+/// enum variant from its debug form, in lowercase words.
+fn variant_words(debug: &str) -> String {
+    let name = debug
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .next()
+        .unwrap_or(debug);
+    let mut words = String::new();
+    for (i, c) in name.char_indices() {
+        if c.is_ascii_uppercase() && i > 0 {
+            words.push(' ');
+        }
+        words.push(c.to_ascii_lowercase());
+    }
+    words
 }
 
 /// The names of the policy-governed attributes set in `attributes`, or "none".

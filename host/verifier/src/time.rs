@@ -21,11 +21,17 @@ pub enum TimeError {
         /// The text given.
         text: String,
     },
-    /// Before 1970 or after 9999.
-    #[error("{text:?} is outside the years 1970 to 9999")]
-    Outside {
+    /// Before the Unix epoch. (RFC 3339 has four-digit years: after 9999 is a syntax
+    /// error.)
+    #[error(
+        "{text:?} is before 1970 ({utc} in UTC): the time must be 1970-01-01T00:00:00Z \
+         or later"
+    )]
+    Before1970 {
         /// The text given.
         text: String,
+        /// The same time in UTC, RFC 3339.
+        utc: String,
     },
 }
 
@@ -41,7 +47,12 @@ pub fn parse_rfc3339(text: &str) -> Result<SystemTime, TimeError> {
     })?;
     u64::try_from(t.timestamp())
         .map(|secs| UNIX_EPOCH + Duration::from_secs(secs))
-        .map_err(|_| TimeError::Outside { text: owned() })
+        .map_err(|_| TimeError::Before1970 {
+            text: owned(),
+            utc: t
+                .with_timezone(&Utc)
+                .to_rfc3339_opts(SecondsFormat::Secs, true),
+        })
 }
 
 /// A time as RFC 3339 in UTC, to the second (`2024-05-01T12:00:00Z`).
@@ -52,7 +63,10 @@ pub fn format_rfc3339(t: SystemTime) -> String {
         .and_then(|d| i64::try_from(d.as_secs()).ok());
     match secs.and_then(|s| DateTime::<Utc>::from_timestamp(s, 0)) {
         Some(dt) => dt.to_rfc3339_opts(SecondsFormat::Secs, true),
-        None => format!("{t:?}"),
+        None => match t.duration_since(UNIX_EPOCH) {
+            Ok(d) => format!("{} seconds after 1970-01-01T00:00:00Z", d.as_secs()),
+            Err(_) => "a time before 1970".to_owned(),
+        },
     }
 }
 
@@ -66,6 +80,18 @@ mod tests {
             .duration_since(UNIX_EPOCH)
             .expect("after 1970")
             .as_secs()
+    }
+
+    #[test]
+    fn times_beyond_the_calendar_read_as_words() {
+        let far = UNIX_EPOCH + Duration::from_secs(1 << 60);
+        assert_eq!(
+            format_rfc3339(far),
+            format!("{} seconds after 1970-01-01T00:00:00Z", 1u64 << 60)
+        );
+        if let Some(before) = UNIX_EPOCH.checked_sub(Duration::from_secs(1)) {
+            assert_eq!(format_rfc3339(before), "a time before 1970");
+        }
     }
 
     #[test]
@@ -107,13 +133,34 @@ mod tests {
                 "{bad}"
             );
         }
-        assert!(matches!(
-            parse_rfc3339("1969-12-31T23:59:59Z"),
-            Err(TimeError::Range { .. } | TimeError::Outside { .. })
-        ));
-        assert!(matches!(
-            parse_rfc3339("1970-01-01T00:00:00+01:00"),
-            Err(TimeError::Outside { .. })
-        ));
+    }
+
+    #[test]
+    fn times_before_1970_are_refused_as_such() {
+        // These once read "is not a valid date and time".
+        for (text, utc) in [
+            ("1969-12-31T23:59:59Z", "1969-12-31T23:59:59Z"),
+            ("1900-01-01T00:00:00Z", "1900-01-01T00:00:00Z"),
+            ("0000-01-01T00:00:00Z", "0000-01-01T00:00:00Z"),
+            // 1970 in its own time zone, 1969 in UTC.
+            ("1970-01-01T00:00:00+01:00", "1969-12-31T23:00:00Z"),
+        ] {
+            let e = parse_rfc3339(text).expect_err("before 1970");
+            assert_eq!(
+                e,
+                TimeError::Before1970 {
+                    text: text.to_owned(),
+                    utc: utc.to_owned()
+                }
+            );
+            assert_eq!(
+                e.to_string(),
+                format!(
+                    "{text:?} is before 1970 ({utc} in UTC): the time must be \
+                     1970-01-01T00:00:00Z or later"
+                )
+            );
+        }
+        assert_eq!(secs("1970-01-01T01:00:00+01:00"), 0);
     }
 }

@@ -383,9 +383,10 @@ fn check_amd_pss_params(parameters: Option<&x509_cert::der::Any>) -> Result<(), 
         || mgf_hash != Some(OID_SHA384)
         || usize::from(params.salt_len) != AMD_PSS_SALT_LEN
     {
+        let mgf_hash = mgf_hash.map_or_else(|| "no hash".to_owned(), |oid| oid.to_string());
         return Err(X509Error::PssParameters(format!(
-            "hash {}, mask generation {} with {:?}, salt {}",
-            params.hash.oid, params.mask_gen.oid, mgf_hash, params.salt_len
+            "hash {}, mask generation {} with {mgf_hash}, salt {}",
+            params.hash.oid, params.mask_gen.oid, params.salt_len
         )));
     }
     Ok(())

@@ -42,7 +42,8 @@ use igvm_defs::{
     IGVM_VHS_SUPPORTED_PLATFORM,
 };
 use nacre_shared_abi::boot::{
-    ArgsBlob, BootInfo, PlatformKind, BOOT_INFO_MAGIC, BOOT_INFO_VERSION,
+    ArgsBlob, BootInfo, PlatformKind, BOOT_INFO_MAGIC, BOOT_INFO_VERSION, MAX_ARG_BYTES,
+    MAX_ARG_STRINGS,
 };
 use nacre_shared_abi::filetree::FileTree;
 use nacre_shared_abi::layout::{
@@ -304,11 +305,19 @@ fn encode_args(args: &[Vec<u8>], env: &[Vec<u8>]) -> Result<Vec<u8>, ImageError>
     if let Some(index) = env.iter().position(|var| !var.contains(&b'=')) {
         return Err(ImageError::EnvironmentWithoutEquals { index });
     }
+    let count = args.len() + env.len();
+    if count > MAX_ARG_STRINGS {
+        return Err(ImageError::TooManyArgStrings { count });
+    }
     let args: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
     let env: Vec<&[u8]> = env.iter().map(Vec::as_slice).collect();
-    let mut blob = vec![0u8; ArgsBlob::encoded_len(args.iter().chain(&env).copied())];
+    let len = ArgsBlob::encoded_len(args.iter().chain(&env).copied());
+    if len - 8 > MAX_ARG_BYTES {
+        return Err(ImageError::ArgStringsTooLarge { bytes: len - 8 });
+    }
+    let mut blob = vec![0u8; len];
     ArgsBlob::encode(&args, &env, &mut blob).map_err(|_| ImageError::TooLarge {
-        what: "there are more than 2^32 arguments or environment strings",
+        what: "the arguments and environment strings cannot be encoded",
     })?;
     Ok(blob)
 }

@@ -106,7 +106,9 @@ pub use policy::{
     DEBUG_TDX_POLICY, DEFAULT_SNP_POLICY, DEFAULT_TDX_POLICY,
 };
 
-use nacre_shared_abi::boot::{BootInfoError, PlatformKind, BOOT_INFO_VERSION};
+use nacre_shared_abi::boot::{
+    BootInfoError, PlatformKind, BOOT_INFO_VERSION, MAX_ARG_BYTES, MAX_ARG_STRINGS,
+};
 use nacre_shared_abi::filetree::FileTreeError;
 use nacre_shared_abi::layout::{
     BOOT_INFO_GPA, EMULATED_TDX_GPAW, INITIAL_PT_GPA, INITIAL_PT_PAGES, NULL_GUARD_END,
@@ -176,6 +178,24 @@ pub enum ImageError {
     EnvironmentWithoutEquals {
         /// Index in `env`.
         index: usize,
+    },
+    /// More argument and environment strings than an app can be given.
+    #[error(
+        "there are {count} arguments and environment strings (argv[0] included); an app \
+         can be given at most {MAX_ARG_STRINGS}"
+    )]
+    TooManyArgStrings {
+        /// Their number, `argv[0]` included.
+        count: usize,
+    },
+    /// The argument and environment strings are longer than an app can be given.
+    #[error(
+        "the arguments and environment strings take {bytes} bytes (each with its NUL); an \
+         app can be given at most {MAX_ARG_BYTES} (2 MiB)"
+    )]
+    ArgStringsTooLarge {
+        /// Their length, each with its NUL.
+        bytes: usize,
     },
     /// The file tree's header is invalid.
     #[error("the file tree is invalid: {}", file_tree_reason(.0))]
@@ -678,9 +698,11 @@ mod tests {
     #[test]
     fn min_memory_grows_with_the_image() {
         let sample = Sample::new();
+        let mut tree = FileTreeBuilder::new(b"app").unwrap();
+        tree.add_file(b"/big", vec![b'x'; 40 << 20], 0o644).unwrap();
+        let files = tree.build().unwrap();
         let mut input = sample.input();
-        let big_arg = vec![b'x'; 40 << 20];
-        input.args.push(big_arg);
+        input.file_tree = &files;
         let loaded = load_snp(&build_image(&input).unwrap()).unwrap();
         let info = loaded.boot_info;
         assert_eq!(
@@ -718,6 +740,30 @@ mod tests {
             "{err:?}"
         );
         assert!(err.to_string().contains("KEY=VALUE"), "{err}");
+
+        // The firmware passes an app at most MAX_ARG_STRINGS strings of at most
+        // MAX_ARG_BYTES; more used to build and then fail at boot.
+        let x: &[u8] = b"x";
+        let mut args = vec![&b"app"[..]];
+        args.extend(vec![x; MAX_ARG_STRINGS - 2]);
+        let mut input = sample.input();
+        input.args = args.iter().map(|a| a.to_vec()).collect();
+        input.env = vec![b"A=1".to_vec()];
+        build_image(&input).unwrap();
+        input.env.push(b"B=2".to_vec());
+        let err = build_image(&input).unwrap_err();
+        assert!(
+            matches!(err, ImageError::TooManyArgStrings { count } if count == MAX_ARG_STRINGS + 1),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("at most 256"), "{err}");
+        let long = vec![b'y'; MAX_ARG_BYTES];
+        let err = build(vec![b"app", &long], vec![]);
+        assert!(
+            matches!(err, ImageError::ArgStringsTooLarge { bytes } if bytes == MAX_ARG_BYTES + 5),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("at most 2097152"), "{err}");
     }
 
     #[test]

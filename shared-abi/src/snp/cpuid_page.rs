@@ -73,6 +73,25 @@ pub enum CpuidPageError {
     BadCBit(u32),
 }
 
+impl core::fmt::Display for CpuidPageError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::TooManyEntries(n) => write!(
+                f,
+                "the page says it has {n} entries; it has room for {CPUID_PAGE_MAX_ENTRIES}"
+            ),
+            Self::NoEncryptedMemoryLeaf => write!(
+                f,
+                "it has no entry for leaf {LEAF_ENCRYPTED_MEMORY:#x}, which gives the C-bit"
+            ),
+            Self::BadCBit(bit) => write!(
+                f,
+                "leaf {LEAF_ENCRYPTED_MEMORY:#x} puts the C-bit at {bit}, outside 32 to 51"
+            ),
+        }
+    }
+}
+
 impl CpuidPage {
     /// The entries in use.
     pub fn used(&self) -> Result<&[CpuidPageEntry], CpuidPageError> {
@@ -108,6 +127,21 @@ impl CpuidPage {
 mod tests {
     use super::*;
     use zerocopy::FromZeros;
+
+    #[test]
+    fn errors_read_as_words() {
+        use std::string::ToString;
+        assert_eq!(
+            CpuidPageError::BadCBit(60).to_string(),
+            "leaf 0x8000001f puts the C-bit at 60, outside 32 to 51"
+        );
+        assert!(CpuidPageError::TooManyEntries(65)
+            .to_string()
+            .contains("65 entries"));
+        assert!(!CpuidPageError::NoEncryptedMemoryLeaf
+            .to_string()
+            .contains("NoEncrypted"));
+    }
 
     fn page(entries: &[CpuidPageEntry]) -> CpuidPage {
         let mut page = CpuidPage::new_zeroed();

@@ -80,6 +80,20 @@ impl RmpError {
     }
 }
 
+impl core::fmt::Display for RmpError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            Self::FailInput => "FAIL_INPUT: a bad operand or address",
+            Self::FailPermission => "FAIL_PERMISSION: not allowed at this privilege level",
+            Self::FailInUse => "FAIL_INUSE: the RMP entry is in use",
+            Self::FailOverlap => "FAIL_OVERLAP: a 4 KiB and a 2 MiB RMP entry overlap",
+            Self::FailSizeMismatch => {
+                "FAIL_SIZEMISMATCH: the page size disagrees with the RMP entry"
+            }
+        })
+    }
+}
+
 /// The architectural outcome of one PVALIDATE: EAX and rFLAGS.CF.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PvalidateResult {
@@ -104,6 +118,20 @@ impl PvalidateResult {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn errors_read_with_their_spec_names() {
+        use std::string::ToString;
+        assert_eq!(
+            RmpError::FailSizeMismatch.to_string(),
+            "FAIL_SIZEMISMATCH: the page size disagrees with the RMP entry"
+        );
+        for code in 1..=6 {
+            if let Some(e) = RmpError::from_code(code) {
+                assert!(e.to_string().starts_with("FAIL_"), "{e}");
+            }
+        }
+    }
 
     const ALL_ERRORS: [RmpError; 5] = [
         RmpError::FailInput,

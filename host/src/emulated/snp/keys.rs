@@ -757,10 +757,12 @@ fn require_files(dir: &Path, names: &[&'static str]) -> Result<(), EmulatedKeysE
 
 fn read_text(dir: &Path, file: &'static str) -> Result<String, EmulatedKeysError> {
     let path = dir.join(file);
-    let bytes = fs::read(&path).map_err(|source| EmulatedKeysError::Io {
-        action: "read",
-        path,
-        source,
+    let bytes = crate::files::read_input_io(&path, crate::files::KEY_FILE).map_err(|source| {
+        EmulatedKeysError::Io {
+            action: "read",
+            path,
+            source,
+        }
     })?;
     String::from_utf8(bytes).map_err(|_| EmulatedKeysError::Corrupt {
         dir: dir.to_owned(),

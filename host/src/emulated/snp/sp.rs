@@ -144,7 +144,7 @@ impl EmulatedSp {
     /// position `c_bit`; the rest is the host's own CPUID, which it cannot lie about
     /// to itself.
     pub fn check_cpuid_page(&self, page: &CpuidPage, c_bit: u8) -> Result<(), String> {
-        let used = page.used().map_err(|e| format!("{e:?}"))?;
+        let used = page.used().map_err(|e| e.to_string())?;
         if page.reserved0 != 0 || page.reserved1 != 0 || used.iter().any(|e| e.reserved != 0) {
             return Err("a reserved field is not zero".into());
         }
@@ -153,7 +153,7 @@ impl EmulatedSp {
             Ok(bit) => Err(format!(
                 "leaf 0x8000001F reports C-bit {bit}, the platform's is {c_bit}"
             )),
-            Err(e) => Err(format!("{e:?}")),
+            Err(e) => Err(e.to_string()),
         }
     }
 

@@ -59,6 +59,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::{Duration, SystemTime};
 
+use crate::files;
 use p256::ecdsa::signature::Signer;
 use p256::ecdsa::{Signature, SigningKey};
 use p256::pkcs8::{DecodePrivateKey, EncodePrivateKey, LineEnding};
@@ -459,7 +460,7 @@ fn sync_dir(dir: &Path) {
 
 pub(super) fn read_file(dir: &Path, file: &'static str) -> Result<Vec<u8>, KeysError> {
     let path = dir.join(file);
-    fs::read(&path).map_err(|source| {
+    files::read_input_io(&path, files::KEY_FILE).map_err(|source| {
         if source.kind() == io::ErrorKind::NotFound {
             KeysError::Missing {
                 dir: dir.to_owned(),

@@ -99,7 +99,7 @@ pub fn doorbell(
             Ok(stop)
         }
         other => Err(RunError::Guest(format!(
-            "{other:?} doorbell on the emulated TDX platform"
+            "{other} doorbell on the emulated TDX platform"
         ))),
     }
 }

@@ -132,7 +132,7 @@ pub fn launch(image: &LoadedImage, config: &LaunchConfig) -> Result<Vm, SetupErr
         }
         sp.launch_update(*gpa, page_type, contents.bytes());
         snp.launch_page(*gpa)
-            .map_err(|e| SetupError::Image(format!("page {gpa:#x} cannot be placed: {e:?}")))?;
+            .map_err(|e| SetupError::Image(format!("page {gpa:#x} cannot be placed: {e}")))?;
     }
     // The host parameter page: the memory map, inserted unmeasured.
     let mut param_page = parameter_page(config.memory, config.request, config.cpus);
@@ -143,7 +143,7 @@ pub fn launch(image: &LoadedImage, config: &LaunchConfig) -> Result<Vm, SetupErr
         snp.mmu.hostile_share(image.param_gpa / PAGE_SIZE_4K);
     } else {
         snp.launch_page(image.param_gpa)
-            .map_err(|e| SetupError::Image(format!("parameter page cannot be placed: {e:?}")))?;
+            .map_err(|e| SetupError::Image(format!("parameter page cannot be placed: {e}")))?;
         launched.push(image.param_gpa / PAGE_SIZE_4K);
     }
     // Fault the launched pages in before the first instruction (KVM_PRE_FAULT_MEMORY):

@@ -18,7 +18,7 @@ use crate::mmu::HypervisorMmu;
 use crate::platform::check::{self, Check, Checks, HostProbe, Need};
 use crate::platform::hostcall::HostcallHost;
 use crate::platform::hostile::Lies;
-use crate::platform::launch::{LaunchConfig, SetupError};
+use crate::platform::launch::{LaunchConfig, SetupError, SNP_MEMORY_LIMIT};
 use crate::platform::{Platform, Registration, Stop, Vm};
 use crate::stats::{Counters, RunCounters};
 use crate::vmm::memory::{GuestMemory, MemoryError, View};
@@ -27,7 +27,7 @@ use crate::vmm::vcpu::Vcpu;
 use nacre_loader::LoadedImage;
 use nacre_shared_abi::boot::PlatformKind;
 use nacre_shared_abi::doorbell::Doorbell;
-use nacre_shared_abi::layout::{EMULATED_SNP_C_BIT, PAGE_SIZE_4K};
+use nacre_shared_abi::layout::{EMULATED_SNP_C_BIT, MAX_GUEST_MEMORY, PAGE_SIZE_4K};
 use nacre_verifier::evidence::Endorsements;
 use nacre_verifier::Evidence;
 use nacre_verifier::{EvidenceKind, TrustAnchors};
@@ -41,6 +41,8 @@ pub const REGISTRATION: Registration = Registration {
     image: PlatformKind::Snp,
     evidence: EvidenceKind::SnpReport,
     launch: <EmulatedSnp as Platform>::launch,
+    max_memory: MAX_GUEST_MEMORY,
+    max_memory_why: SNP_MEMORY_LIMIT,
     verifier_roots: Some(verifier_roots),
     check,
 };
@@ -110,7 +112,7 @@ pub struct EmulatedSnp {
     pub counters: SnpCounters,
     /// Test hook: finish at most this many PSC entries per call.
     pub psc_budget: Option<usize>,
-    /// The console and clocks the hostcalls serve (and when the first arrived).
+    /// The console and clocks the hostcalls serve (and when the firmware entered the app).
     pub host: HostcallHost,
     /// The emulated security processor, once the launch made it.
     pub sp: Option<EmulatedSecurityProcessor>,

@@ -14,8 +14,9 @@ use crate::emulated::tdx::quoting::{EmulatedQuotingService, QuotingEnclave};
 use crate::emulated::LazyKeys;
 use crate::platform::hostile::{self, Hostile, Lies};
 use crate::platform::launch::{
-    check_cpus, create_vcpus, hostile_cpuid, hostile_gfn, ioctl, parameter_page, runs,
-    start_interrupt_storm, test_hook, tsc_khz, vm_with_ram, HostPage, LaunchConfig, SetupError,
+    check_cpus, check_memory, create_vcpus, hostile_cpuid, hostile_gfn, ioctl, parameter_page,
+    runs, start_interrupt_storm, test_hook, tsc_khz, vm_with_ram, HostPage, LaunchConfig,
+    SetupError,
 };
 use crate::platform::Vm;
 use crate::vmm::memory::View;
@@ -24,7 +25,7 @@ use kvm_ioctls::{Kvm, VcpuFd};
 use nacre_loader::{ImagePage, LoadedImage, PageContents};
 use nacre_shared_abi::doorbell::EMULATED_TDX_SIGNATURE;
 use nacre_shared_abi::layout::{
-    EMULATED_TDX_GPAW, PAGE_SIZE_4K, TDX_MAX_GUEST_MEMORY, TDX_RESET_PAGE_GPA, TDX_RESET_VECTOR,
+    EMULATED_TDX_GPAW, PAGE_SIZE_4K, TDX_RESET_PAGE_GPA, TDX_RESET_VECTOR,
 };
 
 /// The memory slot of the reset page (0 and 1 are guest RAM's views).
@@ -33,13 +34,7 @@ const RESET_PAGE_SLOT: u32 = 2;
 /// Launch `image` on `emulated-tdx`.
 pub fn launch(image: &LoadedImage, config: &LaunchConfig) -> Result<Vm, SetupError> {
     check_cpus(config.cpus)?;
-    if config.memory > TDX_MAX_GUEST_MEMORY {
-        return Err(SetupError::Image(format!(
-            "emulated-tdx guests have at most {} MiB of RAM (RAM ends below the reset \
-             vector at 4 GiB; RAM above 4 GiB is not supported yet)",
-            TDX_MAX_GUEST_MEMORY >> 20
-        )));
-    }
+    check_memory(&super::REGISTRATION, config.memory, image.min_memory, None)?;
     let shared_bit = 1u64 << (EMULATED_TDX_GPAW - 1);
     let (kvm, vm, mem) = vm_with_ram(
         config.memory,

@@ -20,7 +20,7 @@ use crate::mmu::HypervisorMmu;
 use crate::platform::check::{self, Check, Checks, HostProbe, Need};
 use crate::platform::hostcall::HostcallHost;
 use crate::platform::hostile::Lies;
-use crate::platform::launch::{LaunchConfig, SetupError};
+use crate::platform::launch::{LaunchConfig, SetupError, TDX_MEMORY_LIMIT};
 use crate::platform::{Platform, Registration, Stop, Vm};
 use crate::stats::{Counters, RunCounters};
 use crate::vmm::memory::{GuestMemory, MemoryError, View};
@@ -28,7 +28,7 @@ use crate::vmm::vcpu::Vcpu;
 use nacre_loader::LoadedImage;
 use nacre_shared_abi::boot::PlatformKind;
 use nacre_shared_abi::doorbell::Doorbell;
-use nacre_shared_abi::layout::PAGE_SIZE_4K;
+use nacre_shared_abi::layout::{PAGE_SIZE_4K, TDX_MAX_GUEST_MEMORY};
 use nacre_verifier::evidence::Endorsements;
 use nacre_verifier::Evidence;
 use nacre_verifier::{EvidenceKind, TrustAnchors};
@@ -42,6 +42,8 @@ pub const REGISTRATION: Registration = Registration {
     image: PlatformKind::Tdx,
     evidence: EvidenceKind::TdxQuote,
     launch: <EmulatedTdx as Platform>::launch,
+    max_memory: TDX_MAX_GUEST_MEMORY,
+    max_memory_why: TDX_MEMORY_LIMIT,
     verifier_roots: Some(verifier_roots),
     check,
 };
@@ -97,7 +99,7 @@ pub struct EmulatedTdx {
     /// Test hook (`NACRE_TEST_MAP_GPA_PAGES`): convert at most this many pages per
     /// MapGPA call before answering RETRY.
     pub map_gpa_budget: Option<u64>,
-    /// The console and clocks the hostcalls serve (and when the first arrived).
+    /// The console and clocks the hostcalls serve (and when the firmware entered the app).
     pub host: HostcallHost,
     /// The lie a hostile-host test asked for (`NACRE_TEST_HOSTILE`), if any.
     pub lies: Lies,

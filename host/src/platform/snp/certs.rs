@@ -7,6 +7,7 @@
 //! `vcek.der` or `vcek.pem`, `cert_chain.pem` (ASK then ARK) or `ask.*` and `ark.*`,
 //! and `crl.der` or `crl.pem`.
 
+use crate::files;
 use nacre_verifier::crl::Crl;
 use nacre_verifier::evidence::Endorsements;
 use nacre_verifier::Cert;
@@ -42,8 +43,13 @@ fn pem_of(cert: &Cert) -> String {
     encode_string("CERTIFICATE", LineEnding::LF, cert.der()).unwrap_or_default()
 }
 
+/// Read an input of `kind`, with a message that says why not.
+fn read(path: &Path, kind: files::Input) -> Result<Vec<u8>, String> {
+    files::read_input(path, kind).map_err(|e| files::error_text(&e))
+}
+
 fn read_cert(path: &Path) -> Result<Cert, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let bytes = read(path, files::CERTIFICATE)?;
     Cert::from_der_or_pem(&bytes).map_err(|e| format!("{}: {e}", path.display()))
 }
 
@@ -61,8 +67,7 @@ pub fn endorsements(dir: &Path) -> Result<Endorsements, String> {
     let vcek = pem_of(&read_cert(&vcek)?);
     let chain_file = dir.join("cert_chain.pem");
     let cert_chain = if chain_file.is_file() {
-        let text = std::fs::read(&chain_file)
-            .map_err(|e| format!("cannot read {}: {e}", chain_file.display()))?;
+        let text = read(&chain_file, files::CERTIFICATE)?;
         let certs =
             Cert::bundle_from_pem(&text).map_err(|e| format!("{}: {e}", chain_file.display()))?;
         Some(certs.iter().map(pem_of).collect::<String>())
@@ -74,8 +79,7 @@ pub fn endorsements(dir: &Path) -> Result<Endorsements, String> {
     };
     let crl = match either(dir, "crl") {
         Some(path) => {
-            let bytes =
-                std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            let bytes = read(&path, files::CRL)?;
             Some(
                 Crl::from_der_or_pem(&bytes)
                     .map_err(|e| format!("{}: {e}", path.display()))?

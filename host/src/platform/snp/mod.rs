@@ -21,7 +21,9 @@ use crate::platform::hardware::mmu::KvmMmu;
 use crate::platform::hardware::probe::SystemProbe;
 use crate::platform::hardware::HardwareGuest;
 use crate::platform::hostcall::HostcallHost;
-use crate::platform::launch::{check_cpus, parameter_page, tsc_khz, LaunchConfig, SetupError};
+use crate::platform::launch::{
+    check_cpus, parameter_page, tsc_khz, LaunchConfig, SetupError, SNP_MEMORY_LIMIT,
+};
 use crate::platform::{Platform, Registration, Stop, Vm};
 use crate::stats::RunCounters;
 use crate::vmm::memory::{GuestMemory, View};
@@ -29,7 +31,7 @@ use crate::vmm::uapi::{map_gpa_range, system_event};
 use launch::{KvmSnp, SnpHost};
 use nacre_loader::LoadedImage;
 use nacre_shared_abi::boot::PlatformKind;
-use nacre_shared_abi::layout::PAGE_SIZE_4K;
+use nacre_shared_abi::layout::{MAX_GUEST_MEMORY, PAGE_SIZE_4K};
 use nacre_shared_abi::snp::msr_protocol::MsrRequest;
 use nacre_verifier::evidence::Endorsements;
 use nacre_verifier::{Evidence, EvidenceKind};
@@ -45,6 +47,8 @@ pub const REGISTRATION: Registration = Registration {
     image: PlatformKind::Snp,
     evidence: EvidenceKind::SnpReport,
     launch: <Snp as Platform>::launch,
+    max_memory: MAX_GUEST_MEMORY,
+    max_memory_why: SNP_MEMORY_LIMIT,
     verifier_roots: None,
     check: check::checks,
 };

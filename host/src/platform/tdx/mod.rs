@@ -23,7 +23,9 @@ use crate::platform::hardware::mmu::KvmMmu;
 use crate::platform::hardware::probe::SystemProbe;
 use crate::platform::hardware::HardwareGuest;
 use crate::platform::hostcall::HostcallHost;
-use crate::platform::launch::{check_cpus, parameter_page, tsc_khz, LaunchConfig, SetupError};
+use crate::platform::launch::{
+    check_cpus, check_memory, parameter_page, tsc_khz, LaunchConfig, SetupError, TDX_MEMORY_LIMIT,
+};
 use crate::platform::{Platform, Registration, Stop, Vm};
 use crate::stats::RunCounters;
 use crate::vmm::memory::{GuestMemory, View};
@@ -46,6 +48,8 @@ pub const REGISTRATION: Registration = Registration {
     image: PlatformKind::Tdx,
     evidence: EvidenceKind::TdxQuote,
     launch: <Tdx as Platform>::launch,
+    max_memory: TDX_MAX_GUEST_MEMORY,
+    max_memory_why: TDX_MEMORY_LIMIT,
     verifier_roots: None,
     check: check::checks,
 };
@@ -96,12 +100,7 @@ fn launch_error(source: LaunchError) -> SetupError {
 impl Platform for Tdx {
     fn launch(image: &LoadedImage, config: &LaunchConfig) -> Result<Vm, SetupError> {
         check_cpus(config.cpus)?;
-        if config.memory > TDX_MAX_GUEST_MEMORY {
-            return Err(SetupError::Image(format!(
-                "TDX guests have at most {} MiB of RAM (RAM ends below the reset page at 4 GiB)",
-                TDX_MAX_GUEST_MEMORY >> 20
-            )));
-        }
+        check_memory(&REGISTRATION, config.memory, image.min_memory, None)?;
         let paths = HostPaths::system();
         let probe = SystemProbe::new(paths.clone());
         preflight(NAME, check::checks, &probe)?;

@@ -109,11 +109,11 @@ impl QgsAddress {
             return Ok(Self::Unix(socket));
         }
         let conf = paths.etc.join("qgs.conf");
-        let text = std::fs::read_to_string(&conf).map_err(|e| {
+        let text = crate::files::read_input_text(&conf, crate::files::CONFIG).map_err(|e| {
             format!(
-                "no {} and cannot read {}: {e} (is the tdx-qgs package installed?)",
+                "no {} and {} (is the tdx-qgs package installed?)",
                 socket.display(),
-                conf.display()
+                crate::files::error_text(&e)
             )
         })?;
         match conf_port(&text) {

@@ -392,3 +392,56 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn dcap_errors_read_as_words() {
+    use rustls_pki_types::UnixTime;
+    let at = |secs| UnixTime::since_unix_epoch(Duration::from_secs(secs));
+    let crl = webpki::Error::CrlExpired {
+        time: at(3_058_078_803),
+        next_update: at(2_524_607_999),
+    };
+    // dcap-qvl's own sentences stay; webpki's debug text is replaced.
+    let causes = vec![
+        "Failed to verify certificate chain".to_owned(),
+        crl.to_string(),
+    ];
+    assert_eq!(
+        dcap_error_text(&causes, Some(&crl)),
+        "Failed to verify certificate chain: a CRL is out of date: its next update was \
+         due at 2049-12-31T23:59:59Z (checked at 2066-11-27T10:20:03Z)"
+    );
+    assert_eq!(
+        dcap_error_text(&["TCBInfo expired".to_owned()], None),
+        "TCBInfo expired"
+    );
+    let errors = [
+        crl,
+        webpki::Error::CertExpired {
+            time: at(2_000_000_000),
+            not_after: at(1_900_000_000),
+        },
+        webpki::Error::CertNotValidYet {
+            time: at(1_000_000_000),
+            not_before: at(1_100_000_000),
+        },
+        webpki::Error::InvalidCrlSignatureForPublicKey,
+        webpki::Error::MaximumPathDepthExceeded,
+        webpki::Error::TrailingData(webpki::DerTypeId::Certificate),
+        webpki::Error::UnknownIssuer,
+    ];
+    for e in &errors {
+        let text = webpki_error_text(e);
+        assert_ne!(text, format!("{e:?}"));
+        assert!(!text.contains(['{', '_']), "{text}");
+        assert!(!text.contains("UnixTime"), "{text}");
+    }
+    assert_eq!(
+        webpki_error_text(&webpki::Error::MaximumPathDepthExceeded),
+        "maximum path depth exceeded"
+    );
+    assert_eq!(
+        webpki_error_text(&webpki::Error::TrailingData(webpki::DerTypeId::Certificate)),
+        "trailing data"
+    );
+}

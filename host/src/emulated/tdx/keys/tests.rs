@@ -717,6 +717,26 @@ fn emulated_collateral_gives_an_up_to_date_tcb() {
         &collateral,
     );
     assert!(tcb_detail(&v).0, "{:?}", tcb_detail(&v));
+    // Decades on, the CRLs are out of date too: said in words, not as webpki's
+    // `CrlExpired { time: UnixTime(..), .. }`.
+    let v = verify_with_collateral(
+        &bytes,
+        &f.roots(),
+        &expect_td(),
+        now + 40 * 365 * day,
+        &collateral,
+    );
+    let (passed, detail) = tcb_detail(&v);
+    assert!(!passed);
+    assert!(detail.contains("a CRL is out of date"), "{detail}");
+    for check in v.failures() {
+        assert!(
+            !check.detail.contains(['{', '}']) && !check.detail.contains("UnixTime"),
+            "{}: {}",
+            check.name,
+            check.detail
+        );
+    }
 }
 
 #[test]
@@ -757,7 +777,11 @@ fn emulated_collateral_is_checked_like_intels() {
     fails(&c, "another root's CRL");
     let mut c = good.clone();
     c.pck_crl = other.keys.collateral(now).expect("collateral").pck_crl;
-    fails(&c, "another CA's CRL");
+    let detail = fails(&c, "another CA's CRL");
+    assert!(
+        detail.contains("a CRL's signature does not verify with its issuer's public key"),
+        "{detail}"
+    );
 
     // Without the emulated root trusted, the collateral is not Intel's.
     let v = verify_with_collateral(
