@@ -40,6 +40,7 @@ fuzz_target!(|data: &[u8]| {
         report_data: Some(vec![0; 64]),
         allow_debug: false,
         policy: Some(0x3_0000),
+        reference: None,
     };
     let Ok(v) = verify(&evidence, &inputs) else {
         return;
