@@ -67,6 +67,14 @@ fi
 
 echo "building ${#targets[@]} fuzz targets (cargo +$toolchain fuzz build ${build_flags[*]})"
 "${fuzz[@]}" build --fuzz-dir "$fuzz_dir" "${build_flags[@]}"
+# The targets are run as built (what `cargo fuzz run` would run), with no cargo
+# process around them.
+triple="$(rustc "+$toolchain" -vV | sed -n 's/^host: //p')"
+profile=release
+if [[ " ${build_flags[*]} " == *" --dev "* ]]; then
+    profile=debug
+fi
+bin_dir="${CARGO_TARGET_DIR:-$repo_root/$fuzz_dir/target}/$triple/$profile"
 
 mkdir -p "$work/logs"
 if [ -n "$runs" ]; then
@@ -82,8 +90,7 @@ fi
 fuzz_one() {
     local target="$1" corpus="$work/corpus/$1" artifacts="$work/artifacts/$1/"
     mkdir -p "$corpus" "$artifacts"
-    "${fuzz[@]}" run --fuzz-dir "$fuzz_dir" "${build_flags[@]}" "$target" \
-        "$corpus" "$fuzz_dir/corpus/$target" -- \
+    "$bin_dir/$target" "$corpus" "$fuzz_dir/corpus/$target" \
         "${limit[@]}" -artifact_prefix="$artifacts" -print_final_stats=1 \
         -rss_limit_mb=4096 -timeout=30 \
         >"$work/logs/$target.log" 2>&1
