@@ -76,7 +76,7 @@ fuzz_target!(|data: &[u8]| {
                 HostcallOp::Clock => assert_eq!(n, std::mem::size_of::<ClockReply>() as u64),
                 HostcallOp::Terminal => assert_eq!(Some(n), terminal_reply_size(request.arg)),
                 HostcallOp::Poll => assert_eq!(n & !request.arg, 0),
-                HostcallOp::Sleep => assert_eq!(n, 0),
+                HostcallOp::Sleep | HostcallOp::AppEntry => assert_eq!(n, 0),
                 other => panic!("{other:?} returned a reply"),
             }
             if n <= request.len {

@@ -13,7 +13,7 @@
 //! The host also keeps a reference model of the guest's checks (the error bits of
 //! SW_EXITINFO1, SW_EXITINFO2, the header's end entry and reserved word, each entry
 //! as the guest wrote it but for its progress, progress that moves forward, and
-//! `cur_entry > end_entry` for done). Invariants:
+//! done only with `cur_entry` one past `end_entry` and every page complete). Invariants:
 //! - the guest refuses exactly the answers the model refuses, makes no call after a
 //!   refusal, and calls again after every answer that is neither done nor refused;
 //! - every descriptor has at most 253 entries, only its used part crosses
@@ -112,7 +112,7 @@ impl Host<'_> {
         if h.reserved != 0 || usize::from(h.end_entry) != n - 1 {
             return Verdict::Refuse;
         }
-        let mut done = 0u64;
+        let (mut done, mut size) = (0u64, 0u64);
         for i in 0..n {
             let raw = self.entry(i);
             let Ok(e) = PscEntry::decode(raw) else {
@@ -122,8 +122,13 @@ impl Host<'_> {
                 return Verdict::Refuse;
             }
             done += u64::from(e.cur_page);
+            size += e.npages();
         }
         if h.cur_entry > h.end_entry {
+            // Done only as KVM leaves it: one past the last entry, every page complete.
+            if usize::from(h.cur_entry) != n || done != size {
+                return Verdict::Refuse;
+            }
             return Verdict::Done;
         }
         let progress = done + u64::from(h.cur_entry);
