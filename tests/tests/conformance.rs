@@ -375,6 +375,31 @@ fn memory_lazy_acceptance_follows_touched_pages() {
     });
 }
 
+/// An app that touches more memory than the guest has dies of SIGBUS (exit 135), and
+/// nacre says how much the guest had and what to do about it.
+#[test]
+fn memory_exhaustion_names_the_size_and_the_remedy() {
+    require_kvm();
+    let image = image(
+        &app("memory.c"),
+        "memory-exhausted",
+        &PackageOptions::new().args(&["lazy", "200"]),
+    );
+    on_each_platform(|platform| {
+        let output = run_on(&image, platform, &["--memory", "64M"]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            output.status.code() == Some(135)
+                && stderr.contains(
+                    "out of guest memory: the app needs more than the guest's 64 MiB; \
+                     run it with a larger --memory"
+                ),
+            "expected SIGBUS (135) and a message naming 64 MiB and --memory\n{}",
+            describe_output(&output)
+        );
+    });
+}
+
 // ---------------------------------------------------------------------------
 // POSIX
 

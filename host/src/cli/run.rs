@@ -230,8 +230,9 @@ pub fn run_bytes(bytes: &[u8], a: &RunArgs, start: Instant) -> anyhow::Result<u8
         }
         Stop::GuestTerminated { set, code } => {
             eprintln!(
-                "nacre: the guest firmware asked to terminate (reason set {set}, code {code}): {}",
-                reason(set, code)
+                "nacre: the guest firmware asked to terminate (reason set {set}, code {code}): {}{}",
+                reason(set, code),
+                advice(set, code, &vm, a.platform)
             );
             Ok(EXIT_GUEST_TERMINATED)
         }
@@ -247,12 +248,48 @@ pub fn run_bytes(bytes: &[u8], a: &RunArgs, start: Instant) -> anyhow::Result<u8
         Stop::TdFatalError { code } => {
             let nacre = (code & 0xFF) as u8;
             eprintln!(
-                "nacre: the TD reported a fatal error (code {code:#x}): {}",
-                reason(3, nacre)
+                "nacre: the TD reported a fatal error (code {code:#x}): {}{}",
+                reason(3, nacre),
+                advice(3, nacre, &vm, a.platform)
             );
             Ok(EXIT_GUEST_TERMINATED)
         }
     }
+}
+
+/// What the user can do about termination reason `(set, code)` of `vm`, after a
+/// separator; empty when there is nothing to say.
+fn advice(set: u8, code: u8, vm: &Vm, platform: &Registration) -> String {
+    if (set, code) == OUT_OF_MEMORY {
+        format!(
+            "; {}",
+            out_of_memory_advice(vm.platform.memory().size(), platform)
+        )
+    } else {
+        String::new()
+    }
+}
+
+/// The firmware's termination reason for guest memory exhausted (`FwError::OutOfMemory`).
+pub const OUT_OF_MEMORY: (u8, u8) = (3, 10);
+
+/// What to do when the guest ran out of its `memory` bytes of RAM on `platform`.
+pub fn out_of_memory_advice(memory: u64, platform: &Registration) -> String {
+    let had = crate::platform::launch::size_text(memory);
+    if memory >= platform.max_memory {
+        return format!(
+            "the guest had {had} of RAM, the most {} boots: the app must need less",
+            platform.name
+        );
+    }
+    // Double it, within the platform's limit and the 2 MiB granularity.
+    let more = memory.saturating_mul(2).min(platform.max_memory) & !((2 << 20) - 1);
+    format!(
+        "the guest had {had} of RAM; give it more with --memory (e.g. --memory {}M, at most {} on {})",
+        more >> 20,
+        crate::platform::launch::size_text(platform.max_memory),
+        platform.name
+    )
 }
 
 /// Explain a termination reason (docs/specs.md 1.4; set 3 is the firmware's `FwError`).
@@ -338,6 +375,27 @@ mod tests {
 
     /// Every termination code the firmware reports (guest-firmware `error.rs`,
     /// `FwError::term_code`) is named.
+    #[test]
+    fn out_of_memory_advice_names_the_size_and_a_larger_one() {
+        let snp = platform::by_name("emulated-snp").unwrap();
+        let tdx = platform::by_name("emulated-tdx").unwrap();
+        assert_eq!(
+            out_of_memory_advice(256 << 20, snp),
+            "the guest had 256 MiB of RAM; give it more with --memory (e.g. --memory 512M, \
+             at most 64 GiB on emulated-snp)"
+        );
+        // Doubling stops at the platform's limit, on its 2 MiB granularity.
+        assert!(out_of_memory_advice(3 << 30, tdx).contains("--memory 4094M"));
+        assert_eq!(
+            out_of_memory_advice(tdx.max_memory, tdx),
+            "the guest had 4094 MiB of RAM, the most emulated-tdx boots: the app must need less"
+        );
+        assert_eq!(
+            reason(OUT_OF_MEMORY.0, OUT_OF_MEMORY.1),
+            "guest memory exhausted"
+        );
+    }
+
     #[test]
     fn every_firmware_termination_code_has_a_reason() {
         for code in 1..=20 {
