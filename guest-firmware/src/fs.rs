@@ -180,6 +180,9 @@ pub struct Stat {
     pub nlink: u64,
     pub size: u64,
     pub rdev: u64,
+    /// Modification (also access and change) time: seconds and nanoseconds since the
+    /// epoch; packaged files keep the time they were packaged with, the rest show 0.
+    pub mtime: (i64, u32),
 }
 
 /// File type bits (`include/uapi/linux/stat.h`).
@@ -459,6 +462,7 @@ impl Files {
                     nlink: 1,
                     size: len as u64,
                     rdev: 0,
+                    mtime: (0, 0),
                 }
             }
             Target::Special(Special::Console(fd)) => self.stat_node(Node::Console(fd))?,
@@ -472,6 +476,7 @@ impl Files {
                 nlink: 1,
                 size: 0,
                 rdev: 0,
+                mtime: (0, 0),
             },
             Target::Special(Special::Maps) => Stat {
                 dev: PROC_DEV,
@@ -480,6 +485,7 @@ impl Files {
                 nlink: 1,
                 size: 0,
                 rdev: 0,
+                mtime: (0, 0),
             },
             Target::Special(s) => {
                 let (n, minor) = match s {
@@ -496,12 +502,14 @@ impl Files {
                     nlink: 1,
                     size: 0,
                     rdev: mem_dev(minor),
+                    mtime: (0, 0),
                 }
             }
             Target::Inode(i) => {
                 let ino = self.inode(i)?;
                 let (mode, size, nlink) = match ino.kind().map_err(|_| EIO)? {
-                    InodeKind::Dir => (S_IFDIR, 0, 2 + u64::from(ino.child_count)),
+                    // "." and the entry in the parent, and each subdirectory's "..".
+                    InodeKind::Dir => (S_IFDIR, 0, 2 + u64::from(ino.subdirs)),
                     InodeKind::File => (S_IFREG, ino.size, 1),
                     InodeKind::App => (S_IFREG, self.app_size, 1),
                 };
@@ -512,6 +520,7 @@ impl Files {
                     nlink,
                     size,
                     rdev: 0,
+                    mtime: (ino.mtime_sec, ino.mtime_nsec),
                 }
             }
         })
@@ -527,6 +536,7 @@ impl Files {
                 nlink: 1,
                 size: 0,
                 rdev: 0,
+                mtime: (0, 0),
             }),
             Node::File { inode, .. } | Node::Dir { inode } => self.stat(Target::Inode(inode), true),
             Node::Dev(s) => self.stat(Target::Special(s), true),
@@ -539,6 +549,7 @@ impl Files {
                 nlink: 1,
                 size: 0,
                 rdev: 0,
+                mtime: (0, 0),
             }),
             // An anonymous inode has no file type, only owner read and write
             // (`alloc_anon_inode`, Linux `fs/libfs.c`).
@@ -549,6 +560,7 @@ impl Files {
                 nlink: 1,
                 size: 0,
                 rdev: 0,
+                mtime: (0, 0),
             }),
         }
     }
@@ -758,6 +770,9 @@ mod tests {
 
     /// `/app/hello` (the app), `/dev/`, `/etc/motd`, `/proc/self/`, encoded
     /// breadth-first as the format requires.
+    /// `/etc/motd`'s modification time.
+    const MOTD_MTIME: (i64, u32) = (1_700_000_000, 123_456_789);
+
     fn tree_blob() -> &'static [u8] {
         // (kind, parent, name, first_child, child_count)
         let nodes: [(u8, u32, &[u8], u32, u32); 8] = [
@@ -772,8 +787,15 @@ mod tests {
         ];
         let mut names = Vec::new();
         let mut inodes = Vec::new();
-        for (kind, parent, name, first_child, child_count) in nodes {
+        for (index, (kind, parent, name, first_child, child_count)) in nodes.iter().enumerate() {
+            let (kind, parent, name, first_child, child_count) =
+                (*kind, *parent, *name, *first_child, *child_count);
             let file = kind == INODE_KIND_FILE;
+            let subdirs = nodes
+                .iter()
+                .enumerate()
+                .filter(|&(i, n)| i != 0 && n.1 as usize == index && n.0 == INODE_KIND_DIR)
+                .count() as u32;
             inodes.push(RawInode {
                 kind,
                 flags: 0,
@@ -785,10 +807,13 @@ mod tests {
                 child_count,
                 data_off: 0,
                 size: if file { MOTD.len() as u64 } else { 0 },
+                mtime_sec: if file { MOTD_MTIME.0 } else { 0 },
+                mtime_nsec: if file { MOTD_MTIME.1 } else { 0 },
+                subdirs,
             });
             names.extend_from_slice(name);
         }
-        let names_offset = 64 + 40 * inodes.len() as u64;
+        let names_offset = 64 + 56 * inodes.len() as u64;
         let header = FileTreeHeader {
             magic: FILE_TREE_MAGIC,
             version: FILE_TREE_VERSION,
@@ -947,6 +972,11 @@ mod tests {
             Ok(Target::Inode(i)) => i,
             other => panic!("/etc is {other:?}"),
         };
+        // /etc holds one file and no directory: 2 links, as on Linux (not 2 + entries).
+        let st = f.stat(Target::Inode(etc), true).expect("stat");
+        assert_eq!(st.nlink, 2);
+        let motd = resolve(&f, b"/etc/motd").expect("motd");
+        assert_eq!(f.stat(motd, true).map(|s| s.mtime), Ok(MOTD_MTIME));
         let fd = f
             .open(Node::Dir { inode: etc }, O_DIRECTORY)
             .expect("opened");

@@ -13,6 +13,12 @@
 //! `/dev/null`, `/proc/self/exe` and the like, and the app itself as `/app/NAME` (0o755;
 //! an inode of kind "app", whose bytes the firmware supplies from the app image). Users
 //! may not add anything under `/dev` or `/proc`, nor at `/app/NAME`.
+//!
+//! Every inode has a modification time: the one it was added with, else (nacre's own
+//! directories, missing parents, whatever was added without one) the latest time in
+//! the tree, so a tree built from the same additions is the same whatever the clock
+//! says. [`FileTreeBuilder::clamp_mtimes`] caps them all (`SOURCE_DATE_EPOCH`, for
+//! images that do not depend on when their files were checked out).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
@@ -20,6 +26,7 @@ use std::fmt;
 use nacre_shared_abi::filetree::{
     FileTreeHeader, Inode, DATA_ALIGN, FILE_TREE_MAGIC, FILE_TREE_VERSION, HEADER_SIZE,
     INODE_KIND_APP, INODE_KIND_DIR, INODE_KIND_FILE, INODE_SIZE, MODE_MASK, NAME_MAX,
+    NANOS_PER_SEC,
 };
 use nacre_shared_abi::layout::align_up;
 use thiserror::Error;
@@ -93,15 +100,40 @@ pub enum TreeBuildError {
     },
 }
 
-/// A node of the tree being built.
+/// A modification time: seconds since the Unix epoch (negative before it) and
+/// nanoseconds (below 1,000,000,000).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Mtime {
+    /// Seconds since 1970-01-01 00:00:00 UTC.
+    pub sec: i64,
+    /// Nanoseconds, below [`NANOS_PER_SEC`].
+    pub nsec: u32,
+}
+
+impl Mtime {
+    /// `sec` seconds and `nsec` nanoseconds, the nanoseconds reduced below a second
+    /// (and carried into the seconds).
+    pub fn new(sec: i64, nsec: i64) -> Self {
+        let carry = nsec.div_euclid(i64::from(NANOS_PER_SEC));
+        Self {
+            sec: sec.saturating_add(carry),
+            // rem_euclid of a positive divisor is in 0..NANOS_PER_SEC.
+            nsec: nsec.rem_euclid(i64::from(NANOS_PER_SEC)) as u32,
+        }
+    }
+}
+
+/// A node of the tree being built (`mtime`: as added, `None` for "the tree's latest").
 #[derive(Clone)]
 enum Node {
     Dir {
         mode: u16,
+        mtime: Option<Mtime>,
         children: BTreeMap<Vec<u8>, Node>,
     },
     File {
         mode: u16,
+        mtime: Option<Mtime>,
         data: Vec<u8>,
     },
     App,
@@ -111,6 +143,7 @@ impl Node {
     fn empty_dir(mode: u16) -> Self {
         Self::Dir {
             mode,
+            mtime: None,
             children: BTreeMap::new(),
         }
     }
@@ -141,6 +174,8 @@ pub struct TreeSummary {
 pub struct FileTreeBuilder {
     root: Node,
     app_name: Vec<u8>,
+    app_mtime: Option<Mtime>,
+    clamp: Option<i64>,
 }
 
 impl fmt::Debug for FileTreeBuilder {
@@ -224,6 +259,8 @@ impl FileTreeBuilder {
         let mut builder = Self {
             root: Node::empty_dir(DEFAULT_DIR_MODE),
             app_name: app_name.to_vec(),
+            app_mtime: None,
+            clamp: None,
         };
         builder.insert(&[b"dev"], Node::empty_dir(DEFAULT_DIR_MODE), b"/dev")?;
         builder.insert(
@@ -256,24 +293,65 @@ impl FileTreeBuilder {
         self.insert(&[APP_DIR, &name], Node::App, &path)
     }
 
+    /// The app's modification time (the app file's own).
+    pub fn set_app_mtime(&mut self, mtime: Mtime) {
+        self.app_mtime = Some(mtime);
+    }
+
+    /// Cap every modification time at `sec` seconds since the epoch: later ones become
+    /// `sec` (the `SOURCE_DATE_EPOCH` convention of reproducible builds).
+    pub fn clamp_mtimes(&mut self, sec: i64) {
+        self.clamp = Some(sec);
+    }
+
     /// Add a directory with permission bits `mode` (masked with 0o7777), and any missing
     /// parent (0o755). Adding a directory again is fine and sets its mode; the root's
-    /// mode stays 0o755.
+    /// mode stays 0o755. Its modification time is the tree's latest.
     pub fn add_dir(&mut self, guest_path: &[u8], mode: u32) -> Result<(), TreeBuildError> {
+        self.add_dir_at(guest_path, mode, None)
+    }
+
+    /// [`Self::add_dir`] with a modification time (`None`: the tree's latest; adding
+    /// the directory again with a time sets it, also the root's).
+    pub fn add_dir_at(
+        &mut self,
+        guest_path: &[u8],
+        mode: u32,
+        mtime: Option<Mtime>,
+    ) -> Result<(), TreeBuildError> {
         let parts = self.user_components(guest_path)?;
         if parts.is_empty() {
+            if let (Node::Dir { mtime: root, .. }, Some(t)) = (&mut self.root, mtime) {
+                *root = Some(t);
+            }
             return Ok(());
         }
-        self.insert(&parts, Node::empty_dir(mask(mode)), guest_path)
+        let dir = Node::Dir {
+            mode: mask(mode),
+            mtime,
+            children: BTreeMap::new(),
+        };
+        self.insert(&parts, dir, guest_path)
     }
 
     /// Add a regular file with permission bits `mode` (masked with 0o7777), and any
-    /// missing parent directory (0o755).
+    /// missing parent directory (0o755). Its modification time is the tree's latest.
     pub fn add_file(
         &mut self,
         guest_path: &[u8],
         data: Vec<u8>,
         mode: u32,
+    ) -> Result<(), TreeBuildError> {
+        self.add_file_at(guest_path, data, mode, None)
+    }
+
+    /// [`Self::add_file`] with a modification time (`None`: the tree's latest).
+    pub fn add_file_at(
+        &mut self,
+        guest_path: &[u8],
+        data: Vec<u8>,
+        mode: u32,
+        mtime: Option<Mtime>,
     ) -> Result<(), TreeBuildError> {
         let parts = self.user_components(guest_path)?;
         if parts.is_empty() {
@@ -283,7 +361,7 @@ impl FileTreeBuilder {
             });
         }
         let mode = mask(mode);
-        self.insert(&parts, Node::File { mode, data }, guest_path)
+        self.insert(&parts, Node::File { mode, mtime, data }, guest_path)
     }
 
     /// The components of a path a user adds, refusing nacre's reserved places.
@@ -326,8 +404,18 @@ impl FileTreeBuilder {
                 children.insert(last.to_vec(), leaf);
                 Ok(())
             }
-            (Some(Node::Dir { mode, .. }), Node::Dir { mode: new, .. }) => {
+            (
+                Some(Node::Dir { mode, mtime, .. }),
+                Node::Dir {
+                    mode: new,
+                    mtime: new_mtime,
+                    ..
+                },
+            ) => {
                 *mode = new;
+                if new_mtime.is_some() {
+                    *mtime = new_mtime;
+                }
                 Ok(())
             }
             (Some(existing), _) => Err(TreeBuildError::Conflict {
@@ -360,8 +448,39 @@ impl FileTreeBuilder {
         sum
     }
 
+    /// The time of what was added without one: the latest time given, clamped (the
+    /// epoch when none was given).
+    fn default_mtime(&self) -> Mtime {
+        fn latest(node: &Node, max: &mut Option<Mtime>) {
+            let own = match node {
+                Node::Dir {
+                    mtime, children, ..
+                } => {
+                    children.values().for_each(|child| latest(child, max));
+                    *mtime
+                }
+                Node::File { mtime, .. } => *mtime,
+                Node::App => None,
+            };
+            *max = (*max).max(own);
+        }
+        let mut max = self.app_mtime;
+        latest(&self.root, &mut max);
+        self.clamped(max.unwrap_or_default())
+    }
+
+    /// `t`, capped by [`Self::clamp_mtimes`].
+    fn clamped(&self, t: Mtime) -> Mtime {
+        match self.clamp {
+            Some(sec) if t > Mtime { sec, nsec: 0 } => Mtime { sec, nsec: 0 },
+            _ => t,
+        }
+    }
+
     /// Encode the tree (the format of `nacre_shared_abi::filetree`). Deterministic.
     pub fn build(&self) -> Result<Vec<u8>, TreeBuildError> {
+        let default_mtime = self.default_mtime();
+        let time = |t: Option<Mtime>| t.map_or(default_mtime, |t| self.clamped(t));
         // Breadth-first: (node, parent inode, name); a directory's children get
         // consecutive inodes when it is dequeued, so they are contiguous and after it.
         let mut order: Vec<(&Node, u32, &[u8])> = vec![(&self.root, 0, b"")];
@@ -377,10 +496,22 @@ impl FileTreeBuilder {
                 parent,
                 ..Inode::new_zeroed()
             };
+            let mtime = match node {
+                Node::Dir { mtime, .. } | Node::File { mtime, .. } => time(*mtime),
+                Node::App => time(self.app_mtime),
+            };
+            inode.mtime_sec = mtime.sec;
+            inode.mtime_nsec = mtime.nsec;
             match node {
-                Node::Dir { mode, children } => {
+                Node::Dir { mode, children, .. } => {
                     inode.kind = INODE_KIND_DIR;
                     inode.mode = *mode;
+                    let subdirs = children
+                        .values()
+                        .filter(|c| matches!(c, Node::Dir { .. }))
+                        .count();
+                    // No more than the children, counted below.
+                    inode.subdirs = subdirs as u32;
                     if !children.is_empty() {
                         inode.first_child = u32::try_from(order.len()).map_err(|_| too_many())?;
                         inode.child_count =
@@ -479,6 +610,74 @@ mod tests {
             Resolved::Inode(i) => Ok(i),
             Resolved::Special(()) => unreachable!(),
         }
+    }
+
+    #[test]
+    fn times_are_kept_defaulted_to_the_latest_and_clamped() {
+        let t = |sec, nsec| Mtime { sec, nsec };
+        let mut b = FileTreeBuilder::new(b"hello").unwrap();
+        b.add_file_at(b"/etc/a", b"a".to_vec(), 0o644, Some(t(1_000, 5)))
+            .unwrap();
+        b.add_dir_at(b"/etc/d", 0o755, Some(t(3_000, 0))).unwrap();
+        b.add_file(b"/etc/d/untimed", Vec::new(), 0o644).unwrap();
+        b.add_dir_at(b"/", 0o700, Some(t(500, 1))).unwrap();
+        b.set_app_mtime(t(2_000, 9));
+        let times = |b: &FileTreeBuilder| {
+            let blob = b.build().unwrap();
+            let tree = FileTree::parse(&blob).unwrap();
+            let of = |path: &[u8]| {
+                let i = tree.inode(resolve(&tree, path).unwrap()).unwrap();
+                t(i.mtime_sec, i.mtime_nsec)
+            };
+            [
+                of(b"/"),
+                of(b"/etc/a"),
+                of(b"/etc/d"),
+                of(b"/app/hello"),
+                of(b"/etc/d/untimed"),
+                of(b"/etc"),
+                of(b"/dev"),
+            ]
+        };
+        // As given; what had none takes the latest given (/etc/d's).
+        let latest = t(3_000, 0);
+        assert_eq!(
+            times(&b),
+            [
+                t(500, 1),
+                t(1_000, 5),
+                latest,
+                t(2_000, 9),
+                latest,
+                latest,
+                latest
+            ]
+        );
+        b.clamp_mtimes(1_500);
+        let cap = t(1_500, 0);
+        assert_eq!(times(&b), [t(500, 1), t(1_000, 5), cap, cap, cap, cap, cap]);
+        assert_eq!(Mtime::new(7, 1_500_000_000), t(8, 500_000_000));
+        assert_eq!(Mtime::new(7, -1), t(6, 999_999_999));
+    }
+
+    #[test]
+    fn directories_count_their_subdirectories() {
+        let mut b = FileTreeBuilder::new(b"hello").unwrap();
+        b.add_file(b"/etc/a", Vec::new(), 0o644).unwrap();
+        b.add_dir(b"/etc/b", 0o755).unwrap();
+        b.add_dir(b"/etc/b/c", 0o755).unwrap();
+        let blob = b.build().unwrap();
+        let tree = FileTree::parse(&blob).unwrap();
+        let of = |path: &[u8]| {
+            let i = tree.inode(resolve(&tree, path).unwrap()).unwrap();
+            (i.child_count, i.subdirs)
+        };
+        assert_eq!(of(b"/etc"), (2, 1));
+        assert_eq!(of(b"/etc/b"), (1, 1));
+        assert_eq!(of(b"/etc/b/c"), (0, 0));
+        // /app, /dev, /etc, /proc, /sys.
+        assert_eq!(of(b"/"), (5, 5));
+        assert_eq!(of(b"/etc/a"), (0, 0));
     }
 
     #[test]

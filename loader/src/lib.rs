@@ -40,7 +40,7 @@ pub mod testelf;
 pub mod vmsa;
 
 pub use elf::{check_app_elf, AppInfo, ElfError};
-pub use filetree::{FileTreeBuilder, TreeBuildError, TreeSummary};
+pub use filetree::{FileTreeBuilder, Mtime, TreeBuildError, TreeSummary};
 pub use image::{
     build_image, image_platforms, load_image, ImageError, ImagePage, LaunchPageType, LoadedImage,
     MeasuredRegion, PackageInput, PageContents, RegionKind,

@@ -10,7 +10,7 @@
 //!
 //! ```text
 //! 0                [`FileTreeHeader`], 64 bytes
-//! 64               inode_count [`Inode`]s, 40 bytes each; inode 0 is the root directory
+//! 64               inode_count [`Inode`]s, 56 bytes each; inode 0 is the root directory
 //! names_offset     the names area: every inode's name, back to back, no terminators
 //! data_offset      file data (4 KiB aligned), each file from a 4 KiB boundary, the bytes
 //!                  between files zero; data_len is a multiple of 4 KiB and the blob
@@ -39,12 +39,13 @@ use crate::layout::PAGE_SIZE_4K;
 
 /// [`FileTreeHeader::magic`].
 pub const FILE_TREE_MAGIC: [u8; 8] = *b"NACREFS1";
-/// [`FileTreeHeader::version`] this decoder reads.
-pub const FILE_TREE_VERSION: u32 = 1;
+/// [`FileTreeHeader::version`] this decoder reads (2: inodes carry a modification time
+/// and a directory's count of subdirectories).
+pub const FILE_TREE_VERSION: u32 = 2;
 /// Size of the header, and the offset of the inode table.
 pub const HEADER_SIZE: u64 = 64;
 /// Size of one [`Inode`].
-pub const INODE_SIZE: u64 = 40;
+pub const INODE_SIZE: u64 = 56;
 /// Alignment of the data area and of every file's data: one 4 KiB page, so the firmware
 /// may map file pages into the app directly.
 pub const DATA_ALIGN: u64 = PAGE_SIZE_4K;
@@ -66,6 +67,9 @@ pub const INODE_KIND_FILE: u8 = 2;
 /// (the app image at [`crate::boot::BootInfo::app_gpa`]); its `data_off` and `size`
 /// are 0 in the blob.
 pub const INODE_KIND_APP: u8 = 3;
+
+/// Nanoseconds in a second: [`Inode::mtime_nsec`] stays below it.
+pub const NANOS_PER_SEC: u32 = 1_000_000_000;
 
 /// Permission bits an inode's mode may hold (`S_IALLUGO`, Linux `include/linux/stat.h`:
 /// set-user-ID, set-group-ID, sticky and the nine rwx bits).
@@ -139,6 +143,14 @@ pub struct Inode {
     pub data_off: u64,
     /// Regular files: length in bytes. Others: 0.
     pub size: u64,
+    /// Last modification, seconds since the Unix epoch (before it: negative), as the
+    /// packaged file had it.
+    pub mtime_sec: i64,
+    /// Nanoseconds of the modification time, below 1,000,000,000.
+    pub mtime_nsec: u32,
+    /// Directories: how many of the children are directories (a directory's link count
+    /// is 2 plus this, as on Linux). Others: 0.
+    pub subdirs: u32,
 }
 
 const _: () = assert!(core::mem::size_of::<Inode>() == INODE_SIZE as usize);
@@ -151,6 +163,9 @@ const _: () = assert!(core::mem::offset_of!(Inode, first_child) == 0x10);
 const _: () = assert!(core::mem::offset_of!(Inode, child_count) == 0x14);
 const _: () = assert!(core::mem::offset_of!(Inode, data_off) == 0x18);
 const _: () = assert!(core::mem::offset_of!(Inode, size) == 0x20);
+const _: () = assert!(core::mem::offset_of!(Inode, mtime_sec) == 0x28);
+const _: () = assert!(core::mem::offset_of!(Inode, mtime_nsec) == 0x30);
+const _: () = assert!(core::mem::offset_of!(Inode, subdirs) == 0x34);
 
 /// What an inode is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -381,10 +396,10 @@ impl<'a> FileTree<'a> {
     }
 
     /// Inode `index`, after the checks of its own fields: a known kind, zero flags,
-    /// mode within [`MODE_MASK`]; the root a directory without name or parent; any
+    /// mode within [`MODE_MASK`], nanoseconds below a second; the root a directory without name or parent; any
     /// other inode a parent below it and a name of `1..=NAME_MAX` bytes inside the
-    /// names area; a directory without data and with its children (if any) after it and
-    /// inside the table; a file without children and with its data inside the data area
+    /// names area; a directory without data, with no more subdirectories than children
+    /// and with its children (if any) after it and inside the table; a file without children and with its data inside the data area
     /// (the app: no data at all).
     pub fn inode(&self, index: u32) -> Result<Inode, FileTreeError> {
         if index >= self.inode_count {
@@ -409,7 +424,7 @@ impl<'a> FileTree<'a> {
         let Ok(kind) = inode.kind() else {
             return false;
         };
-        if inode.flags != 0 || inode.mode & !MODE_MASK != 0 {
+        if inode.flags != 0 || inode.mode & !MODE_MASK != 0 || inode.mtime_nsec >= NANOS_PER_SEC {
             return false;
         }
         let placed = if index == ROOT_INODE {
@@ -424,6 +439,7 @@ impl<'a> FileTree<'a> {
             InodeKind::Dir => {
                 inode.data_off == 0
                     && inode.size == 0
+                    && inode.subdirs <= inode.child_count
                     && (inode.child_count == 0
                         || (inode.first_child > index
                             && u64::from(inode.first_child) + u64::from(inode.child_count)
@@ -432,6 +448,7 @@ impl<'a> FileTree<'a> {
             InodeKind::File => {
                 inode.first_child == 0
                     && inode.child_count == 0
+                    && inode.subdirs == 0
                     && inode.data_off.is_multiple_of(DATA_ALIGN)
                     && inode
                         .data_off
@@ -441,6 +458,7 @@ impl<'a> FileTree<'a> {
             InodeKind::App => {
                 inode.first_child == 0
                     && inode.child_count == 0
+                    && inode.subdirs == 0
                     && inode.data_off == 0
                     && inode.size == 0
             }
@@ -757,7 +775,7 @@ mod tests {
             }
         }
         data.resize(align(data.len()), 0);
-        let names_offset = 64 + 40 * inodes.len();
+        let names_offset = 64 + 56 * inodes.len();
         let data_offset = align(names_offset + names.len());
         let header = FileTreeHeader {
             magic: FILE_TREE_MAGIC,
@@ -997,7 +1015,8 @@ mod tests {
             FileTree::parse(&b).map(|_| ())
         };
         assert_eq!(edit(0, b"X"), Err(FileTreeError::BadMagic));
-        assert_eq!(edit(8, &[2]), Err(FileTreeError::BadVersion(2)));
+        assert_eq!(edit(8, &[1]), Err(FileTreeError::BadVersion(1)));
+        assert_eq!(edit(8, &[3]), Err(FileTreeError::BadVersion(3)));
         assert_eq!(
             edit(0x0C, &0u32.to_le_bytes()),
             Err(FileTreeError::BadHeader)
@@ -1024,10 +1043,10 @@ mod tests {
         let a = index_of(&placed, "/data/a") as usize;
         let edit = |index: usize, change: &dyn Fn(&mut Inode)| {
             let mut b = blob.clone();
-            let at = 64 + 40 * index;
-            let mut inode = Inode::read_from_bytes(&b[at..at + 40]).unwrap();
+            let at = 64 + 56 * index;
+            let mut inode = Inode::read_from_bytes(&b[at..at + 56]).unwrap();
             change(&mut inode);
-            b[at..at + 40].copy_from_slice(inode.as_bytes());
+            b[at..at + 56].copy_from_slice(inode.as_bytes());
             let tree = FileTree::parse(&b).unwrap();
             tree.inode(index as u32).map(|_| ())
         };
@@ -1051,6 +1070,15 @@ mod tests {
         assert_eq!(edit(a, &|i| i.child_count = 1), corrupt);
         assert_eq!(edit(a, &|i| i.kind = INODE_KIND_APP), corrupt);
         assert_eq!(edit(a, &|i| i.mode = 0o7777), Ok(()));
+        assert_eq!(edit(a, &|i| i.subdirs = 1), corrupt);
+        assert_eq!(edit(a, &|i| i.mtime_nsec = NANOS_PER_SEC), corrupt);
+        assert_eq!(edit(a, &|i| i.mtime_sec = i64::MIN), Ok(()));
+        assert_eq!(
+            edit(data, &|i| i.subdirs = i.child_count + 1),
+            corrupt,
+            "more subdirectories than children"
+        );
+        assert_eq!(edit(data, &|i| i.subdirs = i.child_count), Ok(()));
     }
 
     #[test]
@@ -1059,7 +1087,7 @@ mod tests {
         let (mut blob, placed) = sample();
         let data = index_of(&placed, "/data");
         let a = index_of(&placed, "/data/a") as usize;
-        let at = 64 + 40 * a + 4;
+        let at = 64 + 56 * a + 4;
         blob[at..at + 4].copy_from_slice(&0u32.to_le_bytes());
         let tree = FileTree::parse(&blob).unwrap();
         assert_eq!(tree.child(data, 0), Err(FileTreeError::Corrupt));
@@ -1168,7 +1196,7 @@ mod tests {
     fn header_valid_blob() -> impl Strategy<Value = Vec<u8>> {
         (1u32..8, 0usize..64, prop_oneof![Just(0u64), Just(4096u64)]).prop_flat_map(
             |(count, names_len, data_len)| {
-                let names_offset = 64 + 40 * count as usize;
+                let names_offset = 64 + 56 * count as usize;
                 let data_offset = align(names_offset + names_len);
                 let len = data_offset + data_len as usize;
                 proptest::collection::vec(prop_oneof![Just(0u8), 1u8..4, any::<u8>()], len - 64)
@@ -1306,7 +1334,7 @@ mod tests {
         ) {
             let (mut blob, _) = encode(&root);
             // Mostly the header, inodes and names, where the structure is.
-            let structure = blob.len().min(64 + 40 * 64);
+            let structure = blob.len().min(64 + 56 * 64);
             let i = at.index(structure);
             blob[i] = value;
             exercise(&blob)?;

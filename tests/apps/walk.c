@@ -6,13 +6,15 @@
  *
  * Build: gcc -static -O2 walk.c -o walk
  *    or: musl-gcc -static -O2 walk.c -o walk
- * Usage: walk DIR
+ * Usage: walk [-l] DIR
  * Prints: for every entry below DIR (DIR itself is not listed) a line
  * "<type> <size> <path relative to DIR>\n", where type is `d` for a directory
  * (size printed as 0), `f` for a regular file (size in bytes) and `o` for
- * anything else (size 0); the lines sorted with strcmp. Exit code 0, or 1
- * with "walk: <path>: <strerror>" on stderr when a directory or entry cannot
- * be read, 2 without an argument.
+ * anything else (size 0); the lines sorted with strcmp. With -l, DIR itself
+ * is listed too (as "."), and each line is "<type> <size> <links>
+ * <mtime seconds>.<nanoseconds, 9 digits> <path>" (st_nlink and st_mtim).
+ * Exit code 0, or 1 with "walk: <path>: <strerror>" on stderr when a
+ * directory or entry cannot be read, 2 for a usage error.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -21,6 +23,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+
+static int long_format;
 
 struct lines {
     char **items;
@@ -64,6 +68,20 @@ static char *join(const char *prefix, const char *name)
     return out;
 }
 
+/* One output line for an entry. */
+static char *line_for(char type, long long size, const struct stat *st, const char *rel)
+{
+    size_t len = strlen(rel) + 96;
+    char *line = checked(malloc(len));
+    if (long_format)
+        snprintf(line, len, "%c %lld %llu %lld.%09ld %s", type, size,
+                 (unsigned long long)st->st_nlink, (long long)st->st_mtim.tv_sec,
+                 (long)st->st_mtim.tv_nsec, rel);
+    else
+        snprintf(line, len, "%c %lld %s", type, size, rel);
+    return line;
+}
+
 /* Lists the directory `path` whose name relative to the root is `rel`. */
 static void walk(const char *path, const char *rel, struct lines *lines)
 {
@@ -98,10 +116,7 @@ static void walk(const char *path, const char *rel, struct lines *lines)
             size = (long long)st.st_size;
         }
 
-        size_t len = strlen(child_rel) + 32;
-        char *line = checked(malloc(len));
-        snprintf(line, len, "%c %lld %s", type, size, child_rel);
-        push(lines, line);
+        push(lines, line_for(type, size, &st, child_rel));
 
         if (type == 'd')
             walk(child_path, child_rel, lines);
@@ -118,12 +133,23 @@ static int compare_lines(const void *a, const void *b)
 
 int main(int argc, char **argv)
 {
+    if (argc == 3 && strcmp(argv[1], "-l") == 0) {
+        long_format = 1;
+        argv++;
+        argc--;
+    }
     if (argc != 2) {
-        fprintf(stderr, "usage: walk DIR\n");
+        fprintf(stderr, "usage: walk [-l] DIR\n");
         return 2;
     }
 
     struct lines lines = {0};
+    if (long_format) {
+        struct stat st;
+        if (stat(argv[1], &st) != 0)
+            fail(argv[1], errno);
+        push(&lines, line_for('d', 0, &st, "."));
+    }
     walk(argv[1], "", &lines);
     qsort(lines.items, lines.len, sizeof(char *), compare_lines);
     for (size_t i = 0; i < lines.len; i++)

@@ -400,6 +400,98 @@ fn memory_exhaustion_names_the_size_and_the_remedy() {
     });
 }
 
+/// The tree of [`packaged_times_and_link_counts_are_the_hosts`]: path (directories end
+/// in `/`) and modification time (seconds, nanoseconds).
+const TIMES_FIXTURE: [(&str, i64, u32); 6] = [
+    ("a/", 1_600_000_000, 5),
+    ("a/b/", 1_500_000_000, 999_999_999),
+    ("a/b/one.txt", 1_400_000_000, 0),
+    ("a/c/", 1_300_000_000, 123_456_789),
+    ("a/two.txt", 1_200_000_000, 42),
+    ("three.txt", 1_100_000_000, 7),
+];
+
+/// Packaged files and directories keep their modification times (nanoseconds too), and
+/// a directory's link count is 2 plus its subdirectories (not plus its entries): `walk
+/// -l` prints the same under nacre as natively over the host directory, and what the
+/// fixture was made with.
+#[test]
+fn packaged_times_and_link_counts_are_the_hosts() {
+    require_kvm();
+    let root = scratch_dir(tmp(), "conformance-times-fixture");
+    for (rel, _, _) in TIMES_FIXTURE {
+        let path = root.join(rel);
+        if rel.ends_with('/') {
+            fs::create_dir_all(&path).expect("fixture directory");
+        } else {
+            fs::write(&path, rel).expect("fixture file");
+        }
+    }
+    // Children first: setting a file's time leaves its directory's alone, but creating
+    // it did not.
+    for (rel, sec, nsec) in TIMES_FIXTURE.iter().rev() {
+        let when = std::time::UNIX_EPOCH + std::time::Duration::new(*sec as u64, *nsec);
+        fs::File::open(root.join(rel))
+            .and_then(|f| f.set_modified(when))
+            .expect("set the fixture's time");
+    }
+    let root_time = (1_000_000_000u64, 1u32);
+    fs::File::open(&root)
+        .and_then(|f| {
+            f.set_modified(
+                std::time::UNIX_EPOCH + std::time::Duration::new(root_time.0, root_time.1),
+            )
+        })
+        .expect("set the fixture's time");
+    // The expected lines, and "." itself: one subdirectory (a), so 3 links.
+    let mut expected: Vec<String> = TIMES_FIXTURE
+        .iter()
+        .map(|(rel, sec, nsec)| {
+            let name = rel.trim_end_matches('/');
+            if rel.ends_with('/') {
+                let subdirs = TIMES_FIXTURE
+                    .iter()
+                    .filter(|(other, _, _)| {
+                        other.ends_with('/')
+                            && other.trim_end_matches('/').rsplit_once('/').map(|p| p.0)
+                                == Some(name)
+                    })
+                    .count();
+                format!("d 0 {} {sec}.{nsec:09} {name}", 2 + subdirs)
+            } else {
+                format!("f {} 1 {sec}.{nsec:09} {name}", name.len())
+            }
+        })
+        .collect();
+    expected.push(format!("d 0 3 {}.{:09} .", root_time.0, root_time.1));
+    expected.sort();
+    let expected = expected.join("\n") + "\n";
+
+    let walk = app("walk.c");
+    let native = run_native(&walk, &["-l", &root.display().to_string()], &[], b"");
+    assert_eq!(
+        String::from_utf8_lossy(&native.stdout),
+        expected,
+        "natively\n{}",
+        describe_output(&native)
+    );
+    let image = image(
+        &walk,
+        "walk-times",
+        &PackageOptions::new()
+            .file(&root, GUEST_DATA)
+            .args(&["-l", GUEST_DATA]),
+    );
+    on_each_platform(|platform| {
+        let output = run_on(&image, platform, &[]);
+        assert!(
+            output.status.code() == Some(0) && output.stdout == expected.as_bytes(),
+            "expected exit 0 and\n{expected}\n{}",
+            describe_output(&output)
+        );
+    });
+}
+
 // ---------------------------------------------------------------------------
 // POSIX
 

@@ -99,7 +99,12 @@ fn stat_bytes(st: &Stat) -> [u8; 144] {
     b[48..56].copy_from_slice(&st.size.to_le_bytes());
     b[56..64].copy_from_slice(&4096u64.to_le_bytes());
     b[64..72].copy_from_slice(&st.size.div_ceil(512).to_le_bytes());
-    // Times: 0 (the image records none, so packaging stays deterministic).
+    // st_atime, st_mtime, st_ctime, each seconds then nanoseconds: the packaged time.
+    let (sec, nsec) = st.mtime;
+    for at in [72, 88, 104] {
+        b[at..at + 8].copy_from_slice(&sec.to_le_bytes());
+        b[at + 8..at + 16].copy_from_slice(&u64::from(nsec).to_le_bytes());
+    }
     b
 }
 
@@ -168,6 +173,13 @@ fn statx_bytes(st: &Stat) -> [u8; 256] {
     b[32..40].copy_from_slice(&st.ino.to_le_bytes());
     b[40..48].copy_from_slice(&st.size.to_le_bytes());
     b[48..56].copy_from_slice(&st.size.div_ceil(512).to_le_bytes());
+    // stx_atime, stx_ctime, stx_mtime (`struct statx_timestamp`: seconds, nanoseconds);
+    // no birth time (STATX_BTIME is not in the mask).
+    let (sec, nsec) = st.mtime;
+    for at in [64, 96, 112] {
+        b[at..at + 8].copy_from_slice(&sec.to_le_bytes());
+        b[at + 8..at + 12].copy_from_slice(&nsec.to_le_bytes());
+    }
     b[128..132].copy_from_slice(&((st.rdev >> 8) as u32).to_le_bytes());
     b[132..136].copy_from_slice(&((st.rdev & 0xFF) as u32).to_le_bytes());
     b[136..140].copy_from_slice(&((st.dev >> 8) as u32).to_le_bytes());
@@ -440,6 +452,7 @@ mod tests {
             nlink: 1,
             size: 1000,
             rdev: 0x103,
+            mtime: (1_700_000_000, 42),
         }
     }
 
@@ -457,6 +470,11 @@ mod tests {
         assert_eq!(u64_at(&b, 48), 1000);
         assert_eq!(u64_at(&b, 56), 4096, "st_blksize");
         assert_eq!(u64_at(&b, 64), 2, "512-byte blocks, rounded up");
+        for (at, what) in [(72, "st_atime"), (88, "st_mtime"), (104, "st_ctime")] {
+            assert_eq!(u64_at(&b, at), 1_700_000_000, "{what}");
+            assert_eq!(u64_at(&b, at + 8), 42, "{what} nanoseconds");
+        }
+        assert!(b[120..].iter().all(|&x| x == 0), "the unused tail");
     }
 
     #[test]
@@ -472,6 +490,15 @@ mod tests {
         // rdev 1:3 (major, minor), dev 0:0x2A.
         assert_eq!(&b[128..136], &[1, 0, 0, 0, 3, 0, 0, 0]);
         assert_eq!(&b[136..144], &[0, 0, 0, 0, 0x2A, 0, 0, 0]);
+        // atime, ctime, mtime; no birth time.
+        for at in [64, 96, 112] {
+            assert_eq!(u64_at(&b, at), 1_700_000_000);
+            assert_eq!(
+                u32::from_le_bytes(b[at + 8..at + 12].try_into().expect("4")),
+                42
+            );
+        }
+        assert!(b[80..96].iter().all(|&x| x == 0), "stx_btime");
     }
 
     #[test]

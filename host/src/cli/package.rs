@@ -1,11 +1,11 @@
 //! `nacre package`.
 
 use anyhow::{bail, Context};
-use nacre_loader::{FileTreeBuilder, TreeBuildError, TreeSummary};
+use nacre_loader::{FileTreeBuilder, Mtime, TreeBuildError, TreeSummary};
 use std::ffi::{OsStr, OsString};
 use std::fs::Metadata;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
@@ -19,7 +19,9 @@ Examples:
 
 The app sees the packaged files read-only at their guest paths, itself at /app/NAME
 (NAME is its file name); /dev, /proc and /sys are provided by nacre. The files are part of the
-image's measurement: changing any byte or permission changes it.
+image's measurement: changing any byte, permission or modification time changes it. Files
+keep their modification times; SOURCE_DATE_EPOCH (seconds since 1970) caps them, so that an
+image does not depend on when its files were checked out.
 
 Exit status: 0 when the image was written, 125 when nacre cannot package the app (the
 reason is on stderr), 2 when the command line is wrong.")]
@@ -288,9 +290,32 @@ pub fn add_mapping(tree: &mut FileTreeBuilder, mapping: &FileMapping) -> Result<
     }
 }
 
-/// The permission bits of a host file (no type bits, owners or times).
+/// The permission bits of a host file (no type bits or owners).
 fn permissions(meta: &Metadata) -> u32 {
     meta.permissions().mode() & 0o7777
+}
+
+/// A host file's modification time.
+fn mtime(meta: &Metadata) -> Mtime {
+    Mtime::new(meta.mtime(), meta.mtime_nsec())
+}
+
+/// The `SOURCE_DATE_EPOCH` variable (reproducible-builds.org's specification): a
+/// decimal count of seconds since the epoch that caps every packaged modification
+/// time; `None` when unset. A malformed value is an error, not ignored.
+pub fn source_date_epoch(value: Option<&OsStr>) -> anyhow::Result<Option<i64>> {
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    let text = value.to_str().unwrap_or_default();
+    match text.parse::<i64>() {
+        Ok(sec) if !text.starts_with('+') => Ok(Some(sec)),
+        _ => bail!(
+            "SOURCE_DATE_EPOCH={} is not a number of seconds since 1970-01-01 (for example \
+             SOURCE_DATE_EPOCH=$(git log -1 --format=%ct))",
+            value.to_string_lossy()
+        ),
+    }
 }
 
 fn add_file(
@@ -309,7 +334,7 @@ fn add_file(
     }
     let data = crate::files::read_input(host, crate::files::PACKAGED_FILE)?;
     *total += data.len() as u64;
-    tree.add_file(guest, data, permissions(meta))
+    tree.add_file_at(guest, data, permissions(meta), Some(mtime(meta)))
         .map_err(|source| FileArgError::Tree {
             host: host.to_path_buf(),
             guest: lossy(guest),
@@ -341,7 +366,7 @@ fn add_dir(
         let path = entry.path();
         let meta = entry.metadata().map_err(walk_error)?;
         if meta.is_dir() {
-            tree.add_dir(&child, permissions(&meta))
+            tree.add_dir_at(&child, permissions(&meta), Some(mtime(&meta)))
                 .map_err(|source| FileArgError::Tree {
                     host: path.to_path_buf(),
                     guest: lossy(&child),
@@ -451,8 +476,16 @@ pub fn run(a: &PackageArgs) -> anyhow::Result<()> {
         .iter()
         .map(|f| FileMapping::parse(f))
         .collect::<Result<Vec<_>, _>>()?;
+    let app_mtime = std::fs::metadata(&a.app)
+        .map(|m| mtime(&m))
+        .with_context(|| format!("cannot read {}", a.app.display()))?;
+    let clamp = source_date_epoch(std::env::var_os("SOURCE_DATE_EPOCH").as_deref())?;
     let package = || -> anyhow::Result<(Vec<u8>, TreeSummary)> {
-        let tree = file_tree(&argv0, &mappings)?;
+        let mut tree = file_tree(&argv0, &mappings)?;
+        tree.set_app_mtime(app_mtime);
+        if let Some(sec) = clamp {
+            tree.clamp_mtimes(sec);
+        }
         let image = build(
             &bytes,
             &argv0,
@@ -619,16 +652,27 @@ mod tests {
         assert!(entry(&blob, "/a.txt").is_some());
         assert_eq!(entry(&blob, "/").unwrap().1, 0o755);
 
-        // Deterministic, and blind to timestamps.
-        let again = tree_of(&[mapping(&data, "/srv/data")]).unwrap();
+        // Deterministic, and the files' modification times are part of it.
+        let before = tree_of(&[mapping(&data, "/srv/data")]).unwrap();
+        assert_eq!(tree_of(&[mapping(&data, "/srv/data")]).unwrap(), before);
         let file = std::fs::File::options()
             .write(true)
             .open(data.join("a.txt"))
             .unwrap();
-        file.set_modified(std::time::SystemTime::UNIX_EPOCH)
-            .unwrap();
+        let when = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::new(1_000_000, 7);
+        file.set_modified(when).unwrap();
         drop(file);
-        assert_eq!(tree_of(&[mapping(&data, "/srv/data")]).unwrap(), again);
+        let after = tree_of(&[mapping(&data, "/srv/data")]).unwrap();
+        assert_ne!(
+            after, before,
+            "a changed modification time changes the tree"
+        );
+        let tree = FileTree::parse(&after).unwrap();
+        let Ok(Resolved::Inode(i)) = tree.resolve(0, b"/srv/data/a.txt", |_, _| None::<()>) else {
+            panic!("a.txt is packaged");
+        };
+        let a = tree.inode(i).unwrap();
+        assert_eq!((a.mtime_sec, a.mtime_nsec), (1_000_000, 7));
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -758,6 +802,22 @@ mod tests {
             file_bytes: 5,
         };
         assert_eq!(summary_text(&s), " with 1 file and 1 directory (5 bytes)");
+    }
+
+    #[test]
+    fn source_date_epoch_is_seconds_or_an_error() {
+        let sde = |v: &str| source_date_epoch(Some(OsStr::new(v))).map_err(|e| e.to_string());
+        assert_eq!(source_date_epoch(None).unwrap(), None);
+        assert_eq!(sde("1700000000"), Ok(Some(1_700_000_000)));
+        assert_eq!(sde("0"), Ok(Some(0)));
+        assert_eq!(sde("-5"), Ok(Some(-5)));
+        for bad in ["", "+5", "1.5", "yesterday", "99999999999999999999"] {
+            let e = sde(bad).unwrap_err();
+            assert!(
+                e.contains("SOURCE_DATE_EPOCH") && e.contains("seconds"),
+                "{bad}: {e}"
+            );
+        }
     }
 
     fn package_args(dir: &Path, files: &[&str]) -> PackageArgs {
