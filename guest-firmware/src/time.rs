@@ -1,7 +1,8 @@
 //! The firmware's clocks. Time is an input from the host and untrusted
 //! (`docs/threat-model.md`): the host reports its wall-clock and monotonic time and the
-//! TSC frequency once; from then on the firmware counts TSC ticks itself, so time
-//! never goes backwards and the host cannot make it jump. Where CPUID leaf 0x15 gives
+//! TSC frequency once; from then on the firmware counts TSC ticks itself, so the host
+//! cannot make time jump, and every reading is floored at the latest one, so time never
+//! goes backwards even where the host controls the TSC (`vdso/vvar.rs`, `ClockFloor`). Where CPUID leaf 0x15 gives
 //! the TSC frequency (TDX, whose TSC the TDX module virtualizes), that is used instead
 //! of the host's figure.
 //!
@@ -34,6 +35,10 @@ pub struct Clock {
     /// TSC ticks per nanosecond times 2^32 (the inverse of the calibration's `mult`),
     /// so that timer deadlines need no division.
     ticks_per_ns: u64,
+    /// The latest CLOCK_MONOTONIC reading the firmware has made: no later reading is
+    /// earlier, whatever the TSC does (the host may rewind it, `vdso/vvar.rs`
+    /// `ClockFloor`). Private to the firmware, under the kernel lock.
+    floor: u64,
 }
 
 /// Read the TSC.
@@ -49,6 +54,7 @@ impl Clock {
             boot_tsc: rdtsc(),
             cal: None,
             ticks_per_ns: 0,
+            floor: 0,
         }
     }
 
@@ -124,16 +130,36 @@ impl Kernel {
         Ok(cal)
     }
 
-    /// The clock counted from `base`, in nanoseconds: the arithmetic of the vDSO
-    /// (`vdso/vvar.rs`) on the calibration it reads.
+    /// The firmware's own clock counted from `base`, in nanoseconds: the arithmetic of
+    /// the vDSO (`vdso/vvar.rs`) on the calibration it reads, never earlier than an
+    /// earlier reading (the firmware's private floor). What the app is told goes
+    /// through [`Self::app_clock_ns`].
     pub fn clock_ns(&mut self, base: Base) -> u64 {
-        // The common case without copying the calibration out and back.
-        if let Some(cal) = &self.clock.cal {
-            return cal.ns(base, rdtsc());
+        let cal = match self.clock.cal {
+            Some(cal) => cal,
+            None => match self.calibrate_clock() {
+                Ok(cal) => cal,
+                Err(e) => crate::fatal_error(e),
+            },
+        };
+        let mono = cal.ns(Base::Monotonic, rdtsc()).max(self.clock.floor);
+        self.clock.floor = mono;
+        match base {
+            Base::Monotonic => mono,
+            Base::Realtime => cal.monotonic_to_realtime(mono),
         }
-        match self.calibrate_clock() {
-            Ok(cal) => cal.ns(base, rdtsc()),
-            Err(e) => crate::fatal_error(e),
+    }
+
+    /// The clock `base` as the app's syscalls answer it: the firmware's clock, no
+    /// earlier than anything the vDSO has answered (the floor they share), which it
+    /// raises in turn, so that readings through the vDSO and the syscall, on any vCPU,
+    /// never go back.
+    pub fn app_clock_ns(&mut self, base: Base) -> u64 {
+        let mono = self.clock_ns(Base::Monotonic);
+        let mono = crate::app::vdso::app_floor().raise(mono);
+        match (base, self.clock.cal) {
+            (Base::Realtime, Some(cal)) => cal.monotonic_to_realtime(mono),
+            _ => mono,
         }
     }
 

@@ -21,7 +21,7 @@
 mod vvar;
 
 use core::arch::{asm, global_asm};
-use vvar::{Base, Vvar};
+use vvar::{Base, ClockFloor, Vvar};
 
 /// Syscall numbers (Linux `arch/x86/entry/syscalls/syscall_64.tbl`).
 const SYS_GETTIMEOFDAY: u64 = 96;
@@ -69,6 +69,24 @@ fn vvar() -> &'static Vvar {
     unsafe { &*page }
 }
 
+/// The clocks' floor: one page below the data page (`vdso.lds` defines
+/// `__nacre_floor`; the firmware maps it there, user read-write, `src/app/vdso.rs`).
+fn floor() -> &'static ClockFloor {
+    let page: *const ClockFloor;
+    // SAFETY: LEA only computes an address (RIP-relative, resolved at link time).
+    unsafe {
+        asm!(
+            "lea {page}, [rip + __nacre_floor]",
+            page = out(reg) page,
+            options(pure, nomem, nostack, preserves_flags)
+        )
+    };
+    // SAFETY: the firmware maps the floor page readable and writable at that address
+    // for the app's lifetime before the app runs, and never unmaps it; `ClockFloor`
+    // holds only an atomic, which any bytes are a valid value of.
+    unsafe { &*page }
+}
+
 /// The TSC, read after every earlier instruction has completed (LFENCE then RDTSC,
 /// as Linux's `rdtsc_ordered`), so a reading never precedes an earlier one.
 fn rdtsc_ordered() -> u64 {
@@ -103,7 +121,7 @@ fn syscall2(nr: u64, a0: u64, a1: u64) -> i64 {
 fn now_ns(clock: i32) -> Option<u64> {
     let (base, _) = vvar::vdso_clock(clock)?;
     let cal = vvar().read()?;
-    Some(cal.ns(base, rdtsc_ordered()))
+    Some(cal.floored_ns(base, rdtsc_ordered(), floor()))
 }
 
 /// `clock_gettime(2)`.
@@ -134,7 +152,7 @@ pub unsafe extern "C" fn __vdso_gettimeofday(tv: *mut Timeval, tz: *mut Timezone
         return syscall2(SYS_GETTIMEOFDAY, tv as u64, tz as u64);
     };
     if !tv.is_null() {
-        let (tv_sec, tv_usec) = vvar::timeval(cal.ns(Base::Realtime, rdtsc_ordered()));
+        let (tv_sec, tv_usec) = vvar::timeval(cal.floored_ns(Base::Realtime, rdtsc_ordered(), floor()));
         // SAFETY: the caller's contract; not null.
         unsafe { tv.write(Timeval { tv_sec, tv_usec }) };
     }
@@ -160,7 +178,7 @@ pub unsafe extern "C" fn __vdso_time(t: *mut i64) -> i64 {
     let Some(cal) = vvar().read() else {
         return syscall2(SYS_TIME, t as u64, 0);
     };
-    let (secs, _) = vvar::timespec(cal.ns(Base::Realtime, rdtsc_ordered()));
+    let (secs, _) = vvar::timespec(cal.floored_ns(Base::Realtime, rdtsc_ordered(), floor()));
     if !t.is_null() {
         // SAFETY: the caller's contract; not null.
         unsafe { t.write(secs) };

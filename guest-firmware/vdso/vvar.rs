@@ -95,6 +95,69 @@ impl Calibration {
     }
 }
 
+/// The clocks' floor: the latest CLOCK_MONOTONIC value any reader (the vDSO on any
+/// vCPU, the firmware's syscalls) has returned, in nanoseconds. Every reading returns
+/// at least the floor and raises it, so the clocks never go backwards, neither on one
+/// vCPU nor across vCPUs, even where the host controls the TSC (SEV-SNP without Secure
+/// TSC: the hypervisor sets the guest's TSC offset and could rewind it) or the vCPUs'
+/// TSCs disagree. A rewound TSC stops the clocks until it catches up; it never takes
+/// them back.
+///
+/// The vDSO's floor lives in a page the app may write (the vDSO runs in ring 3): an
+/// app that writes it can only move its own clocks forward. The firmware keeps a
+/// private floor of its own for its deadlines, and raises the app's with what it
+/// reads.
+#[derive(Debug)]
+#[repr(C)]
+pub struct ClockFloor {
+    mono: AtomicU64,
+}
+
+impl Default for ClockFloor {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ClockFloor {
+    /// A floor at 0.
+    pub const fn new() -> Self {
+        Self {
+            mono: AtomicU64::new(0),
+        }
+    }
+
+    /// Raise the floor to `mono` if it is lower; returns the larger of the two: what
+    /// a reading of `mono` may return. One locked instruction when time moved on
+    /// (inline: no call leaves the vDSO).
+    pub fn raise(&self, mono: u64) -> u64 {
+        let floor = self.mono.load(Ordering::SeqCst);
+        if mono <= floor {
+            return floor;
+        }
+        self.mono.fetch_max(mono, Ordering::SeqCst).max(mono)
+    }
+}
+
+impl Calibration {
+    /// The clock `base` at TSC `tsc`, no earlier than any reading `floor` has seen
+    /// (and raising it): CLOCK_MONOTONIC is floored, and CLOCK_REALTIME keeps its
+    /// fixed distance from it.
+    pub fn floored_ns(&self, base: Base, tsc: u64, floor: &ClockFloor) -> u64 {
+        let mono = floor.raise(self.ns(Base::Monotonic, tsc));
+        match base {
+            Base::Monotonic => mono,
+            Base::Realtime => self.monotonic_to_realtime(mono),
+        }
+    }
+
+    /// The CLOCK_REALTIME reading at CLOCK_MONOTONIC `mono` (both count the same ticks
+    /// from their own start).
+    pub const fn monotonic_to_realtime(&self, mono: u64) -> u64 {
+        self.real0.saturating_add(mono.saturating_sub(self.mono0))
+    }
+}
+
 /// The data page's contents (the rest of the page is zero). The layout is private to
 /// the firmware and its vDSO, which are built together; the offsets are fixed anyway
 /// so that a debugger reading `[vvar]` finds them.
@@ -233,6 +296,37 @@ mod tests {
             real0: 1_700_000_000 * NS_PER_SEC,
             mult: mult_for_khz(2_000_000),
         }
+    }
+
+    #[test]
+    fn floored_clocks_never_go_back_when_the_tsc_does() {
+        let c = cal();
+        let floor = ClockFloor::new();
+        let t = c.tsc0 + 4_000_000_000;
+        assert_eq!(c.floored_ns(Base::Monotonic, t, &floor), 7 * NS_PER_SEC);
+        // The TSC goes back a second (2 GHz): the clocks stay where they were.
+        let back = t - 2_000_000_000;
+        assert_eq!(c.floored_ns(Base::Monotonic, back, &floor), 7 * NS_PER_SEC);
+        assert_eq!(
+            c.floored_ns(Base::Realtime, back, &floor),
+            c.ns(Base::Realtime, t),
+            "the wall clock keeps its distance from the floored monotonic clock"
+        );
+        // Then they move on from there as the TSC catches up and passes.
+        assert_eq!(
+            c.floored_ns(Base::Monotonic, t + 2_000, &floor),
+            7 * NS_PER_SEC + 1_000
+        );
+        assert_eq!(floor.raise(0), 7 * NS_PER_SEC + 1_000);
+        // A floor moved forward by someone else (another vCPU, the app itself).
+        floor.raise(100 * NS_PER_SEC);
+        assert_eq!(c.floored_ns(Base::Monotonic, t, &floor), 100 * NS_PER_SEC);
+        floor.raise(u64::MAX);
+        assert_eq!(
+            c.floored_ns(Base::Realtime, t, &floor),
+            u64::MAX,
+            "saturates"
+        );
     }
 
     #[test]

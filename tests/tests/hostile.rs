@@ -524,6 +524,32 @@ fn hostile_clock_going_backwards_never_reaches_the_app() {
     });
 }
 
+/// A host that sets the vCPU's TSC back three seconds while the app runs (as a
+/// hypervisor that controls the guest's TSC offset can, on SEV-SNP without Secure
+/// TSC): the clocks, read through the vDSO and through the syscall around sleeps, stop
+/// until the TSC catches up and never go back. Needs a KVM that applies the host's TSC
+/// writes (hardware virtualization); the PVM backend of the machines these tests run
+/// on ignores them, and the scenario then stops with an error instead of passing
+/// unplayed. The clocks' floor itself is unit-tested with the firmware
+/// (`vdso/vvar.rs`, `floored_clocks_never_go_back_when_the_tsc_does`).
+#[test]
+#[ignore = "needs a KVM with TSC offsetting (hardware virtualization), not the PVM backend"]
+fn hostile_tsc_rewind_never_takes_the_clocks_back() {
+    require_kvm();
+    on_each_platform(|platform| {
+        let out = run_with_env(
+            &image(&["clock"]),
+            &["--platform", platform],
+            &[("NACRE_TEST_HOSTILE", "tsc-rewind")],
+        );
+        assert!(
+            out.status.code() == Some(0) && stdout(&out).starts_with("clock ok, realtime "),
+            "the clocks went back\n{}",
+            describe_output(&out)
+        );
+    });
+}
+
 // ---------------------------------------------------------------------------
 // What the host says at boot.
 

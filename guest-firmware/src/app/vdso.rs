@@ -1,7 +1,8 @@
 //! The vDSO every app gets: an ELF shared object built from `vdso/` (`build.rs`) and
 //! embedded in the firmware, mapped user read+execute at [`VDSO_VA`] with its data
-//! page user read-only at [`VVAR_VA`], one page below it, and announced to the app
-//! with AT_SYSINFO_EHDR. Its clock calls run in ring 3 from the TSC and the
+//! page user read-only at [`VVAR_VA`], one page below it, the clocks' floor user
+//! read-write at [`CLOCK_FLOOR_VA`] below that, and announced to the app with
+//! AT_SYSINFO_EHDR. Its clock calls run in ring 3 from the TSC and the
 //! firmware's calibration, which the firmware publishes in the data page
 //! ([`publish`]; the layout and the arithmetic are `vdso/vvar.rs`, shared by both).
 //!
@@ -18,9 +19,11 @@ use crate::error::FwError;
 use crate::kernel::Kernel;
 use crate::mem::frames::FrameTables;
 use crate::mem::paging::{NO_EXECUTE, USER};
-use crate::mem::user::{Vma, VmaKind, PROT_EXEC, PROT_READ, VDSO_MAX_SIZE, VDSO_VA, VVAR_VA};
+use crate::mem::user::{
+    Vma, VmaKind, CLOCK_FLOOR_VA, PROT_EXEC, PROT_READ, PROT_WRITE, VDSO_MAX_SIZE, VDSO_VA, VVAR_VA,
+};
 use nacre_shared_abi::layout::{KERNEL_VA_BASE, PAGE_SIZE_4K};
-use vvar::{Calibration, Vvar};
+use vvar::{Calibration, ClockFloor, Vvar};
 
 /// The linked vDSO, as `build.rs` left it.
 const LINKED: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/vdso.so"));
@@ -28,7 +31,8 @@ const LINKED: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/vdso.so"));
 pub const VDSO_SIZE: usize = LINKED.len().next_multiple_of(PAGE_SIZE_4K as usize);
 const _: () = assert!(VDSO_SIZE as u64 <= VDSO_MAX_SIZE);
 // The data page and the vDSO lie between the stack and the end of the user half.
-const _: () = assert!(crate::app::loader::STACK_TOP <= VVAR_VA);
+const _: () = assert!(crate::app::loader::STACK_TOP <= CLOCK_FLOOR_VA);
+const _: () = assert!(CLOCK_FLOOR_VA + PAGE_SIZE_4K == VVAR_VA);
 const _: () = assert!(VVAR_VA + PAGE_SIZE_4K == VDSO_VA);
 const _: () = assert!(VDSO_VA + VDSO_MAX_SIZE <= nacre_shared_abi::layout::USER_VA_END);
 
@@ -63,6 +67,25 @@ static VVAR: PageAligned<VvarPage> = PageAligned(VvarPage {
 });
 const _: () = assert!(core::mem::size_of::<PageAligned<VvarPage>>() == PAGE_SIZE_4K as usize);
 
+/// The clocks' floor the vDSO and the app share (`vdso.lds`: `__nacre_floor`).
+#[repr(C)]
+struct FloorPage {
+    floor: ClockFloor,
+    _zero: [u8; PAGE_SIZE_4K as usize - core::mem::size_of::<ClockFloor>()],
+}
+
+static FLOOR: PageAligned<FloorPage> = PageAligned(FloorPage {
+    floor: ClockFloor::new(),
+    _zero: [0; PAGE_SIZE_4K as usize - core::mem::size_of::<ClockFloor>()],
+});
+const _: () = assert!(core::mem::size_of::<PageAligned<FloorPage>>() == PAGE_SIZE_4K as usize);
+
+/// The floor of the app's clocks, which the vDSO raises with every reading and the
+/// app may write (so only the app's own readings may trust it).
+pub fn app_floor() -> &'static ClockFloor {
+    &FLOOR.0.floor
+}
+
 /// The embedded vDSO (whole pages).
 pub fn image() -> &'static [u8] {
     &IMAGE.0
@@ -90,6 +113,12 @@ fn firmware_gpa<T>(x: &'static T) -> u64 {
 pub fn map(k: &mut Kernel) -> Result<u64, FwError> {
     k.calibrate_clock()?;
     let areas = [
+        (
+            CLOCK_FLOOR_VA,
+            PAGE_SIZE_4K,
+            PROT_READ | PROT_WRITE,
+            firmware_gpa(&FLOOR),
+        ),
         (VVAR_VA, PAGE_SIZE_4K, PROT_READ, firmware_gpa(&VVAR)),
         (
             VDSO_VA,

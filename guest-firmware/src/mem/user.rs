@@ -27,6 +27,9 @@ pub const PIPE_WINDOW_VA: u64 = 0x0000_7FC0_4000_0000;
 /// the stack's top and the end of the user half, as Linux places `[vvar]`, at a fixed
 /// address (`app/vdso.rs`).
 pub const VVAR_VA: u64 = 0x0000_7FFF_FFF8_0000;
+/// Where the clocks' floor is mapped (user read-write, never executable), one page
+/// below the data page (`vdso/vvar.rs`, `ClockFloor`).
+pub const CLOCK_FLOOR_VA: u64 = VVAR_VA - 0x1000;
 /// Where the vDSO is mapped (user read and execute), one page above its data page;
 /// AT_SYSINFO_EHDR.
 pub const VDSO_VA: u64 = VVAR_VA + 0x1000;

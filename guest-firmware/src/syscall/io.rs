@@ -786,7 +786,9 @@ fn maps_area(k: &Kernel, i: usize) -> Option<(u64, u64, u32, &'static [u8])> {
             b"[nacre-xstate]"
         } else if v.kind == VmaKind::Window && v.start == crate::mem::user::PIPE_WINDOW_VA {
             b"[nacre-pipes]"
-        } else if v.kind == VmaKind::Window && v.start == crate::mem::user::VVAR_VA {
+        } else if v.kind == VmaKind::Window
+            && (v.start == crate::mem::user::VVAR_VA || v.start == crate::mem::user::CLOCK_FLOOR_VA)
+        {
             b"[vvar]"
         } else if v.kind == VmaKind::Window && v.start == crate::mem::user::VDSO_VA {
             b"[vdso]"

@@ -6,7 +6,7 @@
 use super::errno::*;
 use super::signal::{self, Wake};
 use super::{mem_err, SysResult};
-use crate::app::vdso::vvar::{self, vdso_clock};
+use crate::app::vdso::vvar::{self, vdso_clock, Base};
 use crate::kernel::Kernel;
 use crate::time::NS_PER_SEC;
 
@@ -23,11 +23,11 @@ const TIMER_ABSTIME: u64 = 1;
 /// exactly as it reads them (`vdso_clock`); the rest are the syscall's alone.
 fn clock_ns(k: &mut Kernel, clock: i32) -> Result<u64, u64> {
     if let Some((base, _)) = vdso_clock(clock) {
-        return Ok(k.clock_ns(base));
+        return Ok(k.app_clock_ns(base));
     }
     match clock {
-        CLOCK_REALTIME_ALARM => Ok(k.realtime_ns()),
-        CLOCK_BOOTTIME_ALARM => Ok(k.monotonic_ns()),
+        CLOCK_REALTIME_ALARM => Ok(k.app_clock_ns(Base::Realtime)),
+        CLOCK_BOOTTIME_ALARM => Ok(k.app_clock_ns(Base::Monotonic)),
         CLOCK_PROCESS_CPUTIME_ID | CLOCK_THREAD_CPUTIME_ID => Ok(k.clock.cputime_ns()),
         _ => Err(EINVAL),
     }
@@ -109,7 +109,7 @@ fn clock_ns_known(c: i32) -> bool {
 
 pub fn gettimeofday(k: &mut Kernel, tv: u64, tz: u64) -> SysResult {
     if tv != 0 {
-        let ns = k.realtime_ns();
+        let ns = k.app_clock_ns(Base::Realtime);
         k.copy_to_user(tv, &timeval(ns)).map_err(mem_err)?;
     }
     if tz != 0 {
@@ -120,7 +120,7 @@ pub fn gettimeofday(k: &mut Kernel, tv: u64, tz: u64) -> SysResult {
 }
 
 pub fn time(k: &mut Kernel, t: u64) -> SysResult {
-    let secs = k.realtime_ns() / NS_PER_SEC;
+    let secs = k.app_clock_ns(Base::Realtime) / NS_PER_SEC;
     if t != 0 {
         k.copy_to_user(t, &secs.to_le_bytes()).map_err(mem_err)?;
     }

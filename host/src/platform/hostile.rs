@@ -102,10 +102,55 @@ pub enum Hostile {
     MemoryMapOverlap,
     /// (TDX) Answer GetQuote with a quote length one byte beyond the guest's buffer.
     QuoteOverlong,
+    /// Set the vCPU's TSC back [`TSC_REWIND_SECONDS`], once the app runs (at the
+    /// [`TSC_REWIND_TURN`]-th GHCB call or TDVMCALL after its entry: hostcalls, local
+    /// APIC accesses), as a hypervisor that controls the guest's TSC offset can
+    /// (SEV-SNP without Secure TSC).
+    TscRewind,
+}
+
+/// How far [`Hostile::TscRewind`] sets the TSC back: more than the second within which
+/// KVM takes a host's TSC write for a synchronization and keeps the old offset
+/// (`kvm_synchronize_tsc`, `arch/x86/kvm/x86.c`).
+pub const TSC_REWIND_SECONDS: u64 = 3;
+/// At which GHCB call or TDVMCALL after the app's entry [`Hostile::TscRewind`] strikes
+/// (counted from 0): late enough that the app has read its clocks.
+pub const TSC_REWIND_TURN: u32 = 4;
+
+/// IA32_TIME_STAMP_COUNTER (Intel SDM vol. 4, table 2-2; AMD APM vol. 2, 13.2.4).
+const IA32_TSC: u32 = 0x10;
+
+/// [`Hostile::TscRewind`]: when `app_entered` and this is its turn, set `vcpu`'s TSC
+/// (`tsc_khz` kHz) back [`TSC_REWIND_SECONDS`]. An error when KVM refuses: the
+/// scenario could not be played.
+pub fn rewind_tsc(
+    lies: &mut Lies,
+    app_entered: bool,
+    vcpu: &mut dyn crate::vmm::vcpu::Vcpu,
+    tsc_khz: u64,
+) -> Result<(), crate::exits::RunError> {
+    if !app_entered || lies.turn(Hostile::TscRewind) != Some(TSC_REWIND_TURN) {
+        return Ok(());
+    }
+    let refused = || crate::exits::RunError::Host("KVM refused the TSC of the tsc-rewind scenario");
+    let now = vcpu.msr(IA32_TSC, None)?.ok_or_else(refused)?;
+    let back = tsc_khz.saturating_mul(1000 * TSC_REWIND_SECONDS);
+    vcpu.msr(IA32_TSC, Some(now.saturating_sub(back)))?
+        .ok_or_else(refused)?;
+    // A KVM without TSC offsetting (the PVM backend: the guest reads the host's TSC)
+    // takes the write and changes nothing; the scenario must not pass unplayed.
+    let after = vcpu.msr(IA32_TSC, None)?.ok_or_else(refused)?;
+    if after >= now {
+        return Err(crate::exits::RunError::Host(
+            "this KVM does not apply a TSC written by the host (no TSC offsetting): the \
+             tsc-rewind scenario cannot be played here",
+        ));
+    }
+    Ok(())
 }
 
 /// Each hook's value of [`VAR`], as docs/design.md lists them.
-pub const NAMES: [(&str, Hostile); 30] = [
+pub const NAMES: [(&str, Hostile); 31] = [
     ("unvalidated-boot-info", Hostile::UnvalidatedBootInfo),
     ("shared-param-page", Hostile::SharedParamPage),
     ("pre-accepted-page", Hostile::PreAcceptedPage),
@@ -136,6 +181,7 @@ pub const NAMES: [(&str, Hostile); 30] = [
     ("cpuid-mismatch", Hostile::CpuidMismatch),
     ("memory-map-overlap", Hostile::MemoryMapOverlap),
     ("quote-overlong", Hostile::QuoteOverlong),
+    ("tsc-rewind", Hostile::TscRewind),
 ];
 
 impl Hostile {

@@ -146,6 +146,12 @@ pub fn call(
         refuse(g, GhcbErrorCode::MissingInput);
         return Ok(None);
     }
+    crate::platform::hostile::rewind_tsc(
+        ctx.lies,
+        ctx.host.app_entered.is_some(),
+        vcpu,
+        ctx.host.tsc_khz,
+    )?;
     let (code, info1, info2) = (g.sw_exit_code, g.sw_exit_info_1, g.sw_exit_info_2);
     g.sw_exit_info_1 = RESULT_OK;
     g.sw_exit_info_2 = 0;

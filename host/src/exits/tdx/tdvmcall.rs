@@ -29,6 +29,12 @@ pub fn handle(
     vcpu: &mut dyn Vcpu,
     regs: &mut kvm_regs,
 ) -> Result<Option<Stop>, RunError> {
+    crate::platform::hostile::rewind_tsc(
+        ctx.lies,
+        ctx.host.app_entered.is_some(),
+        vcpu,
+        ctx.host.tsc_khz,
+    )?;
     // TDG.VP.VMCALL itself succeeds; the sub-function's status is R10.
     regs.rax = status::SUCCESS;
     if regs.r10 != 0 {
