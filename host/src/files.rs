@@ -209,18 +209,70 @@ pub fn read_input(path: &Path, input: Input) -> Result<Vec<u8>, FileError> {
     }
     // The size is a hint (files in /proc say 0); the read stops one byte past `max`.
     let capacity = usize::try_from(meta.len()).unwrap_or(0);
-    let mut bytes = Vec::new();
-    bytes
-        .try_reserve_exact(capacity)
-        .map_err(|_| failed(io::ErrorKind::OutOfMemory.into()))?;
-    (&file)
-        .take(max.saturating_add(1))
-        .read_to_end(&mut bytes)
-        .map_err(failed)?;
+    let bytes = read_sparse((&file).take(max.saturating_add(1)), capacity).map_err(failed)?;
     if bytes.len() as u64 > max {
         return Err(too_large());
     }
     Ok(bytes)
+}
+
+/// Bytes of a read that are copied at a time.
+const READ_CHUNK: usize = 1 << 16;
+
+/// Read `reader` to its end into a zeroed buffer of `hint` bytes (grown if the reader
+/// has more), copying only the 4 KiB pieces that are not all zeros: the pages of a
+/// zero-filled file (a disk image, a preallocated database) are never written, so the
+/// system, which hands out large zeroed allocations as untouched memory, never backs
+/// them. A packaged file of a gigabyte of zeros then costs no gigabyte of memory.
+fn read_sparse(mut reader: impl Read, hint: usize) -> io::Result<Vec<u8>> {
+    let mut bytes = zeroed(hint)?;
+    let mut len = 0;
+    let mut chunk = vec![0u8; READ_CHUNK];
+    loop {
+        let n = match reader.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if len + n > bytes.len() {
+            // Past the hint: the file grew, or its size said nothing.
+            bytes
+                .try_reserve(len + n - bytes.len())
+                .map_err(|_| io::Error::from(io::ErrorKind::OutOfMemory))?;
+            bytes.resize(len + n, 0);
+        }
+        for (to, from) in bytes[len..len + n]
+            .chunks_mut(4096)
+            .zip(chunk[..n].chunks(4096))
+        {
+            if from.iter().any(|&b| b != 0) {
+                to.copy_from_slice(from);
+            }
+        }
+        len += n;
+    }
+    bytes.truncate(len);
+    Ok(bytes)
+}
+
+/// `len` zero bytes, allocated zeroed (the system maps large ones lazily), or an
+/// out-of-memory error.
+fn zeroed(len: usize) -> io::Result<Vec<u8>> {
+    if len == 0 {
+        return Ok(Vec::new());
+    }
+    let out_of_memory = || io::Error::from(io::ErrorKind::OutOfMemory);
+    let layout = std::alloc::Layout::array::<u8>(len).map_err(|_| out_of_memory())?;
+    // SAFETY: `layout` has a size of `len` bytes, not zero.
+    let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
+    if ptr.is_null() {
+        return Err(out_of_memory());
+    }
+    // SAFETY: `ptr` was allocated by the global allocator with the layout of `len`
+    // bytes (alignment 1), which is what a `Vec<u8>` of capacity `len` holds; all `len`
+    // bytes are initialized (zeroed).
+    Ok(unsafe { Vec::from_raw_parts(ptr, len, len) })
 }
 
 /// [`read_input`] for callers whose errors carry an [`io::Error`] and the path: the
@@ -384,6 +436,49 @@ pub(crate) mod tests {
     use super::*;
     use std::ffi::CString;
     use std::os::unix::ffi::OsStrExt;
+
+    /// A reader that returns at most `step` bytes per read.
+    struct Trickle<'a> {
+        bytes: &'a [u8],
+        step: usize,
+    }
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = buf.len().min(self.step).min(self.bytes.len());
+            buf[..n].copy_from_slice(&self.bytes[..n]);
+            self.bytes = &self.bytes[n..];
+            Ok(n)
+        }
+    }
+
+    /// A sparse read gives the bytes read, zero pieces or not, whatever the size hint
+    /// and however the reads are cut.
+    #[test]
+    fn sparse_reads_give_every_byte() {
+        let mut bytes = vec![0u8; 5 * READ_CHUNK + 4321];
+        for (i, b) in bytes.iter_mut().enumerate() {
+            // Runs of zeros, pieces with one byte set, and data.
+            if (i / 4096) % 3 == 1 || i % 9973 == 0 {
+                *b = (i % 251) as u8 | 1;
+            }
+        }
+        for step in [1000, 4096, READ_CHUNK, usize::MAX] {
+            for hint in [0, 100, bytes.len(), bytes.len() + 5000] {
+                let read = read_sparse(
+                    Trickle {
+                        bytes: &bytes,
+                        step,
+                    },
+                    hint,
+                )
+                .unwrap();
+                assert!(read == bytes, "step {step}, hint {hint}");
+            }
+        }
+        assert!(read_sparse(io::empty(), 0).unwrap().is_empty());
+        assert!(read_sparse(io::empty(), 10).unwrap().is_empty());
+    }
 
     /// A fresh, empty scratch directory for one test.
     pub(crate) fn scratch(name: &str) -> PathBuf {

@@ -571,21 +571,39 @@ impl FileTreeBuilder {
             usize::try_from(data_offset + data_len).map_err(|_| TreeBuildError::TooLarge {
                 what: "it does not fit in memory",
             })?;
-        let mut blob = Vec::with_capacity(total);
-        blob.extend_from_slice(header.as_bytes());
+        // A zeroed allocation, into which only bytes other than zero are copied: the
+        // pages of a large zero-filled file are then never written, and a system that
+        // hands out zeroed memory lazily never backs them.
+        let mut blob = vec![0u8; total];
+        let mut at = 0;
+        let mut put = |bytes: &[u8]| {
+            blob[at..at + bytes.len()].copy_from_slice(bytes);
+            at += bytes.len();
+        };
+        put(header.as_bytes());
         for inode in &inodes {
-            blob.extend_from_slice(inode.as_bytes());
+            put(inode.as_bytes());
         }
-        blob.extend_from_slice(&names);
+        put(&names);
         for (inode, (node, _, _)) in inodes.iter().zip(&order) {
             if let Node::File { data, .. } = node {
-                // data_offset + data_off <= total, a usize.
-                blob.resize((data_offset + inode.data_off) as usize, 0);
-                blob.extend_from_slice(data);
+                // data_offset + data_off + size <= total, a usize.
+                let start = (data_offset + inode.data_off) as usize;
+                copy_nonzero(&mut blob[start..start + data.len()], data);
             }
         }
-        blob.resize(total, 0);
         Ok(blob)
+    }
+}
+
+/// Copy `src` into `dst`, which holds zeros and is as long, 4 KiB at a time, leaving
+/// out the pieces of `src` that are all zeros.
+fn copy_nonzero(dst: &mut [u8], src: &[u8]) {
+    const PIECE: usize = 4096;
+    for (dst, src) in dst.chunks_mut(PIECE).zip(src.chunks(PIECE)) {
+        if src.iter().any(|&b| b != 0) {
+            dst.copy_from_slice(src);
+        }
     }
 }
 
@@ -724,6 +742,35 @@ mod tests {
             FileTreeBuilder::new(b"hello").unwrap().summary(),
             TreeSummary::default()
         );
+    }
+
+    /// The blob starts zeroed and only pieces of files with other bytes are copied into
+    /// it: files of zeros, and zero pieces of other files, read back whole all the same.
+    #[test]
+    fn zero_pieces_of_files_read_back() {
+        let mut mixed = vec![0u8; 3 * 4096 + 100];
+        mixed[4096 + 7] = 1;
+        mixed[3 * 4096 + 99] = 2;
+        let files: [(&[u8], Vec<u8>); 4] = [
+            (b"/a/zeros", vec![0; 2 * 4096 + 1]),
+            (b"/a/mixed", mixed),
+            (b"/a/short", b"xyz".to_vec()),
+            (b"/a/ones", vec![0xFF; 4096]),
+        ];
+        let mut b = FileTreeBuilder::new(b"app").unwrap();
+        for (path, data) in &files {
+            b.add_file(path, data.clone(), 0o644).unwrap();
+        }
+        let blob = b.build().unwrap();
+        let tree = FileTree::parse(&blob).unwrap();
+        for (path, data) in &files {
+            let inode = tree.inode(resolve(&tree, path).unwrap()).unwrap();
+            assert!(
+                tree.file_bytes(&inode).unwrap() == data.as_slice(),
+                "{}",
+                String::from_utf8_lossy(path)
+            );
+        }
     }
 
     #[test]

@@ -136,7 +136,8 @@ pub struct PlatformMeasurement {
     pub cpus: u32,
     /// The SEV-SNP launch digest or the TDX MRTD of a guest with `cpus` vCPUs.
     pub measurement: [u8; MEASUREMENT_SIZE],
-    /// What it covers, in launch order (on SEV-SNP a VMSA region per vCPU).
+    /// What it covers, in launch order (on SEV-SNP a VMSA region per vCPU); empty when
+    /// not asked for ([`measure_bytes_with`]).
     pub regions: Vec<MeasuredRegion>,
     /// The guest policy the image declares for the platform (not measured;
     /// [`nacre_loader::LoadedImage::guest_policy`]).
@@ -159,12 +160,26 @@ impl PlatformMeasurement {
 }
 
 /// The measurements of the image `bytes` on `platform` for a guest with `cpus` vCPUs,
-/// SEV-SNP first. A platform the image does not serve, or an image that does not load,
-/// is an error.
+/// SEV-SNP first, with their regions. A platform the image does not serve, or an image
+/// that does not load, is an error.
 pub fn measure_bytes(
     bytes: &[u8],
     platform: MeasurePlatform,
     cpus: u32,
+) -> Result<Vec<PlatformMeasurement>, ImageError> {
+    measure_bytes_with(bytes, platform, cpus, true)
+}
+
+/// [`measure_bytes`], with the regions only when `regions` is set (`--explain`): each
+/// region's SHA-384 reads every byte of its pages once more, which for an image of
+/// many pages costs more than the measurement itself (a run of pages that share their
+/// data is hashed once for SEV-SNP's digest, but a region's digest is over all of it).
+/// Without them [`PlatformMeasurement::regions`] is empty.
+pub fn measure_bytes_with(
+    bytes: &[u8],
+    platform: MeasurePlatform,
+    cpus: u32,
+    regions: bool,
 ) -> Result<Vec<PlatformMeasurement>, ImageError> {
     let platforms = match platform {
         MeasurePlatform::Kind(kind) => vec![kind],
@@ -178,7 +193,11 @@ pub fn measure_bytes(
                 platform,
                 cpus,
                 measurement: image.measurement_for_cpus(cpus),
-                regions: image.measured_regions_for_cpus(cpus),
+                regions: if regions {
+                    image.measured_regions_for_cpus(cpus)
+                } else {
+                    Vec::new()
+                },
                 guest_policy: image.guest_policy,
                 debug: image.debug(),
             })
@@ -361,7 +380,7 @@ pub fn run(a: &MeasureArgs) -> anyhow::Result<()> {
         crate::files::check_output(out).context("--policy-out")?;
     }
     let bytes = crate::files::read_input(&a.image, crate::files::IMAGE)?;
-    let measurements = measure_bytes(&bytes, a.platform, a.cpus)
+    let measurements = measure_bytes_with(&bytes, a.platform, a.cpus, a.explain)
         .with_context(|| format!("cannot measure {}", a.image.display()))?;
     if let Some(out) = &a.policy_out {
         let text = policy_text(&a.image, &measurements);

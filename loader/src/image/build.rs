@@ -16,7 +16,7 @@
 //!    hold only bss as zero pages \[both\];
 //! 7. the app ELF file verbatim from `APP_IMAGE_GPA`, then the argument blob from the
 //!    next page, then the file tree (`nacre_shared_abi::filetree`) from the page after
-//!    the arguments \[both\];
+//!    the arguments, each page of only zeros as a zero page \[both\];
 //! 8. the TDX reset page at `TDX_RESET_PAGE_GPA`, the firmware's reset page segment
 //!    zero-padded to 4 KiB \[TDX\];
 //! 9. the host parameter page (memory map) at `HOST_PARAM_GPA`, unmeasured \[both\];
@@ -282,11 +282,22 @@ pub(super) fn page_data(gpa: u64, mask: u32, data: Vec<u8>) -> IgvmDirectiveHead
     }
 }
 
-/// Data pages holding `bytes` from `gpa` (page-aligned), the last one zero-padded.
+/// Pages holding `bytes` from `gpa` (page-aligned), the last one zero-padded: a data
+/// page for each, except that a page of only zeros is a zero page (no file data). Both
+/// are measured as the same 4096 bytes on every platform and in the image digest
+/// (module [`crate::image`], "Launch measurement"), so this changes no measurement; it
+/// keeps a run of zeros (a large zero-filled file) from costing a page buffer per page
+/// here and a lookup of that buffer in the `igvm` serializer's table of the data it
+/// wrote already.
 fn push_bytes(directives: &mut Vec<IgvmDirectiveHeader>, mask: u32, gpa: u64, bytes: &[u8]) {
     for (page_gpa, chunk) in (gpa..).step_by(PAGE).zip(bytes.chunks(PAGE)) {
-        let mut data = chunk.to_vec();
-        data.resize(PAGE, 0);
+        let data = if chunk.iter().all(|&b| b == 0) {
+            Vec::new()
+        } else {
+            let mut data = chunk.to_vec();
+            data.resize(PAGE, 0);
+            data
+        };
         directives.push(page_data(page_gpa, mask, data));
     }
 }

@@ -25,9 +25,11 @@ use nacre_shared_abi::layout::{
 };
 use serde::{Serialize, Serializer};
 use sha2::{Digest, Sha384};
+use std::collections::HashMap;
+use std::marker::PhantomData;
 
 use super::load::{LoadedImage, PageContents};
-use crate::measure::snp::{LaunchDigest, PageType, VMSA_GPA};
+use crate::measure::snp::{contents_digest, LaunchDigest, PageType, VMSA_GPA};
 use crate::measure::tdx::Mrtd;
 use crate::measure::MEASUREMENT_SIZE;
 
@@ -281,6 +283,27 @@ fn region_of(image: &LoadedImage, gpa: u64) -> RegionKind {
     }
 }
 
+/// The SHA-384 of each page buffer measured so far (PAGE_INFO's CONTENTS, docs/specs.md
+/// 5.1), by the buffer's address: pages that share a buffer (every zero page is the one
+/// static page of zeros, and pages whose IGVM headers name the same file data share
+/// one [`PageContents::Data`] buffer) are hashed once. Only buffers borrowed from the
+/// image for the whole measurement are looked up, so an address names one buffer.
+#[derive(Debug, Default)]
+struct ContentsDigests<'a> {
+    known: HashMap<*const [u8; PAGE], [u8; MEASUREMENT_SIZE]>,
+    _borrowed: PhantomData<&'a [u8; PAGE]>,
+}
+
+impl<'a> ContentsDigests<'a> {
+    /// CONTENTS of a NORMAL or VMSA page holding `page`.
+    fn of(&mut self, page: &'a [u8; PAGE]) -> [u8; MEASUREMENT_SIZE] {
+        *self
+            .known
+            .entry(core::ptr::from_ref(page))
+            .or_insert_with(|| contents_digest(page))
+    }
+}
+
 /// The measurement the platform computes while the host launches `image` with `cpus`
 /// vCPUs, from the first page: the SEV-SNP launch digest or the TDX MRTD.
 pub(super) fn measure(image: &LoadedImage, cpus: u32) -> [u8; MEASUREMENT_SIZE] {
@@ -288,9 +311,15 @@ pub(super) fn measure(image: &LoadedImage, cpus: u32) -> [u8; MEASUREMENT_SIZE] 
     match image.platform {
         PlatformKind::Snp => {
             let mut digest = LaunchDigest::new();
+            let mut contents = ContentsDigests::default();
             for page in pages {
                 if let LaunchPageType::Snp(page_type) = page.page_type {
-                    digest.add_page(page.gpa, page_type, page.contents.unwrap_or(&ZERO_PAGE));
+                    let measured = if page_type.measures_contents() {
+                        contents.of(page.contents.unwrap_or(&ZERO_PAGE))
+                    } else {
+                        [0; MEASUREMENT_SIZE]
+                    };
+                    digest.add_page_info(page.gpa, page_type, &measured);
                 }
             }
             digest.finish()

@@ -12,9 +12,20 @@
 //! information's digest ([`super::digest`]). Directives of the other platform only are
 //! skipped once their mask is checked; the `igvm` crate checks nothing about GPAs, so
 //! two platforms may give the same GPA different pages.
+//!
+//! Page data is never copied per directive. An IGVM page header only names a file
+//! offset, and the `igvm` serializer writes identical pages once, so a file of a few
+//! megabytes can hold a gigabyte of zero pages: 24-byte headers that all name the same
+//! 4 KiB of zeros. The `igvm` parser would copy those 4 KiB for every header, so
+//! [`parse`] gives it the headers with every page's file offset cleared (a page without
+//! data, which the parser does not copy) and reads each page's data from the file
+//! itself; pages that name the same file offset share one [`PageContents::Data`]
+//! buffer. Memory then grows with the file's size, never with the pages it describes.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
+use core::mem::{offset_of, size_of};
 use igvm::snp_defs::SevVmsa;
 use igvm::{IgvmDirectiveHeader, IgvmFile, IgvmPlatformHeader};
 use igvm_defs::{
@@ -30,7 +41,7 @@ use nacre_shared_abi::layout::{
     INITIAL_PT_PAGES, MAX_GUEST_MEMORY, MIN_GUEST_MEMORY, NULL_GUARD_END, PAGE_SIZE_4K,
     SECRETS_PAGE_GPA, SNP_CPUID_PAGE_GPA, SNP_VMSA_GPA, TDX_MAX_GUEST_MEMORY, TDX_RESET_PAGE_GPA,
 };
-use zerocopy::FromBytes;
+use zerocopy::{FromBytes, IntoBytes};
 
 use super::digest::ImageDigest;
 use super::launch;
@@ -43,8 +54,9 @@ const PAGE: usize = PAGE_SIZE_4K as usize;
 /// The contents of one measured page.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PageContents {
-    /// A measured normal page with these bytes.
-    Data(Box<[u8; PAGE]>),
+    /// A measured normal page with these bytes. Pages whose IGVM headers name the same
+    /// file data share one buffer ([`load_image`]).
+    Data(Arc<[u8; PAGE]>),
     /// A measured page of zeros.
     Zero,
     /// The SEV-SNP secrets page: the security processor fills it at launch (its
@@ -62,6 +74,19 @@ impl PageContents {
         match self {
             Self::Data(bytes) => bytes,
             Self::Zero | Self::Secrets | Self::Cpuid => &ZERO,
+        }
+    }
+
+    /// Whether the image gives the page as 4096 zero bytes: a zero page, or a data page
+    /// of zeros (an image written by other means than [`super::build_image`], which
+    /// writes those as zero pages, may name one block of zeros for many pages). A host
+    /// whose guest RAM starts zeroed need not copy such a page. `false` for the secrets
+    /// and CPUID pages, whose contents are not the image's.
+    pub fn is_zeros(&self) -> bool {
+        match self {
+            Self::Zero => true,
+            Self::Data(bytes) => bytes.iter().all(|&b| b == 0),
+            Self::Secrets | Self::Cpuid => false,
         }
     }
 }
@@ -237,8 +262,7 @@ impl PlatformMasks {
 /// header checks [`load_image`] makes. A listed platform may still fail to load (for
 /// example a TDX view whose image needs more memory than a TD can have).
 pub fn image_platforms(bytes: &[u8]) -> Result<Vec<PlatformKind>, ImageError> {
-    prescan(bytes)?;
-    let file = IgvmFile::new_from_binary(bytes, None).map_err(ImageError::Parse)?;
+    let (file, _) = parse(bytes)?;
     let masks = PlatformMasks::new(file.platforms())?;
     masks.policies(&file)?;
     Ok(masks.kinds())
@@ -248,8 +272,7 @@ pub fn image_platforms(bytes: &[u8]) -> Result<Vec<PlatformKind>, ImageError> {
 /// [`super::build_image`] (or any IGVM file of the same shape). Never panics on bad
 /// input.
 pub fn load_image(bytes: &[u8], platform: PlatformKind) -> Result<LoadedImage, ImageError> {
-    prescan(bytes)?;
-    let file = IgvmFile::new_from_binary(bytes, None).map_err(ImageError::Parse)?;
+    let (file, page_offsets) = parse(bytes)?;
     let masks = PlatformMasks::new(file.platforms())?;
     let mask = masks.of(platform)?;
     let guest_policy = masks.policies(&file)?.of(platform);
@@ -272,6 +295,10 @@ pub fn load_image(bytes: &[u8], platform: PlatformKind) -> Result<LoadedImage, I
     let mut memory_map = false;
     let mut param_gpa: Option<u64> = None;
     let mut vp_context: Option<(u64, Box<SevVmsa>)> = None;
+    // The file offset of each page directive's data, in order (`parse`), and the one
+    // buffer of each offset's data read so far.
+    let mut page_offsets = page_offsets.into_iter();
+    let mut page_data: BTreeMap<u32, Arc<[u8; PAGE]>> = BTreeMap::new();
 
     for (index, directive) in file.directives().iter().enumerate() {
         match directive {
@@ -280,11 +307,17 @@ pub fn load_image(bytes: &[u8], platform: PlatformKind) -> Result<LoadedImage, I
                 compatibility_mask,
                 flags,
                 data_type,
-                data,
+                data: _,
             } => {
+                // `parse` found one offset per page header, in the order the `igvm`
+                // parser keeps them.
+                let file_offset = page_offsets.next().ok_or(ImageError::Corrupt {
+                    reason: "the page headers do not match the parsed page directives",
+                })?;
                 if !applies(index, *compatibility_mask)? {
                     continue;
                 }
+                let has_data = file_offset != 0;
                 let gpa = *gpa;
                 if *flags != IgvmPageDataFlags::new() {
                     return Err(ImageError::UnsupportedPage {
@@ -293,10 +326,7 @@ pub fn load_image(bytes: &[u8], platform: PlatformKind) -> Result<LoadedImage, I
                     });
                 }
                 let secrets = *data_type == IgvmPageDataType::SECRETS;
-                if secrets
-                    && (platform != PlatformKind::Snp
-                        || gpa != SECRETS_PAGE_GPA
-                        || !data.is_empty())
+                if secrets && (platform != PlatformKind::Snp || gpa != SECRETS_PAGE_GPA || has_data)
                 {
                     return Err(ImageError::UnsupportedPage {
                         gpa,
@@ -304,10 +334,7 @@ pub fn load_image(bytes: &[u8], platform: PlatformKind) -> Result<LoadedImage, I
                     });
                 }
                 let cpuid = *data_type == IgvmPageDataType::CPUID_DATA;
-                if cpuid
-                    && (platform != PlatformKind::Snp
-                        || gpa != SNP_CPUID_PAGE_GPA
-                        || !data.is_empty())
+                if cpuid && (platform != PlatformKind::Snp || gpa != SNP_CPUID_PAGE_GPA || has_data)
                 {
                     return Err(ImageError::UnsupportedPage {
                         gpa,
@@ -333,13 +360,26 @@ pub fn load_image(bytes: &[u8], platform: PlatformKind) -> Result<LoadedImage, I
                     PageContents::Secrets
                 } else if cpuid {
                     PageContents::Cpuid
-                } else if data.is_empty() {
+                } else if !has_data {
                     PageContents::Zero
                 } else {
-                    let mut page = Box::new([0u8; PAGE]);
-                    let len = data.len().min(PAGE);
-                    page[..len].copy_from_slice(&data[..len]);
-                    PageContents::Data(page)
+                    let shared = match page_data.get(&file_offset) {
+                        Some(shared) => Arc::clone(shared),
+                        None => {
+                            // The prescan checked that the page lies inside the file.
+                            let start = file_offset as usize;
+                            let page: [u8; PAGE] = bytes
+                                .get(start..start + PAGE)
+                                .and_then(|data| data.try_into().ok())
+                                .ok_or(ImageError::Corrupt {
+                                    reason: "a page's data lies outside the file data section",
+                                })?;
+                            let shared = Arc::new(page);
+                            page_data.insert(file_offset, Arc::clone(&shared));
+                            shared
+                        }
+                    };
+                    PageContents::Data(shared)
                 };
                 pages.push(ImagePage { gpa, contents });
             }
@@ -707,10 +747,95 @@ const fn align_8(x: usize) -> usize {
     (x + 7) & !7
 }
 
+/// What [`prescan`] found in the variable headers that [`parse`] needs.
+#[derive(Debug, Default)]
+struct Scan {
+    /// Where the file data section starts: the end of the variable headers.
+    data_start: usize,
+    /// For each page header, in file order: the file position of its `file_offset`
+    /// field and the field's value (0: a page without data).
+    pages: Vec<(usize, u32)>,
+    /// For the VP context header, if any: the file position of its `file_offset` field
+    /// and the field's value.
+    vp_context: Option<(usize, u32)>,
+}
+
+/// Parse the IGVM file `bytes` with the `igvm` crate, after the [`prescan`], without
+/// letting the parser copy any page's data (module documentation): the parser is given
+/// a copy of the fixed header and the variable headers in which every page header names
+/// no file data (a page without data, which the parser leaves empty) and the VP
+/// context names its VMSA at the start of a file data section holding only that page;
+/// the copy's size and checksum are set for it, once the file's own checksum has been
+/// checked as the parser would. Returns the parsed file and, for every page directive
+/// in order, the file offset of its data in `bytes` (0: none), which the prescan
+/// checked to lie inside the file data section.
+fn parse(bytes: &[u8]) -> Result<(IgvmFile, Vec<u32>), ImageError> {
+    let scan = prescan(bytes)?;
+    // The prescan read the fixed header and checked that its offsets lie in the file.
+    let (fixed, _) =
+        IGVM_FIXED_HEADER::read_from_prefix(bytes).map_err(|_| ImageError::Truncated {
+            actual: bytes.len(),
+        })?;
+    let headers_start = fixed.variable_header_offset as usize;
+    let checksum = |fixed: &IGVM_FIXED_HEADER, headers: &[u8]| {
+        let mut hasher = crc32fast::Hasher::new();
+        hasher.update(
+            IGVM_FIXED_HEADER {
+                checksum: 0,
+                ..*fixed
+            }
+            .as_bytes(),
+        );
+        hasher.update(headers);
+        hasher.finalize()
+    };
+    let expected = checksum(&fixed, &bytes[headers_start..scan.data_start]);
+    if expected != fixed.checksum {
+        return Err(ImageError::Parse(igvm::Error::InvalidChecksum {
+            expected,
+            header_value: fixed.checksum,
+        }));
+    }
+
+    let mut copy = Vec::with_capacity(scan.data_start + PAGE);
+    copy.extend_from_slice(&bytes[..scan.data_start]);
+    let mut set_offset = |field: usize, offset: u32| {
+        copy[field..field + 4].copy_from_slice(&offset.to_le_bytes());
+    };
+    for &(field, _) in &scan.pages {
+        set_offset(field, 0);
+    }
+    let vmsa = scan.vp_context.map(|(field, offset)| {
+        let data_start = u32::try_from(scan.data_start).unwrap_or(u32::MAX);
+        set_offset(field, data_start);
+        offset as usize
+    });
+    match vmsa {
+        // The prescan checked that the VMSA's page lies in the file data section.
+        Some(offset) => copy.extend_from_slice(&bytes[offset..offset + PAGE]),
+        // The parser wants file data after the headers.
+        None => copy.extend_from_slice(&[0; 8]),
+    }
+    let mut copy_fixed = fixed;
+    copy_fixed.total_file_size = u32::try_from(copy.len()).map_err(|_| ImageError::Corrupt {
+        reason: "the variable headers extend to or past the end of the file",
+    })?;
+    copy_fixed.checksum = checksum(&copy_fixed, &copy[headers_start..scan.data_start]);
+    copy[..size_of::<IGVM_FIXED_HEADER>()].copy_from_slice(copy_fixed.as_bytes());
+
+    let file = IgvmFile::new_from_binary(&copy, None).map_err(ImageError::Parse)?;
+    Ok((
+        file,
+        scan.pages.into_iter().map(|(_, offset)| offset).collect(),
+    ))
+}
+
 /// Check the fixed header and walk the variable headers before the `igvm` parser does:
 /// only the header types nacre images use, with their exact lengths, and every file
-/// offset inside the file data section. See the module documentation for why.
-fn prescan(bytes: &[u8]) -> Result<(), ImageError> {
+/// offset inside the file data section; at most one VP context, and no parameter area
+/// with initial data (nacre images have neither). See the module documentation for
+/// why. Returns what [`parse`] needs of the headers.
+fn prescan(bytes: &[u8]) -> Result<Scan, ImageError> {
     let magic = IGVM_MAGIC_VALUE.to_le_bytes();
     let magic_len = bytes.len().min(magic.len());
     if bytes.is_empty() || bytes[..magic_len] != magic[..magic_len] {
@@ -742,6 +867,10 @@ fn prescan(bytes: &[u8]) -> Result<(), ImageError> {
     if data_start >= bytes.len() {
         return corrupt("the variable headers extend to or past the end of the file");
     }
+    let mut scan = Scan {
+        data_start,
+        ..Scan::default()
+    };
     let in_file_data = |file_offset: u32, len: u64| {
         let start = u64::from(file_offset);
         start >= data_start as u64
@@ -815,6 +944,10 @@ fn prescan(bytes: &[u8]) -> Result<(), ImageError> {
                 if page.file_offset != 0 && !in_file_data(page.file_offset, PAGE_SIZE_4K) {
                     return corrupt("a page's data lies outside the file data section");
                 }
+                let field = offset
+                    + size_of::<IGVM_VHS_VARIABLE_HEADER>()
+                    + offset_of!(IGVM_VHS_PAGE_DATA, file_offset);
+                scan.pages.push((field, page.file_offset));
             }
             IgvmVariableHeaderType::IGVM_VHT_PARAMETER_AREA => {
                 let (area, _) = IGVM_VHS_PARAMETER_AREA::read_from_prefix(body).map_err(|_| {
@@ -824,6 +957,13 @@ fn prescan(bytes: &[u8]) -> Result<(), ImageError> {
                 })?;
                 if area.file_offset != 0 && !in_file_data(area.file_offset, area.number_of_bytes) {
                     return corrupt("a parameter area's data lies outside the file data section");
+                }
+                // Refused here, before the parser would copy the data for each such
+                // header.
+                if area.file_offset != 0 {
+                    return Err(ImageError::BadParameterArea {
+                        reason: "the parameter area has initial contents",
+                    });
                 }
             }
             IgvmVariableHeaderType::IGVM_VHT_VP_CONTEXT => {
@@ -840,12 +980,21 @@ fn prescan(bytes: &[u8]) -> Result<(), ImageError> {
                 if !in_file_data(context.file_offset, PAGE_SIZE_4K) {
                     return corrupt("the VMSA lies outside the file data section");
                 }
+                if scan.vp_context.is_some() {
+                    return Err(ImageError::BadVpContext {
+                        reason: "the file has more than one VP context",
+                    });
+                }
+                let field = offset
+                    + size_of::<IGVM_VHS_VARIABLE_HEADER>()
+                    + offset_of!(IGVM_VHS_VP_CONTEXT, file_offset);
+                scan.vp_context = Some((field, context.file_offset));
             }
             _ => {}
         }
         rest = &rest[core::mem::size_of::<IGVM_VHS_VARIABLE_HEADER>() + body.len()..];
     }
-    Ok(())
+    Ok(scan)
 }
 
 #[cfg(test)]

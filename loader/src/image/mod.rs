@@ -592,9 +592,9 @@ mod tests {
     }
 
     fn page(bytes: &[u8]) -> PageContents {
-        let mut page = Box::new([0u8; PAGE]);
+        let mut page = [0u8; PAGE];
         page[..bytes.len()].copy_from_slice(bytes);
-        PageContents::Data(page)
+        PageContents::Data(page.into())
     }
 
     #[test]

@@ -120,6 +120,9 @@ pub fn launch(image: &LoadedImage, config: &LaunchConfig) -> Result<Vm, SetupErr
     for ImagePage { gpa, contents } in &image.pages {
         let page_type = contents.snp_page_type();
         match contents {
+            // Guest RAM is a new memfd, all zeros: a page of zeros is not copied (an
+            // image can hold a gigabyte of them in a few megabytes).
+            PageContents::Data(_) | PageContents::Zero if contents.is_zeros() => {}
             PageContents::Data(bytes) => snp.mem.write(*gpa, &bytes[..])?,
             PageContents::Secrets => snp.mem.write(*gpa, &sp.secrets_page())?,
             PageContents::Cpuid => {

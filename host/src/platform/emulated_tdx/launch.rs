@@ -56,8 +56,13 @@ pub fn launch(image: &LoadedImage, config: &LaunchConfig) -> Result<Vm, SetupErr
             reset = Some(HostPage::map(&vm, RESET_PAGE_SLOT, *gpa, bytes)?);
             continue;
         }
-        if let PageContents::Data(bytes) = contents {
-            tdx.mem.write(*gpa, &bytes[..])?;
+        // Guest RAM is a new memfd, all zeros: a page of zeros is not copied (an image
+        // can hold a gigabyte of them in a few megabytes).
+        match contents {
+            PageContents::Data(bytes) if !contents.is_zeros() => {
+                tdx.mem.write(*gpa, &bytes[..])?;
+            }
+            _ => {}
         }
         tdx.add_page(*gpa, true).map_err(SetupError::Image)?;
         launched.push(*gpa / PAGE_SIZE_4K);
