@@ -12,7 +12,8 @@
 //! `/proc` (0o755) with an empty `/proc/self` (0o555), in which the firmware overlays
 //! `/dev/null`, `/proc/self/exe` and the like, and the app itself as `/app/NAME` (0o755;
 //! an inode of kind "app", whose bytes the firmware supplies from the app image). Users
-//! may not add anything under `/dev` or `/proc`, nor at `/app/NAME`.
+//! may not add anything under `/dev` or `/proc`, nor at `/app/NAME`. `/etc/passwd` and
+//! `/etc/group` ([`DEFAULT_FILES`]) are there too unless the user adds their own.
 //!
 //! Every inode has a modification time: the one it was added with, else (nacre's own
 //! directories, missing parents, whatever was added without one) the latest time in
@@ -35,6 +36,18 @@ use zerocopy::{FromZeros, IntoBytes};
 /// Mode of the directories the builder creates: the root, `/dev`, `/proc`, `/app` and
 /// the missing parents of what is added.
 pub const DEFAULT_DIR_MODE: u16 = 0o755;
+/// Files every image has unless the user packages their own at the same path: the
+/// user and group databases, so that user and group lookups (`getpwuid(0)`, `id`)
+/// find the app's user (uid and gid 0, as the firmware reports) and `nobody`.
+pub const DEFAULT_FILES: [(&[u8], &[u8]); 2] = [
+    (
+        b"/etc/passwd",
+        b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
+    ),
+    (b"/etc/group", b"root:x:0:\nnogroup:x:65534:\n"),
+];
+/// Mode of [`DEFAULT_FILES`].
+const DEFAULT_FILE_MODE: u16 = 0o644;
 /// Mode of `/proc/self`.
 const PROC_SELF_MODE: u16 = 0o555;
 /// Mode of the app's inode.
@@ -135,6 +148,9 @@ enum Node {
         mode: u16,
         mtime: Option<Mtime>,
         data: Vec<u8>,
+        /// One of nacre's defaults ([`DEFAULT_FILES`]), which a file the user adds at
+        /// its path replaces.
+        default: bool,
     },
     App,
 }
@@ -274,6 +290,16 @@ impl FileTreeBuilder {
             b"/sys/devices/system/cpu",
         )?;
         builder.add_app()?;
+        for (path, data) in DEFAULT_FILES {
+            let parts = components(path)?;
+            let file = Node::File {
+                mode: DEFAULT_FILE_MODE,
+                mtime: None,
+                data: data.to_vec(),
+                default: true,
+            };
+            builder.insert(&parts, file, path)?;
+        }
         Ok(builder)
     }
 
@@ -361,7 +387,13 @@ impl FileTreeBuilder {
             });
         }
         let mode = mask(mode);
-        self.insert(&parts, Node::File { mode, mtime, data }, guest_path)
+        let file = Node::File {
+            mode,
+            mtime,
+            data,
+            default: false,
+        };
+        self.insert(&parts, file, guest_path)
     }
 
     /// The components of a path a user adds, refusing nacre's reserved places.
@@ -404,6 +436,10 @@ impl FileTreeBuilder {
                 children.insert(last.to_vec(), leaf);
                 Ok(())
             }
+            (Some(existing @ Node::File { default: true, .. }), leaf @ Node::File { .. }) => {
+                *existing = leaf;
+                Ok(())
+            }
             (
                 Some(Node::Dir { mode, mtime, .. }),
                 Node::Dir {
@@ -433,6 +469,7 @@ impl FileTreeBuilder {
                     sum.directories += 1;
                     children.values().for_each(|child| walk(child, sum));
                 }
+                Node::File { default: true, .. } => {}
                 Node::File { data, .. } => {
                     sum.files += 1;
                     sum.file_bytes += data.len() as u64;
@@ -442,9 +479,9 @@ impl FileTreeBuilder {
         }
         let mut sum = TreeSummary::default();
         walk(&self.root, &mut sum);
-        // The root, /dev, /proc, /proc/self, /sys/devices/system/cpu (four) and /app
-        // are always there.
-        sum.directories = sum.directories.saturating_sub(9);
+        // The root, /dev, /proc, /proc/self, /sys/devices/system/cpu (four), /app and
+        // /etc are always there.
+        sum.directories = sum.directories.saturating_sub(10);
         sum
     }
 
@@ -681,30 +718,63 @@ mod tests {
     #[test]
     fn directories_count_their_subdirectories() {
         let mut b = FileTreeBuilder::new(b"hello").unwrap();
-        b.add_file(b"/etc/a", Vec::new(), 0o644).unwrap();
-        b.add_dir(b"/etc/b", 0o755).unwrap();
-        b.add_dir(b"/etc/b/c", 0o755).unwrap();
+        b.add_file(b"/opt/a", Vec::new(), 0o644).unwrap();
+        b.add_dir(b"/opt/b", 0o755).unwrap();
+        b.add_dir(b"/opt/b/c", 0o755).unwrap();
         let blob = b.build().unwrap();
         let tree = FileTree::parse(&blob).unwrap();
         let of = |path: &[u8]| {
             let i = tree.inode(resolve(&tree, path).unwrap()).unwrap();
             (i.child_count, i.subdirs)
         };
-        assert_eq!(of(b"/etc"), (2, 1));
-        assert_eq!(of(b"/etc/b"), (1, 1));
-        assert_eq!(of(b"/etc/b/c"), (0, 0));
-        // /app, /dev, /etc, /proc, /sys.
-        assert_eq!(of(b"/"), (5, 5));
-        assert_eq!(of(b"/etc/a"), (0, 0));
+        assert_eq!(of(b"/opt"), (2, 1));
+        assert_eq!(of(b"/opt/b"), (1, 1));
+        assert_eq!(of(b"/opt/b/c"), (0, 0));
+        // /app, /dev, /etc, /opt, /proc, /sys.
+        assert_eq!(of(b"/"), (6, 6));
+        assert_eq!(of(b"/opt/a"), (0, 0));
+    }
+
+    #[test]
+    fn the_users_files_replace_the_default_ones() {
+        let mut b = FileTreeBuilder::new(b"hello").unwrap();
+        b.add_file(
+            b"/etc/passwd",
+            b"app:x:1000:1000::/:/bin/false\n".to_vec(),
+            0o600,
+        )
+        .unwrap();
+        let blob = b.build().unwrap();
+        let tree = FileTree::parse(&blob).unwrap();
+        let passwd = tree.inode(resolve(&tree, b"/etc/passwd").unwrap()).unwrap();
+        assert_eq!(passwd.mode, 0o600);
+        assert_eq!(
+            tree.file_bytes(&passwd).unwrap(),
+            b"app:x:1000:1000::/:/bin/false\n"
+        );
+        let group = tree.inode(resolve(&tree, b"/etc/group").unwrap()).unwrap();
+        assert_eq!(tree.file_bytes(&group).unwrap(), DEFAULT_FILES[1].1);
+        // Only what the user added counts.
+        assert_eq!(b.summary().files, 1);
+        // A directory at a default file's path is still a conflict: it is a file.
+        let mut b = FileTreeBuilder::new(b"hello").unwrap();
+        assert!(matches!(
+            b.add_dir(b"/etc/group", 0o755),
+            Err(TreeBuildError::Conflict { .. })
+        ));
     }
 
     #[test]
     fn minimal_tree() {
         let blob = FileTreeBuilder::new(b"hello").unwrap().build().unwrap();
-        assert_eq!(blob.len(), 4096, "header, 10 inodes and names fit one page");
+        assert_eq!(
+            blob.len(),
+            3 * 4096,
+            "header, 13 inodes and names fit one page; /etc/group and /etc/passwd one each"
+        );
         let tree = FileTree::parse(&blob).unwrap();
-        assert_eq!(tree.inode_count(), 10);
-        let names: Vec<&[u8]> = (0..10)
+        assert_eq!(tree.inode_count(), 13);
+        let names: Vec<&[u8]> = (0..13)
             .map(|i| tree.name(&tree.inode(i).unwrap()).unwrap())
             .collect();
         // Breadth-first, sorted.
@@ -714,15 +784,23 @@ mod tests {
                 &b""[..],
                 b"app",
                 b"dev",
+                b"etc",
                 b"proc",
                 b"sys",
                 b"hello",
+                b"group",
+                b"passwd",
                 b"self",
                 b"devices",
                 b"system",
                 b"cpu"
             ]
         );
+        for (path, data) in DEFAULT_FILES {
+            let inode = tree.inode(resolve(&tree, path).unwrap()).unwrap();
+            assert_eq!((inode.kind(), inode.mode), (Ok(InodeKind::File), 0o644));
+            assert_eq!(tree.file_bytes(&inode).unwrap(), data);
+        }
         let expect = |path: &[u8], kind: InodeKind, mode: u16| {
             let inode = tree.inode(resolve(&tree, path).unwrap()).unwrap();
             assert_eq!(inode.kind(), Ok(kind), "{path:?}");
@@ -788,7 +866,7 @@ mod tests {
             b.summary(),
             TreeSummary {
                 files: 4,
-                directories: 3,
+                directories: 2,
                 file_bytes: 5008
             }
         );

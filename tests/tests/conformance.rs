@@ -492,6 +492,44 @@ fn packaged_times_and_link_counts_are_the_hosts() {
     });
 }
 
+/// User and group lookups find the app's user and `nobody` in the image's default
+/// `/etc/passwd` and `/etc/group` (glibc's and musl's), and a packaged `/etc/passwd`
+/// replaces the default one.
+#[test]
+fn user_lookups_answer_from_the_default_databases() {
+    require_kvm();
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    let dir = DIR.get_or_init(|| scratch_dir(tmp(), "conformance-users"));
+    let own = dir.join("passwd");
+    fs::write(&own, "app:x:0:0::/:/bin/false\n").expect("write a passwd file");
+    for toolchain in [Toolchain::Glibc, Toolchain::Musl] {
+        let users = built_app(dir, "users.c", toolchain);
+        let default = image(
+            &users,
+            &format!("users-{toolchain:?}"),
+            &PackageOptions::new(),
+        );
+        let replaced = image(
+            &users,
+            &format!("users-own-{toolchain:?}"),
+            &PackageOptions::new().file(&own, "/etc/passwd"),
+        );
+        on_each_platform(|platform| {
+            for (image, expected) in [
+                (&default, "root root\nnobody 65534\n"),
+                (&replaced, "app root\nnobody -1\n"),
+            ] {
+                let output = run_on(image, platform, &[]);
+                assert!(
+                    output.status.code() == Some(0) && output.stdout == expected.as_bytes(),
+                    "{toolchain:?}: expected {expected:?}\n{}",
+                    describe_output(&output)
+                );
+            }
+        });
+    }
+}
+
 // ---------------------------------------------------------------------------
 // POSIX
 

@@ -606,8 +606,9 @@ mod tests {
         let args_gpa = align_up(APP_IMAGE_GPA + app_size, PAGE_SIZE_4K);
         let args_blob = b"\x02\0\0\0\x02\0\0\0app\0--flag\0HOME=/\0EMPTY=\0";
         let fs_gpa = args_gpa + PAGE_SIZE_4K;
-        assert_eq!(sample.files.len(), PAGE);
-        let image_end = fs_gpa + PAGE_SIZE_4K;
+        // One page of structure, one each for /etc/group and /etc/passwd.
+        assert_eq!(sample.files.len(), 3 * PAGE);
+        let image_end = fs_gpa + 3 * PAGE_SIZE_4K;
         let mut expected_info = BootInfo {
             magic: BOOT_INFO_MAGIC,
             version: BOOT_INFO_VERSION,
@@ -624,7 +625,7 @@ mod tests {
             // Set below, once the pages are known.
             image_digest: [0; 32],
             fs_gpa,
-            fs_size: PAGE_SIZE_4K,
+            fs_size: 3 * PAGE_SIZE_4K,
         };
         let expected_vmsa = initial_vmsa(testelf::FIRMWARE_ENTRY - KERNEL_VA_BASE);
         assert_eq!(loaded.platform, PlatformKind::Snp);
@@ -657,7 +658,9 @@ mod tests {
             push(APP_IMAGE_GPA + i as u64 * PAGE_SIZE_4K, page(chunk));
         }
         push(args_gpa, page(args_blob));
-        push(fs_gpa, page(&sample.files));
+        for (i, chunk) in sample.files.chunks(PAGE).enumerate() {
+            push(fs_gpa + i as u64 * PAGE_SIZE_4K, page(chunk));
+        }
 
         // The digest: every page but the boot information's (GPA, then its bytes) in
         // order, then the VMSA.
@@ -1249,9 +1252,9 @@ mod tests {
         let loaded = load_snp(image).unwrap();
         let (pages, vmsa) = sample_file_data();
         // Boot information, four page tables, two firmware pages, the app, the args and
-        // the file tree.
+        // the file tree (its structure, /etc/group and /etc/passwd).
         let app_pages = sample_image_app_pages();
-        assert_eq!(pages.len(), 1 + 4 + 2 + app_pages + 1 + 1);
+        assert_eq!(pages.len(), 1 + 4 + 2 + app_pages + 1 + 3);
         for (gpa, offset) in pages {
             let page = loaded.pages.iter().find(|p| p.gpa == gpa).unwrap();
             assert_eq!(
