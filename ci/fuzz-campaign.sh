@@ -18,8 +18,10 @@
 #   --dev            build without optimization (quicker to build, slower to run)
 #   --sanitizer S    cargo-fuzz's sanitizer: address (default), none, ... A build
 #                    without AddressSanitizer runs the safe-Rust decoders (the
-#                    verifier, the loader) about twice as fast; it goes to a target
-#                    folder of its own so that the two builds do not replace each other.
+#                    verifier, the loader) about twice as fast. Each sanitizer's
+#                    build goes to tests/fuzz/target/campaign-S (or $CARGO_TARGET_DIR),
+#                    with the arithmetic of cryptography run uninstrumented
+#                    (tests/fuzz/build/untraced-rustc.sh).
 #   --summary        print the ledger's executions per target (all runs, every
 #                    sanitizer) and whether each reached the goal; fuzz nothing
 #   --goal N         the executions --summary asks of each target (default 10000000)
@@ -62,14 +64,11 @@ while [ $# -gt 0 ]; do
     --sanitizer)
         build_flags+=(--sanitizer "$2")
         sanitizer="$2"
-        if [ "$2" != address ] && [ -z "${CARGO_TARGET_DIR:-}" ]; then
-            export CARGO_TARGET_DIR="$repo_root/tests/fuzz/target/sanitizer-$2"
-        fi
         shift 2
         ;;
     --summary) summary=1; shift ;;
     --goal) goal="$2"; shift 2 ;;
-    -h | --help) sed -n '2,37p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,39p' "$0"; exit 0 ;;
     -*) echo "error: unknown option $1" >&2; exit 2 ;;
     *) targets+=("$1"); shift ;;
     esac
@@ -110,6 +109,13 @@ if [ -n "$summary" ]; then
     exit 0
 fi
 
+# The campaign's build leaves the arithmetic of cryptography uninstrumented (see
+# tests/fuzz/build/untraced-rustc.sh), in a target folder of its own per sanitizer so
+# that it and `cargo fuzz build`'s do not replace each other.
+export RUSTC_WRAPPER="$repo_root/$fuzz_dir/build/untraced-rustc.sh"
+if [ -z "${CARGO_TARGET_DIR:-}" ]; then
+    export CARGO_TARGET_DIR="$repo_root/$fuzz_dir/target/campaign-$sanitizer"
+fi
 echo "building ${#targets[@]} fuzz targets (cargo +$toolchain fuzz build ${build_flags[*]})"
 "${fuzz[@]}" build --fuzz-dir "$fuzz_dir" "${build_flags[@]}"
 # The targets are run as built (what `cargo fuzz run` would run), with no cargo
@@ -120,7 +126,7 @@ if [[ " ${build_flags[*]} " == *" --dev "* ]]; then
     profile=debug
     sanitizer="$sanitizer+dev"
 fi
-bin_dir="${CARGO_TARGET_DIR:-$repo_root/$fuzz_dir/target}/$triple/$profile"
+bin_dir="$CARGO_TARGET_DIR/$triple/$profile"
 commit="$(git rev-parse --short=12 HEAD)"
 if [ -n "$(git status --porcelain --untracked-files=no)" ]; then
     commit="$commit-dirty"
