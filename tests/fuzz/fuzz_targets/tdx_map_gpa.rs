@@ -27,6 +27,8 @@ fuzz_target!(|data: &[u8]| {
     let mut input = Bytes::new(data);
     let mut tdx = tdx_platform();
     let shared_bit = tdx.shared_bit();
+    // The attributes now: each call's are where the previous call's ended.
+    let mut now = TdxAttributes::of(&tdx);
     for _ in 0..8 {
         if input.is_empty() {
             break;
@@ -44,7 +46,7 @@ fuzz_target!(|data: &[u8]| {
         };
         let start = (gpa & !shared_bit) / PAGE_SIZE_4K;
         let end = start.saturating_add(size / PAGE_SIZE_4K);
-        let before = TdxAttributes::of(&tdx);
+        let before = now;
         let (mut at, mut left) = (gpa, size);
         // Where the range is done up to (a GFN), once the calls end.
         let mut done = start;
@@ -99,5 +101,6 @@ fuzz_target!(|data: &[u8]| {
                 "page {gfn:#x} became {new:?} outside {start:#x}..{end:#x}"
             );
         }
+        now = after;
     }
 });

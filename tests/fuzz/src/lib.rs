@@ -227,17 +227,24 @@ pub fn tdx_platform() -> EmulatedTdx {
 pub struct TdxAttributes(Vec<u8>);
 
 impl TdxAttributes {
-    /// The attributes of `tdx` now.
+    /// The attributes of `tdx` now: 64 pages the MMU holds shared (most of RAM here:
+    /// the hostcall area) in one look, the others a page at a time.
     pub fn of(tdx: &EmulatedTdx) -> Self {
-        Self(
-            (0..RAM / PAGE_SIZE_4K)
-                .map(|gfn| match tdx.mmu.attribute(gfn) {
+        let mut bytes = vec![0u8; (RAM / PAGE_SIZE_4K) as usize];
+        for (first, chunk) in (0..).step_by(64).zip(bytes.chunks_mut(64)) {
+            if tdx.mmu.is_shared(first, chunk.len() as u64) {
+                chunk.fill(2);
+                continue;
+            }
+            for (gfn, byte) in (first..).zip(chunk.iter_mut()) {
+                *byte = match tdx.mmu.attribute(gfn) {
                     None => 0,
                     Some(Kind::Private) => 1,
                     Some(Kind::Shared) => 2,
-                })
-                .collect(),
-        )
+                };
+            }
+        }
+        Self(bytes)
     }
 
     /// The attribute of `gfn`.
