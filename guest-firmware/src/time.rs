@@ -2,9 +2,9 @@
 //! (`docs/threat-model.md`): the host reports its wall-clock and monotonic time and the
 //! TSC frequency once; from then on the firmware counts TSC ticks itself, so the host
 //! cannot make time jump, and every reading is floored at the latest one, so time never
-//! goes backwards even where the host controls the TSC (`vdso/vvar.rs`, `ClockFloor`). Where CPUID leaf 0x15 gives
-//! the TSC frequency (TDX, whose TSC the TDX module virtualizes), that is used instead
-//! of the host's figure.
+//! goes backwards even where the host controls the TSC (`vdso/vvar.rs`, `ClockFloor`).
+//! Where CPUID leaf 0x15 gives the TSC frequency (TDX, whose TSC the TDX module
+//! virtualizes), that is used instead of the host's figure.
 //!
 //! The host is asked when the app is loaded, and the calibration is published in the
 //! vDSO's data page (`app/vdso.rs`): the app's clock reads through the vDSO compute
