@@ -354,19 +354,84 @@ pub(crate) fn verify_signed(
     if algorithm.oid == OID_RSASSA_PSS {
         check_amd_pss_params(algorithm.parameters.as_ref())?;
         let key = issuer.rsa_key()?;
+        let encoded = signature;
         let signature =
             rsa::pss::Signature::try_from(signature).map_err(|_| X509Error::SignatureEncoding)?;
-        rsa::pss::VerifyingKey::<Sha384>::new_with_salt_len(key, AMD_PSS_SALT_LEN)
-            .verify(tbs, &signature)
-            .map_err(|_| X509Error::BadSignature)
+        let verifier = rsa::pss::VerifyingKey::<Sha384>::new_with_salt_len(key, AMD_PSS_SALT_LEN);
+        signature_math(issuer, tbs, encoded, || {
+            verifier.verify(tbs, &signature).is_ok()
+        })
     } else if algorithm.oid == OID_ECDSA_WITH_SHA256 {
         let key = issuer.p256_key()?;
+        let encoded = signature;
         let signature = p256::ecdsa::Signature::from_der(signature)
             .map_err(|_| X509Error::SignatureEncoding)?;
-        key.verify(tbs, &signature)
-            .map_err(|_| X509Error::BadSignature)
+        signature_math(issuer, tbs, encoded, || key.verify(tbs, &signature).is_ok())
     } else {
         Err(X509Error::SignatureAlgorithm(algorithm.oid))
+    }
+}
+
+/// The verdict of `verify` (the arithmetic of one signature check, the key, message and
+/// signature already decoded) as `BadSignature` or success.
+///
+/// Fuzz builds (the `fuzzing` feature, `tests/fuzz`) remember the last verdicts by
+/// the exact bytes of issuer certificate, message and signature: the certificate
+/// chains the fuzz targets verify are the same on every input, and RSA-4096
+/// arithmetic would otherwise take most of their time. The verdict for given bytes
+/// never changes, so what is checked stays the same; only the arithmetic is not
+/// repeated.
+fn signature_math(
+    issuer: &Cert,
+    tbs: &[u8],
+    signature: &[u8],
+    verify: impl FnOnce() -> bool,
+) -> Result<(), X509Error> {
+    #[cfg(feature = "fuzzing")]
+    let verified = fuzz_memo::remembered(&[issuer.der(), tbs, signature], verify);
+    #[cfg(not(feature = "fuzzing"))]
+    let verified = {
+        let _ = (issuer, tbs, signature);
+        verify()
+    };
+    if verified {
+        Ok(())
+    } else {
+        Err(X509Error::BadSignature)
+    }
+}
+
+/// See [`signature_math`]: verdicts by the SHA-256 of their inputs, at most
+/// `CAPACITY` at once.
+#[cfg(feature = "fuzzing")]
+mod fuzz_memo {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    use sha2::{Digest, Sha256};
+
+    const CAPACITY: usize = 4096;
+
+    static VERDICTS: Mutex<Option<HashMap<[u8; 32], bool>>> = Mutex::new(None);
+
+    pub(super) fn remembered(parts: &[&[u8]], verify: impl FnOnce() -> bool) -> bool {
+        let mut hash = Sha256::new();
+        for part in parts {
+            hash.update((part.len() as u64).to_le_bytes());
+            hash.update(part);
+        }
+        let key: [u8; 32] = hash.finalize().into();
+        let mut verdicts = VERDICTS.lock().unwrap_or_else(|e| e.into_inner());
+        let verdicts = verdicts.get_or_insert_with(HashMap::new);
+        if let Some(&verified) = verdicts.get(&key) {
+            return verified;
+        }
+        let verified = verify();
+        if verdicts.len() >= CAPACITY {
+            verdicts.clear();
+        }
+        verdicts.insert(key, verified);
+        verified
     }
 }
 
@@ -438,6 +503,33 @@ pub(crate) fn display_name(name: &Name) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A verdict stands for the exact bytes it was reached on (the `fuzzing` feature
+    /// remembers verdicts): a good signature verifies again, and the same certificate
+    /// with one bit of its signature changed fails afterwards, and again.
+    #[test]
+    fn a_verdict_is_for_the_exact_bytes() {
+        let (ark, ask) =
+            crate::roots::amd_built_in_pem(nacre_shared_abi::snp::report::SnpProduct::Milan);
+        let ark = Cert::from_der_or_pem(ark).expect("Milan ARK");
+        let ask = Cert::from_der_or_pem(ask).expect("Milan ASK");
+        for _ in 0..2 {
+            ask.verify_issued_by(&ark)
+                .expect("AMD's ARK signed the ASK");
+        }
+        let mut der = ask.der().to_vec();
+        let last = der.len() - 1;
+        der[last] ^= 1;
+        let forged = Cert::from_der(&der).expect("still a certificate");
+        for _ in 0..2 {
+            assert!(matches!(
+                forged.verify_issued_by(&ark),
+                Err(X509Error::BadSignature)
+            ));
+        }
+        ask.verify_issued_by(&ark)
+            .expect("the original still verifies");
+    }
 
     #[test]
     fn garbage_is_an_error() {
