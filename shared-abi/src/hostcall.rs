@@ -51,6 +51,8 @@ pub enum HostcallOp {
     /// The host's clocks: a [`ClockReply`] in the data area (`len` is its size).
     Clock = 4,
     /// Sleep `arg` nanoseconds. The firmware checks the time that passed itself.
+    /// `result` 0, or [`crate::net::SLEEP_WOKEN_BY_NET`] when the host ended the sleep
+    /// early because network events are queued.
     Sleep = 5,
     /// Wait up to `arg2` nanoseconds ([`POLL_FOREVER`]: no limit) until one of the
     /// console conditions in the mask `arg` ([`POLL_STDIN_READABLE`], ...) holds;
@@ -67,6 +69,8 @@ pub enum HostcallOp {
     /// The firmware has booted and enters the app now, once (the end of the boot time
     /// the host reports). No data (`len` 0); `result` 0.
     AppEntry = 9,
+    /// A socket operation ([`crate::net`]): `arg` is the [`crate::net::NetOp`].
+    Net = 10,
 }
 
 /// What [`HostcallOp::Evidence`] carries.
@@ -103,6 +107,7 @@ impl TryFrom<u32> for HostcallOp {
             7 => Ok(Self::Terminal),
             8 => Ok(Self::Evidence),
             9 => Ok(Self::AppEntry),
+            10 => Ok(Self::Net),
             other => Err(other),
         }
     }
@@ -240,6 +245,7 @@ impl HostcallHeader {
                 Err(HostcallError::BadArg(self.arg))
             }
             HostcallOp::AppEntry if self.len != 0 => Err(HostcallError::BadLength(self.len)),
+            HostcallOp::Net => crate::net::check_request(self).map(|_| op),
             HostcallOp::Terminal => match terminal_reply_size(self.arg) {
                 None => Err(HostcallError::BadArg(self.arg)),
                 Some(size) if self.len < size => Err(HostcallError::BadLength(self.len)),
@@ -262,7 +268,9 @@ impl HostcallHeader {
         if self.status != 0 {
             // Only calls that can fail for a reason the app may see carry an errno.
             return match op {
-                HostcallOp::Write | HostcallOp::Read | HostcallOp::Terminal => Ok(Err(self.status)),
+                HostcallOp::Write | HostcallOp::Read | HostcallOp::Terminal | HostcallOp::Net => {
+                    Ok(Err(self.status))
+                }
                 _ => Err(HostcallError::BadReply),
             };
         }
@@ -271,7 +279,9 @@ impl HostcallHeader {
             HostcallOp::Clock => self.result == core::mem::size_of::<ClockReply>() as u64,
             HostcallOp::Terminal => Some(self.result) == terminal_reply_size(request.arg),
             HostcallOp::Poll => self.result & !request.arg == 0,
-            HostcallOp::Sleep | HostcallOp::AppEntry => self.result == 0,
+            HostcallOp::Sleep => self.result == 0 || self.result == crate::net::SLEEP_WOKEN_BY_NET,
+            HostcallOp::AppEntry => self.result == 0,
+            HostcallOp::Net => crate::net::reply_fits(request, self.result),
             HostcallOp::Exit | HostcallOp::Evidence => false,
         };
         if ok {
@@ -358,7 +368,7 @@ mod tests {
 
     fn arg() -> impl Strategy<Value = u64> {
         prop_oneof![
-            0..=8u64,
+            0..=16u64,
             Just(TCGETS),
             Just(TIOCGWINSZ),
             Just(0x5402u64),
@@ -368,7 +378,7 @@ mod tests {
 
     fn request() -> impl Strategy<Value = HostcallHeader> {
         (
-            prop_oneof![4 => 0u32..10, 1 => any::<u32>()],
+            prop_oneof![4 => 0u32..11, 1 => any::<u32>()],
             prop_oneof![4 => 0u32..4, 1 => any::<u32>()],
             len(),
             arg(),
@@ -443,16 +453,20 @@ mod tests {
                         }
                         HostcallOp::Exit => prop_assert!(h.arg2 <= h.len),
                         HostcallOp::AppEntry => prop_assert_eq!(h.len, 0),
+                        HostcallOp::Net => prop_assert!(crate::net::check_request(&h).is_ok()),
                         HostcallOp::Sleep => {}
                     }
                 }
                 Err(HostcallError::BadOp(op)) => {
                     prop_assert_eq!(op, h.op);
-                    prop_assert!(!(1..=9).contains(&op));
+                    prop_assert!(!(1..=10).contains(&op));
                 }
                 Err(HostcallError::BadLength(len)) => prop_assert_eq!(len, h.len),
                 Err(HostcallError::BadFd(fd)) => prop_assert_eq!(fd, h.fd),
-                Err(HostcallError::BadArg(a)) => prop_assert_eq!(a, h.arg),
+                Err(HostcallError::BadArg(a)) => {
+                    // A Net request's scalar is `arg2`.
+                    prop_assert!(a == h.arg || (h.op == HostcallOp::Net as u32 && a == h.arg2));
+                }
                 Err(HostcallError::BadReply) => prop_assert!(false, "BadReply from check_request"),
             }
         }
@@ -475,7 +489,11 @@ mod tests {
                             prop_assert!(n <= request.len);
                         }
                         Ok(HostcallOp::Poll) => prop_assert_eq!(n & !request.arg, 0),
-                        Ok(HostcallOp::Sleep | HostcallOp::AppEntry) => prop_assert_eq!(n, 0),
+                        Ok(HostcallOp::Sleep) => prop_assert!(n <= crate::net::SLEEP_WOKEN_BY_NET),
+                        Ok(HostcallOp::AppEntry) => prop_assert_eq!(n, 0),
+                        Ok(HostcallOp::Net) => {
+                            prop_assert!(crate::net::reply_fits(&request, n));
+                        }
                         Ok(HostcallOp::Exit | HostcallOp::Evidence) | Err(_) => {
                             prop_assert!(false, "no reply expected")
                         }
@@ -486,7 +504,10 @@ mod tests {
                     prop_assert_eq!(errno, reply.status);
                     prop_assert!(matches!(
                         HostcallOp::try_from(request.op),
-                        Ok(HostcallOp::Write | HostcallOp::Read | HostcallOp::Terminal)
+                        Ok(HostcallOp::Write
+                            | HostcallOp::Read
+                            | HostcallOp::Terminal
+                            | HostcallOp::Net)
                     ));
                 }
                 Err(e) => prop_assert_eq!(e, HostcallError::BadReply),

@@ -114,6 +114,7 @@ pub fn serve(
         HostcallOp::Terminal => terminal(mem, &mut h, data)?,
         HostcallOp::Evidence => evidence(mem, host, &h, data)?,
         HostcallOp::AppEntry => app_entry(host),
+        HostcallOp::Net => no_network(&mut h),
     };
     match reply {
         Reply::Resume => {
@@ -136,7 +137,17 @@ fn op_name(op: HostcallOp) -> &'static str {
         HostcallOp::Terminal => "terminal",
         HostcallOp::Evidence => "evidence",
         HostcallOp::AppEntry => "app_entry",
+        HostcallOp::Net => "net",
     }
+}
+
+/// ENETDOWN (Linux `asm-generic/errno.h`).
+const ENETDOWN: u64 = 100;
+
+/// Net: this host gives the guest no network yet; every socket call fails.
+fn no_network(h: &mut HostcallHeader) -> Reply {
+    h.status = ENETDOWN;
+    Reply::Resume
 }
 
 /// AppEntry: the boot is over; the first one counts.
