@@ -307,7 +307,7 @@ pub fn check_request(h: &HostcallHeader) -> Result<NetOp, HostcallError> {
             h.len >= NET_ADDR_SIZE
         }
         NetOp::GetOpt | NetOp::SetOpt => h.len <= MAX_OPTION,
-        NetOp::Events => h.len % 8 == 0,
+        NetOp::Events => h.len.is_multiple_of(8),
     };
     if !len_ok {
         return Err(HostcallError::BadLength(h.len));
@@ -358,7 +358,7 @@ pub fn reply_fits(request: &HostcallHeader, result: u64) -> bool {
         NetOp::Send | NetOp::Recv => result <= request.len - NET_ADDR_SIZE,
         NetOp::GetOpt => result <= request.len,
         NetOp::SockName | NetOp::PeerName => result == NET_ADDR_SIZE,
-        NetOp::Events => result <= request.len && result % 8 == 0,
+        NetOp::Events => result <= request.len && result.is_multiple_of(8),
         NetOp::Bind
         | NetOp::Listen
         | NetOp::Connect
