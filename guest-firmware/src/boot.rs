@@ -58,6 +58,7 @@ static mut VMAS: Vmas = Vmas::new();
 static mut FILES: Files = Files::new();
 static mut PIPES: Pipes = Pipes::new();
 static mut EPOLL: InterestList = InterestList::new();
+static mut SOCKETS: crate::syscall::socket::Sockets = crate::syscall::socket::Sockets::new();
 static mut SIGNALS: Signals = Signals::new();
 static mut SCHED: Sched = Sched::new(crate::syscall::process::PID as u32);
 /// The first thread's own state (later threads' live beside their kernel stacks).
@@ -370,6 +371,9 @@ fn new_kernel(
             &mut *v, &mut *f, &mut *g, &mut *s, &mut *t, &mut *c, &mut *p, &mut *e,
         )
     };
+    let sockets = &raw mut SOCKETS;
+    // SAFETY: as above, for the socket table.
+    let net = unsafe { &mut *sockets };
     let first = &raw mut FIRST_THREAD;
     let mut thread: Current<crate::sched::ThreadCtl> = Current::unset();
     // SAFETY: as above: the first thread's block is a static reached only through
@@ -442,6 +446,7 @@ fn new_kernel(
         files,
         pipes,
         epoll,
+        net,
         sig,
         clock: Clock::start(),
         scratch,

@@ -132,6 +132,8 @@ pub enum Node {
     /// An epoll instance (`syscall/epoll.rs`): its interest list is kept under the
     /// open file's index.
     Epoll,
+    /// A socket (`syscall/socket.rs`), by the host's handle.
+    Socket(u16),
 }
 
 /// An open file (what `dup` shares: offset and status flags).
@@ -203,6 +205,10 @@ const ANON_INODE_INO: u64 = 1;
 /// [`PIPE_INO_BASE`] (both ends show the same inode, as on Linux).
 const PIPEFS_DEV: u64 = 0x0E;
 const PIPE_INO_BASE: u64 = 0x100;
+/// The device of the socket file system; a socket's inode number is its handle plus
+/// [`SOCK_INO_BASE`].
+const SOCKFS_DEV: u64 = 0x08;
+const SOCK_INO_BASE: u64 = 0x1000;
 
 /// Linux `makedev` for the memory devices (`Documentation/admin-guide/devices.txt`:
 /// major 1, null 3, zero 5, urandom 9).
@@ -553,6 +559,17 @@ impl Files {
             }),
             // An anonymous inode has no file type, only owner read and write
             // (`alloc_anon_inode`, Linux `fs/libfs.c`).
+            // A socket inode (`sock_alloc_inode`, Linux `net/socket.c`): mode
+            // S_IFSOCK | 0777, on the socket file system.
+            Node::Socket(h) => Ok(Stat {
+                dev: SOCKFS_DEV,
+                ino: SOCK_INO_BASE + u64::from(h),
+                mode: crate::syscall::socket::S_IFSOCK | 0o777,
+                nlink: 1,
+                size: 0,
+                rdev: 0,
+                mtime: (0, 0),
+            }),
             Node::Timer(_) | Node::Event(_) | Node::Epoll => Ok(Stat {
                 dev: ANON_INODE_DEV,
                 ino: ANON_INODE_INO,

@@ -43,6 +43,8 @@ pub struct Kernel {
     pub pipes: &'static mut Pipes,
     /// The items of every epoll instance.
     pub epoll: &'static mut InterestList,
+    /// The sockets (the host's handles).
+    pub net: &'static mut crate::syscall::socket::Sockets,
     /// Signal dispositions, mask and alternate stack.
     pub sig: &'static mut Signals,
     /// The clocks.

@@ -12,6 +12,8 @@
 //! (`vdso/vvar.rs`) on the same values.
 
 use crate::app::vdso::vvar::{mult_for_khz, ticks_to_ns, Base, Calibration};
+use core::sync::atomic::Ordering;
+
 use crate::error::FwError;
 use crate::kernel::Kernel;
 use nacre_shared_abi::hostcall::{ClockReply, HostcallHeader, HostcallOp};
@@ -194,7 +196,9 @@ impl Kernel {
     }
 
     /// Sleep until CLOCK_MONOTONIC reaches `deadline`: the host sleeps for us, and the
-    /// firmware checks against its own clock and asks again if the host woke it early.
+    /// firmware checks against its own clock and asks again if the host woke it early,
+    /// unless the host says socket events are queued: then it returns at once with
+    /// [`crate::syscall::socket::NET_PENDING`] set, for the caller to look again.
     pub fn sleep_until(&mut self, deadline: u64) {
         loop {
             let now = self.monotonic_ns();
@@ -207,6 +211,11 @@ impl Kernel {
                 ..Default::default()
             };
             match self.hostcall(req) {
+                Ok(Ok(nacre_shared_abi::net::SLEEP_WOKEN_BY_NET)) => {
+                    // Socket events are queued: the caller looks at them first.
+                    crate::syscall::socket::NET_PENDING.store(true, Ordering::Release);
+                    return;
+                }
                 Ok(Ok(_)) => {}
                 _ => crate::fatal_error(FwError::Hostcall),
             }

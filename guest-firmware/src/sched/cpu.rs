@@ -215,6 +215,7 @@ fn idle_loop(me: usize, mut guard: KernelGuard) -> ! {
             k.sched.cpus[me].timer_at = 0;
         }
         tick(k);
+        crate::syscall::socket::take_events(k);
         if let Some(next) = k.sched.threads.pick() {
             k.sched.cpus[me].slice_end = 0;
             arm_timer(k);
@@ -228,6 +229,7 @@ fn idle_loop(me: usize, mut guard: KernelGuard) -> ! {
         }
         if k.sched.threads.next_deadline().is_none()
             && crate::syscall::signal::alarm_deadline(k).is_none()
+            && !k.net.any_armed()
             && (0..smp::online() as usize).all(|c| k.sched.cpus[c].current.is_none())
         {
             let _ = k.console_write(

@@ -349,6 +349,7 @@ fn map_fresh_pages(k: &mut Kernel, pages: impl Iterator<Item = u64>, flags: u64)
 pub fn schedule(k: &mut Kernel) {
     loop {
         tick(k);
+        crate::syscall::socket::take_events(k);
         match k.sched.threads.switch() {
             Some((prev, next)) => {
                 // The incoming thread's slice, timed before the switch: a new thread
@@ -479,6 +480,9 @@ fn tick(k: &mut Kernel) {
     crate::syscall::signal::fire_alarm(k);
 }
 
+/// How long an idle wait that only the host can end sleeps at a time.
+const HOST_WAIT_NS: u64 = 60 * crate::time::NS_PER_SEC;
+
 /// Nothing can run: sleep until the earliest deadline or the timer.
 fn idle(k: &mut Kernel) {
     let deadline = k.sched.threads.next_deadline();
@@ -486,6 +490,8 @@ fn idle(k: &mut Kernel) {
     let until = match (deadline, alarm) {
         (Some(d), Some(a)) => d.min(a),
         (Some(t), None) | (None, Some(t)) => t,
+        // Only the host can end this wait: a socket event ends the sleep early.
+        (None, None) if k.net.any_armed() => k.monotonic_ns().saturating_add(HOST_WAIT_NS),
         (None, None) => {
             let _ = k.console_write(
                 2,
@@ -778,6 +784,10 @@ pub fn interrupt(frame: &mut TrapFrame) {
     };
     // Whatever the vector: a TLB flush another vCPU asked for is done first.
     crate::arch::smp::poll_flush();
+    if frame.vector == u64::from(nacre_shared_abi::net::NET_VECTOR) {
+        // The host queued socket events: whoever holds the kernel next takes them.
+        crate::syscall::socket::NET_PENDING.store(true, Ordering::Release);
+    }
     if !frame.is_user() {
         // The idle loop (the only ring-0 code that takes interrupts) looks again.
         return;
@@ -801,6 +811,7 @@ pub fn interrupt(frame: &mut TrapFrame) {
         // Another vCPU made a thread runnable while this one had no slice: time one.
         arm_timer(k);
     }
+    crate::syscall::socket::take_events(k);
     if crate::syscall::signal::deliver::prepare_exit(k) {
         crate::syscall::process::rseq_preempted(k, frame);
         let image = crate::arch::idt::fx_image(frame);

@@ -85,6 +85,9 @@ pub fn let_go(k: &mut Kernel, released: Option<Released>) {
     if let Node::Pipe(end) = r.node {
         super::pipe::close_end(k, end);
     }
+    if let Node::Socket(h) = r.node {
+        super::socket::close(k, h);
+    }
 }
 
 /// `struct stat` on x86-64 (`arch/x86/include/uapi/asm/stat.h`), 144 bytes.

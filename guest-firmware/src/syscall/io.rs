@@ -85,7 +85,7 @@ fn read_node(k: &mut Kernel, node: Node, offset: u64, buf: u64, len: u64) -> Sys
         Node::Dev(Special::Text(t)) => read_text(k, t, offset, buf, len),
         Node::Dev(_) => super::process::getrandom(k, buf, len, 0),
         // Read through their own modules, never at an offset (`seekable`).
-        Node::Timer(_) | Node::Pipe(_) | Node::Event(_) => Err(ESPIPE),
+        Node::Timer(_) | Node::Pipe(_) | Node::Event(_) | Node::Socket(_) => Err(ESPIPE),
         // An epoll instance has no read (Linux `vfs_read` without one).
         Node::Epoll => Err(EINVAL),
     }
@@ -136,7 +136,7 @@ fn write_node(k: &mut Kernel, node: Node, buf: u64, len: u64) -> SysResult {
         // one).
         Node::Timer(_) | Node::Epoll => Err(EINVAL),
         // Written through their own modules, never at an offset (`seekable`).
-        Node::Pipe(_) | Node::Event(_) => Err(ESPIPE),
+        Node::Pipe(_) | Node::Event(_) | Node::Socket(_) => Err(ESPIPE),
         _ => Err(EBADF),
     }
 }
@@ -232,6 +232,8 @@ fn stream_io(k: &mut Kernel, fd: u64, read: bool, buf: Segments) -> SysResult {
         (Node::Pipe(_), false) => pipe::write(k, index, buf),
         (Node::Event(_), true) => eventfd::read(k, index, buf),
         (Node::Event(_), false) => eventfd_write(k, index, buf),
+        (Node::Socket(_), true) => super::socket::recv(k, index, buf, 0).map(|(n, _)| n),
+        (Node::Socket(_), false) => super::socket::send(k, index, buf, 0, None),
         _ => Err(EBADF),
     };
     let released = k.files.unhold(index);
@@ -257,7 +259,7 @@ fn eventfd_write(k: &mut Kernel, index: usize, mut from: Segments) -> SysResult 
 
 /// Whether reads and writes of `node` go through [`stream_io`].
 fn is_stream(node: Node) -> bool {
-    matches!(node, Node::Pipe(_) | Node::Event(_))
+    matches!(node, Node::Pipe(_) | Node::Event(_) | Node::Socket(_))
 }
 
 pub fn read(k: &mut Kernel, fd: u64, buf: u64, len: u64) -> SysResult {
@@ -288,9 +290,12 @@ pub fn write(k: &mut Kernel, fd: u64, buf: u64, len: u64) -> SysResult {
 
 fn seekable(node: Node) -> Result<(), u64> {
     match node {
-        Node::Console(_) | Node::Timer(_) | Node::Pipe(_) | Node::Event(_) | Node::Epoll => {
-            Err(ESPIPE)
-        }
+        Node::Console(_)
+        | Node::Timer(_)
+        | Node::Pipe(_)
+        | Node::Event(_)
+        | Node::Epoll
+        | Node::Socket(_) => Err(ESPIPE),
         Node::Dir { .. } => Err(EISDIR),
         _ => Ok(()),
     }
@@ -458,7 +463,7 @@ pub fn lseek(k: &mut Kernel, fd: u64, off: i64, whence: u64) -> SysResult {
     const ENXIO: u64 = 6;
     let f = *k.files.get(fd)?;
     let size = match f.node {
-        Node::Console(_) | Node::Pipe(_) => return Err(ESPIPE),
+        Node::Console(_) | Node::Pipe(_) | Node::Socket(_) => return Err(ESPIPE),
         // A timerfd's, an eventfd's and an epoll instance's position stays 0 (Linux
         // `noop_llseek`).
         Node::Dev(Special::Null | Special::Zero | Special::Urandom)

@@ -17,6 +17,7 @@ pub mod pipe;
 pub mod poll;
 pub mod process;
 pub mod signal;
+pub mod socket;
 pub mod thread;
 pub mod time;
 pub mod timerfd;
@@ -198,6 +199,21 @@ fn handle(k: &mut Kernel, nr: u64, a: [u64; 6]) -> SysResult {
         Sysno::pselect6 => poll::pselect6(k, int_arg(a[0]), [a[1], a[2], a[3]], a[4], a[5]),
         Sysno::pipe => pipe::pipe2(k, a[0], 0),
         Sysno::pipe2 => pipe::pipe2(k, a[0], uint_arg(a[1])),
+        Sysno::socket => socket::socket(k, a[0], a[1], a[2]),
+        Sysno::bind => socket::bind(k, a[0], a[1], a[2]),
+        Sysno::listen => socket::listen(k, a[0], a[1]),
+        Sysno::accept => socket::accept4(k, a[0], a[1], a[2], 0),
+        Sysno::accept4 => socket::accept4(k, a[0], a[1], a[2], a[3]),
+        Sysno::connect => socket::connect(k, a[0], a[1], a[2]),
+        Sysno::getsockname => socket::name(k, a[0], a[1], a[2], false),
+        Sysno::getpeername => socket::name(k, a[0], a[1], a[2], true),
+        Sysno::setsockopt => socket::setsockopt(k, a[0], a[1], a[2], a[3], a[4]),
+        Sysno::getsockopt => socket::getsockopt(k, a[0], a[1], a[2], a[3], a[4]),
+        Sysno::shutdown => socket::shutdown(k, a[0], a[1]),
+        Sysno::sendto => socket::sendto(k, a[0], a[1], a[2], a[3], a[4], a[5]),
+        Sysno::recvfrom => socket::recvfrom(k, a[0], a[1], a[2], a[3], a[4], a[5]),
+        Sysno::sendmsg => socket::sendmsg(k, a[0], a[1], a[2]),
+        Sysno::recvmsg => socket::recvmsg(k, a[0], a[1], a[2]),
         Sysno::eventfd => eventfd::eventfd2(k, uint_arg(a[0]), 0),
         Sysno::eventfd2 => eventfd::eventfd2(k, uint_arg(a[0]), uint_arg(a[1])),
         Sysno::epoll_create => epoll::epoll_create(k, int_arg(a[0])),

@@ -56,6 +56,8 @@ pub enum KeyClass {
     File = 2,
     /// The readiness queue.
     Readiness = 3,
+    /// A socket, by the host's handle.
+    Socket = 4,
 }
 
 /// The wait-queue key of object `id` of `class` (above
@@ -129,6 +131,7 @@ pub fn ready(k: &mut Kernel, index: usize, stdin: bool, depth: u32) -> u32 {
         Node::Event(e) => e.ready(),
         Node::Epoll if epoll::has_events(k, index, stdin, depth) => EPOLLIN | EPOLLRDNORM,
         Node::Epoll => 0,
+        Node::Socket(h) => super::socket::ready(k, h),
         Node::File { .. } | Node::Dir { .. } | Node::Dev(_) => DEFAULT_POLLMASK,
     }
 }
@@ -141,6 +144,8 @@ pub struct Scan {
     pub ready: u64,
     pub deadline: Option<u64>,
     pub stdin: bool,
+    /// Sockets are watched: the host can end the wait.
+    pub host: bool,
 }
 
 impl Scan {
@@ -151,6 +156,7 @@ impl Scan {
             (a, b) => a.or(b),
         };
         self.stdin |= other.stdin;
+        self.host |= other.host;
     }
 }
 
@@ -167,6 +173,13 @@ pub fn pending(k: &mut Kernel, index: usize, events: u32, depth: u32) -> Scan {
             ..Scan::default()
         },
         Node::Epoll if events & EPOLLIN != 0 => epoll::pending(k, index, depth),
+        Node::Socket(h) => {
+            super::socket::watch(k, h, events);
+            Scan {
+                host: true,
+                ..Scan::default()
+            }
+        }
         _ => Scan::default(),
     }
 }
@@ -252,7 +265,11 @@ pub fn wait_for(
             (true, w) => Some(w.unwrap_or(u64::MAX).min(now + STDIN_RECHECK_NS)),
             (false, w) => w,
         };
-        if wake.is_none() && k.sched.threads.live() == 1 && signal::alarm_deadline(k).is_none() {
+        if wake.is_none()
+            && !s.host
+            && k.sched.threads.live() == 1
+            && signal::alarm_deadline(k).is_none()
+        {
             stop(k, what);
         }
         crate::sched::wait_on(k, readiness_key(), wake.unwrap_or(u64::MAX));
