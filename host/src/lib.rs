@@ -6,6 +6,7 @@ pub mod emulated;
 pub mod exits;
 pub mod files;
 pub mod mmu;
+pub mod network;
 pub mod platform;
 pub mod stats;
 pub mod vmm;

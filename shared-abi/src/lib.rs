@@ -12,6 +12,7 @@
 //!   (PVALIDATE, RMPADJUST, VMGEXIT, TDCALL) on the emulated platforms;
 //! - [`hostcall`]: the shared console/exit buffer between firmware and host;
 //! - [`net`]: sockets through the host (the Net hostcall and its readiness interrupt);
+//! - [`net_policy`]: the measured network policy (which ports, which destinations);
 //! - [`snp`]: AMD SEV-SNP wire formats (GHCB, GHCB MSR protocol, page-state change,
 //!   PVALIDATE return codes) as specified by the GHCB specification (AMD 56421) and
 //!   the Linux headers that implement it, and the attestation report with its guest
@@ -34,6 +35,7 @@ pub mod filetree;
 pub mod hostcall;
 pub mod layout;
 pub mod net;
+pub mod net_policy;
 pub mod snp;
 pub mod tdx;
 pub mod tdx_quote;

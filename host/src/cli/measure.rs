@@ -49,7 +49,10 @@ added to the TD, and making its vCPUs adds nothing to it.
 its guest-physical address range, how the platform takes its pages (SEV-SNP page type
 NORMAL, ZERO, UNMEASURED or VMSA; TDX PAGE.ADD+MR.EXTEND or PAGE.ADD), the page count
 and the SHA-384 of its contents, so that a value that differs can be traced to the
-pages that differ. On SEV-SNP it ends with one VMSA row per vCPU.
+pages that differ. On SEV-SNP it ends with one VMSA row per vCPU. Then comes the
+image's network policy (`nacre package --listen/--connect`, packaged as
+/etc/nacre/network and so measured with the files): the ports the app may listen on
+and where it may connect, or none.
 
 --policy-out FILE writes the reference values the image implies, for each platform
 printed, as a policy for `nacre verify --policy FILE` (TOML, docs/policy.md):
@@ -144,6 +147,9 @@ pub struct PlatformMeasurement {
     pub guest_policy: u64,
     /// Whether that policy lets the host debug the guest.
     pub debug: bool,
+    /// The image's network policy, a rule per line (`crate::network::describe`), or
+    /// why it cannot be read. Measured: it is a packaged file.
+    pub network: Vec<String>,
 }
 
 impl PlatformMeasurement {
@@ -200,6 +206,10 @@ pub fn measure_bytes_with(
                 },
                 guest_policy: image.guest_policy,
                 debug: image.debug(),
+                network: match crate::network::image_policy(&image) {
+                    Ok(policy) => crate::network::describe(policy.as_deref()),
+                    Err(e) => vec![format!("cannot be read: {e:#}")],
+                },
             })
         })
         .collect()
@@ -245,6 +255,14 @@ pub fn render_text(measurements: &[PlatformMeasurement], explain: bool) -> Strin
             if m.cpus > 1 {
                 let _ = writeln!(out, "    {}", cpus_note(m.platform, m.cpus));
             }
+            let _ = writeln!(
+                out,
+                "    network policy ({}, measured with the files):",
+                nacre_shared_abi::net_policy::POLICY_PATH
+            );
+            for rule in &m.network {
+                let _ = writeln!(out, "        {rule}");
+            }
         }
     }
     out
@@ -279,6 +297,9 @@ struct JsonMeasurement<'a> {
     /// The regions, with `--explain`.
     #[serde(skip_serializing_if = "Option::is_none")]
     regions: Option<&'a [MeasuredRegion]>,
+    /// The network policy's rules, with `--explain`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    network: Option<&'a [String]>,
 }
 
 /// JSON output: `{"snp": {...}, "tdx": {...}}`, each with the report field the value
@@ -298,6 +319,7 @@ pub fn render_json(
                 guest_policy: format!("{:#x}", m.guest_policy),
                 debug: m.debug,
                 regions: explain.then_some(&m.regions[..]),
+                network: explain.then_some(&m.network[..]),
             };
             (m.key(), entry)
         })

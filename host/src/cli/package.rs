@@ -61,6 +61,70 @@ pub struct PackageArgs {
     /// evidence unless given --allow-debug.
     #[arg(long)]
     pub debug: bool,
+    /// Let the app listen on PORT: TCP, or UDP with /udp (repeat for more).
+    ///
+    /// For example --listen 8080 or --listen 5353/udp. The app may bind the port on any of
+    /// its addresses; `nacre run --publish` decides where the host exposes it. Without
+    /// --listen and --connect the app has no network. The rules are part of the image's
+    /// measurement (the packaged file /etc/nacre/network; `nacre measure --explain` shows
+    /// them).
+    #[arg(long = "listen", value_name = "PORT[/udp]")]
+    pub listen: Vec<String>,
+    /// Let the app connect (TCP) or send (UDP, with /udp) to NET:PORT (repeat for more).
+    ///
+    /// NET is an IPv4 or IPv6 address with an optional /PREFIX (IPv6 in brackets), or *
+    /// for every address; PORT a port or * for any. For example --connect 10.0.0.0/8:443,
+    /// --connect '[2001:db8::/32]:*', --connect '*:53/udp', --connect '*:*'. Part of the
+    /// measurement, like --listen.
+    #[arg(long = "connect", value_name = "NET:PORT[/udp]")]
+    pub connect: Vec<String>,
+}
+
+/// The network policy of `--listen` and `--connect` as the text of
+/// [`nacre_shared_abi::net_policy::POLICY_PATH`], or `None` without rules.
+pub fn network_policy(listen: &[String], connect: &[String]) -> anyhow::Result<Option<String>> {
+    use nacre_shared_abi::net_policy::{parse_line, write_rule};
+    if listen.is_empty() && connect.is_empty() {
+        return Ok(None);
+    }
+    let split_proto = |arg: &str| -> (String, &'static str) {
+        for (suffix, proto) in [("/udp", "udp"), ("/tcp", "tcp")] {
+            if let Some(rest) = arg.strip_suffix(suffix) {
+                return (rest.to_owned(), proto);
+            }
+        }
+        (arg.to_owned(), "tcp")
+    };
+    let mut text =
+        String::from("# The network policy of this image (nacre package --listen/--connect).\n");
+    let mut add = |line: String, flag: &str, arg: &str| -> anyhow::Result<()> {
+        let rule = parse_line(&line)
+            .map_err(|e| anyhow::anyhow!("{flag} {arg}: {e}"))?
+            .ok_or_else(|| anyhow::anyhow!("{flag} {arg}: no rule"))?;
+        write_rule(&rule, &mut text).map_err(|_| anyhow::anyhow!("{flag} {arg}: cannot write"))?;
+        text.push('\n');
+        Ok(())
+    };
+    for arg in listen {
+        let (port, proto) = split_proto(arg);
+        add(format!("listen {proto} {port}"), "--listen", arg)?;
+    }
+    for arg in connect {
+        let (rest, proto) = split_proto(arg);
+        let Some((net, port)) = rest.rsplit_once(':') else {
+            bail!("--connect {arg} is not NET:PORT (for example --connect 10.0.0.0/8:443)");
+        };
+        let net = net
+            .strip_prefix('[')
+            .and_then(|n| n.strip_suffix(']'))
+            .unwrap_or(net);
+        if net.is_empty() || net.contains(char::is_whitespace) || port.contains(char::is_whitespace)
+        {
+            bail!("--connect {arg} is not NET:PORT (for example --connect 10.0.0.0/8:443)");
+        }
+        add(format!("connect {proto} {net} {port}"), "--connect", arg)?;
+    }
+    Ok(Some(text))
 }
 
 /// `--page-validation`.
@@ -480,8 +544,16 @@ pub fn run(a: &PackageArgs) -> anyhow::Result<()> {
         .map(|m| mtime(&m))
         .with_context(|| format!("cannot read {}", a.app.display()))?;
     let clamp = source_date_epoch(std::env::var_os("SOURCE_DATE_EPOCH").as_deref())?;
+    let policy = network_policy(&a.listen, &a.connect)?;
     let package = || -> anyhow::Result<(Vec<u8>, TreeSummary)> {
         let mut tree = file_tree(&argv0, &mappings)?;
+        if let Some(text) = &policy {
+            let path = nacre_shared_abi::net_policy::POLICY_PATH;
+            tree.add_file(path.as_bytes(), text.clone().into_bytes(), 0o444)
+                .with_context(|| {
+                    format!("{path} holds the network policy of --listen and --connect; do not package a file there")
+                })?;
+        }
         tree.set_app_mtime(app_mtime);
         if let Some(sec) = clamp {
             tree.clamp_mtimes(sec);
@@ -831,6 +903,56 @@ mod tests {
             files: files.iter().map(OsString::from).collect(),
             page_validation: PageValidation::TwoM,
             debug: false,
+            listen: Vec::new(),
+            connect: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn listen_and_connect_become_the_measured_policy() {
+        let s = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert_eq!(network_policy(&[], &[]).unwrap(), None);
+        let text = network_policy(
+            &s(&["8080", "5353/udp"]),
+            &s(&[
+                "10.0.0.0/8:443",
+                "[2001:db8::/32]:*",
+                "*:53/udp",
+                "127.0.0.1:9000/tcp",
+            ]),
+        )
+        .unwrap()
+        .unwrap();
+        let rules: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+        assert_eq!(
+            rules,
+            [
+                "listen tcp 8080",
+                "listen udp 5353",
+                "connect tcp 10.0.0.0/8 443",
+                "connect tcp 2001:db8::/32 *",
+                "connect udp * 53",
+                "connect tcp 127.0.0.1/32 9000",
+            ]
+        );
+        nacre_shared_abi::net_policy::Policy::parse(text.as_bytes()).unwrap();
+        for (listen, connect, says) in [
+            (&["0"][..], &[][..], "--listen 0: the port must be"),
+            (&["http"], &[], "--listen http"),
+            (&[], &["10.0.0.1"], "--connect 10.0.0.1 is not NET:PORT"),
+            (
+                &[],
+                &["10.0.0.1:99999"],
+                "--connect 10.0.0.1:99999: the port",
+            ),
+            (&[], &["10.0.0.0/40:1"], "prefix length"),
+            (&[], &["example.com:443"], "IPv4 or IPv6 address"),
+            (&[], &[":443"], "is not NET:PORT"),
+        ] {
+            let e = network_policy(&s(listen), &s(connect))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(says), "{e}");
         }
     }
 

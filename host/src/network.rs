@@ -1,0 +1,52 @@
+//! The network policy of an image (shared-abi `net_policy.rs`): read from its measured
+//! file tree, for the host to enforce and for `nacre measure --explain` to show.
+
+use anyhow::{anyhow, bail};
+use nacre_loader::LoadedImage;
+use nacre_shared_abi::filetree::{FileTree, Resolved};
+use nacre_shared_abi::net_policy::{Policy, MAX_POLICY_BYTES, POLICY_PATH};
+
+/// The policy text `image` carries at [`POLICY_PATH`], checked; `None` when it has
+/// none (then the app has no network).
+pub fn image_policy(image: &LoadedImage) -> anyhow::Result<Option<String>> {
+    let blob = image
+        .file_tree()
+        .ok_or_else(|| anyhow!("the image's file tree is not all measured pages"))?;
+    let tree = FileTree::parse(&blob).map_err(|e| anyhow!("the image's file tree: {e:?}"))?;
+    let inode = match tree.resolve(0, POLICY_PATH.as_bytes(), |_, _| None::<()>) {
+        Ok(Resolved::Inode(i)) => i,
+        _ => return Ok(None),
+    };
+    let inode = tree
+        .inode(inode)
+        .map_err(|e| anyhow!("{POLICY_PATH} in the image: {e:?}"))?;
+    let Ok(bytes) = tree.file_bytes(&inode) else {
+        bail!("{POLICY_PATH} in the image is not a regular file");
+    };
+    if bytes.len() > MAX_POLICY_BYTES {
+        bail!("{POLICY_PATH} in the image is larger than {MAX_POLICY_BYTES} bytes");
+    }
+    Policy::parse(bytes)
+        .map_err(|(line, e)| anyhow!("{POLICY_PATH} in the image, line {line}: {e}"))?;
+    Ok(Some(String::from_utf8_lossy(bytes).into_owned()))
+}
+
+/// The rules of a policy text, one per line, for people (`measure --explain`).
+pub fn describe(policy: Option<&str>) -> Vec<String> {
+    let Some(text) = policy else {
+        return vec!["none: the app has no network".to_owned()];
+    };
+    let Ok(p) = Policy::parse(text.as_bytes()) else {
+        return vec!["malformed".to_owned()];
+    };
+    let mut out = Vec::new();
+    for rule in p.rules() {
+        let mut line = String::new();
+        let _ = nacre_shared_abi::net_policy::write_rule(&rule, &mut line);
+        out.push(line);
+    }
+    if out.is_empty() {
+        out.push("none: the app has no network".to_owned());
+    }
+    out
+}
