@@ -484,8 +484,11 @@ mod tests {
     fn explain_lists_every_region() {
         let all = measure_bytes(image(), MeasurePlatform::All, 1).unwrap();
         let text = render_text(&all, true);
-        let rows = 2 + 2 + all.iter().map(|m| m.regions.len()).sum::<usize>();
+        // Per platform: its line, the header, a row per region, the network policy's
+        // heading and its one line (none).
+        let rows = 2 + 2 + 4 + all.iter().map(|m| m.regions.len()).sum::<usize>();
         assert_eq!(text.lines().count(), rows, "{text}");
+        assert!(text.contains("none: the app has no network"), "{text}");
         for needle in [
             "boot info",
             "firmware",
@@ -543,8 +546,9 @@ mod tests {
     fn explain_names_a_vmsa_per_vcpu() {
         let all = measure_bytes(image(), MeasurePlatform::All, 3).unwrap();
         let text = render_text(&all, true);
-        // Per platform: its line, the header, a row per region, the note on vCPUs.
-        let rows = 2 + 2 + 2 + all.iter().map(|m| m.regions.len()).sum::<usize>();
+        // Per platform: its line, the header, a row per region, the note on vCPUs, the
+        // network policy (two lines).
+        let rows = 2 + 2 + 2 + 4 + all.iter().map(|m| m.regions.len()).sum::<usize>();
         assert_eq!(text.lines().count(), rows, "{text}");
         for needle in [
             "VMSA vCPU 0",
