@@ -381,13 +381,78 @@ fn explain_text_has_a_row_per_region() {
     assert!(output.status.success(), "{}", describe_output(&output));
     let text = String::from_utf8_lossy(&output.stdout);
     let regions = |p: &str| json[p]["regions"].as_array().map_or(0, Vec::len);
-    // Per platform: its line, the table's header, a row per region.
+    // Per platform: its line, the table's header, a row per region, the network
+    // policy's heading and its one line (none).
     assert_eq!(
         text.lines().count(),
-        2 * 2 + regions("snp") + regions("tdx"),
+        2 * 4 + regions("snp") + regions("tdx"),
         "{text}"
     );
     assert!(text.contains("(the host's, not measured)"), "{text}");
+    assert!(text.contains("none: the app has no network"), "{text}");
+    assert_eq!(json["snp"]["network"][0], "none: the app has no network");
+}
+
+/// `--listen` and `--connect` are measured (the policy is a packaged file) and
+/// `--explain` shows them, the same on both platforms.
+#[test]
+fn the_network_policy_is_measured_and_explained() {
+    let open = image(
+        "network",
+        &PackageOptions::new().flags(&[
+            "--listen",
+            "8080",
+            "--listen",
+            "5353/udp",
+            "--connect",
+            "10.0.0.0/8:443",
+            "--connect",
+            "[::1]:*",
+        ]),
+    );
+    let json = measure_json(&open, &["--explain"]);
+    let plain = measure_json(&hello_image(), &[]);
+    for platform in ["snp", "tdx"] {
+        assert_ne!(
+            measurement(&json, platform),
+            measurement(&plain, platform),
+            "{platform}"
+        );
+        assert_eq!(
+            json[platform]["network"],
+            serde_json::json!([
+                "listen tcp 8080",
+                "listen udp 5353",
+                "connect tcp 10.0.0.0/8 443",
+                "connect tcp ::1/128 *"
+            ]),
+            "{json:#}"
+        );
+    }
+    let output = measure(&open, &["--explain"]);
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        text.contains("        connect tcp 10.0.0.0/8 443"),
+        "{text}"
+    );
+    // A rule that does not parse is refused at packaging, naming the flag.
+    let bad = scratch_dir(tmp(), "measure-bad-policy").join("bad.igvm");
+    let output = nacre_tests::package_with_output(
+        &hello_app(),
+        &bad,
+        &PackageOptions::new().flags(&["--connect", "10.0.0.1:http"]),
+    );
+    assert_eq!(
+        output.status.code(),
+        Some(EXIT_NACRE_ERROR),
+        "{}",
+        describe_output(&output)
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--connect 10.0.0.1:http: the port"),
+        "{stderr}"
+    );
 }
 
 #[test]
