@@ -997,6 +997,85 @@ fn c_pipe_without_readers_ends_the_app_with_sigpipe() {
     });
 }
 
+// ---------------------------------------------------------------------------
+// Sockets
+
+/// The image options of `sockets.c` on `port` with `args`: its ports allowed for
+/// listening and connecting on the loopback, over IPv4 and IPv6.
+fn sockets_options(port: u16, args: &[&str]) -> PackageOptions {
+    let (p, q) = (port.to_string(), (port + 1).to_string());
+    let rules = [
+        ("--listen", p.clone()),
+        ("--listen", format!("{p}/udp")),
+        ("--listen", q.clone()),
+        ("--connect", format!("127.0.0.1:{p}")),
+        ("--connect", format!("127.0.0.1:{p}/udp")),
+        ("--connect", format!("127.0.0.1:{q}")),
+        ("--connect", format!("[::1]:{p}")),
+    ];
+    let flags: Vec<String> = rules
+        .into_iter()
+        .flat_map(|(flag, rule)| [flag.to_owned(), rule])
+        .collect();
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    PackageOptions::new().args(args).flags(&flags)
+}
+
+/// TCP and UDP over IPv4 and IPv6 through the host's sockets: echo between threads,
+/// a 4 MiB transfer with poll, non-blocking connect, epoll level and edge triggered,
+/// options, names and errors, printed the same as natively.
+fn sockets_match_native(toolchain: Toolchain, name: &str, port: u16) {
+    require_kvm();
+    let program = app("sockets.c", toolchain);
+    let p = port.to_string();
+    let native = run_native(&program, &[&p], b"");
+    let listed = String::from_utf8_lossy(&native.stdout).into_owned();
+    assert!(
+        native.status.success() && listed.lines().count() >= 25,
+        "{name}: the checks must pass natively first\n{}",
+        summary(&native)
+    );
+    let image = image(&program, name, &sockets_options(port, &[&p]));
+    on_each_platform_and_cpus(|platform, cpus| {
+        let output = run_on(&image, platform, &["--cpus", cpus]);
+        assert_run(&output, 0, &native.stdout, name);
+    });
+}
+
+#[test]
+fn c_sockets_match_native() {
+    sockets_match_native(Toolchain::Glibc, "sockets", 18080);
+}
+
+#[test]
+fn musl_sockets_match_native() {
+    sockets_match_native(Toolchain::Musl, "musl-sockets", 18090);
+}
+
+/// What the measured policy does not allow is refused: a connect with
+/// ECONNREFUSED and a bind with EACCES in the app, each with a message on nacre's
+/// stderr naming the rule that is missing.
+#[test]
+fn sockets_outside_the_policy_are_refused() {
+    require_kvm();
+    let program = app("sockets.c", Toolchain::Glibc);
+    let image = image(
+        &program,
+        "sockets-denied",
+        &sockets_options(18100, &["18100", "denied", "18109"]),
+    );
+    on_each_platform(|platform| {
+        let output = run_on(&image, platform, &[]);
+        assert_run(
+            &output,
+            0,
+            b"connect ECONNREFUSED\nbind EACCES\n",
+            "sockets denied",
+        );
+        assert_stderr_contains(&output, "127.0.0.1:18109", "sockets denied");
+    });
+}
+
 /// A read of a pipe that only the reading thread could write to would never
 /// return (it hangs natively): the app is stopped with a message and exit 137.
 #[test]
