@@ -38,13 +38,18 @@ use zerocopy::{FromZeros, IntoBytes};
 pub const DEFAULT_DIR_MODE: u16 = 0o755;
 /// Files every image has unless the user packages their own at the same path: the
 /// user and group databases, so that user and group lookups (`getpwuid(0)`, `id`)
-/// find the app's user (uid and gid 0, as the firmware reports) and `nobody`.
-pub const DEFAULT_FILES: [(&[u8], &[u8]); 2] = [
+/// find the app's user (uid and gid 0, as the firmware reports) and `nobody`; and the
+/// host table, so that `localhost` resolves to the loopback without DNS.
+pub const DEFAULT_FILES: [(&[u8], &[u8]); 3] = [
     (
         b"/etc/passwd",
         b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
     ),
     (b"/etc/group", b"root:x:0:\nnogroup:x:65534:\n"),
+    (
+        b"/etc/hosts",
+        b"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+    ),
 ];
 /// Mode of [`DEFAULT_FILES`].
 const DEFAULT_FILE_MODE: u16 = 0o644;
@@ -769,12 +774,12 @@ mod tests {
         let blob = FileTreeBuilder::new(b"hello").unwrap().build().unwrap();
         assert_eq!(
             blob.len(),
-            3 * 4096,
-            "header, 13 inodes and names fit one page; /etc/group and /etc/passwd one each"
+            4 * 4096,
+            "header, 14 inodes and names fit one page; /etc/group, /etc/hosts and /etc/passwd one each"
         );
         let tree = FileTree::parse(&blob).unwrap();
-        assert_eq!(tree.inode_count(), 13);
-        let names: Vec<&[u8]> = (0..13)
+        assert_eq!(tree.inode_count(), 14);
+        let names: Vec<&[u8]> = (0..14)
             .map(|i| tree.name(&tree.inode(i).unwrap()).unwrap())
             .collect();
         // Breadth-first, sorted.
@@ -789,6 +794,7 @@ mod tests {
                 b"sys",
                 b"hello",
                 b"group",
+                b"hosts",
                 b"passwd",
                 b"self",
                 b"devices",

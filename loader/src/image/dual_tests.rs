@@ -338,8 +338,9 @@ fn tdx_round_trip() {
         "the firmware follows the four tables"
     );
     let app_pages = inputs.app.len().div_ceil(PAGE);
-    // The file tree: one page of structure, one each for /etc/group and /etc/passwd.
-    assert_eq!(loaded.pages.len(), 1 + 4 + 5 + app_pages + 1 + 3 + 1);
+    // The file tree: one page of structure, one each for /etc/group, /etc/hosts and
+    // /etc/passwd.
+    assert_eq!(loaded.pages.len(), 1 + 4 + 5 + app_pages + 1 + 4 + 1);
     assert!(loaded.pages.iter().any(|p| p.gpa == APP_IMAGE_GPA));
 
     // The digest: every page but the boot information, no VMSA.

@@ -606,9 +606,9 @@ mod tests {
         let args_gpa = align_up(APP_IMAGE_GPA + app_size, PAGE_SIZE_4K);
         let args_blob = b"\x02\0\0\0\x02\0\0\0app\0--flag\0HOME=/\0EMPTY=\0";
         let fs_gpa = args_gpa + PAGE_SIZE_4K;
-        // One page of structure, one each for /etc/group and /etc/passwd.
-        assert_eq!(sample.files.len(), 3 * PAGE);
-        let image_end = fs_gpa + 3 * PAGE_SIZE_4K;
+        // One page of structure, one each for /etc/group, /etc/hosts and /etc/passwd.
+        assert_eq!(sample.files.len(), 4 * PAGE);
+        let image_end = fs_gpa + 4 * PAGE_SIZE_4K;
         let mut expected_info = BootInfo {
             magic: BOOT_INFO_MAGIC,
             version: BOOT_INFO_VERSION,
@@ -625,7 +625,7 @@ mod tests {
             // Set below, once the pages are known.
             image_digest: [0; 32],
             fs_gpa,
-            fs_size: 3 * PAGE_SIZE_4K,
+            fs_size: 4 * PAGE_SIZE_4K,
         };
         let expected_vmsa = initial_vmsa(testelf::FIRMWARE_ENTRY - KERNEL_VA_BASE);
         assert_eq!(loaded.platform, PlatformKind::Snp);
@@ -1252,9 +1252,9 @@ mod tests {
         let loaded = load_snp(image).unwrap();
         let (pages, vmsa) = sample_file_data();
         // Boot information, four page tables, two firmware pages, the app, the args and
-        // the file tree (its structure, /etc/group and /etc/passwd).
+        // the file tree (its structure, /etc/group, /etc/hosts and /etc/passwd).
         let app_pages = sample_image_app_pages();
-        assert_eq!(pages.len(), 1 + 4 + 2 + app_pages + 1 + 3);
+        assert_eq!(pages.len(), 1 + 4 + 2 + app_pages + 1 + 4);
         for (gpa, offset) in pages {
             let page = loaded.pages.iter().find(|p| p.gpa == gpa).unwrap();
             assert_eq!(
