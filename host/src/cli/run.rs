@@ -481,6 +481,75 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    fn publish_of(args: &[&str]) -> Result<Vec<Publish>, String> {
+        let cli = Cli::try_parse_from(args).map_err(|e| e.to_string())?;
+        match cli.command {
+            Command::Run(a) => Ok(a.publish),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn publish_is_repeatable_and_malformed_values_are_refused_in_words() {
+        assert_eq!(publish_of(&["nacre", "run", "x.igvm"]), Ok(Vec::new()));
+        let both = publish_of(&[
+            "nacre",
+            "run",
+            "x.igvm",
+            "--publish",
+            "8080:80",
+            "--publish=[::1]:9443:443",
+        ])
+        .unwrap();
+        assert_eq!(
+            both,
+            vec![
+                Publish {
+                    host: "127.0.0.1:8080".parse().unwrap(),
+                    guest_port: 80
+                },
+                Publish {
+                    host: "[::1]:9443".parse().unwrap(),
+                    guest_port: 443
+                }
+            ]
+        );
+        for bad in ["80", "8080:http", "host:1:2", "0:80"] {
+            let e = publish_of(&["nacre", "run", "x.igvm", "--publish", bad]).unwrap_err();
+            assert!(e.contains("--publish"), "{bad}: {e}");
+            assert!(e.contains(bad), "{bad}: {e}");
+        }
+        // A guest port published twice is refused before the image is read.
+        let args = RunArgs {
+            image: PathBuf::from("/nonexistent.igvm"),
+            platform: platform::default_platform(),
+            memory: None,
+            cpus: 1,
+            stats: false,
+            stats_json: None,
+            strict_memory: false,
+            publish: both
+                .iter()
+                .map(|p| Publish {
+                    guest_port: 80,
+                    ..*p
+                })
+                .collect(),
+        };
+        let e = format!("{:#}", run(&args, Instant::now()).unwrap_err());
+        assert_eq!(e, "--publish: guest port 80 is published more than once");
+        let help = PUBLISH_HELP;
+        for part in [
+            "docker run -p",
+            "127.0.0.1",
+            "[::1]:8080:80",
+            "Repeatable",
+            "policy",
+        ] {
+            assert!(help.contains(part), "{part}: {help}");
+        }
+    }
+
     #[test]
     fn cpus_help_says_what_it_does_and_the_default() {
         let help = CPUS_HELP;
