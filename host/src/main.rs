@@ -68,6 +68,7 @@ fn demo_in(dir: &std::path::Path, cpus: u32, start: Instant) -> anyhow::Result<u
         stats: true,
         stats_json: None,
         strict_memory: false,
+        publish: Vec::new(),
     };
     let code = cli::run::run(&args, start)?;
     eprintln!("nacre demo: the app exited with status {code}");

@@ -3,6 +3,7 @@
 //! needs to check it.
 
 use super::run::{launch, parse_cpus, parse_size, platform_arg, run_vm, CPUS_HELP};
+use crate::platform::launch::LaunchConfig;
 use crate::platform::{Registration, Stop};
 use anyhow::{bail, Context};
 use nacre_shared_abi::boot::HostRequest;
@@ -125,16 +126,14 @@ pub fn run(a: &AttestArgs) -> anyhow::Result<()> {
     let nonce = parse_nonce(&a.nonce).map_err(|e| anyhow::anyhow!("--nonce: {e}"))?;
     let report_data = nonce_report_data(&nonce);
     let bytes = crate::files::read_input(&a.image, crate::files::IMAGE)?;
-    let (image, mut vm) = launch(
-        &bytes,
-        a.platform,
-        a.memory,
-        a.cpus,
-        Some(HostRequest::attest(report_data)),
-        false,
-        a.snp_certs.clone(),
-    )
-    .with_context(|| format!("cannot boot {}", a.image.display()))?;
+    let config = LaunchConfig {
+        cpus: a.cpus,
+        request: Some(HostRequest::attest(report_data)),
+        endorsements: a.snp_certs.clone(),
+        ..LaunchConfig::new(0)
+    };
+    let (image, mut vm) = launch(&bytes, a.platform, a.memory, config)
+        .with_context(|| format!("cannot boot {}", a.image.display()))?;
     let stop = run_vm(&mut vm).with_context(|| format!("cannot run {}", a.image.display()))?;
     let (kind, raw) = match stop {
         Stop::Evidence { kind, bytes } => (kind, bytes),

@@ -4,11 +4,12 @@ use super::{EXIT_GUEST_TERMINATED, EXIT_MEMORY_VIOLATION};
 use crate::exits::RunError;
 use crate::platform::hostile::Hostile;
 use crate::platform::launch::{check_memory, HostMemory, LaunchConfig};
+use crate::platform::net::{NetConfig, Publish};
 use crate::platform::{self, Registration, Stop, Vm};
 use crate::stats::Stats;
 use crate::vmm::vcpu;
 use anyhow::Context;
-use nacre_shared_abi::boot::{HostRequest, MAX_CPUS};
+use nacre_shared_abi::boot::MAX_CPUS;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -66,7 +67,21 @@ pub struct RunArgs {
     /// of converting the page as KVM lets a VMM do on a memory-fault exit.
     #[arg(long)]
     pub strict_memory: bool,
+    #[arg(
+        long,
+        value_name = "[HOST_ADDR:]HOST_PORT:GUEST_PORT",
+        value_parser = Publish::parse,
+        help = PUBLISH_HELP
+    )]
+    pub publish: Vec<Publish>,
 }
+
+/// `--publish` in `--help`.
+pub const PUBLISH_HELP: &str = "Publish a port the app listens on (TCP or UDP) on the host, \
+    as docker run -p: a bind to GUEST_PORT in the guest binds HOST_ADDR:HOST_PORT on the host \
+    (HOST_ADDR 127.0.0.1 when left out; an IPv6 address in brackets, as [::1]:8080:80). \
+    Repeatable, once per guest port. Other ports are bound on the host as the app gives \
+    them. The image's network policy still decides which ports the app may listen on";
 
 /// `--cpus` in `--help` (`nacre run`, `nacre attest`, `nacre demo`).
 pub const CPUS_HELP: &str = "Number of vCPUs, 1 to 16 (default 1). Each is a thread of nacre's \
@@ -111,17 +126,13 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 }
 
 /// Load an image and launch its VM on `platform` with `memory` bytes of RAM (default:
-/// [`DEFAULT_MEMORY`] or what the image needs) and `cpus` vCPUs, with the host's
-/// `request` in the parameter page and `endorsements` where the platform finds what
-/// endorses its evidence (see [`LaunchConfig::endorsements`]).
+/// [`DEFAULT_MEMORY`] or what the image needs) and the rest of `config` (vCPUs, the
+/// host's request, endorsements, the network; its own `memory` is replaced).
 pub fn launch(
     bytes: &[u8],
     platform: &Registration,
     memory: Option<u64>,
-    cpus: u32,
-    request: Option<HostRequest>,
-    strict_memory: bool,
-    endorsements: Option<PathBuf>,
+    config: LaunchConfig,
 ) -> anyhow::Result<(nacre_loader::LoadedImage, Vm)> {
     let image = nacre_loader::load_image(bytes, platform.image)?;
     let memory = memory.unwrap_or(DEFAULT_MEMORY.max(image.min_memory));
@@ -132,13 +143,7 @@ pub fn launch(
         image.min_memory,
         HostMemory::probe().as_ref(),
     )?;
-    let config = LaunchConfig {
-        memory,
-        cpus,
-        request,
-        strict_memory,
-        endorsements,
-    };
+    let config = LaunchConfig { memory, ..config };
     let vm = (platform.launch)(&image, &config)?;
     Ok((image, vm))
 }
@@ -198,21 +203,24 @@ pub fn run(a: &RunArgs, start: Instant) -> anyhow::Result<u8> {
     if let Some(path) = &a.stats_json {
         crate::files::check_output(path).context("--stats-json")?;
     }
+    Publish::check_all(&a.publish).map_err(|e| anyhow::anyhow!("--publish: {e}"))?;
     let bytes = crate::files::read_input(&a.image, crate::files::IMAGE)?;
     run_bytes(&bytes, a, start).with_context(|| format!("cannot run {}", a.image.display()))
 }
 
 /// Run image bytes.
 pub fn run_bytes(bytes: &[u8], a: &RunArgs, start: Instant) -> anyhow::Result<u8> {
-    let (_, mut vm) = launch(
-        bytes,
-        a.platform,
-        a.memory,
-        a.cpus,
-        None,
-        a.strict_memory,
-        None,
-    )?;
+    let config = LaunchConfig {
+        cpus: a.cpus,
+        strict_memory: a.strict_memory,
+        net: NetConfig {
+            publish: a.publish.clone(),
+            // The image's policy is not packaged yet: the guest reaches nothing.
+            ..NetConfig::default()
+        },
+        ..LaunchConfig::new(0)
+    };
+    let (_, mut vm) = launch(bytes, a.platform, a.memory, config)?;
     let result = run_vm(&mut vm);
     let stats = stats(&mut vm, start);
     if a.stats {
@@ -420,6 +428,7 @@ mod tests {
             stats: false,
             stats_json: Some(link),
             strict_memory: false,
+            publish: Vec::new(),
         };
         let err = format!("{:#}", run(&args, Instant::now()).unwrap_err());
         assert!(err.contains("--stats-json"), "{err}");
@@ -439,6 +448,7 @@ mod tests {
             stats: false,
             stats_json: None,
             strict_memory: false,
+            publish: Vec::new(),
         };
         let e = format!("{:#}", run(&args, Instant::now()).unwrap_err());
         assert!(
@@ -469,6 +479,75 @@ mod tests {
         let e = format!("{:#}", crate::cli::attest::run(&attest).unwrap_err());
         assert!(e.contains("it is a character device"), "{e}");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn publish_of(args: &[&str]) -> Result<Vec<Publish>, String> {
+        let cli = Cli::try_parse_from(args).map_err(|e| e.to_string())?;
+        match cli.command {
+            Command::Run(a) => Ok(a.publish),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn publish_is_repeatable_and_malformed_values_are_refused_in_words() {
+        assert_eq!(publish_of(&["nacre", "run", "x.igvm"]), Ok(Vec::new()));
+        let both = publish_of(&[
+            "nacre",
+            "run",
+            "x.igvm",
+            "--publish",
+            "8080:80",
+            "--publish=[::1]:9443:443",
+        ])
+        .unwrap();
+        assert_eq!(
+            both,
+            vec![
+                Publish {
+                    host: "127.0.0.1:8080".parse().unwrap(),
+                    guest_port: 80
+                },
+                Publish {
+                    host: "[::1]:9443".parse().unwrap(),
+                    guest_port: 443
+                }
+            ]
+        );
+        for bad in ["80", "8080:http", "host:1:2", "0:80"] {
+            let e = publish_of(&["nacre", "run", "x.igvm", "--publish", bad]).unwrap_err();
+            assert!(e.contains("--publish"), "{bad}: {e}");
+            assert!(e.contains(bad), "{bad}: {e}");
+        }
+        // A guest port published twice is refused before the image is read.
+        let args = RunArgs {
+            image: PathBuf::from("/nonexistent.igvm"),
+            platform: platform::default_platform(),
+            memory: None,
+            cpus: 1,
+            stats: false,
+            stats_json: None,
+            strict_memory: false,
+            publish: both
+                .iter()
+                .map(|p| Publish {
+                    guest_port: 80,
+                    ..*p
+                })
+                .collect(),
+        };
+        let e = format!("{:#}", run(&args, Instant::now()).unwrap_err());
+        assert_eq!(e, "--publish: guest port 80 is published more than once");
+        let help = PUBLISH_HELP;
+        for part in [
+            "docker run -p",
+            "127.0.0.1",
+            "[::1]:8080:80",
+            "Repeatable",
+            "policy",
+        ] {
+            assert!(help.contains(part), "{part}: {help}");
+        }
     }
 
     #[test]

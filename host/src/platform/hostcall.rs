@@ -2,8 +2,10 @@
 //! emulated platforms: only the doorbell that announces a call differs (a GHCB IOIO
 //! exit on SNP, a TDVMCALL Instruction.IO on TDX). Everything read from the area is
 //! guest-controlled and checked before use; a malformed call stops the guest. One
-//! function serves each operation.
+//! function serves each operation; the sockets of the Net hostcall are
+//! [`super::net`]'s.
 
+use super::net::{self, NetHost};
 use super::Stop;
 use crate::mmu::HypervisorMmu;
 use crate::stats::{syscall_name, RunCounters};
@@ -14,8 +16,9 @@ use nacre_shared_abi::hostcall::{
     POLL_STDOUT_WRITABLE, TERMINAL_NOT_A_TTY,
 };
 use nacre_shared_abi::layout::PAGE_SIZE_4K;
+use nacre_shared_abi::net::SLEEP_WOKEN_BY_NET;
 use std::io::{Read, Write};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use zerocopy::{FromBytes, IntoBytes};
 
 /// EIO (Linux `asm-generic/errno-base.h`), for host I/O errors without an errno.
@@ -59,6 +62,8 @@ pub struct HostcallHost {
     lie_told: bool,
     /// The last clock answer (what [`HostileHostcall::ClockBackwards`] goes back from).
     last_clock: Option<ClockReply>,
+    /// The guest's sockets (the Net hostcall), whose readiness also ends a Sleep early.
+    pub net: NetHost,
 }
 
 /// What one operation's handler decided.
@@ -102,19 +107,38 @@ pub fn serve(
     };
     h.status = 0;
     h.result = 0;
-    stats.hostcall(op_name(op));
+    let net_op = match op {
+        HostcallOp::Net => match nacre_shared_abi::net::check_request(&h) {
+            Ok(net_op) => Some(net_op),
+            Err(e) => {
+                return Ok(Some(Stop::ProtocolViolation(format!(
+                    "malformed hostcall: {e}"
+                ))));
+            }
+        },
+        _ => None,
+    };
+    stats.hostcall(net_op.map_or(op_name(op), net::counter_name));
     let data = area + HOSTCALL_DATA_OFFSET;
     let reply = match op {
         HostcallOp::Write => write(mem, host, &mut h, data)?,
         HostcallOp::Read => read(mem, host, &mut h, data)?,
         HostcallOp::Exit => exit(mem, stats, &h, data)?,
         HostcallOp::Clock => clock(mem, host, &mut h, data)?,
-        HostcallOp::Sleep => sleep(host, &h),
+        HostcallOp::Sleep => sleep(host, &mut h),
         HostcallOp::Poll => poll(host, &mut h),
         HostcallOp::Terminal => terminal(mem, &mut h, data)?,
         HostcallOp::Evidence => evidence(mem, host, &h, data)?,
         HostcallOp::AppEntry => app_entry(host),
-        HostcallOp::Net => no_network(&mut h),
+        HostcallOp::Net => match net_op {
+            Some(net_op) => {
+                host.net.serve(mem, net_op, &mut h, data)?;
+                Reply::Resume
+            }
+            None => Reply::Stop(Stop::ProtocolViolation(
+                "malformed hostcall: a Net request without its operation".into(),
+            )),
+        },
     };
     match reply {
         Reply::Resume => {
@@ -125,7 +149,8 @@ pub fn serve(
     }
 }
 
-/// The counter name of an operation (`hostcalls.NAME`).
+/// The counter name of an operation (`hostcalls.NAME`; a Net operation counts as
+/// its own, [`net::counter_name`]).
 fn op_name(op: HostcallOp) -> &'static str {
     match op {
         HostcallOp::Write => "write",
@@ -139,15 +164,6 @@ fn op_name(op: HostcallOp) -> &'static str {
         HostcallOp::AppEntry => "app_entry",
         HostcallOp::Net => "net",
     }
-}
-
-/// ENETDOWN (Linux `asm-generic/errno.h`).
-const ENETDOWN: u64 = 100;
-
-/// Net: this host gives the guest no network yet; every socket call fails.
-fn no_network(h: &mut HostcallHeader) -> Reply {
-    h.status = ENETDOWN;
-    Reply::Resume
 }
 
 /// AppEntry: the boot is over; the first one counts.
@@ -343,10 +359,11 @@ fn clock(
     Ok(Reply::Resume)
 }
 
-/// Sleep: `arg` nanoseconds (the guest checks the time that passed itself).
-fn sleep(host: &HostcallHost, h: &HostcallHeader) -> Reply {
-    if host.hostile != Some(HostileHostcall::EarlyWake) {
-        std::thread::sleep(Duration::from_nanos(h.arg));
+/// Sleep: `arg` nanoseconds (the guest checks the time that passed itself), or until
+/// network events are queued ([`SLEEP_WOKEN_BY_NET`]).
+fn sleep(host: &HostcallHost, h: &mut HostcallHeader) -> Reply {
+    if host.hostile != Some(HostileHostcall::EarlyWake) && host.net.sleep(h.arg) {
+        h.result = SLEEP_WOKEN_BY_NET;
     }
     Reply::Resume
 }
@@ -418,7 +435,7 @@ fn terminal(mem: &GuestMemory, h: &mut HostcallHeader, data: u64) -> Result<Repl
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::mmu::attributes::Kind;
     use crate::mmu::Access;
@@ -426,7 +443,7 @@ mod tests {
 
     /// An MMU that holds all of RAM shared: the hostcall area is always usable.
     #[derive(Debug)]
-    struct AllShared;
+    pub(crate) struct AllShared;
 
     impl HypervisorMmu for AllShared {
         fn pages(&self) -> u64 {
@@ -456,10 +473,10 @@ mod tests {
         }
     }
 
-    const RAM: u64 = 4 << 20;
+    pub(crate) const RAM: u64 = 4 << 20;
 
     /// Serve `h` from a fresh area; the stop, if any, and the header written back.
-    fn call(
+    pub(crate) fn call(
         mem: &GuestMemory,
         stats: &mut RunCounters,
         host: &mut HostcallHost,

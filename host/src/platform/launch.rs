@@ -335,12 +335,14 @@ pub struct LaunchConfig {
     /// Where the platform finds the endorsements of its evidence when it does not make
     /// them itself (`nacre attest --snp-certs`); `None`: its default place.
     pub endorsements: Option<std::path::PathBuf>,
+    /// The guest's network: what it may reach and the ports published on the host.
+    pub net: crate::platform::net::NetConfig,
 }
 
 impl LaunchConfig {
     /// A launch with `memory` bytes of RAM and everything else as `nacre run` has it
     /// by default: one vCPU, no request, conversions allowed, endorsements from the
-    /// platform's default place.
+    /// platform's default place, a network that reaches nothing.
     pub fn new(memory: u64) -> Self {
         Self {
             memory,
@@ -348,6 +350,7 @@ impl LaunchConfig {
             request: None,
             strict_memory: false,
             endorsements: None,
+            net: crate::platform::net::NetConfig::default(),
         }
     }
 
@@ -563,34 +566,59 @@ const MSI_ADDRESS_APIC0: u32 = 0xFEE0_0000;
 const STORM_INTERRUPTS: u32 = 50_000;
 const STORM_GAP: std::time::Duration = std::time::Duration::from_micros(200);
 
+/// Interrupts for a VM's vCPU 0 (its local APIC id 0), sent with `KVM_SIGNAL_MSI` on
+/// a copy of the VM descriptor of its own, so that a thread other than the vCPUs' can
+/// send them for as long as it keeps this.
+#[derive(Debug)]
+pub struct MsiSender {
+    fd: std::os::fd::OwnedFd,
+}
+
+impl MsiSender {
+    /// A sender to `vm`'s vCPU 0.
+    pub fn new(vm: &VmFd) -> Result<Self, SetupError> {
+        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+        // SAFETY: dup of a descriptor this process owns; the copy is owned below.
+        let fd = unsafe { libc::fcntl(vm.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
+        if fd < 0 {
+            return Err(SetupError::Image(format!(
+                "cannot duplicate the VM descriptor for sending interrupts: {}",
+                std::io::Error::last_os_error()
+            )));
+        }
+        // SAFETY: `fd` was just returned by fcntl(F_DUPFD_CLOEXEC) and is owned by
+        // nothing else.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(Self { fd })
+    }
+
+    /// Send `vector` to vCPU 0 (fixed delivery, edge).
+    pub fn send(&self, vector: u8) -> std::io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let msi = kvm_bindings::kvm_msi {
+            address_lo: MSI_ADDRESS_APIC0,
+            data: u32::from(vector),
+            ..Default::default()
+        };
+        // SAFETY: KVM_SIGNAL_MSI reads one `struct kvm_msi` from the pointer, which is
+        // valid for the call.
+        let r = unsafe { libc::ioctl(self.fd.as_raw_fd(), KVM_SIGNAL_MSI, &msi) };
+        if r < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
 /// Start the interrupt storm of the `interrupt-storm` hostile-host test: a thread
 /// that sends the VM's vCPU 0 interrupts through KVM_SIGNAL_MSI on its own copy of
 /// the VM descriptor, until it has sent them all or the VM is gone.
 pub fn start_interrupt_storm(vm: &VmFd) -> Result<(), SetupError> {
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-    // SAFETY: dup of a descriptor this process owns; the copy is owned below.
-    let fd = unsafe { libc::dup(vm.as_raw_fd()) };
-    if fd < 0 {
-        return Err(SetupError::Image(format!(
-            "cannot duplicate the VM descriptor for the interrupt storm: {}",
-            std::io::Error::last_os_error()
-        )));
-    }
-    // SAFETY: `fd` was just returned by dup and is owned by nothing else.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let msi = MsiSender::new(vm)?;
     std::thread::spawn(move || {
-        let vectors = [0x20u32, 0x21, 0x30, 0x80, 0xEF];
+        let vectors = [0x20u8, 0x21, 0x30, 0x80, 0xEF];
         for i in 0..STORM_INTERRUPTS {
-            let msi = kvm_bindings::kvm_msi {
-                address_lo: MSI_ADDRESS_APIC0,
-                data: vectors[i as usize % vectors.len()],
-                ..Default::default()
-            };
-            // SAFETY: KVM_SIGNAL_MSI reads one `struct kvm_msi` from the pointer,
-            // which is valid for the call.
-            let r = unsafe { libc::ioctl(fd.as_raw_fd(), KVM_SIGNAL_MSI, &msi) };
-            if r < 0 {
-                let e = std::io::Error::last_os_error();
+            if let Err(e) = msi.send(vectors[i as usize % vectors.len()]) {
                 if e.raw_os_error() != Some(libc::EAGAIN) {
                     break;
                 }

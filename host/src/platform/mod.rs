@@ -18,6 +18,7 @@ pub mod hardware;
 pub mod hostcall;
 pub mod hostile;
 pub mod launch;
+pub mod net;
 pub mod snp;
 pub mod snp_state;
 pub mod tdx;

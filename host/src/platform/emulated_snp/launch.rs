@@ -36,7 +36,7 @@ use crate::mmu::attributes::Kind;
 use crate::platform::hostile::{self, Hostile, Lies};
 use crate::platform::launch::{
     check_cpus, create_vcpus, hostile_cpuid, hostile_gfn, ioctl, parameter_page, runs,
-    start_interrupt_storm, test_hook, tsc_khz, vm_with_ram, LaunchConfig, SetupError,
+    start_interrupt_storm, test_hook, tsc_khz, vm_with_ram, LaunchConfig, MsiSender, SetupError,
 };
 use crate::platform::snp_state::{cpuid_page, BspState};
 use crate::platform::Vm;
@@ -215,6 +215,8 @@ pub fn launch(image: &LoadedImage, config: &LaunchConfig) -> Result<Vm, SetupErr
         snp.remap = Some(hostile_gfn(image));
     }
     snp.host.expect_evidence = config.expects_evidence();
+    snp.host.net.configure(&config.net);
+    snp.host.net.set_interrupts(MsiSender::new(&vm)?);
     if hostile == Some(Hostile::InterruptStorm) {
         start_interrupt_storm(&vm)?;
     }

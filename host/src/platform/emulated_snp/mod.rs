@@ -92,6 +92,10 @@ pub const NAME: &str = "emulated-snp";
 /// State of the emulated SNP platform for one VM.
 #[derive(Debug)]
 pub struct EmulatedSnp {
+    /// The console, clocks and sockets the hostcalls serve (and when the firmware
+    /// entered the app). Declared first: its readiness thread holds a copy of the VM's
+    /// fd, closed before the memory the VM maps.
+    pub host: HostcallHost,
     /// Guest RAM.
     pub mem: GuestMemory,
     /// The host MMU: attributes, TDP (realized as the views' protection) and RMP.
@@ -112,8 +116,6 @@ pub struct EmulatedSnp {
     pub counters: SnpCounters,
     /// Test hook: finish at most this many PSC entries per call.
     pub psc_budget: Option<usize>,
-    /// The console and clocks the hostcalls serve (and when the firmware entered the app).
-    pub host: HostcallHost,
     /// The emulated security processor, once the launch made it.
     pub sp: Option<EmulatedSecurityProcessor>,
     /// The lie a hostile-host test asked for (`NACRE_TEST_HOSTILE`), if any.

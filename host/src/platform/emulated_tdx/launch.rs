@@ -16,7 +16,7 @@ use crate::platform::hostile::{self, Hostile, Lies};
 use crate::platform::launch::{
     check_cpus, check_memory, create_vcpus, hostile_cpuid, hostile_gfn, ioctl, parameter_page,
     runs, start_interrupt_storm, test_hook, tsc_khz, vm_with_ram, HostPage, LaunchConfig,
-    SetupError,
+    MsiSender, SetupError,
 };
 use crate::platform::Vm;
 use crate::vmm::memory::View;
@@ -128,6 +128,8 @@ pub fn launch(image: &LoadedImage, config: &LaunchConfig) -> Result<Vm, SetupErr
         start_interrupt_storm(&vm)?;
     }
     tdx.host.expect_evidence = config.expects_evidence();
+    tdx.host.net.configure(&config.net);
+    tdx.host.net.set_interrupts(MsiSender::new(&vm)?);
     Ok(Vm {
         vcpus,
         vm,

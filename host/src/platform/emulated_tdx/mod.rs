@@ -82,6 +82,10 @@ pub const NAME: &str = "emulated-tdx";
 /// State of the emulated TDX platform for one VM.
 #[derive(Debug)]
 pub struct EmulatedTdx {
+    /// The console, clocks and sockets the hostcalls serve (and when the firmware
+    /// entered the app). Declared first: its readiness thread holds a copy of the VM's
+    /// fd, closed before the memory the VM maps.
+    pub host: HostcallHost,
     /// Guest RAM.
     pub mem: GuestMemory,
     /// Attributes, shared TDP, mirror table and S-EPT.
@@ -99,8 +103,6 @@ pub struct EmulatedTdx {
     /// Test hook (`NACRE_TEST_MAP_GPA_PAGES`): convert at most this many pages per
     /// MapGPA call before answering RETRY.
     pub map_gpa_budget: Option<u64>,
-    /// The console and clocks the hostcalls serve (and when the firmware entered the app).
-    pub host: HostcallHost,
     /// The lie a hostile-host test asked for (`NACRE_TEST_HOSTILE`), if any.
     pub lies: Lies,
     /// The page the `remapped-page` hostile-host test takes back once the guest

@@ -75,14 +75,15 @@ pub struct HardwareGuest {
     /// KVM's MMU, as nacre drives it (declared first: it holds a copy of the VM's fd,
     /// closed before the memory the VM maps).
     pub mmu: KvmMmu,
+    /// The console, clocks and sockets of the hostcalls (declared before `mem`: its
+    /// readiness thread holds a copy of the VM's fd).
+    pub host: HostcallHost,
     /// Guest RAM's shared side (the memfd every memory slot maps for shared pages).
     pub mem: GuestMemory,
     /// `--strict-memory`.
     pub strict_memory: bool,
     /// Exits and hostcalls.
     pub run: RunCounters,
-    /// The console and clocks of the hostcalls.
-    pub host: HostcallHost,
     /// This module's counters.
     pub counters: HardwareCounters,
 }

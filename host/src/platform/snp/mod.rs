@@ -22,7 +22,7 @@ use crate::platform::hardware::probe::SystemProbe;
 use crate::platform::hardware::HardwareGuest;
 use crate::platform::hostcall::HostcallHost;
 use crate::platform::launch::{
-    check_cpus, parameter_page, tsc_khz, LaunchConfig, SetupError, SNP_MEMORY_LIMIT,
+    check_cpus, parameter_page, tsc_khz, LaunchConfig, MsiSender, SetupError, SNP_MEMORY_LIMIT,
 };
 use crate::platform::{Platform, Registration, Stop, Vm};
 use crate::stats::RunCounters;
@@ -102,6 +102,8 @@ impl Platform for Snp {
         guest.strict_memory = config.strict_memory;
         guest.host.tsc_khz = tsc_khz(bsp);
         guest.host.expect_evidence = config.expects_evidence();
+        guest.host.net.configure(&config.net);
+        guest.host.net.set_interrupts(MsiSender::new(&ops.vm.vm)?);
         let snp = Snp {
             guest,
             c_bit: host.c_bit,

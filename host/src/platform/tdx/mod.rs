@@ -24,7 +24,8 @@ use crate::platform::hardware::probe::SystemProbe;
 use crate::platform::hardware::HardwareGuest;
 use crate::platform::hostcall::HostcallHost;
 use crate::platform::launch::{
-    check_cpus, check_memory, parameter_page, tsc_khz, LaunchConfig, SetupError, TDX_MEMORY_LIMIT,
+    check_cpus, check_memory, parameter_page, tsc_khz, LaunchConfig, MsiSender, SetupError,
+    TDX_MEMORY_LIMIT,
 };
 use crate::platform::{Platform, Registration, Stop, Vm};
 use crate::stats::RunCounters;
@@ -120,6 +121,8 @@ impl Platform for Tdx {
         guest.strict_memory = config.strict_memory;
         guest.host.tsc_khz = tsc_khz(bsp);
         guest.host.expect_evidence = config.expects_evidence();
+        guest.host.net.configure(&config.net);
+        guest.host.net.set_interrupts(MsiSender::new(&ops.vm.vm)?);
         let quoting = match QgsAddress::of_host(&paths) {
             Ok(addr) => Some(Box::new(QgsClient::new(addr)) as Box<dyn QuotingService>),
             Err(why) => {
