@@ -523,6 +523,8 @@ fn accept_held(k: &mut Kernel, index: usize, addr: u64, lenp: u64, flags: u32) -
             Ok(r) => {
                 let new = new_handle(k, r);
                 let peer = reply_addr(k, false);
+                // Whether more connections wait is not known: a poller asks the host.
+                k.net.get_mut(h).ready &= !EV_IN;
                 let s = *k.net.get(h);
                 let fd = install(k, new, (s.domain, s.kind, s.protocol), flags, EV_OUT)?;
                 if let Err(e) = write_sockaddr(k, &peer, addr, lenp) {

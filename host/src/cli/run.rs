@@ -4,7 +4,7 @@ use super::{EXIT_GUEST_TERMINATED, EXIT_MEMORY_VIOLATION};
 use crate::exits::RunError;
 use crate::platform::hostile::Hostile;
 use crate::platform::launch::{check_memory, HostMemory, LaunchConfig};
-use crate::platform::net::{NetConfig, Publish};
+use crate::platform::net::{NetConfig, NetPolicy, Publish};
 use crate::platform::{self, Registration, Stop, Vm};
 use crate::stats::Stats;
 use crate::vmm::vcpu;
@@ -143,7 +143,16 @@ pub fn launch(
         image.min_memory,
         HostMemory::probe().as_ref(),
     )?;
-    let config = LaunchConfig { memory, ..config };
+    // The network policy is the image's (measured), whatever the caller had.
+    let text = crate::network::image_policy(&image)?;
+    let mut config = LaunchConfig { memory, ..config };
+    config.net.policy = match &text {
+        Some(text) => NetPolicy::from_rules(
+            &nacre_shared_abi::net_policy::Policy::parse(text.as_bytes())
+                .map_err(|(line, e)| anyhow::anyhow!("the network policy, line {line}: {e}"))?,
+        ),
+        None => NetPolicy::default(),
+    };
     let vm = (platform.launch)(&image, &config)?;
     Ok((image, vm))
 }
@@ -213,9 +222,9 @@ pub fn run_bytes(bytes: &[u8], a: &RunArgs, start: Instant) -> anyhow::Result<u8
     let config = LaunchConfig {
         cpus: a.cpus,
         strict_memory: a.strict_memory,
+        // The policy is the image's ([`launch`]).
         net: NetConfig {
             publish: a.publish.clone(),
-            // The image's policy is not packaged yet: the guest reaches nothing.
             ..NetConfig::default()
         },
         ..LaunchConfig::new(0)

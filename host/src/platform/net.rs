@@ -165,6 +165,44 @@ pub struct NetPolicy {
 }
 
 impl NetPolicy {
+    /// The rules of an image's measured policy (shared-abi `net_policy`).
+    pub fn from_rules(policy: &nacre_shared_abi::net_policy::Policy<'_>) -> Self {
+        use nacre_shared_abi::net_policy::{Net, Proto as P, Rule};
+        let proto = |p: P| match p {
+            P::Tcp => Proto::Tcp,
+            P::Udp => Proto::Udp,
+        };
+        let mut out = Self::default();
+        for rule in policy.rules() {
+            match rule {
+                Rule::Listen { proto: p, port } => out.listen.push((proto(p), port)),
+                Rule::Connect {
+                    proto: p,
+                    net,
+                    port,
+                } => {
+                    let nets = match net {
+                        Net::Any => vec![
+                            (IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
+                            (IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0),
+                        ],
+                        Net::V4 { addr, prefix } => vec![(IpAddr::V4(addr.into()), prefix)],
+                        Net::V6 { addr, prefix } => vec![(IpAddr::V6(addr.into()), prefix)],
+                    };
+                    for (network, prefix) in nets {
+                        out.connect.push(ConnectRule {
+                            proto: proto(p),
+                            network,
+                            prefix,
+                            port,
+                        });
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// A policy that allows every port and destination.
     pub fn allow_all() -> Self {
         Self {
