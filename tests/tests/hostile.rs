@@ -606,3 +606,134 @@ fn hostile_hooks_of_the_other_platform_change_nothing() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// Sockets
+
+/// `sockets.c` on `port` (and `port + 1`), packaged with the policy that allows them,
+/// and what it prints natively there.
+fn sockets(port: u16) -> (PathBuf, String) {
+    static APP: OnceLock<PathBuf> = OnceLock::new();
+    let app = APP
+        .get_or_init(|| nacre_tests::built_app(dir(), "sockets.c", nacre_tests::Toolchain::Glibc));
+    let (p, q) = (port.to_string(), (port + 1).to_string());
+    let rules = [
+        ("--listen", p.clone()),
+        ("--listen", format!("{p}/udp")),
+        ("--listen", q.clone()),
+        ("--connect", format!("127.0.0.1:{p}")),
+        ("--connect", format!("127.0.0.1:{p}/udp")),
+        ("--connect", format!("127.0.0.1:{q}")),
+        ("--connect", format!("[::1]:{p}")),
+    ];
+    let flags: Vec<String> = rules
+        .into_iter()
+        .flat_map(|(flag, rule)| [flag.to_owned(), rule])
+        .collect();
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let image = package_with(
+        app,
+        &dir().join(format!("sockets-{port}.igvm")),
+        &PackageOptions::new().args(&[&p]).flags(&flags),
+    );
+    let native = std::process::Command::new(app)
+        .arg(&p)
+        .output()
+        .expect("run sockets natively");
+    assert!(native.status.success(), "native sockets: {native:?}");
+    (image, String::from_utf8_lossy(&native.stdout).into_owned())
+}
+
+/// The guest stopped itself for a malformed hostcall reply after printing a part of
+/// what the app prints natively, every check of it passed.
+fn assert_stopped_midway(output: &Output, native: &str, what: &str) {
+    assert_no_panic(output, what);
+    assert_eq!(
+        output.status.code(),
+        Some(EXIT_GUEST_TERMINATED),
+        "{what}: the guest must stop itself\n{}",
+        describe_output(output)
+    );
+    assert!(
+        stderr(output).contains(HOSTCALL_REFUSED),
+        "{what}: the stop does not name the rule\n{}",
+        describe_output(output)
+    );
+    let out = stdout(output);
+    assert!(
+        native.starts_with(&out) && out.lines().count() < native.lines().count(),
+        "{what}: the app printed what it does not print natively, or finished\n{}",
+        describe_output(output)
+    );
+}
+
+/// A host that claims a socket receive gave one byte more than was asked: the
+/// firmware refuses the reply before using a byte of it and stops the guest.
+#[test]
+fn hostile_socket_reply_longer_than_asked_stops_the_guest() {
+    require_kvm();
+    let (image, native) = sockets(18200);
+    on_each_platform(|platform| {
+        let out = lie("net-overlong-recv", platform, &image);
+        assert_stopped_midway(&out, &native, "an overlong socket receive");
+    });
+}
+
+/// A host that answers an accept with a handle the guest already uses (the
+/// listening socket's own): the firmware never lets two descriptors share a host
+/// socket and stops the guest.
+#[test]
+fn hostile_accept_of_a_foreign_handle_stops_the_guest() {
+    require_kvm();
+    let (image, native) = sockets(18210);
+    on_each_platform(|platform| {
+        let out = lie("net-foreign-accept", platform, &image);
+        assert_stopped_midway(&out, &native, "an accept of a handle in use");
+    });
+}
+
+/// A host that reports every watched socket ready at once, data or not: no byte is
+/// invented and every transfer completes as natively; only the checks of readiness
+/// itself may see a socket reported ready that is not (as Linux allows for poll and
+/// epoll, a read then answers EAGAIN).
+#[test]
+fn hostile_readiness_without_data_invents_nothing() {
+    require_kvm();
+    let (image, native) = sockets(18220);
+    // The checks whose subject is readiness itself.
+    let readiness = ["edge-nothing-yet", "edge-after-data", "edge-no-repeat"];
+    on_each_platform(|platform| {
+        let out = lie("net-false-readiness", platform, &image);
+        assert_no_panic(&out, "false readiness");
+        let got = stdout(&out);
+        assert_eq!(
+            got.lines().count(),
+            native.lines().count(),
+            "false readiness: every check must run\n{}",
+            describe_output(&out)
+        );
+        for (line, expected) in got.lines().zip(native.lines()) {
+            let name = expected.trim_start_matches("ok ");
+            if readiness.contains(&name) && line.starts_with(&format!("FAIL {name}:")) {
+                continue;
+            }
+            assert_eq!(line, expected, "false readiness\n{}", describe_output(&out));
+        }
+    });
+}
+
+/// A host that reports readiness and a hang-up for every socket right after the guest
+/// closed it (data for a connection that is gone, also when its handle is given to a
+/// new socket): the firmware takes reports only for what it asked the host to watch,
+/// and the app prints what it prints natively.
+#[test]
+fn hostile_events_for_closed_sockets_are_ignored() {
+    require_kvm();
+    let (image, native) = sockets(18230);
+    on_each_platform(|platform| {
+        let out = lie("net-closed-events", platform, &image);
+        assert_no_panic(&out, "events for closed sockets");
+        assert_eq!(out.status.code(), Some(0), "{}", describe_output(&out));
+        assert_eq!(stdout(&out), native, "{}", describe_output(&out));
+    });
+}

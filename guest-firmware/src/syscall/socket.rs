@@ -45,6 +45,7 @@ pub const ESOCKTNOSUPPORT: u64 = 94;
 pub const EOPNOTSUPP: u64 = 95;
 pub const EAFNOSUPPORT: u64 = 97;
 pub const ECONNREFUSED: u64 = 111;
+pub const ENOTCONN: u64 = 107;
 pub const EINPROGRESS: u64 = 115;
 
 /// `socket` type flags (`include/linux/net.h`: SOCK_NONBLOCK is O_NONBLOCK,
@@ -79,6 +80,11 @@ const MAX_OPTION: usize = nacre_shared_abi::net::MAX_OPTION as usize;
 const SOCKADDR_IN: usize = 16;
 const SOCKADDR_IN6: usize = 28;
 const SIN6_LEN_RFC2133: usize = 24;
+
+/// What an `EAGAIN` or `EINPROGRESS` shows a socket does not have now: an error or a
+/// hang-up to report (a real one would have been the answer). Forgetting them keeps a
+/// report the host made up from ending every later wait at once.
+const NOT_NOW: u32 = EV_ERR | EV_HUP | EV_RDHUP;
 
 /// Set when the host has queued readiness events the firmware has not taken yet.
 pub static NET_PENDING: AtomicBool = AtomicBool::new(false);
@@ -287,7 +293,14 @@ pub fn take_events(k: &mut Kernel) {
                 // A socket closed meanwhile, or a handle the host made up.
                 continue;
             }
-            let events = e.events & EV_ALL;
+            // Only what the firmware asked the host to watch for (errors and hang-ups
+            // always): a report for a socket it does not watch (a closed one whose
+            // handle was given again, or a lie) changes nothing.
+            let armed = k.net.get(h).armed;
+            if armed == 0 {
+                continue;
+            }
+            let events = e.events & (armed | EV_ERR | EV_HUP);
             k.net.get_mut(h).ready |= events;
             k.net.set_armed(h, 0);
             crate::sched::wake_all(k, socket_key(h));
@@ -537,7 +550,7 @@ fn accept_held(k: &mut Kernel, index: usize, addr: u64, lenp: u64, flags: u32) -
                 return Ok(fd);
             }
             Err(EAGAIN) => {
-                k.net.get_mut(h).ready &= !EV_IN;
+                k.net.get_mut(h).ready &= !(EV_IN | NOT_NOW);
                 if nonblocking(k, index) {
                     arm(k, h, EV_IN);
                     return Err(EAGAIN);
@@ -570,23 +583,30 @@ fn connect_held(k: &mut Kernel, index: usize, addr: u64, len: u64) -> SysResult 
             Ok(0)
         }
         Err(EINPROGRESS) => {
-            k.net.get_mut(h).ready &= !EV_OUT;
+            k.net.get_mut(h).ready &= !(EV_OUT | NOT_NOW);
             if nonblocking(k, index) {
                 arm(k, h, EV_OUT);
                 return Err(EINPROGRESS);
             }
             let deadline = deadline_of(k, k.net.get(h).sndtimeo);
-            while k.net.get(h).ready & (EV_OUT | EV_ERR | EV_HUP) == 0 {
-                match wait_for(k, h, EV_OUT, deadline) {
-                    Ok(()) => {}
-                    // Linux: the connection goes on in the background.
-                    Err(EAGAIN) => return Err(EINPROGRESS),
-                    Err(e) => return Err(e),
+            loop {
+                while k.net.get(h).ready & (EV_OUT | EV_ERR | EV_HUP) == 0 {
+                    match wait_for(k, h, EV_OUT, deadline) {
+                        Ok(()) => {}
+                        // Linux: the connection goes on in the background.
+                        Err(EAGAIN) => return Err(EINPROGRESS),
+                        Err(e) => return Err(e),
+                    }
                 }
-            }
-            match socket_error(k, h)? {
-                0 => Ok(0),
-                e => Err(e),
+                match socket_error(k, h)? {
+                    0 => {}
+                    e => return Err(e),
+                }
+                // Connected, unless the report was not true: then wait on.
+                match net(k, NetOp::PeerName, h, NET_ADDR_SIZE, 0) {
+                    Err(ENOTCONN) => k.net.get_mut(h).ready &= !(EV_OUT | NOT_NOW),
+                    _ => return Ok(0),
+                }
             }
         }
         Err(e) => Err(e),
@@ -804,7 +824,7 @@ pub fn send(
                 }
             }
             Err(EAGAIN) => {
-                k.net.get_mut(h).ready &= !EV_OUT;
+                k.net.get_mut(h).ready &= !(EV_OUT | NOT_NOW);
                 if nonblock {
                     arm(k, h, EV_OUT);
                     return if done > 0 { Ok(done) } else { Err(EAGAIN) };
@@ -902,7 +922,7 @@ pub fn recv(
                 }
             }
             Err(EAGAIN) => {
-                k.net.get_mut(h).ready &= !EV_IN;
+                k.net.get_mut(h).ready &= !(EV_IN | NOT_NOW);
                 if nonblock {
                     arm(k, h, EV_IN);
                     return if done > 0 {

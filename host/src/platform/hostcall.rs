@@ -39,6 +39,14 @@ pub enum HostileHostcall {
     /// Answer each clock call with a time an hour before the previous answer (the
     /// first an hour before the host's clock).
     ClockBackwards,
+    /// Claim the first socket receive returned one byte more than the guest asked for.
+    NetOverlongRecv,
+    /// Report every socket the guest asks the host to watch ready at once.
+    NetFalseReadiness,
+    /// Answer the first accept with the listening socket's own handle.
+    NetForeignAccept,
+    /// Report readiness for every socket right after the guest closed it.
+    NetClosedEvents,
 }
 
 /// How far back [`HostileHostcall::ClockBackwards`] sets each clock answer.
@@ -133,6 +141,7 @@ pub fn serve(
         HostcallOp::Net => match net_op {
             Some(net_op) => {
                 host.net.serve(mem, net_op, &mut h, data)?;
+                lie_about_sockets(host, net_op, &mut h);
                 Reply::Resume
             }
             None => Reply::Stop(Stop::ProtocolViolation(
@@ -163,6 +172,34 @@ fn op_name(op: HostcallOp) -> &'static str {
         HostcallOp::Evidence => "evidence",
         HostcallOp::AppEntry => "app_entry",
         HostcallOp::Net => "net",
+    }
+}
+
+/// The socket lies of the hostile-host tests ([`HostileHostcall`]), told after the
+/// host served Net request `h` (`op`).
+fn lie_about_sockets(
+    host: &mut HostcallHost,
+    op: nacre_shared_abi::net::NetOp,
+    h: &mut HostcallHeader,
+) {
+    use nacre_shared_abi::net::{NetOp, EV_HUP, EV_IN, NET_ADDR_SIZE};
+    let served = h.status == 0;
+    match (host.hostile, op) {
+        (Some(HostileHostcall::NetOverlongRecv), NetOp::Recv) if served && !host.lie_told => {
+            h.result = h.len - NET_ADDR_SIZE + 1;
+            host.lie_told = true;
+        }
+        (Some(HostileHostcall::NetForeignAccept), NetOp::Accept) if served && !host.lie_told => {
+            h.result = u64::from(h.fd);
+            host.lie_told = true;
+        }
+        (Some(HostileHostcall::NetFalseReadiness), NetOp::Arm) if served => {
+            host.net.inject(h.fd, h.arg2 as u32);
+        }
+        (Some(HostileHostcall::NetClosedEvents), NetOp::Close) => {
+            host.net.inject(h.fd, EV_IN | EV_HUP);
+        }
+        _ => {}
     }
 }
 

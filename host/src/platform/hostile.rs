@@ -107,6 +107,18 @@ pub enum Hostile {
     /// APIC accesses), as a hypervisor that controls the guest's TSC offset can
     /// (SEV-SNP without Secure TSC).
     TscRewind,
+    /// Answer the first socket receive claiming one byte more than the guest asked
+    /// for.
+    NetOverlongRecv,
+    /// Answer every watch request (Net Arm) at once with the events asked for, whether
+    /// the socket has them or not.
+    NetFalseReadiness,
+    /// Answer the first accept with the handle of the listening socket itself (one the
+    /// guest uses already) instead of a new connection's.
+    NetForeignAccept,
+    /// After every socket close, report readiness (and the end of the stream) for the
+    /// closed handle, as if data had come for the connection after it closed.
+    NetClosedEvents,
 }
 
 /// How far [`Hostile::TscRewind`] sets the TSC back: more than the second within which
@@ -150,7 +162,7 @@ pub fn rewind_tsc(
 }
 
 /// Each hook's value of [`VAR`], as docs/design.md lists them.
-pub const NAMES: [(&str, Hostile); 31] = [
+pub const NAMES: [(&str, Hostile); 35] = [
     ("unvalidated-boot-info", Hostile::UnvalidatedBootInfo),
     ("shared-param-page", Hostile::SharedParamPage),
     ("pre-accepted-page", Hostile::PreAcceptedPage),
@@ -182,6 +194,10 @@ pub const NAMES: [(&str, Hostile); 31] = [
     ("memory-map-overlap", Hostile::MemoryMapOverlap),
     ("quote-overlong", Hostile::QuoteOverlong),
     ("tsc-rewind", Hostile::TscRewind),
+    ("net-overlong-recv", Hostile::NetOverlongRecv),
+    ("net-false-readiness", Hostile::NetFalseReadiness),
+    ("net-foreign-accept", Hostile::NetForeignAccept),
+    ("net-closed-events", Hostile::NetClosedEvents),
 ];
 
 impl Hostile {
@@ -214,6 +230,10 @@ impl Hostile {
             Hostile::OverlongWrite => Some(HostileHostcall::OverlongWrite),
             Hostile::PollUnaskedFd => Some(HostileHostcall::PollUnaskedFd),
             Hostile::ClockBackwards => Some(HostileHostcall::ClockBackwards),
+            Hostile::NetOverlongRecv => Some(HostileHostcall::NetOverlongRecv),
+            Hostile::NetFalseReadiness => Some(HostileHostcall::NetFalseReadiness),
+            Hostile::NetForeignAccept => Some(HostileHostcall::NetForeignAccept),
+            Hostile::NetClosedEvents => Some(HostileHostcall::NetClosedEvents),
             _ => None,
         }
     }

@@ -634,6 +634,19 @@ impl NetHost {
         self.msi = Some(msi);
     }
 
+    /// A hostile host's report (the hostile-host tests): queue `events` for `handle`,
+    /// open or not, ready or not, and end a sleep in progress.
+    pub fn inject(&self, handle: u32, events: u32) {
+        let mut queue = self.readiness.lock();
+        let h = handle as usize;
+        if h < queue.generation.len() {
+            let generation = queue.generation[h];
+            queue.push(handle, generation, events);
+        }
+        drop(queue);
+        self.readiness.ready.notify_all();
+    }
+
     /// How many sockets are open.
     pub fn open_sockets(&self) -> usize {
         self.sockets.iter().flatten().count()
