@@ -7,6 +7,8 @@
 //! read-only into the app at [`crate::mem::user::FILES_WINDOW_VA`], so that reads copy
 //! in ring 3 (`arch/upcall.rs`) and read-only mappings of files need no copy at all.
 
+pub mod mem;
+
 use crate::platform::GuestDevice;
 use crate::syscall::errno::*;
 use crate::syscall::eventfd::EventFd;
