@@ -428,36 +428,26 @@ impl MemFs {
         (tail != 0 && gpa != 0).then(|| (gpa + tail, (PAGE - tail).min(old - size)))
     }
 
-    /// Runs of `[offset, offset + len)` of `id` for a copy: `(gpa or 0 for a hole,
-    /// bytes)`, each inside one page or across pages that follow each other in
-    /// memory, in order; `f` gets each and says whether to go on.
-    pub fn runs(&self, id: u32, offset: u64, len: u64, mut f: impl FnMut(u64, u64) -> bool) {
+    /// The first run of `[offset, offset + len)` of `id` for a copy (`len` > 0):
+    /// `(gpa, bytes)` of bytes in pages that follow each other in memory, or
+    /// `(0, bytes)` of a hole.
+    pub fn run_at(&self, id: u32, offset: u64, len: u64) -> (u64, u64) {
         let end = offset.saturating_add(len);
-        let mut at = offset;
-        // A run in progress: its first GPA and its length.
-        let mut run: Option<(u64, u64)> = None;
-        while at < end {
-            let in_page = (PAGE - at % PAGE).min(end - at);
-            let page = self.page(id, at / PAGE);
-            let gpa = if page == 0 { 0 } else { page + at % PAGE };
-            run = match run {
-                Some((start, n)) if gpa != 0 && start != 0 && start + n == gpa => {
-                    Some((start, n + in_page))
-                }
-                Some((0, n)) if gpa == 0 => Some((0, n + in_page)),
-                Some((start, n)) => {
-                    if !f(start, n) {
-                        return;
-                    }
-                    Some((gpa, in_page))
-                }
-                None => Some((gpa, in_page)),
-            };
-            at += in_page;
+        let first = self.page(id, offset / PAGE);
+        let mut n = (PAGE - offset % PAGE).min(end - offset);
+        let mut expect = if first == 0 { 0 } else { first + PAGE };
+        while offset + n < end {
+            let page = self.page(id, (offset + n) / PAGE);
+            if page != expect {
+                break;
+            }
+            n += PAGE.min(end - offset - n);
+            if page != 0 {
+                expect = page + PAGE;
+            }
         }
-        if let Some((start, n)) = run {
-            f(start, n);
-        }
+        let gpa = if first == 0 { 0 } else { first + offset % PAGE };
+        (gpa, n)
     }
 
     /// Whether file `id` has a page at page index `page`, for SEEK_DATA/SEEK_HOLE.
@@ -754,7 +744,8 @@ pub mod tests {
             m.ensure_page(id, page, b).expect("room");
         }
         let mut done = 0usize;
-        m.runs(id, offset, bytes.len() as u64, |gpa, n| {
+        while done < bytes.len() {
+            let (gpa, n) = m.run_at(id, offset + done as u64, (bytes.len() - done) as u64);
             assert_ne!(gpa, 0, "every page was taken");
             // SAFETY: inside the fake RAM.
             unsafe {
@@ -765,8 +756,7 @@ pub mod tests {
                 )
             };
             done += n as usize;
-            true
-        });
+        }
         let f = m.get_mut(id);
         f.size = f.size.max(end);
     }
@@ -774,7 +764,8 @@ pub mod tests {
     /// Read `len` bytes at `offset` of file `id` (holes as zeros).
     pub fn read_at(m: &MemFs, id: u32, offset: u64, len: u64) -> Vec<u8> {
         let mut out = Vec::new();
-        m.runs(id, offset, len, |gpa, n| {
+        while (out.len() as u64) < len {
+            let (gpa, n) = m.run_at(id, offset + out.len() as u64, len - out.len() as u64);
             if gpa == 0 {
                 out.resize(out.len() + n as usize, 0);
             } else {
@@ -784,8 +775,7 @@ pub mod tests {
                 };
                 out.extend_from_slice(s);
             }
-            true
-        });
+        }
         out
     }
 
@@ -857,10 +847,12 @@ pub mod tests {
         write_at(&mut m, f, 0, &[1; 3 * 4096], &mut b);
         write_at(&mut m, f, 5 * 4096, &[2; 10], &mut b);
         let mut runs = Vec::new();
-        m.runs(f, 100, 5 * 4096, |gpa, n| {
+        let mut at = 100;
+        while at < 100 + 5 * 4096 {
+            let (gpa, n) = m.run_at(f, at, 100 + 5 * 4096 - at);
             runs.push((gpa != 0, n));
-            true
-        });
+            at += n;
+        }
         // Page 0, then the index frame the second page needed, then pages 1 and 2
         // next to each other.
         assert_eq!(

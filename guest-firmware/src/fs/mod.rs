@@ -8,13 +8,14 @@
 //! in ring 3 (`arch/upcall.rs`) and read-only mappings of files need no copy at all.
 
 pub mod mem;
+pub mod overlay;
 
 use crate::platform::GuestDevice;
 use crate::syscall::errno::*;
 use crate::syscall::eventfd::EventFd;
 use crate::syscall::pipe::PipeEnd;
 use crate::syscall::timerfd::Timer;
-use nacre_shared_abi::filetree::{FileTree, Inode, InodeKind, Resolved, ROOT_INODE};
+use nacre_shared_abi::filetree::{FileTree, Inode, InodeKind, ROOT_INODE};
 use nacre_shared_abi::layout::PAGE_SIZE_4K;
 
 /// Most descriptors (RLIMIT_NOFILE).
@@ -121,8 +122,10 @@ pub enum Node {
         gpa: u64,
         size: u64,
     },
-    /// A directory of the tree.
+    /// A directory (a unified id: packaged or writable, `fs/overlay.rs`).
     Dir { inode: u32 },
+    /// A writable regular file (`fs/mem.rs`).
+    MemFile { id: u32 },
     /// A device file.
     Dev(Special),
     /// A timerfd and its timer (`syscall/timerfd.rs`).
@@ -185,6 +188,12 @@ pub struct Stat {
     /// Modification (also access and change) time: seconds and nanoseconds since the
     /// epoch; packaged files keep the time they were packaged with, the rest show 0.
     pub mtime: (i64, u32),
+    /// Access and change times where they differ from `mtime` (writable inodes).
+    pub times: Option<((i64, u32), (i64, u32))>,
+    /// Owner and group.
+    pub owner: (u32, u32),
+    /// 512-byte blocks where not the size rounded up.
+    pub blocks: Option<u64>,
 }
 
 /// File type bits (`include/uapi/linux/stat.h`).
@@ -240,6 +249,9 @@ pub struct Files {
     app_inode: u32,
     /// The working directory.
     pub cwd: u32,
+    /// The writable inodes (set up at boot) and the writable root.
+    mem: Option<&'static mut mem::MemFs>,
+    root: u32,
     /// The file-creation mask (only reported: nothing can be created).
     pub umask: u32,
 }
@@ -286,6 +298,8 @@ impl Files {
             app_inode: u32::MAX,
             cwd: ROOT_INODE,
             umask: 0o022,
+            mem: None,
+            root: ROOT_INODE,
         }
     }
 
@@ -345,6 +359,9 @@ impl Files {
     /// The overlaid entries a directory lists after its own children: `/dev`'s
     /// devices (with the platform's attestation device) and `/proc/self`'s entries.
     fn extra_entries(&self, dir: u32) -> &[SpecialEntry] {
+        let Some(dir) = self.lower_of(dir) else {
+            return &[];
+        };
         if dir == self.dev_dir {
             &self.dev
         } else if dir == self.proc_self_dir {
@@ -368,14 +385,14 @@ impl Files {
         self.extra_entries(dir).get(i).copied()
     }
 
-    /// Resolve `path` from directory `start`.
+    /// Resolve `path` from directory `start`, following links (tests; the syscalls
+    /// walk with the kernel's scratch buffer, [`Files::walk`]).
+    #[cfg(test)]
     pub fn resolve(&self, start: u32, path: &[u8]) -> Result<Target, u64> {
-        let tree = self.tree()?;
-        match tree.resolve(start, path, |dir, name| self.special(dir, name)) {
-            Ok(Resolved::Inode(i)) => Ok(Target::Inode(i)),
-            Ok(Resolved::Special(s)) => Ok(Target::Special(s)),
-            Err(e) => Err(e.errno()),
-        }
+        let mut work = std::boxed::Box::new([0u8; crate::kernel::PATH_MAX]);
+        self.walk(start, path, &mut work, true)?
+            .target
+            .ok_or(ENOENT)
     }
 
     /// `/proc/self/exe` followed: the app's inode.
@@ -403,7 +420,7 @@ impl Files {
         }
         let fd = u64::try_from(dirfd).map_err(|_| EBADF)?;
         match self.get(fd)?.node {
-            Node::Dir { inode } => Ok(inode),
+            Node::Dir { inode } => Ok(self.current(inode)),
             _ => Err(ENOTDIR),
         }
     }
@@ -414,7 +431,7 @@ impl Files {
 
     /// Whether inode `i` is a directory.
     pub fn is_dir(&self, i: u32) -> Result<bool, u64> {
-        Ok(self.inode(i)?.is_dir())
+        Ok(self.kind_of(i)? == mem::Kind::Dir)
     }
 
     /// The node an open of `target` gives.
@@ -423,6 +440,11 @@ impl Files {
             Target::Special(Special::Exe) => self.node_of(self.app_target()?),
             Target::Special(Special::Console(fd)) => Ok(Node::Console(fd)),
             Target::Special(s) => Ok(Node::Dev(s)),
+            Target::Inode(i) if mem::is_mem(i) => match self.mem().get(i).kind {
+                mem::Kind::Dir => Ok(Node::Dir { inode: i }),
+                mem::Kind::File => Ok(Node::MemFile { id: i }),
+                _ => Err(ELOOP),
+            },
             Target::Inode(i) => {
                 let ino = self.inode(i)?;
                 match ino.kind().map_err(|_| EIO)? {
@@ -465,6 +487,7 @@ impl Files {
                     size: len as u64,
                     rdev: 0,
                     mtime: (0, 0),
+                    ..Default::default()
                 }
             }
             Target::Special(Special::Console(fd)) => self.stat_node(Node::Console(fd))?,
@@ -479,6 +502,7 @@ impl Files {
                 size: 0,
                 rdev: 0,
                 mtime: (0, 0),
+                ..Default::default()
             },
             Target::Special(Special::Maps) => Stat {
                 dev: PROC_DEV,
@@ -488,6 +512,7 @@ impl Files {
                 size: 0,
                 rdev: 0,
                 mtime: (0, 0),
+                ..Default::default()
             },
             Target::Special(s) => {
                 let (n, minor) = match s {
@@ -505,8 +530,10 @@ impl Files {
                     size: 0,
                     rdev: mem_dev(minor),
                     mtime: (0, 0),
+                    ..Default::default()
                 }
             }
+            Target::Inode(i) if mem::is_mem(i) => self.stat_mem(i),
             Target::Inode(i) => {
                 let ino = self.inode(i)?;
                 let (mode, size, nlink) = match ino.kind().map_err(|_| EIO)? {
@@ -523,6 +550,7 @@ impl Files {
                     size,
                     rdev: 0,
                     mtime: (ino.mtime_sec, ino.mtime_nsec),
+                    ..Default::default()
                 }
             }
         })
@@ -539,8 +567,10 @@ impl Files {
                 size: 0,
                 rdev: 0,
                 mtime: (0, 0),
+                ..Default::default()
             }),
             Node::File { inode, .. } | Node::Dir { inode } => self.stat(Target::Inode(inode), true),
+            Node::MemFile { id } => Ok(self.stat_mem(id)),
             Node::Dev(s) => self.stat(Target::Special(s), true),
             // A FIFO owned by the app, read and write for the owner
             // (`get_pipe_inode`, Linux `fs/pipe.c`).
@@ -552,6 +582,7 @@ impl Files {
                 size: 0,
                 rdev: 0,
                 mtime: (0, 0),
+                ..Default::default()
             }),
             // An anonymous inode has no file type, only owner read and write
             // (`alloc_anon_inode`, Linux `fs/libfs.c`).
@@ -563,34 +594,9 @@ impl Files {
                 size: 0,
                 rdev: 0,
                 mtime: (0, 0),
+                ..Default::default()
             }),
         }
-    }
-
-    /// The `n`-th child of directory `dir` for listing.
-    pub fn child(&self, dir: u32, n: u32) -> Result<Option<DirEntry>, u64> {
-        let tree = self.tree()?;
-        let Some(i) = tree.child(dir, n).map_err(|_| EIO)? else {
-            return Ok(None);
-        };
-        let ino = tree.inode(i).map_err(|_| EIO)?;
-        let name = tree.name(&ino).map_err(|_| EIO)?;
-        Ok(Some((name, i, ino.is_dir())))
-    }
-
-    /// The parent of directory `dir`.
-    pub fn parent(&self, dir: u32) -> Result<u32, u64> {
-        self.tree()?.parent(dir).map_err(|_| EIO)
-    }
-
-    /// Number of children of directory `dir`.
-    pub fn child_count(&self, dir: u32) -> Result<u32, u64> {
-        Ok(self.inode(dir)?.child_count)
-    }
-
-    /// The absolute path of directory `dir`.
-    pub fn path_of(&self, dir: u32, out: &mut [u8]) -> Result<usize, u64> {
-        self.tree()?.path_of(dir, out).map_err(|e| e.errno())
     }
 
     /// The open file behind descriptor `fd`.
@@ -631,6 +637,11 @@ impl Files {
     pub fn open(&mut self, node: Node, flags: u32) -> Result<u64, u64> {
         let i = self.open.iter().position(|f| f.refs == 0).ok_or(EMFILE)?;
         let fd = self.lowest_free(0).ok_or(EMFILE)?;
+        if let Node::MemFile { id } | Node::Dir { inode: id } = node {
+            if mem::is_mem(id) {
+                self.mem_mut().get_mut(id).opens += 1;
+            }
+        }
         self.open[i] = OpenFile {
             node,
             offset: 0,
@@ -839,6 +850,16 @@ mod tests {
     }
 
     fn files(device: GuestDevice) -> Box<Files> {
+        let (f, _) = files_with_backing(device);
+        f
+    }
+
+    /// Files over the test tree with writable inodes, and their frames (fake RAM
+    /// that lives as long as the test's thread).
+    fn files_with_backing(device: GuestDevice) -> (Box<Files>, mem::tests::TestBacking) {
+        let ram: &'static crate::testing::FakeRam =
+            Box::leak(Box::new(crate::testing::FakeRam::new(16 << 20)));
+        let mut b = mem::tests::TestBacking::new(ram, 1 << 20);
         let mut f = Box::new(Files::new());
         f.init(ImageFiles {
             tree: FileTree::parse(tree_blob()).expect("a valid tree"),
@@ -850,7 +871,9 @@ mod tests {
             app_name: b"hello",
             guest_device: device,
         });
-        f
+        let m = Box::leak(Box::new(mem::MemFs::new()));
+        f.init_writable(m, &mut b).expect("a writable root");
+        (f, b)
     }
 
     fn resolve(f: &Files, path: &[u8]) -> Result<Target, u64> {
