@@ -1,6 +1,6 @@
 //! Whole-system tests of ordinary programs under nacre: unmodified static C
 //! programs (glibc and musl) and a Rust `std` program from `tests/apps/`, with
-//! a read-only file tree packaged as `/data`, each run on both emulated
+//! a file tree packaged as `/data`, each run on both emulated
 //! platforms by the real `nacre` binary in KVM. They need `/dev/kvm` and fail
 //! without it.
 //!
