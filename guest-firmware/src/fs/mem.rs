@@ -433,21 +433,53 @@ impl MemFs {
     /// `(0, bytes)` of a hole.
     pub fn run_at(&self, id: u32, offset: u64, len: u64) -> (u64, u64) {
         let end = offset.saturating_add(len);
-        let first = self.page(id, offset / PAGE);
+        let first_page = offset / PAGE;
+        let first = self.page(id, first_page);
         let mut n = (PAGE - offset % PAGE).min(end - offset);
+        // The pages after the first, read from the leaf index frame that holds them
+        // (one walk per 512 pages, not one per page).
+        let n_ino = self.get(id);
         let mut expect = if first == 0 { 0 } else { first + PAGE };
+        let mut page = first_page + 1;
+        let (mut leaf_block, mut leaf) = (u64::MAX, 0);
         while offset + n < end {
-            let page = self.page(id, (offset + n) / PAGE);
-            if page != expect {
+            let next = if n_ino.depth == 0 || page >= capacity(n_ino.depth) {
+                self.page(id, page)
+            } else {
+                if page >> FANOUT_SHIFT != leaf_block {
+                    leaf_block = page >> FANOUT_SHIFT;
+                    leaf = self.leaf_frame(id, page);
+                }
+                if leaf == 0 {
+                    0
+                } else {
+                    entry(leaf, page & 511)
+                }
+            };
+            if next != expect {
                 break;
             }
             n += PAGE.min(end - offset - n);
-            if page != 0 {
-                expect = page + PAGE;
+            if next != 0 {
+                expect = next + PAGE;
             }
+            page += 1;
         }
         let gpa = if first == 0 { 0 } else { first + offset % PAGE };
         (gpa, n)
+    }
+
+    /// The index frame whose entries are the pages around `page` (depth > 0); 0 if
+    /// that part of the tree is a hole.
+    fn leaf_frame(&self, id: u32, page: u64) -> u64 {
+        let n = self.get(id);
+        let mut at = n.root;
+        let mut d = n.depth;
+        while d > 1 && at != 0 {
+            d -= 1;
+            at = entry(at, (page >> (FANOUT_SHIFT * u32::from(d))) & 511);
+        }
+        at
     }
 
     /// Whether file `id` has a page at page index `page`, for SEEK_DATA/SEEK_HOLE.

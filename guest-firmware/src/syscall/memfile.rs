@@ -165,11 +165,29 @@ pub fn read(k: &mut Kernel, id: u32, offset: u64, buf: u64, len: u64) -> SysResu
 /// `end` when memory ran out) or the error of the first.
 fn take_pages(k: &mut Kernel, id: u32, offset: u64, end: u64) -> Result<u64, u64> {
     let first = offset / PAGE;
-    for page in first..end.div_ceil(PAGE) {
-        let r = with_fs(k, |f, b| f.mem_mut().ensure_page(id, page, b));
+    let last = end.div_ceil(PAGE);
+    let mut page = first;
+    while page < last {
+        // Pages are taken in one go until one may hold old bytes: that one is
+        // zeroed (in ring 3, which needs the whole kernel) before going on.
+        let (at, r) = with_fs(k, |f, b| {
+            let m = f.mem_mut();
+            let mut p = page;
+            while p < last {
+                if m.page(id, p) == 0 {
+                    match m.ensure_page(id, p, b) {
+                        Ok((gpa, true)) => return (p, Ok(Some(gpa))),
+                        Ok(_) => {}
+                        Err(e) => return (p, Err(e)),
+                    }
+                }
+                p += 1;
+            }
+            (p, Ok(None))
+        });
         match r {
-            Ok((gpa, true)) => {
-                let start = page * PAGE;
+            Ok(Some(gpa)) => {
+                let start = at * PAGE;
                 let head = offset.saturating_sub(start).min(PAGE);
                 if head > 0 {
                     zero_data(k, gpa, head);
@@ -178,10 +196,11 @@ fn take_pages(k: &mut Kernel, id: u32, offset: u64, end: u64) -> Result<u64, u64
                 if tail < PAGE {
                     zero_data(k, gpa + tail, PAGE - tail);
                 }
+                page = at + 1;
             }
-            Ok(_) => {}
-            Err(e) if page == first => return Err(e),
-            Err(_) => return Ok((page * PAGE).max(offset)),
+            Ok(None) => return Ok(end),
+            Err(e) if at == first => return Err(e),
+            Err(_) => return Ok((at * PAGE).max(offset)),
         }
     }
     Ok(end)
