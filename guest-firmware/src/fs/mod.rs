@@ -1074,6 +1074,97 @@ mod tests {
         assert_eq!(f.open(Node::Dev(Special::Null), 0), Err(EMFILE));
     }
 
+    /// The names `getdents64` lists in `dir`, after `.` and `..`.
+    fn listed(f: &Files, dir: u32) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut pos = 2;
+        while let Some(e) = f.dir_entry(dir, pos).expect("listable") {
+            out.push(e.name.to_vec());
+            pos = e.next;
+        }
+        out
+    }
+
+    fn inode(f: &Files, path: &[u8]) -> u32 {
+        match resolve(f, path) {
+            Ok(Target::Inode(i)) => i,
+            other => panic!("{} is {other:?}", String::from_utf8_lossy(path)),
+        }
+    }
+
+    #[test]
+    fn tmp_is_writable_and_a_packaged_directory_is_copied_up_when_changed() {
+        let (mut f, mut b) = files_with_backing(GuestDevice::SevGuest);
+        let tmp = inode(&f, b"/tmp");
+        assert!(mem::is_mem(tmp));
+        assert_eq!(
+            f.stat(Target::Inode(tmp), true).map(|s| s.mode),
+            Ok(S_IFDIR | 0o1777)
+        );
+        let etc = inode(&f, b"/etc");
+        assert!(!mem::is_mem(etc), "packaged until changed");
+        let new = f
+            .create_in(etc, b"new.conf", mem::Kind::File, 0o600, &mut b)
+            .expect("created");
+        let up = inode(&f, b"/etc");
+        assert!(mem::is_mem(up), "copied up");
+        assert_eq!(f.current(etc), up, "an old handle leads to the copy");
+        assert_eq!(resolve(&f, b"/etc/new.conf"), Ok(Target::Inode(new)));
+        assert_eq!(listed(&f, up), [b"new.conf".to_vec(), b"motd".to_vec()]);
+        // Removing the packaged name leaves a whiteout: gone from lookups and lists.
+        f.remove_name(up, b"motd", &mut b).expect("removed");
+        assert_eq!(resolve(&f, b"/etc/motd"), Err(ENOENT));
+        assert_eq!(listed(&f, up), [b"new.conf".to_vec()]);
+        assert!(!f.dir_is_empty(up).expect("a directory"));
+        f.remove_name(up, b"new.conf", &mut b).expect("removed");
+        f.unref_mem(new, true, &mut b);
+        assert_eq!(f.dir_is_empty(up), Ok(true), "only whiteouts left");
+        let root_list = listed(&f, f.root());
+        for name in [&b"app"[..], b"dev", b"etc", b"proc", b"tmp"] {
+            assert_eq!(
+                root_list.iter().filter(|n| n.as_slice() == name).count(),
+                1,
+                "{} listed once",
+                String::from_utf8_lossy(name)
+            );
+        }
+    }
+
+    #[test]
+    fn walks_follow_links_and_stop_at_loops() {
+        let (mut f, mut b) = files_with_backing(GuestDevice::SevGuest);
+        let tmp = inode(&f, b"/tmp");
+        let link = f
+            .create_in(tmp, b"etc-link", mem::Kind::Symlink, 0o777, &mut b)
+            .expect("created");
+        f.mem_mut().set_link(link, b"/etc", &mut b).expect("stored");
+        assert_eq!(
+            resolve(&f, b"/tmp/etc-link/motd"),
+            resolve(&f, b"/etc/motd")
+        );
+        let mut work = Box::new([0u8; crate::kernel::PATH_MAX]);
+        let w = f
+            .walk(f.cwd, b"/tmp/etc-link", &mut work, false)
+            .expect("walked");
+        assert_eq!(
+            (w.target, w.name()),
+            (Some(Target::Inode(link)), &b"etc-link"[..])
+        );
+        let looped = f
+            .create_in(tmp, b"loop", mem::Kind::Symlink, 0o777, &mut b)
+            .expect("created");
+        f.mem_mut()
+            .set_link(looped, b"loop/x", &mut b)
+            .expect("stored");
+        assert_eq!(resolve(&f, b"/tmp/loop"), Err(ELOOP));
+        assert_eq!(resolve(&f, b"/tmp/missing/x"), Err(ENOENT));
+        let w = f.walk(f.cwd, b"/tmp/new", &mut work, true).expect("walked");
+        assert_eq!((w.target, w.parent, w.name()), (None, tmp, &b"new"[..]));
+        let mut path = [0u8; 64];
+        let n = f.dir_path(tmp, &mut path).expect("a path");
+        assert_eq!(&path[..n], b"/tmp");
+    }
+
     #[test]
     fn only_files_and_dev_zero_can_be_mapped() {
         let mut f = files(GuestDevice::SevGuest);
