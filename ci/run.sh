@@ -103,6 +103,17 @@ if ! command -v diet >/dev/null 2>&1; then
     apt_install dietlibc-dev
 fi
 echo "diet: $(command -v diet)"
+# The writable-files tests run Debian's static busybox (tar) and link SQLite
+# statically.
+if [ ! -x /bin/busybox ]; then
+    apt_install busybox-static
+fi
+echo "busybox: /bin/busybox"
+if [ ! -f "$(gcc -print-file-name=libsqlite3.a)" ] ||
+    [ "$(gcc -print-file-name=libsqlite3.a)" = "libsqlite3.a" ]; then
+    apt_install libsqlite3-dev
+fi
+echo "libsqlite3.a: $(gcc -print-file-name=libsqlite3.a)"
 # The fuzz targets link libFuzzer, which libfuzzer-sys compiles as C++.
 if ! command -v g++ >/dev/null 2>&1; then
     apt_install g++

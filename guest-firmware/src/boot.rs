@@ -9,13 +9,14 @@ use crate::app::loader::{self, Entry};
 use crate::arch::cpu::cpuid;
 use crate::arch::{gdt, idt, syscall_entry};
 use crate::error::FwError;
+use crate::fs::mem::MemFs;
 use crate::fs::{Files, ImageFiles};
 use crate::kernel::{Kernel, Scratch, MMAP_TOP, PATH_MAX};
 use crate::mem::frames::{FrameTables, Frames};
 use crate::mem::paging::{PageTables, TableAlloc, GLOBAL, NO_EXECUTE, USER, WRITABLE};
 use crate::mem::user::{
     Vma, VmaKind, Vmas, FILES_WINDOW_VA, IO_WINDOW_VA, PIPE_WINDOW_VA, PROT_READ, PROT_WRITE,
-    XSTATE_SLOT, XSTATE_WINDOW_VA,
+    TMPFS_WINDOW_SIZE, TMPFS_WINDOW_VA, XSTATE_SLOT, XSTATE_WINDOW_VA,
 };
 use crate::mem::{phys_to_virt, use_direct_map};
 use crate::platform::hostcall::HostcallArea;
@@ -56,6 +57,7 @@ static mut PT_POOL: [Page; PT_POOL_PAGES] = [const { Page([0; 4096]) }; PT_POOL_
 /// The kernel's big tables, in bss (zero at launch) so that boot moves none of them.
 static mut VMAS: Vmas = Vmas::new();
 static mut FILES: Files = Files::new();
+static mut MEMFS: MemFs = MemFs::new();
 static mut PIPES: Pipes = Pipes::new();
 static mut EPOLL: InterestList = InterestList::new();
 static mut SOCKETS: crate::syscall::socket::Sockets = crate::syscall::socket::Sockets::new();
@@ -103,6 +105,14 @@ pub fn boot() -> Result<Entry, FwError> {
     let app = MeasuredApp::from_boot_info(&bi)?;
     let mut guard = crate::kernel::lock();
     let k = guard.insert(new_kernel(plat, frames, pt, io, &bi, &app)?);
+    // SAFETY: boot runs once; the writable inodes are borrowed only here, for the
+    // kernel's lifetime (the files own them from now on).
+    let memfs = unsafe {
+        let m = &raw mut MEMFS;
+        &mut *m
+    };
+    crate::syscall::memfile::with_fs(k, |f, b| f.init_writable(memfs, b))
+        .map_err(|_| FwError::OutOfMemory)?;
     // `nacre attest`: evidence of this launch for the host's report data, instead of
     // the app. The host stops the guest when it has it.
     if let Some(req) = host.request.filter(|r| r.flags & HOST_REQUEST_ATTEST != 0) {
@@ -417,6 +427,14 @@ fn new_kernel(
             ..Vma::anon(
                 PIPE_WINDOW_VA,
                 PIPE_WINDOW_VA + crate::syscall::pipe::PIPE_WINDOW_SIZE,
+                PROT_READ | PROT_WRITE,
+            )
+        },
+        Vma {
+            kind: VmaKind::Window,
+            ..Vma::anon(
+                TMPFS_WINDOW_VA,
+                TMPFS_WINDOW_VA + TMPFS_WINDOW_SIZE,
                 PROT_READ | PROT_WRITE,
             )
         },

@@ -1,6 +1,6 @@
 //! Whole-system tests of ordinary programs under nacre: unmodified static C
 //! programs (glibc and musl) and a Rust `std` program from `tests/apps/`, with
-//! a read-only file tree packaged as `/data`, each run on both emulated
+//! a file tree packaged as `/data`, each run on both emulated
 //! platforms by the real `nacre` binary in KVM. They need `/dev/kvm` and fail
 //! without it.
 //!
@@ -961,6 +961,219 @@ fn go_sleep_and_timers_match_native() {
 #[test]
 fn go_tight_loop_is_preempted() {
     go_mode_matches_native("spin");
+}
+
+// ---------------------------------------------------------------------------
+// Writable files
+
+/// A copy of `from` at `to` (directories, files and their permission bits).
+fn copy_tree(from: &Path, to: &Path) {
+    fs::create_dir_all(to).expect("create copy directory");
+    for entry in fs::read_dir(from).expect("read fixture directory") {
+        let entry = entry.expect("a directory entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("a file type").is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            fs::copy(entry.path(), &target).expect("copy fixture file");
+        }
+    }
+    let mode = fs::metadata(from).expect("fixture metadata").permissions();
+    fs::set_permissions(to, mode).expect("set directory mode");
+}
+
+/// `tests/apps/tmpfs.c` built with `toolchain`: natively in a scratch directory
+/// and on a copy of the fixture, in the guest in /tmp and on the packaged fixture
+/// (changed through copy-up); the checks print the same on both platforms.
+fn tmpfs_matches_native(toolchain: Toolchain, name: &str) {
+    require_kvm();
+    let program = app("tmpfs.c", toolchain);
+    let base = scratch_dir(tmp(), &format!("{name}-native"));
+    let (scratch, data) = (base.join("scratch"), base.join("data"));
+    fs::create_dir_all(&scratch).expect("create scratch directory");
+    copy_tree(&fixture(), &data);
+    let native = run_native(
+        &program,
+        &[
+            scratch.to_str().expect("utf-8"),
+            data.to_str().expect("utf-8"),
+        ],
+        b"",
+    );
+    let listed = String::from_utf8_lossy(&native.stdout).into_owned();
+    assert!(
+        native.status.success()
+            && listed.lines().count() >= 140
+            && listed.lines().all(|line| line.starts_with("ok ")),
+        "{name}: the checks must pass natively first\n{}",
+        summary(&native)
+    );
+    let image = image(&program, name, &with_data(&["/tmp", GUEST_DATA]));
+    on_each_platform(|platform| {
+        let output = run_on(&image, platform, &["--memory", "256M"]);
+        assert_run(&output, 0, &native.stdout, name);
+    });
+}
+
+#[test]
+fn c_writable_files_match_native() {
+    tmpfs_matches_native(Toolchain::Glibc, "tmpfs");
+}
+
+#[test]
+fn musl_writable_files_match_native() {
+    tmpfs_matches_native(Toolchain::Musl, "musl-tmpfs");
+}
+
+/// `tests/apps/sqlite.c`, linked statically with the system's libsqlite3.a.
+fn sqlite_app() -> PathBuf {
+    static APP: OnceLock<PathBuf> = OnceLock::new();
+    APP.get_or_init(|| {
+        let out = scratch_dir(tmp(), "apps-sqlite-bin").join("sqlite");
+        let output = Command::new("gcc")
+            .args(["-static", "-O2"])
+            .arg(app_source("sqlite.c"))
+            .arg("-o")
+            .arg(&out)
+            .args(["-lsqlite3", "-lm"])
+            .output()
+            .expect("run gcc (Debian: gcc, libsqlite3-dev)");
+        assert!(
+            output.status.success(),
+            "gcc sqlite.c -lsqlite3 (Debian: libsqlite3-dev)\n{}",
+            summary(&output)
+        );
+        out
+    })
+    .clone()
+}
+
+/// SQLite opens a packaged database read-write (copied up), inserts in a
+/// transaction with its rollback journal beside the database, queries, and writes
+/// a second database into /tmp: the same rows as natively on a copy.
+#[test]
+fn sqlite_writes_a_packaged_database_as_natively() {
+    require_kvm();
+    let program = sqlite_app();
+    let base = scratch_dir(tmp(), "sqlite-native");
+    let (pkg, native) = (base.join("pkg"), base.join("native"));
+    fs::create_dir_all(&pkg).expect("create package directory");
+    fs::create_dir_all(&native).expect("create native directory");
+    let db = pkg.join("db.sqlite");
+    let made = run_native(&program, &["create", db.to_str().expect("utf-8")], b"");
+    assert!(made.status.success(), "create\n{}", summary(&made));
+    fs::copy(&db, native.join("db.sqlite")).expect("copy the database");
+    let expected = run_native(
+        &program,
+        &[
+            "update",
+            native.join("db.sqlite").to_str().expect("utf-8"),
+            native.join("copy.sqlite").to_str().expect("utf-8"),
+        ],
+        b"",
+    );
+    assert!(
+        expected.status.success() && expected.stdout.ends_with(b"2273\n"),
+        "sqlite natively\n{}",
+        summary(&expected)
+    );
+    let image = image(
+        &program,
+        "sqlite",
+        &PackageOptions::new().file(&pkg, GUEST_DATA).args(&[
+            "update",
+            "/data/db.sqlite",
+            "/tmp/copy.sqlite",
+        ]),
+    );
+    on_each_platform(|platform| {
+        let output = run_on(&image, platform, &["--memory", "256M"]);
+        assert_run(&output, 0, &expected.stdout, "sqlite");
+    });
+}
+
+/// Debian's static busybox extracts a packaged ustar archive (directories, files,
+/// a symbolic link) into /tmp, listing what it makes as it does natively.
+#[test]
+fn busybox_tar_extracts_into_tmp_as_natively() {
+    require_kvm();
+    let busybox = Path::new("/bin/busybox");
+    assert!(
+        busybox.exists(),
+        "a static busybox at /bin/busybox (Debian: busybox-static)"
+    );
+    let base = scratch_dir(tmp(), "busybox-tar");
+    let (src, pkg, out) = (base.join("src"), base.join("pkg"), base.join("out"));
+    copy_tree(&fixture(), &src.join("tree"));
+    std::os::unix::fs::symlink("../hello.txt", src.join("tree/nested/link"))
+        .expect("make a symbolic link");
+    fs::create_dir_all(&pkg).expect("create package directory");
+    fs::create_dir_all(&out).expect("create output directory");
+    let archive = pkg.join("archive.tar");
+    let made = Command::new(busybox)
+        .args(["tar", "-c", "-f"])
+        .arg(&archive)
+        .arg("-C")
+        .arg(&src)
+        .arg("tree")
+        .output()
+        .expect("run busybox tar -c");
+    assert!(made.status.success(), "busybox tar -c\n{}", summary(&made));
+    let extract = |archive: &str, into: &str| -> Vec<String> {
+        ["tar", "-x", "-v", "-f", archive, "-C", into]
+            .iter()
+            .map(|s| (*s).to_string())
+            .collect()
+    };
+    let args = extract(
+        archive.to_str().expect("utf-8"),
+        out.to_str().expect("utf-8"),
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let native = run_native(busybox, &args, b"");
+    assert!(
+        native.status.success() && !native.stdout.is_empty(),
+        "busybox tar -x natively\n{}",
+        summary(&native)
+    );
+    // The extracted tree is the fixture.
+    for entry in host_tree(&fixture()) {
+        let copy = out.join("tree").join(&entry.rel);
+        if let Some(contents) = entry.contents {
+            assert_eq!(fs::read(&copy).ok(), Some(contents), "{}", entry.rel);
+        }
+    }
+    let guest_args = extract("/data/archive.tar", "/tmp");
+    let guest_args: Vec<&str> = guest_args.iter().map(String::as_str).collect();
+    let image = image(
+        busybox,
+        "busybox-tar",
+        &PackageOptions::new()
+            .file(&pkg, GUEST_DATA)
+            .args(&guest_args),
+    );
+    on_each_platform(|platform| {
+        let output = run_on(&image, platform, &["--memory", "256M"]);
+        assert_run(&output, 0, &native.stdout, "busybox tar -x");
+    });
+}
+
+/// A small guest fills /tmp: writes end with ENOSPC (not a crash), statfs says it
+/// is full, and removing the file makes room again.
+#[test]
+fn filling_tmp_ends_with_enospc_and_unlink_frees_it() {
+    require_kvm();
+    let program = app("tmpfs.c", Toolchain::Glibc);
+    let image = image(
+        &program,
+        "tmpfs-fill",
+        &PackageOptions::new().args(&["fill", "/tmp"]),
+    );
+    let expected = "ok filled\nok statfs-full\nok still-full\nok unlink\nok write-again\n";
+    on_each_platform(|platform| {
+        let output = run_on(&image, platform, &["--memory", "64M"]);
+        assert_run(&output, 0, expected.as_bytes(), "tmpfs fill");
+    });
 }
 
 // ---------------------------------------------------------------------------

@@ -6,7 +6,7 @@
 //!   mappings, malloc; and, in its `lazy` mode, the cost of a large mapping that
 //!   is barely touched (memory is accepted on first touch, so mapping 16 GiB and
 //!   touching 10 MiB accepts about 10 MiB, in a VM of 256 MiB).
-//! - `posix.c`: files and descriptors on the read-only packaged tree, the
+//! - `posix.c`: files and descriptors on the packaged tree, the
 //!   working directory, `/proc/self`, `/dev`, the console, clocks, identity,
 //!   limits, signals and membarrier.
 //!
@@ -80,7 +80,7 @@ const LAZY_TOUCHED_MIB: u64 = 10;
 const LAZY_MAX_EXTRA_MIB: u64 = 16;
 
 /// The checks `posix DIR` prints, in its order.
-const POSIX_CHECKS: [&str; 60] = [
+const POSIX_CHECKS: [&str; 55] = [
     "getcwd_at_start",
     "open_read_close",
     "dup_shares_offset",
@@ -97,11 +97,6 @@ const POSIX_CHECKS: [&str; 60] = [
     "statx",
     "readdir",
     "access_read",
-    "access_write_erofs",
-    "open_creat_erofs",
-    "open_wronly_erofs",
-    "mkdir_erofs",
-    "unlink_erofs",
     "open_missing_enoent",
     "open_trailing_slash_enotdir",
     "read_directory_eisdir",
@@ -142,18 +137,9 @@ const POSIX_CHECKS: [&str; 60] = [
     "membarrier_query",
     "membarrier_private_expedited",
 ];
-/// The posix checks of what nacre promises beyond Linux (a read-only tree,
-/// pid 1, uid 0, no sockets): `NACRE_NATIVE=1` skips them on the host.
-const POSIX_NACRE_ONLY: [&str; 8] = [
-    "access_write_erofs",
-    "open_creat_erofs",
-    "open_wronly_erofs",
-    "mkdir_erofs",
-    "unlink_erofs",
-    "getpid",
-    "getuid",
-    "socket_enosys",
-];
+/// The posix checks of what nacre promises beyond Linux (pid 1, uid 0, no
+/// sockets): `NACRE_NATIVE=1` skips them on the host.
+const POSIX_NACRE_ONLY: [&str; 3] = ["getpid", "getuid", "socket_enosys"];
 /// What the test feeds the posix app on stdin (its `poll_stdin` check reads
 /// exactly this) and the line its `writev_stdout` check prints.
 const POSIX_STDIN: &[u8] = b"stdin for the poll check\n";

@@ -133,6 +133,9 @@ pub struct Frames {
     /// neither written nor reused until the other vCPUs flushed.
     deferred: [u64; DEFERRED_FRAMES],
     ndeferred: usize,
+    /// Frames on the 4 KiB and the 2 MiB free lists.
+    nfree: u64,
+    nfree_2m: u64,
 }
 
 /// Frames that wait for a TLB shoot-down at most; one more forces it.
@@ -173,6 +176,8 @@ impl Frames {
             validate_4k_only,
             deferred: [0; DEFERRED_FRAMES],
             ndeferred: 0,
+            nfree: 0,
+            nfree_2m: 0,
         };
         frames.accept(plat, start, first_len, false)?;
         if !frames.fresh_is_zero {
@@ -200,6 +205,20 @@ impl Frames {
         let untouched = self.ram_end - self.accepted_end;
         let chunk = self.accepted_end.saturating_sub(self.next);
         (self.ram_end, untouched + chunk)
+    }
+
+    /// 4 KiB frames not handed out: free, waiting for a shoot-down, or not yet
+    /// accepted (exact, unlike [`Self::usage`]).
+    pub fn available(&self) -> u64 {
+        let untouched = (self.ram_end - self.accepted_end) / PAGE_SIZE_4K;
+        let chunk = self.accepted_end.saturating_sub(self.next) / PAGE_SIZE_4K;
+        let reuse = (self.reuse_end - self.reuse) / PAGE_SIZE_4K;
+        untouched
+            + chunk
+            + reuse
+            + self.nfree
+            + self.nfree_2m * (PAGE_SIZE_2M / PAGE_SIZE_4K)
+            + self.ndeferred as u64
     }
 
     /// The record of validated pages.
@@ -262,6 +281,7 @@ impl Frames {
             let gpa = self.free_head;
             // SAFETY: free frames are private, validated and hold the next link.
             self.free_head = unsafe { (phys_to_virt(gpa) as *const u64).read() };
+            self.nfree -= 1;
             return Ok((gpa, true));
         }
         if self.reuse < self.reuse_end {
@@ -292,6 +312,7 @@ impl Frames {
         let gpa = self.free_2m_head;
         // SAFETY: free 2 MiB frames are private, validated and hold the next link.
         self.free_2m_head = unsafe { (phys_to_virt(gpa) as *const u64).read() };
+        self.nfree_2m -= 1;
         gpa
     }
 
@@ -337,6 +358,7 @@ impl Frames {
         // SAFETY: the caller hands back a private frame it no longer maps.
         unsafe { (phys_to_virt(gpa) as *mut u64).write(self.free_head) };
         self.free_head = gpa;
+        self.nfree += 1;
     }
 
     /// Free the frames whose release waited for a TLB shoot-down, which just happened.
@@ -355,6 +377,7 @@ impl Frames {
         // SAFETY: the caller hands back a private 2 MiB frame it no longer maps.
         unsafe { (phys_to_virt(gpa) as *mut u64).write(self.free_2m_head) };
         self.free_2m_head = gpa;
+        self.nfree_2m += 1;
     }
 }
 

@@ -23,6 +23,12 @@ pub const XSTATE_SLOT: u64 = 8192;
 /// copies between them and the app run in ring 3; never executable). Above the
 /// extended-state window.
 pub const PIPE_WINDOW_VA: u64 = 0x0000_7FC0_4000_0000;
+/// Where the data frames of writable files are mapped, each at this address plus its
+/// GPA (user-accessible so that copies between them and the app run in ring 3;
+/// never executable; `syscall/memfile.rs`). As large as the most guest RAM.
+pub const TMPFS_WINDOW_VA: u64 = 0x0000_7FD0_0000_0000;
+/// Bytes of the tmpfs window.
+pub const TMPFS_WINDOW_SIZE: u64 = nacre_shared_abi::layout::MAX_GUEST_MEMORY;
 /// Where the vDSO's data page is mapped (user read-only, never executable): between
 /// the stack's top and the end of the user half, as Linux places `[vvar]`, at a fixed
 /// address (`app/vdso.rs`).

@@ -247,6 +247,7 @@ fn pollable(node: Node) -> bool {
     !matches!(
         node,
         Node::File { .. }
+            | Node::MemFile { .. }
             | Node::Dir { .. }
             | Node::Dev(
                 Special::Null

@@ -9,7 +9,7 @@
 //! before a byte of reply data is used (shared-abi `HostcallHeader::check_reply`).
 
 use super::errno::*;
-use super::{eventfd, mem_err, pipe, timerfd, SysResult};
+use super::{eventfd, mem_err, memfile, pipe, timerfd, SysResult};
 use crate::fs::{Node, Special, SysText, O_ACCMODE, O_NONBLOCK, O_PATH, O_WRONLY};
 use crate::kernel::Kernel;
 use crate::mem::user::VmaKind;
@@ -75,6 +75,7 @@ fn read_node(k: &mut Kernel, node: Node, offset: u64, buf: u64, len: u64) -> Sys
             k.window_to_user(buf, va + offset, n).map_err(mem_err)?;
             Ok(n)
         }
+        Node::MemFile { id } => memfile::read(k, id, offset, buf, len),
         Node::Dir { .. } => Err(EISDIR),
         Node::Dev(Special::Null) => Ok(0),
         Node::Dev(Special::Zero) => {
@@ -273,7 +274,7 @@ pub fn read(k: &mut Kernel, fd: u64, buf: u64, len: u64) -> SysResult {
     let n = read_node(k, f.node, f.offset, buf, len)?;
     if matches!(
         f.node,
-        Node::File { .. } | Node::Dev(Special::Maps | Special::Text(_))
+        Node::File { .. } | Node::MemFile { .. } | Node::Dev(Special::Maps | Special::Text(_))
     ) {
         k.files.get_mut(fd)?.offset = f.offset + n;
     }
@@ -284,6 +285,9 @@ pub fn write(k: &mut Kernel, fd: u64, buf: u64, len: u64) -> SysResult {
     let f = open_for(k, fd, false)?;
     if is_stream(f.node) {
         return stream_io(k, fd, false, Segments::one(buf, len));
+    }
+    if let Node::MemFile { .. } = f.node {
+        return memfile::write(k, fd, None, Segments::one(buf, len));
     }
     write_node(k, f.node, buf, len)
 }
@@ -315,6 +319,9 @@ pub fn pwrite(k: &mut Kernel, fd: u64, buf: u64, len: u64, offset: u64) -> SysRe
     seekable(f.node)?;
     if (offset as i64) < 0 {
         return Err(EINVAL);
+    }
+    if let Node::MemFile { .. } = f.node {
+        return memfile::write(k, fd, Some(offset), Segments::one(buf, len));
     }
     write_node(k, f.node, buf, len)
 }
@@ -375,7 +382,7 @@ pub fn readv(k: &mut Kernel, fd: u64, iov: u64, cnt: u64, at: Option<u64>) -> Sy
     if at.is_none()
         && matches!(
             f.node,
-            Node::File { .. } | Node::Dev(Special::Maps | Special::Text(_))
+            Node::File { .. } | Node::MemFile { .. } | Node::Dev(Special::Maps | Special::Text(_))
         )
     {
         k.files.get_mut(fd)?.offset = offset;
@@ -395,13 +402,22 @@ fn readv_timer(k: &mut Kernel, fd: u64, iov: u64, cnt: u64) -> SysResult {
     Ok(timerfd::TICKS_SIZE)
 }
 
-/// writev: to the console, the iovecs are gathered into the hostcall area and sent
-/// in as few hostcalls as fit.
-pub fn writev(k: &mut Kernel, fd: u64, iov: u64, cnt: u64) -> SysResult {
+/// writev and pwritev (`at`: the pwritev offset): to the console, the iovecs are
+/// gathered into the hostcall area and sent in as few hostcalls as fit.
+pub fn writev(k: &mut Kernel, fd: u64, iov: u64, cnt: u64, at: Option<u64>) -> SysResult {
     if cnt > IOV_MAX {
         return Err(EINVAL);
     }
     let f = open_for(k, fd, false)?;
+    if at.is_some() {
+        seekable(f.node)?;
+        if at.is_some_and(|o| (o as i64) < 0) {
+            return Err(EINVAL);
+        }
+    }
+    if let Node::MemFile { .. } = f.node {
+        return memfile::write(k, fd, at, Segments::vector(iov, cnt));
+    }
     if is_stream(f.node) {
         return stream_io(k, fd, false, Segments::vector(iov, cnt));
     }
@@ -471,6 +487,7 @@ pub fn lseek(k: &mut Kernel, fd: u64, off: i64, whence: u64) -> SysResult {
         | Node::Event(_)
         | Node::Epoll => return Ok(0),
         Node::File { size, .. } => Some(size),
+        Node::MemFile { id } => Some(k.files.mem().get(id).size),
         Node::Dir { .. } | Node::Dev(_) => None,
     };
     let new = match whence {
@@ -533,6 +550,12 @@ pub fn ioctl(k: &mut Kernel, fd: u64, req: u64, arg: u64) -> SysResult {
             k.copy_to_user(arg, &left.to_le_bytes()).map_err(mem_err)?;
             Ok(0)
         }
+        (Node::MemFile { id }, FIONREAD) => {
+            let size = k.files.mem().get(id).size;
+            let left = size.saturating_sub(f.offset).min(i32::MAX as u64) as u32;
+            k.copy_to_user(arg, &left.to_le_bytes()).map_err(mem_err)?;
+            Ok(0)
+        }
         (Node::Pipe(end), FIONREAD) => {
             let n = pipe::bytes_waiting(k, end);
             k.copy_to_user(arg, &n.to_le_bytes()).map_err(mem_err)?;
@@ -562,7 +585,7 @@ pub fn ioctl(k: &mut Kernel, fd: u64, req: u64, arg: u64) -> SysResult {
 
 pub fn fsync(k: &mut Kernel, fd: u64) -> SysResult {
     match k.files.get(fd)?.node {
-        Node::File { .. } | Node::Dir { .. } => Ok(0),
+        Node::File { .. } | Node::MemFile { .. } | Node::Dir { .. } => Ok(0),
         _ => Err(EINVAL),
     }
 }
@@ -791,6 +814,8 @@ fn maps_area(k: &Kernel, i: usize) -> Option<(u64, u64, u32, &'static [u8])> {
             b"[nacre-xstate]"
         } else if v.kind == VmaKind::Window && v.start == crate::mem::user::PIPE_WINDOW_VA {
             b"[nacre-pipes]"
+        } else if v.kind == VmaKind::Window && v.start == crate::mem::user::TMPFS_WINDOW_VA {
+            b"[nacre-tmpfs]"
         } else if v.kind == VmaKind::Window
             && (v.start == crate::mem::user::VVAR_VA || v.start == crate::mem::user::CLOCK_FLOOR_VA)
         {

@@ -13,6 +13,7 @@ pub mod fs;
 pub mod io;
 pub mod mem;
 pub mod membarrier;
+pub mod memfile;
 pub mod pipe;
 pub mod poll;
 pub mod process;
@@ -191,7 +192,8 @@ fn handle(k: &mut Kernel, nr: u64, a: [u64; 6]) -> SysResult {
         Sysno::pwrite64 => io::pwrite(k, a[0], a[1], a[2], a[3]),
         Sysno::readv => io::readv(k, a[0], a[1], a[2], None),
         Sysno::preadv => io::readv(k, a[0], a[1], a[2], Some(a[3])),
-        Sysno::writev => io::writev(k, a[0], a[1], a[2]),
+        Sysno::writev => io::writev(k, a[0], a[1], a[2], None),
+        Sysno::pwritev => io::writev(k, a[0], a[1], a[2], Some(a[3])),
         Sysno::lseek => io::lseek(k, a[0], a[1] as i64, a[2]),
         Sysno::poll => poll::poll(k, a[0], a[1], Some(i64::from(int_arg(a[2])) * 1_000_000)),
         Sysno::ppoll => poll::ppoll(k, a[0], a[1], a[2], a[3], a[4]),
@@ -223,11 +225,12 @@ fn handle(k: &mut Kernel, nr: u64, a: [u64; 6]) -> SysResult {
         Sysno::epoll_pwait => epoll::epoll_pwait(k, a),
         Sysno::epoll_pwait2 => epoll::epoll_pwait2(k, a),
         Sysno::ioctl => io::ioctl(k, a[0], a[1], a[2]),
-        Sysno::fsync | Sysno::fdatasync => io::fsync(k, a[0]),
+        Sysno::fsync | Sysno::fdatasync | Sysno::syncfs => io::fsync(k, a[0]),
+        Sysno::sync => Ok(0),
 
-        Sysno::open => fs::openat(k, fs::AT_FDCWD, a[0], uint_arg(a[1])),
-        Sysno::openat => fs::openat(k, long_of_int(a[0]), a[1], uint_arg(a[2])),
-        Sysno::creat => fs::openat(k, fs::AT_FDCWD, a[0], 0o1101),
+        Sysno::open => fs::openat(k, fs::AT_FDCWD, a[0], uint_arg(a[1]), uint_arg(a[2])),
+        Sysno::openat => fs::openat(k, long_of_int(a[0]), a[1], uint_arg(a[2]), uint_arg(a[3])),
+        Sysno::creat => fs::openat(k, fs::AT_FDCWD, a[0], 0o1101, uint_arg(a[1])),
         Sysno::close => fs::close(k, a[0]),
         Sysno::stat => fs::fstatat(k, fs::AT_FDCWD, a[0], a[1], 0),
         Sysno::lstat => fs::fstatat(k, fs::AT_FDCWD, a[0], a[1], fs::AT_SYMLINK_NOFOLLOW),
@@ -247,17 +250,42 @@ fn handle(k: &mut Kernel, nr: u64, a: [u64; 6]) -> SysResult {
         Sysno::getcwd => fs::getcwd(k, a[0], a[1]),
         Sysno::chdir => fs::chdir(k, a[0]),
         Sysno::fchdir => fs::fchdir(k, a[0]),
-        Sysno::ftruncate => fs::ftruncate(k, a[0]),
+        Sysno::ftruncate => fs::ftruncate(k, a[0], a[1]),
+        Sysno::truncate => fs::truncate(k, a[0], a[1]),
+        Sysno::fallocate => fs::fallocate(k, a[0], a[1], a[2], a[3]),
         Sysno::flock => fs::flock(k, a[0]),
-        Sysno::mkdir
-        | Sysno::rmdir
-        | Sysno::unlink
-        | Sysno::rename
-        | Sysno::link
-        | Sysno::symlink
-        | Sysno::chmod => fs::modify_path(k, fs::AT_FDCWD, a[0]),
-        Sysno::mkdirat | Sysno::unlinkat => fs::modify_path(k, long_of_int(a[0]), a[1]),
-        Sysno::fchmod => fs::fchmod(k, a[0]),
+        Sysno::statfs => fs::statfs(k, a[0], a[1]),
+        Sysno::fstatfs => fs::fstatfs(k, a[0], a[1]),
+        Sysno::mkdir => fs::mkdirat(k, fs::AT_FDCWD, a[0], a[1]),
+        Sysno::mkdirat => fs::mkdirat(k, long_of_int(a[0]), a[1], a[2]),
+        Sysno::rmdir => fs::unlinkat(k, fs::AT_FDCWD, a[0], 0x200),
+        Sysno::unlink => fs::unlinkat(k, fs::AT_FDCWD, a[0], 0),
+        Sysno::unlinkat => fs::unlinkat(k, long_of_int(a[0]), a[1], a[2]),
+        Sysno::rename => fs::renameat2(k, fs::AT_FDCWD, a[0], fs::AT_FDCWD, a[1], 0),
+        Sysno::renameat => fs::renameat2(k, long_of_int(a[0]), a[1], long_of_int(a[2]), a[3], 0),
+        Sysno::renameat2 => fs::renameat2(
+            k,
+            long_of_int(a[0]),
+            a[1],
+            long_of_int(a[2]),
+            a[3],
+            u64::from(uint_arg(a[4])),
+        ),
+        Sysno::link => fs::linkat(k, fs::AT_FDCWD, a[0], fs::AT_FDCWD, a[1], 0),
+        Sysno::linkat => fs::linkat(k, long_of_int(a[0]), a[1], long_of_int(a[2]), a[3], a[4]),
+        Sysno::symlink => fs::symlinkat(k, a[0], fs::AT_FDCWD, a[1]),
+        Sysno::symlinkat => fs::symlinkat(k, a[0], long_of_int(a[1]), a[2]),
+        Sysno::chmod => fs::fchmodat(k, fs::AT_FDCWD, a[0], a[1], 0),
+        Sysno::fchmodat => fs::fchmodat(k, long_of_int(a[0]), a[1], a[2], 0),
+        Sysno::fchmod => fs::fchmod(k, a[0], a[1]),
+        Sysno::chown => fs::fchownat(k, fs::AT_FDCWD, a[0], a[1], a[2], 0),
+        Sysno::lchown => fs::fchownat(k, fs::AT_FDCWD, a[0], a[1], a[2], fs::AT_SYMLINK_NOFOLLOW),
+        Sysno::fchownat => fs::fchownat(k, long_of_int(a[0]), a[1], a[2], a[3], a[4]),
+        Sysno::fchown => fs::fchown(k, a[0], a[1], a[2]),
+        Sysno::utimensat => fs::utimensat(k, long_of_int(a[0]), a[1], a[2], a[3]),
+        Sysno::utimes => fs::utimes(k, fs::AT_FDCWD, a[0], a[1], true),
+        Sysno::futimesat => fs::utimes(k, long_of_int(a[0]), a[1], a[2], true),
+        Sysno::utime => fs::utimes(k, fs::AT_FDCWD, a[0], a[1], false),
         Sysno::umask => Ok(fs::umask(k, a[0])),
 
         Sysno::mmap => mem::mmap(k, a),

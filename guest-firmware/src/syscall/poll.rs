@@ -132,7 +132,9 @@ pub fn ready(k: &mut Kernel, index: usize, stdin: bool, depth: u32) -> u32 {
         Node::Epoll if epoll::has_events(k, index, stdin, depth) => EPOLLIN | EPOLLRDNORM,
         Node::Epoll => 0,
         Node::Socket(h) => super::socket::ready(k, h),
-        Node::File { .. } | Node::Dir { .. } | Node::Dev(_) => DEFAULT_POLLMASK,
+        Node::File { .. } | Node::MemFile { .. } | Node::Dir { .. } | Node::Dev(_) => {
+            DEFAULT_POLLMASK
+        }
     }
 }
 

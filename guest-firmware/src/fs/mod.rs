@@ -7,12 +7,15 @@
 //! read-only into the app at [`crate::mem::user::FILES_WINDOW_VA`], so that reads copy
 //! in ring 3 (`arch/upcall.rs`) and read-only mappings of files need no copy at all.
 
+pub mod mem;
+pub mod overlay;
+
 use crate::platform::GuestDevice;
 use crate::syscall::errno::*;
 use crate::syscall::eventfd::EventFd;
 use crate::syscall::pipe::PipeEnd;
 use crate::syscall::timerfd::Timer;
-use nacre_shared_abi::filetree::{FileTree, Inode, InodeKind, Resolved, ROOT_INODE};
+use nacre_shared_abi::filetree::{FileTree, Inode, InodeKind, ROOT_INODE};
 use nacre_shared_abi::layout::PAGE_SIZE_4K;
 
 /// Most descriptors (RLIMIT_NOFILE).
@@ -119,8 +122,10 @@ pub enum Node {
         gpa: u64,
         size: u64,
     },
-    /// A directory of the tree.
+    /// A directory (a unified id: packaged or writable, `fs/overlay.rs`).
     Dir { inode: u32 },
+    /// A writable regular file (`fs/mem.rs`).
+    MemFile { id: u32 },
     /// A device file.
     Dev(Special),
     /// A timerfd and its timer (`syscall/timerfd.rs`).
@@ -185,6 +190,12 @@ pub struct Stat {
     /// Modification (also access and change) time: seconds and nanoseconds since the
     /// epoch; packaged files keep the time they were packaged with, the rest show 0.
     pub mtime: (i64, u32),
+    /// Access and change times where they differ from `mtime` (writable inodes).
+    pub times: Option<((i64, u32), (i64, u32))>,
+    /// Owner and group.
+    pub owner: (u32, u32),
+    /// 512-byte blocks where not the size rounded up.
+    pub blocks: Option<u64>,
 }
 
 /// File type bits (`include/uapi/linux/stat.h`).
@@ -244,6 +255,9 @@ pub struct Files {
     app_inode: u32,
     /// The working directory.
     pub cwd: u32,
+    /// The writable inodes (set up at boot) and the writable root.
+    mem: Option<&'static mut mem::MemFs>,
+    root: u32,
     /// The file-creation mask (only reported: nothing can be created).
     pub umask: u32,
 }
@@ -290,6 +304,8 @@ impl Files {
             app_inode: u32::MAX,
             cwd: ROOT_INODE,
             umask: 0o022,
+            mem: None,
+            root: ROOT_INODE,
         }
     }
 
@@ -349,6 +365,9 @@ impl Files {
     /// The overlaid entries a directory lists after its own children: `/dev`'s
     /// devices (with the platform's attestation device) and `/proc/self`'s entries.
     fn extra_entries(&self, dir: u32) -> &[SpecialEntry] {
+        let Some(dir) = self.lower_of(dir) else {
+            return &[];
+        };
         if dir == self.dev_dir {
             &self.dev
         } else if dir == self.proc_self_dir {
@@ -372,14 +391,14 @@ impl Files {
         self.extra_entries(dir).get(i).copied()
     }
 
-    /// Resolve `path` from directory `start`.
+    /// Resolve `path` from directory `start`, following links (tests; the syscalls
+    /// walk with the kernel's scratch buffer, [`Files::walk`]).
+    #[cfg(test)]
     pub fn resolve(&self, start: u32, path: &[u8]) -> Result<Target, u64> {
-        let tree = self.tree()?;
-        match tree.resolve(start, path, |dir, name| self.special(dir, name)) {
-            Ok(Resolved::Inode(i)) => Ok(Target::Inode(i)),
-            Ok(Resolved::Special(s)) => Ok(Target::Special(s)),
-            Err(e) => Err(e.errno()),
-        }
+        let mut work = std::boxed::Box::new([0u8; crate::kernel::PATH_MAX]);
+        self.walk(start, path, &mut work, true)?
+            .target
+            .ok_or(ENOENT)
     }
 
     /// `/proc/self/exe` followed: the app's inode.
@@ -407,7 +426,7 @@ impl Files {
         }
         let fd = u64::try_from(dirfd).map_err(|_| EBADF)?;
         match self.get(fd)?.node {
-            Node::Dir { inode } => Ok(inode),
+            Node::Dir { inode } => Ok(self.current(inode)),
             _ => Err(ENOTDIR),
         }
     }
@@ -418,7 +437,7 @@ impl Files {
 
     /// Whether inode `i` is a directory.
     pub fn is_dir(&self, i: u32) -> Result<bool, u64> {
-        Ok(self.inode(i)?.is_dir())
+        Ok(self.kind_of(i)? == mem::Kind::Dir)
     }
 
     /// The node an open of `target` gives.
@@ -427,6 +446,11 @@ impl Files {
             Target::Special(Special::Exe) => self.node_of(self.app_target()?),
             Target::Special(Special::Console(fd)) => Ok(Node::Console(fd)),
             Target::Special(s) => Ok(Node::Dev(s)),
+            Target::Inode(i) if mem::is_mem(i) => match self.mem().get(i).kind {
+                mem::Kind::Dir => Ok(Node::Dir { inode: i }),
+                mem::Kind::File => Ok(Node::MemFile { id: i }),
+                _ => Err(ELOOP),
+            },
             Target::Inode(i) => {
                 let ino = self.inode(i)?;
                 match ino.kind().map_err(|_| EIO)? {
@@ -469,6 +493,7 @@ impl Files {
                     size: len as u64,
                     rdev: 0,
                     mtime: (0, 0),
+                    ..Default::default()
                 }
             }
             Target::Special(Special::Console(fd)) => self.stat_node(Node::Console(fd))?,
@@ -483,6 +508,7 @@ impl Files {
                 size: 0,
                 rdev: 0,
                 mtime: (0, 0),
+                ..Default::default()
             },
             Target::Special(Special::Maps) => Stat {
                 dev: PROC_DEV,
@@ -492,6 +518,7 @@ impl Files {
                 size: 0,
                 rdev: 0,
                 mtime: (0, 0),
+                ..Default::default()
             },
             Target::Special(s) => {
                 let (n, minor) = match s {
@@ -509,8 +536,10 @@ impl Files {
                     size: 0,
                     rdev: mem_dev(minor),
                     mtime: (0, 0),
+                    ..Default::default()
                 }
             }
+            Target::Inode(i) if mem::is_mem(i) => self.stat_mem(i),
             Target::Inode(i) => {
                 let ino = self.inode(i)?;
                 let (mode, size, nlink) = match ino.kind().map_err(|_| EIO)? {
@@ -527,6 +556,7 @@ impl Files {
                     size,
                     rdev: 0,
                     mtime: (ino.mtime_sec, ino.mtime_nsec),
+                    ..Default::default()
                 }
             }
         })
@@ -543,8 +573,10 @@ impl Files {
                 size: 0,
                 rdev: 0,
                 mtime: (0, 0),
+                ..Default::default()
             }),
             Node::File { inode, .. } | Node::Dir { inode } => self.stat(Target::Inode(inode), true),
+            Node::MemFile { id } => Ok(self.stat_mem(id)),
             Node::Dev(s) => self.stat(Target::Special(s), true),
             // A FIFO owned by the app, read and write for the owner
             // (`get_pipe_inode`, Linux `fs/pipe.c`).
@@ -556,9 +588,8 @@ impl Files {
                 size: 0,
                 rdev: 0,
                 mtime: (0, 0),
+                ..Default::default()
             }),
-            // An anonymous inode has no file type, only owner read and write
-            // (`alloc_anon_inode`, Linux `fs/libfs.c`).
             // A socket inode (`sock_alloc_inode`, Linux `net/socket.c`): mode
             // S_IFSOCK | 0777, on the socket file system.
             Node::Socket(h) => Ok(Stat {
@@ -569,7 +600,10 @@ impl Files {
                 size: 0,
                 rdev: 0,
                 mtime: (0, 0),
+                ..Default::default()
             }),
+            // An anonymous inode has no file type, only owner read and write
+            // (`alloc_anon_inode`, Linux `fs/libfs.c`).
             Node::Timer(_) | Node::Event(_) | Node::Epoll => Ok(Stat {
                 dev: ANON_INODE_DEV,
                 ino: ANON_INODE_INO,
@@ -578,34 +612,9 @@ impl Files {
                 size: 0,
                 rdev: 0,
                 mtime: (0, 0),
+                ..Default::default()
             }),
         }
-    }
-
-    /// The `n`-th child of directory `dir` for listing.
-    pub fn child(&self, dir: u32, n: u32) -> Result<Option<DirEntry>, u64> {
-        let tree = self.tree()?;
-        let Some(i) = tree.child(dir, n).map_err(|_| EIO)? else {
-            return Ok(None);
-        };
-        let ino = tree.inode(i).map_err(|_| EIO)?;
-        let name = tree.name(&ino).map_err(|_| EIO)?;
-        Ok(Some((name, i, ino.is_dir())))
-    }
-
-    /// The parent of directory `dir`.
-    pub fn parent(&self, dir: u32) -> Result<u32, u64> {
-        self.tree()?.parent(dir).map_err(|_| EIO)
-    }
-
-    /// Number of children of directory `dir`.
-    pub fn child_count(&self, dir: u32) -> Result<u32, u64> {
-        Ok(self.inode(dir)?.child_count)
-    }
-
-    /// The absolute path of directory `dir`.
-    pub fn path_of(&self, dir: u32, out: &mut [u8]) -> Result<usize, u64> {
-        self.tree()?.path_of(dir, out).map_err(|e| e.errno())
     }
 
     /// The open file behind descriptor `fd`.
@@ -646,6 +655,11 @@ impl Files {
     pub fn open(&mut self, node: Node, flags: u32) -> Result<u64, u64> {
         let i = self.open.iter().position(|f| f.refs == 0).ok_or(EMFILE)?;
         let fd = self.lowest_free(0).ok_or(EMFILE)?;
+        if let Node::MemFile { id } | Node::Dir { inode: id } = node {
+            if mem::is_mem(id) {
+                self.mem_mut().get_mut(id).opens += 1;
+            }
+        }
         self.open[i] = OpenFile {
             node,
             offset: 0,
@@ -854,6 +868,16 @@ mod tests {
     }
 
     fn files(device: GuestDevice) -> Box<Files> {
+        let (f, _) = files_with_backing(device);
+        f
+    }
+
+    /// Files over the test tree with writable inodes, and their frames (fake RAM
+    /// that lives as long as the test's thread).
+    fn files_with_backing(device: GuestDevice) -> (Box<Files>, mem::tests::TestBacking) {
+        let ram: &'static crate::testing::FakeRam =
+            Box::leak(Box::new(crate::testing::FakeRam::new(16 << 20)));
+        let mut b = mem::tests::TestBacking::new(ram, 1 << 20);
         let mut f = Box::new(Files::new());
         f.init(ImageFiles {
             tree: FileTree::parse(tree_blob()).expect("a valid tree"),
@@ -865,7 +889,9 @@ mod tests {
             app_name: b"hello",
             guest_device: device,
         });
-        f
+        let m = Box::leak(Box::new(mem::MemFs::new()));
+        f.init_writable(m, &mut b).expect("a writable root");
+        (f, b)
     }
 
     fn resolve(f: &Files, path: &[u8]) -> Result<Target, u64> {
@@ -1064,6 +1090,97 @@ mod tests {
             .count();
         assert_eq!(opened, MAX_OPEN - 3);
         assert_eq!(f.open(Node::Dev(Special::Null), 0), Err(EMFILE));
+    }
+
+    /// The names `getdents64` lists in `dir`, after `.` and `..`.
+    fn listed(f: &Files, dir: u32) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut pos = 2;
+        while let Some(e) = f.dir_entry(dir, pos).expect("listable") {
+            out.push(e.name.to_vec());
+            pos = e.next;
+        }
+        out
+    }
+
+    fn inode(f: &Files, path: &[u8]) -> u32 {
+        match resolve(f, path) {
+            Ok(Target::Inode(i)) => i,
+            other => panic!("{} is {other:?}", String::from_utf8_lossy(path)),
+        }
+    }
+
+    #[test]
+    fn tmp_is_writable_and_a_packaged_directory_is_copied_up_when_changed() {
+        let (mut f, mut b) = files_with_backing(GuestDevice::SevGuest);
+        let tmp = inode(&f, b"/tmp");
+        assert!(mem::is_mem(tmp));
+        assert_eq!(
+            f.stat(Target::Inode(tmp), true).map(|s| s.mode),
+            Ok(S_IFDIR | 0o1777)
+        );
+        let etc = inode(&f, b"/etc");
+        assert!(!mem::is_mem(etc), "packaged until changed");
+        let new = f
+            .create_in(etc, b"new.conf", mem::Kind::File, 0o600, &mut b)
+            .expect("created");
+        let up = inode(&f, b"/etc");
+        assert!(mem::is_mem(up), "copied up");
+        assert_eq!(f.current(etc), up, "an old handle leads to the copy");
+        assert_eq!(resolve(&f, b"/etc/new.conf"), Ok(Target::Inode(new)));
+        assert_eq!(listed(&f, up), [b"new.conf".to_vec(), b"motd".to_vec()]);
+        // Removing the packaged name leaves a whiteout: gone from lookups and lists.
+        f.remove_name(up, b"motd", &mut b).expect("removed");
+        assert_eq!(resolve(&f, b"/etc/motd"), Err(ENOENT));
+        assert_eq!(listed(&f, up), [b"new.conf".to_vec()]);
+        assert!(!f.dir_is_empty(up).expect("a directory"));
+        f.remove_name(up, b"new.conf", &mut b).expect("removed");
+        f.unref_mem(new, true, &mut b);
+        assert_eq!(f.dir_is_empty(up), Ok(true), "only whiteouts left");
+        let root_list = listed(&f, f.root());
+        for name in [&b"app"[..], b"dev", b"etc", b"proc", b"tmp"] {
+            assert_eq!(
+                root_list.iter().filter(|n| n.as_slice() == name).count(),
+                1,
+                "{} listed once",
+                String::from_utf8_lossy(name)
+            );
+        }
+    }
+
+    #[test]
+    fn walks_follow_links_and_stop_at_loops() {
+        let (mut f, mut b) = files_with_backing(GuestDevice::SevGuest);
+        let tmp = inode(&f, b"/tmp");
+        let link = f
+            .create_in(tmp, b"etc-link", mem::Kind::Symlink, 0o777, &mut b)
+            .expect("created");
+        f.mem_mut().set_link(link, b"/etc", &mut b).expect("stored");
+        assert_eq!(
+            resolve(&f, b"/tmp/etc-link/motd"),
+            resolve(&f, b"/etc/motd")
+        );
+        let mut work = Box::new([0u8; crate::kernel::PATH_MAX]);
+        let w = f
+            .walk(f.cwd, b"/tmp/etc-link", &mut work, false)
+            .expect("walked");
+        assert_eq!(
+            (w.target, w.name()),
+            (Some(Target::Inode(link)), &b"etc-link"[..])
+        );
+        let looped = f
+            .create_in(tmp, b"loop", mem::Kind::Symlink, 0o777, &mut b)
+            .expect("created");
+        f.mem_mut()
+            .set_link(looped, b"loop/x", &mut b)
+            .expect("stored");
+        assert_eq!(resolve(&f, b"/tmp/loop"), Err(ELOOP));
+        assert_eq!(resolve(&f, b"/tmp/missing/x"), Err(ENOENT));
+        let w = f.walk(f.cwd, b"/tmp/new", &mut work, true).expect("walked");
+        assert_eq!((w.target, w.parent, w.name()), (None, tmp, &b"new"[..]));
+        let mut path = [0u8; 64];
+        let n = f.dir_path(tmp, &mut path).expect("a path");
+        assert_eq!(&path[..n], b"/tmp");
     }
 
     #[test]
