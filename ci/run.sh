@@ -114,6 +114,15 @@ if [ ! -f "$(gcc -print-file-name=libsqlite3.a)" ] ||
     apt_install libsqlite3-dev
 fi
 echo "libsqlite3.a: $(gcc -print-file-name=libsqlite3.a)"
+# The service tests load the servers with ApacheBench and fetch with curl.
+if ! command -v ab >/dev/null 2>&1; then
+    apt_install apache2-utils
+fi
+echo "ab: $(command -v ab)"
+if ! command -v curl >/dev/null 2>&1; then
+    apt_install curl
+fi
+echo "curl: $(command -v curl)"
 # The fuzz targets link libFuzzer, which libfuzzer-sys compiles as C++.
 if ! command -v g++ >/dev/null 2>&1; then
     apt_install g++

@@ -1,0 +1,210 @@
+//! Services: servers in the guest exercised from the host through their published
+//! ports with curl and ApacheBench (`ab`, Debian's apache2-utils), compared with the
+//! same server run natively: every response checked, none lost.
+
+use std::io::Read;
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use nacre_tests::{
+    built_app, describe_output, emulated_keys_dir, nacre_bin, on_each_platform, package_with,
+    require_kvm, scratch_dir, PackageOptions, Toolchain,
+};
+
+fn tmp() -> &'static Path {
+    Path::new(env!("CARGO_TARGET_TMPDIR"))
+}
+
+fn dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| scratch_dir(tmp(), "services"))
+}
+
+/// A server process (native or `nacre run`), killed if the test ends before it does.
+struct Server {
+    child: Option<Child>,
+    what: String,
+}
+
+impl Server {
+    /// Start `program args...` and wait until 127.0.0.1:`port` takes connections.
+    fn start(mut cmd: Command, port: u16, what: &str) -> Self {
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{what}: cannot start: {e}"));
+        let mut server = Self {
+            child: Some(child),
+            what: what.to_owned(),
+        };
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let start = Instant::now();
+        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+            let exited = server
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            if exited.is_some() || start.elapsed() > Duration::from_secs(90) {
+                let out = server.finish();
+                panic!(
+                    "{what}: the server never listened\n{}",
+                    describe_output(&out)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        server
+    }
+
+    /// Wait for the server to end (after /quit) and take its output.
+    fn finish(&mut self) -> Output {
+        let mut child = self.child.take().expect("a running server");
+        let start = Instant::now();
+        while child.try_wait().ok().flatten().is_none() {
+            if start.elapsed() > Duration::from_secs(60) {
+                let _ = child.kill();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let mut out = Vec::new();
+        let mut err = Vec::new();
+        if let Some(mut s) = child.stdout.take() {
+            let _ = s.read_to_end(&mut out);
+        }
+        if let Some(mut s) = child.stderr.take() {
+            let _ = s.read_to_end(&mut err);
+        }
+        Output {
+            status: child.wait().expect("the server's status"),
+            stdout: out,
+            stderr: err,
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+            eprintln!("{}: killed", self.what);
+        }
+    }
+}
+
+/// `curl -s URL`: the body.
+fn curl(url: &str) -> Vec<u8> {
+    let out = Command::new("curl")
+        .args(["-s", "--max-time", "120", url])
+        .output()
+        .expect("curl (Debian's curl package)");
+    assert!(out.status.success(), "curl {url}: {out:?}");
+    out.stdout
+}
+
+/// ApacheBench's count for `label` in its report (0 when it does not print it).
+fn ab_count(report: &str, label: &str) -> u64 {
+    report
+        .lines()
+        .find_map(|l| l.strip_prefix(label))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// `ab -n requests -c concurrency -k URL` must complete every request, with no
+/// failure (a body of another length than the first counts as one) and no answer
+/// but 200.
+fn load(url: &str, requests: u64, concurrency: u64, what: &str) {
+    let out = Command::new("ab")
+        .args([
+            "-q",
+            "-k",
+            "-s",
+            "120",
+            "-n",
+            &requests.to_string(),
+            "-c",
+            &concurrency.to_string(),
+            url,
+        ])
+        .output()
+        .unwrap_or_else(|e| panic!("ab (Debian's apache2-utils): {e}"));
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{what}: ab failed\n{report}\n{out:?}");
+    assert_eq!(
+        ab_count(&report, "Complete requests:"),
+        requests,
+        "{what}\n{report}"
+    );
+    assert_eq!(ab_count(&report, "Failed requests:"), 0, "{what}\n{report}");
+    assert_eq!(
+        ab_count(&report, "Non-2xx responses:"),
+        0,
+        "{what}\n{report}"
+    );
+    assert_eq!(
+        ab_count(&report, "Keep-Alive requests:"),
+        requests,
+        "{what}\n{report}"
+    );
+}
+
+/// The body `GET /big/N` answers.
+fn big(n: usize) -> Vec<u8> {
+    (0..n).map(|i| b'a' + (i % 26) as u8).collect()
+}
+
+/// Exercise the server on `port` as the tests do, then stop it (GET /quit); what it
+/// printed must say it served every request.
+fn exercise(mut server: Server, port: u16, what: &str) -> Output {
+    let url = |path: &str| format!("http://127.0.0.1:{port}/{path}");
+    assert_eq!(curl(&url("abc")), b"hello abc\n", "{what}");
+    assert_eq!(curl(&url("big/1000000")), big(1_000_000), "{what}");
+    load(&url("load"), 10_000, 100, what);
+    assert_eq!(curl(&url("quit")), b"hello quit\n", "{what}");
+    let out = server.finish();
+    assert!(out.status.success(), "{what}\n{}", describe_output(&out));
+    let served = 2 + 10_000 + 1;
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("listening\nserved {served}\n"),
+        "{what}\n{}",
+        describe_output(&out)
+    );
+    out
+}
+
+/// The C server on one epoll loop (`http_server.c`): natively, then in the guest on
+/// each platform, through the port the image may listen on.
+fn c_server(toolchain: Toolchain, name: &str, port: u16) {
+    require_kvm();
+    let app = built_app(dir(), "http_server.c", toolchain);
+    let p = port.to_string();
+    let mut native = Command::new(&app);
+    native.arg(&p).current_dir("/");
+    exercise(Server::start(native, port, "native"), port, "native");
+    let image = package_with(
+        &app,
+        &dir().join(format!("{name}.igvm")),
+        &PackageOptions::new().args(&[&p]).flags(&["--listen", &p]),
+    );
+    on_each_platform(|platform| {
+        let mut cmd = Command::new(nacre_bin());
+        cmd.args(["run", &image.display().to_string(), "--platform", platform])
+            .env("NACRE_EMULATED_KEYS", emulated_keys_dir());
+        let what = format!("{name} on {platform}");
+        exercise(Server::start(cmd, port, &what), port, &what);
+    });
+}
+
+#[test]
+fn c_epoll_http_server_answers_every_request() {
+    c_server(Toolchain::Glibc, "http-server", 18180);
+}
