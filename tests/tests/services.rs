@@ -161,17 +161,18 @@ fn big(n: usize) -> Vec<u8> {
     (0..n).map(|i| b'a' + (i % 26) as u8).collect()
 }
 
-/// Exercise the server on `port` as the tests do, then stop it (GET /quit); what it
-/// printed must say it served every request.
-fn exercise(mut server: Server, port: u16, what: &str) -> Output {
+/// Exercise the server on `port` as the tests do (curl, then `requests` requests over
+/// 100 connections with ab), then stop it (GET /quit); what it printed must say it
+/// served every request.
+fn exercise(mut server: Server, port: u16, requests: u64, what: &str) -> Output {
     let url = |path: &str| format!("http://127.0.0.1:{port}/{path}");
     assert_eq!(curl(&url("abc")), b"hello abc\n", "{what}");
     assert_eq!(curl(&url("big/1000000")), big(1_000_000), "{what}");
-    load(&url("load"), 10_000, 100, what);
+    load(&url("load"), requests, 100, what);
     assert_eq!(curl(&url("quit")), b"hello quit\n", "{what}");
     let out = server.finish();
     assert!(out.status.success(), "{what}\n{}", describe_output(&out));
-    let served = 2 + 10_000 + 1;
+    let served = 2 + requests + 1;
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
         format!("listening\nserved {served}\n"),
@@ -186,25 +187,77 @@ fn exercise(mut server: Server, port: u16, what: &str) -> Output {
 fn c_server(toolchain: Toolchain, name: &str, port: u16) {
     require_kvm();
     let app = built_app(dir(), "http_server.c", toolchain);
+    natively_then_in_the_guest(&app, name, port, "1", 10_000);
+}
+
+#[test]
+fn c_epoll_http_server_answers_every_request() {
+    c_server(Toolchain::Glibc, "http-server", 18180);
+}
+
+/// Exercise `app` natively on `port`, then packaged (allowed to listen on it) in the
+/// guest on each platform with `cpus` vCPUs.
+fn natively_then_in_the_guest(app: &Path, name: &str, port: u16, cpus: &str, requests: u64) {
     let p = port.to_string();
-    let mut native = Command::new(&app);
+    let mut native = Command::new(app);
     native.arg(&p).current_dir("/");
-    exercise(Server::start(native, port, "native"), port, "native");
+    let what = format!("{name} natively");
+    exercise(Server::start(native, port, &what), port, requests, &what);
     let image = package_with(
-        &app,
+        app,
         &dir().join(format!("{name}.igvm")),
         &PackageOptions::new().args(&[&p]).flags(&["--listen", &p]),
     );
     on_each_platform(|platform| {
         let mut cmd = Command::new(nacre_bin());
         cmd.args(["run", &image.display().to_string(), "--platform", platform])
+            .args(["--cpus", cpus])
             .env("NACRE_EMULATED_KEYS", emulated_keys_dir());
-        let what = format!("{name} on {platform}");
-        exercise(Server::start(cmd, port, &what), port, &what);
+        let what = format!("{name} on {platform} with {cpus} vCPUs");
+        exercise(Server::start(cmd, port, &what), port, requests, &what);
     });
 }
 
+/// The Go net/http server (`http_server.go`): the Go runtime's netpoller (epoll edge
+/// triggered, several threads), natively, then in the guest on each platform.
 #[test]
-fn c_epoll_http_server_answers_every_request() {
-    c_server(Toolchain::Glibc, "http-server", 18180);
+fn go_net_http_server_answers_every_request() {
+    require_kvm();
+    let app = built_app(dir(), "http_server.go", Toolchain::Go);
+    natively_then_in_the_guest(&app, "http-server-go", 18190, "2", 10_000);
+}
+
+/// `tests/apps/tokio_server`, a cargo project on tokio's multi-threaded runtime, built
+/// static once per test run.
+fn tokio_server() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let target = nacre_tests::target_dir().join("apps-tokio");
+            let output = Command::new(env!("CARGO"))
+                .args(["build", "--release", "--locked", "--manifest-path"])
+                .arg(nacre_tests::app_source("tokio_server/Cargo.toml"))
+                .arg("--target-dir")
+                .arg(&target)
+                .env("RUSTFLAGS", "-C target-feature=+crt-static")
+                .env_remove("CARGO_TARGET_DIR")
+                .stdin(Stdio::null())
+                .output()
+                .expect("start cargo for tokio_server");
+            assert!(
+                output.status.success(),
+                "building tokio_server failed\n{}",
+                describe_output(&output)
+            );
+            target.join("release").join("tokio_server")
+        })
+        .clone()
+}
+
+/// A Rust async server on tokio's multi-threaded runtime (two worker threads, mio's
+/// epoll), natively, then in the guest on each platform with two vCPUs.
+#[test]
+fn rust_tokio_server_answers_every_request() {
+    require_kvm();
+    natively_then_in_the_guest(&tokio_server(), "tokio-server", 18195, "2", 2_000);
 }
