@@ -1067,3 +1067,66 @@ pub fn recvmsg(k: &mut Kernel, fd: u64, msg: u64, flags: u64) -> SysResult {
 
 /// What `fstat` says of a socket: a socket inode owned by the app.
 pub const S_IFSOCK: u32 = 0o140000;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readiness_reads_as_poll_bits() {
+        assert_eq!(poll_bits(EV_IN), EPOLLIN | EPOLLRDNORM);
+        assert_eq!(poll_bits(EV_OUT), EPOLLOUT | EPOLLWRNORM);
+        assert_eq!(
+            poll_bits(EV_ERR | EV_HUP | EV_RDHUP),
+            EPOLLERR | EPOLLHUP | EPOLLRDHUP
+        );
+        assert_eq!(poll_bits(0), 0);
+    }
+
+    #[test]
+    fn the_armed_count_follows_each_socket() {
+        let mut s = Sockets::new();
+        assert!(!s.any_armed());
+        s.set_armed(3, EV_IN);
+        s.set_armed(3, EV_IN | EV_OUT);
+        s.set_armed(7, EV_OUT);
+        assert_eq!(s.armed, 2);
+        s.set_armed(3, 0);
+        assert!(s.any_armed());
+        s.set_armed(7, 0);
+        s.set_armed(7, 0);
+        assert!(!s.any_armed());
+    }
+
+    #[test]
+    fn timeouts_read_as_linux_reads_them() {
+        let tv = |sec: i64, usec: i64| {
+            let mut b = [0u8; 16];
+            b[..8].copy_from_slice(&sec.to_le_bytes());
+            b[8..].copy_from_slice(&usec.to_le_bytes());
+            b
+        };
+        assert_eq!(timeval_ns(&tv(0, 0)), Ok(0));
+        assert_eq!(timeval_ns(&tv(2, 500_000)), Ok(2_500_000_000));
+        assert_eq!(timeval_ns(&tv(-1, 0)), Err(EDOM));
+        assert_eq!(timeval_ns(&tv(0, 1_000_000)), Err(EDOM));
+        assert_eq!(timeval_ns(&[0; 8]), Err(EINVAL));
+    }
+
+    #[test]
+    fn errnos_are_linux_values() {
+        // include/uapi/asm-generic/errno.h
+        assert_eq!(
+            [
+                ENOTSOCK,
+                EMSGSIZE,
+                ENOPROTOOPT,
+                EAFNOSUPPORT,
+                ENOTCONN,
+                ECONNREFUSED,
+                EINPROGRESS
+            ],
+            [88, 90, 92, 97, 107, 111, 115]
+        );
+    }
+}
