@@ -261,3 +261,43 @@ fn rust_tokio_server_answers_every_request() {
     require_kvm();
     natively_then_in_the_guest(&tokio_server(), "tokio-server", 18195, "2", 2_000);
 }
+
+/// `nacre run --publish HOST_PORT:GUEST_PORT`: the server binds its guest port, the host
+/// exposes it at the published port instead (and not at the guest's), and the server
+/// answers there on each platform.
+#[test]
+fn published_port_reaches_the_guest_server() {
+    require_kvm();
+    let (guest, host) = (18250u16, 18251u16);
+    let app = built_app(dir(), "http_server.c", Toolchain::Glibc);
+    let g = guest.to_string();
+    let image = package_with(
+        &app,
+        &dir().join("http-server-published.igvm"),
+        &PackageOptions::new().args(&[&g]).flags(&["--listen", &g]),
+    );
+    on_each_platform(|platform| {
+        let mut cmd = Command::new(nacre_bin());
+        cmd.args(["run", &image.display().to_string(), "--platform", platform])
+            .args(["--publish", &format!("{host}:{guest}")])
+            .env("NACRE_EMULATED_KEYS", emulated_keys_dir());
+        let what = format!("published server on {platform}");
+        let mut server = Server::start(cmd, host, &what);
+        let unpublished = SocketAddr::from(([127, 0, 0, 1], guest));
+        assert!(
+            TcpStream::connect_timeout(&unpublished, Duration::from_millis(500)).is_err(),
+            "{what}: the guest's own port is open on the host"
+        );
+        assert_eq!(
+            curl(&format!("http://127.0.0.1:{host}/published")),
+            b"hello published\n",
+            "{what}"
+        );
+        assert_eq!(
+            curl(&format!("http://127.0.0.1:{host}/quit")),
+            b"hello quit\n"
+        );
+        let out = server.finish();
+        assert!(out.status.success(), "{what}\n{}", describe_output(&out));
+    });
+}
