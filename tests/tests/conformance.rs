@@ -130,7 +130,7 @@ const POSIX_CHECKS: [&str; 55] = [
     "sig_ign_raise",
     "kill_signal_zero",
     "sigaltstack_read_back",
-    "socket_enosys",
+    "socketpair_enosys",
     "prctl_get_name",
     "prctl_set_name",
     "sysinfo",
@@ -138,8 +138,8 @@ const POSIX_CHECKS: [&str; 55] = [
     "membarrier_private_expedited",
 ];
 /// The posix checks of what nacre promises beyond Linux (pid 1, uid 0, no
-/// sockets): `NACRE_NATIVE=1` skips them on the host.
-const POSIX_NACRE_ONLY: [&str; 3] = ["getpid", "getuid", "socket_enosys"];
+/// socketpair yet): `NACRE_NATIVE=1` skips them on the host.
+const POSIX_NACRE_ONLY: [&str; 3] = ["getpid", "getuid", "socketpair_enosys"];
 /// What the test feeds the posix app on stdin (its `poll_stdin` check reads
 /// exactly this) and the line its `writev_stdout` check prints.
 const POSIX_STDIN: &[u8] = b"stdin for the poll check\n";
@@ -531,7 +531,7 @@ fn posix_checks_pass() {
 }
 
 /// `nacre run --stats` names the syscalls the app made that nacre does not
-/// implement: the posix app's `socket`.
+/// implement: the posix app's `socketpair`.
 #[test]
 fn unsupported_syscalls_are_listed_by_stats() {
     require_kvm();
@@ -540,13 +540,13 @@ fn unsupported_syscalls_are_listed_by_stats() {
         let output = run_with_stdin(&image, &["--platform", platform, "--stats"], POSIX_STDIN);
         let stdout = String::from_utf8_lossy(&output.stdout);
         assert!(
-            stdout.lines().any(|line| line == "ok socket_enosys"),
-            "posix: socket() should have failed with ENOSYS\n{}",
+            stdout.lines().any(|line| line == "ok socketpair_enosys"),
+            "posix: socketpair() should have failed with ENOSYS\n{}",
             describe_output(&output)
         );
         assert!(
-            String::from_utf8_lossy(&output.stderr).contains("syscalls.unsupported.socket"),
-            "`nacre run --stats` should list syscalls.unsupported.socket on stderr\n{}",
+            String::from_utf8_lossy(&output.stderr).contains("syscalls.unsupported.socketpair"),
+            "`nacre run --stats` should list syscalls.unsupported.socketpair on stderr\n{}",
             describe_output(&output)
         );
     });
