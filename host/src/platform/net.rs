@@ -408,7 +408,7 @@ struct Watcher {
 }
 
 impl Watcher {
-    fn start(readiness: Arc<Readiness>, msi: Option<MsiSender>) -> Result<Self, u64> {
+    fn start(readiness: Arc<Readiness>, msi: Option<Arc<MsiSender>>) -> Result<Self, u64> {
         // SAFETY: epoll_create1 takes no pointers; the result is checked.
         let epoll = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
         if epoll < 0 {
@@ -442,7 +442,7 @@ impl Watcher {
         let waits_on = epoll.clone();
         let thread = std::thread::Builder::new()
             .name("nacre-net".into())
-            .spawn(move || watch(&waits_on, &readiness, msi.as_ref()))
+            .spawn(move || watch(&waits_on, &readiness, msi.as_deref()))
             .map_err(|e| e.raw_os_error().map_or(EIO, |e| e.unsigned_abs().into()))?;
         Ok(Self {
             epoll,
@@ -571,8 +571,8 @@ pub struct NetHost {
     readiness: Arc<Readiness>,
     /// The readiness thread, from the first Arm on.
     watcher: Option<Watcher>,
-    /// Where the watcher sends its interrupts, until it starts.
-    msi: Option<MsiSender>,
+    /// Where the watcher (and a hostile test's made-up report) sends its interrupts.
+    msi: Option<Arc<MsiSender>>,
     /// Policy refusals shown on stderr.
     refusals: u32,
     /// Reused buffer for data going through the area.
@@ -631,7 +631,7 @@ impl NetHost {
 
     /// Send readiness interrupts with `msi` (the launch, which has the VM).
     pub fn set_interrupts(&mut self, msi: MsiSender) {
-        self.msi = Some(msi);
+        self.msi = Some(Arc::new(msi));
     }
 
     /// A hostile host's report (the hostile-host tests): queue `events` for `handle`,
@@ -639,12 +639,17 @@ impl NetHost {
     pub fn inject(&self, handle: u32, events: u32) {
         let mut queue = self.readiness.lock();
         let h = handle as usize;
+        let mut announce = false;
         if h < queue.generation.len() {
             let generation = queue.generation[h];
-            queue.push(handle, generation, events);
+            announce = queue.push(handle, generation, events);
         }
         drop(queue);
         self.readiness.ready.notify_all();
+        // Announced as the readiness thread announces its reports.
+        if let (true, Some(msi)) = (announce, &self.msi) {
+            let _ = msi.send(NET_VECTOR);
+        }
     }
 
     /// How many sockets are open.
@@ -1090,7 +1095,7 @@ impl NetHost {
         self.socket_of(h)?;
         if self.watcher.is_none() {
             let watcher =
-                Watcher::start(self.readiness.clone(), self.msi.take()).map_err(Fail::Errno)?;
+                Watcher::start(self.readiness.clone(), self.msi.clone()).map_err(Fail::Errno)?;
             self.watcher = Some(watcher);
         }
         let generation = self.readiness.lock().generation[h.fd as usize];
