@@ -12,7 +12,8 @@
 //! - the host is rung once, with the area's page number, for a request that fits;
 //! - an accepted reply stays within the request: a transfer no longer than asked, the
 //!   clock's 24 bytes, a terminal reply of its ioctl's size, a ready mask inside the
-//!   poll's, nothing for a sleep; an errno (1 to 4095) only where the app may see one;
+//!   poll's, a sleep's 0 or network wake-up, a socket reply within its request (shared-abi
+//!   `net::reply_fits`); an errno (1 to 4095) only where the app may see one;
 //!   an exit or evidence never returns; reply data of an accepted length can be copied
 //!   out;
 //! - a console write reports at most the bytes it was given, sends each chunk whole
@@ -76,7 +77,9 @@ fuzz_target!(|data: &[u8]| {
                 HostcallOp::Clock => assert_eq!(n, std::mem::size_of::<ClockReply>() as u64),
                 HostcallOp::Terminal => assert_eq!(Some(n), terminal_reply_size(request.arg)),
                 HostcallOp::Poll => assert_eq!(n & !request.arg, 0),
-                HostcallOp::Sleep | HostcallOp::AppEntry => assert_eq!(n, 0),
+                HostcallOp::Sleep => assert!(n <= nacre_shared_abi::net::SLEEP_WOKEN_BY_NET),
+                HostcallOp::AppEntry => assert_eq!(n, 0),
+                HostcallOp::Net => assert!(nacre_shared_abi::net::reply_fits(&request, n)),
                 other => panic!("{other:?} returned a reply"),
             }
             if n <= request.len {
@@ -89,7 +92,7 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(errno, reply.status);
             assert!(matches!(
                 op,
-                Ok(HostcallOp::Write | HostcallOp::Read | HostcallOp::Terminal)
+                Ok(HostcallOp::Write | HostcallOp::Read | HostcallOp::Terminal | HostcallOp::Net)
             ));
         }
         Err(e) => assert_eq!(e, FwError::Hostcall),
