@@ -355,7 +355,12 @@ pub fn reply_fits(request: &HostcallHeader, result: u64) -> bool {
     match op {
         NetOp::Socket | NetOp::Accept => result < u64::from(MAX_SOCKETS),
         NetOp::Recv if request.arg2 & MSG_TRUNC != 0 => result <= u64::from(u32::MAX),
-        NetOp::Send | NetOp::Recv => result <= request.len - NET_ADDR_SIZE,
+        // A request too short for its address (never one the firmware builds) fits no
+        // reply.
+        NetOp::Send | NetOp::Recv => request
+            .len
+            .checked_sub(NET_ADDR_SIZE)
+            .is_some_and(|room| result <= room),
         NetOp::GetOpt => result <= request.len,
         NetOp::SockName | NetOp::PeerName => result == NET_ADDR_SIZE,
         NetOp::Events => result <= request.len && result.is_multiple_of(8),
@@ -439,6 +444,9 @@ mod tests {
         assert!(!reply_fits(&events, 12));
         assert!(!reply_fits(&events, 72));
         assert!(!reply_fits(&net(NetOp::Close, 3, 0, 0), 1));
+        // A request shorter than its address (found by fuzzing: the bound underflowed).
+        assert!(!reply_fits(&net(NetOp::Recv, 3, 8, 0), 0));
+        assert!(!reply_fits(&net(NetOp::Send, 3, 0, 0), u64::MAX));
         assert!(!reply_fits(&net(NetOp::SockName, 3, 32, 0), 16));
     }
 
