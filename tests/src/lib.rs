@@ -840,3 +840,48 @@ pub fn assert_checks(output: &Output, expected: &[&str], skipped: &[&str], what:
         describe_output(output)
     );
 }
+
+/// The image options of `tests/apps/sockets.c` on `port` with `args`: the network
+/// policy that lets it listen on `port` (TCP and UDP) and `port + 1`, and connect to
+/// them on the IPv4 and IPv6 loopback.
+pub fn sockets_options(port: u16, args: &[&str]) -> PackageOptions {
+    let (p, q) = (port.to_string(), (port + 1).to_string());
+    let rules = [
+        ("--listen", p.clone()),
+        ("--listen", format!("{p}/udp")),
+        ("--listen", q.clone()),
+        ("--connect", format!("127.0.0.1:{p}")),
+        ("--connect", format!("127.0.0.1:{p}/udp")),
+        ("--connect", format!("127.0.0.1:{q}")),
+        ("--connect", format!("[::1]:{p}")),
+    ];
+    let flags: Vec<String> = rules
+        .into_iter()
+        .flat_map(|(flag, rule)| [flag.to_owned(), rule])
+        .collect();
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    PackageOptions::new().args(args).flags(&flags)
+}
+
+/// Build the cargo project `tests/apps/NAME` static (`+crt-static`) into the target
+/// directory's `apps-TARGET`, outside the workspace; the binary's path, or a panic with
+/// cargo's output.
+pub fn build_cargo_app(name: &str, target: &str) -> PathBuf {
+    let target = target_dir().join(target);
+    let output = Command::new(env!("CARGO"))
+        .args(["build", "--release", "--locked", "--manifest-path"])
+        .arg(app_source(&format!("{name}/Cargo.toml")))
+        .arg("--target-dir")
+        .arg(&target)
+        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .env_remove("CARGO_TARGET_DIR")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("start cargo for {name}: {e}"));
+    assert!(
+        output.status.success(),
+        "building {name} failed\n{}",
+        describe_output(&output)
+    );
+    target.join("release").join(name)
+}

@@ -829,25 +829,7 @@ fn rust_std_threads_match_native() {
 fn rayon_sum() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT
-        .get_or_init(|| {
-            let target = nacre_tests::target_dir().join("apps-rayon");
-            let output = Command::new(env!("CARGO"))
-                .args(["build", "--release", "--locked", "--manifest-path"])
-                .arg(app_source("rayon_sum/Cargo.toml"))
-                .arg("--target-dir")
-                .arg(&target)
-                .env("RUSTFLAGS", "-C target-feature=+crt-static")
-                .env_remove("CARGO_TARGET_DIR")
-                .stdin(Stdio::null())
-                .output()
-                .expect("start cargo for rayon_sum");
-            assert!(
-                output.status.success(),
-                "building rayon_sum failed\n{}",
-                summary(&output)
-            );
-            target.join("release").join("rayon_sum")
-        })
+        .get_or_init(|| nacre_tests::build_cargo_app("rayon_sum", "apps-rayon"))
         .clone()
 }
 
@@ -1213,27 +1195,6 @@ fn c_pipe_without_readers_ends_the_app_with_sigpipe() {
 // ---------------------------------------------------------------------------
 // Sockets
 
-/// The image options of `sockets.c` on `port` with `args`: its ports allowed for
-/// listening and connecting on the loopback, over IPv4 and IPv6.
-fn sockets_options(port: u16, args: &[&str]) -> PackageOptions {
-    let (p, q) = (port.to_string(), (port + 1).to_string());
-    let rules = [
-        ("--listen", p.clone()),
-        ("--listen", format!("{p}/udp")),
-        ("--listen", q.clone()),
-        ("--connect", format!("127.0.0.1:{p}")),
-        ("--connect", format!("127.0.0.1:{p}/udp")),
-        ("--connect", format!("127.0.0.1:{q}")),
-        ("--connect", format!("[::1]:{p}")),
-    ];
-    let flags: Vec<String> = rules
-        .into_iter()
-        .flat_map(|(flag, rule)| [flag.to_owned(), rule])
-        .collect();
-    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    PackageOptions::new().args(args).flags(&flags)
-}
-
 /// TCP and UDP over IPv4 and IPv6 through the host's sockets: echo between threads,
 /// a 4 MiB transfer with poll, non-blocking connect, epoll level and edge triggered,
 /// options, names and errors, printed the same as natively.
@@ -1248,7 +1209,7 @@ fn sockets_match_native(toolchain: Toolchain, name: &str, port: u16) {
         "{name}: the checks must pass natively first\n{}",
         summary(&native)
     );
-    let image = image(&program, name, &sockets_options(port, &[&p]));
+    let image = image(&program, name, &nacre_tests::sockets_options(port, &[&p]));
     on_each_platform_and_cpus(|platform, cpus| {
         let output = run_on(&image, platform, &["--cpus", cpus]);
         assert_run(&output, 0, &native.stdout, name);
@@ -1275,7 +1236,7 @@ fn sockets_outside_the_policy_are_refused() {
     let image = image(
         &program,
         "sockets-denied",
-        &sockets_options(18100, &["18100", "denied", "18109"]),
+        &nacre_tests::sockets_options(18100, &["18100", "denied", "18109"]),
     );
     on_each_platform(|platform| {
         let output = run_on(&image, platform, &[]);

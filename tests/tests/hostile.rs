@@ -616,25 +616,11 @@ fn sockets(port: u16) -> (PathBuf, String) {
     static APP: OnceLock<PathBuf> = OnceLock::new();
     let app = APP
         .get_or_init(|| nacre_tests::built_app(dir(), "sockets.c", nacre_tests::Toolchain::Glibc));
-    let (p, q) = (port.to_string(), (port + 1).to_string());
-    let rules = [
-        ("--listen", p.clone()),
-        ("--listen", format!("{p}/udp")),
-        ("--listen", q.clone()),
-        ("--connect", format!("127.0.0.1:{p}")),
-        ("--connect", format!("127.0.0.1:{p}/udp")),
-        ("--connect", format!("127.0.0.1:{q}")),
-        ("--connect", format!("[::1]:{p}")),
-    ];
-    let flags: Vec<String> = rules
-        .into_iter()
-        .flat_map(|(flag, rule)| [flag.to_owned(), rule])
-        .collect();
-    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let p = port.to_string();
     let image = package_with(
         app,
         &dir().join(format!("sockets-{port}.igvm")),
-        &PackageOptions::new().args(&[&p]).flags(&flags),
+        &nacre_tests::sockets_options(port, &[&p]),
     );
     let native = std::process::Command::new(app)
         .arg(&p)

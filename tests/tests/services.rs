@@ -232,25 +232,7 @@ fn go_net_http_server_answers_every_request() {
 fn tokio_server() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT
-        .get_or_init(|| {
-            let target = nacre_tests::target_dir().join("apps-tokio");
-            let output = Command::new(env!("CARGO"))
-                .args(["build", "--release", "--locked", "--manifest-path"])
-                .arg(nacre_tests::app_source("tokio_server/Cargo.toml"))
-                .arg("--target-dir")
-                .arg(&target)
-                .env("RUSTFLAGS", "-C target-feature=+crt-static")
-                .env_remove("CARGO_TARGET_DIR")
-                .stdin(Stdio::null())
-                .output()
-                .expect("start cargo for tokio_server");
-            assert!(
-                output.status.success(),
-                "building tokio_server failed\n{}",
-                describe_output(&output)
-            );
-            target.join("release").join("tokio_server")
-        })
+        .get_or_init(|| nacre_tests::build_cargo_app("tokio_server", "apps-tokio"))
         .clone()
 }
 
