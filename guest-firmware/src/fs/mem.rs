@@ -510,7 +510,12 @@ impl MemFs {
 
     /// The record at or after stream position `pos` of directory `dir` (free records
     /// skipped), with its name.
-    pub fn record_from(&self, dir: u32, mut pos: u64) -> Option<(Record, &'static [u8])> {
+    pub fn record_from(&self, dir: u32, pos: u64) -> Option<(Record, &'static [u8])> {
+        self.next_record(dir, pos).map(|(rec, _, name)| (rec, name))
+    }
+
+    /// [`Self::record_from`], with the hash of the name the record keeps.
+    fn next_record(&self, dir: u32, mut pos: u64) -> Option<(Record, u32, &'static [u8])> {
         let size = self.get(dir).size;
         while pos < size {
             let in_page = (pos % PAGE) as usize;
@@ -528,6 +533,7 @@ impl MemFs {
             }
             let id = u32::from_le_bytes([h[0], h[1], h[2], h[3]]);
             if id != 0 {
+                let hash = u32::from_le_bytes([h[4], h[5], h[6], h[7]]);
                 let name_len = usize::from(h[10]);
                 let name = &p[in_page + REC_HEADER..in_page + REC_HEADER + name_len];
                 let rec = Record {
@@ -536,7 +542,7 @@ impl MemFs {
                     id,
                     dtype: h[11],
                 };
-                return Some((rec, name));
+                return Some((rec, hash, name));
             }
             pos += reclen;
         }
@@ -546,36 +552,12 @@ impl MemFs {
     /// The record of `name` in directory `dir` (a whiteout included).
     pub fn lookup(&self, dir: u32, name: &[u8]) -> Option<Record> {
         let hash = name_hash(name);
-        let size = self.get(dir).size;
         let mut pos = 0u64;
-        while pos < size {
-            let in_page = (pos % PAGE) as usize;
-            let gpa = self.page(dir, pos / PAGE);
-            if gpa == 0 || in_page + REC_HEADER > PAGE as usize {
-                pos = (pos / PAGE + 1) * PAGE;
-                continue;
+        while let Some((rec, h, n)) = self.next_record(dir, pos) {
+            if h == hash && n == name {
+                return Some(rec);
             }
-            let p = meta_page(gpa);
-            let h = &p[in_page..in_page + REC_HEADER];
-            let reclen = u64::from(u16::from_le_bytes([h[8], h[9]]));
-            if reclen == 0 {
-                pos = (pos / PAGE + 1) * PAGE;
-                continue;
-            }
-            let id = u32::from_le_bytes([h[0], h[1], h[2], h[3]]);
-            if id != 0
-                && u32::from_le_bytes([h[4], h[5], h[6], h[7]]) == hash
-                && usize::from(h[10]) == name.len()
-                && &p[in_page + REC_HEADER..in_page + REC_HEADER + name.len()] == name
-            {
-                return Some(Record {
-                    pos,
-                    next: pos + reclen,
-                    id,
-                    dtype: h[11],
-                });
-            }
-            pos += reclen;
+            pos = rec.next;
         }
         None
     }
