@@ -334,7 +334,11 @@ pub fn ready(k: &Kernel, handle: u16) -> u32 {
     poll_bits(k.net.get(handle).ready)
 }
 
-/// A poller waits for `events` (poll bits) on socket `handle`: have the host watch it.
+/// A poller waits for `events` (poll bits) on socket `handle`: have the host watch it
+/// for those the socket is not known to have already. (An edge-triggered epoll item
+/// that reported a writable socket waits for its next edge; asking the host about
+/// what the socket has now would answer at once, and again after every wait: a
+/// stream of edges that are not new.)
 pub fn watch(k: &mut Kernel, handle: u16, events: u32) {
     let mut ev = events & (EV_PRI | EV_RDHUP);
     if events & (EPOLLIN | EPOLLRDNORM) != 0 {
@@ -343,7 +347,10 @@ pub fn watch(k: &mut Kernel, handle: u16, events: u32) {
     if events & (EPOLLOUT | EPOLLWRNORM) != 0 {
         ev |= EV_OUT;
     }
-    arm(k, handle, ev);
+    let ev = ev & !k.net.get(handle).ready;
+    if ev != 0 {
+        arm(k, handle, ev);
+    }
 }
 
 /// The last reference to socket `handle`'s open file went: close the host's socket.
