@@ -316,14 +316,19 @@ fn exit(
         (&mut stats.syscalls_unsupported, unsupported),
         (&mut stats.syscalls, all),
     ] {
+        // Sum by number first: a name is made once per number, not once per pair.
+        let mut counts = std::collections::BTreeMap::<u32, u64>::new();
         for pair in pairs.chunks_exact(8) {
             let nr = u32::from_le_bytes([pair[0], pair[1], pair[2], pair[3]]);
             let count = u32::from_le_bytes([pair[4], pair[5], pair[6], pair[7]]);
+            *counts.entry(nr).or_insert(0) += u64::from(count);
+        }
+        for (nr, count) in counts {
             if let Some(name) = nacre_shared_abi::hostcall::firmware_counter(nr) {
-                *stats.firmware.entry(name).or_insert(0) += u64::from(count);
+                *stats.firmware.entry(name).or_insert(0) += count;
                 continue;
             }
-            *table.entry(syscall_name(nr)).or_insert(0) += u64::from(count);
+            *table.entry(syscall_name(nr)).or_insert(0) += count;
         }
     }
     Ok(Reply::Stop(Stop::AppExit((h.arg & 0xFF) as u8)))
