@@ -16,7 +16,8 @@ use crate::mem::frames::{FrameTables, Frames};
 use crate::mem::paging::{PageTables, TableAlloc, GLOBAL, NO_EXECUTE, USER, WRITABLE};
 use crate::mem::user::{
     Vma, VmaKind, Vmas, FILES_WINDOW_VA, IO_WINDOW_VA, PIPE_WINDOW_VA, PROT_READ, PROT_WRITE,
-    TMPFS_WINDOW_SIZE, TMPFS_WINDOW_VA, XSTATE_SLOT, XSTATE_WINDOW_VA,
+    TMPFS_WINDOW_SIZE, TMPFS_WINDOW_VA, XSTATE_SLOT, XSTATE_WINDOW_VA, ZERO_WINDOW_SIZE,
+    ZERO_WINDOW_VA,
 };
 use crate::mem::{phys_to_virt, use_direct_map};
 use crate::platform::hostcall::HostcallArea;
@@ -419,6 +420,14 @@ fn new_kernel(
             ..Vma::anon(
                 XSTATE_WINDOW_VA,
                 XSTATE_WINDOW_VA + crate::sched::MAX_THREADS as u64 * XSTATE_SLOT,
+                PROT_READ | PROT_WRITE,
+            )
+        },
+        Vma {
+            kind: VmaKind::Window,
+            ..Vma::anon(
+                ZERO_WINDOW_VA,
+                ZERO_WINDOW_VA + ZERO_WINDOW_SIZE,
                 PROT_READ | PROT_WRITE,
             )
         },

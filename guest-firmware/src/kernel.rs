@@ -10,8 +10,8 @@ use crate::arch::upcall::{self, Outcome, MIN_UPCALL_BYTES};
 use crate::error::FwError;
 use crate::fs::Files;
 use crate::mem::frames::{FrameTables, Frames};
-use crate::mem::paging::{PageTables, USER, WRITABLE};
-use crate::mem::user::{Vma, VmaKind, Vmas, PROT_READ, PROT_WRITE};
+use crate::mem::paging::{PageTables, NO_EXECUTE, PRESENT, USER, WRITABLE};
+use crate::mem::user::{Vma, VmaKind, Vmas, PROT_READ, PROT_WRITE, ZERO_WINDOW_VA};
 use crate::platform::hostcall::{self, HostcallArea};
 use crate::platform::GuestPlatform;
 use crate::syscall::epoll::InterestList;
@@ -170,28 +170,40 @@ impl Kernel {
         }
         let (gpa, dirty) = self.frames.alloc_user(&mut *self.plat).map_err(frame_err)?;
         if dirty {
-            self.map_frame(page, gpa, flags | WRITABLE)?;
-            self.zero_mapped(page, PAGE_SIZE_4K, 0, flags)?;
-            return Ok(gpa);
+            if let Err(e) = self.zero_frame(gpa, PAGE_SIZE_4K) {
+                self.frames.free(gpa);
+                return Err(e);
+            }
         }
         self.map_frame(page, gpa, flags)
     }
 
-    /// Zero a page the app will see, just mapped writable at `va`, in ring 3 (a ring-0
-    /// fill of 4 KiB costs hundreds of emulated instructions); then give it its final
-    /// `flags` if those are read-only.
-    fn zero_mapped(
-        &mut self,
-        va: u64,
-        len: u64,
-        level: u32,
-        flags: u64,
-    ) -> Result<(), UserMemError> {
-        outcome(upcall::fill(self, va, 0, len))?;
-        if flags & WRITABLE == 0 {
-            self.pt.set_leaf_flags(va, level, flags);
-        }
-        Ok(())
+    /// Zero frame `gpa` (4 KiB or 2 MiB) before the app sees it: in ring 3 (a ring-0
+    /// fill of 4 KiB costs hundreds of emulated instructions), through the zeroing
+    /// window rather than the app's own mapping, so that no other thread of the app
+    /// can write to it until it is zeroed.
+    fn zero_frame(&mut self, gpa: u64, len: u64) -> Result<(), UserMemError> {
+        let (va, level) = if len == PAGE_SIZE_2M {
+            (ZERO_WINDOW_VA, 1)
+        } else {
+            (ZERO_WINDOW_VA + PAGE_SIZE_2M, 0)
+        };
+        let flags = PRESENT | WRITABLE | USER | NO_EXECUTE;
+        let mut alloc = FrameTables {
+            frames: &mut self.frames,
+            plat: &mut *self.plat,
+        };
+        let mapped = if level == 1 {
+            self.pt.map_2m(va, gpa, flags, &mut alloc)
+        } else {
+            self.pt.map_4k(va, gpa, flags, true, &mut alloc)
+        };
+        mapped.ok_or(UserMemError::NoMemory)?;
+        let zeroed = outcome(upcall::fill(self, va, 0, len));
+        // Only this vCPU used the mapping (the holder of the kernel zeroes), and it
+        // flushes its own translation here.
+        self.pt.clear_leaf(va, level);
+        zeroed
     }
 
     fn map_frame(&mut self, page: u64, gpa: u64, flags: u64) -> Result<u64, UserMemError> {
@@ -225,17 +237,19 @@ impl Kernel {
             Err(FwError::OutOfMemory) => return Ok(false),
             Err(e) => return Err(UserMemError::Platform(e)),
         };
+        if dirty {
+            if let Err(e) = self.zero_frame(gpa, PAGE_SIZE_2M) {
+                self.frames.free_2m(gpa);
+                return Err(e);
+            }
+        }
         let mut alloc = FrameTables {
             frames: &mut self.frames,
             plat: &mut *self.plat,
         };
-        let map_flags = if dirty { flags | WRITABLE } else { flags };
         self.pt
-            .map_2m(start, gpa, map_flags, &mut alloc)
+            .map_2m(start, gpa, flags, &mut alloc)
             .ok_or(UserMemError::NoMemory)?;
-        if dirty {
-            self.zero_mapped(start, PAGE_SIZE_2M, 1, flags)?;
-        }
         Ok(true)
     }
 
@@ -255,6 +269,17 @@ impl Kernel {
             || vma.kind == VmaKind::Window
         {
             return Ok(false);
+        }
+        // Several vCPUs may fault on one page at once; they take the kernel in turn,
+        // and by then another may have resolved the fault: the page is mapped, with
+        // the access allowed. Mapping it again would replace a page the app may
+        // already have written (or, under a 2 MiB mapping, fail as if memory ran out).
+        if self
+            .pt
+            .translate(va)
+            .is_some_and(|(_, f)| !write || f & WRITABLE != 0)
+        {
+            return Ok(true);
         }
         if present {
             // Only a write to an image page still shown read-only in an area that

@@ -19,6 +19,15 @@ pub const XSTATE_WINDOW_VA: u64 = 0x0000_7FC0_0000_0000;
 /// Bytes of the extended-state window per thread slot (the largest XSAVE area of the
 /// features the firmware enables, AVX-512, is about 2.7 KiB).
 pub const XSTATE_SLOT: u64 = 8192;
+/// Where a dirty frame is mapped while it is zeroed in ring 3, before the app sees it
+/// (`kernel.rs`): a 2 MiB frame at this address, a 4 KiB one 2 MiB above it. Zeroing
+/// through the app's own mapping would let its other threads, on other vCPUs, write
+/// to the page before the zeroing ends and lose what they wrote. User-accessible
+/// (the zeroing runs in ring 3), never executable; between the extended-state and
+/// the pipes' windows.
+pub const ZERO_WINDOW_VA: u64 = 0x0000_7FC0_2000_0000;
+/// Bytes of the zeroing window.
+pub const ZERO_WINDOW_SIZE: u64 = 4 << 20;
 /// Where the pipes' buffers are mapped (64 KiB per pipe, user-accessible so that
 /// copies between them and the app run in ring 3; never executable). Above the
 /// extended-state window.

@@ -812,6 +812,8 @@ fn maps_area(k: &Kernel, i: usize) -> Option<(u64, u64, u32, &'static [u8])> {
             b"[nacre-io]"
         } else if v.kind == VmaKind::Window && v.start == crate::mem::user::XSTATE_WINDOW_VA {
             b"[nacre-xstate]"
+        } else if v.kind == VmaKind::Window && v.start == crate::mem::user::ZERO_WINDOW_VA {
+            b"[nacre-zero]"
         } else if v.kind == VmaKind::Window && v.start == crate::mem::user::PIPE_WINDOW_VA {
             b"[nacre-pipes]"
         } else if v.kind == VmaKind::Window && v.start == crate::mem::user::TMPFS_WINDOW_VA {
