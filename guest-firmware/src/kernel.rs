@@ -615,7 +615,13 @@ impl Kernel {
             n += 8;
         }
         let unsupported = n;
-        let counters = crate::sched::counters();
+        let (used, peak) = self.frames.in_use();
+        // Pages of 4 KiB, in KiB.
+        let kib = |pages: u64| u32::try_from(pages * 4).unwrap_or(u32::MAX);
+        let mut counters = [0u32; nacre_shared_abi::hostcall::FIRMWARE_COUNTERS.len()];
+        let scheduler = crate::sched::counters();
+        counters[..scheduler.len()].copy_from_slice(&scheduler);
+        counters[scheduler.len()..].copy_from_slice(&[kib(used), kib(peak)]);
         let firmware = (0u32..).map(|i| nacre_shared_abi::hostcall::FIRMWARE_COUNTER_BASE + i);
         for pair in self.syscalls.iter().chain(firmware.zip(counters)) {
             if !put_pair(&mut self.io, n, pair) {

@@ -303,8 +303,9 @@ pub const FIRMWARE_COUNTER_BASE: u32 = 0xFFFF_0000;
 /// The names of the firmware's counters, as `nacre run --stats` shows them: threads
 /// the app made, thread switches, time slices the timer ended, interrupts taken (all,
 /// then the timer's, the wake-ups other vCPUs sent, any other vector), futex waits
-/// that blocked, and TLB shoot-downs (several vCPUs).
-pub const FIRMWARE_COUNTERS: [&str; 9] = [
+/// that blocked, TLB shoot-downs (several vCPUs), and the guest memory the firmware
+/// had handed out (to the app and to itself) at the exit and at most, in KiB.
+pub const FIRMWARE_COUNTERS: [&str; 11] = [
     "threads.created",
     "threads.switches",
     "threads.preemptions",
@@ -314,6 +315,8 @@ pub const FIRMWARE_COUNTERS: [&str; 9] = [
     "interrupts.other",
     "futex.waits",
     "tlb.shootdowns",
+    "memory.used_kib",
+    "memory.peak_kib",
 ];
 
 /// The name of the firmware counter numbered `nr` in the exit data, if it is one.

@@ -649,6 +649,40 @@ fn musl_pthreads_match_native() {
     checks_match_native(&app("threads.c", Toolchain::Musl), &[], "musl-threads", 10);
 }
 
+/// Two threads fault on the same fresh page at once (4 KiB pages of a small area, and
+/// the first page of 2 MiB regions the firmware maps whole): the second fault finds
+/// the page there, and neither thread's writes are lost (they were: the second fault
+/// mapped a new zeroed page over the first, or failed as "out of guest memory" under
+/// a 2 MiB mapping, and a page was zeroed while another thread could already write
+/// to it).
+#[test]
+fn pages_faulted_by_two_threads_at_once_lose_nothing() {
+    require_kvm();
+    let program = app("fault_race.c", Toolchain::Glibc);
+    checks_match_native(&program, &[], "fault-race", 2);
+    // The firmware's memory counters: each round maps 8 MiB (four 2 MiB regions) and
+    // unmaps them before the next, so the most in use is at least that, and what is
+    // in use at the exit is at least that much less.
+    let image = image(&program, "fault-race-stats", &PackageOptions::new());
+    on_each_platform(|platform| {
+        let stats_path = scratch_dir(tmp(), &format!("fault-race-stats-{platform}")).join("s.json");
+        let stats_arg = stats_path.display().to_string();
+        let output = run_on(
+            &image,
+            platform,
+            &["--cpus", "2", "--stats-json", &stats_arg],
+        );
+        assert_eq!(output.status.code(), Some(0), "{}", summary(&output));
+        let stats = Stats::read(&stats_path);
+        let (used, peak) = (stats.u64("memory.used_kib"), stats.u64("memory.peak_kib"));
+        assert!(peak >= 8 << 10, "memory.peak_kib {peak}");
+        assert!(
+            used + (8 << 10) <= peak,
+            "memory.used_kib {used}, peak {peak}"
+        );
+    });
+}
+
 /// Hostile host: a stream of interrupts nobody asked for (the timer's vector, the
 /// wake-up vector, vectors nothing uses) while threads run, block and are
 /// preempted on `cpus` vCPUs: the firmware acknowledges them and only looks at its

@@ -136,6 +136,10 @@ pub struct Frames {
     /// Frames on the 4 KiB and the 2 MiB free lists.
     nfree: u64,
     nfree_2m: u64,
+    /// 4 KiB frames handed out and not returned yet, and the most there ever were
+    /// (`nacre run --stats`: `memory.used_kib`, `memory.peak_kib`).
+    used: u64,
+    peak: u64,
 }
 
 /// Frames that wait for a TLB shoot-down at most; one more forces it.
@@ -178,6 +182,8 @@ impl Frames {
             ndeferred: 0,
             nfree: 0,
             nfree_2m: 0,
+            used: 0,
+            peak: 0,
         };
         frames.accept(plat, start, first_len, false)?;
         if !frames.fresh_is_zero {
@@ -277,6 +283,23 @@ impl Frames {
     /// A private frame and whether it may hold old data: the caller zeroes it (an
     /// app page is zeroed in ring 3 once it is mapped, see `kernel.rs`).
     pub fn alloc_user(&mut self, plat: &mut dyn GuestPlatform) -> Result<(u64, bool), FwError> {
+        let frame = self.take_4k(plat)?;
+        self.handed_out(1);
+        Ok(frame)
+    }
+
+    /// Count `pages` more frames handed out.
+    fn handed_out(&mut self, pages: u64) {
+        self.used += pages;
+        self.peak = self.peak.max(self.used);
+    }
+
+    /// Frames handed out now and at most so far, in 4 KiB pages.
+    pub fn in_use(&self) -> (u64, u64) {
+        (self.used, self.peak)
+    }
+
+    fn take_4k(&mut self, plat: &mut dyn GuestPlatform) -> Result<(u64, bool), FwError> {
         if self.free_head != 0 {
             let gpa = self.free_head;
             // SAFETY: free frames are private, validated and hold the next link.
@@ -320,6 +343,12 @@ impl Frames {
     /// one, or a whole fresh chunk (what is left of the current chunk goes to the free
     /// list).
     pub fn alloc_2m(&mut self, plat: &mut dyn GuestPlatform) -> Result<(u64, bool), FwError> {
+        let frame = self.take_2m(plat)?;
+        self.handed_out(PAGE_SIZE_2M / PAGE_SIZE_4K);
+        Ok(frame)
+    }
+
+    fn take_2m(&mut self, plat: &mut dyn GuestPlatform) -> Result<(u64, bool), FwError> {
         if self.free_2m_head != 0 {
             return Ok((self.pop_2m(), true));
         }
@@ -332,7 +361,8 @@ impl Frames {
         while self.next < start {
             let gpa = self.next;
             self.next += PAGE_SIZE_4K;
-            self.free(gpa);
+            // Never handed out: straight to the free list.
+            self.push_free(gpa);
         }
         self.next = self.accepted_end;
         Ok((start, !self.fresh_is_zero))
@@ -355,7 +385,13 @@ impl Frames {
     }
 
     fn free_now(&mut self, gpa: u64) {
-        // SAFETY: the caller hands back a private frame it no longer maps.
+        self.push_free(gpa);
+        self.used = self.used.saturating_sub(1);
+    }
+
+    fn push_free(&mut self, gpa: u64) {
+        // SAFETY: the caller hands back a private frame nothing maps any longer (or
+        // one never handed out).
         unsafe { (phys_to_virt(gpa) as *mut u64).write(self.free_head) };
         self.free_head = gpa;
         self.nfree += 1;
@@ -378,6 +414,7 @@ impl Frames {
         unsafe { (phys_to_virt(gpa) as *mut u64).write(self.free_2m_head) };
         self.free_2m_head = gpa;
         self.nfree_2m += 1;
+        self.used = self.used.saturating_sub(PAGE_SIZE_2M / PAGE_SIZE_4K);
     }
 }
 
@@ -562,6 +599,24 @@ mod tests {
         );
         f.free_2m(2 * START);
         assert_eq!(f.alloc_2m(&mut plat), Ok((2 * START, true)));
+    }
+
+    #[test]
+    fn frames_in_use_and_the_most_ever_are_counted() {
+        let mut plat = FakePlatform::default();
+        let (_ram, _pt, f) = setup(16, &mut plat, false);
+        let mut f = frames(f);
+        assert_eq!(f.in_use(), (0, 0));
+        let a = f.alloc(&mut plat).expect("a frame");
+        let _b = f.alloc_user(&mut plat).expect("a frame");
+        assert_eq!(f.in_use(), (2, 2));
+        f.free(a);
+        assert_eq!(f.in_use(), (1, 2));
+        // The rest of the current chunk goes to the free list, not counted as used.
+        let (big, _) = f.alloc_2m(&mut plat).expect("a 2 MiB frame");
+        assert_eq!(f.in_use(), (513, 513));
+        f.free_2m(big);
+        assert_eq!(f.in_use(), (1, 513));
     }
 
     #[test]
