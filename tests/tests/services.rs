@@ -63,10 +63,20 @@ impl Server {
 
     /// Wait for the server to end (after /quit) and take its output.
     fn finish(&mut self) -> Output {
+        self.collect(Duration::from_secs(60))
+    }
+
+    /// Stop the server now (if it still runs) and take its output.
+    fn kill(&mut self) -> Output {
+        self.collect(Duration::ZERO)
+    }
+
+    /// Wait up to `grace` for the server to end, kill it then, and take its output.
+    fn collect(&mut self, grace: Duration) -> Output {
         let mut child = self.child.take().expect("a running server");
         let start = Instant::now();
         while child.try_wait().ok().flatten().is_none() {
-            if start.elapsed() > Duration::from_secs(60) {
+            if start.elapsed() >= grace {
                 let _ = child.kill();
                 break;
             }
@@ -99,13 +109,15 @@ impl Drop for Server {
 }
 
 /// `curl -s URL`: the body.
-fn curl(url: &str) -> Vec<u8> {
+fn curl(url: &str) -> Result<Vec<u8>, String> {
     let out = Command::new("curl")
         .args(["-s", "--max-time", "120", url])
         .output()
         .expect("curl (Debian's curl package)");
-    assert!(out.status.success(), "curl {url}: {out:?}");
-    out.stdout
+    if !out.status.success() {
+        return Err(format!("curl {url}: {out:?}"));
+    }
+    Ok(out.stdout)
 }
 
 /// ApacheBench's count for `label` in its report (0 when it does not print it).
@@ -121,7 +133,7 @@ fn ab_count(report: &str, label: &str) -> u64 {
 /// `ab -n requests -c concurrency -k URL` must complete every request, with no
 /// failure (a body of another length than the first counts as one) and no answer
 /// but 200.
-fn load(url: &str, requests: u64, concurrency: u64, what: &str) {
+fn load(url: &str, requests: u64, concurrency: u64, what: &str) -> Result<(), String> {
     let out = Command::new("ab")
         .args([
             "-q",
@@ -137,23 +149,21 @@ fn load(url: &str, requests: u64, concurrency: u64, what: &str) {
         .output()
         .unwrap_or_else(|e| panic!("ab (Debian's apache2-utils): {e}"));
     let report = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{what}: ab failed\n{report}\n{out:?}");
-    assert_eq!(
-        ab_count(&report, "Complete requests:"),
-        requests,
-        "{what}\n{report}"
-    );
-    assert_eq!(ab_count(&report, "Failed requests:"), 0, "{what}\n{report}");
-    assert_eq!(
-        ab_count(&report, "Non-2xx responses:"),
-        0,
-        "{what}\n{report}"
-    );
-    assert_eq!(
-        ab_count(&report, "Keep-Alive requests:"),
-        requests,
-        "{what}\n{report}"
-    );
+    if !out.status.success() {
+        return Err(format!("{what}: ab failed\n{report}\n{out:?}"));
+    }
+    for (label, expected) in [
+        ("Complete requests:", requests),
+        ("Failed requests:", 0),
+        ("Non-2xx responses:", 0),
+        ("Keep-Alive requests:", requests),
+    ] {
+        let seen = ab_count(&report, label);
+        if seen != expected {
+            return Err(format!("{what}: {label} {seen}, not {expected}\n{report}"));
+        }
+    }
+    Ok(())
 }
 
 /// The body `GET /big/N` answers.
@@ -166,10 +176,26 @@ fn big(n: usize) -> Vec<u8> {
 /// served every request.
 fn exercise(mut server: Server, port: u16, requests: u64, what: &str) -> Output {
     let url = |path: &str| format!("http://127.0.0.1:{port}/{path}");
-    assert_eq!(curl(&url("abc")), b"hello abc\n", "{what}");
-    assert_eq!(curl(&url("big/1000000")), big(1_000_000), "{what}");
-    load(&url("load"), requests, 100, what);
-    assert_eq!(curl(&url("quit")), b"hello quit\n", "{what}");
+    let checks = || -> Result<(), String> {
+        for (path, body) in [
+            ("abc", b"hello abc\n".to_vec()),
+            ("big/1000000", big(1_000_000)),
+        ] {
+            if curl(&url(path))? != body {
+                return Err(format!("{what}: GET /{path} answered another body"));
+            }
+        }
+        load(&url("load"), requests, 100, what)?;
+        if curl(&url("quit"))? != b"hello quit\n" {
+            return Err(format!("{what}: GET /quit answered another body"));
+        }
+        Ok(())
+    };
+    if let Err(e) = checks() {
+        // What the server said (nacre's own messages among it) tells why.
+        let out = server.kill();
+        panic!("{e}\n--- the server ---\n{}", describe_output(&out));
+    }
     let out = server.finish();
     assert!(out.status.success(), "{what}\n{}", describe_output(&out));
     let served = 2 + requests + 1;
@@ -270,15 +296,12 @@ fn published_port_reaches_the_guest_server() {
             TcpStream::connect_timeout(&unpublished, Duration::from_millis(500)).is_err(),
             "{what}: the guest's own port is open on the host"
         );
-        assert_eq!(
-            curl(&format!("http://127.0.0.1:{host}/published")),
-            b"hello published\n",
-            "{what}"
-        );
-        assert_eq!(
-            curl(&format!("http://127.0.0.1:{host}/quit")),
-            b"hello quit\n"
-        );
+        for path in ["published", "quit"] {
+            match curl(&format!("http://127.0.0.1:{host}/{path}")) {
+                Ok(body) => assert_eq!(body, format!("hello {path}\n").as_bytes(), "{what}"),
+                Err(e) => panic!("{e}\n{}", describe_output(&server.kill())),
+            }
+        }
         let out = server.finish();
         assert!(out.status.success(), "{what}\n{}", describe_output(&out));
     });
