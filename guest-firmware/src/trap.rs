@@ -84,16 +84,16 @@ fn page_fault_signal(
             (signal::SIGSEGV, info)
         }
         Err(UserMemError::NoMemory) => {
-            if !k.sig.catches(signal::SIGBUS) {
-                // Frames end where the hostcall area, the last part of RAM, begins.
-                let (frames_end, _) = k.frames.usage();
-                let ram = frames_end + nacre_shared_abi::hostcall::HOSTCALL_AREA_SIZE;
-                let mut msg = crate::fmt::Buf::new();
-                msg.push("nacre: out of guest memory: the app needs more than the guest's ")
-                    .dec(ram >> 20)
-                    .push(" MiB; run it with a larger --memory\n");
-                let _ = k.console_write(2, msg.as_bytes());
-            }
+            // Said even when the app catches SIGBUS (the Go runtime does, and reports
+            // only "unexpected signal"): the reason is the guest's size, not the app.
+            // Frames end where the hostcall area, the last part of RAM, begins.
+            let (frames_end, _) = k.frames.usage();
+            let ram = frames_end + nacre_shared_abi::hostcall::HOSTCALL_AREA_SIZE;
+            let mut msg = crate::fmt::Buf::new();
+            msg.push("nacre: out of guest memory: the app needs more than the guest's ")
+                .dec(ram >> 20)
+                .push(" MiB; run it with a larger --memory\n");
+            let _ = k.console_write(2, msg.as_bytes());
             let info = SigInfo::fault(signal::BUS_ADRERR, va, PF, frame.error_code);
             (signal::SIGBUS, info)
         }
