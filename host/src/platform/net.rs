@@ -1331,12 +1331,17 @@ pub mod ip {
     pub const IP_TOS: i32 = 1;
     /// Time to live.
     pub const IP_TTL: i32 = 2;
+    /// Extended error reporting (glibc's resolver sets it on every UDP socket and gives
+    /// up on a name server when it cannot).
+    pub const IP_RECVERR: i32 = 11;
 }
 
 /// `IPPROTO_IPV6` option names (`include/uapi/linux/in6.h`).
 pub mod ipv6 {
     /// Hop limit of unicast packets.
     pub const IPV6_UNICAST_HOPS: i32 = 16;
+    /// Extended error reporting (as `IP_RECVERR`).
+    pub const IPV6_RECVERR: i32 = 25;
     /// IPv6 only (no IPv4-mapped addresses).
     pub const IPV6_V6ONLY: i32 = 26;
     /// Traffic class.
@@ -1385,10 +1390,11 @@ fn option(level: i32, name: i32) -> Option<OptionUse> {
             | tcp::TCP_KEEPCNT
             | tcp::TCP_QUICKACK,
         ) => Some(RW),
-        (level::IPPROTO_IP, ip::IP_TOS | ip::IP_TTL) => Some(RW),
-        (level::IPPROTO_IPV6, ipv6::IPV6_V6ONLY | ipv6::IPV6_UNICAST_HOPS | ipv6::IPV6_TCLASS) => {
-            Some(RW)
-        }
+        (level::IPPROTO_IP, ip::IP_TOS | ip::IP_TTL | ip::IP_RECVERR) => Some(RW),
+        (
+            level::IPPROTO_IPV6,
+            ipv6::IPV6_V6ONLY | ipv6::IPV6_UNICAST_HOPS | ipv6::IPV6_TCLASS | ipv6::IPV6_RECVERR,
+        ) => Some(RW),
         _ => None,
     }
 }
