@@ -393,8 +393,8 @@ fn explain_text_has_a_row_per_region() {
     assert_eq!(json["snp"]["network"][0], "none: the app has no network");
 }
 
-/// `--listen` and `--connect` are measured (the policy is a packaged file) and
-/// `--explain` shows them, the same on both platforms.
+/// `--listen`, `--connect` and `--dns` are measured (the policy and `/etc/resolv.conf`
+/// are packaged files) and `--explain` shows them, the same on both platforms.
 #[test]
 fn the_network_policy_is_measured_and_explained() {
     let open = image(
@@ -408,6 +408,8 @@ fn the_network_policy_is_measured_and_explained() {
             "10.0.0.0/8:443",
             "--connect",
             "[::1]:*",
+            "--dns",
+            "10.0.0.53",
         ]),
     );
     let json = measure_json(&open, &["--explain"]);
@@ -424,7 +426,10 @@ fn the_network_policy_is_measured_and_explained() {
                 "listen tcp 8080",
                 "listen udp 5353",
                 "connect tcp 10.0.0.0/8 443",
-                "connect tcp ::1/128 *"
+                "connect tcp ::1/128 *",
+                "connect udp 10.0.0.53/32 53",
+                "connect tcp 10.0.0.53/32 53",
+                "name server 10.0.0.53 (/etc/resolv.conf)"
             ]),
             "{json:#}"
         );

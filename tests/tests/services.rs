@@ -306,3 +306,145 @@ fn published_port_reaches_the_guest_server() {
         assert!(out.status.success(), "{what}\n{}", describe_output(&out));
     });
 }
+
+/// A name server for one name: `service.test` has the IPv4 address 10.1.2.3 (and no
+/// IPv6 one); every other name does not exist. Answers on UDP at `addr` until
+/// dropped; counts the questions it was asked.
+struct FakeDns {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    asked: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FakeDns {
+    fn start(addr: &str) -> Self {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        use std::sync::Arc;
+        let socket = std::net::UdpSocket::bind(addr)
+            .unwrap_or_else(|e| panic!("a name server at {addr} (port 53 needs root): {e}"));
+        socket
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .expect("a read timeout");
+        let stop = Arc::new(AtomicBool::new(false));
+        let asked = Arc::new(AtomicU64::new(0));
+        let (stop2, asked2) = (stop.clone(), asked.clone());
+        let thread = std::thread::spawn(move || {
+            let mut buf = [0u8; 512];
+            while !stop2.load(Ordering::Relaxed) {
+                let Ok((n, from)) = socket.recv_from(&mut buf) else {
+                    continue;
+                };
+                asked2.fetch_add(1, Ordering::Relaxed);
+                if let Some(answer) = dns_answer(&buf[..n]) {
+                    let _ = socket.send_to(&answer, from);
+                }
+            }
+        });
+        Self {
+            stop,
+            asked,
+            thread: Some(thread),
+        }
+    }
+
+    fn asked(&self) -> u64 {
+        self.asked.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Drop for FakeDns {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The answer to one DNS query (RFC 1035 section 4): `service.test IN A` is
+/// 10.1.2.3, `service.test` has no other record, any other name does not exist.
+fn dns_answer(query: &[u8]) -> Option<Vec<u8>> {
+    if query.len() < 12 {
+        return None;
+    }
+    // The question: labels up to the root, then QTYPE and QCLASS.
+    let mut at = 12;
+    let mut name = Vec::new();
+    loop {
+        let len = usize::from(*query.get(at)?);
+        at += 1;
+        if len == 0 {
+            break;
+        }
+        name.push(String::from_utf8_lossy(query.get(at..at + len)?).to_ascii_lowercase());
+        at += len;
+    }
+    let qtype = u16::from_be_bytes([*query.get(at)?, *query.get(at + 1)?]);
+    let question_end = at + 4;
+    query.get(..question_end)?;
+    let known = name == ["service", "test"];
+    let answers = u16::from(known && qtype == 1);
+    let mut reply = query[..question_end].to_vec();
+    // QR, opcode as asked, RD as asked, RA; NXDOMAIN (3) for unknown names.
+    reply[2] = 0x80 | (query[2] & 0x79);
+    reply[3] = 0x80 | if known { 0 } else { 3 };
+    reply[4..12].copy_from_slice(&[0, 1, 0, answers as u8, 0, 0, 0, 0]);
+    if answers == 1 {
+        // The name by a pointer to the question's, A, IN, TTL 60, 4 bytes.
+        reply.extend_from_slice(&[0xC0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 10, 1, 2, 3]);
+    }
+    Some(reply)
+}
+
+/// `nacre package --dns` writes `/etc/resolv.conf` and lets the app reach the name
+/// server: names resolve through it (glibc and musl resolvers), `localhost` through the
+/// default `/etc/hosts`. Without `--dns` the resolver's default server (127.0.0.1) is
+/// outside the policy: nothing resolves but localhost, and nacre says why.
+#[test]
+fn names_resolve_through_the_packaged_name_server() {
+    require_kvm();
+    // An address of the loopback network nothing else uses, port 53 (resolv.conf
+    // names no port).
+    let dns = FakeDns::start("127.0.0.77:53");
+    let names = ["service.test", "localhost", "missing.test"];
+    for toolchain in [Toolchain::Glibc, Toolchain::Musl] {
+        let app = built_app(dir(), "resolve.c", toolchain);
+        let with = package_with(
+            &app,
+            &dir().join(format!("resolve-{toolchain:?}.igvm")),
+            &PackageOptions::new()
+                .args(&names)
+                .flags(&["--dns", "127.0.0.77"]),
+        );
+        let without = package_with(
+            &app,
+            &dir().join(format!("resolve-{toolchain:?}-no-dns.igvm")),
+            &PackageOptions::new().args(&names),
+        );
+        on_each_platform(|platform| {
+            let before = dns.asked();
+            let out = nacre_tests::run_on(&with, platform, &[]);
+            assert_eq!(
+                String::from_utf8_lossy(&out.stdout),
+                "service.test 10.1.2.3\nlocalhost 127.0.0.1\nmissing.test error: not resolved\n",
+                "{toolchain:?} on {platform}\n{}",
+                describe_output(&out)
+            );
+            assert!(out.status.success(), "{}", describe_output(&out));
+            assert!(dns.asked() > before, "the name server was asked");
+            let out = nacre_tests::run_on(&without, platform, &[]);
+            assert_eq!(
+                String::from_utf8_lossy(&out.stdout),
+                "service.test error: not resolved\nlocalhost 127.0.0.1\n\
+                 missing.test error: not resolved\n",
+                "{toolchain:?} on {platform} without --dns\n{}",
+                describe_output(&out)
+            );
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                err.contains("127.0.0.1:53"),
+                "nacre names the refused name server\n{err}"
+            );
+        });
+    }
+}

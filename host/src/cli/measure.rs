@@ -148,7 +148,8 @@ pub struct PlatformMeasurement {
     /// Whether that policy lets the host debug the guest.
     pub debug: bool,
     /// The image's network policy, a rule per line (`crate::network::describe`), or
-    /// why it cannot be read. Measured: it is a packaged file.
+    /// why it cannot be read, then the name servers its `/etc/resolv.conf` names.
+    /// Measured: both are packaged files.
     pub network: Vec<String>,
 }
 
@@ -209,7 +210,10 @@ pub fn measure_bytes_with(
                 network: match crate::network::image_policy(&image) {
                     Ok(policy) => crate::network::describe(policy.as_deref()),
                     Err(e) => vec![format!("cannot be read: {e:#}")],
-                },
+                }
+                .into_iter()
+                .chain(crate::network::name_servers(&image))
+                .collect(),
             })
         })
         .collect()

@@ -1,5 +1,6 @@
 //! `nacre package`.
 
+use crate::network::RESOLV_CONF;
 use anyhow::{bail, Context};
 use nacre_loader::{FileTreeBuilder, Mtime, TreeBuildError, TreeSummary};
 use std::ffi::{OsStr, OsString};
@@ -78,13 +79,54 @@ pub struct PackageArgs {
     /// measurement, like --listen.
     #[arg(long = "connect", value_name = "NET:PORT[/udp]")]
     pub connect: Vec<String>,
+    /// A name server the app resolves names with (repeat for more, at most 3).
+    ///
+    /// Writes /etc/resolv.conf (nameserver ADDR) into the image and lets the app reach
+    /// ADDR on port 53 over UDP and TCP; part of the measurement, like --listen and
+    /// --connect. Without --dns the image has only the /etc/resolv.conf you package, if
+    /// any: resolvers without one ask 127.0.0.1, which the policy refuses unless
+    /// --connect allows it. /etc/hosts names localhost in every image.
+    #[arg(long = "dns", value_name = "ADDR")]
+    pub dns: Vec<String>,
 }
 
-/// The network policy of `--listen` and `--connect` as the text of
-/// [`nacre_shared_abi::net_policy::POLICY_PATH`], or `None` without rules.
-pub fn network_policy(listen: &[String], connect: &[String]) -> anyhow::Result<Option<String>> {
+/// The most name servers `--dns` takes: what resolvers read (glibc's and musl's
+/// MAXNS, `resolv.h`).
+pub const MAX_NAME_SERVERS: usize = 3;
+
+/// The text of [`crate::network::RESOLV_CONF`] naming the `--dns` servers, or `None` without any.
+pub fn resolv_conf(dns: &[String]) -> anyhow::Result<Option<String>> {
+    if dns.is_empty() {
+        return Ok(None);
+    }
+    if dns.len() > MAX_NAME_SERVERS {
+        bail!(
+            "--dns was given {} times: resolvers use at most {MAX_NAME_SERVERS} name servers",
+            dns.len()
+        );
+    }
+    let mut text = String::from("# The name servers of this image (nacre package --dns).\n");
+    for arg in dns {
+        let ip: std::net::IpAddr = arg.parse().map_err(|_| {
+            anyhow::anyhow!(
+                "--dns {arg} is not an IPv4 or IPv6 address (for example --dns 10.0.0.2)"
+            )
+        })?;
+        text.push_str(&format!("nameserver {ip}\n"));
+    }
+    Ok(Some(text))
+}
+
+/// The network policy of `--listen`, `--connect` and `--dns` (port 53 of each name
+/// server, UDP and TCP) as the text of [`nacre_shared_abi::net_policy::POLICY_PATH`],
+/// or `None` without rules.
+pub fn network_policy(
+    listen: &[String],
+    connect: &[String],
+    dns: &[String],
+) -> anyhow::Result<Option<String>> {
     use nacre_shared_abi::net_policy::{parse_line, write_rule};
-    if listen.is_empty() && connect.is_empty() {
+    if listen.is_empty() && connect.is_empty() && dns.is_empty() {
         return Ok(None);
     }
     let split_proto = |arg: &str| -> (String, &'static str) {
@@ -95,8 +137,9 @@ pub fn network_policy(listen: &[String], connect: &[String]) -> anyhow::Result<O
         }
         (arg.to_owned(), "tcp")
     };
-    let mut text =
-        String::from("# The network policy of this image (nacre package --listen/--connect).\n");
+    let mut text = String::from(
+        "# The network policy of this image (nacre package --listen/--connect/--dns).\n",
+    );
     let mut add = |line: String, flag: &str, arg: &str| -> anyhow::Result<()> {
         let rule = parse_line(&line)
             .map_err(|e| anyhow::anyhow!("{flag} {arg}: {e}"))?
@@ -123,6 +166,16 @@ pub fn network_policy(listen: &[String], connect: &[String]) -> anyhow::Result<O
             bail!("--connect {arg} is not NET:PORT (for example --connect 10.0.0.0/8:443)");
         }
         add(format!("connect {proto} {net} {port}"), "--connect", arg)?;
+    }
+    for arg in dns {
+        let ip: std::net::IpAddr = arg.parse().map_err(|_| {
+            anyhow::anyhow!(
+                "--dns {arg} is not an IPv4 or IPv6 address (for example --dns 10.0.0.2)"
+            )
+        })?;
+        for proto in ["udp", "tcp"] {
+            add(format!("connect {proto} {ip} 53"), "--dns", arg)?;
+        }
     }
     Ok(Some(text))
 }
@@ -544,7 +597,8 @@ pub fn run(a: &PackageArgs) -> anyhow::Result<()> {
         .map(|m| mtime(&m))
         .with_context(|| format!("cannot read {}", a.app.display()))?;
     let clamp = source_date_epoch(std::env::var_os("SOURCE_DATE_EPOCH").as_deref())?;
-    let policy = network_policy(&a.listen, &a.connect)?;
+    let policy = network_policy(&a.listen, &a.connect, &a.dns)?;
+    let resolv = resolv_conf(&a.dns)?;
     let package = || -> anyhow::Result<(Vec<u8>, TreeSummary)> {
         let mut tree = file_tree(&argv0, &mappings)?;
         if let Some(text) = &policy {
@@ -552,6 +606,12 @@ pub fn run(a: &PackageArgs) -> anyhow::Result<()> {
             tree.add_file(path.as_bytes(), text.clone().into_bytes(), 0o444)
                 .with_context(|| {
                     format!("{path} holds the network policy of --listen and --connect; do not package a file there")
+                })?;
+        }
+        if let Some(text) = &resolv {
+            tree.add_file(RESOLV_CONF.as_bytes(), text.clone().into_bytes(), 0o644)
+                .with_context(|| {
+                    format!("{RESOLV_CONF} holds the name servers of --dns; package your own or use --dns, not both")
                 })?;
         }
         tree.set_app_mtime(app_mtime);
@@ -905,13 +965,14 @@ mod tests {
             debug: false,
             listen: Vec::new(),
             connect: Vec::new(),
+            dns: Vec::new(),
         }
     }
 
     #[test]
     fn listen_and_connect_become_the_measured_policy() {
         let s = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
-        assert_eq!(network_policy(&[], &[]).unwrap(), None);
+        assert_eq!(network_policy(&[], &[], &[]).unwrap(), None);
         let text = network_policy(
             &s(&["8080", "5353/udp"]),
             &s(&[
@@ -920,6 +981,7 @@ mod tests {
                 "*:53/udp",
                 "127.0.0.1:9000/tcp",
             ]),
+            &s(&["10.0.0.2", "2001:db8::53"]),
         )
         .unwrap()
         .unwrap();
@@ -933,6 +995,10 @@ mod tests {
                 "connect tcp 2001:db8::/32 *",
                 "connect udp * 53",
                 "connect tcp 127.0.0.1/32 9000",
+                "connect udp 10.0.0.2/32 53",
+                "connect tcp 10.0.0.2/32 53",
+                "connect udp 2001:db8::53/128 53",
+                "connect tcp 2001:db8::53/128 53",
             ]
         );
         nacre_shared_abi::net_policy::Policy::parse(text.as_bytes()).unwrap();
@@ -949,7 +1015,7 @@ mod tests {
             (&[], &["example.com:443"], "IPv4 or IPv6 address"),
             (&[], &[":443"], "is not NET:PORT"),
         ] {
-            let e = network_policy(&s(listen), &s(connect))
+            let e = network_policy(&s(listen), &s(connect), &[])
                 .unwrap_err()
                 .to_string();
             assert!(e.contains(says), "{e}");
@@ -974,6 +1040,72 @@ mod tests {
         // The same inputs package to the same bytes.
         run(&a).unwrap();
         assert_eq!(std::fs::read(&a.output).unwrap(), image);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn dns_writes_resolv_conf_and_lets_port_53_through() {
+        let dir = scratch("dns");
+        let etc = dir.join("etc");
+        write(&etc.join("resolv.conf"), b"nameserver 192.0.2.1\n", 0o644);
+        let mut a = package_args(&dir, &[]);
+        a.dns = vec!["10.0.0.2".into(), "2001:db8::53".into()];
+        run(&a).unwrap();
+        let image = std::fs::read(&a.output).unwrap();
+        let loaded = nacre_loader::load_image(&image, nacre_loader::PlatformKind::Snp).unwrap();
+        let blob = loaded.file_tree().unwrap();
+        let (kind, mode, text) = entry(&blob, RESOLV_CONF).expect("resolv.conf");
+        assert_eq!((kind, mode), (InodeKind::File, 0o644));
+        let servers: Vec<_> = String::from_utf8(text)
+            .unwrap()
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(servers, ["nameserver 10.0.0.2", "nameserver 2001:db8::53"]);
+        let policy = entry(&blob, nacre_shared_abi::net_policy::POLICY_PATH).expect("policy");
+        let policy = nacre_shared_abi::net_policy::Policy::parse(&policy.2).unwrap();
+        let dns = |ip: std::net::IpAddr, proto| {
+            let to = match ip {
+                std::net::IpAddr::V4(v4) => NetAddr::v4(v4.octets(), 53),
+                std::net::IpAddr::V6(v6) => NetAddr::v6(v6.octets(), 53, 0, 0),
+            };
+            policy.allows_connect(proto, &to)
+        };
+        use nacre_shared_abi::net::NetAddr;
+        use nacre_shared_abi::net_policy::Proto;
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        assert!(dns(ip("10.0.0.2"), Proto::Udp) && dns(ip("10.0.0.2"), Proto::Tcp));
+        assert!(dns(ip("2001:db8::53"), Proto::Udp));
+        assert!(!dns(ip("10.0.0.3"), Proto::Udp), "only the name servers");
+
+        // A packaged /etc/resolv.conf and --dns: one or the other.
+        let with_file = package_args(&dir, &[&format!("{}:/etc", etc.display())]);
+        let a2 = PackageArgs {
+            dns: a.dns.clone(),
+            ..with_file
+        };
+        let e = format!("{:#}", run(&a2).unwrap_err());
+        assert!(
+            e.contains("/etc/resolv.conf holds the name servers of --dns"),
+            "{e}"
+        );
+        for (dns, says) in [
+            (
+                vec!["ns.example"],
+                "--dns ns.example is not an IPv4 or IPv6 address",
+            ),
+            (vec!["10.0.0.0/8"], "--dns 10.0.0.0/8 is not"),
+            (
+                vec!["1.1.1.1", "1.0.0.1", "8.8.8.8", "8.8.4.4"],
+                "at most 3",
+            ),
+        ] {
+            let e = resolv_conf(&dns.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(says), "{e}");
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 
