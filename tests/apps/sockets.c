@@ -4,7 +4,7 @@
  * EINPROGRESS), getsockname and getpeername, the common options, send and recv
  * families and read/write/readv/writev on sockets, shutdown, EOF, poll and epoll over
  * sockets (level and edge triggered), a server thread and a client thread, IPv4 and
- * IPv6, and a large transfer. Run natively and under nacre, it must print the same.
+ * IPv6, a large transfer, and sendfile from files to a connection. Run natively and under nacre, it must print the same.
  *
  * The ports are PORT (TCP and UDP) and PORT+1 (TCP), from the first argument
  * (default 18080): under nacre the image must allow listening on them and connecting
@@ -30,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
@@ -366,6 +367,110 @@ static void check_ipv6(void)
     close(ls);
 }
 
+/* A receiver thread: accepts one connection and reads it to EOF into `got`. */
+struct sink {
+    int ls;
+    char *got;
+    size_t cap, len;
+};
+
+static void *sink_all(void *arg)
+{
+    struct sink *k = arg;
+    int c = accept(k->ls, NULL, NULL);
+    if (c < 0)
+        return (void *)1;
+    for (;;) {
+        ssize_t r = read(c, k->got + k->len, k->cap - k->len);
+        if (r <= 0)
+            break;
+        k->len += r;
+    }
+    close(c);
+    return NULL;
+}
+
+/* Send `len` bytes of `fd` from `*off` (or from its offset when `off` is NULL). */
+static int sendfile_all(int s, int fd, off_t *off, size_t len)
+{
+    while (len > 0) {
+        ssize_t w = sendfile(s, fd, off, len);
+        if (w <= 0)
+            return -1;
+        len -= w;
+    }
+    return 0;
+}
+
+/* sendfile from a file the app wrote (at an offset, then from the file's own offset)
+ * and from a packaged one, to a TCP connection: the receiver gets the file's bytes. */
+static void check_sendfile(void)
+{
+    enum { SIZE = 300 * 1024, HEAD = 1000 };
+    static char data[SIZE], got[SIZE + 8192];
+    for (int i = 0; i < SIZE; i++)
+        data[i] = (char)(i * 7 + i / 4096);
+    char path[64];
+    snprintf(path, sizeof path, "/tmp/nacre-sendfile-%d", (int)getpid());
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+    const char *fail = NULL;
+    if (fd < 0 || write(fd, data, SIZE) != SIZE || lseek(fd, 0, SEEK_SET) != 0)
+        fail = BAD("writing %s: %s", path, strerror(errno));
+    for (int round = 0; round < 2 && !fail; round++) {
+        struct sink k = {.ls = listener(port + 1), .got = got, .cap = sizeof got};
+        pthread_t t;
+        if (k.ls < 0 || pthread_create(&t, NULL, sink_all, &k)) {
+            fail = BAD("listener: %s", strerror(errno));
+            break;
+        }
+        int s = connected(port + 1);
+        const char *want = data;
+        size_t want_len = SIZE;
+        char hosts[8192];
+        if (s < 0) {
+            fail = BAD("connect: %s", strerror(errno));
+        } else if (round == 0) {
+            off_t off = HEAD;
+            if (sendfile_all(s, fd, &off, SIZE - HEAD) || off != SIZE)
+                fail = BAD("from offset %d: %s, offset now %ld", HEAD, strerror(errno), (long)off);
+            else if (lseek(fd, 0, SEEK_CUR) != 0)
+                fail = BAD("an explicit offset moved the file's");
+            else if (sendfile_all(s, fd, NULL, HEAD) || lseek(fd, 0, SEEK_CUR) != HEAD)
+                fail = BAD("from the file's offset: %s", strerror(errno));
+        } else {
+            int h = open("/etc/hosts", O_RDONLY);
+            ssize_t n = h < 0 ? -1 : read(h, hosts, sizeof hosts);
+            if (n <= 0 || lseek(h, 0, SEEK_SET) != 0 || sendfile_all(s, h, NULL, n))
+                fail = BAD("/etc/hosts: %s", strerror(errno));
+            want = hosts;
+            want_len = n > 0 ? (size_t)n : 0;
+            if (h >= 0)
+                close(h);
+        }
+        if (s >= 0)
+            close(s);
+        pthread_join(t, NULL);
+        close(k.ls);
+        if (fail)
+            break;
+        if (round == 0) {
+            /* The tail from HEAD, then the head. */
+            if (k.len != SIZE || memcmp(got, data + HEAD, SIZE - HEAD) ||
+                memcmp(got + SIZE - HEAD, data, HEAD))
+                fail = BAD("received %zu bytes, not the file's %d in order", k.len, SIZE);
+        } else if (k.len != want_len || memcmp(got, want, want_len)) {
+            fail = BAD("received %zu bytes of /etc/hosts, not its %zu", k.len, want_len);
+        }
+        report(round == 0 ? "sendfile-written-file" : "sendfile-packaged-file", fail);
+        fail = NULL;
+    }
+    if (fail)
+        report("sendfile", fail);
+    if (fd >= 0)
+        close(fd);
+    unlink(path);
+}
+
 static const char *errno_name(int e)
 {
     switch (e) {
@@ -397,5 +502,6 @@ int main(int argc, char **argv)
     check_nonblocking_connect_and_epoll();
     check_udp();
     check_ipv6();
+    check_sendfile();
     return failures ? 1 : 0;
 }

@@ -326,6 +326,80 @@ pub fn pwrite(k: &mut Kernel, fd: u64, buf: u64, len: u64, offset: u64) -> SysRe
     write_node(k, f.node, buf, len)
 }
 
+/// sendfile(2) to a socket: the file's bytes go from its window (the packaged files'
+/// or the tmpfs window) straight into the host's socket, as a send of them would. Any
+/// other pair of descriptors is EINVAL (as before Linux 2.6.33: callers then copy
+/// themselves, as Go's, Rust's and glibc's do), and so is a part of a writable file
+/// no frame backs (a hole) that comes first.
+pub fn sendfile(k: &mut Kernel, out_fd: u64, in_fd: u64, offset_ptr: u64, count: u64) -> SysResult {
+    let f = open_for(k, in_fd, true)?;
+    let out = open_for(k, out_fd, false)?;
+    if !matches!(f.node, Node::File { .. } | Node::MemFile { .. })
+        || !matches!(out.node, Node::Socket(_))
+    {
+        return Err(EINVAL);
+    }
+    let start = if offset_ptr == 0 {
+        f.offset
+    } else {
+        let mut b = [0u8; 8];
+        k.copy_from_user(&mut b, offset_ptr).map_err(mem_err)?;
+        let off = i64::from_le_bytes(b);
+        if off < 0 {
+            return Err(EINVAL);
+        }
+        off as u64
+    };
+    let count = count.min(MAX_RW_COUNT);
+    let index = k.files.hold(out_fd).map_err(|_| EBADF)?;
+    let mut sent = 0u64;
+    let mut result = Ok(());
+    while sent < count {
+        let at = start + sent;
+        let run = match f.node {
+            Node::File { va, size, .. } => {
+                (at < size).then(|| (va + at, (size - at).min(count - sent)))
+            }
+            Node::MemFile { id } => super::memfile::window_run(k, id, at, count - sent),
+            _ => None,
+        };
+        let Some((va, n)) = run else {
+            if sent == 0
+                && matches!(f.node, Node::MemFile { id } if at < k.files.mem().get(id).size)
+            {
+                result = Err(EINVAL);
+            }
+            break;
+        };
+        match super::socket::send(k, index, Segments::one(va, n), 0, None) {
+            Ok(w) => {
+                sent += w;
+                if w < n {
+                    break;
+                }
+            }
+            Err(e) => {
+                if sent == 0 {
+                    result = Err(e);
+                }
+                break;
+            }
+        }
+    }
+    let released = k.files.unhold(index);
+    super::fs::let_go(k, released);
+    result?;
+    if offset_ptr == 0 {
+        if let Ok(open) = k.files.get_mut(in_fd) {
+            open.offset = start + sent;
+        }
+    } else {
+        k.copy_to_user(offset_ptr, &(start + sent).to_le_bytes())
+            .map_err(mem_err)?;
+    }
+    Ok(sent)
+}
+
 /// The iovec array `[iov, iov + 16 * cnt)`: (base, len) of entry `i`.
 fn iovec(k: &mut Kernel, iov: u64, i: u64) -> Result<(u64, u64), u64> {
     let mut e = [0u8; 16];

@@ -137,6 +137,18 @@ fn zero_data(k: &mut Kernel, gpa: u64, len: u64) {
     unsafe { core::ptr::write_bytes(phys_to_virt(gpa) as *mut u8, 0, len as usize) };
 }
 
+/// Where the bytes of writable file `id` from `offset` lie in the tmpfs window, as
+/// (address, bytes) of at most `len` bytes: `None` at or past its end, or for a hole
+/// (which no frame backs).
+pub fn window_run(k: &Kernel, id: u32, offset: u64, len: u64) -> Option<(u64, u64)> {
+    let size = k.files.mem().get(id).size;
+    if offset >= size {
+        return None;
+    }
+    let (gpa, n) = k.files.mem().run_at(id, offset, len.min(size - offset));
+    (gpa != 0 && n > 0).then(|| (window(gpa), n))
+}
+
 /// Read up to `len` bytes of writable file `id` at `offset` into the app's `buf`.
 pub fn read(k: &mut Kernel, id: u32, offset: u64, buf: u64, len: u64) -> SysResult {
     let size = k.files.mem().get(id).size;
