@@ -333,6 +333,37 @@ static void check_udp(void)
     report("udp-recvmsg", r == 6 && !memcmp(buf, "abcdef", 6) && m.msg_namelen == sizeof from
                               ? NULL
                               : BAD("r %zd namelen %u", r, m.msg_namelen));
+    /* Several datagrams per call: three sent with sendmmsg, received with recvmmsg
+     * (MSG_WAITFORONE: the first waits, then what is there). */
+    struct mmsghdr out[3], in[4];
+    struct iovec oiov[3], iiov[4];
+    char ibuf[4][16];
+    const char *words[3] = {"one", "three", "seventeen"};
+    memset(out, 0, sizeof out);
+    memset(in, 0, sizeof in);
+    for (int i = 0; i < 3; i++) {
+        oiov[i] = (struct iovec){(void *)words[i], strlen(words[i])};
+        out[i].msg_hdr.msg_iov = &oiov[i];
+        out[i].msg_hdr.msg_iovlen = 1;
+        out[i].msg_hdr.msg_name = &a;
+        out[i].msg_hdr.msg_namelen = sizeof a;
+    }
+    for (int i = 0; i < 4; i++) {
+        iiov[i] = (struct iovec){ibuf[i], sizeof ibuf[i]};
+        in[i].msg_hdr.msg_iov = &iiov[i];
+        in[i].msg_hdr.msg_iovlen = 1;
+    }
+    int sent = sendmmsg(cli, out, 3, 0);
+    int got = recvmmsg(srv, in, 4, MSG_WAITFORONE, NULL);
+    const char *fail = NULL;
+    if (sent != 3 || out[2].msg_len != 9)
+        fail = BAD("sendmmsg %d (errno %d), last %u bytes", sent, errno, out[2].msg_len);
+    else if (got != 3)
+        fail = BAD("recvmmsg %d (errno %d)", got, errno);
+    for (int i = 0; i < 3 && !fail; i++)
+        if (in[i].msg_len != strlen(words[i]) || memcmp(ibuf[i], words[i], in[i].msg_len))
+            fail = BAD("message %d: %u bytes", i, in[i].msg_len);
+    report("udp-sendmmsg-recvmmsg", fail);
     close(cli);
     close(srv);
 }

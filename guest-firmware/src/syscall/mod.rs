@@ -216,6 +216,8 @@ fn handle(k: &mut Kernel, nr: u64, a: [u64; 6]) -> SysResult {
         Sysno::recvfrom => socket::recvfrom(k, a[0], a[1], a[2], a[3], a[4], a[5]),
         Sysno::sendmsg => socket::sendmsg(k, a[0], a[1], a[2]),
         Sysno::sendfile => io::sendfile(k, a[0], a[1], a[2], a[3]),
+        Sysno::sendmmsg => socket::sendmmsg(k, a[0], a[1], a[2], a[3]),
+        Sysno::recvmmsg => socket::recvmmsg(k, a[0], a[1], a[2], a[3], a[4]),
         Sysno::recvmsg => socket::recvmsg(k, a[0], a[1], a[2]),
         Sysno::eventfd => eventfd::eventfd2(k, uint_arg(a[0]), 0),
         Sysno::eventfd2 => eventfd::eventfd2(k, uint_arg(a[0]), uint_arg(a[1])),

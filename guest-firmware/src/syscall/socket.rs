@@ -1072,6 +1072,80 @@ pub fn recvmsg(k: &mut Kernel, fd: u64, msg: u64, flags: u64) -> SysResult {
     Ok(n)
 }
 
+/// Bytes of a `struct mmsghdr`: a `struct msghdr` (56 bytes), `msg_len` and padding.
+const MMSGHDR_SIZE: u64 = 64;
+/// Where `msg_len` lies in a `struct mmsghdr`.
+const MMSG_LEN_OFFSET: u64 = 56;
+/// The most messages one sendmmsg or recvmmsg takes (`UIO_MAXIOV`,
+/// `include/uapi/linux/uio.h`); Linux caps `vlen` there.
+const UIO_MAXIOV: u64 = 1024;
+/// recvmmsg: wait for the first message only (`include/linux/socket.h`).
+const MSG_WAITFORONE: u64 = 0x1_0000;
+
+/// sendmmsg(2): sendmsg for each message in turn, its byte count in its `msg_len`;
+/// the number sent, or the first message's error.
+pub fn sendmmsg(k: &mut Kernel, fd: u64, vec: u64, vlen: u64, flags: u64) -> SysResult {
+    let mut done = 0;
+    while done < vlen.min(UIO_MAXIOV) {
+        let at = vec + done * MMSGHDR_SIZE;
+        match sendmsg(k, fd, at, flags) {
+            Ok(n) => {
+                k.copy_to_user(at + MMSG_LEN_OFFSET, &(n as u32).to_le_bytes())
+                    .map_err(mem_err)?;
+                done += 1;
+            }
+            Err(e) if done == 0 => return Err(e),
+            Err(_) => break,
+        }
+    }
+    Ok(done)
+}
+
+/// recvmmsg(2): recvmsg for each message in turn, its byte count in its `msg_len`;
+/// with MSG_WAITFORONE only the first waits. As Linux, a timeout is looked at only
+/// after each message (and what is left of it written back).
+pub fn recvmmsg(
+    k: &mut Kernel,
+    fd: u64,
+    vec: u64,
+    vlen: u64,
+    flags: u64,
+    timeout: u64,
+) -> SysResult {
+    let deadline = if timeout == 0 {
+        None
+    } else {
+        let ns = super::time::read_timespec(k, timeout)?;
+        Some(k.monotonic_ns().saturating_add(ns))
+    };
+    let mut each = flags & !MSG_WAITFORONE;
+    let mut done = 0;
+    while done < vlen.min(UIO_MAXIOV) {
+        let at = vec + done * MMSGHDR_SIZE;
+        match recvmsg(k, fd, at, each) {
+            Ok(n) => {
+                k.copy_to_user(at + MMSG_LEN_OFFSET, &(n as u32).to_le_bytes())
+                    .map_err(mem_err)?;
+                done += 1;
+            }
+            Err(e) if done == 0 => return Err(e),
+            Err(_) => break,
+        }
+        if flags & MSG_WAITFORONE != 0 {
+            each |= MSG_DONTWAIT;
+        }
+        if deadline.is_some_and(|d| k.monotonic_ns() >= d) {
+            break;
+        }
+    }
+    if let Some(d) = deadline {
+        let left = d.saturating_sub(k.monotonic_ns());
+        k.copy_to_user(timeout, &super::time::timespec(left))
+            .map_err(mem_err)?;
+    }
+    Ok(done)
+}
+
 /// What `fstat` says of a socket: a socket inode owned by the app.
 pub const S_IFSOCK: u32 = 0o140000;
 
