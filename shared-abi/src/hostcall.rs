@@ -352,7 +352,11 @@ mod tests {
             firmware_counter(FIRMWARE_COUNTER_BASE + 8),
             Some("tlb.shootdowns")
         );
-        assert_eq!(firmware_counter(FIRMWARE_COUNTER_BASE + 9), None);
+        assert_eq!(
+            firmware_counter(FIRMWARE_COUNTER_BASE + 10),
+            Some("memory.peak_kib")
+        );
+        assert_eq!(firmware_counter(FIRMWARE_COUNTER_BASE + 11), None);
         assert_eq!(firmware_counter(435), None);
         assert_eq!(firmware_counter(u32::MAX), None);
     }
