@@ -200,9 +200,16 @@ impl Kernel {
         };
         mapped.ok_or(UserMemError::NoMemory)?;
         let zeroed = outcome(upcall::fill(self, va, 0, len));
-        // Only this vCPU used the mapping (the holder of the kernel zeroes), and it
-        // flushes its own translation here.
-        self.pt.clear_leaf(va, level);
+        // Only this vCPU uses the window (the holder of the kernel zeroes), so only its
+        // own translation is flushed: no shoot-down per page fault. Should an app
+        // thread on another vCPU have touched the window meanwhile, its stale
+        // translation reaches only a frame the app itself is given, and is gone with
+        // the shoot-down that comes before the frame is ever freed; a frame freed
+        // here, at once, asks for that shoot-down first.
+        self.pt.clear_leaf_local(va, level);
+        if zeroed.is_err() {
+            crate::arch::smp::note_unmapped();
+        }
         zeroed
     }
 

@@ -30,6 +30,11 @@ fn flush(va: u64) {
         // Other vCPUs may hold the old translation too.
         crate::arch::smp::note_unmapped();
     }
+    flush_local(va);
+}
+
+/// Drop this vCPU's TLB entry of `va` only.
+fn flush_local(va: u64) {
     #[cfg(not(any(test, feature = "fuzzing")))]
     x86_64::instructions::tlb::flush(x86_64::VirtAddr::new_truncate(va));
     #[cfg(any(test, feature = "fuzzing"))]
@@ -383,6 +388,17 @@ impl PageTables {
             if l == level {
                 Self::write(ptr, 0);
                 flush(va);
+            }
+        }
+    }
+
+    /// [`Self::clear_leaf`] for a mapping only this vCPU used: its TLB alone is
+    /// flushed (no shoot-down of the others'; the zeroing window, `kernel.rs`).
+    pub fn clear_leaf_local(&mut self, va: u64, level: u32) {
+        if let Some((ptr, l)) = self.walk(va) {
+            if l == level {
+                Self::write(ptr, 0);
+                flush_local(va);
             }
         }
     }
