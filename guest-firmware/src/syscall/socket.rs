@@ -1088,12 +1088,14 @@ pub fn sendmmsg(k: &mut Kernel, fd: u64, vec: u64, vlen: u64, flags: u64) -> Sys
     let mut done = 0;
     while done < vlen.min(UIO_MAXIOV) {
         let at = vec + done * MMSGHDR_SIZE;
-        match sendmsg(k, fd, at, flags) {
-            Ok(n) => {
-                k.copy_to_user(at + MMSG_LEN_OFFSET, &(n as u32).to_le_bytes())
-                    .map_err(mem_err)?;
-                done += 1;
-            }
+        let r = sendmsg(k, fd, at, flags).and_then(|n| {
+            k.copy_to_user(at + MMSG_LEN_OFFSET, &(n as u32).to_le_bytes())
+                .map_err(mem_err)
+        });
+        match r {
+            Ok(()) => done += 1,
+            // As Linux: an error is the answer only when nothing was sent (a message
+            // whose msg_len cannot be written is not counted).
             Err(e) if done == 0 => return Err(e),
             Err(_) => break,
         }
@@ -1122,12 +1124,12 @@ pub fn recvmmsg(
     let mut done = 0;
     while done < vlen.min(UIO_MAXIOV) {
         let at = vec + done * MMSGHDR_SIZE;
-        match recvmsg(k, fd, at, each) {
-            Ok(n) => {
-                k.copy_to_user(at + MMSG_LEN_OFFSET, &(n as u32).to_le_bytes())
-                    .map_err(mem_err)?;
-                done += 1;
-            }
+        let r = recvmsg(k, fd, at, each).and_then(|n| {
+            k.copy_to_user(at + MMSG_LEN_OFFSET, &(n as u32).to_le_bytes())
+                .map_err(mem_err)
+        });
+        match r {
+            Ok(()) => done += 1,
             Err(e) if done == 0 => return Err(e),
             Err(_) => break,
         }
