@@ -320,8 +320,9 @@ impl FakeDns {
     fn start(addr: &str) -> Self {
         use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
         use std::sync::Arc;
-        let socket = std::net::UdpSocket::bind(addr)
-            .unwrap_or_else(|e| panic!("a name server at {addr} (port 53 needs root): {e}"));
+        let socket = std::net::UdpSocket::bind(addr).unwrap_or_else(|e| {
+            panic!("a name server at {addr}: {e} (port 53 needs root, and the address free)")
+        });
         socket
             .set_read_timeout(Some(Duration::from_millis(100)))
             .expect("a read timeout");
@@ -397,8 +398,8 @@ fn dns_answer(query: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// `nacre package --dns` writes `/etc/resolv.conf` and lets the app reach the name
-/// server: names resolve through it (glibc and musl resolvers), `localhost` through the
-/// default `/etc/hosts`. Without `--dns` the resolver's default server (127.0.0.1) is
+/// server: names resolve through it (glibc's, musl's and Go's resolvers), `localhost`
+/// through the default `/etc/hosts`. Without `--dns` the resolver's default server (127.0.0.1) is
 /// outside the policy: nothing resolves but localhost, and nacre says why.
 #[test]
 fn names_resolve_through_the_packaged_name_server() {
@@ -407,8 +408,12 @@ fn names_resolve_through_the_packaged_name_server() {
     // names no port).
     let dns = FakeDns::start("127.0.0.77:53");
     let names = ["service.test", "localhost", "missing.test"];
-    for toolchain in [Toolchain::Glibc, Toolchain::Musl] {
-        let app = built_app(dir(), "resolve.c", toolchain);
+    for (source, toolchain) in [
+        ("resolve.c", Toolchain::Glibc),
+        ("resolve.c", Toolchain::Musl),
+        ("resolve.go", Toolchain::Go),
+    ] {
+        let app = built_app(dir(), source, toolchain);
         let with = package_with(
             &app,
             &dir().join(format!("resolve-{toolchain:?}.igvm")),
