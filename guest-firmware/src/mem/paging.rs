@@ -384,22 +384,28 @@ impl PageTables {
 
     /// Clear the leaf of `level` mapping `va` (as [`Self::next_leaf`] found it).
     pub fn clear_leaf(&mut self, va: u64, level: u32) {
-        if let Some((ptr, l)) = self.walk(va) {
-            if l == level {
-                Self::write(ptr, 0);
-                flush(va);
-            }
+        if self.take_leaf(va, level) {
+            flush(va);
         }
     }
 
     /// [`Self::clear_leaf`] for a mapping only this vCPU used: its TLB alone is
     /// flushed (no shoot-down of the others'; the zeroing window, `kernel.rs`).
     pub fn clear_leaf_local(&mut self, va: u64, level: u32) {
-        if let Some((ptr, l)) = self.walk(va) {
-            if l == level {
+        if self.take_leaf(va, level) {
+            flush_local(va);
+        }
+    }
+
+    /// Empty the leaf of `level` mapping `va`, if that is how it is mapped (the
+    /// caller flushes); whether it was.
+    fn take_leaf(&mut self, va: u64, level: u32) -> bool {
+        match self.walk(va) {
+            Some((ptr, l)) if l == level => {
                 Self::write(ptr, 0);
-                flush_local(va);
+                true
             }
+            _ => false,
         }
     }
 

@@ -1082,16 +1082,19 @@ const UIO_MAXIOV: u64 = 1024;
 /// recvmmsg: wait for the first message only (`include/linux/socket.h`).
 const MSG_WAITFORONE: u64 = 0x1_0000;
 
+/// Write the byte count `n` of the message at `at` into its `msg_len`.
+fn put_msg_len(k: &mut Kernel, at: u64, n: u64) -> Result<(), u64> {
+    k.copy_to_user(at + MMSG_LEN_OFFSET, &(n as u32).to_le_bytes())
+        .map_err(mem_err)
+}
+
 /// sendmmsg(2): sendmsg for each message in turn, its byte count in its `msg_len`;
 /// the number sent, or the first message's error.
 pub fn sendmmsg(k: &mut Kernel, fd: u64, vec: u64, vlen: u64, flags: u64) -> SysResult {
     let mut done = 0;
     while done < vlen.min(UIO_MAXIOV) {
         let at = vec + done * MMSGHDR_SIZE;
-        let r = sendmsg(k, fd, at, flags).and_then(|n| {
-            k.copy_to_user(at + MMSG_LEN_OFFSET, &(n as u32).to_le_bytes())
-                .map_err(mem_err)
-        });
+        let r = sendmsg(k, fd, at, flags).and_then(|n| put_msg_len(k, at, n));
         match r {
             Ok(()) => done += 1,
             // As Linux: an error is the answer only when nothing was sent (a message
@@ -1124,10 +1127,7 @@ pub fn recvmmsg(
     let mut done = 0;
     while done < vlen.min(UIO_MAXIOV) {
         let at = vec + done * MMSGHDR_SIZE;
-        let r = recvmsg(k, fd, at, each).and_then(|n| {
-            k.copy_to_user(at + MMSG_LEN_OFFSET, &(n as u32).to_le_bytes())
-                .map_err(mem_err)
-        });
+        let r = recvmsg(k, fd, at, each).and_then(|n| put_msg_len(k, at, n));
         match r {
             Ok(()) => done += 1,
             Err(e) if done == 0 => return Err(e),

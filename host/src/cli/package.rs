@@ -94,6 +94,13 @@ pub struct PackageArgs {
 /// MAXNS, `resolv.h`).
 pub const MAX_NAME_SERVERS: usize = 3;
 
+/// A `--dns` argument: an IPv4 or IPv6 address.
+fn name_server(arg: &str) -> anyhow::Result<std::net::IpAddr> {
+    arg.parse().map_err(|_| {
+        anyhow::anyhow!("--dns {arg} is not an IPv4 or IPv6 address (for example --dns 10.0.0.2)")
+    })
+}
+
 /// The text of [`crate::network::RESOLV_CONF`] naming the `--dns` servers, or `None` without any.
 pub fn resolv_conf(dns: &[String]) -> anyhow::Result<Option<String>> {
     if dns.is_empty() {
@@ -107,12 +114,7 @@ pub fn resolv_conf(dns: &[String]) -> anyhow::Result<Option<String>> {
     }
     let mut text = String::from("# The name servers of this image (nacre package --dns).\n");
     for arg in dns {
-        let ip: std::net::IpAddr = arg.parse().map_err(|_| {
-            anyhow::anyhow!(
-                "--dns {arg} is not an IPv4 or IPv6 address (for example --dns 10.0.0.2)"
-            )
-        })?;
-        text.push_str(&format!("nameserver {ip}\n"));
+        text.push_str(&format!("nameserver {}\n", name_server(arg)?));
     }
     Ok(Some(text))
 }
@@ -168,11 +170,7 @@ pub fn network_policy(
         add(format!("connect {proto} {net} {port}"), "--connect", arg)?;
     }
     for arg in dns {
-        let ip: std::net::IpAddr = arg.parse().map_err(|_| {
-            anyhow::anyhow!(
-                "--dns {arg} is not an IPv4 or IPv6 address (for example --dns 10.0.0.2)"
-            )
-        })?;
+        let ip = name_server(arg)?;
         for proto in ["udp", "tcp"] {
             add(format!("connect {proto} {ip} 53"), "--dns", arg)?;
         }
