@@ -1,6 +1,16 @@
 //! nacre's host side: the CLI's building blocks, the microVMM on KVM, the platform
 //! backends and the hypervisor MMU model. See `docs/design.md`.
 
+/// `eprintln!` that cannot panic: a message standard error cannot take (a full disk,
+/// a closed descriptor) is lost instead of aborting nacre.
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 pub mod cli;
 pub mod emulated;
 pub mod exits;

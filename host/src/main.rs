@@ -20,30 +20,38 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("nacre: error: {e:#}");
+            nacre_host::say!("nacre: error: {e:#}");
             ExitCode::from(EXIT_NACRE_ERROR)
         }
     }
 }
 
 fn demo(cpus: u32, start: Instant) -> anyhow::Result<u8> {
-    let dir = std::env::temp_dir().join(format!("nacre-demo-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let result = demo_in(&dir, cpus, start);
-    let _ = std::fs::remove_dir_all(&dir);
-    result
+    use anyhow::Context as _;
+    // A folder of its own, made new (never one that was there, nor a link): removed
+    // with what the demo wrote into it when the demo ends.
+    let dir = tempfile::Builder::new()
+        .prefix("nacre-demo-")
+        .tempdir()
+        .with_context(|| {
+            format!(
+                "cannot make a folder for the demo in {} (set TMPDIR to a writable one)",
+                std::env::temp_dir().display()
+            )
+        })?;
+    demo_in(dir.path(), cpus, start)
 }
 
 fn demo_in(dir: &std::path::Path, cpus: u32, start: Instant) -> anyhow::Result<u8> {
     let image_path = dir.join("hello.igvm");
-    eprintln!(
+    nacre_host::say!(
         "nacre demo: 1/5 the bundled app is a static C program (tests/apps/hello.c, {} bytes)",
         nacre_host::DEMO_APP.len()
     );
     let files = cli::package::file_tree("hello", &[])?;
     let image = cli::package::build(nacre_host::DEMO_APP, "hello", &[], &[], &files, 0, false)?;
     nacre_host::files::write_output(&image_path, &image)?;
-    eprintln!(
+    nacre_host::say!(
         "nacre demo: 2/5 packaged it with the firmware into {} ({} bytes)",
         image_path.display(),
         image.len()
@@ -59,7 +67,9 @@ fn demo_in(dir: &std::path::Path, cpus: u32, start: Instant) -> anyhow::Result<u
     } else {
         format!(" --cpus {cpus}")
     };
-    eprintln!("nacre demo: 3/5 running it on emulated-snp with 256 MiB{vcpus}; its output follows");
+    nacre_host::say!(
+        "nacre demo: 3/5 running it on emulated-snp with 256 MiB{vcpus}; its output follows"
+    );
     let args = cli::run::RunArgs {
         image: image_path.clone(),
         platform: nacre_host::platform::default_platform(),
@@ -71,14 +81,14 @@ fn demo_in(dir: &std::path::Path, cpus: u32, start: Instant) -> anyhow::Result<u
         publish: Vec::new(),
     };
     let code = cli::run::run(&args, start)?;
-    eprintln!("nacre demo: the app exited with status {code}");
+    nacre_host::say!("nacre demo: the app exited with status {code}");
 
     let mut nonce = [0u8; 32];
     getrandom::getrandom(&mut nonce)
         .map_err(|e| anyhow::anyhow!("cannot make a nonce from the kernel's random source: {e}"))?;
     let nonce = hex::encode(nonce);
     let evidence = dir.join("evidence.json");
-    eprintln!(
+    nacre_host::say!(
         "nacre demo: 4/5 a verifier's fresh nonce {nonce}:\n\
          nacre demo:     nacre attest {}{cpus_arg} --nonce <nonce> -o {}",
         image_path.display(),
@@ -94,7 +104,7 @@ fn demo_in(dir: &std::path::Path, cpus: u32, start: Instant) -> anyhow::Result<u
         json: false,
         snp_certs: None,
     })?;
-    eprintln!(
+    nacre_host::say!(
         "nacre demo: 5/5 checked offline against the image and the nonce:\n\
          nacre demo:     nacre verify {} --image {}{cpus_arg} --nonce <nonce> --allow-emulated",
         evidence.display(),
@@ -111,6 +121,6 @@ fn demo_in(dir: &std::path::Path, cpus: u32, start: Instant) -> anyhow::Result<u
     if verdict != 0 {
         anyhow::bail!("the demo's evidence did not verify");
     }
-    eprintln!("nacre demo: done");
+    nacre_host::say!("nacre demo: done");
     Ok(0)
 }

@@ -10,7 +10,7 @@ use std::process::Output;
 use std::sync::OnceLock;
 
 use nacre_tests::{
-    app_source, build_c_app, describe_output, nacre, package_with, require_kvm, run_on,
+    app_source, build_c_app, describe_output, nacre, nacre_bin, package_with, require_kvm, run_on,
     scratch_dir, PackageOptions, EXIT_NACRE_ERROR,
 };
 
@@ -629,4 +629,62 @@ fn policy_out_writes_the_images_reference_values_and_refuses_a_directory() {
         "{stderr}"
     );
     assert!(dir.is_dir());
+}
+
+/// Standard output or error that cannot be written (a full disk, here `/dev/full`) is
+/// nacre's error, said on stderr, with status 125, not an abort; a reader that stops
+/// early (`| head`) is no error.
+#[test]
+fn unwritable_output_is_an_error_not_an_abort() {
+    use std::process::{Command, Stdio};
+    let image = hello_image();
+    let full = || {
+        fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .expect("/dev/full")
+    };
+    for json in [false, true] {
+        let mut cmd = Command::new(nacre_bin());
+        cmd.arg("measure").arg(&image);
+        if json {
+            cmd.arg("--json");
+        }
+        let output = cmd.stdout(full()).output().expect("run nacre");
+        assert_eq!(
+            output.status.code(),
+            Some(EXIT_NACRE_ERROR),
+            "{}",
+            describe_output(&output)
+        );
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("cannot write the result to standard output"),
+            "{stderr}"
+        );
+    }
+    // The error message itself cannot be written: still status 125.
+    let output = Command::new(nacre_bin())
+        .args(["measure", "/nonexistent.igvm"])
+        .stderr(full())
+        .output()
+        .expect("run nacre");
+    assert_eq!(output.status.code(), Some(EXIT_NACRE_ERROR), "{output:?}");
+    // A reader that has gone.
+    let mut child = Command::new(nacre_bin())
+        .arg("measure")
+        .arg(&image)
+        .args(["--explain"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run nacre");
+    drop(child.stdout.take());
+    let output = child.wait_with_output().expect("wait");
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        describe_output(&output)
+    );
 }

@@ -185,26 +185,27 @@ pub fn run(a: &AttestArgs) -> anyhow::Result<()> {
             "collateral": collateral.is_some(),
             "crl": endorsements.crl.is_some(),
         });
-        println!("{}", serde_json::to_string_pretty(&summary)?);
+        super::write_stdout(&(serde_json::to_string_pretty(&summary)? + "\n"))?;
     } else {
-        println!(
-            "evidence     {} ({})",
+        let mut text = format!(
+            "evidence     {} ({})\n",
             a.output.display(),
             evidence.describe()
         );
-        println!("platform     {platform}");
-        println!("vcpus        {}", a.cpus);
-        println!("measurement  {measurement}");
-        println!("report data  {}", hex::encode(report_data));
+        text += &format!("platform     {platform}\n");
+        text += &format!("vcpus        {}\n", a.cpus);
+        text += &format!("measurement  {measurement}\n");
+        text += &format!("report data  {}\n", hex::encode(report_data));
         if endorsements.vcek.is_some() {
-            println!("certificates the VCEK and its ASK and ARK");
+            text += "certificates the VCEK and its ASK and ARK\n";
         }
         if endorsements.crl.is_some() {
-            println!("revocation   the ARK's CRL");
+            text += "revocation   the ARK's CRL\n";
         }
         if collateral.is_some() {
-            println!("collateral   TCB info, QE identity and CRLs");
+            text += "collateral   TCB info, QE identity and CRLs\n";
         }
+        super::write_stdout(&text)?;
     }
     if predicted != measurement {
         // The host refuses to launch an image whose measurement differs from its

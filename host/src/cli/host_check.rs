@@ -6,7 +6,6 @@ use super::run::platform_arg;
 use crate::platform::check::{HostPaths, HostProbe, Need, Outcome, Report};
 use crate::platform::hardware::probe::SystemProbe;
 use crate::platform::{self, Registration};
-use std::io::Write;
 
 /// Exit status when the platform asked for (or, without `--platform`, every platform)
 /// cannot run here.
@@ -104,11 +103,8 @@ pub fn run(a: &HostCheckArgs) -> anyhow::Result<u8> {
     } else {
         render(&reports)
     };
-    // A reader that stops early (`| head`) is no error of the host's.
-    match std::io::stdout().lock().write_all(text.as_bytes()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
-        _ => Ok(exit_status(&reports)),
-    }
+    super::write_stdout(&text)?;
+    Ok(exit_status(&reports))
 }
 
 #[cfg(test)]

@@ -413,13 +413,13 @@ pub fn run(a: &MeasureArgs) -> anyhow::Result<()> {
         crate::files::write_output(out, text.as_bytes()).context("--policy-out")?;
     }
     if a.json {
-        println!("{}", render_json(&measurements, a.explain)?);
+        super::write_stdout(&(render_json(&measurements, a.explain)? + "\n"))?;
     } else {
-        print!("{}", render_text(&measurements, a.explain));
+        super::write_stdout(&render_text(&measurements, a.explain))?;
     }
     if let Some(out) = &a.policy_out {
         let platforms: Vec<&str> = measurements.iter().map(PlatformMeasurement::key).collect();
-        eprintln!(
+        crate::say!(
             "nacre: wrote the reference values of {} ({}) to {}; check evidence with \
              `nacre verify EVIDENCE --policy {}`",
             a.image.display(),

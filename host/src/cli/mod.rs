@@ -9,6 +9,20 @@ pub mod verify;
 
 use clap::{Parser, Subcommand};
 
+/// Write `text` to standard output. A reader that stopped early (`| head`) is no
+/// error; any other failure (a full disk, a closed descriptor) is one, named.
+pub fn write_stdout(text: &str) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(e).context("cannot write the result to standard output")
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Exit status when the host stopped the guest for breaking a memory rule.
 pub const EXIT_MEMORY_VIOLATION: u8 = 120;
 /// Exit status when the guest firmware asked to be terminated.

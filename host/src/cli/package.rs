@@ -630,7 +630,7 @@ pub fn run(a: &PackageArgs) -> anyhow::Result<()> {
     let (image, summary) =
         package().with_context(|| format!("cannot package {}", a.app.display()))?;
     crate::files::write_output(&a.output, &image)?;
-    eprintln!(
+    crate::say!(
         "nacre: packaged {} ({} bytes){} into {}",
         a.app.display(),
         image.len(),
@@ -638,7 +638,7 @@ pub fn run(a: &PackageArgs) -> anyhow::Result<()> {
         a.output.display()
     );
     if a.debug {
-        eprintln!(
+        crate::say!(
             "nacre: the image is debuggable (--debug): the host may read and change the \
              guest's memory, and `nacre verify` refuses its evidence unless --allow-debug"
         );

@@ -233,7 +233,7 @@ pub fn run_bytes(bytes: &[u8], a: &RunArgs, start: Instant) -> anyhow::Result<u8
     let result = run_vm(&mut vm);
     let stats = stats(&mut vm, start);
     if a.stats {
-        eprint!("{}", stats.render());
+        let _ = std::io::Write::write_all(&mut std::io::stderr(), stats.render().as_bytes());
     }
     if let Some(path) = &a.stats_json {
         let text = serde_json::to_string_pretty(&stats.to_json())?;
@@ -242,11 +242,11 @@ pub fn run_bytes(bytes: &[u8], a: &RunArgs, start: Instant) -> anyhow::Result<u8
     match result? {
         Stop::AppExit(code) => Ok(code),
         Stop::MemoryViolation { gpa, view, rule } => {
-            eprintln!("nacre: guest stopped: {view} access to GPA {gpa:#x}: {rule}");
+            crate::say!("nacre: guest stopped: {view} access to GPA {gpa:#x}: {rule}");
             Ok(EXIT_MEMORY_VIOLATION)
         }
         Stop::GuestTerminated { set, code } => {
-            eprintln!(
+            crate::say!(
                 "nacre: the guest firmware asked to terminate (reason set {set}, code {code}): {}{}",
                 reason(set, code),
                 advice(set, code, &vm, a.platform)
@@ -254,17 +254,17 @@ pub fn run_bytes(bytes: &[u8], a: &RunArgs, start: Instant) -> anyhow::Result<u8
             Ok(EXIT_GUEST_TERMINATED)
         }
         Stop::ProtocolViolation(msg) => {
-            eprintln!("nacre: guest stopped: {msg}");
+            crate::say!("nacre: guest stopped: {msg}");
             Ok(EXIT_GUEST_TERMINATED)
         }
         Stop::Evidence { .. } => {
             // Only `nacre attest` asks for evidence; the host refuses it otherwise.
-            eprintln!("nacre: guest stopped: it sent attestation evidence");
+            crate::say!("nacre: guest stopped: it sent attestation evidence");
             Ok(EXIT_GUEST_TERMINATED)
         }
         Stop::TdFatalError { code } => {
             let nacre = (code & 0xFF) as u8;
-            eprintln!(
+            crate::say!(
                 "nacre: the TD reported a fatal error (code {code:#x}): {}{}",
                 reason(3, nacre),
                 advice(3, nacre, &vm, a.platform)

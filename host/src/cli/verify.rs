@@ -310,13 +310,14 @@ pub fn run(a: &VerifyArgs) -> anyhow::Result<u8> {
             "required": a.require_revocation,
         });
         let text = serde_json::to_string_pretty(&json)?;
-        write_stdout(&(text + "\n"))?;
+        super::write_stdout(&(text + "\n"))?;
     } else {
-        write_stdout(&render(&evidence, &verification))?;
+        super::write_stdout(&render(&evidence, &verification))?;
         for check in verification.failures() {
-            eprintln!(
+            crate::say!(
                 "nacre verify: check {} failed: {}",
-                check.name, check.detail
+                check.name,
+                check.detail
             );
         }
     }
@@ -473,18 +474,6 @@ fn verdict(a: &VerifyArgs) -> anyhow::Result<Verdict> {
         verification,
         revocation_from,
     })
-}
-
-/// Write to stdout; a reader that went away early (`| head`) is not an error.
-fn write_stdout(text: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-            Err(e).context("cannot write the result to stdout")
-        }
-        _ => Ok(()),
-    }
 }
 
 /// The human form: the decoded fields, every check, the verdict.

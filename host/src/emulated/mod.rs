@@ -67,7 +67,7 @@ impl<T> LazyKeys<T> {
         if let Some(load) = self.loader.take() {
             match load() {
                 Ok(value) => self.value = Some(value),
-                Err(e) => eprintln!("nacre: cannot load {}: {e}", self.what),
+                Err(e) => crate::say!("nacre: cannot load {}: {e}", self.what),
             }
         }
         self.value.as_ref()

@@ -754,10 +754,10 @@ impl NetHost {
     fn refuse(&mut self, what: std::fmt::Arguments<'_>) {
         self.refusals = self.refusals.saturating_add(1);
         if self.refusals <= REFUSALS_SHOWN {
-            eprintln!("nacre: the image's network policy refuses {what}");
+            crate::say!("nacre: the image's network policy refuses {what}");
         }
         if self.refusals == REFUSALS_SHOWN {
-            eprintln!("nacre: further network policy refusals are not shown");
+            crate::say!("nacre: further network policy refusals are not shown");
         }
     }
 
@@ -839,9 +839,10 @@ impl NetHost {
     fn refuse_publish(&mut self, p: Publish) {
         self.refusals = self.refusals.saturating_add(1);
         if self.refusals <= REFUSALS_SHOWN {
-            eprintln!(
+            crate::say!(
                 "nacre: guest port {} is published on {}, which an IPv4 socket cannot bind",
-                p.guest_port, p.host
+                p.guest_port,
+                p.host
             );
         }
     }

@@ -392,12 +392,12 @@ impl Drop for Running<'_, '_> {
 
 /// KVM's description of an emulation failure (`NACRE_DEBUG`).
 fn dump_internal_error(fd: &mut VcpuFd) {
-    eprintln!("{:#x?}", fd.get_sregs());
+    crate::say!("{:#x?}", fd.get_sregs());
     // SAFETY: the exit reason is KVM_EXIT_INTERNAL_ERROR, so `internal` is the union's
     // active member.
     let internal = unsafe { fd.get_kvm_run().__bindgen_anon_1.internal };
     let n = (internal.ndata as usize).min(internal.data.len());
-    eprintln!(
+    crate::say!(
         "internal error suberror {} data {:x?}",
         internal.suberror,
         &internal.data[..n]

@@ -346,7 +346,7 @@ impl EmulatedSnpKeys {
         if has_entries(dir)? {
             return Self::load(dir);
         }
-        eprintln!(
+        crate::say!(
             "nacre: making the emulated AMD security processor's keys in {} (RSA-{rsa_bits} \
              ARK and ASK, P-384 VCEK): this takes a few seconds, once per host",
             dir.display()

@@ -251,7 +251,7 @@ impl Platform for EmulatedTdx {
         let collateral = match keys.collateral(SystemTime::now()) {
             Ok(collateral) => Some(collateral),
             Err(e @ KeysError::NoCollateral(_)) => {
-                eprintln!("nacre attest: warning: the evidence has no collateral: {e}");
+                crate::say!("nacre attest: warning: the evidence has no collateral: {e}");
                 None
             }
             Err(e) => return Err(format!("cannot make the emulated collateral: {e}")),

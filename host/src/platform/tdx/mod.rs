@@ -127,7 +127,7 @@ impl Platform for Tdx {
             Ok(addr) => Some(Box::new(QgsClient::new(addr)) as Box<dyn QuotingService>),
             Err(why) => {
                 if config.expects_evidence() {
-                    eprintln!("nacre: warning: no quote generation service: {why}");
+                    crate::say!("nacre: warning: no quote generation service: {why}");
                 }
                 None
             }

@@ -266,7 +266,7 @@ impl QuotingService for QgsClient {
         }
         self.get_quote(td_report).map_err(|e| {
             // Once per GetQuote, which the firmware asks once per `nacre attest`.
-            eprintln!("nacre: warning: {e}");
+            crate::say!("nacre: warning: {e}");
             match e {
                 QgsError::Io { .. } => QuoteRefusal::Unavailable,
                 _ => QuoteRefusal::Error,
