@@ -190,7 +190,18 @@ pub fn read_input(path: &Path, input: Input) -> Result<Vec<u8>, FileError> {
         what,
         max,
     };
-    // Without waiting for a writer if it is a named pipe: it is refused below.
+    let not_regular = |meta: &std::fs::Metadata| FileError::InputNotRegular {
+        path: path.to_path_buf(),
+        what,
+        kind: kind_name(meta.file_type()),
+    };
+    // Looked at before it is opened, since opening a device can act on it (a tape
+    // rewinds, a watchdog arms); looked at again once open, in case it was replaced.
+    let meta = std::fs::metadata(path).map_err(failed)?;
+    if !meta.file_type().is_file() {
+        return Err(not_regular(&meta));
+    }
+    // Without waiting for a writer if it became a named pipe: it is refused below.
     let file = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
@@ -198,11 +209,7 @@ pub fn read_input(path: &Path, input: Input) -> Result<Vec<u8>, FileError> {
         .map_err(failed)?;
     let meta = file.metadata().map_err(failed)?;
     if !meta.file_type().is_file() {
-        return Err(FileError::InputNotRegular {
-            path: path.to_path_buf(),
-            what,
-            kind: kind_name(meta.file_type()),
-        });
+        return Err(not_regular(&meta));
     }
     if meta.len() > max {
         return Err(too_large());
@@ -553,11 +560,15 @@ pub(crate) mod tests {
         let dir = scratch("read-special");
         let fifo = dir.join("fifo");
         mkfifo(&fifo);
+        // A socket cannot be opened at all: it is named, not "no such device".
+        let socket = dir.join("socket");
+        let _listener = std::os::unix::net::UnixListener::bind(&socket).expect("bind");
         // No writer: opening it must not wait for one.
         for (path, kind) in [
             (Path::new("/dev/zero"), "a character device"),
             (fifo.as_path(), "a named pipe (FIFO)"),
             (dir.as_path(), "a directory"),
+            (socket.as_path(), "a socket"),
         ] {
             let e = read_input(path, IMAGE).unwrap_err();
             assert!(
