@@ -118,7 +118,17 @@ impl ReferencePolicy {
             if line.is_empty() {
                 out.push_str("#\n");
             } else {
-                let _ = writeln!(out, "# {line}");
+                // TOML takes no control character in a comment (a file name may hold
+                // one): those are written escaped.
+                out.push_str("# ");
+                for c in line.chars() {
+                    if c.is_control() {
+                        out.extend(c.escape_default());
+                    } else {
+                        out.push(c);
+                    }
+                }
+                out.push('\n');
             }
         }
         if let Some(snp) = &self.snp {

@@ -267,6 +267,17 @@ fn malformed_values_are_clear_errors() {
 }
 
 #[test]
+fn control_characters_in_comments_are_written_escaped() {
+    let policy = parse("[snp]\nvmpl = 0");
+    let written = policy.to_toml("image a\rb\u{1b}[31m.igvm\ttabbed");
+    assert!(
+        written.starts_with(r"# image a\rb\u{1b}[31m.igvm\ttabbed"),
+        "{written}"
+    );
+    assert_eq!(parse(&written), policy, "{written}");
+}
+
+#[test]
 fn the_milan_report_meets_a_policy_of_its_own_values() {
     let r = milan();
     let policy = parse(&full_snp_text());
