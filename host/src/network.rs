@@ -2,6 +2,7 @@
 //! file tree, for the host to enforce and for `nacre measure --explain` to show.
 
 use anyhow::{anyhow, bail};
+use nacre_loader::image::file_tree_reason;
 use nacre_loader::LoadedImage;
 use nacre_shared_abi::filetree::{FileTree, Resolved};
 use nacre_shared_abi::net_policy::{Policy, MAX_POLICY_BYTES, POLICY_PATH};
@@ -23,14 +24,15 @@ fn image_file(image: &LoadedImage, path: &str, max: usize) -> anyhow::Result<Opt
     let blob = image
         .file_tree()
         .ok_or_else(|| anyhow!("the image's file tree is not all measured pages"))?;
-    let tree = FileTree::parse(&blob).map_err(|e| anyhow!("the image's file tree: {e:?}"))?;
+    let tree = FileTree::parse(&blob)
+        .map_err(|e| anyhow!("the image's file tree: {}", file_tree_reason(&e)))?;
     let inode = match tree.resolve(0, path.as_bytes(), |_, _| None::<()>) {
         Ok(Resolved::Inode(i)) => i,
         _ => return Ok(None),
     };
     let inode = tree
         .inode(inode)
-        .map_err(|e| anyhow!("{path} in the image: {e:?}"))?;
+        .map_err(|e| anyhow!("{path} in the image: {}", file_tree_reason(&e)))?;
     let Ok(bytes) = tree.file_bytes(&inode) else {
         bail!("{path} in the image is not a regular file");
     };

@@ -153,7 +153,7 @@ impl EvidenceFile {
             _ => {
                 return Err(EvidenceFileError::Version(
                     obj.get("version")
-                        .map_or_else(|| "(none)".into(), ToString::to_string),
+                        .map_or_else(|| "(none)".into(), |v| shown(&v.to_string())),
                 ))
             }
         }
@@ -179,7 +179,11 @@ impl EvidenceFile {
         if !kind_matches {
             return Err(EvidenceFileError::Content {
                 what,
-                detail: format!("platform {platform} with a {}", evidence.describe()),
+                detail: format!(
+                    "platform {} with a {}",
+                    shown(&platform),
+                    evidence.describe()
+                ),
             });
         }
         let collateral = match (obj.get("collateral"), &evidence) {
@@ -245,6 +249,23 @@ impl EvidenceFile {
     }
 }
 
+/// Text from the file as an error message shows it: control characters escaped (no
+/// terminal sequence reaches the terminal), at most [`SHOWN_CHARS`] characters of it.
+fn shown(text: &str) -> String {
+    let mut out: String = text
+        .chars()
+        .take(SHOWN_CHARS)
+        .flat_map(char::escape_debug)
+        .collect();
+    if text.chars().nth(SHOWN_CHARS).is_some() {
+        out.push_str("...");
+    }
+    out
+}
+
+/// The characters of a file's value an error message shows.
+const SHOWN_CHARS: usize = 40;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -308,11 +329,21 @@ mod tests {
             j[key] = value;
             serde_json::to_vec(&j).unwrap()
         };
+        let long_version = format!("version \\\"{}...", "9".repeat(39));
         let cases = [
             (b"{".to_vec(), "not a nacre evidence file"),
             (b"[1]".to_vec(), "not a JSON object"),
             (with("format", "x".into()), "\"format\""),
             (with("version", 2.into()), "version 2"),
+            // What the file says is shown short, and escaped.
+            (
+                with("version", "9".repeat(1 << 20).into()),
+                long_version.as_str(),
+            ),
+            (
+                with("platform", "x\u{1b}[2J".into()),
+                "platform x\\u{1b}[2J with",
+            ),
             (with("quote", "00".into()), "exactly one"),
             (with("report", "0g".into()), "report"),
             (with("report", hex::encode(&raw[..100]).into()), "report"),
@@ -326,6 +357,7 @@ mod tests {
         for (bytes, needle) in cases {
             let e = EvidenceFile::parse(&bytes).unwrap_err().to_string();
             assert!(e.contains(needle), "{e:?} lacks {needle:?}");
+            assert!(e.len() < 200, "{e:?}");
         }
     }
 

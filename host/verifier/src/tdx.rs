@@ -735,10 +735,29 @@ fn dcap_error_text(causes: &[String], webpki: Option<&webpki::Error>) -> String 
         .iter()
         .map(|cause| match (webpki, &raw) {
             (Some(e), Some(raw)) if cause == raw => webpki_error_text(e),
-            _ => cause.clone(),
+            _ => without_oid_debug(cause),
         })
         .collect::<Vec<_>>()
         .join(": ")
+}
+
+/// `cause` with each OID in its Rust debug form, as dcap-qvl names a missing PCK
+/// certificate extension (`[ObjectIdentifier(1.2.840.113741.1.13.1), ..]`), reduced to
+/// its dotted numbers.
+fn without_oid_debug(cause: &str) -> String {
+    const DEBUG: &str = "ObjectIdentifier(";
+    let mut out = String::new();
+    let mut rest = cause;
+    while let Some(at) = rest.find(DEBUG) {
+        out.push_str(&rest[..at]);
+        rest = &rest[at + DEBUG.len()..];
+        if let Some(end) = rest.find(')') {
+            out.push_str(&rest[..end]);
+            rest = &rest[end + 1..];
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// A webpki error in words.

@@ -469,7 +469,8 @@ fn boot_info_reason(error: &BootInfoError) -> String {
     }
 }
 
-fn file_tree_reason(error: &FileTreeError) -> String {
+/// A file tree error in words.
+pub fn file_tree_reason(error: &FileTreeError) -> String {
     match error {
         FileTreeError::BadMagic => "its magic number is wrong".to_owned(),
         FileTreeError::BadVersion(v) => format!(

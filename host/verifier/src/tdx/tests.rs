@@ -415,6 +415,18 @@ fn dcap_errors_read_as_words() {
         dcap_error_text(&["TCBInfo expired".to_owned()], None),
         "TCBInfo expired"
     );
+    // A missing PCK extension is named by its OIDs, not by their debug form.
+    assert_eq!(
+        dcap_error_text(
+            &[
+                "Intel extension path [ObjectIdentifier(1.2.840.113741.1.13.1), \
+               ObjectIdentifier(1.2.840.113741.1.13.1.4)] is missing"
+                    .to_owned()
+            ],
+            None
+        ),
+        "Intel extension path [1.2.840.113741.1.13.1, 1.2.840.113741.1.13.1.4] is missing"
+    );
     let errors = [
         crl,
         webpki::Error::CertExpired {
