@@ -152,6 +152,9 @@ pub fn network_policy(
     };
     for arg in listen {
         let (port, proto) = split_proto(arg);
+        if port.is_empty() || port.contains(char::is_whitespace) {
+            bail!("--listen {arg:?} is not PORT or PORT/udp (for example --listen 8080)");
+        }
         add(format!("listen {proto} {port}"), "--listen", arg)?;
     }
     for arg in connect {
@@ -236,7 +239,7 @@ pub enum FileArgError {
     Read(#[from] crate::files::FileError),
     /// More file bytes than an image holds.
     #[error(
-        "with {} the files come to {total} bytes, more than an image holds ({} bytes)",
+        "with {} the files come to at least {total} bytes, more than an image holds ({} bytes)",
         .path.display(),
         crate::files::PACKAGED_FILE.max
     )]
@@ -447,7 +450,21 @@ fn add_file(
             total: after,
         });
     }
-    let data = crate::files::read_input(host, crate::files::PACKAGED_FILE)?;
+    // At most what is left of the budget: a file whose size said less (those of /proc
+    // say 0) is not read past it.
+    let left = crate::files::Input {
+        max: crate::files::PACKAGED_FILE.max.saturating_sub(*total),
+        ..crate::files::PACKAGED_FILE
+    };
+    let data = match crate::files::read_input(host, left) {
+        Err(crate::files::FileError::TooLarge { .. }) => {
+            return Err(FileArgError::TooMuch {
+                path: host.to_path_buf(),
+                total: crate::files::PACKAGED_FILE.max.saturating_add(1),
+            })
+        }
+        read => read?,
+    };
     *total += data.len() as u64;
     tree.add_file_at(guest, data, permissions(meta), Some(mtime(meta)))
         .map_err(|source| FileArgError::Tree {
@@ -1003,6 +1020,9 @@ mod tests {
         for (listen, connect, says) in [
             (&["0"][..], &[][..], "--listen 0: the port must be"),
             (&["http"], &[], "--listen http"),
+            (&[""], &[], "--listen \"\" is not PORT or PORT/udp"),
+            (&["80 udp"], &[], "--listen \"80 udp\" is not PORT"),
+            (&["/udp"], &[], "is not PORT or PORT/udp"),
             (&[], &["10.0.0.1"], "--connect 10.0.0.1 is not NET:PORT"),
             (
                 &[],

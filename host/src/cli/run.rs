@@ -110,9 +110,13 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size like 256M or 4G"))?;
+    let n: u64 = num.parse().map_err(|e: std::num::ParseIntError| {
+        if *e.kind() == std::num::IntErrorKind::PosOverflow {
+            format!("{s:?} is too large")
+        } else {
+            format!("{s:?} is not a size like 256M or 4G")
+        }
+    })?;
     let mul: u64 = match unit.to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kb" | "kib" => 1 << 10,
@@ -348,6 +352,25 @@ mod tests {
     use super::*;
     use crate::cli::{Cli, Command};
     use clap::Parser;
+
+    #[test]
+    fn sizes_parse_and_bad_ones_say_why() {
+        assert_eq!(parse_size("256M"), Ok(256 << 20));
+        assert_eq!(parse_size(" 4gib "), Ok(4 << 30));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        for (bad, why) in [
+            ("", "is not a size like 256M"),
+            ("M", "is not a size like 256M"),
+            ("-1G", "is not a size like 256M"),
+            ("4X", "unknown size unit"),
+            ("99999999999999999999", "is too large"),
+            ("99999999999999999999G", "is too large"),
+            ("16777216T", "is too large"),
+        ] {
+            let e = parse_size(bad).unwrap_err();
+            assert!(e.contains(why), "{bad:?}: {e}");
+        }
+    }
 
     fn cpus_of(args: &[&str]) -> Result<u32, String> {
         let cli = Cli::try_parse_from(args).map_err(|e| e.to_string())?;
