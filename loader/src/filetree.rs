@@ -27,7 +27,7 @@ use std::fmt;
 use nacre_shared_abi::filetree::{
     FileTreeHeader, Inode, DATA_ALIGN, FILE_TREE_MAGIC, FILE_TREE_VERSION, HEADER_SIZE,
     INODE_KIND_APP, INODE_KIND_DIR, INODE_KIND_FILE, INODE_SIZE, MODE_MASK, NAME_MAX,
-    NANOS_PER_SEC,
+    NANOS_PER_SEC, PATH_MAX,
 };
 use nacre_shared_abi::layout::align_up;
 use thiserror::Error;
@@ -86,6 +86,17 @@ pub enum TreeBuildError {
     NameTooLong {
         /// The path, lossily as UTF-8.
         path: String,
+    },
+    /// A path of `PATH_MAX` bytes or more, which the guest could never open.
+    #[error(
+        "a guest path of {len} bytes (starting {start}...): paths must be shorter than \
+         {PATH_MAX} bytes (Linux's PATH_MAX)"
+    )]
+    PathTooLong {
+        /// Its length.
+        len: usize,
+        /// Its first bytes, lossily as UTF-8.
+        start: String,
     },
     /// A path that is already something else in the tree (file and file, file and
     /// directory, or a file where a directory is needed).
@@ -236,6 +247,14 @@ fn dir_children<'n>(
 /// Split an absolute guest path into its components, refusing anything but a plain
 /// path (`/` alone is the root, with no components).
 fn components(path: &[u8]) -> Result<Vec<&[u8]>, TreeBuildError> {
+    // The guest resolves nothing this long; refused first, which also bounds the
+    // depth of the tree the builder's walks recurse through.
+    if path.len() >= PATH_MAX {
+        return Err(TreeBuildError::PathTooLong {
+            len: path.len(),
+            start: lossy(&path[..64]),
+        });
+    }
     let Some(rest) = path.strip_prefix(b"/") else {
         return Err(TreeBuildError::NotAbsolute { path: lossy(path) });
     };
@@ -933,6 +952,24 @@ mod tests {
             Err(TreeBuildError::NameTooLong { .. })
         ));
         file(&mut b, &[&b"/"[..], &[b'x'; 255]].concat()).unwrap();
+        // Paths the guest cannot open are refused, short, before their components
+        // nest: 60,000 of them overflowed the stack of the builder's walks.
+        let deep = b"/a".repeat(60_000);
+        let err = file(&mut b, &deep).unwrap_err();
+        assert!(
+            matches!(err, TreeBuildError::PathTooLong { len: 120_000, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().len() < 200, "{err}");
+        let longest = [b"/d".repeat(2046), b"/xy".to_vec()].concat();
+        assert_eq!(longest.len(), PATH_MAX - 1);
+        file(&mut b, &longest).unwrap();
+        b.summary();
+        let too_long = [longest.clone(), b"z".to_vec()].concat();
+        assert!(matches!(
+            file(&mut b, &too_long),
+            Err(TreeBuildError::PathTooLong { .. })
+        ));
 
         for reserved in [
             &b"/dev"[..],
