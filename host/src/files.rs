@@ -138,6 +138,29 @@ pub enum FileError {
         /// The most nacre reads of it ([`Input::max`]).
         max: u64,
     },
+    /// The output path's folder does not exist or is no folder.
+    #[error("cannot write {}: {} is not an existing folder", .path.display(), .folder.display())]
+    NoFolder {
+        /// The path.
+        path: PathBuf,
+        /// Its folder.
+        folder: PathBuf,
+    },
+    /// The output path is a file the command reads.
+    #[error(
+        "cannot write {}: it is the {what} {} (the same file), which this command reads \
+         and would lose",
+        .path.display(),
+        .input.display()
+    )]
+    OutputIsInput {
+        /// The path.
+        path: PathBuf,
+        /// What the input is ("image", "app").
+        what: &'static str,
+        /// The input's path as given.
+        input: PathBuf,
+    },
     /// The output path names something other than a regular file.
     #[error(
         "{} is {kind}; nacre writes its output only to a regular file or to a path where \
@@ -347,14 +370,36 @@ pub fn kind_name(t: FileType) -> &'static str {
     }
 }
 
-/// Check that `path` may be written: nothing is there, or a regular file (not a
-/// symbolic link to one). Commands call this before their work, so that a bad output
-/// path costs nothing; [`write_output`] checks again.
+/// Check that `path` may be written: its folder exists, and nothing is there or a
+/// regular file (not a symbolic link to one). Commands call this before their work,
+/// so that a bad output path costs nothing; [`write_output`] checks again.
 pub fn check_output(path: &Path) -> Result<(), FileError> {
     if path.file_name().is_none() {
         return Err(FileError::NoFileName {
             path: path.to_path_buf(),
         });
+    }
+    let folder = parent_dir(path);
+    match fs::metadata(folder) {
+        Ok(meta) if meta.is_dir() => {}
+        Ok(_) => {
+            return Err(FileError::NoFolder {
+                path: path.to_path_buf(),
+                folder: folder.to_path_buf(),
+            })
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(FileError::NoFolder {
+                path: path.to_path_buf(),
+                folder: folder.to_path_buf(),
+            })
+        }
+        Err(source) => {
+            return Err(FileError::Write {
+                path: path.to_path_buf(),
+                source,
+            })
+        }
     }
     match fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_file() => Ok(()),
@@ -371,6 +416,29 @@ pub fn check_output(path: &Path) -> Result<(), FileError> {
             source,
         }),
     }
+}
+
+/// [`check_output`], and that `path` is none of `inputs` (what each is, its path)
+/// under any name: writing it would replace an input the command is reading.
+pub fn check_output_apart(path: &Path, inputs: &[(&'static str, &Path)]) -> Result<(), FileError> {
+    use std::os::unix::fs::MetadataExt;
+    check_output(path)?;
+    let Ok(out) = fs::metadata(path) else {
+        // Nothing there yet: no input is it.
+        return Ok(());
+    };
+    for &(what, input) in inputs {
+        if let Ok(meta) = fs::metadata(input) {
+            if (meta.dev(), meta.ino()) == (out.dev(), out.ino()) {
+                return Err(FileError::OutputIsInput {
+                    path: path.to_path_buf(),
+                    what,
+                    input: input.to_path_buf(),
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The directory `path` is in ("." for a bare file name).
@@ -598,6 +666,41 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn an_output_that_is_an_input_or_has_no_folder_is_refused_before_any_work() {
+        let dir = scratch("apart");
+        let image = dir.join("image.igvm");
+        fs::write(&image, b"image").unwrap();
+        let link = dir.join("other-name.igvm");
+        fs::hard_link(&image, &link).unwrap();
+        let dotted = dir.join(".").join("image.igvm");
+        for out in [&image, &link, &dotted] {
+            let e = check_output_apart(
+                out,
+                &[("app", Path::new("/nonexistent")), ("image", &image)],
+            )
+            .unwrap_err();
+            assert!(
+                matches!(e, FileError::OutputIsInput { what: "image", .. }),
+                "{e}"
+            );
+            assert!(e.to_string().contains("which this command reads"), "{e}");
+        }
+        assert_eq!(fs::read(&image).unwrap(), b"image");
+        // Another file, or one not there yet, may be written.
+        check_output_apart(&dir.join("new"), &[("image", &image)]).unwrap();
+        fs::write(dir.join("old"), b"old").unwrap();
+        check_output_apart(&dir.join("old"), &[("image", &image)]).unwrap();
+        // A folder that is not there, or a file where the folder should be.
+        for out in [dir.join("missing/out"), image.join("out")] {
+            let e = check_output(&out).unwrap_err();
+            assert!(matches!(e, FileError::NoFolder { .. }), "{e}");
+            assert!(e.to_string().contains("is not an existing folder"), "{e}");
+        }
+        check_output(Path::new("bare-name-in-the-current-folder")).unwrap();
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn special_files_are_refused_and_left_alone() {
         let dir = scratch("special");
         let fifo = dir.join("fifo");
@@ -684,7 +787,7 @@ pub(crate) mod tests {
     fn a_failed_write_leaves_nothing_behind() {
         let dir = scratch("fail");
         let e = write_output(&dir.join("missing/out"), b"x").unwrap_err();
-        assert!(matches!(e, FileError::Write { .. }), "{e}");
+        assert!(matches!(e, FileError::NoFolder { .. }), "{e}");
         assert!(e.to_string().contains("missing/out"), "{e}");
         // A read-only directory: the new file cannot be made (unless root, who may).
         let ro = dir.join("ro");

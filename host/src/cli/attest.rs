@@ -122,7 +122,7 @@ fn why_no_evidence(stop: &Stop, platform: &str) -> String {
 
 /// Attest; the evidence file is written only when evidence came back.
 pub fn run(a: &AttestArgs) -> anyhow::Result<()> {
-    crate::files::check_output(&a.output)?;
+    crate::files::check_output_apart(&a.output, &[("image", &a.image)])?;
     let nonce = parse_nonce(&a.nonce).map_err(|e| anyhow::anyhow!("--nonce: {e}"))?;
     let report_data = nonce_report_data(&nonce);
     let bytes = crate::files::read_input(&a.image, crate::files::IMAGE)?;

@@ -403,7 +403,7 @@ pub fn policy_text(image: &Path, measurements: &[PlatformMeasurement]) -> String
 /// Run `nacre measure`.
 pub fn run(a: &MeasureArgs) -> anyhow::Result<()> {
     if let Some(out) = &a.policy_out {
-        crate::files::check_output(out).context("--policy-out")?;
+        crate::files::check_output_apart(out, &[("image", &a.image)]).context("--policy-out")?;
     }
     let bytes = crate::files::read_input(&a.image, crate::files::IMAGE)?;
     let measurements = measure_bytes_with(&bytes, a.platform, a.cpus, a.explain)

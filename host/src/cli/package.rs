@@ -597,17 +597,19 @@ fn summary_text(s: &TreeSummary) -> String {
 
 /// Run `nacre package`.
 pub fn run(a: &PackageArgs) -> anyhow::Result<()> {
-    crate::files::check_output(&a.output)?;
-    let bytes = crate::files::read_input(&a.app, crate::files::APP)?;
-    let argv0 = a
-        .app
-        .file_name()
-        .map_or_else(|| "app".to_string(), |n| n.to_string_lossy().into_owned());
     let mappings = a
         .files
         .iter()
         .map(|f| FileMapping::parse(f))
         .collect::<Result<Vec<_>, _>>()?;
+    let mut inputs = vec![("app", a.app.as_path())];
+    inputs.extend(mappings.iter().map(|m| ("packaged file", m.host.as_path())));
+    crate::files::check_output_apart(&a.output, &inputs)?;
+    let bytes = crate::files::read_input(&a.app, crate::files::APP)?;
+    let argv0 = a
+        .app
+        .file_name()
+        .map_or_else(|| "app".to_string(), |n| n.to_string_lossy().into_owned());
     let app_mtime = std::fs::metadata(&a.app)
         .map(|m| mtime(&m))
         .with_context(|| format!("cannot read {}", a.app.display()))?;

@@ -214,7 +214,7 @@ pub const DEFAULT_MEMORY: u64 = 256 << 20;
 /// Run an image; returns the process exit status.
 pub fn run(a: &RunArgs, start: Instant) -> anyhow::Result<u8> {
     if let Some(path) = &a.stats_json {
-        crate::files::check_output(path).context("--stats-json")?;
+        crate::files::check_output_apart(path, &[("image", &a.image)]).context("--stats-json")?;
     }
     Publish::check_all(&a.publish).map_err(|e| anyhow::anyhow!("--publish: {e}"))?;
     let bytes = crate::files::read_input(&a.image, crate::files::IMAGE)?;
