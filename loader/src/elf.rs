@@ -36,6 +36,8 @@ type ProgramHeader = elf::ProgramHeader64<LittleEndian>;
 
 /// x86-64 ELF files are little-endian (AMD64 psABI 4.1).
 const ENDIAN: LittleEndian = LittleEndian;
+/// The bytes of a program interpreter's path a message shows (real ones are short).
+const MAX_INTERP_SHOWN: usize = 256;
 
 /// Why an ELF file was refused.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -332,7 +334,15 @@ fn load_segments(header: &FileHeader, bytes: &[u8]) -> Result<Vec<LoadSegment>, 
             .data(ENDIAN, bytes)
             .ok()
             .map(|raw| raw.split(|&b| b == 0).next().unwrap_or_default())
-            .map(|raw| String::from_utf8_lossy(raw).into_owned())
+            // As a message shows it: escaped, and short (it is the file's text).
+            .map(|raw| {
+                let text = String::from_utf8_lossy(&raw[..raw.len().min(MAX_INTERP_SHOWN)]);
+                let mut shown: String = text.chars().flat_map(char::escape_debug).collect();
+                if raw.len() > MAX_INTERP_SHOWN {
+                    shown.push_str("...");
+                }
+                shown
+            })
             .unwrap_or_else(|| "(unreadable)".to_owned());
         return Err(ElfError::DynamicallyLinked { interp: path });
     }
@@ -702,6 +712,16 @@ mod tests {
             }
         );
         assert!(err.to_string().contains("-static"), "{err}");
+
+        // A hostile path is shown escaped (no terminal sequence gets through) and short.
+        let mut path = b"\x1b]0;title\x07\x1b[2J".to_vec();
+        path.extend(vec![b'A'; 100_000]);
+        spec.segments[0].memsz = path.len() as u64;
+        spec.segments[0].data = path;
+        let err = check_app_elf(&spec.build()).unwrap_err().to_string();
+        assert!(!err.contains('\x1b'), "{err:?}");
+        assert!(err.contains("\\u{1b}]0;title\\u{7}\\u{1b}[2J"), "{err:?}");
+        assert!(err.len() < 600, "{} bytes", err.len());
     }
 
     #[test]
