@@ -1,7 +1,7 @@
 //! The `nacre` command.
 
 use clap::Parser;
-use nacre_host::cli::{self, Cli, Command, EXIT_NACRE_ERROR};
+use nacre_host::cli::{self, Cli, Command, EXIT_NACRE_ERROR, EXIT_USAGE};
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -19,6 +19,12 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => ExitCode::from(code),
+        Err(e) if e.downcast_ref::<cli::UsageError>().is_some() => {
+            nacre_host::say!(
+                "nacre: error: {e:#}\n(`nacre help` or --help says what each option takes)"
+            );
+            ExitCode::from(EXIT_USAGE)
+        }
         Err(e) => {
             nacre_host::say!("nacre: error: {e:#}");
             ExitCode::from(EXIT_NACRE_ERROR)

@@ -440,7 +440,7 @@ fn the_network_policy_is_measured_and_explained() {
         text.contains("        connect tcp 10.0.0.0/8 443"),
         "{text}"
     );
-    // A rule that does not parse is refused at packaging, naming the flag.
+    // A rule that does not parse is a usage error at packaging, naming the flag.
     let bad = scratch_dir(tmp(), "measure-bad-policy").join("bad.igvm");
     let output = nacre_tests::package_with_output(
         &hello_app(),
@@ -449,15 +449,16 @@ fn the_network_policy_is_measured_and_explained() {
     );
     assert_eq!(
         output.status.code(),
-        Some(EXIT_NACRE_ERROR),
+        Some(2),
         "{}",
         describe_output(&output)
     );
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stderr.contains("--connect 10.0.0.1:http: the port"),
+        stderr.contains("--connect \"10.0.0.1:http\": the port"),
         "{stderr}"
     );
+    assert!(!bad.exists());
 }
 
 #[test]

@@ -9,6 +9,28 @@ pub mod verify;
 
 use clap::{Parser, Subcommand};
 
+/// A command line that is wrong in a way its parser cannot see alone (a value
+/// checked against the others): nacre exits with [`EXIT_USAGE`] as for the parser's
+/// own errors, having done nothing.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// `text` as a message quotes it: in double quotes, control characters escaped, at
+/// most [`QUOTED_CHARS`] characters of it.
+pub fn quoted(text: &str) -> String {
+    let mut out = String::from("\"");
+    out.extend(text.chars().take(QUOTED_CHARS).flat_map(char::escape_debug));
+    if text.chars().nth(QUOTED_CHARS).is_some() {
+        out.push_str("...");
+    }
+    out.push('"');
+    out
+}
+
+/// The characters of a value [`quoted`] shows.
+pub const QUOTED_CHARS: usize = 60;
+
 /// Write `text` to standard output. A reader that stopped early (`| head`) is no
 /// error; any other failure (a full disk, a closed descriptor) is one, named.
 pub fn write_stdout(text: &str) -> anyhow::Result<()> {

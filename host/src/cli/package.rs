@@ -2,6 +2,7 @@
 
 use crate::network::RESOLV_CONF;
 use anyhow::{bail, Context};
+use clap::builder::TypedValueParser as _;
 use nacre_loader::{FileTreeBuilder, Mtime, TreeBuildError, TreeSummary};
 use std::ffi::{OsStr, OsString};
 use std::fs::Metadata;
@@ -37,7 +38,7 @@ pub struct PackageArgs {
     #[arg(long = "arg", value_name = "ARG", allow_hyphen_values = true)]
     pub args: Vec<String>,
     /// An environment variable for the app as KEY=VALUE (repeat for more).
-    #[arg(long = "env", value_name = "KEY=VALUE")]
+    #[arg(long = "env", value_name = "KEY=VALUE", value_parser = env_arg)]
     pub env: Vec<String>,
     /// Put a host file or directory into the image, read-only, at GUEST (repeat for more).
     ///
@@ -46,7 +47,11 @@ pub struct PackageArgs {
     /// go under GUEST, recursively, following symbolic links. Permission bits are kept;
     /// owners and timestamps are not. Nothing may go under /dev, /proc or /sys, or at the app's
     /// own /app/NAME.
-    #[arg(long = "file", value_name = "HOST:GUEST")]
+    #[arg(
+        long = "file",
+        value_name = "HOST:GUEST",
+        value_parser = clap::builder::OsStringValueParser::new().try_map(file_arg)
+    )]
     pub files: Vec<OsString>,
     /// How the firmware validates (SNP) or accepts (TDX) memory: in 2 MiB pages, falling
     /// back to 4 KiB where the host's page size requires it, or always page by page
@@ -69,7 +74,7 @@ pub struct PackageArgs {
     /// --listen and --connect the app has no network. The rules are part of the image's
     /// measurement (the packaged file /etc/nacre/network; `nacre measure --explain` shows
     /// them).
-    #[arg(long = "listen", value_name = "PORT[/udp]")]
+    #[arg(long = "listen", value_name = "PORT[/udp]", value_parser = listen_arg)]
     pub listen: Vec<String>,
     /// Let the app connect (TCP) or send (UDP, with /udp) to NET:PORT (repeat for more).
     ///
@@ -77,7 +82,7 @@ pub struct PackageArgs {
     /// for every address; PORT a port or * for any. For example --connect 10.0.0.0/8:443,
     /// --connect '[2001:db8::/32]:*', --connect '*:53/udp', --connect '*:*'. Part of the
     /// measurement, like --listen.
-    #[arg(long = "connect", value_name = "NET:PORT[/udp]")]
+    #[arg(long = "connect", value_name = "NET:PORT[/udp]", value_parser = connect_arg)]
     pub connect: Vec<String>,
     /// A name server the app resolves names with (repeat for more, at most 3).
     ///
@@ -86,8 +91,47 @@ pub struct PackageArgs {
     /// --connect. Without --dns the image has only the /etc/resolv.conf you package, if
     /// any: resolvers without one ask 127.0.0.1, which the policy refuses unless
     /// --connect allows it. /etc/hosts names localhost in every image.
-    #[arg(long = "dns", value_name = "ADDR")]
+    #[arg(long = "dns", value_name = "ADDR", value_parser = dns_arg)]
     pub dns: Vec<String>,
+}
+
+// The parsers of single values: a wrong one is a usage error (status 2) found before
+// anything is read.
+
+/// `--env`: KEY=VALUE, with a KEY.
+fn env_arg(arg: &str) -> Result<String, String> {
+    if arg.contains('=') && !arg.starts_with('=') {
+        Ok(arg.to_owned())
+    } else {
+        Err(format!(
+            "{} is not KEY=VALUE (for example --env LANG=C.UTF-8)",
+            super::quoted(arg)
+        ))
+    }
+}
+
+/// `--file`: HOST:GUEST.
+fn file_arg(arg: OsString) -> Result<OsString, FileArgError> {
+    FileMapping::parse(&arg).map(|_| arg)
+}
+
+/// `--listen`, `--connect`, `--dns`: each checked as the policy it makes.
+fn listen_arg(arg: &str) -> Result<String, String> {
+    network_policy(&[arg.to_owned()], &[], &[])
+        .map(|_| arg.to_owned())
+        .map_err(|e| format!("{e:#}"))
+}
+
+fn connect_arg(arg: &str) -> Result<String, String> {
+    network_policy(&[], &[arg.to_owned()], &[])
+        .map(|_| arg.to_owned())
+        .map_err(|e| format!("{e:#}"))
+}
+
+fn dns_arg(arg: &str) -> Result<String, String> {
+    network_policy(&[], &[], &[arg.to_owned()])
+        .map(|_| arg.to_owned())
+        .map_err(|e| format!("{e:#}"))
 }
 
 /// The most name servers `--dns` takes: what resolvers read (glibc's and musl's
@@ -97,7 +141,10 @@ pub const MAX_NAME_SERVERS: usize = 3;
 /// A `--dns` argument: an IPv4 or IPv6 address.
 fn name_server(arg: &str) -> anyhow::Result<std::net::IpAddr> {
     arg.parse().map_err(|_| {
-        anyhow::anyhow!("--dns {arg} is not an IPv4 or IPv6 address (for example --dns 10.0.0.2)")
+        anyhow::anyhow!(
+            "--dns {} is not an IPv4 or IPv6 address (for example --dns 10.0.0.2)",
+            super::quoted(arg)
+        )
     })
 }
 
@@ -107,10 +154,11 @@ pub fn resolv_conf(dns: &[String]) -> anyhow::Result<Option<String>> {
         return Ok(None);
     }
     if dns.len() > MAX_NAME_SERVERS {
-        bail!(
+        return Err(super::UsageError(format!(
             "--dns was given {} times: resolvers use at most {MAX_NAME_SERVERS} name servers",
             dns.len()
-        );
+        ))
+        .into());
     }
     let mut text = String::from("# The name servers of this image (nacre package --dns).\n");
     for arg in dns {
@@ -143,6 +191,7 @@ pub fn network_policy(
         "# The network policy of this image (nacre package --listen/--connect/--dns).\n",
     );
     let mut add = |line: String, flag: &str, arg: &str| -> anyhow::Result<()> {
+        let arg = super::quoted(arg);
         let rule = parse_line(&line)
             .map_err(|e| anyhow::anyhow!("{flag} {arg}: {e}"))?
             .ok_or_else(|| anyhow::anyhow!("{flag} {arg}: no rule"))?;
@@ -150,25 +199,37 @@ pub fn network_policy(
         text.push('\n');
         Ok(())
     };
+    // What the policy file would read as a separator or a comment is in no port or
+    // address.
+    let plain = |part: &str| {
+        !part.is_empty()
+            && !part.contains(|c: char| c.is_whitespace() || c.is_control() || c == '#')
+    };
     for arg in listen {
         let (port, proto) = split_proto(arg);
-        if port.is_empty() || port.contains(char::is_whitespace) {
-            bail!("--listen {arg:?} is not PORT or PORT/udp (for example --listen 8080)");
+        if !plain(&port) {
+            bail!(
+                "--listen {} is not PORT or PORT/udp (for example --listen 8080)",
+                super::quoted(arg)
+            );
         }
         add(format!("listen {proto} {port}"), "--listen", arg)?;
     }
     for arg in connect {
-        let (rest, proto) = split_proto(arg);
-        let Some((net, port)) = rest.rsplit_once(':') else {
-            bail!("--connect {arg} is not NET:PORT (for example --connect 10.0.0.0/8:443)");
+        let not_net_port = || {
+            anyhow::anyhow!(
+                "--connect {} is not NET:PORT (for example --connect 10.0.0.0/8:443)",
+                super::quoted(arg)
+            )
         };
+        let (rest, proto) = split_proto(arg);
+        let (net, port) = rest.rsplit_once(':').ok_or_else(not_net_port)?;
         let net = net
             .strip_prefix('[')
             .and_then(|n| n.strip_suffix(']'))
             .unwrap_or(net);
-        if net.is_empty() || net.contains(char::is_whitespace) || port.contains(char::is_whitespace)
-        {
-            bail!("--connect {arg} is not NET:PORT (for example --connect 10.0.0.0/8:443)");
+        if !plain(net) || !plain(port) {
+            return Err(not_net_port());
         }
         add(format!("connect {proto} {net} {port}"), "--connect", arg)?;
     }
@@ -218,7 +279,7 @@ pub enum FileArgError {
         arg: String,
     },
     /// The guest path is not absolute.
-    #[error("--file {arg}: the guest path {guest:?} after the last ':' must start with '/'")]
+    #[error("--file {arg}: the guest path {guest} after the last ':' must start with '/'")]
     GuestNotAbsolute {
         /// The argument, lossily as UTF-8.
         arg: String,
@@ -324,16 +385,20 @@ impl FileMapping {
     pub fn parse(arg: &OsStr) -> Result<Self, FileArgError> {
         let bytes = arg.as_bytes();
         let Some(colon) = bytes.iter().rposition(|&b| b == b':') else {
-            return Err(FileArgError::NotHostGuest { arg: lossy(bytes) });
+            return Err(FileArgError::NotHostGuest {
+                arg: super::quoted(&lossy(bytes)),
+            });
         };
         let (host, guest) = (&bytes[..colon], &bytes[colon + 1..]);
         if host.is_empty() {
-            return Err(FileArgError::EmptyHost { arg: lossy(bytes) });
+            return Err(FileArgError::EmptyHost {
+                arg: super::quoted(&lossy(bytes)),
+            });
         }
         if !guest.starts_with(b"/") {
             return Err(FileArgError::GuestNotAbsolute {
-                arg: lossy(bytes),
-                guest: lossy(guest),
+                arg: super::quoted(&lossy(bytes)),
+                guest: super::quoted(&lossy(guest)),
             });
         }
         Ok(Self {
@@ -550,7 +615,7 @@ pub fn build(
 ) -> anyhow::Result<Vec<u8>> {
     for e in env {
         if !e.contains('=') || e.starts_with('=') {
-            bail!("--env {e:?} is not KEY=VALUE");
+            bail!("--env {} is not KEY=VALUE", super::quoted(e));
         }
     }
     nacre_loader::check_app_elf(app_bytes)?;
@@ -753,6 +818,38 @@ mod tests {
             );
             assert!(err.to_string().contains("must start with '/'"), "{err}");
         }
+    }
+
+    #[test]
+    fn malformed_values_are_usage_errors_found_before_anything_is_read() {
+        use crate::cli::{Cli, EXIT_USAGE};
+        use clap::Parser;
+        for (flag, value, says) in [
+            ("--env", "FOO", "\"FOO\" is not KEY=VALUE"),
+            ("--env", "=x", "is not KEY=VALUE"),
+            ("--file", "data", "is not HOST:GUEST"),
+            ("--file", "data:rel", "must start with '/'"),
+            ("--listen", "", "is not PORT or PORT/udp"),
+            ("--listen", "99999", "the port"),
+            ("--connect", "1.2.3.4:", "is not NET:PORT"),
+            ("--dns", "resolver", "is not an IPv4 or IPv6 address"),
+        ] {
+            // The app need not exist: nothing is read.
+            let args = ["nacre", "package", "/nonexistent", "-o", "x", flag, value];
+            let e = Cli::try_parse_from(args).unwrap_err();
+            assert_eq!(e.exit_code(), i32::from(EXIT_USAGE), "{flag} {value}: {e}");
+            assert!(e.to_string().contains(says), "{flag} {value}: {e}");
+        }
+        // More name servers than resolvers read: a usage error too, once all are seen.
+        let e = resolv_conf(&vec!["10.0.0.1".to_owned(); 4]).unwrap_err();
+        assert!(e.downcast_ref::<crate::cli::UsageError>().is_some(), "{e}");
+        // A value too long to show whole is shown short.
+        let long = format!("X{}", "y".repeat(100_000));
+        let e = Cli::try_parse_from(["nacre", "package", "a", "-o", "x", "--env", &long])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("\"Xyyyy"), "{e}");
+        assert!(e.contains("...\" is not KEY=VALUE"), "{e}");
     }
 
     #[test]
@@ -1020,20 +1117,30 @@ mod tests {
         );
         nacre_shared_abi::net_policy::Policy::parse(text.as_bytes()).unwrap();
         for (listen, connect, says) in [
-            (&["0"][..], &[][..], "--listen 0: the port must be"),
-            (&["http"], &[], "--listen http"),
+            (&["0"][..], &[][..], "--listen \"0\": the port must be"),
+            (&["http"], &[], "--listen \"http\""),
             (&[""], &[], "--listen \"\" is not PORT or PORT/udp"),
             (&["80 udp"], &[], "--listen \"80 udp\" is not PORT"),
             (&["/udp"], &[], "is not PORT or PORT/udp"),
-            (&[], &["10.0.0.1"], "--connect 10.0.0.1 is not NET:PORT"),
+            // What the policy file reads as a comment is no port: not silently dropped.
+            (&["#"], &[], "--listen \"#\" is not PORT"),
+            (&["80#junk"], &[], "--listen \"80#junk\" is not PORT"),
+            (
+                &["80\u{1b}[2J"],
+                &[],
+                "--listen \"80\\u{1b}[2J\" is not PORT",
+            ),
+            (&[], &["10.0.0.1"], "--connect \"10.0.0.1\" is not NET:PORT"),
             (
                 &[],
                 &["10.0.0.1:99999"],
-                "--connect 10.0.0.1:99999: the port",
+                "--connect \"10.0.0.1:99999\": the port",
             ),
             (&[], &["10.0.0.0/40:1"], "prefix length"),
             (&[], &["example.com:443"], "IPv4 or IPv6 address"),
             (&[], &[":443"], "is not NET:PORT"),
+            (&[], &["1.2.3.4:"], "--connect \"1.2.3.4:\" is not NET:PORT"),
+            (&[], &["10.0.0.1:443#junk"], "is not NET:PORT"),
         ] {
             let e = network_policy(&s(listen), &s(connect), &[])
                 .unwrap_err()
@@ -1113,9 +1220,9 @@ mod tests {
         for (dns, says) in [
             (
                 vec!["ns.example"],
-                "--dns ns.example is not an IPv4 or IPv6 address",
+                "--dns \"ns.example\" is not an IPv4 or IPv6 address",
             ),
-            (vec!["10.0.0.0/8"], "--dns 10.0.0.0/8 is not"),
+            (vec!["10.0.0.0/8"], "--dns \"10.0.0.0/8\" is not"),
             (
                 vec!["1.1.1.1", "1.0.0.1", "8.8.8.8", "8.8.4.4"],
                 "at most 3",

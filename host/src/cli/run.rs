@@ -216,7 +216,7 @@ pub fn run(a: &RunArgs, start: Instant) -> anyhow::Result<u8> {
     if let Some(path) = &a.stats_json {
         crate::files::check_output_apart(path, &[("image", &a.image)]).context("--stats-json")?;
     }
-    Publish::check_all(&a.publish).map_err(|e| anyhow::anyhow!("--publish: {e}"))?;
+    Publish::check_all(&a.publish).map_err(|e| super::UsageError(format!("--publish: {e}")))?;
     let bytes = crate::files::read_input(&a.image, crate::files::IMAGE)?;
     run_bytes(&bytes, a, start).with_context(|| format!("cannot run {}", a.image.display()))
 }
@@ -568,8 +568,15 @@ mod tests {
                 })
                 .collect(),
         };
-        let e = format!("{:#}", run(&args, Instant::now()).unwrap_err());
-        assert_eq!(e, "--publish: guest port 80 is published more than once");
+        let e = run(&args, Instant::now()).unwrap_err();
+        assert!(
+            e.downcast_ref::<crate::cli::UsageError>().is_some(),
+            "{e:#}"
+        );
+        assert_eq!(
+            format!("{e:#}"),
+            "--publish: guest port 80 is published more than once"
+        );
         let help = PUBLISH_HELP;
         for part in [
             "docker run -p",
