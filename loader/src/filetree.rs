@@ -116,7 +116,10 @@ pub enum TreeBuildError {
         reason: &'static str,
     },
     /// The app's name is not a valid file name.
-    #[error("the app's name {name:?} cannot be a file name in the image")]
+    #[error(
+        "the app's name {name} cannot be a file name in the image: a name is 1 to \
+         {NAME_MAX} bytes, without '/' or NUL, and not . or .."
+    )]
     BadAppName {
         /// The name, lossily as UTF-8.
         name: String,
@@ -292,8 +295,13 @@ impl FileTreeBuilder {
             && app_name != b".."
             && !app_name.iter().any(|&b| b == b'/' || b == 0);
         if !valid {
+            let shown: String = lossy(&app_name[..app_name.len().min(64)])
+                .chars()
+                .flat_map(char::escape_debug)
+                .collect();
+            let more = if app_name.len() > 64 { "..." } else { "" };
             return Err(TreeBuildError::BadAppName {
-                name: lossy(app_name),
+                name: format!("\"{shown}{more}\""),
             });
         }
         let mut builder = Self {
@@ -1006,6 +1014,17 @@ mod tests {
                 Err(TreeBuildError::BadAppName { .. })
             ));
         }
+        // The message says why, and shows the name short and escaped.
+        let err = FileTreeBuilder::new(&[0xff; 256]).unwrap_err().to_string();
+        assert!(err.contains("1 to 255 bytes"), "{err}");
+        assert!(err.len() < 400, "{err}");
+        let err = FileTreeBuilder::new(b"a\x1b[2J/b").unwrap_err().to_string();
+        assert!(err.contains("\"a\\u{1b}[2J/b\""), "{err}");
+        // A name that is not UTF-8 is kept as it is.
+        let b = FileTreeBuilder::new(&[0xff; 100]).unwrap();
+        let tree = b.build().unwrap();
+        let needle = [0xffu8; 100];
+        assert!(tree.windows(100).any(|w| w == needle));
     }
 
     #[test]

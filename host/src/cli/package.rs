@@ -410,9 +410,11 @@ impl FileMapping {
 
 /// The file tree of an image: nacre's entries, the app at `/app/<argv0>`, and every
 /// `--file` in order.
-pub fn file_tree(argv0: &str, files: &[FileMapping]) -> anyhow::Result<FileTreeBuilder> {
-    let mut tree = FileTreeBuilder::new(argv0.as_bytes())
-        .with_context(|| format!("the app's name {argv0:?} cannot be used in the file tree"))?;
+pub fn file_tree(
+    argv0: &(impl AsRef<[u8]> + ?Sized),
+    files: &[FileMapping],
+) -> anyhow::Result<FileTreeBuilder> {
+    let mut tree = FileTreeBuilder::new(argv0.as_ref())?;
     for mapping in files {
         add_mapping(&mut tree, mapping)?;
     }
@@ -606,7 +608,7 @@ fn walk_error(e: walkdir::Error) -> FileArgError {
 /// not measured: the guest policy, debuggable when `debug` is set).
 pub fn build(
     app_bytes: &[u8],
-    argv0: &str,
+    argv0: &(impl AsRef<[u8]> + ?Sized),
     args: &[String],
     env: &[String],
     files: &FileTreeBuilder,
@@ -620,7 +622,7 @@ pub fn build(
     }
     nacre_loader::check_app_elf(app_bytes)?;
     let file_tree = files.build()?;
-    let mut argv = vec![argv0.as_bytes().to_vec()];
+    let mut argv = vec![argv0.as_ref().to_vec()];
     argv.extend(args.iter().map(|a| a.as_bytes().to_vec()));
     let input = nacre_loader::PackageInput {
         firmware_elf: crate::FIRMWARE_ELF,
@@ -671,10 +673,11 @@ pub fn run(a: &PackageArgs) -> anyhow::Result<()> {
     inputs.extend(mappings.iter().map(|m| ("packaged file", m.host.as_path())));
     crate::files::check_output_apart(&a.output, &inputs)?;
     let bytes = crate::files::read_input(&a.app, crate::files::APP)?;
+    // The app's file name as it is, bytes that are not UTF-8 too (Linux's argv[0]).
     let argv0 = a
         .app
         .file_name()
-        .map_or_else(|| "app".to_string(), |n| n.to_string_lossy().into_owned());
+        .map_or_else(|| b"app".to_vec(), |n| n.as_bytes().to_vec());
     let app_mtime = std::fs::metadata(&a.app)
         .map(|m| mtime(&m))
         .with_context(|| format!("cannot read {}", a.app.display()))?;
@@ -1167,6 +1170,26 @@ mod tests {
         // The same inputs package to the same bytes.
         run(&a).unwrap();
         assert_eq!(std::fs::read(&a.output).unwrap(), image);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn an_app_name_that_is_not_utf8_is_kept_as_it_is() {
+        let dir = scratch("raw-name");
+        let mut a = package_args(&dir, &[]);
+        let app = dir.join(OsStr::from_bytes(b"app-\xff\xfe"));
+        std::fs::rename(&a.app, &app).unwrap();
+        a.app = app;
+        run(&a).unwrap();
+        let image = std::fs::read(&a.output).unwrap();
+        let loaded = nacre_loader::load_image(&image, nacre_loader::PlatformKind::Snp).unwrap();
+        let blob = loaded.file_tree().unwrap();
+        let tree = FileTree::parse(&blob).unwrap();
+        // Not "app-\u{fffd}\u{fffd}", as a lossy conversion made it.
+        assert!(matches!(
+            tree.resolve(0, b"/app/app-\xff\xfe", |_, _| None::<()>),
+            Ok(Resolved::Inode(_))
+        ));
         let _ = std::fs::remove_dir_all(&dir);
     }
 
