@@ -52,7 +52,8 @@ pub const EXIT_GUEST_TERMINATED: u8 = 121;
 /// Exit status for nacre's own errors (bad input, bad image, no KVM).
 pub const EXIT_NACRE_ERROR: u8 = 125;
 /// Exit status when the command line cannot be parsed: an unknown option, a missing
-/// argument, a value an option does not take (clap's usage errors; nothing is done).
+/// argument, a value an option does not take (clap's usage errors), values that do not go
+/// together ([`UsageError`]); nothing is done.
 pub const EXIT_USAGE: u8 = 2;
 
 /// `nacre --help` after the options: the exit statuses (README.md's "Exit codes" has
@@ -64,7 +65,7 @@ Exit status:
   1    nacre verify: a check of the evidence failed; nacre host-check: the
        platform cannot run here
   2    the command line is wrong (an unknown option, a missing argument, a value
-       an option does not take): nothing was done
+       an option does not take, values that do not go together): nothing was done
   120  nacre run: the host stopped the guest for breaking a confidential-memory rule
   121  nacre run: the guest firmware asked to be terminated
   125  nacre's own error: unusable input, a corrupt image, a refused size or output
