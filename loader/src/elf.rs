@@ -335,14 +335,7 @@ fn load_segments(header: &FileHeader, bytes: &[u8]) -> Result<Vec<LoadSegment>, 
             .ok()
             .map(|raw| raw.split(|&b| b == 0).next().unwrap_or_default())
             // As a message shows it: escaped, and short (it is the file's text).
-            .map(|raw| {
-                let text = String::from_utf8_lossy(&raw[..raw.len().min(MAX_INTERP_SHOWN)]);
-                let mut shown: String = text.chars().flat_map(char::escape_debug).collect();
-                if raw.len() > MAX_INTERP_SHOWN {
-                    shown.push_str("...");
-                }
-                shown
-            })
+            .map(|raw| crate::shown_text(raw, MAX_INTERP_SHOWN))
             .unwrap_or_else(|| "(unreadable)".to_owned());
         return Err(ElfError::DynamicallyLinked { interp: path });
     }

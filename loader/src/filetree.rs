@@ -87,7 +87,8 @@ pub enum TreeBuildError {
         /// The path, lossily as UTF-8.
         path: String,
     },
-    /// A path of `PATH_MAX` bytes or more, which the guest could never open.
+    /// A path of `PATH_MAX` bytes or more, which no path the guest gives to a system
+    /// call can name (only a walk from a directory descriptor could reach it).
     #[error(
         "a guest path of {len} bytes (starting {start}...): paths must be shorter than \
          {PATH_MAX} bytes (Linux's PATH_MAX)"
@@ -250,12 +251,13 @@ fn dir_children<'n>(
 /// Split an absolute guest path into its components, refusing anything but a plain
 /// path (`/` alone is the root, with no components).
 fn components(path: &[u8]) -> Result<Vec<&[u8]>, TreeBuildError> {
-    // The guest resolves nothing this long; refused first, which also bounds the
-    // depth of the tree the builder's walks recurse through.
+    // No path the guest gives to a system call is this long (ENAMETOOLONG), so a
+    // file here could be reached only by a walk from a directory descriptor; refused
+    // first, which also bounds the depth the builder's walks recurse through.
     if path.len() >= PATH_MAX {
         return Err(TreeBuildError::PathTooLong {
             len: path.len(),
-            start: lossy(&path[..64]),
+            start: crate::shown_text(&path[..64], 64),
         });
     }
     let Some(rest) = path.strip_prefix(b"/") else {
@@ -295,13 +297,8 @@ impl FileTreeBuilder {
             && app_name != b".."
             && !app_name.iter().any(|&b| b == b'/' || b == 0);
         if !valid {
-            let shown: String = lossy(&app_name[..app_name.len().min(64)])
-                .chars()
-                .flat_map(char::escape_debug)
-                .collect();
-            let more = if app_name.len() > 64 { "..." } else { "" };
             return Err(TreeBuildError::BadAppName {
-                name: format!("\"{shown}{more}\""),
+                name: format!("\"{}\"", crate::shown_text(app_name, 64)),
             });
         }
         let mut builder = Self {

@@ -46,3 +46,22 @@ pub use image::{
     MeasuredRegion, PackageInput, PageContents, RegionKind,
 };
 pub use nacre_shared_abi::boot::PlatformKind;
+
+/// Bytes from a file or a command line as a message shows them: decoded lossily as
+/// UTF-8, control characters escaped (no terminal sequence reaches the terminal), at
+/// most `max` bytes of them, with "..." when there were more.
+pub fn shown_text(bytes: &[u8], max: usize) -> String {
+    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(max)]);
+    let mut out = String::new();
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    if bytes.len() > max {
+        out.push_str("...");
+    }
+    out
+}

@@ -20,7 +20,13 @@ pub struct UsageError(pub String);
 /// most [`QUOTED_CHARS`] characters of it.
 pub fn quoted(text: &str) -> String {
     let mut out = String::from("\"");
-    out.extend(text.chars().take(QUOTED_CHARS).flat_map(char::escape_debug));
+    for c in text.chars().take(QUOTED_CHARS) {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
     if text.chars().nth(QUOTED_CHARS).is_some() {
         out.push_str("...");
     }

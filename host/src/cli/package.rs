@@ -38,7 +38,7 @@ pub struct PackageArgs {
     #[arg(long = "arg", value_name = "ARG", allow_hyphen_values = true)]
     pub args: Vec<String>,
     /// An environment variable for the app as KEY=VALUE (repeat for more).
-    #[arg(long = "env", value_name = "KEY=VALUE", value_parser = env_arg)]
+    #[arg(long = "env", value_name = "KEY=VALUE", value_parser = Checked(env_arg).map(into_string))]
     pub env: Vec<String>,
     /// Put a host file or directory into the image, read-only, at GUEST (repeat for more).
     ///
@@ -50,7 +50,7 @@ pub struct PackageArgs {
     #[arg(
         long = "file",
         value_name = "HOST:GUEST",
-        value_parser = clap::builder::OsStringValueParser::new().try_map(file_arg)
+        value_parser = Checked(file_arg)
     )]
     pub files: Vec<OsString>,
     /// How the firmware validates (SNP) or accepts (TDX) memory: in 2 MiB pages, falling
@@ -74,7 +74,7 @@ pub struct PackageArgs {
     /// --listen and --connect the app has no network. The rules are part of the image's
     /// measurement (the packaged file /etc/nacre/network; `nacre measure --explain` shows
     /// them).
-    #[arg(long = "listen", value_name = "PORT[/udp]", value_parser = listen_arg)]
+    #[arg(long = "listen", value_name = "PORT[/udp]", value_parser = Checked(listen_arg).map(into_string))]
     pub listen: Vec<String>,
     /// Let the app connect (TCP) or send (UDP, with /udp) to NET:PORT (repeat for more).
     ///
@@ -82,7 +82,7 @@ pub struct PackageArgs {
     /// for every address; PORT a port or * for any. For example --connect 10.0.0.0/8:443,
     /// --connect '[2001:db8::/32]:*', --connect '*:53/udp', --connect '*:*'. Part of the
     /// measurement, like --listen.
-    #[arg(long = "connect", value_name = "NET:PORT[/udp]", value_parser = connect_arg)]
+    #[arg(long = "connect", value_name = "NET:PORT[/udp]", value_parser = Checked(connect_arg).map(into_string))]
     pub connect: Vec<String>,
     /// A name server the app resolves names with (repeat for more, at most 3).
     ///
@@ -91,46 +91,90 @@ pub struct PackageArgs {
     /// --connect. Without --dns the image has only the /etc/resolv.conf you package, if
     /// any: resolvers without one ask 127.0.0.1, which the policy refuses unless
     /// --connect allows it. /etc/hosts names localhost in every image.
-    #[arg(long = "dns", value_name = "ADDR", value_parser = dns_arg)]
+    #[arg(long = "dns", value_name = "ADDR", value_parser = Checked(dns_arg).map(into_string))]
     pub dns: Vec<String>,
 }
 
 // The parsers of single values: a wrong one is a usage error (status 2) found before
 // anything is read.
 
+/// A value parser of `check`, whose message names the flag and shows the value
+/// [`super::quoted`]: clap's own form of a refused value repeats it raw and whole.
+#[derive(Clone)]
+struct Checked(fn(&OsStr) -> Result<(), String>);
+
+impl clap::builder::TypedValueParser for Checked {
+    type Value = OsString;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        value: &OsStr,
+    ) -> Result<OsString, clap::Error> {
+        (self.0)(value)
+            .map(|()| value.to_owned())
+            .map_err(|message| {
+                clap::Error::raw(clap::error::ErrorKind::ValueValidation, message + "\n")
+                    .with_cmd(cmd)
+            })
+    }
+}
+
+/// The value as UTF-8 text, or why it is not.
+fn text<'a>(flag: &str, arg: &'a OsStr) -> Result<&'a str, String> {
+    arg.to_str().ok_or_else(|| {
+        format!(
+            "{flag} {} is not UTF-8 text",
+            super::quoted(&arg.to_string_lossy())
+        )
+    })
+}
+
+/// A value its parser found to be UTF-8 text, as a `String`.
+fn into_string(value: OsString) -> String {
+    value.to_string_lossy().into_owned()
+}
+
 /// `--env`: KEY=VALUE, with a KEY.
-fn env_arg(arg: &str) -> Result<String, String> {
+fn env_arg(arg: &OsStr) -> Result<(), String> {
+    let arg = text("--env", arg)?;
     if arg.contains('=') && !arg.starts_with('=') {
-        Ok(arg.to_owned())
+        Ok(())
     } else {
         Err(format!(
-            "{} is not KEY=VALUE (for example --env LANG=C.UTF-8)",
+            "--env {} is not KEY=VALUE (for example --env LANG=C.UTF-8)",
             super::quoted(arg)
         ))
     }
 }
 
 /// `--file`: HOST:GUEST.
-fn file_arg(arg: OsString) -> Result<OsString, FileArgError> {
-    FileMapping::parse(&arg).map(|_| arg)
+fn file_arg(arg: &OsStr) -> Result<(), String> {
+    FileMapping::parse(arg)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 /// `--listen`, `--connect`, `--dns`: each checked as the policy it makes.
-fn listen_arg(arg: &str) -> Result<String, String> {
-    network_policy(&[arg.to_owned()], &[], &[])
-        .map(|_| arg.to_owned())
+fn listen_arg(arg: &OsStr) -> Result<(), String> {
+    let arg = text("--listen", arg)?.to_owned();
+    network_policy(&[arg], &[], &[])
+        .map(|_| ())
         .map_err(|e| format!("{e:#}"))
 }
 
-fn connect_arg(arg: &str) -> Result<String, String> {
-    network_policy(&[], &[arg.to_owned()], &[])
-        .map(|_| arg.to_owned())
+fn connect_arg(arg: &OsStr) -> Result<(), String> {
+    let arg = text("--connect", arg)?.to_owned();
+    network_policy(&[], &[arg], &[])
+        .map(|_| ())
         .map_err(|e| format!("{e:#}"))
 }
 
-fn dns_arg(arg: &str) -> Result<String, String> {
-    network_policy(&[], &[], &[arg.to_owned()])
-        .map(|_| arg.to_owned())
+fn dns_arg(arg: &OsStr) -> Result<(), String> {
+    let arg = text("--dns", arg)?.to_owned();
+    network_policy(&[], &[], &[arg])
+        .map(|_| ())
         .map_err(|e| format!("{e:#}"))
 }
 
@@ -350,7 +394,7 @@ pub enum FileArgError {
     NoFileName {
         /// The host path.
         path: PathBuf,
-        /// The guest directory, lossily as UTF-8.
+        /// The guest directory, [`super::quoted`].
         guest: String,
     },
     /// The file tree refused an entry.
@@ -358,7 +402,7 @@ pub enum FileArgError {
     Tree {
         /// The host path.
         host: PathBuf,
-        /// The guest path, lossily as UTF-8.
+        /// The guest path, [`super::quoted`].
         guest: String,
         /// Why.
         #[source]
@@ -462,7 +506,7 @@ pub fn add_mapping(tree: &mut FileTreeBuilder, mapping: &FileMapping) -> Result<
         if guest.ends_with(b"/") {
             let name = host.file_name().ok_or_else(|| FileArgError::NoFileName {
                 path: host.clone(),
-                guest: lossy(&guest),
+                guest: super::quoted(&lossy(&guest)),
             })?;
             guest.extend_from_slice(name.as_bytes());
         }
@@ -536,7 +580,7 @@ fn add_file(
     tree.add_file_at(guest, data, permissions(meta), Some(mtime(meta)))
         .map_err(|source| FileArgError::Tree {
             host: host.to_path_buf(),
-            guest: lossy(guest),
+            guest: super::quoted(&lossy(guest)),
             source,
         })
 }
@@ -568,7 +612,7 @@ fn add_dir(
             tree.add_dir_at(&child, permissions(&meta), Some(mtime(&meta)))
                 .map_err(|source| FileArgError::Tree {
                     host: path.to_path_buf(),
-                    guest: lossy(&child),
+                    guest: super::quoted(&lossy(&child)),
                     source,
                 })?;
         } else if meta.is_file() {
@@ -669,6 +713,9 @@ pub fn run(a: &PackageArgs) -> anyhow::Result<()> {
         .iter()
         .map(|f| FileMapping::parse(f))
         .collect::<Result<Vec<_>, _>>()?;
+    // What the command line alone decides, before anything is read.
+    let policy = network_policy(&a.listen, &a.connect, &a.dns)?;
+    let resolv = resolv_conf(&a.dns)?;
     let mut inputs = vec![("app", a.app.as_path())];
     inputs.extend(mappings.iter().map(|m| ("packaged file", m.host.as_path())));
     crate::files::check_output_apart(&a.output, &inputs)?;
@@ -682,8 +729,6 @@ pub fn run(a: &PackageArgs) -> anyhow::Result<()> {
         .map(|m| mtime(&m))
         .with_context(|| format!("cannot read {}", a.app.display()))?;
     let clamp = source_date_epoch(std::env::var_os("SOURCE_DATE_EPOCH").as_deref())?;
-    let policy = network_policy(&a.listen, &a.connect, &a.dns)?;
-    let resolv = resolv_conf(&a.dns)?;
     let package = || -> anyhow::Result<(Vec<u8>, TreeSummary)> {
         let mut tree = file_tree(&argv0, &mappings)?;
         if let Some(text) = &policy {
@@ -851,8 +896,36 @@ mod tests {
         let e = Cli::try_parse_from(["nacre", "package", "a", "-o", "x", "--env", &long])
             .unwrap_err()
             .to_string();
-        assert!(e.contains("\"Xyyyy"), "{e}");
+        assert!(e.contains("--env \"Xyyyy"), "{e}");
         assert!(e.contains("...\" is not KEY=VALUE"), "{e}");
+        assert!(e.len() < 400, "{} bytes: {e}", e.len());
+        // Nor does a control character reach the terminal.
+        let e = Cli::try_parse_from([
+            "nacre",
+            "package",
+            "a",
+            "-o",
+            "x",
+            "--listen",
+            "80\u{1b}[2J",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(!e.contains('\u{1b}'), "{e:?}");
+        assert!(e.contains("--listen \"80\\u{1b}[2J\""), "{e}");
+        // Values that are not UTF-8 are named as such.
+        let e = Cli::try_parse_from([
+            OsStr::new("nacre"),
+            OsStr::new("package"),
+            OsStr::new("a"),
+            OsStr::new("-o"),
+            OsStr::new("x"),
+            OsStr::new("--dns"),
+            OsStr::from_bytes(b"\xff"),
+        ])
+        .unwrap_err();
+        assert_eq!(e.exit_code(), i32::from(EXIT_USAGE));
+        assert!(e.to_string().contains("is not UTF-8 text"), "{e}");
     }
 
     #[test]

@@ -252,11 +252,14 @@ impl EvidenceFile {
 /// Text from the file as an error message shows it: control characters escaped (no
 /// terminal sequence reaches the terminal), at most [`SHOWN_CHARS`] characters of it.
 fn shown(text: &str) -> String {
-    let mut out: String = text
-        .chars()
-        .take(SHOWN_CHARS)
-        .flat_map(char::escape_debug)
-        .collect();
+    let mut out = String::new();
+    for c in text.chars().take(SHOWN_CHARS) {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
     if text.chars().nth(SHOWN_CHARS).is_some() {
         out.push_str("...");
     }
@@ -329,7 +332,7 @@ mod tests {
             j[key] = value;
             serde_json::to_vec(&j).unwrap()
         };
-        let long_version = format!("version \\\"{}...", "9".repeat(39));
+        let long_version = format!("version \"{}...", "9".repeat(39));
         let cases = [
             (b"{".to_vec(), "not a nacre evidence file"),
             (b"[1]".to_vec(), "not a JSON object"),
