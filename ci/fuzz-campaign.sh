@@ -22,6 +22,13 @@
 #                    build goes to tests/fuzz/target/campaign-S (or $CARGO_TARGET_DIR),
 #                    with the arithmetic of cryptography run uninstrumented
 #                    (tests/fuzz/build/untraced-rustc.sh).
+#   --no-trace-compares
+#                    build without libFuzzer's tracing of comparisons (cargo-fuzz's
+#                    option of that name), for targets whose oracles walk large
+#                    structures after every call (tdx_tdcall audits the whole MMU,
+#                    and spends most of its time in that tracing). Coverage still
+#                    guides the fuzzer; it solves comparisons less well. The build
+#                    goes to campaign-S+notc, the ledger says S+notc.
 #   --summary        print the ledger's executions per target (all runs, every
 #                    sanitizer) and whether each reached the goal; fuzz nothing
 #   --goal N         the executions --summary asks of each target (default 10000000)
@@ -29,10 +36,11 @@
 #
 # The ledger, WORK/ledger.tsv, gets one line per target per run, written when the
 # target's run ends: its UTC date, the commit fuzzed (with "-dirty" when the work tree
-# had changes), the target, the sanitizer ("+dev" without optimization), the
-# executions and seconds libFuzzer counted, and the result ("ok", "crash FILE" or
-# "failed LOG"; a crashed run counts the executions of its last status line). Lines
-# are only ever appended, so the totals add up every campaign run in WORK.
+# had changes), the target, the sanitizer ("+notc" without comparison tracing, "+dev"
+# without optimization), the executions and seconds libFuzzer counted, and the result
+# ("ok", "crash FILE" or "failed LOG"; a crashed run counts the executions of its last
+# status line). Lines are only ever appended, so the totals add up every campaign run
+# in WORK.
 #
 # The committed seeds (tests/fuzz/corpus/TARGET) are read, never written: what a
 # campaign finds goes to the work folder. Needs the nightly toolchain and cargo-fuzz
@@ -50,6 +58,7 @@ jobs=1
 work="$repo_root/target/fuzz-campaign"
 build_flags=()
 sanitizer=address
+variant=""
 summary=""
 goal=10000000
 targets=()
@@ -61,6 +70,7 @@ while [ $# -gt 0 ]; do
     --jobs) jobs="$2"; shift 2 ;;
     --work) work="$2"; shift 2 ;;
     --dev) build_flags+=(--dev); shift ;;
+    --no-trace-compares) build_flags+=(--no-trace-compares); variant="+notc"; shift ;;
     --sanitizer)
         build_flags+=(--sanitizer "$2")
         sanitizer="$2"
@@ -68,7 +78,7 @@ while [ $# -gt 0 ]; do
         ;;
     --summary) summary=1; shift ;;
     --goal) goal="$2"; shift 2 ;;
-    -h | --help) sed -n '2,39p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,47p' "$0"; exit 0 ;;
     -*) echo "error: unknown option $1" >&2; exit 2 ;;
     *) targets+=("$1"); shift ;;
     esac
@@ -114,8 +124,9 @@ fi
 # that it and `cargo fuzz build`'s do not replace each other.
 export RUSTC_WRAPPER="$repo_root/$fuzz_dir/build/untraced-rustc.sh"
 if [ -z "${CARGO_TARGET_DIR:-}" ]; then
-    export CARGO_TARGET_DIR="$repo_root/$fuzz_dir/target/campaign-$sanitizer"
+    export CARGO_TARGET_DIR="$repo_root/$fuzz_dir/target/campaign-$sanitizer$variant"
 fi
+sanitizer="$sanitizer$variant"
 echo "building ${#targets[@]} fuzz targets (cargo +$toolchain fuzz build ${build_flags[*]})"
 "${fuzz[@]}" build --fuzz-dir "$fuzz_dir" "${build_flags[@]}"
 # The targets are run as built (what `cargo fuzz run` would run), with no cargo
