@@ -169,7 +169,11 @@ outcome() {
         # No "Done" line: the time the run took, from the log's own timestamps.
         secs=$(($(stat -c %Y "$log") - $(sed -n 's/^start \([0-9]*\)$/\1/p' "$log" | head -n 1)))
     fi
-    crash="$(sed -n 's/.*Test unit written to \(.*\)$/\1/p' "$log" | head -n 1)"
+    # libFuzzer also keeps an input that once took longer than -report_slow_units
+    # (10 s) as slow-unit-*: with the fuzzer at nice 19 beside a build, that is the
+    # machine's load, not a failure (a run that hangs ends as a timeout-* instead).
+    crash="$(sed -n 's/.*Test unit written to \(.*\)$/\1/p' "$log" |
+        grep -v '/slow-unit-[0-9a-f]*$' | head -n 1 || true)"
     if [ -n "$crash" ]; then
         echo "${execs:-0} $secs crash $crash"
     elif ! grep -q '^Done [0-9]* runs' "$log"; then
