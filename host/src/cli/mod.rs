@@ -17,25 +17,16 @@ use clap::{Parser, Subcommand};
 pub struct UsageError(pub String);
 
 /// `text` as a message quotes it: in double quotes, control characters escaped, at
-/// most [`QUOTED_CHARS`] characters of it.
+/// most [`QUOTED_BYTES`] bytes of it ([`nacre_loader::shown_text`]).
 pub fn quoted(text: &str) -> String {
-    let mut out = String::from("\"");
-    for c in text.chars().take(QUOTED_CHARS) {
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    if text.chars().nth(QUOTED_CHARS).is_some() {
-        out.push_str("...");
-    }
-    out.push('"');
-    out
+    format!(
+        "\"{}\"",
+        nacre_loader::shown_text(text.as_bytes(), QUOTED_BYTES)
+    )
 }
 
-/// The characters of a value [`quoted`] shows.
-pub const QUOTED_CHARS: usize = 60;
+/// The bytes of a value [`quoted`] shows.
+pub const QUOTED_BYTES: usize = 60;
 
 /// Write `text` to standard output. A reader that stopped early (`| head`) is no
 /// error; any other failure (a full disk, a closed descriptor) is one, named.
